@@ -1,0 +1,262 @@
+//! The policy document, the revocation list and sync grants: signed
+//! statements from the back office that the SE enforces offline.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::amount::{Amount, Epoch};
+use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
+use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, tagged_hash};
+
+pub const POLICY_VERSION: u8 = 1;
+pub const POLICY_TIERS_MAX: usize = 64;
+pub const REVOKED_KEYS_MAX: usize = 65_536;
+pub const TRUSTED_DCPS_MAX: usize = 256;
+
+/// Device classes (what the SE sits in).
+pub mod device_class {
+    pub const CARD: u8 = 1;
+    pub const PHONE: u8 = 2;
+    pub const IOT: u8 = 3;
+    /// The DCP's own redemption "device" (renewal and unload payee).
+    pub const DCP: u8 = 4;
+}
+
+/// Limits for one device class and tier.
+/// Wire: `[class, tier, payment_max, holding_max, receiving_max,
+/// offline_spend_max, offline_payments_max, history_records_max,
+/// offline_epochs_max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierLimits {
+    pub device_class: u8,
+    pub tier: u8,
+    /// Largest single payment, sent or received.
+    pub payment_max: Amount,
+    /// Largest balance the SE may hold.
+    pub holding_max: Amount,
+    /// Most value received offline between two syncs.
+    pub receiving_max: Amount,
+    /// Most value paid offline between two syncs.
+    pub offline_spend_max: Amount,
+    /// Most payments made offline between two syncs.
+    pub offline_payments_max: u32,
+    /// History budget: most records in a package's ancestry.
+    pub history_records_max: u16,
+    /// Epochs after the last sync during which the SE still pays.
+    pub offline_epochs_max: u32,
+}
+
+impl Cbor for TierLimits {
+    fn write(&self, w: &mut Writer) {
+        w.array(9);
+        w.u64(u64::from(self.device_class));
+        w.u64(u64::from(self.tier));
+        w.u64(self.payment_max.0);
+        w.u64(self.holding_max.0);
+        w.u64(self.receiving_max.0);
+        w.u64(self.offline_spend_max.0);
+        w.u64(u64::from(self.offline_payments_max));
+        w.u64(u64::from(self.history_records_max));
+        w.u64(u64::from(self.offline_epochs_max));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(9)?;
+        Ok(TierLimits {
+            device_class: r.u8()?,
+            tier: r.u8()?,
+            payment_max: Amount(r.u64()?),
+            holding_max: Amount(r.u64()?),
+            receiving_max: Amount(r.u64()?),
+            offline_spend_max: Amount(r.u64()?),
+            offline_payments_max: r.u32()?,
+            history_records_max: r.u16()?,
+            offline_epochs_max: r.u32()?,
+        })
+    }
+}
+
+/// The policy document, signed by the central bank's root key.
+/// Wire: `[1, serial, currency, [tiers], [dcp certificates], signature]`.
+/// The DCP certificates are the trust list: the DCP keys that may issue,
+/// certify, redeem and grant syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub serial: u64,
+    /// ISO 4217 code ("XTS" in tests).
+    pub currency: String,
+    pub tiers: Vec<TierLimits>,
+    pub dcps: Vec<crate::cert::DcpCertificate>,
+    pub signature: Signature,
+}
+
+impl Policy {
+    fn write_body(&self, w: &mut Writer) {
+        w.u64(u64::from(POLICY_VERSION));
+        w.u64(self.serial);
+        w.text(&self.currency);
+        write_vec(w, &self.tiers);
+        write_vec(w, &self.dcps);
+    }
+    pub fn signed_message(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.array(5);
+        self.write_body(&mut w);
+        tagged_hash(b"tally/v1/policy", &[&w.into_bytes()])
+    }
+    pub fn sign(
+        root: &SecretKey,
+        serial: u64,
+        currency: &str,
+        tiers: Vec<TierLimits>,
+        dcps: Vec<crate::cert::DcpCertificate>,
+    ) -> Policy {
+        let mut p = Policy {
+            serial,
+            currency: currency.into(),
+            tiers,
+            dcps,
+            signature: Signature::new(root.suite(), [0; 64]),
+        };
+        p.signature = root.sign(&p.signed_message().0);
+        p
+    }
+    pub fn limits(&self, device_class: u8, tier: u8) -> Option<&TierLimits> {
+        self.tiers.iter().find(|t| t.device_class == device_class && t.tier == tier)
+    }
+    pub fn dcp(&self, key_id: &Hash32) -> Option<&crate::cert::DcpCertificate> {
+        self.dcps.iter().find(|c| c.key.id() == *key_id)
+    }
+}
+
+impl Cbor for Policy {
+    fn write(&self, w: &mut Writer) {
+        w.array(6);
+        self.write_body(w);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(6)?;
+        r.version(POLICY_VERSION)?;
+        Ok(Policy {
+            serial: r.u64()?,
+            currency: String::from(r.text_max(8)?),
+            tiers: read_vec(r, POLICY_TIERS_MAX)?,
+            dcps: read_vec(r, TRUSTED_DCPS_MAX)?,
+            signature: Signature::read(r)?,
+        })
+    }
+}
+
+/// Signed, versioned list of revoked key ids (DCP keys and pseudonym keys).
+/// Wire: `[1, serial, epoch, [key ids, strictly ascending], signature]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationList {
+    pub serial: u64,
+    pub epoch: Epoch,
+    pub revoked: Vec<Hash32>,
+    pub signature: Signature,
+}
+
+impl RevocationList {
+    fn write_body(&self, w: &mut Writer) {
+        w.u64(u64::from(POLICY_VERSION));
+        w.u64(self.serial);
+        w.u64(u64::from(self.epoch));
+        write_vec(w, &self.revoked);
+    }
+    pub fn signed_message(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.array(4);
+        self.write_body(&mut w);
+        tagged_hash(b"tally/v1/revocation-list", &[&w.into_bytes()])
+    }
+    pub fn sign(root: &SecretKey, serial: u64, epoch: Epoch, mut revoked: Vec<Hash32>) -> Self {
+        revoked.sort();
+        revoked.dedup();
+        let mut l = RevocationList { serial, epoch, revoked, signature: Signature::new(root.suite(), [0; 64]) };
+        l.signature = root.sign(&l.signed_message().0);
+        l
+    }
+    /// Binary search: the list is kept sorted.
+    pub fn is_revoked(&self, key_id: &Hash32) -> bool {
+        self.revoked.binary_search(key_id).is_ok()
+    }
+}
+
+impl Cbor for RevocationList {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        self.write_body(w);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        r.version(POLICY_VERSION)?;
+        let serial = r.u64()?;
+        let epoch = r.u32()?;
+        let revoked: Vec<Hash32> = read_vec(r, REVOKED_KEYS_MAX)?;
+        // Canonical form: strictly ascending (sorted, no duplicates).
+        if revoked.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(CodecError::NonCanonical);
+        }
+        Ok(RevocationList { serial, epoch, revoked, signature: Signature::read(r)? })
+    }
+}
+
+/// The back office's word, at sync, that the SE is now in `epoch`. Signed by
+/// a DCP key with the SYNC role; bound to one SE and strictly increasing
+/// `sequence`, so it cannot be replayed to another SE or twice.
+/// Wire: `[1, se_id, epoch, sequence, signer_key, signature]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGrant {
+    pub se_id: Hash32,
+    pub epoch: Epoch,
+    pub sequence: u64,
+    pub signer: PublicKey,
+    pub signature: Signature,
+}
+
+impl SyncGrant {
+    fn write_body(&self, w: &mut Writer) {
+        w.u64(u64::from(POLICY_VERSION));
+        self.se_id.write(w);
+        w.u64(u64::from(self.epoch));
+        w.u64(self.sequence);
+        self.signer.write(w);
+    }
+    pub fn signed_message(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.array(5);
+        self.write_body(&mut w);
+        tagged_hash(b"tally/v1/sync-grant", &[&w.into_bytes()])
+    }
+    pub fn sign(dcp: &SecretKey, se_id: Hash32, epoch: Epoch, sequence: u64) -> Self {
+        let mut g = SyncGrant { se_id, epoch, sequence, signer: dcp.public(), signature: Signature::new(dcp.suite(), [0; 64]) };
+        g.signature = dcp.sign(&g.signed_message().0);
+        g
+    }
+}
+
+impl Cbor for SyncGrant {
+    fn write(&self, w: &mut Writer) {
+        w.array(6);
+        self.write_body(w);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(6)?;
+        r.version(POLICY_VERSION)?;
+        Ok(SyncGrant {
+            se_id: Hash32::read(r)?,
+            epoch: r.u32()?,
+            sequence: r.u64()?,
+            signer: PublicKey::read(r)?,
+            signature: Signature::read(r)?,
+        })
+    }
+}
+
+/// Convenience for checks that a key is in the trust list with a role.
+pub fn trusted_with_role<'a>(policy: &'a Policy, key: &PublicKey, role: u8) -> Option<&'a crate::cert::DcpCertificate> {
+    policy.dcps.iter().find(|c| c.key == *key && c.has_role(role))
+}

@@ -1,0 +1,120 @@
+//! The four protocol messages: `Request` → `Package` → `Receipt` (→ ACK,
+//! which is local to the payer SE and has no wire object).
+
+use alloc::vec::Vec;
+
+use crate::amount::{Amount, Epoch};
+use crate::cert::PseudonymCertificate;
+use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
+use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, tagged_hash};
+use crate::record::{Record, Transfer};
+
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Decoding bound on ancestry records; the policy's history budget is
+/// usually far lower and is what the verifier enforces.
+pub const PACKAGE_RECORDS_MAX: usize = 1024;
+pub const PACKAGE_CERTS_MAX: usize = 1024;
+
+/// Payee → payer. Wire: `[1, amount, nonce, payee_certificate, payee_epoch]`.
+/// The payee is paid to `payee_certificate.key`, a fresh pseudonym.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub amount: Amount,
+    pub nonce: [u8; 16],
+    pub payee: PseudonymCertificate,
+    /// The latest epoch the payee's SE has seen; lets an offline payer learn
+    /// that time has passed without trusting a clock.
+    pub payee_epoch: Epoch,
+}
+
+impl Cbor for Request {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        w.u64(u64::from(PROTOCOL_VERSION));
+        w.u64(self.amount.0);
+        w.bytes(&self.nonce);
+        self.payee.write(w);
+        w.u64(u64::from(self.payee_epoch));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        r.version(PROTOCOL_VERSION)?;
+        Ok(Request {
+            amount: Amount(r.u64()?),
+            nonce: r.bytes_array()?,
+            payee: PseudonymCertificate::read(r)?,
+            payee_epoch: r.u32()?,
+        })
+    }
+}
+
+/// Payer → payee. Wire: `[1, transfer, [ancestry], [certificates]]`.
+/// `ancestry` holds every record reachable from the transfer's inputs back
+/// to `Issue` records, each once, parents before children;
+/// `certificates` holds the pseudonym certificate of every key that signed
+/// a transfer in the package, each once, in order of first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    pub transfer: Transfer,
+    pub ancestry: Vec<Record>,
+    pub certificates: Vec<PseudonymCertificate>,
+}
+
+impl Cbor for Package {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        w.u64(u64::from(PROTOCOL_VERSION));
+        self.transfer.write(w);
+        write_vec(w, &self.ancestry);
+        write_vec(w, &self.certificates);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        r.version(PROTOCOL_VERSION)?;
+        Ok(Package {
+            transfer: Transfer::read(r)?,
+            ancestry: read_vec(r, PACKAGE_RECORDS_MAX)?,
+            certificates: read_vec(r, PACKAGE_CERTS_MAX)?,
+        })
+    }
+}
+
+/// Payee → payer, after the payee SE stored the token.
+/// Wire: `[1, transfer_id, payee_key, signature]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub transfer_id: Hash32,
+    pub payee: PublicKey,
+    pub signature: Signature,
+}
+
+impl Receipt {
+    pub fn signed_message(transfer_id: &Hash32) -> Hash32 {
+        tagged_hash(b"tally/v1/receipt", &[&transfer_id.0])
+    }
+    pub fn sign(payee: &SecretKey, transfer_id: Hash32) -> Receipt {
+        Receipt {
+            transfer_id,
+            payee: payee.public(),
+            signature: payee.sign(&Self::signed_message(&transfer_id).0),
+        }
+    }
+    pub fn verify(&self) -> Result<(), crate::crypto::SigError> {
+        crate::crypto::verify(&self.payee, &Self::signed_message(&self.transfer_id).0, &self.signature)
+    }
+}
+
+impl Cbor for Receipt {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        w.u64(u64::from(PROTOCOL_VERSION));
+        self.transfer_id.write(w);
+        self.payee.write(w);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        r.version(PROTOCOL_VERSION)?;
+        Ok(Receipt { transfer_id: Hash32::read(r)?, payee: PublicKey::read(r)?, signature: Signature::read(r)? })
+    }
+}

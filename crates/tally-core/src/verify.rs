@@ -1,0 +1,546 @@
+//! Offline package verification (SPEC.md §5, rules V1–V12).
+//!
+//! The payee trusts nothing the payer's software says: every hash,
+//! signature, certificate, sum and reference is recomputed here. Cheap
+//! structural checks run first; all signatures are checked last, together
+//! (batch). Only [`verify_package`] can make a [`VerifiedPackage`], and only
+//! a `VerifiedPackage` can be stored by a payee SE.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::amount::{Amount, Epoch};
+use crate::cert::{DcpCertificate, PseudonymCertificate, role};
+use crate::codec::{Cbor, CodecError};
+use crate::crypto::{Hash32, PublicKey, SigCheck, SigError, check_key, verify, verify_many};
+use crate::policy::{Policy, RevocationList};
+use crate::protocol::Package;
+use crate::record::{OutPoint, Output, Record, distinct_signers};
+
+/// Why a package (or a trust object) was refused. Each variant has a stable
+/// number ([`VerifyError::code`]) and names the rule of SPEC.md §5 it
+/// enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// V1: not a canonical encoding of a known version.
+    Decode(CodecError),
+    /// V2: more ancestry records than the history budget.
+    HistoryBudgetExceeded { records: usize, budget: usize },
+    /// V3: the same record twice in the ancestry.
+    DuplicateRecord,
+    /// V3: an input refers to a record that is not earlier in the ancestry.
+    MissingAncestor,
+    /// V3: an ancestry record that the transfer does not depend on.
+    UnreachableRecord,
+    /// V4: an input names an output index the record does not have.
+    UnknownOutput,
+    /// V4: a record with no outputs, or a transfer with no inputs.
+    EmptyRecord,
+    /// V5: an Issue signed by a key not in the trust list with the ISSUE role,
+    /// or a certificate issued by a key without the CERTIFY role.
+    UnknownIssuer,
+    /// V5/V7: a DCP or pseudonym certificate past its expiry epoch.
+    CertificateExpired,
+    /// V5/V7: a revoked key or certificate.
+    CertificateRevoked,
+    /// V6: an Issue whose tokens expired.
+    TokenExpired,
+    /// V7: a signer with no certificate in the package.
+    MissingCertificate,
+    /// V7: a certificate that signs nothing in the package, or appears twice.
+    UnusedCertificate,
+    /// V7: a certificate whose issuer signature does not verify.
+    BadCertificateSignature,
+    /// V7: a certified key that is not a valid point or is of small order.
+    BadKey,
+    /// V8: a record signature that does not verify, or the wrong number of them.
+    BadSignature,
+    /// V8: a signature in another suite than its key.
+    SuiteMismatch,
+    /// V9: inputs and outputs of a transfer differ in value.
+    ValueNotConserved,
+    /// V9: an output of value zero.
+    ZeroValueOutput,
+    /// V9: sums overflow u64.
+    AmountOverflow,
+    /// V10: one output consumed twice inside the package.
+    OutputSpentTwice,
+    /// V11: the first output does not pay the payee's key.
+    WrongPayee,
+    /// V11: the first output does not carry the requested amount.
+    WrongAmount,
+    /// V11: the transfer answers another request.
+    WrongNonce,
+    /// V12: a policy, revocation list or DCP certificate not signed by the root.
+    BadTrustSignature,
+}
+
+impl VerifyError {
+    /// Stable numeric code (SPEC.md §5). Never renumbered.
+    pub fn code(&self) -> u16 {
+        match self {
+            VerifyError::Decode(_) => 101,
+            VerifyError::HistoryBudgetExceeded { .. } => 201,
+            VerifyError::DuplicateRecord => 301,
+            VerifyError::MissingAncestor => 302,
+            VerifyError::UnreachableRecord => 303,
+            VerifyError::UnknownOutput => 401,
+            VerifyError::EmptyRecord => 402,
+            VerifyError::UnknownIssuer => 501,
+            VerifyError::CertificateExpired => 502,
+            VerifyError::CertificateRevoked => 503,
+            VerifyError::TokenExpired => 601,
+            VerifyError::MissingCertificate => 701,
+            VerifyError::UnusedCertificate => 702,
+            VerifyError::BadCertificateSignature => 703,
+            VerifyError::BadKey => 704,
+            VerifyError::BadSignature => 801,
+            VerifyError::SuiteMismatch => 802,
+            VerifyError::ValueNotConserved => 901,
+            VerifyError::ZeroValueOutput => 902,
+            VerifyError::AmountOverflow => 903,
+            VerifyError::OutputSpentTwice => 1001,
+            VerifyError::WrongPayee => 1101,
+            VerifyError::WrongAmount => 1102,
+            VerifyError::WrongNonce => 1103,
+            VerifyError::BadTrustSignature => 1201,
+        }
+    }
+    /// The rule number (V1…V12) in SPEC.md §5.
+    pub fn rule(&self) -> u8 {
+        (self.code() / 100) as u8
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Decode(e) => write!(f, "V1 ({}): {e}", self.code()),
+            VerifyError::HistoryBudgetExceeded { records, budget } => {
+                write!(f, "V2 ({}): {records} ancestry records exceed the history budget of {budget}", self.code())
+            }
+            other => write!(f, "V{} ({}): {:?}", other.rule(), other.code(), other),
+        }
+    }
+}
+
+impl From<CodecError> for VerifyError {
+    fn from(e: CodecError) -> Self {
+        VerifyError::Decode(e)
+    }
+}
+
+/// The verified trust anchors: root key, policy (with its DCP trust list)
+/// and revocation list, each checked against the root once, on install.
+#[derive(Debug, Clone)]
+pub struct TrustStore {
+    root: PublicKey,
+    policy: Policy,
+    revocations: RevocationList,
+}
+
+impl TrustStore {
+    pub fn new(root: PublicKey, policy: Policy, revocations: RevocationList) -> Result<TrustStore, VerifyError> {
+        verify(&root, &policy.signed_message().0, &policy.signature).map_err(|_| VerifyError::BadTrustSignature)?;
+        verify(&root, &revocations.signed_message().0, &revocations.signature)
+            .map_err(|_| VerifyError::BadTrustSignature)?;
+        for c in &policy.dcps {
+            Self::check_dcp_cert(&root, c)?;
+        }
+        Ok(TrustStore { root, policy, revocations })
+    }
+    fn check_dcp_cert(root: &PublicKey, c: &DcpCertificate) -> Result<(), VerifyError> {
+        verify(root, &c.signed_message().0, &c.signature).map_err(|_| VerifyError::BadTrustSignature)?;
+        check_key(&c.key).map_err(|_| VerifyError::BadKey)
+    }
+    pub fn root(&self) -> &PublicKey {
+        &self.root
+    }
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revocations
+    }
+    /// Replaces the policy if `p` is root-signed and newer.
+    pub fn update_policy(&mut self, p: Policy) -> Result<bool, VerifyError> {
+        if p.serial <= self.policy.serial {
+            return Ok(false);
+        }
+        let t = TrustStore::new(self.root, p, self.revocations.clone())?;
+        self.policy = t.policy;
+        Ok(true)
+    }
+    /// Replaces the revocation list if `l` is root-signed and newer.
+    pub fn update_revocations(&mut self, l: RevocationList) -> Result<bool, VerifyError> {
+        if l.serial <= self.revocations.serial {
+            return Ok(false);
+        }
+        verify(&self.root, &l.signed_message().0, &l.signature).map_err(|_| VerifyError::BadTrustSignature)?;
+        self.revocations = l;
+        Ok(true)
+    }
+    /// The trusted DCP certificate for `key_id` holding `r`, valid in `epoch`.
+    pub fn dcp_for(&self, key_id: &Hash32, r: u8, epoch: Epoch) -> Result<&DcpCertificate, VerifyError> {
+        let c = self.policy.dcp(key_id).filter(|c| c.has_role(r)).ok_or(VerifyError::UnknownIssuer)?;
+        if c.expiry_epoch < epoch {
+            return Err(VerifyError::CertificateExpired);
+        }
+        if self.revocations.is_revoked(key_id) {
+            return Err(VerifyError::CertificateRevoked);
+        }
+        Ok(c)
+    }
+    /// Checks everything about a pseudonym certificate except its signature,
+    /// and returns the issuer key whose signature must be checked.
+    pub fn check_pseudonym_cert(&self, c: &PseudonymCertificate, epoch: Epoch) -> Result<PublicKey, VerifyError> {
+        let issuer = self.dcp_for(&c.issuer, role::CERTIFY, epoch)?;
+        if c.expiry_epoch < epoch {
+            return Err(VerifyError::CertificateExpired);
+        }
+        if self.revocations.is_revoked(&c.key.id()) {
+            return Err(VerifyError::CertificateRevoked);
+        }
+        check_key(&c.key).map_err(|_| VerifyError::BadKey)?;
+        Ok(issuer.key)
+    }
+    /// Full check of one pseudonym certificate, signature included.
+    pub fn verify_pseudonym_cert(&self, c: &PseudonymCertificate, epoch: Epoch) -> Result<(), VerifyError> {
+        let issuer = self.check_pseudonym_cert(c, epoch)?;
+        verify(&issuer, &c.signed_message().0, &c.signature).map_err(|e| match e {
+            SigError::SuiteMismatch => VerifyError::SuiteMismatch,
+            _ => VerifyError::BadCertificateSignature,
+        })
+    }
+}
+
+/// Pseudonym certificates whose issuer signature this verifier has already
+/// checked (by certificate id). Expiry and revocation are re-checked on
+/// every use; only the signature check is skipped.
+pub trait CertCache {
+    fn contains(&self, cert_id: &Hash32) -> bool;
+    fn insert(&mut self, cert_id: Hash32);
+}
+
+/// No caching.
+pub struct NoCache;
+impl CertCache for NoCache {
+    fn contains(&self, _: &Hash32) -> bool {
+        false
+    }
+    fn insert(&mut self, _: Hash32) {}
+}
+
+/// A bounded cache; when full it stops admitting (a cache miss only costs
+/// a signature check).
+pub struct BoundedCertCache {
+    ids: BTreeSet<Hash32>,
+    max: usize,
+}
+impl BoundedCertCache {
+    pub fn new(max: usize) -> Self {
+        BoundedCertCache { ids: BTreeSet::new(), max }
+    }
+}
+impl CertCache for BoundedCertCache {
+    fn contains(&self, id: &Hash32) -> bool {
+        self.ids.contains(id)
+    }
+    fn insert(&mut self, id: Hash32) {
+        if self.ids.len() < self.max {
+            self.ids.insert(id);
+        }
+    }
+}
+
+/// What the payee asked for: the payment must match it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub payee: PublicKey,
+    pub amount: Amount,
+    pub nonce: [u8; 16],
+}
+
+/// Verification settings of the verifying party.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyParams {
+    /// The verifier's current epoch (latest sync grant).
+    pub epoch: Epoch,
+    /// History budget from the verifier's policy tier.
+    pub history_records_max: usize,
+}
+
+/// A package that passed every rule. Only this module can make one.
+#[derive(Debug, Clone)]
+pub struct VerifiedPackage {
+    package: Package,
+    transfer_id: Hash32,
+    ancestry_ids: Vec<Hash32>,
+    signature_checks: usize,
+    _verified: Verified,
+}
+
+/// Zero-sized proof that the checks ran; private so no one else builds it.
+#[derive(Debug, Clone, Copy)]
+struct Verified;
+
+impl VerifiedPackage {
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+    pub fn into_package(self) -> Package {
+        self.package
+    }
+    pub fn transfer_id(&self) -> Hash32 {
+        self.transfer_id
+    }
+    /// The token the payee received: output 0 of the transfer.
+    pub fn payment(&self) -> (OutPoint, Output) {
+        (OutPoint { record: self.transfer_id, index: 0 }, self.package.transfer.outputs[0])
+    }
+    /// Ids of the ancestry records, in package order.
+    pub fn ancestry_ids(&self) -> &[Hash32] {
+        &self.ancestry_ids
+    }
+    /// How many signatures were checked (cache hits excluded).
+    pub fn signature_checks(&self) -> usize {
+        self.signature_checks
+    }
+}
+
+/// A settled-side view: a package verified without a payee expectation
+/// (renewal, unload and settlement check the same rules except V11, which
+/// they replace with their own check on the transfer's outputs).
+pub fn verify_package_for_settlement(
+    pkg: Package,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+) -> Result<VerifiedPackage, VerifyError> {
+    verify_inner(pkg, None, trust, params, cache)
+}
+
+/// Decodes and verifies a package for a payee.
+pub fn verify_package_bytes(
+    bytes: &[u8],
+    expected: &Expected,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+) -> Result<VerifiedPackage, VerifyError> {
+    let pkg = Package::from_cbor(bytes)?;
+    verify_package(pkg, expected, trust, params, cache)
+}
+
+/// Verifies a decoded package for a payee.
+pub fn verify_package(
+    pkg: Package,
+    expected: &Expected,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+) -> Result<VerifiedPackage, VerifyError> {
+    verify_inner(pkg, Some(expected), trust, params, cache)
+}
+
+/// What a pending signature check covers (for error attribution).
+enum Pending {
+    Record,
+    Cert,
+}
+
+fn verify_inner(
+    pkg: Package,
+    expected: Option<&Expected>,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+) -> Result<VerifiedPackage, VerifyError> {
+    // V2: history budget.
+    if pkg.ancestry.len() > params.history_records_max {
+        return Err(VerifyError::HistoryBudgetExceeded {
+            records: pkg.ancestry.len(),
+            budget: params.history_records_max,
+        });
+    }
+    // V3: ids, uniqueness, order (every input refers to an earlier record).
+    let mut ids: Vec<Hash32> = Vec::with_capacity(pkg.ancestry.len());
+    let mut index_of: BTreeMap<Hash32, usize> = BTreeMap::new();
+    for (i, rec) in pkg.ancestry.iter().enumerate() {
+        let id = rec.id();
+        if index_of.insert(id, i).is_some() {
+            return Err(VerifyError::DuplicateRecord);
+        }
+        for inp in rec.inputs() {
+            if !index_of.contains_key(&inp.record) || inp.record == id {
+                return Err(VerifyError::MissingAncestor);
+            }
+        }
+        ids.push(id);
+    }
+    let transfer_id = pkg.transfer.id();
+    if index_of.contains_key(&transfer_id) {
+        return Err(VerifyError::DuplicateRecord);
+    }
+    for inp in &pkg.transfer.inputs {
+        if !index_of.contains_key(&inp.record) {
+            return Err(VerifyError::MissingAncestor);
+        }
+    }
+    // V3: reachability from the transfer (walk back; parents are earlier).
+    let mut reached = alloc::vec![false; pkg.ancestry.len()];
+    let mut stack: Vec<usize> = pkg.transfer.inputs.iter().filter_map(|i| index_of.get(&i.record).copied()).collect();
+    while let Some(i) = stack.pop() {
+        if reached[i] {
+            continue;
+        }
+        reached[i] = true;
+        for inp in pkg.ancestry[i].inputs() {
+            if let Some(&j) = index_of.get(&inp.record) {
+                stack.push(j);
+            }
+        }
+    }
+    if reached.iter().any(|r| !r) {
+        return Err(VerifyError::UnreachableRecord);
+    }
+
+    // V4, V9, V10 over every transfer (ancestry transfers and the final one).
+    let lookup = |op: &OutPoint| -> Result<Output, VerifyError> {
+        let i = *index_of.get(&op.record).ok_or(VerifyError::MissingAncestor)?;
+        pkg.ancestry[i].outputs().get(op.index as usize).copied().ok_or(VerifyError::UnknownOutput)
+    };
+    let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+    let transfers = pkg
+        .ancestry
+        .iter()
+        .filter_map(|r| match r {
+            Record::Transfer(t) => Some(t),
+            Record::Issue(_) => None,
+        })
+        .chain(core::iter::once(&pkg.transfer));
+    // Per transfer: its distinct signers (owner keys of its inputs).
+    let mut signer_lists: Vec<Vec<PublicKey>> = Vec::new();
+    for t in transfers.clone() {
+        if t.inputs.is_empty() || t.outputs.is_empty() {
+            return Err(VerifyError::EmptyRecord);
+        }
+        let mut owners = Vec::with_capacity(t.inputs.len());
+        let mut in_sum = Amount::ZERO;
+        for op in &t.inputs {
+            let out = lookup(op)?;
+            if !consumed.insert(*op) {
+                return Err(VerifyError::OutputSpentTwice);
+            }
+            in_sum = in_sum.checked_add(out.value).ok_or(VerifyError::AmountOverflow)?;
+            owners.push(out.owner);
+        }
+        let out_sum = checked_outputs_sum(&t.outputs)?;
+        if in_sum != out_sum {
+            return Err(VerifyError::ValueNotConserved);
+        }
+        let signers = distinct_signers(owners.into_iter());
+        if signers.len() != t.signatures.len() {
+            return Err(VerifyError::BadSignature);
+        }
+        signer_lists.push(signers);
+    }
+
+    // V5, V6: Issue records.
+    let mut checks: Vec<(PublicKey, Hash32, crate::crypto::Signature, Pending)> = Vec::new();
+    for (rec, id) in pkg.ancestry.iter().zip(&ids) {
+        if let Record::Issue(iss) = rec {
+            if iss.outputs.is_empty() {
+                return Err(VerifyError::EmptyRecord);
+            }
+            checked_outputs_sum(&iss.outputs)?;
+            let dcp = trust.dcp_for(&iss.issuer, role::ISSUE, params.epoch)?;
+            if iss.expiry_epoch < params.epoch {
+                return Err(VerifyError::TokenExpired);
+            }
+            checks.push((dcp.key, *id, iss.signature, Pending::Record));
+        }
+    }
+
+    // V7: certificates of every signer: present, used, trusted, unexpired,
+    // unrevoked; signature checked unless cached.
+    let mut cert_for: BTreeMap<PublicKey, usize> = BTreeMap::new();
+    for (i, c) in pkg.certificates.iter().enumerate() {
+        if cert_for.insert(c.key, i).is_some() {
+            return Err(VerifyError::UnusedCertificate);
+        }
+    }
+    let mut cert_used = alloc::vec![false; pkg.certificates.len()];
+    let transfer_record_ids: Vec<Hash32> = pkg
+        .ancestry
+        .iter()
+        .zip(&ids)
+        .filter(|(r, _)| matches!(r, Record::Transfer(_)))
+        .map(|(_, id)| *id)
+        .chain(core::iter::once(transfer_id))
+        .collect();
+    let mut new_cert_ids: Vec<Hash32> = Vec::new();
+    for ((t, signers), tid) in transfers.zip(&signer_lists).zip(&transfer_record_ids) {
+        for (k, sig) in signers.iter().zip(&t.signatures) {
+            let ci = *cert_for.get(k).ok_or(VerifyError::MissingCertificate)?;
+            let cert = &pkg.certificates[ci];
+            if !cert_used[ci] {
+                cert_used[ci] = true;
+                let issuer = trust.check_pseudonym_cert(cert, params.epoch)?;
+                let cid = cert.id();
+                if !cache.contains(&cid) {
+                    checks.push((issuer, cert.signed_message(), cert.signature, Pending::Cert));
+                    new_cert_ids.push(cid);
+                }
+            }
+            checks.push((*k, *tid, *sig, Pending::Record));
+        }
+    }
+    if cert_used.iter().any(|u| !u) {
+        return Err(VerifyError::UnusedCertificate);
+    }
+
+    // V11: the payment itself.
+    if let Some(exp) = expected {
+        let first = pkg.transfer.outputs[0];
+        if first.owner != exp.payee {
+            return Err(VerifyError::WrongPayee);
+        }
+        if first.value != exp.amount {
+            return Err(VerifyError::WrongAmount);
+        }
+        if pkg.transfer.nonce != exp.nonce {
+            return Err(VerifyError::WrongNonce);
+        }
+    }
+
+    // V8: every signature, batched.
+    let sig_checks: Vec<SigCheck<'_>> =
+        checks.iter().map(|(k, m, s, _)| SigCheck { key: k, msg: &m.0, sig: s }).collect();
+    if let Err((i, e)) = verify_many(&sig_checks) {
+        return Err(match (e, &checks[i].3) {
+            (SigError::SuiteMismatch, _) => VerifyError::SuiteMismatch,
+            (SigError::BadKey, _) => VerifyError::BadKey,
+            (_, Pending::Cert) => VerifyError::BadCertificateSignature,
+            _ => VerifyError::BadSignature,
+        });
+    }
+    for cid in new_cert_ids {
+        cache.insert(cid);
+    }
+    let signature_checks = checks.len();
+    Ok(VerifiedPackage { package: pkg, transfer_id, ancestry_ids: ids, signature_checks, _verified: Verified })
+}
+
+fn checked_outputs_sum(outputs: &[Output]) -> Result<Amount, VerifyError> {
+    let mut s = Amount::ZERO;
+    for o in outputs {
+        if o.value.is_zero() {
+            return Err(VerifyError::ZeroValueOutput);
+        }
+        s = s.checked_add(o.value).ok_or(VerifyError::AmountOverflow)?;
+    }
+    Ok(s)
+}
