@@ -1,0 +1,843 @@
+//! The secure-element applet: commands over the persistent [`State`].
+//!
+//! Every mutating command follows one shape: check everything that can
+//! fail against the current state, build the next state, commit it through
+//! the journal (the point of no return), and only then adopt it in memory
+//! and answer. A power cut before the commit record lands leaves the old
+//! state; after it, the new one. After a storage error the applet refuses
+//! every command until rebooted (recovery runs at boot).
+//!
+//! Private keys never leave the SE: no command returns a seed.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use tally_core::cert::role;
+use tally_core::codec::{Cbor, CodecError};
+use tally_core::crypto::{Entropy, SecretKey, tagged_hash};
+use tally_core::package::{merge_ancestry, needed_certificates, sign_transfer};
+use tally_core::policy::{TierLimits, device_class};
+use tally_core::selection::{Candidate, SelectError, select};
+use tally_core::verify::{BoundedCertCache, Expected, VerifyError, VerifyParams, verify_package};
+use tally_core::{
+    Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate, PublicKey, Receipt,
+    Record, Request, RevocationList, Suite, SyncGrant, TrustStore,
+};
+
+use crate::seal::Sealing;
+use crate::state::*;
+use crate::storage::{Journal, Storage, StorageError};
+
+/// Which limit refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    PaymentAmount,
+    Holding,
+    Receiving,
+    OfflineSpend,
+    OfflinePayments,
+    OfflineEpochs,
+    HistoryBudget,
+    Tokens,
+    OpenRequests,
+    Outgoing,
+}
+
+/// Everything the applet can refuse, grouped as rustls does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SeError {
+    /// Persistent storage failed; the applet must be rebooted.
+    Storage(StorageError),
+    /// The stored state is not readable (tampered or wrong device key).
+    StateCorrupt,
+    /// Input bytes are not a valid object.
+    Decode(CodecError),
+    /// A package, certificate or trust object failed verification.
+    Verify(VerifyError),
+    /// A policy limit refused the operation.
+    LimitExceeded(Limit),
+    NotPersonalized,
+    AlreadyPersonalized,
+    /// No policy or revocation list installed yet.
+    NoTrust,
+    /// Policy has no tier for this SE's class and tier.
+    NoTier,
+    InsufficientFunds,
+    /// Enough value, but the package would exceed the history budget: renew.
+    NeedsRenewal,
+    /// No certified, unexpired offline key: sync first.
+    NoCertifiedKey,
+    /// A package for a nonce this SE has no open request for.
+    UnknownRequest,
+    /// A receipt or resend for a transfer this SE did not make.
+    UnknownTransfer,
+    BadReceipt,
+    /// A certificate or issue for a key that is not this SE's, or of
+    /// another class or tier.
+    NotForThisSe,
+    /// A stale or replayed policy, revocation list or sync grant.
+    Stale,
+    /// A redemption request not addressed to a trusted redemption key.
+    NotRedemption,
+    /// The applet saw a storage error and must be rebooted.
+    Halted,
+}
+
+impl fmt::Display for SeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SeError::Verify(e) => write!(f, "package refused: {e}"),
+            SeError::Decode(e) => write!(f, "malformed input: {e}"),
+            SeError::Storage(e) => write!(f, "storage: {e}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl From<StorageError> for SeError {
+    fn from(e: StorageError) -> Self {
+        SeError::Storage(e)
+    }
+}
+impl From<CodecError> for SeError {
+    fn from(e: CodecError) -> Self {
+        SeError::Decode(e)
+    }
+}
+impl From<VerifyError> for SeError {
+    fn from(e: VerifyError) -> Self {
+        SeError::Verify(e)
+    }
+}
+
+/// Read-only summary for GET DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub se_id: Hash32,
+    pub device_class: u8,
+    pub tier: u8,
+    pub balance: Amount,
+    pub tokens: u32,
+    pub counter: u64,
+    pub epoch: Epoch,
+    pub epoch_seen: Epoch,
+    pub spent_since_sync: Amount,
+    pub payments_since_sync: u32,
+    pub received_since_sync: Amount,
+    pub unacked: u32,
+    pub open_requests: u32,
+    pub certified_keys: u32,
+}
+
+/// One token as the terminal sees it (for coin-selection hints and display).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub outpoint: OutPoint,
+    pub value: Amount,
+    pub lineage_len: u32,
+}
+
+/// The applet: persistent state plus its journal and entropy source.
+pub struct Applet<S: Storage, E: Entropy> {
+    journal: Journal<S>,
+    sealing: Sealing,
+    entropy: E,
+    state: State,
+    trust: Option<TrustStore>,
+    cert_cache: BoundedCertCache,
+    halted: bool,
+}
+
+/// Cached pseudonym certificates (signature checks skipped on reuse).
+pub const CERT_CACHE_MAX: usize = 256;
+
+impl<S: Storage, E: Entropy> Applet<S, E> {
+    /// Boots: runs journal recovery and loads the last committed state.
+    pub fn boot(storage: S, sealing: Sealing, entropy: E) -> Result<Self, SeError> {
+        let (journal, payload) = Journal::open(storage)?;
+        // A power cut cannot leave a newer committed header over a bad
+        // payload (the header is written last): that is tampering, and
+        // rolling back could re-enable spent tokens.
+        if journal.newer_state_discarded() {
+            return Err(SeError::StateCorrupt);
+        }
+        let state = match payload {
+            None => State::default(),
+            Some(sealed) => {
+                let plain = sealing.open(&sealed).map_err(|_| SeError::StateCorrupt)?;
+                State::from_cbor(&plain).map_err(|_| SeError::StateCorrupt)?
+            }
+        };
+        let mut a = Applet {
+            journal,
+            sealing,
+            entropy,
+            state,
+            trust: None,
+            cert_cache: BoundedCertCache::new(CERT_CACHE_MAX),
+            halted: false,
+        };
+        a.rebuild_trust();
+        Ok(a)
+    }
+
+    /// Gives the storage back (tests "reboot" from it).
+    pub fn into_storage(self) -> S {
+        self.journal.into_inner()
+    }
+
+    fn rebuild_trust(&mut self) {
+        self.trust = match (&self.state.personal, &self.state.policy, &self.state.revocations) {
+            (Some(p), Some(pol), Some(rev)) => TrustStore::new(p.root, pol.clone(), rev.clone()).ok(),
+            _ => None,
+        };
+    }
+
+    fn commit(&mut self, next: State) -> Result<(), SeError> {
+        if self.halted {
+            return Err(SeError::Halted);
+        }
+        let plain = next.to_cbor();
+        let sealed = self.sealing.seal(&plain, &mut self.entropy);
+        if let Err(e) = self.journal.commit(&sealed) {
+            self.halted = true;
+            return Err(SeError::Storage(e));
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), SeError> {
+        if self.halted {
+            return Err(SeError::Halted);
+        }
+        Ok(())
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn personal(&self) -> Result<&Personalization, SeError> {
+        self.state.personal.as_ref().ok_or(SeError::NotPersonalized)
+    }
+
+    fn trust(&self) -> Result<&TrustStore, SeError> {
+        self.trust.as_ref().ok_or(SeError::NoTrust)
+    }
+
+    fn limits(&self) -> Result<TierLimits, SeError> {
+        let p = self.personal()?;
+        let t = self.trust()?;
+        t.policy().limits(p.device_class, p.tier).copied().ok_or(SeError::NoTier)
+    }
+
+    fn attestation_key(&self) -> Result<SecretKey, SeError> {
+        let p = self.personal()?;
+        SecretKey::from_seed(Suite::Ed25519, &p.attestation_seed).ok_or(SeError::StateCorrupt)
+    }
+
+    // ---- personalization and administration -------------------------------
+
+    /// Factory personalization: creates the attestation key inside the SE
+    /// and fixes class, tier, offline-key suite and the root of trust.
+    pub fn personalize(&mut self, device_class: u8, tier: u8, suite: Suite, root: PublicKey) -> Result<PublicKey, SeError> {
+        self.ready()?;
+        if self.state.personal.is_some() {
+            return Err(SeError::AlreadyPersonalized);
+        }
+        let mut seed = [0u8; 32];
+        self.entropy.fill(&mut seed);
+        let mut next = self.state.clone();
+        next.personal = Some(Personalization { attestation_seed: seed, device_class, tier, suite, root });
+        self.commit(next)?;
+        self.attestation_public()
+    }
+
+    /// The SE's attestation public key; its id is the SE identifier.
+    pub fn attestation_public(&self) -> Result<PublicKey, SeError> {
+        Ok(self.attestation_key()?.public())
+    }
+
+    pub fn se_id(&self) -> Result<Hash32, SeError> {
+        Ok(self.attestation_public()?.id())
+    }
+
+    /// Signs a back-office challenge with the attestation key (registration,
+    /// authenticated device requests). Domain-separated so it cannot sign
+    /// a record.
+    pub fn attest(&mut self, challenge: &[u8]) -> Result<tally_core::Signature, SeError> {
+        self.ready()?;
+        let k = self.attestation_key()?;
+        Ok(k.sign(&tagged_hash(b"tally/v1/attest", &[challenge]).0))
+    }
+
+    /// Installs the policy (with its DCP trust list), checked against the
+    /// root; only a newer serial replaces an installed one.
+    pub fn install_policy(&mut self, policy: Policy) -> Result<(), SeError> {
+        self.ready()?;
+        let root = self.personal()?.root;
+        if let Some(old) = &self.state.policy {
+            if policy.serial <= old.serial {
+                return Err(SeError::Stale);
+            }
+        }
+        let rev = match &self.state.revocations {
+            Some(r) => r.clone(),
+            // A policy may arrive before the first list: check it alone.
+            None => {
+                tally_core::crypto::verify(&root, &policy.signed_message().0, &policy.signature)
+                    .map_err(|_| SeError::Verify(VerifyError::BadTrustSignature))?;
+                let mut next = self.state.clone();
+                next.policy = Some(policy);
+                self.commit(next)?;
+                self.rebuild_trust();
+                return Ok(());
+            }
+        };
+        TrustStore::new(root, policy.clone(), rev)?;
+        let mut next = self.state.clone();
+        next.policy = Some(policy);
+        self.commit(next)?;
+        self.rebuild_trust();
+        Ok(())
+    }
+
+    /// Installs a revocation list, checked against the root; only a newer
+    /// serial replaces an installed one.
+    pub fn install_revocations(&mut self, list: RevocationList) -> Result<(), SeError> {
+        self.ready()?;
+        let root = self.personal()?.root;
+        if let Some(old) = &self.state.revocations {
+            if list.serial <= old.serial {
+                return Err(SeError::Stale);
+            }
+        }
+        tally_core::crypto::verify(&root, &list.signed_message().0, &list.signature)
+            .map_err(|_| SeError::Verify(VerifyError::BadTrustSignature))?;
+        let mut next = self.state.clone();
+        next.revocations = Some(list);
+        self.commit(next)?;
+        self.rebuild_trust();
+        Ok(())
+    }
+
+    /// Generates `n` fresh offline keys inside the SE and returns their
+    /// public halves for the DCP to certify. Keys that own nothing and
+    /// whose certificate expired are dropped first.
+    pub fn generate_keys(&mut self, n: usize) -> Result<Vec<PublicKey>, SeError> {
+        self.ready()?;
+        let suite = self.personal()?.suite;
+        let epoch = self.state.epoch;
+        let mut next = self.state.clone();
+        let tokens = &next.tokens;
+        let outgoing_keys: Vec<PublicKey> = next.open_requests.iter().map(|r| r.key).collect();
+        next.keys.retain(|k| {
+            let expired = k.cert.as_ref().map(|c| c.expiry_epoch < epoch).unwrap_or(false);
+            !expired || tokens.iter().any(|t| t.owner == k.public) || outgoing_keys.contains(&k.public)
+        });
+        if next.keys.len() + n > KEYS_MAX {
+            return Err(SeError::LimitExceeded(Limit::Tokens));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let k = SecretKey::generate(suite, &mut self.entropy);
+            let public = k.public();
+            next.keys.push(OfflineKey { seed: k.seed(), public, cert: None, used: false });
+            out.push(public);
+        }
+        self.commit(next)?;
+        Ok(out)
+    }
+
+    /// Installs the DCP's certificate for one of this SE's offline keys.
+    pub fn install_certificate(&mut self, cert: PseudonymCertificate) -> Result<(), SeError> {
+        self.ready()?;
+        let p = self.personal()?;
+        if cert.device_class != p.device_class || cert.tier != p.tier {
+            return Err(SeError::NotForThisSe);
+        }
+        self.trust()?.verify_pseudonym_cert(&cert, self.state.epoch)?;
+        let mut next = self.state.clone();
+        let k = next.keys.iter_mut().find(|k| k.public == cert.key).ok_or(SeError::NotForThisSe)?;
+        k.cert = Some(cert);
+        self.commit(next)
+    }
+
+    /// Applies a sync grant: new epoch, offline counters reset, acknowledged
+    /// payments dropped from the log (the back office has them).
+    pub fn sync(&mut self, grant: SyncGrant) -> Result<(), SeError> {
+        self.ready()?;
+        let se_id = self.se_id()?;
+        let trust = self.trust()?;
+        if grant.se_id != se_id {
+            return Err(SeError::NotForThisSe);
+        }
+        if grant.sequence <= self.state.sync_sequence || grant.epoch < self.state.epoch {
+            return Err(SeError::Stale);
+        }
+        trust.dcp_for(&grant.signer.id(), role::SYNC, grant.epoch)?;
+        tally_core::crypto::verify(&grant.signer, &grant.signed_message().0, &grant.signature)
+            .map_err(|_| SeError::Verify(VerifyError::BadSignature))?;
+        let mut next = self.state.clone();
+        next.epoch = grant.epoch;
+        next.epoch_seen = next.epoch_seen.max(grant.epoch);
+        next.sync_sequence = grant.sequence;
+        next.spent_since_sync = Amount::ZERO;
+        next.payments_since_sync = 0;
+        next.received_since_sync = Amount::ZERO;
+        next.outgoing.retain(|o| !o.acked);
+        next.receipts.clear();
+        self.commit(next)
+    }
+
+    /// Imports a genesis record issued to this SE's keys (load, renewal).
+    pub fn import_issue(&mut self, issue: Issue) -> Result<Amount, SeError> {
+        self.ready()?;
+        let trust = self.trust()?;
+        let limits = self.limits()?;
+        let dcp = trust.dcp_for(&issue.issuer, role::ISSUE, self.state.epoch)?;
+        let id = issue.id();
+        if self.state.tokens.iter().any(|t| t.outpoint.record == id) {
+            return Ok(Amount::ZERO); // already imported: idempotent
+        }
+        if issue.expiry_epoch < self.state.epoch {
+            return Err(SeError::Verify(VerifyError::TokenExpired));
+        }
+        tally_core::crypto::verify(&dcp.key, &id.0, &issue.signature)
+            .map_err(|_| SeError::Verify(VerifyError::BadSignature))?;
+        let mut total = Amount::ZERO;
+        let mut next = self.state.clone();
+        for (i, o) in issue.outputs.iter().enumerate() {
+            if next.key(&o.owner).is_none() {
+                return Err(SeError::NotForThisSe);
+            }
+            if o.value.is_zero() {
+                return Err(SeError::Verify(VerifyError::ZeroValueOutput));
+            }
+            total = total.checked_add(o.value).ok_or(SeError::Verify(VerifyError::AmountOverflow))?;
+            next.tokens.push(Token {
+                outpoint: OutPoint { record: id, index: i as u8 },
+                value: o.value,
+                owner: o.owner,
+                lineage: alloc::vec![id],
+            });
+        }
+        let balance = self.state.balance().checked_add(total).ok_or(SeError::LimitExceeded(Limit::Holding))?;
+        if balance > limits.holding_max {
+            return Err(SeError::LimitExceeded(Limit::Holding));
+        }
+        if next.tokens.len() > TOKENS_MAX {
+            return Err(SeError::LimitExceeded(Limit::Tokens));
+        }
+        next.records.push(StoredRecord { id, record: Record::Issue(issue) });
+        self.commit(next)?;
+        self.check_invariants();
+        Ok(total)
+    }
+
+    // ---- the payment protocol --------------------------------------------
+
+    /// Payee, message 1: a request for `amount` to a fresh certified key.
+    pub fn create_request(&mut self, amount: Amount) -> Result<Request, SeError> {
+        self.ready()?;
+        let limits = self.limits()?;
+        self.check_receivable(amount, &limits)?;
+        if self.state.open_requests.len() >= OPEN_REQUESTS_MAX {
+            return Err(SeError::LimitExceeded(Limit::OpenRequests));
+        }
+        let epoch = self.state.epoch;
+        let mut next = self.state.clone();
+        // Prefer a key never handed out; else reuse the newest certified one.
+        let idx = {
+            let usable = |k: &OfflineKey| k.cert.as_ref().map(|c| c.expiry_epoch >= epoch).unwrap_or(false);
+            next.keys
+                .iter()
+                .position(|k| usable(k) && !k.used)
+                .or_else(|| next.keys.iter().rposition(usable))
+                .ok_or(SeError::NoCertifiedKey)?
+        };
+        next.keys[idx].used = true;
+        let cert = next.keys[idx].cert.clone().ok_or(SeError::NoCertifiedKey)?;
+        let mut nonce = [0u8; 16];
+        self.entropy.fill(&mut nonce);
+        next.open_requests.push(OpenRequest { nonce, amount, key: cert.key });
+        let req = Request { amount, nonce, payee: cert, payee_epoch: next.epoch_seen };
+        self.commit(next)?;
+        Ok(req)
+    }
+
+    fn check_receivable(&self, amount: Amount, limits: &TierLimits) -> Result<(), SeError> {
+        if amount.is_zero() || amount > limits.payment_max {
+            return Err(SeError::LimitExceeded(Limit::PaymentAmount));
+        }
+        let holding = self.state.balance().checked_add(amount).ok_or(SeError::LimitExceeded(Limit::Holding))?;
+        if holding > limits.holding_max {
+            return Err(SeError::LimitExceeded(Limit::Holding));
+        }
+        let recv = self.state.received_since_sync.checked_add(amount).ok_or(SeError::LimitExceeded(Limit::Receiving))?;
+        if recv > limits.receiving_max {
+            return Err(SeError::LimitExceeded(Limit::Receiving));
+        }
+        Ok(())
+    }
+
+    /// Payer, message 2: pays `request` and returns the package bytes.
+    /// Inputs are marked spent, change stored and the payment logged in
+    /// the same commit. Paying the same request again returns the same
+    /// package (a lost response is retried safely).
+    pub fn pay(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
+        self.ready()?;
+        if let Some(o) = self.state.outgoing.iter().find(|o| o.nonce == request.nonce && o.payee == request.payee.key) {
+            return Ok(o.package.clone());
+        }
+        let limits = self.limits()?;
+        let trust = self.trust()?;
+        let epoch = self.state.epoch;
+        trust.verify_pseudonym_cert(&request.payee, epoch)?;
+        // Learn elapsed time from the payee, but never beyond what its
+        // certificate could vouch for.
+        let epoch_seen = self.state.epoch_seen.max(request.payee_epoch.min(request.payee.expiry_epoch));
+        if epoch_seen.saturating_sub(epoch) > limits.offline_epochs_max {
+            return Err(SeError::LimitExceeded(Limit::OfflineEpochs));
+        }
+        let amount = request.amount;
+        if amount.is_zero() || amount > limits.payment_max {
+            return Err(SeError::LimitExceeded(Limit::PaymentAmount));
+        }
+        let spent = self.state.spent_since_sync.checked_add(amount).ok_or(SeError::LimitExceeded(Limit::OfflineSpend))?;
+        if spent > limits.offline_spend_max {
+            return Err(SeError::LimitExceeded(Limit::OfflineSpend));
+        }
+        if self.state.payments_since_sync >= limits.offline_payments_max {
+            return Err(SeError::LimitExceeded(Limit::OfflinePayments));
+        }
+        // The package must fit the payee's budget as well as ours.
+        let payee_budget = trust
+            .policy()
+            .limits(request.payee.device_class, request.payee.tier)
+            .map(|l| l.history_records_max)
+            .unwrap_or(limits.history_records_max);
+        let budget = usize::from(limits.history_records_max.min(payee_budget));
+        let (mut next, bytes) = self.build_payment(request, budget, false)?;
+        next.epoch_seen = epoch_seen;
+        next.spent_since_sync = spent;
+        next.payments_since_sync += 1;
+        self.commit(next)?;
+        self.check_invariants();
+        Ok(bytes)
+    }
+
+    /// Renewal and unload: pays the DCP's redemption key. Exempt from the
+    /// offline limits (it happens online), bounded by the DCP's budget.
+    pub fn redeem(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
+        self.ready()?;
+        if let Some(o) = self.state.outgoing.iter().find(|o| o.nonce == request.nonce && o.payee == request.payee.key) {
+            return Ok(o.package.clone());
+        }
+        let trust = self.trust()?;
+        if request.payee.device_class != device_class::DCP
+            || trust.dcp_for(&request.payee.key.id(), role::REDEEM, self.state.epoch).is_err()
+        {
+            return Err(SeError::NotRedemption);
+        }
+        trust.verify_pseudonym_cert(&request.payee, self.state.epoch)?;
+        let budget = trust
+            .policy()
+            .limits(device_class::DCP, request.payee.tier)
+            .map(|l| usize::from(l.history_records_max))
+            .ok_or(SeError::NoTier)?;
+        let (next, bytes) = self.build_payment(request, budget, true)?;
+        self.commit(next)?;
+        self.check_invariants();
+        Ok(bytes)
+    }
+
+    fn build_payment(&self, request: &Request, budget: usize, redemption: bool) -> Result<(State, Vec<u8>), SeError> {
+        let st = &self.state;
+        if st.outgoing.len() >= OUTGOING_MAX {
+            return Err(SeError::LimitExceeded(Limit::Outgoing));
+        }
+        let amount = request.amount;
+        let cands: Vec<Candidate> =
+            st.tokens.iter().map(|t| Candidate { value: t.value, lineage_len: t.lineage.len() }).collect();
+        let merged_len = |sel: &[usize]| {
+            let mut ids: Vec<&Hash32> = Vec::new();
+            for &i in sel {
+                for id in &st.tokens[i].lineage {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            ids.len()
+        };
+        let sel = select(&cands, amount, budget, &merged_len).map_err(|e| match e {
+            SelectError::InsufficientFunds => SeError::InsufficientFunds,
+            SelectError::NeedsRenewal => SeError::NeedsRenewal,
+        })?;
+        let inputs: Vec<&Token> = sel.iter().map(|&i| &st.tokens[i]).collect();
+        let total = Amount::sum(inputs.iter().map(|t| t.value)).ok_or(SeError::InsufficientFunds)?;
+        let change = total.checked_sub(amount).ok_or(SeError::InsufficientFunds)?;
+        let mut outputs = alloc::vec![Output { value: amount, owner: request.payee.key }];
+        if !change.is_zero() {
+            let change_key = self.change_key()?;
+            outputs.push(Output { value: change, owner: change_key });
+        }
+        // Ancestry: the merged lineages of the inputs.
+        let mut lists: Vec<Vec<Record>> = Vec::with_capacity(inputs.len());
+        for t in &inputs {
+            let mut l = Vec::with_capacity(t.lineage.len());
+            for id in &t.lineage {
+                l.push(st.record(id).cloned().ok_or(SeError::StateCorrupt)?);
+            }
+            lists.push(l);
+        }
+        let ancestry = merge_ancestry(lists.iter().map(|l| l.as_slice()));
+        let counter = st.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
+        let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
+        let key_for = |k: &PublicKey| st.key(k).and_then(|ok| SecretKey::from_seed(ok.public.suite(), &ok.seed));
+        let transfer = sign_transfer(
+            inputs.iter().map(|t| t.outpoint).collect(),
+            &owners,
+            outputs.clone(),
+            request.nonce,
+            counter,
+            &key_for,
+        )
+        .ok_or(SeError::StateCorrupt)?;
+        let owner_of = |op: &OutPoint| {
+            ancestry.iter().find(|r| r.id() == op.record).and_then(|r| r.outputs().get(op.index as usize)).map(|o| o.owner)
+        };
+        let find = |k: &PublicKey| st.cert_for(k);
+        let certificates = needed_certificates(&ancestry, &transfer, &owner_of, &find).ok_or(SeError::NoCertifiedKey)?;
+        let transfer_id = transfer.id();
+        let ancestry_ids: Vec<Hash32> = ancestry.iter().map(|r| r.id()).collect();
+        let package = Package { transfer: transfer.clone(), ancestry, certificates };
+        let bytes = package.to_cbor();
+
+        let mut next = st.clone();
+        next.counter = counter;
+        let spent: Vec<OutPoint> = inputs.iter().map(|t| t.outpoint).collect();
+        next.tokens.retain(|t| !spent.contains(&t.outpoint));
+        if outputs.len() == 2 {
+            let mut lineage = ancestry_ids.clone();
+            lineage.push(transfer_id);
+            next.tokens.push(Token {
+                outpoint: OutPoint { record: transfer_id, index: 1 },
+                value: change,
+                owner: outputs[1].owner,
+                lineage,
+            });
+            next.records.push(StoredRecord { id: transfer_id, record: Record::Transfer(transfer) });
+            // The change token's future packages need the certificates of
+            // every signer in its ancestry, including ours.
+            for c in &package.certificates {
+                if !next.certs.iter().any(|x| x.key == c.key) {
+                    next.certs.push(c.clone());
+                }
+            }
+        }
+        next.outgoing.push(Outgoing {
+            transfer_id,
+            nonce: request.nonce,
+            payee: request.payee.key,
+            amount,
+            counter,
+            package: bytes.clone(),
+            acked: false,
+            redemption,
+        });
+        next.collect_garbage();
+        // Conservation across the commit: what left equals what was paid.
+        let before = st.balance();
+        let after = next.balance();
+        assert_eq!(before.checked_sub(after), Some(amount), "payment must move exactly the amount");
+        Ok((next, bytes))
+    }
+
+    fn change_key(&self) -> Result<PublicKey, SeError> {
+        let epoch = self.state.epoch;
+        self.state
+            .keys
+            .iter()
+            .rev()
+            .find(|k| k.cert.as_ref().map(|c| c.expiry_epoch >= epoch).unwrap_or(false))
+            .map(|k| k.public)
+            .ok_or(SeError::NoCertifiedKey)
+    }
+
+    /// Payee, message 3: verifies and stores the token, returns the receipt.
+    /// A package already received returns its receipt again.
+    pub fn receive(&mut self, package_bytes: &[u8]) -> Result<Receipt, SeError> {
+        self.ready()?;
+        let pkg = Package::from_cbor(package_bytes)?;
+        let tid = pkg.transfer.id();
+        if let Some(r) = self.state.receipts.iter().find(|r| r.transfer_id == tid) {
+            return Ok(r.clone());
+        }
+        let limits = self.limits()?;
+        let ri = self
+            .state
+            .open_requests
+            .iter()
+            .position(|r| r.nonce == pkg.transfer.nonce)
+            .ok_or(SeError::UnknownRequest)?;
+        let req = self.state.open_requests[ri].clone();
+        self.check_receivable(req.amount, &limits)?;
+        let trust = self.trust.as_ref().ok_or(SeError::NoTrust)?;
+        let expected = Expected { payee: req.key, amount: req.amount, nonce: req.nonce };
+        let params = VerifyParams { epoch: self.state.epoch, history_records_max: usize::from(limits.history_records_max) };
+        let verified = verify_package(pkg, &expected, trust, params, &mut self.cert_cache)?;
+        self.store_verified(verified, ri, &limits)
+    }
+
+    /// Only a [`tally_core::VerifiedPackage`] can be stored.
+    fn store_verified(
+        &mut self,
+        verified: tally_core::VerifiedPackage,
+        request_index: usize,
+        limits: &TierLimits,
+    ) -> Result<Receipt, SeError> {
+        let (outpoint, output) = verified.payment();
+        let tid = verified.transfer_id();
+        let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();
+        lineage.push(tid);
+        let key = self.state.key(&output.owner).ok_or(SeError::NotForThisSe)?;
+        let sk = SecretKey::from_seed(key.public.suite(), &key.seed).ok_or(SeError::StateCorrupt)?;
+        let pkg = verified.into_package();
+        let mut next = self.state.clone();
+        if next.tokens.len() >= TOKENS_MAX {
+            return Err(SeError::LimitExceeded(Limit::Tokens));
+        }
+        if next.records.len() + pkg.ancestry.len() + 1 > RECORDS_MAX {
+            return Err(SeError::LimitExceeded(Limit::HistoryBudget));
+        }
+        for r in pkg.ancestry.iter() {
+            let id = r.id();
+            if next.record(&id).is_none() {
+                next.records.push(StoredRecord { id, record: r.clone() });
+            }
+        }
+        next.records.push(StoredRecord { id: tid, record: Record::Transfer(pkg.transfer) });
+        for c in pkg.certificates {
+            if !next.certs.iter().any(|x| x.key == c.key) && next.certs.len() < CERTS_MAX {
+                next.certs.push(c);
+            }
+        }
+        next.tokens.push(Token { outpoint, value: output.value, owner: output.owner, lineage });
+        next.open_requests.remove(request_index);
+        next.received_since_sync = next
+            .received_since_sync
+            .checked_add(output.value)
+            .ok_or(SeError::LimitExceeded(Limit::Receiving))?;
+        let receipt = Receipt::sign(&sk, tid);
+        if next.receipts.len() >= RECEIPTS_KEPT_MAX {
+            next.receipts.remove(0);
+        }
+        next.receipts.push(receipt.clone());
+        if next.balance() > limits.holding_max {
+            return Err(SeError::LimitExceeded(Limit::Holding));
+        }
+        let before = self.state.balance();
+        self.commit(next)?;
+        assert_eq!(self.state.balance().checked_sub(before), Some(output.value), "receive adds exactly the payment");
+        self.check_invariants();
+        Ok(receipt)
+    }
+
+    /// Payer, message 4: the payee's receipt closes the payment.
+    pub fn ack(&mut self, receipt: &Receipt) -> Result<(), SeError> {
+        self.ready()?;
+        let i = self
+            .state
+            .outgoing
+            .iter()
+            .position(|o| o.transfer_id == receipt.transfer_id)
+            .ok_or(SeError::UnknownTransfer)?;
+        let o = &self.state.outgoing[i];
+        if receipt.payee != o.payee || receipt.verify().is_err() {
+            return Err(SeError::BadReceipt);
+        }
+        if o.acked {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        next.outgoing[i].acked = true;
+        self.commit(next)
+    }
+
+    /// The exact package of an unacknowledged (or not yet synced) payment.
+    pub fn resend(&self, transfer_id: &Hash32) -> Result<Vec<u8>, SeError> {
+        self.ready()?;
+        self.state
+            .outgoing
+            .iter()
+            .find(|o| o.transfer_id == *transfer_id)
+            .map(|o| o.package.clone())
+            .ok_or(SeError::UnknownTransfer)
+    }
+
+    /// Closes every open request for offline use and returns them, for the
+    /// payee's report at sync (recovery of interrupted payments).
+    pub fn close_requests(&mut self) -> Result<Vec<OpenRequest>, SeError> {
+        self.ready()?;
+        let mut next = self.state.clone();
+        let closed = core::mem::take(&mut next.open_requests);
+        self.commit(next)?;
+        Ok(closed)
+    }
+
+    /// Credits a token recovered by settlement (an interrupted payment the
+    /// DCP re-issued) — an ordinary import of a fresh Issue.
+    pub fn status(&self) -> Result<Status, SeError> {
+        let p = self.personal()?;
+        let epoch = self.state.epoch;
+        Ok(Status {
+            se_id: self.se_id()?,
+            device_class: p.device_class,
+            tier: p.tier,
+            balance: self.state.balance(),
+            tokens: self.state.tokens.len() as u32,
+            counter: self.state.counter,
+            epoch,
+            epoch_seen: self.state.epoch_seen,
+            spent_since_sync: self.state.spent_since_sync,
+            payments_since_sync: self.state.payments_since_sync,
+            received_since_sync: self.state.received_since_sync,
+            unacked: self.state.outgoing.iter().filter(|o| !o.acked).count() as u32,
+            open_requests: self.state.open_requests.len() as u32,
+            certified_keys: self
+                .state
+                .keys
+                .iter()
+                .filter(|k| k.cert.as_ref().map(|c| c.expiry_epoch >= epoch).unwrap_or(false))
+                .count() as u32,
+        })
+    }
+
+    pub fn tokens(&self) -> Vec<TokenInfo> {
+        self.state
+            .tokens
+            .iter()
+            .map(|t| TokenInfo { outpoint: t.outpoint, value: t.value, lineage_len: t.lineage.len() as u32 })
+            .collect()
+    }
+
+    /// Production invariants, checked after every value-moving commit:
+    /// every token is owned by one of our keys, appears once, has a stored
+    /// lineage ending in its own record, and the balance respects the
+    /// holding bound the policy allowed when it was stored.
+    fn check_invariants(&self) {
+        let st = &self.state;
+        for (i, t) in st.tokens.iter().enumerate() {
+            assert!(st.key(&t.owner).is_some(), "token owned by a foreign key");
+            assert!(!t.value.is_zero(), "zero-value token");
+            assert!(st.tokens[..i].iter().all(|u| u.outpoint != t.outpoint), "token stored twice");
+            assert_eq!(t.lineage.last(), Some(&t.outpoint.record), "lineage must end in the token's record");
+            assert!(t.lineage.iter().all(|id| st.record(id).is_some()), "lineage record missing");
+        }
+        assert!(Amount::sum(st.tokens.iter().map(|t| t.value)).is_some(), "balance overflow");
+    }
+}

@@ -1,0 +1,327 @@
+//! ISO 7816-4 front end of the applet (docs/APDU.md).
+//!
+//! Command data and response data are canonical CBOR wire objects
+//! (SPEC.md). Large commands arrive by command chaining (CLA bit 0x10),
+//! large responses leave by `61xx` + GET RESPONSE. On an error the card
+//! answers a status word only (ISO 7816-4 forbids data with error SWs);
+//! the terminal reads the precise error code with GET DATA `LAST_ERROR`.
+
+use alloc::vec::Vec;
+
+use tally_core::codec::{Cbor, Writer};
+use tally_core::crypto::Entropy;
+use tally_core::{Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request, RevocationList, Suite, SyncGrant};
+
+use crate::apdu::{AssembledCommand, ChainAssembler, Command, Response, ResponseQueue, sw};
+use crate::applet::{Applet, Limit, SeError};
+use crate::storage::Storage;
+
+/// Application identifier (proprietary RID range): "TALLY" v1.
+pub const AID: &[u8] = &[0xF0, 0x54, 0x41, 0x4C, 0x4C, 0x59, 0x01];
+/// Proprietary class byte for Tally commands.
+pub const CLA: u8 = 0x80;
+/// Largest command data accepted after chaining (a package at the largest
+/// history budget fits comfortably).
+pub const COMMAND_DATA_MAX: usize = 256 * 1024;
+
+pub mod ins {
+    pub const SELECT: u8 = 0xA4;
+    pub const GET_DATA: u8 = 0xCA;
+    pub const CREATE_REQUEST: u8 = 0x10;
+    pub const PAY: u8 = 0x20;
+    pub const RECEIVE: u8 = 0x30;
+    pub const ACK: u8 = 0x40;
+    pub const RESEND: u8 = 0x50;
+    pub const REDEEM: u8 = 0x52;
+    pub const CLOSE_REQUESTS: u8 = 0x54;
+    pub const PERSONALIZE: u8 = 0xE0;
+    pub const INSTALL_POLICY: u8 = 0xE2;
+    pub const INSTALL_REVOCATIONS: u8 = 0xE4;
+    pub const GENERATE_KEYS: u8 = 0xE6;
+    pub const INSTALL_CERTIFICATE: u8 = 0xE8;
+    pub const SYNC: u8 = 0xEA;
+    pub const IMPORT_ISSUE: u8 = 0xEC;
+    pub const ATTEST: u8 = 0xEE;
+}
+
+/// GET DATA tags (P2).
+pub mod tag {
+    pub const STATUS: u8 = 0x01;
+    pub const TOKENS: u8 = 0x02;
+    pub const ATTESTATION_KEY: u8 = 0x03;
+    pub const OUTGOING: u8 = 0x04;
+    pub const LAST_ERROR: u8 = 0x0E;
+}
+
+impl SeError {
+    /// Stable numeric error code: verification errors keep their SPEC.md
+    /// codes (101–1201); SE errors are 2000 and up.
+    pub fn code(&self) -> u16 {
+        match self {
+            SeError::Verify(e) => e.code(),
+            SeError::Decode(_) => 101,
+            SeError::Storage(_) => 2001,
+            SeError::StateCorrupt => 2002,
+            SeError::Halted => 2003,
+            SeError::NotPersonalized => 2010,
+            SeError::AlreadyPersonalized => 2011,
+            SeError::NoTrust => 2012,
+            SeError::NoTier => 2013,
+            SeError::NoCertifiedKey => 2014,
+            SeError::NotForThisSe => 2015,
+            SeError::Stale => 2016,
+            SeError::NotRedemption => 2017,
+            SeError::InsufficientFunds => 2020,
+            SeError::NeedsRenewal => 2021,
+            SeError::UnknownRequest => 2022,
+            SeError::UnknownTransfer => 2023,
+            SeError::BadReceipt => 2024,
+            SeError::LimitExceeded(l) => 2100 + *l as u16,
+        }
+    }
+
+    /// Inverse of [`SeError::code`] for the terminal side (limits and the
+    /// SE's own errors; verification errors come back as `Remote(code)`).
+    pub fn status_word(&self) -> u16 {
+        match self {
+            SeError::Decode(_) => sw::WRONG_DATA,
+            SeError::Verify(_) | SeError::BadReceipt | SeError::NotForThisSe | SeError::NotRedemption => {
+                sw::SECURITY_NOT_SATISFIED
+            }
+            SeError::Storage(_) | SeError::StateCorrupt | SeError::Halted => sw::UNKNOWN,
+            SeError::LimitExceeded(Limit::Tokens | Limit::Outgoing | Limit::OpenRequests) => sw::NOT_ENOUGH_MEMORY,
+            _ => sw::CONDITIONS_NOT_SATISFIED,
+        }
+    }
+}
+
+/// The card: applet + APDU state (chaining, pending response, last error).
+pub struct Card<S: Storage, E: Entropy> {
+    pub applet: Applet<S, E>,
+    chain: ChainAssembler,
+    out: ResponseQueue,
+    selected: bool,
+    last_error: u16,
+}
+
+impl<S: Storage, E: Entropy> Card<S, E> {
+    pub fn new(applet: Applet<S, E>) -> Self {
+        Card { applet, chain: ChainAssembler::new(COMMAND_DATA_MAX), out: ResponseQueue::new(), selected: false, last_error: 0 }
+    }
+
+    /// Processes one command APDU and returns the response APDU bytes.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.process(apdu).to_vec()
+    }
+
+    fn process(&mut self, apdu: &[u8]) -> Response {
+        let cmd = match Command::parse(apdu) {
+            Ok(c) => c,
+            Err(e) => {
+                self.chain.reset();
+                return Response::status(e.status_word());
+            }
+        };
+        if let Some(r) = self.out.on_command(&cmd) {
+            return r;
+        }
+        let whole = match self.chain.push(&cmd) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Response::status(sw::OK),
+            Err(e) => return Response::status(e.status_word()),
+        };
+        let le = whole.le.unwrap_or(256);
+        match self.execute(&whole) {
+            Ok(data) => {
+                self.last_error = 0;
+                if data.is_empty() { Response::status(sw::OK) } else { self.out.start(data, le) }
+            }
+            Err(sw_) => Response::status(sw_),
+        }
+    }
+
+    fn fail(&mut self, e: SeError) -> u16 {
+        self.last_error = e.code();
+        e.status_word()
+    }
+
+    fn execute(&mut self, c: &AssembledCommand) -> Result<Vec<u8>, u16> {
+        if c.ins == ins::SELECT {
+            if c.cla != 0x00 || c.p1 != 0x04 {
+                return Err(sw::WRONG_P1P2);
+            }
+            if c.data != AID {
+                self.selected = false;
+                return Err(sw::FILE_NOT_FOUND);
+            }
+            self.selected = true;
+            return Ok(Vec::new());
+        }
+        if !self.selected {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if c.cla & !0x10 != CLA {
+            return Err(sw::CLA_NOT_SUPPORTED);
+        }
+        self.run(c).map_err(|e| self.fail(e))
+    }
+
+    fn run(&mut self, c: &AssembledCommand) -> Result<Vec<u8>, SeError> {
+        let a = &mut self.applet;
+        let d = c.data.as_slice();
+        Ok(match c.ins {
+            ins::GET_DATA => return self.get_data(c.p2),
+            ins::CREATE_REQUEST => a.create_request(Amount(decode_u64(d)?))?.to_cbor(),
+            ins::PAY => a.pay(&Request::from_cbor(d)?)?,
+            ins::REDEEM => a.redeem(&Request::from_cbor(d)?)?,
+            ins::RECEIVE => a.receive(d)?.to_cbor(),
+            ins::ACK => {
+                a.ack(&Receipt::from_cbor(d)?)?;
+                Vec::new()
+            }
+            ins::RESEND => a.resend(&Hash32::from_cbor(d)?)?,
+            ins::CLOSE_REQUESTS => {
+                let reqs = a.close_requests()?;
+                let mut w = Writer::new();
+                w.array(reqs.len());
+                for r in &reqs {
+                    r.write(&mut w);
+                }
+                w.into_bytes()
+            }
+            ins::PERSONALIZE => {
+                let (&suite, root) = d.split_first().ok_or(SeError::Decode(tally_core::CodecError::Truncated))?;
+                let suite = Suite::from_code(suite)?;
+                a.personalize(c.p1, c.p2, suite, PublicKey::from_cbor(root)?)?.to_cbor()
+            }
+            ins::INSTALL_POLICY => {
+                a.install_policy(Policy::from_cbor(d)?)?;
+                Vec::new()
+            }
+            ins::INSTALL_REVOCATIONS => {
+                a.install_revocations(RevocationList::from_cbor(d)?)?;
+                Vec::new()
+            }
+            ins::GENERATE_KEYS => {
+                let keys = a.generate_keys(usize::from(c.p1))?;
+                let mut w = Writer::new();
+                tally_core::codec::write_vec(&mut w, &keys);
+                w.into_bytes()
+            }
+            ins::INSTALL_CERTIFICATE => {
+                a.install_certificate(PseudonymCertificate::from_cbor(d)?)?;
+                Vec::new()
+            }
+            ins::SYNC => {
+                a.sync(SyncGrant::from_cbor(d)?)?;
+                Vec::new()
+            }
+            ins::IMPORT_ISSUE => {
+                let v = a.import_issue(Issue::from_cbor(d)?)?;
+                encode_u64(v.0)
+            }
+            ins::ATTEST => a.attest(d)?.to_cbor(),
+            _ => return Err(SeError::Decode(tally_core::CodecError::UnknownCode)),
+        })
+    }
+
+    fn get_data(&mut self, t: u8) -> Result<Vec<u8>, SeError> {
+        let a = &self.applet;
+        Ok(match t {
+            tag::STATUS => encode_status(&a.status()?),
+            tag::TOKENS => {
+                let toks = a.tokens();
+                let mut w = Writer::new();
+                w.array(toks.len());
+                for t in &toks {
+                    w.array(3);
+                    t.outpoint.write(&mut w);
+                    w.u64(t.value.0);
+                    w.u64(u64::from(t.lineage_len));
+                }
+                w.into_bytes()
+            }
+            tag::ATTESTATION_KEY => a.attestation_public()?.to_cbor(),
+            tag::OUTGOING => {
+                let mut w = Writer::new();
+                let out = &a.state().outgoing;
+                w.array(out.len());
+                for o in out {
+                    w.array(4);
+                    o.transfer_id.write(&mut w);
+                    w.u64(o.amount.0);
+                    w.bool(o.acked);
+                    w.bool(o.redemption);
+                }
+                w.into_bytes()
+            }
+            tag::LAST_ERROR => encode_u64(u64::from(self.last_error)),
+            _ => return Err(SeError::Decode(tally_core::CodecError::UnknownCode)),
+        })
+    }
+}
+
+/// Packages are large; everything else fits one short APDU.
+pub fn decode_u64(d: &[u8]) -> Result<u64, SeError> {
+    let mut r = tally_core::codec::Reader::new(d);
+    let v = r.u64()?;
+    if r.position() != d.len() {
+        return Err(SeError::Decode(tally_core::CodecError::TrailingBytes));
+    }
+    if encode_u64(v) != d {
+        return Err(SeError::Decode(tally_core::CodecError::NonCanonical));
+    }
+    Ok(v)
+}
+
+pub fn encode_u64(v: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(v);
+    w.into_bytes()
+}
+
+/// Status as a CBOR array (docs/APDU.md lists the fields in order).
+pub fn encode_status(s: &crate::applet::Status) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(14);
+    s.se_id.write(&mut w);
+    w.u64(u64::from(s.device_class));
+    w.u64(u64::from(s.tier));
+    w.u64(s.balance.0);
+    w.u64(u64::from(s.tokens));
+    w.u64(s.counter);
+    w.u64(u64::from(s.epoch));
+    w.u64(u64::from(s.epoch_seen));
+    w.u64(s.spent_since_sync.0);
+    w.u64(u64::from(s.payments_since_sync));
+    w.u64(s.received_since_sync.0);
+    w.u64(u64::from(s.unacked));
+    w.u64(u64::from(s.open_requests));
+    w.u64(u64::from(s.certified_keys));
+    w.into_bytes()
+}
+
+pub fn decode_status(d: &[u8]) -> Result<crate::applet::Status, tally_core::CodecError> {
+    let mut r = tally_core::codec::Reader::new(d);
+    r.array(14)?;
+    let s = crate::applet::Status {
+        se_id: Hash32::read(&mut r)?,
+        device_class: r.u8()?,
+        tier: r.u8()?,
+        balance: Amount(r.u64()?),
+        tokens: r.u32()?,
+        counter: r.u64()?,
+        epoch: r.u32()?,
+        epoch_seen: r.u32()?,
+        spent_since_sync: Amount(r.u64()?),
+        payments_since_sync: r.u32()?,
+        received_since_sync: Amount(r.u64()?),
+        unacked: r.u32()?,
+        open_requests: r.u32()?,
+        certified_keys: r.u32()?,
+    };
+    if r.position() != d.len() {
+        return Err(tally_core::CodecError::TrailingBytes);
+    }
+    Ok(s)
+}

@@ -1,0 +1,304 @@
+//! The SE's persistent state and its (internal, versioned) encoding.
+//!
+//! The whole state is one canonical CBOR object committed atomically by the
+//! journal. Records are stored once (deduplicated) and tokens refer to them
+//! by id, so a token's ancestry costs 32 bytes per record it shares.
+
+use alloc::vec::Vec;
+
+use tally_core::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
+use tally_core::{Amount, Epoch, Hash32, OutPoint, Policy, PublicKey, PseudonymCertificate, Receipt, Record, RevocationList, Suite};
+
+pub const STATE_VERSION: u8 = 1;
+/// Bounds on every table (TigerBeetle: put a limit on everything).
+pub const TOKENS_MAX: usize = 64;
+pub const KEYS_MAX: usize = 16;
+pub const OPEN_REQUESTS_MAX: usize = 8;
+pub const OUTGOING_MAX: usize = 64;
+pub const RECEIPTS_KEPT_MAX: usize = 32;
+pub const RECORDS_MAX: usize = 4096;
+pub const CERTS_MAX: usize = 1024;
+
+/// An offline (pseudonym) key pair generated inside the SE.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OfflineKey {
+    pub seed: [u8; 32],
+    pub public: PublicKey,
+    pub cert: Option<PseudonymCertificate>,
+    /// Handed out in a request already (fresh keys are preferred).
+    pub used: bool,
+}
+
+/// A token the SE owns.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Token {
+    pub outpoint: OutPoint,
+    pub value: Amount,
+    pub owner: PublicKey,
+    /// Ids of the records of its ancestry, topologically ordered, ending
+    /// with the record that created it.
+    pub lineage: Vec<Hash32>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OpenRequest {
+    pub nonce: [u8; 16],
+    pub amount: Amount,
+    pub key: PublicKey,
+}
+
+/// A payment this SE made, kept until acknowledged and synced.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Outgoing {
+    pub transfer_id: Hash32,
+    pub nonce: [u8; 16],
+    pub payee: PublicKey,
+    pub amount: Amount,
+    pub counter: u64,
+    /// The exact package bytes, resent verbatim until acknowledged.
+    pub package: Vec<u8>,
+    pub acked: bool,
+    /// A redemption (renewal/unload) to the DCP rather than a payment.
+    pub redemption: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredRecord {
+    pub id: Hash32,
+    pub record: Record,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Personalization {
+    pub attestation_seed: [u8; 32],
+    pub device_class: u8,
+    pub tier: u8,
+    pub suite: Suite,
+    pub root: PublicKey,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct State {
+    pub personal: Option<Personalization>,
+    pub policy: Option<Policy>,
+    pub revocations: Option<RevocationList>,
+    /// Epoch of the last sync grant.
+    pub epoch: Epoch,
+    /// Highest epoch seen anywhere (own sync or a payee's request).
+    pub epoch_seen: Epoch,
+    pub sync_sequence: u64,
+    /// Monotonic transaction counter; every Transfer carries the next value.
+    pub counter: u64,
+    pub spent_since_sync: Amount,
+    pub payments_since_sync: u32,
+    pub received_since_sync: Amount,
+    pub keys: Vec<OfflineKey>,
+    pub tokens: Vec<Token>,
+    pub records: Vec<StoredRecord>,
+    pub certs: Vec<PseudonymCertificate>,
+    pub open_requests: Vec<OpenRequest>,
+    pub outgoing: Vec<Outgoing>,
+    /// Receipts of packages received, so a resent package gets the same
+    /// receipt again (exactly-once receive).
+    pub receipts: Vec<Receipt>,
+}
+
+impl State {
+    pub fn balance(&self) -> Amount {
+        // Bounded by holding_max on every insert, so this cannot overflow;
+        // saturate rather than panic all the same.
+        self.tokens.iter().fold(Amount::ZERO, |a, t| a.checked_add(t.value).unwrap_or(Amount(u64::MAX)))
+    }
+    pub fn record(&self, id: &Hash32) -> Option<&Record> {
+        self.records.iter().find(|r| r.id == *id).map(|r| &r.record)
+    }
+    pub fn key(&self, public: &PublicKey) -> Option<&OfflineKey> {
+        self.keys.iter().find(|k| k.public == *public)
+    }
+    pub fn cert_for(&self, key: &PublicKey) -> Option<&PseudonymCertificate> {
+        self.certs.iter().find(|c| c.key == *key).or_else(|| self.key(key).and_then(|k| k.cert.as_ref()))
+    }
+    /// Drops records and certificates no token needs any more.
+    pub fn collect_garbage(&mut self) {
+        let tokens = &self.tokens;
+        self.records.retain(|r| tokens.iter().any(|t| t.lineage.contains(&r.id)));
+        let records = &self.records;
+        let owners_of_inputs = |k: &PublicKey| {
+            records.iter().any(|r| {
+                r.record.inputs().iter().any(|op| {
+                    records.iter().find(|p| p.id == op.record).and_then(|p| p.record.outputs().get(op.index as usize)).map(|o| o.owner == *k).unwrap_or(false)
+                })
+            })
+        };
+        self.certs.retain(|c| owners_of_inputs(&c.key));
+    }
+}
+
+fn write_opt<T: Cbor>(w: &mut Writer, v: &Option<T>) {
+    match v {
+        Some(x) => {
+            w.array(1);
+            x.write(w)
+        }
+        None => w.array(0),
+    }
+}
+
+fn read_opt<T: Cbor>(r: &mut Reader<'_>) -> Result<Option<T>, CodecError> {
+    match r.array_max(1)? {
+        0 => Ok(None),
+        _ => Ok(Some(T::read(r)?)),
+    }
+}
+
+impl Cbor for OfflineKey {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        w.bytes(&self.seed);
+        self.public.write(w);
+        write_opt(w, &self.cert);
+        w.bool(self.used);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        Ok(OfflineKey { seed: r.bytes_array()?, public: PublicKey::read(r)?, cert: read_opt(r)?, used: r.bool()? })
+    }
+}
+
+impl Cbor for Token {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        self.outpoint.write(w);
+        w.u64(self.value.0);
+        self.owner.write(w);
+        write_vec(w, &self.lineage);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        Ok(Token {
+            outpoint: OutPoint::read(r)?,
+            value: Amount(r.u64()?),
+            owner: PublicKey::read(r)?,
+            lineage: read_vec(r, RECORDS_MAX)?,
+        })
+    }
+}
+
+impl Cbor for OpenRequest {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        w.bytes(&self.nonce);
+        w.u64(self.amount.0);
+        self.key.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        Ok(OpenRequest { nonce: r.bytes_array()?, amount: Amount(r.u64()?), key: PublicKey::read(r)? })
+    }
+}
+
+impl Cbor for Outgoing {
+    fn write(&self, w: &mut Writer) {
+        w.array(8);
+        self.transfer_id.write(w);
+        w.bytes(&self.nonce);
+        self.payee.write(w);
+        w.u64(self.amount.0);
+        w.u64(self.counter);
+        w.bytes(&self.package);
+        w.bool(self.acked);
+        w.bool(self.redemption);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(8)?;
+        Ok(Outgoing {
+            transfer_id: Hash32::read(r)?,
+            nonce: r.bytes_array()?,
+            payee: PublicKey::read(r)?,
+            amount: Amount(r.u64()?),
+            counter: r.u64()?,
+            package: r.bytes_max(1 << 20)?.to_vec(),
+            acked: r.bool()?,
+            redemption: r.bool()?,
+        })
+    }
+}
+
+impl Cbor for StoredRecord {
+    fn write(&self, w: &mut Writer) {
+        // The id is recomputed on load, never trusted from storage.
+        self.record.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let record = Record::read(r)?;
+        Ok(StoredRecord { id: record.id(), record })
+    }
+}
+
+impl Cbor for Personalization {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        w.bytes(&self.attestation_seed);
+        w.u64(u64::from(self.device_class));
+        w.u64(u64::from(self.tier));
+        w.u64(self.suite as u64);
+        self.root.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        Ok(Personalization {
+            attestation_seed: r.bytes_array()?,
+            device_class: r.u8()?,
+            tier: r.u8()?,
+            suite: Suite::from_code(r.u8()?)?,
+            root: PublicKey::read(r)?,
+        })
+    }
+}
+
+impl Cbor for State {
+    fn write(&self, w: &mut Writer) {
+        w.array(18);
+        w.u64(u64::from(STATE_VERSION));
+        write_opt(w, &self.personal);
+        write_opt(w, &self.policy);
+        write_opt(w, &self.revocations);
+        w.u64(u64::from(self.epoch));
+        w.u64(u64::from(self.epoch_seen));
+        w.u64(self.sync_sequence);
+        w.u64(self.counter);
+        w.u64(self.spent_since_sync.0);
+        w.u64(u64::from(self.payments_since_sync));
+        w.u64(self.received_since_sync.0);
+        write_vec(w, &self.keys);
+        write_vec(w, &self.tokens);
+        write_vec(w, &self.records);
+        write_vec(w, &self.certs);
+        write_vec(w, &self.open_requests);
+        write_vec(w, &self.outgoing);
+        write_vec(w, &self.receipts);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(18)?;
+        r.version(STATE_VERSION)?;
+        Ok(State {
+            personal: read_opt(r)?,
+            policy: read_opt(r)?,
+            revocations: read_opt(r)?,
+            epoch: r.u32()?,
+            epoch_seen: r.u32()?,
+            sync_sequence: r.u64()?,
+            counter: r.u64()?,
+            spent_since_sync: Amount(r.u64()?),
+            payments_since_sync: r.u32()?,
+            received_since_sync: Amount(r.u64()?),
+            keys: read_vec(r, KEYS_MAX)?,
+            tokens: read_vec(r, TOKENS_MAX)?,
+            records: read_vec(r, RECORDS_MAX)?,
+            certs: read_vec(r, CERTS_MAX)?,
+            open_requests: read_vec(r, OPEN_REQUESTS_MAX)?,
+            outgoing: read_vec(r, OUTGOING_MAX)?,
+            receipts: read_vec(r, RECEIPTS_KEPT_MAX)?,
+        })
+    }
+}

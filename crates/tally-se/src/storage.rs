@@ -1,0 +1,1248 @@
+//! Transactional persistent state of the secure element.
+//!
+//! This module owns the anti-tearing guarantee of DESIGN.md §4: a power cut
+//! during any write leaves either the old or the new state, never a mix.
+//!
+//! * [`Storage`]: byte-addressed non-volatile memory (flash, EEPROM, a file).
+//! * [`MemStorage`]: RAM-backed storage for tests and the bare-metal build.
+//! * [`TearingStorage`]: a test double that cuts power at a chosen write.
+//! * [`Journal`]: the transactional layer, two ping-pong shadow slots, each a
+//!   commit record (header) followed by a payload area.
+//!
+//! # Journal layout
+//!
+//! The storage is split into two equal slots (an odd last byte is unused).
+//! Each slot starts with a [`HEADER_LEN`]-byte commit record, all integers
+//! little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0  | 4  | magic `TLYJ` |
+//! | 4  | 2  | format version (1) |
+//! | 6  | 2  | reserved, zero |
+//! | 8  | 8  | sequence number (first commit is 1) |
+//! | 16 | 4  | payload length |
+//! | 20 | 4  | reserved, zero |
+//! | 24 | 32 | SHA-256 of the payload |
+//! | 56 | 32 | SHA-256 of bytes 0..56 |
+//!
+//! and the payload follows at offset [`HEADER_LEN`] of the slot.
+//!
+//! A commit writes the payload into the slot that does *not* hold the
+//! current state, in [`WRITE_CHUNK_LEN`]-byte writes, flushes, then writes
+//! the header in one write and flushes again. The header is the commit
+//! record: until all of it has landed, its hash does not match and recovery
+//! ignores the slot. The current slot is never written, so it survives any
+//! tear.
+//!
+//! # Recovery rules ([`Journal::open`])
+//!
+//! Each slot is classified as blank (header all `00` or all `FF`), torn
+//! (bad magic or header hash), authentic (header hash matches) and then
+//! valid (payload length in bounds and payload hash matches) or damaged.
+//!
+//! * The valid slot with the highest sequence number wins. A damaged slot is
+//!   skipped even if its sequence number is higher; that cannot result from
+//!   a power cut (a header is written only after its payload is flushed, and
+//!   a slot's payload is only rewritten after the other slot holds a newer
+//!   commit), so [`Journal::newer_state_discarded`] reports it for the
+//!   caller to treat as an integrity event.
+//! * No valid slot: both blank, or one blank and one torn (a torn first
+//!   commit), means nothing was ever committed: `None`. Anything else is
+//!   [`StorageError::Corrupt`].
+
+extern crate alloc;
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// Everything that can go wrong with persistent storage.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageError {
+    /// A read or write reaches past the end of the storage.
+    OutOfBounds,
+    /// Power was cut; nothing more reaches the storage until reboot.
+    PowerLost,
+    /// The payload does not fit in a journal slot.
+    TooLarge,
+    /// No committed state can be recovered although the storage is not
+    /// blank, or the current state failed its integrity check.
+    Corrupt,
+    /// The underlying device or file reported an error.
+    Io,
+    /// The storage is too small to hold two journal slots.
+    CapacityTooSmall,
+    /// An authentic commit record of a format version this code cannot
+    /// read.
+    UnsupportedVersion,
+    /// An earlier commit failed part-way; the journal must be reopened
+    /// ([`Journal::recover`]) to learn which state survived.
+    NeedsRecovery,
+    /// The sequence number would overflow.
+    SequenceExhausted,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            StorageError::OutOfBounds => "storage access past the end of the device",
+            StorageError::PowerLost => "power lost during a storage write",
+            StorageError::TooLarge => "state is larger than a journal slot",
+            StorageError::Corrupt => "stored state is corrupt and cannot be recovered",
+            StorageError::Io => "storage device reported an I/O error",
+            StorageError::CapacityTooSmall => "storage is too small for the journal",
+            StorageError::UnsupportedVersion => "stored state has an unsupported format version",
+            StorageError::NeedsRecovery => "an earlier commit failed; reopen the journal",
+            StorageError::SequenceExhausted => "journal sequence number exhausted",
+        };
+        f.write_str(text)
+    }
+}
+
+impl core::error::Error for StorageError {}
+
+/// Byte-addressed non-volatile memory.
+///
+/// Each [`Storage::write`] call is one unit of the tearing model: power may
+/// be cut part-way through it, leaving any prefix of it applied. Writes are
+/// durable only after [`Storage::flush`] returns.
+pub trait Storage {
+    /// Size in bytes; valid offsets are `0..capacity()`.
+    fn capacity(&self) -> usize;
+    /// Fills `buf` from `offset`.
+    fn read(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), StorageError>;
+    /// Writes `data` at `offset`.
+    fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StorageError>;
+    /// Makes every earlier write durable.
+    fn flush(&mut self) -> Result<(), StorageError>;
+}
+
+impl<S: Storage + ?Sized> Storage for &mut S {
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+    fn read(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), StorageError> {
+        (**self).read(offset, buf)
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StorageError> {
+        (**self).write(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        (**self).flush()
+    }
+}
+
+/// `offset..offset + len` if it lies within `capacity`.
+pub fn checked_range(
+    offset: usize,
+    len: usize,
+    capacity: usize,
+) -> Result<core::ops::Range<usize>, StorageError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= capacity => Ok(offset..end),
+        _ => Err(StorageError::OutOfBounds),
+    }
+}
+
+/// The value of an erased flash byte; [`MemStorage::new`] starts with it.
+pub const ERASED_BYTE: u8 = 0xFF;
+
+/// Storage in a fixed-size byte vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemStorage {
+    bytes: Vec<u8>,
+}
+
+impl MemStorage {
+    /// `capacity` bytes, all [`ERASED_BYTE`], like fresh flash.
+    pub fn new(capacity: usize) -> Self {
+        MemStorage {
+            bytes: vec![ERASED_BYTE; capacity],
+        }
+    }
+
+    /// Storage holding exactly `bytes` (for example a saved image, to
+    /// simulate a reboot).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        MemStorage { bytes }
+    }
+
+    /// The current contents.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Mutable contents, for fault injection in tests.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
+    /// The contents, consuming the storage.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl Storage for MemStorage {
+    fn capacity(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn read(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), StorageError> {
+        let range = checked_range(offset, buf.len(), self.bytes.len())?;
+        let src = self.bytes.get(range).ok_or(StorageError::OutOfBounds)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StorageError> {
+        let range = checked_range(offset, data.len(), self.bytes.len())?;
+        let dst = self.bytes.get_mut(range).ok_or(StorageError::OutOfBounds)?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// How much of the write that loses power reaches the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TearMode {
+    /// None of it.
+    Nothing,
+    /// The first half (rounded down).
+    Half,
+    /// The first `n` bytes (all of them if the write is shorter).
+    Prefix(usize),
+    /// The first half correctly and the rest bit-inverted, as a cell that
+    /// was being programmed may read back.
+    Garbage,
+    /// All of it, but the write still reports [`StorageError::PowerLost`].
+    All,
+}
+
+impl TearMode {
+    /// The modes worth trying at every write in exhaustive tests.
+    pub const EXHAUSTIVE: [TearMode; 6] = [
+        TearMode::Nothing,
+        TearMode::Prefix(1),
+        TearMode::Half,
+        TearMode::Garbage,
+        TearMode::Prefix(usize::MAX - 1),
+        TearMode::All,
+    ];
+}
+
+/// Test double: cuts power at the k-th write call.
+///
+/// That write is applied only partly (see [`TearMode`]) and returns
+/// [`StorageError::PowerLost`], as does every later read, write and flush:
+/// the device is off. Recover by taking the inner storage
+/// ([`TearingStorage::into_inner`]) and opening it again, as a reboot does.
+#[derive(Clone, Debug)]
+pub struct TearingStorage<S> {
+    inner: S,
+    writes: usize,
+    cut_at_write: Option<usize>,
+    mode: TearMode,
+    power_lost: bool,
+}
+
+impl<S: Storage> TearingStorage<S> {
+    /// Passes every call through and only counts writes.
+    pub fn new(inner: S) -> Self {
+        TearingStorage {
+            inner,
+            writes: 0,
+            cut_at_write: None,
+            mode: TearMode::Nothing,
+            power_lost: false,
+        }
+    }
+
+    /// Cuts power at write call number `cut_at_write` (1-based, counted from
+    /// now) with `mode`. Zero never cuts.
+    pub fn with_cut(inner: S, cut_at_write: usize, mode: TearMode) -> Self {
+        TearingStorage {
+            cut_at_write: (cut_at_write > 0).then_some(cut_at_write),
+            mode,
+            ..TearingStorage::new(inner)
+        }
+    }
+
+    /// Arms (or re-arms) the cut: power is lost at the `n`-th write from now.
+    pub fn cut_after(&mut self, n: usize, mode: TearMode) {
+        self.cut_at_write = self.writes.checked_add(n).filter(|_| n > 0);
+        self.mode = mode;
+    }
+
+    /// Write calls made while power was on, including the torn one.
+    pub fn writes(&self) -> usize {
+        self.writes
+    }
+
+    /// True once power has been cut.
+    pub fn power_lost(&self) -> bool {
+        self.power_lost
+    }
+
+    /// The wrapped storage.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped storage, holding whatever reached it before the cut.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn torn_prefix(&self, data: &[u8]) -> Vec<u8> {
+        let half = data.len() / 2;
+        match self.mode {
+            TearMode::Nothing => Vec::new(),
+            TearMode::Half => data.get(..half).unwrap_or(data).to_vec(),
+            TearMode::Prefix(n) => data.get(..n).unwrap_or(data).to_vec(),
+            TearMode::All => data.to_vec(),
+            TearMode::Garbage => data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if i < half { *b } else { !*b })
+                .collect(),
+        }
+    }
+}
+
+impl<S: Storage> Storage for TearingStorage<S> {
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    fn read(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), StorageError> {
+        if self.power_lost {
+            return Err(StorageError::PowerLost);
+        }
+        self.inner.read(offset, buf)
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StorageError> {
+        if self.power_lost {
+            return Err(StorageError::PowerLost);
+        }
+        self.writes = self.writes.saturating_add(1);
+        if self.cut_at_write != Some(self.writes) {
+            return self.inner.write(offset, data);
+        }
+        self.power_lost = true;
+        let prefix = self.torn_prefix(data);
+        if !prefix.is_empty() {
+            // What reaches the cells is all that matters; the caller sees
+            // PowerLost either way.
+            let _ = self.inner.write(offset, &prefix);
+        }
+        Err(StorageError::PowerLost)
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if self.power_lost {
+            return Err(StorageError::PowerLost);
+        }
+        self.inner.flush()
+    }
+}
+
+/// Size of a commit record.
+pub const HEADER_LEN: usize = 88;
+/// Payload bytes per write call during a commit.
+pub const WRITE_CHUNK_LEN: usize = 256;
+/// Journal format version written by this code.
+pub const FORMAT_VERSION: u16 = 1;
+
+const MAGIC: [u8; 4] = *b"TLYJ";
+const HASHED_HEADER_LEN: usize = 56;
+const SLOT_COUNT: usize = 2;
+
+/// The commit record of one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    sequence: u64,
+    payload_len: u32,
+    payload_hash: [u8; 32],
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut w = Writer {
+            buf: &mut out,
+            at: 0,
+        };
+        w.put(&MAGIC);
+        w.put(&FORMAT_VERSION.to_le_bytes());
+        w.put(&[0, 0]);
+        w.put(&self.sequence.to_le_bytes());
+        w.put(&self.payload_len.to_le_bytes());
+        w.put(&[0, 0, 0, 0]);
+        w.put(&self.payload_hash);
+        let hash = sha256(w.written());
+        w.put(&hash);
+        out
+    }
+
+    /// Classifies a header as read from storage.
+    fn decode(bytes: &[u8; HEADER_LEN]) -> Result<HeaderState, StorageError> {
+        if bytes.iter().all(|b| *b == 0x00) || bytes.iter().all(|b| *b == 0xFF) {
+            return Ok(HeaderState::Blank);
+        }
+        let (hashed, check) = bytes.split_at(HASHED_HEADER_LEN);
+        let mut r = Reader { buf: hashed };
+        let (Some(magic), Some(version), Some(reserved_a), Some(sequence)) =
+            (r.take::<4>(), r.take::<2>(), r.take::<2>(), r.take::<8>())
+        else {
+            return Ok(HeaderState::Torn);
+        };
+        let (Some(payload_len), Some(reserved_b), Some(payload_hash)) =
+            (r.take::<4>(), r.take::<4>(), r.take::<32>())
+        else {
+            return Ok(HeaderState::Torn);
+        };
+        if magic != MAGIC || sha256(hashed).as_slice() != check {
+            return Ok(HeaderState::Torn);
+        }
+        if u16::from_le_bytes(version) != FORMAT_VERSION
+            || reserved_a != [0; 2]
+            || reserved_b != [0; 4]
+        {
+            return Err(StorageError::UnsupportedVersion);
+        }
+        Ok(HeaderState::Authentic(Header {
+            sequence: u64::from_le_bytes(sequence),
+            payload_len: u32::from_le_bytes(payload_len),
+            payload_hash,
+        }))
+    }
+}
+
+/// Appends to a fixed buffer; encodes only constant-size fields.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at.saturating_add(bytes.len());
+        if let Some(dst) = self.buf.get_mut(self.at..end) {
+            dst.copy_from_slice(bytes);
+        }
+        debug_assert!(end <= self.buf.len(), "header field past HEADER_LEN");
+        self.at = end;
+    }
+
+    fn written(&self) -> &[u8] {
+        self.buf.get(..self.at).unwrap_or(&[])
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.buf.split_first_chunk::<N>()?;
+        self.buf = rest;
+        Some(*head)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeaderState {
+    Blank,
+    Torn,
+    Authentic(Header),
+}
+
+/// What recovery found in one slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SlotState {
+    Blank,
+    Torn,
+    /// Authentic header whose payload is out of bounds or fails its hash.
+    Damaged {
+        sequence: u64,
+    },
+    Valid {
+        header: Header,
+        payload: Vec<u8>,
+    },
+}
+
+impl SlotState {
+    fn authentic_sequence(&self) -> Option<u64> {
+        match self {
+            SlotState::Damaged { sequence } => Some(*sequence),
+            SlotState::Valid { header, .. } => Some(header.sequence),
+            SlotState::Blank | SlotState::Torn => None,
+        }
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// The state the journal last committed or recovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Current {
+    slot: usize,
+    header: Header,
+}
+
+/// Transactional storage of one opaque state blob (see the module docs for
+/// layout and recovery rules).
+///
+/// After a commit fails with any storage error (typically
+/// [`StorageError::PowerLost`]) the outcome is unknown: the old or the new
+/// state may have survived. The journal then refuses further commits and
+/// reads with [`StorageError::NeedsRecovery`]; reopen it
+/// ([`Journal::recover`], or [`Journal::open`] after a reboot) to learn
+/// which state is current.
+#[derive(Debug)]
+pub struct Journal<S: Storage> {
+    storage: S,
+    slot_len: usize,
+    current: Option<Current>,
+    next_sequence: u64,
+    needs_recovery: bool,
+    newer_state_discarded: bool,
+}
+
+impl<S: Storage> Journal<S> {
+    /// Recovers the journal at boot. Returns it with the current state:
+    /// `None` if nothing was ever committed.
+    pub fn open(mut storage: S) -> Result<(Self, Option<Vec<u8>>), StorageError> {
+        let slot_len = storage.capacity() / SLOT_COUNT;
+        if slot_len <= HEADER_LEN {
+            return Err(StorageError::CapacityTooSmall);
+        }
+        let payload_max = slot_payload_max(slot_len);
+        let slots = [
+            read_slot(&mut storage, 0, payload_max)?,
+            read_slot(&mut storage, slot_len, payload_max)?,
+        ];
+        let highest_authentic = slots.iter().filter_map(SlotState::authentic_sequence).max();
+        let mut best: Option<(usize, &Header, &Vec<u8>)> = None;
+        for (index, slot) in slots.iter().enumerate() {
+            if let SlotState::Valid { header, payload } = slot {
+                match best {
+                    Some((_, b, b_payload)) if b.sequence == header.sequence => {
+                        // Two valid commits with one sequence number cannot
+                        // come from this code unless they are identical.
+                        if b_payload != payload {
+                            return Err(StorageError::Corrupt);
+                        }
+                    }
+                    Some((_, b, _)) if b.sequence > header.sequence => {}
+                    _ => best = Some((index, header, payload)),
+                }
+            }
+        }
+        let (current, payload) = match best {
+            Some((slot, header, payload)) => (
+                Some(Current {
+                    slot,
+                    header: *header,
+                }),
+                Some(payload.clone()),
+            ),
+            None => match &slots {
+                [SlotState::Blank, SlotState::Blank]
+                | [SlotState::Blank, SlotState::Torn]
+                | [SlotState::Torn, SlotState::Blank] => (None, None),
+                _ => return Err(StorageError::Corrupt),
+            },
+        };
+        let next_sequence = match highest_authentic {
+            Some(s) => s.checked_add(1).ok_or(StorageError::SequenceExhausted)?,
+            None => 1,
+        };
+        let newer_state_discarded = match (current, highest_authentic) {
+            (Some(c), Some(h)) => h > c.header.sequence,
+            _ => false,
+        };
+        let journal = Journal {
+            storage,
+            slot_len,
+            current,
+            next_sequence,
+            needs_recovery: false,
+            newer_state_discarded,
+        };
+        Ok((journal, payload))
+    }
+
+    /// Reopens the journal from its storage, as a reboot would; use it
+    /// after a commit failed.
+    pub fn recover(self) -> Result<(Self, Option<Vec<u8>>), StorageError> {
+        Journal::open(self.storage)
+    }
+
+    /// Largest payload a commit accepts, in bytes.
+    pub fn payload_max(&self) -> usize {
+        slot_payload_max(self.slot_len)
+    }
+
+    /// Sequence number of the current state; `None` before the first
+    /// commit.
+    pub fn sequence(&self) -> Option<u64> {
+        self.current.map(|c| c.header.sequence)
+    }
+
+    /// True when recovery skipped an authentic commit newer than the state
+    /// it returned because that commit's payload failed its check. A power
+    /// cut cannot cause this; it means the storage was altered.
+    pub fn newer_state_discarded(&self) -> bool {
+        self.newer_state_discarded
+    }
+
+    /// True after a failed commit, until the journal is reopened.
+    pub fn needs_recovery(&self) -> bool {
+        self.needs_recovery
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The underlying storage, consuming the journal.
+    pub fn into_inner(self) -> S {
+        self.storage
+    }
+
+    /// Reads the current state back from storage and checks its hash.
+    pub fn read_current(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
+        if self.needs_recovery {
+            return Err(StorageError::NeedsRecovery);
+        }
+        let Some(current) = self.current else {
+            return Ok(None);
+        };
+        let mut payload = vec![0u8; payload_len(&current.header)?];
+        self.storage
+            .read(self.payload_offset(current.slot), &mut payload)?;
+        if sha256(&payload) != current.header.payload_hash {
+            return Err(StorageError::Corrupt);
+        }
+        Ok(Some(payload))
+    }
+
+    /// Atomically replaces the state with `payload`.
+    ///
+    /// On `Ok` the new state is durable. On `Err(TooLarge)`,
+    /// `Err(NeedsRecovery)` or `Err(SequenceExhausted)` nothing was
+    /// written. On any other error the outcome is unknown and the journal
+    /// must be reopened (see [`Journal`]).
+    pub fn commit(&mut self, payload: &[u8]) -> Result<(), StorageError> {
+        if self.needs_recovery {
+            return Err(StorageError::NeedsRecovery);
+        }
+        let payload_len = u32::try_from(payload.len()).map_err(|_| StorageError::TooLarge)?;
+        if payload.len() > self.payload_max() {
+            return Err(StorageError::TooLarge);
+        }
+        let sequence = self.next_sequence;
+        let next_sequence = sequence
+            .checked_add(1)
+            .ok_or(StorageError::SequenceExhausted)?;
+        let slot = match self.current {
+            Some(c) => (c.slot + 1) % SLOT_COUNT,
+            None => 0,
+        };
+        let header = Header {
+            sequence,
+            payload_len,
+            payload_hash: sha256(payload),
+        };
+
+        // From here on the inactive slot changes; a failure leaves it in an
+        // unknown state and only recovery can tell which commit survived.
+        self.needs_recovery = true;
+        self.write_slot(slot, &header, payload)?;
+        self.needs_recovery = false;
+
+        self.current = Some(Current { slot, header });
+        self.next_sequence = next_sequence;
+        self.newer_state_discarded = false;
+        Ok(())
+    }
+
+    fn write_slot(
+        &mut self,
+        slot: usize,
+        header: &Header,
+        payload: &[u8],
+    ) -> Result<(), StorageError> {
+        let payload_offset = self.payload_offset(slot);
+        for (i, chunk) in payload.chunks(WRITE_CHUNK_LEN).enumerate() {
+            let offset = payload_offset
+                .checked_add(i.saturating_mul(WRITE_CHUNK_LEN))
+                .ok_or(StorageError::OutOfBounds)?;
+            self.storage.write(offset, chunk)?;
+        }
+        self.storage.flush()?;
+        let encoded = header.encode();
+        let header_offset = self.header_offset(slot);
+        self.storage.write(header_offset, &encoded)?;
+        self.storage.flush()?;
+        // Past the point of no return: check the commit record landed.
+        let mut check = [0u8; HEADER_LEN];
+        self.storage.read(header_offset, &mut check)?;
+        if check != encoded {
+            return Err(StorageError::Corrupt);
+        }
+        Ok(())
+    }
+
+    fn header_offset(&self, slot: usize) -> usize {
+        slot.saturating_mul(self.slot_len)
+    }
+
+    fn payload_offset(&self, slot: usize) -> usize {
+        self.header_offset(slot).saturating_add(HEADER_LEN)
+    }
+}
+
+fn slot_payload_max(slot_len: usize) -> usize {
+    let max = slot_len.saturating_sub(HEADER_LEN);
+    usize::try_from(u32::MAX).map_or(max, |limit| max.min(limit))
+}
+
+fn payload_len(header: &Header) -> Result<usize, StorageError> {
+    usize::try_from(header.payload_len).map_err(|_| StorageError::Corrupt)
+}
+
+fn read_slot<S: Storage>(
+    storage: &mut S,
+    offset: usize,
+    payload_max: usize,
+) -> Result<SlotState, StorageError> {
+    let mut raw = [0u8; HEADER_LEN];
+    storage.read(offset, &mut raw)?;
+    let header = match Header::decode(&raw)? {
+        HeaderState::Blank => return Ok(SlotState::Blank),
+        HeaderState::Torn => return Ok(SlotState::Torn),
+        HeaderState::Authentic(header) => header,
+    };
+    let damaged = SlotState::Damaged {
+        sequence: header.sequence,
+    };
+    let len = match payload_len(&header) {
+        Ok(len) if len <= payload_max => len,
+        _ => return Ok(damaged),
+    };
+    let mut payload = vec![0u8; len];
+    let payload_offset = offset
+        .checked_add(HEADER_LEN)
+        .ok_or(StorageError::OutOfBounds)?;
+    storage.read(payload_offset, &mut payload)?;
+    if sha256(&payload) != header.payload_hash {
+        return Ok(damaged);
+    }
+    Ok(SlotState::Valid { header, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const CAPACITY: usize = 2 * (HEADER_LEN + 4096);
+
+    fn payload(tag: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| tag.wrapping_mul(31) ^ (i as u8) ^ ((i >> 8) as u8))
+            .collect()
+    }
+
+    /// Storage bytes after committing each payload in turn to fresh storage.
+    fn image_after(commits: &[Vec<u8>], fill: u8) -> Vec<u8> {
+        let mut mem = MemStorage::from_bytes(vec![fill; CAPACITY]);
+        {
+            let (mut journal, state) = Journal::open(&mut mem).unwrap();
+            assert_eq!(state, None);
+            for p in commits {
+                journal.commit(p).unwrap();
+            }
+        }
+        mem.into_bytes()
+    }
+
+    fn reopen(bytes: Vec<u8>) -> Result<(Journal<MemStorage>, Option<Vec<u8>>), StorageError> {
+        Journal::open(MemStorage::from_bytes(bytes))
+    }
+
+    #[test]
+    fn blank_storage_opens_empty() {
+        for fill in [0x00, 0xFF] {
+            let (mut journal, state) = reopen(vec![fill; CAPACITY]).unwrap();
+            assert_eq!(state, None);
+            assert_eq!(journal.sequence(), None);
+            assert_eq!(journal.read_current(), Ok(None));
+            assert_eq!(journal.payload_max(), 4096);
+        }
+        assert_eq!(
+            Journal::open(MemStorage::new(2 * HEADER_LEN + 1)).err(),
+            Some(StorageError::CapacityTooSmall)
+        );
+        assert!(Journal::open(MemStorage::new(2 * HEADER_LEN + 2)).is_ok());
+    }
+
+    #[test]
+    fn commit_and_reopen() {
+        let mut mem = MemStorage::new(CAPACITY);
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        for (i, len) in [0usize, 1, 255, 256, 257, 1000, 4096]
+            .into_iter()
+            .enumerate()
+        {
+            let p = payload(i as u8, len);
+            journal.commit(&p).unwrap();
+            assert_eq!(journal.sequence(), Some(i as u64 + 1));
+            assert_eq!(journal.read_current(), Ok(Some(p.clone())));
+            let (again, state) = reopen(journal.storage().as_bytes().to_vec()).unwrap();
+            assert_eq!(state, Some(p));
+            assert_eq!(again.sequence(), Some(i as u64 + 1));
+            assert!(!again.newer_state_discarded());
+        }
+    }
+
+    #[test]
+    fn too_large_writes_nothing() {
+        let mut tearing = TearingStorage::new(MemStorage::new(CAPACITY));
+        let (mut journal, _) = Journal::open(&mut tearing).unwrap();
+        journal.commit(b"first").unwrap();
+        let before = journal.storage().writes();
+        assert_eq!(
+            journal.commit(&payload(1, 4097)),
+            Err(StorageError::TooLarge)
+        );
+        assert_eq!(journal.storage().writes(), before);
+        assert!(!journal.needs_recovery());
+        journal.commit(b"second").unwrap();
+        assert_eq!(journal.read_current(), Ok(Some(b"second".to_vec())));
+    }
+
+    #[test]
+    fn writes_are_chunked() {
+        let mut tearing = TearingStorage::new(MemStorage::new(CAPACITY));
+        let (mut journal, _) = Journal::open(&mut tearing).unwrap();
+        journal.commit(&payload(0, 1000)).unwrap();
+        // Four payload chunks and one header.
+        assert_eq!(journal.storage().writes(), 4 + 1);
+        journal.commit(&[]).unwrap();
+        assert_eq!(journal.storage().writes(), 5 + 1);
+    }
+
+    /// Number of write calls `commit(next)` makes on top of `image`.
+    fn writes_of_commit(image: &[u8], next: &[u8]) -> usize {
+        let mut tearing = TearingStorage::new(MemStorage::from_bytes(image.to_vec()));
+        let (mut journal, _) = Journal::open(&mut tearing).unwrap();
+        journal.commit(next).unwrap();
+        tearing.writes()
+    }
+
+    /// Cuts power at every write of `commit(next)` on top of `history`
+    /// (already committed) with every tear mode, reboots, and checks the
+    /// recovered state is exactly the old or the new one.
+    fn check_every_tear(history: &[Vec<u8>], next: &[u8], fill: u8) {
+        let image = image_after(history, fill);
+        let old = history.last().cloned();
+        let total = writes_of_commit(&image, next);
+        for k in 1..=total {
+            for mode in TearMode::EXHAUSTIVE {
+                let mut tearing =
+                    TearingStorage::with_cut(MemStorage::from_bytes(image.clone()), k, mode);
+                let (mut journal, state) = Journal::open(&mut tearing).unwrap();
+                assert_eq!(state, old);
+                assert_eq!(journal.commit(next), Err(StorageError::PowerLost));
+                assert!(journal.needs_recovery());
+                assert_eq!(journal.commit(next), Err(StorageError::NeedsRecovery));
+                assert_eq!(journal.read_current(), Err(StorageError::NeedsRecovery));
+                assert!(tearing.power_lost());
+                let bytes = tearing.into_inner().into_bytes();
+
+                let (mut journal, recovered) = reopen(bytes.clone()).unwrap();
+                let header_write = k == total;
+                let header_complete = header_write
+                    && match mode {
+                        TearMode::All => true,
+                        TearMode::Prefix(n) => n >= HEADER_LEN,
+                        _ => false,
+                    };
+                let expected = if header_complete {
+                    Some(next.to_vec())
+                } else {
+                    old.clone()
+                };
+                assert_eq!(
+                    recovered,
+                    expected,
+                    "k={k}/{total} mode={mode:?} history={}",
+                    history.len()
+                );
+                assert!(!journal.newer_state_discarded());
+                assert_eq!(journal.read_current(), Ok(expected.clone()));
+
+                // The recovered journal keeps working, and a later tear
+                // still recovers.
+                let after = payload(0xEE, 300);
+                journal.commit(&after).unwrap();
+                let (_, state) = reopen(journal.into_inner().into_bytes()).unwrap();
+                assert_eq!(state, Some(after));
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustive_tearing_over_a_commit_sequence() {
+        let lens = [0usize, 1, 300, 4096, 256, 700, 5, 4096, 0, 513];
+        let commits: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, len)| payload(i as u8 + 1, *len))
+            .collect();
+        for fill in [0x00, 0xFF] {
+            for n in 0..commits.len() {
+                let (history, rest) = commits.split_at(n);
+                if let Some(next) = rest.first() {
+                    check_every_tear(history, next, fill);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn identical_payload_recommit_tears_safely() {
+        let p = payload(9, 600);
+        check_every_tear(&[p.clone(), p.clone()], &p, 0xFF);
+        check_every_tear(core::slice::from_ref(&p), &p, 0xFF);
+    }
+
+    #[test]
+    fn repeated_tears_then_success() {
+        // Several failed attempts in a row at one commit, each rebooting.
+        let mut bytes = image_after(&[b"a".to_vec(), b"b".to_vec()], 0xFF);
+        let next = payload(3, 2000);
+        for (k, mode) in [
+            (1, TearMode::Half),
+            (3, TearMode::Garbage),
+            (9, TearMode::Nothing),
+        ] {
+            let storage = TearingStorage::with_cut(MemStorage::from_bytes(bytes), k, mode);
+            let (mut journal, state) = Journal::open(storage).unwrap();
+            assert_eq!(state, Some(b"b".to_vec()));
+            assert_eq!(journal.commit(&next), Err(StorageError::PowerLost));
+            bytes = journal.into_inner().into_inner().into_bytes();
+        }
+        let (mut journal, state) = reopen(bytes).unwrap();
+        assert_eq!(state, Some(b"b".to_vec()));
+        journal.commit(&next).unwrap();
+        assert_eq!(journal.sequence(), Some(3));
+        let (_, state) = reopen(journal.into_inner().into_bytes()).unwrap();
+        assert_eq!(state, Some(next));
+    }
+
+    #[test]
+    fn recover_after_power_lost_with_all_bytes_written() {
+        let image = image_after(&[b"old".to_vec()], 0xFF);
+        let storage = TearingStorage::with_cut(MemStorage::from_bytes(image), 1, TearMode::Nothing);
+        let (mut journal, _) = Journal::open(storage).unwrap();
+        assert_eq!(journal.sequence(), Some(1));
+        assert_eq!(journal.commit(b"new"), Err(StorageError::PowerLost));
+        // The in-memory journal does not claim the new state.
+        assert_eq!(journal.sequence(), Some(1));
+        assert_eq!(journal.recover().err(), Some(StorageError::PowerLost));
+
+        // Header write lands fully but reports PowerLost: after reboot the
+        // new state is current.
+        let image = image_after(&[b"old".to_vec()], 0xFF);
+        let storage = TearingStorage::with_cut(MemStorage::from_bytes(image), 2, TearMode::All);
+        let (mut journal, _) = Journal::open(storage).unwrap();
+        assert_eq!(journal.commit(b"new"), Err(StorageError::PowerLost));
+        let bytes = journal.into_inner().into_inner().into_bytes();
+        let (journal, state) = reopen(bytes).unwrap();
+        assert_eq!(state, Some(b"new".to_vec()));
+        assert_eq!(journal.sequence(), Some(2));
+    }
+
+    fn slot_offset(slot: usize) -> usize {
+        slot * (CAPACITY / 2)
+    }
+
+    #[test]
+    fn damaged_newest_payload_falls_back_to_previous_state() {
+        let mut bytes = image_after(&[b"one".to_vec(), b"two".to_vec()], 0xFF);
+        // "two" (sequence 2) is in slot 1.
+        bytes[slot_offset(1) + HEADER_LEN] ^= 0x01;
+        let (mut journal, state) = reopen(bytes).unwrap();
+        assert_eq!(state, Some(b"one".to_vec()));
+        assert_eq!(journal.sequence(), Some(1));
+        assert!(journal.newer_state_discarded());
+        // The next commit gets a sequence number above the discarded one.
+        journal.commit(b"three").unwrap();
+        assert_eq!(journal.sequence(), Some(3));
+        assert!(!journal.newer_state_discarded());
+        let (journal, state) = reopen(journal.into_inner().into_bytes()).unwrap();
+        assert_eq!(state, Some(b"three".to_vec()));
+        assert_eq!(journal.sequence(), Some(3));
+    }
+
+    #[test]
+    fn damaged_only_commit_is_corrupt_not_empty() {
+        let mut bytes = image_after(&[b"only".to_vec()], 0xFF);
+        bytes[slot_offset(0) + HEADER_LEN + 2] ^= 0x80;
+        assert_eq!(reopen(bytes).err(), Some(StorageError::Corrupt));
+    }
+
+    #[test]
+    fn both_slots_invalid_is_corrupt() {
+        let mut bytes = image_after(&[b"one".to_vec(), b"two".to_vec()], 0xFF);
+        bytes[slot_offset(0) + 9] ^= 0x01;
+        bytes[slot_offset(1) + 9] ^= 0x01;
+        assert_eq!(reopen(bytes).err(), Some(StorageError::Corrupt));
+
+        let mut bytes = image_after(&[b"one".to_vec(), b"two".to_vec()], 0xFF);
+        bytes[slot_offset(0) + HEADER_LEN] ^= 0x01;
+        bytes[slot_offset(1) + HEADER_LEN] ^= 0x01;
+        assert_eq!(reopen(bytes).err(), Some(StorageError::Corrupt));
+    }
+
+    #[test]
+    fn torn_first_header_means_never_committed() {
+        let mut bytes = vec![0xFF; CAPACITY];
+        bytes[..10].copy_from_slice(b"TLYJ\x01\x00\x00\x00\x01\x00");
+        let (journal, state) = reopen(bytes).unwrap();
+        assert_eq!(state, None);
+        assert_eq!(journal.sequence(), None);
+    }
+
+    /// Storage whose reads can be made to return flipped bytes, to model
+    /// cells that decay after boot.
+    struct DecayingStorage {
+        inner: MemStorage,
+        decayed: core::cell::Cell<bool>,
+    }
+
+    impl Storage for DecayingStorage {
+        fn capacity(&self) -> usize {
+            self.inner.capacity()
+        }
+        fn read(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), StorageError> {
+            self.inner.read(offset, buf)?;
+            if self.decayed.get()
+                && let Some(b) = buf.first_mut()
+            {
+                *b ^= 0x01;
+            }
+            Ok(())
+        }
+        fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StorageError> {
+            self.inner.write(offset, data)
+        }
+        fn flush(&mut self) -> Result<(), StorageError> {
+            self.inner.flush()
+        }
+    }
+
+    #[test]
+    fn read_current_detects_corruption_since_open() {
+        let storage = DecayingStorage {
+            inner: MemStorage::from_bytes(image_after(&[b"value".to_vec()], 0xFF)),
+            decayed: core::cell::Cell::new(false),
+        };
+        let (mut journal, state) = Journal::open(storage).unwrap();
+        assert_eq!(state, Some(b"value".to_vec()));
+        assert_eq!(journal.read_current(), Ok(Some(b"value".to_vec())));
+        journal.storage().decayed.set(true);
+        assert_eq!(journal.read_current(), Err(StorageError::Corrupt));
+        // A commit whose header does not read back as written fails and
+        // asks for recovery.
+        assert_eq!(journal.commit(b"next"), Err(StorageError::Corrupt));
+        assert!(journal.needs_recovery());
+        assert_eq!(journal.sequence(), Some(1));
+    }
+
+    #[test]
+    fn unsupported_version_is_reported() {
+        let mut bytes = image_after(&[b"one".to_vec()], 0xFF);
+        let header = &mut bytes[..HEADER_LEN];
+        header[4] = 2;
+        let hash = sha256(&header[..HASHED_HEADER_LEN]);
+        header[HASHED_HEADER_LEN..].copy_from_slice(&hash);
+        assert_eq!(reopen(bytes).err(), Some(StorageError::UnsupportedVersion));
+    }
+
+    #[test]
+    fn authentic_header_with_oversized_length_is_damaged() {
+        let mut bytes = image_after(&[b"one".to_vec(), b"two".to_vec()], 0xFF);
+        let header = &mut bytes[slot_offset(1)..slot_offset(1) + HEADER_LEN];
+        header[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        let hash = sha256(&header[..HASHED_HEADER_LEN]);
+        header[HASHED_HEADER_LEN..].copy_from_slice(&hash);
+        let (journal, state) = reopen(bytes).unwrap();
+        assert_eq!(state, Some(b"one".to_vec()));
+        assert!(journal.newer_state_discarded());
+    }
+
+    #[test]
+    fn random_flips_never_panic_or_invent_state() {
+        let history = [payload(1, 100), payload(2, 900), payload(3, 40)];
+        let image = image_after(&history, 0xFF);
+        let known = [history[1].clone(), history[2].clone()];
+        let mut rng = XorShift(0x7A11_5E00_0000_0001);
+        for round in 0..3000 {
+            let mut bytes = image.clone();
+            let flips = 1 + rng.below(4);
+            for _ in 0..flips {
+                let slot = rng.below(2);
+                // Mostly headers, sometimes payloads.
+                let within = if round % 4 == 0 {
+                    rng.below(CAPACITY / 2)
+                } else {
+                    rng.below(HEADER_LEN)
+                };
+                bytes[slot_offset(slot) + within] ^= 1 << rng.below(8);
+            }
+            match reopen(bytes) {
+                Ok((_, Some(state))) => assert!(known.contains(&state)),
+                Ok((_, None)) => panic!("committed state vanished"),
+                Err(e) => assert_eq!(e, StorageError::Corrupt),
+            }
+        }
+        // Arbitrary garbage in both headers.
+        for _ in 0..2000 {
+            let mut bytes = image.clone();
+            for slot in 0..2 {
+                for b in &mut bytes[slot_offset(slot)..slot_offset(slot) + HEADER_LEN] {
+                    *b = rng.next() as u8;
+                }
+            }
+            assert_eq!(reopen(bytes).err(), Some(StorageError::Corrupt));
+        }
+    }
+
+    #[test]
+    fn mem_storage_bounds() {
+        let mut mem = MemStorage::new(16);
+        assert_eq!(mem.capacity(), 16);
+        assert_eq!(mem.write(10, &[1; 6]), Ok(()));
+        assert_eq!(mem.write(11, &[1; 6]), Err(StorageError::OutOfBounds));
+        assert_eq!(mem.write(usize::MAX, &[1]), Err(StorageError::OutOfBounds));
+        let mut buf = [0u8; 6];
+        assert_eq!(mem.read(10, &mut buf), Ok(()));
+        assert_eq!(buf, [1; 6]);
+        assert_eq!(mem.read(16, &mut []), Ok(()));
+        assert_eq!(mem.read(17, &mut []), Err(StorageError::OutOfBounds));
+        assert_eq!(mem.read(12, &mut buf), Err(StorageError::OutOfBounds));
+        assert_eq!(mem.as_bytes()[..10], [ERASED_BYTE; 10]);
+        let copy = mem.clone().into_bytes();
+        assert_eq!(MemStorage::from_bytes(copy), mem);
+    }
+
+    #[test]
+    fn tearing_storage_modes() {
+        let data: Vec<u8> = (1..=10).collect();
+        let cases: [(TearMode, Vec<u8>); 6] = [
+            (TearMode::Nothing, vec![0; 10]),
+            (TearMode::Half, [&data[..5], &[0; 5][..]].concat()),
+            (TearMode::Prefix(3), [&data[..3], &[0; 7][..]].concat()),
+            (TearMode::Prefix(99), data.clone()),
+            (TearMode::All, data.clone()),
+            (
+                TearMode::Garbage,
+                data.iter()
+                    .enumerate()
+                    .map(|(i, b)| if i < 5 { *b } else { !*b })
+                    .collect(),
+            ),
+        ];
+        for (mode, expected) in cases {
+            let mut s = TearingStorage::with_cut(MemStorage::from_bytes(vec![0; 10]), 2, mode);
+            assert_eq!(s.write(0, &[0; 10]), Ok(()));
+            assert_eq!(s.flush(), Ok(()));
+            assert!(!s.power_lost());
+            assert_eq!(s.write(0, &data), Err(StorageError::PowerLost));
+            assert!(s.power_lost());
+            assert_eq!(s.writes(), 2);
+            // Everything afterwards fails and changes nothing.
+            assert_eq!(s.write(0, &[7; 10]), Err(StorageError::PowerLost));
+            assert_eq!(s.flush(), Err(StorageError::PowerLost));
+            assert_eq!(s.read(0, &mut [0; 1]), Err(StorageError::PowerLost));
+            assert_eq!(s.writes(), 2);
+            assert_eq!(s.inner().as_bytes(), &expected[..], "{mode:?}");
+            assert_eq!(s.into_inner().into_bytes(), expected);
+        }
+        // Never cuts without a configured write, and cut_after re-arms.
+        let mut s = TearingStorage::new(MemStorage::new(4));
+        for _ in 0..100 {
+            assert_eq!(s.write(0, &[1]), Ok(()));
+        }
+        s.cut_after(2, TearMode::Nothing);
+        assert_eq!(s.write(1, &[2]), Ok(()));
+        assert_eq!(s.write(2, &[3]), Err(StorageError::PowerLost));
+        assert_eq!(s.writes(), 102);
+        assert_eq!(s.into_inner().into_bytes(), vec![1, 2, 0xFF, 0xFF]);
+        let mut s = TearingStorage::with_cut(MemStorage::new(4), 0, TearMode::Nothing);
+        assert_eq!(s.write(0, &[1]), Ok(()));
+    }
+
+    #[test]
+    fn errors_display() {
+        for e in [
+            StorageError::OutOfBounds,
+            StorageError::PowerLost,
+            StorageError::TooLarge,
+            StorageError::Corrupt,
+            StorageError::Io,
+            StorageError::CapacityTooSmall,
+            StorageError::UnsupportedVersion,
+            StorageError::NeedsRecovery,
+            StorageError::SequenceExhausted,
+        ] {
+            assert!(!alloc::format!("{e}").is_empty());
+        }
+    }
+
+    #[test]
+    fn sequence_exhaustion_is_an_error() {
+        let mut bytes = image_after(&[b"one".to_vec()], 0xFF);
+        let header = &mut bytes[..HEADER_LEN];
+        header[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let hash = sha256(&header[..HASHED_HEADER_LEN]);
+        header[HASHED_HEADER_LEN..].copy_from_slice(&hash);
+        assert_eq!(reopen(bytes).err(), Some(StorageError::SequenceExhausted));
+    }
+}
