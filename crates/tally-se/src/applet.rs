@@ -20,8 +20,8 @@ use tally_core::policy::{TierLimits, device_class};
 use tally_core::selection::{Candidate, SelectError, select};
 use tally_core::verify::{BoundedCertCache, Expected, VerifyError, VerifyParams, verify_package};
 use tally_core::{
-    Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate, PublicKey, Receipt,
-    Record, Request, RevocationList, Suite, SyncGrant, TrustStore,
+    Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
+    PublicKey, Receipt, Record, Request, RevocationList, Suite, SyncGrant, TrustStore,
 };
 
 use crate::seal::Sealing;
@@ -188,8 +188,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     fn rebuild_trust(&mut self) {
-        self.trust = match (&self.state.personal, &self.state.policy, &self.state.revocations) {
-            (Some(p), Some(pol), Some(rev)) => TrustStore::new(p.root, pol.clone(), rev.clone()).ok(),
+        self.trust = match (
+            &self.state.personal,
+            &self.state.policy,
+            &self.state.revocations,
+        ) {
+            (Some(p), Some(pol), Some(rev)) => {
+                TrustStore::new(p.root, pol.clone(), rev.clone()).ok()
+            }
             _ => None,
         };
     }
@@ -230,7 +236,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     fn limits(&self) -> Result<TierLimits, SeError> {
         let p = self.personal()?;
         let t = self.trust()?;
-        t.policy().limits(p.device_class, p.tier).copied().ok_or(SeError::NoTier)
+        t.policy()
+            .limits(p.device_class, p.tier)
+            .copied()
+            .ok_or(SeError::NoTier)
     }
 
     fn attestation_key(&self) -> Result<SecretKey, SeError> {
@@ -242,7 +251,13 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// Factory personalization: creates the attestation key inside the SE
     /// and fixes class, tier, offline-key suite and the root of trust.
-    pub fn personalize(&mut self, device_class: u8, tier: u8, suite: Suite, root: PublicKey) -> Result<PublicKey, SeError> {
+    pub fn personalize(
+        &mut self,
+        device_class: u8,
+        tier: u8,
+        suite: Suite,
+        root: PublicKey,
+    ) -> Result<PublicKey, SeError> {
         self.ready()?;
         if self.state.personal.is_some() {
             return Err(SeError::AlreadyPersonalized);
@@ -250,7 +265,13 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut seed = [0u8; 32];
         self.entropy.fill(&mut seed);
         let mut next = self.state.clone();
-        next.personal = Some(Personalization { attestation_seed: seed, device_class, tier, suite, root });
+        next.personal = Some(Personalization {
+            attestation_seed: seed,
+            device_class,
+            tier,
+            suite,
+            root,
+        });
         self.commit(next)?;
         self.attestation_public()
     }
@@ -334,8 +355,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let tokens = &next.tokens;
         let outgoing_keys: Vec<PublicKey> = next.open_requests.iter().map(|r| r.key).collect();
         next.keys.retain(|k| {
-            let expired = k.cert.as_ref().map(|c| c.expiry_epoch < epoch).unwrap_or(false);
-            !expired || tokens.iter().any(|t| t.owner == k.public) || outgoing_keys.contains(&k.public)
+            let expired = k
+                .cert
+                .as_ref()
+                .map(|c| c.expiry_epoch < epoch)
+                .unwrap_or(false);
+            !expired
+                || tokens.iter().any(|t| t.owner == k.public)
+                || outgoing_keys.contains(&k.public)
         });
         if next.keys.len() + n > KEYS_MAX {
             return Err(SeError::LimitExceeded(Limit::Tokens));
@@ -344,7 +371,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         for _ in 0..n {
             let k = SecretKey::generate(suite, &mut self.entropy);
             let public = k.public();
-            next.keys.push(OfflineKey { seed: k.seed(), public, cert: None, used: false });
+            next.keys.push(OfflineKey {
+                seed: k.seed(),
+                public,
+                cert: None,
+                used: false,
+            });
             out.push(public);
         }
         self.commit(next)?;
@@ -358,9 +390,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if cert.device_class != p.device_class || cert.tier != p.tier {
             return Err(SeError::NotForThisSe);
         }
-        self.trust()?.verify_pseudonym_cert(&cert, self.state.epoch)?;
+        self.trust()?
+            .verify_pseudonym_cert(&cert, self.state.epoch)?;
         let mut next = self.state.clone();
-        let k = next.keys.iter_mut().find(|k| k.public == cert.key).ok_or(SeError::NotForThisSe)?;
+        let k = next
+            .keys
+            .iter_mut()
+            .find(|k| k.public == cert.key)
+            .ok_or(SeError::NotForThisSe)?;
         k.cert = Some(cert);
         self.commit(next)
     }
@@ -416,22 +453,34 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             if o.value.is_zero() {
                 return Err(SeError::Verify(VerifyError::ZeroValueOutput));
             }
-            total = total.checked_add(o.value).ok_or(SeError::Verify(VerifyError::AmountOverflow))?;
+            total = total
+                .checked_add(o.value)
+                .ok_or(SeError::Verify(VerifyError::AmountOverflow))?;
             next.tokens.push(Token {
-                outpoint: OutPoint { record: id, index: i as u8 },
+                outpoint: OutPoint {
+                    record: id,
+                    index: i as u8,
+                },
                 value: o.value,
                 owner: o.owner,
                 lineage: alloc::vec![id],
             });
         }
-        let balance = self.state.balance().checked_add(total).ok_or(SeError::LimitExceeded(Limit::Holding))?;
+        let balance = self
+            .state
+            .balance()
+            .checked_add(total)
+            .ok_or(SeError::LimitExceeded(Limit::Holding))?;
         if balance > limits.holding_max {
             return Err(SeError::LimitExceeded(Limit::Holding));
         }
         if next.tokens.len() > TOKENS_MAX {
             return Err(SeError::LimitExceeded(Limit::Tokens));
         }
-        next.records.push(StoredRecord { id, record: Record::Issue(issue) });
+        next.records.push(StoredRecord {
+            id,
+            record: Record::Issue(issue),
+        });
         self.commit(next)?;
         self.check_invariants();
         Ok(total)
@@ -451,7 +500,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut next = self.state.clone();
         // Prefer a key never handed out; else reuse the newest certified one.
         let idx = {
-            let usable = |k: &OfflineKey| k.cert.as_ref().map(|c| c.expiry_epoch >= epoch).unwrap_or(false);
+            let usable = |k: &OfflineKey| {
+                k.cert
+                    .as_ref()
+                    .map(|c| c.expiry_epoch >= epoch)
+                    .unwrap_or(false)
+            };
             next.keys
                 .iter()
                 .position(|k| usable(k) && !k.used)
@@ -462,8 +516,17 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let cert = next.keys[idx].cert.clone().ok_or(SeError::NoCertifiedKey)?;
         let mut nonce = [0u8; 16];
         self.entropy.fill(&mut nonce);
-        next.open_requests.push(OpenRequest { nonce, amount, key: cert.key });
-        let req = Request { amount, nonce, payee: cert, payee_epoch: next.epoch_seen };
+        next.open_requests.push(OpenRequest {
+            nonce,
+            amount,
+            key: cert.key,
+        });
+        let req = Request {
+            amount,
+            nonce,
+            payee: cert,
+            payee_epoch: next.epoch_seen,
+        };
         self.commit(next)?;
         Ok(req)
     }
@@ -472,11 +535,19 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if amount.is_zero() || amount > limits.payment_max {
             return Err(SeError::LimitExceeded(Limit::PaymentAmount));
         }
-        let holding = self.state.balance().checked_add(amount).ok_or(SeError::LimitExceeded(Limit::Holding))?;
+        let holding = self
+            .state
+            .balance()
+            .checked_add(amount)
+            .ok_or(SeError::LimitExceeded(Limit::Holding))?;
         if holding > limits.holding_max {
             return Err(SeError::LimitExceeded(Limit::Holding));
         }
-        let recv = self.state.received_since_sync.checked_add(amount).ok_or(SeError::LimitExceeded(Limit::Receiving))?;
+        let recv = self
+            .state
+            .received_since_sync
+            .checked_add(amount)
+            .ok_or(SeError::LimitExceeded(Limit::Receiving))?;
         if recv > limits.receiving_max {
             return Err(SeError::LimitExceeded(Limit::Receiving));
         }
@@ -489,7 +560,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// package (a lost response is retried safely).
     pub fn pay(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
         self.ready()?;
-        if let Some(o) = self.state.outgoing.iter().find(|o| o.nonce == request.nonce && o.payee == request.payee.key) {
+        if let Some(o) = self
+            .state
+            .outgoing
+            .iter()
+            .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)
+        {
             return Ok(o.package.clone());
         }
         let limits = self.limits()?;
@@ -498,7 +574,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         trust.verify_pseudonym_cert(&request.payee, epoch)?;
         // Learn elapsed time from the payee, but never beyond what its
         // certificate could vouch for.
-        let epoch_seen = self.state.epoch_seen.max(request.payee_epoch.min(request.payee.expiry_epoch));
+        let epoch_seen = self
+            .state
+            .epoch_seen
+            .max(request.payee_epoch.min(request.payee.expiry_epoch));
         if epoch_seen.saturating_sub(epoch) > limits.offline_epochs_max {
             return Err(SeError::LimitExceeded(Limit::OfflineEpochs));
         }
@@ -506,7 +585,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if amount.is_zero() || amount > limits.payment_max {
             return Err(SeError::LimitExceeded(Limit::PaymentAmount));
         }
-        let spent = self.state.spent_since_sync.checked_add(amount).ok_or(SeError::LimitExceeded(Limit::OfflineSpend))?;
+        let spent = self
+            .state
+            .spent_since_sync
+            .checked_add(amount)
+            .ok_or(SeError::LimitExceeded(Limit::OfflineSpend))?;
         if spent > limits.offline_spend_max {
             return Err(SeError::LimitExceeded(Limit::OfflineSpend));
         }
@@ -533,12 +616,19 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// offline limits (it happens online), bounded by the DCP's budget.
     pub fn redeem(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
         self.ready()?;
-        if let Some(o) = self.state.outgoing.iter().find(|o| o.nonce == request.nonce && o.payee == request.payee.key) {
+        if let Some(o) = self
+            .state
+            .outgoing
+            .iter()
+            .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)
+        {
             return Ok(o.package.clone());
         }
         let trust = self.trust()?;
         if request.payee.device_class != device_class::DCP
-            || trust.dcp_for(&request.payee.key.id(), role::REDEEM, self.state.epoch).is_err()
+            || trust
+                .dcp_for(&request.payee.key.id(), role::REDEEM, self.state.epoch)
+                .is_err()
         {
             return Err(SeError::NotRedemption);
         }
@@ -554,14 +644,25 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(bytes)
     }
 
-    fn build_payment(&self, request: &Request, budget: usize, redemption: bool) -> Result<(State, Vec<u8>), SeError> {
+    fn build_payment(
+        &self,
+        request: &Request,
+        budget: usize,
+        redemption: bool,
+    ) -> Result<(State, Vec<u8>), SeError> {
         let st = &self.state;
         if st.outgoing.len() >= OUTGOING_MAX {
             return Err(SeError::LimitExceeded(Limit::Outgoing));
         }
         let amount = request.amount;
-        let cands: Vec<Candidate> =
-            st.tokens.iter().map(|t| Candidate { value: t.value, lineage_len: t.lineage.len() }).collect();
+        let cands: Vec<Candidate> = st
+            .tokens
+            .iter()
+            .map(|t| Candidate {
+                value: t.value,
+                lineage_len: t.lineage.len(),
+            })
+            .collect();
         let merged_len = |sel: &[usize]| {
             let mut ids: Vec<&Hash32> = Vec::new();
             for &i in sel {
@@ -578,12 +679,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             SelectError::NeedsRenewal => SeError::NeedsRenewal,
         })?;
         let inputs: Vec<&Token> = sel.iter().map(|&i| &st.tokens[i]).collect();
-        let total = Amount::sum(inputs.iter().map(|t| t.value)).ok_or(SeError::InsufficientFunds)?;
-        let change = total.checked_sub(amount).ok_or(SeError::InsufficientFunds)?;
-        let mut outputs = alloc::vec![Output { value: amount, owner: request.payee.key }];
+        let total =
+            Amount::sum(inputs.iter().map(|t| t.value)).ok_or(SeError::InsufficientFunds)?;
+        let change = total
+            .checked_sub(amount)
+            .ok_or(SeError::InsufficientFunds)?;
+        let mut outputs = alloc::vec![Output {
+            value: amount,
+            owner: request.payee.key
+        }];
         if !change.is_zero() {
             let change_key = self.change_key()?;
-            outputs.push(Output { value: change, owner: change_key });
+            outputs.push(Output {
+                value: change,
+                owner: change_key,
+            });
         }
         // Ancestry: the merged lineages of the inputs.
         let mut lists: Vec<Vec<Record>> = Vec::with_capacity(inputs.len());
@@ -597,7 +707,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let ancestry = merge_ancestry(lists.iter().map(|l| l.as_slice()));
         let counter = st.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
         let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
-        let key_for = |k: &PublicKey| st.key(k).and_then(|ok| SecretKey::from_seed(ok.public.suite(), &ok.seed));
+        let key_for = |k: &PublicKey| {
+            st.key(k)
+                .and_then(|ok| SecretKey::from_seed(ok.public.suite(), &ok.seed))
+        };
         let transfer = sign_transfer(
             inputs.iter().map(|t| t.outpoint).collect(),
             &owners,
@@ -608,13 +721,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         )
         .ok_or(SeError::StateCorrupt)?;
         let owner_of = |op: &OutPoint| {
-            ancestry.iter().find(|r| r.id() == op.record).and_then(|r| r.outputs().get(op.index as usize)).map(|o| o.owner)
+            ancestry
+                .iter()
+                .find(|r| r.id() == op.record)
+                .and_then(|r| r.outputs().get(op.index as usize))
+                .map(|o| o.owner)
         };
         let find = |k: &PublicKey| st.cert_for(k);
-        let certificates = needed_certificates(&ancestry, &transfer, &owner_of, &find).ok_or(SeError::NoCertifiedKey)?;
+        let certificates = needed_certificates(&ancestry, &transfer, &owner_of, &find)
+            .ok_or(SeError::NoCertifiedKey)?;
         let transfer_id = transfer.id();
         let ancestry_ids: Vec<Hash32> = ancestry.iter().map(|r| r.id()).collect();
-        let package = Package { transfer: transfer.clone(), ancestry, certificates };
+        let package = Package {
+            transfer: transfer.clone(),
+            ancestry,
+            certificates,
+        };
         let bytes = package.to_cbor();
 
         let mut next = st.clone();
@@ -625,12 +747,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             let mut lineage = ancestry_ids.clone();
             lineage.push(transfer_id);
             next.tokens.push(Token {
-                outpoint: OutPoint { record: transfer_id, index: 1 },
+                outpoint: OutPoint {
+                    record: transfer_id,
+                    index: 1,
+                },
                 value: change,
                 owner: outputs[1].owner,
                 lineage,
             });
-            next.records.push(StoredRecord { id: transfer_id, record: Record::Transfer(transfer) });
+            next.records.push(StoredRecord {
+                id: transfer_id,
+                record: Record::Transfer(transfer),
+            });
             // The change token's future packages need the certificates of
             // every signer in its ancestry, including ours.
             for c in &package.certificates {
@@ -653,7 +781,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // Conservation across the commit: what left equals what was paid.
         let before = st.balance();
         let after = next.balance();
-        assert_eq!(before.checked_sub(after), Some(amount), "payment must move exactly the amount");
+        assert_eq!(
+            before.checked_sub(after),
+            Some(amount),
+            "payment must move exactly the amount"
+        );
         Ok((next, bytes))
     }
 
@@ -663,7 +795,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .keys
             .iter()
             .rev()
-            .find(|k| k.cert.as_ref().map(|c| c.expiry_epoch >= epoch).unwrap_or(false))
+            .find(|k| {
+                k.cert
+                    .as_ref()
+                    .map(|c| c.expiry_epoch >= epoch)
+                    .unwrap_or(false)
+            })
             .map(|k| k.public)
             .ok_or(SeError::NoCertifiedKey)
     }
@@ -687,8 +824,15 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let req = self.state.open_requests[ri].clone();
         self.check_receivable(req.amount, &limits)?;
         let trust = self.trust.as_ref().ok_or(SeError::NoTrust)?;
-        let expected = Expected { payee: req.key, amount: req.amount, nonce: req.nonce };
-        let params = VerifyParams { epoch: self.state.epoch, history_records_max: usize::from(limits.history_records_max) };
+        let expected = Expected {
+            payee: req.key,
+            amount: req.amount,
+            nonce: req.nonce,
+        };
+        let params = VerifyParams {
+            epoch: self.state.epoch,
+            history_records_max: usize::from(limits.history_records_max),
+        };
         let verified = verify_package(pkg, &expected, trust, params, &mut self.cert_cache)?;
         self.store_verified(verified, ri, &limits)
     }
@@ -705,7 +849,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();
         lineage.push(tid);
         let key = self.state.key(&output.owner).ok_or(SeError::NotForThisSe)?;
-        let sk = SecretKey::from_seed(key.public.suite(), &key.seed).ok_or(SeError::StateCorrupt)?;
+        let sk =
+            SecretKey::from_seed(key.public.suite(), &key.seed).ok_or(SeError::StateCorrupt)?;
         let pkg = verified.into_package();
         let mut next = self.state.clone();
         if next.tokens.len() >= TOKENS_MAX {
@@ -717,16 +862,27 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         for r in pkg.ancestry.iter() {
             let id = r.id();
             if next.record(&id).is_none() {
-                next.records.push(StoredRecord { id, record: r.clone() });
+                next.records.push(StoredRecord {
+                    id,
+                    record: r.clone(),
+                });
             }
         }
-        next.records.push(StoredRecord { id: tid, record: Record::Transfer(pkg.transfer) });
+        next.records.push(StoredRecord {
+            id: tid,
+            record: Record::Transfer(pkg.transfer),
+        });
         for c in pkg.certificates {
             if !next.certs.iter().any(|x| x.key == c.key) && next.certs.len() < CERTS_MAX {
                 next.certs.push(c);
             }
         }
-        next.tokens.push(Token { outpoint, value: output.value, owner: output.owner, lineage });
+        next.tokens.push(Token {
+            outpoint,
+            value: output.value,
+            owner: output.owner,
+            lineage,
+        });
         next.open_requests.remove(request_index);
         next.received_since_sync = next
             .received_since_sync
@@ -742,7 +898,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         let before = self.state.balance();
         self.commit(next)?;
-        assert_eq!(self.state.balance().checked_sub(before), Some(output.value), "receive adds exactly the payment");
+        assert_eq!(
+            self.state.balance().checked_sub(before),
+            Some(output.value),
+            "receive adds exactly the payment"
+        );
         self.check_invariants();
         Ok(receipt)
     }
@@ -812,7 +972,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 .state
                 .keys
                 .iter()
-                .filter(|k| k.cert.as_ref().map(|c| c.expiry_epoch >= epoch).unwrap_or(false))
+                .filter(|k| {
+                    k.cert
+                        .as_ref()
+                        .map(|c| c.expiry_epoch >= epoch)
+                        .unwrap_or(false)
+                })
                 .count() as u32,
         })
     }
@@ -821,7 +986,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.state
             .tokens
             .iter()
-            .map(|t| TokenInfo { outpoint: t.outpoint, value: t.value, lineage_len: t.lineage.len() as u32 })
+            .map(|t| TokenInfo {
+                outpoint: t.outpoint,
+                value: t.value,
+                lineage_len: t.lineage.len() as u32,
+            })
             .collect()
     }
 
@@ -834,10 +1003,23 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         for (i, t) in st.tokens.iter().enumerate() {
             assert!(st.key(&t.owner).is_some(), "token owned by a foreign key");
             assert!(!t.value.is_zero(), "zero-value token");
-            assert!(st.tokens[..i].iter().all(|u| u.outpoint != t.outpoint), "token stored twice");
-            assert_eq!(t.lineage.last(), Some(&t.outpoint.record), "lineage must end in the token's record");
-            assert!(t.lineage.iter().all(|id| st.record(id).is_some()), "lineage record missing");
+            assert!(
+                st.tokens[..i].iter().all(|u| u.outpoint != t.outpoint),
+                "token stored twice"
+            );
+            assert_eq!(
+                t.lineage.last(),
+                Some(&t.outpoint.record),
+                "lineage must end in the token's record"
+            );
+            assert!(
+                t.lineage.iter().all(|id| st.record(id).is_some()),
+                "lineage record missing"
+            );
         }
-        assert!(Amount::sum(st.tokens.iter().map(|t| t.value)).is_some(), "balance overflow");
+        assert!(
+            Amount::sum(st.tokens.iter().map(|t| t.value)).is_some(),
+            "balance overflow"
+        );
     }
 }

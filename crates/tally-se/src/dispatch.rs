@@ -10,7 +10,10 @@ use alloc::vec::Vec;
 
 use tally_core::codec::{Cbor, Writer};
 use tally_core::crypto::Entropy;
-use tally_core::{Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request, RevocationList, Suite, SyncGrant};
+use tally_core::{
+    Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request,
+    RevocationList, Suite, SyncGrant,
+};
 
 use crate::apdu::{AssembledCommand, ChainAssembler, Command, Response, ResponseQueue, sw};
 use crate::applet::{Applet, Limit, SeError};
@@ -85,11 +88,14 @@ impl SeError {
     pub fn status_word(&self) -> u16 {
         match self {
             SeError::Decode(_) => sw::WRONG_DATA,
-            SeError::Verify(_) | SeError::BadReceipt | SeError::NotForThisSe | SeError::NotRedemption => {
-                sw::SECURITY_NOT_SATISFIED
-            }
+            SeError::Verify(_)
+            | SeError::BadReceipt
+            | SeError::NotForThisSe
+            | SeError::NotRedemption => sw::SECURITY_NOT_SATISFIED,
             SeError::Storage(_) | SeError::StateCorrupt | SeError::Halted => sw::UNKNOWN,
-            SeError::LimitExceeded(Limit::Tokens | Limit::Outgoing | Limit::OpenRequests) => sw::NOT_ENOUGH_MEMORY,
+            SeError::LimitExceeded(Limit::Tokens | Limit::Outgoing | Limit::OpenRequests) => {
+                sw::NOT_ENOUGH_MEMORY
+            }
             _ => sw::CONDITIONS_NOT_SATISFIED,
         }
     }
@@ -106,7 +112,13 @@ pub struct Card<S: Storage, E: Entropy> {
 
 impl<S: Storage, E: Entropy> Card<S, E> {
     pub fn new(applet: Applet<S, E>) -> Self {
-        Card { applet, chain: ChainAssembler::new(COMMAND_DATA_MAX), out: ResponseQueue::new(), selected: false, last_error: 0 }
+        Card {
+            applet,
+            chain: ChainAssembler::new(COMMAND_DATA_MAX),
+            out: ResponseQueue::new(),
+            selected: false,
+            last_error: 0,
+        }
     }
 
     /// Processes one command APDU and returns the response APDU bytes.
@@ -134,7 +146,11 @@ impl<S: Storage, E: Entropy> Card<S, E> {
         match self.execute(&whole) {
             Ok(data) => {
                 self.last_error = 0;
-                if data.is_empty() { Response::status(sw::OK) } else { self.out.start(data, le) }
+                if data.is_empty() {
+                    Response::status(sw::OK)
+                } else {
+                    self.out.start(data, le)
+                }
             }
             Err(sw_) => Response::status(sw_),
         }
@@ -190,9 +206,12 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                 w.into_bytes()
             }
             ins::PERSONALIZE => {
-                let (&suite, root) = d.split_first().ok_or(SeError::Decode(tally_core::CodecError::Truncated))?;
+                let (&suite, root) = d
+                    .split_first()
+                    .ok_or(SeError::Decode(tally_core::CodecError::Truncated))?;
                 let suite = Suite::from_code(suite)?;
-                a.personalize(c.p1, c.p2, suite, PublicKey::from_cbor(root)?)?.to_cbor()
+                a.personalize(c.p1, c.p2, suite, PublicKey::from_cbor(root)?)?
+                    .to_cbor()
             }
             ins::INSTALL_POLICY => {
                 a.install_policy(Policy::from_cbor(d)?)?;

@@ -40,7 +40,10 @@ impl Sealing {
                 let mut nonce = [0u8; NONCE_LEN];
                 rng.fill(&mut nonce);
                 let n = XNonce::from(nonce);
-                let payload = chacha20poly1305::aead::Payload { msg: plain, aad: AAD };
+                let payload = chacha20poly1305::aead::Payload {
+                    msg: plain,
+                    aad: AAD,
+                };
                 // Encryption into a Vec only fails on absurd lengths (> 256 GiB).
                 let ct = cipher.encrypt(&n, payload).unwrap_or_default();
                 let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
@@ -63,7 +66,9 @@ impl Sealing {
                 nb.copy_from_slice(nonce);
                 let cipher = XChaCha20Poly1305::new(&(*key).into());
                 let payload = chacha20poly1305::aead::Payload { msg: ct, aad: AAD };
-                cipher.decrypt(&XNonce::from(nb), payload).map_err(|_| SealError)
+                cipher
+                    .decrypt(&XNonce::from(nb), payload)
+                    .map_err(|_| SealError)
             }
         }
     }

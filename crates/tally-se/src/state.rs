@@ -7,7 +7,10 @@
 use alloc::vec::Vec;
 
 use tally_core::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
-use tally_core::{Amount, Epoch, Hash32, OutPoint, Policy, PublicKey, PseudonymCertificate, Receipt, Record, RevocationList, Suite};
+use tally_core::{
+    Amount, Epoch, Hash32, OutPoint, Policy, PseudonymCertificate, PublicKey, Receipt, Record,
+    RevocationList, Suite,
+};
 
 pub const STATE_VERSION: u8 = 1;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
@@ -107,7 +110,9 @@ impl State {
     pub fn balance(&self) -> Amount {
         // Bounded by holding_max on every insert, so this cannot overflow;
         // saturate rather than panic all the same.
-        self.tokens.iter().fold(Amount::ZERO, |a, t| a.checked_add(t.value).unwrap_or(Amount(u64::MAX)))
+        self.tokens.iter().fold(Amount::ZERO, |a, t| {
+            a.checked_add(t.value).unwrap_or(Amount(u64::MAX))
+        })
     }
     pub fn record(&self, id: &Hash32) -> Option<&Record> {
         self.records.iter().find(|r| r.id == *id).map(|r| &r.record)
@@ -116,17 +121,26 @@ impl State {
         self.keys.iter().find(|k| k.public == *public)
     }
     pub fn cert_for(&self, key: &PublicKey) -> Option<&PseudonymCertificate> {
-        self.certs.iter().find(|c| c.key == *key).or_else(|| self.key(key).and_then(|k| k.cert.as_ref()))
+        self.certs
+            .iter()
+            .find(|c| c.key == *key)
+            .or_else(|| self.key(key).and_then(|k| k.cert.as_ref()))
     }
     /// Drops records and certificates no token needs any more.
     pub fn collect_garbage(&mut self) {
         let tokens = &self.tokens;
-        self.records.retain(|r| tokens.iter().any(|t| t.lineage.contains(&r.id)));
+        self.records
+            .retain(|r| tokens.iter().any(|t| t.lineage.contains(&r.id)));
         let records = &self.records;
         let owners_of_inputs = |k: &PublicKey| {
             records.iter().any(|r| {
                 r.record.inputs().iter().any(|op| {
-                    records.iter().find(|p| p.id == op.record).and_then(|p| p.record.outputs().get(op.index as usize)).map(|o| o.owner == *k).unwrap_or(false)
+                    records
+                        .iter()
+                        .find(|p| p.id == op.record)
+                        .and_then(|p| p.record.outputs().get(op.index as usize))
+                        .map(|o| o.owner == *k)
+                        .unwrap_or(false)
                 })
             })
         };
@@ -161,7 +175,12 @@ impl Cbor for OfflineKey {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(4)?;
-        Ok(OfflineKey { seed: r.bytes_array()?, public: PublicKey::read(r)?, cert: read_opt(r)?, used: r.bool()? })
+        Ok(OfflineKey {
+            seed: r.bytes_array()?,
+            public: PublicKey::read(r)?,
+            cert: read_opt(r)?,
+            used: r.bool()?,
+        })
     }
 }
 
@@ -193,7 +212,11 @@ impl Cbor for OpenRequest {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(3)?;
-        Ok(OpenRequest { nonce: r.bytes_array()?, amount: Amount(r.u64()?), key: PublicKey::read(r)? })
+        Ok(OpenRequest {
+            nonce: r.bytes_array()?,
+            amount: Amount(r.u64()?),
+            key: PublicKey::read(r)?,
+        })
     }
 }
 
@@ -231,7 +254,10 @@ impl Cbor for StoredRecord {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let record = Record::read(r)?;
-        Ok(StoredRecord { id: record.id(), record })
+        Ok(StoredRecord {
+            id: record.id(),
+            record,
+        })
     }
 }
 

@@ -1,1 +1,17 @@
+//! The device side around an SE: a typed link to the SE (direct or over
+//! APDUs), payer and payee sessions for the four-message protocol, and
+//! coin-selection previews. `no_std` + `alloc`, so the payer/payee logic
+//! runs on a microcontroller too.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod link;
+pub mod session;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use link::{ApduLink, SeLink, Transmit, WalletError};
+pub use session::{Outcome, PayeeSession, PayerSession, pay_offline};
+pub use tally_core::selection;

@@ -1,0 +1,367 @@
+//! A handle on one SE. [`SeLink`] is implemented by the applet itself (an
+//! SE in the same address space: the in-memory transport) and by
+//! [`ApduLink`], which speaks ISO 7816-4 to a card through any
+//! [`Transmit`] (NFC field, PC/SC reader, the in-process [`tally_se::dispatch::Card`]),
+//! chunking large packages with command chaining and GET RESPONSE.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use tally_core::codec::{Cbor, CodecError, Reader};
+use tally_core::crypto::Entropy;
+use tally_core::{
+    Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request,
+    RevocationList, Signature, Suite, SyncGrant,
+};
+use tally_se::apdu::{ExchangeError, chunk_command, collect_response, sw};
+use tally_se::dispatch::{CLA, Card, decode_status, decode_u64, ins, tag};
+use tally_se::state::OpenRequest;
+use tally_se::storage::Storage;
+use tally_se::{Applet, SeError, Status};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WalletError {
+    /// The SE refused; `code` is the stable error code (SPEC.md §5 for
+    /// verification, docs/APDU.md for the SE's own).
+    Refused { code: u16 },
+    /// The transport failed (card removed, field lost).
+    Transport,
+    /// The SE answered bytes that do not decode.
+    BadResponse(CodecError),
+    /// An ISO status word without a Tally error code.
+    Status(u16),
+}
+
+impl WalletError {
+    pub fn refused(e: SeError) -> WalletError {
+        WalletError::Refused { code: e.code() }
+    }
+    /// True if this is the SE's refusal `e`.
+    pub fn is(&self, e: &SeError) -> bool {
+        matches!(self, WalletError::Refused { code } if *code == e.code())
+    }
+}
+
+impl From<SeError> for WalletError {
+    fn from(e: SeError) -> Self {
+        WalletError::refused(e)
+    }
+}
+
+impl From<CodecError> for WalletError {
+    fn from(e: CodecError) -> Self {
+        WalletError::BadResponse(e)
+    }
+}
+
+impl fmt::Display for WalletError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalletError::Refused { code } => write!(f, "the secure element refused (code {code})"),
+            WalletError::Transport => f.write_str("transport to the secure element failed"),
+            WalletError::BadResponse(e) => {
+                write!(f, "the secure element answered malformed data: {e}")
+            }
+            WalletError::Status(s) => write!(f, "the secure element answered status {s:04X}"),
+        }
+    }
+}
+
+/// Everything a device (or the back office, through the device) asks of
+/// its SE.
+pub trait SeLink {
+    fn personalize(
+        &mut self,
+        device_class: u8,
+        tier: u8,
+        suite: Suite,
+        root: PublicKey,
+    ) -> Result<PublicKey, WalletError>;
+    fn install_policy(&mut self, p: &Policy) -> Result<(), WalletError>;
+    fn install_revocations(&mut self, l: &RevocationList) -> Result<(), WalletError>;
+    fn generate_keys(&mut self, n: u8) -> Result<Vec<PublicKey>, WalletError>;
+    fn install_certificate(&mut self, c: &PseudonymCertificate) -> Result<(), WalletError>;
+    fn sync(&mut self, g: &SyncGrant) -> Result<(), WalletError>;
+    fn import_issue(&mut self, i: &Issue) -> Result<Amount, WalletError>;
+    fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError>;
+    fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError>;
+    fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
+    fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
+    fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError>;
+    fn ack(&mut self, r: &Receipt) -> Result<(), WalletError>;
+    fn resend(&mut self, transfer_id: &Hash32) -> Result<Vec<u8>, WalletError>;
+    fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError>;
+    fn status(&mut self) -> Result<Status, WalletError>;
+    fn attestation_key(&mut self) -> Result<PublicKey, WalletError>;
+}
+
+impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
+    fn personalize(
+        &mut self,
+        c: u8,
+        t: u8,
+        s: Suite,
+        root: PublicKey,
+    ) -> Result<PublicKey, WalletError> {
+        Ok(Applet::personalize(self, c, t, s, root)?)
+    }
+    fn install_policy(&mut self, p: &Policy) -> Result<(), WalletError> {
+        Ok(Applet::install_policy(self, p.clone())?)
+    }
+    fn install_revocations(&mut self, l: &RevocationList) -> Result<(), WalletError> {
+        Ok(Applet::install_revocations(self, l.clone())?)
+    }
+    fn generate_keys(&mut self, n: u8) -> Result<Vec<PublicKey>, WalletError> {
+        Ok(Applet::generate_keys(self, usize::from(n))?)
+    }
+    fn install_certificate(&mut self, c: &PseudonymCertificate) -> Result<(), WalletError> {
+        Ok(Applet::install_certificate(self, c.clone())?)
+    }
+    fn sync(&mut self, g: &SyncGrant) -> Result<(), WalletError> {
+        Ok(Applet::sync(self, g.clone())?)
+    }
+    fn import_issue(&mut self, i: &Issue) -> Result<Amount, WalletError> {
+        Ok(Applet::import_issue(self, i.clone())?)
+    }
+    fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError> {
+        Ok(Applet::attest(self, challenge)?)
+    }
+    fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError> {
+        Ok(Applet::create_request(self, amount)?)
+    }
+    fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
+        Ok(Applet::pay(self, r)?)
+    }
+    fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
+        Ok(Applet::redeem(self, r)?)
+    }
+    fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError> {
+        Ok(Applet::receive(self, package)?)
+    }
+    fn ack(&mut self, r: &Receipt) -> Result<(), WalletError> {
+        Ok(Applet::ack(self, r)?)
+    }
+    fn resend(&mut self, t: &Hash32) -> Result<Vec<u8>, WalletError> {
+        Ok(Applet::resend(self, t)?)
+    }
+    fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError> {
+        Ok(Applet::close_requests(self)?)
+    }
+    fn status(&mut self) -> Result<Status, WalletError> {
+        Ok(Applet::status(self)?)
+    }
+    fn attestation_key(&mut self) -> Result<PublicKey, WalletError> {
+        Ok(Applet::attestation_public(self)?)
+    }
+}
+
+/// Sends one command APDU and returns the response APDU.
+pub trait Transmit {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ()>;
+}
+
+impl<S: Storage, E: Entropy> Transmit for Card<S, E> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ()> {
+        Ok(Card::transmit(self, apdu))
+    }
+}
+
+/// The terminal side of the APDU interface.
+pub struct ApduLink<T: Transmit> {
+    pub card: T,
+    /// Largest command data per APDU: 255 for short APDUs (NFC), up to
+    /// 65535 for readers with extended length.
+    pub max_data_per_apdu: usize,
+    /// APDUs exchanged (for the measurements in docs/PERFORMANCE.md).
+    pub apdus: usize,
+}
+
+/// Largest response the terminal accepts.
+pub const RESPONSE_MAX: usize = 512 * 1024;
+
+impl<T: Transmit> ApduLink<T> {
+    /// Selects the Tally applet.
+    pub fn select(card: T, max_data_per_apdu: usize) -> Result<Self, WalletError> {
+        let mut l = ApduLink {
+            card,
+            max_data_per_apdu,
+            apdus: 0,
+        };
+        let mut apdu = alloc::vec![
+            0x00,
+            ins::SELECT,
+            0x04,
+            0x00,
+            tally_se::dispatch::AID.len() as u8
+        ];
+        apdu.extend_from_slice(tally_se::dispatch::AID);
+        let r = l.card.transmit(&apdu).map_err(|_| WalletError::Transport)?;
+        l.apdus += 1;
+        if r.len() < 2 || r[r.len() - 2..] != [0x90, 0x00] {
+            return Err(WalletError::Status(sw::FILE_NOT_FOUND));
+        }
+        Ok(l)
+    }
+
+    /// One command (chained as needed) and its whole response.
+    pub fn command(
+        &mut self,
+        ins_: u8,
+        p1: u8,
+        p2: u8,
+        data: &[u8],
+    ) -> Result<Vec<u8>, WalletError> {
+        let le = if self.max_data_per_apdu > 255 {
+            Some(65_536)
+        } else {
+            Some(256)
+        };
+        let chain = chunk_command(CLA, ins_, p1, p2, data, self.max_data_per_apdu, le)
+            .map_err(|_| WalletError::Status(sw::WRONG_LENGTH))?;
+        let mut count = 0usize;
+        let card = &mut self.card;
+        let res = collect_response(
+            |apdu: &[u8]| {
+                count += 1;
+                card.transmit(apdu)
+            },
+            &chain,
+            RESPONSE_MAX,
+        );
+        self.apdus += count;
+        match res {
+            Ok(d) => Ok(d),
+            Err(ExchangeError::Transport(())) => Err(WalletError::Transport),
+            Err(ExchangeError::Status(s)) => Err(self.last_error(s)),
+            Err(_) => Err(WalletError::Status(sw::UNKNOWN)),
+        }
+    }
+
+    fn last_error(&mut self, status: u16) -> WalletError {
+        let apdu = [CLA, ins::GET_DATA, 0x00, tag::LAST_ERROR, 0x00];
+        match self.card.transmit(&apdu) {
+            Ok(r) if r.len() >= 2 && r[r.len() - 2..] == [0x90, 0x00] => {
+                self.apdus += 1;
+                match decode_u64(&r[..r.len() - 2]) {
+                    Ok(code) if code != 0 => WalletError::Refused { code: code as u16 },
+                    _ => WalletError::Status(status),
+                }
+            }
+            _ => WalletError::Status(status),
+        }
+    }
+}
+
+fn unit(d: Vec<u8>) -> Result<(), WalletError> {
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(WalletError::BadResponse(CodecError::TrailingBytes))
+    }
+}
+
+impl<T: Transmit> SeLink for ApduLink<T> {
+    fn personalize(
+        &mut self,
+        c: u8,
+        t: u8,
+        s: Suite,
+        root: PublicKey,
+    ) -> Result<PublicKey, WalletError> {
+        let mut d = alloc::vec![s as u8];
+        d.extend_from_slice(&root.to_cbor());
+        Ok(PublicKey::from_cbor(&self.command(
+            ins::PERSONALIZE,
+            c,
+            t,
+            &d,
+        )?)?)
+    }
+    fn install_policy(&mut self, p: &Policy) -> Result<(), WalletError> {
+        unit(self.command(ins::INSTALL_POLICY, 0, 0, &p.to_cbor())?)
+    }
+    fn install_revocations(&mut self, l: &RevocationList) -> Result<(), WalletError> {
+        unit(self.command(ins::INSTALL_REVOCATIONS, 0, 0, &l.to_cbor())?)
+    }
+    fn generate_keys(&mut self, n: u8) -> Result<Vec<PublicKey>, WalletError> {
+        let d = self.command(ins::GENERATE_KEYS, n, 0, &[])?;
+        let mut r = Reader::new(&d);
+        let v = tally_core::codec::read_vec(&mut r, 255)?;
+        if r.position() != d.len() {
+            return Err(WalletError::BadResponse(CodecError::TrailingBytes));
+        }
+        Ok(v)
+    }
+    fn install_certificate(&mut self, c: &PseudonymCertificate) -> Result<(), WalletError> {
+        unit(self.command(ins::INSTALL_CERTIFICATE, 0, 0, &c.to_cbor())?)
+    }
+    fn sync(&mut self, g: &SyncGrant) -> Result<(), WalletError> {
+        unit(self.command(ins::SYNC, 0, 0, &g.to_cbor())?)
+    }
+    fn import_issue(&mut self, i: &Issue) -> Result<Amount, WalletError> {
+        let d = self.command(ins::IMPORT_ISSUE, 0, 0, &i.to_cbor())?;
+        decode_u64(&d)
+            .map(Amount)
+            .map_err(|_| WalletError::BadResponse(CodecError::Malformed))
+    }
+    fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError> {
+        Ok(Signature::from_cbor(&self.command(
+            ins::ATTEST,
+            0,
+            0,
+            challenge,
+        )?)?)
+    }
+    fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError> {
+        let d = self.command(
+            ins::CREATE_REQUEST,
+            0,
+            0,
+            &tally_se::dispatch::encode_u64(amount.0),
+        )?;
+        Ok(Request::from_cbor(&d)?)
+    }
+    fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
+        self.command(ins::PAY, 0, 0, &r.to_cbor())
+    }
+    fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
+        self.command(ins::REDEEM, 0, 0, &r.to_cbor())
+    }
+    fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError> {
+        Ok(Receipt::from_cbor(&self.command(
+            ins::RECEIVE,
+            0,
+            0,
+            package,
+        )?)?)
+    }
+    fn ack(&mut self, r: &Receipt) -> Result<(), WalletError> {
+        unit(self.command(ins::ACK, 0, 0, &r.to_cbor())?)
+    }
+    fn resend(&mut self, t: &Hash32) -> Result<Vec<u8>, WalletError> {
+        self.command(ins::RESEND, 0, 0, &t.to_cbor())
+    }
+    fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError> {
+        let d = self.command(ins::CLOSE_REQUESTS, 0, 0, &[])?;
+        let mut r = Reader::new(&d);
+        let v = tally_core::codec::read_vec(&mut r, tally_se::state::OPEN_REQUESTS_MAX)?;
+        Ok(v)
+    }
+    fn status(&mut self) -> Result<Status, WalletError> {
+        Ok(decode_status(&self.command(
+            ins::GET_DATA,
+            0,
+            tag::STATUS,
+            &[],
+        )?)?)
+    }
+    fn attestation_key(&mut self) -> Result<PublicKey, WalletError> {
+        Ok(PublicKey::from_cbor(&self.command(
+            ins::GET_DATA,
+            0,
+            tag::ATTESTATION_KEY,
+            &[],
+        )?)?)
+    }
+}

@@ -1,0 +1,155 @@
+//! Payer and payee sessions: the four-message protocol as typed states.
+//!
+//! ```text
+//! payee: PayeeSession::start ──Request──▶ payer: PayerSession::start
+//! payee: PayeeSession::on_package ◀──Package── payer
+//! payee ──Receipt──▶ payer: PayerSession::on_receipt → Acknowledged
+//! ```
+//! Each state is consumed by its handler and only the next state can be
+//! built from it. Messages cross the device boundary as canonical bytes.
+
+use alloc::vec::Vec;
+
+use tally_core::codec::Cbor;
+use tally_core::{Amount, Hash32, Receipt, Request};
+
+use crate::link::{SeLink, WalletError};
+
+/// Payee, after sending its request.
+#[derive(Debug, Clone)]
+pub struct PayeeSession {
+    request: Request,
+}
+
+/// Payee, after storing the token.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub transfer_id: Hash32,
+    pub amount: Amount,
+    pub receipt: Vec<u8>,
+}
+
+impl PayeeSession {
+    /// Message 1: asks the payee's SE for a request.
+    pub fn start(
+        se: &mut dyn SeLink,
+        amount: Amount,
+    ) -> Result<(PayeeSession, Vec<u8>), WalletError> {
+        let request = se.create_request(amount)?;
+        let bytes = request.to_cbor();
+        Ok((PayeeSession { request }, bytes))
+    }
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+    /// Message 3: the SE verifies and stores the package, and signs the
+    /// receipt. On refusal the session is handed back for another try.
+    pub fn on_package(
+        self,
+        se: &mut dyn SeLink,
+        package: &[u8],
+    ) -> Result<Received, (PayeeSession, WalletError)> {
+        match se.receive(package) {
+            Ok(r) => Ok(Received {
+                transfer_id: r.transfer_id,
+                amount: self.request.amount,
+                receipt: r.to_cbor(),
+            }),
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
+/// Payer, after its SE paid (inputs spent, change stored, payment logged).
+#[derive(Debug, Clone)]
+pub struct PayerSession {
+    transfer_id: Hash32,
+    package: Vec<u8>,
+}
+
+/// Payer, after the receipt was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub transfer_id: Hash32,
+}
+
+impl PayerSession {
+    /// Message 2: decodes the request and lets the SE pay it.
+    pub fn start(se: &mut dyn SeLink, request: &[u8]) -> Result<PayerSession, WalletError> {
+        let req = Request::from_cbor(request)?;
+        let package = se.pay(&req)?;
+        let pkg = tally_core::Package::from_cbor(&package)?;
+        Ok(PayerSession {
+            transfer_id: pkg.transfer.id(),
+            package,
+        })
+    }
+    pub fn package(&self) -> &[u8] {
+        &self.package
+    }
+    pub fn transfer_id(&self) -> Hash32 {
+        self.transfer_id
+    }
+    /// The identical package, from the SE's log (after a lost message or
+    /// a reboot of the payer device).
+    pub fn resend(&self, se: &mut dyn SeLink) -> Result<Vec<u8>, WalletError> {
+        se.resend(&self.transfer_id)
+    }
+    /// Message 4: the SE checks the payee's signature and closes the payment.
+    pub fn on_receipt(
+        self,
+        se: &mut dyn SeLink,
+        receipt: &[u8],
+    ) -> Result<Acknowledged, (PayerSession, WalletError)> {
+        let r = match Receipt::from_cbor(receipt) {
+            Ok(r) => r,
+            Err(e) => return Err((self, e.into())),
+        };
+        if r.transfer_id != self.transfer_id {
+            return Err((
+                self,
+                WalletError::Refused {
+                    code: tally_se::SeError::BadReceipt.code(),
+                },
+            ));
+        }
+        match se.ack(&r) {
+            Ok(()) => Ok(Acknowledged {
+                transfer_id: self.transfer_id,
+            }),
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
+/// What one completed offline payment cost on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub transfer_id: Hash32,
+    pub request_bytes: usize,
+    pub package_bytes: usize,
+    pub receipt_bytes: usize,
+}
+
+/// Runs the whole protocol between two SEs with a perfect channel.
+pub fn pay_offline(
+    payer: &mut dyn SeLink,
+    payee: &mut dyn SeLink,
+    amount: Amount,
+) -> Result<Outcome, WalletError> {
+    let (payee_session, request) = PayeeSession::start(payee, amount)?;
+    let payer_session = PayerSession::start(payer, &request)?;
+    let package_bytes = payer_session.package().len();
+    let received = payee_session
+        .on_package(payee, payer_session.package())
+        .map_err(|(_, e)| e)?;
+    let ack = payer_session
+        .on_receipt(payer, &received.receipt)
+        .map_err(|(_, e)| e)?;
+    Ok(Outcome {
+        transfer_id: ack.transfer_id,
+        request_bytes: request.len(),
+        package_bytes,
+        receipt_bytes: received.receipt.len(),
+    })
+}
