@@ -14,7 +14,7 @@ use tally_core::{
 
 pub const STATE_VERSION: u8 = 1;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
-pub const TOKENS_MAX: usize = 64;
+pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
 pub const OPEN_REQUESTS_MAX: usize = 8;
 pub const OUTGOING_MAX: usize = 64;
