@@ -20,7 +20,8 @@ impl Amount {
     }
     /// Sum of an iterator, `None` on overflow.
     pub fn sum<I: IntoIterator<Item = Amount>>(it: I) -> Option<Amount> {
-        it.into_iter().try_fold(Amount::ZERO, |a, b| a.checked_add(b))
+        it.into_iter()
+            .try_fold(Amount::ZERO, |a, b| a.checked_add(b))
     }
 }
 

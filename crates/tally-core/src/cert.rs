@@ -48,8 +48,20 @@ impl DcpCertificate {
         self.write_body(&mut w);
         tagged_hash(b"tally/v1/dcp-cert", &[&w.into_bytes()])
     }
-    pub fn sign(root: &SecretKey, dcp_id: u32, key: PublicKey, roles: u8, expiry_epoch: Epoch) -> Self {
-        let mut c = DcpCertificate { dcp_id, key, roles, expiry_epoch, signature: Signature::new(root.suite(), [0; 64]) };
+    pub fn sign(
+        root: &SecretKey,
+        dcp_id: u32,
+        key: PublicKey,
+        roles: u8,
+        expiry_epoch: Epoch,
+    ) -> Self {
+        let mut c = DcpCertificate {
+            dcp_id,
+            key,
+            roles,
+            expiry_epoch,
+            signature: Signature::new(root.suite(), [0; 64]),
+        };
         c.signature = root.sign(&c.signed_message().0);
         c
     }

@@ -50,7 +50,11 @@ impl fmt::Display for CodecError {
 
 impl From<minicbor::decode::Error> for CodecError {
     fn from(e: minicbor::decode::Error) -> Self {
-        if e.is_end_of_input() { CodecError::Truncated } else { CodecError::Malformed }
+        if e.is_end_of_input() {
+            CodecError::Truncated
+        } else {
+            CodecError::Malformed
+        }
     }
 }
 
@@ -62,10 +66,14 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer { enc: minicbor::Encoder::new(Vec::new()) }
+        Writer {
+            enc: minicbor::Encoder::new(Vec::new()),
+        }
     }
     pub fn with_capacity(n: usize) -> Self {
-        Writer { enc: minicbor::Encoder::new(Vec::with_capacity(n)) }
+        Writer {
+            enc: minicbor::Encoder::new(Vec::with_capacity(n)),
+        }
     }
     // The encoder writes to a Vec, whose Write impl is infallible; the
     // results are therefore ignored deliberately.
@@ -102,7 +110,9 @@ pub struct Reader<'b> {
 
 impl<'b> Reader<'b> {
     pub fn new(bytes: &'b [u8]) -> Self {
-        Reader { dec: minicbor::Decoder::new(bytes) }
+        Reader {
+            dec: minicbor::Decoder::new(bytes),
+        }
     }
     pub fn position(&self) -> usize {
         self.dec.position()
@@ -268,12 +278,21 @@ mod tests {
         assert_eq!(Pair::from_cbor(&long).err(), Some(CodecError::NonCanonical));
         // indefinite array
         let indef = [0x9f, 0x18, 24, 0x42, 1, 2, 0xff];
-        assert_eq!(Pair::from_cbor(&indef).err(), Some(CodecError::NonCanonical));
+        assert_eq!(
+            Pair::from_cbor(&indef).err(),
+            Some(CodecError::NonCanonical)
+        );
         // truncated
         assert_eq!(Pair::from_cbor(&b[..4]).err(), Some(CodecError::Truncated));
         // wrong arity
-        assert_eq!(Pair::from_cbor(&[0x81, 0x01]).err(), Some(CodecError::Malformed));
+        assert_eq!(
+            Pair::from_cbor(&[0x81, 0x01]).err(),
+            Some(CodecError::Malformed)
+        );
         // wrong type
-        assert_eq!(Pair::from_cbor(&[0x82, 0x41, 0, 0x42, 1, 2]).err(), Some(CodecError::Malformed));
+        assert_eq!(
+            Pair::from_cbor(&[0x82, 0x41, 0, 0x42, 1, 2]).err(),
+            Some(CodecError::Malformed)
+        );
     }
 }

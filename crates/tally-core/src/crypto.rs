@@ -218,8 +218,12 @@ impl SecretKey {
     /// valid scalar (non-zero, below the group order); `None` otherwise.
     pub fn from_seed(suite: Suite, seed: &[u8; 32]) -> Option<SecretKey> {
         match suite {
-            Suite::Ed25519 => Some(SecretKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed))),
-            Suite::EcdsaP256Sha256 => p256::ecdsa::SigningKey::from_slice(seed).ok().map(SecretKey::P256),
+            Suite::Ed25519 => Some(SecretKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+                seed,
+            ))),
+            Suite::EcdsaP256Sha256 => p256::ecdsa::SigningKey::from_slice(seed)
+                .ok()
+                .map(SecretKey::P256),
         }
     }
 
@@ -250,12 +254,18 @@ impl SecretKey {
 
     pub fn public(&self) -> PublicKey {
         match self {
-            SecretKey::Ed25519(k) => PublicKey { suite: Suite::Ed25519, bytes: pad33(k.verifying_key().as_bytes()) },
+            SecretKey::Ed25519(k) => PublicKey {
+                suite: Suite::Ed25519,
+                bytes: pad33(k.verifying_key().as_bytes()),
+            },
             SecretKey::P256(k) => {
                 let p = k.verifying_key().to_sec1_point(true);
                 let mut bytes = [0u8; 33];
                 bytes.copy_from_slice(p.as_bytes());
-                PublicKey { suite: Suite::EcdsaP256Sha256, bytes }
+                PublicKey {
+                    suite: Suite::EcdsaP256Sha256,
+                    bytes,
+                }
             }
         }
     }
@@ -265,13 +275,19 @@ impl SecretKey {
     pub fn sign(&self, msg: &[u8]) -> Signature {
         use ed25519_dalek::ed25519::signature::Signer as _;
         match self {
-            SecretKey::Ed25519(k) => Signature { suite: Suite::Ed25519, bytes: k.sign(msg).to_bytes() },
+            SecretKey::Ed25519(k) => Signature {
+                suite: Suite::Ed25519,
+                bytes: k.sign(msg).to_bytes(),
+            },
             SecretKey::P256(k) => {
                 let s: p256::ecdsa::Signature = k.sign(msg);
                 let s = s.normalize_s();
                 let mut bytes = [0u8; 64];
                 bytes.copy_from_slice(&s.to_bytes());
-                Signature { suite: Suite::EcdsaP256Sha256, bytes }
+                Signature {
+                    suite: Suite::EcdsaP256Sha256,
+                    bytes,
+                }
             }
         }
     }
@@ -287,7 +303,9 @@ fn pad33(k: &[u8; 32]) -> [u8; 33] {
 fn ed25519_point(key: &PublicKey) -> Result<EdwardsPoint, SigError> {
     let mut kb = [0u8; 32];
     kb.copy_from_slice(key.key_bytes());
-    let a = CompressedEdwardsY(kb).decompress().ok_or(SigError::BadKey)?;
+    let a = CompressedEdwardsY(kb)
+        .decompress()
+        .ok_or(SigError::BadKey)?;
     if a.is_small_order() {
         return Err(SigError::BadKey);
     }
@@ -307,8 +325,11 @@ fn ed25519_parts(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<EdParts
     rb.copy_from_slice(&sig.bytes[..32]);
     let mut sb = [0u8; 32];
     sb.copy_from_slice(&sig.bytes[32..]);
-    let r = CompressedEdwardsY(rb).decompress().ok_or(SigError::BadSignature)?;
-    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(sb)).ok_or(SigError::BadSignature)?;
+    let r = CompressedEdwardsY(rb)
+        .decompress()
+        .ok_or(SigError::BadSignature)?;
+    let s =
+        Option::<Scalar>::from(Scalar::from_canonical_bytes(sb)).ok_or(SigError::BadSignature)?;
     let mut h = Sha512::new();
     h.update(rb);
     h.update(key.key_bytes());
@@ -319,7 +340,8 @@ fn ed25519_parts(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<EdParts
 
 fn verify_p256(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), SigError> {
     use p256::ecdsa::signature::Verifier as _;
-    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.key_bytes()).map_err(|_| SigError::BadKey)?;
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.key_bytes())
+        .map_err(|_| SigError::BadKey)?;
     let s = p256::ecdsa::Signature::from_slice(&sig.bytes).map_err(|_| SigError::BadSignature)?;
     // Only low-S signatures are canonical.
     if s.normalize_s() != s {
@@ -383,7 +405,10 @@ pub fn verify_many(checks: &[SigCheck<'_>]) -> Result<(), (usize, SigError)> {
     }
     match ed.len() {
         0 => return Ok(()),
-        1 => return verify(checks[ed[0]].key, checks[ed[0]].msg, checks[ed[0]].sig).map_err(|e| (ed[0], e)),
+        1 => {
+            return verify(checks[ed[0]].key, checks[ed[0]].msg, checks[ed[0]].sig)
+                .map_err(|e| (ed[0], e));
+        }
         _ => {}
     }
     let mut parts = Vec::with_capacity(ed.len());
@@ -442,14 +467,21 @@ mod tests {
     #[test]
     fn rfc8032_test_vector_2() {
         // RFC 8032 §7.1 TEST 2 (one-byte message 0x72).
-        let sk: [u8; 32] = hexb("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb").try_into().unwrap();
+        let sk: [u8; 32] = hexb("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+            .try_into()
+            .unwrap();
         let k = SecretKey::from_seed(Suite::Ed25519, &sk).unwrap();
         let pk = k.public();
-        assert_eq!(pk.key_bytes(), &hexb("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")[..]);
+        assert_eq!(
+            pk.key_bytes(),
+            &hexb("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")[..]
+        );
         let sig = k.sign(&[0x72]);
         assert_eq!(
             &sig.bytes[..],
-            &hexb("92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00")[..]
+            &hexb(
+                "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+            )[..]
         );
         assert_eq!(verify(&pk, &[0x72], &sig), Ok(()));
         assert_eq!(verify(&pk, &[0x73], &sig), Err(SigError::BadSignature));
@@ -463,7 +495,9 @@ mod tests {
             let msg = [i; 40];
             let sig = k.sign(&msg);
             assert_eq!(verify(&k.public(), &msg, &sig), Ok(()));
-            let SecretKey::Ed25519(dk) = &k else { unreachable!() };
+            let SecretKey::Ed25519(dk) = &k else {
+                unreachable!()
+            };
             let ds = ed25519_dalek::Signature::from_bytes(sig.bytes());
             assert!(dk.verifying_key().verify_strict(&msg, &ds).is_ok());
             assert!(dk.verifying_key().verify(&msg, &ds).is_ok());
@@ -475,14 +509,24 @@ mod tests {
         let k = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[7; 32]).unwrap();
         let sig = k.sign(b"hello");
         assert_eq!(verify(&k.public(), b"hello", &sig), Ok(()));
-        assert_eq!(verify(&k.public(), b"hellp", &sig), Err(SigError::BadSignature));
+        assert_eq!(
+            verify(&k.public(), b"hellp", &sig),
+            Err(SigError::BadSignature)
+        );
         // The high-S twin of a valid signature is refused.
         let s = p256::ecdsa::Signature::from_slice(sig.bytes()).unwrap();
         let (r, sv) = s.split_scalars();
         let high = p256::ecdsa::Signature::from_scalars(r, -*sv).unwrap();
         let mut hb = [0u8; 64];
         hb.copy_from_slice(&high.to_bytes());
-        assert_eq!(verify(&k.public(), b"hello", &Signature::new(Suite::EcdsaP256Sha256, hb)), Err(SigError::BadSignature));
+        assert_eq!(
+            verify(
+                &k.public(),
+                b"hello",
+                &Signature::new(Suite::EcdsaP256Sha256, hb)
+            ),
+            Err(SigError::BadSignature)
+        );
     }
 
     #[test]
@@ -490,19 +534,38 @@ mod tests {
         let e = SecretKey::from_seed(Suite::Ed25519, &[1; 32]).unwrap();
         let p = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[1; 32]).unwrap();
         let sig = p.sign(b"m");
-        assert_eq!(verify(&e.public(), b"m", &sig), Err(SigError::SuiteMismatch));
+        assert_eq!(
+            verify(&e.public(), b"m", &sig),
+            Err(SigError::SuiteMismatch)
+        );
     }
 
     #[test]
     fn batch_finds_the_bad_one() {
         let keys: Vec<SecretKey> = (0..6u8)
-            .map(|i| SecretKey::from_seed(if i % 3 == 2 { Suite::EcdsaP256Sha256 } else { Suite::Ed25519 }, &[i + 1; 32]).unwrap())
+            .map(|i| {
+                SecretKey::from_seed(
+                    if i % 3 == 2 {
+                        Suite::EcdsaP256Sha256
+                    } else {
+                        Suite::Ed25519
+                    },
+                    &[i + 1; 32],
+                )
+                .unwrap()
+            })
             .collect();
         let pks: Vec<PublicKey> = keys.iter().map(|k| k.public()).collect();
         let msgs: Vec<[u8; 8]> = (0..6u8).map(|i| [i; 8]).collect();
         let mut sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
         let checks = |sigs: &Vec<Signature>| -> Result<(), (usize, SigError)> {
-            let c: Vec<SigCheck<'_>> = (0..6).map(|i| SigCheck { key: &pks[i], msg: &msgs[i], sig: &sigs[i] }).collect();
+            let c: Vec<SigCheck<'_>> = (0..6)
+                .map(|i| SigCheck {
+                    key: &pks[i],
+                    msg: &msgs[i],
+                    sig: &sigs[i],
+                })
+                .collect();
             verify_many(&c)
         };
         assert_eq!(checks(&sigs), Ok(()));
@@ -516,7 +579,9 @@ mod tests {
         // accepts it; what matters is that single and batch agree.
         use curve25519_dalek::constants::EIGHT_TORSION;
         let k = SecretKey::from_seed(Suite::Ed25519, &[9; 32]).unwrap();
-        let SecretKey::Ed25519(dk) = &k else { unreachable!() };
+        let SecretKey::Ed25519(dk) = &k else {
+            unreachable!()
+        };
         let pk = k.public();
         let msg = b"torsion";
         // Build a signature with R = rB + T by hand (hazmat-free: from the
@@ -538,8 +603,16 @@ mod tests {
         let single = verify(&pk, msg, &sig);
         let other = k.sign(b"x");
         let batch = verify_many(&[
-            SigCheck { key: &pk, msg, sig: &sig },
-            SigCheck { key: &pk, msg: b"x", sig: &other },
+            SigCheck {
+                key: &pk,
+                msg,
+                sig: &sig,
+            },
+            SigCheck {
+                key: &pk,
+                msg: b"x",
+                sig: &other,
+            },
         ]);
         assert_eq!(single.is_ok(), batch.is_ok());
         assert!(single.is_ok());

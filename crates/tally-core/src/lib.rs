@@ -18,6 +18,8 @@ pub mod policy;
 pub mod protocol;
 pub mod record;
 pub mod selection;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod verify;
 
 pub use amount::{Amount, Epoch};

@@ -64,7 +64,13 @@ pub fn sign_transfer(
     counter: u64,
     key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
 ) -> Option<Transfer> {
-    let mut t = Transfer { inputs, outputs, nonce, counter, signatures: Vec::new() };
+    let mut t = Transfer {
+        inputs,
+        outputs,
+        nonce,
+        counter,
+        signatures: Vec::new(),
+    };
     let id = t.id();
     let mut sigs: Vec<Signature> = Vec::new();
     for k in distinct_signers(owners.iter().copied()) {
@@ -76,6 +82,14 @@ pub fn sign_transfer(
 
 /// Builds a package: the transfer, its merged ancestry and the needed
 /// certificates.
-pub fn build_package(transfer: Transfer, ancestry: Vec<Record>, certificates: Vec<PseudonymCertificate>) -> Package {
-    Package { transfer, ancestry, certificates }
+pub fn build_package(
+    transfer: Transfer,
+    ancestry: Vec<Record>,
+    certificates: Vec<PseudonymCertificate>,
+) -> Package {
+    Package {
+        transfer,
+        ancestry,
+        certificates,
+    }
 }

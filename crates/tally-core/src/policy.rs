@@ -121,7 +121,9 @@ impl Policy {
         p
     }
     pub fn limits(&self, device_class: u8, tier: u8) -> Option<&TierLimits> {
-        self.tiers.iter().find(|t| t.device_class == device_class && t.tier == tier)
+        self.tiers
+            .iter()
+            .find(|t| t.device_class == device_class && t.tier == tier)
     }
     pub fn dcp(&self, key_id: &Hash32) -> Option<&crate::cert::DcpCertificate> {
         self.dcps.iter().find(|c| c.key.id() == *key_id)
@@ -173,7 +175,12 @@ impl RevocationList {
     pub fn sign(root: &SecretKey, serial: u64, epoch: Epoch, mut revoked: Vec<Hash32>) -> Self {
         revoked.sort();
         revoked.dedup();
-        let mut l = RevocationList { serial, epoch, revoked, signature: Signature::new(root.suite(), [0; 64]) };
+        let mut l = RevocationList {
+            serial,
+            epoch,
+            revoked,
+            signature: Signature::new(root.suite(), [0; 64]),
+        };
         l.signature = root.sign(&l.signed_message().0);
         l
     }
@@ -199,7 +206,12 @@ impl Cbor for RevocationList {
         if revoked.windows(2).any(|w| w[0] >= w[1]) {
             return Err(CodecError::NonCanonical);
         }
-        Ok(RevocationList { serial, epoch, revoked, signature: Signature::read(r)? })
+        Ok(RevocationList {
+            serial,
+            epoch,
+            revoked,
+            signature: Signature::read(r)?,
+        })
     }
 }
 
@@ -231,7 +243,13 @@ impl SyncGrant {
         tagged_hash(b"tally/v1/sync-grant", &[&w.into_bytes()])
     }
     pub fn sign(dcp: &SecretKey, se_id: Hash32, epoch: Epoch, sequence: u64) -> Self {
-        let mut g = SyncGrant { se_id, epoch, sequence, signer: dcp.public(), signature: Signature::new(dcp.suite(), [0; 64]) };
+        let mut g = SyncGrant {
+            se_id,
+            epoch,
+            sequence,
+            signer: dcp.public(),
+            signature: Signature::new(dcp.suite(), [0; 64]),
+        };
         g.signature = dcp.sign(&g.signed_message().0);
         g
     }
@@ -257,6 +275,13 @@ impl Cbor for SyncGrant {
 }
 
 /// Convenience for checks that a key is in the trust list with a role.
-pub fn trusted_with_role<'a>(policy: &'a Policy, key: &PublicKey, role: u8) -> Option<&'a crate::cert::DcpCertificate> {
-    policy.dcps.iter().find(|c| c.key == *key && c.has_role(role))
+pub fn trusted_with_role<'a>(
+    policy: &'a Policy,
+    key: &PublicKey,
+    role: u8,
+) -> Option<&'a crate::cert::DcpCertificate> {
+    policy
+        .dcps
+        .iter()
+        .find(|c| c.key == *key && c.has_role(role))
 }

@@ -100,7 +100,11 @@ impl Receipt {
         }
     }
     pub fn verify(&self) -> Result<(), crate::crypto::SigError> {
-        crate::crypto::verify(&self.payee, &Self::signed_message(&self.transfer_id).0, &self.signature)
+        crate::crypto::verify(
+            &self.payee,
+            &Self::signed_message(&self.transfer_id).0,
+            &self.signature,
+        )
     }
 }
 
@@ -115,6 +119,10 @@ impl Cbor for Receipt {
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(4)?;
         r.version(PROTOCOL_VERSION)?;
-        Ok(Receipt { transfer_id: Hash32::read(r)?, payee: PublicKey::read(r)?, signature: Signature::read(r)? })
+        Ok(Receipt {
+            transfer_id: Hash32::read(r)?,
+            payee: PublicKey::read(r)?,
+            signature: Signature::read(r)?,
+        })
     }
 }

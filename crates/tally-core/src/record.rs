@@ -43,7 +43,10 @@ impl Cbor for Output {
         if r.u8()? != AMOUNT_FORM_CLEAR {
             return Err(CodecError::UnknownCode);
         }
-        Ok(Output { value: Amount(r.u64()?), owner: PublicKey::read(r)? })
+        Ok(Output {
+            value: Amount(r.u64()?),
+            owner: PublicKey::read(r)?,
+        })
     }
 }
 
@@ -62,7 +65,10 @@ impl Cbor for OutPoint {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(2)?;
-        Ok(OutPoint { record: Hash32::read(r)?, index: r.u8()? })
+        Ok(OutPoint {
+            record: Hash32::read(r)?,
+            index: r.u8()?,
+        })
     }
 }
 
@@ -119,7 +125,12 @@ impl Issue {
         tagged_hash(b"tally/v1/record", &[&self.body_bytes()])
     }
     /// Builds and signs an Issue (DCP side).
-    pub fn sign(issuer: &SecretKey, serial: u64, expiry_epoch: Epoch, outputs: Vec<Output>) -> Issue {
+    pub fn sign(
+        issuer: &SecretKey,
+        serial: u64,
+        expiry_epoch: Epoch,
+        outputs: Vec<Output>,
+    ) -> Issue {
         let mut i = Issue {
             issuer: issuer.public().id(),
             serial,

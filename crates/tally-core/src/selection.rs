@@ -61,7 +61,9 @@ pub fn select(
             sel.pop();
             continue;
         }
-        sum = sum.checked_add(cands[i].value).ok_or(SelectError::InsufficientFunds)?;
+        sum = sum
+            .checked_add(cands[i].value)
+            .ok_or(SelectError::InsufficientFunds)?;
         if sum >= amount {
             return Ok(sel);
         }
@@ -74,7 +76,10 @@ mod tests {
     use super::*;
 
     fn c(v: u64, l: usize) -> Candidate {
-        Candidate { value: Amount(v), lineage_len: l }
+        Candidate {
+            value: Amount(v),
+            lineage_len: l,
+        }
     }
 
     #[test]
@@ -85,9 +90,21 @@ mod tests {
         assert_eq!(select(&cands, Amount(50), 10, &sum), Ok(alloc::vec![2]));
         assert_eq!(select(&cands, Amount(70), 10, &sum), Ok(alloc::vec![0]));
         assert_eq!(select(&cands, Amount(70), 4, &sum), Ok(alloc::vec![1, 2]));
-        assert_eq!(select(&cands, Amount(200), 10, &sum), Ok(alloc::vec![1, 2, 0]));
-        assert_eq!(select(&cands, Amount(211), 10, &sum), Err(SelectError::InsufficientFunds));
-        assert_eq!(select(&cands, Amount(200), 6, &sum), Err(SelectError::NeedsRenewal));
-        assert_eq!(select(&cands, Amount(0), 6, &sum), Err(SelectError::InsufficientFunds));
+        assert_eq!(
+            select(&cands, Amount(200), 10, &sum),
+            Ok(alloc::vec![1, 2, 0])
+        );
+        assert_eq!(
+            select(&cands, Amount(211), 10, &sum),
+            Err(SelectError::InsufficientFunds)
+        );
+        assert_eq!(
+            select(&cands, Amount(200), 6, &sum),
+            Err(SelectError::NeedsRenewal)
+        );
+        assert_eq!(
+            select(&cands, Amount(0), 6, &sum),
+            Err(SelectError::InsufficientFunds)
+        );
     }
 }

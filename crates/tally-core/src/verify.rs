@@ -119,7 +119,11 @@ impl fmt::Display for VerifyError {
         match self {
             VerifyError::Decode(e) => write!(f, "V1 ({}): {e}", self.code()),
             VerifyError::HistoryBudgetExceeded { records, budget } => {
-                write!(f, "V2 ({}): {records} ancestry records exceed the history budget of {budget}", self.code())
+                write!(
+                    f,
+                    "V2 ({}): {records} ancestry records exceed the history budget of {budget}",
+                    self.code()
+                )
             }
             other => write!(f, "V{} ({}): {:?}", other.rule(), other.code(), other),
         }
@@ -142,17 +146,31 @@ pub struct TrustStore {
 }
 
 impl TrustStore {
-    pub fn new(root: PublicKey, policy: Policy, revocations: RevocationList) -> Result<TrustStore, VerifyError> {
-        verify(&root, &policy.signed_message().0, &policy.signature).map_err(|_| VerifyError::BadTrustSignature)?;
-        verify(&root, &revocations.signed_message().0, &revocations.signature)
+    pub fn new(
+        root: PublicKey,
+        policy: Policy,
+        revocations: RevocationList,
+    ) -> Result<TrustStore, VerifyError> {
+        verify(&root, &policy.signed_message().0, &policy.signature)
             .map_err(|_| VerifyError::BadTrustSignature)?;
+        verify(
+            &root,
+            &revocations.signed_message().0,
+            &revocations.signature,
+        )
+        .map_err(|_| VerifyError::BadTrustSignature)?;
         for c in &policy.dcps {
             Self::check_dcp_cert(&root, c)?;
         }
-        Ok(TrustStore { root, policy, revocations })
+        Ok(TrustStore {
+            root,
+            policy,
+            revocations,
+        })
     }
     fn check_dcp_cert(root: &PublicKey, c: &DcpCertificate) -> Result<(), VerifyError> {
-        verify(root, &c.signed_message().0, &c.signature).map_err(|_| VerifyError::BadTrustSignature)?;
+        verify(root, &c.signed_message().0, &c.signature)
+            .map_err(|_| VerifyError::BadTrustSignature)?;
         check_key(&c.key).map_err(|_| VerifyError::BadKey)
     }
     pub fn root(&self) -> &PublicKey {
@@ -178,13 +196,23 @@ impl TrustStore {
         if l.serial <= self.revocations.serial {
             return Ok(false);
         }
-        verify(&self.root, &l.signed_message().0, &l.signature).map_err(|_| VerifyError::BadTrustSignature)?;
+        verify(&self.root, &l.signed_message().0, &l.signature)
+            .map_err(|_| VerifyError::BadTrustSignature)?;
         self.revocations = l;
         Ok(true)
     }
     /// The trusted DCP certificate for `key_id` holding `r`, valid in `epoch`.
-    pub fn dcp_for(&self, key_id: &Hash32, r: u8, epoch: Epoch) -> Result<&DcpCertificate, VerifyError> {
-        let c = self.policy.dcp(key_id).filter(|c| c.has_role(r)).ok_or(VerifyError::UnknownIssuer)?;
+    pub fn dcp_for(
+        &self,
+        key_id: &Hash32,
+        r: u8,
+        epoch: Epoch,
+    ) -> Result<&DcpCertificate, VerifyError> {
+        let c = self
+            .policy
+            .dcp(key_id)
+            .filter(|c| c.has_role(r))
+            .ok_or(VerifyError::UnknownIssuer)?;
         if c.expiry_epoch < epoch {
             return Err(VerifyError::CertificateExpired);
         }
@@ -195,7 +223,11 @@ impl TrustStore {
     }
     /// Checks everything about a pseudonym certificate except its signature,
     /// and returns the issuer key whose signature must be checked.
-    pub fn check_pseudonym_cert(&self, c: &PseudonymCertificate, epoch: Epoch) -> Result<PublicKey, VerifyError> {
+    pub fn check_pseudonym_cert(
+        &self,
+        c: &PseudonymCertificate,
+        epoch: Epoch,
+    ) -> Result<PublicKey, VerifyError> {
         let issuer = self.dcp_for(&c.issuer, role::CERTIFY, epoch)?;
         if c.expiry_epoch < epoch {
             return Err(VerifyError::CertificateExpired);
@@ -207,7 +239,11 @@ impl TrustStore {
         Ok(issuer.key)
     }
     /// Full check of one pseudonym certificate, signature included.
-    pub fn verify_pseudonym_cert(&self, c: &PseudonymCertificate, epoch: Epoch) -> Result<(), VerifyError> {
+    pub fn verify_pseudonym_cert(
+        &self,
+        c: &PseudonymCertificate,
+        epoch: Epoch,
+    ) -> Result<(), VerifyError> {
         let issuer = self.check_pseudonym_cert(c, epoch)?;
         verify(&issuer, &c.signed_message().0, &c.signature).map_err(|e| match e {
             SigError::SuiteMismatch => VerifyError::SuiteMismatch,
@@ -241,7 +277,10 @@ pub struct BoundedCertCache {
 }
 impl BoundedCertCache {
     pub fn new(max: usize) -> Self {
-        BoundedCertCache { ids: BTreeSet::new(), max }
+        BoundedCertCache {
+            ids: BTreeSet::new(),
+            max,
+        }
     }
 }
 impl CertCache for BoundedCertCache {
@@ -298,7 +337,13 @@ impl VerifiedPackage {
     }
     /// The token the payee received: output 0 of the transfer.
     pub fn payment(&self) -> (OutPoint, Output) {
-        (OutPoint { record: self.transfer_id, index: 0 }, self.package.transfer.outputs[0])
+        (
+            OutPoint {
+                record: self.transfer_id,
+                index: 0,
+            },
+            self.package.transfer.outputs[0],
+        )
     }
     /// Ids of the ancestry records, in package order.
     pub fn ancestry_ids(&self) -> &[Hash32] {
@@ -391,7 +436,12 @@ fn verify_inner(
     }
     // V3: reachability from the transfer (walk back; parents are earlier).
     let mut reached = alloc::vec![false; pkg.ancestry.len()];
-    let mut stack: Vec<usize> = pkg.transfer.inputs.iter().filter_map(|i| index_of.get(&i.record).copied()).collect();
+    let mut stack: Vec<usize> = pkg
+        .transfer
+        .inputs
+        .iter()
+        .filter_map(|i| index_of.get(&i.record).copied())
+        .collect();
     while let Some(i) = stack.pop() {
         if reached[i] {
             continue;
@@ -409,8 +459,14 @@ fn verify_inner(
 
     // V4, V9, V10 over every transfer (ancestry transfers and the final one).
     let lookup = |op: &OutPoint| -> Result<Output, VerifyError> {
-        let i = *index_of.get(&op.record).ok_or(VerifyError::MissingAncestor)?;
-        pkg.ancestry[i].outputs().get(op.index as usize).copied().ok_or(VerifyError::UnknownOutput)
+        let i = *index_of
+            .get(&op.record)
+            .ok_or(VerifyError::MissingAncestor)?;
+        pkg.ancestry[i]
+            .outputs()
+            .get(op.index as usize)
+            .copied()
+            .ok_or(VerifyError::UnknownOutput)
     };
     let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
     let transfers = pkg
@@ -434,7 +490,9 @@ fn verify_inner(
             if !consumed.insert(*op) {
                 return Err(VerifyError::OutputSpentTwice);
             }
-            in_sum = in_sum.checked_add(out.value).ok_or(VerifyError::AmountOverflow)?;
+            in_sum = in_sum
+                .checked_add(out.value)
+                .ok_or(VerifyError::AmountOverflow)?;
             owners.push(out.owner);
         }
         let out_sum = checked_outputs_sum(&t.outputs)?;
@@ -517,8 +575,14 @@ fn verify_inner(
     }
 
     // V8: every signature, batched.
-    let sig_checks: Vec<SigCheck<'_>> =
-        checks.iter().map(|(k, m, s, _)| SigCheck { key: k, msg: &m.0, sig: s }).collect();
+    let sig_checks: Vec<SigCheck<'_>> = checks
+        .iter()
+        .map(|(k, m, s, _)| SigCheck {
+            key: k,
+            msg: &m.0,
+            sig: s,
+        })
+        .collect();
     if let Err((i, e)) = verify_many(&sig_checks) {
         return Err(match (e, &checks[i].3) {
             (SigError::SuiteMismatch, _) => VerifyError::SuiteMismatch,
@@ -531,7 +595,13 @@ fn verify_inner(
         cache.insert(cid);
     }
     let signature_checks = checks.len();
-    Ok(VerifiedPackage { package: pkg, transfer_id, ancestry_ids: ids, signature_checks, _verified: Verified })
+    Ok(VerifiedPackage {
+        package: pkg,
+        transfer_id,
+        ancestry_ids: ids,
+        signature_checks,
+        _verified: Verified,
+    })
 }
 
 fn checked_outputs_sum(outputs: &[Output]) -> Result<Amount, VerifyError> {

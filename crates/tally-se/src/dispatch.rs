@@ -179,6 +179,27 @@ impl<S: Storage, E: Entropy> Card<S, E> {
         if c.cla & !0x10 != CLA {
             return Err(sw::CLA_NOT_SUPPORTED);
         }
+        const KNOWN: &[u8] = &[
+            ins::GET_DATA,
+            ins::CREATE_REQUEST,
+            ins::PAY,
+            ins::RECEIVE,
+            ins::ACK,
+            ins::RESEND,
+            ins::REDEEM,
+            ins::CLOSE_REQUESTS,
+            ins::PERSONALIZE,
+            ins::INSTALL_POLICY,
+            ins::INSTALL_REVOCATIONS,
+            ins::GENERATE_KEYS,
+            ins::INSTALL_CERTIFICATE,
+            ins::SYNC,
+            ins::IMPORT_ISSUE,
+            ins::ATTEST,
+        ];
+        if !KNOWN.contains(&c.ins) {
+            return Err(sw::INS_NOT_SUPPORTED);
+        }
         self.run(c).map_err(|e| self.fail(e))
     }
 

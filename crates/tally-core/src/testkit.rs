@@ -1,0 +1,187 @@
+//! A deterministic scheme for tests, benchmarks, test vectors and the
+//! demo: root, one DCP key with every role, a policy with generous tiers.
+//! Keys come from fixed seeds (`H("tally/v1/testkit" || label)`), so every
+//! run produces the same bytes. Never use these keys outside tests.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::Hash32;
+use crate::amount::{Amount, Epoch};
+use crate::cert::{DcpCertificate, PseudonymCertificate, role};
+use crate::crypto::{Entropy, PublicKey, SecretKey, Suite, tagged_hash};
+use crate::policy::{Policy, RevocationList, SyncGrant, TierLimits, device_class};
+use crate::record::{Issue, Output};
+use crate::verify::{TrustStore, VerifyParams};
+
+/// Deterministic key from a label.
+pub fn key(suite: Suite, label: &[u8]) -> SecretKey {
+    let mut n: u32 = 0;
+    loop {
+        let seed = tagged_hash(b"tally/v1/testkit", &[label, &n.to_be_bytes()]);
+        if let Some(k) = SecretKey::from_seed(suite, &seed.0) {
+            return k;
+        }
+        n += 1;
+    }
+}
+
+/// Deterministic entropy (SHA-256 in counter mode over a seed). For tests.
+pub struct TestEntropy {
+    seed: [u8; 32],
+    counter: u64,
+}
+
+impl TestEntropy {
+    pub fn new(label: &[u8]) -> Self {
+        TestEntropy {
+            seed: tagged_hash(b"tally/v1/test-entropy", &[label]).0,
+            counter: 0,
+        }
+    }
+}
+
+impl Entropy for TestEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(32) {
+            let block = tagged_hash(
+                b"tally/v1/test-entropy-block",
+                &[&self.seed, &self.counter.to_be_bytes()],
+            );
+            self.counter += 1;
+            chunk.copy_from_slice(&block.0[..chunk.len()]);
+        }
+    }
+}
+
+/// Default tier used by tests: limits far above test amounts, history
+/// budget 32.
+pub fn default_tier(device_class: u8, tier: u8) -> TierLimits {
+    TierLimits {
+        device_class,
+        tier,
+        payment_max: Amount(1_000_000),
+        holding_max: Amount(10_000_000),
+        receiving_max: Amount(10_000_000),
+        offline_spend_max: Amount(10_000_000),
+        offline_payments_max: 1_000,
+        history_records_max: 32,
+        offline_epochs_max: 30,
+    }
+}
+
+/// Root, DCP and trust objects of one test scheme.
+pub struct Scheme {
+    pub root: SecretKey,
+    pub dcp: SecretKey,
+    pub dcp_cert: DcpCertificate,
+    pub policy: Policy,
+    pub revocations: RevocationList,
+    pub epoch: Epoch,
+    serial: u64,
+}
+
+impl Scheme {
+    /// A scheme whose keys are all in `suite`.
+    pub fn new(suite: Suite) -> Scheme {
+        Self::with_tiers(suite, Self::default_tiers())
+    }
+
+    pub fn default_tiers() -> Vec<TierLimits> {
+        vec![
+            default_tier(device_class::CARD, 0),
+            default_tier(device_class::PHONE, 0),
+            default_tier(device_class::IOT, 0),
+            TierLimits {
+                history_records_max: 1024,
+                ..default_tier(device_class::DCP, 0)
+            },
+        ]
+    }
+
+    pub fn with_tiers(suite: Suite, tiers: Vec<TierLimits>) -> Scheme {
+        let root = key(suite, b"root");
+        let dcp = key(suite, b"dcp-1");
+        let all = role::ISSUE | role::CERTIFY | role::REDEEM | role::SYNC;
+        let dcp_cert = DcpCertificate::sign(&root, 1, dcp.public(), all, 1_000);
+        let policy = Policy::sign(&root, 1, "XTS", tiers, vec![dcp_cert.clone()]);
+        let revocations = RevocationList::sign(&root, 1, 1, Vec::new());
+        Scheme {
+            root,
+            dcp,
+            dcp_cert,
+            policy,
+            revocations,
+            epoch: 1,
+            serial: 0,
+        }
+    }
+
+    pub fn trust(&self) -> TrustStore {
+        // The scheme's own objects are signed correctly by construction.
+        match TrustStore::new(
+            self.root.public(),
+            self.policy.clone(),
+            self.revocations.clone(),
+        ) {
+            Ok(t) => t,
+            Err(e) => panic!("testkit trust store: {e}"),
+        }
+    }
+
+    pub fn params(&self, history_records_max: usize) -> VerifyParams {
+        VerifyParams {
+            epoch: self.epoch,
+            history_records_max,
+        }
+    }
+
+    /// Re-signs the policy with new tiers (serial + 1).
+    pub fn set_tiers(&mut self, tiers: Vec<TierLimits>) {
+        self.policy = Policy::sign(
+            &self.root,
+            self.policy.serial + 1,
+            "XTS",
+            tiers,
+            self.policy.dcps.clone(),
+        );
+    }
+
+    /// Revokes key ids (new list, serial + 1).
+    pub fn revoke(&mut self, ids: &[Hash32]) {
+        let mut all = self.revocations.revoked.clone();
+        all.extend_from_slice(ids);
+        self.revocations =
+            RevocationList::sign(&self.root, self.revocations.serial + 1, self.epoch, all);
+    }
+
+    /// A pseudonym certificate for `key`, valid until `epoch + 10`.
+    pub fn certify(&self, key: PublicKey, device_class: u8, tier: u8) -> PseudonymCertificate {
+        PseudonymCertificate::sign(
+            &self.dcp,
+            key,
+            self.epoch + 10,
+            device_class,
+            tier,
+            Vec::new(),
+        )
+    }
+
+    /// A genesis record paying `value` to `owner`.
+    pub fn issue(&mut self, owner: PublicKey, value: u64) -> Issue {
+        self.serial += 1;
+        Issue::sign(
+            &self.dcp,
+            self.serial,
+            self.epoch + 20,
+            vec![Output {
+                value: Amount(value),
+                owner,
+            }],
+        )
+    }
+
+    pub fn sync_grant(&self, se_id: Hash32, sequence: u64) -> SyncGrant {
+        SyncGrant::sign(&self.dcp, se_id, self.epoch, sequence)
+    }
+}
