@@ -159,8 +159,13 @@ impl TrustStore {
             &revocations.signature,
         )
         .map_err(|_| VerifyError::BadTrustSignature)?;
-        for c in &policy.dcps {
+        check_sorted(&revocations)?;
+        for (i, c) in policy.dcps.iter().enumerate() {
             Self::check_dcp_cert(&root, c)?;
+            // One entry per key, so every lookup sees the same roles.
+            if policy.dcps[..i].iter().any(|d| d.key == c.key) {
+                return Err(VerifyError::BadTrustSignature);
+            }
         }
         Ok(TrustStore {
             root,
@@ -198,6 +203,7 @@ impl TrustStore {
         }
         verify(&self.root, &l.signed_message().0, &l.signature)
             .map_err(|_| VerifyError::BadTrustSignature)?;
+        check_sorted(&l)?;
         self.revocations = l;
         Ok(true)
     }
@@ -602,6 +608,15 @@ fn verify_inner(
         signature_checks,
         _verified: Verified,
     })
+}
+
+/// `is_revoked` binary-searches: a list built out of order in memory
+/// (decoding already refuses one) must not silently miss a key.
+fn check_sorted(l: &RevocationList) -> Result<(), VerifyError> {
+    if l.revoked.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(VerifyError::Decode(CodecError::NonCanonical));
+    }
+    Ok(())
 }
 
 fn checked_outputs_sum(outputs: &[Output]) -> Result<Amount, VerifyError> {
