@@ -629,3 +629,40 @@ fn checked_outputs_sum(outputs: &[Output]) -> Result<Amount, VerifyError> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Suite;
+    use crate::testkit::Scheme;
+
+    #[test]
+    fn unsorted_revocation_list_refused_at_install() {
+        let s = Scheme::new(Suite::Ed25519);
+        let mut l =
+            RevocationList::sign(&s.root, 2, 1, alloc::vec![Hash32([1; 32]), Hash32([2; 32])]);
+        l.revoked.reverse();
+        l.signature = s.root.sign(&l.signed_message().0);
+        let e = TrustStore::new(s.root.public(), s.policy.clone(), l.clone()).unwrap_err();
+        assert_eq!(e, VerifyError::Decode(CodecError::NonCanonical));
+        let mut t = s.trust();
+        assert!(t.update_revocations(l).is_err());
+        assert!(!t.revocations().is_revoked(&Hash32([1; 32])));
+    }
+
+    #[test]
+    fn duplicate_dcp_key_in_policy_refused() {
+        let s = Scheme::new(Suite::Ed25519);
+        let mut dcps = s.policy.dcps.clone();
+        let mut weaker = DcpCertificate::sign(&s.root, 1, s.dcp.public(), role::ISSUE, 1_000);
+        weaker.expiry_epoch = 1_000;
+        dcps.push(weaker);
+        let p = Policy::sign(&s.root, 2, "XTS", s.policy.tiers.clone(), dcps);
+        assert_eq!(
+            TrustStore::new(s.root.public(), p, s.revocations.clone()).unwrap_err(),
+            VerifyError::BadTrustSignature
+        );
+        // The same policy without the duplicate is accepted.
+        assert!(TrustStore::new(s.root.public(), s.policy.clone(), s.revocations.clone()).is_ok());
+    }
+}
