@@ -1,0 +1,195 @@
+//! PostgreSQL backend: SERIALIZABLE transactions, retried by
+//! [`crate::Store::transact`] on SQLSTATE 40001 / 40P01; a small pool of
+//! connections so several worker threads settle in parallel.
+
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
+use std::collections::HashMap;
+
+use postgres::{Client, IsolationLevel, NoTls, Statement};
+
+use crate::{Pool, Row, StoreError, Tx, TxFailure, Value};
+
+pub struct PgStore {
+    config: postgres::Config,
+    pool: Pool<Conn>,
+}
+
+/// A connection and its prepared statements (one round trip saved per statement).
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+fn map_err(e: postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            StoreError::Conflict
+        }
+        Some(c)
+            if *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::CHECK_VIOLATION
+                || *c == SqlState::FOREIGN_KEY_VIOLATION
+                || *c == SqlState::NOT_NULL_VIOLATION =>
+        {
+            StoreError::Constraint(e.to_string())
+        }
+        _ => StoreError::Db(e.to_string()),
+    }
+}
+
+fn dialect(sql: &str) -> String {
+    sql.replace("BLOB", "BYTEA")
+}
+
+impl PgStore {
+    pub fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::Db(e.to_string()))?;
+        if let Some(s) = schema {
+            config.options(&format!("-c search_path={s}"));
+        }
+        let s = PgStore {
+            config,
+            pool: Pool::new(),
+        };
+        // Fail early if unreachable.
+        let c = s.connect_one()?;
+        s.pool.give(c);
+        Ok(s)
+    }
+
+    fn connect_one(&self) -> Result<Conn, StoreError> {
+        Ok(Conn {
+            client: self.config.connect(NoTls).map_err(map_err)?,
+            statements: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn transact_once<R, E: TxFailure>(
+        &self,
+        f: &mut impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut conn = match self.pool.take() {
+            Some(c) if !c.client.is_closed() => c,
+            _ => self.connect_one()?,
+        };
+        let Conn { client, statements } = &mut conn;
+        let result = (|| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::Serializable)
+                .start()
+                .map_err(map_err)?;
+            let mut t = PgTx {
+                tx: &mut tx,
+                statements,
+            };
+            let r = f(&mut t)?;
+            tx.commit().map_err(map_err)?;
+            Ok(r)
+        })();
+        if !conn.client.is_closed() {
+            self.pool.give(conn);
+        }
+        result
+    }
+}
+
+struct PgTx<'a, 'b> {
+    tx: &'a mut postgres::Transaction<'b>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+impl PgTx<'_, '_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let st = self.tx.prepare(&dialect(sql)).map_err(map_err)?;
+        self.statements.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+fn params(values: &[Value]) -> Vec<Box<dyn ToSql + Sync>> {
+    values
+        .iter()
+        .map(|v| -> Box<dyn ToSql + Sync> {
+            match v {
+                Value::Null => Box::new(Option::<i64>::None),
+                Value::Int(i) => Box::new(*i),
+                Value::Bytes(b) => Box::new(b.clone()),
+                Value::Text(s) => Box::new(s.clone()),
+            }
+        })
+        .collect()
+}
+
+impl Tx for PgTx<'_, '_> {
+    fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
+        let p = params(values);
+        let refs: Vec<&(dyn ToSql + Sync)> = p.iter().map(|b| b.as_ref()).collect();
+        let st = self.statement(sql)?;
+        self.tx.execute(&st, &refs).map_err(map_err)
+    }
+
+    fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let p = params(values);
+        let refs: Vec<&(dyn ToSql + Sync)> = p.iter().map(|b| b.as_ref()).collect();
+        let st = self.statement(sql)?;
+        let rows = self.tx.query(&st, &refs).map_err(map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut v = Vec::with_capacity(r.len());
+            for (i, c) in r.columns().iter().enumerate() {
+                let t = c.type_();
+                let val = if *t == Type::INT8 {
+                    r.try_get::<_, Option<i64>>(i)
+                        .map_err(map_err)?
+                        .map(Value::Int)
+                } else if *t == Type::INT4 {
+                    r.try_get::<_, Option<i32>>(i)
+                        .map_err(map_err)?
+                        .map(|x| Value::Int(i64::from(x)))
+                } else if *t == Type::INT2 {
+                    r.try_get::<_, Option<i16>>(i)
+                        .map_err(map_err)?
+                        .map(|x| Value::Int(i64::from(x)))
+                } else if *t == Type::NUMERIC {
+                    // SUM(BIGINT) is NUMERIC in PostgreSQL: read it as text.
+                    return Err(StoreError::Type(format!(
+                        "column {i} is NUMERIC; cast aggregates to BIGINT in portable SQL"
+                    )));
+                } else if *t == Type::BYTEA {
+                    r.try_get::<_, Option<Vec<u8>>>(i)
+                        .map_err(map_err)?
+                        .map(Value::Bytes)
+                } else if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::NAME {
+                    r.try_get::<_, Option<String>>(i)
+                        .map_err(map_err)?
+                        .map(Value::Text)
+                } else if *t == Type::BOOL {
+                    r.try_get::<_, Option<bool>>(i)
+                        .map_err(map_err)?
+                        .map(|b| Value::Int(i64::from(b)))
+                } else {
+                    return Err(StoreError::Type(format!(
+                        "column {i}: unsupported type {t}"
+                    )));
+                };
+                v.push(val.unwrap_or(Value::Null));
+            }
+            out.push(Row(v));
+        }
+        Ok(out)
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
