@@ -227,6 +227,14 @@ impl TrustStore {
         }
         Ok(c)
     }
+    /// A trusted DCP key with role `r`, regardless of expiry and revocation
+    /// (settlement's view, see [`verify_package_for_settlement`]).
+    pub fn dcp_any_time(&self, key_id: &Hash32, r: u8) -> Result<&DcpCertificate, VerifyError> {
+        self.policy
+            .dcp(key_id)
+            .filter(|c| c.has_role(r))
+            .ok_or(VerifyError::UnknownIssuer)
+    }
     /// Checks everything about a pseudonym certificate except its signature,
     /// and returns the issuer key whose signature must be checked.
     pub fn check_pseudonym_cert(
@@ -361,16 +369,21 @@ impl VerifiedPackage {
     }
 }
 
-/// A settled-side view: a package verified without a payee expectation
-/// (renewal, unload and settlement check the same rules except V11, which
-/// they replace with their own check on the transfer's outputs).
+/// Settlement's view: every rule except V11 (settlement checks the
+/// transfer's outputs itself) and except the time-bound rules — token and
+/// certificate expiry (V5–V7) and revocation. An offline payment is final
+/// for the payee that accepted it under its own epoch and revocation list;
+/// settlement cannot know when it was made, renewal exists precisely for
+/// expired tokens, and value conservation is guarded by the spent
+/// registry, not by revocation. Issuer trust, signatures, structure and
+/// conservation are all checked.
 pub fn verify_package_for_settlement(
     pkg: Package,
     trust: &TrustStore,
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
-    verify_inner(pkg, None, trust, params, cache)
+    verify_inner(pkg, Mode::Settlement, trust, params, cache)
 }
 
 /// Decodes and verifies a package for a payee.
@@ -393,7 +406,7 @@ pub fn verify_package(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
-    verify_inner(pkg, Some(expected), trust, params, cache)
+    verify_inner(pkg, Mode::Payee(expected), trust, params, cache)
 }
 
 /// What a pending signature check covers (for error attribution).
@@ -402,9 +415,15 @@ enum Pending {
     Cert,
 }
 
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Payee(&'a Expected),
+    Settlement,
+}
+
 fn verify_inner(
     pkg: Package,
-    expected: Option<&Expected>,
+    mode: Mode<'_>,
     trust: &TrustStore,
     params: VerifyParams,
     cache: &mut dyn CertCache,
@@ -520,8 +539,11 @@ fn verify_inner(
                 return Err(VerifyError::EmptyRecord);
             }
             checked_outputs_sum(&iss.outputs)?;
-            let dcp = trust.dcp_for(&iss.issuer, role::ISSUE, params.epoch)?;
-            if iss.expiry_epoch < params.epoch {
+            let dcp = match mode {
+                Mode::Payee(_) => trust.dcp_for(&iss.issuer, role::ISSUE, params.epoch)?,
+                Mode::Settlement => trust.dcp_any_time(&iss.issuer, role::ISSUE)?,
+            };
+            if matches!(mode, Mode::Payee(_)) && iss.expiry_epoch < params.epoch {
                 return Err(VerifyError::TokenExpired);
             }
             checks.push((dcp.key, *id, iss.signature, Pending::Record));
@@ -552,7 +574,13 @@ fn verify_inner(
             let cert = &pkg.certificates[ci];
             if !cert_used[ci] {
                 cert_used[ci] = true;
-                let issuer = trust.check_pseudonym_cert(cert, params.epoch)?;
+                let issuer = match mode {
+                    Mode::Payee(_) => trust.check_pseudonym_cert(cert, params.epoch)?,
+                    Mode::Settlement => {
+                        check_key(&cert.key).map_err(|_| VerifyError::BadKey)?;
+                        trust.dcp_any_time(&cert.issuer, role::CERTIFY)?.key
+                    }
+                };
                 let cid = cert.id();
                 if !cache.contains(&cid) {
                     checks.push((issuer, cert.signed_message(), cert.signature, Pending::Cert));
@@ -567,7 +595,7 @@ fn verify_inner(
     }
 
     // V11: the payment itself.
-    if let Some(exp) = expected {
+    if let Mode::Payee(exp) = mode {
         let first = pkg.transfer.outputs[0];
         if first.owner != exp.payee {
             return Err(VerifyError::WrongPayee);

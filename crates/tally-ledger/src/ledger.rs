@@ -1,0 +1,455 @@
+//! Double-entry ledger (TigerBeetle's shape: accounts and immutable
+//! transfers, stable numbered result codes, idempotency keys).
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "ledger",
+    steps: &[(
+        1,
+        "CREATE TABLE ledger_accounts (
+            id TEXT PRIMARY KEY,
+            kind BIGINT NOT NULL,
+            balance BIGINT NOT NULL,
+            CHECK (kind = 0 OR kind = 4 OR balance >= 0)
+        );
+        CREATE TABLE ledger_journal (
+            seq BIGINT PRIMARY KEY,
+            idem TEXT NOT NULL UNIQUE,
+            digest BLOB NOT NULL,
+            debit TEXT NOT NULL,
+            credit TEXT NOT NULL,
+            amount BIGINT NOT NULL CHECK (amount > 0),
+            code BIGINT NOT NULL
+        );
+        CREATE TABLE ledger_meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL);
+        INSERT INTO ledger_meta (k, v) VALUES ('next_seq', 1);
+        INSERT INTO ledger_meta (k, v) VALUES ('minted', 0);
+        INSERT INTO ledger_meta (k, v) VALUES ('redeemed', 0);
+        INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:issuance', 0, 0);
+        INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:offline-float', 3, 0);
+        INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:loss', 4, 0)",
+    )],
+};
+
+/// What an account is. Codes are stored; never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// The central bank's issuance account (balance −(minted − redeemed)).
+    Issuance = 0,
+    /// A DCP's settlement account at the central bank.
+    DcpSettlement = 1,
+    /// A user's account held through a DCP.
+    User = 2,
+    /// Value held offline in SEs.
+    OfflineFloat = 3,
+    /// Value the scheme covered for double spends (≤ 0).
+    Loss = 4,
+}
+
+impl AccountKind {
+    fn from_code(c: i64) -> Option<AccountKind> {
+        Some(match c {
+            0 => AccountKind::Issuance,
+            1 => AccountKind::DcpSettlement,
+            2 => AccountKind::User,
+            3 => AccountKind::OfflineFloat,
+            4 => AccountKind::Loss,
+            _ => return None,
+        })
+    }
+}
+
+pub type AccountId = String;
+
+pub const ISSUANCE: &str = "cb:issuance";
+pub const OFFLINE_FLOAT: &str = "cb:offline-float";
+pub const LOSS: &str = "cb:loss";
+
+/// Journal codes: what a transfer was for.
+pub mod code {
+    pub const TRANSFER: i64 = 1;
+    pub const MINT: i64 = 2;
+    pub const REDEEM: i64 = 3;
+    pub const LOAD: i64 = 4;
+    pub const UNLOAD: i64 = 5;
+    pub const LOSS_COVER: i64 = 6;
+    pub const RECOVERY: i64 = 7;
+    pub const ONLINE_PAYMENT: i64 = 8;
+}
+
+/// Rejections, each with a stable number ([`LedgerError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LedgerError {
+    UnknownAccount(String),
+    InsufficientFunds {
+        account: String,
+        balance: i64,
+        amount: i64,
+    },
+    /// The idempotency key was used before for a different transfer.
+    IdempotencyKeyReused(String),
+    ZeroAmount,
+    SameAccount,
+    AccountExists(String),
+    /// Amount above i64::MAX or a balance would overflow.
+    Overflow,
+    Store(StoreError),
+}
+
+impl LedgerError {
+    pub fn code(&self) -> u16 {
+        match self {
+            LedgerError::UnknownAccount(_) => 10,
+            LedgerError::InsufficientFunds { .. } => 11,
+            LedgerError::IdempotencyKeyReused(_) => 12,
+            LedgerError::ZeroAmount => 13,
+            LedgerError::SameAccount => 14,
+            LedgerError::AccountExists(_) => 15,
+            LedgerError::Overflow => 16,
+            LedgerError::Store(_) => 99,
+        }
+    }
+}
+
+impl fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerError::UnknownAccount(a) => write!(f, "unknown account {a}"),
+            LedgerError::InsufficientFunds {
+                account,
+                balance,
+                amount,
+            } => {
+                write!(
+                    f,
+                    "insufficient funds in {account}: balance {balance}, amount {amount}"
+                )
+            }
+            LedgerError::IdempotencyKeyReused(k) => {
+                write!(f, "idempotency key {k} was used for a different transfer")
+            }
+            LedgerError::ZeroAmount => f.write_str("amount must be positive"),
+            LedgerError::SameAccount => f.write_str("debit and credit account are the same"),
+            LedgerError::AccountExists(a) => write!(f, "account {a} exists"),
+            LedgerError::Overflow => f.write_str("amount overflows"),
+            LedgerError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LedgerError {}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        LedgerError::Store(e)
+    }
+}
+
+impl TxFailure for LedgerError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, LedgerError::Store(StoreError::Conflict))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// Client-chosen; the same key with the same content is a no-op.
+    pub idem: String,
+    pub debit: String,
+    pub credit: String,
+    pub amount: u64,
+    pub code: i64,
+}
+
+impl TransferRequest {
+    fn digest(&self) -> Vec<u8> {
+        let mut h = Sha256::new();
+        for part in [self.debit.as_bytes(), self.credit.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update(self.amount.to_be_bytes());
+        h.update(self.code.to_be_bytes());
+        h.finalize().to_vec()
+    }
+}
+
+/// What [`Ledger::transfer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Newly journaled at this sequence number.
+    New(i64),
+    /// The same transfer was journaled before at this sequence number.
+    Already(i64),
+}
+
+/// The ledger invariant, read in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invariant {
+    pub minted: i64,
+    pub redeemed: i64,
+    /// Sum of every account except issuance, float and loss.
+    pub accounts: i64,
+    pub offline_float: i64,
+    pub loss: i64,
+    pub issuance: i64,
+    /// Accounts (other than issuance and loss) with a negative balance.
+    pub negative_accounts: i64,
+    pub journal_entries: i64,
+}
+
+impl Invariant {
+    /// accounts + float + loss = minted − redeemed, issuance mirrors it,
+    /// no negative balance.
+    pub fn holds(&self) -> bool {
+        let outstanding = self.minted - self.redeemed;
+        self.accounts + self.offline_float + self.loss == outstanding
+            && self.issuance == -outstanding
+            && self.negative_accounts == 0
+            && self.loss <= 0
+    }
+}
+
+pub struct Ledger;
+
+fn amount_i64(a: u64) -> Result<i64, LedgerError> {
+    i64::try_from(a).map_err(|_| LedgerError::Overflow)
+}
+
+impl Ledger {
+    pub fn open_account(tx: &mut dyn Tx, id: &str, kind: AccountKind) -> Result<(), LedgerError> {
+        if tx
+            .query_one(
+                "SELECT kind FROM ledger_accounts WHERE id = $1",
+                &[id.into()],
+            )?
+            .is_some()
+        {
+            return Err(LedgerError::AccountExists(id.into()));
+        }
+        tx.execute(
+            "INSERT INTO ledger_accounts (id, kind, balance) VALUES ($1, $2, 0)",
+            &[id.into(), Value::Int(kind as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// Opens the account unless it exists (with the same kind).
+    pub fn ensure_account(tx: &mut dyn Tx, id: &str, kind: AccountKind) -> Result<(), LedgerError> {
+        match tx.query_one(
+            "SELECT kind FROM ledger_accounts WHERE id = $1",
+            &[id.into()],
+        )? {
+            Some(r) if AccountKind::from_code(r.int(0)?) == Some(kind) => Ok(()),
+            Some(_) => Err(LedgerError::AccountExists(id.into())),
+            None => Self::open_account(tx, id, kind),
+        }
+    }
+
+    pub fn balance(tx: &mut dyn Tx, id: &str) -> Result<i64, LedgerError> {
+        tx.query_one(
+            "SELECT balance FROM ledger_accounts WHERE id = $1",
+            &[id.into()],
+        )?
+        .ok_or_else(|| LedgerError::UnknownAccount(id.into()))?
+        .int(0)
+        .map_err(Into::into)
+    }
+
+    fn account_kind(tx: &mut dyn Tx, id: &str) -> Result<(AccountKind, i64), LedgerError> {
+        let r = tx
+            .query_one(
+                "SELECT kind, balance FROM ledger_accounts WHERE id = $1",
+                &[id.into()],
+            )?
+            .ok_or_else(|| LedgerError::UnknownAccount(id.into()))?;
+        let kind = AccountKind::from_code(r.int(0)?)
+            .ok_or_else(|| StoreError::Type("account kind".into()))?;
+        Ok((kind, r.int(1)?))
+    }
+
+    /// Applies one transfer: checks everything first, then writes the
+    /// journal entry and both balances. The same idempotency key with the
+    /// same content returns [`Applied::Already`] and changes nothing.
+    pub fn transfer(tx: &mut dyn Tx, t: &TransferRequest) -> Result<Applied, LedgerError> {
+        let digest = t.digest();
+        if let Some(r) = tx.query_one(
+            "SELECT seq, digest FROM ledger_journal WHERE idem = $1",
+            &[t.idem.as_str().into()],
+        )? {
+            if r.bytes(1)? == digest.as_slice() {
+                return Ok(Applied::Already(r.int(0)?));
+            }
+            return Err(LedgerError::IdempotencyKeyReused(t.idem.clone()));
+        }
+        if t.amount == 0 {
+            return Err(LedgerError::ZeroAmount);
+        }
+        if t.debit == t.credit {
+            return Err(LedgerError::SameAccount);
+        }
+        let amount = amount_i64(t.amount)?;
+        let (dkind, dbal) = Self::account_kind(tx, &t.debit)?;
+        let (_, cbal) = Self::account_kind(tx, &t.credit)?;
+        let may_go_negative = matches!(dkind, AccountKind::Issuance | AccountKind::Loss);
+        let new_d = dbal.checked_sub(amount).ok_or(LedgerError::Overflow)?;
+        if new_d < 0 && !may_go_negative {
+            return Err(LedgerError::InsufficientFunds {
+                account: t.debit.clone(),
+                balance: dbal,
+                amount,
+            });
+        }
+        cbal.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        // Point of no return.
+        let seq = tx
+            .query_one("SELECT v FROM ledger_meta WHERE k = 'next_seq'", &[])?
+            .ok_or_else(|| StoreError::Type("ledger_meta.next_seq missing".into()))?
+            .int(0)?;
+        tx.execute(
+            "UPDATE ledger_meta SET v = $1 WHERE k = 'next_seq'",
+            &[Value::Int(seq + 1)],
+        )?;
+        tx.execute(
+            "INSERT INTO ledger_journal (seq, idem, digest, debit, credit, amount, code) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                Value::Int(seq),
+                t.idem.as_str().into(),
+                digest.into(),
+                t.debit.as_str().into(),
+                t.credit.as_str().into(),
+                Value::Int(amount),
+                Value::Int(t.code),
+            ],
+        )?;
+        let n1 = tx.execute(
+            "UPDATE ledger_accounts SET balance = balance - $1 WHERE id = $2",
+            &[Value::Int(amount), t.debit.as_str().into()],
+        )?;
+        let n2 = tx.execute(
+            "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2",
+            &[Value::Int(amount), t.credit.as_str().into()],
+        )?;
+        assert_eq!((n1, n2), (1, 1), "both legs of a transfer must land");
+        if t.code == code::MINT {
+            Self::bump(tx, "minted", amount)?;
+        } else if t.code == code::REDEEM {
+            Self::bump(tx, "redeemed", amount)?;
+        }
+        Ok(Applied::New(seq))
+    }
+
+    fn bump(tx: &mut dyn Tx, k: &str, by: i64) -> Result<(), LedgerError> {
+        tx.execute(
+            "UPDATE ledger_meta SET v = v + $1 WHERE k = $2",
+            &[Value::Int(by), k.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The central bank mints `amount` into a DCP's settlement account.
+    pub fn mint(
+        tx: &mut dyn Tx,
+        idem: &str,
+        dcp_account: &str,
+        amount: u64,
+    ) -> Result<Applied, LedgerError> {
+        Self::transfer(
+            tx,
+            &TransferRequest {
+                idem: idem.into(),
+                debit: ISSUANCE.into(),
+                credit: dcp_account.into(),
+                amount,
+                code: code::MINT,
+            },
+        )
+    }
+
+    /// The central bank redeems (burns) `amount` from a DCP's account.
+    pub fn redeem(
+        tx: &mut dyn Tx,
+        idem: &str,
+        dcp_account: &str,
+        amount: u64,
+    ) -> Result<Applied, LedgerError> {
+        Self::transfer(
+            tx,
+            &TransferRequest {
+                idem: idem.into(),
+                debit: dcp_account.into(),
+                credit: ISSUANCE.into(),
+                amount,
+                code: code::REDEEM,
+            },
+        )
+    }
+
+    /// Reads the invariant's terms in the current transaction.
+    pub fn invariant(tx: &mut dyn Tx) -> Result<Invariant, LedgerError> {
+        let meta = |tx: &mut dyn Tx, k: &str| -> Result<i64, LedgerError> {
+            Ok(tx
+                .query_one("SELECT v FROM ledger_meta WHERE k = $1", &[k.into()])?
+                .ok_or_else(|| StoreError::Type(format!("ledger_meta.{k} missing")))?
+                .int(0)?)
+        };
+        let minted = meta(tx, "minted")?;
+        let redeemed = meta(tx, "redeemed")?;
+        let sums = tx
+            .query_one(
+                "SELECT
+                    CAST(COALESCE(SUM(CASE WHEN kind IN (1, 2) THEN balance ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN kind = 3 THEN balance ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN kind = 4 THEN balance ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN kind = 0 THEN balance ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN kind IN (1, 2, 3) AND balance < 0 THEN 1 ELSE 0 END), 0) AS BIGINT)
+                 FROM ledger_accounts",
+                &[],
+            )?
+            .ok_or_else(|| StoreError::Type("no sums".into()))?;
+        let journal = tx
+            .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_journal", &[])?
+            .ok_or_else(|| StoreError::Type("no count".into()))?
+            .int(0)?;
+        Ok(Invariant {
+            minted,
+            redeemed,
+            accounts: sums.int(0)?,
+            offline_float: sums.int(1)?,
+            loss: sums.int(2)?,
+            issuance: sums.int(3)?,
+            negative_accounts: sums.int(4)?,
+            journal_entries: journal,
+        })
+    }
+
+    /// Production assertion after every batch: the invariant must hold.
+    pub fn assert_invariant(tx: &mut dyn Tx) -> Result<Invariant, LedgerError> {
+        let inv = Self::invariant(tx)?;
+        assert!(inv.holds(), "ledger invariant violated: {inv:?}");
+        Ok(inv)
+    }
+
+    /// Applies a batch in one transaction; each transfer gets its own
+    /// result (a rejected transfer changes nothing); the invariant is
+    /// asserted after the batch.
+    pub fn transfer_batch(
+        tx: &mut dyn Tx,
+        batch: &[TransferRequest],
+    ) -> Result<Vec<Result<Applied, LedgerError>>, LedgerError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for t in batch {
+            match Self::transfer(tx, t) {
+                Err(LedgerError::Store(e)) => return Err(LedgerError::Store(e)),
+                r => out.push(r),
+            }
+        }
+        Self::assert_invariant(tx)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,17 @@
+//! The central bank's core ledger and settlement.
+//!
+//! [`ledger`]: double-entry accounts and an immutable journal; every
+//! transfer debits one account and credits another, so the balances sum to
+//! zero at all times. The issuance account holds −(minted − redeemed); the
+//! loss account goes negative by the value the scheme covered for double
+//! spends. Hence, for every other account together:
+//! `sum(balances) + offline float + loss = minted − redeemed`.
+//!
+//! [`settlement`]: verifies packages with the tally-core verifier and
+//! registers every consumed output in the spent registry.
+
+pub mod ledger;
+pub mod settlement;
+
+pub use ledger::{AccountId, AccountKind, Invariant, Ledger, LedgerError, TransferRequest};
+pub use settlement::{DoubleSpend, Settlement, SettlementError, SettlementOutcome};
