@@ -13,6 +13,7 @@ pub mod amount;
 pub mod cert;
 pub mod codec;
 pub mod crypto;
+pub mod dcp;
 pub mod package;
 pub mod policy;
 pub mod protocol;

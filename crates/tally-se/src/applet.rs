@@ -844,6 +844,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         request_index: usize,
         limits: &TierLimits,
     ) -> Result<Receipt, SeError> {
+        // A package that consumes a token this SE still holds was signed by
+        // a clone or a rolled-back copy of this SE (only its keys sign for
+        // its tokens, and paying removes them in the same commit). Storing
+        // it would hold the parent and the child at once: refuse the double
+        // spend here instead of leaving it to settlement.
+        let p = verified.package();
+        let consumes_own_token = p
+            .ancestry
+            .iter()
+            .flat_map(|r| r.inputs())
+            .chain(&p.transfer.inputs)
+            .any(|op| self.state.tokens.iter().any(|t| t.outpoint == *op));
+        if consumes_own_token {
+            return Err(SeError::Verify(VerifyError::OutputSpentTwice));
+        }
         let (outpoint, output) = verified.payment();
         let tid = verified.transfer_id();
         let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();

@@ -1,0 +1,273 @@
+//! The SE directory: which secure elements exist (identifier, class,
+//! maker, attestation key, status), registration with an attestation
+//! signature made inside the SE, and signed, versioned revocation lists.
+
+use std::fmt;
+
+use tally_core::codec::Cbor;
+use tally_core::crypto::{tagged_hash, verify};
+use tally_core::{Epoch, Hash32, PublicKey, RevocationList, SecretKey, Signature};
+use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "directory",
+    steps: &[(
+        1,
+        "CREATE TABLE se_registry (
+            se_id BLOB PRIMARY KEY,
+            attestation_key BLOB NOT NULL,
+            device_class BIGINT NOT NULL,
+            maker TEXT NOT NULL,
+            status BIGINT NOT NULL
+        );
+        CREATE TABLE revoked_keys (key_id BLOB PRIMARY KEY, se_id BLOB, reason TEXT NOT NULL);
+        CREATE TABLE revocation_lists (serial BIGINT PRIMARY KEY, body BLOB NOT NULL)",
+    )],
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeStatus {
+    Active = 0,
+    Suspended = 1,
+    Revoked = 2,
+}
+
+impl SeStatus {
+    pub fn from_code(c: i64) -> Option<SeStatus> {
+        Some(match c {
+            0 => SeStatus::Active,
+            1 => SeStatus::Suspended,
+            2 => SeStatus::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeEntry {
+    pub se_id: Hash32,
+    pub attestation_key: PublicKey,
+    pub device_class: u8,
+    pub maker: String,
+    pub status: SeStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// The attestation signature does not verify.
+    BadAttestation,
+    /// Registered before with other attributes.
+    Conflict,
+    UnknownSe,
+    Store(StoreError),
+}
+
+impl DirectoryError {
+    pub fn code(&self) -> u16 {
+        match self {
+            DirectoryError::BadAttestation => 40,
+            DirectoryError::Conflict => 41,
+            DirectoryError::UnknownSe => 42,
+            DirectoryError::Store(_) => 99,
+        }
+    }
+}
+
+impl fmt::Display for DirectoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirectoryError::BadAttestation => f.write_str("attestation signature does not verify"),
+            DirectoryError::Conflict => f.write_str("SE registered before with other attributes"),
+            DirectoryError::UnknownSe => f.write_str("unknown secure element"),
+            DirectoryError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for DirectoryError {}
+
+impl From<StoreError> for DirectoryError {
+    fn from(e: StoreError) -> Self {
+        DirectoryError::Store(e)
+    }
+}
+impl TxFailure for DirectoryError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, DirectoryError::Store(StoreError::Conflict))
+    }
+}
+
+/// What an SE signs to register: binds its attestation key to its class
+/// and maker. The SE's ATTEST command signs `H("tally/v1/attest", this)`.
+pub fn registration_challenge(
+    attestation_key: &PublicKey,
+    device_class: u8,
+    maker: &str,
+) -> Vec<u8> {
+    let mut c = b"tally/v1/register".to_vec();
+    c.extend_from_slice(&attestation_key.to_cbor());
+    c.push(device_class);
+    c.extend_from_slice(maker.as_bytes());
+    c
+}
+
+/// Verifies a signature made by an SE's ATTEST command over `challenge`.
+pub fn check_attestation(key: &PublicKey, challenge: &[u8], sig: &Signature) -> bool {
+    verify(key, &tagged_hash(b"tally/v1/attest", &[challenge]).0, sig).is_ok()
+}
+
+pub struct Directory;
+
+fn entry_from_row(r: &tally_store::Row) -> Result<SeEntry, DirectoryError> {
+    let se_id: [u8; 32] = r
+        .bytes(0)?
+        .try_into()
+        .map_err(|_| StoreError::Type("se_id".into()))?;
+    Ok(SeEntry {
+        se_id: Hash32(se_id),
+        attestation_key: PublicKey::from_cbor(r.bytes(1)?)
+            .map_err(|e| StoreError::Type(e.to_string()))?,
+        device_class: u8::try_from(r.int(2)?).map_err(|_| StoreError::Type("class".into()))?,
+        maker: r.text(3)?.to_string(),
+        status: SeStatus::from_code(r.int(4)?).ok_or_else(|| StoreError::Type("status".into()))?,
+    })
+}
+
+impl Directory {
+    /// Registers an SE whose attestation signature over
+    /// [`registration_challenge`] verifies. Idempotent.
+    pub fn register(
+        tx: &mut dyn Tx,
+        attestation_key: &PublicKey,
+        device_class: u8,
+        maker: &str,
+        signature: &Signature,
+    ) -> Result<SeEntry, DirectoryError> {
+        if !check_attestation(
+            attestation_key,
+            &registration_challenge(attestation_key, device_class, maker),
+            signature,
+        ) {
+            return Err(DirectoryError::BadAttestation);
+        }
+        let se_id = attestation_key.id();
+        if let Some(e) = Self::get(tx, &se_id)? {
+            if e.device_class != device_class || e.maker != maker {
+                return Err(DirectoryError::Conflict);
+            }
+            return Ok(e);
+        }
+        tx.execute(
+            "INSERT INTO se_registry (se_id, attestation_key, device_class, maker, status) VALUES ($1, $2, $3, $4, 0)",
+            &[
+                se_id.0.as_slice().into(),
+                attestation_key.to_cbor().into(),
+                Value::Int(i64::from(device_class)),
+                maker.into(),
+            ],
+        )?;
+        Self::get(tx, &se_id)?.ok_or(DirectoryError::UnknownSe)
+    }
+
+    pub fn get(tx: &mut dyn Tx, se_id: &Hash32) -> Result<Option<SeEntry>, DirectoryError> {
+        tx.query_one(
+            "SELECT se_id, attestation_key, device_class, maker, status FROM se_registry WHERE se_id = $1",
+            &[se_id.0.as_slice().into()],
+        )?
+        .map(|r| entry_from_row(&r))
+        .transpose()
+    }
+
+    pub fn list(tx: &mut dyn Tx) -> Result<Vec<SeEntry>, DirectoryError> {
+        tx.query("SELECT se_id, attestation_key, device_class, maker, status FROM se_registry ORDER BY se_id", &[])?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+    }
+
+    pub fn set_status(
+        tx: &mut dyn Tx,
+        se_id: &Hash32,
+        status: SeStatus,
+    ) -> Result<(), DirectoryError> {
+        let n = tx.execute(
+            "UPDATE se_registry SET status = $1 WHERE se_id = $2",
+            &[Value::Int(status as i64), se_id.0.as_slice().into()],
+        )?;
+        if n == 0 {
+            return Err(DirectoryError::UnknownSe);
+        }
+        Ok(())
+    }
+
+    /// Adds key ids (pseudonym or DCP keys) to the next revocation list.
+    pub fn revoke_keys(
+        tx: &mut dyn Tx,
+        se_id: Option<&Hash32>,
+        key_ids: &[Hash32],
+        reason: &str,
+    ) -> Result<(), DirectoryError> {
+        for k in key_ids {
+            if tx
+                .query_one(
+                    "SELECT reason FROM revoked_keys WHERE key_id = $1",
+                    &[k.0.as_slice().into()],
+                )?
+                .is_none()
+            {
+                tx.execute(
+                    "INSERT INTO revoked_keys (key_id, se_id, reason) VALUES ($1, $2, $3)",
+                    &[
+                        k.0.as_slice().into(),
+                        se_id
+                            .map(|s| Value::Bytes(s.0.to_vec()))
+                            .unwrap_or(Value::Null),
+                        reason.into(),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current revocation list: re-signed with a new serial whenever the
+    /// set of revoked keys changed since the last list.
+    pub fn revocation_list(
+        tx: &mut dyn Tx,
+        root: &SecretKey,
+        epoch: Epoch,
+    ) -> Result<RevocationList, DirectoryError> {
+        let keys: Vec<Hash32> = tx
+            .query("SELECT key_id FROM revoked_keys ORDER BY key_id", &[])?
+            .iter()
+            .map(|r| -> Result<Hash32, DirectoryError> {
+                Ok(Hash32(
+                    r.bytes(0)?
+                        .try_into()
+                        .map_err(|_| StoreError::Type("key id".into()))?,
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        let last = tx.query_one(
+            "SELECT serial, body FROM revocation_lists ORDER BY serial DESC LIMIT 1",
+            &[],
+        )?;
+        if let Some(r) = &last {
+            let l = RevocationList::from_cbor(r.bytes(1)?)
+                .map_err(|e| StoreError::Type(e.to_string()))?;
+            let mut sorted = keys.clone();
+            sorted.sort();
+            if l.revoked == sorted {
+                return Ok(l);
+            }
+        }
+        let serial = last.as_ref().map(|r| r.int(0)).transpose()?.unwrap_or(0) + 1;
+        let l = RevocationList::sign(root, serial as u64, epoch, keys);
+        tx.execute(
+            "INSERT INTO revocation_lists (serial, body) VALUES ($1, $2)",
+            &[Value::Int(serial), l.to_cbor().into()],
+        )?;
+        Ok(l)
+    }
+}
