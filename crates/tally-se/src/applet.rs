@@ -566,6 +566,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .iter()
             .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)
         {
+            // A retried request gets the same package; the same nonce with
+            // another amount is not a retry.
+            if o.amount != request.amount {
+                return Err(SeError::Stale);
+            }
             return Ok(o.package.clone());
         }
         let limits = self.limits()?;
@@ -622,6 +627,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .iter()
             .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)
         {
+            // A retried request gets the same package; the same nonce with
+            // another amount is not a retry.
+            if o.amount != request.amount {
+                return Err(SeError::Stale);
+            }
             return Ok(o.package.clone());
         }
         let trust = self.trust()?;
