@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
 use crate::crypto::tagged_hash;
 use crate::{
-    Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Request, RevocationList, Signature,
-    SyncGrant,
+    Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request, RevocationList,
+    Signature, SyncGrant,
 };
 
 pub const MESSAGE_VERSION: u8 = 1;
@@ -273,12 +273,15 @@ pub enum DeviceResponse {
     Issued(Issue),
     /// 2
     Redemption(Request),
-    /// 3: unload credited, new account balance
-    Unloaded { balance: u64 },
+    /// 3: unload credited: new account balance, and the DCP's receipt for
+    /// the redemption package (the SE acknowledges it).
+    Unloaded { balance: u64, receipt: Receipt },
     /// 4
     Synced(SyncBundle),
     /// 5: account balance after the operation
     Balance { balance: u64 },
+    /// 6: renewal: the fresh token and the DCP's receipt for the package.
+    Renewed { issue: Issue, receipt: Receipt },
 }
 
 /// Everything a device receives at sync.
@@ -330,9 +333,11 @@ impl Cbor for DeviceResponse {
                 w.u64(2);
                 r.write(w)
             }
-            DeviceResponse::Unloaded { balance } => {
+            DeviceResponse::Unloaded { balance, receipt } => {
                 w.u64(3);
-                w.u64(*balance)
+                w.array(2);
+                w.u64(*balance);
+                receipt.write(w)
             }
             DeviceResponse::Synced(b) => {
                 w.u64(4);
@@ -342,6 +347,12 @@ impl Cbor for DeviceResponse {
                 w.u64(5);
                 w.u64(*balance)
             }
+            DeviceResponse::Renewed { issue, receipt } => {
+                w.u64(6);
+                w.array(2);
+                issue.write(w);
+                receipt.write(w)
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
@@ -350,9 +361,22 @@ impl Cbor for DeviceResponse {
             0 => DeviceResponse::Certificates(read_vec(r, CERTIFY_KEYS_MAX)?),
             1 => DeviceResponse::Issued(Issue::read(r)?),
             2 => DeviceResponse::Redemption(Request::read(r)?),
-            3 => DeviceResponse::Unloaded { balance: r.u64()? },
+            3 => {
+                r.array(2)?;
+                DeviceResponse::Unloaded {
+                    balance: r.u64()?,
+                    receipt: Receipt::read(r)?,
+                }
+            }
             4 => DeviceResponse::Synced(SyncBundle::read(r)?),
             5 => DeviceResponse::Balance { balance: r.u64()? },
+            6 => {
+                r.array(2)?;
+                DeviceResponse::Renewed {
+                    issue: Issue::read(r)?,
+                    receipt: Receipt::read(r)?,
+                }
+            }
             _ => return Err(CodecError::UnknownCode),
         })
     }

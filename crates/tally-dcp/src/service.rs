@@ -710,6 +710,7 @@ impl Backoffice {
             "UPDATE dcp_redemptions SET done = 1 WHERE nonce = $1",
             &[t.nonce.to_vec().into()],
         )?;
+        let receipt = tally_core::Receipt::sign(&self.keys.dcp, tid);
         if unload {
             Ledger::transfer(
                 tx,
@@ -723,9 +724,13 @@ impl Backoffice {
             )?;
             Ok(DeviceResponse::Unloaded {
                 balance: Ledger::balance(tx, &ctx.account)? as u64,
+                receipt,
             })
         } else {
-            Ok(DeviceResponse::Issued(self.issue(tx, epoch, amount, *key)?))
+            Ok(DeviceResponse::Renewed {
+                issue: self.issue(tx, epoch, amount, *key)?,
+                receipt,
+            })
         }
     }
 

@@ -402,8 +402,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.commit(next)
     }
 
-    /// Applies a sync grant: new epoch, offline counters reset, acknowledged
-    /// payments dropped from the log (the back office has them).
+    /// Applies a sync grant: new epoch, offline counters reset, the payment
+    /// log emptied. The grant answers the sync request that uploaded every
+    /// unacknowledged package, so the back office holds them now and pairs
+    /// them with the payees' reports (DESIGN.md §4).
     pub fn sync(&mut self, grant: SyncGrant) -> Result<(), SeError> {
         self.ready()?;
         let se_id = self.se_id()?;
@@ -424,7 +426,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         next.spent_since_sync = Amount::ZERO;
         next.payments_since_sync = 0;
         next.received_since_sync = Amount::ZERO;
-        next.outgoing.retain(|o| !o.acked);
+        next.outgoing.clear();
         next.receipts.clear();
         self.commit(next)
     }

@@ -7,6 +7,9 @@
 
 extern crate alloc;
 
+pub mod agent;
+#[cfg(feature = "testkit")]
+pub mod fuzzing;
 pub mod link;
 pub mod session;
 #[cfg(feature = "testkit")]

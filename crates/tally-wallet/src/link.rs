@@ -94,6 +94,17 @@ pub trait SeLink {
     fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError>;
     fn status(&mut self) -> Result<Status, WalletError>;
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError>;
+    /// The payment log: `(transfer id, amount, acknowledged, redemption)`.
+    fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError>;
+}
+
+/// One entry of the SE's payment log (GET DATA 04).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEntry {
+    pub transfer_id: Hash32,
+    pub amount: Amount,
+    pub acked: bool,
+    pub redemption: bool,
 }
 
 impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
@@ -153,6 +164,19 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     }
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError> {
         Ok(Applet::attestation_public(self)?)
+    }
+    fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError> {
+        Ok(self
+            .state()
+            .outgoing
+            .iter()
+            .map(|o| OutgoingEntry {
+                transfer_id: o.transfer_id,
+                amount: o.amount,
+                acked: o.acked,
+                redemption: o.redemption,
+            })
+            .collect())
     }
 }
 
@@ -363,5 +387,24 @@ impl<T: Transmit> SeLink for ApduLink<T> {
             tag::ATTESTATION_KEY,
             &[],
         )?)?)
+    }
+    fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError> {
+        let d = self.command(ins::GET_DATA, 0, tag::OUTGOING, &[])?;
+        let mut r = Reader::new(&d);
+        let n = r.array_max(tally_se::state::OUTGOING_MAX)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            r.array(4)?;
+            v.push(OutgoingEntry {
+                transfer_id: Hash32::read(&mut r)?,
+                amount: Amount(r.u64()?),
+                acked: r.bool()?,
+                redemption: r.bool()?,
+            });
+        }
+        if r.position() != d.len() {
+            return Err(WalletError::BadResponse(CodecError::TrailingBytes));
+        }
+        Ok(v)
     }
 }

@@ -1,0 +1,303 @@
+//! The device's online side: onboarding, sync, load, renewal, unload and
+//! online payments against a DCP, through any [`Backend`] (the HTTP client
+//! or the in-process connector). Every request is signed inside the SE
+//! (ATTEST) over `(se_id, counter, operation)`.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use tally_core::codec::Cbor;
+use tally_core::dcp::{
+    ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, Registration, SyncBundle,
+};
+use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
+
+use crate::link::{SeLink, WalletError};
+
+/// An error from the back office: HTTP-like status, stable code, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    pub status: u16,
+    pub code: u16,
+    pub message: String,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "back office refused ({} / code {}): {}",
+            self.status, self.code, self.message
+        )
+    }
+}
+
+/// What the device needs from the back office.
+pub trait Backend {
+    /// Root key, policy and revocation list (what a fresh SE is given).
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError>;
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError>;
+    /// A signed device request (CBOR) → the response (CBOR).
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentError {
+    Se(WalletError),
+    Backend(BackendError),
+    /// The back office answered something else than the operation expects.
+    Unexpected,
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::Se(e) => write!(f, "{e}"),
+            AgentError::Backend(e) => write!(f, "{e}"),
+            AgentError::Unexpected => f.write_str("unexpected answer from the back office"),
+        }
+    }
+}
+
+impl From<WalletError> for AgentError {
+    fn from(e: WalletError) -> Self {
+        AgentError::Se(e)
+    }
+}
+impl From<BackendError> for AgentError {
+    fn from(e: BackendError) -> Self {
+        AgentError::Backend(e)
+    }
+}
+
+/// Keep at least this many certified offline keys after a sync.
+pub const CERTIFIED_KEYS_MIN: u32 = 4;
+
+pub struct Agent<'a> {
+    pub se: &'a mut dyn SeLink,
+    pub backend: &'a mut dyn Backend,
+    pub se_id: Hash32,
+    /// Last request counter used (the caller persists it).
+    pub counter: u64,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncReport {
+    pub uploaded: usize,
+    pub closed_requests: usize,
+    pub recovered: Amount,
+    pub double_spends: u32,
+    pub epoch: u32,
+}
+
+impl<'a> Agent<'a> {
+    /// Personalizes a blank SE with the back office's root of trust,
+    /// registers it (attestation signed inside the SE) under `account`,
+    /// and syncs (which also certifies offline keys).
+    pub fn onboard(
+        se: &'a mut dyn SeLink,
+        backend: &'a mut dyn Backend,
+        device_class: u8,
+        maker: &str,
+        account: &str,
+    ) -> Result<Agent<'a>, AgentError> {
+        let (root, policy, revocations) = backend.trust()?;
+        let att = se.personalize(device_class, 0, Suite::Ed25519, root)?;
+        se.install_policy(&policy)?;
+        se.install_revocations(&revocations)?;
+        let challenge = tally_directory_challenge(&att, device_class, maker);
+        let signature = se.attest(&challenge)?;
+        let se_id = backend.register(&Registration {
+            attestation_key: att,
+            device_class,
+            maker: maker.to_string(),
+            account: account.to_string(),
+            signature,
+        })?;
+        let mut agent = Agent {
+            se,
+            backend,
+            se_id,
+            counter: 0,
+        };
+        agent.sync()?;
+        Ok(agent)
+    }
+
+    fn call(&mut self, op: DeviceOp) -> Result<DeviceResponse, AgentError> {
+        self.counter += 1;
+        let signature =
+            self.se
+                .attest(&DeviceRequest::challenge(&self.se_id, self.counter, &op))?;
+        let req = DeviceRequest {
+            se_id: self.se_id,
+            counter: self.counter,
+            op,
+            signature,
+        };
+        let bytes = self.backend.device(&req.to_cbor())?;
+        DeviceResponse::from_cbor(&bytes).map_err(|_| AgentError::Unexpected)
+    }
+
+    fn fresh_key(&mut self) -> Result<PublicKey, AgentError> {
+        let keys = self.se.generate_keys(1)?;
+        let DeviceResponse::Certificates(certs) =
+            self.call(DeviceOp::Certify { keys: keys.clone() })?
+        else {
+            return Err(AgentError::Unexpected);
+        };
+        for c in &certs {
+            self.se.install_certificate(c)?;
+        }
+        keys.first().copied().ok_or(AgentError::Unexpected)
+    }
+
+    /// Uploads unacknowledged payments and closed requests; installs the
+    /// policy, revocation list, sync grant and recovered tokens; tops up
+    /// certified keys.
+    pub fn sync(&mut self) -> Result<SyncReport, AgentError> {
+        let mut packages = Vec::new();
+        for o in self.se.outgoing()? {
+            if !o.acked && !o.redemption {
+                packages.push(self.se.resend(&o.transfer_id)?);
+            }
+        }
+        let closed: Vec<ClosedRequest> = self
+            .se
+            .close_requests()?
+            .into_iter()
+            .map(|r| ClosedRequest {
+                nonce: r.nonce,
+                amount: r.amount.0,
+                key: r.key,
+            })
+            .collect();
+        let report_base = SyncReport {
+            uploaded: packages.len(),
+            closed_requests: closed.len(),
+            ..SyncReport::default()
+        };
+        let DeviceResponse::Synced(bundle) = self.call(DeviceOp::Sync { packages, closed })? else {
+            return Err(AgentError::Unexpected);
+        };
+        let SyncBundle {
+            policy,
+            revocations,
+            grant,
+            recovered,
+            double_spends,
+        } = bundle;
+        let stale = |r: Result<(), WalletError>| match r {
+            Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
+            other => other,
+        };
+        stale(self.se.install_policy(&policy))?;
+        stale(self.se.install_revocations(&revocations))?;
+        let epoch = grant.epoch;
+        self.se.sync(&grant)?;
+        let mut got = Amount::ZERO;
+        for i in &recovered {
+            got = got.checked_add(self.se.import_issue(i)?).unwrap_or(got);
+        }
+        let status = self.se.status()?;
+        if status.certified_keys < CERTIFIED_KEYS_MIN {
+            let keys = self
+                .se
+                .generate_keys((CERTIFIED_KEYS_MIN - status.certified_keys) as u8)?;
+            let DeviceResponse::Certificates(certs) = self.call(DeviceOp::Certify { keys })? else {
+                return Err(AgentError::Unexpected);
+            };
+            for c in &certs {
+                self.se.install_certificate(c)?;
+            }
+        }
+        Ok(SyncReport {
+            recovered: got,
+            double_spends,
+            epoch,
+            ..report_base
+        })
+    }
+
+    /// Moves `amount` from the user's account into the SE.
+    pub fn load(&mut self, amount: u64) -> Result<Issue, AgentError> {
+        let key = self.fresh_key()?;
+        let DeviceResponse::Issued(issue) = self.call(DeviceOp::Load { amount, key })? else {
+            return Err(AgentError::Unexpected);
+        };
+        self.se.import_issue(&issue)?;
+        Ok(issue)
+    }
+
+    fn redeem(&mut self, amount: u64, unload: bool) -> Result<DeviceResponse, AgentError> {
+        let DeviceResponse::Redemption(request) =
+            self.call(DeviceOp::RedemptionRequest { amount, unload })?
+        else {
+            return Err(AgentError::Unexpected);
+        };
+        let package = self.se.redeem(&request)?;
+        let key = self.fresh_key()?;
+        let resp = self.call(DeviceOp::Redeem { package, key })?;
+        match &resp {
+            DeviceResponse::Renewed { issue, receipt } => {
+                self.se.import_issue(issue)?;
+                self.se.ack(receipt)?;
+            }
+            DeviceResponse::Unloaded { receipt, .. } => self.se.ack(receipt)?,
+            _ => return Err(AgentError::Unexpected),
+        }
+        Ok(resp)
+    }
+
+    /// Renews every token: the SE pays them all to the DCP, which settles
+    /// them and issues one fresh token of the same value.
+    pub fn renew(&mut self) -> Result<Amount, AgentError> {
+        let balance = self.se.status()?.balance;
+        if balance.is_zero() {
+            return Ok(Amount::ZERO);
+        }
+        self.redeem(balance.0, false)?;
+        Ok(balance)
+    }
+
+    /// Moves `amount` from the SE back to the user's account.
+    pub fn unload(&mut self, amount: u64) -> Result<u64, AgentError> {
+        match self.redeem(amount, true)? {
+            DeviceResponse::Unloaded { balance, .. } => Ok(balance),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+
+    /// Account-to-account payment through the DCP.
+    pub fn pay_online(&mut self, to_account: &str, amount: u64) -> Result<u64, AgentError> {
+        match self.call(DeviceOp::PayOnline {
+            to_account: to_account.to_string(),
+            amount,
+        })? {
+            DeviceResponse::Balance { balance } => Ok(balance),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+
+    pub fn account_balance(&mut self) -> Result<u64, AgentError> {
+        match self.call(DeviceOp::Balance)? {
+            DeviceResponse::Balance { balance } => Ok(balance),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+}
+
+/// The registration challenge (same bytes as tally-directory builds).
+pub fn tally_directory_challenge(
+    attestation_key: &PublicKey,
+    device_class: u8,
+    maker: &str,
+) -> Vec<u8> {
+    let mut c = b"tally/v1/register".to_vec();
+    c.extend_from_slice(&attestation_key.to_cbor());
+    c.push(device_class);
+    c.extend_from_slice(maker.as_bytes());
+    c
+}
