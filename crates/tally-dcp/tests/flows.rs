@@ -1,0 +1,273 @@
+//! The back office end to end, in process: onboarding, load, offline
+//! payments, renewal, unload, a cloned SE caught at settlement, and an
+//! interrupted payment recovered in either order. SQLite, and PostgreSQL
+//! when TALLY_TEST_DATABASE_URL is set.
+
+use std::sync::Arc;
+
+use tally_core::dcp::Registration;
+use tally_core::policy::device_class::{CARD, PHONE};
+use tally_core::{Amount, Hash32, Policy, PublicKey, RevocationList};
+use tally_dcp::Backoffice;
+use tally_se::dispatch::Card;
+use tally_se::storage::MemStorage;
+use tally_se::{Applet, Sealing};
+use tally_store::Store;
+use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::testkit::blank_card;
+use tally_wallet::{ApduLink, SeLink, pay_offline};
+
+struct Local(Arc<Backoffice>);
+
+fn be(e: tally_dcp::BackofficeError) -> BackendError {
+    BackendError {
+        status: 422,
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+impl Backend for Local {
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
+        Ok((
+            self.0.root_key(),
+            self.0.policy().map_err(be)?,
+            self.0.revocations().map_err(be)?,
+        ))
+    }
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
+        self.0.register(reg).map_err(be)
+    }
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.0.handle_device(request).map_err(be)
+    }
+}
+
+type Link = ApduLink<Card<MemStorage, tally_core::testkit::TestEntropy>>;
+
+struct Dev {
+    link: Link,
+    se_id: Hash32,
+    counter: u64,
+}
+
+fn onboard(bo: &Arc<Backoffice>, label: &str, class: u8, account: &str) -> Dev {
+    let mut link = ApduLink::select(blank_card(label.as_bytes()), 4096).unwrap();
+    let mut b = Local(bo.clone());
+    let a = Agent::onboard(&mut link, &mut b, class, "acme", account).unwrap();
+    let (se_id, counter) = (a.se_id, a.counter);
+    Dev {
+        link,
+        se_id,
+        counter,
+    }
+}
+
+fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agent<'_>) -> R) -> R {
+    let mut b = Local(bo.clone());
+    let mut a = Agent {
+        se: &mut d.link,
+        backend: &mut b,
+        se_id: d.se_id,
+        counter: d.counter,
+    };
+    let r = f(&mut a);
+    d.counter = a.counter;
+    r
+}
+
+fn sqlite() -> Store {
+    let dir = std::env::temp_dir().join(format!(
+        "tally-dcp-flows-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    Store::sqlite(&dir.join("node.sqlite")).unwrap()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn full_story(store: Store) {
+    let bo = Arc::new(Backoffice::open(store).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d1", "alice", 10_000).unwrap();
+    bo.deposit("d2", "bob", 10_000).unwrap();
+    let mut alice = onboard(&bo, "alice-card", CARD, "alice");
+    let mut bob = onboard(&bo, "bob-phone", PHONE, "bob");
+    with_agent(&bo, &mut alice, |a| a.load(5_000)).unwrap();
+    assert_eq!(bo.account_balance("alice").unwrap(), 5_000);
+    pay_offline(&mut alice.link, &mut bob.link, Amount(1_200)).unwrap();
+    pay_offline(&mut bob.link, &mut alice.link, Amount(200)).unwrap();
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds());
+    assert_eq!(inv.offline_float, 5_000);
+    // Renewal: value stays offline, fresh single token.
+    assert_eq!(
+        with_agent(&bo, &mut bob, |a| a.renew()).unwrap(),
+        Amount(1_000)
+    );
+    assert_eq!(bob.link.status().unwrap().tokens, 1);
+    assert_eq!(bo.invariant().unwrap().offline_float, 5_000);
+    // Unload: value back to the account.
+    with_agent(&bo, &mut bob, |a| a.unload(400)).unwrap();
+    assert_eq!(bo.account_balance("bob").unwrap(), 10_400);
+    assert_eq!(bob.link.status().unwrap().balance, Amount(600));
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    assert_eq!(inv.offline_float, 4_600);
+    // Sync on both; the renewed token is spendable offline again.
+    with_agent(&bo, &mut alice, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut bob, |a| a.sync()).unwrap();
+    pay_offline(&mut bob.link, &mut alice.link, Amount(600)).unwrap();
+    with_agent(&bo, &mut alice, |a| a.renew()).unwrap();
+    assert_eq!(alice.link.status().unwrap().balance, Amount(4_600));
+    assert!(bo.invariant().unwrap().holds());
+    assert!(bo.double_spends().unwrap().is_empty());
+}
+
+#[test]
+fn full_story_sqlite() {
+    full_story(sqlite());
+}
+
+#[test]
+fn full_story_postgres() {
+    if let Some((s, _)) = tally_store::test_postgres_store("full_story_postgres") {
+        full_story(s);
+    }
+}
+
+fn cloned_se(store: Store) {
+    let bo = Arc::new(Backoffice::open(store).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d", "mallory", 10_000).unwrap();
+    let mut m = onboard(&bo, "mallory", PHONE, "mallory");
+    with_agent(&bo, &mut m, |a| a.load(1_000)).unwrap();
+    // Clone the SE: copy its storage.
+    let bytes = m.link.card.applet.state().clone();
+    let _ = bytes;
+    let storage = {
+        let a = &mut m.link.card.applet;
+        // Reboot-copy: move the applet out and back.
+        let placeholder = Applet::boot(
+            MemStorage::new(1024),
+            Sealing::None,
+            tally_core::testkit::TestEntropy::new(b"x"),
+        );
+        let real = std::mem::replace(a, placeholder.unwrap());
+        let st = real.into_storage();
+        let copy = MemStorage::from_bytes(st.as_bytes().to_vec());
+        *a = Applet::boot(
+            st,
+            Sealing::None,
+            tally_core::testkit::TestEntropy::new(b"m1"),
+        )
+        .unwrap();
+        copy
+    };
+    let clone_applet = Applet::boot(
+        storage,
+        Sealing::None,
+        tally_core::testkit::TestEntropy::new(b"m2"),
+    )
+    .unwrap();
+    let mut clone = Dev {
+        link: ApduLink::select(Card::new(clone_applet), 4096).unwrap(),
+        se_id: m.se_id,
+        counter: m.counter,
+    };
+    let mut p1 = onboard(&bo, "payee1", PHONE, "p1");
+    let mut p2 = onboard(&bo, "payee2", PHONE, "p2");
+    pay_offline(&mut m.link, &mut p1.link, Amount(1_000)).unwrap();
+    pay_offline(&mut clone.link, &mut p2.link, Amount(1_000)).unwrap();
+    // Both payees renew: the second settlement finds the double spend.
+    with_agent(&bo, &mut p1, |a| a.renew()).unwrap();
+    assert!(bo.double_spends().unwrap().is_empty());
+    with_agent(&bo, &mut p2, |a| a.renew()).unwrap();
+    let ds = bo.double_spends().unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].2, 1_000);
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    assert_eq!(inv.loss, -1_000);
+    // Both honest payees keep their value (offline finality).
+    assert_eq!(p1.link.status().unwrap().balance, Amount(1_000));
+    assert_eq!(p2.link.status().unwrap().balance, Amount(1_000));
+    assert_eq!(inv.offline_float, 2_000);
+}
+
+#[test]
+fn cloned_se_sqlite() {
+    cloned_se(sqlite());
+}
+
+#[test]
+fn cloned_se_postgres() {
+    if let Some((s, _)) = tally_store::test_postgres_store("cloned_se_postgres") {
+        cloned_se(s);
+    }
+}
+
+fn interrupted(store: Store, payer_first: bool) {
+    let bo = Arc::new(Backoffice::open(store).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d", "a", 10_000).unwrap();
+    let mut a = onboard(&bo, "a", PHONE, "a");
+    let mut b = onboard(&bo, "b", PHONE, "b");
+    with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
+    // Payer commits; the package never reaches the payee.
+    let req = b.link.create_request(Amount(300)).unwrap();
+    let _lost = a.link.pay(&req).unwrap();
+    assert_eq!(a.link.status().unwrap().balance, Amount(700));
+    assert_eq!(b.link.status().unwrap().balance, Amount(0));
+    if payer_first {
+        with_agent(&bo, &mut a, |x| x.sync()).unwrap();
+        let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+        assert_eq!(r.recovered, Amount(300));
+    } else {
+        let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+        assert_eq!(r.recovered, Amount(0));
+        with_agent(&bo, &mut a, |x| x.sync()).unwrap();
+        let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+        assert_eq!(r.recovered, Amount(300));
+    }
+    // Exactly once: more syncs recover nothing more.
+    for _ in 0..2 {
+        with_agent(&bo, &mut a, |x| x.sync()).unwrap();
+        assert_eq!(
+            with_agent(&bo, &mut b, |x| x.sync()).unwrap().recovered,
+            Amount(0)
+        );
+    }
+    assert_eq!(b.link.status().unwrap().balance, Amount(300));
+    assert_eq!(a.link.status().unwrap().balance, Amount(700));
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds());
+    assert_eq!(inv.offline_float, 1_000);
+    // The recovered token renews normally.
+    with_agent(&bo, &mut b, |x| x.renew()).unwrap();
+    assert!(bo.invariant().unwrap().holds());
+}
+
+#[test]
+fn interrupted_payment_payer_syncs_first() {
+    interrupted(sqlite(), true);
+}
+
+#[test]
+fn interrupted_payment_payee_syncs_first() {
+    interrupted(sqlite(), false);
+}
+
+#[test]
+fn interrupted_payment_postgres() {
+    if let Some((s, _)) = tally_store::test_postgres_store("interrupted_payment_postgres") {
+        interrupted(s, false);
+    }
+}
