@@ -98,6 +98,9 @@ pub enum LedgerError {
     AccountExists(String),
     /// Amount above i64::MAX or a balance would overflow.
     Overflow,
+    /// The code does not fit the accounts: MINT must debit issuance, REDEEM
+    /// must credit it, and nothing else may touch issuance.
+    InvalidCode,
     Store(StoreError),
 }
 
@@ -111,6 +114,7 @@ impl LedgerError {
             LedgerError::SameAccount => 14,
             LedgerError::AccountExists(_) => 15,
             LedgerError::Overflow => 16,
+            LedgerError::InvalidCode => 17,
             LedgerError::Store(_) => 99,
         }
     }
@@ -137,6 +141,7 @@ impl fmt::Display for LedgerError {
             LedgerError::SameAccount => f.write_str("debit and credit account are the same"),
             LedgerError::AccountExists(a) => write!(f, "account {a} exists"),
             LedgerError::Overflow => f.write_str("amount overflows"),
+            LedgerError::InvalidCode => f.write_str("transfer code does not fit its accounts"),
             LedgerError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -292,6 +297,18 @@ impl Ledger {
         }
         if t.debit == t.credit {
             return Err(LedgerError::SameAccount);
+        }
+        // Money is created and destroyed only by MINT and REDEEM, and those
+        // only against the issuance account: the minted/redeemed totals of
+        // the invariant then always match the issuance balance.
+        let touches_issuance = t.debit == ISSUANCE || t.credit == ISSUANCE;
+        let ok = match t.code {
+            code::MINT => t.debit == ISSUANCE,
+            code::REDEEM => t.credit == ISSUANCE,
+            _ => !touches_issuance,
+        };
+        if !ok {
+            return Err(LedgerError::InvalidCode);
         }
         let amount = amount_i64(t.amount)?;
         let (dkind, dbal) = Self::account_kind(tx, &t.debit)?;

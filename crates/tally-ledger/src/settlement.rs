@@ -51,7 +51,9 @@ pub static MIGRATIONS: Migrations = Migrations {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoubleSpend {
     pub outpoint: OutPoint,
-    pub first: Transfer,
+    /// The record that consumed it first; `None` when it was consumed by
+    /// the recovery of an interrupted payment.
+    pub first: Option<Transfer>,
     pub second: Transfer,
     /// The pseudonym that signed both.
     pub offender: PublicKey,
@@ -224,18 +226,20 @@ impl Settlement {
                         if known.is_some() {
                             continue;
                         }
-                        let first_body = tx
-                            .query_one(
-                                "SELECT body FROM settled_records WHERE id = $1",
-                                &[first_id.clone().into()],
-                            )?
-                            .ok_or_else(|| {
-                                StoreError::Type(
-                                    "consuming record missing from settled_records".into(),
-                                )
-                            })?;
-                        let first = Transfer::from_cbor(first_body.bytes(0)?)
-                            .map_err(|e| StoreError::Type(format!("stored record: {e}")))?;
+                        // The first consumer is a settled record, or none when
+                        // the output was consumed by interrupted-payment
+                        // recovery (`consume_stranded`): the payee was
+                        // re-credited and the stranded token spent anyway.
+                        let first = match tx.query_one(
+                            "SELECT body FROM settled_records WHERE id = $1",
+                            &[first_id.clone().into()],
+                        )? {
+                            Some(row) => Some(
+                                Transfer::from_cbor(row.bytes(0)?)
+                                    .map_err(|e| StoreError::Type(format!("stored record: {e}")))?,
+                            ),
+                            None => None,
+                        };
                         // The verifier resolved every input, so the output exists.
                         let o = output_of(op)
                             .ok_or_else(|| StoreError::Type("input not in ancestry".into()))?;
@@ -276,16 +280,23 @@ impl Settlement {
             }
         }
         if out.loss_booked > 0 {
-            Ledger::transfer(
+            let loss_idem = format!("{idem}:loss");
+            let booked = Ledger::transfer(
                 tx,
                 &TransferRequest {
-                    idem: format!("{idem}:loss"),
+                    idem: loss_idem.clone(),
                     debit: ledger::LOSS.into(),
                     credit: ledger::OFFLINE_FLOAT.into(),
                     amount: out.loss_booked,
                     code: ledger::code::LOSS_COVER,
                 },
             )?;
+            // These double spends are new, so no earlier booking can be
+            // theirs: `Already` means the caller reused its key for another
+            // settlement with the same loss, and the loss would go unbooked.
+            if let ledger::Applied::Already(_) = booked {
+                return Err(LedgerError::IdempotencyKeyReused(loss_idem).into());
+            }
         }
         Ok(out)
     }
