@@ -28,22 +28,52 @@ pub fn offline() -> io::Result<()> {
     let out = io::stdout();
     let mut o = out.lock();
     let started = Instant::now();
-    writeln!(o, "Tally offline demo — every device runs the real SE applet behind ISO 7816-4 APDUs.")?;
-    writeln!(o, "(Demo keys come from fixed seeds: never use them for real money.)\n")?;
+    writeln!(
+        o,
+        "Tally offline demo — every device runs the real SE applet behind ISO 7816-4 APDUs."
+    )?;
+    writeln!(
+        o,
+        "(Demo keys come from fixed seeds: never use them for real money.)\n"
+    )?;
 
     let mut scheme = Scheme::new(Suite::Ed25519);
-    writeln!(o, "1. The central bank certifies DCP 1 and signs the policy (currency {}).", scheme.policy.currency)?;
-    let mk = |s: &Scheme, name: &'static str, kind: &'static str, class: u8, apdu: usize| -> io::Result<Dev> {
-        Ok(Dev { name, kind, d: TestDevice::new(s, name.as_bytes(), class, apdu).map_err(err)?, loaded: 0 })
+    writeln!(
+        o,
+        "1. The central bank certifies DCP 1 and signs the policy (currency {}).",
+        scheme.policy.currency
+    )?;
+    let mk = |s: &Scheme,
+              name: &'static str,
+              kind: &'static str,
+              class: u8,
+              apdu: usize|
+     -> io::Result<Dev> {
+        Ok(Dev {
+            name,
+            kind,
+            d: TestDevice::new(s, name.as_bytes(), class, apdu).map_err(err)?,
+            loaded: 0,
+        })
     };
     let mut devs = vec![
-        mk(&scheme, "alice-card", "card (NFC, 255-byte APDUs)", CARD, 255)?,
+        mk(
+            &scheme,
+            "alice-card",
+            "card (NFC, 255-byte APDUs)",
+            CARD,
+            255,
+        )?,
         mk(&scheme, "bob-phone", "phone", PHONE, 4096)?,
         mk(&scheme, "carol-phone", "phone", PHONE, 4096)?,
         mk(&scheme, "meter", "IoT smart meter", IOT, 1024)?,
         mk(&scheme, "charger", "IoT charging station", IOT, 1024)?,
     ];
-    writeln!(o, "2. {} devices personalised; each SE generated its own keys and got pseudonym certificates.", devs.len())?;
+    writeln!(
+        o,
+        "2. {} devices personalised; each SE generated its own keys and got pseudonym certificates.",
+        devs.len()
+    )?;
 
     for (i, v) in [(0usize, 5_000u64), (3, 100)] {
         let class = devs[i].d.class;
@@ -52,64 +82,114 @@ pub fn offline() -> io::Result<()> {
         writeln!(o, "3. DCP loads {v} XTS into {}.", devs[i].name)?;
     }
 
-    let pay = |devs: &mut Vec<Dev>, from: usize, to: usize, amount: u64, o: &mut dyn Write| -> io::Result<usize> {
+    let pay = |devs: &mut Vec<Dev>,
+               from: usize,
+               to: usize,
+               amount: u64,
+               o: &mut dyn Write|
+     -> io::Result<usize> {
         let (a, b) = pick(devs, from, to);
         let r = pay_offline(&mut a.d.link, &mut b.d.link, Amount(amount)).map_err(err)?;
-        writeln!(o, "   {:>11} → {:<11} {:>5} XTS  package {:>4} bytes", a.name, b.name, amount, r.package_bytes)?;
+        writeln!(
+            o,
+            "   {:>11} → {:<11} {:>5} XTS  package {:>4} bytes",
+            a.name, b.name, amount, r.package_bytes
+        )?;
         Ok(r.package_bytes)
     };
     writeln!(o, "4. Offline payments (no network anywhere):")?;
     pay(&mut devs, 0, 1, 1_200, &mut o)?; // card → phone: Bob's phone is the terminal
     pay(&mut devs, 1, 2, 700, &mut o)?; // phone → phone, Bob re-spends
     pay(&mut devs, 2, 0, 300, &mut o)?; // phone → card, Carol re-spends
-    writeln!(o, "   alice-card now holds change 3800 + 300 received; paying 4000 merges both tokens:")?;
+    writeln!(
+        o,
+        "   alice-card now holds change 3800 + 300 received; paying 4000 merges both tokens:"
+    )?;
     pay(&mut devs, 0, 1, 4_000, &mut o)?;
     pay(&mut devs, 1, 2, 4_500, &mut o)?;
 
-    writeln!(o, "5. Machine to machine: the meter pays the charger 1 XTS per tick for 20 ticks.")?;
+    writeln!(
+        o,
+        "5. Machine to machine: the meter pays the charger 1 XTS per tick for 20 ticks."
+    )?;
     let t = Instant::now();
     for _ in 0..20 {
         let (a, b) = pick(&mut devs, 3, 4);
         pay_offline(&mut a.d.link, &mut b.d.link, Amount(1)).map_err(err)?;
     }
-    writeln!(o, "   20 micropayments in {:.1} ms (host CPU, full verification each).", t.elapsed().as_secs_f64() * 1e3)?;
+    writeln!(
+        o,
+        "   20 micropayments in {:.1} ms (host CPU, full verification each).",
+        t.elapsed().as_secs_f64() * 1e3
+    )?;
 
-    writeln!(o, "6. Interrupted payment: Carol pays Bob 50, Bob's receipt is lost; Carol resends.")?;
+    writeln!(
+        o,
+        "6. Interrupted payment: Carol pays Bob 50, Bob's receipt is lost; Carol resends."
+    )?;
     {
         let (carol, bob) = pick(&mut devs, 2, 1);
         let (payee, req) = PayeeSession::start(&mut bob.d.link, Amount(50)).map_err(err)?;
         let payer = PayerSession::start(&mut carol.d.link, &req).map_err(err)?;
-        let first = payee.clone().on_package(&mut bob.d.link, payer.package()).map_err(|(_, e)| err(e))?;
+        let first = payee
+            .clone()
+            .on_package(&mut bob.d.link, payer.package())
+            .map_err(|(_, e)| err(e))?;
         // … the receipt never reaches Bob. Bob's SE still has the package:
         let again = payer.resend(&mut carol.d.link).map_err(err)?;
-        let second = payee.on_package(&mut bob.d.link, &again).map_err(|(_, e)| err(e))?;
+        let second = payee
+            .on_package(&mut bob.d.link, &again)
+            .map_err(|(_, e)| err(e))?;
         assert_eq!(first.receipt, second.receipt);
-        payer.on_receipt(&mut carol.d.link, &second.receipt).map_err(|(_, e)| err(e))?;
-        writeln!(o, "   same package, same receipt: Bob credited once, Carol's payment acknowledged.")?;
+        payer
+            .on_receipt(&mut carol.d.link, &second.receipt)
+            .map_err(|(_, e)| err(e))?;
+        writeln!(
+            o,
+            "   same package, same receipt: Bob credited once, Carol's payment acknowledged."
+        )?;
     }
 
-    writeln!(o, "7. A forged package: Carol's package to Bob with one signature bit flipped.")?;
+    writeln!(
+        o,
+        "7. A forged package: Carol's package to Bob with one signature bit flipped."
+    )?;
     {
         let (carol, bob) = pick(&mut devs, 2, 1);
         let before = bob.d.applet().state().clone();
         let (_payee, req) = PayeeSession::start(&mut bob.d.link, Amount(10)).map_err(err)?;
         let payer = PayerSession::start(&mut carol.d.link, &req).map_err(err)?;
-        let mut pkg = Package::from_cbor(payer.package()).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut pkg =
+            Package::from_cbor(payer.package()).map_err(|e| io::Error::other(e.to_string()))?;
         let mut sig = *pkg.transfer.signatures[0].bytes();
         sig[5] ^= 1;
-        pkg.transfer.signatures[0] = tally_core::Signature::new(pkg.transfer.signatures[0].suite(), sig);
+        pkg.transfer.signatures[0] =
+            tally_core::Signature::new(pkg.transfer.signatures[0].suite(), sig);
         let verdict = bob.d.link.receive(&pkg.to_cbor());
-        writeln!(o, "   Bob's SE: {}", match &verdict {
-            Err(e) => e.to_string(),
-            Ok(_) => "ACCEPTED (bug!)".into(),
-        })?;
+        writeln!(
+            o,
+            "   Bob's SE: {}",
+            match &verdict {
+                Err(e) => e.to_string(),
+                Ok(_) => "ACCEPTED (bug!)".into(),
+            }
+        )?;
         let after = bob.d.applet().state();
-        writeln!(o, "   Bob's tokens unchanged: {}", before.tokens == after.tokens)?;
+        writeln!(
+            o,
+            "   Bob's tokens unchanged: {}",
+            before.tokens == after.tokens
+        )?;
         // Carol's SE already spent its inputs for that package: the genuine
         // package is still deliverable.
         let ok = bob.d.link.receive(payer.package()).map_err(err)?;
-        payer.on_receipt(&mut carol.d.link, &ok.to_cbor()).map_err(|(_, e)| err(e))?;
-        writeln!(o, "   the genuine package from Carol's log is then accepted.")?;
+        payer
+            .on_receipt(&mut carol.d.link, &ok.to_cbor())
+            .map_err(|(_, e)| err(e))?;
+        writeln!(
+            o,
+            "   the genuine package from Carol's log is then accepted."
+        )?;
     }
 
     writeln!(o, "8. Verification cost of the last hop (host CPU):")?;
@@ -120,7 +200,11 @@ pub fn offline() -> io::Result<()> {
         let t = Instant::now();
         let v = verify_package_bytes(
             &pkg,
-            &Expected { payee: req.payee.key, amount: req.amount, nonce: req.nonce },
+            &Expected {
+                payee: req.payee.key,
+                amount: req.amount,
+                nonce: req.nonce,
+            },
             &scheme.trust(),
             scheme.params(32),
             &mut NoCache,
@@ -139,17 +223,29 @@ pub fn offline() -> io::Result<()> {
     }
 
     writeln!(o, "\nSummary")?;
-    writeln!(o, "{:<12} {:<28} {:>8} {:>7} {:>8} {:>8}", "device", "kind", "balance", "tokens", "counter", "unacked")?;
+    writeln!(
+        o,
+        "{:<12} {:<28} {:>8} {:>7} {:>8} {:>8}",
+        "device", "kind", "balance", "tokens", "counter", "unacked"
+    )?;
     let mut total = 0u64;
     let mut loaded = 0u64;
     for d in devs.iter_mut() {
         let s = d.d.link.status().map_err(err)?;
         total += s.balance.0;
         loaded += d.loaded;
-        writeln!(o, "{:<12} {:<28} {:>8} {:>7} {:>8} {:>8}", d.name, d.kind, s.balance.0, s.tokens, s.counter, s.unacked)?;
+        writeln!(
+            o,
+            "{:<12} {:<28} {:>8} {:>7} {:>8} {:>8}",
+            d.name, d.kind, s.balance.0, s.tokens, s.counter, s.unacked
+        )?;
     }
     writeln!(o, "{:<12} {:<28} {:>8}", "total", "", total)?;
-    writeln!(o, "loaded {loaded} XTS, held {total} XTS: value conserved = {}", loaded == total)?;
+    writeln!(
+        o,
+        "loaded {loaded} XTS, held {total} XTS: value conserved = {}",
+        loaded == total
+    )?;
     writeln!(o, "done in {:.2} s", started.elapsed().as_secs_f64())?;
     if loaded != total {
         return Err(io::Error::other("value not conserved"));
@@ -166,4 +262,338 @@ fn pick(v: &mut [Dev], a: usize, b: usize) -> (&mut Dev, &mut Dev) {
         let (x, y) = v.split_at_mut(a);
         (&mut y[0], &mut x[b])
     }
+}
+
+// ---------------------------------------------------------------------------
+// `tally demo`: the whole story against a real node (HTTP) on a temporary
+// SQLite file.
+
+use tally_se::dispatch::Card as SeCard;
+use tally_se::storage::MemStorage;
+use tally_wallet::agent::Agent;
+use tally_wallet::testkit::blank_card;
+
+type MemLink = tally_wallet::ApduLink<SeCard<MemStorage, tally_core::testkit::TestEntropy>>;
+
+struct Device {
+    name: &'static str,
+    kind: &'static str,
+    link: MemLink,
+    se_id: tally_core::Hash32,
+    counter: u64,
+}
+
+fn cli(e: impl std::fmt::Display) -> crate::CliError {
+    crate::CliError::failed(e.to_string())
+}
+
+impl Device {
+    fn agent<R>(
+        &mut self,
+        node: &str,
+        f: impl FnOnce(&mut Agent<'_>) -> Result<R, tally_wallet::agent::AgentError>,
+    ) -> Result<R, crate::CliError> {
+        let mut b = tally_api::HttpBackend::new(node);
+        let mut a = Agent {
+            se: &mut self.link,
+            backend: &mut b,
+            se_id: self.se_id,
+            counter: self.counter,
+        };
+        let r = f(&mut a);
+        self.counter = a.counter;
+        r.map_err(cli)
+    }
+}
+
+fn onboard(
+    node: &str,
+    name: &'static str,
+    kind: &'static str,
+    class: u8,
+    account: &str,
+) -> Result<Device, crate::CliError> {
+    let apdu = if class == CARD { 255 } else { 4096 };
+    let mut link =
+        tally_wallet::ApduLink::select(blank_card(name.as_bytes()), apdu).map_err(cli)?;
+    let mut b = tally_api::HttpBackend::new(node);
+    let a = Agent::onboard(&mut link, &mut b, class, "demo-maker", account).map_err(cli)?;
+    let (se_id, counter) = (a.se_id, a.counter);
+    Ok(Device {
+        name,
+        kind,
+        link,
+        se_id,
+        counter,
+    })
+}
+
+fn pick2(v: &mut [Device], a: usize, b: usize) -> (&mut Device, &mut Device) {
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&mut y[0], &mut x[b])
+    }
+}
+
+pub fn full() -> Result<(), crate::CliError> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| crate::CliError::io(&dir, e))?;
+    let db = dir.join("node.sqlite");
+    let bo = crate::node::open_backoffice(&db.to_string_lossy())?;
+    let token = "demo-operator-token".to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bo2 = bo.clone();
+    let tok2 = token.clone();
+    let server = std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let l = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
+            let cfg = tally_api::ApiConfig {
+                operator_token: tok2,
+                body_limit_bytes: 1 << 20,
+            };
+            if let Err(e) = tally_api::serve(bo2, l, cfg, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            {
+                eprintln!("tally: demo node stopped: {e}");
+            }
+        });
+    });
+    let addr = rx.recv().map_err(cli)?.map_err(cli)?;
+    let node = format!("http://{addr}");
+    let out = io::stdout();
+    let mut o = out.lock();
+    let w = |e: io::Error| cli(e);
+    writeln!(
+        o,
+        "Tally demo: a node (central bank, directory, DCP) on {node}, SQLite at {}",
+        db.display()
+    )
+    .map_err(w)?;
+    writeln!(
+        o,
+        "Devices run the real SE applet behind ISO 7816-4 APDUs and talk to the node over HTTP.\n"
+    )
+    .map_err(w)?;
+    let op = tally_api::OperatorClient::new(&node, &token);
+    op.mint("demo-mint-1", 1_000_000).map_err(cli)?;
+    writeln!(
+        o,
+        "1. The central bank mints 1,000,000 XTS into DCP 1's settlement account."
+    )
+    .map_err(w)?;
+    for (acct, amount) in [
+        ("alice", 20_000),
+        ("bob", 5_000),
+        ("carol", 5_000),
+        ("acme-energy", 1_000),
+        ("mallory", 2_000),
+    ] {
+        op.deposit(acct, &format!("demo-deposit-{acct}"), amount)
+            .map_err(cli)?;
+    }
+    writeln!(
+        o,
+        "2. DCP 1 opens accounts for alice, bob, carol, acme-energy and mallory."
+    )
+    .map_err(w)?;
+    let mut d = vec![
+        onboard(&node, "alice-card", "card", CARD, "alice")?,
+        onboard(&node, "bob-phone", "phone", PHONE, "bob")?,
+        onboard(&node, "carol-phone", "phone", PHONE, "carol")?,
+        onboard(&node, "meter", "IoT smart meter", IOT, "acme-energy")?,
+        onboard(&node, "charger", "IoT charging station", IOT, "acme-energy")?,
+        onboard(
+            &node,
+            "mallory-phone",
+            "phone (to be cloned)",
+            PHONE,
+            "mallory",
+        )?,
+    ];
+    writeln!(
+        o,
+        "3. {} SEs personalised, registered with attestation, and given pseudonym certificates.",
+        d.len()
+    )
+    .map_err(w)?;
+    for (i, v) in [(0usize, 5_000u64), (1, 1_000), (3, 200), (5, 1_000)] {
+        d[i].agent(&node, |a| a.load(v))?;
+        writeln!(o, "4. {} loads {v} XTS from its account.", d[i].name).map_err(w)?;
+    }
+    writeln!(o, "5. Offline payments, no network:").map_err(w)?;
+    for (from, to, amount) in [
+        (0usize, 1usize, 1_200u64),
+        (1, 2, 1_500),
+        (2, 0, 300),
+        (0, 1, 4_000),
+    ] {
+        let (a, b) = pick2(&mut d, from, to);
+        let r = pay_offline(&mut a.link, &mut b.link, Amount(amount)).map_err(cli)?;
+        writeln!(
+            o,
+            "   {:>13} → {:<13} {:>5} XTS  package {:>4} bytes",
+            a.name, b.name, amount, r.package_bytes
+        )
+        .map_err(w)?;
+    }
+    let t = Instant::now();
+    for _ in 0..30 {
+        let (a, b) = pick2(&mut d, 3, 4);
+        pay_offline(&mut a.link, &mut b.link, Amount(1)).map_err(cli)?;
+    }
+    writeln!(
+        o,
+        "6. The meter pays the charger 1 XTS per tick, 30 ticks offline ({:.0} ms).",
+        t.elapsed().as_secs_f64() * 1e3
+    )
+    .map_err(w)?;
+    writeln!(o, "7. Devices come online:").map_err(w)?;
+    for i in [1usize, 4] {
+        let v = d[i].agent(&node, |a| a.renew())?;
+        writeln!(o, "   {} renews {v} XTS into one fresh token", d[i].name).map_err(w)?;
+    }
+    let bal = d[2].agent(&node, |a| a.unload(500))?;
+    writeln!(
+        o,
+        "   carol-phone unloads 500 XTS; carol's account now {bal}"
+    )
+    .map_err(w)?;
+    for dev in d.iter_mut() {
+        dev.agent(&node, |a| a.sync())?;
+    }
+    writeln!(
+        o,
+        "   every device syncs: new epoch grant, policy, revocation list, fresh pseudonyms"
+    )
+    .map_err(w)?;
+
+    writeln!(o, "8. Cloned SE: mallory copies her phone's secure element and spends the same 1000 XTS twice.").map_err(w)?;
+    let clone_storage = {
+        let applet = &mut d[5].link.card.applet;
+        let placeholder = tally_se::Applet::boot(
+            MemStorage::new(1024),
+            tally_se::Sealing::None,
+            tally_core::testkit::TestEntropy::new(b"p"),
+        )
+        .map_err(cli)?;
+        let real = std::mem::replace(applet, placeholder);
+        let st = real.into_storage();
+        let copy = MemStorage::from_bytes(st.as_bytes().to_vec());
+        *applet = tally_se::Applet::boot(
+            st,
+            tally_se::Sealing::None,
+            tally_core::testkit::TestEntropy::new(b"m"),
+        )
+        .map_err(cli)?;
+        copy
+    };
+    let clone = tally_se::Applet::boot(
+        clone_storage,
+        tally_se::Sealing::None,
+        tally_core::testkit::TestEntropy::new(b"c"),
+    )
+    .map_err(cli)?;
+    let mut clone_link = tally_wallet::ApduLink::select(SeCard::new(clone), 4096).map_err(cli)?;
+    {
+        let (m, c) = pick2(&mut d, 5, 2);
+        pay_offline(&mut m.link, &mut c.link, Amount(1_000)).map_err(cli)?;
+    }
+    pay_offline(&mut clone_link, &mut d[1].link, Amount(1_000)).map_err(cli)?;
+    writeln!(o, "   carol and bob each accept 1000 XTS offline (both packages verify: the clone has the keys).").map_err(w)?;
+    for i in [2usize, 1] {
+        d[i].agent(&node, |a| a.renew())?;
+    }
+    let ds = op.double_spends().map_err(cli)?.len();
+    writeln!(o, "   both renew; settlement's spent registry catches the second spend: {} double spend(s) with both signed records as evidence.", ds).map_err(w)?;
+    writeln!(
+        o,
+        "   carol and bob keep their money (offline finality); the scheme's loss account books it."
+    )
+    .map_err(w)?;
+
+    writeln!(o, "\nDevices").map_err(w)?;
+    writeln!(
+        o,
+        "{:<14} {:<24} {:>8} {:>7} {:>8}",
+        "device", "kind", "offline", "tokens", "counter"
+    )
+    .map_err(w)?;
+    for dev in d.iter_mut() {
+        let s = dev.link.status().map_err(cli)?;
+        writeln!(
+            o,
+            "{:<14} {:<24} {:>8} {:>7} {:>8}",
+            dev.name, dev.kind, s.balance.0, s.tokens, s.counter
+        )
+        .map_err(w)?;
+    }
+    writeln!(o, "\nAccounts at DCP 1").map_err(w)?;
+    for acct in ["alice", "bob", "carol", "acme-energy", "mallory"] {
+        writeln!(o, "{:<14} {:>8}", acct, op.balance(acct).map_err(cli)?).map_err(w)?;
+    }
+    let inv = bo.invariant().map_err(cli)?;
+    writeln!(o, "\nLedger invariant (GET {node}/ledger/invariant)").map_err(w)?;
+    writeln!(
+        o,
+        "  minted − redeemed          {:>10}",
+        inv.minted - inv.redeemed
+    )
+    .map_err(w)?;
+    writeln!(o, "  accounts                   {:>10}", inv.accounts).map_err(w)?;
+    writeln!(o, "  offline float              {:>10}", inv.offline_float).map_err(w)?;
+    writeln!(o, "  scheme loss account        {:>10}", inv.loss).map_err(w)?;
+    writeln!(
+        o,
+        "  accounts + float + loss    {:>10}",
+        inv.accounts + inv.offline_float + inv.loss
+    )
+    .map_err(w)?;
+    writeln!(o, "  holds                      {:>10}", inv.holds()).map_err(w)?;
+    let held: i64 = d
+        .iter_mut()
+        .map(|dev| dev.link.status().map(|s| s.balance.0 as i64).unwrap_or(0))
+        .sum::<i64>()
+        + clone_link.status().map(|s| s.balance.0 as i64).unwrap_or(0);
+    writeln!(
+        o,
+        "  value held in SEs          {:>10}  (equals the offline float: {})",
+        held,
+        held == inv.offline_float
+    )
+    .map_err(w)?;
+    writeln!(o, "\ndone in {:.1} s", started.elapsed().as_secs_f64()).map_err(w)?;
+    drop(o);
+    let _ = stop_tx.send(());
+    let _ = server.join();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !inv.holds() || held != inv.offline_float {
+        return Err(crate::CliError::failed("ledger invariant does not hold"));
+    }
+    Ok(())
 }

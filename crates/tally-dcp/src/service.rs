@@ -78,6 +78,15 @@ pub const TOKEN_VALIDITY_EPOCHS: Epoch = 60;
 pub const DCP_ID: u32 = 1;
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
+/// Account names devices register under (and deposits may open):
+/// letters, digits, '-' and '_'.
+pub fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 pub fn user_account(name: &str) -> String {
     format!("user:{name}")
 }
@@ -130,6 +139,7 @@ impl BackofficeError {
             self,
             BackofficeError::Store(_)
                 | BackofficeError::Ledger(LedgerError::Store(_))
+                | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
                 | BackofficeError::Directory(DirectoryError::Store(_))
         )
     }
@@ -404,6 +414,9 @@ impl Backoffice {
     /// DCP: credit a user's account from the DCP's settlement account
     /// (the user paid in bank money). Opens the account if needed.
     pub fn deposit(&self, idem: &str, account: &str, amount: u64) -> Result<i64, BackofficeError> {
+        if !valid_account_name(account) {
+            return Err(BackofficeError::Decode(CodecError::Malformed));
+        }
         let acct = user_account(account);
         self.store.transact(|tx| {
             Ledger::ensure_account(tx, &acct, AccountKind::User)?;
@@ -464,12 +477,7 @@ impl Backoffice {
     /// Onboarding: registers the SE in the directory (attestation checked)
     /// and links it to a user account at this DCP. Idempotent.
     pub fn register(&self, reg: &Registration) -> Result<Hash32, BackofficeError> {
-        if reg.account.is_empty()
-            || !reg
-                .account
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !valid_account_name(&reg.account) {
             return Err(BackofficeError::Decode(CodecError::Malformed));
         }
         self.store.transact(|tx| {

@@ -251,15 +251,29 @@ impl<'a> Agent<'a> {
         Ok(resp)
     }
 
-    /// Renews every token: the SE pays them all to the DCP, which settles
-    /// them and issues one fresh token of the same value.
+    /// Renews every token: the SE pays them to the DCP, which settles them
+    /// and issues one fresh token of the same value per round. A round
+    /// takes at most `RECORD_INPUTS_MAX` tokens, in the order the SE's coin
+    /// selection merges them, so each round's amount is exactly coverable.
     pub fn renew(&mut self) -> Result<Amount, AgentError> {
-        let balance = self.se.status()?.balance;
-        if balance.is_zero() {
-            return Ok(Amount::ZERO);
+        let renewed = self.se.status()?.balance;
+        // Each round turns up to 16 tokens into 1; bounded by the token table.
+        for _ in 0..tally_se::state::TOKENS_MAX {
+            let mut toks = self.se.tokens()?;
+            let fresh = toks.len() == 1 && toks[0].lineage_len == 1;
+            if toks.is_empty() || fresh {
+                break;
+            }
+            toks.sort_by_key(|t| (t.lineage_len, core::cmp::Reverse(t.value)));
+            let amount = Amount::sum(
+                toks.iter()
+                    .take(tally_core::record::RECORD_INPUTS_MAX)
+                    .map(|t| t.value),
+            )
+            .ok_or(AgentError::Unexpected)?;
+            self.redeem(amount.0, false)?;
         }
-        self.redeem(balance.0, false)?;
-        Ok(balance)
+        Ok(renewed)
     }
 
     /// Moves `amount` from the SE back to the user's account.

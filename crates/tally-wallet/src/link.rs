@@ -96,6 +96,8 @@ pub trait SeLink {
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError>;
     /// The payment log: `(transfer id, amount, acknowledged, redemption)`.
     fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError>;
+    /// The tokens held (GET DATA 02).
+    fn tokens(&mut self) -> Result<Vec<tally_se::TokenInfo>, WalletError>;
 }
 
 /// One entry of the SE's payment log (GET DATA 04).
@@ -177,6 +179,9 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
                 redemption: o.redemption,
             })
             .collect())
+    }
+    fn tokens(&mut self) -> Result<Vec<tally_se::TokenInfo>, WalletError> {
+        Ok(Applet::tokens(self))
     }
 }
 
@@ -400,6 +405,24 @@ impl<T: Transmit> SeLink for ApduLink<T> {
                 amount: Amount(r.u64()?),
                 acked: r.bool()?,
                 redemption: r.bool()?,
+            });
+        }
+        if r.position() != d.len() {
+            return Err(WalletError::BadResponse(CodecError::TrailingBytes));
+        }
+        Ok(v)
+    }
+    fn tokens(&mut self) -> Result<Vec<tally_se::TokenInfo>, WalletError> {
+        let d = self.command(ins::GET_DATA, 0, tag::TOKENS, &[])?;
+        let mut r = Reader::new(&d);
+        let n = r.array_max(tally_se::state::TOKENS_MAX)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            r.array(3)?;
+            v.push(tally_se::TokenInfo {
+                outpoint: tally_core::OutPoint::read(&mut r)?,
+                value: Amount(r.u64()?),
+                lineage_len: r.u32()?,
             });
         }
         if r.position() != d.len() {

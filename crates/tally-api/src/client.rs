@@ -1,0 +1,321 @@
+//! Clients: [`HttpBackend`] and [`InProcess`] give a wallet the same
+//! [`Backend`] over HTTP or by direct calls (with the same error mapping),
+//! and [`OperatorClient`] drives the operator endpoints.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tally_core::codec::Cbor;
+use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
+use tally_dcp::{Backoffice, Registration};
+use tally_wallet::agent::{Backend, BackendError};
+
+use crate::error::{backend_error, code};
+use crate::views::{
+    AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorEnvelope,
+    InvariantView, TrustBundle,
+};
+
+/// Largest response body a client reads (a sync bundle with recovered
+/// tokens is the largest answer).
+pub const RESPONSE_BYTES_MAX: u64 = 16 << 20;
+/// Time for one whole exchange.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest server text kept in an error message.
+const ERROR_TEXT_CHARS_MAX: usize = 512;
+
+/// One connection pool for every client of the process.
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .into()
+    })
+}
+
+fn unreachable(e: &ureq::Error) -> BackendError {
+    BackendError {
+        status: 0,
+        code: code::UNREACHABLE,
+        message: format!("back office unreachable: {e}"),
+    }
+}
+
+/// 2xx → the body; anything else → the JSON error envelope as a
+/// [`BackendError`] (or the raw text when the answer is not one).
+fn exchange(
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Vec<u8>, BackendError> {
+    let mut resp = r.map_err(|e| unreachable(&e))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(RESPONSE_BYTES_MAX)
+        .read_to_vec()
+        .map_err(|e| unreachable(&e))?;
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
+        Ok(env) => BackendError {
+            status,
+            code: env.error.code,
+            message: env.error.message,
+        },
+        Err(_) => BackendError {
+            status,
+            code: 0,
+            message: String::from_utf8_lossy(&body)
+                .chars()
+                .take(ERROR_TEXT_CHARS_MAX)
+                .collect(),
+        },
+    })
+}
+
+fn malformed_answer(what: &str) -> BackendError {
+    BackendError {
+        status: 200,
+        code: code::MALFORMED,
+        message: format!("malformed answer from the back office: {what}"),
+    }
+}
+
+fn join(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// The wallet's back office over HTTP (`base`: `http://HOST:PORT`).
+/// Blocking; plain HTTP (put TLS in front for anything but loopback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpBackend {
+    pub base: String,
+}
+
+impl HttpBackend {
+    pub fn new(base: impl Into<String>) -> HttpBackend {
+        HttpBackend { base: base.into() }
+    }
+
+    fn post_cbor(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, BackendError> {
+        exchange(
+            agent()
+                .post(join(&self.base, path))
+                .header("content-type", "application/cbor")
+                .header("accept", "application/cbor")
+                .send(body),
+        )
+    }
+}
+
+impl Backend for HttpBackend {
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
+        let bytes = exchange(
+            agent()
+                .get(join(&self.base, "/v1/trust"))
+                .header("accept", "application/cbor")
+                .call(),
+        )?;
+        let t = TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
+        Ok((t.root, t.policy, t.revocations))
+    }
+
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
+        let bytes = self.post_cbor("/v1/devices/register", &reg.to_cbor())?;
+        Hash32::from_cbor(&bytes).map_err(|_| malformed_answer("se_id"))
+    }
+
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.post_cbor("/v1/devices/request", request)
+    }
+}
+
+/// The wallet's back office by direct calls: no sockets, the same answers
+/// and the same error statuses as over HTTP ([`crate::status_for`]).
+#[derive(Clone)]
+pub struct InProcess(pub Arc<Backoffice>);
+
+impl Backend for InProcess {
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
+        let e = |e| backend_error(&e);
+        Ok((
+            self.0.root_key(),
+            self.0.policy().map_err(e)?,
+            self.0.revocations().map_err(e)?,
+        ))
+    }
+
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
+        self.0.register(reg).map_err(|e| backend_error(&e))
+    }
+
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.0.handle_device(request).map_err(|e| backend_error(&e))
+    }
+}
+
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved).
+fn segment(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// The operator endpoints, typed (`base`: `http://HOST:PORT`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorClient {
+    pub base: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for OperatorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorClient")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl OperatorClient {
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> OperatorClient {
+        OperatorClient {
+            base: base.into(),
+            token: token.into(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
+        serde_json::from_slice(bytes).map_err(|e| malformed_answer(&e.to_string()))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, BackendError> {
+        let bytes = exchange(
+            agent()
+                .get(join(&self.base, path))
+                .header("authorization", format!("Bearer {}", self.token))
+                .header("accept", "application/json")
+                .call(),
+        )?;
+        Self::decode(&bytes)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, BackendError> {
+        let req = agent()
+            .post(join(&self.base, path))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("accept", "application/json");
+        let r = match body {
+            Some(b) => {
+                let bytes = serde_json::to_vec(b).map_err(|e| BackendError {
+                    status: 0,
+                    code: code::MALFORMED,
+                    message: e.to_string(),
+                })?;
+                req.header("content-type", "application/json")
+                    .send(&bytes[..])
+            }
+            None => req.send_empty(),
+        };
+        Self::decode(&exchange(r)?)
+    }
+
+    /// Central bank: mints `amount` into the DCP; the invariant after it.
+    pub fn mint(&self, idempotency_key: &str, amount: u64) -> Result<InvariantView, BackendError> {
+        self.post(
+            "/v1/cb/mint",
+            Some(&AmountRequest {
+                idempotency_key: idempotency_key.into(),
+                amount,
+            }),
+        )
+    }
+
+    /// DCP: credits `account` (opening it if needed); its balance after it.
+    pub fn deposit(
+        &self,
+        account: &str,
+        idempotency_key: &str,
+        amount: u64,
+    ) -> Result<i64, BackendError> {
+        let v: BalanceView = self.post(
+            &format!("/v1/accounts/{}/deposit", segment(account)),
+            Some(&AmountRequest {
+                idempotency_key: idempotency_key.into(),
+                amount,
+            }),
+        )?;
+        Ok(v.balance)
+    }
+
+    pub fn balance(&self, account: &str) -> Result<i64, BackendError> {
+        let v: BalanceView = self.get(&format!("/v1/accounts/{}", segment(account)))?;
+        Ok(v.balance)
+    }
+
+    /// GET /v1/trust: the canonical CBOR trust bundle
+    /// `[root PublicKey, Policy, RevocationList]` (needs no token; checked
+    /// to decode before it is returned).
+    pub fn trust_bundle(&self) -> Result<Vec<u8>, BackendError> {
+        let bytes = exchange(
+            agent()
+                .get(join(&self.base, "/v1/trust"))
+                .header("accept", "application/cbor")
+                .call(),
+        )?;
+        TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
+        Ok(bytes)
+    }
+
+    /// The published invariant (needs no token).
+    pub fn invariant(&self) -> Result<InvariantView, BackendError> {
+        self.get("/ledger/invariant")
+    }
+
+    pub fn advance_epoch(&self) -> Result<Epoch, BackendError> {
+        let v: EpochView = self.post::<(), _>("/v1/epoch/advance", None)?;
+        Ok(v.epoch)
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceView>, BackendError> {
+        self.get("/v1/devices")
+    }
+
+    pub fn double_spends(&self) -> Result<Vec<DoubleSpendView>, BackendError> {
+        self.get("/v1/double-spends")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("alice_1-x"), "alice_1-x");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn connection_failures_are_status_zero() {
+        let mut b = HttpBackend::new("http://127.0.0.1:1");
+        let e = b.device(&[0x80]).unwrap_err();
+        assert_eq!((e.status, e.code), (0, 0));
+    }
+}

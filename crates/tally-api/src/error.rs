@@ -1,0 +1,236 @@
+//! One mapping from back-office rejections to HTTP statuses, shared by the
+//! HTTP layer and the in-process connector, and the JSON error envelope.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tally_dcp::BackofficeError;
+use tally_directory::DirectoryError;
+use tally_ledger::ledger::LedgerError;
+use tally_ledger::settlement::SettlementError;
+use tally_store::StoreError;
+use tally_wallet::agent::BackendError;
+
+use crate::views::{ErrorBody, ErrorEnvelope};
+
+/// Codes of the HTTP layer itself. The service's codes
+/// ([`BackofficeError::code`]) are used as they are; these fill the gaps
+/// (numbers the service does not use).
+pub mod code {
+    /// Transport failure seen by a client (no HTTP answer at all).
+    pub const UNREACHABLE: u16 = 0;
+    /// Missing or wrong operator bearer token.
+    pub const UNAUTHORIZED: u16 = 60;
+    /// Request body above the configured limit.
+    pub const BODY_TOO_LARGE: u16 = 61;
+    /// No route with this path.
+    pub const NO_ROUTE: u16 = 62;
+    /// The path exists, the method does not.
+    pub const METHOD_NOT_ALLOWED: u16 = 63;
+    /// Malformed body (CBOR or JSON); the same number as the service's
+    /// decode rejection.
+    pub const MALFORMED: u16 = 101;
+    /// Store failure or a panic in the service: retry later.
+    pub const INTERNAL: u16 = 99;
+}
+
+fn store_failure(e: &BackofficeError) -> Option<&StoreError> {
+    match e {
+        BackofficeError::Store(s)
+        | BackofficeError::Ledger(LedgerError::Store(s))
+        | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(s)))
+        | BackofficeError::Directory(DirectoryError::Store(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn ledger_status(e: &LedgerError) -> u16 {
+    match e {
+        LedgerError::UnknownAccount(_) => 404,
+        LedgerError::IdempotencyKeyReused(_) | LedgerError::AccountExists(_) => 409,
+        LedgerError::Store(_) => 500,
+        // Insufficient funds, zero amount, same account, overflow, and
+        // whatever the ledger adds later: refused by its rules.
+        _ => 422,
+    }
+}
+
+/// The HTTP status of a back-office rejection: 4xx for everything the
+/// caller can fix or must not retry as is, 5xx only for store failures
+/// (503 for a serialization conflict that outlived the retries).
+pub fn status_for(e: &BackofficeError) -> u16 {
+    if let Some(s) = store_failure(e) {
+        return if matches!(s, StoreError::Conflict) {
+            503
+        } else {
+            500
+        };
+    }
+    match e {
+        BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
+        BackofficeError::BadDeviceSignature | BackofficeError::DeviceNotActive => 403,
+        BackofficeError::Directory(DirectoryError::BadAttestation) => 403,
+        BackofficeError::UnknownDevice | BackofficeError::Directory(DirectoryError::UnknownSe) => {
+            404
+        }
+        // A redemption that is unknown to this device or already done:
+        // the state on the server conflicts with what the device thinks.
+        BackofficeError::Replay
+        | BackofficeError::UnknownRedemption
+        | BackofficeError::Directory(DirectoryError::Conflict) => 409,
+        BackofficeError::Ledger(l) | BackofficeError::Settlement(SettlementError::Ledger(l)) => {
+            ledger_status(l)
+        }
+        BackofficeError::Verify(_)
+        | BackofficeError::Settlement(_)
+        | BackofficeError::WrongRedemption
+        | BackofficeError::DoubleSpendByRedeemer(_) => 422,
+        // Variants added to the service later.
+        other if other.is_client_error() => 400,
+        _ => 500,
+    }
+}
+
+/// The message sent to callers: the service's own text, except for
+/// store failures, whose details (SQL, hosts) stay in the server's log.
+fn public_message(e: &BackofficeError) -> String {
+    match store_failure(e) {
+        Some(StoreError::Conflict) => "store busy (serialization conflict): retry".into(),
+        Some(_) => "store failure: retry later".into(),
+        None => e.to_string(),
+    }
+}
+
+/// A back-office rejection as the wallet sees it, over HTTP or in process.
+pub fn backend_error(e: &BackofficeError) -> BackendError {
+    BackendError {
+        status: status_for(e),
+        code: e.code(),
+        message: public_message(e),
+    }
+}
+
+/// An error answer of the HTTP layer: status, stable code, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn malformed(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, code::MALFORMED, message)
+    }
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, code::INTERNAL, message)
+    }
+}
+
+impl From<BackofficeError> for ApiError {
+    fn from(e: BackofficeError) -> ApiError {
+        if store_failure(&e).is_some() {
+            eprintln!("tally-api: store failure: {e}");
+        }
+        let b = backend_error(&e);
+        ApiError::new(b.status, b.code, b.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        // Serializing a struct of a number and a string cannot fail.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::codec::CodecError;
+    use tally_core::verify::VerifyError;
+
+    #[test]
+    fn store_failures_are_5xx_and_everything_else_4xx() {
+        let cases: Vec<(BackofficeError, u16)> = vec![
+            (BackofficeError::Decode(CodecError::Truncated), 400),
+            (BackofficeError::BadKey, 400),
+            (BackofficeError::BadDeviceSignature, 403),
+            (BackofficeError::DeviceNotActive, 403),
+            (
+                BackofficeError::Directory(DirectoryError::BadAttestation),
+                403,
+            ),
+            (BackofficeError::UnknownDevice, 404),
+            (
+                BackofficeError::Ledger(LedgerError::UnknownAccount("user:x".into())),
+                404,
+            ),
+            (BackofficeError::Replay, 409),
+            (BackofficeError::UnknownRedemption, 409),
+            (
+                BackofficeError::Ledger(LedgerError::IdempotencyKeyReused("k".into())),
+                409,
+            ),
+            (BackofficeError::Verify(VerifyError::BadSignature), 422),
+            (BackofficeError::Ledger(LedgerError::ZeroAmount), 422),
+            (
+                BackofficeError::Settlement(SettlementError::Ledger(
+                    LedgerError::InsufficientFunds {
+                        account: "a".into(),
+                        balance: 1,
+                        amount: 2,
+                    },
+                )),
+                422,
+            ),
+            (BackofficeError::WrongRedemption, 422),
+            (BackofficeError::Store(StoreError::Db("x".into())), 500),
+            (BackofficeError::Store(StoreError::Conflict), 503),
+            (
+                BackofficeError::Ledger(LedgerError::Store(StoreError::Db("x".into()))),
+                500,
+            ),
+            (
+                BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(
+                    StoreError::Db("x".into()),
+                ))),
+                500,
+            ),
+            (
+                BackofficeError::Directory(DirectoryError::Store(StoreError::Db("x".into()))),
+                500,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(status_for(&e), want, "{e:?}");
+            assert_eq!(
+                status_for(&e) < 500,
+                e.is_client_error(),
+                "status and is_client_error disagree for {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn store_details_are_not_sent_to_callers() {
+        let e = BackofficeError::Store(StoreError::Db("password=hunter2".into()));
+        let b = backend_error(&e);
+        assert_eq!(b.code, 99);
+        assert!(!b.message.contains("hunter2"));
+    }
+}

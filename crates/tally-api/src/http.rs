@@ -1,0 +1,331 @@
+//! Routes and handlers. Each handler authenticates (operator routes),
+//! decodes the body, calls the service on the blocking pool and maps the
+//! result; nothing else.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tally_core::Hash32;
+use tally_core::codec::Cbor;
+use tally_dcp::{Backoffice, BackofficeError, Registration};
+use tally_ledger::settlement::Settlement;
+
+use crate::error::{ApiError, code};
+use crate::metrics::{self, HttpCounters};
+use crate::views::{
+    AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, InvariantView, TrustBundle,
+};
+use crate::{ApiConfig, AppState, dashboard, openapi};
+
+/// Every route: (path template, method). The OpenAPI document and the
+/// metrics labels are checked against this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/", "get"),
+    ("/v1/trust", "get"),
+    ("/v1/trust.json", "get"),
+    ("/v1/devices/register", "post"),
+    ("/v1/devices/request", "post"),
+    ("/v1/cb/mint", "post"),
+    ("/v1/accounts/{name}/deposit", "post"),
+    ("/v1/accounts/{name}", "get"),
+    ("/v1/epoch/advance", "post"),
+    ("/v1/devices", "get"),
+    ("/v1/double-spends", "get"),
+    ("/ledger/invariant", "get"),
+    ("/metrics", "get"),
+    ("/openapi.json", "get"),
+];
+
+const CBOR: &str = "application/cbor";
+
+/// The API on `bo`. Bodies above `cfg.body_limit_bytes` get 413.
+pub fn router(bo: Arc<Backoffice>, cfg: ApiConfig) -> Router {
+    let limit = cfg.body_limit_bytes;
+    let state = AppState {
+        bo,
+        cfg: Arc::new(cfg),
+        metrics: Arc::new(HttpCounters::new()),
+    };
+    Router::new()
+        .route("/", get(dashboard_page))
+        .route("/v1/trust", get(trust))
+        .route("/v1/trust.json", get(trust_json))
+        .route("/v1/devices/register", post(register))
+        .route("/v1/devices/request", post(device_request))
+        .route("/v1/cb/mint", post(mint))
+        .route("/v1/accounts/{name}/deposit", post(deposit))
+        .route("/v1/accounts/{name}", get(balance))
+        .route("/v1/epoch/advance", post(advance_epoch))
+        .route("/v1/devices", get(devices))
+        .route("/v1/double-spends", get(double_spends))
+        .route("/ledger/invariant", get(invariant))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::count,
+        ))
+        .with_state(state)
+}
+
+/// Runs `f` (a store transaction) on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, BackofficeError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            eprintln!("tally-api: service task failed: {e}");
+            Err(ApiError::internal("internal error"))
+        }
+    }
+}
+
+fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        if r.status().as_u16() == 413 {
+            ApiError::new(
+                413,
+                code::BODY_TOO_LARGE,
+                format!("request body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::malformed(format!("could not read the body: {}", r.body_text()))
+        }
+    })
+}
+
+fn json_body<T: DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(b).map_err(|e| ApiError::malformed(format!("malformed JSON: {e}")))
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(_) => ApiError::internal("could not encode the answer").into_response(),
+    }
+}
+
+fn cbor(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, CBOR)], bytes).into_response()
+}
+
+/// Constant-time comparison: the token must not leak through timing.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(headers: &HeaderMap, cfg: &ApiConfig) -> Result<(), ApiError> {
+    let refused = |m: &str| ApiError::new(401, code::UNAUTHORIZED, m);
+    if cfg.operator_token.is_empty() {
+        return Err(refused(
+            "operator endpoints are disabled (no token configured)",
+        ));
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| refused("missing bearer token (Authorization: Bearer <token>)"))?;
+    if same_secret(given.trim().as_bytes(), cfg.operator_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(refused("wrong bearer token"))
+    }
+}
+
+fn account_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(n)| n)
+        .map_err(|e| ApiError::malformed(format!("bad account name: {}", e.body_text())))
+}
+
+// ---- fallbacks ----------------------------------------------------------
+
+async fn no_route() -> ApiError {
+    ApiError::new(404, code::NO_ROUTE, "no such route (see /openapi.json)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        405,
+        code::METHOD_NOT_ALLOWED,
+        "method not allowed on this route (see /openapi.json)",
+    )
+}
+
+// ---- devices (CBOR) -----------------------------------------------------
+
+async fn load_trust(bo: Arc<Backoffice>) -> Result<(TrustBundle, u32), ApiError> {
+    blocking(move || {
+        Ok((
+            TrustBundle {
+                root: bo.root_key(),
+                policy: bo.policy()?,
+                revocations: bo.revocations()?,
+            },
+            bo.epoch()?,
+        ))
+    })
+    .await
+}
+
+async fn trust(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let (t, _) = load_trust(s.bo).await?;
+    Ok(cbor(t.to_cbor()))
+}
+
+async fn trust_json(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let (t, epoch) = load_trust(s.bo).await?;
+    Ok(json(&t.to_json(epoch)))
+}
+
+async fn register(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b, s.cfg.body_limit_bytes)?;
+    let reg = Registration::from_cbor(&b).map_err(BackofficeError::from)?;
+    let bo = s.bo;
+    let se_id: Hash32 = blocking(move || bo.register(&reg)).await?;
+    Ok(cbor(se_id.to_cbor()))
+}
+
+async fn device_request(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b, s.cfg.body_limit_bytes)?;
+    let bo = s.bo;
+    let resp = blocking(move || bo.handle_device(&b)).await?;
+    Ok(cbor(resp))
+}
+
+// ---- operators (JSON, bearer token) -------------------------------------
+
+async fn mint(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let req: AmountRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
+    req.check().map_err(ApiError::malformed)?;
+    let bo = s.bo;
+    let inv = blocking(move || bo.mint(&req.idempotency_key, req.amount)).await?;
+    Ok(json(&InvariantView::from(inv)))
+}
+
+async fn deposit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let name = account_name(name)?;
+    let req: AmountRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
+    req.check().map_err(ApiError::malformed)?;
+    let bo = s.bo;
+    let balance = blocking(move || bo.deposit(&req.idempotency_key, &name, req.amount)).await?;
+    Ok(json(&BalanceView { balance }))
+}
+
+async fn balance(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let name = account_name(name)?;
+    let bo = s.bo;
+    let balance = blocking(move || bo.account_balance(&name)).await?;
+    Ok(json(&BalanceView { balance }))
+}
+
+async fn advance_epoch(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let bo = s.bo;
+    let epoch = blocking(move || bo.advance_epoch()).await?;
+    Ok(json(&EpochView { epoch }))
+}
+
+async fn devices(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let bo = s.bo;
+    let list = blocking(move || bo.devices()).await?;
+    Ok(json(&list.iter().map(DeviceView::from).collect::<Vec<_>>()))
+}
+
+async fn double_spends(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let bo = s.bo;
+    let list = blocking(move || bo.double_spends()).await?;
+    Ok(json(
+        &list.iter().map(DoubleSpendView::from).collect::<Vec<_>>(),
+    ))
+}
+
+// ---- public -------------------------------------------------------------
+
+async fn invariant(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let bo = s.bo;
+    let inv = blocking(move || bo.invariant()).await?;
+    Ok(json(&InvariantView::from(inv)))
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    let bo = s.bo.clone();
+    let ledger = blocking(move || {
+        Ok((
+            InvariantView::from(bo.invariant()?),
+            bo.epoch()?,
+            double_spend_count(&bo)?,
+        ))
+    })
+    .await
+    .ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(ledger, &s.metrics),
+    )
+        .into_response()
+}
+
+/// A count, not the list: scrapes stay cheap however many were found.
+pub(crate) fn double_spend_count(bo: &Backoffice) -> Result<i64, BackofficeError> {
+    bo.store()
+        .transact(|tx| Ok::<_, BackofficeError>(Settlement::double_spend_count(tx)?))
+}
+
+async fn openapi_json() -> Response {
+    json(&openapi::document())
+}
+
+async fn dashboard_page(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
+    let bo = s.bo;
+    let snapshot = blocking(move || dashboard::Snapshot::read(&bo)).await?;
+    Ok(Html(dashboard::render(&snapshot)))
+}

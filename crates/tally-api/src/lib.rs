@@ -1,0 +1,92 @@
+//! HTTP API of the back office (axum): device traffic in CBOR, operator
+//! calls in JSON, the published ledger invariant, Prometheus metrics, the
+//! OpenAPI document and a small server-rendered dashboard. Also the clients
+//! that speak it: [`HttpBackend`] and [`InProcess`] implement the wallet's
+//! [`tally_wallet::agent::Backend`], and [`OperatorClient`] drives the
+//! operator endpoints.
+//!
+//! Handlers are thin: authenticate, call the [`Backoffice`] (on the
+//! blocking pool: every call is a database transaction), map the result.
+//! Every failure, including the framework's own (body too large, no such
+//! route), is the JSON envelope `{"error": {"code", "message"}}`; the status
+//! comes from [`status_for`], which the in-process connector shares.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod dashboard;
+mod error;
+mod http;
+mod metrics;
+mod openapi;
+mod server;
+mod views;
+
+use std::sync::Arc;
+
+pub use client::{HttpBackend, InProcess, OperatorClient};
+pub use error::{ApiError, backend_error, code, status_for};
+pub use http::{ROUTES, router};
+pub use openapi::document as openapi_document;
+pub use server::{BackgroundServer, run, serve};
+pub use tally_dcp::Backoffice;
+pub use views::{
+    AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorBody, ErrorEnvelope,
+    InvariantView, TrustBundle,
+};
+
+/// Default request body limit (1 MiB).
+pub const BODY_LIMIT_BYTES_DEFAULT: usize = 1 << 20;
+
+/// Settings of the HTTP layer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Bearer token of the operator endpoints. Empty: operator endpoints
+    /// refuse every call (401).
+    pub operator_token: String,
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: usize,
+}
+
+impl ApiConfig {
+    pub fn new(operator_token: impl Into<String>) -> ApiConfig {
+        ApiConfig {
+            operator_token: operator_token.into(),
+            body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig::new(String::new())
+    }
+}
+
+// The token is a secret: never print it.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("operator_token", &"<redacted>")
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .finish()
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) bo: Arc<Backoffice>,
+    pub(crate) cfg: Arc<ApiConfig>,
+    pub(crate) metrics: Arc<metrics::HttpCounters>,
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}

@@ -1,0 +1,301 @@
+//! The OpenAPI 3.1 document, written by hand (a test checks that it lists
+//! exactly the routes of [`crate::ROUTES`]).
+
+use serde_json::{Value, json};
+
+use crate::error::code;
+
+const CBOR: &str = "application/cbor";
+const JSON: &str = "application/json";
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn content(media: &str, schema: Value) -> Value {
+    json!({ media: { "schema": schema } })
+}
+
+fn error_response(status: u16) -> Value {
+    let description = match status {
+        400 => "Malformed body (CBOR or JSON), bad key or account name",
+        401 => "Missing or wrong operator bearer token",
+        403 => "Device signature does not verify, or the device is not active",
+        404 => "Unknown device, account or route",
+        409 => "Replayed counter, reused idempotency key, or conflicting state",
+        413 => "Body above the configured limit",
+        422 => "Refused by the rules: package verification, ledger rules, double spend",
+        500 => "Store failure; retry later",
+        503 => "Store busy (serialization conflict); retry",
+        _ => "Error",
+    };
+    json!({ "description": description, "content": content(JSON, schema_ref("Error")) })
+}
+
+struct Op<'a> {
+    summary: &'a str,
+    operator: bool,
+    request: Option<(&'a str, Value)>,
+    ok: (&'a str, Value),
+    errors: &'a [u16],
+}
+
+fn operation(id: &str, o: Op<'_>) -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        "200".into(),
+        json!({ "description": "OK", "content": content(o.ok.0, o.ok.1) }),
+    );
+    let mut errors: Vec<u16> = o.errors.to_vec();
+    if o.operator {
+        errors.push(401);
+    }
+    errors.extend([500, 503]);
+    errors.sort_unstable();
+    errors.dedup();
+    for s in errors {
+        responses.insert(s.to_string(), error_response(s));
+    }
+    let mut op = json!({
+        "operationId": id,
+        "summary": o.summary,
+        "responses": responses,
+    });
+    if let Some((media, schema)) = o.request {
+        op["requestBody"] = json!({ "required": true, "content": content(media, schema) });
+    }
+    if o.operator {
+        op["security"] = json!([{ "operator": [] }]);
+    }
+    op
+}
+
+fn binary(description: &str) -> Value {
+    json!({ "type": "string", "contentMediaType": CBOR, "description": description })
+}
+
+fn account_param() -> Value {
+    json!([{
+        "name": "name", "in": "path", "required": true,
+        "description": "User account name (letters, digits, '-' and '_')",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": 128 }
+    }])
+}
+
+fn int64(description: &str) -> Value {
+    json!({ "type": "integer", "format": "int64", "description": description })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut deposit = operation(
+        "deposit",
+        Op {
+            summary: "DCP: credit a user account from the DCP settlement account (opens it if needed)",
+            operator: true,
+            request: Some((JSON, schema_ref("AmountRequest"))),
+            ok: (JSON, schema_ref("Balance")),
+            errors: &[400, 409, 413, 422],
+        },
+    );
+    deposit["parameters"] = account_param();
+    let mut balance = operation(
+        "accountBalance",
+        Op {
+            summary: "Balance of a user account",
+            operator: true,
+            request: None,
+            ok: (JSON, schema_ref("Balance")),
+            errors: &[400, 404],
+        },
+    );
+    balance["parameters"] = account_param();
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tally back office",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Central bank ledger and settlement, SE directory and DCP of the Tally \
+                offline CBDC. Device traffic is canonical CBOR (docs/SPEC.md); operator calls \
+                are JSON with a bearer token. Every error is the Error object with a stable code \
+                (docs/API.md)."
+        },
+        "paths": {
+            "/": { "get": operation("dashboard", Op {
+                summary: "Dashboard (server-rendered HTML)",
+                operator: false, request: None,
+                ok: ("text/html", json!({ "type": "string" })), errors: &[],
+            })},
+            "/v1/trust": { "get": operation("trust", Op {
+                summary: "Root key, policy and revocation list for device initialization: CBOR [PublicKey, Policy, RevocationList]",
+                operator: false, request: None,
+                ok: (CBOR, binary("[root PublicKey, Policy, RevocationList]")), errors: &[],
+            })},
+            "/v1/trust.json": { "get": operation("trustJson", Op {
+                summary: "The trust bundle for people: fields and hex of each canonical encoding",
+                operator: false, request: None,
+                ok: (JSON, schema_ref("TrustJson")), errors: &[],
+            })},
+            "/v1/devices/register": { "post": operation("registerDevice", Op {
+                summary: "Onboarding: register an SE (attestation signature) under a user account; idempotent",
+                operator: false,
+                request: Some((CBOR, binary("Registration [1, attestation_key, class, maker, account, signature]"))),
+                ok: (CBOR, binary("se_id: byte string of 32 bytes")),
+                errors: &[400, 403, 409, 413],
+            })},
+            "/v1/devices/request": { "post": operation("deviceRequest", Op {
+                summary: "A signed device request (certify, load, redemption, redeem, sync, online payment, balance); idempotent: the same request returns the same bytes",
+                operator: false,
+                request: Some((CBOR, binary("DeviceRequest [1, se_id, counter, op, signature]"))),
+                ok: (CBOR, binary("DeviceResponse [kind, body]")),
+                errors: &[400, 403, 404, 409, 413, 422],
+            })},
+            "/v1/cb/mint": { "post": operation("mint", Op {
+                summary: "Central bank: mint into the DCP settlement account; returns the invariant",
+                operator: true,
+                request: Some((JSON, schema_ref("AmountRequest"))),
+                ok: (JSON, schema_ref("Invariant")),
+                errors: &[400, 409, 413, 422],
+            })},
+            "/v1/accounts/{name}/deposit": { "post": deposit },
+            "/v1/accounts/{name}": { "get": balance },
+            "/v1/epoch/advance": { "post": operation("advanceEpoch", Op {
+                summary: "Start the next sync epoch",
+                operator: true, request: None,
+                ok: (JSON, schema_ref("Epoch")), errors: &[],
+            })},
+            "/v1/devices": { "get": operation("listDevices", Op {
+                summary: "The SE directory",
+                operator: true, request: None,
+                ok: (JSON, json!({ "type": "array", "items": schema_ref("Device") })), errors: &[],
+            })},
+            "/v1/double-spends": { "get": operation("listDoubleSpends", Op {
+                summary: "Double spends detected at settlement, oldest first",
+                operator: true, request: None,
+                ok: (JSON, json!({ "type": "array", "items": schema_ref("DoubleSpend") })), errors: &[],
+            })},
+            "/ledger/invariant": { "get": operation("ledgerInvariant", Op {
+                summary: "The ledger invariant, published by the central bank",
+                operator: false, request: None,
+                ok: (JSON, schema_ref("Invariant")), errors: &[],
+            })},
+            "/metrics": { "get": operation("metrics", Op {
+                summary: "Prometheus text exposition",
+                operator: false, request: None,
+                ok: ("text/plain", json!({ "type": "string" })), errors: &[],
+            })},
+            "/openapi.json": { "get": operation("openapi", Op {
+                summary: "This document",
+                operator: false, request: None,
+                ok: (JSON, json!({ "type": "object" })), errors: &[],
+            })},
+        },
+        "components": {
+            "securitySchemes": {
+                "operator": { "type": "http", "scheme": "bearer", "description": "The node's operator token" }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error"], "additionalProperties": false,
+                    "properties": { "error": {
+                        "type": "object", "required": ["code", "message"], "additionalProperties": false,
+                        "properties": {
+                            "code": { "type": "integer", "minimum": 0, "maximum": 65535,
+                                "description": format!(
+                                    "Stable code: the service's codes (ledger 10-16, settlement 30, directory 40-42, \
+                                     DCP 50-57, store 99, decode 101, verification 201-1201) and the HTTP layer's \
+                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed)",
+                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED) },
+                            "message": { "type": "string" }
+                        }
+                    }}
+                },
+                "AmountRequest": {
+                    "type": "object", "required": ["idempotency_key", "amount"], "additionalProperties": false,
+                    "properties": {
+                        "idempotency_key": { "type": "string", "minLength": 1, "maxLength": 128 },
+                        "amount": { "type": "integer", "minimum": 1, "description": "Minor units" }
+                    }
+                },
+                "Invariant": {
+                    "type": "object",
+                    "required": ["minted", "redeemed", "accounts", "offline_float", "loss", "issuance",
+                                 "negative_accounts", "journal_entries", "holds"],
+                    "properties": {
+                        "minted": int64("Minted by the central bank"),
+                        "redeemed": int64("Redeemed to the central bank"),
+                        "accounts": int64("Sum of DCP and user accounts"),
+                        "offline_float": int64("Value held offline in SEs"),
+                        "loss": int64("Scheme loss account (<= 0)"),
+                        "issuance": int64("Issuance account (= redeemed - minted)"),
+                        "negative_accounts": int64("Accounts below zero (must be 0)"),
+                        "journal_entries": int64("Transfers in the journal"),
+                        "holds": { "type": "boolean", "description": "accounts + offline_float + loss = minted - redeemed, and the rest" }
+                    }
+                },
+                "Balance": { "type": "object", "required": ["balance"],
+                    "properties": { "balance": int64("Minor units") } },
+                "Epoch": { "type": "object", "required": ["epoch"],
+                    "properties": { "epoch": { "type": "integer", "minimum": 0 } } },
+                "Device": {
+                    "type": "object", "required": ["se_id", "class", "class_name", "maker", "status"],
+                    "properties": {
+                        "se_id": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                        "class": { "type": "integer" },
+                        "class_name": { "enum": ["card", "phone", "iot", "dcp", "unknown"] },
+                        "maker": { "type": "string" },
+                        "status": { "enum": ["active", "suspended", "revoked"] }
+                    }
+                },
+                "DoubleSpend": {
+                    "type": "object", "required": ["record", "index", "value", "offender_key"],
+                    "properties": {
+                        "record": { "type": "string", "description": "Hex id of the record whose output was spent twice" },
+                        "index": { "type": "integer" },
+                        "value": { "type": "integer" },
+                        "offender_key": { "type": "string", "description": "Hex of the pseudonym key (canonical CBOR) that signed both spends" }
+                    }
+                },
+                "TrustJson": {
+                    "type": "object", "required": ["epoch", "root", "policy", "revocations"],
+                    "properties": {
+                        "epoch": { "type": "integer" },
+                        "root": { "type": "object" },
+                        "policy": { "type": "object" },
+                        "revocations": { "type": "object" }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_exactly_the_routes_of_the_router() {
+        let doc = document();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, method) in crate::ROUTES {
+            let op = &paths.get(*path).unwrap_or_else(|| panic!("{path} missing"))[*method];
+            assert!(op.is_object(), "{method} {path} missing");
+            assert!(op["responses"]["200"]["content"].is_object(), "{path}");
+            for (status, r) in op["responses"].as_object().expect("responses") {
+                if status != "200" {
+                    assert_eq!(
+                        r["content"][JSON]["schema"]["$ref"],
+                        "#/components/schemas/Error"
+                    );
+                }
+            }
+        }
+        let methods: usize = paths
+            .values()
+            .map(|p| p.as_object().map_or(0, |m| m.len()))
+            .sum();
+        assert_eq!(methods, crate::ROUTES.len());
+    }
+}

@@ -1,0 +1,238 @@
+//! JSON bodies of the operator and public endpoints, and the CBOR trust
+//! bundle; the same types on the server and in the clients.
+
+use serde::{Deserialize, Serialize};
+use tally_core::codec::{Cbor, CodecError, Reader, Writer};
+use tally_core::policy::device_class;
+use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
+use tally_directory::{SeEntry, SeStatus};
+use tally_ledger::ledger::Invariant;
+
+use crate::hex;
+
+/// `{"error": {"code", "message"}}`: every failure answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: u16,
+    pub message: String,
+}
+
+/// Longest accepted idempotency key (characters).
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 128;
+
+/// Body of mint and deposit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRequest {
+    /// Client-chosen; the same key with the same amount is a no-op, with
+    /// another amount a 409.
+    pub idempotency_key: String,
+    /// Minor units.
+    pub amount: u64,
+}
+
+impl AmountRequest {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let n = self.idempotency_key.chars().count();
+        if n == 0 || n > IDEMPOTENCY_KEY_CHARS_MAX {
+            return Err(format!(
+                "idempotency_key must have 1 to {IDEMPOTENCY_KEY_CHARS_MAX} characters"
+            ));
+        }
+        if self.idempotency_key.chars().any(char::is_control) {
+            return Err("idempotency_key must not contain control characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ledger invariant's terms and whether it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvariantView {
+    pub minted: i64,
+    pub redeemed: i64,
+    pub accounts: i64,
+    pub offline_float: i64,
+    pub loss: i64,
+    pub issuance: i64,
+    pub negative_accounts: i64,
+    pub journal_entries: i64,
+    pub holds: bool,
+}
+
+impl From<Invariant> for InvariantView {
+    fn from(i: Invariant) -> InvariantView {
+        InvariantView {
+            minted: i.minted,
+            redeemed: i.redeemed,
+            accounts: i.accounts,
+            offline_float: i.offline_float,
+            loss: i.loss,
+            issuance: i.issuance,
+            negative_accounts: i.negative_accounts,
+            journal_entries: i.journal_entries,
+            holds: i.holds(),
+        }
+    }
+}
+
+impl std::fmt::Display for InvariantView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: accounts {} + offline float {} + loss {} = minted {} - redeemed {} \
+             (issuance {}, negative accounts {}, journal entries {})",
+            if self.holds { "holds" } else { "VIOLATED" },
+            self.accounts,
+            self.offline_float,
+            self.loss,
+            self.minted,
+            self.redeemed,
+            self.issuance,
+            self.negative_accounts,
+            self.journal_entries
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub balance: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochView {
+    pub epoch: Epoch,
+}
+
+/// One SE of the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// Hex of the 32-byte SE identifier.
+    pub se_id: String,
+    pub class: u8,
+    /// "card", "phone", "iot", "dcp" or "unknown".
+    pub class_name: String,
+    pub maker: String,
+    /// "active", "suspended" or "revoked".
+    pub status: String,
+}
+
+pub(crate) fn class_name(class: u8) -> &'static str {
+    match class {
+        device_class::CARD => "card",
+        device_class::PHONE => "phone",
+        device_class::IOT => "iot",
+        device_class::DCP => "dcp",
+        _ => "unknown",
+    }
+}
+
+impl From<&SeEntry> for DeviceView {
+    fn from(e: &SeEntry) -> DeviceView {
+        DeviceView {
+            se_id: e.se_id.to_string(),
+            class: e.device_class,
+            class_name: class_name(e.device_class).into(),
+            maker: e.maker.clone(),
+            status: match e.status {
+                SeStatus::Active => "active",
+                SeStatus::Suspended => "suspended",
+                SeStatus::Revoked => "revoked",
+            }
+            .into(),
+        }
+    }
+}
+
+/// One detected double spend: the output spent twice, its value and the
+/// pseudonym (public key, canonical CBOR in hex) that signed both spends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoubleSpendView {
+    pub record: String,
+    pub index: u8,
+    pub value: u64,
+    pub offender_key: String,
+}
+
+impl From<&(Hash32, u8, u64, Vec<u8>)> for DoubleSpendView {
+    fn from((record, index, value, key): &(Hash32, u8, u64, Vec<u8>)) -> DoubleSpendView {
+        DoubleSpendView {
+            record: record.to_string(),
+            index: *index,
+            value: *value,
+            offender_key: hex(key),
+        }
+    }
+}
+
+/// What a fresh SE is given at initialization. Wire (GET /v1/trust):
+/// `[root PublicKey, Policy, RevocationList]`, canonical CBOR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustBundle {
+    pub root: PublicKey,
+    pub policy: Policy,
+    pub revocations: RevocationList,
+}
+
+impl Cbor for TrustBundle {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        self.root.write(w);
+        self.policy.write(w);
+        self.revocations.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        Ok(TrustBundle {
+            root: PublicKey::read(r)?,
+            policy: Policy::read(r)?,
+            revocations: RevocationList::read(r)?,
+        })
+    }
+}
+
+impl TrustBundle {
+    /// GET /v1/trust.json: the same objects for people (hex of each
+    /// canonical encoding, plus the fields worth reading).
+    pub(crate) fn to_json(&self, epoch: Epoch) -> serde_json::Value {
+        serde_json::json!({
+            "epoch": epoch,
+            "root": {
+                "suite": self.root.suite() as u8,
+                "key": hex(self.root.key_bytes()),
+                "id": self.root.id().to_string(),
+                "cbor": hex(&self.root.to_cbor()),
+            },
+            "policy": {
+                "serial": self.policy.serial,
+                "currency": self.policy.currency,
+                "tiers": self.policy.tiers.iter().map(|t| serde_json::json!({
+                    "device_class": t.device_class,
+                    "class_name": class_name(t.device_class),
+                    "tier": t.tier,
+                    "payment_max": t.payment_max.0,
+                    "holding_max": t.holding_max.0,
+                    "receiving_max": t.receiving_max.0,
+                    "offline_spend_max": t.offline_spend_max.0,
+                    "offline_payments_max": t.offline_payments_max,
+                    "history_records_max": t.history_records_max,
+                    "offline_epochs_max": t.offline_epochs_max,
+                })).collect::<Vec<_>>(),
+                "dcps": self.policy.dcps.len(),
+                "cbor": hex(&self.policy.to_cbor()),
+            },
+            "revocations": {
+                "serial": self.revocations.serial,
+                "epoch": self.revocations.epoch,
+                "revoked": self.revocations.revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "cbor": hex(&self.revocations.to_cbor()),
+            },
+        })
+    }
+}

@@ -1,0 +1,900 @@
+//! The API end to end: a node on 127.0.0.1:0 (SQLite in a temp dir),
+//! devices with in-memory SEs behind APDUs talking to it through
+//! `HttpBackend`, and the same story through `InProcess`; then every kind
+//! of bad input, each of which must come back as its typed JSON error and
+//! leave the ledger untouched.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_api::{
+    ApiConfig, BackgroundServer, DeviceView, HttpBackend, InProcess, InvariantView, OperatorClient,
+    TrustBundle,
+};
+use tally_core::codec::Cbor;
+use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse};
+use tally_core::policy::device_class;
+use tally_core::{Amount, Hash32, Signature, Suite};
+use tally_dcp::Backoffice;
+use tally_store::Store;
+use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::testkit::{TestCard, blank_card};
+use tally_wallet::{ApduLink, SeLink, pay_offline};
+
+const TOKEN: &str = "test-operator-token";
+
+struct Node {
+    bo: Arc<Backoffice>,
+    server: BackgroundServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::sqlite(&dir.path().join("node.db")).expect("sqlite");
+        let bo = Arc::new(Backoffice::open(store).expect("back office"));
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let server =
+            BackgroundServer::start(bo.clone(), addr, ApiConfig::new(TOKEN)).expect("server");
+        Node {
+            bo,
+            server,
+            _dir: dir,
+        }
+    }
+    fn base(&self) -> String {
+        self.server.base_url()
+    }
+    fn op(&self) -> OperatorClient {
+        OperatorClient::new(self.base(), TOKEN)
+    }
+    fn backend(&self) -> HttpBackend {
+        HttpBackend::new(self.base())
+    }
+}
+
+fn card(label: &[u8]) -> ApduLink<TestCard> {
+    ApduLink::select(blank_card(label), 4096).expect("select applet")
+}
+
+/// What the flow needs from an operator, over HTTP or by direct calls.
+trait Operator {
+    fn mint(&self, idem: &str, amount: u64) -> InvariantView;
+    fn deposit(&self, account: &str, idem: &str, amount: u64) -> i64;
+    fn balance(&self, account: &str) -> i64;
+    fn invariant(&self) -> InvariantView;
+}
+
+impl Operator for OperatorClient {
+    fn mint(&self, idem: &str, amount: u64) -> InvariantView {
+        OperatorClient::mint(self, idem, amount).expect("mint")
+    }
+    fn deposit(&self, account: &str, idem: &str, amount: u64) -> i64 {
+        OperatorClient::deposit(self, account, idem, amount).expect("deposit")
+    }
+    fn balance(&self, account: &str) -> i64 {
+        OperatorClient::balance(self, account).expect("balance")
+    }
+    fn invariant(&self) -> InvariantView {
+        OperatorClient::invariant(self).expect("invariant")
+    }
+}
+
+impl Operator for Arc<Backoffice> {
+    fn mint(&self, idem: &str, amount: u64) -> InvariantView {
+        Backoffice::mint(self, idem, amount).expect("mint").into()
+    }
+    fn deposit(&self, account: &str, idem: &str, amount: u64) -> i64 {
+        Backoffice::deposit(self, idem, account, amount).expect("deposit")
+    }
+    fn balance(&self, account: &str) -> i64 {
+        self.account_balance(account).expect("balance")
+    }
+    fn invariant(&self) -> InvariantView {
+        Backoffice::invariant(self).expect("invariant").into()
+    }
+}
+
+/// Two devices under two accounts: mint, deposit, load, pay offline,
+/// renew both, unload one; every balance and the invariant checked.
+fn payment_story(
+    mut alice_backend: Box<dyn Backend>,
+    mut bob_backend: Box<dyn Backend>,
+    op: &dyn Operator,
+) {
+    let inv = op.mint("mint-1", 1_000_000);
+    assert!(inv.holds);
+    assert_eq!(inv.minted, 1_000_000);
+    assert_eq!(op.deposit("alice", "dep-alice", 100_000), 100_000);
+    assert_eq!(op.deposit("bob", "dep-bob", 50_000), 50_000);
+
+    let mut alice_se = card(b"alice");
+    let mut bob_se = card(b"bob");
+    let mut alice = Agent::onboard(
+        &mut alice_se,
+        &mut *alice_backend,
+        device_class::CARD,
+        "Test cards Ltd",
+        "alice",
+    )
+    .expect("onboard alice");
+    let mut bob = Agent::onboard(
+        &mut bob_se,
+        &mut *bob_backend,
+        device_class::PHONE,
+        "Test phones Ltd",
+        "bob",
+    )
+    .expect("onboard bob");
+    assert_ne!(alice.se_id, bob.se_id);
+
+    alice.load(30_000).expect("alice loads");
+    bob.load(10_000).expect("bob loads");
+    assert_eq!(op.balance("alice"), 70_000);
+    assert_eq!(op.balance("bob"), 40_000);
+    assert_eq!(op.invariant().offline_float, 40_000);
+
+    pay_offline(&mut *alice.se, &mut *bob.se, Amount(7_000)).expect("offline payment");
+    assert_eq!(alice.se.status().expect("status").balance, Amount(23_000));
+    assert_eq!(bob.se.status().expect("status").balance, Amount(17_000));
+
+    assert_eq!(alice.renew().expect("alice renews"), Amount(23_000));
+    assert_eq!(bob.renew().expect("bob renews"), Amount(17_000));
+    assert_eq!(bob.unload(5_000).expect("bob unloads"), 45_000);
+    assert_eq!(bob.se.status().expect("status").balance, Amount(12_000));
+    assert_eq!(alice.account_balance().expect("device balance"), 70_000);
+    alice.sync().expect("alice syncs");
+    bob.sync().expect("bob syncs");
+
+    assert_eq!(op.balance("alice"), 70_000);
+    assert_eq!(op.balance("bob"), 45_000);
+    let inv = op.invariant();
+    assert_eq!(
+        inv,
+        InvariantView {
+            minted: 1_000_000,
+            redeemed: 0,
+            // DCP 850 000 + alice 70 000 + bob 45 000
+            accounts: 965_000,
+            offline_float: 35_000,
+            loss: 0,
+            issuance: -1_000_000,
+            negative_accounts: 0,
+            // mint, 2 deposits, 2 loads, 1 unload
+            journal_entries: 6,
+            holds: true,
+        }
+    );
+}
+
+#[test]
+fn payment_story_over_http() {
+    let node = Node::start();
+    payment_story(
+        Box::new(node.backend()),
+        Box::new(node.backend()),
+        &node.op(),
+    );
+    // The published invariant and the operator's view are the same thing.
+    let published: InvariantView = get_json(&node, "/ledger/invariant", None).2;
+    assert_eq!(published, node.op().invariant().expect("invariant"));
+    assert!(published.holds);
+    let devices = node.op().devices().expect("devices");
+    assert_eq!(devices.len(), 2);
+    let mut classes: Vec<_> = devices
+        .iter()
+        .map(|d: &DeviceView| d.class_name.as_str())
+        .collect();
+    classes.sort_unstable();
+    assert_eq!(classes, ["card", "phone"]);
+    assert!(
+        devices
+            .iter()
+            .all(|d| d.status == "active" && d.se_id.len() == 64)
+    );
+    assert!(node.op().double_spends().expect("double spends").is_empty());
+}
+
+#[test]
+fn payment_story_in_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bo = Arc::new(
+        Backoffice::open(Store::sqlite(&dir.path().join("node.db")).expect("sqlite"))
+            .expect("back office"),
+    );
+    payment_story(
+        Box::new(InProcess(bo.clone())),
+        Box::new(InProcess(bo.clone())),
+        &bo,
+    );
+}
+
+// ---- raw HTTP helpers -----------------------------------------------------
+
+fn raw_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// (status, content type, body)
+fn send(
+    node: &Node,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let url = format!("{}{path}", node.base());
+    let a = raw_agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let r = match method {
+        "GET" => {
+            let mut rb = a.get(&url);
+            if let Some(h) = &auth {
+                rb = rb.header("authorization", h);
+            }
+            rb.call()
+        }
+        "POST" => {
+            let mut rb = a.post(&url).header("content-type", content_type);
+            if let Some(h) = &auth {
+                rb = rb.header("authorization", h);
+            }
+            rb.send(body)
+        }
+        "DELETE" => a.delete(&url).call(),
+        _ => panic!("method {method}"),
+    };
+    let mut resp = r.expect("HTTP exchange");
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .expect("body");
+    (status, ct, body)
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, T) {
+    let (s, ct, b) = send(node, "GET", path, token, "", &[]);
+    let v = serde_json::from_slice(&b)
+        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&b)));
+    (s, ct, v)
+}
+
+/// Asserts the answer is the JSON error envelope with `status` and `code`.
+fn assert_error(answer: (u16, String, Vec<u8>), status: u16, code: u16) -> String {
+    let (s, ct, body) = answer;
+    let text = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(s, status, "status of {text}");
+    assert!(
+        ct.starts_with("application/json"),
+        "content type {ct} of {text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON error body");
+    assert_eq!(v["error"]["code"], code, "code of {text}");
+    let message = v["error"]["message"].as_str().expect("message").to_string();
+    assert!(!message.is_empty());
+    assert_eq!(
+        v.as_object().map(|o| o.len()),
+        Some(1),
+        "only the error member: {text}"
+    );
+    message
+}
+
+fn published_invariant(node: &Node) -> serde_json::Value {
+    let (s, _, v) = get_json::<serde_json::Value>(node, "/ledger/invariant", None);
+    assert_eq!(s, 200);
+    v
+}
+
+fn signed(se: &mut dyn SeLink, se_id: Hash32, counter: u64, op: DeviceOp) -> Vec<u8> {
+    let signature = se
+        .attest(&DeviceRequest::challenge(&se_id, counter, &op))
+        .expect("attest");
+    DeviceRequest {
+        se_id,
+        counter,
+        op,
+        signature,
+    }
+    .to_cbor()
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_changes_nothing() {
+    let node = Node::start();
+    let op = node.op();
+    op.mint("mint-1", 500_000).expect("mint");
+    op.deposit("carol", "dep-carol", 20_000).expect("deposit");
+    let mut backend = node.backend();
+    let mut se = card(b"carol");
+    let mut carol = Agent::onboard(
+        &mut se,
+        &mut backend,
+        device_class::PHONE,
+        "Test phones Ltd",
+        "carol",
+    )
+    .expect("onboard");
+    carol.load(2_000).expect("load");
+    let se_id = carol.se_id;
+    let last = carol.counter;
+
+    let before = published_invariant(&node);
+    assert_eq!(before["holds"], true);
+
+    // Malformed CBOR, on both device routes.
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &[0xff, 0x00],
+        ),
+        400,
+        101,
+    );
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/register",
+            None,
+            "application/cbor",
+            &[0x85, 0x01],
+        ),
+        400,
+        101,
+    );
+    // A valid request with a trailing byte is malformed too.
+    let mut trailing = signed(&mut *carol.se, se_id, last + 1, DeviceOp::Balance);
+    trailing.push(0);
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &trailing,
+        ),
+        400,
+        101,
+    );
+
+    // Malformed JSON, unknown fields, negative amounts, empty keys.
+    for body in [
+        &b"{not json"[..],
+        br#"{"idempotency_key":"k","amount":5,"extra":1}"#,
+        br#"{"idempotency_key":"k","amount":-5}"#,
+        br#"{"idempotency_key":"","amount":5}"#,
+        br#"{"amount":5}"#,
+    ] {
+        assert_error(
+            send(
+                &node,
+                "POST",
+                "/v1/cb/mint",
+                Some(TOKEN),
+                "application/json",
+                body,
+            ),
+            400,
+            101,
+        );
+    }
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/carol/deposit",
+            Some(TOKEN),
+            "application/json",
+            b"[]",
+        ),
+        400,
+        101,
+    );
+    // An account name a device could never register under.
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/ca%20rol/deposit",
+            Some(TOKEN),
+            "application/json",
+            br#"{"idempotency_key":"x","amount":5}"#,
+        ),
+        400,
+        101,
+    );
+
+    // A body over the limit (1 MiB by default): 413, as JSON.
+    let big = vec![0u8; (1 << 20) + 1];
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &big,
+        ),
+        413,
+        tally_api::code::BODY_TOO_LARGE,
+    );
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/cb/mint",
+            Some(TOKEN),
+            "application/json",
+            &big,
+        ),
+        413,
+        tally_api::code::BODY_TOO_LARGE,
+    );
+
+    // Signed for one operation, sent with another: bad signature.
+    let good_sig = carol
+        .se
+        .attest(&DeviceRequest::challenge(
+            &se_id,
+            last + 1,
+            &DeviceOp::Balance,
+        ))
+        .expect("attest");
+    let forged = DeviceRequest {
+        se_id,
+        counter: last + 1,
+        op: DeviceOp::PayOnline {
+            to_account: "carol".into(),
+            amount: 1,
+        },
+        signature: good_sig,
+    }
+    .to_cbor();
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &forged,
+        ),
+        403,
+        52,
+    );
+
+    // The counter of the last request again, with another operation.
+    let replay = signed(&mut *carol.se, se_id, last, DeviceOp::Balance);
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &replay,
+        ),
+        409,
+        53,
+    );
+
+    // A device the directory does not know.
+    let stranger = signed(&mut *carol.se, Hash32([7; 32]), 1, DeviceOp::Balance);
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &stranger,
+        ),
+        404,
+        50,
+    );
+
+    // Operator calls without a token, with a wrong one.
+    let mint = br#"{"idempotency_key":"mint-2","amount":1000}"#;
+    assert_error(
+        send(&node, "POST", "/v1/cb/mint", None, "application/json", mint),
+        401,
+        tally_api::code::UNAUTHORIZED,
+    );
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/cb/mint",
+            Some("guess"),
+            "application/json",
+            mint,
+        ),
+        401,
+        tally_api::code::UNAUTHORIZED,
+    );
+    for path in ["/v1/devices", "/v1/double-spends", "/v1/accounts/carol"] {
+        assert_error(send(&node, "GET", path, None, "", &[]), 401, 60);
+    }
+    assert_error(
+        send(&node, "POST", "/v1/epoch/advance", None, "", &[]),
+        401,
+        60,
+    );
+
+    // A reused idempotency key with another amount; an unknown account.
+    let reuse = br#"{"idempotency_key":"mint-1","amount":1}"#;
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/cb/mint",
+            Some(TOKEN),
+            "application/json",
+            reuse,
+        ),
+        409,
+        12,
+    );
+    assert_error(
+        send(&node, "GET", "/v1/accounts/nobody", Some(TOKEN), "", &[]),
+        404,
+        10,
+    );
+    // Refused by the ledger's rules: a zero deposit, an online payment
+    // above the balance.
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/carol/deposit",
+            Some(TOKEN),
+            "application/json",
+            br#"{"idempotency_key":"zero","amount":0}"#,
+        ),
+        422,
+        13,
+    );
+    let too_much = signed(
+        &mut *carol.se,
+        se_id,
+        last + 1,
+        DeviceOp::PayOnline {
+            to_account: "carol".into(),
+            amount: 1_000_000,
+        },
+    );
+    let m = assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &too_much,
+        ),
+        422,
+        14,
+    );
+    assert!(m.contains("same"), "{m}");
+
+    // No such route, no such method: JSON too.
+    assert_error(send(&node, "GET", "/v2/nothing", None, "", &[]), 404, 62);
+    assert_error(send(&node, "DELETE", "/v1/trust", None, "", &[]), 405, 63);
+
+    assert_eq!(
+        published_invariant(&node),
+        before,
+        "a rejection changed the ledger"
+    );
+
+    // The same mint again (same key, same amount) is a no-op.
+    let again = op.mint("mint-1", 500_000).expect("idempotent mint");
+    assert_eq!(serde_json::to_value(again).expect("json"), before);
+}
+
+#[test]
+fn identical_replay_returns_identical_bytes() {
+    let node = Node::start();
+    let op = node.op();
+    op.mint("m", 100_000).expect("mint");
+    op.deposit("dave", "d", 10_000).expect("deposit");
+    let mut backend = node.backend();
+    let mut se = card(b"dave");
+    let mut dave = Agent::onboard(
+        &mut se,
+        &mut backend,
+        device_class::CARD,
+        "Test cards Ltd",
+        "dave",
+    )
+    .expect("onboard");
+    let se_id = dave.se_id;
+    let key = dave.se.generate_keys(1).expect("key")[0];
+    let certify = signed(
+        &mut *dave.se,
+        se_id,
+        dave.counter + 1,
+        DeviceOp::Certify { keys: vec![key] },
+    );
+    let load = signed(
+        &mut *dave.se,
+        se_id,
+        dave.counter + 2,
+        DeviceOp::Load { amount: 3_000, key },
+    );
+    dave.counter += 2;
+
+    let (s, ct, certs) = send(
+        &node,
+        "POST",
+        "/v1/devices/request",
+        None,
+        "application/cbor",
+        &certify,
+    );
+    assert_eq!((s, ct.as_str()), (200, "application/cbor"));
+    let DeviceResponse::Certificates(certs) = DeviceResponse::from_cbor(&certs).expect("response")
+    else {
+        panic!("not certificates");
+    };
+    dave.se.install_certificate(&certs[0]).expect("install");
+
+    let first = send(
+        &node,
+        "POST",
+        "/v1/devices/request",
+        None,
+        "application/cbor",
+        &load,
+    );
+    assert_eq!(first.0, 200);
+    let after_first = published_invariant(&node);
+    let second = send(
+        &node,
+        "POST",
+        "/v1/devices/request",
+        None,
+        "application/cbor",
+        &load,
+    );
+    assert_eq!(second.0, 200);
+    assert_eq!(
+        first.2, second.2,
+        "a replay must return the stored response"
+    );
+    assert_eq!(
+        published_invariant(&node),
+        after_first,
+        "a replay must not load twice"
+    );
+    assert_eq!(op.balance("dave").expect("balance"), 7_000);
+
+    let DeviceResponse::Issued(issue) = DeviceResponse::from_cbor(&first.2).expect("response")
+    else {
+        panic!("not an issue");
+    };
+    assert_eq!(dave.se.import_issue(&issue).expect("import"), Amount(3_000));
+    // The agent goes on with the next counter.
+    assert_eq!(dave.account_balance().expect("balance"), 7_000);
+}
+
+#[test]
+fn in_process_and_http_map_errors_the_same_way() {
+    let node = Node::start();
+    let mut http = node.backend();
+    let mut local = InProcess(node.bo.clone());
+    let cases: [&[u8]; 2] = [&[0xff], &[0x85, 0x01, 0x58, 0x20]];
+    for body in cases {
+        let a = http.device(body).unwrap_err();
+        let b = local.device(body).unwrap_err();
+        assert_eq!(a, b);
+        assert_eq!((a.status, a.code), (400, 101));
+    }
+    let unknown = DeviceRequest {
+        se_id: Hash32([9; 32]),
+        counter: 1,
+        op: DeviceOp::Balance,
+        signature: Signature::new(Suite::Ed25519, [1; 64]),
+    }
+    .to_cbor();
+    let a = http.device(&unknown).unwrap_err();
+    assert_eq!(a, local.device(&unknown).unwrap_err());
+    assert_eq!(
+        a,
+        BackendError {
+            status: 404,
+            code: 50,
+            message: "unknown device".into()
+        }
+    );
+    // Trust: the same objects both ways.
+    assert_eq!(http.trust().expect("trust"), local.trust().expect("trust"));
+}
+
+#[test]
+fn public_surface_trust_metrics_openapi_dashboard() {
+    let node = Node::start();
+    let op = node.op();
+    op.mint("m", 250_000).expect("mint");
+    op.deposit("frank", "d", 1_000).expect("deposit");
+    assert_eq!(op.balance("frank").expect("balance"), 1_000);
+    let mut backend = node.backend();
+    let mut se = card(b"frank");
+    let mut frank = Agent::onboard(
+        &mut se,
+        &mut backend,
+        device_class::IOT,
+        "<b>Meters & Co</b>",
+        "frank",
+    )
+    .expect("onboard");
+    frank.load(500).expect("load");
+
+    // Trust, CBOR and JSON.
+    let (s, ct, bytes) = send(&node, "GET", "/v1/trust", None, "", &[]);
+    assert_eq!((s, ct.as_str()), (200, "application/cbor"));
+    let t = TrustBundle::from_cbor(&bytes).expect("trust bundle");
+    assert_eq!(t.root, node.bo.root_key());
+    assert_eq!(op.trust_bundle().expect("trust"), bytes);
+    let (s, _, j) = get_json::<serde_json::Value>(&node, "/v1/trust.json", None);
+    assert_eq!(s, 200);
+    assert_eq!(j["policy"]["currency"], "XTS");
+    assert_eq!(
+        j["root"]["cbor"].as_str().map(str::len),
+        Some(2 * t.root.to_cbor().len())
+    );
+    assert_eq!(j["epoch"], 1);
+
+    assert_eq!(op.advance_epoch().expect("advance"), 2);
+    let (_, _, j) = get_json::<serde_json::Value>(&node, "/v1/trust.json", None);
+    assert_eq!(j["epoch"], 2);
+
+    // Metrics: ledger gauges and templated route labels.
+    let (s, ct, body) = send(&node, "GET", "/metrics", None, "", &[]);
+    assert_eq!(s, 200);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    let m = String::from_utf8(body).expect("utf-8");
+    for line in [
+        "tally_ledger_minted 250000\n",
+        "tally_ledger_offline_float 500\n",
+        "tally_ledger_loss 0\n",
+        "tally_invariant_holds 1\n",
+        "tally_epoch 2\n",
+        "tally_double_spends 0\n",
+        "tally_http_requests_total{route=\"/v1/devices/request\",status=\"200\"} ",
+        "tally_http_requests_total{route=\"/v1/accounts/{name}\",status=\"200\"} 1\n",
+        "tally_http_requests_total{route=\"/v1/devices/register\",status=\"200\"} 1\n",
+        "# TYPE tally_http_requests_total counter\n",
+    ] {
+        assert!(m.contains(line), "metrics lack {line:?}:\n{m}");
+    }
+
+    // OpenAPI: every route, with the error schema.
+    let (s, _, doc) = get_json::<serde_json::Value>(&node, "/openapi.json", None);
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in tally_api::ROUTES {
+        assert!(doc["paths"][*path][*method].is_object(), "{method} {path}");
+    }
+    assert!(doc["components"]["schemas"]["Error"].is_object());
+    assert_eq!(
+        doc["paths"]["/v1/devices/request"]["post"]["requestBody"]["content"]
+            .as_object()
+            .map(|c| c.contains_key("application/cbor")),
+        Some(true)
+    );
+
+    // Dashboard: server-rendered, escaped, linked.
+    let (s, ct, page) = send(&node, "GET", "/", None, "", &[]);
+    assert_eq!(s, 200);
+    assert!(ct.starts_with("text/html"), "{ct}");
+    let page = String::from_utf8(page).expect("utf-8");
+    assert!(page.contains("<span id=\"invariant\" class=\"ok\">holds</span>"));
+    assert!(page.contains("<span id=\"devices\">1</span>"));
+    assert!(page.contains("<span id=\"double-spends\">0</span>"));
+    assert!(page.contains("<td class=\"n\">250000</td>"));
+    assert!(page.contains("href=\"/metrics\"") && page.contains("href=\"/openapi.json\""));
+    assert!(!page.contains("<script"));
+    assert!(
+        !page.contains("<b>Meters"),
+        "device text must be escaped or absent"
+    );
+}
+
+#[test]
+fn graceful_stop_then_clients_see_connection_errors() {
+    let node = Node::start();
+    let base = node.base();
+    let Node { server, bo, _dir } = node;
+    server.stop().expect("clean stop");
+    let e = HttpBackend::new(base.clone()).trust().unwrap_err();
+    assert_eq!((e.status, e.code), (0, 0));
+    let e = OperatorClient::new(base, TOKEN).invariant().unwrap_err();
+    assert_eq!(e.status, 0);
+    drop(bo);
+}
+
+/// Copies an SE's whole storage: what a cloned-SE attacker does.
+fn clone_se(link: &mut ApduLink<TestCard>, label: &[u8]) -> ApduLink<TestCard> {
+    use tally_core::testkit::TestEntropy;
+    use tally_se::storage::MemStorage;
+    use tally_se::{Applet, Sealing};
+    let boot = |st: MemStorage, l: &[u8]| {
+        Applet::boot(st, Sealing::None, TestEntropy::new(l)).expect("boot")
+    };
+    let real = std::mem::replace(&mut link.card.applet, boot(MemStorage::new(1024), b"tmp"));
+    let storage = real.into_storage();
+    let copy = MemStorage::from_bytes(storage.as_bytes().to_vec());
+    link.card.applet = boot(storage, b"original");
+    ApduLink::select(tally_se::dispatch::Card::new(boot(copy, label)), 4096).expect("select")
+}
+
+#[test]
+fn cloned_se_double_spend_is_caught_listed_and_booked_to_loss() {
+    let node = Node::start();
+    let op = node.op();
+    op.mint("m", 100_000).expect("mint");
+    for (who, amount) in [("mallory", 5_000), ("carol", 1_000), ("bob", 1_000)] {
+        op.deposit(who, &format!("d-{who}"), amount)
+            .expect("deposit");
+    }
+    let (mut bm, mut bc, mut bb) = (node.backend(), node.backend(), node.backend());
+    let (mut sm, mut sc, mut sb) = (card(b"mallory"), card(b"carol"), card(b"bob"));
+    {
+        let mut m =
+            Agent::onboard(&mut sm, &mut bm, device_class::PHONE, "m", "mallory").expect("onboard");
+        m.load(1_000).expect("load");
+    }
+    let mut carol =
+        Agent::onboard(&mut sc, &mut bc, device_class::PHONE, "c", "carol").expect("onboard");
+    let mut bob =
+        Agent::onboard(&mut sb, &mut bb, device_class::PHONE, "b", "bob").expect("onboard");
+    let mut clone = clone_se(&mut sm, b"clone");
+
+    pay_offline(&mut sm, &mut *carol.se, Amount(1_000)).expect("first spend");
+    pay_offline(&mut clone, &mut *bob.se, Amount(1_000)).expect("second spend, offline");
+    assert_eq!(carol.renew().expect("carol renews"), Amount(1_000));
+    // Offline finality: bob is renewed too; the scheme covers the loss.
+    assert_eq!(bob.renew().expect("bob renews"), Amount(1_000));
+
+    let ds = op.double_spends().expect("double spends");
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds[0].value, 1_000);
+    let inv = op.invariant().expect("invariant");
+    assert!(inv.holds, "{inv:?}");
+    assert_eq!(inv.loss, -1_000);
+    assert_eq!(inv.offline_float, 2_000);
+
+    let (_, _, page) = send(&node, "GET", "/", None, "", &[]);
+    let page = String::from_utf8(page).expect("utf-8");
+    assert!(page.contains("<span id=\"double-spends\">1</span>"));
+    let (_, _, m) = send(&node, "GET", "/metrics", None, "", &[]);
+    let m = String::from_utf8(m).expect("utf-8");
+    assert!(m.contains("tally_double_spends 1\n") && m.contains("tally_ledger_loss -1000\n"));
+}

@@ -1,0 +1,272 @@
+//! `tally device …`: a device whose SE state is a file.
+//!
+//! Files of a device `NAME`: `NAME` (the SE's non-volatile memory: journal
+//! slots, sealed with XChaCha20-Poly1305), `NAME.key` (the device key that
+//! seals it — on a real SE it never leaves the chip; copying both files is
+//! how the cloned-SE attack is simulated), and `NAME.json` (the terminal's
+//! settings: node URL, SE id, request counter).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use tally_core::codec::Cbor;
+use tally_core::crypto::Entropy;
+use tally_core::policy::device_class;
+use tally_core::{Amount, Hash32, Package, Receipt, Request};
+use tally_se::file::FileStorage;
+use tally_se::{Applet, Sealing};
+use tally_wallet::SeLink;
+use tally_wallet::agent::Agent;
+
+use crate::CliError;
+
+/// SE storage size: two journal slots of 512 KiB.
+pub const SE_STORAGE_BYTES: usize = 1024 * 1024;
+
+/// Randomness from the operating system.
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // /dev/urandom does not fail on Linux once the system is up; if it
+        // ever did, refusing to run beats using weak randomness.
+        let r = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf));
+        if let Err(e) = r {
+            eprintln!("tally: no system randomness: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+pub type FileApplet = Applet<FileStorage, OsEntropy>;
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub node: String,
+    pub se_id: Hash32,
+    pub counter: u64,
+}
+
+fn side(path: &Path, ext: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(ext);
+    PathBuf::from(p)
+}
+
+impl DeviceConfig {
+    pub fn load(state: &Path) -> Result<DeviceConfig, CliError> {
+        let p = side(state, ".json");
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            CliError::usage(format!(
+                "cannot read {}: {e} (run `tally device init` first)",
+                p.display()
+            ))
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
+        let node = v["node"].as_str().unwrap_or_default().to_string();
+        let se_id = parse_hash(v["se_id"].as_str().unwrap_or_default())?;
+        let counter = v["counter"].as_u64().unwrap_or(0);
+        Ok(DeviceConfig {
+            node,
+            se_id,
+            counter,
+        })
+    }
+    pub fn save(&self, state: &Path) -> Result<(), CliError> {
+        let v = serde_json::json!({ "node": self.node, "se_id": self.se_id.to_string(), "counter": self.counter });
+        write_atomic(
+            &side(state, ".json"),
+            serde_json::to_string_pretty(&v)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    }
+}
+
+pub fn parse_hash(s: &str) -> Result<Hash32, CliError> {
+    let b = hex::decode(s).map_err(|_| CliError::usage(format!("not a 64-digit hex id: {s:?}")))?;
+    Ok(Hash32(b.try_into().map_err(|_| {
+        CliError::usage(format!("not a 64-digit hex id: {s:?}"))
+    })?))
+}
+
+/// Write-then-rename, so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let tmp = side(path, ".tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| CliError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CliError::io(path, e))
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::io(path, e))
+}
+
+pub fn open_se(state: &Path) -> Result<FileApplet, CliError> {
+    let key = read_file(&side(state, ".key"))?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| CliError::usage("device key file must hold 32 bytes"))?;
+    let storage = FileStorage::open(state).map_err(|e| CliError::io(state, e))?;
+    Applet::boot(storage, Sealing::Aead(key), OsEntropy)
+        .map_err(|e| CliError::failed(format!("secure element refused to boot: {e}")))
+}
+
+pub fn create_se(state: &Path) -> Result<FileApplet, CliError> {
+    if state.exists() {
+        return Err(CliError::usage(format!(
+            "{} exists; refusing to overwrite a secure element",
+            state.display()
+        )));
+    }
+    let mut key = [0u8; 32];
+    OsEntropy.fill(&mut key);
+    write_atomic(&side(state, ".key"), &key)?;
+    let storage =
+        FileStorage::create(state, SE_STORAGE_BYTES).map_err(|e| CliError::io(state, e))?;
+    Applet::boot(storage, Sealing::Aead(key), OsEntropy)
+        .map_err(|e| CliError::failed(e.to_string()))
+}
+
+pub fn class_code(s: &str) -> Result<u8, CliError> {
+    Ok(match s {
+        "card" => device_class::CARD,
+        "phone" => device_class::PHONE,
+        "iot" => device_class::IOT,
+        _ => {
+            return Err(CliError::usage(format!(
+                "unknown device class {s:?} (card, phone, iot)"
+            )));
+        }
+    })
+}
+
+fn se_err(e: tally_wallet::WalletError) -> CliError {
+    CliError::failed(e.to_string())
+}
+
+/// Runs `f` with an agent on the device; persists the request counter.
+pub fn with_agent<R>(
+    state: &Path,
+    f: impl FnOnce(&mut Agent<'_>) -> Result<R, tally_wallet::agent::AgentError>,
+) -> Result<R, CliError> {
+    let mut cfg = DeviceConfig::load(state)?;
+    let mut se = open_se(state)?;
+    let mut backend = tally_api::HttpBackend::new(&cfg.node);
+    let mut agent = Agent {
+        se: &mut se,
+        backend: &mut backend,
+        se_id: cfg.se_id,
+        counter: cfg.counter,
+    };
+    let r = f(&mut agent);
+    cfg.counter = agent.counter;
+    cfg.save(state)?;
+    r.map_err(|e| CliError::failed(e.to_string()))
+}
+
+pub fn init(
+    state: &Path,
+    node: &str,
+    class: &str,
+    account: &str,
+    maker: &str,
+) -> Result<String, CliError> {
+    let class = class_code(class)?;
+    let mut se = create_se(state)?;
+    let mut backend = tally_api::HttpBackend::new(node);
+    let agent = Agent::onboard(&mut se, &mut backend, class, maker, account)
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let cfg = DeviceConfig {
+        node: node.to_string(),
+        se_id: agent.se_id,
+        counter: agent.counter,
+    };
+    cfg.save(state)?;
+    Ok(format!(
+        "device {} registered for account {account}; SE id {}",
+        state.display(),
+        cfg.se_id
+    ))
+}
+
+pub fn request(state: &Path, amount: u64, out: &Path) -> Result<String, CliError> {
+    let mut se = open_se(state)?;
+    let r = se
+        .create_request(Amount(amount))
+        .map_err(|e| se_err(e.into()))?;
+    write_atomic(out, &r.to_cbor())?;
+    Ok(format!("request for {amount} written to {}", out.display()))
+}
+
+pub fn pay(state: &Path, request: &Path, out: &Path) -> Result<String, CliError> {
+    let req = Request::from_cbor(&read_file(request)?)
+        .map_err(|e| CliError::failed(format!("{}: {e}", request.display())))?;
+    let mut se = open_se(state)?;
+    let pkg = SeLink::pay(&mut se, &req).map_err(se_err)?;
+    write_atomic(out, &pkg)?;
+    Ok(format!(
+        "paid {}: package of {} bytes written to {}",
+        req.amount,
+        pkg.len(),
+        out.display()
+    ))
+}
+
+pub fn receive(state: &Path, package: &Path, out: &Path) -> Result<String, CliError> {
+    let bytes = read_file(package)?;
+    let mut se = open_se(state)?;
+    let r = SeLink::receive(&mut se, &bytes).map_err(se_err)?;
+    write_atomic(out, &r.to_cbor())?;
+    let amount = Package::from_cbor(&bytes)
+        .map(|p| p.transfer.outputs[0].value.0)
+        .unwrap_or(0);
+    Ok(format!(
+        "received {amount}; receipt written to {}",
+        out.display()
+    ))
+}
+
+pub fn ack(state: &Path, receipt: &Path) -> Result<String, CliError> {
+    let r = Receipt::from_cbor(&read_file(receipt)?)
+        .map_err(|e| CliError::failed(format!("{}: {e}", receipt.display())))?;
+    let mut se = open_se(state)?;
+    SeLink::ack(&mut se, &r).map_err(se_err)?;
+    Ok(format!("payment {} acknowledged", r.transfer_id))
+}
+
+pub fn balance(state: &Path) -> Result<String, CliError> {
+    let se = open_se(state)?;
+    let s = se.status().map_err(|e| se_err(e.into()))?;
+    Ok(format!(
+        "balance {} in {} tokens; epoch {}; counter {}; unacknowledged {}; spent since sync {}",
+        s.balance, s.tokens, s.epoch, s.counter, s.unacked, s.spent_since_sync
+    ))
+}
+
+pub fn history(state: &Path) -> Result<String, CliError> {
+    let se = open_se(state)?;
+    let mut out = String::from(
+        "transfer                                                          amount  acked  kind\n",
+    );
+    for o in &se.state().outgoing {
+        out.push_str(&format!(
+            "{} {:>7}  {:<5}  {}\n",
+            o.transfer_id,
+            o.amount,
+            o.acked,
+            if o.redemption {
+                "redemption"
+            } else {
+                "payment"
+            }
+        ));
+    }
+    for t in se.tokens() {
+        out.push_str(&format!(
+            "token {}:{} value {} ancestry {}\n",
+            t.outpoint.record, t.outpoint.index, t.value, t.lineage_len
+        ));
+    }
+    Ok(out)
+}

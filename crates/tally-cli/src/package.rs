@@ -1,0 +1,130 @@
+//! `tally package inspect|verify`.
+
+use std::path::Path;
+
+use tally_core::codec::{Cbor, Reader};
+use tally_core::verify::{Expected, NoCache, TrustStore, VerifyParams, verify_package};
+use tally_core::{Package, Policy, PublicKey, Record, Request, RevocationList};
+
+use crate::CliError;
+use crate::device::read_file;
+
+pub fn inspect(path: &Path) -> Result<String, CliError> {
+    let bytes = read_file(path)?;
+    let p =
+        Package::from_cbor(&bytes).map_err(|e| CliError::rule(101, format!("V1 (101): {e}")))?;
+    let mut s = format!(
+        "package: {} bytes, transfer {}\n",
+        bytes.len(),
+        p.transfer.id()
+    );
+    s.push_str(&format!(
+        "  nonce {}  counter {}\n",
+        hex::encode(p.transfer.nonce),
+        p.transfer.counter
+    ));
+    for i in &p.transfer.inputs {
+        s.push_str(&format!("  input  {}:{}\n", i.record, i.index));
+    }
+    for (n, o) in p.transfer.outputs.iter().enumerate() {
+        s.push_str(&format!(
+            "  output {n}: {} to {}\n",
+            o.value,
+            hex::encode(o.owner.id().0)
+        ));
+    }
+    s.push_str(&format!("ancestry: {} records\n", p.ancestry.len()));
+    for r in &p.ancestry {
+        match r {
+            Record::Issue(i) => s.push_str(&format!(
+                "  issue    {} serial {} expiry epoch {} value {}\n",
+                i.id(),
+                i.serial,
+                i.expiry_epoch,
+                i.outputs.iter().map(|o| o.value.0).sum::<u64>()
+            )),
+            Record::Transfer(t) => s.push_str(&format!(
+                "  transfer {} {} in → {} out, counter {}\n",
+                t.id(),
+                t.inputs.len(),
+                t.outputs.len(),
+                t.counter
+            )),
+        }
+    }
+    s.push_str(&format!("certificates: {}\n", p.certificates.len()));
+    for c in &p.certificates {
+        s.push_str(&format!(
+            "  pseudonym {} class {} tier {} expiry epoch {}\n",
+            hex::encode(c.key.id().0),
+            c.device_class,
+            c.tier,
+            c.expiry_epoch
+        ));
+    }
+    Ok(s)
+}
+
+/// The trust bundle as served by GET /v1/trust: `[root, policy, revocations]`.
+pub fn read_trust(path: &Path) -> Result<TrustStore, CliError> {
+    let bytes = read_file(path)?;
+    let mut r = Reader::new(&bytes);
+    let parse = |r: &mut Reader<'_>| -> Result<(PublicKey, Policy, RevocationList), tally_core::CodecError> {
+        r.array(3)?;
+        Ok((PublicKey::read(r)?, Policy::read(r)?, RevocationList::read(r)?))
+    };
+    let (root, policy, rev) = parse(&mut r)
+        .map_err(|e| CliError::usage(format!("{}: not a trust bundle: {e}", path.display())))?;
+    TrustStore::new(root, policy, rev)
+        .map_err(|e| CliError::failed(format!("trust bundle refused: {e}")))
+}
+
+pub fn verify(
+    path: &Path,
+    trust: &Path,
+    request: Option<&Path>,
+    epoch: Option<u32>,
+    budget: usize,
+) -> Result<String, CliError> {
+    let trust = read_trust(trust)?;
+    let bytes = read_file(path)?;
+    let pkg =
+        Package::from_cbor(&bytes).map_err(|e| CliError::rule(101, format!("V1 (101): {e}")))?;
+    let expected = match request {
+        Some(rp) => {
+            let r = Request::from_cbor(&read_file(rp)?)
+                .map_err(|e| CliError::usage(format!("{}: {e}", rp.display())))?;
+            Expected {
+                payee: r.payee.key,
+                amount: r.amount,
+                nonce: r.nonce,
+            }
+        }
+        // Without the payee's request, check the package pays what it says.
+        None => Expected {
+            payee: pkg.transfer.outputs[0].owner,
+            amount: pkg.transfer.outputs[0].value,
+            nonce: pkg.transfer.nonce,
+        },
+    };
+    let epoch = epoch.unwrap_or(trust.revocations().epoch);
+    match verify_package(
+        pkg,
+        &expected,
+        &trust,
+        VerifyParams {
+            epoch,
+            history_records_max: budget,
+        },
+        &mut NoCache,
+    ) {
+        Ok(v) => Ok(format!(
+            "valid: pays {} (transfer {}), {} ancestry records, {} signatures checked",
+            v.payment().1.value,
+            v.transfer_id(),
+            v.ancestry_ids().len(),
+            v.signature_checks()
+        )),
+        Err(e) => Err(CliError::rule(e.code(), format!("invalid: {e}"))),
+    }
+}
