@@ -119,3 +119,24 @@ fn seeds() {
         }
     }
 }
+
+/// Found by `se_dispatch` (regressions/se_dispatch/
+/// receive_accepts_package_spending_own_unspent_token.bin): a clone of an
+/// SE pays the original's request with a token the original still holds;
+/// the original must refuse the package instead of holding parent and
+/// child at once.
+#[test]
+fn regression_receive_refuses_package_spending_own_unspent_token() {
+    let image = CardFixture::new();
+    let mut original = image.boot();
+    let mut clone = image.boot();
+    let request = original
+        .applet
+        .create_request(tally_core::Amount(100))
+        .expect("request");
+    let package = clone.applet.pay(&request).expect("the clone pays");
+    let refused = original.applet.receive(&package).expect_err("double spend");
+    assert_eq!(refused.code(), 1001, "{refused}");
+    assert_eq!(original.applet.state().balance(), image.loaded);
+    assert_eq!(original.applet.state().open_requests.len(), 1);
+}
