@@ -15,7 +15,7 @@ use core::fmt;
 use tally_core::cert::role;
 use tally_core::codec::{Cbor, CodecError};
 use tally_core::crypto::{Entropy, SecretKey, tagged_hash};
-use tally_core::package::{merge_ancestry, needed_certificates, sign_transfer};
+use tally_core::package::{needed_certificates, sign_transfer};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::selection::{Candidate, SelectError, select};
 use tally_core::verify::{BoundedCertCache, Expected, VerifyError, VerifyParams, verify_package};
@@ -146,6 +146,9 @@ pub struct Applet<S: Storage, E: Entropy> {
     state: State,
     trust: Option<TrustStore>,
     cert_cache: BoundedCertCache,
+    /// Offline signing keys expanded from their seeds (RAM only; rebuilt
+    /// after boot): expanding costs a hash and a scalar multiplication.
+    signing_keys: core::cell::RefCell<alloc::collections::BTreeMap<PublicKey, SecretKey>>,
     halted: bool,
 }
 
@@ -176,6 +179,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             state,
             trust: None,
             cert_cache: BoundedCertCache::new(CERT_CACHE_MAX),
+            signing_keys: core::cell::RefCell::new(alloc::collections::BTreeMap::new()),
             halted: false,
         };
         a.rebuild_trust();
@@ -707,22 +711,24 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 owner: change_key,
             });
         }
-        // Ancestry: the merged lineages of the inputs.
-        let mut lists: Vec<Vec<Record>> = Vec::with_capacity(inputs.len());
+        // Ancestry: the merged lineages of the inputs, by the ids already
+        // stored with each token (no re-hashing). Each lineage is
+        // topologically ordered, so keeping first occurrences keeps order.
+        let mut ancestry_ids: Vec<Hash32> = Vec::new();
         for t in &inputs {
-            let mut l = Vec::with_capacity(t.lineage.len());
             for id in &t.lineage {
-                l.push(st.record(id).cloned().ok_or(SeError::StateCorrupt)?);
+                if !ancestry_ids.contains(id) {
+                    ancestry_ids.push(*id);
+                }
             }
-            lists.push(l);
         }
-        let ancestry = merge_ancestry(lists.iter().map(|l| l.as_slice()));
+        let mut ancestry: Vec<Record> = Vec::with_capacity(ancestry_ids.len());
+        for id in &ancestry_ids {
+            ancestry.push(st.record(id).cloned().ok_or(SeError::StateCorrupt)?);
+        }
         let counter = st.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
         let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
-        let key_for = |k: &PublicKey| {
-            st.key(k)
-                .and_then(|ok| SecretKey::from_seed(ok.public.suite(), &ok.seed))
-        };
+        let key_for = |k: &PublicKey| self.signing_key(k);
         let transfer = sign_transfer(
             inputs.iter().map(|t| t.outpoint).collect(),
             &owners,
@@ -733,17 +739,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         )
         .ok_or(SeError::StateCorrupt)?;
         let owner_of = |op: &OutPoint| {
-            ancestry
+            ancestry_ids
                 .iter()
-                .find(|r| r.id() == op.record)
-                .and_then(|r| r.outputs().get(op.index as usize))
+                .position(|id| *id == op.record)
+                .and_then(|i| ancestry[i].outputs().get(op.index as usize))
                 .map(|o| o.owner)
         };
         let find = |k: &PublicKey| st.cert_for(k);
         let certificates = needed_certificates(&ancestry, &transfer, &owner_of, &find)
             .ok_or(SeError::NoCertifiedKey)?;
         let transfer_id = transfer.id();
-        let ancestry_ids: Vec<Hash32> = ancestry.iter().map(|r| r.id()).collect();
         let package = Package {
             transfer: transfer.clone(),
             ancestry,
@@ -799,6 +804,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             "payment must move exactly the amount"
         );
         Ok((next, bytes))
+    }
+
+    /// The secret key of one of this SE's offline keys.
+    fn signing_key(&self, public: &PublicKey) -> Option<SecretKey> {
+        if let Some(k) = self.signing_keys.borrow().get(public) {
+            return Some(k.clone());
+        }
+        let ok = self.state.key(public)?;
+        let k = SecretKey::from_seed(ok.public.suite(), &ok.seed)?;
+        let mut cache = self.signing_keys.borrow_mut();
+        if cache.len() >= KEYS_MAX {
+            cache.clear();
+        }
+        cache.insert(*public, k.clone());
+        Some(k)
     }
 
     fn change_key(&self) -> Result<PublicKey, SeError> {
@@ -876,8 +896,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();
         lineage.push(tid);
         let key = self.state.key(&output.owner).ok_or(SeError::NotForThisSe)?;
-        let sk =
-            SecretKey::from_seed(key.public.suite(), &key.seed).ok_or(SeError::StateCorrupt)?;
+        let sk = self.signing_key(&key.public).ok_or(SeError::StateCorrupt)?;
         let pkg = verified.into_package();
         let mut next = self.state.clone();
         if next.tokens.len() >= TOKENS_MAX {
