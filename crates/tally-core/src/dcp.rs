@@ -381,3 +381,17 @@ impl Cbor for DeviceResponse {
         })
     }
 }
+
+/// What an SE signs (ATTEST) to register: binds its attestation key to
+/// its class and maker.
+pub fn registration_challenge(
+    attestation_key: &PublicKey,
+    device_class: u8,
+    maker: &str,
+) -> Vec<u8> {
+    let mut c = b"tally/v1/register".to_vec();
+    c.extend_from_slice(&attestation_key.to_cbor());
+    c.push(device_class);
+    c.extend_from_slice(maker.as_bytes());
+    c
+}

@@ -98,19 +98,7 @@ impl TxFailure for DirectoryError {
     }
 }
 
-/// What an SE signs to register: binds its attestation key to its class
-/// and maker. The SE's ATTEST command signs `H("tally/v1/attest", this)`.
-pub fn registration_challenge(
-    attestation_key: &PublicKey,
-    device_class: u8,
-    maker: &str,
-) -> Vec<u8> {
-    let mut c = b"tally/v1/register".to_vec();
-    c.extend_from_slice(&attestation_key.to_cbor());
-    c.push(device_class);
-    c.extend_from_slice(maker.as_bytes());
-    c
-}
+pub use tally_core::dcp::registration_challenge;
 
 /// Verifies a signature made by an SE's ATTEST command over `challenge`.
 pub fn check_attestation(key: &PublicKey, challenge: &[u8], sig: &Signature) -> bool {

@@ -566,18 +566,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// package (a lost response is retried safely).
     pub fn pay(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
         self.ready()?;
-        if let Some(o) = self
-            .state
-            .outgoing
-            .iter()
-            .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)
-        {
-            // A retried request gets the same package; the same nonce with
-            // another amount is not a retry.
-            if o.amount != request.amount {
-                return Err(SeError::Stale);
-            }
-            return Ok(o.package.clone());
+        if let Some(retry) = self.paid_before(request) {
+            return retry;
         }
         let limits = self.limits()?;
         let trust = self.trust()?;
@@ -623,22 +613,27 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(bytes)
     }
 
+    /// A request this SE already paid: the same package again (a lost
+    /// response is retried safely); the same nonce with another amount is
+    /// not a retry.
+    fn paid_before(&self, request: &Request) -> Option<Result<Vec<u8>, SeError>> {
+        let o = self
+            .state
+            .outgoing
+            .iter()
+            .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)?;
+        if o.amount != request.amount {
+            return Some(Err(SeError::Stale));
+        }
+        Some(Ok(o.package.clone()))
+    }
+
     /// Renewal and unload: pays the DCP's redemption key. Exempt from the
     /// offline limits (it happens online), bounded by the DCP's budget.
     pub fn redeem(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
         self.ready()?;
-        if let Some(o) = self
-            .state
-            .outgoing
-            .iter()
-            .find(|o| o.nonce == request.nonce && o.payee == request.payee.key)
-        {
-            // A retried request gets the same package; the same nonce with
-            // another amount is not a retry.
-            if o.amount != request.amount {
-                return Err(SeError::Stale);
-            }
-            return Ok(o.package.clone());
+        if let Some(retry) = self.paid_before(request) {
+            return retry;
         }
         let trust = self.trust()?;
         if request.payee.device_class != device_class::DCP

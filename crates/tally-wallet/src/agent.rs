@@ -107,7 +107,7 @@ impl<'a> Agent<'a> {
         let att = se.personalize(device_class, 0, Suite::Ed25519, root)?;
         se.install_policy(&policy)?;
         se.install_revocations(&revocations)?;
-        let challenge = tally_directory_challenge(&att, device_class, maker);
+        let challenge = tally_core::dcp::registration_challenge(&att, device_class, maker);
         let signature = se.attest(&challenge)?;
         let se_id = backend.register(&Registration {
             attestation_key: att,
@@ -301,17 +301,4 @@ impl<'a> Agent<'a> {
             _ => Err(AgentError::Unexpected),
         }
     }
-}
-
-/// The registration challenge (same bytes as tally-directory builds).
-pub fn tally_directory_challenge(
-    attestation_key: &PublicKey,
-    device_class: u8,
-    maker: &str,
-) -> Vec<u8> {
-    let mut c = b"tally/v1/register".to_vec();
-    c.extend_from_slice(&attestation_key.to_cbor());
-    c.push(device_class);
-    c.extend_from_slice(maker.as_bytes());
-    c
 }
