@@ -175,12 +175,25 @@ pub fn init(
     let class = class_code(class)?;
     let mut se = create_se(state)?;
     let mut backend = tally_api::HttpBackend::new(node);
-    let agent = Agent::onboard(&mut se, &mut backend, class, maker, account)
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    let onboarded =
+        Agent::onboard(&mut se, &mut backend, class, maker, account).map(|a| (a.se_id, a.counter));
+    let (se_id, counter) = match onboarded {
+        Ok(x) => x,
+        Err(e) => {
+            // Nothing was registered under a usable device: remove the
+            // half-made SE so `init` can simply be run again.
+            drop(se);
+            let _ = std::fs::remove_file(state);
+            let _ = std::fs::remove_file(side(state, ".key"));
+            return Err(CliError::failed(format!(
+                "onboarding failed, nothing kept: {e}"
+            )));
+        }
+    };
     let cfg = DeviceConfig {
         node: node.to_string(),
-        se_id: agent.se_id,
-        counter: agent.counter,
+        se_id,
+        counter,
     };
     cfg.save(state)?;
     Ok(format!(

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use tally_core::codec::{Cbor, Reader};
-use tally_core::verify::{Expected, NoCache, TrustStore, VerifyParams, verify_package};
+use tally_core::verify::{
+    Expected, NoCache, TrustStore, VerifyError, VerifyParams, verify_package,
+};
 use tally_core::{Package, Policy, PublicKey, Record, Request, RevocationList};
 
 use crate::CliError;
@@ -101,11 +103,19 @@ pub fn verify(
             }
         }
         // Without the payee's request, check the package pays what it says.
-        None => Expected {
-            payee: pkg.transfer.outputs[0].owner,
-            amount: pkg.transfer.outputs[0].value,
-            nonce: pkg.transfer.nonce,
-        },
+        None => {
+            // A transfer with no outputs decodes; it breaks V4 (and pays
+            // nothing to compare against).
+            let Some(first) = pkg.transfer.outputs.first() else {
+                let e = VerifyError::EmptyRecord;
+                return Err(CliError::rule(e.code(), format!("invalid: {e}")));
+            };
+            Expected {
+                payee: first.owner,
+                amount: first.value,
+                nonce: pkg.transfer.nonce,
+            }
+        }
     };
     let epoch = epoch.unwrap_or(trust.revocations().epoch);
     match verify_package(

@@ -271,3 +271,36 @@ fn interrupted_payment_postgres() {
         interrupted(s, false);
     }
 }
+
+/// Regression: every load, renewal round and unload took a key slot that
+/// was only freed when its certificate expired, so the 13th operation of a
+/// device failed with a full key table.
+#[test]
+fn many_operations_do_not_exhaust_the_key_table() {
+    let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d", "alice", 100_000).unwrap();
+    let mut a = onboard(&bo, "alice-many", PHONE, "alice");
+    let mut b = onboard(&bo, "bob-many", PHONE, "bob");
+    for i in 0..40u64 {
+        match i % 4 {
+            0 => {
+                with_agent(&bo, &mut a, |x| x.load(100)).unwrap();
+            }
+            1 => {
+                pay_offline(&mut a.link, &mut b.link, Amount(50)).unwrap();
+            }
+            2 => {
+                with_agent(&bo, &mut a, |x| x.renew()).unwrap();
+                with_agent(&bo, &mut b, |x| x.renew()).unwrap();
+            }
+            _ => {
+                with_agent(&bo, &mut b, |x| x.unload(10)).unwrap();
+            }
+        }
+    }
+    assert!(a.link.status().unwrap().certified_keys >= 1);
+    assert_eq!(a.link.status().unwrap().balance, Amount(500));
+    assert_eq!(b.link.status().unwrap().balance, Amount(400));
+    assert!(bo.invariant().unwrap().holds());
+}

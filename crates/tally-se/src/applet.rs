@@ -41,6 +41,7 @@ pub enum Limit {
     Tokens,
     OpenRequests,
     Outgoing,
+    Keys,
 }
 
 /// Everything the applet can refuse, grouped as rustls does.
@@ -358,18 +359,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut next = self.state.clone();
         let tokens = &next.tokens;
         let outgoing_keys: Vec<PublicKey> = next.open_requests.iter().map(|r| r.key).collect();
+        // A key stays while it owns a token or waits for a payment; a
+        // fresh certified key stays in the pool until its certificate
+        // expires. A key whose job is done (it received or held value
+        // that has moved on) goes: its certificate, if still needed for an
+        // ancestry, is kept in the certificate store.
         next.keys.retain(|k| {
-            let expired = k
-                .cert
-                .as_ref()
-                .map(|c| c.expiry_epoch < epoch)
-                .unwrap_or(false);
-            !expired
-                || tokens.iter().any(|t| t.owner == k.public)
-                || outgoing_keys.contains(&k.public)
+            let fresh = !k.used
+                && k.cert
+                    .as_ref()
+                    .map(|c| c.expiry_epoch >= epoch)
+                    .unwrap_or(false);
+            fresh || tokens.iter().any(|t| t.owner == k.public) || outgoing_keys.contains(&k.public)
         });
         if next.keys.len() + n > KEYS_MAX {
-            return Err(SeError::LimitExceeded(Limit::Tokens));
+            return Err(SeError::LimitExceeded(Limit::Keys));
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
@@ -453,8 +457,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut total = Amount::ZERO;
         let mut next = self.state.clone();
         for (i, o) in issue.outputs.iter().enumerate() {
-            if next.key(&o.owner).is_none() {
-                return Err(SeError::NotForThisSe);
+            match next.keys.iter_mut().find(|k| k.public == o.owner) {
+                Some(k) => k.used = true,
+                None => return Err(SeError::NotForThisSe),
             }
             if o.value.is_zero() {
                 return Err(SeError::Verify(VerifyError::ZeroValueOutput));
@@ -753,6 +758,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
         let mut next = st.clone();
         next.counter = counter;
+        if let Some(change_owner) = outputs.get(1).map(|o| o.owner) {
+            if let Some(k) = next.keys.iter_mut().find(|k| k.public == change_owner) {
+                k.used = true;
+            }
+        }
         let spent: Vec<OutPoint> = inputs.iter().map(|t| t.outpoint).collect();
         next.tokens.retain(|t| !spent.contains(&t.outpoint));
         if outputs.len() == 2 {

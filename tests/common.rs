@@ -1,0 +1,757 @@
+//! Harness of the end-to-end tests: the real `tally` binary as child
+//! processes (a node guard that SIGKILLs its process on drop, CLI runs
+//! with a deadline), one fresh PostgreSQL schema per test, in-memory
+//! devices driven over HTTP, and a seeded RNG.
+//!
+//! Every wait here is bounded in count and in time, and every child
+//! process is owned by a guard, so a failed test leaves nothing running.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tally_api::{HttpBackend, OperatorClient};
+use tally_core::codec::Cbor;
+use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse, Registration};
+use tally_core::{Hash32, Policy, PublicKey, RevocationList};
+use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::testkit::{TestCard, blank_card};
+use tally_wallet::{ApduLink, SeLink};
+
+/// Operator token of every test node.
+pub const TOKEN: &str = "e2e-operator-token";
+/// Longest a single CLI invocation may take.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a node may take to print its listening line.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts to start a node on a given port (it may still be held for a
+/// moment by the process just killed).
+pub const NODE_START_ATTEMPTS_MAX: u32 = 50;
+/// Lines of a node's log shown when a test fails.
+const LOG_TAIL_LINES: usize = 40;
+
+pub fn tally() -> &'static str {
+    env!("CARGO_BIN_EXE_tally")
+}
+
+/// A `tally` command with no `TALLY_*` settings inherited from the
+/// environment (flags only), so the tests are hermetic.
+fn tally_command() -> Command {
+    let mut c = Command::new(tally());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("TALLY_") && !k.starts_with("TALLY_TEST_") {
+            c.env_remove(k);
+        }
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// A unique suffix for names inside one machine (process id + clock).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn temp_dir(test: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tally-e2e-{test}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
+// ---- CLI runs ---------------------------------------------------------
+
+/// One finished CLI invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub args: Vec<String>,
+    /// Exit code; -1 when the process died of a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0; returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        assert_eq!(
+            self.code,
+            0,
+            "`tally {}` failed with exit {}\nstdout: {}\nstderr: {}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts the exit code; returns stderr.
+    #[track_caller]
+    pub fn fails_with(self, code: i32) -> String {
+        assert_eq!(
+            self.code,
+            code,
+            "`tally {}`: expected exit {code}, got {}\nstdout: {}\nstderr: {}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self.stderr
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Runs `tally ARGS…` to completion (killed after [`CLI_TIMEOUT`]).
+pub fn run(args: &[&str]) -> Run {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut child = tally_command()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tally()));
+    let out = drain(child.stdout.take().expect("stdout is piped"));
+    let err = drain(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => {}
+            Err(e) => panic!("waiting for `tally {}`: {e}", args.join(" ")),
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`tally {}` did not finish within {CLI_TIMEOUT:?}",
+                args.join(" ")
+            );
+        }
+        thread::sleep(Duration::from_millis(1));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        args,
+    }
+}
+
+/// `tally operator --node URL --token T ARGS…`, asserted to succeed.
+pub fn operator(url: &str, args: &[&str]) -> String {
+    let mut a = vec!["operator", "--node", url, "--token", TOKEN];
+    a.extend_from_slice(args);
+    run(&a).ok()
+}
+
+// ---- nodes ------------------------------------------------------------
+
+/// A running `tally node`; SIGKILLed on drop (its log tail is printed
+/// when the test is failing).
+pub struct Node {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub log: PathBuf,
+    /// Processes started so far (1 + restarts).
+    pub starts: u32,
+}
+
+const LISTENING: &str = "tally node listening on http://";
+
+fn spawn_node(database_url: &str, listen: &str, log: &Path) -> Result<(Child, SocketAddr), String> {
+    let log_file = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = tally_command()
+        .args([
+            "node",
+            "--database-url",
+            database_url,
+            "--listen",
+            listen,
+            "--operator-token",
+            TOKEN,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", tally()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    // Reads the listening line, then drains stdout until the process ends.
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix(LISTENING) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let deadline = Instant::now() + NODE_START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(addr) => {
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|e| format!("bad listening line {addr:?}: {e}"))?;
+                return Ok((child, addr));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stdout closed without the line: the process is ending.
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "tally node exited with {status} before listening; log:\n{}",
+                tail(log, LOG_TAIL_LINES)
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "tally node did not listen within {NODE_START_TIMEOUT:?}; log:\n{}",
+                tail(log, LOG_TAIL_LINES)
+            ));
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Node {
+    /// Starts a node on 127.0.0.1, port chosen by the system; its log
+    /// goes to `dir/<name>.log`.
+    pub fn start(database_url: &str, dir: &Path, name: &str) -> Node {
+        let log = dir.join(format!("{name}.log"));
+        let (child, addr) = spawn_node(database_url, "127.0.0.1:0", &log)
+            .unwrap_or_else(|e| panic!("node {name}: {e}"));
+        Node {
+            child: Some(child),
+            addr,
+            database_url: database_url.to_string(),
+            log,
+            starts: 1,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn operator(&self) -> OperatorClient {
+        OperatorClient::new(self.url(), TOKEN)
+    }
+
+    pub fn http(&self) -> HttpBackend {
+        HttpBackend::new(self.url())
+    }
+
+    /// kill -9, and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again on the same address (after [`Node::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.addr.to_string();
+        let mut last = String::new();
+        for _ in 0..NODE_START_ATTEMPTS_MAX {
+            match spawn_node(&self.database_url, &listen, &self.log) {
+                Ok((child, addr)) => {
+                    assert_eq!(addr, self.addr, "restarted node moved");
+                    self.child = Some(child);
+                    self.starts += 1;
+                    return;
+                }
+                Err(e) => {
+                    last = e;
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        panic!("node could not be restarted on {listen}: {last}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "--- last lines of {} ---\n{}\n---",
+                self.log.display(),
+                tail(&self.log, LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
+// ---- databases --------------------------------------------------------
+
+/// A fresh PostgreSQL schema; dropped when the test passes (kept, and
+/// named on stderr, when it fails).
+pub struct PgSchema {
+    base: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    /// `None` (with the loud skip message) when TALLY_TEST_DATABASE_URL
+    /// is unset; panics when it is set but PostgreSQL is unreachable.
+    pub fn create(test: &str) -> Option<PgSchema> {
+        let base = tally_store::test_database_url(test)?;
+        let name = unique("e2e").to_lowercase();
+        let admin = tally_store::Store::postgres(&base, None).unwrap_or_else(|e| {
+            panic!("TALLY_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+        });
+        admin
+            .transact(|tx| tx.execute(&format!("CREATE SCHEMA {name}"), &[]))
+            .unwrap_or_else(|e| panic!("cannot create schema {name}: {e}"));
+        Some(PgSchema { base, name })
+    }
+
+    /// The URL that selects this schema (libpq `options`, which the
+    /// `postgres` crate's URL parser passes to the server).
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl PgSchema {
+    /// Tables in this schema (proves the node really used it).
+    pub fn tables(&self) -> i64 {
+        let admin = tally_store::Store::postgres(&self.base, None)
+            .unwrap_or_else(|e| panic!("PostgreSQL unreachable: {e}"));
+        admin
+            .transact(|tx| {
+                tx.query_one(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables WHERE table_schema = $1",
+                    &[self.name.as_str().into()],
+                )?
+                .map(|r| r.int(0))
+                .transpose()
+            })
+            .unwrap_or_else(|e| panic!("counting tables of {}: {e}", self.name))
+            .unwrap_or(0)
+    }
+}
+
+/// Asserts the node's tables went into the test's own schema.
+pub fn assert_schema_used(db: &Db) {
+    if let Db::Postgres(s) = db {
+        assert!(s.tables() > 0, "schema {} is empty", s.name);
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("PostgreSQL schema {} kept for inspection", self.name);
+            return;
+        }
+        if let Ok(admin) = tally_store::Store::postgres(&self.base, None) {
+            let _ = admin.transact(|tx| {
+                tx.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name), &[])
+            });
+        }
+    }
+}
+
+/// The database of one test: an SQLite file in the test's directory, or
+/// a PostgreSQL schema.
+pub enum Db {
+    Sqlite(PathBuf),
+    Postgres(PgSchema),
+}
+
+impl Db {
+    pub fn sqlite(dir: &Path) -> Db {
+        Db::Sqlite(dir.join("node.sqlite"))
+    }
+
+    pub fn postgres(test: &str) -> Option<Db> {
+        PgSchema::create(test).map(Db::Postgres)
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Db::Sqlite(p) => p.display().to_string(),
+            Db::Postgres(s) => s.url(),
+        }
+    }
+}
+
+// ---- CLI devices ------------------------------------------------------
+
+/// What `tally device balance` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeBalance {
+    pub balance: u64,
+    pub tokens: u64,
+    pub unacked: u64,
+}
+
+/// A `tally device` whose SE is the file `dir/<name>.se`.
+#[derive(Debug, Clone)]
+pub struct CliDevice {
+    pub name: String,
+    pub state: PathBuf,
+}
+
+impl CliDevice {
+    pub fn at(dir: &Path, name: &str) -> CliDevice {
+        CliDevice {
+            name: name.to_string(),
+            state: dir.join(format!("{name}.se")),
+        }
+    }
+
+    /// `tally device init`: personalised, registered and synced.
+    pub fn init(dir: &Path, name: &str, node: &str, class: &str, account: &str) -> CliDevice {
+        let d = CliDevice::at(dir, name);
+        let out = d
+            .run(&[
+                "init",
+                "--node",
+                node,
+                "--class",
+                class,
+                "--account",
+                account,
+            ])
+            .ok();
+        assert!(out.contains("registered for account"), "{out}");
+        d
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let state = self.state.display().to_string();
+        let mut a = vec!["device", "--state", state.as_str()];
+        a.extend_from_slice(args);
+        run(&a)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.run(args).ok()
+    }
+
+    pub fn file(&self, suffix: &str) -> PathBuf {
+        let mut s = self.state.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    pub fn balance(&self) -> SeBalance {
+        let out = self.ok(&["balance"]);
+        // "balance 5000 in 1 tokens; epoch 1; counter 0; unacknowledged 0; …"
+        let w: Vec<&str> = out.split_whitespace().collect();
+        let num = |after: &str| -> u64 {
+            let i = w
+                .iter()
+                .position(|x| *x == after)
+                .unwrap_or_else(|| panic!("no {after:?} in {out:?}"));
+            w[i + 1]
+                .trim_end_matches(';')
+                .parse()
+                .unwrap_or_else(|e| panic!("{out:?}: {e}"))
+        };
+        SeBalance {
+            balance: num("balance"),
+            tokens: w
+                .iter()
+                .position(|x| *x == "in")
+                .and_then(|i| w[i + 1].parse().ok())
+                .unwrap_or_else(|| panic!("no token count in {out:?}")),
+            unacked: num("unacknowledged"),
+        }
+    }
+
+    /// Copies the SE's three files to `to` (the cloned-SE attack).
+    pub fn clone_to(&self, dir: &Path, name: &str) -> CliDevice {
+        let to = CliDevice::at(dir, name);
+        for suffix in ["", ".key", ".json"] {
+            std::fs::copy(self.file(suffix), to.file(suffix))
+                .unwrap_or_else(|e| panic!("copying {}{suffix}: {e}", self.state.display()));
+        }
+        to
+    }
+}
+
+/// An offline payment through files: request, pay, receive, ack.
+/// Returns the (request, package) paths.
+pub fn pay_via_files(
+    dir: &Path,
+    tag: &str,
+    payer: &CliDevice,
+    payee: &CliDevice,
+    amount: u64,
+) -> (PathBuf, PathBuf) {
+    let req = dir.join(format!("{tag}.request"));
+    let pkg = dir.join(format!("{tag}.package"));
+    let rcpt = dir.join(format!("{tag}.receipt"));
+    let s = |p: &Path| p.display().to_string();
+    payee.ok(&[
+        "request",
+        "--amount",
+        &amount.to_string(),
+        "--out",
+        &s(&req),
+    ]);
+    let out = payer.ok(&["pay", "--request", &s(&req), "--out", &s(&pkg)]);
+    assert!(out.starts_with(&format!("paid {amount}:")), "{out}");
+    let out = payee.ok(&["receive", "--package", &s(&pkg), "--out", &s(&rcpt)]);
+    assert!(out.starts_with(&format!("received {amount};")), "{out}");
+    payer.ok(&["ack", "--receipt", &s(&rcpt)]);
+    (req, pkg)
+}
+
+// ---- in-memory devices over HTTP --------------------------------------
+
+pub type MemLink = ApduLink<TestCard>;
+
+/// A device whose SE lives in the test process (the node is the only
+/// process that gets killed).
+pub struct MemDevice {
+    pub link: MemLink,
+    pub se_id: Hash32,
+    pub counter: u64,
+    pub account: String,
+}
+
+impl MemDevice {
+    pub fn onboard(
+        backend: &mut dyn Backend,
+        label: &str,
+        class: u8,
+        account: &str,
+    ) -> Result<MemDevice, String> {
+        let mut link = ApduLink::select(blank_card(unique(label).as_bytes()), 4096)
+            .map_err(|e| format!("select: {e}"))?;
+        let a = Agent::onboard(&mut link, backend, class, "e2e", account)
+            .map_err(|e| format!("onboarding {label}: {e}"))?;
+        let (se_id, counter) = (a.se_id, a.counter);
+        Ok(MemDevice {
+            link,
+            se_id,
+            counter,
+            account: account.to_string(),
+        })
+    }
+
+    /// Runs `f` with an agent on this device over `backend`.
+    pub fn with<R>(&mut self, backend: &mut dyn Backend, f: impl FnOnce(&mut Agent<'_>) -> R) -> R {
+        let mut a = Agent {
+            se: &mut self.link,
+            backend,
+            se_id: self.se_id,
+            counter: self.counter,
+        };
+        let r = f(&mut a);
+        self.counter = a.counter;
+        r
+    }
+
+    /// A signed device request (what `Agent` sends), with the next counter.
+    pub fn sign(&mut self, op: DeviceOp) -> Vec<u8> {
+        self.counter += 1;
+        let signature = self
+            .link
+            .attest(&DeviceRequest::challenge(&self.se_id, self.counter, &op))
+            .unwrap_or_else(|e| panic!("SE refused to sign: {e}"));
+        DeviceRequest {
+            se_id: self.se_id,
+            counter: self.counter,
+            op,
+            signature,
+        }
+        .to_cbor()
+    }
+
+    /// Signs and sends `op`; decodes the response.
+    pub fn call(&mut self, backend: &mut dyn Backend, op: DeviceOp) -> DeviceResponse {
+        let body = self.sign(op);
+        let bytes = backend
+            .device(&body)
+            .unwrap_or_else(|e| panic!("device request refused: {e}"));
+        DeviceResponse::from_cbor(&bytes).unwrap_or_else(|e| panic!("bad response: {e}"))
+    }
+
+    /// A fresh offline key, certified by the DCP and installed.
+    pub fn fresh_key(&mut self, backend: &mut dyn Backend) -> PublicKey {
+        let keys = self.link.generate_keys(1).expect("SE generates a key");
+        let DeviceResponse::Certificates(certs) =
+            self.call(backend, DeviceOp::Certify { keys: keys.clone() })
+        else {
+            panic!("certify: unexpected response");
+        };
+        for c in &certs {
+            self.link
+                .install_certificate(c)
+                .expect("certificate installs");
+        }
+        keys[0]
+    }
+
+    pub fn balance(&mut self) -> u64 {
+        self.link.status().expect("SE status").balance.0
+    }
+}
+
+// ---- retries at the HTTP layer ----------------------------------------
+
+/// Counters of [`Retrying`].
+#[derive(Debug, Default)]
+pub struct RetryStats {
+    /// Requests that needed at least one retry.
+    pub retried_requests: AtomicU64,
+    /// Failed attempts in total (each followed by a retry).
+    pub failed_attempts: AtomicU64,
+}
+
+/// Attempts of one request before giving up.
+pub const RETRY_ATTEMPTS_MAX: u32 = 2_000;
+/// Time one request may spend retrying.
+pub const RETRY_TIME_MAX: Duration = Duration::from_secs(30);
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// A transport failure (no answer) or a server failure: worth the same
+/// request again. Everything else is a verdict.
+pub fn retryable(e: &BackendError) -> bool {
+    e.status == 0 || e.status >= 500
+}
+
+/// The back office over HTTP, retrying every call with the identical
+/// body on transport failures and 5xx answers (bounded).
+pub struct Retrying {
+    pub http: HttpBackend,
+    pub stats: Arc<RetryStats>,
+}
+
+impl Retrying {
+    pub fn new(base: &str, stats: Arc<RetryStats>) -> Retrying {
+        Retrying {
+            http: HttpBackend::new(base),
+            stats,
+        }
+    }
+}
+
+/// Calls `f` until it succeeds or fails with a verdict (bounded).
+pub fn retry<T>(
+    stats: &RetryStats,
+    mut f: impl FnMut() -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
+    let deadline = Instant::now() + RETRY_TIME_MAX;
+    let mut failed = 0u32;
+    loop {
+        match f() {
+            Err(e) if retryable(&e) => {
+                failed += 1;
+                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                if failed == 1 {
+                    stats.retried_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                if failed >= RETRY_ATTEMPTS_MAX || Instant::now() > deadline {
+                    return Err(BackendError {
+                        message: format!("gave up after {failed} attempts: {}", e.message),
+                        ..e
+                    });
+                }
+                thread::sleep(RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Backend for Retrying {
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
+        let http = &mut self.http;
+        retry(&self.stats, || http.trust())
+    }
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
+        let http = &mut self.http;
+        retry(&self.stats, || http.register(reg))
+    }
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let http = &mut self.http;
+        retry(&self.stats, || http.device(request))
+    }
+}
+
+// ---- randomness -------------------------------------------------------
+
+/// SplitMix64: small, seeded, good enough to pick operations and delays.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
+/// The seed of a run: TALLY_E2E_SEED, or `default`; printed so a failing
+/// run can be replayed.
+pub fn seed(test: &str, default: u64) -> u64 {
+    let s = std::env::var("TALLY_E2E_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    eprintln!("{test}: seed {s} (set TALLY_E2E_SEED to replay)");
+    s
+}

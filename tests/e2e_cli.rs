@@ -1,0 +1,257 @@
+//! The whole story through the real binaries: a `tally node`, operator
+//! calls, four file-backed devices (card, two phones, IoT) paying each
+//! other offline through request/package/receipt files with every payee
+//! re-spending what it received, `tally package inspect|verify` (valid,
+//! tampered, wrong request), renewal, unload, and the published ledger
+//! invariant against the devices' balances. SQLite, and PostgreSQL when
+//! TALLY_TEST_DATABASE_URL is set.
+
+mod common;
+
+use std::path::Path;
+
+use common::{CliDevice, Db, Node, SeBalance, operator, pay_via_files, run, temp_dir};
+use tally_core::Package;
+use tally_core::codec::Cbor;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `tally package verify PKG --trust T --request R`.
+fn verify(pkg: &Path, trust: &Path, request: &Path) -> common::Run {
+    run(&[
+        "package",
+        "verify",
+        &s(pkg),
+        "--trust",
+        &s(trust),
+        "--request",
+        &s(request),
+    ])
+}
+
+/// Asserts `stderr` names a numbered rule, e.g. "V8 (801)".
+#[track_caller]
+fn assert_names_rule(stderr: &str) {
+    let names_rule = stderr.split('V').skip(1).any(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        !digits.is_empty() && rest[digits.len()..].starts_with(" (")
+    });
+    assert!(names_rule, "no rule (V<n> (<code>)) in stderr: {stderr:?}");
+}
+
+fn cli_story(db: Db, test: &str) {
+    let dir = temp_dir(test);
+    let d = dir.path();
+    let node = Node::start(&db.url(), d, "node");
+    let url = node.url();
+
+    // Central bank mints (the same key again is a no-op), the DCP credits
+    // four accounts.
+    assert_eq!(
+        operator(&url, &["mint", "1000000", "--idempotency-key", "m1"]).trim(),
+        "minted 1000000"
+    );
+    operator(&url, &["mint", "1000000", "--idempotency-key", "m1"]);
+    for (acct, amount) in [("alice", 20_000), ("bob", 10_000), ("carol", 10_000)] {
+        let out = operator(
+            &url,
+            &[
+                "deposit",
+                acct,
+                &amount.to_string(),
+                "--idempotency-key",
+                &format!("dep-{acct}"),
+            ],
+        );
+        assert_eq!(out.trim(), format!("{acct}: balance {amount}"));
+    }
+    operator(
+        &url,
+        &["deposit", "meter", "5000", "--idempotency-key", "dep-meter"],
+    );
+    let op = node.operator();
+    let inv = op.invariant().expect("invariant");
+    assert_eq!((inv.minted, inv.accounts), (1_000_000, 1_000_000), "{inv}");
+
+    let alice = CliDevice::init(d, "alice", &url, "card", "alice");
+    let bob = CliDevice::init(d, "bob", &url, "phone", "bob");
+    let carol = CliDevice::init(d, "carol", &url, "phone", "carol");
+    let meter = CliDevice::init(d, "meter", &url, "iot", "meter");
+    // Re-registration is idempotent.
+    assert_eq!(alice.ok(&["register"]).trim(), "registered and synced");
+    let devices = op.devices().expect("devices");
+    let mut classes: Vec<&str> = devices.iter().map(|v| v.class_name.as_str()).collect();
+    classes.sort_unstable();
+    assert_eq!(classes, ["card", "iot", "phone", "phone"]);
+
+    assert_eq!(alice.ok(&["load", "10000"]).trim(), "loaded 10000");
+    assert_eq!(bob.ok(&["load", "2000"]).trim(), "loaded 2000");
+    assert_eq!(
+        alice.ok(&["account"]).trim(),
+        "account balance 10000",
+        "the load left the account"
+    );
+    // More than the account holds: refused, nothing changes.
+    let err = carol.run(&["load", "10001"]).fails_with(1);
+    assert!(err.contains("back office refused"), "{err}");
+    assert_eq!(carol.balance().balance, 0);
+
+    // The offline chain: alice → bob → carol → meter → alice. Bob must
+    // merge his load with what alice paid; carol and meter only hold what
+    // they received.
+    let (r1, p1) = pay_via_files(d, "p1", &alice, &bob, 3_000);
+    let (r2, p2) = pay_via_files(d, "p2", &bob, &carol, 4_000);
+    let (r3, p3) = pay_via_files(d, "p3", &carol, &meter, 2_500);
+    let (r4, p4) = pay_via_files(d, "p4", &meter, &alice, 1_000);
+    let expect = |dev: &CliDevice, balance: u64, tokens: u64| {
+        assert_eq!(
+            dev.balance(),
+            SeBalance {
+                balance,
+                tokens,
+                unacked: 0
+            },
+            "{}",
+            dev.name
+        );
+    };
+    expect(&alice, 8_000, 2);
+    expect(&bob, 1_000, 1);
+    expect(&carol, 1_500, 1);
+    expect(&meter, 1_500, 1);
+    let history = bob.ok(&["history"]);
+    assert!(history.contains("payment"), "{history}");
+
+    // inspect: the last hop carries the whole chain as its ancestry.
+    let text = run(&["package", "inspect", &s(&p4)]).ok();
+    let pkg = Package::from_cbor(&std::fs::read(&p4).expect("package")).expect("decodes");
+    assert!(
+        text.contains(&format!("transfer {}", pkg.transfer.id())),
+        "{text}"
+    );
+    assert!(text.contains("output 0: 1000 to"), "{text}");
+    assert!(
+        text.contains("ancestry: 5 records"),
+        "issue(alice), alice→bob, issue(bob), bob→carol, carol→meter:\n{text}"
+    );
+    assert_eq!(text.matches("  issue ").count(), 2, "{text}");
+
+    // verify: every package is valid against its own request.
+    let trust = d.join("trust.cbor");
+    let out = operator(&url, &["trust", &s(&trust)]);
+    assert!(out.contains("trust bundle written"), "{out}");
+    for (pkg, req, amount) in [
+        (&p1, &r1, 3_000),
+        (&p2, &r2, 4_000),
+        (&p3, &r3, 2_500),
+        (&p4, &r4, 1_000),
+    ] {
+        let out = verify(pkg, &trust, req).ok();
+        assert!(out.starts_with(&format!("valid: pays {amount} ")), "{out}");
+    }
+    // Against another payee's request: V11.
+    let err = verify(&p4, &trust, &r3).fails_with(3);
+    assert!(err.contains("V11"), "{err}");
+    // A flipped bit in the final transfer's signature: V8.
+    let bytes = std::fs::read(&p4).expect("package");
+    let sig = pkg.transfer.signatures[0].bytes().to_vec();
+    let at = bytes
+        .windows(sig.len())
+        .position(|w| w == sig.as_slice())
+        .expect("signature bytes are in the package");
+    let tampered = d.join("tampered.package");
+    let mut t = bytes.clone();
+    t[at + 7] ^= 0x01;
+    std::fs::write(&tampered, &t).expect("write");
+    let err = verify(&tampered, &trust, &r4).fails_with(3);
+    assert!(err.contains("V8 (801)"), "{err}");
+    // Any flipped bit is caught (exit 3 and a rule), never accepted or a crash.
+    let stride = (bytes.len() / 40).max(1);
+    for at in (0..bytes.len()).step_by(stride) {
+        let mut t = bytes.clone();
+        t[at] ^= 0x10;
+        std::fs::write(&tampered, &t).expect("write");
+        let err = verify(&tampered, &trust, &r4).fails_with(3);
+        assert_names_rule(&err);
+    }
+
+    // A transfer with no outputs decodes but breaks V4; checked without a
+    // request (the package's own first output is what it claims to pay),
+    // it must be refused with the rule, not crash.
+    let mut empty = pkg.clone();
+    empty.transfer.outputs.clear();
+    std::fs::write(&tampered, empty.to_cbor()).expect("write");
+    let err = run(&["package", "verify", &s(&tampered), "--trust", &s(&trust)]).fails_with(3);
+    assert!(err.contains("V4 (402)"), "{err}");
+
+    // Renewal: same value, one fresh token; the offline float is unchanged.
+    let before = op.invariant().expect("invariant");
+    assert_eq!(meter.ok(&["renew"]).trim(), "renewed 1500");
+    assert_eq!(alice.ok(&["renew"]).trim(), "renewed 8000");
+    expect(&meter, 1_500, 1);
+    expect(&alice, 8_000, 1);
+    let after = op.invariant().expect("invariant");
+    assert_eq!(after.offline_float, before.offline_float);
+    assert_eq!(after.journal_entries, before.journal_entries);
+    // The renewed token pays offline again.
+    pay_via_files(d, "p5", &alice, &carol, 500);
+
+    // Unload: value back to the accounts.
+    assert_eq!(
+        bob.ok(&["unload", "1000"]).trim(),
+        "unloaded 1000; account balance 9000"
+    );
+    assert_eq!(
+        alice.ok(&["unload", "2500"]).trim(),
+        "unloaded 2500; account balance 12500"
+    );
+    let err = carol.run(&["unload", "999999"]).fails_with(1);
+    assert!(!err.is_empty());
+    expect(&bob, 0, 0);
+    expect(&alice, 5_000, 1);
+    assert_eq!(op.balance("bob").expect("balance"), 9_000);
+    assert_eq!(op.balance("alice").expect("balance"), 12_500);
+
+    // Everything acknowledged: syncs upload nothing and recover nothing.
+    for dev in [&alice, &bob, &carol, &meter] {
+        let out = dev.ok(&["sync"]);
+        assert!(
+            out.contains("uploaded 0 packages") && out.contains("recovered 0"),
+            "{}: {out}",
+            dev.name
+        );
+    }
+
+    // The published invariant against what the devices hold.
+    let held: u64 = [&alice, &bob, &carol, &meter]
+        .iter()
+        .map(|dev| dev.balance().balance)
+        .sum();
+    assert_eq!(held, 12_000 - 3_500);
+    let inv = op.invariant().expect("invariant");
+    assert!(inv.holds, "{inv}");
+    assert_eq!(inv.offline_float, held as i64, "{inv}");
+    assert_eq!(inv.loss, 0, "{inv}");
+    assert_eq!(inv.accounts + inv.offline_float, 1_000_000, "{inv}");
+    // mint, 4 deposits, 2 loads, 2 unloads.
+    assert_eq!(inv.journal_entries, 9, "{inv}");
+    assert!(op.double_spends().expect("double spends").is_empty());
+    let text = operator(&url, &["invariant"]);
+    assert!(text.starts_with("holds: "), "{text}");
+    common::assert_schema_used(&db);
+}
+
+#[test]
+fn cli_story_sqlite() {
+    let dir = temp_dir("db");
+    cli_story(Db::sqlite(dir.path()), "cli_sqlite");
+}
+
+#[test]
+fn cli_story_postgres() {
+    if let Some(db) = Db::postgres("e2e_cli::cli_story_postgres") {
+        cli_story(db, "cli_postgres");
+    }
+}
