@@ -1,0 +1,225 @@
+//! Test vectors of the Cortex-M4 firmware (firmware/cortex-m4/fixtures),
+//! generated deterministically. Shared by the `m4` example and the
+//! firmware smoke test (`#[path]` module), so the test can tell when they
+//! are stale.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tally_core::codec::Cbor;
+use tally_core::crypto::tagged_hash;
+use tally_core::policy::device_class::{IOT, PHONE};
+use tally_core::testkit::{Scheme, TestEntropy};
+use tally_core::{Amount, Package, Request, Suite};
+use tally_se::storage::{Journal, MemStorage};
+use tally_se::{Applet, Sealing};
+use tally_wallet::fuzzing::grow_lineage;
+use tally_wallet::testkit::{certify_fresh_keys, load, provision_suite};
+use tally_wallet::{PayeeSession, PayerSession};
+
+pub type Se = Applet<MemStorage, TestEntropy>;
+
+/// Storage of a host-side SE (two journal slots).
+const HOST_STORAGE: usize = 1 << 20;
+/// What the payer is loaded with and what each core-scenario request asks.
+const PAYER_LOAD: u64 = 1_000;
+const PAYMENT: u64 = 250;
+/// Ancestry records of the "eight-hop" package (its Issue and 7 transfers;
+/// with the paying transfer, 8 transfers).
+const EIGHT_HOP_RECORDS: usize = 8;
+/// Machine to machine: the meter's load (one-unit tokens for the ticks plus
+/// one token left over to renew), and the "chain" variant's one token.
+const M2M_UNIT_TOKENS: usize = 100;
+const M2M_SPARE: u64 = 50;
+const M2M_CHAIN_LOAD: u64 = 100;
+
+/// Entropy labels the firmware boots each SE with (src/main.rs).
+const LABEL_PAYER: &[u8] = b"m4/payer";
+const LABEL_PAYEE: &[u8] = b"m4/payee";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn fw_dir() -> PathBuf {
+    root().join("firmware/cortex-m4")
+}
+
+pub fn suite_name(s: Suite) -> &'static str {
+    match s {
+        Suite::Ed25519 => "ed25519",
+        Suite::EcdsaP256Sha256 => "p256",
+    }
+}
+
+pub fn must<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+fn blank(label: &[u8]) -> Se {
+    must(
+        Applet::boot(
+            MemStorage::new(HOST_STORAGE),
+            Sealing::None,
+            TestEntropy::new(label),
+        ),
+        "boot blank SE",
+    )
+}
+
+/// An SE booted from a state payload, as the firmware does: one commit into
+/// blank storage, then boot.
+pub fn from_state(state: &[u8], label: &[u8]) -> Se {
+    let (mut j, none) = must(Journal::open(MemStorage::new(HOST_STORAGE)), "journal");
+    assert!(none.is_none());
+    must(j.commit(state), "commit state");
+    must(
+        Applet::boot(j.into_inner(), Sealing::None, TestEntropy::new(label)),
+        "boot from state",
+    )
+}
+
+fn state_bytes(se: &Se) -> Vec<u8> {
+    se.state().to_cbor()
+}
+
+// ---- fixtures ----------------------------------------------------------------
+
+pub struct Fixtures {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+fn fixtures_for(suite: Suite, f: &mut Fixtures) {
+    let name = suite_name(suite);
+    let put = |f: &mut Fixtures, file: &str, bytes: Vec<u8>| {
+        f.files.insert(format!("{name}-{file}"), bytes);
+    };
+    let mut scheme = Scheme::new(suite);
+
+    // Core scenario: a loaded phone payer and an empty phone payee.
+    let mut payer = blank(format!("gen/{name}/payer").as_bytes());
+    must(
+        provision_suite(&mut payer, &scheme, PHONE, 4, suite),
+        "payer",
+    );
+    must(
+        load(&mut payer, &mut scheme, PHONE, PAYER_LOAD),
+        "load payer",
+    );
+    let mut payee = blank(format!("gen/{name}/payee").as_bytes());
+    must(
+        provision_suite(&mut payee, &scheme, PHONE, 4, suite),
+        "payee",
+    );
+    let payer_state = state_bytes(&payer);
+    let payee_state = state_bytes(&payee);
+
+    // Mirror the firmware's payee and payer to learn request 2.
+    let mut m_payer = from_state(&payer_state, LABEL_PAYER);
+    let mut m_payee = from_state(&payee_state, LABEL_PAYEE);
+    let (s1, req1) = must(PayeeSession::start(&mut m_payee, Amount(PAYMENT)), "req1");
+    let p1 = must(PayerSession::start(&mut m_payer, &req1), "pay1");
+    let pkg1 = p1.package().to_vec();
+    let got = must(
+        s1.on_package(&mut m_payee, &pkg1).map_err(|(_, e)| e),
+        "rcv1",
+    );
+    must(
+        p1.on_receipt(&mut m_payer, &got.receipt)
+            .map_err(|(_, e)| e),
+        "ack1",
+    );
+    let (_s2, req2) = must(PayeeSession::start(&mut m_payee, Amount(PAYMENT)), "req2");
+
+    // The eight-hop package: two other phones pass 1000 back and forth.
+    let mut a = blank(format!("gen/{name}/chain-a").as_bytes());
+    must(provision_suite(&mut a, &scheme, PHONE, 4, suite), "chain a");
+    must(
+        load(
+            &mut a,
+            &mut scheme,
+            PHONE,
+            tally_wallet::fuzzing::LOAD_VALUE,
+        ),
+        "load a",
+    );
+    let mut b = blank(format!("gen/{name}/chain-b").as_bytes());
+    must(provision_suite(&mut b, &scheme, PHONE, 4, suite), "chain b");
+    let mut holder = grow_lineage(&scheme, a, b, EIGHT_HOP_RECORDS);
+    let request2 = must(Request::from_cbor(&req2), "decode req2");
+    let pkg8 = must(holder.pay(&request2), "pay eight-hop");
+    let decoded = must(Package::from_cbor(&pkg8), "decode pkg8");
+    assert_eq!(decoded.ancestry.len(), EIGHT_HOP_RECORDS);
+    // The mirror payee accepts it, so the firmware's will.
+    must(m_payee.receive(&pkg8), "mirror payee receives pkg8");
+
+    let mut expect = tagged_hash(b"m4/expect", &[&pkg1]).0.to_vec();
+    expect.extend_from_slice(&tagged_hash(b"m4/expect", &[&req2]).0);
+    put(f, "payer.state", payer_state);
+    put(f, "payee.state", payee_state);
+    put(f, "pkg8.bin", pkg8);
+    put(f, "expect.bin", expect);
+
+    // Machine to machine: an IoT meter loaded with one-unit tokens (and a
+    // spare one), an empty IoT charging station.
+    let mut meter = blank(format!("gen/{name}/meter").as_bytes());
+    must(provision_suite(&mut meter, &scheme, IOT, 4, suite), "meter");
+    let key = must(certify_fresh_keys(&mut meter, &scheme, IOT, 1), "meter key")[0];
+    for _ in 0..M2M_UNIT_TOKENS {
+        let issue = scheme.issue(key, 1);
+        must(meter.import_issue(issue), "import unit token");
+    }
+    let spare = scheme.issue(key, M2M_SPARE);
+    must(meter.import_issue(spare), "import spare");
+    put(f, "meter.state", state_bytes(&meter));
+    let mut chain_meter = blank(format!("gen/{name}/meter-chain").as_bytes());
+    must(
+        provision_suite(&mut chain_meter, &scheme, IOT, 4, suite),
+        "chain meter",
+    );
+    must(
+        load(&mut chain_meter, &mut scheme, IOT, M2M_CHAIN_LOAD),
+        "load chain meter",
+    );
+    put(f, "meter-chain.state", state_bytes(&chain_meter));
+    let mut station = blank(format!("gen/{name}/station").as_bytes());
+    must(
+        provision_suite(&mut station, &scheme, IOT, 4, suite),
+        "station",
+    );
+    put(f, "station.state", state_bytes(&station));
+}
+
+/// Every fixture file, by name.
+pub fn generate() -> BTreeMap<String, Vec<u8>> {
+    let mut f = Fixtures {
+        files: BTreeMap::new(),
+    };
+    for s in [Suite::Ed25519, Suite::EcdsaP256Sha256] {
+        fixtures_for(s, &mut f);
+    }
+    f.files
+}
+
+/// Names of the fixture files that differ from `files` (or are missing).
+#[allow(dead_code)] // used by tests/firmware_smoke.rs
+pub fn stale(files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let dir = fw_dir().join("fixtures");
+    files
+        .iter()
+        .filter(|(name, bytes)| std::fs::read(dir.join(name)).ok().as_ref() != Some(*bytes))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Writes the fixture files.
+pub fn write(files: &BTreeMap<String, Vec<u8>>) {
+    let dir = fw_dir().join("fixtures");
+    must(std::fs::create_dir_all(&dir), "mkdir fixtures");
+    for (name, bytes) in files {
+        must(std::fs::write(dir.join(name), bytes), "write fixture");
+    }
+}

@@ -1,0 +1,759 @@
+//! Host side of the Cortex-M4 firmware (firmware/cortex-m4).
+//!
+//! ```sh
+//! cargo run -p tally-wallet --example m4 -- fixtures   # rewrite firmware/cortex-m4/fixtures/*.bin
+//! cargo run -p tally-wallet --example m4 -- bench      # build, run under QEMU, write docs/PERFORMANCE.md
+//! cargo run -p tally-wallet --example m4 -- smoke      # build, run the smoke scenario (what the test does)
+//! ```
+//! (`firmware/cortex-m4/bench.sh` runs `bench` in release.)
+//!
+//! Everything is deterministic: the testkit scheme's keys come from fixed
+//! seeds, the SEs draw on `TestEntropy`, signatures are deterministic. So
+//! the host can predict exactly what the payee SE on the M4 will put in its
+//! second request and build the eight-hop package that pays it.
+
+mod fixtures;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use tally_core::codec::Cbor;
+use tally_core::crypto::tagged_hash;
+use tally_core::policy::device_class::{DCP, IOT};
+use tally_core::testkit::Scheme;
+use tally_core::verify::{NoCache, verify_package_for_settlement};
+use tally_core::{Amount, Package, Receipt, Record, Request, Suite};
+use tally_wallet::SeLink;
+use tally_wallet::testkit::certify_fresh_keys;
+
+use fixtures::{from_state, fw_dir, must, root};
+
+fn write_fixtures() {
+    let files = fixtures::generate();
+    fixtures::write(&files);
+    for (name, bytes) in &files {
+        println!("{:>7} bytes  fixtures/{name}", bytes.len());
+    }
+}
+
+// ---- building and running the firmware ---------------------------------------
+
+const TARGET: &str = "thumbv7em-none-eabihf";
+
+fn elf_path() -> PathBuf {
+    root()
+        .join("target/firmware")
+        .join(TARGET)
+        .join("release/tally-m4")
+}
+
+/// `cargo build --release` in firmware/cortex-m4 (its own workspace, its
+/// own .cargo/config.toml: target, linker script, rustflags).
+fn build_firmware() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+    let status = Command::new(cargo)
+        .args(["build", "--release"])
+        .current_dir(fw_dir())
+        // The firmware's config must apply, not the caller's environment.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status();
+    let status = must(status, "run cargo");
+    assert!(status.success(), "firmware build failed");
+}
+
+/// Runs the firmware under QEMU (instruction-counting mode); returns the
+/// exit status and what it printed.
+fn run_qemu(mode: &str) -> (std::process::ExitStatus, String) {
+    let child = Command::new("qemu-system-arm")
+        .args([
+            "-machine",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-icount",
+            "shift=0",
+            "-semihosting-config",
+            &format!("enable=on,target=native,arg=tally-m4,arg={mode}"),
+            "-kernel",
+        ])
+        .arg(elf_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let out = must(
+        must(child, "start qemu-system-arm").wait_with_output(),
+        "qemu",
+    );
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+// ---- parsing ------------------------------------------------------------------
+
+type Fields = BTreeMap<String, String>;
+
+fn fields(line: &str) -> Fields {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(f: &Fields, k: &str) -> u64 {
+    f.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+struct Run {
+    calibration: Fields,
+    ops: BTreeMap<(String, String), Fields>,
+    ticks: Vec<Fields>,
+    m2m: Vec<Fields>,
+    states: Vec<(String, String, Vec<u8>)>,
+    summary: Fields,
+}
+
+fn parse(out: &str) -> Run {
+    let mut r = Run {
+        calibration: Fields::new(),
+        ops: BTreeMap::new(),
+        ticks: Vec::new(),
+        m2m: Vec::new(),
+        states: Vec::new(),
+        summary: Fields::new(),
+    };
+    for line in out.lines() {
+        let f = fields(line);
+        match line.split_whitespace().next() {
+            Some("CALIBRATION") => r.calibration = f,
+            Some("OP") => {
+                r.ops.insert((f["suite"].clone(), f["op"].clone()), f);
+            }
+            Some("TICK") => r.ticks.push(f),
+            Some("M2M") => r.m2m.push(f),
+            Some("STATE") => {
+                let hex = &f["hex"];
+                let bytes = (0..hex.len() / 2)
+                    .map(|i| must(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16), "hex"))
+                    .collect();
+                r.states
+                    .push((f["suite"].clone(), f["device"].clone(), bytes));
+            }
+            Some("SUMMARY") => r.summary = f,
+            _ => {}
+        }
+    }
+    r
+}
+
+/// Section sizes of a 32-bit little-endian ELF file.
+fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
+    let b = must(std::fs::read(path), "read ELF");
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    assert!(
+        b.len() > 52 && &b[..4] == b"\x7fELF" && b[4] == 1,
+        "not an ELF32 file"
+    );
+    let shoff = u32_at(0x20) as usize;
+    let shentsize = u16_at(0x2E) as usize;
+    let shnum = u16_at(0x30) as usize;
+    let shstrndx = u16_at(0x32) as usize;
+    let sh = |i: usize| shoff + i * shentsize;
+    let strtab = u32_at(sh(shstrndx) + 16) as usize;
+    let mut out = BTreeMap::new();
+    for i in 1..shnum {
+        let name_off = strtab + u32_at(sh(i)) as usize;
+        let end = name_off + b[name_off..].iter().position(|&c| c == 0).unwrap_or(0);
+        let name = String::from_utf8_lossy(&b[name_off..end]).into_owned();
+        out.insert(name, u32_at(sh(i) + 20));
+    }
+    out
+}
+
+// ---- renewal on the host ---------------------------------------------------------
+
+struct Renewal {
+    suite: Suite,
+    device: String,
+    balance: u64,
+    tokens_before: usize,
+    rounds: usize,
+    package_bytes: usize,
+    records: usize,
+    signature_checks: usize,
+    micros: u128,
+}
+
+/// The device comes online with the state the M4 left: every token is paid
+/// to the DCP's redemption key (at most 16 inputs a round), the package is
+/// verified as settlement does and its inputs entered in a spent registry,
+/// the DCP issues one fresh token per round, the SE imports it and takes the
+/// DCP's receipt; then a sync grant clears the payment log.
+fn renew(
+    suite: Suite,
+    device: &str,
+    state: &[u8],
+    spent: &mut BTreeMap<tally_core::OutPoint, tally_core::Hash32>,
+) -> Renewal {
+    let t0 = Instant::now();
+    let mut scheme = Scheme::new(suite);
+    let trust = scheme.trust();
+    let mut se = from_state(state, format!("host/renew/{device}").as_bytes());
+    let class = se
+        .state()
+        .personal
+        .as_ref()
+        .map(|p| p.device_class)
+        .unwrap_or(IOT);
+    let balance = se.state().balance().0;
+    let tokens_before = se.state().tokens.len();
+    let (mut rounds, mut package_bytes, mut records, mut signature_checks) = (0, 0, 0, 0);
+    for round in 0..tally_se::state::TOKENS_MAX {
+        let mut toks = se.tokens();
+        if toks.is_empty() || (toks.len() == 1 && toks[0].lineage_len == 1 && round > 0) {
+            break;
+        }
+        toks.sort_by_key(|t| (t.lineage_len, std::cmp::Reverse(t.value)));
+        let amount: u64 = toks
+            .iter()
+            .take(tally_core::record::RECORD_INPUTS_MAX)
+            .map(|t| t.value.0)
+            .sum();
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(
+            &tagged_hash(
+                b"m4/renew",
+                &[device.as_bytes(), &(round as u64).to_be_bytes()],
+            )
+            .0[..16],
+        );
+        let request = Request {
+            amount: Amount(amount),
+            nonce,
+            payee: scheme.certify(scheme.dcp.public(), DCP, 0),
+            payee_epoch: scheme.epoch,
+        };
+        let bytes = must(se.redeem(&request), "redeem");
+        let pkg = must(Package::from_cbor(&bytes), "decode redemption");
+        let v = must(
+            verify_package_for_settlement(pkg, &trust, scheme.params(1024), &mut NoCache),
+            "settlement verification",
+        );
+        let (_, out) = v.payment();
+        assert_eq!(out.owner, scheme.dcp.public(), "pays the DCP");
+        assert_eq!(out.value, Amount(amount), "pays the whole amount");
+        let p = v.package();
+        for (rec, id) in p
+            .ancestry
+            .iter()
+            .zip(v.ancestry_ids())
+            .filter(|(r, _)| matches!(r, Record::Transfer(_)))
+            .map(|(r, id)| (r.inputs().to_vec(), *id))
+            .chain(std::iter::once((
+                p.transfer.inputs.clone(),
+                v.transfer_id(),
+            )))
+        {
+            for op in rec {
+                let prev = spent.insert(op, id);
+                assert!(
+                    prev.is_none() || prev == Some(id),
+                    "double spend at settlement"
+                );
+            }
+        }
+        package_bytes += bytes.len();
+        records += p.ancestry.len();
+        signature_checks += v.signature_checks();
+        let key = must(certify_fresh_keys(&mut se, &scheme, class, 1), "fresh key")[0];
+        let issue = scheme.issue(key, amount);
+        must(se.import_issue(issue), "import renewed token");
+        must(
+            se.ack(&Receipt::sign(&scheme.dcp, v.transfer_id())),
+            "DCP receipt",
+        );
+        rounds += 1;
+    }
+    let se_id = must(se.se_id(), "se id");
+    must(SeLink::sync(&mut se, &scheme.sync_grant(se_id, 2)), "sync");
+    assert_eq!(se.state().balance().0, balance, "renewal keeps the value");
+    assert!(se.state().outgoing.is_empty(), "sync clears the log");
+    assert!(
+        se.tokens().iter().all(|t| t.lineage_len == 1),
+        "only fresh tokens left"
+    );
+    Renewal {
+        suite,
+        device: device.to_string(),
+        balance,
+        tokens_before,
+        rounds,
+        package_bytes,
+        records,
+        signature_checks,
+        micros: t0.elapsed().as_micros(),
+    }
+}
+
+// ---- the report ---------------------------------------------------------------------
+
+/// `1234567` → `1 234 567`.
+fn grp(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mi(n: u64) -> String {
+    format!("{:.2} M", n as f64 / 1e6)
+}
+
+fn kib(n: u64) -> String {
+    format!("{:.1} KiB", n as f64 / 1024.0)
+}
+
+const SUITES: [(&str, &str); 2] = [("ed25519", "Ed25519"), ("p256", "P-256")];
+
+const CORE_OPS: [(&str, &str); 7] = [
+    ("boot", "SE boot (clean journal)"),
+    ("boot_recovery", "SE boot + recovery (torn commit record)"),
+    ("create_request", "CREATE REQUEST (payee)"),
+    ("pay", "PAY, one input with change (payer)"),
+    (
+        "receive_1",
+        "RECEIVE one-hop package (payee, full verification)",
+    ),
+    (
+        "receive_8",
+        "RECEIVE eight-hop package (payee, full verification)",
+    ),
+    ("ack", "ACK (payer)"),
+];
+
+const FLASH_TARGET: u64 = 192 * 1024;
+const RAM_TARGET: u64 = 64 * 1024;
+const PAY_TARGET: u64 = 1_000_000;
+
+fn report(run: &Run, sections: &BTreeMap<String, u64>, renewals: &[Renewal]) -> String {
+    let op = |s: &str, o: &str| -> Fields {
+        run.ops
+            .get(&(s.to_string(), o.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut md = String::new();
+    let w = &mut md;
+    let sec = |n: &str| sections.get(n).copied().unwrap_or(0);
+    let _ = writeln!(
+        w,
+        "Calibration: a two-instruction loop run 1 M and 5 M times differs by {} \
+         ticks per 8 M instructions, i.e. **{:.3} instructions per SysTick tick** \
+         (SysTick on the 25 MHz core clock, 1 ns per instruction under `-icount \
+         shift=0`); an empty measurement costs {} tick. Instructions below are \
+         ticks × 40, so each figure is exact to ±40 instructions.\n",
+        grp(8_000_000 * 1000 / num(&run.calibration, "instructions_per_tick_milli").max(1)),
+        num(&run.calibration, "instructions_per_tick_milli") as f64 / 1000.0,
+        num(&run.calibration, "overhead_ticks"),
+    );
+
+    let _ = writeln!(
+        w,
+        "#### Operations (instructions; stack and heap peak in bytes)\n"
+    );
+    let _ = writeln!(
+        w,
+        "| operation | Ed25519 | P-256 | stack (Ed25519 / P-256) | heap peak, both SEs' state included (Ed25519 / P-256) |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+    for (o, label) in CORE_OPS {
+        let (e, p) = (op("ed25519", o), op("p256", o));
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} / {} | {} / {} |",
+            mi(num(&e, "instr")),
+            mi(num(&p, "instr")),
+            grp(num(&e, "stack_total")),
+            grp(num(&p, "stack_total")),
+            grp(num(&e, "heap_peak")),
+            grp(num(&p, "heap_peak")),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nPAY is `PayerSession::start` (request decode, `Applet::pay`, package \
+         decode for the transfer id); RECEIVE is `PayeeSession::on_package` \
+         (`Applet::receive`: decode, `verify_package`, commit, receipt); ACK is \
+         `PayerSession::on_receipt`. Every one includes its journal commit to the \
+         simulated flash. Stack is the depth from the top of the stack (the \
+         benchmark's own frames above the operation included).\n"
+    );
+
+    let _ = writeln!(w, "#### Payee verification against its signature checks\n");
+    let _ = writeln!(
+        w,
+        "| suite | package | bytes | records | certificates | signature checks | `verify_package` | `verify_many`, same signatures | overhead | heap peak of `verify_package` |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (s, sname) in SUITES {
+        for (l, lname) in [("1", "one hop"), ("8", "eight hops")] {
+            let v = op(s, &format!("verify_{l}"));
+            let g = op(s, &format!("sigs_{l}"));
+            let (vi, gi) = (num(&v, "instr"), num(&g, "instr"));
+            let _ = writeln!(
+                w,
+                "| {sname} | {lname} | {} | {} | {} | {} | {} | {} | {:+.1} % | {} |",
+                grp(num(&v, "bytes")),
+                num(&v, "records"),
+                num(&v, "certificates"),
+                num(&v, "sigs"),
+                mi(vi),
+                mi(gi),
+                (vi as f64 / gi.max(1) as f64 - 1.0) * 100.0,
+                grp(num(&v, "heap_peak") - num(&v, "heap_before")),
+            );
+        }
+    }
+
+    let _ = writeln!(w, "\n#### Primitives and state handling (instructions)\n");
+    let _ = writeln!(w, "| | Ed25519 | P-256 |");
+    let _ = writeln!(w, "|---|---:|---:|");
+    for (o, label) in [
+        ("key_from_seed", "signing key from its seed"),
+        ("sign", "sign"),
+        ("verify", "verify one signature"),
+    ] {
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} |",
+            mi(num(&op("ed25519", o), "instr")),
+            mi(num(&op("p256", o), "instr"))
+        );
+    }
+    for who in ["payer", "payee"] {
+        for (o, label) in [
+            ("state_encode", "encode"),
+            ("state_hash", "SHA-256 over"),
+            ("state_decode", "decode"),
+        ] {
+            let e = op("ed25519", &format!("{o}_{who}"));
+            let p = op("p256", &format!("{o}_{who}"));
+            let _ = writeln!(
+                w,
+                "| {label} the {who}'s state ({} / {} bytes) | {} | {} |",
+                grp(num(&e, "bytes")),
+                grp(num(&p, "bytes")),
+                mi(num(&e, "instr")),
+                mi(num(&p, "instr"))
+            );
+        }
+    }
+
+    let _ = writeln!(
+        w,
+        "\n#### Machine to machine: a meter pays a charging station 1 unit per tick\n"
+    );
+    let _ = writeln!(
+        w,
+        "| suite | meter loaded with | ticks done | stopped by | per tick, meter (PAY + ACK) | per tick, station (REQUEST + RECEIVE) | per tick, total | tick 1 → last tick, total | flash written per tick (meter / station) | heap peak | state at the end (meter / station) |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|");
+    for m in &run.m2m {
+        let (s, v) = (&m["suite"], &m["variant"]);
+        let ticks: Vec<&Fields> = run
+            .ticks
+            .iter()
+            .filter(|t| &t["suite"] == s && &t["variant"] == v)
+            .collect();
+        let n = ticks.len().max(1) as u64;
+        let total =
+            |t: &Fields| num(t, "request") + num(t, "pay") + num(t, "receive") + num(t, "ack");
+        let meter = (num(m, "pay") + num(m, "ack")) / n;
+        let station = (num(m, "request") + num(m, "receive")) / n;
+        let first = ticks.first().map(|t| total(t)).unwrap_or(0);
+        let last = ticks.last().map(|t| total(t)).unwrap_or(0);
+        let mf: u64 = ticks.iter().map(|t| num(t, "meter_flash")).sum::<u64>() / n;
+        let sf: u64 = ticks.iter().map(|t| num(t, "station_flash")).sum::<u64>() / n;
+        let heap = ticks.iter().map(|t| num(t, "heap_peak")).max().unwrap_or(0);
+        let refusal = m.get("refusal").map(String::as_str).unwrap_or("none");
+        let stopped = match refusal {
+            "none" => String::from("—"),
+            "2109" => String::from("PAY refused: 2109, payment log full"),
+            "2021" => String::from("PAY refused: 2021, needs renewal (history budget)"),
+            r => format!("PAY refused: {r}"),
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {stopped} | {} | {} | **{}** | {} → {} | {} / {} | {} | {} / {} |",
+            if s == "ed25519" { "Ed25519" } else { "P-256" },
+            if v == "unit" {
+                "100 tokens of 1 + one of 50"
+            } else {
+                "one token of 100"
+            },
+            ticks.len(),
+            mi(meter),
+            mi(station),
+            mi(meter + station),
+            mi(first),
+            mi(last),
+            grp(mf),
+            grp(sf),
+            kib(heap),
+            grp(num(m, "meter_state")),
+            grp(num(m, "station_state")),
+        );
+    }
+    if !renewals.is_empty() {
+        let _ = writeln!(
+            w,
+            "\nThen both renew on the host (the states the M4 left, read back over \
+             semihosting): each pays its tokens to the DCP's redemption key, 16 inputs \
+             a round; the host verifies each package as settlement does, enters every \
+             input in a spent registry shared by both (no input twice), issues one \
+             fresh token per round, and a sync grant clears the payment log.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| suite | device | value | tokens before | rounds | package bytes | ancestry records | signature checks at settlement | host time |"
+        );
+        let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in renewals {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} ms |",
+                if r.suite == Suite::Ed25519 {
+                    "Ed25519"
+                } else {
+                    "P-256"
+                },
+                r.device,
+                r.balance,
+                r.tokens_before,
+                r.rounds,
+                grp(r.package_bytes as u64),
+                r.records,
+                r.signature_checks,
+                r.micros as f64 / 1000.0
+            );
+        }
+    }
+
+    let _ = writeln!(w, "\n#### Memory\n");
+    let flash = sec(".vector_table") + sec(".text") + sec(".rodata") + sec(".data");
+    let stat = sec(".data") + sec(".bss") + sec(".uninit");
+    let _ = writeln!(w, "| ELF section | bytes | |");
+    let _ = writeln!(w, "|---|---:|---|");
+    for (n, what) in [
+        (".vector_table", "flash"),
+        (".text", "flash: code"),
+        (".rodata", "flash: constants (curve tables, …)"),
+        (".data", "flash (initial values) and RAM"),
+        (".bss", "RAM"),
+        (".fixtures", "flash, but test vectors: not counted"),
+    ] {
+        let _ = writeln!(w, "| `{n}` | {} | {what} |", grp(sec(n)));
+    }
+    let _ = writeln!(
+        w,
+        "| **flash (firmware)** | **{}** ({}) | |",
+        grp(flash),
+        kib(flash)
+    );
+    let _ = writeln!(w, "| **static RAM** | **{}** | |", grp(stat));
+    let _ = writeln!(
+        w,
+        "\n| RAM, whole core scenario (both SEs) | Ed25519 | P-256 |\n|---|---:|---:|"
+    );
+    let core_max = |s: &str, key: &str, ops: &[&str]| {
+        ops.iter().map(|o| num(&op(s, o), key)).max().unwrap_or(0)
+    };
+    let all: Vec<&str> = CORE_OPS.iter().map(|(o, _)| *o).collect();
+    let no8: Vec<&str> = all.iter().copied().filter(|o| *o != "receive_8").collect();
+    let mut ram = BTreeMap::new();
+    for (label, ops) in [
+        ("without the eight-hop RECEIVE", &no8),
+        ("with the eight-hop RECEIVE", &all),
+    ] {
+        let e_heap = core_max("ed25519", "heap_peak", ops);
+        let p_heap = core_max("p256", "heap_peak", ops);
+        let e_stack = core_max("ed25519", "stack_total", ops);
+        let p_stack = core_max("p256", "stack_total", ops);
+        let (e, p) = (stat + e_heap + e_stack, stat + p_heap + p_stack);
+        ram.insert(label, (e, p));
+        let _ = writeln!(
+            w,
+            "| peak heap, {label} | {} | {} |",
+            grp(e_heap),
+            grp(p_heap)
+        );
+        let _ = writeln!(
+            w,
+            "| peak stack, {label} | {} | {} |",
+            grp(e_stack),
+            grp(p_stack)
+        );
+        let _ = writeln!(
+            w,
+            "| **static + heap + stack**, {label} | **{}** | **{}** |",
+            kib(e),
+            kib(p)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nHeap arena high-water mark over the whole benchmark (first-fit \
+         fragmentation included, machine-to-machine runs included): {}; \
+         allocations: {}.\n",
+        kib(num(&run.summary, "heap_high_water")),
+        grp(num(&run.summary, "allocs"))
+    );
+
+    let _ = writeln!(w, "#### Targets\n");
+    let _ = writeln!(w, "| target | measured | |");
+    let _ = writeln!(w, "|---|---|---|");
+    let met = |ok: bool| if ok { "**met**" } else { "**missed**" };
+    let pay_e = num(&op("ed25519", "pay"), "instr");
+    let pay_p = num(&op("p256", "pay"), "instr");
+    let _ = writeln!(
+        w,
+        "| PAY ≤ 1.0 M instructions (Ed25519) | {} (P-256: {}) | {} |",
+        mi(pay_e),
+        mi(pay_p),
+        met(pay_e <= PAY_TARGET)
+    );
+    let over = |s: &str, l: &str| {
+        let v = num(&op(s, &format!("verify_{l}")), "instr") as f64;
+        let g = num(&op(s, &format!("sigs_{l}")), "instr").max(1) as f64;
+        (v / g - 1.0) * 100.0
+    };
+    let worst = [
+        over("ed25519", "1"),
+        over("ed25519", "8"),
+        over("p256", "1"),
+        over("p256", "8"),
+    ]
+    .into_iter()
+    .fold(f64::MIN, f64::max);
+    let _ = writeln!(
+        w,
+        "| payee verification overhead beyond its signature checks ≤ 20 % | Ed25519 {:+.1} % / {:+.1} %, P-256 {:+.1} % / {:+.1} % (one / eight hops) | {} |",
+        over("ed25519", "1"),
+        over("ed25519", "8"),
+        over("p256", "1"),
+        over("p256", "8"),
+        met(worst <= 20.0)
+    );
+    let _ = writeln!(
+        w,
+        "| flash ≤ 192 KiB (payer + payee firmware) | {} | {} |",
+        kib(flash),
+        met(flash <= FLASH_TARGET)
+    );
+    for (label, (e, p)) in &ram {
+        let _ = writeln!(
+            w,
+            "| RAM ≤ 64 KiB, {label} | Ed25519 {}, P-256 {} | {} |",
+            kib(*e),
+            kib(*p),
+            met(*e <= RAM_TARGET && *p <= RAM_TARGET)
+        );
+    }
+    md
+}
+
+const BEGIN: &str = "<!-- m4-bench:begin (generated by firmware/cortex-m4/bench.sh) -->";
+const END: &str = "<!-- m4-bench:end -->";
+
+/// Replaces the generated block of docs/PERFORMANCE.md's "Cortex-M4"
+/// section (appending the section if it is missing).
+fn write_doc(block: &str) {
+    let path = root().join("docs/PERFORMANCE.md");
+    let doc = must(std::fs::read_to_string(&path), "read docs/PERFORMANCE.md");
+    let new = match (doc.find(BEGIN), doc.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{BEGIN}\n\n{block}\n{}", &doc[..b], &doc[e..])
+        }
+        _ => format!(
+            "{}\n## Cortex-M4\n\n{BEGIN}\n\n{block}\n{END}\n",
+            doc.trim_end()
+        ),
+    };
+    must(std::fs::write(&path, new), "write docs/PERFORMANCE.md");
+}
+
+fn bench(write: bool) {
+    build_firmware();
+    let t0 = Instant::now();
+    let (status, out) = run_qemu("bench");
+    let secs = t0.elapsed().as_secs_f64();
+    let log = root().join("target/firmware/m4-bench.log");
+    must(std::fs::write(&log, &out), "write log");
+    for line in out.lines().filter(|l| !l.starts_with("STATE ")) {
+        println!("{line}");
+    }
+    assert!(
+        status.success() && out.contains("RESULT PASS"),
+        "the firmware benchmark failed ({status}); log in {}",
+        log.display()
+    );
+    let run = parse(&out);
+    let mut renewals = Vec::new();
+    for (s, sname) in SUITES {
+        let suite = if s == "ed25519" {
+            Suite::Ed25519
+        } else {
+            Suite::EcdsaP256Sha256
+        };
+        let mut spent = BTreeMap::new();
+        for (_, device, state) in run.states.iter().filter(|(x, _, _)| x == sname || x == s) {
+            renewals.push(renew(suite, device, state, &mut spent));
+        }
+    }
+    let sections = elf_sections(&elf_path());
+    let md = report(&run, &sections, &renewals);
+    println!("\n{md}");
+    println!("(QEMU ran {secs:.1} s; full log in {})", log.display());
+    if write {
+        write_doc(&md);
+        println!("docs/PERFORMANCE.md updated");
+    }
+}
+
+fn smoke() {
+    build_firmware();
+    let (status, out) = run_qemu("smoke");
+    print!("{out}");
+    assert!(
+        status.success() && out.contains("RESULT PASS"),
+        "smoke scenario failed: {status}"
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("fixtures") => write_fixtures(),
+        Some("bench") => bench(!args.iter().any(|a| a == "--no-write")),
+        Some("smoke") => smoke(),
+        _ => {
+            eprintln!("usage: m4 fixtures | bench [--no-write] | smoke");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The Cortex-M4 firmware (firmware/cortex-m4) builds for
+//! thumbv7em-none-eabihf and its smoke scenario passes under QEMU: SE boot
+//! and recovery after a torn commit, CREATE REQUEST, PAY with change,
+//! RECEIVE of a one-hop and an eight-hop package with full verification,
+//! ACK; the semihosting exit code is success.
+//!
+//! Needs `qemu-system-arm` (Debian package `qemu-system-arm`; .ci/run
+//! installs it) and the `thumbv7em-none-eabihf` Rust target. Without them
+//! the test says so loudly and passes. The full measurement is a benchmark,
+//! not a test: `firmware/cortex-m4/bench.sh`.
+
+#[allow(dead_code)]
+#[path = "../examples/m4/fixtures.rs"]
+mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Written straight to the process's stderr, past the test harness's
+/// output capture, so that a skip is seen in every `cargo test` run.
+fn skip(why: &str) {
+    use std::io::Write as _;
+    let msg = format!(
+        "\n**********************************************************************\n\
+         *** firmware_smoke SKIPPED: {why}\n\
+         *** The Cortex-M4 firmware was NOT built or run under QEMU.\n\
+         *** Install: apt-get install -y qemu-system-arm\n\
+         ***          rustup target add thumbv7em-none-eabihf\n\
+         **********************************************************************\n"
+    );
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+}
+
+fn has_qemu() -> bool {
+    Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn has_target() -> bool {
+    let out = Command::new("rustc")
+        .args([
+            "--print",
+            "target-libdir",
+            "--target",
+            "thumbv7em-none-eabihf",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+        }
+        _ => false,
+    }
+}
+
+#[test]
+fn firmware_smoke_scenario_passes_under_qemu() {
+    if !has_qemu() {
+        skip("qemu-system-arm is not installed");
+        return;
+    }
+    if !has_target() {
+        skip("the thumbv7em-none-eabihf Rust target is not installed");
+        return;
+    }
+    // The firmware embeds host-generated test vectors: regenerate them and
+    // refresh the committed files if the code's formats moved on.
+    let files = fixtures::generate();
+    let stale = fixtures::stale(&files);
+    if !stale.is_empty() {
+        fixtures::write(&files);
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(
+            format!(
+                "\n*** firmware_smoke: fixtures were stale and have been rewritten: {}\n\
+                 *** commit firmware/cortex-m4/fixtures/ (or run: cargo run -p tally-wallet --example m4 -- fixtures)\n\n",
+                stale.join(", ")
+            )
+            .as_bytes(),
+        );
+    }
+    let fw = root().join("firmware/cortex-m4");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+    let build = Command::new(cargo)
+        .args(["build", "--release"])
+        .current_dir(&fw)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("run cargo for the firmware");
+    assert!(build.success(), "the firmware does not build");
+
+    let elf = root().join("target/firmware/thumbv7em-none-eabihf/release/tally-m4");
+    let mut child = Command::new("qemu-system-arm")
+        .args([
+            "-machine",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-icount",
+            "shift=0",
+            "-semihosting-config",
+            "enable=on,target=native,arg=tally-m4,arg=smoke",
+            "-kernel",
+        ])
+        .arg(&elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-arm");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).ok();
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for qemu") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the firmware did not finish within 300 s under QEMU");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().expect("qemu output");
+    println!("{out}");
+    assert!(
+        status.success(),
+        "semihosting exit code is failure: {status}\n{out}"
+    );
+    assert!(out.contains("RESULT PASS"), "no RESULT PASS line\n{out}");
+    for op in ["boot_recovery", "pay", "receive_1", "receive_8", "ack"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("OP suite=ed25519") && l.contains(&format!(" op={op} "))),
+            "operation {op} did not run\n{out}"
+        );
+    }
+}

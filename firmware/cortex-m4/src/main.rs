@@ -1,0 +1,611 @@
+//! Tally on a Cortex-M4F: a payer SE and a payee SE (tally-se applets on
+//! simulated flash) driven by the wallet's payer/payee sessions, running
+//! scripted scenarios from host-generated test vectors and measuring each
+//! operation. Output goes to the host over semihosting; the exit code says
+//! whether every check passed.
+//!
+//! Semihosting arguments (`-semihosting-config …,arg=tally-m4,arg=MODE`):
+//! `smoke` runs the Ed25519 payment scenario only; anything else runs the
+//! whole benchmark (both suites, machine to machine, reference crypto).
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod flash;
+mod measure;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hprint, hprintln};
+use tally_core::codec::Cbor;
+use tally_core::crypto::{SecretKey, SigCheck, tagged_hash, verify, verify_many};
+use tally_core::record::distinct_signers;
+use tally_core::testkit::TestEntropy;
+use tally_core::verify::{NoCache, verify_package};
+use tally_core::{
+    Amount, Expected, Hash32, Package, PublicKey, Record, Request, Signature, Suite, TrustStore,
+    VerifyParams,
+};
+use tally_se::storage::Journal;
+use tally_se::{Applet, Sealing};
+use tally_wallet::{PayeeSession, PayerSession};
+
+use flash::Flash;
+use measure::{CountingHeap, Sample};
+
+#[global_allocator]
+static HEAP: CountingHeap = CountingHeap::new();
+
+/// Heap arena and two SE stores, in the board's 16 MB SSRAM (not counted
+/// as RAM: see memory.x). Generous, so that the benchmark measures what
+/// is used rather than failing at an arbitrary bound.
+const HEAP_SIZE: usize = 8 << 20;
+const FLASH_SIZE: usize = 1 << 20;
+
+#[unsafe(link_section = ".psram")]
+static mut PSRAM: MaybeUninit<[u8; HEAP_SIZE + 2 * FLASH_SIZE]> = MaybeUninit::uninit();
+
+macro_rules! fixture {
+    ($name:ident, $file:literal) => {
+        #[unsafe(link_section = ".fixtures")]
+        static $name: [u8; include_bytes!(concat!("../fixtures/", $file)).len()] =
+            *include_bytes!(concat!("../fixtures/", $file));
+    };
+}
+
+fixture!(ED_PAYER, "ed25519-payer.state");
+fixture!(ED_PAYEE, "ed25519-payee.state");
+fixture!(ED_PKG8, "ed25519-pkg8.bin");
+fixture!(ED_EXPECT, "ed25519-expect.bin");
+fixture!(ED_METER, "ed25519-meter.state");
+fixture!(ED_METER_CHAIN, "ed25519-meter-chain.state");
+fixture!(ED_STATION, "ed25519-station.state");
+fixture!(P2_PAYER, "p256-payer.state");
+fixture!(P2_PAYEE, "p256-payee.state");
+fixture!(P2_PKG8, "p256-pkg8.bin");
+fixture!(P2_EXPECT, "p256-expect.bin");
+fixture!(P2_METER, "p256-meter.state");
+fixture!(P2_METER_CHAIN, "p256-meter-chain.state");
+fixture!(P2_STATION, "p256-station.state");
+
+/// One suite's test vectors.
+struct SuiteFx {
+    name: &'static str,
+    suite: Suite,
+    payer: &'static [u8],
+    payee: &'static [u8],
+    pkg8: &'static [u8],
+    expect: &'static [u8],
+    meter: &'static [u8],
+    meter_chain: &'static [u8],
+    station: &'static [u8],
+}
+
+const ED25519: SuiteFx = SuiteFx {
+    name: "ed25519",
+    suite: Suite::Ed25519,
+    payer: &ED_PAYER,
+    payee: &ED_PAYEE,
+    pkg8: &ED_PKG8,
+    expect: &ED_EXPECT,
+    meter: &ED_METER,
+    meter_chain: &ED_METER_CHAIN,
+    station: &ED_STATION,
+};
+
+const P256: SuiteFx = SuiteFx {
+    name: "p256",
+    suite: Suite::EcdsaP256Sha256,
+    payer: &P2_PAYER,
+    payee: &P2_PAYEE,
+    pkg8: &P2_PKG8,
+    expect: &P2_EXPECT,
+    meter: &P2_METER,
+    meter_chain: &P2_METER_CHAIN,
+    station: &P2_STATION,
+};
+
+/// Must match the host generator (crates/tally-wallet/examples/m4.rs).
+const PAYMENT: u64 = 250;
+const PAYER_LOAD: u64 = 1_000;
+const M2M_TICKS: usize = 100;
+
+type Se<'a> = Applet<&'a mut Flash, TestEntropy>;
+
+static OVERHEAD: AtomicU32 = AtomicU32::new(0);
+static IPT_MILLI: AtomicU32 = AtomicU32::new(40_000);
+static STACK_MAX: AtomicUsize = AtomicUsize::new(0);
+static HEAP_MAX: AtomicUsize = AtomicUsize::new(0);
+
+fn m<R>(f: impl FnOnce() -> R) -> (R, Sample) {
+    let (r, s) = measure::measure(&HEAP, u64::from(OVERHEAD.load(Relaxed)), f);
+    STACK_MAX.fetch_max(s.stack_total, Relaxed);
+    HEAP_MAX.fetch_max(s.heap_peak, Relaxed);
+    (r, s)
+}
+
+fn instr(ticks: u64) -> u64 {
+    ticks * u64::from(IPT_MILLI.load(Relaxed)) / 1000
+}
+
+fn report(suite: &str, op: &str, s: &Sample, extra: &str) {
+    hprintln!(
+        "OP suite={} op={} ticks={} instr={} stack={} stack_total={} heap_before={} heap_peak={} heap_after={} allocs={}{}{}",
+        suite,
+        op,
+        s.ticks,
+        instr(s.ticks),
+        s.stack,
+        s.stack_total,
+        s.heap_before,
+        s.heap_peak,
+        s.heap_after,
+        s.allocs,
+        if extra.is_empty() { "" } else { " " },
+        extra,
+    );
+}
+
+type Res<T> = Result<T, String>;
+
+fn ctx<T, E: core::fmt::Debug>(r: Result<T, E>, what: &str) -> Res<T> {
+    r.map_err(|e| format!("{what}: {e:?}"))
+}
+
+fn check(cond: bool, what: &str) -> Res<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(format!("check failed: {what}"))
+    }
+}
+
+/// Factory provisioning: the host's SE state as the one commit of a blank
+/// store.
+fn provision(flash: &mut Flash, state: &[u8]) -> Res<()> {
+    flash.erase();
+    let (mut j, current) = ctx(Journal::open(&mut *flash), "journal on blank flash")?;
+    check(current.is_none(), "blank flash holds no state")?;
+    ctx(j.commit(state), "provisioning commit")
+}
+
+fn boot<'a>(flash: &'a mut Flash, label: &[u8]) -> Res<Se<'a>> {
+    ctx(
+        Applet::boot(flash, Sealing::None, TestEntropy::new(label)),
+        "boot",
+    )
+}
+
+fn trust_of(se: &Se<'_>) -> Res<(TrustStore, VerifyParams)> {
+    let st = se.state();
+    let p = st.personal.as_ref().ok_or("not personalized")?;
+    let policy = st.policy.clone().ok_or("no policy")?;
+    let rev = st.revocations.clone().ok_or("no revocation list")?;
+    let budget = policy
+        .limits(p.device_class, p.tier)
+        .ok_or("no tier")?
+        .history_records_max;
+    let trust = ctx(TrustStore::new(p.root, policy, rev), "trust store")?;
+    let params = VerifyParams {
+        epoch: st.epoch,
+        history_records_max: usize::from(budget),
+    };
+    Ok((trust, params))
+}
+
+/// The signature checks a verifier makes for `pkg` with nothing cached, in
+/// the order `verify_package` collects them (Issues, then per transfer its
+/// certificates on first use and its signatures).
+fn signature_checks(pkg: &Package, trust: &TrustStore) -> Res<Vec<(PublicKey, Hash32, Signature)>> {
+    let dcp = |id: &Hash32| {
+        trust
+            .policy()
+            .dcp(id)
+            .map(|c| c.key)
+            .ok_or(String::from("unknown DCP"))
+    };
+    let mut out = Vec::new();
+    for r in &pkg.ancestry {
+        if let Record::Issue(i) = r {
+            out.push((dcp(&i.issuer)?, i.id(), i.signature));
+        }
+    }
+    for c in &pkg.certificates {
+        out.push((dcp(&c.issuer)?, c.signed_message(), c.signature));
+    }
+    let owner = |op: &tally_core::OutPoint| {
+        pkg.ancestry
+            .iter()
+            .find(|r| r.id() == op.record)
+            .and_then(|r| r.outputs().get(usize::from(op.index)))
+            .map(|o| o.owner)
+    };
+    let transfers = pkg
+        .ancestry
+        .iter()
+        .filter_map(|r| match r {
+            Record::Transfer(t) => Some(t),
+            Record::Issue(_) => None,
+        })
+        .chain(core::iter::once(&pkg.transfer));
+    for t in transfers {
+        let owners: Option<Vec<PublicKey>> = t.inputs.iter().map(owner).collect();
+        let signers = distinct_signers(owners.ok_or("input not in ancestry")?.into_iter());
+        let id = t.id();
+        for (k, s) in signers.iter().zip(&t.signatures) {
+            out.push((*k, id, *s));
+        }
+    }
+    Ok(out)
+}
+
+/// Payee-side verification alone (no SE): decode, `verify_package`, and
+/// `verify_many` over exactly its signature checks.
+fn verify_alone(
+    fx: &SuiteFx,
+    label: &str,
+    bytes: &[u8],
+    request: &Request,
+    trust: &TrustStore,
+    params: VerifyParams,
+) -> Res<()> {
+    let (pkg, s) = m(|| Package::from_cbor(bytes));
+    let pkg = ctx(pkg, "decode package")?;
+    report(
+        fx.name,
+        &format!("decode_{label}"),
+        &s,
+        &format!("bytes={}", bytes.len()),
+    );
+    let expected = Expected {
+        payee: request.payee.key,
+        amount: request.amount,
+        nonce: request.nonce,
+    };
+    let copy = pkg.clone();
+    let (v, s_verify) = m(|| verify_package(copy, &expected, trust, params, &mut NoCache));
+    let v = ctx(v, "verify_package")?;
+    let checks = signature_checks(&pkg, trust)?;
+    check(
+        checks.len() == v.signature_checks(),
+        "signature check list matches the verifier's count",
+    )?;
+    let sc: Vec<SigCheck<'_>> = checks
+        .iter()
+        .map(|(key, msg, sig)| SigCheck {
+            key,
+            msg: &msg.0,
+            sig,
+        })
+        .collect();
+    let (r, s_sigs) = m(|| verify_many(&sc));
+    ctx(r, "verify_many")?;
+    let certs = pkg.certificates.len();
+    let extra = format!(
+        "bytes={} records={} certificates={certs} sigs={}",
+        bytes.len(),
+        pkg.ancestry.len(),
+        v.signature_checks()
+    );
+    report(fx.name, &format!("verify_{label}"), &s_verify, &extra);
+    report(fx.name, &format!("sigs_{label}"), &s_sigs, &extra);
+    Ok(())
+}
+
+/// SE boot and recovery, CREATE REQUEST, PAY (one input, change), RECEIVE
+/// of a one-hop and an eight-hop package with full verification, ACK.
+fn core_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, full: bool) -> Res<()> {
+    let n = fx.name;
+    provision(fa, fx.payer)?;
+    provision(fb, fx.payee)?;
+    // The payer's first commit will lose power half-way through its commit
+    // record.
+    fa.tear_next_commit_record();
+
+    let (payer, s) = m(|| boot(fa, b"m4/payer"));
+    let mut payer = payer?;
+    report(n, "boot", &s, "");
+    let (payee, s) = m(|| boot(fb, b"m4/payee"));
+    let mut payee = payee?;
+    report(n, "boot_payee", &s, "");
+
+    let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
+    let (session1, req1) = ctx(r, "CREATE REQUEST")?;
+    report(n, "create_request", &s, &format!("bytes={}", req1.len()));
+
+    // PAY, torn: power is cut while the commit record is written.
+    let torn = PayerSession::start(&mut payer, &req1);
+    check(torn.is_err(), "the torn PAY fails")?;
+    drop(payer);
+    fa.power_on();
+    let (payer, s) = m(|| boot(fa, b"m4/payer"));
+    let mut payer = payer?;
+    report(n, "boot_recovery", &s, "");
+    let st = payer.state();
+    check(
+        st.balance() == Amount(PAYER_LOAD) && st.outgoing.is_empty() && st.counter == 0,
+        "recovery restores the state before the torn PAY",
+    )?;
+
+    let (r, s) = m(|| PayerSession::start(&mut payer, &req1));
+    let pay1 = ctx(r, "PAY")?;
+    report(n, "pay", &s, &format!("bytes={}", pay1.package().len()));
+    check(
+        tagged_hash(b"m4/expect", &[pay1.package()]).0[..] == fx.expect[..32],
+        "package 1 is the one the host predicted",
+    )?;
+
+    let pkg1 = pay1.package().to_vec();
+    let (r, s) = m(|| session1.on_package(&mut payee, &pkg1));
+    let received = ctx(r.map_err(|(_, e)| e), "RECEIVE one hop")?;
+    report(n, "receive_1", &s, &format!("bytes={}", pkg1.len()));
+
+    let (r, s) = m(|| pay1.on_receipt(&mut payer, &received.receipt));
+    ctx(r.map_err(|(_, e)| e), "ACK")?;
+    report(n, "ack", &s, &format!("bytes={}", received.receipt.len()));
+    check(
+        payer.state().balance() == Amount(PAYER_LOAD - PAYMENT),
+        "payer keeps the change",
+    )?;
+    check(payee.state().balance() == Amount(PAYMENT), "payee is paid")?;
+    check(
+        payer.state().outgoing.iter().all(|o| o.acked),
+        "payment acknowledged",
+    )?;
+
+    let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
+    let (session2, req2) = ctx(r, "CREATE REQUEST 2")?;
+    report(n, "create_request_2", &s, "");
+    check(
+        tagged_hash(b"m4/expect", &[&req2]).0[..] == fx.expect[32..64],
+        "request 2 is the one the host predicted",
+    )?;
+    let (r, s) = m(|| session2.on_package(&mut payee, fx.pkg8));
+    ctx(r.map_err(|(_, e)| e), "RECEIVE eight hops")?;
+    report(n, "receive_8", &s, &format!("bytes={}", fx.pkg8.len()));
+    check(
+        payee.state().balance() == Amount(2 * PAYMENT),
+        "payee holds both payments",
+    )?;
+
+    if !full {
+        return Ok(());
+    }
+
+    // The payee-side verifier alone, and its signature checks alone.
+    let (trust, params) = trust_of(&payee)?;
+    let request1 = ctx(Request::from_cbor(&req1), "request 1")?;
+    let request2 = ctx(Request::from_cbor(&req2), "request 2")?;
+    verify_alone(fx, "1", &pkg1, &request1, &trust, params)?;
+    verify_alone(fx, "8", fx.pkg8, &request2, &trust, params)?;
+
+    // What the SEs' states cost to encode, decode and hash (every commit
+    // encodes and hashes the whole state; boot decodes it).
+    for (who, se) in [("payer", &payer), ("payee", &payee)] {
+        let (bytes, s) = m(|| se.state().to_cbor());
+        report(
+            n,
+            &format!("state_encode_{who}"),
+            &s,
+            &format!("bytes={}", bytes.len()),
+        );
+        let (h, s) = m(|| tagged_hash(b"x", &[&bytes]));
+        core::hint::black_box(h);
+        report(
+            n,
+            &format!("state_hash_{who}"),
+            &s,
+            &format!("bytes={}", bytes.len()),
+        );
+        let (st, s) = m(|| tally_se::state::State::from_cbor(&bytes));
+        ctx(st, "state decode")?;
+        report(
+            n,
+            &format!("state_decode_{who}"),
+            &s,
+            &format!("bytes={}", bytes.len()),
+        );
+    }
+    drop(payer);
+    drop(payee);
+
+    // Reference points: the suite's primitives.
+    let (k, s) = m(|| SecretKey::from_seed(fx.suite, &[7; 32]));
+    let k = k.ok_or("key from seed")?;
+    report(n, "key_from_seed", &s, "");
+    let msg = [0x42u8; 32];
+    let (sig, s) = m(|| k.sign(&msg));
+    report(n, "sign", &s, "");
+    let pk = k.public();
+    let (r, s) = m(|| verify(&pk, &msg, &sig));
+    ctx(r, "verify")?;
+    report(n, "verify", &s, "");
+    Ok(())
+}
+
+/// A smart meter pays a charging station one unit per tick, offline.
+fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+    let n = fx.name;
+    provision(fa, meter_state)?;
+    provision(fb, fx.station)?;
+    let mut meter = boot(fa, b"m4/meter")?;
+    let mut station = boot(fb, b"m4/station")?;
+    let start = meter.state().balance();
+    let mut done = 0usize;
+    let mut refusal = String::new();
+    let mut sum = [0u64; 4];
+    for tick in 0..M2M_TICKS {
+        let w0 = flash::written();
+        let (r, s_req) = m(|| PayeeSession::start(&mut station, Amount(1)));
+        let (session, req) = ctx(r, "station CREATE REQUEST")?;
+        let (r, s_pay) = m(|| PayerSession::start(&mut meter, &req));
+        let pay = match r {
+            Ok(p) => p,
+            Err(tally_wallet::WalletError::Refused { code }) => {
+                refusal = format!("{code}");
+                break;
+            }
+            Err(e) => return Err(format!("meter PAY: {e:?}")),
+        };
+        let package_len = pay.package().len();
+        let (r, s_rcv) = m(|| session.on_package(&mut station, pay.package()));
+        let received = ctx(r.map_err(|(_, e)| e), "station RECEIVE")?;
+        let (r, s_ack) = m(|| pay.on_receipt(&mut meter, &received.receipt));
+        ctx(r.map_err(|(_, e)| e), "meter ACK")?;
+        let w1 = flash::written();
+        let samples = [s_req, s_pay, s_rcv, s_ack];
+        for (a, s) in sum.iter_mut().zip(&samples) {
+            *a += instr(s.ticks);
+        }
+        hprintln!(
+            "TICK suite={} variant={} tick={} request={} pay={} receive={} ack={} package={} heap_peak={} stack={} meter_flash={} station_flash={}",
+            n,
+            variant,
+            tick + 1,
+            instr(s_req.ticks),
+            instr(s_pay.ticks),
+            instr(s_rcv.ticks),
+            instr(s_ack.ticks),
+            package_len,
+            samples.iter().map(|s| s.heap_peak).max().unwrap_or(0),
+            samples.iter().map(|s| s.stack_total).max().unwrap_or(0),
+            w1[0] - w0[0],
+            w1[1] - w0[1],
+        );
+        done = tick + 1;
+    }
+    let paid = start.0 - meter.state().balance().0;
+    check(paid == done as u64, "the meter paid one unit per tick")?;
+    check(
+        station.state().balance() == Amount(done as u64),
+        "the station holds every unit",
+    )?;
+    hprintln!(
+        "M2M suite={} variant={} ticks={} refusal={} request={} pay={} receive={} ack={} meter_state={} station_state={}",
+        n,
+        variant,
+        done,
+        if refusal.is_empty() { "none" } else { &refusal },
+        sum[0],
+        sum[1],
+        sum[2],
+        sum[3],
+        meter.state().to_cbor().len(),
+        station.state().to_cbor().len(),
+    );
+    if variant == "unit" {
+        for (who, se) in [("meter", &meter), ("station", &station)] {
+            let bytes = se.state().to_cbor();
+            let mut line = String::with_capacity(bytes.len() * 2 + 64);
+            let _ = write!(line, "STATE suite={n} device={who} hex=");
+            for b in &bytes {
+                let _ = write!(line, "{b:02x}");
+            }
+            hprintln!("{}", line);
+        }
+    }
+    Ok(())
+}
+
+fn cmdline() -> String {
+    let mut buf = [0u8; 256];
+    let mut block = [buf.as_mut_ptr() as usize, buf.len()];
+    let r = unsafe {
+        cortex_m_semihosting::syscall1(
+            cortex_m_semihosting::nr::GET_CMDLINE,
+            block.as_mut_ptr() as usize,
+        )
+    };
+    if r != 0 {
+        return String::new();
+    }
+    let len = unsafe { core::ptr::read_volatile(&block[1]) }.min(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+    core_scenario(&ED25519, fa, fb, full)?;
+    if !full {
+        return Ok(());
+    }
+    core_scenario(&P256, fa, fb, true)?;
+    for fx in [&ED25519, &P256] {
+        m2m(fx, "unit", fx.meter, fa, fb)?;
+        m2m(fx, "chain", fx.meter_chain, fa, fb)?;
+    }
+    Ok(())
+}
+
+#[entry]
+fn main() -> ! {
+    let cp = cortex_m::Peripherals::take().unwrap_or_else(|| fail("peripherals"));
+    // SAFETY: the only reference ever made to PSRAM, split into the heap
+    // arena and two stores.
+    let psram: &'static mut [u8] = unsafe {
+        let p = core::ptr::addr_of_mut!(PSRAM) as *mut u8;
+        core::ptr::write_bytes(p, 0, HEAP_SIZE);
+        core::slice::from_raw_parts_mut(p, HEAP_SIZE + 2 * FLASH_SIZE)
+    };
+    let (arena, stores) = psram.split_at_mut(HEAP_SIZE);
+    unsafe { HEAP.init(arena.as_mut_ptr() as usize, arena.len()) };
+    let (sa, sb) = stores.split_at_mut(FLASH_SIZE);
+    let mut fa = Flash::new(0, sa);
+    let mut fb = Flash::new(1, sb);
+
+    measure::start_systick(cp.SYST);
+    let (ipt_milli, overhead) = measure::calibrate();
+    IPT_MILLI.store(ipt_milli as u32, Relaxed);
+    OVERHEAD.store(overhead as u32, Relaxed);
+    let args = cmdline();
+    let full = !args.split_whitespace().any(|a| a == "smoke");
+    hprintln!(
+        "CALIBRATION instructions_per_tick_milli={} overhead_ticks={} mode={}",
+        ipt_milli,
+        overhead,
+        if full { "bench" } else { "smoke" }
+    );
+    match run(full, &mut fa, &mut fb) {
+        Ok(()) => {
+            hprintln!(
+                "SUMMARY stack_max={} stack_painted={} heap_peak_max={} heap_high_water={} allocs={}",
+                STACK_MAX.load(Relaxed),
+                measure::stack_high_water(),
+                HEAP_MAX.load(Relaxed),
+                HEAP.high_water(),
+                HEAP.allocs(),
+            );
+            hprintln!("RESULT PASS");
+            debug::exit(debug::EXIT_SUCCESS);
+        }
+        Err(e) => fail(&e),
+    }
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    hprintln!("RESULT FAIL {}", msg);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprint!("RESULT FAIL panic: ");
+    hprintln!("{}", info);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
