@@ -18,7 +18,9 @@ use tally_core::crypto::{Entropy, SecretKey, tagged_hash};
 use tally_core::package::{needed_certificates, sign_transfer};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::selection::{Candidate, SelectError, select};
-use tally_core::verify::{BoundedCertCache, Expected, VerifyError, VerifyParams, verify_package};
+use tally_core::verify::{
+    BoundedCertCache, CertCache, Expected, VerifyError, VerifyParams, verify_package,
+};
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
     PublicKey, Receipt, Record, Request, RevocationList, Suite, SyncGrant, TrustStore,
@@ -575,9 +577,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return retry;
         }
         let limits = self.limits()?;
-        let trust = self.trust()?;
         let epoch = self.state.epoch;
-        trust.verify_pseudonym_cert(&request.payee, epoch)?;
+        // The payee's certificate: issuer, expiry and revocation always;
+        // the DCP's signature once per certificate (a meter paying the same
+        // charger every tick checks it once).
+        let payee_cert_id = request.payee.id();
+        let issuer = self.trust()?.check_pseudonym_cert(&request.payee, epoch)?;
+        if !self.cert_cache.contains(&payee_cert_id) {
+            tally_core::crypto::verify(
+                &issuer,
+                &request.payee.signed_message().0,
+                &request.payee.signature,
+            )
+            .map_err(|_| SeError::Verify(VerifyError::BadCertificateSignature))?;
+            self.cert_cache.insert(payee_cert_id);
+        }
+        let trust = self.trust()?;
         // Learn elapsed time from the payee, but never beyond what its
         // certificate could vouch for.
         let epoch_seen = self
