@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod device;
 mod node;
@@ -110,6 +111,11 @@ enum Command {
         token: String,
         #[command(subcommand)]
         cmd: OperatorCmd,
+    },
+    /// Back-office throughput (settlement, ledger); prints a markdown table.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
     },
 }
 
@@ -285,6 +291,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             .map(|_| String::new())
         }
         Command::Device { state, cmd } => run_device(&state, cmd),
+        Command::Bench { cmd } => bench::run(cmd),
         Command::Package { cmd } => match cmd {
             PackageCmd::Inspect { file } => package::inspect(&file),
             PackageCmd::Verify {

@@ -155,10 +155,13 @@ impl Settlement {
         idem: &str,
     ) -> Result<SettlementOutcome, SettlementError> {
         let p = pkg.package();
+        // The verifier computed every record id; hashing them again would
+        // re-encode every record.
+        let ids = pkg.ancestry_ids();
         // Roots first: every Issue must be registered (check before writing).
-        for rec in &p.ancestry {
-            if let Record::Issue(i) = rec {
-                let id = i.id();
+        for (rec, id) in p.ancestry.iter().zip(ids) {
+            if let Record::Issue(_) = rec {
+                let id = *id;
                 if tx
                     .query_one(
                         "SELECT value FROM issued WHERE id = $1",
@@ -173,49 +176,60 @@ impl Settlement {
         let output_of = |op: &OutPoint| -> Option<tally_core::Output> {
             p.ancestry
                 .iter()
-                .find(|r| r.id() == op.record)
-                .and_then(|r| r.outputs().get(op.index as usize).copied())
+                .zip(ids)
+                .find(|(_, id)| **id == op.record)
+                .and_then(|(r, _)| r.outputs().get(op.index as usize).copied())
         };
         let mut out = SettlementOutcome::default();
         let transfers = p
             .ancestry
             .iter()
-            .filter_map(|r| match r {
-                Record::Transfer(t) => Some(t),
+            .zip(ids.iter().copied())
+            .filter_map(|(r, id)| match r {
+                Record::Transfer(t) => Some((t, id)),
                 Record::Issue(_) => None,
             })
-            .chain(std::iter::once(&p.transfer));
-        for t in transfers {
-            let tid = t.id();
+            .chain(std::iter::once((&p.transfer, pkg.transfer_id())));
+        for (t, tid) in transfers {
             let tid_v: Value = tid.0.as_slice().into();
-            if tx
-                .query_one(
-                    "SELECT id FROM settled_records WHERE id = $1",
-                    &[tid_v.clone()],
-                )?
-                .is_none()
-            {
-                tx.execute(
-                    "INSERT INTO settled_records (id, body) VALUES ($1, $2)",
-                    &[tid_v.clone(), t.to_cbor().into()],
-                )?;
-            }
+            // Insert-unless-present in one statement (one round trip fewer
+            // than SELECT then INSERT; portable SQL, no ON CONFLICT). The
+            // CASTs give PostgreSQL the parameter types.
+            tx.execute(
+                "INSERT INTO settled_records (id, body) SELECT CAST($1 AS BLOB), CAST($2 AS BLOB) WHERE NOT EXISTS (SELECT 1 FROM settled_records WHERE id = $1)",
+                &[tid_v.clone(), t.to_cbor().into()],
+            )?;
             for op in &t.inputs {
                 let key = [
                     Value::Bytes(op.record.0.to_vec()),
                     Value::Int(i64::from(op.index)),
                 ];
-                match tx.query_one(
-                    "SELECT consumed_by FROM spent WHERE record = $1 AND idx = $2",
-                    &key,
-                )? {
-                    None => {
-                        tx.execute(
-                            "INSERT INTO spent (record, idx, consumed_by) VALUES ($1, $2, $3)",
-                            &[key[0].clone(), key[1].clone(), tid_v.clone()],
-                        )?;
-                        out.registered += 1;
+                // The common case, a first consumption, is one statement;
+                // only an output consumed before is read back and judged.
+                let inserted = tx.execute(
+                    "INSERT INTO spent (record, idx, consumed_by) SELECT CAST($1 AS BLOB), CAST($2 AS BIGINT), CAST($3 AS BLOB) WHERE NOT EXISTS (SELECT 1 FROM spent WHERE record = $1 AND idx = $2)",
+                    &[key[0].clone(), key[1].clone(), tid_v.clone()],
+                )?;
+                let consumer = match inserted {
+                    1 => None,
+                    0 => Some(
+                        tx.query_one(
+                            "SELECT consumed_by FROM spent WHERE record = $1 AND idx = $2",
+                            &key,
+                        )?
+                        .ok_or_else(|| {
+                            StoreError::Type("spent row neither inserted nor present".into())
+                        })?,
+                    ),
+                    n => {
+                        return Err(StoreError::Type(format!(
+                            "{n} spent rows inserted for one output"
+                        ))
+                        .into());
                     }
+                };
+                match consumer {
+                    None => out.registered += 1,
                     Some(r) if r.bytes(0)? == tid.0.as_slice() => out.already += 1,
                     Some(r) => {
                         let first_id = r.bytes(0)?.to_vec();
