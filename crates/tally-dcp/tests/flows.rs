@@ -304,3 +304,77 @@ fn many_operations_do_not_exhaust_the_key_table() {
     assert_eq!(b.link.status().unwrap().balance, Amount(400));
     assert!(bo.invariant().unwrap().holds());
 }
+
+/// Bad input: a device redeeming tokens of another device (a redemption
+/// package answering another SE's request) is refused and changes nothing.
+#[test]
+fn tokens_of_another_device_are_refused() {
+    use tally_core::codec::Cbor;
+    use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse};
+    let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    let mut a = onboard(&bo, "alice-x", PHONE, "alice");
+    let mut b = onboard(&bo, "bob-x", PHONE, "bob");
+    with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
+    // Alice's SE pays a redemption request issued to Alice…
+    let sign = |d: &mut Dev, op: DeviceOp| {
+        d.counter += 1;
+        let sig = d
+            .link
+            .attest(&DeviceRequest::challenge(&d.se_id, d.counter, &op))
+            .unwrap();
+        DeviceRequest {
+            se_id: d.se_id,
+            counter: d.counter,
+            op,
+            signature: sig,
+        }
+        .to_cbor()
+    };
+    let req_bytes = sign(
+        &mut a,
+        DeviceOp::RedemptionRequest {
+            amount: 1_000,
+            unload: true,
+        },
+    );
+    let DeviceResponse::Redemption(request) =
+        DeviceResponse::from_cbor(&bo.handle_device(&req_bytes).unwrap()).unwrap()
+    else {
+        panic!("expected a redemption request")
+    };
+    let package = a.link.redeem(&request).unwrap();
+    // …and Bob's device tries to unload it into Bob's account.
+    let key = b.link.generate_keys(1).unwrap()[0];
+    let before = bo.invariant().unwrap();
+    let bob_before = bo.account_balance("bob").unwrap();
+    let steal = sign(
+        &mut b,
+        DeviceOp::Redeem {
+            package: package.clone(),
+            key,
+        },
+    );
+    let e = bo.handle_device(&steal).unwrap_err();
+    assert_eq!(
+        e.code(),
+        tally_dcp::BackofficeError::UnknownRedemption.code()
+    );
+    assert_eq!(bo.invariant().unwrap(), before);
+    assert_eq!(bo.account_balance("bob").unwrap(), bob_before);
+    // Alice's own device can still unload it.
+    let key_a = a.link.generate_keys(1).unwrap()[0];
+    let ok = sign(
+        &mut a,
+        DeviceOp::Redeem {
+            package,
+            key: key_a,
+        },
+    );
+    assert!(matches!(
+        DeviceResponse::from_cbor(&bo.handle_device(&ok).unwrap()).unwrap(),
+        DeviceResponse::Unloaded { .. }
+    ));
+    assert_eq!(bo.account_balance("alice").unwrap(), 10_000);
+}
