@@ -1,0 +1,856 @@
+//! The token graph's hot state and the ingest of one batch.
+//!
+//! The store is the source of truth and is written append-only (records,
+//! outputs, consumptions, alerts, counters). Detection needs random lookups
+//! by hash — "who consumed this output?" — and a hash-keyed B-tree turns
+//! each into a random page read and write, which bounds SQLite at a few
+//! thousand records per second. So the lookups go to maps held in memory
+//! ([`HotState`]), rebuilt from the store by [`HotState::load`] whenever the
+//! MDS opens: a crash loses nothing that committed. A batch works on an
+//! overlay of the maps and the overlay is applied only after its
+//! transaction committed, so a failed or retried transaction leaves the
+//! maps as they were. One MDS process writes a given store.
+
+use std::collections::{HashMap, HashSet};
+
+use tally_core::policy::device_class;
+use tally_core::{Hash32, OutPoint, Record};
+use tally_store::{Tx, Value};
+
+use crate::{
+    ALERT_EVIDENCE_RECORDS_MAX, Alert, AlertKind, AlertState, DEVICE_CLASS_UNKNOWN, IngestOutcome,
+    IngestRecord, MdsConfig, MdsError, Pairing, Verdict, hash_of, hv, insert_alert, iv, uint,
+};
+
+pub(crate) const STATUS_VALID: i64 = 0;
+pub(crate) const STATUS_COUNTERFEIT: i64 = 1;
+const KIND_ISSUE: i64 = 0;
+const KIND_TRANSFER: i64 = 1;
+/// Rows per multi-row INSERT.
+const INSERT_ROWS_MAX: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutState {
+    owner: Hash32,
+    value: u64,
+    depth: u64,
+    class: u8,
+    redeemed: bool,
+    consumed_by: Option<Hash32>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    payments: u64,
+    near_limit: u64,
+    fan_out: u64,
+    fan_in: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ActState {
+    counts: Counts,
+    /// Payments made by the pseudonym in the epoch (evidence, bounded).
+    paid: Vec<Hash32>,
+    /// Payments received.
+    received: Vec<Hash32>,
+}
+
+fn push_bounded(v: &mut Vec<Hash32>, id: Hash32) {
+    if v.len() < ALERT_EVIDENCE_RECORDS_MAX {
+        v.push(id);
+    }
+}
+
+/// Lookup state rebuilt from the store on open.
+#[derive(Default)]
+pub(crate) struct HotState {
+    records: HashMap<Hash32, i64>,
+    outputs: HashMap<OutPoint, OutState>,
+    activity: HashMap<(Hash32, u32), ActState>,
+    pairs: HashSet<(Hash32, Hash32, u32)>,
+    next_seq: i64,
+}
+
+fn opt_hash(b: &[u8]) -> Result<Option<Hash32>, MdsError> {
+    if b.is_empty() {
+        Ok(None)
+    } else {
+        hash_of(b).map(Some)
+    }
+}
+
+impl HotState {
+    pub(crate) fn load(tx: &mut dyn Tx, cfg: &MdsConfig) -> Result<HotState, MdsError> {
+        let mut s = HotState {
+            next_seq: 1,
+            ..HotState::default()
+        };
+        for r in tx.query(
+            "SELECT id, status, kind, epoch, payer, payee, payment, redemption, seq FROM mds_records ORDER BY seq",
+            &[],
+        )? {
+            let id = hash_of(r.bytes(0)?)?;
+            let status = r.int(1)?;
+            s.records.insert(id, status);
+            s.next_seq = s.next_seq.max(r.int(8)? + 1);
+            if status != STATUS_VALID || r.int(2)? != KIND_TRANSFER || r.int(7)? != 0 {
+                continue;
+            }
+            let epoch = u32::try_from(r.int(3)?).map_err(|_| MdsError::Corrupt("epoch".into()))?;
+            let (Some(payer), Some(payee)) = (opt_hash(r.bytes(4)?)?, opt_hash(r.bytes(5)?)?) else {
+                continue;
+            };
+            let mut d = HashMap::new();
+            let mut pairs = HashSet::new();
+            note_payment(cfg, &mut d, &mut pairs, id, payer, payee, epoch, uint(&r, 6)?);
+            for (p, a, pe) in pairs {
+                if s.pairs.insert((p, a, pe)) {
+                    s.activity.entry((p, pe)).or_default().counts.fan_out += 1;
+                    s.activity.entry((a, pe)).or_default().counts.fan_in += 1;
+                }
+            }
+            for (k, v) in d {
+                merge(s.activity.entry(k).or_default(), &v);
+            }
+        }
+        for r in tx.query(
+            "SELECT record, idx, owner, value, depth, class, redeemed FROM mds_outputs",
+            &[],
+        )? {
+            let op = OutPoint {
+                record: hash_of(r.bytes(0)?)?,
+                index: u8::try_from(r.int(1)?).map_err(|_| MdsError::Corrupt("idx".into()))?,
+            };
+            s.outputs.insert(
+                op,
+                OutState {
+                    owner: hash_of(r.bytes(2)?)?,
+                    value: uint(&r, 3)?,
+                    depth: uint(&r, 4)?,
+                    class: u8::try_from(r.int(5)?)
+                        .map_err(|_| MdsError::Corrupt("class".into()))?,
+                    redeemed: r.int(6)? != 0,
+                    consumed_by: None,
+                },
+            );
+        }
+        for r in tx.query(
+            "SELECT record, idx, consumer, seq FROM mds_spends ORDER BY seq",
+            &[],
+        )? {
+            let op = OutPoint {
+                record: hash_of(r.bytes(0)?)?,
+                index: u8::try_from(r.int(1)?).map_err(|_| MdsError::Corrupt("idx".into()))?,
+            };
+            s.next_seq = s.next_seq.max(r.int(3)? + 1);
+            let o = s.outputs.get_mut(&op).ok_or_else(|| {
+                MdsError::Corrupt(format!("spend of unknown output {}", op.record))
+            })?;
+            if o.consumed_by.is_none() {
+                o.consumed_by = Some(hash_of(r.bytes(2)?)?);
+            }
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn apply(&mut self, o: Overlay) {
+        self.records.extend(o.records);
+        self.outputs.extend(o.outputs);
+        for (op, c) in o.consumed {
+            if let Some(s) = self.outputs.get_mut(&op)
+                && s.consumed_by.is_none()
+            {
+                s.consumed_by = Some(c);
+            }
+        }
+        for (k, v) in o.activity {
+            merge(self.activity.entry(k).or_default(), &v);
+        }
+        self.pairs.extend(o.pairs);
+        self.next_seq = o.next_seq;
+    }
+}
+
+fn merge(base: &mut ActState, d: &ActState) {
+    base.counts.payments += d.counts.payments;
+    base.counts.near_limit += d.counts.near_limit;
+    base.counts.fan_out += d.counts.fan_out;
+    base.counts.fan_in += d.counts.fan_in;
+    for id in &d.paid {
+        push_bounded(&mut base.paid, *id);
+    }
+    for id in &d.received {
+        push_bounded(&mut base.received, *id);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn note_payment(
+    cfg: &MdsConfig,
+    act: &mut HashMap<(Hash32, u32), ActState>,
+    pairs: &mut HashSet<(Hash32, Hash32, u32)>,
+    id: Hash32,
+    payer: Hash32,
+    payee: Hash32,
+    epoch: u32,
+    payment: u64,
+) {
+    let a = act.entry((payer, epoch)).or_default();
+    a.counts.payments += 1;
+    if cfg.near_limit(payment) {
+        a.counts.near_limit += 1;
+    }
+    push_bounded(&mut a.paid, id);
+    push_bounded(&mut act.entry((payee, epoch)).or_default().received, id);
+    if payer != payee {
+        pairs.insert((payer, payee, epoch));
+    }
+}
+
+/// Changes of one batch, applied to [`HotState`] after commit.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    records: HashMap<Hash32, i64>,
+    outputs: HashMap<OutPoint, OutState>,
+    consumed: HashMap<OutPoint, Hash32>,
+    activity: HashMap<(Hash32, u32), ActState>,
+    pairs: HashSet<(Hash32, Hash32, u32)>,
+    next_seq: i64,
+}
+
+#[derive(Default)]
+struct Counters {
+    records: u64,
+    issued: u64,
+    redeemed: u64,
+    redemptions: u64,
+    hops_total: u64,
+    payments: u64,
+    payment_value: u64,
+    offline_samples: u64,
+    offline_epochs_total: u64,
+    offline_epochs_max: u64,
+    fraud_losses: u64,
+    double_spends: u64,
+    counterfeits: u64,
+    /// Unspent, unredeemed value by device class (may go down).
+    holdings: HashMap<u8, i128>,
+}
+
+fn add(a: &mut u64, v: u64) -> Result<(), MdsError> {
+    *a = a.checked_add(v).ok_or(MdsError::Overflow)?;
+    Ok(())
+}
+
+enum Resolved {
+    Found(OutState),
+    CounterfeitParent,
+}
+
+pub(crate) struct Batch<'a> {
+    cfg: &'a MdsConfig,
+    base: &'a HotState,
+    next_alert: i64,
+    counters: Counters,
+    epochs: std::collections::BTreeMap<u32, (u64, u64)>,
+    pub(crate) ov: Overlay,
+    record_rows: Vec<Vec<Value>>,
+    output_rows: Vec<Vec<Value>>,
+    spend_rows: Vec<Vec<Value>>,
+    pub(crate) out: IngestOutcome,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(cfg: &'a MdsConfig, base: &'a HotState, next_alert: i64) -> Self {
+        Batch {
+            cfg,
+            base,
+            next_alert,
+            counters: Counters::default(),
+            epochs: Default::default(),
+            ov: Overlay {
+                next_seq: base.next_seq,
+                ..Overlay::default()
+            },
+            record_rows: Vec::new(),
+            output_rows: Vec::new(),
+            spend_rows: Vec::new(),
+            out: IngestOutcome::default(),
+        }
+    }
+
+    fn seq(&mut self) -> i64 {
+        let s = self.ov.next_seq;
+        self.ov.next_seq += 1;
+        s
+    }
+
+    fn status_of(&self, id: &Hash32) -> Option<i64> {
+        self.ov
+            .records
+            .get(id)
+            .or_else(|| self.base.records.get(id))
+            .copied()
+    }
+
+    fn resolve(&self, op: &OutPoint) -> Result<Resolved, MdsError> {
+        let found = self
+            .ov
+            .outputs
+            .get(op)
+            .or_else(|| self.base.outputs.get(op));
+        match found {
+            Some(o) => {
+                let mut o = *o;
+                if let Some(c) = self.ov.consumed.get(op) {
+                    o.consumed_by.get_or_insert(*c);
+                }
+                Ok(Resolved::Found(o))
+            }
+            None => match self.status_of(&op.record) {
+                Some(STATUS_COUNTERFEIT) => Ok(Resolved::CounterfeitParent),
+                _ => Err(MdsError::UnknownInput(*op)),
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raise(
+        &mut self,
+        tx: &mut dyn Tx,
+        kind: AlertKind,
+        epoch: u32,
+        subject: Hash32,
+        offender: Option<Hash32>,
+        records: Vec<Hash32>,
+        amount: u64,
+        outpoint: Option<(Hash32, u8)>,
+    ) -> Result<(), MdsError> {
+        self.next_alert += 1;
+        let a = Alert {
+            id: self.next_alert,
+            kind,
+            severity: kind.severity(),
+            state: AlertState::Open,
+            epoch,
+            subject,
+            offender,
+            records,
+            amount,
+            outpoint,
+        };
+        insert_alert(tx, &a)?;
+        self.out.alerts.push(a);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_row(
+        &mut self,
+        r: &IngestRecord,
+        kind: i64,
+        status: i64,
+        payer: Option<Hash32>,
+        value: u64,
+        payment: u64,
+        depth: u64,
+        redemption: bool,
+        nonce: Option<&[u8; 16]>,
+    ) -> Result<(), MdsError> {
+        let seq = self.seq();
+        let payee = r.record.outputs().first().map(|o| o.owner.id());
+        let b = |h: Option<Hash32>| Value::Bytes(h.map(|h| h.0.to_vec()).unwrap_or_default());
+        self.record_rows.push(vec![
+            hv(&r.id),
+            Value::Int(seq),
+            Value::Int(kind),
+            Value::Int(i64::from(r.epoch)),
+            Value::Int(status),
+            b(payer),
+            b(payee),
+            iv(value)?,
+            iv(payment)?,
+            iv(depth)?,
+            Value::Int(i64::from(redemption)),
+            Value::Bytes(nonce.map(|n| n.to_vec()).unwrap_or_default()),
+        ]);
+        self.ov.records.insert(r.id, status);
+        Ok(())
+    }
+
+    pub(crate) fn ingest_one(&mut self, tx: &mut dyn Tx, r: &IngestRecord) -> Result<(), MdsError> {
+        if self.status_of(&r.id).is_some() {
+            self.out.duplicates += 1;
+            return Ok(());
+        }
+        self.out.ingested += 1;
+        self.counters.records += 1;
+        if let Some(o) = r.offline_epochs {
+            self.counters.offline_samples += 1;
+            add(&mut self.counters.offline_epochs_total, u64::from(o))?;
+            self.counters.offline_epochs_max = self.counters.offline_epochs_max.max(u64::from(o));
+        }
+        let outputs = r.record.outputs();
+        let mut out_sum: u64 = 0;
+        for o in outputs {
+            add(&mut out_sum, o.value.0)?;
+        }
+        match &r.record {
+            Record::Issue(i) => {
+                let fraud = match r.verdict {
+                    Verdict::Refused(code) => {
+                        Some((AlertKind::CounterfeitRefused, u64::from(code)))
+                    }
+                    Verdict::Verified if !self.cfg.known_issuers.contains(&i.issuer) => {
+                        Some((AlertKind::UnknownIssuer, out_sum))
+                    }
+                    Verdict::Verified => None,
+                };
+                if let Some((kind, amount)) = fraud {
+                    return self.counterfeit(
+                        tx,
+                        r,
+                        KIND_ISSUE,
+                        Some(i.issuer),
+                        kind,
+                        amount,
+                        vec![r.id],
+                    );
+                }
+                self.record_row(
+                    r,
+                    KIND_ISSUE,
+                    STATUS_VALID,
+                    Some(i.issuer),
+                    out_sum,
+                    0,
+                    0,
+                    false,
+                    None,
+                )?;
+                self.insert_outputs(r, 0)?;
+                add(&mut self.counters.issued, out_sum)?;
+            }
+            Record::Transfer(t) => {
+                // Judge everything before writing anything about the record.
+                if let Verdict::Refused(code) = r.verdict {
+                    // Settlement refused the package, so its ancestry may
+                    // never have reached the MDS: name the payer if known,
+                    // never require the parents.
+                    let payer = t.inputs.iter().find_map(|op| match self.resolve(op) {
+                        Ok(Resolved::Found(o)) => Some(o.owner),
+                        _ => None,
+                    });
+                    return self.counterfeit(
+                        tx,
+                        r,
+                        KIND_TRANSFER,
+                        payer,
+                        AlertKind::CounterfeitRefused,
+                        u64::from(code),
+                        vec![r.id],
+                    );
+                }
+                let mut inputs = Vec::with_capacity(t.inputs.len());
+                let mut counterfeit_parent = None;
+                for op in &t.inputs {
+                    match self.resolve(op)? {
+                        Resolved::Found(row) => inputs.push(row),
+                        Resolved::CounterfeitParent => {
+                            counterfeit_parent.get_or_insert(op.record);
+                        }
+                    }
+                }
+                let payer = inputs.first().map(|i| i.owner);
+                let mut in_sum: u64 = 0;
+                for i in &inputs {
+                    add(&mut in_sum, i.value)?;
+                }
+                let distinct: HashSet<&OutPoint> = t.inputs.iter().collect();
+                let fraud = if let Some(p) = counterfeit_parent {
+                    Some((AlertKind::CounterfeitDescendant, out_sum, vec![r.id, p]))
+                } else if t.inputs.is_empty()
+                    || distinct.len() != t.inputs.len()
+                    || in_sum != out_sum
+                {
+                    Some((
+                        AlertKind::NonConserving,
+                        out_sum.abs_diff(in_sum),
+                        vec![r.id],
+                    ))
+                } else {
+                    None
+                };
+                if let Some((kind, amount, records)) = fraud {
+                    return self.counterfeit(tx, r, KIND_TRANSFER, payer, kind, amount, records);
+                }
+                let depth = inputs.iter().map(|i| i.depth).max().unwrap_or(0) + 1;
+                for (op, row) in t.inputs.iter().zip(&inputs) {
+                    let seq = self.seq();
+                    self.spend_rows.push(vec![
+                        Value::Int(seq),
+                        hv(&op.record),
+                        Value::Int(i64::from(op.index)),
+                        hv(&r.id),
+                    ]);
+                    match row.consumed_by {
+                        None => {
+                            self.ov.consumed.insert(*op, r.id);
+                            if !row.redeemed {
+                                *self.counters.holdings.entry(row.class).or_default() -=
+                                    i128::from(row.value);
+                            }
+                        }
+                        Some(first) => {
+                            add(&mut self.counters.fraud_losses, row.value)?;
+                            self.counters.double_spends += 1;
+                            self.raise(
+                                tx,
+                                AlertKind::DoubleSpend,
+                                r.epoch,
+                                r.id,
+                                Some(row.owner),
+                                vec![first, r.id],
+                                row.value,
+                                Some((op.record, op.index)),
+                            )?;
+                        }
+                    }
+                }
+                let redeemed = self.insert_outputs(r, depth)?;
+                let payee = outputs.first().map(|o| o.owner.id());
+                let payment = outputs.first().map(|o| o.value.0).unwrap_or(0);
+                if redeemed > 0 {
+                    self.counters.redemptions += 1;
+                    add(&mut self.counters.redeemed, redeemed)?;
+                    add(&mut self.counters.hops_total, depth - 1)?;
+                } else if let (Some(payer), Some(payee)) = (payer, payee) {
+                    self.counters.payments += 1;
+                    add(&mut self.counters.payment_value, payment)?;
+                    let e = self.epochs.entry(r.epoch).or_default();
+                    e.0 += 1;
+                    add(&mut e.1, payment)?;
+                    note_payment(
+                        self.cfg,
+                        &mut self.ov.activity,
+                        &mut self.ov.pairs,
+                        r.id,
+                        payer,
+                        payee,
+                        r.epoch,
+                        payment,
+                    );
+                }
+                self.record_row(
+                    r,
+                    KIND_TRANSFER,
+                    STATUS_VALID,
+                    payer,
+                    out_sum,
+                    payment,
+                    depth,
+                    redeemed > 0,
+                    Some(&t.nonce),
+                )?;
+                if r.unacknowledged
+                    && let Some(payee) = payee
+                {
+                    self.pair_from_transfer(tx, payee, &t.nonce, r.id, payment)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn counterfeit(
+        &mut self,
+        tx: &mut dyn Tx,
+        r: &IngestRecord,
+        kind_code: i64,
+        offender: Option<Hash32>,
+        kind: AlertKind,
+        amount: u64,
+        records: Vec<Hash32>,
+    ) -> Result<(), MdsError> {
+        self.counters.counterfeits += 1;
+        self.record_row(
+            r,
+            kind_code,
+            STATUS_COUNTERFEIT,
+            offender,
+            0,
+            0,
+            0,
+            false,
+            None,
+        )?;
+        self.raise(tx, kind, r.epoch, r.id, offender, records, amount, None)
+    }
+
+    /// Queues the outputs; returns the value paid to redemption keys.
+    fn insert_outputs(&mut self, r: &IngestRecord, depth: u64) -> Result<u64, MdsError> {
+        let mut redeemed = 0u64;
+        for (i, o) in r.record.outputs().iter().enumerate() {
+            let owner = o.owner.id();
+            let is_redemption = self.cfg.redemption_keys.contains(&owner);
+            let class = if is_redemption {
+                device_class::DCP
+            } else {
+                r.output_classes
+                    .get(i)
+                    .copied()
+                    .unwrap_or(DEVICE_CLASS_UNKNOWN)
+            };
+            if is_redemption {
+                add(&mut redeemed, o.value.0)?;
+            } else {
+                *self.counters.holdings.entry(class).or_default() += i128::from(o.value.0);
+            }
+            self.output_rows.push(vec![
+                hv(&r.id),
+                Value::Int(i as i64),
+                hv(&owner),
+                iv(o.value.0)?,
+                Value::Int(i64::from(class)),
+                iv(depth)?,
+                Value::Int(i64::from(is_redemption)),
+            ]);
+            self.ov.outputs.insert(
+                OutPoint {
+                    record: r.id,
+                    index: i as u8,
+                },
+                OutState {
+                    owner,
+                    value: o.value.0,
+                    depth,
+                    class,
+                    redeemed: is_redemption,
+                    consumed_by: None,
+                },
+            );
+        }
+        Ok(redeemed)
+    }
+
+    fn pair_from_transfer(
+        &mut self,
+        tx: &mut dyn Tx,
+        payee: Hash32,
+        nonce: &[u8; 16],
+        transfer: Hash32,
+        payment: u64,
+    ) -> Result<(), MdsError> {
+        let n = tx.execute(
+            "UPDATE mds_open_requests SET paired_with = $3 WHERE payee = $1 AND nonce = $2 AND paired_with IS NULL AND amount = $4",
+            &[hv(&payee), Value::Bytes(nonce.to_vec()), hv(&transfer), iv(payment)?],
+        )?;
+        if n == 1 {
+            self.out.pairings.push(Pairing {
+                payee,
+                nonce: *nonce,
+                transfer,
+                amount: payment,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the queued rows and per-batch aggregates, and raises the AML
+    /// alerts whose thresholds this batch crossed (each crossing once:
+    /// old < min ≤ new).
+    pub(crate) fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), MdsError> {
+        insert_many(
+            tx,
+            "mds_records (id, seq, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce)",
+            std::mem::take(&mut self.record_rows),
+        )?;
+        insert_many(
+            tx,
+            "mds_outputs (record, idx, owner, value, class, depth, redeemed)",
+            std::mem::take(&mut self.output_rows),
+        )?;
+        insert_many(
+            tx,
+            "mds_spends (seq, record, idx, consumer)",
+            std::mem::take(&mut self.spend_rows),
+        )?;
+        // Distinct counterparties new in this batch.
+        let new_pairs: Vec<_> = self
+            .ov
+            .pairs
+            .iter()
+            .filter(|p| !self.base.pairs.contains(p))
+            .copied()
+            .collect();
+        for (payer, payee, epoch) in new_pairs {
+            self.ov
+                .activity
+                .entry((payer, epoch))
+                .or_default()
+                .counts
+                .fan_out += 1;
+            self.ov
+                .activity
+                .entry((payee, epoch))
+                .or_default()
+                .counts
+                .fan_in += 1;
+        }
+        let mut keys: Vec<(Hash32, u32)> = self.ov.activity.keys().copied().collect();
+        keys.sort();
+        for k in keys {
+            let empty = ActState::default();
+            let base = self.base;
+            let old = base.activity.get(&k).unwrap_or(&empty);
+            let Some(d) = self.ov.activity.get(&k) else {
+                continue;
+            };
+            let o = old.counts;
+            let n = Counts {
+                payments: o.payments + d.counts.payments,
+                near_limit: o.near_limit + d.counts.near_limit,
+                fan_out: o.fan_out + d.counts.fan_out,
+                fan_in: o.fan_in + d.counts.fan_in,
+            };
+            let checks = [
+                (
+                    AlertKind::Structuring,
+                    o.near_limit,
+                    n.near_limit,
+                    self.cfg.structuring_payments_min,
+                    false,
+                ),
+                (
+                    AlertKind::FanOut,
+                    o.fan_out,
+                    n.fan_out,
+                    self.cfg.fan_out_min,
+                    false,
+                ),
+                (
+                    AlertKind::FanIn,
+                    o.fan_in,
+                    n.fan_in,
+                    self.cfg.fan_in_min,
+                    true,
+                ),
+                (
+                    AlertKind::Velocity,
+                    o.payments,
+                    n.payments,
+                    self.cfg.velocity_payments_min,
+                    false,
+                ),
+            ];
+            let mut raise = Vec::new();
+            for (kind, before, after, min, incoming) in checks {
+                if min > 0 && before < min && after >= min {
+                    let (before_ev, batch_ev) = if incoming {
+                        (&old.received, &d.received)
+                    } else {
+                        (&old.paid, &d.paid)
+                    };
+                    let records: Vec<Hash32> = before_ev
+                        .iter()
+                        .chain(batch_ev)
+                        .take(ALERT_EVIDENCE_RECORDS_MAX)
+                        .copied()
+                        .collect();
+                    raise.push((kind, records, after));
+                }
+            }
+            for (kind, records, after) in raise {
+                self.raise(tx, kind, k.1, k.0, Some(k.0), records, after, None)?;
+            }
+        }
+        for (epoch, (count, value)) in std::mem::take(&mut self.epochs) {
+            let vals = [Value::Int(i64::from(epoch)), iv(count)?, iv(value)?];
+            let n = tx.execute(
+                "UPDATE mds_epochs SET payments = payments + $2, value = value + $3 WHERE epoch = $1",
+                &vals,
+            )?;
+            if n == 0 {
+                tx.execute(
+                    "INSERT INTO mds_epochs (epoch, payments, value) VALUES ($1, $2, $3)",
+                    &vals,
+                )?;
+            }
+        }
+        let c = &self.counters;
+        let mut deltas: Vec<(String, i128)> = [
+            ("records", c.records),
+            ("issued", c.issued),
+            ("redeemed", c.redeemed),
+            ("redemptions", c.redemptions),
+            ("hops_total", c.hops_total),
+            ("payments", c.payments),
+            ("payment_value", c.payment_value),
+            ("offline_samples", c.offline_samples),
+            ("offline_epochs_total", c.offline_epochs_total),
+            ("fraud_losses", c.fraud_losses),
+            ("double_spends", c.double_spends),
+            ("counterfeits", c.counterfeits),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), i128::from(*v)))
+        .collect();
+        let mut classes: Vec<_> = c.holdings.iter().collect();
+        classes.sort();
+        for (class, v) in classes {
+            deltas.push((format!("{}{class}", crate::indicators::HOLDINGS_PREFIX), *v));
+        }
+        for (name, delta) in deltas {
+            if delta == 0 {
+                continue;
+            }
+            let d = Value::Int(i64::try_from(delta).map_err(|_| MdsError::Overflow)?);
+            let n = tx.execute(
+                "UPDATE mds_counters SET value = value + $2 WHERE name = $1",
+                &[name.as_str().into(), d.clone()],
+            )?;
+            if n == 0 {
+                tx.execute(
+                    "INSERT INTO mds_counters (name, value) VALUES ($1, $2)",
+                    &[name.as_str().into(), d],
+                )?;
+            }
+        }
+        if c.offline_epochs_max > 0 {
+            tx.execute(
+                "UPDATE mds_counters SET value = $1 WHERE name = 'offline_epochs_max' AND value < $1",
+                &[iv(c.offline_epochs_max)?],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Multi-row INSERTs of at most [`INSERT_ROWS_MAX`] rows each.
+fn insert_many(tx: &mut dyn Tx, into: &str, rows: Vec<Vec<Value>>) -> Result<(), MdsError> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut sql = format!("INSERT INTO {into} VALUES ");
+        let mut params = Vec::new();
+        let mut width = None;
+        for (i, row) in rows.by_ref().take(INSERT_ROWS_MAX).enumerate() {
+            if *width.get_or_insert(row.len()) != row.len() {
+                return Err(MdsError::Corrupt("ragged insert".into()));
+            }
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for (j, v) in row.into_iter().enumerate() {
+                params.push(v);
+                if j > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&params.len().to_string());
+            }
+            sql.push(')');
+        }
+        tx.execute(&sql, &params)?;
+    }
+    Ok(())
+}

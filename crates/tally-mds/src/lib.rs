@@ -1,0 +1,671 @@
+//! Monitoring & Detection (MDS): the central bank's view of offline money.
+//!
+//! The MDS owns the token graph — which record created which output, who
+//! (as a pseudonym key id) owns it, its amount, and which record consumed
+//! it — built from the records settlement has already judged. It never
+//! sees identities: no SE ids, no accounts, only pseudonym key ids and
+//! amounts (DESIGN.md §1, §5). Records come from settlement, never via the
+//! DCP.
+//!
+//! Detectors run inside the ingest transaction, so an alert is visible as
+//! soon as the batch that proves it commits. The store is the truth and is
+//! written append-only: records (with payer / payee pseudonym ids,
+//! amounts, epoch, depth), outputs, consumption edges, alerts and their
+//! lifecycle log, per-epoch payment totals, counters. The lookups detection
+//! needs (output → owner, value, first consumer; pseudonym × epoch →
+//! activity) live in maps rebuilt from those tables whenever the MDS
+//! opens, and a batch changes them only after its transaction committed
+//! (see `graph.rs` for why: hash-keyed B-tree lookups bound SQLite at a few
+//! thousand records per second). Memory: about 150 bytes per output and
+//! 60 per record, plus the activity of the pseudonyms seen.
+//!
+//! * double spend — an output consumed by a second, different record, at
+//!   any depth of any ancestry (every record of every settled ancestry is
+//!   ingested once, so an ancestry's middle is seen like its leaf);
+//! * counterfeit — a record settlement refused (its verifier code), an
+//!   Issue by an unknown issuer, a transfer that does not conserve value,
+//!   a transfer spending an output of a counterfeit record;
+//! * AML — structuring (many payments just under the per-payment limit),
+//!   fan-out, fan-in and velocity per pseudonym and epoch.
+//!
+//! Indicators (see [`Indicators`]) are kept as counters updated in the same
+//! transaction, once per batch.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use tally_core::{Epoch, Hash32, OutPoint, Record};
+use tally_store::{Migrations, Row, Store, StoreError, Tx, TxFailure, Value};
+
+mod alert;
+mod graph;
+mod indicators;
+
+pub use alert::{Alert, AlertKind, AlertState, Severity};
+pub use indicators::{EpochPayments, Indicators};
+
+/// Most records in one [`Mds::ingest`] call (one transaction).
+pub const INGEST_BATCH_RECORDS_MAX: usize = 10_000;
+/// Most record ids listed as evidence of one AML alert.
+pub const ALERT_EVIDENCE_RECORDS_MAX: usize = 64;
+/// Per-connection SQLite settings for the ingesting connection: a page
+/// cache that holds the records' primary-key index (64 MiB), and
+/// statement journals in memory (multi-row INSERTs need one).
+const SQLITE_INGEST_PRAGMAS: &[&str] =
+    &["PRAGMA cache_size = -65536", "PRAGMA temp_store = MEMORY"];
+/// Device class of an output whose owner's class settlement did not know.
+pub const DEVICE_CLASS_UNKNOWN: u8 = 0;
+
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "mds",
+    steps: &[(
+        1,
+        "CREATE TABLE mds_records (
+            id BLOB PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            kind BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            status BIGINT NOT NULL,
+            payer BLOB NOT NULL,
+            payee BLOB NOT NULL,
+            value BIGINT NOT NULL,
+            payment BIGINT NOT NULL,
+            depth BIGINT NOT NULL,
+            redemption BIGINT NOT NULL,
+            nonce BLOB NOT NULL
+        );
+        CREATE TABLE mds_outputs (
+            record BLOB NOT NULL,
+            idx BIGINT NOT NULL,
+            owner BLOB NOT NULL,
+            value BIGINT NOT NULL,
+            class BIGINT NOT NULL,
+            depth BIGINT NOT NULL,
+            redeemed BIGINT NOT NULL
+        );
+        CREATE TABLE mds_spends (
+            seq BIGINT NOT NULL,
+            record BLOB NOT NULL,
+            idx BIGINT NOT NULL,
+            consumer BLOB NOT NULL
+        );
+        CREATE TABLE mds_alerts (
+            id BIGINT PRIMARY KEY,
+            kind BIGINT NOT NULL,
+            severity BIGINT NOT NULL,
+            state BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            subject BLOB NOT NULL,
+            offender BLOB,
+            records BLOB NOT NULL,
+            amount BIGINT NOT NULL,
+            op_record BLOB,
+            op_idx BIGINT
+        );
+        CREATE INDEX mds_alerts_state ON mds_alerts (state);
+        CREATE TABLE mds_alert_events (
+            alert BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            from_state BIGINT NOT NULL,
+            to_state BIGINT NOT NULL,
+            note TEXT NOT NULL,
+            PRIMARY KEY (alert, seq)
+        );
+        CREATE TABLE mds_epochs (
+            epoch BIGINT PRIMARY KEY,
+            payments BIGINT NOT NULL,
+            value BIGINT NOT NULL
+        );
+        CREATE TABLE mds_open_requests (
+            payee BLOB NOT NULL,
+            nonce BLOB NOT NULL,
+            amount BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            paired_with BLOB,
+            PRIMARY KEY (payee, nonce)
+        );
+        CREATE TABLE mds_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+        INSERT INTO mds_counters (name, value) VALUES ('records', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('issued', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('redeemed', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('redemptions', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('hops_total', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('payments', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('payment_value', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('offline_samples', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('offline_epochs_total', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('offline_epochs_max', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('fraud_losses', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('double_spends', 0);
+        INSERT INTO mds_counters (name, value) VALUES ('counterfeits', 0)",
+    )],
+};
+
+/// Detection thresholds and the scheme facts the MDS needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdsConfig {
+    /// Key ids of the DCP issuing keys the root certified.
+    pub known_issuers: Vec<Hash32>,
+    /// Key ids of DCP redemption keys: an output paying one of them is
+    /// value returned to the DCP (renewal or unload), no longer offline.
+    pub redemption_keys: Vec<Hash32>,
+    /// The policy's per-payment limit (minor units).
+    pub payment_max: u64,
+    /// A payment within this many percent under the limit counts as "just
+    /// under the limit".
+    pub structuring_margin_percent: u64,
+    /// That many near-limit payments by one pseudonym in one epoch raise a
+    /// structuring alert.
+    pub structuring_payments_min: u64,
+    /// That many distinct payees of one pseudonym in one epoch raise a
+    /// fan-out alert.
+    pub fan_out_min: u64,
+    /// That many distinct payers of one pseudonym in one epoch raise a
+    /// fan-in alert.
+    pub fan_in_min: u64,
+    /// That many payments by one pseudonym in one epoch raise a velocity
+    /// alert.
+    pub velocity_payments_min: u64,
+}
+
+impl MdsConfig {
+    /// Thresholds suited to the testkit scheme: structuring at 5 payments
+    /// within 10 % under the limit, fan-out / fan-in at 20 counterparties,
+    /// velocity at 40 payments per pseudonym and epoch.
+    pub fn new(known_issuers: Vec<Hash32>, redemption_keys: Vec<Hash32>, payment_max: u64) -> Self {
+        MdsConfig {
+            known_issuers,
+            redemption_keys,
+            payment_max,
+            structuring_margin_percent: 10,
+            structuring_payments_min: 5,
+            fan_out_min: 20,
+            fan_in_min: 20,
+            velocity_payments_min: 40,
+        }
+    }
+    fn near_limit(&self, v: u64) -> bool {
+        let floor = u128::from(self.payment_max)
+            * u128::from(100u64.saturating_sub(self.structuring_margin_percent));
+        v <= self.payment_max && u128::from(v) * 100 >= floor
+    }
+}
+
+/// Settlement's verdict on a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Settlement verified it (signatures, certificates, conservation).
+    Verified,
+    /// Settlement refused it: the stable code of its verifier
+    /// (`VerifyError::code`) or settlement error.
+    Refused(u16),
+}
+
+/// One record as settlement hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestRecord {
+    pub id: Hash32,
+    pub record: Record,
+    /// Settlement epoch in which it was settled.
+    pub epoch: Epoch,
+    pub verdict: Verdict,
+    /// Device class of each output's owner as its pseudonym certificate
+    /// says (same order as the outputs); missing entries are
+    /// [`DEVICE_CLASS_UNKNOWN`]. Outputs to redemption keys are counted as
+    /// [`device_class::DCP`].
+    pub output_classes: Vec<u8>,
+    /// Epochs the uploading device had been offline when it synced this
+    /// record (settlement epoch − its previous sync epoch), if known.
+    pub offline_epochs: Option<u32>,
+    /// The payer uploaded this transfer without the payee's receipt
+    /// (interrupted payment): pair it with the payee's open request.
+    pub unacknowledged: bool,
+}
+
+impl IngestRecord {
+    pub fn new(record: Record, epoch: Epoch, verdict: Verdict) -> Self {
+        IngestRecord {
+            id: record.id(),
+            record,
+            epoch,
+            verdict,
+            output_classes: Vec::new(),
+            offline_epochs: None,
+            unacknowledged: false,
+        }
+    }
+}
+
+/// An interrupted payment matched from both sides: the payee's open
+/// request and the payer's unacknowledged transfer. The DCP credits the
+/// payee `amount` once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairing {
+    pub payee: Hash32,
+    pub nonce: [u8; 16],
+    pub transfer: Hash32,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IngestOutcome {
+    /// Records new to the MDS.
+    pub ingested: usize,
+    /// Records it had already (idempotent replay).
+    pub duplicates: usize,
+    /// Alerts this batch raised.
+    pub alerts: Vec<Alert>,
+    /// Interrupted payments this batch paired.
+    pub pairings: Vec<Pairing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MdsError {
+    Store(StoreError),
+    /// A verified transfer spends an output of a record the MDS never
+    /// ingested: settlement must hand over ancestries parents first.
+    UnknownInput(OutPoint),
+    BatchTooLarge {
+        records: usize,
+        max: usize,
+    },
+    Overflow,
+    AlertNotFound(i64),
+    IllegalTransition {
+        alert: i64,
+        from: AlertState,
+        to: AlertState,
+    },
+    /// A stored row that this code did not write that way.
+    Corrupt(String),
+}
+
+impl MdsError {
+    /// Stable code.
+    pub fn code(&self) -> u16 {
+        match self {
+            MdsError::Store(_) => 1,
+            MdsError::UnknownInput(_) => 10,
+            MdsError::BatchTooLarge { .. } => 11,
+            MdsError::Overflow => 12,
+            MdsError::AlertNotFound(_) => 20,
+            MdsError::IllegalTransition { .. } => 21,
+            MdsError::Corrupt(_) => 30,
+        }
+    }
+}
+
+impl fmt::Display for MdsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MdsError::Store(e) => write!(f, "{e}"),
+            MdsError::UnknownInput(op) => write!(
+                f,
+                "input {}:{} refers to a record the MDS has not ingested (ingest parents first)",
+                op.record, op.index
+            ),
+            MdsError::BatchTooLarge { records, max } => {
+                write!(f, "batch of {records} records exceeds {max}")
+            }
+            MdsError::Overflow => f.write_str("amount overflow"),
+            MdsError::AlertNotFound(id) => write!(f, "no alert {id}"),
+            MdsError::IllegalTransition { alert, from, to } => {
+                write!(f, "alert {alert} cannot move from {from} to {to}")
+            }
+            MdsError::Corrupt(m) => write!(f, "corrupt MDS row: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for MdsError {}
+
+impl From<StoreError> for MdsError {
+    fn from(e: StoreError) -> Self {
+        MdsError::Store(e)
+    }
+}
+
+impl TxFailure for MdsError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, MdsError::Store(StoreError::Conflict))
+    }
+}
+
+/// The monitoring and detection service over one store. One `Mds` (one
+/// process) writes a given store: its lookup maps are private to it.
+pub struct Mds {
+    store: Store,
+    config: MdsConfig,
+    hot: Mutex<graph::HotState>,
+}
+
+fn hv(h: &Hash32) -> Value {
+    Value::Bytes(h.0.to_vec())
+}
+
+fn iv(v: u64) -> Result<Value, MdsError> {
+    Ok(Value::Int(
+        i64::try_from(v).map_err(|_| MdsError::Overflow)?,
+    ))
+}
+
+fn hash_of(b: &[u8]) -> Result<Hash32, MdsError> {
+    let a: [u8; 32] = b
+        .try_into()
+        .map_err(|_| MdsError::Corrupt(format!("hash of {} bytes", b.len())))?;
+    Ok(Hash32(a))
+}
+
+fn uint(r: &Row, i: usize) -> Result<u64, MdsError> {
+    u64::try_from(r.int(i)?).map_err(|_| MdsError::Corrupt(format!("negative column {i}")))
+}
+
+/// INSERT with SQL NULL literals for absent values: a bound NULL has no
+/// column type on PostgreSQL (tally-store binds it as BIGINT), which a
+/// BLOB column refuses.
+fn insert_row(
+    tx: &mut dyn Tx,
+    table: &str,
+    cols: &[(&str, Option<Value>)],
+) -> Result<(), MdsError> {
+    let mut names = String::new();
+    let mut places = String::new();
+    let mut params = Vec::with_capacity(cols.len());
+    for (i, (name, v)) in cols.iter().enumerate() {
+        if i > 0 {
+            names.push_str(", ");
+            places.push_str(", ");
+        }
+        names.push_str(name);
+        match v {
+            Some(v) => {
+                params.push(v.clone());
+                places.push_str(&format!("${}", params.len()));
+            }
+            None => places.push_str("NULL"),
+        }
+    }
+    tx.execute(
+        &format!("INSERT INTO {table} ({names}) VALUES ({places})"),
+        &params,
+    )?;
+    Ok(())
+}
+
+fn insert_alert(tx: &mut dyn Tx, a: &Alert) -> Result<(), MdsError> {
+    let mut records = Vec::with_capacity(a.records.len() * 32);
+    for r in &a.records {
+        records.extend_from_slice(&r.0);
+    }
+    insert_row(
+        tx,
+        "mds_alerts",
+        &[
+            ("id", Some(Value::Int(a.id))),
+            ("kind", Some(Value::Int(a.kind.code()))),
+            ("severity", Some(Value::Int(a.severity as i64))),
+            ("state", Some(Value::Int(a.state.code()))),
+            ("epoch", Some(Value::Int(i64::from(a.epoch)))),
+            ("subject", Some(hv(&a.subject))),
+            ("offender", a.offender.as_ref().map(hv)),
+            ("records", Some(Value::Bytes(records))),
+            ("amount", Some(iv(a.amount)?)),
+            ("op_record", a.outpoint.map(|(h, _)| hv(&h))),
+            ("op_idx", a.outpoint.map(|(_, i)| Value::Int(i64::from(i)))),
+        ],
+    )
+}
+
+const ALERT_COLUMNS: &str =
+    "id, kind, state, epoch, subject, offender, records, amount, op_record, op_idx";
+
+fn alert_from_row(r: &Row) -> Result<Alert, MdsError> {
+    let kind = AlertKind::from_code(r.int(1)?)
+        .ok_or_else(|| MdsError::Corrupt(format!("alert kind {:?}", r.0.get(1))))?;
+    let state = AlertState::from_code(r.int(2)?)
+        .ok_or_else(|| MdsError::Corrupt(format!("alert state {:?}", r.0.get(2))))?;
+    let records = r
+        .bytes(6)?
+        .chunks(32)
+        .map(hash_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Alert {
+        id: r.int(0)?,
+        kind,
+        severity: kind.severity(),
+        state,
+        epoch: u32::try_from(r.int(3)?).map_err(|_| MdsError::Corrupt("epoch".into()))?,
+        subject: hash_of(r.bytes(4)?)?,
+        offender: if r.is_null(5) {
+            None
+        } else {
+            Some(hash_of(r.bytes(5)?)?)
+        },
+        records,
+        amount: uint(r, 7)?,
+        outpoint: if r.is_null(8) {
+            None
+        } else {
+            Some((
+                hash_of(r.bytes(8)?)?,
+                u8::try_from(r.int(9)?).map_err(|_| MdsError::Corrupt("op_idx".into()))?,
+            ))
+        },
+    })
+}
+
+impl Mds {
+    /// Opens the MDS over `store`, applying its migrations.
+    pub fn open(store: Store, config: MdsConfig) -> Result<Mds, MdsError> {
+        store.migrate(&[&MIGRATIONS])?;
+        let hot = store.transact(|tx| graph::HotState::load(tx, &config))?;
+        Ok(Mds {
+            store,
+            config,
+            hot: Mutex::new(hot),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &MdsConfig {
+        &self.config
+    }
+
+    /// Ingests settled records in one transaction, parents before
+    /// children (a batch may hold whole ancestries in settlement's order).
+    /// Records already ingested are skipped, so replaying a batch is a
+    /// no-op.
+    pub fn ingest(&self, batch: &[IngestRecord]) -> Result<IngestOutcome, MdsError> {
+        if batch.len() > INGEST_BATCH_RECORDS_MAX {
+            return Err(MdsError::BatchTooLarge {
+                records: batch.len(),
+                max: INGEST_BATCH_RECORDS_MAX,
+            });
+        }
+        let mut hot = self
+            .hot
+            .lock()
+            .map_err(|_| MdsError::Corrupt("a previous ingest panicked".into()))?;
+        let base: &graph::HotState = &hot;
+        let (out, overlay) = self.store.transact(|tx| {
+            if tx.backend() == "sqlite" {
+                for p in SQLITE_INGEST_PRAGMAS {
+                    tx.execute(p, &[])?;
+                }
+            }
+            let next_alert = tx
+                .query_one(
+                    "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM mds_alerts",
+                    &[],
+                )?
+                .map(|r| r.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            let mut b = graph::Batch::new(&self.config, base, next_alert);
+            for r in batch {
+                b.ingest_one(tx, r)?;
+            }
+            b.flush(tx)?;
+            Ok::<_, MdsError>((b.out, b.ov))
+        })?;
+        // Committed: the maps follow the store.
+        hot.apply(overlay);
+        Ok(out)
+    }
+
+    /// The payee's side of an interrupted payment: its SE closed the
+    /// request `nonce` for `amount` to pseudonym `payee` without receiving
+    /// the package. Pairs it with an unacknowledged transfer already
+    /// ingested, or waits for one. Reporting twice is a no-op.
+    pub fn report_open_request(
+        &self,
+        payee: Hash32,
+        nonce: [u8; 16],
+        amount: u64,
+        epoch: Epoch,
+    ) -> Result<Option<Pairing>, MdsError> {
+        self.store.transact(|tx| {
+            let existing = tx.query_one(
+                "SELECT paired_with, amount FROM mds_open_requests WHERE payee = $1 AND nonce = $2",
+                &[hv(&payee), Value::Bytes(nonce.to_vec())],
+            )?;
+            if let Some(row) = existing {
+                return if row.is_null(0) {
+                    Ok(None)
+                } else {
+                    Ok(Some(Pairing {
+                        payee,
+                        nonce,
+                        transfer: hash_of(row.bytes(0)?)?,
+                        amount: uint(&row, 1)?,
+                    }))
+                };
+            }
+            let t = tx.query_one(
+                "SELECT id FROM mds_records WHERE payee = $1 AND nonce = $2 AND status = 0 AND payment = $3 AND redemption = 0",
+                &[hv(&payee), Value::Bytes(nonce.to_vec()), iv(amount)?],
+            )?;
+            let transfer = t.map(|r| hash_of(r.bytes(0)?)).transpose()?;
+            insert_row(
+                tx,
+                "mds_open_requests",
+                &[
+                    ("payee", Some(hv(&payee))),
+                    ("nonce", Some(Value::Bytes(nonce.to_vec()))),
+                    ("amount", Some(iv(amount)?)),
+                    ("epoch", Some(Value::Int(i64::from(epoch)))),
+                    ("paired_with", transfer.as_ref().map(hv)),
+                ],
+            )?;
+            Ok(transfer.map(|transfer| Pairing {
+                payee,
+                nonce,
+                transfer,
+                amount,
+            }))
+        })
+    }
+
+    /// Every alert, oldest first.
+    pub fn alerts(&self) -> Result<Vec<Alert>, MdsError> {
+        self.store.transact(|tx| {
+            tx.query(
+                &format!("SELECT {ALERT_COLUMNS} FROM mds_alerts ORDER BY id"),
+                &[],
+            )?
+            .iter()
+            .map(alert_from_row)
+            .collect()
+        })
+    }
+
+    pub fn alert(&self, id: i64) -> Result<Alert, MdsError> {
+        self.store.transact(|tx| {
+            let row = tx
+                .query_one(
+                    &format!("SELECT {ALERT_COLUMNS} FROM mds_alerts WHERE id = $1"),
+                    &[Value::Int(id)],
+                )?
+                .ok_or(MdsError::AlertNotFound(id))?;
+            alert_from_row(&row)
+        })
+    }
+
+    /// Moves an alert along its lifecycle, recording the step and `note`
+    /// (who decided, which order) in the alert's event log.
+    pub fn transition(&self, id: i64, to: AlertState, note: &str) -> Result<Alert, MdsError> {
+        self.store.transact(|tx| {
+            let row = tx
+                .query_one(
+                    &format!("SELECT {ALERT_COLUMNS} FROM mds_alerts WHERE id = $1"),
+                    &[Value::Int(id)],
+                )?
+                .ok_or(MdsError::AlertNotFound(id))?;
+            let mut a = alert_from_row(&row)?;
+            if !a.state.can_move_to(to) {
+                return Err(MdsError::IllegalTransition {
+                    alert: id,
+                    from: a.state,
+                    to,
+                });
+            }
+            let seq = tx
+                .query_one(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM mds_alert_events WHERE alert = $1",
+                    &[Value::Int(id)],
+                )?
+                .map(|r| r.int(0))
+                .transpose()?
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "INSERT INTO mds_alert_events (alert, seq, from_state, to_state, note) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Value::Int(id),
+                    Value::Int(seq),
+                    Value::Int(a.state.code()),
+                    Value::Int(to.code()),
+                    note.into(),
+                ],
+            )?;
+            let n = tx.execute(
+                "UPDATE mds_alerts SET state = $2 WHERE id = $1 AND state = $3",
+                &[Value::Int(id), Value::Int(to.code()), Value::Int(a.state.code())],
+            )?;
+            if n != 1 {
+                return Err(MdsError::Corrupt(format!("alert {id} state changed")));
+            }
+            a.state = to;
+            Ok(a)
+        })
+    }
+
+    /// The lifecycle log of one alert: `(from, to, note)` in order.
+    pub fn alert_events(&self, id: i64) -> Result<Vec<(AlertState, AlertState, String)>, MdsError> {
+        self.store.transact(|tx| {
+            tx.query(
+                "SELECT from_state, to_state, note FROM mds_alert_events WHERE alert = $1 ORDER BY seq",
+                &[Value::Int(id)],
+            )?
+            .iter()
+            .map(|r| {
+                let s = |i| {
+                    AlertState::from_code(r.int(i)?)
+                        .ok_or_else(|| MdsError::Corrupt("alert event state".into()))
+                };
+                Ok((s(0)?, s(1)?, r.text(2)?.to_string()))
+            })
+            .collect()
+        })
+    }
+
+    /// The econometric indicators, read from the counters in one
+    /// transaction.
+    pub fn indicators(&self) -> Result<Indicators, MdsError> {
+        self.store.transact(indicators::read)
+    }
+}
