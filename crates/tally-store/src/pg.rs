@@ -116,12 +116,31 @@ impl PgTx<'_, '_> {
     }
 }
 
+/// SQL NULL for a parameter of any type (a typed `Option::None` would be
+/// refused by columns of another type, e.g. a NULL into a BYTEA column).
+#[derive(Debug)]
+struct AnyNull;
+
+impl ToSql for AnyNull {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        _out: &mut postgres::types::private::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(postgres::types::IsNull::Yes)
+    }
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+    postgres::types::to_sql_checked!();
+}
+
 fn params(values: &[Value]) -> Vec<Box<dyn ToSql + Sync>> {
     values
         .iter()
         .map(|v| -> Box<dyn ToSql + Sync> {
             match v {
-                Value::Null => Box::new(Option::<i64>::None),
+                Value::Null => Box::new(AnyNull),
                 Value::Int(i) => Box::new(*i),
                 Value::Bytes(b) => Box::new(b.clone()),
                 Value::Text(s) => Box::new(s.clone()),

@@ -16,6 +16,10 @@ static M: Migrations = Migrations {
             2,
             "CREATE TABLE counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO counter (id, n) VALUES (1, 0)",
         ),
+        (
+            3,
+            "CREATE TABLE nullable (id BIGINT PRIMARY KEY, b BLOB, t TEXT, n BIGINT)",
+        ),
     ],
 };
 
@@ -121,7 +125,25 @@ macro_rules! conformance {
         mod postgres { $( #[test] fn $name() { if let Some((s, _)) = tally_store::test_postgres_store(stringify!($name)) { super::$name(&s); } } )* }
     };
 }
-conformance!(commit_and_rollback, constraints);
+/// Regression: on PostgreSQL a bound NULL was typed BIGINT, so NULL into a
+/// BLOB or TEXT column failed to serialise.
+fn nulls_of_every_type(s: &Store) {
+    s.migrate(&[&M]).unwrap();
+    s.transact(|tx| {
+        tx.execute(
+            "INSERT INTO nullable (id, b, t, n) VALUES ($1, $2, $3, $4)",
+            &[Value::Int(1), Value::Null, Value::Null, Value::Null],
+        )
+    })
+    .unwrap();
+    let r = s
+        .transact(|tx| tx.query_one("SELECT b, t, n FROM nullable WHERE id = 1", &[]))
+        .unwrap()
+        .unwrap();
+    assert!(r.is_null(0) && r.is_null(1) && r.is_null(2));
+}
+
+conformance!(commit_and_rollback, constraints, nulls_of_every_type);
 
 #[test]
 fn sqlite_concurrent_increments() {
