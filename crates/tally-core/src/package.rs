@@ -3,28 +3,9 @@
 use alloc::vec::Vec;
 
 use crate::cert::PseudonymCertificate;
-use crate::crypto::{Hash32, PublicKey, SecretKey, Signature};
+use crate::crypto::{PublicKey, SecretKey, Signature};
 use crate::protocol::Package;
 use crate::record::{OutPoint, Output, Record, Transfer, distinct_signers};
-
-/// Merges several topologically ordered record lists into one, keeping the
-/// first occurrence of each record. Order stays topological: a record's
-/// parents come before it in its own list, and a parent dropped as a
-/// duplicate already appeared earlier.
-pub fn merge_ancestry<'a>(lists: impl IntoIterator<Item = &'a [Record]>) -> Vec<Record> {
-    let mut seen: Vec<Hash32> = Vec::new();
-    let mut out = Vec::new();
-    for l in lists {
-        for r in l {
-            let id = r.id();
-            if !seen.contains(&id) {
-                seen.push(id);
-                out.push(r.clone());
-            }
-        }
-    }
-    out
-}
 
 /// Certificates of every key that signs a transfer in `ancestry` or `t`,
 /// each once, in order of first use. `find` maps a key to its certificate.

@@ -17,5 +17,37 @@ pub mod seal;
 pub mod state;
 pub mod storage;
 
+/// Deterministic xorshift64* for the unit tests, so failures replay from
+/// the seed.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    use alloc::vec::Vec;
+
+    pub(crate) struct XorShift(pub(crate) u64);
+
+    impl XorShift {
+        pub(crate) fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        pub(crate) fn byte(&mut self) -> u8 {
+            self.next() as u8
+        }
+
+        pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.byte()).collect()
+        }
+    }
+}
+
 pub use applet::{Applet, Limit, SeError, Status, TokenInfo};
 pub use seal::Sealing;

@@ -4,6 +4,7 @@
 //! journal. Records are stored once (deduplicated) and tokens refer to them
 //! by id, so a token's ancestry costs 32 bytes per record it shares.
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use tally_core::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
@@ -128,23 +129,29 @@ impl State {
     }
     /// Drops records and certificates no token needs any more.
     pub fn collect_garbage(&mut self) {
-        let tokens = &self.tokens;
-        self.records
-            .retain(|r| tokens.iter().any(|t| t.lineage.contains(&r.id)));
-        let records = &self.records;
-        let owners_of_inputs = |k: &PublicKey| {
-            records.iter().any(|r| {
-                r.record.inputs().iter().any(|op| {
-                    records
-                        .iter()
-                        .find(|p| p.id == op.record)
-                        .and_then(|p| p.record.outputs().get(op.index as usize))
-                        .map(|o| o.owner == *k)
-                        .unwrap_or(false)
-                })
+        // Runs on every PAY: build each lookup set once instead of
+        // rescanning the tables per record and per certificate.
+        let live: BTreeSet<Hash32> = self
+            .tokens
+            .iter()
+            .flat_map(|t| t.lineage.iter().copied())
+            .collect();
+        self.records.retain(|r| live.contains(&r.id));
+        let by_id: BTreeMap<Hash32, &Record> =
+            self.records.iter().map(|r| (r.id, &r.record)).collect();
+        // Keys that signed a stored transfer: owners of the outputs it consumed.
+        let signers: BTreeSet<PublicKey> = self
+            .records
+            .iter()
+            .flat_map(|r| r.record.inputs().iter())
+            .filter_map(|op| {
+                by_id
+                    .get(&op.record)
+                    .and_then(|p| p.outputs().get(op.index as usize))
             })
-        };
-        self.certs.retain(|c| owners_of_inputs(&c.key));
+            .map(|o| o.owner)
+            .collect();
+        self.certs.retain(|c| signers.contains(&c.key));
     }
 }
 
