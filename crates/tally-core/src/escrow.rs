@@ -43,6 +43,9 @@ pub const ESCROW_VERSION: u8 = 1;
 /// Length of an encoded escrow: `[1, bstr(64), bstr(64)]` in CBOR. Fixed,
 /// and well under [`crate::cert::ESCROW_BYTES_MAX`].
 pub const ESCROW_BYTES: usize = 134;
+/// Length of an encoded ciphertext-only escrow ([`EscrowCiphertext`]):
+/// `[1, bstr(64)]` in CBOR. What a pseudonym certificate carries.
+pub const ESCROW_CIPHERTEXT_BYTES: usize = 68;
 const CIPHERTEXT_BYTES: usize = 64;
 const PROOF_BYTES: usize = 64;
 
@@ -347,6 +350,15 @@ impl Escrow {
         self.ciphertext
     }
 
+    /// The same ciphertext without its proof: what goes into a pseudonym
+    /// certificate (decision 0006). The DCP checks the full escrow before
+    /// certifying; the certificate carries only this.
+    pub fn ciphertext_only(&self) -> EscrowCiphertext {
+        EscrowCiphertext {
+            ciphertext: self.ciphertext,
+        }
+    }
+
     /// The wire form (what goes into the certificate's `escrow` field).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.to_cbor()
@@ -377,6 +389,89 @@ impl fmt::Debug for Escrow {
     }
 }
 
+/// The ciphertext-only form of an escrow: `(C1, C2) = (r·B, M + r·Y)`
+/// without the proof. This is what a pseudonym certificate carries
+/// (decision 0006): without the proof, knowing an SE's `M` does not let
+/// anyone link that SE's certificates (ElGamal is IND-CPA), and the
+/// certificate is 66 bytes shorter. The DCP checks the full [`Escrow`]
+/// before signing, so its signature is what vouches for the ciphertext.
+///
+/// Wire form (canonical CBOR, [`ESCROW_CIPHERTEXT_BYTES`] = 68 bytes):
+/// `[1, C1 ‖ C2 (bstr 64)]`. A decoded value has valid points and
+/// `C1 ≠ identity`; nothing more can be checked without the proof.
+#[derive(Clone, Copy)]
+pub struct EscrowCiphertext {
+    ciphertext: Ciphertext<Ristretto>,
+}
+
+impl EscrowCiphertext {
+    /// The ciphertext, for threshold decryption with `elastic-elgamal`.
+    pub fn ciphertext(&self) -> Ciphertext<Ristretto> {
+        self.ciphertext
+    }
+
+    /// The wire form (what goes into the certificate's `escrow` field).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_cbor()
+    }
+
+    /// Decodes the wire form strictly: both elements must be points and
+    /// `C1` must not be the identity (a plaintext escrow).
+    pub fn from_bytes(bytes: &[u8]) -> Result<EscrowCiphertext, EscrowError> {
+        Ok(EscrowCiphertext::from_cbor(bytes)?)
+    }
+
+    /// Whether `escrow` is this ciphertext with a proof: how a DCP's record
+    /// of the full escrow is matched to a certificate's ciphertext.
+    pub fn is_ciphertext_of(&self, escrow: &Escrow) -> bool {
+        self.ciphertext.to_bytes() == escrow.ciphertext.to_bytes()
+    }
+}
+
+impl PartialEq for EscrowCiphertext {
+    fn eq(&self, other: &Self) -> bool {
+        self.ciphertext.to_bytes() == other.ciphertext.to_bytes()
+    }
+}
+impl Eq for EscrowCiphertext {}
+
+impl fmt::Debug for EscrowCiphertext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EscrowCiphertext(")?;
+        for b in &self.ciphertext.to_bytes()[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
+impl Cbor for EscrowCiphertext {
+    fn write(&self, w: &mut Writer) {
+        w.array(2);
+        w.u64(u64::from(ESCROW_VERSION));
+        w.bytes(&self.ciphertext.to_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(2)?;
+        r.version(ESCROW_VERSION)?;
+        let c: [u8; CIPHERTEXT_BYTES] = r.bytes_array()?;
+        Ok(EscrowCiphertext {
+            ciphertext: read_ciphertext(&c)?,
+        })
+    }
+}
+
+/// `C1 ‖ C2` as two points, refusing `C1 = identity`: r = 0 would put M
+/// itself in C2, a plaintext escrow (its proof would even verify).
+fn read_ciphertext(c: &[u8; CIPHERTEXT_BYTES]) -> Result<Ciphertext<Ristretto>, CodecError> {
+    let random = element(&c[..32])?;
+    let blinded = element(&c[32..])?;
+    if random.is_identity() {
+        return Err(CodecError::Malformed);
+    }
+    Ok(Ciphertext::from_elements(random, blinded))
+}
+
 fn element(bytes: &[u8]) -> Result<RistrettoPoint, CodecError> {
     Ristretto::deserialize_element(bytes).ok_or(CodecError::Malformed)
 }
@@ -393,18 +488,9 @@ impl Cbor for Escrow {
         r.version(ESCROW_VERSION)?;
         let c: [u8; CIPHERTEXT_BYTES] = r.bytes_array()?;
         let p: [u8; PROOF_BYTES] = r.bytes_array()?;
-        let random = element(&c[..32])?;
-        let blinded = element(&c[32..])?;
-        // r = 0 would put M itself in C2: a plaintext escrow, refused even
-        // though its proof verifies.
-        if random.is_identity() {
-            return Err(CodecError::Malformed);
-        }
+        let ciphertext = read_ciphertext(&c)?;
         let proof = LogEqualityProof::from_bytes(&p).ok_or(CodecError::Malformed)?;
-        Ok(Escrow {
-            ciphertext: Ciphertext::from_elements(random, blinded),
-            proof,
-        })
+        Ok(Escrow { ciphertext, proof })
     }
 }
 
@@ -591,6 +677,68 @@ mod tests {
             Escrow::from_bytes(&big),
             Err(EscrowError::Codec(CodecError::Malformed))
         );
+    }
+
+    #[test]
+    fn ciphertext_only_form_round_trips_and_decrypts() {
+        let (x, y) = joint(b"joint");
+        let id = se(4);
+        let e = create(&y, &id, &mut TestEntropy::new(b"e4"));
+        let c = e.ciphertext_only();
+        let bytes = c.to_bytes();
+        assert_eq!(bytes.len(), ESCROW_CIPHERTEXT_BYTES);
+        assert!(bytes.len() <= ESCROW_BYTES_MAX);
+        // Pinned shape: [1, bstr 64] = 0x82 0x01 0x58 0x40 ‖ C1 ‖ C2.
+        assert_eq!(&bytes[..4], &[0x82, 0x01, 0x58, 0x40]);
+        assert_eq!(&bytes[4..], &e.ciphertext().to_bytes()[..]);
+        assert_eq!(EscrowCiphertext::from_bytes(&bytes), Ok(c));
+        assert!(c.is_ciphertext_of(&e));
+        let other = create(&y, &id, &mut TestEntropy::new(b"e5"));
+        assert!(!c.is_ciphertext_of(&other));
+        let m = c.ciphertext().blinded_element() - x * c.ciphertext().random_element();
+        assert_eq!(IdPoint::from_point(&m), id);
+        // The two forms are not interchangeable on the wire.
+        assert!(Escrow::from_bytes(&bytes).is_err());
+        assert!(EscrowCiphertext::from_bytes(&e.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn ciphertext_only_decoding_is_strict() {
+        let (_, y) = joint(b"joint");
+        let e = create(&y, &se(1), &mut TestEntropy::new(b"e"));
+        let bytes = e.ciphertext_only().to_bytes();
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(
+            EscrowCiphertext::from_bytes(&trailing),
+            Err(EscrowError::Codec(CodecError::TrailingBytes))
+        );
+        assert_eq!(
+            EscrowCiphertext::from_bytes(&bytes[..40]),
+            Err(EscrowError::Codec(CodecError::Truncated))
+        );
+        let mut v2 = bytes.clone();
+        v2[1] = 2;
+        assert_eq!(
+            EscrowCiphertext::from_bytes(&v2),
+            Err(EscrowError::Codec(CodecError::UnsupportedVersion))
+        );
+        // C1 = identity (a plaintext escrow) is refused.
+        let mut plain = bytes.clone();
+        plain[4..36].fill(0);
+        assert_eq!(
+            EscrowCiphertext::from_bytes(&plain),
+            Err(EscrowError::Codec(CodecError::Malformed))
+        );
+        // Non-points in either half are refused.
+        for range in [4..36, 36..68] {
+            let mut bad = bytes.clone();
+            bad[range].fill(0xff);
+            assert_eq!(
+                EscrowCiphertext::from_bytes(&bad),
+                Err(EscrowError::Codec(CodecError::Malformed))
+            );
+        }
     }
 
     #[test]
