@@ -170,8 +170,9 @@ pub enum AuditFault {
     DuplicateResult,
     /// A result does not name k distinct logged shares.
     NotEnoughShares,
-    /// The logged shares do not reproduce the result's point, or the point
-    /// does not satisfy the escrow's proof.
+    /// The logged shares do not reproduce the result's point, the point
+    /// does not satisfy the escrow's proof (full escrow), or the result's
+    /// `escrow_proof_checked` does not match the request's escrow form.
     ResultMismatch,
     /// The log is shorter than a checkpoint, or differs from it.
     Checkpoint,
@@ -347,7 +348,14 @@ impl State {
                 let ciphertext = r.escrow().ciphertext();
                 let point =
                     combine_checked(joint, ciphertext, &used).ok_or(AuditFault::ResultMismatch)?;
-                if point != res.point || r.escrow().verify(joint.joint_key(), &point).is_err() {
+                // A full escrow's proof must hold for the point; a
+                // ciphertext-only one has none, and the result must say
+                // which of the two it was.
+                let checked = r
+                    .escrow()
+                    .check_opened(joint.joint_key(), &point)
+                    .map_err(|_| AuditFault::ResultMismatch)?;
+                if point != res.point || checked != res.escrow_proof_checked {
                     return Err(AuditFault::ResultMismatch);
                 }
                 Ok(Change::Result(res))

@@ -5,8 +5,8 @@
 //!   key generation ([`key_setup`]); the public [`JointParams`] (joint key,
 //!   each supervisor's key share, each supervisor's Ed25519 audit key) and
 //!   each supervisor's secret [`SupervisorKey`].
-//! - [`opening`]: an [`OpeningRequest`] (escrow, evidence reference,
-//!   written reason), a supervisor's [`DecryptionShare`] with its DLEQ
+//! - [`opening`]: an [`OpeningRequest`] (escrow in either form, see
+//!   [`RequestEscrow`]; evidence reference; written reason), a supervisor's [`DecryptionShare`] with its DLEQ
 //!   proof ([`share`]), and [`combine`], which checks every share and needs
 //!   k valid ones. Opening yields the SE's identity point; [`IdTable`] maps
 //!   it back to the SE id.
@@ -29,8 +29,8 @@ pub mod setup;
 
 pub use audit::{AuditError, AuditFault, AuditLog, AuditSummary, Checkpoint, Entry, EntryKind};
 pub use opening::{
-    DecryptionShare, IdTable, LoggedRequest, Opening, OpeningRequest, OpeningResult, ShareFault,
-    combine, share,
+    DecryptionShare, IdTable, LoggedRequest, Opening, OpeningRequest, OpeningResult, RequestEscrow,
+    ShareFault, combine, share,
 };
 pub use setup::{JointParams, SupervisorKey, key_setup};
 

@@ -13,7 +13,7 @@ use merlin::Transcript;
 use tally_core::Hash32;
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::crypto::{Entropy, tagged_hash};
-use tally_core::escrow::{EntropyRng, Escrow, IdPoint};
+use tally_core::escrow::{EntropyRng, Escrow, EscrowCiphertext, EscrowError, IdPoint, JointKey};
 
 use crate::setup::{JointParams, SupervisorKey};
 use crate::{PARTICIPANTS_MAX, SupervisorError};
@@ -26,20 +26,81 @@ pub const ID_TABLE_ENTRIES_MAX: usize = 1 << 24;
 /// Merlin transcript label of a decryption share's proof.
 pub const SHARE_TRANSCRIPT_LABEL: &[u8] = b"tally/v1/escrow-share";
 
+/// The escrow an opening request names, in either of its two wire forms.
+///
+/// A pseudonym certificate carries only the ciphertext (decision 0006): the
+/// DCP checked the full escrow's proof against the SE's registered identity
+/// point before signing, and keeps the full escrow with its certification
+/// records. A request filed from a certificate alone is therefore
+/// [`RequestEscrow::CiphertextOnly`]; one filed from the DCP's record is
+/// [`RequestEscrow::Full`].
+///
+/// The difference shows after opening. With the proof, [`combine`] and the
+/// audit log re-check that the opened point satisfies it, so a point that
+/// the shares produce but the proof contradicts is an error, never an SE.
+/// Without it there is nothing to re-check: the opened point is what the
+/// ciphertext holds, and the DCP's signature on the certificate is the only
+/// statement that it is a registered SE's point. The opening result records
+/// which case applied ([`OpeningResult::escrow_proof_checked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestEscrow {
+    /// `[1, C1 ‖ C2, c ‖ s]` (134 bytes): ciphertext and proof.
+    Full(Escrow),
+    /// `[1, C1 ‖ C2]` (68 bytes): what a certificate carries.
+    CiphertextOnly(EscrowCiphertext),
+}
+
+impl RequestEscrow {
+    /// Decodes either form, strictly. The CBOR array header tells them
+    /// apart (3 elements: full, 2: ciphertext only).
+    pub fn from_bytes(bytes: &[u8]) -> Result<RequestEscrow, EscrowError> {
+        match bytes.first() {
+            Some(0x82) => EscrowCiphertext::from_bytes(bytes).map(RequestEscrow::CiphertextOnly),
+            _ => Escrow::from_bytes(bytes).map(RequestEscrow::Full),
+        }
+    }
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            RequestEscrow::Full(e) => e.to_bytes(),
+            RequestEscrow::CiphertextOnly(c) => c.to_bytes(),
+        }
+    }
+    /// The ciphertext the supervisors decrypt.
+    pub fn ciphertext(&self) -> Ciphertext<Ristretto> {
+        match self {
+            RequestEscrow::Full(e) => e.ciphertext(),
+            RequestEscrow::CiphertextOnly(c) => c.ciphertext(),
+        }
+    }
+    /// Whether the escrow carries a proof the opened point is checked against.
+    pub fn has_proof(&self) -> bool {
+        matches!(self, RequestEscrow::Full(_))
+    }
+    /// The post-opening check: the opened point against the escrow's proof,
+    /// if it has one. `Ok(true)`: checked; `Ok(false)`: no proof to check.
+    pub fn check_opened(&self, joint: &JointKey, point: &IdPoint) -> Result<bool, EscrowError> {
+        match self {
+            RequestEscrow::Full(e) => e.verify(joint, point).map(|()| true),
+            RequestEscrow::CiphertextOnly(_) => Ok(false),
+        }
+    }
+}
+
 /// A request to open one escrow. Wire:
-/// `[1, escrow (bstr, the certificate's escrow field), evidence_ref (text),
-/// reason (text), filed_at (uint, seconds since the Unix epoch, caller's
-/// clock)]`. Its id is `H("tally/v1/opening-request", cbor)`.
+/// `[1, escrow (bstr: either form of [`RequestEscrow`]), evidence_ref
+/// (text), reason (text), filed_at (uint, seconds since the Unix epoch,
+/// caller's clock)]`. Its id is `H("tally/v1/opening-request", cbor)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpeningRequest {
-    escrow: Escrow,
+    escrow: RequestEscrow,
     evidence_ref: String,
     reason: String,
     filed_at: u64,
 }
 
 impl OpeningRequest {
-    /// `escrow` is the bytes of a pseudonym certificate's escrow field;
+    /// `escrow` is the bytes of a pseudonym certificate's escrow field (the
+    /// ciphertext-only form) or of the full escrow from the DCP's records;
     /// `evidence_ref` names the evidence (an MDS case, a court order);
     /// `reason` is the written reason. Both must be non-empty.
     pub fn new(
@@ -48,7 +109,7 @@ impl OpeningRequest {
         reason: &str,
         filed_at: u64,
     ) -> Result<OpeningRequest, SupervisorError> {
-        let escrow = Escrow::from_bytes(escrow)?;
+        let escrow = RequestEscrow::from_bytes(escrow)?;
         if evidence_ref.trim().is_empty()
             || reason.trim().is_empty()
             || evidence_ref.len() > EVIDENCE_REF_BYTES_MAX
@@ -63,7 +124,7 @@ impl OpeningRequest {
             filed_at,
         })
     }
-    pub fn escrow(&self) -> &Escrow {
+    pub fn escrow(&self) -> &RequestEscrow {
         &self.escrow
     }
     pub fn evidence_ref(&self) -> &str {
@@ -315,6 +376,7 @@ pub struct Opening {
     point: IdPoint,
     used: Vec<u8>,
     rejected: Vec<u8>,
+    escrow_proof_checked: bool,
 }
 
 impl Opening {
@@ -333,14 +395,21 @@ impl Opening {
     pub fn rejected(&self) -> &[u8] {
         &self.rejected
     }
+    /// Whether the point was checked against the escrow's proof (a full
+    /// escrow) or not (ciphertext only; see [`RequestEscrow`]).
+    pub fn escrow_proof_checked(&self) -> bool {
+        self.escrow_proof_checked
+    }
 }
 
 /// Checks every share (request, supervisor, DLEQ proof, duplicates) and
 /// combines the k valid ones with the lowest indexes. Fewer than k valid
-/// shares is an error that lists the refused ones. The opened point is then
-/// checked against the escrow's own proof: a point that does not satisfy it
-/// means the certifying DCP accepted a malformed escrow, and is reported as
-/// `Escrow(ProofRejected)` rather than returned as an SE.
+/// shares is an error that lists the refused ones. If the request names a
+/// full escrow, the opened point is then checked against its proof: a point
+/// that does not satisfy it means the certifying DCP accepted a malformed
+/// escrow, and is reported as `Escrow(ProofRejected)` rather than returned
+/// as an SE. A ciphertext-only escrow has no proof, so that check is
+/// skipped and [`Opening::escrow_proof_checked`] says so.
 pub fn combine(
     joint: &JointParams,
     request: &LoggedRequest<'_>,
@@ -380,18 +449,30 @@ pub fn combine(
             needed: k,
             rejected: rejected.clone(),
         })?;
-    request.request.escrow().verify(joint.joint_key(), &point)?;
+    let escrow_proof_checked = request
+        .request
+        .escrow()
+        .check_opened(joint.joint_key(), &point)?;
     Ok(Opening {
         request_id: request.id,
         point,
         used: used.iter().map(|(i, _)| *i).collect(),
         rejected,
+        escrow_proof_checked,
     })
 }
 
 /// What an opening result records in the audit log. Wire:
 /// `[1, request_id, point, se_id (bstr 0 or 32: empty if the point is in
-/// no table), [used index], [rejected index]]`.
+/// no table), [used index], [rejected index], escrow_proof_checked (bool)]`.
+///
+/// `escrow_proof_checked` is true when the request named a full escrow and
+/// the point satisfied its proof, false when the request named the
+/// ciphertext only (what a certificate carries) and there was no proof to
+/// check: the point is then vouched for by the shares' proofs (it is what
+/// the ciphertext decrypts to) and by the certifying DCP's signature, not
+/// by the escrow proof. Audit verification refuses a result whose flag
+/// does not match its request's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpeningResult {
     pub request_id: Hash32,
@@ -399,6 +480,7 @@ pub struct OpeningResult {
     pub se_id: Option<Hash32>,
     pub used: Vec<u8>,
     pub rejected: Vec<u8>,
+    pub escrow_proof_checked: bool,
 }
 
 impl OpeningResult {
@@ -409,6 +491,7 @@ impl OpeningResult {
             se_id,
             used: opening.used.clone(),
             rejected: opening.rejected.clone(),
+            escrow_proof_checked: opening.escrow_proof_checked,
         }
     }
 }
@@ -427,7 +510,7 @@ fn read_indexes(r: &mut Reader<'_>) -> Result<Vec<u8>, CodecError> {
 
 impl Cbor for OpeningResult {
     fn write(&self, w: &mut Writer) {
-        w.array(6);
+        w.array(7);
         w.u64(u64::from(OPENING_VERSION));
         self.request_id.write(w);
         self.point.write(w);
@@ -437,9 +520,10 @@ impl Cbor for OpeningResult {
         }
         write_indexes(w, &self.used);
         write_indexes(w, &self.rejected);
+        w.bool(self.escrow_proof_checked);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(6)?;
+        r.array(7)?;
         r.version(OPENING_VERSION)?;
         let request_id = Hash32::read(r)?;
         let point = IdPoint::read(r)?;
@@ -453,6 +537,7 @@ impl Cbor for OpeningResult {
             se_id,
             used: read_indexes(r)?,
             rejected: read_indexes(r)?,
+            escrow_proof_checked: r.bool()?,
         })
     }
 }

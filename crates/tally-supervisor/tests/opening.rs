@@ -11,7 +11,8 @@ use tally_core::{Hash32, Suite};
 use tally_supervisor::audit::{self, Checkpoint};
 use tally_supervisor::{
     AuditFault, AuditLog, DecryptionShare, Entry, EntryKind, IdTable, JointParams, OpeningRequest,
-    OpeningResult, ShareFault, SupervisorError, SupervisorKey, combine, key_setup, share,
+    OpeningResult, RequestEscrow, ShareFault, SupervisorError, SupervisorKey, combine, key_setup,
+    share,
 };
 
 struct Fx {
@@ -165,6 +166,7 @@ fn k_minus_one_shares_do_not_open() {
         se_id: Some(fx.ses[0].0),
         used: vec![0, 3],
         rejected: vec![],
+        escrow_proof_checked: true,
     };
     let mut entries = fx.log.entries().to_vec();
     entries.push(signed(
@@ -589,4 +591,118 @@ fn objects_round_trip_through_canonical_cbor() {
         Some(CodecError::Malformed)
     );
     assert_eq!(JointParams::from_cbor(&p).as_ref(), Ok(&fx.joint));
+}
+
+/// Files `bytes` as a request by supervisor 0 and opens it with shares of
+/// supervisors `who`, logging everything; returns the logged result.
+fn open_bytes(fx: &mut Fx, bytes: &[u8], who: &[usize]) -> OpeningResult {
+    let req = OpeningRequest::new(bytes, "mds-case-2026-0031", "cloned card", 9).unwrap();
+    let id = fx.log.append_request(&req, &fx.audit[0]).unwrap();
+    fx.open(&id, who)
+}
+
+#[test]
+fn a_ciphertext_only_escrow_opens_to_the_right_se_without_a_proof_check() {
+    let mut fx = fixture(3, 5);
+    let e = escrow::create(fx.joint.joint_key(), &fx.ses[2].1, &mut fx.rng);
+    let cipher = e.ciphertext_only();
+    let req = OpeningRequest::new(&cipher.to_bytes(), "case", "why", 1).unwrap();
+    assert_eq!(*req.escrow(), RequestEscrow::CiphertextOnly(cipher));
+    assert!(!req.escrow().has_proof());
+    // The request's wire form keeps the ciphertext-only form.
+    assert_eq!(OpeningRequest::from_cbor(&req.to_cbor()), Ok(req.clone()));
+
+    let res = open_bytes(&mut fx, &cipher.to_bytes(), &[4, 1, 3]);
+    assert_eq!(res.point, fx.ses[2].1);
+    assert_eq!(res.se_id, Some(fx.ses[2].0));
+    assert!(!res.escrow_proof_checked);
+    assert_eq!(OpeningResult::from_cbor(&res.to_cbor()), Ok(res.clone()));
+
+    // The same escrow filed in full (from the DCP's record) opens to the
+    // same point, and that result says the proof was checked.
+    let full = open_bytes(&mut fx, &e.to_bytes(), &[0, 1, 2]);
+    assert_eq!(full.point, res.point);
+    assert!(full.escrow_proof_checked);
+
+    let summary = fx.log.verify().unwrap();
+    assert_eq!(summary.openings, vec![res, full]);
+}
+
+#[test]
+fn an_opening_result_must_say_whether_the_proof_was_checked() {
+    // A result claiming a proof check for a ciphertext-only request, or
+    // hiding one for a full request, is refused by audit verification.
+    for ciphertext_only in [true, false] {
+        let mut fx = fixture(2, 3);
+        let e = escrow::create(fx.joint.joint_key(), &fx.ses[0].1, &mut fx.rng);
+        let bytes = if ciphertext_only {
+            e.ciphertext_only().to_bytes()
+        } else {
+            e.to_bytes()
+        };
+        let req = OpeningRequest::new(&bytes, "case", "why", 1).unwrap();
+        let id = fx.log.append_request(&req, &fx.audit[0]).unwrap();
+        let shares = [fx.give(&id, 0), fx.give(&id, 1)];
+        let r = fx.log.request(&id).unwrap();
+        let opening = combine(&fx.joint, &r, &shares).unwrap();
+        assert_eq!(opening.escrow_proof_checked(), !ciphertext_only);
+
+        let mut lie = OpeningResult::new(&opening, Some(fx.ses[0].0));
+        lie.escrow_proof_checked = ciphertext_only;
+        let mut entries = fx.log.entries().to_vec();
+        entries.push(signed(
+            &entries,
+            EntryKind::Result,
+            lie.to_cbor(),
+            &fx.audit[0],
+        ));
+        let err = audit::verify(&entries, &fx.joint, None).unwrap_err();
+        assert_eq!((err.seq, err.fault), (4, AuditFault::ResultMismatch));
+
+        fx.log
+            .append_result(&opening, Some(fx.ses[0].0), &fx.audit[0])
+            .unwrap();
+        assert!(fx.log.verify().is_ok());
+    }
+}
+
+#[test]
+fn a_tampered_ciphertext_only_escrow_opens_to_no_registered_se() {
+    // Without the proof nothing catches a ciphertext moved after the DCP
+    // checked it; what stops it in practice is the DCP's signature over the
+    // certificate. The opened point is then in no table: no SE is named.
+    let mut fx = fixture(2, 3);
+    let e = escrow::create(fx.joint.joint_key(), &fx.ses[0].1, &mut fx.rng);
+    let mut bytes = e.ciphertext_only().to_bytes();
+    let c2 = CompressedRistretto(bytes[36..68].try_into().unwrap())
+        .decompress()
+        .unwrap();
+    bytes[36..68].copy_from_slice(&(c2 + RISTRETTO_BASEPOINT_POINT).compress().to_bytes());
+    let res = open_bytes(&mut fx, &bytes, &[0, 2]);
+    assert_eq!(
+        res.point,
+        IdPoint::from_point(&(fx.ses[0].1.point() + RISTRETTO_BASEPOINT_POINT))
+    );
+    assert_eq!(res.se_id, None);
+    assert!(!res.escrow_proof_checked);
+}
+
+#[test]
+fn request_escrow_decoding_is_strict_in_both_forms() {
+    let mut fx = fixture(2, 3);
+    let e = escrow::create(fx.joint.joint_key(), &fx.ses[0].1, &mut fx.rng);
+    let c = e.ciphertext_only().to_bytes();
+    assert_eq!(
+        RequestEscrow::from_bytes(&e.to_bytes()),
+        Ok(RequestEscrow::Full(e))
+    );
+    assert_eq!(RequestEscrow::from_bytes(&c).unwrap().to_bytes(), c);
+    let mut plain = c.clone();
+    plain[4..36].fill(0);
+    for bad in [&c[..40], &plain[..], &[0x82][..], &[][..]] {
+        assert!(matches!(
+            OpeningRequest::new(bad, "case", "why", 1),
+            Err(SupervisorError::Escrow(_))
+        ));
+    }
 }
