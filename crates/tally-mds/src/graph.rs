@@ -10,6 +10,19 @@
 //! overlay of the maps and the overlay is applied only after its
 //! transaction committed, so a failed or retried transaction leaves the
 //! maps as they were. One MDS process writes a given store.
+//!
+//! Each record is one row of `mds_records`, its edges packed in two BLOB
+//! columns so an ingest writes one row per record (not ~4.3):
+//! * `outputs`: per output, in order, [`OUTPUT_BYTES`] bytes — owner key
+//!   id (32) ‖ value (u64 big-endian, 8) ‖ device class (1) ‖ redeemed
+//!   (0 or 1); all outputs share the row's `depth`;
+//! * `inputs`: per consumed output, in order, [`INPUT_BYTES`] bytes —
+//!   record id (32) ‖ output index (1). Consumptions are ordered by the
+//!   consumer's `seq`, so the first consumer of an output is the one with
+//!   the lowest `seq`.
+//!
+//! Both are empty for a counterfeit record and NULL for rows written by
+//! schema version 1, whose edges stay in `mds_outputs` / `mds_spends`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,8 +39,15 @@ pub(crate) const STATUS_VALID: i64 = 0;
 pub(crate) const STATUS_COUNTERFEIT: i64 = 1;
 const KIND_ISSUE: i64 = 0;
 const KIND_TRANSFER: i64 = 1;
-/// Rows per multi-row INSERT.
-const INSERT_ROWS_MAX: usize = 16;
+/// Most rows per multi-row INSERT (14 columns: 896 parameters, under
+/// both backends' limits). Smaller statements come in halving sizes so at
+/// most seven distinct INSERTs are ever prepared.
+const INSERT_ROWS_MAX: usize = 64;
+/// Packed bytes per output in `mds_records.outputs`.
+pub(crate) const OUTPUT_BYTES: usize = 42;
+/// Packed bytes per input in `mds_records.inputs`.
+pub(crate) const INPUT_BYTES: usize = 33;
+const RECORD_COLUMNS: &str = "mds_records (seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce, outputs, inputs)";
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OutState {
@@ -86,34 +106,8 @@ impl HotState {
             next_seq: 1,
             ..HotState::default()
         };
-        for r in tx.query(
-            "SELECT id, status, kind, epoch, payer, payee, payment, redemption, seq FROM mds_records ORDER BY seq",
-            &[],
-        )? {
-            let id = hash_of(r.bytes(0)?)?;
-            let status = r.int(1)?;
-            s.records.insert(id, status);
-            s.next_seq = s.next_seq.max(r.int(8)? + 1);
-            if status != STATUS_VALID || r.int(2)? != KIND_TRANSFER || r.int(7)? != 0 {
-                continue;
-            }
-            let epoch = u32::try_from(r.int(3)?).map_err(|_| MdsError::Corrupt("epoch".into()))?;
-            let (Some(payer), Some(payee)) = (opt_hash(r.bytes(4)?)?, opt_hash(r.bytes(5)?)?) else {
-                continue;
-            };
-            let mut d = HashMap::new();
-            let mut pairs = HashSet::new();
-            note_payment(cfg, &mut d, &mut pairs, id, payer, payee, epoch, uint(&r, 6)?);
-            for (p, a, pe) in pairs {
-                if s.pairs.insert((p, a, pe)) {
-                    s.activity.entry((p, pe)).or_default().counts.fan_out += 1;
-                    s.activity.entry((a, pe)).or_default().counts.fan_in += 1;
-                }
-            }
-            for (k, v) in d {
-                merge(s.activity.entry(k).or_default(), &v);
-            }
-        }
+        // Edges written by schema version 1 predate every packed row, so
+        // their consumptions come first.
         for r in tx.query(
             "SELECT record, idx, owner, value, depth, class, redeemed FROM mds_outputs",
             &[],
@@ -144,14 +138,74 @@ impl HotState {
                 index: u8::try_from(r.int(1)?).map_err(|_| MdsError::Corrupt("idx".into()))?,
             };
             s.next_seq = s.next_seq.max(r.int(3)? + 1);
-            let o = s.outputs.get_mut(&op).ok_or_else(|| {
-                MdsError::Corrupt(format!("spend of unknown output {}", op.record))
-            })?;
-            if o.consumed_by.is_none() {
-                o.consumed_by = Some(hash_of(r.bytes(2)?)?);
+            s.consume(op, hash_of(r.bytes(2)?)?)?;
+        }
+        for r in tx.query(
+            "SELECT id, status, kind, epoch, payer, payee, payment, redemption, seq, depth, outputs, inputs FROM mds_records ORDER BY seq",
+            &[],
+        )? {
+            let id = hash_of(r.bytes(0)?)?;
+            let status = r.int(1)?;
+            // The store has no unique index on ids: the maps are the guard,
+            // checked here when they are read back.
+            if s.records.insert(id, status).is_some() {
+                return Err(MdsError::Corrupt(format!("record {id} stored twice")));
+            }
+            s.next_seq = s.next_seq.max(r.int(8)? + 1);
+            if !r.is_null(10) {
+                let depth = uint(&r, 9)?;
+                for (index, o) in unpack_outputs(r.bytes(10)?)?.into_iter().enumerate() {
+                    let index = u8::try_from(index)
+                        .map_err(|_| MdsError::Corrupt(format!("record {id}: outputs")))?;
+                    s.outputs.insert(
+                        OutPoint { record: id, index },
+                        OutState {
+                            owner: o.owner,
+                            value: o.value,
+                            depth,
+                            class: o.class,
+                            redeemed: o.redeemed,
+                            consumed_by: None,
+                        },
+                    );
+                }
+            }
+            if !r.is_null(11) {
+                for op in unpack_inputs(r.bytes(11)?)? {
+                    s.consume(op, id)?;
+                }
+            }
+            if status != STATUS_VALID || r.int(2)? != KIND_TRANSFER || r.int(7)? != 0 {
+                continue;
+            }
+            let epoch = u32::try_from(r.int(3)?).map_err(|_| MdsError::Corrupt("epoch".into()))?;
+            let (Some(payer), Some(payee)) = (opt_hash(r.bytes(4)?)?, opt_hash(r.bytes(5)?)?) else {
+                continue;
+            };
+            let mut d = HashMap::new();
+            let mut pairs = HashSet::new();
+            note_payment(cfg, &mut d, &mut pairs, id, payer, payee, epoch, uint(&r, 6)?);
+            for (p, a, pe) in pairs {
+                if s.pairs.insert((p, a, pe)) {
+                    s.activity.entry((p, pe)).or_default().counts.fan_out += 1;
+                    s.activity.entry((a, pe)).or_default().counts.fan_in += 1;
+                }
+            }
+            for (k, v) in d {
+                merge(s.activity.entry(k).or_default(), &v);
             }
         }
         Ok(s)
+    }
+
+    /// Marks `op` consumed by `consumer` unless an earlier consumer won.
+    fn consume(&mut self, op: OutPoint, consumer: Hash32) -> Result<(), MdsError> {
+        let o = self
+            .outputs
+            .get_mut(&op)
+            .ok_or_else(|| MdsError::Corrupt(format!("spend of unknown output {}", op.record)))?;
+        o.consumed_by.get_or_insert(consumer);
+        Ok(())
     }
 
     pub(crate) fn apply(&mut self, o: Overlay) {
@@ -170,6 +224,64 @@ impl HotState {
         self.pairs.extend(o.pairs);
         self.next_seq = o.next_seq;
     }
+}
+
+/// An output as packed in `mds_records.outputs`.
+pub(crate) struct PackedOutput {
+    pub(crate) owner: Hash32,
+    pub(crate) value: u64,
+    pub(crate) class: u8,
+    pub(crate) redeemed: bool,
+}
+
+fn pack_output(buf: &mut Vec<u8>, o: &PackedOutput) {
+    buf.extend_from_slice(&o.owner.0);
+    buf.extend_from_slice(&o.value.to_be_bytes());
+    buf.push(o.class);
+    buf.push(u8::from(o.redeemed));
+}
+
+pub(crate) fn unpack_outputs(b: &[u8]) -> Result<Vec<PackedOutput>, MdsError> {
+    if b.len() % OUTPUT_BYTES != 0 {
+        return Err(MdsError::Corrupt(format!("outputs of {} bytes", b.len())));
+    }
+    b.chunks_exact(OUTPUT_BYTES)
+        .map(|c| {
+            let (owner, rest) = c.split_at(32);
+            let (value, flags) = rest.split_at(8);
+            let mut v = [0u8; 8];
+            v.copy_from_slice(value);
+            Ok(PackedOutput {
+                owner: hash_of(owner)?,
+                value: u64::from_be_bytes(v),
+                class: flags[0],
+                redeemed: match flags[1] {
+                    0 => false,
+                    1 => true,
+                    f => return Err(MdsError::Corrupt(format!("redeemed flag {f}"))),
+                },
+            })
+        })
+        .collect()
+}
+
+fn pack_input(buf: &mut Vec<u8>, op: &OutPoint) {
+    buf.extend_from_slice(&op.record.0);
+    buf.push(op.index);
+}
+
+pub(crate) fn unpack_inputs(b: &[u8]) -> Result<Vec<OutPoint>, MdsError> {
+    if b.len() % INPUT_BYTES != 0 {
+        return Err(MdsError::Corrupt(format!("inputs of {} bytes", b.len())));
+    }
+    b.chunks_exact(INPUT_BYTES)
+        .map(|c| {
+            Ok(OutPoint {
+                record: hash_of(&c[..32])?,
+                index: c[32],
+            })
+        })
+        .collect()
 }
 
 fn merge(base: &mut ActState, d: &ActState) {
@@ -256,8 +368,6 @@ pub(crate) struct Batch<'a> {
     epochs: std::collections::BTreeMap<u32, (u64, u64)>,
     pub(crate) ov: Overlay,
     record_rows: Vec<Vec<Value>>,
-    output_rows: Vec<Vec<Value>>,
-    spend_rows: Vec<Vec<Value>>,
     pub(crate) out: IngestOutcome,
 }
 
@@ -274,8 +384,6 @@ impl<'a> Batch<'a> {
                 ..Overlay::default()
             },
             record_rows: Vec::new(),
-            output_rows: Vec::new(),
-            spend_rows: Vec::new(),
             out: IngestOutcome::default(),
         }
     }
@@ -352,18 +460,20 @@ impl<'a> Batch<'a> {
         kind: i64,
         status: i64,
         payer: Option<Hash32>,
+        payee: Option<Hash32>,
         value: u64,
         payment: u64,
         depth: u64,
         redemption: bool,
         nonce: Option<&[u8; 16]>,
+        outputs: Vec<u8>,
+        inputs: Vec<u8>,
     ) -> Result<(), MdsError> {
         let seq = self.seq();
-        let payee = r.record.outputs().first().map(|o| o.owner.id());
         let b = |h: Option<Hash32>| Value::Bytes(h.map(|h| h.0.to_vec()).unwrap_or_default());
         self.record_rows.push(vec![
-            hv(&r.id),
             Value::Int(seq),
+            hv(&r.id),
             Value::Int(kind),
             Value::Int(i64::from(r.epoch)),
             Value::Int(status),
@@ -374,6 +484,8 @@ impl<'a> Batch<'a> {
             iv(depth)?,
             Value::Int(i64::from(redemption)),
             Value::Bytes(nonce.map(|n| n.to_vec()).unwrap_or_default()),
+            Value::Bytes(outputs),
+            Value::Bytes(inputs),
         ]);
         self.ov.records.insert(r.id, status);
         Ok(())
@@ -396,6 +508,9 @@ impl<'a> Batch<'a> {
         for o in outputs {
             add(&mut out_sum, o.value.0)?;
         }
+        // A key id is a hash: compute each owner's once.
+        let owners: Vec<Hash32> = outputs.iter().map(|o| o.owner.id()).collect();
+        let payee = owners.first().copied();
         match &r.record {
             Record::Issue(i) => {
                 let fraud = match r.verdict {
@@ -413,23 +528,27 @@ impl<'a> Batch<'a> {
                         r,
                         KIND_ISSUE,
                         Some(i.issuer),
+                        payee,
                         kind,
                         amount,
                         vec![r.id],
                     );
                 }
+                let (_, packed) = self.queue_outputs(r, &owners, 0)?;
                 self.record_row(
                     r,
                     KIND_ISSUE,
                     STATUS_VALID,
                     Some(i.issuer),
+                    payee,
                     out_sum,
                     0,
                     0,
                     false,
                     None,
+                    packed,
+                    Vec::new(),
                 )?;
-                self.insert_outputs(r, 0)?;
                 add(&mut self.counters.issued, out_sum)?;
             }
             Record::Transfer(t) => {
@@ -447,6 +566,7 @@ impl<'a> Batch<'a> {
                         r,
                         KIND_TRANSFER,
                         payer,
+                        payee,
                         AlertKind::CounterfeitRefused,
                         u64::from(code),
                         vec![r.id],
@@ -483,17 +603,21 @@ impl<'a> Batch<'a> {
                     None
                 };
                 if let Some((kind, amount, records)) = fraud {
-                    return self.counterfeit(tx, r, KIND_TRANSFER, payer, kind, amount, records);
+                    return self.counterfeit(
+                        tx,
+                        r,
+                        KIND_TRANSFER,
+                        payer,
+                        payee,
+                        kind,
+                        amount,
+                        records,
+                    );
                 }
                 let depth = inputs.iter().map(|i| i.depth).max().unwrap_or(0) + 1;
+                let mut packed_inputs = Vec::with_capacity(t.inputs.len() * INPUT_BYTES);
                 for (op, row) in t.inputs.iter().zip(&inputs) {
-                    let seq = self.seq();
-                    self.spend_rows.push(vec![
-                        Value::Int(seq),
-                        hv(&op.record),
-                        Value::Int(i64::from(op.index)),
-                        hv(&r.id),
-                    ]);
+                    pack_input(&mut packed_inputs, op);
                     match row.consumed_by {
                         None => {
                             self.ov.consumed.insert(*op, r.id);
@@ -518,8 +642,7 @@ impl<'a> Batch<'a> {
                         }
                     }
                 }
-                let redeemed = self.insert_outputs(r, depth)?;
-                let payee = outputs.first().map(|o| o.owner.id());
+                let (redeemed, packed_outputs) = self.queue_outputs(r, &owners, depth)?;
                 let payment = outputs.first().map(|o| o.value.0).unwrap_or(0);
                 if redeemed > 0 {
                     self.counters.redemptions += 1;
@@ -547,11 +670,14 @@ impl<'a> Batch<'a> {
                     KIND_TRANSFER,
                     STATUS_VALID,
                     payer,
+                    payee,
                     out_sum,
                     payment,
                     depth,
                     redeemed > 0,
                     Some(&t.nonce),
+                    packed_outputs,
+                    packed_inputs,
                 )?;
                 if r.unacknowledged
                     && let Some(payee) = payee
@@ -563,6 +689,8 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
+    /// A counterfeit record: its row (no edges — nothing may spend its
+    /// outputs, and what it spent stays unspent) and its alert.
     #[allow(clippy::too_many_arguments)]
     fn counterfeit(
         &mut self,
@@ -570,6 +698,7 @@ impl<'a> Batch<'a> {
         r: &IngestRecord,
         kind_code: i64,
         offender: Option<Hash32>,
+        payee: Option<Hash32>,
         kind: AlertKind,
         amount: u64,
         records: Vec<Hash32>,
@@ -580,21 +709,32 @@ impl<'a> Batch<'a> {
             kind_code,
             STATUS_COUNTERFEIT,
             offender,
+            payee,
             0,
             0,
             0,
             false,
             None,
+            Vec::new(),
+            Vec::new(),
         )?;
         self.raise(tx, kind, r.epoch, r.id, offender, records, amount, None)
     }
 
-    /// Queues the outputs; returns the value paid to redemption keys.
-    fn insert_outputs(&mut self, r: &IngestRecord, depth: u64) -> Result<u64, MdsError> {
+    /// Adds the outputs to the overlay; returns the value paid to
+    /// redemption keys and the outputs packed for the record's row.
+    fn queue_outputs(
+        &mut self,
+        r: &IngestRecord,
+        owners: &[Hash32],
+        depth: u64,
+    ) -> Result<(u64, Vec<u8>), MdsError> {
         let mut redeemed = 0u64;
-        for (i, o) in r.record.outputs().iter().enumerate() {
-            let owner = o.owner.id();
-            let is_redemption = self.cfg.redemption_keys.contains(&owner);
+        let outputs = r.record.outputs();
+        let mut packed = Vec::with_capacity(outputs.len() * OUTPUT_BYTES);
+        for (i, (o, owner)) in outputs.iter().zip(owners).enumerate() {
+            let index = u8::try_from(i).map_err(|_| MdsError::Overflow)?;
+            let is_redemption = self.cfg.redemption_keys.contains(owner);
             let class = if is_redemption {
                 device_class::DCP
             } else {
@@ -608,22 +748,24 @@ impl<'a> Batch<'a> {
             } else {
                 *self.counters.holdings.entry(class).or_default() += i128::from(o.value.0);
             }
-            self.output_rows.push(vec![
-                hv(&r.id),
-                Value::Int(i as i64),
-                hv(&owner),
-                iv(o.value.0)?,
-                Value::Int(i64::from(class)),
-                iv(depth)?,
-                Value::Int(i64::from(is_redemption)),
-            ]);
+            // Stored values are BIGINT elsewhere: keep the same bound.
+            iv(o.value.0)?;
+            pack_output(
+                &mut packed,
+                &PackedOutput {
+                    owner: *owner,
+                    value: o.value.0,
+                    class,
+                    redeemed: is_redemption,
+                },
+            );
             self.ov.outputs.insert(
                 OutPoint {
                     record: r.id,
-                    index: i as u8,
+                    index,
                 },
                 OutState {
-                    owner,
+                    owner: *owner,
                     value: o.value.0,
                     depth,
                     class,
@@ -632,7 +774,7 @@ impl<'a> Batch<'a> {
                 },
             );
         }
-        Ok(redeemed)
+        Ok((redeemed, packed))
     }
 
     fn pair_from_transfer(
@@ -662,21 +804,7 @@ impl<'a> Batch<'a> {
     /// alerts whose thresholds this batch crossed (each crossing once:
     /// old < min ≤ new).
     pub(crate) fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), MdsError> {
-        insert_many(
-            tx,
-            "mds_records (id, seq, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce)",
-            std::mem::take(&mut self.record_rows),
-        )?;
-        insert_many(
-            tx,
-            "mds_outputs (record, idx, owner, value, class, depth, redeemed)",
-            std::mem::take(&mut self.output_rows),
-        )?;
-        insert_many(
-            tx,
-            "mds_spends (seq, record, idx, consumer)",
-            std::mem::take(&mut self.spend_rows),
-        )?;
+        insert_many(tx, RECORD_COLUMNS, std::mem::take(&mut self.record_rows))?;
         // Distinct counterparties new in this batch.
         let new_pairs: Vec<_> = self
             .ov
@@ -828,14 +956,30 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// Multi-row INSERTs of at most [`INSERT_ROWS_MAX`] rows each.
+/// Multi-row INSERTs: as many of [`INSERT_ROWS_MAX`] rows as fit, then
+/// the rest in halving sizes (32, 16, …, 1), so each size's statement is
+/// prepared once per connection and then reused from the cache.
 fn insert_many(tx: &mut dyn Tx, into: &str, rows: Vec<Vec<Value>>) -> Result<(), MdsError> {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let mut sql = format!("INSERT INTO {into} VALUES ");
-        let mut params = Vec::new();
+    let mut rows = rows.into_iter();
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    loop {
+        let left = rows.len();
+        if left == 0 {
+            return Ok(());
+        }
+        let chunk = if left >= INSERT_ROWS_MAX {
+            INSERT_ROWS_MAX
+        } else {
+            1 << left.ilog2()
+        };
+        sql.clear();
+        params.clear();
+        sql.push_str("INSERT INTO ");
+        sql.push_str(into);
+        sql.push_str(" VALUES ");
         let mut width = None;
-        for (i, row) in rows.by_ref().take(INSERT_ROWS_MAX).enumerate() {
+        for (i, row) in rows.by_ref().take(chunk).enumerate() {
             if *width.get_or_insert(row.len()) != row.len() {
                 return Err(MdsError::Corrupt("ragged insert".into()));
             }
@@ -852,5 +996,4 @@ fn insert_many(tx: &mut dyn Tx, into: &str, rows: Vec<Vec<Value>>) -> Result<(),
         }
         tx.execute(&sql, &params)?;
     }
-    Ok(())
 }

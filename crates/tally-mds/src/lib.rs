@@ -49,18 +49,20 @@ pub const INGEST_BATCH_RECORDS_MAX: usize = 10_000;
 /// Most record ids listed as evidence of one AML alert.
 pub const ALERT_EVIDENCE_RECORDS_MAX: usize = 64;
 /// Per-connection SQLite settings for the ingesting connection: a page
-/// cache that holds the records' primary-key index (64 MiB), and
-/// statement journals in memory (multi-row INSERTs need one).
-const SQLITE_INGEST_PRAGMAS: &[&str] =
-    &["PRAGMA cache_size = -65536", "PRAGMA temp_store = MEMORY"];
+/// cache (64 MiB) that keeps the pages ingest appends to and the
+/// counters. (`temp_store` cannot be set here: SQLite refuses it inside a
+/// transaction once the connection has used temporary storage, which
+/// migration 2 does.)
+const SQLITE_INGEST_PRAGMAS: &[&str] = &["PRAGMA cache_size = -65536"];
 /// Device class of an output whose owner's class settlement did not know.
 pub const DEVICE_CLASS_UNKNOWN: u8 = 0;
 
 pub static MIGRATIONS: Migrations = Migrations {
     component: "mds",
-    steps: &[(
-        1,
-        "CREATE TABLE mds_records (
+    steps: &[
+        (
+            1,
+            "CREATE TABLE mds_records (
             id BLOB PRIMARY KEY,
             seq BIGINT NOT NULL,
             kind BIGINT NOT NULL,
@@ -138,7 +140,39 @@ pub static MIGRATIONS: Migrations = Migrations {
         INSERT INTO mds_counters (name, value) VALUES ('fraud_losses', 0);
         INSERT INTO mds_counters (name, value) VALUES ('double_spends', 0);
         INSERT INTO mds_counters (name, value) VALUES ('counterfeits', 0)",
-    )],
+        ),
+        // One row per record: its outputs and inputs packed in the row
+        // (see `graph.rs` for the layout) instead of ~3.3 edge rows, keyed
+        // by the ingest sequence so every insert appends. The random
+        // 32-byte key of version 1 dirtied about one index page per record
+        // in every commit; uniqueness of ids is kept by the lookup maps
+        // (checked again when they are rebuilt). Rows of version 1 keep
+        // NULL edge columns and their edges in `mds_outputs` / `mds_spends`,
+        // which new ingests no longer write.
+        (
+            2,
+            "CREATE TABLE mds_records_v2 (
+            seq BIGINT PRIMARY KEY,
+            id BLOB NOT NULL,
+            kind BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            status BIGINT NOT NULL,
+            payer BLOB NOT NULL,
+            payee BLOB NOT NULL,
+            value BIGINT NOT NULL,
+            payment BIGINT NOT NULL,
+            depth BIGINT NOT NULL,
+            redemption BIGINT NOT NULL,
+            nonce BLOB NOT NULL,
+            outputs BLOB,
+            inputs BLOB
+        );
+        INSERT INTO mds_records_v2 (seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce)
+            SELECT seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce FROM mds_records;
+        DROP TABLE mds_records;
+        ALTER TABLE mds_records_v2 RENAME TO mds_records",
+        ),
+    ],
 };
 
 /// Detection thresholds and the scheme facts the MDS needs.
