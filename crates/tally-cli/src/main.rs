@@ -16,6 +16,7 @@ mod demo;
 mod device;
 mod node;
 mod package;
+mod supervisor;
 
 /// A failure with its exit code.
 #[derive(Debug)]
@@ -117,6 +118,8 @@ enum Command {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+    /// Escrow supervisors: k-of-n key setup, opening requests, decryption shares, audit log.
+    Supervisor(supervisor::SupervisorCmd),
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -292,6 +295,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
         }
         Command::Device { state, cmd } => run_device(&state, cmd),
         Command::Bench { cmd } => bench::run(cmd),
+        Command::Supervisor(cmd) => supervisor::run(cmd),
         Command::Package { cmd } => match cmd {
             PackageCmd::Inspect { file } => package::inspect(&file),
             PackageCmd::Verify {
