@@ -481,9 +481,11 @@ fn keygen(json: bool, dir: &Path, k: usize, n: usize) -> Result<String, CliError
             "n": n,
             "joint_key": joint_key,
             "key_set_id": joint.id().to_string(),
-            "joint": joint_path(dir),
-            "keys": (0..n).map(|i| key_path(dir, i as u8)).collect::<Vec<_>>(),
-            "log": log_path(dir),
+            "joint": joint_path(dir).display().to_string(),
+            "keys": (0..n)
+                .map(|i| key_path(dir, i as u8).display().to_string())
+                .collect::<Vec<_>>(),
+            "log": log_path(dir).display().to_string(),
             "entries": cp.len,
             "head": cp.head.to_string(),
         }),
