@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tally_core::codec::Cbor;
+use tally_core::sealed::{SealedKind, SealingKey};
 use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
 use tally_dcp::{Backoffice, Registration};
 use tally_wallet::agent::{Backend, BackendError};
@@ -91,6 +92,23 @@ fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
 }
 
+/// Seals to `key` after checking the root signed it: a DCP cannot slip in
+/// a key of its own and read what it forwards.
+fn seal_checked(
+    key: &SealingKey,
+    root: &PublicKey,
+    kind: SealedKind,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, BackendError> {
+    let refuse = |e: tally_core::sealed::SealError| BackendError {
+        status: 200,
+        code: code::MALFORMED,
+        message: format!("cannot seal the upload: {e}"),
+    };
+    key.verify(root).map_err(refuse)?;
+    tally_core::sealed::seal(key, kind, plaintext, &mut tally_dcp::OsEntropy).map_err(refuse)
+}
+
 /// The wallet's back office over HTTP (`base`: `http://HOST:PORT`).
 /// Blocking; plain HTTP (put TLS in front for anything but loopback).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +144,17 @@ impl Backend for HttpBackend {
         Ok((t.root, t.policy, t.revocations))
     }
 
+    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let bytes = exchange(
+            agent()
+                .get(join(&self.base, "/v1/trust"))
+                .header("accept", "application/cbor")
+                .call(),
+        )?;
+        let t = TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
+        seal_checked(&t.sealing_key, &t.root, kind, plaintext)
+    }
+
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
         let bytes = self.post_cbor("/v1/devices/register", &reg.to_cbor())?;
         Hash32::from_cbor(&bytes).map_err(|_| malformed_answer("se_id"))
@@ -153,6 +182,10 @@ impl Backend for InProcess {
 
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
         self.0.register(reg).map_err(|e| backend_error(&e))
+    }
+
+    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+        seal_checked(&self.0.sealing_key(), &self.0.root_key(), kind, plaintext)
     }
 
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {

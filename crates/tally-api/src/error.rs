@@ -26,6 +26,8 @@ pub mod code {
     pub const NO_ROUTE: u16 = 62;
     /// The path exists, the method does not.
     pub const METHOD_NOT_ALLOWED: u16 = 63;
+    /// The path names something that does not exist (an escrow).
+    pub const NOT_FOUND: u16 = 66;
     /// Malformed body (CBOR or JSON); the same number as the service's
     /// decode rejection.
     pub const MALFORMED: u16 = 101;
@@ -83,7 +85,8 @@ pub fn status_for(e: &BackofficeError) -> u16 {
         BackofficeError::Verify(_)
         | BackofficeError::Settlement(_)
         | BackofficeError::WrongRedemption
-        | BackofficeError::DoubleSpendByRedeemer(_) => 422,
+        | BackofficeError::DoubleSpendByRedeemer(_)
+        | BackofficeError::Sealed(_) => 422,
         // Variants added to the service later.
         other if other.is_client_error() => 400,
         _ => 500,

@@ -22,9 +22,11 @@ use tally_ledger::settlement::Settlement;
 use crate::error::{ApiError, code};
 use crate::metrics::{self, HttpCounters};
 use crate::views::{
-    AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, InvariantView, TrustBundle,
+    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, EscrowView,
+    InvariantView, RevokeRequest, RevokeView, TransitionRequest, TrustBundle, parse_hash,
 };
 use crate::{ApiConfig, AppState, dashboard, openapi};
+use tally_mds::AlertState;
 
 /// Every route: (path template, method). The OpenAPI document and the
 /// metrics labels are checked against this list.
@@ -40,6 +42,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v1/epoch/advance", "post"),
     ("/v1/devices", "get"),
     ("/v1/double-spends", "get"),
+    ("/v1/mds/alerts", "get"),
+    ("/v1/mds/alerts/{id}/transition", "post"),
+    ("/v1/escrows/{key_id}", "get"),
+    ("/v1/directory/revoke", "post"),
+    ("/mds/indicators", "get"),
     ("/ledger/invariant", "get"),
     ("/metrics", "get"),
     ("/openapi.json", "get"),
@@ -67,6 +74,11 @@ pub fn router(bo: Arc<Backoffice>, cfg: ApiConfig) -> Router {
         .route("/v1/epoch/advance", post(advance_epoch))
         .route("/v1/devices", get(devices))
         .route("/v1/double-spends", get(double_spends))
+        .route("/v1/mds/alerts", get(alerts))
+        .route("/v1/mds/alerts/{id}/transition", post(alert_transition))
+        .route("/v1/escrows/{key_id}", get(escrow))
+        .route("/v1/directory/revoke", post(revoke))
+        .route("/mds/indicators", get(indicators))
         .route("/ledger/invariant", get(invariant))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
@@ -176,6 +188,7 @@ async fn load_trust(bo: Arc<Backoffice>) -> Result<(TrustBundle, u32), ApiError>
                 root: bo.root_key(),
                 policy: bo.policy()?,
                 revocations: bo.revocations()?,
+                sealing_key: bo.sealing_key(),
             },
             bo.epoch()?,
         ))
@@ -285,7 +298,107 @@ async fn double_spends(
     ))
 }
 
+async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let bo = s.bo;
+    let list = blocking(move || bo.alerts()).await?;
+    Ok(json(&list.iter().map(AlertView::from).collect::<Vec<_>>()))
+}
+
+fn alert_state(name: &str) -> Result<AlertState, ApiError> {
+    Ok(match name {
+        "open" => AlertState::Open,
+        "escrow_opened" => AlertState::EscrowOpened,
+        "device_revoked" => AlertState::DeviceRevoked,
+        "closed" => AlertState::Closed,
+        other => {
+            return Err(ApiError::malformed(format!(
+                "unknown alert state {other:?}"
+            )));
+        }
+    })
+}
+
+async fn alert_transition(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let req: TransitionRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
+    let to = alert_state(&req.to)?;
+    let bo = s.bo;
+    let a = blocking(move || bo.alert_transition(id, to, &req.note)).await?;
+    Ok(json(&AlertView::from(&a)))
+}
+
+async fn escrow(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(key_id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let id = parse_hash(&key_id).ok_or_else(|| ApiError::malformed("key id: 64 hex digits"))?;
+    let bo = s.bo;
+    match blocking(move || bo.escrow_of(&id)).await? {
+        Some(e) => Ok(json(&EscrowView {
+            key_id: id.to_string(),
+            escrow: crate::hex(&e),
+        })),
+        None => Err(ApiError::new(
+            404,
+            code::NOT_FOUND,
+            "no settled certificate with an escrow for this key",
+        )),
+    }
+}
+
+async fn revoke(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let req: RevokeRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
+    let digest = parse_hash(&req.id_digest)
+        .ok_or_else(|| ApiError::malformed("id_digest: 64 hex digits"))?;
+    let keys = req
+        .key_ids
+        .iter()
+        .map(|k| parse_hash(k).ok_or_else(|| ApiError::malformed("key_ids: 64 hex digits each")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::malformed("a revocation needs a reason"));
+    }
+    let bo = s.bo;
+    let view = blocking(move || {
+        let (se_id, list) = bo.revoke_opened(&digest, &keys, &req.reason)?;
+        if let Some(a) = req.alert {
+            bo.alert_transition(
+                a,
+                AlertState::DeviceRevoked,
+                &format!("SE {se_id} revoked: {}", req.reason),
+            )?;
+        }
+        Ok(RevokeView {
+            se_id: se_id.to_string(),
+            revocation_serial: list.serial,
+            revoked_keys: list.revoked.len(),
+        })
+    })
+    .await?;
+    Ok(json(&view))
+}
+
 // ---- public -------------------------------------------------------------
+
+/// Econometric indicators from the MDS (aggregates only).
+async fn indicators(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let bo = s.bo;
+    let ind = blocking(move || bo.indicators()).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], ind.to_json()).into_response())
+}
 
 async fn invariant(State(s): State<AppState>) -> Result<Response, ApiError> {
     let bo = s.bo;
@@ -295,21 +408,30 @@ async fn invariant(State(s): State<AppState>) -> Result<Response, ApiError> {
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
     let bo = s.bo.clone();
-    let ledger = blocking(move || {
-        Ok((
-            InvariantView::from(bo.invariant()?),
-            bo.epoch()?,
-            double_spend_count(&bo)?,
-        ))
+    let (ledger, mds) = blocking(move || {
+        let ledger = (|| {
+            Ok::<_, BackofficeError>((
+                InvariantView::from(bo.invariant()?),
+                bo.epoch()?,
+                double_spend_count(&bo)?,
+            ))
+        })()
+        .ok();
+        let mds = bo.indicators().ok().map(|i| i.to_prometheus());
+        Ok((ledger, mds))
     })
     .await
-    .ok();
+    .unwrap_or((None, None));
+    let mut text = metrics::render(ledger, &s.metrics);
+    if let Some(m) = mds {
+        text.push_str(&m);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(ledger, &s.metrics),
+        text,
     )
         .into_response()
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::policy::device_class;
+use tally_core::sealed::SealingKey;
 use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
 use tally_directory::{SeEntry, SeStatus};
 use tally_ledger::ledger::Invariant;
@@ -171,28 +172,32 @@ impl From<&(Hash32, u8, u64, Vec<u8>)> for DoubleSpendView {
     }
 }
 
-/// What a fresh SE is given at initialization. Wire (GET /v1/trust):
-/// `[root PublicKey, Policy, RevocationList]`, canonical CBOR.
+/// What a fresh SE is given at initialization, and the key wallets seal
+/// uploads to. Wire (GET /v1/trust): `[root PublicKey, Policy,
+/// RevocationList, SealingKey]`, canonical CBOR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustBundle {
     pub root: PublicKey,
     pub policy: Policy,
     pub revocations: RevocationList,
+    pub sealing_key: SealingKey,
 }
 
 impl Cbor for TrustBundle {
     fn write(&self, w: &mut Writer) {
-        w.array(3);
+        w.array(4);
         self.root.write(w);
         self.policy.write(w);
         self.revocations.write(w);
+        self.sealing_key.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(3)?;
+        r.array(4)?;
         Ok(TrustBundle {
             root: PublicKey::read(r)?,
             policy: Policy::read(r)?,
             revocations: RevocationList::read(r)?,
+            sealing_key: SealingKey::read(r)?,
         })
     }
 }
@@ -227,6 +232,11 @@ impl TrustBundle {
                 "dcps": self.policy.dcps.len(),
                 "cbor": hex(&self.policy.to_cbor()),
             },
+            "sealing_key": {
+                "kem": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
+                "key": hex(&self.sealing_key.key),
+                "cbor": hex(&self.sealing_key.to_cbor()),
+            },
             "revocations": {
                 "serial": self.revocations.serial,
                 "epoch": self.revocations.epoch,
@@ -235,4 +245,88 @@ impl TrustBundle {
             },
         })
     }
+}
+
+/// One MDS alert (GET /v1/mds/alerts). Ids are hex; `offender` is the key
+/// id of the pseudonym held responsible, when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub id: i64,
+    pub kind: String,
+    pub severity: String,
+    pub state: String,
+    pub epoch: u32,
+    pub subject: String,
+    pub offender: Option<String>,
+    pub records: Vec<String>,
+    pub amount: u64,
+    pub outpoint: Option<(String, u8)>,
+}
+
+impl From<&tally_mds::Alert> for AlertView {
+    fn from(a: &tally_mds::Alert) -> AlertView {
+        AlertView {
+            id: a.id,
+            kind: a.kind.name().to_string(),
+            severity: match a.severity {
+                tally_mds::Severity::Critical => "critical".into(),
+                tally_mds::Severity::Warning => "warning".into(),
+            },
+            state: a.state.name().to_string(),
+            epoch: a.epoch,
+            subject: a.subject.to_string(),
+            offender: a.offender.map(|h| h.to_string()),
+            records: a.records.iter().map(|h| h.to_string()).collect(),
+            amount: a.amount,
+            outpoint: a.outpoint.map(|(h, i)| (h.to_string(), i)),
+        }
+    }
+}
+
+/// POST /v1/mds/alerts/{id}/transition: `to` is open | escrow_opened |
+/// device_revoked | closed; `note` says why (kept in the alert's events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRequest {
+    pub to: String,
+    pub note: String,
+}
+
+/// GET /v1/escrows/{key_id}: the escrow ciphertext of a settled pseudonym
+/// certificate, for an opening request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowView {
+    pub key_id: String,
+    pub escrow: String,
+}
+
+/// POST /v1/directory/revoke: the supervisors opened an escrow to
+/// `id_digest`; revoke that SE and list `key_ids`. With `alert`, the alert
+/// moves to device_revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    pub id_digest: String,
+    pub key_ids: Vec<String>,
+    pub reason: String,
+    #[serde(default)]
+    pub alert: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeView {
+    pub se_id: String,
+    pub revocation_serial: u64,
+    pub revoked_keys: usize,
+}
+
+/// 64 hex digits → a hash.
+pub fn parse_hash(s: &str) -> Option<Hash32> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Hash32(out))
 }

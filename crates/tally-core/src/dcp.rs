@@ -15,6 +15,8 @@ pub const MESSAGE_VERSION: u8 = 1;
 pub const UPLOAD_PACKAGES_MAX: usize = 64;
 pub const CERTIFY_KEYS_MAX: usize = 16;
 pub const PACKAGE_BYTES_MAX: usize = 1 << 20;
+/// Bound on a sealed upload inside a device request (HPKE overhead included).
+pub const SEALED_UPLOAD_BYTES_MAX: usize = 4 << 20;
 
 /// What a device asks. Wire: `[op, ...fields]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +27,18 @@ pub enum DeviceOp {
     Load { amount: u64, key: PublicKey },
     /// 2: ask for a redemption request (renewal if `unload` is false).
     RedemptionRequest { amount: u64, unload: bool },
-    /// 3: settle the SE's redemption package; renewal issues to `key`.
-    Redeem { package: Vec<u8>, key: PublicKey },
-    /// 4: sync: upload unacknowledged packages and closed requests.
-    Sync {
-        packages: Vec<Vec<u8>>,
-        closed: Vec<ClosedRequest>,
+    /// 3: settle the SE's redemption package, sealed to settlement
+    /// ([`crate::sealed`], kind Redemption); `nonce` names the redemption
+    /// request it pays; renewal issues to `key`.
+    Redeem {
+        nonce: [u8; 16],
+        sealed: Vec<u8>,
+        key: PublicKey,
     },
+    /// 4: sync: a [`SyncUpload`] (unacknowledged packages and closed
+    /// requests) sealed to settlement (kind SyncUpload). The DCP forwards
+    /// it unread.
+    Sync { sealed: Vec<u8> },
     /// 5: pay another user online, account to account.
     PayOnline { to_account: String, amount: u64 },
     /// 6: read the user's account balance.
@@ -59,6 +66,35 @@ impl Cbor for ClosedRequest {
             nonce: r.bytes_array()?,
             amount: r.u64()?,
             key: PublicKey::read(r)?,
+        })
+    }
+}
+
+/// What a device's sync uploads, sealed to settlement: its unacknowledged
+/// packages and its closed requests. Wire: `[1, [package bstr], [ClosedRequest]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncUpload {
+    pub packages: Vec<Vec<u8>>,
+    pub closed: Vec<ClosedRequest>,
+}
+
+impl Cbor for SyncUpload {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        w.u64(u64::from(MESSAGE_VERSION));
+        w.array(self.packages.len());
+        for p in &self.packages {
+            w.bytes(p);
+        }
+        write_vec(w, &self.closed);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        r.version(MESSAGE_VERSION)?;
+        let packages: Vec<Blob> = read_vec(r, UPLOAD_PACKAGES_MAX)?;
+        Ok(SyncUpload {
+            packages: packages.into_iter().map(|b| b.0).collect(),
+            closed: read_vec(r, crate::protocol::PACKAGE_RECORDS_MAX)?,
         })
     }
 }
@@ -93,20 +129,17 @@ impl Cbor for DeviceOp {
                 w.u64(*amount);
                 w.bool(*unload);
             }
-            DeviceOp::Redeem { package, key } => {
-                w.array(3);
+            DeviceOp::Redeem { nonce, sealed, key } => {
+                w.array(4);
                 w.u64(3);
-                w.bytes(package);
+                w.bytes(nonce);
+                w.bytes(sealed);
                 key.write(w);
             }
-            DeviceOp::Sync { packages, closed } => {
-                w.array(3);
+            DeviceOp::Sync { sealed } => {
+                w.array(2);
                 w.u64(4);
-                w.array(packages.len());
-                for p in packages {
-                    w.bytes(p);
-                }
-                write_vec(w, closed);
+                w.bytes(sealed);
             }
             DeviceOp::PayOnline { to_account, amount } => {
                 w.array(3);
@@ -121,7 +154,7 @@ impl Cbor for DeviceOp {
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(3)?;
+        let n = r.array_max(4)?;
         let op = r.u8()?;
         let arity = |want: usize| {
             if n == want {
@@ -152,18 +185,17 @@ impl Cbor for DeviceOp {
                 }
             }
             3 => {
-                arity(3)?;
+                arity(4)?;
                 DeviceOp::Redeem {
-                    package: r.bytes_max(PACKAGE_BYTES_MAX)?.to_vec(),
+                    nonce: r.bytes_array()?,
+                    sealed: r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec(),
                     key: PublicKey::read(r)?,
                 }
             }
             4 => {
-                arity(3)?;
-                let packages: Vec<Blob> = read_vec(r, UPLOAD_PACKAGES_MAX)?;
+                arity(2)?;
                 DeviceOp::Sync {
-                    packages: packages.into_iter().map(|b| b.0).collect(),
-                    closed: read_vec(r, crate::protocol::PACKAGE_RECORDS_MAX)?,
+                    sealed: r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec(),
                 }
             }
             5 => {

@@ -24,12 +24,10 @@
 //! lists who knows `M` and the remaining trade-off.
 
 use alloc::vec::Vec;
-use core::convert::Infallible;
 use core::fmt;
 
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::traits::IsIdentity;
-use elastic_elgamal::elliptic_curve::rand_core::{TryCryptoRng, TryRng};
 use elastic_elgamal::group::{ElementOps, Group, Ristretto};
 use elastic_elgamal::{Ciphertext, LogEqualityProof, PublicKey as ElGamalKey, SecretKey as Nonce};
 use merlin::Transcript;
@@ -96,30 +94,7 @@ impl From<CodecError> for EscrowError {
     }
 }
 
-/// Adapts the injected [`Entropy`] to the `rand_core` traits that
-/// `elastic-elgamal` takes.
-pub struct EntropyRng<'a>(pub &'a mut dyn Entropy);
-
-impl TryRng for EntropyRng<'_> {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut b = [0u8; 4];
-        self.0.fill(&mut b);
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut b = [0u8; 8];
-        self.0.fill(&mut b);
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.0.fill(dst);
-        Ok(())
-    }
-}
-
-// `Entropy` is the SE's TRNG or the OS generator: cryptographic by contract.
-impl TryCryptoRng for EntropyRng<'_> {}
+pub use crate::crypto::EntropyRng;
 
 /// The supervisors' joint ElGamal public key (ristretto255, never the
 /// identity). Wire form: a 32-byte string.

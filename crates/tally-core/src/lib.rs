@@ -19,6 +19,8 @@ pub mod package;
 pub mod policy;
 pub mod protocol;
 pub mod record;
+#[cfg(feature = "sealing")]
+pub mod sealed;
 pub mod selection;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -10,5 +10,8 @@
 
 pub mod service;
 
-pub use service::{Backoffice, BackofficeError, NodeKeys};
+pub use service::{
+    Backoffice, BackofficeError, NodeKeys, OsEntropy, SettlementResult, Stores,
+    development_escrow_key,
+};
 pub use tally_core::dcp::*;

@@ -1,72 +1,118 @@
-//! The back-office service (central bank + directory + one DCP).
+//! The back office: the central bank (ledger, settlement, directory, MDS
+//! feed) and one Digital Currency Provider (DCP), in one process but on
+//! separate stores (DESIGN.md §1, §5).
+//!
+//! What each side holds:
+//!
+//! - **DCP store** (`dcp_*` tables): its devices (SE id, account, class,
+//!   tier, request counter, the secret escrow salt), its redemption
+//!   requests (nonce, amount), and its request log, where each response is
+//!   kept encrypted under a key derived from the request bytes (so a replay
+//!   of the same request gets the same answer, and the table alone reveals
+//!   nothing). No offline record, pseudonym key or offline amount.
+//! - **Central store**: ledger, spent registry, issued tokens, the settled
+//!   uploads and closed requests (pseudonymous), recoveries by mailbox, the
+//!   escrows of settled certificates, the MDS outbox, and the result of
+//!   every settlement call by request id (idempotency).
+//! - **MDS store**: the token graph (tally-mds); fed from the central
+//!   store's outbox, never by the DCP.
+//!
+//! Device uploads (sync, redemption packages) are sealed by the wallet to
+//! settlement's HPKE key ([`tally_core::sealed`]); the DCP forwards them
+//! with the request id and gets back a result signed by the central bank,
+//! which it checks before it answers the device.
 
 use std::fmt;
 use std::sync::Mutex;
 
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use tally_core::cert::{DcpCertificate, role};
-use tally_core::codec::{Cbor, CodecError};
-use tally_core::crypto::{check_key, tagged_hash};
+use tally_core::codec::{Cbor, CodecError, Reader, Writer};
+use tally_core::crypto::{Entropy, check_key, tagged_hash};
+use tally_core::escrow::{self, IdPoint, JointKey};
 use tally_core::policy::{TierLimits, device_class};
+use tally_core::sealed::{OpeningKey, SealError, SealedKind, SealingKey};
 use tally_core::verify::{
     BoundedCertCache, VerifyError, VerifyParams, verify_package_for_settlement,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
-    PublicKey, Request, RevocationList, SecretKey, Suite, SyncGrant, TrustStore,
+    PublicKey, Record, Request, RevocationList, SecretKey, Signature, Suite, SyncGrant, TrustStore,
 };
 use tally_directory::{Directory, DirectoryError, SeEntry, SeStatus, check_attestation};
 use tally_ledger::ledger::{
     self, AccountKind, Invariant, Ledger, LedgerError, TransferRequest, code,
 };
 use tally_ledger::settlement::{DoubleSpend, Settlement, SettlementError};
+use tally_mds::{IngestRecord, Mds, MdsConfig, Verdict};
 use tally_store::{Migrations, Store, StoreError, Tx, TxFailure, Value};
 
 use tally_core::dcp::*;
 
-pub static MIGRATIONS: Migrations = Migrations {
-    component: "dcp",
+/// The central bank's own tables (ledger, settlement and directory have
+/// theirs).
+pub static CENTRAL_MIGRATIONS: Migrations = Migrations {
+    component: "central",
     steps: &[(
         1,
         "CREATE TABLE node_meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL);
         INSERT INTO node_meta (k, v) VALUES ('epoch', 1);
-        INSERT INTO node_meta (k, v) VALUES ('issue_serial', 0);
         CREATE TABLE node_secrets (role TEXT PRIMARY KEY, suite BIGINT NOT NULL, seed BLOB NOT NULL);
         CREATE TABLE node_docs (k TEXT PRIMARY KEY, body BLOB NOT NULL);
+        CREATE TABLE cb_ops (op_id BLOB PRIMARY KEY, reply BLOB NOT NULL);
+        CREATE TABLE cb_uploads (
+            transfer_id BLOB PRIMARY KEY,
+            nonce BLOB NOT NULL,
+            payee_key BLOB NOT NULL,
+            amount BIGINT NOT NULL
+        );
+        CREATE TABLE cb_closed (
+            nonce BLOB NOT NULL,
+            payee_key BLOB NOT NULL,
+            mailbox BLOB NOT NULL,
+            amount BIGINT NOT NULL,
+            PRIMARY KEY (nonce, payee_key)
+        );
+        CREATE TABLE cb_recoveries (
+            transfer_id BLOB PRIMARY KEY,
+            mailbox BLOB NOT NULL,
+            issue BLOB NOT NULL,
+            delivered BIGINT NOT NULL
+        );
+        CREATE TABLE cb_escrows (key_id BLOB PRIMARY KEY, escrow BLOB NOT NULL);
+        CREATE TABLE mds_outbox (op_id BLOB PRIMARY KEY, body BLOB NOT NULL)",
+    )],
+};
+
+/// The DCP's tables.
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "dcp",
+    steps: &[(
+        1,
+        "CREATE TABLE dcp_secrets (role TEXT PRIMARY KEY, suite BIGINT NOT NULL, seed BLOB NOT NULL);
         CREATE TABLE dcp_devices (
             se_id BLOB PRIMARY KEY,
             account TEXT NOT NULL,
             device_class BIGINT NOT NULL,
             tier BIGINT NOT NULL,
             last_counter BIGINT NOT NULL,
-            sync_seq BIGINT NOT NULL
+            sync_seq BIGINT NOT NULL,
+            sync_epoch BIGINT NOT NULL,
+            escrow_salt BLOB NOT NULL
         );
-        CREATE TABLE dcp_responses (request_id BLOB PRIMARY KEY, se_id BLOB NOT NULL, response BLOB NOT NULL);
+        CREATE TABLE dcp_requests (
+            request_id BLOB PRIMARY KEY,
+            se_id BLOB NOT NULL,
+            counter BIGINT NOT NULL,
+            response BLOB
+        );
         CREATE TABLE dcp_redemptions (
             nonce BLOB PRIMARY KEY,
             se_id BLOB NOT NULL,
             amount BIGINT NOT NULL,
             unload BIGINT NOT NULL,
             done BIGINT NOT NULL
-        );
-        CREATE TABLE dcp_uploads (
-            transfer_id BLOB PRIMARY KEY,
-            nonce BLOB NOT NULL,
-            payee_key BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            package BLOB NOT NULL
-        );
-        CREATE TABLE dcp_closed (
-            nonce BLOB NOT NULL,
-            payee_key BLOB NOT NULL,
-            se_id BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            PRIMARY KEY (nonce, payee_key)
-        );
-        CREATE TABLE dcp_recoveries (
-            transfer_id BLOB PRIMARY KEY,
-            se_id BLOB NOT NULL,
-            issue BLOB NOT NULL,
-            delivered BIGINT NOT NULL
         )",
     )],
 };
@@ -111,6 +157,18 @@ pub enum BackofficeError {
     WrongRedemption,
     /// The redeeming device double-spent the very tokens it redeems.
     DoubleSpendByRedeemer(Box<DoubleSpend>),
+    /// The escrow the DCP made does not verify for the identity the
+    /// directory registered (never certified).
+    EscrowMismatch,
+    /// A sealed upload does not open or is malformed.
+    Sealed(SealError),
+    /// Settlement's signed result does not verify or does not answer this request.
+    BadSettlementResult,
+    /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
+    Mds {
+        message: String,
+        client: bool,
+    },
     Store(StoreError),
 }
 
@@ -130,6 +188,11 @@ impl BackofficeError {
             BackofficeError::UnknownRedemption => 55,
             BackofficeError::WrongRedemption => 56,
             BackofficeError::DoubleSpendByRedeemer(_) => 57,
+            BackofficeError::EscrowMismatch => 58,
+            BackofficeError::Sealed(_) => 59,
+            BackofficeError::BadSettlementResult => 64,
+            BackofficeError::Mds { client: true, .. } => 65,
+            BackofficeError::Mds { client: false, .. } => 98,
             BackofficeError::Store(_) => 99,
         }
     }
@@ -138,6 +201,9 @@ impl BackofficeError {
         !matches!(
             self,
             BackofficeError::Store(_)
+                | BackofficeError::EscrowMismatch
+                | BackofficeError::BadSettlementResult
+                | BackofficeError::Mds { client: false, .. }
                 | BackofficeError::Ledger(LedgerError::Store(_))
                 | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
                 | BackofficeError::Directory(DirectoryError::Store(_))
@@ -171,6 +237,14 @@ impl fmt::Display for BackofficeError {
                     d.outpoint.record, d.outpoint.index
                 )
             }
+            BackofficeError::EscrowMismatch => {
+                f.write_str("escrow does not verify for the registered identity")
+            }
+            BackofficeError::Sealed(e) => write!(f, "{e}"),
+            BackofficeError::Mds { message, .. } => write!(f, "MDS: {message}"),
+            BackofficeError::BadSettlementResult => {
+                f.write_str("settlement result does not verify")
+            }
             BackofficeError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -193,6 +267,20 @@ from_err!(LedgerError, Ledger);
 from_err!(SettlementError, Settlement);
 from_err!(DirectoryError, Directory);
 from_err!(StoreError, Store);
+from_err!(SealError, Sealed);
+
+impl From<tally_mds::MdsError> for BackofficeError {
+    fn from(e: tally_mds::MdsError) -> Self {
+        let client = matches!(
+            e,
+            tally_mds::MdsError::AlertNotFound(_) | tally_mds::MdsError::IllegalTransition { .. }
+        );
+        BackofficeError::Mds {
+            message: e.to_string(),
+            client,
+        }
+    }
+}
 
 impl TxFailure for BackofficeError {
     fn is_conflict(&self) -> bool {
@@ -206,46 +294,35 @@ impl TxFailure for BackofficeError {
     }
 }
 
-/// The node's signing keys: the central bank root and the DCP key (all
-/// roles). Kept in the database (`node_secrets`); a production deployment
-/// puts them in an HSM behind the same calls.
-pub struct NodeKeys {
-    pub root: SecretKey,
-    pub dcp: SecretKey,
-}
-
-impl NodeKeys {
-    fn load_or_create(store: &Store) -> Result<NodeKeys, BackofficeError> {
-        let get = |role: &'static str| -> Result<SecretKey, BackofficeError> {
-            store.transact(|tx| {
-                if let Some(r) = tx.query_one(
-                    "SELECT suite, seed FROM node_secrets WHERE role = $1",
-                    &[role.into()],
-                )? {
-                    let suite = Suite::from_code(r.int(0)? as u8)?;
-                    let seed: [u8; 32] = r
-                        .bytes(1)?
-                        .try_into()
-                        .map_err(|_| StoreError::Type("seed".into()))?;
-                    return SecretKey::from_seed(suite, &seed).ok_or(BackofficeError::BadKey);
-                }
-                let seed = os_random_32()?;
-                tx.execute(
-                    "INSERT INTO node_secrets (role, suite, seed) VALUES ($1, $2, $3)",
-                    &[
-                        role.into(),
-                        Value::Int(Suite::Ed25519 as i64),
-                        seed.to_vec().into(),
-                    ],
-                )?;
-                SecretKey::from_seed(Suite::Ed25519, &seed).ok_or(BackofficeError::BadKey)
-            })
-        };
-        Ok(NodeKeys {
-            root: get("root")?,
-            dcp: get("dcp")?,
-        })
-    }
+/// A 32-byte secret seed kept in `table` under `role`, created on first
+/// use. The central bank's seeds (root, sealing) live in its store, the
+/// DCP's signing key in the DCP's; a production deployment keeps them in
+/// HSMs behind the same calls.
+fn seed(
+    store: &Store,
+    table: &'static str,
+    role: &'static str,
+) -> Result<[u8; 32], BackofficeError> {
+    let select = format!("SELECT seed FROM {table} WHERE role = $1");
+    let insert = format!("INSERT INTO {table} (role, suite, seed) VALUES ($1, $2, $3)");
+    store.transact(|tx| {
+        if let Some(r) = tx.query_one(&select, &[role.into()])? {
+            return Ok(r
+                .bytes(0)?
+                .try_into()
+                .map_err(|_| StoreError::Type("seed".into()))?);
+        }
+        let seed = os_random_32()?;
+        tx.execute(
+            &insert,
+            &[
+                role.into(),
+                Value::Int(Suite::Ed25519 as i64),
+                seed.to_vec().into(),
+            ],
+        )?;
+        Ok(seed)
+    })
 }
 
 fn os_random_32() -> Result<[u8; 32], StoreError> {
@@ -255,6 +332,27 @@ fn os_random_32() -> Result<[u8; 32], StoreError> {
         .and_then(|mut f| f.read_exact(&mut b))
         .map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
     Ok(b)
+}
+
+/// The node's keys: the central bank's root (signs policy, revocations,
+/// DCP certificates and settlement results) and sealing key (opens
+/// uploads), and the DCP's signing key (all DCP roles).
+pub struct NodeKeys {
+    pub root: SecretKey,
+    pub dcp: SecretKey,
+    opening: OpeningKey,
+}
+
+impl NodeKeys {
+    fn load_or_create(central: &Store, dcp: &Store) -> Result<NodeKeys, BackofficeError> {
+        let ed =
+            |s: [u8; 32]| SecretKey::from_seed(Suite::Ed25519, &s).ok_or(BackofficeError::BadKey);
+        Ok(NodeKeys {
+            root: ed(seed(central, "node_secrets", "root")?)?,
+            dcp: ed(seed(dcp, "dcp_secrets", "dcp")?)?,
+            opening: OpeningKey::from_seed(&seed(central, "node_secrets", "seal")?),
+        })
+    }
 }
 
 /// Default tiers of the node's policy (XTS minor units).
@@ -278,15 +376,185 @@ pub fn default_tiers() -> Vec<TierLimits> {
     ]
 }
 
+/// The three stores of a node. They may be one database (distinct tables)
+/// or separate ones; the DCP's never holds offline history.
+pub struct Stores {
+    pub central: Store,
+    pub dcp: Store,
+    pub mds: Store,
+}
+
+/// The supervisors' joint escrow key of development nodes: its secret is
+/// public (`x = H("tally/v1/dev-escrow-secret")`), so escrows made with it
+/// protect nothing. Production nodes take the key from the supervisors'
+/// ceremony (`tally supervisor keygen`, `tally node --escrow-key`).
+pub fn development_escrow_key() -> JointKey {
+    use curve25519_dalek::{RistrettoPoint, Scalar};
+    let x = Scalar::from_bytes_mod_order(tagged_hash(b"tally/v1/dev-escrow-secret", &[]).0);
+    JointKey::from_bytes(&RistrettoPoint::mul_base(&x).compress().to_bytes())
+        .expect("a non-zero multiple of the base point")
+}
+
+/// The OS random generator as [`Entropy`] (escrow and sealing randomness).
+pub struct OsEntropy;
+impl Entropy for OsEntropy {
+    fn fill(&mut self, out: &mut [u8]) {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(out))
+            .expect("the OS random generator is readable");
+    }
+}
+
+/// What the central bank answers the DCP for one device request: a result
+/// signed by the root, plus the tokens it issued and the balance after.
+/// Wire: `[1, op, settled, refused, value, double_spends, [Issue], balance, signature]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SettlementResult {
+    /// The device request this answers.
+    pub op: Hash32,
+    /// Packages settled, and refused (failed verification).
+    pub settled: u32,
+    pub refused: u32,
+    /// Value settled (redemption: the amount redeemed).
+    pub value: u64,
+    pub double_spends: u32,
+    /// Renewal, load or recovered tokens.
+    pub issues: Vec<Issue>,
+    /// Account balance after the operation (unload, online payment, balance).
+    pub balance: u64,
+    /// Redemption: the id of the settled transfer.
+    pub transfer: Option<Hash32>,
+}
+
+impl SettlementResult {
+    fn write_body(&self, w: &mut Writer) {
+        w.u64(1);
+        self.op.write(w);
+        w.u64(u64::from(self.settled));
+        w.u64(u64::from(self.refused));
+        w.u64(self.value);
+        w.u64(u64::from(self.double_spends));
+        w.array(self.issues.len());
+        for i in &self.issues {
+            i.write(w);
+        }
+        w.u64(self.balance);
+        match &self.transfer {
+            Some(t) => w.bytes(&t.0),
+            None => w.bytes(&[]),
+        }
+    }
+    fn message(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.array(9);
+        self.write_body(&mut w);
+        tagged_hash(b"tally/v1/settlement-result", &[&w.into_bytes()])
+    }
+    fn sign(&self, root: &SecretKey) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.array(10);
+        self.write_body(&mut w);
+        root.sign(&self.message().0).write(&mut w);
+        w.into_bytes()
+    }
+    /// Decodes a signed result and checks it answers `op` under `root`.
+    fn open(
+        bytes: &[u8],
+        root: &PublicKey,
+        op: &Hash32,
+    ) -> Result<SettlementResult, BackofficeError> {
+        let mut r = Reader::new(bytes);
+        let res = (|| -> Result<(SettlementResult, Signature), CodecError> {
+            r.array(10)?;
+            r.version(1)?;
+            let op = Hash32::read(&mut r)?;
+            let settled = r.u32()?;
+            let refused = r.u32()?;
+            let value = r.u64()?;
+            let double_spends = r.u32()?;
+            let n = r.array_max(UPLOAD_PACKAGES_MAX + 1)?;
+            let mut issues = Vec::with_capacity(n);
+            for _ in 0..n {
+                issues.push(Issue::read(&mut r)?);
+            }
+            let balance = r.u64()?;
+            let t = r.bytes_max(32)?;
+            let transfer = match t.len() {
+                0 => None,
+                32 => Some(Hash32(t.try_into().map_err(|_| CodecError::Malformed)?)),
+                _ => return Err(CodecError::Malformed),
+            };
+            let sig = Signature::read(&mut r)?;
+            if r.position() != bytes.len() {
+                return Err(CodecError::TrailingBytes);
+            }
+            Ok((
+                SettlementResult {
+                    op,
+                    settled,
+                    refused,
+                    value,
+                    double_spends,
+                    issues,
+                    balance,
+                    transfer,
+                },
+                sig,
+            ))
+        })();
+        let (res, sig) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
+        if &res.op != op || tally_core::crypto::verify(root, &res.message().0, &sig).is_err() {
+            return Err(BackofficeError::BadSettlementResult);
+        }
+        Ok(res)
+    }
+}
+
+/// The key under which the DCP keeps a response: derived from the whole
+/// signed request, which the DCP does not store (it keeps only its id, a
+/// different hash), so only a caller holding the request can read it.
+fn response_cipher(request: &[u8]) -> XChaCha20Poly1305 {
+    let k = tagged_hash(b"tally/v1/response-key", &[request]);
+    XChaCha20Poly1305::new((&k.0).into())
+}
+
+fn seal_response(request: &[u8], response: &[u8]) -> Vec<u8> {
+    // One key per request and one response per key: a fixed nonce is safe.
+    response_cipher(request)
+        .encrypt(&XNonce::default(), response)
+        .expect("in-memory encryption")
+}
+
+fn open_response(request: &[u8], stored: &[u8]) -> Result<Vec<u8>, BackofficeError> {
+    response_cipher(request)
+        .decrypt(&XNonce::default(), stored)
+        .map_err(|_| {
+            BackofficeError::Store(StoreError::Type("stored response does not open".into()))
+        })
+}
+
 pub struct Backoffice {
-    store: Store,
+    central: Store,
+    dcp: Store,
+    mds: Mds,
     keys: NodeKeys,
+    sealing_key: SealingKey,
+    escrow_key: JointKey,
     dcp_cert: DcpCertificate,
     cache: Mutex<BoundedCertCache>,
 }
 
 fn b(h: &Hash32) -> Value {
     Value::Bytes(h.0.to_vec())
+}
+
+fn hash(bytes: &[u8]) -> Result<Hash32, StoreError> {
+    Ok(Hash32(
+        bytes
+            .try_into()
+            .map_err(|_| StoreError::Type("hash".into()))?,
+    ))
 }
 
 fn meta(tx: &mut dyn Tx, k: &str) -> Result<i64, BackofficeError> {
@@ -296,16 +564,44 @@ fn meta(tx: &mut dyn Tx, k: &str) -> Result<i64, BackofficeError> {
         .int(0)?)
 }
 
+/// Issue serial of a token issued for device request `op` (part `n`):
+/// derived, so a retried request re-issues the identical record.
+fn issue_serial(op: &Hash32, n: u32) -> u64 {
+    let h = tagged_hash(b"tally/v1/issue-serial", &[&op.0, &n.to_be_bytes()]);
+    u64::from_be_bytes(h.0[..8].try_into().expect("8 bytes"))
+}
+
 impl Backoffice {
-    /// Opens the back office on `store`: migrations, keys, policy.
+    /// Everything on one store, with the development escrow key (tests,
+    /// benchmarks). The MDS gets an in-memory store.
     pub fn open(store: Store) -> Result<Backoffice, BackofficeError> {
-        store.migrate(&[
+        let mds = Store::sqlite_memory()?;
+        let dcp = match &store {
+            Store::Sqlite(_) => Store::sqlite_memory()?,
+            Store::Postgres(_) => Store::sqlite_memory()?,
+        };
+        Self::open_with(
+            Stores {
+                central: store,
+                dcp,
+                mds,
+            },
+            development_escrow_key(),
+        )
+    }
+
+    /// Opens the back office: migrations, keys, policy, the MDS (and
+    /// drains its outbox).
+    pub fn open_with(stores: Stores, escrow_key: JointKey) -> Result<Backoffice, BackofficeError> {
+        let Stores { central, dcp, mds } = stores;
+        central.migrate(&[
             &ledger::MIGRATIONS,
             &tally_ledger::settlement::MIGRATIONS,
             &tally_directory::MIGRATIONS,
-            &MIGRATIONS,
+            &CENTRAL_MIGRATIONS,
         ])?;
-        let keys = NodeKeys::load_or_create(&store)?;
+        dcp.migrate(&[&MIGRATIONS])?;
+        let keys = NodeKeys::load_or_create(&central, &dcp)?;
         let dcp_cert = DcpCertificate::sign(
             &keys.root,
             DCP_ID,
@@ -313,22 +609,47 @@ impl Backoffice {
             role::ISSUE | role::CERTIFY | role::REDEEM | role::SYNC,
             Epoch::MAX,
         );
+        let sealing_key = SealingKey::sign(&keys.root, keys.opening.public());
+        let dcp_id = keys.dcp.public().id();
+        let payment_max = default_tiers()
+            .iter()
+            .filter(|t| t.device_class != device_class::DCP)
+            .map(|t| t.payment_max.0)
+            .max()
+            .unwrap_or(0);
+        let mds = Mds::open(mds, MdsConfig::new(vec![dcp_id], vec![dcp_id], payment_max))
+            .map_err(|e| StoreError::Db(format!("MDS: {e}")))?;
         let bo = Backoffice {
-            store,
+            central,
+            dcp,
+            mds,
             keys,
+            sealing_key,
+            escrow_key,
             dcp_cert,
             cache: Mutex::new(BoundedCertCache::new(100_000)),
         };
-        bo.store.transact(|tx| {
+        bo.central.transact(|tx| {
             Ledger::ensure_account(tx, DCP_ACCOUNT, AccountKind::DcpSettlement)?;
             Ok::<_, BackofficeError>(())
         })?;
         bo.policy()?;
+        bo.pump_mds();
         Ok(bo)
     }
 
+    /// The central bank's store (ledger, settlement, directory).
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.central
+    }
+
+    /// The DCP's store.
+    pub fn dcp_store(&self) -> &Store {
+        &self.dcp
+    }
+
+    pub fn mds(&self) -> &Mds {
+        &self.mds
     }
 
     pub fn root_key(&self) -> PublicKey {
@@ -339,13 +660,23 @@ impl Backoffice {
         self.keys.dcp.public()
     }
 
+    /// Settlement's HPKE key, signed by the root: devices seal uploads to it.
+    pub fn sealing_key(&self) -> SealingKey {
+        self.sealing_key.clone()
+    }
+
+    /// The supervisors' joint key the DCP encrypts identities to.
+    pub fn escrow_key(&self) -> JointKey {
+        self.escrow_key.clone()
+    }
+
     pub fn epoch(&self) -> Result<Epoch, BackofficeError> {
-        self.store.transact(|tx| Ok(meta(tx, "epoch")? as Epoch))
+        self.central.transact(|tx| Ok(meta(tx, "epoch")? as Epoch))
     }
 
     /// The signed policy; re-signed (serial + 1) only when its content changes.
     pub fn policy(&self) -> Result<Policy, BackofficeError> {
-        self.store.transact(|tx| self.policy_in(tx))
+        self.central.transact(|tx| self.policy_in(tx))
     }
 
     fn policy_in(&self, tx: &mut dyn Tx) -> Result<Policy, BackofficeError> {
@@ -378,7 +709,7 @@ impl Backoffice {
     }
 
     pub fn revocations(&self) -> Result<RevocationList, BackofficeError> {
-        self.store.transact(|tx| self.revocations_in(tx))
+        self.central.transact(|tx| self.revocations_in(tx))
     }
 
     fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {
@@ -395,7 +726,7 @@ impl Backoffice {
     }
 
     pub fn advance_epoch(&self) -> Result<Epoch, BackofficeError> {
-        self.store.transact(|tx| {
+        self.central.transact(|tx| {
             tx.execute("UPDATE node_meta SET v = v + 1 WHERE k = 'epoch'", &[])?;
             Ok(meta(tx, "epoch")? as Epoch)
         })
@@ -405,7 +736,7 @@ impl Backoffice {
 
     /// Central bank: mint `amount` into the DCP's settlement account.
     pub fn mint(&self, idem: &str, amount: u64) -> Result<Invariant, BackofficeError> {
-        self.store.transact(|tx| {
+        self.central.transact(|tx| {
             Ledger::mint(tx, &format!("mint:{idem}"), DCP_ACCOUNT, amount)?;
             Ok(Ledger::assert_invariant(tx)?)
         })
@@ -418,7 +749,7 @@ impl Backoffice {
             return Err(BackofficeError::Decode(CodecError::Malformed));
         }
         let acct = user_account(account);
-        self.store.transact(|tx| {
+        self.central.transact(|tx| {
             Ledger::ensure_account(tx, &acct, AccountKind::User)?;
             Ledger::transfer(
                 tx,
@@ -436,21 +767,21 @@ impl Backoffice {
     }
 
     pub fn account_balance(&self, account: &str) -> Result<i64, BackofficeError> {
-        self.store
+        self.central
             .transact(|tx| Ok(Ledger::balance(tx, &user_account(account))?))
     }
 
     pub fn invariant(&self) -> Result<Invariant, BackofficeError> {
-        self.store.transact(|tx| Ok(Ledger::invariant(tx)?))
+        self.central.transact(|tx| Ok(Ledger::invariant(tx)?))
     }
 
     pub fn devices(&self) -> Result<Vec<SeEntry>, BackofficeError> {
-        self.store.transact(|tx| Ok(Directory::list(tx)?))
+        self.central.transact(|tx| Ok(Directory::list(tx)?))
     }
 
     /// Double spends found so far: (outpoint record, index, value, offender key bytes).
     pub fn double_spends(&self) -> Result<Vec<(Hash32, u8, u64, Vec<u8>)>, BackofficeError> {
-        self.store.transact(|tx| {
+        self.central.transact(|tx| {
             tx.query(
                 "SELECT record, idx, value, offender_key FROM double_spends ORDER BY seq",
                 &[],
@@ -458,11 +789,7 @@ impl Backoffice {
             .iter()
             .map(|r| -> Result<_, BackofficeError> {
                 Ok((
-                    Hash32(
-                        r.bytes(0)?
-                            .try_into()
-                            .map_err(|_| StoreError::Type("hash".into()))?,
-                    ),
+                    hash(r.bytes(0)?)?,
                     r.int(1)? as u8,
                     r.int(2)? as u64,
                     r.bytes(3)?.to_vec(),
@@ -472,107 +799,264 @@ impl Backoffice {
         })
     }
 
+    /// The escrow (ciphertext) of the settled certificate of pseudonym
+    /// `key_id`, for an opening request.
+    pub fn escrow_of(&self, key_id: &Hash32) -> Result<Option<Vec<u8>>, BackofficeError> {
+        self.central.transact(|tx| {
+            Ok(tx
+                .query_one(
+                    "SELECT escrow FROM cb_escrows WHERE key_id = $1",
+                    &[b(key_id)],
+                )?
+                .map(|r| r.bytes(0).map(|x| x.to_vec()))
+                .transpose()?)
+        })
+    }
+
+    /// Containment: the supervisors opened an escrow to identity-point
+    /// digest `id_digest`. The directory revokes that SE (it can no longer
+    /// sync, load or be certified) and puts `key_ids` (its pseudonyms named
+    /// in the evidence) on the next revocation list, which devices install
+    /// at sync and then refuse those pseudonyms offline.
+    pub fn revoke_opened(
+        &self,
+        id_digest: &Hash32,
+        key_ids: &[Hash32],
+        reason: &str,
+    ) -> Result<(Hash32, RevocationList), BackofficeError> {
+        self.central.transact(|tx| {
+            let se_id =
+                Directory::se_by_id_digest(tx, id_digest)?.ok_or(BackofficeError::UnknownDevice)?;
+            Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
+            Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
+            Ok((se_id, self.revocations_in(tx)?))
+        })
+    }
+
+    // ---- monitoring -------------------------------------------------------
+
+    pub fn alerts(&self) -> Result<Vec<tally_mds::Alert>, BackofficeError> {
+        self.pump_mds();
+        Ok(self.mds.alerts()?)
+    }
+
+    pub fn alert_transition(
+        &self,
+        id: i64,
+        to: tally_mds::AlertState,
+        note: &str,
+    ) -> Result<tally_mds::Alert, BackofficeError> {
+        Ok(self.mds.transition(id, to, note)?)
+    }
+
+    pub fn indicators(&self) -> Result<tally_mds::Indicators, BackofficeError> {
+        self.pump_mds();
+        Ok(self.mds.indicators()?)
+    }
+
     // ---- devices --------------------------------------------------------
 
     /// Onboarding: registers the SE in the directory (attestation checked)
-    /// and links it to a user account at this DCP. Idempotent.
+    /// and links it to a user account at this DCP, with a fresh secret
+    /// escrow salt; the directory learns the digest of the SE's identity
+    /// point (what supervisors resolve an opening with). Idempotent.
     pub fn register(&self, reg: &Registration) -> Result<Hash32, BackofficeError> {
         if !valid_account_name(&reg.account) {
             return Err(BackofficeError::Decode(CodecError::Malformed));
         }
-        self.store.transact(|tx| {
-            let e = Directory::register(tx, &reg.attestation_key, reg.device_class, &reg.maker, &reg.signature)?;
-            let acct = user_account(&reg.account);
+        let acct = user_account(&reg.account);
+        let e = self.central.transact(|tx| {
+            let e = Directory::register(
+                tx,
+                &reg.attestation_key,
+                reg.device_class,
+                &reg.maker,
+                &reg.signature,
+            )?;
             Ledger::ensure_account(tx, &acct, AccountKind::User)?;
-            if tx.query_one("SELECT account FROM dcp_devices WHERE se_id = $1", &[b(&e.se_id)])?.is_none() {
-                tx.execute(
-                    "INSERT INTO dcp_devices (se_id, account, device_class, tier, last_counter, sync_seq) VALUES ($1, $2, $3, 0, 0, 0)",
-                    &[b(&e.se_id), acct.into(), Value::Int(i64::from(reg.device_class))],
-                )?;
+            Ok::<_, BackofficeError>(e)
+        })?;
+        let fresh = os_random_32()?;
+        let salt: [u8; 32] = self.dcp.transact(|tx| {
+            if let Some(r) = tx.query_one("SELECT escrow_salt FROM dcp_devices WHERE se_id = $1", &[b(&e.se_id)])? {
+                return Ok::<_, BackofficeError>(r.bytes(0)?.try_into().map_err(|_| StoreError::Type("salt".into()))?);
             }
-            Ok(e.se_id)
-        })
+            tx.execute(
+                "INSERT INTO dcp_devices (se_id, account, device_class, tier, last_counter, sync_seq, sync_epoch, escrow_salt) VALUES ($1, $2, $3, 0, 0, 0, 0, $4)",
+                &[b(&e.se_id), acct.clone().into(), Value::Int(i64::from(reg.device_class)), fresh.to_vec().into()],
+            )?;
+            Ok(fresh)
+        })?;
+        let digest = IdPoint::derive(&e.se_id, &salt).digest();
+        self.central.transact(|tx| {
+            Directory::set_id_digest(tx, &e.se_id, &digest)?;
+            Ok::<_, BackofficeError>(())
+        })?;
+        Ok(e.se_id)
     }
 
     /// Handles one signed device request (CBOR) and returns the CBOR
-    /// response. Authenticated, idempotent, atomic.
+    /// response. Authenticated, idempotent, crash-safe:
+    ///
+    /// 1. the SE's signature and status (directory);
+    /// 2. the DCP claims the counter for this request id (a different
+    ///    request with a used counter is a replay);
+    /// 3. the central bank executes the operation in one transaction keyed
+    ///    by the request id (a retry gets the stored result);
+    /// 4. the DCP stores the response, encrypted under the request.
+    ///
+    /// A crash between any two steps is repaired by retrying the same
+    /// request: every step is idempotent on the request id.
     pub fn handle_device(&self, body: &[u8]) -> Result<Vec<u8>, BackofficeError> {
         let req = DeviceRequest::from_cbor(body)?;
         let rid = req.id();
-        self.store.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT response FROM dcp_responses WHERE request_id = $1", &[b(&rid)])? {
-                return Ok(r.bytes(0)?.to_vec());
+        let entry = self
+            .central
+            .transact(|tx| Ok::<_, BackofficeError>(Directory::get(tx, &req.se_id)?))?
+            .ok_or(BackofficeError::UnknownDevice)?;
+        if !check_attestation(
+            &entry.attestation_key,
+            &DeviceRequest::challenge(&req.se_id, req.counter, &req.op),
+            &req.signature,
+        ) {
+            return Err(BackofficeError::BadDeviceSignature);
+        }
+        if req.counter > i64::MAX as u64 {
+            return Err(BackofficeError::Replay);
+        }
+        // Step 2: a stored response answers a retry; otherwise claim the counter.
+        let claimed = self.dcp.transact(|tx| {
+            if let Some(r) = tx.query_one("SELECT response FROM dcp_requests WHERE request_id = $1", &[b(&rid)])? {
+                if !r.is_null(0) {
+                    return Ok(Err(r.bytes(0)?.to_vec()));
+                }
+            } else {
+                let dev = tx
+                    .query_one("SELECT last_counter FROM dcp_devices WHERE se_id = $1", &[b(&req.se_id)])?
+                    .ok_or(BackofficeError::UnknownDevice)?;
+                if (req.counter as i64) <= dev.int(0)? {
+                    return Err(BackofficeError::Replay);
+                }
+                tx.execute("UPDATE dcp_devices SET last_counter = $1 WHERE se_id = $2", &[Value::Int(req.counter as i64), b(&req.se_id)])?;
+                tx.execute(
+                    "INSERT INTO dcp_requests (request_id, se_id, counter, response) VALUES ($1, $2, $3, NULL)",
+                    &[b(&rid), b(&req.se_id), Value::Int(req.counter as i64)],
+                )?;
             }
-            let entry = Directory::get(tx, &req.se_id)?.ok_or(BackofficeError::UnknownDevice)?;
             let dev = tx
-                .query_one("SELECT account, device_class, tier, last_counter, sync_seq FROM dcp_devices WHERE se_id = $1", &[b(&req.se_id)])?
+                .query_one("SELECT account, device_class, tier, sync_seq, sync_epoch, escrow_salt FROM dcp_devices WHERE se_id = $1", &[b(&req.se_id)])?
                 .ok_or(BackofficeError::UnknownDevice)?;
-            if !check_attestation(&entry.attestation_key, &DeviceRequest::challenge(&req.se_id, req.counter, &req.op), &req.signature) {
-                return Err(BackofficeError::BadDeviceSignature);
-            }
-            if entry.status != SeStatus::Active {
-                return Err(BackofficeError::DeviceNotActive);
-            }
-            let last_counter = dev.int(3)?;
-            if (req.counter as i64) <= last_counter || req.counter > i64::MAX as u64 {
-                return Err(BackofficeError::Replay);
-            }
-            let ctx = DeviceCtx {
+            Ok(Ok(DeviceCtx {
                 se_id: req.se_id,
                 account: dev.text(0)?.to_string(),
                 class: dev.int(1)? as u8,
                 tier: dev.int(2)? as u8,
-                sync_seq: dev.int(4)? as u64,
+                sync_seq: dev.int(3)? as u64,
+                sync_epoch: dev.int(4)? as Epoch,
+                salt: dev.bytes(5)?.try_into().map_err(|_| StoreError::Type("salt".into()))?,
                 rid,
-            };
-            let resp = self.execute(tx, &ctx, &req.op)?;
-            let bytes = resp.to_cbor();
-            tx.execute("UPDATE dcp_devices SET last_counter = $1 WHERE se_id = $2", &[Value::Int(req.counter as i64), b(&req.se_id)])?;
+            }))
+        })?;
+        let ctx = match claimed {
+            Err(stored) => return open_response(body, &stored),
+            Ok(ctx) => ctx,
+        };
+        if entry.status != SeStatus::Active {
+            return Err(BackofficeError::DeviceNotActive);
+        }
+        let resp = self.execute(&ctx, &entry, &req.op)?;
+        let bytes = resp.to_cbor();
+        let sealed = seal_response(body, &bytes);
+        self.dcp.transact(|tx| {
             tx.execute(
-                "INSERT INTO dcp_responses (request_id, se_id, response) VALUES ($1, $2, $3)",
-                &[b(&rid), b(&req.se_id), bytes.clone().into()],
+                "UPDATE dcp_requests SET response = $1 WHERE request_id = $2",
+                &[sealed.clone().into(), b(&rid)],
+            )?;
+            if let DeviceOp::Redeem { nonce, .. } = &req.op {
+                tx.execute(
+                    "UPDATE dcp_redemptions SET done = 1 WHERE nonce = $1",
+                    &[nonce.to_vec().into()],
+                )?;
+            }
+            if let DeviceResponse::Synced(bundle) = &resp {
+                tx.execute(
+                    "UPDATE dcp_devices SET sync_seq = $1, sync_epoch = $2 WHERE se_id = $3",
+                    &[
+                        Value::Int(bundle.grant.sequence as i64),
+                        Value::Int(i64::from(bundle.grant.epoch)),
+                        b(&ctx.se_id),
+                    ],
+                )?;
+            }
+            Ok::<_, BackofficeError>(())
+        })?;
+        // Settlement's records reach the MDS after its commit (outbox).
+        if matches!(req.op, DeviceOp::Sync { .. } | DeviceOp::Redeem { .. }) {
+            self.pump_mds();
+        }
+        Ok(bytes)
+    }
+
+    /// Runs `f` once per device request on the central store: the reply is
+    /// stored under the request id and a retry gets it back unchanged.
+    /// The ledger invariant is asserted before the commit.
+    fn central_call(
+        &self,
+        op: &Hash32,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
+    ) -> Result<SettlementResult, BackofficeError> {
+        let reply = self.central.transact(|tx| {
+            if let Some(r) = tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op)])? {
+                return Ok(r.bytes(0)?.to_vec());
+            }
+            let mut res = f(tx)?;
+            res.op = *op;
+            let signed = res.sign(&self.keys.root);
+            tx.execute(
+                "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
+                &[b(op), signed.clone().into()],
             )?;
             Ledger::assert_invariant(tx)?;
-            Ok(bytes)
-        })
+            Ok::<_, BackofficeError>(signed)
+        })?;
+        // What the DCP acts on is what the central bank signed.
+        SettlementResult::open(&reply, &self.root_key(), op)
     }
 
     fn execute(
         &self,
-        tx: &mut dyn Tx,
         ctx: &DeviceCtx,
+        entry: &SeEntry,
         op: &DeviceOp,
     ) -> Result<DeviceResponse, BackofficeError> {
-        let epoch = meta(tx, "epoch")? as Epoch;
+        let epoch = self.epoch()?;
         match op {
-            DeviceOp::Certify { keys } => {
-                let mut certs = Vec::with_capacity(keys.len());
-                for k in keys {
-                    check_key(k).map_err(|_| BackofficeError::BadKey)?;
-                    certs.push(PseudonymCertificate::sign(
-                        &self.keys.dcp,
-                        *k,
-                        epoch + CERT_VALIDITY_EPOCHS,
-                        ctx.class,
-                        ctx.tier,
-                        Vec::new(),
-                    ));
-                }
-                Ok(DeviceResponse::Certificates(certs))
-            }
+            DeviceOp::Certify { keys } => self.certify(ctx, entry, epoch, keys),
             DeviceOp::Load { amount, key } => {
                 check_key(key).map_err(|_| BackofficeError::BadKey)?;
-                Ledger::transfer(
-                    tx,
-                    &TransferRequest {
-                        idem: format!("load:{}", ctx.rid),
-                        debit: ctx.account.clone(),
-                        credit: ledger::OFFLINE_FLOAT.into(),
-                        amount: *amount,
-                        code: code::LOAD,
-                    },
-                )?;
-                let issue = self.issue(tx, epoch, *amount, *key)?;
+                let res = self.central_call(&ctx.rid, |tx| {
+                    Ledger::transfer(
+                        tx,
+                        &TransferRequest {
+                            idem: format!("load:{}", ctx.rid),
+                            debit: ctx.account.clone(),
+                            credit: ledger::OFFLINE_FLOAT.into(),
+                            amount: *amount,
+                            code: code::LOAD,
+                        },
+                    )?;
+                    let issue = self.issue(tx, &ctx.rid, 0, epoch, *amount, *key)?;
+                    Ok(SettlementResult {
+                        value: *amount,
+                        issues: vec![issue],
+                        ..SettlementResult::default()
+                    })
+                })?;
+                let issue = res
+                    .issues
+                    .into_iter()
+                    .next()
+                    .ok_or(BackofficeError::BadSettlementResult)?;
                 Ok(DeviceResponse::Issued(issue))
             }
             DeviceOp::RedemptionRequest { amount, unload } => {
@@ -583,10 +1067,15 @@ impl Backoffice {
                 nonce.copy_from_slice(
                     &tagged_hash(b"tally/v1/redemption-nonce", &[&ctx.rid.0]).0[..16],
                 );
-                tx.execute(
-                    "INSERT INTO dcp_redemptions (nonce, se_id, amount, unload, done) VALUES ($1, $2, $3, $4, 0)",
-                    &[nonce.to_vec().into(), b(&ctx.se_id), Value::Int(*amount as i64), Value::Int(i64::from(*unload))],
-                )?;
+                self.dcp.transact(|tx| {
+                    if tx.query_one("SELECT done FROM dcp_redemptions WHERE nonce = $1", &[nonce.to_vec().into()])?.is_none() {
+                        tx.execute(
+                            "INSERT INTO dcp_redemptions (nonce, se_id, amount, unload, done) VALUES ($1, $2, $3, $4, 0)",
+                            &[nonce.to_vec().into(), b(&ctx.se_id), Value::Int(*amount as i64), Value::Int(i64::from(*unload))],
+                        )?;
+                    }
+                    Ok::<_, BackofficeError>(())
+                })?;
                 let cert = PseudonymCertificate::sign(
                     &self.keys.dcp,
                     self.dcp_key(),
@@ -602,44 +1091,91 @@ impl Backoffice {
                     payee_epoch: epoch,
                 }))
             }
-            DeviceOp::Redeem { package, key } => self.redeem(tx, ctx, epoch, package, key),
-            DeviceOp::Sync { packages, closed } => self.sync(tx, ctx, epoch, packages, closed),
+            DeviceOp::Redeem { nonce, sealed, key } => self.redeem(ctx, epoch, nonce, sealed, key),
+            DeviceOp::Sync { sealed } => self.sync(ctx, epoch, sealed),
             DeviceOp::PayOnline { to_account, amount } => {
-                Ledger::transfer(
-                    tx,
-                    &TransferRequest {
-                        idem: format!("online:{}", ctx.rid),
-                        debit: ctx.account.clone(),
-                        credit: user_account(to_account),
-                        amount: *amount,
-                        code: code::ONLINE_PAYMENT,
-                    },
-                )?;
+                let res = self.central_call(&ctx.rid, |tx| {
+                    Ledger::transfer(
+                        tx,
+                        &TransferRequest {
+                            idem: format!("online:{}", ctx.rid),
+                            debit: ctx.account.clone(),
+                            credit: user_account(to_account),
+                            amount: *amount,
+                            code: code::ONLINE_PAYMENT,
+                        },
+                    )?;
+                    Ok(SettlementResult {
+                        balance: Ledger::balance(tx, &ctx.account)? as u64,
+                        ..SettlementResult::default()
+                    })
+                })?;
                 Ok(DeviceResponse::Balance {
-                    balance: Ledger::balance(tx, &ctx.account)? as u64,
+                    balance: res.balance,
                 })
             }
             DeviceOp::Balance => Ok(DeviceResponse::Balance {
-                balance: Ledger::balance(tx, &ctx.account)? as u64,
+                balance: self.account_balance_of(&ctx.account)? as u64,
             }),
         }
+    }
+
+    fn account_balance_of(&self, account: &str) -> Result<i64, BackofficeError> {
+        self.central
+            .transact(|tx| Ok(Ledger::balance(tx, account)?))
+    }
+
+    /// Certifies fresh pseudonym keys. Each certificate carries the SE's
+    /// identity point encrypted to the supervisors (fresh randomness, so
+    /// certificates of one SE are unlinkable). The DCP makes the escrow
+    /// from the salt it keeps and checks, before signing, that its proof
+    /// verifies for the identity point whose digest the directory holds
+    /// for this SE; the certificate then carries the ciphertext only
+    /// (decision 0006).
+    fn certify(
+        &self,
+        ctx: &DeviceCtx,
+        entry: &SeEntry,
+        epoch: Epoch,
+        keys: &[PublicKey],
+    ) -> Result<DeviceResponse, BackofficeError> {
+        let id = IdPoint::derive(&ctx.se_id, &ctx.salt);
+        let registered = self
+            .central
+            .transact(|tx| Ok::<_, BackofficeError>(Directory::id_digest(tx, &entry.se_id)?))?;
+        if registered != Some(id.digest()) {
+            return Err(BackofficeError::EscrowMismatch);
+        }
+        let mut certs = Vec::with_capacity(keys.len());
+        for k in keys {
+            check_key(k).map_err(|_| BackofficeError::BadKey)?;
+            let e = escrow::create(&self.escrow_key, &id, &mut OsEntropy);
+            escrow::verify(&self.escrow_key, &id, &e.to_bytes())
+                .map_err(|_| BackofficeError::EscrowMismatch)?;
+            certs.push(PseudonymCertificate::sign(
+                &self.keys.dcp,
+                *k,
+                epoch + CERT_VALIDITY_EPOCHS,
+                ctx.class,
+                ctx.tier,
+                e.ciphertext_only().to_bytes(),
+            ));
+        }
+        Ok(DeviceResponse::Certificates(certs))
     }
 
     fn issue(
         &self,
         tx: &mut dyn Tx,
+        op: &Hash32,
+        n: u32,
         epoch: Epoch,
         amount: u64,
         key: PublicKey,
     ) -> Result<Issue, BackofficeError> {
-        tx.execute(
-            "UPDATE node_meta SET v = v + 1 WHERE k = 'issue_serial'",
-            &[],
-        )?;
-        let serial = meta(tx, "issue_serial")? as u64;
         let issue = Issue::sign(
             &self.keys.dcp,
-            serial,
+            issue_serial(op, n),
             epoch + TOKEN_VALIDITY_EPOCHS,
             vec![Output {
                 value: Amount(amount),
@@ -653,9 +1189,8 @@ impl Backoffice {
     fn verify_for_settlement(
         &self,
         tx: &mut dyn Tx,
-        bytes: &[u8],
+        pkg: Package,
     ) -> Result<tally_core::VerifiedPackage, BackofficeError> {
-        let pkg = Package::from_cbor(bytes)?;
         let trust = self.trust_in(tx)?;
         let budget = trust
             .policy()
@@ -677,172 +1212,304 @@ impl Backoffice {
         )?)
     }
 
-    fn redeem(
+    /// Settlement's side of a settled package: keeps the escrows of its
+    /// certificates (for openings) and queues its records for the MDS.
+    fn record_settled(
         &self,
         tx: &mut dyn Tx,
+        pkg: &Package,
+        epoch: Epoch,
+        offline_epochs: Option<u32>,
+        unacknowledged: bool,
+        out: &mut Vec<IngestRecord>,
+    ) -> Result<(), BackofficeError> {
+        let mut classes = std::collections::HashMap::new();
+        classes.insert(self.dcp_key(), device_class::DCP);
+        for c in &pkg.certificates {
+            classes.insert(c.key, c.device_class);
+            if !c.escrow.is_empty()
+                && tx
+                    .query_one(
+                        "SELECT key_id FROM cb_escrows WHERE key_id = $1",
+                        &[b(&c.key.id())],
+                    )?
+                    .is_none()
+            {
+                tx.execute(
+                    "INSERT INTO cb_escrows (key_id, escrow) VALUES ($1, $2)",
+                    &[b(&c.key.id()), c.escrow.clone().into()],
+                )?;
+            }
+        }
+        let last = pkg.ancestry.len();
+        let records = pkg
+            .ancestry
+            .iter()
+            .cloned()
+            .chain(std::iter::once(Record::Transfer(pkg.transfer.clone())));
+        for (i, rec) in records.enumerate() {
+            let outputs = match &rec {
+                Record::Issue(x) => &x.outputs,
+                Record::Transfer(x) => &x.outputs,
+            };
+            let output_classes = outputs
+                .iter()
+                .map(|o| {
+                    classes
+                        .get(&o.owner)
+                        .copied()
+                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
+                })
+                .collect();
+            let mut r = IngestRecord::new(rec, epoch, Verdict::Verified);
+            r.output_classes = output_classes;
+            if i == last {
+                r.offline_epochs = offline_epochs;
+                r.unacknowledged = unacknowledged;
+            }
+            out.push(r);
+        }
+        Ok(())
+    }
+
+    fn redeem(
+        &self,
         ctx: &DeviceCtx,
         epoch: Epoch,
-        package: &[u8],
+        nonce: &[u8; 16],
+        sealed: &[u8],
         key: &PublicKey,
     ) -> Result<DeviceResponse, BackofficeError> {
         check_key(key).map_err(|_| BackofficeError::BadKey)?;
-        let verified = self.verify_for_settlement(tx, package)?;
-        let t = &verified.package().transfer;
-        let red = tx
-            .query_one(
-                "SELECT se_id, amount, unload, done FROM dcp_redemptions WHERE nonce = $1",
-                &[t.nonce.to_vec().into()],
-            )?
-            .ok_or(BackofficeError::UnknownRedemption)?;
-        if red.bytes(0)? != ctx.se_id.0.as_slice() || red.int(3)? != 0 {
-            return Err(BackofficeError::UnknownRedemption);
+        // The DCP's side: its own redemption request, by nonce.
+        let (amount, unload) = self.dcp.transact(|tx| {
+            let red = tx
+                .query_one(
+                    "SELECT se_id, amount, unload, done FROM dcp_redemptions WHERE nonce = $1",
+                    &[nonce.to_vec().into()],
+                )?
+                .ok_or(BackofficeError::UnknownRedemption)?;
+            if red.bytes(0)? != ctx.se_id.0.as_slice() || red.int(3)? != 0 {
+                return Err(BackofficeError::UnknownRedemption);
+            }
+            Ok((red.int(1)? as u64, red.int(2)? != 0))
+        })?;
+        // The central bank's side: opens, verifies, settles, moves value.
+        let dcp_key = self.dcp_key();
+        let res = self.central_call(&ctx.rid, |tx| {
+            let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
+            let verified = self.verify_for_settlement(tx, Package::from_cbor(&plain)?)?;
+            let t = &verified.package().transfer;
+            if &t.nonce != nonce {
+                return Err(BackofficeError::UnknownRedemption);
+            }
+            if t.outputs[0]
+                != (Output {
+                    value: Amount(amount),
+                    owner: dcp_key,
+                })
+            {
+                return Err(BackofficeError::WrongRedemption);
+            }
+            let outcome = Settlement::settle(tx, &verified, &format!("redeem:{}", ctx.rid))?;
+            let tid = verified.transfer_id();
+            if let Some(d) = outcome.double_spends.iter().find(|d| d.second.id() == tid) {
+                // The redeemer itself is the cheater: nothing is honoured (the
+                // transaction rolls back); the evidence goes back to the caller.
+                return Err(BackofficeError::DoubleSpendByRedeemer(Box::new(d.clone())));
+            }
+            let mut ingest = Vec::new();
+            self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
+            self.queue_mds(tx, &ctx.rid, &ingest)?;
+            let mut res = SettlementResult {
+                settled: 1,
+                value: amount,
+                double_spends: outcome.double_spends.len() as u32,
+                transfer: Some(tid),
+                ..SettlementResult::default()
+            };
+            if unload {
+                Ledger::transfer(
+                    tx,
+                    &TransferRequest {
+                        idem: format!("unload:{}", ctx.rid),
+                        debit: ledger::OFFLINE_FLOAT.into(),
+                        credit: ctx.account.clone(),
+                        amount,
+                        code: code::UNLOAD,
+                    },
+                )?;
+                res.balance = Ledger::balance(tx, &ctx.account)? as u64;
+            } else {
+                res.issues
+                    .push(self.issue(tx, &ctx.rid, 0, epoch, amount, *key)?);
+            }
+            Ok(res)
+        })?;
+        let tid = res.transfer.ok_or(BackofficeError::BadSettlementResult)?;
+        if res.value != amount {
+            return Err(BackofficeError::BadSettlementResult);
         }
-        let amount = red.int(1)? as u64;
-        let unload = red.int(2)? != 0;
-        if t.outputs[0]
-            != (Output {
-                value: Amount(amount),
-                owner: self.dcp_key(),
-            })
-        {
-            return Err(BackofficeError::WrongRedemption);
-        }
-        let outcome = Settlement::settle(tx, &verified, &format!("redeem:{}", ctx.rid))?;
-        let tid = verified.transfer_id();
-        if let Some(d) = outcome.double_spends.iter().find(|d| d.second.id() == tid) {
-            // The redeemer itself is the cheater: nothing is honoured (the
-            // transaction rolls back); the evidence goes back to the caller.
-            return Err(BackofficeError::DoubleSpendByRedeemer(Box::new(d.clone())));
-        }
-        tx.execute(
-            "UPDATE dcp_redemptions SET done = 1 WHERE nonce = $1",
-            &[t.nonce.to_vec().into()],
-        )?;
         let receipt = tally_core::Receipt::sign(&self.keys.dcp, tid);
         if unload {
-            Ledger::transfer(
-                tx,
-                &TransferRequest {
-                    idem: format!("unload:{}", ctx.rid),
-                    debit: ledger::OFFLINE_FLOAT.into(),
-                    credit: ctx.account.clone(),
-                    amount,
-                    code: code::UNLOAD,
-                },
-            )?;
             Ok(DeviceResponse::Unloaded {
-                balance: Ledger::balance(tx, &ctx.account)? as u64,
+                balance: res.balance,
                 receipt,
             })
         } else {
-            Ok(DeviceResponse::Renewed {
-                issue: self.issue(tx, epoch, amount, *key)?,
-                receipt,
-            })
+            let issue = res
+                .issues
+                .into_iter()
+                .next()
+                .ok_or(BackofficeError::BadSettlementResult)?;
+            Ok(DeviceResponse::Renewed { issue, receipt })
         }
     }
 
     fn sync(
         &self,
-        tx: &mut dyn Tx,
         ctx: &DeviceCtx,
         epoch: Epoch,
-        packages: &[Vec<u8>],
-        closed: &[ClosedRequest],
+        sealed: &[u8],
     ) -> Result<DeviceResponse, BackofficeError> {
-        let mut double_spends = 0u32;
-        for (i, p) in packages.iter().enumerate() {
-            let verified = self.verify_for_settlement(tx, p)?;
-            let outcome = Settlement::settle(tx, &verified, &format!("sync:{}:{i}", ctx.rid))?;
-            double_spends += outcome.double_spends.len() as u32;
+        // Where the central bank leaves tokens recovered for this device: a
+        // per-device name only the DCP can link to the device.
+        let mailbox = tagged_hash(b"tally/v1/mailbox", &[&ctx.salt]);
+        let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
+        let res = self.central_call(&ctx.rid, |tx| {
+            let upload =
+                SyncUpload::from_cbor(&self.keys.opening.open(SealedKind::SyncUpload, sealed)?)?;
+            self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload)
+        })?;
+        let seq = ctx.sync_seq + 1;
+        let (policy, revocations) = self.central.transact(|tx| {
+            Ok::<_, BackofficeError>((self.policy_in(tx)?, self.revocations_in(tx)?))
+        })?;
+        Ok(DeviceResponse::Synced(SyncBundle {
+            policy,
+            revocations,
+            grant: SyncGrant::sign(&self.keys.dcp, ctx.se_id, epoch, seq),
+            recovered: res.issues,
+            double_spends: res.double_spends,
+        }))
+    }
+
+    /// Settles one opened sync upload. A package that fails verification
+    /// is not settled but goes to the MDS as a counterfeit attempt; the
+    /// rest of the upload still settles.
+    fn settle_upload(
+        &self,
+        tx: &mut dyn Tx,
+        op: &Hash32,
+        epoch: Epoch,
+        mailbox: &Hash32,
+        offline: Option<u32>,
+        upload: &SyncUpload,
+    ) -> Result<SettlementResult, BackofficeError> {
+        let mut res = SettlementResult::default();
+        let mut ingest = Vec::new();
+        for (i, p) in upload.packages.iter().enumerate() {
+            let pkg = match Package::from_cbor(p) {
+                Ok(pkg) => pkg,
+                Err(_) => {
+                    res.refused += 1;
+                    continue;
+                }
+            };
+            let transfer = pkg.transfer.clone();
+            let verified = match self.verify_for_settlement(tx, pkg) {
+                Ok(v) => v,
+                Err(BackofficeError::Verify(e)) => {
+                    res.refused += 1;
+                    ingest.push(IngestRecord::new(
+                        Record::Transfer(transfer),
+                        epoch,
+                        Verdict::Refused(e.code()),
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let outcome = Settlement::settle(tx, &verified, &format!("sync:{op}:{i}"))?;
+            res.settled += 1;
+            res.double_spends += outcome.double_spends.len() as u32;
             let t = &verified.package().transfer;
+            res.value += t.outputs[0].value.0;
+            self.record_settled(tx, verified.package(), epoch, offline, true, &mut ingest)?;
             let tid = verified.transfer_id();
             if tx
                 .query_one(
-                    "SELECT amount FROM dcp_uploads WHERE transfer_id = $1",
+                    "SELECT amount FROM cb_uploads WHERE transfer_id = $1",
                     &[b(&tid)],
                 )?
                 .is_none()
             {
                 tx.execute(
-                    "INSERT INTO dcp_uploads (transfer_id, nonce, payee_key, amount, package) VALUES ($1, $2, $3, $4, $5)",
-                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64), p.clone().into()],
+                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount) VALUES ($1, $2, $3, $4)",
+                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64)],
                 )?;
             }
-            self.pair(tx, epoch, &t.nonce, &t.outputs[0].owner)?;
+            self.pair(tx, op, epoch, &t.nonce, &t.outputs[0].owner)?;
         }
-        for c in closed {
+        for c in &upload.closed {
             let k = [Value::Bytes(c.nonce.to_vec()), c.key.to_cbor().into()];
             if tx
                 .query_one(
-                    "SELECT amount FROM dcp_closed WHERE nonce = $1 AND payee_key = $2",
+                    "SELECT amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
                     &k,
                 )?
                 .is_none()
             {
                 tx.execute(
-                    "INSERT INTO dcp_closed (nonce, payee_key, se_id, amount) VALUES ($1, $2, $3, $4)",
-                    &[k[0].clone(), k[1].clone(), b(&ctx.se_id), Value::Int(c.amount as i64)],
+                    "INSERT INTO cb_closed (nonce, payee_key, mailbox, amount) VALUES ($1, $2, $3, $4)",
+                    &[k[0].clone(), k[1].clone(), b(mailbox), Value::Int(c.amount as i64)],
                 )?;
             }
-            self.pair(tx, epoch, &c.nonce, &c.key)?;
+            self.pair(tx, op, epoch, &c.nonce, &c.key)?;
         }
-        let mut recovered = Vec::new();
         for r in tx.query(
-            "SELECT transfer_id, issue FROM dcp_recoveries WHERE se_id = $1 AND delivered = 0",
-            &[b(&ctx.se_id)],
+            "SELECT transfer_id, issue FROM cb_recoveries WHERE mailbox = $1 AND delivered = 0 ORDER BY transfer_id",
+            &[b(mailbox)],
         )? {
-            recovered.push(Issue::from_cbor(r.bytes(1)?)?);
+            res.issues.push(Issue::from_cbor(r.bytes(1)?)?);
             tx.execute(
-                "UPDATE dcp_recoveries SET delivered = 1 WHERE transfer_id = $1",
+                "UPDATE cb_recoveries SET delivered = 1 WHERE transfer_id = $1",
                 &[r.bytes(0)?.to_vec().into()],
             )?;
         }
-        let seq = ctx.sync_seq + 1;
-        tx.execute(
-            "UPDATE dcp_devices SET sync_seq = $1 WHERE se_id = $2",
-            &[Value::Int(seq as i64), b(&ctx.se_id)],
-        )?;
-        Ok(DeviceResponse::Synced(SyncBundle {
-            policy: self.policy_in(tx)?,
-            revocations: self.revocations_in(tx)?,
-            grant: SyncGrant::sign(&self.keys.dcp, ctx.se_id, epoch, seq),
-            recovered,
-            double_spends,
-        }))
+        self.queue_mds(tx, op, &ingest)?;
+        Ok(res)
     }
 
     /// Interrupted payment: the payer's uploaded package and the payee's
     /// closed request, whichever came first. When both are here the payee
     /// is credited once: the stranded output is consumed for good and an
-    /// equal fresh token is issued to the payee's key.
+    /// equal fresh token is issued to the payee's key, left in the payee's
+    /// mailbox.
     fn pair(
         &self,
         tx: &mut dyn Tx,
+        op: &Hash32,
         epoch: Epoch,
         nonce: &[u8; 16],
         key: &PublicKey,
     ) -> Result<(), BackofficeError> {
         let k = [Value::Bytes(nonce.to_vec()), key.to_cbor().into()];
         let Some(up) = tx.query_one(
-            "SELECT transfer_id, amount FROM dcp_uploads WHERE nonce = $1 AND payee_key = $2",
+            "SELECT transfer_id, amount FROM cb_uploads WHERE nonce = $1 AND payee_key = $2",
             &k,
         )?
         else {
             return Ok(());
         };
         let Some(cl) = tx.query_one(
-            "SELECT se_id, amount FROM dcp_closed WHERE nonce = $1 AND payee_key = $2",
+            "SELECT mailbox, amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
             &k,
         )?
         else {
             return Ok(());
         };
-        let tid = Hash32(
-            up.bytes(0)?
-                .try_into()
-                .map_err(|_| StoreError::Type("hash".into()))?,
-        );
+        let tid = hash(up.bytes(0)?)?;
         let amount = up.int(1)? as u64;
         if cl.int(1)? as u64 != amount {
             return Ok(()); // not the payment the payee asked for
@@ -858,13 +1525,132 @@ impl Backoffice {
         )? {
             return Ok(()); // already recovered (or the payee did receive it)
         }
-        let issue = self.issue(tx, epoch, amount, *key)?;
+        let recovery_op = tagged_hash(b"tally/v1/recovery-op", &[&op.0, &tid.0]);
+        let issue = self.issue(tx, &recovery_op, 0, epoch, amount, *key)?;
         tx.execute(
-            "INSERT INTO dcp_recoveries (transfer_id, se_id, issue, delivered) VALUES ($1, $2, $3, 0)",
+            "INSERT INTO cb_recoveries (transfer_id, mailbox, issue, delivered) VALUES ($1, $2, $3, 0)",
             &[b(&tid), cl.bytes(0)?.to_vec().into(), issue.to_cbor().into()],
         )?;
         Ok(())
     }
+
+    // ---- MDS feed (outbox) ------------------------------------------------
+
+    fn queue_mds(
+        &self,
+        tx: &mut dyn Tx,
+        op: &Hash32,
+        records: &[IngestRecord],
+    ) -> Result<(), BackofficeError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "INSERT INTO mds_outbox (op_id, body) VALUES ($1, $2)",
+            &[b(op), encode_ingest(records).into()],
+        )?;
+        Ok(())
+    }
+
+    /// Moves settled records from the outbox into the MDS. Ingestion is
+    /// idempotent, so a crash between ingesting and deleting only replays.
+    /// Failures leave the rows for the next call (and are logged).
+    pub fn pump_mds(&self) {
+        loop {
+            let rows = match self.central.transact(|tx| {
+                Ok::<_, BackofficeError>(
+                    tx.query(
+                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT 64",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|r| Ok::<_, StoreError>((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
+                    .collect::<Result<Vec<_>, _>>()?,
+                )
+            }) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "MDS outbox unreadable");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for (op, body) in rows {
+                let batch = match decode_ingest(&body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "MDS outbox entry malformed; kept");
+                        return;
+                    }
+                };
+                for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
+                    if let Err(e) = self.mds.ingest(chunk) {
+                        tracing::error!(error = %e, "MDS ingestion failed; will retry");
+                        return;
+                    }
+                }
+                if let Err(e) = self.central.transact(|tx| {
+                    tx.execute(
+                        "DELETE FROM mds_outbox WHERE op_id = $1",
+                        &[op.clone().into()],
+                    )?;
+                    Ok::<_, BackofficeError>(())
+                }) {
+                    tracing::error!(error = %e, "MDS outbox not trimmed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,
+/// offline_epochs + 1 (0 unknown), unacknowledged], …]`.
+fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(records.len());
+    for r in records {
+        w.array(6);
+        r.record.write(&mut w);
+        w.u64(u64::from(r.epoch));
+        w.u64(match r.verdict {
+            Verdict::Verified => 0,
+            Verdict::Refused(c) => u64::from(c),
+        });
+        w.bytes(&r.output_classes);
+        w.u64(r.offline_epochs.map(|e| u64::from(e) + 1).unwrap_or(0));
+        w.bool(r.unacknowledged);
+    }
+    w.into_bytes()
+}
+
+fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let n = r.array_max(1 << 20)?;
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        r.array(6)?;
+        let record = Record::read(&mut r)?;
+        let epoch = r.u32()?;
+        let verdict = match r.u16()? {
+            0 => Verdict::Verified,
+            c => Verdict::Refused(c),
+        };
+        let mut ir = IngestRecord::new(record, epoch, verdict);
+        ir.output_classes = r.bytes_max(256)?.to_vec();
+        ir.offline_epochs = match r.u64()? {
+            0 => None,
+            e => Some(u32::try_from(e - 1).map_err(|_| CodecError::Malformed)?),
+        };
+        ir.unacknowledged = r.bool()?;
+        out.push(ir);
+    }
+    if r.position() != bytes.len() {
+        return Err(CodecError::TrailingBytes);
+    }
+    Ok(out)
 }
 
 struct DeviceCtx {
@@ -873,5 +1659,7 @@ struct DeviceCtx {
     class: u8,
     tier: u8,
     sync_seq: u64,
+    sync_epoch: Epoch,
+    salt: [u8; 32],
     rid: Hash32,
 }

@@ -13,7 +13,7 @@ use tally_se::dispatch::Card;
 use tally_se::storage::MemStorage;
 use tally_se::{Applet, Sealing};
 use tally_store::Store;
-use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind};
 use tally_wallet::testkit::blank_card;
 use tally_wallet::{ApduLink, SeLink, pay_offline};
 
@@ -37,6 +37,11 @@ impl Backend for Local {
     }
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
         self.0.register(reg).map_err(be)
+    }
+    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let key = self.0.sealing_key();
+        key.verify(&self.0.root_key()).unwrap();
+        Ok(tally_core::sealed::seal(&key, kind, plaintext, &mut tally_dcp::OsEntropy).unwrap())
     }
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
         self.0.handle_device(request).map_err(be)
@@ -352,7 +357,10 @@ fn tokens_of_another_device_are_refused() {
     let steal = sign(
         &mut b,
         DeviceOp::Redeem {
-            package: package.clone(),
+            nonce: request.nonce,
+            sealed: Local(bo.clone())
+                .seal(SealedKind::Redemption, &package)
+                .unwrap(),
             key,
         },
     );
@@ -368,7 +376,10 @@ fn tokens_of_another_device_are_refused() {
     let ok = sign(
         &mut a,
         DeviceOp::Redeem {
-            package,
+            nonce: request.nonce,
+            sealed: Local(bo.clone())
+                .seal(SealedKind::Redemption, &package)
+                .unwrap(),
             key: key_a,
         },
     );

@@ -11,9 +11,10 @@ use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
 
 pub static MIGRATIONS: Migrations = Migrations {
     component: "directory",
-    steps: &[(
-        1,
-        "CREATE TABLE se_registry (
+    steps: &[
+        (
+            1,
+            "CREATE TABLE se_registry (
             se_id BLOB PRIMARY KEY,
             attestation_key BLOB NOT NULL,
             device_class BIGINT NOT NULL,
@@ -22,7 +23,14 @@ pub static MIGRATIONS: Migrations = Migrations {
         );
         CREATE TABLE revoked_keys (key_id BLOB PRIMARY KEY, se_id BLOB, reason TEXT NOT NULL);
         CREATE TABLE revocation_lists (serial BIGINT PRIMARY KEY, body BLOB NOT NULL)",
-    )],
+        ),
+        (
+            2,
+            // Digest of each SE's escrow identity point (decision 0006): what an
+            // opening resolves to. The point itself stays with the SE's DCP.
+            "CREATE TABLE se_escrow_ids (id_digest BLOB PRIMARY KEY, se_id BLOB NOT NULL)",
+        ),
+    ],
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +195,60 @@ impl Directory {
             return Err(DirectoryError::UnknownSe);
         }
         Ok(())
+    }
+
+    /// Records the digest of the SE's escrow identity point. Idempotent; a
+    /// different digest for an SE that has one is a conflict.
+    pub fn set_id_digest(
+        tx: &mut dyn Tx,
+        se_id: &Hash32,
+        digest: &Hash32,
+    ) -> Result<(), DirectoryError> {
+        match Self::id_digest(tx, se_id)? {
+            Some(d) if &d == digest => Ok(()),
+            Some(_) => Err(DirectoryError::Conflict),
+            None => {
+                tx.execute(
+                    "INSERT INTO se_escrow_ids (id_digest, se_id) VALUES ($1, $2)",
+                    &[digest.0.as_slice().into(), se_id.0.as_slice().into()],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn id_digest(tx: &mut dyn Tx, se_id: &Hash32) -> Result<Option<Hash32>, DirectoryError> {
+        tx.query_one(
+            "SELECT id_digest FROM se_escrow_ids WHERE se_id = $1",
+            &[se_id.0.as_slice().into()],
+        )?
+        .map(|r| -> Result<Hash32, DirectoryError> {
+            Ok(Hash32(
+                r.bytes(0)?
+                    .try_into()
+                    .map_err(|_| StoreError::Type("digest".into()))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// The SE an opened escrow names (by its identity point's digest).
+    pub fn se_by_id_digest(
+        tx: &mut dyn Tx,
+        digest: &Hash32,
+    ) -> Result<Option<Hash32>, DirectoryError> {
+        tx.query_one(
+            "SELECT se_id FROM se_escrow_ids WHERE id_digest = $1",
+            &[digest.0.as_slice().into()],
+        )?
+        .map(|r| -> Result<Hash32, DirectoryError> {
+            Ok(Hash32(
+                r.bytes(0)?
+                    .try_into()
+                    .map_err(|_| StoreError::Type("se id".into()))?,
+            ))
+        })
+        .transpose()
     }
 
     /// Adds key ids (pseudonym or DCP keys) to the next revocation list.

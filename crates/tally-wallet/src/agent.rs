@@ -9,8 +9,9 @@ use core::fmt;
 
 use tally_core::codec::Cbor;
 use tally_core::dcp::{
-    ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, Registration, SyncBundle,
+    ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, Registration, SyncBundle, SyncUpload,
 };
+pub use tally_core::sealed::SealedKind;
 use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
 
 use crate::link::{SeLink, WalletError};
@@ -38,6 +39,9 @@ pub trait Backend {
     /// Root key, policy and revocation list (what a fresh SE is given).
     fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError>;
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError>;
+    /// Seals `plaintext` to settlement's HPKE key (whose root signature the
+    /// backend checked), so the DCP forwards it unread (DESIGN.md §5).
+    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError>;
     /// A signed device request (CBOR) → the response (CBOR).
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError>;
 }
@@ -179,7 +183,11 @@ impl<'a> Agent<'a> {
             closed_requests: closed.len(),
             ..SyncReport::default()
         };
-        let DeviceResponse::Synced(bundle) = self.call(DeviceOp::Sync { packages, closed })? else {
+        let sealed = self.backend.seal(
+            SealedKind::SyncUpload,
+            &SyncUpload { packages, closed }.to_cbor(),
+        )?;
+        let DeviceResponse::Synced(bundle) = self.call(DeviceOp::Sync { sealed })? else {
             return Err(AgentError::Unexpected);
         };
         let SyncBundle {
@@ -239,7 +247,12 @@ impl<'a> Agent<'a> {
         };
         let package = self.se.redeem(&request)?;
         let key = self.fresh_key()?;
-        let resp = self.call(DeviceOp::Redeem { package, key })?;
+        let sealed = self.backend.seal(SealedKind::Redemption, &package)?;
+        let resp = self.call(DeviceOp::Redeem {
+            nonce: request.nonce,
+            sealed,
+            key,
+        })?;
         match &resp {
             DeviceResponse::Renewed { issue, receipt } => {
                 self.se.import_issue(issue)?;
