@@ -6,10 +6,11 @@
 //! each into a random page read and write, which bounds SQLite at a few
 //! thousand records per second. So the lookups go to maps held in memory
 //! ([`HotState`]), rebuilt from the store by [`HotState::load`] whenever the
-//! MDS opens: a crash loses nothing that committed. A batch works on an
-//! overlay of the maps and the overlay is applied only after its
-//! transaction committed, so a failed or retried transaction leaves the
-//! maps as they were. One MDS process writes a given store.
+//! MDS opens: a crash loses nothing that committed. A batch changes the
+//! maps in place and logs each change ([`Undo`]); if its transaction does
+//! not commit (an error, or a conflict before a retry) the log puts them
+//! back, so the maps always match what committed. One MDS process writes
+//! a given store.
 //!
 //! Each record is one row of `mds_records`, its edges packed in two BLOB
 //! columns so an ingest writes one row per record (not ~4.3):
@@ -24,7 +25,8 @@
 //! Both are empty for a counterfeit record and NULL for rows written by
 //! schema version 1, whose edges stay in `mds_outputs` / `mds_spends`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::{Entry, RandomState};
+use std::hash::{BuildHasher, Hasher};
 
 use tally_core::policy::device_class;
 use tally_core::{Hash32, OutPoint, Record};
@@ -81,6 +83,83 @@ fn push_bounded(v: &mut Vec<Hash32>, id: Hash32) {
         v.push(id);
     }
 }
+
+/// Hashes the maps' keys, which are SHA-256 outputs (record ids, key ids)
+/// plus small integers: a multiply-xor mix of 8-byte words, seeded per
+/// process from std's random hasher state. SipHash cost ~4 % of ingest;
+/// the seed keeps bucket collisions out of reach of a device grinding
+/// record nonces, since it cannot compute bucket positions offline.
+#[derive(Clone)]
+pub(crate) struct IdHashState(u64);
+
+impl Default for IdHashState {
+    fn default() -> Self {
+        IdHashState(RandomState::new().hash_one(0x7461_6c6c_795f_6d64u64) | 1)
+    }
+}
+
+impl BuildHasher for IdHashState {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0 ^ w)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+}
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Final avalanche so the low bits (bucket) and top bits (tag) both
+        // depend on every word.
+        let mut z = self.0;
+        z = (z ^ (z >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        z ^ (z >> 32)
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, IdHashState>;
+type HashSet<K> = std::collections::HashSet<K, IdHashState>;
 
 /// Lookup state rebuilt from the store on open.
 #[derive(Default)]
@@ -182,18 +261,7 @@ impl HotState {
             let (Some(payer), Some(payee)) = (opt_hash(r.bytes(4)?)?, opt_hash(r.bytes(5)?)?) else {
                 continue;
             };
-            let mut d = HashMap::new();
-            let mut pairs = HashSet::new();
-            note_payment(cfg, &mut d, &mut pairs, id, payer, payee, epoch, uint(&r, 6)?);
-            for (p, a, pe) in pairs {
-                if s.pairs.insert((p, a, pe)) {
-                    s.activity.entry((p, pe)).or_default().counts.fan_out += 1;
-                    s.activity.entry((a, pe)).or_default().counts.fan_in += 1;
-                }
-            }
-            for (k, v) in d {
-                merge(s.activity.entry(k).or_default(), &v);
-            }
+            s.note_payment(cfg, None, id, payer, payee, epoch, uint(&r, 6)?);
         }
         Ok(s)
     }
@@ -208,21 +276,115 @@ impl HotState {
         Ok(())
     }
 
-    pub(crate) fn apply(&mut self, o: Overlay) {
-        self.records.extend(o.records);
-        self.outputs.extend(o.outputs);
-        for (op, c) in o.consumed {
-            if let Some(s) = self.outputs.get_mut(&op)
-                && s.consumed_by.is_none()
-            {
-                s.consumed_by = Some(c);
+    /// The activity of `k`, saved in `undo` before its first change in
+    /// the batch.
+    fn touch(&mut self, undo: Option<&mut Undo>, k: (Hash32, u32)) -> &mut ActState {
+        let (before, a) = match self.activity.entry(k) {
+            Entry::Occupied(e) => {
+                let a = e.into_mut();
+                let before = ActBefore {
+                    counts: a.counts,
+                    paid: a.paid.len(),
+                    received: a.received.len(),
+                };
+                (Some(before), a)
+            }
+            Entry::Vacant(e) => (None, e.insert(ActState::default())),
+        };
+        if let Some(u) = undo {
+            u.activity.entry(k).or_insert(before);
+        }
+        a
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn note_payment(
+        &mut self,
+        cfg: &MdsConfig,
+        mut undo: Option<&mut Undo>,
+        id: Hash32,
+        payer: Hash32,
+        payee: Hash32,
+        epoch: u32,
+        payment: u64,
+    ) {
+        // Distinct counterparties: each pair counts once per epoch.
+        let new_pair = payer != payee && self.pairs.insert((payer, payee, epoch));
+        if new_pair && let Some(u) = undo.as_deref_mut() {
+            u.pairs.push((payer, payee, epoch));
+        }
+        let a = self.touch(undo.as_deref_mut(), (payer, epoch));
+        a.counts.payments += 1;
+        if cfg.near_limit(payment) {
+            a.counts.near_limit += 1;
+        }
+        a.counts.fan_out += u64::from(new_pair);
+        push_bounded(&mut a.paid, id);
+        let b = self.touch(undo, (payee, epoch));
+        b.counts.fan_in += u64::from(new_pair);
+        push_bounded(&mut b.received, id);
+    }
+}
+
+/// An activity entry before a batch first changed it.
+#[derive(Clone, Copy)]
+struct ActBefore {
+    counts: Counts,
+    /// Lengths of the evidence lists (append-only, so truncating restores them).
+    paid: usize,
+    received: usize,
+}
+
+/// What a batch changed in [`HotState`], to put back if its transaction
+/// does not commit (an error, or a conflict before a retry). The maps are
+/// changed in place so a batch's lookups see one map, and a commit costs
+/// nothing more.
+#[derive(Default)]
+pub(crate) struct Undo {
+    records: Vec<Hash32>,
+    outputs: Vec<OutPoint>,
+    /// Outputs whose first consumer the batch set.
+    consumed: Vec<OutPoint>,
+    /// `None`: the key was new in the batch.
+    activity: HashMap<(Hash32, u32), Option<ActBefore>>,
+    pairs: Vec<(Hash32, Hash32, u32)>,
+    next_seq: Option<i64>,
+}
+
+impl Undo {
+    /// Puts `hot` back as it was before the batch and empties the log.
+    pub(crate) fn rollback(&mut self, hot: &mut HotState) {
+        let u = std::mem::take(self);
+        for id in &u.records {
+            hot.records.remove(id);
+        }
+        for op in &u.outputs {
+            hot.outputs.remove(op);
+        }
+        for op in &u.consumed {
+            if let Some(o) = hot.outputs.get_mut(op) {
+                o.consumed_by = None;
             }
         }
-        for (k, v) in o.activity {
-            merge(self.activity.entry(k).or_default(), &v);
+        for (k, before) in u.activity {
+            match (before, hot.activity.get_mut(&k)) {
+                (None, _) => {
+                    hot.activity.remove(&k);
+                }
+                (Some(b), Some(a)) => {
+                    a.counts = b.counts;
+                    a.paid.truncate(b.paid);
+                    a.received.truncate(b.received);
+                }
+                (Some(_), None) => {}
+            }
         }
-        self.pairs.extend(o.pairs);
-        self.next_seq = o.next_seq;
+        for p in &u.pairs {
+            hot.pairs.remove(p);
+        }
+        if let Some(seq) = u.next_seq {
+            hot.next_seq = seq;
+        }
     }
 }
 
@@ -284,53 +446,6 @@ pub(crate) fn unpack_inputs(b: &[u8]) -> Result<Vec<OutPoint>, MdsError> {
         .collect()
 }
 
-fn merge(base: &mut ActState, d: &ActState) {
-    base.counts.payments += d.counts.payments;
-    base.counts.near_limit += d.counts.near_limit;
-    base.counts.fan_out += d.counts.fan_out;
-    base.counts.fan_in += d.counts.fan_in;
-    for id in &d.paid {
-        push_bounded(&mut base.paid, *id);
-    }
-    for id in &d.received {
-        push_bounded(&mut base.received, *id);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn note_payment(
-    cfg: &MdsConfig,
-    act: &mut HashMap<(Hash32, u32), ActState>,
-    pairs: &mut HashSet<(Hash32, Hash32, u32)>,
-    id: Hash32,
-    payer: Hash32,
-    payee: Hash32,
-    epoch: u32,
-    payment: u64,
-) {
-    let a = act.entry((payer, epoch)).or_default();
-    a.counts.payments += 1;
-    if cfg.near_limit(payment) {
-        a.counts.near_limit += 1;
-    }
-    push_bounded(&mut a.paid, id);
-    push_bounded(&mut act.entry((payee, epoch)).or_default().received, id);
-    if payer != payee {
-        pairs.insert((payer, payee, epoch));
-    }
-}
-
-/// Changes of one batch, applied to [`HotState`] after commit.
-#[derive(Default)]
-pub(crate) struct Overlay {
-    records: HashMap<Hash32, i64>,
-    outputs: HashMap<OutPoint, OutState>,
-    consumed: HashMap<OutPoint, Hash32>,
-    activity: HashMap<(Hash32, u32), ActState>,
-    pairs: HashSet<(Hash32, Hash32, u32)>,
-    next_seq: i64,
-}
-
 #[derive(Default)]
 struct Counters {
     records: u64,
@@ -362,60 +477,50 @@ enum Resolved {
 
 pub(crate) struct Batch<'a> {
     cfg: &'a MdsConfig,
-    base: &'a HotState,
+    hot: &'a mut HotState,
+    undo: &'a mut Undo,
     next_alert: i64,
     counters: Counters,
     epochs: std::collections::BTreeMap<u32, (u64, u64)>,
-    pub(crate) ov: Overlay,
     record_rows: Vec<Vec<Value>>,
     pub(crate) out: IngestOutcome,
 }
 
 impl<'a> Batch<'a> {
-    pub(crate) fn new(cfg: &'a MdsConfig, base: &'a HotState, next_alert: i64) -> Self {
+    /// A batch that changes `hot` in place and logs each change in `undo`
+    /// (which must be empty: the caller rolls back a failed attempt).
+    pub(crate) fn new(
+        cfg: &'a MdsConfig,
+        hot: &'a mut HotState,
+        undo: &'a mut Undo,
+        next_alert: i64,
+    ) -> Self {
+        undo.next_seq = Some(hot.next_seq);
         Batch {
             cfg,
-            base,
+            hot,
+            undo,
             next_alert,
             counters: Counters::default(),
             epochs: Default::default(),
-            ov: Overlay {
-                next_seq: base.next_seq,
-                ..Overlay::default()
-            },
             record_rows: Vec::new(),
             out: IngestOutcome::default(),
         }
     }
 
     fn seq(&mut self) -> i64 {
-        let s = self.ov.next_seq;
-        self.ov.next_seq += 1;
+        let s = self.hot.next_seq;
+        self.hot.next_seq += 1;
         s
     }
 
     fn status_of(&self, id: &Hash32) -> Option<i64> {
-        self.ov
-            .records
-            .get(id)
-            .or_else(|| self.base.records.get(id))
-            .copied()
+        self.hot.records.get(id).copied()
     }
 
     fn resolve(&self, op: &OutPoint) -> Result<Resolved, MdsError> {
-        let found = self
-            .ov
-            .outputs
-            .get(op)
-            .or_else(|| self.base.outputs.get(op));
-        match found {
-            Some(o) => {
-                let mut o = *o;
-                if let Some(c) = self.ov.consumed.get(op) {
-                    o.consumed_by.get_or_insert(*c);
-                }
-                Ok(Resolved::Found(o))
-            }
+        match self.hot.outputs.get(op) {
+            Some(o) => Ok(Resolved::Found(*o)),
             None => match self.status_of(&op.record) {
                 Some(STATUS_COUNTERFEIT) => Ok(Resolved::CounterfeitParent),
                 _ => Err(MdsError::UnknownInput(*op)),
@@ -487,7 +592,8 @@ impl<'a> Batch<'a> {
             Value::Bytes(outputs),
             Value::Bytes(inputs),
         ]);
-        self.ov.records.insert(r.id, status);
+        self.hot.records.insert(r.id, status);
+        self.undo.records.push(r.id);
         Ok(())
     }
 
@@ -587,13 +693,15 @@ impl<'a> Batch<'a> {
                 for i in &inputs {
                     add(&mut in_sum, i.value)?;
                 }
-                let distinct: HashSet<&OutPoint> = t.inputs.iter().collect();
+                // At most RECORD_INPUTS_MAX inputs: pairwise is cheaper than a set.
+                let repeated = t
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .any(|(i, op)| t.inputs[..i].contains(op));
                 let fraud = if let Some(p) = counterfeit_parent {
                     Some((AlertKind::CounterfeitDescendant, out_sum, vec![r.id, p]))
-                } else if t.inputs.is_empty()
-                    || distinct.len() != t.inputs.len()
-                    || in_sum != out_sum
-                {
+                } else if t.inputs.is_empty() || repeated || in_sum != out_sum {
                     Some((
                         AlertKind::NonConserving,
                         out_sum.abs_diff(in_sum),
@@ -620,7 +728,10 @@ impl<'a> Batch<'a> {
                     pack_input(&mut packed_inputs, op);
                     match row.consumed_by {
                         None => {
-                            self.ov.consumed.insert(*op, r.id);
+                            if let Some(o) = self.hot.outputs.get_mut(op) {
+                                o.consumed_by = Some(r.id);
+                                self.undo.consumed.push(*op);
+                            }
                             if !row.redeemed {
                                 *self.counters.holdings.entry(row.class).or_default() -=
                                     i128::from(row.value);
@@ -654,10 +765,9 @@ impl<'a> Batch<'a> {
                     let e = self.epochs.entry(r.epoch).or_default();
                     e.0 += 1;
                     add(&mut e.1, payment)?;
-                    note_payment(
+                    self.hot.note_payment(
                         self.cfg,
-                        &mut self.ov.activity,
-                        &mut self.ov.pairs,
+                        Some(self.undo),
                         r.id,
                         payer,
                         payee,
@@ -759,11 +869,13 @@ impl<'a> Batch<'a> {
                     redeemed: is_redemption,
                 },
             );
-            self.ov.outputs.insert(
-                OutPoint {
-                    record: r.id,
-                    index,
-                },
+            let op = OutPoint {
+                record: r.id,
+                index,
+            };
+            self.undo.outputs.push(op);
+            self.hot.outputs.insert(
+                op,
                 OutState {
                     owner: *owner,
                     value: o.value.0,
@@ -805,44 +917,20 @@ impl<'a> Batch<'a> {
     /// old < min ≤ new).
     pub(crate) fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), MdsError> {
         insert_many(tx, RECORD_COLUMNS, std::mem::take(&mut self.record_rows))?;
-        // Distinct counterparties new in this batch.
-        let new_pairs: Vec<_> = self
-            .ov
-            .pairs
+        // Thresholds crossed by this batch: before it (saved in the undo
+        // log at the first change) against now.
+        let mut keys: Vec<((Hash32, u32), Counts)> = self
+            .undo
+            .activity
             .iter()
-            .filter(|p| !self.base.pairs.contains(p))
-            .copied()
+            .map(|(k, b)| (*k, b.map(|b| b.counts).unwrap_or_default()))
             .collect();
-        for (payer, payee, epoch) in new_pairs {
-            self.ov
-                .activity
-                .entry((payer, epoch))
-                .or_default()
-                .counts
-                .fan_out += 1;
-            self.ov
-                .activity
-                .entry((payee, epoch))
-                .or_default()
-                .counts
-                .fan_in += 1;
-        }
-        let mut keys: Vec<(Hash32, u32)> = self.ov.activity.keys().copied().collect();
-        keys.sort();
-        for k in keys {
-            let empty = ActState::default();
-            let base = self.base;
-            let old = base.activity.get(&k).unwrap_or(&empty);
-            let Some(d) = self.ov.activity.get(&k) else {
+        keys.sort_by_key(|(k, _)| *k);
+        for (k, o) in keys {
+            let Some(now) = self.hot.activity.get(&k) else {
                 continue;
             };
-            let o = old.counts;
-            let n = Counts {
-                payments: o.payments + d.counts.payments,
-                near_limit: o.near_limit + d.counts.near_limit,
-                fan_out: o.fan_out + d.counts.fan_out,
-                fan_in: o.fan_in + d.counts.fan_in,
-            };
+            let n = now.counts;
             let checks = [
                 (
                     AlertKind::Structuring,
@@ -876,17 +964,12 @@ impl<'a> Batch<'a> {
             let mut raise = Vec::new();
             for (kind, before, after, min, incoming) in checks {
                 if min > 0 && before < min && after >= min {
-                    let (before_ev, batch_ev) = if incoming {
-                        (&old.received, &d.received)
+                    // The evidence lists keep the first payments, bounded.
+                    let records = if incoming {
+                        now.received.clone()
                     } else {
-                        (&old.paid, &d.paid)
+                        now.paid.clone()
                     };
-                    let records: Vec<Hash32> = before_ev
-                        .iter()
-                        .chain(batch_ev)
-                        .take(ALERT_EVIDENCE_RECORDS_MAX)
-                        .copied()
-                        .collect();
                     raise.push((kind, records, after));
                 }
             }

@@ -14,8 +14,8 @@
 //! lifecycle log, per-epoch payment totals, counters. The lookups detection
 //! needs (output → owner, value, first consumer; pseudonym × epoch →
 //! activity) live in maps rebuilt from those tables whenever the MDS
-//! opens, and a batch changes them only after its transaction committed
-//! (see `graph.rs` for why: hash-keyed B-tree lookups bound SQLite at a few
+//! opens; a batch changes them in place and puts them back if its
+//! transaction does not commit (see `graph.rs` for why: hash-keyed B-tree lookups bound SQLite at a few
 //! thousand records per second). Memory: about 150 bytes per output and
 //! 60 per record, plus the activity of the pseudonyms seen.
 //!
@@ -524,8 +524,11 @@ impl Mds {
             .hot
             .lock()
             .map_err(|_| MdsError::Corrupt("a previous ingest panicked".into()))?;
-        let base: &graph::HotState = &hot;
-        let (out, overlay) = self.store.transact(|tx| {
+        let hot = &mut *hot;
+        let mut undo = graph::Undo::default();
+        let committed = self.store.transact(|tx| {
+            // A retried attempt starts from the maps as last committed.
+            undo.rollback(hot);
             if tx.backend() == "sqlite" {
                 for p in SQLITE_INGEST_PRAGMAS {
                     tx.execute(p, &[])?;
@@ -539,16 +542,18 @@ impl Mds {
                 .map(|r| r.int(0))
                 .transpose()?
                 .unwrap_or(0);
-            let mut b = graph::Batch::new(&self.config, base, next_alert);
+            let mut b = graph::Batch::new(&self.config, hot, &mut undo, next_alert);
             for r in batch {
                 b.ingest_one(tx, r)?;
             }
             b.flush(tx)?;
-            Ok::<_, MdsError>((b.out, b.ov))
-        })?;
-        // Committed: the maps follow the store.
-        hot.apply(overlay);
-        Ok(out)
+            Ok::<_, MdsError>(b.out)
+        });
+        if committed.is_err() {
+            // Not committed: the maps follow the store.
+            undo.rollback(hot);
+        }
+        committed
     }
 
     /// The payee's side of an interrupted payment: its SE closed the

@@ -382,6 +382,45 @@ fn unknown_parent_refuses_the_whole_batch() {
 }
 
 #[test]
+fn failed_batch_leaves_consumptions_and_aml_counts_as_committed() {
+    // The lookup maps change in place during a batch: a batch refused
+    // half-way must put back the consumption it recorded and the payment
+    // it counted, or the next spend would look like a double spend and
+    // cross the velocity threshold early.
+    let mut w = world(|c| c.velocity_payments_min = 2);
+    let a = sk("a");
+    let tok = w.fund(&a, 10);
+    let ghost = OutPoint {
+        record: Hash32([9; 32]),
+        index: 0,
+    };
+    let refused = w.transfer(&a, tok, &[(10, sk("b").public())], [1; 16]);
+    let bad = w.transfer(&a, ghost, &[(10, sk("b").public())], [2; 16]);
+    let r = w.mds.ingest(&[
+        IngestRecord::new(Record::Transfer(refused.clone()), 2, Verdict::Verified),
+        IngestRecord::new(Record::Transfer(bad), 2, Verdict::Verified),
+    ]);
+    assert!(matches!(r, Err(MdsError::UnknownInput(_))), "{r:?}");
+    let other = w.transfer(&a, tok, &[(10, sk("c").public())], [3; 16]);
+    let out = w.ingest(vec![IngestRecord::new(
+        Record::Transfer(other.clone()),
+        2,
+        Verdict::Verified,
+    )]);
+    assert_eq!((out.ingested, out.alerts.len()), (1, 0), "{:?}", out.alerts);
+    // Now the first attempt's transfer is the second spend and payment.
+    let out = w.ingest(vec![IngestRecord::new(
+        Record::Transfer(refused.clone()),
+        2,
+        Verdict::Verified,
+    )]);
+    let kinds: Vec<AlertKind> = out.alerts.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, vec![AlertKind::DoubleSpend, AlertKind::Velocity]);
+    assert_eq!(out.alerts[0].records, vec![other.id(), refused.id()]);
+    assert_eq!(out.alerts[1].records, vec![other.id(), refused.id()]);
+}
+
+#[test]
 fn batch_bound_is_enforced() {
     let w = world(|_| {});
     let i = Scheme::new(Suite::Ed25519).issue(sk("x").public(), 1);
