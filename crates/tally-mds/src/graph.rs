@@ -404,7 +404,7 @@ fn pack_output(buf: &mut Vec<u8>, o: &PackedOutput) {
 }
 
 pub(crate) fn unpack_outputs(b: &[u8]) -> Result<Vec<PackedOutput>, MdsError> {
-    if b.len() % OUTPUT_BYTES != 0 {
+    if !b.len().is_multiple_of(OUTPUT_BYTES) {
         return Err(MdsError::Corrupt(format!("outputs of {} bytes", b.len())));
     }
     b.chunks_exact(OUTPUT_BYTES)
@@ -433,7 +433,7 @@ fn pack_input(buf: &mut Vec<u8>, op: &OutPoint) {
 }
 
 pub(crate) fn unpack_inputs(b: &[u8]) -> Result<Vec<OutPoint>, MdsError> {
-    if b.len() % INPUT_BYTES != 0 {
+    if !b.len().is_multiple_of(INPUT_BYTES) {
         return Err(MdsError::Corrupt(format!("inputs of {} bytes", b.len())));
     }
     b.chunks_exact(INPUT_BYTES)
