@@ -23,7 +23,7 @@ use tally_api::{HttpBackend, OperatorClient};
 use tally_core::codec::Cbor;
 use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse, Registration};
 use tally_core::{Hash32, Policy, PublicKey, RevocationList};
-use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind};
 use tally_wallet::testkit::{TestCard, blank_card};
 use tally_wallet::{ApduLink, SeLink};
 
@@ -716,6 +716,10 @@ impl Backend for Retrying {
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
         let http = &mut self.http;
         retry(&self.stats, || http.register(reg))
+    }
+    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let http = &mut self.http;
+        retry(&self.stats, || http.seal(kind, plaintext))
     }
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
         let http = &mut self.http;

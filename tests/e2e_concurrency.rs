@@ -30,7 +30,7 @@ use tally_core::dcp::{DeviceOp, DeviceResponse};
 use tally_core::policy::device_class::PHONE;
 use tally_core::{Amount, Package};
 use tally_wallet::SeLink;
-use tally_wallet::agent::{Backend, BackendError};
+use tally_wallet::agent::{Backend, BackendError, SealedKind};
 
 /// Rounds of the cloned-payer race (fresh payees each round).
 const ROUNDS: usize = 5;
@@ -147,7 +147,14 @@ fn prepare_redeem(d: &mut MemDevice, be: &mut dyn Backend, amount: u64, unload: 
     };
     let package = d.link.redeem(&request).expect("SE pays the DCP");
     let key = d.fresh_key(be);
-    d.sign(DeviceOp::Redeem { package, key })
+    let sealed = be
+        .seal(SealedKind::Redemption, &package)
+        .expect("seals to settlement");
+    d.sign(DeviceOp::Redeem {
+        nonce: request.nonce,
+        sealed,
+        key,
+    })
 }
 
 /// Applies a Renewed response to the SE.

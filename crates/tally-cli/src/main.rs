@@ -87,7 +87,20 @@ enum Command {
         /// Bearer token for operator and central-bank endpoints.
         #[arg(long)]
         operator_token: Option<String>,
-        /// Configuration file (KEY = value lines: database_url, listen, operator_token, body_limit_bytes).
+        /// The DCP's own database (default: for an SQLite central store
+        /// FILE, FILE.dcp beside it; for PostgreSQL, the same database).
+        /// It never holds offline history.
+        #[arg(long)]
+        dcp_database_url: Option<String>,
+        /// The MDS database (default: the central database).
+        #[arg(long)]
+        mds_database_url: Option<String>,
+        /// The supervisors' key set (joint.cbor from `tally supervisor
+        /// keygen`); escrows in certificates are encrypted to it. Without
+        /// it the node uses a development key whose secret is public.
+        #[arg(long)]
+        escrow_key: Option<PathBuf>,
+        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -260,6 +273,9 @@ fn run(cli: Cli) -> Result<String, CliError> {
         },
         Command::Node {
             database_url,
+            dcp_database_url,
+            mds_database_url,
+            escrow_key,
             listen,
             operator_token,
             config,
@@ -281,8 +297,18 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     "an operator token is required (--operator-token, TALLY_OPERATOR_TOKEN or the config file)",
                 ));
             }
+            let database_url = setting(database_url, "database_url", &file, "tally-node.sqlite");
+            let dcp_database_url = setting(dcp_database_url, "dcp_database_url", &file, "");
+            let mds_database_url = setting(mds_database_url, "mds_database_url", &file, "");
+            let escrow_key = setting(
+                escrow_key.map(|p| p.display().to_string()),
+                "escrow_key",
+                &file,
+                "",
+            );
             node::run(node::NodeOptions {
-                database_url: setting(database_url, "database_url", &file, "tally-node.sqlite"),
+                stores: node::StoreUrls::new(&database_url, &dcp_database_url, &mds_database_url),
+                escrow_key: (!escrow_key.is_empty()).then(|| PathBuf::from(escrow_key)),
                 listen: listen
                     .parse()
                     .map_err(|_| CliError::usage(format!("not an address: {listen}")))?,

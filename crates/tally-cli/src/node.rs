@@ -3,13 +3,45 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tally_dcp::Backoffice;
+use tally_core::codec::Cbor;
+use tally_dcp::{Backoffice, Stores};
 use tally_store::Store;
 
 use crate::CliError;
 
+/// Where each role keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrls {
+    pub central: String,
+    pub dcp: String,
+    pub mds: String,
+}
+
+impl StoreUrls {
+    /// Empty `dcp`/`mds` take the defaults: an SQLite central file F puts
+    /// the DCP in `F.dcp` (its own file: the DCP's database never holds
+    /// offline history); PostgreSQL shares one database (separate tables).
+    pub fn new(central: &str, dcp: &str, mds: &str) -> StoreUrls {
+        let pg = central.starts_with("postgres://") || central.starts_with("postgresql://");
+        let dcp = if !dcp.is_empty() {
+            dcp.to_string()
+        } else if pg {
+            central.to_string()
+        } else {
+            format!("{}.dcp", central.trim_start_matches("sqlite:"))
+        };
+        StoreUrls {
+            central: central.to_string(),
+            dcp,
+            mds: if mds.is_empty() { central.to_string() } else { mds.to_string() },
+        }
+    }
+}
+
 pub struct NodeOptions {
-    pub database_url: String,
+    pub stores: StoreUrls,
+    /// joint.cbor of the supervisors; None: the development key.
+    pub escrow_key: Option<std::path::PathBuf>,
     pub listen: SocketAddr,
     pub operator_token: String,
     pub body_limit_bytes: usize,
@@ -38,16 +70,44 @@ pub fn read_config(path: &std::path::Path) -> Result<Vec<(String, String)>, CliE
     Ok(out)
 }
 
-pub fn open_backoffice(database_url: &str) -> Result<Arc<Backoffice>, CliError> {
-    let store = Store::open(database_url)
-        .map_err(|e| CliError::failed(format!("cannot open database {database_url}: {e}")))?;
-    Ok(Arc::new(Backoffice::open(store).map_err(|e| {
+/// The escrow key of a supervisors' key set file (joint.cbor).
+pub fn read_escrow_key(path: &std::path::Path) -> Result<tally_core::escrow::JointKey, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
+    let params = tally_supervisor::JointParams::from_cbor(&bytes).map_err(|e| {
+        CliError::failed(format!("{}: not a supervisors' key set: {e}", path.display()))
+    })?;
+    Ok(params.joint_key().clone())
+}
+
+pub fn open_backoffice(
+    urls: &StoreUrls,
+    escrow_key: Option<&std::path::Path>,
+) -> Result<Arc<Backoffice>, CliError> {
+    let open = |url: &str| {
+        Store::open(url).map_err(|e| CliError::failed(format!("cannot open database {url}: {e}")))
+    };
+    let key = match escrow_key {
+        Some(p) => read_escrow_key(p)?,
+        None => {
+            tracing::warn!(
+                "no --escrow-key: certificates carry escrows to the DEVELOPMENT key, whose secret is public; \
+                 run `tally supervisor keygen` and pass its joint.cbor in production"
+            );
+            tally_dcp::development_escrow_key()
+        }
+    };
+    let stores = Stores {
+        central: open(&urls.central)?,
+        dcp: open(&urls.dcp)?,
+        mds: open(&urls.mds)?,
+    };
+    Ok(Arc::new(Backoffice::open_with(stores, key).map_err(|e| {
         CliError::failed(format!("cannot start the back office: {e}"))
     })?))
 }
 
 pub fn run(opts: NodeOptions) -> Result<(), CliError> {
-    let bo = open_backoffice(&opts.database_url)?;
+    let bo = open_backoffice(&opts.stores, opts.escrow_key.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use tally_core::codec::{Cbor, Reader};
+use tally_core::codec::Cbor;
 use tally_core::verify::{
     Expected, NoCache, TrustStore, VerifyError, VerifyParams, verify_package,
 };
-use tally_core::{Package, Policy, PublicKey, Record, Request, RevocationList};
+use tally_core::{Package, Record, Request};
 
 use crate::CliError;
 use crate::device::read_file;
@@ -67,17 +67,13 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
     Ok(s)
 }
 
-/// The trust bundle as served by GET /v1/trust: `[root, policy, revocations]`.
+/// The trust bundle as served by GET /v1/trust: `[root, policy,
+/// revocations, sealing key]`.
 pub fn read_trust(path: &Path) -> Result<TrustStore, CliError> {
     let bytes = read_file(path)?;
-    let mut r = Reader::new(&bytes);
-    let parse = |r: &mut Reader<'_>| -> Result<(PublicKey, Policy, RevocationList), tally_core::CodecError> {
-        r.array(3)?;
-        Ok((PublicKey::read(r)?, Policy::read(r)?, RevocationList::read(r)?))
-    };
-    let (root, policy, rev) = parse(&mut r)
+    let t = tally_api::TrustBundle::from_cbor(&bytes)
         .map_err(|e| CliError::usage(format!("{}: not a trust bundle: {e}", path.display())))?;
-    TrustStore::new(root, policy, rev)
+    TrustStore::new(t.root, t.policy, t.revocations)
         .map_err(|e| CliError::failed(format!("trust bundle refused: {e}")))
 }
 
