@@ -3,83 +3,20 @@
 //! interrupted payment recovered in either order. SQLite, and PostgreSQL
 //! when TALLY_TEST_DATABASE_URL is set.
 
+mod support;
+
 use std::sync::Arc;
 
-use tally_core::dcp::Registration;
+use support::*;
+use tally_core::Amount;
 use tally_core::policy::device_class::{CARD, PHONE};
-use tally_core::{Amount, Hash32, Policy, PublicKey, RevocationList};
 use tally_dcp::Backoffice;
 use tally_se::dispatch::Card;
 use tally_se::storage::MemStorage;
 use tally_se::{Applet, Sealing};
 use tally_store::Store;
-use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind};
-use tally_wallet::testkit::blank_card;
+use tally_wallet::agent::{Backend, SealedKind};
 use tally_wallet::{ApduLink, SeLink, pay_offline};
-
-struct Local(Arc<Backoffice>);
-
-fn be(e: tally_dcp::BackofficeError) -> BackendError {
-    BackendError {
-        status: 422,
-        code: e.code(),
-        message: e.to_string(),
-    }
-}
-
-impl Backend for Local {
-    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
-        Ok((
-            self.0.root_key(),
-            self.0.policy().map_err(be)?,
-            self.0.revocations().map_err(be)?,
-        ))
-    }
-    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
-        self.0.register(reg).map_err(be)
-    }
-    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let key = self.0.sealing_key();
-        key.verify(&self.0.root_key()).unwrap();
-        Ok(tally_core::sealed::seal(&key, kind, plaintext, &mut tally_dcp::OsEntropy).unwrap())
-    }
-    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.0.handle_device(request).map_err(be)
-    }
-}
-
-type Link = ApduLink<Card<MemStorage, tally_core::testkit::TestEntropy>>;
-
-struct Dev {
-    link: Link,
-    se_id: Hash32,
-    counter: u64,
-}
-
-fn onboard(bo: &Arc<Backoffice>, label: &str, class: u8, account: &str) -> Dev {
-    let mut link = ApduLink::select(blank_card(label.as_bytes()), 4096).unwrap();
-    let mut b = Local(bo.clone());
-    let a = Agent::onboard(&mut link, &mut b, class, "acme", account).unwrap();
-    let (se_id, counter) = (a.se_id, a.counter);
-    Dev {
-        link,
-        se_id,
-        counter,
-    }
-}
-
-fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agent<'_>) -> R) -> R {
-    let mut b = Local(bo.clone());
-    let mut a = Agent {
-        se: &mut d.link,
-        backend: &mut b,
-        se_id: d.se_id,
-        counter: d.counter,
-    };
-    let r = f(&mut a);
-    d.counter = a.counter;
-    r
-}
 
 fn sqlite() -> Store {
     let dir = std::env::temp_dir().join(format!(

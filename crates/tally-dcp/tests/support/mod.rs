@@ -1,0 +1,79 @@
+//! Shared by the in-process back-office tests: a wallet backend that calls
+//! the service directly, and devices on in-memory SEs.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use tally_core::dcp::Registration;
+use tally_core::{Hash32, Policy, PublicKey, RevocationList};
+use tally_dcp::Backoffice;
+use tally_se::dispatch::Card;
+use tally_se::storage::MemStorage;
+use tally_wallet::ApduLink;
+use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind};
+use tally_wallet::testkit::blank_card;
+
+pub struct Local(pub Arc<Backoffice>);
+
+pub fn be(e: tally_dcp::BackofficeError) -> BackendError {
+    BackendError {
+        status: 422,
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+impl Backend for Local {
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
+        Ok((
+            self.0.root_key(),
+            self.0.policy().map_err(be)?,
+            self.0.revocations().map_err(be)?,
+        ))
+    }
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
+        self.0.register(reg).map_err(be)
+    }
+    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let key = self.0.sealing_key();
+        key.verify(&self.0.root_key()).unwrap();
+        Ok(tally_core::sealed::seal(&key, kind, plaintext, &mut tally_dcp::OsEntropy).unwrap())
+    }
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.0.handle_device(request).map_err(be)
+    }
+}
+
+pub type Link = ApduLink<Card<MemStorage, tally_core::testkit::TestEntropy>>;
+
+pub struct Dev {
+    pub link: Link,
+    pub se_id: Hash32,
+    pub counter: u64,
+}
+
+pub fn onboard(bo: &Arc<Backoffice>, label: &str, class: u8, account: &str) -> Dev {
+    let mut link = ApduLink::select(blank_card(label.as_bytes()), 4096).unwrap();
+    let mut b = Local(bo.clone());
+    let a = Agent::onboard(&mut link, &mut b, class, "acme", account).unwrap();
+    let (se_id, counter) = (a.se_id, a.counter);
+    Dev {
+        link,
+        se_id,
+        counter,
+    }
+}
+
+pub fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agent<'_>) -> R) -> R {
+    let mut b = Local(bo.clone());
+    let mut a = Agent {
+        se: &mut d.link,
+        backend: &mut b,
+        se_id: d.se_id,
+        counter: d.counter,
+    };
+    let r = f(&mut a);
+    d.counter = a.counter;
+    r
+}
