@@ -185,11 +185,18 @@ pub struct Node {
     pub log: PathBuf,
     /// Processes started so far (1 + restarts).
     pub starts: u32,
+    /// Extra `tally node` arguments (kept for restarts).
+    pub extra: Vec<String>,
 }
 
 const LISTENING: &str = "tally node listening on http://";
 
-fn spawn_node(database_url: &str, listen: &str, log: &Path) -> Result<(Child, SocketAddr), String> {
+fn spawn_node(
+    database_url: &str,
+    listen: &str,
+    log: &Path,
+    extra: &[String],
+) -> Result<(Child, SocketAddr), String> {
     let log_file = File::options()
         .create(true)
         .append(true)
@@ -205,6 +212,7 @@ fn spawn_node(database_url: &str, listen: &str, log: &Path) -> Result<(Child, So
             "--operator-token",
             TOKEN,
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .spawn()
@@ -261,8 +269,14 @@ impl Node {
     /// Starts a node on 127.0.0.1, port chosen by the system; its log
     /// goes to `dir/<name>.log`.
     pub fn start(database_url: &str, dir: &Path, name: &str) -> Node {
+        Node::start_with(database_url, dir, name, &[])
+    }
+
+    /// [`Node::start`] with extra `tally node` arguments.
+    pub fn start_with(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> Node {
         let log = dir.join(format!("{name}.log"));
-        let (child, addr) = spawn_node(database_url, "127.0.0.1:0", &log)
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let (child, addr) = spawn_node(database_url, "127.0.0.1:0", &log, &extra)
             .unwrap_or_else(|e| panic!("node {name}: {e}"));
         Node {
             child: Some(child),
@@ -270,6 +284,7 @@ impl Node {
             database_url: database_url.to_string(),
             log,
             starts: 1,
+            extra,
         }
     }
 
@@ -299,7 +314,7 @@ impl Node {
         let listen = self.addr.to_string();
         let mut last = String::new();
         for _ in 0..NODE_START_ATTEMPTS_MAX {
-            match spawn_node(&self.database_url, &listen, &self.log) {
+            match spawn_node(&self.database_url, &listen, &self.log, &self.extra) {
                 Ok((child, addr)) => {
                     assert_eq!(addr, self.addr, "restarted node moved");
                     self.child = Some(child);

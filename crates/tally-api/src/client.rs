@@ -15,8 +15,8 @@ use tally_wallet::agent::{Backend, BackendError};
 
 use crate::error::{backend_error, code};
 use crate::views::{
-    AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorEnvelope,
-    InvariantView, TrustBundle,
+    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorEnvelope,
+    EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest, TrustBundle,
 };
 
 /// Largest response body a client reads (a sync bundle with recovered
@@ -332,6 +332,41 @@ impl OperatorClient {
 
     pub fn double_spends(&self) -> Result<Vec<DoubleSpendView>, BackendError> {
         self.get("/v1/double-spends")
+    }
+
+    /// MDS alerts, oldest first.
+    pub fn alerts(&self) -> Result<Vec<AlertView>, BackendError> {
+        self.get("/v1/mds/alerts")
+    }
+
+    pub fn alert_transition(
+        &self,
+        id: i64,
+        to: &str,
+        note: &str,
+    ) -> Result<AlertView, BackendError> {
+        self.post(
+            &format!("/v1/mds/alerts/{id}/transition"),
+            Some(&TransitionRequest {
+                to: to.into(),
+                note: note.into(),
+            }),
+        )
+    }
+
+    /// The escrow ciphertext of a settled pseudonym certificate (key id hex).
+    pub fn escrow(&self, key_id: &str) -> Result<EscrowView, BackendError> {
+        self.get(&format!("/v1/escrows/{}", segment(key_id)))
+    }
+
+    /// Revokes the SE an opening named, and lists `key_ids`.
+    pub fn revoke(&self, req: &RevokeRequest) -> Result<RevokeView, BackendError> {
+        self.post("/v1/directory/revoke", Some(req))
+    }
+
+    /// GET /mds/indicators (JSON text).
+    pub fn indicators(&self) -> Result<serde_json::Value, BackendError> {
+        self.get("/mds/indicators")
     }
 }
 

@@ -237,6 +237,42 @@ enum OperatorCmd {
     Trust {
         out: PathBuf,
     },
+    /// MDS alerts (id, kind, severity, state, offender pseudonym, evidence).
+    Alerts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move an alert along its lifecycle (escrow_opened, device_revoked, closed).
+    Alert {
+        id: i64,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// The escrow ciphertext (hex) in the settled certificate of a pseudonym (key id hex).
+    Escrow {
+        key_id: String,
+        /// Also write it to this file (for `tally supervisor request-opening --escrow-file`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Containment: revoke the SE an opening named (identity digest from
+    /// `tally supervisor combine`) and list its pseudonyms.
+    Revoke {
+        #[arg(long)]
+        id_digest: String,
+        /// Pseudonym key ids (hex) to put on the revocation list.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        #[arg(long)]
+        reason: String,
+        /// Alert to move to device_revoked.
+        #[arg(long)]
+        alert: Option<i64>,
+    },
+    /// Econometric indicators (GET /mds/indicators).
+    Indicators,
 }
 
 fn main() -> ExitCode {
@@ -361,6 +397,64 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     let bytes = op.trust_bundle().map_err(fail)?;
                     device::write_atomic(&out, &bytes)?;
                     Ok(format!("trust bundle written to {}", out.display()))
+                }
+                OperatorCmd::Alerts { json } => {
+                    let alerts = op.alerts().map_err(fail)?;
+                    if json {
+                        return serde_json::to_string_pretty(&alerts)
+                            .map_err(|e| CliError::failed(e.to_string()));
+                    }
+                    Ok(alerts
+                        .iter()
+                        .map(|a| {
+                            format!(
+                                "alert {} {} {} {} epoch {} offender {} amount {} records {}",
+                                a.id,
+                                a.kind,
+                                a.severity,
+                                a.state,
+                                a.epoch,
+                                a.offender.as_deref().unwrap_or("-"),
+                                a.amount,
+                                a.records.len()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"))
+                }
+                OperatorCmd::Alert { id, to, note } => {
+                    let a = op.alert_transition(id, &to, &note).map_err(fail)?;
+                    Ok(format!("alert {} is now {}", a.id, a.state))
+                }
+                OperatorCmd::Escrow { key_id, out } => {
+                    let e = op.escrow(&key_id).map_err(fail)?;
+                    if let Some(out) = out {
+                        device::write_atomic(&out, e.escrow.as_bytes())?;
+                    }
+                    Ok(e.escrow)
+                }
+                OperatorCmd::Revoke {
+                    id_digest,
+                    keys,
+                    reason,
+                    alert,
+                } => {
+                    let v = op
+                        .revoke(&tally_api::RevokeRequest {
+                            id_digest,
+                            key_ids: keys,
+                            reason,
+                            alert,
+                        })
+                        .map_err(fail)?;
+                    Ok(format!(
+                        "revoked SE {}; revocation list {} lists {} keys",
+                        v.se_id, v.revocation_serial, v.revoked_keys
+                    ))
+                }
+                OperatorCmd::Indicators => {
+                    let v = op.indicators().map_err(fail)?;
+                    serde_json::to_string_pretty(&v).map_err(|e| CliError::failed(e.to_string()))
                 }
             }
         }

@@ -1,0 +1,275 @@
+//! The containment loop through the real binaries (issue 4):
+//!
+//! double spend by a cloned SE → settlement finds it, the MDS raises an
+//! alert naming the offending pseudonym → the operator fetches that
+//! pseudonym's escrow → 3 of 5 supervisors open it (`tally supervisor`),
+//! every step in the signed audit log → the directory revokes the SE
+//! behind it and lists its pseudonyms → an honest device syncs, gets the
+//! new revocation list, and refuses the cheater's next payment offline;
+//! the revoked SE cannot sync any more.
+
+mod common;
+
+use std::path::Path;
+
+use common::{CliDevice, Node, operator, pay_via_files, run, temp_dir};
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Key id (hex) of output `n`'s owner, from `tally package inspect`.
+fn output_owner(pkg: &Path, n: usize) -> String {
+    let out = run(&["package", "inspect", &s(pkg)]).ok();
+    let prefix = format!("output {n}: ");
+    out.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|l| l.rsplit(" to ").next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no output {n} in:\n{out}"))
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+}
+
+#[test]
+fn double_spend_to_revocation_and_offline_refusal() {
+    let dir = temp_dir("containment");
+    let d = dir.path();
+    let sup = d.join("supervisors");
+    let sup_s = s(&sup);
+
+    // The supervisors' ceremony; the node encrypts identities to it.
+    let kg = json(
+        &run(&[
+            "supervisor",
+            "--json",
+            "keygen",
+            "--dir",
+            &sup_s,
+            "--k",
+            "3",
+            "--n",
+            "5",
+        ])
+        .ok(),
+    );
+    assert_eq!(kg["k"], 3);
+    let db = d.join("central.sqlite");
+    let node = Node::start_with(
+        &s(&db),
+        d,
+        "node",
+        &["--escrow-key", &s(&sup.join("joint.cbor"))],
+    );
+    let url = node.url();
+    let op = node.operator();
+    operator(&url, &["mint", "1000000", "--idempotency-key", "m"]);
+    for who in ["mallory", "alice", "bob", "carol"] {
+        operator(&url, &["deposit", who, "10000", "--idempotency-key", who]);
+    }
+
+    // A cloned SE spends one token twice.
+    let mallory = CliDevice::init(d, "mallory", &url, "phone", "mallory");
+    mallory.ok(&["load", "5000"]);
+    let clone = mallory.clone_to(d, "mallory-clone");
+    let alice = CliDevice::init(d, "alice", &url, "phone", "alice");
+    let bob = CliDevice::init(d, "bob", &url, "card", "bob");
+    let carol = CliDevice::init(d, "carol", &url, "phone", "carol");
+    let (_, pkg1) = pay_via_files(d, "honest", &mallory, &alice, 1_000);
+    let (_, pkg2) = pay_via_files(d, "cloned", &clone, &bob, 1_000);
+    assert_eq!(alice.ok(&["renew"]).trim(), "renewed 1000");
+    assert!(
+        op.alerts().expect("alerts").is_empty(),
+        "no alert on honest traffic"
+    );
+    assert_eq!(bob.ok(&["renew"]).trim(), "renewed 1000");
+
+    // The MDS raised exactly one alert: the double spend, with evidence.
+    let alerts = json(&operator(&url, &["alerts", "--json"]));
+    let alerts = alerts.as_array().expect("a list");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(alert["kind"], "double_spend");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["state"], "open");
+    assert_eq!(alert["amount"], 5_000, "the whole token was spent twice");
+    assert_eq!(alert["records"].as_array().map(Vec::len), Some(2));
+    let alert_id = alert["id"].as_i64().expect("id").to_string();
+    let offender = alert["offender"]
+        .as_str()
+        .expect("offender pseudonym")
+        .to_string();
+
+    // The escrow of the offending pseudonym's certificate.
+    let escrow_file = d.join("escrow.hex");
+    let escrow = operator(&url, &["escrow", &offender, "--out", &s(&escrow_file)]);
+    assert_eq!(
+        escrow.trim().len(),
+        2 * 68,
+        "ciphertext-only escrow: {escrow}"
+    );
+
+    // Three of five supervisors open it; two are not enough.
+    let req = json(
+        &run(&[
+            "supervisor",
+            "--json",
+            "request-opening",
+            "--dir",
+            &sup_s,
+            "--escrow-file",
+            &s(&escrow_file),
+            "--evidence",
+            &format!("mds alert {alert_id}"),
+            "--reason",
+            "double spend of a 5000 token by a cloned SE",
+        ])
+        .ok(),
+    );
+    let request = req["request"].as_str().expect("request id").to_string();
+    for i in 0..2 {
+        run(&[
+            "supervisor",
+            "share",
+            "--dir",
+            &sup_s,
+            "--request",
+            &request,
+            "--key",
+            &s(&sup.join(format!("supervisor-{i}.key"))),
+        ])
+        .ok();
+    }
+    run(&[
+        "supervisor",
+        "combine",
+        "--dir",
+        &sup_s,
+        "--request",
+        &request,
+    ])
+    .fails_with(1);
+    run(&[
+        "supervisor",
+        "share",
+        "--dir",
+        &sup_s,
+        "--request",
+        &request,
+        "--key",
+        &s(&sup.join("supervisor-4.key")),
+    ])
+    .ok();
+    let opened = json(
+        &run(&[
+            "supervisor",
+            "--json",
+            "combine",
+            "--dir",
+            &sup_s,
+            "--request",
+            &request,
+        ])
+        .ok(),
+    );
+    let digest = opened["id_point_digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    operator(
+        &url,
+        &[
+            "alert",
+            &alert_id,
+            "--to",
+            "escrow_opened",
+            "--note",
+            &format!("opening {request}"),
+        ],
+    );
+
+    // The directory revokes that SE and lists its pseudonyms named in the
+    // evidence: the offender and the change keys of both spends.
+    let mut keys = vec![
+        offender.clone(),
+        output_owner(&pkg1, 1),
+        output_owner(&pkg2, 1),
+    ];
+    keys.sort();
+    keys.dedup();
+    let mut args = vec![
+        "revoke",
+        "--id-digest",
+        &digest,
+        "--reason",
+        "double spend (alert)",
+        "--alert",
+        &alert_id,
+    ];
+    for k in &keys {
+        args.push("--key");
+        args.push(k);
+    }
+    let out = operator(&url, &args);
+    assert!(out.starts_with("revoked SE "), "{out}");
+    let devices = op.devices().expect("devices");
+    let revoked: Vec<_> = devices.iter().filter(|d| d.status == "revoked").collect();
+    assert_eq!(revoked.len(), 1, "exactly one SE revoked: {devices:?}");
+    assert!(out.contains(&revoked[0].se_id), "{out}");
+    assert_eq!(
+        json(&operator(&url, &["alerts", "--json"]))[0]["state"],
+        "device_revoked"
+    );
+
+    // The revoked SE can no longer sync (no new keys, no new epoch)…
+    let e = mallory.run(&["sync"]).fails_with(1);
+    assert!(e.contains("suspended or revoked"), "{e}");
+    // …and an honest device that synced refuses its pseudonyms offline.
+    carol.ok(&["sync"]);
+    let r = d.join("late.request");
+    let p = d.join("late.package");
+    carol.ok(&["request", "--amount", "500", "--out", &s(&r)]);
+    mallory.ok(&["pay", "--request", &s(&r), "--out", &s(&p)]);
+    let before = carol.balance().balance;
+    let e = carol
+        .run(&[
+            "receive",
+            "--package",
+            &s(&p),
+            "--out",
+            &s(&d.join("late.receipt")),
+        ])
+        .fails_with(1);
+    // 503: rule V5/V7, a revoked certificate (docs/SPEC.md).
+    let code = tally_core::VerifyError::CertificateRevoked.code();
+    assert!(e.contains(&format!("(code {code})")), "{e}");
+    assert_eq!(carol.balance().balance, before, "nothing received");
+
+    // Every step is in the audit log, and the log verifies.
+    let audit = run(&["supervisor", "audit", "verify", "--dir", &sup_s]).ok();
+    assert!(
+        audit.starts_with("audit log verifies: 6 entries"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("requests 1, shares 3, openings 1"),
+        "{audit}"
+    );
+    operator(
+        &url,
+        &[
+            "alert",
+            &alert_id,
+            "--to",
+            "closed",
+            "--note",
+            "SE revoked, loss booked",
+        ],
+    );
+    let inv = op.invariant().expect("invariant");
+    assert!(inv.holds, "{inv}");
+    assert_eq!(inv.loss, -5_000, "{inv}");
+}
