@@ -344,7 +344,10 @@ pub fn full() -> Result<(), crate::CliError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| crate::CliError::io(&dir, e))?;
     let db = dir.join("node.sqlite");
-    let bo = crate::node::open_backoffice(&crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""), None)?;
+    let bo = crate::node::open_backoffice(
+        &crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""),
+        None,
+    )?;
     let token = "demo-operator-token".to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

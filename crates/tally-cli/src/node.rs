@@ -33,7 +33,11 @@ impl StoreUrls {
         StoreUrls {
             central: central.to_string(),
             dcp,
-            mds: if mds.is_empty() { central.to_string() } else { mds.to_string() },
+            mds: if mds.is_empty() {
+                central.to_string()
+            } else {
+                mds.to_string()
+            },
         }
     }
 }
@@ -74,7 +78,10 @@ pub fn read_config(path: &std::path::Path) -> Result<Vec<(String, String)>, CliE
 pub fn read_escrow_key(path: &std::path::Path) -> Result<tally_core::escrow::JointKey, CliError> {
     let bytes = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
     let params = tally_supervisor::JointParams::from_cbor(&bytes).map_err(|e| {
-        CliError::failed(format!("{}: not a supervisors' key set: {e}", path.display()))
+        CliError::failed(format!(
+            "{}: not a supervisors' key set: {e}",
+            path.display()
+        ))
     })?;
     Ok(params.joint_key().clone())
 }
@@ -101,9 +108,9 @@ pub fn open_backoffice(
         dcp: open(&urls.dcp)?,
         mds: open(&urls.mds)?,
     };
-    Ok(Arc::new(Backoffice::open_with(stores, key).map_err(|e| {
-        CliError::failed(format!("cannot start the back office: {e}"))
-    })?))
+    Ok(Arc::new(Backoffice::open_with(stores, key).map_err(
+        |e| CliError::failed(format!("cannot start the back office: {e}")),
+    )?))
 }
 
 pub fn run(opts: NodeOptions) -> Result<(), CliError> {
