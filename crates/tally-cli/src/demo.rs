@@ -328,6 +328,24 @@ fn onboard(
     })
 }
 
+/// One offline payment; returns the package (the demo's evidence).
+fn pay_keep_package(
+    payer: &mut MemLink,
+    payee: &mut MemLink,
+    amount: u64,
+) -> Result<Vec<u8>, crate::CliError> {
+    let (payee_s, request) = PayeeSession::start(payee, Amount(amount)).map_err(cli)?;
+    let payer_s = PayerSession::start(payer, &request).map_err(cli)?;
+    let package = payer_s.package().to_vec();
+    let received = payee_s
+        .on_package(payee, &package)
+        .map_err(|(_, e)| cli(e))?;
+    payer_s
+        .on_receipt(payer, &received.receipt)
+        .map_err(|(_, e)| cli(e))?;
+    Ok(package)
+}
+
 fn pick2(v: &mut [Device], a: usize, b: usize) -> (&mut Device, &mut Device) {
     if a < b {
         let (x, y) = v.split_at_mut(b);
@@ -344,9 +362,13 @@ pub fn full() -> Result<(), crate::CliError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| crate::CliError::io(&dir, e))?;
     let db = dir.join("node.sqlite");
+    // The supervisors' 3-of-5 ceremony first: the node encrypts every
+    // SE's identity to their joint key.
+    let sup = dir.join("supervisors");
+    let joint = crate::supervisor::steps::keygen(&sup, 3, 5)?;
     let bo = crate::node::open_backoffice(
         &crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""),
-        None,
+        Some(&joint),
     )?;
     let token = "demo-operator-token".to_string();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -394,8 +416,14 @@ pub fn full() -> Result<(), crate::CliError> {
     let w = |e: io::Error| cli(e);
     writeln!(
         o,
-        "Tally demo: a node (central bank, directory, DCP) on {node}, SQLite at {}",
+        "Tally demo: a node (central bank + directory + MDS, and one DCP on its own database) on {node}, SQLite at {}",
         db.display()
+    )
+    .map_err(w)?;
+    writeln!(
+        o,
+        "Supervisors: 3-of-5 escrow key set made without a dealer, in {}",
+        sup.display()
     )
     .map_err(w)?;
     writeln!(
@@ -415,7 +443,7 @@ pub fn full() -> Result<(), crate::CliError> {
         ("bob", 5_000),
         ("carol", 5_000),
         ("acme-energy", 1_000),
-        ("mallory", 2_000),
+        ("mallory", 3_000),
     ] {
         op.deposit(acct, &format!("demo-deposit-{acct}"), amount)
             .map_err(cli)?;
@@ -445,7 +473,7 @@ pub fn full() -> Result<(), crate::CliError> {
         d.len()
     )
     .map_err(w)?;
-    for (i, v) in [(0usize, 5_000u64), (1, 1_000), (3, 200), (5, 1_000)] {
+    for (i, v) in [(0usize, 5_000u64), (1, 1_000), (3, 200), (5, 2_000)] {
         d[i].agent(&node, |a| a.load(v))?;
         writeln!(o, "4. {} loads {v} XTS from its account.", d[i].name).map_err(w)?;
     }
@@ -487,12 +515,13 @@ pub fn full() -> Result<(), crate::CliError> {
         "   carol-phone unloads 500 XTS; carol's account now {bal}"
     )
     .map_err(w)?;
+    let epoch = op.advance_epoch().map_err(cli)?;
     for dev in d.iter_mut() {
         dev.agent(&node, |a| a.sync())?;
     }
     writeln!(
         o,
-        "   every device syncs: new epoch grant, policy, revocation list, fresh pseudonyms"
+        "   the central bank opens epoch {epoch}; every device syncs (uploads sealed to settlement): epoch grant, policy, revocation list, fresh pseudonyms"
     )
     .map_err(w)?;
 
@@ -523,11 +552,11 @@ pub fn full() -> Result<(), crate::CliError> {
     )
     .map_err(cli)?;
     let mut clone_link = tally_wallet::ApduLink::select(SeCard::new(clone), 4096).map_err(cli)?;
-    {
+    let honest_pkg = {
         let (m, c) = pick2(&mut d, 5, 2);
-        pay_offline(&mut m.link, &mut c.link, Amount(1_000)).map_err(cli)?;
-    }
-    pay_offline(&mut clone_link, &mut d[1].link, Amount(1_000)).map_err(cli)?;
+        pay_keep_package(&mut m.link, &mut c.link, 1_000)?
+    };
+    let cloned_pkg = pay_keep_package(&mut clone_link, &mut d[1].link, 1_000)?;
     writeln!(o, "   carol and bob each accept 1000 XTS offline (both packages verify: the clone has the keys).").map_err(w)?;
     for i in [2usize, 1] {
         d[i].agent(&node, |a| a.renew())?;
@@ -539,6 +568,107 @@ pub fn full() -> Result<(), crate::CliError> {
         "   carol and bob keep their money (offline finality); the scheme's loss account books it."
     )
     .map_err(w)?;
+
+    // Containment: MDS alert → supervisors open the escrow → directory
+    // revokes → honest devices refuse offline.
+    let alert = op
+        .alerts()
+        .map_err(cli)?
+        .into_iter()
+        .find(|a| a.kind == "double_spend")
+        .ok_or_else(|| cli("the MDS raised no double-spend alert"))?;
+    let offender = alert.offender.clone().unwrap_or_default();
+    writeln!(
+        o,
+        "9. The MDS (fed by settlement, never by the DCP) raises alert {}: {} ({}), offender pseudonym {}…, {} records of evidence.",
+        alert.id,
+        alert.kind,
+        alert.severity,
+        &offender[..16.min(offender.len())],
+        alert.records.len()
+    )
+    .map_err(w)?;
+    let escrow = op.escrow(&offender).map_err(cli)?;
+    let escrow_bytes = hex::decode(&escrow.escrow).map_err(cli)?;
+    let request = crate::supervisor::steps::request(
+        &sup,
+        &escrow_bytes,
+        &format!("mds alert {}", alert.id),
+        "double spend by a cloned SE",
+    )?;
+    for i in [0u8, 2, 4] {
+        crate::supervisor::steps::share(&sup, &request, i)?;
+    }
+    let digest = crate::supervisor::steps::combine(&sup, &request)?;
+    let entries = crate::supervisor::steps::verify(&sup)?;
+    op.alert_transition(alert.id, "escrow_opened", &format!("opening {request}"))
+        .map_err(cli)?;
+    writeln!(
+        o,
+        "10. Supervisors 0, 2 and 4 of 5 each give a decryption share with a DLEQ proof; combined, the escrow opens to identity digest {}…; audit log: {entries} signed, hash-chained entries, verified.",
+        &digest[..16]
+    )
+    .map_err(w)?;
+    // The cheater's pseudonyms named by the evidence: the token's owner and
+    // the change key of each spend.
+    let change = |p: &[u8]| -> Result<String, crate::CliError> {
+        let pkg = Package::from_cbor(p).map_err(cli)?;
+        Ok(hex::encode(
+            pkg.transfer
+                .outputs
+                .get(1)
+                .map(|o| o.owner.id().0)
+                .unwrap_or_default(),
+        ))
+    };
+    let mut keys = vec![offender.clone()];
+    for p in [&honest_pkg, &cloned_pkg] {
+        let k = change(p)?;
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let revoked = op
+        .revoke(&tally_api::RevokeRequest {
+            id_digest: digest.clone(),
+            key_ids: keys.clone(),
+            reason: "double spend".into(),
+            alert: Some(alert.id),
+        })
+        .map_err(cli)?;
+    writeln!(
+        o,
+        "11. The directory revokes SE {}… (mallory's: {}); revocation list {} lists {} pseudonym(s).",
+        &revoked.se_id[..16],
+        revoked.se_id == d[5].se_id.to_string(),
+        revoked.revocation_serial,
+        revoked.revoked_keys
+    )
+    .map_err(w)?;
+    d[0].agent(&node, |a| a.sync())?;
+    let refused = {
+        let (m, a) = pick2(&mut d, 5, 0);
+        pay_offline(&mut m.link, &mut a.link, Amount(100))
+    };
+    // The revoked SE did pay (its SE debited 100 into a package the payee
+    // refused): that value stays in the offline float, in flight.
+    let in_flight: i64 = if refused.is_err() { 100 } else { 0 };
+    writeln!(
+        o,
+        "12. alice-card syncs (new revocation list); mallory-phone tries to pay it 100 XTS offline: {}.",
+        match &refused {
+            Err(e) => format!("refused ({e})"),
+            Ok(_) => "ACCEPTED (containment failed)".into(),
+        }
+    )
+    .map_err(w)?;
+    let sync_refused = d[5].agent(&node, |a| a.sync()).is_err();
+    writeln!(o, "    mallory-phone can no longer sync: {sync_refused}.").map_err(w)?;
+    op.alert_transition(alert.id, "closed", "SE revoked, loss booked")
+        .map_err(cli)?;
+    if refused.is_ok() || !sync_refused {
+        return Err(cli("containment failed"));
+    }
 
     writeln!(o, "\nDevices").map_err(w)?;
     writeln!(
@@ -585,9 +715,49 @@ pub fn full() -> Result<(), crate::CliError> {
         + clone_link.status().map(|s| s.balance.0 as i64).unwrap_or(0);
     writeln!(
         o,
-        "  value held in SEs          {:>10}  (equals the offline float: {})",
+        "  value held in SEs          {:>10}  + {in_flight} in the refused package of the revoked SE = {} (equals the offline float: {})",
         held,
-        held == inv.offline_float
+        held + in_flight,
+        held + in_flight == inv.offline_float
+    )
+    .map_err(w)?;
+    let ind = op.indicators().map_err(cli)?;
+    writeln!(
+        o,
+        "\nIndicators (GET {node}/mds/indicators; also Prometheus at /metrics)"
+    )
+    .map_err(w)?;
+    for (k, label) in [
+        (
+            "circulation",
+            "offline money in circulation (issued − redeemed)",
+        ),
+        ("issued", "issued"),
+        ("redeemed", "redeemed"),
+        ("payments", "offline payments"),
+        ("payment_value", "offline payment value"),
+        ("average_hops", "average hops before renewal"),
+        ("velocity", "velocity (payment value ÷ issued)"),
+        (
+            "average_offline_epochs",
+            "average epochs offline before sync",
+        ),
+        ("fraud_losses", "losses from fraud"),
+        ("double_spends", "double spends"),
+        ("alerts_open", "alerts open"),
+    ] {
+        writeln!(o, "  {label:<50} {:>10}", ind[k]).map_err(w)?;
+    }
+    writeln!(
+        o,
+        "  {:<50} {}",
+        "payments by epoch", ind["payments_by_epoch"]
+    )
+    .map_err(w)?;
+    writeln!(
+        o,
+        "  {:<50} {}",
+        "holdings by device class", ind["holdings_by_class"]
     )
     .map_err(w)?;
     writeln!(o, "\ndone in {:.1} s", started.elapsed().as_secs_f64()).map_err(w)?;
@@ -595,7 +765,7 @@ pub fn full() -> Result<(), crate::CliError> {
     let _ = stop_tx.send(());
     let _ = server.join();
     let _ = std::fs::remove_dir_all(&dir);
-    if !inv.holds() || held != inv.offline_float {
+    if !inv.holds() || held + in_flight != inv.offline_float {
         return Err(crate::CliError::failed("ledger invariant does not hold"));
     }
     Ok(())

@@ -723,3 +723,60 @@ fn audit_verify(
         }),
     ))
 }
+
+/// The supervisor steps as `tally demo` runs them (same code paths as the
+/// commands, files in `dir`).
+pub(crate) mod steps {
+    use super::*;
+
+    fn field(out: &str, name: &str) -> Result<String, CliError> {
+        let v: serde_json::Value =
+            serde_json::from_str(out).map_err(|e| CliError::failed(e.to_string()))?;
+        v[name]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| v[name].as_u64().map(|n| n.to_string()))
+            .ok_or_else(|| CliError::failed(format!("no {name} in {out}")))
+    }
+
+    /// Runs the k-of-n ceremony; returns the path of joint.cbor.
+    pub(crate) fn keygen(dir: &Path, k: usize, n: usize) -> Result<PathBuf, CliError> {
+        super::keygen(true, dir, k, n)?;
+        Ok(joint_path(dir))
+    }
+
+    /// Files an opening request as supervisor 0; returns its id.
+    pub(crate) fn request(
+        dir: &Path,
+        escrow: &[u8],
+        evidence: &str,
+        reason: &str,
+    ) -> Result<Hash32, CliError> {
+        let signer = Signer {
+            as_index: 0,
+            key: None,
+        };
+        let out = request_opening(true, dir, escrow, evidence, reason, &signer)?;
+        parse_hash(&field(&out, "request")?)
+    }
+
+    pub(crate) fn share(dir: &Path, request: &Hash32, index: u8) -> Result<(), CliError> {
+        share_cmd(true, dir, request, &key_path(dir, index)).map(|_| ())
+    }
+
+    /// Combines the logged shares; returns the identity point's digest (hex).
+    pub(crate) fn combine(dir: &Path, request: &Hash32) -> Result<String, CliError> {
+        let signer = Signer {
+            as_index: 0,
+            key: None,
+        };
+        let out = combine_cmd(true, dir, request, None, &signer)?;
+        field(&out, "id_point_digest")
+    }
+
+    /// Verifies the whole audit log; returns the entry count.
+    pub(crate) fn verify(dir: &Path) -> Result<String, CliError> {
+        let out = audit_verify(true, &log_path(dir), &joint_path(dir), None)?;
+        field(&out, "entries")
+    }
+}

@@ -1319,7 +1319,8 @@ impl Backoffice {
                 return Err(BackofficeError::DoubleSpendByRedeemer(Box::new(d.clone())));
             }
             let mut ingest = Vec::new();
-            self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
+            let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
+            self.record_settled(tx, verified.package(), epoch, offline, false, &mut ingest)?;
             self.queue_mds(tx, &ctx.rid, &ingest)?;
             let mut res = SettlementResult {
                 settled: 1,
