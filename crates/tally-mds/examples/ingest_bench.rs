@@ -1,8 +1,17 @@
 //! MDS ingestion rate and double-spend detection latency on SQLite (a
 //! temp file, WAL), writing a small table.
 //!
-//! `cargo run --release -p tally-mds --example ingest_bench [payments] [devices] [batch] [sqlite|postgres]`
-//! (PostgreSQL: a fresh schema under `TALLY_TEST_DATABASE_URL`, dropped at the end.)
+//! `cargo run --release -p tally-mds --example ingest_bench [payments] [devices] [batch] [sqlite|sqlite-full|postgres]`
+//!
+//! * `sqlite` (default): WAL with `synchronous = NORMAL`, as an MDS store
+//!   should be opened (`Store::sqlite_with` / `sqlite:PATH?synchronous=normal`):
+//!   the WAL is synced at checkpoints only, so a power cut may roll back
+//!   the last commits, which settlement re-sends through its outbox and
+//!   the MDS ingests idempotently.
+//! * `sqlite-full`: WAL with `synchronous = FULL` (tally-store's default,
+//!   one fsync per commit), for comparison.
+//! * `postgres`: a fresh schema under `TALLY_TEST_DATABASE_URL`, dropped
+//!   at the end.
 //!
 //! * ingestion: the deterministic scenario of the acceptance test (honest
 //!   payments, loads, renewals, unloads), generated and signed first, then
@@ -22,7 +31,7 @@ use tally_core::package::sign_transfer;
 use tally_core::testkit::{Scheme, key};
 use tally_core::{Amount, OutPoint, Output, Record, Suite};
 use tally_mds::{AlertKind, IngestRecord, Mds, Verdict};
-use tally_store::Store;
+use tally_store::{SqliteOptions, Store, Synchronous};
 
 fn arg(i: usize, d: usize) -> usize {
     std::env::args()
@@ -59,7 +68,17 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let postgres = std::env::args().nth(4).as_deref() == Some("postgres");
+    let backend = std::env::args().nth(4).unwrap_or_else(|| "sqlite".into());
+    let synchronous = match backend.as_str() {
+        "sqlite" => Synchronous::Normal,
+        "sqlite-full" => Synchronous::Full,
+        "postgres" => Synchronous::Full, // unused
+        other => {
+            eprintln!("error: backend `{other}`: expected sqlite, sqlite-full or postgres");
+            std::process::exit(2);
+        }
+    };
+    let postgres = backend == "postgres";
     let schema = if postgres {
         match tally_store::test_postgres_store("ingest_bench") {
             Some((_, schema)) => Some(schema),
@@ -75,7 +94,7 @@ fn main() {
     let open = || -> Result<Mds, Box<dyn std::error::Error>> {
         let store = match &schema {
             Some(schema) => Store::postgres(&url, Some(schema))?,
-            None => Store::sqlite(&dir.path().join("mds.db"))?,
+            None => Store::sqlite_with(&dir.path().join("mds.db"), SqliteOptions { synchronous })?,
         };
         Ok(Mds::open(store, s.config.clone())?)
     };
@@ -200,10 +219,10 @@ fn main() {
     println!("|---|---|");
     println!(
         "| backend | {} |",
-        if schema.is_some() {
-            "postgres"
-        } else {
-            "sqlite (file, WAL)"
+        match (&schema, synchronous) {
+            (Some(_), _) => "postgres",
+            (None, Synchronous::Normal) => "sqlite (file, WAL, synchronous = NORMAL)",
+            (None, Synchronous::Full) => "sqlite (file, WAL, synchronous = FULL)",
         }
     );
     println!(

@@ -19,7 +19,7 @@ mod pg;
 mod sqlite;
 
 pub use pg::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// A value bound to or read from SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,8 @@ pub enum StoreError {
     Type(String),
     /// Connection or other database failure.
     Db(String),
+    /// The store URL or its options are invalid (nothing was opened).
+    Config(String),
     /// The database schema is newer than this binary.
     SchemaTooNew {
         component: String,
@@ -116,6 +118,7 @@ impl fmt::Display for StoreError {
             StoreError::Constraint(m) => write!(f, "constraint violated: {m}"),
             StoreError::Type(m) => write!(f, "unexpected column type: {m}"),
             StoreError::Db(m) => write!(f, "database error: {m}"),
+            StoreError::Config(m) => write!(f, "invalid store configuration: {m}"),
             StoreError::SchemaTooNew {
                 component,
                 found,
@@ -182,9 +185,14 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) an SQLite file.
+    /// Opens (creating if needed) an SQLite file with the default options
+    /// (WAL, `synchronous = FULL`).
     pub fn sqlite(path: &Path) -> Result<Store, StoreError> {
         Ok(Store::Sqlite(SqliteStore::open(path)?))
+    }
+    /// Opens (creating if needed) an SQLite file with `opts`.
+    pub fn sqlite_with(path: &Path, opts: SqliteOptions) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(SqliteStore::open_with(path, opts)?))
     }
     /// An in-memory SQLite store (tests).
     pub fn sqlite_memory() -> Result<Store, StoreError> {
@@ -194,12 +202,31 @@ impl Store {
     pub fn postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
         Ok(Store::Postgres(PgStore::connect(url, schema)?))
     }
-    /// `sqlite:PATH`, a bare path, or `postgres://…`.
+    /// Opens a store from a URL:
+    ///
+    /// * `postgres://…` or `postgresql://…`: PostgreSQL;
+    /// * `sqlite:PATH` or `sqlite:PATH?key=value&…`: an SQLite file, with
+    ///   options after the first `?` (see [`SqliteOptions::parse_query`];
+    ///   today only `synchronous=full|normal`, default `full`); unknown
+    ///   options are refused with [`StoreError::Config`];
+    /// * anything else: a bare SQLite file path, taken as is (no options,
+    ///   a `?` is part of the file name).
     pub fn open(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Store::postgres(url, None)
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let (path, opts) = match rest.split_once('?') {
+                Some((path, query)) => (path, SqliteOptions::parse_query(query)?),
+                None => (rest, SqliteOptions::default()),
+            };
+            if path.is_empty() {
+                return Err(StoreError::Config(format!(
+                    "`{url}` names no SQLite file (expected sqlite:PATH)"
+                )));
+            }
+            Store::sqlite_with(Path::new(path), opts)
         } else {
-            Store::sqlite(Path::new(url.strip_prefix("sqlite:").unwrap_or(url)))
+            Store::sqlite(Path::new(url))
         }
     }
 

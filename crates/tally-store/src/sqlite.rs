@@ -8,6 +8,80 @@ use rusqlite::{Connection, ErrorCode, params_from_iter, types::ValueRef};
 
 use crate::{Row, StoreError, Tx, TxFailure, Value};
 
+/// How hard SQLite pushes each commit to disk (`PRAGMA synchronous`).
+/// The store always runs in WAL mode, where both levels keep the database
+/// consistent after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `FULL` (the default): the WAL is synced at every commit, so a
+    /// committed transaction survives a power cut.
+    #[default]
+    Full,
+    /// `NORMAL`: the WAL is synced only at checkpoints, so the last
+    /// commits before a power cut (not a process crash) may roll back.
+    /// Only for stores whose writers re-send lost commits idempotently
+    /// (e.g. the MDS, fed from settlement's outbox).
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Options of an SQLite store, set on the connection when it is opened
+/// (SQLite refuses to change some of them inside a transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+}
+
+impl SqliteOptions {
+    /// Parses the query of a `sqlite:PATH?key=value&…` URL. Known keys:
+    /// `synchronous` = `full` | `normal` (case-insensitive). Unknown keys
+    /// or values, and repeated keys, are refused.
+    pub fn parse_query(query: &str) -> Result<SqliteOptions, StoreError> {
+        let mut opts = SqliteOptions::default();
+        let mut seen_synchronous = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                StoreError::Config(format!(
+                    "SQLite option `{pair}` has no value (expected key=value)"
+                ))
+            })?;
+            match key {
+                "synchronous" => {
+                    if seen_synchronous {
+                        return Err(StoreError::Config(
+                            "SQLite option `synchronous` given twice".into(),
+                        ));
+                    }
+                    seen_synchronous = true;
+                    opts.synchronous = match value.to_ascii_lowercase().as_str() {
+                        "full" => Synchronous::Full,
+                        "normal" => Synchronous::Normal,
+                        _ => {
+                            return Err(StoreError::Config(format!(
+                                "SQLite option synchronous={value}: expected `full` or `normal`"
+                            )));
+                        }
+                    };
+                }
+                _ => {
+                    return Err(StoreError::Config(format!(
+                        "unknown SQLite option `{key}` (known: synchronous)"
+                    )));
+                }
+            }
+        }
+        Ok(opts)
+    }
+}
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
@@ -31,11 +105,19 @@ fn dialect(sql: &str) -> String {
 }
 
 impl SqliteStore {
+    /// Opens (creating if needed) `path` with the default options
+    /// (`synchronous = FULL`).
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) `path` with `opts`.
+    pub fn open_with(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-        )
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+            opts.synchronous.pragma()
+        ))
         .map_err(map_err)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
