@@ -14,6 +14,9 @@ use alloc::vec::Vec;
 use core::fmt::Debug;
 
 use tally_core::codec::Cbor;
+use tally_core::dcp::{DeviceRequest, DeviceResponse, Registration, SyncUpload};
+use tally_core::escrow::EscrowCiphertext;
+use tally_core::sealed::{SealedKind, SealingKey};
 use tally_core::crypto::{SecretKey, tagged_hash};
 use tally_core::policy::device_class::{DCP, PHONE};
 use tally_core::protocol::PACKAGE_CERTS_MAX;
@@ -80,7 +83,7 @@ pub fn push_frame(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Wire objects of the `cbor_objects` target; the first input byte (mod
 /// the count) selects one, the rest is its encoding.
-pub const CBOR_KINDS: [&str; 12] = [
+pub const CBOR_KINDS: [&str; 19] = [
     "issue",
     "transfer",
     "record",
@@ -93,6 +96,13 @@ pub const CBOR_KINDS: [&str; 12] = [
     "revocation_list",
     "sync_grant",
     "se_state",
+    "device_request",
+    "device_response",
+    "sync_upload",
+    "registration",
+    "sealing_key",
+    "escrow_ciphertext",
+    "sealed_upload",
 ];
 
 /// `cbor_objects`: decoding never panics, and whatever decodes re-encodes
@@ -113,7 +123,25 @@ pub fn check_cbor_objects(data: &[u8]) {
         8 => round_trip::<Policy>(bytes),
         9 => round_trip::<RevocationList>(bytes),
         10 => round_trip::<SyncGrant>(bytes),
-        _ => round_trip::<State>(bytes),
+        11 => round_trip::<State>(bytes),
+        12 => round_trip::<DeviceRequest>(bytes),
+        13 => round_trip::<DeviceResponse>(bytes),
+        14 => round_trip::<SyncUpload>(bytes),
+        15 => round_trip::<Registration>(bytes),
+        16 => round_trip::<SealingKey>(bytes),
+        17 => {
+            if let Ok(c) = EscrowCiphertext::from_bytes(bytes) {
+                assert!(c.to_bytes() == bytes, "an escrow re-encodes to other bytes");
+            }
+        }
+        _ => {
+            // Settlement opening hostile sealed bytes: a typed error, never
+            // a panic, and never plaintext from bytes it did not seal.
+            let key = tally_core::sealed::OpeningKey::from_seed(&[7; 32]);
+            for kind in [SealedKind::SyncUpload, SealedKind::Redemption] {
+                let _ = key.open(kind, bytes);
+            }
+        }
     }
 }
 
