@@ -373,6 +373,16 @@ async fn revoke(
     }
     let bo = s.bo;
     let view = blocking(move || {
+        // The alert first: a wrong id or state refuses before anything changes.
+        if let Some(a) = req.alert {
+            let alert = bo.alert(a)?;
+            if alert.state != AlertState::EscrowOpened {
+                return Err(BackofficeError::Mds {
+                    message: format!("alert {a} is {}, not escrow_opened", alert.state),
+                    client: true,
+                });
+            }
+        }
         let (se_id, list) = bo.revoke_opened(&digest, &keys, &req.reason)?;
         if let Some(a) = req.alert {
             bo.alert_transition(

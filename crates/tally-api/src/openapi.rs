@@ -110,6 +110,42 @@ pub fn document() -> Value {
         },
     );
     balance["parameters"] = account_param();
+    let path_param = |name: &str, description: &str, schema: Value| json!([{ "name": name, "in": "path", "required": true, "description": description, "schema": schema }]);
+    let mut transition = operation(
+        "alertTransition",
+        Op {
+            summary: "Move an MDS alert along its lifecycle: open → escrow_opened → device_revoked → closed (or open → closed)",
+            operator: true,
+            request: Some((
+                JSON,
+                json!({ "type": "object", "required": ["to", "note"],
+                "properties": { "to": { "type": "string", "enum": ["open", "escrow_opened", "device_revoked", "closed"] },
+                                "note": { "type": "string" } } }),
+            )),
+            ok: (JSON, json!({ "type": "object" })),
+            errors: &[400, 404, 409, 413],
+        },
+    );
+    transition["parameters"] = path_param("id", "Alert id", json!({ "type": "integer" }));
+    let mut escrow = operation(
+        "escrow",
+        Op {
+            summary: "The escrow ciphertext (hex) in the settled certificate of a pseudonym, for an opening request",
+            operator: true,
+            request: None,
+            ok: (
+                JSON,
+                json!({ "type": "object", "required": ["key_id", "escrow"],
+                "properties": { "key_id": { "type": "string" }, "escrow": { "type": "string" } } }),
+            ),
+            errors: &[400, 404],
+        },
+    );
+    escrow["parameters"] = path_param(
+        "key_id",
+        "Pseudonym key id, 64 hex digits",
+        json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
+    );
 
     json!({
         "openapi": "3.1.0",
@@ -128,9 +164,9 @@ pub fn document() -> Value {
                 ok: ("text/html", json!({ "type": "string" })), errors: &[],
             })},
             "/v1/trust": { "get": operation("trust", Op {
-                summary: "Root key, policy and revocation list for device initialization: CBOR [PublicKey, Policy, RevocationList]",
+                summary: "Root key, policy, revocation list and settlement's root-signed sealing key: CBOR [PublicKey, Policy, RevocationList, SealingKey]",
                 operator: false, request: None,
-                ok: (CBOR, binary("[root PublicKey, Policy, RevocationList]")), errors: &[],
+                ok: (CBOR, binary("[root PublicKey, Policy, RevocationList, SealingKey]")), errors: &[],
             })},
             "/v1/trust.json": { "get": operation("trustJson", Op {
                 summary: "The trust bundle for people: fields and hex of each canonical encoding",
@@ -174,6 +210,27 @@ pub fn document() -> Value {
                 summary: "Double spends detected at settlement, oldest first",
                 operator: true, request: None,
                 ok: (JSON, json!({ "type": "array", "items": schema_ref("DoubleSpend") })), errors: &[],
+            })},
+            "/v1/mds/alerts": { "get": operation("listAlerts", Op {
+                summary: "MDS alerts (double spends, counterfeits, AML signals) with evidence and lifecycle state",
+                operator: true, request: None,
+                ok: (JSON, json!({ "type": "array", "items": { "type": "object" } })), errors: &[],
+            })},
+            "/v1/mds/alerts/{id}/transition": { "post": transition },
+            "/v1/escrows/{key_id}": { "get": escrow },
+            "/v1/directory/revoke": { "post": operation("revokeOpened", Op {
+                summary: "Containment: revoke the SE an escrow opening named (identity digest) and list its pseudonyms on the next revocation list",
+                operator: true,
+                request: Some((JSON, json!({ "type": "object", "required": ["id_digest", "key_ids", "reason"],
+                    "properties": { "id_digest": { "type": "string" }, "key_ids": { "type": "array", "items": { "type": "string" } },
+                                    "reason": { "type": "string" }, "alert": { "type": "integer" } } }))),
+                ok: (JSON, json!({ "type": "object", "required": ["se_id", "revocation_serial", "revoked_keys"] })),
+                errors: &[400, 404, 409, 413],
+            })},
+            "/mds/indicators": { "get": operation("indicators", Op {
+                summary: "Econometric indicators of offline money (aggregates only)",
+                operator: false, request: None,
+                ok: (JSON, json!({ "type": "object" })), errors: &[],
             })},
             "/ledger/invariant": { "get": operation("ledgerInvariant", Op {
                 summary: "The ledger invariant, published by the central bank",

@@ -28,7 +28,9 @@ impl StoreUrls {
         } else if pg {
             central.to_string()
         } else {
-            format!("{}.dcp", central.trim_start_matches("sqlite:"))
+            // The DCP file beside the central one, without its options.
+            let path = central.trim_start_matches("sqlite:");
+            format!("{}.dcp", path.split('?').next().unwrap_or(path))
         };
         StoreUrls {
             central: central.to_string(),

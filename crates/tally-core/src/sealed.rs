@@ -23,9 +23,10 @@ use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use crate::codec::{Cbor, CodecError, Reader, Writer};
 use crate::crypto::{Entropy, Hash32, PublicKey, SecretKey, Signature, tagged_hash};
 
-/// Largest sealed payload accepted (a sync upload of 64 packages at the
-/// history budget fits with room).
-pub const SEALED_BYTES_MAX: usize = 4 << 20;
+/// Largest ciphertext accepted: the sealed object (encapsulated key and
+/// CBOR heads included) then fits in a device request's sealed field
+/// ([`crate::dcp::SEALED_UPLOAD_BYTES_MAX`]).
+pub const SEALED_BYTES_MAX: usize = (4 << 20) - 64;
 
 const VERSION: u64 = 1;
 

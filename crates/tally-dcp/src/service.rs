@@ -81,6 +81,7 @@ pub static CENTRAL_MIGRATIONS: Migrations = Migrations {
             delivered BIGINT NOT NULL
         );
         CREATE TABLE cb_escrows (key_id BLOB PRIMARY KEY, escrow BLOB NOT NULL);
+        CREATE TABLE cb_redemptions (nonce BLOB PRIMARY KEY, op_id BLOB NOT NULL);
         CREATE TABLE mds_outbox (op_id BLOB PRIMARY KEY, body BLOB NOT NULL)",
     )],
 };
@@ -408,7 +409,8 @@ impl Entropy for OsEntropy {
 
 /// What the central bank answers the DCP for one device request: a result
 /// signed by the root, plus the tokens it issued and the balance after.
-/// Wire: `[1, op, settled, refused, value, double_spends, [Issue], balance, signature]`.
+/// Wire: `[1, op, settled, refused, value, double_spends, [Issue], balance,
+/// transfer (bstr 0|32), signature]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettlementResult {
     /// The device request this answers.
@@ -840,6 +842,10 @@ impl Backoffice {
         Ok(self.mds.alerts()?)
     }
 
+    pub fn alert(&self, id: i64) -> Result<tally_mds::Alert, BackofficeError> {
+        Ok(self.mds.alert(id)?)
+    }
+
     pub fn alert_transition(
         &self,
         id: i64,
@@ -955,6 +961,7 @@ impl Backoffice {
                 sync_epoch: dev.int(4)? as Epoch,
                 salt: dev.bytes(5)?.try_into().map_err(|_| StoreError::Type("salt".into()))?,
                 rid,
+                reply_key: tagged_hash(b"tally/v1/central-reply-key", &[body]),
             }))
         })?;
         let ctx = match claimed {
@@ -1000,21 +1007,34 @@ impl Backoffice {
     /// Runs `f` once per device request on the central store: the reply is
     /// stored under the request id and a retry gets it back unchanged.
     /// The ledger invariant is asserted before the commit.
+    ///
+    /// The stored reply is encrypted under `reply_key`, which the DCP
+    /// derives from the signed request: the central store keeps no link
+    /// from a request (and so from the account its journal entries name)
+    /// to the tokens it issued or settled.
     fn central_call(
         &self,
         op: &Hash32,
+        reply_key: &Hash32,
         mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
     ) -> Result<SettlementResult, BackofficeError> {
+        let cipher = XChaCha20Poly1305::new((&reply_key.0).into());
         let reply = self.central.transact(|tx| {
             if let Some(r) = tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op)])? {
-                return Ok(r.bytes(0)?.to_vec());
+                return cipher
+                    .decrypt(&XNonce::default(), r.bytes(0)?)
+                    .map_err(|_| BackofficeError::BadSettlementResult);
             }
             let mut res = f(tx)?;
             res.op = *op;
             let signed = res.sign(&self.keys.root);
+            // One key per request and one reply per key: a fixed nonce is safe.
+            let sealed = cipher
+                .encrypt(&XNonce::default(), signed.as_slice())
+                .map_err(|_| BackofficeError::BadSettlementResult)?;
             tx.execute(
                 "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
-                &[b(op), signed.clone().into()],
+                &[b(op), sealed.into()],
             )?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, BackofficeError>(signed)
@@ -1034,7 +1054,7 @@ impl Backoffice {
             DeviceOp::Certify { keys } => self.certify(ctx, entry, epoch, keys),
             DeviceOp::Load { amount, key } => {
                 check_key(key).map_err(|_| BackofficeError::BadKey)?;
-                let res = self.central_call(&ctx.rid, |tx| {
+                let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
                     Ledger::transfer(
                         tx,
                         &TransferRequest {
@@ -1094,7 +1114,7 @@ impl Backoffice {
             DeviceOp::Redeem { nonce, sealed, key } => self.redeem(ctx, epoch, nonce, sealed, key),
             DeviceOp::Sync { sealed } => self.sync(ctx, epoch, sealed),
             DeviceOp::PayOnline { to_account, amount } => {
-                let res = self.central_call(&ctx.rid, |tx| {
+                let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
                     Ledger::transfer(
                         tx,
                         &TransferRequest {
@@ -1296,7 +1316,28 @@ impl Backoffice {
         })?;
         // The central bank's side: opens, verifies, settles, moves value.
         let dcp_key = self.dcp_key();
-        let res = self.central_call(&ctx.rid, |tx| {
+        let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
+            // One payout per redemption request, whatever the number of
+            // different device requests that carry it (the DCP marks its own
+            // row done only after this commits).
+            // (A tag of the request, not its id: the journal names the
+            // account by request id, the nonce names the settled transfer.)
+            let tag = tagged_hash(b"tally/v1/redemption-op", &[&ctx.reply_key.0]);
+            match tx.query_one(
+                "SELECT op_id FROM cb_redemptions WHERE nonce = $1",
+                &[nonce.to_vec().into()],
+            )? {
+                Some(r) if r.bytes(0)? != tag.0.as_slice() => {
+                    return Err(BackofficeError::UnknownRedemption);
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO cb_redemptions (nonce, op_id) VALUES ($1, $2)",
+                        &[nonce.to_vec().into(), b(&tag)],
+                    )?;
+                }
+            }
             let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
             let verified = self.verify_for_settlement(tx, Package::from_cbor(&plain)?)?;
             let t = &verified.package().transfer;
@@ -1377,7 +1418,7 @@ impl Backoffice {
         // per-device name only the DCP can link to the device.
         let mailbox = tagged_hash(b"tally/v1/mailbox", &[&ctx.salt]);
         let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
-        let res = self.central_call(&ctx.rid, |tx| {
+        let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
             let upload =
                 SyncUpload::from_cbor(&self.keys.opening.open(SealedKind::SyncUpload, sealed)?)?;
             self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload)
@@ -1469,7 +1510,7 @@ impl Backoffice {
             self.pair(tx, op, epoch, &c.nonce, &c.key)?;
         }
         for r in tx.query(
-            "SELECT transfer_id, issue FROM cb_recoveries WHERE mailbox = $1 AND delivered = 0 ORDER BY transfer_id",
+            "SELECT transfer_id, issue FROM cb_recoveries WHERE mailbox = $1 AND delivered = 0 ORDER BY transfer_id LIMIT 64",
             &[b(mailbox)],
         )? {
             res.issues.push(Issue::from_cbor(r.bytes(1)?)?);
@@ -1663,4 +1704,6 @@ struct DeviceCtx {
     sync_epoch: Epoch,
     salt: [u8; 32],
     rid: Hash32,
+    /// Key of the central bank's stored reply (derived from the request).
+    reply_key: Hash32,
 }

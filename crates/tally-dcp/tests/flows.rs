@@ -326,3 +326,87 @@ fn tokens_of_another_device_are_refused() {
     ));
     assert_eq!(bo.account_balance("alice").unwrap(), 10_000);
 }
+
+/// Two different signed requests redeeming one redemption request: the
+/// second is refused by the central bank even when the DCP's own check is
+/// passed (the race window between the central commit and the DCP marking
+/// its row done, simulated by resetting that row), and nothing is paid twice.
+#[test]
+fn one_redemption_pays_once_across_requests() {
+    use tally_core::codec::Cbor;
+    use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse};
+    let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    let mut a = onboard(&bo, "alice-twice", PHONE, "alice");
+    with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
+    let sign = |d: &mut Dev, op: DeviceOp| {
+        d.counter += 1;
+        let sig = d
+            .link
+            .attest(&DeviceRequest::challenge(&d.se_id, d.counter, &op))
+            .unwrap();
+        DeviceRequest {
+            se_id: d.se_id,
+            counter: d.counter,
+            op,
+            signature: sig,
+        }
+        .to_cbor()
+    };
+    let r = sign(
+        &mut a,
+        DeviceOp::RedemptionRequest {
+            amount: 1_000,
+            unload: true,
+        },
+    );
+    let DeviceResponse::Redemption(request) =
+        DeviceResponse::from_cbor(&bo.handle_device(&r).unwrap()).unwrap()
+    else {
+        panic!("expected a redemption request")
+    };
+    let package = a.link.redeem(&request).unwrap();
+    let redeem = |a: &mut Dev| {
+        let key = a.link.generate_keys(1).unwrap()[0];
+        let sealed = Local(bo.clone())
+            .seal(SealedKind::Redemption, &package)
+            .unwrap();
+        sign(
+            a,
+            DeviceOp::Redeem {
+                nonce: request.nonce,
+                sealed,
+                key,
+            },
+        )
+    };
+    let first = redeem(&mut a);
+    let second = redeem(&mut a);
+    bo.handle_device(&first).unwrap();
+    assert_eq!(bo.account_balance("alice").unwrap(), 10_000);
+    let after_first = bo.invariant().unwrap();
+    // The race: the DCP has not marked its row done yet.
+    bo.dcp_store()
+        .transact(|tx| {
+            tx.execute("UPDATE dcp_redemptions SET done = 0", &[])?;
+            Ok::<_, tally_store::StoreError>(())
+        })
+        .unwrap();
+    let e = bo.handle_device(&second).unwrap_err();
+    assert_eq!(
+        e.code(),
+        tally_dcp::BackofficeError::UnknownRedemption.code()
+    );
+    assert_eq!(bo.account_balance("alice").unwrap(), 10_000, "paid once");
+    assert_eq!(bo.invariant().unwrap(), after_first);
+    // The first request again is still answered, identically.
+    let again = bo.handle_device(&first).unwrap();
+    assert!(matches!(
+        DeviceResponse::from_cbor(&again).unwrap(),
+        DeviceResponse::Unloaded {
+            balance: 10_000,
+            ..
+        }
+    ));
+}

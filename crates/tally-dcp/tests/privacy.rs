@@ -220,6 +220,23 @@ fn dcp_store_holds_no_offline_history_and_mds_no_identity() {
             || !cells_with(&central, &pseudonyms[1]).is_empty()
     );
 
+    // The central bank's per-request replies are encrypted under the
+    // request: its journal names accounts by request id, and the replies
+    // must not link those to the tokens issued or settled.
+    let replies: Vec<(String, Value)> = central
+        .iter()
+        .filter(|(t, _)| t == "cb_ops")
+        .cloned()
+        .collect();
+    assert!(replies.len() >= 6, "{} replies", replies.len());
+    for k in &pseudonyms {
+        assert_eq!(
+            cells_with(&replies, k),
+            Vec::<String>::new(),
+            "pseudonym in a stored reply"
+        );
+    }
+
     // The MDS store: pseudonyms and amounts, no SE id, no account.
     let mds = dump(bo.mds().store());
     assert!(
