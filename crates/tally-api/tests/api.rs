@@ -898,3 +898,185 @@ fn cloned_se_double_spend_is_caught_listed_and_booked_to_loss() {
     let m = String::from_utf8(m).expect("utf-8");
     assert!(m.contains("tally_double_spends 1\n") && m.contains("tally_ledger_loss -1000\n"));
 }
+
+/// Sealed uploads that do not open (garbage, another key, the other kind),
+/// and hostile calls to the monitoring and containment endpoints: each a
+/// typed error, nothing changed.
+#[test]
+fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
+    use tally_core::dcp::SyncUpload;
+    use tally_core::sealed::{OpeningKey, SealedKind, SealingKey, seal};
+    let node = Node::start();
+    let op = node.op();
+    op.mint("mint-1", 500_000).expect("mint");
+    op.deposit("dora", "dep-dora", 20_000).expect("deposit");
+    let mut backend = node.backend();
+    let mut se = card(b"dora");
+    let mut dora = Agent::onboard(
+        &mut se,
+        &mut backend,
+        device_class::PHONE,
+        "Test phones Ltd",
+        "dora",
+    )
+    .expect("onboard");
+    dora.load(2_000).expect("load");
+    let se_id = dora.se_id;
+    let mut counter = dora.counter;
+    let before = published_invariant(&node);
+    let upload = SyncUpload::default().to_cbor();
+    let root = tally_core::SecretKey::from_seed(Suite::Ed25519, &[3; 32]).expect("key");
+    let other = SealingKey::sign(&root, OpeningKey::from_seed(&[4; 32]).public());
+    let mut rng = tally_core::testkit::TestEntropy::new(b"api-sealed");
+    let right = node.bo.sealing_key();
+    for sealed in [
+        vec![0x83, 0x01, 0x40, 0x40],
+        seal(&other, SealedKind::SyncUpload, &upload, &mut rng).expect("seal"),
+        seal(&right, SealedKind::Redemption, &upload, &mut rng).expect("seal"),
+    ] {
+        counter += 1;
+        let req = signed(&mut *dora.se, se_id, counter, DeviceOp::Sync { sealed });
+        let m = assert_error(
+            send(
+                &node,
+                "POST",
+                "/v1/devices/request",
+                None,
+                "application/cbor",
+                &req,
+            ),
+            422,
+            59,
+        );
+        assert!(m.contains("sealed"), "{m}");
+    }
+    // The same upload sealed right does sync.
+    counter += 1;
+    let sealed = seal(&right, SealedKind::SyncUpload, &upload, &mut rng).expect("seal");
+    let req = signed(&mut *dora.se, se_id, counter, DeviceOp::Sync { sealed });
+    let (status, _, _) = send(
+        &node,
+        "POST",
+        "/v1/devices/request",
+        None,
+        "application/cbor",
+        &req,
+    );
+    assert_eq!(status, 200);
+
+    // Escrow lookups.
+    assert_error(
+        send(&node, "GET", "/v1/escrows/zz", Some(TOKEN), "", &[]),
+        400,
+        101,
+    );
+    assert_error(
+        send(
+            &node,
+            "GET",
+            &format!("/v1/escrows/{}", "00".repeat(32)),
+            None,
+            "",
+            &[],
+        ),
+        401,
+        60,
+    );
+    assert_error(
+        send(
+            &node,
+            "GET",
+            &format!("/v1/escrows/{}", "00".repeat(32)),
+            Some(TOKEN),
+            "",
+            &[],
+        ),
+        404,
+        66,
+    );
+    // Revocation: malformed, unknown identity, alert that is not open for it.
+    let post = |path: &str, body: &str| {
+        send(
+            &node,
+            "POST",
+            path,
+            Some(TOKEN),
+            "application/json",
+            body.as_bytes(),
+        )
+    };
+    assert_error(post("/v1/directory/revoke", "{"), 400, 101);
+    assert_error(
+        post(
+            "/v1/directory/revoke",
+            r#"{"id_digest":"xx","key_ids":[],"reason":"r"}"#,
+        ),
+        400,
+        101,
+    );
+    let digest = "11".repeat(32);
+    assert_error(
+        post(
+            "/v1/directory/revoke",
+            &format!(r#"{{"id_digest":"{digest}","key_ids":[],"reason":" "}}"#),
+        ),
+        400,
+        101,
+    );
+    assert_error(
+        post(
+            "/v1/directory/revoke",
+            &format!(r#"{{"id_digest":"{digest}","key_ids":[],"reason":"r"}}"#),
+        ),
+        404,
+        50,
+    );
+    assert_error(
+        post(
+            "/v1/directory/revoke",
+            &format!(r#"{{"id_digest":"{digest}","key_ids":[],"reason":"r","alert":7}}"#),
+        ),
+        400,
+        65,
+    );
+    assert_error(
+        post(
+            "/v1/mds/alerts/7/transition",
+            r#"{"to":"closed","note":"n"}"#,
+        ),
+        400,
+        65,
+    );
+    assert_error(
+        post("/v1/mds/alerts/7/transition", r#"{"to":"gone","note":"n"}"#),
+        400,
+        101,
+    );
+    assert!(
+        op.devices()
+            .expect("devices")
+            .iter()
+            .all(|d| d.status == "active")
+    );
+    assert_eq!(
+        published_invariant(&node),
+        before,
+        "a refusal changed the ledger"
+    );
+
+    // Indicators, JSON and Prometheus.
+    let (s, _, ind) = get_json::<serde_json::Value>(&node, "/mds/indicators", None);
+    assert_eq!(s, 200);
+    assert_eq!(ind["issued"], 2_000, "{ind}");
+    assert_eq!(ind["circulation"], 2_000, "{ind}");
+    let (_, _, metrics) = send(&node, "GET", "/metrics", None, "", &[]);
+    let metrics = String::from_utf8(metrics).expect("text");
+    assert!(
+        metrics.contains("\ntally_mds_offline_circulation 2000\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\ntally_mds_holdings{device_class=\"2\"} 2000\n"),
+        "{metrics}"
+    );
+}

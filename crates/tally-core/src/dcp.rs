@@ -99,6 +99,16 @@ impl Cbor for SyncUpload {
     }
 }
 
+/// What a device seals to settlement ([`crate::sealed`], host side): it
+/// selects the HPKE `info` string, so a redemption cannot be replayed as a
+/// sync upload or the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SealedKind {
+    SyncUpload = 1,
+    Redemption = 2,
+}
+
 struct Blob(Vec<u8>);
 impl Cbor for Blob {
     fn write(&self, w: &mut Writer) {

@@ -30,14 +30,7 @@ pub const SEALED_BYTES_MAX: usize = (4 << 20) - 64;
 
 const VERSION: u64 = 1;
 
-/// What is sealed: selects the `info` string, so a redemption cannot be
-/// replayed as a sync upload or the reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum SealedKind {
-    SyncUpload = 1,
-    Redemption = 2,
-}
+pub use crate::dcp::SealedKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealError {

@@ -998,7 +998,10 @@ impl Backoffice {
             Ok::<_, BackofficeError>(())
         })?;
         // Settlement's records reach the MDS after its commit (outbox).
-        if matches!(req.op, DeviceOp::Sync { .. } | DeviceOp::Redeem { .. }) {
+        if matches!(
+            req.op,
+            DeviceOp::Sync { .. } | DeviceOp::Redeem { .. } | DeviceOp::Load { .. }
+        ) {
             self.pump_mds();
         }
         Ok(bytes)
@@ -1065,7 +1068,7 @@ impl Backoffice {
                             code: code::LOAD,
                         },
                     )?;
-                    let issue = self.issue(tx, &ctx.rid, 0, epoch, *amount, *key)?;
+                    let issue = self.issue(tx, &ctx.rid, 0, epoch, *amount, *key, ctx.class)?;
                     Ok(SettlementResult {
                         value: *amount,
                         issues: vec![issue],
@@ -1192,6 +1195,7 @@ impl Backoffice {
         epoch: Epoch,
         amount: u64,
         key: PublicKey,
+        owner_class: u8,
     ) -> Result<Issue, BackofficeError> {
         let issue = Issue::sign(
             &self.keys.dcp,
@@ -1203,6 +1207,15 @@ impl Backoffice {
             }],
         );
         Settlement::register_issue(tx, DCP_ID, &issue)?;
+        // The MDS counts money from its issuance (circulation = issued −
+        // redeemed), not from when it first reaches settlement.
+        let mut r = IngestRecord::new(Record::Issue(issue.clone()), epoch, Verdict::Verified);
+        r.output_classes = vec![owner_class];
+        self.queue_mds(
+            tx,
+            &tagged_hash(b"tally/v1/outbox-issue", &[&issue.id().0]),
+            &[r],
+        )?;
         Ok(issue)
     }
 
@@ -1384,7 +1397,7 @@ impl Backoffice {
                 res.balance = Ledger::balance(tx, &ctx.account)? as u64;
             } else {
                 res.issues
-                    .push(self.issue(tx, &ctx.rid, 0, epoch, amount, *key)?);
+                    .push(self.issue(tx, &ctx.rid, 0, epoch, amount, *key, ctx.class)?);
             }
             Ok(res)
         })?;
@@ -1568,7 +1581,15 @@ impl Backoffice {
             return Ok(()); // already recovered (or the payee did receive it)
         }
         let recovery_op = tagged_hash(b"tally/v1/recovery-op", &[&op.0, &tid.0]);
-        let issue = self.issue(tx, &recovery_op, 0, epoch, amount, *key)?;
+        let issue = self.issue(
+            tx,
+            &recovery_op,
+            0,
+            epoch,
+            amount,
+            *key,
+            tally_mds::DEVICE_CLASS_UNKNOWN,
+        )?;
         tx.execute(
             "INSERT INTO cb_recoveries (transfer_id, mailbox, issue, delivered) VALUES ($1, $2, $3, 0)",
             &[b(&tid), cl.bytes(0)?.to_vec().into(), issue.to_cbor().into()],

@@ -8,10 +8,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use tally_core::codec::Cbor;
+pub use tally_core::dcp::SealedKind;
 use tally_core::dcp::{
     ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, Registration, SyncBundle, SyncUpload,
 };
-pub use tally_core::sealed::SealedKind;
 use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
 
 use crate::link::{SeLink, WalletError};

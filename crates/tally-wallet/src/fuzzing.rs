@@ -14,12 +14,12 @@ use alloc::vec::Vec;
 use core::fmt::Debug;
 
 use tally_core::codec::Cbor;
+use tally_core::crypto::{SecretKey, tagged_hash};
 use tally_core::dcp::{DeviceRequest, DeviceResponse, Registration, SyncUpload};
 use tally_core::escrow::EscrowCiphertext;
-use tally_core::sealed::{SealedKind, SealingKey};
-use tally_core::crypto::{SecretKey, tagged_hash};
 use tally_core::policy::device_class::{DCP, PHONE};
 use tally_core::protocol::PACKAGE_CERTS_MAX;
+use tally_core::sealed::{SealedKind, SealingKey};
 use tally_core::testkit::{Scheme, TestEntropy, key};
 use tally_core::verify::{BoundedCertCache, NoCache, verify_package_bytes};
 use tally_core::{
