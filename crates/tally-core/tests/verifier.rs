@@ -575,6 +575,7 @@ fn v2_history_budget_boundary() {
     let at = |budget| VerifyParams {
         epoch: book.scheme.epoch,
         history_records_max: budget,
+        signature_batch_max: usize::MAX,
     };
     accepts(book.verify_at(&pkg, &exp, at(records)));
     rejects(
@@ -818,6 +819,7 @@ fn v5_dcp_certificate_expired() {
     let at = |epoch: Epoch| VerifyParams {
         epoch,
         history_records_max: BUDGET,
+        signature_batch_max: usize::MAX,
     };
     // Valid through its expiry epoch, refused after it.
     accepts(h.book.verify_at(&pkg, &h.expected(), at(3)));
@@ -1410,6 +1412,7 @@ fn verify_cached(
     let params = VerifyParams {
         epoch,
         history_records_max: BUDGET,
+        signature_batch_max: usize::MAX,
     };
     verify::verify_package(pkg.clone(), exp, trust, params, cache)
 }

@@ -672,6 +672,7 @@ impl Backoffice {
             VerifyParams {
                 epoch: 0,
                 history_records_max: budget,
+                signature_batch_max: usize::MAX,
             },
             &mut *cache,
         )?)

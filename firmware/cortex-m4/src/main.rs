@@ -197,6 +197,7 @@ fn trust_of(se: &Se<'_>) -> Res<(TrustStore, VerifyParams)> {
     let params = VerifyParams {
         epoch: st.epoch,
         history_records_max: usize::from(budget),
+        signature_batch_max: tally_se::SIGNATURE_BATCH_MAX,
     };
     Ok((trust, params))
 }
@@ -374,6 +375,44 @@ fn core_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, full: bool) -> Re
     check(
         payee.state().balance() == Amount(2 * PAYMENT),
         "payee holds both payments",
+    )?;
+
+    // PAY with the payee's certificate already verified: the payer's SE
+    // checks a request when it arrives, while the terminal asks the user to
+    // confirm (CHECK REQUEST), so the PAY after the confirmation only signs
+    // and commits. (The PAY above, the first after a boot, verified the
+    // certificate itself: cold.) This one spends the change token of the
+    // first payment (two ancestry records) and makes change again.
+    let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
+    let (session3, req3) = ctx(r, "CREATE REQUEST 3")?;
+    report(n, "create_request_3", &s, "");
+    let request3 = ctx(Request::from_cbor(&req3), "request 3")?;
+    let (r, s) = m(|| payer.check_request(&request3));
+    ctx(r, "CHECK REQUEST")?;
+    report(n, "check_request", &s, "");
+    let (r, s) = m(|| PayerSession::start(&mut payer, &req3));
+    let pay3 = ctx(r, "PAY (certificate checked)")?;
+    report(
+        n,
+        "pay_warm",
+        &s,
+        &format!("bytes={}", pay3.package().len()),
+    );
+    let received = ctx(
+        session3
+            .on_package(&mut payee, pay3.package())
+            .map_err(|(_, e)| e),
+        "RECEIVE two hops",
+    )?;
+    ctx(
+        pay3.on_receipt(&mut payer, &received.receipt)
+            .map_err(|(_, e)| e),
+        "ACK 3",
+    )?;
+    check(
+        payer.state().balance() == Amount(PAYER_LOAD - 2 * PAYMENT)
+            && payee.state().balance() == Amount(3 * PAYMENT),
+        "third payment moved exactly its amount",
     )?;
 
     if !full {
