@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprint, hprintln};
 use tally_core::codec::Cbor;
-use tally_core::crypto::{SecretKey, SigCheck, tagged_hash, verify, verify_many};
+use tally_core::crypto::{SecretKey, SigCheck, tagged_hash, verify, verify_many_bounded};
 use tally_core::record::distinct_signers;
 use tally_core::testkit::TestEntropy;
 use tally_core::verify::{NoCache, verify_package};
@@ -249,7 +249,8 @@ fn signature_checks(pkg: &Package, trust: &TrustStore) -> Res<Vec<(PublicKey, Ha
 }
 
 /// Payee-side verification alone (no SE): decode, `verify_package`, and
-/// `verify_many` over exactly its signature checks.
+/// `verify_many_bounded` over exactly its signature checks, in the same
+/// batches.
 fn verify_alone(
     fx: &SuiteFx,
     label: &str,
@@ -287,8 +288,9 @@ fn verify_alone(
             sig,
         })
         .collect();
-    let (r, s_sigs) = m(|| verify_many(&sc));
-    ctx(r, "verify_many")?;
+    // The same signatures in the same batches as the verifier makes them.
+    let (r, s_sigs) = m(|| verify_many_bounded(&sc, params.signature_batch_max));
+    ctx(r, "verify_many_bounded")?;
     let certs = pkg.certificates.len();
     let extra = format!(
         "bytes={} records={} certificates={certs} sigs={}",

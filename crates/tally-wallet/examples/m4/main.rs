@@ -330,11 +330,22 @@ fn kib(n: u64) -> String {
 
 const SUITES: [(&str, &str); 2] = [("ed25519", "Ed25519"), ("p256", "P-256")];
 
-const CORE_OPS: [(&str, &str); 7] = [
+const CORE_OPS: [(&str, &str); 9] = [
     ("boot", "SE boot (clean journal)"),
     ("boot_recovery", "SE boot + recovery (torn commit record)"),
     ("create_request", "CREATE REQUEST (payee)"),
-    ("pay", "PAY, one input with change (payer)"),
+    (
+        "pay",
+        "PAY, one input with change (payer), cold: first after boot, verifies the payee certificate",
+    ),
+    (
+        "check_request",
+        "CHECK REQUEST (payer, while the user confirms: the payee certificate)",
+    ),
+    (
+        "pay_warm",
+        "PAY after CHECK REQUEST, warm (the change token: two ancestry records, change again)",
+    ),
     (
         "receive_1",
         "RECEIVE one-hop package (payee, full verification)",
@@ -397,7 +408,11 @@ fn report(run: &Run, sections: &BTreeMap<String, u64>, renewals: &[Renewal]) -> 
     let _ = writeln!(
         w,
         "\nPAY is `PayerSession::start` (request decode, `Applet::pay`, package \
-         decode for the transfer id); RECEIVE is `PayeeSession::on_package` \
+         decode for the transfer id). The cold PAY is the first after a boot \
+         and checks the payee's certificate signature itself; CHECK REQUEST \
+         (`Applet::check_request`) checks it when the request arrives, while \
+         the terminal asks the user to confirm, and the warm PAY after it finds \
+         the certificate in the SE's cache. RECEIVE is `PayeeSession::on_package` \
          (`Applet::receive`: decode, `verify_package`, commit, receipt); ACK is \
          `PayerSession::on_receipt`. Every one includes its journal commit to the \
          simulated flash. Stack is the depth from the top of the stack (the \
@@ -407,7 +422,7 @@ fn report(run: &Run, sections: &BTreeMap<String, u64>, renewals: &[Renewal]) -> 
     let _ = writeln!(w, "#### Payee verification against its signature checks\n");
     let _ = writeln!(
         w,
-        "| suite | package | bytes | records | certificates | signature checks | `verify_package` | `verify_many`, same signatures | overhead | heap peak of `verify_package` |"
+        "| suite | package | bytes | records | certificates | signature checks | `verify_package` | `verify_many_bounded`, same signatures, same batches | overhead | heap peak of `verify_package` |"
     );
     let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (s, sname) in SUITES {
@@ -583,7 +598,12 @@ fn report(run: &Run, sections: &BTreeMap<String, u64>, renewals: &[Renewal]) -> 
     let core_max = |s: &str, key: &str, ops: &[&str]| {
         ops.iter().map(|o| num(&op(s, o), key)).max().unwrap_or(0)
     };
-    let all: Vec<&str> = CORE_OPS.iter().map(|(o, _)| *o).collect();
+    // Every protocol step of the core scenario, also those not in the table.
+    let all: Vec<&str> = CORE_OPS
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(["boot_payee", "create_request_2", "create_request_3"])
+        .collect();
     let no8: Vec<&str> = all.iter().copied().filter(|o| *o != "receive_8").collect();
     let mut ram = BTreeMap::new();
     for (label, ops) in [
@@ -630,9 +650,18 @@ fn report(run: &Run, sections: &BTreeMap<String, u64>, renewals: &[Renewal]) -> 
     let met = |ok: bool| if ok { "**met**" } else { "**missed**" };
     let pay_e = num(&op("ed25519", "pay"), "instr");
     let pay_p = num(&op("p256", "pay"), "instr");
+    let warm_e = num(&op("ed25519", "pay_warm"), "instr");
+    let warm_p = num(&op("p256", "pay_warm"), "instr");
     let _ = writeln!(
         w,
-        "| PAY ≤ 1.0 M instructions (Ed25519) | {} (P-256: {}) | {} |",
+        "| PAY ≤ 1.0 M instructions (Ed25519), payee certificate checked before (warm) | {} (P-256: {}) | {} |",
+        mi(warm_e),
+        mi(warm_p),
+        met(warm_e <= PAY_TARGET)
+    );
+    let _ = writeln!(
+        w,
+        "| PAY ≤ 1.0 M instructions (Ed25519), first PAY after boot (cold) | {} (P-256: {}) | {} |",
         mi(pay_e),
         mi(pay_p),
         met(pay_e <= PAY_TARGET)
