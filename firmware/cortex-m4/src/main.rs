@@ -606,7 +606,7 @@ fn main() -> ! {
     IPT_MILLI.store(ipt_milli as u32, Relaxed);
     OVERHEAD.store(overhead as u32, Relaxed);
     let args = cmdline();
-    let full = !args.split_whitespace().any(|a| a == "smoke");
+    let full = cfg!(feature = "bench") && !args.split_whitespace().any(|a| a == "smoke");
     hprintln!(
         "CALIBRATION instructions_per_tick_milli={} overhead_ticks={} mode={}",
         ipt_milli,
