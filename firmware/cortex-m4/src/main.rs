@@ -388,8 +388,7 @@ fn core_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, full: bool) -> Re
     let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
     let (session3, req3) = ctx(r, "CREATE REQUEST 3")?;
     report(n, "create_request_3", &s, "");
-    let request3 = ctx(Request::from_cbor(&req3), "request 3")?;
-    let (r, s) = m(|| payer.check_request(&request3));
+    let (r, s) = m(|| PayerSession::check(&mut payer, &req3));
     ctx(r, "CHECK REQUEST")?;
     report(n, "check_request", &s, "");
     let (r, s) = m(|| PayerSession::start(&mut payer, &req3));

@@ -436,7 +436,7 @@ fn report(
         "\nPAY is `PayerSession::start` (request decode, `Applet::pay`, package \
          decode for the transfer id). The cold PAY is the first after a boot \
          and checks the payee's certificate signature itself; CHECK REQUEST \
-         (`Applet::check_request`) checks it when the request arrives, while \
+         (`PayerSession::check`, APDU 1C) checks it when the request arrives, while \
          the terminal asks the user to confirm, and the warm PAY after it finds \
          the certificate in the SE's cache. RECEIVE is `PayeeSession::on_package` \
          (`Applet::receive`: decode, `verify_package`, commit, receipt); ACK is \
