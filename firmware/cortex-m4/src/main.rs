@@ -156,8 +156,15 @@ fn report(suite: &str, op: &str, s: &Sample, extra: &str) {
 
 type Res<T> = Result<T, String>;
 
+/// With the `bench` feature a failure names its error; the payment
+/// firmware (a product's stand-in) names only the step, as a device would
+/// log a step and a code rather than carry every error type's `Debug`.
 fn ctx<T, E: core::fmt::Debug>(r: Result<T, E>, what: &str) -> Res<T> {
-    r.map_err(|e| format!("{what}: {e:?}"))
+    if cfg!(feature = "bench") {
+        r.map_err(|e| format!("{what}: {e:?}"))
+    } else {
+        r.map_err(|_| String::from(what))
+    }
 }
 
 fn check(cond: bool, what: &str) -> Res<()> {
@@ -642,8 +649,12 @@ fn fail(msg: &str) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    hprint!("RESULT FAIL panic: ");
-    hprintln!("{}", info);
+    hprint!("RESULT FAIL panic");
+    if cfg!(feature = "bench") {
+        hprintln!(": {}", info);
+    } else if let Some(l) = info.location() {
+        hprintln!(" at {}:{}", l.file(), l.line());
+    }
     debug::exit(debug::EXIT_FAILURE);
     loop {
         cortex_m::asm::bkpt();

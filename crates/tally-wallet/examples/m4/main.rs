@@ -56,13 +56,19 @@ fn payment_elf_path() -> PathBuf {
     root().join("target/firmware/tally-m4-payment.elf")
 }
 
-/// Builds the firmware without its benchmark code and keeps the ELF as
-/// [`payment_elf_path`] (the next build overwrites the default output).
+/// Builds the firmware without its benchmark code, keeps the ELF as
+/// [`payment_elf_path`] (the next build overwrites the default output) and
+/// checks that it runs the payment scenario to success.
 fn build_payment_firmware() {
     build_firmware_with(&["--no-default-features"]);
     must(
         std::fs::copy(elf_path(), payment_elf_path()),
         "copy the payment firmware",
+    );
+    let (status, out) = run_qemu_elf(&payment_elf_path(), "smoke");
+    assert!(
+        status.success() && out.contains("RESULT PASS"),
+        "the payment firmware failed ({status}):\n{out}"
     );
 }
 
@@ -91,6 +97,10 @@ fn build_firmware_with(extra: &[&str]) {
 /// Runs the firmware under QEMU (instruction-counting mode); returns the
 /// exit status and what it printed.
 fn run_qemu(mode: &str) -> (std::process::ExitStatus, String) {
+    run_qemu_elf(&elf_path(), mode)
+}
+
+fn run_qemu_elf(elf: &Path, mode: &str) -> (std::process::ExitStatus, String) {
     let child = Command::new("qemu-system-arm")
         .args([
             "-machine",
@@ -104,7 +114,7 @@ fn run_qemu(mode: &str) -> (std::process::ExitStatus, String) {
             &format!("enable=on,target=native,arg=tally-m4,arg={mode}"),
             "-kernel",
         ])
-        .arg(elf_path())
+        .arg(elf)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn();
