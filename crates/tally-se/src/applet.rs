@@ -161,7 +161,7 @@ pub const CERT_CACHE_MAX: usize = 256;
 /// batch took 150 KB of heap on the Cortex-M4, against a 64 KB RAM budget
 /// for the whole device; in batches of 4 RECEIVE still needed 78 KB, in
 /// pairs 56 KB (stack included). The same signatures are checked either
-/// way; pairs cost about 1.6 M instructions per signature against 0.8 M in
+/// way; pairs cost about 1.5 M instructions per signature against 0.8 M in
 /// one batch and 1.8 M singly (docs/PERFORMANCE.md, "Cortex-M4").
 pub const SIGNATURE_BATCH_MAX: usize = 2;
 
