@@ -860,6 +860,7 @@ fn settle_worker(
     let params = VerifyParams {
         epoch: 0,
         history_records_max: SETTLEMENT_RECORDS_MAX,
+        signature_batch_max: usize::MAX,
     };
     let mut cache = BoundedCertCache::new(100_000);
     let mut done = WorkerTally::default();

@@ -18,6 +18,7 @@ use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use sha2::{Digest, Sha256, Sha512};
+use zeroize::Zeroizing;
 
 use crate::codec::{Cbor, CodecError, Reader, Writer};
 
@@ -204,8 +205,61 @@ pub enum SigError {
 /// serialised onto the wire.
 #[derive(Clone)]
 pub enum SecretKey {
-    Ed25519(ed25519_dalek::SigningKey),
+    Ed25519(Ed25519Secret),
     P256(p256::ecdsa::SigningKey),
+}
+
+/// An Ed25519 signing key, kept expanded: the seed, the clamped scalar and
+/// nonce prefix that SHA-512 of the seed gives (RFC 8032 §5.1.5), and the
+/// public key. Signing with it is one base-point multiplication (for `R`);
+/// deriving the public key from the seed is another, which
+/// [`SecretKey::from_stored`] skips for keys stored with their public half.
+#[derive(Clone)]
+pub struct Ed25519Secret {
+    seed: Zeroizing<[u8; 32]>,
+    scalar: Zeroizing<Scalar>,
+    prefix: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+}
+
+impl Ed25519Secret {
+    /// SHA-512 of the seed, clamped by ed25519-dalek's own expansion.
+    fn expand(seed: &[u8; 32], public: Option<&[u8; 32]>) -> Ed25519Secret {
+        let hash: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(seed).into());
+        let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from_bytes(&hash);
+        let public = match public {
+            Some(p) => *p,
+            None => EdwardsPoint::mul_base(&esk.scalar).compress().to_bytes(),
+        };
+        Ed25519Secret {
+            seed: Zeroizing::new(*seed),
+            scalar: Zeroizing::new(esk.scalar),
+            prefix: Zeroizing::new(esk.hash_prefix),
+            public,
+        }
+    }
+
+    /// RFC 8032 §5.1.6: `r = H(prefix ‖ M)`, `R = rB`,
+    /// `S = r + H(R ‖ A ‖ M)·a`. The same equations as ed25519-dalek's
+    /// `hazmat::raw_sign`, which would need the public key as a decompressed
+    /// point (a square root per key) although only its bytes are hashed.
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        let mut h = Sha512::new();
+        h.update(*self.prefix);
+        h.update(msg);
+        let r = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&h.finalize().into()));
+        let big_r = EdwardsPoint::mul_base(&r).compress();
+        let mut h = Sha512::new();
+        h.update(big_r.as_bytes());
+        h.update(self.public);
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let s = k * *self.scalar + *r;
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(big_r.as_bytes());
+        out[32..].copy_from_slice(s.as_bytes());
+        out
+    }
 }
 
 /// Randomness is injected: the SE passes its TRNG, tests a seeded source.
@@ -216,14 +270,41 @@ pub trait Entropy {
 impl SecretKey {
     /// Deterministic key from a 32-byte seed. For P-256 the seed must be a
     /// valid scalar (non-zero, below the group order); `None` otherwise.
+    /// Computes the public key (an Ed25519 base-point multiplication).
     pub fn from_seed(suite: Suite, seed: &[u8; 32]) -> Option<SecretKey> {
         match suite {
-            Suite::Ed25519 => Some(SecretKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(
-                seed,
-            ))),
+            Suite::Ed25519 => Some(SecretKey::Ed25519(Ed25519Secret::expand(seed, None))),
             Suite::EcdsaP256Sha256 => p256::ecdsa::SigningKey::from_slice(seed)
                 .ok()
                 .map(SecretKey::P256),
+        }
+    }
+
+    /// A key from its seed and the public key stored with it, which must be
+    /// the one [`SecretKey::from_seed`] derived from that seed: for
+    /// Ed25519 it is taken as is (hashed into every signature), saving the
+    /// base-point multiplication that derives it. Signing under a public key
+    /// that does not belong to the seed would make signatures that reveal
+    /// the secret scalar (two signatures of one message under two claimed
+    /// keys), so this is only for the SE's own sealed state, where seed and
+    /// public key were written together by the SE and an attacker who could
+    /// change one could read the other. `None` if the suite differs from the
+    /// key's or the seed is invalid.
+    pub fn from_stored(seed: &[u8; 32], public: &PublicKey) -> Option<SecretKey> {
+        match public.suite {
+            Suite::Ed25519 => {
+                let mut p = [0u8; 32];
+                p.copy_from_slice(public.key_bytes());
+                let k = Ed25519Secret::expand(seed, Some(&p));
+                debug_assert_eq!(
+                    EdwardsPoint::mul_base(&k.scalar).compress().to_bytes(),
+                    p,
+                    "stored public key belongs to the seed"
+                );
+                Some(SecretKey::Ed25519(k))
+            }
+            // p256 derives the verifying key on construction either way.
+            Suite::EcdsaP256Sha256 => SecretKey::from_seed(Suite::EcdsaP256Sha256, seed),
         }
     }
 
@@ -240,7 +321,7 @@ impl SecretKey {
     /// The 32-byte seed (for the SE's own sealed storage only).
     pub fn seed(&self) -> [u8; 32] {
         match self {
-            SecretKey::Ed25519(k) => k.to_bytes(),
+            SecretKey::Ed25519(k) => *k.seed,
             SecretKey::P256(k) => k.to_bytes().into(),
         }
     }
@@ -256,7 +337,7 @@ impl SecretKey {
         match self {
             SecretKey::Ed25519(k) => PublicKey {
                 suite: Suite::Ed25519,
-                bytes: pad33(k.verifying_key().as_bytes()),
+                bytes: pad33(&k.public),
             },
             SecretKey::P256(k) => {
                 let p = k.verifying_key().to_sec1_point(true);
@@ -273,13 +354,13 @@ impl SecretKey {
     /// Signs `msg`. Both suites are deterministic (RFC 8032; RFC 6979), so
     /// signing needs no randomness. P-256 signatures are normalised to low-S.
     pub fn sign(&self, msg: &[u8]) -> Signature {
-        use ed25519_dalek::ed25519::signature::Signer as _;
         match self {
             SecretKey::Ed25519(k) => Signature {
                 suite: Suite::Ed25519,
-                bytes: k.sign(msg).to_bytes(),
+                bytes: k.sign(msg),
             },
             SecretKey::P256(k) => {
+                use p256::ecdsa::signature::Signer as _;
                 let s: p256::ecdsa::Signature = k.sign(msg);
                 let s = s.normalize_s();
                 let mut bytes = [0u8; 64];
@@ -393,6 +474,22 @@ pub struct SigCheck<'a> {
 /// [`verify`]); P-256 ones one by one. On failure returns the index of the
 /// first bad signature, found by re-checking singly.
 pub fn verify_many(checks: &[SigCheck<'_>]) -> Result<(), (usize, SigError)> {
+    verify_many_bounded(checks, usize::MAX)
+}
+
+/// [`verify_many`] with at most `batch_max` Ed25519 signatures per
+/// multiscalar multiplication. A batch's working memory grows with its
+/// size (curve25519-dalek keeps a lookup table per point, two points per
+/// signature: about 3 KB per signature on a 32-bit target), so a
+/// memory-bounded device checks in small batches; `1` checks one by one
+/// with no heap at all. Which signatures are accepted does not depend on
+/// the batch size (the batch equation is the cofactored single equation
+/// summed with random coefficients), nor does the number of signatures
+/// checked; only time and memory do.
+pub fn verify_many_bounded(
+    checks: &[SigCheck<'_>],
+    batch_max: usize,
+) -> Result<(), (usize, SigError)> {
     let mut ed = Vec::new();
     for (i, c) in checks.iter().enumerate() {
         if c.key.suite != c.sig.suite {
@@ -403,6 +500,20 @@ pub fn verify_many(checks: &[SigCheck<'_>]) -> Result<(), (usize, SigError)> {
             Suite::EcdsaP256Sha256 => verify_p256(c.key, c.msg, c.sig).map_err(|e| (i, e))?,
         }
     }
+    for chunk in ed.chunks(batch_max.max(1)) {
+        match chunk {
+            [i] => verify(checks[*i].key, checks[*i].msg, checks[*i].sig).map_err(|e| (*i, e))?,
+            _ => verify_ed25519_batch(checks, chunk)?,
+        }
+    }
+    Ok(())
+}
+
+/// The Ed25519 checks `checks[i]` for `i` in `ed`, as one batch. Not
+/// inlined: its frame is large and a caller checking one by one does not
+/// need it on the stack.
+#[inline(never)]
+fn verify_ed25519_batch(checks: &[SigCheck<'_>], ed: &[usize]) -> Result<(), (usize, SigError)> {
     match ed.len() {
         0 => return Ok(()),
         1 => {
@@ -414,7 +525,7 @@ pub fn verify_many(checks: &[SigCheck<'_>]) -> Result<(), (usize, SigError)> {
     let mut parts = Vec::with_capacity(ed.len());
     let mut transcript = Sha512::new();
     transcript.update(b"tally/v1/ed25519-batch");
-    for &i in &ed {
+    for &i in ed {
         let c = &checks[i];
         parts.push(ed25519_parts(c.key, c.msg, c.sig).map_err(|e| (i, e))?);
         transcript.update(c.key.key_bytes());
@@ -448,7 +559,7 @@ pub fn verify_many(checks: &[SigCheck<'_>]) -> Result<(), (usize, SigError)> {
     if sum.mul_by_cofactor().is_identity() {
         return Ok(());
     }
-    for &i in &ed {
+    for &i in ed {
         verify(checks[i].key, checks[i].msg, checks[i].sig).map_err(|e| (i, e))?;
     }
     // The batch failed but every single check passed: cannot happen for the
@@ -495,13 +606,35 @@ mod tests {
             let msg = [i; 40];
             let sig = k.sign(&msg);
             assert_eq!(verify(&k.public(), &msg, &sig), Ok(()));
-            let SecretKey::Ed25519(dk) = &k else {
-                unreachable!()
-            };
+            let dk = ed25519_dalek::SigningKey::from_bytes(&[i; 32]);
             let ds = ed25519_dalek::Signature::from_bytes(sig.bytes());
             assert!(dk.verifying_key().verify_strict(&msg, &ds).is_ok());
             assert!(dk.verifying_key().verify(&msg, &ds).is_ok());
         }
+    }
+
+    #[test]
+    fn expanded_signing_matches_dalek_and_stored_keys_sign_alike() {
+        use ed25519_dalek::Signer as _;
+        for i in 0..20u8 {
+            let seed = [i.wrapping_mul(37).wrapping_add(1); 32];
+            let k = SecretKey::from_seed(Suite::Ed25519, &seed).unwrap();
+            let dk = ed25519_dalek::SigningKey::from_bytes(&seed);
+            assert_eq!(k.public().key_bytes(), dk.verifying_key().as_bytes());
+            assert_eq!(k.seed(), seed);
+            let stored = SecretKey::from_stored(&seed, &k.public()).unwrap();
+            assert_eq!(stored.public(), k.public());
+            for len in [0usize, 1, 32, 100] {
+                let msg: Vec<u8> = (0..len).map(|j| j as u8 ^ i).collect();
+                let want = dk.sign(&msg).to_bytes();
+                assert_eq!(k.sign(&msg).bytes(), &want);
+                assert_eq!(stored.sign(&msg).bytes(), &want);
+            }
+        }
+        let p = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[5; 32]).unwrap();
+        let stored = SecretKey::from_stored(&[5; 32], &p.public()).unwrap();
+        assert_eq!(stored.public(), p.public());
+        assert_eq!(stored.sign(b"m").bytes(), p.sign(b"m").bytes());
     }
 
     #[test]
@@ -571,6 +704,22 @@ mod tests {
         assert_eq!(checks(&sigs), Ok(()));
         sigs[4].bytes[40] ^= 1;
         assert_eq!(checks(&sigs), Err((4, SigError::BadSignature)));
+        // Any batch size finds the same bad signature.
+        for batch_max in [0, 1, 2, 3, 64] {
+            let c: Vec<SigCheck<'_>> = (0..6)
+                .map(|i| SigCheck {
+                    key: &pks[i],
+                    msg: &msgs[i],
+                    sig: &sigs[i],
+                })
+                .collect();
+            assert_eq!(
+                verify_many_bounded(&c, batch_max),
+                Err((4, SigError::BadSignature)),
+                "batch_max {batch_max}"
+            );
+            assert_eq!(verify_many_bounded(&c[..4], batch_max), Ok(()));
+        }
     }
 
     #[test]
@@ -579,9 +728,7 @@ mod tests {
         // accepts it; what matters is that single and batch agree.
         use curve25519_dalek::constants::EIGHT_TORSION;
         let k = SecretKey::from_seed(Suite::Ed25519, &[9; 32]).unwrap();
-        let SecretKey::Ed25519(dk) = &k else {
-            unreachable!()
-        };
+        let dk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
         let pk = k.public();
         let msg = b"torsion";
         // Build a signature with R = rB + T by hand (hazmat-free: from the

@@ -14,6 +14,7 @@ pub mod cert;
 pub mod codec;
 pub mod crypto;
 pub mod dcp;
+#[cfg(feature = "escrow")]
 pub mod escrow;
 pub mod package;
 pub mod policy;

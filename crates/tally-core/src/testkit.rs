@@ -133,6 +133,7 @@ impl Scheme {
         VerifyParams {
             epoch: self.epoch,
             history_records_max,
+            signature_batch_max: usize::MAX,
         }
     }
 

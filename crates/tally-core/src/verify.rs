@@ -13,7 +13,9 @@ use core::fmt;
 use crate::amount::{Amount, Epoch};
 use crate::cert::{DcpCertificate, PseudonymCertificate, role};
 use crate::codec::{Cbor, CodecError};
-use crate::crypto::{Hash32, PublicKey, SigCheck, SigError, check_key, verify, verify_many};
+use crate::crypto::{
+    Hash32, PublicKey, SigCheck, SigError, check_key, verify, verify_many_bounded,
+};
 use crate::policy::{Policy, RevocationList};
 use crate::protocol::Package;
 use crate::record::{OutPoint, Output, Record, distinct_signers};
@@ -242,6 +244,20 @@ impl TrustStore {
         c: &PseudonymCertificate,
         epoch: Epoch,
     ) -> Result<PublicKey, VerifyError> {
+        let issuer = self.check_pseudonym_cert_current(c, epoch)?;
+        check_key(&c.key).map_err(|_| VerifyError::BadKey)?;
+        Ok(issuer)
+    }
+    /// The part of [`Self::check_pseudonym_cert`] that can change after a
+    /// certificate was checked once: its issuer's role and validity at
+    /// `epoch`, its expiry, its revocation. What cannot change (the key is
+    /// a valid point, the issuer's signature) is for the first check only;
+    /// a caller that cached the certificate as checked calls this alone.
+    pub fn check_pseudonym_cert_current(
+        &self,
+        c: &PseudonymCertificate,
+        epoch: Epoch,
+    ) -> Result<PublicKey, VerifyError> {
         let issuer = self.dcp_for(&c.issuer, role::CERTIFY, epoch)?;
         if c.expiry_epoch < epoch {
             return Err(VerifyError::CertificateExpired);
@@ -249,7 +265,6 @@ impl TrustStore {
         if self.revocations.is_revoked(&c.key.id()) {
             return Err(VerifyError::CertificateRevoked);
         }
-        check_key(&c.key).map_err(|_| VerifyError::BadKey)?;
         Ok(issuer.key)
     }
     /// Full check of one pseudonym certificate, signature included.
@@ -323,6 +338,12 @@ pub struct VerifyParams {
     pub epoch: Epoch,
     /// History budget from the verifier's policy tier.
     pub history_records_max: usize,
+    /// At most this many Ed25519 signatures in one batch equation
+    /// ([`crate::crypto::verify_many_bounded`]): a device bounds the memory
+    /// of verification with it, a server passes `usize::MAX` (one batch).
+    /// Which packages are accepted and how many signatures are checked do
+    /// not depend on it.
+    pub signature_batch_max: usize,
 }
 
 /// A package that passed every rule. Only this module can make one.
@@ -411,14 +432,14 @@ pub fn verify_packages_for_settlement(
             .flatten()
             .flat_map(|c| c.sig_checks())
             .collect();
-        verify_many(&all).is_ok()
+        verify_many_bounded(&all, params.signature_batch_max).is_ok()
     };
     checked
         .into_iter()
         .map(|c| {
             let c = c?;
             if !joint_ok {
-                c.verify_signatures()?;
+                c.verify_signatures(params.signature_batch_max)?;
             }
             Ok(c.into_verified(cache))
         })
@@ -481,10 +502,10 @@ impl Checked {
         })
     }
 
-    /// V8: every signature, batched.
-    fn verify_signatures(&self) -> Result<(), VerifyError> {
+    /// V8: every signature, in batches of at most `batch_max`.
+    fn verify_signatures(&self, batch_max: usize) -> Result<(), VerifyError> {
         let sig_checks: Vec<SigCheck<'_>> = self.sig_checks().collect();
-        verify_many(&sig_checks).map_err(|(i, e)| match (e, &self.checks[i].3) {
+        verify_many_bounded(&sig_checks, batch_max).map_err(|(i, e)| match (e, &self.checks[i].3) {
             (SigError::SuiteMismatch, _) => VerifyError::SuiteMismatch,
             (SigError::BadKey, _) => VerifyError::BadKey,
             (_, Pending::Cert) => VerifyError::BadCertificateSignature,
@@ -516,7 +537,7 @@ fn verify_inner(
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
     let checked = check_all_but_signatures(pkg, mode, trust, params, cache)?;
-    checked.verify_signatures()?;
+    checked.verify_signatures(params.signature_batch_max)?;
     Ok(checked.into_verified(cache))
 }
 

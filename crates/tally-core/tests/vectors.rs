@@ -256,6 +256,7 @@ fn spec_vectors_decode_and_verify() {
     let params = verify::VerifyParams {
         epoch: request.payee_epoch,
         history_records_max: HISTORY_BUDGET,
+        signature_batch_max: usize::MAX,
     };
     let verified = verify::verify_package_bytes(get("package"), &exp, &trust, params, &mut NoCache)
         .expect("package");

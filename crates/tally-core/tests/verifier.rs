@@ -392,6 +392,45 @@ fn multi_hop_chain_verifies() {
 }
 
 #[test]
+fn signature_batch_size_changes_neither_verdict_nor_count() {
+    // A device verifies in small batches to bound memory (the SE in
+    // pairs); a server in one batch. Same packages accepted, same refusal
+    // and rule for a bad signature anywhere, same number of checks.
+    let mut book = Book::new(ED);
+    let (pkg, exp) = chain(&mut book, &[ED], 10_000, &[9_000, 5_000, 5_000, 1_234, 1]);
+    let at = |batch| VerifyParams {
+        epoch: book.scheme.epoch,
+        history_records_max: BUDGET,
+        signature_batch_max: batch,
+    };
+    let mut bad_record = pkg.clone();
+    let Record::Transfer(t) = &mut bad_record.ancestry[2] else {
+        panic!("record 2 is a transfer")
+    };
+    let mut sig = *t.signatures[0].bytes();
+    sig[40] ^= 1;
+    t.signatures[0] = Signature::new(ED, sig);
+    let mut bad_cert = pkg.clone();
+    let mut sig = *bad_cert.certificates[3].signature.bytes();
+    sig[7] ^= 1;
+    bad_cert.certificates[3].signature = Signature::new(ED, sig);
+    for batch in [0, 1, 2, 3, 4, 64, usize::MAX] {
+        let v = accepts(book.verify_at(&pkg, &exp, at(batch)));
+        assert_eq!(v.signature_checks(), 11, "batch {batch}");
+        rejects(
+            book.verify_at(&bad_record, &exp, at(batch)),
+            VerifyError::BadSignature,
+            801,
+        );
+        rejects(
+            book.verify_at(&bad_cert, &exp, at(batch)),
+            VerifyError::BadCertificateSignature,
+            703,
+        );
+    }
+}
+
+#[test]
 fn merge_package_verifies() {
     // One owner: one signature.
     let mut book = Book::new(ED);
@@ -575,6 +614,7 @@ fn v2_history_budget_boundary() {
     let at = |budget| VerifyParams {
         epoch: book.scheme.epoch,
         history_records_max: budget,
+        signature_batch_max: usize::MAX,
     };
     accepts(book.verify_at(&pkg, &exp, at(records)));
     rejects(
@@ -818,6 +858,7 @@ fn v5_dcp_certificate_expired() {
     let at = |epoch: Epoch| VerifyParams {
         epoch,
         history_records_max: BUDGET,
+        signature_batch_max: usize::MAX,
     };
     // Valid through its expiry epoch, refused after it.
     accepts(h.book.verify_at(&pkg, &h.expected(), at(3)));
@@ -1410,6 +1451,7 @@ fn verify_cached(
     let params = VerifyParams {
         epoch,
         history_records_max: BUDGET,
+        signature_batch_max: usize::MAX,
     };
     verify::verify_package(pkg.clone(), exp, trust, params, cache)
 }

@@ -1240,6 +1240,7 @@ impl Backoffice {
             VerifyParams {
                 epoch: 0,
                 history_records_max: budget,
+                signature_batch_max: usize::MAX,
             },
             &mut *cache,
         )?)

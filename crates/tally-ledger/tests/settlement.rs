@@ -202,6 +202,7 @@ fn verified_at(scheme: &Scheme, pkg: &Package, epoch: u32) -> VerifiedPackage {
     let params = VerifyParams {
         epoch,
         history_records_max: SETTLEMENT_RECORDS_MAX,
+        signature_batch_max: usize::MAX,
     };
     verify_package_for_settlement(pkg.clone(), &scheme.trust(), params, &mut NoCache)
         .unwrap_or_else(|e| panic!("settlement verification: {e}"))
@@ -705,6 +706,7 @@ fn payee_verdict(
     let params = VerifyParams {
         epoch,
         history_records_max: SETTLEMENT_RECORDS_MAX,
+        signature_batch_max: usize::MAX,
     };
     verify_package(pkg.clone(), exp, &scheme.trust(), params, &mut NoCache).map(|_| ())
 }

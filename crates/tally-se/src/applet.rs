@@ -149,14 +149,21 @@ pub struct Applet<S: Storage, E: Entropy> {
     state: State,
     trust: Option<TrustStore>,
     cert_cache: BoundedCertCache,
-    /// Offline signing keys expanded from their seeds (RAM only; rebuilt
-    /// after boot): expanding costs a hash and a scalar multiplication.
-    signing_keys: core::cell::RefCell<alloc::collections::BTreeMap<PublicKey, SecretKey>>,
     halted: bool,
 }
 
 /// Cached pseudonym certificates (signature checks skipped on reuse).
 pub const CERT_CACHE_MAX: usize = 256;
+
+/// Ed25519 signatures per batch equation when the SE verifies a package.
+/// A batch's working memory grows with its size (curve25519-dalek keeps a
+/// lookup table per point): an eight-hop package (17 signatures) in one
+/// batch took 150 KB of heap on the Cortex-M4, against a 64 KB RAM budget
+/// for the whole device; in batches of 4 RECEIVE still needed 78 KB, in
+/// pairs 56 KB (stack included). The same signatures are checked either
+/// way; pairs cost about 1.5 M instructions per signature against 0.8 M in
+/// one batch and 1.8 M singly (docs/PERFORMANCE.md, "Cortex-M4").
+pub const SIGNATURE_BATCH_MAX: usize = 2;
 
 impl<S: Storage, E: Entropy> Applet<S, E> {
     /// Boots: runs journal recovery and loads the last committed state.
@@ -182,7 +189,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             state,
             trust: None,
             cert_cache: BoundedCertCache::new(CERT_CACHE_MAX),
-            signing_keys: core::cell::RefCell::new(alloc::collections::BTreeMap::new()),
             halted: false,
         };
         a.rebuild_trust();
@@ -578,20 +584,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         let limits = self.limits()?;
         let epoch = self.state.epoch;
-        // The payee's certificate: issuer, expiry and revocation always;
-        // the DCP's signature once per certificate (a meter paying the same
-        // charger every tick checks it once).
-        let payee_cert_id = request.payee.id();
-        let issuer = self.trust()?.check_pseudonym_cert(&request.payee, epoch)?;
-        if !self.cert_cache.contains(&payee_cert_id) {
-            tally_core::crypto::verify(
-                &issuer,
-                &request.payee.signed_message().0,
-                &request.payee.signature,
-            )
-            .map_err(|_| SeError::Verify(VerifyError::BadCertificateSignature))?;
-            self.cert_cache.insert(payee_cert_id);
-        }
+        self.check_payee_certificate(&request.payee)?;
         let trust = self.trust()?;
         // Learn elapsed time from the payee, but never beyond what its
         // certificate could vouch for.
@@ -631,6 +624,35 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.commit(next)?;
         self.check_invariants();
         Ok(bytes)
+    }
+
+    /// Payer, on receiving message 1 (while the terminal shows the amount
+    /// and waits for the user to confirm): checks the payee's certificate,
+    /// so that the PAY that follows finds it verified and only signs.
+    /// Changes nothing persistent; PAY checks everything again (the
+    /// certificate's signature through the cache).
+    pub fn check_request(&mut self, request: &Request) -> Result<(), SeError> {
+        self.ready()?;
+        self.check_payee_certificate(&request.payee)
+    }
+
+    /// The payee's certificate: issuer, expiry and revocation always; the
+    /// DCP's signature once per certificate (cached in RAM: a meter paying
+    /// the same charger every tick, or a PAY after [`Self::check_request`],
+    /// skips it).
+    fn check_payee_certificate(&mut self, cert: &PseudonymCertificate) -> Result<(), SeError> {
+        let cert_id = cert.id();
+        let trust = self.trust()?;
+        if self.cert_cache.contains(&cert_id) {
+            // Key and signature were checked when it was cached.
+            trust.check_pseudonym_cert_current(cert, self.state.epoch)?;
+            return Ok(());
+        }
+        let issuer = trust.check_pseudonym_cert(cert, self.state.epoch)?;
+        tally_core::crypto::verify(&issuer, &cert.signed_message().0, &cert.signature)
+            .map_err(|_| SeError::Verify(VerifyError::BadCertificateSignature))?;
+        self.cert_cache.insert(cert_id);
+        Ok(())
     }
 
     /// A request this SE already paid: the same package again (a lost
@@ -826,19 +848,13 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok((next, bytes))
     }
 
-    /// The secret key of one of this SE's offline keys.
+    /// The secret key of one of this SE's offline keys. Seed and public key
+    /// were stored together by `generate_keys`, so expanding is one SHA-512
+    /// (no scalar multiplication to derive the public key again) and no
+    /// expanded key needs to be kept in RAM between commands.
     fn signing_key(&self, public: &PublicKey) -> Option<SecretKey> {
-        if let Some(k) = self.signing_keys.borrow().get(public) {
-            return Some(k.clone());
-        }
         let ok = self.state.key(public)?;
-        let k = SecretKey::from_seed(ok.public.suite(), &ok.seed)?;
-        let mut cache = self.signing_keys.borrow_mut();
-        if cache.len() >= KEYS_MAX {
-            cache.clear();
-        }
-        cache.insert(*public, k.clone());
-        Some(k)
+        SecretKey::from_stored(&ok.seed, &ok.public)
     }
 
     fn change_key(&self) -> Result<PublicKey, SeError> {
@@ -884,6 +900,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let params = VerifyParams {
             epoch: self.state.epoch,
             history_records_max: usize::from(limits.history_records_max),
+            signature_batch_max: SIGNATURE_BATCH_MAX,
         };
         let verified = verify_package(pkg, &expected, trust, params, &mut self.cert_cache)?;
         self.store_verified(verified, ri, &limits)

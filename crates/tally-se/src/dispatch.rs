@@ -31,6 +31,7 @@ pub mod ins {
     pub const SELECT: u8 = 0xA4;
     pub const GET_DATA: u8 = 0xCA;
     pub const CREATE_REQUEST: u8 = 0x10;
+    pub const CHECK_REQUEST: u8 = 0x1C;
     pub const PAY: u8 = 0x20;
     pub const RECEIVE: u8 = 0x30;
     pub const ACK: u8 = 0x40;
@@ -182,6 +183,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
         const KNOWN: &[u8] = &[
             ins::GET_DATA,
             ins::CREATE_REQUEST,
+            ins::CHECK_REQUEST,
             ins::PAY,
             ins::RECEIVE,
             ins::ACK,
@@ -209,6 +211,10 @@ impl<S: Storage, E: Entropy> Card<S, E> {
         Ok(match c.ins {
             ins::GET_DATA => return self.get_data(c.p2),
             ins::CREATE_REQUEST => a.create_request(Amount(decode_u64(d)?))?.to_cbor(),
+            ins::CHECK_REQUEST => {
+                a.check_request(&Request::from_cbor(d)?)?;
+                Vec::new()
+            }
             ins::PAY => a.pay(&Request::from_cbor(d)?)?,
             ins::REDEEM => a.redeem(&Request::from_cbor(d)?)?,
             ins::RECEIVE => a.receive(d)?.to_cbor(),

@@ -86,6 +86,9 @@ pub trait SeLink {
     fn import_issue(&mut self, i: &Issue) -> Result<Amount, WalletError>;
     fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError>;
     fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError>;
+    /// CHECK REQUEST: the payer's SE checks the payee's certificate ahead
+    /// of PAY (while the user confirms), so that PAY only signs.
+    fn check_request(&mut self, r: &Request) -> Result<(), WalletError>;
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
     fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
     fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError>;
@@ -142,6 +145,9 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     }
     fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError> {
         Ok(Applet::create_request(self, amount)?)
+    }
+    fn check_request(&mut self, r: &Request) -> Result<(), WalletError> {
+        Ok(Applet::check_request(self, r)?)
     }
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
         Ok(Applet::pay(self, r)?)
@@ -350,6 +356,10 @@ impl<T: Transmit> SeLink for ApduLink<T> {
             &tally_se::dispatch::encode_u64(amount.0),
         )?;
         Ok(Request::from_cbor(&d)?)
+    }
+    fn check_request(&mut self, r: &Request) -> Result<(), WalletError> {
+        self.command(ins::CHECK_REQUEST, 0, 0, &r.to_cbor())?;
+        Ok(())
     }
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
         self.command(ins::PAY, 0, 0, &r.to_cbor())

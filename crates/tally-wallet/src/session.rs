@@ -75,6 +75,13 @@ pub struct Acknowledged {
 
 impl PayerSession {
     /// Message 2: decodes the request and lets the SE pay it.
+    /// Message 1 arrived: the SE checks the payee's certificate now, while
+    /// the terminal shows the amount and waits for the user, so that
+    /// [`PayerSession::start`] after the confirmation only signs and
+    /// commits. Optional: `start` checks everything itself.
+    pub fn check(se: &mut dyn SeLink, request: &[u8]) -> Result<(), WalletError> {
+        se.check_request(&Request::from_cbor(request)?)
+    }
     pub fn start(se: &mut dyn SeLink, request: &[u8]) -> Result<PayerSession, WalletError> {
         let req = Request::from_cbor(request)?;
         let package = se.pay(&req)?;

@@ -145,7 +145,15 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         "semihosting exit code is failure: {status}\n{out}"
     );
     assert!(out.contains("RESULT PASS"), "no RESULT PASS line\n{out}");
-    for op in ["boot_recovery", "pay", "receive_1", "receive_8", "ack"] {
+    for op in [
+        "boot_recovery",
+        "pay",
+        "receive_1",
+        "receive_8",
+        "ack",
+        "check_request",
+        "pay_warm",
+    ] {
         assert!(
             out.lines()
                 .any(|l| l.starts_with("OP suite=ed25519") && l.contains(&format!(" op={op} "))),

@@ -113,3 +113,43 @@ fn p256_suite_payments() {
     pay_offline(&mut a.link, &mut b.link, Amount(60)).unwrap();
     assert_eq!(b.balance().unwrap(), Amount(60));
 }
+
+#[test]
+fn check_request_ahead_of_pay_over_apdu() {
+    use tally_core::codec::Cbor;
+    use tally_core::{Request, Signature, VerifyError};
+    use tally_se::SeError;
+    use tally_wallet::{PayeeSession, PayerSession};
+
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = device(&scheme, "payer", CARD);
+    let mut payee = device(&scheme, "payee", PHONE);
+    load(&mut payer.link, &mut scheme, CARD, 1_000).expect("load");
+    let (session, req) = PayeeSession::start(&mut payee.link, Amount(250)).expect("request");
+
+    // A certificate whose DCP signature is broken is refused at CHECK
+    // REQUEST, and the check changes nothing persistent.
+    let mut forged = Request::from_cbor(&req).expect("decode");
+    let mut sig = *forged.payee.signature.bytes();
+    sig[10] ^= 1;
+    forged.payee.signature = Signature::new(Suite::Ed25519, sig);
+    let err = PayerSession::check(&mut payer.link, &forged.to_cbor()).expect_err("forged");
+    assert!(
+        err.is(&SeError::Verify(VerifyError::BadCertificateSignature)),
+        "{err:?}"
+    );
+    let before = payer.link.status().expect("status");
+
+    PayerSession::check(&mut payer.link, &req).expect("the honest request checks");
+    assert_eq!(payer.link.status().expect("status"), before);
+    let pay = PayerSession::start(&mut payer.link, &req).expect("PAY after CHECK REQUEST");
+    let received = session
+        .on_package(&mut payee.link, pay.package())
+        .map_err(|(_, e)| e)
+        .expect("receive");
+    pay.on_receipt(&mut payer.link, &received.receipt)
+        .map_err(|(_, e)| e)
+        .expect("ack");
+    assert_eq!(payer.balance().unwrap(), Amount(750));
+    assert_eq!(payee.balance().unwrap(), Amount(250));
+}
