@@ -209,56 +209,55 @@ pub enum SecretKey {
     P256(p256::ecdsa::SigningKey),
 }
 
-/// An Ed25519 signing key, kept expanded: the seed, the clamped scalar and
-/// nonce prefix that SHA-512 of the seed gives (RFC 8032 §5.1.5), and the
-/// public key. Signing with it is one base-point multiplication (for `R`);
-/// deriving the public key from the seed is another, which
-/// [`SecretKey::from_stored`] skips for keys stored with their public half.
-#[derive(Clone)]
+/// An Ed25519 signing key, kept expanded: the seed, ed25519-dalek's
+/// expansion of it (clamped scalar and nonce prefix, RFC 8032 §5.1.5) and
+/// the verifying key. Signing is ed25519-dalek's `hazmat::raw_sign` on
+/// them: one base-point multiplication (for `R`). Deriving the public key
+/// from the seed is another, which [`SecretKey::from_stored`] replaces by
+/// decompressing the stored public key (a square root, far cheaper).
 pub struct Ed25519Secret {
     seed: Zeroizing<[u8; 32]>,
-    scalar: Zeroizing<Scalar>,
-    prefix: Zeroizing<[u8; 32]>,
-    public: [u8; 32],
+    esk: ed25519_dalek::hazmat::ExpandedSecretKey,
+    vk: ed25519_dalek::VerifyingKey,
+}
+
+impl Clone for Ed25519Secret {
+    fn clone(&self) -> Self {
+        Ed25519Secret {
+            seed: self.seed.clone(),
+            esk: ed25519_dalek::hazmat::ExpandedSecretKey {
+                scalar: self.esk.scalar,
+                hash_prefix: self.esk.hash_prefix,
+            },
+            vk: self.vk,
+        }
+    }
 }
 
 impl Ed25519Secret {
-    /// SHA-512 of the seed, clamped by ed25519-dalek's own expansion.
-    fn expand(seed: &[u8; 32], public: Option<&[u8; 32]>) -> Ed25519Secret {
+    /// SHA-512 of the seed, expanded (and clamped) by ed25519-dalek.
+    /// `public`: the stored public key, which must belong to the seed;
+    /// `None` derives it. `None` also if the stored bytes are not a point.
+    fn expand(seed: &[u8; 32], public: Option<&[u8; 32]>) -> Option<Ed25519Secret> {
         let hash: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(seed).into());
         let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from_bytes(&hash);
-        let public = match public {
-            Some(p) => *p,
-            None => EdwardsPoint::mul_base(&esk.scalar).compress().to_bytes(),
+        let vk = match public {
+            Some(p) => ed25519_dalek::VerifyingKey::from_bytes(p).ok()?,
+            None => ed25519_dalek::VerifyingKey::from(EdwardsPoint::mul_base(&esk.scalar)),
         };
-        Ed25519Secret {
+        Some(Ed25519Secret {
             seed: Zeroizing::new(*seed),
-            scalar: Zeroizing::new(esk.scalar),
-            prefix: Zeroizing::new(esk.hash_prefix),
-            public,
-        }
+            esk,
+            vk,
+        })
     }
 
-    /// RFC 8032 §5.1.6: `r = H(prefix ‖ M)`, `R = rB`,
-    /// `S = r + H(R ‖ A ‖ M)·a`. The same equations as ed25519-dalek's
-    /// `hazmat::raw_sign`, which would need the public key as a decompressed
-    /// point (a square root per key) although only its bytes are hashed.
     fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        let mut h = Sha512::new();
-        h.update(*self.prefix);
-        h.update(msg);
-        let r = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&h.finalize().into()));
-        let big_r = EdwardsPoint::mul_base(&r).compress();
-        let mut h = Sha512::new();
-        h.update(big_r.as_bytes());
-        h.update(self.public);
-        h.update(msg);
-        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        let s = k * *self.scalar + *r;
-        let mut out = [0u8; 64];
-        out[..32].copy_from_slice(big_r.as_bytes());
-        out[32..].copy_from_slice(s.as_bytes());
-        out
+        ed25519_dalek::hazmat::raw_sign::<Sha512>(&self.esk, msg, &self.vk).to_bytes()
+    }
+
+    fn public(&self) -> [u8; 32] {
+        self.vk.to_bytes()
     }
 }
 
@@ -273,7 +272,7 @@ impl SecretKey {
     /// Computes the public key (an Ed25519 base-point multiplication).
     pub fn from_seed(suite: Suite, seed: &[u8; 32]) -> Option<SecretKey> {
         match suite {
-            Suite::Ed25519 => Some(SecretKey::Ed25519(Ed25519Secret::expand(seed, None))),
+            Suite::Ed25519 => Ed25519Secret::expand(seed, None).map(SecretKey::Ed25519),
             Suite::EcdsaP256Sha256 => p256::ecdsa::SigningKey::from_slice(seed)
                 .ok()
                 .map(SecretKey::P256),
@@ -295,9 +294,9 @@ impl SecretKey {
             Suite::Ed25519 => {
                 let mut p = [0u8; 32];
                 p.copy_from_slice(public.key_bytes());
-                let k = Ed25519Secret::expand(seed, Some(&p));
+                let k = Ed25519Secret::expand(seed, Some(&p))?;
                 debug_assert_eq!(
-                    EdwardsPoint::mul_base(&k.scalar).compress().to_bytes(),
+                    EdwardsPoint::mul_base(&k.esk.scalar).compress().to_bytes(),
                     p,
                     "stored public key belongs to the seed"
                 );
@@ -337,7 +336,7 @@ impl SecretKey {
         match self {
             SecretKey::Ed25519(k) => PublicKey {
                 suite: Suite::Ed25519,
-                bytes: pad33(&k.public),
+                bytes: pad33(&k.public()),
             },
             SecretKey::P256(k) => {
                 let p = k.verifying_key().to_sec1_point(true);

@@ -149,11 +149,18 @@ pub struct Applet<S: Storage, E: Entropy> {
     state: State,
     trust: Option<TrustStore>,
     cert_cache: BoundedCertCache,
+    /// Signing keys made ready (RAM only, lost at power-off): CHECK REQUEST
+    /// prepares the keys of the tokens PAY may spend while the user
+    /// confirms, so PAY does not decompress their public keys.
+    key_cache: core::cell::RefCell<Vec<(PublicKey, SecretKey)>>,
     halted: bool,
 }
 
 /// Cached pseudonym certificates (signature checks skipped on reuse).
 pub const CERT_CACHE_MAX: usize = 256;
+
+/// Signing keys kept ready in RAM (oldest dropped first).
+pub const KEY_CACHE_MAX: usize = 4;
 
 /// Ed25519 signatures per batch equation when the SE verifies a package.
 /// A batch's working memory grows with its size (curve25519-dalek keeps a
@@ -189,6 +196,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             state,
             trust: None,
             cert_cache: BoundedCertCache::new(CERT_CACHE_MAX),
+            key_cache: core::cell::RefCell::new(Vec::new()),
             halted: false,
         };
         a.rebuild_trust();
@@ -633,7 +641,20 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// certificate's signature through the cache).
     pub fn check_request(&mut self, request: &Request) -> Result<(), SeError> {
         self.ready()?;
-        self.check_payee_certificate(&request.payee)
+        self.check_payee_certificate(&request.payee)?;
+        // The keys of the tokens PAY is likeliest to spend (the largest, up
+        // to the cache's size), made ready now rather than during PAY.
+        // (A pass per key instead of a sort: no sort code in the firmware.)
+        let mut taken: Vec<usize> = Vec::with_capacity(KEY_CACHE_MAX);
+        for _ in 0..KEY_CACHE_MAX {
+            let next = (0..self.state.tokens.len())
+                .filter(|i| !taken.contains(i))
+                .max_by_key(|&i| self.state.tokens[i].value);
+            let Some(i) = next else { break };
+            taken.push(i);
+            let _ = self.signing_key(&self.state.tokens[i].owner);
+        }
+        Ok(())
     }
 
     /// The payee's certificate: issuer, expiry and revocation always; the
@@ -850,11 +871,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// The secret key of one of this SE's offline keys. Seed and public key
     /// were stored together by `generate_keys`, so expanding is one SHA-512
-    /// (no scalar multiplication to derive the public key again) and no
-    /// expanded key needs to be kept in RAM between commands.
+    /// and a public-key decompression (no scalar multiplication to derive
+    /// the public key again); the last [`KEY_CACHE_MAX`] are kept ready in
+    /// RAM (CHECK REQUEST fills it before PAY).
     fn signing_key(&self, public: &PublicKey) -> Option<SecretKey> {
         let ok = self.state.key(public)?;
-        SecretKey::from_stored(&ok.seed, &ok.public)
+        let mut cache = self.key_cache.borrow_mut();
+        if let Some((_, k)) = cache.iter().find(|(p, _)| p == public) {
+            return Some(k.clone());
+        }
+        let k = SecretKey::from_stored(&ok.seed, &ok.public)?;
+        if cache.len() == KEY_CACHE_MAX {
+            cache.remove(0);
+        }
+        cache.push((*public, k.clone()));
+        Some(k)
     }
 
     fn change_key(&self) -> Result<PublicKey, SeError> {
