@@ -732,9 +732,14 @@ impl Backend for Retrying {
         let http = &mut self.http;
         retry(&self.stats, || http.register(reg))
     }
-    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+    fn seal(
+        &mut self,
+        root: &PublicKey,
+        kind: SealedKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
         let http = &mut self.http;
-        retry(&self.stats, || http.seal(kind, plaintext))
+        retry(&self.stats, || http.seal(root, kind, plaintext))
     }
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
         let http = &mut self.http;

@@ -148,7 +148,11 @@ fn prepare_redeem(d: &mut MemDevice, be: &mut dyn Backend, amount: u64, unload: 
     let package = d.link.redeem(&request).expect("SE pays the DCP");
     let key = d.fresh_key(be);
     let sealed = be
-        .seal(SealedKind::Redemption, &package)
+        .seal(
+            &d.link.root_key().expect("root"),
+            SealedKind::Redemption,
+            &package,
+        )
         .expect("seals to settlement");
     d.sign(DeviceOp::Redeem {
         nonce: request.nonce,

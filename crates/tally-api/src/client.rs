@@ -144,7 +144,12 @@ impl Backend for HttpBackend {
         Ok((t.root, t.policy, t.revocations))
     }
 
-    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+    fn seal(
+        &mut self,
+        root: &PublicKey,
+        kind: SealedKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
         let bytes = exchange(
             agent()
                 .get(join(&self.base, "/v1/trust"))
@@ -152,7 +157,7 @@ impl Backend for HttpBackend {
                 .call(),
         )?;
         let t = TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
-        seal_checked(&t.sealing_key, &t.root, kind, plaintext)
+        seal_checked(&t.sealing_key, root, kind, plaintext)
     }
 
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
@@ -184,8 +189,13 @@ impl Backend for InProcess {
         self.0.register(reg).map_err(|e| backend_error(&e))
     }
 
-    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
-        seal_checked(&self.0.sealing_key(), &self.0.root_key(), kind, plaintext)
+    fn seal(
+        &mut self,
+        root: &PublicKey,
+        kind: SealedKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        seal_checked(&self.0.sealing_key(), root, kind, plaintext)
     }
 
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {

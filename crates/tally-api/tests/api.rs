@@ -964,6 +964,18 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
     );
     assert_eq!(status, 200);
 
+    // The wallet seals only to a key signed by the root its SE trusts: a
+    // back office naming another root (and its own key) is refused.
+    let mut hb = node.backend();
+    let e = hb
+        .seal(&root.public(), SealedKind::SyncUpload, &upload)
+        .expect_err("a key not signed by this root");
+    assert!(e.message.contains("not signed by the root"), "{e}");
+    let se_root = dora.se.root_key().expect("root");
+    assert_eq!(se_root, node.bo.root_key());
+    hb.seal(&se_root, SealedKind::SyncUpload, &upload)
+        .expect("the SE's root signed the key");
+
     // Escrow lookups.
     assert_error(
         send(&node, "GET", "/v1/escrows/zz", Some(TOKEN), "", &[]),

@@ -296,7 +296,7 @@ fn tokens_of_another_device_are_refused() {
         DeviceOp::Redeem {
             nonce: request.nonce,
             sealed: Local(bo.clone())
-                .seal(SealedKind::Redemption, &package)
+                .seal(&bo.root_key(), SealedKind::Redemption, &package)
                 .unwrap(),
             key,
         },
@@ -315,7 +315,7 @@ fn tokens_of_another_device_are_refused() {
         DeviceOp::Redeem {
             nonce: request.nonce,
             sealed: Local(bo.clone())
-                .seal(SealedKind::Redemption, &package)
+                .seal(&bo.root_key(), SealedKind::Redemption, &package)
                 .unwrap(),
             key: key_a,
         },
@@ -370,7 +370,7 @@ fn one_redemption_pays_once_across_requests() {
     let redeem = |a: &mut Dev| {
         let key = a.link.generate_keys(1).unwrap()[0];
         let sealed = Local(bo.clone())
-            .seal(SealedKind::Redemption, &package)
+            .seal(&bo.root_key(), SealedKind::Redemption, &package)
             .unwrap();
         sign(
             a,

@@ -302,6 +302,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(self.attestation_key()?.public())
     }
 
+    /// The root key the SE was personalised with.
+    pub fn root_key(&self) -> Result<PublicKey, SeError> {
+        Ok(self.personal()?.root)
+    }
+
     pub fn se_id(&self) -> Result<Hash32, SeError> {
         Ok(self.attestation_public()?.id())
     }

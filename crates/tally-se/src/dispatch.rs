@@ -54,6 +54,8 @@ pub mod tag {
     pub const TOKENS: u8 = 0x02;
     pub const ATTESTATION_KEY: u8 = 0x03;
     pub const OUTGOING: u8 = 0x04;
+    /// The root key the SE was personalised with (its trust anchor).
+    pub const ROOT_KEY: u8 = 0x05;
     pub const LAST_ERROR: u8 = 0x0E;
 }
 
@@ -288,6 +290,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                 w.into_bytes()
             }
             tag::ATTESTATION_KEY => a.attestation_public()?.to_cbor(),
+            tag::ROOT_KEY => a.root_key()?.to_cbor(),
             tag::OUTGOING => {
                 let mut w = Writer::new();
                 let out = &a.state().outgoing;

@@ -39,9 +39,15 @@ pub trait Backend {
     /// Root key, policy and revocation list (what a fresh SE is given).
     fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError>;
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError>;
-    /// Seals `plaintext` to settlement's HPKE key (whose root signature the
-    /// backend checked), so the DCP forwards it unread (DESIGN.md §5).
-    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError>;
+    /// Seals `plaintext` to settlement's HPKE key after checking that
+    /// `root` (the SE's own trust anchor, not one the back office names)
+    /// signed that key, so the DCP forwards it unread (DESIGN.md §5).
+    fn seal(
+        &mut self,
+        root: &PublicKey,
+        kind: SealedKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
     /// A signed device request (CBOR) → the response (CBOR).
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError>;
 }
@@ -183,7 +189,9 @@ impl<'a> Agent<'a> {
             closed_requests: closed.len(),
             ..SyncReport::default()
         };
+        let root = self.se.root_key()?;
         let sealed = self.backend.seal(
+            &root,
             SealedKind::SyncUpload,
             &SyncUpload { packages, closed }.to_cbor(),
         )?;
@@ -247,7 +255,8 @@ impl<'a> Agent<'a> {
         };
         let package = self.se.redeem(&request)?;
         let key = self.fresh_key()?;
-        let sealed = self.backend.seal(SealedKind::Redemption, &package)?;
+        let root = self.se.root_key()?;
+        let sealed = self.backend.seal(&root, SealedKind::Redemption, &package)?;
         let resp = self.call(DeviceOp::Redeem {
             nonce: request.nonce,
             sealed,

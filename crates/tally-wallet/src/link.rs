@@ -97,6 +97,8 @@ pub trait SeLink {
     fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError>;
     fn status(&mut self) -> Result<Status, WalletError>;
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError>;
+    /// The root key the SE trusts (GET DATA 05).
+    fn root_key(&mut self) -> Result<PublicKey, WalletError>;
     /// The payment log: `(transfer id, amount, acknowledged, redemption)`.
     fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError>;
     /// The tokens held (GET DATA 02).
@@ -172,6 +174,9 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     }
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError> {
         Ok(Applet::attestation_public(self)?)
+    }
+    fn root_key(&mut self) -> Result<PublicKey, WalletError> {
+        Ok(Applet::root_key(self)?)
     }
     fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError> {
         Ok(self
@@ -400,6 +405,14 @@ impl<T: Transmit> SeLink for ApduLink<T> {
             ins::GET_DATA,
             0,
             tag::ATTESTATION_KEY,
+            &[],
+        )?)?)
+    }
+    fn root_key(&mut self) -> Result<PublicKey, WalletError> {
+        Ok(PublicKey::from_cbor(&self.command(
+            ins::GET_DATA,
+            0,
+            tag::ROOT_KEY,
             &[],
         )?)?)
     }

@@ -35,9 +35,14 @@ impl Backend for Local {
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
         self.0.register(reg).map_err(be)
     }
-    fn seal(&mut self, kind: SealedKind, plaintext: &[u8]) -> Result<Vec<u8>, BackendError> {
+    fn seal(
+        &mut self,
+        root: &PublicKey,
+        kind: SealedKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
         let key = self.0.sealing_key();
-        key.verify(&self.0.root_key()).unwrap();
+        key.verify(root).unwrap();
         Ok(tally_core::sealed::seal(&key, kind, plaintext, &mut tally_dcp::OsEntropy).unwrap())
     }
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
