@@ -153,3 +153,46 @@ fn check_request_ahead_of_pay_over_apdu() {
     assert_eq!(payer.balance().unwrap(), Amount(750));
     assert_eq!(payee.balance().unwrap(), Amount(250));
 }
+
+/// Change goes to a fresh pseudonym while the SE has certified keys never
+/// handed out: successive payments are not linked through their change.
+#[test]
+fn change_goes_to_fresh_pseudonyms() {
+    use tally_core::Package;
+    use tally_core::codec::Cbor;
+    use tally_wallet::{PayeeSession, PayerSession};
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = device(&scheme, "payer", PHONE);
+    let mut payee = device(&scheme, "payee", PHONE);
+    load(&mut payer.link, &mut scheme, PHONE, 1_000).expect("load");
+    let mut owners = Vec::new();
+    for _ in 0..2 {
+        let (payee_s, request) = PayeeSession::start(&mut payee.link, Amount(100)).unwrap();
+        let payer_s = PayerSession::start(&mut payer.link, &request).unwrap();
+        let pkg = Package::from_cbor(payer_s.package()).unwrap();
+        let input_owner = pkg
+            .ancestry
+            .iter()
+            .find(|r| r.id() == pkg.transfer.inputs[0].record)
+            .map(|r| r.outputs()[usize::from(pkg.transfer.inputs[0].index)].owner)
+            .unwrap();
+        let change = pkg.transfer.outputs[1].owner;
+        assert_ne!(
+            change, input_owner,
+            "change to a fresh key, not back to the spender"
+        );
+        owners.push((input_owner, change));
+        let r = payee_s
+            .on_package(&mut payee.link, payer_s.package())
+            .map_err(|(_, e)| e)
+            .unwrap();
+        payer_s
+            .on_receipt(&mut payer.link, &r.receipt)
+            .map_err(|(_, e)| e)
+            .unwrap();
+    }
+    // The second payment spends the first's change and changes to yet another key.
+    assert_eq!(owners[1].0, owners[0].1);
+    assert_ne!(owners[1].1, owners[0].1);
+    assert_eq!(payer.balance().unwrap(), Amount(800));
+}
