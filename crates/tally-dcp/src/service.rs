@@ -1401,7 +1401,17 @@ impl Backoffice {
                     .push(self.issue(tx, &ctx.rid, 0, epoch, amount, *key, ctx.class)?);
             }
             Ok(res)
-        })?;
+        });
+        let res = match res {
+            Err(BackofficeError::DoubleSpendByRedeemer(d)) => {
+                // Nothing is honoured (the settlement rolled back), but the
+                // MDS must see the attempt: the redeemer's package goes to
+                // the outbox on its own, so the double spend raises an alert.
+                self.report_refused_redemption(ctx, epoch, sealed);
+                return Err(BackofficeError::DoubleSpendByRedeemer(d));
+            }
+            other => other?,
+        };
         let tid = res.transfer.ok_or(BackofficeError::BadSettlementResult)?;
         if res.value != amount {
             return Err(BackofficeError::BadSettlementResult);
@@ -1599,6 +1609,30 @@ impl Backoffice {
     }
 
     // ---- MDS feed (outbox) ------------------------------------------------
+
+    /// A redemption refused because the redeemer double-spent its own
+    /// tokens: its (verified) records go to the MDS without settling.
+    /// Best effort: a failure is logged, the refusal stands either way.
+    fn report_refused_redemption(&self, ctx: &DeviceCtx, epoch: Epoch, sealed: &[u8]) {
+        let key = tagged_hash(b"tally/v1/outbox-refused-redemption", &[&ctx.rid.0]);
+        let r = self.central.transact(|tx| {
+            if tx
+                .query_one("SELECT op_id FROM mds_outbox WHERE op_id = $1", &[b(&key)])?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
+            let verified = self.verify_for_settlement(tx, Package::from_cbor(&plain)?)?;
+            let mut ingest = Vec::new();
+            self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
+            self.queue_mds(tx, &key, &ingest)
+        });
+        match r {
+            Ok(()) => self.pump_mds(),
+            Err(e) => tracing::error!(error = %e, "refused redemption not reported to the MDS"),
+        }
+    }
 
     fn queue_mds(
         &self,

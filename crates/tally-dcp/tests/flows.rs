@@ -11,12 +11,9 @@ use support::*;
 use tally_core::Amount;
 use tally_core::policy::device_class::{CARD, PHONE};
 use tally_dcp::Backoffice;
-use tally_se::dispatch::Card;
-use tally_se::storage::MemStorage;
-use tally_se::{Applet, Sealing};
 use tally_store::Store;
 use tally_wallet::agent::{Backend, SealedKind};
-use tally_wallet::{ApduLink, SeLink, pay_offline};
+use tally_wallet::{SeLink, pay_offline};
 
 fn sqlite() -> Store {
     let dir = std::env::temp_dir().join(format!(
@@ -91,39 +88,7 @@ fn cloned_se(store: Store) {
     bo.deposit("d", "mallory", 10_000).unwrap();
     let mut m = onboard(&bo, "mallory", PHONE, "mallory");
     with_agent(&bo, &mut m, |a| a.load(1_000)).unwrap();
-    // Clone the SE: copy its storage.
-    let bytes = m.link.card.applet.state().clone();
-    let _ = bytes;
-    let storage = {
-        let a = &mut m.link.card.applet;
-        // Reboot-copy: move the applet out and back.
-        let placeholder = Applet::boot(
-            MemStorage::new(1024),
-            Sealing::None,
-            tally_core::testkit::TestEntropy::new(b"x"),
-        );
-        let real = std::mem::replace(a, placeholder.unwrap());
-        let st = real.into_storage();
-        let copy = MemStorage::from_bytes(st.as_bytes().to_vec());
-        *a = Applet::boot(
-            st,
-            Sealing::None,
-            tally_core::testkit::TestEntropy::new(b"m1"),
-        )
-        .unwrap();
-        copy
-    };
-    let clone_applet = Applet::boot(
-        storage,
-        Sealing::None,
-        tally_core::testkit::TestEntropy::new(b"m2"),
-    )
-    .unwrap();
-    let mut clone = Dev {
-        link: ApduLink::select(Card::new(clone_applet), 4096).unwrap(),
-        se_id: m.se_id,
-        counter: m.counter,
-    };
+    let mut clone = clone_dev(&mut m);
     let mut p1 = onboard(&bo, "payee1", PHONE, "p1");
     let mut p2 = onboard(&bo, "payee2", PHONE, "p2");
     pay_offline(&mut m.link, &mut p1.link, Amount(1_000)).unwrap();
@@ -409,4 +374,30 @@ fn one_redemption_pays_once_across_requests() {
             ..
         }
     ));
+}
+
+/// A cloned SE that redeems a token its original already spent is refused
+/// (57), nothing moves, and the MDS still sees the attempt as a double
+/// spend (the refused package reaches it outside the rolled-back settlement).
+#[test]
+fn redeemer_double_spend_is_refused_and_reported_to_the_mds() {
+    let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
+    bo.mint("m1", 1_000_000).unwrap();
+    bo.deposit("d", "mallory", 10_000).unwrap();
+    let mut m = onboard(&bo, "mallory-r", PHONE, "mallory");
+    with_agent(&bo, &mut m, |a| a.load(1_000)).unwrap();
+    let mut clone = clone_dev(&mut m);
+    let mut p1 = onboard(&bo, "payee-r", PHONE, "p1");
+    pay_offline(&mut m.link, &mut p1.link, Amount(1_000)).unwrap();
+    with_agent(&bo, &mut p1, |a| a.renew()).unwrap();
+    assert!(bo.alerts().unwrap().is_empty());
+    let before = bo.invariant().unwrap();
+    let e = with_agent(&bo, &mut clone, |a| a.unload(1_000)).unwrap_err();
+    assert!(e.to_string().contains("57"), "{e}");
+    assert_eq!(bo.invariant().unwrap(), before, "nothing honoured");
+    assert_eq!(bo.account_balance("mallory").unwrap(), 9_000);
+    let alerts = bo.alerts().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, tally_mds::AlertKind::DoubleSpend);
+    assert_eq!(alerts[0].amount, 1_000);
 }

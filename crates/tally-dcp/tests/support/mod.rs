@@ -82,3 +82,36 @@ pub fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agen
     d.counter = a.counter;
     r
 }
+
+/// A clone of `d`'s SE (its storage copied, as an attacker with the chip's
+/// memory would): same keys, same tokens, same SE id and counter.
+pub fn clone_dev(d: &mut Dev) -> Dev {
+    use tally_se::{Applet, Sealing};
+    let a = &mut d.link.card.applet;
+    let placeholder = Applet::boot(
+        MemStorage::new(1024),
+        Sealing::None,
+        tally_core::testkit::TestEntropy::new(b"x"),
+    )
+    .unwrap();
+    let real = std::mem::replace(a, placeholder);
+    let st = real.into_storage();
+    let copy = MemStorage::from_bytes(st.as_bytes().to_vec());
+    *a = Applet::boot(
+        st,
+        Sealing::None,
+        tally_core::testkit::TestEntropy::new(b"m1"),
+    )
+    .unwrap();
+    let clone_applet = Applet::boot(
+        copy,
+        Sealing::None,
+        tally_core::testkit::TestEntropy::new(b"m2"),
+    )
+    .unwrap();
+    Dev {
+        link: ApduLink::select(Card::new(clone_applet), 4096).unwrap(),
+        se_id: d.se_id,
+        counter: d.counter,
+    }
+}
