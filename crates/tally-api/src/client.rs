@@ -121,6 +121,17 @@ impl HttpBackend {
         HttpBackend { base: base.into() }
     }
 
+    /// GET /v1/trust, decoded.
+    fn trust_bundle(&self) -> Result<TrustBundle, BackendError> {
+        let bytes = exchange(
+            agent()
+                .get(join(&self.base, "/v1/trust"))
+                .header("accept", "application/cbor")
+                .call(),
+        )?;
+        TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))
+    }
+
     fn post_cbor(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, BackendError> {
         exchange(
             agent()
@@ -134,13 +145,7 @@ impl HttpBackend {
 
 impl Backend for HttpBackend {
     fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
-        let bytes = exchange(
-            agent()
-                .get(join(&self.base, "/v1/trust"))
-                .header("accept", "application/cbor")
-                .call(),
-        )?;
-        let t = TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
+        let t = self.trust_bundle()?;
         Ok((t.root, t.policy, t.revocations))
     }
 
@@ -150,14 +155,7 @@ impl Backend for HttpBackend {
         kind: SealedKind,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
-        let bytes = exchange(
-            agent()
-                .get(join(&self.base, "/v1/trust"))
-                .header("accept", "application/cbor")
-                .call(),
-        )?;
-        let t = TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
-        seal_checked(&t.sealing_key, root, kind, plaintext)
+        seal_checked(&self.trust_bundle()?.sealing_key, root, kind, plaintext)
     }
 
     fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {

@@ -217,7 +217,7 @@ fn many_operations_do_not_exhaust_the_key_table() {
 #[test]
 fn tokens_of_another_device_are_refused() {
     use tally_core::codec::Cbor;
-    use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse};
+    use tally_core::dcp::{DeviceOp, DeviceResponse};
     let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
     bo.mint("m1", 1_000_000).unwrap();
     bo.deposit("d", "alice", 10_000).unwrap();
@@ -225,21 +225,7 @@ fn tokens_of_another_device_are_refused() {
     let mut b = onboard(&bo, "bob-x", PHONE, "bob");
     with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
     // Alice's SE pays a redemption request issued to Alice…
-    let sign = |d: &mut Dev, op: DeviceOp| {
-        d.counter += 1;
-        let sig = d
-            .link
-            .attest(&DeviceRequest::challenge(&d.se_id, d.counter, &op))
-            .unwrap();
-        DeviceRequest {
-            se_id: d.se_id,
-            counter: d.counter,
-            op,
-            signature: sig,
-        }
-        .to_cbor()
-    };
-    let req_bytes = sign(
+    let req_bytes = sign_request(
         &mut a,
         DeviceOp::RedemptionRequest {
             amount: 1_000,
@@ -256,7 +242,7 @@ fn tokens_of_another_device_are_refused() {
     let key = b.link.generate_keys(1).unwrap()[0];
     let before = bo.invariant().unwrap();
     let bob_before = bo.account_balance("bob").unwrap();
-    let steal = sign(
+    let steal = sign_request(
         &mut b,
         DeviceOp::Redeem {
             nonce: request.nonce,
@@ -275,7 +261,7 @@ fn tokens_of_another_device_are_refused() {
     assert_eq!(bo.account_balance("bob").unwrap(), bob_before);
     // Alice's own device can still unload it.
     let key_a = a.link.generate_keys(1).unwrap()[0];
-    let ok = sign(
+    let ok = sign_request(
         &mut a,
         DeviceOp::Redeem {
             nonce: request.nonce,
@@ -299,27 +285,13 @@ fn tokens_of_another_device_are_refused() {
 #[test]
 fn one_redemption_pays_once_across_requests() {
     use tally_core::codec::Cbor;
-    use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse};
+    use tally_core::dcp::{DeviceOp, DeviceResponse};
     let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
     bo.mint("m1", 1_000_000).unwrap();
     bo.deposit("d", "alice", 10_000).unwrap();
     let mut a = onboard(&bo, "alice-twice", PHONE, "alice");
     with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
-    let sign = |d: &mut Dev, op: DeviceOp| {
-        d.counter += 1;
-        let sig = d
-            .link
-            .attest(&DeviceRequest::challenge(&d.se_id, d.counter, &op))
-            .unwrap();
-        DeviceRequest {
-            se_id: d.se_id,
-            counter: d.counter,
-            op,
-            signature: sig,
-        }
-        .to_cbor()
-    };
-    let r = sign(
+    let r = sign_request(
         &mut a,
         DeviceOp::RedemptionRequest {
             amount: 1_000,
@@ -337,7 +309,7 @@ fn one_redemption_pays_once_across_requests() {
         let sealed = Local(bo.clone())
             .seal(&bo.root_key(), SealedKind::Redemption, &package)
             .unwrap();
-        sign(
+        sign_request(
             a,
             DeviceOp::Redeem {
                 nonce: request.nonce,

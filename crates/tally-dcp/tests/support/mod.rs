@@ -115,3 +115,22 @@ pub fn clone_dev(d: &mut Dev) -> Dev {
         counter: d.counter,
     }
 }
+
+/// The next signed device request of `d` (counter + 1), as CBOR.
+pub fn sign_request(d: &mut Dev, op: tally_core::dcp::DeviceOp) -> Vec<u8> {
+    use tally_core::codec::Cbor;
+    use tally_core::dcp::DeviceRequest;
+    use tally_wallet::SeLink;
+    d.counter += 1;
+    let signature = d
+        .link
+        .attest(&DeviceRequest::challenge(&d.se_id, d.counter, &op))
+        .unwrap();
+    DeviceRequest {
+        se_id: d.se_id,
+        counter: d.counter,
+        op,
+        signature,
+    }
+    .to_cbor()
+}
