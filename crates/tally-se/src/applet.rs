@@ -893,23 +893,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Some(k)
     }
 
-    /// The key the change goes to: a certified key never handed out when
-    /// there is one (a fresh pseudonym, so successive payments cannot be
-    /// linked through their change), else the newest certified key.
     fn change_key(&self) -> Result<PublicKey, SeError> {
         let epoch = self.state.epoch;
-        let usable = |k: &&OfflineKey| {
-            k.cert
-                .as_ref()
-                .map(|c| c.expiry_epoch >= epoch)
-                .unwrap_or(false)
-        };
-        let keys = &self.state.keys;
-        keys.iter()
+        self.state
+            .keys
+            .iter()
             .rev()
-            .filter(usable)
-            .find(|k| !k.used)
-            .or_else(|| keys.iter().rev().find(usable))
+            .find(|k| {
+                k.cert
+                    .as_ref()
+                    .map(|c| c.expiry_epoch >= epoch)
+                    .unwrap_or(false)
+            })
             .map(|k| k.public)
             .ok_or(SeError::NoCertifiedKey)
     }
