@@ -255,3 +255,29 @@ fn cli_story_postgres() {
         cli_story(db, "cli_postgres");
     }
 }
+
+/// The README's main command (`tally demo`) runs to the end: the whole
+/// story, the containment loop, the indicators, the invariant.
+#[test]
+fn demo_runs_to_the_end() {
+    let out = common::run(&["demo"]).ok();
+    for step in [
+        "8. Cloned SE",
+        "9. The MDS",
+        "10. Supervisors",
+        "11. The directory revokes",
+        "12. ",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+    assert!(
+        out.contains("mallory-phone tries to pay it 100 XTS offline: refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mallory-phone can no longer sync: true"),
+        "{out}"
+    );
+    assert!(out.contains("(equals the offline float: true)"), "{out}");
+    assert!(out.contains("losses from fraud"), "{out}");
+}

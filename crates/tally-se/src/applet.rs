@@ -893,6 +893,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Some(k)
     }
 
+    /// The key the change goes to: the newest certified key. Not a fresh
+    /// one per payment: the next payee sees the whole ancestry, change
+    /// record included, so a fresh key would not unlink the payments, and
+    /// every extra pseudonym in a lineage costs a stored certificate and
+    /// package bytes (tried: 30 one-unit payments overflowed a card's
+    /// storage in `tally demo`).
     fn change_key(&self) -> Result<PublicKey, SeError> {
         let epoch = self.state.epoch;
         self.state
