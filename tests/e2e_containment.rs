@@ -213,6 +213,31 @@ fn double_spend_to_revocation_and_offline_refusal() {
         args.push("--key");
         args.push(k);
     }
+    // The node knows the supervisors' key set: a revocation must show the
+    // opening in their audit log. Without it, or naming another identity,
+    // it is refused and nothing changes.
+    let mut cmd = vec!["operator", "--node", &url, "--token", common::TOKEN];
+    cmd.extend(&args);
+    let e = run(&cmd).fails_with(1);
+    assert!(e.contains("no verified opening"), "{e}");
+    let log = s(&sup.join("audit.log"));
+    let other = "00".repeat(32);
+    let mut wrong = cmd.clone();
+    let at = wrong
+        .iter()
+        .position(|a| *a == digest.as_str())
+        .expect("digest arg");
+    wrong[at] = &other;
+    wrong.extend(["--audit-log", &log, "--request", &request]);
+    let e = run(&wrong).fails_with(1);
+    assert!(e.contains("no verified opening"), "{e}");
+    assert!(
+        op.devices()
+            .expect("devices")
+            .iter()
+            .all(|d| d.status == "active")
+    );
+    args.extend(["--audit-log", &log, "--request", &request]);
     let out = operator(&url, &args);
     assert!(out.starts_with("revoked SE "), "{out}");
     let devices = op.devices().expect("devices");

@@ -69,7 +69,9 @@ pub fn status_for(e: &BackofficeError) -> u16 {
     }
     match e {
         BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
-        BackofficeError::BadDeviceSignature | BackofficeError::DeviceNotActive => 403,
+        BackofficeError::BadDeviceSignature
+        | BackofficeError::DeviceNotActive
+        | BackofficeError::OpeningNotShown => 403,
         BackofficeError::Directory(DirectoryError::BadAttestation) => 403,
         BackofficeError::UnknownDevice | BackofficeError::Directory(DirectoryError::UnknownSe) => {
             404

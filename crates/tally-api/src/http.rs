@@ -305,6 +305,17 @@ async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Result<Respons
     Ok(json(&list.iter().map(AlertView::from).collect::<Vec<_>>()))
 }
 
+/// Hex text → bytes (`None` if it is not hex).
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
 fn alert_state(name: &str) -> Result<AlertState, ApiError> {
     Ok(match name {
         "open" => AlertState::Open,
@@ -371,6 +382,14 @@ async fn revoke(
     if req.reason.trim().is_empty() {
         return Err(ApiError::malformed("a revocation needs a reason"));
     }
+    let opening = match (&req.audit_log, &req.request) {
+        (Some(log), Some(request)) => Some((
+            decode_hex(log).ok_or_else(|| ApiError::malformed("audit_log: hex"))?,
+            parse_hash(request).ok_or_else(|| ApiError::malformed("request: 64 hex digits"))?,
+        )),
+        (None, None) => None,
+        _ => return Err(ApiError::malformed("give both audit_log and request")),
+    };
     let bo = s.bo;
     let view = blocking(move || {
         // The alert first: a wrong id or state refuses before anything changes.
@@ -383,7 +402,12 @@ async fn revoke(
                 });
             }
         }
-        let (se_id, list) = bo.revoke_opened(&digest, &keys, &req.reason)?;
+        let (se_id, list) = bo.revoke_opened(
+            &digest,
+            &keys,
+            &req.reason,
+            opening.as_ref().map(|(l, r)| (l.as_slice(), r)),
+        )?;
         if let Some(a) = req.alert {
             bo.alert_transition(
                 a,

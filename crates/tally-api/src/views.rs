@@ -309,6 +309,12 @@ pub struct RevokeRequest {
     pub reason: String,
     #[serde(default)]
     pub alert: Option<i64>,
+    /// The supervisors' audit log file (hex) and the id of the opening
+    /// request in it; required when the node knows the supervisors' key set.
+    #[serde(default)]
+    pub audit_log: Option<String>,
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -634,6 +634,11 @@ pub fn full() -> Result<(), crate::CliError> {
             key_ids: keys.clone(),
             reason: "double spend".into(),
             alert: Some(alert.id),
+            // The node checks the opening in the supervisors' audit log.
+            audit_log: Some(hex::encode(
+                std::fs::read(sup.join("audit.log")).map_err(|e| crate::CliError::io(&sup, e))?,
+            )),
+            request: Some(request.to_string()),
         })
         .map_err(cli)?;
     writeln!(

@@ -270,6 +270,13 @@ enum OperatorCmd {
         /// Alert to move to device_revoked.
         #[arg(long)]
         alert: Option<i64>,
+        /// The supervisors' audit log holding the opening (required by a
+        /// node started with --escrow-key).
+        #[arg(long, requires = "request")]
+        audit_log: Option<PathBuf>,
+        /// The opening request's id in that log.
+        #[arg(long, requires = "audit_log")]
+        request: Option<String>,
     },
     /// Econometric indicators (GET /mds/indicators).
     Indicators,
@@ -438,13 +445,20 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     keys,
                     reason,
                     alert,
+                    audit_log,
+                    request,
                 } => {
+                    let audit_log = audit_log
+                        .map(|p| device::read_file(&p).map(hex::encode))
+                        .transpose()?;
                     let v = op
                         .revoke(&tally_api::RevokeRequest {
                             id_digest,
                             key_ids: keys,
                             reason,
                             alert,
+                            audit_log,
+                            request,
                         })
                         .map_err(fail)?;
                     Ok(format!(

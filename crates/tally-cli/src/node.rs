@@ -76,16 +76,15 @@ pub fn read_config(path: &std::path::Path) -> Result<Vec<(String, String)>, CliE
     Ok(out)
 }
 
-/// The escrow key of a supervisors' key set file (joint.cbor).
-pub fn read_escrow_key(path: &std::path::Path) -> Result<tally_core::escrow::JointKey, CliError> {
+/// The supervisors' key set file (joint.cbor).
+pub fn read_supervisors(path: &std::path::Path) -> Result<tally_supervisor::JointParams, CliError> {
     let bytes = std::fs::read(path).map_err(|e| CliError::io(path, e))?;
-    let params = tally_supervisor::JointParams::from_cbor(&bytes).map_err(|e| {
+    tally_supervisor::JointParams::from_cbor(&bytes).map_err(|e| {
         CliError::failed(format!(
             "{}: not a supervisors' key set: {e}",
             path.display()
         ))
-    })?;
-    Ok(params.joint_key().clone())
+    })
 }
 
 pub fn open_backoffice(
@@ -95,8 +94,9 @@ pub fn open_backoffice(
     let open = |url: &str| {
         Store::open(url).map_err(|e| CliError::failed(format!("cannot open database {url}: {e}")))
     };
-    let key = match escrow_key {
-        Some(p) => read_escrow_key(p)?,
+    let supervisors = escrow_key.map(read_supervisors).transpose()?;
+    let key = match &supervisors {
+        Some(params) => params.joint_key().clone(),
         None => {
             tracing::warn!(
                 "no --escrow-key: certificates carry escrows to the DEVELOPMENT key, whose secret is public; \
@@ -110,9 +110,13 @@ pub fn open_backoffice(
         dcp: open(&urls.dcp)?,
         mds: open(&urls.mds)?,
     };
-    Ok(Arc::new(Backoffice::open_with(stores, key).map_err(
-        |e| CliError::failed(format!("cannot start the back office: {e}")),
-    )?))
+    let bo = match supervisors {
+        Some(params) => Backoffice::open_with_supervisors(stores, params),
+        None => Backoffice::open_with(stores, key),
+    };
+    Ok(Arc::new(bo.map_err(|e| {
+        CliError::failed(format!("cannot start the back office: {e}"))
+    })?))
 }
 
 pub fn run(opts: NodeOptions) -> Result<(), CliError> {

@@ -165,6 +165,9 @@ pub enum BackofficeError {
     Sealed(SealError),
     /// Settlement's signed result does not verify or does not answer this request.
     BadSettlementResult,
+    /// A revocation without a verified k-of-n opening of this identity in
+    /// the supervisors' audit log.
+    OpeningNotShown,
     /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
     Mds {
         message: String,
@@ -192,6 +195,7 @@ impl BackofficeError {
             BackofficeError::EscrowMismatch => 58,
             BackofficeError::Sealed(_) => 59,
             BackofficeError::BadSettlementResult => 64,
+            BackofficeError::OpeningNotShown => 67,
             BackofficeError::Mds { client: true, .. } => 65,
             BackofficeError::Mds { client: false, .. } => 98,
             BackofficeError::Store(_) => 99,
@@ -243,6 +247,9 @@ impl fmt::Display for BackofficeError {
             }
             BackofficeError::Sealed(e) => write!(f, "{e}"),
             BackofficeError::Mds { message, .. } => write!(f, "MDS: {message}"),
+            BackofficeError::OpeningNotShown => {
+                f.write_str("no verified opening of this identity in the supervisors' audit log")
+            }
             BackofficeError::BadSettlementResult => {
                 f.write_str("settlement result does not verify")
             }
@@ -543,6 +550,9 @@ pub struct Backoffice {
     keys: NodeKeys,
     sealing_key: SealingKey,
     escrow_key: JointKey,
+    /// The supervisors' key set (production nodes): revocation after an
+    /// opening then needs the opening's verified audit log.
+    supervisors: Option<tally_supervisor::JointParams>,
     dcp_cert: DcpCertificate,
     cache: Mutex<BoundedCertCache>,
 }
@@ -592,8 +602,21 @@ impl Backoffice {
         )
     }
 
+    /// Opens the back office with the supervisors' key set (`joint.cbor`
+    /// of their ceremony): escrows are encrypted to its joint key, and a
+    /// revocation after an opening must show the opening in their audit log.
+    pub fn open_with_supervisors(
+        stores: Stores,
+        supervisors: tally_supervisor::JointParams,
+    ) -> Result<Backoffice, BackofficeError> {
+        let mut bo = Self::open_with(stores, supervisors.joint_key().clone())?;
+        bo.supervisors = Some(supervisors);
+        Ok(bo)
+    }
+
     /// Opens the back office: migrations, keys, policy, the MDS (and
-    /// drains its outbox).
+    /// drains its outbox). Without the supervisors' key set, revocations
+    /// are not checked against an audit log (development and tests).
     pub fn open_with(stores: Stores, escrow_key: JointKey) -> Result<Backoffice, BackofficeError> {
         let Stores { central, dcp, mds } = stores;
         central.migrate(&[
@@ -628,6 +651,7 @@ impl Backoffice {
             keys,
             sealing_key,
             escrow_key,
+            supervisors: None,
             dcp_cert,
             cache: Mutex::new(BoundedCertCache::new(100_000)),
         };
@@ -820,12 +844,29 @@ impl Backoffice {
     /// sync, load or be certified) and puts `key_ids` (its pseudonyms named
     /// in the evidence) on the next revocation list, which devices install
     /// at sync and then refuse those pseudonyms offline.
+    ///
+    /// With the supervisors' key set configured, `opening` must be their
+    /// audit log (file bytes) and the request id whose logged k-of-n result
+    /// opened to `id_digest`; the whole log is verified (chain, signatures,
+    /// shares' proofs, recombination) before anything changes.
     pub fn revoke_opened(
         &self,
         id_digest: &Hash32,
         key_ids: &[Hash32],
         reason: &str,
+        opening: Option<(&[u8], &Hash32)>,
     ) -> Result<(Hash32, RevocationList), BackofficeError> {
+        if let Some(params) = &self.supervisors {
+            let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
+            let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
+                .map_err(|_| BackofficeError::OpeningNotShown)?;
+            let result = log
+                .result(request)
+                .ok_or(BackofficeError::OpeningNotShown)?;
+            if &result.point.digest() != id_digest {
+                return Err(BackofficeError::OpeningNotShown);
+            }
+        }
         self.central.transact(|tx| {
             let se_id =
                 Directory::se_by_id_digest(tx, id_digest)?.ok_or(BackofficeError::UnknownDevice)?;
