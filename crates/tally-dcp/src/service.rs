@@ -584,14 +584,11 @@ fn issue_serial(op: &Hash32, n: u32) -> u64 {
 }
 
 impl Backoffice {
-    /// Everything on one store, with the development escrow key (tests,
-    /// benchmarks). The MDS gets an in-memory store.
+    /// The central bank on `store`, the DCP and the MDS on in-memory
+    /// stores, with the development escrow key (tests, benchmarks).
     pub fn open(store: Store) -> Result<Backoffice, BackofficeError> {
         let mds = Store::sqlite_memory()?;
-        let dcp = match &store {
-            Store::Sqlite(_) => Store::sqlite_memory()?,
-            Store::Postgres(_) => Store::sqlite_memory()?,
-        };
+        let dcp = Store::sqlite_memory()?;
         Self::open_with(
             Stores {
                 central: store,
