@@ -15,6 +15,7 @@ use tally_wallet::agent::{Backend, BackendError};
 
 use crate::error::{backend_error, code};
 use crate::views::{
+    EnrolmentCodeView,
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorEnvelope,
     EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest, TrustBundle,
 };
@@ -286,6 +287,15 @@ impl OperatorClient {
                 amount,
             }),
         )
+    }
+
+    /// DCP: a one-time enrolment code for `account`.
+    pub fn enrolment_code(&self, account: &str) -> Result<String, BackendError> {
+        let v: EnrolmentCodeView = self.post::<(), _>(
+            &format!("/v1/accounts/{}/enrolment-codes", segment(account)),
+            None,
+        )?;
+        Ok(v.code)
     }
 
     /// DCP: credits `account` (opening it if needed); its balance after it.

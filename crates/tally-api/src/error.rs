@@ -72,7 +72,15 @@ pub fn status_for(e: &BackofficeError) -> u16 {
         BackofficeError::BadDeviceSignature
         | BackofficeError::DeviceNotActive
         | BackofficeError::OpeningNotShown => 403,
-        BackofficeError::Directory(DirectoryError::BadAttestation) => 403,
+        BackofficeError::Directory(
+            DirectoryError::BadAttestation
+            | DirectoryError::UntrustedManufacturer
+            | DirectoryError::Revoked,
+        )
+        | BackofficeError::BadEnrolment => 403,
+        BackofficeError::EnrolmentCodeUsed => 409,
+        BackofficeError::BadAttachment => 400,
+        BackofficeError::TransferMismatch | BackofficeError::LoadAboveHolding => 422,
         BackofficeError::UnknownDevice | BackofficeError::Directory(DirectoryError::UnknownSe) => {
             404
         }

@@ -22,6 +22,7 @@ use tally_ledger::settlement::Settlement;
 use crate::error::{ApiError, code};
 use crate::metrics::{self, HttpCounters};
 use crate::views::{
+    EnrolmentCodeView,
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, EscrowView,
     InvariantView, RevokeRequest, RevokeView, TransitionRequest, TrustBundle, parse_hash,
 };
@@ -71,6 +72,7 @@ pub fn router(bo: Arc<Backoffice>, cfg: ApiConfig) -> Router {
         .route("/v1/cb/mint", post(mint))
         .route("/v1/accounts/{name}/deposit", post(deposit))
         .route("/v1/accounts/{name}", get(balance))
+        .route("/v1/accounts/{name}/enrolment-codes", post(enrolment_code))
         .route("/v1/epoch/advance", post(advance_epoch))
         .route("/v1/devices", get(devices))
         .route("/v1/double-spends", get(double_spends))
@@ -255,6 +257,23 @@ async fn deposit(
     let bo = s.bo;
     let balance = blocking(move || bo.deposit(&req.idempotency_key, &name, req.amount)).await?;
     Ok(json(&BalanceView { balance }))
+}
+
+/// DCP operator: a one-time code that lets one SE enrol for the account.
+async fn enrolment_code(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &s.cfg)?;
+    let name = account_name(name)?;
+    let bo = s.bo;
+    let account = name.clone();
+    let code = blocking(move || bo.enrolment_code(&account)).await?;
+    Ok(json(&EnrolmentCodeView {
+        account: name,
+        code,
+    }))
 }
 
 async fn balance(

@@ -101,6 +101,13 @@ impl std::fmt::Display for InvariantView {
     }
 }
 
+/// A one-time enrolment code for an account (deliver it out of band).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentCodeView {
+    pub account: String,
+    pub code: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceView {
     pub balance: i64,

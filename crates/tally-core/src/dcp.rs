@@ -18,54 +18,158 @@ pub const PACKAGE_BYTES_MAX: usize = 1 << 20;
 /// Bound on a sealed upload inside a device request (HPKE overhead included).
 pub const SEALED_UPLOAD_BYTES_MAX: usize = 4 << 20;
 
-/// What a device asks. Wire: `[op, ...fields]`.
+/// What a device asks. Wire: `[op, ...fields]`. Every op is built and
+/// signed by the SE itself (BUILD REQUEST, docs/APDU.md): the terminal
+/// chooses only the parameters the user gives (amounts, the payee
+/// account); keys, nonces and transfer ids come from the SE's own state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceOp {
-    /// 0: fresh offline keys to certify.
+    /// 0: fresh offline keys, generated inside the SE in the same commit
+    /// that signs this request (the signature attests them).
     Certify { keys: Vec<PublicKey> },
-    /// 1: load `amount` from the user's account into a genesis token for `key`.
+    /// 1: load `amount` from the user's account into a genesis token for
+    /// `key`, one of the SE's own certified keys.
     Load { amount: u64, key: PublicKey },
-    /// 2: ask for a redemption request (renewal if `unload` is false).
+    /// 2: ask for a redemption order (renewal if `unload` is false).
     RedemptionRequest { amount: u64, unload: bool },
-    /// 3: settle the SE's redemption package, sealed to settlement
-    /// ([`crate::sealed`], kind Redemption); `nonce` names the redemption
-    /// request it pays; renewal issues to `key`.
+    /// 3: settle the SE's redemption package `transfer_id`, which pays the
+    /// order `nonce`; the package travels sealed to settlement
+    /// ([`crate::sealed`], kind Redemption) in the request's attachment,
+    /// whose SHA-256 is `sealed_digest`. Renewal issues to `key`.
     Redeem {
         nonce: [u8; 16],
-        sealed: Vec<u8>,
+        transfer_id: Hash32,
         key: PublicKey,
+        sealed_digest: Hash32,
     },
-    /// 4: sync: a [`SyncUpload`] (unacknowledged packages and closed
-    /// requests) sealed to settlement (kind SyncUpload). The DCP forwards
+    /// 4: sync: a [`SyncUpload`] sealed to settlement (kind SyncUpload) in
+    /// the attachment, whose SHA-256 is `sealed_digest`. The DCP forwards
     /// it unread.
-    Sync { sealed: Vec<u8> },
-    /// 5: pay another user online, account to account.
+    Sync { sealed_digest: Hash32 },
+    /// 5: pay another user online, account to account (cardholder
+    /// verified in the SE when the policy says so).
     PayOnline { to_account: String, amount: u64 },
     /// 6: read the user's account balance.
     Balance,
 }
 
-/// A payee's request closed at sync without a package (DESIGN.md §4).
+/// The kinds of [`DeviceOp`], each with its own signature domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RequestKind {
+    Certify = 0,
+    Load = 1,
+    RedemptionRequest = 2,
+    Redeem = 3,
+    Sync = 4,
+    PayOnline = 5,
+    Balance = 6,
+}
+
+impl RequestKind {
+    pub fn from_code(c: u8) -> Option<RequestKind> {
+        Some(match c {
+            0 => RequestKind::Certify,
+            1 => RequestKind::Load,
+            2 => RequestKind::RedemptionRequest,
+            3 => RequestKind::Redeem,
+            4 => RequestKind::Sync,
+            5 => RequestKind::PayOnline,
+            6 => RequestKind::Balance,
+            _ => return None,
+        })
+    }
+    /// The domain tag of this kind's signatures: a signature for one kind
+    /// never verifies as another.
+    pub fn tag(self) -> &'static [u8] {
+        match self {
+            RequestKind::Certify => b"tally/v1/req/certify",
+            RequestKind::Load => b"tally/v1/req/load",
+            RequestKind::RedemptionRequest => b"tally/v1/req/redemption-request",
+            RequestKind::Redeem => b"tally/v1/req/redeem",
+            RequestKind::Sync => b"tally/v1/req/sync",
+            RequestKind::PayOnline => b"tally/v1/req/pay-online",
+            RequestKind::Balance => b"tally/v1/req/balance",
+        }
+    }
+    /// Whether requests of this kind carry a sealed attachment.
+    pub fn has_attachment(self) -> bool {
+        matches!(self, RequestKind::Redeem | RequestKind::Sync)
+    }
+}
+
+impl DeviceOp {
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            DeviceOp::Certify { .. } => RequestKind::Certify,
+            DeviceOp::Load { .. } => RequestKind::Load,
+            DeviceOp::RedemptionRequest { .. } => RequestKind::RedemptionRequest,
+            DeviceOp::Redeem { .. } => RequestKind::Redeem,
+            DeviceOp::Sync { .. } => RequestKind::Sync,
+            DeviceOp::PayOnline { .. } => RequestKind::PayOnline,
+            DeviceOp::Balance => RequestKind::Balance,
+        }
+    }
+    /// The digest the attachment must have, for kinds that carry one.
+    pub fn sealed_digest(&self) -> Option<&Hash32> {
+        match self {
+            DeviceOp::Redeem { sealed_digest, .. } | DeviceOp::Sync { sealed_digest } => {
+                Some(sealed_digest)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The digest of a sealed attachment, as the SE signs it.
+pub fn attachment_digest(sealed: &[u8]) -> Hash32 {
+    tagged_hash(b"tally/v1/req/attachment", &[sealed])
+}
+
+/// A payee's request closed at sync without a package (DESIGN.md §4),
+/// signed by the request's own key inside the SE in the commit that
+/// closed it: a closure exists only for a request that never received a
+/// package, and the wallet cannot write one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedRequest {
     pub nonce: [u8; 16],
     pub amount: u64,
     pub key: PublicKey,
+    pub signature: Signature,
+}
+
+impl ClosedRequest {
+    pub fn signed_message(nonce: &[u8; 16], amount: u64, key: &PublicKey) -> Hash32 {
+        tagged_hash(
+            b"tally/v1/closed-request",
+            &[nonce, &amount.to_be_bytes(), &key.to_cbor()],
+        )
+    }
+    pub fn verify(&self) -> bool {
+        crate::crypto::verify(
+            &self.key,
+            &Self::signed_message(&self.nonce, self.amount, &self.key).0,
+            &self.signature,
+        )
+        .is_ok()
+    }
 }
 
 impl Cbor for ClosedRequest {
     fn write(&self, w: &mut Writer) {
-        w.array(3);
+        w.array(4);
         w.bytes(&self.nonce);
         w.u64(self.amount);
         self.key.write(w);
+        self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(3)?;
+        r.array(4)?;
         Ok(ClosedRequest {
             nonce: r.bytes_array()?,
             amount: r.u64()?,
             key: PublicKey::read(r)?,
+            signature: Signature::read(r)?,
         })
     }
 }
@@ -139,17 +243,23 @@ impl Cbor for DeviceOp {
                 w.u64(*amount);
                 w.bool(*unload);
             }
-            DeviceOp::Redeem { nonce, sealed, key } => {
-                w.array(4);
+            DeviceOp::Redeem {
+                nonce,
+                transfer_id,
+                key,
+                sealed_digest,
+            } => {
+                w.array(5);
                 w.u64(3);
                 w.bytes(nonce);
-                w.bytes(sealed);
+                transfer_id.write(w);
                 key.write(w);
+                sealed_digest.write(w);
             }
-            DeviceOp::Sync { sealed } => {
+            DeviceOp::Sync { sealed_digest } => {
                 w.array(2);
                 w.u64(4);
-                w.bytes(sealed);
+                sealed_digest.write(w);
             }
             DeviceOp::PayOnline { to_account, amount } => {
                 w.array(3);
@@ -164,7 +274,7 @@ impl Cbor for DeviceOp {
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(4)?;
+        let n = r.array_max(5)?;
         let op = r.u8()?;
         let arity = |want: usize| {
             if n == want {
@@ -195,23 +305,24 @@ impl Cbor for DeviceOp {
                 }
             }
             3 => {
-                arity(4)?;
+                arity(5)?;
                 DeviceOp::Redeem {
                     nonce: r.bytes_array()?,
-                    sealed: r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec(),
+                    transfer_id: Hash32::read(r)?,
                     key: PublicKey::read(r)?,
+                    sealed_digest: Hash32::read(r)?,
                 }
             }
             4 => {
                 arity(2)?;
                 DeviceOp::Sync {
-                    sealed: r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec(),
+                    sealed_digest: Hash32::read(r)?,
                 }
             }
             5 => {
                 arity(3)?;
                 DeviceOp::PayOnline {
-                    to_account: r.text_max(128)?.to_string(),
+                    to_account: r.text_max(ACCOUNT_NAME_BYTES_MAX)?.to_string(),
                     amount: r.u64()?,
                 }
             }
@@ -224,26 +335,43 @@ impl Cbor for DeviceOp {
     }
 }
 
-/// A signed device request. Wire: `[1, se_id, counter, op, signature]`;
-/// the SE's attestation key signs (ATTEST) [`DeviceRequest::challenge`].
+/// Longest account name, in bytes.
+pub const ACCOUNT_NAME_BYTES_MAX: usize = 128;
+
+/// A device request built and signed by the SE. Wire:
+/// `[2, se_id, counter, op, signature, attachment]`; the SE's attestation
+/// key signs [`DeviceRequest::signed_message`] under the op's own domain
+/// tag, with the SE's own monotonic request counter. The attachment (the
+/// sealed upload of Sync and Redeem, empty otherwise) is not signed
+/// itself: its digest is part of the op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRequest {
     pub se_id: Hash32,
     pub counter: u64,
     pub op: DeviceOp,
     pub signature: Signature,
+    pub attachment: Vec<u8>,
 }
 
+/// Version of [`DeviceRequest`] (2: built by the SE, per-kind tags).
+pub const DEVICE_REQUEST_VERSION: u8 = 2;
+
 impl DeviceRequest {
-    /// The bytes the SE signs: binds SE, counter and operation.
-    pub fn challenge(se_id: &Hash32, counter: u64, op: &DeviceOp) -> Vec<u8> {
-        let h = tagged_hash(
-            b"tally/v1/device-request",
+    /// The digest the SE signs: binds SE, counter, kind and operation.
+    pub fn signed_message(se_id: &Hash32, counter: u64, op: &DeviceOp) -> Hash32 {
+        tagged_hash(
+            op.kind().tag(),
             &[&se_id.0, &counter.to_be_bytes(), &op.to_cbor()],
-        );
-        h.0.to_vec()
+        )
     }
-    /// Idempotency key: the digest of the whole signed request.
+    /// Whether the attachment is what the signed op names.
+    pub fn attachment_matches(&self) -> bool {
+        match self.op.sealed_digest() {
+            Some(d) => attachment_digest(&self.attachment) == *d,
+            None => self.attachment.is_empty(),
+        }
+    }
+    /// Idempotency key: the digest of the whole request, attachment included.
     pub fn id(&self) -> Hash32 {
         tagged_hash(b"tally/v1/device-request-id", &[&self.to_cbor()])
     }
@@ -251,56 +379,211 @@ impl DeviceRequest {
 
 impl Cbor for DeviceRequest {
     fn write(&self, w: &mut Writer) {
-        w.array(5);
-        w.u64(u64::from(MESSAGE_VERSION));
+        w.array(6);
+        w.u64(u64::from(DEVICE_REQUEST_VERSION));
         self.se_id.write(w);
         w.u64(self.counter);
         self.op.write(w);
         self.signature.write(w);
+        w.bytes(&self.attachment);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(5)?;
-        r.version(MESSAGE_VERSION)?;
+        r.array(6)?;
+        r.version(DEVICE_REQUEST_VERSION)?;
         Ok(DeviceRequest {
             se_id: Hash32::read(r)?,
             counter: r.u64()?,
             op: DeviceOp::read(r)?,
             signature: Signature::read(r)?,
+            attachment: r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec(),
         })
     }
 }
 
-/// Registration (unauthenticated envelope: the attestation signature over
-/// the registration challenge is the authentication).
-/// Wire: `[1, attestation_key, class, maker, account, signature]`.
+/// A redemption order: the DCP's request for the SE's tokens (renewal or
+/// unload), bound to one SE and signed by the DCP's redemption key (the
+/// key `request.payee` certifies). REDEEM pays only an order for its own
+/// SE id, so a terminal cannot feed one SE another's order.
+/// Wire: `[1, se_id, unload, Request, signature]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    pub attestation_key: PublicKey,
-    pub device_class: u8,
-    pub maker: String,
-    /// The user account (held at this DCP) the device belongs to.
-    pub account: String,
+pub struct RedemptionOrder {
+    pub se_id: Hash32,
+    pub unload: bool,
+    pub request: Request,
     pub signature: Signature,
 }
 
-impl Cbor for Registration {
+impl RedemptionOrder {
+    pub fn signed_message(se_id: &Hash32, unload: bool, request: &Request) -> Hash32 {
+        tagged_hash(
+            b"tally/v1/redemption-order",
+            &[&se_id.0, &[u8::from(unload)], &request.to_cbor()],
+        )
+    }
+    pub fn sign(
+        dcp: &crate::crypto::SecretKey,
+        se_id: Hash32,
+        unload: bool,
+        request: Request,
+    ) -> Self {
+        let signature = dcp.sign(&Self::signed_message(&se_id, unload, &request).0);
+        RedemptionOrder {
+            se_id,
+            unload,
+            request,
+            signature,
+        }
+    }
+    /// The signature under the key the request names as payee.
+    pub fn verify(&self) -> bool {
+        crate::crypto::verify(
+            &self.request.payee.key,
+            &Self::signed_message(&self.se_id, self.unload, &self.request).0,
+            &self.signature,
+        )
+        .is_ok()
+    }
+}
+
+impl Cbor for RedemptionOrder {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        w.u64(u64::from(MESSAGE_VERSION));
+        self.se_id.write(w);
+        w.bool(self.unload);
+        self.request.write(w);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        r.version(MESSAGE_VERSION)?;
+        Ok(RedemptionOrder {
+            se_id: Hash32::read(r)?,
+            unload: r.bool()?,
+            request: Request::read(r)?,
+            signature: Signature::read(r)?,
+        })
+    }
+}
+
+/// The manufacturer's certificate of an SE's attestation key, made at
+/// manufacture; enrolment accepts it only under a manufacturer key of the
+/// policy. Wire: `[1, attestation_key, class, maker, maker_key, signature]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MakerCertificate {
+    pub attestation_key: PublicKey,
+    pub device_class: u8,
+    pub maker: String,
+    pub maker_key: PublicKey,
+    pub signature: Signature,
+}
+
+impl MakerCertificate {
+    pub fn signed_message(attestation_key: &PublicKey, device_class: u8, maker: &str) -> Hash32 {
+        tagged_hash(
+            b"tally/v1/maker-cert",
+            &[
+                &attestation_key.to_cbor(),
+                &[device_class],
+                maker.as_bytes(),
+            ],
+        )
+    }
+    pub fn sign(
+        maker_key: &crate::crypto::SecretKey,
+        attestation_key: PublicKey,
+        device_class: u8,
+        maker: &str,
+    ) -> Self {
+        MakerCertificate {
+            attestation_key,
+            device_class,
+            maker: maker.to_string(),
+            maker_key: maker_key.public(),
+            signature: maker_key
+                .sign(&Self::signed_message(&attestation_key, device_class, maker).0),
+        }
+    }
+    pub fn verify(&self) -> bool {
+        crate::crypto::verify(
+            &self.maker_key,
+            &Self::signed_message(&self.attestation_key, self.device_class, &self.maker).0,
+            &self.signature,
+        )
+        .is_ok()
+    }
+}
+
+impl Cbor for MakerCertificate {
     fn write(&self, w: &mut Writer) {
         w.array(6);
         w.u64(u64::from(MESSAGE_VERSION));
         self.attestation_key.write(w);
         w.u64(u64::from(self.device_class));
         w.text(&self.maker);
-        w.text(&self.account);
+        self.maker_key.write(w);
         self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(6)?;
         r.version(MESSAGE_VERSION)?;
-        Ok(Registration {
+        Ok(MakerCertificate {
             attestation_key: PublicKey::read(r)?,
             device_class: r.u8()?,
             maker: r.text_max(64)?.to_string(),
-            account: r.text_max(128)?.to_string(),
+            maker_key: PublicKey::read(r)?,
+            signature: Signature::read(r)?,
+        })
+    }
+}
+
+/// The digest of a one-time enrolment code (what the DCP stores and the
+/// SE signs; the code itself never travels to the back office).
+pub fn enrolment_code_digest(code: &str) -> Hash32 {
+    tagged_hash(b"tally/v1/enrolment-code", &[code.trim().as_bytes()])
+}
+
+/// What the SE signs (ENROL) to register: its id, the account and the
+/// digest of the account's one-time enrolment code.
+pub fn enrolment_message(se_id: &Hash32, account: &str, code_digest: &Hash32) -> Hash32 {
+    tagged_hash(
+        b"tally/v1/req/enrol",
+        &[&se_id.0, account.as_bytes(), &code_digest.0],
+    )
+}
+
+/// Registration: the manufacturer's certificate of the SE's attestation
+/// key, and the SE's signature binding its id, the account and the
+/// account's one-time enrolment code ([`enrolment_message`]).
+/// Wire: `[2, maker_cert, account, signature]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub maker_cert: MakerCertificate,
+    /// The user account (held at this DCP) the device belongs to.
+    pub account: String,
+    pub signature: Signature,
+}
+
+impl Registration {
+    pub fn attestation_key(&self) -> &PublicKey {
+        &self.maker_cert.attestation_key
+    }
+}
+
+impl Cbor for Registration {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        w.u64(u64::from(DEVICE_REQUEST_VERSION));
+        self.maker_cert.write(w);
+        w.text(&self.account);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        r.version(DEVICE_REQUEST_VERSION)?;
+        Ok(Registration {
+            maker_cert: MakerCertificate::read(r)?,
+            account: r.text_max(ACCOUNT_NAME_BYTES_MAX)?.to_string(),
             signature: Signature::read(r)?,
         })
     }
@@ -313,8 +596,8 @@ pub enum DeviceResponse {
     Certificates(Vec<PseudonymCertificate>),
     /// 1: load or renewal
     Issued(Issue),
-    /// 2
-    Redemption(Request),
+    /// 2: the DCP's signed order for this SE's tokens
+    Redemption(RedemptionOrder),
     /// 3: unload credited: new account balance, and the DCP's receipt for
     /// the redemption package (the SE acknowledges it).
     Unloaded { balance: u64, receipt: Receipt },
@@ -402,7 +685,7 @@ impl Cbor for DeviceResponse {
         Ok(match r.u8()? {
             0 => DeviceResponse::Certificates(read_vec(r, CERTIFY_KEYS_MAX)?),
             1 => DeviceResponse::Issued(Issue::read(r)?),
-            2 => DeviceResponse::Redemption(Request::read(r)?),
+            2 => DeviceResponse::Redemption(RedemptionOrder::read(r)?),
             3 => {
                 r.array(2)?;
                 DeviceResponse::Unloaded {
@@ -422,18 +705,4 @@ impl Cbor for DeviceResponse {
             _ => return Err(CodecError::UnknownCode),
         })
     }
-}
-
-/// What an SE signs (ATTEST) to register: binds its attestation key to
-/// its class and maker.
-pub fn registration_challenge(
-    attestation_key: &PublicKey,
-    device_class: u8,
-    maker: &str,
-) -> Vec<u8> {
-    let mut c = b"tally/v1/register".to_vec();
-    c.extend_from_slice(&attestation_key.to_cbor());
-    c.push(device_class);
-    c.extend_from_slice(maker.as_bytes());
-    c
 }

@@ -12,6 +12,8 @@ pub const POLICY_VERSION: u8 = 1;
 pub const POLICY_TIERS_MAX: usize = 64;
 pub const REVOKED_KEYS_MAX: usize = 65_536;
 pub const TRUSTED_DCPS_MAX: usize = 256;
+/// Most SE manufacturers a policy can trust for enrolment.
+pub const MANUFACTURERS_MAX: usize = 64;
 
 /// Device classes (what the SE sits in).
 pub mod device_class {
@@ -44,11 +46,32 @@ pub struct TierLimits {
     pub history_records_max: u16,
     /// Epochs after the last sync during which the SE still pays.
     pub offline_epochs_max: u32,
+    /// Largest offline payment made without cardholder verification
+    /// (contactless cards' no-PIN limit). `Amount(u64::MAX)`: never asked.
+    pub cvm_payment_max: Amount,
+    /// Most value paid offline without cardholder verification since the
+    /// last verified payment; past it the next payment needs the PIN.
+    pub cvm_cumulative_max: Amount,
+    /// Debiting the user's account (online payment) needs the PIN.
+    /// False only for classes without a cardholder (IoT), see THREATS.md.
+    pub cvm_online: bool,
+}
+
+impl TierLimits {
+    /// Whether an offline payment of `amount`, after `since_cvm` paid
+    /// without verification, needs cardholder verification.
+    pub fn needs_cvm(&self, amount: Amount, since_cvm: Amount) -> bool {
+        amount > self.cvm_payment_max
+            || since_cvm
+                .checked_add(amount)
+                .map(|s| s > self.cvm_cumulative_max)
+                .unwrap_or(true)
+    }
 }
 
 impl Cbor for TierLimits {
     fn write(&self, w: &mut Writer) {
-        w.array(9);
+        w.array(12);
         w.u64(u64::from(self.device_class));
         w.u64(u64::from(self.tier));
         w.u64(self.payment_max.0);
@@ -58,9 +81,12 @@ impl Cbor for TierLimits {
         w.u64(u64::from(self.offline_payments_max));
         w.u64(u64::from(self.history_records_max));
         w.u64(u64::from(self.offline_epochs_max));
+        w.u64(self.cvm_payment_max.0);
+        w.u64(self.cvm_cumulative_max.0);
+        w.bool(self.cvm_online);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(9)?;
+        r.array(12)?;
         Ok(TierLimits {
             device_class: r.u8()?,
             tier: r.u8()?,
@@ -71,6 +97,9 @@ impl Cbor for TierLimits {
             offline_payments_max: r.u32()?,
             history_records_max: r.u16()?,
             offline_epochs_max: r.u32()?,
+            cvm_payment_max: Amount(r.u64()?),
+            cvm_cumulative_max: Amount(r.u64()?),
+            cvm_online: r.bool()?,
         })
     }
 }
@@ -78,7 +107,9 @@ impl Cbor for TierLimits {
 /// The policy document, signed by the central bank's root key.
 /// Wire: `[1, serial, currency, [tiers], [dcp certificates], signature]`.
 /// The DCP certificates are the trust list: the DCP keys that may issue,
-/// certify, redeem and grant syncs.
+/// certify, redeem and grant syncs. The manufacturer keys are the SE
+/// makers whose attestation certificates enrolment accepts.
+/// Wire: `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], signature]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub serial: u64,
@@ -86,6 +117,7 @@ pub struct Policy {
     pub currency: String,
     pub tiers: Vec<TierLimits>,
     pub dcps: Vec<crate::cert::DcpCertificate>,
+    pub manufacturers: Vec<PublicKey>,
     pub signature: Signature,
 }
 
@@ -96,10 +128,11 @@ impl Policy {
         w.text(&self.currency);
         write_vec(w, &self.tiers);
         write_vec(w, &self.dcps);
+        write_vec(w, &self.manufacturers);
     }
     pub fn signed_message(&self) -> Hash32 {
         let mut w = Writer::new();
-        w.array(5);
+        w.array(6);
         self.write_body(&mut w);
         tagged_hash(b"tally/v1/policy", &[&w.into_bytes()])
     }
@@ -110,11 +143,23 @@ impl Policy {
         tiers: Vec<TierLimits>,
         dcps: Vec<crate::cert::DcpCertificate>,
     ) -> Policy {
+        Self::sign_with_manufacturers(root, serial, currency, tiers, dcps, Vec::new())
+    }
+    /// [`Policy::sign`] with the SE manufacturers enrolment trusts.
+    pub fn sign_with_manufacturers(
+        root: &SecretKey,
+        serial: u64,
+        currency: &str,
+        tiers: Vec<TierLimits>,
+        dcps: Vec<crate::cert::DcpCertificate>,
+        manufacturers: Vec<PublicKey>,
+    ) -> Policy {
         let mut p = Policy {
             serial,
             currency: currency.into(),
             tiers,
             dcps,
+            manufacturers,
             signature: Signature::new(root.suite(), [0; 64]),
         };
         p.signature = root.sign(&p.signed_message().0);
@@ -132,18 +177,19 @@ impl Policy {
 
 impl Cbor for Policy {
     fn write(&self, w: &mut Writer) {
-        w.array(6);
+        w.array(7);
         self.write_body(w);
         self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(6)?;
+        r.array(7)?;
         r.version(POLICY_VERSION)?;
         Ok(Policy {
             serial: r.u64()?,
             currency: String::from(r.text_max(8)?),
             tiers: read_vec(r, POLICY_TIERS_MAX)?,
             dcps: read_vec(r, TRUSTED_DCPS_MAX)?,
+            manufacturers: read_vec(r, MANUFACTURERS_MAX)?,
             signature: Signature::read(r)?,
         })
     }

@@ -67,6 +67,9 @@ pub fn default_tier(device_class: u8, tier: u8) -> TierLimits {
         offline_payments_max: 1_000,
         history_records_max: 32,
         offline_epochs_max: 30,
+        cvm_payment_max: Amount(u64::MAX),
+        cvm_cumulative_max: Amount(u64::MAX),
+        cvm_online: false,
     }
 }
 

@@ -115,6 +115,15 @@ pub static MIGRATIONS: Migrations = Migrations {
             unload BIGINT NOT NULL,
             done BIGINT NOT NULL
         )",
+    ), (
+        2,
+        // One-time enrolment codes (digests only), bound to the SE that
+        // used one.
+        "CREATE TABLE dcp_enrolment_codes (
+            code_digest BLOB PRIMARY KEY,
+            account TEXT NOT NULL,
+            se_id BLOB
+        )",
     )],
 };
 
@@ -168,6 +177,18 @@ pub enum BackofficeError {
     /// A revocation without a verified k-of-n opening of this identity in
     /// the supervisors' audit log.
     OpeningNotShown,
+    /// The request's attachment is not the sealed upload the SE signed.
+    BadAttachment,
+    /// No outstanding enrolment code of this account matches the SE's
+    /// enrolment signature (also: unknown account, so that strangers
+    /// cannot tell accounts apart).
+    BadEnrolment,
+    /// The enrolment code was used by another SE.
+    EnrolmentCodeUsed,
+    /// The sealed redemption package is not the transfer the SE signed for.
+    TransferMismatch,
+    /// A load the device could not hold (above its class's holding limit).
+    LoadAboveHolding,
     /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
     Mds {
         message: String,
@@ -196,6 +217,11 @@ impl BackofficeError {
             BackofficeError::Sealed(_) => 59,
             BackofficeError::BadSettlementResult => 64,
             BackofficeError::OpeningNotShown => 67,
+            BackofficeError::BadAttachment => 80,
+            BackofficeError::BadEnrolment => 81,
+            BackofficeError::EnrolmentCodeUsed => 82,
+            BackofficeError::TransferMismatch => 83,
+            BackofficeError::LoadAboveHolding => 84,
             BackofficeError::Mds { client: true, .. } => 65,
             BackofficeError::Mds { client: false, .. } => 98,
             BackofficeError::Store(_) => 99,
@@ -246,6 +272,21 @@ impl fmt::Display for BackofficeError {
                 f.write_str("escrow does not verify for the registered identity")
             }
             BackofficeError::Sealed(e) => write!(f, "{e}"),
+            BackofficeError::BadAttachment => {
+                f.write_str("attachment does not match the digest the SE signed")
+            }
+            BackofficeError::BadEnrolment => {
+                f.write_str("enrolment refused: no matching one-time code for this account")
+            }
+            BackofficeError::EnrolmentCodeUsed => {
+                f.write_str("enrolment code already used by another device")
+            }
+            BackofficeError::TransferMismatch => {
+                f.write_str("sealed package is not the transfer the SE signed for")
+            }
+            BackofficeError::LoadAboveHolding => {
+                f.write_str("load above the device's holding limit")
+            }
             BackofficeError::Mds { message, .. } => write!(f, "MDS: {message}"),
             BackofficeError::OpeningNotShown => {
                 f.write_str("no verified opening of this identity in the supervisors' audit log")
@@ -363,7 +404,9 @@ impl NodeKeys {
     }
 }
 
-/// Default tiers of the node's policy (XTS minor units).
+/// Default tiers of the node's policy (XTS minor units). Cards and
+/// phones pay up to 5 000 offline without the PIN, 15 000 in a row, and
+/// need it for online payments; IoT classes have no cardholder (THREATS.md).
 pub fn default_tiers() -> Vec<TierLimits> {
     let t = |device_class, payment_max, holding_max, history_records_max| TierLimits {
         device_class,
@@ -375,12 +418,21 @@ pub fn default_tiers() -> Vec<TierLimits> {
         offline_payments_max: 1_000,
         history_records_max,
         offline_epochs_max: 30,
+        cvm_payment_max: Amount(5_000),
+        cvm_cumulative_max: Amount(15_000),
+        cvm_online: true,
+    };
+    let no_cardholder = |t: TierLimits| TierLimits {
+        cvm_payment_max: Amount(u64::MAX),
+        cvm_cumulative_max: Amount(u64::MAX),
+        cvm_online: false,
+        ..t
     };
     vec![
         t(device_class::CARD, 50_000, 100_000, 32),
         t(device_class::PHONE, 50_000, 200_000, 32),
-        t(device_class::IOT, 10_000, 20_000, 32),
-        t(device_class::DCP, u64::MAX / 4, u64::MAX / 4, 1024),
+        no_cardholder(t(device_class::IOT, 10_000, 20_000, 32)),
+        no_cardholder(t(device_class::DCP, u64::MAX / 4, u64::MAX / 4, 1024)),
     ]
 }
 
@@ -705,18 +757,26 @@ impl Backoffice {
     fn policy_in(&self, tx: &mut dyn Tx) -> Result<Policy, BackofficeError> {
         let tiers = default_tiers();
         let dcps = vec![self.dcp_cert.clone()];
+        let manufacturers = Self::manufacturers_in(tx)?;
         let old = tx.query_one("SELECT body FROM node_docs WHERE k = 'policy'", &[])?;
         let serial = match &old {
             Some(r) => {
                 let p = Policy::from_cbor(r.bytes(0)?)?;
-                if p.tiers == tiers && p.dcps == dcps {
+                if p.tiers == tiers && p.dcps == dcps && p.manufacturers == manufacturers {
                     return Ok(p);
                 }
                 p.serial + 1
             }
             None => 1,
         };
-        let p = Policy::sign(&self.keys.root, serial, "XTS", tiers, dcps);
+        let p = Policy::sign_with_manufacturers(
+            &self.keys.root,
+            serial,
+            "XTS",
+            tiers,
+            dcps,
+            manufacturers,
+        );
         if old.is_some() {
             tx.execute(
                 "UPDATE node_docs SET body = $1 WHERE k = 'policy'",
@@ -729,6 +789,75 @@ impl Backoffice {
             )?;
         }
         Ok(p)
+    }
+
+    fn manufacturers_in(tx: &mut dyn Tx) -> Result<Vec<PublicKey>, BackofficeError> {
+        match tx.query_one("SELECT body FROM node_docs WHERE k = 'manufacturers'", &[])? {
+            None => Ok(Vec::new()),
+            Some(r) => {
+                let bytes = r.bytes(0)?;
+                let mut rd = Reader::new(bytes);
+                Ok(tally_core::codec::read_vec(
+                    &mut rd,
+                    tally_core::policy::MANUFACTURERS_MAX,
+                )?)
+            }
+        }
+    }
+
+    /// Central bank: trusts an SE manufacturer's key for enrolment (the
+    /// policy is re-signed with it). Idempotent.
+    pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
+        check_key(&key).map_err(|_| BackofficeError::BadKey)?;
+        self.central.transact(|tx| {
+            let mut list = Self::manufacturers_in(tx)?;
+            if !list.contains(&key) {
+                if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
+                    return Err(BackofficeError::Decode(CodecError::TooLong));
+                }
+                list.push(key);
+                let mut w = Writer::new();
+                tally_core::codec::write_vec(&mut w, &list);
+                tx.execute("DELETE FROM node_docs WHERE k = 'manufacturers'", &[])?;
+                tx.execute(
+                    "INSERT INTO node_docs (k, body) VALUES ('manufacturers', $1)",
+                    &[w.into_bytes().into()],
+                )?;
+            }
+            self.policy_in(tx)
+        })
+    }
+
+    /// DCP: a one-time enrolment code for `account`, to hand to the
+    /// account holder out of band. Only its digest is stored; it works
+    /// once, for one SE.
+    pub fn enrolment_code(&self, account: &str) -> Result<String, BackofficeError> {
+        if !valid_account_name(account) {
+            return Err(BackofficeError::Decode(CodecError::Malformed));
+        }
+        let acct = user_account(account);
+        self.central.transact(|tx| {
+            Ledger::ensure_account(tx, &acct, AccountKind::User)?;
+            Ok::<_, BackofficeError>(())
+        })?;
+        const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let random = os_random_32()?;
+        let mut code = String::with_capacity(19);
+        for (i, b) in random.iter().take(16).enumerate() {
+            if i > 0 && i % 4 == 0 {
+                code.push('-');
+            }
+            code.push(ALPHABET[usize::from(b & 31)] as char);
+        }
+        let digest = enrolment_code_digest(&code);
+        self.dcp.transact(|tx| {
+            tx.execute(
+                "INSERT INTO dcp_enrolment_codes (code_digest, account, se_id) VALUES ($1, $2, NULL)",
+                &[b(&digest), acct.clone().into()],
+            )?;
+            Ok::<_, BackofficeError>(())
+        })?;
+        Ok(code)
     }
 
     pub fn revocations(&self) -> Result<RevocationList, BackofficeError> {
@@ -906,20 +1035,51 @@ impl Backoffice {
     /// point (what supervisors resolve an opening with). Idempotent.
     pub fn register(&self, reg: &Registration) -> Result<Hash32, BackofficeError> {
         if !valid_account_name(&reg.account) {
-            return Err(BackofficeError::Decode(CodecError::Malformed));
+            return Err(BackofficeError::BadEnrolment);
         }
         let acct = user_account(&reg.account);
-        let e = self.central.transact(|tx| {
-            let e = Directory::register(
-                tx,
-                &reg.attestation_key,
-                reg.device_class,
-                &reg.maker,
-                &reg.signature,
+        let se_id = reg.attestation_key().id();
+        // A revoked SE does not get to use up a code.
+        if let Some(e) = self
+            .central
+            .transact(|tx| Ok::<_, BackofficeError>(Directory::get(tx, &se_id)?))?
+        {
+            if e.status != SeStatus::Active {
+                return Err(BackofficeError::Directory(DirectoryError::Revoked));
+            }
+        }
+        // The account's one-time code, bound to this SE (a retry by the
+        // same SE finds it bound to itself).
+        self.dcp.transact(|tx| {
+            let codes = tx.query(
+                "SELECT code_digest, se_id FROM dcp_enrolment_codes WHERE account = $1",
+                &[acct.clone().into()],
             )?;
+            for r in codes {
+                let digest = hash(r.bytes(0)?)?;
+                let message = enrolment_message(&se_id, &reg.account, &digest);
+                if !check_attestation(reg.attestation_key(), &message, &reg.signature) {
+                    continue;
+                }
+                if r.is_null(1) {
+                    tx.execute(
+                        "UPDATE dcp_enrolment_codes SET se_id = $1 WHERE code_digest = $2",
+                        &[b(&se_id), b(&digest)],
+                    )?;
+                } else if r.bytes(1)? != se_id.0.as_slice() {
+                    return Err(BackofficeError::EnrolmentCodeUsed);
+                }
+                return Ok(());
+            }
+            Err(BackofficeError::BadEnrolment)
+        })?;
+        let manufacturers = self.policy()?.manufacturers;
+        let e = self.central.transact(|tx| {
+            let e = Directory::register(tx, &reg.maker_cert, &manufacturers)?;
             Ledger::ensure_account(tx, &acct, AccountKind::User)?;
             Ok::<_, BackofficeError>(e)
         })?;
+        let reg_device_class = reg.maker_cert.device_class;
         let fresh = os_random_32()?;
         let salt: [u8; 32] = self.dcp.transact(|tx| {
             if let Some(r) = tx.query_one("SELECT escrow_salt FROM dcp_devices WHERE se_id = $1", &[b(&e.se_id)])? {
@@ -927,7 +1087,7 @@ impl Backoffice {
             }
             tx.execute(
                 "INSERT INTO dcp_devices (se_id, account, device_class, tier, last_counter, sync_seq, sync_epoch, escrow_salt) VALUES ($1, $2, $3, 0, 0, 0, 0, $4)",
-                &[b(&e.se_id), acct.clone().into(), Value::Int(i64::from(reg.device_class)), fresh.to_vec().into()],
+                &[b(&e.se_id), acct.clone().into(), Value::Int(i64::from(reg_device_class)), fresh.to_vec().into()],
             )?;
             Ok(fresh)
         })?;
@@ -953,14 +1113,18 @@ impl Backoffice {
     /// request: every step is idempotent on the request id.
     pub fn handle_device(&self, body: &[u8]) -> Result<Vec<u8>, BackofficeError> {
         let req = DeviceRequest::from_cbor(body)?;
+        if !req.attachment_matches() {
+            return Err(BackofficeError::BadAttachment);
+        }
         let rid = req.id();
         let entry = self
             .central
             .transact(|tx| Ok::<_, BackofficeError>(Directory::get(tx, &req.se_id)?))?
             .ok_or(BackofficeError::UnknownDevice)?;
+        // Built and signed by the SE itself, under the kind's own tag.
         if !check_attestation(
             &entry.attestation_key,
-            &DeviceRequest::challenge(&req.se_id, req.counter, &req.op),
+            &DeviceRequest::signed_message(&req.se_id, req.counter, &req.op),
             &req.signature,
         ) {
             return Err(BackofficeError::BadDeviceSignature);
@@ -1009,7 +1173,7 @@ impl Backoffice {
         if entry.status != SeStatus::Active {
             return Err(BackofficeError::DeviceNotActive);
         }
-        let resp = self.execute(&ctx, &entry, &req.op)?;
+        let resp = self.execute(&ctx, &entry, &req)?;
         let bytes = resp.to_cbor();
         let sealed = seal_response(body, &bytes);
         self.dcp.transact(|tx| {
@@ -1088,13 +1252,23 @@ impl Backoffice {
         &self,
         ctx: &DeviceCtx,
         entry: &SeEntry,
-        op: &DeviceOp,
+        req: &DeviceRequest,
     ) -> Result<DeviceResponse, BackofficeError> {
         let epoch = self.epoch()?;
-        match op {
+        match &req.op {
             DeviceOp::Certify { keys } => self.certify(ctx, entry, epoch, keys),
             DeviceOp::Load { amount, key } => {
                 check_key(key).map_err(|_| BackofficeError::BadKey)?;
+                // Refused before anything is debited: a token the SE
+                // cannot hold would strand the value in the float.
+                let holding = self
+                    .policy()?
+                    .limits(ctx.class, ctx.tier)
+                    .map(|l| l.holding_max)
+                    .ok_or(BackofficeError::LoadAboveHolding)?;
+                if Amount(*amount) > holding {
+                    return Err(BackofficeError::LoadAboveHolding);
+                }
                 let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
                     Ledger::transfer(
                         tx,
@@ -1145,15 +1319,27 @@ impl Backoffice {
                     0,
                     Vec::new(),
                 );
-                Ok(DeviceResponse::Redemption(Request {
+                let request = Request {
                     amount: Amount(*amount),
                     nonce,
                     payee: cert,
                     payee_epoch: epoch,
-                }))
+                };
+                // Bound to this SE: another SE refuses to pay it.
+                Ok(DeviceResponse::Redemption(RedemptionOrder::sign(
+                    &self.keys.dcp,
+                    ctx.se_id,
+                    *unload,
+                    request,
+                )))
             }
-            DeviceOp::Redeem { nonce, sealed, key } => self.redeem(ctx, epoch, nonce, sealed, key),
-            DeviceOp::Sync { sealed } => self.sync(ctx, epoch, sealed),
+            DeviceOp::Redeem {
+                nonce,
+                transfer_id,
+                key,
+                ..
+            } => self.redeem(ctx, epoch, nonce, transfer_id, &req.attachment, key),
+            DeviceOp::Sync { .. } => self.sync(ctx, epoch, &req.attachment),
             DeviceOp::PayOnline { to_account, amount } => {
                 let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
                     Ledger::transfer(
@@ -1349,6 +1535,7 @@ impl Backoffice {
         ctx: &DeviceCtx,
         epoch: Epoch,
         nonce: &[u8; 16],
+        transfer_id: &Hash32,
         sealed: &[u8],
         key: &PublicKey,
     ) -> Result<DeviceResponse, BackofficeError> {
@@ -1395,6 +1582,9 @@ impl Backoffice {
             let t = &verified.package().transfer;
             if &t.nonce != nonce {
                 return Err(BackofficeError::UnknownRedemption);
+            }
+            if verified.transfer_id() != *transfer_id {
+                return Err(BackofficeError::TransferMismatch);
             }
             if t.outputs[0]
                 != (Output {
@@ -1556,6 +1746,12 @@ impl Backoffice {
             self.pair(tx, op, epoch, &t.nonce, &t.outputs[0].owner)?;
         }
         for c in &upload.closed {
+            // Only the payee's SE signs a closure, in the commit that
+            // closes the request unpaid.
+            if !c.verify() {
+                res.refused += 1;
+                continue;
+            }
             let k = [Value::Bytes(c.nonce.to_vec()), c.key.to_cbor().into()];
             if tx
                 .query_one(

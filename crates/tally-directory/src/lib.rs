@@ -5,7 +5,8 @@
 use std::fmt;
 
 use tally_core::codec::Cbor;
-use tally_core::crypto::{tagged_hash, verify};
+use tally_core::crypto::verify;
+use tally_core::dcp::MakerCertificate;
 use tally_core::{Epoch, Hash32, PublicKey, RevocationList, SecretKey, Signature};
 use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
 
@@ -68,6 +69,11 @@ pub enum DirectoryError {
     /// Registered before with other attributes.
     Conflict,
     UnknownSe,
+    /// The attestation key's certificate is not by a manufacturer the
+    /// policy trusts, or does not verify.
+    UntrustedManufacturer,
+    /// The SE was revoked: it cannot register again.
+    Revoked,
     Store(StoreError),
 }
 
@@ -77,6 +83,8 @@ impl DirectoryError {
             DirectoryError::BadAttestation => 40,
             DirectoryError::Conflict => 41,
             DirectoryError::UnknownSe => 42,
+            DirectoryError::UntrustedManufacturer => 43,
+            DirectoryError::Revoked => 44,
             DirectoryError::Store(_) => 99,
         }
     }
@@ -88,6 +96,10 @@ impl fmt::Display for DirectoryError {
             DirectoryError::BadAttestation => f.write_str("attestation signature does not verify"),
             DirectoryError::Conflict => f.write_str("SE registered before with other attributes"),
             DirectoryError::UnknownSe => f.write_str("unknown secure element"),
+            DirectoryError::UntrustedManufacturer => {
+                f.write_str("attestation key not certified by a trusted manufacturer")
+            }
+            DirectoryError::Revoked => f.write_str("secure element revoked"),
             DirectoryError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -106,11 +118,9 @@ impl TxFailure for DirectoryError {
     }
 }
 
-pub use tally_core::dcp::registration_challenge;
-
-/// Verifies a signature made by an SE's ATTEST command over `challenge`.
-pub fn check_attestation(key: &PublicKey, challenge: &[u8], sig: &Signature) -> bool {
-    verify(key, &tagged_hash(b"tally/v1/attest", &[challenge]).0, sig).is_ok()
+/// Verifies a signature an SE made over `message` with its attestation key.
+pub fn check_attestation(key: &PublicKey, message: &Hash32, sig: &Signature) -> bool {
+    verify(key, &message.0, sig).is_ok()
 }
 
 pub struct Directory;
@@ -131,24 +141,24 @@ fn entry_from_row(r: &tally_store::Row) -> Result<SeEntry, DirectoryError> {
 }
 
 impl Directory {
-    /// Registers an SE whose attestation signature over
-    /// [`registration_challenge`] verifies. Idempotent.
+    /// Registers an SE whose attestation key a trusted manufacturer
+    /// certified. Idempotent for an active SE; a revoked or suspended SE
+    /// cannot register again.
     pub fn register(
         tx: &mut dyn Tx,
-        attestation_key: &PublicKey,
-        device_class: u8,
-        maker: &str,
-        signature: &Signature,
+        maker_cert: &MakerCertificate,
+        manufacturers: &[PublicKey],
     ) -> Result<SeEntry, DirectoryError> {
-        if !check_attestation(
-            attestation_key,
-            &registration_challenge(attestation_key, device_class, maker),
-            signature,
-        ) {
-            return Err(DirectoryError::BadAttestation);
+        if !manufacturers.contains(&maker_cert.maker_key) || !maker_cert.verify() {
+            return Err(DirectoryError::UntrustedManufacturer);
         }
+        let attestation_key = &maker_cert.attestation_key;
+        let (device_class, maker) = (maker_cert.device_class, maker_cert.maker.as_str());
         let se_id = attestation_key.id();
         if let Some(e) = Self::get(tx, &se_id)? {
+            if e.status != SeStatus::Active {
+                return Err(DirectoryError::Revoked);
+            }
             if e.device_class != device_class || e.maker != maker {
                 return Err(DirectoryError::Conflict);
             }

@@ -64,6 +64,12 @@ pub mod sw {
     pub const COMMAND_CHAINING_NOT_SUPPORTED: u16 = 0x6884;
     /// No precise diagnosis.
     pub const UNKNOWN: u16 = 0x6F00;
+    /// Authentication method blocked (PIN tries exhausted).
+    pub const AUTH_METHOD_BLOCKED: u16 = 0x6983;
+    /// Verification failed, `X` tries left: `63CX`.
+    pub const fn wrong_pin(tries_left: u8) -> u16 {
+        0x63C0 | (tries_left as u16 & 0x0F)
+    }
 
     /// `61xx` for `remaining` bytes: xx = min(remaining, 256) mod 256, so
     /// `6100` announces 256 bytes or more.

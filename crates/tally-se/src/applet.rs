@@ -14,7 +14,11 @@ use core::fmt;
 
 use tally_core::cert::role;
 use tally_core::codec::{Cbor, CodecError};
-use tally_core::crypto::{Entropy, SecretKey, tagged_hash};
+use tally_core::crypto::{Entropy, SecretKey};
+use tally_core::dcp::{
+    ClosedRequest, DeviceOp, DeviceRequest, RedemptionOrder, enrolment_code_digest,
+    enrolment_message,
+};
 use tally_core::package::{needed_certificates, sign_transfer};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::selection::{Candidate, SelectError, select};
@@ -44,6 +48,8 @@ pub enum Limit {
     OpenRequests,
     Outgoing,
     Keys,
+    /// The table of imported Issue ids is full of unexpired Issues.
+    Imported,
 }
 
 /// Everything the applet can refuse, grouped as rustls does.
@@ -85,6 +91,21 @@ pub enum SeError {
     NotRedemption,
     /// The applet saw a storage error and must be rebooted.
     Halted,
+    /// The operation needs cardholder verification (VERIFY) first.
+    CardholderVerificationRequired,
+    /// Too many wrong PINs: the SE refuses cardholder operations.
+    PinBlocked,
+    /// Wrong PIN; `tries_left` presentations remain.
+    WrongPin {
+        tries_left: u8,
+    },
+    /// No PIN set, or a PIN of the wrong length.
+    BadPin,
+    /// This Issue was credited to this SE before.
+    AlreadyImported,
+    /// A request of this kind cannot be built from this SE's state (no
+    /// such redemption, amount zero or above the balance, ...).
+    BadRequestParams,
 }
 
 impl fmt::Display for SeError {
@@ -154,6 +175,9 @@ pub struct Applet<S: Storage, E: Entropy> {
     /// confirms, so PAY does not decompress their public keys.
     key_cache: core::cell::RefCell<Vec<(PublicKey, SecretKey)>>,
     halted: bool,
+    /// The cardholder presented the right PIN in this session (RAM only:
+    /// lost at power-off and consumed by the operation it authorises).
+    cvm_verified: bool,
 }
 
 /// Cached pseudonym certificates (signature checks skipped on reuse).
@@ -198,6 +222,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             cert_cache: BoundedCertCache::new(CERT_CACHE_MAX),
             key_cache: core::cell::RefCell::new(Vec::new()),
             halted: false,
+            cvm_verified: false,
         };
         a.rebuild_trust();
         Ok(a)
@@ -311,15 +336,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(self.attestation_public()?.id())
     }
 
-    /// Signs a back-office challenge with the attestation key (registration,
-    /// authenticated device requests). Domain-separated so it cannot sign
-    /// a record.
-    pub fn attest(&mut self, challenge: &[u8]) -> Result<tally_core::Signature, SeError> {
-        self.ready()?;
-        let k = self.attestation_key()?;
-        Ok(k.sign(&tagged_hash(b"tally/v1/attest", &[challenge]).0))
-    }
-
     /// Installs the policy (with its DCP trust list), checked against the
     /// root; only a newer serial replaces an installed one.
     pub fn install_policy(&mut self, policy: Policy) -> Result<(), SeError> {
@@ -371,13 +387,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     /// Generates `n` fresh offline keys inside the SE and returns their
-    /// public halves for the DCP to certify. Keys that own nothing and
-    /// whose certificate expired are dropped first.
+    /// public halves (tests and benchmarks; a device asks for keys with
+    /// BUILD REQUEST Certify, which signs them in the same commit).
     pub fn generate_keys(&mut self, n: usize) -> Result<Vec<PublicKey>, SeError> {
         self.ready()?;
-        let suite = self.personal()?.suite;
-        let epoch = self.state.epoch;
         let mut next = self.state.clone();
+        let out = self.fresh_keys(&mut next, n)?;
+        self.commit(next)?;
+        Ok(out)
+    }
+
+    /// Adds `n` fresh offline keys to `next`. Keys that own nothing and
+    /// whose certificate expired are dropped first.
+    fn fresh_keys(&mut self, next: &mut State, n: usize) -> Result<Vec<PublicKey>, SeError> {
+        let suite = self.personal()?.suite;
+        let epoch = next.epoch;
         let tokens = &next.tokens;
         let outgoing_keys: Vec<PublicKey> = next.open_requests.iter().map(|r| r.key).collect();
         // A key stays while it owns a token or waits for a payment; a
@@ -408,7 +432,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             });
             out.push(public);
         }
-        self.commit(next)?;
         Ok(out)
     }
 
@@ -467,8 +490,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let limits = self.limits()?;
         let dcp = trust.dcp_for(&issue.issuer, role::ISSUE, self.state.epoch)?;
         let id = issue.id();
-        if self.state.tokens.iter().any(|t| t.outpoint.record == id) {
-            return Ok(Amount::ZERO); // already imported: idempotent
+        // Credited once per SE, ever: a token still held, or one already
+        // spent, names an Issue this SE imported before.
+        if self.state.imported.iter().any(|i| i.id == id)
+            || self.state.tokens.iter().any(|t| t.outpoint.record == id)
+        {
+            return Err(SeError::AlreadyImported);
         }
         if issue.expiry_epoch < self.state.epoch {
             return Err(SeError::Verify(VerifyError::TokenExpired));
@@ -477,6 +504,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .map_err(|_| SeError::Verify(VerifyError::BadSignature))?;
         let mut total = Amount::ZERO;
         let mut next = self.state.clone();
+        // An expired Issue is refused above, so its id need not be kept.
+        let epoch = next.epoch;
+        next.imported.retain(|i| i.expiry_epoch >= epoch);
+        if next.imported.len() >= IMPORTED_MAX {
+            return Err(SeError::LimitExceeded(Limit::Imported));
+        }
+        next.imported.push(Imported {
+            id,
+            expiry_epoch: issue.expiry_epoch,
+        });
         for (i, o) in issue.outputs.iter().enumerate() {
             match next.keys.iter_mut().find(|k| k.public == o.owner) {
                 Some(k) => k.used = true,
@@ -516,6 +553,219 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.commit(next)?;
         self.check_invariants();
         Ok(total)
+    }
+
+    // ---- cardholder verification -----------------------------------------
+
+    fn check_not_blocked(&self) -> Result<(), SeError> {
+        match &self.state.pin {
+            Some(p) if p.tries_left == 0 => Err(SeError::PinBlocked),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the cardholder was verified in this session (not yet consumed).
+    pub fn cardholder_verified(&self) -> bool {
+        self.cvm_verified
+    }
+
+    /// Remaining PIN tries, or `None` when no PIN is set.
+    pub fn pin_tries_left(&self) -> Option<u8> {
+        self.state.pin.as_ref().map(|p| p.tries_left)
+    }
+
+    /// ISO 7816-4 VERIFY: checks the cardholder's PIN. The try counter is
+    /// decremented and committed *before* the comparison (a power cut
+    /// during a wrong guess cannot save the try) and restored after a
+    /// match. A match authorises the next cardholder operation of this
+    /// session.
+    pub fn verify_pin(&mut self, pin: &[u8]) -> Result<(), SeError> {
+        self.ready()?;
+        let stored = self.state.pin.clone().ok_or(SeError::BadPin)?;
+        if stored.tries_left == 0 {
+            return Err(SeError::PinBlocked);
+        }
+        let mut next = self.state.clone();
+        if let Some(p) = next.pin.as_mut() {
+            p.tries_left -= 1;
+        }
+        self.commit(next)?;
+        if Pin::digest_of(&stored.salt, pin) != stored.digest {
+            self.cvm_verified = false;
+            return Err(SeError::WrongPin {
+                tries_left: stored.tries_left - 1,
+            });
+        }
+        let mut next = self.state.clone();
+        if let Some(p) = next.pin.as_mut() {
+            p.tries_left = PIN_TRIES_MAX;
+        }
+        self.commit(next)?;
+        self.cvm_verified = true;
+        Ok(())
+    }
+
+    /// ISO 7816-4 CHANGE REFERENCE DATA: sets the first PIN (`old` absent,
+    /// only while none is set) or changes it (the old PIN is verified,
+    /// with the try counter).
+    pub fn change_pin(&mut self, old: Option<&[u8]>, new: &[u8]) -> Result<(), SeError> {
+        self.ready()?;
+        if !(PIN_BYTES_MIN..=PIN_BYTES_MAX).contains(&new.len()) {
+            return Err(SeError::BadPin);
+        }
+        match (&self.state.pin, old) {
+            (None, None) => {}
+            (Some(_), Some(old)) => self.verify_pin(old)?,
+            _ => return Err(SeError::BadPin),
+        }
+        let mut salt = [0u8; 16];
+        self.entropy.fill(&mut salt);
+        let mut next = self.state.clone();
+        next.pin = Some(Pin {
+            salt,
+            digest: Pin::digest_of(&salt, new),
+            tries_left: PIN_TRIES_MAX,
+        });
+        self.commit(next)?;
+        self.cvm_verified = false;
+        Ok(())
+    }
+
+    // ---- requests to the back office ---------------------------------------
+
+    /// ENROL: signs the enrolment of this SE to `account` with the
+    /// account's one-time code (out of band from the DCP). Signs only
+    /// under the enrolment tag and always binds this SE's id.
+    pub fn enrol(&mut self, account: &str, code: &str) -> Result<tally_core::Signature, SeError> {
+        self.ready()?;
+        if account.is_empty() || account.len() > tally_core::dcp::ACCOUNT_NAME_BYTES_MAX {
+            return Err(SeError::BadRequestParams);
+        }
+        let se_id = self.se_id()?;
+        let k = self.attestation_key()?;
+        Ok(k.sign(&enrolment_message(&se_id, account, &enrolment_code_digest(code)).0))
+    }
+
+    /// BUILD REQUEST: the SE builds and signs one back-office request from
+    /// its own state, with its own counter and the kind's domain tag. The
+    /// terminal supplies only what the user chose ([`RequestParams`]).
+    pub fn build_request(&mut self, params: RequestParams) -> Result<DeviceRequest, SeError> {
+        self.ready()?;
+        let se_id = self.se_id()?;
+        let epoch = self.state.epoch;
+        let mut next = self.state.clone();
+        let certified = |k: &OfflineKey| {
+            k.cert
+                .as_ref()
+                .map(|c| c.expiry_epoch >= epoch)
+                .unwrap_or(false)
+        };
+        let mut consumes_cvm = false;
+        let op = match params {
+            RequestParams::Certify { n } => {
+                let n = usize::from(n);
+                if n == 0 || n > tally_core::dcp::CERTIFY_KEYS_MAX {
+                    return Err(SeError::BadRequestParams);
+                }
+                let keys = self.fresh_keys(&mut next, n)?;
+                DeviceOp::Certify { keys }
+            }
+            RequestParams::Load { amount } => {
+                let limits = self.limits()?;
+                let amount = Amount(amount);
+                let holding = self
+                    .state
+                    .balance()
+                    .checked_add(amount)
+                    .ok_or(SeError::LimitExceeded(Limit::Holding))?;
+                if amount.is_zero() {
+                    return Err(SeError::BadRequestParams);
+                }
+                if holding > limits.holding_max {
+                    return Err(SeError::LimitExceeded(Limit::Holding));
+                }
+                let k = next
+                    .keys
+                    .iter_mut()
+                    .find(|k| certified(k) && !k.used)
+                    .ok_or(SeError::NoCertifiedKey)?;
+                k.used = true;
+                DeviceOp::Load {
+                    amount: amount.0,
+                    key: k.public,
+                }
+            }
+            RequestParams::RedemptionRequest { amount, unload } => {
+                if amount == 0 || Amount(amount) > self.state.balance() {
+                    return Err(SeError::BadRequestParams);
+                }
+                DeviceOp::RedemptionRequest { amount, unload }
+            }
+            RequestParams::Redeem {
+                nonce,
+                sealed_digest,
+            } => {
+                let o = self
+                    .state
+                    .outgoing
+                    .iter()
+                    .find(|o| o.redemption && o.nonce == nonce)
+                    .ok_or(SeError::UnknownTransfer)?;
+                // The renewal's fresh token goes to a certified key of
+                // ours: a never-used one if there is one, else the newest.
+                let idx = next
+                    .keys
+                    .iter()
+                    .position(|k| certified(k) && !k.used)
+                    .or_else(|| next.keys.iter().rposition(|k| certified(k)))
+                    .ok_or(SeError::NoCertifiedKey)?;
+                next.keys[idx].used = true;
+                DeviceOp::Redeem {
+                    nonce,
+                    transfer_id: o.transfer_id,
+                    key: next.keys[idx].public,
+                    sealed_digest,
+                }
+            }
+            RequestParams::Sync { sealed_digest } => DeviceOp::Sync { sealed_digest },
+            RequestParams::PayOnline { to_account, amount } => {
+                let limits = self.limits()?;
+                if amount == 0
+                    || to_account.is_empty()
+                    || to_account.len() > tally_core::dcp::ACCOUNT_NAME_BYTES_MAX
+                {
+                    return Err(SeError::BadRequestParams);
+                }
+                if limits.cvm_online {
+                    self.check_not_blocked()?;
+                    if !self.cvm_verified {
+                        return Err(SeError::CardholderVerificationRequired);
+                    }
+                    consumes_cvm = true;
+                }
+                DeviceOp::PayOnline { to_account, amount }
+            }
+            RequestParams::Balance => DeviceOp::Balance,
+        };
+        let counter = next
+            .request_counter
+            .checked_add(1)
+            .ok_or(SeError::StateCorrupt)?;
+        next.request_counter = counter;
+        let signature = self
+            .attestation_key()?
+            .sign(&DeviceRequest::signed_message(&se_id, counter, &op).0);
+        self.commit(next)?;
+        if consumes_cvm {
+            self.cvm_verified = false;
+        }
+        Ok(DeviceRequest {
+            se_id,
+            counter,
+            op,
+            signature,
+            attachment: Vec::new(),
+        })
     }
 
     // ---- the payment protocol --------------------------------------------
@@ -623,6 +873,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.payments_since_sync >= limits.offline_payments_max {
             return Err(SeError::LimitExceeded(Limit::OfflinePayments));
         }
+        self.check_not_blocked()?;
+        let needs_cvm = limits.needs_cvm(amount, self.state.spent_since_cvm);
+        if needs_cvm && !self.cvm_verified {
+            return Err(SeError::CardholderVerificationRequired);
+        }
         // The package must fit the payee's budget as well as ours.
         let payee_budget = trust
             .policy()
@@ -634,7 +889,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         next.epoch_seen = epoch_seen;
         next.spent_since_sync = spent;
         next.payments_since_sync += 1;
+        // A verified payment starts the no-verification allowance afresh.
+        next.spent_since_cvm = if self.cvm_verified {
+            Amount::ZERO
+        } else {
+            next.spent_since_cvm
+                .checked_add(amount)
+                .ok_or(SeError::LimitExceeded(Limit::OfflineSpend))?
+        };
         self.commit(next)?;
+        self.cvm_verified = false;
         self.check_invariants();
         Ok(bytes)
     }
@@ -698,8 +962,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// Renewal and unload: pays the DCP's redemption key. Exempt from the
     /// offline limits (it happens online), bounded by the DCP's budget.
-    pub fn redeem(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
+    /// Only an order signed by a trusted DCP redemption key and bound to
+    /// this SE's id is paid: a terminal cannot make the SE pay an order
+    /// another device obtained (which would credit that device's account).
+    pub fn redeem(&mut self, order: &RedemptionOrder) -> Result<Vec<u8>, SeError> {
         self.ready()?;
+        if order.se_id != self.se_id()? {
+            return Err(SeError::NotForThisSe);
+        }
+        if !order.verify() {
+            return Err(SeError::NotRedemption);
+        }
+        let request = &order.request;
         if let Some(retry) = self.paid_before(request) {
             return retry;
         }
@@ -1066,10 +1340,24 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// Closes every open request for offline use and returns them, for the
     /// payee's report at sync (recovery of interrupted payments).
-    pub fn close_requests(&mut self) -> Result<Vec<OpenRequest>, SeError> {
+    /// Each closure is signed by the request's own key, in the commit that
+    /// removes the request: settlement recovers only a payment whose
+    /// request the payee's SE closed unpaid (a wallet cannot claim a
+    /// package it received as interrupted).
+    pub fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, SeError> {
         self.ready()?;
+        let mut closed = Vec::with_capacity(self.state.open_requests.len());
+        for r in &self.state.open_requests {
+            let sk = self.signing_key(&r.key).ok_or(SeError::StateCorrupt)?;
+            closed.push(ClosedRequest {
+                nonce: r.nonce,
+                amount: r.amount.0,
+                key: r.key,
+                signature: sk.sign(&ClosedRequest::signed_message(&r.nonce, r.amount.0, &r.key).0),
+            });
+        }
         let mut next = self.state.clone();
-        let closed = core::mem::take(&mut next.open_requests);
+        next.open_requests.clear();
         self.commit(next)?;
         Ok(closed)
     }
@@ -1146,5 +1434,134 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             Amount::sum(st.tokens.iter().map(|t| t.value)).is_some(),
             "balance overflow"
         );
+    }
+}
+
+/// What the terminal may choose in a BUILD REQUEST (docs/APDU.md): the
+/// user's parameters only. Wire (command data): Certify `n`; Load
+/// `amount`; RedemptionRequest `[amount, unload]`; Redeem `[nonce,
+/// sealed_digest]`; Sync `sealed_digest`; PayOnline `[to_account,
+/// amount]`; Balance empty. P1 is the [`tally_core::dcp::RequestKind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestParams {
+    Certify {
+        n: u8,
+    },
+    Load {
+        amount: u64,
+    },
+    RedemptionRequest {
+        amount: u64,
+        unload: bool,
+    },
+    Redeem {
+        nonce: [u8; 16],
+        sealed_digest: Hash32,
+    },
+    Sync {
+        sealed_digest: Hash32,
+    },
+    PayOnline {
+        to_account: alloc::string::String,
+        amount: u64,
+    },
+    Balance,
+}
+
+impl RequestParams {
+    pub fn kind(&self) -> tally_core::dcp::RequestKind {
+        use tally_core::dcp::RequestKind as K;
+        match self {
+            RequestParams::Certify { .. } => K::Certify,
+            RequestParams::Load { .. } => K::Load,
+            RequestParams::RedemptionRequest { .. } => K::RedemptionRequest,
+            RequestParams::Redeem { .. } => K::Redeem,
+            RequestParams::Sync { .. } => K::Sync,
+            RequestParams::PayOnline { .. } => K::PayOnline,
+            RequestParams::Balance => K::Balance,
+        }
+    }
+
+    /// The command data (P1 carries the kind).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = tally_core::codec::Writer::new();
+        match self {
+            RequestParams::Certify { n } => w.u64(u64::from(*n)),
+            RequestParams::Load { amount } => w.u64(*amount),
+            RequestParams::RedemptionRequest { amount, unload } => {
+                w.array(2);
+                w.u64(*amount);
+                w.bool(*unload);
+            }
+            RequestParams::Redeem {
+                nonce,
+                sealed_digest,
+            } => {
+                w.array(2);
+                w.bytes(nonce);
+                sealed_digest.write(&mut w);
+            }
+            RequestParams::Sync { sealed_digest } => sealed_digest.write(&mut w),
+            RequestParams::PayOnline { to_account, amount } => {
+                w.array(2);
+                w.text(to_account);
+                w.u64(*amount);
+            }
+            RequestParams::Balance => return Vec::new(),
+        }
+        w.into_bytes()
+    }
+
+    /// Strict decoding of the command data for kind `kind`.
+    pub fn decode(kind: u8, data: &[u8]) -> Result<RequestParams, CodecError> {
+        use tally_core::codec::Reader;
+        use tally_core::dcp::RequestKind as K;
+        let kind = K::from_code(kind).ok_or(CodecError::UnknownCode)?;
+        if kind == K::Balance {
+            return if data.is_empty() {
+                Ok(RequestParams::Balance)
+            } else {
+                Err(CodecError::TrailingBytes)
+            };
+        }
+        let mut r = Reader::new(data);
+        let p = match kind {
+            K::Certify => RequestParams::Certify { n: r.u8()? },
+            K::Load => RequestParams::Load { amount: r.u64()? },
+            K::RedemptionRequest => {
+                r.array(2)?;
+                RequestParams::RedemptionRequest {
+                    amount: r.u64()?,
+                    unload: r.bool()?,
+                }
+            }
+            K::Redeem => {
+                r.array(2)?;
+                RequestParams::Redeem {
+                    nonce: r.bytes_array()?,
+                    sealed_digest: Hash32::read(&mut r)?,
+                }
+            }
+            K::Sync => RequestParams::Sync {
+                sealed_digest: Hash32::read(&mut r)?,
+            },
+            K::PayOnline => {
+                r.array(2)?;
+                RequestParams::PayOnline {
+                    to_account: alloc::string::String::from(
+                        r.text_max(tally_core::dcp::ACCOUNT_NAME_BYTES_MAX)?,
+                    ),
+                    amount: r.u64()?,
+                }
+            }
+            K::Balance => unreachable!("handled above"),
+        };
+        if r.position() != data.len() {
+            return Err(CodecError::TrailingBytes);
+        }
+        if p.encode() != data {
+            return Err(CodecError::NonCanonical);
+        }
+        Ok(p)
     }
 }

@@ -10,13 +10,14 @@ use alloc::vec::Vec;
 
 use tally_core::codec::{Cbor, Writer};
 use tally_core::crypto::Entropy;
+use tally_core::dcp::RedemptionOrder;
 use tally_core::{
     Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request,
     RevocationList, Suite, SyncGrant,
 };
 
 use crate::apdu::{AssembledCommand, ChainAssembler, Command, Response, ResponseQueue, sw};
-use crate::applet::{Applet, Limit, SeError};
+use crate::applet::{Applet, Limit, RequestParams, SeError};
 use crate::storage::Storage;
 
 /// Application identifier (proprietary RID range): "TALLY" v1.
@@ -45,8 +46,20 @@ pub mod ins {
     pub const INSTALL_CERTIFICATE: u8 = 0xE8;
     pub const SYNC: u8 = 0xEA;
     pub const IMPORT_ISSUE: u8 = 0xEC;
-    pub const ATTEST: u8 = 0xEE;
+    /// P1 = [`tally_core::dcp::RequestKind`]: the SE builds and signs one
+    /// back-office request (there is no command that signs a challenge
+    /// the terminal chooses).
+    pub const BUILD_REQUEST: u8 = 0x60;
+    /// Signs this SE's enrolment to an account with its one-time code.
+    pub const ENROL: u8 = 0x62;
+    /// ISO 7816-4 VERIFY (class 00): the cardholder's PIN.
+    pub const VERIFY: u8 = 0x20;
+    /// ISO 7816-4 CHANGE REFERENCE DATA (class 00): set or change the PIN.
+    pub const CHANGE_REFERENCE_DATA: u8 = 0x24;
 }
+
+/// ISO interindustry class (VERIFY, CHANGE REFERENCE DATA).
+pub const CLA_ISO: u8 = 0x00;
 
 /// GET DATA tags (P2).
 pub mod tag {
@@ -82,6 +95,12 @@ impl SeError {
             SeError::UnknownRequest => 2022,
             SeError::UnknownTransfer => 2023,
             SeError::BadReceipt => 2024,
+            SeError::CardholderVerificationRequired => 2025,
+            SeError::PinBlocked => 2026,
+            SeError::WrongPin { .. } => 2027,
+            SeError::BadPin => 2028,
+            SeError::AlreadyImported => 2029,
+            SeError::BadRequestParams => 2030,
             SeError::LimitExceeded(l) => 2100 + *l as u16,
         }
     }
@@ -90,7 +109,10 @@ impl SeError {
     /// SE's own errors; verification errors come back as `Remote(code)`).
     pub fn status_word(&self) -> u16 {
         match self {
-            SeError::Decode(_) => sw::WRONG_DATA,
+            SeError::Decode(_) | SeError::BadRequestParams => sw::WRONG_DATA,
+            SeError::WrongPin { tries_left } => sw::wrong_pin(*tries_left),
+            SeError::PinBlocked => sw::AUTH_METHOD_BLOCKED,
+            SeError::CardholderVerificationRequired => sw::SECURITY_NOT_SATISFIED,
             SeError::Verify(_)
             | SeError::BadReceipt
             | SeError::NotForThisSe
@@ -179,6 +201,13 @@ impl<S: Storage, E: Entropy> Card<S, E> {
         if !self.selected {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
+        if c.cla & !0x10 == CLA_ISO {
+            return match c.ins {
+                ins::VERIFY => self.run_verify(c).map_err(|e| self.fail(e)),
+                ins::CHANGE_REFERENCE_DATA => self.run_change_pin(c).map_err(|e| self.fail(e)),
+                _ => Err(sw::INS_NOT_SUPPORTED),
+            };
+        }
         if c.cla & !0x10 != CLA {
             return Err(sw::CLA_NOT_SUPPORTED);
         }
@@ -199,7 +228,8 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             ins::INSTALL_CERTIFICATE,
             ins::SYNC,
             ins::IMPORT_ISSUE,
-            ins::ATTEST,
+            ins::BUILD_REQUEST,
+            ins::ENROL,
         ];
         if !KNOWN.contains(&c.ins) {
             return Err(sw::INS_NOT_SUPPORTED);
@@ -218,7 +248,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                 Vec::new()
             }
             ins::PAY => a.pay(&Request::from_cbor(d)?)?,
-            ins::REDEEM => a.redeem(&Request::from_cbor(d)?)?,
+            ins::REDEEM => a.redeem(&RedemptionOrder::from_cbor(d)?)?,
             ins::RECEIVE => a.receive(d)?.to_cbor(),
             ins::ACK => {
                 a.ack(&Receipt::from_cbor(d)?)?;
@@ -268,9 +298,57 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                 let v = a.import_issue(Issue::from_cbor(d)?)?;
                 encode_u64(v.0)
             }
-            ins::ATTEST => a.attest(d)?.to_cbor(),
+            ins::BUILD_REQUEST => a.build_request(RequestParams::decode(c.p1, d)?)?.to_cbor(),
+            ins::ENROL => {
+                let mut r = tally_core::codec::Reader::new(d);
+                r.array(2)?;
+                let account = r.text_max(tally_core::dcp::ACCOUNT_NAME_BYTES_MAX)?;
+                let code = r.text_max(64)?;
+                if r.position() != d.len() {
+                    return Err(SeError::Decode(tally_core::CodecError::TrailingBytes));
+                }
+                a.enrol(account, code)?.to_cbor()
+            }
             _ => return Err(SeError::Decode(tally_core::CodecError::UnknownCode)),
         })
+    }
+
+    /// VERIFY: data = the PIN; empty data asks for the tries left
+    /// (`63CX`, or `9000` when this session is already verified).
+    fn run_verify(&mut self, c: &AssembledCommand) -> Result<Vec<u8>, SeError> {
+        if c.data.is_empty() {
+            return match self.applet.pin_tries_left() {
+                None => Err(SeError::BadPin),
+                Some(0) => Err(SeError::PinBlocked),
+                Some(n) if !self.applet.cardholder_verified() => {
+                    Err(SeError::WrongPin { tries_left: n })
+                }
+                Some(_) => Ok(Vec::new()),
+            };
+        }
+        self.applet.verify_pin(&c.data)?;
+        Ok(Vec::new())
+    }
+
+    /// CHANGE REFERENCE DATA: P1 = 01 sets the first PIN (data = new PIN);
+    /// P1 = 00 changes it (data = CBOR `[old, new]`, byte strings).
+    fn run_change_pin(&mut self, c: &AssembledCommand) -> Result<Vec<u8>, SeError> {
+        match c.p1 {
+            0x01 => self.applet.change_pin(None, &c.data),
+            0x00 => {
+                let d = c.data.as_slice();
+                let mut r = tally_core::codec::Reader::new(d);
+                r.array(2)?;
+                let old = r.bytes_max(crate::state::PIN_BYTES_MAX)?;
+                let new = r.bytes_max(crate::state::PIN_BYTES_MAX)?;
+                if r.position() != d.len() {
+                    return Err(SeError::Decode(tally_core::CodecError::TrailingBytes));
+                }
+                self.applet.change_pin(Some(old), new)
+            }
+            _ => Err(SeError::BadPin),
+        }?;
+        Ok(Vec::new())
     }
 
     fn get_data(&mut self, t: u8) -> Result<Vec<u8>, SeError> {

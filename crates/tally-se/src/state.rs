@@ -13,7 +13,10 @@ use tally_core::{
     RevocationList, Suite,
 };
 
-pub const STATE_VERSION: u8 = 1;
+/// 2: adds the request counter, the imported-Issue set, the PIN and the
+/// value paid since the last cardholder verification (version 1 is read
+/// with those empty).
+pub const STATE_VERSION: u8 = 2;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
 pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
@@ -22,11 +25,48 @@ pub const OUTGOING_MAX: usize = 128;
 pub const RECEIPTS_KEPT_MAX: usize = 32;
 pub const RECORDS_MAX: usize = 4096;
 pub const CERTS_MAX: usize = 1024;
+/// Issue ids remembered so that an Issue is credited once per SE, ever
+/// (pruned once the Issue has expired: an expired Issue is refused anyway).
+pub const IMPORTED_MAX: usize = 256;
+/// Wrong PIN presentations before the SE blocks.
+pub const PIN_TRIES_MAX: u8 = 3;
+pub const PIN_BYTES_MIN: usize = 4;
+pub const PIN_BYTES_MAX: usize = 12;
 
-/// An offline (pseudonym) key pair generated inside the SE.
+/// The cardholder's PIN: a salted digest and the remaining tries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub(crate) salt: [u8; 16],
+    pub(crate) digest: [u8; 32],
+    pub tries_left: u8,
+}
+
+impl core::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pin")
+            .field("tries_left", &self.tries_left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pin {
+    pub(crate) fn digest_of(salt: &[u8; 16], pin: &[u8]) -> [u8; 32] {
+        tally_core::crypto::tagged_hash(b"tally/v1/se-pin", &[salt, pin]).0
+    }
+}
+
+/// An Issue this SE imported, remembered until it expires.
 #[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Imported {
+    pub id: Hash32,
+    pub expiry_epoch: Epoch,
+}
+
+/// An offline (pseudonym) key pair generated inside the SE. The seed is
+/// not visible outside the crate and not printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OfflineKey {
-    pub seed: [u8; 32],
+    pub(crate) seed: [u8; 32],
     pub public: PublicKey,
     pub cert: Option<PseudonymCertificate>,
     /// Handed out in a request already (fresh keys are preferred).
@@ -72,9 +112,30 @@ pub struct StoredRecord {
     pub record: Record,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+impl core::fmt::Debug for OfflineKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OfflineKey")
+            .field("public", &self.public)
+            .field("cert", &self.cert)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for Personalization {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Personalization")
+            .field("device_class", &self.device_class)
+            .field("tier", &self.tier)
+            .field("suite", &self.suite)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct Personalization {
-    pub attestation_seed: [u8; 32],
+    pub(crate) attestation_seed: [u8; 32],
     pub device_class: u8,
     pub tier: u8,
     pub suite: Suite,
@@ -105,6 +166,14 @@ pub struct State {
     /// Receipts of packages received, so a resent package gets the same
     /// receipt again (exactly-once receive).
     pub receipts: Vec<Receipt>,
+    /// Counter of the back-office requests this SE built and signed.
+    pub request_counter: u64,
+    /// Issues credited, so that none is credited twice.
+    pub imported: Vec<Imported>,
+    pub pin: Option<Pin>,
+    /// Value paid offline without cardholder verification since the last
+    /// verified payment.
+    pub spent_since_cvm: Amount,
 }
 
 impl State {
@@ -289,9 +358,41 @@ impl Cbor for Personalization {
     }
 }
 
+impl Cbor for Pin {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        w.bytes(&self.salt);
+        w.bytes(&self.digest);
+        w.u64(u64::from(self.tries_left));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        Ok(Pin {
+            salt: r.bytes_array()?,
+            digest: r.bytes_array()?,
+            tries_left: r.u8()?,
+        })
+    }
+}
+
+impl Cbor for Imported {
+    fn write(&self, w: &mut Writer) {
+        w.array(2);
+        self.id.write(w);
+        w.u64(u64::from(self.expiry_epoch));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(2)?;
+        Ok(Imported {
+            id: Hash32::read(r)?,
+            expiry_epoch: r.u32()?,
+        })
+    }
+}
+
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
-        w.array(18);
+        w.array(22);
         w.u64(u64::from(STATE_VERSION));
         write_opt(w, &self.personal);
         write_opt(w, &self.policy);
@@ -310,11 +411,19 @@ impl Cbor for State {
         write_vec(w, &self.open_requests);
         write_vec(w, &self.outgoing);
         write_vec(w, &self.receipts);
+        w.u64(self.request_counter);
+        write_vec(w, &self.imported);
+        write_opt(w, &self.pin);
+        w.u64(self.spent_since_cvm.0);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(18)?;
-        r.version(STATE_VERSION)?;
-        Ok(State {
+        let n = r.array_max(22)?;
+        let version = r.u8()?;
+        match (version, n) {
+            (1, 18) | (STATE_VERSION, 22) => {}
+            _ => return Err(CodecError::UnsupportedVersion),
+        }
+        let mut st = State {
             personal: read_opt(r)?,
             policy: read_opt(r)?,
             revocations: read_opt(r)?,
@@ -332,6 +441,14 @@ impl Cbor for State {
             open_requests: read_vec(r, OPEN_REQUESTS_MAX)?,
             outgoing: read_vec(r, OUTGOING_MAX)?,
             receipts: read_vec(r, RECEIPTS_KEPT_MAX)?,
-        })
+            ..State::default()
+        };
+        if version == STATE_VERSION {
+            st.request_counter = r.u64()?;
+            st.imported = read_vec(r, IMPORTED_MAX)?;
+            st.pin = read_opt(r)?;
+            st.spent_since_cvm = Amount(r.u64()?);
+        }
+        Ok(st)
     }
 }

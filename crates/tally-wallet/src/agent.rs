@@ -1,7 +1,8 @@
 //! The device's online side: onboarding, sync, load, renewal, unload and
 //! online payments against a DCP, through any [`Backend`] (the HTTP client
-//! or the in-process connector). Every request is signed inside the SE
-//! (ATTEST) over `(se_id, counter, operation)`.
+//! or the in-process connector). Every request is built and signed inside
+//! the SE (BUILD REQUEST) with the SE's own counter; the wallet only
+//! chooses the user's parameters and carries the bytes.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -10,9 +11,11 @@ use core::fmt;
 use tally_core::codec::Cbor;
 pub use tally_core::dcp::SealedKind;
 use tally_core::dcp::{
-    ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, Registration, SyncBundle, SyncUpload,
+    ClosedRequest, DeviceRequest, DeviceResponse, MakerCertificate, Registration, SyncBundle,
+    SyncUpload, attachment_digest,
 };
 use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
+use tally_se::RequestParams;
 
 use crate::link::{SeLink, WalletError};
 
@@ -88,8 +91,6 @@ pub struct Agent<'a> {
     pub se: &'a mut dyn SeLink,
     pub backend: &'a mut dyn Backend,
     pub se_id: Hash32,
-    /// Last request counter used (the caller persists it).
-    pub counter: u64,
 }
 
 /// What a sync did.
@@ -102,66 +103,92 @@ pub struct SyncReport {
     pub epoch: u32,
 }
 
+/// Manufacture: personalises a blank SE with the root of trust (from a
+/// file the scheme distributes, never from the network) and certifies its
+/// attestation key under the manufacturer's key.
+pub fn manufacture(
+    se: &mut dyn SeLink,
+    device_class: u8,
+    root: PublicKey,
+    maker_key: &tally_core::SecretKey,
+    maker: &str,
+) -> Result<MakerCertificate, WalletError> {
+    let att = se.personalize(device_class, 0, Suite::Ed25519, root)?;
+    Ok(MakerCertificate::sign(maker_key, att, device_class, maker))
+}
+
+/// An Issue the SE already credited is not an error for a retry.
+fn credited_once(r: Result<Amount, WalletError>) -> Result<Amount, WalletError> {
+    match r {
+        Err(e) if e.is(&tally_se::SeError::AlreadyImported) => Ok(Amount::ZERO),
+        other => other,
+    }
+}
+
 impl<'a> Agent<'a> {
-    /// Personalizes a blank SE with the back office's root of trust,
-    /// registers it (attestation signed inside the SE) under `account`,
-    /// and syncs (which also certifies offline keys).
+    /// Enrols a manufactured SE: installs the back office's policy and
+    /// revocation list (the SE checks both against the root it was
+    /// personalised with), has the SE sign its enrolment to `account` with
+    /// the account's one-time `code`, registers, and syncs (which also
+    /// certifies offline keys).
     pub fn onboard(
         se: &'a mut dyn SeLink,
         backend: &'a mut dyn Backend,
-        device_class: u8,
-        maker: &str,
+        maker_cert: MakerCertificate,
         account: &str,
+        code: &str,
     ) -> Result<Agent<'a>, AgentError> {
-        let (root, policy, revocations) = backend.trust()?;
-        let att = se.personalize(device_class, 0, Suite::Ed25519, root)?;
-        se.install_policy(&policy)?;
-        se.install_revocations(&revocations)?;
-        let challenge = tally_core::dcp::registration_challenge(&att, device_class, maker);
-        let signature = se.attest(&challenge)?;
+        let (_, policy, revocations) = backend.trust()?;
+        let stale = |r: Result<(), WalletError>| match r {
+            Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
+            other => other,
+        };
+        stale(se.install_policy(&policy))?;
+        stale(se.install_revocations(&revocations))?;
+        let signature = se.enrol(account, code)?;
         let se_id = backend.register(&Registration {
-            attestation_key: att,
-            device_class,
-            maker: maker.to_string(),
+            maker_cert,
             account: account.to_string(),
             signature,
         })?;
-        let mut agent = Agent {
-            se,
-            backend,
-            se_id,
-            counter: 0,
-        };
+        let mut agent = Agent { se, backend, se_id };
         agent.sync()?;
         Ok(agent)
     }
 
-    fn call(&mut self, op: DeviceOp) -> Result<DeviceResponse, AgentError> {
-        self.counter += 1;
-        let signature =
-            self.se
-                .attest(&DeviceRequest::challenge(&self.se_id, self.counter, &op))?;
-        let req = DeviceRequest {
-            se_id: self.se_id,
-            counter: self.counter,
-            op,
-            signature,
-        };
+    /// Sends a request the SE built (with its attachment, if any).
+    fn send(&mut self, req: &DeviceRequest) -> Result<DeviceResponse, AgentError> {
         let bytes = self.backend.device(&req.to_cbor())?;
         DeviceResponse::from_cbor(&bytes).map_err(|_| AgentError::Unexpected)
     }
 
-    fn fresh_key(&mut self) -> Result<PublicKey, AgentError> {
-        let keys = self.se.generate_keys(1)?;
-        let DeviceResponse::Certificates(certs) =
-            self.call(DeviceOp::Certify { keys: keys.clone() })?
-        else {
+    fn call(&mut self, params: RequestParams) -> Result<DeviceResponse, AgentError> {
+        let req = self.se.build_request(&params)?;
+        self.send(&req)
+    }
+
+    /// Has the SE generate and sign `n` fresh keys, and installs their
+    /// certificates.
+    fn certify(&mut self, n: u8) -> Result<(), AgentError> {
+        let DeviceResponse::Certificates(certs) = self.call(RequestParams::Certify { n })? else {
             return Err(AgentError::Unexpected);
         };
         for c in &certs {
             self.se.install_certificate(c)?;
         }
-        keys.first().copied().ok_or(AgentError::Unexpected)
+        Ok(())
+    }
+
+    /// Builds a request that needs a fresh certified key of the SE's; if
+    /// it has none, certifies one first.
+    fn build_with_key(&mut self, params: RequestParams) -> Result<DeviceRequest, AgentError> {
+        match self.se.build_request(&params) {
+            Err(e) if e.is(&tally_se::SeError::NoCertifiedKey) => {
+                self.certify(1)?;
+                Ok(self.se.build_request(&params)?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Uploads unacknowledged payments and closed requests; installs the
@@ -174,16 +201,8 @@ impl<'a> Agent<'a> {
                 packages.push(self.se.resend(&o.transfer_id)?);
             }
         }
-        let closed: Vec<ClosedRequest> = self
-            .se
-            .close_requests()?
-            .into_iter()
-            .map(|r| ClosedRequest {
-                nonce: r.nonce,
-                amount: r.amount.0,
-                key: r.key,
-            })
-            .collect();
+        // Closed and signed inside the SE, in one commit.
+        let closed: Vec<ClosedRequest> = self.se.close_requests()?;
         let report_base = SyncReport {
             uploaded: packages.len(),
             closed_requests: closed.len(),
@@ -195,7 +214,11 @@ impl<'a> Agent<'a> {
             SealedKind::SyncUpload,
             &SyncUpload { packages, closed }.to_cbor(),
         )?;
-        let DeviceResponse::Synced(bundle) = self.call(DeviceOp::Sync { sealed })? else {
+        let mut req = self.se.build_request(&RequestParams::Sync {
+            sealed_digest: attachment_digest(&sealed),
+        })?;
+        req.attachment = sealed;
+        let DeviceResponse::Synced(bundle) = self.send(&req)? else {
             return Err(AgentError::Unexpected);
         };
         let SyncBundle {
@@ -215,19 +238,13 @@ impl<'a> Agent<'a> {
         self.se.sync(&grant)?;
         let mut got = Amount::ZERO;
         for i in &recovered {
-            got = got.checked_add(self.se.import_issue(i)?).unwrap_or(got);
+            got = got
+                .checked_add(credited_once(self.se.import_issue(i))?)
+                .unwrap_or(got);
         }
         let status = self.se.status()?;
         if status.certified_keys < CERTIFIED_KEYS_MIN {
-            let keys = self
-                .se
-                .generate_keys((CERTIFIED_KEYS_MIN - status.certified_keys) as u8)?;
-            let DeviceResponse::Certificates(certs) = self.call(DeviceOp::Certify { keys })? else {
-                return Err(AgentError::Unexpected);
-            };
-            for c in &certs {
-                self.se.install_certificate(c)?;
-            }
+            self.certify((CERTIFIED_KEYS_MIN - status.certified_keys) as u8)?;
         }
         Ok(SyncReport {
             recovered: got,
@@ -239,32 +256,32 @@ impl<'a> Agent<'a> {
 
     /// Moves `amount` from the user's account into the SE.
     pub fn load(&mut self, amount: u64) -> Result<Issue, AgentError> {
-        let key = self.fresh_key()?;
-        let DeviceResponse::Issued(issue) = self.call(DeviceOp::Load { amount, key })? else {
+        let req = self.build_with_key(RequestParams::Load { amount })?;
+        let DeviceResponse::Issued(issue) = self.send(&req)? else {
             return Err(AgentError::Unexpected);
         };
-        self.se.import_issue(&issue)?;
+        credited_once(self.se.import_issue(&issue))?;
         Ok(issue)
     }
 
     fn redeem(&mut self, amount: u64, unload: bool) -> Result<DeviceResponse, AgentError> {
-        let DeviceResponse::Redemption(request) =
-            self.call(DeviceOp::RedemptionRequest { amount, unload })?
+        let DeviceResponse::Redemption(order) =
+            self.call(RequestParams::RedemptionRequest { amount, unload })?
         else {
             return Err(AgentError::Unexpected);
         };
-        let package = self.se.redeem(&request)?;
-        let key = self.fresh_key()?;
+        let package = self.se.redeem(&order)?;
         let root = self.se.root_key()?;
         let sealed = self.backend.seal(&root, SealedKind::Redemption, &package)?;
-        let resp = self.call(DeviceOp::Redeem {
-            nonce: request.nonce,
-            sealed,
-            key,
+        let mut req = self.build_with_key(RequestParams::Redeem {
+            nonce: order.request.nonce,
+            sealed_digest: attachment_digest(&sealed),
         })?;
+        req.attachment = sealed;
+        let resp = self.send(&req)?;
         match &resp {
             DeviceResponse::Renewed { issue, receipt } => {
-                self.se.import_issue(issue)?;
+                credited_once(self.se.import_issue(issue))?;
                 self.se.ack(receipt)?;
             }
             DeviceResponse::Unloaded { receipt, .. } => self.se.ack(receipt)?,
@@ -306,9 +323,19 @@ impl<'a> Agent<'a> {
         }
     }
 
-    /// Account-to-account payment through the DCP.
-    pub fn pay_online(&mut self, to_account: &str, amount: u64) -> Result<u64, AgentError> {
-        match self.call(DeviceOp::PayOnline {
+    /// Account-to-account payment through the DCP. Where the policy asks
+    /// for cardholder verification, `pin` is presented to the SE first
+    /// (the SE refuses to sign the request without it).
+    pub fn pay_online(
+        &mut self,
+        to_account: &str,
+        amount: u64,
+        pin: Option<&str>,
+    ) -> Result<u64, AgentError> {
+        if let Some(pin) = pin {
+            self.se.verify_pin(pin.as_bytes())?;
+        }
+        match self.call(RequestParams::PayOnline {
             to_account: to_account.to_string(),
             amount,
         })? {
@@ -318,7 +345,7 @@ impl<'a> Agent<'a> {
     }
 
     pub fn account_balance(&mut self) -> Result<u64, AgentError> {
-        match self.call(DeviceOp::Balance)? {
+        match self.call(RequestParams::Balance)? {
             DeviceResponse::Balance { balance } => Ok(balance),
             _ => Err(AgentError::Unexpected),
         }

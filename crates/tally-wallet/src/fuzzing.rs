@@ -678,7 +678,10 @@ pub fn seed_corpus() -> Vec<Seed> {
     rec.command(ins::CREATE_REQUEST, 0, 0, &encode_u64(1), 255);
     rec.command(ins::CREATE_REQUEST, 0, 0, &encode_u64(5_000), 255);
     rec.command(ins::GENERATE_KEYS, 1, 0, &[], 255);
-    rec.command(ins::ATTEST, 0, 0, b"challenge", 255);
+    rec.command(ins::BUILD_REQUEST, 0, 0, &encode_u64(1), 255);
+    rec.command(ins::BUILD_REQUEST, 1, 0, &encode_u64(100), 255);
+    rec.command(ins::BUILD_REQUEST, 6, 0, &[], 255);
+    rec.command(ins::ENROL, 0, 0, &[0x82, 0x61, 0x61, 0x61, 0x63], 255);
     let _ = rec.get_data(tag::ATTESTATION_KEY);
     rec.command(ins::CLOSE_REQUESTS, 0, 0, &[], 255);
     seed(

@@ -14,10 +14,10 @@ use tally_core::{
     RevocationList, Signature, Suite, SyncGrant,
 };
 use tally_se::apdu::{ExchangeError, chunk_command, collect_response, sw};
-use tally_se::dispatch::{CLA, Card, decode_status, decode_u64, ins, tag};
-use tally_se::state::OpenRequest;
+use tally_core::dcp::{ClosedRequest, DeviceRequest, RedemptionOrder};
+use tally_se::dispatch::{CLA, CLA_ISO, Card, decode_status, decode_u64, ins, tag};
 use tally_se::storage::Storage;
-use tally_se::{Applet, SeError, Status};
+use tally_se::{Applet, RequestParams, SeError, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -84,17 +84,25 @@ pub trait SeLink {
     fn install_certificate(&mut self, c: &PseudonymCertificate) -> Result<(), WalletError>;
     fn sync(&mut self, g: &SyncGrant) -> Result<(), WalletError>;
     fn import_issue(&mut self, i: &Issue) -> Result<Amount, WalletError>;
-    fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError>;
+    /// BUILD REQUEST: the SE builds and signs one back-office request.
+    fn build_request(&mut self, p: &RequestParams) -> Result<DeviceRequest, WalletError>;
+    /// ENROL: the SE signs its enrolment to `account` with the one-time code.
+    fn enrol(&mut self, account: &str, code: &str) -> Result<Signature, WalletError>;
+    /// VERIFY: presents the cardholder's PIN.
+    fn verify_pin(&mut self, pin: &[u8]) -> Result<(), WalletError>;
+    /// CHANGE REFERENCE DATA: sets the first PIN (`old` = None) or changes it.
+    fn change_pin(&mut self, old: Option<&[u8]>, new: &[u8]) -> Result<(), WalletError>;
     fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError>;
     /// CHECK REQUEST: the payer's SE checks the payee's certificate ahead
     /// of PAY (while the user confirms), so that PAY only signs.
     fn check_request(&mut self, r: &Request) -> Result<(), WalletError>;
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
-    fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
+    fn redeem(&mut self, o: &RedemptionOrder) -> Result<Vec<u8>, WalletError>;
     fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError>;
     fn ack(&mut self, r: &Receipt) -> Result<(), WalletError>;
     fn resend(&mut self, transfer_id: &Hash32) -> Result<Vec<u8>, WalletError>;
-    fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError>;
+    /// CLOSE REQUESTS: open requests closed and signed by their keys.
+    fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, WalletError>;
     fn status(&mut self) -> Result<Status, WalletError>;
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError>;
     /// The root key the SE trusts (GET DATA 05).
@@ -142,8 +150,17 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     fn import_issue(&mut self, i: &Issue) -> Result<Amount, WalletError> {
         Ok(Applet::import_issue(self, i.clone())?)
     }
-    fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError> {
-        Ok(Applet::attest(self, challenge)?)
+    fn build_request(&mut self, p: &RequestParams) -> Result<DeviceRequest, WalletError> {
+        Ok(Applet::build_request(self, p.clone())?)
+    }
+    fn enrol(&mut self, account: &str, code: &str) -> Result<Signature, WalletError> {
+        Ok(Applet::enrol(self, account, code)?)
+    }
+    fn verify_pin(&mut self, pin: &[u8]) -> Result<(), WalletError> {
+        Ok(Applet::verify_pin(self, pin)?)
+    }
+    fn change_pin(&mut self, old: Option<&[u8]>, new: &[u8]) -> Result<(), WalletError> {
+        Ok(Applet::change_pin(self, old, new)?)
     }
     fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError> {
         Ok(Applet::create_request(self, amount)?)
@@ -154,8 +171,8 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
         Ok(Applet::pay(self, r)?)
     }
-    fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
-        Ok(Applet::redeem(self, r)?)
+    fn redeem(&mut self, o: &RedemptionOrder) -> Result<Vec<u8>, WalletError> {
+        Ok(Applet::redeem(self, o)?)
     }
     fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError> {
         Ok(Applet::receive(self, package)?)
@@ -166,7 +183,7 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     fn resend(&mut self, t: &Hash32) -> Result<Vec<u8>, WalletError> {
         Ok(Applet::resend(self, t)?)
     }
-    fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError> {
+    fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, WalletError> {
         Ok(Applet::close_requests(self)?)
     }
     fn status(&mut self) -> Result<Status, WalletError> {
@@ -252,12 +269,24 @@ impl<T: Transmit> ApduLink<T> {
         p2: u8,
         data: &[u8],
     ) -> Result<Vec<u8>, WalletError> {
+        self.command_in_class(CLA, ins_, p1, p2, data)
+    }
+
+    /// [`Self::command`] in another class (ISO interindustry `00`).
+    pub fn command_in_class(
+        &mut self,
+        cla: u8,
+        ins_: u8,
+        p1: u8,
+        p2: u8,
+        data: &[u8],
+    ) -> Result<Vec<u8>, WalletError> {
         let le = if self.max_data_per_apdu > 255 {
             Some(65_536)
         } else {
             Some(256)
         };
-        let chain = chunk_command(CLA, ins_, p1, p2, data, self.max_data_per_apdu, le)
+        let chain = chunk_command(cla, ins_, p1, p2, data, self.max_data_per_apdu, le)
             .map_err(|_| WalletError::Status(sw::WRONG_LENGTH))?;
         let mut count = 0usize;
         let card = &mut self.card;
@@ -345,13 +374,37 @@ impl<T: Transmit> SeLink for ApduLink<T> {
             .map(Amount)
             .map_err(|_| WalletError::BadResponse(CodecError::Malformed))
     }
-    fn attest(&mut self, challenge: &[u8]) -> Result<Signature, WalletError> {
+    fn build_request(&mut self, p: &RequestParams) -> Result<DeviceRequest, WalletError> {
+        let d = self.command(ins::BUILD_REQUEST, p.kind() as u8, 0, &p.encode())?;
+        Ok(DeviceRequest::from_cbor(&d)?)
+    }
+    fn enrol(&mut self, account: &str, code: &str) -> Result<Signature, WalletError> {
+        let mut w = tally_core::codec::Writer::new();
+        w.array(2);
+        w.text(account);
+        w.text(code);
         Ok(Signature::from_cbor(&self.command(
-            ins::ATTEST,
+            ins::ENROL,
             0,
             0,
-            challenge,
+            &w.into_bytes(),
         )?)?)
+    }
+    fn verify_pin(&mut self, pin: &[u8]) -> Result<(), WalletError> {
+        unit(self.command_in_class(CLA_ISO, ins::VERIFY, 0, 0, pin)?)
+    }
+    fn change_pin(&mut self, old: Option<&[u8]>, new: &[u8]) -> Result<(), WalletError> {
+        match old {
+            None => unit(self.command_in_class(CLA_ISO, ins::CHANGE_REFERENCE_DATA, 1, 0, new)?),
+            Some(old) => {
+                let mut w = tally_core::codec::Writer::new();
+                w.array(2);
+                w.bytes(old);
+                w.bytes(new);
+                let d = w.into_bytes();
+                unit(self.command_in_class(CLA_ISO, ins::CHANGE_REFERENCE_DATA, 0, 0, &d)?)
+            }
+        }
     }
     fn create_request(&mut self, amount: Amount) -> Result<Request, WalletError> {
         let d = self.command(
@@ -369,8 +422,8 @@ impl<T: Transmit> SeLink for ApduLink<T> {
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
         self.command(ins::PAY, 0, 0, &r.to_cbor())
     }
-    fn redeem(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
-        self.command(ins::REDEEM, 0, 0, &r.to_cbor())
+    fn redeem(&mut self, o: &RedemptionOrder) -> Result<Vec<u8>, WalletError> {
+        self.command(ins::REDEEM, 0, 0, &o.to_cbor())
     }
     fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError> {
         Ok(Receipt::from_cbor(&self.command(
@@ -386,10 +439,13 @@ impl<T: Transmit> SeLink for ApduLink<T> {
     fn resend(&mut self, t: &Hash32) -> Result<Vec<u8>, WalletError> {
         self.command(ins::RESEND, 0, 0, &t.to_cbor())
     }
-    fn close_requests(&mut self) -> Result<Vec<OpenRequest>, WalletError> {
+    fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, WalletError> {
         let d = self.command(ins::CLOSE_REQUESTS, 0, 0, &[])?;
         let mut r = Reader::new(&d);
         let v = tally_core::codec::read_vec(&mut r, tally_se::state::OPEN_REQUESTS_MAX)?;
+        if r.position() != d.len() {
+            return Err(WalletError::BadResponse(CodecError::TrailingBytes));
+        }
         Ok(v)
     }
     fn status(&mut self) -> Result<Status, WalletError> {
