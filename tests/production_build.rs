@@ -60,6 +60,12 @@ fn release_build_of_tally_links_no_testkit() {
 #[test]
 fn the_check_sees_testkit_in_the_dev_tools_build() {
     let graph = normal_graph(&["--features", "dev-tools"]);
-    assert!(features_of(&graph, "tally-core").contains(&"testkit"), "{graph}");
-    assert!(features_of(&graph, "tally-wallet").contains(&"testkit"), "{graph}");
+    assert!(
+        features_of(&graph, "tally-core").contains(&"testkit"),
+        "{graph}"
+    );
+    assert!(
+        features_of(&graph, "tally-wallet").contains(&"testkit"),
+        "{graph}"
+    );
 }

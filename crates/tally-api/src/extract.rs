@@ -17,7 +17,7 @@ use tally_core::Hash32;
 
 use crate::error::{ApiError, code};
 use crate::views::{ACCOUNT_NAME_CHARS_MAX, parse_hash};
-use crate::{AppState, ApiConfig};
+use crate::{ApiConfig, AppState};
 
 const CBOR: &str = "application/cbor";
 const JSON: &str = "application/json";
@@ -88,9 +88,7 @@ impl AccountName {
             return Err(ApiError::new(
                 400,
                 code::BAD_ACCOUNT_NAME,
-                format!(
-                    "account name: 1 to {ACCOUNT_NAME_CHARS_MAX} letters, digits, '-' or '_'"
-                ),
+                format!("account name: 1 to {ACCOUNT_NAME_CHARS_MAX} letters, digits, '-' or '_'"),
             ));
         }
         Ok(AccountName(name.to_owned()))

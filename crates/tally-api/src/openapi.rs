@@ -18,7 +18,9 @@ fn content(media: &str, schema: Value) -> Value {
 
 fn error_response(status: u16) -> Value {
     let description = match status {
-        400 => "Malformed body (CBOR or JSON, code 101), bad key, a path parameter that does not parse (70), a bad account name (71) or a query string (72)",
+        400 => {
+            "Malformed body (CBOR or JSON, code 101), bad key, a path parameter that does not parse (70), a bad account name (71) or a query string (72)"
+        }
         401 => "Missing or wrong operator bearer token",
         403 => "Device signature does not verify, or the device is not active",
         404 => "Unknown device, account or route",

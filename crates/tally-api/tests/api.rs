@@ -1147,19 +1147,39 @@ fn hostile_paths_queries_and_media_types_get_typed_json_errors() {
         "%FF".repeat(32),
         format!("+{}", "0".repeat(63)),
     ] {
-        assert_error(get(&format!("/v1/escrows/{key}")), 400, code::BAD_PATH_PARAMETER);
+        assert_error(
+            get(&format!("/v1/escrows/{key}")),
+            400,
+            code::BAD_PATH_PARAMETER,
+        );
     }
     // Alert ids: words, signs, fractions, spaces, past i64::MAX.
-    for id in ["abc", "-1", "+1", "1.5", "%201", "99999999999999999999", "9223372036854775808"] {
+    for id in [
+        "abc",
+        "-1",
+        "+1",
+        "1.5",
+        "%201",
+        "99999999999999999999",
+        "9223372036854775808",
+    ] {
         assert_error(
-            post(&format!("/v1/mds/alerts/{id}/transition"), "application/json", transition),
+            post(
+                &format!("/v1/mds/alerts/{id}/transition"),
+                "application/json",
+                transition,
+            ),
             400,
             code::BAD_PATH_PARAMETER,
         );
     }
     // A well-formed id that names no alert is the MDS's refusal, not ours.
     assert_error(
-        post("/v1/mds/alerts/9223372036854775807/transition", "application/json", transition),
+        post(
+            "/v1/mds/alerts/9223372036854775807/transition",
+            "application/json",
+            transition,
+        ),
         400,
         65,
     );
@@ -1178,9 +1198,17 @@ fn hostile_paths_queries_and_media_types_get_typed_json_errors() {
         segment("é"),
         "%FF".into(),
     ] {
-        assert_error(get(&format!("/v1/accounts/{name}")), 400, code::BAD_ACCOUNT_NAME);
         assert_error(
-            post(&format!("/v1/accounts/{name}/deposit"), "application/json", amount),
+            get(&format!("/v1/accounts/{name}")),
+            400,
+            code::BAD_ACCOUNT_NAME,
+        );
+        assert_error(
+            post(
+                &format!("/v1/accounts/{name}/deposit"),
+                "application/json",
+                amount,
+            ),
             400,
             code::BAD_ACCOUNT_NAME,
         );
@@ -1197,7 +1225,14 @@ fn hostile_paths_queries_and_media_types_get_typed_json_errors() {
         assert_error(get(path), 400, code::UNEXPECTED_QUERY);
     }
     assert_error(
-        send(&node, "POST", "/v1/devices/request?x", None, "application/cbor", &[0xff]),
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request?x",
+            None,
+            "application/cbor",
+            &[0xff],
+        ),
         400,
         code::UNEXPECTED_QUERY,
     );
@@ -1217,13 +1252,21 @@ fn hostile_paths_queries_and_media_types_get_typed_json_errors() {
         );
     }
     for ct in ["application/cbor", "text/plain", "application/jsonx", ""] {
-        assert_error(post("/v1/cb/mint", ct, amount), 415, code::UNSUPPORTED_MEDIA_TYPE);
+        assert_error(
+            post("/v1/cb/mint", ct, amount),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
         assert_error(
             post("/v1/accounts/erin/deposit", ct, amount),
             415,
             code::UNSUPPORTED_MEDIA_TYPE,
         );
-        assert_error(post("/v1/directory/revoke", ct, b"{}"), 415, code::UNSUPPORTED_MEDIA_TYPE);
+        assert_error(
+            post("/v1/directory/revoke", ct, b"{}"),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
     }
     assert_eq!(
         published_invariant(&node),
@@ -1250,7 +1293,10 @@ fn hostile_paths_queries_and_media_types_get_typed_json_errors() {
         .expect("code description")
         .to_string();
     for c in [70, 71, 72, 73] {
-        assert!(codes.contains(&c.to_string()), "{c} not documented: {codes}");
+        assert!(
+            codes.contains(&c.to_string()),
+            "{c} not documented: {codes}"
+        );
     }
     assert!(doc["paths"]["/v1/cb/mint"]["post"]["responses"]["415"].is_object());
 }
@@ -1273,7 +1319,14 @@ fn strangers_get_the_same_answer_for_unknown_and_existing_accounts() {
                 .iter()
                 .flat_map(|name| {
                     [
-                        send(&node, "GET", &format!("/v1/accounts/{name}"), token, "", &[]),
+                        send(
+                            &node,
+                            "GET",
+                            &format!("/v1/accounts/{name}"),
+                            token,
+                            "",
+                            &[],
+                        ),
                         send(
                             &node,
                             "POST",
@@ -1327,19 +1380,20 @@ fn unauthenticated_pages_show_no_identities() {
     op.mint("m", 100_000).expect("mint");
     let names = ["acct-quokka", "acct-narwhal", "acct-axolotl"];
     for who in names {
-        op.deposit(who, &format!("d-{who}"), 5_000).expect("deposit");
+        op.deposit(who, &format!("d-{who}"), 5_000)
+            .expect("deposit");
     }
     let (mut b0, mut b1, mut b2) = (node.backend(), node.backend(), node.backend());
     let (mut s0, mut s1, mut s2) = (card(b"quokka"), card(b"narwhal"), card(b"axolotl"));
     {
-        let mut m = Agent::onboard(&mut s0, &mut b0, device_class::PHONE, "m", names[0])
-            .expect("onboard");
+        let mut m =
+            Agent::onboard(&mut s0, &mut b0, device_class::PHONE, "m", names[0]).expect("onboard");
         m.load(1_000).expect("load");
     }
-    let mut n = Agent::onboard(&mut s1, &mut b1, device_class::CARD, "n", names[1])
-        .expect("onboard");
-    let mut x = Agent::onboard(&mut s2, &mut b2, device_class::IOT, "x", names[2])
-        .expect("onboard");
+    let mut n =
+        Agent::onboard(&mut s1, &mut b1, device_class::CARD, "n", names[1]).expect("onboard");
+    let mut x =
+        Agent::onboard(&mut s2, &mut b2, device_class::IOT, "x", names[2]).expect("onboard");
     n.load(2_000).expect("load");
     let mut clone = clone_se(&mut s0, b"clone");
     pay_offline(&mut s0, &mut *n.se, Amount(1_000)).expect("first spend");
@@ -1368,10 +1422,7 @@ fn unauthenticated_pages_show_no_identities() {
         secret_hex.push(key.id().to_string());
         secret_hex.push(d.record.clone());
     }
-    let secret_bytes: Vec<Vec<u8>> = secret_hex
-        .iter()
-        .filter_map(|h| parse_hex(h))
-        .collect();
+    let secret_bytes: Vec<Vec<u8>> = secret_hex.iter().filter_map(|h| parse_hex(h)).collect();
 
     let mut checked = 0;
     for (template, method) in tally_api::ROUTES {
@@ -1413,6 +1464,12 @@ fn unauthenticated_pages_show_no_identities() {
     // The aggregate is still there.
     let (_, _, page) = send(&node, "GET", "/", None, "", &[]);
     let page = String::from_utf8(page).expect("utf-8");
-    assert!(page.contains("<span id=\"double-spends\">1</span>"), "{page}");
-    assert!(page.contains("<span id=\"double-spends-value\">1000</span>"), "{page}");
+    assert!(
+        page.contains("<span id=\"double-spends\">1</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span id=\"double-spends-value\">1000</span>"),
+        "{page}"
+    );
 }
