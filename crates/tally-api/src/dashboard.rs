@@ -1,8 +1,9 @@
 //! GET /: one server-rendered page (no script): the ledger invariant, the
-//! SE fleet by class and status, the latest double spends, and links to
-//! the machine-readable endpoints. It shows no identities and no SE ids;
-//! it is meant for the node's own operators (bind the node to loopback or
-//! put it behind the operator network).
+//! SE fleet by class and status, the double spends as a count and a value,
+//! and links to the machine-readable endpoints. The page needs no token, so
+//! it shows aggregates only: no account names, no SE ids, no pseudonyms,
+//! no record ids (the list of double spends with offender pseudonyms is
+//! `GET /v1/double-spends`, behind the operator token).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,10 +11,7 @@ use std::fmt::Write as _;
 use tally_dcp::{Backoffice, BackofficeError};
 
 use crate::http::double_spend_count;
-use crate::views::{DeviceView, DoubleSpendView, InvariantView};
-
-/// Double spends listed on the page (the newest ones).
-pub(crate) const DOUBLE_SPENDS_SHOWN_MAX: usize = 50;
+use crate::views::{DeviceView, InvariantView};
 
 pub(crate) struct Snapshot {
     invariant: InvariantView,
@@ -22,7 +20,8 @@ pub(crate) struct Snapshot {
     /// (class name, status) → count
     fleet: BTreeMap<(String, String), usize>,
     double_spends_total: i64,
-    double_spends: Vec<DoubleSpendView>,
+    /// Value of every double-spent output (minor units).
+    double_spends_value: u128,
 }
 
 impl Snapshot {
@@ -34,20 +33,18 @@ impl Snapshot {
         for d in list.iter().map(DeviceView::from) {
             *fleet.entry((d.class_name, d.status)).or_insert(0) += 1;
         }
-        let all = bo.double_spends()?;
-        let double_spends = all
+        let double_spends_value = bo
+            .double_spends()?
             .iter()
-            .rev()
-            .take(DOUBLE_SPENDS_SHOWN_MAX)
-            .map(DoubleSpendView::from)
-            .collect();
+            .map(|(_, _, value, _)| u128::from(*value))
+            .sum();
         Ok(Snapshot {
             invariant,
             epoch,
             devices: list.len(),
             fleet,
             double_spends_total: double_spend_count(bo)?,
-            double_spends,
+            double_spends_value,
         })
     }
 }
@@ -66,10 +63,6 @@ pub(crate) fn escape(s: &str) -> String {
         }
     }
     o
-}
-
-fn short(hex: &str) -> &str {
-    hex.get(..16).unwrap_or(hex)
 }
 
 pub(crate) fn render(s: &Snapshot) -> String {
@@ -139,26 +132,15 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "<h2>Double spends: <span id=\"double-spends\">{}</span></h2>",
         s.double_spends_total
     );
-    if s.double_spends.is_empty() {
+    if s.double_spends_total == 0 {
         h.push_str("<p>None detected.</p>\n");
     } else {
         let _ = writeln!(
             h,
-            "<p>Newest {} shown; each was booked to the scheme loss account.</p>\n\
-             <table><tr><th>output</th><th>value</th><th>offender pseudonym</th></tr>",
-            s.double_spends.len()
+            "<p>Value double-spent: <span id=\"double-spends-value\">{}</span>, \
+             booked to the scheme loss account.</p>",
+            s.double_spends_value
         );
-        for d in &s.double_spends {
-            let _ = writeln!(
-                h,
-                "<tr><td><code>{}…:{}</code></td><td class=\"n\">{}</td><td><code>{}…</code></td></tr>",
-                escape(short(&d.record)),
-                d.index,
-                d.value,
-                escape(short(&d.offender_key))
-            );
-        }
-        h.push_str("</table>\n");
     }
 
     h.push_str(

@@ -12,9 +12,10 @@ use tally_wallet::agent::BackendError;
 
 use crate::views::{ErrorBody, ErrorEnvelope};
 
-/// Codes of the HTTP layer itself. The service's codes
-/// ([`BackofficeError::code`]) are used as they are; these fill the gaps
-/// (numbers the service does not use).
+/// Codes of the HTTP layer itself (60-63, 66 and the range 70-79). The
+/// service's codes ([`BackofficeError::code`]) are used as they are; these
+/// fill the gaps (numbers the service does not use). docs/API.md lists
+/// them all; a number is never reused for another meaning.
 pub mod code {
     /// Transport failure seen by a client (no HTTP answer at all).
     pub const UNREACHABLE: u16 = 0;
@@ -28,6 +29,16 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: u16 = 63;
     /// The path names something that does not exist (an escrow).
     pub const NOT_FOUND: u16 = 66;
+    /// A path parameter that does not parse (an alert id that is not a
+    /// decimal integer, a key id that is not 64 hex digits).
+    pub const BAD_PATH_PARAMETER: u16 = 70;
+    /// An account name in the path that is empty, longer than 128
+    /// characters or has characters other than letters, digits, '-', '_'.
+    pub const BAD_ACCOUNT_NAME: u16 = 71;
+    /// A query string on a route (no route takes query parameters).
+    pub const UNEXPECTED_QUERY: u16 = 72;
+    /// A body whose Content-Type is not the route's (415).
+    pub const UNSUPPORTED_MEDIA_TYPE: u16 = 73;
     /// Malformed body (CBOR or JSON); the same number as the service's
     /// decode rejection.
     pub const MALFORMED: u16 = 101;

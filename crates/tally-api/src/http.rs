@@ -5,21 +5,19 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tally_core::Hash32;
 use tally_core::codec::Cbor;
 use tally_dcp::{Backoffice, BackofficeError, Registration};
 use tally_ledger::settlement::Settlement;
 
 use crate::error::{ApiError, code};
+use crate::extract::{AccountName, AlertId, CborBody, JsonBody, KeyId, Operator, refuse_query};
 use crate::metrics::{self, HttpCounters};
 use crate::views::{
     EnrolmentCodeView,
@@ -84,6 +82,7 @@ pub fn router(bo: Arc<Backoffice>, cfg: ApiConfig) -> Router {
         .route("/ledger/invariant", get(invariant))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
+        .route_layer(middleware::from_fn(refuse_query))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -109,24 +108,6 @@ where
     }
 }
 
-fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    b.map_err(|r| {
-        if r.status().as_u16() == 413 {
-            ApiError::new(
-                413,
-                code::BODY_TOO_LARGE,
-                format!("request body exceeds {limit} bytes"),
-            )
-        } else {
-            ApiError::malformed(format!("could not read the body: {}", r.body_text()))
-        }
-    })
-}
-
-fn json_body<T: DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(b).map_err(|e| ApiError::malformed(format!("malformed JSON: {e}")))
-}
-
 fn json<T: Serialize>(v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
@@ -136,35 +117,6 @@ fn json<T: Serialize>(v: &T) -> Response {
 
 fn cbor(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, CBOR)], bytes).into_response()
-}
-
-/// Constant-time comparison: the token must not leak through timing.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorize(headers: &HeaderMap, cfg: &ApiConfig) -> Result<(), ApiError> {
-    let refused = |m: &str| ApiError::new(401, code::UNAUTHORIZED, m);
-    if cfg.operator_token.is_empty() {
-        return Err(refused(
-            "operator endpoints are disabled (no token configured)",
-        ));
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| refused("missing bearer token (Authorization: Bearer <token>)"))?;
-    if same_secret(given.trim().as_bytes(), cfg.operator_token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(refused("wrong bearer token"))
-    }
-}
-
-fn account_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    p.map(|Path(n)| n)
-        .map_err(|e| ApiError::malformed(format!("bad account name: {}", e.body_text())))
 }
 
 // ---- fallbacks ----------------------------------------------------------
@@ -208,11 +160,7 @@ async fn trust_json(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(json(&t.to_json(epoch)))
 }
 
-async fn register(
-    State(s): State<AppState>,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let b = body(b, s.cfg.body_limit_bytes)?;
+async fn register(State(s): State<AppState>, CborBody(b): CborBody) -> Result<Response, ApiError> {
     let reg = Registration::from_cbor(&b).map_err(BackofficeError::from)?;
     let bo = s.bo;
     let se_id: Hash32 = blocking(move || bo.register(&reg)).await?;
@@ -221,9 +169,8 @@ async fn register(
 
 async fn device_request(
     State(s): State<AppState>,
-    b: Result<Bytes, BytesRejection>,
+    CborBody(b): CborBody,
 ) -> Result<Response, ApiError> {
-    let b = body(b, s.cfg.body_limit_bytes)?;
     let bo = s.bo;
     let resp = blocking(move || bo.handle_device(&b)).await?;
     Ok(cbor(resp))
@@ -232,12 +179,10 @@ async fn device_request(
 // ---- operators (JSON, bearer token) -------------------------------------
 
 async fn mint(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let req: AmountRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
     req.check().map_err(ApiError::malformed)?;
     let bo = s.bo;
     let inv = blocking(move || bo.mint(&req.idempotency_key, req.amount)).await?;
@@ -245,14 +190,11 @@ async fn mint(
 }
 
 async fn deposit(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    name: Result<Path<String>, PathRejection>,
-    b: Result<Bytes, BytesRejection>,
+    AccountName(name): AccountName,
+    JsonBody(req): JsonBody<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let name = account_name(name)?;
-    let req: AmountRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
     req.check().map_err(ApiError::malformed)?;
     let bo = s.bo;
     let balance = blocking(move || bo.deposit(&req.idempotency_key, &name, req.amount)).await?;
@@ -277,39 +219,28 @@ async fn enrolment_code(
 }
 
 async fn balance(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    name: Result<Path<String>, PathRejection>,
+    AccountName(name): AccountName,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let name = account_name(name)?;
     let bo = s.bo;
     let balance = blocking(move || bo.account_balance(&name)).await?;
     Ok(json(&BalanceView { balance }))
 }
 
-async fn advance_epoch(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
+async fn advance_epoch(_: Operator, State(s): State<AppState>) -> Result<Response, ApiError> {
     let bo = s.bo;
     let epoch = blocking(move || bo.advance_epoch()).await?;
     Ok(json(&EpochView { epoch }))
 }
 
-async fn devices(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
+async fn devices(_: Operator, State(s): State<AppState>) -> Result<Response, ApiError> {
     let bo = s.bo;
     let list = blocking(move || bo.devices()).await?;
     Ok(json(&list.iter().map(DeviceView::from).collect::<Vec<_>>()))
 }
 
-async fn double_spends(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
+async fn double_spends(_: Operator, State(s): State<AppState>) -> Result<Response, ApiError> {
     let bo = s.bo;
     let list = blocking(move || bo.double_spends()).await?;
     Ok(json(
@@ -317,8 +248,7 @@ async fn double_spends(
     ))
 }
 
-async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
+async fn alerts(_: Operator, State(s): State<AppState>) -> Result<Response, ApiError> {
     let bo = s.bo;
     let list = blocking(move || bo.alerts()).await?;
     Ok(json(&list.iter().map(AlertView::from).collect::<Vec<_>>()))
@@ -350,13 +280,11 @@ fn alert_state(name: &str) -> Result<AlertState, ApiError> {
 }
 
 async fn alert_transition(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    b: Result<Bytes, BytesRejection>,
+    AlertId(id): AlertId,
+    JsonBody(req): JsonBody<TransitionRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let req: TransitionRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
     let to = alert_state(&req.to)?;
     let bo = s.bo;
     let a = blocking(move || bo.alert_transition(id, to, &req.note)).await?;
@@ -364,12 +292,10 @@ async fn alert_transition(
 }
 
 async fn escrow(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(key_id): Path<String>,
+    KeyId(id): KeyId,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let id = parse_hash(&key_id).ok_or_else(|| ApiError::malformed("key id: 64 hex digits"))?;
     let bo = s.bo;
     match blocking(move || bo.escrow_of(&id)).await? {
         Some(e) => Ok(json(&EscrowView {
@@ -385,12 +311,10 @@ async fn escrow(
 }
 
 async fn revoke(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<RevokeRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let req: RevokeRequest = json_body(&body(b, s.cfg.body_limit_bytes)?)?;
     let digest = parse_hash(&req.id_digest)
         .ok_or_else(|| ApiError::malformed("id_digest: 64 hex digits"))?;
     let keys = req

@@ -16,6 +16,7 @@
 mod client;
 mod dashboard;
 mod error;
+mod extract;
 mod http;
 mod metrics;
 mod openapi;
@@ -31,9 +32,9 @@ pub use openapi::document as openapi_document;
 pub use server::{BackgroundServer, run, serve};
 pub use tally_dcp::Backoffice;
 pub use views::{
-    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorBody,
-    ErrorEnvelope, EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest,
-    TrustBundle, parse_hash,
+    ACCOUNT_NAME_CHARS_MAX, AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView,
+    EpochView, ErrorBody, ErrorEnvelope, EscrowView, InvariantView, RevokeRequest, RevokeView,
+    TransitionRequest, TrustBundle, parse_hash,
 };
 
 /// Default request body limit (1 MiB).

@@ -18,12 +18,15 @@ fn content(media: &str, schema: Value) -> Value {
 
 fn error_response(status: u16) -> Value {
     let description = match status {
-        400 => "Malformed body (CBOR or JSON), bad key or account name",
+        400 => {
+            "Malformed body (CBOR or JSON, code 101), bad key, a path parameter that does not parse (70), a bad account name (71) or a query string (72)"
+        }
         401 => "Missing or wrong operator bearer token",
         403 => "Device signature does not verify, or the device is not active",
         404 => "Unknown device, account or route",
         409 => "Replayed counter, reused idempotency key, or conflicting state",
         413 => "Body above the configured limit",
+        415 => "The body's Content-Type is not the route's (code 73)",
         422 => "Refused by the rules: package verification, ledger rules, double spend",
         500 => "Store failure; retry later",
         503 => "Store busy (serialization conflict); retry",
@@ -50,7 +53,11 @@ fn operation(id: &str, o: Op<'_>) -> Value {
     if o.operator {
         errors.push(401);
     }
-    errors.extend([500, 503]);
+    if o.request.is_some() {
+        errors.extend([413, 415]);
+    }
+    // Every route refuses a query string.
+    errors.extend([400, 500, 503]);
     errors.sort_unstable();
     errors.dedup();
     for s in errors {
@@ -77,8 +84,8 @@ fn binary(description: &str) -> Value {
 fn account_param() -> Value {
     json!([{
         "name": "name", "in": "path", "required": true,
-        "description": "User account name (letters, digits, '-' and '_')",
-        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": 128 }
+        "description": "User account name: 1 to 128 letters, digits, '-' and '_' (otherwise 400, code 71)",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": crate::views::ACCOUNT_NAME_CHARS_MAX }
     }])
 }
 
@@ -126,7 +133,11 @@ pub fn document() -> Value {
             errors: &[400, 404, 409, 413],
         },
     );
-    transition["parameters"] = path_param("id", "Alert id", json!({ "type": "integer" }));
+    transition["parameters"] = path_param(
+        "id",
+        "Alert id, decimal digits (otherwise 400, code 70)",
+        json!({ "type": "integer", "format": "int64", "minimum": 0 }),
+    );
     let mut escrow = operation(
         "escrow",
         Op {
@@ -143,7 +154,7 @@ pub fn document() -> Value {
     );
     escrow["parameters"] = path_param(
         "key_id",
-        "Pseudonym key id, 64 hex digits",
+        "Pseudonym key id, 64 hex digits (otherwise 400, code 70)",
         json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
     );
 
@@ -155,7 +166,9 @@ pub fn document() -> Value {
             "description": "Central bank ledger and settlement, SE directory and DCP of the Tally \
                 offline CBDC. Device traffic is canonical CBOR (docs/SPEC.md); operator calls \
                 are JSON with a bearer token. Every error is the Error object with a stable code \
-                (docs/API.md)."
+                (docs/API.md). No route takes query parameters. Operator routes check the token \
+                before anything else, so a caller without it gets the same 401 whatever the path \
+                names."
         },
         "paths": {
             "/": { "get": operation("dashboard", Op {
@@ -260,10 +273,14 @@ pub fn document() -> Value {
                         "properties": {
                             "code": { "type": "integer", "minimum": 0, "maximum": 65535,
                                 "description": format!(
-                                    "Stable code: the service's codes (ledger 10-16, settlement 30, directory 40-42, \
-                                     DCP 50-57, store 99, decode 101, verification 201-1201) and the HTTP layer's \
-                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed)",
-                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED) },
+                                    "Stable code (docs/API.md): the service's codes (ledger 10-17, settlement 30, directory 40-42, \
+                                     DCP 50-59, 64, 65, 67, MDS failure 98, store 99, decode 101, verification 201-1201) and the HTTP layer's \
+                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed, {} not found, \
+                                     {} bad path parameter, {} bad account name, {} unexpected query string, \
+                                     {} unsupported media type)",
+                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED,
+                                    code::NOT_FOUND, code::BAD_PATH_PARAMETER, code::BAD_ACCOUNT_NAME,
+                                    code::UNEXPECTED_QUERY, code::UNSUPPORTED_MEDIA_TYPE) },
                             "message": { "type": "string" }
                         }
                     }}

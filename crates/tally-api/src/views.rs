@@ -23,6 +23,10 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Longest account name (characters) in a path; the same bound as the
+/// account of a device registration.
+pub const ACCOUNT_NAME_CHARS_MAX: usize = 128;
+
 /// Longest accepted idempotency key (characters).
 pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 128;
 

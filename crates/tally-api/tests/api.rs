@@ -427,7 +427,7 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
             br#"{"idempotency_key":"x","amount":5}"#,
         ),
         400,
-        101,
+        tally_api::code::BAD_ACCOUNT_NAME,
     );
 
     // A body over the limit (1 MiB by default): 413, as JSON.
@@ -980,7 +980,7 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
     assert_error(
         send(&node, "GET", "/v1/escrows/zz", Some(TOKEN), "", &[]),
         400,
-        101,
+        tally_api::code::BAD_PATH_PARAMETER,
     );
     assert_error(
         send(
@@ -1090,5 +1090,386 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
     assert!(
         metrics.contains("\ntally_mds_holdings{device_class=\"2\"} 2000\n"),
         "{metrics}"
+    );
+}
+
+fn parse_hex(h: &str) -> Option<Vec<u8>> {
+    (h.len() % 2 == 0)
+        .then(|| {
+            (0..h.len() / 2)
+                .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Percent-encodes every byte outside A-Z a-z 0-9 - _ (a path segment).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Regression (issue 9, hostile input): path parameters that do not
+/// parse, account names past 128 characters or with other characters,
+/// query strings and wrong content types each get the JSON error with
+/// their own code (axum's plain-text rejections before), and a deposit
+/// to an over-long name no longer opens an account.
+#[test]
+fn hostile_paths_queries_and_media_types_get_typed_json_errors() {
+    use tally_api::code;
+    let node = Node::start();
+    let op = node.op();
+    op.mint("mint-1", 100_000).expect("mint");
+    op.deposit("erin", "dep-erin", 1_000).expect("deposit");
+    let before = published_invariant(&node);
+    let get = |path: &str| send(&node, "GET", path, Some(TOKEN), "", &[]);
+    let post = |path: &str, ct: &str, body: &[u8]| send(&node, "POST", path, Some(TOKEN), ct, body);
+    let amount = br#"{"idempotency_key":"h-1","amount":5}"#;
+    let transition = br#"{"to":"closed","note":"n"}"#;
+
+    // Key ids: not hex, one digit short or long, not UTF-8, signed.
+    for key in [
+        "zz".to_string(),
+        "0".repeat(63),
+        "0".repeat(65),
+        format!("{}g", "0".repeat(63)),
+        "%FF".repeat(32),
+        format!("+{}", "0".repeat(63)),
+    ] {
+        assert_error(
+            get(&format!("/v1/escrows/{key}")),
+            400,
+            code::BAD_PATH_PARAMETER,
+        );
+    }
+    // Alert ids: words, signs, fractions, spaces, past i64::MAX.
+    for id in [
+        "abc",
+        "-1",
+        "+1",
+        "1.5",
+        "%201",
+        "99999999999999999999",
+        "9223372036854775808",
+    ] {
+        assert_error(
+            post(
+                &format!("/v1/mds/alerts/{id}/transition"),
+                "application/json",
+                transition,
+            ),
+            400,
+            code::BAD_PATH_PARAMETER,
+        );
+    }
+    // A well-formed id that names no alert is the MDS's refusal, not ours.
+    assert_error(
+        post(
+            "/v1/mds/alerts/9223372036854775807/transition",
+            "application/json",
+            transition,
+        ),
+        400,
+        65,
+    );
+
+    // Account names: 128 characters parse (unknown account: 404), 129 do
+    // not; nor do slashes, spaces, colons, non-ASCII letters, bytes that
+    // are not UTF-8.
+    let longest = "a".repeat(tally_api::ACCOUNT_NAME_CHARS_MAX);
+    assert_error(get(&format!("/v1/accounts/{longest}")), 404, 10);
+    let too_long = "a".repeat(tally_api::ACCOUNT_NAME_CHARS_MAX + 1);
+    for name in [
+        segment(&too_long),
+        segment("a/b"),
+        segment("ca rol"),
+        segment("dcp:1"),
+        segment("é"),
+        "%FF".into(),
+    ] {
+        assert_error(
+            get(&format!("/v1/accounts/{name}")),
+            400,
+            code::BAD_ACCOUNT_NAME,
+        );
+        assert_error(
+            post(
+                &format!("/v1/accounts/{name}/deposit"),
+                "application/json",
+                amount,
+            ),
+            400,
+            code::BAD_ACCOUNT_NAME,
+        );
+    }
+
+    // Query strings, well formed or not, on every kind of route.
+    for path in [
+        "/ledger/invariant?x=1",
+        "/?%zz",
+        "/metrics?a=b&a=c",
+        "/v1/accounts/erin?name=other",
+        "/v1/devices?limit=1",
+    ] {
+        assert_error(get(path), 400, code::UNEXPECTED_QUERY);
+    }
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request?x",
+            None,
+            "application/cbor",
+            &[0xff],
+        ),
+        400,
+        code::UNEXPECTED_QUERY,
+    );
+
+    // Content types: a device body that says JSON, an operator body that
+    // says CBOR, text, or nothing at all.
+    for ct in ["application/json", "text/plain", ""] {
+        assert_error(
+            send(&node, "POST", "/v1/devices/request", None, ct, &[0xff]),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
+        assert_error(
+            send(&node, "POST", "/v1/devices/register", None, ct, &[0xff]),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
+    }
+    for ct in ["application/cbor", "text/plain", "application/jsonx", ""] {
+        assert_error(
+            post("/v1/cb/mint", ct, amount),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
+        assert_error(
+            post("/v1/accounts/erin/deposit", ct, amount),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
+        assert_error(
+            post("/v1/directory/revoke", ct, b"{}"),
+            415,
+            code::UNSUPPORTED_MEDIA_TYPE,
+        );
+    }
+    assert_eq!(
+        published_invariant(&node),
+        before,
+        "a refusal changed the ledger"
+    );
+    // Nothing was opened under a refused name.
+    assert_error(get(&format!("/v1/accounts/{}", &too_long[..128])), 404, 10);
+
+    // The media type is matched without its parameters and its case.
+    let (s, _, _) = post(
+        "/v1/accounts/erin/deposit",
+        "Application/JSON; charset=utf-8",
+        amount,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(op.balance("erin").expect("balance"), 1_005);
+
+    // The OpenAPI document lists the new codes and the 415 answers.
+    let (_, _, doc) = get_json::<serde_json::Value>(&node, "/openapi.json", None);
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+        ["description"]
+        .as_str()
+        .expect("code description")
+        .to_string();
+    for c in [70, 71, 72, 73] {
+        assert!(
+            codes.contains(&c.to_string()),
+            "{c} not documented: {codes}"
+        );
+    }
+    assert!(doc["paths"]["/v1/cb/mint"]["post"]["responses"]["415"].is_object());
+}
+
+/// Issue 9: a caller without the operator token gets the same bytes for
+/// an account that exists, one that does not and a name that does not
+/// even parse, on every route that takes an account name (and the same
+/// for alerts and pseudonyms): the API cannot be used to enumerate them.
+#[test]
+fn strangers_get_the_same_answer_for_unknown_and_existing_accounts() {
+    let node = Node::start();
+    let op = node.op();
+    op.mint("mint-1", 100_000).expect("mint");
+    op.deposit("grace", "dep-grace", 1_000).expect("deposit");
+    let amount = br#"{"idempotency_key":"e-1","amount":5}"#;
+    let too_long = "g".repeat(tally_api::ACCOUNT_NAME_CHARS_MAX + 1);
+    for token in [None, Some("guess"), Some("")] {
+        for ct in ["application/json", "text/plain"] {
+            let answers: Vec<_> = ["grace", "nobody", too_long.as_str(), "%FF"]
+                .iter()
+                .flat_map(|name| {
+                    [
+                        send(
+                            &node,
+                            "GET",
+                            &format!("/v1/accounts/{name}"),
+                            token,
+                            "",
+                            &[],
+                        ),
+                        send(
+                            &node,
+                            "POST",
+                            &format!("/v1/accounts/{name}/deposit"),
+                            token,
+                            ct,
+                            amount,
+                        ),
+                    ]
+                })
+                .collect();
+            for a in &answers {
+                assert_eq!(a, &answers[0], "an answer told accounts apart");
+            }
+            assert_error(answers[0].clone(), 401, tally_api::code::UNAUTHORIZED);
+        }
+        let escrows: Vec<_> = ["00".repeat(32), "zz".into()]
+            .iter()
+            .map(|k| send(&node, "GET", &format!("/v1/escrows/{k}"), token, "", &[]))
+            .collect();
+        let alerts: Vec<_> = ["1", "x"]
+            .iter()
+            .map(|id| {
+                send(
+                    &node,
+                    "POST",
+                    &format!("/v1/mds/alerts/{id}/transition"),
+                    token,
+                    "text/plain",
+                    b"",
+                )
+            })
+            .collect();
+        for a in escrows.iter().chain(&alerts) {
+            assert_eq!(a.0, 401);
+            assert_eq!(a.2, escrows[0].2);
+        }
+    }
+    assert_eq!(op.balance("grace").expect("balance"), 1_000);
+}
+
+/// Issue 9, what strangers see: after a run with devices, offline
+/// payments, renewals and a double spend, no route that answers without
+/// the operator token shows an account name, an SE id, a pseudonym (its
+/// key, its key id, or a 16-digit piece of either) or a record id. Before,
+/// the dashboard listed each double spend's offender pseudonym and record.
+#[test]
+fn unauthenticated_pages_show_no_identities() {
+    let node = Node::start();
+    let op = node.op();
+    op.mint("m", 100_000).expect("mint");
+    let names = ["acct-quokka", "acct-narwhal", "acct-axolotl"];
+    for who in names {
+        op.deposit(who, &format!("d-{who}"), 5_000)
+            .expect("deposit");
+    }
+    let (mut b0, mut b1, mut b2) = (node.backend(), node.backend(), node.backend());
+    let (mut s0, mut s1, mut s2) = (card(b"quokka"), card(b"narwhal"), card(b"axolotl"));
+    {
+        let mut m =
+            Agent::onboard(&mut s0, &mut b0, device_class::PHONE, "m", names[0]).expect("onboard");
+        m.load(1_000).expect("load");
+    }
+    let mut n =
+        Agent::onboard(&mut s1, &mut b1, device_class::CARD, "n", names[1]).expect("onboard");
+    let mut x =
+        Agent::onboard(&mut s2, &mut b2, device_class::IOT, "x", names[2]).expect("onboard");
+    n.load(2_000).expect("load");
+    let mut clone = clone_se(&mut s0, b"clone");
+    pay_offline(&mut s0, &mut *n.se, Amount(1_000)).expect("first spend");
+    pay_offline(&mut clone, &mut *x.se, Amount(1_000)).expect("second spend, offline");
+    pay_offline(&mut *n.se, &mut *x.se, Amount(500)).expect("honest payment");
+    n.renew().expect("renew");
+    x.renew().expect("renew");
+    n.sync().expect("sync");
+    x.sync().expect("sync");
+
+    // What an operator sees, and must stay between operators.
+    let mut secret_hex: Vec<String> = op
+        .devices()
+        .expect("devices")
+        .into_iter()
+        .map(|d| d.se_id)
+        .collect();
+    assert_eq!(secret_hex.len(), 3);
+    let ds = op.double_spends().expect("double spends");
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    for d in &ds {
+        let cbor = parse_hex(&d.offender_key).expect("hex");
+        let key = tally_core::PublicKey::from_cbor(&cbor).expect("key");
+        secret_hex.push(d.offender_key.clone());
+        secret_hex.push(hex_of(key.key_bytes()));
+        secret_hex.push(key.id().to_string());
+        secret_hex.push(d.record.clone());
+    }
+    let secret_bytes: Vec<Vec<u8>> = secret_hex.iter().filter_map(|h| parse_hex(h)).collect();
+
+    let mut checked = 0;
+    for (template, method) in tally_api::ROUTES {
+        if *method != "get" {
+            continue;
+        }
+        let path = template
+            .replace("{name}", names[1])
+            .replace("{key_id}", &secret_hex[4])
+            .replace("{id}", "1");
+        let (status, _, body) = send(&node, "GET", &path, None, "", &[]);
+        if status == 401 {
+            continue; // operator route: the body is the error alone
+        }
+        assert_eq!(status, 200, "{path}");
+        checked += 1;
+        let text = String::from_utf8_lossy(&body).to_lowercase();
+        for name in names {
+            assert!(!text.contains(name), "{path} shows account {name}");
+        }
+        for h in &secret_hex {
+            for piece in h.as_bytes().windows(16) {
+                let piece = std::str::from_utf8(piece).expect("hex");
+                assert!(!text.contains(piece), "{path} shows {piece} (of {h})");
+            }
+        }
+        for raw in &secret_bytes {
+            for piece in raw.windows(8) {
+                assert!(
+                    !body.windows(8).any(|w| w == piece),
+                    "{path} carries raw bytes of an identity"
+                );
+            }
+        }
+    }
+    // /, /v1/trust, /v1/trust.json, /mds/indicators, /ledger/invariant,
+    // /metrics, /openapi.json
+    assert_eq!(checked, 7);
+    // The aggregate is still there.
+    let (_, _, page) = send(&node, "GET", "/", None, "", &[]);
+    let page = String::from_utf8(page).expect("utf-8");
+    assert!(
+        page.contains("<span id=\"double-spends\">1</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span id=\"double-spends-value\">1000</span>"),
+        "{page}"
     );
 }

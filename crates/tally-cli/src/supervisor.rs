@@ -726,6 +726,7 @@ fn audit_verify(
 
 /// The supervisor steps as `tally demo` runs them (same code paths as the
 /// commands, files in `dir`).
+#[cfg(feature = "dev-tools")]
 pub(crate) mod steps {
     use super::*;
 

@@ -1,0 +1,538 @@
+//! `tally`: one binary for every role. `tally demo` and `tally bench` are
+//! development tools (feature `dev-tools`, fixed-seed test kits): a
+//! production build has neither.
+//!
+//! Exit codes: 0 success; 1 the operation failed (the message says why);
+//! 2 usage error; 3 `package verify` found the package invalid (the
+//! message names the numbered rule).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "dev-tools")]
+mod bench;
+#[cfg(feature = "dev-tools")]
+mod demo;
+mod device;
+mod node;
+mod package;
+mod supervisor;
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct CliError {
+    exit: u8,
+    message: String,
+}
+
+impl CliError {
+    pub fn usage(m: impl Into<String>) -> Self {
+        CliError {
+            exit: 2,
+            message: m.into(),
+        }
+    }
+    pub fn failed(m: impl Into<String>) -> Self {
+        CliError {
+            exit: 1,
+            message: m.into(),
+        }
+    }
+    pub fn rule(_code: u16, m: impl Into<String>) -> Self {
+        CliError {
+            exit: 3,
+            message: m.into(),
+        }
+    }
+    pub fn io(path: &Path, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return CliError {
+                exit: 0,
+                message: String::new(),
+            };
+        }
+        CliError {
+            exit: 1,
+            message: format!("{}: {e}", path.display()),
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Tally: offline central bank digital currency"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tell the whole story in one command (a node on a temporary SQLite file).
+    #[cfg(feature = "dev-tools")]
+    Demo {
+        #[command(subcommand)]
+        story: Option<Story>,
+    },
+    /// Run every back-office role in one process.
+    Node {
+        /// `postgres://…` or an SQLite file path (default ./tally-node.sqlite).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Address to listen on (default 127.0.0.1:8080; port 0 picks one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Bearer token for operator and central-bank endpoints.
+        #[arg(long)]
+        operator_token: Option<String>,
+        /// The DCP's own database (default: for an SQLite central store
+        /// FILE, FILE.dcp beside it; for PostgreSQL, the same database).
+        /// It never holds offline history.
+        #[arg(long)]
+        dcp_database_url: Option<String>,
+        /// The MDS database (default: the central database).
+        #[arg(long)]
+        mds_database_url: Option<String>,
+        /// The supervisors' key set (joint.cbor from `tally supervisor
+        /// keygen`); escrows in certificates are encrypted to it. Without
+        /// it the node uses a development key whose secret is public.
+        #[arg(long)]
+        escrow_key: Option<PathBuf>,
+        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// A device whose secure element is a file.
+    Device {
+        /// The SE state file (NAME; NAME.key and NAME.json sit beside it).
+        #[arg(long, global = true, default_value = "device.se")]
+        state: PathBuf,
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
+    /// Inspect or verify an offline payment package.
+    Package {
+        #[command(subcommand)]
+        cmd: PackageCmd,
+    },
+    /// Central-bank and DCP operator calls against a node.
+    Operator {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        node: String,
+        #[arg(long, env = "TALLY_OPERATOR_TOKEN")]
+        token: String,
+        #[command(subcommand)]
+        cmd: OperatorCmd,
+    },
+    /// Back-office throughput (settlement, ledger); prints a markdown table.
+    #[cfg(feature = "dev-tools")]
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+    /// Escrow supervisors: k-of-n key setup, opening requests, decryption shares, audit log.
+    Supervisor(supervisor::SupervisorCmd),
+}
+
+#[cfg(feature = "dev-tools")]
+#[derive(Subcommand, Clone, Copy)]
+enum Story {
+    /// Offline payments only, no server.
+    Offline,
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Create and personalise a new SE and register it for an account.
+    Init {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        node: String,
+        #[arg(long, default_value = "phone")]
+        class: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "tally-soft-se")]
+        maker: String,
+    },
+    /// Register (again) — same as the registration inside init; idempotent.
+    Register,
+    /// Load value from the account into the SE.
+    Load { amount: u64 },
+    /// Payee: write a payment request.
+    Request {
+        #[arg(long)]
+        amount: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Payer: pay a request, write the package.
+    Pay {
+        #[arg(long)]
+        request: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Payee: verify and store a package, write the receipt.
+    Receive {
+        #[arg(long)]
+        package: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Payer: accept the payee's receipt.
+    Ack {
+        #[arg(long)]
+        receipt: PathBuf,
+    },
+    /// Upload the payment log, fetch policy, revocations and new keys.
+    Sync,
+    /// Exchange every token for one fresh token of the same value.
+    Renew,
+    /// Move value from the SE back to the account.
+    Unload { amount: u64 },
+    /// Balance held in the SE.
+    Balance,
+    /// Account balance at the DCP.
+    Account,
+    /// Payment log and tokens.
+    History,
+}
+
+#[derive(Subcommand)]
+enum PackageCmd {
+    /// Human-readable decode.
+    Inspect { file: PathBuf },
+    /// Full offline verification; exit 0 only when valid.
+    Verify {
+        file: PathBuf,
+        /// Trust bundle (GET /v1/trust).
+        #[arg(long)]
+        trust: PathBuf,
+        /// The payee's request (checks payee, amount and nonce).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        #[arg(long)]
+        epoch: Option<u32>,
+        #[arg(long, default_value_t = 32)]
+        budget: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    Mint {
+        amount: u64,
+        #[arg(long)]
+        idempotency_key: String,
+    },
+    Deposit {
+        account: String,
+        amount: u64,
+        #[arg(long)]
+        idempotency_key: String,
+    },
+    Invariant,
+    AdvanceEpoch,
+    /// Save the trust bundle (root key, policy, revocation list) to a file.
+    Trust {
+        out: PathBuf,
+    },
+    /// MDS alerts (id, kind, severity, state, offender pseudonym, evidence).
+    Alerts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move an alert along its lifecycle (escrow_opened, device_revoked, closed).
+    Alert {
+        id: i64,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// The escrow ciphertext (hex) in the settled certificate of a pseudonym (key id hex).
+    Escrow {
+        key_id: String,
+        /// Also write it to this file (for `tally supervisor request-opening --escrow-file`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Containment: revoke the SE an opening named (identity digest from
+    /// `tally supervisor combine`) and list its pseudonyms.
+    Revoke {
+        #[arg(long)]
+        id_digest: String,
+        /// Pseudonym key ids (hex) to put on the revocation list.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        #[arg(long)]
+        reason: String,
+        /// Alert to move to device_revoked.
+        #[arg(long)]
+        alert: Option<i64>,
+        /// The supervisors' audit log holding the opening (required by a
+        /// node started with --escrow-key).
+        #[arg(long, requires = "request")]
+        audit_log: Option<PathBuf>,
+        /// The opening request's id in that log.
+        #[arg(long, requires = "audit_log")]
+        request: Option<String>,
+    },
+    /// Econometric indicators (GET /mds/indicators).
+    Indicators,
+}
+
+/// The `tally` command line: parses the arguments, runs the command and
+/// maps its result to the documented exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(out) => {
+            if !out.is_empty() {
+                let _ = writeln!(std::io::stdout(), "{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if e.exit != 0 {
+                let _ = writeln!(std::io::stderr(), "tally: {}", e.message);
+            }
+            ExitCode::from(e.exit)
+        }
+    }
+}
+
+fn setting(flag: Option<String>, key: &str, file: &[(String, String)], default: &str) -> String {
+    flag.or_else(|| std::env::var(format!("TALLY_{}", key.to_uppercase())).ok())
+        .or_else(|| file.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn run(cli: Cli) -> Result<String, CliError> {
+    match cli.command {
+        #[cfg(feature = "dev-tools")]
+        Command::Demo { story } => match story {
+            Some(Story::Offline) => demo::offline()
+                .map(|_| String::new())
+                .map_err(|e| CliError::failed(e.to_string())),
+            None => demo::full().map(|_| String::new()),
+        },
+        Command::Node {
+            database_url,
+            dcp_database_url,
+            mds_database_url,
+            escrow_key,
+            listen,
+            operator_token,
+            config,
+        } => {
+            init_logs();
+            let file = match &config {
+                Some(p) => node::read_config(p)?,
+                None => Vec::new(),
+            };
+            let listen = setting(
+                listen.map(|a| a.to_string()),
+                "listen",
+                &file,
+                "127.0.0.1:8080",
+            );
+            let token = setting(operator_token, "operator_token", &file, "");
+            if token.is_empty() {
+                return Err(CliError::usage(
+                    "an operator token is required (--operator-token, TALLY_OPERATOR_TOKEN or the config file)",
+                ));
+            }
+            let database_url = setting(database_url, "database_url", &file, "tally-node.sqlite");
+            let dcp_database_url = setting(dcp_database_url, "dcp_database_url", &file, "");
+            let mds_database_url = setting(mds_database_url, "mds_database_url", &file, "");
+            let escrow_key = setting(
+                escrow_key.map(|p| p.display().to_string()),
+                "escrow_key",
+                &file,
+                "",
+            );
+            node::run(node::NodeOptions {
+                stores: node::StoreUrls::new(&database_url, &dcp_database_url, &mds_database_url),
+                escrow_key: (!escrow_key.is_empty()).then(|| PathBuf::from(escrow_key)),
+                listen: listen
+                    .parse()
+                    .map_err(|_| CliError::usage(format!("not an address: {listen}")))?,
+                operator_token: token,
+                body_limit_bytes: setting(None, "body_limit_bytes", &file, "1048576")
+                    .parse()
+                    .map_err(|_| CliError::usage("body_limit_bytes must be a number"))?,
+            })
+            .map(|_| String::new())
+        }
+        Command::Device { state, cmd } => run_device(&state, cmd),
+        #[cfg(feature = "dev-tools")]
+        Command::Bench { cmd } => bench::run(cmd),
+        Command::Supervisor(cmd) => supervisor::run(cmd),
+        Command::Package { cmd } => match cmd {
+            PackageCmd::Inspect { file } => package::inspect(&file),
+            PackageCmd::Verify {
+                file,
+                trust,
+                request,
+                epoch,
+                budget,
+            } => package::verify(&file, &trust, request.as_deref(), epoch, budget),
+        },
+        Command::Operator { node, token, cmd } => {
+            let op = tally_api::OperatorClient::new(&node, &token);
+            let fail = |e: tally_wallet::agent::BackendError| CliError::failed(e.to_string());
+            match cmd {
+                OperatorCmd::Mint {
+                    amount,
+                    idempotency_key,
+                } => {
+                    op.mint(&idempotency_key, amount).map_err(fail)?;
+                    Ok(format!("minted {amount}"))
+                }
+                OperatorCmd::Deposit {
+                    account,
+                    amount,
+                    idempotency_key,
+                } => {
+                    let b = op
+                        .deposit(&account, &idempotency_key, amount)
+                        .map_err(fail)?;
+                    Ok(format!("{account}: balance {b}"))
+                }
+                OperatorCmd::Invariant => Ok(op.invariant().map_err(fail)?.to_string()),
+                OperatorCmd::AdvanceEpoch => {
+                    Ok(format!("epoch {}", op.advance_epoch().map_err(fail)?))
+                }
+                OperatorCmd::Trust { out } => {
+                    let bytes = op.trust_bundle().map_err(fail)?;
+                    device::write_atomic(&out, &bytes)?;
+                    Ok(format!("trust bundle written to {}", out.display()))
+                }
+                OperatorCmd::Alerts { json } => {
+                    let alerts = op.alerts().map_err(fail)?;
+                    if json {
+                        return serde_json::to_string_pretty(&alerts)
+                            .map_err(|e| CliError::failed(e.to_string()));
+                    }
+                    Ok(alerts
+                        .iter()
+                        .map(|a| {
+                            format!(
+                                "alert {} {} {} {} epoch {} offender {} amount {} records {}",
+                                a.id,
+                                a.kind,
+                                a.severity,
+                                a.state,
+                                a.epoch,
+                                a.offender.as_deref().unwrap_or("-"),
+                                a.amount,
+                                a.records.len()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"))
+                }
+                OperatorCmd::Alert { id, to, note } => {
+                    let a = op.alert_transition(id, &to, &note).map_err(fail)?;
+                    Ok(format!("alert {} is now {}", a.id, a.state))
+                }
+                OperatorCmd::Escrow { key_id, out } => {
+                    let e = op.escrow(&key_id).map_err(fail)?;
+                    if let Some(out) = out {
+                        device::write_atomic(&out, e.escrow.as_bytes())?;
+                    }
+                    Ok(e.escrow)
+                }
+                OperatorCmd::Revoke {
+                    id_digest,
+                    keys,
+                    reason,
+                    alert,
+                    audit_log,
+                    request,
+                } => {
+                    let audit_log = audit_log
+                        .map(|p| device::read_file(&p).map(hex::encode))
+                        .transpose()?;
+                    let v = op
+                        .revoke(&tally_api::RevokeRequest {
+                            id_digest,
+                            key_ids: keys,
+                            reason,
+                            alert,
+                            audit_log,
+                            request,
+                        })
+                        .map_err(fail)?;
+                    Ok(format!(
+                        "revoked SE {}; revocation list {} lists {} keys",
+                        v.se_id, v.revocation_serial, v.revoked_keys
+                    ))
+                }
+                OperatorCmd::Indicators => {
+                    let v = op.indicators().map_err(fail)?;
+                    serde_json::to_string_pretty(&v).map_err(|e| CliError::failed(e.to_string()))
+                }
+            }
+        }
+    }
+}
+
+fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
+    match cmd {
+        DeviceCmd::Init {
+            node,
+            class,
+            account,
+            maker,
+        } => device::init(state, &node, &class, &account, &maker),
+        DeviceCmd::Register => device::with_agent(state, |a| {
+            a.sync().map(|_| "registered and synced".to_string())
+        }),
+        DeviceCmd::Load { amount } => device::with_agent(state, |a| {
+            a.load(amount).map(|_| format!("loaded {amount}"))
+        }),
+        DeviceCmd::Request { amount, out } => device::request(state, amount, &out),
+        DeviceCmd::Pay { request, out } => device::pay(state, &request, &out),
+        DeviceCmd::Receive { package, out } => device::receive(state, &package, &out),
+        DeviceCmd::Ack { receipt } => device::ack(state, &receipt),
+        DeviceCmd::Sync => device::with_agent(state, |a| {
+            a.sync().map(|r| {
+                format!(
+                    "synced to epoch {}: uploaded {} packages, reported {} open requests, recovered {}, double spends found {}",
+                    r.epoch, r.uploaded, r.closed_requests, r.recovered, r.double_spends
+                )
+            })
+        }),
+        DeviceCmd::Renew => {
+            device::with_agent(state, |a| a.renew().map(|v| format!("renewed {v}")))
+        }
+        DeviceCmd::Unload { amount } => device::with_agent(state, |a| {
+            a.unload(amount)
+                .map(|b| format!("unloaded {amount}; account balance {b}"))
+        }),
+        DeviceCmd::Balance => device::balance(state),
+        DeviceCmd::Account => device::with_agent(state, |a| {
+            a.account_balance().map(|b| format!("account balance {b}"))
+        }),
+        DeviceCmd::History => device::history(state),
+    }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .json()
+        .try_init();
+}
