@@ -15,9 +15,9 @@ use tally_wallet::agent::{Backend, BackendError};
 
 use crate::error::{backend_error, code};
 use crate::views::{
-    EnrolmentCodeView,
-    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, ErrorEnvelope,
-    EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest, TrustBundle,
+    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
+    EpochView, ErrorEnvelope, EscrowView, InvariantView, RevokeRequest, RevokeView,
+    TransitionRequest, TrustBundle,
 };
 
 /// Largest response body a client reads (a sync bundle with recovered

@@ -20,9 +20,9 @@ use crate::error::{ApiError, code};
 use crate::extract::{AccountName, AlertId, CborBody, JsonBody, KeyId, Operator, refuse_query};
 use crate::metrics::{self, HttpCounters};
 use crate::views::{
-    EnrolmentCodeView,
-    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EpochView, EscrowView,
-    InvariantView, RevokeRequest, RevokeView, TransitionRequest, TrustBundle, parse_hash,
+    AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
+    EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest,
+    TrustBundle, parse_hash,
 };
 use crate::{ApiConfig, AppState, dashboard, openapi};
 use tally_mds::AlertState;
@@ -203,12 +203,10 @@ async fn deposit(
 
 /// DCP operator: a one-time code that lets one SE enrol for the account.
 async fn enrolment_code(
+    _: Operator,
     State(s): State<AppState>,
-    headers: HeaderMap,
-    name: Result<Path<String>, PathRejection>,
+    AccountName(name): AccountName,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.cfg)?;
-    let name = account_name(name)?;
     let bo = s.bo;
     let account = name.clone();
     let code = blocking(move || bo.enrolment_code(&account)).await?;

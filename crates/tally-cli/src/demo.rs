@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use tally_core::codec::Cbor;
+use tally_core::crypto::Entropy;
 use tally_core::policy::device_class::{CARD, IOT, PHONE};
 use tally_core::testkit::Scheme;
 use tally_core::verify::{Expected, NoCache, verify_package_bytes};
@@ -280,7 +281,14 @@ struct Device {
     kind: &'static str,
     link: MemLink,
     se_id: tally_core::Hash32,
-    counter: u64,
+}
+
+/// What enrolment needs: the root (from the node's key file, not the
+/// network), the manufacturer's key, and the DCP that hands out codes.
+struct Enrolment<'a> {
+    bo: &'a tally_dcp::Backoffice,
+    root: tally_core::PublicKey,
+    maker: tally_core::SecretKey,
 }
 
 fn cli(e: impl std::fmt::Display) -> crate::CliError {
@@ -298,16 +306,14 @@ impl Device {
             se: &mut self.link,
             backend: &mut b,
             se_id: self.se_id,
-            counter: self.counter,
         };
-        let r = f(&mut a);
-        self.counter = a.counter;
-        r.map_err(cli)
+        f(&mut a).map_err(cli)
     }
 }
 
 fn onboard(
     node: &str,
+    e: &Enrolment<'_>,
     name: &'static str,
     kind: &'static str,
     class: u8,
@@ -316,17 +322,27 @@ fn onboard(
     let apdu = if class == CARD { 255 } else { 4096 };
     let mut link =
         tally_wallet::ApduLink::select(blank_card(name.as_bytes()), apdu).map_err(cli)?;
+    let cert = tally_wallet::agent::manufacture(&mut link, class, e.root, &e.maker, "demo-maker")
+        .map_err(cli)?;
+    if class != IOT {
+        link.change_pin(None, DEMO_PIN.as_bytes()).map_err(cli)?;
+    }
+    // The account holder got this code from the DCP out of band.
+    let code = e.bo.enrolment_code(account).map_err(cli)?;
     let mut b = tally_api::HttpBackend::new(node);
-    let a = Agent::onboard(&mut link, &mut b, class, "demo-maker", account).map_err(cli)?;
-    let (se_id, counter) = (a.se_id, a.counter);
+    let se_id = Agent::onboard(&mut link, &mut b, cert, account, &code)
+        .map_err(cli)?
+        .se_id;
     Ok(Device {
         name,
         kind,
         link,
         se_id,
-        counter,
     })
 }
+
+/// The cardholders' PIN in the demo.
+const DEMO_PIN: &str = "2468";
 
 /// One offline payment; returns the package (the demo's evidence).
 fn pay_keep_package(
@@ -453,14 +469,34 @@ pub fn full() -> Result<(), crate::CliError> {
         "2. DCP 1 opens accounts for alice, bob, carol, acme-energy and mallory."
     )
     .map_err(w)?;
+    // The manufacturer's key, trusted by the central bank's policy.
+    let maker = {
+        let mut seed = [0u8; 32];
+        crate::device::OsEntropy.fill(&mut seed);
+        tally_core::SecretKey::from_seed(Suite::Ed25519, &seed).ok_or_else(|| cli("maker key"))?
+    };
+    bo.trust_manufacturer(maker.public()).map_err(cli)?;
+    let e = Enrolment {
+        bo: &bo,
+        root: bo.root_key(),
+        maker,
+    };
     let mut d = vec![
-        onboard(&node, "alice-card", "card", CARD, "alice")?,
-        onboard(&node, "bob-phone", "phone", PHONE, "bob")?,
-        onboard(&node, "carol-phone", "phone", PHONE, "carol")?,
-        onboard(&node, "meter", "IoT smart meter", IOT, "acme-energy")?,
-        onboard(&node, "charger", "IoT charging station", IOT, "acme-energy")?,
+        onboard(&node, &e, "alice-card", "card", CARD, "alice")?,
+        onboard(&node, &e, "bob-phone", "phone", PHONE, "bob")?,
+        onboard(&node, &e, "carol-phone", "phone", PHONE, "carol")?,
+        onboard(&node, &e, "meter", "IoT smart meter", IOT, "acme-energy")?,
         onboard(
             &node,
+            &e,
+            "charger",
+            "IoT charging station",
+            IOT,
+            "acme-energy",
+        )?,
+        onboard(
+            &node,
+            &e,
             "mallory-phone",
             "phone (to be cloned)",
             PHONE,
@@ -469,10 +505,28 @@ pub fn full() -> Result<(), crate::CliError> {
     ];
     writeln!(
         o,
-        "3. {} SEs personalised, registered with attestation, and given pseudonym certificates.",
+        "3. {} SEs manufactured (root installed from the node's key file, attestation key certified by the manufacturer), each enrolled with its account's one-time code, PINs set on cards and phones, pseudonyms certified.",
         d.len()
     )
     .map_err(w)?;
+    {
+        // A second SE tries alice's used code: refused.
+        let mut link =
+            tally_wallet::ApduLink::select(blank_card(b"intruder"), 4096).map_err(cli)?;
+        let cert =
+            tally_wallet::agent::manufacture(&mut link, PHONE, e.root, &e.maker, "demo-maker")
+                .map_err(cli)?;
+        let mut b = tally_api::HttpBackend::new(&node);
+        let refused = Agent::onboard(&mut link, &mut b, cert, "alice", "0000-0000-0000-0000")
+            .err()
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "ACCEPTED (bug!)".into());
+        writeln!(
+            o,
+            "   an SE enrolling for alice with a guessed code: {refused}"
+        )
+        .map_err(w)?;
+    }
     for (i, v) in [(0usize, 5_000u64), (1, 1_000), (3, 200), (5, 2_000)] {
         d[i].agent(&node, |a| a.load(v))?;
         writeln!(o, "4. {} loads {v} XTS from its account.", d[i].name).map_err(w)?;
@@ -493,6 +547,53 @@ pub fn full() -> Result<(), crate::CliError> {
         )
         .map_err(w)?;
     }
+    writeln!(
+        o,
+        "   A hostile terminal (bob's phone app driving alice's card at the till):"
+    )
+    .map_err(w)?;
+    {
+        let alice = &mut d[0];
+        let before = alice.link.status().map_err(cli)?;
+        let pay_online = alice
+            .link
+            .build_request(&tally_se::RequestParams::PayOnline {
+                to_account: "mallory".into(),
+                amount: 5_000,
+            });
+        writeln!(
+            o,
+            "     asks the card to sign an online payment of 5000 to mallory, no PIN: {}",
+            pay_online
+                .err()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "SIGNED (bug!)".into())
+        )
+        .map_err(w)?;
+        let req = d[1].link.create_request(Amount(6_000)).map_err(cli)?;
+        let big = d[0].link.pay(&req);
+        writeln!(
+            o,
+            "     asks for an offline payment of 6000, above the 5000 no-PIN limit: {}",
+            big.err()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "PAID (bug!)".into())
+        )
+        .map_err(w)?;
+        let after = d[0].link.status().map_err(cli)?;
+        writeln!(
+            o,
+            "     the card's balance is unchanged ({} → {})",
+            before.balance, after.balance
+        )
+        .map_err(w)?;
+    }
+    let bal = d[0].agent(&node, |a| a.pay_online("bob", 250, Some(DEMO_PIN)))?;
+    writeln!(
+        o,
+        "   alice pays bob 250 XTS online from her card, PIN verified in the SE; alice's account now {bal}"
+    )
+    .map_err(w)?;
     let t = Instant::now();
     for _ in 0..30 {
         let (a, b) = pick2(&mut d, 3, 4);

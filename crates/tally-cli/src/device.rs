@@ -4,7 +4,7 @@
 //! slots, sealed with XChaCha20-Poly1305), `NAME.key` (the device key that
 //! seals it — on a real SE it never leaves the chip; copying both files is
 //! how the cloned-SE attack is simulated), and `NAME.json` (the terminal's
-//! settings: node URL, SE id, request counter).
+//! settings: node URL, SE id). The request counter lives in the SE.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use tally_core::codec::Cbor;
 use tally_core::crypto::Entropy;
 use tally_core::policy::device_class;
-use tally_core::{Amount, Hash32, Package, Receipt, Request};
+use tally_core::{Amount, Hash32, Package, PublicKey, Receipt, Request, SecretKey, Suite};
 use tally_se::file::FileStorage;
 use tally_se::{Applet, Sealing};
 use tally_wallet::SeLink;
@@ -44,7 +44,6 @@ pub type FileApplet = Applet<FileStorage, OsEntropy>;
 pub struct DeviceConfig {
     pub node: String,
     pub se_id: Hash32,
-    pub counter: u64,
 }
 
 fn side(path: &Path, ext: &str) -> PathBuf {
@@ -66,15 +65,10 @@ impl DeviceConfig {
             .map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
         let node = v["node"].as_str().unwrap_or_default().to_string();
         let se_id = parse_hash(v["se_id"].as_str().unwrap_or_default())?;
-        let counter = v["counter"].as_u64().unwrap_or(0);
-        Ok(DeviceConfig {
-            node,
-            se_id,
-            counter,
-        })
+        Ok(DeviceConfig { node, se_id })
     }
     pub fn save(&self, state: &Path) -> Result<(), CliError> {
-        let v = serde_json::json!({ "node": self.node, "se_id": self.se_id.to_string(), "counter": self.counter });
+        let v = serde_json::json!({ "node": self.node, "se_id": self.se_id.to_string() });
         write_atomic(
             &side(state, ".json"),
             serde_json::to_string_pretty(&v)
@@ -145,39 +139,90 @@ fn se_err(e: tally_wallet::WalletError) -> CliError {
     CliError::failed(e.to_string())
 }
 
-/// Runs `f` with an agent on the device; persists the request counter.
+/// Runs `f` with an agent on the device.
 pub fn with_agent<R>(
     state: &Path,
     f: impl FnOnce(&mut Agent<'_>) -> Result<R, tally_wallet::agent::AgentError>,
 ) -> Result<R, CliError> {
-    let mut cfg = DeviceConfig::load(state)?;
+    let cfg = DeviceConfig::load(state)?;
     let mut se = open_se(state)?;
     let mut backend = tally_api::HttpBackend::new(&cfg.node);
     let mut agent = Agent {
         se: &mut se,
         backend: &mut backend,
         se_id: cfg.se_id,
-        counter: cfg.counter,
     };
-    let r = f(&mut agent);
-    cfg.counter = agent.counter;
-    cfg.save(state)?;
-    r.map_err(|e| CliError::failed(e.to_string()))
+    f(&mut agent).map_err(|e| CliError::failed(e.to_string()))
 }
 
-pub fn init(
-    state: &Path,
-    node: &str,
-    class: &str,
-    account: &str,
-    maker: &str,
-) -> Result<String, CliError> {
-    let class = class_code(class)?;
+/// `tally manufacturer keygen --out OUT`: OUT.key (the secret seed, mode
+/// 0600) and OUT.pub (the public key for `tally node --manufacturer`).
+pub fn manufacturer_keygen(out: &Path) -> Result<String, CliError> {
+    let key_path = side(out, ".key");
+    let pub_path = side(out, ".pub");
+    if key_path.exists() {
+        return Err(CliError::usage(format!(
+            "{} exists; refusing to overwrite a manufacturer key",
+            key_path.display()
+        )));
+    }
+    let mut seed = [0u8; 32];
+    OsEntropy.fill(&mut seed);
+    let key = SecretKey::from_seed(Suite::Ed25519, &seed)
+        .ok_or_else(|| CliError::failed("could not derive a key"))?;
+    write_secret(&key_path, &seed)?;
+    write_atomic(&pub_path, &key.public().to_cbor())?;
+    Ok(format!(
+        "manufacturer key {} written to {} (public: {})",
+        key.public().id(),
+        key_path.display(),
+        pub_path.display()
+    ))
+}
+
+/// A secret file, readable by its owner only.
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::io(path, e))?;
+    f.write_all(bytes).map_err(|e| CliError::io(path, e))
+}
+
+pub struct InitOptions {
+    pub node: String,
+    pub class: String,
+    pub account: String,
+    pub code: String,
+    pub root: PathBuf,
+    pub maker_key: PathBuf,
+    pub maker: String,
+    pub pin: Option<String>,
+}
+
+pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
+    let class = class_code(&o.class)?;
+    let root = PublicKey::from_cbor(&read_file(&o.root)?)
+        .map_err(|e| CliError::usage(format!("{}: not a root key: {e}", o.root.display())))?;
+    let seed: [u8; 32] = read_file(&o.maker_key)?
+        .try_into()
+        .map_err(|_| CliError::usage("manufacturer key file must hold 32 bytes"))?;
+    let maker_key = SecretKey::from_seed(Suite::Ed25519, &seed)
+        .ok_or_else(|| CliError::usage("not a manufacturer key"))?;
     let mut se = create_se(state)?;
-    let mut backend = tally_api::HttpBackend::new(node);
-    let onboarded =
-        Agent::onboard(&mut se, &mut backend, class, maker, account).map(|a| (a.se_id, a.counter));
-    let (se_id, counter) = match onboarded {
+    let mut backend = tally_api::HttpBackend::new(&o.node);
+    let onboarded = (|| {
+        let cert = tally_wallet::agent::manufacture(&mut se, class, root, &maker_key, &o.maker)?;
+        if let Some(pin) = &o.pin {
+            SeLink::change_pin(&mut se, None, pin.as_bytes())?;
+        }
+        Agent::onboard(&mut se, &mut backend, cert, &o.account, &o.code).map(|a| a.se_id)
+    })();
+    let se_id = match onboarded {
         Ok(x) => x,
         Err(e) => {
             // Nothing was registered under a usable device: remove the
@@ -191,16 +236,23 @@ pub fn init(
         }
     };
     let cfg = DeviceConfig {
-        node: node.to_string(),
+        node: o.node.clone(),
         se_id,
-        counter,
     };
     cfg.save(state)?;
     Ok(format!(
-        "device {} registered for account {account}; SE id {}",
+        "device {} registered for account {}; SE id {}",
         state.display(),
+        o.account,
         cfg.se_id
     ))
+}
+
+/// Sets the first PIN (`old` = None) or changes it.
+pub fn set_pin(state: &Path, old: Option<&str>, new: &str) -> Result<String, CliError> {
+    let mut se = open_se(state)?;
+    SeLink::change_pin(&mut se, old.map(str::as_bytes), new.as_bytes()).map_err(se_err)?;
+    Ok("PIN set".into())
 }
 
 pub fn request(state: &Path, amount: u64, out: &Path) -> Result<String, CliError> {
@@ -212,10 +264,18 @@ pub fn request(state: &Path, amount: u64, out: &Path) -> Result<String, CliError
     Ok(format!("request for {amount} written to {}", out.display()))
 }
 
-pub fn pay(state: &Path, request: &Path, out: &Path) -> Result<String, CliError> {
+pub fn pay(
+    state: &Path,
+    request: &Path,
+    out: &Path,
+    pin: Option<&str>,
+) -> Result<String, CliError> {
     let req = Request::from_cbor(&read_file(request)?)
         .map_err(|e| CliError::failed(format!("{}: {e}", request.display())))?;
     let mut se = open_se(state)?;
+    if let Some(pin) = pin {
+        SeLink::verify_pin(&mut se, pin.as_bytes()).map_err(se_err)?;
+    }
     let pkg = SeLink::pay(&mut se, &req).map_err(se_err)?;
     write_atomic(out, &pkg)?;
     Ok(format!(

@@ -105,9 +105,22 @@ enum Command {
         /// it the node uses a development key whose secret is public.
         #[arg(long)]
         escrow_key: Option<PathBuf>,
-        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes).
+        /// An SE manufacturer's public key file (`tally manufacturer keygen`)
+        /// whose attestation certificates enrolment accepts; repeatable.
+        #[arg(long = "manufacturer")]
+        manufacturers: Vec<PathBuf>,
+        /// Write the root public key here at start: the trust anchor SEs
+        /// are personalised with (`tally device init --root`).
+        #[arg(long)]
+        root_out: Option<PathBuf>,
+        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes, manufacturers (comma-separated files), root_out).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// An SE manufacturer: its key pair (certifies SE attestation keys at manufacture).
+    Manufacturer {
+        #[command(subcommand)]
+        cmd: ManufacturerCmd,
     },
     /// A device whose secure element is a file.
     Device {
@@ -149,8 +162,19 @@ enum Story {
 }
 
 #[derive(Subcommand)]
+enum ManufacturerCmd {
+    /// Writes OUT.key (secret, mode 0600) and OUT.pub (for `tally node --manufacturer`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum DeviceCmd {
-    /// Create and personalise a new SE and register it for an account.
+    /// Manufacture a new SE (personalised with the root from a file, its
+    /// attestation key certified with the manufacturer's key) and enrol
+    /// it for an account with the account's one-time code.
     Init {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         node: String,
@@ -158,8 +182,35 @@ enum DeviceCmd {
         class: String,
         #[arg(long)]
         account: String,
+        /// The one-time enrolment code (`tally operator enrol ACCOUNT`).
+        #[arg(long)]
+        code: String,
+        /// The root public key file (`tally node --root-out`): the SE's
+        /// trust anchor, never taken from the network.
+        #[arg(long)]
+        root: PathBuf,
+        /// The manufacturer's secret key file (`tally manufacturer keygen`).
+        #[arg(long)]
+        maker_key: PathBuf,
         #[arg(long, default_value = "tally-soft-se")]
         maker: String,
+        /// Set the cardholder's PIN (4–12 characters).
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// Set the first PIN, or change it with --old.
+    Pin {
+        new: String,
+        #[arg(long)]
+        old: Option<String>,
+    },
+    /// Pay another account online (debits the account; needs the PIN).
+    PayOnline {
+        #[arg(long)]
+        to: String,
+        amount: u64,
+        #[arg(long)]
+        pin: Option<String>,
     },
     /// Register (again) — same as the registration inside init; idempotent.
     Register,
@@ -178,6 +229,9 @@ enum DeviceCmd {
         request: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Cardholder verification, needed above the policy's no-PIN limits.
+        #[arg(long)]
+        pin: Option<String>,
     },
     /// Payee: verify and store a package, write the receipt.
     Receive {
@@ -237,6 +291,10 @@ enum OperatorCmd {
         amount: u64,
         #[arg(long)]
         idempotency_key: String,
+    },
+    /// DCP: a one-time enrolment code for an account (deliver it out of band).
+    Enrol {
+        account: String,
     },
     Invariant,
     AdvanceEpoch,
@@ -331,6 +389,8 @@ fn run(cli: Cli) -> Result<String, CliError> {
             escrow_key,
             listen,
             operator_token,
+            manufacturers,
+            root_out,
             config,
         } => {
             init_logs();
@@ -359,7 +419,24 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 &file,
                 "",
             );
+            let mut manufacturers = manufacturers;
+            let listed = setting(None, "manufacturers", &file, "");
+            manufacturers.extend(
+                listed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+            );
+            let root_out = setting(
+                root_out.map(|p| p.display().to_string()),
+                "root_out",
+                &file,
+                "",
+            );
             node::run(node::NodeOptions {
+                manufacturers,
+                root_out: (!root_out.is_empty()).then(|| PathBuf::from(root_out)),
                 stores: node::StoreUrls::new(&database_url, &dcp_database_url, &mds_database_url),
                 escrow_key: (!escrow_key.is_empty()).then(|| PathBuf::from(escrow_key)),
                 listen: listen
@@ -373,6 +450,9 @@ fn run(cli: Cli) -> Result<String, CliError> {
             .map(|_| String::new())
         }
         Command::Device { state, cmd } => run_device(&state, cmd),
+        Command::Manufacturer {
+            cmd: ManufacturerCmd::Keygen { out },
+        } => device::manufacturer_keygen(&out),
         #[cfg(feature = "dev-tools")]
         Command::Bench { cmd } => bench::run(cmd),
         Command::Supervisor(cmd) => supervisor::run(cmd),
@@ -406,6 +486,10 @@ fn run(cli: Cli) -> Result<String, CliError> {
                         .deposit(&account, &idempotency_key, amount)
                         .map_err(fail)?;
                     Ok(format!("{account}: balance {b}"))
+                }
+                OperatorCmd::Enrol { account } => {
+                    let code = op.enrolment_code(&account).map_err(fail)?;
+                    Ok(format!("enrolment code for {account}: {code}"))
                 }
                 OperatorCmd::Invariant => Ok(op.invariant().map_err(fail)?.to_string()),
                 OperatorCmd::AdvanceEpoch => {
@@ -492,8 +576,29 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             node,
             class,
             account,
+            code,
+            root,
+            maker_key,
             maker,
-        } => device::init(state, &node, &class, &account, &maker),
+            pin,
+        } => device::init(
+            state,
+            &device::InitOptions {
+                node,
+                class,
+                account,
+                code,
+                root,
+                maker_key,
+                maker,
+                pin,
+            },
+        ),
+        DeviceCmd::Pin { new, old } => device::set_pin(state, old.as_deref(), &new),
+        DeviceCmd::PayOnline { to, amount, pin } => device::with_agent(state, |a| {
+            a.pay_online(&to, amount, pin.as_deref())
+                .map(|b| format!("paid {amount} to {to} online; account balance {b}"))
+        }),
         DeviceCmd::Register => device::with_agent(state, |a| {
             a.sync().map(|_| "registered and synced".to_string())
         }),
@@ -501,7 +606,7 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             a.load(amount).map(|_| format!("loaded {amount}"))
         }),
         DeviceCmd::Request { amount, out } => device::request(state, amount, &out),
-        DeviceCmd::Pay { request, out } => device::pay(state, &request, &out),
+        DeviceCmd::Pay { request, out, pin } => device::pay(state, &request, &out, pin.as_deref()),
         DeviceCmd::Receive { package, out } => device::receive(state, &package, &out),
         DeviceCmd::Ack { receipt } => device::ack(state, &receipt),
         DeviceCmd::Sync => device::with_agent(state, |a| {

@@ -46,6 +46,10 @@ impl StoreUrls {
 
 pub struct NodeOptions {
     pub stores: StoreUrls,
+    /// Public key files of the SE manufacturers the policy trusts.
+    pub manufacturers: Vec<std::path::PathBuf>,
+    /// Where to write the root public key (the SEs' trust anchor).
+    pub root_out: Option<std::path::PathBuf>,
     /// joint.cbor of the supervisors; None: the development key.
     pub escrow_key: Option<std::path::PathBuf>,
     pub listen: SocketAddr,
@@ -121,6 +125,15 @@ pub fn open_backoffice(
 
 pub fn run(opts: NodeOptions) -> Result<(), CliError> {
     let bo = open_backoffice(&opts.stores, opts.escrow_key.as_deref())?;
+    for path in &opts.manufacturers {
+        let key = tally_core::PublicKey::from_cbor(&crate::device::read_file(path)?)
+            .map_err(|e| CliError::usage(format!("{}: not a public key: {e}", path.display())))?;
+        bo.trust_manufacturer(key)
+            .map_err(|e| CliError::failed(format!("cannot trust manufacturer: {e}")))?;
+    }
+    if let Some(out) = &opts.root_out {
+        crate::device::write_atomic(out, &bo.root_key().to_cbor())?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

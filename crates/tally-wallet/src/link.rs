@@ -9,12 +9,12 @@ use core::fmt;
 
 use tally_core::codec::{Cbor, CodecError, Reader};
 use tally_core::crypto::Entropy;
+use tally_core::dcp::{ClosedRequest, DeviceRequest, RedemptionOrder};
 use tally_core::{
     Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request,
     RevocationList, Signature, Suite, SyncGrant,
 };
 use tally_se::apdu::{ExchangeError, chunk_command, collect_response, sw};
-use tally_core::dcp::{ClosedRequest, DeviceRequest, RedemptionOrder};
 use tally_se::dispatch::{CLA, CLA_ISO, Card, decode_status, decode_u64, ins, tag};
 use tally_se::storage::Storage;
 use tally_se::{Applet, RequestParams, SeError, Status};
