@@ -40,7 +40,7 @@ fn release_build_of_tally_links_no_testkit() {
     assert!(graph.contains("tally-core v"), "unexpected graph:\n{graph}");
     let leaks: Vec<&str> = graph
         .lines()
-        .filter(|l| l.contains("testkit") || l.contains("dev-tools"))
+        .filter(|l| l.contains("testkit") || l.contains("dev-tools") || l.contains("test-hooks"))
         .collect();
     assert!(
         leaks.is_empty(),
@@ -53,6 +53,10 @@ fn release_build_of_tally_links_no_testkit() {
             "{p} built with testkit"
         );
     }
+    assert!(
+        !features_of(&graph, "tally-se").contains(&"test-hooks"),
+        "tally-se built with its test hooks (state access, unchecked signing)"
+    );
 }
 
 /// The check above can see a test kit when one is there: the dev-tools

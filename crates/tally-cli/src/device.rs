@@ -322,7 +322,7 @@ pub fn history(state: &Path) -> Result<String, CliError> {
     let mut out = String::from(
         "transfer                                                          amount  acked  kind\n",
     );
-    for o in &se.state().outgoing {
+    for o in se.outgoing() {
         out.push_str(&format!(
             "{} {:>7}  {:<5}  {}\n",
             o.transfer_id,

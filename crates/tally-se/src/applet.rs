@@ -267,8 +267,39 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(())
     }
 
+    /// The whole persistent state, private keys included: tests and
+    /// fuzzers only (feature `test-hooks`), never a production build.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// What a broken SE would let an attacker do: sign any device request
+    /// with this SE's attestation key, outside BUILD REQUEST. Tests of the
+    /// back office's own checks only (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn sign_request_unchecked(&self, counter: u64, op: DeviceOp) -> Result<DeviceRequest, SeError> {
+        let se_id = self.se_id()?;
+        let signature = self
+            .attestation_key()?
+            .sign(&DeviceRequest::signed_message(&se_id, counter, &op).0);
+        Ok(DeviceRequest {
+            se_id,
+            counter,
+            op,
+            signature,
+            attachment: Vec::new(),
+        })
+    }
+
+    /// The payment log (no secrets: packages are what payees receive).
+    pub fn outgoing(&self) -> &[Outgoing] {
+        &self.state.outgoing
+    }
+
+    /// The SE's own request counter (last value signed).
+    pub fn request_counter(&self) -> u64 {
+        self.state.request_counter
     }
 
     fn personal(&self) -> Result<&Personalization, SeError> {

@@ -371,7 +371,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             tag::ROOT_KEY => a.root_key()?.to_cbor(),
             tag::OUTGOING => {
                 let mut w = Writer::new();
-                let out = &a.state().outgoing;
+                let out = a.outgoing();
                 w.array(out.len());
                 for o in out {
                     w.array(4);

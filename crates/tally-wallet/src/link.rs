@@ -196,9 +196,7 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
         Ok(Applet::root_key(self)?)
     }
     fn outgoing(&mut self) -> Result<Vec<OutgoingEntry>, WalletError> {
-        Ok(self
-            .state()
-            .outgoing
+        Ok(Applet::outgoing(self)
             .iter()
             .map(|o| OutgoingEntry {
                 transfer_id: o.transfer_id,
