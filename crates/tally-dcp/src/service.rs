@@ -86,6 +86,17 @@ pub static CENTRAL_MIGRATIONS: Migrations = Migrations {
     )],
 };
 
+/// When each MDS outbox row was queued (unix seconds; 0 for rows queued
+/// before this column), for the outbox-age metric. Its own component so
+/// its steps never collide with the central bank's.
+pub static OUTBOX_MIGRATIONS: Migrations = Migrations {
+    component: "central_outbox",
+    steps: &[(
+        1,
+        "ALTER TABLE mds_outbox ADD COLUMN queued_at BIGINT NOT NULL DEFAULT 0",
+    )],
+};
+
 /// The DCP's tables.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "dcp",
@@ -621,6 +632,7 @@ impl Backoffice {
             &tally_ledger::settlement::MIGRATIONS,
             &tally_directory::MIGRATIONS,
             &CENTRAL_MIGRATIONS,
+            &OUTBOX_MIGRATIONS,
         ])?;
         dcp.migrate(&[&MIGRATIONS])?;
         let keys = NodeKeys::load_or_create(&central, &dcp)?;
@@ -1682,16 +1694,20 @@ impl Backoffice {
             return Ok(());
         }
         tx.execute(
-            "INSERT INTO mds_outbox (op_id, body) VALUES ($1, $2)",
-            &[b(op), encode_ingest(records).into()],
+            "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES ($1, $2, $3)",
+            &[b(op), encode_ingest(records).into(), Value::Int(unix_seconds())],
         )?;
         Ok(())
     }
 
     /// Moves settled records from the outbox into the MDS. Ingestion is
     /// idempotent, so a crash between ingesting and deleting only replays.
-    /// Failures leave the rows for the next call (and are logged).
+    /// A row the MDS refuses (it does not decode, or a record of it cannot
+    /// be ingested) is set aside in the MDS with an alert and the pump goes
+    /// on: no record from a device can stop it. Store failures leave the
+    /// rows for the next call (and are logged).
     pub fn pump_mds(&self) {
+        let epoch = self.epoch().unwrap_or(0);
         loop {
             let rows = match self.central.transact(|tx| {
                 Ok::<_, BackofficeError>(
@@ -1714,18 +1730,9 @@ impl Backoffice {
                 return;
             }
             for (op, body) in rows {
-                let batch = match decode_ingest(&body) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, "MDS outbox entry malformed; kept");
-                        return;
-                    }
-                };
-                for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
-                    if let Err(e) = self.mds.ingest(chunk) {
-                        tracing::error!(error = %e, "MDS ingestion failed; will retry");
-                        return;
-                    }
+                if let Err(e) = self.ingest_outbox_row(&body, epoch) {
+                    tracing::error!(error = %e, "MDS ingestion failed; will retry");
+                    return;
                 }
                 if let Err(e) = self.central.transact(|tx| {
                     tx.execute(
@@ -1740,6 +1747,94 @@ impl Backoffice {
             }
         }
     }
+
+    /// Ingests one outbox row. What the MDS refuses for the row's content
+    /// is set aside with an [`tally_mds::AlertKind::IngestionFailed`]
+    /// alert: the whole row if it does not decode (code 101), else record
+    /// by record, so the row's other records (a double spend among them)
+    /// are still judged. `Err` only for failures of the MDS itself (its
+    /// store), which a later call retries.
+    fn ingest_outbox_row(&self, body: &[u8], epoch: Epoch) -> Result<(), tally_mds::MdsError> {
+        let batch = match decode_ingest(body) {
+            Ok(b) => b,
+            Err(e) => {
+                let code = BackofficeError::Decode(e).code();
+                let a = self.mds.set_aside(body, code, epoch)?;
+                tracing::error!(alert = a.id, code, "MDS outbox row does not decode; set aside");
+                return Ok(());
+            }
+        };
+        for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
+            match self.mds.ingest(chunk) {
+                Ok(_) => {}
+                Err(e) if !e.is_content_fault() => return Err(e),
+                Err(_) => {
+                    // Parents come before children, so a child of a record
+                    // set aside fails (unknown input) and follows it.
+                    for r in chunk {
+                        match self.mds.ingest(std::slice::from_ref(r)) {
+                            Ok(_) => {}
+                            Err(e) if !e.is_content_fault() => return Err(e),
+                            Err(e) => {
+                                let a = self.mds.set_aside(
+                                    &encode_ingest(std::slice::from_ref(r)),
+                                    e.code(),
+                                    epoch,
+                                )?;
+                                tracing::error!(alert = a.id, error = %e, "MDS record set aside");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The MDS feed's backlog, for monitoring.
+    pub fn mds_outbox(&self) -> Result<OutboxStatus, BackofficeError> {
+        let (pending, oldest) = self.central.transact(|tx| {
+            let r = tx.query_one(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(CASE WHEN queued_at > 0 THEN queued_at END), 0) AS BIGINT) FROM mds_outbox",
+                &[],
+            )?;
+            Ok::<_, BackofficeError>(match r {
+                Some(r) => (r.int(0)?, r.int(1)?),
+                None => (0, 0),
+            })
+        })?;
+        let oldest_age_seconds = if oldest > 0 {
+            u64::try_from(unix_seconds().saturating_sub(oldest)).unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(OutboxStatus {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_age_seconds,
+            set_aside: self.mds.set_aside_count()?,
+        })
+    }
+}
+
+/// The MDS outbox's backlog ([`Backoffice::mds_outbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStatus {
+    /// Rows waiting for the MDS.
+    pub pending: u64,
+    /// Age of the oldest waiting row (0 when none, or only rows queued
+    /// before queue times were kept).
+    pub oldest_age_seconds: u64,
+    /// Rows (or records) the MDS set aside so far, each with an alert.
+    pub set_aside: u64,
+}
+
+/// Wall-clock seconds, for the outbox's queue times only (monitoring;
+/// nothing the protocol decides depends on it).
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,
