@@ -19,6 +19,7 @@ mod error;
 mod http;
 mod metrics;
 mod openapi;
+mod ratelimit;
 mod server;
 mod views;
 
@@ -28,6 +29,9 @@ pub use client::{HttpBackend, InProcess, OperatorClient};
 pub use error::{ApiError, backend_error, code, status_for};
 pub use http::{ROUTES, router};
 pub use openapi::document as openapi_document;
+pub use ratelimit::{
+    DEVICE_REQUESTS_BURST_MAX, DEVICE_REQUESTS_REFILL_PER_SECOND, DeviceRate, RATE_LIMITED_SES_MAX,
+};
 pub use server::{BackgroundServer, run, serve};
 pub use tally_dcp::Backoffice;
 pub use views::{
@@ -47,6 +51,8 @@ pub struct ApiConfig {
     pub operator_token: String,
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// Per-SE limit on device requests; past it, 429.
+    pub device_rate: DeviceRate,
 }
 
 impl ApiConfig {
@@ -54,6 +60,7 @@ impl ApiConfig {
         ApiConfig {
             operator_token: operator_token.into(),
             body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
+            device_rate: DeviceRate::default(),
         }
     }
 }
@@ -70,6 +77,7 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("operator_token", &"<redacted>")
             .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("device_rate", &self.device_rate)
             .finish()
     }
 }
@@ -80,6 +88,7 @@ pub(crate) struct AppState {
     pub(crate) bo: Arc<Backoffice>,
     pub(crate) cfg: Arc<ApiConfig>,
     pub(crate) metrics: Arc<metrics::HttpCounters>,
+    pub(crate) device_rate: Arc<ratelimit::DeviceRateLimit>,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

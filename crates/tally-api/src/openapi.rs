@@ -185,7 +185,7 @@ pub fn document() -> Value {
                 operator: false,
                 request: Some((CBOR, binary("DeviceRequest [1, se_id, counter, op, signature]"))),
                 ok: (CBOR, binary("DeviceResponse [kind, body]")),
-                errors: &[400, 403, 404, 409, 413, 422],
+                errors: &[400, 403, 404, 409, 413, 422, 429],
             })},
             "/v1/cb/mint": { "post": operation("mint", Op {
                 summary: "Central bank: mint into the DCP settlement account; returns the invariant",
@@ -225,7 +225,7 @@ pub fn document() -> Value {
                     "properties": { "id_digest": { "type": "string" }, "key_ids": { "type": "array", "items": { "type": "string" } },
                                     "reason": { "type": "string" }, "alert": { "type": "integer" } } }))),
                 ok: (JSON, json!({ "type": "object", "required": ["se_id", "revocation_serial", "revoked_keys"] })),
-                errors: &[400, 404, 409, 413],
+                errors: &[400, 403, 404, 409, 413],
             })},
             "/mds/indicators": { "get": operation("indicators", Op {
                 summary: "Econometric indicators of offline money (aggregates only)",
@@ -260,10 +260,12 @@ pub fn document() -> Value {
                         "properties": {
                             "code": { "type": "integer", "minimum": 0, "maximum": 65535,
                                 "description": format!(
-                                    "Stable code: the service's codes (ledger 10-16, settlement 30, directory 40-42, \
-                                     DCP 50-57, store 99, decode 101, verification 201-1201) and the HTTP layer's \
-                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed)",
-                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED) },
+                                    "Stable code (docs/API.md): the service's codes (ledger 10-16, settlement 30, directory 40-44, \
+                                     DCP 50-59, 64-65, 67-68, store 98-99, decode 101, verification 201-1201) and the HTTP layer's \
+                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed, {} not found, \
+                                     {} rate limited). A failed device request is final: the same bytes get the same error again",
+                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED,
+                                    code::NOT_FOUND, code::RATE_LIMITED) },
                             "message": { "type": "string" }
                         }
                     }}

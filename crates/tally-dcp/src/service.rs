@@ -97,6 +97,14 @@ pub static OUTBOX_MIGRATIONS: Migrations = Migrations {
     )],
 };
 
+/// The refusal of each failed device request, sealed like its response
+/// (see [`Backoffice::handle_device`]): a failed request is final. Its own
+/// component so its steps never collide with the DCP's.
+pub static REFUSAL_MIGRATIONS: Migrations = Migrations {
+    component: "dcp_refusals",
+    steps: &[(1, "ALTER TABLE dcp_requests ADD COLUMN refusal BLOB")],
+};
+
 /// The DCP's tables.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "dcp",
@@ -179,6 +187,16 @@ pub enum BackofficeError {
     /// A revocation without a verified k-of-n opening of this identity in
     /// the supervisors' audit log.
     OpeningNotShown,
+    /// A revocation names a key whose certificate's escrow was not opened
+    /// to the identity revoked.
+    RevocationKeyNotOpened(Hash32),
+    /// This very request (the same bytes) was refused before: the stored
+    /// refusal, returned again without executing anything.
+    RefusedBefore {
+        code: u16,
+        status: u16,
+        message: String,
+    },
     /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
     Mds {
         message: String,
@@ -207,6 +225,8 @@ impl BackofficeError {
             BackofficeError::Sealed(_) => 59,
             BackofficeError::BadSettlementResult => 64,
             BackofficeError::OpeningNotShown => 67,
+            BackofficeError::RevocationKeyNotOpened(_) => 68,
+            BackofficeError::RefusedBefore { code, .. } => *code,
             BackofficeError::Mds { client: true, .. } => 65,
             BackofficeError::Mds { client: false, .. } => 98,
             BackofficeError::Store(_) => 99,
@@ -214,6 +234,9 @@ impl BackofficeError {
     }
     /// Client errors (4xx) versus server errors (5xx).
     pub fn is_client_error(&self) -> bool {
+        if let BackofficeError::RefusedBefore { status, .. } = self {
+            return *status < 500;
+        }
         !matches!(
             self,
             BackofficeError::Store(_)
@@ -224,6 +247,71 @@ impl BackofficeError {
                 | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
                 | BackofficeError::Directory(DirectoryError::Store(_))
         )
+    }
+
+    /// A store failure inside, whatever the layer that met it.
+    pub fn store_failure(&self) -> Option<&StoreError> {
+        match self {
+            BackofficeError::Store(s)
+            | BackofficeError::Ledger(LedgerError::Store(s))
+            | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(s)))
+            | BackofficeError::Directory(DirectoryError::Store(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the rejection: 4xx for everything the caller can
+    /// fix or must not retry as is, 5xx only for store failures (503 for
+    /// a serialization conflict that outlived the retries). Here rather
+    /// than in the HTTP layer because a device request's refusal is stored
+    /// with its status (a failed request is final).
+    pub fn status(&self) -> u16 {
+        if let Some(s) = self.store_failure() {
+            return if matches!(s, StoreError::Conflict) {
+                503
+            } else {
+                500
+            };
+        }
+        fn ledger_status(e: &LedgerError) -> u16 {
+            match e {
+                LedgerError::UnknownAccount(_) => 404,
+                LedgerError::IdempotencyKeyReused(_) | LedgerError::AccountExists(_) => 409,
+                LedgerError::Store(_) => 500,
+                // Insufficient funds, zero amount, same account, overflow,
+                // and whatever the ledger adds later: refused by its rules.
+                _ => 422,
+            }
+        }
+        match self {
+            BackofficeError::RefusedBefore { status, .. } => *status,
+            BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
+            BackofficeError::BadDeviceSignature
+            | BackofficeError::DeviceNotActive
+            | BackofficeError::OpeningNotShown
+            | BackofficeError::RevocationKeyNotOpened(_) => 403,
+            BackofficeError::Directory(DirectoryError::BadAttestation) => 403,
+            BackofficeError::UnknownDevice
+            | BackofficeError::Directory(DirectoryError::UnknownSe) => 404,
+            // A redemption that is unknown to this device or already done:
+            // the state on the server conflicts with what the device thinks.
+            BackofficeError::Replay
+            | BackofficeError::UnknownRedemption
+            | BackofficeError::Directory(DirectoryError::Conflict)
+            | BackofficeError::Directory(DirectoryError::RevocationListFull { .. }) => 409,
+            BackofficeError::Directory(DirectoryError::TooManyRevocations { .. }) => 400,
+            BackofficeError::Ledger(l) | BackofficeError::Settlement(SettlementError::Ledger(l)) => {
+                ledger_status(l)
+            }
+            BackofficeError::Verify(_)
+            | BackofficeError::Settlement(_)
+            | BackofficeError::WrongRedemption
+            | BackofficeError::DoubleSpendByRedeemer(_)
+            | BackofficeError::Sealed(_) => 422,
+            // Variants added later.
+            other if other.is_client_error() => 400,
+            _ => 500,
+        }
     }
 }
 
@@ -264,6 +352,11 @@ impl fmt::Display for BackofficeError {
             BackofficeError::BadSettlementResult => {
                 f.write_str("settlement result does not verify")
             }
+            BackofficeError::RevocationKeyNotOpened(k) => write!(
+                f,
+                "key {k} is not a pseudonym whose escrow was opened to this identity"
+            ),
+            BackofficeError::RefusedBefore { message, .. } => f.write_str(message),
             BackofficeError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -414,6 +507,22 @@ pub fn development_escrow_key() -> JointKey {
         .expect("a non-zero multiple of the base point")
 }
 
+/// Opens an escrow ciphertext (`C1`, `C2`) with the development secret:
+/// the digest of its identity point, or `None` if `joint` is not the
+/// development key (then only the supervisors can open it).
+fn development_open(
+    joint: &JointKey,
+    random: &curve25519_dalek::RistrettoPoint,
+    blinded: &curve25519_dalek::RistrettoPoint,
+) -> Option<Hash32> {
+    use curve25519_dalek::Scalar;
+    if joint.to_bytes() != development_escrow_key().to_bytes() {
+        return None;
+    }
+    let x = Scalar::from_bytes_mod_order(tagged_hash(b"tally/v1/dev-escrow-secret", &[]).0);
+    Some(IdPoint::from_point(&(blinded - random * x)).digest())
+}
+
 /// The OS random generator as [`Entropy`] (escrow and sealing randomness).
 pub struct OsEntropy;
 impl Entropy for OsEntropy {
@@ -554,6 +663,52 @@ fn open_response(request: &[u8], stored: &[u8]) -> Result<Vec<u8>, BackofficeErr
         })
 }
 
+/// The key under which the DCP keeps a refusal: like the response's,
+/// derived from the whole request, under its own tag (a request has one
+/// or the other; each key seals one message, so a fixed nonce is safe).
+fn refusal_cipher(request: &[u8]) -> XChaCha20Poly1305 {
+    let k = tagged_hash(b"tally/v1/refusal-key", &[request]);
+    XChaCha20Poly1305::new((&k.0).into())
+}
+
+/// A stored refusal: `[code, status, message]`, sealed.
+fn seal_refusal(request: &[u8], code: u16, status: u16, message: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(3);
+    w.u64(u64::from(code));
+    w.u64(u64::from(status));
+    w.text(message);
+    refusal_cipher(request)
+        .encrypt(&XNonce::default(), w.into_bytes().as_slice())
+        .expect("in-memory encryption")
+}
+
+/// The stored refusal of `request`, as the error it was.
+fn open_refusal(request: &[u8], stored: &[u8]) -> Result<BackofficeError, BackofficeError> {
+    let corrupt = |m: &str| BackofficeError::Store(StoreError::Type(format!("stored refusal {m}")));
+    let plain = refusal_cipher(request)
+        .decrypt(&XNonce::default(), stored)
+        .map_err(|_| corrupt("does not open"))?;
+    let mut r = Reader::new(&plain);
+    let fields = (|| {
+        r.array(3)?;
+        let code = r.u16()?;
+        let status = r.u16()?;
+        let message = r.text_max(1 << 16)?.to_string();
+        Ok::<_, CodecError>((code, status, message))
+    })();
+    match fields {
+        Ok((code, status, message)) if r.position() == plain.len() => {
+            Ok(BackofficeError::RefusedBefore {
+                code,
+                status,
+                message,
+            })
+        }
+        _ => Err(corrupt("is malformed")),
+    }
+}
+
 pub struct Backoffice {
     central: Store,
     dcp: Store,
@@ -634,7 +789,7 @@ impl Backoffice {
             &CENTRAL_MIGRATIONS,
             &OUTBOX_MIGRATIONS,
         ])?;
-        dcp.migrate(&[&MIGRATIONS])?;
+        dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS])?;
         let keys = NodeKeys::load_or_create(&central, &dcp)?;
         let dcp_cert = DcpCertificate::sign(
             &keys.root,
@@ -850,14 +1005,26 @@ impl Backoffice {
 
     /// Containment: the supervisors opened an escrow to identity-point
     /// digest `id_digest`. The directory revokes that SE (it can no longer
-    /// sync, load or be certified) and puts `key_ids` (its pseudonyms named
-    /// in the evidence) on the next revocation list, which devices install
-    /// at sync and then refuse those pseudonyms offline.
+    /// sync, load or be certified) and puts `key_ids` on the next
+    /// revocation list, which devices install at sync and then refuse
+    /// those pseudonyms offline.
+    ///
+    /// Each key id must be a pseudonym whose settled certificate carried an
+    /// escrow opened to `id_digest` (its escrow is kept by key id, see
+    /// [`Backoffice::escrow_of`]); any other is refused
+    /// (`RevocationKeyNotOpened`): an operator cannot name another SE's
+    /// pseudonyms, nor link a pseudonym to this SE without an opening. At
+    /// most [`tally_directory::REVOCATION_KEYS_PER_CALL_MAX`] keys per call
+    /// and [`tally_directory::REVOCATION_LIST_ENTRIES_MAX`] on the list.
+    /// A refusal changes nothing.
     ///
     /// With the supervisors' key set configured, `opening` must be their
     /// audit log (file bytes) and the request id whose logged k-of-n result
     /// opened to `id_digest`; the whole log is verified (chain, signatures,
-    /// shares' proofs, recombination) before anything changes.
+    /// shares' proofs, recombination) before anything changes, and the
+    /// opened escrows are those of every logged result that opened to
+    /// `id_digest`. A development node (no key set) opens a key's escrow
+    /// itself with the development secret, which is public.
     pub fn revoke_opened(
         &self,
         id_digest: &Hash32,
@@ -865,15 +1032,55 @@ impl Backoffice {
         reason: &str,
         opening: Option<(&[u8], &Hash32)>,
     ) -> Result<(Hash32, RevocationList), BackofficeError> {
-        if let Some(params) = &self.supervisors {
-            let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
-            let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
-                .map_err(|_| BackofficeError::OpeningNotShown)?;
-            let result = log
-                .result(request)
-                .ok_or(BackofficeError::OpeningNotShown)?;
-            if &result.point.digest() != id_digest {
-                return Err(BackofficeError::OpeningNotShown);
+        if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
+            return Err(DirectoryError::TooManyRevocations {
+                keys: key_ids.len(),
+                max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
+            }
+            .into());
+        }
+        // The ciphertexts opened to `id_digest` (None: development node).
+        let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
+            Some(params) => {
+                let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
+                let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
+                    .map_err(|_| BackofficeError::OpeningNotShown)?;
+                let result = log
+                    .result(request)
+                    .ok_or(BackofficeError::OpeningNotShown)?;
+                if &result.point.digest() != id_digest {
+                    return Err(BackofficeError::OpeningNotShown);
+                }
+                let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
+                Some(
+                    summary
+                        .openings
+                        .iter()
+                        .filter(|o| &o.point.digest() == id_digest)
+                        .filter_map(|o| log.request(&o.request_id))
+                        .map(|r| r.request().escrow().ciphertext().to_bytes())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        for k in key_ids {
+            let stored = self
+                .escrow_of(k)?
+                .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
+            let ct = escrow::EscrowCiphertext::from_bytes(&stored)
+                .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
+                .ciphertext();
+            let bound = match &opened {
+                Some(opened) => opened.contains(&ct.to_bytes()),
+                None => {
+                    development_open(&self.escrow_key, ct.random_element(), ct.blinded_element())
+                        .as_ref()
+                        == Some(id_digest)
+                }
+            };
+            if !bound {
+                return Err(BackofficeError::RevocationKeyNotOpened(*k));
             }
         }
         self.central.transact(|tx| {
@@ -980,11 +1187,15 @@ impl Backoffice {
         if req.counter > i64::MAX as u64 {
             return Err(BackofficeError::Replay);
         }
-        // Step 2: a stored response answers a retry; otherwise claim the counter.
+        // Step 2: a stored response or refusal answers a retry; otherwise
+        // claim the counter.
         let claimed = self.dcp.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT response FROM dcp_requests WHERE request_id = $1", &[b(&rid)])? {
+            if let Some(r) = tx.query_one("SELECT response, refusal FROM dcp_requests WHERE request_id = $1", &[b(&rid)])? {
                 if !r.is_null(0) {
-                    return Ok(Err(r.bytes(0)?.to_vec()));
+                    return Ok(Err(Ok(r.bytes(0)?.to_vec())));
+                }
+                if !r.is_null(1) {
+                    return Ok(Err(Err(r.bytes(1)?.to_vec())));
                 }
             } else {
                 let dev = tx
@@ -1015,13 +1226,19 @@ impl Backoffice {
             }))
         })?;
         let ctx = match claimed {
-            Err(stored) => return open_response(body, &stored),
+            Err(Ok(stored)) => return open_response(body, &stored),
+            Err(Err(refusal)) => return Err(open_refusal(body, &refusal)?),
             Ok(ctx) => ctx,
         };
-        if entry.status != SeStatus::Active {
-            return Err(BackofficeError::DeviceNotActive);
-        }
-        let resp = self.execute(&ctx, &entry, &req.op)?;
+        let executed = if entry.status != SeStatus::Active {
+            Err(BackofficeError::DeviceNotActive)
+        } else {
+            self.execute(&ctx, &entry, &req.op)
+        };
+        let resp = match executed {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.refuse_finally(body, &rid, e)),
+        };
         let bytes = resp.to_cbor();
         let sealed = seal_response(body, &bytes);
         self.dcp.transact(|tx| {
@@ -1055,6 +1272,31 @@ impl Backoffice {
             self.pump_mds();
         }
         Ok(bytes)
+    }
+
+    /// A failed request is final: a typed refusal (a 4xx) is stored for
+    /// the request id, sealed under the request like a response, and the
+    /// same bytes later get it back without executing (they might succeed
+    /// after the account was topped up). Transient failures (store errors,
+    /// serialization conflicts: 5xx) are not stored, so a retry executes.
+    /// Returns `e` as the caller must see it.
+    fn refuse_finally(&self, body: &[u8], rid: &Hash32, e: BackofficeError) -> BackofficeError {
+        if !e.is_client_error() || e.is_conflict() {
+            return e;
+        }
+        let sealed = seal_refusal(body, e.code(), e.status(), &e.to_string());
+        let stored = self.dcp.transact(|tx| {
+            tx.execute(
+                "UPDATE dcp_requests SET refusal = $1 WHERE request_id = $2 AND response IS NULL",
+                &[sealed.clone().into(), b(rid)],
+            )?;
+            Ok::<_, BackofficeError>(())
+        });
+        if let Err(s) = stored {
+            // Not stored: the request stays retryable, the refusal stands.
+            tracing::error!(error = %s, "device request refusal not stored");
+        }
+        e
     }
 
     /// Runs `f` once per device request on the central store: the reply is

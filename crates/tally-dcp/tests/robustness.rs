@@ -58,8 +58,9 @@ fn poison_package() -> Vec<u8> {
     .to_cbor()
 }
 
-/// A cloned SE spends one token twice; both payees renew.
-fn double_spend(bo: &Arc<Backoffice>, tag: &str) {
+/// A cloned SE spends one token twice; both payees renew. Returns the
+/// cheater's SE id and the two payees'.
+fn double_spend(bo: &Arc<Backoffice>, tag: &str) -> (Hash32, Hash32, Hash32) {
     bo.deposit(&format!("d-{tag}"), &format!("m-{tag}"), 10_000)
         .unwrap();
     let mut m = onboard(bo, &format!("m-{tag}"), PHONE, &format!("m-{tag}"));
@@ -71,6 +72,7 @@ fn double_spend(bo: &Arc<Backoffice>, tag: &str) {
     pay_offline(&mut clone.link, &mut p2.link, Amount(1_000)).unwrap();
     with_agent(bo, &mut p1, |a| a.renew()).unwrap();
     with_agent(bo, &mut p2, |a| a.renew()).unwrap();
+    (m.se_id, p1.se_id, p2.se_id)
 }
 
 fn kinds(bo: &Backoffice) -> Vec<AlertKind> {
@@ -140,4 +142,96 @@ fn outbox_row_the_mds_cannot_ingest_is_set_aside_with_an_alert() {
         kinds(&bo),
         vec![AlertKind::IngestionFailed, AlertKind::DoubleSpend]
     );
+}
+
+fn id_digest(bo: &Backoffice, se_id: &Hash32) -> Hash32 {
+    bo.store()
+        .transact(|tx| tally_directory::Directory::id_digest(tx, se_id))
+        .unwrap()
+        .unwrap()
+}
+
+fn revocation_state(bo: &Backoffice) -> (Vec<tally_directory::SeStatus>, Vec<Hash32>) {
+    (
+        bo.devices().unwrap().iter().map(|d| d.status).collect(),
+        bo.revocations().unwrap().revoked,
+    )
+}
+
+#[test]
+fn revocation_names_only_keys_whose_escrow_opened_to_that_identity() {
+    let bo = backoffice();
+    bo.mint("m", 1_000_000).unwrap();
+    let (mallory, _p1, p2) = double_spend(&bo, "rv");
+    let offender = bo
+        .alerts()
+        .unwrap()
+        .iter()
+        .find(|a| a.kind == AlertKind::DoubleSpend)
+        .and_then(|a| a.offender)
+        .unwrap();
+    assert!(bo.escrow_of(&offender).unwrap().is_some());
+    let before = revocation_state(&bo);
+    let not_opened = |e: tally_dcp::BackofficeError, k: Hash32| {
+        assert_eq!(e, tally_dcp::BackofficeError::RevocationKeyNotOpened(k));
+        assert_eq!(e.code(), 68);
+        assert_eq!(e.status(), 403);
+        assert_eq!(revocation_state(&bo), before, "nothing changed");
+    };
+    // Mallory's pseudonym under an honest payee's identity: the operator
+    // would revoke the honest SE and name a pseudonym it never opened.
+    let e = bo
+        .revoke_opened(&id_digest(&bo, &p2), &[offender], "framed", None)
+        .unwrap_err();
+    not_opened(e, offender);
+    // A key with no settled certificate, next to the right one.
+    let stranger = Hash32([0x5a; 32]);
+    let e = bo
+        .revoke_opened(&id_digest(&bo, &mallory), &[offender, stranger], "r", None)
+        .unwrap_err();
+    not_opened(e, stranger);
+    // Too many keys in one call.
+    let many = vec![offender; tally_directory::REVOCATION_KEYS_PER_CALL_MAX + 1];
+    let e = bo
+        .revoke_opened(&id_digest(&bo, &mallory), &many, "r", None)
+        .unwrap_err();
+    assert_eq!((e.code(), e.status()), (43, 400));
+    assert_eq!(revocation_state(&bo), before, "nothing changed");
+    // The pseudonym whose escrow opens to mallory's identity: revoked.
+    let (se, list) = bo
+        .revoke_opened(&id_digest(&bo, &mallory), &[offender], "double spend", None)
+        .unwrap();
+    assert_eq!(se, mallory);
+    assert_eq!(list.revoked, vec![offender]);
+}
+
+#[test]
+fn a_failed_request_is_final_even_after_the_account_is_topped_up() {
+    let bo = backoffice();
+    bo.mint("m", 1_000_000).unwrap();
+    bo.deposit("d1", "erin", 100).unwrap();
+    bo.deposit("d2", "frank", 1).unwrap();
+    let mut erin = onboard(&bo, "erin-final", PHONE, "erin");
+    let pay = sign_request(
+        &mut erin,
+        DeviceOp::PayOnline {
+            to_account: "frank".into(),
+            amount: 5_000,
+        },
+    );
+    let first = bo.handle_device(&pay).unwrap_err();
+    assert!(first.is_client_error(), "{first:?}");
+    bo.deposit("d3", "erin", 10_000).unwrap();
+    let before = (bo.invariant().unwrap(), bo.account_balance("frank").unwrap());
+    // The same bytes again: the same refusal, nothing executed.
+    let again = bo.handle_device(&pay).unwrap_err();
+    assert_eq!(
+        (again.code(), again.status(), again.to_string()),
+        (first.code(), first.status(), first.to_string())
+    );
+    assert_eq!(
+        (bo.invariant().unwrap(), bo.account_balance("frank").unwrap()),
+        before
+    );
+    assert_eq!(bo.account_balance("erin").unwrap(), 10_100);
 }
