@@ -243,12 +243,13 @@ async fn device_request(
     let bo = s.bo;
     let answer = blocking(move || bo.handle_device(&b)).await;
     if let (Some(se), Err(e)) = (&se_id, &answer)
-        && matches!(
+        && (matches!(
             e.code,
             BACKOFFICE_UNKNOWN_DEVICE | BACKOFFICE_BAD_DEVICE_SIGNATURE
-        )
+        ) || e.status == 503)
     {
-        // Not this SE's request: its bucket pays nothing for it.
+        // Not this SE's request, or a serialization conflict the device is
+        // told to retry: its bucket pays nothing for it.
         s.device_rate.give_back(se);
     }
     Ok(cbor(answer?))

@@ -7,8 +7,10 @@
 //! The SE id is read from the request before its signature is checked;
 //! so that forged requests naming someone else's SE cannot drain its
 //! bucket, the token is given back when the service answers that the
-//! device is unknown or the signature does not verify. The table is
-//! bounded: when full, buckets that have refilled (idle SEs) are dropped.
+//! device is unknown or the signature does not verify; it is also given
+//! back for a serialization conflict (503), which the device is told to
+//! retry with the same bytes. The table is bounded: when full, buckets
+//! that have refilled (idle SEs) are dropped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

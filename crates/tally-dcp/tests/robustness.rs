@@ -235,3 +235,35 @@ fn a_failed_request_is_final_even_after_the_account_is_topped_up() {
     );
     assert_eq!(bo.account_balance("erin").unwrap(), 10_100);
 }
+
+#[test]
+fn a_request_that_failed_on_the_server_side_stays_retryable() {
+    let bo = backoffice();
+    let mut dev = onboard(&bo, "ivy-retry", PHONE, "ivy");
+    let key = dev.link.generate_keys(1).unwrap()[0];
+    let certify = sign_request(&mut dev, DeviceOp::Certify { keys: vec![key] });
+    // The directory's record of the SE's identity is (transiently) wrong:
+    // the DCP refuses to escrow to it, a server-side failure (5xx).
+    let digest = id_digest(&bo, &dev.se_id);
+    let set = |d: &Hash32| {
+        bo.store()
+            .transact(|tx| {
+                tx.execute(
+                    "UPDATE se_escrow_ids SET id_digest = $1 WHERE se_id = $2",
+                    &[d.0.to_vec().into(), dev.se_id.0.to_vec().into()],
+                )
+            })
+            .unwrap();
+    };
+    set(&Hash32([0xee; 32]));
+    let e = bo.handle_device(&certify).unwrap_err();
+    assert_eq!((e.code(), e.status()), (58, 500), "{e:?}");
+    // Repaired: the same bytes now execute (nothing final was stored).
+    set(&digest);
+    let ok = bo.handle_device(&certify).unwrap();
+    assert!(matches!(
+        tally_core::dcp::DeviceResponse::from_cbor(&ok).unwrap(),
+        tally_core::dcp::DeviceResponse::Certificates(_)
+    ));
+    assert_eq!(bo.handle_device(&certify).unwrap(), ok);
+}
