@@ -18,7 +18,7 @@ use tally_dcp::Backoffice;
 use tally_mds::AlertKind;
 use tally_store::Store;
 use tally_wallet::agent::{Backend, SealedKind};
-use tally_wallet::pay_offline;
+use tally_wallet::{SeLink, pay_offline};
 
 fn backoffice() -> Arc<Backoffice> {
     Arc::new(Backoffice::open(Store::sqlite_memory().unwrap()).unwrap())
