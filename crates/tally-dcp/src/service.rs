@@ -1949,7 +1949,6 @@ impl Backoffice {
     /// on: no record from a device can stop it. Store failures leave the
     /// rows for the next call (and are logged).
     pub fn pump_mds(&self) {
-        let epoch = self.epoch().unwrap_or(0);
         loop {
             let rows = match self.central.transact(|tx| {
                 Ok::<_, BackofficeError>(
@@ -1972,7 +1971,7 @@ impl Backoffice {
                 return;
             }
             for (op, body) in rows {
-                if let Err(e) = self.ingest_outbox_row(&body, epoch) {
+                if let Err(e) = self.ingest_outbox_row(&body) {
                     tracing::error!(error = %e, "MDS ingestion failed; will retry");
                     return;
                 }
@@ -1996,12 +1995,14 @@ impl Backoffice {
     /// by record, so the row's other records (a double spend among them)
     /// are still judged. `Err` only for failures of the MDS itself (its
     /// store), which a later call retries.
-    fn ingest_outbox_row(&self, body: &[u8], epoch: Epoch) -> Result<(), tally_mds::MdsError> {
+    fn ingest_outbox_row(&self, body: &[u8]) -> Result<(), tally_mds::MdsError> {
+        // The epoch an alert is raised in, read only when one is.
+        let epoch = || self.epoch().unwrap_or(0);
         let batch = match decode_ingest(body) {
             Ok(b) => b,
             Err(e) => {
                 let code = BackofficeError::Decode(e).code();
-                let a = self.mds.set_aside(body, code, epoch)?;
+                let a = self.mds.set_aside(body, code, epoch())?;
                 tracing::error!(alert = a.id, code, "MDS outbox row does not decode; set aside");
                 return Ok(());
             }
@@ -2021,7 +2022,7 @@ impl Backoffice {
                                 let a = self.mds.set_aside(
                                     &encode_ingest(std::slice::from_ref(r)),
                                     e.code(),
-                                    epoch,
+                                    epoch(),
                                 )?;
                                 tracing::error!(alert = a.id, error = %e, "MDS record set aside");
                             }
