@@ -676,7 +676,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// A transport failure (no answer) or a server failure: worth the same
 /// request again. Everything else is a verdict.
 pub fn retryable(e: &BackendError) -> bool {
-    e.status == 0 || e.status >= 500
+    // 429: the node's per-SE rate limit; nothing was done, retry later.
+    e.status == 0 || e.status == 429 || e.status >= 500
 }
 
 /// The back office over HTTP, retrying every call with the identical

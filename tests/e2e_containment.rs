@@ -192,7 +192,9 @@ fn double_spend_to_revocation_and_offline_refusal() {
     );
 
     // The directory revokes that SE and lists its pseudonyms named in the
-    // evidence: the offender and the change keys of both spends.
+    // evidence: the offender and the change keys of both spends. The node
+    // lists only pseudonyms whose escrow was opened to that identity, so
+    // the supervisors open the change keys' escrows too.
     let mut keys = vec![
         offender.clone(),
         output_owner(&pkg1, 1),
@@ -200,6 +202,42 @@ fn double_spend_to_revocation_and_offline_refusal() {
     ];
     keys.sort();
     keys.dedup();
+    for (n, key) in keys.iter().filter(|k| **k != offender).enumerate() {
+        let file = d.join(format!("escrow-{n}.hex"));
+        operator(&url, &["escrow", key, "--out", &s(&file)]);
+        let req = json(
+            &run(&[
+                "supervisor",
+                "--json",
+                "request-opening",
+                "--dir",
+                &sup_s,
+                "--escrow-file",
+                &s(&file),
+                "--evidence",
+                &format!("mds alert {alert_id}"),
+                "--reason",
+                "change key of a double spend",
+            ])
+            .ok(),
+        );
+        let r = req["request"].as_str().expect("request id").to_string();
+        for i in [0, 1, 4] {
+            run(&[
+                "supervisor",
+                "share",
+                "--dir",
+                &sup_s,
+                "--request",
+                &r,
+                "--key",
+                &s(&sup.join(format!("supervisor-{i}.key"))),
+            ])
+            .ok();
+        }
+        let o = json(&run(&["supervisor", "--json", "combine", "--dir", &sup_s, "--request", &r]).ok());
+        assert_eq!(o["id_point_digest"].as_str(), Some(digest.as_str()));
+    }
     let mut args = vec![
         "revoke",
         "--id-digest",
@@ -275,12 +313,13 @@ fn double_spend_to_revocation_and_offline_refusal() {
 
     // Every step is in the audit log, and the log verifies.
     let audit = run(&["supervisor", "audit", "verify", "--dir", &sup_s]).ok();
+    let n = keys.len();
     assert!(
-        audit.starts_with("audit log verifies: 6 entries"),
+        audit.starts_with(&format!("audit log verifies: {} entries", 1 + 5 * n)),
         "{audit}"
     );
     assert!(
-        audit.contains("requests 1, shares 3, openings 1"),
+        audit.contains(&format!("requests {n}, shares {}, openings {n}", 3 * n)),
         "{audit}"
     );
     operator(

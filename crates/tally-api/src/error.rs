@@ -4,9 +4,6 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tally_dcp::BackofficeError;
-use tally_directory::DirectoryError;
-use tally_ledger::ledger::LedgerError;
-use tally_ledger::settlement::SettlementError;
 use tally_store::StoreError;
 use tally_wallet::agent::BackendError;
 
@@ -44,74 +41,22 @@ pub mod code {
     pub const MALFORMED: u16 = 101;
     /// Store failure or a panic in the service: retry later.
     pub const INTERNAL: u16 = 99;
+    /// Too many device requests from one SE in a short time (429): wait
+    /// and retry; nothing was done.
+    pub const RATE_LIMITED: u16 = 69;
 }
 
 fn store_failure(e: &BackofficeError) -> Option<&StoreError> {
-    match e {
-        BackofficeError::Store(s)
-        | BackofficeError::Ledger(LedgerError::Store(s))
-        | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(s)))
-        | BackofficeError::Directory(DirectoryError::Store(s)) => Some(s),
-        _ => None,
-    }
-}
-
-fn ledger_status(e: &LedgerError) -> u16 {
-    match e {
-        LedgerError::UnknownAccount(_) => 404,
-        LedgerError::IdempotencyKeyReused(_) | LedgerError::AccountExists(_) => 409,
-        LedgerError::Store(_) => 500,
-        // Insufficient funds, zero amount, same account, overflow, and
-        // whatever the ledger adds later: refused by its rules.
-        _ => 422,
-    }
+    e.store_failure()
 }
 
 /// The HTTP status of a back-office rejection: 4xx for everything the
 /// caller can fix or must not retry as is, 5xx only for store failures
-/// (503 for a serialization conflict that outlived the retries).
+/// (503 for a serialization conflict that outlived the retries). The
+/// service owns the mapping ([`BackofficeError::status`]): it stores a
+/// failed device request's status with its refusal.
 pub fn status_for(e: &BackofficeError) -> u16 {
-    if let Some(s) = store_failure(e) {
-        return if matches!(s, StoreError::Conflict) {
-            503
-        } else {
-            500
-        };
-    }
-    match e {
-        BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
-        BackofficeError::BadDeviceSignature
-        | BackofficeError::DeviceNotActive
-        | BackofficeError::OpeningNotShown => 403,
-        BackofficeError::Directory(
-            DirectoryError::BadAttestation
-            | DirectoryError::UntrustedManufacturer
-            | DirectoryError::Revoked,
-        )
-        | BackofficeError::BadEnrolment => 403,
-        BackofficeError::EnrolmentCodeUsed => 409,
-        BackofficeError::BadAttachment => 400,
-        BackofficeError::TransferMismatch | BackofficeError::LoadAboveHolding => 422,
-        BackofficeError::UnknownDevice | BackofficeError::Directory(DirectoryError::UnknownSe) => {
-            404
-        }
-        // A redemption that is unknown to this device or already done:
-        // the state on the server conflicts with what the device thinks.
-        BackofficeError::Replay
-        | BackofficeError::UnknownRedemption
-        | BackofficeError::Directory(DirectoryError::Conflict) => 409,
-        BackofficeError::Ledger(l) | BackofficeError::Settlement(SettlementError::Ledger(l)) => {
-            ledger_status(l)
-        }
-        BackofficeError::Verify(_)
-        | BackofficeError::Settlement(_)
-        | BackofficeError::WrongRedemption
-        | BackofficeError::DoubleSpendByRedeemer(_)
-        | BackofficeError::Sealed(_) => 422,
-        // Variants added to the service later.
-        other if other.is_client_error() => 400,
-        _ => 500,
-    }
+    e.status()
 }
 
 /// The message sent to callers: the service's own text, except for
@@ -186,6 +131,9 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use tally_core::codec::CodecError;
+    use tally_directory::DirectoryError;
+    use tally_ledger::ledger::LedgerError;
+    use tally_ledger::settlement::SettlementError;
     use tally_core::verify::VerifyError;
 
     #[test]
@@ -238,6 +186,27 @@ mod tests {
             (
                 BackofficeError::Directory(DirectoryError::Store(StoreError::Db("x".into()))),
                 500,
+            ),
+            (BackofficeError::RevocationKeyNotOpened(tally_core::Hash32([1; 32])), 403),
+            (
+                BackofficeError::Directory(DirectoryError::TooManyRevocations { keys: 65, max: 64 }),
+                400,
+            ),
+            (
+                BackofficeError::Directory(DirectoryError::RevocationListFull {
+                    listed: 1024,
+                    adding: 1,
+                    max: 1024,
+                }),
+                409,
+            ),
+            (
+                BackofficeError::RefusedBefore {
+                    code: 11,
+                    status: 422,
+                    message: "m".into(),
+                },
+                422,
             ),
         ];
         for (e, want) in cases {

@@ -16,8 +16,13 @@ use tally_core::codec::Cbor;
 use tally_dcp::{Backoffice, BackofficeError, Registration};
 use tally_ledger::settlement::Settlement;
 
+use std::time::Instant;
+
+use tally_core::dcp::DeviceRequest;
+
 use crate::error::{ApiError, code};
 use crate::extract::{AccountName, AlertId, CborBody, JsonBody, KeyId, Operator, refuse_query};
+use crate::ratelimit::DeviceRateLimit;
 use crate::metrics::{self, HttpCounters};
 use crate::views::{
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
@@ -58,6 +63,7 @@ pub fn router(bo: Arc<Backoffice>, cfg: ApiConfig) -> Router {
     let limit = cfg.body_limit_bytes;
     let state = AppState {
         bo,
+        device_rate: Arc::new(DeviceRateLimit::new(cfg.device_rate)),
         cfg: Arc::new(cfg),
         metrics: Arc::new(HttpCounters::new()),
     };
@@ -171,10 +177,38 @@ async fn device_request(
     State(s): State<AppState>,
     CborBody(b): CborBody,
 ) -> Result<Response, ApiError> {
+    let b = body(b, s.cfg.body_limit_bytes)?;
+    // The SE's bucket first, before any database work. A body that does
+    // not decode goes on to the service, which refuses it (400).
+    let se_id = DeviceRequest::from_cbor(&b).ok().map(|r| r.se_id);
+    if let Some(se) = &se_id
+        && !s.device_rate.take(se, Instant::now())
+    {
+        return Err(ApiError::new(
+            429,
+            code::RATE_LIMITED,
+            "too many requests from this SE: retry later (nothing was done)",
+        ));
+    }
     let bo = s.bo;
-    let resp = blocking(move || bo.handle_device(&b)).await?;
-    Ok(cbor(resp))
+    let answer = blocking(move || bo.handle_device(&b)).await;
+    if let (Some(se), Err(e)) = (&se_id, &answer)
+        && (matches!(
+            e.code,
+            BACKOFFICE_UNKNOWN_DEVICE | BACKOFFICE_BAD_DEVICE_SIGNATURE
+        ) || e.status == 503)
+    {
+        // Not this SE's request, or a serialization conflict the device is
+        // told to retry: its bucket pays nothing for it.
+        s.device_rate.give_back(se);
+    }
+    Ok(cbor(answer?))
 }
+
+/// Codes of the service's "not this device" refusals (BackofficeError
+/// UnknownDevice, BadDeviceSignature).
+const BACKOFFICE_UNKNOWN_DEVICE: u16 = 50;
+const BACKOFFICE_BAD_DEVICE_SIGNATURE: u16 = 52;
 
 // ---- operators (JSON, bearer token) -------------------------------------
 
@@ -383,7 +417,7 @@ async fn invariant(State(s): State<AppState>) -> Result<Response, ApiError> {
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
     let bo = s.bo.clone();
-    let (ledger, mds) = blocking(move || {
+    let (ledger, mds, outbox) = blocking(move || {
         let ledger = (|| {
             Ok::<_, BackofficeError>((
                 InvariantView::from(bo.invariant()?),
@@ -393,13 +427,18 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         })()
         .ok();
         let mds = bo.indicators().ok().map(|i| i.to_prometheus());
-        Ok((ledger, mds))
+        // After the pump that `indicators` ran: what is still waiting.
+        let outbox = bo.mds_outbox().ok();
+        Ok((ledger, mds, outbox))
     })
     .await
-    .unwrap_or((None, None));
+    .unwrap_or((None, None, None));
     let mut text = metrics::render(ledger, &s.metrics);
     if let Some(m) = mds {
         text.push_str(&m);
+    }
+    if let Some(o) = outbox {
+        metrics::render_outbox(&mut text, &o);
     }
     (
         [(

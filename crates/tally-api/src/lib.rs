@@ -20,6 +20,7 @@ mod extract;
 mod http;
 mod metrics;
 mod openapi;
+mod ratelimit;
 mod server;
 mod views;
 
@@ -29,6 +30,9 @@ pub use client::{HttpBackend, InProcess, OperatorClient};
 pub use error::{ApiError, backend_error, code, status_for};
 pub use http::{ROUTES, router};
 pub use openapi::document as openapi_document;
+pub use ratelimit::{
+    DEVICE_REQUESTS_BURST_MAX, DEVICE_REQUESTS_REFILL_PER_SECOND, DeviceRate, RATE_LIMITED_SES_MAX,
+};
 pub use server::{BackgroundServer, run, serve};
 pub use tally_dcp::Backoffice;
 pub use views::{
@@ -48,6 +52,8 @@ pub struct ApiConfig {
     pub operator_token: String,
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// Per-SE limit on device requests; past it, 429.
+    pub device_rate: DeviceRate,
 }
 
 impl ApiConfig {
@@ -55,6 +61,7 @@ impl ApiConfig {
         ApiConfig {
             operator_token: operator_token.into(),
             body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
+            device_rate: DeviceRate::default(),
         }
     }
 }
@@ -71,6 +78,7 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("operator_token", &"<redacted>")
             .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("device_rate", &self.device_rate)
             .finish()
     }
 }
@@ -81,6 +89,7 @@ pub(crate) struct AppState {
     pub(crate) bo: Arc<Backoffice>,
     pub(crate) cfg: Arc<ApiConfig>,
     pub(crate) metrics: Arc<metrics::HttpCounters>,
+    pub(crate) device_rate: Arc<ratelimit::DeviceRateLimit>,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

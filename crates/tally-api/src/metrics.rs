@@ -14,7 +14,7 @@ use crate::views::InvariantView;
 
 /// Statuses counted one by one; any other lands in "other".
 const STATUSES: [u16; 13] = [
-    200, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503, 504,
+    200, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504,
 ];
 const STATUS_BUCKETS: usize = STATUSES.len() + 1;
 /// Label of requests that matched no route.
@@ -160,6 +160,31 @@ pub(crate) fn render(ledger: Option<(InvariantView, u32, i64)>, counters: &HttpC
     }
     counters.write(&mut out);
     out
+}
+
+/// The MDS feed's backlog: rows waiting, the oldest one's age, and the
+/// rows (or records) the MDS set aside, each with an alert.
+pub(crate) fn render_outbox(out: &mut String, o: &tally_dcp::OutboxStatus) {
+    let g: [(&str, &str, u64); 3] = [
+        (
+            "tally_mds_outbox_pending",
+            "Settled records' outbox rows waiting for the MDS.",
+            o.pending,
+        ),
+        (
+            "tally_mds_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row waiting for the MDS (0: none).",
+            o.oldest_age_seconds,
+        ),
+        (
+            "tally_mds_set_aside",
+            "Outbox rows or records the MDS could not ingest and set aside (each alerted).",
+            o.set_aside,
+        ),
+    ];
+    for (name, help, v) in g {
+        gauge(out, name, help, i64::try_from(v).unwrap_or(i64::MAX));
+    }
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ pub fn document() -> Value {
                 operator: false,
                 request: Some((CBOR, binary("DeviceRequest [1, se_id, counter, op, signature]"))),
                 ok: (CBOR, binary("DeviceResponse [kind, body]")),
-                errors: &[400, 403, 404, 409, 413, 422],
+                errors: &[400, 403, 404, 409, 413, 422, 429],
             })},
             "/v1/cb/mint": { "post": operation("mint", Op {
                 summary: "Central bank: mint into the DCP settlement account; returns the invariant",
@@ -238,7 +238,7 @@ pub fn document() -> Value {
                     "properties": { "id_digest": { "type": "string" }, "key_ids": { "type": "array", "items": { "type": "string" } },
                                     "reason": { "type": "string" }, "alert": { "type": "integer" } } }))),
                 ok: (JSON, json!({ "type": "object", "required": ["se_id", "revocation_serial", "revoked_keys"] })),
-                errors: &[400, 404, 409, 413],
+                errors: &[400, 403, 404, 409, 413],
             })},
             "/mds/indicators": { "get": operation("indicators", Op {
                 summary: "Econometric indicators of offline money (aggregates only)",
@@ -273,14 +273,14 @@ pub fn document() -> Value {
                         "properties": {
                             "code": { "type": "integer", "minimum": 0, "maximum": 65535,
                                 "description": format!(
-                                    "Stable code (docs/API.md): the service's codes (ledger 10-17, settlement 30, directory 40-42, \
-                                     DCP 50-59, 64, 65, 67, MDS failure 98, store 99, decode 101, verification 201-1201) and the HTTP layer's \
+                                    "Stable code (docs/API.md): the service's codes (ledger 10-17, settlement 30, directory 40-46, \
+                                     DCP 50-59, 64-65, 67-68, 80-84, MDS failure 98, store 99, decode 101, verification 201-1201) and the HTTP layer's \
                                      ({} unauthorized, {} body too large, {} no route, {} method not allowed, {} not found, \
                                      {} bad path parameter, {} bad account name, {} unexpected query string, \
-                                     {} unsupported media type)",
+                                     {} unsupported media type, {} rate limited). A failed device request is final: the same bytes get the same error again",
                                     code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED,
                                     code::NOT_FOUND, code::BAD_PATH_PARAMETER, code::BAD_ACCOUNT_NAME,
-                                    code::UNEXPECTED_QUERY, code::UNSUPPORTED_MEDIA_TYPE) },
+                                    code::UNEXPECTED_QUERY, code::UNSUPPORTED_MEDIA_TYPE, code::RATE_LIMITED) },
                             "message": { "type": "string" }
                         }
                     }}

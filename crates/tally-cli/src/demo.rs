@@ -415,6 +415,7 @@ pub fn full() -> Result<(), crate::CliError> {
             let cfg = tally_api::ApiConfig {
                 operator_token: tok2,
                 body_limit_bytes: 1 << 20,
+                device_rate: tally_api::DeviceRate::default(),
             };
             if let Err(e) = tally_api::serve(bo2, l, cfg, async {
                 let _ = stop_rx.await;
@@ -689,29 +690,9 @@ pub fn full() -> Result<(), crate::CliError> {
         alert.records.len()
     )
     .map_err(w)?;
-    let escrow = op.escrow(&offender).map_err(cli)?;
-    let escrow_bytes = hex::decode(&escrow.escrow).map_err(cli)?;
-    let request = crate::supervisor::steps::request(
-        &sup,
-        &escrow_bytes,
-        &format!("mds alert {}", alert.id),
-        "double spend by a cloned SE",
-    )?;
-    for i in [0u8, 2, 4] {
-        crate::supervisor::steps::share(&sup, &request, i)?;
-    }
-    let digest = crate::supervisor::steps::combine(&sup, &request)?;
-    let entries = crate::supervisor::steps::verify(&sup)?;
-    op.alert_transition(alert.id, "escrow_opened", &format!("opening {request}"))
-        .map_err(cli)?;
-    writeln!(
-        o,
-        "10. Supervisors 0, 2 and 4 of 5 each give a decryption share with a DLEQ proof; combined, the escrow opens to identity digest {}…; audit log: {entries} signed, hash-chained entries, verified.",
-        &digest[..16]
-    )
-    .map_err(w)?;
     // The cheater's pseudonyms named by the evidence: the token's owner and
-    // the change key of each spend.
+    // the change key of each spend. The node revokes only pseudonyms whose
+    // escrow the supervisors opened to that identity, so each is opened.
     let change = |p: &[u8]| -> Result<String, crate::CliError> {
         let pkg = Package::from_cbor(p).map_err(cli)?;
         Ok(hex::encode(
@@ -729,6 +710,39 @@ pub fn full() -> Result<(), crate::CliError> {
             keys.push(k);
         }
     }
+    let mut opened = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let escrow = op.escrow(key).map_err(cli)?;
+        let escrow_bytes = hex::decode(&escrow.escrow).map_err(cli)?;
+        let request = crate::supervisor::steps::request(
+            &sup,
+            &escrow_bytes,
+            &format!("mds alert {}", alert.id),
+            "double spend by a cloned SE",
+        )?;
+        for i in [0u8, 2, 4] {
+            crate::supervisor::steps::share(&sup, &request, i)?;
+        }
+        let digest = crate::supervisor::steps::combine(&sup, &request)?;
+        opened.push((request, digest));
+    }
+    let (request, digest) = opened
+        .first()
+        .cloned()
+        .ok_or_else(|| cli("no escrow to open"))?;
+    if opened.iter().any(|(_, d)| *d != digest) {
+        return Err(cli("the escrows opened to different identities"));
+    }
+    let entries = crate::supervisor::steps::verify(&sup)?;
+    op.alert_transition(alert.id, "escrow_opened", &format!("opening {request}"))
+        .map_err(cli)?;
+    writeln!(
+        o,
+        "10. Supervisors 0, 2 and 4 of 5 each give a decryption share with a DLEQ proof for each of the {} pseudonyms' escrows; combined, each opens to identity digest {}…; audit log: {entries} signed, hash-chained entries, verified.",
+        keys.len(),
+        &digest[..16]
+    )
+    .map_err(w)?;
     let revoked = op
         .revoke(&tally_api::RevokeRequest {
             id_digest: digest.clone(),

@@ -151,6 +151,7 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
         let cfg = tally_api::ApiConfig {
             operator_token: opts.operator_token,
             body_limit_bytes: opts.body_limit_bytes,
+            device_rate: tally_api::DeviceRate::default(),
         };
         tally_api::serve(bo, listener, cfg, shutdown())
             .await

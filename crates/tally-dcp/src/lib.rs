@@ -11,7 +11,7 @@
 pub mod service;
 
 pub use service::{
-    Backoffice, BackofficeError, NodeKeys, OsEntropy, SettlementResult, Stores,
+    Backoffice, BackofficeError, NodeKeys, OsEntropy, OutboxStatus, SettlementResult, Stores,
     development_escrow_key,
 };
 pub use tally_core::dcp::*;

@@ -86,6 +86,25 @@ pub static CENTRAL_MIGRATIONS: Migrations = Migrations {
     )],
 };
 
+/// When each MDS outbox row was queued (unix seconds; 0 for rows queued
+/// before this column), for the outbox-age metric. Its own component so
+/// its steps never collide with the central bank's.
+pub static OUTBOX_MIGRATIONS: Migrations = Migrations {
+    component: "central_outbox",
+    steps: &[(
+        1,
+        "ALTER TABLE mds_outbox ADD COLUMN queued_at BIGINT NOT NULL DEFAULT 0",
+    )],
+};
+
+/// The refusal of each failed device request, sealed like its response
+/// (see [`Backoffice::handle_device`]): a failed request is final. Its own
+/// component so its steps never collide with the DCP's.
+pub static REFUSAL_MIGRATIONS: Migrations = Migrations {
+    component: "dcp_refusals",
+    steps: &[(1, "ALTER TABLE dcp_requests ADD COLUMN refusal BLOB")],
+};
+
 /// The DCP's tables.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "dcp",
@@ -189,6 +208,16 @@ pub enum BackofficeError {
     TransferMismatch,
     /// A load the device could not hold (above its class's holding limit).
     LoadAboveHolding,
+    /// A revocation names a key whose certificate's escrow was not opened
+    /// to the identity revoked.
+    RevocationKeyNotOpened(Hash32),
+    /// This very request (the same bytes) was refused before: the stored
+    /// refusal, returned again without executing anything.
+    RefusedBefore {
+        code: u16,
+        status: u16,
+        message: String,
+    },
     /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
     Mds {
         message: String,
@@ -222,6 +251,8 @@ impl BackofficeError {
             BackofficeError::EnrolmentCodeUsed => 82,
             BackofficeError::TransferMismatch => 83,
             BackofficeError::LoadAboveHolding => 84,
+            BackofficeError::RevocationKeyNotOpened(_) => 68,
+            BackofficeError::RefusedBefore { code, .. } => *code,
             BackofficeError::Mds { client: true, .. } => 65,
             BackofficeError::Mds { client: false, .. } => 98,
             BackofficeError::Store(_) => 99,
@@ -229,6 +260,9 @@ impl BackofficeError {
     }
     /// Client errors (4xx) versus server errors (5xx).
     pub fn is_client_error(&self) -> bool {
+        if let BackofficeError::RefusedBefore { status, .. } = self {
+            return *status < 500;
+        }
         !matches!(
             self,
             BackofficeError::Store(_)
@@ -239,6 +273,79 @@ impl BackofficeError {
                 | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
                 | BackofficeError::Directory(DirectoryError::Store(_))
         )
+    }
+
+    /// A store failure inside, whatever the layer that met it.
+    pub fn store_failure(&self) -> Option<&StoreError> {
+        match self {
+            BackofficeError::Store(s)
+            | BackofficeError::Ledger(LedgerError::Store(s))
+            | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(s)))
+            | BackofficeError::Directory(DirectoryError::Store(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the rejection: 4xx for everything the caller can
+    /// fix or must not retry as is, 5xx only for store failures (503 for
+    /// a serialization conflict that outlived the retries). Here rather
+    /// than in the HTTP layer because a device request's refusal is stored
+    /// with its status (a failed request is final).
+    pub fn status(&self) -> u16 {
+        if let Some(s) = self.store_failure() {
+            return if matches!(s, StoreError::Conflict) {
+                503
+            } else {
+                500
+            };
+        }
+        fn ledger_status(e: &LedgerError) -> u16 {
+            match e {
+                LedgerError::UnknownAccount(_) => 404,
+                LedgerError::IdempotencyKeyReused(_) | LedgerError::AccountExists(_) => 409,
+                LedgerError::Store(_) => 500,
+                // Insufficient funds, zero amount, same account, overflow,
+                // and whatever the ledger adds later: refused by its rules.
+                _ => 422,
+            }
+        }
+        match self {
+            BackofficeError::RefusedBefore { status, .. } => *status,
+            BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
+            BackofficeError::BadDeviceSignature
+            | BackofficeError::DeviceNotActive
+            | BackofficeError::OpeningNotShown
+            | BackofficeError::RevocationKeyNotOpened(_) => 403,
+            BackofficeError::Directory(
+                DirectoryError::BadAttestation
+                | DirectoryError::UntrustedManufacturer
+                | DirectoryError::Revoked,
+            )
+            | BackofficeError::BadEnrolment => 403,
+            BackofficeError::EnrolmentCodeUsed => 409,
+            BackofficeError::BadAttachment => 400,
+            BackofficeError::TransferMismatch | BackofficeError::LoadAboveHolding => 422,
+            BackofficeError::UnknownDevice
+            | BackofficeError::Directory(DirectoryError::UnknownSe) => 404,
+            // A redemption that is unknown to this device or already done:
+            // the state on the server conflicts with what the device thinks.
+            BackofficeError::Replay
+            | BackofficeError::UnknownRedemption
+            | BackofficeError::Directory(DirectoryError::Conflict)
+            | BackofficeError::Directory(DirectoryError::RevocationListFull { .. }) => 409,
+            BackofficeError::Directory(DirectoryError::TooManyRevocations { .. }) => 400,
+            BackofficeError::Ledger(l) | BackofficeError::Settlement(SettlementError::Ledger(l)) => {
+                ledger_status(l)
+            }
+            BackofficeError::Verify(_)
+            | BackofficeError::Settlement(_)
+            | BackofficeError::WrongRedemption
+            | BackofficeError::DoubleSpendByRedeemer(_)
+            | BackofficeError::Sealed(_) => 422,
+            // Variants added later.
+            other if other.is_client_error() => 400,
+            _ => 500,
+        }
     }
 }
 
@@ -294,6 +401,11 @@ impl fmt::Display for BackofficeError {
             BackofficeError::BadSettlementResult => {
                 f.write_str("settlement result does not verify")
             }
+            BackofficeError::RevocationKeyNotOpened(k) => write!(
+                f,
+                "key {k} is not a pseudonym whose escrow was opened to this identity"
+            ),
+            BackofficeError::RefusedBefore { message, .. } => f.write_str(message),
             BackofficeError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -455,6 +567,22 @@ pub fn development_escrow_key() -> JointKey {
         .expect("a non-zero multiple of the base point")
 }
 
+/// Opens an escrow ciphertext (`C1`, `C2`) with the development secret:
+/// the digest of its identity point, or `None` if `joint` is not the
+/// development key (then only the supervisors can open it).
+fn development_open(
+    joint: &JointKey,
+    random: &curve25519_dalek::RistrettoPoint,
+    blinded: &curve25519_dalek::RistrettoPoint,
+) -> Option<Hash32> {
+    use curve25519_dalek::Scalar;
+    if joint.to_bytes() != development_escrow_key().to_bytes() {
+        return None;
+    }
+    let x = Scalar::from_bytes_mod_order(tagged_hash(b"tally/v1/dev-escrow-secret", &[]).0);
+    Some(IdPoint::from_point(&(blinded - random * x)).digest())
+}
+
 /// The OS random generator as [`Entropy`] (escrow and sealing randomness).
 pub struct OsEntropy;
 impl Entropy for OsEntropy {
@@ -595,6 +723,52 @@ fn open_response(request: &[u8], stored: &[u8]) -> Result<Vec<u8>, BackofficeErr
         })
 }
 
+/// The key under which the DCP keeps a refusal: like the response's,
+/// derived from the whole request, under its own tag (a request has one
+/// or the other; each key seals one message, so a fixed nonce is safe).
+fn refusal_cipher(request: &[u8]) -> XChaCha20Poly1305 {
+    let k = tagged_hash(b"tally/v1/refusal-key", &[request]);
+    XChaCha20Poly1305::new((&k.0).into())
+}
+
+/// A stored refusal: `[code, status, message]`, sealed.
+fn seal_refusal(request: &[u8], code: u16, status: u16, message: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(3);
+    w.u64(u64::from(code));
+    w.u64(u64::from(status));
+    w.text(message);
+    refusal_cipher(request)
+        .encrypt(&XNonce::default(), w.into_bytes().as_slice())
+        .expect("in-memory encryption")
+}
+
+/// The stored refusal of `request`, as the error it was.
+fn open_refusal(request: &[u8], stored: &[u8]) -> Result<BackofficeError, BackofficeError> {
+    let corrupt = |m: &str| BackofficeError::Store(StoreError::Type(format!("stored refusal {m}")));
+    let plain = refusal_cipher(request)
+        .decrypt(&XNonce::default(), stored)
+        .map_err(|_| corrupt("does not open"))?;
+    let mut r = Reader::new(&plain);
+    let fields = (|| {
+        r.array(3)?;
+        let code = r.u16()?;
+        let status = r.u16()?;
+        let message = r.text_max(1 << 16)?.to_string();
+        Ok::<_, CodecError>((code, status, message))
+    })();
+    match fields {
+        Ok((code, status, message)) if r.position() == plain.len() => {
+            Ok(BackofficeError::RefusedBefore {
+                code,
+                status,
+                message,
+            })
+        }
+        _ => Err(corrupt("is malformed")),
+    }
+}
+
 pub struct Backoffice {
     central: Store,
     dcp: Store,
@@ -673,8 +847,9 @@ impl Backoffice {
             &tally_ledger::settlement::MIGRATIONS,
             &tally_directory::MIGRATIONS,
             &CENTRAL_MIGRATIONS,
+            &OUTBOX_MIGRATIONS,
         ])?;
-        dcp.migrate(&[&MIGRATIONS])?;
+        dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS])?;
         let keys = NodeKeys::load_or_create(&central, &dcp)?;
         let dcp_cert = DcpCertificate::sign(
             &keys.root,
@@ -967,14 +1142,26 @@ impl Backoffice {
 
     /// Containment: the supervisors opened an escrow to identity-point
     /// digest `id_digest`. The directory revokes that SE (it can no longer
-    /// sync, load or be certified) and puts `key_ids` (its pseudonyms named
-    /// in the evidence) on the next revocation list, which devices install
-    /// at sync and then refuse those pseudonyms offline.
+    /// sync, load or be certified) and puts `key_ids` on the next
+    /// revocation list, which devices install at sync and then refuse
+    /// those pseudonyms offline.
+    ///
+    /// Each key id must be a pseudonym whose settled certificate carried an
+    /// escrow opened to `id_digest` (its escrow is kept by key id, see
+    /// [`Backoffice::escrow_of`]); any other is refused
+    /// (`RevocationKeyNotOpened`): an operator cannot name another SE's
+    /// pseudonyms, nor link a pseudonym to this SE without an opening. At
+    /// most [`tally_directory::REVOCATION_KEYS_PER_CALL_MAX`] keys per call
+    /// and [`tally_directory::REVOCATION_LIST_ENTRIES_MAX`] on the list.
+    /// A refusal changes nothing.
     ///
     /// With the supervisors' key set configured, `opening` must be their
     /// audit log (file bytes) and the request id whose logged k-of-n result
     /// opened to `id_digest`; the whole log is verified (chain, signatures,
-    /// shares' proofs, recombination) before anything changes.
+    /// shares' proofs, recombination) before anything changes, and the
+    /// opened escrows are those of every logged result that opened to
+    /// `id_digest`. A development node (no key set) opens a key's escrow
+    /// itself with the development secret, which is public.
     pub fn revoke_opened(
         &self,
         id_digest: &Hash32,
@@ -982,15 +1169,55 @@ impl Backoffice {
         reason: &str,
         opening: Option<(&[u8], &Hash32)>,
     ) -> Result<(Hash32, RevocationList), BackofficeError> {
-        if let Some(params) = &self.supervisors {
-            let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
-            let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
-                .map_err(|_| BackofficeError::OpeningNotShown)?;
-            let result = log
-                .result(request)
-                .ok_or(BackofficeError::OpeningNotShown)?;
-            if &result.point.digest() != id_digest {
-                return Err(BackofficeError::OpeningNotShown);
+        if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
+            return Err(DirectoryError::TooManyRevocations {
+                keys: key_ids.len(),
+                max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
+            }
+            .into());
+        }
+        // The ciphertexts opened to `id_digest` (None: development node).
+        let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
+            Some(params) => {
+                let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
+                let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
+                    .map_err(|_| BackofficeError::OpeningNotShown)?;
+                let result = log
+                    .result(request)
+                    .ok_or(BackofficeError::OpeningNotShown)?;
+                if &result.point.digest() != id_digest {
+                    return Err(BackofficeError::OpeningNotShown);
+                }
+                let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
+                Some(
+                    summary
+                        .openings
+                        .iter()
+                        .filter(|o| &o.point.digest() == id_digest)
+                        .filter_map(|o| log.request(&o.request_id))
+                        .map(|r| r.request().escrow().ciphertext().to_bytes())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        for k in key_ids {
+            let stored = self
+                .escrow_of(k)?
+                .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
+            let ct = escrow::EscrowCiphertext::from_bytes(&stored)
+                .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
+                .ciphertext();
+            let bound = match &opened {
+                Some(opened) => opened.contains(&ct.to_bytes()),
+                None => {
+                    development_open(&self.escrow_key, ct.random_element(), ct.blinded_element())
+                        .as_ref()
+                        == Some(id_digest)
+                }
+            };
+            if !bound {
+                return Err(BackofficeError::RevocationKeyNotOpened(*k));
             }
         }
         self.central.transact(|tx| {
@@ -1132,11 +1359,15 @@ impl Backoffice {
         if req.counter > i64::MAX as u64 {
             return Err(BackofficeError::Replay);
         }
-        // Step 2: a stored response answers a retry; otherwise claim the counter.
+        // Step 2: a stored response or refusal answers a retry; otherwise
+        // claim the counter.
         let claimed = self.dcp.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT response FROM dcp_requests WHERE request_id = $1", &[b(&rid)])? {
+            if let Some(r) = tx.query_one("SELECT response, refusal FROM dcp_requests WHERE request_id = $1", &[b(&rid)])? {
                 if !r.is_null(0) {
-                    return Ok(Err(r.bytes(0)?.to_vec()));
+                    return Ok(Err(Ok(r.bytes(0)?.to_vec())));
+                }
+                if !r.is_null(1) {
+                    return Ok(Err(Err(r.bytes(1)?.to_vec())));
                 }
             } else {
                 let dev = tx
@@ -1167,13 +1398,19 @@ impl Backoffice {
             }))
         })?;
         let ctx = match claimed {
-            Err(stored) => return open_response(body, &stored),
+            Err(Ok(stored)) => return open_response(body, &stored),
+            Err(Err(refusal)) => return Err(open_refusal(body, &refusal)?),
             Ok(ctx) => ctx,
         };
-        if entry.status != SeStatus::Active {
-            return Err(BackofficeError::DeviceNotActive);
-        }
-        let resp = self.execute(&ctx, &entry, &req)?;
+        let executed = if entry.status != SeStatus::Active {
+            Err(BackofficeError::DeviceNotActive)
+        } else {
+            self.execute(&ctx, &entry, &req)
+        };
+        let resp = match executed {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.refuse_finally(body, &rid, e)),
+        };
         let bytes = resp.to_cbor();
         let sealed = seal_response(body, &bytes);
         self.dcp.transact(|tx| {
@@ -1207,6 +1444,31 @@ impl Backoffice {
             self.pump_mds();
         }
         Ok(bytes)
+    }
+
+    /// A failed request is final: a typed refusal (a 4xx) is stored for
+    /// the request id, sealed under the request like a response, and the
+    /// same bytes later get it back without executing (they might succeed
+    /// after the account was topped up). Transient failures (store errors,
+    /// serialization conflicts: 5xx) are not stored, so a retry executes.
+    /// Returns `e` as the caller must see it.
+    fn refuse_finally(&self, body: &[u8], rid: &Hash32, e: BackofficeError) -> BackofficeError {
+        if !e.is_client_error() || e.is_conflict() {
+            return e;
+        }
+        let sealed = seal_refusal(body, e.code(), e.status(), &e.to_string());
+        let stored = self.dcp.transact(|tx| {
+            tx.execute(
+                "UPDATE dcp_requests SET refusal = $1 WHERE request_id = $2 AND response IS NULL",
+                &[sealed.clone().into(), b(rid)],
+            )?;
+            Ok::<_, BackofficeError>(())
+        });
+        if let Err(s) = stored {
+            // Not stored: the request stays retryable, the refusal stands.
+            tracing::error!(error = %s, "device request refusal not stored");
+        }
+        e
     }
 
     /// Runs `f` once per device request on the central store: the reply is
@@ -1878,15 +2140,18 @@ impl Backoffice {
             return Ok(());
         }
         tx.execute(
-            "INSERT INTO mds_outbox (op_id, body) VALUES ($1, $2)",
-            &[b(op), encode_ingest(records).into()],
+            "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES ($1, $2, $3)",
+            &[b(op), encode_ingest(records).into(), Value::Int(unix_seconds())],
         )?;
         Ok(())
     }
 
     /// Moves settled records from the outbox into the MDS. Ingestion is
     /// idempotent, so a crash between ingesting and deleting only replays.
-    /// Failures leave the rows for the next call (and are logged).
+    /// A row the MDS refuses (it does not decode, or a record of it cannot
+    /// be ingested) is set aside in the MDS with an alert and the pump goes
+    /// on: no record from a device can stop it. Store failures leave the
+    /// rows for the next call (and are logged).
     pub fn pump_mds(&self) {
         loop {
             let rows = match self.central.transact(|tx| {
@@ -1910,18 +2175,9 @@ impl Backoffice {
                 return;
             }
             for (op, body) in rows {
-                let batch = match decode_ingest(&body) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, "MDS outbox entry malformed; kept");
-                        return;
-                    }
-                };
-                for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
-                    if let Err(e) = self.mds.ingest(chunk) {
-                        tracing::error!(error = %e, "MDS ingestion failed; will retry");
-                        return;
-                    }
+                if let Err(e) = self.ingest_outbox_row(&body) {
+                    tracing::error!(error = %e, "MDS ingestion failed; will retry");
+                    return;
                 }
                 if let Err(e) = self.central.transact(|tx| {
                     tx.execute(
@@ -1936,6 +2192,96 @@ impl Backoffice {
             }
         }
     }
+
+    /// Ingests one outbox row. What the MDS refuses for the row's content
+    /// is set aside with an [`tally_mds::AlertKind::IngestionFailed`]
+    /// alert: the whole row if it does not decode (code 101), else record
+    /// by record, so the row's other records (a double spend among them)
+    /// are still judged. `Err` only for failures of the MDS itself (its
+    /// store), which a later call retries.
+    fn ingest_outbox_row(&self, body: &[u8]) -> Result<(), tally_mds::MdsError> {
+        // The epoch an alert is raised in, read only when one is.
+        let epoch = || self.epoch().unwrap_or(0);
+        let batch = match decode_ingest(body) {
+            Ok(b) => b,
+            Err(e) => {
+                let code = BackofficeError::Decode(e).code();
+                let a = self.mds.set_aside(body, code, epoch())?;
+                tracing::error!(alert = a.id, code, "MDS outbox row does not decode; set aside");
+                return Ok(());
+            }
+        };
+        for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
+            match self.mds.ingest(chunk) {
+                Ok(_) => {}
+                Err(e) if !e.is_content_fault() => return Err(e),
+                Err(_) => {
+                    // Parents come before children, so a child of a record
+                    // set aside fails (unknown input) and follows it.
+                    for r in chunk {
+                        match self.mds.ingest(std::slice::from_ref(r)) {
+                            Ok(_) => {}
+                            Err(e) if !e.is_content_fault() => return Err(e),
+                            Err(e) => {
+                                let a = self.mds.set_aside(
+                                    &encode_ingest(std::slice::from_ref(r)),
+                                    e.code(),
+                                    epoch(),
+                                )?;
+                                tracing::error!(alert = a.id, error = %e, "MDS record set aside");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The MDS feed's backlog, for monitoring.
+    pub fn mds_outbox(&self) -> Result<OutboxStatus, BackofficeError> {
+        let (pending, oldest) = self.central.transact(|tx| {
+            let r = tx.query_one(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(CASE WHEN queued_at > 0 THEN queued_at END), 0) AS BIGINT) FROM mds_outbox",
+                &[],
+            )?;
+            Ok::<_, BackofficeError>(match r {
+                Some(r) => (r.int(0)?, r.int(1)?),
+                None => (0, 0),
+            })
+        })?;
+        let oldest_age_seconds = if oldest > 0 {
+            u64::try_from(unix_seconds().saturating_sub(oldest)).unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(OutboxStatus {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_age_seconds,
+            set_aside: self.mds.set_aside_count()?,
+        })
+    }
+}
+
+/// The MDS outbox's backlog ([`Backoffice::mds_outbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStatus {
+    /// Rows waiting for the MDS.
+    pub pending: u64,
+    /// Age of the oldest waiting row (0 when none, or only rows queued
+    /// before queue times were kept).
+    pub oldest_age_seconds: u64,
+    /// Rows (or records) the MDS set aside so far, each with an alert.
+    pub set_aside: u64,
+}
+
+/// Wall-clock seconds, for the outbox's queue times only (monitoring;
+/// nothing the protocol decides depends on it).
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,

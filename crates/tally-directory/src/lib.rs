@@ -74,6 +74,17 @@ pub enum DirectoryError {
     UntrustedManufacturer,
     /// The SE was revoked: it cannot register again.
     Revoked,
+    /// One revocation names more keys than [`REVOCATION_KEYS_PER_CALL_MAX`].
+    TooManyRevocations {
+        keys: usize,
+        max: usize,
+    },
+    /// The revocation list would pass [`REVOCATION_LIST_ENTRIES_MAX`].
+    RevocationListFull {
+        listed: usize,
+        adding: usize,
+        max: usize,
+    },
     Store(StoreError),
 }
 
@@ -85,6 +96,8 @@ impl DirectoryError {
             DirectoryError::UnknownSe => 42,
             DirectoryError::UntrustedManufacturer => 43,
             DirectoryError::Revoked => 44,
+            DirectoryError::TooManyRevocations { .. } => 45,
+            DirectoryError::RevocationListFull { .. } => 46,
             DirectoryError::Store(_) => 99,
         }
     }
@@ -100,6 +113,17 @@ impl fmt::Display for DirectoryError {
                 f.write_str("attestation key not certified by a trusted manufacturer")
             }
             DirectoryError::Revoked => f.write_str("secure element revoked"),
+            DirectoryError::TooManyRevocations { keys, max } => {
+                write!(f, "{keys} keys in one revocation, at most {max}")
+            }
+            DirectoryError::RevocationListFull {
+                listed,
+                adding,
+                max,
+            } => write!(
+                f,
+                "revocation list holds {listed} keys; {adding} more would pass {max}"
+            ),
             DirectoryError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -117,6 +141,18 @@ impl TxFailure for DirectoryError {
         matches!(self, DirectoryError::Store(StoreError::Conflict))
     }
 }
+
+
+/// Most key ids one revocation may add: a containment names the few
+/// pseudonyms an opening linked, never a bulk list.
+pub const REVOCATION_KEYS_PER_CALL_MAX: usize = 64;
+/// Most key ids on the revocation list. Every device installs the whole
+/// list at sync (a command of at most 256 KiB, kept in the SE's state), so
+/// one list too large for them would make every device's sync fail; this
+/// is 32 KiB of key ids, far under that and under the decoder's
+/// [`tally_core::policy::REVOKED_KEYS_MAX`].
+pub const REVOCATION_LIST_ENTRIES_MAX: usize = 1024;
+const _: () = assert!(REVOCATION_LIST_ENTRIES_MAX <= tally_core::policy::REVOKED_KEYS_MAX);
 
 /// Verifies a signature an SE made over `message` with its attestation key.
 pub fn check_attestation(key: &PublicKey, message: &Hash32, sig: &Signature) -> bool {
@@ -261,32 +297,59 @@ impl Directory {
         .transpose()
     }
 
-    /// Adds key ids (pseudonym or DCP keys) to the next revocation list.
+    /// Adds key ids (pseudonym or DCP keys) to the next revocation list:
+    /// at most [`REVOCATION_KEYS_PER_CALL_MAX`] per call, and never past
+    /// [`REVOCATION_LIST_ENTRIES_MAX`] on the list. Everything is checked
+    /// before anything is written; keys already listed are skipped.
     pub fn revoke_keys(
         tx: &mut dyn Tx,
         se_id: Option<&Hash32>,
         key_ids: &[Hash32],
         reason: &str,
     ) -> Result<(), DirectoryError> {
+        if key_ids.len() > REVOCATION_KEYS_PER_CALL_MAX {
+            return Err(DirectoryError::TooManyRevocations {
+                keys: key_ids.len(),
+                max: REVOCATION_KEYS_PER_CALL_MAX,
+            });
+        }
+        let mut fresh: Vec<&Hash32> = Vec::with_capacity(key_ids.len());
         for k in key_ids {
-            if tx
-                .query_one(
-                    "SELECT reason FROM revoked_keys WHERE key_id = $1",
-                    &[k.0.as_slice().into()],
-                )?
-                .is_none()
+            if !fresh.contains(&k)
+                && tx
+                    .query_one(
+                        "SELECT reason FROM revoked_keys WHERE key_id = $1",
+                        &[k.0.as_slice().into()],
+                    )?
+                    .is_none()
             {
-                tx.execute(
-                    "INSERT INTO revoked_keys (key_id, se_id, reason) VALUES ($1, $2, $3)",
-                    &[
-                        k.0.as_slice().into(),
-                        se_id
-                            .map(|s| Value::Bytes(s.0.to_vec()))
-                            .unwrap_or(Value::Null),
-                        reason.into(),
-                    ],
-                )?;
+                fresh.push(k);
             }
+        }
+        let listed = tx
+            .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_keys", &[])?
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0);
+        let listed = usize::try_from(listed).map_err(|_| StoreError::Type("count".into()))?;
+        if listed.saturating_add(fresh.len()) > REVOCATION_LIST_ENTRIES_MAX {
+            return Err(DirectoryError::RevocationListFull {
+                listed,
+                adding: fresh.len(),
+                max: REVOCATION_LIST_ENTRIES_MAX,
+            });
+        }
+        for k in fresh {
+            tx.execute(
+                "INSERT INTO revoked_keys (key_id, se_id, reason) VALUES ($1, $2, $3)",
+                &[
+                    k.0.as_slice().into(),
+                    se_id
+                        .map(|s| Value::Bytes(s.0.to_vec()))
+                        .unwrap_or(Value::Null),
+                    reason.into(),
+                ],
+            )?;
         }
         Ok(())
     }

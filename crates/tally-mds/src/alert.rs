@@ -28,6 +28,11 @@ pub enum AlertKind {
     FanIn,
     /// One pseudonym making many payments in one epoch.
     Velocity,
+    /// An outbox row (or one record of it) the MDS could not ingest was
+    /// set aside so later rows keep flowing: an analyst must look at it
+    /// (`subject` is its set-aside id, `amount` the failure's code). It
+    /// names no device, account or pseudonym.
+    IngestionFailed,
 }
 
 impl AlertKind {
@@ -42,6 +47,7 @@ impl AlertKind {
             AlertKind::FanOut => 11,
             AlertKind::FanIn => 12,
             AlertKind::Velocity => 13,
+            AlertKind::IngestionFailed => 30,
         }
     }
     pub fn from_code(c: i64) -> Option<AlertKind> {
@@ -55,6 +61,7 @@ impl AlertKind {
             11 => AlertKind::FanOut,
             12 => AlertKind::FanIn,
             13 => AlertKind::Velocity,
+            30 => AlertKind::IngestionFailed,
             _ => return None,
         })
     }
@@ -65,14 +72,18 @@ impl AlertKind {
             | AlertKind::CounterfeitRefused
             | AlertKind::NonConserving
             | AlertKind::UnknownIssuer
-            | AlertKind::CounterfeitDescendant => Severity::Critical,
+            | AlertKind::CounterfeitDescendant
+            // Records nobody has judged: a fraud may hide in them.
+            | AlertKind::IngestionFailed => Severity::Critical,
             AlertKind::Structuring | AlertKind::FanOut | AlertKind::FanIn | AlertKind::Velocity => {
                 Severity::Warning
             }
         }
     }
+    /// Money at stake: a fraud detector fired (not an AML signal, not an
+    /// ingestion failure).
     pub fn is_fraud(self) -> bool {
-        self.severity() == Severity::Critical
+        self.severity() == Severity::Critical && self != AlertKind::IngestionFailed
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -85,6 +96,7 @@ impl AlertKind {
             AlertKind::FanOut => "fan_out",
             AlertKind::FanIn => "fan_in",
             AlertKind::Velocity => "velocity",
+            AlertKind::IngestionFailed => "ingestion_failed",
         }
     }
 }

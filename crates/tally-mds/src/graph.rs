@@ -470,6 +470,17 @@ fn add(a: &mut u64, v: u64) -> Result<(), MdsError> {
     Ok(())
 }
 
+/// Largest amount the MDS stores (its amount columns are BIGINT).
+pub const AMOUNT_STORED_MAX: u64 = i64::MAX as u64;
+
+/// The sum of `values` if every partial sum (and so every value) is at
+/// most [`AMOUNT_STORED_MAX`]; `None` otherwise.
+fn stored_sum(values: impl IntoIterator<Item = u64>) -> Option<u64> {
+    values.into_iter().try_fold(0u64, |acc, v| {
+        acc.checked_add(v).filter(|s| *s <= AMOUNT_STORED_MAX)
+    })
+}
+
 enum Resolved {
     Found(OutState),
     CounterfeitParent,
@@ -602,17 +613,23 @@ impl<'a> Batch<'a> {
             self.out.duplicates += 1;
             return Ok(());
         }
+        let outputs = r.record.outputs();
+        // Amounts come from devices. A refused record is judged by its
+        // verifier's code alone: its amounts are never summed (a refused
+        // upload whose outputs wrap u64 once stopped the MDS for good).
+        // Any other record's outputs must fit what the MDS stores, one by
+        // one and in total.
+        let out_sum = match r.verdict {
+            Verdict::Refused(_) => 0,
+            Verdict::Verified => stored_sum(outputs.iter().map(|o| o.value.0))
+                .ok_or(MdsError::AmountOutOfRange { record: r.id })?,
+        };
         self.out.ingested += 1;
-        self.counters.records += 1;
+        add(&mut self.counters.records, 1)?;
         if let Some(o) = r.offline_epochs {
-            self.counters.offline_samples += 1;
+            add(&mut self.counters.offline_samples, 1)?;
             add(&mut self.counters.offline_epochs_total, u64::from(o))?;
             self.counters.offline_epochs_max = self.counters.offline_epochs_max.max(u64::from(o));
-        }
-        let outputs = r.record.outputs();
-        let mut out_sum: u64 = 0;
-        for o in outputs {
-            add(&mut out_sum, o.value.0)?;
         }
         // A key id is a hash: compute each owner's once.
         let owners: Vec<Hash32> = outputs.iter().map(|o| o.owner.id()).collect();
@@ -689,10 +706,13 @@ impl<'a> Batch<'a> {
                     }
                 }
                 let payer = inputs.first().map(|i| i.owner);
-                let mut in_sum: u64 = 0;
-                for i in &inputs {
-                    add(&mut in_sum, i.value)?;
-                }
+                // Each input is a stored output (at most AMOUNT_STORED_MAX),
+                // but their sum need not be: sum exactly in u128 (at most
+                // RECORD_INPUTS_MAX terms) and compare there.
+                let in_sum = inputs
+                    .iter()
+                    .try_fold(0u128, |acc, i| acc.checked_add(u128::from(i.value)))
+                    .ok_or(MdsError::Overflow)?;
                 // At most RECORD_INPUTS_MAX inputs: pairwise is cheaper than a set.
                 let repeated = t
                     .inputs
@@ -701,10 +721,13 @@ impl<'a> Batch<'a> {
                     .any(|(i, op)| t.inputs[..i].contains(op));
                 let fraud = if let Some(p) = counterfeit_parent {
                     Some((AlertKind::CounterfeitDescendant, out_sum, vec![r.id, p]))
-                } else if t.inputs.is_empty() || repeated || in_sum != out_sum {
+                } else if t.inputs.is_empty() || repeated || in_sum != u128::from(out_sum) {
+                    // The difference, capped at what an alert stores.
+                    let diff = in_sum.abs_diff(u128::from(out_sum));
                     Some((
                         AlertKind::NonConserving,
-                        out_sum.abs_diff(in_sum),
+                        u64::try_from(diff.min(u128::from(AMOUNT_STORED_MAX)))
+                            .map_err(|_| MdsError::Overflow)?,
                         vec![r.id],
                     ))
                 } else {
@@ -722,7 +745,13 @@ impl<'a> Batch<'a> {
                         records,
                     );
                 }
-                let depth = inputs.iter().map(|i| i.depth).max().unwrap_or(0) + 1;
+                let depth = inputs
+                    .iter()
+                    .map(|i| i.depth)
+                    .max()
+                    .unwrap_or(0)
+                    .checked_add(1)
+                    .ok_or(MdsError::Overflow)?;
                 let mut packed_inputs = Vec::with_capacity(t.inputs.len() * INPUT_BYTES);
                 for (op, row) in t.inputs.iter().zip(&inputs) {
                     pack_input(&mut packed_inputs, op);
@@ -733,13 +762,15 @@ impl<'a> Batch<'a> {
                                 self.undo.consumed.push(*op);
                             }
                             if !row.redeemed {
-                                *self.counters.holdings.entry(row.class).or_default() -=
-                                    i128::from(row.value);
+                                let h = self.counters.holdings.entry(row.class).or_default();
+                                *h = h
+                                    .checked_sub(i128::from(row.value))
+                                    .ok_or(MdsError::Overflow)?;
                             }
                         }
                         Some(first) => {
                             add(&mut self.counters.fraud_losses, row.value)?;
-                            self.counters.double_spends += 1;
+                            add(&mut self.counters.double_spends, 1)?;
                             self.raise(
                                 tx,
                                 AlertKind::DoubleSpend,
@@ -756,14 +787,15 @@ impl<'a> Batch<'a> {
                 let (redeemed, packed_outputs) = self.queue_outputs(r, &owners, depth)?;
                 let payment = outputs.first().map(|o| o.value.0).unwrap_or(0);
                 if redeemed > 0 {
-                    self.counters.redemptions += 1;
+                    add(&mut self.counters.redemptions, 1)?;
                     add(&mut self.counters.redeemed, redeemed)?;
-                    add(&mut self.counters.hops_total, depth - 1)?;
+                    // depth ≥ 1: checked_add(1) above.
+                    add(&mut self.counters.hops_total, depth.saturating_sub(1))?;
                 } else if let (Some(payer), Some(payee)) = (payer, payee) {
-                    self.counters.payments += 1;
+                    add(&mut self.counters.payments, 1)?;
                     add(&mut self.counters.payment_value, payment)?;
                     let e = self.epochs.entry(r.epoch).or_default();
-                    e.0 += 1;
+                    add(&mut e.0, 1)?;
                     add(&mut e.1, payment)?;
                     self.hot.note_payment(
                         self.cfg,
@@ -813,7 +845,7 @@ impl<'a> Batch<'a> {
         amount: u64,
         records: Vec<Hash32>,
     ) -> Result<(), MdsError> {
-        self.counters.counterfeits += 1;
+        add(&mut self.counters.counterfeits, 1)?;
         self.record_row(
             r,
             kind_code,
@@ -856,7 +888,10 @@ impl<'a> Batch<'a> {
             if is_redemption {
                 add(&mut redeemed, o.value.0)?;
             } else {
-                *self.counters.holdings.entry(class).or_default() += i128::from(o.value.0);
+                let h = self.counters.holdings.entry(class).or_default();
+                *h = h
+                    .checked_add(i128::from(o.value.0))
+                    .ok_or(MdsError::Overflow)?;
             }
             // Stored values are BIGINT elsewhere: keep the same bound.
             iv(o.value.0)?;

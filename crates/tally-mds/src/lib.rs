@@ -34,6 +34,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
+use tally_core::crypto::tagged_hash;
 use tally_core::{Epoch, Hash32, OutPoint, Record};
 use tally_store::{Migrations, Row, Store, StoreError, Tx, TxFailure, Value};
 
@@ -42,6 +43,7 @@ mod graph;
 mod indicators;
 
 pub use alert::{Alert, AlertKind, AlertState, Severity};
+pub use graph::AMOUNT_STORED_MAX;
 pub use indicators::{EpochPayments, Indicators};
 
 /// Most records in one [`Mds::ingest`] call (one transaction).
@@ -171,6 +173,19 @@ pub static MIGRATIONS: Migrations = Migrations {
             SELECT seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce FROM mds_records;
         DROP TABLE mds_records;
         ALTER TABLE mds_records_v2 RENAME TO mds_records",
+        ),
+        // Outbox rows (or single records of them) that failed ingestion,
+        // kept with the failure's code and the alert that reported them,
+        // so the rows after them keep flowing (see `Mds::set_aside`).
+        (
+            3,
+            "CREATE TABLE mds_set_aside (
+            id BLOB PRIMARY KEY,
+            alert BIGINT NOT NULL,
+            code BIGINT NOT NULL,
+            epoch BIGINT NOT NULL,
+            body BLOB NOT NULL
+        )",
         ),
     ],
 };
@@ -305,6 +320,11 @@ pub enum MdsError {
         max: usize,
     },
     Overflow,
+    /// A record whose output amounts (one, or their sum) exceed what the
+    /// MDS stores ([`AMOUNT_STORED_MAX`]); nothing of its batch was kept.
+    AmountOutOfRange {
+        record: Hash32,
+    },
     AlertNotFound(i64),
     IllegalTransition {
         alert: i64,
@@ -323,10 +343,25 @@ impl MdsError {
             MdsError::UnknownInput(_) => 10,
             MdsError::BatchTooLarge { .. } => 11,
             MdsError::Overflow => 12,
+            MdsError::AmountOutOfRange { .. } => 13,
             MdsError::AlertNotFound(_) => 20,
             MdsError::IllegalTransition { .. } => 21,
             MdsError::Corrupt(_) => 30,
         }
+    }
+
+    /// The batch's content is at fault, not the MDS: ingesting the same
+    /// records again fails the same way (a feeder sets them aside, see
+    /// [`Mds::set_aside`]). Store failures and corrupt state are the
+    /// MDS's own and worth retrying.
+    pub fn is_content_fault(&self) -> bool {
+        matches!(
+            self,
+            MdsError::UnknownInput(_)
+                | MdsError::BatchTooLarge { .. }
+                | MdsError::Overflow
+                | MdsError::AmountOutOfRange { .. }
+        )
     }
 }
 
@@ -343,6 +378,10 @@ impl fmt::Display for MdsError {
                 write!(f, "batch of {records} records exceeds {max}")
             }
             MdsError::Overflow => f.write_str("amount overflow"),
+            MdsError::AmountOutOfRange { record } => write!(
+                f,
+                "record {record} has output amounts past {AMOUNT_STORED_MAX} (one or in total)"
+            ),
             MdsError::AlertNotFound(id) => write!(f, "no alert {id}"),
             MdsError::IllegalTransition { alert, from, to } => {
                 write!(f, "alert {alert} cannot move from {from} to {to}")
@@ -554,6 +593,94 @@ impl Mds {
             undo.rollback(hot);
         }
         committed
+    }
+
+    /// The id under which [`Mds::set_aside`] keeps `body`.
+    pub fn set_aside_id(body: &[u8]) -> Hash32 {
+        tagged_hash(b"tally/v1/mds-set-aside", &[body])
+    }
+
+    /// Sets aside `body` (an outbox row, or one record of it, in the
+    /// feeder's encoding), which ingestion refused with error `code`, and
+    /// raises an [`AlertKind::IngestionFailed`] alert (epoch `epoch`,
+    /// subject [`Mds::set_aside_id`], amount `code`; no offender, no
+    /// evidence records: it names no device, account or pseudonym). The
+    /// feeder then drops the row, so the rows after it keep flowing.
+    /// Setting the same body aside again returns the first alert.
+    pub fn set_aside(&self, body: &[u8], code: u16, epoch: Epoch) -> Result<Alert, MdsError> {
+        let id = Self::set_aside_id(body);
+        // Alert ids are allocated under the ingest lock (one writer).
+        let _hot = self
+            .hot
+            .lock()
+            .map_err(|_| MdsError::Corrupt("a previous ingest panicked".into()))?;
+        self.store.transact(|tx| {
+            if let Some(r) = tx.query_one(
+                &format!(
+                    "SELECT {ALERT_COLUMNS} FROM mds_alerts WHERE id = (SELECT alert FROM mds_set_aside WHERE id = $1)"
+                ),
+                &[hv(&id)],
+            )? {
+                return alert_from_row(&r);
+            }
+            let next = tx
+                .query_one(
+                    "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM mds_alerts",
+                    &[],
+                )?
+                .map(|r| r.int(0))
+                .transpose()?
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or(MdsError::Overflow)?;
+            let kind = AlertKind::IngestionFailed;
+            let a = Alert {
+                id: next,
+                kind,
+                severity: kind.severity(),
+                state: AlertState::Open,
+                epoch,
+                subject: id,
+                offender: None,
+                records: Vec::new(),
+                amount: u64::from(code),
+                outpoint: None,
+            };
+            insert_alert(tx, &a)?;
+            tx.execute(
+                "INSERT INTO mds_set_aside (id, alert, code, epoch, body) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    hv(&id),
+                    Value::Int(next),
+                    Value::Int(i64::from(code)),
+                    Value::Int(i64::from(epoch)),
+                    Value::Bytes(body.to_vec()),
+                ],
+            )?;
+            Ok(a)
+        })
+    }
+
+    /// How many rows ingestion has set aside so far.
+    pub fn set_aside_count(&self) -> Result<u64, MdsError> {
+        self.store.transact(|tx| {
+            let n = tx
+                .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM mds_set_aside", &[])?
+                .map(|r| r.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            u64::try_from(n).map_err(|_| MdsError::Corrupt("negative count".into()))
+        })
+    }
+
+    /// The bytes set aside under `id` (an analyst's evidence).
+    pub fn set_aside_body(&self, id: &Hash32) -> Result<Option<Vec<u8>>, MdsError> {
+        self.store.transact(|tx| {
+            Ok(tx
+                .query_one("SELECT body FROM mds_set_aside WHERE id = $1", &[hv(id)])?
+                .map(|r| r.bytes(0).map(<[u8]>::to_vec))
+                .transpose()?)
+        })
     }
 
     /// The payee's side of an interrupted payment: its SE closed the
