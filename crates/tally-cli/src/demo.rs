@@ -711,6 +711,9 @@ pub fn full() -> Result<(), crate::CliError> {
         }
     }
     let mut opened = Vec::with_capacity(keys.len());
+    // A change key that never signed a settled record has no settled
+    // certificate, so no escrow to open (and cannot be revoked): skip it.
+    keys.retain(|k| op.escrow(k).is_ok());
     for key in &keys {
         let escrow = op.escrow(key).map_err(cli)?;
         let escrow_bytes = hex::decode(&escrow.escrow).map_err(cli)?;
