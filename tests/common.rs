@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use tally_api::{HttpBackend, OperatorClient};
 use tally_core::codec::Cbor;
-use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse, Registration};
-use tally_core::{Hash32, Policy, PublicKey, RevocationList};
-use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind};
+use tally_core::dcp::{DeviceRequest, DeviceResponse, Registration};
+use tally_core::{Hash32, Policy, PublicKey, RevocationList, SecretKey, Suite};
+use tally_se::{RequestParams, SeError};
+use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind, manufacture};
 use tally_wallet::testkit::{TestCard, blank_card};
 use tally_wallet::{ApduLink, SeLink};
 
@@ -38,6 +39,13 @@ pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const NODE_START_ATTEMPTS_MAX: u32 = 50;
 /// Lines of a node's log shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
+/// The cardholder PIN of every test card and phone (`device init --pin`).
+pub const PIN: &str = "2468";
+/// Files beside a test's devices: the SE manufacturer's key pair (`tally
+/// manufacturer keygen --out DIR/maker`, trusted by every node started in
+/// DIR) and the root public key the node writes at start (`--root-out`).
+pub const MAKER: &str = "maker";
+pub const ROOT_FILE: &str = "root.pub";
 
 pub fn tally() -> &'static str {
     env!("CARGO_BIN_EXE_tally")
@@ -187,6 +195,8 @@ pub struct Node {
     pub starts: u32,
     /// Extra `tally node` arguments (kept for restarts).
     pub extra: Vec<String>,
+    /// The test's directory (manufacturer key, root file, logs).
+    pub dir: PathBuf,
 }
 
 const LISTENING: &str = "tally node listening on http://";
@@ -259,6 +269,36 @@ fn spawn_node(
     }
 }
 
+/// `(DIR/maker.key, DIR/maker.pub)`, made with `tally manufacturer
+/// keygen` if they do not exist yet.
+pub fn maker_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let (key, public) = (
+        dir.join(format!("{MAKER}.key")),
+        dir.join(format!("{MAKER}.pub")),
+    );
+    if !key.exists() {
+        let out = run(&[
+            "manufacturer",
+            "keygen",
+            "--out",
+            &dir.join(MAKER).display().to_string(),
+        ])
+        .ok();
+        assert!(out.starts_with("manufacturer key "), "{out}");
+    }
+    (key, public)
+}
+
+/// `tally operator enrol ACCOUNT`: a fresh one-time enrolment code.
+pub fn enrolment_code(url: &str, account: &str) -> String {
+    let out = operator(url, &["enrol", account]);
+    let prefix = format!("enrolment code for {account}: ");
+    out.trim()
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("no code in {out:?}"))
+        .to_string()
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -272,10 +312,19 @@ impl Node {
         Node::start_with(database_url, dir, name, &[])
     }
 
-    /// [`Node::start`] with extra `tally node` arguments.
+    /// [`Node::start`] with extra `tally node` arguments. Every node
+    /// trusts the manufacturer of `dir` (its key pair is made on first
+    /// use) and writes its root public key to `dir/root.pub`.
     pub fn start_with(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> Node {
         let log = dir.join(format!("{name}.log"));
-        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let (maker_pub, root) = (maker_files(dir).1, dir.join(ROOT_FILE));
+        let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        extra.extend([
+            "--manufacturer".to_string(),
+            maker_pub.display().to_string(),
+            "--root-out".to_string(),
+            root.display().to_string(),
+        ]);
         let (child, addr) = spawn_node(database_url, "127.0.0.1:0", &log, &extra)
             .unwrap_or_else(|e| panic!("node {name}: {e}"));
         Node {
@@ -285,7 +334,13 @@ impl Node {
             log,
             starts: 1,
             extra,
+            dir: dir.to_path_buf(),
         }
+    }
+
+    /// What enrolling an in-memory device at this node takes.
+    pub fn enroller(&self) -> Enroller {
+        Enroller::new(&self.dir, &self.url())
     }
 
     pub fn url(&self) -> String {
@@ -455,6 +510,11 @@ pub struct SeBalance {
 pub struct CliDevice {
     pub name: String,
     pub state: PathBuf,
+    /// The cardholder's PIN, typed for every payment (`pay`, `pay-online`)
+    /// the way a cardholder at a terminal that asks would: see
+    /// [`CliDevice::run`]. `None`: no PIN set (IoT), or a test that types
+    /// it itself.
+    pub pin: Option<String>,
 }
 
 impl CliDevice {
@@ -462,31 +522,58 @@ impl CliDevice {
         CliDevice {
             name: name.to_string(),
             state: dir.join(format!("{name}.se")),
+            pin: None,
         }
     }
 
-    /// `tally device init`: personalised, registered and synced.
+    /// `tally device init` with a fresh one-time code (`tally operator
+    /// enrol`), the root file the node wrote and the manufacturer key of
+    /// `dir`: manufactured, enrolled and synced. Cards and phones get
+    /// [`PIN`] (the node's policy asks for it above the no-PIN limits).
     pub fn init(dir: &Path, name: &str, node: &str, class: &str, account: &str) -> CliDevice {
-        let d = CliDevice::at(dir, name);
-        let out = d
-            .run(&[
-                "init",
-                "--node",
-                node,
-                "--class",
-                class,
-                "--account",
-                account,
-            ])
-            .ok();
+        let mut d = CliDevice::at(dir, name);
+        let code = enrolment_code(node, account);
+        let (maker_key, _) = maker_files(dir);
+        let (root, maker_key) = (
+            dir.join(ROOT_FILE).display().to_string(),
+            maker_key.display().to_string(),
+        );
+        let mut args = vec![
+            "init",
+            "--node",
+            node,
+            "--class",
+            class,
+            "--account",
+            account,
+            "--code",
+            &code,
+            "--root",
+            &root,
+            "--maker-key",
+            &maker_key,
+        ];
+        if class != "iot" {
+            args.extend(["--pin", PIN]);
+        }
+        let out = d.run(&args).ok();
         assert!(out.contains("registered for account"), "{out}");
+        d.pin = (class != "iot").then(|| PIN.to_string());
         d
     }
 
+    /// `tally device --state STATE ARGS…`; `pay` and `pay-online` get
+    /// `--pin` with the device's [`CliDevice::pin`] unless ARGS has one.
     pub fn run(&self, args: &[&str]) -> Run {
         let state = self.state.display().to_string();
         let mut a = vec!["device", "--state", state.as_str()];
         a.extend_from_slice(args);
+        if let Some(pin) = &self.pin {
+            let pays = matches!(args.first(), Some(&"pay" | &"pay-online"));
+            if pays && !args.contains(&"--pin") {
+                a.extend(["--pin", pin.as_str()]);
+            }
+        }
         run(&a)
     }
 
@@ -527,7 +614,10 @@ impl CliDevice {
 
     /// Copies the SE's three files to `to` (the cloned-SE attack).
     pub fn clone_to(&self, dir: &Path, name: &str) -> CliDevice {
-        let to = CliDevice::at(dir, name);
+        let to = CliDevice {
+            pin: self.pin.clone(),
+            ..CliDevice::at(dir, name)
+        };
         for suffix in ["", ".key", ".json"] {
             std::fs::copy(self.file(suffix), to.file(suffix))
                 .unwrap_or_else(|e| panic!("copying {}{suffix}: {e}", self.state.display()));
@@ -566,33 +656,74 @@ pub fn pay_via_files(
 
 // ---- in-memory devices over HTTP --------------------------------------
 
+/// What enrolling an in-memory device takes: the root public key file the
+/// node wrote (the SE's trust anchor, never taken from the network), the
+/// manufacturer's key that certifies the SE's attestation key, and the
+/// node's operator API for one-time codes.
+pub struct Enroller {
+    pub url: String,
+    pub root: PublicKey,
+    pub maker_key: SecretKey,
+}
+
+impl Enroller {
+    /// From the files of `dir` (see [`Node::start_with`]).
+    pub fn new(dir: &Path, url: &str) -> Enroller {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let root = PublicKey::from_cbor(&read(&dir.join(ROOT_FILE)))
+            .unwrap_or_else(|e| panic!("root file: {e}"));
+        let seed: [u8; 32] = read(&maker_files(dir).0)
+            .try_into()
+            .unwrap_or_else(|_| panic!("manufacturer key file must hold 32 bytes"));
+        let maker_key = SecretKey::from_seed(Suite::Ed25519, &seed).expect("a manufacturer key");
+        Enroller {
+            url: url.to_string(),
+            root,
+            maker_key,
+        }
+    }
+
+    /// A one-time enrolment code for `account` (over the operator API,
+    /// retried on transport failures and 5xx answers: an unused code
+    /// from a lost answer is harmless).
+    pub fn code(&self, account: &str) -> Result<String, String> {
+        let op = OperatorClient::new(&self.url, TOKEN);
+        retry(&RetryStats::default(), || op.enrolment_code(account))
+            .map_err(|e| format!("enrolment code for {account}: {e}"))
+    }
+}
+
 pub type MemLink = ApduLink<TestCard>;
 
 /// A device whose SE lives in the test process (the node is the only
-/// process that gets killed).
+/// process that gets killed). The request counter lives in the SE.
 pub struct MemDevice {
     pub link: MemLink,
     pub se_id: Hash32,
-    pub counter: u64,
     pub account: String,
 }
 
 impl MemDevice {
+    /// Manufactures a blank in-memory SE (root and maker certificate from
+    /// `enroller`) and enrols it for `account` with a fresh one-time code.
     pub fn onboard(
         backend: &mut dyn Backend,
+        enroller: &Enroller,
         label: &str,
         class: u8,
         account: &str,
     ) -> Result<MemDevice, String> {
         let mut link = ApduLink::select(blank_card(unique(label).as_bytes()), 4096)
             .map_err(|e| format!("select: {e}"))?;
-        let a = Agent::onboard(&mut link, backend, class, "e2e", account)
+        let cert = manufacture(&mut link, class, enroller.root, &enroller.maker_key, "e2e")
+            .map_err(|e| format!("manufacturing {label}: {e}"))?;
+        let code = enroller.code(account)?;
+        let a = Agent::onboard(&mut link, backend, cert, account, &code)
             .map_err(|e| format!("onboarding {label}: {e}"))?;
-        let (se_id, counter) = (a.se_id, a.counter);
+        let se_id = a.se_id;
         Ok(MemDevice {
             link,
             se_id,
-            counter,
             account: account.to_string(),
         })
     }
@@ -603,43 +734,48 @@ impl MemDevice {
             se: &mut self.link,
             backend,
             se_id: self.se_id,
-            counter: self.counter,
         };
-        let r = f(&mut a);
-        self.counter = a.counter;
-        r
+        f(&mut a)
     }
 
-    /// A signed device request (what `Agent` sends), with the next counter.
-    pub fn sign(&mut self, op: DeviceOp) -> Vec<u8> {
-        self.counter += 1;
-        let signature = self
-            .link
-            .attest(&DeviceRequest::challenge(&self.se_id, self.counter, &op))
-            .unwrap_or_else(|e| panic!("SE refused to sign: {e}"));
-        DeviceRequest {
-            se_id: self.se_id,
-            counter: self.counter,
-            op,
-            signature,
+    /// A device request built and signed inside the SE (BUILD REQUEST,
+    /// with the SE's next counter): what `Agent` sends.
+    pub fn request(&mut self, params: RequestParams) -> DeviceRequest {
+        self.link
+            .build_request(&params)
+            .unwrap_or_else(|e| panic!("SE refused to build the request: {e}"))
+    }
+
+    /// [`MemDevice::request`] for a request that needs a fresh certified
+    /// key of the SE's (load, redeem): if the SE has none left, one is
+    /// generated and certified first.
+    pub fn request_with_key(
+        &mut self,
+        backend: &mut dyn Backend,
+        params: RequestParams,
+    ) -> DeviceRequest {
+        match self.link.build_request(&params) {
+            Err(e) if e.is(&SeError::NoCertifiedKey) => {
+                self.certify(backend, 1);
+                self.request(params)
+            }
+            other => other.unwrap_or_else(|e| panic!("SE refused to build the request: {e}")),
         }
-        .to_cbor()
     }
 
-    /// Signs and sends `op`; decodes the response.
-    pub fn call(&mut self, backend: &mut dyn Backend, op: DeviceOp) -> DeviceResponse {
-        let body = self.sign(op);
+    /// Builds, sends and decodes the response.
+    pub fn call(&mut self, backend: &mut dyn Backend, params: RequestParams) -> DeviceResponse {
+        let body = self.request(params).to_cbor();
         let bytes = backend
             .device(&body)
             .unwrap_or_else(|e| panic!("device request refused: {e}"));
         DeviceResponse::from_cbor(&bytes).unwrap_or_else(|e| panic!("bad response: {e}"))
     }
 
-    /// A fresh offline key, certified by the DCP and installed.
-    pub fn fresh_key(&mut self, backend: &mut dyn Backend) -> PublicKey {
-        let keys = self.link.generate_keys(1).expect("SE generates a key");
-        let DeviceResponse::Certificates(certs) =
-            self.call(backend, DeviceOp::Certify { keys: keys.clone() })
+    /// `n` fresh offline keys, generated in the SE, certified by the DCP
+    /// and installed.
+    pub fn certify(&mut self, backend: &mut dyn Backend, n: u8) {
+        let DeviceResponse::Certificates(certs) = self.call(backend, RequestParams::Certify { n })
         else {
             panic!("certify: unexpected response");
         };
@@ -648,7 +784,6 @@ impl MemDevice {
                 .install_certificate(c)
                 .expect("certificate installs");
         }
-        keys[0]
     }
 
     pub fn balance(&mut self) -> u64 {

@@ -26,16 +26,18 @@ use common::{
 };
 use tally_api::HttpBackend;
 use tally_core::codec::Cbor;
-use tally_core::dcp::{DeviceOp, DeviceResponse};
+use tally_core::dcp::{DeviceResponse, attachment_digest};
 use tally_core::policy::device_class::PHONE;
 use tally_core::{Amount, Package};
+use tally_se::RequestParams;
 use tally_wallet::SeLink;
 use tally_wallet::agent::{Backend, BackendError, SealedKind};
 
 /// Rounds of the cloned-payer race (fresh payees each round).
 const ROUNDS: usize = 5;
 /// Devices of the same-request race, and rounds (load, unload, renewal)
-/// per device: each round takes 3 of an SE's 16 offline keys.
+/// per device: each round takes at most 3 of an SE's 16 offline keys (the
+/// SE has one certified when it has no unused one left).
 const TWINS: usize = 2;
 const TWIN_ROUNDS: usize = 3;
 
@@ -137,16 +139,15 @@ fn pay_to_mem(
 }
 
 /// The first steps of a renewal of every token (redemption request, SE
-/// payment to the DCP, fresh certified key); returns the signed Redeem
-/// request, not yet sent.
+/// payment to the DCP, sealed upload, fresh certified key); returns the
+/// Redeem request the SE built and signed, not yet sent.
 fn prepare_redeem(d: &mut MemDevice, be: &mut dyn Backend, amount: u64, unload: bool) -> Vec<u8> {
-    let DeviceResponse::Redemption(request) =
-        d.call(be, DeviceOp::RedemptionRequest { amount, unload })
+    let DeviceResponse::Redemption(order) =
+        d.call(be, RequestParams::RedemptionRequest { amount, unload })
     else {
         panic!("redemption request: unexpected response");
     };
-    let package = d.link.redeem(&request).expect("SE pays the DCP");
-    let key = d.fresh_key(be);
+    let package = d.link.redeem(&order).expect("SE pays the DCP");
     let sealed = be
         .seal(
             &d.link.root_key().expect("root"),
@@ -154,11 +155,15 @@ fn prepare_redeem(d: &mut MemDevice, be: &mut dyn Backend, amount: u64, unload: 
             &package,
         )
         .expect("seals to settlement");
-    d.sign(DeviceOp::Redeem {
-        nonce: request.nonce,
-        sealed,
-        key,
-    })
+    let mut req = d.request_with_key(
+        be,
+        RequestParams::Redeem {
+            nonce: order.request.nonce,
+            sealed_digest: attachment_digest(&sealed),
+        },
+    );
+    req.attachment = sealed;
+    req.to_cbor()
 }
 
 /// Applies a Renewed response to the SE.
@@ -188,6 +193,7 @@ fn cloned_payer_redemptions_race_across_nodes() {
         &["deposit", "mallory", "100000", "--idempotency-key", "d"],
     );
     let mallory = CliDevice::init(d, "mallory", &a.url(), "phone", "mallory");
+    let (enrol_a, enrol_b) = (a.enroller(), b.enroller());
     let mut be_a = Retrying::new(&a.url(), stats.clone());
     let mut be_b = Retrying::new(&b.url(), stats.clone());
     let mut payees: Vec<MemDevice> = Vec::new();
@@ -197,10 +203,22 @@ fn cloned_payer_redemptions_race_across_nodes() {
     let mut first_statuses = Vec::new();
     for round in 0..ROUNDS {
         // Payee 1 banks with node A, payee 2 with node B.
-        let mut p1 = MemDevice::onboard(&mut be_a, &format!("r{round}-payee1"), PHONE, "payee1")
-            .expect("payee1");
-        let mut p2 = MemDevice::onboard(&mut be_b, &format!("r{round}-payee2"), PHONE, "payee2")
-            .expect("payee2");
+        let mut p1 = MemDevice::onboard(
+            &mut be_a,
+            &enrol_a,
+            &format!("r{round}-payee1"),
+            PHONE,
+            "payee1",
+        )
+        .expect("payee1");
+        let mut p2 = MemDevice::onboard(
+            &mut be_b,
+            &enrol_b,
+            &format!("r{round}-payee2"),
+            PHONE,
+            "payee2",
+        )
+        .expect("payee2");
         mallory.ok(&["load", &value.to_string()]);
         let clone = mallory.clone_to(d, &format!("clone{round}"));
         let honest = pay_to_mem(d, &format!("r{round}-honest"), &mallory, &mut p1, value);
@@ -268,6 +286,7 @@ fn same_request_to_both_nodes_applies_once() {
     let op = a.operator();
     let stats = Arc::new(RetryStats::default());
     let mut be_a = Retrying::new(&a.url(), stats.clone());
+    let enrol_a = a.enroller();
     retry(&stats, || op.mint("m", 1_000_000)).expect("mint");
     retry(&stats, || op.deposit("twin", "d", 100_000)).expect("deposit");
     let mut overlaps = 0;
@@ -290,14 +309,16 @@ fn same_request_to_both_nodes_applies_once() {
     };
     let mut held_before = 0;
     for twin in 0..TWINS {
-        let mut d =
-            MemDevice::onboard(&mut be_a, &format!("twin{twin}"), PHONE, "twin").expect("device");
+        let mut d = MemDevice::onboard(&mut be_a, &enrol_a, &format!("twin{twin}"), PHONE, "twin")
+            .expect("device");
         for round in 0..TWIN_ROUNDS {
             let what = |op: &str| format!("twin {twin} round {round}: {op}");
             // Load.
             let load = 5_000 + round as u64;
-            let key = d.fresh_key(&mut be_a);
-            let resp = both(d.sign(DeviceOp::Load { amount: load, key }), &what("load"));
+            let body = d
+                .request_with_key(&mut be_a, RequestParams::Load { amount: load })
+                .to_cbor();
+            let resp = both(body, &what("load"));
             let DeviceResponse::Issued(issue) = DeviceResponse::from_cbor(&resp).expect("decodes")
             else {
                 panic!("{}: unexpected response", what("load"));

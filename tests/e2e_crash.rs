@@ -121,6 +121,7 @@ fn crash_run(db: Db, test: &str) {
     let url = node.url();
     let op = node.operator();
     let stats = Arc::new(RetryStats::default());
+    let enroller = node.enroller();
 
     // Money in, before the fire starts (retried all the same).
     retry(&stats, || op.mint("m", DEPOSIT * ACCOUNTS.len() as u64)).expect("mint");
@@ -149,6 +150,7 @@ fn crash_run(db: Db, test: &str) {
                 let class = [CARD, PHONE, IOT][i % 3];
                 let d = MemDevice::onboard(
                     &mut be,
+                    &enroller,
                     &format!("crash{i}"),
                     class,
                     ACCOUNTS[i % ACCOUNTS.len()],
