@@ -112,6 +112,14 @@ pub struct StoredRecord {
     pub record: Record,
 }
 
+#[cfg(feature = "test-hooks")]
+impl OfflineKey {
+    /// The private seed: tests that forge what only this SE could sign.
+    pub fn seed_for_tests(&self) -> [u8; 32] {
+        self.seed
+    }
+}
+
 impl core::fmt::Debug for OfflineKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("OfflineKey")

@@ -686,7 +686,7 @@ pub fn seed_corpus() -> Vec<Seed> {
     rec.command(ins::CLOSE_REQUESTS, 0, 0, &[], 255);
     seed(
         "se_dispatch",
-        "requests_keys_attest.bin",
+        "requests_keys_build_request.bin",
         core::mem::take(&mut rec.frames),
     );
 
@@ -719,7 +719,8 @@ pub fn seed_corpus() -> Vec<Seed> {
         payee: fx.scheme.certify(fx.scheme.dcp.public(), DCP, 0),
         payee_epoch: fx.scheme.epoch,
     };
-    rec.command(ins::REDEEM, 0, 0, &redemption.to_cbor(), 255);
+    let order = tally_core::dcp::RedemptionOrder::sign(&fx.scheme.dcp, se_id, false, redemption);
+    rec.command(ins::REDEEM, 0, 0, &order.to_cbor(), 255);
     seed(
         "se_dispatch",
         "admin_replays_redeem.bin",

@@ -119,7 +119,7 @@ fn resign(pkg: &mut Package, payer: &State) {
     let key_for = |k: &PublicKey| {
         payer
             .key(k)
-            .and_then(|ok| SecretKey::from_seed(k.suite(), &ok.seed))
+            .and_then(|ok| SecretKey::from_seed(k.suite(), &ok.seed_for_tests()))
     };
     let t = &pkg.transfer;
     pkg.transfer = sign_transfer(

@@ -274,7 +274,13 @@ fn renew(
             payee: scheme.certify(scheme.dcp.public(), DCP, 0),
             payee_epoch: scheme.epoch,
         };
-        let bytes = must(se.redeem(&request), "redeem");
+        let order = tally_core::dcp::RedemptionOrder::sign(
+            &scheme.dcp,
+            must(se.se_id(), "se id"),
+            false,
+            request,
+        );
+        let bytes = must(se.redeem(&order), "redeem");
         let pkg = must(Package::from_cbor(&bytes), "decode redemption");
         let v = must(
             verify_package_for_settlement(pkg, &trust, scheme.params(1024), &mut NoCache),
