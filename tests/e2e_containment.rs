@@ -235,7 +235,18 @@ fn double_spend_to_revocation_and_offline_refusal() {
             ])
             .ok();
         }
-        let o = json(&run(&["supervisor", "--json", "combine", "--dir", &sup_s, "--request", &r]).ok());
+        let o = json(
+            &run(&[
+                "supervisor",
+                "--json",
+                "combine",
+                "--dir",
+                &sup_s,
+                "--request",
+                &r,
+            ])
+            .ok(),
+        );
         assert_eq!(o["id_point_digest"].as_str(), Some(digest.as_str()));
     }
     let mut args = vec![

@@ -131,10 +131,10 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use tally_core::codec::CodecError;
+    use tally_core::verify::VerifyError;
     use tally_directory::DirectoryError;
     use tally_ledger::ledger::LedgerError;
     use tally_ledger::settlement::SettlementError;
-    use tally_core::verify::VerifyError;
 
     #[test]
     fn store_failures_are_5xx_and_everything_else_4xx() {
@@ -187,9 +187,15 @@ mod tests {
                 BackofficeError::Directory(DirectoryError::Store(StoreError::Db("x".into()))),
                 500,
             ),
-            (BackofficeError::RevocationKeyNotOpened(tally_core::Hash32([1; 32])), 403),
             (
-                BackofficeError::Directory(DirectoryError::TooManyRevocations { keys: 65, max: 64 }),
+                BackofficeError::RevocationKeyNotOpened(tally_core::Hash32([1; 32])),
+                403,
+            ),
+            (
+                BackofficeError::Directory(DirectoryError::TooManyRevocations {
+                    keys: 65,
+                    max: 64,
+                }),
                 400,
             ),
             (

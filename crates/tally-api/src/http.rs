@@ -22,8 +22,8 @@ use tally_core::dcp::DeviceRequest;
 
 use crate::error::{ApiError, code};
 use crate::extract::{AccountName, AlertId, CborBody, JsonBody, KeyId, Operator, refuse_query};
-use crate::ratelimit::DeviceRateLimit;
 use crate::metrics::{self, HttpCounters};
+use crate::ratelimit::DeviceRateLimit;
 use crate::views::{
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
     EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest,

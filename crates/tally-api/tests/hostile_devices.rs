@@ -114,8 +114,8 @@ fn burst_from_one_se_gets_429_and_changes_nothing() {
     let mut se = card(b"gina");
     let mut other = card(b"hank");
     // Onboarding (registration) is not a device request: not counted.
-    let gina = Agent::onboard(&mut se, &mut http, device_class::PHONE, "acme", "gina")
-        .expect("onboard");
+    let gina =
+        Agent::onboard(&mut se, &mut http, device_class::PHONE, "acme", "gina").expect("onboard");
     let (se_id, mut counter) = (gina.se_id, gina.counter);
     bo.deposit("d2", "hank", 10).expect("deposit");
     let hank = Agent::onboard(&mut other, &mut http, device_class::PHONE, "acme", "hank")

@@ -334,9 +334,8 @@ impl BackofficeError {
             | BackofficeError::Directory(DirectoryError::Conflict)
             | BackofficeError::Directory(DirectoryError::RevocationListFull { .. }) => 409,
             BackofficeError::Directory(DirectoryError::TooManyRevocations { .. }) => 400,
-            BackofficeError::Ledger(l) | BackofficeError::Settlement(SettlementError::Ledger(l)) => {
-                ledger_status(l)
-            }
+            BackofficeError::Ledger(l)
+            | BackofficeError::Settlement(SettlementError::Ledger(l)) => ledger_status(l),
             BackofficeError::Verify(_)
             | BackofficeError::Settlement(_)
             | BackofficeError::WrongRedemption
@@ -2147,7 +2146,11 @@ impl Backoffice {
         }
         tx.execute(
             "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES ($1, $2, $3)",
-            &[b(op), encode_ingest(records).into(), Value::Int(unix_seconds())],
+            &[
+                b(op),
+                encode_ingest(records).into(),
+                Value::Int(unix_seconds()),
+            ],
         )?;
         Ok(())
     }
@@ -2213,7 +2216,11 @@ impl Backoffice {
             Err(e) => {
                 let code = BackofficeError::Decode(e).code();
                 let a = self.mds.set_aside(body, code, epoch())?;
-                tracing::error!(alert = a.id, code, "MDS outbox row does not decode; set aside");
+                tracing::error!(
+                    alert = a.id,
+                    code,
+                    "MDS outbox row does not decode; set aside"
+                );
                 return Ok(());
             }
         };

@@ -222,7 +222,10 @@ fn a_failed_request_is_final_even_after_the_account_is_topped_up() {
     let first = bo.handle_device(&pay).unwrap_err();
     assert!(first.is_client_error(), "{first:?}");
     bo.deposit("d3", "erin", 10_000).unwrap();
-    let before = (bo.invariant().unwrap(), bo.account_balance("frank").unwrap());
+    let before = (
+        bo.invariant().unwrap(),
+        bo.account_balance("frank").unwrap(),
+    );
     // The same bytes again: the same refusal, nothing executed.
     let again = bo.handle_device(&pay).unwrap_err();
     assert_eq!(
@@ -230,7 +233,10 @@ fn a_failed_request_is_final_even_after_the_account_is_topped_up() {
         (first.code(), first.status(), first.to_string())
     );
     assert_eq!(
-        (bo.invariant().unwrap(), bo.account_balance("frank").unwrap()),
+        (
+            bo.invariant().unwrap(),
+            bo.account_balance("frank").unwrap()
+        ),
         before
     );
     assert_eq!(bo.account_balance("erin").unwrap(), 10_100);

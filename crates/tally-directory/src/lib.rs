@@ -142,7 +142,6 @@ impl TxFailure for DirectoryError {
     }
 }
 
-
 /// Most key ids one revocation may add: a containment names the few
 /// pseudonyms an opening linked, never a bulk list.
 pub const REVOCATION_KEYS_PER_CALL_MAX: usize = 64;

@@ -57,10 +57,18 @@ fn double_spend(scheme: &mut Scheme, m: &Mds) {
     let tok = fund(scheme, m, &a, 500);
     let t1 = transfer(&a, tok, &[(500, &sk("bob"))], 1);
     let t2 = transfer(&a, tok, &[(500, &sk("carol"))], 2);
-    m.ingest(&[IngestRecord::new(Record::Transfer(t1), 2, Verdict::Verified)])
-        .unwrap();
+    m.ingest(&[IngestRecord::new(
+        Record::Transfer(t1),
+        2,
+        Verdict::Verified,
+    )])
+    .unwrap();
     let out = m
-        .ingest(&[IngestRecord::new(Record::Transfer(t2), 3, Verdict::Verified)])
+        .ingest(&[IngestRecord::new(
+            Record::Transfer(t2),
+            3,
+            Verdict::Verified,
+        )])
         .unwrap();
     assert_eq!(out.alerts.len(), 1);
     assert_eq!(out.alerts[0].kind, AlertKind::DoubleSpend);
@@ -102,12 +110,21 @@ fn verified_record_with_amounts_out_of_range_is_refused_typed_and_changes_nothin
     // Outputs past what the MDS stores, and outputs whose sum wraps.
     let cases = [
         transfer(&a, tok, &[(u64::MAX, &sk("b"))], 3),
-        transfer(&a, tok, &[(u64::MAX / 2 + 1, &sk("b")), (u64::MAX / 2 + 1, &sk("c"))], 4),
+        transfer(
+            &a,
+            tok,
+            &[(u64::MAX / 2 + 1, &sk("b")), (u64::MAX / 2 + 1, &sk("c"))],
+            4,
+        ),
         transfer(&a, tok, &[(i64::MAX as u64, &sk("b")), (1, &sk("c"))], 5),
     ];
     for t in cases {
         let e = m
-            .ingest(&[IngestRecord::new(Record::Transfer(t.clone()), 2, Verdict::Verified)])
+            .ingest(&[IngestRecord::new(
+                Record::Transfer(t.clone()),
+                2,
+                Verdict::Verified,
+            )])
             .unwrap_err();
         assert_eq!(e, MdsError::AmountOutOfRange { record: t.id() });
         assert_eq!(e.code(), 13);
@@ -116,7 +133,11 @@ fn verified_record_with_amounts_out_of_range_is_refused_typed_and_changes_nothin
     // An Issue too (an unknown issuer's is judged on its amount).
     let rogue = Scheme::new(Suite::Ed25519).issue(a.public(), u64::MAX);
     let e = m
-        .ingest(&[IngestRecord::new(Record::Issue(rogue.clone()), 2, Verdict::Verified)])
+        .ingest(&[IngestRecord::new(
+            Record::Issue(rogue.clone()),
+            2,
+            Verdict::Verified,
+        )])
         .unwrap_err();
     assert_eq!(e, MdsError::AmountOutOfRange { record: rogue.id() });
     assert_eq!((m.indicators().unwrap(), m.alerts().unwrap()), before);

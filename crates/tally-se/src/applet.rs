@@ -278,7 +278,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// with this SE's attestation key, outside BUILD REQUEST. Tests of the
     /// back office's own checks only (feature `test-hooks`).
     #[cfg(feature = "test-hooks")]
-    pub fn sign_request_unchecked(&self, counter: u64, op: DeviceOp) -> Result<DeviceRequest, SeError> {
+    pub fn sign_request_unchecked(
+        &self,
+        counter: u64,
+        op: DeviceOp,
+    ) -> Result<DeviceRequest, SeError> {
         let se_id = self.se_id()?;
         let signature = self
             .attestation_key()?

@@ -1,0 +1,323 @@
+//! Issue 9: the attacks a hostile terminal can mount on an unbroken SE,
+//! each driven over ISO 7816-4 APDUs the way a payee's phone driving a
+//! card would, and each refused with its code while the SE's state stays
+//! byte for byte what it was.
+
+use tally_core::codec::Cbor;
+use tally_core::dcp::{ClosedRequest, DeviceOp, DeviceRequest, RedemptionOrder, RequestKind};
+use tally_core::policy::{TierLimits, device_class};
+use tally_core::testkit::{Scheme, default_tier};
+use tally_core::{Amount, Request, Suite};
+use tally_se::dispatch::{CLA_ISO, ins};
+use tally_se::state::PIN_TRIES_MAX;
+use tally_se::{RequestParams, SeError};
+use tally_wallet::testkit::{TestDevice, load};
+use tally_wallet::{SeLink, WalletError, pay_offline};
+
+const PIN: &[u8] = b"2468";
+
+/// Cards pay up to 100 without the PIN, 250 in a row; online payments
+/// need it.
+fn cvm_tiers() -> Vec<TierLimits> {
+    let mut tiers = Scheme::default_tiers();
+    for t in tiers.iter_mut() {
+        if t.device_class == device_class::CARD {
+            *t = TierLimits {
+                cvm_payment_max: Amount(100),
+                cvm_cumulative_max: Amount(250),
+                cvm_online: true,
+                ..default_tier(device_class::CARD, 0)
+            };
+        }
+    }
+    tiers
+}
+
+fn snapshot(d: &TestDevice) -> Vec<u8> {
+    d.applet().state().to_cbor()
+}
+
+fn refused(r: Result<impl core::fmt::Debug, WalletError>, e: SeError) {
+    match r {
+        Err(w) => assert!(w.is(&e), "expected {e:?} (code {}), got {w:?}", e.code()),
+        Ok(v) => panic!("expected {e:?}, the SE accepted: {v:?}"),
+    }
+}
+
+fn card(scheme: &mut Scheme, label: &[u8], value: u64) -> TestDevice {
+    let mut d = TestDevice::new(scheme, label, device_class::CARD, 255).expect("card");
+    d.link.change_pin(None, PIN).expect("set PIN");
+    if value > 0 {
+        load(&mut d.link, scheme, device_class::CARD, value).expect("load");
+    }
+    d
+}
+
+/// Attack 2: the same Issue sent again after the token was spent used to
+/// be credited again (an unmodified SE signing twice for one outpoint).
+#[test]
+fn issue_reimport_after_spending_is_refused() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = TestDevice::new(&scheme, b"payer", device_class::PHONE, 4096).unwrap();
+    let mut payee = TestDevice::new(&scheme, b"payee", device_class::PHONE, 4096).unwrap();
+    let key = payer.link.generate_keys(1).unwrap()[0];
+    payer
+        .link
+        .install_certificate(&scheme.certify(key, device_class::PHONE, 0))
+        .unwrap();
+    let issue = scheme.issue(key, 500);
+    assert_eq!(payer.link.import_issue(&issue).unwrap(), Amount(500));
+    // A retry while the token is held is not a second credit either.
+    refused(payer.link.import_issue(&issue), SeError::AlreadyImported);
+    pay_offline(&mut payer.link, &mut payee.link, Amount(500)).unwrap();
+    assert_eq!(payer.balance().unwrap(), Amount::ZERO);
+    let before = snapshot(&payer);
+    refused(payer.link.import_issue(&issue), SeError::AlreadyImported);
+    assert_eq!(snapshot(&payer), before, "state unchanged");
+    assert_eq!(payer.balance().unwrap(), Amount::ZERO);
+}
+
+/// Attack 3a: ATTEST, the blind signing oracle, is gone; the SE signs a
+/// back-office request only as BUILD REQUEST from its own state, and an
+/// online payment (which debits the account) only after VERIFY.
+#[test]
+fn no_blind_signing_and_online_payment_needs_the_pin() {
+    let mut scheme = Scheme::with_tiers(Suite::Ed25519, cvm_tiers());
+    let mut c = card(&mut scheme, b"victim", 0);
+    let before = snapshot(&c);
+    // The old ATTEST instruction answers "instruction not supported".
+    let r = c
+        .link
+        .command(0xEE, 0, 0, b"PayOnline everything to mallory");
+    assert!(matches!(r, Err(WalletError::Status(0x6D00))), "{r:?}");
+    let pay_online = RequestParams::PayOnline {
+        to_account: "mallory".into(),
+        amount: 10_000,
+    };
+    refused(
+        c.link.build_request(&pay_online),
+        SeError::CardholderVerificationRequired,
+    );
+    assert_eq!(snapshot(&c), before, "nothing signed, nothing changed");
+    // A wrong PIN does not authorise it either (and costs a try).
+    refused(
+        c.link.verify_pin(b"0000"),
+        SeError::WrongPin { tries_left: 2 },
+    );
+    refused(
+        c.link.build_request(&pay_online),
+        SeError::CardholderVerificationRequired,
+    );
+    // The cardholder verifies: one request is signed, under its own tag.
+    c.link.verify_pin(PIN).unwrap();
+    let req = c.link.build_request(&pay_online).unwrap();
+    let att = c.link.attestation_key().unwrap();
+    let msg = DeviceRequest::signed_message(&req.se_id, req.counter, &req.op);
+    tally_core::crypto::verify(&att, &msg.0, &req.signature).expect("signed by the SE");
+    // The same signature does not verify as any other kind of request.
+    let as_balance = DeviceRequest::signed_message(&req.se_id, req.counter, &DeviceOp::Balance);
+    assert!(tally_core::crypto::verify(&att, &as_balance.0, &req.signature).is_err());
+    // The verification was consumed by that one request.
+    refused(
+        c.link.build_request(&pay_online),
+        SeError::CardholderVerificationRequired,
+    );
+    // Counters come from the SE and only go up.
+    let next = c.link.build_request(&RequestParams::Balance).unwrap();
+    assert_eq!(next.counter, req.counter + 1);
+}
+
+/// Attack 3b: a terminal feeds the card a redemption order that the
+/// attacker's own device obtained (bound to the attacker's SE): paying it
+/// would have unloaded the card to the attacker's account.
+#[test]
+fn redemption_order_of_another_se_is_refused() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut victim = card(&mut scheme, b"victim", 1_000);
+    let attacker = TestDevice::new(&scheme, b"attacker", device_class::PHONE, 4096).unwrap();
+    let request = Request {
+        amount: Amount(1_000),
+        nonce: [7; 16],
+        payee: scheme.certify(scheme.dcp.public(), device_class::DCP, 0),
+        payee_epoch: scheme.epoch,
+    };
+    let before = snapshot(&victim);
+    let for_attacker = RedemptionOrder::sign(&scheme.dcp, attacker.se_id, true, request.clone());
+    refused(victim.link.redeem(&for_attacker), SeError::NotForThisSe);
+    // An order for the victim not signed by the DCP's redemption key.
+    let rogue = tally_core::testkit::key(Suite::Ed25519, b"rogue");
+    let forged = RedemptionOrder::sign(&rogue, victim.se_id, true, request.clone());
+    refused(victim.link.redeem(&forged), SeError::NotRedemption);
+    // The old format, a bare Request, does not even decode.
+    let r = victim.link.command(ins::REDEEM, 0, 0, &request.to_cbor());
+    assert!(r.is_err(), "a bare request is not an order");
+    assert_eq!(snapshot(&victim), before, "state unchanged");
+    // The genuine order for this SE is paid.
+    let order = RedemptionOrder::sign(&scheme.dcp, victim.se_id, true, request);
+    victim.link.redeem(&order).unwrap();
+    assert_eq!(victim.balance().unwrap(), Amount::ZERO);
+}
+
+/// Attack 4: keys to certify are generated and signed in one commit; a
+/// Load names one of the SE's own certified keys; a terminal cannot put a
+/// software key into a request.
+#[test]
+fn requests_name_only_the_se_s_own_keys() {
+    let scheme = Scheme::new(Suite::Ed25519);
+    let mut c = TestDevice::new(&scheme, b"card", device_class::CARD, 255).unwrap();
+    let certify = c
+        .link
+        .build_request(&RequestParams::Certify { n: 3 })
+        .unwrap();
+    let DeviceOp::Certify { keys } = &certify.op else {
+        panic!("a certify request: {:?}", certify.op)
+    };
+    assert_eq!(keys.len(), 3);
+    for k in keys {
+        assert!(c.applet().state().key(k).is_some(), "key held by the SE");
+        c.link
+            .install_certificate(&scheme.certify(*k, device_class::CARD, 0))
+            .unwrap();
+    }
+    let load = c
+        .link
+        .build_request(&RequestParams::Load { amount: 300 })
+        .unwrap();
+    let DeviceOp::Load { key, amount } = load.op else {
+        panic!("a load request")
+    };
+    assert_eq!(amount, 300);
+    assert!(c.applet().state().key(&key).is_some(), "loads to an SE key");
+    // The command data carries no key at all: a Load with trailing bytes
+    // (a key smuggled in) is malformed.
+    let mut data = RequestParams::Load { amount: 300 }.encode();
+    data.extend_from_slice(&scheme.dcp.public().to_cbor());
+    let before = snapshot(&c);
+    let r = c
+        .link
+        .command(ins::BUILD_REQUEST, RequestKind::Load as u8, 0, &data);
+    assert!(
+        matches!(r, Err(WalletError::Refused { code: 101 })),
+        "{r:?}"
+    );
+    // A load the SE could not hold is not even signed.
+    refused(
+        c.link.build_request(&RequestParams::Load {
+            amount: default_tier(device_class::CARD, 0).holding_max.0 + 1,
+        }),
+        SeError::LimitExceeded(tally_se::Limit::Holding),
+    );
+    assert_eq!(snapshot(&c), before);
+}
+
+/// Attack 5: the closed-request list is built and signed by the SE; a
+/// request whose package was received is not open, so no closure for it
+/// can exist, and an edited closure does not verify.
+#[test]
+fn closures_exist_only_for_requests_closed_unpaid() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = card(&mut scheme, b"payer", 1_000);
+    let mut payee = TestDevice::new(&scheme, b"payee", device_class::PHONE, 4096).unwrap();
+    // One request paid and received, one left open.
+    let paid = payee.link.create_request(Amount(40)).unwrap();
+    let pkg = payer.link.pay(&paid).unwrap();
+    payee.link.receive(&pkg).unwrap();
+    let open = payee.link.create_request(Amount(60)).unwrap();
+    let closed = payee.link.close_requests().unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].nonce, open.nonce);
+    assert!(closed[0].verify(), "signed by the request's key");
+    assert!(closed.iter().all(|c| c.nonce != paid.nonce));
+    // The wallet forging a closure of the received request: the request's
+    // key never signed it.
+    let forged = ClosedRequest {
+        nonce: paid.nonce,
+        amount: 40,
+        key: paid.payee.key,
+        signature: closed[0].signature,
+    };
+    assert!(!forged.verify());
+    let inflated = ClosedRequest {
+        amount: 6_000,
+        ..closed[0].clone()
+    };
+    assert!(!inflated.verify());
+    // Closed means closed: the late package is refused.
+    let late = payer.link.pay(&open).unwrap();
+    let before = snapshot(&payee);
+    refused(payee.link.receive(&late), SeError::UnknownRequest);
+    assert_eq!(snapshot(&payee), before);
+}
+
+/// Cardholder verification of offline payments: above the single no-PIN
+/// limit, or past the cumulative one, PAY needs VERIFY; three wrong PINs
+/// block the SE, and the try counter survives a reboot.
+#[test]
+fn offline_payments_above_the_no_pin_limits_need_the_pin() {
+    let mut scheme = Scheme::with_tiers(Suite::Ed25519, cvm_tiers());
+    let mut c = card(&mut scheme, b"card", 2_000);
+    let mut shop = TestDevice::new(&scheme, b"shop", device_class::PHONE, 4096).unwrap();
+    // 150 > 100: a PIN is needed; nothing moves without it.
+    let before = snapshot(&c);
+    let req = shop.link.create_request(Amount(150)).unwrap();
+    refused(c.link.pay(&req), SeError::CardholderVerificationRequired);
+    assert_eq!(snapshot(&c), before);
+    c.link.verify_pin(PIN).unwrap();
+    let pkg = c.link.pay(&req).unwrap();
+    c.link.ack(&shop.link.receive(&pkg).unwrap()).unwrap();
+    // Small payments go through until 250 have been paid without it.
+    for _ in 0..2 {
+        pay_offline(&mut c.link, &mut shop.link, Amount(100)).unwrap();
+    }
+    let req = shop.link.create_request(Amount(60)).unwrap();
+    let before = snapshot(&c);
+    refused(c.link.pay(&req), SeError::CardholderVerificationRequired);
+    assert_eq!(snapshot(&c), before);
+    // Three wrong PINs block the card, for good.
+    for left in (0..PIN_TRIES_MAX).rev() {
+        refused(
+            c.link.verify_pin(b"9999"),
+            SeError::WrongPin { tries_left: left },
+        );
+    }
+    refused(c.link.verify_pin(PIN), SeError::PinBlocked);
+    refused(c.link.pay(&req), SeError::PinBlocked);
+    refused(c.link.change_pin(Some(PIN), b"1357"), SeError::PinBlocked);
+}
+
+/// VERIFY commits the decremented try counter before it compares: pulling
+/// the card after a wrong guess (a reboot) does not give the try back.
+#[test]
+fn a_wrong_pin_costs_a_try_across_a_reboot() {
+    let mut scheme = Scheme::with_tiers(Suite::Ed25519, cvm_tiers());
+    let mut c = card(&mut scheme, b"card", 0);
+    refused(
+        c.link.verify_pin(b"1111"),
+        SeError::WrongPin { tries_left: 2 },
+    );
+    let applet = std::mem::replace(
+        &mut c.link.card.applet,
+        tally_se::Applet::boot(
+            tally_se::storage::MemStorage::new(1024),
+            tally_se::Sealing::None,
+            tally_core::testkit::TestEntropy::new(b"placeholder"),
+        )
+        .unwrap(),
+    );
+    let storage = applet.into_storage();
+    let rebooted = tally_se::Applet::boot(
+        storage,
+        tally_se::Sealing::None,
+        tally_core::testkit::TestEntropy::new(b"after"),
+    )
+    .unwrap();
+    assert_eq!(rebooted.pin_tries_left(), Some(2));
+    assert!(!rebooted.cardholder_verified(), "verification is RAM only");
+    // Over the APDU interface, an empty VERIFY reports the tries: 63C2.
+    c.link.card.applet = rebooted;
+    let r = c.link.command_in_class(CLA_ISO, ins::VERIFY, 0, 0, &[]);
+    assert!(
+        matches!(r, Err(WalletError::Refused { code }) if code == SeError::WrongPin { tries_left: 2 }.code()),
+        "{r:?}"
+    );
+}
