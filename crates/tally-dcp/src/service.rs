@@ -1048,6 +1048,14 @@ impl Backoffice {
                 return Err(BackofficeError::Directory(DirectoryError::Revoked));
             }
         }
+        // Nor does an SE no trusted manufacturer certified (checked again
+        // by the directory below).
+        let manufacturers = self.policy()?.manufacturers;
+        if !manufacturers.contains(&reg.maker_cert.maker_key) || !reg.maker_cert.verify() {
+            return Err(BackofficeError::Directory(
+                DirectoryError::UntrustedManufacturer,
+            ));
+        }
         // The account's one-time code, bound to this SE (a retry by the
         // same SE finds it bound to itself).
         self.dcp.transact(|tx| {
@@ -1073,7 +1081,6 @@ impl Backoffice {
             }
             Err(BackofficeError::BadEnrolment)
         })?;
-        let manufacturers = self.policy()?.manufacturers;
         let e = self.central.transact(|tx| {
             let e = Directory::register(tx, &reg.maker_cert, &manufacturers)?;
             Ledger::ensure_account(tx, &acct, AccountKind::User)?;
