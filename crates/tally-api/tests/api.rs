@@ -1457,6 +1457,14 @@ fn strangers_get_the_same_answer_for_unknown_and_existing_accounts() {
                             ct,
                             amount,
                         ),
+                        send(
+                            &node,
+                            "POST",
+                            &format!("/v1/accounts/{name}/enrolment-codes"),
+                            token,
+                            ct,
+                            b"",
+                        ),
                     ]
                 })
                 .collect();
@@ -1620,4 +1628,118 @@ fn unauthenticated_pages_show_no_identities() {
         page.contains("<span id=\"double-spends-value\">1000</span>"),
         "{page}"
     );
+}
+
+/// Issue 9, enrolment over HTTP: one-time codes come from the operator
+/// route only; a registration without the account's code (none, a wrong
+/// one, another account's) is 403/81, an SE of an untrusted manufacturer
+/// 403/43 (without using up the code), the code used by a second SE
+/// 409/82. Nothing is registered or moved by a refusal.
+#[test]
+fn enrolment_over_http_needs_a_trusted_maker_and_the_accounts_code() {
+    use tally_core::dcp::{MakerCertificate, Registration};
+    let node = Node::start();
+    let op = node.op();
+    op.mint("m", 100_000).expect("mint");
+    op.deposit("ivy", "d-ivy", 1_000).expect("deposit");
+    op.deposit("jon", "d-jon", 1_000).expect("deposit");
+    // Codes are the operator's to hand out.
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/ivy/enrolment-codes",
+            None,
+            "",
+            &[],
+        ),
+        401,
+        tally_api::code::UNAUTHORIZED,
+    );
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/i%20vy/enrolment-codes",
+            Some(TOKEN),
+            "",
+            &[],
+        ),
+        400,
+        tally_api::code::BAD_ACCOUNT_NAME,
+    );
+    let ivy_code = op.enrolment_code("ivy").expect("code");
+    let jon_code = op.enrolment_code("jon").expect("code");
+    assert_ne!(ivy_code, jon_code);
+    let before = published_invariant(&node);
+    let root = node.bo.root_key();
+    let mut hb = node.backend();
+    let reg = |se: &mut ApduLink<TestCard>, cert: &MakerCertificate, account: &str, code: &str| {
+        Registration {
+            maker_cert: cert.clone(),
+            account: account.into(),
+            signature: se.enrol(account, code).expect("enrol"),
+        }
+    };
+    let mut se = card(b"ivy");
+    let cert = manufacture(
+        &mut se,
+        device_class::PHONE,
+        root,
+        &maker_key(),
+        "Test phones Ltd",
+    )
+    .expect("manufacture");
+    for code in ["", "0000-0000-0000-0000", jon_code.as_str()] {
+        let e = hb.register(&reg(&mut se, &cert, "ivy", code)).unwrap_err();
+        assert_eq!((e.status, e.code), (403, 81), "{code:?}: {e}");
+    }
+    // An SE a rogue maker certified, with ivy's real code.
+    let rogue = SecretKey::from_seed(Suite::Ed25519, &[0x66; 32]).expect("key");
+    let mut rogue_se = card(b"rogue");
+    let rogue_cert = manufacture(
+        &mut rogue_se,
+        device_class::PHONE,
+        root,
+        &rogue,
+        "Test phones Ltd",
+    )
+    .expect("manufacture");
+    let e = hb
+        .register(&reg(&mut rogue_se, &rogue_cert, "ivy", &ivy_code))
+        .unwrap_err();
+    assert_eq!((e.status, e.code), (403, 43), "{e}");
+    assert!(op.devices().expect("devices").is_empty());
+    // The code enrols ivy's SE (a retry is idempotent), and no other.
+    let se_id = hb
+        .register(&reg(&mut se, &cert, "ivy", &ivy_code))
+        .expect("register");
+    assert_eq!(
+        hb.register(&reg(&mut se, &cert, "ivy", &ivy_code))
+            .expect("retry"),
+        se_id
+    );
+    let mut other = card(b"other");
+    let other_cert = manufacture(
+        &mut other,
+        device_class::PHONE,
+        root,
+        &maker_key(),
+        "Test phones Ltd",
+    )
+    .expect("manufacture");
+    let e = hb
+        .register(&reg(&mut other, &other_cert, "ivy", &ivy_code))
+        .unwrap_err();
+    assert_eq!((e.status, e.code), (409, 82), "{e}");
+    let devices = op.devices().expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].se_id, se_id.to_string());
+    assert_eq!(
+        published_invariant(&node),
+        before,
+        "a refusal changed the ledger"
+    );
+    assert_eq!(op.balance("ivy").expect("balance"), 1_000);
+    assert_eq!(op.balance("jon").expect("balance"), 1_000);
 }
