@@ -70,7 +70,6 @@ fn maker_key() -> SecretKey {
 /// Manufactures `se` (personalised with `root`, certified by the test
 /// manufacturer as `maker`) and enrols it under `account` with the
 /// account's one-time `code`.
-#[allow(clippy::too_many_arguments)]
 fn enrol<'a>(
     se: &'a mut ApduLink<TestCard>,
     backend: &'a mut dyn Backend,
