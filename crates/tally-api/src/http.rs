@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v1/cb/mint", "post"),
     ("/v1/accounts/{name}/deposit", "post"),
     ("/v1/accounts/{name}", "get"),
+    ("/v1/accounts/{name}/enrolment-codes", "post"),
     ("/v1/epoch/advance", "post"),
     ("/v1/devices", "get"),
     ("/v1/double-spends", "get"),

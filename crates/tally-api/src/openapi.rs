@@ -22,9 +22,13 @@ fn error_response(status: u16) -> Value {
             "Malformed body (CBOR or JSON, code 101), bad key, a path parameter that does not parse (70), a bad account name (71) or a query string (72)"
         }
         401 => "Missing or wrong operator bearer token",
-        403 => "Device signature does not verify, or the device is not active",
+        403 => {
+            "Device signature does not verify, the device is not active, or an enrolment is refused (untrusted manufacturer 43, revoked SE 44, no matching one-time code 81)"
+        }
         404 => "Unknown device, account or route",
-        409 => "Replayed counter, reused idempotency key, or conflicting state",
+        409 => {
+            "Replayed counter, reused idempotency key, an enrolment code used by another SE (82), or conflicting state"
+        }
         413 => "Body above the configured limit",
         415 => "The body's Content-Type is not the route's (code 73)",
         422 => "Refused by the rules: package verification, ledger rules, double spend",
@@ -117,6 +121,17 @@ pub fn document() -> Value {
         },
     );
     balance["parameters"] = account_param();
+    let mut enrolment = operation(
+        "enrolmentCode",
+        Op {
+            summary: "DCP: a one-time enrolment code for a user account (opens it if needed), to deliver out of band; it enrols one SE",
+            operator: true,
+            request: None,
+            ok: (JSON, schema_ref("EnrolmentCode")),
+            errors: &[400],
+        },
+    );
+    enrolment["parameters"] = account_param();
     let path_param = |name: &str, description: &str, schema: Value| json!([{ "name": name, "in": "path", "required": true, "description": description, "schema": schema }]);
     let mut transition = operation(
         "alertTransition",
@@ -187,16 +202,16 @@ pub fn document() -> Value {
                 ok: (JSON, schema_ref("TrustJson")), errors: &[],
             })},
             "/v1/devices/register": { "post": operation("registerDevice", Op {
-                summary: "Onboarding: register an SE (attestation signature) under a user account; idempotent",
+                summary: "Onboarding: register an SE (trusted manufacturer's certificate, the SE's signature over the account's one-time enrolment code) under a user account; idempotent",
                 operator: false,
-                request: Some((CBOR, binary("Registration [1, attestation_key, class, maker, account, signature]"))),
+                request: Some((CBOR, binary("Registration [2, MakerCertificate, account, SE's enrolment signature over the account's one-time code]"))),
                 ok: (CBOR, binary("se_id: byte string of 32 bytes")),
                 errors: &[400, 403, 409, 413],
             })},
             "/v1/devices/request": { "post": operation("deviceRequest", Op {
                 summary: "A signed device request (certify, load, redemption, redeem, sync, online payment, balance); idempotent: the same request returns the same bytes",
                 operator: false,
-                request: Some((CBOR, binary("DeviceRequest [1, se_id, counter, op, signature]"))),
+                request: Some((CBOR, binary("DeviceRequest [2, se_id, counter, op, signature, attachment], built and signed by the SE"))),
                 ok: (CBOR, binary("DeviceResponse [kind, body]")),
                 errors: &[400, 403, 404, 409, 413, 422, 429],
             })},
@@ -209,6 +224,7 @@ pub fn document() -> Value {
             })},
             "/v1/accounts/{name}/deposit": { "post": deposit },
             "/v1/accounts/{name}": { "get": balance },
+            "/v1/accounts/{name}/enrolment-codes": { "post": enrolment },
             "/v1/epoch/advance": { "post": operation("advanceEpoch", Op {
                 summary: "Start the next sync epoch",
                 operator: true, request: None,
@@ -308,6 +324,8 @@ pub fn document() -> Value {
                         "holds": { "type": "boolean", "description": "accounts + offline_float + loss = minted - redeemed, and the rest" }
                     }
                 },
+                "EnrolmentCode": { "type": "object", "required": ["account", "code"],
+                    "properties": { "account": { "type": "string" }, "code": { "type": "string" } } },
                 "Balance": { "type": "object", "required": ["balance"],
                     "properties": { "balance": int64("Minor units") } },
                 "Epoch": { "type": "object", "required": ["epoch"],

@@ -13,12 +13,13 @@ use tally_api::{
     TrustBundle,
 };
 use tally_core::codec::Cbor;
-use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse};
+use tally_core::dcp::{DeviceOp, DeviceRequest, DeviceResponse, attachment_digest};
 use tally_core::policy::device_class;
-use tally_core::{Amount, Hash32, Signature, Suite};
+use tally_core::{Amount, Hash32, PublicKey, SecretKey, Signature, Suite};
 use tally_dcp::Backoffice;
+use tally_se::{RequestParams, SeError};
 use tally_store::Store;
-use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::agent::{Agent, Backend, BackendError, manufacture};
 use tally_wallet::testkit::{TestCard, blank_card};
 use tally_wallet::{ApduLink, SeLink, pay_offline};
 
@@ -35,6 +36,8 @@ impl Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::sqlite(&dir.path().join("node.db")).expect("sqlite");
         let bo = Arc::new(Backoffice::open(store).expect("back office"));
+        bo.trust_manufacturer(maker_key().public())
+            .expect("trust the test manufacturer");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let server =
             BackgroundServer::start(bo.clone(), addr, ApiConfig::new(TOKEN)).expect("server");
@@ -59,12 +62,35 @@ fn card(label: &[u8]) -> ApduLink<TestCard> {
     ApduLink::select(blank_card(label), 4096).expect("select applet")
 }
 
+/// The test SE manufacturer's key; every node here trusts it.
+fn maker_key() -> SecretKey {
+    SecretKey::from_seed(Suite::Ed25519, &[0x4d; 32]).expect("maker key")
+}
+
+/// Manufactures `se` (personalised with `root`, certified by the test
+/// manufacturer as `maker`) and enrols it under `account` with the
+/// account's one-time `code`.
+fn enrol<'a>(
+    se: &'a mut ApduLink<TestCard>,
+    backend: &'a mut dyn Backend,
+    root: PublicKey,
+    class: u8,
+    maker: &str,
+    account: &str,
+    code: &str,
+) -> Agent<'a> {
+    let cert = manufacture(se, class, root, &maker_key(), maker).expect("manufacture");
+    Agent::onboard(se, backend, cert, account, code).expect("onboard")
+}
+
 /// What the flow needs from an operator, over HTTP or by direct calls.
 trait Operator {
     fn mint(&self, idem: &str, amount: u64) -> InvariantView;
     fn deposit(&self, account: &str, idem: &str, amount: u64) -> i64;
     fn balance(&self, account: &str) -> i64;
     fn invariant(&self) -> InvariantView;
+    fn enrolment_code(&self, account: &str) -> String;
+    fn root(&self) -> PublicKey;
 }
 
 impl Operator for OperatorClient {
@@ -80,6 +106,14 @@ impl Operator for OperatorClient {
     fn invariant(&self) -> InvariantView {
         OperatorClient::invariant(self).expect("invariant")
     }
+    fn enrolment_code(&self, account: &str) -> String {
+        OperatorClient::enrolment_code(self, account).expect("enrolment code")
+    }
+    fn root(&self) -> PublicKey {
+        TrustBundle::from_cbor(&self.trust_bundle().expect("trust"))
+            .expect("trust bundle")
+            .root
+    }
 }
 
 impl Operator for Arc<Backoffice> {
@@ -94,6 +128,12 @@ impl Operator for Arc<Backoffice> {
     }
     fn invariant(&self) -> InvariantView {
         Backoffice::invariant(self).expect("invariant").into()
+    }
+    fn enrolment_code(&self, account: &str) -> String {
+        Backoffice::enrolment_code(self, account).expect("enrolment code")
+    }
+    fn root(&self) -> PublicKey {
+        self.root_key()
     }
 }
 
@@ -112,23 +152,27 @@ fn payment_story(
 
     let mut alice_se = card(b"alice");
     let mut bob_se = card(b"bob");
-    let mut alice = Agent::onboard(
+    let (alice_code, bob_code) = (op.enrolment_code("alice"), op.enrolment_code("bob"));
+    let mut alice = enrol(
         &mut alice_se,
         &mut *alice_backend,
+        op.root(),
         device_class::CARD,
         "Test cards Ltd",
         "alice",
-    )
-    .expect("onboard alice");
-    let mut bob = Agent::onboard(
+        &alice_code,
+    );
+    let mut bob = enrol(
         &mut bob_se,
         &mut *bob_backend,
+        op.root(),
         device_class::PHONE,
         "Test phones Ltd",
         "bob",
-    )
-    .expect("onboard bob");
+        &bob_code,
+    );
     assert_ne!(alice.se_id, bob.se_id);
+    alice.se.change_pin(None, b"1234").expect("set PIN");
 
     alice.load(30_000).expect("alice loads");
     bob.load(10_000).expect("bob loads");
@@ -136,6 +180,11 @@ fn payment_story(
     assert_eq!(op.balance("bob"), 40_000);
     assert_eq!(op.invariant().offline_float, 40_000);
 
+    // Above the card's no-PIN limit: refused until the cardholder is verified.
+    let e = pay_offline(&mut *alice.se, &mut *bob.se, Amount(7_000)).unwrap_err();
+    assert!(e.is(&SeError::CardholderVerificationRequired), "{e}");
+    assert_eq!(alice.se.status().expect("status").balance, Amount(30_000));
+    alice.se.verify_pin(b"1234").expect("PIN");
     pay_offline(&mut *alice.se, &mut *bob.se, Amount(7_000)).expect("offline payment");
     assert_eq!(alice.se.status().expect("status").balance, Amount(23_000));
     assert_eq!(bob.se.status().expect("status").balance, Amount(17_000));
@@ -204,6 +253,8 @@ fn payment_story_in_process() {
         Backoffice::open(Store::sqlite(&dir.path().join("node.db")).expect("sqlite"))
             .expect("back office"),
     );
+    bo.trust_manufacturer(maker_key().public())
+        .expect("trust the test manufacturer");
     payment_story(
         Box::new(InProcess(bo.clone())),
         Box::new(InProcess(bo.clone())),
@@ -306,17 +357,19 @@ fn published_invariant(node: &Node) -> serde_json::Value {
     v
 }
 
-fn signed(se: &mut dyn SeLink, se_id: Hash32, counter: u64, op: DeviceOp) -> Vec<u8> {
-    let signature = se
-        .attest(&DeviceRequest::challenge(&se_id, counter, &op))
-        .expect("attest");
-    DeviceRequest {
-        se_id,
-        counter,
-        op,
-        signature,
-    }
-    .to_cbor()
+/// A request built and signed by the SE (BUILD REQUEST).
+fn built(se: &mut dyn SeLink, params: RequestParams) -> DeviceRequest {
+    se.build_request(&params).expect("build request")
+}
+
+/// A request the real SE never builds, signed with its attestation key
+/// through the test hook: an attacker who extracted the SE's key.
+fn forged(se: &ApduLink<TestCard>, counter: u64, op: DeviceOp) -> Vec<u8> {
+    se.card
+        .applet
+        .sign_request_unchecked(counter, op)
+        .expect("sign")
+        .to_cbor()
 }
 
 #[test]
@@ -327,17 +380,22 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     op.deposit("carol", "dep-carol", 20_000).expect("deposit");
     let mut backend = node.backend();
     let mut se = card(b"carol");
-    let mut carol = Agent::onboard(
-        &mut se,
-        &mut backend,
-        device_class::PHONE,
-        "Test phones Ltd",
-        "carol",
-    )
-    .expect("onboard");
-    carol.load(2_000).expect("load");
-    let se_id = carol.se_id;
-    let last = carol.counter;
+    let code = op.enrolment_code("carol").expect("enrolment code");
+    let se_id = {
+        let mut carol = enrol(
+            &mut se,
+            &mut backend,
+            node.bo.root_key(),
+            device_class::PHONE,
+            "Test phones Ltd",
+            "carol",
+            &code,
+        );
+        carol.load(2_000).expect("load");
+        carol.se_id
+    };
+    // The counter of the last request the back office accepted.
+    let last = se.card.applet.request_counter();
 
     let before = published_invariant(&node);
     assert_eq!(before["holds"], true);
@@ -368,7 +426,7 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
         101,
     );
     // A valid request with a trailing byte is malformed too.
-    let mut trailing = signed(&mut *carol.se, se_id, last + 1, DeviceOp::Balance);
+    let mut trailing = built(&mut se, RequestParams::Balance).to_cbor();
     trailing.push(0);
     assert_error(
         send(
@@ -457,25 +515,13 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
         tally_api::code::BODY_TOO_LARGE,
     );
 
-    // Signed for one operation, sent with another: bad signature.
-    let good_sig = carol
-        .se
-        .attest(&DeviceRequest::challenge(
-            &se_id,
-            last + 1,
-            &DeviceOp::Balance,
-        ))
-        .expect("attest");
-    let forged = DeviceRequest {
-        se_id,
-        counter: last + 1,
-        op: DeviceOp::PayOnline {
-            to_account: "carol".into(),
-            amount: 1,
-        },
-        signature: good_sig,
-    }
-    .to_cbor();
+    // Signed for one operation (and kind), sent with another: bad signature.
+    let mut swapped = built(&mut se, RequestParams::Balance);
+    assert_eq!((swapped.se_id, swapped.counter), (se_id, last + 2));
+    swapped.op = DeviceOp::PayOnline {
+        to_account: "carol".into(),
+        amount: 1,
+    };
     assert_error(
         send(
             &node,
@@ -483,14 +529,15 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
             "/v1/devices/request",
             None,
             "application/cbor",
-            &forged,
+            &swapped.to_cbor(),
         ),
         403,
         52,
     );
 
-    // The counter of the last request again, with another operation.
-    let replay = signed(&mut *carol.se, se_id, last, DeviceOp::Balance);
+    // The counter of the last request again, with another operation (the
+    // SE never signs a counter twice: signed with its extracted key).
+    let replay = forged(&se, last, DeviceOp::Balance);
     assert_error(
         send(
             &node,
@@ -505,7 +552,9 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     );
 
     // A device the directory does not know.
-    let stranger = signed(&mut *carol.se, Hash32([7; 32]), 1, DeviceOp::Balance);
+    let mut stranger = built(&mut se, RequestParams::Balance);
+    stranger.se_id = Hash32([7; 32]);
+    let stranger = stranger.to_cbor();
     assert_error(
         send(
             &node,
@@ -580,15 +629,16 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
         422,
         13,
     );
-    let too_much = signed(
-        &mut *carol.se,
-        se_id,
-        last + 1,
-        DeviceOp::PayOnline {
-            to_account: "carol".into(),
-            amount: 1_000_000,
-        },
-    );
+    // (An online payment from a phone needs the cardholder's PIN first.)
+    let pay = RequestParams::PayOnline {
+        to_account: "carol".into(),
+        amount: 1_000_000,
+    };
+    se.change_pin(None, b"2468").expect("set PIN");
+    let e = se.build_request(&pay).unwrap_err();
+    assert!(e.is(&SeError::CardholderVerificationRequired), "{e}");
+    se.verify_pin(b"2468").expect("PIN");
+    let too_much = built(&mut se, pay).to_cbor();
     let m = assert_error(
         send(
             &node,
@@ -626,29 +676,26 @@ fn identical_replay_returns_identical_bytes() {
     op.deposit("dave", "d", 10_000).expect("deposit");
     let mut backend = node.backend();
     let mut se = card(b"dave");
-    let mut dave = Agent::onboard(
+    let code = op.enrolment_code("dave").expect("enrolment code");
+    let se_id = enrol(
         &mut se,
         &mut backend,
+        node.bo.root_key(),
         device_class::CARD,
         "Test cards Ltd",
         "dave",
+        &code,
     )
-    .expect("onboard");
-    let se_id = dave.se_id;
-    let key = dave.se.generate_keys(1).expect("key")[0];
-    let certify = signed(
-        &mut *dave.se,
-        se_id,
-        dave.counter + 1,
-        DeviceOp::Certify { keys: vec![key] },
-    );
-    let load = signed(
-        &mut *dave.se,
-        se_id,
-        dave.counter + 2,
-        DeviceOp::Load { amount: 3_000, key },
-    );
-    dave.counter += 2;
+    .se_id;
+    let certify = built(&mut se, RequestParams::Certify { n: 1 });
+    let DeviceOp::Certify { keys } = &certify.op else {
+        panic!("not a certify request");
+    };
+    let key = keys[0];
+    let certify = certify.to_cbor();
+    let load = built(&mut se, RequestParams::Load { amount: 3_000 });
+    assert!(matches!(load.op, DeviceOp::Load { amount: 3_000, .. }));
+    let load = load.to_cbor();
 
     let (s, ct, certs) = send(
         &node,
@@ -663,7 +710,8 @@ fn identical_replay_returns_identical_bytes() {
     else {
         panic!("not certificates");
     };
-    dave.se.install_certificate(&certs[0]).expect("install");
+    assert_eq!(certs[0].key, key);
+    se.install_certificate(&certs[0]).expect("install");
 
     let first = send(
         &node,
@@ -699,8 +747,13 @@ fn identical_replay_returns_identical_bytes() {
     else {
         panic!("not an issue");
     };
-    assert_eq!(dave.se.import_issue(&issue).expect("import"), Amount(3_000));
-    // The agent goes on with the next counter.
+    assert_eq!(se.import_issue(&issue).expect("import"), Amount(3_000));
+    // The agent goes on with the SE's next counter.
+    let mut dave = Agent {
+        se: &mut se,
+        backend: &mut backend,
+        se_id,
+    };
     assert_eq!(dave.account_balance().expect("balance"), 7_000);
 }
 
@@ -721,6 +774,7 @@ fn in_process_and_http_map_errors_the_same_way() {
         counter: 1,
         op: DeviceOp::Balance,
         signature: Signature::new(Suite::Ed25519, [1; 64]),
+        attachment: Vec::new(),
     }
     .to_cbor();
     let a = http.device(&unknown).unwrap_err();
@@ -746,14 +800,16 @@ fn public_surface_trust_metrics_openapi_dashboard() {
     assert_eq!(op.balance("frank").expect("balance"), 1_000);
     let mut backend = node.backend();
     let mut se = card(b"frank");
-    let mut frank = Agent::onboard(
+    let code = op.enrolment_code("frank").expect("enrolment code");
+    let mut frank = enrol(
         &mut se,
         &mut backend,
+        node.bo.root_key(),
         device_class::IOT,
         "<b>Meters & Co</b>",
         "frank",
-    )
-    .expect("onboard");
+        &code,
+    );
     frank.load(500).expect("load");
 
     // Trust, CBOR and JSON.
@@ -866,15 +922,40 @@ fn cloned_se_double_spend_is_caught_listed_and_booked_to_loss() {
     }
     let (mut bm, mut bc, mut bb) = (node.backend(), node.backend(), node.backend());
     let (mut sm, mut sc, mut sb) = (card(b"mallory"), card(b"carol"), card(b"bob"));
+    let root = node.bo.root_key();
+    let code = |who: &str| op.enrolment_code(who).expect("enrolment code");
     {
-        let mut m =
-            Agent::onboard(&mut sm, &mut bm, device_class::PHONE, "m", "mallory").expect("onboard");
+        let code = code("mallory");
+        let mut m = enrol(
+            &mut sm,
+            &mut bm,
+            root,
+            device_class::PHONE,
+            "m",
+            "mallory",
+            &code,
+        );
         m.load(1_000).expect("load");
     }
-    let mut carol =
-        Agent::onboard(&mut sc, &mut bc, device_class::PHONE, "c", "carol").expect("onboard");
-    let mut bob =
-        Agent::onboard(&mut sb, &mut bb, device_class::PHONE, "b", "bob").expect("onboard");
+    let (carol_code, bob_code) = (code("carol"), code("bob"));
+    let mut carol = enrol(
+        &mut sc,
+        &mut bc,
+        root,
+        device_class::PHONE,
+        "c",
+        "carol",
+        &carol_code,
+    );
+    let mut bob = enrol(
+        &mut sb,
+        &mut bb,
+        root,
+        device_class::PHONE,
+        "b",
+        "bob",
+        &bob_code,
+    );
     let mut clone = clone_se(&mut sm, b"clone");
 
     pay_offline(&mut sm, &mut *carol.se, Amount(1_000)).expect("first spend");
@@ -912,17 +993,29 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
     op.deposit("dora", "dep-dora", 20_000).expect("deposit");
     let mut backend = node.backend();
     let mut se = card(b"dora");
-    let mut dora = Agent::onboard(
+    let code = op.enrolment_code("dora").expect("enrolment code");
+    enrol(
         &mut se,
         &mut backend,
+        node.bo.root_key(),
         device_class::PHONE,
         "Test phones Ltd",
         "dora",
+        &code,
     )
-    .expect("onboard");
-    dora.load(2_000).expect("load");
-    let se_id = dora.se_id;
-    let mut counter = dora.counter;
+    .load(2_000)
+    .expect("load");
+    // The wallet has the SE sign the Sync of whatever it sealed.
+    let sync = |se: &mut ApduLink<TestCard>, sealed: Vec<u8>| {
+        let mut req = built(
+            se,
+            RequestParams::Sync {
+                sealed_digest: attachment_digest(&sealed),
+            },
+        );
+        req.attachment = sealed;
+        req
+    };
     let before = published_invariant(&node);
     let upload = SyncUpload::default().to_cbor();
     let root = tally_core::SecretKey::from_seed(Suite::Ed25519, &[3; 32]).expect("key");
@@ -934,8 +1027,7 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
         seal(&other, SealedKind::SyncUpload, &upload, &mut rng).expect("seal"),
         seal(&right, SealedKind::Redemption, &upload, &mut rng).expect("seal"),
     ] {
-        counter += 1;
-        let req = signed(&mut *dora.se, se_id, counter, DeviceOp::Sync { sealed });
+        let req = sync(&mut se, sealed).to_cbor();
         let m = assert_error(
             send(
                 &node,
@@ -950,10 +1042,39 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
         );
         assert!(m.contains("sealed"), "{m}");
     }
-    // The same upload sealed right does sync.
-    counter += 1;
+    // The upload sealed right, under a Sync signed for another attachment:
+    // refused before anything opens it.
     let sealed = seal(&right, SealedKind::SyncUpload, &upload, &mut rng).expect("seal");
-    let req = signed(&mut *dora.se, se_id, counter, DeviceOp::Sync { sealed });
+    let mut other = sync(&mut se, sealed.clone());
+    other.attachment = seal(&right, SealedKind::SyncUpload, &upload, &mut rng).expect("seal");
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &other.to_cbor(),
+        ),
+        400,
+        80,
+    );
+    // Without its attachment, too.
+    other.attachment = Vec::new();
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/devices/request",
+            None,
+            "application/cbor",
+            &other.to_cbor(),
+        ),
+        400,
+        80,
+    );
+    // The same upload sealed right does sync.
+    let req = sync(&mut se, sealed).to_cbor();
     let (status, _, _) = send(
         &node,
         "POST",
@@ -971,7 +1092,7 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
         .seal(&root.public(), SealedKind::SyncUpload, &upload)
         .expect_err("a key not signed by this root");
     assert!(e.message.contains("not signed by the root"), "{e}");
-    let se_root = dora.se.root_key().expect("root");
+    let se_root = se.root_key().expect("root");
     assert_eq!(se_root, node.bo.root_key());
     hb.seal(&se_root, SealedKind::SyncUpload, &upload)
         .expect("the SE's root signed the key");
@@ -1335,6 +1456,14 @@ fn strangers_get_the_same_answer_for_unknown_and_existing_accounts() {
                             ct,
                             amount,
                         ),
+                        send(
+                            &node,
+                            "POST",
+                            &format!("/v1/accounts/{name}/enrolment-codes"),
+                            token,
+                            ct,
+                            b"",
+                        ),
                     ]
                 })
                 .collect();
@@ -1385,15 +1514,41 @@ fn unauthenticated_pages_show_no_identities() {
     }
     let (mut b0, mut b1, mut b2) = (node.backend(), node.backend(), node.backend());
     let (mut s0, mut s1, mut s2) = (card(b"quokka"), card(b"narwhal"), card(b"axolotl"));
+    let root = node.bo.root_key();
+    let codes: Vec<String> = names
+        .iter()
+        .map(|n| op.enrolment_code(n).expect("enrolment code"))
+        .collect();
     {
-        let mut m =
-            Agent::onboard(&mut s0, &mut b0, device_class::PHONE, "m", names[0]).expect("onboard");
+        let mut m = enrol(
+            &mut s0,
+            &mut b0,
+            root,
+            device_class::PHONE,
+            "m",
+            names[0],
+            &codes[0],
+        );
         m.load(1_000).expect("load");
     }
-    let mut n =
-        Agent::onboard(&mut s1, &mut b1, device_class::CARD, "n", names[1]).expect("onboard");
-    let mut x =
-        Agent::onboard(&mut s2, &mut b2, device_class::IOT, "x", names[2]).expect("onboard");
+    let mut n = enrol(
+        &mut s1,
+        &mut b1,
+        root,
+        device_class::CARD,
+        "n",
+        names[1],
+        &codes[1],
+    );
+    let mut x = enrol(
+        &mut s2,
+        &mut b2,
+        root,
+        device_class::IOT,
+        "x",
+        names[2],
+        &codes[2],
+    );
     n.load(2_000).expect("load");
     let mut clone = clone_se(&mut s0, b"clone");
     pay_offline(&mut s0, &mut *n.se, Amount(1_000)).expect("first spend");
@@ -1472,4 +1627,118 @@ fn unauthenticated_pages_show_no_identities() {
         page.contains("<span id=\"double-spends-value\">1000</span>"),
         "{page}"
     );
+}
+
+/// Issue 9, enrolment over HTTP: one-time codes come from the operator
+/// route only; a registration without the account's code (none, a wrong
+/// one, another account's) is 403/81, an SE of an untrusted manufacturer
+/// 403/43 (without using up the code), the code used by a second SE
+/// 409/82. Nothing is registered or moved by a refusal.
+#[test]
+fn enrolment_over_http_needs_a_trusted_maker_and_the_accounts_code() {
+    use tally_core::dcp::{MakerCertificate, Registration};
+    let node = Node::start();
+    let op = node.op();
+    op.mint("m", 100_000).expect("mint");
+    op.deposit("ivy", "d-ivy", 1_000).expect("deposit");
+    op.deposit("jon", "d-jon", 1_000).expect("deposit");
+    // Codes are the operator's to hand out.
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/ivy/enrolment-codes",
+            None,
+            "",
+            &[],
+        ),
+        401,
+        tally_api::code::UNAUTHORIZED,
+    );
+    assert_error(
+        send(
+            &node,
+            "POST",
+            "/v1/accounts/i%20vy/enrolment-codes",
+            Some(TOKEN),
+            "",
+            &[],
+        ),
+        400,
+        tally_api::code::BAD_ACCOUNT_NAME,
+    );
+    let ivy_code = op.enrolment_code("ivy").expect("code");
+    let jon_code = op.enrolment_code("jon").expect("code");
+    assert_ne!(ivy_code, jon_code);
+    let before = published_invariant(&node);
+    let root = node.bo.root_key();
+    let mut hb = node.backend();
+    let reg = |se: &mut ApduLink<TestCard>, cert: &MakerCertificate, account: &str, code: &str| {
+        Registration {
+            maker_cert: cert.clone(),
+            account: account.into(),
+            signature: se.enrol(account, code).expect("enrol"),
+        }
+    };
+    let mut se = card(b"ivy");
+    let cert = manufacture(
+        &mut se,
+        device_class::PHONE,
+        root,
+        &maker_key(),
+        "Test phones Ltd",
+    )
+    .expect("manufacture");
+    for code in ["", "0000-0000-0000-0000", jon_code.as_str()] {
+        let e = hb.register(&reg(&mut se, &cert, "ivy", code)).unwrap_err();
+        assert_eq!((e.status, e.code), (403, 81), "{code:?}: {e}");
+    }
+    // An SE a rogue maker certified, with ivy's real code.
+    let rogue = SecretKey::from_seed(Suite::Ed25519, &[0x66; 32]).expect("key");
+    let mut rogue_se = card(b"rogue");
+    let rogue_cert = manufacture(
+        &mut rogue_se,
+        device_class::PHONE,
+        root,
+        &rogue,
+        "Test phones Ltd",
+    )
+    .expect("manufacture");
+    let e = hb
+        .register(&reg(&mut rogue_se, &rogue_cert, "ivy", &ivy_code))
+        .unwrap_err();
+    assert_eq!((e.status, e.code), (403, 43), "{e}");
+    assert!(op.devices().expect("devices").is_empty());
+    // The code enrols ivy's SE (a retry is idempotent), and no other.
+    let se_id = hb
+        .register(&reg(&mut se, &cert, "ivy", &ivy_code))
+        .expect("register");
+    assert_eq!(
+        hb.register(&reg(&mut se, &cert, "ivy", &ivy_code))
+            .expect("retry"),
+        se_id
+    );
+    let mut other = card(b"other");
+    let other_cert = manufacture(
+        &mut other,
+        device_class::PHONE,
+        root,
+        &maker_key(),
+        "Test phones Ltd",
+    )
+    .expect("manufacture");
+    let e = hb
+        .register(&reg(&mut other, &other_cert, "ivy", &ivy_code))
+        .unwrap_err();
+    assert_eq!((e.status, e.code), (409, 82), "{e}");
+    let devices = op.devices().expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].se_id, se_id.to_string());
+    assert_eq!(
+        published_invariant(&node),
+        before,
+        "a refusal changed the ledger"
+    );
+    assert_eq!(op.balance("ivy").expect("balance"), 1_000);
+    assert_eq!(op.balance("jon").expect("balance"), 1_000);
 }

@@ -12,7 +12,7 @@ use tally_core::Amount;
 use tally_core::policy::device_class::{CARD, PHONE};
 use tally_dcp::Backoffice;
 use tally_store::Store;
-use tally_wallet::agent::{Backend, SealedKind};
+use tally_wallet::agent::SealedKind;
 use tally_wallet::{SeLink, pay_offline};
 
 fn sqlite() -> Store {
@@ -213,44 +213,61 @@ fn many_operations_do_not_exhaust_the_key_table() {
 }
 
 /// Bad input: a device redeeming tokens of another device (a redemption
-/// package answering another SE's request) is refused and changes nothing.
+/// package answering another SE's order) is refused and changes nothing:
+/// the other SE refuses to pay the order and to build the request, and
+/// the request forged with its extracted key is refused by the DCP.
 #[test]
 fn tokens_of_another_device_are_refused() {
     use tally_core::codec::Cbor;
-    use tally_core::dcp::{DeviceOp, DeviceResponse};
+    use tally_core::dcp::{DeviceOp, DeviceResponse, attachment_digest};
+    use tally_core::{Package, Record};
+    use tally_se::{RequestParams, SeError};
     let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
     bo.mint("m1", 1_000_000).unwrap();
     bo.deposit("d", "alice", 10_000).unwrap();
     let mut a = onboard(&bo, "alice-x", PHONE, "alice");
     let mut b = onboard(&bo, "bob-x", PHONE, "bob");
     with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
-    // Alice's SE pays a redemption request issued to Alice…
-    let req_bytes = sign_request(
+    // Alice's SE pays a redemption order issued to Alice…
+    let req_bytes = build_request(
         &mut a,
-        DeviceOp::RedemptionRequest {
+        RequestParams::RedemptionRequest {
             amount: 1_000,
             unload: true,
         },
+        Vec::new(),
     );
-    let DeviceResponse::Redemption(request) =
+    let DeviceResponse::Redemption(order) =
         DeviceResponse::from_cbor(&bo.handle_device(&req_bytes).unwrap()).unwrap()
     else {
-        panic!("expected a redemption request")
+        panic!("expected a redemption order")
     };
-    let package = a.link.redeem(&request).unwrap();
-    // …and Bob's device tries to unload it into Bob's account.
+    let package = a.link.redeem(&order).unwrap();
+    let transfer_id = Record::Transfer(Package::from_cbor(&package).unwrap().transfer).id();
+    // …and Bob's device tries to unload it into Bob's account. Bob's SE
+    // builds no Redeem for a redemption it did not pay.
+    let sealed = seal_to_settlement(&bo, SealedKind::Redemption, &package);
+    let e = b
+        .link
+        .build_request(&RequestParams::Redeem {
+            nonce: order.request.nonce,
+            sealed_digest: attachment_digest(&sealed),
+        })
+        .unwrap_err();
+    assert!(e.is(&SeError::UnknownTransfer), "{e}");
+    // With Bob's SE key extracted, the request is forged: the DCP refuses it.
     let key = b.link.generate_keys(1).unwrap()[0];
     let before = bo.invariant().unwrap();
     let bob_before = bo.account_balance("bob").unwrap();
-    let steal = sign_request(
+    let steal = forge_request(
         &mut b,
         DeviceOp::Redeem {
-            nonce: request.nonce,
-            sealed: Local(bo.clone())
-                .seal(&bo.root_key(), SealedKind::Redemption, &package)
-                .unwrap(),
+            nonce: order.request.nonce,
+            transfer_id,
             key,
+            sealed_digest: attachment_digest(&sealed),
         },
+        sealed.clone(),
     );
     let e = bo.handle_device(&steal).unwrap_err();
     assert_eq!(
@@ -260,16 +277,13 @@ fn tokens_of_another_device_are_refused() {
     assert_eq!(bo.invariant().unwrap(), before);
     assert_eq!(bo.account_balance("bob").unwrap(), bob_before);
     // Alice's own device can still unload it.
-    let key_a = a.link.generate_keys(1).unwrap()[0];
-    let ok = sign_request(
+    let ok = build_request(
         &mut a,
-        DeviceOp::Redeem {
-            nonce: request.nonce,
-            sealed: Local(bo.clone())
-                .seal(&bo.root_key(), SealedKind::Redemption, &package)
-                .unwrap(),
-            key: key_a,
+        RequestParams::Redeem {
+            nonce: order.request.nonce,
+            sealed_digest: attachment_digest(&sealed),
         },
+        sealed,
     );
     assert!(matches!(
         DeviceResponse::from_cbor(&bo.handle_device(&ok).unwrap()).unwrap(),
@@ -278,48 +292,50 @@ fn tokens_of_another_device_are_refused() {
     assert_eq!(bo.account_balance("alice").unwrap(), 10_000);
 }
 
-/// Two different signed requests redeeming one redemption request: the
-/// second is refused by the central bank even when the DCP's own check is
-/// passed (the race window between the central commit and the DCP marking
-/// its row done, simulated by resetting that row), and nothing is paid twice.
+/// Two different signed requests redeeming one redemption order (the SE
+/// builds a Redeem for its payment as often as asked, each with its own
+/// counter and sealing): the second is refused by the central bank even
+/// when the DCP's own check is passed (the race window between the
+/// central commit and the DCP marking its row done, simulated by
+/// resetting that row), and nothing is paid twice.
 #[test]
 fn one_redemption_pays_once_across_requests() {
     use tally_core::codec::Cbor;
-    use tally_core::dcp::{DeviceOp, DeviceResponse};
+    use tally_core::dcp::{DeviceResponse, attachment_digest};
+    use tally_se::RequestParams;
     let bo = Arc::new(Backoffice::open(sqlite()).unwrap());
     bo.mint("m1", 1_000_000).unwrap();
     bo.deposit("d", "alice", 10_000).unwrap();
     let mut a = onboard(&bo, "alice-twice", PHONE, "alice");
     with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
-    let r = sign_request(
+    let r = build_request(
         &mut a,
-        DeviceOp::RedemptionRequest {
+        RequestParams::RedemptionRequest {
             amount: 1_000,
             unload: true,
         },
+        Vec::new(),
     );
-    let DeviceResponse::Redemption(request) =
+    let DeviceResponse::Redemption(order) =
         DeviceResponse::from_cbor(&bo.handle_device(&r).unwrap()).unwrap()
     else {
-        panic!("expected a redemption request")
+        panic!("expected a redemption order")
     };
-    let package = a.link.redeem(&request).unwrap();
+    let package = a.link.redeem(&order).unwrap();
     let redeem = |a: &mut Dev| {
-        let key = a.link.generate_keys(1).unwrap()[0];
-        let sealed = Local(bo.clone())
-            .seal(&bo.root_key(), SealedKind::Redemption, &package)
-            .unwrap();
-        sign_request(
+        let sealed = seal_to_settlement(&bo, SealedKind::Redemption, &package);
+        build_request(
             a,
-            DeviceOp::Redeem {
-                nonce: request.nonce,
-                sealed,
-                key,
+            RequestParams::Redeem {
+                nonce: order.request.nonce,
+                sealed_digest: attachment_digest(&sealed),
             },
+            sealed,
         )
     };
     let first = redeem(&mut a);
     let second = redeem(&mut a);
+    assert_ne!(first, second);
     bo.handle_device(&first).unwrap();
     assert_eq!(bo.account_balance("alice").unwrap(), 10_000);
     let after_first = bo.invariant().unwrap();

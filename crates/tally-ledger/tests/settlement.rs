@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::{audit, balance, count, ledger_snapshot, query, run};
 use tally_core::codec::Cbor;
 use tally_core::crypto::verify;
+use tally_core::dcp::RedemptionOrder;
 use tally_core::policy::device_class::{CARD, DCP, PHONE};
 use tally_core::testkit::{Scheme, TestEntropy};
 use tally_core::verify::{NoCache, verify_package, verify_package_for_settlement};
@@ -96,7 +97,8 @@ fn pay(payer: &mut dyn SeLink, payee: &mut dyn SeLink, amount: u64) -> Package {
     Package::from_cbor(&bytes).unwrap_or_else(|e| panic!("package: {e}"))
 }
 
-/// Renewal/unload: the SE pays the DCP's redemption key.
+/// Renewal/unload: the SE pays the DCP's redemption key, on the DCP's
+/// order bound to this SE.
 fn redeem(se: &mut dyn SeLink, scheme: &Scheme, amount: u64) -> Package {
     let request = Request {
         amount: Amount(amount),
@@ -104,9 +106,12 @@ fn redeem(se: &mut dyn SeLink, scheme: &Scheme, amount: u64) -> Package {
         payee: scheme.certify(scheme.dcp.public(), DCP, 0),
         payee_epoch: scheme.epoch,
     };
-    let bytes = se
-        .redeem(&request)
-        .unwrap_or_else(|e| panic!("redeem: {e}"));
+    let se_id = se
+        .attestation_key()
+        .unwrap_or_else(|e| panic!("attestation key: {e}"))
+        .id();
+    let order = RedemptionOrder::sign(&scheme.dcp, se_id, false, request);
+    let bytes = se.redeem(&order).unwrap_or_else(|e| panic!("redeem: {e}"));
     Package::from_cbor(&bytes).unwrap_or_else(|e| panic!("package: {e}"))
 }
 

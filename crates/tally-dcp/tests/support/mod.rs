@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
-use tally_core::dcp::Registration;
-use tally_core::{Hash32, Policy, PublicKey, RevocationList};
+use tally_core::codec::Cbor;
+use tally_core::dcp::{DeviceOp, MakerCertificate, Registration};
+use tally_core::{Hash32, Policy, PublicKey, RevocationList, SecretKey, Suite};
 use tally_dcp::Backoffice;
+use tally_se::RequestParams;
 use tally_se::dispatch::Card;
 use tally_se::storage::MemStorage;
-use tally_wallet::ApduLink;
-use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind};
+use tally_wallet::agent::{Agent, Backend, BackendError, SealedKind, manufacture};
 use tally_wallet::testkit::blank_card;
+use tally_wallet::{ApduLink, SeLink};
 
 pub struct Local(pub Arc<Backoffice>);
 
@@ -55,19 +57,35 @@ pub type Link = ApduLink<Card<MemStorage, tally_core::testkit::TestEntropy>>;
 pub struct Dev {
     pub link: Link,
     pub se_id: Hash32,
-    pub counter: u64,
 }
 
-pub fn onboard(bo: &Arc<Backoffice>, label: &str, class: u8, account: &str) -> Dev {
+/// The test SE manufacturer's key (what a maker keeps in its HSM).
+pub fn maker_key() -> SecretKey {
+    SecretKey::from_seed(Suite::Ed25519, &[0x4d; 32]).unwrap()
+}
+
+/// The maker name the test manufacturer certifies.
+pub const MAKER: &str = "acme";
+
+/// A blank SE, personalised and certified by the test manufacturer
+/// (whom the back office trusts).
+pub fn manufactured(bo: &Arc<Backoffice>, label: &str, class: u8) -> (Link, MakerCertificate) {
+    bo.trust_manufacturer(maker_key().public()).unwrap();
     let mut link = ApduLink::select(blank_card(label.as_bytes()), 4096).unwrap();
+    let cert = manufacture(&mut link, class, bo.root_key(), &maker_key(), MAKER).unwrap();
+    (link, cert)
+}
+
+/// Manufactures an SE and enrols it under `account` with a fresh
+/// one-time code from the DCP.
+pub fn onboard(bo: &Arc<Backoffice>, label: &str, class: u8, account: &str) -> Dev {
+    let (mut link, cert) = manufactured(bo, label, class);
+    let code = bo.enrolment_code(account).unwrap();
     let mut b = Local(bo.clone());
-    let a = Agent::onboard(&mut link, &mut b, class, "acme", account).unwrap();
-    let (se_id, counter) = (a.se_id, a.counter);
-    Dev {
-        link,
-        se_id,
-        counter,
-    }
+    let se_id = Agent::onboard(&mut link, &mut b, cert, account, &code)
+        .unwrap()
+        .se_id;
+    Dev { link, se_id }
 }
 
 pub fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agent<'_>) -> R) -> R {
@@ -76,11 +94,8 @@ pub fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agen
         se: &mut d.link,
         backend: &mut b,
         se_id: d.se_id,
-        counter: d.counter,
     };
-    let r = f(&mut a);
-    d.counter = a.counter;
-    r
+    f(&mut a)
 }
 
 /// A clone of `d`'s SE (its storage copied, as an attacker with the chip's
@@ -112,25 +127,57 @@ pub fn clone_dev(d: &mut Dev) -> Dev {
     Dev {
         link: ApduLink::select(Card::new(clone_applet), 4096).unwrap(),
         se_id: d.se_id,
-        counter: d.counter,
     }
 }
 
-/// The next signed device request of `d` (counter + 1), as CBOR.
-pub fn sign_request(d: &mut Dev, op: tally_core::dcp::DeviceOp) -> Vec<u8> {
-    use tally_core::codec::Cbor;
-    use tally_core::dcp::DeviceRequest;
-    use tally_wallet::SeLink;
-    d.counter += 1;
-    let signature = d
+/// A request built and signed by `d`'s SE (BUILD REQUEST), with
+/// `attachment` (the sealed upload of Sync and Redeem), as CBOR.
+pub fn build_request(d: &mut Dev, params: RequestParams, attachment: Vec<u8>) -> Vec<u8> {
+    let mut req = d.link.build_request(&params).unwrap();
+    req.attachment = attachment;
+    req.to_cbor()
+}
+
+/// A request the real SE would never build, signed with `d`'s attestation
+/// key through the test hook: an attacker who extracted the SE's key.
+/// Takes the SE's next counter (the SE burns it on a Balance request it
+/// builds and nobody sends), so that the device's own requests go on.
+pub fn forge_request(d: &mut Dev, op: DeviceOp, attachment: Vec<u8>) -> Vec<u8> {
+    let counter = d
         .link
-        .attest(&DeviceRequest::challenge(&d.se_id, d.counter, &op))
+        .build_request(&RequestParams::Balance)
+        .unwrap()
+        .counter;
+    let mut req = d
+        .link
+        .card
+        .applet
+        .sign_request_unchecked(counter, op)
         .unwrap();
-    DeviceRequest {
-        se_id: d.se_id,
-        counter: d.counter,
-        op,
+    req.attachment = attachment;
+    req.to_cbor()
+}
+
+/// `plaintext` sealed to settlement, as the wallet does.
+pub fn seal_to_settlement(bo: &Arc<Backoffice>, kind: SealedKind, plaintext: &[u8]) -> Vec<u8> {
+    Local(bo.clone())
+        .seal(&bo.root_key(), kind, plaintext)
+        .unwrap()
+}
+
+/// Registration as the wallet sends it: the maker's certificate and the
+/// SE's enrolment signature over `account` and `code`.
+pub fn register(
+    bo: &Arc<Backoffice>,
+    link: &mut Link,
+    maker_cert: MakerCertificate,
+    account: &str,
+    code: &str,
+) -> Result<Hash32, tally_dcp::BackofficeError> {
+    let signature = link.enrol(account, code).unwrap();
+    bo.register(&Registration {
+        maker_cert,
+        account: account.to_string(),
         signature,
-    }
-    .to_cbor()
+    })
 }
