@@ -11,10 +11,11 @@ use tally_api::{ApiConfig, BackgroundServer, DeviceRate, HttpBackend, InProcess,
 use tally_core::codec::Cbor;
 use tally_core::dcp::{DeviceOp, DeviceRequest};
 use tally_core::policy::device_class;
-use tally_core::{Hash32, Signature, Suite};
+use tally_core::{SecretKey, Signature, Suite};
 use tally_dcp::Backoffice;
+use tally_se::RequestParams;
 use tally_store::Store;
-use tally_wallet::agent::{Agent, Backend, BackendError};
+use tally_wallet::agent::{Agent, Backend, BackendError, manufacture};
 use tally_wallet::testkit::{TestCard, blank_card};
 use tally_wallet::{ApduLink, SeLink};
 
@@ -22,17 +23,37 @@ fn card(label: &[u8]) -> ApduLink<TestCard> {
     ApduLink::select(blank_card(label), 4096).expect("select applet")
 }
 
-fn signed(se: &mut dyn SeLink, se_id: Hash32, counter: u64, op: DeviceOp) -> Vec<u8> {
-    let signature = se
-        .attest(&DeviceRequest::challenge(&se_id, counter, &op))
-        .expect("attest");
-    DeviceRequest {
-        se_id,
-        counter,
-        op,
-        signature,
+const PIN: &[u8] = b"2468";
+
+/// The test SE manufacturer's key.
+fn maker_key() -> SecretKey {
+    SecretKey::from_seed(Suite::Ed25519, &[0x4d; 32]).expect("maker key")
+}
+
+/// Manufactures `se` (PIN set) and enrols it for `account` with a fresh
+/// one-time code.
+fn onboard<'a>(
+    se: &'a mut ApduLink<TestCard>,
+    backend: &'a mut dyn Backend,
+    bo: &Backoffice,
+    account: &str,
+) -> Agent<'a> {
+    bo.trust_manufacturer(maker_key().public())
+        .expect("trust maker");
+    let cert = manufacture(se, device_class::PHONE, bo.root_key(), &maker_key(), "acme")
+        .expect("manufacture");
+    se.change_pin(None, PIN).expect("PIN");
+    let code = bo.enrolment_code(account).expect("code");
+    Agent::onboard(se, backend, cert, account, &code).expect("onboard")
+}
+
+/// A request the SE builds and signs itself; an online payment after the
+/// cardholder's PIN.
+fn signed(se: &mut ApduLink<TestCard>, params: RequestParams) -> Vec<u8> {
+    if matches!(params, RequestParams::PayOnline { .. }) {
+        se.verify_pin(PIN).expect("PIN");
     }
-    .to_cbor()
+    se.build_request(&params).expect("build").to_cbor()
 }
 
 fn backoffice() -> Arc<Backoffice> {
@@ -47,15 +68,11 @@ fn failed_online_payment_replayed_after_top_up_gets_the_same_refusal() {
     bo.deposit("d2", "frank", 1).expect("deposit");
     let mut backend = InProcess(bo.clone());
     let mut se = card(b"erin");
-    let erin = Agent::onboard(&mut se, &mut backend, device_class::PHONE, "acme", "erin")
-        .expect("onboard");
-    let (se_id, counter) = (erin.se_id, erin.counter);
+    onboard(&mut se, &mut backend, &bo, "erin");
     // Erin's SE signs a payment her account cannot cover; it fails.
     let pay = signed(
         &mut se,
-        se_id,
-        counter + 1,
-        DeviceOp::PayOnline {
+        RequestParams::PayOnline {
             to_account: "frank".into(),
             amount: 5_000,
         },
@@ -87,9 +104,7 @@ fn failed_online_payment_replayed_after_top_up_gets_the_same_refusal() {
     // A fresh request (next counter) for the same payment now goes through.
     let fresh = signed(
         &mut se,
-        se_id,
-        counter + 2,
-        DeviceOp::PayOnline {
+        RequestParams::PayOnline {
             to_account: "frank".into(),
             amount: 5_000,
         },
@@ -114,13 +129,9 @@ fn burst_from_one_se_gets_429_and_changes_nothing() {
     let mut se = card(b"gina");
     let mut other = card(b"hank");
     // Onboarding (registration) is not a device request: not counted.
-    let gina =
-        Agent::onboard(&mut se, &mut http, device_class::PHONE, "acme", "gina").expect("onboard");
-    let (se_id, mut counter) = (gina.se_id, gina.counter);
+    let se_id = onboard(&mut se, &mut http, &bo, "gina").se_id;
     bo.deposit("d2", "hank", 10).expect("deposit");
-    let hank = Agent::onboard(&mut other, &mut http, device_class::PHONE, "acme", "hank")
-        .expect("onboard");
-    let (hank_id, hank_counter) = (hank.se_id, hank.counter);
+    onboard(&mut other, &mut http, &bo, "hank");
     // Forged requests naming gina's SE cost her bucket nothing.
     for i in 0..8u8 {
         let forged = DeviceRequest {
@@ -128,6 +139,7 @@ fn burst_from_one_se_gets_429_and_changes_nothing() {
             counter: 1_000 + u64::from(i),
             op: DeviceOp::Balance,
             signature: Signature::new(Suite::Ed25519, [i; 64]),
+            attachment: Vec::new(),
         }
         .to_cbor();
         assert_eq!(http.device(&forged).expect_err("forged").code, 52);
@@ -136,8 +148,7 @@ fn burst_from_one_se_gets_429_and_changes_nothing() {
     let mut answered = 0;
     let mut limited = None;
     for _ in 0..40 {
-        counter += 1;
-        let req = signed(&mut se, se_id, counter, DeviceOp::Balance);
+        let req = signed(&mut se, RequestParams::Balance);
         match http.device(&req) {
             Ok(_) => answered += 1,
             Err(e) => {
@@ -153,7 +164,7 @@ fn burst_from_one_se_gets_429_and_changes_nothing() {
     let limited = limited.expect("a burst past the limit is refused");
     assert_eq!(bo.invariant().expect("invariant"), before);
     // Another SE is not limited by gina's burst.
-    let h = signed(&mut other, hank_id, hank_counter + 1, DeviceOp::Balance);
+    let h = signed(&mut other, RequestParams::Balance);
     http.device(&h).expect("hank is not limited");
     // The refused request claimed nothing (not even its counter): once the
     // bucket refilled, the same bytes are answered.
