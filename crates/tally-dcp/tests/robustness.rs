@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use support::*;
 use tally_core::codec::Cbor;
-use tally_core::dcp::{DeviceOp, SyncUpload};
+use tally_core::dcp::{DeviceOp, SyncUpload, attachment_digest};
+use tally_se::RequestParams;
 use tally_core::package::sign_transfer;
 use tally_core::policy::device_class::PHONE;
 use tally_core::testkit::key;
@@ -18,7 +19,7 @@ use tally_dcp::Backoffice;
 use tally_mds::AlertKind;
 use tally_store::Store;
 use tally_wallet::agent::{Backend, SealedKind};
-use tally_wallet::{SeLink, pay_offline};
+use tally_wallet::pay_offline;
 
 fn backoffice() -> Arc<Backoffice> {
     Arc::new(Backoffice::open(Store::sqlite_memory().unwrap()).unwrap())
@@ -92,7 +93,13 @@ fn upload_whose_outputs_sum_past_u64_max_does_not_stop_the_mds() {
     let sealed = Local(bo.clone())
         .seal(&bo.root_key(), SealedKind::SyncUpload, &upload.to_cbor())
         .unwrap();
-    let req = sign_request(&mut mallory, DeviceOp::Sync { sealed });
+    let req = build_request(
+        &mut mallory,
+        RequestParams::Sync {
+            sealed_digest: attachment_digest(&sealed),
+        },
+        sealed,
+    );
     bo.handle_device(&req).unwrap();
     // The poison row was judged (a counterfeit attempt), not left behind.
     assert_eq!(kinds(&bo), vec![AlertKind::CounterfeitRefused]);
@@ -212,12 +219,15 @@ fn a_failed_request_is_final_even_after_the_account_is_topped_up() {
     bo.deposit("d1", "erin", 100).unwrap();
     bo.deposit("d2", "frank", 1).unwrap();
     let mut erin = onboard(&bo, "erin-final", PHONE, "erin");
-    let pay = sign_request(
+    // (Signed through the test hook: the back office's own finality is
+    // under test, not the SE's PIN check.)
+    let pay = forge_request(
         &mut erin,
         DeviceOp::PayOnline {
             to_account: "frank".into(),
             amount: 5_000,
         },
+        Vec::new(),
     );
     let first = bo.handle_device(&pay).unwrap_err();
     assert!(first.is_client_error(), "{first:?}");
@@ -246,8 +256,7 @@ fn a_failed_request_is_final_even_after_the_account_is_topped_up() {
 fn a_request_that_failed_on_the_server_side_stays_retryable() {
     let bo = backoffice();
     let mut dev = onboard(&bo, "ivy-retry", PHONE, "ivy");
-    let key = dev.link.generate_keys(1).unwrap()[0];
-    let certify = sign_request(&mut dev, DeviceOp::Certify { keys: vec![key] });
+    let certify = build_request(&mut dev, RequestParams::Certify { n: 1 }, Vec::new());
     // The directory's record of the SE's identity is (transiently) wrong:
     // the DCP refuses to escrow to it, a server-side failure (5xx).
     let digest = id_digest(&bo, &dev.se_id);
