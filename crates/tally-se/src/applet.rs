@@ -1077,7 +1077,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             owner: request.payee.key
         }];
         if !change.is_zero() {
-            let change_key = self.change_key()?;
+            let change_key = self.change_key(inputs[0])?;
             outputs.push(Output {
                 value: change,
                 owner: change_key,
@@ -1202,24 +1202,33 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Some(k)
     }
 
-    /// The key the change goes to: the newest certified key. Not a fresh
-    /// one per payment: the next payee sees the whole ancestry, change
-    /// record included, so a fresh key would not unlink the payments, and
-    /// every extra pseudonym in a lineage costs a stored certificate and
-    /// package bytes (tried: 30 one-unit payments overflowed a card's
-    /// storage in `tally demo`).
-    fn change_key(&self) -> Result<PublicKey, SeError> {
+    /// The key the change goes to: the key of the first (largest) input,
+    /// which has just signed and whose certificate is in the package, else
+    /// the newest certified key. Not a fresh one per payment: the next
+    /// payee sees the whole ancestry, change record included, so a fresh
+    /// key would not unlink the payments, and every extra pseudonym in a
+    /// lineage costs a stored certificate and package bytes (tried: 30
+    /// one-unit payments overflowed a card's storage in `tally demo`).
+    /// Keeping the change on the spending pseudonym also means that the
+    /// revocation of a cheater's pseudonym named by a double spend covers
+    /// the change of that spend (T30): the change of a clone's payment
+    /// cannot go on circulating under a key no evidence names.
+    fn change_key(&self, input: &Token) -> Result<PublicKey, SeError> {
         let epoch = self.state.epoch;
+        let valid = |k: &OfflineKey| {
+            k.cert
+                .as_ref()
+                .map(|c| c.expiry_epoch >= epoch)
+                .unwrap_or(false)
+        };
+        if self.state.key(&input.owner).is_some_and(valid) {
+            return Ok(input.owner);
+        }
         self.state
             .keys
             .iter()
             .rev()
-            .find(|k| {
-                k.cert
-                    .as_ref()
-                    .map(|c| c.expiry_epoch >= epoch)
-                    .unwrap_or(false)
-            })
+            .find(|k| valid(k))
             .map(|k| k.public)
             .ok_or(SeError::NoCertifiedKey)
     }
