@@ -75,7 +75,11 @@ pub enum Nonce {
 pub enum Op {
     Load { se: Se, ctr: u8 },
     Renew { nonce: Nonce },
+    /// A stranded payment output recovered for the payee.
     Recover { payer: Se, nonce: Nonce },
+    /// A payment for a request that another transfer already fulfilled
+    /// (or that was already recovered), refunded to its payer.
+    Refund { payer: Se, nonce: Nonce },
 }
 
 /// Record id. Content-derived, so the interleaving does not number records.
@@ -113,6 +117,9 @@ pub enum Consumer {
     Transfer(RecId),
     /// A stranded payment output recovered for the payee.
     Recovery,
+    /// A surplus payment output (its request was fulfilled or recovered by
+    /// another transfer) refunded to the payer.
+    Refund,
     /// A redemption output settled (renewed or unloaded).
     Redemption,
 }
@@ -123,9 +130,10 @@ pub enum Body {
     Load { amount: Amount },
     Order { amount: Amount, unload: bool },
     Redeem { nonce: Nonce, transfer: RecId },
-    /// Unacknowledged outgoing packages and closed requests
-    /// `(intent, amount)`, signed by the request's key.
-    Sync { packages: Vec<RecId>, closures: Vec<(u8, Amount)> },
+    /// Unacknowledged outgoing packages; the outcome of each of this SE's
+    /// requests: closed `(intent, amount)` or fulfilled by a received
+    /// transfer. Both lists are built and signed by the SE.
+    Sync { packages: Vec<RecId>, closures: Vec<(u8, Amount)>, fulfilled: Vec<RecId> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -189,8 +197,10 @@ pub struct BackOffice {
     pub accounts: Vec<Amount>,
     pub float: Amount,
     pub last_ctr: Vec<u8>,
-    /// Request log: (SE, counter) -> (request, stored final answer).
-    pub answers: BTreeMap<(Se, u8), (Body, Vec<Msg>)>,
+    /// Request log: (SE, counter) -> the request answered. Its stored
+    /// final answer is the messages of the first answer, which the network
+    /// set keeps for ever: an identical resend gets exactly those again.
+    pub answers: BTreeMap<(Se, u8), Body>,
     /// Redemption orders: nonce -> (bound SE, amount, unload).
     pub orders: BTreeMap<Nonce, (Se, Amount, bool)>,
     /// Redemption nonces settled (once per nonce).
@@ -202,6 +212,10 @@ pub struct BackOffice {
     pub closures: BTreeSet<(Se, u8, Amount)>,
     /// Transfers whose stranded payment output was recovered.
     pub recovered: BTreeSet<RecId>,
+    /// Requests the payee reported fulfilled: nonce -> the transfer received.
+    pub fulfilled: BTreeMap<Nonce, RecId>,
+    /// Surplus payments refunded to their payer.
+    pub refunded: BTreeSet<RecId>,
     /// Issues made for each SE (its mailbox).
     pub mailbox: BTreeMap<Se, BTreeSet<Op>>,
 }
@@ -235,6 +249,10 @@ pub struct Bugs {
     /// Sync does not re-deliver load/renewal Issues: a wallet crash between
     /// the back office's answer and IMPORT strands the value.
     pub no_issue_redelivery: bool,
+    /// The payee reports only closed requests, not fulfilled ones (the
+    /// design as first briefed): a request paid by two payers strands the
+    /// payment the payee did not receive.
+    pub no_fulfilment_report: bool,
 }
 
 /// The bound: how many SEs, what each may do (each intent at most once,
@@ -254,8 +272,8 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Test bound (issue 9's "under 2 minutes"): 2 SEs; SE 0 loads 2 and
-    /// pays SE 1 1 unit; SE 1 redeems 1 (unload); one sync each.
+    /// Smoke bound: 2 SEs; SE 0 loads 2 and pays SE 1 1 unit; SE 1
+    /// unloads 1; one sync each.
     pub fn small() -> Self {
         Bound {
             name: "small",
@@ -266,30 +284,34 @@ impl Bound {
             syncs: 1,
         }
     }
-    /// Suite bound: as `small`, with two syncs per SE and a renewal by SE 0.
+    /// The suite bound (issue 9's "under 2 minutes"): 2 SEs, both load
+    /// (2 and 1), a payment each way (1 unit), SE 1 unloads 1; one sync
+    /// each.
     pub fn suite() -> Self {
         Bound {
             name: "suite",
-            accounts: vec![2, 0],
-            loads: vec![(0, 2)],
-            payments: vec![(1, 1)],
-            redemptions: vec![(1, 1, true), (0, 1, false)],
-            syncs: 2,
-        }
-    }
-    /// Larger bound for the example: two payments (one each way).
-    pub fn large() -> Self {
-        Bound {
-            name: "large",
             accounts: vec![2, 1],
             loads: vec![(0, 2), (1, 1)],
             payments: vec![(1, 1), (0, 1)],
             redemptions: vec![(1, 1, true)],
+            syncs: 1,
+        }
+    }
+    /// Renewal and repeated sync: SE 0 loads 2, pays SE 1 1 unit, renews
+    /// 1; two syncs each (so each side can upload twice, in either order).
+    pub fn renewal() -> Self {
+        Bound {
+            name: "renewal",
+            accounts: vec![2, 0],
+            loads: vec![(0, 2)],
+            payments: vec![(1, 1)],
+            redemptions: vec![(0, 1, false)],
             syncs: 2,
         }
     }
-    /// Three SEs: SE 0 loads; SE 1 and SE 2 each request a payment that
-    /// any other SE may pay (the terminal may route either way).
+    /// Three SEs: SE 0 loads 2; SE 1 and SE 2 each request 1 unit that
+    /// any other SE may pay (the terminal may show a request to two
+    /// payers); one sync each.
     pub fn three() -> Self {
         Bound {
             name: "three",
@@ -300,12 +322,46 @@ impl Bound {
             syncs: 1,
         }
     }
+    /// Larger (example only, minutes): as `renewal` plus an unload by SE 1.
+    pub fn large() -> Self {
+        Bound {
+            name: "large",
+            accounts: vec![2, 0],
+            loads: vec![(0, 2)],
+            payments: vec![(1, 1)],
+            redemptions: vec![(1, 1, true), (0, 1, false)],
+            syncs: 2,
+        }
+    }
+    /// Experimental bound from the environment, for sizing:
+    /// `syncs;acc,acc;se:amt,..;payee:amt,..;se:amt:u|r,..`
+    pub fn parse(spec: &str) -> Option<Self> {
+        let f: Vec<&str> = spec.split(';').collect();
+        let list = |x: &str| -> Vec<Vec<i16>> {
+            x.split(',')
+                .filter(|e| !e.is_empty())
+                .map(|e| e.split(':').map(|v| match v { "u" => 1, "r" => 0, v => v.parse().unwrap() }).collect())
+                .collect()
+        };
+        Some(Bound {
+            name: "custom",
+            syncs: f.first()?.parse().ok()?,
+            accounts: f.get(1)?.split(',').map(|v| v.parse().unwrap()).collect(),
+            loads: list(f.get(2)?).iter().map(|v| (v[0] as Se, v[1])).collect(),
+            payments: list(f.get(3)?).iter().map(|v| (v[0] as Se, v[1])).collect(),
+            redemptions: list(f.get(4)?).iter().map(|v| (v[0] as Se, v[1], v[2] == 1)).collect(),
+        })
+    }
     pub fn by_name(name: &str) -> Option<Self> {
+        if name.contains(';') {
+            return Self::parse(name);
+        }
         Some(match name {
             "small" => Self::small(),
             "suite" => Self::suite(),
-            "large" => Self::large(),
+            "renewal" => Self::renewal(),
             "three" => Self::three(),
+            "large" => Self::large(),
             _ => return None,
         })
     }
@@ -413,7 +469,14 @@ impl Model {
                 closures.sort();
             }
         }
-        DevReq { se, ctr: st.ctr, body: Body::Sync { packages, closures } }
+        // A terminal that writes the upload (broken variant) also drops
+        // the fulfilment reports.
+        let fulfilled = if self.bugs.no_fulfilment_report || forged.is_some() {
+            vec![]
+        } else {
+            st.received.iter().copied().collect()
+        };
+        DevReq { se, ctr: st.ctr, body: Body::Sync { packages, closures, fulfilled } }
     }
 
     /// SE handles a message; returns the messages it emits, or `None` if
@@ -595,10 +658,11 @@ impl Model {
     /// (the stored one for an identical resend), or `None` if refused.
     fn bo_handle(&self, s: &mut State, req: &DevReq) -> Option<Vec<Msg>> {
         let key = (req.se, req.ctr);
-        if let Some((body, ans)) = s.bo.answers.get(&key) {
-            // Identical resend: the stored answer. Same counter, other
-            // content: refused (replay).
-            return if *body == req.body { Some(ans.clone()) } else { None };
+        if let Some(body) = s.bo.answers.get(&key) {
+            // Identical resend: the stored answer (already in the network
+            // set, so nothing new). Same counter, other content: refused
+            // (replay).
+            return if *body == req.body { Some(vec![]) } else { None };
         }
         if req.ctr <= s.bo.last_ctr[req.se as usize] {
             return None; // replay of an old counter
@@ -624,7 +688,7 @@ impl Model {
                 vec![Msg::Order { nonce, se, amount: *amount, unload: *unload }]
             }
             Body::Redeem { nonce, transfer } => self.redeem(s, se, *nonce, *transfer),
-            Body::Sync { packages, closures } => {
+            Body::Sync { packages, closures, fulfilled } => {
                 let mut ans = Vec::new();
                 for t in packages {
                     match t {
@@ -645,6 +709,13 @@ impl Model {
                 for (intent, amount) in closures {
                     s.bo.closures.insert((se, *intent, *amount));
                 }
+                for t in fulfilled {
+                    if let RecId::Transfer { nonce: n @ Nonce::Pay { payee, .. }, .. } = t {
+                        if *payee == se {
+                            s.bo.fulfilled.entry(*n).or_insert(*t);
+                        }
+                    }
+                }
                 self.pair(s);
                 let ops: Vec<Op> = s.bo.mailbox.get(&se).into_iter().flatten().copied().collect();
                 for op in ops {
@@ -655,7 +726,7 @@ impl Model {
                 ans
             }
         };
-        s.bo.answers.insert(key, (req.body.clone(), ans.clone()));
+        s.bo.answers.insert(key, req.body.clone());
         Some(ans)
     }
 
@@ -695,33 +766,47 @@ impl Model {
         }
     }
 
-    /// Pair uploaded closures with settled packages: recover each stranded
-    /// payment once.
+    /// Resolve settled payment packages against the payee's reports:
+    /// per request nonce, the transfer the payee received stands; if the
+    /// payee closed the request, the first settled matching transfer is
+    /// recovered to the payee (once per request); any other settled
+    /// transfer for a resolved request is refunded to its payer (once).
     fn pair(&self, s: &mut State) {
-        let closures: Vec<_> = s.bo.closures.iter().copied().collect();
-        for (payee, intent, amount) in closures {
-            let nonce = Nonce::Pay { payee, intent };
-            let ts: Vec<RecId> = s
-                .bo
-                .settled
-                .iter()
-                .filter(|t| matches!(t, RecId::Transfer { nonce: n, .. } if *n == nonce))
-                .copied()
-                .collect();
-            for t in ts {
-                if s.bo.recovered.contains(&t) {
-                    continue;
-                }
-                if s.records[&t].outputs[0] != (Output { value: amount, owner: Key::Se(payee) }) {
-                    continue;
-                }
-                if !self.register(s, OutPoint { rec: t, idx: 0 }, Consumer::Recovery) {
-                    continue;
-                }
-                s.bo.recovered.insert(t);
-                let RecId::Transfer { payer, .. } = t else { unreachable!() };
-                self.issue(s, Op::Recover { payer, nonce }, payee, amount);
+        let settled: Vec<RecId> = s.bo.settled.iter().copied().collect();
+        for t in settled {
+            let RecId::Transfer { payer, nonce: nonce @ Nonce::Pay { payee, intent } } = t else { continue };
+            if s.bo.recovered.contains(&t) || s.bo.refunded.contains(&t) {
+                continue;
             }
+            let out = s.records[&t].outputs[0];
+            let recovered_other = s.bo.recovered.iter().any(|r| matches!(r, RecId::Transfer { nonce: n, .. } if *n == nonce));
+            let refund = match s.bo.fulfilled.get(&nonce) {
+                Some(r) if *r == t => continue, // the payment the payee received
+                Some(_) => true,
+                None => {
+                    if recovered_other {
+                        true
+                    } else if s.bo.closures.contains(&(payee, intent, out.value)) && out.owner == Key::Se(payee) {
+                        false
+                    } else {
+                        continue; // unresolved: wait for the payee's report
+                    }
+                }
+            };
+            let (consumer, op, to) = if refund {
+                (Consumer::Refund, Op::Refund { payer, nonce }, payer)
+            } else {
+                (Consumer::Recovery, Op::Recover { payer, nonce }, payee)
+            };
+            if !self.register(s, OutPoint { rec: t, idx: 0 }, consumer) {
+                continue;
+            }
+            if refund {
+                s.bo.refunded.insert(t);
+            } else {
+                s.bo.recovered.insert(t);
+            }
+            self.issue(s, op, to, out.value);
         }
     }
 
@@ -731,12 +816,22 @@ impl Model {
         s.records.get(&o.rec).map_or(0, |r| r.outputs[o.idx as usize].value)
     }
 
-    /// Consumers of an outpoint: every signed transfer spending it, plus a
-    /// recovery or redemption settlement in the registry.
-    pub fn consumers(s: &State, o: &OutPoint) -> usize {
-        let by_transfer = s.records.values().filter(|r| r.inputs.contains(o)).count();
-        let by_bo = matches!(s.bo.spent.get(o), Some(Consumer::Recovery | Consumer::Redemption)) as usize;
-        by_transfer + by_bo
+    /// Consumers of every outpoint that has one: each signed transfer
+    /// spending it, plus a recovery, refund or redemption settlement in
+    /// the registry.
+    pub fn consumers(s: &State) -> BTreeMap<OutPoint, usize> {
+        let mut c: BTreeMap<OutPoint, usize> = BTreeMap::new();
+        for r in s.records.values() {
+            for i in &r.inputs {
+                *c.entry(*i).or_default() += 1;
+            }
+        }
+        for (o, k) in &s.bo.spent {
+            if matches!(k, Consumer::Recovery | Consumer::Refund | Consumer::Redemption) {
+                *c.entry(*o).or_default() += 1;
+            }
+        }
+        c
     }
 
     fn outpoints(s: &State) -> impl Iterator<Item = OutPoint> + '_ {
@@ -753,15 +848,17 @@ impl Model {
     /// yet imported, packages neither received nor recovered, redemptions
     /// not settled).
     pub fn in_flight(s: &State) -> Amount {
+        let c = Self::consumers(s);
         Self::outpoints(s)
-            .filter(|o| Self::consumers(s, o) == 0 && !s.ses.iter().any(|st| st.tokens.contains(o)))
+            .filter(|o| !c.contains_key(o) && !s.ses.iter().any(|st| st.tokens.contains(o)))
             .map(|o| Self::value(s, &o))
             .sum()
     }
 
     /// Unconsumed offline value (what the float must cover).
     pub fn live(s: &State) -> Amount {
-        Self::outpoints(s).filter(|o| Self::consumers(s, o) == 0).map(|o| Self::value(s, &o)).sum()
+        let c = Self::consumers(s);
+        Self::outpoints(s).filter(|o| !c.contains_key(o)).map(|o| Self::value(s, &o)).sum()
     }
 
     /// Honest recovery from `s`: every wallet crashed and every message in
@@ -769,7 +866,15 @@ impl Model {
     /// and redemption packages and its closures) and imports what the sync
     /// answer carries, for up to four rounds. Returns the state reached.
     pub fn drained(&self, s: &State) -> State {
-        let mut s = s.clone();
+        // Every message in flight is lost: start from an empty network.
+        let mut s = State {
+            ses: s.ses.clone(),
+            bo: s.bo.clone(),
+            records: s.records.clone(),
+            net: BTreeSet::new(),
+            used: s.used,
+            syncs_left: s.syncs_left.clone(),
+        };
         for _round in 0..4 {
             for se in 0..self.bound.n_se() as Se {
                 let req = self.se_sync(&mut s, se, None);
@@ -845,6 +950,42 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Cheap pre-check before cloning the state: `false` only where the
+    /// handler itself would refuse or change nothing (the handlers keep
+    /// every check; this only saves the clone).
+    fn may_change(&self, s: &State, a: &Action) -> bool {
+        match a {
+            Action::ToBo(Msg::Dev(r)) => {
+                !s.bo.answers.contains_key(&(r.se, r.ctr)) && r.ctr > s.bo.last_ctr[r.se as usize]
+            }
+            Action::ToBo(_) => false,
+            Action::ToSe(m, se) => {
+                let st = &s.ses[*se as usize];
+                match m {
+                    Msg::Issued(op) => {
+                        let owner = s.records.get(&RecId::Issue(*op)).map(|r| r.outputs[0].owner);
+                        owner == Some(Key::Se(*se))
+                            && (self.bugs.reimport_after_spend || !st.imported.contains(op))
+                    }
+                    Msg::Request { payee, intent, .. } => {
+                        *payee != *se && !st.outgoing.contains_key(&Nonce::Pay { payee: *payee, intent: *intent })
+                    }
+                    Msg::Package(t) => !st.received.contains(t),
+                    Msg::Receipt(RecId::Transfer { payer, nonce }) | Msg::Settled(RecId::Transfer { payer, nonce }) => {
+                        *payer == *se && st.outgoing.get(nonce).is_some_and(|o| o.status != OutStatus::Settled)
+                    }
+                    Msg::Order { nonce, se: bound, .. } => {
+                        (*bound == *se || self.bugs.redeem_any_order) && !st.outgoing.contains_key(nonce)
+                    }
+                    _ => true,
+                }
+            }
+            _ => true,
+        }
+    }
+}
+
 fn ledger_balances(m: &Model, s: &State) -> bool {
     s.bo.accounts.iter().sum::<Amount>() + s.bo.float == m.bound.total() && s.bo.float == Model::live(s)
 }
@@ -855,25 +996,40 @@ fn no_value_created(m: &Model, s: &State) -> bool {
 }
 
 fn spent_at_most_once(_: &Model, s: &State) -> bool {
-    s.bo.double_spends == 0 && Model::outpoints(s).all(|o| Model::consumers(s, &o) <= 1)
+    s.bo.double_spends == 0 && Model::consumers(s).values().all(|n| *n <= 1)
 }
 
 fn no_se_holds_consumed(_: &Model, s: &State) -> bool {
-    s.ses.iter().all(|st| st.tokens.iter().all(|o| Model::consumers(s, o) == 0))
+    let c = Model::consumers(s);
+    s.ses.iter().all(|st| st.tokens.iter().all(|o| !c.contains_key(o)))
 }
 
+/// Per payee request: the payee is credited at most once (received or
+/// recovered, never both, never twice); a recovered or refunded transfer
+/// was never received; each recovery/refund Issue stands for one
+/// registered recovery/refund.
 fn recovered_once_never_received(_: &Model, s: &State) -> bool {
-    s.bo.recovered.iter().all(|t| {
-        let RecId::Transfer { payer, nonce } = *t else { return false };
-        !s.ses.iter().any(|st| st.received.contains(t))
-            && s.records.contains_key(&RecId::Issue(Op::Recover { payer, nonce }))
-            && s.bo.spent.get(&OutPoint { rec: *t, idx: 0 }) == Some(&Consumer::Recovery)
-    }) && s.records.keys().all(|id| match id {
-        RecId::Issue(Op::Recover { payer, nonce }) => {
-            s.bo.recovered.contains(&RecId::Transfer { payer: *payer, nonce: *nonce })
-        }
-        _ => true,
-    })
+    let nonce_of = |t: &RecId| match t {
+        RecId::Transfer { nonce, .. } => Some(*nonce),
+        _ => None,
+    };
+    let mut credited: BTreeMap<Nonce, u8> = BTreeMap::new();
+    for t in s.ses.iter().flat_map(|st| st.received.iter()).chain(s.bo.recovered.iter()) {
+        *credited.entry(nonce_of(t).unwrap()).or_default() += 1;
+    }
+    credited.values().all(|c| *c <= 1)
+        && s.bo.recovered.iter().chain(s.bo.refunded.iter()).all(|t| !s.ses.iter().any(|st| st.received.contains(t)))
+        && s.records.keys().all(|id| match id {
+            RecId::Issue(Op::Recover { payer, nonce }) => {
+                let t = RecId::Transfer { payer: *payer, nonce: *nonce };
+                s.bo.recovered.contains(&t) && s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Recovery)
+            }
+            RecId::Issue(Op::Refund { payer, nonce }) => {
+                let t = RecId::Transfer { payer: *payer, nonce: *nonce };
+                s.bo.refunded.contains(&t) && s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Refund)
+            }
+            _ => true,
+        })
 }
 
 fn no_negative_balance(_: &Model, s: &State) -> bool {
@@ -933,6 +1089,9 @@ impl SrModel for Model {
     }
 
     fn next_state(&self, s: &State, a: Action) -> Option<State> {
+        if !self.may_change(s, &a) {
+            return None;
+        }
         let mut n = s.clone();
         if self.apply(&mut n, &a) { Some(n) } else { None }
     }
@@ -943,7 +1102,7 @@ impl SrModel for Model {
             Property::always("ledger balances, float covers offline value", ledger_balances),
             Property::always("each token consumed at most once", spent_at_most_once),
             Property::always("no SE holds a consumed token", no_se_holds_consumed),
-            Property::always("recovered at most once, never also received", recovered_once_never_received),
+            Property::always("each request credited once: recovered at most once, never also received", recovered_once_never_received),
             Property::always("no negative balance", no_negative_balance),
             Property::always("redemption settles only its own SE's order", redemption_by_bound_se),
             Property::always("nothing lost: honest recovery delivers all in-flight value", nothing_lost),
@@ -955,6 +1114,11 @@ impl SrModel for Model {
             }));
             p.push(Property::sometimes("an interrupted payment is recovered and imported", |_: &Model, s: &State| {
                 s.ses.iter().any(|st| st.imported.iter().any(|op| matches!(op, Op::Recover { .. })))
+            }));
+        }
+        if self.bound.n_se() >= 3 && self.bound.payments.len() >= 2 {
+            p.push(Property::sometimes("a surplus payment is refunded to its payer", |_: &Model, s: &State| {
+                s.ses.iter().any(|st| st.imported.iter().any(|op| matches!(op, Op::Refund { .. })))
             }));
         }
         if self.bound.redemptions.iter().any(|r| r.2) {
@@ -989,11 +1153,21 @@ pub struct Report {
 
 /// Exhaustive breadth-first check of `model`.
 pub fn check(model: Model, threads: usize) -> Report {
+    check_with(model, threads, false)
+}
+
+/// As [`check`]; with `stop_at_failure` the search ends at the first
+/// violated `always` property (for the broken variants).
+pub fn check_with(model: Model, threads: usize, stop_at_failure: bool) -> Report {
     use stateright::{Checker, Expectation};
     let bound = model.bound.name;
     let props = model.properties();
     let t0 = std::time::Instant::now();
-    let c = model.checker().threads(threads).spawn_bfs().join();
+    let mut b = model.checker().threads(threads);
+    if stop_at_failure {
+        b = b.finish_when(stateright::HasDiscoveries::AnyFailures);
+    }
+    let c = b.spawn_bfs().join();
     let elapsed = t0.elapsed();
     let mut discoveries = Vec::new();
     let mut unreached = Vec::new();
