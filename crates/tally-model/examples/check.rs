@@ -10,8 +10,13 @@ fn main() {
     if names.is_empty() {
         names = vec!["small".into(), "suite".into()];
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    println!("{:<8} {:>10} {:>6} {:>10}  verdict", "bound", "states", "depth", "time");
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    println!(
+        "{:<8} {:>10} {:>6} {:>10}  verdict",
+        "bound", "states", "depth", "time"
+    );
     for n in names {
         let Some(b) = Bound::by_name(&n) else {
             eprintln!("unknown bound {n} (small, suite, large, three)");

@@ -15,7 +15,11 @@ fn main() {
         _ => {}
     }
     let m = Model::with_bugs(b, bugs);
-    let name: &'static str = m.properties_names().into_iter().find(|n| *n == a[1]).expect("property");
+    let name: &'static str = m
+        .properties_names()
+        .into_iter()
+        .find(|n| *n == a[1])
+        .expect("property");
     match explain(m, name) {
         Some(p) => print!("{p}"),
         None => println!("no discovery"),

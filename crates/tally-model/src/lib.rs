@@ -10,7 +10,10 @@
 //!   device-request log keyed by `(SE, counter)` with the stored final
 //!   answer (an identical resend gets the stored answer, a used counter
 //!   with other content is refused), redemption orders bound to an SE,
-//!   uploaded closures, recoveries and each SE's mailbox of Issues.
+//!   uploaded closures and fulfilment reports, recoveries (a closed
+//!   request paid: credited to the payee once), refunds (a request paid
+//!   twice: the surplus back to its payer once) and each SE's mailbox of
+//!   Issues, all re-delivered at each sync.
 //! * **SEs**: held tokens, the persistent set of Issues ever imported,
 //!   open payee requests, closed requests (closures the SE signed),
 //!   received transfers, the outgoing log (unacked / acked / settled) and
@@ -73,13 +76,24 @@ pub enum Nonce {
 /// retried operation yields the identical Issue (same id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Op {
-    Load { se: Se, ctr: u8 },
-    Renew { nonce: Nonce },
+    Load {
+        se: Se,
+        ctr: u8,
+    },
+    Renew {
+        nonce: Nonce,
+    },
     /// A stranded payment output recovered for the payee.
-    Recover { payer: Se, nonce: Nonce },
+    Recover {
+        payer: Se,
+        nonce: Nonce,
+    },
     /// A payment for a request that another transfer already fulfilled
     /// (or that was already recovered), refunded to its payer.
-    Refund { payer: Se, nonce: Nonce },
+    Refund {
+        payer: Se,
+        nonce: Nonce,
+    },
 }
 
 /// Record id. Content-derived, so the interleaving does not number records.
@@ -87,7 +101,10 @@ pub enum Op {
 pub enum RecId {
     Issue(Op),
     /// An honest payer signs at most one transfer per nonce.
-    Transfer { payer: Se, nonce: Nonce },
+    Transfer {
+        payer: Se,
+        nonce: Nonce,
+    },
 }
 
 /// One output of a record.
@@ -127,13 +144,25 @@ pub enum Consumer {
 /// Body of an SE-built, SE-signed back-office request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Body {
-    Load { amount: Amount },
-    Order { amount: Amount, unload: bool },
-    Redeem { nonce: Nonce, transfer: RecId },
+    Load {
+        amount: Amount,
+    },
+    Order {
+        amount: Amount,
+        unload: bool,
+    },
+    Redeem {
+        nonce: Nonce,
+        transfer: RecId,
+    },
     /// Unacknowledged outgoing packages; the outcome of each of this SE's
     /// requests: closed `(intent, amount)` or fulfilled by a received
     /// transfer. Both lists are built and signed by the SE.
-    Sync { packages: Vec<RecId>, closures: Vec<(u8, Amount)>, fulfilled: Vec<RecId> },
+    Sync {
+        packages: Vec<RecId>,
+        closures: Vec<(u8, Amount)>,
+        fulfilled: Vec<RecId>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -151,13 +180,22 @@ pub enum Msg {
     /// Back office -> SE: an Issue (load, renewal, recovery).
     Issued(Op),
     /// Payee SE -> payer: request (nonce, amount, key = payee's).
-    Request { payee: Se, intent: u8, amount: Amount },
+    Request {
+        payee: Se,
+        intent: u8,
+        amount: Amount,
+    },
     /// Payer SE -> payee: the package of this transfer.
     Package(RecId),
     /// Payee SE (or DCP for a redemption) -> payer: receipt of a transfer.
     Receipt(RecId),
     /// DCP -> SE: a signed redemption order bound to `se`.
-    Order { nonce: Nonce, se: Se, amount: Amount, unload: bool },
+    Order {
+        nonce: Nonce,
+        se: Se,
+        amount: Amount,
+        unload: bool,
+    },
     /// Back office -> payer: this uploaded package is settled.
     Settled(RecId),
 }
@@ -340,7 +378,15 @@ impl Bound {
         let list = |x: &str| -> Vec<Vec<i16>> {
             x.split(',')
                 .filter(|e| !e.is_empty())
-                .map(|e| e.split(':').map(|v| match v { "u" => 1, "r" => 0, v => v.parse().unwrap() }).collect())
+                .map(|e| {
+                    e.split(':')
+                        .map(|v| match v {
+                            "u" => 1,
+                            "r" => 0,
+                            v => v.parse().unwrap(),
+                        })
+                        .collect()
+                })
                 .collect()
         };
         Some(Bound {
@@ -349,7 +395,10 @@ impl Bound {
             accounts: f.get(1)?.split(',').map(|v| v.parse().unwrap()).collect(),
             loads: list(f.get(2)?).iter().map(|v| (v[0] as Se, v[1])).collect(),
             payments: list(f.get(3)?).iter().map(|v| (v[0] as Se, v[1])).collect(),
-            redemptions: list(f.get(4)?).iter().map(|v| (v[0] as Se, v[1], v[2] == 1)).collect(),
+            redemptions: list(f.get(4)?)
+                .iter()
+                .map(|v| (v[0] as Se, v[1], v[2] == 1))
+                .collect(),
         })
     }
     pub fn by_name(name: &str) -> Option<Self> {
@@ -406,7 +455,10 @@ enum Intent {
 
 impl Model {
     pub fn new(bound: Bound) -> Self {
-        Model { bound, bugs: Bugs::default() }
+        Model {
+            bound,
+            bugs: Bugs::default(),
+        }
     }
     pub fn with_bugs(bound: Bound, bugs: Bugs) -> Self {
         Model { bound, bugs }
@@ -457,7 +509,10 @@ impl Model {
             .outgoing
             .iter()
             .filter(|(_, o)| o.status == OutStatus::Unacked)
-            .map(|(n, _)| RecId::Transfer { payer: se, nonce: *n })
+            .map(|(n, _)| RecId::Transfer {
+                payer: se,
+                nonce: *n,
+            })
             .collect();
         let mut closures: Vec<(u8, Amount)> = st.closed.iter().map(|(i, a)| (*i, *a)).collect();
         if let Some(intent) = forged {
@@ -476,7 +531,15 @@ impl Model {
         } else {
             st.received.iter().copied().collect()
         };
-        DevReq { se, ctr: st.ctr, body: Body::Sync { packages, closures, fulfilled } }
+        DevReq {
+            se,
+            ctr: st.ctr,
+            body: Body::Sync {
+                packages,
+                closures,
+                fulfilled,
+            },
+        }
     }
 
     /// SE handles a message; returns the messages it emits, or `None` if
@@ -502,15 +565,24 @@ impl Model {
                 st.tokens.insert(op_);
                 Some(vec![])
             }
-            Msg::Request { payee, intent, amount } => {
+            Msg::Request {
+                payee,
+                intent,
+                amount,
+            } => {
                 if payee == se {
                     return None;
                 }
                 let nonce = Nonce::Pay { payee, intent };
-                self.pay(s, se, nonce, Key::Se(payee), amount, None).map(|(t, _)| vec![Msg::Package(t)])
+                self.pay(s, se, nonce, Key::Se(payee), amount, None)
+                    .map(|(t, _)| vec![Msg::Package(t)])
             }
             Msg::Package(t) => {
-                let RecId::Transfer { nonce: Nonce::Pay { payee, intent }, .. } = t else {
+                let RecId::Transfer {
+                    nonce: Nonce::Pay { payee, intent },
+                    ..
+                } = t
+                else {
                     return None;
                 };
                 let r = s.records.get(&t)?.clone();
@@ -532,7 +604,9 @@ impl Model {
                 Some(vec![Msg::Receipt(t)])
             }
             Msg::Receipt(t) => {
-                let RecId::Transfer { payer, nonce } = t else { return None };
+                let RecId::Transfer { payer, nonce } = t else {
+                    return None;
+                };
                 if payer != se {
                     return None;
                 }
@@ -543,7 +617,12 @@ impl Model {
                 o.status = OutStatus::Acked;
                 Some(vec![])
             }
-            Msg::Order { nonce, se: bound_se, amount, .. } => {
+            Msg::Order {
+                nonce,
+                se: bound_se,
+                amount,
+                ..
+            } => {
                 if bound_se != se && !self.bugs.redeem_any_order {
                     return None; // REDEEM only on an order for this SE
                 }
@@ -555,7 +634,9 @@ impl Model {
                 })])
             }
             Msg::Settled(t) => {
-                let RecId::Transfer { payer, nonce } = t else { return None };
+                let RecId::Transfer { payer, nonce } = t else {
+                    return None;
+                };
                 if payer != se {
                     return None;
                 }
@@ -601,9 +682,15 @@ impl Model {
             return None;
         }
         let id = RecId::Transfer { payer: se, nonce };
-        let mut outputs = vec![Output { value: amount, owner: to }];
+        let mut outputs = vec![Output {
+            value: amount,
+            owner: to,
+        }];
         if sum > amount {
-            outputs.push(Output { value: sum - amount, owner: Key::Se(se) });
+            outputs.push(Output {
+                value: sum - amount,
+                owner: Key::Se(se),
+            });
             st.tokens.insert(OutPoint { rec: id, idx: 1 });
         }
         for i in &inputs {
@@ -613,7 +700,13 @@ impl Model {
             st.ctr += 1;
             st.ctr
         });
-        st.outgoing.insert(nonce, Outgoing { status: OutStatus::Unacked, redeem_ctr });
+        st.outgoing.insert(
+            nonce,
+            Outgoing {
+                status: OutStatus::Unacked,
+                redeem_ctr,
+            },
+        );
         s.records.insert(id, Record { inputs, outputs });
         Some((id, redeem_ctr))
     }
@@ -624,7 +717,9 @@ impl Model {
     fn settle(&self, s: &mut State, t: RecId) {
         let mut stack = vec![t];
         while let Some(id) = stack.pop() {
-            let Some(r) = s.records.get(&id) else { continue };
+            let Some(r) = s.records.get(&id) else {
+                continue;
+            };
             for i in r.inputs.clone() {
                 self.register(s, i, Consumer::Transfer(id));
                 stack.push(i.rec);
@@ -648,9 +743,13 @@ impl Model {
     }
 
     fn issue(&self, s: &mut State, op: Op, to: Se, value: Amount) {
-        s.records
-            .entry(RecId::Issue(op))
-            .or_insert(Record { inputs: vec![], outputs: vec![Output { value, owner: Key::Se(to) }] });
+        s.records.entry(RecId::Issue(op)).or_insert(Record {
+            inputs: vec![],
+            outputs: vec![Output {
+                value,
+                owner: Key::Se(to),
+            }],
+        });
         s.bo.mailbox.entry(to).or_default().insert(op);
     }
 
@@ -662,7 +761,11 @@ impl Model {
             // Identical resend: the stored answer (already in the network
             // set, so nothing new). Same counter, other content: refused
             // (replay).
-            return if *body == req.body { Some(vec![]) } else { None };
+            return if *body == req.body {
+                Some(vec![])
+            } else {
+                None
+            };
         }
         if req.ctr <= s.bo.last_ctr[req.se as usize] {
             return None; // replay of an old counter
@@ -685,10 +788,19 @@ impl Model {
             Body::Order { amount, unload } => {
                 let nonce = Nonce::Redeem { se, ctr: req.ctr };
                 s.bo.orders.insert(nonce, (se, *amount, *unload));
-                vec![Msg::Order { nonce, se, amount: *amount, unload: *unload }]
+                vec![Msg::Order {
+                    nonce,
+                    se,
+                    amount: *amount,
+                    unload: *unload,
+                }]
             }
             Body::Redeem { nonce, transfer } => self.redeem(s, se, *nonce, *transfer),
-            Body::Sync { packages, closures, fulfilled } => {
+            Body::Sync {
+                packages,
+                closures,
+                fulfilled,
+            } => {
                 let mut ans = Vec::new();
                 for t in packages {
                     match t {
@@ -696,7 +808,10 @@ impl Model {
                         _ if !s.records.contains_key(t) => {}
                         // An unacknowledged redemption is settled as one
                         // (once per redemption nonce), not dropped.
-                        RecId::Transfer { nonce: nonce @ Nonce::Redeem { .. }, .. } => {
+                        RecId::Transfer {
+                            nonce: nonce @ Nonce::Redeem { .. },
+                            ..
+                        } => {
                             ans.extend(self.redeem(s, se, *nonce, *t));
                         }
                         _ => {
@@ -710,14 +825,23 @@ impl Model {
                     s.bo.closures.insert((se, *intent, *amount));
                 }
                 for t in fulfilled {
-                    if let RecId::Transfer { nonce: n @ Nonce::Pay { payee, .. }, .. } = t {
-                        if *payee == se {
-                            s.bo.fulfilled.entry(*n).or_insert(*t);
-                        }
+                    if let RecId::Transfer {
+                        nonce: n @ Nonce::Pay { payee, .. },
+                        ..
+                    } = t
+                        && *payee == se
+                    {
+                        s.bo.fulfilled.entry(*n).or_insert(*t);
                     }
                 }
                 self.pair(s);
-                let ops: Vec<Op> = s.bo.mailbox.get(&se).into_iter().flatten().copied().collect();
+                let ops: Vec<Op> =
+                    s.bo.mailbox
+                        .get(&se)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .collect();
                 for op in ops {
                     if !self.bugs.no_issue_redelivery || matches!(op, Op::Recover { .. }) {
                         ans.push(Msg::Issued(op));
@@ -732,7 +856,9 @@ impl Model {
 
     /// Settle a redemption: once per redemption nonce.
     fn redeem(&self, s: &mut State, se: Se, nonce: Nonce, t: RecId) -> Vec<Msg> {
-        let Some(&(bound, amount, unload)) = s.bo.orders.get(&nonce) else { return vec![] };
+        let Some(&(bound, amount, unload)) = s.bo.orders.get(&nonce) else {
+            return vec![];
+        };
         if s.bo.redeemed.contains(&nonce) {
             // Settled already (by an earlier request): the same result.
             return if s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Redemption) {
@@ -744,9 +870,19 @@ impl Model {
         if bound != se && !self.bugs.redeem_any_order {
             return vec![]; // the request must come from the order's SE
         }
-        let RecId::Transfer { nonce: tn, .. } = t else { return vec![] };
-        let Some(r) = s.records.get(&t) else { return vec![] };
-        if tn != nonce || r.outputs[0] != (Output { value: amount, owner: Key::Dcp }) {
+        let RecId::Transfer { nonce: tn, .. } = t else {
+            return vec![];
+        };
+        let Some(r) = s.records.get(&t) else {
+            return vec![];
+        };
+        if tn != nonce
+            || r.outputs[0]
+                != (Output {
+                    value: amount,
+                    owner: Key::Dcp,
+                })
+        {
             return vec![];
         }
         self.settle(s, t);
@@ -774,19 +910,30 @@ impl Model {
     fn pair(&self, s: &mut State) {
         let settled: Vec<RecId> = s.bo.settled.iter().copied().collect();
         for t in settled {
-            let RecId::Transfer { payer, nonce: nonce @ Nonce::Pay { payee, intent } } = t else { continue };
+            let RecId::Transfer {
+                payer,
+                nonce: nonce @ Nonce::Pay { payee, intent },
+            } = t
+            else {
+                continue;
+            };
             if s.bo.recovered.contains(&t) || s.bo.refunded.contains(&t) {
                 continue;
             }
             let out = s.records[&t].outputs[0];
-            let recovered_other = s.bo.recovered.iter().any(|r| matches!(r, RecId::Transfer { nonce: n, .. } if *n == nonce));
+            let recovered_other =
+                s.bo.recovered
+                    .iter()
+                    .any(|r| matches!(r, RecId::Transfer { nonce: n, .. } if *n == nonce));
             let refund = match s.bo.fulfilled.get(&nonce) {
                 Some(r) if *r == t => continue, // the payment the payee received
                 Some(_) => true,
                 None => {
                     if recovered_other {
                         true
-                    } else if s.bo.closures.contains(&(payee, intent, out.value)) && out.owner == Key::Se(payee) {
+                    } else if s.bo.closures.contains(&(payee, intent, out.value))
+                        && out.owner == Key::Se(payee)
+                    {
                         false
                     } else {
                         continue; // unresolved: wait for the payee's report
@@ -813,7 +960,9 @@ impl Model {
     // ----------------------------------------------------- accounting
 
     fn value(s: &State, o: &OutPoint) -> Amount {
-        s.records.get(&o.rec).map_or(0, |r| r.outputs[o.idx as usize].value)
+        s.records
+            .get(&o.rec)
+            .map_or(0, |r| r.outputs[o.idx as usize].value)
     }
 
     /// Consumers of every outpoint that has one: each signed transfer
@@ -827,7 +976,10 @@ impl Model {
             }
         }
         for (o, k) in &s.bo.spent {
-            if matches!(k, Consumer::Recovery | Consumer::Refund | Consumer::Redemption) {
+            if matches!(
+                k,
+                Consumer::Recovery | Consumer::Refund | Consumer::Redemption
+            ) {
                 *c.entry(*o).or_default() += 1;
             }
         }
@@ -835,13 +987,20 @@ impl Model {
     }
 
     fn outpoints(s: &State) -> impl Iterator<Item = OutPoint> + '_ {
-        s.records
-            .iter()
-            .flat_map(|(id, r)| (0..r.outputs.len()).map(move |i| OutPoint { rec: *id, idx: i as u8 }))
+        s.records.iter().flat_map(|(id, r)| {
+            (0..r.outputs.len()).map(move |i| OutPoint {
+                rec: *id,
+                idx: i as u8,
+            })
+        })
     }
 
     pub fn held(s: &State) -> Amount {
-        s.ses.iter().flat_map(|st| st.tokens.iter()).map(|o| Self::value(s, o)).sum()
+        s.ses
+            .iter()
+            .flat_map(|st| st.tokens.iter())
+            .map(|o| Self::value(s, o))
+            .sum()
     }
 
     /// Value in flight: outputs not consumed and held by no SE (Issues not
@@ -858,7 +1017,10 @@ impl Model {
     /// Unconsumed offline value (what the float must cover).
     pub fn live(s: &State) -> Amount {
         let c = Self::consumers(s);
-        Self::outpoints(s).filter(|o| !c.contains_key(o)).map(|o| Self::value(s, &o)).sum()
+        Self::outpoints(s)
+            .filter(|o| !c.contains_key(o))
+            .map(|o| Self::value(s, &o))
+            .sum()
     }
 
     /// Honest recovery from `s`: every wallet crashed and every message in
@@ -903,16 +1065,28 @@ impl Model {
                     Intent::Load(se, amount) => {
                         let st = &mut s.ses[se as usize];
                         st.ctr += 1;
-                        s.net.insert(Msg::Dev(DevReq { se, ctr: st.ctr, body: Body::Load { amount } }));
+                        s.net.insert(Msg::Dev(DevReq {
+                            se,
+                            ctr: st.ctr,
+                            body: Body::Load { amount },
+                        }));
                     }
                     Intent::Pay(payee, amount) => {
                         s.ses[payee as usize].open.insert(i as u8, amount);
-                        s.net.insert(Msg::Request { payee, intent: i as u8, amount });
+                        s.net.insert(Msg::Request {
+                            payee,
+                            intent: i as u8,
+                            amount,
+                        });
                     }
                     Intent::Redeem(se, amount, unload) => {
                         let st = &mut s.ses[se as usize];
                         st.ctr += 1;
-                        s.net.insert(Msg::Dev(DevReq { se, ctr: st.ctr, body: Body::Order { amount, unload } }));
+                        s.net.insert(Msg::Dev(DevReq {
+                            se,
+                            ctr: st.ctr,
+                            body: Body::Order { amount, unload },
+                        }));
                     }
                 }
                 true
@@ -923,7 +1097,11 @@ impl Model {
                     return false;
                 }
                 *left -= 1;
-                let forged = if let Action::SyncForged(_, i) = a { Some(*i) } else { None };
+                let forged = if let Action::SyncForged(_, i) = a {
+                    Some(*i)
+                } else {
+                    None
+                };
                 let r = self.se_sync(s, *se, forged);
                 s.net.insert(Msg::Dev(r));
                 true
@@ -964,19 +1142,34 @@ impl Model {
                 let st = &s.ses[*se as usize];
                 match m {
                     Msg::Issued(op) => {
-                        let owner = s.records.get(&RecId::Issue(*op)).map(|r| r.outputs[0].owner);
+                        let owner = s
+                            .records
+                            .get(&RecId::Issue(*op))
+                            .map(|r| r.outputs[0].owner);
                         owner == Some(Key::Se(*se))
                             && (self.bugs.reimport_after_spend || !st.imported.contains(op))
                     }
                     Msg::Request { payee, intent, .. } => {
-                        *payee != *se && !st.outgoing.contains_key(&Nonce::Pay { payee: *payee, intent: *intent })
+                        *payee != *se
+                            && !st.outgoing.contains_key(&Nonce::Pay {
+                                payee: *payee,
+                                intent: *intent,
+                            })
                     }
                     Msg::Package(t) => !st.received.contains(t),
-                    Msg::Receipt(RecId::Transfer { payer, nonce }) | Msg::Settled(RecId::Transfer { payer, nonce }) => {
-                        *payer == *se && st.outgoing.get(nonce).is_some_and(|o| o.status != OutStatus::Settled)
+                    Msg::Receipt(RecId::Transfer { payer, nonce })
+                    | Msg::Settled(RecId::Transfer { payer, nonce }) => {
+                        *payer == *se
+                            && st
+                                .outgoing
+                                .get(nonce)
+                                .is_some_and(|o| o.status != OutStatus::Settled)
                     }
-                    Msg::Order { nonce, se: bound, .. } => {
-                        (*bound == *se || self.bugs.redeem_any_order) && !st.outgoing.contains_key(nonce)
+                    Msg::Order {
+                        nonce, se: bound, ..
+                    } => {
+                        (*bound == *se || self.bugs.redeem_any_order)
+                            && !st.outgoing.contains_key(nonce)
                     }
                     _ => true,
                 }
@@ -987,7 +1180,8 @@ impl Model {
 }
 
 fn ledger_balances(m: &Model, s: &State) -> bool {
-    s.bo.accounts.iter().sum::<Amount>() + s.bo.float == m.bound.total() && s.bo.float == Model::live(s)
+    s.bo.accounts.iter().sum::<Amount>() + s.bo.float == m.bound.total()
+        && s.bo.float == Model::live(s)
 }
 
 fn no_value_created(m: &Model, s: &State) -> bool {
@@ -1001,7 +1195,9 @@ fn spent_at_most_once(_: &Model, s: &State) -> bool {
 
 fn no_se_holds_consumed(_: &Model, s: &State) -> bool {
     let c = Model::consumers(s);
-    s.ses.iter().all(|st| st.tokens.iter().all(|o| !c.contains_key(o)))
+    s.ses
+        .iter()
+        .all(|st| st.tokens.iter().all(|o| !c.contains_key(o)))
 }
 
 /// Per payee request: the payee is credited at most once (received or
@@ -1014,19 +1210,36 @@ fn recovered_once_never_received(_: &Model, s: &State) -> bool {
         _ => None,
     };
     let mut credited: BTreeMap<Nonce, u8> = BTreeMap::new();
-    for t in s.ses.iter().flat_map(|st| st.received.iter()).chain(s.bo.recovered.iter()) {
+    for t in s
+        .ses
+        .iter()
+        .flat_map(|st| st.received.iter())
+        .chain(s.bo.recovered.iter())
+    {
         *credited.entry(nonce_of(t).unwrap()).or_default() += 1;
     }
     credited.values().all(|c| *c <= 1)
-        && s.bo.recovered.iter().chain(s.bo.refunded.iter()).all(|t| !s.ses.iter().any(|st| st.received.contains(t)))
+        && s.bo
+            .recovered
+            .iter()
+            .chain(s.bo.refunded.iter())
+            .all(|t| !s.ses.iter().any(|st| st.received.contains(t)))
         && s.records.keys().all(|id| match id {
             RecId::Issue(Op::Recover { payer, nonce }) => {
-                let t = RecId::Transfer { payer: *payer, nonce: *nonce };
-                s.bo.recovered.contains(&t) && s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Recovery)
+                let t = RecId::Transfer {
+                    payer: *payer,
+                    nonce: *nonce,
+                };
+                s.bo.recovered.contains(&t)
+                    && s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Recovery)
             }
             RecId::Issue(Op::Refund { payer, nonce }) => {
-                let t = RecId::Transfer { payer: *payer, nonce: *nonce };
-                s.bo.refunded.contains(&t) && s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Refund)
+                let t = RecId::Transfer {
+                    payer: *payer,
+                    nonce: *nonce,
+                };
+                s.bo.refunded.contains(&t)
+                    && s.bo.spent.get(&OutPoint { rec: t, idx: 0 }) == Some(&Consumer::Refund)
             }
             _ => true,
         })
@@ -1039,7 +1252,10 @@ fn no_negative_balance(_: &Model, s: &State) -> bool {
 fn redemption_by_bound_se(_: &Model, s: &State) -> bool {
     s.bo.redeemed.iter().all(|n| {
         let (bound, _, _) = s.bo.orders[n];
-        s.records.contains_key(&RecId::Transfer { payer: bound, nonce: *n })
+        s.records.contains_key(&RecId::Transfer {
+            payer: bound,
+            nonce: *n,
+        })
     })
 }
 
@@ -1067,10 +1283,10 @@ impl SrModel for Model {
                 out.push(Action::Sync(se));
                 if self.bugs.terminal_closures {
                     for m in &s.net {
-                        if let Msg::Request { payee, intent, .. } = m {
-                            if *payee == se {
-                                out.push(Action::SyncForged(se, *intent));
-                            }
+                        if let Msg::Request { payee, intent, .. } = m
+                            && *payee == se
+                        {
+                            out.push(Action::SyncForged(se, *intent));
                         }
                     }
                 }
@@ -1093,43 +1309,84 @@ impl SrModel for Model {
             return None;
         }
         let mut n = s.clone();
-        if self.apply(&mut n, &a) { Some(n) } else { None }
+        if self.apply(&mut n, &a) {
+            Some(n)
+        } else {
+            None
+        }
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
         let mut p = vec![
             Property::always("no value created (conservation)", no_value_created),
-            Property::always("ledger balances, float covers offline value", ledger_balances),
+            Property::always(
+                "ledger balances, float covers offline value",
+                ledger_balances,
+            ),
             Property::always("each token consumed at most once", spent_at_most_once),
             Property::always("no SE holds a consumed token", no_se_holds_consumed),
-            Property::always("each request credited once: recovered at most once, never also received", recovered_once_never_received),
+            Property::always(
+                "each request credited once: recovered at most once, never also received",
+                recovered_once_never_received,
+            ),
             Property::always("no negative balance", no_negative_balance),
-            Property::always("redemption settles only its own SE's order", redemption_by_bound_se),
-            Property::always("nothing lost: honest recovery delivers all in-flight value", nothing_lost),
+            Property::always(
+                "redemption settles only its own SE's order",
+                redemption_by_bound_se,
+            ),
+            Property::always(
+                "nothing lost: honest recovery delivers all in-flight value",
+                nothing_lost,
+            ),
         ];
         // Reachability: the model is not trivial at this bound.
         if !self.bound.payments.is_empty() {
-            p.push(Property::sometimes("a payment is received and acked", |_: &Model, s: &State| {
-                s.ses.iter().any(|st| st.outgoing.values().any(|o| o.status == OutStatus::Acked && o.redeem_ctr.is_none()))
-            }));
-            p.push(Property::sometimes("an interrupted payment is recovered and imported", |_: &Model, s: &State| {
-                s.ses.iter().any(|st| st.imported.iter().any(|op| matches!(op, Op::Recover { .. })))
-            }));
+            p.push(Property::sometimes(
+                "a payment is received and acked",
+                |_: &Model, s: &State| {
+                    s.ses.iter().any(|st| {
+                        st.outgoing
+                            .values()
+                            .any(|o| o.status == OutStatus::Acked && o.redeem_ctr.is_none())
+                    })
+                },
+            ));
+            p.push(Property::sometimes(
+                "an interrupted payment is recovered and imported",
+                |_: &Model, s: &State| {
+                    s.ses.iter().any(|st| {
+                        st.imported
+                            .iter()
+                            .any(|op| matches!(op, Op::Recover { .. }))
+                    })
+                },
+            ));
         }
         if self.bound.n_se() >= 3 && self.bound.payments.len() >= 2 {
-            p.push(Property::sometimes("a surplus payment is refunded to its payer", |_: &Model, s: &State| {
-                s.ses.iter().any(|st| st.imported.iter().any(|op| matches!(op, Op::Refund { .. })))
-            }));
+            p.push(Property::sometimes(
+                "a surplus payment is refunded to its payer",
+                |_: &Model, s: &State| {
+                    s.ses
+                        .iter()
+                        .any(|st| st.imported.iter().any(|op| matches!(op, Op::Refund { .. })))
+                },
+            ));
         }
         if self.bound.redemptions.iter().any(|r| r.2) {
-            p.push(Property::sometimes("an unload is settled", |_: &Model, s: &State| {
-                s.bo.redeemed.iter().any(|n| s.bo.orders[n].2)
-            }));
+            p.push(Property::sometimes(
+                "an unload is settled",
+                |_: &Model, s: &State| s.bo.redeemed.iter().any(|n| s.bo.orders[n].2),
+            ));
         }
         if self.bound.redemptions.iter().any(|r| !r.2) {
-            p.push(Property::sometimes("a renewal is imported", |_: &Model, s: &State| {
-                s.ses.iter().any(|st| st.imported.iter().any(|op| matches!(op, Op::Renew { .. })))
-            }));
+            p.push(Property::sometimes(
+                "a renewal is imported",
+                |_: &Model, s: &State| {
+                    s.ses
+                        .iter()
+                        .any(|st| st.imported.iter().any(|op| matches!(op, Op::Renew { .. })))
+                },
+            ));
         }
         p
     }
@@ -1183,7 +1440,15 @@ pub fn check_with(model: Model, threads: usize, stop_at_failure: bool) -> Report
             _ => {}
         }
     }
-    Report { bound, states: c.unique_state_count(), max_depth: c.max_depth(), elapsed, discoveries, unreached, violated }
+    Report {
+        bound,
+        states: c.unique_state_count(),
+        max_depth: c.max_depth(),
+        elapsed,
+        discoveries,
+        unreached,
+        violated,
+    }
 }
 
 /// The counterexample (or example) path for `property`, formatted.
