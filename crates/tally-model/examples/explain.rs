@@ -1,6 +1,6 @@
 //! Print the path the checker found for one property:
 //! `cargo run -p tally-model --example explain -- <bound> "<property name>" [bug]`
-//! bug: reimport | closures | redeem | noredeliver
+//! bug: reimport | closures | redeem | noredeliver | nofulfil | unsigned
 use tally_model::{Bound, Bugs, Model, explain};
 
 fn main() {
@@ -12,6 +12,8 @@ fn main() {
         Some("closures") => bugs.terminal_closures = true,
         Some("redeem") => bugs.redeem_any_order = true,
         Some("noredeliver") => bugs.no_issue_redelivery = true,
+        Some("nofulfil") => bugs.no_fulfilment_report = true,
+        Some("unsigned") => bugs.unsigned_requests = true,
         _ => {}
     }
     let m = Model::with_bugs(b, bugs);

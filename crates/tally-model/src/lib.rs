@@ -291,6 +291,10 @@ pub struct Bugs {
     /// design as first briefed): a request paid by two payers strands the
     /// payment the payee did not receive.
     pub no_fulfilment_report: bool,
+    /// The payee's Request is not signed (SPEC §4.7 today): the terminal
+    /// can alter a request's amount or invent a nonce for a real payee key,
+    /// and the payer SE pays it.
+    pub unsigned_requests: bool,
 }
 
 /// The bound: how many SEs, what each may do (each intent at most once,
@@ -438,7 +442,13 @@ pub enum Action {
     ToBo(Msg),
     /// Deliver a message to an SE (any SE: misrouting is allowed).
     ToSe(Msg, Se),
+    /// Broken variant only: the terminal injects a Request it made up.
+    Forge(Msg),
 }
+
+/// Intent numbers from here on are nonces the terminal invented
+/// (`unsigned_requests` only).
+const FORGED: u8 = 16;
 
 /// The model: a bound and the bugs switched on.
 #[derive(Clone, Debug)]
@@ -1091,6 +1101,7 @@ impl Model {
                 }
                 true
             }
+            Action::Forge(m) => s.net.insert(m.clone()),
             Action::Sync(se) | Action::SyncForged(se, _) => {
                 let left = &mut s.syncs_left[*se as usize];
                 if *left == 0 {
@@ -1285,10 +1296,37 @@ impl SrModel for Model {
                     for m in &s.net {
                         if let Msg::Request { payee, intent, .. } = m
                             && *payee == se
+                            && *intent < FORGED
                         {
                             out.push(Action::SyncForged(se, *intent));
                         }
                     }
+                }
+            }
+        }
+        if self.bugs.unsigned_requests {
+            for m in &s.net {
+                // Forge only from genuine requests (the payee's own amount),
+                // so the forgeries stay finite.
+                if let Msg::Request {
+                    payee,
+                    intent,
+                    amount,
+                } = *m
+                    && intent < FORGED
+                    && self.bound.payments[intent as usize - self.bound.loads.len()].1 == amount
+                {
+                    // The same nonce for more, or a nonce the payee never made.
+                    out.push(Action::Forge(Msg::Request {
+                        payee,
+                        intent,
+                        amount: amount + 1,
+                    }));
+                    out.push(Action::Forge(Msg::Request {
+                        payee,
+                        intent: intent + FORGED,
+                        amount,
+                    }));
                 }
             }
         }
@@ -1454,7 +1492,13 @@ pub fn check_with(model: Model, threads: usize, stop_at_failure: bool) -> Report
 /// The counterexample (or example) path for `property`, formatted.
 pub fn explain(model: Model, property: &'static str) -> Option<String> {
     use stateright::Checker;
-    let c = model.checker().spawn_bfs().join();
+    let c = model
+        .checker()
+        .finish_when(stateright::HasDiscoveries::AnyOf(
+            [property].into_iter().collect(),
+        ))
+        .spawn_bfs()
+        .join();
     let path = c.discovery(property)?;
     let mut out = String::new();
     let last = path.last_state().clone();

@@ -130,3 +130,15 @@ fn broken_no_fulfilment_report_strands_a_double_paid_request() {
         "nothing lost: honest recovery delivers all in-flight value",
     );
 }
+
+#[test]
+fn broken_unsigned_requests_strand_the_payers_value() {
+    broken(
+        Bound::small(),
+        Bugs {
+            unsigned_requests: true,
+            ..Bugs::default()
+        },
+        "nothing lost: honest recovery delivers all in-flight value",
+    );
+}
