@@ -146,6 +146,13 @@ pub static MIGRATIONS: Migrations = Migrations {
     )],
 };
 
+/// An uploaded package as checked before the settlement transaction.
+enum Checked {
+    Verified(Box<tally_core::VerifiedPackage>),
+    Refused(tally_core::Transfer, VerifyError),
+    Malformed,
+}
+
 /// Epochs a pseudonym certificate stays valid after issuance.
 pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
@@ -1716,6 +1723,38 @@ impl Backoffice {
         pkg: Package,
     ) -> Result<tally_core::VerifiedPackage, BackofficeError> {
         let trust = self.trust_in(tx)?;
+        self.verify_with(&trust, pkg)
+    }
+
+    /// Checks an upload's packages against the trust objects of a short
+    /// read transaction, before the settlement transaction: the signature
+    /// checks of one device's upload never run inside a transaction that
+    /// holds locks (or repeat on a serialization retry). A policy or
+    /// revocation change between the two is picked up by the next upload.
+    fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
+        let trust = self.central.transact(|tx| self.trust_in(tx))?;
+        let mut out = Vec::with_capacity(packages.len());
+        for p in packages {
+            out.push(match Package::from_cbor(p) {
+                Err(_) => Checked::Malformed,
+                Ok(pkg) => {
+                    let transfer = pkg.transfer.clone();
+                    match self.verify_with(&trust, pkg) {
+                        Ok(v) => Checked::Verified(Box::new(v)),
+                        Err(BackofficeError::Verify(e)) => Checked::Refused(transfer, e),
+                        Err(e) => return Err(e),
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn verify_with(
+        &self,
+        trust: &TrustStore,
+        pkg: Package,
+    ) -> Result<tally_core::VerifiedPackage, BackofficeError> {
         let budget = trust
             .policy()
             .limits(device_class::DCP, 0)
@@ -1727,7 +1766,7 @@ impl Backoffice {
             .map_err(|_| StoreError::Db("cache poisoned".into()))?;
         Ok(verify_package_for_settlement(
             pkg,
-            &trust,
+            trust,
             VerifyParams {
                 epoch: 0,
                 history_records_max: budget,
@@ -1820,7 +1859,20 @@ impl Backoffice {
             }
             Ok((red.int(1)? as u64, red.int(2)? != 0))
         })?;
-        // The central bank's side: opens, verifies, settles, moves value.
+        // The central bank's side: opens and verifies (before its
+        // transaction), settles, moves value. A package that does not open
+        // or verify is refused inside, after the one-payout guard, as
+        // before.
+        let verified: Result<tally_core::VerifiedPackage, BackofficeError> = self
+            .keys
+            .opening
+            .open(SealedKind::Redemption, sealed)
+            .map_err(BackofficeError::from)
+            .and_then(|plain| Ok(Package::from_cbor(&plain)?))
+            .and_then(|pkg| {
+                let trust = self.central.transact(|tx| self.trust_in(tx))?;
+                self.verify_with(&trust, pkg)
+            });
         let dcp_key = self.dcp_key();
         let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
             // One payout per redemption request, whatever the number of
@@ -1844,8 +1896,7 @@ impl Backoffice {
                     )?;
                 }
             }
-            let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
-            let verified = self.verify_for_settlement(tx, Package::from_cbor(&plain)?)?;
+            let verified = verified.as_ref().map_err(Clone::clone)?;
             let t = &verified.package().transfer;
             if &t.nonce != nonce {
                 return Err(BackofficeError::UnknownRedemption);
@@ -1861,7 +1912,7 @@ impl Backoffice {
             {
                 return Err(BackofficeError::WrongRedemption);
             }
-            let outcome = Settlement::settle(tx, &verified, &format!("redeem:{}", ctx.rid))?;
+            let outcome = Settlement::settle(tx, verified, &format!("redeem:{}", ctx.rid))?;
             let tid = verified.transfer_id();
             if let Some(d) = outcome.double_spends.iter().find(|d| d.second.id() == tid) {
                 // The redeemer itself is the cheater: nothing is honoured (the
@@ -1937,10 +1988,12 @@ impl Backoffice {
         // per-device name only the DCP can link to the device.
         let mailbox = tagged_hash(b"tally/v1/mailbox", &[&ctx.salt]);
         let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
+        // Opening and verification before the settlement transaction.
+        let upload =
+            SyncUpload::from_cbor(&self.keys.opening.open(SealedKind::SyncUpload, sealed)?)?;
+        let checked = self.precheck(&upload.packages)?;
         let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-            let upload =
-                SyncUpload::from_cbor(&self.keys.opening.open(SealedKind::SyncUpload, sealed)?)?;
-            self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload)
+            self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload, &checked)
         })?;
         let seq = ctx.sync_seq + 1;
         let (policy, revocations) = self.central.transact(|tx| {
@@ -1966,32 +2019,28 @@ impl Backoffice {
         mailbox: &Hash32,
         offline: Option<u32>,
         upload: &SyncUpload,
+        checked: &[Checked],
     ) -> Result<SettlementResult, BackofficeError> {
         let mut res = SettlementResult::default();
         let mut ingest = Vec::new();
-        for (i, p) in upload.packages.iter().enumerate() {
-            let pkg = match Package::from_cbor(p) {
-                Ok(pkg) => pkg,
-                Err(_) => {
+        for (i, c) in checked.iter().enumerate() {
+            let verified = match c {
+                Checked::Verified(v) => v,
+                Checked::Malformed => {
                     res.refused += 1;
                     continue;
                 }
-            };
-            let transfer = pkg.transfer.clone();
-            let verified = match self.verify_for_settlement(tx, pkg) {
-                Ok(v) => v,
-                Err(BackofficeError::Verify(e)) => {
+                Checked::Refused(transfer, e) => {
                     res.refused += 1;
                     ingest.push(IngestRecord::new(
-                        Record::Transfer(transfer),
+                        Record::Transfer(transfer.clone()),
                         epoch,
                         Verdict::Refused(e.code()),
                     ));
                     continue;
                 }
-                Err(e) => return Err(e),
             };
-            let outcome = Settlement::settle(tx, &verified, &format!("sync:{op}:{i}"))?;
+            let outcome = Settlement::settle(tx, verified, &format!("sync:{op}:{i}"))?;
             res.settled += 1;
             res.double_spends += outcome.double_spends.len() as u32;
             let t = &verified.package().transfer;

@@ -202,7 +202,7 @@ fn revocation_names_only_keys_whose_escrow_opened_to_that_identity() {
     let e = bo
         .revoke_opened(&id_digest(&bo, &mallory), &many, "r", None)
         .unwrap_err();
-    assert_eq!((e.code(), e.status()), (43, 400));
+    assert_eq!((e.code(), e.status()), (45, 400));
     assert_eq!(revocation_state(&bo), before, "nothing changed");
     // The pseudonym whose escrow opens to mallory's identity: revoked.
     let (se, list) = bo

@@ -50,6 +50,9 @@ pub enum Limit {
     Keys,
     /// The table of imported Issue ids is full of unexpired Issues.
     Imported,
+    /// The certificate store would overflow (the package is refused
+    /// rather than stored without the certificates its token needs).
+    Certificates,
 }
 
 /// Everything the applet can refuse, grouped as rustls does.
@@ -490,9 +493,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     /// Applies a sync grant: new epoch, offline counters reset, the payment
-    /// log emptied. The grant answers the sync request that uploaded every
-    /// unacknowledged package, so the back office holds them now and pairs
-    /// them with the payees' reports (DESIGN.md §4).
+    /// log emptied of payments. The grant answers the sync request that
+    /// uploaded every unacknowledged package, so the back office holds them
+    /// now and pairs them with the payees' reports (DESIGN.md §4). An
+    /// unacknowledged redemption stays until the DCP's receipt arrives.
     pub fn sync(&mut self, grant: SyncGrant) -> Result<(), SeError> {
         self.ready()?;
         let se_id = self.se_id()?;
@@ -513,7 +517,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         next.spent_since_sync = Amount::ZERO;
         next.payments_since_sync = 0;
         next.received_since_sync = Amount::ZERO;
-        next.outgoing.clear();
+        // A redemption the DCP has not acknowledged stays: it is resent
+        // until settled (clearing it would strand its value).
+        next.outgoing.retain(|o| o.redemption && !o.acked);
         next.receipts.clear();
         self.commit(next)
     }
@@ -1172,6 +1178,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             redemption,
         });
         next.collect_garbage();
+        if next.certs.len() > CERTS_MAX {
+            return Err(SeError::LimitExceeded(Limit::Certificates));
+        }
         // Conservation across the commit: what left equals what was paid.
         let before = st.balance();
         let after = next.balance();
@@ -1316,9 +1325,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             record: Record::Transfer(pkg.transfer),
         });
         for c in pkg.certificates {
-            if !next.certs.iter().any(|x| x.key == c.key) && next.certs.len() < CERTS_MAX {
+            if !next.certs.iter().any(|x| x.key == c.key) {
                 next.certs.push(c);
             }
+        }
+        // A token whose certificates were dropped could never be spent:
+        // refuse instead (the payer resends, or recovery at sync).
+        if next.certs.len() > CERTS_MAX {
+            return Err(SeError::LimitExceeded(Limit::Certificates));
         }
         next.tokens.push(Token {
             outpoint,
