@@ -321,3 +321,37 @@ fn a_wrong_pin_costs_a_try_across_a_reboot() {
         "{r:?}"
     );
 }
+
+/// Item 7 of issue 9: a sync used to empty the whole payment log, so a
+/// redemption the SE had paid but the DCP never acknowledged (its answer
+/// lost) could no longer be resent or redeemed: its value was stranded.
+#[test]
+fn an_unacknowledged_redemption_survives_a_sync() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut c = card(&mut scheme, b"card", 1_000);
+    let request = Request {
+        amount: Amount(1_000),
+        nonce: [9; 16],
+        payee: scheme.certify(scheme.dcp.public(), device_class::DCP, 0),
+        payee_epoch: scheme.epoch,
+    };
+    let order = RedemptionOrder::sign(&scheme.dcp, c.se_id, true, request);
+    let package = c.link.redeem(&order).unwrap();
+    // The answer is lost; the device syncs (a new epoch).
+    c.link.sync(&scheme.sync_grant(c.se_id, 2)).unwrap();
+    let log = c.link.outgoing().unwrap();
+    assert_eq!(log.len(), 1, "the redemption is still in the log");
+    assert!(log[0].redemption && !log[0].acked);
+    assert_eq!(c.link.resend(&log[0].transfer_id).unwrap(), package);
+    // And the SE still builds the Redeem request for it.
+    let req = c
+        .link
+        .build_request(&RequestParams::Redeem {
+            nonce: [9; 16],
+            sealed_digest: tally_core::Hash32([0; 32]),
+        })
+        .unwrap();
+    assert!(
+        matches!(req.op, DeviceOp::Redeem { transfer_id, .. } if transfer_id == log[0].transfer_id)
+    );
+}
