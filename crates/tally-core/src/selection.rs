@@ -48,8 +48,14 @@ pub fn select(
         return Ok(alloc::vec![i]);
     }
     // Merge: smallest ancestry first, larger values first among equals.
-    let mut order: Vec<usize> = (0..cands.len()).collect();
-    order.sort_by_key(|&i| (cands[i].lineage_len, core::cmp::Reverse(cands[i].value)));
+    // An insertion sort (stable): at most a few hundred tokens, and the
+    // library's sort costs a microcontroller's flash several KiB.
+    let key = |i: usize| (cands[i].lineage_len, core::cmp::Reverse(cands[i].value));
+    let mut order: Vec<usize> = Vec::with_capacity(cands.len());
+    for i in 0..cands.len() {
+        let at = order.partition_point(|&j| key(j) <= key(i));
+        order.insert(at, i);
+    }
     let mut sel: Vec<usize> = Vec::new();
     let mut sum = Amount::ZERO;
     for i in order {
