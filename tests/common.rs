@@ -734,6 +734,7 @@ impl MemDevice {
             se: &mut self.link,
             backend,
             se_id: self.se_id,
+            pending: None,
         };
         f(&mut a)
     }

@@ -753,6 +753,7 @@ fn identical_replay_returns_identical_bytes() {
         se: &mut se,
         backend: &mut backend,
         se_id,
+        pending: None,
     };
     assert_eq!(dave.account_balance().expect("balance"), 7_000);
 }

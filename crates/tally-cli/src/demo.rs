@@ -306,6 +306,7 @@ impl Device {
             se: &mut self.link,
             backend: &mut b,
             se_id: self.se_id,
+            pending: None,
         };
         f(&mut a).map_err(cli)
     }

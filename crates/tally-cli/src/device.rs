@@ -16,7 +16,7 @@ use tally_core::{Amount, Hash32, Package, PublicKey, Receipt, Request, SecretKey
 use tally_se::file::FileStorage;
 use tally_se::{Applet, Sealing};
 use tally_wallet::SeLink;
-use tally_wallet::agent::Agent;
+use tally_wallet::agent::{Agent, Finished};
 
 use crate::CliError;
 
@@ -139,20 +139,114 @@ fn se_err(e: tally_wallet::WalletError) -> CliError {
     CliError::failed(e.to_string())
 }
 
-/// Runs `f` with an agent on the device.
-pub fn with_agent<R>(
+/// The request in flight, kept in `NAME.pending` (written and synced
+/// before the request is sent, removed once its answer is in the SE).
+pub struct PendingFile(PathBuf);
+
+impl PendingFile {
+    pub fn of(state: &Path) -> PendingFile {
+        PendingFile(side(state, ".pending"))
+    }
+}
+
+impl tally_wallet::agent::PendingStore for PendingFile {
+    fn get(&mut self) -> Option<Vec<u8>> {
+        std::fs::read(&self.0).ok()
+    }
+    fn put(&mut self, request: Option<&[u8]>) -> Result<(), tally_wallet::agent::BackendError> {
+        let fail = |e: std::io::Error| tally_wallet::agent::BackendError {
+            status: 0,
+            code: 0,
+            message: format!("cannot record the pending request in {}: {e}", self.0.display()),
+        };
+        match request {
+            Some(bytes) => {
+                use std::io::Write;
+                let tmp = side(&self.0, ".tmp");
+                let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+                f.write_all(bytes).map_err(fail)?;
+                f.sync_all().map_err(fail)?;
+                std::fs::rename(&tmp, &self.0).map_err(fail)?;
+                if let Some(dir) = self.0.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if let Ok(d) = std::fs::File::open(dir) {
+                        let _ = d.sync_all();
+                    }
+                }
+                Ok(())
+            }
+            None => match std::fs::remove_file(&self.0) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// Runs `f` with an agent on the device, after finishing whatever an
+/// interrupted command left (the pending request, unacknowledged
+/// redemptions); what was finished is reported before `f`'s own output.
+pub fn with_agent(
     state: &Path,
-    f: impl FnOnce(&mut Agent<'_>) -> Result<R, tally_wallet::agent::AgentError>,
-) -> Result<R, CliError> {
+    f: impl FnOnce(&mut Agent<'_>, &[Finished]) -> Result<String, tally_wallet::agent::AgentError>,
+) -> Result<String, CliError> {
     let cfg = DeviceConfig::load(state)?;
     let mut se = open_se(state)?;
     let mut backend = tally_api::HttpBackend::new(&cfg.node);
+    let mut pending = PendingFile::of(state);
     let mut agent = Agent {
         se: &mut se,
         backend: &mut backend,
         se_id: cfg.se_id,
+        pending: Some(&mut pending),
     };
-    f(&mut agent).map_err(|e| CliError::failed(e.to_string()))
+    let finished = agent.resume().map_err(|e| {
+        CliError::failed(format!(
+            "an earlier operation is still pending and could not be finished: {e} (run the command again)"
+        ))
+    })?;
+    let mut out = String::new();
+    for x in &finished {
+        out.push_str(&format!("finished the interrupted {x} first\n"));
+    }
+    let r = f(&mut agent, &finished).map_err(|e| CliError::failed(e.to_string()))?;
+    out.push_str(&r);
+    Ok(out)
+}
+
+/// `tally device status`: the SE's state and what is pending.
+pub fn status(state: &Path) -> Result<String, CliError> {
+    let se = open_se(state)?;
+    let s = se.status().map_err(|e| se_err(e.into()))?;
+    let mut out = format!(
+        "balance {} in {} tokens; epoch {}; unacknowledged payments {}; open requests {}\n",
+        s.balance, s.tokens, s.epoch, s.unacked, s.open_requests
+    );
+    use tally_wallet::agent::PendingStore;
+    match PendingFile::of(state).get() {
+        Some(bytes) => {
+            let what = tally_core::dcp::DeviceRequest::from_cbor(&bytes)
+                .map(|r| Finished::Request(r.op).to_string())
+                .unwrap_or_else(|_| "an unreadable request".into());
+            out.push_str(&format!(
+                "pending: {what} (request sent, answer not applied): the next online command resends it and applies the answer\n"
+            ));
+        }
+        None => out.push_str("pending: nothing\n"),
+    }
+    for o in se.outgoing() {
+        if o.redemption && !o.acked {
+            out.push_str(&format!(
+                "unsettled redemption of {} (transfer {}): the next online command redeems it\n",
+                o.amount, o.transfer_id
+            ));
+        } else if !o.acked {
+            out.push_str(&format!(
+                "unacknowledged payment of {} (transfer {}): uploaded at the next sync\n",
+                o.amount, o.transfer_id
+            ));
+        }
+    }
+    Ok(out.trim_end().to_string())
 }
 
 /// `tally manufacturer keygen --out OUT`: OUT.key (the secret seed, mode

@@ -253,6 +253,8 @@ enum DeviceCmd {
     Unload { amount: u64 },
     /// Balance held in the SE.
     Balance,
+    /// The SE's state and any operation an interruption left pending.
+    Status,
     /// Account balance at the DCP.
     Account,
     /// Payment log and tokens.
@@ -571,6 +573,8 @@ fn run(cli: Cli) -> Result<String, CliError> {
 }
 
 fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
+    use tally_core::dcp::DeviceOp;
+    use tally_wallet::agent::Finished;
     match cmd {
         DeviceCmd::Init {
             node,
@@ -595,21 +599,30 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             },
         ),
         DeviceCmd::Pin { new, old } => device::set_pin(state, old.as_deref(), &new),
-        DeviceCmd::PayOnline { to, amount, pin } => device::with_agent(state, |a| {
+        DeviceCmd::PayOnline { to, amount, pin } => device::with_agent(state, |a, done| {
+            if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::PayOnline { to_account, amount: x }) if *to_account == to && *x == amount)) {
+                let b = a.account_balance()?;
+                return Ok(format!("paid {amount} to {to} online; account balance {b}"));
+            }
             a.pay_online(&to, amount, pin.as_deref())
                 .map(|b| format!("paid {amount} to {to} online; account balance {b}"))
         }),
-        DeviceCmd::Register => device::with_agent(state, |a| {
-            a.sync().map(|_| "registered and synced".to_string())
-        }),
-        DeviceCmd::Load { amount } => device::with_agent(state, |a| {
+        DeviceCmd::Register => {
+            device::with_agent(state, |a, _| a.sync().map(|_| "registered and synced".into()))
+        }
+        DeviceCmd::Load { amount } => device::with_agent(state, |a, done| {
+            // The same command run again after an interruption: the
+            // pending load was this one, finished above.
+            if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::Load { amount: x, .. }) if *x == amount)) {
+                return Ok(format!("loaded {amount}"));
+            }
             a.load(amount).map(|_| format!("loaded {amount}"))
         }),
         DeviceCmd::Request { amount, out } => device::request(state, amount, &out),
         DeviceCmd::Pay { request, out, pin } => device::pay(state, &request, &out, pin.as_deref()),
         DeviceCmd::Receive { package, out } => device::receive(state, &package, &out),
         DeviceCmd::Ack { receipt } => device::ack(state, &receipt),
-        DeviceCmd::Sync => device::with_agent(state, |a| {
+        DeviceCmd::Sync => device::with_agent(state, |a, _| {
             a.sync().map(|r| {
                 format!(
                     "synced to epoch {}: uploaded {} packages, reported {} open requests, recovered {}, double spends found {}",
@@ -618,14 +631,22 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             })
         }),
         DeviceCmd::Renew => {
-            device::with_agent(state, |a| a.renew().map(|v| format!("renewed {v}")))
+            device::with_agent(state, |a, _| a.renew().map(|v| format!("renewed {v}")))
         }
-        DeviceCmd::Unload { amount } => device::with_agent(state, |a| {
+        DeviceCmd::Unload { amount } => device::with_agent(state, |a, done| {
+            if done.iter().any(|f| {
+                matches!(f, Finished::Request(DeviceOp::RedemptionRequest { amount: x, unload: true }) if *x == amount)
+                    || matches!(f, Finished::Redemption { amount: x } if x.0 == amount)
+            }) {
+                let b = a.account_balance()?;
+                return Ok(format!("unloaded {amount}; account balance {b}"));
+            }
             a.unload(amount)
                 .map(|b| format!("unloaded {amount}; account balance {b}"))
         }),
         DeviceCmd::Balance => device::balance(state),
-        DeviceCmd::Account => device::with_agent(state, |a| {
+        DeviceCmd::Status => device::status(state),
+        DeviceCmd::Account => device::with_agent(state, |a, _| {
             a.account_balance().map(|b| format!("account balance {b}"))
         }),
         DeviceCmd::History => device::history(state),

@@ -11,8 +11,8 @@ use core::fmt;
 use tally_core::codec::Cbor;
 pub use tally_core::dcp::SealedKind;
 use tally_core::dcp::{
-    ClosedRequest, DeviceRequest, DeviceResponse, MakerCertificate, Registration, SyncBundle,
-    SyncUpload, attachment_digest,
+    ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, MakerCertificate, Registration,
+    SyncBundle, SyncUpload, attachment_digest,
 };
 use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
 use tally_se::RequestParams;
@@ -91,6 +91,53 @@ pub struct Agent<'a> {
     pub se: &'a mut dyn SeLink,
     pub backend: &'a mut dyn Backend,
     pub se_id: Hash32,
+    /// Where the request in flight is kept until its answer is applied
+    /// (None: nothing survives the process; tests and the demo).
+    pub pending: Option<&'a mut dyn PendingStore>,
+}
+
+/// Durable storage, beside the SE, of the one device request in flight:
+/// its exact signed bytes, written before they are sent and removed only
+/// after the answer has been applied to the SE. A retry resends them
+/// unchanged, and the back office answers a repeat with its stored answer
+/// (success or refusal), so an operation happens once whatever fails in
+/// between.
+pub trait PendingStore {
+    fn get(&mut self) -> Option<Vec<u8>>;
+    fn put(&mut self, request: Option<&[u8]>) -> Result<(), BackendError>;
+}
+
+/// What [`Agent::resume`] finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// A request found pending, resent and applied.
+    Request(DeviceOp),
+    /// A redemption the SE had paid and the back office never acknowledged,
+    /// redeemed.
+    Redemption { amount: Amount },
+}
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finished::Request(op) => match op {
+                DeviceOp::Certify { keys } => write!(f, "certification of {} keys", keys.len()),
+                DeviceOp::Load { amount, .. } => write!(f, "load of {amount}"),
+                DeviceOp::RedemptionRequest { amount, unload } => write!(
+                    f,
+                    "{} of {amount}",
+                    if *unload { "unload" } else { "renewal" }
+                ),
+                DeviceOp::Redeem { .. } => f.write_str("redemption"),
+                DeviceOp::Sync { .. } => f.write_str("sync"),
+                DeviceOp::PayOnline { to_account, amount } => {
+                    write!(f, "online payment of {amount} to {to_account}")
+                }
+                DeviceOp::Balance => f.write_str("balance query"),
+            },
+            Finished::Redemption { amount } => write!(f, "redemption of {amount}"),
+        }
+    }
 }
 
 /// What a sync did.
@@ -151,20 +198,113 @@ impl<'a> Agent<'a> {
             account: account.to_string(),
             signature,
         })?;
-        let mut agent = Agent { se, backend, se_id };
+        let mut agent = Agent {
+            se,
+            backend,
+            se_id,
+            pending: None,
+        };
         agent.sync()?;
         Ok(agent)
     }
 
-    /// Sends a request the SE built (with its attachment, if any).
+    /// Sends a request the SE built (with its attachment, if any), after
+    /// recording it as pending. A refusal (4xx) is final: the request is no
+    /// longer pending. Otherwise the caller applies the answer and then
+    /// calls [`Self::done`]; a transport failure or a 5xx leaves it pending
+    /// for the next command to resend.
     fn send(&mut self, req: &DeviceRequest) -> Result<DeviceResponse, AgentError> {
-        let bytes = self.backend.device(&req.to_cbor())?;
-        DeviceResponse::from_cbor(&bytes).map_err(|_| AgentError::Unexpected)
+        let bytes = req.to_cbor();
+        if let Some(p) = self.pending.as_mut() {
+            p.put(Some(&bytes))?;
+        }
+        self.exchange(&bytes)
+    }
+
+    fn exchange(&mut self, bytes: &[u8]) -> Result<DeviceResponse, AgentError> {
+        match self.backend.device(bytes) {
+            Ok(answer) => DeviceResponse::from_cbor(&answer).map_err(|_| AgentError::Unexpected),
+            Err(e) => {
+                if (400..500).contains(&e.status) && e.status != 429 {
+                    self.done()?;
+                }
+                Err(AgentError::Backend(e))
+            }
+        }
+    }
+
+    /// The answer of the pending request has been applied: forget it.
+    fn done(&mut self) -> Result<(), AgentError> {
+        if let Some(p) = self.pending.as_mut() {
+            p.put(None)?;
+        }
+        Ok(())
     }
 
     fn call(&mut self, params: RequestParams) -> Result<DeviceResponse, AgentError> {
         let req = self.se.build_request(&params)?;
-        self.send(&req)
+        let resp = self.send(&req)?;
+        self.done()?;
+        Ok(resp)
+    }
+
+    /// Finishes what an interrupted command left: the pending request is
+    /// resent (identical bytes) and its answer applied, then every
+    /// redemption the SE paid that the back office has not acknowledged is
+    /// redeemed. Commands call this first, so none starts a second
+    /// operation while one is pending.
+    pub fn resume(&mut self) -> Result<Vec<Finished>, AgentError> {
+        let mut finished = Vec::new();
+        let pending = self.pending.as_mut().and_then(|p| p.get());
+        if let Some(bytes) = pending {
+            let req = DeviceRequest::from_cbor(&bytes).map_err(|_| AgentError::Unexpected)?;
+            let resp = self.exchange(&bytes)?;
+            self.apply(&resp)?;
+            self.done()?;
+            finished.push(Finished::Request(req.op));
+        }
+        for o in self.se.outgoing()? {
+            if o.redemption && !o.acked {
+                let package = self.se.resend(&o.transfer_id)?;
+                let nonce = tally_core::Package::from_cbor(&package)
+                    .map_err(|_| AgentError::Unexpected)?
+                    .transfer
+                    .nonce;
+                self.redeem_paid(nonce, &package)?;
+                finished.push(Finished::Redemption { amount: o.amount });
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Applies an answer to the SE (idempotent: an Issue already credited,
+    /// a receipt already taken, are not errors).
+    fn apply(&mut self, resp: &DeviceResponse) -> Result<(), AgentError> {
+        match resp {
+            DeviceResponse::Certificates(certs) => {
+                for c in certs {
+                    self.se.install_certificate(c)?;
+                }
+            }
+            DeviceResponse::Issued(issue) => {
+                credited_once(self.se.import_issue(issue))?;
+            }
+            DeviceResponse::Renewed { issue, receipt } => {
+                credited_once(self.se.import_issue(issue))?;
+                self.se.ack(receipt)?;
+            }
+            DeviceResponse::Unloaded { receipt, .. } => self.se.ack(receipt)?,
+            DeviceResponse::Synced(bundle) => {
+                self.apply_bundle(bundle)?;
+            }
+            DeviceResponse::Redemption(order) => {
+                // The SE pays the order; the redemption then goes through
+                // `resume`'s unacknowledged-redemption pass.
+                self.se.redeem(order)?;
+            }
+            DeviceResponse::Balance { .. } => {}
+        }
+        Ok(())
     }
 
     /// Has the SE generate and sign `n` fresh keys, and installs their
@@ -221,47 +361,49 @@ impl<'a> Agent<'a> {
         let DeviceResponse::Synced(bundle) = self.send(&req)? else {
             return Err(AgentError::Unexpected);
         };
-        let SyncBundle {
-            policy,
-            revocations,
-            grant,
-            recovered,
-            double_spends,
-        } = bundle;
-        let stale = |r: Result<(), WalletError>| match r {
-            Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
-            other => other,
-        };
-        stale(self.se.install_policy(&policy))?;
-        stale(self.se.install_revocations(&revocations))?;
-        let epoch = grant.epoch;
-        self.se.sync(&grant)?;
-        let mut got = Amount::ZERO;
-        for i in &recovered {
-            got = got
-                .checked_add(credited_once(self.se.import_issue(i))?)
-                .unwrap_or(got);
-        }
+        let got = self.apply_bundle(&bundle)?;
+        self.done()?;
         let status = self.se.status()?;
         if status.certified_keys < CERTIFIED_KEYS_MIN {
             self.certify((CERTIFIED_KEYS_MIN - status.certified_keys) as u8)?;
         }
         Ok(SyncReport {
             recovered: got,
-            double_spends,
-            epoch,
+            double_spends: bundle.double_spends,
+            epoch: bundle.grant.epoch,
             ..report_base
         })
+    }
+
+    /// Installs a sync answer: policy, revocation list, grant (a stale one
+    /// is the answer of a sync already applied), recovered tokens.
+    fn apply_bundle(&mut self, bundle: &SyncBundle) -> Result<Amount, AgentError> {
+        let stale = |r: Result<(), WalletError>| match r {
+            Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
+            other => other,
+        };
+        stale(self.se.install_policy(&bundle.policy))?;
+        stale(self.se.install_revocations(&bundle.revocations))?;
+        stale(self.se.sync(&bundle.grant))?;
+        let mut got = Amount::ZERO;
+        for i in &bundle.recovered {
+            got = got
+                .checked_add(credited_once(self.se.import_issue(i))?)
+                .unwrap_or(got);
+        }
+        Ok(got)
     }
 
     /// Moves `amount` from the user's account into the SE.
     pub fn load(&mut self, amount: u64) -> Result<Issue, AgentError> {
         let req = self.build_with_key(RequestParams::Load { amount })?;
-        let DeviceResponse::Issued(issue) = self.send(&req)? else {
+        let resp = self.send(&req)?;
+        let DeviceResponse::Issued(issue) = &resp else {
             return Err(AgentError::Unexpected);
         };
-        credited_once(self.se.import_issue(&issue))?;
-        Ok(issue)
+        self.apply(&resp)?;
+        self.done()?;
+        Ok(issue.clone())
     }
 
     fn redeem(&mut self, amount: u64, unload: bool) -> Result<DeviceResponse, AgentError> {
@@ -271,22 +413,33 @@ impl<'a> Agent<'a> {
             return Err(AgentError::Unexpected);
         };
         let package = self.se.redeem(&order)?;
+        self.redeem_paid(order.request.nonce, &package)
+    }
+
+    /// Settles a redemption package the SE has paid: sealed to settlement,
+    /// sent in a Redeem request the SE builds, the answer applied (the
+    /// fresh token imported, the DCP's receipt acknowledged).
+    fn redeem_paid(
+        &mut self,
+        nonce: [u8; 16],
+        package: &[u8],
+    ) -> Result<DeviceResponse, AgentError> {
         let root = self.se.root_key()?;
-        let sealed = self.backend.seal(&root, SealedKind::Redemption, &package)?;
+        let sealed = self.backend.seal(&root, SealedKind::Redemption, package)?;
         let mut req = self.build_with_key(RequestParams::Redeem {
-            nonce: order.request.nonce,
+            nonce,
             sealed_digest: attachment_digest(&sealed),
         })?;
         req.attachment = sealed;
         let resp = self.send(&req)?;
-        match &resp {
-            DeviceResponse::Renewed { issue, receipt } => {
-                credited_once(self.se.import_issue(issue))?;
-                self.se.ack(receipt)?;
-            }
-            DeviceResponse::Unloaded { receipt, .. } => self.se.ack(receipt)?,
-            _ => return Err(AgentError::Unexpected),
+        if !matches!(
+            resp,
+            DeviceResponse::Renewed { .. } | DeviceResponse::Unloaded { .. }
+        ) {
+            return Err(AgentError::Unexpected);
         }
+        self.apply(&resp)?;
+        self.done()?;
         Ok(resp)
     }
 

@@ -94,6 +94,7 @@ pub fn with_agent<R>(bo: &Arc<Backoffice>, d: &mut Dev, f: impl FnOnce(&mut Agen
         se: &mut d.link,
         backend: &mut b,
         se_id: d.se_id,
+        pending: None,
     };
     f(&mut a)
 }
