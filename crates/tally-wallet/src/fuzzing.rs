@@ -1735,10 +1735,10 @@ impl<'a> Adversary<'a> {
                 self.orders.insert(nonce, i);
                 let bytes = order.to_cbor();
                 self.remember(&bytes);
-                if flags & 2 != 0 {
-                    if let Ok(p) = self.tally(i, ins::REDEEM, 0, &bytes) {
-                        self.packages.push(p);
-                    }
+                if flags & 2 != 0
+                    && let Ok(p) = self.tally(i, ins::REDEEM, 0, &bytes)
+                {
+                    self.packages.push(p);
                 }
             }
             Step::Sync { se } => {
