@@ -787,6 +787,10 @@ pub fn seed_corpus() -> Vec<Seed> {
         core::mem::take(&mut rec.frames),
     );
 
+    for (name, bytes) in adversarial_seeds() {
+        seed("adversarial_terminal", name, bytes);
+    }
+
     // Single APDUs for apdu_parse (the whole input is parsed too).
     seed("apdu_parse", "select.bin", select_apdu());
     seed(
@@ -838,4 +842,1572 @@ impl WireSizes {
             pseudonym_certificate: fx.request.payee.to_cbor().len(),
         }
     }
+}
+
+// ---- adversarial_terminal ---------------------------------------------------
+//
+// A stateful hostile terminal (issue 9): two or three honest SEs behind the
+// APDU interface, a simulated DCP that loads, certifies, syncs and orders
+// redemptions, and an attacker who sends arbitrary APDUs, replays and
+// mutates every message it has ever seen (from the SEs and from the DCP)
+// under any INS, drops and reorders the legitimate protocol's messages,
+// guesses PINs and pulls the power. The cardholder never types the PIN in a
+// run, so any value that leaves a card by a path that needs cardholder
+// verification is a violation. The oracle is checked after every command
+// the card dispatches (see [`check_adversarial_terminal`]).
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use tally_core::dcp::{DeviceOp, RedemptionOrder, RequestKind};
+use tally_core::policy::TierLimits;
+use tally_core::policy::device_class::CARD;
+use tally_core::testkit::default_tier;
+use tally_core::{Hash32, OutPoint, Output};
+use tally_se::RequestParams;
+use tally_se::dispatch::CLA_ISO;
+
+/// Steps of one adversarial program at most.
+pub const ADVERSARY_STEPS_MAX: usize = 64;
+/// Messages the attacker remembers at most (oldest kept).
+pub const ADVERSARY_MESSAGES_MAX: usize = 256;
+/// The cardholders' PIN: set on every card at setup, never presented.
+pub const ADVERSARY_PIN: &[u8] = &[0x5A, 0x17, 0x93, 0x08, 0xC4, 0x61];
+/// Single offline payment allowed without the PIN.
+pub const ADVERSARY_CVM_PAYMENT_MAX: u64 = 100;
+/// Offline value allowed without the PIN since the last verification.
+pub const ADVERSARY_CVM_CUMULATIVE_MAX: u64 = 250;
+/// Values the fixture cards are loaded with at setup.
+pub const ADVERSARY_INITIAL_LOADS: [u64; 3] = [1_000, 300, 0];
+/// Amounts the program's amount selectors pick from (around the limits).
+pub const ADVERSARY_AMOUNTS: [u64; 10] = [1, 7, 40, 99, 100, 101, 150, 250, 1_000, 5_000];
+
+/// (class byte, INS) that the replay, mutate and plain steps choose from.
+const ADVERSARY_INS: [(u8, u8); 20] = [
+    (CLA, ins::GET_DATA),
+    (CLA, ins::CREATE_REQUEST),
+    (CLA, ins::CHECK_REQUEST),
+    (CLA, ins::PAY),
+    (CLA, ins::RECEIVE),
+    (CLA, ins::ACK),
+    (CLA, ins::RESEND),
+    (CLA, ins::REDEEM),
+    (CLA, ins::CLOSE_REQUESTS),
+    (CLA, ins::PERSONALIZE),
+    (CLA, ins::INSTALL_POLICY),
+    (CLA, ins::INSTALL_REVOCATIONS),
+    (CLA, ins::GENERATE_KEYS),
+    (CLA, ins::INSTALL_CERTIFICATE),
+    (CLA, ins::SYNC),
+    (CLA, ins::IMPORT_ISSUE),
+    (CLA, ins::BUILD_REQUEST),
+    (CLA, ins::ENROL),
+    (CLA_ISO, ins::VERIFY),
+    (CLA_ISO, ins::CHANGE_REFERENCE_DATA),
+];
+const BLOCKS: [usize; 4] = [255, 16, 4096, 1];
+
+/// One step of an adversarial program. Indices (`se`, `msg`, `request`…)
+/// are taken modulo what exists when the step runs; pool indices count
+/// from the most recent entry (0: the latest message, request, package or
+/// receipt).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// An arbitrary APDU to SE `se`.
+    Raw { se: u8, apdu: Vec<u8> },
+    /// A remembered message as the data of command `ins` (an index into
+    /// the command table) with P1 `p1`, chained in `block`-selected pieces.
+    Replay {
+        msg: u8,
+        se: u8,
+        ins: u8,
+        p1: u8,
+        block: u8,
+    },
+    /// A remembered message, mutated (`how`: bit flip, truncation, byte
+    /// xor, junk appended at `pos`), sent as command `ins`.
+    Mutate {
+        msg: u8,
+        se: u8,
+        ins: u8,
+        how: u8,
+        pos: u16,
+        mask: u8,
+    },
+    /// Legitimate protocol, message 1: CREATE REQUEST on the payee.
+    Request { payee: u8, amount: u8 },
+    /// Message 2: PAY of a request the attacker relays (any of them).
+    Pay { payer: u8, request: u8 },
+    /// Message 3: RECEIVE of a package (any of them).
+    Receive { payee: u8, package: u8 },
+    /// Message 4: ACK of a receipt (any of them).
+    Ack { payer: u8, receipt: u8 },
+    /// The DCP loads the SE: BUILD REQUEST Load, an Issue to the key it
+    /// names (legitimately loaded), delivered by IMPORT ISSUE or dropped.
+    Load { se: u8, amount: u8, deliver: bool },
+    /// The DCP orders a redemption bound to the SE (`flags` bit 0: unload,
+    /// bit 1: deliver by REDEEM).
+    Redeem { se: u8, amount: u8, flags: u8 },
+    /// The DCP grants a sync (next sequence) and it is delivered.
+    Sync { se: u8 },
+    /// The DCP certifies `n % 3 + 1` keys from BUILD REQUEST Certify and
+    /// installs the certificates.
+    Certify { se: u8, n: u8 },
+    /// VERIFY with a PIN that is not the cardholder's.
+    WrongPin { se: u8, pin: Vec<u8> },
+    /// Power cut: the SE boots again from its storage (and is selected).
+    Reboot { se: u8 },
+    /// BUILD REQUEST of kind `kind % 7` with well-formed parameters
+    /// (PayOnline to the attacker's account among them).
+    Build { se: u8, kind: u8, amount: u8 },
+    /// A command without data: `ins` from the table, P1, P2.
+    Plain { se: u8, ins: u8, p1: u8, p2: u8 },
+}
+
+const STEP_KINDS: u8 = 15;
+
+impl Step {
+    /// Appends the step's bytes (the format [`check_adversarial_terminal`]
+    /// reads; byte strings are `[len: u8][bytes]`).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let short = |out: &mut Vec<u8>, b: &[u8]| {
+            let b = &b[..b.len().min(255)];
+            out.push(b.len() as u8);
+            out.extend_from_slice(b);
+        };
+        match self {
+            Step::Raw { se, apdu } => {
+                out.extend_from_slice(&[0, *se]);
+                short(out, apdu);
+            }
+            Step::Replay {
+                msg,
+                se,
+                ins,
+                p1,
+                block,
+            } => out.extend_from_slice(&[1, *msg, *se, *ins, *p1, *block]),
+            Step::Mutate {
+                msg,
+                se,
+                ins,
+                how,
+                pos,
+                mask,
+            } => {
+                out.extend_from_slice(&[2, *msg, *se, *ins, *how]);
+                out.extend_from_slice(&pos.to_be_bytes());
+                out.push(*mask);
+            }
+            Step::Request { payee, amount } => out.extend_from_slice(&[3, *payee, *amount]),
+            Step::Pay { payer, request } => out.extend_from_slice(&[4, *payer, *request]),
+            Step::Receive { payee, package } => out.extend_from_slice(&[5, *payee, *package]),
+            Step::Ack { payer, receipt } => out.extend_from_slice(&[6, *payer, *receipt]),
+            Step::Load {
+                se,
+                amount,
+                deliver,
+            } => out.extend_from_slice(&[7, *se, *amount, u8::from(*deliver)]),
+            Step::Redeem { se, amount, flags } => out.extend_from_slice(&[8, *se, *amount, *flags]),
+            Step::Sync { se } => out.extend_from_slice(&[9, *se]),
+            Step::Certify { se, n } => out.extend_from_slice(&[10, *se, *n]),
+            Step::WrongPin { se, pin } => {
+                out.extend_from_slice(&[11, *se]);
+                short(out, pin);
+            }
+            Step::Reboot { se } => out.extend_from_slice(&[12, *se]),
+            Step::Build { se, kind, amount } => out.extend_from_slice(&[13, *se, *kind, *amount]),
+            Step::Plain { se, ins, p1, p2 } => out.extend_from_slice(&[14, *se, *ins, *p1, *p2]),
+        }
+    }
+}
+
+/// An adversarial program's bytes: the SE count byte (bit 0 set: three
+/// SEs, else two) and the steps.
+pub fn encode_program(three_ses: bool, steps: &[Step]) -> Vec<u8> {
+    let mut out = alloc::vec![u8::from(three_ses)];
+    for s in steps {
+        s.encode(&mut out);
+    }
+    out
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn short(&mut self) -> Vec<u8> {
+        let n = usize::from(self.byte()).min(self.0.len());
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        b.to_vec()
+    }
+}
+
+/// Reads a program: SE count and at most [`ADVERSARY_STEPS_MAX`] steps
+/// (missing bytes read as zero; the step kind is taken modulo the kinds).
+pub fn decode_program(data: &[u8]) -> (bool, Vec<Step>) {
+    let mut c = Cursor(data);
+    let three = c.byte() & 1 == 1;
+    let mut steps = Vec::new();
+    while !c.0.is_empty() && steps.len() < ADVERSARY_STEPS_MAX {
+        let k = c.byte() % STEP_KINDS;
+        let mut b = || c.byte();
+        let step = match k {
+            0 => {
+                let se = b();
+                Step::Raw {
+                    se,
+                    apdu: c.short(),
+                }
+            }
+            1 => Step::Replay {
+                msg: b(),
+                se: b(),
+                ins: b(),
+                p1: b(),
+                block: b(),
+            },
+            2 => Step::Mutate {
+                msg: b(),
+                se: b(),
+                ins: b(),
+                how: b(),
+                pos: u16::from_be_bytes([b(), b()]),
+                mask: b(),
+            },
+            3 => Step::Request {
+                payee: b(),
+                amount: b(),
+            },
+            4 => Step::Pay {
+                payer: b(),
+                request: b(),
+            },
+            5 => Step::Receive {
+                payee: b(),
+                package: b(),
+            },
+            6 => Step::Ack {
+                payer: b(),
+                receipt: b(),
+            },
+            7 => Step::Load {
+                se: b(),
+                amount: b(),
+                deliver: b() & 1 == 1,
+            },
+            8 => Step::Redeem {
+                se: b(),
+                amount: b(),
+                flags: b(),
+            },
+            9 => Step::Sync { se: b() },
+            10 => Step::Certify { se: b(), n: b() },
+            11 => {
+                let se = b();
+                Step::WrongPin { se, pin: c.short() }
+            }
+            12 => Step::Reboot { se: b() },
+            13 => Step::Build {
+                se: b(),
+                kind: b(),
+                amount: b(),
+            },
+            _ => Step::Plain {
+                se: b(),
+                ins: b(),
+                p1: b(),
+                p2: b(),
+            },
+        };
+        steps.push(step);
+    }
+    (three, steps)
+}
+
+/// The value one honest SE can sign away against what entitles it to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValueObservation {
+    /// Its balance (the tokens it holds, as GET DATA STATUS reports).
+    pub balance: u64,
+    /// Value of every package it ever signed (payments and redemptions).
+    pub paid: u128,
+    /// Value of the DCP's Issues it was credited (each once).
+    pub loaded: u128,
+    /// Value of the honest packages it received (each once).
+    pub received: u128,
+}
+
+/// Oracle, per SE: what it holds plus what it signed away never exceeds
+/// what was legitimately loaded into it plus what it legitimately
+/// received. Panics on a violation.
+pub fn assert_value_conserved(se: usize, o: &ValueObservation) {
+    let out = u128::from(o.balance) + o.paid;
+    let entitled = o.loaded + o.received;
+    assert!(
+        out <= entitled,
+        "value created in SE {se}: balance {} + paid {} > loaded {} + received {}",
+        o.balance,
+        o.paid,
+        o.loaded,
+        o.received
+    );
+}
+
+/// Oracle, all honest SEs together: balances plus packages signed but not
+/// received by an honest SE plus redemptions never exceed the value the
+/// DCP issued. Panics on a violation.
+pub fn assert_total_conserved(balances: u128, unreceived: u128, redeemed: u128, issued: u128) {
+    assert!(
+        balances + unreceived + redeemed <= issued,
+        "value created: balances {balances} + unreceived {unreceived} + redeemed {redeemed} > issued {issued}"
+    );
+}
+
+/// Oracle: value paid offline while the cardholder was never verified
+/// stays within the no-PIN limits. Panics on a violation.
+pub fn assert_no_pin_payment(se: usize, amount: u64, paid_before: u128) {
+    assert!(
+        amount <= ADVERSARY_CVM_PAYMENT_MAX,
+        "SE {se} paid {amount} offline without cardholder verification (limit {ADVERSARY_CVM_PAYMENT_MAX})"
+    );
+    assert!(
+        paid_before + u128::from(amount) <= u128::from(ADVERSARY_CVM_CUMULATIVE_MAX),
+        "SE {se} paid {} offline in all without cardholder verification (limit {ADVERSARY_CVM_CUMULATIVE_MAX})",
+        paid_before + u128::from(amount)
+    );
+}
+
+/// Cards: 100 per payment and 250 in all without the PIN; online payments
+/// need it.
+pub fn adversary_tiers() -> Vec<TierLimits> {
+    let mut tiers = Scheme::default_tiers();
+    for t in tiers.iter_mut() {
+        if t.device_class == CARD {
+            *t = TierLimits {
+                cvm_payment_max: Amount(ADVERSARY_CVM_PAYMENT_MAX),
+                cvm_cumulative_max: Amount(ADVERSARY_CVM_CUMULATIVE_MAX),
+                cvm_online: true,
+                ..default_tier(CARD, 0)
+            };
+        }
+    }
+    tiers
+}
+
+/// Three provisioned cards (PIN set, loaded with
+/// [`ADVERSARY_INITIAL_LOADS`]), built once and booted afresh per input,
+/// with the back-office objects the attacker saw while they were set up.
+pub struct AdversaryFixture {
+    pub scheme: Scheme,
+    images: Vec<MemStorage>,
+    pub se_ids: Vec<Hash32>,
+    /// The setup Issues: (SE index, Issue).
+    pub issues: Vec<(usize, Issue)>,
+    /// Policy, revocations, certificates, sync grants and Issues (what a
+    /// terminal in the middle saw).
+    pub messages: Vec<Vec<u8>>,
+    /// The DCP's certificate for its redemption key (payee of orders).
+    redemption_payee: PseudonymCertificate,
+}
+
+impl AdversaryFixture {
+    pub fn new() -> Self {
+        use crate::link::ApduLink;
+        let scheme = Scheme::with_tiers(Suite::Ed25519, adversary_tiers());
+        let mut images = Vec::new();
+        let mut se_ids = Vec::new();
+        let mut issues = Vec::new();
+        let mut messages = alloc::vec![
+            scheme.policy.to_cbor(),
+            scheme.revocations.to_cbor(),
+            scheme.dcp_cert.to_cbor(),
+        ];
+        for (i, value) in ADVERSARY_INITIAL_LOADS.iter().enumerate() {
+            let label = format!("adversary/se{i}");
+            let mut link = must(
+                ApduLink::select(crate::testkit::blank_card(label.as_bytes()), 255),
+                "select",
+            );
+            let se_id = must(provision(&mut link, &scheme, CARD, 4), "provision");
+            must(
+                SeLink::change_pin(&mut link, None, ADVERSARY_PIN),
+                "set PIN",
+            );
+            if *value > 0 {
+                let keys = must(
+                    crate::testkit::certify_fresh_keys(&mut link, &scheme, CARD, 1),
+                    "certify",
+                );
+                let issue = Issue::sign(
+                    &scheme.dcp,
+                    i as u64 + 1,
+                    scheme.epoch + 20,
+                    alloc::vec![Output {
+                        value: Amount(*value),
+                        owner: keys[0],
+                    }],
+                );
+                must(SeLink::import_issue(&mut link, &issue), "load");
+                messages.push(issue.to_cbor());
+                issues.push((i, issue));
+            }
+            let applet = link.card.applet;
+            for k in &applet.state().keys {
+                if let Some(c) = &k.cert {
+                    messages.push(c.to_cbor());
+                }
+            }
+            messages.push(scheme.sync_grant(se_id, 1).to_cbor());
+            images.push(applet.into_storage());
+            se_ids.push(se_id);
+        }
+        let redemption_payee = scheme.certify(scheme.dcp.public(), DCP, 0);
+        messages.push(redemption_payee.to_cbor());
+        AdversaryFixture {
+            scheme,
+            images,
+            se_ids,
+            issues,
+            messages,
+            redemption_payee,
+        }
+    }
+}
+
+impl Default for AdversaryFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct HonestSe {
+    card: TestCard,
+    id: Hash32,
+    /// Mirror of the card's chain assembler: which command a block
+    /// completes (the card dispatches exactly those).
+    mirror: ChainAssembler,
+    tokens: BTreeSet<OutPoint>,
+    ever: BTreeSet<OutPoint>,
+    value: ValueObservation,
+    no_pin_paid: u128,
+    /// The attacker presented the right PIN (a guess: never expected, but
+    /// then the cardholder-verification oracles no longer apply).
+    pin_known: bool,
+    sync_sequence: u64,
+    reboots: u32,
+}
+
+struct Sent {
+    payer: usize,
+    amount: u64,
+    redemption: bool,
+    received: bool,
+}
+
+/// What one run of [`run_adversarial_terminal`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdversaryStats {
+    pub steps: usize,
+    pub apdus: usize,
+    /// Commands the cards dispatched and completed.
+    pub accepted: usize,
+    /// Commands the cards dispatched and refused (state compared).
+    pub refused: usize,
+    /// Packages signed (payments and redemptions) / received.
+    pub packages: usize,
+    pub received: usize,
+    /// Issues credited by the SE they were issued to.
+    pub credited: usize,
+}
+
+/// The state of one run: cards, the attacker's memory, the DCP's books.
+struct Adversary<'a> {
+    stats: AdversaryStats,
+    fx: &'a AdversaryFixture,
+    ses: Vec<HonestSe>,
+    messages: Vec<Vec<u8>>,
+    requests: Vec<Vec<u8>>,
+    packages: Vec<Vec<u8>>,
+    receipts: Vec<Vec<u8>>,
+    /// Issue id → (SE it was issued to, value).
+    issued: BTreeMap<Hash32, (usize, u64)>,
+    issued_total: u128,
+    /// Transfer id → what the package pays.
+    sent: BTreeMap<Hash32, Sent>,
+    unreceived: u128,
+    redeemed: u128,
+    /// Redemption order nonce → SE it is bound to.
+    orders: BTreeMap<[u8; 16], usize>,
+    serial: u64,
+}
+
+fn is_ok(sw_: u16) -> bool {
+    sw_ == sw::OK || sw::is_bytes_remaining(sw_)
+}
+
+impl<'a> Adversary<'a> {
+    fn new(fx: &'a AdversaryFixture, count: usize) -> Self {
+        let mut issued = BTreeMap::new();
+        let mut issued_total = 0u128;
+        for (i, issue) in &fx.issues {
+            if *i < count {
+                let v = issue.outputs.iter().map(|o| o.value.0).sum::<u64>();
+                issued.insert(issue.id(), (*i, v));
+                issued_total += u128::from(v);
+            }
+        }
+        let mut ses = Vec::new();
+        for i in 0..count {
+            let label = format!("adversary/se{i}/run");
+            let mut card = Card::new(boot(fx.images[i].clone(), Sealing::None, label.as_bytes()));
+            assert_eq!(card.transmit(&select_apdu()), [0x90, 0x00], "SELECT failed");
+            let st = card.applet.state();
+            let tokens: BTreeSet<OutPoint> = st.tokens.iter().map(|t| t.outpoint).collect();
+            let balance = st.balance().0;
+            let sync_sequence = st.sync_sequence;
+            ses.push(HonestSe {
+                card,
+                id: fx.se_ids[i],
+                mirror: ChainAssembler::new(tally_se::dispatch::COMMAND_DATA_MAX),
+                ever: tokens.clone(),
+                tokens,
+                value: ValueObservation {
+                    balance,
+                    loaded: u128::from(balance),
+                    ..ValueObservation::default()
+                },
+                no_pin_paid: 0,
+                pin_known: false,
+                sync_sequence,
+                reboots: 0,
+            });
+        }
+        Adversary {
+            stats: AdversaryStats::default(),
+            fx,
+            ses,
+            messages: fx.messages.clone(),
+            requests: Vec::new(),
+            packages: Vec::new(),
+            receipts: Vec::new(),
+            issued,
+            issued_total,
+            sent: BTreeMap::new(),
+            unreceived: 0,
+            redeemed: 0,
+            orders: BTreeMap::new(),
+            serial: 1_000,
+        }
+    }
+
+    fn se(&self, i: u8) -> usize {
+        usize::from(i) % self.ses.len()
+    }
+
+    fn remember(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() && self.messages.len() < ADVERSARY_MESSAGES_MAX {
+            self.messages.push(bytes.to_vec());
+        }
+    }
+
+    /// One APDU to SE `i`, with the per-command oracles: a refusal changes
+    /// nothing; a dispatched success is checked and its effects booked.
+    fn transmit(&mut self, i: usize, apdu: &[u8]) -> Vec<u8> {
+        let se = &mut self.ses[i];
+        let dispatched = match Command::parse(apdu) {
+            Err(_) => {
+                se.mirror.reset();
+                None
+            }
+            Ok(cmd) if cmd.ins == 0xC0 => None,
+            Ok(cmd) => se.mirror.push(&cmd).ok().flatten(),
+        };
+        let before = se.card.applet.state().clone();
+        let raw = se.card.transmit(apdu);
+        self.stats.apdus += 1;
+        if dispatched.is_some() {
+            if is_ok(Response::parse(&raw).map(|r| r.sw).unwrap_or(0)) {
+                self.stats.accepted += 1;
+            } else {
+                self.stats.refused += 1;
+            }
+        }
+        let r = must(Response::parse(&raw), "response without a status word");
+        let iso_pin = dispatched.as_ref().is_some_and(|c| {
+            c.cla & !CHAINING_BIT == CLA_ISO
+                && (c.ins == ins::VERIFY || c.ins == ins::CHANGE_REFERENCE_DATA)
+        });
+        if !is_ok(r.sw) {
+            self.assert_unchanged(i, &before, iso_pin, &dispatched, r.sw);
+            return raw;
+        }
+        let Some(c) = dispatched else {
+            return raw;
+        };
+        if iso_pin && !c.data.is_empty() {
+            // The right PIN, guessed: from here on this SE's cardholder
+            // counts as verified.
+            self.ses[i].pin_known = true;
+        }
+        if c.cla & !CHAINING_BIT == CLA {
+            if c.ins == ins::BUILD_REQUEST && c.p1 == RequestKind::PayOnline as u8 {
+                assert!(
+                    self.ses[i].pin_known,
+                    "SE {i} signed a PayOnline request without cardholder verification"
+                );
+            }
+            if c.ins == ins::REDEEM {
+                let order = must(RedemptionOrder::from_cbor(&c.data), "REDEEM accepted data");
+                assert!(
+                    order.se_id == self.ses[i].id,
+                    "SE {i} paid a redemption order bound to another SE"
+                );
+            }
+        }
+        self.book(i);
+        raw
+    }
+
+    fn assert_unchanged(
+        &self,
+        i: usize,
+        before: &State,
+        iso_pin: bool,
+        c: &Option<AssembledCommand>,
+        sw_: u16,
+    ) {
+        let after = self.ses[i].card.applet.state();
+        if after == before {
+            return;
+        }
+        let mut expected = before.clone();
+        if iso_pin {
+            // A wrong PIN costs a try, committed before the comparison:
+            // the only change a refused VERIFY makes.
+            if let (Some(b), Some(a)) = (expected.pin.as_mut(), after.pin.as_ref()) {
+                assert!(
+                    a.tries_left + 1 == b.tries_left,
+                    "SE {i}: a refused PIN command moved the try counter from {} to {}",
+                    b.tries_left,
+                    a.tries_left
+                );
+                b.tries_left = a.tries_left;
+            }
+        }
+        let (ins_, p1) = c.as_ref().map(|c| (c.ins, c.p1)).unwrap_or((0, 0));
+        assert!(
+            expected.to_cbor() == after.to_cbor(),
+            "SE {i}: refused command (INS {ins_:02X} P1 {p1:02X}, SW {sw_:04X}) changed its state"
+        );
+    }
+
+    /// Books what SE `i`'s last command did to value: packages it signed,
+    /// tokens it gained (each from an Issue issued to it or a package
+    /// paying it, each once), and checks the per-SE oracle.
+    fn book(&mut self, i: usize) {
+        let st = self.ses[i].card.applet.state().clone();
+        for o in &st.outgoing {
+            if self.sent.contains_key(&o.transfer_id) {
+                continue;
+            }
+            self.stats.packages += 1;
+            let se = &mut self.ses[i];
+            se.value.paid += u128::from(o.amount.0);
+            if o.redemption {
+                assert!(
+                    self.orders.get(&o.nonce) == Some(&i),
+                    "SE {i} paid a redemption the DCP never ordered for it"
+                );
+                self.redeemed += u128::from(o.amount.0);
+            } else {
+                if !se.pin_known {
+                    assert_no_pin_payment(i, o.amount.0, se.no_pin_paid);
+                }
+                se.no_pin_paid += u128::from(o.amount.0);
+                self.unreceived += u128::from(o.amount.0);
+            }
+            self.sent.insert(
+                o.transfer_id,
+                Sent {
+                    payer: i,
+                    amount: o.amount.0,
+                    redemption: o.redemption,
+                    received: false,
+                },
+            );
+        }
+        let now: BTreeSet<OutPoint> = st.tokens.iter().map(|t| t.outpoint).collect();
+        for t in &st.tokens {
+            if self.ses[i].tokens.contains(&t.outpoint) {
+                continue;
+            }
+            assert!(
+                self.ses[i].ever.insert(t.outpoint),
+                "SE {i} holds token {:?} again after spending it",
+                t.outpoint
+            );
+            if let Some(&(to, value)) = self.issued.get(&t.outpoint.record) {
+                assert!(to == i, "SE {i} credited an Issue issued to SE {to}");
+                assert!(t.value.0 == value, "SE {i} credited another value");
+                self.ses[i].value.loaded += u128::from(value);
+                self.stats.credited += 1;
+            } else if let Some(s) = self.sent.get_mut(&t.outpoint.record) {
+                if t.outpoint.index == 0 {
+                    assert!(!s.redemption, "SE {i} received a redemption package");
+                    assert!(!s.received, "a package was received twice (SE {i})");
+                    assert!(t.value.0 == s.amount, "SE {i} received another value");
+                    s.received = true;
+                    self.unreceived -= u128::from(s.amount);
+                    self.ses[i].value.received += u128::from(s.amount);
+                    self.stats.received += 1;
+                } else {
+                    assert!(s.payer == i, "SE {i} holds the change of SE {}", s.payer);
+                }
+            } else {
+                panic!("SE {i} holds a token of a record nobody legitimately made");
+            }
+        }
+        let se = &mut self.ses[i];
+        se.tokens = now;
+        se.value.balance = st.balance().0;
+        assert_value_conserved(i, &se.value);
+    }
+
+    fn assert_total(&self) {
+        let balances = self.ses.iter().map(|s| u128::from(s.value.balance)).sum();
+        assert_total_conserved(balances, self.unreceived, self.redeemed, self.issued_total);
+    }
+
+    /// A whole command (chained, GET RESPONSE collected); its data, which
+    /// the attacker remembers, or the status word.
+    fn command(
+        &mut self,
+        i: usize,
+        (cla, ins_): (u8, u8),
+        p1: u8,
+        p2: u8,
+        data: &[u8],
+        block: usize,
+    ) -> Result<Vec<u8>, u16> {
+        let le = if block > 255 { 65_536 } else { 256 };
+        let Ok(chain) = chunk_command(cla, ins_, p1, p2, data, block, Some(le)) else {
+            return Err(0);
+        };
+        let Some((last, first)) = chain.split_last() else {
+            return Err(0);
+        };
+        for apdu in first {
+            let r = must(Response::parse(&self.transmit(i, apdu)), "response");
+            if r.sw != sw::OK {
+                return Err(r.sw);
+            }
+        }
+        let mut r = must(Response::parse(&self.transmit(i, last)), "response");
+        let mut out = Vec::new();
+        loop {
+            out.extend_from_slice(&r.data);
+            if r.sw == sw::OK {
+                self.remember(&out);
+                return Ok(out);
+            }
+            if !sw::is_bytes_remaining(r.sw) {
+                return Err(r.sw);
+            }
+            let get = [0x00, 0xC0, 0x00, 0x00, r.sw2()];
+            r = must(Response::parse(&self.transmit(i, &get)), "response");
+        }
+    }
+
+    fn tally(&mut self, i: usize, ins_: u8, p1: u8, data: &[u8]) -> Result<Vec<u8>, u16> {
+        self.command(i, (CLA, ins_), p1, 0, data, 255)
+    }
+
+    /// The `n`-th most recent entry of a pool (0: the latest), modulo its
+    /// length.
+    fn pick(pool: &[Vec<u8>], n: u8) -> Option<Vec<u8>> {
+        let i = pool
+            .len()
+            .checked_sub(1 + usize::from(n) % pool.len().max(1))?;
+        Some(pool[i].clone())
+    }
+
+    fn amount(sel: u8) -> u64 {
+        ADVERSARY_AMOUNTS[usize::from(sel) % ADVERSARY_AMOUNTS.len()]
+    }
+
+    fn build(&mut self, i: usize, params: &RequestParams) -> Option<DeviceRequest> {
+        let kind = params.kind() as u8;
+        let bytes = self
+            .tally(i, ins::BUILD_REQUEST, kind, &params.encode())
+            .ok()?;
+        Some(must(
+            DeviceRequest::from_cbor(&bytes),
+            "BUILD REQUEST response",
+        ))
+    }
+
+    fn run(&mut self, step: &Step) {
+        match step {
+            Step::Raw { se, apdu } => {
+                let i = self.se(*se);
+                let raw = self.transmit(i, apdu);
+                if let Ok(r) = Response::parse(&raw) {
+                    self.remember(&r.data);
+                }
+            }
+            Step::Replay {
+                msg,
+                se,
+                ins: which,
+                p1,
+                block,
+            } => {
+                let Some(m) = Self::pick(&self.messages, *msg) else {
+                    return;
+                };
+                let i = self.se(*se);
+                let target = ADVERSARY_INS[usize::from(*which) % ADVERSARY_INS.len()];
+                let block = BLOCKS[usize::from(*block) % BLOCKS.len()];
+                let _ = self.command(i, target, *p1, 0, &m, block);
+            }
+            Step::Mutate {
+                msg,
+                se,
+                ins: which,
+                how,
+                pos,
+                mask,
+            } => {
+                let Some(mut m) = Self::pick(&self.messages, *msg) else {
+                    return;
+                };
+                if m.is_empty() {
+                    return;
+                }
+                let pos = usize::from(*pos);
+                let at = pos % m.len();
+                let bit_at = pos / 8 % m.len();
+                match how % 4 {
+                    0 => m[bit_at] ^= 1 << (pos % 8),
+                    1 => m.truncate(at),
+                    2 => m[at] ^= mask | 1,
+                    _ => m.extend(core::iter::repeat_n(*mask, pos % 8 + 1)),
+                }
+                let i = self.se(*se);
+                let target = ADVERSARY_INS[usize::from(*which) % ADVERSARY_INS.len()];
+                let _ = self.command(i, target, 0, 0, &m, 255);
+            }
+            Step::Request { payee, amount } => {
+                let i = self.se(*payee);
+                if let Ok(r) = self.tally(
+                    i,
+                    ins::CREATE_REQUEST,
+                    0,
+                    &encode_u64(Self::amount(*amount)),
+                ) {
+                    self.requests.push(r);
+                }
+            }
+            Step::Pay { payer, request } => {
+                let Some(r) = Self::pick(&self.requests, *request) else {
+                    return;
+                };
+                let i = self.se(*payer);
+                if let Ok(p) = self.tally(i, ins::PAY, 0, &r) {
+                    self.packages.push(p);
+                }
+            }
+            Step::Receive { payee, package } => {
+                let Some(p) = Self::pick(&self.packages, *package) else {
+                    return;
+                };
+                let i = self.se(*payee);
+                if let Ok(r) = self.command(i, (CLA, ins::RECEIVE), 0, 0, &p, 4096) {
+                    self.receipts.push(r);
+                }
+            }
+            Step::Ack { payer, receipt } => {
+                let Some(r) = Self::pick(&self.receipts, *receipt) else {
+                    return;
+                };
+                let i = self.se(*payer);
+                let _ = self.tally(i, ins::ACK, 0, &r);
+            }
+            Step::Load {
+                se,
+                amount,
+                deliver,
+            } => {
+                let i = self.se(*se);
+                let amount = Self::amount(*amount);
+                let Some(req) = self.build(i, &RequestParams::Load { amount }) else {
+                    return;
+                };
+                let DeviceOp::Load { amount, key } = req.op else {
+                    panic!("SE {i} answered a Load with another request")
+                };
+                self.serial += 1;
+                let fx = self.fx;
+                let issue = Issue::sign(
+                    &fx.scheme.dcp,
+                    self.serial,
+                    fx.scheme.epoch + 20,
+                    alloc::vec![Output {
+                        value: Amount(amount),
+                        owner: key,
+                    }],
+                );
+                self.issued.insert(issue.id(), (i, amount));
+                self.issued_total += u128::from(amount);
+                let bytes = issue.to_cbor();
+                self.remember(&bytes);
+                if *deliver {
+                    let _ = self.tally(i, ins::IMPORT_ISSUE, 0, &bytes);
+                }
+            }
+            Step::Redeem { se, amount, flags } => {
+                let i = self.se(*se);
+                self.serial += 1;
+                let mut nonce = [0u8; 16];
+                nonce.copy_from_slice(
+                    &tagged_hash(b"tally/v1/fuzz-order", &[&self.serial.to_be_bytes()]).0[..16],
+                );
+                let request = Request {
+                    amount: Amount(Self::amount(*amount)),
+                    nonce,
+                    payee: self.fx.redemption_payee.clone(),
+                    payee_epoch: self.fx.scheme.epoch,
+                };
+                let order = RedemptionOrder::sign(
+                    &self.fx.scheme.dcp,
+                    self.ses[i].id,
+                    flags & 1 == 1,
+                    request,
+                );
+                self.orders.insert(nonce, i);
+                let bytes = order.to_cbor();
+                self.remember(&bytes);
+                if flags & 2 != 0
+                    && let Ok(p) = self.tally(i, ins::REDEEM, 0, &bytes)
+                {
+                    self.packages.push(p);
+                }
+            }
+            Step::Sync { se } => {
+                let i = self.se(*se);
+                self.ses[i].sync_sequence += 1;
+                let grant = self
+                    .fx
+                    .scheme
+                    .sync_grant(self.ses[i].id, self.ses[i].sync_sequence);
+                let bytes = grant.to_cbor();
+                self.remember(&bytes);
+                let _ = self.tally(i, ins::SYNC, 0, &bytes);
+            }
+            Step::Certify { se, n } => {
+                let i = self.se(*se);
+                let Some(req) = self.build(i, &RequestParams::Certify { n: n % 3 + 1 }) else {
+                    return;
+                };
+                let DeviceOp::Certify { keys } = req.op else {
+                    panic!("SE {i} answered a Certify with another request")
+                };
+                for k in keys {
+                    let cert = self.fx.scheme.certify(k, CARD, 0).to_cbor();
+                    self.remember(&cert);
+                    let _ = self.tally(i, ins::INSTALL_CERTIFICATE, 0, &cert);
+                }
+            }
+            Step::WrongPin { se, pin } => {
+                let i = self.se(*se);
+                let mut pin = pin.clone();
+                if pin == ADVERSARY_PIN {
+                    pin[0] ^= 1;
+                }
+                let _ = self.command(i, (CLA_ISO, ins::VERIFY), 0, 0x80, &pin, 255);
+            }
+            Step::Reboot { se } => {
+                let i = self.se(*se);
+                let s = &mut self.ses[i];
+                s.reboots += 1;
+                let label = format!("adversary/se{i}/reboot{}", s.reboots);
+                let blank = Card::new(boot(
+                    MemStorage::new(1024),
+                    Sealing::None,
+                    b"adversary/placeholder",
+                ));
+                let old = core::mem::replace(&mut s.card, blank);
+                let state = old.applet.state().clone();
+                let applet = boot(old.applet.into_storage(), Sealing::None, label.as_bytes());
+                assert!(
+                    applet.state() == &state,
+                    "SE {i} rebooted into another state"
+                );
+                s.card = Card::new(applet);
+                s.mirror.reset();
+                let r = self.transmit(i, &select_apdu());
+                assert_eq!(r, [0x90, 0x00], "SELECT after reboot failed");
+            }
+            Step::Build { se, kind, amount } => {
+                let i = self.se(*se);
+                let a = Self::amount(*amount);
+                let params = match kind % 7 {
+                    0 => RequestParams::Certify { n: (a % 5) as u8 },
+                    1 => RequestParams::Load { amount: a },
+                    2 => RequestParams::RedemptionRequest {
+                        amount: a,
+                        unload: a % 2 == 1,
+                    },
+                    3 => RequestParams::Redeem {
+                        nonce: [0; 16],
+                        sealed_digest: Hash32::default(),
+                    },
+                    4 => RequestParams::Sync {
+                        sealed_digest: Hash32::default(),
+                    },
+                    5 => RequestParams::PayOnline {
+                        to_account: String::from("mallory"),
+                        amount: a,
+                    },
+                    _ => RequestParams::Balance,
+                };
+                let _ = self.build(i, &params);
+            }
+            Step::Plain {
+                se,
+                ins: which,
+                p1,
+                p2,
+            } => {
+                let i = self.se(*se);
+                let target = ADVERSARY_INS[usize::from(*which) % ADVERSARY_INS.len()];
+                let _ = self.command(i, target, *p1, *p2, &[], 255);
+            }
+        }
+    }
+}
+
+/// `adversarial_terminal`: runs the program in `data` ([`decode_program`])
+/// against fresh boots of the fixture's cards. Panics on a violation:
+/// - value created: for each SE, balance plus value of the packages it
+///   signed exceeds the value of the DCP's Issues credited to it plus the
+///   honest packages it received; for all together, balances plus
+///   unreceived packages plus redemptions exceed what the DCP issued;
+/// - an Issue credited twice, or to an SE it was not issued to; a package
+///   received twice; a token held again after it was spent; a token from a
+///   record nobody legitimately made;
+/// - a PayOnline request signed, or an offline payment above the no-PIN
+///   limits made, while the cardholder was never verified;
+/// - a REDEEM answered for an order bound to another SE, or a redemption
+///   paid that the DCP never ordered for this SE;
+/// - a refused command that changed the SE's state (a refused VERIFY may
+///   only take one try off the counter);
+/// - a response without a status word, or a reboot into another state.
+pub fn check_adversarial_terminal(fx: &AdversaryFixture, data: &[u8]) {
+    run_adversarial_terminal(fx, data);
+}
+
+/// [`check_adversarial_terminal`], returning what the run did.
+pub fn run_adversarial_terminal(fx: &AdversaryFixture, data: &[u8]) -> AdversaryStats {
+    let (three, steps) = decode_program(data);
+    let mut run = Adversary::new(fx, if three { 3 } else { 2 });
+    for step in &steps {
+        run.run(step);
+        run.assert_total();
+        run.stats.steps += 1;
+    }
+    run.stats
+}
+
+/// Seed programs of `adversarial_terminal`: the honest protocol, and each
+/// attack of issue 9 as a first move for the fuzzer to build on.
+pub fn adversarial_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use Step::*;
+    // Indices of the command table (ADVERSARY_INS).
+    const GET_DATA: u8 = 0;
+    const RECEIVE: u8 = 4;
+    const ACK: u8 = 5;
+    const RESEND: u8 = 6;
+    const REDEEM: u8 = 7;
+    const CLOSE: u8 = 8;
+    const SYNC: u8 = 14;
+    const IMPORT: u8 = 15;
+    const BUILD: u8 = 16;
+    const VERIFY: u8 = 18;
+    const CHANGE_PIN: u8 = 19;
+    // Amount selectors (ADVERSARY_AMOUNTS).
+    const A7: u8 = 1;
+    const A40: u8 = 2;
+    const A99: u8 = 3;
+    const A100: u8 = 4;
+    const A150: u8 = 6;
+    const A1000: u8 = 8;
+    let replay = |msg, se, ins| Replay {
+        msg,
+        se,
+        ins,
+        p1: 0,
+        block: 0,
+    };
+    let mut seeds = Vec::new();
+    seeds.push((
+        "honest_payments.bin",
+        encode_program(
+            true,
+            &[
+                Request {
+                    payee: 1,
+                    amount: A40,
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Receive {
+                    payee: 1,
+                    package: 0,
+                },
+                Ack {
+                    payer: 0,
+                    receipt: 0,
+                },
+                Request {
+                    payee: 0,
+                    amount: A7,
+                },
+                Pay {
+                    payer: 1,
+                    request: 0,
+                },
+                Receive {
+                    payee: 0,
+                    package: 0,
+                },
+                Ack {
+                    payer: 1,
+                    receipt: 0,
+                },
+                Load {
+                    se: 2,
+                    amount: A99,
+                    deliver: true,
+                },
+                Request {
+                    payee: 0,
+                    amount: A40,
+                },
+                Pay {
+                    payer: 2,
+                    request: 0,
+                },
+                Receive {
+                    payee: 0,
+                    package: 0,
+                },
+                Ack {
+                    payer: 2,
+                    receipt: 0,
+                },
+                Sync { se: 0 },
+                Sync { se: 1 },
+                Certify { se: 2, n: 1 },
+                Plain {
+                    se: 0,
+                    ins: GET_DATA,
+                    p1: 0,
+                    p2: 1,
+                },
+            ],
+        ),
+    ));
+    // Attack 2: the Issue again after its token was spent, to every SE.
+    let mut issue_replay = alloc::vec![
+        Load {
+            se: 0,
+            amount: A99,
+            deliver: true
+        },
+        replay(1, 0, IMPORT),
+        Request {
+            payee: 1,
+            amount: A99
+        },
+        Pay {
+            payer: 0,
+            request: 0
+        },
+        Receive {
+            payee: 1,
+            package: 0
+        },
+        Ack {
+            payer: 0,
+            receipt: 0
+        },
+    ];
+    for m in 0..8 {
+        issue_replay.push(replay(m, 0, IMPORT));
+        issue_replay.push(replay(m, 1, IMPORT));
+    }
+    issue_replay.push(Sync { se: 0 });
+    issue_replay.push(replay(6, 0, IMPORT));
+    issue_replay.push(Reboot { se: 0 });
+    issue_replay.push(replay(7, 0, IMPORT));
+    seeds.push((
+        "issue_replay_after_spending.bin",
+        encode_program(false, &issue_replay),
+    ));
+    // Attack 3a and cardholder verification: PayOnline without the PIN,
+    // wrong PINs, payments above the no-PIN limits, a reboot between.
+    seeds.push((
+        "no_pin_online_and_limits.bin",
+        encode_program(
+            false,
+            &[
+                Build {
+                    se: 0,
+                    kind: 5,
+                    amount: A1000,
+                },
+                WrongPin {
+                    se: 0,
+                    pin: b"0000".to_vec(),
+                },
+                Build {
+                    se: 0,
+                    kind: 5,
+                    amount: A7,
+                },
+                Request {
+                    payee: 1,
+                    amount: A150,
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Request {
+                    payee: 1,
+                    amount: A100,
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Receive {
+                    payee: 1,
+                    package: 0,
+                },
+                Request {
+                    payee: 1,
+                    amount: A100,
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Request {
+                    payee: 1,
+                    amount: A100,
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Plain {
+                    se: 0,
+                    ins: VERIFY,
+                    p1: 0,
+                    p2: 0x80,
+                },
+                WrongPin {
+                    se: 0,
+                    pin: b"1234".to_vec(),
+                },
+                Reboot { se: 0 },
+                WrongPin {
+                    se: 0,
+                    pin: b"123456".to_vec(),
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Build {
+                    se: 0,
+                    kind: 5,
+                    amount: A7,
+                },
+                replay(0, 0, CHANGE_PIN),
+                Plain {
+                    se: 1,
+                    ins: BUILD,
+                    p1: 5,
+                    p2: 0,
+                },
+            ],
+        ),
+    ));
+    // Attack 3b: another SE's redemption order, a forged one (mutated),
+    // the genuine one twice, its package to an honest payee.
+    seeds.push((
+        "redemption_orders.bin",
+        encode_program(
+            true,
+            &[
+                Redeem {
+                    se: 0,
+                    amount: A40,
+                    flags: 0,
+                },
+                replay(0, 1, REDEEM),
+                replay(0, 2, REDEEM),
+                Mutate {
+                    msg: 0,
+                    se: 0,
+                    ins: REDEEM,
+                    how: 2,
+                    pos: 40,
+                    mask: 0x10,
+                },
+                replay(0, 0, REDEEM),
+                replay(0, 0, REDEEM),
+                Receive {
+                    payee: 1,
+                    package: 0,
+                },
+                Redeem {
+                    se: 1,
+                    amount: A100,
+                    flags: 3,
+                },
+                Receive {
+                    payee: 2,
+                    package: 0,
+                },
+                replay(0, 1, RECEIVE),
+                replay(0, 2, RECEIVE),
+                Build {
+                    se: 0,
+                    kind: 2,
+                    amount: A40,
+                },
+                Build {
+                    se: 0,
+                    kind: 3,
+                    amount: A40,
+                },
+            ],
+        ),
+    ));
+    // Attack 5 and the message protocol out of order: dropped, reordered
+    // and replayed requests, packages and receipts; sync in between.
+    seeds.push((
+        "drop_reorder_resend.bin",
+        encode_program(
+            false,
+            &[
+                Request {
+                    payee: 1,
+                    amount: A40,
+                },
+                Request {
+                    payee: 1,
+                    amount: A7,
+                },
+                Pay {
+                    payer: 0,
+                    request: 1,
+                },
+                Pay {
+                    payer: 0,
+                    request: 0,
+                },
+                Receive {
+                    payee: 1,
+                    package: 0,
+                },
+                Plain {
+                    se: 1,
+                    ins: CLOSE,
+                    p1: 0,
+                    p2: 0,
+                },
+                Receive {
+                    payee: 1,
+                    package: 1,
+                },
+                Receive {
+                    payee: 1,
+                    package: 0,
+                },
+                Ack {
+                    payer: 0,
+                    receipt: 0,
+                },
+                Ack {
+                    payer: 1,
+                    receipt: 0,
+                },
+                Sync { se: 0 },
+                Pay {
+                    payer: 0,
+                    request: 1,
+                },
+                Receive {
+                    payee: 1,
+                    package: 0,
+                },
+                replay(0, 0, RESEND),
+                replay(0, 0, ACK),
+                replay(2, 1, SYNC),
+                Pay {
+                    payer: 1,
+                    request: 0,
+                },
+                Reboot { se: 1 },
+                Receive {
+                    payee: 1,
+                    package: 1,
+                },
+            ],
+        ),
+    ));
+    // Mutations of packages, receipts, Issues, certificates and grants.
+    let mut mutations = alloc::vec![
+        Load {
+            se: 1,
+            amount: A40,
+            deliver: false
+        },
+        Request {
+            payee: 1,
+            amount: A40
+        },
+        Pay {
+            payer: 0,
+            request: 0
+        },
+    ];
+    for (k, how) in [(0u16, 0u8), (7, 1), (90, 2), (3, 3), (400, 0), (33, 2)] {
+        mutations.push(Mutate {
+            msg: 0,
+            se: 1,
+            ins: RECEIVE,
+            how,
+            pos: k * 13,
+            mask: 0x41,
+        });
+        mutations.push(Mutate {
+            msg: 3,
+            se: 1,
+            ins: IMPORT,
+            how,
+            pos: k * 5,
+            mask: 0x80,
+        });
+    }
+    mutations.push(Receive {
+        payee: 1,
+        package: 0,
+    });
+    for k in 0..6u16 {
+        mutations.push(Mutate {
+            msg: 0,
+            se: 0,
+            ins: ACK,
+            how: k as u8,
+            pos: k * 31,
+            mask: 0x01,
+        });
+        mutations.push(Mutate {
+            msg: 10 + k as u8,
+            se: 0,
+            ins: SYNC,
+            how: 2,
+            pos: k,
+            mask: 0xFF,
+        });
+    }
+    seeds.push(("mutations.bin", encode_program(false, &mutations)));
+    // Raw APDUs: broken chains, stray GET RESPONSE, wrong class, an
+    // unknown INS, extended lengths, a SELECT of another application.
+    seeds.push((
+        "raw_apdus.bin",
+        encode_program(
+            false,
+            &[
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![0x90, ins::PAY, 0, 0, 2, 0xA4, 0x61],
+                },
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![0x80, ins::RECEIVE, 0, 0, 1, 0x01],
+                },
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![0x00, 0xC0, 0, 0, 0],
+                },
+                Raw {
+                    se: 1,
+                    apdu: alloc::vec![0x80, 0xEE, 0, 0, 3, 1, 2, 3],
+                },
+                Raw {
+                    se: 1,
+                    apdu: alloc::vec![0x80, ins::GET_DATA, 0, 2, 0, 0, 0],
+                },
+                Raw {
+                    se: 1,
+                    apdu: alloc::vec![0x00, ins::SELECT, 4, 0, 2, 0xF0, 0x54],
+                },
+                Raw {
+                    se: 1,
+                    apdu: alloc::vec![0x80, ins::GET_DATA, 0, 1, 0],
+                },
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![0x00, ins::VERIFY, 0, 0x80, 0],
+                },
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![0x00, ins::CHANGE_REFERENCE_DATA, 1, 0x80, 4, 1, 2, 3, 4],
+                },
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![0x80, ins::BUILD_REQUEST, 6, 0, 0],
+                },
+                Raw {
+                    se: 0,
+                    apdu: alloc::vec![
+                        0x80,
+                        ins::BUILD_REQUEST,
+                        5,
+                        0,
+                        11,
+                        0x82,
+                        0x67,
+                        b'm',
+                        b'a',
+                        b'l',
+                        b'l',
+                        b'o',
+                        b'r',
+                        b'y',
+                        0x18,
+                        0x64
+                    ],
+                },
+            ],
+        ),
+    ));
+    seeds
 }

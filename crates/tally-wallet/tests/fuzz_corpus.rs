@@ -1,10 +1,10 @@
 //! Replays every committed fuzz input, `fuzz/corpus/<target>/*` and
-//! `fuzz/regressions/<target>/*`, through the same checks the fuzz targets
+//! `fuzz/regressions/<target>/*` (`adversarial_terminal` included), through the same checks the fuzz targets
 //! run (`tally_wallet::fuzzing`), on the stable toolchain.
 //!
 //! The seeds come from `fuzzing::seed_corpus`. To rewrite them after a wire
 //! format change: `TALLY_WRITE_FUZZ_CORPUS=1 cargo test -p tally-wallet
-//! --test fuzz_corpus seeds`.
+//! --features testkit --test fuzz_corpus seeds`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,15 +13,17 @@ use tally_core::Package;
 use tally_core::codec::Cbor;
 use tally_core::verify::{NoCache, verify_package_bytes};
 use tally_wallet::fuzzing::{
-    self, CardFixture, HISTORY_RECORDS_MAX, PaymentFixture, check_apdu_parse, check_cbor_objects,
-    check_package_verify, check_se_dispatch,
+    self, AdversaryFixture, CardFixture, HISTORY_RECORDS_MAX, PaymentFixture,
+    check_adversarial_terminal, check_apdu_parse, check_cbor_objects, check_package_verify,
+    check_se_dispatch,
 };
 
-const TARGETS: [&str; 4] = [
+const TARGETS: [&str; 5] = [
     "cbor_objects",
     "package_verify",
     "apdu_parse",
     "se_dispatch",
+    "adversarial_terminal",
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -44,6 +46,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn corpus_and_regressions_pass_their_checks() {
     let payment = PaymentFixture::new();
     let card = CardFixture::new();
+    let adversary = AdversaryFixture::new();
     for kind in ["corpus", "regressions"] {
         let root = fuzz_dir().join(kind);
         for dir in fs::read_dir(&root).into_iter().flatten() {
@@ -67,6 +70,7 @@ fn corpus_and_regressions_pass_their_checks() {
                 "package_verify" => check_package_verify(&payment, &data),
                 "apdu_parse" => check_apdu_parse(&data),
                 "se_dispatch" => check_se_dispatch(&card, &data),
+                "adversarial_terminal" => check_adversarial_terminal(&adversary, &data),
                 _ => unreachable!(),
             }
         }
@@ -81,6 +85,7 @@ fn corpus_and_regressions_pass_their_checks() {
 fn seeds() {
     let payment = PaymentFixture::new();
     let card = CardFixture::new();
+    let adversary = AdversaryFixture::new();
     let seeds = fuzzing::seed_corpus();
     for t in TARGETS {
         assert!(seeds.iter().any(|s| s.target == t), "no seed for {t}");
@@ -101,6 +106,7 @@ fn seeds() {
             "cbor_objects" => check_cbor_objects(&s.bytes),
             "apdu_parse" => check_apdu_parse(&s.bytes),
             "se_dispatch" => check_se_dispatch(&card, &s.bytes),
+            "adversarial_terminal" => check_adversarial_terminal(&adversary, &s.bytes),
             other => panic!("seed for unknown target {other}"),
         }
     }
