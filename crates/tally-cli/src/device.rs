@@ -157,7 +157,10 @@ impl tally_wallet::agent::PendingStore for PendingFile {
         let fail = |e: std::io::Error| tally_wallet::agent::BackendError {
             status: 0,
             code: 0,
-            message: format!("cannot record the pending request in {}: {e}", self.0.display()),
+            message: format!(
+                "cannot record the pending request in {}: {e}",
+                self.0.display()
+            ),
         };
         match request {
             Some(bytes) => {

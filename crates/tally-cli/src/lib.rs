@@ -607,9 +607,9 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             a.pay_online(&to, amount, pin.as_deref())
                 .map(|b| format!("paid {amount} to {to} online; account balance {b}"))
         }),
-        DeviceCmd::Register => {
-            device::with_agent(state, |a, _| a.sync().map(|_| "registered and synced".into()))
-        }
+        DeviceCmd::Register => device::with_agent(state, |a, _| {
+            a.sync().map(|_| "registered and synced".into())
+        }),
         DeviceCmd::Load { amount } => device::with_agent(state, |a, done| {
             // The same command run again after an interruption: the
             // pending load was this one, finished above.

@@ -106,6 +106,9 @@ pub enum SeError {
     BadPin,
     /// This Issue was credited to this SE before.
     AlreadyImported,
+    /// This request was paid before (its package left in an earlier
+    /// epoch): a second package would strand its value.
+    AlreadyPaid,
     /// A request of this kind cannot be built from this SE's state (no
     /// such redemption, amount zero or above the balance, ...).
     BadRequestParams,
@@ -886,6 +889,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if let Some(retry) = self.paid_before(request) {
             return retry;
         }
+        // Paid before and its log entry gone (synced): never a second package.
+        if self.state.paid.contains(&paid_id(request)) {
+            return Err(SeError::AlreadyPaid);
+        }
         let limits = self.limits()?;
         let epoch = self.state.epoch;
         self.check_payee_certificate(&request.payee)?;
@@ -1167,6 +1174,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 }
             }
         }
+        if next.paid.len() >= PAID_KEPT_MAX {
+            next.paid.remove(0);
+        }
+        next.paid.push(paid_id(request));
         next.outgoing.push(Outgoing {
             transfer_id,
             nonce: request.nonce,
@@ -1622,4 +1633,12 @@ impl RequestParams {
         }
         Ok(p)
     }
+}
+
+/// What the SE remembers of a paid request: its nonce and payee key.
+fn paid_id(request: &Request) -> Hash32 {
+    tally_core::crypto::tagged_hash(
+        b"tally/v1/se-paid-request",
+        &[&request.nonce, &request.payee.key.to_cbor()],
+    )
 }

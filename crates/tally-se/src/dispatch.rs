@@ -101,6 +101,7 @@ impl SeError {
             SeError::BadPin => 2028,
             SeError::AlreadyImported => 2029,
             SeError::BadRequestParams => 2030,
+            SeError::AlreadyPaid => 2031,
             SeError::LimitExceeded(l) => 2100 + *l as u16,
         }
     }

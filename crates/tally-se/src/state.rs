@@ -28,6 +28,11 @@ pub const CERTS_MAX: usize = 1024;
 /// Issue ids remembered so that an Issue is credited once per SE, ever
 /// (pruned once the Issue has expired: an expired Issue is refused anyway).
 pub const IMPORTED_MAX: usize = 256;
+/// Requests paid, remembered after their log entry is gone (a sync
+/// empties the payment log), so that a request replayed later is not paid
+/// a second time: the payee accepts one package per request, so a second
+/// one would strand its value. Oldest forgotten first.
+pub const PAID_KEPT_MAX: usize = 128;
 /// Wrong PIN presentations before the SE blocks.
 pub const PIN_TRIES_MAX: u8 = 3;
 pub const PIN_BYTES_MIN: usize = 4;
@@ -182,6 +187,8 @@ pub struct State {
     /// Value paid offline without cardholder verification since the last
     /// verified payment.
     pub spent_since_cvm: Amount,
+    /// Digests of the requests paid (nonce and payee key), newest last.
+    pub paid: Vec<Hash32>,
 }
 
 impl State {
@@ -404,7 +411,7 @@ impl Cbor for Imported {
 
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
-        w.array(22);
+        w.array(23);
         w.u64(u64::from(STATE_VERSION));
         write_opt(w, &self.personal);
         write_opt(w, &self.policy);
@@ -427,12 +434,13 @@ impl Cbor for State {
         write_vec(w, &self.imported);
         write_opt(w, &self.pin);
         w.u64(self.spent_since_cvm.0);
+        write_vec(w, &self.paid);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(22)?;
+        let n = r.array_max(23)?;
         let version = r.u8()?;
         match (version, n) {
-            (1, 18) | (STATE_VERSION, 22) => {}
+            (1, 18) | (STATE_VERSION, 23) => {}
             _ => return Err(CodecError::UnsupportedVersion),
         }
         let mut st = State {
@@ -460,6 +468,7 @@ impl Cbor for State {
             st.imported = read_vec(r, IMPORTED_MAX)?;
             st.pin = read_opt(r)?;
             st.spent_since_cvm = Amount(r.u64()?);
+            st.paid = read_vec(r, PAID_KEPT_MAX)?;
         }
         Ok(st)
     }

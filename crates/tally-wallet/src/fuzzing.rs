@@ -155,7 +155,10 @@ pub fn check_cbor_objects(data: &[u8]) {
                 return;
             };
             if let Ok(p) = tally_se::RequestParams::decode(kind, data) {
-                assert!(p.encode() == data, "request parameters re-encode to other bytes");
+                assert!(
+                    p.encode() == data,
+                    "request parameters re-encode to other bytes"
+                );
                 assert_eq!(p.kind() as u8, kind);
             }
         }

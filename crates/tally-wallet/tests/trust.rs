@@ -355,3 +355,25 @@ fn an_unacknowledged_redemption_survives_a_sync() {
         matches!(req.op, DeviceOp::Redeem { transfer_id, .. } if transfer_id == log[0].transfer_id)
     );
 }
+
+/// Found by the adversarial-terminal fuzzer: a sync empties the payment
+/// log, and PAY recognised an already-paid request only there, so a
+/// terminal replaying an old request after a sync got a second package,
+/// which the payee cannot accept (its request is closed): the value was
+/// stranded. The SE now remembers the requests it paid.
+#[test]
+fn a_request_replayed_after_a_sync_is_not_paid_twice() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = card(&mut scheme, b"payer", 1_000);
+    let mut payee = TestDevice::new(&scheme, b"payee", device_class::PHONE, 4096).unwrap();
+    let req = payee.link.create_request(Amount(80)).unwrap();
+    let pkg = payer.link.pay(&req).unwrap();
+    // Before the sync, the same request gets the same package (a retry).
+    assert_eq!(payer.link.pay(&req).unwrap(), pkg);
+    payer.link.ack(&payee.link.receive(&pkg).unwrap()).unwrap();
+    payer.link.sync(&scheme.sync_grant(payer.se_id, 2)).unwrap();
+    let before = snapshot(&payer);
+    refused(payer.link.pay(&req), SeError::AlreadyPaid);
+    assert_eq!(snapshot(&payer), before);
+    assert_eq!(payer.balance().unwrap(), Amount(920));
+}
