@@ -1,0 +1,238 @@
+//! Issue 10's four regressions, as a user meets them: a command whose
+//! reply is lost is simply run again. The back office executes the request
+//! (the reply is lost on the way back), the wallet kept the signed bytes
+//! before sending them, and the next command resends them and applies the
+//! stored answer: nothing is debited twice, nothing is stranded.
+
+mod support;
+
+use std::sync::Arc;
+
+use support::*;
+use tally_core::Amount;
+use tally_core::policy::device_class::{IOT, PHONE};
+use tally_dcp::Backoffice;
+use tally_store::Store;
+use tally_wallet::SeLink;
+use tally_wallet::agent::{Agent, Backend, BackendError, Finished, PendingStore, SealedKind};
+
+/// The in-process back office, losing the reply of the `lose`-th device
+/// request it executes (counting from 1).
+struct LossyReply {
+    inner: Local,
+    lose: usize,
+    seen: usize,
+}
+
+impl Backend for LossyReply {
+    fn trust(
+        &mut self,
+    ) -> Result<
+        (
+            tally_core::PublicKey,
+            tally_core::Policy,
+            tally_core::RevocationList,
+        ),
+        BackendError,
+    > {
+        self.inner.trust()
+    }
+    fn register(
+        &mut self,
+        reg: &tally_core::dcp::Registration,
+    ) -> Result<tally_core::Hash32, BackendError> {
+        self.inner.register(reg)
+    }
+    fn seal(
+        &mut self,
+        root: &tally_core::PublicKey,
+        kind: SealedKind,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        self.inner.seal(root, kind, plaintext)
+    }
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let answer = self.inner.device(request);
+        self.seen += 1;
+        if self.seen == self.lose {
+            return Err(BackendError {
+                status: 0,
+                code: 0,
+                message: "connection reset (reply lost)".into(),
+            });
+        }
+        answer
+    }
+}
+
+/// The wallet's durable slot, in memory.
+#[derive(Default)]
+struct Slot(Option<Vec<u8>>);
+
+impl PendingStore for Slot {
+    fn get(&mut self) -> Option<Vec<u8>> {
+        self.0.clone()
+    }
+    fn put(&mut self, request: Option<&[u8]>) -> Result<(), BackendError> {
+        self.0 = request.map(<[u8]>::to_vec);
+        Ok(())
+    }
+}
+
+fn backoffice() -> Arc<Backoffice> {
+    let bo = Arc::new(Backoffice::open(Store::sqlite_memory().unwrap()).unwrap());
+    bo.mint("m", 1_000_000).unwrap();
+    bo
+}
+
+/// Runs `f` on an agent whose backend loses the `lose`-th reply.
+fn run<R>(
+    bo: &Arc<Backoffice>,
+    d: &mut Dev,
+    slot: &mut Slot,
+    lose: usize,
+    f: impl FnOnce(&mut Agent<'_>) -> R,
+) -> R {
+    let mut b = LossyReply {
+        inner: Local(bo.clone()),
+        lose,
+        seen: 0,
+    };
+    let mut a = Agent {
+        se: &mut d.link,
+        backend: &mut b,
+        se_id: d.se_id,
+        pending: Some(slot),
+    };
+    f(&mut a)
+}
+
+fn invariant_holds(bo: &Backoffice, devices: &mut [&mut Dev]) {
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    let held: u64 = devices
+        .iter_mut()
+        .map(|d| d.link.status().unwrap().balance.0)
+        .sum();
+    assert_eq!(held, inv.offline_float as u64, "float = value held in SEs");
+}
+
+/// 1. `load 3000`, then `load 1000` whose reply is lost, then `load 1000`
+/// again: used to debit 5 000 and leave a 1 000 token in no SE.
+#[test]
+fn lost_load_reply_then_the_same_load_again() {
+    let bo = backoffice();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    let mut d = onboard(&bo, "alice-load", PHONE, "alice");
+    let mut slot = Slot::default();
+    run(&bo, &mut d, &mut slot, 0, |a| a.load(3_000)).unwrap();
+    // The reply of the Load request is lost (the SE has certified keys
+    // left from its sync, so the Load is the first request).
+    let lost = run(&bo, &mut d, &mut slot, 1, |a| a.load(1_000));
+    assert!(lost.is_err());
+    assert!(slot.0.is_some(), "the signed load is kept");
+    // The user runs the command again: the pending load is finished.
+    let done = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
+    assert!(matches!(
+        done.as_slice(),
+        [Finished::Request(tally_core::dcp::DeviceOp::Load {
+            amount: 1_000,
+            ..
+        })]
+    ));
+    assert!(slot.0.is_none());
+    assert_eq!(d.link.status().unwrap().balance, Amount(4_000));
+    assert_eq!(bo.account_balance("alice").unwrap(), 6_000);
+    invariant_holds(&bo, &mut [&mut d]);
+}
+
+/// 2. An interrupted renewal: the SE has paid its redemption, the Redeem's
+/// reply is lost. Used to print "renewed 0" on retry and strand the whole
+/// balance.
+#[test]
+fn interrupted_renewal_is_finished_by_the_retry() {
+    let bo = backoffice();
+    bo.deposit("d", "bob", 10_000).unwrap();
+    let mut d = onboard(&bo, "bob-renew", PHONE, "bob");
+    let mut e = onboard(&bo, "erin-renew", PHONE, "erin");
+    let mut slot = Slot::default();
+    run(&bo, &mut d, &mut slot, 0, |a| a.load(2_000)).unwrap();
+    tally_wallet::pay_offline(&mut d.link, &mut e.link, Amount(500)).unwrap();
+    // RedemptionRequest (1), Redeem (2): the Redeem's reply is lost.
+    let lost = run(&bo, &mut d, &mut slot, 2, |a| a.renew());
+    assert!(lost.is_err());
+    assert_eq!(
+        d.link.status().unwrap().balance,
+        Amount::ZERO,
+        "paid to the DCP"
+    );
+    let done = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(d.link.status().unwrap().balance, Amount(1_500));
+    assert!(d.link.outgoing().unwrap().iter().all(|o| o.acked));
+    invariant_holds(&bo, &mut [&mut d, &mut e]);
+    // A crash after the SE paid and before the Redeem was even built: the
+    // unacknowledged redemption itself is redeemed by the next command.
+    use tally_core::codec::Cbor;
+    let req = build_request(
+        &mut e,
+        tally_se::RequestParams::RedemptionRequest {
+            amount: 500,
+            unload: true,
+        },
+        Vec::new(),
+    );
+    let answer = bo.handle_device(&req).unwrap();
+    let tally_core::dcp::DeviceResponse::Redemption(order) =
+        tally_core::dcp::DeviceResponse::from_cbor(&answer).unwrap()
+    else {
+        panic!("an order")
+    };
+    e.link.redeem(&order).unwrap();
+    assert_eq!(e.link.status().unwrap().balance, Amount::ZERO);
+    // … the process dies here. The next command finishes it.
+    let done = run(&bo, &mut e, &mut Slot::default(), 0, |a| a.resume()).unwrap();
+    assert_eq!(
+        done,
+        vec![Finished::Redemption {
+            amount: Amount(500)
+        }]
+    );
+    assert_eq!(bo.account_balance("erin").unwrap(), 500);
+    invariant_holds(&bo, &mut [&mut d, &mut e]);
+}
+
+/// 3. `unload 1000` whose reply is lost, then `unload 1000` again: used to
+/// take 2 000 out of the SE for one unload of 1 000.
+#[test]
+fn lost_unload_reply_then_the_same_unload_again() {
+    let bo = backoffice();
+    bo.deposit("d", "carol", 10_000).unwrap();
+    let mut d = onboard(&bo, "carol-unload", IOT, "carol");
+    let mut slot = Slot::default();
+    run(&bo, &mut d, &mut slot, 0, |a| a.load(3_000)).unwrap();
+    let lost = run(&bo, &mut d, &mut slot, 2, |a| a.unload(1_000));
+    assert!(lost.is_err());
+    let done = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(d.link.status().unwrap().balance, Amount(2_000));
+    assert_eq!(bo.account_balance("carol").unwrap(), 8_000);
+    invariant_holds(&bo, &mut [&mut d]);
+}
+
+/// 4. A load above the holding limit: used to debit the account, issue
+/// the token and have the SE refuse it. Now the SE will not sign it and the
+/// back office refuses it before debiting.
+#[test]
+fn load_above_the_holding_limit_debits_nothing() {
+    let bo = backoffice();
+    bo.deposit("d", "dave", 500_000).unwrap();
+    let mut d = onboard(&bo, "dave-big", PHONE, "dave");
+    let mut slot = Slot::default();
+    let r = run(&bo, &mut d, &mut slot, 0, |a| a.load(300_000));
+    assert!(r.is_err());
+    assert!(slot.0.is_none(), "nothing pending");
+    assert_eq!(bo.account_balance("dave").unwrap(), 500_000);
+    assert_eq!(d.link.status().unwrap().balance, Amount::ZERO);
+    invariant_holds(&bo, &mut [&mut d]);
+}
