@@ -636,7 +636,7 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
         DeviceCmd::Unload { amount } => device::with_agent(state, |a, done| {
             if done.iter().any(|f| {
                 matches!(f, Finished::Request(DeviceOp::RedemptionRequest { amount: x, unload: true }) if *x == amount)
-                    || matches!(f, Finished::Redemption { amount: x } if x.0 == amount)
+                    || matches!(f, Finished::Redemption { amount: x, unload: true } if x.0 == amount)
             }) {
                 let b = a.account_balance()?;
                 return Ok(format!("unloaded {amount}; account balance {b}"));

@@ -195,7 +195,8 @@ fn interrupted_renewal_is_finished_by_the_retry() {
     assert_eq!(
         done,
         vec![Finished::Redemption {
-            amount: Amount(500)
+            amount: Amount(500),
+            unload: true
         }]
     );
     assert_eq!(bo.account_balance("erin").unwrap(), 500);
@@ -214,7 +215,14 @@ fn lost_unload_reply_then_the_same_unload_again() {
     let lost = run(&bo, &mut d, &mut slot, 2, |a| a.unload(1_000));
     assert!(lost.is_err());
     let done = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
-    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(
+        done,
+        vec![Finished::Redemption {
+            amount: Amount(1_000),
+            unload: true
+        }],
+        "the same `unload 1000` run again finds this one finished"
+    );
     assert_eq!(d.link.status().unwrap().balance, Amount(2_000));
     assert_eq!(bo.account_balance("carol").unwrap(), 8_000);
     invariant_holds(&bo, &mut [&mut d]);

@@ -112,9 +112,10 @@ pub trait PendingStore {
 pub enum Finished {
     /// A request found pending, resent and applied.
     Request(DeviceOp),
-    /// A redemption the SE had paid and the back office never acknowledged,
-    /// redeemed.
-    Redemption { amount: Amount },
+    /// A redemption of the SE's (its pending Redeem request, or one the SE
+    /// paid and the back office never acknowledged), settled: an unload to
+    /// the account or a renewal.
+    Redemption { amount: Amount, unload: bool },
 }
 
 impl fmt::Display for Finished {
@@ -135,7 +136,11 @@ impl fmt::Display for Finished {
                 }
                 DeviceOp::Balance => f.write_str("balance query"),
             },
-            Finished::Redemption { amount } => write!(f, "redemption of {amount}"),
+            Finished::Redemption { amount, unload } => write!(
+                f,
+                "{} of {amount}",
+                if *unload { "unload" } else { "renewal" }
+            ),
         }
     }
 }
@@ -258,10 +263,26 @@ impl<'a> Agent<'a> {
         let pending = self.pending.as_mut().and_then(|p| p.get());
         if let Some(bytes) = pending {
             let req = DeviceRequest::from_cbor(&bytes).map_err(|_| AgentError::Unexpected)?;
+            // A Redeem names its transfer; the SE's log has the amount.
+            let redeemed = match &req.op {
+                DeviceOp::Redeem { transfer_id, .. } => self
+                    .se
+                    .outgoing()?
+                    .iter()
+                    .find(|o| o.transfer_id == *transfer_id)
+                    .map(|o| o.amount),
+                _ => None,
+            };
             let resp = self.exchange(&bytes)?;
             self.apply(&resp)?;
             self.done()?;
-            finished.push(Finished::Request(req.op));
+            finished.push(match redeemed {
+                Some(amount) => Finished::Redemption {
+                    amount,
+                    unload: matches!(resp, DeviceResponse::Unloaded { .. }),
+                },
+                None => Finished::Request(req.op),
+            });
         }
         for o in self.se.outgoing()? {
             if o.redemption && !o.acked {
@@ -270,8 +291,11 @@ impl<'a> Agent<'a> {
                     .map_err(|_| AgentError::Unexpected)?
                     .transfer
                     .nonce;
-                self.redeem_paid(nonce, &package)?;
-                finished.push(Finished::Redemption { amount: o.amount });
+                let resp = self.redeem_paid(nonce, &package)?;
+                finished.push(Finished::Redemption {
+                    amount: o.amount,
+                    unload: matches!(resp, DeviceResponse::Unloaded { .. }),
+                });
             }
         }
         Ok(finished)
