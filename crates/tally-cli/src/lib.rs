@@ -600,12 +600,12 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
         ),
         DeviceCmd::Pin { new, old } => device::set_pin(state, old.as_deref(), &new),
         DeviceCmd::PayOnline { to, amount, pin } => device::with_agent(state, |a, done| {
-            if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::PayOnline { to_account, amount: x }) if *to_account == to && *x == amount)) {
-                let b = a.account_balance()?;
-                return Ok(format!("paid {amount} to {to} online; account balance {b}"));
-            }
-            a.pay_online(&to, amount, pin.as_deref())
-                .map(|b| format!("paid {amount} to {to} online; account balance {b}"))
+            let b = if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::PayOnline { to_account, amount: x }) if *to_account == to && *x == amount)) {
+                a.account_balance()?
+            } else {
+                a.pay_online(&to, amount, pin.as_deref())?
+            };
+            Ok(format!("paid {amount} to {to} online; account balance {b}"))
         }),
         DeviceCmd::Register => device::with_agent(state, |a, _| {
             a.sync().map(|_| "registered and synced".into())
@@ -634,15 +634,16 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             device::with_agent(state, |a, _| a.renew().map(|v| format!("renewed {v}")))
         }
         DeviceCmd::Unload { amount } => device::with_agent(state, |a, done| {
-            if done.iter().any(|f| {
+            // The same command run again: the interrupted unload was this one.
+            let b = if done.iter().any(|f| {
                 matches!(f, Finished::Request(DeviceOp::RedemptionRequest { amount: x, unload: true }) if *x == amount)
                     || matches!(f, Finished::Redemption { amount: x, unload: true } if x.0 == amount)
             }) {
-                let b = a.account_balance()?;
-                return Ok(format!("unloaded {amount}; account balance {b}"));
-            }
-            a.unload(amount)
-                .map(|b| format!("unloaded {amount}; account balance {b}"))
+                a.account_balance()?
+            } else {
+                a.unload(amount)?
+            };
+            Ok(format!("unloaded {amount}; account balance {b}"))
         }),
         DeviceCmd::Balance => device::balance(state),
         DeviceCmd::Status => device::status(state),

@@ -451,11 +451,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // that has moved on) goes: its certificate, if still needed for an
         // ancestry, is kept in the certificate store.
         next.keys.retain(|k| {
-            let fresh = !k.used
-                && k.cert
-                    .as_ref()
-                    .map(|c| c.expiry_epoch >= epoch)
-                    .unwrap_or(false);
+            let fresh = !k.used && k.certified_at(epoch);
             fresh || tokens.iter().any(|t| t.owner == k.public) || outgoing_keys.contains(&k.public)
         });
         if next.keys.len() + n > KEYS_MAX {
@@ -698,12 +694,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let se_id = self.se_id()?;
         let epoch = self.state.epoch;
         let mut next = self.state.clone();
-        let certified = |k: &OfflineKey| {
-            k.cert
-                .as_ref()
-                .map(|c| c.expiry_epoch >= epoch)
-                .unwrap_or(false)
-        };
+        let certified = |k: &OfflineKey| k.certified_at(epoch);
         let mut consumes_cvm = false;
         let op = match params {
             RequestParams::Certify { n } => {
@@ -826,12 +817,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut next = self.state.clone();
         // Prefer a key never handed out; else reuse the newest certified one.
         let idx = {
-            let usable = |k: &OfflineKey| {
-                k.cert
-                    .as_ref()
-                    .map(|c| c.expiry_epoch >= epoch)
-                    .unwrap_or(false)
-            };
+            let usable = |k: &OfflineKey| k.certified_at(epoch);
             next.keys
                 .iter()
                 .position(|k| usable(k) && !k.used)
@@ -1235,12 +1221,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// cannot go on circulating under a key no evidence names.
     fn change_key(&self, input: &Token) -> Result<PublicKey, SeError> {
         let epoch = self.state.epoch;
-        let valid = |k: &OfflineKey| {
-            k.cert
-                .as_ref()
-                .map(|c| c.expiry_epoch >= epoch)
-                .unwrap_or(false)
-        };
+        let valid = |k: &OfflineKey| k.certified_at(epoch);
         if self.state.key(&input.owner).is_some_and(valid) {
             return Ok(input.owner);
         }
@@ -1454,12 +1435,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 .state
                 .keys
                 .iter()
-                .filter(|k| {
-                    k.cert
-                        .as_ref()
-                        .map(|c| c.expiry_epoch >= epoch)
-                        .unwrap_or(false)
-                })
+                .filter(|k| k.certified_at(epoch))
                 .count() as u32,
         })
     }

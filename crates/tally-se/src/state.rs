@@ -117,6 +117,16 @@ pub struct StoredRecord {
     pub record: Record,
 }
 
+impl OfflineKey {
+    /// Certified, and the certificate not expired at `epoch`.
+    pub fn certified_at(&self, epoch: Epoch) -> bool {
+        self.cert
+            .as_ref()
+            .map(|c| c.expiry_epoch >= epoch)
+            .unwrap_or(false)
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 impl OfflineKey {
     /// The private seed: tests that forge what only this SE could sign.
