@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tally_api::{HttpBackend, OperatorClient};
@@ -915,4 +915,74 @@ pub fn seed(test: &str, default: u64) -> u64 {
         .unwrap_or(default);
     eprintln!("{test}: seed {s} (set TALLY_E2E_SEED to replay)");
     s
+}
+
+// ---- a node killed at random ----------------------------------------------
+
+/// Owns the node while it kills and restarts it; stops (and, through
+/// the node's guard, kills it) on drop.
+pub struct Killer {
+    stop: Arc<AtomicBool>,
+    pub kills: Arc<AtomicU64>,
+    handle: Option<JoinHandle<Node>>,
+}
+
+impl Killer {
+    /// Kills `node` after a pause drawn from `pause_ms` (seeded), restarts
+    /// it (sometimes after a while down), again and again, until stopped or
+    /// `run_time_max` has passed.
+    pub fn start(
+        mut node: Node,
+        seed: u64,
+        pause_ms: (u64, u64),
+        run_time_max: Duration,
+    ) -> Killer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let kills = Arc::new(AtomicU64::new(0));
+        let (s, k) = (stop.clone(), kills.clone());
+        let handle = thread::spawn(move || {
+            let mut rng = Rng::new(seed);
+            let deadline = Instant::now() + run_time_max;
+            'run: for _ in 0..1_000 {
+                let until =
+                    Instant::now() + Duration::from_millis(rng.range(pause_ms.0, pause_ms.1));
+                while Instant::now() < until {
+                    if s.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break 'run;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                node.kill();
+                k.fetch_add(1, Ordering::SeqCst);
+                // Sometimes stay down a while: clients meet a closed port.
+                if rng.range(0, 2) == 0 {
+                    thread::sleep(Duration::from_millis(rng.range(0, 100)));
+                }
+                node.restart();
+            }
+            node
+        });
+        Killer {
+            stop,
+            kills,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops killing; the node is left running.
+    pub fn finish(mut self) -> Node {
+        self.stop.store(true, Ordering::SeqCst);
+        let h = self.handle.take().expect("killer runs");
+        h.join()
+            .unwrap_or_else(|_| panic!("the killer thread panicked"))
+    }
+}
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }

@@ -15,11 +15,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Db, MemDevice, Node, RetryStats, Retrying, Rng, retry, seed, temp_dir};
+use common::{Db, Killer, MemDevice, Node, RetryStats, Retrying, Rng, retry, seed, temp_dir};
 use tally_core::policy::device_class::{CARD, IOT, PHONE};
 use tally_wallet::SeLink;
 
@@ -41,69 +40,8 @@ const KILL_PAUSE_MS: (u64, u64) = (50, 400);
 const OPS_MIN: u64 = 200;
 const KILLS_MIN: u64 = 20;
 /// …within these bounds.
-const KILLS_MAX: u32 = 1_000;
 const OPS_MAX: u64 = 50_000;
 const RUN_TIME_MAX: Duration = Duration::from_secs(45);
-
-/// Owns the node while it kills and restarts it; stops (and, through
-/// the node's guard, kills it) on drop.
-struct Killer {
-    stop: Arc<AtomicBool>,
-    kills: Arc<AtomicU64>,
-    handle: Option<JoinHandle<Node>>,
-}
-
-impl Killer {
-    fn start(mut node: Node, seed: u64) -> Killer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let kills = Arc::new(AtomicU64::new(0));
-        let (s, k) = (stop.clone(), kills.clone());
-        let handle = thread::spawn(move || {
-            let mut rng = Rng::new(seed);
-            let deadline = Instant::now() + RUN_TIME_MAX;
-            'run: for _ in 0..KILLS_MAX {
-                let until = Instant::now()
-                    + Duration::from_millis(rng.range(KILL_PAUSE_MS.0, KILL_PAUSE_MS.1));
-                while Instant::now() < until {
-                    if s.load(Ordering::SeqCst) || Instant::now() > deadline {
-                        break 'run;
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                node.kill();
-                k.fetch_add(1, Ordering::SeqCst);
-                // Sometimes stay down a while: clients meet a closed port.
-                if rng.range(0, 2) == 0 {
-                    thread::sleep(Duration::from_millis(rng.range(0, 100)));
-                }
-                node.restart();
-            }
-            node
-        });
-        Killer {
-            stop,
-            kills,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops killing; the node is left running.
-    fn finish(mut self) -> Node {
-        self.stop.store(true, Ordering::SeqCst);
-        let h = self.handle.take().expect("killer runs");
-        h.join()
-            .unwrap_or_else(|_| panic!("the killer thread panicked"))
-    }
-}
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
 
 #[derive(Default, Clone, Copy)]
 struct Expected {
@@ -129,7 +67,7 @@ fn crash_run(db: Db, test: &str) {
         retry(&stats, || op.deposit(a, &format!("dep-{a}"), DEPOSIT)).expect("deposit");
     }
 
-    let killer = Killer::start(node, rng.next_u64());
+    let killer = Killer::start(node, rng.next_u64(), KILL_PAUSE_MS, RUN_TIME_MAX);
     let mut be = Retrying::new(&url, stats.clone());
     let mut devs: Vec<MemDevice> = Vec::new();
     let mut want: Vec<Expected> = Vec::new();
