@@ -3,7 +3,13 @@
 //! forwards the request, lets the node execute it, and drops the answer)
 //! is simply run again. The wallet kept the signed request before sending
 //! it, so the retry finishes that operation instead of starting another:
-//! the account is debited once and the SE holds what it should.
+//! the account is debited once and the SE holds what it should. Then
+//! every device operation (load, unload, renew, sync, online payment,
+//! balance) under every fault (request dropped, reply dropped, request
+//! duplicated, request delayed) on its first and second request. The
+//! matrix found a real bug: a retried `unload` that finished the
+//! interrupted unload then asked the node for the balance; when that
+//! failed (rate limit), the user's next retry unloaded a second time.
 
 mod common;
 
@@ -37,13 +43,54 @@ fn read_message(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// What the proxy does to the next device requests: let `pass` answers
-/// through, then drop `drop` answers (the node executed those requests),
-/// then let everything through.
+/// A fault on one device request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The request never reaches the node.
+    DropRequest,
+    /// The node executes it; its answer never arrives.
+    DropReply,
+    /// The node gets it twice; the device sees the second answer.
+    Duplicate,
+    /// It arrives late.
+    Delay,
+}
+
+/// What the proxy does to the next device requests: let `pass` through,
+/// then apply `fault` to `count` of them, then let everything through.
 #[derive(Default)]
 struct Plan {
     pass: usize,
-    drop: usize,
+    fault: Option<Fault>,
+    count: usize,
+}
+
+impl Plan {
+    fn lose(pass: usize, count: usize) -> Plan {
+        Plan {
+            pass,
+            fault: Some(Fault::DropReply),
+            count,
+        }
+    }
+    /// The fault for the next device request, if any.
+    fn next(&mut self) -> Option<Fault> {
+        if self.pass > 0 {
+            self.pass -= 1;
+            return None;
+        }
+        if self.count > 0 {
+            self.count -= 1;
+            return self.fault;
+        }
+        None
+    }
+}
+
+fn forward(addr: &str, req: &[u8]) -> Option<Vec<u8>> {
+    let upstream = TcpStream::connect(addr).ok()?;
+    (&upstream).write_all(req).ok()?;
+    read_message(&mut BufReader::new(upstream))
 }
 
 /// A proxy to `node` that follows `plan` for device requests.
@@ -60,28 +107,31 @@ fn lossy_proxy(node: String, plan: Arc<Mutex<Plan>>) -> String {
                 let addr = node.trim_start_matches("http://").to_string();
                 while let Some(req) = read_message(&mut from_client) {
                     let device = req.starts_with(b"POST /v1/devices/request ");
-                    let upstream = TcpStream::connect(&addr).unwrap();
-                    (&upstream).write_all(&req).unwrap();
-                    let Some(answer) = read_message(&mut BufReader::new(upstream)) else {
-                        return;
+                    let fault = if device {
+                        plan.lock().unwrap().next()
+                    } else {
+                        None
                     };
-                    let lose = device && {
-                        let mut p = plan.lock().unwrap();
-                        if p.pass > 0 {
-                            p.pass -= 1;
-                            false
-                        } else if p.drop > 0 {
-                            p.drop -= 1;
-                            true
-                        } else {
-                            false
+                    let answer = match fault {
+                        Some(Fault::DropRequest) => None,
+                        Some(Fault::DropReply) => {
+                            let _ = forward(&addr, &req);
+                            None
                         }
+                        Some(Fault::Duplicate) => {
+                            let _ = forward(&addr, &req);
+                            forward(&addr, &req)
+                        }
+                        Some(Fault::Delay) => {
+                            std::thread::sleep(std::time::Duration::from_millis(300));
+                            forward(&addr, &req)
+                        }
+                        None => forward(&addr, &req),
                     };
-                    if lose {
-                        // Executed by the node; the answer never arrives.
+                    let Some(answer) = answer else {
                         let _ = to_client.shutdown(std::net::Shutdown::Both);
                         return;
-                    }
+                    };
                     if to_client.write_all(&answer).is_err() {
                         return;
                     }
@@ -90,6 +140,26 @@ fn lossy_proxy(node: String, plan: Arc<Mutex<Plan>>) -> String {
         }
     });
     url
+}
+
+/// Runs the command again until it succeeds, as a user would (the node
+/// rate-limits an SE to 4 requests a second after a burst of 64, which
+/// this test's pace exceeds: 429 means "later").
+fn again_until_ok(d: &CliDevice, args: &[&str]) {
+    for _ in 0..100 {
+        let r = d.run(args);
+        if r.code == 0 {
+            return;
+        }
+        assert!(
+            r.stderr.contains("(429"),
+            "`{}`: {}",
+            args.join(" "),
+            r.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    panic!("`{}` never succeeded", args.join(" "));
 }
 
 /// Points the device's terminal settings at `url`.
@@ -116,7 +186,7 @@ fn story(db: Db, dir: &Path, test: &str) {
     use_node(&alice, &proxy);
 
     // `load 1000` whose answer is lost, then `load 1000` again.
-    *plan.lock().unwrap() = Plan { pass: 0, drop: 1 };
+    *plan.lock().unwrap() = Plan::lose(0, 1);
     alice.run(&["load", "1000"]).fails_with(1);
     let status = alice.ok(&["status"]);
     assert!(status.contains("pending: load of 1000"), "{status}");
@@ -136,7 +206,7 @@ fn story(db: Db, dir: &Path, test: &str) {
     // `unload 1000`: the redemption order arrives, the SE pays it, the
     // Redeem's answer is lost; then `unload 1000` again.
     let before = node.operator().balance("alice").unwrap();
-    *plan.lock().unwrap() = Plan { pass: 1, drop: 1 };
+    *plan.lock().unwrap() = Plan::lose(1, 1);
     alice.run(&["unload", "1000"]).fails_with(1);
     let status = alice.ok(&["status"]);
     assert!(status.contains("unsettled redemption of 1000"), "{status}");
@@ -147,6 +217,84 @@ fn story(db: Db, dir: &Path, test: &str) {
     );
     assert_eq!(alice.balance().balance, 3_000, "one unload of 1000");
     assert_eq!(node.operator().balance("alice").unwrap(), before + 1_000);
+    let inv = operator(&url, &["invariant"]);
+    assert!(inv.starts_with("holds"), "{inv}");
+
+    // Every device operation under every fault, on its first and second
+    // request: the command is run once through the faulty proxy and, if it
+    // failed, once more; then every balance is exactly what one execution
+    // gives.
+    operator(
+        &url,
+        &["deposit", "bob", "10000", "--idempotency-key", "d-bob"],
+    );
+    let bob = CliDevice::init(dir, "bob", &url, "phone", "bob");
+    use_node(&bob, &proxy);
+    let (mut se, mut acct, mut bob_acct) = (
+        alice.balance().balance,
+        node.operator().balance("alice").unwrap(),
+        node.operator().balance("bob").unwrap(),
+    );
+    let faults = [
+        Fault::DropRequest,
+        Fault::DropReply,
+        Fault::Duplicate,
+        Fault::Delay,
+    ];
+    let mut failed_first = 0;
+    for fault in faults {
+        for pass in 0..2 {
+            for op in ["load", "unload", "renew", "sync", "pay-online", "account"] {
+                let args: Vec<String> = match op {
+                    "load" => vec!["load".into(), "300".into()],
+                    "unload" => vec!["unload".into(), "200".into()],
+                    "pay-online" => {
+                        vec![
+                            "pay-online".into(),
+                            "--to".into(),
+                            "bob".into(),
+                            "100".into(),
+                        ]
+                    }
+                    other => vec![other.into()],
+                };
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                *plan.lock().unwrap() = Plan {
+                    pass,
+                    fault: Some(fault),
+                    count: 1,
+                };
+                if alice.run(&args).code != 0 {
+                    failed_first += 1;
+                    *plan.lock().unwrap() = Plan::default();
+                    again_until_ok(&alice, &args);
+                }
+                match op {
+                    "load" => (se, acct) = (se + 300, acct - 300),
+                    "unload" => (se, acct) = (se - 200, acct + 200),
+                    "pay-online" => (acct, bob_acct) = (acct - 100, bob_acct + 100),
+                    _ => {}
+                }
+                let what = format!("{op} with {fault:?} on request {}", pass + 1);
+                assert_eq!(alice.balance().balance, se, "SE after {what}");
+                assert_eq!(
+                    node.operator().balance("alice").unwrap(),
+                    acct,
+                    "alice after {what}"
+                );
+                assert_eq!(
+                    node.operator().balance("bob").unwrap(),
+                    bob_acct,
+                    "bob after {what}"
+                );
+                assert!(alice.ok(&["status"]).contains("pending: nothing"), "{what}");
+            }
+        }
+    }
+    assert!(
+        failed_first >= 8,
+        "the faults bit: {failed_first} first runs failed"
+    );
     let inv = operator(&url, &["invariant"]);
     assert!(inv.starts_with("holds"), "{inv}");
     drop(node);

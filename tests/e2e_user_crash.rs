@@ -16,11 +16,11 @@ use common::{CliDevice, Db, Killer, Node, Rng, operator, retry, seed, temp_dir};
 /// Devices (each its own account). A device's key table allows about 12
 /// loads, unloads and renewal rounds per certificate lifetime, so the run
 /// spreads its operations.
-const DEVICES: usize = 30;
+const DEVICES: usize = 50;
 const OPS_PER_DEVICE: u32 = 8;
 const DEPOSIT: u64 = 1_000_000;
 const LOAD_MAX: u64 = 1_500;
-const KILL_PAUSE_MS: (u64, u64) = (100, 500);
+const KILL_PAUSE_MS: (u64, u64) = (50, 300);
 const OPS_MIN: u64 = 200;
 const KILLS_MIN: u64 = 20;
 /// Attempts of one command before the test gives up on it.

@@ -600,11 +600,10 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
         ),
         DeviceCmd::Pin { new, old } => device::set_pin(state, old.as_deref(), &new),
         DeviceCmd::PayOnline { to, amount, pin } => device::with_agent(state, |a, done| {
-            let b = if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::PayOnline { to_account, amount: x }) if *to_account == to && *x == amount)) {
-                a.account_balance()?
-            } else {
-                a.pay_online(&to, amount, pin.as_deref())?
-            };
+            if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::PayOnline { to_account, amount: x }) if *to_account == to && *x == amount)) {
+                return Ok(format!("paid {amount} to {to} online"));
+            }
+            let b = a.pay_online(&to, amount, pin.as_deref())?;
             Ok(format!("paid {amount} to {to} online; account balance {b}"))
         }),
         DeviceCmd::Register => device::with_agent(state, |a, _| {
@@ -634,15 +633,16 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             device::with_agent(state, |a, _| a.renew().map(|v| format!("renewed {v}")))
         }
         DeviceCmd::Unload { amount } => device::with_agent(state, |a, done| {
-            // The same command run again: the interrupted unload was this one.
-            let b = if done.iter().any(|f| {
+            // The same command run again: the interrupted unload was this
+            // one, and it is done. (Nothing more is asked of the node: a
+            // failure now would make the user run it a third time.)
+            if done.iter().any(|f| {
                 matches!(f, Finished::Request(DeviceOp::RedemptionRequest { amount: x, unload: true }) if *x == amount)
                     || matches!(f, Finished::Redemption { amount: x, unload: true } if x.0 == amount)
             }) {
-                a.account_balance()?
-            } else {
-                a.unload(amount)?
-            };
+                return Ok(format!("unloaded {amount}"));
+            }
+            let b = a.unload(amount)?;
             Ok(format!("unloaded {amount}; account balance {b}"))
         }),
         DeviceCmd::Balance => device::balance(state),
