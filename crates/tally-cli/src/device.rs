@@ -183,6 +183,28 @@ impl tally_wallet::agent::PendingStore for PendingFile {
             },
         }
     }
+    /// `NAME.unsettled`: one transfer id (hex) per line.
+    fn given_up(&mut self) -> Vec<Hash32> {
+        std::fs::read_to_string(side(&self.0, ".unsettled"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| parse_hash(l.trim()).ok())
+            .collect()
+    }
+    fn give_up(&mut self, transfer_id: Hash32) -> Result<(), tally_wallet::agent::BackendError> {
+        let mut ids = self.given_up();
+        if !ids.contains(&transfer_id) {
+            ids.push(transfer_id);
+        }
+        let text: String = ids.iter().map(|h| format!("{h}\n")).collect();
+        write_atomic(&side(&self.0, ".unsettled"), text.as_bytes()).map_err(|e| {
+            tally_wallet::agent::BackendError {
+                status: 0,
+                code: 0,
+                message: e.message,
+            }
+        })
+    }
 }
 
 /// Runs `f` with an agent on the device, after finishing whatever an
@@ -236,8 +258,14 @@ pub fn status(state: &Path) -> Result<String, CliError> {
         }
         None => out.push_str("pending: nothing\n"),
     }
+    let given_up = PendingFile::of(state).given_up();
     for o in se.outgoing() {
-        if o.redemption && !o.acked {
+        if o.redemption && !o.acked && given_up.contains(&o.transfer_id) {
+            out.push_str(&format!(
+                "redemption of {} (transfer {}) refused for good by the back office: left for an operator\n",
+                o.amount, o.transfer_id
+            ));
+        } else if o.redemption && !o.acked {
             out.push_str(&format!(
                 "unsettled redemption of {} (transfer {}): the next online command redeems it\n",
                 o.amount, o.transfer_id

@@ -67,7 +67,7 @@ impl Backend for LossyReply {
 
 /// The wallet's durable slot, in memory.
 #[derive(Default)]
-struct Slot(Option<Vec<u8>>);
+struct Slot(Option<Vec<u8>>, Vec<tally_core::Hash32>);
 
 impl PendingStore for Slot {
     fn get(&mut self) -> Option<Vec<u8>> {
@@ -75,6 +75,13 @@ impl PendingStore for Slot {
     }
     fn put(&mut self, request: Option<&[u8]>) -> Result<(), BackendError> {
         self.0 = request.map(<[u8]>::to_vec);
+        Ok(())
+    }
+    fn given_up(&mut self) -> Vec<tally_core::Hash32> {
+        self.1.clone()
+    }
+    fn give_up(&mut self, transfer_id: tally_core::Hash32) -> Result<(), BackendError> {
+        self.1.push(transfer_id);
         Ok(())
     }
 }
@@ -242,5 +249,65 @@ fn load_above_the_holding_limit_debits_nothing() {
     assert!(slot.0.is_none(), "nothing pending");
     assert_eq!(bo.account_balance("dave").unwrap(), 500_000);
     assert_eq!(d.link.status().unwrap().balance, Amount::ZERO);
+    invariant_holds(&bo, &mut [&mut d]);
+}
+
+/// A redemption the back office refuses for good (here: settled already
+/// under another request the SE signed — what a lost pending file or a
+/// clone leaves) must not block every later command: it is reported once,
+/// left in the SE's log for an operator, and not tried again.
+#[test]
+fn a_redemption_refused_for_good_does_not_block_the_device() {
+    use tally_core::codec::Cbor;
+    let bo = backoffice();
+    bo.deposit("d", "fay", 10_000).unwrap();
+    let mut d = onboard(&bo, "fay-refused", PHONE, "fay");
+    let mut slot = Slot::default();
+    run(&bo, &mut d, &mut slot, 0, |a| a.load(1_000)).unwrap();
+    let req = build_request(
+        &mut d,
+        tally_se::RequestParams::RedemptionRequest {
+            amount: 400,
+            unload: true,
+        },
+        Vec::new(),
+    );
+    let tally_core::dcp::DeviceResponse::Redemption(order) =
+        tally_core::dcp::DeviceResponse::from_cbor(&bo.handle_device(&req).unwrap()).unwrap()
+    else {
+        panic!("an order")
+    };
+    let package = d.link.redeem(&order).unwrap();
+    let transfer_id = tally_core::Package::from_cbor(&package)
+        .unwrap()
+        .transfer
+        .id();
+    // Settled under another Redeem request of this SE's (its answer lost).
+    let sealed = seal_to_settlement(&bo, SealedKind::Redemption, &package);
+    let key = d.link.attestation_key().unwrap();
+    let other = forge_request(
+        &mut d,
+        tally_core::dcp::DeviceOp::Redeem {
+            nonce: order.request.nonce,
+            transfer_id,
+            key,
+            sealed_digest: tally_core::dcp::attachment_digest(&sealed),
+        },
+        sealed,
+    );
+    bo.handle_device(&other).unwrap();
+    assert_eq!(bo.account_balance("fay").unwrap(), 9_400);
+    // The next command's Redeem for it is refused (already redeemed).
+    let done = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
+    assert!(
+        matches!(done.as_slice(), [Finished::RedemptionRefused { amount, .. }] if *amount == Amount(400)),
+        "{done:?}"
+    );
+    // Not tried again, and the device goes on.
+    let again = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    run(&bo, &mut d, &mut slot, 0, |a| a.load(100)).unwrap();
+    assert_eq!(d.link.status().unwrap().balance, Amount(700));
+    assert_eq!(bo.account_balance("fay").unwrap(), 9_300);
     invariant_holds(&bo, &mut [&mut d]);
 }

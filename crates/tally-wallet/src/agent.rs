@@ -27,6 +27,14 @@ pub struct BackendError {
     pub message: String,
 }
 
+impl BackendError {
+    /// A refusal the same request will always get (4xx other than 429):
+    /// retrying cannot help.
+    pub fn is_final(&self) -> bool {
+        (400..500).contains(&self.status) && self.status != 429
+    }
+}
+
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -105,6 +113,14 @@ pub struct Agent<'a> {
 pub trait PendingStore {
     fn get(&mut self) -> Option<Vec<u8>>;
     fn put(&mut self, request: Option<&[u8]>) -> Result<(), BackendError>;
+    /// Redemptions (transfer ids) the back office refused for good: not
+    /// tried again, so one of them cannot block every later command.
+    fn given_up(&mut self) -> Vec<Hash32> {
+        Vec::new()
+    }
+    fn give_up(&mut self, _transfer_id: Hash32) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// What [`Agent::resume`] finished.
@@ -116,6 +132,9 @@ pub enum Finished {
     /// paid and the back office never acknowledged), settled: an unload to
     /// the account or a renewal.
     Redemption { amount: Amount, unload: bool },
+    /// A redemption the back office refused for good (`code`): left in the
+    /// SE's log, not tried again (an operator's case).
+    RedemptionRefused { amount: Amount, code: u16 },
 }
 
 impl fmt::Display for Finished {
@@ -140,6 +159,10 @@ impl fmt::Display for Finished {
                 f,
                 "{} of {amount}",
                 if *unload { "unload" } else { "renewal" }
+            ),
+            Finished::RedemptionRefused { amount, code } => write!(
+                f,
+                "redemption of {amount}, refused for good by the back office (code {code}; left for an operator)"
             ),
         }
     }
@@ -230,7 +253,7 @@ impl<'a> Agent<'a> {
         match self.backend.device(bytes) {
             Ok(answer) => DeviceResponse::from_cbor(&answer).map_err(|_| AgentError::Unexpected),
             Err(e) => {
-                if (400..500).contains(&e.status) && e.status != 429 {
+                if e.is_final() {
                     self.done()?;
                 }
                 Err(AgentError::Backend(e))
@@ -284,18 +307,34 @@ impl<'a> Agent<'a> {
                 None => Finished::Request(req.op),
             });
         }
+        let given_up = self
+            .pending
+            .as_mut()
+            .map(|p| p.given_up())
+            .unwrap_or_default();
         for o in self.se.outgoing()? {
-            if o.redemption && !o.acked {
+            if o.redemption && !o.acked && !given_up.contains(&o.transfer_id) {
                 let package = self.se.resend(&o.transfer_id)?;
                 let nonce = tally_core::Package::from_cbor(&package)
                     .map_err(|_| AgentError::Unexpected)?
                     .transfer
                     .nonce;
-                let resp = self.redeem_paid(nonce, &package)?;
-                finished.push(Finished::Redemption {
-                    amount: o.amount,
-                    unload: matches!(resp, DeviceResponse::Unloaded { .. }),
-                });
+                match self.redeem_paid(nonce, &package) {
+                    Ok(resp) => finished.push(Finished::Redemption {
+                        amount: o.amount,
+                        unload: matches!(resp, DeviceResponse::Unloaded { .. }),
+                    }),
+                    Err(AgentError::Backend(e)) if e.is_final() => {
+                        if let Some(p) = self.pending.as_mut() {
+                            p.give_up(o.transfer_id)?;
+                        }
+                        finished.push(Finished::RedemptionRefused {
+                            amount: o.amount,
+                            code: e.code,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(finished)
