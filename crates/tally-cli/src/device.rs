@@ -318,14 +318,29 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     f.write_all(bytes).map_err(|e| CliError::io(path, e))
 }
 
+/// `tally device init`'s arguments.
+#[derive(clap::Args)]
 pub struct InitOptions {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub node: String,
+    #[arg(long, default_value = "phone")]
     pub class: String,
+    #[arg(long)]
     pub account: String,
+    /// The one-time enrolment code (`tally operator enrol ACCOUNT`).
+    #[arg(long)]
     pub code: String,
+    /// The root public key file (`tally node --root-out`): the SE's
+    /// trust anchor, never taken from the network.
+    #[arg(long)]
     pub root: PathBuf,
+    /// The manufacturer's secret key file (`tally manufacturer keygen`).
+    #[arg(long)]
     pub maker_key: PathBuf,
+    #[arg(long, default_value = "tally-soft-se")]
     pub maker: String,
+    /// Set the cardholder's PIN (4–12 characters).
+    #[arg(long)]
     pub pin: Option<String>,
 }
 

@@ -175,29 +175,7 @@ enum DeviceCmd {
     /// Manufacture a new SE (personalised with the root from a file, its
     /// attestation key certified with the manufacturer's key) and enrol
     /// it for an account with the account's one-time code.
-    Init {
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        node: String,
-        #[arg(long, default_value = "phone")]
-        class: String,
-        #[arg(long)]
-        account: String,
-        /// The one-time enrolment code (`tally operator enrol ACCOUNT`).
-        #[arg(long)]
-        code: String,
-        /// The root public key file (`tally node --root-out`): the SE's
-        /// trust anchor, never taken from the network.
-        #[arg(long)]
-        root: PathBuf,
-        /// The manufacturer's secret key file (`tally manufacturer keygen`).
-        #[arg(long)]
-        maker_key: PathBuf,
-        #[arg(long, default_value = "tally-soft-se")]
-        maker: String,
-        /// Set the cardholder's PIN (4–12 characters).
-        #[arg(long)]
-        pin: Option<String>,
-    },
+    Init(device::InitOptions),
     /// Set the first PIN, or change it with --old.
     Pin {
         new: String,
@@ -576,28 +554,7 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
     use tally_core::dcp::DeviceOp;
     use tally_wallet::agent::Finished;
     match cmd {
-        DeviceCmd::Init {
-            node,
-            class,
-            account,
-            code,
-            root,
-            maker_key,
-            maker,
-            pin,
-        } => device::init(
-            state,
-            &device::InitOptions {
-                node,
-                class,
-                account,
-                code,
-                root,
-                maker_key,
-                maker,
-                pin,
-            },
-        ),
+        DeviceCmd::Init(o) => device::init(state, &o),
         DeviceCmd::Pin { new, old } => device::set_pin(state, old.as_deref(), &new),
         DeviceCmd::PayOnline { to, amount, pin } => device::with_agent(state, |a, done| {
             if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::PayOnline { to_account, amount: x }) if *to_account == to && *x == amount)) {

@@ -1050,6 +1050,12 @@ impl Backoffice {
         Ok(Directory::revocation_list(tx, &self.keys.root, epoch)?)
     }
 
+    /// The trust objects of a short read transaction (verification runs
+    /// outside the settlement transaction).
+    fn trust(&self) -> Result<TrustStore, BackofficeError> {
+        self.central.transact(|tx| self.trust_in(tx))
+    }
+
     fn trust_in(&self, tx: &mut dyn Tx) -> Result<TrustStore, BackofficeError> {
         Ok(TrustStore::new(
             self.root_key(),
@@ -1732,7 +1738,7 @@ impl Backoffice {
     /// holds locks (or repeat on a serialization retry). A policy or
     /// revocation change between the two is picked up by the next upload.
     fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
-        let trust = self.central.transact(|tx| self.trust_in(tx))?;
+        let trust = self.trust()?;
         let mut out = Vec::with_capacity(packages.len());
         for p in packages {
             out.push(match Package::from_cbor(p) {
@@ -1870,7 +1876,7 @@ impl Backoffice {
             .map_err(BackofficeError::from)
             .and_then(|plain| Ok(Package::from_cbor(&plain)?))
             .and_then(|pkg| {
-                let trust = self.central.transact(|tx| self.trust_in(tx))?;
+                let trust = self.trust()?;
                 self.verify_with(&trust, pkg)
             });
         let dcp_key = self.dcp_key();

@@ -1562,13 +1562,6 @@ impl RequestParams {
         use tally_core::codec::Reader;
         use tally_core::dcp::RequestKind as K;
         let kind = K::from_code(kind).ok_or(CodecError::UnknownCode)?;
-        if kind == K::Balance {
-            return if data.is_empty() {
-                Ok(RequestParams::Balance)
-            } else {
-                Err(CodecError::TrailingBytes)
-            };
-        }
         let mut r = Reader::new(data);
         let p = match kind {
             K::Certify => RequestParams::Certify { n: r.u8()? },
@@ -1599,7 +1592,8 @@ impl RequestParams {
                     amount: r.u64()?,
                 }
             }
-            K::Balance => unreachable!("handled above"),
+            // No data: anything present is trailing bytes (below).
+            K::Balance => RequestParams::Balance,
         };
         if r.position() != data.len() {
             return Err(CodecError::TrailingBytes);

@@ -192,6 +192,15 @@ pub fn manufacture(
     Ok(MakerCertificate::sign(maker_key, att, device_class, maker))
 }
 
+/// A policy, list or grant the SE already holds (or a newer one) is not
+/// an error: a retried sync answer, or a policy installed at onboarding.
+fn installed(r: Result<(), WalletError>) -> Result<(), WalletError> {
+    match r {
+        Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
+        other => other,
+    }
+}
+
 /// An Issue the SE already credited is not an error for a retry.
 fn credited_once(r: Result<Amount, WalletError>) -> Result<Amount, WalletError> {
     match r {
@@ -214,12 +223,8 @@ impl<'a> Agent<'a> {
         code: &str,
     ) -> Result<Agent<'a>, AgentError> {
         let (_, policy, revocations) = backend.trust()?;
-        let stale = |r: Result<(), WalletError>| match r {
-            Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
-            other => other,
-        };
-        stale(se.install_policy(&policy))?;
-        stale(se.install_revocations(&revocations))?;
+        installed(se.install_policy(&policy))?;
+        installed(se.install_revocations(&revocations))?;
         let signature = se.enrol(account, code)?;
         let se_id = backend.register(&Registration {
             maker_cert,
@@ -441,13 +446,9 @@ impl<'a> Agent<'a> {
     /// Installs a sync answer: policy, revocation list, grant (a stale one
     /// is the answer of a sync already applied), recovered tokens.
     fn apply_bundle(&mut self, bundle: &SyncBundle) -> Result<Amount, AgentError> {
-        let stale = |r: Result<(), WalletError>| match r {
-            Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
-            other => other,
-        };
-        stale(self.se.install_policy(&bundle.policy))?;
-        stale(self.se.install_revocations(&bundle.revocations))?;
-        stale(self.se.sync(&bundle.grant))?;
+        installed(self.se.install_policy(&bundle.policy))?;
+        installed(self.se.install_revocations(&bundle.revocations))?;
+        installed(self.se.sync(&bundle.grant))?;
         let mut got = Amount::ZERO;
         for i in &bundle.recovered {
             got = got
