@@ -809,16 +809,17 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             }
             RequestParams::Sync { sealed_digest } => {
                 // Recovered and refunded tokens go to a certified key of
-                // ours (a never-used one if there is one).
+                // ours that stays in the key table: the newest one that
+                // owns a token, else the newest certified one (not marked
+                // used: a sync does not use up a fresh key, which would
+                // cost a certification per sync).
+                let owns = |k: &OfflineKey| next.tokens.iter().any(|t| t.owner == k.public);
                 let key = next
                     .keys
                     .iter()
-                    .position(|k| certified(k) && !k.used)
+                    .rposition(|k| certified(k) && owns(k))
                     .or_else(|| next.keys.iter().rposition(|k| certified(k)))
-                    .map(|i| {
-                        next.keys[i].used = true;
-                        next.keys[i].public
-                    });
+                    .map(|i| next.keys[i].public);
                 let reports = tally_core::dcp::reports_digest_of(
                     next.reports
                         .iter()
