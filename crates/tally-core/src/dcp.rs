@@ -62,7 +62,8 @@ pub enum DeviceOp {
     /// 7: an Issue this SE will never credit (it refused it, e.g. over its
     /// holding limit, and recorded it as cancelled in the same commit):
     /// the DCP takes its value back to the SE's account.
-    CancelIssue { issue: Issue },
+    /// (Boxed: an Issue is large, and every op lives on the SE's stack.)
+    CancelIssue { issue: alloc::boxed::Box<Issue> },
 }
 
 /// The kinds of [`DeviceOp`], each with its own signature domain.
@@ -444,7 +445,7 @@ impl Cbor for DeviceOp {
             7 => {
                 arity(2)?;
                 DeviceOp::CancelIssue {
-                    issue: Issue::read(r)?,
+                    issue: alloc::boxed::Box::new(Issue::read(r)?),
                 }
             }
             _ => return Err(CodecError::UnknownCode),

@@ -424,7 +424,9 @@ fn an_issue_the_se_refuses_is_cancelled_back_to_the_account() {
     assert!(e.is(&tally_se::SeError::IssueCancelled), "{e:?}");
     let again = a
         .link
-        .build_request(&tally_se::RequestParams::CancelIssue { issue })
+        .build_request(&tally_se::RequestParams::CancelIssue {
+            issue: Box::new(issue),
+        })
         .unwrap();
     bo.handle_device(&again.to_cbor()).unwrap();
     assert_eq!(bo.account_balance("alice").unwrap(), 50_000, "credited once");

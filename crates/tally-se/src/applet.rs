@@ -185,7 +185,9 @@ pub struct Applet<S: Storage, E: Entropy> {
     sealing: Sealing,
     entropy: E,
     state: State,
-    trust: Option<TrustStore>,
+    /// (Boxed, like `checked_request`: the applet is moved by value through
+    /// boot and dispatch, about nine copies deep on the Cortex-M4 stack.)
+    trust: Option<alloc::boxed::Box<TrustStore>>,
     cert_cache: BoundedCertCache,
     /// Signing keys made ready (RAM only, lost at power-off): CHECK REQUEST
     /// prepares the keys of the tokens PAY may spend while the user
@@ -197,7 +199,19 @@ pub struct Applet<S: Storage, E: Entropy> {
     cvm_verified: bool,
     /// The last payee request whose signature CHECK REQUEST verified (RAM
     /// only), so the PAY that follows only signs.
-    checked_request: Option<Hash32>,
+    /// (Boxed: the applet is moved by value through boot and dispatch, and
+    /// every byte of it costs stack on the Cortex-M4.)
+    checked_request: Option<alloc::boxed::Box<CheckedRequest>>,
+}
+
+/// What identifies a payee request whose signature was checked.
+#[derive(Clone, PartialEq, Eq)]
+struct CheckedRequest {
+    signature: tally_core::Signature,
+    certificate: tally_core::Signature,
+    amount: Amount,
+    nonce: [u8; 16],
+    epoch: Epoch,
 }
 
 /// Cached pseudonym certificates (signature checks skipped on reuse).
@@ -261,7 +275,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             &self.state.revocations,
         ) {
             (Some(p), Some(pol), Some(rev)) => {
-                TrustStore::new(p.root, pol.clone(), rev.clone()).ok()
+                TrustStore::new(p.root, pol.clone(), rev.clone())
+                    .ok()
+                    .map(alloc::boxed::Box::new)
             }
             _ => None,
         };
@@ -332,7 +348,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     fn trust(&self) -> Result<&TrustStore, SeError> {
-        self.trust.as_ref().ok_or(SeError::NoTrust)
+        self.trust.as_deref().ok_or(SeError::NoTrust)
     }
 
     fn limits(&self) -> Result<TierLimits, SeError> {
@@ -1075,14 +1091,23 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// REQUEST verifies it while the user confirms and PAY, given the
     /// same request, finds it checked.
     fn check_request_signature(&mut self, request: &Request) -> Result<(), SeError> {
-        let id = tally_core::crypto::tagged_hash(b"tally/v1/request-id", &[&request.to_cbor()]);
-        if self.checked_request == Some(id) {
+        // Compared field by field (no encoding or hashing on the warm
+        // PAY): the request's signature covers amount, nonce, epoch and
+        // the certificate, whose own signature stands for its content.
+        let id = CheckedRequest {
+            signature: request.signature.clone(),
+            certificate: request.payee.signature.clone(),
+            amount: request.amount,
+            nonce: request.nonce,
+            epoch: request.payee_epoch,
+        };
+        if self.checked_request.as_deref() == Some(&id) {
             return Ok(());
         }
         request
             .verify()
             .map_err(|_| SeError::BadRequestSignature)?;
-        self.checked_request = Some(id);
+        self.checked_request = Some(alloc::boxed::Box::new(id));
         Ok(())
     }
 
@@ -1359,7 +1384,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .ok_or(SeError::UnknownRequest)?;
         let req = self.state.open_requests[ri].clone();
         self.check_receivable(req.amount, &limits)?;
-        let trust = self.trust.as_ref().ok_or(SeError::NoTrust)?;
+        let trust = self.trust.as_deref().ok_or(SeError::NoTrust)?;
         let expected = Expected {
             payee: req.key,
             amount: req.amount,
@@ -1636,7 +1661,7 @@ pub enum RequestParams {
     },
     Balance,
     CancelIssue {
-        issue: Issue,
+        issue: alloc::boxed::Box<Issue>,
     },
 }
 
@@ -1724,7 +1749,7 @@ impl RequestParams {
             // No data: anything present is trailing bytes (below).
             K::Balance => RequestParams::Balance,
             K::CancelIssue => RequestParams::CancelIssue {
-                issue: Issue::read(&mut r)?,
+                issue: alloc::boxed::Box::new(Issue::read(&mut r)?),
             },
         };
         if r.position() != data.len() {

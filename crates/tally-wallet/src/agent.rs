@@ -429,7 +429,7 @@ impl<'a> Agent<'a> {
             Err(e) => return Err(e.into()),
         };
         let req = self.se.build_request(&RequestParams::CancelIssue {
-            issue: issue.clone(),
+            issue: alloc::boxed::Box::new(issue.clone()),
         })?;
         match self.send(&req)? {
             DeviceResponse::Balance { .. } => {}
