@@ -3,7 +3,6 @@
 
 use serde_json::{Value, json};
 
-use crate::error::code;
 
 const CBOR: &str = "application/cbor";
 const JSON: &str = "application/json";
@@ -14,6 +13,15 @@ fn schema_ref(name: &str) -> Value {
 
 fn content(media: &str, schema: Value) -> Value {
     json!({ media: { "schema": schema } })
+}
+
+/// Every registered code an HTTP error answer can carry.
+fn http_codes() -> Vec<u16> {
+    tally_codes::REGISTRY
+        .iter()
+        .filter(|c| c.state == tally_codes::State::Used && !c.http.is_empty())
+        .map(|c| c.code)
+        .collect()
 }
 
 fn error_response(status: u16) -> Value {
@@ -288,15 +296,10 @@ pub fn document() -> Value {
                         "type": "object", "required": ["code", "message"], "additionalProperties": false,
                         "properties": {
                             "code": { "type": "integer", "minimum": 0, "maximum": 65535,
-                                "description": format!(
-                                    "Stable code (docs/API.md): the service's codes (ledger 10-17, settlement 30, directory 40-46, \
-                                     DCP 50-59, 64-65, 67-68, 80-84, MDS failure 98, store 99, decode 101, verification 201-1201) and the HTTP layer's \
-                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed, {} not found, \
-                                     {} bad path parameter, {} bad account name, {} unexpected query string, \
-                                     {} unsupported media type, {} rate limited). A failed device request is final: the same bytes get the same error again",
-                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED,
-                                    code::NOT_FOUND, code::BAD_PATH_PARAMETER, code::BAD_ACCOUNT_NAME,
-                                    code::UNEXPECTED_QUERY, code::UNSUPPORTED_MEDIA_TYPE, code::RATE_LIMITED) },
+                                "enum": http_codes(),
+                                "description": "Stable code: one of the codes docs/CODES.md registers with an HTTP status \
+                                    (generated from crates/tally-codes). A failed device request is final: the same bytes \
+                                    get the same error again" },
                             "message": { "type": "string" }
                         }
                     }}

@@ -194,7 +194,7 @@ macro_rules! registry {
 
 registry! {
     NO_CODE = 0, Client, http [], sw [], Used,
-        "no stable code: no answer at all (connection refused, timeout), an answer without an error envelope, or (SE `LAST_ERROR`) no error recorded";
+        "no stable code: no answer at all (connection refused, timeout), an answer without an error envelope, a local failure on the device (file I/O), or (SE `LAST_ERROR`) no error recorded";
 
     LEDGER_UNKNOWN_ACCOUNT = 10, Ledger, http [404], sw [], Used,
         "unknown account";
