@@ -407,7 +407,7 @@ registry! {
     SE_BAD_REQUEST_PARAMS = 2030, Se, http [], sw [0x6A80], Used,
         "request parameters do not fit the SE's state";
     SE_ALREADY_PAID = 2031, Se, http [], sw [0x6985], Used,
-        "this request was paid before, in an earlier epoch: not paid twice";
+        "this request was paid before, in an earlier epoch (its log entry is gone after a sync): not paid twice (the SE remembers the last 128 paid requests)";
     SE_REQUEST_SIGNATURE_INVALID = 2032, Se, http [], sw [], Reserved,
         "request signature invalid";
     SE_ISSUE_CANCELLED = 2033, Se, http [], sw [], Reserved,
