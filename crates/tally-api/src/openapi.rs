@@ -3,7 +3,6 @@
 
 use serde_json::{Value, json};
 
-
 const CBOR: &str = "application/cbor";
 const JSON: &str = "application/json";
 

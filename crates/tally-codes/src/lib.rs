@@ -531,7 +531,9 @@ pub const fn check(table: &[Code], ranges: &[(Component, u16, u16)]) -> Result<(
 
 const _: () = match check(REGISTRY, RANGES) {
     Ok(()) => {}
-    Err(_) => panic!("tally-codes: the registry breaks a rule; `cargo test -p tally-codes` says which"),
+    Err(_) => {
+        panic!("tally-codes: the registry breaks a rule; `cargo test -p tally-codes` says which")
+    }
 };
 
 /// The registry's entry for `code`, if registered.

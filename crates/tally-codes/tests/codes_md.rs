@@ -25,7 +25,11 @@ fn render() -> String {
          | range | component | codes from |\n|---|---|---|\n",
     );
     for (c, lo, hi) in RANGES {
-        let range = if lo == hi { format!("{lo}") } else { format!("{lo}–{hi}") };
+        let range = if lo == hi {
+            format!("{lo}")
+        } else {
+            format!("{lo}–{hi}")
+        };
         writeln!(s, "| {range} | {} | {} |", c.name(), c.source()).unwrap();
     }
     for c in Component::ALL {
@@ -35,14 +39,23 @@ fn render() -> String {
             let http = if e.http.is_empty() {
                 "—".to_string()
             } else {
-                e.http.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+                e.http
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let sw = if e.sw.is_empty() {
                 "—".to_string()
             } else {
-                e.sw
-                    .iter()
-                    .map(|w| if *w == 0x63C0 { "63CX".into() } else { format!("{w:04X}") })
+                e.sw.iter()
+                    .map(|w| {
+                        if *w == 0x63C0 {
+                            "63CX".into()
+                        } else {
+                            format!("{w:04X}")
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
@@ -50,7 +63,12 @@ fn render() -> String {
                 State::Used => e.meaning.to_string(),
                 State::Reserved => format!("*reserved:* {}", e.meaning),
             };
-            writeln!(s, "| {} | `{}` | {http} | {sw} | {meaning} |", e.code, e.name).unwrap();
+            writeln!(
+                s,
+                "| {} | `{}` | {http} | {sw} | {meaning} |",
+                e.code, e.name
+            )
+            .unwrap();
         }
     }
     s

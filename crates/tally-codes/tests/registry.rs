@@ -56,7 +56,11 @@ fn the_checker_refuses_a_meaning_that_breaks_the_table() {
             meaning: m,
             ..entry(10, Component::Ledger)
         }];
-        assert_eq!(check(&t, RANGES), Err(Problem::BadMeaning { code: 10 }), "{m:?}");
+        assert_eq!(
+            check(&t, RANGES),
+            Err(Problem::BadMeaning { code: 10 }),
+            "{m:?}"
+        );
     }
 }
 
@@ -64,7 +68,10 @@ fn the_checker_refuses_a_meaning_that_breaks_the_table() {
 fn every_component_owns_a_range_and_codes_in_it() {
     for c in Component::ALL {
         assert!(RANGES.iter().any(|r| r.0 == c), "{c:?} owns no range");
-        assert!(REGISTRY.iter().any(|e| e.component == c), "{c:?} has no code");
+        assert!(
+            REGISTRY.iter().any(|e| e.component == c),
+            "{c:?} has no code"
+        );
     }
     for e in REGISTRY {
         assert!(e.component.owns(e.code), "{}", e.name);
@@ -108,7 +115,11 @@ fn http_statuses_and_status_words_are_where_they_belong() {
             assert!((400..600).contains(s), "{}: HTTP {s}", e.name);
         }
         for sw in e.sw {
-            assert!(matches!(sw >> 8, 0x63 | 0x69 | 0x6A | 0x6F), "{}: SW {sw:04X}", e.name);
+            assert!(
+                matches!(sw >> 8, 0x63 | 0x69 | 0x6A | 0x6F),
+                "{}: SW {sw:04X}",
+                e.name
+            );
         }
         match (e.component, e.state) {
             (_, State::Reserved) => {
@@ -129,11 +140,20 @@ fn the_held_codes_are_reserved() {
         let e = lookup(code).unwrap_or_else(|| panic!("{code} not registered"));
         assert_eq!(e.state, State::Reserved, "{code}");
     }
-    assert_eq!(lookup(2032).map(|e| e.meaning), Some("request signature invalid"));
-    assert_eq!(lookup(2033).map(|e| e.meaning), Some("issue cancelled by this SE"));
+    assert_eq!(
+        lookup(2032).map(|e| e.meaning),
+        Some("request signature invalid")
+    );
+    assert_eq!(
+        lookup(2033).map(|e| e.meaning),
+        Some("issue cancelled by this SE")
+    );
     assert_eq!(lookup(2034).map(|e| e.meaning), Some("report table full"));
     assert_eq!(lookup(85).map(|e| e.meaning), Some("issue not cancellable"));
-    assert_eq!(lookup(86).map(|e| e.meaning), Some("reports digest mismatch"));
+    assert_eq!(
+        lookup(86).map(|e| e.meaning),
+        Some("reports digest mismatch")
+    );
 }
 
 fn workspace() -> PathBuf {
@@ -141,7 +161,9 @@ fn workspace() -> PathBuf {
 }
 
 fn rust_sources(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -176,7 +198,11 @@ fn every_used_code_is_answered_somewhere_and_no_reserved_one_is() {
             rust_sources(&c.path().join("src"), &mut sources);
         }
     }
-    assert!(sources.len() > 20, "found only {} source files", sources.len());
+    assert!(
+        sources.len() > 20,
+        "found only {} source files",
+        sources.len()
+    );
     let mut unused = Vec::new();
     for e in REGISTRY {
         let users: Vec<_> = sources
@@ -190,5 +216,8 @@ fn every_used_code_is_answered_somewhere_and_no_reserved_one_is() {
             State::Used => {}
         }
     }
-    assert!(unused.is_empty(), "registered but answered nowhere: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "registered but answered nowhere: {unused:?}"
+    );
 }

@@ -771,7 +771,10 @@ mod tests {
         use VerifyError::*;
         alloc::vec![
             Decode(CodecError::Truncated),
-            HistoryBudgetExceeded { records: 2, budget: 1 },
+            HistoryBudgetExceeded {
+                records: 2,
+                budget: 1
+            },
             DuplicateRecord,
             MissingAncestor,
             UnreachableRecord,
@@ -805,7 +808,10 @@ mod tests {
         let got: BTreeSet<u16> = every_kind().iter().map(|e| e.code()).collect();
         assert_eq!(got.len(), every_kind().len(), "two kinds share a code");
         for e in every_kind() {
-            assert!(codes::is_used_by(e.code(), codes::Component::Verify), "{e:?}");
+            assert!(
+                codes::is_used_by(e.code(), codes::Component::Verify),
+                "{e:?}"
+            );
             assert_eq!(u16::from(e.rule()), e.code() / 100);
         }
         let registered: BTreeSet<u16> = codes::REGISTRY

@@ -23,8 +23,8 @@
 //! which it checks before it answers the device.
 
 use std::fmt;
-use tally_codes as codes;
 use std::sync::Mutex;
+use tally_codes as codes;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};

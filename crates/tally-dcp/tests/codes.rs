@@ -143,9 +143,12 @@ fn kinds_have_their_own_codes_and_every_code_in_use_is_answered() {
         let kind = format!("{e:?}");
         let kind = kind.split(['(', ' ', '{']).next().unwrap_or("").to_string();
         let nested = match &e {
-            BackofficeError::Ledger(l) | BackofficeError::Settlement(SettlementError::Ledger(l)) => {
-                format!("Ledger::{l:?}").split(['(', ' ', '{']).next().unwrap_or("").to_string()
-            }
+            BackofficeError::Ledger(l)
+            | BackofficeError::Settlement(SettlementError::Ledger(l)) => format!("Ledger::{l:?}")
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("")
+                .to_string(),
             BackofficeError::Directory(d) => format!("Directory::{d:?}")
                 .split(['(', ' ', '{'])
                 .next()
@@ -167,8 +170,16 @@ fn kinds_have_their_own_codes_and_every_code_in_use_is_answered() {
         Component::Dcp,
         Component::Node,
     ] {
-        for r in REGISTRY.iter().filter(|r| r.component == c && r.state == State::Used) {
-            assert!(by_code.contains_key(&r.code), "{} ({}) answered by no kind", r.name, r.code);
+        for r in REGISTRY
+            .iter()
+            .filter(|r| r.component == c && r.state == State::Used)
+        {
+            assert!(
+                by_code.contains_key(&r.code),
+                "{} ({}) answered by no kind",
+                r.name,
+                r.code
+            );
         }
     }
 }

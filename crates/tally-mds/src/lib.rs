@@ -32,8 +32,8 @@
 //! transaction, once per batch.
 
 use std::fmt;
-use tally_codes as codes;
 use std::sync::Mutex;
+use tally_codes as codes;
 
 use tally_core::crypto::tagged_hash;
 use tally_core::{Epoch, Hash32, OutPoint, Record};

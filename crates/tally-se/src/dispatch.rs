@@ -546,7 +546,8 @@ mod code_tests {
         let Some(c) = codes::lookup(code) else {
             return false;
         };
-        c.sw.iter().any(|w| *w == sw || (*w == 0x63C0 && sw & 0xFFF0 == 0x63C0))
+        c.sw.iter()
+            .any(|w| *w == sw || (*w == 0x63C0 && sw & 0xFFF0 == 0x63C0))
     }
 
     #[test]
