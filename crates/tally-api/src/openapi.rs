@@ -24,24 +24,35 @@ fn http_codes() -> Vec<u16> {
 }
 
 fn error_response(status: u16) -> Value {
-    let description = match status {
+    let summary = match status {
         400 => {
-            "Malformed body (CBOR or JSON, code 101), bad key, a path parameter that does not parse (70), a bad account name (71) or a query string (72)"
+            "Malformed body (CBOR or JSON), bad key, a path parameter that does not parse, a bad account name or a query string"
         }
         401 => "Missing or wrong operator bearer token",
         403 => {
-            "Device signature does not verify, the device is not active, or an enrolment is refused (untrusted manufacturer 43, revoked SE 44, no matching one-time code 81)"
+            "Device signature does not verify, the device is not active, or an enrolment is refused"
         }
         404 => "Unknown device, account or route",
         409 => {
-            "Replayed counter, reused idempotency key, an enrolment code used by another SE (82), or conflicting state"
+            "Replayed counter, reused idempotency key, an enrolment code used by another SE, or conflicting state"
         }
         413 => "Body above the configured limit",
-        415 => "The body's Content-Type is not the route's (code 73)",
+        415 => "The body's Content-Type is not the route's",
         422 => "Refused by the rules: package verification, ledger rules, double spend",
         500 => "Store failure; retry later",
         503 => "Store busy (serialization conflict); retry",
         _ => "Error",
+    };
+    // The codes this status can carry, from the registry (docs/CODES.md).
+    let codes: Vec<String> = tally_codes::REGISTRY
+        .iter()
+        .filter(|c| c.state == tally_codes::State::Used && c.http.contains(&status))
+        .map(|c| c.code.to_string())
+        .collect();
+    let description = if codes.is_empty() {
+        summary.to_string()
+    } else {
+        format!("{summary} (codes {}; docs/CODES.md)", codes.join(", "))
     };
     json!({ "description": description, "content": content(JSON, schema_ref("Error")) })
 }
