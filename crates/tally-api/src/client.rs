@@ -72,7 +72,7 @@ fn exchange(
         },
         Err(_) => BackendError {
             status,
-            code: 0,
+            code: code::UNREACHABLE,
             message: String::from_utf8_lossy(&body)
                 .chars()
                 .take(ERROR_TEXT_CHARS_MAX)

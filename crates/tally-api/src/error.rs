@@ -9,41 +9,45 @@ use tally_wallet::agent::BackendError;
 
 use crate::views::{ErrorBody, ErrorEnvelope};
 
-/// Codes of the HTTP layer itself (60-63, 66 and the range 70-79). The
-/// service's codes ([`BackofficeError::code`]) are used as they are; these
-/// fill the gaps (numbers the service does not use). docs/API.md lists
-/// them all; a number is never reused for another meaning.
+/// The codes the HTTP layer answers with itself, under the names its
+/// handlers use. Every number is registered in tally-codes
+/// (docs/CODES.md) with its status and meaning; the service's codes
+/// ([`BackofficeError::code`]) are used as they are.
 pub mod code {
-    /// Transport failure seen by a client (no HTTP answer at all).
-    pub const UNREACHABLE: u16 = 0;
-    /// Missing or wrong operator bearer token.
-    pub const UNAUTHORIZED: u16 = 60;
-    /// Request body above the configured limit.
-    pub const BODY_TOO_LARGE: u16 = 61;
-    /// No route with this path.
-    pub const NO_ROUTE: u16 = 62;
-    /// The path exists, the method does not.
-    pub const METHOD_NOT_ALLOWED: u16 = 63;
-    /// The path names something that does not exist (an escrow).
-    pub const NOT_FOUND: u16 = 66;
+    use tally_codes as codes;
+
+    /// No code: no HTTP answer at all (client side), or an answer without
+    /// an error envelope.
+    pub const UNREACHABLE: u16 = codes::NO_CODE;
+    /// Missing or wrong operator bearer token (401).
+    pub const UNAUTHORIZED: u16 = codes::HTTP_UNAUTHORIZED;
+    /// Request body above the configured limit (413).
+    pub const BODY_TOO_LARGE: u16 = codes::HTTP_BODY_TOO_LARGE;
+    /// No route with this path (404).
+    pub const NO_ROUTE: u16 = codes::HTTP_NO_ROUTE;
+    /// The path exists, the method does not (405).
+    pub const METHOD_NOT_ALLOWED: u16 = codes::HTTP_METHOD_NOT_ALLOWED;
+    /// The path names something that does not exist (an escrow) (404).
+    pub const NOT_FOUND: u16 = codes::HTTP_NOT_FOUND;
     /// A path parameter that does not parse (an alert id that is not a
-    /// decimal integer, a key id that is not 64 hex digits).
-    pub const BAD_PATH_PARAMETER: u16 = 70;
+    /// decimal integer, a key id that is not 64 hex digits) (400).
+    pub const BAD_PATH_PARAMETER: u16 = codes::HTTP_BAD_PATH_PARAMETER;
     /// An account name in the path that is empty, longer than 128
-    /// characters or has characters other than letters, digits, '-', '_'.
-    pub const BAD_ACCOUNT_NAME: u16 = 71;
-    /// A query string on a route (no route takes query parameters).
-    pub const UNEXPECTED_QUERY: u16 = 72;
+    /// characters or has characters other than letters, digits, '-', '_'
+    /// (400).
+    pub const BAD_ACCOUNT_NAME: u16 = codes::HTTP_BAD_ACCOUNT_NAME;
+    /// A query string on a route (no route takes query parameters) (400).
+    pub const UNEXPECTED_QUERY: u16 = codes::HTTP_UNEXPECTED_QUERY;
     /// A body whose Content-Type is not the route's (415).
-    pub const UNSUPPORTED_MEDIA_TYPE: u16 = 73;
+    pub const UNSUPPORTED_MEDIA_TYPE: u16 = codes::HTTP_UNSUPPORTED_MEDIA_TYPE;
     /// Malformed body (CBOR or JSON); the same number as the service's
-    /// decode rejection.
-    pub const MALFORMED: u16 = 101;
-    /// Store failure or a panic in the service: retry later.
-    pub const INTERNAL: u16 = 99;
+    /// decode rejection (400).
+    pub const MALFORMED: u16 = codes::VERIFY_DECODE;
+    /// Store failure or a panic in the service: retry later (500).
+    pub const INTERNAL: u16 = codes::NODE_INTERNAL;
     /// Too many device requests from one SE in a short time (429): wait
     /// and retry; nothing was done.
-    pub const RATE_LIMITED: u16 = 69;
+    pub const RATE_LIMITED: u16 = codes::HTTP_RATE_LIMITED;
 }
 
 fn store_failure(e: &BackofficeError) -> Option<&StoreError> {

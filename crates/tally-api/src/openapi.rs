@@ -3,8 +3,6 @@
 
 use serde_json::{Value, json};
 
-use crate::error::code;
-
 const CBOR: &str = "application/cbor";
 const JSON: &str = "application/json";
 
@@ -16,25 +14,45 @@ fn content(media: &str, schema: Value) -> Value {
     json!({ media: { "schema": schema } })
 }
 
+/// Every registered code an HTTP error answer can carry.
+fn http_codes() -> Vec<u16> {
+    tally_codes::REGISTRY
+        .iter()
+        .filter(|c| c.state == tally_codes::State::Used && !c.http.is_empty())
+        .map(|c| c.code)
+        .collect()
+}
+
 fn error_response(status: u16) -> Value {
-    let description = match status {
+    let summary = match status {
         400 => {
-            "Malformed body (CBOR or JSON, code 101), bad key, a path parameter that does not parse (70), a bad account name (71) or a query string (72)"
+            "Malformed body (CBOR or JSON), bad key, a path parameter that does not parse, a bad account name or a query string"
         }
         401 => "Missing or wrong operator bearer token",
         403 => {
-            "Device signature does not verify, the device is not active, or an enrolment is refused (untrusted manufacturer 43, revoked SE 44, no matching one-time code 81)"
+            "Device signature does not verify, the device is not active, or an enrolment is refused"
         }
         404 => "Unknown device, account or route",
         409 => {
-            "Replayed counter, reused idempotency key, an enrolment code used by another SE (82), or conflicting state"
+            "Replayed counter, reused idempotency key, an enrolment code used by another SE, or conflicting state"
         }
         413 => "Body above the configured limit",
-        415 => "The body's Content-Type is not the route's (code 73)",
+        415 => "The body's Content-Type is not the route's",
         422 => "Refused by the rules: package verification, ledger rules, double spend",
         500 => "Store failure; retry later",
         503 => "Store busy (serialization conflict); retry",
         _ => "Error",
+    };
+    // The codes this status can carry, from the registry (docs/CODES.md).
+    let codes: Vec<String> = tally_codes::REGISTRY
+        .iter()
+        .filter(|c| c.state == tally_codes::State::Used && c.http.contains(&status))
+        .map(|c| c.code.to_string())
+        .collect();
+    let description = if codes.is_empty() {
+        summary.to_string()
+    } else {
+        format!("{summary} (codes {}; docs/CODES.md)", codes.join(", "))
     };
     json!({ "description": description, "content": content(JSON, schema_ref("Error")) })
 }
@@ -288,15 +306,10 @@ pub fn document() -> Value {
                         "type": "object", "required": ["code", "message"], "additionalProperties": false,
                         "properties": {
                             "code": { "type": "integer", "minimum": 0, "maximum": 65535,
-                                "description": format!(
-                                    "Stable code (docs/API.md): the service's codes (ledger 10-17, settlement 30, directory 40-46, \
-                                     DCP 50-59, 64-65, 67-68, 80-84, MDS failure 98, store 99, decode 101, verification 201-1201) and the HTTP layer's \
-                                     ({} unauthorized, {} body too large, {} no route, {} method not allowed, {} not found, \
-                                     {} bad path parameter, {} bad account name, {} unexpected query string, \
-                                     {} unsupported media type, {} rate limited). A failed device request is final: the same bytes get the same error again",
-                                    code::UNAUTHORIZED, code::BODY_TOO_LARGE, code::NO_ROUTE, code::METHOD_NOT_ALLOWED,
-                                    code::NOT_FOUND, code::BAD_PATH_PARAMETER, code::BAD_ACCOUNT_NAME,
-                                    code::UNEXPECTED_QUERY, code::UNSUPPORTED_MEDIA_TYPE, code::RATE_LIMITED) },
+                                "enum": http_codes(),
+                                "description": "Stable code: one of the codes docs/CODES.md registers with an HTTP status \
+                                    (generated from crates/tally-codes). A failed device request is final: the same bytes \
+                                    get the same error again" },
                             "message": { "type": "string" }
                         }
                     }}

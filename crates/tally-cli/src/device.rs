@@ -156,7 +156,7 @@ impl tally_wallet::agent::PendingStore for PendingFile {
     fn put(&mut self, request: Option<&[u8]>) -> Result<(), tally_wallet::agent::BackendError> {
         let fail = |e: std::io::Error| tally_wallet::agent::BackendError {
             status: 0,
-            code: 0,
+            code: tally_codes::NO_CODE,
             message: format!(
                 "cannot record the pending request in {}: {e}",
                 self.0.display()
@@ -200,7 +200,7 @@ impl tally_wallet::agent::PendingStore for PendingFile {
         write_atomic(&side(&self.0, ".unsettled"), text.as_bytes()).map_err(|e| {
             tally_wallet::agent::BackendError {
                 status: 0,
-                code: 0,
+                code: tally_codes::NO_CODE,
                 message: e.message,
             }
         })

@@ -9,6 +9,7 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
+use tally_codes as codes;
 
 use crate::amount::{Amount, Epoch};
 use crate::cert::{DcpCertificate, PseudonymCertificate, role};
@@ -80,34 +81,35 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// Stable numeric code (SPEC.md §5). Never renumbered.
+    /// Stable numeric code (SPEC.md §5), registered in tally-codes
+    /// (docs/CODES.md). Never renumbered.
     pub fn code(&self) -> u16 {
         match self {
-            VerifyError::Decode(_) => 101,
-            VerifyError::HistoryBudgetExceeded { .. } => 201,
-            VerifyError::DuplicateRecord => 301,
-            VerifyError::MissingAncestor => 302,
-            VerifyError::UnreachableRecord => 303,
-            VerifyError::UnknownOutput => 401,
-            VerifyError::EmptyRecord => 402,
-            VerifyError::UnknownIssuer => 501,
-            VerifyError::CertificateExpired => 502,
-            VerifyError::CertificateRevoked => 503,
-            VerifyError::TokenExpired => 601,
-            VerifyError::MissingCertificate => 701,
-            VerifyError::UnusedCertificate => 702,
-            VerifyError::BadCertificateSignature => 703,
-            VerifyError::BadKey => 704,
-            VerifyError::BadSignature => 801,
-            VerifyError::SuiteMismatch => 802,
-            VerifyError::ValueNotConserved => 901,
-            VerifyError::ZeroValueOutput => 902,
-            VerifyError::AmountOverflow => 903,
-            VerifyError::OutputSpentTwice => 1001,
-            VerifyError::WrongPayee => 1101,
-            VerifyError::WrongAmount => 1102,
-            VerifyError::WrongNonce => 1103,
-            VerifyError::BadTrustSignature => 1201,
+            VerifyError::Decode(_) => codes::VERIFY_DECODE,
+            VerifyError::HistoryBudgetExceeded { .. } => codes::VERIFY_HISTORY_BUDGET_EXCEEDED,
+            VerifyError::DuplicateRecord => codes::VERIFY_DUPLICATE_RECORD,
+            VerifyError::MissingAncestor => codes::VERIFY_MISSING_ANCESTOR,
+            VerifyError::UnreachableRecord => codes::VERIFY_UNREACHABLE_RECORD,
+            VerifyError::UnknownOutput => codes::VERIFY_UNKNOWN_OUTPUT,
+            VerifyError::EmptyRecord => codes::VERIFY_EMPTY_RECORD,
+            VerifyError::UnknownIssuer => codes::VERIFY_UNKNOWN_ISSUER,
+            VerifyError::CertificateExpired => codes::VERIFY_CERTIFICATE_EXPIRED,
+            VerifyError::CertificateRevoked => codes::VERIFY_CERTIFICATE_REVOKED,
+            VerifyError::TokenExpired => codes::VERIFY_TOKEN_EXPIRED,
+            VerifyError::MissingCertificate => codes::VERIFY_MISSING_CERTIFICATE,
+            VerifyError::UnusedCertificate => codes::VERIFY_UNUSED_CERTIFICATE,
+            VerifyError::BadCertificateSignature => codes::VERIFY_BAD_CERTIFICATE_SIGNATURE,
+            VerifyError::BadKey => codes::VERIFY_BAD_KEY,
+            VerifyError::BadSignature => codes::VERIFY_BAD_SIGNATURE,
+            VerifyError::SuiteMismatch => codes::VERIFY_SUITE_MISMATCH,
+            VerifyError::ValueNotConserved => codes::VERIFY_VALUE_NOT_CONSERVED,
+            VerifyError::ZeroValueOutput => codes::VERIFY_ZERO_VALUE_OUTPUT,
+            VerifyError::AmountOverflow => codes::VERIFY_AMOUNT_OVERFLOW,
+            VerifyError::OutputSpentTwice => codes::VERIFY_OUTPUT_SPENT_TWICE,
+            VerifyError::WrongPayee => codes::VERIFY_WRONG_PAYEE,
+            VerifyError::WrongAmount => codes::VERIFY_WRONG_AMOUNT,
+            VerifyError::WrongNonce => codes::VERIFY_WRONG_NONCE,
+            VerifyError::BadTrustSignature => codes::VERIFY_BAD_TRUST_SIGNATURE,
         }
     }
     /// The rule number (V1…V12) in SPEC.md §5.
@@ -763,6 +765,62 @@ mod tests {
     use super::*;
     use crate::Suite;
     use crate::testkit::Scheme;
+
+    /// One of each kind of refusal.
+    fn every_kind() -> Vec<VerifyError> {
+        use VerifyError::*;
+        alloc::vec![
+            Decode(CodecError::Truncated),
+            HistoryBudgetExceeded {
+                records: 2,
+                budget: 1
+            },
+            DuplicateRecord,
+            MissingAncestor,
+            UnreachableRecord,
+            UnknownOutput,
+            EmptyRecord,
+            UnknownIssuer,
+            CertificateExpired,
+            CertificateRevoked,
+            TokenExpired,
+            MissingCertificate,
+            UnusedCertificate,
+            BadCertificateSignature,
+            BadKey,
+            BadSignature,
+            SuiteMismatch,
+            ValueNotConserved,
+            ZeroValueOutput,
+            AmountOverflow,
+            OutputSpentTwice,
+            WrongPayee,
+            WrongAmount,
+            WrongNonce,
+            BadTrustSignature,
+        ]
+    }
+
+    /// Every refusal answers with a code the registry gives verification,
+    /// each its own, and every verification code in use is answered.
+    #[test]
+    fn codes_are_the_registrys() {
+        let got: BTreeSet<u16> = every_kind().iter().map(|e| e.code()).collect();
+        assert_eq!(got.len(), every_kind().len(), "two kinds share a code");
+        for e in every_kind() {
+            assert!(
+                codes::is_used_by(e.code(), codes::Component::Verify),
+                "{e:?}"
+            );
+            assert_eq!(u16::from(e.rule()), e.code() / 100);
+        }
+        let registered: BTreeSet<u16> = codes::REGISTRY
+            .iter()
+            .filter(|c| c.component == codes::Component::Verify && c.state == codes::State::Used)
+            .map(|c| c.code)
+            .collect();
+        assert_eq!(got, registered);
+    }
 
     #[test]
     fn unsorted_revocation_list_refused_at_install() {

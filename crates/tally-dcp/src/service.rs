@@ -24,6 +24,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use tally_codes as codes;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -269,37 +270,39 @@ pub enum BackofficeError {
 }
 
 impl BackofficeError {
+    /// Stable code, registered in tally-codes (docs/CODES.md); a nested
+    /// component's error keeps its own.
     pub fn code(&self) -> u16 {
         match self {
-            BackofficeError::Decode(_) => 101,
+            BackofficeError::Decode(_) => codes::VERIFY_DECODE,
             BackofficeError::Verify(e) => e.code(),
             BackofficeError::Ledger(e) => e.code(),
             BackofficeError::Settlement(e) => e.code(),
             BackofficeError::Directory(e) => e.code(),
-            BackofficeError::UnknownDevice => 50,
-            BackofficeError::DeviceNotActive => 51,
-            BackofficeError::BadDeviceSignature => 52,
-            BackofficeError::Replay => 53,
-            BackofficeError::BadKey => 54,
-            BackofficeError::UnknownRedemption => 55,
-            BackofficeError::WrongRedemption => 56,
-            BackofficeError::DoubleSpendByRedeemer(_) => 57,
-            BackofficeError::EscrowMismatch => 58,
-            BackofficeError::Sealed(_) => 59,
-            BackofficeError::BadSettlementResult => 64,
-            BackofficeError::OpeningNotShown => 67,
-            BackofficeError::BadAttachment => 80,
-            BackofficeError::BadEnrolment => 81,
-            BackofficeError::EnrolmentCodeUsed => 82,
-            BackofficeError::TransferMismatch => 83,
-            BackofficeError::LoadAboveHolding => 84,
-            BackofficeError::NotCancellable => 85,
-            BackofficeError::ReportsMismatch => 86,
-            BackofficeError::RevocationKeyNotOpened(_) => 68,
+            BackofficeError::UnknownDevice => codes::DCP_UNKNOWN_DEVICE,
+            BackofficeError::DeviceNotActive => codes::DCP_DEVICE_NOT_ACTIVE,
+            BackofficeError::BadDeviceSignature => codes::DCP_BAD_DEVICE_SIGNATURE,
+            BackofficeError::Replay => codes::DCP_REPLAY,
+            BackofficeError::BadKey => codes::DCP_BAD_KEY,
+            BackofficeError::UnknownRedemption => codes::DCP_UNKNOWN_REDEMPTION,
+            BackofficeError::WrongRedemption => codes::DCP_WRONG_REDEMPTION,
+            BackofficeError::DoubleSpendByRedeemer(_) => codes::DCP_DOUBLE_SPEND_BY_REDEEMER,
+            BackofficeError::EscrowMismatch => codes::DCP_ESCROW_MISMATCH,
+            BackofficeError::Sealed(_) => codes::DCP_SEALED,
+            BackofficeError::BadSettlementResult => codes::DCP_BAD_SETTLEMENT_RESULT,
+            BackofficeError::OpeningNotShown => codes::DCP_OPENING_NOT_SHOWN,
+            BackofficeError::BadAttachment => codes::DCP_BAD_ATTACHMENT,
+            BackofficeError::BadEnrolment => codes::DCP_BAD_ENROLMENT,
+            BackofficeError::EnrolmentCodeUsed => codes::DCP_ENROLMENT_CODE_USED,
+            BackofficeError::TransferMismatch => codes::DCP_TRANSFER_MISMATCH,
+            BackofficeError::LoadAboveHolding => codes::DCP_LOAD_ABOVE_HOLDING,
+            BackofficeError::NotCancellable => codes::DCP_ISSUE_NOT_CANCELLABLE,
+            BackofficeError::ReportsMismatch => codes::DCP_REPORTS_DIGEST_MISMATCH,
+            BackofficeError::RevocationKeyNotOpened(_) => codes::DCP_REVOCATION_KEY_NOT_OPENED,
             BackofficeError::RefusedBefore { code, .. } => *code,
-            BackofficeError::Mds { client: true, .. } => 65,
-            BackofficeError::Mds { client: false, .. } => 98,
-            BackofficeError::Store(_) => 99,
+            BackofficeError::Mds { client: true, .. } => codes::DCP_MDS_REFUSED,
+            BackofficeError::Mds { client: false, .. } => codes::NODE_MDS_FAILURE,
+            BackofficeError::Store(_) => codes::NODE_INTERNAL,
         }
     }
     /// Client errors (4xx) versus server errors (5xx).

@@ -3,6 +3,7 @@
 //! signature made inside the SE, and signed, versioned revocation lists.
 
 use std::fmt;
+use tally_codes as codes;
 
 use tally_core::codec::Cbor;
 use tally_core::crypto::verify;
@@ -89,16 +90,17 @@ pub enum DirectoryError {
 }
 
 impl DirectoryError {
+    /// Stable code, registered in tally-codes (docs/CODES.md).
     pub fn code(&self) -> u16 {
         match self {
-            DirectoryError::BadAttestation => 40,
-            DirectoryError::Conflict => 41,
-            DirectoryError::UnknownSe => 42,
-            DirectoryError::UntrustedManufacturer => 43,
-            DirectoryError::Revoked => 44,
-            DirectoryError::TooManyRevocations { .. } => 45,
-            DirectoryError::RevocationListFull { .. } => 46,
-            DirectoryError::Store(_) => 99,
+            DirectoryError::BadAttestation => codes::DIRECTORY_BAD_ATTESTATION,
+            DirectoryError::Conflict => codes::DIRECTORY_CONFLICT,
+            DirectoryError::UnknownSe => codes::DIRECTORY_UNKNOWN_SE,
+            DirectoryError::UntrustedManufacturer => codes::DIRECTORY_UNTRUSTED_MANUFACTURER,
+            DirectoryError::Revoked => codes::DIRECTORY_REVOKED,
+            DirectoryError::TooManyRevocations { .. } => codes::DIRECTORY_TOO_MANY_REVOCATIONS,
+            DirectoryError::RevocationListFull { .. } => codes::DIRECTORY_REVOCATION_LIST_FULL,
+            DirectoryError::Store(_) => codes::NODE_INTERNAL,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! transfers, stable numbered result codes, idempotency keys).
 
 use std::fmt;
+use tally_codes as codes;
 
 use sha2::{Digest, Sha256};
 use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
@@ -105,17 +106,18 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Stable code, registered in tally-codes (docs/CODES.md).
     pub fn code(&self) -> u16 {
         match self {
-            LedgerError::UnknownAccount(_) => 10,
-            LedgerError::InsufficientFunds { .. } => 11,
-            LedgerError::IdempotencyKeyReused(_) => 12,
-            LedgerError::ZeroAmount => 13,
-            LedgerError::SameAccount => 14,
-            LedgerError::AccountExists(_) => 15,
-            LedgerError::Overflow => 16,
-            LedgerError::InvalidCode => 17,
-            LedgerError::Store(_) => 99,
+            LedgerError::UnknownAccount(_) => codes::LEDGER_UNKNOWN_ACCOUNT,
+            LedgerError::InsufficientFunds { .. } => codes::LEDGER_INSUFFICIENT_FUNDS,
+            LedgerError::IdempotencyKeyReused(_) => codes::LEDGER_IDEMPOTENCY_KEY_REUSED,
+            LedgerError::ZeroAmount => codes::LEDGER_ZERO_AMOUNT,
+            LedgerError::SameAccount => codes::LEDGER_SAME_ACCOUNT,
+            LedgerError::AccountExists(_) => codes::LEDGER_ACCOUNT_EXISTS,
+            LedgerError::Overflow => codes::LEDGER_OVERFLOW,
+            LedgerError::InvalidCode => codes::LEDGER_INVALID_CODE,
+            LedgerError::Store(_) => codes::NODE_INTERNAL,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! All of it happens in the caller's one database transaction.
 
 use std::fmt;
+use tally_codes as codes;
 
 use tally_core::codec::Cbor;
 use tally_core::verify::VerifiedPackage;
@@ -81,9 +82,10 @@ pub enum SettlementError {
 }
 
 impl SettlementError {
+    /// Stable code, registered in tally-codes (docs/CODES.md).
     pub fn code(&self) -> u16 {
         match self {
-            SettlementError::UnknownIssue(_) => 30,
+            SettlementError::UnknownIssue(_) => codes::SETTLEMENT_UNKNOWN_ISSUE,
             SettlementError::Ledger(e) => e.code(),
         }
     }

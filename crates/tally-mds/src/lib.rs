@@ -33,6 +33,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use tally_codes as codes;
 
 use tally_core::crypto::tagged_hash;
 use tally_core::{Epoch, Hash32, OutPoint, Record};
@@ -336,17 +337,19 @@ pub enum MdsError {
 }
 
 impl MdsError {
-    /// Stable code.
+    /// Stable code, registered in tally-codes (docs/CODES.md): 3000–3099,
+    /// apart from every other component's (they share `ingestion_failed`
+    /// alerts with the verifier's 101).
     pub fn code(&self) -> u16 {
         match self {
-            MdsError::Store(_) => 1,
-            MdsError::UnknownInput(_) => 10,
-            MdsError::BatchTooLarge { .. } => 11,
-            MdsError::Overflow => 12,
-            MdsError::AmountOutOfRange { .. } => 13,
-            MdsError::AlertNotFound(_) => 20,
-            MdsError::IllegalTransition { .. } => 21,
-            MdsError::Corrupt(_) => 30,
+            MdsError::Store(_) => codes::MDS_STORE,
+            MdsError::UnknownInput(_) => codes::MDS_UNKNOWN_INPUT,
+            MdsError::BatchTooLarge { .. } => codes::MDS_BATCH_TOO_LARGE,
+            MdsError::Overflow => codes::MDS_OVERFLOW,
+            MdsError::AmountOutOfRange { .. } => codes::MDS_AMOUNT_OUT_OF_RANGE,
+            MdsError::AlertNotFound(_) => codes::MDS_ALERT_NOT_FOUND,
+            MdsError::IllegalTransition { .. } => codes::MDS_ILLEGAL_TRANSITION,
+            MdsError::Corrupt(_) => codes::MDS_CORRUPT,
         }
     }
 

@@ -127,7 +127,7 @@ fn verified_record_with_amounts_out_of_range_is_refused_typed_and_changes_nothin
             )])
             .unwrap_err();
         assert_eq!(e, MdsError::AmountOutOfRange { record: t.id() });
-        assert_eq!(e.code(), 13);
+        assert_eq!(e.code(), 3013);
         assert_eq!((m.indicators().unwrap(), m.alerts().unwrap()), before);
     }
     // An Issue too (an unknown issuer's is judged on its amount).
@@ -150,17 +150,17 @@ fn set_aside_raises_one_alert_naming_no_device_and_is_counted() {
     let m = mds(&scheme);
     assert_eq!(m.set_aside_count().unwrap(), 0);
     let body = b"not an outbox row".to_vec();
-    let a = m.set_aside(&body, 13, 4).unwrap();
+    let a = m.set_aside(&body, 3013, 4).unwrap();
     assert_eq!(a.kind, AlertKind::IngestionFailed);
     assert_eq!(a.severity, Severity::Critical);
     assert_eq!(a.offender, None);
     assert!(a.records.is_empty());
-    assert_eq!(a.amount, 13);
+    assert_eq!(a.amount, 3013);
     assert_eq!(a.epoch, 4);
     assert_eq!(a.subject, Mds::set_aside_id(&body));
     // Setting the same row aside again (a crash before the outbox was
     // trimmed) is a no-op.
-    assert_eq!(m.set_aside(&body, 13, 5).unwrap(), a);
+    assert_eq!(m.set_aside(&body, 3013, 5).unwrap(), a);
     assert_eq!(m.set_aside_count().unwrap(), 1);
     assert_eq!(m.alerts().unwrap(), vec![a.clone()]);
     assert_eq!(m.set_aside_body(&a.subject).unwrap(), Some(body));

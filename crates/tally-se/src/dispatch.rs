@@ -8,6 +8,8 @@
 
 use alloc::vec::Vec;
 
+use tally_codes as codes;
+
 use tally_core::codec::{Cbor, Writer};
 use tally_core::crypto::Entropy;
 use tally_core::dcp::RedemptionOrder;
@@ -72,39 +74,64 @@ pub mod tag {
     pub const LAST_ERROR: u8 = 0x0E;
 }
 
+impl Limit {
+    /// The code of a refusal by this limit (registered in tally-codes,
+    /// numbered explicitly, not by the order of the variants).
+    pub const fn code(self) -> u16 {
+        match self {
+            Limit::PaymentAmount => codes::SE_LIMIT_PAYMENT_AMOUNT,
+            Limit::Holding => codes::SE_LIMIT_HOLDING,
+            Limit::Receiving => codes::SE_LIMIT_RECEIVING,
+            Limit::OfflineSpend => codes::SE_LIMIT_OFFLINE_SPEND,
+            Limit::OfflinePayments => codes::SE_LIMIT_OFFLINE_PAYMENTS,
+            Limit::OfflineEpochs => codes::SE_LIMIT_OFFLINE_EPOCHS,
+            Limit::HistoryBudget => codes::SE_LIMIT_HISTORY_BUDGET,
+            Limit::Tokens => codes::SE_LIMIT_TOKENS,
+            Limit::OpenRequests => codes::SE_LIMIT_OPEN_REQUESTS,
+            Limit::Outgoing => codes::SE_LIMIT_OUTGOING,
+            Limit::Keys => codes::SE_LIMIT_KEYS,
+            Limit::Imported => codes::SE_LIMIT_IMPORTED,
+            Limit::Certificates => codes::SE_LIMIT_CERTIFICATES,
+            Limit::Reports => codes::SE_LIMIT_REPORTS,
+            Limit::Cancelled => codes::SE_LIMIT_CANCELLED,
+        }
+    }
+}
+
 impl SeError {
-    /// Stable numeric error code: verification errors keep their SPEC.md
-    /// codes (101–1201); SE errors are 2000 and up.
+    /// Stable numeric error code, registered in tally-codes
+    /// (docs/CODES.md): verification errors keep their SPEC.md codes
+    /// (101–1201); SE errors are 2000–2199.
     pub fn code(&self) -> u16 {
         match self {
             SeError::Verify(e) => e.code(),
-            SeError::Decode(_) => 101,
-            SeError::Storage(_) => 2001,
-            SeError::StateCorrupt => 2002,
-            SeError::Halted => 2003,
-            SeError::NotPersonalized => 2010,
-            SeError::AlreadyPersonalized => 2011,
-            SeError::NoTrust => 2012,
-            SeError::NoTier => 2013,
-            SeError::NoCertifiedKey => 2014,
-            SeError::NotForThisSe => 2015,
-            SeError::Stale => 2016,
-            SeError::NotRedemption => 2017,
-            SeError::InsufficientFunds => 2020,
-            SeError::NeedsRenewal => 2021,
-            SeError::UnknownRequest => 2022,
-            SeError::UnknownTransfer => 2023,
-            SeError::BadReceipt => 2024,
-            SeError::CardholderVerificationRequired => 2025,
-            SeError::PinBlocked => 2026,
-            SeError::WrongPin { .. } => 2027,
-            SeError::BadPin => 2028,
-            SeError::AlreadyImported => 2029,
-            SeError::BadRequestParams => 2030,
-            SeError::AlreadyPaid => 2031,
-            SeError::BadRequestSignature => 2032,
-            SeError::IssueCancelled => 2033,
-            SeError::LimitExceeded(l) => 2100 + *l as u16,
+            SeError::Decode(_) => codes::VERIFY_DECODE,
+            SeError::Storage(_) => codes::SE_STORAGE,
+            SeError::StateCorrupt => codes::SE_STATE_CORRUPT,
+            SeError::Halted => codes::SE_HALTED,
+            SeError::NotPersonalized => codes::SE_NOT_PERSONALIZED,
+            SeError::AlreadyPersonalized => codes::SE_ALREADY_PERSONALIZED,
+            SeError::NoTrust => codes::SE_NO_TRUST,
+            SeError::NoTier => codes::SE_NO_TIER,
+            SeError::NoCertifiedKey => codes::SE_NO_CERTIFIED_KEY,
+            SeError::NotForThisSe => codes::SE_NOT_FOR_THIS_SE,
+            SeError::Stale => codes::SE_STALE,
+            SeError::NotRedemption => codes::SE_NOT_REDEMPTION,
+            SeError::InsufficientFunds => codes::SE_INSUFFICIENT_FUNDS,
+            SeError::NeedsRenewal => codes::SE_NEEDS_RENEWAL,
+            SeError::UnknownRequest => codes::SE_UNKNOWN_REQUEST,
+            SeError::UnknownTransfer => codes::SE_UNKNOWN_TRANSFER,
+            SeError::BadReceipt => codes::SE_BAD_RECEIPT,
+            SeError::CardholderVerificationRequired => codes::SE_CARDHOLDER_VERIFICATION_REQUIRED,
+            SeError::PinBlocked => codes::SE_PIN_BLOCKED,
+            SeError::WrongPin { .. } => codes::SE_WRONG_PIN,
+            SeError::BadPin => codes::SE_BAD_PIN,
+            SeError::AlreadyImported => codes::SE_ALREADY_IMPORTED,
+            SeError::BadRequestParams => codes::SE_BAD_REQUEST_PARAMS,
+            SeError::AlreadyPaid => codes::SE_ALREADY_PAID,
+            SeError::BadRequestSignature => codes::SE_REQUEST_SIGNATURE_INVALID,
+            SeError::IssueCancelled => codes::SE_ISSUE_CANCELLED,
+            SeError::LimitExceeded(l) => l.code(),
         }
     }
 
@@ -146,7 +173,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             chain: ChainAssembler::new(COMMAND_DATA_MAX),
             out: ResponseQueue::new(),
             selected: false,
-            last_error: 0,
+            last_error: codes::NO_CODE,
         }
     }
 
@@ -174,7 +201,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
         let le = whole.le.unwrap_or(256);
         match self.execute(&whole) {
             Ok(data) => {
-                self.last_error = 0;
+                self.last_error = codes::NO_CODE;
                 if data.is_empty() {
                     Response::status(sw::OK)
                 } else {
@@ -455,4 +482,123 @@ pub fn decode_status(d: &[u8]) -> Result<crate::applet::Status, tally_core::Code
         return Err(tally_core::CodecError::TrailingBytes);
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod code_tests {
+    use alloc::collections::BTreeSet;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use tally_codes as codes;
+    use tally_core::codec::CodecError;
+    use tally_core::verify::VerifyError;
+
+    use crate::applet::{Limit, SeError};
+    use crate::storage::StorageError;
+
+    const LIMITS: [Limit; 15] = [
+        Limit::PaymentAmount,
+        Limit::Holding,
+        Limit::Receiving,
+        Limit::OfflineSpend,
+        Limit::OfflinePayments,
+        Limit::OfflineEpochs,
+        Limit::HistoryBudget,
+        Limit::Tokens,
+        Limit::OpenRequests,
+        Limit::Outgoing,
+        Limit::Keys,
+        Limit::Imported,
+        Limit::Certificates,
+        Limit::Reports,
+        Limit::Cancelled,
+    ];
+
+    /// One of each kind of the SE's own refusals.
+    fn every_own_kind() -> Vec<SeError> {
+        use SeError::*;
+        let mut v = vec![
+            Storage(StorageError::Io),
+            StateCorrupt,
+            Halted,
+            NotPersonalized,
+            AlreadyPersonalized,
+            NoTrust,
+            NoTier,
+            NoCertifiedKey,
+            NotForThisSe,
+            Stale,
+            NotRedemption,
+            InsufficientFunds,
+            NeedsRenewal,
+            UnknownRequest,
+            UnknownTransfer,
+            BadReceipt,
+            CardholderVerificationRequired,
+            PinBlocked,
+            WrongPin { tries_left: 2 },
+            BadPin,
+            AlreadyImported,
+            BadRequestParams,
+            AlreadyPaid,
+            BadRequestSignature,
+            IssueCancelled,
+        ];
+        v.extend(LIMITS.iter().map(|l| LimitExceeded(*l)));
+        v
+    }
+
+    /// The status word the registry gives `code` covers what the card
+    /// answers (`63CX` stands for every wrong-PIN word).
+    fn registry_sw_covers(code: u16, sw: u16) -> bool {
+        let Some(c) = codes::lookup(code) else {
+            return false;
+        };
+        c.sw.iter()
+            .any(|w| *w == sw || (*w == 0x63C0 && sw & 0xFFF0 == 0x63C0))
+    }
+
+    #[test]
+    fn own_codes_are_the_registrys_with_their_status_words() {
+        let got: BTreeSet<u16> = every_own_kind().iter().map(|e| e.code()).collect();
+        assert_eq!(got.len(), every_own_kind().len(), "two kinds share a code");
+        for e in every_own_kind() {
+            assert!(codes::is_used_by(e.code(), codes::Component::Se), "{e:?}");
+            assert!(registry_sw_covers(e.code(), e.status_word()), "{e:?}");
+        }
+        let registered: BTreeSet<u16> = codes::REGISTRY
+            .iter()
+            .filter(|c| c.component == codes::Component::Se && c.state == codes::State::Used)
+            .map(|c| c.code)
+            .collect();
+        assert_eq!(got, registered);
+    }
+
+    #[test]
+    fn limit_codes_are_explicit_not_the_variant_order() {
+        // The numbers devices in the field know (docs/APDU.md): 2100 + n.
+        for (n, l) in LIMITS.iter().enumerate() {
+            assert_eq!(l.code(), 2100 + n as u16, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn verification_and_decode_refusals_keep_the_verifiers_codes() {
+        for (e, code) in [
+            (SeError::Decode(CodecError::Malformed), codes::VERIFY_DECODE),
+            (
+                SeError::Verify(VerifyError::Decode(CodecError::Malformed)),
+                codes::VERIFY_DECODE,
+            ),
+            (
+                SeError::Verify(VerifyError::BadSignature),
+                codes::VERIFY_BAD_SIGNATURE,
+            ),
+        ] {
+            assert_eq!(e.code(), code);
+            assert!(codes::is_used_by(code, codes::Component::Verify));
+            assert!(registry_sw_covers(code, e.status_word()), "{e:?}");
+        }
+    }
 }
