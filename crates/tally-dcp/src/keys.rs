@@ -228,18 +228,14 @@ impl KeyDir {
         }
     }
 
-    /// Writes a new key file (mode 0600, created exclusively, synced). An
-    /// existing file with the same key is left as it is; with another key
-    /// it is a [`KeyError::Conflict`].
-    fn write(&self, role: &str, kind: u8, seed: &[u8; 32]) -> Result<(), KeyError> {
+    /// Writes a new key file (mode 0600, synced) unless `role` has one:
+    /// written whole under a temporary name, then linked to its name, which
+    /// fails if the name exists, so two nodes starting at once on one
+    /// directory agree on the key of the first (and never see half a
+    /// file). Returns the key the file holds.
+    fn create(&self, role: &str, kind: u8, seed: &[u8; 32]) -> Result<(u8, [u8; 32]), KeyError> {
         if let Some(existing) = self.read(role)? {
-            return if existing == (kind, *seed) {
-                Ok(())
-            } else {
-                Err(KeyError::Conflict {
-                    path: self.file(role),
-                })
-            };
+            return Ok(existing);
         }
         let path = self.file(role);
         let io = |e: std::io::Error| KeyError::Io {
@@ -251,19 +247,48 @@ impl KeyDir {
         w.u64(u64::from(KEY_FILE_VERSION));
         w.u64(u64::from(kind));
         w.bytes(seed);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        f.write_all(&w.into_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let mut nonce = [0u8; 8];
+        crate::service::OsEntropy.fill(&mut nonce);
+        let tmp = self.path.join(format!(
+            ".{role}.key.{}.{:016x}",
+            std::process::id(),
+            u64::from_le_bytes(nonce)
+        ));
+        let written = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&w.into_bytes())?;
+            f.sync_all()?;
+            fs::hard_link(&tmp, &path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return self.read(role)?.ok_or(KeyError::Malformed { path });
+            }
+            Err(e) => return Err(io(e)),
+        }
         // The new name must survive a crash too.
         fs::File::open(&self.path)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
-        Ok(())
+        Ok((kind, *seed))
+    }
+
+    /// Writes a key file that must hold exactly this key: an existing file
+    /// with another key is a [`KeyError::Conflict`].
+    fn write(&self, role: &str, kind: u8, seed: &[u8; 32]) -> Result<(), KeyError> {
+        if self.create(role, kind, seed)? == (kind, *seed) {
+            Ok(())
+        } else {
+            Err(KeyError::Conflict {
+                path: self.file(role),
+            })
+        }
     }
 
     /// The signing key of `role`, created (Ed25519, from `rng`) if the
@@ -274,8 +299,7 @@ impl KeyDir {
             None => {
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
-                self.write(role, KIND_ED25519, &seed)?;
-                (KIND_ED25519, seed)
+                self.create(role, KIND_ED25519, &seed)?
             }
         };
         let suite = match kind {
@@ -305,8 +329,14 @@ impl KeyDir {
             None => {
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
-                self.write(OPENING, KIND_X25519, &seed)?;
-                seed
+                match self.create(OPENING, KIND_X25519, &seed)? {
+                    (KIND_X25519, seed) => seed,
+                    _ => {
+                        return Err(KeyError::Malformed {
+                            path: self.file(OPENING),
+                        });
+                    }
+                }
             }
         };
         Ok(Arc::new(OpeningKey::from_seed(&seed)))
@@ -385,6 +415,37 @@ mod tests {
         assert_eq!(again.settlement.public_key(), keys.settlement.public_key());
         assert_eq!(again.dcp.public_key(), keys.dcp.public_key());
         assert_eq!(again.opening.public(), keys.opening.public());
+        fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn nodes_starting_at_once_on_one_directory_agree_on_its_keys() {
+        let p = tmp("race");
+        let keys: Vec<_> = (0..8u8)
+            .map(|i| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    KeyDir::open_or_create(&p)
+                        .unwrap()
+                        .node_keys(&mut Counter(i.wrapping_mul(29)))
+                        .unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        for k in &keys[1..] {
+            assert_eq!(k.root.public_key(), keys[0].root.public_key());
+            assert_eq!(k.dcp.public_key(), keys[0].dcp.public_key());
+            assert_eq!(k.opening.public(), keys[0].opening.public());
+        }
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(&p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
         fs::remove_dir_all(&p).unwrap();
     }
 

@@ -208,6 +208,10 @@ pub enum BackofficeError {
     /// not the keys the node was started with (docs/decisions, key
     /// custody): move them out with `tally node --keys DIR` first.
     KeysInDatabase,
+    /// The database was set up with another key for `role` than the one
+    /// the node was started with (a wrong key directory or token; keys
+    /// are not rotated by restarting).
+    KeysChanged { role: &'static str },
     /// Settlement's signed result does not verify or does not answer this request.
     BadSettlementResult,
     /// A revocation without a verified k-of-n opening of this identity in
@@ -264,6 +268,7 @@ impl BackofficeError {
             BackofficeError::BadSettlementResult => 64,
             BackofficeError::Signer(_) => 88,
             BackofficeError::KeysInDatabase => 89,
+            BackofficeError::KeysChanged { .. } => 90,
             BackofficeError::OpeningNotShown => 67,
             BackofficeError::BadAttachment => 80,
             BackofficeError::BadEnrolment => 81,
@@ -289,6 +294,7 @@ impl BackofficeError {
                 | BackofficeError::BadSettlementResult
                 | BackofficeError::Signer(_)
                 | BackofficeError::KeysInDatabase
+                | BackofficeError::KeysChanged { .. }
                 | BackofficeError::Mds { client: false, .. }
                 | BackofficeError::Ledger(LedgerError::Store(_))
                 | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
@@ -427,6 +433,11 @@ impl fmt::Display for BackofficeError {
                  start once with `tally node --keys DIR` (without --pkcs11-module) to move them \
                  into key files",
             ),
+            BackofficeError::KeysChanged { role } => write!(
+                f,
+                "the database was set up with another {role} key than the one given \
+                 (wrong --keys directory or token?); keys are not changed by a restart"
+            ),
             BackofficeError::RevocationKeyNotOpened(k) => write!(
                 f,
                 "key {k} is not a pseudonym whose escrow was opened to this identity"
@@ -524,16 +535,54 @@ impl LegacySeeds {
 
 /// Drops the table of key seeds (central store). Its own component, run
 /// only once the seeds are out (see [`Backoffice::open_with`]).
+/// The public keys the node first started with are kept (step 2), so a
+/// node started later with other keys (a wrong key directory or token) is
+/// refused instead of silently becoming another root.
 pub static CENTRAL_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
     component: "central_key_custody",
-    steps: &[(1, "DROP TABLE node_secrets")],
+    steps: &[
+        (1, "DROP TABLE node_secrets"),
+        (
+            2,
+            "CREATE TABLE node_public_keys (role TEXT PRIMARY KEY, key BLOB NOT NULL)",
+        ),
+    ],
 };
 
-/// Drops the table of key seeds (DCP store).
+/// Drops the table of key seeds (DCP store); keeps the DCP's public key.
 pub static DCP_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
     component: "dcp_key_custody",
-    steps: &[(1, "DROP TABLE dcp_secrets")],
+    steps: &[
+        (1, "DROP TABLE dcp_secrets"),
+        (
+            2,
+            "CREATE TABLE dcp_public_keys (role TEXT PRIMARY KEY, key BLOB NOT NULL)",
+        ),
+    ],
 };
+
+/// Records `key` as the key of `role` on first start; afterwards checks
+/// that it is still the same.
+fn pin_public_key(
+    store: &Store,
+    table: &str,
+    role: &'static str,
+    key: Vec<u8>,
+) -> Result<(), BackofficeError> {
+    let insert =
+        format!("INSERT INTO {table} (role, key) VALUES ($1, $2) ON CONFLICT (role) DO NOTHING");
+    let select = format!("SELECT key FROM {table} WHERE role = $1");
+    store.transact(|tx| {
+        tx.execute(&insert, &[role.into(), key.clone().into()])?;
+        let pinned = tx
+            .query_one(&select, &[role.into()])?
+            .ok_or_else(|| StoreError::Type(format!("{table}.{role} missing")))?;
+        if pinned.bytes(0)? != key.as_slice() {
+            return Err(BackofficeError::KeysChanged { role });
+        }
+        Ok(())
+    })
+}
 
 fn migrated(store: &Store, component: &str) -> Result<bool, BackofficeError> {
     Ok(store.transact(|tx| {
@@ -945,6 +994,13 @@ impl Backoffice {
         central.migrate(&[&CENTRAL_KEY_CUSTODY_MIGRATIONS])?;
         dcp.migrate(&[&DCP_KEY_CUSTODY_MIGRATIONS])?;
         keys.self_test()?;
+        let root_cbor = keys.root.public_key().to_cbor();
+        pin_public_key(&central, "node_public_keys", "root", root_cbor)?;
+        let settlement_cbor = keys.settlement.public_key().to_cbor();
+        pin_public_key(&central, "node_public_keys", "settlement", settlement_cbor)?;
+        let opening = keys.opening.public().to_vec();
+        pin_public_key(&central, "node_public_keys", "opening", opening)?;
+        pin_public_key(&dcp, "dcp_public_keys", "dcp", keys.dcp.public_key().to_cbor())?;
         let dcp_cert = DcpCertificate::try_sign(
             &*keys.root,
             DCP_ID,

@@ -234,3 +234,56 @@ fn a_broken_signing_device_is_found_at_start() {
     );
     assert_eq!(e.code(), 88);
 }
+
+#[test]
+fn a_node_started_with_other_keys_than_its_database_was_set_up_with_is_refused() {
+    let dir = temp("pinned");
+    let first = KeyDir::open_or_create(&dir.join("keys-a"))
+        .unwrap()
+        .node_keys(&mut OsEntropy)
+        .unwrap();
+    let root = Backoffice::open_with(stores(&dir), development_escrow_key(), first.clone())
+        .unwrap()
+        .root_key();
+    let policy_before = {
+        let s = stores(&dir);
+        s.central
+            .transact(|tx| tx.query_one("SELECT body FROM node_docs WHERE k = 'policy'", &[]))
+            .unwrap()
+            .unwrap()
+            .bytes(0)
+            .unwrap()
+            .to_vec()
+    };
+    // A fresh key directory (a typo in --keys): refused, nothing re-signed.
+    let other = KeyDir::open_or_create(&dir.join("keys-b"))
+        .unwrap()
+        .node_keys(&mut OsEntropy)
+        .unwrap();
+    let e = Backoffice::open_with(stores(&dir), development_escrow_key(), other)
+        .err()
+        .expect("refused");
+    assert_eq!(e, BackofficeError::KeysChanged { role: "root" });
+    assert_eq!(e.code(), 90);
+    // Only the DCP key differs: refused too.
+    let mut dcp_only = first.clone();
+    dcp_only.dcp = NodeKeys::development().dcp;
+    let e = Backoffice::open_with(stores(&dir), development_escrow_key(), dcp_only)
+        .err()
+        .expect("refused");
+    assert_eq!(e, BackofficeError::KeysChanged { role: "dcp" });
+    let s = stores(&dir);
+    let policy_after = s
+        .central
+        .transact(|tx| tx.query_one("SELECT body FROM node_docs WHERE k = 'policy'", &[]))
+        .unwrap()
+        .unwrap()
+        .bytes(0)
+        .unwrap()
+        .to_vec();
+    assert_eq!(policy_after, policy_before);
+    // The right keys still open it.
+    let bo = Backoffice::open_with(stores(&dir), development_escrow_key(), first).unwrap();
+    assert_eq!(bo.root_key(), root);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
