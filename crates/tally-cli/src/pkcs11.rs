@@ -306,14 +306,14 @@ pub fn open_node_keys(
 pub fn generate(opts: &TokenOptions, labels: &[String], out: Option<&Path>) -> Result<String, CliError> {
     let token = Token::open(opts)?;
     let session = token.session(true)?;
-    let mut report = String::new();
+    let mut report = Vec::with_capacity(labels.len());
     for label in labels {
         let public = token.generate(&session, label)?;
         let cbor = tally_core::codec::Cbor::to_cbor(&public);
         if let Some(dir) = out {
             crate::device::write_atomic(&dir.join(format!("{label}.pub")), &cbor)?;
         }
-        report.push_str(&format!("{label} {}\n", hex::encode(&cbor)));
+        report.push(format!("{label} {}", hex::encode(&cbor)));
     }
-    Ok(report)
+    Ok(report.join("\n"))
 }
