@@ -19,7 +19,7 @@ mod bench;
 mod demo;
 mod device;
 mod node;
-mod pkcs11;
+pub mod pkcs11;
 mod package;
 mod supervisor;
 
