@@ -322,7 +322,10 @@ impl Node {
         let (maker_pub, root) = (maker_files(dir).1, dir.join(ROOT_FILE));
         let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         if !extra.iter().any(|a| a == "--keys") {
-            extra.extend(["--keys".to_string(), dir.join("node.keys").display().to_string()]);
+            extra.extend([
+                "--keys".to_string(),
+                dir.join("node.keys").display().to_string(),
+            ]);
         }
         extra.extend([
             "--manufacturer".to_string(),

@@ -226,7 +226,10 @@ fn node_signs_with_keys_in_softhsm2() {
     assert_eq!(files, ["opening.key"]);
 
     operator(&url, &["mint", "100000", "--idempotency-key", "m"]);
-    operator(&url, &["deposit", "alice", "20000", "--idempotency-key", "a"]);
+    operator(
+        &url,
+        &["deposit", "alice", "20000", "--idempotency-key", "a"],
+    );
     operator(&url, &["deposit", "bob", "5000", "--idempotency-key", "b"]);
     let alice = CliDevice::init(d, "alice", &url, "phone", "alice");
     let bob = CliDevice::init(d, "bob", &url, "card", "bob");
@@ -252,8 +255,12 @@ fn node_signs_with_keys_in_softhsm2() {
     let bundle =
         TrustBundle::from_cbor(&node.operator().trust_bundle().expect("trust")).expect("bundle");
     assert_eq!(bundle.root, root);
-    verify(&root, &bundle.policy.signed_message().0, &bundle.policy.signature)
-        .expect("policy signed by the token's root");
+    verify(
+        &root,
+        &bundle.policy.signed_message().0,
+        &bundle.policy.signature,
+    )
+    .expect("policy signed by the token's root");
     let cert = bundle.policy.dcps.first().expect("the DCP's certificate");
     assert_eq!(cert.key, dcp);
     verify(&root, &cert.signed_message().0, &cert.signature).expect("DCP certificate");
@@ -267,17 +274,23 @@ fn node_signs_with_keys_in_softhsm2() {
     let json: serde_json::Value =
         serde_json::from_str(&http_get(node.addr, "/v1/trust.json")).expect("trust.json");
     let sk = SettlementKey::from_cbor(&unhex(
-        json["settlement_key"]["cbor"].as_str().expect("settlement key"),
+        json["settlement_key"]["cbor"]
+            .as_str()
+            .expect("settlement key"),
     ))
     .expect("settlement key");
     assert_eq!(sk.key, settlement);
-    sk.verify(&root).expect("settlement key certified by the token's root");
+    sk.verify(&root)
+        .expect("settlement key certified by the token's root");
     assert_ne!(settlement, root);
     drop(node);
 
     // The database holds no key seed.
     let central = tally_store::Store::open(&db.url()).expect("db");
-    let seeds = tally_dcp::legacy_seeds(&central, &tally_store::Store::open(&format!("{}.dcp", db.url())).expect("dcp db"))
-        .expect("read");
+    let seeds = tally_dcp::legacy_seeds(
+        &central,
+        &tally_store::Store::open(&format!("{}.dcp", db.url())).expect("dcp db"),
+    )
+    .expect("read");
     assert!(seeds.is_empty());
 }

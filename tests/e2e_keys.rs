@@ -45,7 +45,11 @@ fn an_older_nodes_seeds_move_out_of_its_database_at_the_first_start() {
         // The schema of an older node, with its seeds in rows.
         let central = Store::sqlite(&db).expect("central");
         let dcp = Store::sqlite(&d.join("old.sqlite.dcp")).expect("dcp");
-        assert!(tally_dcp::legacy_seeds(&central, &dcp).expect("schema").is_empty());
+        assert!(
+            tally_dcp::legacy_seeds(&central, &dcp)
+                .expect("schema")
+                .is_empty()
+        );
         central
             .transact(|tx| {
                 for (role, seed) in [("root", root_seed), ("seal", seal_seed)] {
@@ -79,8 +83,8 @@ fn an_older_nodes_seeds_move_out_of_its_database_at_the_first_start() {
 
     let keys = d.join("node.keys");
     let node = Node::start_with(&s(&db), d, "node", &["--keys", &s(&keys)]);
-    let root = PublicKey::from_cbor(&std::fs::read(d.join(ROOT_FILE)).expect("root"))
-        .expect("root key");
+    let root =
+        PublicKey::from_cbor(&std::fs::read(d.join(ROOT_FILE)).expect("root")).expect("root key");
     let from_seed = SecretKey::from_seed(Suite::Ed25519, &root_seed)
         .expect("seed")
         .public();
@@ -95,13 +99,19 @@ fn an_older_nodes_seeds_move_out_of_its_database_at_the_first_start() {
         ["dcp.key", "opening.key", "root.key", "settlement.key"]
     );
     for f in &files {
-        let mode = std::fs::metadata(keys.join(f)).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(keys.join(f))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     // A device works against it.
     let url = node.url();
     operator(&url, &["mint", "10000", "--idempotency-key", "m"]);
-    operator(&url, &["deposit", "alice", "5000", "--idempotency-key", "a"]);
+    operator(
+        &url,
+        &["deposit", "alice", "5000", "--idempotency-key", "a"],
+    );
     let alice = CliDevice::init(d, "alice", &url, "phone", "alice");
     assert_eq!(alice.ok(&["load", "1000"]).trim(), "loaded 1000");
     drop(node);
@@ -109,9 +119,20 @@ fn an_older_nodes_seeds_move_out_of_its_database_at_the_first_start() {
     // The seeds are no longer in the database.
     let central = Store::sqlite(&db).expect("central");
     let dcp = Store::sqlite(&d.join("old.sqlite.dcp")).expect("dcp");
-    assert!(tally_dcp::legacy_seeds(&central, &dcp).expect("read").is_empty());
-    assert!(central.transact(|tx| tx.query("SELECT seed FROM node_secrets", &[])).is_err());
-    assert!(dcp.transact(|tx| tx.query("SELECT seed FROM dcp_secrets", &[])).is_err());
+    assert!(
+        tally_dcp::legacy_seeds(&central, &dcp)
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        central
+            .transact(|tx| tx.query("SELECT seed FROM node_secrets", &[]))
+            .is_err()
+    );
+    assert!(
+        dcp.transact(|tx| tx.query("SELECT seed FROM dcp_secrets", &[]))
+            .is_err()
+    );
     drop((central, dcp));
 
     // Another key directory on this database: refused.
@@ -123,15 +144,19 @@ fn an_older_nodes_seeds_move_out_of_its_database_at_the_first_start() {
     let err = node_refused(&db, &["--keys", &s(&keys)]);
     assert!(err.contains("chmod 600"), "{err}");
     assert_eq!(
-        std::fs::metadata(&root_file).expect("meta").permissions().mode() & 0o777,
+        std::fs::metadata(&root_file)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
         0o644
     );
     // Fixed, the node starts again with its keys.
     std::fs::set_permissions(&root_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let node = Node::start_with(&s(&db), d, "node-again", &["--keys", &s(&keys)]);
     assert_eq!(node.operator().balance("alice").expect("balance"), 4_000);
-    let again = PublicKey::from_cbor(&std::fs::read(d.join(ROOT_FILE)).expect("root"))
-        .expect("root key");
+    let again =
+        PublicKey::from_cbor(&std::fs::read(d.join(ROOT_FILE)).expect("root")).expect("root key");
     assert_eq!(again, root);
     drop(node);
 }

@@ -19,8 +19,8 @@ mod bench;
 mod demo;
 mod device;
 mod node;
-pub mod pkcs11;
 mod package;
+pub mod pkcs11;
 mod supervisor;
 
 /// A failure with its exit code.
@@ -504,14 +504,24 @@ fn run(cli: Cli) -> Result<String, CliError> {
                         pin_file: (!pin_file.is_empty()).then(|| PathBuf::from(pin_file)),
                     },
                     pkcs11::Labels {
-                        root: setting(pkcs11_root_label, "pkcs11_root_label", &file, pkcs11::ROOT_LABEL),
+                        root: setting(
+                            pkcs11_root_label,
+                            "pkcs11_root_label",
+                            &file,
+                            pkcs11::ROOT_LABEL,
+                        ),
                         settlement: setting(
                             pkcs11_settlement_label,
                             "pkcs11_settlement_label",
                             &file,
                             pkcs11::SETTLEMENT_LABEL,
                         ),
-                        dcp: setting(pkcs11_dcp_label, "pkcs11_dcp_label", &file, pkcs11::DCP_LABEL),
+                        dcp: setting(
+                            pkcs11_dcp_label,
+                            "pkcs11_dcp_label",
+                            &file,
+                            pkcs11::DCP_LABEL,
+                        ),
                     },
                 ))
             };
@@ -546,9 +556,13 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 },
         } => {
             let labels = if labels.is_empty() {
-                [pkcs11::ROOT_LABEL, pkcs11::SETTLEMENT_LABEL, pkcs11::DCP_LABEL]
-                    .map(String::from)
-                    .to_vec()
+                [
+                    pkcs11::ROOT_LABEL,
+                    pkcs11::SETTLEMENT_LABEL,
+                    pkcs11::DCP_LABEL,
+                ]
+                .map(String::from)
+                .to_vec()
             } else {
                 labels
             };

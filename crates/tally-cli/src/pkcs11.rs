@@ -223,7 +223,8 @@ fn find_key(session: &Session, label: &str) -> Result<(ObjectHandle, PublicKey),
             "key {label:?} is not an Ed25519 key (CKK_EC_EDWARDS); only Ed25519 keys are supported in a token"
         )));
     }
-    let point = point.ok_or_else(|| CliError::failed(format!("key {label:?} has no CKA_EC_POINT")))?;
+    let point =
+        point.ok_or_else(|| CliError::failed(format!("key {label:?} has no CKA_EC_POINT")))?;
     // DER OCTET STRING (as PKCS#11 3.0 says) or the bare 32 bytes.
     let raw: &[u8] = match point.as_slice() {
         [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
@@ -303,7 +304,11 @@ pub fn open_node_keys(
 /// `tally keys pkcs11-generate`: one Ed25519 key per label; prints each
 /// label and the hex of its public key's CBOR (what `--root` files hold),
 /// and writes LABEL.pub files into `out` if given.
-pub fn generate(opts: &TokenOptions, labels: &[String], out: Option<&Path>) -> Result<String, CliError> {
+pub fn generate(
+    opts: &TokenOptions,
+    labels: &[String],
+    out: Option<&Path>,
+) -> Result<String, CliError> {
     let token = Token::open(opts)?;
     let session = token.session(true)?;
     let mut report = Vec::with_capacity(labels.len());

@@ -257,7 +257,9 @@ mod settlement_key_tests {
     fn settlement_key_verifies_under_its_root_only() {
         let root = SecretKey::from_seed(Suite::Ed25519, &[1; 32]).unwrap();
         let other = SecretKey::from_seed(Suite::Ed25519, &[2; 32]).unwrap();
-        let key = SecretKey::from_seed(Suite::Ed25519, &[3; 32]).unwrap().public();
+        let key = SecretKey::from_seed(Suite::Ed25519, &[3; 32])
+            .unwrap()
+            .public();
         let cert = infallible(SettlementKey::try_sign(&root, key));
         assert_eq!(cert.verify(&root.public()), Ok(()));
         assert!(cert.verify(&other.public()).is_err());

@@ -96,7 +96,10 @@ impl Receipt {
         infallible(Self::try_sign(payee, transfer_id))
     }
     /// [`Receipt::sign`] by any [`Signer`] (the DCP's key in an HSM).
-    pub fn try_sign<S: Signer + ?Sized>(payee: &S, transfer_id: Hash32) -> Result<Receipt, S::Error> {
+    pub fn try_sign<S: Signer + ?Sized>(
+        payee: &S,
+        transfer_id: Hash32,
+    ) -> Result<Receipt, S::Error> {
         Ok(Receipt {
             transfer_id,
             payee: payee.public_key(),

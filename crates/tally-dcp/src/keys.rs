@@ -396,7 +396,10 @@ mod tests {
     fn keys_are_created_once_with_private_modes_and_reloaded() {
         let p = tmp("create");
         let dir = KeyDir::open_or_create(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let keys = dir.node_keys(&mut Counter(0)).unwrap();
         keys.self_test().unwrap();
         for role in [ROOT, SETTLEMENT, DCP, OPENING] {
@@ -462,7 +465,10 @@ mod tests {
             Err(KeyError::Exposed { mode: 0o640, .. })
         ));
         // Refused, not repaired, not replaced.
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         assert_eq!(fs::read(&f).unwrap(), before);
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();

@@ -40,8 +40,7 @@ use tally_core::verify::{
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
-    PublicKey, Record, Request, RevocationList, SecretKey, Signature, Suite, SyncGrant,
-    TrustStore,
+    PublicKey, Record, Request, RevocationList, SecretKey, Signature, Suite, SyncGrant, TrustStore,
 };
 use tally_directory::{Directory, DirectoryError, SeEntry, SeStatus, check_attestation};
 use tally_ledger::ledger::{
@@ -211,7 +210,9 @@ pub enum BackofficeError {
     /// The database was set up with another key for `role` than the one
     /// the node was started with (a wrong key directory or token; keys
     /// are not rotated by restarting).
-    KeysChanged { role: &'static str },
+    KeysChanged {
+        role: &'static str,
+    },
     /// Settlement's signed result does not verify or does not answer this request.
     BadSettlementResult,
     /// A revocation without a verified k-of-n opening of this identity in
@@ -525,8 +526,11 @@ impl LegacySeeds {
     /// Every seed here belongs to the key `keys` holds for its role.
     fn match_keys(&self, keys: &NodeKeys) -> bool {
         let ed = |s: &[u8; 32]| SecretKey::from_seed(Suite::Ed25519, s).map(|k| k.public());
-        self.root.is_none_or(|s| ed(&s) == Some(keys.root.public_key()))
-            && self.dcp.is_none_or(|s| ed(&s) == Some(keys.dcp.public_key()))
+        self.root
+            .is_none_or(|s| ed(&s) == Some(keys.root.public_key()))
+            && self
+                .dcp
+                .is_none_or(|s| ed(&s) == Some(keys.dcp.public_key()))
             && self
                 .opening
                 .is_none_or(|s| OpeningKey::from_seed(&s).public() == keys.opening.public())
@@ -585,13 +589,13 @@ fn pin_public_key(
 }
 
 fn migrated(store: &Store, component: &str) -> Result<bool, BackofficeError> {
-    Ok(store.transact(|tx| {
+    store.transact(|tx| {
         let r = tx.query_one(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = $1",
             &[component.into()],
         )?;
         Ok::<_, BackofficeError>(r.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
-    })?)
+    })
 }
 
 fn legacy_seed(
@@ -1000,7 +1004,12 @@ impl Backoffice {
         pin_public_key(&central, "node_public_keys", "settlement", settlement_cbor)?;
         let opening = keys.opening.public().to_vec();
         pin_public_key(&central, "node_public_keys", "opening", opening)?;
-        pin_public_key(&dcp, "dcp_public_keys", "dcp", keys.dcp.public_key().to_cbor())?;
+        pin_public_key(
+            &dcp,
+            "dcp_public_keys",
+            "dcp",
+            keys.dcp.public_key().to_cbor(),
+        )?;
         let dcp_cert = DcpCertificate::try_sign(
             &*keys.root,
             DCP_ID,
@@ -1109,14 +1118,7 @@ impl Backoffice {
             }
             None => 1,
         };
-        let p = Policy::try_sign(
-            &*self.keys.root,
-            serial,
-            "XTS",
-            tiers,
-            dcps,
-            manufacturers,
-        )?;
+        let p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
         if old.is_some() {
             tx.execute(
                 "UPDATE node_docs SET body = $1 WHERE k = 'policy'",

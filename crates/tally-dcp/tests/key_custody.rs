@@ -41,8 +41,7 @@ fn stores(dir: &std::path::Path) -> Stores {
 }
 
 /// Writes seeds where an older node kept them.
-fn plant_legacy_seeds(dir: &std::path::Path, root: [u8; 32], seal: [u8; 32], dcp: [u8; 32]) {
-    let s = stores(dir);
+fn plant_legacy_seeds(s: Stores, root: [u8; 32], seal: [u8; 32], dcp: [u8; 32]) {
     // Creates the pre-custody schema (with the seed tables).
     assert!(legacy_seeds(&s.central, &s.dcp).unwrap().is_empty());
     s.central
@@ -66,23 +65,18 @@ fn plant_legacy_seeds(dir: &std::path::Path, root: [u8; 32], seal: [u8; 32], dcp
         .unwrap();
 }
 
-#[test]
-fn an_older_nodes_seeds_move_into_key_files_once_and_leave_the_database() {
-    let dir = temp("legacy");
+/// `stores` opens the same databases each time it is called.
+fn legacy_seeds_move_out(stores: &dyn Fn() -> Stores, dir: &std::path::Path) {
     let (root, seal, dcp) = ([11u8; 32], [12u8; 32], [13u8; 32]);
-    plant_legacy_seeds(&dir, root, seal, dcp);
+    plant_legacy_seeds(stores(), root, seal, dcp);
 
     // Other keys than the seeds: refused, and the seeds stay where they are.
-    let e = Backoffice::open_with(
-        stores(&dir),
-        development_escrow_key(),
-        NodeKeys::development(),
-    )
-    .err()
-    .expect("refused");
+    let e = Backoffice::open_with(stores(), development_escrow_key(), NodeKeys::development())
+        .err()
+        .expect("refused");
     assert_eq!(e, BackofficeError::KeysInDatabase);
     assert_eq!(e.code(), 89);
-    let s = stores(&dir);
+    let s = stores();
     let found = legacy_seeds(&s.central, &s.dcp).unwrap();
     assert_eq!(
         (found.root, found.opening, found.dcp),
@@ -93,7 +87,7 @@ fn an_older_nodes_seeds_move_into_key_files_once_and_leave_the_database() {
     let keydir = KeyDir::open_or_create(&dir.join("keys")).unwrap();
     keydir.import_legacy(&found).unwrap();
     let keys = keydir.node_keys(&mut OsEntropy).unwrap();
-    let bo = Backoffice::open_with(stores(&dir), development_escrow_key(), keys).unwrap();
+    let bo = Backoffice::open_with(stores(), development_escrow_key(), keys).unwrap();
     let ed = |s: &[u8; 32]| SecretKey::from_seed(Suite::Ed25519, s).unwrap().public();
     assert_eq!(bo.root_key(), ed(&root));
     assert_eq!(bo.dcp_key(), ed(&dcp));
@@ -103,7 +97,7 @@ fn an_older_nodes_seeds_move_into_key_files_once_and_leave_the_database() {
     drop(bo);
 
     // The seed tables are gone: nothing left to find, and they no longer exist.
-    let s = stores(&dir);
+    let s = stores();
     assert!(legacy_seeds(&s.central, &s.dcp).unwrap().is_empty());
     assert!(
         s.central
@@ -120,8 +114,32 @@ fn an_older_nodes_seeds_move_into_key_files_once_and_leave_the_database() {
         .unwrap()
         .node_keys(&mut OsEntropy)
         .unwrap();
-    let bo = Backoffice::open_with(stores(&dir), development_escrow_key(), keys).unwrap();
+    let bo = Backoffice::open_with(stores(), development_escrow_key(), keys).unwrap();
     assert_eq!(bo.root_key(), ed(&root));
+}
+
+#[test]
+fn an_older_nodes_seeds_move_into_key_files_once_and_leave_the_database() {
+    let dir = temp("legacy");
+    legacy_seeds_move_out(&|| stores(&dir), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_older_nodes_seeds_move_into_key_files_once_and_leave_the_database_postgres() {
+    let test = "key_custody_legacy_postgres";
+    let Some((_, schema)) = tally_store::test_postgres_store(test) else {
+        return;
+    };
+    let url = tally_store::test_database_url(test).unwrap();
+    let dir = temp("legacy-pg");
+    // One database for the central bank and the DCP, as `tally node` does.
+    let open = || Stores {
+        central: Store::postgres(&url, Some(&schema)).unwrap(),
+        dcp: Store::postgres(&url, Some(&schema)).unwrap(),
+        mds: Store::sqlite_memory().unwrap(),
+    };
+    legacy_seeds_move_out(&open, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -172,7 +190,12 @@ fn a_signing_device_failure_is_a_server_error_and_changes_nothing() {
     // Settlement results are signed by a key the root certified.
     let sk = bo.settlement_key();
     sk.verify(&bo.root_key()).unwrap();
-    assert_eq!(sk.key, SecretKey::from_seed(Suite::Ed25519, &[22; 32]).unwrap().public());
+    assert_eq!(
+        sk.key,
+        SecretKey::from_seed(Suite::Ed25519, &[22; 32])
+            .unwrap()
+            .public()
+    );
 
     bo.mint("m", 100_000).unwrap();
     bo.deposit("d", "alice", 10_000).unwrap();
