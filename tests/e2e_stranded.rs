@@ -18,7 +18,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{CliDevice, Db, Node, operator, temp_dir};
+use common::{CliDevice, Db, Node, operator, pay_via_files, temp_dir};
 
 /// One HTTP/1.1 message (head and Content-Length body) from `r`.
 fn read_message(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
@@ -217,6 +217,29 @@ fn story(db: Db, dir: &Path, test: &str) {
     );
     assert_eq!(alice.balance().balance, 3_000, "one unload of 1000");
     assert_eq!(node.operator().balance("alice").unwrap(), before + 1_000);
+    let inv = operator(&url, &["invariant"]);
+    assert!(inv.starts_with("holds"), "{inv}");
+
+    // A load the SE can no longer take when its answer arrives: `load
+    // 15000` on a meter (IoT: holds 20 000) whose answer is lost, then an
+    // offline payment of 10 000 to it, then `load 15000` again. The SE
+    // refuses the token and cancels it; the account gets the 15 000 back.
+    operator(&url, &["deposit", "meter", "30000", "--idempotency-key", "d-meter"]);
+    operator(&url, &["deposit", "pump", "30000", "--idempotency-key", "d-pump"]);
+    let meter = CliDevice::init(dir, "meter", &url, "iot", "meter");
+    let pump = CliDevice::init(dir, "pump", &url, "iot", "pump");
+    pump.ok(&["load", "10000"]);
+    use_node(&meter, &proxy);
+    *plan.lock().unwrap() = Plan::lose(0, 1);
+    meter.run(&["load", "15000"]).fails_with(1);
+    assert_eq!(node.operator().balance("meter").unwrap(), 15_000, "debited");
+    pay_via_files(dir, "fill-meter", &pump, &meter, 10_000);
+    let again = meter.ok(&["load", "15000"]);
+    assert!(again.contains("cancelled: 15000 back to the account"), "{again}");
+    assert!(again.contains("nothing loaded"), "{again}");
+    assert_eq!(meter.balance().balance, 10_000);
+    assert_eq!(node.operator().balance("meter").unwrap(), 30_000, "credited back once");
+    assert!(meter.ok(&["status"]).contains("pending: nothing"));
     let inv = operator(&url, &["invariant"]);
     assert!(inv.starts_with("holds"), "{inv}");
 

@@ -718,13 +718,26 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             if done.iter().any(|f| matches!(f, Finished::Request(DeviceOp::Load { amount: x, .. }) if *x == amount)) {
                 return Ok(format!("loaded {amount}"));
             }
+            // It was this load, and the SE could not take its token: it
+            // was cancelled back to the account (reported above).
+            if done.iter().any(|f| matches!(f, Finished::Cancelled { amount: x } if *x == amount)) {
+                return Ok(format!("nothing loaded: the SE cannot hold {amount} more now"));
+            }
             a.load(amount).map(|_| format!("loaded {amount}"))
         }),
         DeviceCmd::Request { amount, out } => device::request(state, amount, &out),
         DeviceCmd::Pay { request, out, pin } => device::pay(state, &request, &out, pin.as_deref()),
         DeviceCmd::Receive { package, out } => device::receive(state, &package, &out),
         DeviceCmd::Ack { receipt } => device::ack(state, &receipt),
-        DeviceCmd::Sync => device::with_agent(state, |a, _| {
+        DeviceCmd::Sync => device::with_agent(state, |a, done| {
+            // The same command run again: the interrupted sync was this
+            // one, and it is done (another now would be a second sync).
+            if done
+                .iter()
+                .any(|f| matches!(f, Finished::Request(DeviceOp::Sync { .. })))
+            {
+                return Ok("synced".into());
+            }
             a.sync().map(|r| {
                 format!(
                     "synced to epoch {}: uploaded {} packages, reported {} open requests, recovered {}, double spends found {}",

@@ -44,13 +44,26 @@ pub enum DeviceOp {
     },
     /// 4: sync: a [`SyncUpload`] sealed to settlement (kind SyncUpload) in
     /// the attachment, whose SHA-256 is `sealed_digest`. The DCP forwards
-    /// it unread.
-    Sync { sealed_digest: Hash32 },
+    /// it unread. `reports` is [`reports_digest`] of the request reports
+    /// the SE handed out for this upload (settlement checks the opened
+    /// upload against it, so no terminal can leave one out); recovered
+    /// and refunded tokens waiting for this device are issued to `key`, a
+    /// certified key of the SE's (none: they wait for a later sync).
+    Sync {
+        sealed_digest: Hash32,
+        reports: Hash32,
+        key: Option<PublicKey>,
+    },
     /// 5: pay another user online, account to account (cardholder
     /// verified in the SE when the policy says so).
     PayOnline { to_account: String, amount: u64 },
     /// 6: read the user's account balance.
     Balance,
+    /// 7: an Issue this SE will never credit (it refused it, e.g. over its
+    /// holding limit, and recorded it as cancelled in the same commit):
+    /// the DCP takes its value back to the SE's account.
+    /// (Boxed: an Issue is large, and every op lives on the SE's stack.)
+    CancelIssue { issue: alloc::boxed::Box<Issue> },
 }
 
 /// The kinds of [`DeviceOp`], each with its own signature domain.
@@ -64,6 +77,7 @@ pub enum RequestKind {
     Sync = 4,
     PayOnline = 5,
     Balance = 6,
+    CancelIssue = 7,
 }
 
 impl RequestKind {
@@ -76,6 +90,7 @@ impl RequestKind {
             4 => RequestKind::Sync,
             5 => RequestKind::PayOnline,
             6 => RequestKind::Balance,
+            7 => RequestKind::CancelIssue,
             _ => return None,
         })
     }
@@ -90,6 +105,7 @@ impl RequestKind {
             RequestKind::Sync => b"tally/v1/req/sync",
             RequestKind::PayOnline => b"tally/v1/req/pay-online",
             RequestKind::Balance => b"tally/v1/req/balance",
+            RequestKind::CancelIssue => b"tally/v1/req/cancel-issue",
         }
     }
     /// Whether requests of this kind carry a sealed attachment.
@@ -108,12 +124,13 @@ impl DeviceOp {
             DeviceOp::Sync { .. } => RequestKind::Sync,
             DeviceOp::PayOnline { .. } => RequestKind::PayOnline,
             DeviceOp::Balance => RequestKind::Balance,
+            DeviceOp::CancelIssue { .. } => RequestKind::CancelIssue,
         }
     }
     /// The digest the attachment must have, for kinds that carry one.
     pub fn sealed_digest(&self) -> Option<&Hash32> {
         match self {
-            DeviceOp::Redeem { sealed_digest, .. } | DeviceOp::Sync { sealed_digest } => {
+            DeviceOp::Redeem { sealed_digest, .. } | DeviceOp::Sync { sealed_digest, .. } => {
                 Some(sealed_digest)
             }
             _ => None,
@@ -126,60 +143,133 @@ pub fn attachment_digest(sealed: &[u8]) -> Hash32 {
     tagged_hash(b"tally/v1/req/attachment", &[sealed])
 }
 
-/// A payee's request closed at sync without a package (DESIGN.md §4),
-/// signed by the request's own key inside the SE in the commit that
-/// closed it: a closure exists only for a request that never received a
-/// package, and the wallet cannot write one.
+/// What a payee's SE reports about one of its requests, at the syncs
+/// after the request ended (DESIGN.md §4): received by `received` (the
+/// transfer it stored), or closed unpaid (`None`, when a sync closed it
+/// still open). Signed by the request's own key inside the SE, so neither
+/// the wallet nor the DCP can write one; the SE keeps each report until a
+/// sync grant answers the upload that carried it. Settlement resolves each
+/// request once from it: the received transfer stands, a closed request
+/// is credited with the first matching payment, and every other payment
+/// for the request is refunded to its payer (decision 0008).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClosedRequest {
+pub struct RequestReport {
     pub nonce: [u8; 16],
     pub amount: u64,
     pub key: PublicKey,
+    pub received: Option<Hash32>,
     pub signature: Signature,
 }
 
-impl ClosedRequest {
-    pub fn signed_message(nonce: &[u8; 16], amount: u64, key: &PublicKey) -> Hash32 {
+impl RequestReport {
+    /// `tagged_hash("tally/v1/request-report", [nonce, be64(amount),
+    /// cbor(key), received transfer id or the empty string])`.
+    pub fn signed_message(
+        nonce: &[u8; 16],
+        amount: u64,
+        key: &PublicKey,
+        received: Option<&Hash32>,
+    ) -> Hash32 {
         tagged_hash(
-            b"tally/v1/closed-request",
-            &[nonce, &amount.to_be_bytes(), &key.to_cbor()],
+            b"tally/v1/request-report",
+            &[
+                nonce,
+                &amount.to_be_bytes(),
+                &key.to_cbor(),
+                received.map(|t| t.0.as_slice()).unwrap_or(&[]),
+            ],
         )
+    }
+    pub fn sign(
+        key: &crate::crypto::SecretKey,
+        nonce: [u8; 16],
+        amount: u64,
+        received: Option<Hash32>,
+    ) -> RequestReport {
+        let public = key.public();
+        let signature =
+            key.sign(&Self::signed_message(&nonce, amount, &public, received.as_ref()).0);
+        RequestReport {
+            nonce,
+            amount,
+            key: public,
+            received,
+            signature,
+        }
     }
     pub fn verify(&self) -> bool {
         crate::crypto::verify(
             &self.key,
-            &Self::signed_message(&self.nonce, self.amount, &self.key).0,
+            &Self::signed_message(&self.nonce, self.amount, &self.key, self.received.as_ref()).0,
             &self.signature,
         )
         .is_ok()
     }
 }
 
-impl Cbor for ClosedRequest {
+impl Cbor for RequestReport {
     fn write(&self, w: &mut Writer) {
-        w.array(4);
+        w.array(5);
         w.bytes(&self.nonce);
         w.u64(self.amount);
         self.key.write(w);
+        match &self.received {
+            Some(t) => {
+                w.array(1);
+                t.write(w);
+            }
+            None => w.array(0),
+        }
         self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(4)?;
-        Ok(ClosedRequest {
+        r.array(5)?;
+        Ok(RequestReport {
             nonce: r.bytes_array()?,
             amount: r.u64()?,
             key: PublicKey::read(r)?,
+            received: match r.array_max(1)? {
+                0 => None,
+                _ => Some(Hash32::read(r)?),
+            },
             signature: Signature::read(r)?,
         })
     }
 }
 
+/// What the SE signs in a Sync request for the reports it handed out:
+/// `tagged_hash("tally/v1/reports", [signed_message(report)...])`, in the
+/// order given (the SE computes it from its own table, without signing
+/// again).
+pub fn reports_digest(reports: &[RequestReport]) -> Hash32 {
+    reports_digest_of(
+        reports
+            .iter()
+            .map(|r| (r.nonce, r.amount, r.key, r.received)),
+    )
+}
+
+/// [`reports_digest`] from the reports' signed fields
+/// `(nonce, amount, key, received)`.
+pub fn reports_digest_of(
+    reports: impl IntoIterator<Item = ([u8; 16], u64, PublicKey, Option<Hash32>)>,
+) -> Hash32 {
+    let messages: Vec<Hash32> = reports
+        .into_iter()
+        .map(|(nonce, amount, key, received)| {
+            RequestReport::signed_message(&nonce, amount, &key, received.as_ref())
+        })
+        .collect();
+    let parts: Vec<&[u8]> = messages.iter().map(|m| m.0.as_slice()).collect();
+    tagged_hash(b"tally/v1/reports", &parts)
+}
+
 /// What a device's sync uploads, sealed to settlement: its unacknowledged
-/// packages and its closed requests. Wire: `[1, [package bstr], [ClosedRequest]]`.
+/// packages and its request reports. Wire: `[1, [package bstr], [RequestReport]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncUpload {
     pub packages: Vec<Vec<u8>>,
-    pub closed: Vec<ClosedRequest>,
+    pub reports: Vec<RequestReport>,
 }
 
 impl Cbor for SyncUpload {
@@ -190,7 +280,7 @@ impl Cbor for SyncUpload {
         for p in &self.packages {
             w.bytes(p);
         }
-        write_vec(w, &self.closed);
+        write_vec(w, &self.reports);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(3)?;
@@ -198,7 +288,7 @@ impl Cbor for SyncUpload {
         let packages: Vec<Blob> = read_vec(r, UPLOAD_PACKAGES_MAX)?;
         Ok(SyncUpload {
             packages: packages.into_iter().map(|b| b.0).collect(),
-            closed: read_vec(r, crate::protocol::PACKAGE_RECORDS_MAX)?,
+            reports: read_vec(r, crate::protocol::PACKAGE_RECORDS_MAX)?,
         })
     }
 }
@@ -256,10 +346,22 @@ impl Cbor for DeviceOp {
                 key.write(w);
                 sealed_digest.write(w);
             }
-            DeviceOp::Sync { sealed_digest } => {
-                w.array(2);
+            DeviceOp::Sync {
+                sealed_digest,
+                reports,
+                key,
+            } => {
+                w.array(4);
                 w.u64(4);
                 sealed_digest.write(w);
+                reports.write(w);
+                match key {
+                    Some(k) => {
+                        w.array(1);
+                        k.write(w);
+                    }
+                    None => w.array(0),
+                }
             }
             DeviceOp::PayOnline { to_account, amount } => {
                 w.array(3);
@@ -270,6 +372,11 @@ impl Cbor for DeviceOp {
             DeviceOp::Balance => {
                 w.array(1);
                 w.u64(6);
+            }
+            DeviceOp::CancelIssue { issue } => {
+                w.array(2);
+                w.u64(7);
+                issue.write(w);
             }
         }
     }
@@ -314,9 +421,14 @@ impl Cbor for DeviceOp {
                 }
             }
             4 => {
-                arity(2)?;
+                arity(4)?;
                 DeviceOp::Sync {
                     sealed_digest: Hash32::read(r)?,
+                    reports: Hash32::read(r)?,
+                    key: match r.array_max(1)? {
+                        0 => None,
+                        _ => Some(PublicKey::read(r)?),
+                    },
                 }
             }
             5 => {
@@ -329,6 +441,12 @@ impl Cbor for DeviceOp {
             6 => {
                 arity(1)?;
                 DeviceOp::Balance
+            }
+            7 => {
+                arity(2)?;
+                DeviceOp::CancelIssue {
+                    issue: alloc::boxed::Box::new(Issue::read(r)?),
+                }
             }
             _ => return Err(CodecError::UnknownCode),
         })

@@ -15,8 +15,13 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const PACKAGE_RECORDS_MAX: usize = 1024;
 pub const PACKAGE_CERTS_MAX: usize = 1024;
 
-/// Payee → payer. Wire: `[1, amount, nonce, payee_certificate, payee_epoch]`.
-/// The payee is paid to `payee_certificate.key`, a fresh pseudonym.
+/// Payee → payer. Wire:
+/// `[1, amount, nonce, payee_certificate, payee_epoch, signature]`.
+/// The payee is paid to `payee_certificate.key`, a pseudonym of its SE,
+/// which signs the request (SPEC §4.7): a terminal can neither change the
+/// amount nor invent a nonce for a real payee key, either of which would
+/// make the payer pay a package the payee's SE must refuse (value
+/// stranded, decision 0008).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub amount: Amount,
@@ -25,25 +30,91 @@ pub struct Request {
     /// The latest epoch the payee's SE has seen; lets an offline payer learn
     /// that time has passed without trusting a clock.
     pub payee_epoch: Epoch,
+    /// By `payee.key` over [`Request::signed_message`].
+    pub signature: Signature,
+}
+
+impl Request {
+    /// `tagged_hash("tally/v1/request", amount ‖ nonce ‖ certificate id ‖ payee_epoch)`,
+    /// integers big-endian (amount 8 bytes, epoch 4).
+    pub fn signed_message(
+        amount: Amount,
+        nonce: &[u8; 16],
+        payee: &PseudonymCertificate,
+        payee_epoch: Epoch,
+    ) -> Hash32 {
+        tagged_hash(
+            b"tally/v1/request",
+            &[
+                &amount.0.to_be_bytes(),
+                nonce,
+                &payee.id().0,
+                &payee_epoch.to_be_bytes(),
+            ],
+        )
+    }
+
+    /// A request signed by the payee's key (the key `payee` certifies).
+    pub fn sign(
+        key: &SecretKey,
+        amount: Amount,
+        nonce: [u8; 16],
+        payee: PseudonymCertificate,
+        payee_epoch: Epoch,
+    ) -> Request {
+        infallible(Self::try_sign(key, amount, nonce, payee, payee_epoch))
+    }
+
+    /// [`Request::sign`] by any [`Signer`] (the DCP's redemption key in an
+    /// HSM).
+    pub fn try_sign<S: Signer + ?Sized>(
+        key: &S,
+        amount: Amount,
+        nonce: [u8; 16],
+        payee: PseudonymCertificate,
+        payee_epoch: Epoch,
+    ) -> Result<Request, S::Error> {
+        let signature =
+            key.try_sign(&Self::signed_message(amount, &nonce, &payee, payee_epoch).0)?;
+        Ok(Request {
+            amount,
+            nonce,
+            payee,
+            payee_epoch,
+            signature,
+        })
+    }
+
+    /// The signature under the payee's certified key. (The certificate
+    /// itself is checked against the trust list separately.)
+    pub fn verify(&self) -> Result<(), crate::crypto::SigError> {
+        crate::crypto::verify(
+            &self.payee.key,
+            &Self::signed_message(self.amount, &self.nonce, &self.payee, self.payee_epoch).0,
+            &self.signature,
+        )
+    }
 }
 
 impl Cbor for Request {
     fn write(&self, w: &mut Writer) {
-        w.array(5);
+        w.array(6);
         w.u64(u64::from(PROTOCOL_VERSION));
         w.u64(self.amount.0);
         w.bytes(&self.nonce);
         self.payee.write(w);
         w.u64(u64::from(self.payee_epoch));
+        self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(5)?;
+        r.array(6)?;
         r.version(PROTOCOL_VERSION)?;
         Ok(Request {
             amount: Amount(r.u64()?),
             nonce: r.bytes_array()?,
             payee: PseudonymCertificate::read(r)?,
             payee_epoch: r.u32()?,
+            signature: Signature::read(r)?,
         })
     }
 }

@@ -49,12 +49,7 @@ fn payment(suite: Suite) -> Payment {
     let issue = scheme.issue(payer.public(), 1000);
     let payer_cert = scheme.certify(payer.public(), device_class::PHONE, 0);
     let payee_cert = scheme.certify(payee.public(), device_class::PHONE, 0);
-    let request = Request {
-        amount: Amount(250),
-        nonce: NONCE,
-        payee: payee_cert,
-        payee_epoch: scheme.epoch,
-    };
+    let request = Request::sign(&payee, Amount(250), NONCE, payee_cert, scheme.epoch);
     let outputs = vec![
         Output {
             value: Amount(250),

@@ -107,6 +107,35 @@ pub static REFUSAL_MIGRATIONS: Migrations = Migrations {
     steps: &[(1, "ALTER TABLE dcp_requests ADD COLUMN refusal BLOB")],
 };
 
+/// Keyed tags of the Issues handed to devices (for cancellation).
+pub static ISSUE_TAG_MIGRATIONS: Migrations = Migrations {
+    component: "dcp_issues",
+    steps: &[(1, "CREATE TABLE dcp_issues (tag BLOB PRIMARY KEY)")],
+};
+
+/// Request reports (received or closed), the uploader of each unacknowledged
+/// package, and tokens waiting in a device's mailbox until a sync names a
+/// key for them (recoveries to payees, refunds to payers).
+pub static REPORT_MIGRATIONS: Migrations = Migrations {
+    component: "central_reports",
+    steps: &[(
+        1,
+        "ALTER TABLE cb_closed ADD COLUMN received BLOB;
+        ALTER TABLE cb_uploads ADD COLUMN mailbox BLOB;
+        CREATE TABLE cb_mailbox (
+            transfer_id BLOB PRIMARY KEY,
+            mailbox BLOB NOT NULL,
+            amount BIGINT NOT NULL,
+            refund BIGINT NOT NULL,
+            issue BLOB,
+            delivered BIGINT NOT NULL
+        );
+        INSERT INTO cb_mailbox (transfer_id, mailbox, amount, refund, issue, delivered)
+            SELECT transfer_id, mailbox, 0, 0, issue, 0 FROM cb_recoveries WHERE delivered = 0;
+        DELETE FROM cb_recoveries WHERE delivered = 0",
+    )],
+};
+
 /// The DCP's tables.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "dcp",
@@ -230,6 +259,12 @@ pub enum BackofficeError {
     TransferMismatch,
     /// A load the device could not hold (above its class's holding limit).
     LoadAboveHolding,
+    /// A cancellation of an Issue this DCP did not issue to this SE, or
+    /// whose token was spent.
+    NotCancellable,
+    /// The opened sync upload's request reports are not those the SE
+    /// signed for (a terminal left one out or changed it).
+    ReportsMismatch,
     /// A revocation names a key whose certificate's escrow was not opened
     /// to the identity revoked.
     RevocationKeyNotOpened(Hash32),
@@ -276,6 +311,8 @@ impl BackofficeError {
             BackofficeError::EnrolmentCodeUsed => 82,
             BackofficeError::TransferMismatch => 83,
             BackofficeError::LoadAboveHolding => 84,
+            BackofficeError::NotCancellable => 85,
+            BackofficeError::ReportsMismatch => 86,
             BackofficeError::RevocationKeyNotOpened(_) => 68,
             BackofficeError::RefusedBefore { code, .. } => *code,
             BackofficeError::Mds { client: true, .. } => 65,
@@ -352,7 +389,10 @@ impl BackofficeError {
             | BackofficeError::BadEnrolment => 403,
             BackofficeError::EnrolmentCodeUsed => 409,
             BackofficeError::BadAttachment => 400,
-            BackofficeError::TransferMismatch | BackofficeError::LoadAboveHolding => 422,
+            BackofficeError::TransferMismatch
+            | BackofficeError::LoadAboveHolding
+            | BackofficeError::NotCancellable
+            | BackofficeError::ReportsMismatch => 422,
             BackofficeError::UnknownDevice
             | BackofficeError::Directory(DirectoryError::UnknownSe) => 404,
             // A redemption that is unknown to this device or already done:
@@ -417,6 +457,12 @@ impl fmt::Display for BackofficeError {
             }
             BackofficeError::TransferMismatch => {
                 f.write_str("sealed package is not the transfer the SE signed for")
+            }
+            BackofficeError::NotCancellable => f.write_str(
+                "not an Issue of this DCP's to this device, or its token was spent: cannot cancel",
+            ),
+            BackofficeError::ReportsMismatch => {
+                f.write_str("the upload's request reports are not those the SE signed for")
             }
             BackofficeError::LoadAboveHolding => {
                 f.write_str("load above the device's holding limit")
@@ -639,8 +685,9 @@ fn migrate_before_custody(central: &Store, dcp: &Store) -> Result<(), Backoffice
         &tally_directory::MIGRATIONS,
         &CENTRAL_MIGRATIONS,
         &OUTBOX_MIGRATIONS,
+        &REPORT_MIGRATIONS,
     ])?;
-    dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS])?;
+    dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS, &ISSUE_TAG_MIGRATIONS])?;
     Ok(())
 }
 
@@ -940,6 +987,12 @@ fn meta(tx: &mut dyn Tx, k: &str) -> Result<i64, BackofficeError> {
 
 /// Issue serial of a token issued for device request `op` (part `n`):
 /// derived, so a retried request re-issues the identical record.
+/// What the DCP stores of an Issue it handed to a device: keyed by the
+/// device's secret salt, so the table names no record.
+fn handed_out_tag(salt: &[u8; 32], issue: &Hash32) -> Hash32 {
+    tagged_hash(b"tally/v1/dcp-issue", &[salt, &issue.0])
+}
+
 fn issue_serial(op: &Hash32, n: u32) -> u64 {
     let h = tagged_hash(b"tally/v1/issue-serial", &[&op.0, &n.to_be_bytes()]);
     u64::from_be_bytes(h.0[..8].try_into().expect("8 bytes"))
@@ -1569,9 +1622,9 @@ impl Backoffice {
                 account: dev.text(0)?.to_string(),
                 class: dev.int(1)? as u8,
                 tier: dev.int(2)? as u8,
-                sync_seq: dev.int(3)? as u64,
                 sync_epoch: dev.int(4)? as Epoch,
                 salt: dev.bytes(5)?.try_into().map_err(|_| StoreError::Type("salt".into()))?,
+                counter: req.counter,
                 rid,
                 reply_key: tagged_hash(b"tally/v1/central-reply-key", &[body]),
             }))
@@ -1602,6 +1655,20 @@ impl Backoffice {
                     "UPDATE dcp_redemptions SET done = 1 WHERE nonce = $1",
                     &[nonce.to_vec().into()],
                 )?;
+            }
+            // A keyed tag (per-SE salt) of every Issue handed to this
+            // device, so that only its own can be cancelled; the store
+            // keeps no record id (decision 0007).
+            let handed: Vec<&Issue> = match &resp {
+                DeviceResponse::Issued(i) | DeviceResponse::Renewed { issue: i, .. } => vec![i],
+                DeviceResponse::Synced(bundle) => bundle.recovered.iter().collect(),
+                _ => Vec::new(),
+            };
+            for i in handed {
+                let tag = handed_out_tag(&ctx.salt, &i.id());
+                if tx.query_one("SELECT tag FROM dcp_issues WHERE tag = $1", &[b(&tag)])?.is_none() {
+                    tx.execute("INSERT INTO dcp_issues (tag) VALUES ($1)", &[b(&tag)])?;
+                }
             }
             if let DeviceResponse::Synced(bundle) = &resp {
                 tx.execute(
@@ -1760,12 +1827,8 @@ impl Backoffice {
                     0,
                     Vec::new(),
                 )?;
-                let request = Request {
-                    amount: Amount(*amount),
-                    nonce,
-                    payee: cert,
-                    payee_epoch: epoch,
-                };
+                let request =
+                    Request::try_sign(&*self.keys.dcp, Amount(*amount), nonce, cert, epoch)?;
                 // Bound to this SE: another SE refuses to pay it.
                 Ok(DeviceResponse::Redemption(RedemptionOrder::try_sign(
                     &*self.keys.dcp,
@@ -1780,7 +1843,13 @@ impl Backoffice {
                 key,
                 ..
             } => self.redeem(ctx, epoch, nonce, transfer_id, &req.attachment, key),
-            DeviceOp::Sync { .. } => self.sync(ctx, epoch, &req.attachment),
+            DeviceOp::Sync { reports, key, .. } => {
+                if let Some(k) = key {
+                    check_key(k).map_err(|_| BackofficeError::BadKey)?;
+                }
+                self.sync(ctx, epoch, &req.attachment, reports, key.as_ref())
+            }
+            DeviceOp::CancelIssue { issue } => self.cancel_issue(ctx, issue),
             DeviceOp::PayOnline { to_account, amount } => {
                 let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
                     Ledger::transfer(
@@ -1806,6 +1875,71 @@ impl Backoffice {
                 balance: self.account_balance_of(&ctx.account)? as u64,
             }),
         }
+    }
+
+    /// An Issue the SE refused and cancelled (it recorded, in the commit
+    /// that signed this request, that it will never credit it): its value
+    /// goes back to the SE's account, once. Only an Issue this DCP gave
+    /// this SE (a keyed tag of it was stored when it was handed out), whose
+    /// outputs nothing has consumed; the outputs are then consumed in the
+    /// spent registry, so a token of it appearing later is a double spend.
+    fn cancel_issue(
+        &self,
+        ctx: &DeviceCtx,
+        issue: &Issue,
+    ) -> Result<DeviceResponse, BackofficeError> {
+        let id = issue.id();
+        let dcp = self.dcp_key();
+        if issue.issuer != dcp.id()
+            || tally_core::crypto::verify(&dcp, &id.0, &issue.signature).is_err()
+        {
+            return Err(BackofficeError::NotCancellable);
+        }
+        let tag = handed_out_tag(&ctx.salt, &id);
+        let ours = self.dcp.transact(|tx| {
+            Ok::<_, BackofficeError>(
+                tx.query_one("SELECT tag FROM dcp_issues WHERE tag = $1", &[b(&tag)])?
+                    .is_some(),
+            )
+        })?;
+        if !ours {
+            return Err(BackofficeError::NotCancellable);
+        }
+        let amount: u64 = issue.outputs.iter().map(|o| o.value.0).sum();
+        let by = tagged_hash(b"tally/v1/cancel", &[&id.0]);
+        let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
+            for i in 0..issue.outputs.len() {
+                let op = OutPoint {
+                    record: id,
+                    index: i as u8,
+                };
+                if !Settlement::consume_stranded(tx, &op, &by)?
+                    && Settlement::is_spent(tx, &op)? != Some(by)
+                {
+                    return Err(BackofficeError::NotCancellable);
+                }
+            }
+            // Keyed by the Issue: a second cancellation (another request
+            // of the same SE) credits nothing more.
+            Ledger::transfer(
+                tx,
+                &TransferRequest {
+                    idem: format!("cancel:{id}"),
+                    debit: ledger::OFFLINE_FLOAT.into(),
+                    credit: ctx.account.clone(),
+                    amount,
+                    code: code::UNLOAD,
+                },
+            )?;
+            Ok(SettlementResult {
+                value: amount,
+                balance: Ledger::balance(tx, &ctx.account)? as u64,
+                ..SettlementResult::default()
+            })
+        })?;
+        Ok(DeviceResponse::Balance {
+            balance: res.balance,
+        })
     }
 
     fn account_balance_of(&self, account: &str) -> Result<i64, BackofficeError> {
@@ -2150,26 +2284,35 @@ impl Backoffice {
         ctx: &DeviceCtx,
         epoch: Epoch,
         sealed: &[u8],
+        reports: &Hash32,
+        key: Option<&PublicKey>,
     ) -> Result<DeviceResponse, BackofficeError> {
-        // Where the central bank leaves tokens recovered for this device: a
-        // per-device name only the DCP can link to the device.
+        // Where the central bank leaves tokens recovered or refunded for
+        // this device: a per-device name only the DCP can link to the
+        // device.
         let mailbox = tagged_hash(b"tally/v1/mailbox", &[&ctx.salt]);
         let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
         // Opening and verification before the settlement transaction.
         let upload =
             SyncUpload::from_cbor(&self.keys.opening.open(SealedKind::SyncUpload, sealed)?)?;
+        // The reports are those the SE signed for (it drops them once the
+        // grant for this request arrives, so none may be left out).
+        if tally_core::dcp::reports_digest(&upload.reports) != *reports {
+            return Err(BackofficeError::ReportsMismatch);
+        }
         let checked = self.precheck(&upload.packages)?;
         let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-            self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload, &checked)
+            self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload, &checked, key)
         })?;
-        let seq = ctx.sync_seq + 1;
         let (policy, revocations) = self.central.transact(|tx| {
             Ok::<_, BackofficeError>((self.policy_in(tx)?, self.revocations_in(tx)?))
         })?;
         Ok(DeviceResponse::Synced(SyncBundle {
             policy,
             revocations,
-            grant: SyncGrant::try_sign(&*self.keys.dcp, ctx.se_id, epoch, seq)?,
+            // The grant's sequence is this request's counter: the SE
+            // drops the reports this request (or an earlier one) carried.
+            grant: SyncGrant::try_sign(&*self.keys.dcp, ctx.se_id, epoch, ctx.counter)?,
             recovered: res.issues,
             double_spends: res.double_spends,
         }))
@@ -2178,6 +2321,7 @@ impl Backoffice {
     /// Settles one opened sync upload. A package that fails verification
     /// is not settled but goes to the MDS as a counterfeit attempt; the
     /// rest of the upload still settles.
+    #[allow(clippy::too_many_arguments)]
     fn settle_upload(
         &self,
         tx: &mut dyn Tx,
@@ -2187,6 +2331,7 @@ impl Backoffice {
         offline: Option<u32>,
         upload: &SyncUpload,
         checked: &[Checked],
+        key: Option<&PublicKey>,
     ) -> Result<SettlementResult, BackofficeError> {
         let mut res = SettlementResult::default();
         let mut ingest = Vec::new();
@@ -2221,21 +2366,23 @@ impl Backoffice {
                 )?
                 .is_none()
             {
+                // The uploader (the payer) is where a refund goes.
                 tx.execute(
-                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount) VALUES ($1, $2, $3, $4)",
-                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64)],
+                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox) VALUES ($1, $2, $3, $4, $5)",
+                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64), b(mailbox)],
                 )?;
             }
-            self.pair(tx, op, epoch, &t.nonce, &t.outputs[0].owner)?;
+            self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
         }
-        for c in &upload.closed {
-            // Only the payee's SE signs a closure, in the commit that
-            // closes the request unpaid.
-            if !c.verify() {
+        for r in &upload.reports {
+            // Only the payee's SE signs a report, with the request's key.
+            if !r.verify() {
                 res.refused += 1;
                 continue;
             }
-            let k = [Value::Bytes(c.nonce.to_vec()), c.key.to_cbor().into()];
+            let k = [Value::Bytes(r.nonce.to_vec()), r.key.to_cbor().into()];
+            // The first report of a request stands (an honest SE makes
+            // one per request and sends it again until acknowledged).
             if tx
                 .query_one(
                     "SELECT amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
@@ -2243,85 +2390,125 @@ impl Backoffice {
                 )?
                 .is_none()
             {
+                let received = match &r.received {
+                    Some(t) => Value::Bytes(t.0.to_vec()),
+                    None => Value::Null,
+                };
                 tx.execute(
-                    "INSERT INTO cb_closed (nonce, payee_key, mailbox, amount) VALUES ($1, $2, $3, $4)",
-                    &[k[0].clone(), k[1].clone(), b(mailbox), Value::Int(c.amount as i64)],
+                    "INSERT INTO cb_closed (nonce, payee_key, mailbox, amount, received) VALUES ($1, $2, $3, $4, $5)",
+                    &[k[0].clone(), k[1].clone(), b(mailbox), Value::Int(r.amount as i64), received],
                 )?;
             }
-            self.pair(tx, op, epoch, &c.nonce, &c.key)?;
+            self.resolve(tx, &r.nonce, &r.key)?;
         }
-        for r in tx.query(
-            "SELECT transfer_id, issue FROM cb_recoveries WHERE mailbox = $1 AND delivered = 0 ORDER BY transfer_id LIMIT 64",
-            &[b(mailbox)],
-        )? {
-            res.issues.push(Issue::from_cbor(r.bytes(1)?)?);
-            tx.execute(
-                "UPDATE cb_recoveries SET delivered = 1 WHERE transfer_id = $1",
-                &[r.bytes(0)?.to_vec().into()],
-            )?;
+        // Tokens waiting in this device's mailbox, issued now to the key
+        // the SE named (none named: they wait for a later sync). The
+        // central call is idempotent per request, so a retried sync gets
+        // the same Issues.
+        if let Some(key) = key {
+            for r in tx.query(
+                "SELECT transfer_id, amount, issue FROM cb_mailbox WHERE mailbox = $1 AND delivered = 0 ORDER BY transfer_id LIMIT 64",
+                &[b(mailbox)],
+            )? {
+                let tid = hash(r.bytes(0)?)?;
+                let issue = match r.opt_bytes(2)? {
+                    Some(bytes) => Issue::from_cbor(bytes)?,
+                    None => {
+                        let delivery = tagged_hash(b"tally/v1/recovery-op", &[&op.0, &tid.0]);
+                        self.issue(
+                            tx,
+                            &delivery,
+                            0,
+                            epoch,
+                            r.int(1)? as u64,
+                            *key,
+                            tally_mds::DEVICE_CLASS_UNKNOWN,
+                        )?
+                    }
+                };
+                tx.execute(
+                    "UPDATE cb_mailbox SET delivered = 1, issue = $1 WHERE transfer_id = $2",
+                    &[issue.to_cbor().into(), b(&tid)],
+                )?;
+                res.issues.push(issue);
+            }
         }
         self.queue_mds(tx, op, &ingest)?;
         Ok(res)
     }
 
-    /// Interrupted payment: the payer's uploaded package and the payee's
-    /// closed request, whichever came first. When both are here the payee
-    /// is credited once: the stranded output is consumed for good and an
-    /// equal fresh token is issued to the payee's key, left in the payee's
-    /// mailbox.
-    fn pair(
+    /// Resolves a payee's request once both sides are known (decision
+    /// 0008): the payee's report (received by transfer T, or closed
+    /// unpaid) and the payers' uploaded, unacknowledged payments for it.
+    /// The received transfer stands; for a closed request the first
+    /// uploaded payment of the requested amount is recovered to the
+    /// payee; every other uploaded payment for the request is refunded to
+    /// its payer. Each stranded output is consumed once in the spent
+    /// registry (a second resolution finds it consumed and does nothing),
+    /// and the fresh token waits in the mailbox of the payee or the payer.
+    fn resolve(
         &self,
         tx: &mut dyn Tx,
-        op: &Hash32,
-        epoch: Epoch,
         nonce: &[u8; 16],
         key: &PublicKey,
     ) -> Result<(), BackofficeError> {
         let k = [Value::Bytes(nonce.to_vec()), key.to_cbor().into()];
-        let Some(up) = tx.query_one(
-            "SELECT transfer_id, amount FROM cb_uploads WHERE nonce = $1 AND payee_key = $2",
+        let Some(report) = tx.query_one(
+            "SELECT mailbox, amount, received FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
             &k,
         )?
         else {
             return Ok(());
         };
-        let Some(cl) = tx.query_one(
-            "SELECT mailbox, amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
+        let payee_mailbox = hash(report.bytes(0)?)?;
+        let asked = report.int(1)? as u64;
+        let received = report.opt_bytes(2)?.map(hash).transpose()?;
+        // Whether the closed request was credited already.
+        let mut credited = received.is_some()
+            || tx
+                .query_one(
+                    "SELECT transfer_id FROM cb_mailbox WHERE mailbox = $1 AND refund = 0 AND transfer_id IN (SELECT transfer_id FROM cb_uploads WHERE nonce = $2 AND payee_key = $3)",
+                    &[b(&payee_mailbox), k[0].clone(), k[1].clone()],
+                )?
+                .is_some();
+        for up in tx.query(
+            "SELECT transfer_id, amount, mailbox FROM cb_uploads WHERE nonce = $1 AND payee_key = $2 ORDER BY transfer_id",
             &k,
-        )?
-        else {
-            return Ok(());
-        };
-        let tid = hash(up.bytes(0)?)?;
-        let amount = up.int(1)? as u64;
-        if cl.int(1)? as u64 != amount {
-            return Ok(()); // not the payment the payee asked for
-        }
-        let by = tagged_hash(b"tally/v1/recovery", &[&tid.0]);
-        if !Settlement::consume_stranded(
-            tx,
-            &OutPoint {
-                record: tid,
-                index: 0,
-            },
-            &by,
         )? {
-            return Ok(()); // already recovered (or the payee did receive it)
+            let tid = hash(up.bytes(0)?)?;
+            if Some(tid) == received {
+                continue; // the payee holds it
+            }
+            let amount = up.int(1)? as u64;
+            let recover = !credited && amount == asked;
+            let (to, tag) = if recover {
+                (payee_mailbox, &b"tally/v1/recovery"[..])
+            } else {
+                let Some(m) = up.opt_bytes(2)? else {
+                    continue; // uploaded before refunds existed: an operator's case
+                };
+                (hash(m)?, &b"tally/v1/refund"[..])
+            };
+            let by = tagged_hash(tag, &[&tid.0]);
+            if !Settlement::consume_stranded(
+                tx,
+                &OutPoint {
+                    record: tid,
+                    index: 0,
+                },
+                &by,
+            )? {
+                if recover && Settlement::is_spent(tx, &OutPoint { record: tid, index: 0 })? == Some(by) {
+                    credited = true;
+                }
+                continue; // resolved before (or spent by the payee)
+            }
+            credited |= recover;
+            tx.execute(
+                "INSERT INTO cb_mailbox (transfer_id, mailbox, amount, refund, issue, delivered) VALUES ($1, $2, $3, $4, NULL, 0)",
+                &[b(&tid), b(&to), Value::Int(amount as i64), Value::Int(i64::from(!recover))],
+            )?;
         }
-        let recovery_op = tagged_hash(b"tally/v1/recovery-op", &[&op.0, &tid.0]);
-        let issue = self.issue(
-            tx,
-            &recovery_op,
-            0,
-            epoch,
-            amount,
-            *key,
-            tally_mds::DEVICE_CLASS_UNKNOWN,
-        )?;
-        tx.execute(
-            "INSERT INTO cb_recoveries (transfer_id, mailbox, issue, delivered) VALUES ($1, $2, $3, 0)",
-            &[b(&tid), cl.bytes(0)?.to_vec().into(), issue.to_cbor().into()],
-        )?;
         Ok(())
     }
 
@@ -2565,9 +2752,10 @@ struct DeviceCtx {
     account: String,
     class: u8,
     tier: u8,
-    sync_seq: u64,
     sync_epoch: Epoch,
     salt: [u8; 32],
+    /// The request's counter (a sync grant's sequence).
+    counter: u64,
     rid: Hash32,
     /// Key of the central bank's stored reply (derived from the request).
     reply_key: Hash32,

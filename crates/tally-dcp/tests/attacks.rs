@@ -12,7 +12,7 @@ use std::sync::Arc;
 use support::*;
 use tally_core::codec::Cbor;
 use tally_core::dcp::{
-    ClosedRequest, DeviceOp, DeviceResponse, MakerCertificate, SyncUpload, attachment_digest,
+    DeviceOp, RequestReport, DeviceResponse, MakerCertificate, SyncUpload, attachment_digest,
 };
 use tally_core::policy::device_class::{IOT, PHONE};
 use tally_core::{Amount, Hash32, Package, Record, SecretKey, Suite};
@@ -236,40 +236,42 @@ fn a_forged_closure_recovers_nothing() {
     let attacker = SecretKey::from_seed(Suite::Ed25519, &[0x77; 32]).unwrap();
     // A closure Bob's SE did sign, for another request, to borrow from.
     b.link.create_request(Amount(10)).unwrap();
-    let genuine = b.link.close_requests().unwrap().remove(0);
+    let genuine = b
+        .link
+        .report_requests()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.received.is_none())
+        .unwrap();
     assert!(genuine.verify());
     let closures = [
         // The payment's nonce and key, signed by a key Bob does own.
-        ClosedRequest {
+        RequestReport {
             nonce,
             amount: 300,
             key,
-            signature: attacker.sign(&ClosedRequest::signed_message(&nonce, 300, &key).0),
+            received: None,
+            signature: attacker.sign(&RequestReport::signed_message(&nonce, 300, &key, None).0),
         },
         // The payment's nonce and key with a signature of Bob's SE over
         // another closure: it does not verify.
-        ClosedRequest {
+        RequestReport {
             nonce,
             amount: 300,
             key,
+            received: None,
             signature: genuine.signature,
         },
         // The payment's nonce under the attacker's own key, validly
         // self-signed: it names no payment.
-        ClosedRequest {
-            nonce,
-            amount: 300,
-            key: attacker.public(),
-            signature: attacker
-                .sign(&ClosedRequest::signed_message(&nonce, 300, &attacker.public()).0),
-        },
+        RequestReport::sign(&attacker, nonce, 300, None),
     ];
     assert!(!closures[0].verify() && !closures[1].verify() && closures[2].verify());
     let before = snapshot(&bo, &["alice", "bob"]);
     for (i, c) in closures.iter().enumerate() {
         let upload = SyncUpload {
             packages: Vec::new(),
-            closed: vec![c.clone()],
+            reports: vec![c.clone()],
         }
         .to_cbor();
         let sealed = seal_to_settlement(&bo, SealedKind::SyncUpload, &upload);
@@ -281,15 +283,10 @@ fn a_forged_closure_recovers_nothing() {
             },
             sealed,
         );
-        let DeviceResponse::Synced(bundle) =
-            DeviceResponse::from_cbor(&bo.handle_device(&req).unwrap()).unwrap()
-        else {
-            panic!("expected a sync bundle");
-        };
-        assert!(
-            bundle.recovered.is_empty(),
-            "closure {i} recovered a payment"
-        );
+        // The SE signed the digest of its own reports: an upload carrying
+        // any other report is refused before settlement (86).
+        let e = bo.handle_device(&req).unwrap_err();
+        assert_eq!(code_of(&e), 86, "closure {i}: {e}");
         assert_eq!(snapshot(&bo, &["alice", "bob"]), before, "closure {i}");
     }
     // Honest syncs on both sides recover nothing either.

@@ -88,7 +88,7 @@ fn upload_whose_outputs_sum_past_u64_max_does_not_stop_the_mds() {
     let mut mallory = onboard(&bo, "mallory-poison", PHONE, "mallory");
     let upload = SyncUpload {
         packages: vec![poison_package()],
-        closed: Vec::new(),
+        reports: Vec::new(),
     };
     let sealed = Local(bo.clone())
         .seal(&bo.root_key(), SealedKind::SyncUpload, &upload.to_cbor())

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use support::*;
 use tally_core::Amount;
+use tally_core::codec::Cbor;
 use tally_core::policy::device_class::{IOT, PHONE};
 use tally_dcp::Backoffice;
 use tally_store::Store;
@@ -215,7 +216,7 @@ fn interrupted_renewal_is_finished_by_the_retry() {
 #[test]
 fn lost_unload_reply_then_the_same_unload_again() {
     let bo = backoffice();
-    bo.deposit("d", "carol", 10_000).unwrap();
+    bo.deposit("d2", "carol", 10_000).unwrap();
     let mut d = onboard(&bo, "carol-unload", IOT, "carol");
     let mut slot = Slot::default();
     run(&bo, &mut d, &mut slot, 0, |a| a.load(3_000)).unwrap();
@@ -310,4 +311,125 @@ fn a_redemption_refused_for_good_does_not_block_the_device() {
     assert_eq!(d.link.status().unwrap().balance, Amount(700));
     assert_eq!(bo.account_balance("fay").unwrap(), 9_300);
     invariant_holds(&bo, &mut [&mut d]);
+}
+
+/// Decision 0008's finding, in the code: a terminal shows bob's request to
+/// two payers; both pay, bob's SE receives alice's package and refuses
+/// carol's. Bob's SE reports the request received (by alice's transfer);
+/// carol's unacknowledged payment, uploaded at her sync, is refunded to
+/// her mailbox and credited at her next sync. Before, it stayed in the
+/// float for ever.
+#[test]
+fn a_request_paid_twice_refunds_the_second_payer() {
+    let bo = backoffice();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    bo.deposit("d2", "carol", 10_000).unwrap();
+    let mut a = onboard(&bo, "alice-twice", PHONE, "alice");
+    let mut b = onboard(&bo, "bob-twice", PHONE, "bob");
+    let mut c = onboard(&bo, "carol-twice", PHONE, "carol");
+    with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
+    with_agent(&bo, &mut c, |x| x.load(1_000)).unwrap();
+    let request = b.link.create_request(Amount(300)).unwrap();
+    let from_alice = a.link.pay(&request).unwrap();
+    let from_carol = c.link.pay(&request).unwrap();
+    let receipt = b.link.receive(&from_alice).unwrap();
+    a.link.ack(&receipt).unwrap();
+    assert!(b.link.receive(&from_carol).is_err(), "one payment per request");
+    assert_eq!(c.link.status().unwrap().balance, Amount(700));
+    // Carol uploads her unacknowledged payment; bob reports his request.
+    with_agent(&bo, &mut c, |x| x.sync()).unwrap();
+    let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+    assert_eq!(r.recovered, Amount::ZERO, "bob was paid once, by alice");
+    // Carol's next sync brings the refund.
+    let r = with_agent(&bo, &mut c, |x| x.sync()).unwrap();
+    assert_eq!(r.recovered, Amount(300));
+    assert_eq!(c.link.status().unwrap().balance, Amount(1_000));
+    assert_eq!(b.link.status().unwrap().balance, Amount(300));
+    assert_eq!(a.link.status().unwrap().balance, Amount(700));
+    // Nothing more on further syncs of anyone.
+    for d in [&mut a, &mut b, &mut c] {
+        let r = with_agent(&bo, d, |x| x.sync()).unwrap();
+        assert_eq!(r.recovered, Amount::ZERO);
+    }
+    invariant_holds(&bo, &mut [&mut a, &mut b, &mut c]);
+    assert!(bo.double_spends().unwrap().is_empty());
+}
+
+/// The payee's reports are kept in its SE until a grant answers the
+/// upload that carried them: a wallet that closed its requests and died
+/// before the sync reached the back office used to lose the closures, and
+/// with them the recovery of an interrupted payment.
+#[test]
+fn request_reports_survive_a_sync_that_never_arrived() {
+    let bo = backoffice();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    let mut a = onboard(&bo, "alice-rep", PHONE, "alice");
+    let mut b = onboard(&bo, "bob-rep", PHONE, "bob");
+    with_agent(&bo, &mut a, |x| x.load(1_000)).unwrap();
+    let request = b.link.create_request(Amount(300)).unwrap();
+    let _lost_package = a.link.pay(&request).unwrap();
+    // Bob's wallet starts a sync: the SE closes the request and hands out
+    // its report; the wallet dies before sending anything.
+    let reports = b.link.report_requests().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].received, None);
+    // Alice uploads her payment; bob's next sync carries the report again.
+    with_agent(&bo, &mut a, |x| x.sync()).unwrap();
+    let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+    assert_eq!(r.closed_requests, 1, "the report was kept and sent");
+    assert_eq!(r.recovered, Amount(300));
+    assert_eq!(b.link.status().unwrap().balance, Amount(300));
+    // Acknowledged by the grant: not sent again.
+    let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+    assert_eq!((r.closed_requests, r.recovered), (0, Amount::ZERO));
+    invariant_holds(&bo, &mut [&mut a, &mut b]);
+}
+
+/// A load the SE can no longer hold when its answer arrives (payments
+/// received offline in between filled the holding limit): the SE refuses
+/// the Issue, records it as never to be credited and signs its
+/// cancellation in one commit; the DCP returns the value to the account.
+/// Before, the pending load blocked every online command and the value
+/// sat in the float.
+#[test]
+fn an_issue_the_se_refuses_is_cancelled_back_to_the_account() {
+    let bo = backoffice();
+    bo.deposit("d", "alice", 50_000).unwrap();
+    bo.deposit("d2", "bob", 50_000).unwrap();
+    // IoT tier: holds 20 000, pays up to 10 000, no cardholder.
+    let mut a = onboard(&bo, "alice-cancel", IOT, "alice");
+    let mut b = onboard(&bo, "bob-cancel", IOT, "bob");
+    with_agent(&bo, &mut b, |x| x.load(10_000)).unwrap();
+    let mut slot = Slot::default();
+    // Alice loads 15 000; the reply is lost.
+    assert!(run(&bo, &mut a, &mut slot, 1, |x| x.load(15_000)).is_err());
+    assert_eq!(bo.account_balance("alice").unwrap(), 35_000);
+    // Meanwhile bob pays her 10 000 offline: 25 000 would exceed 20 000.
+    tally_wallet::pay_offline(&mut b.link, &mut a.link, Amount(10_000)).unwrap();
+    let load = slot.0.clone().expect("the signed load is kept");
+    let done = run(&bo, &mut a, &mut slot, 0, |x| x.resume()).unwrap();
+    assert_eq!(done, vec![Finished::Cancelled { amount: 15_000 }]);
+    assert!(slot.0.is_none(), "nothing pending");
+    assert_eq!(bo.account_balance("alice").unwrap(), 50_000, "load undone");
+    assert_eq!(a.link.status().unwrap().balance, Amount(10_000));
+    invariant_holds(&bo, &mut [&mut a, &mut b]);
+    // The stored answer again (the same load bytes): the SE never
+    // credits that Issue now, and a second cancellation credits nothing.
+    let answer = tally_core::dcp::DeviceResponse::from_cbor(&bo.handle_device(&load).unwrap())
+        .unwrap();
+    let tally_core::dcp::DeviceResponse::Issued(issue) = answer else {
+        panic!("expected the stored Issue");
+    };
+    let e = a.link.import_issue(&issue).unwrap_err();
+    assert!(e.is(&tally_se::SeError::IssueCancelled), "{e:?}");
+    let again = a
+        .link
+        .build_request(&tally_se::RequestParams::CancelIssue {
+            issue: Box::new(issue),
+        })
+        .unwrap();
+    bo.handle_device(&again.to_cbor()).unwrap();
+    assert_eq!(bo.account_balance("alice").unwrap(), 50_000, "credited once");
+    assert_eq!(a.link.status().unwrap().balance, Amount(10_000));
+    invariant_holds(&bo, &mut [&mut a, &mut b]);
 }

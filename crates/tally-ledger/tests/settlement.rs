@@ -100,12 +100,13 @@ fn pay(payer: &mut dyn SeLink, payee: &mut dyn SeLink, amount: u64) -> Package {
 /// Renewal/unload: the SE pays the DCP's redemption key, on the DCP's
 /// order bound to this SE.
 fn redeem(se: &mut dyn SeLink, scheme: &Scheme, amount: u64) -> Package {
-    let request = Request {
-        amount: Amount(amount),
-        nonce: [0x52; 16],
-        payee: scheme.certify(scheme.dcp.public(), DCP, 0),
-        payee_epoch: scheme.epoch,
-    };
+    let request = Request::sign(
+        &scheme.dcp,
+        Amount(amount),
+        [0x52; 16],
+        scheme.certify(scheme.dcp.public(), DCP, 0),
+        scheme.epoch,
+    );
     let se_id = se
         .attestation_key()
         .unwrap_or_else(|e| panic!("attestation key: {e}"))

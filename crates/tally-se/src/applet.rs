@@ -16,7 +16,7 @@ use tally_core::cert::role;
 use tally_core::codec::{Cbor, CodecError};
 use tally_core::crypto::{Entropy, SecretKey};
 use tally_core::dcp::{
-    ClosedRequest, DeviceOp, DeviceRequest, RedemptionOrder, enrolment_code_digest,
+    DeviceOp, DeviceRequest, RedemptionOrder, RequestReport, enrolment_code_digest,
     enrolment_message,
 };
 use tally_core::package::{needed_certificates, sign_transfer};
@@ -53,6 +53,11 @@ pub enum Limit {
     /// The certificate store would overflow (the package is refused
     /// rather than stored without the certificates its token needs).
     Certificates,
+    /// Open requests and unacknowledged request reports fill the report
+    /// table: sync first.
+    Reports,
+    /// The table of cancelled Issues is full of unexpired ones.
+    Cancelled,
 }
 
 /// Everything the applet can refuse, grouped as rustls does.
@@ -112,6 +117,12 @@ pub enum SeError {
     /// A request of this kind cannot be built from this SE's state (no
     /// such redemption, amount zero or above the balance, ...).
     BadRequestParams,
+    /// A payee request whose signature does not verify under the key its
+    /// certificate names: altered or invented by the terminal.
+    BadRequestSignature,
+    /// This SE cancelled this Issue (it will never credit it); the DCP
+    /// returns its value to the account.
+    IssueCancelled,
 }
 
 impl fmt::Display for SeError {
@@ -174,7 +185,9 @@ pub struct Applet<S: Storage, E: Entropy> {
     sealing: Sealing,
     entropy: E,
     state: State,
-    trust: Option<TrustStore>,
+    /// (Boxed, like `checked_request`: the applet is moved by value through
+    /// boot and dispatch, about nine copies deep on the Cortex-M4 stack.)
+    trust: Option<alloc::boxed::Box<TrustStore>>,
     cert_cache: BoundedCertCache,
     /// Signing keys made ready (RAM only, lost at power-off): CHECK REQUEST
     /// prepares the keys of the tokens PAY may spend while the user
@@ -184,6 +197,21 @@ pub struct Applet<S: Storage, E: Entropy> {
     /// The cardholder presented the right PIN in this session (RAM only:
     /// lost at power-off and consumed by the operation it authorises).
     cvm_verified: bool,
+    /// The last payee request whose signature CHECK REQUEST verified (RAM
+    /// only), so the PAY that follows only signs.
+    /// (Boxed: the applet is moved by value through boot and dispatch, and
+    /// every byte of it costs stack on the Cortex-M4.)
+    checked_request: Option<alloc::boxed::Box<CheckedRequest>>,
+}
+
+/// What identifies a payee request whose signature was checked.
+#[derive(Clone, PartialEq, Eq)]
+struct CheckedRequest {
+    signature: tally_core::Signature,
+    certificate: tally_core::Signature,
+    amount: Amount,
+    nonce: [u8; 16],
+    epoch: Epoch,
 }
 
 /// Cached pseudonym certificates (signature checks skipped on reuse).
@@ -229,6 +257,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             key_cache: core::cell::RefCell::new(Vec::new()),
             halted: false,
             cvm_verified: false,
+            checked_request: None,
         };
         a.rebuild_trust();
         Ok(a)
@@ -246,7 +275,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             &self.state.revocations,
         ) {
             (Some(p), Some(pol), Some(rev)) => {
-                TrustStore::new(p.root, pol.clone(), rev.clone()).ok()
+                TrustStore::new(p.root, pol.clone(), rev.clone())
+                    .ok()
+                    .map(alloc::boxed::Box::new)
             }
             _ => None,
         };
@@ -317,7 +348,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     fn trust(&self) -> Result<&TrustStore, SeError> {
-        self.trust.as_ref().ok_or(SeError::NoTrust)
+        self.trust.as_deref().ok_or(SeError::NoTrust)
     }
 
     fn limits(&self) -> Result<TierLimits, SeError> {
@@ -444,7 +475,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let suite = self.personal()?.suite;
         let epoch = next.epoch;
         let tokens = &next.tokens;
-        let outgoing_keys: Vec<PublicKey> = next.open_requests.iter().map(|r| r.key).collect();
+        // Keys of open requests and of reports not yet acknowledged (a
+        // report is signed by its request's key when it is handed out).
+        let outgoing_keys: Vec<PublicKey> = next
+            .open_requests
+            .iter()
+            .map(|r| r.key)
+            .chain(next.reports.iter().map(|r| r.key))
+            .collect();
         // A key stays while it owns a token or waits for a payment; a
         // fresh certified key stays in the pool until its certificate
         // expires. A key whose job is done (it received or held value
@@ -520,15 +558,19 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // until settled (clearing it would strand its value).
         next.outgoing.retain(|o| o.redemption && !o.acked);
         next.receipts.clear();
+        // The grant answers the Sync request numbered `grant.sequence`
+        // (the DCP signs the request's counter): every report that request
+        // or an earlier one carried has reached settlement. Reports made
+        // after it stay for the next sync.
+        next.reports
+            .retain(|r| r.sent_in == 0 || r.sent_in > grant.sequence);
         self.commit(next)
     }
 
     /// Imports a genesis record issued to this SE's keys (load, renewal).
     pub fn import_issue(&mut self, issue: Issue) -> Result<Amount, SeError> {
         self.ready()?;
-        let trust = self.trust()?;
         let limits = self.limits()?;
-        let dcp = trust.dcp_for(&issue.issuer, role::ISSUE, self.state.epoch)?;
         let id = issue.id();
         // Credited once per SE, ever: a token still held, or one already
         // spent, names an Issue this SE imported before.
@@ -537,11 +579,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         {
             return Err(SeError::AlreadyImported);
         }
-        if issue.expiry_epoch < self.state.epoch {
-            return Err(SeError::Verify(VerifyError::TokenExpired));
+        if self.state.cancelled.iter().any(|i| i.id == id) {
+            return Err(SeError::IssueCancelled);
         }
-        tally_core::crypto::verify(&dcp.key, &id.0, &issue.signature)
-            .map_err(|_| SeError::Verify(VerifyError::BadSignature))?;
+        self.check_importable(&issue)?;
         let mut total = Amount::ZERO;
         let mut next = self.state.clone();
         // An expired Issue is refused above, so its id need not be kept.
@@ -593,6 +634,26 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.commit(next)?;
         self.check_invariants();
         Ok(total)
+    }
+
+    /// What makes an Issue creditable here: a trusted issuer's signature,
+    /// not expired, every output to one of this SE's keys (checked again
+    /// with the values by [`Self::import_issue`]).
+    fn check_importable(&self, issue: &Issue) -> Result<(), SeError> {
+        let trust = self.trust()?;
+        let dcp = trust.dcp_for(&issue.issuer, role::ISSUE, self.state.epoch)?;
+        if issue.expiry_epoch < self.state.epoch {
+            return Err(SeError::Verify(VerifyError::TokenExpired));
+        }
+        if issue
+            .outputs
+            .iter()
+            .any(|o| self.state.key(&o.owner).is_none())
+        {
+            return Err(SeError::NotForThisSe);
+        }
+        tally_core::crypto::verify(&dcp.key, &issue.id().0, &issue.signature)
+            .map_err(|_| SeError::Verify(VerifyError::BadSignature))
     }
 
     // ---- cardholder verification -----------------------------------------
@@ -762,7 +823,51 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     sealed_digest,
                 }
             }
-            RequestParams::Sync { sealed_digest } => DeviceOp::Sync { sealed_digest },
+            RequestParams::Sync { sealed_digest } => {
+                // Recovered and refunded tokens go to a certified key of
+                // ours that stays in the key table: the newest one that
+                // owns a token, else the newest certified one (not marked
+                // used: a sync does not use up a fresh key, which would
+                // cost a certification per sync).
+                let owns = |k: &OfflineKey| next.tokens.iter().any(|t| t.owner == k.public);
+                let key = next
+                    .keys
+                    .iter()
+                    .rposition(|k| certified(k) && owns(k))
+                    .or_else(|| next.keys.iter().rposition(|k| certified(k)))
+                    .map(|i| next.keys[i].public);
+                let reports = tally_core::dcp::reports_digest_of(
+                    next.reports
+                        .iter()
+                        .map(|r| (r.nonce, r.amount.0, r.key, r.received)),
+                );
+                let counter = next.request_counter.saturating_add(1);
+                for r in next.reports.iter_mut() {
+                    r.sent_in = counter;
+                }
+                DeviceOp::Sync {
+                    sealed_digest,
+                    reports,
+                    key,
+                }
+            }
+            RequestParams::CancelIssue { issue } => {
+                let id = issue.id();
+                if !self.state.cancelled.iter().any(|c| c.id == id) {
+                    // Verified as an import would be; recorded as
+                    // cancelled in this commit, so it is never credited.
+                    self.check_importable(&issue)?;
+                    next.cancelled.retain(|c| c.expiry_epoch >= epoch);
+                    if next.cancelled.len() >= CANCELLED_MAX {
+                        return Err(SeError::LimitExceeded(Limit::Cancelled));
+                    }
+                    next.cancelled.push(Imported {
+                        id,
+                        expiry_epoch: issue.expiry_epoch,
+                    });
+                }
+                DeviceOp::CancelIssue { issue }
+            }
             RequestParams::PayOnline { to_account, amount } => {
                 let limits = self.limits()?;
                 if amount == 0
@@ -813,6 +918,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.open_requests.len() >= OPEN_REQUESTS_MAX {
             return Err(SeError::LimitExceeded(Limit::OpenRequests));
         }
+        if self.state.open_requests.len() + self.state.reports.len() >= REPORTS_MAX {
+            return Err(SeError::LimitExceeded(Limit::Reports));
+        }
         let epoch = self.state.epoch;
         let mut next = self.state.clone();
         // Prefer a key never handed out; else reuse the newest certified one.
@@ -833,12 +941,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             amount,
             key: cert.key,
         });
-        let req = Request {
-            amount,
-            nonce,
-            payee: cert,
-            payee_epoch: next.epoch_seen,
-        };
+        let sk = self
+            .signing_key(&cert.key)
+            .ok_or(SeError::StateCorrupt)?;
+        let req = Request::sign(&sk, amount, nonce, cert, next.epoch_seen);
         self.commit(next)?;
         Ok(req)
     }
@@ -882,6 +988,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let limits = self.limits()?;
         let epoch = self.state.epoch;
         self.check_payee_certificate(&request.payee)?;
+        self.check_request_signature(request)?;
         let trust = self.trust()?;
         // Learn elapsed time from the payee, but never beyond what its
         // certificate could vouch for.
@@ -945,6 +1052,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     pub fn check_request(&mut self, request: &Request) -> Result<(), SeError> {
         self.ready()?;
         self.check_payee_certificate(&request.payee)?;
+        self.check_request_signature(request)?;
         // The keys of the tokens PAY is likeliest to spend (the largest, up
         // to the cache's size), made ready now rather than during PAY.
         // (A pass per key instead of a sort: no sort code in the firmware.)
@@ -976,6 +1084,30 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         tally_core::crypto::verify(&issuer, &cert.signed_message().0, &cert.signature)
             .map_err(|_| SeError::Verify(VerifyError::BadCertificateSignature))?;
         self.cert_cache.insert(cert_id);
+        Ok(())
+    }
+
+    /// The payee SE's signature on the request, once per request: CHECK
+    /// REQUEST verifies it while the user confirms and PAY, given the
+    /// same request, finds it checked.
+    fn check_request_signature(&mut self, request: &Request) -> Result<(), SeError> {
+        // Compared field by field (no encoding or hashing on the warm
+        // PAY): the request's signature covers amount, nonce, epoch and
+        // the certificate, whose own signature stands for its content.
+        let id = CheckedRequest {
+            signature: request.signature.clone(),
+            certificate: request.payee.signature.clone(),
+            amount: request.amount,
+            nonce: request.nonce,
+            epoch: request.payee_epoch,
+        };
+        if self.checked_request.as_deref() == Some(&id) {
+            return Ok(());
+        }
+        request
+            .verify()
+            .map_err(|_| SeError::BadRequestSignature)?;
+        self.checked_request = Some(alloc::boxed::Box::new(id));
         Ok(())
     }
 
@@ -1252,7 +1384,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .ok_or(SeError::UnknownRequest)?;
         let req = self.state.open_requests[ri].clone();
         self.check_receivable(req.amount, &limits)?;
-        let trust = self.trust.as_ref().ok_or(SeError::NoTrust)?;
+        let trust = self.trust.as_deref().ok_or(SeError::NoTrust)?;
         let expected = Expected {
             payee: req.key,
             amount: req.amount,
@@ -1332,7 +1464,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             owner: output.owner,
             lineage,
         });
-        next.open_requests.remove(request_index);
+        let req = next.open_requests.remove(request_index);
+        next.reports.push(Report {
+            nonce: req.nonce,
+            amount: req.amount,
+            key: req.key,
+            received: Some(tid),
+            sent_in: 0,
+        });
         next.received_since_sync = next
             .received_since_sync
             .checked_add(output.value)
@@ -1388,28 +1527,38 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .ok_or(SeError::UnknownTransfer)
     }
 
-    /// Closes every open request for offline use and returns them, for the
-    /// payee's report at sync (recovery of interrupted payments).
-    /// Each closure is signed by the request's own key, in the commit that
-    /// removes the request: settlement recovers only a payment whose
-    /// request the payee's SE closed unpaid (a wallet cannot claim a
-    /// package it received as interrupted).
-    pub fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, SeError> {
+    /// Closes every open request for offline use and returns the report
+    /// of every request that ended and is not yet acknowledged (received,
+    /// or closed now or before), for the upload at sync. Each report is
+    /// signed by its request's own key; closing and recording happen in
+    /// one commit, and the reports stay until a sync grant answers the
+    /// upload that carried them, so a crash before the upload reaches
+    /// settlement loses none (the next sync carries them again).
+    /// Settlement recovers a payment only for a request the payee's SE
+    /// closed unpaid (a wallet cannot claim a package it received as
+    /// interrupted) and refunds every other payment for a request that
+    /// ended.
+    pub fn report_requests(&mut self) -> Result<Vec<RequestReport>, SeError> {
         self.ready()?;
-        let mut closed = Vec::with_capacity(self.state.open_requests.len());
-        for r in &self.state.open_requests {
-            let sk = self.signing_key(&r.key).ok_or(SeError::StateCorrupt)?;
-            closed.push(ClosedRequest {
+        let mut next = self.state.clone();
+        for r in next.open_requests.drain(..) {
+            next.reports.push(Report {
                 nonce: r.nonce,
-                amount: r.amount.0,
+                amount: r.amount,
                 key: r.key,
-                signature: sk.sign(&ClosedRequest::signed_message(&r.nonce, r.amount.0, &r.key).0),
+                received: None,
+                sent_in: 0,
             });
         }
-        let mut next = self.state.clone();
-        next.open_requests.clear();
-        self.commit(next)?;
-        Ok(closed)
+        let mut out = Vec::with_capacity(next.reports.len());
+        for r in &next.reports {
+            let sk = self.signing_key(&r.key).ok_or(SeError::StateCorrupt)?;
+            out.push(RequestReport::sign(&sk, r.nonce, r.amount.0, r.received));
+        }
+        if next != self.state {
+            self.commit(next)?;
+        }
+        Ok(out)
     }
 
     /// Credits a token recovered by settlement (an interrupted payment the
@@ -1511,6 +1660,9 @@ pub enum RequestParams {
         amount: u64,
     },
     Balance,
+    CancelIssue {
+        issue: alloc::boxed::Box<Issue>,
+    },
 }
 
 impl RequestParams {
@@ -1524,6 +1676,7 @@ impl RequestParams {
             RequestParams::Sync { .. } => K::Sync,
             RequestParams::PayOnline { .. } => K::PayOnline,
             RequestParams::Balance => K::Balance,
+            RequestParams::CancelIssue { .. } => K::CancelIssue,
         }
     }
 
@@ -1553,6 +1706,7 @@ impl RequestParams {
                 w.u64(*amount);
             }
             RequestParams::Balance => return Vec::new(),
+            RequestParams::CancelIssue { issue } => issue.write(&mut w),
         }
         w.into_bytes()
     }
@@ -1594,6 +1748,9 @@ impl RequestParams {
             }
             // No data: anything present is trailing bytes (below).
             K::Balance => RequestParams::Balance,
+            K::CancelIssue => RequestParams::CancelIssue {
+                issue: alloc::boxed::Box::new(Issue::read(&mut r)?),
+            },
         };
         if r.position() != data.len() {
             return Err(CodecError::TrailingBytes);

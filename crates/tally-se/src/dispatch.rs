@@ -102,6 +102,8 @@ impl SeError {
             SeError::AlreadyImported => 2029,
             SeError::BadRequestParams => 2030,
             SeError::AlreadyPaid => 2031,
+            SeError::BadRequestSignature => 2032,
+            SeError::IssueCancelled => 2033,
             SeError::LimitExceeded(l) => 2100 + *l as u16,
         }
     }
@@ -117,7 +119,8 @@ impl SeError {
             SeError::Verify(_)
             | SeError::BadReceipt
             | SeError::NotForThisSe
-            | SeError::NotRedemption => sw::SECURITY_NOT_SATISFIED,
+            | SeError::NotRedemption
+            | SeError::BadRequestSignature => sw::SECURITY_NOT_SATISFIED,
             SeError::Storage(_) | SeError::StateCorrupt | SeError::Halted => sw::UNKNOWN,
             SeError::LimitExceeded(Limit::Tokens | Limit::Outgoing | Limit::OpenRequests) => {
                 sw::NOT_ENOUGH_MEMORY
@@ -257,7 +260,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             }
             ins::RESEND => a.resend(&Hash32::from_cbor(d)?)?,
             ins::CLOSE_REQUESTS => {
-                let reqs = a.close_requests()?;
+                let reqs = a.report_requests()?;
                 let mut w = Writer::new();
                 w.array(reqs.len());
                 for r in &reqs {

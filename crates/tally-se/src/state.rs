@@ -15,8 +15,9 @@ use tally_core::{
 
 /// 2: adds the request counter, the imported-Issue set, the PIN and the
 /// value paid since the last cardholder verification (version 1 is read
-/// with those empty).
-pub const STATE_VERSION: u8 = 2;
+/// with those empty). 3: adds the request reports and the cancelled
+/// Issues (versions 1 and 2 are read with those empty).
+pub const STATE_VERSION: u8 = 3;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
 pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
@@ -33,6 +34,14 @@ pub const IMPORTED_MAX: usize = 256;
 /// a second time: the payee accepts one package per request, so a second
 /// one would strand its value. Oldest forgotten first.
 pub const PAID_KEPT_MAX: usize = 128;
+/// Request reports kept until a sync grant answers the upload that
+/// carried them; open requests count against it too (every open request
+/// ends as a report), so CREATE REQUEST refuses before a payment could
+/// find no room.
+pub const REPORTS_MAX: usize = 128;
+/// Issues this SE refused and will never credit, kept (until they expire)
+/// so that their cancellation can be signed again after a lost answer.
+pub const CANCELLED_MAX: usize = 16;
 /// Wrong PIN presentations before the SE blocks.
 pub const PIN_TRIES_MAX: u8 = 3;
 pub const PIN_BYTES_MIN: usize = 4;
@@ -87,6 +96,19 @@ pub struct Token {
     /// Ids of the records of its ancestry, topologically ordered, ending
     /// with the record that created it.
     pub lineage: Vec<Hash32>,
+}
+
+/// How one of this SE's requests ended, kept for the payee's report at
+/// sync (`tally_core::dcp::RequestReport`, signed when reported).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Report {
+    pub nonce: [u8; 16],
+    pub amount: Amount,
+    pub key: PublicKey,
+    /// The transfer received for it; `None`: closed unpaid.
+    pub received: Option<Hash32>,
+    /// The counter of the last Sync request that carried it (0: none yet).
+    pub sent_in: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -199,6 +221,10 @@ pub struct State {
     pub spent_since_cvm: Amount,
     /// Digests of the requests paid (nonce and payee key), newest last.
     pub paid: Vec<Hash32>,
+    /// How requests ended, until a sync grant answers their upload.
+    pub reports: Vec<Report>,
+    /// Issues refused and cancelled (never credited here).
+    pub cancelled: Vec<Imported>,
 }
 
 impl State {
@@ -304,6 +330,27 @@ impl Cbor for Token {
             value: Amount(r.u64()?),
             owner: PublicKey::read(r)?,
             lineage: read_vec(r, RECORDS_MAX)?,
+        })
+    }
+}
+
+impl Cbor for Report {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        w.bytes(&self.nonce);
+        w.u64(self.amount.0);
+        self.key.write(w);
+        write_opt(w, &self.received);
+        w.u64(self.sent_in);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        Ok(Report {
+            nonce: r.bytes_array()?,
+            amount: Amount(r.u64()?),
+            key: PublicKey::read(r)?,
+            received: read_opt(r)?,
+            sent_in: r.u64()?,
         })
     }
 }
@@ -421,7 +468,7 @@ impl Cbor for Imported {
 
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
-        w.array(23);
+        w.array(25);
         w.u64(u64::from(STATE_VERSION));
         write_opt(w, &self.personal);
         write_opt(w, &self.policy);
@@ -445,12 +492,14 @@ impl Cbor for State {
         write_opt(w, &self.pin);
         w.u64(self.spent_since_cvm.0);
         write_vec(w, &self.paid);
+        write_vec(w, &self.reports);
+        write_vec(w, &self.cancelled);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(23)?;
+        let n = r.array_max(25)?;
         let version = r.u8()?;
         match (version, n) {
-            (1, 18) | (STATE_VERSION, 23) => {}
+            (1, 18) | (2, 23) | (STATE_VERSION, 25) => {}
             _ => return Err(CodecError::UnsupportedVersion),
         }
         let mut st = State {
@@ -473,12 +522,16 @@ impl Cbor for State {
             receipts: read_vec(r, RECEIPTS_KEPT_MAX)?,
             ..State::default()
         };
-        if version == STATE_VERSION {
+        if version >= 2 {
             st.request_counter = r.u64()?;
             st.imported = read_vec(r, IMPORTED_MAX)?;
             st.pin = read_opt(r)?;
             st.spent_since_cvm = Amount(r.u64()?);
             st.paid = read_vec(r, PAID_KEPT_MAX)?;
+        }
+        if version >= 3 {
+            st.reports = read_vec(r, REPORTS_MAX)?;
+            st.cancelled = read_vec(r, CANCELLED_MAX)?;
         }
         Ok(st)
     }

@@ -85,6 +85,13 @@ impl Row {
             ))),
         }
     }
+    /// Bytes, or `None` for SQL NULL.
+    pub fn opt_bytes(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
+        if self.is_null(i) {
+            return Ok(None);
+        }
+        self.bytes(i).map(Some)
+    }
     pub fn is_null(&self, i: usize) -> bool {
         matches!(self.0.get(i), Some(Value::Null) | None)
     }

@@ -11,7 +11,7 @@ use core::fmt;
 use tally_core::codec::Cbor;
 pub use tally_core::dcp::SealedKind;
 use tally_core::dcp::{
-    ClosedRequest, DeviceOp, DeviceRequest, DeviceResponse, MakerCertificate, Registration,
+    DeviceOp, RequestReport, DeviceRequest, DeviceResponse, MakerCertificate, Registration,
     SyncBundle, SyncUpload, attachment_digest,
 };
 use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
@@ -69,6 +69,10 @@ pub enum AgentError {
     Backend(BackendError),
     /// The back office answered something else than the operation expects.
     Unexpected,
+    /// The SE refused an Issue it was sent (`reason`, e.g. over its
+    /// holding limit) and cancelled it: the back office returned `amount`
+    /// to the account.
+    Cancelled { amount: u64, reason: WalletError },
 }
 
 impl fmt::Display for AgentError {
@@ -77,6 +81,10 @@ impl fmt::Display for AgentError {
             AgentError::Se(e) => write!(f, "{e}"),
             AgentError::Backend(e) => write!(f, "{e}"),
             AgentError::Unexpected => f.write_str("unexpected answer from the back office"),
+            AgentError::Cancelled { amount, reason } => write!(
+                f,
+                "the SE refused the issued token ({reason}) and cancelled it: {amount} went back to the account"
+            ),
         }
     }
 }
@@ -135,6 +143,8 @@ pub enum Finished {
     /// A redemption the back office refused for good (`code`): left in the
     /// SE's log, not tried again (an operator's case).
     RedemptionRefused { amount: Amount, code: u16 },
+    /// An Issue the SE refused and cancelled: `amount` back to the account.
+    Cancelled { amount: u64 },
 }
 
 impl fmt::Display for Finished {
@@ -154,11 +164,20 @@ impl fmt::Display for Finished {
                     write!(f, "online payment of {amount} to {to_account}")
                 }
                 DeviceOp::Balance => f.write_str("balance query"),
+                DeviceOp::CancelIssue { issue } => write!(
+                    f,
+                    "cancellation of a refused token of {}",
+                    issue.outputs.iter().map(|o| o.value.0).sum::<u64>()
+                ),
             },
             Finished::Redemption { amount, unload } => write!(
                 f,
                 "{} of {amount}",
                 if *unload { "unload" } else { "renewal" }
+            ),
+            Finished::Cancelled { amount } => write!(
+                f,
+                "token of {amount} the SE refused, cancelled: {amount} back to the account"
             ),
             Finished::RedemptionRefused { amount, code } => write!(
                 f,
@@ -199,6 +218,16 @@ fn installed(r: Result<(), WalletError>) -> Result<(), WalletError> {
         Err(e) if e.is(&tally_se::SeError::Stale) => Ok(()),
         other => other,
     }
+}
+
+/// An SE's refusal of an Issue that no retry can pass: the Issue is
+/// cancelled back to the account instead.
+fn cancellable(e: &WalletError) -> bool {
+    use tally_se::{Limit, SeError};
+    e.is(&SeError::LimitExceeded(Limit::Holding))
+        || e.is(&SeError::LimitExceeded(Limit::Tokens))
+        || e.is(&SeError::LimitExceeded(Limit::Imported))
+        || e.is(&SeError::IssueCancelled)
 }
 
 /// An Issue the SE already credited is not an error for a retry.
@@ -302,14 +331,21 @@ impl<'a> Agent<'a> {
                 _ => None,
             };
             let resp = self.exchange(&bytes)?;
-            self.apply(&resp)?;
+            let (cancelled, refused) = match self.apply(&resp) {
+                Err(AgentError::Cancelled { amount, .. }) => (Some(amount), Vec::new()),
+                other => (None, other?),
+            };
             self.done()?;
-            finished.push(match redeemed {
+            self.cancel_refused(&refused)?;
+            finished.push(match (cancelled, redeemed) {
+                (Some(amount), _) => Finished::Cancelled { amount },
+                (None, redeemed) => match redeemed {
                 Some(amount) => Finished::Redemption {
                     amount,
                     unload: matches!(resp, DeviceResponse::Unloaded { .. }),
                 },
                 None => Finished::Request(req.op),
+                },
             });
         }
         let given_up = self
@@ -347,7 +383,10 @@ impl<'a> Agent<'a> {
 
     /// Applies an answer to the SE (idempotent: an Issue already credited,
     /// a receipt already taken, are not errors).
-    fn apply(&mut self, resp: &DeviceResponse) -> Result<(), AgentError> {
+    /// Returns the recovered Issues of a sync answer that the SE refused,
+    /// for the caller to cancel once the request is done.
+    fn apply(&mut self, resp: &DeviceResponse) -> Result<Vec<Issue>, AgentError> {
+        let mut refused = Vec::new();
         match resp {
             DeviceResponse::Certificates(certs) => {
                 for c in certs {
@@ -355,15 +394,16 @@ impl<'a> Agent<'a> {
                 }
             }
             DeviceResponse::Issued(issue) => {
-                credited_once(self.se.import_issue(issue))?;
+                self.credit_or_cancel(issue)?;
             }
             DeviceResponse::Renewed { issue, receipt } => {
-                credited_once(self.se.import_issue(issue))?;
+                // The redemption is settled whatever becomes of the Issue.
                 self.se.ack(receipt)?;
+                self.credit_or_cancel(issue)?;
             }
             DeviceResponse::Unloaded { receipt, .. } => self.se.ack(receipt)?,
             DeviceResponse::Synced(bundle) => {
-                self.apply_bundle(bundle)?;
+                refused = self.apply_bundle(bundle)?.1;
             }
             DeviceResponse::Redemption(order) => {
                 // The SE pays the order; the redemption then goes through
@@ -372,7 +412,34 @@ impl<'a> Agent<'a> {
             }
             DeviceResponse::Balance { .. } => {}
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    /// Credits an Issue to the SE; if the SE refuses it for a reason that
+    /// will not pass (over its holding limit, its token table full, or
+    /// cancelled before), has the SE cancel it — the SE records it as never
+    /// to be credited and signs the cancellation in one commit — and the
+    /// back office returns its value to the account
+    /// ([`AgentError::Cancelled`]). Otherwise nothing would ever credit
+    /// the value: it would stay in the offline float, held by no one.
+    fn credit_or_cancel(&mut self, issue: &Issue) -> Result<Amount, AgentError> {
+        let reason = match credited_once(self.se.import_issue(issue)) {
+            Ok(a) => return Ok(a),
+            Err(e) if cancellable(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let req = self.se.build_request(&RequestParams::CancelIssue {
+            issue: alloc::boxed::Box::new(issue.clone()),
+        })?;
+        match self.send(&req)? {
+            DeviceResponse::Balance { .. } => {}
+            _ => return Err(AgentError::Unexpected),
+        }
+        self.done()?;
+        Err(AgentError::Cancelled {
+            amount: issue.outputs.iter().map(|o| o.value.0).sum(),
+            reason,
+        })
     }
 
     /// Has the SE generate and sign `n` fresh keys, and installs their
@@ -409,18 +476,20 @@ impl<'a> Agent<'a> {
                 packages.push(self.se.resend(&o.transfer_id)?);
             }
         }
-        // Closed and signed inside the SE, in one commit.
-        let closed: Vec<ClosedRequest> = self.se.close_requests()?;
+        // Open requests closed and every unacknowledged report signed
+        // inside the SE (the SE keeps them until a grant answers the
+        // request that carries them).
+        let reports: Vec<RequestReport> = self.se.report_requests()?;
         let report_base = SyncReport {
             uploaded: packages.len(),
-            closed_requests: closed.len(),
+            closed_requests: reports.iter().filter(|r| r.received.is_none()).count(),
             ..SyncReport::default()
         };
         let root = self.se.root_key()?;
         let sealed = self.backend.seal(
             &root,
             SealedKind::SyncUpload,
-            &SyncUpload { packages, closed }.to_cbor(),
+            &SyncUpload { packages, reports }.to_cbor(),
         )?;
         let mut req = self.se.build_request(&RequestParams::Sync {
             sealed_digest: attachment_digest(&sealed),
@@ -429,8 +498,9 @@ impl<'a> Agent<'a> {
         let DeviceResponse::Synced(bundle) = self.send(&req)? else {
             return Err(AgentError::Unexpected);
         };
-        let got = self.apply_bundle(&bundle)?;
+        let (got, refused) = self.apply_bundle(&bundle)?;
         self.done()?;
+        self.cancel_refused(&refused)?;
         let status = self.se.status()?;
         if status.certified_keys < CERTIFIED_KEYS_MIN {
             self.certify((CERTIFIED_KEYS_MIN - status.certified_keys) as u8)?;
@@ -444,18 +514,34 @@ impl<'a> Agent<'a> {
     }
 
     /// Installs a sync answer: policy, revocation list, grant (a stale one
-    /// is the answer of a sync already applied), recovered tokens.
-    fn apply_bundle(&mut self, bundle: &SyncBundle) -> Result<Amount, AgentError> {
+    /// is the answer of a sync already applied), recovered tokens. Returns
+    /// what was credited and the recovered Issues the SE refused (over a
+    /// limit), which the caller cancels once the sync is done.
+    fn apply_bundle(&mut self, bundle: &SyncBundle) -> Result<(Amount, Vec<Issue>), AgentError> {
         installed(self.se.install_policy(&bundle.policy))?;
         installed(self.se.install_revocations(&bundle.revocations))?;
         installed(self.se.sync(&bundle.grant))?;
         let mut got = Amount::ZERO;
+        let mut refused = Vec::new();
         for i in &bundle.recovered {
-            got = got
-                .checked_add(credited_once(self.se.import_issue(i))?)
-                .unwrap_or(got);
+            match credited_once(self.se.import_issue(i)) {
+                Ok(a) => got = got.checked_add(a).unwrap_or(got),
+                Err(e) if cancellable(&e) => refused.push(i.clone()),
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(got)
+        Ok((got, refused))
+    }
+
+    /// Cancels recovered Issues the SE refused, one request each.
+    fn cancel_refused(&mut self, refused: &[Issue]) -> Result<(), AgentError> {
+        for issue in refused {
+            match self.credit_or_cancel(issue) {
+                Ok(_) | Err(AgentError::Cancelled { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Moves `amount` from the user's account into the SE.

@@ -148,7 +148,7 @@ pub fn check_cbor_objects(data: &[u8]) {
         }
         19 => round_trip::<tally_core::dcp::RedemptionOrder>(bytes),
         20 => round_trip::<tally_core::dcp::MakerCertificate>(bytes),
-        21 => round_trip::<tally_core::dcp::ClosedRequest>(bytes),
+        21 => round_trip::<tally_core::dcp::RequestReport>(bytes),
         _ => {
             // BUILD REQUEST's command data: the next byte is the kind.
             let Some((&kind, data)) = bytes.split_first() else {
@@ -193,12 +193,13 @@ impl PaymentFixture {
         let payee = key(Suite::Ed25519, b"fuzz/payee");
         let mut nonce = [0u8; 16];
         nonce.copy_from_slice(&tagged_hash(b"tally/v1/fuzz-nonce", &[]).0[..16]);
-        let request = Request {
-            amount: Amount(PAYMENT_AMOUNT),
+        let request = Request::sign(
+            &payee,
+            Amount(PAYMENT_AMOUNT),
             nonce,
-            payee: scheme.certify(payee.public(), PHONE, 0),
-            payee_epoch: scheme.epoch,
-        };
+            scheme.certify(payee.public(), PHONE, 0),
+            scheme.epoch,
+        );
         let expected = Expected {
             payee: payee.public(),
             amount: request.amount,
@@ -650,19 +651,12 @@ pub fn seed_corpus() -> Vec<Seed> {
         tally_core::policy::device_class::CARD,
         "fuzz-maker",
     );
-    let closed = tally_core::dcp::ClosedRequest {
-        nonce: fx.request.nonce,
-        amount: fx.request.amount.0,
-        key: fx.payee.public(),
-        signature: fx.payee.sign(
-            &tally_core::dcp::ClosedRequest::signed_message(
-                &fx.request.nonce,
-                fx.request.amount.0,
-                &fx.payee.public(),
-            )
-            .0,
-        ),
-    };
+    let closed = tally_core::dcp::RequestReport::sign(
+        &fx.payee,
+        fx.request.nonce,
+        fx.request.amount.0,
+        Some(fx.request.payee.id()),
+    );
     let mut params = alloc::vec![5u8];
     params.extend_from_slice(
         &tally_se::RequestParams::PayOnline {
@@ -776,12 +770,13 @@ pub fn seed_corpus() -> Vec<Seed> {
         let _ = collect_response(|a: &[u8]| Ok::<_, ()>(rec.send(a)), &chain, 1 << 20);
     }
     let _ = rec.get_data(tag::LAST_ERROR);
-    let redemption = Request {
-        amount: Amount(300),
-        nonce: [0x52; 16],
-        payee: fx.scheme.certify(fx.scheme.dcp.public(), DCP, 0),
-        payee_epoch: fx.scheme.epoch,
-    };
+    let redemption = Request::sign(
+        &fx.scheme.dcp,
+        Amount(300),
+        [0x52; 16],
+        fx.scheme.certify(fx.scheme.dcp.public(), DCP, 0),
+        fx.scheme.epoch,
+    );
     let order = tally_core::dcp::RedemptionOrder::sign(&fx.scheme.dcp, se_id, false, redemption);
     rec.command(ins::REDEEM, 0, 0, &order.to_cbor(), 255);
     seed(
@@ -1783,12 +1778,13 @@ impl<'a> Adversary<'a> {
                 nonce.copy_from_slice(
                     &tagged_hash(b"tally/v1/fuzz-order", &[&self.serial.to_be_bytes()]).0[..16],
                 );
-                let request = Request {
-                    amount: Amount(Self::amount(*amount)),
+                let request = Request::sign(
+                    &self.fx.scheme.dcp,
+                    Amount(Self::amount(*amount)),
                     nonce,
-                    payee: self.fx.redemption_payee.clone(),
-                    payee_epoch: self.fx.scheme.epoch,
-                };
+                    self.fx.redemption_payee.clone(),
+                    self.fx.scheme.epoch,
+                );
                 let order = RedemptionOrder::sign(
                     &self.fx.scheme.dcp,
                     self.ses[i].id,

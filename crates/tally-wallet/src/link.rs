@@ -9,7 +9,7 @@ use core::fmt;
 
 use tally_core::codec::{Cbor, CodecError, Reader};
 use tally_core::crypto::Entropy;
-use tally_core::dcp::{ClosedRequest, DeviceRequest, RedemptionOrder};
+use tally_core::dcp::{DeviceRequest, RedemptionOrder, RequestReport};
 use tally_core::{
     Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request,
     RevocationList, Signature, Suite, SyncGrant,
@@ -102,7 +102,9 @@ pub trait SeLink {
     fn ack(&mut self, r: &Receipt) -> Result<(), WalletError>;
     fn resend(&mut self, transfer_id: &Hash32) -> Result<Vec<u8>, WalletError>;
     /// CLOSE REQUESTS: open requests closed and signed by their keys.
-    fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, WalletError>;
+    /// Closes the open requests and returns every unacknowledged request
+    /// report (received or closed), signed by the SE.
+    fn report_requests(&mut self) -> Result<Vec<RequestReport>, WalletError>;
     fn status(&mut self) -> Result<Status, WalletError>;
     fn attestation_key(&mut self) -> Result<PublicKey, WalletError>;
     /// The root key the SE trusts (GET DATA 05).
@@ -183,8 +185,8 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     fn resend(&mut self, t: &Hash32) -> Result<Vec<u8>, WalletError> {
         Ok(Applet::resend(self, t)?)
     }
-    fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, WalletError> {
-        Ok(Applet::close_requests(self)?)
+    fn report_requests(&mut self) -> Result<Vec<RequestReport>, WalletError> {
+        Ok(Applet::report_requests(self)?)
     }
     fn status(&mut self) -> Result<Status, WalletError> {
         Ok(Applet::status(self)?)
@@ -437,10 +439,10 @@ impl<T: Transmit> SeLink for ApduLink<T> {
     fn resend(&mut self, t: &Hash32) -> Result<Vec<u8>, WalletError> {
         self.command(ins::RESEND, 0, 0, &t.to_cbor())
     }
-    fn close_requests(&mut self) -> Result<Vec<ClosedRequest>, WalletError> {
+    fn report_requests(&mut self) -> Result<Vec<RequestReport>, WalletError> {
         let d = self.command(ins::CLOSE_REQUESTS, 0, 0, &[])?;
         let mut r = Reader::new(&d);
-        let v = tally_core::codec::read_vec(&mut r, tally_se::state::OPEN_REQUESTS_MAX)?;
+        let v = tally_core::codec::read_vec(&mut r, tally_se::state::REPORTS_MAX)?;
         if r.position() != d.len() {
             return Err(WalletError::BadResponse(CodecError::TrailingBytes));
         }

@@ -6,7 +6,7 @@
 //!
 //! Needs `qemu-system-arm` (Debian package `qemu-system-arm`; .ci/run
 //! installs it) and the `thumbv7em-none-eabihf` Rust target. Without them
-//! the test says so loudly and passes. The full measurement is a benchmark,
+//! the test says so loudly and passes, except with `CI` set, where it fails. The full measurement is a benchmark,
 //! not a test: `firmware/cortex-m4/bench.sh`.
 
 #[allow(dead_code)]
@@ -25,6 +25,10 @@ fn root() -> PathBuf {
 /// output capture, so that a skip is seen in every `cargo test` run.
 fn skip(why: &str) {
     use std::io::Write as _;
+    // In CI a missing service is a failure, not a skip (.ci/run installs it).
+    if std::env::var_os("CI").is_some() {
+        panic!("firmware_smoke: {why}, and CI is set: .ci/run must install it");
+    }
     let msg = format!(
         "\n**********************************************************************\n\
          *** firmware_smoke SKIPPED: {why}\n\

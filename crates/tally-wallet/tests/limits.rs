@@ -379,17 +379,21 @@ fn offline_epochs_max_learned_from_the_payees_request() {
 
 #[test]
 fn offline_epochs_payee_epoch_is_capped_by_its_certificate_expiry() {
-    // The request is not signed: a payee terminal can claim any epoch. The
-    // payer believes it only as far as the payee's certificate could be
-    // valid (issued at epoch 1, expiring at 11).
+    // A payee (its own key, certified) can claim any epoch in the request
+    // it signs. The payer believes it only as far as the payee's
+    // certificate could be valid (issued at epoch 1, expiring at 11).
     let mut scheme = Scheme::new(Suite::Ed25519); // offline_epochs_max = 30
     let mut payer = device(&scheme, "payer", PHONE);
-    let mut payee = device(&scheme, "payee", PHONE);
     load(&mut payer.link, &mut scheme, PHONE, 100).unwrap();
-    let mut req = payee.link.create_request(Amount(10)).unwrap();
-    req.payee_epoch = u32::MAX;
-    let pkg = payer.link.pay(&req).expect("10 epochs behind is within 30");
-    payee.link.receive(&pkg).unwrap();
+    let payee = tally_core::testkit::key(Suite::Ed25519, b"payee claiming the future");
+    let req = tally_core::Request::sign(
+        &payee,
+        Amount(10),
+        [3; 16],
+        scheme.certify(payee.public(), PHONE, 0),
+        u32::MAX,
+    );
+    payer.link.pay(&req).expect("10 epochs behind is within 30");
     assert_eq!(
         payer.link.status().unwrap().epoch_seen,
         req.payee.expiry_epoch

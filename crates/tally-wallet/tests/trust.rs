@@ -4,7 +4,7 @@
 //! byte for byte what it was.
 
 use tally_core::codec::Cbor;
-use tally_core::dcp::{ClosedRequest, DeviceOp, DeviceRequest, RedemptionOrder, RequestKind};
+use tally_core::dcp::{DeviceOp, RequestReport, DeviceRequest, RedemptionOrder, RequestKind};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::testkit::{Scheme, default_tier};
 use tally_core::{Amount, Request, Suite};
@@ -135,12 +135,13 @@ fn redemption_order_of_another_se_is_refused() {
     let mut scheme = Scheme::new(Suite::Ed25519);
     let mut victim = card(&mut scheme, b"victim", 1_000);
     let attacker = TestDevice::new(&scheme, b"attacker", device_class::PHONE, 4096).unwrap();
-    let request = Request {
-        amount: Amount(1_000),
-        nonce: [7; 16],
-        payee: scheme.certify(scheme.dcp.public(), device_class::DCP, 0),
-        payee_epoch: scheme.epoch,
-    };
+    let request = Request::sign(
+        &scheme.dcp,
+        Amount(1_000),
+        [7; 16],
+        scheme.certify(scheme.dcp.public(), device_class::DCP, 0),
+        scheme.epoch,
+    );
     let before = snapshot(&victim);
     let for_attacker = RedemptionOrder::sign(&scheme.dcp, attacker.se_id, true, request.clone());
     refused(victim.link.redeem(&for_attacker), SeError::NotForThisSe);
@@ -210,9 +211,9 @@ fn requests_name_only_the_se_s_own_keys() {
     assert_eq!(snapshot(&c), before);
 }
 
-/// Attack 5: the closed-request list is built and signed by the SE; a
-/// request whose package was received is not open, so no closure for it
-/// can exist, and an edited closure does not verify.
+/// Attack 5: the request reports are built and signed by the SE; a
+/// request whose package was received is reported received (with its
+/// transfer), never closed, and an edited report does not verify.
 #[test]
 fn closures_exist_only_for_requests_closed_unpaid() {
     let mut scheme = Scheme::new(Suite::Ed25519);
@@ -223,21 +224,37 @@ fn closures_exist_only_for_requests_closed_unpaid() {
     let pkg = payer.link.pay(&paid).unwrap();
     payee.link.receive(&pkg).unwrap();
     let open = payee.link.create_request(Amount(60)).unwrap();
-    let closed = payee.link.close_requests().unwrap();
+    let reports = payee.link.report_requests().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.verify()), "signed by the requests' keys");
+    let received = reports.iter().find(|r| r.nonce == paid.nonce).unwrap();
+    let tid = tally_core::Package::from_cbor(&pkg).unwrap().transfer.id();
+    assert_eq!(received.received, Some(tid), "reported received, not closed");
+    let closed: Vec<RequestReport> = reports
+        .iter()
+        .filter(|r| r.received.is_none())
+        .cloned()
+        .collect();
     assert_eq!(closed.len(), 1);
     assert_eq!(closed[0].nonce, open.nonce);
-    assert!(closed[0].verify(), "signed by the request's key");
-    assert!(closed.iter().all(|c| c.nonce != paid.nonce));
+    // Reported again, identically, until a grant acknowledges them.
+    assert_eq!(payee.link.report_requests().unwrap(), reports);
     // The wallet forging a closure of the received request: the request's
     // key never signed it.
-    let forged = ClosedRequest {
+    let forged = RequestReport {
         nonce: paid.nonce,
         amount: 40,
         key: paid.payee.key,
+        received: None,
         signature: closed[0].signature,
     };
     assert!(!forged.verify());
-    let inflated = ClosedRequest {
+    let unreceived = RequestReport {
+        received: None,
+        ..received.clone()
+    };
+    assert!(!unreceived.verify());
+    let inflated = RequestReport {
         amount: 6_000,
         ..closed[0].clone()
     };
@@ -329,12 +346,13 @@ fn a_wrong_pin_costs_a_try_across_a_reboot() {
 fn an_unacknowledged_redemption_survives_a_sync() {
     let mut scheme = Scheme::new(Suite::Ed25519);
     let mut c = card(&mut scheme, b"card", 1_000);
-    let request = Request {
-        amount: Amount(1_000),
-        nonce: [9; 16],
-        payee: scheme.certify(scheme.dcp.public(), device_class::DCP, 0),
-        payee_epoch: scheme.epoch,
-    };
+    let request = Request::sign(
+        &scheme.dcp,
+        Amount(1_000),
+        [9; 16],
+        scheme.certify(scheme.dcp.public(), device_class::DCP, 0),
+        scheme.epoch,
+    );
     let order = RedemptionOrder::sign(&scheme.dcp, c.se_id, true, request);
     let package = c.link.redeem(&order).unwrap();
     // The answer is lost; the device syncs (a new epoch).
@@ -376,4 +394,65 @@ fn a_request_replayed_after_a_sync_is_not_paid_twice() {
     refused(payer.link.pay(&req), SeError::AlreadyPaid);
     assert_eq!(snapshot(&payer), before);
     assert_eq!(payer.balance().unwrap(), Amount(920));
+}
+
+/// Decision 0008's loss path: the payee's `Request` was unsigned, so a
+/// terminal could raise its amount or invent a nonce for a real payee key;
+/// the payer's SE paid, the payee's SE refused the package (unknown nonce
+/// or wrong amount) and the payer's value was stranded. The request is now
+/// signed by the payee's certified key and the payer's SE checks it (in
+/// CHECK REQUEST, and in PAY for a request it has not checked).
+#[test]
+fn an_altered_or_invented_request_is_not_paid() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = card(&mut scheme, b"payer", 1_000);
+    let mut payee = TestDevice::new(&scheme, b"payee", device_class::PHONE, 4096).unwrap();
+    let genuine = payee.link.create_request(Amount(40)).unwrap();
+    assert!(genuine.verify().is_ok());
+    let before = snapshot(&payer);
+
+    // The amount raised by the terminal, signature kept.
+    let raised = Request {
+        amount: Amount(90),
+        ..genuine.clone()
+    };
+    refused(payer.link.check_request(&raised), SeError::BadRequestSignature);
+    refused(payer.link.pay(&raised), SeError::BadRequestSignature);
+    // A nonce the payee's SE never issued, for the payee's real key.
+    let invented = Request {
+        nonce: [0xAB; 16],
+        ..genuine.clone()
+    };
+    refused(payer.link.pay(&invented), SeError::BadRequestSignature);
+    // Re-signed by a key that is not the certified payee key.
+    let rogue = tally_core::testkit::key(Suite::Ed25519, b"rogue");
+    let resigned = Request::sign(
+        &rogue,
+        Amount(90),
+        genuine.nonce,
+        genuine.payee.clone(),
+        genuine.payee_epoch,
+    );
+    refused(payer.link.pay(&resigned), SeError::BadRequestSignature);
+    // An earlier epoch claimed for the payee (to hide elapsed time).
+    let older = Request {
+        payee_epoch: genuine.payee_epoch.saturating_sub(1),
+        ..genuine.clone()
+    };
+    if older != genuine {
+        refused(payer.link.pay(&older), SeError::BadRequestSignature);
+    }
+    assert_eq!(snapshot(&payer), before, "nothing paid, state unchanged");
+
+    // A check of the genuine request, then an altered PAY: the cached
+    // check is for other bytes, so PAY checks again and refuses.
+    payer.link.check_request(&genuine).unwrap();
+    refused(payer.link.pay(&raised), SeError::BadRequestSignature);
+    assert_eq!(snapshot(&payer), before);
+
+    // The genuine request is paid and received.
+    let package = payer.link.pay(&genuine).unwrap();
+    payee.link.receive(&package).unwrap();
+    assert_eq!(payer.balance().unwrap(), Amount(960));
+    assert_eq!(payee.balance().unwrap(), Amount(40));
 }

@@ -268,12 +268,13 @@ fn renew(
             )
             .0[..16],
         );
-        let request = Request {
-            amount: Amount(amount),
+        let request = Request::sign(
+            &scheme.dcp,
+            Amount(amount),
             nonce,
-            payee: scheme.certify(scheme.dcp.public(), DCP, 0),
-            payee_epoch: scheme.epoch,
-        };
+            scheme.certify(scheme.dcp.public(), DCP, 0),
+            scheme.epoch,
+        );
         let order = tally_core::dcp::RedemptionOrder::sign(
             &scheme.dcp,
             must(se.se_id(), "se id"),
