@@ -314,11 +314,19 @@ impl Node {
 
     /// [`Node::start`] with extra `tally node` arguments. Every node
     /// trusts the manufacturer of `dir` (its key pair is made on first
-    /// use) and writes its root public key to `dir/root.pub`.
+    /// use) and writes its root public key to `dir/root.pub`. Unless
+    /// `extra` names one, the nodes of `dir` share the key directory
+    /// `dir/node.keys` (made on first start), as nodes on one database must.
     pub fn start_with(database_url: &str, dir: &Path, name: &str, extra: &[&str]) -> Node {
         let log = dir.join(format!("{name}.log"));
         let (maker_pub, root) = (maker_files(dir).1, dir.join(ROOT_FILE));
         let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        if !extra.iter().any(|a| a == "--keys") {
+            extra.extend([
+                "--keys".to_string(),
+                dir.join("node.keys").display().to_string(),
+            ]);
+        }
         extra.extend([
             "--manufacturer".to_string(),
             maker_pub.display().to_string(),

@@ -163,8 +163,17 @@ async fn trust(State(s): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn trust_json(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let settlement = s.bo.settlement_key();
     let (t, epoch) = load_trust(s.bo).await?;
-    Ok(json(&t.to_json(epoch)))
+    let mut v = t.to_json(epoch);
+    // The key settlement results are signed with, certified by the root
+    // (for DCPs and auditors; devices never check settlement results).
+    v["settlement_key"] = serde_json::json!({
+        "suite": settlement.key.suite() as u8,
+        "key": crate::hex(settlement.key.key_bytes()),
+        "cbor": crate::hex(&settlement.to_cbor()),
+    });
+    Ok(json(&v))
 }
 
 async fn register(State(s): State<AppState>, CborBody(b): CborBody) -> Result<Response, ApiError> {

@@ -215,7 +215,7 @@ pub fn document() -> Value {
                 ok: (CBOR, binary("[root PublicKey, Policy, RevocationList, SealingKey]")), errors: &[],
             })},
             "/v1/trust.json": { "get": operation("trustJson", Op {
-                summary: "The trust bundle for people: fields and hex of each canonical encoding",
+                summary: "The trust bundle for people: fields and hex of each canonical encoding, plus the root-certified settlement key (settlement_key) that signs settlement results",
                 operator: false, request: None,
                 ok: (JSON, schema_ref("TrustJson")), errors: &[],
             })},
@@ -363,12 +363,14 @@ pub fn document() -> Value {
                     }
                 },
                 "TrustJson": {
-                    "type": "object", "required": ["epoch", "root", "policy", "revocations"],
+                    "type": "object", "required": ["epoch", "root", "policy", "revocations", "sealing_key", "settlement_key"],
                     "properties": {
                         "epoch": { "type": "integer" },
                         "root": { "type": "object" },
                         "policy": { "type": "object" },
-                        "revocations": { "type": "object" }
+                        "revocations": { "type": "object" },
+                        "sealing_key": { "type": "object" },
+                        "settlement_key": { "type": "object", "description": "suite, key (hex), cbor: SettlementKey [1, key, root's signature] (SPEC.md §9.6)" }
                     }
                 }
             }

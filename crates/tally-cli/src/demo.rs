@@ -386,6 +386,10 @@ pub fn full() -> Result<(), crate::CliError> {
     let bo = crate::node::open_backoffice(
         &crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""),
         Some(&joint),
+        &crate::node::KeyOptions {
+            dir: dir.join("node.keys"),
+            pkcs11: None,
+        },
     )?;
     let token = "demo-operator-token".to_string();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -20,6 +20,7 @@ mod demo;
 mod device;
 mod node;
 mod package;
+pub mod pkcs11;
 mod supervisor;
 
 /// A failure with its exit code.
@@ -113,9 +114,40 @@ enum Command {
         /// are personalised with (`tally device init --root`).
         #[arg(long)]
         root_out: Option<PathBuf>,
-        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes, manufacturers (comma-separated files), root_out).
+        /// The key directory (created, mode 0700, on first start): the
+        /// node's keys as files of mode 0600 (root.key, settlement.key,
+        /// dcp.key, opening.key). Default for an SQLite database FILE:
+        /// FILE.keys; required with PostgreSQL. With --pkcs11-module it
+        /// holds only the opening key.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): the root,
+        /// settlement and DCP signing keys are then Ed25519 keys in its token.
+        #[arg(long)]
+        pkcs11_module: Option<PathBuf>,
+        /// The token's label (with --pkcs11-module).
+        #[arg(long)]
+        pkcs11_token: Option<String>,
+        /// File holding the token's user PIN; without it the PIN is read
+        /// from the environment variable TALLY_PKCS11_PIN.
+        #[arg(long)]
+        pkcs11_pin_file: Option<PathBuf>,
+        /// Labels of the root, settlement and DCP keys in the token
+        /// (default tally-root, tally-settlement, tally-dcp).
+        #[arg(long)]
+        pkcs11_root_label: Option<String>,
+        #[arg(long)]
+        pkcs11_settlement_label: Option<String>,
+        #[arg(long)]
+        pkcs11_dcp_label: Option<String>,
+        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes, manufacturers (comma-separated files), root_out, keys, pkcs11_module, pkcs11_token, pkcs11_pin_file, pkcs11_root_label, pkcs11_settlement_label, pkcs11_dcp_label).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Back-office keys in a PKCS#11 token (HSM).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
     },
     /// An SE manufacturer: its key pair (certifies SE attestation keys at manufacture).
     Manufacturer {
@@ -159,6 +191,28 @@ enum Command {
 enum Story {
     /// Offline payments only, no server.
     Offline,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Generate Ed25519 key pairs in a PKCS#11 token (private keys
+    /// sensitive, never extractable) for `tally node --pkcs11-module`.
+    /// Prints each label and the hex of its public key's CBOR.
+    Pkcs11Generate {
+        #[arg(long)]
+        module: PathBuf,
+        #[arg(long)]
+        token: String,
+        /// File holding the user PIN (else TALLY_PKCS11_PIN).
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+        /// Key label; repeatable (default: tally-root, tally-settlement, tally-dcp).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Also write LABEL.pub (public key CBOR, as `--root` files) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,6 +425,13 @@ fn run(cli: Cli) -> Result<String, CliError> {
             operator_token,
             manufacturers,
             root_out,
+            keys,
+            pkcs11_module,
+            pkcs11_token,
+            pkcs11_pin_file,
+            pkcs11_root_label,
+            pkcs11_settlement_label,
+            pkcs11_dcp_label,
             config,
         } => {
             init_logs();
@@ -414,7 +475,61 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 &file,
                 "",
             );
+            let path_setting = |flag: Option<PathBuf>, key: &str| {
+                setting(flag.map(|p| p.display().to_string()), key, &file, "")
+            };
+            let keys_dir = path_setting(keys, "keys");
+            let keys_dir = if keys_dir.is_empty() {
+                node::KeyOptions::default_dir(&database_url).ok_or_else(|| {
+                    CliError::usage("--keys DIR is required with a PostgreSQL database")
+                })?
+            } else {
+                PathBuf::from(keys_dir)
+            };
+            let module = path_setting(pkcs11_module, "pkcs11_module");
+            let pkcs11 = if module.is_empty() {
+                None
+            } else {
+                let token = setting(pkcs11_token, "pkcs11_token", &file, "");
+                if token.is_empty() {
+                    return Err(CliError::usage(
+                        "--pkcs11-module needs --pkcs11-token LABEL",
+                    ));
+                }
+                let pin_file = path_setting(pkcs11_pin_file, "pkcs11_pin_file");
+                Some((
+                    pkcs11::TokenOptions {
+                        module: PathBuf::from(module),
+                        token,
+                        pin_file: (!pin_file.is_empty()).then(|| PathBuf::from(pin_file)),
+                    },
+                    pkcs11::Labels {
+                        root: setting(
+                            pkcs11_root_label,
+                            "pkcs11_root_label",
+                            &file,
+                            pkcs11::ROOT_LABEL,
+                        ),
+                        settlement: setting(
+                            pkcs11_settlement_label,
+                            "pkcs11_settlement_label",
+                            &file,
+                            pkcs11::SETTLEMENT_LABEL,
+                        ),
+                        dcp: setting(
+                            pkcs11_dcp_label,
+                            "pkcs11_dcp_label",
+                            &file,
+                            pkcs11::DCP_LABEL,
+                        ),
+                    },
+                ))
+            };
             node::run(node::NodeOptions {
+                keys: node::KeyOptions {
+                    dir: keys_dir,
+                    pkcs11,
+                },
                 manufacturers,
                 root_out: (!root_out.is_empty()).then(|| PathBuf::from(root_out)),
                 stores: node::StoreUrls::new(&database_url, &dcp_database_url, &mds_database_url),
@@ -430,6 +545,37 @@ fn run(cli: Cli) -> Result<String, CliError> {
             .map(|_| String::new())
         }
         Command::Device { state, cmd } => run_device(&state, cmd),
+        Command::Keys {
+            cmd:
+                KeysCmd::Pkcs11Generate {
+                    module,
+                    token,
+                    pin_file,
+                    labels,
+                    out,
+                },
+        } => {
+            let labels = if labels.is_empty() {
+                [
+                    pkcs11::ROOT_LABEL,
+                    pkcs11::SETTLEMENT_LABEL,
+                    pkcs11::DCP_LABEL,
+                ]
+                .map(String::from)
+                .to_vec()
+            } else {
+                labels
+            };
+            pkcs11::generate(
+                &pkcs11::TokenOptions {
+                    module,
+                    token,
+                    pin_file,
+                },
+                &labels,
+                out.as_deref(),
+            )
+        }
         Command::Manufacturer {
             cmd: ManufacturerCmd::Keygen { out },
         } => device::manufacturer_keygen(&out),

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tally_core::codec::Cbor;
-use tally_dcp::{Backoffice, Stores};
+use tally_dcp::{Backoffice, KeyDir, NodeKeys, OsEntropy, Stores};
 use tally_store::Store;
 
 use crate::CliError;
@@ -44,8 +44,31 @@ impl StoreUrls {
     }
 }
 
+/// Where the node's long-lived keys are (docs/decisions, key custody).
+#[derive(Clone)]
+pub struct KeyOptions {
+    /// The key directory: every key as a file (development), or only the
+    /// opening key when the signing keys are in a token.
+    pub dir: std::path::PathBuf,
+    /// The signing keys (root, settlement, DCP) in a PKCS#11 token.
+    pub pkcs11: Option<(crate::pkcs11::TokenOptions, crate::pkcs11::Labels)>,
+}
+
+impl KeyOptions {
+    /// The default key directory: beside an SQLite central file F,
+    /// `F.keys`; PostgreSQL has no file to put it beside.
+    pub fn default_dir(central: &str) -> Option<std::path::PathBuf> {
+        if central.starts_with("postgres://") || central.starts_with("postgresql://") {
+            return None;
+        }
+        let path = central.trim_start_matches("sqlite:");
+        Some(format!("{}.keys", path.split('?').next().unwrap_or(path)).into())
+    }
+}
+
 pub struct NodeOptions {
     pub stores: StoreUrls,
+    pub keys: KeyOptions,
     /// Public key files of the SE manufacturers the policy trusts.
     pub manufacturers: Vec<std::path::PathBuf>,
     /// Where to write the root public key (the SEs' trust anchor).
@@ -91,9 +114,47 @@ pub fn read_supervisors(path: &std::path::Path) -> Result<tally_supervisor::Join
     })
 }
 
+/// The node's keys: seeds an older node left in its databases are moved
+/// into the key directory first (once; the tables go when the back office
+/// opens), then each key comes from its file (created on first start) or
+/// from the token.
+fn node_keys(stores: &Stores, keys: &KeyOptions) -> Result<NodeKeys, CliError> {
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("keys: {e}"));
+    let dir = KeyDir::open_or_create(&keys.dir).map_err(|e| failed(&e))?;
+    let legacy = tally_dcp::legacy_seeds(&stores.central, &stores.dcp)
+        .map_err(|e| CliError::failed(format!("cannot read the databases: {e}")))?;
+    if !legacy.is_empty() {
+        if keys.pkcs11.is_some() {
+            return Err(CliError::failed(
+                "the database holds key seeds of an older node: start once without --pkcs11-module \
+                 (with --keys DIR) to move them into key files, then import those keys into the token \
+                 or start with fresh ones",
+            ));
+        }
+        dir.import_legacy(&legacy).map_err(|e| failed(&e))?;
+        tracing::warn!(
+            dir = %keys.dir.display(),
+            "moved the key seeds of an older node out of the database into key files"
+        );
+    }
+    match &keys.pkcs11 {
+        None => dir.node_keys(&mut OsEntropy).map_err(|e| failed(&e)),
+        Some((token, labels)) => {
+            let [root, settlement, dcp] = crate::pkcs11::open_node_keys(token, labels)?;
+            Ok(NodeKeys {
+                root,
+                settlement,
+                dcp,
+                opening: dir.opening_key(&mut OsEntropy).map_err(|e| failed(&e))?,
+            })
+        }
+    }
+}
+
 pub fn open_backoffice(
     urls: &StoreUrls,
     escrow_key: Option<&std::path::Path>,
+    keys: &KeyOptions,
 ) -> Result<Arc<Backoffice>, CliError> {
     let open = |url: &str| {
         Store::open(url).map_err(|e| CliError::failed(format!("cannot open database {url}: {e}")))
@@ -114,9 +175,10 @@ pub fn open_backoffice(
         dcp: open(&urls.dcp)?,
         mds: open(&urls.mds)?,
     };
+    let node_keys = node_keys(&stores, keys)?;
     let bo = match supervisors {
-        Some(params) => Backoffice::open_with_supervisors(stores, params),
-        None => Backoffice::open_with(stores, key),
+        Some(params) => Backoffice::open_with_supervisors(stores, params, node_keys),
+        None => Backoffice::open_with(stores, key, node_keys),
     };
     Ok(Arc::new(bo.map_err(|e| {
         CliError::failed(format!("cannot start the back office: {e}"))
@@ -124,7 +186,7 @@ pub fn open_backoffice(
 }
 
 pub fn run(opts: NodeOptions) -> Result<(), CliError> {
-    let bo = open_backoffice(&opts.stores, opts.escrow_key.as_deref())?;
+    let bo = open_backoffice(&opts.stores, opts.escrow_key.as_deref(), &opts.keys)?;
     for path in &opts.manufacturers {
         let key = tally_core::PublicKey::from_cbor(&crate::device::read_file(path)?)
             .map_err(|e| CliError::usage(format!("{}: not a public key: {e}", path.display())))?;

@@ -306,6 +306,13 @@ registry! {
     DCP_RESERVED_89 = 89, Dcp, http [], sw [], Reserved,
         "held for the device protocol's next refusals";
 
+    NODE_SIGNER_FAILED = 91, Node, http [500], sw [], Used,
+        "a back-office key (file or PKCS#11 token) failed to sign or gave a signature that does not verify: nothing changed, retry (a lost token session needs a restart)";
+    NODE_KEYS_IN_DATABASE = 92, Node, http [500], sw [], Used,
+        "at start: the database holds key seeds of an older node that are not the keys given (start once with `--keys DIR`, without `--pkcs11-module`, to move them into key files)";
+    NODE_KEYS_CHANGED = 93, Node, http [500], sw [], Used,
+        "at start: the database was set up with another root, settlement, opening or DCP key than the one given (wrong key directory or token)";
+
     NODE_MDS_FAILURE = 98, Node, http [500], sw [], Used,
         "MDS failure (its store): retry later";
     NODE_INTERNAL = 99, Node, http [500, 503], sw [], Used,

@@ -373,6 +373,37 @@ impl SecretKey {
     }
 }
 
+/// Whatever signs with one long-lived key: a [`SecretKey`] in memory, or
+/// (on the back office) a key file or an HSM behind the same calls, so the
+/// constructors of signed objects (`try_sign`) need not know where the key
+/// lives. A software key cannot fail (`Error = Infallible`); an HSM can.
+pub trait Signer {
+    type Error;
+    /// The key signatures verify under (its suite travels with it).
+    fn public_key(&self) -> PublicKey;
+    /// Signs `msg` with the key's suite (Ed25519: RFC 8032 pure EdDSA;
+    /// P-256: ECDSA over SHA-256, low-S).
+    fn try_sign(&self, msg: &[u8]) -> Result<Signature, Self::Error>;
+}
+
+impl Signer for SecretKey {
+    type Error = core::convert::Infallible;
+    fn public_key(&self) -> PublicKey {
+        self.public()
+    }
+    fn try_sign(&self, msg: &[u8]) -> Result<Signature, Self::Error> {
+        Ok(self.sign(msg))
+    }
+}
+
+/// Unwraps what a software key signed: its error type has no value.
+pub fn infallible<T>(r: Result<T, core::convert::Infallible>) -> T {
+    match r {
+        Ok(t) => t,
+        Err(e) => match e {},
+    }
+}
+
 fn pad33(k: &[u8; 32]) -> [u8; 33] {
     let mut b = [0u8; 33];
     b[..32].copy_from_slice(k);

@@ -544,13 +544,22 @@ impl RedemptionOrder {
         unload: bool,
         request: Request,
     ) -> Self {
-        let signature = dcp.sign(&Self::signed_message(&se_id, unload, &request).0);
-        RedemptionOrder {
+        crate::crypto::infallible(Self::try_sign(dcp, se_id, unload, request))
+    }
+    /// [`RedemptionOrder::sign`] by any [`crate::crypto::Signer`].
+    pub fn try_sign<S: crate::crypto::Signer + ?Sized>(
+        dcp: &S,
+        se_id: Hash32,
+        unload: bool,
+        request: Request,
+    ) -> Result<Self, S::Error> {
+        let signature = dcp.try_sign(&Self::signed_message(&se_id, unload, &request).0)?;
+        Ok(RedemptionOrder {
             se_id,
             unload,
             request,
             signature,
-        }
+        })
     }
     /// The signature under the key the request names as payee.
     pub fn verify(&self) -> bool {

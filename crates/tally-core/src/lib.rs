@@ -28,9 +28,9 @@ pub mod testkit;
 pub mod verify;
 
 pub use amount::{Amount, Epoch};
-pub use cert::{DcpCertificate, PseudonymCertificate};
+pub use cert::{DcpCertificate, PseudonymCertificate, SettlementKey};
 pub use codec::{Cbor, CodecError};
-pub use crypto::{Hash32, PublicKey, SecretKey, Signature, Suite};
+pub use crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, Suite};
 pub use policy::{Policy, RevocationList, SyncGrant, TierLimits};
 pub use protocol::{Package, Receipt, Request};
 pub use record::{Issue, OutPoint, Output, Record, Transfer};

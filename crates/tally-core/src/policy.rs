@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
-use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, tagged_hash};
+use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash};
 
 pub const POLICY_VERSION: u8 = 1;
 pub const POLICY_TIERS_MAX: usize = 64;
@@ -154,16 +154,35 @@ impl Policy {
         dcps: Vec<crate::cert::DcpCertificate>,
         manufacturers: Vec<PublicKey>,
     ) -> Policy {
+        infallible(Self::try_sign(
+            root,
+            serial,
+            currency,
+            tiers,
+            dcps,
+            manufacturers,
+        ))
+    }
+    /// [`Policy::sign_with_manufacturers`] by any [`Signer`] (the root in
+    /// an HSM).
+    pub fn try_sign<S: Signer + ?Sized>(
+        root: &S,
+        serial: u64,
+        currency: &str,
+        tiers: Vec<TierLimits>,
+        dcps: Vec<crate::cert::DcpCertificate>,
+        manufacturers: Vec<PublicKey>,
+    ) -> Result<Policy, S::Error> {
         let mut p = Policy {
             serial,
             currency: currency.into(),
             tiers,
             dcps,
             manufacturers,
-            signature: Signature::new(root.suite(), [0; 64]),
+            signature: Signature::new(root.public_key().suite(), [0; 64]),
         };
-        p.signature = root.sign(&p.signed_message().0);
-        p
+        p.signature = root.try_sign(&p.signed_message().0)?;
+        Ok(p)
     }
     pub fn limits(&self, device_class: u8, tier: u8) -> Option<&TierLimits> {
         self.tiers
@@ -218,17 +237,26 @@ impl RevocationList {
         self.write_body(&mut w);
         tagged_hash(b"tally/v1/revocation-list", &[&w.into_bytes()])
     }
-    pub fn sign(root: &SecretKey, serial: u64, epoch: Epoch, mut revoked: Vec<Hash32>) -> Self {
+    pub fn sign(root: &SecretKey, serial: u64, epoch: Epoch, revoked: Vec<Hash32>) -> Self {
+        infallible(Self::try_sign(root, serial, epoch, revoked))
+    }
+    /// [`RevocationList::sign`] by any [`Signer`] (the root in an HSM).
+    pub fn try_sign<S: Signer + ?Sized>(
+        root: &S,
+        serial: u64,
+        epoch: Epoch,
+        mut revoked: Vec<Hash32>,
+    ) -> Result<Self, S::Error> {
         revoked.sort();
         revoked.dedup();
         let mut l = RevocationList {
             serial,
             epoch,
             revoked,
-            signature: Signature::new(root.suite(), [0; 64]),
+            signature: Signature::new(root.public_key().suite(), [0; 64]),
         };
-        l.signature = root.sign(&l.signed_message().0);
-        l
+        l.signature = root.try_sign(&l.signed_message().0)?;
+        Ok(l)
     }
     /// Binary search: the list is kept sorted.
     pub fn is_revoked(&self, key_id: &Hash32) -> bool {
@@ -289,15 +317,25 @@ impl SyncGrant {
         tagged_hash(b"tally/v1/sync-grant", &[&w.into_bytes()])
     }
     pub fn sign(dcp: &SecretKey, se_id: Hash32, epoch: Epoch, sequence: u64) -> Self {
+        infallible(Self::try_sign(dcp, se_id, epoch, sequence))
+    }
+    /// [`SyncGrant::sign`] by any [`Signer`].
+    pub fn try_sign<S: Signer + ?Sized>(
+        dcp: &S,
+        se_id: Hash32,
+        epoch: Epoch,
+        sequence: u64,
+    ) -> Result<Self, S::Error> {
+        let signer = dcp.public_key();
         let mut g = SyncGrant {
             se_id,
             epoch,
             sequence,
-            signer: dcp.public(),
-            signature: Signature::new(dcp.suite(), [0; 64]),
+            signer,
+            signature: Signature::new(signer.suite(), [0; 64]),
         };
-        g.signature = dcp.sign(&g.signed_message().0);
-        g
+        g.signature = dcp.try_sign(&g.signed_message().0)?;
+        Ok(g)
     }
 }
 

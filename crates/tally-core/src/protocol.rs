@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use crate::amount::{Amount, Epoch};
 use crate::cert::PseudonymCertificate;
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
-use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, tagged_hash};
+use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash};
 use crate::record::{Record, Transfer};
 
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -62,14 +62,27 @@ impl Request {
         payee: PseudonymCertificate,
         payee_epoch: Epoch,
     ) -> Request {
-        let signature = key.sign(&Self::signed_message(amount, &nonce, &payee, payee_epoch).0);
-        Request {
+        infallible(Self::try_sign(key, amount, nonce, payee, payee_epoch))
+    }
+
+    /// [`Request::sign`] by any [`Signer`] (the DCP's redemption key in an
+    /// HSM).
+    pub fn try_sign<S: Signer + ?Sized>(
+        key: &S,
+        amount: Amount,
+        nonce: [u8; 16],
+        payee: PseudonymCertificate,
+        payee_epoch: Epoch,
+    ) -> Result<Request, S::Error> {
+        let signature =
+            key.try_sign(&Self::signed_message(amount, &nonce, &payee, payee_epoch).0)?;
+        Ok(Request {
             amount,
             nonce,
             payee,
             payee_epoch,
             signature,
-        }
+        })
     }
 
     /// The signature under the payee's certified key. (The certificate
@@ -151,11 +164,18 @@ impl Receipt {
         tagged_hash(b"tally/v1/receipt", &[&transfer_id.0])
     }
     pub fn sign(payee: &SecretKey, transfer_id: Hash32) -> Receipt {
-        Receipt {
+        infallible(Self::try_sign(payee, transfer_id))
+    }
+    /// [`Receipt::sign`] by any [`Signer`] (the DCP's key in an HSM).
+    pub fn try_sign<S: Signer + ?Sized>(
+        payee: &S,
+        transfer_id: Hash32,
+    ) -> Result<Receipt, S::Error> {
+        Ok(Receipt {
             transfer_id,
-            payee: payee.public(),
-            signature: payee.sign(&Self::signed_message(&transfer_id).0),
-        }
+            payee: payee.public_key(),
+            signature: payee.try_sign(&Self::signed_message(&transfer_id).0)?,
+        })
     }
     pub fn verify(&self) -> Result<(), crate::crypto::SigError> {
         crate::crypto::verify(

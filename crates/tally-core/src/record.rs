@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
-use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, tagged_hash};
+use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash};
 
 pub const RECORD_VERSION: u8 = 1;
 /// Bound on inputs of one Transfer (coin merging).
@@ -131,15 +131,25 @@ impl Issue {
         expiry_epoch: Epoch,
         outputs: Vec<Output>,
     ) -> Issue {
+        infallible(Self::try_sign(issuer, serial, expiry_epoch, outputs))
+    }
+    /// [`Issue::sign`] by any [`Signer`] (a DCP issuing key in an HSM).
+    pub fn try_sign<S: Signer + ?Sized>(
+        issuer: &S,
+        serial: u64,
+        expiry_epoch: Epoch,
+        outputs: Vec<Output>,
+    ) -> Result<Issue, S::Error> {
+        let key = issuer.public_key();
         let mut i = Issue {
-            issuer: issuer.public().id(),
+            issuer: key.id(),
             serial,
             expiry_epoch,
             outputs,
-            signature: Signature::new(issuer.suite(), [0; 64]),
+            signature: Signature::new(key.suite(), [0; 64]),
         };
-        i.signature = issuer.sign(&i.id().0);
-        i
+        i.signature = issuer.try_sign(&i.id().0)?;
+        Ok(i)
     }
 }
 

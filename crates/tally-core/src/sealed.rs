@@ -73,10 +73,18 @@ impl SealingKey {
         tagged_hash(b"tally/v1/sealing-key", &[key])
     }
     pub fn sign(root: &SecretKey, key: [u8; 32]) -> SealingKey {
-        SealingKey {
+        crate::crypto::infallible(Self::try_sign(root, key))
+    }
+    /// [`SealingKey::sign`] by any [`crate::crypto::Signer`] (the root in
+    /// an HSM).
+    pub fn try_sign<S: crate::crypto::Signer + ?Sized>(
+        root: &S,
+        key: [u8; 32],
+    ) -> Result<SealingKey, S::Error> {
+        Ok(SealingKey {
             key,
-            signature: root.sign(&Self::message(&key).0),
-        }
+            signature: root.try_sign(&Self::message(&key).0)?,
+        })
     }
     /// Checks the root's signature and that the key is a valid X25519 key.
     pub fn verify(&self, root: &PublicKey) -> Result<(), SealError> {

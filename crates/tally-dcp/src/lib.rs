@@ -8,10 +8,12 @@
 //! digest) with a strictly increasing counter, and every operation is
 //! idempotent: the same signed request again returns the stored response.
 
+pub mod keys;
 pub mod service;
 
+pub use keys::{KeyDir, KeyError, NodeKeys, NodeSigner, SoftwareSigner};
 pub use service::{
-    Backoffice, BackofficeError, NodeKeys, OsEntropy, OutboxStatus, SettlementResult, Stores,
-    development_escrow_key,
+    Backoffice, BackofficeError, LegacySeeds, OsEntropy, OutboxStatus, SettlementResult, Stores,
+    development_escrow_key, legacy_seeds,
 };
 pub use tally_core::dcp::*;

@@ -28,7 +28,9 @@ use tally_codes as codes;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use tally_core::cert::{DcpCertificate, role};
+use tally_core::cert::{DcpCertificate, SettlementKey, role};
+
+use crate::keys::{KeyError, NodeKeys, NodeSigner};
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::crypto::{Entropy, check_key, tagged_hash};
 use tally_core::escrow::{self, IdPoint, JointKey};
@@ -228,6 +230,19 @@ pub enum BackofficeError {
     EscrowMismatch,
     /// A sealed upload does not open or is malformed.
     Sealed(SealError),
+    /// A back-office key could not sign (key file or HSM failure);
+    /// nothing was changed.
+    Signer(KeyError),
+    /// The database still holds key seeds of an older node, and they are
+    /// not the keys the node was started with (docs/decisions, key
+    /// custody): move them out with `tally node --keys DIR` first.
+    KeysInDatabase,
+    /// The database was set up with another key for `role` than the one
+    /// the node was started with (a wrong key directory or token; keys
+    /// are not rotated by restarting).
+    KeysChanged {
+        role: &'static str,
+    },
     /// Settlement's signed result does not verify or does not answer this request.
     BadSettlementResult,
     /// A revocation without a verified k-of-n opening of this identity in
@@ -290,6 +305,9 @@ impl BackofficeError {
             BackofficeError::EscrowMismatch => codes::DCP_ESCROW_MISMATCH,
             BackofficeError::Sealed(_) => codes::DCP_SEALED,
             BackofficeError::BadSettlementResult => codes::DCP_BAD_SETTLEMENT_RESULT,
+            BackofficeError::Signer(_) => codes::NODE_SIGNER_FAILED,
+            BackofficeError::KeysInDatabase => codes::NODE_KEYS_IN_DATABASE,
+            BackofficeError::KeysChanged { .. } => codes::NODE_KEYS_CHANGED,
             BackofficeError::OpeningNotShown => codes::DCP_OPENING_NOT_SHOWN,
             BackofficeError::BadAttachment => codes::DCP_BAD_ATTACHMENT,
             BackofficeError::BadEnrolment => codes::DCP_BAD_ENROLMENT,
@@ -315,6 +333,9 @@ impl BackofficeError {
             BackofficeError::Store(_)
                 | BackofficeError::EscrowMismatch
                 | BackofficeError::BadSettlementResult
+                | BackofficeError::Signer(_)
+                | BackofficeError::KeysInDatabase
+                | BackofficeError::KeysChanged { .. }
                 | BackofficeError::Mds { client: false, .. }
                 | BackofficeError::Ledger(LedgerError::Store(_))
                 | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
@@ -456,6 +477,17 @@ impl fmt::Display for BackofficeError {
             BackofficeError::BadSettlementResult => {
                 f.write_str("settlement result does not verify")
             }
+            BackofficeError::Signer(e) => write!(f, "back-office key: {e}"),
+            BackofficeError::KeysInDatabase => f.write_str(
+                "the database holds key seeds of an older node that are not the keys given; \
+                 start once with `tally node --keys DIR` (without --pkcs11-module) to move them \
+                 into key files",
+            ),
+            BackofficeError::KeysChanged { role } => write!(
+                f,
+                "the database was set up with another {role} key than the one given \
+                 (wrong --keys directory or token?); keys are not changed by a restart"
+            ),
             BackofficeError::RevocationKeyNotOpened(k) => write!(
                 f,
                 "key {k} is not a pseudonym whose escrow was opened to this identity"
@@ -467,6 +499,12 @@ impl fmt::Display for BackofficeError {
 }
 
 impl std::error::Error for BackofficeError {}
+
+impl From<KeyError> for BackofficeError {
+    fn from(e: KeyError) -> Self {
+        BackofficeError::Signer(e)
+    }
+}
 
 macro_rules! from_err {
     ($t:ty, $v:ident) => {
@@ -510,37 +548,6 @@ impl TxFailure for BackofficeError {
     }
 }
 
-/// A 32-byte secret seed kept in `table` under `role`, created on first
-/// use. The central bank's seeds (root, sealing) live in its store, the
-/// DCP's signing key in the DCP's; a production deployment keeps them in
-/// HSMs behind the same calls.
-fn seed(
-    store: &Store,
-    table: &'static str,
-    role: &'static str,
-) -> Result<[u8; 32], BackofficeError> {
-    let select = format!("SELECT seed FROM {table} WHERE role = $1");
-    let insert = format!("INSERT INTO {table} (role, suite, seed) VALUES ($1, $2, $3)");
-    store.transact(|tx| {
-        if let Some(r) = tx.query_one(&select, &[role.into()])? {
-            return Ok(r
-                .bytes(0)?
-                .try_into()
-                .map_err(|_| StoreError::Type("seed".into()))?);
-        }
-        let seed = os_random_32()?;
-        tx.execute(
-            &insert,
-            &[
-                role.into(),
-                Value::Int(Suite::Ed25519 as i64),
-                seed.to_vec().into(),
-            ],
-        )?;
-        Ok(seed)
-    })
-}
-
 fn os_random_32() -> Result<[u8; 32], StoreError> {
     use std::io::Read;
     let mut b = [0u8; 32];
@@ -550,25 +557,141 @@ fn os_random_32() -> Result<[u8; 32], StoreError> {
     Ok(b)
 }
 
-/// The node's keys: the central bank's root (signs policy, revocations,
-/// DCP certificates and settlement results) and sealing key (opens
-/// uploads), and the DCP's signing key (all DCP roles).
-pub struct NodeKeys {
-    pub root: SecretKey,
-    pub dcp: SecretKey,
-    opening: OpeningKey,
+/// Key seeds an older node kept in its databases (`node_secrets`,
+/// `dcp_secrets`): found once at the upgrade, moved into key files
+/// ([`crate::keys::KeyDir::import_legacy`]), then dropped with the tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegacySeeds {
+    pub root: Option<[u8; 32]>,
+    pub dcp: Option<[u8; 32]>,
+    pub opening: Option<[u8; 32]>,
 }
 
-impl NodeKeys {
-    fn load_or_create(central: &Store, dcp: &Store) -> Result<NodeKeys, BackofficeError> {
-        let ed =
-            |s: [u8; 32]| SecretKey::from_seed(Suite::Ed25519, &s).ok_or(BackofficeError::BadKey);
-        Ok(NodeKeys {
-            root: ed(seed(central, "node_secrets", "root")?)?,
-            dcp: ed(seed(dcp, "dcp_secrets", "dcp")?)?,
-            opening: OpeningKey::from_seed(&seed(central, "node_secrets", "seal")?),
-        })
+impl LegacySeeds {
+    pub fn is_empty(&self) -> bool {
+        self.root.is_none() && self.dcp.is_none() && self.opening.is_none()
     }
+
+    /// Every seed here belongs to the key `keys` holds for its role.
+    fn match_keys(&self, keys: &NodeKeys) -> bool {
+        let ed = |s: &[u8; 32]| SecretKey::from_seed(Suite::Ed25519, s).map(|k| k.public());
+        self.root
+            .is_none_or(|s| ed(&s) == Some(keys.root.public_key()))
+            && self
+                .dcp
+                .is_none_or(|s| ed(&s) == Some(keys.dcp.public_key()))
+            && self
+                .opening
+                .is_none_or(|s| OpeningKey::from_seed(&s).public() == keys.opening.public())
+    }
+}
+
+/// Drops the table of key seeds (central store). Its own component, run
+/// only once the seeds are out (see [`Backoffice::open_with`]).
+/// The public keys the node first started with are kept (step 2), so a
+/// node started later with other keys (a wrong key directory or token) is
+/// refused instead of silently becoming another root.
+pub static CENTRAL_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
+    component: "central_key_custody",
+    steps: &[
+        (1, "DROP TABLE node_secrets"),
+        (
+            2,
+            "CREATE TABLE node_public_keys (role TEXT PRIMARY KEY, key BLOB NOT NULL)",
+        ),
+    ],
+};
+
+/// Drops the table of key seeds (DCP store); keeps the DCP's public key.
+pub static DCP_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
+    component: "dcp_key_custody",
+    steps: &[
+        (1, "DROP TABLE dcp_secrets"),
+        (
+            2,
+            "CREATE TABLE dcp_public_keys (role TEXT PRIMARY KEY, key BLOB NOT NULL)",
+        ),
+    ],
+};
+
+/// Records `key` as the key of `role` on first start; afterwards checks
+/// that it is still the same.
+fn pin_public_key(
+    store: &Store,
+    table: &str,
+    role: &'static str,
+    key: Vec<u8>,
+) -> Result<(), BackofficeError> {
+    let insert =
+        format!("INSERT INTO {table} (role, key) VALUES ($1, $2) ON CONFLICT (role) DO NOTHING");
+    let select = format!("SELECT key FROM {table} WHERE role = $1");
+    store.transact(|tx| {
+        tx.execute(&insert, &[role.into(), key.clone().into()])?;
+        let pinned = tx
+            .query_one(&select, &[role.into()])?
+            .ok_or_else(|| StoreError::Type(format!("{table}.{role} missing")))?;
+        if pinned.bytes(0)? != key.as_slice() {
+            return Err(BackofficeError::KeysChanged { role });
+        }
+        Ok(())
+    })
+}
+
+fn migrated(store: &Store, component: &str) -> Result<bool, BackofficeError> {
+    store.transact(|tx| {
+        let r = tx.query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = $1",
+            &[component.into()],
+        )?;
+        Ok::<_, BackofficeError>(r.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
+    })
+}
+
+fn legacy_seed(
+    store: &Store,
+    table: &str,
+    role: &str,
+) -> Result<Option<[u8; 32]>, BackofficeError> {
+    let select = format!("SELECT seed FROM {table} WHERE role = $1");
+    store.transact(|tx| {
+        Ok(match tx.query_one(&select, &[role.into()])? {
+            Some(r) => Some(
+                r.bytes(0)?
+                    .try_into()
+                    .map_err(|_| StoreError::Type("seed".into()))?,
+            ),
+            None => None,
+        })
+    })
+}
+
+/// Migrates the stores up to (not including) the key-custody step and
+/// reads the key seeds an older node left in them; empty on a node that
+/// never had any, or whose seeds were moved out already.
+pub fn legacy_seeds(central: &Store, dcp: &Store) -> Result<LegacySeeds, BackofficeError> {
+    migrate_before_custody(central, dcp)?;
+    let mut seeds = LegacySeeds::default();
+    if !migrated(central, CENTRAL_KEY_CUSTODY_MIGRATIONS.component)? {
+        seeds.root = legacy_seed(central, "node_secrets", "root")?;
+        seeds.opening = legacy_seed(central, "node_secrets", "seal")?;
+    }
+    if !migrated(dcp, DCP_KEY_CUSTODY_MIGRATIONS.component)? {
+        seeds.dcp = legacy_seed(dcp, "dcp_secrets", "dcp")?;
+    }
+    Ok(seeds)
+}
+
+fn migrate_before_custody(central: &Store, dcp: &Store) -> Result<(), BackofficeError> {
+    central.migrate(&[
+        &ledger::MIGRATIONS,
+        &tally_ledger::settlement::MIGRATIONS,
+        &tally_directory::MIGRATIONS,
+        &CENTRAL_MIGRATIONS,
+        &OUTBOX_MIGRATIONS,
+        &REPORT_MIGRATIONS,
+    ])?;
+    dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS, &ISSUE_TAG_MIGRATIONS])?;
+    Ok(())
 }
 
 /// Default tiers of the node's policy (XTS minor units). Cards and
@@ -695,16 +818,20 @@ impl SettlementResult {
         self.write_body(&mut w);
         tagged_hash(b"tally/v1/settlement-result", &[&w.into_bytes()])
     }
-    fn sign(&self, root: &SecretKey) -> Vec<u8> {
+    fn sign(&self, key: &NodeSigner) -> Result<Vec<u8>, KeyError> {
         let mut w = Writer::new();
         w.array(10);
         self.write_body(&mut w);
-        root.sign(&self.message().0).write(&mut w);
-        w.into_bytes()
+        key.try_sign(&self.message().0)?.write(&mut w);
+        Ok(w.into_bytes())
     }
-    /// Decodes a signed result and checks it answers `op` under `root`.
+    /// Decodes a signed result and checks it answers `op` under the
+    /// settlement key (which the root certified), or under the root itself:
+    /// results stored before the settlement key existed were signed by the
+    /// root, and a retried request gets its stored result back.
     fn open(
         bytes: &[u8],
+        settlement: &PublicKey,
         root: &PublicKey,
         op: &Hash32,
     ) -> Result<SettlementResult, BackofficeError> {
@@ -748,7 +875,10 @@ impl SettlementResult {
             ))
         })();
         let (res, sig) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
-        if &res.op != op || tally_core::crypto::verify(root, &res.message().0, &sig).is_err() {
+        let msg = res.message();
+        let signed = tally_core::crypto::verify(settlement, &msg.0, &sig).is_ok()
+            || tally_core::crypto::verify(root, &msg.0, &sig).is_ok();
+        if &res.op != op || !signed {
             return Err(BackofficeError::BadSettlementResult);
         }
         Ok(res)
@@ -830,6 +960,7 @@ pub struct Backoffice {
     mds: Mds,
     keys: NodeKeys,
     sealing_key: SealingKey,
+    settlement_key: SettlementKey,
     escrow_key: JointKey,
     /// The supervisors' key set (production nodes): revocation after an
     /// opening then needs the opening's verified audit log.
@@ -872,7 +1003,8 @@ fn issue_serial(op: &Hash32, n: u32) -> u64 {
 
 impl Backoffice {
     /// The central bank on `store`, the DCP and the MDS on in-memory
-    /// stores, with the development escrow key (tests, benchmarks).
+    /// stores, with the development escrow key and the development node
+    /// keys, whose secrets are public (tests, benchmarks).
     pub fn open(store: Store) -> Result<Backoffice, BackofficeError> {
         let mds = Store::sqlite_memory()?;
         let dcp = Store::sqlite_memory()?;
@@ -883,6 +1015,7 @@ impl Backoffice {
                 mds,
             },
             development_escrow_key(),
+            NodeKeys::development(),
         )
     }
 
@@ -892,8 +1025,9 @@ impl Backoffice {
     pub fn open_with_supervisors(
         stores: Stores,
         supervisors: tally_supervisor::JointParams,
+        keys: NodeKeys,
     ) -> Result<Backoffice, BackofficeError> {
-        let mut bo = Self::open_with(stores, supervisors.joint_key().clone())?;
+        let mut bo = Self::open_with(stores, supervisors.joint_key().clone(), keys)?;
         bo.supervisors = Some(supervisors);
         Ok(bo)
     }
@@ -901,27 +1035,55 @@ impl Backoffice {
     /// Opens the back office: migrations, keys, policy, the MDS (and
     /// drains its outbox). Without the supervisors' key set, revocations
     /// are not checked against an audit log (development and tests).
-    pub fn open_with(stores: Stores, escrow_key: JointKey) -> Result<Backoffice, BackofficeError> {
+    ///
+    /// A database of an older node still holding key seeds opens only
+    /// with the keys those seeds are (moved into key files by
+    /// [`legacy_seeds`] and [`crate::keys::KeyDir::import_legacy`]); the
+    /// seed tables are dropped then. With other keys it is refused and
+    /// nothing changes ([`BackofficeError::KeysInDatabase`]).
+    pub fn open_with(
+        stores: Stores,
+        escrow_key: JointKey,
+        keys: NodeKeys,
+    ) -> Result<Backoffice, BackofficeError> {
         let Stores { central, dcp, mds } = stores;
-        central.migrate(&[
-            &ledger::MIGRATIONS,
-            &tally_ledger::settlement::MIGRATIONS,
-            &tally_directory::MIGRATIONS,
-            &CENTRAL_MIGRATIONS,
-            &OUTBOX_MIGRATIONS,
-            &REPORT_MIGRATIONS,
-        ])?;
-        dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS, &ISSUE_TAG_MIGRATIONS])?;
-        let keys = NodeKeys::load_or_create(&central, &dcp)?;
-        let dcp_cert = DcpCertificate::sign(
-            &keys.root,
+        let legacy = legacy_seeds(&central, &dcp)?;
+        if !legacy.match_keys(&keys) {
+            return Err(BackofficeError::KeysInDatabase);
+        }
+        central.migrate(&[&CENTRAL_KEY_CUSTODY_MIGRATIONS])?;
+        dcp.migrate(&[&DCP_KEY_CUSTODY_MIGRATIONS])?;
+        keys.self_test()?;
+        let root_cbor = keys.root.public_key().to_cbor();
+        pin_public_key(&central, "node_public_keys", "root", root_cbor)?;
+        let settlement_cbor = keys.settlement.public_key().to_cbor();
+        pin_public_key(&central, "node_public_keys", "settlement", settlement_cbor)?;
+        let opening = keys.opening.public().to_vec();
+        pin_public_key(&central, "node_public_keys", "opening", opening)?;
+        pin_public_key(
+            &dcp,
+            "dcp_public_keys",
+            "dcp",
+            keys.dcp.public_key().to_cbor(),
+        )?;
+        let dcp_cert = DcpCertificate::try_sign(
+            &*keys.root,
             DCP_ID,
-            keys.dcp.public(),
+            keys.dcp.public_key(),
             role::ISSUE | role::CERTIFY | role::REDEEM | role::SYNC,
             Epoch::MAX,
-        );
-        let sealing_key = SealingKey::sign(&keys.root, keys.opening.public());
-        let dcp_id = keys.dcp.public().id();
+        )?;
+        let sealing_key = SealingKey::try_sign(&*keys.root, keys.opening.public())?;
+        let settlement_key = SettlementKey::try_sign(&*keys.root, keys.settlement.public_key())?;
+        // What devices and DCPs will check, checked before anything uses it.
+        let root = keys.root.public_key();
+        sealing_key
+            .verify(&root)
+            .map_err(|_| BackofficeError::Signer(KeyError::BadSignature { role: "root" }))?;
+        settlement_key
+            .verify(&root)
+            .map_err(|_| BackofficeError::Signer(KeyError::BadSignature { role: "root" }))?;
+        let dcp_id = keys.dcp.public_key().id();
         let payment_max = default_tiers()
             .iter()
             .filter(|t| t.device_class != device_class::DCP)
@@ -936,6 +1098,7 @@ impl Backoffice {
             mds,
             keys,
             sealing_key,
+            settlement_key,
             escrow_key,
             supervisors: None,
             dcp_cert,
@@ -965,11 +1128,16 @@ impl Backoffice {
     }
 
     pub fn root_key(&self) -> PublicKey {
-        self.keys.root.public()
+        self.keys.root.public_key()
     }
 
     pub fn dcp_key(&self) -> PublicKey {
-        self.keys.dcp.public()
+        self.keys.dcp.public_key()
+    }
+
+    /// The key settlement results are signed with, certified by the root.
+    pub fn settlement_key(&self) -> SettlementKey {
+        self.settlement_key.clone()
     }
 
     /// Settlement's HPKE key, signed by the root: devices seal uploads to it.
@@ -1006,14 +1174,7 @@ impl Backoffice {
             }
             None => 1,
         };
-        let p = Policy::sign_with_manufacturers(
-            &self.keys.root,
-            serial,
-            "XTS",
-            tiers,
-            dcps,
-            manufacturers,
-        );
+        let p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
         if old.is_some() {
             tx.execute(
                 "UPDATE node_docs SET body = $1 WHERE k = 'policy'",
@@ -1103,7 +1264,7 @@ impl Backoffice {
 
     fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {
         let epoch = meta(tx, "epoch")? as Epoch;
-        Ok(Directory::revocation_list(tx, &self.keys.root, epoch)?)
+        Directory::revocation_list::<_, BackofficeError>(tx, &*self.keys.root, epoch)
     }
 
     /// The trust objects of a short read transaction (verification runs
@@ -1582,7 +1743,7 @@ impl Backoffice {
             }
             let mut res = f(tx)?;
             res.op = *op;
-            let signed = res.sign(&self.keys.root);
+            let signed = res.sign(&*self.keys.settlement)?;
             // One key per request and one reply per key: a fixed nonce is safe.
             let sealed = cipher
                 .encrypt(&XNonce::default(), signed.as_slice())
@@ -1595,7 +1756,7 @@ impl Backoffice {
             Ok::<_, BackofficeError>(signed)
         })?;
         // What the DCP acts on is what the central bank signed.
-        SettlementResult::open(&reply, &self.root_key(), op)
+        SettlementResult::open(&reply, &self.settlement_key.key, &self.root_key(), op)
     }
 
     fn execute(
@@ -1661,22 +1822,23 @@ impl Backoffice {
                     }
                     Ok::<_, BackofficeError>(())
                 })?;
-                let cert = PseudonymCertificate::sign(
-                    &self.keys.dcp,
+                let cert = PseudonymCertificate::try_sign(
+                    &*self.keys.dcp,
                     self.dcp_key(),
                     epoch + CERT_VALIDITY_EPOCHS,
                     device_class::DCP,
                     0,
                     Vec::new(),
-                );
-                let request = Request::sign(&self.keys.dcp, Amount(*amount), nonce, cert, epoch);
+                )?;
+                let request =
+                    Request::try_sign(&*self.keys.dcp, Amount(*amount), nonce, cert, epoch)?;
                 // Bound to this SE: another SE refuses to pay it.
-                Ok(DeviceResponse::Redemption(RedemptionOrder::sign(
-                    &self.keys.dcp,
+                Ok(DeviceResponse::Redemption(RedemptionOrder::try_sign(
+                    &*self.keys.dcp,
                     ctx.se_id,
                     *unload,
                     request,
-                )))
+                )?))
             }
             DeviceOp::Redeem {
                 nonce,
@@ -1815,14 +1977,14 @@ impl Backoffice {
             let e = escrow::create(&self.escrow_key, &id, &mut OsEntropy);
             escrow::verify(&self.escrow_key, &id, &e.to_bytes())
                 .map_err(|_| BackofficeError::EscrowMismatch)?;
-            certs.push(PseudonymCertificate::sign(
-                &self.keys.dcp,
+            certs.push(PseudonymCertificate::try_sign(
+                &*self.keys.dcp,
                 *k,
                 epoch + CERT_VALIDITY_EPOCHS,
                 ctx.class,
                 ctx.tier,
                 e.ciphertext_only().to_bytes(),
-            ));
+            )?);
         }
         Ok(DeviceResponse::Certificates(certs))
     }
@@ -1837,15 +1999,15 @@ impl Backoffice {
         key: PublicKey,
         owner_class: u8,
     ) -> Result<Issue, BackofficeError> {
-        let issue = Issue::sign(
-            &self.keys.dcp,
+        let issue = Issue::try_sign(
+            &*self.keys.dcp,
             issue_serial(op, n),
             epoch + TOKEN_VALIDITY_EPOCHS,
             vec![Output {
                 value: Amount(amount),
                 owner: key,
             }],
-        );
+        )?;
         Settlement::register_issue(tx, DCP_ID, &issue)?;
         // The MDS counts money from its issuance (circulation = issued −
         // redeemed), not from when it first reaches settlement.
@@ -2104,7 +2266,7 @@ impl Backoffice {
         if res.value != amount {
             return Err(BackofficeError::BadSettlementResult);
         }
-        let receipt = tally_core::Receipt::sign(&self.keys.dcp, tid);
+        let receipt = tally_core::Receipt::try_sign(&*self.keys.dcp, tid)?;
         if unload {
             Ok(DeviceResponse::Unloaded {
                 balance: res.balance,
@@ -2153,7 +2315,7 @@ impl Backoffice {
             revocations,
             // The grant's sequence is this request's counter: the SE
             // drops the reports this request (or an earlier one) carried.
-            grant: SyncGrant::sign(&self.keys.dcp, ctx.se_id, epoch, ctx.counter),
+            grant: SyncGrant::try_sign(&*self.keys.dcp, ctx.se_id, epoch, ctx.counter)?,
             recovered: res.issues,
             double_spends: res.double_spends,
         }))

@@ -109,7 +109,14 @@ fn dcp_store_holds_no_offline_history_and_mds_no_identity() {
         dcp: Store::sqlite(&temp("dcp.sqlite")).unwrap(),
         mds: Store::sqlite(&temp("mds.sqlite")).unwrap(),
     };
-    let bo = Arc::new(Backoffice::open_with(stores, development_escrow_key()).unwrap());
+    let bo = Arc::new(
+        Backoffice::open_with(
+            stores,
+            development_escrow_key(),
+            tally_dcp::NodeKeys::development(),
+        )
+        .unwrap(),
+    );
     bo.mint("m", 1_000_000).unwrap();
     for acct in ["alice", "bob", "carol"] {
         bo.deposit(acct, acct, 50_000).unwrap();

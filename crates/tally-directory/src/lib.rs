@@ -8,7 +8,7 @@ use tally_codes as codes;
 use tally_core::codec::Cbor;
 use tally_core::crypto::verify;
 use tally_core::dcp::MakerCertificate;
-use tally_core::{Epoch, Hash32, PublicKey, RevocationList, SecretKey, Signature};
+use tally_core::{Epoch, Hash32, PublicKey, RevocationList, Signature, Signer};
 use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
 
 pub static MIGRATIONS: Migrations = Migrations {
@@ -132,6 +132,13 @@ impl fmt::Display for DirectoryError {
 }
 
 impl std::error::Error for DirectoryError {}
+
+/// A software root cannot fail to sign.
+impl From<core::convert::Infallible> for DirectoryError {
+    fn from(e: core::convert::Infallible) -> Self {
+        match e {}
+    }
+}
 
 impl From<StoreError> for DirectoryError {
     fn from(e: StoreError) -> Self {
@@ -356,12 +363,37 @@ impl Directory {
     }
 
     /// The current revocation list: re-signed with a new serial whenever the
-    /// set of revoked keys changed since the last list.
-    pub fn revocation_list(
+    /// set of revoked keys changed since the last list. `root` is any
+    /// [`Signer`] (the root may sit in an HSM), whose failure comes back as
+    /// `E`; nothing is stored then.
+    pub fn revocation_list<S, E>(
         tx: &mut dyn Tx,
-        root: &SecretKey,
+        root: &S,
         epoch: Epoch,
-    ) -> Result<RevocationList, DirectoryError> {
+    ) -> Result<RevocationList, E>
+    where
+        S: Signer + ?Sized,
+        E: From<DirectoryError> + From<S::Error>,
+    {
+        let (keys, serial) = match Self::last_revocation_list(tx)? {
+            Ok(current) => return Ok(current),
+            Err(next) => next,
+        };
+        let l = RevocationList::try_sign(root, serial as u64, epoch, keys)?;
+        tx.execute(
+            "INSERT INTO revocation_lists (serial, body) VALUES ($1, $2)",
+            &[Value::Int(serial), l.to_cbor().into()],
+        )
+        .map_err(DirectoryError::from)?;
+        Ok(l)
+    }
+
+    /// The last signed list if it still names exactly the revoked keys;
+    /// otherwise the keys and serial of the list to sign next.
+    #[allow(clippy::type_complexity)]
+    fn last_revocation_list(
+        tx: &mut dyn Tx,
+    ) -> Result<Result<RevocationList, (Vec<Hash32>, i64)>, DirectoryError> {
         let keys: Vec<Hash32> = tx
             .query("SELECT key_id FROM revoked_keys ORDER BY key_id", &[])?
             .iter()
@@ -383,15 +415,10 @@ impl Directory {
             let mut sorted = keys.clone();
             sorted.sort();
             if l.revoked == sorted {
-                return Ok(l);
+                return Ok(Ok(l));
             }
         }
         let serial = last.as_ref().map(|r| r.int(0)).transpose()?.unwrap_or(0) + 1;
-        let l = RevocationList::sign(root, serial as u64, epoch, keys);
-        tx.execute(
-            "INSERT INTO revocation_lists (serial, body) VALUES ($1, $2)",
-            &[Value::Int(serial), l.to_cbor().into()],
-        )?;
-        Ok(l)
+        Ok(Err((keys, serial)))
     }
 }

@@ -28,7 +28,7 @@ fn revoke(store: &Store, k: &[Hash32]) -> Result<(), DirectoryError> {
 fn listed(store: &Store) -> Vec<Hash32> {
     let root = key(Suite::Ed25519, b"root");
     store
-        .transact(|tx| Directory::revocation_list(tx, &root, 1))
+        .transact(|tx| Directory::revocation_list::<_, DirectoryError>(tx, &root, 1))
         .unwrap()
         .revoked
 }
