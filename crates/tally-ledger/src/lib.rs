@@ -13,5 +13,7 @@
 pub mod ledger;
 pub mod settlement;
 
-pub use ledger::{AccountId, AccountKind, Invariant, Ledger, LedgerError, TransferRequest};
+pub use ledger::{
+    AccountId, AccountKind, Invariant, Ledger, LedgerError, RunningTotals, TransferRequest,
+};
 pub use settlement::{DoubleSpend, Settlement, SettlementError, SettlementOutcome};

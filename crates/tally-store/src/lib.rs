@@ -147,8 +147,33 @@ impl TxFailure for StoreError {
     }
 }
 
+/// A counter row that hands out unique ids: `UPDATE {table} SET {value}
+/// = {value} + n WHERE {key} = name RETURNING {value}` (portable: SQLite
+/// ≥ 3.35, PostgreSQL, CockroachDB, YugabyteDB). The row holds the next
+/// id not yet handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub table: &'static str,
+    pub key_column: &'static str,
+    pub value_column: &'static str,
+    pub name: &'static str,
+}
+
+/// Ids a PostgreSQL store reserves from a [`Counter`] at once, in a
+/// transaction of its own: the counter row is written once per block, not
+/// once per id, so it is no hot row for concurrent writers.
+pub const ID_BLOCK: i64 = 1024;
+
 /// Statements inside one transaction.
 pub trait Tx {
+    /// A fresh id from `counter`, unique across every process using the
+    /// database. Ids increase within one process but not across processes,
+    /// and an id taken by a transaction that rolls back is not reused
+    /// (gaps). SQLite (one writer) updates the row in this transaction;
+    /// PostgreSQL hands out ids from a block it reserved in a separate,
+    /// committed transaction ([`ID_BLOCK`] ids at a time), like a
+    /// sequence with a cache.
+    fn next_id(&mut self, counter: &Counter) -> Result<i64, StoreError>;
     /// Runs a statement; returns the number of rows changed.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
     /// Runs a query; returns every row.
