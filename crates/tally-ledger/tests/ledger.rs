@@ -515,7 +515,7 @@ fn running_totals_follow_every_cross_kind_transfer(s: &Store) {
     // Negative space: a total off by one, balanced so that the re-sum of
     // the balances still holds, is seen by both checks.
     let caught: Result<(bool, bool), LedgerError> = s.transact(|tx| {
-        tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 2", &[])?;
+        tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 1", &[])?;
         tx.execute("UPDATE ledger_totals SET total = total - 1 WHERE kind = 3", &[])?;
         let inv = Ledger::invariant(tx)?;
         let mut t = Ledger::running_totals(tx)?;
@@ -533,7 +533,7 @@ fn running_totals_follow_every_cross_kind_transfer(s: &Store) {
     );
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         s.transact(|tx| {
-            tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 2", &[])?;
+            tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 1", &[])?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, LedgerError>(())
         })

@@ -194,7 +194,8 @@ pub trait Tx {
 }
 
 /// Versioned migrations of one component: `(version, sql)`, statements
-/// separated by `;`, applied in order, each version once.
+/// separated by `;`, applied in order, each version once. A statement
+/// prefixed `sqlite:` or `postgres:` runs on that backend only.
 pub struct Migrations {
     pub component: &'static str,
     pub steps: &'static [(i64, &'static str)],
@@ -314,6 +315,17 @@ impl Store {
                 }
                 for (v, sql) in m.steps.iter().filter(|(v, _)| *v > found) {
                     for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                        // `sqlite: …` / `postgres: …`: a statement for one
+                        // backend only (physical layout: partitioning).
+                        let stmt = match stmt.split_once(':') {
+                            Some((b, rest)) if b == "sqlite" || b == "postgres" => {
+                                if b != tx.backend() {
+                                    continue;
+                                }
+                                rest.trim()
+                            }
+                            _ => stmt,
+                        };
                         tx.execute(stmt, &[])?;
                     }
                     tx.execute(
