@@ -80,6 +80,26 @@ pub static MIGRATIONS: Migrations = Migrations {
         CREATE INDEX settled_records_by_expiry ON settled_records (expiry_epoch);
         CREATE TABLE settlement_meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL);
         INSERT INTO settlement_meta (k, v) VALUES ('spent_horizon', 0)",
+    ), (
+        3,
+        // The queue that settlement worker processes share (crate::queue).
+        "CREATE TABLE settlement_queue (
+            id BIGINT PRIMARY KEY,
+            body BLOB NOT NULL,
+            claimed_by TEXT,
+            claimed_until BIGINT NOT NULL,
+            done BIGINT NOT NULL
+        );
+        CREATE INDEX settlement_queue_pending ON settlement_queue (done, id);
+        CREATE TABLE settlement_results (
+            id BIGINT PRIMARY KEY,
+            code BIGINT NOT NULL,
+            registered BIGINT NOT NULL,
+            already BIGINT NOT NULL,
+            double_spends BIGINT NOT NULL,
+            settled_by TEXT NOT NULL
+        );
+        INSERT INTO settlement_meta (k, v) VALUES ('next_queue_id', 1)",
     )],
 };
 
@@ -256,33 +276,45 @@ impl Settlement {
         tx: &mut dyn Tx,
         batch: &[(&VerifiedPackage, &str)],
     ) -> Result<Vec<Result<SettlementOutcome, SettlementError>>, SettlementError> {
-        let horizon = Self::horizon(tx)?;
         // Expiry of every token a package touches, from its own ancestry.
         let expiries: Vec<BTreeMap<Hash32, i64>> =
             batch.iter().map(|(p, _)| record_expiries(p)).collect();
         let mut results: Vec<Option<Result<SettlementOutcome, SettlementError>>> =
             vec![None; batch.len()];
 
-        // Roots: every Issue must be registered (checked before writing).
+        // Everything the registry holds about this batch, in one query.
         let mut issue_ids: Vec<Value> = Vec::new();
-        for (p, _) in batch {
+        let mut tids: Vec<Value> = Vec::new();
+        let mut records: Vec<Value> = Vec::new();
+        let mut epochs: BTreeSet<i64> = BTreeSet::from([NEVER_EXPIRES]);
+        for (i, (p, _)) in batch.iter().enumerate() {
             for (rec, id) in p.package().ancestry.iter().zip(p.ancestry_ids()) {
                 if let Record::Issue(_) = rec {
                     issue_ids.push(id.0.as_slice().into());
                 }
             }
+            for (t, tid) in transfers_of(p) {
+                tids.push(tid.0.as_slice().into());
+                for op in &t.inputs {
+                    records.push(op.record.0.as_slice().into());
+                    epochs.insert(expiries[i].get(&op.record).copied().unwrap_or(NEVER_EXPIRES));
+                }
+            }
         }
-        let known_issues: BTreeSet<Vec<u8>> = select_in(tx, "SELECT id FROM issued WHERE id IN ", "", &issue_ids, &[])?
-            .into_iter()
-            .map(|r| r.bytes(0).map(<[u8]>::to_vec))
-            .collect::<Result<_, _>>()?;
+        let epoch_values: Vec<Value> = epochs.iter().map(|e| Value::Int(*e)).collect();
+        let known = lookup(tx, &issue_ids, &tids, &records, &epoch_values)?;
+        let horizon = known.horizon;
+        let mut settled = known.settled;
+        let mut consumed = known.consumed;
+
         for (i, (p, _)) in batch.iter().enumerate() {
+            // Roots: every Issue must be registered (checked before writing).
             let unknown = p
                 .package()
                 .ancestry
                 .iter()
                 .zip(p.ancestry_ids())
-                .find(|(rec, id)| matches!(rec, Record::Issue(_)) && !known_issues.contains(id.0.as_slice()));
+                .find(|(rec, id)| matches!(rec, Record::Issue(_)) && !known.issues.contains(id.0.as_slice()));
             if let Some((_, id)) = unknown {
                 results[i] = Some(Err(SettlementError::UnknownIssue(*id)));
                 continue;
@@ -301,36 +333,7 @@ impl Settlement {
                 }));
             }
         }
-
-        // What the registry holds already about this batch.
         let accepted: Vec<usize> = (0..batch.len()).filter(|i| results[*i].is_none()).collect();
-        let mut tids: Vec<Value> = Vec::new();
-        let mut records: Vec<Value> = Vec::new();
-        let mut epochs: BTreeSet<i64> = BTreeSet::from([NEVER_EXPIRES]);
-        for &i in &accepted {
-            for (t, tid) in transfers_of(batch[i].0) {
-                tids.push(tid.0.as_slice().into());
-                for op in &t.inputs {
-                    records.push(op.record.0.as_slice().into());
-                    epochs.insert(expiries[i].get(&op.record).copied().unwrap_or(NEVER_EXPIRES));
-                }
-            }
-        }
-        let mut settled: BTreeSet<Vec<u8>> = select_in(tx, "SELECT id FROM settled_records WHERE id IN ", "", &tids, &[])?
-            .into_iter()
-            .map(|r| r.bytes(0).map(<[u8]>::to_vec))
-            .collect::<Result<_, _>>()?;
-        let epoch_values: Vec<Value> = epochs.iter().map(|e| Value::Int(*e)).collect();
-        let mut consumed: BTreeMap<(Vec<u8>, i64), Vec<u8>> = BTreeMap::new();
-        for r in select_in(
-            tx,
-            "SELECT record, idx, consumed_by FROM spent WHERE record IN ",
-            " AND expiry_epoch IN ",
-            &records,
-            &epoch_values,
-        )? {
-            consumed.insert((r.bytes(0)?.to_vec(), r.int(1)?), r.bytes(2)?.to_vec());
-        }
 
         // Walk the batch in order as one-at-a-time settlement would.
         let mut new_records: Vec<[Value; 3]> = Vec::new();
@@ -708,10 +711,108 @@ fn record_expiries(p: &VerifiedPackage) -> BTreeMap<Hash32, i64> {
     exp
 }
 
+/// What the registry holds about a batch.
+struct Known {
+    horizon: i64,
+    issues: BTreeSet<Vec<u8>>,
+    settled: BTreeSet<Vec<u8>>,
+    consumed: BTreeMap<(Vec<u8>, i64), Vec<u8>>,
+}
+
+/// One round trip for a batch of ordinary size (`UNION ALL` of the four
+/// look-ups); larger batches take one query per look-up and chunk.
+fn lookup(
+    tx: &mut dyn Tx,
+    issue_ids: &[Value],
+    tids: &[Value],
+    records: &[Value],
+    epochs: &[Value],
+) -> Result<Known, StoreError> {
+    const HORIZON: &str = "SELECT 3, CAST(NULL AS BLOB), v, CAST(NULL AS BLOB) FROM settlement_meta WHERE k = 'spent_horizon'";
+    let rows = if issue_ids.len().max(tids.len()).max(records.len()) <= SQL_IN_MAX / 2 {
+        let mut params: Vec<Value> = Vec::new();
+        let list = |v: &[Value], params: &mut Vec<Value>| {
+            let p = padded(v);
+            let s = placeholders(params.len() + 1, p.len());
+            params.extend(p);
+            s
+        };
+        let mut parts = vec![HORIZON.to_string()];
+        if !issue_ids.is_empty() {
+            parts.push(format!(
+                "SELECT 0, id, CAST(NULL AS BIGINT), CAST(NULL AS BLOB) FROM issued WHERE id IN ({})",
+                list(issue_ids, &mut params)
+            ));
+        }
+        if !tids.is_empty() {
+            parts.push(format!(
+                "SELECT 1, id, CAST(NULL AS BIGINT), CAST(NULL AS BLOB) FROM settled_records WHERE id IN ({})",
+                list(tids, &mut params)
+            ));
+        }
+        if !records.is_empty() {
+            let r = list(records, &mut params);
+            let e = list(epochs, &mut params);
+            parts.push(format!(
+                "SELECT 2, record, idx, consumed_by FROM spent WHERE record IN ({r}) AND expiry_epoch IN ({e})"
+            ));
+        }
+        tx.query(&parts.join(" UNION ALL "), &params)?
+    } else {
+        let tag = |rows: Vec<Row>, t: i64| -> Vec<Row> {
+            rows.into_iter()
+                .map(|mut r| {
+                    r.0.insert(0, Value::Int(t));
+                    r.0.resize(4, Value::Null);
+                    r
+                })
+                .collect()
+        };
+        let mut rows = tx.query(HORIZON, &[])?;
+        rows.extend(tag(select_in(tx, "SELECT id FROM issued WHERE id IN ", "", issue_ids, &[])?, 0));
+        rows.extend(tag(select_in(tx, "SELECT id FROM settled_records WHERE id IN ", "", tids, &[])?, 1));
+        let spent = select_in(
+            tx,
+            "SELECT 2, record, idx, consumed_by FROM spent WHERE record IN ",
+            " AND expiry_epoch IN ",
+            records,
+            epochs,
+        )?;
+        rows.extend(spent);
+        rows
+    };
+    let mut k = Known {
+        horizon: i64::MIN,
+        issues: BTreeSet::new(),
+        settled: BTreeSet::new(),
+        consumed: BTreeMap::new(),
+    };
+    for r in rows {
+        match r.int(0)? {
+            0 => {
+                k.issues.insert(r.bytes(1)?.to_vec());
+            }
+            1 => {
+                k.settled.insert(r.bytes(1)?.to_vec());
+            }
+            2 => {
+                k.consumed
+                    .insert((r.bytes(1)?.to_vec(), r.int(2)?), r.bytes(3)?.to_vec());
+            }
+            3 => k.horizon = r.int(2)?,
+            t => return Err(StoreError::Type(format!("look-up row of kind {t}"))),
+        }
+    }
+    if k.horizon == i64::MIN {
+        return Err(StoreError::Type("settlement_meta.spent_horizon missing".into()));
+    }
+    Ok(k)
+}
+
 /// `prefix (…a…) [infix (…b…)]` over chunks of `a`; `IN` lists padded to
 /// a power of two (repeating the last value) so that few distinct
 /// statements are prepared.
-fn select_in(
+pub(crate) fn select_in(
     tx: &mut dyn Tx,
     prefix: &str,
     infix: &str,
@@ -743,13 +844,13 @@ fn padded(v: &[Value]) -> Vec<Value> {
     p
 }
 
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Multi-row `INSERT … VALUES (…), (…)` of `rows`, in chunks whose sizes
 /// are powers of two (few distinct statements to prepare).
-fn insert_rows<const N: usize>(
+pub(crate) fn insert_rows<const N: usize>(
     tx: &mut dyn Tx,
     head: &str,
     rows: &[[Value; N]],
