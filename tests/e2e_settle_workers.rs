@@ -226,3 +226,56 @@ fn two_worker_processes_settle_conflicting_packages_once_on_sqlite() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The production process mode, `tally settle-worker`, on a node's own
+/// database (its trust objects and opening key): a queued body that does
+/// not open under the node's key is refused with code 32 and stored as
+/// settled-refused once; the worker exits when the queue is empty.
+#[test]
+fn settle_worker_refuses_what_does_not_open_under_the_node_key() {
+    let dir = std::env::temp_dir().join(format!("tally-settle-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("central.sqlite");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["settle-worker", "--until-empty", "--name", "prod"])
+            .args(["--database-url", &path.display().to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start tally: {e}"));
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(out.status.success(), "{line}\n{}", String::from_utf8_lossy(&out.stderr));
+        line
+    };
+    // First start: creates the node's database; nothing queued.
+    let line = run();
+    assert_eq!((field(&line, "settled"), field(&line, "audits")), (0, 1), "{line}");
+    let store = Store::sqlite(&path).unwrap_or_else(|e| panic!("{e}"));
+    // Sealed to the bench's key, not to this node's.
+    let scheme = Scheme::new(Suite::Ed25519);
+    let bench = OpeningKey::from_seed(&tagged_hash(b"tally/v1/bench-opening", &[]).0);
+    let foreign = seal(
+        &SealingKey::sign(&scheme.root, bench.public()),
+        SealedKind::Redemption,
+        b"not for this node",
+        &mut TestEntropy::new(b"foreign"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .transact(|tx| SettlementQueue::enqueue(tx, &[foreign.clone(), b"garbage".to_vec()]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = run();
+    assert_eq!((field(&line, "settled"), field(&line, "refused")), (2, 2), "{line}");
+    let codes = store
+        .transact(|tx| {
+            tx.query("SELECT code, settled_by FROM settlement_results ORDER BY id", &[])
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(codes.len(), 2);
+    for r in &codes {
+        assert_eq!((r.int(0).unwrap(), r.text(1).unwrap()), (32, "prod"));
+    }
+    // Nothing left: a third run settles nothing.
+    assert_eq!(field(&run(), "settled"), 0);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}

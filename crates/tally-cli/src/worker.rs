@@ -10,6 +10,7 @@ use clap::Args;
 use tally_core::verify::{BoundedCertCache, verify_packages_for_settlement};
 use tally_core::{Package, TrustStore, VerifyParams};
 use tally_ledger::queue::{Claimed, Prepared, WorkerOptions, WorkerReport, run_worker};
+use tally_ledger::settlement::Settlement;
 use tally_store::Store;
 
 
@@ -46,6 +47,11 @@ pub struct WorkerArgs {
     /// Full re-sum of the ledger (periodic audit) this often.
     #[arg(long, default_value_t = 60)]
     pub audit_every_s: u64,
+    /// At start, prune the spent registry of tokens that expired more
+    /// than this many epochs ago (packages consuming them are refused
+    /// from then on). Without it nothing is pruned.
+    #[arg(long)]
+    pub prune_grace_epochs: Option<u32>,
 }
 
 impl WorkerArgs {
@@ -144,6 +150,19 @@ pub fn run(args: WorkerArgs) -> Result<String, CliError> {
     let bo = crate::node::open_backoffice(&urls, None)?;
     let store = Store::open(&args.database_url)
         .map_err(|e| CliError::failed(format!("cannot open database: {e}")))?;
+    let epoch = i64::from(
+        bo.epoch()
+            .map_err(|e| CliError::failed(format!("cannot read the epoch: {e}")))?,
+    );
+    // Partitions for every expiry a token issued from now on can have.
+    let ahead = 2 * i64::from(tally_dcp::service::TOKEN_VALIDITY_EPOCHS);
+    Settlement::prepare_partitions(&store, epoch, epoch + ahead)
+        .map_err(|e| CliError::failed(format!("cannot prepare partitions: {e}")))?;
+    if let Some(g) = args.prune_grace_epochs {
+        let (dropped, deleted) = Settlement::prune(&store, epoch - i64::from(g))
+            .map_err(|e| CliError::failed(format!("cannot prune: {e}")))?;
+        tracing::info!(dropped, deleted, "spent registry pruned");
+    }
     let mut cache = BoundedCertCache::new(CERT_CACHE_ENTRIES);
     let open = |b: &[u8]| bo.open_sealed_package(b).ok();
     let report = run_worker(&store, &opts, &unix_ms, &mut |claimed| {
