@@ -332,7 +332,39 @@ fn stranded_outputs_keep_their_expiry(s: &Store) {
     assert_eq!((e(&out), e(&unknown)), (30, NEVER_EXPIRES));
 }
 
+/// A batch larger than one `UNION ALL` look-up takes (more than 256
+/// transfers) is looked up in chunks, with the same answers.
+fn large_batch_is_looked_up_in_chunks(s: &Store) {
+    let scheme = Scheme::new(Suite::Ed25519);
+    let mut vs = Vec::new();
+    for n in 0..300u64 {
+        let (i, k) = issue(&scheme, &format!("l{n}"), n + 1, 40);
+        book(s, &i);
+        vs.push(verified(&scheme, &chain(&scheme, &format!("l{n}"), (&i, &k), 0, 1)));
+    }
+    // One token spent twice inside the batch.
+    let (i0, k0) = issue(&scheme, "l0", 1, 40);
+    vs.push(verified(&scheme, &chain(&scheme, "l0", (&i0, &k0), 1, 7)));
+    let idems: Vec<String> = (0..vs.len()).map(|n| format!("l:{n}")).collect();
+    let items: Vec<(&VerifiedPackage, &str)> =
+        vs.iter().zip(&idems).map(|(v, i)| (v, i.as_str())).collect();
+    let answers = run(s, |tx| {
+        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items)?.iter().map(answer).collect::<Vec<_>>())
+    });
+    assert!(answers[..300].iter().all(|a| *a == Ok((1, 0, 0, 0))), "{answers:?}");
+    assert_eq!(answers[300], Ok((1, 0, 1, VALUE)));
+    let again = run(s, |tx| {
+        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items)?.iter().map(answer).collect::<Vec<_>>())
+    });
+    assert!(again[..300].iter().all(|a| *a == Ok((0, 1, 0, 0))), "{again:?}");
+    assert_eq!(again[300], Ok((0, 1, 0, 0)));
+    assert_eq!(count(s, "spent"), 301);
+    assert_eq!(count(s, "double_spends"), 1);
+    audit(s);
+}
+
 on_both_backends!(
+    large_batch_is_looked_up_in_chunks,
     batch_answers_as_one_at_a_time,
     pruning_drops_expired_tokens_and_refuses_them_afterwards,
     stranded_outputs_keep_their_expiry,

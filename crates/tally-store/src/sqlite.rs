@@ -82,6 +82,9 @@ impl SqliteOptions {
     }
 }
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
@@ -119,6 +122,9 @@ impl SqliteStore {
             opts.synchronous.pragma()
         ))
         .map_err(map_err)?;
+        // Batched settlement prepares a few statements per batch size;
+        // the default cache (16) would re-prepare them.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
