@@ -2,8 +2,9 @@
 //! (tally_ledger::queue) on one database, racing on conflicting packages:
 //! every token is spent by two different packages (a one-hop package and
 //! a two-hop one), the two spends sit in different lanes so the workers
-//! settle them at the same time, and with a zero lease each worker also
-//! steals the other's rows while they are in flight. A third copy of
+//! settle them at the same time (both start claiming at one instant), and
+//! with a zero lease a worker also takes the other's rows once its own
+//! lane is empty. A third copy of
 //! every two-hop package is queued as well.
 //!
 //! Exactly once: every queue row has exactly one result and the workers'
@@ -145,11 +146,18 @@ fn field(line: &str, key: &str) -> i64 {
 }
 
 fn race(store: &Store, rows: usize, db_args: &[String]) {
+    // Both claim from the same instant, once both have started.
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+        + 1_500;
     let children: Vec<_> = (0..2)
         .map(|k| {
             Command::new(env!("CARGO_BIN_EXE_tally"))
                 .args(["bench", "worker", "--until-empty", "--lease-ms", "0", "--batch", "4"])
                 .args(["--lane", &format!("{k}/2"), "--name", &format!("w{k}")])
+                .args(["--start-at-ms", &start_at.to_string()])
                 .args(db_args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

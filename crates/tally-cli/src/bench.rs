@@ -105,6 +105,10 @@ pub enum BenchCmd {
         /// PostgreSQL schema of the bench database.
         #[arg(long)]
         schema: Option<String>,
+        /// Wait until this Unix time (ms) before the first claim, so that
+        /// several workers start together.
+        #[arg(long)]
+        start_at_ms: Option<i64>,
     },
     /// Both, on SQLite and, with --postgres or TALLY_TEST_DATABASE_URL, on PostgreSQL.
     All {
@@ -162,7 +166,11 @@ pub fn run(cmd: BenchCmd) -> Result<String, CliError> {
                 &mut report,
             )?
         }
-        BenchCmd::Worker { args, schema } => return bench_worker(&args, schema.as_deref()),
+        BenchCmd::Worker {
+            args,
+            schema,
+            start_at_ms,
+        } => return bench_worker(&args, schema.as_deref(), start_at_ms),
         BenchCmd::All {
             postgres,
             records,
@@ -1085,7 +1093,11 @@ pub fn bench_opening_key() -> OpeningKey {
 }
 
 /// `tally bench worker`.
-fn bench_worker(args: &crate::worker::WorkerArgs, schema: Option<&str>) -> Result<String, CliError> {
+fn bench_worker(
+    args: &crate::worker::WorkerArgs,
+    schema: Option<&str>,
+    start_at_ms: Option<i64>,
+) -> Result<String, CliError> {
     let opts = args.options()?;
     let store = match schema {
         Some(s) => Store::postgres(&args.database_url, Some(s)),
@@ -1101,6 +1113,12 @@ fn bench_worker(args: &crate::worker::WorkerArgs, schema: Option<&str>) -> Resul
         signature_batch_max: usize::MAX,
     };
     let mut cache = BoundedCertCache::new(100_000);
+    if let Some(t) = start_at_ms {
+        let wait = t - crate::worker::unix_ms();
+        if wait > 0 {
+            std::thread::sleep(Duration::from_millis(wait as u64));
+        }
+    }
     let open = |b: &[u8]| {
         opening
             .open(SealedKind::Redemption, b)
@@ -1146,6 +1164,9 @@ fn settle_processes(
         store.transact(|tx| Ok::<_, Failure>(SettlementQueue::enqueue(tx, chunk)?))?;
     }
     let exe = std::env::current_exe().map_err(|e| Failure::Check(e.to_string()))?;
+    // Every worker starts claiming at the same instant, after all have
+    // connected (start-up is not timed either way).
+    let start_at = crate::worker::unix_ms() + 1_000;
     let children = (0..processes)
         .map(|k| {
             let mut c = std::process::Command::new(&exe);
@@ -1153,6 +1174,7 @@ fn settle_processes(
                 .args(["--batch", &tx_packages.to_string()])
                 .args(["--lane", &format!("{k}/{processes}")])
                 .args(["--name", &format!("bench-{k}")])
+                .args(["--start-at-ms", &start_at.to_string()])
                 .args(db.worker_args())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::inherit());

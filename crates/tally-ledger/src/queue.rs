@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use tally_core::VerifiedPackage;
-use tally_store::{Counter, Store, StoreError, Tx, Value};
+use tally_store::{Counter, Store, StoreError, Tx, TxFailure, Value};
 
 use crate::ledger::Ledger;
 use crate::settlement::{Settlement, SettlementError, insert_rows, placeholders, select_in};
@@ -30,6 +30,10 @@ pub const QUEUE_ID: Counter = Counter {
 
 /// Most packages one worker claims and settles in one transaction.
 pub const CLAIM_PACKAGES_MAX: usize = 1024;
+
+/// Times a worker settles one prepared batch again after the store gave
+/// up on serialization conflicts.
+const SETTLE_GIVE_UPS_MAX: usize = 100;
 
 /// Result code stored for a package that settled.
 pub const SETTLED: i64 = 0;
@@ -94,40 +98,47 @@ impl SettlementQueue {
     ) -> Result<Vec<Claimed>, StoreError> {
         let max = max.clamp(1, CLAIM_PACKAGES_MAX);
         let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        store.transact(|tx| {
+        store.transact_relaxed(|tx| {
             let mut rows = Vec::new();
             if let Some((k, n)) = lane {
                 rows = tx.query(
-                    "SELECT id, body FROM settlement_queue WHERE done = 0 AND claimed_until < $1 AND id % $2 = $3 ORDER BY id LIMIT $4",
+                    "SELECT id FROM settlement_queue WHERE done = 0 AND claimed_until < $1 AND id % $2 = $3 ORDER BY id LIMIT $4",
                     &[Value::Int(now_ms), Value::Int(i64::from(n.max(1))), Value::Int(i64::from(k)), Value::Int(max as i64)],
                 )?;
             }
             if rows.is_empty() {
                 rows = tx.query(
-                    "SELECT id, body FROM settlement_queue WHERE done = 0 AND claimed_until < $1 ORDER BY id LIMIT $2",
+                    "SELECT id FROM settlement_queue WHERE done = 0 AND claimed_until < $1 ORDER BY id LIMIT $2",
                     &[Value::Int(now_ms), Value::Int(max as i64)],
                 )?;
             }
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut claimed = Vec::with_capacity(rows.len());
-            let mut params = vec![Value::Text(worker.to_string()), Value::Int(until)];
+            let mut params = vec![Value::Text(worker.to_string()), Value::Int(until), Value::Int(now_ms)];
             for r in &rows {
-                claimed.push(Claimed {
-                    id: r.int(0)?,
-                    body: r.bytes(1)?.to_vec(),
-                });
                 params.push(Value::Int(r.int(0)?));
             }
-            let n = tx.execute(
+            // The lease is re-checked row by row as it is taken: under READ
+            // COMMITTED a concurrent claimer may have taken some since the
+            // SELECT; those are not returned.
+            let taken = tx.query(
                 &format!(
-                    "UPDATE settlement_queue SET claimed_by = $1, claimed_until = $2 WHERE id IN ({})",
-                    placeholders(3, rows.len())
+                    "UPDATE settlement_queue SET claimed_by = $1, claimed_until = $2 WHERE done = 0 AND claimed_until < $3 AND id IN ({}) RETURNING id, body",
+                    placeholders(4, rows.len())
                 ),
                 &params,
             )?;
-            assert_eq!(n as usize, rows.len(), "claimed rows vanished");
+            let mut claimed = taken
+                .iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        id: r.int(0)?,
+                        body: r.bytes(1)?.to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            claimed.sort_by_key(|c| c.id);
             Ok(claimed)
         })
     }
@@ -285,14 +296,17 @@ pub fn run_worker(
     let mut total = WorkerReport::default();
     let mut last_audit = Instant::now();
     loop {
-        let claimed = SettlementQueue::claim(
+        let claimed = match SettlementQueue::claim(
             store,
             &opts.name,
             opts.lane,
             opts.batch,
             clock_ms(),
             opts.lease,
-        )?;
+        ) {
+            Err(StoreError::Conflict) => continue,
+            other => other?,
+        };
         if claimed.is_empty() {
             if opts.until_empty {
                 break;
@@ -304,7 +318,15 @@ pub fn run_worker(
         let prepared = prepare(&claimed)?;
         assert_eq!(prepared.len(), claimed.len(), "prepare must answer every row");
         let rows: Vec<(i64, Prepared)> = claimed.iter().map(|c| c.id).zip(prepared).collect();
-        let r = SettlementQueue::settle(store, &opts.name, &rows)?;
+        // Conflicts after the store's own retries: the prepared batch is
+        // still valid, so settle it again rather than give up on it.
+        let mut gave_up = 0;
+        let r = loop {
+            match SettlementQueue::settle(store, &opts.name, &rows) {
+                Err(e) if e.is_conflict() && gave_up < SETTLE_GIVE_UPS_MAX => gave_up += 1,
+                other => break other?,
+            }
+        };
         total.batches += 1;
         total.settled += r.settled;
         total.refused += r.refused;

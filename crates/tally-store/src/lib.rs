@@ -286,6 +286,31 @@ impl Store {
         }
     }
 
+    /// As [`Store::transact`], but READ COMMITTED on PostgreSQL (SQLite
+    /// is serializable anyway). Only for work whose correctness does not
+    /// rest on isolation — a lease on queue rows, re-checked by the
+    /// UPDATE that takes it — where SERIALIZABLE's predicate locks would
+    /// make concurrent claimers conflict for nothing.
+    pub fn transact_relaxed<R, E: TxFailure>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut attempt = 0u32;
+        loop {
+            let r = match self {
+                Store::Sqlite(s) => s.transact_once(&mut f),
+                Store::Postgres(s) => s.transact_once_at(pg::IsolationLevel::ReadCommitted, &mut f),
+            };
+            match r {
+                Err(e) if e.is_conflict() && attempt < TX_RETRIES_MAX => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_micros(200u64 << attempt.min(8)));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Applies pending migrations of each component.
     pub fn migrate(&self, components: &[&Migrations]) -> Result<(), StoreError> {
         self.transact(|tx| {

@@ -7,7 +7,8 @@ use postgres::types::{ToSql, Type};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use postgres::{Client, IsolationLevel, NoTls, Statement};
+pub(crate) use postgres::IsolationLevel;
+use postgres::{Client, NoTls, Statement};
 
 use crate::{Counter, ID_BLOCK, Pool, Row, StoreError, TX_RETRIES_MAX, Tx, TxFailure, Value};
 
@@ -40,7 +41,12 @@ fn map_err(e: postgres::Error) -> StoreError {
         {
             StoreError::Constraint(e.to_string())
         }
-        _ => StoreError::Db(e.to_string()),
+        // The server's own message (the Display of postgres::Error is
+        // only "db error" for these).
+        _ => StoreError::Db(match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        }),
     }
 }
 
@@ -78,6 +84,14 @@ impl PgStore {
         &self,
         f: &mut impl FnMut(&mut dyn Tx) -> Result<R, E>,
     ) -> Result<R, E> {
+        self.transact_once_at(IsolationLevel::Serializable, f)
+    }
+
+    pub(crate) fn transact_once_at<R, E: TxFailure>(
+        &self,
+        level: IsolationLevel,
+        f: &mut impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut conn = match self.pool.take() {
             Some(c) if !c.client.is_closed() => c,
             _ => self.connect_one()?,
@@ -86,7 +100,7 @@ impl PgStore {
         let result = (|| {
             let mut tx = client
                 .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
+                .isolation_level(level)
                 .start()
                 .map_err(map_err)?;
             let mut t = PgTx {
