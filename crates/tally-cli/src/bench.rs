@@ -2,10 +2,12 @@
 //!
 //! - settlement: renewal packages (one hop: `Issue` → `Transfer` to the
 //!   DCP key; eight hops: an 8-record ancestry, then the transfer to the
-//!   DCP key) are decoded, verified with `verify_package_for_settlement`
-//!   and registered with `Settlement::settle`, 64 packages per
-//!   transaction, by 1 and 2 worker threads, with verification inside the
-//!   transaction or before it. Beside it, from the same run, the pure
+//!   DCP key) are decoded, verified and registered, 64 packages per
+//!   transaction, by 1 and 2 worker threads (verification inside the
+//!   transaction, or one signature batch before it with `Settlement::settle`
+//!   or `Settlement::settle_batch`) or by 1 and 2 worker *processes*
+//!   (`tally bench worker`) on the settlement queue, each package sealed
+//!   to settlement (HPKE) and opened by the worker. Beside it, from the same run, the pure
 //!   Ed25519 rate of `crypto::verify_many` on batches of 64 signatures, so
 //!   the settlement rate can be read as a share of the signature floor.
 //! - ledger: `Ledger::transfer_batch` over random transfers among 1000
@@ -521,7 +523,7 @@ impl Report {
         if !self.settlement.is_empty() {
             let _ = writeln!(
                 s,
-                "## Settlement\n\nDecode + `verify_package_for_settlement` + `Settlement::settle`, in transactions of the given number of packages; medians of {rounds} rounds. Records = ancestry records + the transfer. \"Of pure batch rate\" is the settlement signature rate over the pure batch rate measured just before it at the same thread count (median of the per-round ratios); \"retries per tx\" counts attempts after serialization conflicts.\n\n| backend | package | threads | verification | packages/tx | packages | records | signatures | median s | records/s | packages/s | signatures/s | of pure batch rate | retries per tx |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "## Settlement\n\nDecode + verification + registration in the spent registry, in transactions of the given number of packages (verification: per package inside the transaction; one signature batch per transaction before it, then `Settlement::settle` per package or `Settlement::settle_batch`; or worker processes on the settlement queue, which also open each package (HPKE) and keep the queue); medians of {rounds} rounds. \"threads\" counts worker processes in the worker-process rows. Records = ancestry records + the transfer. \"Of pure batch rate\" is the settlement signature rate over the pure batch rate measured just before it at the same thread count (median of the per-round ratios); \"retries per tx\" counts attempts after serialization conflicts.\n\n| backend | package | threads | verification | packages/tx | packages | records | signatures | median s | records/s | packages/s | signatures/s | of pure batch rate | retries per tx |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for r in &self.settlement {
                 let secs = median(r.rounds.iter().map(|(t, _)| *t).collect());
