@@ -98,6 +98,13 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// HPKE opening rate of one core: packages sealed to settlement
+    /// opened per second (what a worker does before verifying).
+    Hpke {
+        /// Bytes of the sealed plaintext (a one-hop package is ≈ 570).
+        #[arg(long, default_value_t = 570)]
+        bytes: usize,
+    },
     /// One settlement worker process on a bench database (what `bench
     /// settlement` starts for its worker-process rows): the test kit's
     /// trust objects and the bench's opening key (fixed seed, public).
@@ -168,6 +175,7 @@ pub fn run(cmd: BenchCmd) -> Result<String, CliError> {
                 &mut report,
             )?
         }
+        BenchCmd::Hpke { bytes } => return Ok(hpke_rate(bytes)),
         BenchCmd::Worker {
             args,
             schema,
@@ -1092,6 +1100,36 @@ fn settle_run(
 /// the bench seals its queued packages to it.
 pub fn bench_opening_key() -> OpeningKey {
     OpeningKey::from_seed(&tagged_hash(b"tally/v1/bench-opening", &[]).0)
+}
+
+/// `tally bench hpke`: opens of one sealed body per second, one thread,
+/// for 2 s, beside the pure Ed25519 batch rate of the same moment.
+fn hpke_rate(bytes: usize) -> String {
+    let scheme = Scheme::new(Suite::Ed25519);
+    let opening = bench_opening_key();
+    let sealing = SealingKey::sign(&scheme.root, opening.public());
+    let mut entropy = tally_core::testkit::TestEntropy::new(b"bench-hpke");
+    let sealed = match seal(&sealing, SealedKind::Redemption, &vec![7u8; bytes], &mut entropy) {
+        Ok(s) => s,
+        Err(e) => return format!("sealing failed: {e}"),
+    };
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        if opening.open(SealedKind::Redemption, &sealed).is_err() {
+            return "opening failed".into();
+        }
+        n += 1;
+    }
+    let opens = n as f64 / start.elapsed().as_secs_f64();
+    let sigs = pure_batch_rate(1, SIG_BATCH_DURATION);
+    format!(
+        "| HPKE opens/s (1 thread, {bytes} B) | µs per open | pure Ed25519 batch signatures/s (1 thread) | µs per signature |\n|---:|---:|---:|---:|\n| {} | {:.1} | {} | {:.1} |\n",
+        thousands(opens),
+        1e6 / opens,
+        thousands(sigs),
+        1e6 / sigs
+    )
 }
 
 /// `tally bench worker`.
