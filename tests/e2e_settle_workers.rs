@@ -3,8 +3,8 @@
 //! every token is spent by two different packages (a one-hop package and
 //! a two-hop one), the two spends sit in different lanes so the workers
 //! settle them at the same time (both start claiming at one instant), and
-//! with a zero lease a worker also takes the other's rows once its own
-//! lane is empty. A third copy of
+//! with a 50 ms lease a worker also takes the other's rows once its own
+//! lane is empty, even while the other still holds them. A third copy of
 //! every two-hop package is queued as well.
 //!
 //! Exactly once: every queue row has exactly one result and the workers'
@@ -12,8 +12,9 @@
 //! (two spent rows per token), every token's double spend is recorded
 //! exactly once and booked to loss once; the ledger's full audit holds.
 //!
-//! PostgreSQL (required under CI) and an SQLite file (two processes on one
-//! WAL file).
+//! PostgreSQL (required under CI; both workers must take part) and an
+//! SQLite file (two processes on one WAL file; one writer at a time, so
+//! only exactly-once is checked there).
 
 use std::process::Command;
 
@@ -145,7 +146,7 @@ fn field(line: &str, key: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {key} in `{line}`"))
 }
 
-fn race(store: &Store, rows: usize, db_args: &[String]) {
+fn race(store: &Store, rows: usize, db_args: &[String], must_overlap: bool) {
     // Both claim from the same instant, once both have started.
     let start_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -155,7 +156,7 @@ fn race(store: &Store, rows: usize, db_args: &[String]) {
     let children: Vec<_> = (0..2)
         .map(|k| {
             Command::new(env!("CARGO_BIN_EXE_tally"))
-                .args(["bench", "worker", "--until-empty", "--lease-ms", "0", "--batch", "4"])
+                .args(["bench", "worker", "--until-empty", "--lease-ms", "50", "--batch", "4"])
                 .args(["--lane", &format!("{k}/2"), "--name", &format!("w{k}")])
                 .args(["--start-at-ms", &start_at.to_string()])
                 .args(db_args)
@@ -179,10 +180,17 @@ fn race(store: &Store, rows: usize, db_args: &[String]) {
         eprintln!("{line}");
         assert_eq!(field(&line, "refused"), 0, "{line}");
         settled += field(&line, "settled");
-        busy += i64::from(field(&line, "settled") > 0);
+        busy += i64::from(field(&line, "batches") > 0);
     }
     assert_eq!(settled as usize, rows, "each row settled by exactly one worker");
-    assert_eq!(busy, 2, "both workers must have settled rows (else nothing raced)");
+    // Both took part: each settled a batch or found its claimed rows
+    // already settled by the other (`skipped`), so they overlapped.
+    // (SQLite: one writer at a time, and its busy handler sleeps with
+    // backoff, so one process may take every row before the other gets
+    // the lock; there the test checks exactly-once only.)
+    if must_overlap {
+        assert_eq!(busy, 2, "both workers must have worked on rows (else nothing raced)");
+    }
     let checks = store.transact(|tx| {
         Ok::<_, SettlementError>((
             count(tx, "SELECT CAST(COUNT(*) AS BIGINT) FROM settlement_results")?,
@@ -219,7 +227,7 @@ fn two_worker_processes_settle_conflicting_packages_once_on_postgres() {
     };
     let rows = setup(&store);
     let url = tally_store::test_database_url("e2e_settle_workers").unwrap_or_default();
-    race(&store, rows, &["--database-url".into(), url, "--schema".into(), schema.clone()]);
+    race(&store, rows, &["--database-url".into(), url, "--schema".into(), schema.clone()], true);
     let _ = store.transact(|tx| tx.execute(&format!("DROP SCHEMA {schema} CASCADE"), &[]));
 }
 
@@ -230,7 +238,7 @@ fn two_worker_processes_settle_conflicting_packages_once_on_sqlite() {
     let path = dir.join("central.sqlite");
     let store = Store::sqlite(&path).unwrap_or_else(|e| panic!("{e}"));
     let rows = setup(&store);
-    race(&store, rows, &["--database-url".into(), path.display().to_string()]);
+    race(&store, rows, &["--database-url".into(), path.display().to_string()], false);
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
