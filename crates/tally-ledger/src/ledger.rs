@@ -291,6 +291,9 @@ impl RunningTotals {
 
 pub struct Ledger;
 
+/// An account's kind and balance as read at the start of a transfer.
+type KindAndBalance = (AccountKind, i64);
+
 fn amount_i64(a: u64) -> Result<i64, LedgerError> {
     i64::try_from(a).map_err(|_| LedgerError::Overflow)
 }
@@ -423,7 +426,7 @@ impl Ledger {
         tx: &mut dyn Tx,
         debit: &str,
         credit: &str,
-    ) -> Result<((AccountKind, i64), (AccountKind, i64)), LedgerError> {
+    ) -> Result<(KindAndBalance, KindAndBalance), LedgerError> {
         let rows = tx.query(
             "SELECT id, kind, balance FROM ledger_accounts WHERE id IN ($1, $2)",
             &[debit.into(), credit.into()],

@@ -282,6 +282,9 @@ pub struct WorkerReport {
     pub last_settled_ms: Option<i64>,
 }
 
+/// A worker's `prepare` step: every claimed row opened and verified.
+pub type PrepareFn<'a> = dyn FnMut(&[Claimed]) -> Result<Vec<Prepared>, StoreError> + 'a;
+
 /// The worker loop: claim, `prepare` (open + verify, outside any
 /// transaction), settle; the full audit every `audit_every` and at the end.
 /// `prepare` answers every claimed row, or fails (e.g. the trust objects
@@ -291,7 +294,7 @@ pub fn run_worker(
     store: &Store,
     opts: &WorkerOptions,
     clock_ms: &dyn Fn() -> i64,
-    prepare: &mut dyn FnMut(&[Claimed]) -> Result<Vec<Prepared>, StoreError>,
+    prepare: &mut PrepareFn<'_>,
 ) -> Result<WorkerReport, SettlementError> {
     let mut total = WorkerReport::default();
     let mut last_audit = Instant::now();

@@ -561,10 +561,10 @@ impl Settlement {
         let mut dropped = 0;
         if store.backend() == "postgres" && range_partitioned(store)? {
             let parts = store.transact(|tx| {
-                Ok::<_, StoreError>(tx.query(
+                tx.query(
                     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace WHERE p.relname = 'spent' AND n.nspname = current_schema()",
                     &[],
-                )?)
+                )
             })?;
             for r in parts {
                 let name = r.text(0)?.to_string();

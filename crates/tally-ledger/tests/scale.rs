@@ -281,14 +281,14 @@ fn pruning_drops_expired_tokens_and_refuses_them_afterwards(s: &Store) {
     assert_eq!(count(s, "spent"), 3);
     assert_eq!(count(s, "settled_records"), 3);
     // Past the horizon: refused, nothing written.
-    let before = run(s, |tx| Ok::<_, StoreError>(registry_in(tx)?));
+    let before = run(s, |tx| registry_in(tx));
     let r = run(s, |tx| match Settlement::settle(tx, &v_old, "old-again") {
         Err(e) if e.is_conflict() => Err(e),
         r => Ok(r),
     });
     assert_eq!(r.as_ref().map_err(SettlementError::code), Err(31));
     assert!(matches!(r, Err(SettlementError::BeyondHorizon { expiry_epoch: 10, horizon: 50 })));
-    assert_eq!(run(s, |tx| Ok::<_, StoreError>(registry_in(tx)?)), before);
+    assert_eq!(run(s, |tx| registry_in(tx)), before);
     // Live tokens: still known.
     let o = run(s, |tx| Settlement::settle(tx, &v_new, "new-again"));
     assert_eq!((o.registered, o.already), (0, 3));
@@ -511,5 +511,67 @@ fn journal_ids_from_two_stores_never_collide() {
     assert_eq!((balance(&s, "user:a"), balance(&s, "user:b")), (300, 300));
     audit(&s);
     drop(other);
+    drop_schema(&s, &schema);
+}
+
+/// A registry made by settlement migration 1, with registrations in it,
+/// upgraded: every registration kept, with the never-pruned expiry, and
+/// still found (a second consumer is a double spend).
+fn upgrade_keeps_registrations(s: &Store) {
+    let v1 = tally_store::Migrations {
+        component: "settlement",
+        steps: &tally_ledger::settlement::MIGRATIONS.steps[..1],
+    };
+    s.migrate(&[&ledger::MIGRATIONS, &v1])
+        .unwrap_or_else(|e| panic!("v1: {e}"));
+    let scheme = Scheme::new(Suite::Ed25519);
+    let (i, k) = issue(&scheme, "up", 1, 40);
+    let first = verified(&scheme, &chain(&scheme, "up", (&i, &k), 0, 1));
+    let rows = [
+        (i.id(), first.transfer_id()),
+        (first.transfer_id(), tally_core::crypto::tagged_hash(b"test", &[b"x"])),
+    ];
+    run(s, |tx| {
+        for (rec, by) in &rows {
+            tx.execute(
+                "INSERT INTO spent (record, idx, consumed_by) VALUES ($1, 0, $2)",
+                &[rec.0.as_slice().into(), by.0.as_slice().into()],
+            )?;
+        }
+        Ok::<_, StoreError>(())
+    });
+    s.migrate(&[&ledger::MIGRATIONS, &tally_ledger::settlement::MIGRATIONS])
+        .unwrap_or_else(|e| panic!("upgrade: {e}"));
+    let got = query(s, "SELECT record, expiry_epoch, consumed_by FROM spent ORDER BY record");
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        assert_eq!(r.int(1).unwrap(), NEVER_EXPIRES);
+    }
+    // Still found: the same token spent by another package.
+    book(s, &i);
+    let other = verified(&scheme, &chain(&scheme, "up", (&i, &k), 1, 2));
+    let o = run(s, |tx| Settlement::settle(tx, &other, "after-upgrade"));
+    assert_eq!((o.registered, o.double_spends.len()), (1, 1));
+    // Pruning never removes them.
+    Settlement::prune(s, 1_000).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count(s, "spent"), 3 - 1);
+}
+
+#[test]
+fn upgrade_keeps_registrations_sqlite() {
+    let dir = std::env::temp_dir().join(format!("tally-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let s = Store::sqlite(&dir.join("db.sqlite")).unwrap_or_else(|e| panic!("{e}"));
+    upgrade_keeps_registrations(&s);
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn upgrade_keeps_registrations_postgres() {
+    let Some((s, schema)) = postgres_or_fail("scale::upgrade_keeps_registrations_postgres") else {
+        return;
+    };
+    upgrade_keeps_registrations(&s);
     drop_schema(&s, &schema);
 }

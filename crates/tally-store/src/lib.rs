@@ -205,6 +205,9 @@ pub struct Migrations {
 pub const TX_RETRIES_MAX: u32 = 20;
 
 /// The store: one of the two backends.
+// One per process (or a few): the size of the PostgreSQL variant (its
+// configuration, pool and id blocks) does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Sqlite(SqliteStore),
     Postgres(PgStore),
