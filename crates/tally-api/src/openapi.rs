@@ -324,7 +324,7 @@ pub fn document() -> Value {
                 "Invariant": {
                     "type": "object",
                     "required": ["minted", "redeemed", "accounts", "offline_float", "loss", "issuance",
-                                 "negative_accounts", "journal_entries", "holds"],
+                                 "negative_accounts", "journal_entries", "totals_match", "holds"],
                     "properties": {
                         "minted": int64("Minted by the central bank"),
                         "redeemed": int64("Redeemed to the central bank"),
@@ -334,7 +334,8 @@ pub fn document() -> Value {
                         "issuance": int64("Issuance account (= redeemed - minted)"),
                         "negative_accounts": int64("Accounts below zero (must be 0)"),
                         "journal_entries": int64("Transfers in the journal"),
-                        "holds": { "type": "boolean", "description": "accounts + offline_float + loss = minted - redeemed, and the rest" }
+                        "totals_match": { "type": "boolean", "description": "The running totals the ledger keeps per transaction (its O(1) production assertion) equal this full re-sum" },
+                        "holds": { "type": "boolean", "description": "accounts + offline_float + loss = minted - redeemed, the running totals match, and the rest" }
                     }
                 },
                 "EnrolmentCode": { "type": "object", "required": ["account", "code"],

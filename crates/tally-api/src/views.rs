@@ -67,6 +67,9 @@ pub struct InvariantView {
     pub issuance: i64,
     pub negative_accounts: i64,
     pub journal_entries: i64,
+    /// The running totals (kept per transaction) equal the full re-sum.
+    #[serde(default)]
+    pub totals_match: bool,
     pub holds: bool,
 }
 
@@ -81,6 +84,7 @@ impl From<Invariant> for InvariantView {
             issuance: i.issuance,
             negative_accounts: i.negative_accounts,
             journal_entries: i.journal_entries,
+            totals_match: i.totals_match,
             holds: i.holds(),
         }
     }
@@ -91,7 +95,7 @@ impl std::fmt::Display for InvariantView {
         write!(
             f,
             "{}: accounts {} + offline float {} + loss {} = minted {} - redeemed {} \
-             (issuance {}, negative accounts {}, journal entries {})",
+             (issuance {}, negative accounts {}, journal entries {}, running totals {})",
             if self.holds { "holds" } else { "VIOLATED" },
             self.accounts,
             self.offline_float,
@@ -100,7 +104,8 @@ impl std::fmt::Display for InvariantView {
             self.redeemed,
             self.issuance,
             self.negative_accounts,
-            self.journal_entries
+            self.journal_entries,
+            if self.totals_match { "match" } else { "DIFFER" }
         )
     }
 }

@@ -213,6 +213,8 @@ fn payment_story(
             negative_accounts: 0,
             // mint, 2 deposits, 2 loads, 1 unload
             journal_entries: 6,
+            // The running totals kept per transaction equal the re-sum.
+            totals_match: true,
             holds: true,
         }
     );

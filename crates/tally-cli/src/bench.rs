@@ -2,10 +2,12 @@
 //!
 //! - settlement: renewal packages (one hop: `Issue` → `Transfer` to the
 //!   DCP key; eight hops: an 8-record ancestry, then the transfer to the
-//!   DCP key) are decoded, verified with `verify_package_for_settlement`
-//!   and registered with `Settlement::settle`, 64 packages per
-//!   transaction, by 1 and 2 worker threads, with verification inside the
-//!   transaction or before it. Beside it, from the same run, the pure
+//!   DCP key) are decoded, verified and registered, 64 packages per
+//!   transaction, by 1 and 2 worker threads (verification inside the
+//!   transaction, or one signature batch before it with `Settlement::settle`
+//!   or `Settlement::settle_batch`) or by 1 and 2 worker *processes*
+//!   (`tally bench worker`) on the settlement queue, each package sealed
+//!   to settlement (HPKE) and opened by the worker. Beside it, from the same run, the pure
 //!   Ed25519 rate of `crypto::verify_many` on batches of 64 signatures, so
 //!   the settlement rate can be read as a share of the signature floor.
 //! - ledger: `Ledger::transfer_batch` over random transfers among 1000
@@ -34,7 +36,9 @@ use tally_core::{
     TrustStore, VerifiedPackage, VerifyParams,
 };
 use tally_ledger::ledger::{self, AccountKind, Ledger, LedgerError, TransferRequest, code};
+use tally_ledger::queue::{SettlementQueue, run_worker};
 use tally_ledger::settlement::{Settlement, SettlementError};
+use tally_core::sealed::{OpeningKey, SealedKind, SealingKey, seal};
 use tally_store::{Store, StoreError, Tx, TxFailure};
 
 use crate::CliError;
@@ -94,6 +98,27 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// HPKE opening rate of one core: packages sealed to settlement
+    /// opened per second (what a worker does before verifying).
+    Hpke {
+        /// Bytes of the sealed plaintext (a one-hop package is ≈ 570).
+        #[arg(long, default_value_t = 570)]
+        bytes: usize,
+    },
+    /// One settlement worker process on a bench database (what `bench
+    /// settlement` starts for its worker-process rows): the test kit's
+    /// trust objects and the bench's opening key (fixed seed, public).
+    Worker {
+        #[command(flatten)]
+        args: crate::worker::WorkerArgs,
+        /// PostgreSQL schema of the bench database.
+        #[arg(long)]
+        schema: Option<String>,
+        /// Wait until this Unix time (ms) before the first claim, so that
+        /// several workers start together.
+        #[arg(long)]
+        start_at_ms: Option<i64>,
+    },
     /// Both, on SQLite and, with --postgres or TALLY_TEST_DATABASE_URL, on PostgreSQL.
     All {
         /// PostgreSQL URL (fresh schemas, dropped afterwards); without it
@@ -150,6 +175,12 @@ pub fn run(cmd: BenchCmd) -> Result<String, CliError> {
                 &mut report,
             )?
         }
+        BenchCmd::Hpke { bytes } => return Ok(hpke_rate(bytes)),
+        BenchCmd::Worker {
+            args,
+            schema,
+            start_at_ms,
+        } => return bench_worker(&args, schema.as_deref(), start_at_ms),
         BenchCmd::All {
             postgres,
             records,
@@ -322,6 +353,22 @@ impl BenchDb {
         Ok(db)
     }
 
+    /// How a worker process finds this database.
+    fn worker_args(&self) -> Vec<String> {
+        match &self.cleanup {
+            Cleanup::Dir(d) => vec![
+                "--database-url".into(),
+                d.join("bench.sqlite").display().to_string(),
+            ],
+            Cleanup::Schema { url, schema } => vec![
+                "--database-url".into(),
+                url.clone(),
+                "--schema".into(),
+                schema.clone(),
+            ],
+        }
+    }
+
     fn store(&self) -> &Store {
         // Only `drop` takes the store out.
         self.store.as_ref().expect("store present until drop")
@@ -484,7 +531,7 @@ impl Report {
         if !self.settlement.is_empty() {
             let _ = writeln!(
                 s,
-                "## Settlement\n\nDecode + `verify_package_for_settlement` + `Settlement::settle`, in transactions of the given number of packages; medians of {rounds} rounds. Records = ancestry records + the transfer. \"Of pure batch rate\" is the settlement signature rate over the pure batch rate measured just before it at the same thread count (median of the per-round ratios); \"retries per tx\" counts attempts after serialization conflicts.\n\n| backend | package | threads | verification | packages/tx | packages | records | signatures | median s | records/s | packages/s | signatures/s | of pure batch rate | retries per tx |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "## Settlement\n\nDecode + verification + registration in the spent registry, in transactions of the given number of packages (verification: per package inside the transaction; one signature batch per transaction before it, then `Settlement::settle` per package or `Settlement::settle_batch`; or worker processes on the settlement queue, which also open each package (HPKE) and keep the queue); medians of {rounds} rounds. \"threads\" counts worker processes in the worker-process rows. Records = ancestry records + the transfer. \"Of pure batch rate\" is the settlement signature rate over the pure batch rate measured just before it at the same thread count (median of the per-round ratios); \"retries per tx\" counts attempts after serialization conflicts.\n\n| backend | package | threads | verification | packages/tx | packages | records | signatures | median s | records/s | packages/s | signatures/s | of pure batch rate | retries per tx |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for r in &self.settlement {
                 let secs = median(r.rounds.iter().map(|(t, _)| *t).collect());
@@ -631,6 +678,14 @@ enum Placement {
     /// As `Before`, but the signatures of the whole chunk are checked in
     /// one batch (`verify_packages_for_settlement`).
     BeforeJoint,
+    /// As `BeforeJoint`, and the chunk registered with
+    /// `Settlement::settle_batch` (a constant number of statements).
+    BatchSettle,
+    /// Worker *processes* (`tally bench worker`) on the settlement queue:
+    /// HPKE opening, decoding and one signature batch per claimed batch
+    /// outside the transaction, `settle_batch` + queue bookkeeping + the
+    /// O(1) invariant assertion inside it. "threads" = processes.
+    Processes,
 }
 
 impl Placement {
@@ -639,6 +694,8 @@ impl Placement {
             Placement::Inside => "inside the tx, per package",
             Placement::Before => "before the tx, per package",
             Placement::BeforeJoint => "before the tx, one batch per tx",
+            Placement::BatchSettle => "before the tx, one batch per tx, settle_batch",
+            Placement::Processes => "worker processes: sealed queue, settle_batch",
         }
     }
 }
@@ -885,6 +942,31 @@ fn settle_worker(
             Ok(())
         };
         match placement {
+            Placement::Processes => {
+                return Err(Failure::Check("worker processes run in their own process".into()));
+            }
+            Placement::BatchSettle => {
+                let pkgs = chunk
+                    .iter()
+                    .map(|b| Package::from_cbor(b))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let verified = verify_packages_for_settlement(pkgs, trust, params, &mut cache)
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                done.signatures += verified.iter().map(|v| v.signature_checks()).sum::<usize>();
+                let idems: Vec<String> = (0..verified.len()).map(|i| format!("bench:{}", base + i)).collect();
+                let items: Vec<(&VerifiedPackage, &str)> =
+                    verified.iter().zip(&idems).map(|(v, i)| (v, i.as_str())).collect();
+                transact_until_done(store, |tx| {
+                    attempts += 1;
+                    let outs = Settlement::settle_batch(tx, &items)?;
+                    for (v, o) in verified.iter().zip(outs) {
+                        check(v, &o?)?;
+                    }
+                    Ledger::assert_invariant(tx)?;
+                    Ok::<_, Failure>(())
+                })?;
+            }
             Placement::Before | Placement::BeforeJoint => {
                 let mut verified = Vec::with_capacity(chunk.len());
                 if placement == Placement::Before {
@@ -964,6 +1046,9 @@ fn settle_run(
     book_issues(store, &prepared.issues)?;
     let trust = scheme.trust();
     let per_thread = prepared.packages.len().div_ceil(threads);
+    if placement == Placement::Processes {
+        return settle_processes(&db, scheme, prepared, threads, tx_packages);
+    }
     let start = Instant::now();
     let done: WorkerTally = std::thread::scope(|s| {
         let handles: Vec<_> = prepared
@@ -1011,6 +1096,180 @@ fn settle_run(
     Ok((seconds, done))
 }
 
+/// Settlement's opening key in the bench (fixed seed, so it is public):
+/// the bench seals its queued packages to it.
+pub fn bench_opening_key() -> OpeningKey {
+    OpeningKey::from_seed(&tagged_hash(b"tally/v1/bench-opening", &[]).0)
+}
+
+/// `tally bench hpke`: opens of one sealed body per second, one thread,
+/// for 2 s, beside the pure Ed25519 batch rate of the same moment.
+fn hpke_rate(bytes: usize) -> String {
+    let scheme = Scheme::new(Suite::Ed25519);
+    let opening = bench_opening_key();
+    let sealing = SealingKey::sign(&scheme.root, opening.public());
+    let mut entropy = tally_core::testkit::TestEntropy::new(b"bench-hpke");
+    let sealed = match seal(&sealing, SealedKind::Redemption, &vec![7u8; bytes], &mut entropy) {
+        Ok(s) => s,
+        Err(e) => return format!("sealing failed: {e}"),
+    };
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        if opening.open(SealedKind::Redemption, &sealed).is_err() {
+            return "opening failed".into();
+        }
+        n += 1;
+    }
+    let opens = n as f64 / start.elapsed().as_secs_f64();
+    let sigs = pure_batch_rate(1, SIG_BATCH_DURATION);
+    format!(
+        "| HPKE opens/s (1 thread, {bytes} B) | µs per open | pure Ed25519 batch signatures/s (1 thread) | µs per signature |\n|---:|---:|---:|---:|\n| {} | {:.1} | {} | {:.1} |\n",
+        thousands(opens),
+        1e6 / opens,
+        thousands(sigs),
+        1e6 / sigs
+    )
+}
+
+/// `tally bench worker`.
+fn bench_worker(
+    args: &crate::worker::WorkerArgs,
+    schema: Option<&str>,
+    start_at_ms: Option<i64>,
+) -> Result<String, CliError> {
+    let opts = args.options()?;
+    let store = match schema {
+        Some(s) => Store::postgres(&args.database_url, Some(s)),
+        None => Store::open(&args.database_url),
+    }
+    .map_err(|e| CliError::failed(format!("cannot open the bench database: {e}")))?;
+    let scheme = Scheme::new(Suite::Ed25519);
+    let trust = scheme.trust();
+    let opening = bench_opening_key();
+    let params = VerifyParams {
+        epoch: 0,
+        history_records_max: SETTLEMENT_RECORDS_MAX,
+        signature_batch_max: usize::MAX,
+    };
+    let mut cache = BoundedCertCache::new(100_000);
+    if let Some(t) = start_at_ms {
+        let wait = t - crate::worker::unix_ms();
+        if wait > 0 {
+            std::thread::sleep(Duration::from_millis(wait as u64));
+        }
+    }
+    let open = |b: &[u8]| {
+        opening
+            .open(SealedKind::Redemption, b)
+            .ok()
+            .and_then(|p| Package::from_cbor(&p).ok())
+    };
+    let report = run_worker(&store, &opts, &crate::worker::unix_ms, &mut |claimed| {
+        Ok(crate::worker::prepare(claimed, &open, &trust, params, &mut cache))
+    })
+    .map_err(|e| CliError::failed(format!("settlement failed: {e}")))?;
+    Ok(crate::worker::report_line(&opts.name, &report))
+}
+
+/// Parses `key=value` fields of a worker's report line.
+fn report_field(line: &str, key: &str) -> Result<i64, Failure> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Failure::Check(format!("worker report without {key}: {line}")))
+}
+
+/// Worker processes on the settlement queue: packages sealed and queued
+/// (untimed), then `processes` children of this binary settle them; the
+/// time is from the first claim to the last settled batch over all of
+/// them.
+fn settle_processes(
+    db: &BenchDb,
+    scheme: &Scheme,
+    prepared: &Prepared,
+    processes: usize,
+    tx_packages: usize,
+) -> Result<(f64, WorkerTally), Failure> {
+    let store = db.store();
+    let sealing = SealingKey::sign(&scheme.root, bench_opening_key().public());
+    let mut entropy = tally_core::testkit::TestEntropy::new(b"bench-seal");
+    let sealed = prepared
+        .packages
+        .iter()
+        .map(|p| seal(&sealing, SealedKind::Redemption, p, &mut entropy))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Check(format!("sealing: {e}")))?;
+    for chunk in sealed.chunks(SETUP_TX_ISSUES_MAX) {
+        store.transact(|tx| Ok::<_, Failure>(SettlementQueue::enqueue(tx, chunk)?))?;
+    }
+    let exe = std::env::current_exe().map_err(|e| Failure::Check(e.to_string()))?;
+    // Every worker starts claiming at the same instant, after all have
+    // connected (start-up is not timed either way).
+    let start_at = crate::worker::unix_ms() + 1_000;
+    let children = (0..processes)
+        .map(|k| {
+            let mut c = std::process::Command::new(&exe);
+            c.args(["bench", "worker", "--until-empty", "--lease-ms", "60000"])
+                .args(["--batch", &tx_packages.to_string()])
+                .args(["--lane", &format!("{k}/{processes}")])
+                .args(["--name", &format!("bench-{k}")])
+                .args(["--start-at-ms", &start_at.to_string()])
+                .args(db.worker_args())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit());
+            c.spawn().map_err(|e| Failure::Check(format!("cannot start a worker: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut done = WorkerTally::default();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut settled = 0;
+    for c in children {
+        let out = c
+            .wait_with_output()
+            .map_err(|e| Failure::Check(format!("worker: {e}")))?;
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            return Err(Failure::Check(format!("worker failed ({}): {line}", out.status)));
+        }
+        settled += report_field(&line, "settled")? as usize;
+        done.signatures += report_field(&line, "signatures")? as usize;
+        done.transactions += report_field(&line, "batches")? as usize;
+        if report_field(&line, "refused")? != 0 || report_field(&line, "double_spends")? != 0 {
+            return Err(Failure::Check(format!("a bench package was refused: {line}")));
+        }
+        let (f, l) = (report_field(&line, "first_claim_ms")?, report_field(&line, "last_settled_ms")?);
+        if f > 0 {
+            first = first.min(f);
+            last = last.max(l);
+        }
+    }
+    if settled != prepared.packages.len() || first > last {
+        return Err(Failure::Check(format!(
+            "workers settled {settled} of {} packages",
+            prepared.packages.len()
+        )));
+    }
+    let transfers = prepared.packages.len() * prepared.shape.ancestry();
+    store.transact(|tx| {
+        let spent = count(tx, "spent")?;
+        let results = count(tx, "settlement_results")?;
+        let pending = SettlementQueue::pending(tx)?;
+        if spent != transfers as i64 || results != prepared.packages.len() as i64 || pending != 0 {
+            return Err(Failure::Check(format!(
+                "expected {transfers} spent outputs and {} results, found {spent} and {results}, {pending} pending",
+                prepared.packages.len()
+            )));
+        }
+        let inv = Ledger::invariant(tx)?;
+        if !inv.holds() {
+            return Err(Failure::Check(format!("ledger invariant: {inv:?}")));
+        }
+        Ok(())
+    })?;
+    Ok(((last - first) as f64 / 1000.0, done))
+}
+
 struct SettlementOptions {
     /// Records per package shape.
     records: usize,
@@ -1028,7 +1287,12 @@ fn settlement(
     for shape in [Shape::OneHop, Shape::EightHop] {
         let prepared = prepare(&scheme, shape, opts.records);
         for threads in [1, 2] {
-            for placement in [Placement::Inside, Placement::Before, Placement::BeforeJoint] {
+            for placement in [
+                Placement::Inside,
+                Placement::BeforeJoint,
+                Placement::BatchSettle,
+                Placement::Processes,
+            ] {
                 progress(&format!(
                     "settlement on {}: {}, {threads} thread(s), verification {}, {rounds} rounds",
                     target.backend(),

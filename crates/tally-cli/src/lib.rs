@@ -22,6 +22,7 @@ mod node;
 mod package;
 pub mod pkcs11;
 mod supervisor;
+pub mod worker;
 
 /// A failure with its exit code.
 #[derive(Debug)]
@@ -184,6 +185,9 @@ enum Command {
     },
     /// Escrow supervisors: k-of-n key setup, opening requests, decryption shares, audit log.
     Supervisor(supervisor::SupervisorCmd),
+    /// A settlement worker process: settles the central bank's settlement
+    /// queue (several processes may share one PostgreSQL database).
+    SettleWorker(worker::WorkerArgs),
 }
 
 #[cfg(feature = "dev-tools")]
@@ -582,6 +586,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
         #[cfg(feature = "dev-tools")]
         Command::Bench { cmd } => bench::run(cmd),
         Command::Supervisor(cmd) => supervisor::run(cmd),
+        Command::SettleWorker(args) => worker::run(args),
         Command::Package { cmd } => match cmd {
             PackageCmd::Inspect { file } => package::inspect(&file),
             PackageCmd::Verify {

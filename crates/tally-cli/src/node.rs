@@ -208,6 +208,7 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
             .local_addr()
             .map_err(|e| CliError::failed(e.to_string()))?;
         tracing::info!(%addr, backend = bo.store().backend(), "tally node started");
+        tokio::spawn(audit_periodically(bo.clone()));
         // Tests and scripts read this line to find the port.
         println!("tally node listening on http://{addr}");
         let cfg = tally_api::ApiConfig {
@@ -221,6 +222,24 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
         tracing::info!("tally node stopped");
         Ok(())
     })
+}
+
+/// How often the node re-sums the whole ledger (the periodic audit of
+/// the running totals that every transaction asserts in O(1)).
+const LEDGER_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn audit_periodically(bo: Arc<Backoffice>) {
+    let mut tick = tokio::time::interval(LEDGER_AUDIT_INTERVAL);
+    loop {
+        tick.tick().await;
+        let b = bo.clone();
+        match tokio::task::spawn_blocking(move || b.invariant()).await {
+            Ok(Ok(inv)) if inv.holds() => tracing::debug!(journal = inv.journal_entries, "ledger audit passed"),
+            Ok(Ok(inv)) => tracing::error!(?inv, "LEDGER AUDIT FAILED: balances or running totals do not add up"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "ledger audit could not run"),
+            Err(e) => tracing::warn!(error = %e, "ledger audit task failed"),
+        }
+    }
 }
 
 async fn shutdown() {

@@ -215,6 +215,10 @@ registry! {
 
     SETTLEMENT_UNKNOWN_ISSUE = 30, Settlement, http [422], sw [], Used,
         "an Issue no DCP registered (counterfeit or stolen issuing key)";
+    SETTLEMENT_BEYOND_HORIZON = 31, Settlement, http [422], sw [], Used,
+        "a package spends a token that expired before the spent registry's pruning horizon (its entry may be gone): refused";
+    SETTLEMENT_QUEUED_BODY_UNREADABLE = 32, Settlement, http [422], sw [], Used,
+        "a queued settlement body does not open (HPKE) or decode: stored as the queue row's result by a settlement worker";
 
     DIRECTORY_BAD_ATTESTATION = 40, Directory, http [403], sw [], Used,
         "attestation signature does not verify";

@@ -38,6 +38,7 @@ use tally_core::policy::{TierLimits, device_class};
 use tally_core::sealed::{OpeningKey, SealError, SealedKind, SealingKey};
 use tally_core::verify::{
     BoundedCertCache, VerifyError, VerifyParams, verify_package_for_settlement,
+    verify_packages_for_settlement,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
@@ -1281,6 +1282,34 @@ impl Backoffice {
         )?)
     }
 
+    /// What settlement verifies against, read in a short transaction: the
+    /// trust objects and the parameters (the DCP tier's history budget).
+    /// Settlement worker processes (`tally settle-worker`) use it too.
+    pub fn settlement_verifier(&self) -> Result<(TrustStore, VerifyParams), BackofficeError> {
+        let trust = self.trust()?;
+        let budget = trust
+            .policy()
+            .limits(device_class::DCP, 0)
+            .map(|l| usize::from(l.history_records_max))
+            .unwrap_or(1024);
+        Ok((
+            trust,
+            VerifyParams {
+                epoch: 0,
+                history_records_max: budget,
+                signature_batch_max: usize::MAX,
+            },
+        ))
+    }
+
+    /// Opens one package sealed to settlement as a redemption (what the
+    /// settlement queue carries), outside any transaction.
+    pub fn open_sealed_package(&self, sealed: &[u8]) -> Result<Package, BackofficeError> {
+        Ok(Package::from_cbor(
+            &self.keys.opening.open(SealedKind::Redemption, sealed)?,
+        )?)
+    }
+
     pub fn advance_epoch(&self) -> Result<Epoch, BackofficeError> {
         self.central.transact(|tx| {
             tx.execute("UPDATE node_meta SET v = v + 1 WHERE k = 'epoch'", &[])?;
@@ -1294,7 +1323,9 @@ impl Backoffice {
     pub fn mint(&self, idem: &str, amount: u64) -> Result<Invariant, BackofficeError> {
         self.central.transact(|tx| {
             Ledger::mint(tx, &format!("mint:{idem}"), DCP_ACCOUNT, amount)?;
-            Ok(Ledger::assert_invariant(tx)?)
+            Ledger::assert_invariant(tx)?;
+            // Minting is rare: the operator gets the full audit back.
+            Ok(Ledger::audit(tx)?)
         })
     }
 
@@ -2036,19 +2067,36 @@ impl Backoffice {
     /// holds locks (or repeat on a serialization retry). A policy or
     /// revocation change between the two is picked up by the next upload.
     fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
-        let trust = self.trust()?;
-        let mut out = Vec::with_capacity(packages.len());
+        let (trust, params) = self.settlement_verifier()?;
+        // One signature batch for the whole upload; each package still
+        // gets the answer it would get on its own.
+        let mut decoded = Vec::with_capacity(packages.len());
+        let mut transfers = Vec::with_capacity(packages.len());
+        let mut slots = Vec::with_capacity(packages.len());
         for p in packages {
-            out.push(match Package::from_cbor(p) {
-                Err(_) => Checked::Malformed,
+            match Package::from_cbor(p) {
+                Err(_) => slots.push(false),
                 Ok(pkg) => {
-                    let transfer = pkg.transfer.clone();
-                    match self.verify_with(&trust, pkg) {
-                        Ok(v) => Checked::Verified(Box::new(v)),
-                        Err(BackofficeError::Verify(e)) => Checked::Refused(transfer, e),
-                        Err(e) => return Err(e),
-                    }
+                    transfers.push(pkg.transfer.clone());
+                    decoded.push(pkg);
+                    slots.push(true);
                 }
+            }
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
+        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut *cache)
+            .into_iter()
+            .zip(transfers);
+        let mut out = Vec::with_capacity(packages.len());
+        for decoded in slots {
+            out.push(match (decoded, verified.next()) {
+                (false, _) => Checked::Malformed,
+                (true, Some((Ok(v), _))) => Checked::Verified(Box::new(v)),
+                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e),
+                (true, None) => return Err(StoreError::Type("verification lost a package".into()).into()),
             });
         }
         Ok(out)

@@ -5,7 +5,7 @@ use std::fmt;
 use tally_codes as codes;
 
 use sha2::{Digest, Sha256};
-use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
+use tally_store::{Counter, Migrations, StoreError, Tx, TxFailure, Value};
 
 pub static MIGRATIONS: Migrations = Migrations {
     component: "ledger",
@@ -33,7 +33,33 @@ pub static MIGRATIONS: Migrations = Migrations {
         INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:issuance', 0, 0);
         INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:offline-float', 3, 0);
         INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:loss', 4, 0)",
+    ), (
+        2,
+        // Running totals per invariant term (issuance 0, DCP and user
+        // accounts together 1, float 3, loss 4), kept in the transaction
+        // of every transfer between terms, so the production assertion
+        // reads a constant number of rows. DCP → user transfers stay
+        // inside one term and touch no total: the totals are written only
+        // with the issuance, float or loss account, no new hot row.
+        "CREATE TABLE ledger_totals (kind BIGINT PRIMARY KEY, total BIGINT NOT NULL);
+        INSERT INTO ledger_totals (kind, total) SELECT 0, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind = 0;
+        INSERT INTO ledger_totals (kind, total) SELECT 1, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind IN (1, 2);
+        INSERT INTO ledger_totals (kind, total) SELECT 3, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind = 3;
+        INSERT INTO ledger_totals (kind, total) SELECT 4, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind = 4",
     )],
+};
+
+/// Where journal sequence numbers come from: `ledger_meta.next_seq`, but
+/// through [`Tx::next_id`], so that on PostgreSQL the row is written once
+/// per block of ids in a transaction of its own, not by every transfer
+/// (it was the one row every ledger transaction wrote). Sequence numbers
+/// are unique and increase within a process; across processes they are
+/// not in commit order, and rolled-back transfers leave gaps.
+pub const JOURNAL_SEQ: Counter = Counter {
+    table: "ledger_meta",
+    key_column: "k",
+    value_column: "v",
+    name: "next_seq",
 };
 
 /// What an account is. Codes are stored; never renumber.
@@ -52,6 +78,14 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
+    /// The invariant term (row of `ledger_totals`) the kind counts in.
+    fn term(self) -> i64 {
+        match self {
+            AccountKind::DcpSettlement | AccountKind::User => 1,
+            k => k as i64,
+        }
+    }
+
     fn from_code(c: i64) -> Option<AccountKind> {
         Some(match c {
             0 => AccountKind::Issuance,
@@ -208,6 +242,8 @@ pub struct Invariant {
     /// Accounts (other than issuance and loss) with a negative balance.
     pub negative_accounts: i64,
     pub journal_entries: i64,
+    /// The running totals ([`RunningTotals`]) equal these sums.
+    pub totals_match: bool,
 }
 
 impl Invariant {
@@ -219,10 +255,46 @@ impl Invariant {
             && self.issuance == -outstanding
             && self.negative_accounts == 0
             && self.loss <= 0
+            && self.totals_match
+    }
+}
+
+/// The invariant's terms as kept incrementally (`ledger_totals`, and the
+/// minted / redeemed counters): a constant number of rows, read by the
+/// production assertion of every ledger transaction. The full re-sum
+/// ([`Ledger::invariant`]) checks that these match the balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningTotals {
+    pub minted: i64,
+    pub redeemed: i64,
+    /// Total of DCP settlement and user accounts (kinds 1 and 2).
+    pub accounts: i64,
+    pub offline_float: i64,
+    pub loss: i64,
+    pub issuance: i64,
+}
+
+impl RunningTotals {
+    /// accounts + float + loss = minted − redeemed, issuance mirrors it,
+    /// the loss account never positive. (No negative balance is enforced
+    /// by the accounts table's CHECK.)
+    pub fn holds(&self) -> bool {
+        let Some(outstanding) = self.minted.checked_sub(self.redeemed) else {
+            return false;
+        };
+        self.accounts
+            .checked_add(self.offline_float)
+            .and_then(|x| x.checked_add(self.loss))
+            == Some(outstanding)
+            && self.issuance.checked_neg() == Some(outstanding)
+            && self.loss <= 0
     }
 }
 
 pub struct Ledger;
+
+/// An account's kind and balance as read at the start of a transfer.
+type KindAndBalance = (AccountKind, i64);
 
 fn amount_i64(a: u64) -> Result<i64, LedgerError> {
     i64::try_from(a).map_err(|_| LedgerError::Overflow)
@@ -268,18 +340,6 @@ impl Ledger {
         .map_err(Into::into)
     }
 
-    fn account_kind(tx: &mut dyn Tx, id: &str) -> Result<(AccountKind, i64), LedgerError> {
-        let r = tx
-            .query_one(
-                "SELECT kind, balance FROM ledger_accounts WHERE id = $1",
-                &[id.into()],
-            )?
-            .ok_or_else(|| LedgerError::UnknownAccount(id.into()))?;
-        let kind = AccountKind::from_code(r.int(0)?)
-            .ok_or_else(|| StoreError::Type("account kind".into()))?;
-        Ok((kind, r.int(1)?))
-    }
-
     /// Applies one transfer: checks everything first, then writes the
     /// journal entry and both balances. The same idempotency key with the
     /// same content returns [`Applied::Already`] and changes nothing.
@@ -313,8 +373,7 @@ impl Ledger {
             return Err(LedgerError::InvalidCode);
         }
         let amount = amount_i64(t.amount)?;
-        let (dkind, dbal) = Self::account_kind(tx, &t.debit)?;
-        let (_, cbal) = Self::account_kind(tx, &t.credit)?;
+        let ((dkind, dbal), (ckind, cbal)) = Self::two_accounts(tx, &t.debit, &t.credit)?;
         let may_go_negative = matches!(dkind, AccountKind::Issuance | AccountKind::Loss);
         let new_d = dbal.checked_sub(amount).ok_or(LedgerError::Overflow)?;
         if new_d < 0 && !may_go_negative {
@@ -324,16 +383,9 @@ impl Ledger {
                 amount,
             });
         }
-        cbal.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        let new_c = cbal.checked_add(amount).ok_or(LedgerError::Overflow)?;
         // Point of no return.
-        let seq = tx
-            .query_one("SELECT v FROM ledger_meta WHERE k = 'next_seq'", &[])?
-            .ok_or_else(|| StoreError::Type("ledger_meta.next_seq missing".into()))?
-            .int(0)?;
-        tx.execute(
-            "UPDATE ledger_meta SET v = $1 WHERE k = 'next_seq'",
-            &[Value::Int(seq + 1)],
-        )?;
+        let seq = tx.next_id(&JOURNAL_SEQ)?;
         tx.execute(
             "INSERT INTO ledger_journal (seq, idem, digest, debit, credit, amount, code) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
@@ -346,21 +398,77 @@ impl Ledger {
                 Value::Int(t.code),
             ],
         )?;
-        let n1 = tx.execute(
-            "UPDATE ledger_accounts SET balance = balance - $1 WHERE id = $2",
-            &[Value::Int(amount), t.debit.as_str().into()],
-        )?;
-        let n2 = tx.execute(
-            "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2",
-            &[Value::Int(amount), t.credit.as_str().into()],
-        )?;
-        assert_eq!((n1, n2), (1, 1), "both legs of a transfer must land");
+        // Each leg is read back as it is written: the balance the checks
+        // above were made against is the one the write changed.
+        let d_after = Self::add_to_balance(tx, &t.debit, -amount)?;
+        let c_after = Self::add_to_balance(tx, &t.credit, amount)?;
+        assert_eq!(
+            (d_after, c_after),
+            (new_d, new_c),
+            "both legs of transfer {} must land on the balances it was checked against",
+            t.idem
+        );
+        let (dterm, cterm) = (dkind.term(), ckind.term());
+        if dterm != cterm {
+            // Transfers inside one term leave its total unchanged; only
+            // these touch the running totals.
+            Self::add_to_total(tx, dterm, -amount)?;
+            Self::add_to_total(tx, cterm, amount)?;
+        }
         if t.code == code::MINT {
             Self::bump(tx, "minted", amount)?;
         } else if t.code == code::REDEEM {
             Self::bump(tx, "redeemed", amount)?;
         }
         Ok(Applied::New(seq))
+    }
+
+    /// Kind and balance of both accounts of a transfer, in one statement.
+    fn two_accounts(
+        tx: &mut dyn Tx,
+        debit: &str,
+        credit: &str,
+    ) -> Result<(KindAndBalance, KindAndBalance), LedgerError> {
+        let rows = tx.query(
+            "SELECT id, kind, balance FROM ledger_accounts WHERE id IN ($1, $2)",
+            &[debit.into(), credit.into()],
+        )?;
+        let mut found = (None, None);
+        for r in &rows {
+            let kind = AccountKind::from_code(r.int(1)?)
+                .ok_or_else(|| StoreError::Type("account kind".into()))?;
+            let id = r.text(0)?;
+            if id == debit {
+                found.0 = Some((kind, r.int(2)?));
+            } else if id == credit {
+                found.1 = Some((kind, r.int(2)?));
+            }
+        }
+        match found {
+            (Some(d), Some(c)) => Ok((d, c)),
+            (None, _) => Err(LedgerError::UnknownAccount(debit.into())),
+            (_, None) => Err(LedgerError::UnknownAccount(credit.into())),
+        }
+    }
+
+    /// Adds `by` to a balance and returns the balance written.
+    fn add_to_balance(tx: &mut dyn Tx, id: &str, by: i64) -> Result<i64, LedgerError> {
+        let r = tx
+            .query_one(
+                "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance",
+                &[Value::Int(by), id.into()],
+            )?
+            .ok_or_else(|| StoreError::Type(format!("account {id} vanished in a transfer")))?;
+        Ok(r.int(0)?)
+    }
+
+    fn add_to_total(tx: &mut dyn Tx, term: i64, by: i64) -> Result<(), LedgerError> {
+        let n = tx.execute(
+            "UPDATE ledger_totals SET total = total + $1 WHERE kind = $2",
+            &[Value::Int(by), Value::Int(term)],
+        )?;
+        assert_eq!(n, 1, "running total of invariant term {term} missing");
+        Ok(())
     }
 
     fn bump(tx: &mut dyn Tx, k: &str, by: i64) -> Result<(), LedgerError> {
@@ -435,7 +543,8 @@ impl Ledger {
             .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_journal", &[])?
             .ok_or_else(|| StoreError::Type("no count".into()))?
             .int(0)?;
-        Ok(Invariant {
+        let running = Self::running_totals(tx)?;
+        let mut inv = Invariant {
             minted,
             redeemed,
             accounts: sums.int(0)?,
@@ -444,13 +553,70 @@ impl Ledger {
             issuance: sums.int(3)?,
             negative_accounts: sums.int(4)?,
             journal_entries: journal,
-        })
+            totals_match: false,
+        };
+        inv.totals_match = running
+            == RunningTotals {
+                minted,
+                redeemed,
+                accounts: inv.accounts,
+                offline_float: inv.offline_float,
+                loss: inv.loss,
+                issuance: inv.issuance,
+            };
+        Ok(inv)
     }
 
-    /// Production assertion after every batch: the invariant must hold.
-    pub fn assert_invariant(tx: &mut dyn Tx) -> Result<Invariant, LedgerError> {
+    /// The running totals, in the current transaction: one query over a
+    /// constant number of rows.
+    pub fn running_totals(tx: &mut dyn Tx) -> Result<RunningTotals, LedgerError> {
+        let mut t = RunningTotals {
+            minted: 0,
+            redeemed: 0,
+            accounts: 0,
+            offline_float: 0,
+            loss: 0,
+            issuance: 0,
+        };
+        let mut seen = 0u8;
+        for r in tx.query(
+            "SELECT 0, kind, total FROM ledger_totals UNION ALL SELECT 1, CASE WHEN k = 'minted' THEN 0 ELSE 1 END, v FROM ledger_meta WHERE k IN ('minted', 'redeemed')",
+            &[],
+        )? {
+            let (table, k, v) = (r.int(0)?, r.int(1)?, r.int(2)?);
+            let slot = match (table, k) {
+                (0, 0) => &mut t.issuance,
+                (0, 1) => &mut t.accounts,
+                (0, 3) => &mut t.offline_float,
+                (0, 4) => &mut t.loss,
+                (1, 0) => &mut t.minted,
+                (1, 1) => &mut t.redeemed,
+                _ => return Err(StoreError::Type(format!("running total {table}/{k}")).into()),
+            };
+            *slot = slot.checked_add(v).ok_or(LedgerError::Overflow)?;
+            seen += 1;
+        }
+        if seen != 6 {
+            return Err(StoreError::Type(format!("{seen} running totals, expected 6")).into());
+        }
+        Ok(t)
+    }
+
+    /// Production assertion, after every ledger transaction: the running
+    /// totals satisfy the invariant. O(1): it reads the totals, not the
+    /// accounts; the full re-sum ([`Ledger::invariant`]) is the periodic
+    /// audit (settlement workers, `GET /ledger/invariant`).
+    pub fn assert_invariant(tx: &mut dyn Tx) -> Result<RunningTotals, LedgerError> {
+        let t = Self::running_totals(tx)?;
+        assert!(t.holds(), "ledger invariant violated (running totals): {t:?}");
+        Ok(t)
+    }
+
+    /// The periodic audit: the full re-sum, asserted, including that the
+    /// running totals match it.
+    pub fn audit(tx: &mut dyn Tx) -> Result<Invariant, LedgerError> {
         let inv = Self::invariant(tx)?;
-        assert!(inv.holds(), "ledger invariant violated: {inv:?}");
+        assert!(inv.holds(), "ledger audit failed: {inv:?}");
         Ok(inv)
     }
 

@@ -7,11 +7,16 @@
 //! spends. Hence, for every other account together:
 //! `sum(balances) + offline float + loss = minted − redeemed`.
 //!
+//! [`queue`]: the queue several settlement worker processes share.
+//!
 //! [`settlement`]: verifies packages with the tally-core verifier and
 //! registers every consumed output in the spent registry.
 
 pub mod ledger;
+pub mod queue;
 pub mod settlement;
 
-pub use ledger::{AccountId, AccountKind, Invariant, Ledger, LedgerError, TransferRequest};
+pub use ledger::{
+    AccountId, AccountKind, Invariant, Ledger, LedgerError, RunningTotals, TransferRequest,
+};
 pub use settlement::{DoubleSpend, Settlement, SettlementError, SettlementOutcome};

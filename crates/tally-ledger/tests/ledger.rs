@@ -91,6 +91,7 @@ fn mint_credits_a_dcp_account(s: &Store) {
             issuance: -1_250,
             negative_accounts: 0,
             journal_entries: 2,
+            totals_match: true,
         }
     );
     let j = query(
@@ -454,6 +455,11 @@ fn invariant_detects_every_kind_of_imbalance(s: &Store) {
             negative_accounts: 1,
             ..good
         },
+        // Balances right, running totals not.
+        Invariant {
+            totals_match: false,
+            ..good
+        },
         // Balanced, but the loss account above zero.
         Invariant {
             loss: 1,
@@ -480,6 +486,60 @@ fn invariant_detects_every_kind_of_imbalance(s: &Store) {
     });
     assert!(seen.is_err());
     assert!(audit(s).holds());
+}
+
+/// The O(1) production assertion reads the running totals; the full
+/// re-sum checks that they match the balances. A running total changed
+/// outside a transfer is caught by both (rolled back afterwards).
+fn running_totals_follow_every_cross_kind_transfer(s: &Store) {
+    funded(s);
+    let t = run(s, |tx| Ledger::assert_invariant(tx));
+    assert_eq!(
+        (t.minted, t.redeemed, t.accounts, t.offline_float, t.loss, t.issuance),
+        (1_000, 0, 1_000, 0, 0, -1_000)
+    );
+    // Float in, loss out, redemption: every kind moves.
+    run(s, |tx| {
+        Ledger::transfer(tx, &req("load", ALICE, OFFLINE_FLOAT, 100, code::LOAD))
+    });
+    run(s, |tx| {
+        Ledger::transfer(tx, &req("cover", LOSS, OFFLINE_FLOAT, 7, code::LOSS_COVER))
+    });
+    run(s, |tx| Ledger::redeem(tx, "burn", DCP, 50));
+    let t = run(s, |tx| Ledger::assert_invariant(tx));
+    assert_eq!(
+        (t.minted, t.redeemed, t.accounts, t.offline_float, t.loss, t.issuance),
+        (1_000, 50, 850, 107, -7, -950)
+    );
+    assert!(audit(s).totals_match);
+    // Negative space: a total off by one, balanced so that the re-sum of
+    // the balances still holds, is seen by both checks.
+    let caught: Result<(bool, bool), LedgerError> = s.transact(|tx| {
+        tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 1", &[])?;
+        tx.execute("UPDATE ledger_totals SET total = total - 1 WHERE kind = 3", &[])?;
+        let inv = Ledger::invariant(tx)?;
+        let mut t = Ledger::running_totals(tx)?;
+        assert!(t.holds(), "a balanced shift keeps the equation");
+        tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 3", &[])?;
+        t = Ledger::running_totals(tx)?;
+        Err(LedgerError::Store(StoreError::Db(format!(
+            "roll back {}",
+            u8::from(!inv.totals_match && !inv.holds()) + 2 * u8::from(!t.holds())
+        ))))
+    });
+    assert_eq!(
+        caught,
+        Err(LedgerError::Store(StoreError::Db("roll back 3".into())))
+    );
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.transact(|tx| {
+            tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 1", &[])?;
+            Ledger::assert_invariant(tx)?;
+            Ok::<_, LedgerError>(())
+        })
+    }));
+    // (Last: on SQLite the panic leaves the connection's mutex poisoned.)
+    assert!(panicked.is_err(), "the production assertion let a broken total pass");
 }
 
 fn batch_applies_exactly_the_accepted_transfers(s: &Store) {
@@ -761,6 +821,7 @@ on_both_backends!(
     journal_is_append_only,
     invariant_holds_after_every_batch,
     invariant_detects_every_kind_of_imbalance,
+    running_totals_follow_every_cross_kind_transfer,
     batch_applies_exactly_the_accepted_transfers,
     loss_account_may_go_negative_user_accounts_may_not,
     check_constraint_refuses_negative_balances,

@@ -154,8 +154,33 @@ impl TxFailure for StoreError {
     }
 }
 
+/// A counter row that hands out unique ids: `UPDATE {table} SET {value}
+/// = {value} + n WHERE {key} = name RETURNING {value}` (portable: SQLite
+/// ≥ 3.35, PostgreSQL, CockroachDB, YugabyteDB). The row holds the next
+/// id not yet handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub table: &'static str,
+    pub key_column: &'static str,
+    pub value_column: &'static str,
+    pub name: &'static str,
+}
+
+/// Ids a PostgreSQL store reserves from a [`Counter`] at once, in a
+/// transaction of its own: the counter row is written once per block, not
+/// once per id, so it is no hot row for concurrent writers.
+pub const ID_BLOCK: i64 = 1024;
+
 /// Statements inside one transaction.
 pub trait Tx {
+    /// A fresh id from `counter`, unique across every process using the
+    /// database. Ids increase within one process but not across processes,
+    /// and an id taken by a transaction that rolls back is not reused
+    /// (gaps). SQLite (one writer) updates the row in this transaction;
+    /// PostgreSQL hands out ids from a block it reserved in a separate,
+    /// committed transaction ([`ID_BLOCK`] ids at a time), like a
+    /// sequence with a cache.
+    fn next_id(&mut self, counter: &Counter) -> Result<i64, StoreError>;
     /// Runs a statement; returns the number of rows changed.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
     /// Runs a query; returns every row.
@@ -176,7 +201,8 @@ pub trait Tx {
 }
 
 /// Versioned migrations of one component: `(version, sql)`, statements
-/// separated by `;`, applied in order, each version once.
+/// separated by `;`, applied in order, each version once. A statement
+/// prefixed `sqlite:` or `postgres:` runs on that backend only.
 pub struct Migrations {
     pub component: &'static str,
     pub steps: &'static [(i64, &'static str)],
@@ -186,6 +212,9 @@ pub struct Migrations {
 pub const TX_RETRIES_MAX: u32 = 20;
 
 /// The store: one of the two backends.
+// One per process (or a few): the size of the PostgreSQL variant (its
+// configuration, pool and id blocks) does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Sqlite(SqliteStore),
     Postgres(PgStore),
@@ -267,6 +296,31 @@ impl Store {
         }
     }
 
+    /// As [`Store::transact`], but READ COMMITTED on PostgreSQL (SQLite
+    /// is serializable anyway). Only for work whose correctness does not
+    /// rest on isolation — a lease on queue rows, re-checked by the
+    /// UPDATE that takes it — where SERIALIZABLE's predicate locks would
+    /// make concurrent claimers conflict for nothing.
+    pub fn transact_relaxed<R, E: TxFailure>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut attempt = 0u32;
+        loop {
+            let r = match self {
+                Store::Sqlite(s) => s.transact_once(&mut f),
+                Store::Postgres(s) => s.transact_once_at(pg::IsolationLevel::ReadCommitted, &mut f),
+            };
+            match r {
+                Err(e) if e.is_conflict() && attempt < TX_RETRIES_MAX => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_micros(200u64 << attempt.min(8)));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Applies pending migrations of each component.
     pub fn migrate(&self, components: &[&Migrations]) -> Result<(), StoreError> {
         self.transact(|tx| {
@@ -296,6 +350,17 @@ impl Store {
                 }
                 for (v, sql) in m.steps.iter().filter(|(v, _)| *v > found) {
                     for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                        // `sqlite: …` / `postgres: …`: a statement for one
+                        // backend only (physical layout: partitioning).
+                        let stmt = match stmt.split_once(':') {
+                            Some((b, rest)) if b == "sqlite" || b == "postgres" => {
+                                if b != tx.backend() {
+                                    continue;
+                                }
+                                rest.trim()
+                            }
+                            _ => stmt,
+                        };
                         tx.execute(stmt, &[])?;
                     }
                     tx.execute(

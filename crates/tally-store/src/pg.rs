@@ -5,14 +5,18 @@
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-use postgres::{Client, IsolationLevel, NoTls, Statement};
+pub(crate) use postgres::IsolationLevel;
+use postgres::{Client, NoTls, Statement};
 
-use crate::{Pool, Row, StoreError, Tx, TxFailure, Value};
+use crate::{Counter, ID_BLOCK, Pool, Row, StoreError, TX_RETRIES_MAX, Tx, TxFailure, Value};
 
 pub struct PgStore {
     config: postgres::Config,
     pool: Pool<Conn>,
+    /// Reserved id blocks per counter: (next id, end of the block).
+    ids: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// A connection and its prepared statements (one round trip saved per statement).
@@ -37,7 +41,12 @@ fn map_err(e: postgres::Error) -> StoreError {
         {
             StoreError::Constraint(e.to_string())
         }
-        _ => StoreError::Db(e.to_string()),
+        // The server's own message (the Display of postgres::Error is
+        // only "db error" for these).
+        _ => StoreError::Db(match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        }),
     }
 }
 
@@ -56,6 +65,7 @@ impl PgStore {
         let s = PgStore {
             config,
             pool: Pool::new(),
+            ids: Mutex::new(HashMap::new()),
         };
         // Fail early if unreachable.
         let c = s.connect_one()?;
@@ -74,6 +84,14 @@ impl PgStore {
         &self,
         f: &mut impl FnMut(&mut dyn Tx) -> Result<R, E>,
     ) -> Result<R, E> {
+        self.transact_once_at(IsolationLevel::Serializable, f)
+    }
+
+    pub(crate) fn transact_once_at<R, E: TxFailure>(
+        &self,
+        level: IsolationLevel,
+        f: &mut impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut conn = match self.pool.take() {
             Some(c) if !c.client.is_closed() => c,
             _ => self.connect_one()?,
@@ -82,12 +100,13 @@ impl PgStore {
         let result = (|| {
             let mut tx = client
                 .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
+                .isolation_level(level)
                 .start()
                 .map_err(map_err)?;
             let mut t = PgTx {
                 tx: &mut tx,
                 statements,
+                store: self,
             };
             let r = f(&mut t)?;
             tx.commit().map_err(map_err)?;
@@ -103,6 +122,72 @@ impl PgStore {
 struct PgTx<'a, 'b> {
     tx: &'a mut postgres::Transaction<'b>,
     statements: &'a mut HashMap<String, Statement>,
+    store: &'a PgStore,
+}
+
+impl PgStore {
+    fn next_id(&self, c: &Counter) -> Result<i64, StoreError> {
+        let key = format!("{}.{}", c.table, c.name);
+        let mut ids = self
+            .ids
+            .lock()
+            .map_err(|_| StoreError::Db("id cache poisoned".into()))?;
+        if let Some((next, end)) = ids.get_mut(&key)
+            && *next < *end
+        {
+            *next += 1;
+            return Ok(*next - 1);
+        }
+        let end = self.reserve(c)?;
+        let start = end - ID_BLOCK;
+        assert!(start >= 0, "counter {key} reserved a block below zero");
+        ids.insert(key, (start + 1, end));
+        Ok(start)
+    }
+
+    /// Reserves the next block of `c` in a committed transaction of its
+    /// own, on another connection than the caller's; returns the block's
+    /// end (exclusive).
+    fn reserve(&self, c: &Counter) -> Result<i64, StoreError> {
+        let sql = format!(
+            "UPDATE {t} SET {v} = {v} + $1 WHERE {k} = $2 RETURNING {v}",
+            t = c.table,
+            v = c.value_column,
+            k = c.key_column
+        );
+        let mut conn = match self.pool.take() {
+            Some(c) if !c.client.is_closed() => c,
+            _ => self.connect_one()?,
+        };
+        let mut attempt = 0;
+        let result = loop {
+            let r = (|| {
+                let mut tx = conn
+                    .client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start()
+                    .map_err(map_err)?;
+                let row = tx
+                    .query_opt(&sql, &[&ID_BLOCK, &c.name])
+                    .map_err(map_err)?
+                    .ok_or_else(|| {
+                        StoreError::Type(format!("counter {}.{} missing", c.table, c.name))
+                    })?;
+                let end: i64 = row.try_get(0).map_err(map_err)?;
+                tx.commit().map_err(map_err)?;
+                Ok(end)
+            })();
+            match r {
+                Err(StoreError::Conflict) if attempt < TX_RETRIES_MAX => attempt += 1,
+                other => break other,
+            }
+        };
+        if !conn.client.is_closed() {
+            self.pool.give(conn);
+        }
+        result
+    }
 }
 
 impl PgTx<'_, '_> {
@@ -150,6 +235,10 @@ fn params(values: &[Value]) -> Vec<Box<dyn ToSql + Sync>> {
 }
 
 impl Tx for PgTx<'_, '_> {
+    fn next_id(&mut self, c: &Counter) -> Result<i64, StoreError> {
+        self.store.next_id(c)
+    }
+
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
         let p = params(values);
         let refs: Vec<&(dyn ToSql + Sync)> = p.iter().map(|b| b.as_ref()).collect();

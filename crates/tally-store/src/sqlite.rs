@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter, types::ValueRef};
 
-use crate::{Row, StoreError, Tx, TxFailure, Value};
+use crate::{Counter, Row, StoreError, Tx, TxFailure, Value};
 
 /// How hard SQLite pushes each commit to disk (`PRAGMA synchronous`).
 /// The store always runs in WAL mode, where both levels keep the database
@@ -82,6 +82,9 @@ impl SqliteOptions {
     }
 }
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
@@ -119,6 +122,9 @@ impl SqliteStore {
             opts.synchronous.pragma()
         ))
         .map_err(map_err)?;
+        // Batched settlement prepares a few statements per batch size;
+        // the default cache (16) would re-prepare them.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -163,6 +169,20 @@ fn to_sql(v: &Value) -> rusqlite::types::Value {
 }
 
 impl Tx for SqliteTx<'_> {
+    fn next_id(&mut self, c: &Counter) -> Result<i64, StoreError> {
+        // One writer at a time: the row is no contention point here.
+        let sql = format!(
+            "UPDATE {t} SET {v} = {v} + 1 WHERE {k} = $1 RETURNING {v}",
+            t = c.table,
+            v = c.value_column,
+            k = c.key_column
+        );
+        let row = self
+            .query_one(&sql, &[c.name.into()])?
+            .ok_or_else(|| StoreError::Type(format!("counter {}.{} missing", c.table, c.name)))?;
+        Ok(row.int(0)? - 1)
+    }
+
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let mut st = self.tx.prepare_cached(&dialect(sql)).map_err(map_err)?;
         let n = st

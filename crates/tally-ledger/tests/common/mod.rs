@@ -163,7 +163,11 @@ pub fn audit(s: &Store) -> Invariant {
     let (mut minted, mut redeemed) = (0i64, 0i64);
     for (i, r) in journal.iter().enumerate() {
         let get = |e: Result<i64, StoreError>| e.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(get(r.int(0)), i as i64 + 1, "journal sequence has a gap");
+        // Sequence numbers are unique and increase in journal order; they
+        // may have gaps (PostgreSQL reserves them in blocks).
+        if i > 0 {
+            assert!(get(r.int(0)) > get(journal[i - 1].int(0)), "journal sequence not increasing");
+        }
         let amount = get(r.int(3));
         assert!(amount > 0);
         *replayed.entry(r.text(1).unwrap().to_string()).or_default() -= amount;
@@ -185,7 +189,9 @@ pub fn audit(s: &Store) -> Invariant {
         );
     }
     let next = query(s, "SELECT v FROM ledger_meta WHERE k = 'next_seq'");
-    assert_eq!(next[0].int(0).unwrap(), journal.len() as i64 + 1);
+    if let Some(last) = journal.last() {
+        assert!(next[0].int(0).unwrap() > last.int(0).unwrap(), "next_seq behind the journal");
+    }
     inv
 }
 
