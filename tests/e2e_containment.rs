@@ -297,6 +297,40 @@ fn double_spend_to_revocation_and_offline_refusal() {
         json(&operator(&url, &["alerts", "--json"]))[0]["state"],
         "device_revoked"
     );
+    // The MDS's tables (here in the central file) hold no SE id, in any
+    // encoding, after the revocation moved the alert (issue 11: the
+    // revocation note used to name the SE).
+    let se_id = revoked[0].se_id.clone();
+    let raw = hex::decode(&se_id).expect("se id hex");
+    let store = tally_store::Store::open(&s(&db)).expect("open central store");
+    let tables: Vec<String> = store
+        .transact(|tx| {
+            tx.query(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'mds%'",
+                &[],
+            )
+        })
+        .expect("tables")
+        .iter()
+        .map(|r| r.text(0).expect("name").to_string())
+        .collect();
+    assert!(tables.iter().any(|t| t == "mds_alert_events"), "{tables:?}");
+    for t in &tables {
+        let rows = store
+            .transact(|tx| tx.query(&format!("SELECT * FROM {t}"), &[]))
+            .expect("rows");
+        for r in &rows {
+            for v in &r.0 {
+                let leaks = match v {
+                    tally_store::Value::Text(x) => x.to_lowercase().contains(&se_id),
+                    tally_store::Value::Bytes(b) => b.windows(raw.len()).any(|w| w == raw),
+                    _ => false,
+                };
+                assert!(!leaks, "table {t} holds the SE id: {v:?}");
+            }
+        }
+    }
+    drop(store);
 
     // The revoked SE can no longer sync (no new keys, no new epoch)…
     let e = mallory.run(&["sync"]).fails_with(1);

@@ -393,10 +393,17 @@ async fn revoke(
             opening.as_ref().map(|(l, r)| (l.as_slice(), r)),
         )?;
         if let Some(a) = req.alert {
+            // The MDS keeps no SE id (decision 0007): the note names the
+            // revocation list entry, not the device.
             bo.alert_transition(
                 a,
                 AlertState::DeviceRevoked,
-                &format!("SE {se_id} revoked: {}", req.reason),
+                &format!(
+                    "device revoked (revocation list serial {}, {} keys): {}",
+                    list.serial,
+                    keys.len(),
+                    req.reason
+                ),
             )?;
         }
         Ok(RevokeView {
