@@ -149,6 +149,22 @@ fn bench(c: &mut Criterion) -> Vec<Paired> {
             )
         });
     }
+    // The terminal's flow: CHECK REQUEST (payee certificate and request
+    // signature) while the user confirms, outside the measurement; PAY.
+    g.bench_function("mem_one_hop_checked", |b| {
+        b.iter_batched(
+            || {
+                let mut se = boot(mem_one.clone(), Sealing::None, b"bench/pay");
+                se.check_request(&fx.request).expect("check request");
+                se
+            },
+            |mut se| {
+                let pkg = se.pay(black_box(&fx.request)).expect("pay");
+                (se, pkg)
+            },
+            BatchSize::PerIteration,
+        )
+    });
     for (name, prepared) in [
         ("file_one_hop", &file_one),
         ("file_at_budget", &file_budget),
@@ -339,6 +355,7 @@ fn summary(paired: &[Paired]) {
     let Some(root) = root else { return };
     let rows = [
         ("pay", "mem_one_hop"),
+        ("pay", "mem_one_hop_checked"),
         ("pay", "mem_at_budget"),
         ("pay", "file_one_hop"),
         ("pay", "file_at_budget"),
