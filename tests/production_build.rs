@@ -73,3 +73,41 @@ fn the_check_sees_testkit_in_the_dev_tools_build() {
         "{graph}"
     );
 }
+
+/// Issue 11: the device's HTTP client is its own crate, so a wallet links
+/// no server code — no back office, store, ledger or HTTP server crate in
+/// tally-client's normal dependency graph.
+#[test]
+fn the_device_client_links_no_server_code() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--manifest-path", manifest, "-p", "tally-client"])
+        .args(["-e", "normal,build", "-f", "{p}", "--prefix", "none"])
+        .args(["--offline", "--locked"])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(graph.contains("tally-wallet v"), "unexpected graph:\n{graph}");
+    for server in [
+        "tally-api ",
+        "tally-dcp ",
+        "tally-store ",
+        "tally-ledger ",
+        "tally-directory ",
+        "tally-mds ",
+        "axum ",
+        "tokio ",
+        "rusqlite ",
+        "postgres ",
+    ] {
+        assert!(
+            !graph.lines().any(|l| l.starts_with(server)),
+            "tally-client links {server}:\n{graph}"
+        );
+    }
+}

@@ -2,172 +2,25 @@
 //! [`Backend`] over HTTP or by direct calls (with the same error mapping),
 //! and [`OperatorClient`] drives the operator endpoints.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tally_core::codec::Cbor;
-use tally_core::sealed::{SealedKind, SealingKey};
+use tally_core::sealed::SealedKind;
 use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
 use tally_dcp::{Backoffice, Registration};
 use tally_wallet::agent::{Backend, BackendError};
 
 use crate::error::{backend_error, code};
+use tally_client::http::{agent, exchange, join, malformed_answer};
+use tally_client::seal_checked;
+pub use tally_client::HttpBackend;
 use crate::views::{
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
-    EpochView, ErrorEnvelope, EscrowView, InvariantView, RevokeRequest, RevokeView,
+    EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView,
     TransitionRequest, TrustBundle,
 };
-
-/// Largest response body a client reads (a sync bundle with recovered
-/// tokens is the largest answer).
-pub const RESPONSE_BYTES_MAX: u64 = 16 << 20;
-/// Time for one whole exchange.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest server text kept in an error message.
-const ERROR_TEXT_CHARS_MAX: usize = 512;
-
-/// One connection pool for every client of the process.
-fn agent() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .build()
-            .into()
-    })
-}
-
-fn unreachable(e: &ureq::Error) -> BackendError {
-    BackendError {
-        status: 0,
-        code: code::UNREACHABLE,
-        message: format!("back office unreachable: {e}"),
-    }
-}
-
-/// 2xx → the body; anything else → the JSON error envelope as a
-/// [`BackendError`] (or the raw text when the answer is not one).
-fn exchange(
-    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<Vec<u8>, BackendError> {
-    let mut resp = r.map_err(|e| unreachable(&e))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(RESPONSE_BYTES_MAX)
-        .read_to_vec()
-        .map_err(|e| unreachable(&e))?;
-    if (200..300).contains(&status) {
-        return Ok(body);
-    }
-    Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
-        Ok(env) => BackendError {
-            status,
-            code: env.error.code,
-            message: env.error.message,
-        },
-        Err(_) => BackendError {
-            status,
-            code: code::UNREACHABLE,
-            message: String::from_utf8_lossy(&body)
-                .chars()
-                .take(ERROR_TEXT_CHARS_MAX)
-                .collect(),
-        },
-    })
-}
-
-fn malformed_answer(what: &str) -> BackendError {
-    BackendError {
-        status: 200,
-        code: code::MALFORMED,
-        message: format!("malformed answer from the back office: {what}"),
-    }
-}
-
-fn join(base: &str, path: &str) -> String {
-    format!("{}{path}", base.trim_end_matches('/'))
-}
-
-/// Seals to `key` after checking the root signed it: a DCP cannot slip in
-/// a key of its own and read what it forwards.
-fn seal_checked(
-    key: &SealingKey,
-    root: &PublicKey,
-    kind: SealedKind,
-    plaintext: &[u8],
-) -> Result<Vec<u8>, BackendError> {
-    let refuse = |e: tally_core::sealed::SealError| BackendError {
-        status: 200,
-        code: code::MALFORMED,
-        message: format!("cannot seal the upload: {e}"),
-    };
-    key.verify(root).map_err(refuse)?;
-    tally_core::sealed::seal(key, kind, plaintext, &mut tally_dcp::OsEntropy).map_err(refuse)
-}
-
-/// The wallet's back office over HTTP (`base`: `http://HOST:PORT`).
-/// Blocking; plain HTTP (put TLS in front for anything but loopback).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpBackend {
-    pub base: String,
-}
-
-impl HttpBackend {
-    pub fn new(base: impl Into<String>) -> HttpBackend {
-        HttpBackend { base: base.into() }
-    }
-
-    /// GET /v1/trust, decoded.
-    fn trust_bundle(&self) -> Result<TrustBundle, BackendError> {
-        let bytes = exchange(
-            agent()
-                .get(join(&self.base, "/v1/trust"))
-                .header("accept", "application/cbor")
-                .call(),
-        )?;
-        TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))
-    }
-
-    fn post_cbor(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, BackendError> {
-        exchange(
-            agent()
-                .post(join(&self.base, path))
-                .header("content-type", "application/cbor")
-                .header("accept", "application/cbor")
-                .send(body),
-        )
-    }
-}
-
-impl Backend for HttpBackend {
-    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
-        let t = self.trust_bundle()?;
-        Ok((t.root, t.policy, t.revocations))
-    }
-
-    fn seal(
-        &mut self,
-        root: &PublicKey,
-        kind: SealedKind,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, BackendError> {
-        seal_checked(&self.trust_bundle()?.sealing_key, root, kind, plaintext)
-    }
-
-    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
-        let bytes = self.post_cbor("/v1/devices/register", &reg.to_cbor())?;
-        Hash32::from_cbor(&bytes).map_err(|_| malformed_answer("se_id"))
-    }
-
-    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.post_cbor("/v1/devices/request", request)
-    }
-}
 
 /// The wallet's back office by direct calls: no sockets, the same answers
 /// and the same error statuses as over HTTP ([`crate::status_for`]).

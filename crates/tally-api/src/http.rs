@@ -165,7 +165,7 @@ async fn trust(State(s): State<AppState>) -> Result<Response, ApiError> {
 async fn trust_json(State(s): State<AppState>) -> Result<Response, ApiError> {
     let settlement = s.bo.settlement_key();
     let (t, epoch) = load_trust(s.bo).await?;
-    let mut v = t.to_json(epoch);
+    let mut v = crate::views::trust_json(&t, epoch);
     // The key settlement results are signed with, certified by the root
     // (for DCPs and auditors; devices never check settlement results).
     v["settlement_key"] = serde_json::json!({

@@ -2,26 +2,13 @@
 //! bundle; the same types on the server and in the clients.
 
 use serde::{Deserialize, Serialize};
-use tally_core::codec::{Cbor, CodecError, Reader, Writer};
+use tally_core::codec::Cbor;
 use tally_core::policy::device_class;
-use tally_core::sealed::SealingKey;
-use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
+use tally_core::{Epoch, Hash32};
 use tally_directory::{SeEntry, SeStatus};
 use tally_ledger::ledger::Invariant;
 
 use crate::hex;
-
-/// `{"error": {"code", "message"}}`: every failure answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub code: u16,
-    pub message: String,
-}
 
 /// Longest account name (characters) in a path; the same bound as the
 /// account of a device registration.
@@ -188,79 +175,49 @@ impl From<&(Hash32, u8, u64, Vec<u8>)> for DoubleSpendView {
     }
 }
 
-/// What a fresh SE is given at initialization, and the key wallets seal
-/// uploads to. Wire (GET /v1/trust): `[root PublicKey, Policy,
-/// RevocationList, SealingKey]`, canonical CBOR.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustBundle {
-    pub root: PublicKey,
-    pub policy: Policy,
-    pub revocations: RevocationList,
-    pub sealing_key: SealingKey,
-}
+pub use tally_client::{ErrorBody, ErrorEnvelope, TrustBundle};
 
-impl Cbor for TrustBundle {
-    fn write(&self, w: &mut Writer) {
-        w.array(4);
-        self.root.write(w);
-        self.policy.write(w);
-        self.revocations.write(w);
-        self.sealing_key.write(w);
-    }
-    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(4)?;
-        Ok(TrustBundle {
-            root: PublicKey::read(r)?,
-            policy: Policy::read(r)?,
-            revocations: RevocationList::read(r)?,
-            sealing_key: SealingKey::read(r)?,
-        })
-    }
-}
-
-impl TrustBundle {
-    /// GET /v1/trust.json: the same objects for people (hex of each
-    /// canonical encoding, plus the fields worth reading).
-    pub(crate) fn to_json(&self, epoch: Epoch) -> serde_json::Value {
-        serde_json::json!({
-            "epoch": epoch,
-            "root": {
-                "suite": self.root.suite() as u8,
-                "key": hex(self.root.key_bytes()),
-                "id": self.root.id().to_string(),
-                "cbor": hex(&self.root.to_cbor()),
-            },
-            "policy": {
-                "serial": self.policy.serial,
-                "currency": self.policy.currency,
-                "tiers": self.policy.tiers.iter().map(|t| serde_json::json!({
-                    "device_class": t.device_class,
-                    "class_name": class_name(t.device_class),
-                    "tier": t.tier,
-                    "payment_max": t.payment_max.0,
-                    "holding_max": t.holding_max.0,
-                    "receiving_max": t.receiving_max.0,
-                    "offline_spend_max": t.offline_spend_max.0,
-                    "offline_payments_max": t.offline_payments_max,
-                    "history_records_max": t.history_records_max,
-                    "offline_epochs_max": t.offline_epochs_max,
-                })).collect::<Vec<_>>(),
-                "dcps": self.policy.dcps.len(),
-                "cbor": hex(&self.policy.to_cbor()),
-            },
-            "sealing_key": {
-                "kem": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
-                "key": hex(&self.sealing_key.key),
-                "cbor": hex(&self.sealing_key.to_cbor()),
-            },
-            "revocations": {
-                "serial": self.revocations.serial,
-                "epoch": self.revocations.epoch,
-                "revoked": self.revocations.revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "cbor": hex(&self.revocations.to_cbor()),
-            },
-        })
-    }
+/// GET /v1/trust.json: the trust objects for people (hex of each
+/// canonical encoding, plus the fields worth reading).
+pub(crate) fn trust_json(bundle: &TrustBundle, epoch: Epoch) -> serde_json::Value {
+    serde_json::json!({
+        "epoch": epoch,
+        "root": {
+            "suite": bundle.root.suite() as u8,
+            "key": hex(bundle.root.key_bytes()),
+            "id": bundle.root.id().to_string(),
+            "cbor": hex(&bundle.root.to_cbor()),
+        },
+        "policy": {
+            "serial": bundle.policy.serial,
+            "currency": bundle.policy.currency,
+            "tiers": bundle.policy.tiers.iter().map(|t| serde_json::json!({
+                "device_class": t.device_class,
+                "class_name": class_name(t.device_class),
+                "tier": t.tier,
+                "payment_max": t.payment_max.0,
+                "holding_max": t.holding_max.0,
+                "receiving_max": t.receiving_max.0,
+                "offline_spend_max": t.offline_spend_max.0,
+                "offline_payments_max": t.offline_payments_max,
+                "history_records_max": t.history_records_max,
+                "offline_epochs_max": t.offline_epochs_max,
+            })).collect::<Vec<_>>(),
+            "dcps": bundle.policy.dcps.len(),
+            "cbor": hex(&bundle.policy.to_cbor()),
+        },
+        "sealing_key": {
+            "kem": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
+            "key": hex(&bundle.sealing_key.key),
+            "cbor": hex(&bundle.sealing_key.to_cbor()),
+        },
+        "revocations": {
+            "serial": bundle.revocations.serial,
+            "epoch": bundle.revocations.epoch,
+            "revoked": bundle.revocations.revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "cbor": hex(&bundle.revocations.to_cbor()),
+        },
+    })
 }
 
 /// One MDS alert (GET /v1/mds/alerts). Ids are hex; `offender` is the key
