@@ -10,9 +10,14 @@ use std::process::Command;
 /// `cargo tree` lines `package features` of the normal (non-dev) graph of
 /// `tally-cli`, with `args` added.
 fn normal_graph(args: &[&str]) -> String {
+    graph_of("tally-cli", args)
+}
+
+/// The same for any workspace package.
+fn graph_of(package: &str, args: &[&str]) -> String {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--manifest-path", manifest, "-p", "tally-cli"])
+        .args(["tree", "--manifest-path", manifest, "-p", package])
         .args(["-e", "normal,build", "-f", "{p} {f}", "--prefix", "none"])
         .args(["--offline", "--locked"])
         .args(args)
@@ -79,19 +84,7 @@ fn the_check_sees_testkit_in_the_dev_tools_build() {
 /// tally-client's normal dependency graph.
 #[test]
 fn the_device_client_links_no_server_code() {
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "--manifest-path", manifest, "-p", "tally-client"])
-        .args(["-e", "normal,build", "-f", "{p}", "--prefix", "none"])
-        .args(["--offline", "--locked"])
-        .output()
-        .expect("run cargo tree");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let graph = String::from_utf8(out.stdout).expect("utf-8");
+    let graph = graph_of("tally-client", &[]);
     assert!(graph.contains("tally-wallet v"), "unexpected graph:\n{graph}");
     for server in [
         "tally-api ",
