@@ -69,7 +69,10 @@ fn spend(scheme: &Scheme, n: usize, issue: &Issue, k0: &SecretKey, hops: usize) 
     Package {
         transfer: last,
         ancestry,
-        certificates: keys.iter().map(|k| scheme.certify(k.public(), PHONE, 0)).collect(),
+        certificates: keys
+            .iter()
+            .map(|k| scheme.certify(k.public(), PHONE, 0))
+            .collect(),
     }
 }
 
@@ -156,7 +159,15 @@ fn race(store: &Store, rows: usize, db_args: &[String], must_overlap: bool) {
     let children: Vec<_> = (0..2)
         .map(|k| {
             Command::new(env!("CARGO_BIN_EXE_tally"))
-                .args(["bench", "worker", "--until-empty", "--lease-ms", "50", "--batch", "4"])
+                .args([
+                    "bench",
+                    "worker",
+                    "--until-empty",
+                    "--lease-ms",
+                    "50",
+                    "--batch",
+                    "4",
+                ])
                 .args(["--lane", &format!("{k}/2"), "--name", &format!("w{k}")])
                 .args(["--start-at-ms", &start_at.to_string()])
                 .args(db_args)
@@ -167,7 +178,10 @@ fn race(store: &Store, rows: usize, db_args: &[String], must_overlap: bool) {
         })
         .collect::<Vec<_>>()
         .into_iter()
-        .map(|c| c.wait_with_output().unwrap_or_else(|e| panic!("worker: {e}")))
+        .map(|c| {
+            c.wait_with_output()
+                .unwrap_or_else(|e| panic!("worker: {e}"))
+        })
         .collect();
     let (mut settled, mut busy) = (0, 0);
     for out in &children {
@@ -182,34 +196,66 @@ fn race(store: &Store, rows: usize, db_args: &[String], must_overlap: bool) {
         settled += field(&line, "settled");
         busy += i64::from(field(&line, "batches") > 0);
     }
-    assert_eq!(settled as usize, rows, "each row settled by exactly one worker");
+    assert_eq!(
+        settled as usize, rows,
+        "each row settled by exactly one worker"
+    );
     // Both took part: each settled a batch or found its claimed rows
     // already settled by the other (`skipped`), so they overlapped.
     // (SQLite: one writer at a time, and its busy handler sleeps with
     // backoff, so one process may take every row before the other gets
     // the lock; there the test checks exactly-once only.)
     if must_overlap {
-        assert_eq!(busy, 2, "both workers must have worked on rows (else nothing raced)");
+        assert_eq!(
+            busy, 2,
+            "both workers must have worked on rows (else nothing raced)"
+        );
     }
     let checks = store.transact(|tx| {
         Ok::<_, SettlementError>((
-            count(tx, "SELECT CAST(COUNT(*) AS BIGINT) FROM settlement_results")?,
-            count(tx, "SELECT CAST(COUNT(*) AS BIGINT) FROM settlement_results WHERE code <> 0")?,
-            count(tx, "SELECT CAST(COUNT(DISTINCT id) AS BIGINT) FROM settlement_results")?,
+            count(
+                tx,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM settlement_results",
+            )?,
+            count(
+                tx,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM settlement_results WHERE code <> 0",
+            )?,
+            count(
+                tx,
+                "SELECT CAST(COUNT(DISTINCT id) AS BIGINT) FROM settlement_results",
+            )?,
             SettlementQueue::pending(tx)?,
             count(tx, "SELECT CAST(COUNT(*) AS BIGINT) FROM spent")?,
             count(tx, "SELECT CAST(COUNT(*) AS BIGINT) FROM double_spends")?,
-            count(tx, "SELECT CAST(COUNT(DISTINCT record) AS BIGINT) FROM double_spends")?,
+            count(
+                tx,
+                "SELECT CAST(COUNT(DISTINCT record) AS BIGINT) FROM double_spends",
+            )?,
             Ledger::balance(tx, ledger::LOSS)?,
-            count(tx, "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_journal WHERE code = 6")?,
+            count(
+                tx,
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_journal WHERE code = 6",
+            )?,
         ))
     });
     let (results, refused, distinct, pending, spent, doubles, tokens, loss, covers) =
         checks.unwrap_or_else(|e| panic!("checks: {e}"));
-    assert_eq!((results, refused, distinct, pending), (rows as i64, 0, rows as i64, 0));
+    assert_eq!(
+        (results, refused, distinct, pending),
+        (rows as i64, 0, rows as i64, 0)
+    );
     assert_eq!(spent, 2 * TOKENS as i64, "every token registered once");
-    assert_eq!((doubles, tokens), (TOKENS as i64, TOKENS as i64), "one double spend per token");
-    assert_eq!(loss, -((TOKENS as u64 * VALUE) as i64), "each loss booked once");
+    assert_eq!(
+        (doubles, tokens),
+        (TOKENS as i64, TOKENS as i64),
+        "one double spend per token"
+    );
+    assert_eq!(
+        loss,
+        -((TOKENS as u64 * VALUE) as i64),
+        "each loss booked once"
+    );
     assert_eq!(covers, TOKENS as i64);
     let inv = store
         .transact(|tx| Ledger::audit(tx))
@@ -227,7 +273,17 @@ fn two_worker_processes_settle_conflicting_packages_once_on_postgres() {
     };
     let rows = setup(&store);
     let url = tally_store::test_database_url("e2e_settle_workers").unwrap_or_default();
-    race(&store, rows, &["--database-url".into(), url, "--schema".into(), schema.clone()], true);
+    race(
+        &store,
+        rows,
+        &[
+            "--database-url".into(),
+            url,
+            "--schema".into(),
+            schema.clone(),
+        ],
+        true,
+    );
     let _ = store.transact(|tx| tx.execute(&format!("DROP SCHEMA {schema} CASCADE"), &[]));
 }
 
@@ -238,7 +294,12 @@ fn two_worker_processes_settle_conflicting_packages_once_on_sqlite() {
     let path = dir.join("central.sqlite");
     let store = Store::sqlite(&path).unwrap_or_else(|e| panic!("{e}"));
     let rows = setup(&store);
-    race(&store, rows, &["--database-url".into(), path.display().to_string()], false);
+    race(
+        &store,
+        rows,
+        &["--database-url".into(), path.display().to_string()],
+        false,
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -259,12 +320,20 @@ fn settle_worker_refuses_what_does_not_open_under_the_node_key() {
             .output()
             .unwrap_or_else(|e| panic!("cannot start tally: {e}"));
         let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(out.status.success(), "{line}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         line
     };
     // First start: creates the node's database; nothing queued.
     let line = run();
-    assert_eq!((field(&line, "settled"), field(&line, "audits")), (0, 1), "{line}");
+    assert_eq!(
+        (field(&line, "settled"), field(&line, "audits")),
+        (0, 1),
+        "{line}"
+    );
     let store = Store::sqlite(&path).unwrap_or_else(|e| panic!("{e}"));
     // Sealed to the bench's key, not to this node's.
     let scheme = Scheme::new(Suite::Ed25519);
@@ -280,10 +349,17 @@ fn settle_worker_refuses_what_does_not_open_under_the_node_key() {
         .transact(|tx| SettlementQueue::enqueue(tx, &[foreign.clone(), b"garbage".to_vec()]))
         .unwrap_or_else(|e| panic!("{e}"));
     let line = run();
-    assert_eq!((field(&line, "settled"), field(&line, "refused")), (2, 2), "{line}");
+    assert_eq!(
+        (field(&line, "settled"), field(&line, "refused")),
+        (2, 2),
+        "{line}"
+    );
     let codes = store
         .transact(|tx| {
-            tx.query("SELECT code, settled_by FROM settlement_results ORDER BY id", &[])
+            tx.query(
+                "SELECT code, settled_by FROM settlement_results ORDER BY id",
+                &[],
+            )
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(codes.len(), 2);

@@ -224,8 +224,14 @@ fn story(db: Db, dir: &Path, test: &str) {
     // 15000` on a meter (IoT: holds 20 000) whose answer is lost, then an
     // offline payment of 10 000 to it, then `load 15000` again. The SE
     // refuses the token and cancels it; the account gets the 15 000 back.
-    operator(&url, &["deposit", "meter", "30000", "--idempotency-key", "d-meter"]);
-    operator(&url, &["deposit", "pump", "30000", "--idempotency-key", "d-pump"]);
+    operator(
+        &url,
+        &["deposit", "meter", "30000", "--idempotency-key", "d-meter"],
+    );
+    operator(
+        &url,
+        &["deposit", "pump", "30000", "--idempotency-key", "d-pump"],
+    );
     let meter = CliDevice::init(dir, "meter", &url, "iot", "meter");
     let pump = CliDevice::init(dir, "pump", &url, "iot", "pump");
     pump.ok(&["load", "10000"]);
@@ -235,10 +241,17 @@ fn story(db: Db, dir: &Path, test: &str) {
     assert_eq!(node.operator().balance("meter").unwrap(), 15_000, "debited");
     pay_via_files(dir, "fill-meter", &pump, &meter, 10_000);
     let again = meter.ok(&["load", "15000"]);
-    assert!(again.contains("cancelled: 15000 back to the account"), "{again}");
+    assert!(
+        again.contains("cancelled: 15000 back to the account"),
+        "{again}"
+    );
     assert!(again.contains("nothing loaded"), "{again}");
     assert_eq!(meter.balance().balance, 10_000);
-    assert_eq!(node.operator().balance("meter").unwrap(), 30_000, "credited back once");
+    assert_eq!(
+        node.operator().balance("meter").unwrap(),
+        30_000,
+        "credited back once"
+    );
     assert!(meter.ok(&["status"]).contains("pending: nothing"));
     let inv = operator(&url, &["invariant"]);
     assert!(inv.starts_with("holds"), "{inv}");

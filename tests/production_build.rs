@@ -85,7 +85,10 @@ fn the_check_sees_testkit_in_the_dev_tools_build() {
 #[test]
 fn the_device_client_links_no_server_code() {
     let graph = graph_of("tally-client", &[]);
-    assert!(graph.contains("tally-wallet v"), "unexpected graph:\n{graph}");
+    assert!(
+        graph.contains("tally-wallet v"),
+        "unexpected graph:\n{graph}"
+    );
     for server in [
         "tally-api ",
         "tally-dcp ",

@@ -13,14 +13,14 @@ use tally_dcp::{Backoffice, Registration};
 use tally_wallet::agent::{Backend, BackendError};
 
 use crate::error::{backend_error, code};
-use tally_client::http::{agent, exchange, join, malformed_answer};
-use tally_client::seal_checked;
-pub use tally_client::HttpBackend;
 use crate::views::{
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
-    EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView,
-    TransitionRequest, TrustBundle,
+    EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest,
+    TrustBundle,
 };
+pub use tally_client::HttpBackend;
+use tally_client::http::{agent, exchange, join, malformed_answer};
+use tally_client::seal_checked;
 
 /// The wallet's back office by direct calls: no sockets, the same answers
 /// and the same error statuses as over HTTP ([`crate::status_for`]).

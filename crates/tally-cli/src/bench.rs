@@ -27,6 +27,7 @@ use clap::Subcommand;
 use tally_core::codec::{Cbor, CodecError};
 use tally_core::crypto::{SigCheck, tagged_hash, verify_many};
 use tally_core::policy::device_class::PHONE;
+use tally_core::sealed::{OpeningKey, SealedKind, SealingKey, seal};
 use tally_core::testkit::{Scheme, key};
 use tally_core::verify::{
     BoundedCertCache, VerifyError, verify_package_for_settlement, verify_packages_for_settlement,
@@ -38,7 +39,6 @@ use tally_core::{
 use tally_ledger::ledger::{self, AccountKind, Ledger, LedgerError, TransferRequest, code};
 use tally_ledger::queue::{SettlementQueue, run_worker};
 use tally_ledger::settlement::{Settlement, SettlementError};
-use tally_core::sealed::{OpeningKey, SealedKind, SealingKey, seal};
 use tally_store::{Store, StoreError, Tx, TxFailure};
 
 use crate::CliError;
@@ -943,7 +943,9 @@ fn settle_worker(
         };
         match placement {
             Placement::Processes => {
-                return Err(Failure::Check("worker processes run in their own process".into()));
+                return Err(Failure::Check(
+                    "worker processes run in their own process".into(),
+                ));
             }
             Placement::BatchSettle => {
                 let pkgs = chunk
@@ -954,9 +956,14 @@ fn settle_worker(
                     .into_iter()
                     .collect::<Result<Vec<_>, _>>()?;
                 done.signatures += verified.iter().map(|v| v.signature_checks()).sum::<usize>();
-                let idems: Vec<String> = (0..verified.len()).map(|i| format!("bench:{}", base + i)).collect();
-                let items: Vec<(&VerifiedPackage, &str)> =
-                    verified.iter().zip(&idems).map(|(v, i)| (v, i.as_str())).collect();
+                let idems: Vec<String> = (0..verified.len())
+                    .map(|i| format!("bench:{}", base + i))
+                    .collect();
+                let items: Vec<(&VerifiedPackage, &str)> = verified
+                    .iter()
+                    .zip(&idems)
+                    .map(|(v, i)| (v, i.as_str()))
+                    .collect();
                 transact_until_done(store, |tx| {
                     attempts += 1;
                     let outs = Settlement::settle_batch(tx, &items)?;
@@ -1109,7 +1116,12 @@ fn hpke_rate(bytes: usize) -> String {
     let opening = bench_opening_key();
     let sealing = SealingKey::sign(&scheme.root, opening.public());
     let mut entropy = tally_core::testkit::TestEntropy::new(b"bench-hpke");
-    let sealed = match seal(&sealing, SealedKind::Redemption, &vec![7u8; bytes], &mut entropy) {
+    let sealed = match seal(
+        &sealing,
+        SealedKind::Redemption,
+        &vec![7u8; bytes],
+        &mut entropy,
+    ) {
         Ok(s) => s,
         Err(e) => return format!("sealing failed: {e}"),
     };
@@ -1166,7 +1178,9 @@ fn bench_worker(
             .and_then(|p| Package::from_cbor(&p).ok())
     };
     let report = run_worker(&store, &opts, &crate::worker::unix_ms, &mut |claimed| {
-        Ok(crate::worker::prepare(claimed, &open, &trust, params, &mut cache))
+        Ok(crate::worker::prepare(
+            claimed, &open, &trust, params, &mut cache,
+        ))
     })
     .map_err(|e| CliError::failed(format!("settlement failed: {e}")))?;
     Ok(crate::worker::report_line(&opts.name, &report))
@@ -1218,7 +1232,8 @@ fn settle_processes(
                 .args(db.worker_args())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::inherit());
-            c.spawn().map_err(|e| Failure::Check(format!("cannot start a worker: {e}")))
+            c.spawn()
+                .map_err(|e| Failure::Check(format!("cannot start a worker: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut done = WorkerTally::default();
@@ -1230,15 +1245,23 @@ fn settle_processes(
             .map_err(|e| Failure::Check(format!("worker: {e}")))?;
         let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() {
-            return Err(Failure::Check(format!("worker failed ({}): {line}", out.status)));
+            return Err(Failure::Check(format!(
+                "worker failed ({}): {line}",
+                out.status
+            )));
         }
         settled += report_field(&line, "settled")? as usize;
         done.signatures += report_field(&line, "signatures")? as usize;
         done.transactions += report_field(&line, "batches")? as usize;
         if report_field(&line, "refused")? != 0 || report_field(&line, "double_spends")? != 0 {
-            return Err(Failure::Check(format!("a bench package was refused: {line}")));
+            return Err(Failure::Check(format!(
+                "a bench package was refused: {line}"
+            )));
         }
-        let (f, l) = (report_field(&line, "first_claim_ms")?, report_field(&line, "last_settled_ms")?);
+        let (f, l) = (
+            report_field(&line, "first_claim_ms")?,
+            report_field(&line, "last_settled_ms")?,
+        );
         if f > 0 {
             first = first.min(f);
             last = last.max(l);

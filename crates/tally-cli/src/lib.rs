@@ -725,8 +725,13 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             }
             // It was this load, and the SE could not take its token: it
             // was cancelled back to the account (reported above).
-            if done.iter().any(|f| matches!(f, Finished::Cancelled { amount: x } if *x == amount)) {
-                return Ok(format!("nothing loaded: the SE cannot hold {amount} more now"));
+            if done
+                .iter()
+                .any(|f| matches!(f, Finished::Cancelled { amount: x } if *x == amount))
+            {
+                return Ok(format!(
+                    "nothing loaded: the SE cannot hold {amount} more now"
+                ));
             }
             a.load(amount).map(|_| format!("loaded {amount}"))
         }),

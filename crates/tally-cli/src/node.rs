@@ -234,8 +234,13 @@ async fn audit_periodically(bo: Arc<Backoffice>) {
         tick.tick().await;
         let b = bo.clone();
         match tokio::task::spawn_blocking(move || b.invariant()).await {
-            Ok(Ok(inv)) if inv.holds() => tracing::debug!(journal = inv.journal_entries, "ledger audit passed"),
-            Ok(Ok(inv)) => tracing::error!(?inv, "LEDGER AUDIT FAILED: balances or running totals do not add up"),
+            Ok(Ok(inv)) if inv.holds() => {
+                tracing::debug!(journal = inv.journal_entries, "ledger audit passed")
+            }
+            Ok(Ok(inv)) => tracing::error!(
+                ?inv,
+                "LEDGER AUDIT FAILED: balances or running totals do not add up"
+            ),
             Ok(Err(e)) => tracing::warn!(error = %e, "ledger audit could not run"),
             Err(e) => tracing::warn!(error = %e, "ledger audit task failed"),
         }

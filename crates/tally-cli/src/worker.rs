@@ -13,7 +13,6 @@ use tally_ledger::queue::{Claimed, Prepared, WorkerOptions, WorkerReport, run_wo
 use tally_ledger::settlement::Settlement;
 use tally_store::Store;
 
-
 use crate::CliError;
 
 /// Refusal code stored for a queued body that does not open or decode.
@@ -69,7 +68,9 @@ impl WorkerArgs {
                     .split_once('/')
                     .and_then(|(k, n)| Some((k.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
                     .filter(|(k, n)| *n > 0 && k < n)
-                    .ok_or_else(|| CliError::usage(format!("--lane {l}: expected K/N with K < N")))?;
+                    .ok_or_else(|| {
+                        CliError::usage(format!("--lane {l}: expected K/N with K < N"))
+                    })?;
                 Some((k, n))
             }
         };

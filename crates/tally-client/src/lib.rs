@@ -7,12 +7,12 @@
 use serde::{Deserialize, Serialize};
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::crypto::Entropy;
+use tally_core::dcp::Registration;
 use tally_core::sealed::{SealedKind, SealingKey};
 use tally_core::{Hash32, Policy, PublicKey, RevocationList};
-use tally_core::dcp::Registration;
 use tally_wallet::agent::{Backend, BackendError};
 
-pub use http::{RESPONSE_BYTES_MAX, REQUEST_TIMEOUT};
+pub use http::{REQUEST_TIMEOUT, RESPONSE_BYTES_MAX};
 use http::{agent, exchange, join, malformed_answer};
 
 /// Codes a client reports itself (registered in tally-codes).
@@ -237,4 +237,3 @@ impl Backend for HttpBackend {
         self.post_cbor("/v1/devices/request", request)
     }
 }
-

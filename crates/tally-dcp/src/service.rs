@@ -1700,7 +1700,10 @@ impl Backoffice {
             };
             for i in handed {
                 let tag = handed_out_tag(&ctx.salt, &i.id());
-                if tx.query_one("SELECT tag FROM dcp_issues WHERE tag = $1", &[b(&tag)])?.is_none() {
+                if tx
+                    .query_one("SELECT tag FROM dcp_issues WHERE tag = $1", &[b(&tag)])?
+                    .is_none()
+                {
                     tx.execute("INSERT INTO dcp_issues (tag) VALUES ($1)", &[b(&tag)])?;
                 }
             }
@@ -2096,7 +2099,9 @@ impl Backoffice {
                 (false, _) => Checked::Malformed,
                 (true, Some((Ok(v), _))) => Checked::Verified(Box::new(v)),
                 (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e),
-                (true, None) => return Err(StoreError::Type("verification lost a package".into()).into()),
+                (true, None) => {
+                    return Err(StoreError::Type("verification lost a package".into()).into());
+                }
             });
         }
         Ok(out)
@@ -2353,7 +2358,9 @@ impl Backoffice {
         }
         let checked = self.precheck(&upload.packages)?;
         let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-            self.settle_upload(tx, &ctx.rid, epoch, &mailbox, offline, &upload, &checked, key)
+            self.settle_upload(
+                tx, &ctx.rid, epoch, &mailbox, offline, &upload, &checked, key,
+            )
         })?;
         let (policy, revocations) = self.central.transact(|tx| {
             Ok::<_, BackofficeError>((self.policy_in(tx)?, self.revocations_in(tx)?))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use support::*;
 use tally_core::codec::Cbor;
 use tally_core::dcp::{
-    DeviceOp, RequestReport, DeviceResponse, MakerCertificate, SyncUpload, attachment_digest,
+    DeviceOp, DeviceResponse, MakerCertificate, RequestReport, SyncUpload, attachment_digest,
 };
 use tally_core::policy::device_class::{IOT, PHONE};
 use tally_core::{Amount, Hash32, Package, Record, SecretKey, Suite};

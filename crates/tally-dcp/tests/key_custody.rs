@@ -203,7 +203,9 @@ fn a_signing_device_failure_is_a_server_error_and_changes_nothing() {
     for down in [&dcp_down, &settlement_down] {
         down.store(true, Ordering::SeqCst);
         match with_agent(&bo, &mut alice, |a| a.load(4_000)) {
-            Err(AgentError::Backend(e)) => assert_eq!(e.code, tally_codes::NODE_SIGNER_FAILED, "{e:?}"),
+            Err(AgentError::Backend(e)) => {
+                assert_eq!(e.code, tally_codes::NODE_SIGNER_FAILED, "{e:?}")
+            }
             other => panic!("expected a back-office refusal, got {other:?}"),
         }
         assert_eq!(bo.account_balance("alice").unwrap(), 10_000);

@@ -334,7 +334,10 @@ fn a_request_paid_twice_refunds_the_second_payer() {
     let from_carol = c.link.pay(&request).unwrap();
     let receipt = b.link.receive(&from_alice).unwrap();
     a.link.ack(&receipt).unwrap();
-    assert!(b.link.receive(&from_carol).is_err(), "one payment per request");
+    assert!(
+        b.link.receive(&from_carol).is_err(),
+        "one payment per request"
+    );
     assert_eq!(c.link.status().unwrap().balance, Amount(700));
     // Carol uploads her unacknowledged payment; bob reports his request.
     with_agent(&bo, &mut c, |x| x.sync()).unwrap();
@@ -415,8 +418,8 @@ fn an_issue_the_se_refuses_is_cancelled_back_to_the_account() {
     invariant_holds(&bo, &mut [&mut a, &mut b]);
     // The stored answer again (the same load bytes): the SE never
     // credits that Issue now, and a second cancellation credits nothing.
-    let answer = tally_core::dcp::DeviceResponse::from_cbor(&bo.handle_device(&load).unwrap())
-        .unwrap();
+    let answer =
+        tally_core::dcp::DeviceResponse::from_cbor(&bo.handle_device(&load).unwrap()).unwrap();
     let tally_core::dcp::DeviceResponse::Issued(issue) = answer else {
         panic!("expected the stored Issue");
     };
@@ -429,7 +432,11 @@ fn an_issue_the_se_refuses_is_cancelled_back_to_the_account() {
         })
         .unwrap();
     bo.handle_device(&again.to_cbor()).unwrap();
-    assert_eq!(bo.account_balance("alice").unwrap(), 50_000, "credited once");
+    assert_eq!(
+        bo.account_balance("alice").unwrap(),
+        50_000,
+        "credited once"
+    );
     assert_eq!(a.link.status().unwrap().balance, Amount(10_000));
     invariant_holds(&bo, &mut [&mut a, &mut b]);
 }

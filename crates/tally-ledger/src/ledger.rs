@@ -608,7 +608,10 @@ impl Ledger {
     /// audit (settlement workers, `GET /ledger/invariant`).
     pub fn assert_invariant(tx: &mut dyn Tx) -> Result<RunningTotals, LedgerError> {
         let t = Self::running_totals(tx)?;
-        assert!(t.holds(), "ledger invariant violated (running totals): {t:?}");
+        assert!(
+            t.holds(),
+            "ledger invariant violated (running totals): {t:?}"
+        );
         Ok(t)
     }
 

@@ -75,7 +75,12 @@ impl SettlementQueue {
         for b in bodies {
             let id = tx.next_id(&QUEUE_ID)?;
             ids.push(id);
-            rows.push([Value::Int(id), b.clone().into(), Value::Int(0), Value::Int(0)]);
+            rows.push([
+                Value::Int(id),
+                b.clone().into(),
+                Value::Int(0),
+                Value::Int(0),
+            ]);
         }
         insert_rows(
             tx,
@@ -176,7 +181,8 @@ impl SettlementQueue {
         .iter()
         .map(|r| r.int(0))
         .collect::<Result<_, _>>()?;
-        let mine: Vec<&(i64, Prepared)> = rows.iter().filter(|(id, _)| pending.contains(id)).collect();
+        let mine: Vec<&(i64, Prepared)> =
+            rows.iter().filter(|(id, _)| pending.contains(id)).collect();
         report.skipped = rows.len() - mine.len();
         if mine.is_empty() {
             return Ok(report);
@@ -198,7 +204,9 @@ impl SettlementQueue {
                         Some(Ok(o)) => (SETTLED, o.registered, o.already, o.double_spends.len()),
                         Some(Err(e)) => (i64::from(e.code()), 0, 0, 0),
                         None => {
-                            return Err(StoreError::Type("settle_batch lost an outcome".into()).into());
+                            return Err(
+                                StoreError::Type("settle_batch lost an outcome".into()).into()
+                            );
                         }
                     }
                 }
@@ -227,7 +235,11 @@ impl SettlementQueue {
             &done_ids,
         )?;
         // Read as pending in this transaction, so each must flip now.
-        assert_eq!(n as usize, mine.len(), "a pending queue row was not marked done");
+        assert_eq!(
+            n as usize,
+            mine.len(),
+            "a pending queue row was not marked done"
+        );
         insert_rows(
             tx,
             "INSERT INTO settlement_results (id, code, registered, already, double_spends, settled_by)",
@@ -319,7 +331,11 @@ pub fn run_worker(
         }
         total.first_claim_ms.get_or_insert_with(clock_ms);
         let prepared = prepare(&claimed)?;
-        assert_eq!(prepared.len(), claimed.len(), "prepare must answer every row");
+        assert_eq!(
+            prepared.len(),
+            claimed.len(),
+            "prepare must answer every row"
+        );
         let rows: Vec<(i64, Prepared)> = claimed.iter().map(|c| c.id).zip(prepared).collect();
         // Conflicts after the store's own retries: the prepared batch is
         // still valid, so settle it again rather than give up on it.

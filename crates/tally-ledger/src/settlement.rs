@@ -174,7 +174,10 @@ pub enum SettlementError {
     /// The package consumes a token that expired before the registry's
     /// horizon: its registrations may have been pruned, so it can no
     /// longer be checked for double spends and is refused.
-    BeyondHorizon { expiry_epoch: i64, horizon: i64 },
+    BeyondHorizon {
+        expiry_epoch: i64,
+        horizon: i64,
+    },
     Ledger(LedgerError),
 }
 
@@ -299,7 +302,12 @@ impl Settlement {
                 tids.push(tid.0.as_slice().into());
                 for op in &t.inputs {
                     records.push(op.record.0.as_slice().into());
-                    epochs.insert(expiries[i].get(&op.record).copied().unwrap_or(NEVER_EXPIRES));
+                    epochs.insert(
+                        expiries[i]
+                            .get(&op.record)
+                            .copied()
+                            .unwrap_or(NEVER_EXPIRES),
+                    );
                 }
             }
         }
@@ -316,7 +324,9 @@ impl Settlement {
                 .ancestry
                 .iter()
                 .zip(p.ancestry_ids())
-                .find(|(rec, id)| matches!(rec, Record::Issue(_)) && !known.issues.contains(id.0.as_slice()));
+                .find(|(rec, id)| {
+                    matches!(rec, Record::Issue(_)) && !known.issues.contains(id.0.as_slice())
+                });
             if let Some((_, id)) = unknown {
                 results[i] = Some(Err(SettlementError::UnknownIssue(*id)));
                 continue;
@@ -324,7 +334,12 @@ impl Settlement {
             // Past the horizon a token's registration may be gone.
             let oldest = transfers_of(p)
                 .flat_map(|(t, _)| t.inputs.iter())
-                .map(|op| expiries[i].get(&op.record).copied().unwrap_or(NEVER_EXPIRES))
+                .map(|op| {
+                    expiries[i]
+                        .get(&op.record)
+                        .copied()
+                        .unwrap_or(NEVER_EXPIRES)
+                })
                 .min();
             if let Some(e) = oldest
                 && e < horizon
@@ -408,7 +423,9 @@ impl Settlement {
         flush(tx, &mut new_records, &mut new_spent)?;
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(StoreError::Type("package without outcome".into()).into())))
+            .map(|r| {
+                r.unwrap_or_else(|| Err(StoreError::Type("package without outcome".into()).into()))
+            })
             .collect())
     }
 
@@ -490,7 +507,10 @@ impl Settlement {
     /// been pruned, and packages consuming them are refused.
     pub fn horizon(tx: &mut dyn Tx) -> Result<i64, SettlementError> {
         Ok(tx
-            .query_one("SELECT v FROM settlement_meta WHERE k = 'spent_horizon'", &[])?
+            .query_one(
+                "SELECT v FROM settlement_meta WHERE k = 'spent_horizon'",
+                &[],
+            )?
             .ok_or_else(|| StoreError::Type("settlement_meta.spent_horizon missing".into()))?
             .int(0)?)
     }
@@ -570,7 +590,9 @@ impl Settlement {
             })?;
             for r in parts {
                 let name = r.text(0)?.to_string();
-                let Some(lo) = name.strip_prefix("spent_e").and_then(|x| x.parse::<i64>().ok())
+                let Some(lo) = name
+                    .strip_prefix("spent_e")
+                    .and_then(|x| x.parse::<i64>().ok())
                 else {
                     continue;
                 };
@@ -626,7 +648,12 @@ impl Settlement {
         };
         tx.execute(
             "INSERT INTO spent (record, idx, expiry_epoch, consumed_by) VALUES ($1, $2, $3, $4)",
-            &[key[0].clone(), key[1].clone(), Value::Int(expiry), by.0.as_slice().into()],
+            &[
+                key[0].clone(),
+                key[1].clone(),
+                Value::Int(expiry),
+                by.0.as_slice().into(),
+            ],
         )?;
         Ok(true)
     }
@@ -696,7 +723,11 @@ fn record_expiries(p: &VerifiedPackage) -> BTreeMap<Hash32, i64> {
     while !pending.is_empty() {
         let before = pending.len();
         pending.retain(|(t, id)| {
-            let ins: Option<Vec<i64>> = t.inputs.iter().map(|op| exp.get(&op.record).copied()).collect();
+            let ins: Option<Vec<i64>> = t
+                .inputs
+                .iter()
+                .map(|op| exp.get(&op.record).copied())
+                .collect();
             match ins {
                 Some(v) => {
                     exp.insert(*id, v.into_iter().min().unwrap_or(NEVER_EXPIRES));
@@ -781,10 +812,28 @@ fn lookup(
                 .collect()
         };
         let mut rows = tx.query(HORIZON, &[])?;
-        rows.extend(tag(select_in(tx, "SELECT id FROM issued WHERE id IN ", "", issue_ids, &[])?, 0));
-        rows.extend(tag(select_in(tx, "SELECT id FROM settled_records WHERE id IN ", "", tids, &[])?, 1));
+        rows.extend(tag(
+            select_in(tx, "SELECT id FROM issued WHERE id IN ", "", issue_ids, &[])?,
+            0,
+        ));
+        rows.extend(tag(
+            select_in(
+                tx,
+                "SELECT id FROM settled_records WHERE id IN ",
+                "",
+                tids,
+                &[],
+            )?,
+            1,
+        ));
         let spent = if tx.backend() == "sqlite" {
-            select_in(tx, "SELECT 2, record, idx, consumed_by FROM spent WHERE record IN ", "", records, &[])?
+            select_in(
+                tx,
+                "SELECT 2, record, idx, consumed_by FROM spent WHERE record IN ",
+                "",
+                records,
+                &[],
+            )?
         } else {
             select_in(
                 tx,
@@ -820,7 +869,9 @@ fn lookup(
         }
     }
     if k.horizon == i64::MIN {
-        return Err(StoreError::Type("settlement_meta.spent_horizon missing".into()));
+        return Err(StoreError::Type(
+            "settlement_meta.spent_horizon missing".into(),
+        ));
     }
     Ok(k)
 }
@@ -844,7 +895,10 @@ pub(crate) fn select_in(
         let mut sql = format!("{prefix}({})", placeholders(1, params.len()));
         if !infix.is_empty() {
             let bp = padded(b);
-            sql.push_str(&format!("{infix}({})", placeholders(params.len() + 1, bp.len())));
+            sql.push_str(&format!(
+                "{infix}({})",
+                placeholders(params.len() + 1, bp.len())
+            ));
             params.extend(bp);
         }
         out.extend(tx.query(&sql, &params)?);
@@ -861,7 +915,10 @@ fn padded(v: &[Value]) -> Vec<Value> {
 }
 
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Multi-row `INSERT … VALUES (…), (…)` of `rows`, in chunks whose sizes
@@ -874,7 +931,11 @@ pub(crate) fn insert_rows<const N: usize>(
     let mut rest = rows;
     while !rest.is_empty() {
         let n = rest.len().min(SQL_ROWS_MAX);
-        let n = if n.is_power_of_two() { n } else { n.next_power_of_two() / 2 };
+        let n = if n.is_power_of_two() {
+            n
+        } else {
+            n.next_power_of_two() / 2
+        };
         let (now, later) = rest.split_at(n);
         let values = (0..n)
             .map(|r| format!("({})", placeholders(r * N + 1, N)))
@@ -888,7 +949,10 @@ pub(crate) fn insert_rows<const N: usize>(
             Err(StoreError::Constraint(_)) => return Err(StoreError::Conflict),
             r => r?,
         };
-        assert_eq!(written, n as u64, "a multi-row INSERT wrote {written} of {n} rows");
+        assert_eq!(
+            written, n as u64,
+            "a multi-row INSERT wrote {written} of {n} rows"
+        );
         rest = later;
     }
     Ok(())
@@ -899,8 +963,16 @@ fn flush(
     records: &mut Vec<[Value; 3]>,
     spent: &mut Vec<[Value; 4]>,
 ) -> Result<(), StoreError> {
-    insert_rows(tx, "INSERT INTO settled_records (id, body, expiry_epoch)", records)?;
-    insert_rows(tx, "INSERT INTO spent (record, idx, expiry_epoch, consumed_by)", spent)?;
+    insert_rows(
+        tx,
+        "INSERT INTO settled_records (id, body, expiry_epoch)",
+        records,
+    )?;
+    insert_rows(
+        tx,
+        "INSERT INTO spent (record, idx, expiry_epoch, consumed_by)",
+        spent,
+    )?;
     records.clear();
     spent.clear();
     Ok(())

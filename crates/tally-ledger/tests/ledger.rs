@@ -495,7 +495,14 @@ fn running_totals_follow_every_cross_kind_transfer(s: &Store) {
     funded(s);
     let t = run(s, |tx| Ledger::assert_invariant(tx));
     assert_eq!(
-        (t.minted, t.redeemed, t.accounts, t.offline_float, t.loss, t.issuance),
+        (
+            t.minted,
+            t.redeemed,
+            t.accounts,
+            t.offline_float,
+            t.loss,
+            t.issuance
+        ),
         (1_000, 0, 1_000, 0, 0, -1_000)
     );
     // Float in, loss out, redemption: every kind moves.
@@ -508,19 +515,35 @@ fn running_totals_follow_every_cross_kind_transfer(s: &Store) {
     run(s, |tx| Ledger::redeem(tx, "burn", DCP, 50));
     let t = run(s, |tx| Ledger::assert_invariant(tx));
     assert_eq!(
-        (t.minted, t.redeemed, t.accounts, t.offline_float, t.loss, t.issuance),
+        (
+            t.minted,
+            t.redeemed,
+            t.accounts,
+            t.offline_float,
+            t.loss,
+            t.issuance
+        ),
         (1_000, 50, 850, 107, -7, -950)
     );
     assert!(audit(s).totals_match);
     // Negative space: a total off by one, balanced so that the re-sum of
     // the balances still holds, is seen by both checks.
     let caught: Result<(bool, bool), LedgerError> = s.transact(|tx| {
-        tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 1", &[])?;
-        tx.execute("UPDATE ledger_totals SET total = total - 1 WHERE kind = 3", &[])?;
+        tx.execute(
+            "UPDATE ledger_totals SET total = total + 1 WHERE kind = 1",
+            &[],
+        )?;
+        tx.execute(
+            "UPDATE ledger_totals SET total = total - 1 WHERE kind = 3",
+            &[],
+        )?;
         let inv = Ledger::invariant(tx)?;
         let mut t = Ledger::running_totals(tx)?;
         assert!(t.holds(), "a balanced shift keeps the equation");
-        tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 3", &[])?;
+        tx.execute(
+            "UPDATE ledger_totals SET total = total + 1 WHERE kind = 3",
+            &[],
+        )?;
         t = Ledger::running_totals(tx)?;
         Err(LedgerError::Store(StoreError::Db(format!(
             "roll back {}",
@@ -533,13 +556,19 @@ fn running_totals_follow_every_cross_kind_transfer(s: &Store) {
     );
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         s.transact(|tx| {
-            tx.execute("UPDATE ledger_totals SET total = total + 1 WHERE kind = 1", &[])?;
+            tx.execute(
+                "UPDATE ledger_totals SET total = total + 1 WHERE kind = 1",
+                &[],
+            )?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, LedgerError>(())
         })
     }));
     // (Last: on SQLite the panic leaves the connection's mutex poisoned.)
-    assert!(panicked.is_err(), "the production assertion let a broken total pass");
+    assert!(
+        panicked.is_err(),
+        "the production assertion let a broken total pass"
+    );
 }
 
 fn batch_applies_exactly_the_accepted_transfers(s: &Store) {

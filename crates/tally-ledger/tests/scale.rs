@@ -10,13 +10,13 @@
 mod common;
 
 use common::{audit, balance, count, query, run};
+use tally_core::policy::device_class::PHONE;
 use tally_core::testkit::{Scheme, key};
 use tally_core::verify::{NoCache, verify_package_for_settlement};
 use tally_core::{
-    Amount, Issue, OutPoint, Output, Package, Record, SecretKey, Suite, Transfer,
-    VerifiedPackage, VerifyParams,
+    Amount, Issue, OutPoint, Output, Package, Record, SecretKey, Suite, Transfer, VerifiedPackage,
+    VerifyParams,
 };
-use tally_core::policy::device_class::PHONE;
 use tally_ledger::ledger::{self, AccountKind, Ledger, LedgerError, TransferRequest, code};
 use tally_ledger::settlement::{
     NEVER_EXPIRES, SPENT_PARTITION_EPOCHS, Settlement, SettlementError, SettlementOutcome,
@@ -59,7 +59,13 @@ fn issue(scheme: &Scheme, label: &str, serial: u64, expiry: u32) -> (Issue, Secr
 
 /// A package: `via` hops between fresh keys after `issue`, then a
 /// transfer to the DCP key. `nonce` tells two spends of one token apart.
-fn chain(scheme: &Scheme, label: &str, start: (&Issue, &SecretKey), via: usize, nonce: u8) -> Package {
+fn chain(
+    scheme: &Scheme,
+    label: &str,
+    start: (&Issue, &SecretKey),
+    via: usize,
+    nonce: u8,
+) -> Package {
     let (iss, k0) = start;
     let mut ancestry = vec![Record::Issue(iss.clone())];
     let mut keys = vec![k0.clone()];
@@ -68,7 +74,10 @@ fn chain(scheme: &Scheme, label: &str, start: (&Issue, &SecretKey), via: usize, 
         index: 0,
     };
     for h in 1..=via {
-        let k = key(Suite::Ed25519, format!("scale/{label}/{nonce}/{h}").as_bytes());
+        let k = key(
+            Suite::Ed25519,
+            format!("scale/{label}/{nonce}/{h}").as_bytes(),
+        );
         let t = transfer(prev, &k, nonce, &keys[h - 1]);
         prev = OutPoint {
             record: t.id(),
@@ -126,7 +135,12 @@ type Answer = Result<(usize, usize, usize, u64), u16>;
 
 fn answer(r: &Result<SettlementOutcome, SettlementError>) -> Answer {
     match r {
-        Ok(o) => Ok((o.registered, o.already, o.double_spends.len(), o.loss_booked)),
+        Ok(o) => Ok((
+            o.registered,
+            o.already,
+            o.double_spends.len(),
+            o.loss_booked,
+        )),
         Err(e) => Err(e.code()),
     }
 }
@@ -176,7 +190,9 @@ fn batch_answers_as_one_at_a_time(s: &Store) {
             answers.push(answer(&Settlement::settle(tx, p, idem)));
         }
         one_by_one = Some((answers, registry_in(tx)?));
-        Err(SettlementError::Ledger(LedgerError::Store(StoreError::Db("roll back".into()))))
+        Err(SettlementError::Ledger(LedgerError::Store(StoreError::Db(
+            "roll back".into(),
+        ))))
     });
     assert!(rolled_back.is_err());
     let (expected, expected_rows) = one_by_one.unwrap_or_else(|| panic!("no sequential run"));
@@ -202,17 +218,34 @@ fn batch_answers_as_one_at_a_time(s: &Store) {
     assert_eq!(balance(s, ledger::LOSS), -(VALUE as i64));
     // Every registration carries its token's expiry.
     assert_eq!(
-        query(s, "SELECT CAST(COUNT(*) AS BIGINT) FROM spent WHERE expiry_epoch = 40")[0].int(0).unwrap(),
+        query(
+            s,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM spent WHERE expiry_epoch = 40"
+        )[0]
+        .int(0)
+        .unwrap(),
         5
     );
     audit(s);
     // The batch again: all replays.
     let again = run(s, |tx| {
-        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items)?.iter().map(answer).collect::<Vec<_>>())
+        Ok::<_, SettlementError>(
+            Settlement::settle_batch(tx, &items)?
+                .iter()
+                .map(answer)
+                .collect::<Vec<_>>(),
+        )
     });
     assert_eq!(
         again,
-        vec![Ok((0, 1, 0, 0)), Err(30), Ok((0, 1, 0, 0)), Ok((0, 1, 0, 0)), Ok((0, 3, 0, 0)), Ok((0, 3, 0, 0))]
+        vec![
+            Ok((0, 1, 0, 0)),
+            Err(30),
+            Ok((0, 1, 0, 0)),
+            Ok((0, 1, 0, 0)),
+            Ok((0, 3, 0, 0)),
+            Ok((0, 3, 0, 0))
+        ]
     );
     assert_eq!(count(s, "double_spends"), 1);
 }
@@ -264,8 +297,15 @@ fn pruning_drops_expired_tokens_and_refuses_them_afterwards(s: &Store) {
     assert_eq!(spent_below(s, 50), 3);
     if s.backend() == "postgres" {
         // Rows are in their epoch's partition, not in the default one.
-        let n = |t: &str| query(s, &format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {t}"))[0].int(0).unwrap();
-        assert_eq!((n("spent_e0"), n("spent_e96"), n("spent_default")), (3, 3, 0));
+        let n = |t: &str| {
+            query(s, &format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {t}"))[0]
+                .int(0)
+                .unwrap()
+        };
+        assert_eq!(
+            (n("spent_e0"), n("spent_e96"), n("spent_default")),
+            (3, 3, 0)
+        );
     }
     let (dropped, deleted) = Settlement::prune(s, 50).unwrap_or_else(|e| panic!("{e}"));
     if s.backend() == "postgres" {
@@ -287,7 +327,13 @@ fn pruning_drops_expired_tokens_and_refuses_them_afterwards(s: &Store) {
         r => Ok(r),
     });
     assert_eq!(r.as_ref().map_err(SettlementError::code), Err(31));
-    assert!(matches!(r, Err(SettlementError::BeyondHorizon { expiry_epoch: 10, horizon: 50 })));
+    assert!(matches!(
+        r,
+        Err(SettlementError::BeyondHorizon {
+            expiry_epoch: 10,
+            horizon: 50
+        })
+    ));
     assert_eq!(run(s, |tx| registry_in(tx)), before);
     // Live tokens: still known.
     let o = run(s, |tx| Settlement::settle(tx, &v_new, "new-again"));
@@ -340,23 +386,45 @@ fn large_batch_is_looked_up_in_chunks(s: &Store) {
     for n in 0..300u64 {
         let (i, k) = issue(&scheme, &format!("l{n}"), n + 1, 40);
         book(s, &i);
-        vs.push(verified(&scheme, &chain(&scheme, &format!("l{n}"), (&i, &k), 0, 1)));
+        vs.push(verified(
+            &scheme,
+            &chain(&scheme, &format!("l{n}"), (&i, &k), 0, 1),
+        ));
     }
     // One token spent twice inside the batch.
     let (i0, k0) = issue(&scheme, "l0", 1, 40);
     vs.push(verified(&scheme, &chain(&scheme, "l0", (&i0, &k0), 1, 7)));
     let idems: Vec<String> = (0..vs.len()).map(|n| format!("l:{n}")).collect();
-    let items: Vec<(&VerifiedPackage, &str)> =
-        vs.iter().zip(&idems).map(|(v, i)| (v, i.as_str())).collect();
+    let items: Vec<(&VerifiedPackage, &str)> = vs
+        .iter()
+        .zip(&idems)
+        .map(|(v, i)| (v, i.as_str()))
+        .collect();
     let answers = run(s, |tx| {
-        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items)?.iter().map(answer).collect::<Vec<_>>())
+        Ok::<_, SettlementError>(
+            Settlement::settle_batch(tx, &items)?
+                .iter()
+                .map(answer)
+                .collect::<Vec<_>>(),
+        )
     });
-    assert!(answers[..300].iter().all(|a| *a == Ok((1, 0, 0, 0))), "{answers:?}");
+    assert!(
+        answers[..300].iter().all(|a| *a == Ok((1, 0, 0, 0))),
+        "{answers:?}"
+    );
     assert_eq!(answers[300], Ok((1, 0, 1, VALUE)));
     let again = run(s, |tx| {
-        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items)?.iter().map(answer).collect::<Vec<_>>())
+        Ok::<_, SettlementError>(
+            Settlement::settle_batch(tx, &items)?
+                .iter()
+                .map(answer)
+                .collect::<Vec<_>>(),
+        )
     });
-    assert!(again[..300].iter().all(|a| *a == Ok((0, 1, 0, 0))), "{again:?}");
+    assert!(
+        again[..300].iter().all(|a| *a == Ok((0, 1, 0, 0))),
+        "{again:?}"
+    );
     assert_eq!(again[300], Ok((0, 1, 0, 0)));
     assert_eq!(count(s, "spent"), 301);
     assert_eq!(count(s, "double_spends"), 1);
@@ -412,31 +480,59 @@ fn hash_partitioned_registry_on_postgres() {
     let scheme = Scheme::new(Suite::Ed25519);
     let mut vs = Vec::new();
     for n in 0..32u64 {
-        let (i, k) = issue(&scheme, &format!("h{n}"), n + 1, if n % 2 == 0 { 10 } else { 90 });
+        let (i, k) = issue(
+            &scheme,
+            &format!("h{n}"),
+            n + 1,
+            if n % 2 == 0 { 10 } else { 90 },
+        );
         book(&s, &i);
-        vs.push(verified(&scheme, &chain(&scheme, &format!("h{n}"), (&i, &k), 1, 1)));
+        vs.push(verified(
+            &scheme,
+            &chain(&scheme, &format!("h{n}"), (&i, &k), 1, 1),
+        ));
     }
     // A double spend of the first token, one hop deep.
     let (i0, k0) = issue(&scheme, "h0", 1, 10);
     let double = verified(&scheme, &chain(&scheme, "h0", (&i0, &k0), 2, 9));
     let idems: Vec<String> = (0..vs.len()).map(|n| format!("h:{n}")).collect();
-    let mut items: Vec<(&VerifiedPackage, &str)> =
-        vs.iter().zip(&idems).map(|(v, i)| (v, i.as_str())).collect();
+    let mut items: Vec<(&VerifiedPackage, &str)> = vs
+        .iter()
+        .zip(&idems)
+        .map(|(v, i)| (v, i.as_str()))
+        .collect();
     items.push((&double, "h:double"));
     let answers = run(&s, |tx| {
-        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items)?.iter().map(answer).collect::<Vec<_>>())
+        Ok::<_, SettlementError>(
+            Settlement::settle_batch(tx, &items)?
+                .iter()
+                .map(answer)
+                .collect::<Vec<_>>(),
+        )
     });
-    assert!(answers[..32].iter().all(|a| *a == Ok((2, 0, 0, 0))), "{answers:?}");
+    assert!(
+        answers[..32].iter().all(|a| *a == Ok((2, 0, 0, 0))),
+        "{answers:?}"
+    );
     assert_eq!(answers[32], Ok((2, 0, 1, VALUE)));
     assert_eq!(count(&s, "spent"), 66);
     let spread = query(
         &s,
         "SELECT CAST(tableoid::regclass AS TEXT), CAST(COUNT(*) AS BIGINT) FROM spent GROUP BY 1",
     );
-    assert!(spread.len() >= 6, "rows in only {} of 8 partitions", spread.len());
+    assert!(
+        spread.len() >= 6,
+        "rows in only {} of 8 partitions",
+        spread.len()
+    );
     // Replays are recognised across partitions.
     let again = run(&s, |tx| {
-        Ok::<_, SettlementError>(Settlement::settle_batch(tx, &items[..32])?.iter().map(answer).collect::<Vec<_>>())
+        Ok::<_, SettlementError>(
+            Settlement::settle_batch(tx, &items[..32])?
+                .iter()
+                .map(answer)
+                .collect::<Vec<_>>(),
+        )
     });
     assert!(again.iter().all(|a| *a == Ok((0, 2, 0, 0))), "{again:?}");
     // Pruning deletes by expiry (no partition to drop).
@@ -498,10 +594,15 @@ fn journal_ids_from_two_stores_never_collide() {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("worker"))).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("worker")))
+            .collect()
     });
     for w in &seqs {
-        assert!(w.windows(2).all(|p| p[0] < p[1]), "a store's ids must increase");
+        assert!(
+            w.windows(2).all(|p| p[0] < p[1]),
+            "a store's ids must increase"
+        );
     }
     let mut all: Vec<i64> = seqs.concat();
     all.sort_unstable();
@@ -529,7 +630,10 @@ fn upgrade_keeps_registrations(s: &Store) {
     let first = verified(&scheme, &chain(&scheme, "up", (&i, &k), 0, 1));
     let rows = [
         (i.id(), first.transfer_id()),
-        (first.transfer_id(), tally_core::crypto::tagged_hash(b"test", &[b"x"])),
+        (
+            first.transfer_id(),
+            tally_core::crypto::tagged_hash(b"test", &[b"x"]),
+        ),
     ];
     run(s, |tx| {
         for (rec, by) in &rows {
@@ -542,7 +646,10 @@ fn upgrade_keeps_registrations(s: &Store) {
     });
     s.migrate(&[&ledger::MIGRATIONS, &tally_ledger::settlement::MIGRATIONS])
         .unwrap_or_else(|e| panic!("upgrade: {e}"));
-    let got = query(s, "SELECT record, expiry_epoch, consumed_by FROM spent ORDER BY record");
+    let got = query(
+        s,
+        "SELECT record, expiry_epoch, consumed_by FROM spent ORDER BY record",
+    );
     assert_eq!(got.len(), 2);
     for r in &got {
         assert_eq!(r.int(1).unwrap(), NEVER_EXPIRES);

@@ -274,11 +274,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             &self.state.policy,
             &self.state.revocations,
         ) {
-            (Some(p), Some(pol), Some(rev)) => {
-                TrustStore::new(p.root, pol.clone(), rev.clone())
-                    .ok()
-                    .map(alloc::boxed::Box::new)
-            }
+            (Some(p), Some(pol), Some(rev)) => TrustStore::new(p.root, pol.clone(), rev.clone())
+                .ok()
+                .map(alloc::boxed::Box::new),
             _ => None,
         };
     }
@@ -941,9 +939,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             amount,
             key: cert.key,
         });
-        let sk = self
-            .signing_key(&cert.key)
-            .ok_or(SeError::StateCorrupt)?;
+        let sk = self.signing_key(&cert.key).ok_or(SeError::StateCorrupt)?;
         let req = Request::sign(&sk, amount, nonce, cert, next.epoch_seen);
         self.commit(next)?;
         Ok(req)
@@ -1104,9 +1100,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.checked_request.as_deref() == Some(&id) {
             return Ok(());
         }
-        request
-            .verify()
-            .map_err(|_| SeError::BadRequestSignature)?;
+        request.verify().map_err(|_| SeError::BadRequestSignature)?;
         self.checked_request = Some(alloc::boxed::Box::new(id));
         Ok(())
     }

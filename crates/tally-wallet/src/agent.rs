@@ -11,7 +11,7 @@ use core::fmt;
 use tally_core::codec::Cbor;
 pub use tally_core::dcp::SealedKind;
 use tally_core::dcp::{
-    DeviceOp, RequestReport, DeviceRequest, DeviceResponse, MakerCertificate, Registration,
+    DeviceOp, DeviceRequest, DeviceResponse, MakerCertificate, Registration, RequestReport,
     SyncBundle, SyncUpload, attachment_digest,
 };
 use tally_core::{Amount, Hash32, Issue, Policy, PublicKey, RevocationList, Suite};
@@ -72,7 +72,10 @@ pub enum AgentError {
     /// The SE refused an Issue it was sent (`reason`, e.g. over its
     /// holding limit) and cancelled it: the back office returned `amount`
     /// to the account.
-    Cancelled { amount: u64, reason: WalletError },
+    Cancelled {
+        amount: u64,
+        reason: WalletError,
+    },
 }
 
 impl fmt::Display for AgentError {
@@ -340,11 +343,11 @@ impl<'a> Agent<'a> {
             finished.push(match (cancelled, redeemed) {
                 (Some(amount), _) => Finished::Cancelled { amount },
                 (None, redeemed) => match redeemed {
-                Some(amount) => Finished::Redemption {
-                    amount,
-                    unload: matches!(resp, DeviceResponse::Unloaded { .. }),
-                },
-                None => Finished::Request(req.op),
+                    Some(amount) => Finished::Redemption {
+                        amount,
+                        unload: matches!(resp, DeviceResponse::Unloaded { .. }),
+                    },
+                    None => Finished::Request(req.op),
                 },
             });
         }

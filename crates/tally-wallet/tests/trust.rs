@@ -4,7 +4,7 @@
 //! byte for byte what it was.
 
 use tally_core::codec::Cbor;
-use tally_core::dcp::{DeviceOp, RequestReport, DeviceRequest, RedemptionOrder, RequestKind};
+use tally_core::dcp::{DeviceOp, DeviceRequest, RedemptionOrder, RequestKind, RequestReport};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::testkit::{Scheme, default_tier};
 use tally_core::{Amount, Request, Suite};
@@ -226,10 +226,17 @@ fn closures_exist_only_for_requests_closed_unpaid() {
     let open = payee.link.create_request(Amount(60)).unwrap();
     let reports = payee.link.report_requests().unwrap();
     assert_eq!(reports.len(), 2);
-    assert!(reports.iter().all(|r| r.verify()), "signed by the requests' keys");
+    assert!(
+        reports.iter().all(|r| r.verify()),
+        "signed by the requests' keys"
+    );
     let received = reports.iter().find(|r| r.nonce == paid.nonce).unwrap();
     let tid = tally_core::Package::from_cbor(&pkg).unwrap().transfer.id();
-    assert_eq!(received.received, Some(tid), "reported received, not closed");
+    assert_eq!(
+        received.received,
+        Some(tid),
+        "reported received, not closed"
+    );
     let closed: Vec<RequestReport> = reports
         .iter()
         .filter(|r| r.received.is_none())
@@ -416,7 +423,10 @@ fn an_altered_or_invented_request_is_not_paid() {
         amount: Amount(90),
         ..genuine.clone()
     };
-    refused(payer.link.check_request(&raised), SeError::BadRequestSignature);
+    refused(
+        payer.link.check_request(&raised),
+        SeError::BadRequestSignature,
+    );
     refused(payer.link.pay(&raised), SeError::BadRequestSignature);
     // A nonce the payee's SE never issued, for the payee's real key.
     let invented = Request {

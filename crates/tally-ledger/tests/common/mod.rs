@@ -166,7 +166,10 @@ pub fn audit(s: &Store) -> Invariant {
         // Sequence numbers are unique and increase in journal order; they
         // may have gaps (PostgreSQL reserves them in blocks).
         if i > 0 {
-            assert!(get(r.int(0)) > get(journal[i - 1].int(0)), "journal sequence not increasing");
+            assert!(
+                get(r.int(0)) > get(journal[i - 1].int(0)),
+                "journal sequence not increasing"
+            );
         }
         let amount = get(r.int(3));
         assert!(amount > 0);
@@ -190,7 +193,10 @@ pub fn audit(s: &Store) -> Invariant {
     }
     let next = query(s, "SELECT v FROM ledger_meta WHERE k = 'next_seq'");
     if let Some(last) = journal.last() {
-        assert!(next[0].int(0).unwrap() > last.int(0).unwrap(), "next_seq behind the journal");
+        assert!(
+            next[0].int(0).unwrap() > last.int(0).unwrap(),
+            "next_seq behind the journal"
+        );
     }
     inv
 }
