@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tally_core::codec::Cbor;
 use tally_core::sealed::SealedKind;
 use tally_core::{Epoch, Hash32, Policy, PublicKey, RevocationList};
 use tally_dcp::{Backoffice, Registration};
@@ -16,7 +15,6 @@ use crate::error::{backend_error, code};
 use crate::views::{
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
     EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest,
-    TrustBundle,
 };
 pub use tally_client::HttpBackend;
 use tally_client::http::{agent, exchange, join, malformed_answer};
@@ -177,14 +175,7 @@ impl OperatorClient {
     /// `[root PublicKey, Policy, RevocationList]` (needs no token; checked
     /// to decode before it is returned).
     pub fn trust_bundle(&self) -> Result<Vec<u8>, BackendError> {
-        let bytes = exchange(
-            agent()
-                .get(join(&self.base, "/v1/trust"))
-                .header("accept", "application/cbor")
-                .call(),
-        )?;
-        TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
-        Ok(bytes)
+        tally_client::fetch_trust_bundle(&self.base).map(|(bytes, _)| bytes)
     }
 
     /// The published invariant (needs no token).

@@ -179,6 +179,19 @@ pub fn seal_checked(
     tally_core::sealed::seal(key, kind, plaintext, &mut OsEntropy).map_err(refuse)
 }
 
+/// GET /v1/trust at `base`: the canonical CBOR bytes and their decoding
+/// (bytes that do not decode are a malformed answer).
+pub fn fetch_trust_bundle(base: &str) -> Result<(Vec<u8>, TrustBundle), BackendError> {
+    let bytes = exchange(
+        agent()
+            .get(join(base, "/v1/trust"))
+            .header("accept", "application/cbor")
+            .call(),
+    )?;
+    let t = TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))?;
+    Ok((bytes, t))
+}
+
 /// The wallet's back office over HTTP (`base`: `http://HOST:PORT`).
 /// Blocking; plain HTTP (put TLS in front for anything but loopback).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,13 +206,7 @@ impl HttpBackend {
 
     /// GET /v1/trust, decoded.
     fn trust_bundle(&self) -> Result<TrustBundle, BackendError> {
-        let bytes = exchange(
-            agent()
-                .get(join(&self.base, "/v1/trust"))
-                .header("accept", "application/cbor")
-                .call(),
-        )?;
-        TrustBundle::from_cbor(&bytes).map_err(|_| malformed_answer("trust bundle"))
+        fetch_trust_bundle(&self.base).map(|(_, t)| t)
     }
 
     fn post_cbor(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, BackendError> {

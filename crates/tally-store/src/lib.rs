@@ -277,23 +277,9 @@ impl Store {
     /// Ok and rolling back otherwise; retries on conflicts.
     pub fn transact<R, E: TxFailure>(
         &self,
-        mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
+        f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut attempt = 0u32;
-        loop {
-            let r = match self {
-                Store::Sqlite(s) => s.transact_once(&mut f),
-                Store::Postgres(s) => s.transact_once(&mut f),
-            };
-            match r {
-                Err(e) if e.is_conflict() && attempt < TX_RETRIES_MAX => {
-                    attempt += 1;
-                    // Exponential backoff, capped: conflicting writers spread out.
-                    std::thread::sleep(Duration::from_micros(200u64 << attempt.min(8)));
-                }
-                other => return other,
-            }
-        }
+        self.retrying(false, f)
     }
 
     /// As [`Store::transact`], but READ COMMITTED on PostgreSQL (SQLite
@@ -303,13 +289,26 @@ impl Store {
     /// make concurrent claimers conflict for nothing.
     pub fn transact_relaxed<R, E: TxFailure>(
         &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.retrying(true, f)
+    }
+
+    /// One transaction, retried on conflicts with capped exponential
+    /// backoff (conflicting writers spread out).
+    fn retrying<R, E: TxFailure>(
+        &self,
+        relaxed: bool,
         mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
     ) -> Result<R, E> {
         let mut attempt = 0u32;
         loop {
             let r = match self {
                 Store::Sqlite(s) => s.transact_once(&mut f),
-                Store::Postgres(s) => s.transact_once_at(pg::IsolationLevel::ReadCommitted, &mut f),
+                Store::Postgres(s) if relaxed => {
+                    s.transact_once_at(pg::IsolationLevel::ReadCommitted, &mut f)
+                }
+                Store::Postgres(s) => s.transact_once(&mut f),
             };
             match r {
                 Err(e) if e.is_conflict() && attempt < TX_RETRIES_MAX => {
