@@ -54,10 +54,13 @@ pub enum Component {
     /// `MdsError`): in logs and in `ingestion_failed` alerts, never an
     /// HTTP answer.
     Mds,
+    /// The central bank's answers to DCPs (tally-dcp `BackofficeError`,
+    /// the `Central` interface between the parties).
+    Central,
 }
 
 impl Component {
-    pub const ALL: [Component; 10] = [
+    pub const ALL: [Component; 11] = [
         Component::Client,
         Component::Ledger,
         Component::Settlement,
@@ -68,6 +71,7 @@ impl Component {
         Component::Verify,
         Component::Se,
         Component::Mds,
+        Component::Central,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -82,6 +86,7 @@ impl Component {
             Component::Verify => "verification",
             Component::Se => "secure element",
             Component::Mds => "MDS",
+            Component::Central => "central bank",
         }
     }
 
@@ -98,6 +103,7 @@ impl Component {
             Component::Verify => "tally-core `VerifyError` (SPEC.md §5)",
             Component::Se => "tally-se `SeError` (docs/APDU.md)",
             Component::Mds => "tally-mds `MdsError`",
+            Component::Central => "tally-dcp `BackofficeError` (the `Central` interface)",
         }
     }
 
@@ -137,6 +143,7 @@ pub const RANGES: &[(Component, u16, u16)] = &[
     (Component::Dcp, 80, 89),
     (Component::Node, 90, 99),
     (Component::Verify, 100, 1299),
+    (Component::Central, 1300, 1399),
     (Component::Se, 2000, 2199),
     (Component::Mds, 3000, 3099),
 ];
@@ -372,6 +379,15 @@ registry! {
         "V11: the transfer answers another request";
     VERIFY_BAD_TRUST_SIGNATURE = 1201, Verify, http [422], sw [0x6982], Used,
         "V12: a policy, revocation list or DCP certificate not signed by the root";
+
+    CENTRAL_UNKNOWN_DCP = 1300, Central, http [403], sw [], Used,
+        "the calling party is not a DCP of the policy's trust list (or names an unknown DCP as payee)";
+    CENTRAL_FOREIGN_ISSUE = 1301, Central, http [422], sw [], Used,
+        "an Issue not signed by the calling DCP's key, without outputs, or of another value than the request's";
+    CENTRAL_NOT_DELIVERABLE = 1302, Central, http [409], sw [], Used,
+        "a delivery for a mailbox entry that does not wait for this DCP, of another amount, or delivered before with another Issue";
+    CENTRAL_UNAVAILABLE = 1303, Central, http [503], sw [], Used,
+        "the central bank could not be reached or answered without a result: nothing was decided for this request, retry";
 
     SE_STORAGE = 2001, Se, http [], sw [0x6F00], Used,
         "storage failed (reboot needed)";

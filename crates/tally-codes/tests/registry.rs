@@ -95,6 +95,7 @@ fn names_are_unique_and_say_their_component() {
         Component::Verify => "VERIFY_",
         Component::Se => "SE_",
         Component::Mds => "MDS_",
+        Component::Central => "CENTRAL_",
     };
     for (i, e) in REGISTRY.iter().enumerate() {
         assert!(e.name.starts_with(prefix(e.component)), "{}", e.name);

@@ -23,36 +23,34 @@
 //! which it checks before it answers the device.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::Arc;
 use tally_codes as codes;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use tally_core::cert::{DcpCertificate, SettlementKey, role};
+use tally_core::cert::SettlementKey;
 
 use crate::keys::{KeyError, NodeKeys, NodeSigner};
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::crypto::{Entropy, check_key, tagged_hash};
 use tally_core::escrow::{self, IdPoint, JointKey};
 use tally_core::policy::{TierLimits, device_class};
-use tally_core::sealed::{OpeningKey, SealError, SealedKind, SealingKey};
-use tally_core::verify::{
-    BoundedCertCache, VerifyError, VerifyParams, verify_package_for_settlement,
-    verify_packages_for_settlement,
-};
+use tally_core::sealed::{OpeningKey, SealError, SealingKey};
+use tally_core::verify::{VerifyError, VerifyParams};
 use tally_core::{
-    Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
-    PublicKey, Record, Request, RevocationList, SecretKey, Signature, Suite, SyncGrant, TrustStore,
+    Amount, Epoch, Hash32, Issue, Output, Package, Policy, PseudonymCertificate, PublicKey, Record,
+    Request, RevocationList, SecretKey, Signature, Suite, SyncGrant, TrustStore,
 };
-use tally_directory::{Directory, DirectoryError, SeEntry, SeStatus, check_attestation};
-use tally_ledger::ledger::{
-    self, AccountKind, Invariant, Ledger, LedgerError, TransferRequest, code,
-};
-use tally_ledger::settlement::{DoubleSpend, Settlement, SettlementError};
-use tally_mds::{IngestRecord, Mds, MdsConfig, Verdict};
+use tally_directory::{DirectoryError, SeEntry, SeStatus, check_attestation};
+use tally_ledger::ledger::{self, Invariant, LedgerError};
+use tally_ledger::settlement::{DoubleSpend, SettlementError};
+use tally_mds::{IngestRecord, Mds, Verdict};
 use tally_store::{Migrations, Store, StoreError, Tx, TxFailure, Value};
 
 use tally_core::dcp::*;
+
+use crate::book::{self, Book, BookTotals};
+use crate::central::{Central, CentralBank, CentralKeys, CentralRequest, CentralTrust};
 
 /// The central bank's own tables (ledger, settlement and directory have
 /// theirs).
@@ -180,7 +178,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 };
 
 /// An uploaded package as checked before the settlement transaction.
-enum Checked {
+pub(crate) enum Checked {
     Verified(Box<tally_core::VerifiedPackage>),
     Refused(tally_core::Transfer, VerifyError),
     Malformed,
@@ -190,7 +188,9 @@ enum Checked {
 pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
 pub const TOKEN_VALIDITY_EPOCHS: Epoch = 60;
+/// The DCP of a node (`tally node`): DCP 1.
 pub const DCP_ID: u32 = 1;
+/// Its settlement account at the central bank.
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
 /// Account names devices register under (and deposits may open):
@@ -277,6 +277,20 @@ pub enum BackofficeError {
         status: u16,
         message: String,
     },
+    /// The calling party is not a DCP the central bank trusts (or a
+    /// payment names an unknown DCP).
+    UnknownDcp,
+    /// An Issue not signed by the calling DCP, or of another value.
+    ForeignIssue,
+    /// A delivery that does not match what waits in the mailbox.
+    NotDeliverable,
+    /// The central bank's answer over the network (its code, status and
+    /// message), or no answer ([`codes::CENTRAL_UNAVAILABLE`], 503).
+    Remote {
+        code: u16,
+        status: u16,
+        message: String,
+    },
     /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
     Mds {
         message: String,
@@ -319,6 +333,10 @@ impl BackofficeError {
             BackofficeError::ReportsMismatch => codes::DCP_REPORTS_DIGEST_MISMATCH,
             BackofficeError::RevocationKeyNotOpened(_) => codes::DCP_REVOCATION_KEY_NOT_OPENED,
             BackofficeError::RefusedBefore { code, .. } => *code,
+            BackofficeError::UnknownDcp => codes::CENTRAL_UNKNOWN_DCP,
+            BackofficeError::ForeignIssue => codes::CENTRAL_FOREIGN_ISSUE,
+            BackofficeError::NotDeliverable => codes::CENTRAL_NOT_DELIVERABLE,
+            BackofficeError::Remote { code, .. } => *code,
             BackofficeError::Mds { client: true, .. } => codes::DCP_MDS_REFUSED,
             BackofficeError::Mds { client: false, .. } => codes::NODE_MDS_FAILURE,
             BackofficeError::Store(_) => codes::NODE_INTERNAL,
@@ -326,7 +344,9 @@ impl BackofficeError {
     }
     /// Client errors (4xx) versus server errors (5xx).
     pub fn is_client_error(&self) -> bool {
-        if let BackofficeError::RefusedBefore { status, .. } = self {
+        if let BackofficeError::RefusedBefore { status, .. }
+        | BackofficeError::Remote { status, .. } = self
+        {
             return *status < 500;
         }
         !matches!(
@@ -345,6 +365,18 @@ impl BackofficeError {
     }
 
     /// A store failure inside, whatever the layer that met it.
+    /// The central bank did not answer (the link dropped or timed out):
+    /// it may or may not have executed the request.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, BackofficeError::Remote { code, .. } if *code == codes::CENTRAL_UNAVAILABLE)
+    }
+
+    /// A refusal that stands for good (a 4xx that is no serialization
+    /// conflict): a retry of the same request gets the same answer.
+    pub fn is_final(&self) -> bool {
+        self.is_client_error() && !self.is_conflict()
+    }
+
     pub fn store_failure(&self) -> Option<&StoreError> {
         match self {
             BackofficeError::Store(s)
@@ -379,7 +411,11 @@ impl BackofficeError {
             }
         }
         match self {
-            BackofficeError::RefusedBefore { status, .. } => *status,
+            BackofficeError::RefusedBefore { status, .. }
+            | BackofficeError::Remote { status, .. } => *status,
+            BackofficeError::UnknownDcp => 403,
+            BackofficeError::ForeignIssue => 422,
+            BackofficeError::NotDeliverable => 409,
             BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
             BackofficeError::BadDeviceSignature
             | BackofficeError::DeviceNotActive
@@ -494,6 +530,14 @@ impl fmt::Display for BackofficeError {
                 "key {k} is not a pseudonym whose escrow was opened to this identity"
             ),
             BackofficeError::RefusedBefore { message, .. } => f.write_str(message),
+            BackofficeError::UnknownDcp => f.write_str("not a DCP of the policy's trust list"),
+            BackofficeError::ForeignIssue => {
+                f.write_str("Issue not signed by the calling DCP, or of another value")
+            }
+            BackofficeError::NotDeliverable => {
+                f.write_str("delivery does not match what waits in the mailbox")
+            }
+            BackofficeError::Remote { message, .. } => write!(f, "central bank: {message}"),
             BackofficeError::Store(e) => write!(f, "{e}"),
         }
     }
@@ -749,7 +793,7 @@ pub fn development_escrow_key() -> JointKey {
 /// Opens an escrow ciphertext (`C1`, `C2`) with the development secret:
 /// the digest of its identity point, or `None` if `joint` is not the
 /// development key (then only the supervisors can open it).
-fn development_open(
+pub(crate) fn development_open(
     joint: &JointKey,
     random: &curve25519_dalek::RistrettoPoint,
     blinded: &curve25519_dalek::RistrettoPoint,
@@ -773,30 +817,58 @@ impl Entropy for OsEntropy {
     }
 }
 
-/// What the central bank answers the DCP for one device request: a result
-/// signed by the root, plus the tokens it issued and the balance after.
-/// Wire: `[1, op, settled, refused, value, double_spends, [Issue], balance,
-/// transfer (bstr 0|32), signature]`.
+/// What the central bank answers a DCP for one request: a result signed
+/// by the settlement key, plus the tokens it registered.
+/// Wire (version 2): `[2, op, settled, refused, value, double_spends,
+/// [Issue], balance, transfer (bstr 0|32), [[transfer id, amount]],
+/// signature]`; version 1 (stored before the parties were split) has no
+/// deliveries and ten elements.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettlementResult {
-    /// The device request this answers.
+    /// The request this answers.
     pub op: Hash32,
     /// Packages settled, and refused (failed verification).
     pub settled: u32,
     pub refused: u32,
-    /// Value settled (redemption: the amount redeemed).
+    /// Value settled or moved (redemption: the amount redeemed).
     pub value: u64,
     pub double_spends: u32,
-    /// Renewal, load or recovered tokens.
+    /// Tokens registered: the load's, the renewal's, the delivered ones.
     pub issues: Vec<Issue>,
-    /// Account balance after the operation (unload, online payment, balance).
+    /// Unused since customers' accounts are at their DCP (0).
     pub balance: u64,
     /// Redemption: the id of the settled transfer.
     pub transfer: Option<Hash32>,
+    /// Sync: what waits in the device's mailbox (transfer id, amount).
+    pub deliveries: Vec<(Hash32, u64)>,
 }
 
 impl SettlementResult {
     fn write_body(&self, w: &mut Writer) {
+        w.u64(2);
+        self.op.write(w);
+        w.u64(u64::from(self.settled));
+        w.u64(u64::from(self.refused));
+        w.u64(self.value);
+        w.u64(u64::from(self.double_spends));
+        w.array(self.issues.len());
+        for i in &self.issues {
+            i.write(w);
+        }
+        w.u64(self.balance);
+        match &self.transfer {
+            Some(t) => w.bytes(&t.0),
+            None => w.bytes(&[]),
+        }
+        w.array(self.deliveries.len());
+        for (t, a) in &self.deliveries {
+            w.array(2);
+            t.write(w);
+            w.u64(*a);
+        }
+    }
+    /// Version 1's body (verifying results stored before version 2).
+    fn write_body_v1(&self, w: &mut Writer) {
         w.u64(1);
         self.op.write(w);
         w.u64(u64::from(self.settled));
@@ -813,33 +885,47 @@ impl SettlementResult {
             None => w.bytes(&[]),
         }
     }
-    fn message(&self) -> Hash32 {
+    fn message(&self, version: u8) -> Hash32 {
         let mut w = Writer::new();
-        w.array(9);
-        self.write_body(&mut w);
+        if version == 1 {
+            w.array(9);
+            self.write_body_v1(&mut w);
+        } else {
+            w.array(10);
+            self.write_body(&mut w);
+        }
         tagged_hash(b"tally/v1/settlement-result", &[&w.into_bytes()])
     }
-    fn sign(&self, key: &NodeSigner) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn sign(&self, key: &NodeSigner) -> Result<Vec<u8>, KeyError> {
         let mut w = Writer::new();
-        w.array(10);
+        w.array(11);
         self.write_body(&mut w);
-        key.try_sign(&self.message().0)?.write(&mut w);
+        key.try_sign(&self.message(2).0)?.write(&mut w);
         Ok(w.into_bytes())
     }
     /// Decodes a signed result and checks it answers `op` under the
     /// settlement key (which the root certified), or under the root itself:
     /// results stored before the settlement key existed were signed by the
     /// root, and a retried request gets its stored result back.
-    fn open(
+    pub fn open(
         bytes: &[u8],
         settlement: &PublicKey,
         root: &PublicKey,
         op: &Hash32,
     ) -> Result<SettlementResult, BackofficeError> {
         let mut r = Reader::new(bytes);
-        let res = (|| -> Result<(SettlementResult, Signature), CodecError> {
-            r.array(10)?;
-            r.version(1)?;
+        let res = (|| -> Result<(SettlementResult, Signature, u8), CodecError> {
+            let version = match r.array_max(11)? {
+                10 => {
+                    r.version(1)?;
+                    1
+                }
+                11 => {
+                    r.version(2)?;
+                    2
+                }
+                _ => return Err(CodecError::Malformed),
+            };
             let op = Hash32::read(&mut r)?;
             let settled = r.u32()?;
             let refused = r.u32()?;
@@ -857,6 +943,14 @@ impl SettlementResult {
                 32 => Some(Hash32(t.try_into().map_err(|_| CodecError::Malformed)?)),
                 _ => return Err(CodecError::Malformed),
             };
+            let mut deliveries = Vec::new();
+            if version == 2 {
+                let n = r.array_max(UPLOAD_PACKAGES_MAX)?;
+                for _ in 0..n {
+                    r.array(2)?;
+                    deliveries.push((Hash32::read(&mut r)?, r.u64()?));
+                }
+            }
             let sig = Signature::read(&mut r)?;
             if r.position() != bytes.len() {
                 return Err(CodecError::TrailingBytes);
@@ -871,12 +965,14 @@ impl SettlementResult {
                     issues,
                     balance,
                     transfer,
+                    deliveries,
                 },
                 sig,
+                version,
             ))
         })();
-        let (res, sig) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
-        let msg = res.message();
+        let (res, sig, version) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
+        let msg = res.message(version);
         let signed = tally_core::crypto::verify(settlement, &msg.0, &sig).is_ok()
             || tally_core::crypto::verify(root, &msg.0, &sig).is_ok();
         if &res.op != op || !signed {
@@ -955,26 +1051,24 @@ fn open_refusal(request: &[u8], stored: &[u8]) -> Result<BackofficeError, Backof
     }
 }
 
+/// A DCP: its devices, its customers' accounts ([`crate::book`]), its
+/// issuing key, and the central bank behind [`Central`] (in process or
+/// over the network). A node (`tally node`, tests) also holds the central
+/// bank itself (`bank`), and then answers the central bank's operator
+/// calls too.
 pub struct Backoffice {
-    central: Store,
     dcp: Store,
-    mds: Mds,
-    keys: NodeKeys,
-    sealing_key: SealingKey,
-    settlement_key: SettlementKey,
-    escrow_key: JointKey,
-    /// The supervisors' key set (production nodes): revocation after an
-    /// opening then needs the opening's verified audit log.
-    supervisors: Option<tally_supervisor::JointParams>,
-    dcp_cert: DcpCertificate,
-    cache: Mutex<BoundedCertCache>,
+    dcp_id: u32,
+    signer: Arc<NodeSigner>,
+    central: Arc<dyn Central>,
+    bank: Option<Arc<CentralBank>>,
 }
 
-fn b(h: &Hash32) -> Value {
+pub(crate) fn b(h: &Hash32) -> Value {
     Value::Bytes(h.0.to_vec())
 }
 
-fn hash(bytes: &[u8]) -> Result<Hash32, StoreError> {
+pub(crate) fn hash(bytes: &[u8]) -> Result<Hash32, StoreError> {
     Ok(Hash32(
         bytes
             .try_into()
@@ -982,24 +1076,85 @@ fn hash(bytes: &[u8]) -> Result<Hash32, StoreError> {
     ))
 }
 
-fn meta(tx: &mut dyn Tx, k: &str) -> Result<i64, BackofficeError> {
+pub(crate) fn meta(tx: &mut dyn Tx, k: &str) -> Result<i64, BackofficeError> {
     Ok(tx
         .query_one("SELECT v FROM node_meta WHERE k = $1", &[k.into()])?
         .ok_or_else(|| StoreError::Type(format!("node_meta.{k} missing")))?
         .int(0)?)
 }
 
-/// Issue serial of a token issued for device request `op` (part `n`):
-/// derived, so a retried request re-issues the identical record.
 /// What the DCP stores of an Issue it handed to a device: keyed by the
 /// device's secret salt, so the table names no record.
 fn handed_out_tag(salt: &[u8; 32], issue: &Hash32) -> Hash32 {
     tagged_hash(b"tally/v1/dcp-issue", &[salt, &issue.0])
 }
 
+/// Issue serial of a token issued for device request `op` (part `n`):
+/// derived, so a retried request re-issues the identical record.
 fn issue_serial(op: &Hash32, n: u32) -> u64 {
     let h = tagged_hash(b"tally/v1/issue-serial", &[&op.0, &n.to_be_bytes()]);
     u64::from_be_bytes(h.0[..8].try_into().expect("8 bytes"))
+}
+
+/// The DCP's tables, in order.
+fn dcp_migrations() -> [&'static Migrations; 4] {
+    [
+        &MIGRATIONS,
+        &REFUSAL_MIGRATIONS,
+        &ISSUE_TAG_MIGRATIONS,
+        &crate::book::BOOK_MIGRATIONS,
+    ]
+}
+
+/// Migrates the central store and checks the central bank's keys sign
+/// and are the keys it was set up with (pinned at first start).
+fn pin_central_keys(central: &Store, keys: &CentralKeys) -> Result<(), BackofficeError> {
+    central.migrate(&crate::central::migrations())?;
+    central.migrate(&[&CENTRAL_KEY_CUSTODY_MIGRATIONS])?;
+    for (role, s) in [("root", &keys.root), ("settlement", &keys.settlement)] {
+        let msg = tagged_hash(b"tally/v1/key-self-test", &[role.as_bytes()]).0;
+        let sig = s.try_sign(&msg)?;
+        tally_core::crypto::verify(&s.public_key(), &msg, &sig)
+            .map_err(|_| KeyError::BadSignature { role })?;
+    }
+    pin_public_key(
+        central,
+        "node_public_keys",
+        "root",
+        keys.root.public_key().to_cbor(),
+    )?;
+    pin_public_key(
+        central,
+        "node_public_keys",
+        "settlement",
+        keys.settlement.public_key().to_cbor(),
+    )?;
+    pin_public_key(
+        central,
+        "node_public_keys",
+        "opening",
+        keys.opening.public().to_vec(),
+    )?;
+    Ok(())
+}
+
+/// The reconciliation of a DCP's book with its settlement account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// The book's totals (customers, own money, in flight).
+    pub book: BookTotals,
+    /// The full re-sum of the book agrees with its running totals and no
+    /// balance is negative.
+    pub book_audit_ok: bool,
+    /// The DCP's settlement account at the central bank.
+    pub settlement_account: i64,
+}
+
+impl Reconciliation {
+    /// With nothing in flight, the book's sum is the settlement account.
+    pub fn matches(&self) -> bool {
+        self.book_audit_ok && self.book.in_flight == 0 && self.book.sum == self.settlement_account
+    }
 }
 
 impl Backoffice {
@@ -1028,9 +1183,8 @@ impl Backoffice {
         supervisors: tally_supervisor::JointParams,
         keys: NodeKeys,
     ) -> Result<Backoffice, BackofficeError> {
-        let mut bo = Self::open_with(stores, supervisors.joint_key().clone(), keys)?;
-        bo.supervisors = Some(supervisors);
-        Ok(bo)
+        let joint = supervisors.joint_key().clone();
+        Self::open_node(stores, joint, Some(supervisors), keys)
     }
 
     /// Opens the back office: migrations, keys, policy, the MDS (and
@@ -1047,184 +1201,209 @@ impl Backoffice {
         escrow_key: JointKey,
         keys: NodeKeys,
     ) -> Result<Backoffice, BackofficeError> {
+        Self::open_node(stores, escrow_key, None, keys)
+    }
+
+    /// A node: the central bank and DCP 1 in one process, on their own
+    /// stores, the DCP reaching the central bank in process.
+    fn open_node(
+        stores: Stores,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        keys: NodeKeys,
+    ) -> Result<Backoffice, BackofficeError> {
         let Stores { central, dcp, mds } = stores;
         let legacy = legacy_seeds(&central, &dcp)?;
         if !legacy.match_keys(&keys) {
             return Err(BackofficeError::KeysInDatabase);
         }
-        central.migrate(&[&CENTRAL_KEY_CUSTODY_MIGRATIONS])?;
-        dcp.migrate(&[&DCP_KEY_CUSTODY_MIGRATIONS])?;
         keys.self_test()?;
-        let root_cbor = keys.root.public_key().to_cbor();
-        pin_public_key(&central, "node_public_keys", "root", root_cbor)?;
-        let settlement_cbor = keys.settlement.public_key().to_cbor();
-        pin_public_key(&central, "node_public_keys", "settlement", settlement_cbor)?;
-        let opening = keys.opening.public().to_vec();
-        pin_public_key(&central, "node_public_keys", "opening", opening)?;
+        let central_keys = CentralKeys {
+            root: keys.root.clone(),
+            settlement: keys.settlement.clone(),
+            opening: keys.opening.clone(),
+        };
+        pin_central_keys(&central, &central_keys)?;
+        // The DCP's key before the central bank opens: a wrong one changes nothing at the central
+        // bank (its policy lists the DCP's key).
+        dcp.migrate(&dcp_migrations())?;
+        dcp.migrate(&[&DCP_KEY_CUSTODY_MIGRATIONS])?;
         pin_public_key(
             &dcp,
             "dcp_public_keys",
             "dcp",
             keys.dcp.public_key().to_cbor(),
         )?;
-        let dcp_cert = DcpCertificate::try_sign(
-            &*keys.root,
-            DCP_ID,
-            keys.dcp.public_key(),
-            role::ISSUE | role::CERTIFY | role::REDEEM | role::SYNC,
-            Epoch::MAX,
-        )?;
-        let sealing_key = SealingKey::try_sign(&*keys.root, keys.opening.public())?;
-        let settlement_key = SettlementKey::try_sign(&*keys.root, keys.settlement.public_key())?;
-        // What devices and DCPs will check, checked before anything uses it.
-        let root = keys.root.public_key();
-        sealing_key
-            .verify(&root)
-            .map_err(|_| BackofficeError::Signer(KeyError::BadSignature { role: "root" }))?;
-        settlement_key
-            .verify(&root)
-            .map_err(|_| BackofficeError::Signer(KeyError::BadSignature { role: "root" }))?;
-        let dcp_id = keys.dcp.public_key().id();
-        let payment_max = default_tiers()
-            .iter()
-            .filter(|t| t.device_class != device_class::DCP)
-            .map(|t| t.payment_max.0)
-            .max()
-            .unwrap_or(0);
-        let mds = Mds::open(mds, MdsConfig::new(vec![dcp_id], vec![dcp_id], payment_max))
-            .map_err(|e| StoreError::Db(format!("MDS: {e}")))?;
-        let bo = Backoffice {
+        let bank = Arc::new(Self::open_central(
             central,
-            dcp,
             mds,
-            keys,
-            sealing_key,
-            settlement_key,
+            central_keys,
             escrow_key,
-            supervisors: None,
-            dcp_cert,
-            cache: Mutex::new(BoundedCertCache::new(100_000)),
-        };
-        bo.central.transact(|tx| {
-            Ledger::ensure_account(tx, DCP_ACCOUNT, AccountKind::DcpSettlement)?;
-            Ok::<_, BackofficeError>(())
-        })?;
-        bo.policy()?;
-        bo.pump_mds();
+            supervisors,
+            &[(DCP_ID, keys.dcp.public_key())],
+        )?);
+        let mut bo = Self::open_dcp(dcp, DCP_ID, keys.dcp, bank.clone())?;
+        bo.bank = Some(bank);
         Ok(bo)
     }
 
-    /// The central bank's store (ledger, settlement, directory).
-    pub fn store(&self) -> &Store {
-        &self.central
+    /// The central bank alone (`tally central`): its keys pinned in its
+    /// store, trusting the DCPs `dcps`.
+    pub fn open_central(
+        central: Store,
+        mds: Store,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
+        pin_central_keys(&central, &keys)?;
+        CentralBank::open(central, mds, keys, escrow_key, supervisors, dcps)
     }
 
-    /// The DCP's store.
+    /// A DCP alone (`tally dcp`) with id `id` and issuing key `signer`,
+    /// reaching the central bank through `central`. The central bank must
+    /// trust this key for this id (its policy's DCP list), or the DCP does
+    /// not start.
+    pub fn open_dcp(
+        store: Store,
+        id: u32,
+        signer: Arc<NodeSigner>,
+        central: Arc<dyn Central>,
+    ) -> Result<Backoffice, BackofficeError> {
+        store.migrate(&dcp_migrations())?;
+        store.migrate(&[&DCP_KEY_CUSTODY_MIGRATIONS])?;
+        let msg = tagged_hash(b"tally/v1/key-self-test", &[b"dcp"]).0;
+        let sig = signer.try_sign(&msg)?;
+        tally_core::crypto::verify(&signer.public_key(), &msg, &sig)
+            .map_err(|_| KeyError::BadSignature { role: "dcp" })?;
+        pin_public_key(
+            &store,
+            "dcp_public_keys",
+            "dcp",
+            signer.public_key().to_cbor(),
+        )?;
+        let trust = central.trust()?;
+        if !trust
+            .policy
+            .dcps
+            .iter()
+            .any(|c| c.dcp_id == id && c.key == signer.public_key())
+        {
+            return Err(BackofficeError::UnknownDcp);
+        }
+        let bo = Backoffice {
+            dcp: store,
+            dcp_id: id,
+            signer,
+            central,
+            bank: None,
+        };
+        bo.book_inbox()?;
+        Ok(bo)
+    }
+
+    fn bank(&self) -> Result<&CentralBank, BackofficeError> {
+        self.bank.as_deref().ok_or_else(|| BackofficeError::Remote {
+            code: codes::CENTRAL_UNAVAILABLE,
+            status: 503,
+            message: "this process is a DCP: ask the central bank".into(),
+        })
+    }
+
+    /// The central bank of a node (None in a DCP process).
+    pub fn central_bank(&self) -> Option<&Arc<CentralBank>> {
+        self.bank.as_ref()
+    }
+
+    /// The central bank's store (ledger, settlement, directory).
+    ///
+    /// # Panics
+    /// In a DCP process (no central bank here).
+    pub fn store(&self) -> &Store {
+        self.bank
+            .as_deref()
+            .expect("the central bank's store is in the central bank's process")
+            .store()
+    }
+
     pub fn dcp_store(&self) -> &Store {
         &self.dcp
     }
 
+    /// # Panics
+    /// In a DCP process.
     pub fn mds(&self) -> &Mds {
-        &self.mds
+        self.bank
+            .as_deref()
+            .expect("the MDS is in the central bank's process")
+            .mds()
+    }
+
+    pub fn dcp_id(&self) -> u32 {
+        self.dcp_id
     }
 
     pub fn root_key(&self) -> PublicKey {
-        self.keys.root.public_key()
+        match &self.bank {
+            Some(b) => b.root_key(),
+            None => self
+                .central
+                .trust()
+                .map(|t| t.root)
+                .expect("the central bank answers"),
+        }
     }
 
     pub fn dcp_key(&self) -> PublicKey {
-        self.keys.dcp.public_key()
+        self.signer.public_key()
     }
 
-    /// The key settlement results are signed with, certified by the root.
     pub fn settlement_key(&self) -> SettlementKey {
-        self.settlement_key.clone()
+        match &self.bank {
+            Some(b) => b.settlement_key(),
+            None => self
+                .central
+                .trust()
+                .map(|t| t.settlement_key)
+                .expect("the central bank answers"),
+        }
     }
 
-    /// Settlement's HPKE key, signed by the root: devices seal uploads to it.
     pub fn sealing_key(&self) -> SealingKey {
-        self.sealing_key.clone()
+        match &self.bank {
+            Some(b) => b.sealing_key(),
+            None => self
+                .central
+                .trust()
+                .map(|t| t.sealing_key)
+                .expect("the central bank answers"),
+        }
     }
 
-    /// The supervisors' joint key the DCP encrypts identities to.
     pub fn escrow_key(&self) -> JointKey {
-        self.escrow_key.clone()
+        match &self.bank {
+            Some(b) => b.escrow_key(),
+            None => self
+                .central
+                .trust()
+                .map(|t| t.escrow_key)
+                .expect("the central bank answers"),
+        }
     }
 
     pub fn epoch(&self) -> Result<Epoch, BackofficeError> {
-        self.central.transact(|tx| Ok(meta(tx, "epoch")? as Epoch))
+        Ok(self.central.trust()?.epoch)
     }
 
-    /// The signed policy; re-signed (serial + 1) only when its content changes.
+    /// The signed policy.
     pub fn policy(&self) -> Result<Policy, BackofficeError> {
-        self.central.transact(|tx| self.policy_in(tx))
+        Ok(self.central.trust()?.policy)
     }
 
-    fn policy_in(&self, tx: &mut dyn Tx) -> Result<Policy, BackofficeError> {
-        let tiers = default_tiers();
-        let dcps = vec![self.dcp_cert.clone()];
-        let manufacturers = Self::manufacturers_in(tx)?;
-        let old = tx.query_one("SELECT body FROM node_docs WHERE k = 'policy'", &[])?;
-        let serial = match &old {
-            Some(r) => {
-                let p = Policy::from_cbor(r.bytes(0)?)?;
-                if p.tiers == tiers && p.dcps == dcps && p.manufacturers == manufacturers {
-                    return Ok(p);
-                }
-                p.serial + 1
-            }
-            None => 1,
-        };
-        let p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
-        if old.is_some() {
-            tx.execute(
-                "UPDATE node_docs SET body = $1 WHERE k = 'policy'",
-                &[p.to_cbor().into()],
-            )?;
-        } else {
-            tx.execute(
-                "INSERT INTO node_docs (k, body) VALUES ('policy', $1)",
-                &[p.to_cbor().into()],
-            )?;
-        }
-        Ok(p)
-    }
-
-    fn manufacturers_in(tx: &mut dyn Tx) -> Result<Vec<PublicKey>, BackofficeError> {
-        match tx.query_one("SELECT body FROM node_docs WHERE k = 'manufacturers'", &[])? {
-            None => Ok(Vec::new()),
-            Some(r) => {
-                let bytes = r.bytes(0)?;
-                let mut rd = Reader::new(bytes);
-                Ok(tally_core::codec::read_vec(
-                    &mut rd,
-                    tally_core::policy::MANUFACTURERS_MAX,
-                )?)
-            }
-        }
-    }
-
-    /// Central bank: trusts an SE manufacturer's key for enrolment (the
-    /// policy is re-signed with it). Idempotent.
+    /// Central bank: trusts an SE manufacturer's key for enrolment.
     pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
-        check_key(&key).map_err(|_| BackofficeError::BadKey)?;
-        self.central.transact(|tx| {
-            let mut list = Self::manufacturers_in(tx)?;
-            if !list.contains(&key) {
-                if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
-                    return Err(BackofficeError::Decode(CodecError::TooLong));
-                }
-                list.push(key);
-                let mut w = Writer::new();
-                tally_core::codec::write_vec(&mut w, &list);
-                tx.execute("DELETE FROM node_docs WHERE k = 'manufacturers'", &[])?;
-                tx.execute(
-                    "INSERT INTO node_docs (k, body) VALUES ('manufacturers', $1)",
-                    &[w.into_bytes().into()],
-                )?;
-            }
-            self.policy_in(tx)
-        })
+        self.bank()?.trust_manufacturer(key)
     }
 
     /// DCP: a one-time enrolment code for `account`, to hand to the
@@ -1235,10 +1414,6 @@ impl Backoffice {
             return Err(BackofficeError::Decode(CodecError::Malformed));
         }
         let acct = user_account(account);
-        self.central.transact(|tx| {
-            Ledger::ensure_account(tx, &acct, AccountKind::User)?;
-            Ok::<_, BackofficeError>(())
-        })?;
         const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         let random = os_random_32()?;
         let mut code = String::with_capacity(19);
@@ -1250,6 +1425,7 @@ impl Backoffice {
         }
         let digest = enrolment_code_digest(&code);
         self.dcp.transact(|tx| {
+            Book::ensure(tx, &acct)?;
             tx.execute(
                 "INSERT INTO dcp_enrolment_codes (code_digest, account, se_id) VALUES ($1, $2, NULL)",
                 &[b(&digest), acct.clone().into()],
@@ -1260,144 +1436,128 @@ impl Backoffice {
     }
 
     pub fn revocations(&self) -> Result<RevocationList, BackofficeError> {
-        self.central.transact(|tx| self.revocations_in(tx))
+        Ok(self.central.trust()?.revocations)
     }
 
-    fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {
-        let epoch = meta(tx, "epoch")? as Epoch;
-        Directory::revocation_list::<_, BackofficeError>(tx, &*self.keys.root, epoch)
-    }
-
-    /// The trust objects of a short read transaction (verification runs
-    /// outside the settlement transaction).
-    fn trust(&self) -> Result<TrustStore, BackofficeError> {
-        self.central.transact(|tx| self.trust_in(tx))
-    }
-
-    fn trust_in(&self, tx: &mut dyn Tx) -> Result<TrustStore, BackofficeError> {
-        Ok(TrustStore::new(
-            self.root_key(),
-            self.policy_in(tx)?,
-            self.revocations_in(tx)?,
-        )?)
-    }
-
-    /// What settlement verifies against, read in a short transaction: the
-    /// trust objects and the parameters (the DCP tier's history budget).
-    /// Settlement worker processes (`tally settle-worker`) use it too.
+    /// What settlement verifies against (settlement worker processes).
     pub fn settlement_verifier(&self) -> Result<(TrustStore, VerifyParams), BackofficeError> {
-        let trust = self.trust()?;
-        let budget = trust
-            .policy()
-            .limits(device_class::DCP, 0)
-            .map(|l| usize::from(l.history_records_max))
-            .unwrap_or(1024);
-        Ok((
-            trust,
-            VerifyParams {
-                epoch: 0,
-                history_records_max: budget,
-                signature_batch_max: usize::MAX,
-            },
-        ))
+        self.bank()?.settlement_verifier()
     }
 
-    /// Opens one package sealed to settlement as a redemption (what the
-    /// settlement queue carries), outside any transaction.
+    /// Opens one package sealed to settlement as a redemption.
     pub fn open_sealed_package(&self, sealed: &[u8]) -> Result<Package, BackofficeError> {
-        Ok(Package::from_cbor(
-            &self.keys.opening.open(SealedKind::Redemption, sealed)?,
-        )?)
+        self.bank()?.open_sealed_package(sealed)
     }
 
     pub fn advance_epoch(&self) -> Result<Epoch, BackofficeError> {
-        self.central.transact(|tx| {
-            tx.execute("UPDATE node_meta SET v = v + 1 WHERE k = 'epoch'", &[])?;
-            Ok(meta(tx, "epoch")? as Epoch)
-        })
+        self.bank()?.advance_epoch()
     }
 
     // ---- operators ------------------------------------------------------
 
-    /// Central bank: mint `amount` into the DCP's settlement account.
+    /// Central bank: mint `amount` into this DCP's settlement account
+    /// (the DCP books it as its own money at once).
     pub fn mint(&self, idem: &str, amount: u64) -> Result<Invariant, BackofficeError> {
-        self.central.transact(|tx| {
-            Ledger::mint(tx, &format!("mint:{idem}"), DCP_ACCOUNT, amount)?;
-            Ledger::assert_invariant(tx)?;
-            // Minting is rare: the operator gets the full audit back.
-            Ok(Ledger::audit(tx)?)
-        })
+        let inv = self.bank()?.mint(self.dcp_id, idem, amount)?;
+        self.book_inbox()?;
+        Ok(inv)
     }
 
-    /// DCP: credit a user's account from the DCP's settlement account
-    /// (the user paid in bank money). Opens the account if needed.
+    /// Books the credits the central bank holds for this DCP (mints,
+    /// interbank payments to its customers), each once, then acknowledges
+    /// them. A credit for an account this DCP does not have goes to the
+    /// suspense account. Returns how many were booked.
+    pub fn book_inbox(&self) -> Result<usize, BackofficeError> {
+        let entries = self.central.inbox(self.dcp_id)?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut ops = Vec::with_capacity(entries.len());
+        for e in &entries {
+            self.dcp.transact(|tx| {
+                let to = match &e.account {
+                    None => book::OWN.to_string(),
+                    Some(a) => {
+                        let acct = user_account(a);
+                        if valid_account_name(a)
+                            && tx
+                                .query_one(
+                                    "SELECT balance FROM dcp_accounts WHERE name = $1",
+                                    &[acct.clone().into()],
+                                )?
+                                .is_some()
+                        {
+                            acct
+                        } else {
+                            book::SUSPENSE.to_string()
+                        }
+                    }
+                };
+                Book::post(tx, &format!("inbox:{}", e.op), None, Some(&to), e.amount)?;
+                Ok::<_, BackofficeError>(())
+            })?;
+            ops.push(e.op);
+        }
+        self.central.ack_inbox(self.dcp_id, &ops)?;
+        Ok(ops.len())
+    }
+
+    /// DCP: credit a customer's account from the DCP's own money (the
+    /// customer paid in bank money). Opens the account if needed.
     pub fn deposit(&self, idem: &str, account: &str, amount: u64) -> Result<i64, BackofficeError> {
         if !valid_account_name(account) {
             return Err(BackofficeError::Decode(CodecError::Malformed));
         }
+        self.book_inbox()?;
         let acct = user_account(account);
-        self.central.transact(|tx| {
-            Ledger::ensure_account(tx, &acct, AccountKind::User)?;
-            Ledger::transfer(
+        self.dcp.transact(|tx| {
+            Book::ensure(tx, &acct)?;
+            Book::post(
                 tx,
-                &TransferRequest {
-                    idem: format!("deposit:{idem}"),
-                    debit: DCP_ACCOUNT.into(),
-                    credit: acct.clone(),
-                    amount,
-                    code: code::TRANSFER,
-                },
+                &format!("deposit:{idem}"),
+                Some(book::OWN),
+                Some(&acct),
+                amount,
             )?;
-            Ledger::assert_invariant(tx)?;
-            Ok(Ledger::balance(tx, &acct)?)
+            Ok(Book::balance(tx, &acct)?)
         })
     }
 
     pub fn account_balance(&self, account: &str) -> Result<i64, BackofficeError> {
-        self.central
-            .transact(|tx| Ok(Ledger::balance(tx, &user_account(account))?))
+        self.dcp
+            .transact(|tx| Ok(Book::balance(tx, &user_account(account))?))
+    }
+
+    /// This DCP's book against its settlement account at the central bank.
+    pub fn reconcile(&self) -> Result<Reconciliation, BackofficeError> {
+        self.book_inbox()?;
+        let (book, book_audit_ok) = self
+            .dcp
+            .transact(|tx| Ok::<_, BackofficeError>(Book::audit(tx)?))?;
+        Ok(Reconciliation {
+            book,
+            book_audit_ok,
+            settlement_account: self.central.settlement_balance(self.dcp_id)?,
+        })
     }
 
     pub fn invariant(&self) -> Result<Invariant, BackofficeError> {
-        self.central.transact(|tx| Ok(Ledger::invariant(tx)?))
+        self.bank()?.invariant()
     }
 
     pub fn devices(&self) -> Result<Vec<SeEntry>, BackofficeError> {
-        self.central.transact(|tx| Ok(Directory::list(tx)?))
+        self.bank()?.devices()
     }
 
     /// Double spends found so far: (outpoint record, index, value, offender key bytes).
     pub fn double_spends(&self) -> Result<Vec<(Hash32, u8, u64, Vec<u8>)>, BackofficeError> {
-        self.central.transact(|tx| {
-            tx.query(
-                "SELECT record, idx, value, offender_key FROM double_spends ORDER BY seq",
-                &[],
-            )?
-            .iter()
-            .map(|r| -> Result<_, BackofficeError> {
-                Ok((
-                    hash(r.bytes(0)?)?,
-                    r.int(1)? as u8,
-                    r.int(2)? as u64,
-                    r.bytes(3)?.to_vec(),
-                ))
-            })
-            .collect()
-        })
+        self.bank()?.double_spends()
     }
 
     /// The escrow (ciphertext) of the settled certificate of pseudonym
     /// `key_id`, for an opening request.
     pub fn escrow_of(&self, key_id: &Hash32) -> Result<Option<Vec<u8>>, BackofficeError> {
-        self.central.transact(|tx| {
-            Ok(tx
-                .query_one(
-                    "SELECT escrow FROM cb_escrows WHERE key_id = $1",
-                    &[b(key_id)],
-                )?
-                .map(|r| r.bytes(0).map(|x| x.to_vec()))
-                .transpose()?)
-        })
+        self.bank()?.escrow_of(key_id)
     }
 
     /// Containment: the supervisors opened an escrow to identity-point
@@ -1429,75 +1589,18 @@ impl Backoffice {
         reason: &str,
         opening: Option<(&[u8], &Hash32)>,
     ) -> Result<(Hash32, RevocationList), BackofficeError> {
-        if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
-            return Err(DirectoryError::TooManyRevocations {
-                keys: key_ids.len(),
-                max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
-            }
-            .into());
-        }
-        // The ciphertexts opened to `id_digest` (None: development node).
-        let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
-            Some(params) => {
-                let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
-                let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
-                    .map_err(|_| BackofficeError::OpeningNotShown)?;
-                let result = log
-                    .result(request)
-                    .ok_or(BackofficeError::OpeningNotShown)?;
-                if &result.point.digest() != id_digest {
-                    return Err(BackofficeError::OpeningNotShown);
-                }
-                let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
-                Some(
-                    summary
-                        .openings
-                        .iter()
-                        .filter(|o| &o.point.digest() == id_digest)
-                        .filter_map(|o| log.request(&o.request_id))
-                        .map(|r| r.request().escrow().ciphertext().to_bytes())
-                        .collect(),
-                )
-            }
-            None => None,
-        };
-        for k in key_ids {
-            let stored = self
-                .escrow_of(k)?
-                .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
-            let ct = escrow::EscrowCiphertext::from_bytes(&stored)
-                .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
-                .ciphertext();
-            let bound = match &opened {
-                Some(opened) => opened.contains(&ct.to_bytes()),
-                None => {
-                    development_open(&self.escrow_key, ct.random_element(), ct.blinded_element())
-                        .as_ref()
-                        == Some(id_digest)
-                }
-            };
-            if !bound {
-                return Err(BackofficeError::RevocationKeyNotOpened(*k));
-            }
-        }
-        self.central.transact(|tx| {
-            let se_id =
-                Directory::se_by_id_digest(tx, id_digest)?.ok_or(BackofficeError::UnknownDevice)?;
-            Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
-            Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
-            Ok((se_id, self.revocations_in(tx)?))
-        })
+        self.bank()?
+            .revoke_opened(id_digest, key_ids, reason, opening)
     }
 
     // ---- monitoring -------------------------------------------------------
 
     pub fn alerts(&self) -> Result<Vec<tally_mds::Alert>, BackofficeError> {
-        self.pump_mds();
-        Ok(self.mds.alerts()?)
+        self.bank()?.alerts()
     }
 
     pub fn alert(&self, id: i64) -> Result<tally_mds::Alert, BackofficeError> {
-        Ok(self.mds.alert(id)?)
+        self.bank()?.alert(id)
     }
 
     pub fn alert_transition(
@@ -1506,12 +1609,23 @@ impl Backoffice {
         to: tally_mds::AlertState,
         note: &str,
     ) -> Result<tally_mds::Alert, BackofficeError> {
-        Ok(self.mds.transition(id, to, note)?)
+        self.bank()?.alert_transition(id, to, note)
     }
 
     pub fn indicators(&self) -> Result<tally_mds::Indicators, BackofficeError> {
-        self.pump_mds();
-        Ok(self.mds.indicators()?)
+        self.bank()?.indicators()
+    }
+
+    /// Moves settled records from the outbox into the MDS (a node only).
+    pub fn pump_mds(&self) {
+        if let Some(b) = &self.bank {
+            b.pump_mds();
+        }
+    }
+
+    /// The MDS feed's backlog, for monitoring.
+    pub fn mds_outbox(&self) -> Result<OutboxStatus, BackofficeError> {
+        self.bank()?.mds_outbox()
     }
 
     // ---- devices --------------------------------------------------------
@@ -1527,16 +1641,13 @@ impl Backoffice {
         let acct = user_account(&reg.account);
         let se_id = reg.attestation_key().id();
         // A revoked SE does not get to use up a code.
-        if let Some(e) = self
-            .central
-            .transact(|tx| Ok::<_, BackofficeError>(Directory::get(tx, &se_id)?))?
-        {
+        if let Some(e) = self.central.device(&se_id)? {
             if e.status != SeStatus::Active {
                 return Err(BackofficeError::Directory(DirectoryError::Revoked));
             }
         }
         // Nor does an SE no trusted manufacturer certified.
-        let manufacturers = self.policy()?.manufacturers;
+        let manufacturers = self.central.trust()?.policy.manufacturers;
         if !manufacturers.contains(&reg.maker_cert.maker_key) || !reg.maker_cert.verify() {
             return Err(BackofficeError::Directory(
                 DirectoryError::UntrustedManufacturer,
@@ -1567,14 +1678,11 @@ impl Backoffice {
             }
             Err(BackofficeError::BadEnrolment)
         })?;
-        let e = self.central.transact(|tx| {
-            let e = Directory::register(tx, &reg.maker_cert, &manufacturers)?;
-            Ledger::ensure_account(tx, &acct, AccountKind::User)?;
-            Ok::<_, BackofficeError>(e)
-        })?;
+        let e = self.central.enrol(self.dcp_id, &reg.maker_cert)?;
         let reg_device_class = reg.maker_cert.device_class;
         let fresh = os_random_32()?;
         let salt: [u8; 32] = self.dcp.transact(|tx| {
+            Book::ensure(tx, &acct)?;
             if let Some(r) = tx.query_one("SELECT escrow_salt FROM dcp_devices WHERE se_id = $1", &[b(&e.se_id)])? {
                 return Ok::<_, BackofficeError>(r.bytes(0)?.try_into().map_err(|_| StoreError::Type("salt".into()))?);
             }
@@ -1585,10 +1693,7 @@ impl Backoffice {
             Ok(fresh)
         })?;
         let digest = IdPoint::derive(&e.se_id, &salt).digest();
-        self.central.transact(|tx| {
-            Directory::set_id_digest(tx, &e.se_id, &digest)?;
-            Ok::<_, BackofficeError>(())
-        })?;
+        self.central.set_id_digest(self.dcp_id, &e.se_id, &digest)?;
         Ok(e.se_id)
     }
 
@@ -1598,8 +1703,9 @@ impl Backoffice {
     /// 1. the SE's signature and status (directory);
     /// 2. the DCP claims the counter for this request id (a different
     ///    request with a used counter is a replay);
-    /// 3. the central bank executes the operation in one transaction keyed
-    ///    by the request id (a retry gets the stored result);
+    /// 3. the central bank executes its part once per request id (a retry
+    ///    gets the stored result), the DCP books its customers' side once
+    ///    per request id;
     /// 4. the DCP stores the response, encrypted under the request.
     ///
     /// A crash between any two steps is repaired by retrying the same
@@ -1612,7 +1718,7 @@ impl Backoffice {
         let rid = req.id();
         let entry = self
             .central
-            .transact(|tx| Ok::<_, BackofficeError>(Directory::get(tx, &req.se_id)?))?
+            .device(&req.se_id)?
             .ok_or(BackofficeError::UnknownDevice)?;
         // Built and signed by the SE itself, under the kind's own tag.
         if !check_attestation(
@@ -1719,13 +1825,6 @@ impl Backoffice {
             }
             Ok::<_, BackofficeError>(())
         })?;
-        // Settlement's records reach the MDS after its commit (outbox).
-        if matches!(
-            req.op,
-            DeviceOp::Sync { .. } | DeviceOp::Redeem { .. } | DeviceOp::Load { .. }
-        ) {
-            self.pump_mds();
-        }
         Ok(bytes)
     }
 
@@ -1733,10 +1832,10 @@ impl Backoffice {
     /// the request id, sealed under the request like a response, and the
     /// same bytes later get it back without executing (they might succeed
     /// after the account was topped up). Transient failures (store errors,
-    /// serialization conflicts: 5xx) are not stored, so a retry executes.
-    /// Returns `e` as the caller must see it.
+    /// serialization conflicts, an unreachable central bank: 5xx) are not
+    /// stored, so a retry executes. Returns `e` as the caller must see it.
     fn refuse_finally(&self, body: &[u8], rid: &Hash32, e: BackofficeError) -> BackofficeError {
-        if !e.is_client_error() || e.is_conflict() {
+        if !e.is_final() {
             return e;
         }
         let sealed = seal_refusal(body, e.code(), e.status(), &e.to_string());
@@ -1754,43 +1853,125 @@ impl Backoffice {
         e
     }
 
-    /// Runs `f` once per device request on the central store: the reply is
-    /// stored under the request id and a retry gets it back unchanged.
-    /// The ledger invariant is asserted before the commit.
-    ///
-    /// The stored reply is encrypted under `reply_key`, which the DCP
-    /// derives from the signed request: the central store keeps no link
-    /// from a request (and so from the account its journal entries name)
-    /// to the tokens it issued or settled.
+    /// Asks the central bank to execute `req` once for this device
+    /// request and checks what it signed: the DCP acts on the result only.
     fn central_call(
         &self,
+        trust: &CentralTrust,
         op: &Hash32,
         reply_key: &Hash32,
-        mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
+        req: &CentralRequest,
     ) -> Result<SettlementResult, BackofficeError> {
-        let cipher = XChaCha20Poly1305::new((&reply_key.0).into());
-        let reply = self.central.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op)])? {
-                return cipher
-                    .decrypt(&XNonce::default(), r.bytes(0)?)
-                    .map_err(|_| BackofficeError::BadSettlementResult);
+        let reply = self.central.call(self.dcp_id, op, reply_key, req)?;
+        SettlementResult::open(&reply, &trust.settlement_key.key, &trust.root, op)
+    }
+
+    /// A customer's payment out of the book through the central bank
+    /// (a load, an interbank payment), as a saga keyed by the request:
+    /// the amount moves to `in-flight` first, then the central bank
+    /// executes once, then the amount leaves the book — or, when the
+    /// central bank answered with a failure (its transaction rolled back),
+    /// goes back to the customer, and a retry of the request starts a new
+    /// attempt. Only an unanswered call (the link dropped: the central
+    /// bank may have executed it) leaves the amount in flight; the retry
+    /// of the same request then finds the central bank's stored result.
+    fn debit_through_central(
+        &self,
+        trust: &CentralTrust,
+        ctx: &DeviceCtx,
+        kind: &str,
+        amount: u64,
+        req: &CentralRequest,
+    ) -> Result<SettlementResult, BackofficeError> {
+        let rid = ctx.rid;
+        let attempt = self.dcp.transact(|tx| {
+            let mut n = 0u32;
+            while Book::posted(tx, &format!("{kind}-returned:{rid}:{n}"))? {
+                n += 1;
             }
-            let mut res = f(tx)?;
-            res.op = *op;
-            let signed = res.sign(&*self.keys.settlement)?;
-            // One key per request and one reply per key: a fixed nonce is safe.
-            let sealed = cipher
-                .encrypt(&XNonce::default(), signed.as_slice())
-                .map_err(|_| BackofficeError::BadSettlementResult)?;
-            tx.execute(
-                "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
-                &[b(op), sealed.into()],
+            Book::post(
+                tx,
+                &format!("{kind}:{rid}:{n}"),
+                Some(&ctx.account),
+                Some(book::IN_FLIGHT),
+                amount,
             )?;
-            Ledger::assert_invariant(tx)?;
-            Ok::<_, BackofficeError>(signed)
+            Ok::<_, BackofficeError>(n)
         })?;
-        // What the DCP acts on is what the central bank signed.
-        SettlementResult::open(&reply, &self.settlement_key.key, &self.root_key(), op)
+        match self.central_call(trust, &rid, &ctx.reply_key, req) {
+            Ok(res) => {
+                if res.value != amount {
+                    return Err(BackofficeError::BadSettlementResult);
+                }
+                self.dcp.transact(|tx| {
+                    Book::post(
+                        tx,
+                        &format!("{kind}-settled:{rid}:{attempt}"),
+                        Some(book::IN_FLIGHT),
+                        None,
+                        amount,
+                    )?;
+                    Ok::<_, BackofficeError>(())
+                })?;
+                Ok(res)
+            }
+            Err(e) if e.is_unanswered() => Err(e),
+            Err(e) => {
+                self.dcp.transact(|tx| {
+                    Book::post(
+                        tx,
+                        &format!("{kind}-returned:{rid}:{attempt}"),
+                        Some(book::IN_FLIGHT),
+                        Some(&ctx.account),
+                        amount,
+                    )?;
+                    Ok::<_, BackofficeError>(())
+                })?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Money the central bank moved to this DCP for a customer (an unload,
+    /// a cancelled Issue), booked once per `idem`.
+    fn credit_customer(
+        &self,
+        idem: &str,
+        account: &str,
+        amount: u64,
+    ) -> Result<u64, BackofficeError> {
+        self.dcp.transact(|tx| {
+            Book::post(tx, idem, None, Some(account), amount)?;
+            Ok::<_, BackofficeError>(Book::balance(tx, account)? as u64)
+        })
+    }
+
+    fn book_balance(&self, account: &str) -> Result<u64, BackofficeError> {
+        Ok(self
+            .dcp
+            .transact(|tx| Ok::<_, BackofficeError>(Book::balance(tx, account)?))?
+            as u64)
+    }
+
+    /// An Issue of this DCP for request `op` (part `n`): deterministic, so
+    /// a retry signs the identical record.
+    fn sign_issue(
+        &self,
+        op: &Hash32,
+        n: u32,
+        epoch: Epoch,
+        amount: u64,
+        key: PublicKey,
+    ) -> Result<Issue, BackofficeError> {
+        Ok(Issue::try_sign(
+            &*self.signer,
+            issue_serial(op, n),
+            epoch + TOKEN_VALIDITY_EPOCHS,
+            vec![Output {
+                value: Amount(amount),
+                owner: key,
+            }],
+        )?)
     }
 
     fn execute(
@@ -1799,39 +1980,38 @@ impl Backoffice {
         entry: &SeEntry,
         req: &DeviceRequest,
     ) -> Result<DeviceResponse, BackofficeError> {
-        let epoch = self.epoch()?;
+        let trust = self.central.trust()?;
+        let epoch = trust.epoch;
         match &req.op {
-            DeviceOp::Certify { keys } => self.certify(ctx, entry, epoch, keys),
+            DeviceOp::Certify { keys } => self.certify(&trust, ctx, entry, epoch, keys),
             DeviceOp::Load { amount, key } => {
                 check_key(key).map_err(|_| BackofficeError::BadKey)?;
                 // Refused before anything is debited: a token the SE
                 // cannot hold would strand the value in the float.
-                let holding = self
-                    .policy()?
+                let holding = trust
+                    .policy
                     .limits(ctx.class, ctx.tier)
                     .map(|l| l.holding_max)
                     .ok_or(BackofficeError::LoadAboveHolding)?;
                 if Amount(*amount) > holding {
                     return Err(BackofficeError::LoadAboveHolding);
                 }
-                let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-                    Ledger::transfer(
-                        tx,
-                        &TransferRequest {
-                            idem: format!("load:{}", ctx.rid),
-                            debit: ctx.account.clone(),
-                            credit: ledger::OFFLINE_FLOAT.into(),
-                            amount: *amount,
-                            code: code::LOAD,
-                        },
-                    )?;
-                    let issue = self.issue(tx, &ctx.rid, 0, epoch, *amount, *key, ctx.class)?;
-                    Ok(SettlementResult {
-                        value: *amount,
-                        issues: vec![issue],
-                        ..SettlementResult::default()
-                    })
-                })?;
+                if *amount == 0 {
+                    return Err(BackofficeError::Ledger(LedgerError::ZeroAmount));
+                }
+                let issue = self.sign_issue(&ctx.rid, 0, epoch, *amount, *key)?;
+                let res = self.debit_through_central(
+                    &trust,
+                    ctx,
+                    "load",
+                    *amount,
+                    &CentralRequest::Load {
+                        issue,
+                        class: ctx.class,
+                    },
+                )?;
+                // What the central bank registered (a retry after an
+                // epoch change gets the first Issue, not a new one).
                 let issue = res
                     .issues
                     .into_iter()
@@ -1857,7 +2037,7 @@ impl Backoffice {
                     Ok::<_, BackofficeError>(())
                 })?;
                 let cert = PseudonymCertificate::try_sign(
-                    &*self.keys.dcp,
+                    &*self.signer,
                     self.dcp_key(),
                     epoch + CERT_VALIDITY_EPOCHS,
                     device_class::DCP,
@@ -1865,10 +2045,10 @@ impl Backoffice {
                     Vec::new(),
                 )?;
                 let request =
-                    Request::try_sign(&*self.keys.dcp, Amount(*amount), nonce, cert, epoch)?;
+                    Request::try_sign(&*self.signer, Amount(*amount), nonce, cert, epoch)?;
                 // Bound to this SE: another SE refuses to pay it.
                 Ok(DeviceResponse::Redemption(RedemptionOrder::try_sign(
-                    &*self.keys.dcp,
+                    &*self.signer,
                     ctx.se_id,
                     *unload,
                     request,
@@ -1879,38 +2059,70 @@ impl Backoffice {
                 transfer_id,
                 key,
                 ..
-            } => self.redeem(ctx, epoch, nonce, transfer_id, &req.attachment, key),
+            } => self.redeem(&trust, ctx, nonce, transfer_id, &req.attachment, key),
             DeviceOp::Sync { reports, key, .. } => {
                 if let Some(k) = key {
                     check_key(k).map_err(|_| BackofficeError::BadKey)?;
                 }
-                self.sync(ctx, epoch, &req.attachment, reports, key.as_ref())
+                self.sync(&trust, ctx, &req.attachment, reports, key.as_ref())
             }
-            DeviceOp::CancelIssue { issue } => self.cancel_issue(ctx, issue),
+            DeviceOp::CancelIssue { issue } => self.cancel_issue(&trust, ctx, issue),
             DeviceOp::PayOnline { to_account, amount } => {
-                let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-                    Ledger::transfer(
-                        tx,
-                        &TransferRequest {
-                            idem: format!("online:{}", ctx.rid),
-                            debit: ctx.account.clone(),
-                            credit: user_account(to_account),
-                            amount: *amount,
-                            code: code::ONLINE_PAYMENT,
-                        },
-                    )?;
-                    Ok(SettlementResult {
-                        balance: Ledger::balance(tx, &ctx.account)? as u64,
-                        ..SettlementResult::default()
-                    })
-                })?;
+                let (name, to_dcp) = match to_account.rsplit_once('@') {
+                    Some((n, d)) => (
+                        n,
+                        d.parse::<u32>()
+                            .map_err(|_| LedgerError::UnknownAccount(to_account.clone()))?,
+                    ),
+                    None => (to_account.as_str(), self.dcp_id),
+                };
+                if !valid_account_name(name) {
+                    return Err(LedgerError::UnknownAccount(to_account.clone()).into());
+                }
+                if to_dcp == self.dcp_id {
+                    // Between two customers of this DCP: its own book.
+                    let payee = user_account(name);
+                    let balance = self.dcp.transact(|tx| {
+                        Book::post(
+                            tx,
+                            &format!("online:{}", ctx.rid),
+                            Some(&ctx.account),
+                            Some(&payee),
+                            *amount,
+                        )?;
+                        Ok::<_, BackofficeError>(Book::balance(tx, &ctx.account)? as u64)
+                    })?;
+                    return Ok(DeviceResponse::Balance { balance });
+                }
+                // To a customer of another DCP: through the central ledger.
+                if *amount == 0 {
+                    return Err(BackofficeError::Ledger(LedgerError::ZeroAmount));
+                }
+                self.debit_through_central(
+                    &trust,
+                    ctx,
+                    "online",
+                    *amount,
+                    &CentralRequest::Pay {
+                        to_dcp,
+                        to_account: name.to_string(),
+                        amount: *amount,
+                    },
+                )?;
                 Ok(DeviceResponse::Balance {
-                    balance: res.balance,
+                    balance: self.book_balance(&ctx.account)?,
                 })
             }
-            DeviceOp::Balance => Ok(DeviceResponse::Balance {
-                balance: self.account_balance_of(&ctx.account)? as u64,
-            }),
+            DeviceOp::Balance => {
+                // Credits waiting at the central bank first (best effort:
+                // the balance is what the book holds).
+                if let Err(e) = self.book_inbox() {
+                    tracing::warn!(error = %e, "inbox not booked");
+                }
+                Ok(DeviceResponse::Balance {
+                    balance: self.book_balance(&ctx.account)?,
+                })
+            }
         }
     }
 
@@ -1922,6 +2134,7 @@ impl Backoffice {
     /// spent registry, so a token of it appearing later is a double spend.
     fn cancel_issue(
         &self,
+        trust: &CentralTrust,
         ctx: &DeviceCtx,
         issue: &Issue,
     ) -> Result<DeviceResponse, BackofficeError> {
@@ -1943,45 +2156,17 @@ impl Backoffice {
             return Err(BackofficeError::NotCancellable);
         }
         let amount: u64 = issue.outputs.iter().map(|o| o.value.0).sum();
-        let by = tagged_hash(b"tally/v1/cancel", &[&id.0]);
-        let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-            for i in 0..issue.outputs.len() {
-                let op = OutPoint {
-                    record: id,
-                    index: i as u8,
-                };
-                if !Settlement::consume_stranded(tx, &op, &by)?
-                    && Settlement::is_spent(tx, &op)? != Some(by)
-                {
-                    return Err(BackofficeError::NotCancellable);
-                }
-            }
-            // Keyed by the Issue: a second cancellation (another request
-            // of the same SE) credits nothing more.
-            Ledger::transfer(
-                tx,
-                &TransferRequest {
-                    idem: format!("cancel:{id}"),
-                    debit: ledger::OFFLINE_FLOAT.into(),
-                    credit: ctx.account.clone(),
-                    amount,
-                    code: code::UNLOAD,
-                },
-            )?;
-            Ok(SettlementResult {
-                value: amount,
-                balance: Ledger::balance(tx, &ctx.account)? as u64,
-                ..SettlementResult::default()
-            })
-        })?;
-        Ok(DeviceResponse::Balance {
-            balance: res.balance,
-        })
-    }
-
-    fn account_balance_of(&self, account: &str) -> Result<i64, BackofficeError> {
-        self.central
-            .transact(|tx| Ok(Ledger::balance(tx, account)?))
+        self.central_call(
+            trust,
+            &ctx.rid,
+            &ctx.reply_key,
+            &CentralRequest::Cancel {
+                issue: issue.clone(),
+            },
+        )?;
+        // Keyed by the Issue: a second cancellation credits nothing more.
+        let balance = self.credit_customer(&format!("cancel:{id}"), &ctx.account, amount)?;
+        Ok(DeviceResponse::Balance { balance })
     }
 
     /// Certifies fresh pseudonym keys. Each certificate carries the SE's
@@ -1993,26 +2178,26 @@ impl Backoffice {
     /// (decision 0006).
     fn certify(
         &self,
+        trust: &CentralTrust,
         ctx: &DeviceCtx,
         entry: &SeEntry,
         epoch: Epoch,
         keys: &[PublicKey],
     ) -> Result<DeviceResponse, BackofficeError> {
         let id = IdPoint::derive(&ctx.se_id, &ctx.salt);
-        let registered = self
-            .central
-            .transact(|tx| Ok::<_, BackofficeError>(Directory::id_digest(tx, &entry.se_id)?))?;
+        let registered = self.central.id_digest(self.dcp_id, &entry.se_id)?;
         if registered != Some(id.digest()) {
             return Err(BackofficeError::EscrowMismatch);
         }
+        let escrow_key = &trust.escrow_key;
         let mut certs = Vec::with_capacity(keys.len());
         for k in keys {
             check_key(k).map_err(|_| BackofficeError::BadKey)?;
-            let e = escrow::create(&self.escrow_key, &id, &mut OsEntropy);
-            escrow::verify(&self.escrow_key, &id, &e.to_bytes())
+            let e = escrow::create(escrow_key, &id, &mut OsEntropy);
+            escrow::verify(escrow_key, &id, &e.to_bytes())
                 .map_err(|_| BackofficeError::EscrowMismatch)?;
             certs.push(PseudonymCertificate::try_sign(
-                &*self.keys.dcp,
+                &*self.signer,
                 *k,
                 epoch + CERT_VALIDITY_EPOCHS,
                 ctx.class,
@@ -2023,180 +2208,10 @@ impl Backoffice {
         Ok(DeviceResponse::Certificates(certs))
     }
 
-    fn issue(
-        &self,
-        tx: &mut dyn Tx,
-        op: &Hash32,
-        n: u32,
-        epoch: Epoch,
-        amount: u64,
-        key: PublicKey,
-        owner_class: u8,
-    ) -> Result<Issue, BackofficeError> {
-        let issue = Issue::try_sign(
-            &*self.keys.dcp,
-            issue_serial(op, n),
-            epoch + TOKEN_VALIDITY_EPOCHS,
-            vec![Output {
-                value: Amount(amount),
-                owner: key,
-            }],
-        )?;
-        Settlement::register_issue(tx, DCP_ID, &issue)?;
-        // The MDS counts money from its issuance (circulation = issued −
-        // redeemed), not from when it first reaches settlement.
-        let mut r = IngestRecord::new(Record::Issue(issue.clone()), epoch, Verdict::Verified);
-        r.output_classes = vec![owner_class];
-        self.queue_mds(
-            tx,
-            &tagged_hash(b"tally/v1/outbox-issue", &[&issue.id().0]),
-            &[r],
-        )?;
-        Ok(issue)
-    }
-
-    fn verify_for_settlement(
-        &self,
-        tx: &mut dyn Tx,
-        pkg: Package,
-    ) -> Result<tally_core::VerifiedPackage, BackofficeError> {
-        let trust = self.trust_in(tx)?;
-        self.verify_with(&trust, pkg)
-    }
-
-    /// Checks an upload's packages against the trust objects of a short
-    /// read transaction, before the settlement transaction: the signature
-    /// checks of one device's upload never run inside a transaction that
-    /// holds locks (or repeat on a serialization retry). A policy or
-    /// revocation change between the two is picked up by the next upload.
-    fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
-        let (trust, params) = self.settlement_verifier()?;
-        // One signature batch for the whole upload; each package still
-        // gets the answer it would get on its own.
-        let mut decoded = Vec::with_capacity(packages.len());
-        let mut transfers = Vec::with_capacity(packages.len());
-        let mut slots = Vec::with_capacity(packages.len());
-        for p in packages {
-            match Package::from_cbor(p) {
-                Err(_) => slots.push(false),
-                Ok(pkg) => {
-                    transfers.push(pkg.transfer.clone());
-                    decoded.push(pkg);
-                    slots.push(true);
-                }
-            }
-        }
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
-        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut *cache)
-            .into_iter()
-            .zip(transfers);
-        let mut out = Vec::with_capacity(packages.len());
-        for decoded in slots {
-            out.push(match (decoded, verified.next()) {
-                (false, _) => Checked::Malformed,
-                (true, Some((Ok(v), _))) => Checked::Verified(Box::new(v)),
-                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e),
-                (true, None) => {
-                    return Err(StoreError::Type("verification lost a package".into()).into());
-                }
-            });
-        }
-        Ok(out)
-    }
-
-    fn verify_with(
-        &self,
-        trust: &TrustStore,
-        pkg: Package,
-    ) -> Result<tally_core::VerifiedPackage, BackofficeError> {
-        let budget = trust
-            .policy()
-            .limits(device_class::DCP, 0)
-            .map(|l| usize::from(l.history_records_max))
-            .unwrap_or(1024);
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
-        Ok(verify_package_for_settlement(
-            pkg,
-            trust,
-            VerifyParams {
-                epoch: 0,
-                history_records_max: budget,
-                signature_batch_max: usize::MAX,
-            },
-            &mut *cache,
-        )?)
-    }
-
-    /// Settlement's side of a settled package: keeps the escrows of its
-    /// certificates (for openings) and queues its records for the MDS.
-    fn record_settled(
-        &self,
-        tx: &mut dyn Tx,
-        pkg: &Package,
-        epoch: Epoch,
-        offline_epochs: Option<u32>,
-        unacknowledged: bool,
-        out: &mut Vec<IngestRecord>,
-    ) -> Result<(), BackofficeError> {
-        let mut classes = std::collections::HashMap::new();
-        classes.insert(self.dcp_key(), device_class::DCP);
-        for c in &pkg.certificates {
-            classes.insert(c.key, c.device_class);
-            if !c.escrow.is_empty()
-                && tx
-                    .query_one(
-                        "SELECT key_id FROM cb_escrows WHERE key_id = $1",
-                        &[b(&c.key.id())],
-                    )?
-                    .is_none()
-            {
-                tx.execute(
-                    "INSERT INTO cb_escrows (key_id, escrow) VALUES ($1, $2)",
-                    &[b(&c.key.id()), c.escrow.clone().into()],
-                )?;
-            }
-        }
-        let last = pkg.ancestry.len();
-        let records = pkg
-            .ancestry
-            .iter()
-            .cloned()
-            .chain(std::iter::once(Record::Transfer(pkg.transfer.clone())));
-        for (i, rec) in records.enumerate() {
-            let outputs = match &rec {
-                Record::Issue(x) => &x.outputs,
-                Record::Transfer(x) => &x.outputs,
-            };
-            let output_classes = outputs
-                .iter()
-                .map(|o| {
-                    classes
-                        .get(&o.owner)
-                        .copied()
-                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
-                })
-                .collect();
-            let mut r = IngestRecord::new(rec, epoch, Verdict::Verified);
-            r.output_classes = output_classes;
-            if i == last {
-                r.offline_epochs = offline_epochs;
-                r.unacknowledged = unacknowledged;
-            }
-            out.push(r);
-        }
-        Ok(())
-    }
-
     fn redeem(
         &self,
+        trust: &CentralTrust,
         ctx: &DeviceCtx,
-        epoch: Epoch,
         nonce: &[u8; 16],
         transfer_id: &Hash32,
         sealed: &[u8],
@@ -2216,115 +2231,35 @@ impl Backoffice {
             }
             Ok((red.int(1)? as u64, red.int(2)? != 0))
         })?;
-        // The central bank's side: opens and verifies (before its
-        // transaction), settles, moves value. A package that does not open
-        // or verify is refused inside, after the one-payout guard, as
-        // before.
-        let verified: Result<tally_core::VerifiedPackage, BackofficeError> = self
-            .keys
-            .opening
-            .open(SealedKind::Redemption, sealed)
-            .map_err(BackofficeError::from)
-            .and_then(|plain| Ok(Package::from_cbor(&plain)?))
-            .and_then(|pkg| {
-                let trust = self.trust()?;
-                self.verify_with(&trust, pkg)
-            });
-        let dcp_key = self.dcp_key();
-        let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-            // One payout per redemption request, whatever the number of
-            // different device requests that carry it (the DCP marks its own
-            // row done only after this commits).
-            // (A tag of the request, not its id: the journal names the
-            // account by request id, the nonce names the settled transfer.)
-            let tag = tagged_hash(b"tally/v1/redemption-op", &[&ctx.reply_key.0]);
-            match tx.query_one(
-                "SELECT op_id FROM cb_redemptions WHERE nonce = $1",
-                &[nonce.to_vec().into()],
-            )? {
-                Some(r) if r.bytes(0)? != tag.0.as_slice() => {
-                    return Err(BackofficeError::UnknownRedemption);
-                }
-                Some(_) => {}
-                None => {
-                    tx.execute(
-                        "INSERT INTO cb_redemptions (nonce, op_id) VALUES ($1, $2)",
-                        &[nonce.to_vec().into(), b(&tag)],
-                    )?;
-                }
-            }
-            let verified = verified.as_ref().map_err(Clone::clone)?;
-            let t = &verified.package().transfer;
-            if &t.nonce != nonce {
-                return Err(BackofficeError::UnknownRedemption);
-            }
-            if verified.transfer_id() != *transfer_id {
-                return Err(BackofficeError::TransferMismatch);
-            }
-            if t.outputs[0]
-                != (Output {
-                    value: Amount(amount),
-                    owner: dcp_key,
-                })
-            {
-                return Err(BackofficeError::WrongRedemption);
-            }
-            let outcome = Settlement::settle(tx, verified, &format!("redeem:{}", ctx.rid))?;
-            let tid = verified.transfer_id();
-            if let Some(d) = outcome.double_spends.iter().find(|d| d.second.id() == tid) {
-                // The redeemer itself is the cheater: nothing is honoured (the
-                // transaction rolls back); the evidence goes back to the caller.
-                return Err(BackofficeError::DoubleSpendByRedeemer(Box::new(d.clone())));
-            }
-            let mut ingest = Vec::new();
-            let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
-            self.record_settled(tx, verified.package(), epoch, offline, false, &mut ingest)?;
-            self.queue_mds(tx, &ctx.rid, &ingest)?;
-            let mut res = SettlementResult {
-                settled: 1,
-                value: amount,
-                double_spends: outcome.double_spends.len() as u32,
-                transfer: Some(tid),
-                ..SettlementResult::default()
-            };
-            if unload {
-                Ledger::transfer(
-                    tx,
-                    &TransferRequest {
-                        idem: format!("unload:{}", ctx.rid),
-                        debit: ledger::OFFLINE_FLOAT.into(),
-                        credit: ctx.account.clone(),
-                        amount,
-                        code: code::UNLOAD,
-                    },
-                )?;
-                res.balance = Ledger::balance(tx, &ctx.account)? as u64;
-            } else {
-                res.issues
-                    .push(self.issue(tx, &ctx.rid, 0, epoch, amount, *key, ctx.class)?);
-            }
-            Ok(res)
-        });
-        let res = match res {
-            Err(BackofficeError::DoubleSpendByRedeemer(d)) => {
-                // Nothing is honoured (the settlement rolled back), but the
-                // MDS must see the attempt: the redeemer's package goes to
-                // the outbox on its own, so the double spend raises an alert.
-                self.report_refused_redemption(ctx, epoch, sealed);
-                return Err(BackofficeError::DoubleSpendByRedeemer(d));
-            }
-            other => other?,
+        let renewal = if unload {
+            None
+        } else {
+            Some(self.sign_issue(&ctx.rid, 0, trust.epoch, amount, *key)?)
         };
+        // The central bank's side: opens, verifies, settles, pays out.
+        let res = self.central_call(
+            trust,
+            &ctx.rid,
+            &ctx.reply_key,
+            &CentralRequest::Redeem {
+                nonce: *nonce,
+                transfer_id: *transfer_id,
+                sealed: sealed.to_vec(),
+                amount,
+                renewal,
+                class: ctx.class,
+                last_sync: ctx.sync_epoch,
+            },
+        )?;
         let tid = res.transfer.ok_or(BackofficeError::BadSettlementResult)?;
         if res.value != amount {
             return Err(BackofficeError::BadSettlementResult);
         }
-        let receipt = tally_core::Receipt::try_sign(&*self.keys.dcp, tid)?;
+        let receipt = tally_core::Receipt::try_sign(&*self.signer, tid)?;
         if unload {
-            Ok(DeviceResponse::Unloaded {
-                balance: res.balance,
-                receipt,
-            })
+            let balance =
+                self.credit_customer(&format!("unload:{}", ctx.rid), &ctx.account, amount)?;
+            Ok(DeviceResponse::Unloaded { balance, receipt })
         } else {
             let issue = res
                 .issues
@@ -2337,8 +2272,8 @@ impl Backoffice {
 
     fn sync(
         &self,
+        trust: &CentralTrust,
         ctx: &DeviceCtx,
-        epoch: Epoch,
         sealed: &[u8],
         reports: &Hash32,
         key: Option<&PublicKey>,
@@ -2347,393 +2282,53 @@ impl Backoffice {
         // this device: a per-device name only the DCP can link to the
         // device.
         let mailbox = tagged_hash(b"tally/v1/mailbox", &[&ctx.salt]);
-        let offline = (ctx.sync_epoch > 0).then(|| epoch.saturating_sub(ctx.sync_epoch));
-        // Opening and verification before the settlement transaction.
-        let upload =
-            SyncUpload::from_cbor(&self.keys.opening.open(SealedKind::SyncUpload, sealed)?)?;
-        // The reports are those the SE signed for (it drops them once the
-        // grant for this request arrives, so none may be left out).
-        if tally_core::dcp::reports_digest(&upload.reports) != *reports {
-            return Err(BackofficeError::ReportsMismatch);
+        let res = self.central_call(
+            trust,
+            &ctx.rid,
+            &ctx.reply_key,
+            &CentralRequest::Sync {
+                sealed: sealed.to_vec(),
+                reports: *reports,
+                mailbox,
+                last_sync: ctx.sync_epoch,
+            },
+        )?;
+        // Tokens waiting in the mailbox, issued now to the key the SE
+        // named (none named: they wait for a later sync). The delivery is
+        // its own central request, once per sync request: a retried sync
+        // gets the same Issues back.
+        let mut recovered = Vec::new();
+        if let (Some(key), false) = (key, res.deliveries.is_empty()) {
+            let mut issues = Vec::with_capacity(res.deliveries.len());
+            for (tid, amount) in &res.deliveries {
+                let delivery = tagged_hash(b"tally/v1/recovery-op", &[&ctx.rid.0, &tid.0]);
+                issues.push((
+                    *tid,
+                    self.sign_issue(&delivery, 0, trust.epoch, *amount, *key)?,
+                ));
+            }
+            let op = tagged_hash(b"tally/v1/deliver-op", &[&ctx.rid.0]);
+            let reply_key = tagged_hash(b"tally/v1/deliver-reply-key", &[&ctx.reply_key.0]);
+            let delivered = self.central_call(
+                trust,
+                &op,
+                &reply_key,
+                &CentralRequest::Deliver { mailbox, issues },
+            )?;
+            recovered = delivered.issues;
         }
-        let checked = self.precheck(&upload.packages)?;
-        let res = self.central_call(&ctx.rid, &ctx.reply_key, |tx| {
-            self.settle_upload(
-                tx, &ctx.rid, epoch, &mailbox, offline, &upload, &checked, key,
-            )
-        })?;
-        let (policy, revocations) = self.central.transact(|tx| {
-            Ok::<_, BackofficeError>((self.policy_in(tx)?, self.revocations_in(tx)?))
-        })?;
+        // The trust objects after the settlement (a revocation it caused
+        // goes out now).
+        let after = self.central.trust()?;
         Ok(DeviceResponse::Synced(SyncBundle {
-            policy,
-            revocations,
+            policy: after.policy,
+            revocations: after.revocations,
             // The grant's sequence is this request's counter: the SE
             // drops the reports this request (or an earlier one) carried.
-            grant: SyncGrant::try_sign(&*self.keys.dcp, ctx.se_id, epoch, ctx.counter)?,
-            recovered: res.issues,
+            grant: SyncGrant::try_sign(&*self.signer, ctx.se_id, trust.epoch, ctx.counter)?,
+            recovered,
             double_spends: res.double_spends,
         }))
-    }
-
-    /// Settles one opened sync upload. A package that fails verification
-    /// is not settled but goes to the MDS as a counterfeit attempt; the
-    /// rest of the upload still settles.
-    #[allow(clippy::too_many_arguments)]
-    fn settle_upload(
-        &self,
-        tx: &mut dyn Tx,
-        op: &Hash32,
-        epoch: Epoch,
-        mailbox: &Hash32,
-        offline: Option<u32>,
-        upload: &SyncUpload,
-        checked: &[Checked],
-        key: Option<&PublicKey>,
-    ) -> Result<SettlementResult, BackofficeError> {
-        let mut res = SettlementResult::default();
-        let mut ingest = Vec::new();
-        for (i, c) in checked.iter().enumerate() {
-            let verified = match c {
-                Checked::Verified(v) => v,
-                Checked::Malformed => {
-                    res.refused += 1;
-                    continue;
-                }
-                Checked::Refused(transfer, e) => {
-                    res.refused += 1;
-                    ingest.push(IngestRecord::new(
-                        Record::Transfer(transfer.clone()),
-                        epoch,
-                        Verdict::Refused(e.code()),
-                    ));
-                    continue;
-                }
-            };
-            let outcome = Settlement::settle(tx, verified, &format!("sync:{op}:{i}"))?;
-            res.settled += 1;
-            res.double_spends += outcome.double_spends.len() as u32;
-            let t = &verified.package().transfer;
-            res.value += t.outputs[0].value.0;
-            self.record_settled(tx, verified.package(), epoch, offline, true, &mut ingest)?;
-            let tid = verified.transfer_id();
-            if tx
-                .query_one(
-                    "SELECT amount FROM cb_uploads WHERE transfer_id = $1",
-                    &[b(&tid)],
-                )?
-                .is_none()
-            {
-                // The uploader (the payer) is where a refund goes.
-                tx.execute(
-                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox) VALUES ($1, $2, $3, $4, $5)",
-                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64), b(mailbox)],
-                )?;
-            }
-            self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
-        }
-        for r in &upload.reports {
-            // Only the payee's SE signs a report, with the request's key.
-            if !r.verify() {
-                res.refused += 1;
-                continue;
-            }
-            let k = [Value::Bytes(r.nonce.to_vec()), r.key.to_cbor().into()];
-            // The first report of a request stands (an honest SE makes
-            // one per request and sends it again until acknowledged).
-            if tx
-                .query_one(
-                    "SELECT amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
-                    &k,
-                )?
-                .is_none()
-            {
-                let received = match &r.received {
-                    Some(t) => Value::Bytes(t.0.to_vec()),
-                    None => Value::Null,
-                };
-                tx.execute(
-                    "INSERT INTO cb_closed (nonce, payee_key, mailbox, amount, received) VALUES ($1, $2, $3, $4, $5)",
-                    &[k[0].clone(), k[1].clone(), b(mailbox), Value::Int(r.amount as i64), received],
-                )?;
-            }
-            self.resolve(tx, &r.nonce, &r.key)?;
-        }
-        // Tokens waiting in this device's mailbox, issued now to the key
-        // the SE named (none named: they wait for a later sync). The
-        // central call is idempotent per request, so a retried sync gets
-        // the same Issues.
-        if let Some(key) = key {
-            for r in tx.query(
-                "SELECT transfer_id, amount, issue FROM cb_mailbox WHERE mailbox = $1 AND delivered = 0 ORDER BY transfer_id LIMIT 64",
-                &[b(mailbox)],
-            )? {
-                let tid = hash(r.bytes(0)?)?;
-                let issue = match r.opt_bytes(2)? {
-                    Some(bytes) => Issue::from_cbor(bytes)?,
-                    None => {
-                        let delivery = tagged_hash(b"tally/v1/recovery-op", &[&op.0, &tid.0]);
-                        self.issue(
-                            tx,
-                            &delivery,
-                            0,
-                            epoch,
-                            r.int(1)? as u64,
-                            *key,
-                            tally_mds::DEVICE_CLASS_UNKNOWN,
-                        )?
-                    }
-                };
-                tx.execute(
-                    "UPDATE cb_mailbox SET delivered = 1, issue = $1 WHERE transfer_id = $2",
-                    &[issue.to_cbor().into(), b(&tid)],
-                )?;
-                res.issues.push(issue);
-            }
-        }
-        self.queue_mds(tx, op, &ingest)?;
-        Ok(res)
-    }
-
-    /// Resolves a payee's request once both sides are known (decision
-    /// 0008): the payee's report (received by transfer T, or closed
-    /// unpaid) and the payers' uploaded, unacknowledged payments for it.
-    /// The received transfer stands; for a closed request the first
-    /// uploaded payment of the requested amount is recovered to the
-    /// payee; every other uploaded payment for the request is refunded to
-    /// its payer. Each stranded output is consumed once in the spent
-    /// registry (a second resolution finds it consumed and does nothing),
-    /// and the fresh token waits in the mailbox of the payee or the payer.
-    fn resolve(
-        &self,
-        tx: &mut dyn Tx,
-        nonce: &[u8; 16],
-        key: &PublicKey,
-    ) -> Result<(), BackofficeError> {
-        let k = [Value::Bytes(nonce.to_vec()), key.to_cbor().into()];
-        let Some(report) = tx.query_one(
-            "SELECT mailbox, amount, received FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
-            &k,
-        )?
-        else {
-            return Ok(());
-        };
-        let payee_mailbox = hash(report.bytes(0)?)?;
-        let asked = report.int(1)? as u64;
-        let received = report.opt_bytes(2)?.map(hash).transpose()?;
-        // Whether the closed request was credited already.
-        let mut credited = received.is_some()
-            || tx
-                .query_one(
-                    "SELECT transfer_id FROM cb_mailbox WHERE mailbox = $1 AND refund = 0 AND transfer_id IN (SELECT transfer_id FROM cb_uploads WHERE nonce = $2 AND payee_key = $3)",
-                    &[b(&payee_mailbox), k[0].clone(), k[1].clone()],
-                )?
-                .is_some();
-        for up in tx.query(
-            "SELECT transfer_id, amount, mailbox FROM cb_uploads WHERE nonce = $1 AND payee_key = $2 ORDER BY transfer_id",
-            &k,
-        )? {
-            let tid = hash(up.bytes(0)?)?;
-            if Some(tid) == received {
-                continue; // the payee holds it
-            }
-            let amount = up.int(1)? as u64;
-            let recover = !credited && amount == asked;
-            let (to, tag) = if recover {
-                (payee_mailbox, &b"tally/v1/recovery"[..])
-            } else {
-                let Some(m) = up.opt_bytes(2)? else {
-                    continue; // uploaded before refunds existed: an operator's case
-                };
-                (hash(m)?, &b"tally/v1/refund"[..])
-            };
-            let by = tagged_hash(tag, &[&tid.0]);
-            if !Settlement::consume_stranded(
-                tx,
-                &OutPoint {
-                    record: tid,
-                    index: 0,
-                },
-                &by,
-            )? {
-                if recover && Settlement::is_spent(tx, &OutPoint { record: tid, index: 0 })? == Some(by) {
-                    credited = true;
-                }
-                continue; // resolved before (or spent by the payee)
-            }
-            credited |= recover;
-            tx.execute(
-                "INSERT INTO cb_mailbox (transfer_id, mailbox, amount, refund, issue, delivered) VALUES ($1, $2, $3, $4, NULL, 0)",
-                &[b(&tid), b(&to), Value::Int(amount as i64), Value::Int(i64::from(!recover))],
-            )?;
-        }
-        Ok(())
-    }
-
-    // ---- MDS feed (outbox) ------------------------------------------------
-
-    /// A redemption refused because the redeemer double-spent its own
-    /// tokens: its (verified) records go to the MDS without settling.
-    /// Best effort: a failure is logged, the refusal stands either way.
-    fn report_refused_redemption(&self, ctx: &DeviceCtx, epoch: Epoch, sealed: &[u8]) {
-        let key = tagged_hash(b"tally/v1/outbox-refused-redemption", &[&ctx.rid.0]);
-        let r = self.central.transact(|tx| {
-            if tx
-                .query_one("SELECT op_id FROM mds_outbox WHERE op_id = $1", &[b(&key)])?
-                .is_some()
-            {
-                return Ok(());
-            }
-            let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
-            let verified = self.verify_for_settlement(tx, Package::from_cbor(&plain)?)?;
-            let mut ingest = Vec::new();
-            self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
-            self.queue_mds(tx, &key, &ingest)
-        });
-        match r {
-            Ok(()) => self.pump_mds(),
-            Err(e) => tracing::error!(error = %e, "refused redemption not reported to the MDS"),
-        }
-    }
-
-    fn queue_mds(
-        &self,
-        tx: &mut dyn Tx,
-        op: &Hash32,
-        records: &[IngestRecord],
-    ) -> Result<(), BackofficeError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        tx.execute(
-            "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES ($1, $2, $3)",
-            &[
-                b(op),
-                encode_ingest(records).into(),
-                Value::Int(unix_seconds()),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Moves settled records from the outbox into the MDS. Ingestion is
-    /// idempotent, so a crash between ingesting and deleting only replays.
-    /// A row the MDS refuses (it does not decode, or a record of it cannot
-    /// be ingested) is set aside in the MDS with an alert and the pump goes
-    /// on: no record from a device can stop it. Store failures leave the
-    /// rows for the next call (and are logged).
-    pub fn pump_mds(&self) {
-        loop {
-            let rows = match self.central.transact(|tx| {
-                Ok::<_, BackofficeError>(
-                    tx.query(
-                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT 64",
-                        &[],
-                    )?
-                    .iter()
-                    .map(|r| Ok::<_, StoreError>((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
-                    .collect::<Result<Vec<_>, _>>()?,
-                )
-            }) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "MDS outbox unreadable");
-                    return;
-                }
-            };
-            if rows.is_empty() {
-                return;
-            }
-            for (op, body) in rows {
-                if let Err(e) = self.ingest_outbox_row(&body) {
-                    tracing::error!(error = %e, "MDS ingestion failed; will retry");
-                    return;
-                }
-                if let Err(e) = self.central.transact(|tx| {
-                    tx.execute(
-                        "DELETE FROM mds_outbox WHERE op_id = $1",
-                        &[op.clone().into()],
-                    )?;
-                    Ok::<_, BackofficeError>(())
-                }) {
-                    tracing::error!(error = %e, "MDS outbox not trimmed");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Ingests one outbox row. What the MDS refuses for the row's content
-    /// is set aside with an [`tally_mds::AlertKind::IngestionFailed`]
-    /// alert: the whole row if it does not decode (code 101), else record
-    /// by record, so the row's other records (a double spend among them)
-    /// are still judged. `Err` only for failures of the MDS itself (its
-    /// store), which a later call retries.
-    fn ingest_outbox_row(&self, body: &[u8]) -> Result<(), tally_mds::MdsError> {
-        // The epoch an alert is raised in, read only when one is.
-        let epoch = || self.epoch().unwrap_or(0);
-        let batch = match decode_ingest(body) {
-            Ok(b) => b,
-            Err(e) => {
-                let code = BackofficeError::Decode(e).code();
-                let a = self.mds.set_aside(body, code, epoch())?;
-                tracing::error!(
-                    alert = a.id,
-                    code,
-                    "MDS outbox row does not decode; set aside"
-                );
-                return Ok(());
-            }
-        };
-        for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
-            match self.mds.ingest(chunk) {
-                Ok(_) => {}
-                Err(e) if !e.is_content_fault() => return Err(e),
-                Err(_) => {
-                    // Parents come before children, so a child of a record
-                    // set aside fails (unknown input) and follows it.
-                    for r in chunk {
-                        match self.mds.ingest(std::slice::from_ref(r)) {
-                            Ok(_) => {}
-                            Err(e) if !e.is_content_fault() => return Err(e),
-                            Err(e) => {
-                                let a = self.mds.set_aside(
-                                    &encode_ingest(std::slice::from_ref(r)),
-                                    e.code(),
-                                    epoch(),
-                                )?;
-                                tracing::error!(alert = a.id, error = %e, "MDS record set aside");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The MDS feed's backlog, for monitoring.
-    pub fn mds_outbox(&self) -> Result<OutboxStatus, BackofficeError> {
-        let (pending, oldest) = self.central.transact(|tx| {
-            let r = tx.query_one(
-                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(CASE WHEN queued_at > 0 THEN queued_at END), 0) AS BIGINT) FROM mds_outbox",
-                &[],
-            )?;
-            Ok::<_, BackofficeError>(match r {
-                Some(r) => (r.int(0)?, r.int(1)?),
-                None => (0, 0),
-            })
-        })?;
-        let oldest_age_seconds = if oldest > 0 {
-            u64::try_from(unix_seconds().saturating_sub(oldest)).unwrap_or(0)
-        } else {
-            0
-        };
-        Ok(OutboxStatus {
-            pending: u64::try_from(pending).unwrap_or(0),
-            oldest_age_seconds,
-            set_aside: self.mds.set_aside_count()?,
-        })
     }
 }
 
@@ -2751,7 +2346,7 @@ pub struct OutboxStatus {
 
 /// Wall-clock seconds, for the outbox's queue times only (monitoring;
 /// nothing the protocol decides depends on it).
-fn unix_seconds() -> i64 {
+pub(crate) fn unix_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -2760,7 +2355,7 @@ fn unix_seconds() -> i64 {
 
 /// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,
 /// offline_epochs + 1 (0 unknown), unacknowledged], …]`.
-fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
+pub(crate) fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
     let mut w = Writer::new();
     w.array(records.len());
     for r in records {
@@ -2778,7 +2373,7 @@ fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
     w.into_bytes()
 }
 
-fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecError> {
+pub(crate) fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecError> {
     let mut r = Reader::new(bytes);
     let n = r.array_max(1 << 20)?;
     let mut out = Vec::with_capacity(n.min(4096));

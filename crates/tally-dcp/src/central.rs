@@ -1,0 +1,1842 @@
+//! The central bank's side of the back office (issue 11, item 1): the
+//! ledger of the DCPs' settlement accounts, settlement with the spent
+//! registry, the SE directory, issuance registration, recoveries and
+//! refunds, the MDS outbox. It holds the root, the settlement-result key
+//! and the opening key, and none of any DCP's: a DCP signs the Issues it
+//! hands out and the central bank registers them against that DCP's
+//! settlement account.
+//!
+//! DCPs reach it through the [`Central`] trait: in process
+//! ([`CentralBank`] implements it) or over HTTP (tally-api's central
+//! routes and `CentralClient`). Every call names the calling DCP; over the
+//! network that id comes from the caller's authentication (its mutual-TLS
+//! role certificate), never from the body, so a DCP acts only on its own
+//! settlement account, its own devices and its own mailboxes.
+//!
+//! What the central store holds of a customer: nothing. Customers'
+//! accounts are at their DCP ([`crate::book`]); the central ledger has
+//! one settlement account per DCP (`dcp:N`), the offline float, the loss
+//! account and issuance.
+
+use std::sync::{Arc, Mutex};
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use tally_core::cert::{DcpCertificate, SettlementKey, role};
+use tally_core::codec::{Cbor, CodecError, Reader, Writer};
+use tally_core::crypto::{check_key, tagged_hash};
+use tally_core::escrow::{self, JointKey};
+use tally_core::policy::device_class;
+use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
+use tally_core::verify::{
+    BoundedCertCache, VerifyParams, verify_package_for_settlement, verify_packages_for_settlement,
+};
+use tally_core::{
+    Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PublicKey, Record,
+    RevocationList, TrustStore,
+};
+use tally_directory::{Directory, DirectoryError, SeEntry, SeStatus};
+use tally_ledger::ledger::{self, AccountKind, Applied, Invariant, Ledger, TransferRequest, code};
+use tally_ledger::settlement::Settlement;
+use tally_mds::{IngestRecord, Mds, MdsConfig, Verdict};
+use tally_store::{Migrations, Store, StoreError, Tx, Value};
+
+use tally_core::dcp::*;
+
+use crate::keys::{KeyError, NodeSigner};
+use crate::service::{
+    BackofficeError, Checked, OutboxStatus, SettlementResult, b, decode_ingest, default_tiers,
+    development_open, encode_ingest, hash, meta, unix_seconds,
+};
+
+/// The settlement account of DCP `id` at the central bank.
+pub fn dcp_account(id: u32) -> String {
+    format!("dcp:{id}")
+}
+
+/// Which DCP each mailbox, upload and report came through, which DCP
+/// enrolled each SE, and the credits waiting for each DCP (interbank
+/// payments, mints). Its own component so its steps never collide.
+pub static PARTIES_MIGRATIONS: Migrations = Migrations {
+    component: "central_parties",
+    steps: &[(
+        1,
+        "ALTER TABLE cb_uploads ADD COLUMN dcp BIGINT NOT NULL DEFAULT 1;
+        ALTER TABLE cb_closed ADD COLUMN dcp BIGINT NOT NULL DEFAULT 1;
+        ALTER TABLE cb_mailbox ADD COLUMN dcp BIGINT NOT NULL DEFAULT 1;
+        CREATE TABLE cb_device_dcp (se_id BLOB PRIMARY KEY, dcp BIGINT NOT NULL);
+        CREATE TABLE cb_inbox (
+            op_id BLOB PRIMARY KEY,
+            dcp BIGINT NOT NULL,
+            account TEXT,
+            amount BIGINT NOT NULL,
+            from_dcp BIGINT NOT NULL
+        )",
+    )],
+};
+
+/// A request of a DCP to the central bank, executed once per `op` (the
+/// device request id): a retry gets the stored, signed result back.
+/// Wire: `[1, kind, …]` canonical CBOR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CentralRequest {
+    /// Load: the DCP's settlement account pays the offline float the
+    /// Issue's value; the Issue (signed by the calling DCP) is registered.
+    Load { issue: Issue, class: u8 },
+    /// Redemption of a sealed package paying the DCP's redemption request
+    /// `nonce`: settled; the value goes to the DCP's settlement account
+    /// (`unload`) or into `renewal`, an Issue of the calling DCP.
+    Redeem {
+        nonce: [u8; 16],
+        transfer_id: Hash32,
+        sealed: Vec<u8>,
+        amount: u64,
+        renewal: Option<Issue>,
+        class: u8,
+        last_sync: Epoch,
+    },
+    /// A device's sync upload: settled; the answer lists what waits in
+    /// `mailbox` (recoveries and refunds) for [`CentralRequest::Deliver`].
+    Sync {
+        sealed: Vec<u8>,
+        reports: Hash32,
+        mailbox: Hash32,
+        last_sync: Epoch,
+    },
+    /// Tokens for what waits in `mailbox`: one Issue of the calling DCP
+    /// per waiting transfer, of its amount.
+    Deliver {
+        mailbox: Hash32,
+        issues: Vec<(Hash32, Issue)>,
+    },
+    /// An Issue the SE refused and cancelled: consumed, its value back to
+    /// the DCP's settlement account.
+    Cancel { issue: Issue },
+    /// An online payment to a customer of another DCP.
+    Pay {
+        to_dcp: u32,
+        to_account: String,
+        amount: u64,
+    },
+}
+
+const DELIVER_MAX: usize = 64;
+
+impl Cbor for CentralRequest {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            CentralRequest::Load { issue, class } => {
+                w.array(4);
+                w.u64(1);
+                w.u64(1);
+                issue.write(w);
+                w.u64(u64::from(*class));
+            }
+            CentralRequest::Redeem {
+                nonce,
+                transfer_id,
+                sealed,
+                amount,
+                renewal,
+                class,
+                last_sync,
+            } => {
+                w.array(9);
+                w.u64(1);
+                w.u64(2);
+                w.bytes(nonce);
+                transfer_id.write(w);
+                w.bytes(sealed);
+                w.u64(*amount);
+                match renewal {
+                    Some(i) => {
+                        w.array(1);
+                        i.write(w);
+                    }
+                    None => w.array(0),
+                }
+                w.u64(u64::from(*class));
+                w.u64(u64::from(*last_sync));
+            }
+            CentralRequest::Sync {
+                sealed,
+                reports,
+                mailbox,
+                last_sync,
+            } => {
+                w.array(6);
+                w.u64(1);
+                w.u64(3);
+                w.bytes(sealed);
+                reports.write(w);
+                mailbox.write(w);
+                w.u64(u64::from(*last_sync));
+            }
+            CentralRequest::Deliver { mailbox, issues } => {
+                w.array(4);
+                w.u64(1);
+                w.u64(4);
+                mailbox.write(w);
+                w.array(issues.len());
+                for (t, i) in issues {
+                    w.array(2);
+                    t.write(w);
+                    i.write(w);
+                }
+            }
+            CentralRequest::Cancel { issue } => {
+                w.array(3);
+                w.u64(1);
+                w.u64(5);
+                issue.write(w);
+            }
+            CentralRequest::Pay {
+                to_dcp,
+                to_account,
+                amount,
+            } => {
+                w.array(5);
+                w.u64(1);
+                w.u64(6);
+                w.u64(u64::from(*to_dcp));
+                w.text(to_account);
+                w.u64(*amount);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.array_max(9)?;
+        r.version(1)?;
+        let kind = r.u64()?;
+        let expect = |want: usize| {
+            if n == want {
+                Ok(())
+            } else {
+                Err(CodecError::Malformed)
+            }
+        };
+        Ok(match kind {
+            1 => {
+                expect(4)?;
+                CentralRequest::Load {
+                    issue: Issue::read(r)?,
+                    class: r.u8()?,
+                }
+            }
+            2 => {
+                expect(9)?;
+                let nonce = r.bytes_array::<16>()?;
+                let transfer_id = Hash32::read(r)?;
+                let sealed = r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec();
+                let amount = r.u64()?;
+                let renewal = match r.array_max(1)? {
+                    0 => None,
+                    _ => Some(Issue::read(r)?),
+                };
+                CentralRequest::Redeem {
+                    nonce,
+                    transfer_id,
+                    sealed,
+                    amount,
+                    renewal,
+                    class: r.u8()?,
+                    last_sync: r.u32()?,
+                }
+            }
+            3 => {
+                expect(6)?;
+                CentralRequest::Sync {
+                    sealed: r.bytes_max(SEALED_UPLOAD_BYTES_MAX)?.to_vec(),
+                    reports: Hash32::read(r)?,
+                    mailbox: Hash32::read(r)?,
+                    last_sync: r.u32()?,
+                }
+            }
+            4 => {
+                expect(4)?;
+                let mailbox = Hash32::read(r)?;
+                let k = r.array_max(DELIVER_MAX)?;
+                let mut issues = Vec::with_capacity(k);
+                for _ in 0..k {
+                    r.array(2)?;
+                    issues.push((Hash32::read(r)?, Issue::read(r)?));
+                }
+                CentralRequest::Deliver { mailbox, issues }
+            }
+            5 => {
+                expect(3)?;
+                CentralRequest::Cancel {
+                    issue: Issue::read(r)?,
+                }
+            }
+            6 => {
+                expect(5)?;
+                CentralRequest::Pay {
+                    to_dcp: r.u32()?,
+                    to_account: r.text_max(ACCOUNT_NAME_BYTES_MAX)?.to_string(),
+                    amount: r.u64()?,
+                }
+            }
+            _ => return Err(CodecError::Malformed),
+        })
+    }
+}
+
+/// A credit waiting for a DCP: an interbank payment to `account`, or
+/// (no account) money minted into its settlement account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub op: Hash32,
+    pub account: Option<String>,
+    pub amount: u64,
+    pub from_dcp: u32,
+}
+
+impl Cbor for InboxEntry {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        self.op.write(w);
+        w.text(self.account.as_deref().unwrap_or(""));
+        w.u64(self.amount);
+        w.u64(u64::from(self.from_dcp));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        let op = Hash32::read(r)?;
+        let account = r.text_max(ACCOUNT_NAME_BYTES_MAX)?;
+        Ok(InboxEntry {
+            op,
+            account: (!account.is_empty()).then(|| account.to_string()),
+            amount: r.u64()?,
+            from_dcp: r.u32()?,
+        })
+    }
+}
+
+/// Most inbox entries handed out at once.
+pub const INBOX_BATCH_MAX: usize = 256;
+
+/// What a DCP needs from the central bank to serve devices: the trust
+/// objects, the keys that certify results, and the current epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentralTrust {
+    pub root: PublicKey,
+    pub policy: Policy,
+    pub revocations: RevocationList,
+    pub sealing_key: SealingKey,
+    pub settlement_key: SettlementKey,
+    pub escrow_key: JointKey,
+    pub epoch: Epoch,
+}
+
+impl Cbor for CentralTrust {
+    fn write(&self, w: &mut Writer) {
+        w.array(8);
+        w.u64(1);
+        self.root.write(w);
+        self.policy.write(w);
+        self.revocations.write(w);
+        self.sealing_key.write(w);
+        self.settlement_key.write(w);
+        w.bytes(&self.escrow_key.to_bytes());
+        w.u64(u64::from(self.epoch));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(8)?;
+        r.version(1)?;
+        Ok(CentralTrust {
+            root: PublicKey::read(r)?,
+            policy: Policy::read(r)?,
+            revocations: RevocationList::read(r)?,
+            sealing_key: SealingKey::read(r)?,
+            settlement_key: SettlementKey::read(r)?,
+            escrow_key: JointKey::from_bytes(&r.bytes_array::<32>()?)
+                .map_err(|_| CodecError::Malformed)?,
+            epoch: r.u32()?,
+        })
+    }
+}
+
+/// The central bank as a DCP sees it. `dcp` is the calling DCP, which
+/// the transport authenticated (in process: the DCP's own id).
+pub trait Central: Send + Sync {
+    fn trust(&self) -> Result<CentralTrust, BackofficeError>;
+    /// The directory's entry of an SE.
+    fn device(&self, se_id: &Hash32) -> Result<Option<SeEntry>, BackofficeError>;
+    /// Registers an SE certified by a trusted manufacturer, enrolled by
+    /// `dcp` (another DCP's SE is refused with a directory conflict).
+    fn enrol(&self, dcp: u32, maker: &MakerCertificate) -> Result<SeEntry, BackofficeError>;
+    /// The digest of the SE's escrowed identity point (set once).
+    fn set_id_digest(
+        &self,
+        dcp: u32,
+        se_id: &Hash32,
+        digest: &Hash32,
+    ) -> Result<(), BackofficeError>;
+    fn id_digest(&self, dcp: u32, se_id: &Hash32) -> Result<Option<Hash32>, BackofficeError>;
+    /// Executes `req` once for `op`; returns the signed result (bytes of
+    /// [`SettlementResult`]), which the caller opens with the settlement
+    /// key. `reply_key` encrypts the stored result.
+    fn call(
+        &self,
+        dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        req: &CentralRequest,
+    ) -> Result<Vec<u8>, BackofficeError>;
+    /// Credits waiting for `dcp` (oldest first).
+    fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError>;
+    /// Removes credits `dcp` has booked.
+    fn ack_inbox(&self, dcp: u32, ops: &[Hash32]) -> Result<(), BackofficeError>;
+    /// The balance of `dcp`'s settlement account (reconciliation).
+    fn settlement_balance(&self, dcp: u32) -> Result<i64, BackofficeError>;
+}
+
+/// The central bank's keys.
+#[derive(Clone)]
+pub struct CentralKeys {
+    pub root: Arc<NodeSigner>,
+    pub settlement: Arc<NodeSigner>,
+    pub opening: Arc<OpeningKey>,
+}
+
+pub struct CentralBank {
+    store: Store,
+    mds: Mds,
+    keys: CentralKeys,
+    sealing_key: SealingKey,
+    settlement_key: SettlementKey,
+    escrow_key: JointKey,
+    supervisors: Option<tally_supervisor::JointParams>,
+    /// Every DCP's certificate, by id (the policy's trust list).
+    dcps: Vec<DcpCertificate>,
+    cache: Mutex<BoundedCertCache>,
+}
+
+/// The central bank's tables, in order.
+pub fn migrations() -> [&'static Migrations; 7] {
+    [
+        &ledger::MIGRATIONS,
+        &tally_ledger::settlement::MIGRATIONS,
+        &tally_directory::MIGRATIONS,
+        &crate::service::CENTRAL_MIGRATIONS,
+        &crate::service::OUTBOX_MIGRATIONS,
+        &crate::service::REPORT_MIGRATIONS,
+        &PARTIES_MIGRATIONS,
+    ]
+}
+
+impl CentralBank {
+    /// Opens the central bank on `store` (migrated by the caller, keys
+    /// pinned) with the MDS on `mds`, trusting the DCPs `dcps` (id, key).
+    pub fn open(
+        store: Store,
+        mds: Store,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
+        store.migrate(&migrations())?;
+        let mut certs = Vec::with_capacity(dcps.len());
+        for (id, key) in dcps {
+            check_key(key).map_err(|_| BackofficeError::BadKey)?;
+            if certs.iter().any(|c: &DcpCertificate| c.dcp_id == *id) {
+                return Err(BackofficeError::Decode(CodecError::Malformed));
+            }
+            certs.push(DcpCertificate::try_sign(
+                &*keys.root,
+                *id,
+                *key,
+                role::ISSUE | role::CERTIFY | role::REDEEM | role::SYNC,
+                Epoch::MAX,
+            )?);
+        }
+        let sealing_key = SealingKey::try_sign(&*keys.root, keys.opening.public())?;
+        let settlement_key = SettlementKey::try_sign(&*keys.root, keys.settlement.public_key())?;
+        let root = keys.root.public_key();
+        sealing_key
+            .verify(&root)
+            .map_err(|_| BackofficeError::Signer(KeyError::BadSignature { role: "root" }))?;
+        settlement_key
+            .verify(&root)
+            .map_err(|_| BackofficeError::Signer(KeyError::BadSignature { role: "root" }))?;
+        let issuers: Vec<Hash32> = certs.iter().map(|c| c.key.id()).collect();
+        let payment_max = default_tiers()
+            .iter()
+            .filter(|t| t.device_class != device_class::DCP)
+            .map(|t| t.payment_max.0)
+            .max()
+            .unwrap_or(0);
+        let mds = Mds::open(mds, MdsConfig::new(issuers.clone(), issuers, payment_max))
+            .map_err(|e| StoreError::Db(format!("MDS: {e}")))?;
+        let bank = CentralBank {
+            store,
+            mds,
+            keys,
+            sealing_key,
+            settlement_key,
+            escrow_key,
+            supervisors,
+            dcps: certs,
+            cache: Mutex::new(BoundedCertCache::new(100_000)),
+        };
+        bank.store.transact(|tx| {
+            for c in &bank.dcps {
+                Ledger::ensure_account(tx, &dcp_account(c.dcp_id), AccountKind::DcpSettlement)?;
+            }
+            Ok::<_, BackofficeError>(())
+        })?;
+        bank.policy()?;
+        bank.pump_mds();
+        Ok(bank)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn mds(&self) -> &Mds {
+        &self.mds
+    }
+    pub fn root_key(&self) -> PublicKey {
+        self.keys.root.public_key()
+    }
+    pub fn settlement_key(&self) -> SettlementKey {
+        self.settlement_key.clone()
+    }
+    pub fn sealing_key(&self) -> SealingKey {
+        self.sealing_key.clone()
+    }
+    pub fn escrow_key(&self) -> JointKey {
+        self.escrow_key.clone()
+    }
+    /// The DCPs this central bank trusts (id, key).
+    pub fn dcps(&self) -> Vec<(u32, PublicKey)> {
+        self.dcps.iter().map(|c| (c.dcp_id, c.key)).collect()
+    }
+
+    fn dcp_cert(&self, dcp: u32) -> Result<&DcpCertificate, BackofficeError> {
+        self.dcps
+            .iter()
+            .find(|c| c.dcp_id == dcp)
+            .ok_or(BackofficeError::UnknownDcp)
+    }
+
+    pub fn epoch(&self) -> Result<Epoch, BackofficeError> {
+        self.store.transact(|tx| Ok(meta(tx, "epoch")? as Epoch))
+    }
+
+    pub fn advance_epoch(&self) -> Result<Epoch, BackofficeError> {
+        self.store.transact(|tx| {
+            tx.execute("UPDATE node_meta SET v = v + 1 WHERE k = 'epoch'", &[])?;
+            Ok(meta(tx, "epoch")? as Epoch)
+        })
+    }
+
+    /// The signed policy; re-signed (serial + 1) only when its content changes.
+    pub fn policy(&self) -> Result<Policy, BackofficeError> {
+        self.store.transact(|tx| self.policy_in(tx))
+    }
+
+    fn policy_in(&self, tx: &mut dyn Tx) -> Result<Policy, BackofficeError> {
+        let tiers = default_tiers();
+        let dcps = self.dcps.clone();
+        let manufacturers = Self::manufacturers_in(tx)?;
+        let old = tx.query_one("SELECT body FROM node_docs WHERE k = 'policy'", &[])?;
+        let serial = match &old {
+            Some(r) => {
+                let p = Policy::from_cbor(r.bytes(0)?)?;
+                if p.tiers == tiers && p.dcps == dcps && p.manufacturers == manufacturers {
+                    return Ok(p);
+                }
+                p.serial + 1
+            }
+            None => 1,
+        };
+        let p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
+        if old.is_some() {
+            tx.execute(
+                "UPDATE node_docs SET body = $1 WHERE k = 'policy'",
+                &[p.to_cbor().into()],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO node_docs (k, body) VALUES ('policy', $1)",
+                &[p.to_cbor().into()],
+            )?;
+        }
+        Ok(p)
+    }
+
+    fn manufacturers_in(tx: &mut dyn Tx) -> Result<Vec<PublicKey>, BackofficeError> {
+        match tx.query_one("SELECT body FROM node_docs WHERE k = 'manufacturers'", &[])? {
+            None => Ok(Vec::new()),
+            Some(r) => {
+                let bytes = r.bytes(0)?;
+                let mut rd = Reader::new(bytes);
+                Ok(tally_core::codec::read_vec(
+                    &mut rd,
+                    tally_core::policy::MANUFACTURERS_MAX,
+                )?)
+            }
+        }
+    }
+
+    /// Trusts an SE manufacturer's key for enrolment (the policy is
+    /// re-signed with it). Idempotent.
+    pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
+        check_key(&key).map_err(|_| BackofficeError::BadKey)?;
+        self.store.transact(|tx| {
+            let mut list = Self::manufacturers_in(tx)?;
+            if !list.contains(&key) {
+                if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
+                    return Err(BackofficeError::Decode(CodecError::TooLong));
+                }
+                list.push(key);
+                let mut w = Writer::new();
+                tally_core::codec::write_vec(&mut w, &list);
+                tx.execute("DELETE FROM node_docs WHERE k = 'manufacturers'", &[])?;
+                tx.execute(
+                    "INSERT INTO node_docs (k, body) VALUES ('manufacturers', $1)",
+                    &[w.into_bytes().into()],
+                )?;
+            }
+            self.policy_in(tx)
+        })
+    }
+
+    pub fn revocations(&self) -> Result<RevocationList, BackofficeError> {
+        self.store.transact(|tx| self.revocations_in(tx))
+    }
+
+    fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {
+        let epoch = meta(tx, "epoch")? as Epoch;
+        Directory::revocation_list::<_, BackofficeError>(tx, &*self.keys.root, epoch)
+    }
+
+    fn trust_store(&self) -> Result<TrustStore, BackofficeError> {
+        self.store.transact(|tx| self.trust_in(tx))
+    }
+
+    fn trust_in(&self, tx: &mut dyn Tx) -> Result<TrustStore, BackofficeError> {
+        Ok(TrustStore::new(
+            self.root_key(),
+            self.policy_in(tx)?,
+            self.revocations_in(tx)?,
+        )?)
+    }
+
+    /// What settlement verifies against, read in a short transaction.
+    pub fn settlement_verifier(&self) -> Result<(TrustStore, VerifyParams), BackofficeError> {
+        let trust = self.trust_store()?;
+        let budget = trust
+            .policy()
+            .limits(device_class::DCP, 0)
+            .map(|l| usize::from(l.history_records_max))
+            .unwrap_or(1024);
+        Ok((
+            trust,
+            VerifyParams {
+                epoch: 0,
+                history_records_max: budget,
+                signature_batch_max: usize::MAX,
+            },
+        ))
+    }
+
+    /// Opens one package sealed to settlement as a redemption.
+    pub fn open_sealed_package(&self, sealed: &[u8]) -> Result<Package, BackofficeError> {
+        Ok(Package::from_cbor(
+            &self.keys.opening.open(SealedKind::Redemption, sealed)?,
+        )?)
+    }
+
+    // ---- operators ------------------------------------------------------
+
+    /// Mints `amount` into DCP `dcp`'s settlement account; the DCP books
+    /// it from its inbox.
+    pub fn mint(&self, dcp: u32, idem: &str, amount: u64) -> Result<Invariant, BackofficeError> {
+        self.dcp_cert(dcp)?;
+        let op = tagged_hash(b"tally/v1/mint", &[&dcp.to_be_bytes(), idem.as_bytes()]);
+        self.store.transact(|tx| {
+            // The DCP books it once: the inbox entry is written with the
+            // journal entry, and not again for a repeated idempotency key.
+            let applied = Ledger::mint(tx, &format!("mint:{idem}"), &dcp_account(dcp), amount)?;
+            if matches!(applied, Applied::New(_)) {
+                Self::credit_inbox(tx, &op, dcp, None, amount, 0)?;
+            }
+            Ledger::assert_invariant(tx)?;
+            Ok(Ledger::audit(tx)?)
+        })
+    }
+
+    fn credit_inbox(
+        tx: &mut dyn Tx,
+        op: &Hash32,
+        dcp: u32,
+        account: Option<&str>,
+        amount: u64,
+        from: u32,
+    ) -> Result<(), BackofficeError> {
+        let account = match account {
+            Some(a) => Value::Text(a.to_string()),
+            None => Value::Null,
+        };
+        tx.execute(
+            "INSERT INTO cb_inbox (op_id, dcp, account, amount, from_dcp) VALUES ($1, $2, $3, $4, $5)",
+            &[b(op), Value::Int(i64::from(dcp)), account, Value::Int(amount as i64), Value::Int(i64::from(from))],
+        )?;
+        Ok(())
+    }
+
+    /// Balance of DCP `dcp`'s settlement account.
+    pub fn dcp_balance(&self, dcp: u32) -> Result<i64, BackofficeError> {
+        self.store
+            .transact(|tx| Ok(Ledger::balance(tx, &dcp_account(dcp))?))
+    }
+
+    pub fn invariant(&self) -> Result<Invariant, BackofficeError> {
+        self.store.transact(|tx| Ok(Ledger::invariant(tx)?))
+    }
+
+    pub fn devices(&self) -> Result<Vec<SeEntry>, BackofficeError> {
+        self.store.transact(|tx| Ok(Directory::list(tx)?))
+    }
+
+    /// Double spends found so far: (outpoint record, index, value, offender key bytes).
+    pub fn double_spends(&self) -> Result<Vec<(Hash32, u8, u64, Vec<u8>)>, BackofficeError> {
+        self.store.transact(|tx| {
+            tx.query(
+                "SELECT record, idx, value, offender_key FROM double_spends ORDER BY seq",
+                &[],
+            )?
+            .iter()
+            .map(|r| -> Result<_, BackofficeError> {
+                Ok((
+                    hash(r.bytes(0)?)?,
+                    r.int(1)? as u8,
+                    r.int(2)? as u64,
+                    r.bytes(3)?.to_vec(),
+                ))
+            })
+            .collect()
+        })
+    }
+
+    /// The escrow (ciphertext) of the settled certificate of pseudonym
+    /// `key_id`, for an opening request.
+    pub fn escrow_of(&self, key_id: &Hash32) -> Result<Option<Vec<u8>>, BackofficeError> {
+        self.store.transact(|tx| {
+            Ok(tx
+                .query_one(
+                    "SELECT escrow FROM cb_escrows WHERE key_id = $1",
+                    &[b(key_id)],
+                )?
+                .map(|r| r.bytes(0).map(|x| x.to_vec()))
+                .transpose()?)
+        })
+    }
+
+    /// Containment: see [`crate::Backoffice::revoke_opened`].
+    pub fn revoke_opened(
+        &self,
+        id_digest: &Hash32,
+        key_ids: &[Hash32],
+        reason: &str,
+        opening: Option<(&[u8], &Hash32)>,
+    ) -> Result<(Hash32, RevocationList), BackofficeError> {
+        if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
+            return Err(DirectoryError::TooManyRevocations {
+                keys: key_ids.len(),
+                max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
+            }
+            .into());
+        }
+        // The ciphertexts opened to `id_digest` (None: development node).
+        let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
+            Some(params) => {
+                let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
+                let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
+                    .map_err(|_| BackofficeError::OpeningNotShown)?;
+                let result = log
+                    .result(request)
+                    .ok_or(BackofficeError::OpeningNotShown)?;
+                if &result.point.digest() != id_digest {
+                    return Err(BackofficeError::OpeningNotShown);
+                }
+                let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
+                Some(
+                    summary
+                        .openings
+                        .iter()
+                        .filter(|o| &o.point.digest() == id_digest)
+                        .filter_map(|o| log.request(&o.request_id))
+                        .map(|r| r.request().escrow().ciphertext().to_bytes())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        for k in key_ids {
+            let stored = self
+                .escrow_of(k)?
+                .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
+            let ct = escrow::EscrowCiphertext::from_bytes(&stored)
+                .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
+                .ciphertext();
+            let bound = match &opened {
+                Some(opened) => opened.contains(&ct.to_bytes()),
+                None => {
+                    development_open(&self.escrow_key, ct.random_element(), ct.blinded_element())
+                        .as_ref()
+                        == Some(id_digest)
+                }
+            };
+            if !bound {
+                return Err(BackofficeError::RevocationKeyNotOpened(*k));
+            }
+        }
+        self.store.transact(|tx| {
+            let se_id =
+                Directory::se_by_id_digest(tx, id_digest)?.ok_or(BackofficeError::UnknownDevice)?;
+            Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
+            Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
+            Ok((se_id, self.revocations_in(tx)?))
+        })
+    }
+
+    // ---- monitoring -------------------------------------------------------
+
+    pub fn alerts(&self) -> Result<Vec<tally_mds::Alert>, BackofficeError> {
+        self.pump_mds();
+        Ok(self.mds.alerts()?)
+    }
+
+    pub fn alert(&self, id: i64) -> Result<tally_mds::Alert, BackofficeError> {
+        Ok(self.mds.alert(id)?)
+    }
+
+    pub fn alert_transition(
+        &self,
+        id: i64,
+        to: tally_mds::AlertState,
+        note: &str,
+    ) -> Result<tally_mds::Alert, BackofficeError> {
+        Ok(self.mds.transition(id, to, note)?)
+    }
+
+    pub fn indicators(&self) -> Result<tally_mds::Indicators, BackofficeError> {
+        self.pump_mds();
+        Ok(self.mds.indicators()?)
+    }
+
+    // ---- requests of DCPs -------------------------------------------------
+
+    /// Runs `f` once per request `op` on the central store: the signed
+    /// reply is stored under `op`, encrypted under `reply_key` (derived by
+    /// the DCP from the device's signed request, so the central store
+    /// keeps no link from a request to what it issued or settled), and a
+    /// retry gets it back unchanged. The invariant is asserted before the
+    /// commit.
+    fn once(
+        &self,
+        op: &Hash32,
+        reply_key: &Hash32,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        let cipher = XChaCha20Poly1305::new((&reply_key.0).into());
+        self.store.transact(|tx| {
+            if let Some(r) = tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op)])? {
+                return cipher
+                    .decrypt(&XNonce::default(), r.bytes(0)?)
+                    .map_err(|_| BackofficeError::BadSettlementResult);
+            }
+            let mut res = f(tx)?;
+            res.op = *op;
+            let signed = res.sign(&*self.keys.settlement)?;
+            // One key per request and one reply per key: a fixed nonce is safe.
+            let sealed = cipher
+                .encrypt(&XNonce::default(), signed.as_slice())
+                .map_err(|_| BackofficeError::BadSettlementResult)?;
+            tx.execute(
+                "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
+                &[b(op), sealed.into()],
+            )?;
+            Ledger::assert_invariant(tx)?;
+            Ok::<_, BackofficeError>(signed)
+        })
+    }
+
+    /// An Issue of DCP `dcp`: its signature under that DCP's key.
+    fn check_issue(&self, dcp: u32, issue: &Issue) -> Result<u64, BackofficeError> {
+        let cert = self.dcp_cert(dcp)?;
+        let id = issue.id();
+        if issue.issuer != cert.key.id()
+            || tally_core::crypto::verify(&cert.key, &id.0, &issue.signature).is_err()
+            || issue.outputs.is_empty()
+        {
+            return Err(BackofficeError::ForeignIssue);
+        }
+        issue
+            .outputs
+            .iter()
+            .try_fold(0u64, |s, o| s.checked_add(o.value.0))
+            .ok_or(BackofficeError::ForeignIssue)
+    }
+
+    fn register_issue(
+        &self,
+        tx: &mut dyn Tx,
+        dcp: u32,
+        issue: &Issue,
+        epoch: Epoch,
+        owner_class: u8,
+    ) -> Result<(), BackofficeError> {
+        Settlement::register_issue(tx, dcp, issue)?;
+        // The MDS counts money from its issuance (circulation = issued −
+        // redeemed), not from when it first reaches settlement.
+        let mut r = IngestRecord::new(Record::Issue(issue.clone()), epoch, Verdict::Verified);
+        r.output_classes = vec![owner_class];
+        let key = tagged_hash(b"tally/v1/outbox-issue", &[&issue.id().0]);
+        if tx
+            .query_one("SELECT op_id FROM mds_outbox WHERE op_id = $1", &[b(&key)])?
+            .is_none()
+        {
+            self.queue_mds(tx, &key, &[r])?;
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        req: &CentralRequest,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        let account = dcp_account(dcp);
+        let epoch = self.epoch()?;
+        match req {
+            CentralRequest::Load { issue, class } => {
+                let amount = self.check_issue(dcp, issue)?;
+                self.once(op, reply_key, |tx| {
+                    Ledger::transfer(
+                        tx,
+                        &TransferRequest {
+                            idem: format!("load:{op}"),
+                            debit: account.clone(),
+                            credit: ledger::OFFLINE_FLOAT.into(),
+                            amount,
+                            code: code::LOAD,
+                        },
+                    )?;
+                    self.register_issue(tx, dcp, issue, epoch, *class)?;
+                    Ok(SettlementResult {
+                        value: amount,
+                        issues: vec![issue.clone()],
+                        ..SettlementResult::default()
+                    })
+                })
+            }
+            CentralRequest::Redeem {
+                nonce,
+                transfer_id,
+                sealed,
+                amount,
+                renewal,
+                class,
+                last_sync,
+            } => self.redeem(
+                dcp,
+                op,
+                reply_key,
+                epoch,
+                RedeemArgs {
+                    nonce,
+                    transfer_id,
+                    sealed,
+                    amount: *amount,
+                    renewal: renewal.as_ref(),
+                    class: *class,
+                    last_sync: *last_sync,
+                },
+            ),
+            CentralRequest::Sync {
+                sealed,
+                reports,
+                mailbox,
+                last_sync,
+            } => {
+                let offline = (*last_sync > 0).then(|| epoch.saturating_sub(*last_sync));
+                // Opening and verification before the settlement transaction.
+                let upload = SyncUpload::from_cbor(
+                    &self.keys.opening.open(SealedKind::SyncUpload, sealed)?,
+                )?;
+                // The reports are those the SE signed for (it drops them
+                // once the grant for this request arrives, so none may be
+                // left out).
+                if tally_core::dcp::reports_digest(&upload.reports) != *reports {
+                    return Err(BackofficeError::ReportsMismatch);
+                }
+                let checked = self.precheck(&upload.packages)?;
+                self.once(op, reply_key, |tx| {
+                    self.settle_upload(tx, dcp, op, epoch, mailbox, offline, &upload, &checked)
+                })
+            }
+            CentralRequest::Deliver { mailbox, issues } => {
+                let mut amounts = Vec::with_capacity(issues.len());
+                for (_, i) in issues {
+                    amounts.push(self.check_issue(dcp, i)?);
+                }
+                self.once(op, reply_key, |tx| {
+                    let mut res = SettlementResult::default();
+                    for ((tid, issue), amount) in issues.iter().zip(&amounts) {
+                        let row = tx
+                            .query_one(
+                                "SELECT mailbox, amount, issue, dcp FROM cb_mailbox WHERE transfer_id = $1",
+                                &[b(tid)],
+                            )?
+                            .ok_or(BackofficeError::NotDeliverable)?;
+                        if row.bytes(0)? != mailbox.0.as_slice()
+                            || row.int(1)? as u64 != *amount
+                            || row.int(3)? != i64::from(dcp)
+                        {
+                            return Err(BackofficeError::NotDeliverable);
+                        }
+                        match row.opt_bytes(2)? {
+                            // Delivered before: only the same Issue again.
+                            Some(prev) if prev != issue.to_cbor().as_slice() => {
+                                return Err(BackofficeError::NotDeliverable);
+                            }
+                            Some(_) => {}
+                            None => {
+                                self.register_issue(
+                                    tx,
+                                    dcp,
+                                    issue,
+                                    epoch,
+                                    tally_mds::DEVICE_CLASS_UNKNOWN,
+                                )?;
+                                tx.execute(
+                                    "UPDATE cb_mailbox SET delivered = 1, issue = $1 WHERE transfer_id = $2",
+                                    &[issue.to_cbor().into(), b(tid)],
+                                )?;
+                            }
+                        }
+                        res.issues.push(issue.clone());
+                        res.value += amount;
+                        res.settled += 1;
+                    }
+                    Ok(res)
+                })
+            }
+            CentralRequest::Cancel { issue } => {
+                let amount = self.check_issue(dcp, issue)?;
+                let id = issue.id();
+                let by = tagged_hash(b"tally/v1/cancel", &[&id.0]);
+                self.once(op, reply_key, |tx| {
+                    // Only an Issue this DCP registered.
+                    let registered = tx
+                        .query_one("SELECT dcp FROM issued WHERE id = $1", &[b(&id)])?
+                        .map(|r| r.int(0))
+                        .transpose()?;
+                    if registered != Some(i64::from(dcp)) {
+                        return Err(BackofficeError::NotCancellable);
+                    }
+                    for i in 0..issue.outputs.len() {
+                        let op = OutPoint {
+                            record: id,
+                            index: i as u8,
+                        };
+                        if !Settlement::consume_stranded(tx, &op, &by)?
+                            && Settlement::is_spent(tx, &op)? != Some(by)
+                        {
+                            return Err(BackofficeError::NotCancellable);
+                        }
+                    }
+                    // Keyed by the Issue: a second cancellation (another
+                    // request of the same SE) moves nothing more.
+                    let applied = Ledger::transfer(
+                        tx,
+                        &TransferRequest {
+                            idem: format!("cancel:{id}"),
+                            debit: ledger::OFFLINE_FLOAT.into(),
+                            credit: account.clone(),
+                            amount,
+                            code: code::UNLOAD,
+                        },
+                    )?;
+                    Ok(SettlementResult {
+                        value: if matches!(applied, Applied::New(_)) {
+                            amount
+                        } else {
+                            0
+                        },
+                        ..SettlementResult::default()
+                    })
+                })
+            }
+            CentralRequest::Pay {
+                to_dcp,
+                to_account,
+                amount,
+            } => {
+                self.dcp_cert(*to_dcp)?;
+                if *to_dcp == dcp || !crate::service::valid_account_name(to_account) {
+                    return Err(BackofficeError::Ledger(
+                        tally_ledger::ledger::LedgerError::UnknownAccount(to_account.clone()),
+                    ));
+                }
+                self.once(op, reply_key, |tx| {
+                    let applied = Ledger::transfer(
+                        tx,
+                        &TransferRequest {
+                            idem: format!("interbank:{op}"),
+                            debit: account.clone(),
+                            credit: dcp_account(*to_dcp),
+                            amount: *amount,
+                            code: code::ONLINE_PAYMENT,
+                        },
+                    )?;
+                    if matches!(applied, Applied::New(_)) {
+                        Self::credit_inbox(tx, op, *to_dcp, Some(to_account), *amount, dcp)?;
+                    }
+                    Ok(SettlementResult {
+                        value: *amount,
+                        ..SettlementResult::default()
+                    })
+                })
+            }
+        }
+    }
+
+    /// Checks an upload's packages against the trust objects of a short
+    /// read transaction, before the settlement transaction.
+    fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
+        let (trust, params) = self.settlement_verifier()?;
+        // One signature batch for the whole upload; each package still
+        // gets the answer it would get on its own.
+        let mut decoded = Vec::with_capacity(packages.len());
+        let mut transfers = Vec::with_capacity(packages.len());
+        let mut slots = Vec::with_capacity(packages.len());
+        for p in packages {
+            match Package::from_cbor(p) {
+                Err(_) => slots.push(false),
+                Ok(pkg) => {
+                    transfers.push(pkg.transfer.clone());
+                    decoded.push(pkg);
+                    slots.push(true);
+                }
+            }
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
+        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut *cache)
+            .into_iter()
+            .zip(transfers);
+        let mut out = Vec::with_capacity(packages.len());
+        for decoded in slots {
+            out.push(match (decoded, verified.next()) {
+                (false, _) => Checked::Malformed,
+                (true, Some((Ok(v), _))) => Checked::Verified(Box::new(v)),
+                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e),
+                (true, None) => {
+                    return Err(StoreError::Type("verification lost a package".into()).into());
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn verify_with(
+        &self,
+        trust: &TrustStore,
+        pkg: Package,
+    ) -> Result<tally_core::VerifiedPackage, BackofficeError> {
+        let budget = trust
+            .policy()
+            .limits(device_class::DCP, 0)
+            .map(|l| usize::from(l.history_records_max))
+            .unwrap_or(1024);
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
+        Ok(verify_package_for_settlement(
+            pkg,
+            trust,
+            VerifyParams {
+                epoch: 0,
+                history_records_max: budget,
+                signature_batch_max: usize::MAX,
+            },
+            &mut *cache,
+        )?)
+    }
+
+    /// Settlement's side of a settled package: keeps the escrows of its
+    /// certificates (for openings) and queues its records for the MDS.
+    fn record_settled(
+        &self,
+        tx: &mut dyn Tx,
+        pkg: &Package,
+        epoch: Epoch,
+        offline_epochs: Option<u32>,
+        unacknowledged: bool,
+        out: &mut Vec<IngestRecord>,
+    ) -> Result<(), BackofficeError> {
+        let mut classes = std::collections::HashMap::new();
+        for c in &self.dcps {
+            classes.insert(c.key, device_class::DCP);
+        }
+        for c in &pkg.certificates {
+            classes.insert(c.key, c.device_class);
+            if !c.escrow.is_empty()
+                && tx
+                    .query_one(
+                        "SELECT key_id FROM cb_escrows WHERE key_id = $1",
+                        &[b(&c.key.id())],
+                    )?
+                    .is_none()
+            {
+                tx.execute(
+                    "INSERT INTO cb_escrows (key_id, escrow) VALUES ($1, $2)",
+                    &[b(&c.key.id()), c.escrow.clone().into()],
+                )?;
+            }
+        }
+        let last = pkg.ancestry.len();
+        let records = pkg
+            .ancestry
+            .iter()
+            .cloned()
+            .chain(std::iter::once(Record::Transfer(pkg.transfer.clone())));
+        for (i, rec) in records.enumerate() {
+            let outputs = match &rec {
+                Record::Issue(x) => &x.outputs,
+                Record::Transfer(x) => &x.outputs,
+            };
+            let output_classes = outputs
+                .iter()
+                .map(|o| {
+                    classes
+                        .get(&o.owner)
+                        .copied()
+                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
+                })
+                .collect();
+            let mut r = IngestRecord::new(rec, epoch, Verdict::Verified);
+            r.output_classes = output_classes;
+            if i == last {
+                r.offline_epochs = offline_epochs;
+                r.unacknowledged = unacknowledged;
+            }
+            out.push(r);
+        }
+        Ok(())
+    }
+
+    fn redeem(
+        &self,
+        dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        epoch: Epoch,
+        a: RedeemArgs<'_>,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        let dcp_key = self.dcp_cert(dcp)?.key;
+        if let Some(i) = a.renewal {
+            if self.check_issue(dcp, i)? != a.amount {
+                return Err(BackofficeError::ForeignIssue);
+            }
+        }
+        // Opens and verifies before the transaction. A package that does
+        // not open or verify is refused inside, after the one-payout
+        // guard, as before.
+        let verified: Result<tally_core::VerifiedPackage, BackofficeError> = self
+            .keys
+            .opening
+            .open(SealedKind::Redemption, a.sealed)
+            .map_err(BackofficeError::from)
+            .and_then(|plain| Ok(Package::from_cbor(&plain)?))
+            .and_then(|pkg| {
+                let trust = self.trust_store()?;
+                self.verify_with(&trust, pkg)
+            });
+        let account = dcp_account(dcp);
+        let res = self.once(op, reply_key, |tx| {
+            // One payout per redemption request, whatever the number of
+            // different device requests that carry it.
+            let tag = tagged_hash(b"tally/v1/redemption-op", &[&reply_key.0]);
+            match tx.query_one(
+                "SELECT op_id FROM cb_redemptions WHERE nonce = $1",
+                &[a.nonce.to_vec().into()],
+            )? {
+                Some(r) if r.bytes(0)? != tag.0.as_slice() => {
+                    return Err(BackofficeError::UnknownRedemption);
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO cb_redemptions (nonce, op_id) VALUES ($1, $2)",
+                        &[a.nonce.to_vec().into(), b(&tag)],
+                    )?;
+                }
+            }
+            let verified = verified.as_ref().map_err(Clone::clone)?;
+            let t = &verified.package().transfer;
+            if &t.nonce != a.nonce {
+                return Err(BackofficeError::UnknownRedemption);
+            }
+            if verified.transfer_id() != *a.transfer_id {
+                return Err(BackofficeError::TransferMismatch);
+            }
+            if t.outputs[0]
+                != (Output {
+                    value: Amount(a.amount),
+                    owner: dcp_key,
+                })
+            {
+                return Err(BackofficeError::WrongRedemption);
+            }
+            let outcome = Settlement::settle(tx, verified, &format!("redeem:{op}"))?;
+            let tid = verified.transfer_id();
+            if let Some(d) = outcome.double_spends.iter().find(|d| d.second.id() == tid) {
+                // The redeemer itself is the cheater: nothing is honoured
+                // (the transaction rolls back).
+                return Err(BackofficeError::DoubleSpendByRedeemer(Box::new(d.clone())));
+            }
+            let mut ingest = Vec::new();
+            let offline = (a.last_sync > 0).then(|| epoch.saturating_sub(a.last_sync));
+            self.record_settled(tx, verified.package(), epoch, offline, false, &mut ingest)?;
+            self.queue_mds(tx, op, &ingest)?;
+            let mut res = SettlementResult {
+                settled: 1,
+                value: a.amount,
+                double_spends: outcome.double_spends.len() as u32,
+                transfer: Some(tid),
+                ..SettlementResult::default()
+            };
+            match a.renewal {
+                None => {
+                    Ledger::transfer(
+                        tx,
+                        &TransferRequest {
+                            idem: format!("unload:{op}"),
+                            debit: ledger::OFFLINE_FLOAT.into(),
+                            credit: account.clone(),
+                            amount: a.amount,
+                            code: code::UNLOAD,
+                        },
+                    )?;
+                }
+                Some(issue) => {
+                    self.register_issue(tx, dcp, issue, epoch, a.class)?;
+                    res.issues.push(issue.clone());
+                }
+            }
+            Ok(res)
+        });
+        match res {
+            Err(BackofficeError::DoubleSpendByRedeemer(d)) => {
+                // Nothing is honoured (the settlement rolled back), but the
+                // MDS must see the attempt: the redeemer's package goes to
+                // the outbox on its own, so the double spend raises an alert.
+                self.report_refused_redemption(op, epoch, a.sealed);
+                Err(BackofficeError::DoubleSpendByRedeemer(d))
+            }
+            other => {
+                let bytes = other?;
+                self.pump_mds();
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Settles one opened sync upload. A package that fails verification
+    /// is not settled but goes to the MDS as a counterfeit attempt; the
+    /// rest of the upload still settles. What waits in `mailbox` is
+    /// listed in the result (`deliveries`).
+    #[allow(clippy::too_many_arguments)]
+    fn settle_upload(
+        &self,
+        tx: &mut dyn Tx,
+        dcp: u32,
+        op: &Hash32,
+        epoch: Epoch,
+        mailbox: &Hash32,
+        offline: Option<u32>,
+        upload: &SyncUpload,
+        checked: &[Checked],
+    ) -> Result<SettlementResult, BackofficeError> {
+        let mut res = SettlementResult::default();
+        let mut ingest = Vec::new();
+        let dcp_v = Value::Int(i64::from(dcp));
+        for (i, c) in checked.iter().enumerate() {
+            let verified = match c {
+                Checked::Verified(v) => v,
+                Checked::Malformed => {
+                    res.refused += 1;
+                    continue;
+                }
+                Checked::Refused(transfer, e) => {
+                    res.refused += 1;
+                    ingest.push(IngestRecord::new(
+                        Record::Transfer(transfer.clone()),
+                        epoch,
+                        Verdict::Refused(e.code()),
+                    ));
+                    continue;
+                }
+            };
+            let outcome = Settlement::settle(tx, verified, &format!("sync:{op}:{i}"))?;
+            res.settled += 1;
+            res.double_spends += outcome.double_spends.len() as u32;
+            let t = &verified.package().transfer;
+            res.value += t.outputs[0].value.0;
+            self.record_settled(tx, verified.package(), epoch, offline, true, &mut ingest)?;
+            let tid = verified.transfer_id();
+            if tx
+                .query_one(
+                    "SELECT amount FROM cb_uploads WHERE transfer_id = $1",
+                    &[b(&tid)],
+                )?
+                .is_none()
+            {
+                // The uploader (the payer) is where a refund goes.
+                tx.execute(
+                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox, dcp) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64), b(mailbox), dcp_v.clone()],
+                )?;
+            }
+            self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
+        }
+        for r in &upload.reports {
+            // Only the payee's SE signs a report, with the request's key.
+            if !r.verify() {
+                res.refused += 1;
+                continue;
+            }
+            let k = [Value::Bytes(r.nonce.to_vec()), r.key.to_cbor().into()];
+            // The first report of a request stands.
+            if tx
+                .query_one(
+                    "SELECT amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
+                    &k,
+                )?
+                .is_none()
+            {
+                let received = match &r.received {
+                    Some(t) => Value::Bytes(t.0.to_vec()),
+                    None => Value::Null,
+                };
+                tx.execute(
+                    "INSERT INTO cb_closed (nonce, payee_key, mailbox, amount, received, dcp) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[k[0].clone(), k[1].clone(), b(mailbox), Value::Int(r.amount as i64), received, dcp_v.clone()],
+                )?;
+            }
+            self.resolve(tx, &r.nonce, &r.key)?;
+        }
+        // What waits in this device's mailbox (issued by the DCP, then
+        // registered by a Deliver request).
+        for r in tx.query(
+            "SELECT transfer_id, amount FROM cb_mailbox WHERE mailbox = $1 AND dcp = $2 AND delivered = 0 ORDER BY transfer_id LIMIT 64",
+            &[b(mailbox), dcp_v.clone()],
+        )? {
+            res.deliveries.push((hash(r.bytes(0)?)?, r.int(1)? as u64));
+        }
+        self.queue_mds(tx, op, &ingest)?;
+        Ok(res)
+    }
+
+    /// Resolves a payee's request once both sides are known (decision
+    /// 0010): see the SPEC §9.2. Each stranded output is consumed once in
+    /// the spent registry, and the value waits in the mailbox of the payee
+    /// or the payer, at the DCP it came through.
+    fn resolve(
+        &self,
+        tx: &mut dyn Tx,
+        nonce: &[u8; 16],
+        key: &PublicKey,
+    ) -> Result<(), BackofficeError> {
+        let k = [Value::Bytes(nonce.to_vec()), key.to_cbor().into()];
+        let Some(report) = tx.query_one(
+            "SELECT mailbox, amount, received, dcp FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
+            &k,
+        )?
+        else {
+            return Ok(());
+        };
+        let payee_mailbox = hash(report.bytes(0)?)?;
+        let asked = report.int(1)? as u64;
+        let received = report.opt_bytes(2)?.map(hash).transpose()?;
+        let payee_dcp = report.int(3)?;
+        // Whether the closed request was credited already.
+        let mut credited = received.is_some()
+            || tx
+                .query_one(
+                    "SELECT transfer_id FROM cb_mailbox WHERE mailbox = $1 AND refund = 0 AND transfer_id IN (SELECT transfer_id FROM cb_uploads WHERE nonce = $2 AND payee_key = $3)",
+                    &[b(&payee_mailbox), k[0].clone(), k[1].clone()],
+                )?
+                .is_some();
+        for up in tx.query(
+            "SELECT transfer_id, amount, mailbox, dcp FROM cb_uploads WHERE nonce = $1 AND payee_key = $2 ORDER BY transfer_id",
+            &k,
+        )? {
+            let tid = hash(up.bytes(0)?)?;
+            if Some(tid) == received {
+                continue; // the payee holds it
+            }
+            let amount = up.int(1)? as u64;
+            let recover = !credited && amount == asked;
+            let (to, to_dcp, tag) = if recover {
+                (payee_mailbox, payee_dcp, &b"tally/v1/recovery"[..])
+            } else {
+                let Some(m) = up.opt_bytes(2)? else {
+                    continue; // uploaded before refunds existed: an operator's case
+                };
+                (hash(m)?, up.int(3)?, &b"tally/v1/refund"[..])
+            };
+            let by = tagged_hash(tag, &[&tid.0]);
+            if !Settlement::consume_stranded(
+                tx,
+                &OutPoint {
+                    record: tid,
+                    index: 0,
+                },
+                &by,
+            )? {
+                if recover && Settlement::is_spent(tx, &OutPoint { record: tid, index: 0 })? == Some(by) {
+                    credited = true;
+                }
+                continue; // resolved before (or spent by the payee)
+            }
+            credited |= recover;
+            tx.execute(
+                "INSERT INTO cb_mailbox (transfer_id, mailbox, amount, refund, issue, delivered, dcp) VALUES ($1, $2, $3, $4, NULL, 0, $5)",
+                &[b(&tid), b(&to), Value::Int(amount as i64), Value::Int(i64::from(!recover)), Value::Int(to_dcp)],
+            )?;
+        }
+        Ok(())
+    }
+
+    // ---- MDS feed (outbox) ------------------------------------------------
+
+    /// A redemption refused because the redeemer double-spent its own
+    /// tokens: its (verified) records go to the MDS without settling.
+    /// Best effort: a failure is logged, the refusal stands either way.
+    fn report_refused_redemption(&self, op: &Hash32, epoch: Epoch, sealed: &[u8]) {
+        let key = tagged_hash(b"tally/v1/outbox-refused-redemption", &[&op.0]);
+        let r = self.store.transact(|tx| {
+            if tx
+                .query_one("SELECT op_id FROM mds_outbox WHERE op_id = $1", &[b(&key)])?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
+            let trust = self.trust_in(tx)?;
+            let verified = self.verify_with(&trust, Package::from_cbor(&plain)?)?;
+            let mut ingest = Vec::new();
+            self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
+            self.queue_mds(tx, &key, &ingest)
+        });
+        match r {
+            Ok(()) => self.pump_mds(),
+            Err(e) => tracing::error!(error = %e, "refused redemption not reported to the MDS"),
+        }
+    }
+
+    fn queue_mds(
+        &self,
+        tx: &mut dyn Tx,
+        op: &Hash32,
+        records: &[IngestRecord],
+    ) -> Result<(), BackofficeError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES ($1, $2, $3)",
+            &[
+                b(op),
+                encode_ingest(records).into(),
+                Value::Int(unix_seconds()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Moves settled records from the outbox into the MDS. Ingestion is
+    /// idempotent, so a crash between ingesting and deleting only replays.
+    /// A row the MDS refuses (it does not decode, or a record of it cannot
+    /// be ingested) is set aside in the MDS with an alert and the pump goes
+    /// on: no record from a device can stop it. Store failures leave the
+    /// rows for the next call (and are logged).
+    pub fn pump_mds(&self) {
+        loop {
+            let rows = match self.store.transact(|tx| {
+                Ok::<_, BackofficeError>(
+                    tx.query(
+                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT 64",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|r| Ok::<_, StoreError>((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
+                    .collect::<Result<Vec<_>, _>>()?,
+                )
+            }) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "MDS outbox unreadable");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for (op, body) in rows {
+                if let Err(e) = self.ingest_outbox_row(&body) {
+                    tracing::error!(error = %e, "MDS ingestion failed; will retry");
+                    return;
+                }
+                if let Err(e) = self.store.transact(|tx| {
+                    tx.execute(
+                        "DELETE FROM mds_outbox WHERE op_id = $1",
+                        &[op.clone().into()],
+                    )?;
+                    Ok::<_, BackofficeError>(())
+                }) {
+                    tracing::error!(error = %e, "MDS outbox not trimmed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ingests one outbox row. What the MDS refuses for the row's content
+    /// is set aside with an [`tally_mds::AlertKind::IngestionFailed`]
+    /// alert: the whole row if it does not decode (code 101), else record
+    /// by record. `Err` only for failures of the MDS itself (its store),
+    /// which a later call retries.
+    fn ingest_outbox_row(&self, body: &[u8]) -> Result<(), tally_mds::MdsError> {
+        // The epoch an alert is raised in, read only when one is.
+        let epoch = || self.epoch().unwrap_or(0);
+        let batch = match decode_ingest(body) {
+            Ok(b) => b,
+            Err(e) => {
+                let code = BackofficeError::Decode(e).code();
+                let a = self.mds.set_aside(body, code, epoch())?;
+                tracing::error!(
+                    alert = a.id,
+                    code,
+                    "MDS outbox row does not decode; set aside"
+                );
+                return Ok(());
+            }
+        };
+        for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
+            match self.mds.ingest(chunk) {
+                Ok(_) => {}
+                Err(e) if !e.is_content_fault() => return Err(e),
+                Err(_) => {
+                    // Parents come before children, so a child of a record
+                    // set aside fails (unknown input) and follows it.
+                    for r in chunk {
+                        match self.mds.ingest(std::slice::from_ref(r)) {
+                            Ok(_) => {}
+                            Err(e) if !e.is_content_fault() => return Err(e),
+                            Err(e) => {
+                                let a = self.mds.set_aside(
+                                    &encode_ingest(std::slice::from_ref(r)),
+                                    e.code(),
+                                    epoch(),
+                                )?;
+                                tracing::error!(alert = a.id, error = %e, "MDS record set aside");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The MDS feed's backlog, for monitoring.
+    pub fn mds_outbox(&self) -> Result<OutboxStatus, BackofficeError> {
+        let (pending, oldest) = self.store.transact(|tx| {
+            let r = tx.query_one(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(CASE WHEN queued_at > 0 THEN queued_at END), 0) AS BIGINT) FROM mds_outbox",
+                &[],
+            )?;
+            Ok::<_, BackofficeError>(match r {
+                Some(r) => (r.int(0)?, r.int(1)?),
+                None => (0, 0),
+            })
+        })?;
+        let oldest_age_seconds = if oldest > 0 {
+            u64::try_from(unix_seconds().saturating_sub(oldest)).unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(OutboxStatus {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_age_seconds,
+            set_aside: self.mds.set_aside_count()?,
+        })
+    }
+
+    fn device_dcp(tx: &mut dyn Tx, se_id: &Hash32) -> Result<Option<i64>, BackofficeError> {
+        Ok(tx
+            .query_one(
+                "SELECT dcp FROM cb_device_dcp WHERE se_id = $1",
+                &[b(se_id)],
+            )?
+            .map(|r| r.int(0))
+            .transpose()?)
+    }
+}
+
+struct RedeemArgs<'a> {
+    nonce: &'a [u8; 16],
+    transfer_id: &'a Hash32,
+    sealed: &'a [u8],
+    amount: u64,
+    renewal: Option<&'a Issue>,
+    class: u8,
+    last_sync: Epoch,
+}
+
+impl Central for CentralBank {
+    fn trust(&self) -> Result<CentralTrust, BackofficeError> {
+        let (policy, revocations, epoch) = self.store.transact(|tx| {
+            Ok::<_, BackofficeError>((
+                self.policy_in(tx)?,
+                self.revocations_in(tx)?,
+                meta(tx, "epoch")? as Epoch,
+            ))
+        })?;
+        Ok(CentralTrust {
+            root: self.root_key(),
+            policy,
+            revocations,
+            sealing_key: self.sealing_key.clone(),
+            settlement_key: self.settlement_key.clone(),
+            escrow_key: self.escrow_key.clone(),
+            epoch,
+        })
+    }
+
+    fn device(&self, se_id: &Hash32) -> Result<Option<SeEntry>, BackofficeError> {
+        self.store
+            .transact(|tx| Ok::<_, BackofficeError>(Directory::get(tx, se_id)?))
+    }
+
+    fn enrol(&self, dcp: u32, maker: &MakerCertificate) -> Result<SeEntry, BackofficeError> {
+        self.dcp_cert(dcp)?;
+        self.store.transact(|tx| {
+            let se_id = maker.attestation_key.id();
+            match Self::device_dcp(tx, &se_id)? {
+                Some(d) if d != i64::from(dcp) => {
+                    return Err(BackofficeError::Directory(DirectoryError::Conflict));
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO cb_device_dcp (se_id, dcp) VALUES ($1, $2)",
+                        &[b(&se_id), Value::Int(i64::from(dcp))],
+                    )?;
+                }
+            }
+            let manufacturers = Self::manufacturers_in(tx)?;
+            Ok(Directory::register(tx, maker, &manufacturers)?)
+        })
+    }
+
+    fn set_id_digest(
+        &self,
+        dcp: u32,
+        se_id: &Hash32,
+        digest: &Hash32,
+    ) -> Result<(), BackofficeError> {
+        self.store.transact(|tx| {
+            if Self::device_dcp(tx, se_id)? != Some(i64::from(dcp)) {
+                return Err(BackofficeError::UnknownDevice);
+            }
+            Directory::set_id_digest(tx, se_id, digest)?;
+            Ok(())
+        })
+    }
+
+    fn id_digest(&self, dcp: u32, se_id: &Hash32) -> Result<Option<Hash32>, BackofficeError> {
+        self.store.transact(|tx| {
+            if Self::device_dcp(tx, se_id)? != Some(i64::from(dcp)) {
+                return Err(BackofficeError::UnknownDevice);
+            }
+            Ok(Directory::id_digest(tx, se_id)?)
+        })
+    }
+
+    fn call(
+        &self,
+        dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        req: &CentralRequest,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        let out = self.execute(dcp, op, reply_key, req)?;
+        // Settlement's records reach the MDS after the commit (outbox).
+        if matches!(
+            req,
+            CentralRequest::Sync { .. }
+                | CentralRequest::Load { .. }
+                | CentralRequest::Deliver { .. }
+        ) {
+            self.pump_mds();
+        }
+        Ok(out)
+    }
+
+    fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
+        self.store.transact(|tx| {
+            tx.query(
+                &format!("SELECT op_id, account, amount, from_dcp FROM cb_inbox WHERE dcp = $1 ORDER BY op_id LIMIT {INBOX_BATCH_MAX}"),
+                &[Value::Int(i64::from(dcp))],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(InboxEntry {
+                    op: hash(r.bytes(0)?)?,
+                    account: if r.is_null(1) {
+                        None
+                    } else {
+                        Some(r.text(1)?.to_string())
+                    },
+                    amount: r.int(2)? as u64,
+                    from_dcp: r.int(3)? as u32,
+                })
+            })
+            .collect::<Result<Vec<_>, BackofficeError>>()
+        })
+    }
+
+    fn settlement_balance(&self, dcp: u32) -> Result<i64, BackofficeError> {
+        self.dcp_cert(dcp)?;
+        self.dcp_balance(dcp)
+    }
+
+    fn ack_inbox(&self, dcp: u32, ops: &[Hash32]) -> Result<(), BackofficeError> {
+        self.store.transact(|tx| {
+            for op in ops {
+                tx.execute(
+                    "DELETE FROM cb_inbox WHERE op_id = $1 AND dcp = $2",
+                    &[b(op), Value::Int(i64::from(dcp))],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
