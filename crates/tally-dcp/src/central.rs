@@ -915,6 +915,8 @@ impl CentralBank {
         reply_key: &Hash32,
         req: &CentralRequest,
     ) -> Result<Vec<u8>, BackofficeError> {
+        // Only a DCP of the policy's trust list calls.
+        self.dcp_cert(dcp)?;
         let account = dcp_account(dcp);
         let epoch = self.epoch()?;
         match req {
@@ -1801,6 +1803,7 @@ impl Central for CentralBank {
     }
 
     fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
+        self.dcp_cert(dcp)?;
         self.store.transact(|tx| {
             tx.query(
                 &format!("SELECT op_id, account, amount, from_dcp FROM cb_inbox WHERE dcp = $1 ORDER BY op_id LIMIT {INBOX_BATCH_MAX}"),
@@ -1829,6 +1832,7 @@ impl Central for CentralBank {
     }
 
     fn ack_inbox(&self, dcp: u32, ops: &[Hash32]) -> Result<(), BackofficeError> {
+        self.dcp_cert(dcp)?;
         self.store.transact(|tx| {
             for op in ops {
                 tx.execute(
