@@ -247,7 +247,7 @@ async fn audit_periodically(bo: Arc<Backoffice>) {
     }
 }
 
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

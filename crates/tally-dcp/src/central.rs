@@ -1702,6 +1702,270 @@ impl CentralBank {
     }
 }
 
+/// One call of the [`Central`] interface on the wire (a DCP to the
+/// central bank over the network): `[1, method, …]` canonical CBOR. The
+/// calling DCP is not in it: the transport authenticates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CentralCall {
+    Trust,
+    Device(Hash32),
+    Enrol(MakerCertificate),
+    SetIdDigest(Hash32, Hash32),
+    IdDigest(Hash32),
+    Call {
+        op: Hash32,
+        reply_key: Hash32,
+        request: CentralRequest,
+    },
+    Inbox,
+    AckInbox(Vec<Hash32>),
+    SettlementBalance,
+}
+
+impl Cbor for CentralCall {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            CentralCall::Trust => {
+                w.array(2);
+                w.u64(1);
+                w.u64(1);
+            }
+            CentralCall::Device(se) => {
+                w.array(3);
+                w.u64(1);
+                w.u64(2);
+                se.write(w);
+            }
+            CentralCall::Enrol(m) => {
+                w.array(3);
+                w.u64(1);
+                w.u64(3);
+                m.write(w);
+            }
+            CentralCall::SetIdDigest(se, d) => {
+                w.array(4);
+                w.u64(1);
+                w.u64(4);
+                se.write(w);
+                d.write(w);
+            }
+            CentralCall::IdDigest(se) => {
+                w.array(3);
+                w.u64(1);
+                w.u64(5);
+                se.write(w);
+            }
+            CentralCall::Call {
+                op,
+                reply_key,
+                request,
+            } => {
+                w.array(5);
+                w.u64(1);
+                w.u64(6);
+                op.write(w);
+                reply_key.write(w);
+                request.write(w);
+            }
+            CentralCall::Inbox => {
+                w.array(2);
+                w.u64(1);
+                w.u64(7);
+            }
+            CentralCall::AckInbox(ops) => {
+                w.array(3);
+                w.u64(1);
+                w.u64(8);
+                w.array(ops.len());
+                for o in ops {
+                    o.write(w);
+                }
+            }
+            CentralCall::SettlementBalance => {
+                w.array(2);
+                w.u64(1);
+                w.u64(9);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.array_max(5)?;
+        r.version(1)?;
+        let method = r.u64()?;
+        let want = match method {
+            1 | 7 | 9 => 2,
+            2 | 3 | 5 | 8 => 3,
+            4 => 4,
+            6 => 5,
+            _ => return Err(CodecError::Malformed),
+        };
+        if n != want {
+            return Err(CodecError::Malformed);
+        }
+        Ok(match method {
+            1 => CentralCall::Trust,
+            2 => CentralCall::Device(Hash32::read(r)?),
+            3 => CentralCall::Enrol(MakerCertificate::read(r)?),
+            4 => CentralCall::SetIdDigest(Hash32::read(r)?, Hash32::read(r)?),
+            5 => CentralCall::IdDigest(Hash32::read(r)?),
+            6 => CentralCall::Call {
+                op: Hash32::read(r)?,
+                reply_key: Hash32::read(r)?,
+                request: CentralRequest::read(r)?,
+            },
+            7 => CentralCall::Inbox,
+            8 => {
+                let k = r.array_max(INBOX_BATCH_MAX)?;
+                let mut ops = Vec::with_capacity(k);
+                for _ in 0..k {
+                    ops.push(Hash32::read(r)?);
+                }
+                CentralCall::AckInbox(ops)
+            }
+            _ => CentralCall::SettlementBalance,
+        })
+    }
+}
+
+/// An SE's directory entry on the wire: `[se_id, attestation key, class,
+/// maker, status]`.
+pub fn write_entry(w: &mut Writer, e: &SeEntry) {
+    w.array(5);
+    e.se_id.write(w);
+    e.attestation_key.write(w);
+    w.u64(u64::from(e.device_class));
+    w.text(&e.maker);
+    w.u64(e.status as u64);
+}
+
+pub fn read_entry(r: &mut Reader<'_>) -> Result<SeEntry, CodecError> {
+    r.array(5)?;
+    Ok(SeEntry {
+        se_id: Hash32::read(r)?,
+        attestation_key: PublicKey::read(r)?,
+        device_class: r.u8()?,
+        maker: r.text_max(ACCOUNT_NAME_BYTES_MAX)?.to_string(),
+        status: SeStatus::from_code(r.u64()? as i64).ok_or(CodecError::Malformed)?,
+    })
+}
+
+/// Answers one wire call of DCP `dcp` (authenticated by the transport):
+/// the answer's CBOR. Every answer is an array whose shape the method
+/// fixes (see [`CentralCall`]); a refusal is the error, which the
+/// transport maps to its status and code.
+pub fn answer(central: &dyn Central, dcp: u32, body: &[u8]) -> Result<Vec<u8>, BackofficeError> {
+    let call = CentralCall::from_cbor(body)?;
+    let mut w = Writer::new();
+    match call {
+        CentralCall::Trust => central.trust()?.write(&mut w),
+        CentralCall::Device(se) => match central.device(&se)? {
+            Some(e) => {
+                w.array(1);
+                write_entry(&mut w, &e);
+            }
+            None => w.array(0),
+        },
+        CentralCall::Enrol(m) => write_entry(&mut w, &central.enrol(dcp, &m)?),
+        CentralCall::SetIdDigest(se, d) => {
+            central.set_id_digest(dcp, &se, &d)?;
+            w.array(0);
+        }
+        CentralCall::IdDigest(se) => match central.id_digest(dcp, &se)? {
+            Some(d) => {
+                w.array(1);
+                d.write(&mut w);
+            }
+            None => w.array(0),
+        },
+        CentralCall::Call {
+            op,
+            reply_key,
+            request,
+        } => w.bytes(&central.call(dcp, &op, &reply_key, &request)?),
+        CentralCall::Inbox => {
+            let entries = central.inbox(dcp)?;
+            w.array(entries.len());
+            for e in &entries {
+                e.write(&mut w);
+            }
+        }
+        CentralCall::AckInbox(ops) => {
+            central.ack_inbox(dcp, &ops)?;
+            w.array(0);
+        }
+        CentralCall::SettlementBalance => {
+            let b = central.settlement_balance(dcp)?;
+            w.u64(
+                u64::try_from(b)
+                    .map_err(|_| StoreError::Type("negative settlement account".into()))?,
+            );
+        }
+    }
+    Ok(w.into_bytes())
+}
+
+/// The answer to `call` as [`answer`] wrote it, for the client side.
+pub mod reply {
+    use super::*;
+
+    fn done<T>(r: Reader<'_>, bytes: &[u8], v: T) -> Result<T, CodecError> {
+        if r.position() != bytes.len() {
+            return Err(CodecError::TrailingBytes);
+        }
+        Ok(v)
+    }
+
+    pub fn trust(bytes: &[u8]) -> Result<CentralTrust, CodecError> {
+        CentralTrust::from_cbor(bytes)
+    }
+    pub fn device(bytes: &[u8]) -> Result<Option<SeEntry>, CodecError> {
+        let mut r = Reader::new(bytes);
+        let v = match r.array_max(1)? {
+            0 => None,
+            _ => Some(read_entry(&mut r)?),
+        };
+        done(r, bytes, v)
+    }
+    pub fn entry(bytes: &[u8]) -> Result<SeEntry, CodecError> {
+        let mut r = Reader::new(bytes);
+        let v = read_entry(&mut r)?;
+        done(r, bytes, v)
+    }
+    pub fn unit(bytes: &[u8]) -> Result<(), CodecError> {
+        let mut r = Reader::new(bytes);
+        r.array(0)?;
+        done(r, bytes, ())
+    }
+    pub fn id_digest(bytes: &[u8]) -> Result<Option<Hash32>, CodecError> {
+        let mut r = Reader::new(bytes);
+        let v = match r.array_max(1)? {
+            0 => None,
+            _ => Some(Hash32::read(&mut r)?),
+        };
+        done(r, bytes, v)
+    }
+    pub fn signed(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let mut r = Reader::new(bytes);
+        let v = r.bytes_max(UPLOAD_PACKAGES_MAX * 4096 + 4096)?.to_vec();
+        done(r, bytes, v)
+    }
+    pub fn inbox(bytes: &[u8]) -> Result<Vec<InboxEntry>, CodecError> {
+        let mut r = Reader::new(bytes);
+        let n = r.array_max(INBOX_BATCH_MAX)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(InboxEntry::read(&mut r)?);
+        }
+        done(r, bytes, out)
+    }
+    pub fn balance(bytes: &[u8]) -> Result<i64, CodecError> {
+        let mut r = Reader::new(bytes);
+        let v = i64::try_from(r.u64()?).map_err(|_| CodecError::Malformed)?;
+        done(r, bytes, v)
+    }
+}
+
 struct RedeemArgs<'a> {
     nonce: &'a [u8; 16],
     transfer_id: &'a Hash32,
