@@ -1,0 +1,335 @@
+//! The link between a DCP and the central bank drops, duplicates and
+//! delays messages (issue 11): every operation that crosses it — a load,
+//! an interbank payment, a renewal, an unload, a sync delivering a
+//! recovered token — completes exactly once after the link returns,
+//! whatever was lost: nothing is lost or doubled, each DCP's book still
+//! equals its settlement account, and the central invariant holds.
+//!
+//! The faults are injected at the `Central` interface, where the DCP sees
+//! the network: a dropped request never reaches the central bank; a
+//! dropped reply comes after the central bank executed and committed; a
+//! duplicate executes the request twice. The same faults over a real TCP
+//! link between processes are in tests/e2e_parties.rs.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use support::*;
+use tally_core::dcp::Registration;
+use tally_core::policy::device_class::{CARD, PHONE};
+use tally_core::{Amount, Hash32, SecretKey, Suite};
+use tally_core::{Policy, PublicKey, RevocationList};
+use tally_dcp::central::InboxEntry;
+use tally_dcp::{
+    Backoffice, BackofficeError, Central, CentralBank, CentralKeys, CentralRequest, CentralTrust,
+    MakerCertificate, NodeKeys, SoftwareSigner, development_escrow_key,
+};
+use tally_directory::SeEntry;
+use tally_store::Store;
+use tally_wallet::agent::{Agent, Backend, BackendError, PendingStore, SealedKind, manufacture};
+use tally_wallet::testkit::blank_card;
+use tally_wallet::{ApduLink, SeLink, pay_offline};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The request never reaches the central bank.
+    DropRequest,
+    /// The central bank executes and commits; the reply is lost.
+    DropReply,
+    /// The request arrives twice.
+    Duplicate,
+    /// The request arrives late.
+    Delay,
+}
+
+/// The DCP's view of the network to the central bank.
+struct Link {
+    inner: Arc<CentralBank>,
+    /// What happens to the next calls that move value, in order (None:
+    /// delivered normally).
+    faults: Mutex<Vec<Option<Fault>>>,
+    /// Calls that reached the central bank.
+    delivered: Mutex<usize>,
+}
+
+fn unanswered() -> BackofficeError {
+    BackofficeError::Remote {
+        code: tally_codes::CENTRAL_UNAVAILABLE,
+        status: 503,
+        message: "link down".into(),
+    }
+}
+
+impl Central for Link {
+    fn trust(&self) -> Result<CentralTrust, BackofficeError> {
+        self.inner.trust()
+    }
+    fn device(&self, se_id: &Hash32) -> Result<Option<SeEntry>, BackofficeError> {
+        self.inner.device(se_id)
+    }
+    fn enrol(&self, dcp: u32, maker: &MakerCertificate) -> Result<SeEntry, BackofficeError> {
+        self.inner.enrol(dcp, maker)
+    }
+    fn set_id_digest(&self, dcp: u32, se: &Hash32, d: &Hash32) -> Result<(), BackofficeError> {
+        self.inner.set_id_digest(dcp, se, d)
+    }
+    fn id_digest(&self, dcp: u32, se: &Hash32) -> Result<Option<Hash32>, BackofficeError> {
+        self.inner.id_digest(dcp, se)
+    }
+    fn call(
+        &self,
+        dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        req: &CentralRequest,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        let fault = {
+            let mut f = self.faults.lock().unwrap();
+            if f.is_empty() { None } else { f.remove(0) }
+        };
+        let mut deliver = || {
+            *self.delivered.lock().unwrap() += 1;
+            self.inner.call(dcp, op, reply_key, req)
+        };
+        match fault {
+            None => deliver(),
+            Some(Fault::DropRequest) => Err(unanswered()),
+            Some(Fault::DropReply) => {
+                deliver()?;
+                Err(unanswered())
+            }
+            Some(Fault::Duplicate) => {
+                let first = deliver();
+                let second = deliver();
+                assert_eq!(first, second, "a duplicate gets the same answer");
+                second
+            }
+            Some(Fault::Delay) => {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                deliver()
+            }
+        }
+    }
+    fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
+        self.inner.inbox(dcp)
+    }
+    fn ack_inbox(&self, dcp: u32, ops: &[Hash32]) -> Result<(), BackofficeError> {
+        self.inner.ack_inbox(dcp, ops)
+    }
+    fn settlement_balance(&self, dcp: u32) -> Result<i64, BackofficeError> {
+        self.inner.settlement_balance(dcp)
+    }
+}
+
+/// The in-process backend with the statuses HTTP would carry (a 503 is
+/// retryable: the wallet keeps its pending request).
+struct Http(Local);
+
+impl Backend for Http {
+    fn trust(&mut self) -> Result<(PublicKey, Policy, RevocationList), BackendError> {
+        self.0.trust()
+    }
+    fn register(&mut self, reg: &Registration) -> Result<Hash32, BackendError> {
+        self.0.register(reg)
+    }
+    fn seal(
+        &mut self,
+        root: &PublicKey,
+        kind: SealedKind,
+        p: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        self.0.seal(root, kind, p)
+    }
+    fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.0.0.handle_device(request).map_err(|e| BackendError {
+            status: e.status(),
+            code: e.code(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Slot(Option<Vec<u8>>);
+
+impl PendingStore for Slot {
+    fn get(&mut self) -> Option<Vec<u8>> {
+        self.0.clone()
+    }
+    fn put(&mut self, request: Option<&[u8]>) -> Result<(), BackendError> {
+        self.0 = request.map(<[u8]>::to_vec);
+        Ok(())
+    }
+}
+
+struct Party {
+    bo: Arc<Backoffice>,
+    link: Arc<Link>,
+}
+
+struct Device {
+    dev: Dev,
+    slot: Slot,
+}
+
+/// Runs `f` with the next central calls of `p` as `schedule` says; if
+/// the operation fails, the link returns and the device resends its
+/// pending request (what the CLI does on the next command).
+fn with_faults<R>(
+    p: &Party,
+    d: &mut Device,
+    schedule: &[Option<Fault>],
+    f: impl FnOnce(&mut Agent<'_>) -> Result<R, tally_wallet::agent::AgentError>,
+) {
+    let fault = schedule
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .unwrap_or(Fault::Delay);
+    p.link.faults.lock().unwrap().extend_from_slice(schedule);
+    let mut b = Http(Local(p.bo.clone()));
+    let mut a = Agent {
+        se: &mut d.dev.link,
+        backend: &mut b,
+        se_id: d.dev.se_id,
+        pending: Some(&mut d.slot),
+    };
+    let first = f(&mut a);
+    assert!(
+        p.link.faults.lock().unwrap().is_empty(),
+        "every fault was hit"
+    );
+    if first.is_err() {
+        assert!(
+            matches!(fault, Fault::DropRequest | Fault::DropReply),
+            "{fault:?} failed: {:?}",
+            first.err()
+        );
+        let finished = a.resume().expect("the retry after the link returns");
+        assert_eq!(finished.len(), 1, "the pending request was finished");
+    }
+    assert!(d.slot.0.is_none(), "nothing left pending");
+}
+
+fn with_fault<R>(
+    p: &Party,
+    d: &mut Device,
+    fault: Fault,
+    f: impl FnOnce(&mut Agent<'_>) -> Result<R, tally_wallet::agent::AgentError>,
+) {
+    with_faults(p, d, &[Some(fault)], f)
+}
+
+fn enrol(bank: &CentralBank, p: &Party, label: &str, class: u8, account: &str) -> Device {
+    let mut link = ApduLink::select(blank_card(label.as_bytes()), 4096).unwrap();
+    let cert = manufacture(&mut link, class, bank.root_key(), &maker_key(), MAKER).unwrap();
+    SeLink::change_pin(&mut link, None, b"4711").unwrap();
+    let code = p.bo.enrolment_code(account).unwrap();
+    let se_id = Agent::onboard(&mut link, &mut Local(p.bo.clone()), cert, account, &code)
+        .unwrap()
+        .se_id;
+    Device {
+        dev: Dev { link, se_id },
+        slot: Slot::default(),
+    }
+}
+
+fn story(fault: Fault) {
+    let keys = NodeKeys::development();
+    let k2: Arc<tally_dcp::NodeSigner> = Arc::new(SoftwareSigner::new(
+        SecretKey::from_seed(Suite::Ed25519, &[0x22; 32]).unwrap(),
+    ));
+    let bank = Arc::new(
+        Backoffice::open_central(
+            Store::sqlite_memory().unwrap(),
+            Store::sqlite_memory().unwrap(),
+            CentralKeys {
+                root: keys.root.clone(),
+                settlement: keys.settlement.clone(),
+                opening: keys.opening.clone(),
+            },
+            development_escrow_key(),
+            None,
+            &[(1, keys.dcp.public_key()), (2, k2.public_key())],
+        )
+        .unwrap(),
+    );
+    bank.trust_manufacturer(maker_key().public()).unwrap();
+    let party = |id: u32, key: Arc<tally_dcp::NodeSigner>| {
+        let link = Arc::new(Link {
+            inner: bank.clone(),
+            faults: Mutex::new(Vec::new()),
+            delivered: Mutex::new(0),
+        });
+        let bo =
+            Backoffice::open_dcp(Store::sqlite_memory().unwrap(), id, key, link.clone()).unwrap();
+        Party {
+            bo: Arc::new(bo),
+            link,
+        }
+    };
+    let p1 = party(1, keys.dcp.clone());
+    let p2 = party(2, k2);
+    bank.mint(1, "m1", 100_000).unwrap();
+    bank.mint(2, "m2", 100_000).unwrap();
+    p1.bo.deposit("d", "alice", 20_000).unwrap();
+    p2.bo.deposit("d", "bob", 20_000).unwrap();
+    let mut alice = enrol(&bank, &p1, "alice-card", CARD, "alice");
+    let mut bob = enrol(&bank, &p2, "bob-phone", PHONE, "bob");
+
+    with_fault(&p1, &mut alice, fault, |a| a.load(5_000));
+    with_fault(&p1, &mut alice, fault, |a| {
+        a.pay_online("bob@2", 1_000, Some("4711"))
+    });
+    pay_offline(&mut alice.dev.link, &mut bob.dev.link, Amount(2_000)).unwrap();
+    with_fault(&p2, &mut bob, fault, |a| a.renew());
+    with_fault(&p2, &mut bob, fault, |a| a.unload(500));
+    // An interrupted payment (the package never reaches bob): alice's
+    // sync reports it, bob's sync gets it back — the delivery crosses the
+    // faulty link too.
+    let req = bob.dev.link.create_request(Amount(700)).unwrap();
+    let _lost = alice.dev.link.pay(&req).unwrap();
+    with_fault(&p1, &mut alice, fault, |a| a.sync());
+    // Bob's sync closes the request (its first central call finds the
+    // payment alice uploaded), and its second call delivers the
+    // recovered token: the fault hits the delivery.
+    with_faults(&p2, &mut bob, &[None, Some(fault)], |a| a.sync());
+
+    p2.bo.book_inbox().unwrap();
+    assert_eq!(p1.bo.account_balance("alice").unwrap(), 14_000, "{fault:?}");
+    assert_eq!(p2.bo.account_balance("bob").unwrap(), 21_500, "{fault:?}");
+    assert_eq!(alice.dev.link.status().unwrap().balance, Amount(2_300));
+    assert_eq!(bob.dev.link.status().unwrap().balance, Amount(2_200));
+    assert_eq!(bank.dcp_balance(1).unwrap(), 100_000 - 5_000 - 1_000);
+    assert_eq!(bank.dcp_balance(2).unwrap(), 100_000 + 1_000 + 500);
+    for p in [&p1, &p2] {
+        let r = p.bo.reconcile().unwrap();
+        assert!(r.matches(), "{fault:?}: DCP {}: {r:?}", p.bo.dcp_id());
+    }
+    let inv = bank.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    assert_eq!(inv.offline_float, 2_300 + 2_200, "{fault:?}");
+    assert!(*p1.link.delivered.lock().unwrap() > 0);
+}
+
+#[test]
+fn a_dropped_request_is_executed_once_when_the_link_returns() {
+    story(Fault::DropRequest);
+}
+
+#[test]
+fn a_dropped_reply_is_not_executed_again() {
+    story(Fault::DropReply);
+}
+
+#[test]
+fn a_duplicated_request_is_executed_once() {
+    story(Fault::Duplicate);
+}
+
+#[test]
+fn a_delayed_request_completes() {
+    story(Fault::Delay);
+}
