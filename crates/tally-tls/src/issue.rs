@@ -231,6 +231,12 @@ where
     issue_leaf(ca_signer, ca_cert_pem, Leaf::Server(hosts), &[], validity)
 }
 
+/// Whether a certificate of `role` names the server hosts (every party
+/// but an operator serves something).
+fn serves(role: Role) -> bool {
+    !matches!(role, Role::Operator)
+}
+
 fn san_for_host(host: &str) -> Result<SanType, TlsError> {
     match host.parse::<IpAddr>() {
         Ok(ip) => Ok(SanType::IpAddress(ip)),
@@ -270,7 +276,7 @@ where
                 ExtendedKeyUsagePurpose::ClientAuth,
                 ExtendedKeyUsagePurpose::ServerAuth,
             ];
-            (vec![SanType::URI(uri)], eku, role.serves())
+            (vec![SanType::URI(uri)], eku, serves(*role))
         }
         Leaf::Server(extra) => {
             dn.push(DnType::CommonName, "Tally device API");

@@ -87,12 +87,6 @@ impl Role {
         };
         Ok(Some(role))
     }
-
-    /// Whether a server certificate of this role names the loopback host
-    /// (every party but an operator serves something).
-    fn serves(&self) -> bool {
-        !matches!(self, Role::Operator)
-    }
 }
 
 /// A DCP id in its one canonical decimal form: digits only, no sign, no
