@@ -1,6 +1,8 @@
 //! Serving: on a caller's runtime ([`serve`]), on a runtime of its own
 //! until Ctrl-C ([`run`], for `tally node`), or on a background thread
-//! ([`BackgroundServer`], for tests and `tally demo`).
+//! ([`BackgroundServer`], for tests and `tally demo`). Over TLS:
+//! [`serve_tls`] and [`BackgroundServer::start_tls`] (tally-tls; mutual
+//! TLS or server authentication as the configuration says).
 
 use std::future::Future;
 use std::io;
@@ -32,6 +34,18 @@ pub async fn serve(
         .await
 }
 
+/// [`serve`] over TLS (`tally_tls::server_config`): the same router; with
+/// mutual TLS each request carries the peer's `tally_tls::PeerRole`.
+pub async fn serve_tls(
+    bo: Arc<Backoffice>,
+    listener: tokio::net::TcpListener,
+    cfg: ApiConfig,
+    tls: Arc<tally_tls::rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    tally_tls::serve_tls(listener, router(bo, cfg), tls, shutdown).await
+}
+
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
@@ -59,6 +73,8 @@ pub fn run(bo: Arc<Backoffice>, listener: std::net::TcpListener, cfg: ApiConfig)
 /// [`stop`]: BackgroundServer::stop
 pub struct BackgroundServer {
     pub addr: SocketAddr,
+    /// Serving over TLS ([`BackgroundServer::start_tls`]).
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -66,6 +82,28 @@ pub struct BackgroundServer {
 impl BackgroundServer {
     /// Binds `addr` (use port 0 for any free port) and serves on it.
     pub fn start(bo: Arc<Backoffice>, addr: SocketAddr, cfg: ApiConfig) -> io::Result<Self> {
+        Self::start_with(bo, addr, cfg, None)
+    }
+
+    /// [`BackgroundServer::start`] over TLS with `tls`
+    /// (`tally_tls::server_config`); [`BackgroundServer::base_url`] is then
+    /// `https://127.0.0.1:PORT`.
+    pub fn start_tls(
+        bo: Arc<Backoffice>,
+        addr: SocketAddr,
+        cfg: ApiConfig,
+        tls: Arc<tally_tls::rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        Self::start_with(bo, addr, cfg, Some(tls))
+    }
+
+    fn start_with(
+        bo: Arc<Backoffice>,
+        addr: SocketAddr,
+        cfg: ApiConfig,
+        tls: Option<Arc<tally_tls::rustls::ServerConfig>>,
+    ) -> io::Result<Self> {
+        let tls_on = tls.is_some();
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -76,23 +114,28 @@ impl BackgroundServer {
             .spawn(move || {
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    serve(bo, listener, cfg, async {
+                    let stopped = async {
                         let _ = rx.await;
-                    })
-                    .await
+                    };
+                    match tls {
+                        None => serve(bo, listener, cfg, stopped).await,
+                        Some(tls) => serve_tls(bo, listener, cfg, tls, stopped).await,
+                    }
                 })
             })?;
         Ok(BackgroundServer {
             addr,
+            tls: tls_on,
             stop: Some(tx),
             thread: Some(thread),
         })
     }
 
-    /// `http://ADDR`, the base of [`crate::HttpBackend`] and
-    /// [`crate::OperatorClient`].
+    /// `http://ADDR` (`https://ADDR` over TLS), the base of
+    /// [`crate::HttpBackend`] and [`crate::OperatorClient`].
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, waits for requests in flight, joins the thread.

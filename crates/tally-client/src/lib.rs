@@ -182,8 +182,17 @@ pub fn seal_checked(
 /// GET /v1/trust at `base`: the canonical CBOR bytes and their decoding
 /// (bytes that do not decode are a malformed answer).
 pub fn fetch_trust_bundle(base: &str) -> Result<(Vec<u8>, TrustBundle), BackendError> {
+    fetch_trust_bundle_with(agent(), base)
+}
+
+/// [`fetch_trust_bundle`] through `agent` (e.g. a TLS agent pinning the
+/// root's CA, [`tally_tls::client_agent`]).
+pub fn fetch_trust_bundle_with(
+    agent: &ureq::Agent,
+    base: &str,
+) -> Result<(Vec<u8>, TrustBundle), BackendError> {
     let bytes = exchange(
-        agent()
+        agent
             .get(join(base, "/v1/trust"))
             .header("accept", "application/cbor")
             .call(),
@@ -192,26 +201,59 @@ pub fn fetch_trust_bundle(base: &str) -> Result<(Vec<u8>, TrustBundle), BackendE
     Ok((bytes, t))
 }
 
-/// The wallet's back office over HTTP (`base`: `http://HOST:PORT`).
-/// Blocking; plain HTTP (put TLS in front for anything but loopback).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The wallet's back office over HTTP (`base`: `http://HOST:PORT`) or
+/// HTTPS (`https://HOST:PORT`, with [`HttpBackend::pinned`]). Blocking.
+#[derive(Debug, Clone)]
 pub struct HttpBackend {
     pub base: String,
+    /// `None`: the process's plain agent ([`http::agent`]).
+    agent: Option<ureq::Agent>,
 }
 
 impl HttpBackend {
+    /// Plain HTTP through the process's shared agent (loopback, tests).
     pub fn new(base: impl Into<String>) -> HttpBackend {
-        HttpBackend { base: base.into() }
+        HttpBackend {
+            base: base.into(),
+            agent: None,
+        }
+    }
+
+    /// Through `agent` (e.g. a TLS agent from [`tally_tls::client_agent`]).
+    pub fn with_agent(base: impl Into<String>, agent: ureq::Agent) -> HttpBackend {
+        HttpBackend {
+            base: base.into(),
+            agent: Some(agent),
+        }
+    }
+
+    /// HTTPS to a server whose certificate chains to the CA in `ca_pem`,
+    /// and to no other (the CA's key is the root the SE was personalised
+    /// with: docs/decisions/0014-authenticated-links.md). Server
+    /// authentication only: the device authenticates itself by its SE's
+    /// signatures inside each request.
+    pub fn pinned(
+        base: impl Into<String>,
+        ca_pem: &str,
+    ) -> Result<HttpBackend, tally_tls::TlsError> {
+        Ok(HttpBackend::with_agent(
+            base,
+            tally_tls::client_agent(ca_pem, None)?,
+        ))
+    }
+
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.as_ref().unwrap_or_else(|| agent())
     }
 
     /// GET /v1/trust, decoded.
     fn trust_bundle(&self) -> Result<TrustBundle, BackendError> {
-        fetch_trust_bundle(&self.base).map(|(_, t)| t)
+        fetch_trust_bundle_with(self.agent(), &self.base).map(|(_, t)| t)
     }
 
     fn post_cbor(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, BackendError> {
         exchange(
-            agent()
+            self.agent()
                 .post(join(&self.base, path))
                 .header("content-type", "application/cbor")
                 .header("accept", "application/cbor")
@@ -242,5 +284,17 @@ impl Backend for HttpBackend {
 
     fn device(&mut self, request: &[u8]) -> Result<Vec<u8>, BackendError> {
         self.post_cbor("/v1/devices/request", request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tls_agent_has_the_plain_agents_timeouts() {
+        assert_eq!(tally_tls::client::REQUEST_TIMEOUT, super::REQUEST_TIMEOUT);
+        assert_eq!(
+            super::http::agent().config().timeouts().global,
+            Some(super::REQUEST_TIMEOUT)
+        );
     }
 }
