@@ -66,11 +66,13 @@ fn segment(s: &str) -> String {
     o
 }
 
-/// The operator endpoints, typed (`base`: `http://HOST:PORT`).
-#[derive(Clone, PartialEq, Eq)]
+/// The operator endpoints, typed (`base`: `http://HOST:PORT`, or
+/// `https://…` with [`OperatorClient::with_agent`]).
+#[derive(Clone)]
 pub struct OperatorClient {
     pub base: String,
     pub token: String,
+    agent: Option<ureq::Agent>,
 }
 
 impl std::fmt::Debug for OperatorClient {
@@ -87,7 +89,25 @@ impl OperatorClient {
         OperatorClient {
             base: base.into(),
             token: token.into(),
+            agent: None,
         }
+    }
+
+    /// Through `agent` (a TLS agent pinning the root's CA).
+    pub fn with_agent(
+        base: impl Into<String>,
+        token: impl Into<String>,
+        agent: ureq::Agent,
+    ) -> OperatorClient {
+        OperatorClient {
+            base: base.into(),
+            token: token.into(),
+            agent: Some(agent),
+        }
+    }
+
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.as_ref().unwrap_or_else(|| agent())
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
@@ -96,7 +116,7 @@ impl OperatorClient {
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, BackendError> {
         let bytes = exchange(
-            agent()
+            self.agent()
                 .get(join(&self.base, path))
                 .header("authorization", format!("Bearer {}", self.token))
                 .header("accept", "application/json")
@@ -110,7 +130,8 @@ impl OperatorClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, BackendError> {
-        let req = agent()
+        let req = self
+            .agent()
             .post(join(&self.base, path))
             .header("authorization", format!("Bearer {}", self.token))
             .header("accept", "application/json");
@@ -175,7 +196,7 @@ impl OperatorClient {
     /// `[root PublicKey, Policy, RevocationList]` (needs no token; checked
     /// to decode before it is returned).
     pub fn trust_bundle(&self) -> Result<Vec<u8>, BackendError> {
-        tally_client::fetch_trust_bundle(&self.base).map(|(bytes, _)| bytes)
+        tally_client::fetch_trust_bundle_with(self.agent(), &self.base).map(|(bytes, _)| bytes)
     }
 
     /// The published invariant (needs no token).

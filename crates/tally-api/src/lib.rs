@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod central;
 mod client;
 mod dashboard;
 mod error;
@@ -26,6 +27,7 @@ mod views;
 
 use std::sync::Arc;
 
+pub use central::{CentralClient, DcpAccountView, central_router};
 pub use client::{HttpBackend, InProcess, OperatorClient};
 pub use error::{ApiError, backend_error, code, status_for};
 pub use http::{ROUTES, router};

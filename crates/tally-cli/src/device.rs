@@ -44,6 +44,27 @@ pub type FileApplet = Applet<FileStorage, OsEntropy>;
 pub struct DeviceConfig {
     pub node: String,
     pub se_id: Hash32,
+    /// The root's CA certificate (PEM) the device pins for `https://`
+    /// nodes (`tally tls init`); None for plain HTTP.
+    pub ca: Option<String>,
+}
+
+impl DeviceConfig {
+    /// The device's client of its DCP: HTTPS pinned to the CA, or HTTP.
+    pub fn backend(&self) -> Result<tally_api::HttpBackend, CliError> {
+        backend(&self.node, self.ca.as_deref())
+    }
+}
+
+fn backend(node: &str, ca: Option<&str>) -> Result<tally_api::HttpBackend, CliError> {
+    match ca {
+        Some(pem) => tally_api::HttpBackend::pinned(node, pem)
+            .map_err(|e| CliError::usage(format!("CA certificate: {e}"))),
+        None if node.starts_with("https://") => Err(CliError::usage(
+            "an https:// node needs the CA certificate to pin (--ca FILE at `device init`)",
+        )),
+        None => Ok(tally_api::HttpBackend::new(node)),
+    }
 }
 
 fn side(path: &Path, ext: &str) -> PathBuf {
@@ -65,10 +86,11 @@ impl DeviceConfig {
             .map_err(|e| CliError::usage(format!("{}: {e}", p.display())))?;
         let node = v["node"].as_str().unwrap_or_default().to_string();
         let se_id = parse_hash(v["se_id"].as_str().unwrap_or_default())?;
-        Ok(DeviceConfig { node, se_id })
+        let ca = v["ca"].as_str().map(str::to_string);
+        Ok(DeviceConfig { node, se_id, ca })
     }
     pub fn save(&self, state: &Path) -> Result<(), CliError> {
-        let v = serde_json::json!({ "node": self.node, "se_id": self.se_id.to_string() });
+        let v = serde_json::json!({ "node": self.node, "se_id": self.se_id.to_string(), "ca": self.ca });
         write_atomic(
             &side(state, ".json"),
             serde_json::to_string_pretty(&v)
@@ -216,7 +238,7 @@ pub fn with_agent(
 ) -> Result<String, CliError> {
     let cfg = DeviceConfig::load(state)?;
     let mut se = open_se(state)?;
-    let mut backend = tally_api::HttpBackend::new(&cfg.node);
+    let mut backend = cfg.backend()?;
     let mut pending = PendingFile::of(state);
     let mut agent = Agent {
         se: &mut se,
@@ -342,6 +364,10 @@ pub struct InitOptions {
     /// Set the cardholder's PIN (4–12 characters).
     #[arg(long)]
     pub pin: Option<String>,
+    /// The root's CA certificate (`tally tls init`'s ca.pem) to pin for an
+    /// `https://` node; kept with the device's settings.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
@@ -353,8 +379,15 @@ pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
         .map_err(|_| CliError::usage("manufacturer key file must hold 32 bytes"))?;
     let maker_key = SecretKey::from_seed(Suite::Ed25519, &seed)
         .ok_or_else(|| CliError::usage("not a manufacturer key"))?;
+    let ca = match &o.ca {
+        Some(p) => Some(
+            String::from_utf8(read_file(p)?)
+                .map_err(|_| CliError::usage(format!("{}: not a PEM file", p.display())))?,
+        ),
+        None => None,
+    };
+    let mut backend = backend(&o.node, ca.as_deref())?;
     let mut se = create_se(state)?;
-    let mut backend = tally_api::HttpBackend::new(&o.node);
     let onboarded = (|| {
         let cert = tally_wallet::agent::manufacture(&mut se, class, root, &maker_key, &o.maker)?;
         if let Some(pin) = &o.pin {
@@ -378,6 +411,7 @@ pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
     let cfg = DeviceConfig {
         node: o.node.clone(),
         se_id,
+        ca,
     };
     cfg.save(state)?;
     Ok(format!(

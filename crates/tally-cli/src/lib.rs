@@ -20,6 +20,7 @@ mod demo;
 mod device;
 mod node;
 mod package;
+mod parties;
 pub mod pkcs11;
 mod supervisor;
 pub mod worker;
@@ -145,7 +146,73 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Back-office keys in a PKCS#11 token (HSM).
+    /// The central bank alone (issue 11): the DCPs' settlement accounts,
+    /// settlement, the directory and the MDS, served over mutual TLS to
+    /// DCPs and operators with role certificates (`tally tls init`).
+    Central {
+        /// `postgres://…` or an SQLite file path.
+        #[arg(long)]
+        database_url: String,
+        /// The MDS database (default: the central database).
+        #[arg(long)]
+        mds_database_url: Option<String>,
+        /// The central bank's key directory (root, settlement, opening keys).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The TLS directory of `tally tls init` (ca.pem, central.pem/key).
+        #[arg(long)]
+        tls: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// A DCP the central bank trusts: ID=PUBLIC_KEY_FILE (`tally keys
+        /// public --role dcp`); repeatable.
+        #[arg(long = "dcp", value_parser = parties::parse_dcp)]
+        dcps: Vec<(u32, PathBuf)>,
+        /// An SE manufacturer's public key file; repeatable.
+        #[arg(long = "manufacturer")]
+        manufacturers: Vec<PathBuf>,
+        /// Write the root public key here at start (`tally device init --root`).
+        #[arg(long)]
+        root_out: Option<PathBuf>,
+    },
+    /// One DCP alone (issue 11): its devices and customers' accounts,
+    /// reaching the central bank over mutual TLS as `dcp-ID`; devices reach
+    /// it over TLS with the root's CA pinned.
+    Dcp {
+        /// The DCP's id in the central bank's trust list.
+        #[arg(long)]
+        id: u32,
+        /// `postgres://…` or an SQLite file path: this DCP's own database.
+        #[arg(long)]
+        database_url: String,
+        /// The DCP's key directory (dcp.key).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The TLS directory (ca.pem, dcp-ID.pem/key, server.pem/key).
+        #[arg(long)]
+        tls: PathBuf,
+        /// The central bank (`https://HOST:PORT`).
+        #[arg(long)]
+        central: String,
+        #[arg(long, default_value = "127.0.0.1:8444")]
+        listen: SocketAddr,
+        /// Bearer token of the DCP's operator endpoints (deposits, enrolment codes).
+        #[arg(long)]
+        operator_token: Option<String>,
+    },
+    /// The central bank's operator calls (mutual TLS with the operator's
+    /// role certificate of `tally tls init`).
+    Cb {
+        /// The central bank (`https://HOST:PORT`).
+        #[arg(long)]
+        central: String,
+        /// The TLS directory (ca.pem, operator.pem/key).
+        #[arg(long)]
+        tls: PathBuf,
+        #[command(subcommand)]
+        cmd: CbCmd,
+    },
+    /// Back-office keys: a role's public key; keys in a PKCS#11 token (HSM).
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
@@ -174,6 +241,9 @@ enum Command {
         node: String,
         #[arg(long, env = "TALLY_OPERATOR_TOKEN")]
         token: String,
+        /// The root's CA certificate to pin for an `https://` node.
+        #[arg(long)]
+        ca: Option<PathBuf>,
         #[command(subcommand)]
         cmd: OperatorCmd,
     },
@@ -198,7 +268,41 @@ enum Story {
 }
 
 #[derive(Subcommand)]
+enum CbCmd {
+    /// Mint AMOUNT into DCP `--dcp`'s settlement account (booked as the
+    /// DCP's own money).
+    Mint {
+        #[arg(long)]
+        dcp: u32,
+        amount: u64,
+        #[arg(long)]
+        idempotency_key: String,
+    },
+    /// Trust an SE manufacturer's public key file for enrolment.
+    Manufacturer { file: PathBuf },
+    /// A DCP's settlement account.
+    Dcp { id: u32 },
+    /// The ledger invariant.
+    Invariant,
+    /// Double spends found so far.
+    DoubleSpends,
+    /// Advance the epoch.
+    AdvanceEpoch,
+}
+
+#[derive(Subcommand)]
 enum KeysCmd {
+    /// Write a role's public key (CBOR) from a key directory, creating
+    /// the key if the directory has none (for `tally central --dcp`).
+    Public {
+        #[arg(long)]
+        keys: PathBuf,
+        /// root, settlement or dcp.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Generate Ed25519 key pairs in a PKCS#11 token (private keys
     /// sensitive, never extractable) for `tally node --pkcs11-module`.
     /// Prints each label and the hex of its public key's CBOR.
@@ -549,6 +653,66 @@ fn run(cli: Cli) -> Result<String, CliError> {
             .map(|_| String::new())
         }
         Command::Device { state, cmd } => run_device(&state, cmd),
+        Command::Central {
+            database_url,
+            mds_database_url,
+            keys,
+            tls,
+            listen,
+            dcps,
+            manufacturers,
+            root_out,
+        } => parties::run_central(parties::CentralOptions {
+            database_url,
+            mds_database_url,
+            keys,
+            tls,
+            listen,
+            dcps,
+            manufacturers,
+            root_out,
+        })
+        .map(|_| String::new()),
+        Command::Dcp {
+            id,
+            database_url,
+            keys,
+            tls,
+            central,
+            listen,
+            operator_token,
+        } => parties::run_dcp(parties::DcpOptions {
+            id,
+            database_url,
+            keys,
+            tls,
+            central,
+            listen,
+            operator_token,
+        })
+        .map(|_| String::new()),
+        Command::Cb { central, tls, cmd } => {
+            let cb = parties::Cb::new(&central, &tls)?;
+            let v = match cmd {
+                CbCmd::Mint {
+                    dcp,
+                    amount,
+                    idempotency_key,
+                } => cb.post(
+                    "/central/v1/admin/mint",
+                    serde_json::json!({ "dcp": dcp, "amount": amount, "idempotency_key": idempotency_key }),
+                )?,
+                CbCmd::Manufacturer { file } => cb.manufacturer(&file)?,
+                CbCmd::Dcp { id } => cb.get(&format!("/central/v1/admin/dcps/{id}"))?,
+                CbCmd::Invariant => cb.get("/ledger/invariant")?,
+                CbCmd::DoubleSpends => cb.get("/central/v1/admin/double-spends")?,
+                CbCmd::AdvanceEpoch => cb.post("/central/v1/admin/epoch/advance", serde_json::json!({}))?,
+            };
+            Ok(v.to_string())
+        }
+        Command::Keys {
+            cmd: KeysCmd::Public { keys, role, out },
+        } => parties::public_key(&keys, &role, &out),
         Command::Keys {
             cmd:
                 KeysCmd::Pkcs11Generate {
@@ -597,8 +761,23 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 budget,
             } => package::verify(&file, &trust, request.as_deref(), epoch, budget),
         },
-        Command::Operator { node, token, cmd } => {
-            let op = tally_api::OperatorClient::new(&node, &token);
+        Command::Operator {
+            node,
+            token,
+            ca,
+            cmd,
+        } => {
+            let op = match ca {
+                Some(path) => {
+                    let pem = String::from_utf8(device::read_file(&path)?).map_err(|_| {
+                        CliError::usage(format!("{}: not a PEM file", path.display()))
+                    })?;
+                    let agent = tally_tls::client_agent(&pem, None)
+                        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
+                    tally_api::OperatorClient::with_agent(&node, &token, agent)
+                }
+                None => tally_api::OperatorClient::new(&node, &token),
+            };
             let fail = |e: tally_wallet::agent::BackendError| CliError::failed(e.to_string());
             match cmd {
                 OperatorCmd::Mint {

@@ -1,0 +1,349 @@
+//! The central bank as a network party (`tally central`, issue 11): its
+//! API for DCPs and operators, served over mutual TLS only, and the DCP's
+//! client of it ([`CentralClient`], the [`Central`] trait over HTTPS).
+//!
+//! Who is calling is what the TLS handshake verified: the role URI SAN of
+//! the client's certificate under the root's CA (tally-tls). A DCP is
+//! `Role::Dcp(id)` and acts as DCP `id` only — its settlement account, the
+//! SEs it enrolled, its mailboxes and its inbox; nothing in a body names
+//! the caller. Operator calls need `Role::Operator`. A connection without
+//! a valid role certificate never reaches a handler.
+//!
+//! Routes:
+//! - `POST /central/v1/rpc` (DCPs): one [`tally_dcp::central::CentralCall`]
+//!   in CBOR, answered in CBOR;
+//! - `POST /central/v1/admin/mint` `{"dcp", "amount", "idempotency_key"}`,
+//!   `POST /central/v1/admin/manufacturers` `{"key"}` (hex CBOR),
+//!   `POST /central/v1/admin/epoch/advance`,
+//!   `GET /central/v1/admin/dcps/{id}` (settlement account),
+//!   `GET /central/v1/admin/double-spends`, `GET /ledger/invariant`
+//!   (operators).
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tally_core::codec::Cbor;
+use tally_core::{Hash32, PublicKey};
+use tally_dcp::central::{CentralCall, InboxEntry, answer, reply};
+use tally_dcp::{
+    BackofficeError, Central, CentralBank, CentralRequest, CentralTrust, MakerCertificate,
+};
+use tally_directory::SeEntry;
+use tally_tls::{PeerRole, Role};
+
+use crate::error::ApiError;
+use crate::views::InvariantView;
+
+/// Largest body of a central call (a sealed upload is the largest).
+pub const CENTRAL_BODY_BYTES_MAX: usize = tally_core::dcp::SEALED_UPLOAD_BYTES_MAX + 64 * 1024;
+
+const CBOR: &str = "application/cbor";
+
+/// The central bank's routes.
+pub fn central_router(bank: Arc<CentralBank>) -> Router {
+    Router::new()
+        .route("/central/v1/rpc", post(rpc))
+        .route("/central/v1/admin/mint", post(mint))
+        .route("/central/v1/admin/manufacturers", post(manufacturer))
+        .route("/central/v1/admin/epoch/advance", post(advance_epoch))
+        .route("/central/v1/admin/dcps/{id}", get(dcp_account))
+        .route("/central/v1/admin/double-spends", get(double_spends))
+        .route("/ledger/invariant", get(invariant))
+        .layer(DefaultBodyLimit::max(CENTRAL_BODY_BYTES_MAX))
+        .with_state(bank)
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(_) => ApiError::internal("could not encode the answer").into_response(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        refused(
+            400,
+            tally_codes::VERIFY_DECODE,
+            &format!("malformed body: {e}"),
+        )
+    })
+}
+
+fn refused(status: u16, code: u16, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+/// The calling DCP, or a refusal (another role, or no certificate).
+fn dcp_of(role: Option<Extension<PeerRole>>) -> Result<u32, Response> {
+    match role {
+        Some(Extension(PeerRole(Role::Dcp(id)))) => Ok(id),
+        _ => Err(refused(
+            403,
+            tally_codes::CENTRAL_UNKNOWN_DCP,
+            "only a DCP's role certificate may call the central bank's DCP interface",
+        )),
+    }
+}
+
+fn operator_of(role: Option<Extension<PeerRole>>) -> Result<(), Response> {
+    match role {
+        Some(Extension(PeerRole(Role::Operator))) => Ok(()),
+        _ => Err(refused(
+            401,
+            tally_codes::HTTP_UNAUTHORIZED,
+            "only an operator's role certificate may call this",
+        )),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackofficeError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError::from(e).into_response()),
+        Err(_) => Err(ApiError::internal("internal error").into_response()),
+    }
+}
+
+async fn rpc(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let dcp = match dcp_of(role) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match blocking(move || answer(&*bank, dcp, &body)).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, CBOR)], bytes).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintRequest {
+    pub dcp: u32,
+    pub amount: u64,
+    pub idempotency_key: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DcpAccountView {
+    pub dcp: u32,
+    pub balance: i64,
+}
+
+async fn mint(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = operator_of(role) {
+        return r;
+    }
+    let m: MintRequest = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if m.idempotency_key.is_empty() || m.idempotency_key.len() > 128 {
+        return refused(400, tally_codes::VERIFY_DECODE, "bad idempotency key");
+    }
+    match blocking(move || bank.mint(m.dcp, &m.idempotency_key, m.amount)).await {
+        Ok(inv) => json(&InvariantView::from(inv)),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManufacturerRequest {
+    /// The manufacturer's public key, CBOR in hex.
+    pub key: String,
+}
+
+async fn manufacturer(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = operator_of(role) {
+        return r;
+    }
+    let body: ManufacturerRequest = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let key = match hex::decode(&body.key)
+        .ok()
+        .and_then(|b| PublicKey::from_cbor(&b).ok())
+    {
+        Some(k) => k,
+        None => return refused(400, tally_codes::VERIFY_DECODE, "not a public key"),
+    };
+    match blocking(move || bank.trust_manufacturer(key)).await {
+        Ok(p) => json(&serde_json::json!({ "policy_serial": p.serial })),
+        Err(r) => r,
+    }
+}
+
+async fn advance_epoch(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+) -> Response {
+    if let Err(r) = operator_of(role) {
+        return r;
+    }
+    match blocking(move || bank.advance_epoch()).await {
+        Ok(e) => json(&serde_json::json!({ "epoch": e })),
+        Err(r) => r,
+    }
+}
+
+async fn dcp_account(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+    Path(id): Path<u32>,
+) -> Response {
+    if let Err(r) = operator_of(role) {
+        return r;
+    }
+    match blocking(move || bank.settlement_balance(id)).await {
+        Ok(balance) => json(&DcpAccountView { dcp: id, balance }),
+        Err(r) => r,
+    }
+}
+
+async fn double_spends(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+) -> Response {
+    if let Err(r) = operator_of(role) {
+        return r;
+    }
+    match blocking(move || bank.double_spends()).await {
+        Ok(d) => json(&serde_json::json!({ "count": d.len() })),
+        Err(r) => r,
+    }
+}
+
+async fn invariant(State(bank): State<Arc<CentralBank>>) -> Response {
+    match blocking(move || bank.invariant()).await {
+        Ok(inv) => json(&InvariantView::from(inv)),
+        Err(r) => r,
+    }
+}
+
+/// A DCP's client of the central bank over HTTPS (mutual TLS: the agent
+/// presents the DCP's role certificate and pins the root's CA).
+pub struct CentralClient {
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl CentralClient {
+    /// `base` is `https://HOST:PORT`; `agent` from
+    /// `tally_tls::client_agent(ca, Some((dcp cert, dcp key)))`.
+    pub fn new(base: &str, agent: ureq::Agent) -> CentralClient {
+        CentralClient {
+            url: format!("{}/central/v1/rpc", base.trim_end_matches('/')),
+            agent,
+        }
+    }
+
+    fn unanswered(message: String) -> BackofficeError {
+        BackofficeError::Remote {
+            code: tally_codes::CENTRAL_UNAVAILABLE,
+            status: 503,
+            message,
+        }
+    }
+
+    fn exchange(&self, call: &CentralCall) -> Result<Vec<u8>, BackofficeError> {
+        let r = self
+            .agent
+            .post(&self.url)
+            .header("content-type", CBOR)
+            .send(&call.to_cbor()[..]);
+        match tally_client::http::exchange(r) {
+            Ok(body) => Ok(body),
+            // No answer, or not the central bank's: it may have executed.
+            Err(e) if e.status == 0 || e.code == tally_codes::NO_CODE => {
+                Err(Self::unanswered(e.message))
+            }
+            Err(e) => Err(BackofficeError::Remote {
+                code: e.code,
+                status: e.status,
+                message: e.message,
+            }),
+        }
+    }
+
+    fn decode<T>(
+        &self,
+        call: &CentralCall,
+        f: impl FnOnce(&[u8]) -> Result<T, tally_core::codec::CodecError>,
+    ) -> Result<T, BackofficeError> {
+        let body = self.exchange(call)?;
+        // A body that does not decode came from something else than the
+        // central bank (or was cut): treated as no answer.
+        f(&body).map_err(|e| Self::unanswered(format!("malformed answer: {e}")))
+    }
+}
+
+impl Central for CentralClient {
+    fn trust(&self) -> Result<CentralTrust, BackofficeError> {
+        self.decode(&CentralCall::Trust, reply::trust)
+    }
+    fn device(&self, se_id: &Hash32) -> Result<Option<SeEntry>, BackofficeError> {
+        self.decode(&CentralCall::Device(*se_id), reply::device)
+    }
+    fn enrol(&self, _dcp: u32, maker: &MakerCertificate) -> Result<SeEntry, BackofficeError> {
+        self.decode(&CentralCall::Enrol(maker.clone()), reply::entry)
+    }
+    fn set_id_digest(
+        &self,
+        _dcp: u32,
+        se_id: &Hash32,
+        digest: &Hash32,
+    ) -> Result<(), BackofficeError> {
+        self.decode(&CentralCall::SetIdDigest(*se_id, *digest), reply::unit)
+    }
+    fn id_digest(&self, _dcp: u32, se_id: &Hash32) -> Result<Option<Hash32>, BackofficeError> {
+        self.decode(&CentralCall::IdDigest(*se_id), reply::id_digest)
+    }
+    fn call(
+        &self,
+        _dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        req: &CentralRequest,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        self.decode(
+            &CentralCall::Call {
+                op: *op,
+                reply_key: *reply_key,
+                request: req.clone(),
+            },
+            reply::signed,
+        )
+    }
+    fn inbox(&self, _dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
+        self.decode(&CentralCall::Inbox, reply::inbox)
+    }
+    fn ack_inbox(&self, _dcp: u32, ops: &[Hash32]) -> Result<(), BackofficeError> {
+        self.decode(&CentralCall::AckInbox(ops.to_vec()), reply::unit)
+    }
+    fn settlement_balance(&self, _dcp: u32) -> Result<i64, BackofficeError> {
+        self.decode(&CentralCall::SettlementBalance, reply::balance)
+    }
+}

@@ -1,0 +1,320 @@
+//! The back office as separate processes (issue 11): `tally central` (the
+//! central bank: ledger of the DCPs' settlement accounts, settlement,
+//! directory, the MDS), `tally dcp` (one DCP: its devices and customers,
+//! reaching the central bank over mutual TLS), and `tally keys public`
+//! (a role's public key, for the central bank's DCP list).
+//!
+//! Every link is TLS under the root's CA (`tally tls init`): DCPs and
+//! operators reach the central bank with their role certificates (mutual
+//! TLS); devices reach their DCP with the CA pinned (server
+//! authentication; the SE authenticates every request itself).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tally_core::PublicKey;
+use tally_core::codec::Cbor;
+use tally_dcp::{Backoffice, CentralKeys, KeyDir, OsEntropy};
+use tally_store::Store;
+use tally_tls::{ClientAuth, TlsDir};
+
+use crate::CliError;
+
+fn open_store(url: &str) -> Result<Store, CliError> {
+    Store::open(url).map_err(|e| CliError::failed(format!("cannot open database {url}: {e}")))
+}
+
+fn keydir(path: &Path) -> Result<KeyDir, CliError> {
+    KeyDir::open_or_create(path)
+        .map_err(|e| CliError::failed(format!("key directory {}: {e}", path.display())))
+}
+
+fn tls_dir(path: &Path) -> Result<TlsDir, CliError> {
+    TlsDir::open(path).map_err(|e| {
+        CliError::usage(format!(
+            "TLS directory {}: {e} (run `tally tls init` first)",
+            path.display()
+        ))
+    })
+}
+
+/// The server side of `stem`'s certificate in `dir`.
+fn server_tls(
+    dir: &TlsDir,
+    stem: &str,
+    auth: ClientAuth,
+) -> Result<Arc<tally_tls::rustls::ServerConfig>, CliError> {
+    let (cert, key) = dir
+        .pair(stem)
+        .map_err(|e| CliError::usage(format!("{stem} certificate: {e}")))?;
+    let chain = tally_tls::certs_from_pem(&cert).map_err(|e| CliError::usage(e.to_string()))?;
+    let key = tally_tls::key_from_pem(&key).map_err(|e| CliError::usage(e.to_string()))?;
+    tally_tls::server_config(chain, key, auth)
+        .map_err(|e| CliError::usage(format!("TLS configuration: {e}")))
+}
+
+fn ca_der(dir: &TlsDir) -> Result<tally_tls::rustls::pki_types::CertificateDer<'static>, CliError> {
+    let pem = dir
+        .ca_pem()
+        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
+    tally_tls::cert_from_pem(&pem).map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// A role's public key as `tally central --dcp ID=FILE` reads it.
+pub fn public_key(keys: &Path, role: &str, out: &Path) -> Result<String, CliError> {
+    let kd = keydir(keys)?;
+    let signer = kd
+        .signer(role, &mut OsEntropy)
+        .map_err(|e| CliError::failed(format!("{role} key: {e}")))?;
+    let key = signer.public_key();
+    crate::device::write_atomic(out, &key.to_cbor())?;
+    Ok(format!(
+        "{role} public key {} written to {}",
+        key.id(),
+        out.display()
+    ))
+}
+
+/// Parses `ID=FILE` (a DCP's id and its public key file).
+pub fn parse_dcp(s: &str) -> Result<(u32, PathBuf), String> {
+    let (id, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected ID=PUBLIC_KEY_FILE"))?;
+    let id: u32 = id.parse().map_err(|_| format!("`{id}`: not a DCP id"))?;
+    Ok((id, PathBuf::from(file)))
+}
+
+pub struct CentralOptions {
+    pub database_url: String,
+    pub mds_database_url: Option<String>,
+    pub keys: PathBuf,
+    pub tls: PathBuf,
+    pub listen: SocketAddr,
+    pub dcps: Vec<(u32, PathBuf)>,
+    pub manufacturers: Vec<PathBuf>,
+    pub root_out: Option<PathBuf>,
+}
+
+fn read_key(path: &Path) -> Result<PublicKey, CliError> {
+    PublicKey::from_cbor(&crate::device::read_file(path)?)
+        .map_err(|e| CliError::usage(format!("{}: not a public key: {e}", path.display())))
+}
+
+/// `tally central`: serves the central bank over mutual TLS until
+/// stopped. Prints `tally central listening on https://ADDR`.
+pub fn run_central(o: CentralOptions) -> Result<(), CliError> {
+    let kd = keydir(&o.keys)?;
+    let key_err = |e: tally_dcp::KeyError| CliError::failed(format!("central bank keys: {e}"));
+    let keys = CentralKeys {
+        root: kd
+            .signer(tally_dcp::keys::ROOT, &mut OsEntropy)
+            .map_err(key_err)?,
+        settlement: kd
+            .signer(tally_dcp::keys::SETTLEMENT, &mut OsEntropy)
+            .map_err(key_err)?,
+        opening: kd.opening_key(&mut OsEntropy).map_err(key_err)?,
+    };
+    let mut dcps = Vec::with_capacity(o.dcps.len());
+    for (id, file) in &o.dcps {
+        dcps.push((*id, read_key(file)?));
+    }
+    if dcps.is_empty() {
+        return Err(CliError::usage("no DCP: pass --dcp ID=PUBLIC_KEY_FILE"));
+    }
+    let store = open_store(&o.database_url)?;
+    let mds = open_store(o.mds_database_url.as_deref().unwrap_or(&o.database_url))?;
+    tracing::warn!(
+        "central bank without the supervisors' key set: escrows use the DEVELOPMENT key"
+    );
+    let bank = Arc::new(
+        Backoffice::open_central(
+            store,
+            mds,
+            keys,
+            tally_dcp::development_escrow_key(),
+            None,
+            &dcps,
+        )
+        .map_err(|e| CliError::failed(format!("cannot start the central bank: {e}")))?,
+    );
+    for path in &o.manufacturers {
+        bank.trust_manufacturer(read_key(path)?)
+            .map_err(|e| CliError::failed(format!("cannot trust manufacturer: {e}")))?;
+    }
+    if let Some(out) = &o.root_out {
+        crate::device::write_atomic(out, &bank.root_key().to_cbor())?;
+    }
+    let dir = tls_dir(&o.tls)?;
+    let tls = server_tls(&dir, "central", ClientAuth::Required(ca_der(&dir)?))?;
+    serve(o.listen, "central", move |listener, stop| {
+        Box::pin(tally_tls::serve_tls(
+            listener,
+            tally_api::central_router(bank.clone()),
+            tls,
+            stop,
+        ))
+    })
+}
+
+pub struct DcpOptions {
+    pub id: u32,
+    pub database_url: String,
+    pub keys: PathBuf,
+    pub tls: PathBuf,
+    pub central: String,
+    pub listen: SocketAddr,
+    pub operator_token: Option<String>,
+}
+
+/// `tally dcp`: serves one DCP's device API over TLS (server
+/// authentication) until stopped, reaching the central bank at
+/// `--central` with its role certificate `dcp-ID`. Prints `tally dcp ID
+/// listening on https://ADDR`.
+pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
+    let kd = keydir(&o.keys)?;
+    let signer = kd
+        .signer(tally_dcp::keys::DCP, &mut OsEntropy)
+        .map_err(|e| CliError::failed(format!("DCP key: {e}")))?;
+    let dir = tls_dir(&o.tls)?;
+    let stem = format!("dcp-{}", o.id);
+    let (cert, key) = dir
+        .pair(&stem)
+        .map_err(|e| CliError::usage(format!("{stem} certificate: {e}")))?;
+    let ca = dir
+        .ca_pem()
+        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
+    let agent = tally_tls::client_agent(&ca, Some((&cert, &key)))
+        .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
+    let central = Arc::new(tally_api::CentralClient::new(&o.central, agent));
+    // The central bank may start after us: retry for a while.
+    let mut tries = 0;
+    let bo = loop {
+        let store = open_store(&o.database_url)?;
+        match Backoffice::open_dcp(store, o.id, signer.clone(), central.clone()) {
+            Ok(bo) => break Arc::new(bo),
+            Err(e) if e.is_unanswered() && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(CliError::failed(format!("cannot start DCP {}: {e}", o.id))),
+        }
+    };
+    let tls = server_tls(&dir, "server", ClientAuth::None)?;
+    let cfg = tally_api::ApiConfig {
+        operator_token: o.operator_token.unwrap_or_default(),
+        body_limit_bytes: tally_api::BODY_LIMIT_BYTES_DEFAULT,
+        device_rate: tally_api::DeviceRate::default(),
+    };
+    let id = o.id;
+    let inbox = bo.clone();
+    std::thread::Builder::new()
+        .name("dcp-inbox".into())
+        .spawn(move || book_inbox_periodically(inbox))
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    serve(o.listen, &format!("dcp {id}"), move |listener, stop| {
+        Box::pin(tally_tls::serve_tls(
+            listener,
+            tally_api::router(bo.clone(), cfg.clone()),
+            tls,
+            stop,
+        ))
+    })
+}
+
+/// Interbank credits and mints reach the DCP's book within a second.
+fn book_inbox_periodically(bo: Arc<Backoffice>) {
+    loop {
+        if let Err(e) = bo.book_inbox() {
+            tracing::warn!(error = %e, "inbox not booked; will retry");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+fn serve(
+    listen: SocketAddr,
+    what: &str,
+    f: impl FnOnce(
+        tokio::net::TcpListener,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Serving,
+) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| CliError::failed(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        // Tests and scripts read this line to find the port.
+        println!("tally {what} listening on https://{addr}");
+        f(listener, Box::pin(crate::node::shutdown()))
+            .await
+            .map_err(|e| CliError::failed(format!("server failed: {e}")))?;
+        tracing::info!("tally {what} stopped");
+        Ok(())
+    })
+}
+
+/// `tally cb`: the central bank's operator calls over mutual TLS with the
+/// operator's role certificate (`operator.pem` of `tally tls init`).
+pub struct Cb {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Cb {
+    pub fn new(central: &str, tls: &Path) -> Result<Cb, CliError> {
+        let dir = tls_dir(tls)?;
+        let (cert, key) = dir
+            .pair("operator")
+            .map_err(|e| CliError::usage(format!("operator certificate: {e}")))?;
+        let ca = dir
+            .ca_pem()
+            .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
+        let agent = tally_tls::client_agent(&ca, Some((&cert, &key)))
+            .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
+        Ok(Cb {
+            base: central.trim_end_matches('/').to_string(),
+            agent,
+        })
+    }
+
+    fn answer(
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<serde_json::Value, CliError> {
+        let body = tally_client::http::exchange(r)
+            .map_err(|e| CliError::failed(format!("central bank refused: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| CliError::failed(format!("malformed answer: {e}")))
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, CliError> {
+        Self::answer(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .send(&serde_json::to_vec(&body).unwrap_or_default()[..]),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, CliError> {
+        Self::answer(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    /// `manufacturer FILE`: the hex of the key file's CBOR.
+    pub fn manufacturer(&self, file: &Path) -> Result<serde_json::Value, CliError> {
+        let key = read_key(file)?;
+        self.post(
+            "/central/v1/admin/manufacturers",
+            serde_json::json!({ "key": hex::encode(key.to_cbor()) }),
+        )
+    }
+}
