@@ -23,6 +23,7 @@ mod package;
 mod parties;
 pub mod pkcs11;
 mod supervisor;
+mod tls;
 pub mod worker;
 
 /// A failure with its exit code.
@@ -258,6 +259,9 @@ enum Command {
     /// A settlement worker process: settles the central bank's settlement
     /// queue (several processes may share one PostgreSQL database).
     SettleWorker(worker::WorkerArgs),
+    /// TLS certificates of the authenticated links (CA from the root key).
+    #[command(subcommand)]
+    Tls(tls::TlsCmd),
 }
 
 #[cfg(feature = "dev-tools")]
@@ -751,6 +755,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
         Command::Bench { cmd } => bench::run(cmd),
         Command::Supervisor(cmd) => supervisor::run(cmd),
         Command::SettleWorker(args) => worker::run(args),
+        Command::Tls(cmd) => tls::run(cmd),
         Command::Package { cmd } => match cmd {
             PackageCmd::Inspect { file } => package::inspect(&file),
             PackageCmd::Verify {

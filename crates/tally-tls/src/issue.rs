@@ -240,10 +240,13 @@ fn serves(role: Role) -> bool {
 fn san_for_host(host: &str) -> Result<SanType, TlsError> {
     match host.parse::<IpAddr>() {
         Ok(ip) => Ok(SanType::IpAddress(ip)),
-        Err(_) => host
-            .try_into()
+        // A name a TLS client can ask for (rustls' DNS-name rules), so a
+        // typo is refused here rather than at the first handshake.
+        Err(_) => rustls_pki_types::DnsName::try_from(host)
+            .ok()
+            .and_then(|_| host.try_into().ok())
             .map(SanType::DnsName)
-            .map_err(|_| TlsError::Issue(format!("{host:?} is not a host name"))),
+            .ok_or_else(|| TlsError::Issue(format!("{host:?} is not a host name or IP address"))),
     }
 }
 

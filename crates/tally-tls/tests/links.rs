@@ -413,6 +413,31 @@ fn a_failing_or_lying_signer_issues_nothing() {
         issue_role_cert(&root(14), &pki.ca_pem, Role::Mds, &[], Validity::days(1)),
         Err(TlsError::CaKeyMismatch)
     );
+    // A host that is no DNS name or IP address is refused.
+    for host in ["bad host", "", "a..b", "-x.example"] {
+        assert!(
+            matches!(
+                issue_role_cert(
+                    &pki.root,
+                    &pki.ca_pem,
+                    Role::Central,
+                    &[host.to_owned()],
+                    Validity::days(1)
+                ),
+                Err(TlsError::Issue(_))
+            ),
+            "{host:?}"
+        );
+    }
+    let named = ["node-1.example.org".to_owned(), "10.1.2.3".to_owned()];
+    issue_role_cert(
+        &pki.root,
+        &pki.ca_pem,
+        Role::Central,
+        &named,
+        Validity::days(1),
+    )
+    .unwrap();
     let p256 = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[1; 32]).unwrap();
     assert!(matches!(
         ca_certificate(&p256, Validity::days(1)),
