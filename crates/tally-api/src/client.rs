@@ -209,6 +209,11 @@ impl OperatorClient {
         Ok(v.epoch)
     }
 
+    /// DCP: its book against its settlement account at the central bank.
+    pub fn reconcile(&self) -> Result<crate::ReconcileView, BackendError> {
+        self.get("/v1/dcp/reconcile")
+    }
+
     pub fn devices(&self) -> Result<Vec<DeviceView>, BackendError> {
         self.get("/v1/devices")
     }

@@ -26,8 +26,8 @@ use crate::metrics::{self, HttpCounters};
 use crate::ratelimit::DeviceRateLimit;
 use crate::views::{
     AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView, EnrolmentCodeView,
-    EpochView, EscrowView, InvariantView, RevokeRequest, RevokeView, TransitionRequest,
-    TrustBundle, parse_hash,
+    EpochView, EscrowView, InvariantView, ReconcileView, RevokeRequest, RevokeView,
+    TransitionRequest, TrustBundle, parse_hash,
 };
 use crate::{ApiConfig, AppState, dashboard, openapi};
 use tally_mds::AlertState;
@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v1/accounts/{name}/enrolment-codes", "post"),
     ("/v1/epoch/advance", "post"),
     ("/v1/devices", "get"),
+    ("/v1/dcp/reconcile", "get"),
     ("/v1/double-spends", "get"),
     ("/v1/mds/alerts", "get"),
     ("/v1/mds/alerts/{id}/transition", "post"),
@@ -80,6 +81,7 @@ pub fn router(bo: Arc<Backoffice>, cfg: ApiConfig) -> Router {
         .route("/v1/accounts/{name}/enrolment-codes", post(enrolment_code))
         .route("/v1/epoch/advance", post(advance_epoch))
         .route("/v1/devices", get(devices))
+        .route("/v1/dcp/reconcile", get(reconcile))
         .route("/v1/double-spends", get(double_spends))
         .route("/v1/mds/alerts", get(alerts))
         .route("/v1/mds/alerts/{id}/transition", post(alert_transition))
@@ -279,6 +281,19 @@ async fn devices(_: Operator, State(s): State<AppState>) -> Result<Response, Api
     let bo = s.bo;
     let list = blocking(move || bo.devices()).await?;
     Ok(json(&list.iter().map(DeviceView::from).collect::<Vec<_>>()))
+}
+
+async fn reconcile(_: Operator, State(s): State<AppState>) -> Result<Response, ApiError> {
+    let bo = s.bo;
+    let (dcp, r) = blocking(move || Ok((bo.dcp_id(), bo.reconcile()?))).await?;
+    Ok(json(&ReconcileView {
+        dcp,
+        book_sum: r.book.sum,
+        in_flight: r.book.in_flight,
+        book_audit_ok: r.book_audit_ok,
+        settlement_account: r.settlement_account,
+        matches: r.matches(),
+    }))
 }
 
 async fn double_spends(_: Operator, State(s): State<AppState>) -> Result<Response, ApiError> {

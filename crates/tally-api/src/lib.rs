@@ -39,8 +39,8 @@ pub use server::{BackgroundServer, run, serve};
 pub use tally_dcp::Backoffice;
 pub use views::{
     ACCOUNT_NAME_CHARS_MAX, AlertView, AmountRequest, BalanceView, DeviceView, DoubleSpendView,
-    EpochView, ErrorBody, ErrorEnvelope, EscrowView, InvariantView, RevokeRequest, RevokeView,
-    TransitionRequest, TrustBundle, parse_hash,
+    EpochView, ErrorBody, ErrorEnvelope, EscrowView, InvariantView, ReconcileView, RevokeRequest,
+    RevokeView, TransitionRequest, TrustBundle, parse_hash,
 };
 
 /// Default request body limit (1 MiB).

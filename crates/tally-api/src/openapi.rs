@@ -253,6 +253,11 @@ pub fn document() -> Value {
                 operator: true, request: None,
                 ok: (JSON, json!({ "type": "array", "items": schema_ref("Device") })), errors: &[],
             })},
+            "/v1/dcp/reconcile": { "get": operation("reconcileDcp", Op {
+                summary: "The DCP's book of its customers' accounts against its settlement account at the central bank",
+                operator: true, request: None,
+                ok: (JSON, schema_ref("Reconcile")), errors: &[],
+            })},
             "/v1/double-spends": { "get": operation("listDoubleSpends", Op {
                 summary: "Double spends detected at settlement, oldest first",
                 operator: true, request: None,
@@ -342,6 +347,15 @@ pub fn document() -> Value {
                     "properties": { "account": { "type": "string" }, "code": { "type": "string" } } },
                 "Balance": { "type": "object", "required": ["balance"],
                     "properties": { "balance": int64("Minor units") } },
+                "Reconcile": { "type": "object",
+                    "required": ["dcp", "book_sum", "in_flight", "book_audit_ok", "settlement_account", "matches"],
+                    "properties": {
+                        "dcp": { "type": "integer", "minimum": 0 },
+                        "book_sum": { "type": "integer" },
+                        "in_flight": { "type": "integer" },
+                        "book_audit_ok": { "type": "boolean" },
+                        "settlement_account": { "type": "integer" },
+                        "matches": { "type": "boolean" } } },
                 "Epoch": { "type": "object", "required": ["epoch"],
                     "properties": { "epoch": { "type": "integer", "minimum": 0 } } },
                 "Device": {

@@ -109,6 +109,21 @@ pub struct BalanceView {
     pub balance: i64,
 }
 
+/// A DCP's book against its settlement account at the central bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileView {
+    pub dcp: u32,
+    /// Sum of every balance in the DCP's book (customers, its own money,
+    /// in flight).
+    pub book_sum: i64,
+    pub in_flight: i64,
+    /// The book's full re-sum agrees with its running totals, none negative.
+    pub book_audit_ok: bool,
+    pub settlement_account: i64,
+    /// Nothing in flight and the book's sum is the settlement account.
+    pub matches: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochView {
     pub epoch: Epoch,

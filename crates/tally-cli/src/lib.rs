@@ -189,7 +189,7 @@ enum Command {
         /// The DCP's key directory (dcp.key).
         #[arg(long)]
         keys: PathBuf,
-        /// The TLS directory (ca.pem, dcp-ID.pem/key, server.pem/key).
+        /// The TLS directory (ca.pem, dcp-ID.pem/key, api.pem/key).
         #[arg(long)]
         tls: PathBuf,
         /// The central bank (`https://HOST:PORT`).
@@ -427,6 +427,13 @@ enum PackageCmd {
 
 #[derive(Subcommand)]
 enum OperatorCmd {
+    /// DCP: its book of customers' accounts against its settlement
+    /// account at the central bank ("matches" when nothing is in flight).
+    Reconcile,
+    /// DCP: a customer's account balance.
+    Balance {
+        account: String,
+    },
     Mint {
         amount: u64,
         #[arg(long)]
@@ -807,6 +814,25 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     Ok(format!("enrolment code for {account}: {code}"))
                 }
                 OperatorCmd::Invariant => Ok(op.invariant().map_err(fail)?.to_string()),
+                OperatorCmd::Balance { account } => {
+                    let b = op.balance(&account).map_err(fail)?;
+                    Ok(format!("{account}: balance {b}"))
+                }
+                OperatorCmd::Reconcile => {
+                    let r = op.reconcile().map_err(fail)?;
+                    Ok(format!(
+                        "DCP {}: book {} (in flight {}), settlement account {}: {}",
+                        r.dcp,
+                        r.book_sum,
+                        r.in_flight,
+                        r.settlement_account,
+                        if r.matches {
+                            "matches"
+                        } else {
+                            "DOES NOT MATCH"
+                        }
+                    ))
+                }
                 OperatorCmd::AdvanceEpoch => {
                     Ok(format!("epoch {}", op.advance_epoch().map_err(fail)?))
                 }

@@ -200,7 +200,7 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
             Err(e) => return Err(CliError::failed(format!("cannot start DCP {}: {e}", o.id))),
         }
     };
-    let tls = server_tls(&dir, "server", ClientAuth::None)?;
+    let tls = server_tls(&dir, "api", ClientAuth::None)?;
     let cfg = tally_api::ApiConfig {
         operator_token: o.operator_token.unwrap_or_default(),
         body_limit_bytes: tally_api::BODY_LIMIT_BYTES_DEFAULT,

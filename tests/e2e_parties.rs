@@ -1,0 +1,676 @@
+//! The back office as separate processes over mutual TLS (issue 11), with
+//! the real binaries: `tally central`, two `tally dcp` processes, each on
+//! its own database, devices of both DCPs driven by `tally device`.
+//!
+//! - Devices of DCP 1 and DCP 2 pay each other offline, renew and unload
+//!   at their own DCP, pay across DCPs online; a cloned SE is caught; the
+//!   central invariant holds and each DCP's book equals its settlement
+//!   account (`tally operator reconcile`).
+//! - A connection without a valid client certificate, a role that is not
+//!   a DCP, and a DCP acting on another DCP's SE or spending in another's
+//!   name are refused and change nothing.
+//! - The link between DCP 1 and the central bank goes through a
+//!   fault-injecting TCP proxy on loopback that refuses connections, cuts
+//!   them after the request reached the central bank (the reply is lost)
+//!   and delays them: every operation completes exactly once when the
+//!   device retries after the link returns.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tally_core::codec::Cbor;
+use tally_core::{Amount, Hash32, Issue, Output, SecretKey, Suite};
+use tally_dcp::CentralRequest;
+use tally_dcp::central::CentralCall;
+
+const T1: &str = "dcp1-operator-token";
+const T2: &str = "dcp2-operator-token";
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A running party process; killed on drop.
+struct Proc {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- {} ---\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+    }
+}
+
+/// Starts `tally ARGS` and waits for its `listening on https://ADDR` line.
+fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let mut child = std::process::Command::new(tally())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("start tally");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some((_, url)) = line.split_once(" listening on ") {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let url = rx.recv_timeout(NODE_START_TIMEOUT).unwrap_or_else(|_| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("{name} did not start:\n{text}")
+    });
+    Proc { child, url, log }
+}
+
+/// Faults of the proxy between DCP 1 and the central bank.
+const PASS: u8 = 0;
+/// Connections are accepted and closed at once (the request never leaves).
+const DOWN: u8 = 1;
+/// The request reaches the central bank; everything after the client's
+/// second flight (its handshake's end and the request) is not returned,
+/// and the connection is cut: the reply is lost.
+const CUT_REPLY: u8 = 2;
+/// Every connection waits before it is forwarded.
+const DELAY: u8 = 3;
+
+/// A TCP proxy on loopback in front of `to`.
+struct Proxy {
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+}
+
+impl Proxy {
+    fn start(to: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let m = mode.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let m = m.clone();
+                thread::spawn(move || relay(client, to, m));
+            }
+        });
+        Proxy { addr, mode }
+    }
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+/// Relays one connection; the mode is read at every chunk, so a pooled
+/// connection opened while the link was good suffers the fault too.
+fn relay(client: TcpStream, to: SocketAddr, mode: Arc<AtomicU8>) {
+    if mode.load(Ordering::SeqCst) == DOWN {
+        return; // dropped: closed without a byte
+    }
+    let Ok(server) = TcpStream::connect(to) else {
+        return;
+    };
+    let (mut c_read, mut c_write) = (client.try_clone().unwrap(), client);
+    let (mut s_read, mut s_write) = (server.try_clone().unwrap(), server);
+    // Client → server, counting the client's writes (flights).
+    let flights = Arc::new(AtomicU8::new(0));
+    let (f, m) = (flights.clone(), mode.clone());
+    let cut = c_write.try_clone().unwrap();
+    let up = thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match c_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    match m.load(Ordering::SeqCst) {
+                        DOWN => {
+                            // The request is lost with the connection.
+                            let _ = cut.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                        DELAY => thread::sleep(Duration::from_millis(300)),
+                        _ => {}
+                    }
+                    let _ = f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| {
+                        Some(x.saturating_add(1))
+                    });
+                    if s_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = s_write.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                // After the client's second flight (handshake end + the
+                // request, or a request on a pooled connection), the
+                // central bank's answer is lost.
+                if mode.load(Ordering::SeqCst) == CUT_REPLY && flights.load(Ordering::SeqCst) >= 2 {
+                    thread::sleep(Duration::from_millis(500));
+                    break;
+                }
+                if c_write.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = c_write.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}
+
+struct Scheme {
+    dir: PathBuf,
+    tls: PathBuf,
+    central: Proc,
+    dcp1: Proc,
+    dcp2: Proc,
+    proxy: Proxy,
+}
+
+impl Scheme {
+    /// Keys, TLS material, the central bank, DCP 1 (behind the proxy) and
+    /// DCP 2, each on `dbs` (central, dcp 1, dcp 2).
+    fn start(dir: &Path, dbs: [String; 3]) -> Scheme {
+        let p = |n: &str| dir.join(n);
+        for (keys, out) in [("dcp1.keys", "dcp1.pub"), ("dcp2.keys", "dcp2.pub")] {
+            let out = run(&[
+                "keys",
+                "public",
+                "--keys",
+                &s(&p(keys)),
+                "--role",
+                "dcp",
+                "--out",
+                &s(&p(out)),
+            ])
+            .ok();
+            assert!(out.starts_with("dcp public key"), "{out}");
+        }
+        run(&[
+            "tls",
+            "init",
+            "--dir",
+            &s(&p("tls")),
+            "--keys",
+            &s(&p("cb.keys")),
+            "--dcp",
+            "1",
+            "--dcp",
+            "2",
+        ])
+        .ok();
+        let (_, maker_pub) = maker_files(dir);
+        let central = spawn(
+            dir,
+            "central",
+            &[
+                "central",
+                "--database-url",
+                &dbs[0],
+                "--keys",
+                &s(&p("cb.keys")),
+                "--tls",
+                &s(&p("tls")),
+                "--listen",
+                "127.0.0.1:0",
+                "--dcp",
+                &format!("1={}", s(&p("dcp1.pub"))),
+                "--dcp",
+                &format!("2={}", s(&p("dcp2.pub"))),
+                "--manufacturer",
+                &s(&maker_pub),
+                "--root-out",
+                &s(&p(ROOT_FILE)),
+            ],
+        );
+        let central_addr: SocketAddr = central.url.trim_start_matches("https://").parse().unwrap();
+        let proxy = Proxy::start(central_addr);
+        let dcp = |id: &str, db: &str, keys: &str, token: &str, central: &str| {
+            spawn(
+                dir,
+                &format!("dcp{id}"),
+                &[
+                    "dcp",
+                    "--id",
+                    id,
+                    "--database-url",
+                    db,
+                    "--keys",
+                    &s(&p(keys)),
+                    "--tls",
+                    &s(&p("tls")),
+                    "--central",
+                    central,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--operator-token",
+                    token,
+                ],
+            )
+        };
+        // DCP 1 reaches the central bank through the proxy (the server
+        // certificate names 127.0.0.1, which the proxy address is too).
+        let dcp1 = dcp(
+            "1",
+            &dbs[1],
+            "dcp1.keys",
+            T1,
+            &format!("https://{}", proxy.addr),
+        );
+        let dcp2 = dcp("2", &dbs[2], "dcp2.keys", T2, &central.url);
+        Scheme {
+            dir: dir.to_path_buf(),
+            tls: p("tls"),
+            central,
+            dcp1,
+            dcp2,
+            proxy,
+        }
+    }
+
+    fn ca(&self) -> String {
+        s(&self.tls.join("ca.pem"))
+    }
+
+    fn cb(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["cb", "--central", &self.central.url, "--tls"];
+        let tls = s(&self.tls);
+        a.push(&tls);
+        a.extend_from_slice(args);
+        serde_json::from_str(run(&a).ok().trim()).expect("JSON")
+    }
+
+    fn operator(&self, dcp: &Proc, token: &str, args: &[&str]) -> String {
+        let ca = self.ca();
+        let mut a = vec![
+            "operator", "--node", &dcp.url, "--token", token, "--ca", &ca,
+        ];
+        a.extend_from_slice(args);
+        run(&a).ok()
+    }
+
+    fn device(&self, dcp: &Proc, token: &str, name: &str, class: &str, account: &str) -> CliDevice {
+        let out = self.operator(dcp, token, &["enrol", account]);
+        let code = out.trim().rsplit(' ').next().unwrap().to_string();
+        let (maker_key, _) = maker_files(&self.dir);
+        let mut d = CliDevice::at(&self.dir, name);
+        let out = d
+            .run(&[
+                "init",
+                "--node",
+                &dcp.url,
+                "--ca",
+                &self.ca(),
+                "--class",
+                class,
+                "--account",
+                account,
+                "--code",
+                &code,
+                "--root",
+                &s(&self.dir.join(ROOT_FILE)),
+                "--maker-key",
+                &s(&maker_key),
+                "--pin",
+                PIN,
+            ])
+            .ok();
+        assert!(out.contains("registered for account"), "{out}");
+        d.pin = Some(PIN.to_string());
+        d
+    }
+
+    fn settlement_account(&self, dcp: u32) -> i64 {
+        self.cb(&["dcp", &dcp.to_string()])["balance"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn assert_reconciled(&self) {
+        for (dcp, token) in [(&self.dcp1, T1), (&self.dcp2, T2)] {
+            let out = self.operator(dcp, token, &["reconcile"]);
+            assert!(out.trim().ends_with(": matches"), "{out}");
+        }
+        let inv = self.cb(&["invariant"]);
+        assert_eq!(inv["holds"], true, "{inv}");
+    }
+
+    fn balance(&self, dcp: &Proc, token: &str, account: &str) -> i64 {
+        let out = self.operator(dcp, token, &["balance", account]);
+        out.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{out}"))
+    }
+}
+
+fn two_dcps(dbs: [String; 3], test: &str) {
+    let tmp = temp_dir(test);
+    let sc = Scheme::start(tmp.path(), dbs);
+    sc.cb(&["mint", "--dcp", "1", "100000", "--idempotency-key", "m1"]);
+    sc.cb(&["mint", "--dcp", "2", "100000", "--idempotency-key", "m2"]);
+    // The same key again mints nothing.
+    sc.cb(&["mint", "--dcp", "1", "100000", "--idempotency-key", "m1"]);
+    assert_eq!(sc.settlement_account(1), 100_000);
+    sc.operator(
+        &sc.dcp1,
+        T1,
+        &["deposit", "alice", "20000", "--idempotency-key", "a"],
+    );
+    sc.operator(
+        &sc.dcp1,
+        T1,
+        &["deposit", "carol", "5000", "--idempotency-key", "c"],
+    );
+    sc.operator(
+        &sc.dcp2,
+        T2,
+        &["deposit", "bob", "20000", "--idempotency-key", "b"],
+    );
+    sc.assert_reconciled();
+
+    let alice = sc.device(&sc.dcp1, T1, "alice", "card", "alice");
+    let carol = sc.device(&sc.dcp1, T1, "carol", "phone", "carol");
+    let bob = sc.device(&sc.dcp2, T2, "bob", "phone", "bob");
+    assert_eq!(alice.ok(&["load", "8000"]).trim(), "loaded 8000");
+    assert_eq!(sc.settlement_account(1), 92_000);
+
+    // Offline across DCPs, both ways.
+    pay_via_files(&sc.dir, "p1", &alice, &bob, 3_000);
+    pay_via_files(&sc.dir, "p2", &bob, &carol, 1_000);
+    // Bob renews and unloads at DCP 2; carol renews at DCP 1.
+    bob.ok(&["renew"]);
+    bob.ok(&["unload", "500"]);
+    carol.ok(&["renew"]);
+    assert_eq!(sc.balance(&sc.dcp2, T2, "bob"), 20_500);
+    assert_eq!(sc.settlement_account(2), 100_500);
+    // Online across DCPs: through the central ledger into bob's account.
+    alice.ok(&["pay-online", "--to", "bob@2", "2000"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sc.balance(&sc.dcp2, T2, "bob") != 22_500 {
+        assert!(
+            Instant::now() < deadline,
+            "the interbank credit never arrived"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sc.balance(&sc.dcp1, T1, "alice"), 10_000);
+    assert_eq!(sc.settlement_account(1), 90_000);
+    assert_eq!(sc.settlement_account(2), 102_500);
+    sc.assert_reconciled();
+
+    // A cloned card pays a customer of each DCP: the second renewal
+    // finds the double spend; both payees keep their money.
+    let clone = alice.clone_to(&sc.dir, "alice-clone");
+    pay_via_files(&sc.dir, "p3", &alice, &carol, 4_000);
+    pay_via_files(&sc.dir, "p4", &clone, &bob, 4_000);
+    carol.ok(&["renew"]);
+    bob.ok(&["renew"]);
+    assert_eq!(sc.cb(&["double-spends"])["count"], 1);
+    // The loss is the doubly spent token: alice's 5 000 (both payments
+    // spent it whole, each with change).
+    let inv = sc.cb(&["invariant"]);
+    assert_eq!(inv["loss"], -5_000, "{inv}");
+    sc.assert_reconciled();
+}
+
+#[test]
+fn two_dcps_over_mutual_tls_sqlite() {
+    let tmp = temp_dir("parties-dbs");
+    let dbs = ["central", "dcp1", "dcp2"].map(|n| s(&tmp.path().join(format!("{n}.sqlite"))));
+    two_dcps(dbs, "parties-sqlite");
+}
+
+#[test]
+fn two_dcps_over_mutual_tls_postgres() {
+    let (Some(a), Some(b), Some(c)) = (
+        Db::postgres("parties-central"),
+        Db::postgres("parties-dcp1"),
+        Db::postgres("parties-dcp2"),
+    ) else {
+        return;
+    };
+    two_dcps([a.url(), b.url(), c.url()], "parties-postgres");
+}
+
+/// A CBOR call to the central bank's DCP interface with `agent`.
+fn rpc(agent: &ureq::Agent, central: &str, call: &CentralCall) -> Result<(u16, Vec<u8>), String> {
+    let r = agent
+        .post(format!("{central}/central/v1/rpc"))
+        .header("content-type", "application/cbor")
+        .send(&call.to_cbor()[..])
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let body = r.into_body().read_to_vec().map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+fn code_of(body: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("error envelope");
+    v["error"]["code"].as_u64().expect("code")
+}
+
+#[test]
+fn the_central_bank_refuses_strangers_and_dcps_acting_for_another() {
+    let tmp = temp_dir("parties-refusals");
+    let dir = tmp.path();
+    let dbs = ["central", "dcp1", "dcp2"].map(|n| s(&dir.join(format!("{n}.sqlite"))));
+    let sc = Scheme::start(dir, dbs);
+    sc.cb(&["mint", "--dcp", "1", "50000", "--idempotency-key", "m1"]);
+    sc.cb(&["mint", "--dcp", "2", "50000", "--idempotency-key", "m2"]);
+    sc.operator(
+        &sc.dcp1,
+        T1,
+        &["deposit", "alice", "20000", "--idempotency-key", "a"],
+    );
+    let alice = sc.device(&sc.dcp1, T1, "alice", "card", "alice");
+    alice.ok(&["load", "5000"]);
+    let before = (
+        sc.settlement_account(1),
+        sc.settlement_account(2),
+        sc.cb(&["invariant"]),
+    );
+
+    let tls = tally_tls::TlsDir::open(&sc.tls).unwrap();
+    let ca = tls.ca_pem().unwrap();
+    let with = |stem: Option<&str>| {
+        let pair = stem.map(|st| tls.pair(st).unwrap());
+        tally_tls::client_agent(&ca, pair.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))).unwrap()
+    };
+    let central = &sc.central.url;
+    // No client certificate: the handshake fails, no handler runs.
+    let e = rpc(&with(None), central, &CentralCall::Trust).unwrap_err();
+    assert!(!e.is_empty());
+    // A certificate of another CA: refused the same way.
+    let other = tmp.path().join("other-tls");
+    run(&[
+        "tls",
+        "init",
+        "--dir",
+        &s(&other),
+        "--keys",
+        &s(&dir.join("other.keys")),
+        "--dcp",
+        "1",
+    ])
+    .ok();
+    let other = tally_tls::TlsDir::open(&other).unwrap();
+    let (c, k) = other.pair("dcp-1").unwrap();
+    let foreign = tally_tls::client_agent(&ca, Some((&c, &k))).unwrap();
+    assert!(rpc(&foreign, central, &CentralCall::Trust).is_err());
+    // An operator's certificate is no DCP.
+    let (status, body) = rpc(&with(Some("operator")), central, &CentralCall::Inbox).unwrap();
+    assert_eq!(
+        (status, code_of(&body)),
+        (403, u64::from(tally_codes::CENTRAL_UNKNOWN_DCP))
+    );
+    // DCP 2 asking for the escrow digest of DCP 1's SE: unknown to it.
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(alice.file(".json")).unwrap()).unwrap();
+    let se_id: Hash32 = tally_api::parse_hash(cfg["se_id"].as_str().unwrap()).unwrap();
+    let dcp2 = with(Some("dcp-2"));
+    let (status, body) = rpc(&dcp2, central, &CentralCall::IdDigest(se_id)).unwrap();
+    assert_eq!(
+        (status, code_of(&body)),
+        (404, u64::from(tally_codes::DCP_UNKNOWN_DEVICE))
+    );
+    // DCP 2 loading an Issue in DCP 1's name (or any key not its own)
+    // against its settlement account: refused.
+    let key = SecretKey::from_seed(Suite::Ed25519, &[9; 32]).unwrap();
+    let issue = Issue::try_sign(
+        &key,
+        1,
+        100,
+        vec![Output {
+            value: Amount(1_000),
+            owner: key.public(),
+        }],
+    )
+    .unwrap();
+    let call = CentralCall::Call {
+        op: Hash32([1; 32]),
+        reply_key: Hash32([2; 32]),
+        request: CentralRequest::Load { issue, class: 1 },
+    };
+    let (status, body) = rpc(&dcp2, central, &call).unwrap();
+    assert_eq!(
+        (status, code_of(&body)),
+        (422, u64::from(tally_codes::CENTRAL_FOREIGN_ISSUE))
+    );
+    // A malformed body: refused, typed.
+    let r = dcp2
+        .post(format!("{central}/central/v1/rpc"))
+        .send(&[0xff, 0x00][..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // The operator calls need the operator's certificate.
+    let r = dcp2
+        .get(format!("{central}/central/v1/admin/dcps/1"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Nothing changed.
+    assert_eq!(
+        (
+            sc.settlement_account(1),
+            sc.settlement_account(2),
+            sc.cb(&["invariant"])
+        ),
+        before
+    );
+    sc.assert_reconciled();
+}
+
+#[test]
+fn operations_complete_once_across_a_faulty_link_to_the_central_bank() {
+    let tmp = temp_dir("parties-faults");
+    let dir = tmp.path();
+    let dbs = ["central", "dcp1", "dcp2"].map(|n| s(&dir.join(format!("{n}.sqlite"))));
+    let sc = Scheme::start(dir, dbs);
+    sc.cb(&["mint", "--dcp", "1", "100000", "--idempotency-key", "m1"]);
+    sc.cb(&["mint", "--dcp", "2", "100000", "--idempotency-key", "m2"]);
+    sc.operator(
+        &sc.dcp1,
+        T1,
+        &["deposit", "alice", "30000", "--idempotency-key", "a"],
+    );
+    sc.operator(
+        &sc.dcp2,
+        T2,
+        &["deposit", "bob", "1000", "--idempotency-key", "b"],
+    );
+    let alice = sc.device(&sc.dcp1, T1, "alice", "card", "alice");
+    let bob = sc.device(&sc.dcp2, T2, "bob", "phone", "bob");
+
+    // Each fault on a load, an interbank payment, a renewal and an unload
+    // at DCP 1; the command fails while the link is bad, and succeeds
+    // when it is run again after the link returns.
+    let mut loaded = 0;
+    let mut paid = 0;
+    for (i, fault) in [DOWN, CUT_REPLY, DELAY].into_iter().enumerate() {
+        sc.proxy.set(fault);
+        let load = alice.run(&["load", "2000"]);
+        let pay = alice.run(&["pay-online", "--to", "bob@2", "300"]);
+        sc.proxy.set(PASS);
+        if fault == DELAY {
+            assert_eq!(load.code, 0, "{}", load.stderr);
+            assert_eq!(pay.code, 0, "{}", pay.stderr);
+        } else {
+            assert_ne!(
+                load.code, 0,
+                "the load cannot finish without the central bank"
+            );
+            // The retry finishes the pending load first, then pays.
+            let out = alice.ok(&["pay-online", "--to", "bob@2", "300"]);
+            assert!(out.contains("2000"), "the pending load was finished: {out}");
+        }
+        loaded += 2_000;
+        paid += 300;
+        assert_eq!(alice.balance().balance, loaded, "round {i}");
+        assert_eq!(
+            sc.balance(&sc.dcp1, T1, "alice"),
+            30_000 - loaded as i64 - paid,
+            "round {i}"
+        );
+    }
+    // Renewal and unload of what alice holds, through a cut reply.
+    sc.proxy.set(CUT_REPLY);
+    assert_ne!(alice.run(&["unload", "1000"]).code, 0);
+    sc.proxy.set(PASS);
+    alice.ok(&["balance"]);
+    alice.ok(&["renew"]);
+    assert_eq!(alice.balance().balance, loaded - 1_000);
+    assert_eq!(
+        sc.balance(&sc.dcp1, T1, "alice"),
+        30_000 - loaded as i64 - paid + 1_000
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sc.balance(&sc.dcp2, T2, "bob") != 1_000 + paid {
+        assert!(
+            Instant::now() < deadline,
+            "bob got {}",
+            sc.balance(&sc.dcp2, T2, "bob")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sc.settlement_account(1),
+        100_000 - loaded as i64 + 1_000 - paid
+    );
+    let _ = bob;
+    sc.assert_reconciled();
+}
