@@ -11,16 +11,17 @@
 //! idempotent: the same signed request again returns the stored response.
 
 pub mod book;
-pub mod central;
-pub mod keys;
 pub mod service;
 
-pub use central::{
-    Central, CentralBank, CentralKeys, CentralRequest, CentralTrust, InboxEntry, dcp_account,
-};
-pub use keys::{KeyDir, KeyError, NodeKeys, NodeSigner, SoftwareSigner};
+// The central bank is its own crate (tally-central); its modules and types
+// stay reachable here under their old paths.
 pub use service::{
     Backoffice, BackofficeError, LegacySeeds, OsEntropy, OutboxStatus, Reconciliation,
     SettlementResult, Stores, development_escrow_key, legacy_seeds,
 };
+pub use tally_central::{
+    Central, CentralBank, CentralKeys, CentralRequest, CentralTrust, InboxEntry, dcp_account,
+};
+pub use tally_central::{KeyDir, KeyError, NodeKeys, NodeSigner, SoftwareSigner};
+pub use tally_central::{central, keys};
 pub use tally_core::dcp::*;

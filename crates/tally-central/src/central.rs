@@ -14,7 +14,7 @@
 //! settlement account, its own devices and its own mailboxes.
 //!
 //! What the central store holds of a customer: nothing. Customers'
-//! accounts are at their DCP ([`crate::book`]); the central ledger has
+//! accounts are at their DCP (tally-dcp's `book`); the central ledger has
 //! one settlement account per DCP (`dcp:N`), the offline float, the loss
 //! account and issuance.
 
@@ -43,11 +43,19 @@ use tally_store::{Migrations, Store, StoreError, Tx, Value};
 
 use tally_core::dcp::*;
 
+use crate::escrow::development_open;
 use crate::keys::{KeyError, NodeSigner};
-use crate::service::{
-    BackofficeError, Checked, OutboxStatus, SettlementResult, b, decode_ingest, default_tiers,
-    development_open, encode_ingest, hash, meta, unix_seconds,
-};
+use crate::outbox::{decode_ingest, encode_ingest, unix_seconds};
+use crate::policy::default_tiers;
+use crate::schema::{b, hash, meta};
+use crate::{BackofficeError, OutboxStatus, SettlementResult};
+
+/// An uploaded package as checked before the settlement transaction.
+pub(crate) enum Checked {
+    Verified(Box<tally_core::VerifiedPackage>),
+    Refused(tally_core::Transfer, tally_core::verify::VerifyError),
+    Malformed,
+}
 
 /// The settlement account of DCP `id` at the central bank.
 pub fn dcp_account(id: u32) -> String {
@@ -420,9 +428,9 @@ pub fn migrations() -> [&'static Migrations; 7] {
         &ledger::MIGRATIONS,
         &tally_ledger::settlement::MIGRATIONS,
         &tally_directory::MIGRATIONS,
-        &crate::service::CENTRAL_MIGRATIONS,
-        &crate::service::OUTBOX_MIGRATIONS,
-        &crate::service::REPORT_MIGRATIONS,
+        &crate::schema::CENTRAL_MIGRATIONS,
+        &crate::schema::OUTBOX_MIGRATIONS,
+        &crate::schema::REPORT_MIGRATIONS,
         &PARTIES_MIGRATIONS,
     ]
 }
@@ -738,7 +746,7 @@ impl CentralBank {
         })
     }
 
-    /// Containment: see [`crate::Backoffice::revoke_opened`].
+    /// Containment: see tally-dcp's `Backoffice::revoke_opened`.
     pub fn revoke_opened(
         &self,
         id_digest: &Hash32,
@@ -850,7 +858,7 @@ impl CentralBank {
         // Stored per (DCP, op): an op of one DCP never answers or blocks
         // another's. DCP 1 keeps the bare op, as results stored before
         // there were several DCPs are keyed.
-        let key = if dcp == crate::service::DCP_ID {
+        let key = if dcp == 1 {
             *op
         } else {
             tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])
@@ -1106,7 +1114,7 @@ impl CentralBank {
                 amount,
             } => {
                 self.dcp_cert(*to_dcp)?;
-                if *to_dcp == dcp || !crate::service::valid_account_name(to_account) {
+                if *to_dcp == dcp || !crate::policy::valid_account_name(to_account) {
                     return Err(BackofficeError::Ledger(
                         tally_ledger::ledger::LedgerError::UnknownAccount(to_account.clone()),
                     ));
