@@ -15,6 +15,7 @@ pub mod custody;
 pub mod error;
 pub mod escrow;
 pub mod keys;
+pub mod monitoring;
 pub mod outbox;
 pub mod policy;
 pub mod result;

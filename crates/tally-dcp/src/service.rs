@@ -418,8 +418,21 @@ impl Backoffice {
         supervisors: Option<tally_supervisor::JointParams>,
         dcps: &[(u32, PublicKey)],
     ) -> Result<CentralBank, BackofficeError> {
+        Self::open_central_with_mds(central, Some(mds), keys, escrow_key, supervisors, dcps)
+    }
+
+    /// [`Backoffice::open_central`] with the MDS in this process (`Some`)
+    /// or as its own process (`None`, `tally mds`).
+    pub fn open_central_with_mds(
+        central: Store,
+        mds: Option<Store>,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
         pin_central_keys(&central, &keys)?;
-        CentralBank::open(central, mds, keys, escrow_key, supervisors, dcps)
+        CentralBank::open_with_mds(central, mds, keys, escrow_key, supervisors, dcps)
     }
 
     /// A DCP alone (`tally dcp`) with id `id` and issuing key `signer`,
