@@ -179,6 +179,10 @@ enum Command {
         /// outbox; without it the MDS runs in this process.
         #[arg(long)]
         external_mds: bool,
+        /// The supervisors' key set (joint.cbor of `tally supervisor
+        /// keygen`); without it, the development key whose secret is public.
+        #[arg(long)]
+        escrow_key: Option<PathBuf>,
     },
     /// The MDS alone (issue 11): pulls settled records from the central
     /// bank's outbox (mutual TLS, `mds` role) into its own database and
@@ -698,6 +702,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             manufacturers,
             root_out,
             external_mds,
+            escrow_key,
         } => parties::run_central(parties::CentralOptions {
             database_url,
             mds_database_url,
@@ -708,6 +713,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             manufacturers,
             root_out,
             external_mds,
+            escrow_key,
         })
         .map(|_| String::new()),
         Command::Mds {

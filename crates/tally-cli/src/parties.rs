@@ -96,6 +96,8 @@ pub struct CentralOptions {
     pub root_out: Option<PathBuf>,
     /// The MDS runs as its own process (`tally mds`) and pulls the outbox.
     pub external_mds: bool,
+    /// The supervisors' key set (joint.cbor); None: the development key.
+    pub escrow_key: Option<PathBuf>,
 }
 
 fn read_key(path: &Path) -> Result<PublicKey, CliError> {
@@ -132,19 +134,23 @@ pub fn run_central(o: CentralOptions) -> Result<(), CliError> {
             o.mds_database_url.as_deref().unwrap_or(&o.database_url),
         )?)
     };
-    tracing::warn!(
-        "central bank without the supervisors' key set: escrows use the DEVELOPMENT key"
-    );
+    let supervisors = o
+        .escrow_key
+        .as_deref()
+        .map(crate::node::read_supervisors)
+        .transpose()?;
+    let joint = match &supervisors {
+        Some(params) => params.joint_key().clone(),
+        None => {
+            tracing::warn!(
+                "no --escrow-key: certificates carry escrows to the DEVELOPMENT key, whose secret is public"
+            );
+            tally_dcp::development_escrow_key()
+        }
+    };
     let bank = Arc::new(
-        Backoffice::open_central_with_mds(
-            store,
-            mds,
-            keys,
-            tally_dcp::development_escrow_key(),
-            None,
-            &dcps,
-        )
-        .map_err(|e| CliError::failed(format!("cannot start the central bank: {e}")))?,
+        Backoffice::open_central_with_mds(store, mds, keys, joint, supervisors, &dcps)
+            .map_err(|e| CliError::failed(format!("cannot start the central bank: {e}")))?,
     );
     if !o.external_mds {
         // The MDS in this process pulls the outbox off the request path.
