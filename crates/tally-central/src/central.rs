@@ -849,13 +849,25 @@ impl CentralBank {
     /// commit.
     fn once(
         &self,
+        dcp: u32,
         op: &Hash32,
         reply_key: &Hash32,
         mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
     ) -> Result<Vec<u8>, BackofficeError> {
         let cipher = XChaCha20Poly1305::new((&reply_key.0).into());
+        // Stored per (DCP, op): an op of one DCP never answers or blocks
+        // another's. DCP 1 keeps the bare op, as results stored before
+        // there were several DCPs are keyed.
+        let key = if dcp == crate::DCP_ID {
+            *op
+        } else {
+            tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])
+        };
+        let op_key = &key;
         self.store.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op)])? {
+            if let Some(r) =
+                tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op_key)])?
+            {
                 return cipher
                     .decrypt(&XNonce::default(), r.bytes(0)?)
                     .map_err(|_| BackofficeError::BadSettlementResult);
@@ -869,7 +881,7 @@ impl CentralBank {
                 .map_err(|_| BackofficeError::BadSettlementResult)?;
             tx.execute(
                 "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
-                &[b(op), sealed.into()],
+                &[b(op_key), sealed.into()],
             )?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, BackofficeError>(signed)
@@ -893,6 +905,9 @@ impl CentralBank {
             .ok_or(BackofficeError::ForeignIssue)
     }
 
+    /// Registers a fresh Issue of `dcp`. One registered before (under
+    /// another request) is refused: its value would be paid into the float
+    /// twice for one token.
     fn register_issue(
         &self,
         tx: &mut dyn Tx,
@@ -901,6 +916,12 @@ impl CentralBank {
         epoch: Epoch,
         owner_class: u8,
     ) -> Result<(), BackofficeError> {
+        if tx
+            .query_one("SELECT value FROM issued WHERE id = $1", &[b(&issue.id())])?
+            .is_some()
+        {
+            return Err(BackofficeError::ForeignIssue);
+        }
         Settlement::register_issue(tx, dcp, issue)?;
         // The MDS counts money from its issuance (circulation = issued −
         // redeemed), not from when it first reaches settlement.
@@ -930,7 +951,7 @@ impl CentralBank {
         match req {
             CentralRequest::Load { issue, class } => {
                 let amount = self.check_issue(dcp, issue)?;
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     Ledger::transfer(
                         tx,
                         &TransferRequest {
@@ -990,7 +1011,7 @@ impl CentralBank {
                     return Err(BackofficeError::ReportsMismatch);
                 }
                 let checked = self.precheck(&upload.packages)?;
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     self.settle_upload(tx, dcp, op, epoch, mailbox, offline, &upload, &checked)
                 })
             }
@@ -999,7 +1020,7 @@ impl CentralBank {
                 for (_, i) in issues {
                     amounts.push(self.check_issue(dcp, i)?);
                 }
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     let mut res = SettlementResult::default();
                     for ((tid, issue), amount) in issues.iter().zip(&amounts) {
                         let row = tx
@@ -1045,7 +1066,7 @@ impl CentralBank {
                 let amount = self.check_issue(dcp, issue)?;
                 let id = issue.id();
                 let by = tagged_hash(b"tally/v1/cancel", &[&id.0]);
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     // Only an Issue this DCP registered.
                     let registered = tx
                         .query_one("SELECT dcp FROM issued WHERE id = $1", &[b(&id)])?
@@ -1098,7 +1119,7 @@ impl CentralBank {
                         tally_ledger::ledger::LedgerError::UnknownAccount(to_account.clone()),
                     ));
                 }
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     let applied = Ledger::transfer(
                         tx,
                         &TransferRequest {
@@ -1277,7 +1298,7 @@ impl CentralBank {
                 self.verify_with(&trust, pkg)
             });
         let account = dcp_account(dcp);
-        let res = self.once(op, reply_key, |tx| {
+        let res = self.once(dcp, op, reply_key, |tx| {
             // One payout per redemption request, whatever the number of
             // different device requests that carry it.
             let tag = tagged_hash(b"tally/v1/redemption-op", &[&reply_key.0]);
@@ -1924,6 +1945,21 @@ pub mod reply {
         Ok(v)
     }
 
+    /// Canonical only (SPEC §2.1): the answer re-encoded must be the
+    /// bytes received.
+    fn canonical<T>(
+        bytes: &[u8],
+        v: T,
+        encode: impl FnOnce(&T, &mut Writer),
+    ) -> Result<T, CodecError> {
+        let mut w = Writer::new();
+        encode(&v, &mut w);
+        if w.into_bytes() != bytes {
+            return Err(CodecError::NonCanonical);
+        }
+        Ok(v)
+    }
+
     pub fn trust(bytes: &[u8]) -> Result<CentralTrust, CodecError> {
         CentralTrust::from_cbor(bytes)
     }
@@ -1933,17 +1969,26 @@ pub mod reply {
             0 => None,
             _ => Some(read_entry(&mut r)?),
         };
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| match v {
+            Some(e) => {
+                w.array(1);
+                write_entry(w, e);
+            }
+            None => w.array(0),
+        })
     }
     pub fn entry(bytes: &[u8]) -> Result<SeEntry, CodecError> {
         let mut r = Reader::new(bytes);
         let v = read_entry(&mut r)?;
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |e, w| write_entry(w, e))
     }
     pub fn unit(bytes: &[u8]) -> Result<(), CodecError> {
         let mut r = Reader::new(bytes);
         r.array(0)?;
-        done(r, bytes, ())
+        let v = done(r, bytes, ())?;
+        canonical(bytes, v, |_, w| w.array(0))
     }
     pub fn id_digest(bytes: &[u8]) -> Result<Option<Hash32>, CodecError> {
         let mut r = Reader::new(bytes);
@@ -1951,12 +1996,20 @@ pub mod reply {
             0 => None,
             _ => Some(Hash32::read(&mut r)?),
         };
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| match v {
+            Some(d) => {
+                w.array(1);
+                d.write(w);
+            }
+            None => w.array(0),
+        })
     }
     pub fn signed(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut r = Reader::new(bytes);
         let v = r.bytes_max(UPLOAD_PACKAGES_MAX * 4096 + 4096)?.to_vec();
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| w.bytes(v))
     }
     pub fn inbox(bytes: &[u8]) -> Result<Vec<InboxEntry>, CodecError> {
         let mut r = Reader::new(bytes);
@@ -1965,12 +2018,19 @@ pub mod reply {
         for _ in 0..n {
             out.push(InboxEntry::read(&mut r)?);
         }
-        done(r, bytes, out)
+        let v = done(r, bytes, out)?;
+        canonical(bytes, v, |v, w| {
+            w.array(v.len());
+            for e in v {
+                e.write(w);
+            }
+        })
     }
     pub fn balance(bytes: &[u8]) -> Result<i64, CodecError> {
         let mut r = Reader::new(bytes);
         let v = i64::try_from(r.u64()?).map_err(|_| CodecError::Malformed)?;
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| w.u64(*v as u64))
     }
 }
 

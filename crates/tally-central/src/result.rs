@@ -163,6 +163,19 @@ impl SettlementResult {
             ))
         })();
         let (res, sig, version) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
+        // Canonical only (SPEC §2.1): one encoding per result.
+        let mut w = Writer::new();
+        if version == 1 {
+            w.array(10);
+            res.write_body_v1(&mut w);
+        } else {
+            w.array(11);
+            res.write_body(&mut w);
+        }
+        sig.write(&mut w);
+        if w.into_bytes() != bytes {
+            return Err(BackofficeError::BadSettlementResult);
+        }
         let msg = res.message(version);
         let signed = tally_core::crypto::verify(settlement, &msg.0, &sig).is_ok()
             || tally_core::crypto::verify(root, &msg.0, &sig).is_ok();

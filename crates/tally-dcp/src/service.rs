@@ -117,7 +117,7 @@ pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
 pub const TOKEN_VALIDITY_EPOCHS: Epoch = 60;
 /// The DCP of a node (`tally node`): DCP 1.
-pub const DCP_ID: u32 = 1;
+pub use tally_central::DCP_ID;
 /// Its settlement account at the central bank.
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
@@ -357,6 +357,20 @@ impl Backoffice {
         supervisors: Option<tally_supervisor::JointParams>,
         keys: NodeKeys,
     ) -> Result<Backoffice, BackofficeError> {
+        Self::open_node_trusting(stores, escrow_key, supervisors, keys, &[])
+    }
+
+    /// [`Backoffice::open_with`] (or with the supervisors' key set) whose
+    /// central bank also trusts the DCPs `more` (id, key) besides DCP 1:
+    /// they run as their own [`Backoffice::open_dcp`] against
+    /// [`Backoffice::central_bank`] (the demo's second DCP).
+    pub fn open_node_trusting(
+        stores: Stores,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        keys: NodeKeys,
+        more: &[(u32, PublicKey)],
+    ) -> Result<Backoffice, BackofficeError> {
         let Stores { central, dcp, mds } = stores;
         let legacy = legacy_seeds(&central, &dcp)?;
         if !legacy.match_keys(&keys) {
@@ -385,7 +399,9 @@ impl Backoffice {
             central_keys,
             escrow_key,
             supervisors,
-            &[(DCP_ID, keys.dcp.public_key())],
+            &std::iter::once((DCP_ID, keys.dcp.public_key()))
+                .chain(more.iter().copied())
+                .collect::<Vec<_>>(),
         )?);
         let mut bo = Self::open_dcp(dcp, DCP_ID, keys.dcp, bank.clone())?;
         bo.bank = Some(bank);
