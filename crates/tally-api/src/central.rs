@@ -10,7 +10,7 @@
 //! a valid role certificate never reaches a handler.
 //!
 //! Routes:
-//! - `POST /central/v1/rpc` (DCPs): one [`tally_dcp::central::CentralCall`]
+//! - `POST /central/v1/rpc` (DCPs): one [`tally_central::central::CentralCall`]
 //!   in CBOR, answered in CBOR;
 //! - `POST /central/v1/admin/mint` `{"dcp", "amount", "idempotency_key"}`,
 //!   `POST /central/v1/admin/manufacturers` `{"key"}` (hex CBOR),
@@ -29,15 +29,14 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use tally_central::central::{CentralCall, InboxEntry, answer, reply};
 use tally_central::monitoring::{
     Outbox, OutboxRow, decode_ack, decode_fetch, encode_ack, encode_fetch,
 };
+use tally_central::{BackofficeError, Central, CentralBank, CentralRequest, CentralTrust};
 use tally_core::codec::Cbor;
+use tally_core::dcp::MakerCertificate;
 use tally_core::{Hash32, PublicKey};
-use tally_dcp::central::{CentralCall, InboxEntry, answer, reply};
-use tally_dcp::{
-    BackofficeError, Central, CentralBank, CentralRequest, CentralTrust, MakerCertificate,
-};
 use tally_directory::SeEntry;
 use tally_tls::{PeerRole, Role};
 

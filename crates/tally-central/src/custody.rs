@@ -5,13 +5,14 @@
 
 use tally_core::codec::Cbor;
 use tally_core::crypto::tagged_hash;
+use tally_core::escrow::JointKey;
 use tally_core::sealed::OpeningKey;
-use tally_core::{SecretKey, Suite};
+use tally_core::{PublicKey, SecretKey, Suite};
 use tally_ledger::ledger;
 use tally_store::{Store, StoreError};
 
 use crate::BackofficeError;
-use crate::central::CentralKeys;
+use crate::central::{CentralBank, CentralKeys};
 use crate::keys::{KeyError, NodeKeys};
 use crate::schema::{
     CENTRAL_KEY_CUSTODY_MIGRATIONS, CENTRAL_MIGRATIONS, OUTBOX_MIGRATIONS, REPORT_MIGRATIONS,
@@ -150,4 +151,21 @@ pub fn central_legacy_seeds(central: &Store) -> Result<LegacySeeds, BackofficeEr
         seeds.opening = legacy_seed(central, "node_secrets", "seal")?;
     }
     Ok(seeds)
+}
+
+impl CentralBank {
+    /// The central bank alone (`tally central`): its keys self-tested and
+    /// pinned in its store ([`pin_central_keys`]), then
+    /// [`CentralBank::open`], trusting the DCPs `dcps`.
+    pub fn open_pinned(
+        central: Store,
+        mds: Store,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
+        pin_central_keys(&central, &keys)?;
+        CentralBank::open(central, mds, keys, escrow_key, supervisors, dcps)
+    }
 }

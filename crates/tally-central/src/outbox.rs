@@ -72,3 +72,59 @@ pub(crate) fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecErro
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use tally_core::{Amount, Hash32, Issue, Output, SecretKey, Suite};
+
+    use super::*;
+
+    fn record(serial: u64) -> Record {
+        let owner = SecretKey::from_seed(Suite::Ed25519, &[7; 32]).expect("any seed");
+        Record::Issue(Issue {
+            issuer: Hash32([2; 32]),
+            serial,
+            expiry_epoch: 60,
+            outputs: vec![Output {
+                value: Amount(100),
+                owner: owner.public(),
+            }],
+            signature: owner.sign(b"not checked here"),
+        })
+    }
+
+    #[test]
+    fn an_outbox_body_decodes_to_what_was_queued() {
+        let mut refused = IngestRecord::new(record(2), 4, Verdict::Refused(2201));
+        refused.output_classes = vec![1, 3];
+        refused.offline_epochs = Some(0);
+        refused.unacknowledged = true;
+        let records = vec![IngestRecord::new(record(1), 3, Verdict::Verified), refused];
+        let body = encode_ingest(&records);
+        let back = decode_ingest(&body).expect("decodes");
+        assert_eq!(back.len(), 2);
+        for (a, b) in records.iter().zip(&back) {
+            assert_eq!(a.record, b.record);
+            assert_eq!(a.epoch, b.epoch);
+            assert_eq!(a.verdict, b.verdict);
+            assert_eq!(a.output_classes, b.output_classes);
+            assert_eq!(a.offline_epochs, b.offline_epochs);
+            assert_eq!(a.unacknowledged, b.unacknowledged);
+        }
+        assert_eq!(encode_ingest(&back), body);
+    }
+
+    #[test]
+    fn a_truncated_or_extended_outbox_body_is_refused() {
+        let body = encode_ingest(&[IngestRecord::new(record(1), 3, Verdict::Verified)]);
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_ingest(&longer).err(),
+            Some(CodecError::TrailingBytes)
+        );
+        for n in 0..body.len() {
+            assert!(decode_ingest(&body[..n]).is_err(), "{n} bytes decoded");
+        }
+    }
+}

@@ -185,3 +185,89 @@ impl SettlementResult {
         Ok(res)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tally_core::{Amount, Output, SecretKey, Suite};
+
+    use super::*;
+    use crate::keys::{NodeSigner, SoftwareSigner};
+
+    fn key(label: u8) -> Arc<NodeSigner> {
+        let k = SecretKey::from_seed(Suite::Ed25519, &[label; 32]).expect("any seed");
+        Arc::new(SoftwareSigner::new(k))
+    }
+
+    fn result() -> SettlementResult {
+        let owner = SecretKey::from_seed(Suite::Ed25519, &[9; 32]).expect("any seed");
+        SettlementResult {
+            op: Hash32([1; 32]),
+            settled: 2,
+            refused: 1,
+            value: 700,
+            double_spends: 1,
+            issues: vec![Issue {
+                issuer: Hash32([2; 32]),
+                serial: 5,
+                expiry_epoch: 60,
+                outputs: vec![Output {
+                    value: Amount(700),
+                    owner: owner.public(),
+                }],
+                signature: owner.sign(b"not checked here"),
+            }],
+            balance: 0,
+            transfer: Some(Hash32([3; 32])),
+            deliveries: vec![(Hash32([4; 32]), 250)],
+        }
+    }
+
+    #[test]
+    fn a_signed_result_opens_under_the_settlement_key_or_the_root() {
+        let (settlement, root) = (key(1), key(2));
+        let res = result();
+        let signed = res.sign(&*settlement).expect("software key signs");
+        let opened = SettlementResult::open(
+            &signed,
+            &settlement.public_key(),
+            &root.public_key(),
+            &res.op,
+        );
+        assert_eq!(opened, Ok(res.clone()));
+        // Results stored before the settlement key existed: signed by the root.
+        let by_root = res.sign(&*root).expect("software key signs");
+        let opened = SettlementResult::open(
+            &by_root,
+            &settlement.public_key(),
+            &root.public_key(),
+            &res.op,
+        );
+        assert_eq!(opened, Ok(res));
+    }
+
+    #[test]
+    fn a_result_for_another_op_by_another_key_or_altered_is_refused() {
+        let (settlement, root, stranger) = (key(1), key(2), key(3));
+        let res = result();
+        let open = |bytes: &[u8], op: &Hash32| {
+            SettlementResult::open(bytes, &settlement.public_key(), &root.public_key(), op)
+        };
+        let signed = res.sign(&*settlement).expect("software key signs");
+        let refused = Err(BackofficeError::BadSettlementResult);
+        assert_eq!(open(&signed, &Hash32([9; 32])), refused);
+        let forged = res.sign(&*stranger).expect("software key signs");
+        assert_eq!(open(&forged, &res.op), refused);
+        let mut trailing = signed.clone();
+        trailing.push(0);
+        assert_eq!(open(&trailing, &res.op), refused);
+        // Every single-byte change is refused (undecodable, non-canonical,
+        // or no longer signed).
+        for i in 0..signed.len() {
+            let mut changed = signed.clone();
+            changed[i] ^= 0x01;
+            assert_eq!(open(&changed, &res.op), refused, "byte {i}");
+        }
+    }
+}

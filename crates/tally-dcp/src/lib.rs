@@ -1,9 +1,11 @@
-//! The back office: the central bank ([`central`]: ledger of the DCPs'
-//! settlement accounts, settlement, the SE directory, the MDS feed) and
-//! Digital Currency Providers ([`service`]: onboarding, load, unload,
+//! The back office's DCP role: Digital Currency Providers ([`service`]:
+//! onboarding, load, unload,
 //! renewal, sync with recovery of interrupted payments, online payments,
 //! their customers' accounts in [`book`]). A DCP reaches the central bank
-//! through the [`Central`] trait, in process or over the network.
+//! (tally-central, re-exported here as [`central`]: ledger of the DCPs'
+//! settlement accounts, settlement, the SE directory, the MDS feed)
+//! through the [`Central`] trait, in process or over the network; it has
+//! no SQL on the central bank's tables (tests/production_build.rs).
 //! Transport-free: the HTTP layer (tally-api) calls these methods.
 //!
 //! Every device request is signed inside the SE (ATTEST over the request

@@ -1,6 +1,8 @@
-//! The back office: the central bank (ledger, settlement, directory, MDS
-//! feed) and one Digital Currency Provider (DCP), in one process but on
-//! separate stores (DESIGN.md §1, §5).
+//! A Digital Currency Provider (DCP): [`Backoffice`]. It reaches the
+//! central bank (tally-central: ledger, settlement, directory, MDS feed)
+//! only through the [`Central`] trait; a node (`tally node`) also holds
+//! the central bank in the same process, on separate stores (DESIGN.md
+//! §1, §5).
 //!
 //! What each side holds:
 //!
@@ -10,7 +12,8 @@
 //!   kept encrypted under a key derived from the request bytes (so a replay
 //!   of the same request gets the same answer, and the table alone reveals
 //!   nothing). No offline record, pseudonym key or offline amount.
-//! - **Central store**: ledger, spent registry, issued tokens, the settled
+//! - **Central store** (tally-central's; no SQL on it in this crate):
+//!   ledger, spent registry, issued tokens, the settled
 //!   uploads and closed requests (pseudonymous), recoveries by mailbox, the
 //!   escrows of settled certificates, the MDS outbox, and the result of
 //!   every settlement call by request id (idempotency).
@@ -117,7 +120,7 @@ pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
 pub const TOKEN_VALIDITY_EPOCHS: Epoch = 60;
 /// The DCP of a node (`tally node`): DCP 1.
-pub const DCP_ID: u32 = 1;
+pub use tally_central::DCP_ID;
 /// Its settlement account at the central bank.
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
@@ -431,7 +434,7 @@ impl Backoffice {
         supervisors: Option<tally_supervisor::JointParams>,
         dcps: &[(u32, PublicKey)],
     ) -> Result<CentralBank, BackofficeError> {
-        pin_central_keys(&central, &keys)?;
+        tally_central::custody::pin_central_keys(&central, &keys)?;
         CentralBank::open_with_mds(central, mds, keys, escrow_key, supervisors, dcps)
     }
 

@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tally_central::BackofficeError;
 use tally_codes::{Component, REGISTRY, State};
 use tally_core::codec::CodecError;
 use tally_core::sealed::SealError;
 use tally_core::verify::VerifyError;
 use tally_core::{Hash32, OutPoint, SecretKey, Suite, Transfer};
-use tally_dcp::BackofficeError;
 use tally_directory::DirectoryError;
 use tally_ledger::{DoubleSpend, LedgerError, SettlementError};
 use tally_store::StoreError;
@@ -96,7 +96,7 @@ fn every_kind() -> Vec<BackofficeError> {
         EscrowMismatch,
         Sealed(SealError::Open),
         BadSettlementResult,
-        Signer(tally_dcp::KeyError::Device("token removed".into())),
+        Signer(tally_central::KeyError::Device("token removed".into())),
         KeysInDatabase,
         KeysChanged { role: "root" },
         OpeningNotShown,
