@@ -12,6 +12,8 @@
 
 pub mod book;
 pub mod central;
+#[cfg(feature = "testkit")]
+pub mod fuzzing;
 pub mod keys;
 pub mod service;
 
