@@ -1,7 +1,7 @@
 //! `SettlementResult::open` under fixed settlement and root keys and a
 //! fixed op: never panics; an accepted result answers that op, is the
 //! canonical encoding of what it returned, and its signature verifies over
-//! the SPEC's message (§10.9).
+//! the SPEC's message (§9.6).
 #![no_main]
 
 use std::sync::OnceLock;

@@ -115,9 +115,16 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// SPEC.md up to §10, whose vectors (the central bank's wire) are
+/// checked by crates/tally-dcp/tests/wire_vectors.rs.
 fn spec_text() -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/SPEC.md");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    match text.find("\n## 10. ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
 
 /// The ```` ```hex title=NAME ```` blocks of a Markdown text, whitespace

@@ -561,7 +561,7 @@ impl Default for ResultFixture {
 }
 
 /// The body of a result of `version` (1 or 2), written from the SPEC
-/// (§10.9), independently of `SettlementResult`'s own writer.
+/// (§9.6), independently of `SettlementResult`'s own writer.
 pub fn result_body(res: &SettlementResult, version: u8) -> Vec<u8> {
     let mut w = Writer::new();
     w.array(if version == 1 { 9 } else { 10 });
