@@ -279,5 +279,18 @@ fn demo_runs_to_the_end() {
         "{out}"
     );
     assert!(out.contains("(equals the offline float: true)"), "{out}");
+    // Two DCPs: a customer of DCP 2 paid offline from DCP 1, an interbank
+    // payment, each DCP's book equal to its settlement account.
+    for dcp in ["DCP 1", "DCP 2"] {
+        let line = out
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{dcp}: customers' accounts"))
+            })
+            .unwrap_or_else(|| panic!("no reconciliation of {dcp} in:\n{out}"));
+        assert!(line.ends_with("(reconciled)"), "{line}");
+    }
+    assert!(out.contains("alice pays dave@2 300 XTS online"), "{out}");
     assert!(out.contains("losses from fraud"), "{out}");
 }

@@ -373,29 +373,21 @@ fn pick2(v: &mut [Device], a: usize, b: usize) -> (&mut Device, &mut Device) {
     }
 }
 
-pub fn full() -> Result<(), crate::CliError> {
-    let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| crate::CliError::io(&dir, e))?;
-    let db = dir.join("node.sqlite");
-    // The supervisors' 3-of-5 ceremony first: the node encrypts every
-    // SE's identity to their joint key.
-    let sup = dir.join("supervisors");
-    let joint = crate::supervisor::steps::keygen(&sup, 3, 5)?;
-    let bo = crate::node::open_backoffice(
-        &crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""),
-        Some(&joint),
-        &crate::node::KeyOptions {
-            dir: dir.join("node.keys"),
-            pkcs11: None,
-        },
-    )?;
-    let token = "demo-operator-token".to_string();
+/// Serves `bo`'s API on 127.0.0.1 (any port) on a thread of its own until
+/// the returned sender fires: (base URL, stop, thread).
+fn serve_background(
+    bo: std::sync::Arc<tally_dcp::Backoffice>,
+    token: String,
+) -> Result<
+    (
+        String,
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ),
+    crate::CliError,
+> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let bo2 = bo.clone();
-    let tok2 = token.clone();
     let server = std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -418,27 +410,70 @@ pub fn full() -> Result<(), crate::CliError> {
             };
             let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
             let cfg = tally_api::ApiConfig {
-                operator_token: tok2,
+                operator_token: token,
                 body_limit_bytes: 1 << 20,
                 device_rate: tally_api::DeviceRate::default(),
             };
-            if let Err(e) = tally_api::serve(bo2, l, cfg, async {
+            if let Err(e) = tally_api::serve(bo, l, cfg, async {
                 let _ = stop_rx.await;
             })
             .await
             {
-                eprintln!("tally: demo node stopped: {e}");
+                eprintln!("tally: demo server stopped: {e}");
             }
         });
     });
     let addr = rx.recv().map_err(cli)?.map_err(cli)?;
-    let node = format!("http://{addr}");
+    Ok((format!("http://{addr}"), stop_tx, server))
+}
+
+pub fn full() -> Result<(), crate::CliError> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| crate::CliError::io(&dir, e))?;
+    let db = dir.join("node.sqlite");
+    // The supervisors' 3-of-5 ceremony first: the node encrypts every
+    // SE's identity to their joint key.
+    let sup = dir.join("supervisors");
+    let joint = crate::supervisor::steps::keygen(&sup, 3, 5)?;
+    // DCP 2's issuing key (its own key directory), trusted by the
+    // central bank beside DCP 1.
+    let dcp2_key = tally_dcp::KeyDir::open_or_create(&dir.join("dcp2.keys"))
+        .and_then(|k| k.signer(tally_dcp::keys::DCP, &mut tally_dcp::OsEntropy))
+        .map_err(cli)?;
+    let bo = crate::node::open_backoffice_trusting(
+        &crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""),
+        Some(&joint),
+        &crate::node::KeyOptions {
+            dir: dir.join("node.keys"),
+            pkcs11: None,
+        },
+        &[(2, dcp2_key.public_key())],
+    )?;
+    let token = "demo-operator-token".to_string();
+    let (node, stop_tx, server) = serve_background(bo.clone(), token.clone())?;
+    // DCP 2: its own database, reaching the central bank of the node.
+    let bank: std::sync::Arc<dyn tally_dcp::Central> = bo
+        .central_bank()
+        .ok_or_else(|| cli("the node has no central bank"))?
+        .clone();
+    let dcp2 = std::sync::Arc::new(
+        tally_dcp::Backoffice::open_dcp(
+            tally_store::Store::sqlite(&dir.join("dcp2.sqlite")).map_err(cli)?,
+            2,
+            dcp2_key,
+            bank,
+        )
+        .map_err(cli)?,
+    );
+    let (node2, stop2, server2) = serve_background(dcp2.clone(), token.clone())?;
     let out = io::stdout();
     let mut o = out.lock();
     let w = |e: io::Error| cli(e);
     writeln!(
         o,
-        "Tally demo: a node (central bank + directory + MDS, and one DCP on its own database) on {node}, SQLite at {}",
+        "Tally demo: a node (central bank + directory + MDS, and DCP 1 on its own database) on {node}, SQLite at {}; DCP 2 (own database, own issuing key, its customers' accounts in its own book) on {node2}",
         db.display()
     )
     .map_err(w)?;
@@ -632,6 +667,50 @@ pub fn full() -> Result<(), crate::CliError> {
     )
     .map_err(w)?;
 
+    // A second DCP: a customer of DCP 2 paid offline by a customer of
+    // DCP 1, renewing and unloading at DCP 2; an interbank payment.
+    let cb = bo
+        .central_bank()
+        .ok_or_else(|| cli("the node has no central bank"))?
+        .clone();
+    cb.mint(2, "demo-mint-2", 100_000).map_err(cli)?;
+    let op2 = tally_api::OperatorClient::new(&node2, &token);
+    op2.deposit("dave", "demo-deposit-dave", 2_000)
+        .map_err(cli)?;
+    let e2 = Enrolment {
+        bo: &dcp2,
+        root: e.root,
+        maker: e.maker.clone(),
+    };
+    let mut dave = onboard(&node2, &e2, "dave-phone", "phone at DCP 2", PHONE, "dave")?;
+    pay_offline(&mut d[1].link, &mut dave.link, Amount(700)).map_err(cli)?;
+    let renewed = dave.agent(&node2, |a| a.renew())?;
+    let dave_bal = dave.agent(&node2, |a| a.unload(200))?;
+    let alice_bal = d[0].agent(&node, |a| a.pay_online("dave@2", 300, Some(DEMO_PIN)))?;
+    dcp2.book_inbox().map_err(cli)?;
+    let dave_bal_after = op2.balance("dave").map_err(cli)?;
+    writeln!(
+        o,
+        "   Second DCP: the central bank mints 100,000 into DCP 2's settlement account; dave's phone enrols at DCP 2.\n   bob-phone (DCP 1) pays dave-phone (DCP 2) 700 XTS offline; dave renews {renewed} at DCP 2 and unloads 200 into his account there ({dave_bal}).\n   alice pays dave@2 300 XTS online: DCP 1 → central ledger → DCP 2's inbox; alice {alice_bal}, dave {dave_bal_after}."
+    )
+    .map_err(w)?;
+    for (name, dcp) in [("DCP 1", &bo), ("DCP 2", &dcp2)] {
+        let r = dcp.reconcile().map_err(cli)?;
+        writeln!(
+            o,
+            "   {name}: customers' accounts and own money {} = settlement account at the central bank {} ({})",
+            r.book.sum,
+            r.settlement_account,
+            if r.matches() { "reconciled" } else { "MISMATCH" }
+        )
+        .map_err(w)?;
+        if !r.matches() {
+            return Err(cli(format!(
+                "{name}'s book does not match its settlement account"
+            )));
+        }
+    }
+
     writeln!(o, "8. Cloned SE: mallory copies her phone's secure element and spends the same 1000 XTS twice.").map_err(w)?;
     let clone_storage = {
         let applet = &mut d[5].link.card.applet;
@@ -818,6 +897,8 @@ pub fn full() -> Result<(), crate::CliError> {
     for acct in ["alice", "bob", "carol", "acme-energy", "mallory"] {
         writeln!(o, "{:<14} {:>8}", acct, op.balance(acct).map_err(cli)?).map_err(w)?;
     }
+    writeln!(o, "\nAccounts at DCP 2").map_err(w)?;
+    writeln!(o, "{:<14} {:>8}", "dave", op2.balance("dave").map_err(cli)?).map_err(w)?;
     let inv = bo.invariant().map_err(cli)?;
     writeln!(o, "\nLedger invariant (GET {node}/ledger/invariant)").map_err(w)?;
     writeln!(
@@ -838,6 +919,7 @@ pub fn full() -> Result<(), crate::CliError> {
     writeln!(o, "  holds                      {:>10}", inv.holds()).map_err(w)?;
     let held: i64 = d
         .iter_mut()
+        .chain(std::iter::once(&mut dave))
         .map(|dev| dev.link.status().map(|s| s.balance.0 as i64).unwrap_or(0))
         .sum::<i64>()
         + clone_link.status().map(|s| s.balance.0 as i64).unwrap_or(0);
@@ -892,6 +974,8 @@ pub fn full() -> Result<(), crate::CliError> {
     drop(o);
     let _ = stop_tx.send(());
     let _ = server.join();
+    let _ = stop2.send(());
+    let _ = server2.join();
     let _ = std::fs::remove_dir_all(&dir);
     if !inv.holds() || held + in_flight != inv.offline_float {
         return Err(crate::CliError::failed("ledger invariant does not hold"));

@@ -156,6 +156,16 @@ pub fn open_backoffice(
     escrow_key: Option<&std::path::Path>,
     keys: &KeyOptions,
 ) -> Result<Arc<Backoffice>, CliError> {
+    open_backoffice_trusting(urls, escrow_key, keys, &[])
+}
+
+/// [`open_backoffice`] whose central bank also trusts the DCPs `more`.
+pub fn open_backoffice_trusting(
+    urls: &StoreUrls,
+    escrow_key: Option<&std::path::Path>,
+    keys: &KeyOptions,
+    more: &[(u32, tally_core::PublicKey)],
+) -> Result<Arc<Backoffice>, CliError> {
     let open = |url: &str| {
         Store::open(url).map_err(|e| CliError::failed(format!("cannot open database {url}: {e}")))
     };
@@ -176,10 +186,7 @@ pub fn open_backoffice(
         mds: open(&urls.mds)?,
     };
     let node_keys = node_keys(&stores, keys)?;
-    let bo = match supervisors {
-        Some(params) => Backoffice::open_with_supervisors(stores, params, node_keys),
-        None => Backoffice::open_with(stores, key, node_keys),
-    };
+    let bo = Backoffice::open_node_trusting(stores, key, supervisors, node_keys, more);
     Ok(Arc::new(bo.map_err(|e| {
         CliError::failed(format!("cannot start the back office: {e}"))
     })?))
@@ -209,6 +216,18 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
             .map_err(|e| CliError::failed(e.to_string()))?;
         tracing::info!(%addr, backend = bo.store().backend(), "tally node started");
         tokio::spawn(audit_periodically(bo.clone()));
+        // The MDS pulls settled records from the outbox off the request
+        // path (issue 11).
+        let feed = bo.clone();
+        std::thread::Builder::new()
+            .name("mds-feed".into())
+            .spawn(move || {
+                loop {
+                    feed.pump_mds();
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            })
+            .map_err(|e| CliError::failed(format!("cannot start the MDS feed: {e}")))?;
         // Tests and scripts read this line to find the port.
         println!("tally node listening on http://{addr}");
         let cfg = tally_api::ApiConfig {

@@ -11,18 +11,21 @@
 //! idempotent: the same signed request again returns the stored response.
 
 pub mod book;
-pub mod central;
-#[cfg(feature = "testkit")]
-pub mod fuzzing;
-pub mod keys;
 pub mod service;
 
-pub use central::{
-    Central, CentralBank, CentralKeys, CentralRequest, CentralTrust, InboxEntry, dcp_account,
-};
-pub use keys::{KeyDir, KeyError, NodeKeys, NodeSigner, SoftwareSigner};
+// The central bank is its own crate (tally-central); its modules and types
+// stay reachable here under their old paths.
 pub use service::{
     Backoffice, BackofficeError, LegacySeeds, OsEntropy, OutboxStatus, Reconciliation,
     SettlementResult, Stores, development_escrow_key, legacy_seeds,
 };
+/// The central wire's vectors and fuzz oracles (tally-central, feature
+/// `testkit`), under the path the fuzz targets and tests use.
+#[cfg(feature = "testkit")]
+pub use tally_central::fuzzing;
+pub use tally_central::{
+    Central, CentralBank, CentralKeys, CentralRequest, CentralTrust, InboxEntry, dcp_account,
+};
+pub use tally_central::{KeyDir, KeyError, NodeKeys, NodeSigner, SoftwareSigner};
+pub use tally_central::{central, keys};
 pub use tally_core::dcp::*;

@@ -22,7 +22,6 @@
 //! with the request id and gets back a result signed by the central bank,
 //! which it checks before it answers the device.
 
-use std::fmt;
 use std::sync::Arc;
 use tally_codes as codes;
 
@@ -30,74 +29,33 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use tally_core::cert::SettlementKey;
 
-use crate::keys::{KeyError, NodeKeys, NodeSigner};
+use tally_central::keys::{KeyError, NodeKeys, NodeSigner};
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
-use tally_core::crypto::{Entropy, check_key, tagged_hash};
+use tally_core::crypto::{check_key, tagged_hash};
 use tally_core::escrow::{self, IdPoint, JointKey};
-use tally_core::policy::{TierLimits, device_class};
-use tally_core::sealed::{OpeningKey, SealError, SealingKey};
-use tally_core::verify::{VerifyError, VerifyParams};
+use tally_core::policy::device_class;
+use tally_core::sealed::SealingKey;
+use tally_core::verify::VerifyParams;
 use tally_core::{
-    Amount, Epoch, Hash32, Issue, Output, Package, Policy, PseudonymCertificate, PublicKey, Record,
-    Request, RevocationList, SecretKey, Signature, Suite, SyncGrant, TrustStore,
+    Amount, Epoch, Hash32, Issue, Output, Package, Policy, PseudonymCertificate, PublicKey,
+    Request, RevocationList, SyncGrant, TrustStore,
 };
 use tally_directory::{DirectoryError, SeEntry, SeStatus, check_attestation};
-use tally_ledger::ledger::{self, Invariant, LedgerError};
-use tally_ledger::settlement::{DoubleSpend, SettlementError};
-use tally_mds::{IngestRecord, Mds, Verdict};
-use tally_store::{Migrations, Store, StoreError, Tx, TxFailure, Value};
+use tally_ledger::ledger::{Invariant, LedgerError};
+use tally_mds::Mds;
+use tally_store::{Migrations, Store, StoreError, Value};
 
 use tally_core::dcp::*;
 
+use tally_central::custody::{self, legacy_seed, migrated, pin_central_keys, pin_public_key};
+pub use tally_central::{
+    BackofficeError, CENTRAL_KEY_CUSTODY_MIGRATIONS, CENTRAL_MIGRATIONS, LegacySeeds,
+    OUTBOX_MIGRATIONS, OsEntropy, OutboxStatus, REPORT_MIGRATIONS, SettlementResult, default_tiers,
+    development_escrow_key, valid_account_name,
+};
+use tally_central::{Central, CentralBank, CentralKeys, CentralRequest, CentralTrust};
+
 use crate::book::{self, Book, BookTotals};
-use crate::central::{Central, CentralBank, CentralKeys, CentralRequest, CentralTrust};
-
-/// The central bank's own tables (ledger, settlement and directory have
-/// theirs).
-pub static CENTRAL_MIGRATIONS: Migrations = Migrations {
-    component: "central",
-    steps: &[(
-        1,
-        "CREATE TABLE node_meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL);
-        INSERT INTO node_meta (k, v) VALUES ('epoch', 1);
-        CREATE TABLE node_secrets (role TEXT PRIMARY KEY, suite BIGINT NOT NULL, seed BLOB NOT NULL);
-        CREATE TABLE node_docs (k TEXT PRIMARY KEY, body BLOB NOT NULL);
-        CREATE TABLE cb_ops (op_id BLOB PRIMARY KEY, reply BLOB NOT NULL);
-        CREATE TABLE cb_uploads (
-            transfer_id BLOB PRIMARY KEY,
-            nonce BLOB NOT NULL,
-            payee_key BLOB NOT NULL,
-            amount BIGINT NOT NULL
-        );
-        CREATE TABLE cb_closed (
-            nonce BLOB NOT NULL,
-            payee_key BLOB NOT NULL,
-            mailbox BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            PRIMARY KEY (nonce, payee_key)
-        );
-        CREATE TABLE cb_recoveries (
-            transfer_id BLOB PRIMARY KEY,
-            mailbox BLOB NOT NULL,
-            issue BLOB NOT NULL,
-            delivered BIGINT NOT NULL
-        );
-        CREATE TABLE cb_escrows (key_id BLOB PRIMARY KEY, escrow BLOB NOT NULL);
-        CREATE TABLE cb_redemptions (nonce BLOB PRIMARY KEY, op_id BLOB NOT NULL);
-        CREATE TABLE mds_outbox (op_id BLOB PRIMARY KEY, body BLOB NOT NULL)",
-    )],
-};
-
-/// When each MDS outbox row was queued (unix seconds; 0 for rows queued
-/// before this column), for the outbox-age metric. Its own component so
-/// its steps never collide with the central bank's.
-pub static OUTBOX_MIGRATIONS: Migrations = Migrations {
-    component: "central_outbox",
-    steps: &[(
-        1,
-        "ALTER TABLE mds_outbox ADD COLUMN queued_at BIGINT NOT NULL DEFAULT 0",
-    )],
-};
 
 /// The refusal of each failed device request, sealed like its response
 /// (see [`Backoffice::handle_device`]): a failed request is final. Its own
@@ -111,29 +69,6 @@ pub static REFUSAL_MIGRATIONS: Migrations = Migrations {
 pub static ISSUE_TAG_MIGRATIONS: Migrations = Migrations {
     component: "dcp_issues",
     steps: &[(1, "CREATE TABLE dcp_issues (tag BLOB PRIMARY KEY)")],
-};
-
-/// Request reports (received or closed), the uploader of each unacknowledged
-/// package, and tokens waiting in a device's mailbox until a sync names a
-/// key for them (recoveries to payees, refunds to payers).
-pub static REPORT_MIGRATIONS: Migrations = Migrations {
-    component: "central_reports",
-    steps: &[(
-        1,
-        "ALTER TABLE cb_closed ADD COLUMN received BLOB;
-        ALTER TABLE cb_uploads ADD COLUMN mailbox BLOB;
-        CREATE TABLE cb_mailbox (
-            transfer_id BLOB PRIMARY KEY,
-            mailbox BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            refund BIGINT NOT NULL,
-            issue BLOB,
-            delivered BIGINT NOT NULL
-        );
-        INSERT INTO cb_mailbox (transfer_id, mailbox, amount, refund, issue, delivered)
-            SELECT transfer_id, mailbox, 0, 0, issue, 0 FROM cb_recoveries WHERE delivered = 0;
-        DELETE FROM cb_recoveries WHERE delivered = 0",
-    )],
 };
 
 /// The DCP's tables.
@@ -177,13 +112,6 @@ pub static MIGRATIONS: Migrations = Migrations {
     )],
 };
 
-/// An uploaded package as checked before the settlement transaction.
-pub(crate) enum Checked {
-    Verified(Box<tally_core::VerifiedPackage>),
-    Refused(tally_core::Transfer, VerifyError),
-    Malformed,
-}
-
 /// Epochs a pseudonym certificate stays valid after issuance.
 pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
@@ -193,404 +121,8 @@ pub const DCP_ID: u32 = 1;
 /// Its settlement account at the central bank.
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
-/// Account names devices register under (and deposits may open):
-/// letters, digits, '-' and '_'.
-pub fn valid_account_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 pub fn user_account(name: &str) -> String {
     format!("user:{name}")
-}
-
-/// Every rejection, each with a stable code (docs/API.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BackofficeError {
-    Decode(CodecError),
-    Verify(VerifyError),
-    Ledger(LedgerError),
-    Settlement(SettlementError),
-    Directory(DirectoryError),
-    UnknownDevice,
-    DeviceNotActive,
-    BadDeviceSignature,
-    /// A counter not above the last one, with another request than the stored one.
-    Replay,
-    BadKey,
-    UnknownRedemption,
-    /// The package does not pay the redemption request.
-    WrongRedemption,
-    /// The redeeming device double-spent the very tokens it redeems.
-    DoubleSpendByRedeemer(Box<DoubleSpend>),
-    /// The escrow the DCP made does not verify for the identity the
-    /// directory registered (never certified).
-    EscrowMismatch,
-    /// A sealed upload does not open or is malformed.
-    Sealed(SealError),
-    /// A back-office key could not sign (key file or HSM failure);
-    /// nothing was changed.
-    Signer(KeyError),
-    /// The database still holds key seeds of an older node, and they are
-    /// not the keys the node was started with (docs/decisions, key
-    /// custody): move them out with `tally node --keys DIR` first.
-    KeysInDatabase,
-    /// The database was set up with another key for `role` than the one
-    /// the node was started with (a wrong key directory or token; keys
-    /// are not rotated by restarting).
-    KeysChanged {
-        role: &'static str,
-    },
-    /// Settlement's signed result does not verify or does not answer this request.
-    BadSettlementResult,
-    /// A revocation without a verified k-of-n opening of this identity in
-    /// the supervisors' audit log.
-    OpeningNotShown,
-    /// The request's attachment is not the sealed upload the SE signed.
-    BadAttachment,
-    /// No outstanding enrolment code of this account matches the SE's
-    /// enrolment signature (also: unknown account, so that strangers
-    /// cannot tell accounts apart).
-    BadEnrolment,
-    /// The enrolment code was used by another SE.
-    EnrolmentCodeUsed,
-    /// The sealed redemption package is not the transfer the SE signed for.
-    TransferMismatch,
-    /// A load the device could not hold (above its class's holding limit).
-    LoadAboveHolding,
-    /// A cancellation of an Issue this DCP did not issue to this SE, or
-    /// whose token was spent.
-    NotCancellable,
-    /// The opened sync upload's request reports are not those the SE
-    /// signed for (a terminal left one out or changed it).
-    ReportsMismatch,
-    /// A revocation names a key whose certificate's escrow was not opened
-    /// to the identity revoked.
-    RevocationKeyNotOpened(Hash32),
-    /// This very request (the same bytes) was refused before: the stored
-    /// refusal, returned again without executing anything.
-    RefusedBefore {
-        code: u16,
-        status: u16,
-        message: String,
-    },
-    /// The calling party is not a DCP the central bank trusts (or a
-    /// payment names an unknown DCP).
-    UnknownDcp,
-    /// An Issue not signed by the calling DCP, or of another value.
-    ForeignIssue,
-    /// A delivery that does not match what waits in the mailbox.
-    NotDeliverable,
-    /// The central bank's answer over the network (its code, status and
-    /// message), or no answer ([`codes::CENTRAL_UNAVAILABLE`], 503).
-    Remote {
-        code: u16,
-        status: u16,
-        message: String,
-    },
-    /// The MDS refused (unknown alert, illegal lifecycle move) or failed.
-    Mds {
-        message: String,
-        client: bool,
-    },
-    Store(StoreError),
-}
-
-impl BackofficeError {
-    /// Stable code, registered in tally-codes (docs/CODES.md); a nested
-    /// component's error keeps its own.
-    pub fn code(&self) -> u16 {
-        match self {
-            BackofficeError::Decode(_) => codes::VERIFY_DECODE,
-            BackofficeError::Verify(e) => e.code(),
-            BackofficeError::Ledger(e) => e.code(),
-            BackofficeError::Settlement(e) => e.code(),
-            BackofficeError::Directory(e) => e.code(),
-            BackofficeError::UnknownDevice => codes::DCP_UNKNOWN_DEVICE,
-            BackofficeError::DeviceNotActive => codes::DCP_DEVICE_NOT_ACTIVE,
-            BackofficeError::BadDeviceSignature => codes::DCP_BAD_DEVICE_SIGNATURE,
-            BackofficeError::Replay => codes::DCP_REPLAY,
-            BackofficeError::BadKey => codes::DCP_BAD_KEY,
-            BackofficeError::UnknownRedemption => codes::DCP_UNKNOWN_REDEMPTION,
-            BackofficeError::WrongRedemption => codes::DCP_WRONG_REDEMPTION,
-            BackofficeError::DoubleSpendByRedeemer(_) => codes::DCP_DOUBLE_SPEND_BY_REDEEMER,
-            BackofficeError::EscrowMismatch => codes::DCP_ESCROW_MISMATCH,
-            BackofficeError::Sealed(_) => codes::DCP_SEALED,
-            BackofficeError::BadSettlementResult => codes::DCP_BAD_SETTLEMENT_RESULT,
-            BackofficeError::Signer(_) => codes::NODE_SIGNER_FAILED,
-            BackofficeError::KeysInDatabase => codes::NODE_KEYS_IN_DATABASE,
-            BackofficeError::KeysChanged { .. } => codes::NODE_KEYS_CHANGED,
-            BackofficeError::OpeningNotShown => codes::DCP_OPENING_NOT_SHOWN,
-            BackofficeError::BadAttachment => codes::DCP_BAD_ATTACHMENT,
-            BackofficeError::BadEnrolment => codes::DCP_BAD_ENROLMENT,
-            BackofficeError::EnrolmentCodeUsed => codes::DCP_ENROLMENT_CODE_USED,
-            BackofficeError::TransferMismatch => codes::DCP_TRANSFER_MISMATCH,
-            BackofficeError::LoadAboveHolding => codes::DCP_LOAD_ABOVE_HOLDING,
-            BackofficeError::NotCancellable => codes::DCP_ISSUE_NOT_CANCELLABLE,
-            BackofficeError::ReportsMismatch => codes::DCP_REPORTS_DIGEST_MISMATCH,
-            BackofficeError::RevocationKeyNotOpened(_) => codes::DCP_REVOCATION_KEY_NOT_OPENED,
-            BackofficeError::RefusedBefore { code, .. } => *code,
-            BackofficeError::UnknownDcp => codes::CENTRAL_UNKNOWN_DCP,
-            BackofficeError::ForeignIssue => codes::CENTRAL_FOREIGN_ISSUE,
-            BackofficeError::NotDeliverable => codes::CENTRAL_NOT_DELIVERABLE,
-            BackofficeError::Remote { code, .. } => *code,
-            BackofficeError::Mds { client: true, .. } => codes::DCP_MDS_REFUSED,
-            BackofficeError::Mds { client: false, .. } => codes::NODE_MDS_FAILURE,
-            BackofficeError::Store(_) => codes::NODE_INTERNAL,
-        }
-    }
-    /// Client errors (4xx) versus server errors (5xx).
-    pub fn is_client_error(&self) -> bool {
-        if let BackofficeError::RefusedBefore { status, .. }
-        | BackofficeError::Remote { status, .. } = self
-        {
-            return *status < 500;
-        }
-        !matches!(
-            self,
-            BackofficeError::Store(_)
-                | BackofficeError::EscrowMismatch
-                | BackofficeError::BadSettlementResult
-                | BackofficeError::Signer(_)
-                | BackofficeError::KeysInDatabase
-                | BackofficeError::KeysChanged { .. }
-                | BackofficeError::Mds { client: false, .. }
-                | BackofficeError::Ledger(LedgerError::Store(_))
-                | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(_)))
-                | BackofficeError::Directory(DirectoryError::Store(_))
-        )
-    }
-
-    /// A store failure inside, whatever the layer that met it.
-    /// The central bank did not answer (the link dropped or timed out):
-    /// it may or may not have executed the request.
-    pub fn is_unanswered(&self) -> bool {
-        matches!(self, BackofficeError::Remote { code, .. } if *code == codes::CENTRAL_UNAVAILABLE)
-    }
-
-    /// A refusal that stands for good (a 4xx that is no serialization
-    /// conflict): a retry of the same request gets the same answer.
-    pub fn is_final(&self) -> bool {
-        self.is_client_error() && !self.is_conflict()
-    }
-
-    pub fn store_failure(&self) -> Option<&StoreError> {
-        match self {
-            BackofficeError::Store(s)
-            | BackofficeError::Ledger(LedgerError::Store(s))
-            | BackofficeError::Settlement(SettlementError::Ledger(LedgerError::Store(s)))
-            | BackofficeError::Directory(DirectoryError::Store(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The HTTP status of the rejection: 4xx for everything the caller can
-    /// fix or must not retry as is, 5xx only for store failures (503 for
-    /// a serialization conflict that outlived the retries). Here rather
-    /// than in the HTTP layer because a device request's refusal is stored
-    /// with its status (a failed request is final).
-    pub fn status(&self) -> u16 {
-        if let Some(s) = self.store_failure() {
-            return if matches!(s, StoreError::Conflict) {
-                503
-            } else {
-                500
-            };
-        }
-        fn ledger_status(e: &LedgerError) -> u16 {
-            match e {
-                LedgerError::UnknownAccount(_) => 404,
-                LedgerError::IdempotencyKeyReused(_) | LedgerError::AccountExists(_) => 409,
-                LedgerError::Store(_) => 500,
-                // Insufficient funds, zero amount, same account, overflow,
-                // and whatever the ledger adds later: refused by its rules.
-                _ => 422,
-            }
-        }
-        match self {
-            BackofficeError::RefusedBefore { status, .. }
-            | BackofficeError::Remote { status, .. } => *status,
-            BackofficeError::UnknownDcp => 403,
-            BackofficeError::ForeignIssue => 422,
-            BackofficeError::NotDeliverable => 409,
-            BackofficeError::Decode(_) | BackofficeError::BadKey => 400,
-            BackofficeError::BadDeviceSignature
-            | BackofficeError::DeviceNotActive
-            | BackofficeError::OpeningNotShown
-            | BackofficeError::RevocationKeyNotOpened(_) => 403,
-            BackofficeError::Directory(
-                DirectoryError::BadAttestation
-                | DirectoryError::UntrustedManufacturer
-                | DirectoryError::Revoked,
-            )
-            | BackofficeError::BadEnrolment => 403,
-            BackofficeError::EnrolmentCodeUsed => 409,
-            BackofficeError::BadAttachment => 400,
-            BackofficeError::TransferMismatch
-            | BackofficeError::LoadAboveHolding
-            | BackofficeError::NotCancellable
-            | BackofficeError::ReportsMismatch => 422,
-            BackofficeError::UnknownDevice
-            | BackofficeError::Directory(DirectoryError::UnknownSe) => 404,
-            // A redemption that is unknown to this device or already done:
-            // the state on the server conflicts with what the device thinks.
-            BackofficeError::Replay
-            | BackofficeError::UnknownRedemption
-            | BackofficeError::Directory(DirectoryError::Conflict)
-            | BackofficeError::Directory(DirectoryError::RevocationListFull { .. }) => 409,
-            BackofficeError::Directory(DirectoryError::TooManyRevocations { .. }) => 400,
-            BackofficeError::Ledger(l)
-            | BackofficeError::Settlement(SettlementError::Ledger(l)) => ledger_status(l),
-            BackofficeError::Verify(_)
-            | BackofficeError::Settlement(_)
-            | BackofficeError::WrongRedemption
-            | BackofficeError::DoubleSpendByRedeemer(_)
-            | BackofficeError::Sealed(_) => 422,
-            // Variants added later.
-            other if other.is_client_error() => 400,
-            _ => 500,
-        }
-    }
-}
-
-impl fmt::Display for BackofficeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackofficeError::Decode(e) => write!(f, "malformed body: {e}"),
-            BackofficeError::Verify(e) => write!(f, "package refused: {e}"),
-            BackofficeError::Ledger(e) => write!(f, "{e}"),
-            BackofficeError::Settlement(e) => write!(f, "{e}"),
-            BackofficeError::Directory(e) => write!(f, "{e}"),
-            BackofficeError::UnknownDevice => f.write_str("unknown device"),
-            BackofficeError::DeviceNotActive => f.write_str("device is suspended or revoked"),
-            BackofficeError::BadDeviceSignature => f.write_str("device signature does not verify"),
-            BackofficeError::Replay => f.write_str("replayed or stale request counter"),
-            BackofficeError::BadKey => f.write_str("invalid public key"),
-            BackofficeError::UnknownRedemption => {
-                f.write_str("no open redemption request for this package")
-            }
-            BackofficeError::WrongRedemption => {
-                f.write_str("package does not pay the redemption request")
-            }
-            BackofficeError::DoubleSpendByRedeemer(d) => {
-                write!(
-                    f,
-                    "the redeeming device double-spent output {}:{}",
-                    d.outpoint.record, d.outpoint.index
-                )
-            }
-            BackofficeError::EscrowMismatch => {
-                f.write_str("escrow does not verify for the registered identity")
-            }
-            BackofficeError::Sealed(e) => write!(f, "{e}"),
-            BackofficeError::BadAttachment => {
-                f.write_str("attachment does not match the digest the SE signed")
-            }
-            BackofficeError::BadEnrolment => {
-                f.write_str("enrolment refused: no matching one-time code for this account")
-            }
-            BackofficeError::EnrolmentCodeUsed => {
-                f.write_str("enrolment code already used by another device")
-            }
-            BackofficeError::TransferMismatch => {
-                f.write_str("sealed package is not the transfer the SE signed for")
-            }
-            BackofficeError::NotCancellable => f.write_str(
-                "not an Issue of this DCP's to this device, or its token was spent: cannot cancel",
-            ),
-            BackofficeError::ReportsMismatch => {
-                f.write_str("the upload's request reports are not those the SE signed for")
-            }
-            BackofficeError::LoadAboveHolding => {
-                f.write_str("load above the device's holding limit")
-            }
-            BackofficeError::Mds { message, .. } => write!(f, "MDS: {message}"),
-            BackofficeError::OpeningNotShown => {
-                f.write_str("no verified opening of this identity in the supervisors' audit log")
-            }
-            BackofficeError::BadSettlementResult => {
-                f.write_str("settlement result does not verify")
-            }
-            BackofficeError::Signer(e) => write!(f, "back-office key: {e}"),
-            BackofficeError::KeysInDatabase => f.write_str(
-                "the database holds key seeds of an older node that are not the keys given; \
-                 start once with `tally node --keys DIR` (without --pkcs11-module) to move them \
-                 into key files",
-            ),
-            BackofficeError::KeysChanged { role } => write!(
-                f,
-                "the database was set up with another {role} key than the one given \
-                 (wrong --keys directory or token?); keys are not changed by a restart"
-            ),
-            BackofficeError::RevocationKeyNotOpened(k) => write!(
-                f,
-                "key {k} is not a pseudonym whose escrow was opened to this identity"
-            ),
-            BackofficeError::RefusedBefore { message, .. } => f.write_str(message),
-            BackofficeError::UnknownDcp => f.write_str("not a DCP of the policy's trust list"),
-            BackofficeError::ForeignIssue => {
-                f.write_str("Issue not signed by the calling DCP, or of another value")
-            }
-            BackofficeError::NotDeliverable => {
-                f.write_str("delivery does not match what waits in the mailbox")
-            }
-            BackofficeError::Remote { message, .. } => write!(f, "central bank: {message}"),
-            BackofficeError::Store(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for BackofficeError {}
-
-impl From<KeyError> for BackofficeError {
-    fn from(e: KeyError) -> Self {
-        BackofficeError::Signer(e)
-    }
-}
-
-macro_rules! from_err {
-    ($t:ty, $v:ident) => {
-        impl From<$t> for BackofficeError {
-            fn from(e: $t) -> Self {
-                BackofficeError::$v(e)
-            }
-        }
-    };
-}
-from_err!(CodecError, Decode);
-from_err!(VerifyError, Verify);
-from_err!(LedgerError, Ledger);
-from_err!(SettlementError, Settlement);
-from_err!(DirectoryError, Directory);
-from_err!(StoreError, Store);
-from_err!(SealError, Sealed);
-
-impl From<tally_mds::MdsError> for BackofficeError {
-    fn from(e: tally_mds::MdsError) -> Self {
-        let client = matches!(
-            e,
-            tally_mds::MdsError::AlertNotFound(_) | tally_mds::MdsError::IllegalTransition { .. }
-        );
-        BackofficeError::Mds {
-            message: e.to_string(),
-            client,
-        }
-    }
-}
-
-impl TxFailure for BackofficeError {
-    fn is_conflict(&self) -> bool {
-        match self {
-            BackofficeError::Store(e) => e.is_conflict(),
-            BackofficeError::Ledger(e) => e.is_conflict(),
-            BackofficeError::Settlement(e) => e.is_conflict(),
-            BackofficeError::Directory(e) => e.is_conflict(),
-            _ => false,
-        }
-    }
 }
 
 fn os_random_32() -> Result<[u8; 32], StoreError> {
@@ -601,51 +133,6 @@ fn os_random_32() -> Result<[u8; 32], StoreError> {
         .map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
     Ok(b)
 }
-
-/// Key seeds an older node kept in its databases (`node_secrets`,
-/// `dcp_secrets`): found once at the upgrade, moved into key files
-/// ([`crate::keys::KeyDir::import_legacy`]), then dropped with the tables.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LegacySeeds {
-    pub root: Option<[u8; 32]>,
-    pub dcp: Option<[u8; 32]>,
-    pub opening: Option<[u8; 32]>,
-}
-
-impl LegacySeeds {
-    pub fn is_empty(&self) -> bool {
-        self.root.is_none() && self.dcp.is_none() && self.opening.is_none()
-    }
-
-    /// Every seed here belongs to the key `keys` holds for its role.
-    fn match_keys(&self, keys: &NodeKeys) -> bool {
-        let ed = |s: &[u8; 32]| SecretKey::from_seed(Suite::Ed25519, s).map(|k| k.public());
-        self.root
-            .is_none_or(|s| ed(&s) == Some(keys.root.public_key()))
-            && self
-                .dcp
-                .is_none_or(|s| ed(&s) == Some(keys.dcp.public_key()))
-            && self
-                .opening
-                .is_none_or(|s| OpeningKey::from_seed(&s).public() == keys.opening.public())
-    }
-}
-
-/// Drops the table of key seeds (central store). Its own component, run
-/// only once the seeds are out (see [`Backoffice::open_with`]).
-/// The public keys the node first started with are kept (step 2), so a
-/// node started later with other keys (a wrong key directory or token) is
-/// refused instead of silently becoming another root.
-pub static CENTRAL_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
-    component: "central_key_custody",
-    steps: &[
-        (1, "DROP TABLE node_secrets"),
-        (
-            2,
-            "CREATE TABLE node_public_keys (role TEXT PRIMARY KEY, key BLOB NOT NULL)",
-        ),
-    ],
-};
 
 /// Drops the table of key seeds (DCP store); keeps the DCP's public key.
 pub static DCP_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
@@ -659,116 +146,16 @@ pub static DCP_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-/// Records `key` as the key of `role` on first start; afterwards checks
-/// that it is still the same.
-fn pin_public_key(
-    store: &Store,
-    table: &str,
-    role: &'static str,
-    key: Vec<u8>,
-) -> Result<(), BackofficeError> {
-    let insert =
-        format!("INSERT INTO {table} (role, key) VALUES ($1, $2) ON CONFLICT (role) DO NOTHING");
-    let select = format!("SELECT key FROM {table} WHERE role = $1");
-    store.transact(|tx| {
-        tx.execute(&insert, &[role.into(), key.clone().into()])?;
-        let pinned = tx
-            .query_one(&select, &[role.into()])?
-            .ok_or_else(|| StoreError::Type(format!("{table}.{role} missing")))?;
-        if pinned.bytes(0)? != key.as_slice() {
-            return Err(BackofficeError::KeysChanged { role });
-        }
-        Ok(())
-    })
-}
-
-fn migrated(store: &Store, component: &str) -> Result<bool, BackofficeError> {
-    store.transact(|tx| {
-        let r = tx.query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = $1",
-            &[component.into()],
-        )?;
-        Ok::<_, BackofficeError>(r.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
-    })
-}
-
-fn legacy_seed(
-    store: &Store,
-    table: &str,
-    role: &str,
-) -> Result<Option<[u8; 32]>, BackofficeError> {
-    let select = format!("SELECT seed FROM {table} WHERE role = $1");
-    store.transact(|tx| {
-        Ok(match tx.query_one(&select, &[role.into()])? {
-            Some(r) => Some(
-                r.bytes(0)?
-                    .try_into()
-                    .map_err(|_| StoreError::Type("seed".into()))?,
-            ),
-            None => None,
-        })
-    })
-}
-
 /// Migrates the stores up to (not including) the key-custody step and
 /// reads the key seeds an older node left in them; empty on a node that
 /// never had any, or whose seeds were moved out already.
 pub fn legacy_seeds(central: &Store, dcp: &Store) -> Result<LegacySeeds, BackofficeError> {
-    migrate_before_custody(central, dcp)?;
-    let mut seeds = LegacySeeds::default();
-    if !migrated(central, CENTRAL_KEY_CUSTODY_MIGRATIONS.component)? {
-        seeds.root = legacy_seed(central, "node_secrets", "root")?;
-        seeds.opening = legacy_seed(central, "node_secrets", "seal")?;
-    }
+    let mut seeds = custody::central_legacy_seeds(central)?;
+    dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS, &ISSUE_TAG_MIGRATIONS])?;
     if !migrated(dcp, DCP_KEY_CUSTODY_MIGRATIONS.component)? {
         seeds.dcp = legacy_seed(dcp, "dcp_secrets", "dcp")?;
     }
     Ok(seeds)
-}
-
-fn migrate_before_custody(central: &Store, dcp: &Store) -> Result<(), BackofficeError> {
-    central.migrate(&[
-        &ledger::MIGRATIONS,
-        &tally_ledger::settlement::MIGRATIONS,
-        &tally_directory::MIGRATIONS,
-        &CENTRAL_MIGRATIONS,
-        &OUTBOX_MIGRATIONS,
-        &REPORT_MIGRATIONS,
-    ])?;
-    dcp.migrate(&[&MIGRATIONS, &REFUSAL_MIGRATIONS, &ISSUE_TAG_MIGRATIONS])?;
-    Ok(())
-}
-
-/// Default tiers of the node's policy (XTS minor units). Cards and
-/// phones pay up to 5 000 offline without the PIN, 15 000 in a row, and
-/// need it for online payments; IoT classes have no cardholder (THREATS.md).
-pub fn default_tiers() -> Vec<TierLimits> {
-    let t = |device_class, payment_max, holding_max, history_records_max| TierLimits {
-        device_class,
-        tier: 0,
-        payment_max: Amount(payment_max),
-        holding_max: Amount(holding_max),
-        receiving_max: Amount(holding_max),
-        offline_spend_max: Amount(holding_max),
-        offline_payments_max: 1_000,
-        history_records_max,
-        offline_epochs_max: 30,
-        cvm_payment_max: Amount(5_000),
-        cvm_cumulative_max: Amount(15_000),
-        cvm_online: true,
-    };
-    let no_cardholder = |t: TierLimits| TierLimits {
-        cvm_payment_max: Amount(u64::MAX),
-        cvm_cumulative_max: Amount(u64::MAX),
-        cvm_online: false,
-        ..t
-    };
-    vec![
-        t(device_class::CARD, 50_000, 100_000, 32),
-        t(device_class::PHONE, 50_000, 200_000, 32),
-        no_cardholder(t(device_class::IOT, 10_000, 20_000, 32)),
-        no_cardholder(t(device_class::DCP, u64::MAX / 4, u64::MAX / 4, 1024)),
-    ]
 }
 
 /// The three stores of a node. They may be one database (distinct tables)
@@ -777,209 +164,6 @@ pub struct Stores {
     pub central: Store,
     pub dcp: Store,
     pub mds: Store,
-}
-
-/// The supervisors' joint escrow key of development nodes: its secret is
-/// public (`x = H("tally/v1/dev-escrow-secret")`), so escrows made with it
-/// protect nothing. Production nodes take the key from the supervisors'
-/// ceremony (`tally supervisor keygen`, `tally node --escrow-key`).
-pub fn development_escrow_key() -> JointKey {
-    use curve25519_dalek::{RistrettoPoint, Scalar};
-    let x = Scalar::from_bytes_mod_order(tagged_hash(b"tally/v1/dev-escrow-secret", &[]).0);
-    JointKey::from_bytes(&RistrettoPoint::mul_base(&x).compress().to_bytes())
-        .expect("a non-zero multiple of the base point")
-}
-
-/// Opens an escrow ciphertext (`C1`, `C2`) with the development secret:
-/// the digest of its identity point, or `None` if `joint` is not the
-/// development key (then only the supervisors can open it).
-pub(crate) fn development_open(
-    joint: &JointKey,
-    random: &curve25519_dalek::RistrettoPoint,
-    blinded: &curve25519_dalek::RistrettoPoint,
-) -> Option<Hash32> {
-    use curve25519_dalek::Scalar;
-    if joint.to_bytes() != development_escrow_key().to_bytes() {
-        return None;
-    }
-    let x = Scalar::from_bytes_mod_order(tagged_hash(b"tally/v1/dev-escrow-secret", &[]).0);
-    Some(IdPoint::from_point(&(blinded - random * x)).digest())
-}
-
-/// The OS random generator as [`Entropy`] (escrow and sealing randomness).
-pub struct OsEntropy;
-impl Entropy for OsEntropy {
-    fn fill(&mut self, out: &mut [u8]) {
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(out))
-            .expect("the OS random generator is readable");
-    }
-}
-
-/// What the central bank answers a DCP for one request: a result signed
-/// by the settlement key, plus the tokens it registered.
-/// Wire (version 2): `[2, op, settled, refused, value, double_spends,
-/// [Issue], balance, transfer (bstr 0|32), [[transfer id, amount]],
-/// signature]`; version 1 (stored before the parties were split) has no
-/// deliveries and ten elements.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SettlementResult {
-    /// The request this answers.
-    pub op: Hash32,
-    /// Packages settled, and refused (failed verification).
-    pub settled: u32,
-    pub refused: u32,
-    /// Value settled or moved (redemption: the amount redeemed).
-    pub value: u64,
-    pub double_spends: u32,
-    /// Tokens registered: the load's, the renewal's, the delivered ones.
-    pub issues: Vec<Issue>,
-    /// Unused since customers' accounts are at their DCP (0).
-    pub balance: u64,
-    /// Redemption: the id of the settled transfer.
-    pub transfer: Option<Hash32>,
-    /// Sync: what waits in the device's mailbox (transfer id, amount).
-    pub deliveries: Vec<(Hash32, u64)>,
-}
-
-impl SettlementResult {
-    fn write_body(&self, w: &mut Writer) {
-        w.u64(2);
-        self.op.write(w);
-        w.u64(u64::from(self.settled));
-        w.u64(u64::from(self.refused));
-        w.u64(self.value);
-        w.u64(u64::from(self.double_spends));
-        w.array(self.issues.len());
-        for i in &self.issues {
-            i.write(w);
-        }
-        w.u64(self.balance);
-        match &self.transfer {
-            Some(t) => w.bytes(&t.0),
-            None => w.bytes(&[]),
-        }
-        w.array(self.deliveries.len());
-        for (t, a) in &self.deliveries {
-            w.array(2);
-            t.write(w);
-            w.u64(*a);
-        }
-    }
-    /// Version 1's body (verifying results stored before version 2).
-    fn write_body_v1(&self, w: &mut Writer) {
-        w.u64(1);
-        self.op.write(w);
-        w.u64(u64::from(self.settled));
-        w.u64(u64::from(self.refused));
-        w.u64(self.value);
-        w.u64(u64::from(self.double_spends));
-        w.array(self.issues.len());
-        for i in &self.issues {
-            i.write(w);
-        }
-        w.u64(self.balance);
-        match &self.transfer {
-            Some(t) => w.bytes(&t.0),
-            None => w.bytes(&[]),
-        }
-    }
-    fn message(&self, version: u8) -> Hash32 {
-        let mut w = Writer::new();
-        if version == 1 {
-            w.array(9);
-            self.write_body_v1(&mut w);
-        } else {
-            w.array(10);
-            self.write_body(&mut w);
-        }
-        tagged_hash(b"tally/v1/settlement-result", &[&w.into_bytes()])
-    }
-    pub(crate) fn sign(&self, key: &NodeSigner) -> Result<Vec<u8>, KeyError> {
-        let mut w = Writer::new();
-        w.array(11);
-        self.write_body(&mut w);
-        key.try_sign(&self.message(2).0)?.write(&mut w);
-        Ok(w.into_bytes())
-    }
-    /// Decodes a signed result and checks it answers `op` under the
-    /// settlement key (which the root certified), or under the root itself:
-    /// results stored before the settlement key existed were signed by the
-    /// root, and a retried request gets its stored result back.
-    pub fn open(
-        bytes: &[u8],
-        settlement: &PublicKey,
-        root: &PublicKey,
-        op: &Hash32,
-    ) -> Result<SettlementResult, BackofficeError> {
-        let mut r = Reader::new(bytes);
-        let res = (|| -> Result<(SettlementResult, Signature, u8), CodecError> {
-            let version = match r.array_max(11)? {
-                10 => {
-                    r.version(1)?;
-                    1
-                }
-                11 => {
-                    r.version(2)?;
-                    2
-                }
-                _ => return Err(CodecError::Malformed),
-            };
-            let op = Hash32::read(&mut r)?;
-            let settled = r.u32()?;
-            let refused = r.u32()?;
-            let value = r.u64()?;
-            let double_spends = r.u32()?;
-            let n = r.array_max(UPLOAD_PACKAGES_MAX + 1)?;
-            let mut issues = Vec::with_capacity(n);
-            for _ in 0..n {
-                issues.push(Issue::read(&mut r)?);
-            }
-            let balance = r.u64()?;
-            let t = r.bytes_max(32)?;
-            let transfer = match t.len() {
-                0 => None,
-                32 => Some(Hash32(t.try_into().map_err(|_| CodecError::Malformed)?)),
-                _ => return Err(CodecError::Malformed),
-            };
-            let mut deliveries = Vec::new();
-            if version == 2 {
-                let n = r.array_max(UPLOAD_PACKAGES_MAX)?;
-                for _ in 0..n {
-                    r.array(2)?;
-                    deliveries.push((Hash32::read(&mut r)?, r.u64()?));
-                }
-            }
-            let sig = Signature::read(&mut r)?;
-            if r.position() != bytes.len() {
-                return Err(CodecError::TrailingBytes);
-            }
-            Ok((
-                SettlementResult {
-                    op,
-                    settled,
-                    refused,
-                    value,
-                    double_spends,
-                    issues,
-                    balance,
-                    transfer,
-                    deliveries,
-                },
-                sig,
-                version,
-            ))
-        })();
-        let (res, sig, version) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
-        let msg = res.message(version);
-        let signed = tally_core::crypto::verify(settlement, &msg.0, &sig).is_ok()
-            || tally_core::crypto::verify(root, &msg.0, &sig).is_ok();
-        if &res.op != op || !signed {
-            return Err(BackofficeError::BadSettlementResult);
-        }
-        Ok(res)
-    }
 }
 
 /// The key under which the DCP keeps a response: derived from the whole
@@ -1076,13 +260,6 @@ pub(crate) fn hash(bytes: &[u8]) -> Result<Hash32, StoreError> {
     ))
 }
 
-pub(crate) fn meta(tx: &mut dyn Tx, k: &str) -> Result<i64, BackofficeError> {
-    Ok(tx
-        .query_one("SELECT v FROM node_meta WHERE k = $1", &[k.into()])?
-        .ok_or_else(|| StoreError::Type(format!("node_meta.{k} missing")))?
-        .int(0)?)
-}
-
 /// What the DCP stores of an Issue it handed to a device: keyed by the
 /// device's secret salt, so the table names no record.
 fn handed_out_tag(salt: &[u8; 32], issue: &Hash32) -> Hash32 {
@@ -1104,38 +281,6 @@ fn dcp_migrations() -> [&'static Migrations; 4] {
         &ISSUE_TAG_MIGRATIONS,
         &crate::book::BOOK_MIGRATIONS,
     ]
-}
-
-/// Migrates the central store and checks the central bank's keys sign
-/// and are the keys it was set up with (pinned at first start).
-fn pin_central_keys(central: &Store, keys: &CentralKeys) -> Result<(), BackofficeError> {
-    central.migrate(&crate::central::migrations())?;
-    central.migrate(&[&CENTRAL_KEY_CUSTODY_MIGRATIONS])?;
-    for (role, s) in [("root", &keys.root), ("settlement", &keys.settlement)] {
-        let msg = tagged_hash(b"tally/v1/key-self-test", &[role.as_bytes()]).0;
-        let sig = s.try_sign(&msg)?;
-        tally_core::crypto::verify(&s.public_key(), &msg, &sig)
-            .map_err(|_| KeyError::BadSignature { role })?;
-    }
-    pin_public_key(
-        central,
-        "node_public_keys",
-        "root",
-        keys.root.public_key().to_cbor(),
-    )?;
-    pin_public_key(
-        central,
-        "node_public_keys",
-        "settlement",
-        keys.settlement.public_key().to_cbor(),
-    )?;
-    pin_public_key(
-        central,
-        "node_public_keys",
-        "opening",
-        keys.opening.public().to_vec(),
-    )?;
-    Ok(())
 }
 
 /// The reconciliation of a DCP's book with its settlement account.
@@ -1212,6 +357,20 @@ impl Backoffice {
         supervisors: Option<tally_supervisor::JointParams>,
         keys: NodeKeys,
     ) -> Result<Backoffice, BackofficeError> {
+        Self::open_node_trusting(stores, escrow_key, supervisors, keys, &[])
+    }
+
+    /// [`Backoffice::open_with`] (or with the supervisors' key set) whose
+    /// central bank also trusts the DCPs `more` (id, key) besides DCP 1:
+    /// they run as their own [`Backoffice::open_dcp`] against
+    /// [`Backoffice::central_bank`] (the demo's second DCP).
+    pub fn open_node_trusting(
+        stores: Stores,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        keys: NodeKeys,
+        more: &[(u32, PublicKey)],
+    ) -> Result<Backoffice, BackofficeError> {
         let Stores { central, dcp, mds } = stores;
         let legacy = legacy_seeds(&central, &dcp)?;
         if !legacy.match_keys(&keys) {
@@ -1240,7 +399,9 @@ impl Backoffice {
             central_keys,
             escrow_key,
             supervisors,
-            &[(DCP_ID, keys.dcp.public_key())],
+            &std::iter::once((DCP_ID, keys.dcp.public_key()))
+                .chain(more.iter().copied())
+                .collect::<Vec<_>>(),
         )?);
         let mut bo = Self::open_dcp(dcp, DCP_ID, keys.dcp, bank.clone())?;
         bo.bank = Some(bank);
@@ -1257,8 +418,21 @@ impl Backoffice {
         supervisors: Option<tally_supervisor::JointParams>,
         dcps: &[(u32, PublicKey)],
     ) -> Result<CentralBank, BackofficeError> {
+        Self::open_central_with_mds(central, Some(mds), keys, escrow_key, supervisors, dcps)
+    }
+
+    /// [`Backoffice::open_central`] with the MDS in this process (`Some`)
+    /// or as its own process (`None`, `tally mds`).
+    pub fn open_central_with_mds(
+        central: Store,
+        mds: Option<Store>,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
         pin_central_keys(&central, &keys)?;
-        CentralBank::open(central, mds, keys, escrow_key, supervisors, dcps)
+        CentralBank::open_with_mds(central, mds, keys, escrow_key, supervisors, dcps)
     }
 
     /// A DCP alone (`tally dcp`) with id `id` and issuing key `signer`,
@@ -2330,74 +1504,6 @@ impl Backoffice {
             double_spends: res.double_spends,
         }))
     }
-}
-
-/// The MDS outbox's backlog ([`Backoffice::mds_outbox`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxStatus {
-    /// Rows waiting for the MDS.
-    pub pending: u64,
-    /// Age of the oldest waiting row (0 when none, or only rows queued
-    /// before queue times were kept).
-    pub oldest_age_seconds: u64,
-    /// Rows (or records) the MDS set aside so far, each with an alert.
-    pub set_aside: u64,
-}
-
-/// Wall-clock seconds, for the outbox's queue times only (monitoring;
-/// nothing the protocol decides depends on it).
-pub(crate) fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,
-/// offline_epochs + 1 (0 unknown), unacknowledged], …]`.
-pub(crate) fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.array(records.len());
-    for r in records {
-        w.array(6);
-        r.record.write(&mut w);
-        w.u64(u64::from(r.epoch));
-        w.u64(match r.verdict {
-            Verdict::Verified => 0,
-            Verdict::Refused(c) => u64::from(c),
-        });
-        w.bytes(&r.output_classes);
-        w.u64(r.offline_epochs.map(|e| u64::from(e) + 1).unwrap_or(0));
-        w.bool(r.unacknowledged);
-    }
-    w.into_bytes()
-}
-
-pub(crate) fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecError> {
-    let mut r = Reader::new(bytes);
-    let n = r.array_max(1 << 20)?;
-    let mut out = Vec::with_capacity(n.min(4096));
-    for _ in 0..n {
-        r.array(6)?;
-        let record = Record::read(&mut r)?;
-        let epoch = r.u32()?;
-        let verdict = match r.u16()? {
-            0 => Verdict::Verified,
-            c => Verdict::Refused(c),
-        };
-        let mut ir = IngestRecord::new(record, epoch, verdict);
-        ir.output_classes = r.bytes_max(256)?.to_vec();
-        ir.offline_epochs = match r.u64()? {
-            0 => None,
-            e => Some(u32::try_from(e - 1).map_err(|_| CodecError::Malformed)?),
-        };
-        ir.unacknowledged = r.bool()?;
-        out.push(ir);
-    }
-    if r.position() != bytes.len() {
-        return Err(CodecError::TrailingBytes);
-    }
-    Ok(out)
 }
 
 struct DeviceCtx {

@@ -317,12 +317,12 @@ where
     // Read back: the certificate chains to `ca` and names what was asked.
     let der = cert.der().clone();
     check_chain(&ca, &der, validity.checked_at())?;
-    if let Leaf::Role(role) = leaf {
-        if crate::role_of(&der)? != Some(role) {
-            return Err(TlsError::Issue(
-                "the issued certificate does not name its role".into(),
-            ));
-        }
+    if let Leaf::Role(role) = leaf
+        && crate::role_of(&der)? != Some(role)
+    {
+        return Err(TlsError::Issue(
+            "the issued certificate does not name its role".into(),
+        ));
     }
     Ok((cert.pem(), key.serialize_pem()))
 }

@@ -189,10 +189,10 @@ pub fn role_of(cert: &CertificateDer<'_>) -> Result<Option<Role>, TlsError> {
     let parsed = der::Certificate::parse(cert)?;
     let mut role = None;
     for uri in parsed.uris()? {
-        if let Some(r) = Role::from_uri(uri)? {
-            if role.replace(r).is_some() {
-                return Err(TlsError::AmbiguousRole);
-            }
+        if let Some(r) = Role::from_uri(uri)?
+            && role.replace(r).is_some()
+        {
+            return Err(TlsError::AmbiguousRole);
         }
     }
     Ok(role)

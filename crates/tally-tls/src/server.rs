@@ -11,7 +11,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -35,12 +40,30 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTIONS_MAX: usize = 1024;
 
 /// The verified role of the party at the other end of the connection
-/// (mutual TLS only). Read it in a handler with
-/// `axum::Extension(PeerRole(role)): axum::Extension<PeerRole>`; a
-/// server-authenticated connection has none, so such a handler answers
-/// 500 there — use `Option<axum::Extension<PeerRole>>` where both occur.
+/// (mutual TLS only), in each request's extensions. A handler takes it as
+/// an extractor, `PeerRole(role): PeerRole` (a connection without one —
+/// a server-authenticated one — gets 401 and the handler does not run),
+/// or `Option<PeerRole>` where both kinds of connection occur; the
+/// extension itself is also readable as `axum::Extension<PeerRole>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerRole(pub Role);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerRole {
+    type Rejection = (StatusCode, &'static str);
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<PeerRole, Self::Rejection> {
+        parts.extensions.get::<PeerRole>().copied().ok_or((
+            StatusCode::UNAUTHORIZED,
+            "this connection has no authenticated party (mutual TLS with a role certificate)",
+        ))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for PeerRole {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<PeerRole>, Infallible> {
+        Ok(parts.extensions.get::<PeerRole>().copied())
+    }
+}
 
 /// Who must present a certificate.
 #[derive(Clone)]

@@ -75,12 +75,22 @@ impl Server {
         let router = Router::new()
             .route(
                 "/whoami",
-                get(|peer: Option<Extension<PeerRole>>| async move {
+                get(|peer: Option<PeerRole>| async move {
                     match peer {
-                        Some(Extension(PeerRole(role))) => role.to_string(),
+                        Some(PeerRole(role)) => role.to_string(),
                         None => "none".to_owned(),
                     }
                 }),
+            )
+            // A handler for parties only, and the extension read directly.
+            .route(
+                "/party",
+                get(
+                    |PeerRole(role): PeerRole, Extension(seen): Extension<PeerRole>| async move {
+                        assert_eq!(seen, PeerRole(role));
+                        role.uri()
+                    },
+                ),
             )
             .route(
                 "/count",
@@ -125,6 +135,14 @@ impl Server {
         resp.body_mut().read_to_string()
     }
 
+    fn party(&self, agent: &ureq::Agent) -> (u16, String) {
+        let mut resp = agent.get(self.url("localhost", "/party")).call().unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    }
+
     fn count(&self, agent: &ureq::Agent) -> Result<u16, ureq::Error> {
         agent
             .post(self.url("127.0.0.1", "/count"))
@@ -161,6 +179,7 @@ fn mutual_tls_hands_the_handler_the_peers_role() {
         assert_eq!(server.whoami(&a).unwrap(), role.to_string());
     }
     let dcp = agent(&pki, Some(&pki.role(Role::Dcp(1))));
+    assert_eq!(server.party(&dcp), (200, "urn:tally:role:dcp:1".to_owned()));
     assert_eq!(server.count(&dcp).unwrap(), 200);
     assert_eq!(server.calls(), 1);
 }
@@ -327,6 +346,8 @@ fn a_device_pinning_the_ca_reaches_the_server_and_one_pinning_another_refuses_it
     let server = Server::start(config);
     let device = agent(&pki, None);
     assert_eq!(server.whoami(&device).unwrap(), "none");
+    // A handler for parties refuses a device's connection.
+    assert_eq!(server.party(&device).0, 401);
     assert_eq!(server.count(&device).unwrap(), 200);
     assert_eq!(server.calls(), 1);
 

@@ -14,7 +14,7 @@
 //! settlement account, its own devices and its own mailboxes.
 //!
 //! What the central store holds of a customer: nothing. Customers'
-//! accounts are at their DCP ([`crate::book`]); the central ledger has
+//! accounts are at their DCP (tally-dcp's `book`); the central ledger has
 //! one settlement account per DCP (`dcp:N`), the offline float, the loss
 //! account and issuance.
 
@@ -43,11 +43,19 @@ use tally_store::{Migrations, Store, StoreError, Tx, Value};
 
 use tally_core::dcp::*;
 
+use crate::escrow::development_open;
 use crate::keys::{KeyError, NodeSigner};
-use crate::service::{
-    BackofficeError, Checked, OutboxStatus, SettlementResult, b, decode_ingest, default_tiers,
-    development_open, encode_ingest, hash, meta, unix_seconds,
-};
+use crate::outbox::{encode_ingest, unix_seconds};
+use crate::policy::default_tiers;
+use crate::schema::{b, hash, meta};
+use crate::{BackofficeError, OutboxStatus, SettlementResult};
+
+/// An uploaded package as checked before the settlement transaction.
+pub(crate) enum Checked {
+    Verified(Box<tally_core::VerifiedPackage>),
+    Refused(tally_core::Transfer, tally_core::verify::VerifyError),
+    Malformed,
+}
 
 /// The settlement account of DCP `id` at the central bank.
 pub fn dcp_account(id: u32) -> String {
@@ -403,7 +411,8 @@ pub struct CentralKeys {
 
 pub struct CentralBank {
     store: Store,
-    mds: Mds,
+    /// The MDS in this process, or None when it is its own process.
+    mds: Option<Mds>,
     keys: CentralKeys,
     sealing_key: SealingKey,
     settlement_key: SettlementKey,
@@ -420,9 +429,9 @@ pub fn migrations() -> [&'static Migrations; 7] {
         &ledger::MIGRATIONS,
         &tally_ledger::settlement::MIGRATIONS,
         &tally_directory::MIGRATIONS,
-        &crate::service::CENTRAL_MIGRATIONS,
-        &crate::service::OUTBOX_MIGRATIONS,
-        &crate::service::REPORT_MIGRATIONS,
+        &crate::schema::CENTRAL_MIGRATIONS,
+        &crate::schema::OUTBOX_MIGRATIONS,
+        &crate::schema::REPORT_MIGRATIONS,
         &PARTIES_MIGRATIONS,
     ]
 }
@@ -433,6 +442,19 @@ impl CentralBank {
     pub fn open(
         store: Store,
         mds: Store,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
+        Self::open_with_mds(store, Some(mds), keys, escrow_key, supervisors, dcps)
+    }
+
+    /// [`CentralBank::open`] with the MDS in this process (`Some`) or as
+    /// its own process (`None`: `tally mds` pulls the outbox).
+    pub fn open_with_mds(
+        store: Store,
+        mds: Option<Store>,
         keys: CentralKeys,
         escrow_key: JointKey,
         supervisors: Option<tally_supervisor::JointParams>,
@@ -469,8 +491,13 @@ impl CentralBank {
             .map(|t| t.payment_max.0)
             .max()
             .unwrap_or(0);
-        let mds = Mds::open(mds, MdsConfig::new(issuers.clone(), issuers, payment_max))
-            .map_err(|e| StoreError::Db(format!("MDS: {e}")))?;
+        let mds = match mds {
+            Some(m) => Some(
+                Mds::open(m, MdsConfig::new(issuers.clone(), issuers, payment_max))
+                    .map_err(|e| StoreError::Db(format!("MDS: {e}")))?,
+            ),
+            None => None,
+        };
         let bank = CentralBank {
             store,
             mds,
@@ -496,8 +523,13 @@ impl CentralBank {
     pub fn store(&self) -> &Store {
         &self.store
     }
+    /// The MDS of this process.
+    ///
+    /// # Panics
+    /// When the MDS is its own process ([`CentralBank::open_with_mds`]
+    /// with `None`).
     pub fn mds(&self) -> &Mds {
-        &self.mds
+        self.mds.as_ref().expect("the MDS runs as its own process")
     }
     pub fn root_key(&self) -> PublicKey {
         self.keys.root.public_key()
@@ -738,7 +770,7 @@ impl CentralBank {
         })
     }
 
-    /// Containment: see [`crate::Backoffice::revoke_opened`].
+    /// Containment: see tally-dcp's `Backoffice::revoke_opened`.
     pub fn revoke_opened(
         &self,
         id_digest: &Hash32,
@@ -810,11 +842,11 @@ impl CentralBank {
 
     pub fn alerts(&self) -> Result<Vec<tally_mds::Alert>, BackofficeError> {
         self.pump_mds();
-        Ok(self.mds.alerts()?)
+        Ok(self.mds_here()?.alerts()?)
     }
 
     pub fn alert(&self, id: i64) -> Result<tally_mds::Alert, BackofficeError> {
-        Ok(self.mds.alert(id)?)
+        Ok(self.mds_here()?.alert(id)?)
     }
 
     pub fn alert_transition(
@@ -823,12 +855,12 @@ impl CentralBank {
         to: tally_mds::AlertState,
         note: &str,
     ) -> Result<tally_mds::Alert, BackofficeError> {
-        Ok(self.mds.transition(id, to, note)?)
+        Ok(self.mds_here()?.transition(id, to, note)?)
     }
 
     pub fn indicators(&self) -> Result<tally_mds::Indicators, BackofficeError> {
         self.pump_mds();
-        Ok(self.mds.indicators()?)
+        Ok(self.mds_here()?.indicators()?)
     }
 
     // ---- requests of DCPs -------------------------------------------------
@@ -841,13 +873,25 @@ impl CentralBank {
     /// commit.
     fn once(
         &self,
+        dcp: u32,
         op: &Hash32,
         reply_key: &Hash32,
         mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
     ) -> Result<Vec<u8>, BackofficeError> {
         let cipher = XChaCha20Poly1305::new((&reply_key.0).into());
+        // Stored per (DCP, op): an op of one DCP never answers or blocks
+        // another's. DCP 1 keeps the bare op, as results stored before
+        // there were several DCPs are keyed.
+        let key = if dcp == 1 {
+            *op
+        } else {
+            tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])
+        };
+        let op_key = &key;
         self.store.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op)])? {
+            if let Some(r) =
+                tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op_key)])?
+            {
                 return cipher
                     .decrypt(&XNonce::default(), r.bytes(0)?)
                     .map_err(|_| BackofficeError::BadSettlementResult);
@@ -861,7 +905,7 @@ impl CentralBank {
                 .map_err(|_| BackofficeError::BadSettlementResult)?;
             tx.execute(
                 "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
-                &[b(op), sealed.into()],
+                &[b(op_key), sealed.into()],
             )?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, BackofficeError>(signed)
@@ -885,6 +929,9 @@ impl CentralBank {
             .ok_or(BackofficeError::ForeignIssue)
     }
 
+    /// Registers a fresh Issue of `dcp`. One registered before (under
+    /// another request) is refused: its value would be paid into the float
+    /// twice for one token.
     fn register_issue(
         &self,
         tx: &mut dyn Tx,
@@ -893,6 +940,12 @@ impl CentralBank {
         epoch: Epoch,
         owner_class: u8,
     ) -> Result<(), BackofficeError> {
+        if tx
+            .query_one("SELECT value FROM issued WHERE id = $1", &[b(&issue.id())])?
+            .is_some()
+        {
+            return Err(BackofficeError::ForeignIssue);
+        }
         Settlement::register_issue(tx, dcp, issue)?;
         // The MDS counts money from its issuance (circulation = issued −
         // redeemed), not from when it first reaches settlement.
@@ -922,7 +975,7 @@ impl CentralBank {
         match req {
             CentralRequest::Load { issue, class } => {
                 let amount = self.check_issue(dcp, issue)?;
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     Ledger::transfer(
                         tx,
                         &TransferRequest {
@@ -982,7 +1035,7 @@ impl CentralBank {
                     return Err(BackofficeError::ReportsMismatch);
                 }
                 let checked = self.precheck(&upload.packages)?;
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     self.settle_upload(tx, dcp, op, epoch, mailbox, offline, &upload, &checked)
                 })
             }
@@ -991,7 +1044,7 @@ impl CentralBank {
                 for (_, i) in issues {
                     amounts.push(self.check_issue(dcp, i)?);
                 }
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     let mut res = SettlementResult::default();
                     for ((tid, issue), amount) in issues.iter().zip(&amounts) {
                         let row = tx
@@ -1037,7 +1090,7 @@ impl CentralBank {
                 let amount = self.check_issue(dcp, issue)?;
                 let id = issue.id();
                 let by = tagged_hash(b"tally/v1/cancel", &[&id.0]);
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     // Only an Issue this DCP registered.
                     let registered = tx
                         .query_one("SELECT dcp FROM issued WHERE id = $1", &[b(&id)])?
@@ -1085,12 +1138,12 @@ impl CentralBank {
                 amount,
             } => {
                 self.dcp_cert(*to_dcp)?;
-                if *to_dcp == dcp || !crate::service::valid_account_name(to_account) {
+                if *to_dcp == dcp || !crate::policy::valid_account_name(to_account) {
                     return Err(BackofficeError::Ledger(
                         tally_ledger::ledger::LedgerError::UnknownAccount(to_account.clone()),
                     ));
                 }
-                self.once(op, reply_key, |tx| {
+                self.once(dcp, op, reply_key, |tx| {
                     let applied = Ledger::transfer(
                         tx,
                         &TransferRequest {
@@ -1269,7 +1322,7 @@ impl CentralBank {
                 self.verify_with(&trust, pkg)
             });
         let account = dcp_account(dcp);
-        let res = self.once(op, reply_key, |tx| {
+        let res = self.once(dcp, op, reply_key, |tx| {
             // One payout per redemption request, whatever the number of
             // different device requests that carry it.
             let tag = tagged_hash(b"tally/v1/redemption-op", &[&reply_key.0]);
@@ -1350,11 +1403,7 @@ impl CentralBank {
                 self.report_refused_redemption(op, epoch, a.sealed);
                 Err(BackofficeError::DoubleSpendByRedeemer(d))
             }
-            other => {
-                let bytes = other?;
-                self.pump_mds();
-                Ok(bytes)
-            }
+            other => other,
         }
     }
 
@@ -1546,9 +1595,8 @@ impl CentralBank {
             self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
             self.queue_mds(tx, &key, &ingest)
         });
-        match r {
-            Ok(()) => self.pump_mds(),
-            Err(e) => tracing::error!(error = %e, "refused redemption not reported to the MDS"),
+        if let Err(e) = r {
+            tracing::error!(error = %e, "refused redemption not reported to the MDS");
         }
     }
 
@@ -1572,99 +1620,24 @@ impl CentralBank {
         Ok(())
     }
 
-    /// Moves settled records from the outbox into the MDS. Ingestion is
-    /// idempotent, so a crash between ingesting and deleting only replays.
-    /// A row the MDS refuses (it does not decode, or a record of it cannot
-    /// be ingested) is set aside in the MDS with an alert and the pump goes
-    /// on: no record from a device can stop it. Store failures leave the
-    /// rows for the next call (and are logged).
+    /// Moves settled records from the outbox into the MDS of this
+    /// process (none when the MDS is its own process: `tally mds` pulls
+    /// them over the network). Called by a background task of the process
+    /// and before the MDS is read, never on a device's request path.
+    /// Store failures leave the rows for the next call (and are logged).
     pub fn pump_mds(&self) {
-        loop {
-            let rows = match self.store.transact(|tx| {
-                Ok::<_, BackofficeError>(
-                    tx.query(
-                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT 64",
-                        &[],
-                    )?
-                    .iter()
-                    .map(|r| Ok::<_, StoreError>((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
-                    .collect::<Result<Vec<_>, _>>()?,
-                )
-            }) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "MDS outbox unreadable");
-                    return;
-                }
-            };
-            if rows.is_empty() {
-                return;
-            }
-            for (op, body) in rows {
-                if let Err(e) = self.ingest_outbox_row(&body) {
-                    tracing::error!(error = %e, "MDS ingestion failed; will retry");
-                    return;
-                }
-                if let Err(e) = self.store.transact(|tx| {
-                    tx.execute(
-                        "DELETE FROM mds_outbox WHERE op_id = $1",
-                        &[op.clone().into()],
-                    )?;
-                    Ok::<_, BackofficeError>(())
-                }) {
-                    tracing::error!(error = %e, "MDS outbox not trimmed");
-                    return;
-                }
-            }
+        let Some(mds) = &self.mds else { return };
+        if let Err(e) = crate::monitoring::pump(self, mds) {
+            tracing::error!(error = %e, "MDS feed failed; will retry");
         }
     }
 
-    /// Ingests one outbox row. What the MDS refuses for the row's content
-    /// is set aside with an [`tally_mds::AlertKind::IngestionFailed`]
-    /// alert: the whole row if it does not decode (code 101), else record
-    /// by record. `Err` only for failures of the MDS itself (its store),
-    /// which a later call retries.
-    fn ingest_outbox_row(&self, body: &[u8]) -> Result<(), tally_mds::MdsError> {
-        // The epoch an alert is raised in, read only when one is.
-        let epoch = || self.epoch().unwrap_or(0);
-        let batch = match decode_ingest(body) {
-            Ok(b) => b,
-            Err(e) => {
-                let code = BackofficeError::Decode(e).code();
-                let a = self.mds.set_aside(body, code, epoch())?;
-                tracing::error!(
-                    alert = a.id,
-                    code,
-                    "MDS outbox row does not decode; set aside"
-                );
-                return Ok(());
-            }
-        };
-        for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
-            match self.mds.ingest(chunk) {
-                Ok(_) => {}
-                Err(e) if !e.is_content_fault() => return Err(e),
-                Err(_) => {
-                    // Parents come before children, so a child of a record
-                    // set aside fails (unknown input) and follows it.
-                    for r in chunk {
-                        match self.mds.ingest(std::slice::from_ref(r)) {
-                            Ok(_) => {}
-                            Err(e) if !e.is_content_fault() => return Err(e),
-                            Err(e) => {
-                                let a = self.mds.set_aside(
-                                    &encode_ingest(std::slice::from_ref(r)),
-                                    e.code(),
-                                    epoch(),
-                                )?;
-                                tracing::error!(alert = a.id, error = %e, "MDS record set aside");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+    fn mds_here(&self) -> Result<&Mds, BackofficeError> {
+        self.mds.as_ref().ok_or_else(|| BackofficeError::Remote {
+            code: tally_codes::CENTRAL_UNAVAILABLE,
+            status: 503,
+            message: "the MDS runs as its own process (`tally mds`): ask it".into(),
+        })
     }
 
     /// The MDS feed's backlog, for monitoring.
@@ -1687,7 +1660,10 @@ impl CentralBank {
         Ok(OutboxStatus {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_age_seconds,
-            set_aside: self.mds.set_aside_count()?,
+            set_aside: match &self.mds {
+                Some(m) => m.set_aside_count()?,
+                None => 0,
+            },
         })
     }
 
@@ -1916,6 +1892,21 @@ pub mod reply {
         Ok(v)
     }
 
+    /// Canonical only (SPEC §2.1): the answer re-encoded must be the
+    /// bytes received.
+    fn canonical<T>(
+        bytes: &[u8],
+        v: T,
+        encode: impl FnOnce(&T, &mut Writer),
+    ) -> Result<T, CodecError> {
+        let mut w = Writer::new();
+        encode(&v, &mut w);
+        if w.into_bytes() != bytes {
+            return Err(CodecError::NonCanonical);
+        }
+        Ok(v)
+    }
+
     pub fn trust(bytes: &[u8]) -> Result<CentralTrust, CodecError> {
         CentralTrust::from_cbor(bytes)
     }
@@ -1925,17 +1916,26 @@ pub mod reply {
             0 => None,
             _ => Some(read_entry(&mut r)?),
         };
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| match v {
+            Some(e) => {
+                w.array(1);
+                write_entry(w, e);
+            }
+            None => w.array(0),
+        })
     }
     pub fn entry(bytes: &[u8]) -> Result<SeEntry, CodecError> {
         let mut r = Reader::new(bytes);
         let v = read_entry(&mut r)?;
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |e, w| write_entry(w, e))
     }
     pub fn unit(bytes: &[u8]) -> Result<(), CodecError> {
         let mut r = Reader::new(bytes);
         r.array(0)?;
-        done(r, bytes, ())
+        let v = done(r, bytes, ())?;
+        canonical(bytes, v, |_, w| w.array(0))
     }
     pub fn id_digest(bytes: &[u8]) -> Result<Option<Hash32>, CodecError> {
         let mut r = Reader::new(bytes);
@@ -1943,12 +1943,20 @@ pub mod reply {
             0 => None,
             _ => Some(Hash32::read(&mut r)?),
         };
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| match v {
+            Some(d) => {
+                w.array(1);
+                d.write(w);
+            }
+            None => w.array(0),
+        })
     }
     pub fn signed(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut r = Reader::new(bytes);
         let v = r.bytes_max(UPLOAD_PACKAGES_MAX * 4096 + 4096)?.to_vec();
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| w.bytes(v))
     }
     pub fn inbox(bytes: &[u8]) -> Result<Vec<InboxEntry>, CodecError> {
         let mut r = Reader::new(bytes);
@@ -1957,12 +1965,19 @@ pub mod reply {
         for _ in 0..n {
             out.push(InboxEntry::read(&mut r)?);
         }
-        done(r, bytes, out)
+        let v = done(r, bytes, out)?;
+        canonical(bytes, v, |v, w| {
+            w.array(v.len());
+            for e in v {
+                e.write(w);
+            }
+        })
     }
     pub fn balance(bytes: &[u8]) -> Result<i64, CodecError> {
         let mut r = Reader::new(bytes);
         let v = i64::try_from(r.u64()?).map_err(|_| CodecError::Malformed)?;
-        done(r, bytes, v)
+        let v = done(r, bytes, v)?;
+        canonical(bytes, v, |v, w| w.u64(*v as u64))
     }
 }
 
@@ -2053,17 +2068,9 @@ impl Central for CentralBank {
         reply_key: &Hash32,
         req: &CentralRequest,
     ) -> Result<Vec<u8>, BackofficeError> {
-        let out = self.execute(dcp, op, reply_key, req)?;
-        // Settlement's records reach the MDS after the commit (outbox).
-        if matches!(
-            req,
-            CentralRequest::Sync { .. }
-                | CentralRequest::Load { .. }
-                | CentralRequest::Deliver { .. }
-        ) {
-            self.pump_mds();
-        }
-        Ok(out)
+        // Settlement's records reach the MDS after the commit, through the
+        // outbox, off this path.
+        self.execute(dcp, op, reply_key, req)
     }
 
     fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
@@ -2102,6 +2109,43 @@ impl Central for CentralBank {
                 tx.execute(
                     "DELETE FROM cb_inbox WHERE op_id = $1 AND dcp = $2",
                     &[b(op), Value::Int(i64::from(dcp))],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl crate::monitoring::Outbox for CentralBank {
+    fn fetch(&self) -> Result<(Epoch, Vec<crate::monitoring::OutboxRow>), BackofficeError> {
+        self.store.transact(|tx| {
+            let epoch = meta(tx, "epoch")? as Epoch;
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT {}",
+                        crate::monitoring::OUTBOX_BATCH_MAX
+                    ),
+                    &[],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok::<_, StoreError>(crate::monitoring::OutboxRow {
+                        op: r.bytes(0)?.to_vec(),
+                        body: r.bytes(1)?.to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((epoch, rows))
+        })
+    }
+
+    fn ack(&self, ops: &[Vec<u8>]) -> Result<(), BackofficeError> {
+        self.store.transact(|tx| {
+            for op in ops {
+                tx.execute(
+                    "DELETE FROM mds_outbox WHERE op_id = $1",
+                    &[op.clone().into()],
                 )?;
             }
             Ok(())

@@ -248,7 +248,7 @@ impl KeyDir {
         w.u64(u64::from(kind));
         w.bytes(seed);
         let mut nonce = [0u8; 8];
-        crate::service::OsEntropy.fill(&mut nonce);
+        crate::OsEntropy.fill(&mut nonce);
         let tmp = self.path.join(format!(
             ".{role}.key.{}.{:016x}",
             std::process::id(),
@@ -354,7 +354,7 @@ impl KeyDir {
 
     /// Writes seeds moved out of an older node's database (Ed25519 root
     /// and DCP keys, the X25519 opening key).
-    pub fn import_legacy(&self, seeds: &crate::service::LegacySeeds) -> Result<(), KeyError> {
+    pub fn import_legacy(&self, seeds: &crate::LegacySeeds) -> Result<(), KeyError> {
         if let Some(s) = &seeds.root {
             self.write(ROOT, KIND_ED25519, s)?;
         }
@@ -508,7 +508,7 @@ mod tests {
         let p = tmp("conflict");
         let dir = KeyDir::open_or_create(&p).unwrap();
         let root = dir.signer(ROOT, &mut Counter(0)).unwrap().public_key();
-        let seeds = crate::service::LegacySeeds {
+        let seeds = crate::LegacySeeds {
             root: Some([9; 32]),
             dcp: None,
             opening: None,

@@ -29,8 +29,10 @@ use crate::central::{
     CentralCall, CentralRequest, CentralTrust, InboxEntry, answer, reply, write_entry,
 };
 use crate::keys::{NodeSigner, SoftwareSigner};
-use crate::service::{BackofficeError, SettlementResult, default_tiers, development_escrow_key};
-use crate::{CentralBank, CentralKeys};
+use crate::{
+    BackofficeError, CentralBank, CentralKeys, SettlementResult, default_tiers,
+    development_escrow_key,
+};
 
 fn must<T, E: Debug>(r: Result<T, E>, what: &str) -> T {
     match r {

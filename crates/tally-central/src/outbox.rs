@@ -1,0 +1,74 @@
+//! The MDS outbox: what the central bank queues for the MDS in the same
+//! transaction as a settlement, and its encoding.
+
+use tally_core::Record;
+use tally_core::codec::{Cbor, CodecError, Reader, Writer};
+use tally_mds::{IngestRecord, Verdict};
+
+/// The MDS outbox's backlog ([`CentralBank::mds_outbox`](crate::CentralBank::mds_outbox)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStatus {
+    /// Rows waiting for the MDS.
+    pub pending: u64,
+    /// Age of the oldest waiting row (0 when none, or only rows queued
+    /// before queue times were kept).
+    pub oldest_age_seconds: u64,
+    /// Rows (or records) the MDS set aside so far, each with an alert.
+    pub set_aside: u64,
+}
+
+/// Wall-clock seconds, for the outbox's queue times only (monitoring;
+/// nothing the protocol decides depends on it).
+pub(crate) fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,
+/// offline_epochs + 1 (0 unknown), unacknowledged], …]`.
+pub(crate) fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(records.len());
+    for r in records {
+        w.array(6);
+        r.record.write(&mut w);
+        w.u64(u64::from(r.epoch));
+        w.u64(match r.verdict {
+            Verdict::Verified => 0,
+            Verdict::Refused(c) => u64::from(c),
+        });
+        w.bytes(&r.output_classes);
+        w.u64(r.offline_epochs.map(|e| u64::from(e) + 1).unwrap_or(0));
+        w.bool(r.unacknowledged);
+    }
+    w.into_bytes()
+}
+
+pub(crate) fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let n = r.array_max(1 << 20)?;
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        r.array(6)?;
+        let record = Record::read(&mut r)?;
+        let epoch = r.u32()?;
+        let verdict = match r.u16()? {
+            0 => Verdict::Verified,
+            c => Verdict::Refused(c),
+        };
+        let mut ir = IngestRecord::new(record, epoch, verdict);
+        ir.output_classes = r.bytes_max(256)?.to_vec();
+        ir.offline_epochs = match r.u64()? {
+            0 => None,
+            e => Some(u32::try_from(e - 1).map_err(|_| CodecError::Malformed)?),
+        };
+        ir.unacknowledged = r.bool()?;
+        out.push(ir);
+    }
+    if r.position() != bytes.len() {
+        return Err(CodecError::TrailingBytes);
+    }
+    Ok(out)
+}
