@@ -2,7 +2,8 @@
 //! the deterministic objects behind the §10 test vectors, the seed corpus,
 //! and the oracles of the fuzz targets in `fuzz/` (`central_objects`,
 //! `settlement_result`, `central_answer`), shared with their replay test
-//! (`tests/fuzz_corpus.rs`) so that `cargo test` runs them on the seeds.
+//! (`crates/tally-dcp/tests/fuzz_corpus.rs`; tally-dcp re-exports this
+//! module as `tally_dcp::fuzzing`) so that `cargo test` runs them on the seeds.
 //! Test support only (feature `testkit`): the keys here are public.
 //!
 //! Each `check_*` function is the whole body of one fuzz target: any input
@@ -702,7 +703,7 @@ pub fn answer_caller(selector: u8) -> u32 {
     }
 }
 
-/// `central_answer`: caller byte + body. `tally_dcp::central::answer` on
+/// `central_answer`: caller byte + body. `crate::central::answer` on
 /// the fixture's bank never panics. An answer decodes with the `reply`
 /// decoder of its method (a signed result opens under the trust bundle's
 /// settlement key for the call's op), and the ledger invariant holds. A
