@@ -2,9 +2,9 @@
 //! pinned on the in-process central bank: the idempotency rule (one
 //! execution per `op`, the stored answer whatever the body once the body
 //! passes the checks made before the transaction), the reply key, and
-//! what the stored answer is. The `#[ignore]`d tests are findings of the
-//! spec work (issue 11): they fail today and document a deviation from
-//! §2.1 or a gap; see the report of branch `wire`.
+//! what the stored answer is. The regressions below are findings of the
+//! spec work (issue 11), fixed in tally-central; the `#[ignore]`d test is
+//! one that still fails (see the report of branch `wire`).
 
 use tally_core::Hash32;
 use tally_core::codec::Cbor;
@@ -126,24 +126,23 @@ fn the_answer_to_call_is_the_signed_result_as_a_byte_string() {
     assert_eq!(e.code(), tally_codes::LEDGER_UNKNOWN_ACCOUNT);
 }
 
-// ---- findings (fail today) ------------------------------------------------------
+// ---- findings of the spec work --------------------------------------------------
 
 /// §2.1 says every decoder rejects non-canonical input. The `reply`
-/// decoders read with `Reader` and never re-encode, so a non-shortest
-/// integer head is accepted: `18 05` is 5 as a balance.
+/// decoders read with `Reader` and did not re-encode, so a non-shortest
+/// integer head was accepted: `18 05` was 5 as a balance (found by the
+/// `central_objects` fuzz target, fuzz/regressions/central_objects/).
 #[test]
-#[ignore = "finding: reply decoders accept non-canonical CBOR (SPEC §2.1)"]
 fn reply_decoders_refuse_non_canonical_input() {
     assert!(reply::balance(&[0x18, 0x05]).is_err());
     assert!(reply::unit(&[0x98, 0x00]).is_err());
     assert!(reply::inbox(&[0x98, 0x00]).is_err());
 }
 
-/// The same for a signed result: a non-shortest head for `settled` keeps
+/// The same for a signed result: a non-shortest head for `settled` kept
 /// the signature valid (the message is computed from the decoded values),
-/// so one result has several accepted encodings.
+/// so one result had several accepted encodings.
 #[test]
-#[ignore = "finding: SettlementResult::open accepts non-canonical CBOR (SPEC §2.1)"]
 fn settlement_result_open_refuses_non_canonical_input() {
     let f = CentralFixture::new();
     let k = &f.keys;
@@ -161,12 +160,10 @@ fn settlement_result_open_refuses_non_canonical_input() {
 }
 
 /// A Load of an Issue the central bank already registered (under another
-/// op) debits the DCP's account again: registration is idempotent by
-/// Issue id, the ledger transfer is keyed by op. The float then holds
-/// twice the value of the one token. No honest DCP does this (an Issue's
-/// serial derives from its op), but the central bank does not refuse it.
+/// op) debited the DCP's account again: registration was idempotent by
+/// Issue id, the ledger transfer keyed by op, so the float held twice the
+/// value of the one token. Now refused (1301), changing nothing.
 #[test]
-#[ignore = "finding: a second Load of a registered Issue is not refused"]
 fn a_second_load_of_the_same_issue_is_refused() {
     let f = CentralFixture::new();
     let issue = f.keys.issue(99, 500);
@@ -180,33 +177,58 @@ fn a_second_load_of_the_same_issue_is_refused() {
     let second = f
         .bank
         .call(1, &Hash32([0x83; 32]), &Hash32([0x84; 32]), &load);
-    assert!(second.is_err(), "the same Issue was loaded twice");
+    assert_eq!(
+        second.expect_err("the same Issue was loaded twice").code(),
+        tally_codes::CENTRAL_FOREIGN_ISSUE
+    );
     assert_eq!(f.bank.dcp_balance(1).unwrap(), FIXTURE_MINT as i64 - 500);
 }
 
-/// Stored answers are keyed by `op` alone, not by (caller, op): an op one
-/// DCP used first blocks it for every other DCP (code 64), and a DCP
-/// that knows another's op and reply key reads that DCP's stored result.
-/// Ops are device request ids, so a DCP rarely knows another's; the
-/// isolation still rests on that secrecy rather than on the key.
+/// Stored answers are kept per (DCP, op) (they were keyed by op alone, so
+/// an op of DCP 2 answered DCP 1 with DCP 2's result): DCP 1's own call
+/// with an op DCP 2 used executes for DCP 1.
 #[test]
-#[ignore = "finding: stored answers are keyed by op, not by (dcp, op)"]
-fn an_op_of_one_dcp_does_not_touch_another_dcps_request() {
+fn stored_answers_are_kept_per_dcp() {
     let f = CentralFixture::new();
     let op = Hash32([0x91; 32]);
-    // DCP 2 uses the op first (same reply key: the worst case).
+    let key = Hash32([0x92; 32]);
     let to_dcp1 = CentralRequest::Pay {
         to_dcp: 1,
         to_account: "alice".into(),
         amount: 5,
     };
-    let key = Hash32([0x92; 32]);
     f.bank.call(2, &op, &key, &to_dcp1).unwrap();
-    // DCP 1's own request with that op executes for DCP 1.
-    let signed = f.bank.call(1, &op, &key, &pay(100)).unwrap();
+    let load = CentralRequest::Load {
+        issue: f.keys.issue(91, 300),
+        class: tally_core::policy::device_class::PHONE,
+    };
+    let signed = f.bank.call(1, &op, &key, &load).unwrap();
+    let res = open(&f, &signed, &op);
     assert_eq!(
-        open(&f, &signed, &op).value,
-        100,
-        "DCP 1 got DCP 2's stored result"
+        (res.value, res.issues.len()),
+        (300, 1),
+        "DCP 1 got DCP 2's result"
     );
+}
+
+/// What is left of the same finding: the ledger's idempotency keys
+/// (`interbank:<op>`, `load:<op>`, `unload:<op>`, `redeem:<op>`,
+/// `sync:<op>:<i>`) are still per op, so an op another DCP used first for
+/// the same kind makes DCP 1's call fail with 12 (409) — a refusal its
+/// saga treats as final. Ops are hashes of SE-signed requests, so this
+/// needs a DCP that learns another's request ids.
+#[test]
+#[ignore = "finding: ledger idempotency keys are per op, not per (dcp, op)"]
+fn an_op_of_one_dcp_does_not_block_another_dcps_request() {
+    let f = CentralFixture::new();
+    let op = Hash32([0x93; 32]);
+    let key = Hash32([0x94; 32]);
+    let to_dcp1 = CentralRequest::Pay {
+        to_dcp: 1,
+        to_account: "alice".into(),
+        amount: 5,
+    };
+    f.bank.call(2, &op, &key, &to_dcp1).unwrap();
+    let signed = f.bank.call(1, &op, &key, &pay(100)).unwrap();
+    assert_eq!(open(&f, &signed, &op).value, 100);
 }
