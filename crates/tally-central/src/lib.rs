@@ -14,6 +14,8 @@ pub mod central;
 pub mod custody;
 pub mod error;
 pub mod escrow;
+#[cfg(feature = "testkit")]
+pub mod fuzzing;
 pub mod keys;
 pub mod monitoring;
 pub mod outbox;

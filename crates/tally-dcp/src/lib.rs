@@ -21,6 +21,10 @@ pub use service::{
     Backoffice, BackofficeError, LegacySeeds, OsEntropy, OutboxStatus, Reconciliation,
     SettlementResult, Stores, development_escrow_key, legacy_seeds,
 };
+/// The central wire's vectors and fuzz oracles (tally-central, feature
+/// `testkit`), under the path the fuzz targets and tests use.
+#[cfg(feature = "testkit")]
+pub use tally_central::fuzzing;
 pub use tally_central::{
     Central, CentralBank, CentralKeys, CentralRequest, CentralTrust, InboxEntry, dcp_account,
 };
