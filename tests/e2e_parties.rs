@@ -196,6 +196,8 @@ struct Scheme {
     central: Proc,
     dcp1: Proc,
     dcp2: Proc,
+    mds: Proc,
+    mds_db: PathBuf,
     proxy: Proxy,
 }
 
@@ -253,6 +255,25 @@ impl Scheme {
                 &s(&maker_pub),
                 "--root-out",
                 &s(&p(ROOT_FILE)),
+                "--external-mds",
+            ],
+        );
+        // The MDS as its own process on its own database, pulling the
+        // outbox with its role certificate.
+        let mds_db = p("mds.sqlite");
+        let mds = spawn(
+            dir,
+            "mds",
+            &[
+                "mds",
+                "--database-url",
+                &s(&mds_db),
+                "--central",
+                &central.url,
+                "--tls",
+                &s(&p("tls")),
+                "--listen",
+                "127.0.0.1:0",
             ],
         );
         let central_addr: SocketAddr = central.url.trim_start_matches("https://").parse().unwrap();
@@ -296,6 +317,8 @@ impl Scheme {
             central,
             dcp1,
             dcp2,
+            mds,
+            mds_db,
             proxy,
         }
     }
@@ -305,9 +328,13 @@ impl Scheme {
     }
 
     fn cb(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["cb", "--central", &self.central.url, "--tls"];
+        self.cb_at(&self.central.url, args)
+    }
+
+    /// `tally cb` against `url` (the central bank, or the MDS).
+    fn cb_at(&self, url: &str, args: &[&str]) -> serde_json::Value {
         let tls = s(&self.tls);
-        a.push(&tls);
+        let mut a = vec!["cb", "--central", url, "--tls", &tls];
         a.extend_from_slice(args);
         serde_json::from_str(run(&a).ok().trim()).expect("JSON")
     }
@@ -446,6 +473,52 @@ fn two_dcps(dbs: [String; 3], test: &str) {
     let inv = sc.cb(&["invariant"]);
     assert_eq!(inv["loss"], -5_000, "{inv}");
     sc.assert_reconciled();
+
+    // The MDS, its own process, pulled the settled records from the
+    // outbox and raised the double-spend alert.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let a = sc.cb_at(&sc.mds.url, &["alerts"]);
+        if a.as_array()
+            .is_some_and(|l| l.iter().any(|x| x["kind"] == "double_spend"))
+        {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no double-spend alert at the MDS: {a}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(alerts.to_string().contains("critical"), "{alerts}");
+    let ind = sc.cb_at(&sc.mds.url, &["indicators"]);
+    assert!(ind["payments"].as_u64().unwrap_or(0) >= 4, "{ind}");
+    // Its database names no SE and no account (decision 0007).
+    let bytes = std::fs::read(&sc.mds_db).expect("the MDS database");
+    for dev in [&alice, &bob, &carol] {
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dev.file(".json")).unwrap()).unwrap();
+        let se_id = tally_api::parse_hash(cfg["se_id"].as_str().unwrap()).unwrap();
+        assert!(
+            !bytes.windows(32).any(|w| w == se_id.0),
+            "an SE id in the MDS database"
+        );
+        assert!(
+            !bytes
+                .windows(dev.name.len())
+                .any(|w| w == dev.name.as_bytes()),
+            "an account name in the MDS database"
+        );
+    }
+    // Only an operator reads the MDS; a DCP's certificate is refused.
+    let tls = tally_tls::TlsDir::open(&sc.tls).unwrap();
+    let (c, k) = tls.pair("dcp-1").unwrap();
+    let dcp1 = tally_tls::client_agent(&tls.ca_pem().unwrap(), Some((&c, &k))).unwrap();
+    let r = dcp1
+        .get(format!("{}/mds/alerts", sc.mds.url))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
 }
 
 #[test]

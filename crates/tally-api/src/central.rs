@@ -30,6 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tally_central::central::{CentralCall, InboxEntry, answer, reply};
+use tally_central::monitoring::{
+    Outbox, OutboxRow, decode_ack, decode_fetch, encode_ack, encode_fetch,
+};
 use tally_central::{BackofficeError, Central, CentralBank, CentralRequest, CentralTrust};
 use tally_core::codec::Cbor;
 use tally_core::dcp::MakerCertificate;
@@ -49,6 +52,8 @@ const CBOR: &str = "application/cbor";
 pub fn central_router(bank: Arc<CentralBank>) -> Router {
     Router::new()
         .route("/central/v1/rpc", post(rpc))
+        .route("/central/v1/mds/outbox", post(mds_outbox))
+        .route("/central/v1/mds/ack", post(mds_ack))
         .route("/central/v1/admin/mint", post(mint))
         .route("/central/v1/admin/manufacturers", post(manufacturer))
         .route("/central/v1/admin/epoch/advance", post(advance_epoch))
@@ -118,12 +123,70 @@ async fn rpc(
     role: Option<Extension<PeerRole>>,
     body: axum::body::Bytes,
 ) -> Response {
+    // The MDS may read the trust objects (its issuers and limits), no more.
+    if matches!(role, Some(Extension(PeerRole(Role::Mds))))
+        && CentralCall::from_cbor(&body) == Ok(CentralCall::Trust)
+    {
+        return match blocking(move || Ok(bank.trust()?.to_cbor())).await {
+            Ok(bytes) => ([(header::CONTENT_TYPE, CBOR)], bytes).into_response(),
+            Err(r) => r,
+        };
+    }
     let dcp = match dcp_of(role) {
         Ok(d) => d,
         Err(r) => return r,
     };
     match blocking(move || answer(&*bank, dcp, &body)).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, CBOR)], bytes).into_response(),
+        Err(r) => r,
+    }
+}
+
+fn mds_of(role: Option<Extension<PeerRole>>) -> Result<(), Response> {
+    match role {
+        Some(Extension(PeerRole(Role::Mds))) => Ok(()),
+        _ => Err(refused(
+            401,
+            tally_codes::HTTP_UNAUTHORIZED,
+            "only the MDS's role certificate may read the outbox",
+        )),
+    }
+}
+
+/// The MDS pulls settled records: `[epoch, [[op, body], …]]`.
+async fn mds_outbox(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+) -> Response {
+    if let Err(r) = mds_of(role) {
+        return r;
+    }
+    match blocking(move || {
+        let (epoch, rows) = Outbox::fetch(&*bank)?;
+        Ok(encode_fetch(epoch, &rows))
+    })
+    .await
+    {
+        Ok(bytes) => ([(header::CONTENT_TYPE, CBOR)], bytes).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The MDS acknowledges what it ingested: `[op, …]`.
+async fn mds_ack(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = mds_of(role) {
+        return r;
+    }
+    let ops = match decode_ack(&body) {
+        Ok(o) => o,
+        Err(e) => return ApiError::from(BackofficeError::Decode(e)).into_response(),
+    };
+    match blocking(move || Outbox::ack(&*bank, &ops)).await {
+        Ok(()) => ([(header::CONTENT_TYPE, CBOR)], vec![0x80u8]).into_response(),
         Err(r) => r,
     }
 }
@@ -344,5 +407,55 @@ impl Central for CentralClient {
     }
     fn settlement_balance(&self, _dcp: u32) -> Result<i64, BackofficeError> {
         self.decode(&CentralCall::SettlementBalance, reply::balance)
+    }
+}
+
+/// The MDS's client of the central bank's outbox over HTTPS (mutual TLS
+/// with the `mds` role certificate).
+pub struct OutboxClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl OutboxClient {
+    pub fn new(base: &str, agent: ureq::Agent) -> OutboxClient {
+        OutboxClient {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, BackofficeError> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", CBOR)
+            .send(body);
+        tally_client::http::exchange(r).map_err(|e| BackofficeError::Remote {
+            code: if e.status == 0 {
+                tally_codes::CENTRAL_UNAVAILABLE
+            } else {
+                e.code
+            },
+            status: if e.status == 0 { 503 } else { e.status },
+            message: e.message,
+        })
+    }
+
+    /// The central bank's trust objects (the MDS's issuers and limits).
+    pub fn trust(&self) -> Result<CentralTrust, BackofficeError> {
+        let body = self.post("/central/v1/rpc", &CentralCall::Trust.to_cbor())?;
+        reply::trust(&body).map_err(BackofficeError::Decode)
+    }
+}
+
+impl Outbox for OutboxClient {
+    fn fetch(&self) -> Result<(tally_core::Epoch, Vec<OutboxRow>), BackofficeError> {
+        let body = self.post("/central/v1/mds/outbox", &[])?;
+        decode_fetch(&body).map_err(BackofficeError::Decode)
+    }
+    fn ack(&self, ops: &[Vec<u8>]) -> Result<(), BackofficeError> {
+        self.post("/central/v1/mds/ack", &encode_ack(ops))
+            .map(|_| ())
     }
 }

@@ -321,7 +321,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn alert_state(name: &str) -> Result<AlertState, ApiError> {
+pub(crate) fn alert_state(name: &str) -> Result<AlertState, ApiError> {
     Ok(match name {
         "open" => AlertState::Open,
         "escrow_opened" => AlertState::EscrowOpened,

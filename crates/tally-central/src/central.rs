@@ -45,7 +45,7 @@ use tally_core::dcp::*;
 
 use crate::escrow::development_open;
 use crate::keys::{KeyError, NodeSigner};
-use crate::outbox::{decode_ingest, encode_ingest, unix_seconds};
+use crate::outbox::{encode_ingest, unix_seconds};
 use crate::policy::default_tiers;
 use crate::schema::{b, hash, meta};
 use crate::{BackofficeError, OutboxStatus, SettlementResult};
@@ -411,7 +411,8 @@ pub struct CentralKeys {
 
 pub struct CentralBank {
     store: Store,
-    mds: Mds,
+    /// The MDS in this process, or None when it is its own process.
+    mds: Option<Mds>,
     keys: CentralKeys,
     sealing_key: SealingKey,
     settlement_key: SettlementKey,
@@ -441,6 +442,19 @@ impl CentralBank {
     pub fn open(
         store: Store,
         mds: Store,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
+        Self::open_with_mds(store, Some(mds), keys, escrow_key, supervisors, dcps)
+    }
+
+    /// [`CentralBank::open`] with the MDS in this process (`Some`) or as
+    /// its own process (`None`: `tally mds` pulls the outbox).
+    pub fn open_with_mds(
+        store: Store,
+        mds: Option<Store>,
         keys: CentralKeys,
         escrow_key: JointKey,
         supervisors: Option<tally_supervisor::JointParams>,
@@ -477,8 +491,13 @@ impl CentralBank {
             .map(|t| t.payment_max.0)
             .max()
             .unwrap_or(0);
-        let mds = Mds::open(mds, MdsConfig::new(issuers.clone(), issuers, payment_max))
-            .map_err(|e| StoreError::Db(format!("MDS: {e}")))?;
+        let mds = match mds {
+            Some(m) => Some(
+                Mds::open(m, MdsConfig::new(issuers.clone(), issuers, payment_max))
+                    .map_err(|e| StoreError::Db(format!("MDS: {e}")))?,
+            ),
+            None => None,
+        };
         let bank = CentralBank {
             store,
             mds,
@@ -504,8 +523,13 @@ impl CentralBank {
     pub fn store(&self) -> &Store {
         &self.store
     }
+    /// The MDS of this process.
+    ///
+    /// # Panics
+    /// When the MDS is its own process ([`CentralBank::open_with_mds`]
+    /// with `None`).
     pub fn mds(&self) -> &Mds {
-        &self.mds
+        self.mds.as_ref().expect("the MDS runs as its own process")
     }
     pub fn root_key(&self) -> PublicKey {
         self.keys.root.public_key()
@@ -818,11 +842,11 @@ impl CentralBank {
 
     pub fn alerts(&self) -> Result<Vec<tally_mds::Alert>, BackofficeError> {
         self.pump_mds();
-        Ok(self.mds.alerts()?)
+        Ok(self.mds_here()?.alerts()?)
     }
 
     pub fn alert(&self, id: i64) -> Result<tally_mds::Alert, BackofficeError> {
-        Ok(self.mds.alert(id)?)
+        Ok(self.mds_here()?.alert(id)?)
     }
 
     pub fn alert_transition(
@@ -831,12 +855,12 @@ impl CentralBank {
         to: tally_mds::AlertState,
         note: &str,
     ) -> Result<tally_mds::Alert, BackofficeError> {
-        Ok(self.mds.transition(id, to, note)?)
+        Ok(self.mds_here()?.transition(id, to, note)?)
     }
 
     pub fn indicators(&self) -> Result<tally_mds::Indicators, BackofficeError> {
         self.pump_mds();
-        Ok(self.mds.indicators()?)
+        Ok(self.mds_here()?.indicators()?)
     }
 
     // ---- requests of DCPs -------------------------------------------------
@@ -858,7 +882,7 @@ impl CentralBank {
         // Stored per (DCP, op): an op of one DCP never answers or blocks
         // another's. DCP 1 keeps the bare op, as results stored before
         // there were several DCPs are keyed.
-        let key = if dcp == crate::DCP_ID {
+        let key = if dcp == 1 {
             *op
         } else {
             tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])
@@ -1379,11 +1403,7 @@ impl CentralBank {
                 self.report_refused_redemption(op, epoch, a.sealed);
                 Err(BackofficeError::DoubleSpendByRedeemer(d))
             }
-            other => {
-                let bytes = other?;
-                self.pump_mds();
-                Ok(bytes)
-            }
+            other => other,
         }
     }
 
@@ -1575,9 +1595,8 @@ impl CentralBank {
             self.record_settled(tx, verified.package(), epoch, None, false, &mut ingest)?;
             self.queue_mds(tx, &key, &ingest)
         });
-        match r {
-            Ok(()) => self.pump_mds(),
-            Err(e) => tracing::error!(error = %e, "refused redemption not reported to the MDS"),
+        if let Err(e) = r {
+            tracing::error!(error = %e, "refused redemption not reported to the MDS");
         }
     }
 
@@ -1601,99 +1620,24 @@ impl CentralBank {
         Ok(())
     }
 
-    /// Moves settled records from the outbox into the MDS. Ingestion is
-    /// idempotent, so a crash between ingesting and deleting only replays.
-    /// A row the MDS refuses (it does not decode, or a record of it cannot
-    /// be ingested) is set aside in the MDS with an alert and the pump goes
-    /// on: no record from a device can stop it. Store failures leave the
-    /// rows for the next call (and are logged).
+    /// Moves settled records from the outbox into the MDS of this
+    /// process (none when the MDS is its own process: `tally mds` pulls
+    /// them over the network). Called by a background task of the process
+    /// and before the MDS is read, never on a device's request path.
+    /// Store failures leave the rows for the next call (and are logged).
     pub fn pump_mds(&self) {
-        loop {
-            let rows = match self.store.transact(|tx| {
-                Ok::<_, BackofficeError>(
-                    tx.query(
-                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT 64",
-                        &[],
-                    )?
-                    .iter()
-                    .map(|r| Ok::<_, StoreError>((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
-                    .collect::<Result<Vec<_>, _>>()?,
-                )
-            }) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "MDS outbox unreadable");
-                    return;
-                }
-            };
-            if rows.is_empty() {
-                return;
-            }
-            for (op, body) in rows {
-                if let Err(e) = self.ingest_outbox_row(&body) {
-                    tracing::error!(error = %e, "MDS ingestion failed; will retry");
-                    return;
-                }
-                if let Err(e) = self.store.transact(|tx| {
-                    tx.execute(
-                        "DELETE FROM mds_outbox WHERE op_id = $1",
-                        &[op.clone().into()],
-                    )?;
-                    Ok::<_, BackofficeError>(())
-                }) {
-                    tracing::error!(error = %e, "MDS outbox not trimmed");
-                    return;
-                }
-            }
+        let Some(mds) = &self.mds else { return };
+        if let Err(e) = crate::monitoring::pump(self, mds) {
+            tracing::error!(error = %e, "MDS feed failed; will retry");
         }
     }
 
-    /// Ingests one outbox row. What the MDS refuses for the row's content
-    /// is set aside with an [`tally_mds::AlertKind::IngestionFailed`]
-    /// alert: the whole row if it does not decode (code 101), else record
-    /// by record. `Err` only for failures of the MDS itself (its store),
-    /// which a later call retries.
-    fn ingest_outbox_row(&self, body: &[u8]) -> Result<(), tally_mds::MdsError> {
-        // The epoch an alert is raised in, read only when one is.
-        let epoch = || self.epoch().unwrap_or(0);
-        let batch = match decode_ingest(body) {
-            Ok(b) => b,
-            Err(e) => {
-                let code = BackofficeError::Decode(e).code();
-                let a = self.mds.set_aside(body, code, epoch())?;
-                tracing::error!(
-                    alert = a.id,
-                    code,
-                    "MDS outbox row does not decode; set aside"
-                );
-                return Ok(());
-            }
-        };
-        for chunk in batch.chunks(tally_mds::INGEST_BATCH_RECORDS_MAX) {
-            match self.mds.ingest(chunk) {
-                Ok(_) => {}
-                Err(e) if !e.is_content_fault() => return Err(e),
-                Err(_) => {
-                    // Parents come before children, so a child of a record
-                    // set aside fails (unknown input) and follows it.
-                    for r in chunk {
-                        match self.mds.ingest(std::slice::from_ref(r)) {
-                            Ok(_) => {}
-                            Err(e) if !e.is_content_fault() => return Err(e),
-                            Err(e) => {
-                                let a = self.mds.set_aside(
-                                    &encode_ingest(std::slice::from_ref(r)),
-                                    e.code(),
-                                    epoch(),
-                                )?;
-                                tracing::error!(alert = a.id, error = %e, "MDS record set aside");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+    fn mds_here(&self) -> Result<&Mds, BackofficeError> {
+        self.mds.as_ref().ok_or_else(|| BackofficeError::Remote {
+            code: tally_codes::CENTRAL_UNAVAILABLE,
+            status: 503,
+            message: "the MDS runs as its own process (`tally mds`): ask it".into(),
+        })
     }
 
     /// The MDS feed's backlog, for monitoring.
@@ -1716,7 +1660,10 @@ impl CentralBank {
         Ok(OutboxStatus {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_age_seconds,
-            set_aside: self.mds.set_aside_count()?,
+            set_aside: match &self.mds {
+                Some(m) => m.set_aside_count()?,
+                None => 0,
+            },
         })
     }
 
@@ -2121,17 +2068,9 @@ impl Central for CentralBank {
         reply_key: &Hash32,
         req: &CentralRequest,
     ) -> Result<Vec<u8>, BackofficeError> {
-        let out = self.execute(dcp, op, reply_key, req)?;
-        // Settlement's records reach the MDS after the commit (outbox).
-        if matches!(
-            req,
-            CentralRequest::Sync { .. }
-                | CentralRequest::Load { .. }
-                | CentralRequest::Deliver { .. }
-        ) {
-            self.pump_mds();
-        }
-        Ok(out)
+        // Settlement's records reach the MDS after the commit, through the
+        // outbox, off this path.
+        self.execute(dcp, op, reply_key, req)
     }
 
     fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
@@ -2170,6 +2109,43 @@ impl Central for CentralBank {
                 tx.execute(
                     "DELETE FROM cb_inbox WHERE op_id = $1 AND dcp = $2",
                     &[b(op), Value::Int(i64::from(dcp))],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl crate::monitoring::Outbox for CentralBank {
+    fn fetch(&self) -> Result<(Epoch, Vec<crate::monitoring::OutboxRow>), BackofficeError> {
+        self.store.transact(|tx| {
+            let epoch = meta(tx, "epoch")? as Epoch;
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT {}",
+                        crate::monitoring::OUTBOX_BATCH_MAX
+                    ),
+                    &[],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok::<_, StoreError>(crate::monitoring::OutboxRow {
+                        op: r.bytes(0)?.to_vec(),
+                        body: r.bytes(1)?.to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((epoch, rows))
+        })
+    }
+
+    fn ack(&self, ops: &[Vec<u8>]) -> Result<(), BackofficeError> {
+        self.store.transact(|tx| {
+            for op in ops {
+                tx.execute(
+                    "DELETE FROM mds_outbox WHERE op_id = $1",
+                    &[op.clone().into()],
                 )?;
             }
             Ok(())

@@ -15,6 +15,7 @@ pub mod custody;
 pub mod error;
 pub mod escrow;
 pub mod keys;
+pub mod monitoring;
 pub mod outbox;
 pub mod policy;
 pub mod result;
@@ -35,10 +36,6 @@ pub use schema::{
 };
 
 use tally_core::crypto::Entropy;
-
-/// The DCP of a node (`tally node`): DCP 1. Also the DCP of everything a
-/// central store kept from before there were several DCPs.
-pub const DCP_ID: u32 = 1;
 
 /// The OS random generator as [`Entropy`] (escrow and sealing randomness).
 pub struct OsEntropy;

@@ -175,6 +175,30 @@ enum Command {
         /// Write the root public key here at start (`tally device init --root`).
         #[arg(long)]
         root_out: Option<PathBuf>,
+        /// The MDS runs as its own process (`tally mds`), which pulls the
+        /// outbox; without it the MDS runs in this process.
+        #[arg(long)]
+        external_mds: bool,
+        /// The supervisors' key set (joint.cbor of `tally supervisor
+        /// keygen`); without it, the development key whose secret is public.
+        #[arg(long)]
+        escrow_key: Option<PathBuf>,
+    },
+    /// The MDS alone (issue 11): pulls settled records from the central
+    /// bank's outbox (mutual TLS, `mds` role) into its own database and
+    /// serves operators its alerts and indicators (mutual TLS).
+    Mds {
+        /// `postgres://…` or an SQLite file path: the MDS's own database.
+        #[arg(long)]
+        database_url: String,
+        /// The central bank (`https://HOST:PORT`).
+        #[arg(long)]
+        central: String,
+        /// The TLS directory (ca.pem, mds.pem/key).
+        #[arg(long)]
+        tls: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8446")]
+        listen: SocketAddr,
     },
     /// One DCP alone (issue 11): its devices and customers' accounts,
     /// reaching the central bank over mutual TLS as `dcp-ID`; devices reach
@@ -292,6 +316,10 @@ enum CbCmd {
     DoubleSpends,
     /// Advance the epoch.
     AdvanceEpoch,
+    /// The MDS's alerts (`--central` names the MDS: `tally mds`'s URL).
+    Alerts,
+    /// The MDS's indicators (`--central` names the MDS).
+    Indicators,
 }
 
 #[derive(Subcommand)]
@@ -673,6 +701,8 @@ fn run(cli: Cli) -> Result<String, CliError> {
             dcps,
             manufacturers,
             root_out,
+            external_mds,
+            escrow_key,
         } => parties::run_central(parties::CentralOptions {
             database_url,
             mds_database_url,
@@ -682,6 +712,20 @@ fn run(cli: Cli) -> Result<String, CliError> {
             dcps,
             manufacturers,
             root_out,
+            external_mds,
+            escrow_key,
+        })
+        .map(|_| String::new()),
+        Command::Mds {
+            database_url,
+            central,
+            tls,
+            listen,
+        } => parties::run_mds(parties::MdsOptions {
+            database_url,
+            central,
+            tls,
+            listen,
         })
         .map(|_| String::new()),
         Command::Dcp {
@@ -718,6 +762,8 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 CbCmd::Invariant => cb.get("/ledger/invariant")?,
                 CbCmd::DoubleSpends => cb.get("/central/v1/admin/double-spends")?,
                 CbCmd::AdvanceEpoch => cb.post("/central/v1/admin/epoch/advance", serde_json::json!({}))?,
+                CbCmd::Alerts => cb.get("/mds/alerts")?,
+                CbCmd::Indicators => cb.get("/mds/indicators")?,
             };
             Ok(v.to_string())
         }

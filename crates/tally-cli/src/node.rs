@@ -216,6 +216,18 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
             .map_err(|e| CliError::failed(e.to_string()))?;
         tracing::info!(%addr, backend = bo.store().backend(), "tally node started");
         tokio::spawn(audit_periodically(bo.clone()));
+        // The MDS pulls settled records from the outbox off the request
+        // path (issue 11).
+        let feed = bo.clone();
+        std::thread::Builder::new()
+            .name("mds-feed".into())
+            .spawn(move || {
+                loop {
+                    feed.pump_mds();
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            })
+            .map_err(|e| CliError::failed(format!("cannot start the MDS feed: {e}")))?;
         // Tests and scripts read this line to find the port.
         println!("tally node listening on http://{addr}");
         let cfg = tally_api::ApiConfig {

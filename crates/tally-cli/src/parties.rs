@@ -94,6 +94,10 @@ pub struct CentralOptions {
     pub dcps: Vec<(u32, PathBuf)>,
     pub manufacturers: Vec<PathBuf>,
     pub root_out: Option<PathBuf>,
+    /// The MDS runs as its own process (`tally mds`) and pulls the outbox.
+    pub external_mds: bool,
+    /// The supervisors' key set (joint.cbor); None: the development key.
+    pub escrow_key: Option<PathBuf>,
 }
 
 fn read_key(path: &Path) -> Result<PublicKey, CliError> {
@@ -123,21 +127,44 @@ pub fn run_central(o: CentralOptions) -> Result<(), CliError> {
         return Err(CliError::usage("no DCP: pass --dcp ID=PUBLIC_KEY_FILE"));
     }
     let store = open_store(&o.database_url)?;
-    let mds = open_store(o.mds_database_url.as_deref().unwrap_or(&o.database_url))?;
-    tracing::warn!(
-        "central bank without the supervisors' key set: escrows use the DEVELOPMENT key"
-    );
+    let mds = if o.external_mds {
+        None
+    } else {
+        Some(open_store(
+            o.mds_database_url.as_deref().unwrap_or(&o.database_url),
+        )?)
+    };
+    let supervisors = o
+        .escrow_key
+        .as_deref()
+        .map(crate::node::read_supervisors)
+        .transpose()?;
+    let joint = match &supervisors {
+        Some(params) => params.joint_key().clone(),
+        None => {
+            tracing::warn!(
+                "no --escrow-key: certificates carry escrows to the DEVELOPMENT key, whose secret is public"
+            );
+            tally_dcp::development_escrow_key()
+        }
+    };
     let bank = Arc::new(
-        Backoffice::open_central(
-            store,
-            mds,
-            keys,
-            tally_dcp::development_escrow_key(),
-            None,
-            &dcps,
-        )
-        .map_err(|e| CliError::failed(format!("cannot start the central bank: {e}")))?,
+        Backoffice::open_central_with_mds(store, mds, keys, joint, supervisors, &dcps)
+            .map_err(|e| CliError::failed(format!("cannot start the central bank: {e}")))?,
     );
+    if !o.external_mds {
+        // The MDS in this process pulls the outbox off the request path.
+        let b = bank.clone();
+        std::thread::Builder::new()
+            .name("mds-feed".into())
+            .spawn(move || {
+                loop {
+                    b.pump_mds();
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            })
+            .map_err(|e| CliError::failed(e.to_string()))?;
+    }
     for path in &o.manufacturers {
         bank.trust_manufacturer(read_key(path)?)
             .map_err(|e| CliError::failed(format!("cannot trust manufacturer: {e}")))?;
@@ -317,4 +344,82 @@ impl Cb {
             serde_json::json!({ "key": hex::encode(key.to_cbor()) }),
         )
     }
+}
+
+pub struct MdsOptions {
+    pub database_url: String,
+    pub central: String,
+    pub tls: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// `tally mds`: the MDS as its own process on its own database. It pulls
+/// settled records from the central bank's outbox with the `mds` role
+/// certificate and serves operators (mutual TLS) its alerts and
+/// indicators. Prints `tally mds listening on https://ADDR`.
+pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
+    let dir = tls_dir(&o.tls)?;
+    let (cert, key) = dir
+        .pair("mds")
+        .map_err(|e| CliError::usage(format!("mds certificate: {e}")))?;
+    let ca = dir
+        .ca_pem()
+        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
+    let agent = tally_tls::client_agent(&ca, Some((&cert, &key)))
+        .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
+    let outbox = Arc::new(tally_api::OutboxClient::new(&o.central, agent));
+    // The issuers and limits come from the central bank's signed policy.
+    let mut tries = 0;
+    let trust = loop {
+        match outbox.trust() {
+            Ok(t) => break t,
+            Err(e) if e.is_unanswered() && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(CliError::failed(format!(
+                    "cannot reach the central bank: {e}"
+                )));
+            }
+        }
+    };
+    let issuers: Vec<tally_core::Hash32> = trust.policy.dcps.iter().map(|c| c.key.id()).collect();
+    let payment_max = trust
+        .policy
+        .tiers
+        .iter()
+        .filter(|t| t.device_class != tally_core::policy::device_class::DCP)
+        .map(|t| t.payment_max.0)
+        .max()
+        .unwrap_or(0);
+    let mds = Arc::new(
+        tally_mds::Mds::open(
+            open_store(&o.database_url)?,
+            tally_mds::MdsConfig::new(issuers.clone(), issuers, payment_max),
+        )
+        .map_err(|e| CliError::failed(format!("cannot open the MDS: {e}")))?,
+    );
+    let (m, feed) = (mds.clone(), outbox.clone());
+    std::thread::Builder::new()
+        .name("mds-feed".into())
+        .spawn(move || {
+            loop {
+                match tally_central::monitoring::pump(&*feed, &m) {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "MDS feed: will retry"),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let tls = server_tls(&dir, "mds", ClientAuth::Required(ca_der(&dir)?))?;
+    serve(o.listen, "mds", move |listener, stop| {
+        Box::pin(tally_tls::serve_tls(
+            listener,
+            tally_api::mds_router(mds.clone()),
+            tls,
+            stop,
+        ))
+    })
 }

@@ -120,7 +120,7 @@ pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
 pub const TOKEN_VALIDITY_EPOCHS: Epoch = 60;
 /// The DCP of a node (`tally node`): DCP 1.
-pub use tally_central::DCP_ID;
+pub const DCP_ID: u32 = 1;
 /// Its settlement account at the central bank.
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
@@ -416,6 +416,19 @@ impl Backoffice {
     pub fn open_central(
         central: Store,
         mds: Store,
+        keys: CentralKeys,
+        escrow_key: JointKey,
+        supervisors: Option<tally_supervisor::JointParams>,
+        dcps: &[(u32, PublicKey)],
+    ) -> Result<CentralBank, BackofficeError> {
+        Self::open_central_with_mds(central, Some(mds), keys, escrow_key, supervisors, dcps)
+    }
+
+    /// [`Backoffice::open_central`] with the MDS in this process (`Some`)
+    /// or as its own process (`None`, `tally mds`).
+    pub fn open_central_with_mds(
+        central: Store,
+        mds: Option<Store>,
         keys: CentralKeys,
         escrow_key: JointKey,
         supervisors: Option<tally_supervisor::JointParams>,

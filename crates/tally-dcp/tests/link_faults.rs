@@ -88,7 +88,7 @@ impl Central for Link {
             let mut f = self.faults.lock().unwrap();
             if f.is_empty() { None } else { f.remove(0) }
         };
-        let mut deliver = || {
+        let deliver = || {
             *self.delivered.lock().unwrap() += 1;
             self.inner.call(dcp, op, reply_key, req)
         };

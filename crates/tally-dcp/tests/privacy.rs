@@ -244,7 +244,9 @@ fn dcp_store_holds_no_offline_history_and_mds_no_identity() {
         );
     }
 
-    // The MDS store: pseudonyms and amounts, no SE id, no account.
+    // The MDS store (after it pulled the outbox): pseudonyms and amounts,
+    // no SE id, no account.
+    bo.pump_mds();
     let mds = dump(bo.mds().store());
     assert!(
         mds.iter()
