@@ -882,7 +882,7 @@ impl CentralBank {
         // Stored per (DCP, op): an op of one DCP never answers or blocks
         // another's. DCP 1 keeps the bare op, as results stored before
         // there were several DCPs are keyed.
-        let key = if dcp == 1 {
+        let key = if dcp == crate::DCP_ID {
             *op
         } else {
             tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])

@@ -37,6 +37,10 @@ pub use schema::{
 
 use tally_core::crypto::Entropy;
 
+/// The DCP of a node (`tally node`): DCP 1. Also the DCP of everything a
+/// central store kept from before there were several DCPs.
+pub const DCP_ID: u32 = 1;
+
 /// The OS random generator as [`Entropy`] (escrow and sealing randomness).
 pub struct OsEntropy;
 impl Entropy for OsEntropy {

@@ -120,7 +120,7 @@ pub const CERT_VALIDITY_EPOCHS: Epoch = 30;
 /// Epochs a genesis token may circulate offline before renewal.
 pub const TOKEN_VALIDITY_EPOCHS: Epoch = 60;
 /// The DCP of a node (`tally node`): DCP 1.
-pub const DCP_ID: u32 = 1;
+pub use tally_central::DCP_ID;
 /// Its settlement account at the central bank.
 pub const DCP_ACCOUNT: &str = "dcp:1";
 
