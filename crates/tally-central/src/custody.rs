@@ -156,16 +156,17 @@ pub fn central_legacy_seeds(central: &Store) -> Result<LegacySeeds, BackofficeEr
 impl CentralBank {
     /// The central bank alone (`tally central`): its keys self-tested and
     /// pinned in its store ([`pin_central_keys`]), then
-    /// [`CentralBank::open`], trusting the DCPs `dcps`.
+    /// [`CentralBank::open_with_mds`] (the MDS in this process, `Some`, or
+    /// its own process, `None`), trusting the DCPs `dcps`.
     pub fn open_pinned(
         central: Store,
-        mds: Store,
+        mds: Option<Store>,
         keys: CentralKeys,
         escrow_key: JointKey,
         supervisors: Option<tally_supervisor::JointParams>,
         dcps: &[(u32, PublicKey)],
     ) -> Result<CentralBank, BackofficeError> {
         pin_central_keys(&central, &keys)?;
-        CentralBank::open(central, mds, keys, escrow_key, supervisors, dcps)
+        CentralBank::open_with_mds(central, mds, keys, escrow_key, supervisors, dcps)
     }
 }

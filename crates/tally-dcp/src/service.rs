@@ -434,8 +434,7 @@ impl Backoffice {
         supervisors: Option<tally_supervisor::JointParams>,
         dcps: &[(u32, PublicKey)],
     ) -> Result<CentralBank, BackofficeError> {
-        tally_central::custody::pin_central_keys(&central, &keys)?;
-        CentralBank::open_with_mds(central, mds, keys, escrow_key, supervisors, dcps)
+        CentralBank::open_pinned(central, mds, keys, escrow_key, supervisors, dcps)
     }
 
     /// A DCP alone (`tally dcp`) with id `id` and issuing key `signer`,
