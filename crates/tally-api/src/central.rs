@@ -136,6 +136,11 @@ async fn rpc(
         Ok(d) => d,
         Err(r) => return r,
     };
+    // A DCP the policy does not list gets nothing, not even the trust
+    // objects or a directory entry.
+    if !bank.dcps().iter().any(|(id, _)| *id == dcp) {
+        return ApiError::from(BackofficeError::UnknownDcp).into_response();
+    }
     match blocking(move || answer(&*bank, dcp, &body)).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, CBOR)], bytes).into_response(),
         Err(r) => r,

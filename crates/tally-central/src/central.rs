@@ -882,11 +882,7 @@ impl CentralBank {
         // Stored per (DCP, op): an op of one DCP never answers or blocks
         // another's. DCP 1 keeps the bare op, as results stored before
         // there were several DCPs are keyed.
-        let key = if dcp == crate::DCP_ID {
-            *op
-        } else {
-            tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])
-        };
+        let key = op_key(dcp, op);
         let op_key = &key;
         self.store.transact(|tx| {
             if let Some(r) =
@@ -979,7 +975,7 @@ impl CentralBank {
                     Ledger::transfer(
                         tx,
                         &TransferRequest {
-                            idem: format!("load:{op}"),
+                            idem: format!("load:{}", op_key(dcp, op)),
                             debit: account.clone(),
                             credit: ledger::OFFLINE_FLOAT.into(),
                             amount,
@@ -1147,7 +1143,7 @@ impl CentralBank {
                     let applied = Ledger::transfer(
                         tx,
                         &TransferRequest {
-                            idem: format!("interbank:{op}"),
+                            idem: format!("interbank:{}", op_key(dcp, op)),
                             debit: account.clone(),
                             credit: dcp_account(*to_dcp),
                             amount: *amount,
@@ -1155,7 +1151,14 @@ impl CentralBank {
                         },
                     )?;
                     if matches!(applied, Applied::New(_)) {
-                        Self::credit_inbox(tx, op, *to_dcp, Some(to_account), *amount, dcp)?;
+                        Self::credit_inbox(
+                            tx,
+                            &op_key(dcp, op),
+                            *to_dcp,
+                            Some(to_account),
+                            *amount,
+                            dcp,
+                        )?;
                     }
                     Ok(SettlementResult {
                         value: *amount,
@@ -1357,7 +1360,7 @@ impl CentralBank {
             {
                 return Err(BackofficeError::WrongRedemption);
             }
-            let outcome = Settlement::settle(tx, verified, &format!("redeem:{op}"))?;
+            let outcome = Settlement::settle(tx, verified, &format!("redeem:{}", op_key(dcp, op)))?;
             let tid = verified.transfer_id();
             if let Some(d) = outcome.double_spends.iter().find(|d| d.second.id() == tid) {
                 // The redeemer itself is the cheater: nothing is honoured
@@ -1380,7 +1383,7 @@ impl CentralBank {
                     Ledger::transfer(
                         tx,
                         &TransferRequest {
-                            idem: format!("unload:{op}"),
+                            idem: format!("unload:{}", op_key(dcp, op)),
                             debit: ledger::OFFLINE_FLOAT.into(),
                             credit: account.clone(),
                             amount: a.amount,
@@ -1443,7 +1446,8 @@ impl CentralBank {
                     continue;
                 }
             };
-            let outcome = Settlement::settle(tx, verified, &format!("sync:{op}:{i}"))?;
+            let outcome =
+                Settlement::settle(tx, verified, &format!("sync:{}:{i}", op_key(dcp, op)))?;
             res.settled += 1;
             res.double_spends += outcome.double_spends.len() as u32;
             let t = &verified.package().transfer;
@@ -1978,6 +1982,19 @@ pub mod reply {
         let v = i64::try_from(r.u64()?).map_err(|_| CodecError::Malformed)?;
         let v = done(r, bytes, v)?;
         canonical(bytes, v, |v, w| w.u64(*v as u64))
+    }
+}
+
+/// The key of DCP `dcp`'s request `op` at the central bank: its stored
+/// answer and its journal and settlement entries. Per (DCP, op), so one
+/// DCP's op never answers, blocks or collides with another's; DCP 1 keeps
+/// the bare op, as what was stored before there were several DCPs is
+/// keyed.
+pub fn op_key(dcp: u32, op: &Hash32) -> Hash32 {
+    if dcp == crate::DCP_ID {
+        *op
+    } else {
+        tagged_hash(b"tally/v1/central-op", &[&dcp.to_be_bytes(), &op.0])
     }
 }
 

@@ -175,11 +175,19 @@ impl BackofficeError {
         )
     }
 
-    /// A store failure inside, whatever the layer that met it.
-    /// The central bank did not answer (the link dropped or timed out):
-    /// it may or may not have executed the request.
+    /// Whether the central bank's commit is unknown: the link dropped or
+    /// timed out (1303), or a store failure (in process, or 99 over the
+    /// network), which may have met the commit itself. The DCP keeps the
+    /// customer's amount in flight then; the retry of the same request
+    /// finds the stored result or executes. A serialization conflict
+    /// (rolled back) or a signer failure (nothing written) is no such case.
     pub fn is_unanswered(&self) -> bool {
-        matches!(self, BackofficeError::Remote { code, .. } if *code == codes::CENTRAL_UNAVAILABLE)
+        match self {
+            BackofficeError::Remote { code, .. } => {
+                *code == codes::CENTRAL_UNAVAILABLE || *code == codes::NODE_INTERNAL
+            }
+            e => e.store_failure().is_some_and(|s| !s.is_conflict()),
+        }
     }
 
     /// A refusal that stands for good (a 4xx that is no serialization
@@ -188,6 +196,7 @@ impl BackofficeError {
         self.is_client_error() && !self.is_conflict()
     }
 
+    /// A store failure inside, whatever the layer that met it.
     pub fn store_failure(&self) -> Option<&StoreError> {
         match self {
             BackofficeError::Store(s)

@@ -218,7 +218,6 @@ fn stored_answers_are_kept_per_dcp() {
 /// saga treats as final. Ops are hashes of SE-signed requests, so this
 /// needs a DCP that learns another's request ids.
 #[test]
-#[ignore = "finding: ledger idempotency keys are per op, not per (dcp, op)"]
 fn an_op_of_one_dcp_does_not_block_another_dcps_request() {
     let f = CentralFixture::new();
     let op = Hash32([0x93; 32]);
