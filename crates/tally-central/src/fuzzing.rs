@@ -404,7 +404,7 @@ pub fn vectors() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Decoders of the `central_objects` target, selected by the first byte
 /// (mod this count).
-pub const CENTRAL_OBJECTS: [&str; 12] = [
+pub const CENTRAL_OBJECTS: [&str; 14] = [
     "CentralCall",
     "CentralRequest",
     "CentralTrust",
@@ -417,6 +417,8 @@ pub const CENTRAL_OBJECTS: [&str; 12] = [
     "reply::signed",
     "reply::inbox",
     "reply::balance",
+    "monitoring::fetch",
+    "monitoring::ack",
 ];
 
 /// The selector byte of `central_objects` for decoder `name`.
@@ -528,12 +530,31 @@ pub fn check_central_objects(data: &[u8]) {
             },
             "reply::inbox",
         ),
-        _ => same(
+        11 => same(
             reply::balance(bytes),
             bytes,
             |v: &i64, w| w.u64(*v as u64),
             "reply::balance",
         ),
+        // The MDS's pull of the outbox (tally_central::monitoring).
+        12 => {
+            if let Ok((epoch, rows)) = crate::monitoring::decode_fetch(bytes) {
+                assert_eq!(
+                    crate::monitoring::encode_fetch(epoch, &rows),
+                    bytes,
+                    "monitoring::decode_fetch accepted a non-canonical encoding"
+                );
+            }
+        }
+        _ => {
+            if let Ok(ops) = crate::monitoring::decode_ack(bytes) {
+                assert_eq!(
+                    crate::monitoring::encode_ack(&ops),
+                    bytes,
+                    "monitoring::decode_ack accepted a non-canonical encoding"
+                );
+            }
+        }
     }
 }
 
@@ -924,6 +945,12 @@ pub fn seed_corpus() -> Vec<Seed> {
         let mut w = Writer::new();
         w.u64(FIXTURE_MINT);
         v.push(("reply::balance", w.into_bytes()));
+        let rows = [crate::monitoring::OutboxRow {
+            op: vec![7; 32],
+            body: vec![0x80],
+        }];
+        v.push(("monitoring::fetch", crate::monitoring::encode_fetch(3, &rows)));
+        v.push(("monitoring::ack", crate::monitoring::encode_ack(&[vec![7; 32]])));
         v
     };
     for (decoder, bytes) in replies {
