@@ -949,8 +949,14 @@ pub fn seed_corpus() -> Vec<Seed> {
             op: vec![7; 32],
             body: vec![0x80],
         }];
-        v.push(("monitoring::fetch", crate::monitoring::encode_fetch(3, &rows)));
-        v.push(("monitoring::ack", crate::monitoring::encode_ack(&[vec![7; 32]])));
+        v.push((
+            "monitoring::fetch",
+            crate::monitoring::encode_fetch(3, &rows),
+        ));
+        v.push((
+            "monitoring::ack",
+            crate::monitoring::encode_ack(&[vec![7; 32]]),
+        ));
         v
     };
     for (decoder, bytes) in replies {
