@@ -35,8 +35,10 @@ pub struct SettlementResult {
 }
 
 impl SettlementResult {
-    fn write_body(&self, w: &mut Writer) {
-        w.u64(2);
+    /// The body of wire `version` (1: results stored before version 2,
+    /// without deliveries), without its array head.
+    fn write_body(&self, w: &mut Writer, version: u8) {
+        w.u64(u64::from(version));
         self.op.write(w);
         w.u64(u64::from(self.settled));
         w.u64(u64::from(self.refused));
@@ -51,46 +53,29 @@ impl SettlementResult {
             Some(t) => w.bytes(&t.0),
             None => w.bytes(&[]),
         }
-        w.array(self.deliveries.len());
-        for (t, a) in &self.deliveries {
-            w.array(2);
-            t.write(w);
-            w.u64(*a);
+        if version >= 2 {
+            w.array(self.deliveries.len());
+            for (t, a) in &self.deliveries {
+                w.array(2);
+                t.write(w);
+                w.u64(*a);
+            }
         }
     }
-    /// Version 1's body (verifying results stored before version 2).
-    fn write_body_v1(&self, w: &mut Writer) {
-        w.u64(1);
-        self.op.write(w);
-        w.u64(u64::from(self.settled));
-        w.u64(u64::from(self.refused));
-        w.u64(self.value);
-        w.u64(u64::from(self.double_spends));
-        w.array(self.issues.len());
-        for i in &self.issues {
-            i.write(w);
-        }
-        w.u64(self.balance);
-        match &self.transfer {
-            Some(t) => w.bytes(&t.0),
-            None => w.bytes(&[]),
-        }
+    /// Elements of the body of wire `version`.
+    fn body_len(version: u8) -> usize {
+        if version == 1 { 9 } else { 10 }
     }
     fn message(&self, version: u8) -> Hash32 {
         let mut w = Writer::new();
-        if version == 1 {
-            w.array(9);
-            self.write_body_v1(&mut w);
-        } else {
-            w.array(10);
-            self.write_body(&mut w);
-        }
+        w.array(Self::body_len(version));
+        self.write_body(&mut w, version);
         tagged_hash(b"tally/v1/settlement-result", &[&w.into_bytes()])
     }
     pub(crate) fn sign(&self, key: &NodeSigner) -> Result<Vec<u8>, KeyError> {
         let mut w = Writer::new();
-        w.array(11);
-        self.write_body(&mut w);
+        w.array(Self::body_len(2) + 1);
+        self.write_body(&mut w, 2);
         key.try_sign(&self.message(2).0)?.write(&mut w);
         Ok(w.into_bytes())
     }
@@ -165,13 +150,8 @@ impl SettlementResult {
         let (res, sig, version) = res.map_err(|_| BackofficeError::BadSettlementResult)?;
         // Canonical only (SPEC §2.1): one encoding per result.
         let mut w = Writer::new();
-        if version == 1 {
-            w.array(10);
-            res.write_body_v1(&mut w);
-        } else {
-            w.array(11);
-            res.write_body(&mut w);
-        }
+        w.array(Self::body_len(version) + 1);
+        res.write_body(&mut w, version);
         sig.write(&mut w);
         if w.into_bytes() != bytes {
             return Err(BackofficeError::BadSettlementResult);

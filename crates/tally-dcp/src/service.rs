@@ -249,6 +249,18 @@ pub struct Backoffice {
     signer: Arc<NodeSigner>,
     central: Arc<dyn Central>,
     bank: Option<Arc<CentralBank>>,
+    /// The central bank's long-lived keys as they were when the DCP
+    /// opened: results are checked against these, not against whatever a
+    /// later answer names.
+    pinned: PinnedKeys,
+}
+
+/// The central bank's keys a DCP pins at start.
+struct PinnedKeys {
+    root: PublicKey,
+    settlement_key: SettlementKey,
+    sealing_key: SealingKey,
+    escrow_key: JointKey,
 }
 
 pub(crate) fn b(h: &Hash32) -> Value {
@@ -468,12 +480,19 @@ impl Backoffice {
         {
             return Err(BackofficeError::UnknownDcp);
         }
+        let pinned = PinnedKeys {
+            root: trust.root,
+            settlement_key: trust.settlement_key,
+            sealing_key: trust.sealing_key,
+            escrow_key: trust.escrow_key,
+        };
         let bo = Backoffice {
             dcp: store,
             dcp_id: id,
             signer,
             central,
             bank: None,
+            pinned,
         };
         bo.book_inbox()?;
         Ok(bo)
@@ -521,14 +540,7 @@ impl Backoffice {
     }
 
     pub fn root_key(&self) -> PublicKey {
-        match &self.bank {
-            Some(b) => b.root_key(),
-            None => self
-                .central
-                .trust()
-                .map(|t| t.root)
-                .expect("the central bank answers"),
-        }
+        self.pinned.root.clone()
     }
 
     pub fn dcp_key(&self) -> PublicKey {
@@ -536,36 +548,15 @@ impl Backoffice {
     }
 
     pub fn settlement_key(&self) -> SettlementKey {
-        match &self.bank {
-            Some(b) => b.settlement_key(),
-            None => self
-                .central
-                .trust()
-                .map(|t| t.settlement_key)
-                .expect("the central bank answers"),
-        }
+        self.pinned.settlement_key.clone()
     }
 
     pub fn sealing_key(&self) -> SealingKey {
-        match &self.bank {
-            Some(b) => b.sealing_key(),
-            None => self
-                .central
-                .trust()
-                .map(|t| t.sealing_key)
-                .expect("the central bank answers"),
-        }
+        self.pinned.sealing_key.clone()
     }
 
     pub fn escrow_key(&self) -> JointKey {
-        match &self.bank {
-            Some(b) => b.escrow_key(),
-            None => self
-                .central
-                .trust()
-                .map(|t| t.escrow_key)
-                .expect("the central bank answers"),
-        }
+        self.pinned.escrow_key.clone()
     }
 
     pub fn epoch(&self) -> Result<Epoch, BackofficeError> {
@@ -1033,13 +1024,13 @@ impl Backoffice {
     /// request and checks what it signed: the DCP acts on the result only.
     fn central_call(
         &self,
-        trust: &CentralTrust,
         op: &Hash32,
         reply_key: &Hash32,
         req: &CentralRequest,
     ) -> Result<SettlementResult, BackofficeError> {
         let reply = self.central.call(self.dcp_id, op, reply_key, req)?;
-        SettlementResult::open(&reply, &trust.settlement_key.key, &trust.root, op)
+        let k = &self.pinned;
+        SettlementResult::open(&reply, &k.settlement_key.key, &k.root, op)
     }
 
     /// A customer's payment out of the book through the central bank
@@ -1053,7 +1044,6 @@ impl Backoffice {
     /// of the same request then finds the central bank's stored result.
     fn debit_through_central(
         &self,
-        trust: &CentralTrust,
         ctx: &DeviceCtx,
         kind: &str,
         amount: u64,
@@ -1074,7 +1064,7 @@ impl Backoffice {
             )?;
             Ok::<_, BackofficeError>(n)
         })?;
-        match self.central_call(trust, &rid, &ctx.reply_key, req) {
+        match self.central_call(&rid, &ctx.reply_key, req) {
             Ok(res) => {
                 if res.value != amount {
                     return Err(BackofficeError::BadSettlementResult);
@@ -1177,7 +1167,6 @@ impl Backoffice {
                 }
                 let issue = self.sign_issue(&ctx.rid, 0, epoch, *amount, *key)?;
                 let res = self.debit_through_central(
-                    &trust,
                     ctx,
                     "load",
                     *amount,
@@ -1242,7 +1231,7 @@ impl Backoffice {
                 }
                 self.sync(&trust, ctx, &req.attachment, reports, key.as_ref())
             }
-            DeviceOp::CancelIssue { issue } => self.cancel_issue(&trust, ctx, issue),
+            DeviceOp::CancelIssue { issue } => self.cancel_issue(ctx, issue),
             DeviceOp::PayOnline { to_account, amount } => {
                 let (name, to_dcp) = match to_account.rsplit_once('@') {
                     Some((n, d)) => (
@@ -1275,7 +1264,6 @@ impl Backoffice {
                     return Err(BackofficeError::Ledger(LedgerError::ZeroAmount));
                 }
                 self.debit_through_central(
-                    &trust,
                     ctx,
                     "online",
                     *amount,
@@ -1310,7 +1298,6 @@ impl Backoffice {
     /// spent registry, so a token of it appearing later is a double spend.
     fn cancel_issue(
         &self,
-        trust: &CentralTrust,
         ctx: &DeviceCtx,
         issue: &Issue,
     ) -> Result<DeviceResponse, BackofficeError> {
@@ -1333,7 +1320,6 @@ impl Backoffice {
         }
         let amount: u64 = issue.outputs.iter().map(|o| o.value.0).sum();
         self.central_call(
-            trust,
             &ctx.rid,
             &ctx.reply_key,
             &CentralRequest::Cancel {
@@ -1414,7 +1400,6 @@ impl Backoffice {
         };
         // The central bank's side: opens, verifies, settles, pays out.
         let res = self.central_call(
-            trust,
             &ctx.rid,
             &ctx.reply_key,
             &CentralRequest::Redeem {
@@ -1459,7 +1444,6 @@ impl Backoffice {
         // device.
         let mailbox = tagged_hash(b"tally/v1/mailbox", &[&ctx.salt]);
         let res = self.central_call(
-            trust,
             &ctx.rid,
             &ctx.reply_key,
             &CentralRequest::Sync {
@@ -1486,7 +1470,6 @@ impl Backoffice {
             let op = tagged_hash(b"tally/v1/deliver-op", &[&ctx.rid.0]);
             let reply_key = tagged_hash(b"tally/v1/deliver-reply-key", &[&ctx.reply_key.0]);
             let delivered = self.central_call(
-                trust,
                 &op,
                 &reply_key,
                 &CentralRequest::Deliver { mailbox, issues },
