@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -41,6 +40,7 @@ use tally_directory::SeEntry;
 use tally_tls::{PeerRole, Role};
 
 use crate::error::ApiError;
+use crate::extract::PartyBody;
 use crate::views::InvariantView;
 
 /// Largest body of a central call (a sealed upload is the largest).
@@ -60,6 +60,8 @@ pub fn central_router(bank: Arc<CentralBank>) -> Router {
         .route("/central/v1/admin/dcps/{id}", get(dcp_account))
         .route("/central/v1/admin/double-spends", get(double_spends))
         .route("/ledger/invariant", get(invariant))
+        .fallback(crate::http::no_route)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(CENTRAL_BODY_BYTES_MAX))
         .with_state(bank)
 }
@@ -121,7 +123,7 @@ async fn blocking<T: Send + 'static>(
 async fn rpc(
     State(bank): State<Arc<CentralBank>>,
     role: Option<Extension<PeerRole>>,
-    body: axum::body::Bytes,
+    PartyBody(body): PartyBody,
 ) -> Response {
     // The MDS may read the trust objects (its issuers and limits), no more.
     if matches!(role, Some(Extension(PeerRole(Role::Mds))))
@@ -181,7 +183,7 @@ async fn mds_outbox(
 async fn mds_ack(
     State(bank): State<Arc<CentralBank>>,
     role: Option<Extension<PeerRole>>,
-    body: axum::body::Bytes,
+    PartyBody(body): PartyBody,
 ) -> Response {
     if let Err(r) = mds_of(role) {
         return r;
@@ -213,7 +215,7 @@ pub struct DcpAccountView {
 async fn mint(
     State(bank): State<Arc<CentralBank>>,
     role: Option<Extension<PeerRole>>,
-    body: Bytes,
+    PartyBody(body): PartyBody,
 ) -> Response {
     if let Err(r) = operator_of(role) {
         return r;
@@ -241,7 +243,7 @@ pub struct ManufacturerRequest {
 async fn manufacturer(
     State(bank): State<Arc<CentralBank>>,
     role: Option<Extension<PeerRole>>,
-    body: Bytes,
+    PartyBody(body): PartyBody,
 ) -> Response {
     if let Err(r) = operator_of(role) {
         return r;

@@ -178,6 +178,28 @@ async fn body_of(req: Request, s: &AppState, media: &str) -> Result<Bytes, ApiEr
     })
 }
 
+/// The body of a call between parties (central bank, DCPs, MDS), whose
+/// router sets the limit with `DefaultBodyLimit`: above it, 413 in the
+/// error envelope (code 61) like every other refusal, not axum's plain
+/// text.
+pub(crate) struct PartyBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for PartyBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, s: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, s)
+            .await
+            .map(PartyBody)
+            .map_err(|r| {
+                if r.status().as_u16() == 413 {
+                    ApiError::new(413, code::BODY_TOO_LARGE, "request body exceeds the limit")
+                } else {
+                    ApiError::malformed(format!("could not read the body: {}", r.body_text()))
+                }
+            })
+    }
+}
+
 /// A device body: `Content-Type: application/cbor`, decoded by the service.
 pub(crate) struct CborBody(pub(crate) Bytes);
 

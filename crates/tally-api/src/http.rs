@@ -130,11 +130,11 @@ fn cbor(bytes: Vec<u8>) -> Response {
 
 // ---- fallbacks ----------------------------------------------------------
 
-async fn no_route() -> ApiError {
+pub(crate) async fn no_route() -> ApiError {
     ApiError::new(404, code::NO_ROUTE, "no such route (see /openapi.json)")
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         405,
         code::METHOD_NOT_ALLOWED,

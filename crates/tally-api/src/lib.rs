@@ -28,11 +28,13 @@ mod views;
 
 use std::sync::Arc;
 
-pub use central::{CentralClient, DcpAccountView, OutboxClient, central_router};
+pub use central::{
+    CENTRAL_BODY_BYTES_MAX, CentralClient, DcpAccountView, OutboxClient, central_router,
+};
 pub use client::{HttpBackend, InProcess, OperatorClient};
 pub use error::{ApiError, backend_error, code, status_for};
 pub use http::{ROUTES, router};
-pub use mds::mds_router;
+pub use mds::{MDS_BODY_BYTES_MAX, mds_router};
 pub use openapi::document as openapi_document;
 pub use ratelimit::{
     DEVICE_REQUESTS_BURST_MAX, DEVICE_REQUESTS_REFILL_PER_SECOND, DeviceRate, RATE_LIMITED_SES_MAX,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +19,10 @@ use tally_mds::Mds;
 use tally_tls::{PeerRole, Role};
 
 use crate::error::ApiError;
+use crate::extract::PartyBody;
+
+/// Largest body the MDS takes (an alert transition: a short JSON object).
+pub const MDS_BODY_BYTES_MAX: usize = 16 * 1024;
 use crate::views::{AlertView, TransitionRequest};
 
 /// The MDS's routes.
@@ -28,6 +31,9 @@ pub fn mds_router(mds: Arc<Mds>) -> Router {
         .route("/mds/alerts", get(alerts))
         .route("/mds/alerts/{id}/transition", post(transition))
         .route("/mds/indicators", get(indicators))
+        .fallback(crate::http::no_route)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MDS_BODY_BYTES_MAX))
         .with_state(mds)
 }
 
@@ -74,7 +80,7 @@ async fn transition(
     State(mds): State<Arc<Mds>>,
     role: Option<Extension<PeerRole>>,
     Path(id): Path<i64>,
-    body: Bytes,
+    PartyBody(body): PartyBody,
 ) -> Response {
     if let Err(r) = operator(role) {
         return r;

@@ -57,6 +57,15 @@ pub(crate) enum Checked {
     Malformed,
 }
 
+/// `$first, …, $(first + n - 1)`: the parameters of an `IN (…)` list or
+/// a multi-row `VALUES`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The settlement account of DCP `id` at the central bank.
 pub fn dcp_account(id: u32) -> String {
     format!("dcp:{id}")
@@ -421,6 +430,10 @@ pub struct CentralBank {
     /// Every DCP's certificate, by id (the policy's trust list).
     dcps: Vec<DcpCertificate>,
     cache: Mutex<BoundedCertCache>,
+    /// The last trust store built, with the policy and revocation list it
+    /// was built from: a request whose trust objects are unchanged reuses
+    /// it instead of verifying their root signatures again.
+    trust_cache: Mutex<Option<(Policy, RevocationList, TrustStore)>>,
 }
 
 /// The central bank's tables, in order.
@@ -508,6 +521,7 @@ impl CentralBank {
             supervisors,
             dcps: certs,
             cache: Mutex::new(BoundedCertCache::new(100_000)),
+            trust_cache: Mutex::new(None),
         };
         bank.store.transact(|tx| {
             for c in &bank.dcps {
@@ -652,11 +666,22 @@ impl CentralBank {
     }
 
     fn trust_in(&self, tx: &mut dyn Tx) -> Result<TrustStore, BackofficeError> {
-        Ok(TrustStore::new(
-            self.root_key(),
-            self.policy_in(tx)?,
-            self.revocations_in(tx)?,
-        )?)
+        let policy = self.policy_in(tx)?;
+        let revocations = self.revocations_in(tx)?;
+        let mut cached = self
+            .trust_cache
+            .lock()
+            .map_err(|_| StoreError::Db("trust cache poisoned".into()))?;
+        // The same signed objects as last time (compared whole, signatures
+        // included): they verified then, under the same root.
+        if let Some((p, r, t)) = cached.as_ref() {
+            if *p == policy && *r == revocations {
+                return Ok(t.clone());
+            }
+        }
+        let trust = TrustStore::new(self.root_key(), policy.clone(), revocations.clone())?;
+        *cached = Some((policy, revocations, trust.clone()));
+        Ok(trust)
     }
 
     /// What settlement verifies against, read in a short transaction.
@@ -1246,25 +1271,70 @@ impl CentralBank {
         unacknowledged: bool,
         out: &mut Vec<IngestRecord>,
     ) -> Result<(), BackofficeError> {
+        Self::keep_escrows(tx, &[pkg])?;
+        self.ingest_records(pkg, epoch, offline_epochs, unacknowledged, out);
+        Ok(())
+    }
+
+    /// Keeps the escrows of the packages' certificates (for openings),
+    /// each once: one look-up and one multi-row insert for all of them.
+    fn keep_escrows(tx: &mut dyn Tx, pkgs: &[&Package]) -> Result<(), BackofficeError> {
+        let mut wanted: std::collections::BTreeMap<Hash32, &Vec<u8>> =
+            std::collections::BTreeMap::new();
+        for pkg in pkgs {
+            for c in &pkg.certificates {
+                if !c.escrow.is_empty() {
+                    wanted.entry(c.key.id()).or_insert(&c.escrow);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Value> = wanted.keys().map(b).collect();
+        let sql = format!(
+            "SELECT key_id FROM cb_escrows WHERE key_id IN ({})",
+            placeholders(1, ids.len())
+        );
+        for r in tx.query(&sql, &ids)? {
+            wanted.remove(&hash(r.bytes(0)?)?);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut params = Vec::with_capacity(2 * wanted.len());
+        let mut rows = Vec::with_capacity(wanted.len());
+        for (i, (id, escrow)) in wanted.into_iter().enumerate() {
+            rows.push(format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+            params.push(b(&id));
+            params.push(escrow.clone().into());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO cb_escrows (key_id, escrow) VALUES {}",
+                rows.join(", ")
+            ),
+            &params,
+        )?;
+        Ok(())
+    }
+
+    /// The package's records for the MDS, each with its outputs' device
+    /// classes (from the package's certificates).
+    fn ingest_records(
+        &self,
+        pkg: &Package,
+        epoch: Epoch,
+        offline_epochs: Option<u32>,
+        unacknowledged: bool,
+        out: &mut Vec<IngestRecord>,
+    ) {
         let mut classes = std::collections::HashMap::new();
         for c in &self.dcps {
             classes.insert(c.key, device_class::DCP);
         }
         for c in &pkg.certificates {
             classes.insert(c.key, c.device_class);
-            if !c.escrow.is_empty()
-                && tx
-                    .query_one(
-                        "SELECT key_id FROM cb_escrows WHERE key_id = $1",
-                        &[b(&c.key.id())],
-                    )?
-                    .is_none()
-            {
-                tx.execute(
-                    "INSERT INTO cb_escrows (key_id, escrow) VALUES ($1, $2)",
-                    &[b(&c.key.id()), c.escrow.clone().into()],
-                )?;
-            }
         }
         let last = pkg.ancestry.len();
         let records = pkg
@@ -1294,7 +1364,6 @@ impl CentralBank {
             }
             out.push(r);
         }
-        Ok(())
     }
 
     fn redeem(
@@ -1429,13 +1498,18 @@ impl CentralBank {
         let mut res = SettlementResult::default();
         let mut ingest = Vec::new();
         let dcp_v = Value::Int(i64::from(dcp));
-        for (i, c) in checked.iter().enumerate() {
-            let verified = match c {
-                Checked::Verified(v) => v,
-                Checked::Malformed => {
-                    res.refused += 1;
-                    continue;
-                }
+        // Every verified package of the upload is settled in one batch (a
+        // constant number of statements, the answers one at a time would
+        // give); the upload's bookkeeping is batched the same way.
+        let key = op_key(dcp, op);
+        let idems: Vec<String> = (0..checked.len())
+            .map(|i| format!("sync:{key}:{i}"))
+            .collect();
+        let mut batch: Vec<(&tally_core::VerifiedPackage, &str)> = Vec::new();
+        for (c, idem) in checked.iter().zip(&idems) {
+            match c {
+                Checked::Verified(v) => batch.push((&**v, idem.as_str())),
+                Checked::Malformed => res.refused += 1,
                 Checked::Refused(transfer, e) => {
                     res.refused += 1;
                     ingest.push(IngestRecord::new(
@@ -1443,31 +1517,94 @@ impl CentralBank {
                         epoch,
                         Verdict::Refused(e.code()),
                     ));
-                    continue;
                 }
-            };
-            let outcome =
-                Settlement::settle(tx, verified, &format!("sync:{}:{i}", op_key(dcp, op)))?;
+            }
+        }
+        let outcomes = Settlement::settle_batch(tx, &batch)?;
+        let settled: Vec<&tally_core::VerifiedPackage> = batch.iter().map(|(v, _)| *v).collect();
+        for (v, outcome) in settled.iter().zip(outcomes) {
+            let outcome = outcome?;
             res.settled += 1;
             res.double_spends += outcome.double_spends.len() as u32;
-            let t = &verified.package().transfer;
-            res.value += t.outputs[0].value.0;
-            self.record_settled(tx, verified.package(), epoch, offline, true, &mut ingest)?;
-            let tid = verified.transfer_id();
-            if tx
-                .query_one(
-                    "SELECT amount FROM cb_uploads WHERE transfer_id = $1",
-                    &[b(&tid)],
-                )?
-                .is_none()
-            {
-                // The uploader (the payer) is where a refund goes.
-                tx.execute(
-                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox, dcp) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[b(&tid), t.nonce.to_vec().into(), t.outputs[0].owner.to_cbor().into(), Value::Int(t.outputs[0].value.0 as i64), b(mailbox), dcp_v.clone()],
-                )?;
+            res.value += v.package().transfer.outputs[0].value.0;
+        }
+        let pkgs: Vec<&Package> = settled.iter().map(|v| v.package()).collect();
+        Self::keep_escrows(tx, &pkgs)?;
+        for p in &pkgs {
+            self.ingest_records(p, epoch, offline, true, &mut ingest);
+        }
+        // The uploader (the payer) is where a refund goes: each transfer's
+        // first upload is kept.
+        let mut fresh: std::collections::BTreeMap<Hash32, &tally_core::Transfer> =
+            std::collections::BTreeMap::new();
+        for v in &settled {
+            fresh
+                .entry(v.transfer_id())
+                .or_insert(&v.package().transfer);
+        }
+        if !fresh.is_empty() {
+            let ids: Vec<Value> = fresh.keys().map(b).collect();
+            let sql = format!(
+                "SELECT transfer_id FROM cb_uploads WHERE transfer_id IN ({})",
+                placeholders(1, ids.len())
+            );
+            for r in tx.query(&sql, &ids)? {
+                fresh.remove(&hash(r.bytes(0)?)?);
             }
-            self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
+        }
+        if !fresh.is_empty() {
+            let mut params = Vec::with_capacity(6 * fresh.len());
+            let mut rows = Vec::with_capacity(fresh.len());
+            for (i, (tid, t)) in fresh.iter().enumerate() {
+                let n = 6 * i;
+                rows.push(format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6
+                ));
+                params.extend([
+                    b(tid),
+                    t.nonce.to_vec().into(),
+                    t.outputs[0].owner.to_cbor().into(),
+                    Value::Int(t.outputs[0].value.0 as i64),
+                    b(mailbox),
+                    dcp_v.clone(),
+                ]);
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox, dcp) VALUES {}",
+                    rows.join(", ")
+                ),
+                &params,
+            )?;
+        }
+        // Requests a payee's report closed before: resolved now that the
+        // payer's side is known (one look-up for the upload).
+        if !settled.is_empty() {
+            let nonces: Vec<Value> = settled
+                .iter()
+                .map(|v| Value::Bytes(v.package().transfer.nonce.to_vec()))
+                .collect();
+            let sql = format!(
+                "SELECT nonce, payee_key FROM cb_closed WHERE nonce IN ({})",
+                placeholders(1, nonces.len())
+            );
+            let closed: std::collections::BTreeSet<(Vec<u8>, Vec<u8>)> = tx
+                .query(&sql, &nonces)?
+                .iter()
+                .map(|r| Ok((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
+                .collect::<Result<_, StoreError>>()?;
+            for v in &settled {
+                let t = &v.package().transfer;
+                if closed.contains(&(t.nonce.to_vec(), t.outputs[0].owner.to_cbor())) {
+                    self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
+                }
+            }
         }
         for r in &upload.reports {
             // Only the payee's SE signs a report, with the request's key.

@@ -45,6 +45,10 @@ use crate::CliError;
 
 /// Packages settled in one database transaction, unless told otherwise.
 const TX_PACKAGES_DEFAULT: usize = 64;
+/// Packages in one device's sealed sync upload in the server-path rows
+/// (about a day of one device's offline payments at a national scale of
+/// 1 billion payments a day over 100 million devices).
+const SYNC_UPLOAD_PACKAGES: usize = 8;
 /// Signatures per `verify_many` call of the pure batch-verification rate.
 const SIG_BATCH_SIGNATURES: usize = 64;
 /// How long the pure batch-verification rate is measured, per thread count.
@@ -369,6 +373,15 @@ impl BenchDb {
         }
     }
 
+    /// A second store on this database (the central bank's own
+    /// connections, as a `tally central` process would have).
+    fn reopen(&self) -> Result<Store, Failure> {
+        Ok(match &self.cleanup {
+            Cleanup::Dir(d) => Store::sqlite(&d.join("bench.sqlite"))?,
+            Cleanup::Schema { url, schema } => Store::postgres(url, Some(schema))?,
+        })
+    }
+
     fn store(&self) -> &Store {
         // Only `drop` takes the store out.
         self.store.as_ref().expect("store present until drop")
@@ -686,6 +699,14 @@ enum Placement {
     /// outside the transaction, `settle_batch` + queue bookkeeping + the
     /// O(1) invariant assertion inside it. "threads" = processes.
     Processes,
+    /// The path a running `tally central` takes: DCP sync requests
+    /// (`Central::call` with `CentralRequest::Sync`), each a device's
+    /// sealed upload of [`SYNC_UPLOAD_PACKAGES`] packages: one HPKE opening
+    /// and one signature batch per upload before the transaction, then
+    /// settlement, the upload and mailbox bookkeeping, the MDS outbox and
+    /// the signed, stored answer inside it. "threads" = concurrent
+    /// requests in one central process.
+    CentralSync,
 }
 
 impl Placement {
@@ -696,6 +717,9 @@ impl Placement {
             Placement::BeforeJoint => "before the tx, one batch per tx",
             Placement::BatchSettle => "before the tx, one batch per tx, settle_batch",
             Placement::Processes => "worker processes: sealed queue, settle_batch",
+            Placement::CentralSync => {
+                "the server's path: central sync requests, 8 packages per sealed upload"
+            }
         }
     }
 }
@@ -942,9 +966,9 @@ fn settle_worker(
             Ok(())
         };
         match placement {
-            Placement::Processes => {
+            Placement::Processes | Placement::CentralSync => {
                 return Err(Failure::Check(
-                    "worker processes run in their own process".into(),
+                    "worker processes and the central bank settle on their own".into(),
                 ));
             }
             Placement::BatchSettle => {
@@ -1055,6 +1079,9 @@ fn settle_run(
     let per_thread = prepared.packages.len().div_ceil(threads);
     if placement == Placement::Processes {
         return settle_processes(&db, scheme, prepared, threads, tx_packages);
+    }
+    if placement == Placement::CentralSync {
+        return central_sync(&db, scheme, prepared, threads);
     }
     let start = Instant::now();
     let done: WorkerTally = std::thread::scope(|s| {
@@ -1293,6 +1320,142 @@ fn settle_processes(
     Ok(((last - first) as f64 / 1000.0, done))
 }
 
+/// The server's path: a central bank on the bench database answers DCP
+/// sync requests, `threads` at a time, each carrying one device's sealed
+/// upload of [`SYNC_UPLOAD_PACKAGES`] packages (sealed before the clock
+/// starts). The MDS is its own process here (`tally central
+/// --external-mds`): its outbox rows are written, not ingested.
+fn central_sync(
+    db: &BenchDb,
+    scheme: &Scheme,
+    prepared: &Prepared,
+    threads: usize,
+) -> Result<(f64, WorkerTally), Failure> {
+    use tally_central::{Central as _, CentralBank, CentralKeys, SoftwareSigner};
+    use tally_core::dcp::{SyncUpload, reports_digest};
+    let bank_err = |e: tally_central::BackofficeError| Failure::Check(format!("central bank: {e}"));
+    let keys = CentralKeys {
+        root: std::sync::Arc::new(SoftwareSigner::new(scheme.root.clone())),
+        settlement: tally_central::NodeKeys::development().settlement,
+        opening: std::sync::Arc::new(bench_opening_key()),
+    };
+    let bank = CentralBank::open_with_mds(
+        db.reopen()?,
+        None,
+        keys,
+        tally_central::development_escrow_key(),
+        None,
+        &[(DCP_ID, scheme.dcp.public())],
+    )
+    .map_err(bank_err)?;
+    // Signature checks per package, counted as the other rows count them
+    // (a fresh certificate cache; every package has its own certificates).
+    let (trust, params) = bank.settlement_verifier().map_err(bank_err)?;
+    let mut signatures = 0;
+    let mut cache = BoundedCertCache::new(100_000);
+    for bytes in &prepared.packages {
+        let v =
+            verify_package_for_settlement(Package::from_cbor(bytes)?, &trust, params, &mut cache)?;
+        signatures += v.signature_checks();
+    }
+    let mut entropy = tally_core::testkit::TestEntropy::new(b"bench-sync");
+    let sealing = bank.sealing_key();
+    let no_reports = reports_digest(&[]);
+    let requests = prepared
+        .packages
+        .chunks(SYNC_UPLOAD_PACKAGES)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let upload = SyncUpload {
+                packages: chunk.to_vec(),
+                reports: Vec::new(),
+            };
+            let sealed = seal(
+                &sealing,
+                SealedKind::SyncUpload,
+                &upload.to_cbor(),
+                &mut entropy,
+            )
+            .map_err(|e| Failure::Check(format!("sealing: {e}")))?;
+            let op = tagged_hash(b"tally/v1/bench-sync-op", &[&(n as u64).to_be_bytes()]);
+            let req = tally_central::CentralRequest::Sync {
+                sealed,
+                reports: no_reports,
+                mailbox: tagged_hash(b"tally/v1/bench-mailbox", &[&op.0]),
+                last_sync: 0,
+            };
+            Ok((op, req))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let per_thread = requests.len().div_ceil(threads);
+    let start = Instant::now();
+    let settled = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .chunks(per_thread)
+            .map(|part| {
+                let bank = &bank;
+                s.spawn(move || {
+                    let mut settled = 0u64;
+                    for (op, req) in part {
+                        let reply_key = tagged_hash(b"tally/v1/bench-reply", &[&op.0]);
+                        let signed = bank.call(DCP_ID, op, &reply_key, req).map_err(bank_err)?;
+                        let res = tally_central::SettlementResult::open(
+                            &signed,
+                            &bank.settlement_key().key,
+                            &scheme.root.public(),
+                            op,
+                        )
+                        .map_err(bank_err)?;
+                        if res.refused != 0 || res.double_spends != 0 {
+                            return Err(Failure::Check(format!(
+                                "a bench upload was refused in part: {res:?}"
+                            )));
+                        }
+                        settled += u64::from(res.settled);
+                    }
+                    Ok::<_, Failure>(settled)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h
+                .join()
+                .unwrap_or_else(|_| Err(Failure::Check("request thread panicked".into())))?;
+        }
+        Ok::<_, Failure>(total)
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    if settled != prepared.packages.len() as u64 {
+        return Err(Failure::Check(format!(
+            "the central bank settled {settled} of {} packages",
+            prepared.packages.len()
+        )));
+    }
+    let transfers = prepared.packages.len() * prepared.shape.ancestry();
+    db.store().transact(|tx| {
+        let spent = count(tx, "spent")?;
+        if spent != transfers as i64 {
+            return Err(Failure::Check(format!(
+                "expected {transfers} spent outputs, found {spent}"
+            )));
+        }
+        let inv = Ledger::invariant(tx)?;
+        if !inv.holds() {
+            return Err(Failure::Check(format!("ledger invariant: {inv:?}")));
+        }
+        Ok(())
+    })?;
+    Ok((
+        seconds,
+        WorkerTally {
+            signatures,
+            transactions: requests.len(),
+            retries: 0,
+        },
+    ))
+}
+
 struct SettlementOptions {
     /// Records per package shape.
     records: usize,
@@ -1315,6 +1478,7 @@ fn settlement(
                 Placement::BeforeJoint,
                 Placement::BatchSettle,
                 Placement::Processes,
+                Placement::CentralSync,
             ] {
                 progress(&format!(
                     "settlement on {}: {}, {threads} thread(s), verification {}, {rounds} rounds",
@@ -1328,7 +1492,11 @@ fn settlement(
                     threads,
                     placement,
                     packages: prepared.packages.len(),
-                    tx_packages: opts.tx_packages,
+                    tx_packages: if placement == Placement::CentralSync {
+                        SYNC_UPLOAD_PACKAGES
+                    } else {
+                        opts.tx_packages
+                    },
                     records: prepared.packages.len() * (shape.ancestry() + 1),
                     signatures: 0,
                     transactions: 0,
