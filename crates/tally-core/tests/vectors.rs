@@ -132,7 +132,123 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("sync-upload", d.upload.to_cbor()),
         ("sealing-key", d.sealing_key.to_cbor()),
         ("settlement-key", d.settlement_key.to_cbor()),
+        // §3.3: signatures the cofactored rule accepts and cofactorless
+        // verifiers (OpenSSL, libsodium, ed25519-dalek) refuse.
+        ("ed25519-mixed-order-r", edge_signature(EdgeR::MixedOrder)),
+        (
+            "ed25519-noncanonical-r",
+            edge_signature(EdgeR::NonCanonicalSmallOrder),
+        ),
     ]
+}
+
+/// Message of the §3.3 edge vectors.
+const EDGE_MESSAGE: &[u8] = b"tally/v1/spec-vector";
+
+enum EdgeR {
+    /// `R = r·B + T`, `T` a point of order 8 (`EIGHT_TORSION[1]`), `r` the
+    /// SHA-512 of "tally/v1/spec-vector-nonce" reduced mod L.
+    MixedOrder,
+    /// `R_enc` = p little-endian (a non-canonical encoding of `y = 0`: the
+    /// point (√−1, 0) of order 4), `r = 0`.
+    NonCanonicalSmallOrder,
+}
+
+/// `A_enc ‖ R_enc ‖ S_enc ‖ M` for the key `key("edge")`, with `S = r +
+/// k·a`, `k = SHA-512(R_enc ‖ A_enc ‖ M) mod L`: `S·B − k·A − R = −T`, a
+/// small-order point, so `[8](S·B − k·A − R)` is the identity but
+/// `S·B − k·A − R` is not.
+fn edge_signature(kind: EdgeR) -> Vec<u8> {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_TABLE, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let wide = |parts: &[&[u8]]| -> Scalar {
+        let mut h = Sha512::new();
+        for p in parts {
+            h.update(p);
+        }
+        let bytes: [u8; 64] = h.finalize().into();
+        Scalar::from_bytes_mod_order_wide(&bytes)
+    };
+    let seed =
+        tally_core::crypto::tagged_hash(b"tally/v1/testkit", &[b"edge", &0u32.to_be_bytes()]);
+    let expanded = ed25519_dalek::hazmat::ExpandedSecretKey::from(&seed.0);
+    let a_enc = (&expanded.scalar * ED25519_BASEPOINT_TABLE).compress().0;
+    let (r, r_enc) = match kind {
+        EdgeR::MixedOrder => {
+            let r = wide(&[b"tally/v1/spec-vector-nonce"]);
+            (
+                r,
+                (&r * ED25519_BASEPOINT_TABLE + EIGHT_TORSION[1])
+                    .compress()
+                    .0,
+            )
+        }
+        EdgeR::NonCanonicalSmallOrder => {
+            let mut p = [0xffu8; 32];
+            p[0] = 0xed;
+            p[31] = 0x7f;
+            (Scalar::ZERO, p)
+        }
+    };
+    let k = wide(&[&r_enc, &a_enc, EDGE_MESSAGE]);
+    let s = r + k * expanded.scalar;
+    [&a_enc[..], &r_enc, s.as_bytes(), EDGE_MESSAGE].concat()
+}
+
+/// The §3.3 edge vectors: accepted by Tally's rule (single and batched),
+/// refused by ed25519-dalek's cofactorless `verify` and `verify_strict`.
+#[test]
+fn edge_signature_vectors_are_accepted_cofactored_and_refused_cofactorless() {
+    let spec = hex_blocks(&spec_text());
+    for name in ["ed25519-mixed-order-r", "ed25519-noncanonical-r"] {
+        let v = spec
+            .get(name)
+            .unwrap_or_else(|| panic!("SPEC.md lacks {name}"));
+        let (a, rest) = v.split_at(32);
+        let (sig, msg) = rest.split_at(64);
+        let key = PublicKey::new(Suite::Ed25519, a).expect("a valid key");
+        let sig64: [u8; 64] = sig.try_into().unwrap();
+        let sig = tally_core::crypto::Signature::new(Suite::Ed25519, sig64);
+        assert_eq!(
+            tally_core::crypto::verify(&key, msg, &sig),
+            Ok(()),
+            "{name}: Tally's cofactored rule"
+        );
+        let check = || tally_core::crypto::SigCheck {
+            key: &key,
+            msg,
+            sig: &sig,
+        };
+        let batch = [check(), check()];
+        assert!(
+            tally_core::crypto::verify_many(&batch).is_ok(),
+            "{name}: batched"
+        );
+        let dalek = ed25519_dalek::VerifyingKey::from_bytes(a.try_into().unwrap()).unwrap();
+        let dsig = ed25519_dalek::Signature::from_bytes(&sig64);
+        assert!(
+            dalek.verify_strict(msg, &dsig).is_err(),
+            "{name}: verify_strict"
+        );
+        use ed25519_dalek::Verifier as _;
+        assert!(
+            dalek.verify(msg, &dsig).is_err(),
+            "{name}: cofactorless verify"
+        );
+        // One bit of S changed: refused by the cofactored rule too.
+        let mut bad = sig64;
+        bad[32] ^= 1;
+        assert!(
+            tally_core::crypto::verify(
+                &key,
+                msg,
+                &tally_core::crypto::Signature::new(Suite::Ed25519, bad)
+            )
+            .is_err(),
+            "{name}: altered S"
+        );
+    }
 }
 
 /// The §9.11 objects: an SE (attestation key `key("se")`, phone, maker
