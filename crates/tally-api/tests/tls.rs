@@ -30,6 +30,11 @@ impl Node {
     /// The node's own root (NodeKeys::development, what Backoffice::open
     /// uses) signs the CA; `mutual` asks every client for a role.
     fn start(mutual: bool) -> Node {
+        Self::start_as(mutual, Role::Central)
+    }
+
+    /// With mutual TLS, the server presents a role certificate of `role`.
+    fn start_as(mutual: bool, role: Role) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::sqlite(&dir.path().join("node.db")).expect("sqlite");
         let bo = Arc::new(Backoffice::open(store).expect("back office"));
@@ -37,7 +42,7 @@ impl Node {
         assert_eq!(root.public_key(), bo.root_key());
         let ca_pem = ca_certificate(&*root, Validity::days(1)).expect("CA");
         let (cert, key) = if mutual {
-            issue_role_cert(&*root, &ca_pem, Role::Central, &[], Validity::days(1))
+            issue_role_cert(&*root, &ca_pem, role, &[], Validity::days(1))
         } else {
             issue_server_cert(&*root, &ca_pem, &[], Validity::days(1))
         }
@@ -141,4 +146,55 @@ fn with_mutual_tls_a_call_without_a_role_certificate_is_refused_and_mints_nothin
 
     assert_eq!(mint(&operator, &base, "with-cert").unwrap(), 200);
     assert_eq!(minted(&operator, &base), before + 500);
+}
+
+/// A party's client checks the server's role: the central bank's clients
+/// (a DCP, the MDS, `tally cb`) talk only to a server presenting the
+/// central role, not to another party whose certificate the same CA
+/// issued (a misdirected URL, a DNS answer pointing at another DCP).
+#[test]
+fn a_party_talks_only_to_a_server_of_the_role_it_expects() {
+    let root = NodeKeys::development().root;
+    for (server_role, expected, served) in [
+        (Role::Central, Role::Central, true),
+        (Role::Dcp(2), Role::Central, false),
+        (Role::Mds, Role::Central, false),
+        (Role::Central, Role::Mds, false),
+    ] {
+        let node = Node::start_as(true, server_role);
+        let base = node.server.base_url();
+        let (cert, key) =
+            issue_role_cert(&*root, &node.ca_pem, Role::Operator, &[], Validity::days(1)).unwrap();
+        let agent = tally_tls::party_agent(&node.ca_pem, (&cert, &key), expected).unwrap();
+        let r = agent
+            .get(format!("{base}/ledger/invariant"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .call();
+        match r {
+            Ok(r) if served => assert_eq!(r.status(), 200, "{server_role} as {expected}"),
+            Err(_) if !served => {}
+            other => panic!("server {server_role}, expected {expected}: {other:?}"),
+        }
+        // The role check adds to the CA's: a server under another CA is
+        // refused whatever its role.
+        if served {
+            let other_root = SecretKey::from_seed(Suite::Ed25519, &[0x5e; 32]).unwrap();
+            let other_ca = ca_certificate(&other_root, Validity::days(1)).unwrap();
+            let (c2, k2) = issue_role_cert(
+                &other_root,
+                &other_ca,
+                Role::Operator,
+                &[],
+                Validity::days(1),
+            )
+            .unwrap();
+            let misled = tally_tls::party_agent(&other_ca, (&c2, &k2), expected).unwrap();
+            assert!(
+                misled
+                    .get(format!("{base}/ledger/invariant"))
+                    .call()
+                    .is_err()
+            );
+        }
+    }
 }

@@ -123,6 +123,26 @@ pub enum BenchCmd {
         #[arg(long)]
         start_at_ms: Option<i64>,
     },
+    /// One central bank process of the server-path rows (what `bench
+    /// settlement` starts for them): answers its part of the prepared
+    /// sync requests on the bench database.
+    CentralSync {
+        /// The bench database (`postgres://…` with --schema, or an SQLite file).
+        #[arg(long)]
+        database_url: String,
+        /// PostgreSQL schema of the bench database.
+        #[arg(long)]
+        schema: Option<String>,
+        /// The prepared requests (written by `bench settlement`).
+        #[arg(long)]
+        requests: PathBuf,
+        /// `K/N`: answer the K-th of N equal parts.
+        #[arg(long)]
+        part: String,
+        /// Wait until this Unix time (ms) before the first request.
+        #[arg(long)]
+        start_at_ms: i64,
+    },
     /// Both, on SQLite and, with --postgres or TALLY_TEST_DATABASE_URL, on PostgreSQL.
     All {
         /// PostgreSQL URL (fresh schemas, dropped afterwards); without it
@@ -185,6 +205,22 @@ pub fn run(cmd: BenchCmd) -> Result<String, CliError> {
             schema,
             start_at_ms,
         } => return bench_worker(&args, schema.as_deref(), start_at_ms),
+        BenchCmd::CentralSync {
+            database_url,
+            schema,
+            requests,
+            part,
+            start_at_ms,
+        } => {
+            return central_sync_child(
+                &database_url,
+                schema.as_deref(),
+                &requests,
+                &part,
+                start_at_ms,
+            )
+            .map_err(CliError::from);
+        }
         BenchCmd::All {
             postgres,
             records,
@@ -707,6 +743,9 @@ enum Placement {
     /// the signed, stored answer inside it. "threads" = concurrent
     /// requests in one central process.
     CentralSync,
+    /// As `CentralSync`, by `tally bench central-sync` processes, each a
+    /// central bank on the one database. "threads" = processes.
+    CentralSyncProcesses,
 }
 
 impl Placement {
@@ -719,6 +758,9 @@ impl Placement {
             Placement::Processes => "worker processes: sealed queue, settle_batch",
             Placement::CentralSync => {
                 "the server's path: central sync requests, 8 packages per sealed upload"
+            }
+            Placement::CentralSyncProcesses => {
+                "the server's path, central bank processes: sync requests, 8 packages per sealed upload"
             }
         }
     }
@@ -966,7 +1008,7 @@ fn settle_worker(
             Ok(())
         };
         match placement {
-            Placement::Processes | Placement::CentralSync => {
+            Placement::Processes | Placement::CentralSync | Placement::CentralSyncProcesses => {
                 return Err(Failure::Check(
                     "worker processes and the central bank settle on their own".into(),
                 ));
@@ -1081,7 +1123,10 @@ fn settle_run(
         return settle_processes(&db, scheme, prepared, threads, tx_packages);
     }
     if placement == Placement::CentralSync {
-        return central_sync(&db, scheme, prepared, threads);
+        return central_sync(&db, scheme, prepared, threads, false);
+    }
+    if placement == Placement::CentralSyncProcesses {
+        return central_sync(&db, scheme, prepared, threads, true);
     }
     let start = Instant::now();
     let done: WorkerTally = std::thread::scope(|s| {
@@ -1320,37 +1365,75 @@ fn settle_processes(
     Ok(((last - first) as f64 / 1000.0, done))
 }
 
-/// The server's path: a central bank on the bench database answers DCP
-/// sync requests, `threads` at a time, each carrying one device's sealed
-/// upload of [`SYNC_UPLOAD_PACKAGES`] packages (sealed before the clock
-/// starts). The MDS is its own process here (`tally central
+/// A central bank on the bench database with the bench's keys: the test
+/// scheme's root and DCP 1, the development settlement key, the bench's
+/// opening key. The MDS is its own process here (`tally central
 /// --external-mds`): its outbox rows are written, not ingested.
-fn central_sync(
-    db: &BenchDb,
-    scheme: &Scheme,
-    prepared: &Prepared,
-    threads: usize,
-) -> Result<(f64, WorkerTally), Failure> {
-    use tally_central::{Central as _, CentralBank, CentralKeys, SoftwareSigner};
-    use tally_core::dcp::{SyncUpload, reports_digest};
-    let bank_err = |e: tally_central::BackofficeError| Failure::Check(format!("central bank: {e}"));
-    let keys = CentralKeys {
-        root: std::sync::Arc::new(SoftwareSigner::new(scheme.root.clone())),
+fn bench_central(store: Store, scheme: &Scheme) -> Result<tally_central::CentralBank, Failure> {
+    let keys = tally_central::CentralKeys {
+        root: std::sync::Arc::new(tally_central::SoftwareSigner::new(scheme.root.clone())),
         settlement: tally_central::NodeKeys::development().settlement,
         opening: std::sync::Arc::new(bench_opening_key()),
     };
-    let bank = CentralBank::open_with_mds(
-        db.reopen()?,
+    tally_central::CentralBank::open_with_mds(
+        store,
         None,
         keys,
         tally_central::development_escrow_key(),
         None,
         &[(DCP_ID, scheme.dcp.public())],
     )
-    .map_err(bank_err)?;
+    .map_err(central_failure)
+}
+
+fn central_failure(e: tally_central::BackofficeError) -> Failure {
+    Failure::Check(format!("central bank: {e}"))
+}
+
+/// Sends `requests` as DCP 1 and checks every signed answer; returns the
+/// packages settled.
+fn send_syncs(
+    bank: &tally_central::CentralBank,
+    root: &tally_core::PublicKey,
+    requests: &[(tally_core::Hash32, tally_central::CentralRequest)],
+) -> Result<u64, Failure> {
+    use tally_central::Central as _;
+    let mut settled = 0u64;
+    for (op, req) in requests {
+        let reply_key = tagged_hash(b"tally/v1/bench-reply", &[&op.0]);
+        let signed = bank
+            .call(DCP_ID, op, &reply_key, req)
+            .map_err(central_failure)?;
+        let res =
+            tally_central::SettlementResult::open(&signed, &bank.settlement_key().key, root, op)
+                .map_err(central_failure)?;
+        if res.refused != 0 || res.double_spends != 0 {
+            return Err(Failure::Check(format!(
+                "a bench upload was refused in part: {res:?}"
+            )));
+        }
+        settled += u64::from(res.settled);
+    }
+    Ok(settled)
+}
+
+/// The server's path: DCP sync requests to a central bank on the bench
+/// database, `threads` at a time in one process, or by `threads` central
+/// bank processes (`processes`), each request carrying one device's sealed
+/// upload of [`SYNC_UPLOAD_PACKAGES`] packages (sealed before the clock
+/// starts).
+fn central_sync(
+    db: &BenchDb,
+    scheme: &Scheme,
+    prepared: &Prepared,
+    threads: usize,
+    processes: bool,
+) -> Result<(f64, WorkerTally), Failure> {
+    use tally_core::dcp::{SyncUpload, reports_digest};
+    let bank = bench_central(db.reopen()?, scheme)?;
     // Signature checks per package, counted as the other rows count them
     // (a fresh certificate cache; every package has its own certificates).
-    let (trust, params) = bank.settlement_verifier().map_err(bank_err)?;
+    let (trust, params) = bank.settlement_verifier().map_err(central_failure)?;
     let mut signatures = 0;
     let mut cache = BoundedCertCache::new(100_000);
     for bytes in &prepared.packages {
@@ -1387,45 +1470,31 @@ fn central_sync(
             Ok((op, req))
         })
         .collect::<Result<Vec<_>, Failure>>()?;
-    let per_thread = requests.len().div_ceil(threads);
-    let start = Instant::now();
-    let settled = std::thread::scope(|s| {
-        let handles: Vec<_> = requests
-            .chunks(per_thread)
-            .map(|part| {
-                let bank = &bank;
-                s.spawn(move || {
-                    let mut settled = 0u64;
-                    for (op, req) in part {
-                        let reply_key = tagged_hash(b"tally/v1/bench-reply", &[&op.0]);
-                        let signed = bank.call(DCP_ID, op, &reply_key, req).map_err(bank_err)?;
-                        let res = tally_central::SettlementResult::open(
-                            &signed,
-                            &bank.settlement_key().key,
-                            &scheme.root.public(),
-                            op,
-                        )
-                        .map_err(bank_err)?;
-                        if res.refused != 0 || res.double_spends != 0 {
-                            return Err(Failure::Check(format!(
-                                "a bench upload was refused in part: {res:?}"
-                            )));
-                        }
-                        settled += u64::from(res.settled);
-                    }
-                    Ok::<_, Failure>(settled)
+    let root = scheme.root.public();
+    let (seconds, settled) = if processes {
+        drop(bank);
+        central_sync_processes(db, &requests, threads)?
+    } else {
+        let per_thread = requests.len().div_ceil(threads);
+        let start = Instant::now();
+        let settled = std::thread::scope(|s| {
+            let handles: Vec<_> = requests
+                .chunks(per_thread)
+                .map(|part| {
+                    let (bank, root) = (&bank, &root);
+                    s.spawn(move || send_syncs(bank, root, part))
                 })
-            })
-            .collect();
-        let mut total = 0;
-        for h in handles {
-            total += h
-                .join()
-                .unwrap_or_else(|_| Err(Failure::Check("request thread panicked".into())))?;
-        }
-        Ok::<_, Failure>(total)
-    })?;
-    let seconds = start.elapsed().as_secs_f64();
+                .collect();
+            let mut total = 0;
+            for h in handles {
+                total += h
+                    .join()
+                    .unwrap_or_else(|_| Err(Failure::Check("request thread panicked".into())))?;
+            }
+            Ok::<_, Failure>(total)
+        })?;
+        (start.elapsed().as_secs_f64(), settled)
+    };
     if settled != prepared.packages.len() as u64 {
         return Err(Failure::Check(format!(
             "the central bank settled {settled} of {} packages",
@@ -1456,6 +1525,118 @@ fn central_sync(
     ))
 }
 
+/// `processes` children (`tally bench central-sync`), each a central bank
+/// on the bench database answering its part of `requests`; the time is
+/// from the first request to the last answer over all of them.
+fn central_sync_processes(
+    db: &BenchDb,
+    requests: &[(tally_core::Hash32, tally_central::CentralRequest)],
+    processes: usize,
+) -> Result<(f64, u64), Failure> {
+    let file = std::env::temp_dir().join(format!("tally-bench-sync-{}.cbor", unique_suffix()));
+    let mut w = tally_core::codec::Writer::new();
+    w.array(requests.len());
+    for (op, req) in requests {
+        w.array(2);
+        w.bytes(&op.0);
+        w.bytes(&req.to_cbor());
+    }
+    std::fs::write(&file, w.into_bytes())
+        .map_err(|e| Failure::Check(format!("{}: {e}", file.display())))?;
+    let exe = std::env::current_exe().map_err(|e| Failure::Check(e.to_string()))?;
+    let start_at = crate::worker::unix_ms() + 1_500;
+    let args = db.worker_args();
+    let children = (0..processes)
+        .map(|k| {
+            let mut c = std::process::Command::new(&exe);
+            c.args(["bench", "central-sync"])
+                .arg("--requests")
+                .arg(&file)
+                .args(["--part", &format!("{k}/{processes}")])
+                .args(["--start-at-ms", &start_at.to_string()])
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit());
+            c.spawn()
+                .map_err(|e| Failure::Check(format!("cannot start a central bank: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>();
+    let children = match children {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
+    };
+    let mut settled = 0u64;
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut failure = None;
+    for c in children {
+        let out = c
+            .wait_with_output()
+            .map_err(|e| Failure::Check(format!("central bank process: {e}")))?;
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            failure = Some(Failure::Check(format!(
+                "central bank process failed ({}): {line}",
+                out.status
+            )));
+            continue;
+        }
+        settled += report_field(&line, "settled")? as u64;
+        first = first.min(report_field(&line, "first_ms")?);
+        last = last.max(report_field(&line, "last_ms")?);
+    }
+    let _ = std::fs::remove_file(&file);
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    Ok(((last - first).max(0) as f64 / 1000.0, settled))
+}
+
+/// `tally bench central-sync`: one central bank process of the
+/// server-path rows.
+fn central_sync_child(
+    database_url: &str,
+    schema: Option<&str>,
+    requests: &std::path::Path,
+    part: &str,
+    start_at_ms: i64,
+) -> Result<String, Failure> {
+    let (k, n) = part
+        .split_once('/')
+        .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+        .filter(|(k, n)| *n > 0 && k < n)
+        .ok_or_else(|| Failure::Check(format!("--part {part}: expected K/N with K < N")))?;
+    let store = match schema {
+        Some(s) => Store::postgres(database_url, Some(s))?,
+        None => Store::open(database_url)?,
+    };
+    let scheme = Scheme::new(Suite::Ed25519);
+    let bank = bench_central(store, &scheme)?;
+    let bytes = std::fs::read(requests)
+        .map_err(|e| Failure::Check(format!("{}: {e}", requests.display())))?;
+    let mut r = tally_core::codec::Reader::new(&bytes);
+    let count = r.array_max(1 << 20)?;
+    let mut all = Vec::with_capacity(count);
+    for _ in 0..count {
+        r.array(2)?;
+        let op = tally_core::Hash32(r.bytes_array()?);
+        let req = tally_central::CentralRequest::from_cbor(r.bytes_max(usize::MAX)?)?;
+        all.push((op, req));
+    }
+    let per = all.len().div_ceil(n);
+    let mine = all.chunks(per.max(1)).nth(k).unwrap_or(&[]);
+    let wait = start_at_ms - crate::worker::unix_ms();
+    if wait > 0 {
+        std::thread::sleep(Duration::from_millis(wait as u64));
+    }
+    let first = crate::worker::unix_ms();
+    let settled = send_syncs(&bank, &scheme.root.public(), mine)?;
+    let last = crate::worker::unix_ms();
+    Ok(format!("settled={settled} first_ms={first} last_ms={last}"))
+}
+
 struct SettlementOptions {
     /// Records per package shape.
     records: usize,
@@ -1479,6 +1660,7 @@ fn settlement(
                 Placement::BatchSettle,
                 Placement::Processes,
                 Placement::CentralSync,
+                Placement::CentralSyncProcesses,
             ] {
                 progress(&format!(
                     "settlement on {}: {}, {threads} thread(s), verification {}, {rounds} rounds",
@@ -1492,7 +1674,10 @@ fn settlement(
                     threads,
                     placement,
                     packages: prepared.packages.len(),
-                    tx_packages: if placement == Placement::CentralSync {
+                    tx_packages: if matches!(
+                        placement,
+                        Placement::CentralSync | Placement::CentralSyncProcesses
+                    ) {
                         SYNC_UPLOAD_PACKAGES
                     } else {
                         opts.tx_packages

@@ -211,7 +211,7 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
     let ca = dir
         .ca_pem()
         .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-    let agent = tally_tls::client_agent(&ca, Some((&cert, &key)))
+    let agent = tally_tls::party_agent(&ca, (&cert, &key), tally_tls::Role::Central)
         .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
     let central = Arc::new(tally_api::CentralClient::new(&o.central, agent));
     // The central bank may start after us: retry for a while.
@@ -306,7 +306,7 @@ impl Cb {
         let ca = dir
             .ca_pem()
             .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-        let agent = tally_tls::client_agent(&ca, Some((&cert, &key)))
+        let agent = tally_tls::party_agent(&ca, (&cert, &key), tally_tls::Role::Central)
             .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
         Ok(Cb {
             base: central.trim_end_matches('/').to_string(),
@@ -365,7 +365,7 @@ pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
     let ca = dir
         .ca_pem()
         .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-    let agent = tally_tls::client_agent(&ca, Some((&cert, &key)))
+    let agent = tally_tls::party_agent(&ca, (&cert, &key), tally_tls::Role::Central)
         .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
     let outbox = Arc::new(tally_api::OutboxClient::new(&o.central, agent));
     // The issuers and limits come from the central bank's signed policy.

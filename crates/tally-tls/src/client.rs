@@ -63,3 +63,201 @@ pub fn client_agent(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ureq::
         .build()
         .into())
 }
+
+/// An agent of a party calling another party: as [`client_agent`], and the
+/// server must present a role certificate of `server` (a DCP calling the
+/// central bank accepts only `urn:tally:role:central`). Every party's
+/// certificate chains to the one CA, so the CA alone would let any party
+/// (another DCP, the MDS) answer in the central bank's name to a client
+/// misdirected to it (DNS, a wrong URL); the role check refuses that
+/// server at the handshake, before a request is sent.
+pub fn party_agent(
+    ca_pem: &str,
+    client: (&str, &str),
+    server: crate::Role,
+) -> Result<ureq::Agent, TlsError> {
+    // Every PEM checked (and the key matched to its certificate) as for
+    // `client_agent`.
+    tls_config(ca_pem, Some(client))?;
+    let ca = cert_from_pem(ca_pem)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca)
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(RoleVerifier {
+        inner: webpki,
+        role: server,
+    });
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(certs_from_pem(client.0)?, key_from_pem(client.1)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    use ureq::unversioned::transport::Connector as _;
+    let agent_config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .https_only(true)
+        .build();
+    Ok(ureq::Agent::with_parts(
+        agent_config,
+        ureq::unversioned::transport::TcpConnector::default().chain(PinnedTls {
+            config: Arc::new(config),
+        }),
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    ))
+}
+
+/// The CA's WebPKI checks (chain, validity, host name), then the role.
+#[derive(Debug)]
+struct RoleVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    role: crate::Role,
+}
+
+impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match crate::role_of(end_entity) {
+            Ok(Some(r)) if r == self.role => Ok(verified),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// ureq's TLS step with a rustls configuration of ours (ureq's own
+/// `TlsConfig` cannot take a certificate verifier).
+#[derive(Debug)]
+struct PinnedTls {
+    config: Arc<ClientConfig>,
+}
+
+impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Connector<In>
+    for PinnedTls
+{
+    type Out = ureq::unversioned::transport::Either<In, PinnedTlsTransport>;
+
+    fn connect(
+        &self,
+        details: &ureq::unversioned::transport::ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        use ureq::unversioned::transport::{Either, LazyBuffers, TransportAdapter};
+        let Some(transport) = chained else {
+            return Err(ureq::Error::Tls("no connection to secure"));
+        };
+        if !details.needs_tls() || transport.is_tls() {
+            return Ok(Some(Either::A(transport)));
+        }
+        let host = details
+            .uri
+            .authority()
+            .map(|a| a.host())
+            .ok_or(ureq::Error::Tls("no host to check the certificate against"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| ureq::Error::Tls("not a host name or IP address"))?;
+        let mut conn = rustls::ClientConnection::new(self.config.clone(), name)?;
+        let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
+        sock.set_timeout(details.timeout);
+        conn.complete_io(&mut sock)?;
+        Ok(Some(Either::B(PinnedTlsTransport {
+            buffers: LazyBuffers::new(
+                details.config.input_buffer_size(),
+                details.config.output_buffer_size(),
+            ),
+            stream: rustls::StreamOwned { conn, sock },
+        })))
+    }
+}
+
+/// A TLS connection made by [`PinnedTls`].
+pub struct PinnedTlsTransport {
+    buffers: ureq::unversioned::transport::LazyBuffers,
+    stream: rustls::StreamOwned<
+        rustls::ClientConnection,
+        ureq::unversioned::transport::TransportAdapter,
+    >,
+}
+
+impl std::fmt::Debug for PinnedTlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinnedTlsTransport")
+    }
+}
+
+impl ureq::unversioned::transport::Transport for PinnedTlsTransport {
+    fn buffers(&mut self) -> &mut dyn ureq::unversioned::transport::Buffers {
+        &mut self.buffers
+    }
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        use std::io::Write as _;
+        use ureq::unversioned::transport::Buffers as _;
+        self.stream.get_mut().set_timeout(timeout);
+        let output = &self.buffers.output()[..amount];
+        self.stream.write_all(output)?;
+        Ok(())
+    }
+    fn await_input(
+        &mut self,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<bool, ureq::Error> {
+        use std::io::Read as _;
+        use ureq::unversioned::transport::Buffers as _;
+        self.stream.get_mut().set_timeout(timeout);
+        let input = self.buffers.input_append_buf();
+        let amount = self.stream.read(input)?;
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+    fn is_open(&mut self) -> bool {
+        self.stream.get_mut().get_mut().is_open()
+    }
+    fn is_tls(&self) -> bool {
+        true
+    }
+}

@@ -35,7 +35,7 @@ pub mod issue;
 pub mod server;
 
 #[cfg(feature = "client")]
-pub use client::client_agent;
+pub use client::{client_agent, party_agent};
 #[cfg(feature = "issue")]
 pub use issue::{TlsDir, Validity, ca_certificate, issue_role_cert, issue_server_cert};
 #[cfg(feature = "server")]
