@@ -13,6 +13,7 @@
 //! idempotent: the same signed request again returns the stored response.
 
 pub mod book;
+pub mod db;
 pub mod service;
 
 // The central bank is its own crate (tally-central); its modules and types
