@@ -1,6 +1,8 @@
 //! The SE directory: which secure elements exist (identifier, class,
 //! maker, attestation key, status), registration with an attestation
 //! signature made inside the SE, and signed, versioned revocation lists.
+//! The rules are here; every SQL statement is in [`db`] (the trait
+//! [`DirectoryDb`]; tests/db_conformance.rs keeps it there).
 
 use std::fmt;
 use tally_codes as codes;

@@ -30,6 +30,10 @@
 //!
 //! Indicators (see [`Indicators`]) are kept as counters updated in the same
 //! transaction, once per batch.
+//!
+//! Every SQL statement is in [`db`] (the trait [`db::MdsDb`], one
+//! implementation for both backends; tests/db_conformance.rs keeps it
+//! there).
 
 use std::fmt;
 use std::sync::Mutex;
