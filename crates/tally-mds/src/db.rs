@@ -300,7 +300,7 @@ pub trait MdsDb {
         &mut self,
         f: impl FnMut(V1Spend) -> Result<(), MdsError>,
     ) -> Result<(), MdsError>;
-    /// Inserts record rows, [`INSERT_ROWS_MAX`] per statement and the rest
+    /// Inserts record rows, `INSERT_ROWS_MAX` (64) per statement and the rest
     /// in halving sizes. Amounts past [`crate::AMOUNT_STORED_MAX`] are
     /// [`MdsError::Overflow`] and nothing of the call is written.
     fn insert_records(&mut self, rows: Vec<RecordRow>) -> Result<(), MdsError>;
@@ -647,7 +647,7 @@ impl<'a> MdsDb for dyn Tx + 'a {
         Ok(())
     }
 
-    /// Multi-row INSERTs: as many of [`INSERT_ROWS_MAX`] rows as fit, then
+    /// Multi-row INSERTs: as many of `INSERT_ROWS_MAX` rows as fit, then
     /// the rest in halving sizes (32, 16, …, 1), so each size's statement
     /// is prepared once per connection and then reused from the cache.
     fn insert_records(&mut self, rows: Vec<RecordRow>) -> Result<(), MdsError> {
