@@ -20,7 +20,9 @@
 //! ([`crate::Backoffice::reconcile`]).
 
 use tally_ledger::ledger::LedgerError;
-use tally_store::{Migrations, StoreError, Tx, Value};
+use tally_store::{StoreError, Tx};
+
+use crate::db::{BookTotal, DcpBookDb, Posting};
 
 /// The DCP's own money (not yet deposited to a customer).
 pub const OWN: &str = "dcp:own";
@@ -31,26 +33,7 @@ pub const IN_FLIGHT: &str = "dcp:in-flight";
 /// operator to return).
 pub const SUSPENSE: &str = "dcp:suspense";
 
-pub static BOOK_MIGRATIONS: Migrations = Migrations {
-    component: "dcp_book",
-    steps: &[(
-        1,
-        "CREATE TABLE dcp_accounts (name TEXT PRIMARY KEY, balance BIGINT NOT NULL);
-        CREATE TABLE dcp_postings (
-            idem TEXT PRIMARY KEY,
-            debit TEXT,
-            credit TEXT,
-            amount BIGINT NOT NULL
-        );
-        CREATE TABLE dcp_book_totals (k TEXT PRIMARY KEY, v BIGINT NOT NULL);
-        INSERT INTO dcp_book_totals (k, v) VALUES ('in', 0);
-        INSERT INTO dcp_book_totals (k, v) VALUES ('out', 0);
-        INSERT INTO dcp_book_totals (k, v) VALUES ('sum', 0);
-        INSERT INTO dcp_accounts (name, balance) VALUES ('dcp:own', 0);
-        INSERT INTO dcp_accounts (name, balance) VALUES ('dcp:in-flight', 0);
-        INSERT INTO dcp_accounts (name, balance) VALUES ('dcp:suspense', 0)",
-    )],
-};
+pub use crate::db::BOOK_MIGRATIONS;
 
 /// The book's totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,39 +60,20 @@ pub struct Book;
 impl Book {
     /// Opens `name` (balance 0) if it does not exist.
     pub fn ensure(tx: &mut dyn Tx, name: &str) -> Result<(), LedgerError> {
-        if tx
-            .query_one(
-                "SELECT balance FROM dcp_accounts WHERE name = $1",
-                &[name.into()],
-            )?
-            .is_none()
-        {
-            tx.execute(
-                "INSERT INTO dcp_accounts (name, balance) VALUES ($1, 0)",
-                &[name.into()],
-            )?;
+        if tx.book_balance(name)?.is_none() {
+            tx.book_open_account(name)?;
         }
         Ok(())
     }
 
     pub fn balance(tx: &mut dyn Tx, name: &str) -> Result<i64, LedgerError> {
-        Ok(tx
-            .query_one(
-                "SELECT balance FROM dcp_accounts WHERE name = $1",
-                &[name.into()],
-            )?
-            .ok_or_else(|| LedgerError::UnknownAccount(name.to_string()))?
-            .int(0)?)
+        tx.book_balance(name)?
+            .ok_or_else(|| LedgerError::UnknownAccount(name.to_string()))
     }
 
     /// Whether the posting `idem` was made.
     pub fn posted(tx: &mut dyn Tx, idem: &str) -> Result<bool, LedgerError> {
-        Ok(tx
-            .query_one(
-                "SELECT amount FROM dcp_postings WHERE idem = $1",
-                &[idem.into()],
-            )?
-            .is_some())
+        Ok(tx.book_posted(idem)?)
     }
 
     /// Posts `amount` from `debit` to `credit` once for `idem` (`None`:
@@ -123,21 +87,11 @@ impl Book {
         credit: Option<&str>,
         amount: u64,
     ) -> Result<bool, LedgerError> {
-        let opt = |a: Option<&str>| match a {
-            Some(a) => Value::Text(a.to_string()),
-            None => Value::Null,
-        };
-        if let Some(r) = tx.query_one(
-            "SELECT debit, credit, amount FROM dcp_postings WHERE idem = $1",
-            &[idem.into()],
-        )? {
-            let same = |i: usize, want: Option<&str>| -> Result<bool, StoreError> {
-                Ok(match want {
-                    None => r.is_null(i),
-                    Some(w) => !r.is_null(i) && r.text(i)? == w,
-                })
-            };
-            if same(0, debit)? && same(1, credit)? && r.int(2)? == amount as i64 {
+        if let Some(p) = tx.book_posting(idem)? {
+            if p.debit.as_deref() == debit
+                && p.credit.as_deref() == credit
+                && p.amount == amount as i64
+            {
                 return Ok(false);
             }
             return Err(LedgerError::IdempotencyKeyReused(idem.to_string()));
@@ -163,27 +117,27 @@ impl Book {
             let balance = Self::balance(tx, c)?;
             balance.checked_add(amount_i).ok_or(LedgerError::Overflow)?;
         }
-        tx.execute(
-            "INSERT INTO dcp_postings (idem, debit, credit, amount) VALUES ($1, $2, $3, $4)",
-            &[idem.into(), opt(debit), opt(credit), Value::Int(amount_i)],
+        tx.book_insert_posting(
+            idem,
+            &Posting {
+                debit: debit.map(str::to_string),
+                credit: credit.map(str::to_string),
+                amount: amount_i,
+            },
         )?;
         if let Some(d) = debit {
-            tx.execute(
-                "UPDATE dcp_accounts SET balance = balance - $1 WHERE name = $2",
-                &[Value::Int(amount_i), d.into()],
-            )?;
+            tx.book_debit_account(d, amount_i)?;
         }
         if let Some(c) = credit {
-            tx.execute(
-                "UPDATE dcp_accounts SET balance = balance + $1 WHERE name = $2",
-                &[Value::Int(amount_i), c.into()],
-            )?;
+            tx.book_credit_account(c, amount_i)?;
         }
         match (debit, credit) {
-            (None, Some(_)) => Self::add_total(tx, &["in", "sum"], amount_i)?,
+            (None, Some(_)) => {
+                Self::add_total(tx, &[BookTotal::MoneyIn, BookTotal::Sum], amount_i)?
+            }
             (Some(_), None) => {
-                Self::add_total(tx, &["out"], amount_i)?;
-                Self::add_total(tx, &["sum"], -amount_i)?;
+                Self::add_total(tx, &[BookTotal::MoneyOut], amount_i)?;
+                Self::add_total(tx, &[BookTotal::Sum], -amount_i)?;
             }
             _ => {}
         }
@@ -191,30 +145,22 @@ impl Book {
         Ok(true)
     }
 
-    fn add_total(tx: &mut dyn Tx, keys: &[&str], by: i64) -> Result<(), LedgerError> {
-        for k in keys {
-            tx.execute(
-                "UPDATE dcp_book_totals SET v = v + $1 WHERE k = $2",
-                &[Value::Int(by), (*k).into()],
-            )?;
+    fn add_total(tx: &mut dyn Tx, totals: &[BookTotal], by: i64) -> Result<(), LedgerError> {
+        for t in totals {
+            tx.book_add_total(*t, by)?;
         }
         Ok(())
     }
 
     /// The running totals (cheap: three rows).
     pub fn totals(tx: &mut dyn Tx) -> Result<BookTotals, LedgerError> {
-        let mut t = BookTotals::default();
-        for r in tx.query("SELECT k, v FROM dcp_book_totals", &[])? {
-            let v = r.int(1)?;
-            match r.text(0)? {
-                "in" => t.money_in = v,
-                "out" => t.money_out = v,
-                "sum" => t.sum = v,
-                _ => {}
-            }
-        }
-        t.in_flight = Self::balance(tx, IN_FLIGHT)?;
-        Ok(t)
+        let stored = tx.book_totals()?;
+        Ok(BookTotals {
+            money_in: stored.money_in,
+            money_out: stored.money_out,
+            sum: stored.sum,
+            in_flight: Self::balance(tx, IN_FLIGHT)?,
+        })
     }
 
     /// The book's invariant from the running totals, in the posting's
@@ -234,13 +180,8 @@ impl Book {
     /// the running totals.
     pub fn audit(tx: &mut dyn Tx) -> Result<(BookTotals, bool), LedgerError> {
         let t = Self::totals(tx)?;
-        let r = tx
-            .query_one(
-                "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT), CAST(COUNT(CASE WHEN balance < 0 THEN 1 END) AS BIGINT) FROM dcp_accounts",
-                &[],
-            )?
-            .ok_or_else(|| StoreError::Type("no sum".into()))?;
-        let ok = t.holds() && r.int(0)? == t.sum && r.int(1)? == 0;
+        let r = tx.book_resum()?;
+        let ok = t.holds() && r.sum == t.sum && r.negative_accounts == 0;
         Ok((t, ok))
     }
 }

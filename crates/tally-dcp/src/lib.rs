@@ -5,7 +5,9 @@
 //! (tally-central, re-exported here as [`central`]: ledger of the DCPs'
 //! settlement accounts, settlement, the SE directory, the MDS feed)
 //! through the [`Central`] trait, in process or over the network; it has
-//! no SQL on the central bank's tables (tests/production_build.rs).
+//! no SQL on the central bank's tables (tests/production_build.rs). Its
+//! own SQL is all in [`db`] (the traits `DcpDb` and `DcpBookDb`;
+//! tests/db_conformance.rs keeps it there).
 //! Transport-free: the HTTP layer (tally-api) calls these methods.
 //!
 //! Every device request is signed inside the SE (ATTEST over the request
@@ -13,6 +15,7 @@
 //! idempotent: the same signed request again returns the stored response.
 
 pub mod book;
+pub mod db;
 pub mod service;
 
 // The central bank is its own crate (tally-central); its modules and types

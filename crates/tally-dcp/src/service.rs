@@ -46,7 +46,7 @@ use tally_core::{
 use tally_directory::{DirectoryError, SeEntry, SeStatus, check_attestation};
 use tally_ledger::ledger::{Invariant, LedgerError};
 use tally_mds::Mds;
-use tally_store::{Migrations, Store, StoreError, Value};
+use tally_store::{Migrations, Store, StoreError};
 
 use tally_core::dcp::*;
 
@@ -59,60 +59,11 @@ pub use tally_central::{
 use tally_central::{Central, CentralBank, CentralKeys, CentralRequest, CentralTrust};
 
 use crate::book::{self, Book, BookTotals};
+use crate::db::{DcpBookDb, DcpDb, NewDevice};
 
-/// The refusal of each failed device request, sealed like its response
-/// (see [`Backoffice::handle_device`]): a failed request is final. Its own
-/// component so its steps never collide with the DCP's.
-pub static REFUSAL_MIGRATIONS: Migrations = Migrations {
-    component: "dcp_refusals",
-    steps: &[(1, "ALTER TABLE dcp_requests ADD COLUMN refusal BLOB")],
-};
-
-/// Keyed tags of the Issues handed to devices (for cancellation).
-pub static ISSUE_TAG_MIGRATIONS: Migrations = Migrations {
-    component: "dcp_issues",
-    steps: &[(1, "CREATE TABLE dcp_issues (tag BLOB PRIMARY KEY)")],
-};
-
-/// The DCP's tables.
-pub static MIGRATIONS: Migrations = Migrations {
-    component: "dcp",
-    steps: &[(
-        1,
-        "CREATE TABLE dcp_secrets (role TEXT PRIMARY KEY, suite BIGINT NOT NULL, seed BLOB NOT NULL);
-        CREATE TABLE dcp_devices (
-            se_id BLOB PRIMARY KEY,
-            account TEXT NOT NULL,
-            device_class BIGINT NOT NULL,
-            tier BIGINT NOT NULL,
-            last_counter BIGINT NOT NULL,
-            sync_seq BIGINT NOT NULL,
-            sync_epoch BIGINT NOT NULL,
-            escrow_salt BLOB NOT NULL
-        );
-        CREATE TABLE dcp_requests (
-            request_id BLOB PRIMARY KEY,
-            se_id BLOB NOT NULL,
-            counter BIGINT NOT NULL,
-            response BLOB
-        );
-        CREATE TABLE dcp_redemptions (
-            nonce BLOB PRIMARY KEY,
-            se_id BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            unload BIGINT NOT NULL,
-            done BIGINT NOT NULL
-        )",
-    ), (
-        2,
-        // One-time enrolment codes (digests only), bound to the SE that
-        // used one.
-        "CREATE TABLE dcp_enrolment_codes (
-            code_digest BLOB PRIMARY KEY,
-            account TEXT NOT NULL,
-            se_id BLOB
-        )",
-    )],
+// The DCP's migrations live with its SQL (crate::db); their paths stay.
+pub use crate::db::{
+    DCP_KEY_CUSTODY_MIGRATIONS, ISSUE_TAG_MIGRATIONS, MIGRATIONS, REFUSAL_MIGRATIONS,
 };
 
 /// Epochs a pseudonym certificate stays valid after issuance.
@@ -136,18 +87,6 @@ fn os_random_32() -> Result<[u8; 32], StoreError> {
         .map_err(|e| StoreError::Db(format!("no randomness: {e}")))?;
     Ok(b)
 }
-
-/// Drops the table of key seeds (DCP store); keeps the DCP's public key.
-pub static DCP_KEY_CUSTODY_MIGRATIONS: Migrations = Migrations {
-    component: "dcp_key_custody",
-    steps: &[
-        (1, "DROP TABLE dcp_secrets"),
-        (
-            2,
-            "CREATE TABLE dcp_public_keys (role TEXT PRIMARY KEY, key BLOB NOT NULL)",
-        ),
-    ],
-};
 
 /// Migrates the stores up to (not including) the key-custody step and
 /// reads the key seeds an older node left in them; empty on a node that
@@ -261,18 +200,6 @@ struct PinnedKeys {
     settlement_key: SettlementKey,
     sealing_key: SealingKey,
     escrow_key: JointKey,
-}
-
-pub(crate) fn b(h: &Hash32) -> Value {
-    Value::Bytes(h.0.to_vec())
-}
-
-pub(crate) fn hash(bytes: &[u8]) -> Result<Hash32, StoreError> {
-    Ok(Hash32(
-        bytes
-            .try_into()
-            .map_err(|_| StoreError::Type("hash".into()))?,
-    ))
 }
 
 /// What the DCP stores of an Issue it handed to a device: keyed by the
@@ -540,7 +467,7 @@ impl Backoffice {
     }
 
     pub fn root_key(&self) -> PublicKey {
-        self.pinned.root.clone()
+        self.pinned.root
     }
 
     pub fn dcp_key(&self) -> PublicKey {
@@ -593,10 +520,7 @@ impl Backoffice {
         let digest = enrolment_code_digest(&code);
         self.dcp.transact(|tx| {
             Book::ensure(tx, &acct)?;
-            tx.execute(
-                "INSERT INTO dcp_enrolment_codes (code_digest, account, se_id) VALUES ($1, $2, NULL)",
-                &[b(&digest), acct.clone().into()],
-            )?;
+            tx.enrolment_code_insert(&digest, &acct)?;
             Ok::<_, BackofficeError>(())
         })?;
         Ok(code)
@@ -646,14 +570,7 @@ impl Backoffice {
                     None => book::OWN.to_string(),
                     Some(a) => {
                         let acct = user_account(a);
-                        if valid_account_name(a)
-                            && tx
-                                .query_one(
-                                    "SELECT balance FROM dcp_accounts WHERE name = $1",
-                                    &[acct.clone().into()],
-                                )?
-                                .is_some()
-                        {
+                        if valid_account_name(a) && tx.book_balance(&acct)?.is_some() {
                             acct
                         } else {
                             book::SUSPENSE.to_string()
@@ -717,6 +634,7 @@ impl Backoffice {
     }
 
     /// Double spends found so far: (outpoint record, index, value, offender key bytes).
+    #[allow(clippy::type_complexity)] // the central bank's shape, passed through
     pub fn double_spends(&self) -> Result<Vec<(Hash32, u8, u64, Vec<u8>)>, BackofficeError> {
         self.bank()?.double_spends()
     }
@@ -808,10 +726,10 @@ impl Backoffice {
         let acct = user_account(&reg.account);
         let se_id = reg.attestation_key().id();
         // A revoked SE does not get to use up a code.
-        if let Some(e) = self.central.device(&se_id)? {
-            if e.status != SeStatus::Active {
-                return Err(BackofficeError::Directory(DirectoryError::Revoked));
-            }
+        if let Some(e) = self.central.device(&se_id)?
+            && e.status != SeStatus::Active
+        {
+            return Err(BackofficeError::Directory(DirectoryError::Revoked));
         }
         // Nor does an SE no trusted manufacturer certified.
         let manufacturers = self.central.trust()?.policy.manufacturers;
@@ -823,23 +741,17 @@ impl Backoffice {
         // The account's one-time code, bound to this SE (a retry by the
         // same SE finds it bound to itself).
         self.dcp.transact(|tx| {
-            let codes = tx.query(
-                "SELECT code_digest, se_id FROM dcp_enrolment_codes WHERE account = $1",
-                &[acct.clone().into()],
-            )?;
-            for r in codes {
-                let digest = hash(r.bytes(0)?)?;
-                let message = enrolment_message(&se_id, &reg.account, &digest);
+            for code in tx.enrolment_codes(&acct)? {
+                let message = enrolment_message(&se_id, &reg.account, &code.digest);
                 if !check_attestation(reg.attestation_key(), &message, &reg.signature) {
                     continue;
                 }
-                if r.is_null(1) {
-                    tx.execute(
-                        "UPDATE dcp_enrolment_codes SET se_id = $1 WHERE code_digest = $2",
-                        &[b(&se_id), b(&digest)],
-                    )?;
-                } else if r.bytes(1)? != se_id.0.as_slice() {
-                    return Err(BackofficeError::EnrolmentCodeUsed);
+                match code.se_id {
+                    None => tx.enrolment_code_bind(&code.digest, &se_id)?,
+                    Some(bound) if bound != se_id => {
+                        return Err(BackofficeError::EnrolmentCodeUsed);
+                    }
+                    Some(_) => {}
                 }
                 return Ok(());
             }
@@ -850,13 +762,15 @@ impl Backoffice {
         let fresh = os_random_32()?;
         let salt: [u8; 32] = self.dcp.transact(|tx| {
             Book::ensure(tx, &acct)?;
-            if let Some(r) = tx.query_one("SELECT escrow_salt FROM dcp_devices WHERE se_id = $1", &[b(&e.se_id)])? {
-                return Ok::<_, BackofficeError>(r.bytes(0)?.try_into().map_err(|_| StoreError::Type("salt".into()))?);
+            if let Some(salt) = tx.device_salt(&e.se_id)? {
+                return Ok::<_, BackofficeError>(salt);
             }
-            tx.execute(
-                "INSERT INTO dcp_devices (se_id, account, device_class, tier, last_counter, sync_seq, sync_epoch, escrow_salt) VALUES ($1, $2, $3, 0, 0, 0, 0, $4)",
-                &[b(&e.se_id), acct.clone().into(), Value::Int(i64::from(reg_device_class)), fresh.to_vec().into()],
-            )?;
+            tx.device_insert(&NewDevice {
+                se_id: &e.se_id,
+                account: &acct,
+                device_class: reg_device_class,
+                salt: &fresh,
+            })?;
             Ok(fresh)
         })?;
         let digest = IdPoint::derive(&e.se_id, &salt).digest();
@@ -901,36 +815,33 @@ impl Backoffice {
         // Step 2: a stored response or refusal answers a retry; otherwise
         // claim the counter.
         let claimed = self.dcp.transact(|tx| {
-            if let Some(r) = tx.query_one("SELECT response, refusal FROM dcp_requests WHERE request_id = $1", &[b(&rid)])? {
-                if !r.is_null(0) {
-                    return Ok(Err(Ok(r.bytes(0)?.to_vec())));
+            if let Some(logged) = tx.request(&rid)? {
+                if let Some(response) = logged.response {
+                    return Ok(Err(Ok(response)));
                 }
-                if !r.is_null(1) {
-                    return Ok(Err(Err(r.bytes(1)?.to_vec())));
+                if let Some(refusal) = logged.refusal {
+                    return Ok(Err(Err(refusal)));
                 }
             } else {
-                let dev = tx
-                    .query_one("SELECT last_counter FROM dcp_devices WHERE se_id = $1", &[b(&req.se_id)])?
+                let last = tx
+                    .device_last_counter(&req.se_id)?
                     .ok_or(BackofficeError::UnknownDevice)?;
-                if (req.counter as i64) <= dev.int(0)? {
+                if req.counter <= last {
                     return Err(BackofficeError::Replay);
                 }
-                tx.execute("UPDATE dcp_devices SET last_counter = $1 WHERE se_id = $2", &[Value::Int(req.counter as i64), b(&req.se_id)])?;
-                tx.execute(
-                    "INSERT INTO dcp_requests (request_id, se_id, counter, response) VALUES ($1, $2, $3, NULL)",
-                    &[b(&rid), b(&req.se_id), Value::Int(req.counter as i64)],
-                )?;
+                tx.device_set_last_counter(&req.se_id, req.counter)?;
+                tx.request_insert(&rid, &req.se_id, req.counter)?;
             }
             let dev = tx
-                .query_one("SELECT account, device_class, tier, sync_seq, sync_epoch, escrow_salt FROM dcp_devices WHERE se_id = $1", &[b(&req.se_id)])?
+                .device(&req.se_id)?
                 .ok_or(BackofficeError::UnknownDevice)?;
             Ok(Ok(DeviceCtx {
                 se_id: req.se_id,
-                account: dev.text(0)?.to_string(),
-                class: dev.int(1)? as u8,
-                tier: dev.int(2)? as u8,
-                sync_epoch: dev.int(4)? as Epoch,
-                salt: dev.bytes(5)?.try_into().map_err(|_| StoreError::Type("salt".into()))?,
+                account: dev.account,
+                class: dev.device_class,
+                tier: dev.tier,
+                sync_epoch: dev.sync_epoch,
+                salt: dev.salt,
                 counter: req.counter,
                 rid,
                 reply_key: tagged_hash(b"tally/v1/central-reply-key", &[body]),
@@ -944,7 +855,7 @@ impl Backoffice {
         let executed = if entry.status != SeStatus::Active {
             Err(BackofficeError::DeviceNotActive)
         } else {
-            self.execute(&ctx, &entry, &req)
+            self.execute_op(&ctx, &entry, &req)
         };
         let resp = match executed {
             Ok(resp) => resp,
@@ -953,15 +864,9 @@ impl Backoffice {
         let bytes = resp.to_cbor();
         let sealed = seal_response(body, &bytes);
         self.dcp.transact(|tx| {
-            tx.execute(
-                "UPDATE dcp_requests SET response = $1 WHERE request_id = $2",
-                &[sealed.clone().into(), b(&rid)],
-            )?;
+            tx.request_set_response(&rid, &sealed)?;
             if let DeviceOp::Redeem { nonce, .. } = &req.op {
-                tx.execute(
-                    "UPDATE dcp_redemptions SET done = 1 WHERE nonce = $1",
-                    &[nonce.to_vec().into()],
-                )?;
+                tx.redemption_mark_done(nonce)?;
             }
             // A keyed tag (per-SE salt) of every Issue handed to this
             // device, so that only its own can be cancelled; the store
@@ -973,22 +878,12 @@ impl Backoffice {
             };
             for i in handed {
                 let tag = handed_out_tag(&ctx.salt, &i.id());
-                if tx
-                    .query_one("SELECT tag FROM dcp_issues WHERE tag = $1", &[b(&tag)])?
-                    .is_none()
-                {
-                    tx.execute("INSERT INTO dcp_issues (tag) VALUES ($1)", &[b(&tag)])?;
+                if !tx.issue_tag_exists(&tag)? {
+                    tx.issue_tag_insert(&tag)?;
                 }
             }
             if let DeviceResponse::Synced(bundle) = &resp {
-                tx.execute(
-                    "UPDATE dcp_devices SET sync_seq = $1, sync_epoch = $2 WHERE se_id = $3",
-                    &[
-                        Value::Int(bundle.grant.sequence as i64),
-                        Value::Int(i64::from(bundle.grant.epoch)),
-                        b(&ctx.se_id),
-                    ],
-                )?;
+                tx.device_set_synced(&ctx.se_id, bundle.grant.sequence, bundle.grant.epoch)?;
             }
             Ok::<_, BackofficeError>(())
         })?;
@@ -1007,10 +902,7 @@ impl Backoffice {
         }
         let sealed = seal_refusal(body, e.code(), e.status(), &e.to_string());
         let stored = self.dcp.transact(|tx| {
-            tx.execute(
-                "UPDATE dcp_requests SET refusal = $1 WHERE request_id = $2 AND response IS NULL",
-                &[sealed.clone().into(), b(rid)],
-            )?;
+            tx.request_set_refusal(rid, &sealed)?;
             Ok::<_, BackofficeError>(())
         });
         if let Err(s) = stored {
@@ -1140,7 +1032,7 @@ impl Backoffice {
         )?)
     }
 
-    fn execute(
+    fn execute_op(
         &self,
         ctx: &DeviceCtx,
         entry: &SeEntry,
@@ -1193,11 +1085,8 @@ impl Backoffice {
                     &tagged_hash(b"tally/v1/redemption-nonce", &[&ctx.rid.0]).0[..16],
                 );
                 self.dcp.transact(|tx| {
-                    if tx.query_one("SELECT done FROM dcp_redemptions WHERE nonce = $1", &[nonce.to_vec().into()])?.is_none() {
-                        tx.execute(
-                            "INSERT INTO dcp_redemptions (nonce, se_id, amount, unload, done) VALUES ($1, $2, $3, $4, 0)",
-                            &[nonce.to_vec().into(), b(&ctx.se_id), Value::Int(*amount as i64), Value::Int(i64::from(*unload))],
-                        )?;
+                    if !tx.redemption_exists(&nonce)? {
+                        tx.redemption_insert(&nonce, &ctx.se_id, *amount, *unload)?;
                     }
                     Ok::<_, BackofficeError>(())
                 })?;
@@ -1309,12 +1198,9 @@ impl Backoffice {
             return Err(BackofficeError::NotCancellable);
         }
         let tag = handed_out_tag(&ctx.salt, &id);
-        let ours = self.dcp.transact(|tx| {
-            Ok::<_, BackofficeError>(
-                tx.query_one("SELECT tag FROM dcp_issues WHERE tag = $1", &[b(&tag)])?
-                    .is_some(),
-            )
-        })?;
+        let ours = self
+            .dcp
+            .transact(|tx| Ok::<_, BackofficeError>(tx.issue_tag_exists(&tag)?))?;
         if !ours {
             return Err(BackofficeError::NotCancellable);
         }
@@ -1383,15 +1269,12 @@ impl Backoffice {
         // The DCP's side: its own redemption request, by nonce.
         let (amount, unload) = self.dcp.transact(|tx| {
             let red = tx
-                .query_one(
-                    "SELECT se_id, amount, unload, done FROM dcp_redemptions WHERE nonce = $1",
-                    &[nonce.to_vec().into()],
-                )?
+                .redemption(nonce)?
                 .ok_or(BackofficeError::UnknownRedemption)?;
-            if red.bytes(0)? != ctx.se_id.0.as_slice() || red.int(3)? != 0 {
+            if red.se_id != ctx.se_id || red.done {
                 return Err(BackofficeError::UnknownRedemption);
             }
-            Ok((red.int(1)? as u64, red.int(2)? != 0))
+            Ok((red.amount, red.unload))
         })?;
         let renewal = if unload {
             None

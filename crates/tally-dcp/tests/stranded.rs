@@ -126,7 +126,7 @@ fn invariant_holds(bo: &Backoffice, devices: &mut [&mut Dev]) {
 }
 
 /// 1. `load 3000`, then `load 1000` whose reply is lost, then `load 1000`
-/// again: used to debit 5 000 and leave a 1 000 token in no SE.
+///    again: used to debit 5 000 and leave a 1 000 token in no SE.
 #[test]
 fn lost_load_reply_then_the_same_load_again() {
     let bo = backoffice();
@@ -155,8 +155,8 @@ fn lost_load_reply_then_the_same_load_again() {
 }
 
 /// 2. An interrupted renewal: the SE has paid its redemption, the Redeem's
-/// reply is lost. Used to print "renewed 0" on retry and strand the whole
-/// balance.
+///    reply is lost. Used to print "renewed 0" on retry and strand the whole
+///    balance.
 #[test]
 fn interrupted_renewal_is_finished_by_the_retry() {
     let bo = backoffice();
@@ -212,7 +212,7 @@ fn interrupted_renewal_is_finished_by_the_retry() {
 }
 
 /// 3. `unload 1000` whose reply is lost, then `unload 1000` again: used to
-/// take 2 000 out of the SE for one unload of 1 000.
+///    take 2 000 out of the SE for one unload of 1 000.
 #[test]
 fn lost_unload_reply_then_the_same_unload_again() {
     let bo = backoffice();
@@ -237,8 +237,8 @@ fn lost_unload_reply_then_the_same_unload_again() {
 }
 
 /// 4. A load above the holding limit: used to debit the account, issue
-/// the token and have the SE refuse it. Now the SE will not sign it and the
-/// back office refuses it before debiting.
+///    the token and have the SE refuse it. Now the SE will not sign it and the
+///    back office refuses it before debiting.
 #[test]
 fn load_above_the_holding_limit_debits_nothing() {
     let bo = backoffice();

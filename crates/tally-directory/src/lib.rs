@@ -1,39 +1,20 @@
 //! The SE directory: which secure elements exist (identifier, class,
 //! maker, attestation key, status), registration with an attestation
 //! signature made inside the SE, and signed, versioned revocation lists.
+//! The rules are here; every SQL statement is in [`db`] (the trait
+//! [`DirectoryDb`]; tests/db_conformance.rs keeps it there).
 
 use std::fmt;
 use tally_codes as codes;
 
-use tally_core::codec::Cbor;
 use tally_core::crypto::verify;
 use tally_core::dcp::MakerCertificate;
 use tally_core::{Epoch, Hash32, PublicKey, RevocationList, Signature, Signer};
-use tally_store::{Migrations, StoreError, Tx, TxFailure, Value};
+use tally_store::{StoreError, Tx, TxFailure};
 
-pub static MIGRATIONS: Migrations = Migrations {
-    component: "directory",
-    steps: &[
-        (
-            1,
-            "CREATE TABLE se_registry (
-            se_id BLOB PRIMARY KEY,
-            attestation_key BLOB NOT NULL,
-            device_class BIGINT NOT NULL,
-            maker TEXT NOT NULL,
-            status BIGINT NOT NULL
-        );
-        CREATE TABLE revoked_keys (key_id BLOB PRIMARY KEY, se_id BLOB, reason TEXT NOT NULL);
-        CREATE TABLE revocation_lists (serial BIGINT PRIMARY KEY, body BLOB NOT NULL)",
-        ),
-        (
-            2,
-            // Digest of each SE's escrow identity point (decision 0006): what an
-            // opening resolves to. The point itself stays with the SE's DCP.
-            "CREATE TABLE se_escrow_ids (id_digest BLOB PRIMARY KEY, se_id BLOB NOT NULL)",
-        ),
-    ],
-};
+pub mod db;
+
+pub use db::{DirectoryDb, MIGRATIONS, StoredRevocationList};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeStatus {
@@ -169,21 +150,6 @@ pub fn check_attestation(key: &PublicKey, message: &Hash32, sig: &Signature) -> 
 
 pub struct Directory;
 
-fn entry_from_row(r: &tally_store::Row) -> Result<SeEntry, DirectoryError> {
-    let se_id: [u8; 32] = r
-        .bytes(0)?
-        .try_into()
-        .map_err(|_| StoreError::Type("se_id".into()))?;
-    Ok(SeEntry {
-        se_id: Hash32(se_id),
-        attestation_key: PublicKey::from_cbor(r.bytes(1)?)
-            .map_err(|e| StoreError::Type(e.to_string()))?,
-        device_class: u8::try_from(r.int(2)?).map_err(|_| StoreError::Type("class".into()))?,
-        maker: r.text(3)?.to_string(),
-        status: SeStatus::from_code(r.int(4)?).ok_or_else(|| StoreError::Type("status".into()))?,
-    })
-}
-
 impl Directory {
     /// Registers an SE whose attestation key a trusted manufacturer
     /// certified. Idempotent for an active SE; a revoked or suspended SE
@@ -208,32 +174,16 @@ impl Directory {
             }
             return Ok(e);
         }
-        tx.execute(
-            "INSERT INTO se_registry (se_id, attestation_key, device_class, maker, status) VALUES ($1, $2, $3, $4, 0)",
-            &[
-                se_id.0.as_slice().into(),
-                attestation_key.to_cbor().into(),
-                Value::Int(i64::from(device_class)),
-                maker.into(),
-            ],
-        )?;
+        tx.se_insert(&se_id, attestation_key, device_class, maker)?;
         Self::get(tx, &se_id)?.ok_or(DirectoryError::UnknownSe)
     }
 
     pub fn get(tx: &mut dyn Tx, se_id: &Hash32) -> Result<Option<SeEntry>, DirectoryError> {
-        tx.query_one(
-            "SELECT se_id, attestation_key, device_class, maker, status FROM se_registry WHERE se_id = $1",
-            &[se_id.0.as_slice().into()],
-        )?
-        .map(|r| entry_from_row(&r))
-        .transpose()
+        Ok(tx.se_get(se_id)?)
     }
 
     pub fn list(tx: &mut dyn Tx) -> Result<Vec<SeEntry>, DirectoryError> {
-        tx.query("SELECT se_id, attestation_key, device_class, maker, status FROM se_registry ORDER BY se_id", &[])?
-            .iter()
-            .map(entry_from_row)
-            .collect()
+        Ok(tx.se_list()?)
     }
 
     pub fn set_status(
@@ -241,11 +191,7 @@ impl Directory {
         se_id: &Hash32,
         status: SeStatus,
     ) -> Result<(), DirectoryError> {
-        let n = tx.execute(
-            "UPDATE se_registry SET status = $1 WHERE se_id = $2",
-            &[Value::Int(status as i64), se_id.0.as_slice().into()],
-        )?;
-        if n == 0 {
+        if !tx.se_set_status(se_id, status)? {
             return Err(DirectoryError::UnknownSe);
         }
         Ok(())
@@ -262,28 +208,14 @@ impl Directory {
             Some(d) if &d == digest => Ok(()),
             Some(_) => Err(DirectoryError::Conflict),
             None => {
-                tx.execute(
-                    "INSERT INTO se_escrow_ids (id_digest, se_id) VALUES ($1, $2)",
-                    &[digest.0.as_slice().into(), se_id.0.as_slice().into()],
-                )?;
+                tx.escrow_id_insert(digest, se_id)?;
                 Ok(())
             }
         }
     }
 
     pub fn id_digest(tx: &mut dyn Tx, se_id: &Hash32) -> Result<Option<Hash32>, DirectoryError> {
-        tx.query_one(
-            "SELECT id_digest FROM se_escrow_ids WHERE se_id = $1",
-            &[se_id.0.as_slice().into()],
-        )?
-        .map(|r| -> Result<Hash32, DirectoryError> {
-            Ok(Hash32(
-                r.bytes(0)?
-                    .try_into()
-                    .map_err(|_| StoreError::Type("digest".into()))?,
-            ))
-        })
-        .transpose()
+        Ok(tx.escrow_id_of_se(se_id)?)
     }
 
     /// The SE an opened escrow names (by its identity point's digest).
@@ -291,18 +223,7 @@ impl Directory {
         tx: &mut dyn Tx,
         digest: &Hash32,
     ) -> Result<Option<Hash32>, DirectoryError> {
-        tx.query_one(
-            "SELECT se_id FROM se_escrow_ids WHERE id_digest = $1",
-            &[digest.0.as_slice().into()],
-        )?
-        .map(|r| -> Result<Hash32, DirectoryError> {
-            Ok(Hash32(
-                r.bytes(0)?
-                    .try_into()
-                    .map_err(|_| StoreError::Type("se id".into()))?,
-            ))
-        })
-        .transpose()
+        Ok(tx.se_of_escrow_id(digest)?)
     }
 
     /// Adds key ids (pseudonym or DCP keys) to the next revocation list:
@@ -323,23 +244,11 @@ impl Directory {
         }
         let mut fresh: Vec<&Hash32> = Vec::with_capacity(key_ids.len());
         for k in key_ids {
-            if !fresh.contains(&k)
-                && tx
-                    .query_one(
-                        "SELECT reason FROM revoked_keys WHERE key_id = $1",
-                        &[k.0.as_slice().into()],
-                    )?
-                    .is_none()
-            {
+            if !fresh.contains(&k) && !tx.revoked_key_listed(k)? {
                 fresh.push(k);
             }
         }
-        let listed = tx
-            .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM revoked_keys", &[])?
-            .map(|r| r.int(0))
-            .transpose()?
-            .unwrap_or(0);
-        let listed = usize::try_from(listed).map_err(|_| StoreError::Type("count".into()))?;
+        let listed = tx.revoked_key_count()?;
         if listed.saturating_add(fresh.len()) > REVOCATION_LIST_ENTRIES_MAX {
             return Err(DirectoryError::RevocationListFull {
                 listed,
@@ -348,16 +257,7 @@ impl Directory {
             });
         }
         for k in fresh {
-            tx.execute(
-                "INSERT INTO revoked_keys (key_id, se_id, reason) VALUES ($1, $2, $3)",
-                &[
-                    k.0.as_slice().into(),
-                    se_id
-                        .map(|s| Value::Bytes(s.0.to_vec()))
-                        .unwrap_or(Value::Null),
-                    reason.into(),
-                ],
-            )?;
+            tx.revoked_key_insert(k, se_id, reason)?;
         }
         Ok(())
     }
@@ -380,11 +280,8 @@ impl Directory {
             Err(next) => next,
         };
         let l = RevocationList::try_sign(root, serial as u64, epoch, keys)?;
-        tx.execute(
-            "INSERT INTO revocation_lists (serial, body) VALUES ($1, $2)",
-            &[Value::Int(serial), l.to_cbor().into()],
-        )
-        .map_err(DirectoryError::from)?;
+        tx.revocation_list_insert(serial, &l)
+            .map_err(DirectoryError::from)?;
         Ok(l)
     }
 
@@ -394,31 +291,16 @@ impl Directory {
     fn last_revocation_list(
         tx: &mut dyn Tx,
     ) -> Result<Result<RevocationList, (Vec<Hash32>, i64)>, DirectoryError> {
-        let keys: Vec<Hash32> = tx
-            .query("SELECT key_id FROM revoked_keys ORDER BY key_id", &[])?
-            .iter()
-            .map(|r| -> Result<Hash32, DirectoryError> {
-                Ok(Hash32(
-                    r.bytes(0)?
-                        .try_into()
-                        .map_err(|_| StoreError::Type("key id".into()))?,
-                ))
-            })
-            .collect::<Result<_, _>>()?;
-        let last = tx.query_one(
-            "SELECT serial, body FROM revocation_lists ORDER BY serial DESC LIMIT 1",
-            &[],
-        )?;
-        if let Some(r) = &last {
-            let l = RevocationList::from_cbor(r.bytes(1)?)
-                .map_err(|e| StoreError::Type(e.to_string()))?;
+        let keys: Vec<Hash32> = tx.revoked_key_ids()?;
+        let last = tx.revocation_list_last()?;
+        let serial = last.as_ref().map(|l| l.serial).unwrap_or(0) + 1;
+        if let Some(StoredRevocationList { list, .. }) = last {
             let mut sorted = keys.clone();
             sorted.sort();
-            if l.revoked == sorted {
-                return Ok(Ok(l));
+            if list.revoked == sorted {
+                return Ok(Ok(list));
             }
         }
-        let serial = last.as_ref().map(|r| r.int(0)).transpose()?.unwrap_or(0) + 1;
         Ok(Err((keys, serial)))
     }
 }

@@ -30,26 +30,22 @@ use std::hash::{BuildHasher, Hasher};
 
 use tally_core::policy::device_class;
 use tally_core::{Hash32, OutPoint, Record};
-use tally_store::{Tx, Value};
+use tally_store::Tx;
 
+use crate::db::{MdsDb, RecordRow};
 use crate::{
     ALERT_EVIDENCE_RECORDS_MAX, Alert, AlertKind, AlertState, DEVICE_CLASS_UNKNOWN, IngestOutcome,
-    IngestRecord, MdsConfig, MdsError, Pairing, Verdict, hash_of, hv, insert_alert, iv, uint,
+    IngestRecord, MdsConfig, MdsError, Pairing, Verdict, hash_of, stored,
 };
 
 pub(crate) const STATUS_VALID: i64 = 0;
 pub(crate) const STATUS_COUNTERFEIT: i64 = 1;
 const KIND_ISSUE: i64 = 0;
 const KIND_TRANSFER: i64 = 1;
-/// Most rows per multi-row INSERT (14 columns: 896 parameters, under
-/// both backends' limits). Smaller statements come in halving sizes so at
-/// most seven distinct INSERTs are ever prepared.
-const INSERT_ROWS_MAX: usize = 64;
 /// Packed bytes per output in `mds_records.outputs`.
 pub(crate) const OUTPUT_BYTES: usize = 42;
 /// Packed bytes per input in `mds_records.inputs`.
 pub(crate) const INPUT_BYTES: usize = 33;
-const RECORD_COLUMNS: &str = "mds_records (seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce, outputs, inputs)";
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OutState {
@@ -171,14 +167,6 @@ pub(crate) struct HotState {
     next_seq: i64,
 }
 
-fn opt_hash(b: &[u8]) -> Result<Option<Hash32>, MdsError> {
-    if b.is_empty() {
-        Ok(None)
-    } else {
-        hash_of(b).map(Some)
-    }
-}
-
 impl HotState {
     pub(crate) fn load(tx: &mut dyn Tx, cfg: &MdsConfig) -> Result<HotState, MdsError> {
         let mut s = HotState {
@@ -187,53 +175,34 @@ impl HotState {
         };
         // Edges written by schema version 1 predate every packed row, so
         // their consumptions come first.
-        for r in tx.query(
-            "SELECT record, idx, owner, value, depth, class, redeemed FROM mds_outputs",
-            &[],
-        )? {
-            let op = OutPoint {
-                record: hash_of(r.bytes(0)?)?,
-                index: u8::try_from(r.int(1)?).map_err(|_| MdsError::Corrupt("idx".into()))?,
-            };
+        tx.load_v1_outputs(|o| {
             s.outputs.insert(
-                op,
+                o.outpoint,
                 OutState {
-                    owner: hash_of(r.bytes(2)?)?,
-                    value: uint(&r, 3)?,
-                    depth: uint(&r, 4)?,
-                    class: u8::try_from(r.int(5)?)
-                        .map_err(|_| MdsError::Corrupt("class".into()))?,
-                    redeemed: r.int(6)? != 0,
+                    owner: o.owner,
+                    value: o.value,
+                    depth: o.depth,
+                    class: o.class,
+                    redeemed: o.redeemed,
                     consumed_by: None,
                 },
             );
-        }
-        for r in tx.query(
-            "SELECT record, idx, consumer, seq FROM mds_spends ORDER BY seq",
-            &[],
-        )? {
-            let op = OutPoint {
-                record: hash_of(r.bytes(0)?)?,
-                index: u8::try_from(r.int(1)?).map_err(|_| MdsError::Corrupt("idx".into()))?,
-            };
-            s.next_seq = s.next_seq.max(r.int(3)? + 1);
-            s.consume(op, hash_of(r.bytes(2)?)?)?;
-        }
-        for r in tx.query(
-            "SELECT id, status, kind, epoch, payer, payee, payment, redemption, seq, depth, outputs, inputs FROM mds_records ORDER BY seq",
-            &[],
-        )? {
-            let id = hash_of(r.bytes(0)?)?;
-            let status = r.int(1)?;
+            Ok(())
+        })?;
+        tx.load_v1_spends(|sp| {
+            s.next_seq = s.next_seq.max(sp.seq + 1);
+            s.consume(sp.outpoint, sp.consumer)
+        })?;
+        tx.load_records(|r| {
+            let id = r.id;
             // The store has no unique index on ids: the maps are the guard,
             // checked here when they are read back.
-            if s.records.insert(id, status).is_some() {
+            if s.records.insert(id, r.status).is_some() {
                 return Err(MdsError::Corrupt(format!("record {id} stored twice")));
             }
-            s.next_seq = s.next_seq.max(r.int(8)? + 1);
-            if !r.is_null(10) {
-                let depth = uint(&r, 9)?;
-                for (index, o) in unpack_outputs(r.bytes(10)?)?.into_iter().enumerate() {
+            s.next_seq = s.next_seq.max(r.seq + 1);
+            if let Some(outputs) = r.outputs {
+                for (index, o) in unpack_outputs(outputs)?.into_iter().enumerate() {
                     let index = u8::try_from(index)
                         .map_err(|_| MdsError::Corrupt(format!("record {id}: outputs")))?;
                     s.outputs.insert(
@@ -241,7 +210,7 @@ impl HotState {
                         OutState {
                             owner: o.owner,
                             value: o.value,
-                            depth,
+                            depth: r.depth,
                             class: o.class,
                             redeemed: o.redeemed,
                             consumed_by: None,
@@ -249,20 +218,20 @@ impl HotState {
                     );
                 }
             }
-            if !r.is_null(11) {
-                for op in unpack_inputs(r.bytes(11)?)? {
+            if let Some(inputs) = r.inputs {
+                for op in unpack_inputs(inputs)? {
                     s.consume(op, id)?;
                 }
             }
-            if status != STATUS_VALID || r.int(2)? != KIND_TRANSFER || r.int(7)? != 0 {
-                continue;
+            if r.status != STATUS_VALID || r.kind != KIND_TRANSFER || r.redemption {
+                return Ok(());
             }
-            let epoch = u32::try_from(r.int(3)?).map_err(|_| MdsError::Corrupt("epoch".into()))?;
-            let (Some(payer), Some(payee)) = (opt_hash(r.bytes(4)?)?, opt_hash(r.bytes(5)?)?) else {
-                continue;
+            let (Some(payer), Some(payee)) = (r.payer, r.payee) else {
+                return Ok(());
             };
-            s.note_payment(cfg, None, id, payer, payee, epoch, uint(&r, 6)?);
-        }
+            s.note_payment(cfg, None, id, payer, payee, r.epoch, r.payment);
+            Ok(())
+        })?;
         Ok(s)
     }
 
@@ -493,7 +462,7 @@ pub(crate) struct Batch<'a> {
     next_alert: i64,
     counters: Counters,
     epochs: std::collections::BTreeMap<u32, (u64, u64)>,
-    record_rows: Vec<Vec<Value>>,
+    record_rows: Vec<RecordRow>,
     pub(crate) out: IngestOutcome,
 }
 
@@ -564,7 +533,7 @@ impl<'a> Batch<'a> {
             amount,
             outpoint,
         };
-        insert_alert(tx, &a)?;
+        tx.insert_alert(&a)?;
         self.out.alerts.push(a);
         Ok(())
     }
@@ -586,23 +555,26 @@ impl<'a> Batch<'a> {
         inputs: Vec<u8>,
     ) -> Result<(), MdsError> {
         let seq = self.seq();
-        let b = |h: Option<Hash32>| Value::Bytes(h.map(|h| h.0.to_vec()).unwrap_or_default());
-        self.record_rows.push(vec![
-            Value::Int(seq),
-            hv(&r.id),
-            Value::Int(kind),
-            Value::Int(i64::from(r.epoch)),
-            Value::Int(status),
-            b(payer),
-            b(payee),
-            iv(value)?,
-            iv(payment)?,
-            iv(depth)?,
-            Value::Int(i64::from(redemption)),
-            Value::Bytes(nonce.map(|n| n.to_vec()).unwrap_or_default()),
-            Value::Bytes(outputs),
-            Value::Bytes(inputs),
-        ]);
+        // Refused here, before the row is queued: amounts the store keeps.
+        stored(value)?;
+        stored(payment)?;
+        stored(depth)?;
+        self.record_rows.push(RecordRow {
+            seq,
+            id: r.id,
+            kind,
+            epoch: r.epoch,
+            status,
+            payer,
+            payee,
+            value,
+            payment,
+            depth,
+            redemption,
+            nonce: nonce.copied(),
+            outputs,
+            inputs,
+        });
         self.hot.records.insert(r.id, status);
         self.undo.records.push(r.id);
         Ok(())
@@ -894,7 +866,7 @@ impl<'a> Batch<'a> {
                     .ok_or(MdsError::Overflow)?;
             }
             // Stored values are BIGINT elsewhere: keep the same bound.
-            iv(o.value.0)?;
+            stored(o.value.0)?;
             pack_output(
                 &mut packed,
                 &PackedOutput {
@@ -932,11 +904,7 @@ impl<'a> Batch<'a> {
         transfer: Hash32,
         payment: u64,
     ) -> Result<(), MdsError> {
-        let n = tx.execute(
-            "UPDATE mds_open_requests SET paired_with = $3 WHERE payee = $1 AND nonce = $2 AND paired_with IS NULL AND amount = $4",
-            &[hv(&payee), Value::Bytes(nonce.to_vec()), hv(&transfer), iv(payment)?],
-        )?;
-        if n == 1 {
+        if tx.pair_open_request(&payee, nonce, &transfer, payment)? {
             self.out.pairings.push(Pairing {
                 payee,
                 nonce: *nonce,
@@ -951,7 +919,7 @@ impl<'a> Batch<'a> {
     /// alerts whose thresholds this batch crossed (each crossing once:
     /// old < min ≤ new).
     pub(crate) fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), MdsError> {
-        insert_many(tx, RECORD_COLUMNS, std::mem::take(&mut self.record_rows))?;
+        tx.insert_records(std::mem::take(&mut self.record_rows))?;
         // Thresholds crossed by this batch: before it (saved in the undo
         // log at the first change) against now.
         let mut keys: Vec<((Hash32, u32), Counts)> = self
@@ -1013,17 +981,7 @@ impl<'a> Batch<'a> {
             }
         }
         for (epoch, (count, value)) in std::mem::take(&mut self.epochs) {
-            let vals = [Value::Int(i64::from(epoch)), iv(count)?, iv(value)?];
-            let n = tx.execute(
-                "UPDATE mds_epochs SET payments = payments + $2, value = value + $3 WHERE epoch = $1",
-                &vals,
-            )?;
-            if n == 0 {
-                tx.execute(
-                    "INSERT INTO mds_epochs (epoch, payments, value) VALUES ($1, $2, $3)",
-                    &vals,
-                )?;
-            }
+            tx.add_epoch_payments(epoch, count, value)?;
         }
         let c = &self.counters;
         let mut deltas: Vec<(String, i128)> = [
@@ -1052,66 +1010,12 @@ impl<'a> Batch<'a> {
             if delta == 0 {
                 continue;
             }
-            let d = Value::Int(i64::try_from(delta).map_err(|_| MdsError::Overflow)?);
-            let n = tx.execute(
-                "UPDATE mds_counters SET value = value + $2 WHERE name = $1",
-                &[name.as_str().into(), d.clone()],
-            )?;
-            if n == 0 {
-                tx.execute(
-                    "INSERT INTO mds_counters (name, value) VALUES ($1, $2)",
-                    &[name.as_str().into(), d],
-                )?;
-            }
+            let d = i64::try_from(delta).map_err(|_| MdsError::Overflow)?;
+            tx.add_counter(&name, d)?;
         }
         if c.offline_epochs_max > 0 {
-            tx.execute(
-                "UPDATE mds_counters SET value = $1 WHERE name = 'offline_epochs_max' AND value < $1",
-                &[iv(c.offline_epochs_max)?],
-            )?;
+            tx.raise_offline_epochs_max(c.offline_epochs_max)?;
         }
         Ok(())
-    }
-}
-
-/// Multi-row INSERTs: as many of [`INSERT_ROWS_MAX`] rows as fit, then
-/// the rest in halving sizes (32, 16, …, 1), so each size's statement is
-/// prepared once per connection and then reused from the cache.
-fn insert_many(tx: &mut dyn Tx, into: &str, rows: Vec<Vec<Value>>) -> Result<(), MdsError> {
-    let mut rows = rows.into_iter();
-    let mut sql = String::new();
-    let mut params = Vec::new();
-    loop {
-        let left = rows.len();
-        if left == 0 {
-            return Ok(());
-        }
-        let chunk = if left >= INSERT_ROWS_MAX {
-            INSERT_ROWS_MAX
-        } else {
-            1 << left.ilog2()
-        };
-        sql.clear();
-        params.clear();
-        sql.push_str("INSERT INTO ");
-        sql.push_str(into);
-        sql.push_str(" VALUES ");
-        let mut width = None;
-        for (i, row) in rows.by_ref().take(chunk).enumerate() {
-            if *width.get_or_insert(row.len()) != row.len() {
-                return Err(MdsError::Corrupt("ragged insert".into()));
-            }
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for (j, v) in row.into_iter().enumerate() {
-                params.push(v);
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('$');
-                sql.push_str(&params.len().to_string());
-            }
-            sql.push(')');
-        }
-        tx.execute(&sql, &params)?;
     }
 }

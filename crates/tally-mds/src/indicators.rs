@@ -22,9 +22,10 @@
 
 use std::fmt::Write;
 
-use tally_store::{StoreError, Tx};
+use tally_store::Tx;
 
-use crate::{MdsError, uint};
+use crate::MdsError;
+use crate::db::MdsDb;
 
 /// Counter names `holdings_class_N` hold the unspent value of class N.
 pub(crate) const HOLDINGS_PREFIX: &str = "holdings_class_";
@@ -67,24 +68,11 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 pub(crate) fn read(tx: &mut dyn Tx) -> Result<Indicators, MdsError> {
     let mut c = std::collections::HashMap::new();
-    for r in tx.query("SELECT name, value FROM mds_counters", &[])? {
-        c.insert(r.text(0)?.to_string(), uint(&r, 1)?);
+    for r in tx.counters()? {
+        c.insert(r.name, r.value);
     }
     let get = |n: &str| c.get(n).copied().unwrap_or(0);
-    let payments_by_epoch = tx
-        .query(
-            "SELECT epoch, payments, value FROM mds_epochs ORDER BY epoch",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
-            Ok(EpochPayments {
-                epoch: u32::try_from(r.int(0)?).map_err(|_| MdsError::Corrupt("epoch".into()))?,
-                count: uint(r, 1)?,
-                value: uint(r, 2)?,
-            })
-        })
-        .collect::<Result<Vec<_>, MdsError>>()?;
+    let payments_by_epoch = tx.epoch_payments()?;
     let mut holdings_by_class = Vec::new();
     for (name, v) in &c {
         if let Some(class) = name.strip_prefix(HOLDINGS_PREFIX) {
@@ -97,12 +85,7 @@ pub(crate) fn read(tx: &mut dyn Tx) -> Result<Indicators, MdsError> {
         }
     }
     holdings_by_class.sort();
-    let alerts_open = tx
-        .query_one(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM mds_alerts WHERE state <> 3",
-            &[],
-        )?
-        .ok_or_else(|| StoreError::Type("no count row".into()))?;
+    let alerts_open = tx.open_alert_count()?;
     let (issued, redeemed) = (get("issued"), get("redeemed"));
     Ok(Indicators {
         records: get("records"),
@@ -124,7 +107,7 @@ pub(crate) fn read(tx: &mut dyn Tx) -> Result<Indicators, MdsError> {
         fraud_losses: get("fraud_losses"),
         double_spends: get("double_spends"),
         counterfeits: get("counterfeits"),
-        alerts_open: uint(&alerts_open, 0)?,
+        alerts_open,
     })
 }
 

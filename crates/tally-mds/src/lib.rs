@@ -30,6 +30,10 @@
 //!
 //! Indicators (see [`Indicators`]) are kept as counters updated in the same
 //! transaction, once per batch.
+//!
+//! Every SQL statement is in [`db`] (the trait [`db::MdsDb`], one
+//! implementation for both backends; tests/db_conformance.rs keeps it
+//! there).
 
 use std::fmt;
 use std::sync::Mutex;
@@ -37,13 +41,16 @@ use tally_codes as codes;
 
 use tally_core::crypto::tagged_hash;
 use tally_core::{Epoch, Hash32, OutPoint, Record};
-use tally_store::{Migrations, Row, Store, StoreError, Tx, TxFailure, Value};
+use tally_store::{Store, StoreError, TxFailure};
 
 mod alert;
+pub mod db;
 mod graph;
 mod indicators;
 
 pub use alert::{Alert, AlertKind, AlertState, Severity};
+pub use db::MIGRATIONS;
+use db::{AlertEvent, MdsDb, OpenRequest, SetAside};
 pub use graph::AMOUNT_STORED_MAX;
 pub use indicators::{EpochPayments, Indicators};
 
@@ -51,145 +58,8 @@ pub use indicators::{EpochPayments, Indicators};
 pub const INGEST_BATCH_RECORDS_MAX: usize = 10_000;
 /// Most record ids listed as evidence of one AML alert.
 pub const ALERT_EVIDENCE_RECORDS_MAX: usize = 64;
-/// Per-connection SQLite settings for the ingesting connection: a page
-/// cache (64 MiB) that keeps the pages ingest appends to and the
-/// counters. (`temp_store` cannot be set here: SQLite refuses it inside a
-/// transaction once the connection has used temporary storage, which
-/// migration 2 does.)
-const SQLITE_INGEST_PRAGMAS: &[&str] = &["PRAGMA cache_size = -65536"];
 /// Device class of an output whose owner's class settlement did not know.
 pub const DEVICE_CLASS_UNKNOWN: u8 = 0;
-
-pub static MIGRATIONS: Migrations = Migrations {
-    component: "mds",
-    steps: &[
-        (
-            1,
-            "CREATE TABLE mds_records (
-            id BLOB PRIMARY KEY,
-            seq BIGINT NOT NULL,
-            kind BIGINT NOT NULL,
-            epoch BIGINT NOT NULL,
-            status BIGINT NOT NULL,
-            payer BLOB NOT NULL,
-            payee BLOB NOT NULL,
-            value BIGINT NOT NULL,
-            payment BIGINT NOT NULL,
-            depth BIGINT NOT NULL,
-            redemption BIGINT NOT NULL,
-            nonce BLOB NOT NULL
-        );
-        CREATE TABLE mds_outputs (
-            record BLOB NOT NULL,
-            idx BIGINT NOT NULL,
-            owner BLOB NOT NULL,
-            value BIGINT NOT NULL,
-            class BIGINT NOT NULL,
-            depth BIGINT NOT NULL,
-            redeemed BIGINT NOT NULL
-        );
-        CREATE TABLE mds_spends (
-            seq BIGINT NOT NULL,
-            record BLOB NOT NULL,
-            idx BIGINT NOT NULL,
-            consumer BLOB NOT NULL
-        );
-        CREATE TABLE mds_alerts (
-            id BIGINT PRIMARY KEY,
-            kind BIGINT NOT NULL,
-            severity BIGINT NOT NULL,
-            state BIGINT NOT NULL,
-            epoch BIGINT NOT NULL,
-            subject BLOB NOT NULL,
-            offender BLOB,
-            records BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            op_record BLOB,
-            op_idx BIGINT
-        );
-        CREATE INDEX mds_alerts_state ON mds_alerts (state);
-        CREATE TABLE mds_alert_events (
-            alert BIGINT NOT NULL,
-            seq BIGINT NOT NULL,
-            from_state BIGINT NOT NULL,
-            to_state BIGINT NOT NULL,
-            note TEXT NOT NULL,
-            PRIMARY KEY (alert, seq)
-        );
-        CREATE TABLE mds_epochs (
-            epoch BIGINT PRIMARY KEY,
-            payments BIGINT NOT NULL,
-            value BIGINT NOT NULL
-        );
-        CREATE TABLE mds_open_requests (
-            payee BLOB NOT NULL,
-            nonce BLOB NOT NULL,
-            amount BIGINT NOT NULL,
-            epoch BIGINT NOT NULL,
-            paired_with BLOB,
-            PRIMARY KEY (payee, nonce)
-        );
-        CREATE TABLE mds_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-        INSERT INTO mds_counters (name, value) VALUES ('records', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('issued', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('redeemed', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('redemptions', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('hops_total', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('payments', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('payment_value', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('offline_samples', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('offline_epochs_total', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('offline_epochs_max', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('fraud_losses', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('double_spends', 0);
-        INSERT INTO mds_counters (name, value) VALUES ('counterfeits', 0)",
-        ),
-        // One row per record: its outputs and inputs packed in the row
-        // (see `graph.rs` for the layout) instead of ~3.3 edge rows, keyed
-        // by the ingest sequence so every insert appends. The random
-        // 32-byte key of version 1 dirtied about one index page per record
-        // in every commit; uniqueness of ids is kept by the lookup maps
-        // (checked again when they are rebuilt). Rows of version 1 keep
-        // NULL edge columns and their edges in `mds_outputs` / `mds_spends`,
-        // which new ingests no longer write.
-        (
-            2,
-            "CREATE TABLE mds_records_v2 (
-            seq BIGINT PRIMARY KEY,
-            id BLOB NOT NULL,
-            kind BIGINT NOT NULL,
-            epoch BIGINT NOT NULL,
-            status BIGINT NOT NULL,
-            payer BLOB NOT NULL,
-            payee BLOB NOT NULL,
-            value BIGINT NOT NULL,
-            payment BIGINT NOT NULL,
-            depth BIGINT NOT NULL,
-            redemption BIGINT NOT NULL,
-            nonce BLOB NOT NULL,
-            outputs BLOB,
-            inputs BLOB
-        );
-        INSERT INTO mds_records_v2 (seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce)
-            SELECT seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce FROM mds_records;
-        DROP TABLE mds_records;
-        ALTER TABLE mds_records_v2 RENAME TO mds_records",
-        ),
-        // Outbox rows (or single records of them) that failed ingestion,
-        // kept with the failure's code and the alert that reported them,
-        // so the rows after them keep flowing (see `Mds::set_aside`).
-        (
-            3,
-            "CREATE TABLE mds_set_aside (
-            id BLOB PRIMARY KEY,
-            alert BIGINT NOT NULL,
-            code BIGINT NOT NULL,
-            epoch BIGINT NOT NULL,
-            body BLOB NOT NULL
-        )",
-        ),
-    ],
-};
 
 /// Detection thresholds and the scheme facts the MDS needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,119 +286,17 @@ pub struct Mds {
     hot: Mutex<graph::HotState>,
 }
 
-fn hv(h: &Hash32) -> Value {
-    Value::Bytes(h.0.to_vec())
+/// `v` as the MDS stores amounts and counts (BIGINT): at most
+/// [`AMOUNT_STORED_MAX`].
+pub(crate) fn stored(v: u64) -> Result<i64, MdsError> {
+    i64::try_from(v).map_err(|_| MdsError::Overflow)
 }
 
-fn iv(v: u64) -> Result<Value, MdsError> {
-    Ok(Value::Int(
-        i64::try_from(v).map_err(|_| MdsError::Overflow)?,
-    ))
-}
-
-fn hash_of(b: &[u8]) -> Result<Hash32, MdsError> {
+pub(crate) fn hash_of(b: &[u8]) -> Result<Hash32, MdsError> {
     let a: [u8; 32] = b
         .try_into()
         .map_err(|_| MdsError::Corrupt(format!("hash of {} bytes", b.len())))?;
     Ok(Hash32(a))
-}
-
-fn uint(r: &Row, i: usize) -> Result<u64, MdsError> {
-    u64::try_from(r.int(i)?).map_err(|_| MdsError::Corrupt(format!("negative column {i}")))
-}
-
-/// INSERT with SQL NULL literals for absent values: a bound NULL has no
-/// column type on PostgreSQL (tally-store binds it as BIGINT), which a
-/// BLOB column refuses.
-fn insert_row(
-    tx: &mut dyn Tx,
-    table: &str,
-    cols: &[(&str, Option<Value>)],
-) -> Result<(), MdsError> {
-    let mut names = String::new();
-    let mut places = String::new();
-    let mut params = Vec::with_capacity(cols.len());
-    for (i, (name, v)) in cols.iter().enumerate() {
-        if i > 0 {
-            names.push_str(", ");
-            places.push_str(", ");
-        }
-        names.push_str(name);
-        match v {
-            Some(v) => {
-                params.push(v.clone());
-                places.push_str(&format!("${}", params.len()));
-            }
-            None => places.push_str("NULL"),
-        }
-    }
-    tx.execute(
-        &format!("INSERT INTO {table} ({names}) VALUES ({places})"),
-        &params,
-    )?;
-    Ok(())
-}
-
-fn insert_alert(tx: &mut dyn Tx, a: &Alert) -> Result<(), MdsError> {
-    let mut records = Vec::with_capacity(a.records.len() * 32);
-    for r in &a.records {
-        records.extend_from_slice(&r.0);
-    }
-    insert_row(
-        tx,
-        "mds_alerts",
-        &[
-            ("id", Some(Value::Int(a.id))),
-            ("kind", Some(Value::Int(a.kind.code()))),
-            ("severity", Some(Value::Int(a.severity as i64))),
-            ("state", Some(Value::Int(a.state.code()))),
-            ("epoch", Some(Value::Int(i64::from(a.epoch)))),
-            ("subject", Some(hv(&a.subject))),
-            ("offender", a.offender.as_ref().map(hv)),
-            ("records", Some(Value::Bytes(records))),
-            ("amount", Some(iv(a.amount)?)),
-            ("op_record", a.outpoint.map(|(h, _)| hv(&h))),
-            ("op_idx", a.outpoint.map(|(_, i)| Value::Int(i64::from(i)))),
-        ],
-    )
-}
-
-const ALERT_COLUMNS: &str =
-    "id, kind, state, epoch, subject, offender, records, amount, op_record, op_idx";
-
-fn alert_from_row(r: &Row) -> Result<Alert, MdsError> {
-    let kind = AlertKind::from_code(r.int(1)?)
-        .ok_or_else(|| MdsError::Corrupt(format!("alert kind {:?}", r.0.get(1))))?;
-    let state = AlertState::from_code(r.int(2)?)
-        .ok_or_else(|| MdsError::Corrupt(format!("alert state {:?}", r.0.get(2))))?;
-    let records = r
-        .bytes(6)?
-        .chunks(32)
-        .map(hash_of)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Alert {
-        id: r.int(0)?,
-        kind,
-        severity: kind.severity(),
-        state,
-        epoch: u32::try_from(r.int(3)?).map_err(|_| MdsError::Corrupt("epoch".into()))?,
-        subject: hash_of(r.bytes(4)?)?,
-        offender: if r.is_null(5) {
-            None
-        } else {
-            Some(hash_of(r.bytes(5)?)?)
-        },
-        records,
-        amount: uint(r, 7)?,
-        outpoint: if r.is_null(8) {
-            None
-        } else {
-            Some((
-                hash_of(r.bytes(8)?)?,
-                u8::try_from(r.int(9)?).map_err(|_| MdsError::Corrupt("op_idx".into()))?,
-            ))
-        },
-    })
 }
 
 impl Mds {
@@ -571,19 +339,8 @@ impl Mds {
         let committed = self.store.transact(|tx| {
             // A retried attempt starts from the maps as last committed.
             undo.rollback(hot);
-            if tx.backend() == "sqlite" {
-                for p in SQLITE_INGEST_PRAGMAS {
-                    tx.execute(p, &[])?;
-                }
-            }
-            let next_alert = tx
-                .query_one(
-                    "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM mds_alerts",
-                    &[],
-                )?
-                .map(|r| r.int(0))
-                .transpose()?
-                .unwrap_or(0);
+            tx.prepare_ingest()?;
+            let next_alert = tx.last_alert_id()?;
             let mut b = graph::Batch::new(&self.config, hot, &mut undo, next_alert);
             for r in batch {
                 b.ingest_one(tx, r)?;
@@ -618,22 +375,11 @@ impl Mds {
             .lock()
             .map_err(|_| MdsError::Corrupt("a previous ingest panicked".into()))?;
         self.store.transact(|tx| {
-            if let Some(r) = tx.query_one(
-                &format!(
-                    "SELECT {ALERT_COLUMNS} FROM mds_alerts WHERE id = (SELECT alert FROM mds_set_aside WHERE id = $1)"
-                ),
-                &[hv(&id)],
-            )? {
-                return alert_from_row(&r);
+            if let Some(a) = tx.set_aside_alert(&id)? {
+                return Ok(a);
             }
             let next = tx
-                .query_one(
-                    "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM mds_alerts",
-                    &[],
-                )?
-                .map(|r| r.int(0))
-                .transpose()?
-                .unwrap_or(0)
+                .last_alert_id()?
                 .checked_add(1)
                 .ok_or(MdsError::Overflow)?;
             let kind = AlertKind::IngestionFailed;
@@ -649,41 +395,26 @@ impl Mds {
                 amount: u64::from(code),
                 outpoint: None,
             };
-            insert_alert(tx, &a)?;
-            tx.execute(
-                "INSERT INTO mds_set_aside (id, alert, code, epoch, body) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    hv(&id),
-                    Value::Int(next),
-                    Value::Int(i64::from(code)),
-                    Value::Int(i64::from(epoch)),
-                    Value::Bytes(body.to_vec()),
-                ],
-            )?;
+            tx.insert_alert(&a)?;
+            tx.insert_set_aside(&SetAside {
+                id,
+                alert: next,
+                code,
+                epoch,
+                body,
+            })?;
             Ok(a)
         })
     }
 
     /// How many rows ingestion has set aside so far.
     pub fn set_aside_count(&self) -> Result<u64, MdsError> {
-        self.store.transact(|tx| {
-            let n = tx
-                .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM mds_set_aside", &[])?
-                .map(|r| r.int(0))
-                .transpose()?
-                .unwrap_or(0);
-            u64::try_from(n).map_err(|_| MdsError::Corrupt("negative count".into()))
-        })
+        self.store.transact(|tx| tx.set_aside_count())
     }
 
     /// The bytes set aside under `id` (an analyst's evidence).
     pub fn set_aside_body(&self, id: &Hash32) -> Result<Option<Vec<u8>>, MdsError> {
-        self.store.transact(|tx| {
-            Ok(tx
-                .query_one("SELECT body FROM mds_set_aside WHERE id = $1", &[hv(id)])?
-                .map(|r| r.bytes(0).map(<[u8]>::to_vec))
-                .transpose()?)
-        })
+        self.store.transact(|tx| tx.set_aside_body(id))
     }
 
     /// The payee's side of an interrupted payment: its SE closed the
@@ -698,38 +429,22 @@ impl Mds {
         epoch: Epoch,
     ) -> Result<Option<Pairing>, MdsError> {
         self.store.transact(|tx| {
-            let existing = tx.query_one(
-                "SELECT paired_with, amount FROM mds_open_requests WHERE payee = $1 AND nonce = $2",
-                &[hv(&payee), Value::Bytes(nonce.to_vec())],
-            )?;
-            if let Some(row) = existing {
-                return if row.is_null(0) {
-                    Ok(None)
-                } else {
-                    Ok(Some(Pairing {
-                        payee,
-                        nonce,
-                        transfer: hash_of(row.bytes(0)?)?,
-                        amount: uint(&row, 1)?,
-                    }))
-                };
+            if let Some(existing) = tx.open_request(&payee, &nonce)? {
+                return Ok(existing.paired_with.map(|transfer| Pairing {
+                    payee,
+                    nonce,
+                    transfer,
+                    amount: existing.amount,
+                }));
             }
-            let t = tx.query_one(
-                "SELECT id FROM mds_records WHERE payee = $1 AND nonce = $2 AND status = 0 AND payment = $3 AND redemption = 0",
-                &[hv(&payee), Value::Bytes(nonce.to_vec()), iv(amount)?],
-            )?;
-            let transfer = t.map(|r| hash_of(r.bytes(0)?)).transpose()?;
-            insert_row(
-                tx,
-                "mds_open_requests",
-                &[
-                    ("payee", Some(hv(&payee))),
-                    ("nonce", Some(Value::Bytes(nonce.to_vec()))),
-                    ("amount", Some(iv(amount)?)),
-                    ("epoch", Some(Value::Int(i64::from(epoch)))),
-                    ("paired_with", transfer.as_ref().map(hv)),
-                ],
-            )?;
+            let transfer = tx.unpaired_transfer(&payee, &nonce, amount)?;
+            tx.insert_open_request(&OpenRequest {
+                payee,
+                nonce,
+                amount,
+                epoch,
+                paired_with: transfer,
+            })?;
             Ok(transfer.map(|transfer| Pairing {
                 payee,
                 nonce,
@@ -741,40 +456,19 @@ impl Mds {
 
     /// Every alert, oldest first.
     pub fn alerts(&self) -> Result<Vec<Alert>, MdsError> {
-        self.store.transact(|tx| {
-            tx.query(
-                &format!("SELECT {ALERT_COLUMNS} FROM mds_alerts ORDER BY id"),
-                &[],
-            )?
-            .iter()
-            .map(alert_from_row)
-            .collect()
-        })
+        self.store.transact(|tx| tx.alerts())
     }
 
     pub fn alert(&self, id: i64) -> Result<Alert, MdsError> {
-        self.store.transact(|tx| {
-            let row = tx
-                .query_one(
-                    &format!("SELECT {ALERT_COLUMNS} FROM mds_alerts WHERE id = $1"),
-                    &[Value::Int(id)],
-                )?
-                .ok_or(MdsError::AlertNotFound(id))?;
-            alert_from_row(&row)
-        })
+        self.store
+            .transact(|tx| tx.alert(id)?.ok_or(MdsError::AlertNotFound(id)))
     }
 
     /// Moves an alert along its lifecycle, recording the step and `note`
     /// (who decided, which order) in the alert's event log.
     pub fn transition(&self, id: i64, to: AlertState, note: &str) -> Result<Alert, MdsError> {
         self.store.transact(|tx| {
-            let row = tx
-                .query_one(
-                    &format!("SELECT {ALERT_COLUMNS} FROM mds_alerts WHERE id = $1"),
-                    &[Value::Int(id)],
-                )?
-                .ok_or(MdsError::AlertNotFound(id))?;
-            let mut a = alert_from_row(&row)?;
+            let mut a = tx.alert(id)?.ok_or(MdsError::AlertNotFound(id))?;
             if !a.state.can_move_to(to) {
                 return Err(MdsError::IllegalTransition {
                     alert: id,
@@ -782,30 +476,17 @@ impl Mds {
                     to,
                 });
             }
-            let seq = tx
-                .query_one(
-                    "SELECT CAST(COUNT(*) AS BIGINT) FROM mds_alert_events WHERE alert = $1",
-                    &[Value::Int(id)],
-                )?
-                .map(|r| r.int(0))
-                .transpose()?
-                .unwrap_or(0)
-                + 1;
-            tx.execute(
-                "INSERT INTO mds_alert_events (alert, seq, from_state, to_state, note) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    Value::Int(id),
-                    Value::Int(seq),
-                    Value::Int(a.state.code()),
-                    Value::Int(to.code()),
-                    note.into(),
-                ],
+            let seq = tx.alert_event_count(id)? + 1;
+            tx.insert_alert_event(
+                id,
+                seq,
+                &AlertEvent {
+                    from: a.state,
+                    to,
+                    note: note.to_string(),
+                },
             )?;
-            let n = tx.execute(
-                "UPDATE mds_alerts SET state = $2 WHERE id = $1 AND state = $3",
-                &[Value::Int(id), Value::Int(to.code()), Value::Int(a.state.code())],
-            )?;
-            if n != 1 {
+            if !tx.move_alert(id, a.state, to)? {
                 return Err(MdsError::Corrupt(format!("alert {id} state changed")));
             }
             a.state = to;
@@ -816,19 +497,11 @@ impl Mds {
     /// The lifecycle log of one alert: `(from, to, note)` in order.
     pub fn alert_events(&self, id: i64) -> Result<Vec<(AlertState, AlertState, String)>, MdsError> {
         self.store.transact(|tx| {
-            tx.query(
-                "SELECT from_state, to_state, note FROM mds_alert_events WHERE alert = $1 ORDER BY seq",
-                &[Value::Int(id)],
-            )?
-            .iter()
-            .map(|r| {
-                let s = |i| {
-                    AlertState::from_code(r.int(i)?)
-                        .ok_or_else(|| MdsError::Corrupt("alert event state".into()))
-                };
-                Ok((s(0)?, s(1)?, r.text(2)?.to_string()))
-            })
-            .collect()
+            Ok(tx
+                .alert_events(id)?
+                .into_iter()
+                .map(|e| (e.from, e.to, e.note))
+                .collect())
         })
     }
 
