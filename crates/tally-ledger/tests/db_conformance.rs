@@ -559,6 +559,31 @@ fn horizon_and_pruning(s: &Store) {
     });
 }
 
+/// Rows this code never writes (an unknown account kind, a missing
+/// horizon) are typed store errors, not guesses.
+fn malformed_rows_are_typed_errors(s: &Store) {
+    run(s, |tx| {
+        tx.execute(
+            "INSERT INTO ledger_accounts (id, kind, balance) VALUES ('u:odd', 9, 0)",
+            &[],
+        )?;
+        tx.execute("DELETE FROM settlement_meta WHERE k = 'spent_horizon'", &[])?;
+        Ok(())
+    });
+    let is_type = |e: StoreError| matches!(e, StoreError::Type(_));
+    assert!(is_type(fails(s, |tx| tx.account_kind("u:odd"))));
+    assert!(is_type(
+        fails(s, |tx| tx.account_pair("u:odd", ledger::LOSS))
+    ));
+    assert!(is_type(fails(s, |tx| tx.spent_horizon())));
+    assert!(is_type(fails(s, |tx| tx.registry_view(
+        &[],
+        &[],
+        &[],
+        &[NEVER_EXPIRES]
+    ))));
+}
+
 // ---- SettlementQueueDb --------------------------------------------------------
 
 fn queue_enqueue_and_claim(s: &Store) {
@@ -670,6 +695,7 @@ conformance!(
     spent_registry_single_rows,
     double_spend_evidence,
     horizon_and_pruning,
+    malformed_rows_are_typed_errors,
     queue_enqueue_and_claim,
     queue_done_and_results,
 );
