@@ -36,18 +36,19 @@ use tally_core::{
     RevocationList, TrustStore,
 };
 use tally_directory::{Directory, DirectoryError, SeEntry, SeStatus};
+use tally_ledger::db::SettlementDb;
 use tally_ledger::ledger::{self, AccountKind, Applied, Invariant, Ledger, TransferRequest, code};
 use tally_ledger::settlement::Settlement;
 use tally_mds::{IngestRecord, Mds, MdsConfig, Verdict};
-use tally_store::{Migrations, Store, StoreError, Tx, Value};
+use tally_store::{Migrations, Store, StoreError, Tx};
 
 use tally_core::dcp::*;
 
+use crate::db::{CentralDb, ClosedReport, InboxCredit, NewMailboxEntry, NewUpload, OutboxBacklog};
 use crate::escrow::development_open;
 use crate::keys::{KeyError, NodeSigner};
 use crate::outbox::{encode_ingest, unix_seconds};
 use crate::policy::default_tiers;
-use crate::schema::{b, hash, meta};
 use crate::{BackofficeError, OutboxStatus, SettlementResult};
 
 /// An uploaded package as checked before the settlement transaction.
@@ -57,40 +58,16 @@ pub(crate) enum Checked {
     Malformed,
 }
 
-/// `$first, …, $(first + n - 1)`: the parameters of an `IN (…)` list or
-/// a multi-row `VALUES`.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// A double spend as operators list it: (outpoint record, index, value,
+/// offender key bytes).
+pub type DoubleSpendSummary = (Hash32, u8, u64, Vec<u8>);
 
 /// The settlement account of DCP `id` at the central bank.
 pub fn dcp_account(id: u32) -> String {
     format!("dcp:{id}")
 }
 
-/// Which DCP each mailbox, upload and report came through, which DCP
-/// enrolled each SE, and the credits waiting for each DCP (interbank
-/// payments, mints). Its own component so its steps never collide.
-pub static PARTIES_MIGRATIONS: Migrations = Migrations {
-    component: "central_parties",
-    steps: &[(
-        1,
-        "ALTER TABLE cb_uploads ADD COLUMN dcp BIGINT NOT NULL DEFAULT 1;
-        ALTER TABLE cb_closed ADD COLUMN dcp BIGINT NOT NULL DEFAULT 1;
-        ALTER TABLE cb_mailbox ADD COLUMN dcp BIGINT NOT NULL DEFAULT 1;
-        CREATE TABLE cb_device_dcp (se_id BLOB PRIMARY KEY, dcp BIGINT NOT NULL);
-        CREATE TABLE cb_inbox (
-            op_id BLOB PRIMARY KEY,
-            dcp BIGINT NOT NULL,
-            account TEXT,
-            amount BIGINT NOT NULL,
-            from_dcp BIGINT NOT NULL
-        )",
-    )],
-};
+pub use crate::db::PARTIES_MIGRATIONS;
 
 /// A request of a DCP to the central bank, executed once per `op` (the
 /// device request id): a retry gets the stored, signed result back.
@@ -570,13 +547,13 @@ impl CentralBank {
     }
 
     pub fn epoch(&self) -> Result<Epoch, BackofficeError> {
-        self.store.transact(|tx| Ok(meta(tx, "epoch")? as Epoch))
+        self.store.transact(|tx| Ok(tx.epoch()? as Epoch))
     }
 
     pub fn advance_epoch(&self) -> Result<Epoch, BackofficeError> {
         self.store.transact(|tx| {
-            tx.execute("UPDATE node_meta SET v = v + 1 WHERE k = 'epoch'", &[])?;
-            Ok(meta(tx, "epoch")? as Epoch)
+            tx.advance_epoch()?;
+            Ok(tx.epoch()? as Epoch)
         })
     }
 
@@ -589,10 +566,10 @@ impl CentralBank {
         let tiers = default_tiers();
         let dcps = self.dcps.clone();
         let manufacturers = Self::manufacturers_in(tx)?;
-        let old = tx.query_one("SELECT body FROM node_docs WHERE k = 'policy'", &[])?;
+        let old = tx.policy_doc()?;
         let serial = match &old {
-            Some(r) => {
-                let p = Policy::from_cbor(r.bytes(0)?)?;
+            Some(body) => {
+                let p = Policy::from_cbor(body)?;
                 if p.tiers == tiers && p.dcps == dcps && p.manufacturers == manufacturers {
                     return Ok(p);
                 }
@@ -602,25 +579,18 @@ impl CentralBank {
         };
         let p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
         if old.is_some() {
-            tx.execute(
-                "UPDATE node_docs SET body = $1 WHERE k = 'policy'",
-                &[p.to_cbor().into()],
-            )?;
+            tx.update_policy_doc(&p.to_cbor())?;
         } else {
-            tx.execute(
-                "INSERT INTO node_docs (k, body) VALUES ('policy', $1)",
-                &[p.to_cbor().into()],
-            )?;
+            tx.insert_policy_doc(&p.to_cbor())?;
         }
         Ok(p)
     }
 
     fn manufacturers_in(tx: &mut dyn Tx) -> Result<Vec<PublicKey>, BackofficeError> {
-        match tx.query_one("SELECT body FROM node_docs WHERE k = 'manufacturers'", &[])? {
+        match tx.manufacturers_doc()? {
             None => Ok(Vec::new()),
-            Some(r) => {
-                let bytes = r.bytes(0)?;
-                let mut rd = Reader::new(bytes);
+            Some(bytes) => {
+                let mut rd = Reader::new(&bytes);
                 Ok(tally_core::codec::read_vec(
                     &mut rd,
                     tally_core::policy::MANUFACTURERS_MAX,
@@ -642,11 +612,7 @@ impl CentralBank {
                 list.push(key);
                 let mut w = Writer::new();
                 tally_core::codec::write_vec(&mut w, &list);
-                tx.execute("DELETE FROM node_docs WHERE k = 'manufacturers'", &[])?;
-                tx.execute(
-                    "INSERT INTO node_docs (k, body) VALUES ('manufacturers', $1)",
-                    &[w.into_bytes().into()],
-                )?;
+                tx.replace_manufacturers_doc(&w.into_bytes())?;
             }
             self.policy_in(tx)
         })
@@ -657,7 +623,7 @@ impl CentralBank {
     }
 
     fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {
-        let epoch = meta(tx, "epoch")? as Epoch;
+        let epoch = tx.epoch()? as Epoch;
         Directory::revocation_list::<_, BackofficeError>(tx, &*self.keys.root, epoch)
     }
 
@@ -736,14 +702,13 @@ impl CentralBank {
         amount: u64,
         from: u32,
     ) -> Result<(), BackofficeError> {
-        let account = match account {
-            Some(a) => Value::Text(a.to_string()),
-            None => Value::Null,
-        };
-        tx.execute(
-            "INSERT INTO cb_inbox (op_id, dcp, account, amount, from_dcp) VALUES ($1, $2, $3, $4, $5)",
-            &[b(op), Value::Int(i64::from(dcp)), account, Value::Int(amount as i64), Value::Int(i64::from(from))],
-        )?;
+        tx.insert_inbox(&InboxCredit {
+            op,
+            dcp,
+            account,
+            amount,
+            from_dcp: from,
+        })?;
         Ok(())
     }
 
@@ -762,37 +727,21 @@ impl CentralBank {
     }
 
     /// Double spends found so far: (outpoint record, index, value, offender key bytes).
-    pub fn double_spends(&self) -> Result<Vec<(Hash32, u8, u64, Vec<u8>)>, BackofficeError> {
+    pub fn double_spends(&self) -> Result<Vec<DoubleSpendSummary>, BackofficeError> {
         self.store.transact(|tx| {
-            tx.query(
-                "SELECT record, idx, value, offender_key FROM double_spends ORDER BY seq",
-                &[],
-            )?
-            .iter()
-            .map(|r| -> Result<_, BackofficeError> {
-                Ok((
-                    hash(r.bytes(0)?)?,
-                    r.int(1)? as u8,
-                    r.int(2)? as u64,
-                    r.bytes(3)?.to_vec(),
-                ))
-            })
-            .collect()
+            Ok(tx
+                .double_spends()?
+                .into_iter()
+                .map(|d| (d.record, d.idx as u8, d.value as u64, d.offender_key))
+                .collect())
         })
     }
 
     /// The escrow (ciphertext) of the settled certificate of pseudonym
     /// `key_id`, for an opening request.
     pub fn escrow_of(&self, key_id: &Hash32) -> Result<Option<Vec<u8>>, BackofficeError> {
-        self.store.transact(|tx| {
-            Ok(tx
-                .query_one(
-                    "SELECT escrow FROM cb_escrows WHERE key_id = $1",
-                    &[b(key_id)],
-                )?
-                .map(|r| r.bytes(0).map(|x| x.to_vec()))
-                .transpose()?)
-        })
+        self.store
+            .transact(|tx| Ok::<_, BackofficeError>(tx.escrow(key_id)?))
     }
 
     /// Containment: see tally-dcp's `Backoffice::revoke_opened`.
@@ -910,11 +859,9 @@ impl CentralBank {
         let key = op_key(dcp, op);
         let op_key = &key;
         self.store.transact(|tx| {
-            if let Some(r) =
-                tx.query_one("SELECT reply FROM cb_ops WHERE op_id = $1", &[b(op_key)])?
-            {
+            if let Some(stored) = tx.stored_reply(op_key)? {
                 return cipher
-                    .decrypt(&XNonce::default(), r.bytes(0)?)
+                    .decrypt(&XNonce::default(), stored.as_slice())
                     .map_err(|_| BackofficeError::BadSettlementResult);
             }
             let mut res = f(tx)?;
@@ -924,10 +871,7 @@ impl CentralBank {
             let sealed = cipher
                 .encrypt(&XNonce::default(), signed.as_slice())
                 .map_err(|_| BackofficeError::BadSettlementResult)?;
-            tx.execute(
-                "INSERT INTO cb_ops (op_id, reply) VALUES ($1, $2)",
-                &[b(op_key), sealed.into()],
-            )?;
+            tx.insert_reply(op_key, &sealed)?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, BackofficeError>(signed)
         })
@@ -961,10 +905,7 @@ impl CentralBank {
         epoch: Epoch,
         owner_class: u8,
     ) -> Result<(), BackofficeError> {
-        if tx
-            .query_one("SELECT value FROM issued WHERE id = $1", &[b(&issue.id())])?
-            .is_some()
-        {
+        if tx.issued(&issue.id())?.is_some() {
             return Err(BackofficeError::ForeignIssue);
         }
         Settlement::register_issue(tx, dcp, issue)?;
@@ -973,16 +914,13 @@ impl CentralBank {
         let mut r = IngestRecord::new(Record::Issue(issue.clone()), epoch, Verdict::Verified);
         r.output_classes = vec![owner_class];
         let key = tagged_hash(b"tally/v1/outbox-issue", &[&issue.id().0]);
-        if tx
-            .query_one("SELECT op_id FROM mds_outbox WHERE op_id = $1", &[b(&key)])?
-            .is_none()
-        {
+        if !tx.outbox_has(&key)? {
             self.queue_mds(tx, &key, &[r])?;
         }
         Ok(())
     }
 
-    fn execute(
+    fn execute_request(
         &self,
         dcp: u32,
         op: &Hash32,
@@ -1069,18 +1007,15 @@ impl CentralBank {
                     let mut res = SettlementResult::default();
                     for ((tid, issue), amount) in issues.iter().zip(&amounts) {
                         let row = tx
-                            .query_one(
-                                "SELECT mailbox, amount, issue, dcp FROM cb_mailbox WHERE transfer_id = $1",
-                                &[b(tid)],
-                            )?
+                            .mailbox_entry(tid)?
                             .ok_or(BackofficeError::NotDeliverable)?;
-                        if row.bytes(0)? != mailbox.0.as_slice()
-                            || row.int(1)? as u64 != *amount
-                            || row.int(3)? != i64::from(dcp)
+                        if row.mailbox != *mailbox
+                            || row.amount as u64 != *amount
+                            || row.dcp != i64::from(dcp)
                         {
                             return Err(BackofficeError::NotDeliverable);
                         }
-                        match row.opt_bytes(2)? {
+                        match row.issue.as_deref() {
                             // Delivered before: only the same Issue again.
                             Some(prev) if prev != issue.to_cbor().as_slice() => {
                                 return Err(BackofficeError::NotDeliverable);
@@ -1094,10 +1029,7 @@ impl CentralBank {
                                     epoch,
                                     tally_mds::DEVICE_CLASS_UNKNOWN,
                                 )?;
-                                tx.execute(
-                                    "UPDATE cb_mailbox SET delivered = 1, issue = $1 WHERE transfer_id = $2",
-                                    &[issue.to_cbor().into(), b(tid)],
-                                )?;
+                                tx.set_delivered(tid, &issue.to_cbor())?;
                             }
                         }
                         res.issues.push(issue.clone());
@@ -1113,10 +1045,7 @@ impl CentralBank {
                 let by = tagged_hash(b"tally/v1/cancel", &[&id.0]);
                 self.once(dcp, op, reply_key, |tx| {
                     // Only an Issue this DCP registered.
-                    let registered = tx
-                        .query_one("SELECT dcp FROM issued WHERE id = $1", &[b(&id)])?
-                        .map(|r| r.int(0))
-                        .transpose()?;
+                    let registered = tx.issued(&id)?.map(|r| r.dcp);
                     if registered != Some(i64::from(dcp)) {
                         return Err(BackofficeError::NotCancellable);
                     }
@@ -1288,34 +1217,12 @@ impl CentralBank {
                 }
             }
         }
-        if wanted.is_empty() {
-            return Ok(());
+        let ids: Vec<Hash32> = wanted.keys().copied().collect();
+        for known in tx.escrows_known(&ids)? {
+            wanted.remove(&known);
         }
-        let ids: Vec<Value> = wanted.keys().map(b).collect();
-        let sql = format!(
-            "SELECT key_id FROM cb_escrows WHERE key_id IN ({})",
-            placeholders(1, ids.len())
-        );
-        for r in tx.query(&sql, &ids)? {
-            wanted.remove(&hash(r.bytes(0)?)?);
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let mut params = Vec::with_capacity(2 * wanted.len());
-        let mut rows = Vec::with_capacity(wanted.len());
-        for (i, (id, escrow)) in wanted.into_iter().enumerate() {
-            rows.push(format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            params.push(b(&id));
-            params.push(escrow.clone().into());
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO cb_escrows (key_id, escrow) VALUES {}",
-                rows.join(", ")
-            ),
-            &params,
-        )?;
+        let rows: Vec<(Hash32, &[u8])> = wanted.iter().map(|(k, e)| (*k, e.as_slice())).collect();
+        tx.insert_escrows(&rows)?;
         Ok(())
     }
 
@@ -1375,10 +1282,10 @@ impl CentralBank {
         a: RedeemArgs<'_>,
     ) -> Result<Vec<u8>, BackofficeError> {
         let dcp_key = self.dcp_cert(dcp)?.key;
-        if let Some(i) = a.renewal {
-            if self.check_issue(dcp, i)? != a.amount {
-                return Err(BackofficeError::ForeignIssue);
-            }
+        if let Some(i) = a.renewal
+            && self.check_issue(dcp, i)? != a.amount
+        {
+            return Err(BackofficeError::ForeignIssue);
         }
         // Opens and verifies before the transaction. A package that does
         // not open or verify is refused inside, after the one-payout
@@ -1398,19 +1305,13 @@ impl CentralBank {
             // One payout per redemption request, whatever the number of
             // different device requests that carry it.
             let tag = tagged_hash(b"tally/v1/redemption-op", &[&reply_key.0]);
-            match tx.query_one(
-                "SELECT op_id FROM cb_redemptions WHERE nonce = $1",
-                &[a.nonce.to_vec().into()],
-            )? {
-                Some(r) if r.bytes(0)? != tag.0.as_slice() => {
+            match tx.redemption_op(a.nonce)? {
+                Some(paid) if paid != tag.0.as_slice() => {
                     return Err(BackofficeError::UnknownRedemption);
                 }
                 Some(_) => {}
                 None => {
-                    tx.execute(
-                        "INSERT INTO cb_redemptions (nonce, op_id) VALUES ($1, $2)",
-                        &[a.nonce.to_vec().into(), b(&tag)],
-                    )?;
+                    tx.insert_redemption(a.nonce, &tag)?;
                 }
             }
             let verified = verified.as_ref().map_err(Clone::clone)?;
@@ -1497,7 +1398,6 @@ impl CentralBank {
     ) -> Result<SettlementResult, BackofficeError> {
         let mut res = SettlementResult::default();
         let mut ingest = Vec::new();
-        let dcp_v = Value::Int(i64::from(dcp));
         // Every verified package of the upload is settled in one batch (a
         // constant number of statements, the answers one at a time would
         // give); the upload's bookkeeping is batched the same way.
@@ -1542,68 +1442,35 @@ impl CentralBank {
                 .entry(v.transfer_id())
                 .or_insert(&v.package().transfer);
         }
-        if !fresh.is_empty() {
-            let ids: Vec<Value> = fresh.keys().map(b).collect();
-            let sql = format!(
-                "SELECT transfer_id FROM cb_uploads WHERE transfer_id IN ({})",
-                placeholders(1, ids.len())
-            );
-            for r in tx.query(&sql, &ids)? {
-                fresh.remove(&hash(r.bytes(0)?)?);
-            }
+        let ids: Vec<Hash32> = fresh.keys().copied().collect();
+        for known in tx.uploads_known(&ids)? {
+            fresh.remove(&known);
         }
-        if !fresh.is_empty() {
-            let mut params = Vec::with_capacity(6 * fresh.len());
-            let mut rows = Vec::with_capacity(fresh.len());
-            for (i, (tid, t)) in fresh.iter().enumerate() {
-                let n = 6 * i;
-                rows.push(format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
-                params.extend([
-                    b(tid),
-                    t.nonce.to_vec().into(),
-                    t.outputs[0].owner.to_cbor().into(),
-                    Value::Int(t.outputs[0].value.0 as i64),
-                    b(mailbox),
-                    dcp_v.clone(),
-                ]);
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox, dcp) VALUES {}",
-                    rows.join(", ")
-                ),
-                &params,
-            )?;
-        }
+        let keys: Vec<Vec<u8>> = fresh
+            .values()
+            .map(|t| t.outputs[0].owner.to_cbor())
+            .collect();
+        let rows: Vec<NewUpload<'_>> = fresh
+            .iter()
+            .zip(&keys)
+            .map(|((tid, t), key)| NewUpload {
+                transfer_id: tid,
+                nonce: &t.nonce,
+                payee_key: key,
+                amount: t.outputs[0].value.0 as i64,
+                mailbox,
+                dcp: i64::from(dcp),
+            })
+            .collect();
+        tx.insert_uploads(&rows)?;
         // Requests a payee's report closed before: resolved now that the
         // payer's side is known (one look-up for the upload).
-        if !settled.is_empty() {
-            let nonces: Vec<Value> = settled
-                .iter()
-                .map(|v| Value::Bytes(v.package().transfer.nonce.to_vec()))
-                .collect();
-            let sql = format!(
-                "SELECT nonce, payee_key FROM cb_closed WHERE nonce IN ({})",
-                placeholders(1, nonces.len())
-            );
-            let closed: std::collections::BTreeSet<(Vec<u8>, Vec<u8>)> = tx
-                .query(&sql, &nonces)?
-                .iter()
-                .map(|r| Ok((r.bytes(0)?.to_vec(), r.bytes(1)?.to_vec())))
-                .collect::<Result<_, StoreError>>()?;
-            for v in &settled {
-                let t = &v.package().transfer;
-                if closed.contains(&(t.nonce.to_vec(), t.outputs[0].owner.to_cbor())) {
-                    self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
-                }
+        let nonces: Vec<[u8; 16]> = settled.iter().map(|v| v.package().transfer.nonce).collect();
+        let closed = tx.closed_requests(&nonces)?;
+        for v in &settled {
+            let t = &v.package().transfer;
+            if closed.contains(&(t.nonce, t.outputs[0].owner.to_cbor())) {
+                self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
             }
         }
         for r in &upload.reports {
@@ -1612,33 +1479,24 @@ impl CentralBank {
                 res.refused += 1;
                 continue;
             }
-            let k = [Value::Bytes(r.nonce.to_vec()), r.key.to_cbor().into()];
+            let payee_key = r.key.to_cbor();
             // The first report of a request stands.
-            if tx
-                .query_one(
-                    "SELECT amount FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
-                    &k,
-                )?
-                .is_none()
-            {
-                let received = match &r.received {
-                    Some(t) => Value::Bytes(t.0.to_vec()),
-                    None => Value::Null,
-                };
-                tx.execute(
-                    "INSERT INTO cb_closed (nonce, payee_key, mailbox, amount, received, dcp) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[k[0].clone(), k[1].clone(), b(mailbox), Value::Int(r.amount as i64), received, dcp_v.clone()],
-                )?;
+            if !tx.closed_exists(&r.nonce, &payee_key)? {
+                tx.insert_closed(&ClosedReport {
+                    nonce: &r.nonce,
+                    payee_key: &payee_key,
+                    mailbox,
+                    amount: r.amount as i64,
+                    received: r.received.as_ref(),
+                    dcp: i64::from(dcp),
+                })?;
             }
             self.resolve(tx, &r.nonce, &r.key)?;
         }
         // What waits in this device's mailbox (issued by the DCP, then
         // registered by a Deliver request).
-        for r in tx.query(
-            "SELECT transfer_id, amount FROM cb_mailbox WHERE mailbox = $1 AND dcp = $2 AND delivered = 0 ORDER BY transfer_id LIMIT 64",
-            &[b(mailbox), dcp_v.clone()],
-        )? {
-            res.deliveries.push((hash(r.bytes(0)?)?, r.int(1)? as u64));
+        for d in tx.waiting_deliveries(mailbox, dcp)? {
+            res.deliveries.push((d.transfer_id, d.amount as u64));
         }
         self.queue_mds(tx, op, &ingest)?;
         Ok(res)
@@ -1654,43 +1512,31 @@ impl CentralBank {
         nonce: &[u8; 16],
         key: &PublicKey,
     ) -> Result<(), BackofficeError> {
-        let k = [Value::Bytes(nonce.to_vec()), key.to_cbor().into()];
-        let Some(report) = tx.query_one(
-            "SELECT mailbox, amount, received, dcp FROM cb_closed WHERE nonce = $1 AND payee_key = $2",
-            &k,
-        )?
-        else {
+        let payee_key = key.to_cbor();
+        let Some(report) = tx.closed_report(nonce, &payee_key)? else {
             return Ok(());
         };
-        let payee_mailbox = hash(report.bytes(0)?)?;
-        let asked = report.int(1)? as u64;
-        let received = report.opt_bytes(2)?.map(hash).transpose()?;
-        let payee_dcp = report.int(3)?;
+        let payee_mailbox = report.mailbox;
+        let asked = report.amount as u64;
+        let received = report.received;
+        let payee_dcp = report.dcp;
         // Whether the closed request was credited already.
-        let mut credited = received.is_some()
-            || tx
-                .query_one(
-                    "SELECT transfer_id FROM cb_mailbox WHERE mailbox = $1 AND refund = 0 AND transfer_id IN (SELECT transfer_id FROM cb_uploads WHERE nonce = $2 AND payee_key = $3)",
-                    &[b(&payee_mailbox), k[0].clone(), k[1].clone()],
-                )?
-                .is_some();
-        for up in tx.query(
-            "SELECT transfer_id, amount, mailbox, dcp FROM cb_uploads WHERE nonce = $1 AND payee_key = $2 ORDER BY transfer_id",
-            &k,
-        )? {
-            let tid = hash(up.bytes(0)?)?;
+        let mut credited =
+            received.is_some() || tx.recovery_credited(&payee_mailbox, nonce, &payee_key)?;
+        for up in tx.uploads_for(nonce, &payee_key)? {
+            let tid = up.transfer_id;
             if Some(tid) == received {
                 continue; // the payee holds it
             }
-            let amount = up.int(1)? as u64;
+            let amount = up.amount as u64;
             let recover = !credited && amount == asked;
             let (to, to_dcp, tag) = if recover {
                 (payee_mailbox, payee_dcp, &b"tally/v1/recovery"[..])
             } else {
-                let Some(m) = up.opt_bytes(2)? else {
+                let Some(m) = up.mailbox else {
                     continue; // uploaded before refunds existed: an operator's case
                 };
-                (hash(m)?, up.int(3)?, &b"tally/v1/refund"[..])
+                (m, up.dcp, &b"tally/v1/refund"[..])
             };
             let by = tagged_hash(tag, &[&tid.0]);
             if !Settlement::consume_stranded(
@@ -1701,16 +1547,27 @@ impl CentralBank {
                 },
                 &by,
             )? {
-                if recover && Settlement::is_spent(tx, &OutPoint { record: tid, index: 0 })? == Some(by) {
+                if recover
+                    && Settlement::is_spent(
+                        tx,
+                        &OutPoint {
+                            record: tid,
+                            index: 0,
+                        },
+                    )? == Some(by)
+                {
                     credited = true;
                 }
                 continue; // resolved before (or spent by the payee)
             }
             credited |= recover;
-            tx.execute(
-                "INSERT INTO cb_mailbox (transfer_id, mailbox, amount, refund, issue, delivered, dcp) VALUES ($1, $2, $3, $4, NULL, 0, $5)",
-                &[b(&tid), b(&to), Value::Int(amount as i64), Value::Int(i64::from(!recover)), Value::Int(to_dcp)],
-            )?;
+            tx.insert_mailbox(&NewMailboxEntry {
+                transfer_id: &tid,
+                mailbox: &to,
+                amount: amount as i64,
+                refund: !recover,
+                dcp: to_dcp,
+            })?;
         }
         Ok(())
     }
@@ -1723,10 +1580,7 @@ impl CentralBank {
     fn report_refused_redemption(&self, op: &Hash32, epoch: Epoch, sealed: &[u8]) {
         let key = tagged_hash(b"tally/v1/outbox-refused-redemption", &[&op.0]);
         let r = self.store.transact(|tx| {
-            if tx
-                .query_one("SELECT op_id FROM mds_outbox WHERE op_id = $1", &[b(&key)])?
-                .is_some()
-            {
+            if tx.outbox_has(&key)? {
                 return Ok(());
             }
             let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
@@ -1750,14 +1604,7 @@ impl CentralBank {
         if records.is_empty() {
             return Ok(());
         }
-        tx.execute(
-            "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES ($1, $2, $3)",
-            &[
-                b(op),
-                encode_ingest(records).into(),
-                Value::Int(unix_seconds()),
-            ],
-        )?;
+        tx.insert_outbox(op, &encode_ingest(records), unix_seconds())?;
         Ok(())
     }
 
@@ -1783,16 +1630,12 @@ impl CentralBank {
 
     /// The MDS feed's backlog, for monitoring.
     pub fn mds_outbox(&self) -> Result<OutboxStatus, BackofficeError> {
-        let (pending, oldest) = self.store.transact(|tx| {
-            let r = tx.query_one(
-                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(CASE WHEN queued_at > 0 THEN queued_at END), 0) AS BIGINT) FROM mds_outbox",
-                &[],
-            )?;
-            Ok::<_, BackofficeError>(match r {
-                Some(r) => (r.int(0)?, r.int(1)?),
-                None => (0, 0),
-            })
-        })?;
+        let OutboxBacklog {
+            pending,
+            oldest_queued_at: oldest,
+        } = self
+            .store
+            .transact(|tx| Ok::<_, BackofficeError>(tx.outbox_backlog()?))?;
         let oldest_age_seconds = if oldest > 0 {
             u64::try_from(unix_seconds().saturating_sub(oldest)).unwrap_or(0)
         } else {
@@ -1809,13 +1652,7 @@ impl CentralBank {
     }
 
     fn device_dcp(tx: &mut dyn Tx, se_id: &Hash32) -> Result<Option<i64>, BackofficeError> {
-        Ok(tx
-            .query_one(
-                "SELECT dcp FROM cb_device_dcp WHERE se_id = $1",
-                &[b(se_id)],
-            )?
-            .map(|r| r.int(0))
-            .transpose()?)
+        Ok(tx.device_dcp(se_id)?)
     }
 }
 
@@ -2075,8 +1912,8 @@ pub mod reply {
     pub fn unit(bytes: &[u8]) -> Result<(), CodecError> {
         let mut r = Reader::new(bytes);
         r.array(0)?;
-        let v = done(r, bytes, ())?;
-        canonical(bytes, v, |_, w| w.array(0))
+        done(r, bytes, ())?;
+        canonical(bytes, (), |_, w| w.array(0))
     }
     pub fn id_digest(bytes: &[u8]) -> Result<Option<Hash32>, CodecError> {
         let mut r = Reader::new(bytes);
@@ -2151,7 +1988,7 @@ impl Central for CentralBank {
             Ok::<_, BackofficeError>((
                 self.policy_in(tx)?,
                 self.revocations_in(tx)?,
-                meta(tx, "epoch")? as Epoch,
+                tx.epoch()? as Epoch,
             ))
         })?;
         Ok(CentralTrust {
@@ -2180,10 +2017,7 @@ impl Central for CentralBank {
                 }
                 Some(_) => {}
                 None => {
-                    tx.execute(
-                        "INSERT INTO cb_device_dcp (se_id, dcp) VALUES ($1, $2)",
-                        &[b(&se_id), Value::Int(i64::from(dcp))],
-                    )?;
+                    tx.insert_device_dcp(&se_id, dcp)?;
                 }
             }
             let manufacturers = Self::manufacturers_in(tx)?;
@@ -2224,31 +2058,13 @@ impl Central for CentralBank {
     ) -> Result<Vec<u8>, BackofficeError> {
         // Settlement's records reach the MDS after the commit, through the
         // outbox, off this path.
-        self.execute(dcp, op, reply_key, req)
+        self.execute_request(dcp, op, reply_key, req)
     }
 
     fn inbox(&self, dcp: u32) -> Result<Vec<InboxEntry>, BackofficeError> {
         self.dcp_cert(dcp)?;
-        self.store.transact(|tx| {
-            tx.query(
-                &format!("SELECT op_id, account, amount, from_dcp FROM cb_inbox WHERE dcp = $1 ORDER BY op_id LIMIT {INBOX_BATCH_MAX}"),
-                &[Value::Int(i64::from(dcp))],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(InboxEntry {
-                    op: hash(r.bytes(0)?)?,
-                    account: if r.is_null(1) {
-                        None
-                    } else {
-                        Some(r.text(1)?.to_string())
-                    },
-                    amount: r.int(2)? as u64,
-                    from_dcp: r.int(3)? as u32,
-                })
-            })
-            .collect::<Result<Vec<_>, BackofficeError>>()
-        })
+        self.store
+            .transact(|tx| Ok::<_, BackofficeError>(tx.inbox(dcp, INBOX_BATCH_MAX)?))
     }
 
     fn settlement_balance(&self, dcp: u32) -> Result<i64, BackofficeError> {
@@ -2260,10 +2076,7 @@ impl Central for CentralBank {
         self.dcp_cert(dcp)?;
         self.store.transact(|tx| {
             for op in ops {
-                tx.execute(
-                    "DELETE FROM cb_inbox WHERE op_id = $1 AND dcp = $2",
-                    &[b(op), Value::Int(i64::from(dcp))],
-                )?;
+                tx.delete_inbox(dcp, op)?;
             }
             Ok(())
         })
@@ -2273,23 +2086,8 @@ impl Central for CentralBank {
 impl crate::monitoring::Outbox for CentralBank {
     fn fetch(&self) -> Result<(Epoch, Vec<crate::monitoring::OutboxRow>), BackofficeError> {
         self.store.transact(|tx| {
-            let epoch = meta(tx, "epoch")? as Epoch;
-            let rows = tx
-                .query(
-                    &format!(
-                        "SELECT op_id, body FROM mds_outbox ORDER BY op_id LIMIT {}",
-                        crate::monitoring::OUTBOX_BATCH_MAX
-                    ),
-                    &[],
-                )?
-                .iter()
-                .map(|r| {
-                    Ok::<_, StoreError>(crate::monitoring::OutboxRow {
-                        op: r.bytes(0)?.to_vec(),
-                        body: r.bytes(1)?.to_vec(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let epoch = tx.epoch()? as Epoch;
+            let rows = tx.outbox_rows(crate::monitoring::OUTBOX_BATCH_MAX)?;
             Ok((epoch, rows))
         })
     }
@@ -2297,10 +2095,7 @@ impl crate::monitoring::Outbox for CentralBank {
     fn ack(&self, ops: &[Vec<u8>]) -> Result<(), BackofficeError> {
         self.store.transact(|tx| {
             for op in ops {
-                tx.execute(
-                    "DELETE FROM mds_outbox WHERE op_id = $1",
-                    &[op.clone().into()],
-                )?;
+                tx.delete_outbox(op)?;
             }
             Ok(())
         })

@@ -13,6 +13,7 @@ use tally_store::{Store, StoreError};
 
 use crate::BackofficeError;
 use crate::central::{CentralBank, CentralKeys};
+use crate::db::KeyCustodyDb;
 use crate::keys::{KeyError, NodeKeys};
 use crate::schema::{
     CENTRAL_KEY_CUSTODY_MIGRATIONS, CENTRAL_MIGRATIONS, OUTBOX_MIGRATIONS, REPORT_MIGRATIONS,
@@ -55,15 +56,12 @@ pub fn pin_public_key(
     role: &'static str,
     key: Vec<u8>,
 ) -> Result<(), BackofficeError> {
-    let insert =
-        format!("INSERT INTO {table} (role, key) VALUES ($1, $2) ON CONFLICT (role) DO NOTHING");
-    let select = format!("SELECT key FROM {table} WHERE role = $1");
     store.transact(|tx| {
-        tx.execute(&insert, &[role.into(), key.clone().into()])?;
+        tx.pin_key_if_absent(table, role, &key)?;
         let pinned = tx
-            .query_one(&select, &[role.into()])?
+            .pinned_key(table, role)?
             .ok_or_else(|| StoreError::Type(format!("{table}.{role} missing")))?;
-        if pinned.bytes(0)? != key.as_slice() {
+        if pinned != key {
             return Err(BackofficeError::KeysChanged { role });
         }
         Ok(())
@@ -72,13 +70,7 @@ pub fn pin_public_key(
 
 /// Whether `component` has run any migration step on `store`.
 pub fn migrated(store: &Store, component: &str) -> Result<bool, BackofficeError> {
-    store.transact(|tx| {
-        let r = tx.query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = $1",
-            &[component.into()],
-        )?;
-        Ok::<_, BackofficeError>(r.map(|r| r.int(0)).transpose()?.unwrap_or(0) > 0)
-    })
+    store.transact(|tx| Ok::<_, BackofficeError>(tx.migration_version(component)? > 0))
 }
 
 /// The seed of `role` in the seed table `table` of an older node, if any.
@@ -87,11 +79,10 @@ pub fn legacy_seed(
     table: &str,
     role: &str,
 ) -> Result<Option<[u8; 32]>, BackofficeError> {
-    let select = format!("SELECT seed FROM {table} WHERE role = $1");
     store.transact(|tx| {
-        Ok(match tx.query_one(&select, &[role.into()])? {
-            Some(r) => Some(
-                r.bytes(0)?
+        Ok(match tx.legacy_seed(table, role)? {
+            Some(seed) => Some(
+                seed.as_slice()
                     .try_into()
                     .map_err(|_| StoreError::Type("seed".into()))?,
             ),

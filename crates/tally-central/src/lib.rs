@@ -3,7 +3,9 @@
 //! and the MDS outbox ([`central`]), the [`Central`] trait a DCP reaches it
 //! through (in process, or over the network with the wire types here), its
 //! signed answers ([`SettlementResult`]), its tables ([`schema`]) and key
-//! custody ([`keys`], [`custody`]).
+//! custody ([`keys`], [`custody`]). Every SQL statement of the crate is in
+//! [`db`], behind the domain traits [`db::CentralDb`] and
+//! [`db::KeyCustodyDb`].
 //!
 //! A DCP (tally-dcp) depends on this crate, never the other way round:
 //! the central bank's tables are touched only from here.
@@ -12,6 +14,7 @@
 
 pub mod central;
 pub mod custody;
+pub mod db;
 pub mod error;
 pub mod escrow;
 #[cfg(feature = "testkit")]

@@ -5,62 +5,11 @@ use std::fmt;
 use tally_codes as codes;
 
 use sha2::{Digest, Sha256};
-use tally_store::{Counter, Migrations, StoreError, Tx, TxFailure, Value};
+use tally_store::{StoreError, Tx, TxFailure};
 
-pub static MIGRATIONS: Migrations = Migrations {
-    component: "ledger",
-    steps: &[(
-        1,
-        "CREATE TABLE ledger_accounts (
-            id TEXT PRIMARY KEY,
-            kind BIGINT NOT NULL,
-            balance BIGINT NOT NULL,
-            CHECK (kind = 0 OR kind = 4 OR balance >= 0)
-        );
-        CREATE TABLE ledger_journal (
-            seq BIGINT PRIMARY KEY,
-            idem TEXT NOT NULL UNIQUE,
-            digest BLOB NOT NULL,
-            debit TEXT NOT NULL,
-            credit TEXT NOT NULL,
-            amount BIGINT NOT NULL CHECK (amount > 0),
-            code BIGINT NOT NULL
-        );
-        CREATE TABLE ledger_meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL);
-        INSERT INTO ledger_meta (k, v) VALUES ('next_seq', 1);
-        INSERT INTO ledger_meta (k, v) VALUES ('minted', 0);
-        INSERT INTO ledger_meta (k, v) VALUES ('redeemed', 0);
-        INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:issuance', 0, 0);
-        INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:offline-float', 3, 0);
-        INSERT INTO ledger_accounts (id, kind, balance) VALUES ('cb:loss', 4, 0)",
-    ), (
-        2,
-        // Running totals per invariant term (issuance 0, DCP and user
-        // accounts together 1, float 3, loss 4), kept in the transaction
-        // of every transfer between terms, so the production assertion
-        // reads a constant number of rows. DCP → user transfers stay
-        // inside one term and touch no total: the totals are written only
-        // with the issuance, float or loss account, no new hot row.
-        "CREATE TABLE ledger_totals (kind BIGINT PRIMARY KEY, total BIGINT NOT NULL);
-        INSERT INTO ledger_totals (kind, total) SELECT 0, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind = 0;
-        INSERT INTO ledger_totals (kind, total) SELECT 1, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind IN (1, 2);
-        INSERT INTO ledger_totals (kind, total) SELECT 3, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind = 3;
-        INSERT INTO ledger_totals (kind, total) SELECT 4, CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM ledger_accounts WHERE kind = 4",
-    )],
-};
+use crate::db::{IssuanceCounter, JournalEntry, LedgerDb, RunningTotalRow};
 
-/// Where journal sequence numbers come from: `ledger_meta.next_seq`, but
-/// through [`Tx::next_id`], so that on PostgreSQL the row is written once
-/// per block of ids in a transaction of its own, not by every transfer
-/// (it was the one row every ledger transaction wrote). Sequence numbers
-/// are unique and increase within a process; across processes they are
-/// not in commit order, and rolled-back transfers leave gaps.
-pub const JOURNAL_SEQ: Counter = Counter {
-    table: "ledger_meta",
-    key_column: "k",
-    value_column: "v",
-    name: "next_seq",
-};
+pub use crate::db::{JOURNAL_SEQ, LEDGER_MIGRATIONS as MIGRATIONS};
 
 /// What an account is. Codes are stored; never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +35,7 @@ impl AccountKind {
         }
     }
 
-    fn from_code(c: i64) -> Option<AccountKind> {
+    pub(crate) fn from_code(c: i64) -> Option<AccountKind> {
         Some(match c {
             0 => AccountKind::Issuance,
             1 => AccountKind::DcpSettlement,
@@ -302,42 +251,25 @@ fn amount_i64(a: u64) -> Result<i64, LedgerError> {
 
 impl Ledger {
     pub fn open_account(tx: &mut dyn Tx, id: &str, kind: AccountKind) -> Result<(), LedgerError> {
-        if tx
-            .query_one(
-                "SELECT kind FROM ledger_accounts WHERE id = $1",
-                &[id.into()],
-            )?
-            .is_some()
-        {
+        if tx.account_kind(id)?.is_some() {
             return Err(LedgerError::AccountExists(id.into()));
         }
-        tx.execute(
-            "INSERT INTO ledger_accounts (id, kind, balance) VALUES ($1, $2, 0)",
-            &[id.into(), Value::Int(kind as i64)],
-        )?;
+        tx.insert_account(id, kind)?;
         Ok(())
     }
 
     /// Opens the account unless it exists (with the same kind).
     pub fn ensure_account(tx: &mut dyn Tx, id: &str, kind: AccountKind) -> Result<(), LedgerError> {
-        match tx.query_one(
-            "SELECT kind FROM ledger_accounts WHERE id = $1",
-            &[id.into()],
-        )? {
-            Some(r) if AccountKind::from_code(r.int(0)?) == Some(kind) => Ok(()),
+        match tx.account_kind(id)? {
+            Some(k) if k == kind => Ok(()),
             Some(_) => Err(LedgerError::AccountExists(id.into())),
             None => Self::open_account(tx, id, kind),
         }
     }
 
     pub fn balance(tx: &mut dyn Tx, id: &str) -> Result<i64, LedgerError> {
-        tx.query_one(
-            "SELECT balance FROM ledger_accounts WHERE id = $1",
-            &[id.into()],
-        )?
-        .ok_or_else(|| LedgerError::UnknownAccount(id.into()))?
-        .int(0)
-        .map_err(Into::into)
+        tx.account_balance(id)?
+            .ok_or_else(|| LedgerError::UnknownAccount(id.into()))
     }
 
     /// Applies one transfer: checks everything first, then writes the
@@ -345,12 +277,9 @@ impl Ledger {
     /// same content returns [`Applied::Already`] and changes nothing.
     pub fn transfer(tx: &mut dyn Tx, t: &TransferRequest) -> Result<Applied, LedgerError> {
         let digest = t.digest();
-        if let Some(r) = tx.query_one(
-            "SELECT seq, digest FROM ledger_journal WHERE idem = $1",
-            &[t.idem.as_str().into()],
-        )? {
-            if r.bytes(1)? == digest.as_slice() {
-                return Ok(Applied::Already(r.int(0)?));
+        if let Some(prev) = tx.journal_by_idem(&t.idem)? {
+            if prev.digest == digest {
+                return Ok(Applied::Already(prev.seq));
             }
             return Err(LedgerError::IdempotencyKeyReused(t.idem.clone()));
         }
@@ -385,19 +314,16 @@ impl Ledger {
         }
         let new_c = cbal.checked_add(amount).ok_or(LedgerError::Overflow)?;
         // Point of no return.
-        let seq = tx.next_id(&JOURNAL_SEQ)?;
-        tx.execute(
-            "INSERT INTO ledger_journal (seq, idem, digest, debit, credit, amount, code) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                Value::Int(seq),
-                t.idem.as_str().into(),
-                digest.into(),
-                t.debit.as_str().into(),
-                t.credit.as_str().into(),
-                Value::Int(amount),
-                Value::Int(t.code),
-            ],
-        )?;
+        let seq = tx.next_journal_seq()?;
+        tx.insert_journal(&JournalEntry {
+            seq,
+            idem: &t.idem,
+            digest: &digest,
+            debit: &t.debit,
+            credit: &t.credit,
+            amount,
+            code: t.code,
+        })?;
         // Each leg is read back as it is written: the balance the checks
         // above were made against is the one the write changed.
         let d_after = Self::add_to_balance(tx, &t.debit, -amount)?;
@@ -416,9 +342,9 @@ impl Ledger {
             Self::add_to_total(tx, cterm, amount)?;
         }
         if t.code == code::MINT {
-            Self::bump(tx, "minted", amount)?;
+            tx.bump_issuance(IssuanceCounter::Minted, amount)?;
         } else if t.code == code::REDEEM {
-            Self::bump(tx, "redeemed", amount)?;
+            tx.bump_issuance(IssuanceCounter::Redeemed, amount)?;
         }
         Ok(Applied::New(seq))
     }
@@ -429,19 +355,12 @@ impl Ledger {
         debit: &str,
         credit: &str,
     ) -> Result<(KindAndBalance, KindAndBalance), LedgerError> {
-        let rows = tx.query(
-            "SELECT id, kind, balance FROM ledger_accounts WHERE id IN ($1, $2)",
-            &[debit.into(), credit.into()],
-        )?;
         let mut found = (None, None);
-        for r in &rows {
-            let kind = AccountKind::from_code(r.int(1)?)
-                .ok_or_else(|| StoreError::Type("account kind".into()))?;
-            let id = r.text(0)?;
-            if id == debit {
-                found.0 = Some((kind, r.int(2)?));
-            } else if id == credit {
-                found.1 = Some((kind, r.int(2)?));
+        for a in tx.account_pair(debit, credit)? {
+            if a.id == debit {
+                found.0 = Some((a.kind, a.balance));
+            } else if a.id == credit {
+                found.1 = Some((a.kind, a.balance));
             }
         }
         match found {
@@ -453,29 +372,14 @@ impl Ledger {
 
     /// Adds `by` to a balance and returns the balance written.
     fn add_to_balance(tx: &mut dyn Tx, id: &str, by: i64) -> Result<i64, LedgerError> {
-        let r = tx
-            .query_one(
-                "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance",
-                &[Value::Int(by), id.into()],
-            )?
-            .ok_or_else(|| StoreError::Type(format!("account {id} vanished in a transfer")))?;
-        Ok(r.int(0)?)
+        Ok(tx
+            .add_to_balance(id, by)?
+            .ok_or_else(|| StoreError::Type(format!("account {id} vanished in a transfer")))?)
     }
 
     fn add_to_total(tx: &mut dyn Tx, term: i64, by: i64) -> Result<(), LedgerError> {
-        let n = tx.execute(
-            "UPDATE ledger_totals SET total = total + $1 WHERE kind = $2",
-            &[Value::Int(by), Value::Int(term)],
-        )?;
+        let n = tx.add_to_total(term, by)?;
         assert_eq!(n, 1, "running total of invariant term {term} missing");
-        Ok(())
-    }
-
-    fn bump(tx: &mut dyn Tx, k: &str, by: i64) -> Result<(), LedgerError> {
-        tx.execute(
-            "UPDATE ledger_meta SET v = v + $1 WHERE k = $2",
-            &[Value::Int(by), k.into()],
-        )?;
         Ok(())
     }
 
@@ -519,39 +423,24 @@ impl Ledger {
 
     /// Reads the invariant's terms in the current transaction.
     pub fn invariant(tx: &mut dyn Tx) -> Result<Invariant, LedgerError> {
-        let meta = |tx: &mut dyn Tx, k: &str| -> Result<i64, LedgerError> {
+        let meta = |tx: &mut dyn Tx, c: IssuanceCounter| -> Result<i64, LedgerError> {
             Ok(tx
-                .query_one("SELECT v FROM ledger_meta WHERE k = $1", &[k.into()])?
-                .ok_or_else(|| StoreError::Type(format!("ledger_meta.{k} missing")))?
-                .int(0)?)
+                .issuance(c)?
+                .ok_or_else(|| StoreError::Type(format!("ledger_meta.{} missing", c.key())))?)
         };
-        let minted = meta(tx, "minted")?;
-        let redeemed = meta(tx, "redeemed")?;
-        let sums = tx
-            .query_one(
-                "SELECT
-                    CAST(COALESCE(SUM(CASE WHEN kind IN (1, 2) THEN balance ELSE 0 END), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(CASE WHEN kind = 3 THEN balance ELSE 0 END), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(CASE WHEN kind = 4 THEN balance ELSE 0 END), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(CASE WHEN kind = 0 THEN balance ELSE 0 END), 0) AS BIGINT),
-                    CAST(COALESCE(SUM(CASE WHEN kind IN (1, 2, 3) AND balance < 0 THEN 1 ELSE 0 END), 0) AS BIGINT)
-                 FROM ledger_accounts",
-                &[],
-            )?
-            .ok_or_else(|| StoreError::Type("no sums".into()))?;
-        let journal = tx
-            .query_one("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger_journal", &[])?
-            .ok_or_else(|| StoreError::Type("no count".into()))?
-            .int(0)?;
+        let minted = meta(tx, IssuanceCounter::Minted)?;
+        let redeemed = meta(tx, IssuanceCounter::Redeemed)?;
+        let sums = tx.balance_sums()?;
+        let journal = tx.journal_entries()?;
         let running = Self::running_totals(tx)?;
         let mut inv = Invariant {
             minted,
             redeemed,
-            accounts: sums.int(0)?,
-            offline_float: sums.int(1)?,
-            loss: sums.int(2)?,
-            issuance: sums.int(3)?,
-            negative_accounts: sums.int(4)?,
+            accounts: sums.accounts,
+            offline_float: sums.offline_float,
+            loss: sums.loss,
+            issuance: sums.issuance,
+            negative_accounts: sums.negative_accounts,
             journal_entries: journal,
             totals_match: false,
         };
@@ -579,19 +468,17 @@ impl Ledger {
             issuance: 0,
         };
         let mut seen = 0u8;
-        for r in tx.query(
-            "SELECT 0, kind, total FROM ledger_totals UNION ALL SELECT 1, CASE WHEN k = 'minted' THEN 0 ELSE 1 END, v FROM ledger_meta WHERE k IN ('minted', 'redeemed')",
-            &[],
-        )? {
-            let (table, k, v) = (r.int(0)?, r.int(1)?, r.int(2)?);
-            let slot = match (table, k) {
-                (0, 0) => &mut t.issuance,
-                (0, 1) => &mut t.accounts,
-                (0, 3) => &mut t.offline_float,
-                (0, 4) => &mut t.loss,
-                (1, 0) => &mut t.minted,
-                (1, 1) => &mut t.redeemed,
-                _ => return Err(StoreError::Type(format!("running total {table}/{k}")).into()),
+        for row in tx.running_total_rows()? {
+            let (slot, v) = match row {
+                RunningTotalRow::Term { term: 0, total } => (&mut t.issuance, total),
+                RunningTotalRow::Term { term: 1, total } => (&mut t.accounts, total),
+                RunningTotalRow::Term { term: 3, total } => (&mut t.offline_float, total),
+                RunningTotalRow::Term { term: 4, total } => (&mut t.loss, total),
+                RunningTotalRow::Minted(v) => (&mut t.minted, v),
+                RunningTotalRow::Redeemed(v) => (&mut t.redeemed, v),
+                RunningTotalRow::Term { term, .. } => {
+                    return Err(StoreError::Type(format!("running total 0/{term}")).into());
+                }
             };
             *slot = slot.checked_add(v).ok_or(LedgerError::Overflow)?;
             seen += 1;

@@ -7,11 +7,16 @@
 //! spends. Hence, for every other account together:
 //! `sum(balances) + offline float + loss = minted − redeemed`.
 //!
+//! [`db`]: the store of all three — every SQL statement of the crate,
+//! behind the domain traits [`db::LedgerDb`], [`db::SettlementDb`] and
+//! [`db::SettlementQueueDb`].
+//!
 //! [`queue`]: the queue several settlement worker processes share.
 //!
 //! [`settlement`]: verifies packages with the tally-core verifier and
 //! registers every consumed output in the spent registry.
 
+pub mod db;
 pub mod ledger;
 pub mod queue;
 pub mod settlement;

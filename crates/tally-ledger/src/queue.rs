@@ -15,18 +15,13 @@
 use std::time::{Duration, Instant};
 
 use tally_core::VerifiedPackage;
-use tally_store::{Counter, Store, StoreError, Tx, TxFailure, Value};
+use tally_store::{Store, StoreError, Tx, TxFailure};
 
+use crate::db::{QueueResultRow, SettlementQueueDb};
 use crate::ledger::Ledger;
-use crate::settlement::{Settlement, SettlementError, insert_rows, placeholders, select_in};
+use crate::settlement::{Settlement, SettlementError};
 
-/// Where queue ids come from (block-reserved on PostgreSQL, no hot row).
-pub const QUEUE_ID: Counter = Counter {
-    table: "settlement_meta",
-    key_column: "k",
-    value_column: "v",
-    name: "next_queue_id",
-};
+pub use crate::db::QUEUE_ID;
 
 /// Most packages one worker claims and settles in one transaction.
 pub const CLAIM_PACKAGES_MAX: usize = 1024;
@@ -70,24 +65,7 @@ pub struct SettlementQueue;
 impl SettlementQueue {
     /// Appends packages; returns their ids.
     pub fn enqueue(tx: &mut dyn Tx, bodies: &[Vec<u8>]) -> Result<Vec<i64>, StoreError> {
-        let mut ids = Vec::with_capacity(bodies.len());
-        let mut rows: Vec<[Value; 4]> = Vec::with_capacity(bodies.len());
-        for b in bodies {
-            let id = tx.next_id(&QUEUE_ID)?;
-            ids.push(id);
-            rows.push([
-                Value::Int(id),
-                b.clone().into(),
-                Value::Int(0),
-                Value::Int(0),
-            ]);
-        }
-        insert_rows(
-            tx,
-            "INSERT INTO settlement_queue (id, body, claimed_until, done)",
-            &rows,
-        )?;
-        Ok(ids)
+        tx.enqueue(bodies)
     }
 
     /// Claims up to `max` pending rows whose lease ran out (or that were
@@ -104,45 +82,21 @@ impl SettlementQueue {
         let max = max.clamp(1, CLAIM_PACKAGES_MAX);
         let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         store.transact_relaxed(|tx| {
-            let mut rows = Vec::new();
+            let max = max as i64;
+            let mut ids = Vec::new();
             if let Some((k, n)) = lane {
-                rows = tx.query(
-                    "SELECT id FROM settlement_queue WHERE done = 0 AND claimed_until < $1 AND id % $2 = $3 ORDER BY id LIMIT $4",
-                    &[Value::Int(now_ms), Value::Int(i64::from(n.max(1))), Value::Int(i64::from(k)), Value::Int(max as i64)],
-                )?;
+                ids = tx.claimable_in_lane(now_ms, i64::from(n.max(1)), i64::from(k), max)?;
             }
-            if rows.is_empty() {
-                rows = tx.query(
-                    "SELECT id FROM settlement_queue WHERE done = 0 AND claimed_until < $1 ORDER BY id LIMIT $2",
-                    &[Value::Int(now_ms), Value::Int(max as i64)],
-                )?;
+            if ids.is_empty() {
+                ids = tx.claimable(now_ms, max)?;
             }
-            if rows.is_empty() {
+            if ids.is_empty() {
                 return Ok(Vec::new());
-            }
-            let mut params = vec![Value::Text(worker.to_string()), Value::Int(until), Value::Int(now_ms)];
-            for r in &rows {
-                params.push(Value::Int(r.int(0)?));
             }
             // The lease is re-checked row by row as it is taken: under READ
             // COMMITTED a concurrent claimer may have taken some since the
             // SELECT; those are not returned.
-            let taken = tx.query(
-                &format!(
-                    "UPDATE settlement_queue SET claimed_by = $1, claimed_until = $2 WHERE done = 0 AND claimed_until < $3 AND id IN ({}) RETURNING id, body",
-                    placeholders(4, rows.len())
-                ),
-                &params,
-            )?;
-            let mut claimed = taken
-                .iter()
-                .map(|r| {
-                    Ok(Claimed {
-                        id: r.int(0)?,
-                        body: r.bytes(1)?.to_vec(),
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+            let mut claimed = tx.take_lease(worker, until, now_ms, &ids)?;
             claimed.sort_by_key(|c| c.id);
             Ok(claimed)
         })
@@ -170,17 +124,8 @@ impl SettlementQueue {
         if rows.is_empty() {
             return Ok(report);
         }
-        let ids: Vec<Value> = rows.iter().map(|(id, _)| Value::Int(*id)).collect();
-        let pending: std::collections::BTreeSet<i64> = select_in(
-            tx,
-            "SELECT id FROM settlement_queue WHERE done = 0 AND id IN ",
-            "",
-            &ids,
-            &[],
-        )?
-        .iter()
-        .map(|r| r.int(0))
-        .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let pending = tx.pending_among(&ids)?;
         let mine: Vec<&(i64, Prepared)> =
             rows.iter().filter(|(id, _)| pending.contains(id)).collect();
         report.skipped = rows.len() - mine.len();
@@ -194,7 +139,7 @@ impl SettlementQueue {
             .filter_map(|((_, p), idem)| p.as_ref().ok().map(|v| (v, idem.as_str())))
             .collect();
         let mut outcomes = Settlement::settle_batch(tx, &batch)?.into_iter();
-        let mut results: Vec<[Value; 6]> = Vec::with_capacity(mine.len());
+        let mut results: Vec<QueueResultRow<'_>> = Vec::with_capacity(mine.len());
         for (id, p) in &mine {
             let (code, registered, already, doubles) = match p {
                 Err(code) => (i64::from(*code), 0, 0, 0),
@@ -217,34 +162,24 @@ impl SettlementQueue {
             } else {
                 report.refused += 1;
             }
-            results.push([
-                Value::Int(*id),
-                Value::Int(code),
-                Value::Int(registered as i64),
-                Value::Int(already as i64),
-                Value::Int(doubles as i64),
-                Value::Text(worker.to_string()),
-            ]);
+            results.push(QueueResultRow {
+                id: *id,
+                code,
+                registered: registered as i64,
+                already: already as i64,
+                double_spends: doubles as i64,
+                settled_by: worker,
+            });
         }
-        let done_ids: Vec<Value> = mine.iter().map(|(id, _)| Value::Int(*id)).collect();
-        let n = tx.execute(
-            &format!(
-                "UPDATE settlement_queue SET done = 1 WHERE done = 0 AND id IN ({})",
-                placeholders(1, done_ids.len())
-            ),
-            &done_ids,
-        )?;
+        let done_ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
+        let n = tx.mark_done(&done_ids)?;
         // Read as pending in this transaction, so each must flip now.
         assert_eq!(
             n as usize,
             mine.len(),
             "a pending queue row was not marked done"
         );
-        insert_rows(
-            tx,
-            "INSERT INTO settlement_results (id, code, registered, already, double_spends, settled_by)",
-            &results,
-        )?;
+        tx.insert_results(&results)?;
         Ledger::assert_invariant(tx)?;
         report.settled = mine.len();
         Ok(report)
@@ -252,12 +187,7 @@ impl SettlementQueue {
 
     /// Rows not done yet.
     pub fn pending(tx: &mut dyn Tx) -> Result<i64, StoreError> {
-        tx.query_one(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM settlement_queue WHERE done = 0",
-            &[],
-        )?
-        .ok_or_else(|| StoreError::Type("no count".into()))?
-        .int(0)
+        tx.pending_count()
     }
 }
 
