@@ -1390,15 +1390,23 @@ fn central_failure(e: tally_central::BackofficeError) -> Failure {
     Failure::Check(format!("central bank: {e}"))
 }
 
-/// Sends `requests` as DCP 1 and checks every signed answer; returns the
-/// packages settled.
+/// What a central bank process answered: packages settled (double spends
+/// included), double spends found, packages refused.
+#[derive(Default, Clone, Copy)]
+struct SyncTally {
+    settled: u64,
+    double_spends: u64,
+    refused: u64,
+}
+
+/// Sends `requests` as DCP 1 and checks every signed answer.
 fn send_syncs(
     bank: &tally_central::CentralBank,
     root: &tally_core::PublicKey,
     requests: &[(tally_core::Hash32, tally_central::CentralRequest)],
-) -> Result<u64, Failure> {
+) -> Result<SyncTally, Failure> {
     use tally_central::Central as _;
-    let mut settled = 0u64;
+    let mut t = SyncTally::default();
     for (op, req) in requests {
         let reply_key = tagged_hash(b"tally/v1/bench-reply", &[&op.0]);
         let signed = bank
@@ -1407,14 +1415,11 @@ fn send_syncs(
         let res =
             tally_central::SettlementResult::open(&signed, &bank.settlement_key().key, root, op)
                 .map_err(central_failure)?;
-        if res.refused != 0 || res.double_spends != 0 {
-            return Err(Failure::Check(format!(
-                "a bench upload was refused in part: {res:?}"
-            )));
-        }
-        settled += u64::from(res.settled);
+        t.settled += u64::from(res.settled);
+        t.double_spends += u64::from(res.double_spends);
+        t.refused += u64::from(res.refused);
     }
-    Ok(settled)
+    Ok(t)
 }
 
 /// The server's path: DCP sync requests to a central bank on the bench
@@ -1477,7 +1482,7 @@ fn central_sync(
     } else {
         let per_thread = requests.len().div_ceil(threads);
         let start = Instant::now();
-        let settled = std::thread::scope(|s| {
+        let tally = std::thread::scope(|s| {
             let handles: Vec<_> = requests
                 .chunks(per_thread)
                 .map(|part| {
@@ -1485,16 +1490,26 @@ fn central_sync(
                     s.spawn(move || send_syncs(bank, root, part))
                 })
                 .collect();
-            let mut total = 0;
+            let mut total = SyncTally::default();
             for h in handles {
-                total += h
+                let t = h
                     .join()
                     .unwrap_or_else(|_| Err(Failure::Check("request thread panicked".into())))?;
+                total.settled += t.settled;
+                total.double_spends += t.double_spends;
+                total.refused += t.refused;
             }
             Ok::<_, Failure>(total)
         })?;
-        (start.elapsed().as_secs_f64(), settled)
+        (start.elapsed().as_secs_f64(), tally)
     };
+    if settled.refused != 0 || settled.double_spends != 0 {
+        return Err(Failure::Check(format!(
+            "the central bank refused {} bench packages and found {} double spends",
+            settled.refused, settled.double_spends
+        )));
+    }
+    let settled = settled.settled;
     if settled != prepared.packages.len() as u64 {
         return Err(Failure::Check(format!(
             "the central bank settled {settled} of {} packages",
@@ -1532,7 +1547,7 @@ fn central_sync_processes(
     db: &BenchDb,
     requests: &[(tally_core::Hash32, tally_central::CentralRequest)],
     processes: usize,
-) -> Result<(f64, u64), Failure> {
+) -> Result<(f64, SyncTally), Failure> {
     let file = std::env::temp_dir().join(format!("tally-bench-sync-{}.cbor", unique_suffix()));
     let mut w = tally_core::codec::Writer::new();
     w.array(requests.len());
@@ -1568,7 +1583,7 @@ fn central_sync_processes(
             return Err(e);
         }
     };
-    let mut settled = 0u64;
+    let mut tally = SyncTally::default();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut failure = None;
     for c in children {
@@ -1583,7 +1598,9 @@ fn central_sync_processes(
             )));
             continue;
         }
-        settled += report_field(&line, "settled")? as u64;
+        tally.settled += report_field(&line, "settled")? as u64;
+        tally.double_spends += report_field(&line, "double_spends")? as u64;
+        tally.refused += report_field(&line, "refused")? as u64;
         first = first.min(report_field(&line, "first_ms")?);
         last = last.max(report_field(&line, "last_ms")?);
     }
@@ -1591,7 +1608,7 @@ fn central_sync_processes(
     if let Some(f) = failure {
         return Err(f);
     }
-    Ok(((last - first).max(0) as f64 / 1000.0, settled))
+    Ok(((last - first).max(0) as f64 / 1000.0, tally))
 }
 
 /// `tally bench central-sync`: one central bank process of the
@@ -1632,9 +1649,15 @@ fn central_sync_child(
         std::thread::sleep(Duration::from_millis(wait as u64));
     }
     let first = crate::worker::unix_ms();
-    let settled = send_syncs(&bank, &scheme.root.public(), mine)?;
+    let t = send_syncs(&bank, &scheme.root.public(), mine)?;
     let last = crate::worker::unix_ms();
-    Ok(format!("settled={settled} first_ms={first} last_ms={last}"))
+    Ok(format!(
+        "settled={} double_spends={} refused={} requests={} first_ms={first} last_ms={last}",
+        t.settled,
+        t.double_spends,
+        t.refused,
+        mine.len()
+    ))
 }
 
 struct SettlementOptions {

@@ -747,7 +747,12 @@ fn run(cli: Cli) -> Result<String, CliError> {
         })
         .map(|_| String::new()),
         Command::Cb { central, tls, cmd } => {
-            let cb = parties::Cb::new(&central, &tls)?;
+            // Alerts and indicators are the MDS's (`--central` names it).
+            let server = match cmd {
+                CbCmd::Alerts | CbCmd::Indicators => tally_tls::Role::Mds,
+                _ => tally_tls::Role::Central,
+            };
+            let cb = parties::Cb::new(&central, &tls, server)?;
             let v = match cmd {
                 CbCmd::Mint {
                     dcp,

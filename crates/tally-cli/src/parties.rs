@@ -298,7 +298,9 @@ pub struct Cb {
 }
 
 impl Cb {
-    pub fn new(central: &str, tls: &Path) -> Result<Cb, CliError> {
+    /// `server`: the role the server must present (the central bank, or
+    /// the MDS for alerts and indicators).
+    pub fn new(central: &str, tls: &Path, server: tally_tls::Role) -> Result<Cb, CliError> {
         let dir = tls_dir(tls)?;
         let (cert, key) = dir
             .pair("operator")
@@ -306,7 +308,7 @@ impl Cb {
         let ca = dir
             .ca_pem()
             .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-        let agent = tally_tls::party_agent(&ca, (&cert, &key), tally_tls::Role::Central)
+        let agent = tally_tls::party_agent(&ca, (&cert, &key), server)
             .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
         Ok(Cb {
             base: central.trim_end_matches('/').to_string(),
