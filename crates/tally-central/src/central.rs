@@ -62,6 +62,14 @@ pub(crate) enum Checked {
 /// offender key bytes).
 pub type DoubleSpendSummary = (Hash32, u8, u64, Vec<u8>);
 
+/// A stored answer, opened with the reply key of the call that executed
+/// (another key: code 64, SPEC §10.6 I3).
+fn open_stored_reply(reply_key: &Hash32, stored: &[u8]) -> Result<Vec<u8>, BackofficeError> {
+    XChaCha20Poly1305::new((&reply_key.0).into())
+        .decrypt(&XNonce::default(), stored)
+        .map_err(|_| BackofficeError::BadSettlementResult)
+}
+
 /// The settlement account of DCP `id` at the central bank.
 pub fn dcp_account(id: u32) -> String {
     format!("dcp:{id}")
@@ -860,9 +868,7 @@ impl CentralBank {
         let op_key = &key;
         self.store.transact(|tx| {
             if let Some(stored) = tx.stored_reply(op_key)? {
-                return cipher
-                    .decrypt(&XNonce::default(), stored.as_slice())
-                    .map_err(|_| BackofficeError::BadSettlementResult);
+                return open_stored_reply(reply_key, &stored);
             }
             let mut res = f(tx)?;
             res.op = *op;
@@ -930,7 +936,16 @@ impl CentralBank {
         // Only a DCP of the policy's trust list calls.
         self.dcp_cert(dcp)?;
         let account = dcp_account(dcp);
-        let epoch = self.epoch()?;
+        // An op answered before gets its stored answer before any check of
+        // the body (SPEC §10.6 I2): a refusal now (a payee DCP removed from
+        // the policy, a new epoch) would make the DCP undo what executed.
+        let key = op_key(dcp, op);
+        let (epoch, stored) = self.store.transact(|tx| {
+            Ok::<_, BackofficeError>((tx.epoch()? as Epoch, tx.stored_reply(&key)?))
+        })?;
+        if let Some(stored) = stored {
+            return open_stored_reply(reply_key, &stored);
+        }
         match req {
             CentralRequest::Load { issue, class } => {
                 let amount = self.check_issue(dcp, issue)?;

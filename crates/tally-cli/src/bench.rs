@@ -85,6 +85,10 @@ pub enum BenchCmd {
         /// Packages settled per database transaction.
         #[arg(long, default_value_t = TX_PACKAGES_DEFAULT)]
         packages_per_tx: usize,
+        /// Only the rows whose verification column contains this text
+        /// (e.g. "server's path"; for profiling one placement).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Ledger throughput: `Ledger::transfer_batch`, transfers per second.
     Ledger {
@@ -175,12 +179,14 @@ pub fn run(cmd: BenchCmd) -> Result<String, CliError> {
             records,
             rounds,
             packages_per_tx,
+            only,
         } => {
             report.rounds = rounds.max(1);
             let opts = SettlementOptions {
                 records,
                 rounds: report.rounds,
                 tx_packages: packages_per_tx.max(1),
+                only,
             };
             settlement(&Target::parse(database_url), &opts, &mut report)?
         }
@@ -234,6 +240,7 @@ pub fn run(cmd: BenchCmd) -> Result<String, CliError> {
                 records,
                 rounds: report.rounds,
                 tx_packages: packages_per_tx.max(1),
+                only: None,
             };
             let mut targets = vec![Target::Sqlite(std::env::temp_dir())];
             match postgres.filter(|u| !u.is_empty()) {
@@ -1665,6 +1672,8 @@ struct SettlementOptions {
     records: usize,
     rounds: usize,
     tx_packages: usize,
+    /// Only placements whose name contains this.
+    only: Option<String>,
 }
 
 fn settlement(
@@ -1685,6 +1694,13 @@ fn settlement(
                 Placement::CentralSync,
                 Placement::CentralSyncProcesses,
             ] {
+                if opts
+                    .only
+                    .as_deref()
+                    .is_some_and(|o| !placement.name().contains(o))
+                {
+                    continue;
+                }
                 progress(&format!(
                     "settlement on {}: {}, {threads} thread(s), verification {}, {rounds} rounds",
                     target.backend(),

@@ -81,15 +81,17 @@ fn a_refused_op_is_not_stored_and_may_succeed_later() {
     assert_eq!(open(&f, &res, &op).value, too_much);
 }
 
-/// §10.5 rule I2's limit: the checks made before the transaction run on
-/// every call, so a retry whose body fails one (here an Issue of another
-/// DCP) is refused even though its op has a stored answer.
+/// §10.6 rule I2: the stored answer is looked up before the checks of
+/// the request's body, so a retry whose body would now be refused (here
+/// an Issue of another DCP) still gets the answer of what executed — a
+/// refusal would make the DCP undo an op the central bank executed.
+/// (Before this rule, the check ran first: the retry got code 1301.)
 #[test]
-fn stateless_checks_run_before_the_stored_answer_is_looked_up() {
+fn the_stored_answer_is_returned_before_the_body_is_checked() {
     let f = CentralFixture::new();
     let op = Hash32([0x61; 32]);
     let key = Hash32([0x62; 32]);
-    f.bank.call(1, &op, &key, &pay(100)).unwrap();
+    let first = f.bank.call(1, &op, &key, &pay(100)).unwrap();
     let foreign = CentralRequest::Cancel {
         issue: tally_core::Issue::sign(
             &fuzzing::seed_key(0x77),
@@ -101,7 +103,20 @@ fn stateless_checks_run_before_the_stored_answer_is_looked_up() {
             }],
         ),
     };
-    let e = f.bank.call(1, &op, &key, &foreign).unwrap_err();
+    assert_eq!(f.bank.call(1, &op, &key, &foreign).unwrap(), first);
+    // A payee DCP that is not (or no longer) in the policy: the same.
+    let gone = CentralRequest::Pay {
+        to_dcp: 99,
+        to_account: "bob".into(),
+        amount: 100,
+    };
+    assert_eq!(f.bank.call(1, &op, &key, &gone).unwrap(), first);
+    assert_eq!(f.bank.dcp_balance(1).unwrap(), FIXTURE_MINT as i64 - 100);
+    // A fresh op with that body is still refused by the check.
+    let e = f
+        .bank
+        .call(1, &Hash32([0x63; 32]), &key, &foreign)
+        .unwrap_err();
     assert_eq!(e.code(), tally_codes::CENTRAL_FOREIGN_ISSUE);
 }
 
