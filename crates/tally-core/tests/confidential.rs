@@ -387,7 +387,7 @@ fn a_proof_from_another_transfer_is_refused() {
         p.verify(gens(RangeBits::Bits16), &other, &c),
         Err(ConfidentialError::RangeProofInvalid)
     );
-    let e = ExcessSignature::sign(&ctx, &[input.clone()], &o, &mut rng).unwrap();
+    let e = ExcessSignature::sign(&ctx, std::slice::from_ref(&input), &o, &mut rng).unwrap();
     assert_eq!(e.verify(&ctx, &[input.commit()], &c), Ok(()));
     assert_eq!(
         e.verify(&other, &[input.commit()], &c),
@@ -787,7 +787,8 @@ fn build_vectors() -> Vec<(&'static str, Vec<u8>)> {
         Opening::random(Amount(750), &mut rng),
     ];
     let proof = RangeProof::prove(gens(RangeBits::Bits16), &ctx, &outs, &mut rng).unwrap();
-    let excess = ExcessSignature::sign(&ctx, &[input.clone()], &outs, &mut rng).unwrap();
+    let excess =
+        ExcessSignature::sign(&ctx, std::slice::from_ref(&input), &outs, &mut rng).unwrap();
     let payee = testkit::key(Suite::Ed25519, b"payee");
     let sealed =
         SealedOpening::seal(&payee.public(), &ctx, &outs[0].commit(), &outs[0], &mut rng).unwrap();
