@@ -164,17 +164,11 @@ pub fn blinding_base() -> RistrettoPoint {
     let gens = create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen);
     match gens.g_base_vec.first() {
         Some(h) => *h,
-        // Extension degree 1 has exactly one masking base; tari builds it
-        // from a constant label.
-        None => unreachable_base(),
+        // Extension degree 1 has exactly one masking base, built by tari
+        // from a constant label: no input reaches this. Falling back to any
+        // point would silently make commitments non-binding, so stop.
+        None => unreachable!("tari's default Pedersen generators have one masking base"),
     }
-}
-
-#[cold]
-fn unreachable_base() -> RistrettoPoint {
-    // Never reached (see the caller); a point nobody can open keeps the
-    // function total without a panic path on device.
-    RistrettoPoint::identity()
 }
 
 /// SHA-512 over a domain tag and length-prefixed parts (the 64-byte
