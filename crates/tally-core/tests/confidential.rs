@@ -902,3 +902,42 @@ fn fuzz_corpus_and_regressions_pass_their_checks() {
         check_confidential_objects(f, &fs::read(path).unwrap());
     }
 }
+
+#[test]
+fn range_bits_follow_the_policy_bound() {
+    assert_eq!(RangeBits::for_bound(Amount(0)), RangeBits::Bits16);
+    assert_eq!(RangeBits::for_bound(Amount(65_535)), RangeBits::Bits16);
+    assert_eq!(RangeBits::for_bound(Amount(65_536)), RangeBits::Bits32);
+    assert_eq!(
+        RangeBits::for_bound(Amount(u64::from(u32::MAX))),
+        RangeBits::Bits32
+    );
+    assert_eq!(RangeBits::for_bound(Amount(1 << 32)), RangeBits::Bits64);
+    assert!(RangeBits::Bits16.holds(Amount(65_535)));
+    assert!(!RangeBits::Bits16.holds(Amount(65_536)));
+    assert!(RangeBits::Bits64.holds(Amount(u64::MAX)));
+    for bad in [0u8, 8, 24, 128] {
+        assert_eq!(
+            RangeBits::from_code(bad),
+            Err(ConfidentialError::UnsupportedRange)
+        );
+    }
+}
+
+#[test]
+fn sealed_openings_do_not_leak_the_amount_by_length() {
+    let mut rng = TestEntropy::new(b"length");
+    let ctx = context(b"length");
+    let payee = testkit::key(Suite::Ed25519, b"payee");
+    let lens: Vec<usize> = [0u64, 1, 250, 1 << 40, u64::MAX]
+        .iter()
+        .map(|v| {
+            let o = Opening::random(Amount(*v), &mut rng);
+            SealedOpening::seal(&payee.public(), &ctx, &o.commit(), &o, &mut rng)
+                .unwrap()
+                .to_cbor()
+                .len()
+        })
+        .collect();
+    assert!(lens.iter().all(|l| *l == lens[0]), "{lens:?}");
+}
