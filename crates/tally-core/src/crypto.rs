@@ -597,6 +597,31 @@ fn verify_ed25519_batch(checks: &[SigCheck<'_>], ed: &[usize]) -> Result<(), (us
     Err((ed[0], SigError::BadSignature))
 }
 
+/// Adapts the injected [`Entropy`] to the `rand_core` 0.10 traits that
+/// `elastic-elgamal` and `hpke` take.
+pub struct EntropyRng<'a>(pub &'a mut dyn Entropy);
+
+impl rand_core::TryRng for EntropyRng<'_> {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, core::convert::Infallible> {
+        let mut b = [0u8; 4];
+        self.0.fill(&mut b);
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, core::convert::Infallible> {
+        let mut b = [0u8; 8];
+        self.0.fill(&mut b);
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), core::convert::Infallible> {
+        self.0.fill(dst);
+        Ok(())
+    }
+}
+
+// `Entropy` is the SE's TRNG or the OS generator: cryptographic by contract.
+impl rand_core::TryCryptoRng for EntropyRng<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,28 +827,3 @@ mod tests {
         assert_eq!(check_key(&pk), Err(SigError::BadKey));
     }
 }
-
-/// Adapts the injected [`Entropy`] to the `rand_core` 0.10 traits that
-/// `elastic-elgamal` and `hpke` take.
-pub struct EntropyRng<'a>(pub &'a mut dyn Entropy);
-
-impl rand_core::TryRng for EntropyRng<'_> {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, core::convert::Infallible> {
-        let mut b = [0u8; 4];
-        self.0.fill(&mut b);
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, core::convert::Infallible> {
-        let mut b = [0u8; 8];
-        self.0.fill(&mut b);
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), core::convert::Infallible> {
-        self.0.fill(dst);
-        Ok(())
-    }
-}
-
-// `Entropy` is the SE's TRNG or the OS generator: cryptographic by contract.
-impl rand_core::TryCryptoRng for EntropyRng<'_> {}

@@ -12,6 +12,8 @@ extern crate alloc;
 pub mod amount;
 pub mod cert;
 pub mod codec;
+#[cfg(feature = "confidential")]
+pub mod confidential;
 pub mod crypto;
 pub mod dcp;
 #[cfg(feature = "escrow")]

@@ -137,10 +137,10 @@ impl Book {
         let mut need: BTreeSet<Hash32> = BTreeSet::new();
         let mut stack: Vec<Hash32> = t.inputs.iter().map(|i| i.record).collect();
         while let Some(id) = stack.pop() {
-            if need.insert(id) {
-                if let Some(r) = self.records.iter().find(|r| r.id() == id) {
-                    stack.extend(r.inputs().iter().map(|i| i.record));
-                }
+            if need.insert(id)
+                && let Some(r) = self.records.iter().find(|r| r.id() == id)
+            {
+                stack.extend(r.inputs().iter().map(|i| i.record));
             }
         }
         let ancestry: Vec<Record> = self

@@ -1,0 +1,1141 @@
+//! Confidential amounts (issue 12, the cryptographic core): Pedersen
+//! commitments over Ristretto255, Bulletproofs+ range proofs, the excess
+//! signature that proves a Transfer conserves value, and the opening of an
+//! output sealed to its payee. Wire integration (records, SE and payee
+//! rules, settlement) is built on this API elsewhere; this module owns the
+//! constructions and their encodings. See
+//! docs/decisions/0017-confidential-amounts.md and
+//! docs/spec-confidential-draft.md.
+//!
+//! ```text
+//! B            = the Ristretto255 basepoint (value base; tari's `h_base`)
+//! H            = RistrettoPoint::hash_from_bytes::<Sha3_512>("RISTRETTO_MASKING_BASEPOINT_1")
+//!                (blinding base; tari's `g_base_vec[0]`, extension degree 1)
+//! Commitment   = v·B + r·H                          bstr 32 (compressed Ristretto)
+//! Opening      = [v, r : bstr 32]                    (r canonical, non-zero)
+//! RangeProof   = [1, bits, outputs, proof : bstr]    bits ∈ {16, 32, 64}, 1 ≤ outputs ≤ 4
+//! Excess       = R ‖ s                               bstr 64
+//! SealedOpening= [1, enc : bstr 32, ct : bstr 56]
+//! ```
+//!
+//! Every prover takes the caller's `context` (a hash of the Transfer it
+//! belongs to, fixed by the caller before any proof is made), and every
+//! verifier needs the same context: a proof or signature lifted from
+//! another transfer does not verify. The group arithmetic is
+//! curve25519-dalek's, the range proof tari's (vendored with a no_std
+//! patch, see vendor/tari_bulletproofs_plus.patch), the sealing HPKE's; this
+//! module composes them and implements no field or curve operation.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{Identity, IsIdentity, MultiscalarMul, VartimeMultiscalarMul};
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use sha2::{Digest, Sha512};
+use tari_bulletproofs_plus::Transcript;
+use tari_bulletproofs_plus::commitment_opening::CommitmentOpening;
+use tari_bulletproofs_plus::generators::pedersen_gens::ExtensionDegree;
+use tari_bulletproofs_plus::range_parameters::RangeParameters;
+use tari_bulletproofs_plus::range_proof::VerifyAction;
+use tari_bulletproofs_plus::range_statement::RangeStatement;
+use tari_bulletproofs_plus::range_witness::RangeWitness;
+use tari_bulletproofs_plus::ristretto::{
+    RistrettoRangeProof, create_pedersen_gens_with_extension_degree,
+};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::amount::Amount;
+use crate::codec::{Cbor, CodecError, Reader, Writer};
+use crate::crypto::{Entropy, EntropyRng, Hash32, PublicKey, SecretKey, Suite, tagged_hash};
+use crate::record::RECORD_INPUTS_MAX;
+
+const VERSION: u8 = 1;
+
+/// Most outputs one range proof covers (aggregated). Tally's transfers
+/// have a payment and a change output, a split a few more; four keeps the
+/// generator tables a device needs small.
+pub const RANGE_OUTPUTS_MAX: usize = 4;
+/// Most input commitments an excess signature covers (a Transfer's inputs).
+pub const EXCESS_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
+/// Bytes of a compressed commitment.
+pub const COMMITMENT_BYTES: usize = 32;
+/// Bytes of an excess signature (`R ‖ s`).
+pub const EXCESS_SIGNATURE_BYTES: usize = 64;
+/// Bytes of an opening's plaintext inside a sealed opening: `v` (8, big
+/// endian) ‖ `r` (32). Fixed, so the ciphertext's length says nothing
+/// about the amount.
+pub const OPENING_PLAINTEXT_BYTES: usize = 40;
+/// Bytes of a sealed opening's ciphertext (plaintext + Poly1305 tag).
+pub const SEALED_OPENING_CT_BYTES: usize = OPENING_PLAINTEXT_BYTES + 16;
+/// Largest range proof: 64 bits × 4 outputs
+/// (`1 + 32·(1 + 5 + 2·log2(64·4))` bytes).
+pub const RANGE_PROOF_BYTES_MAX: usize = range_proof_len(64, 4);
+
+/// Why a confidential object was refused. Each rule has its own variant,
+/// so a later layer can map them to result codes one to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfidentialError {
+    /// The bytes are not a valid wire object.
+    Decode(CodecError),
+    /// Not a canonical Ristretto encoding, or the identity.
+    InvalidCommitment,
+    /// A range bit-length other than 16, 32 or 64.
+    UnsupportedRange,
+    /// The proof's bit-length is not the one the verifier requires.
+    RangeBitsMismatch,
+    /// No outputs, more than [`RANGE_OUTPUTS_MAX`], or not as many
+    /// commitments as the proof covers; or no or too many inputs.
+    OutputCount,
+    /// The range generators cover fewer outputs than the proof needs.
+    GeneratorCapacity,
+    /// A value to prove is not below 2^bits (prover side).
+    OutOfRange,
+    /// Input and output values do not balance (prover side), or overflow.
+    Unbalanced,
+    /// The range proof does not verify for these commitments and context.
+    RangeProofInvalid,
+    /// The excess signature does not verify for these commitments and
+    /// context: value is created or destroyed, or the signature is forged.
+    ExcessInvalid,
+    /// The payee key cannot receive an opening: not Ed25519, or not a
+    /// valid point of large order.
+    UnsupportedKey,
+    /// The sealed opening does not open with this key, commitment and
+    /// context (wrong payee, swapped, replayed or modified).
+    OpeningUnreadable,
+    /// The opening does not open the commitment.
+    WrongOpening,
+    /// The range prover failed on consistent input (cannot happen; refused
+    /// rather than trusted).
+    ProverFailed,
+}
+
+impl fmt::Display for ConfidentialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ConfidentialError::Decode(e) => return write!(f, "malformed confidential object: {e}"),
+            ConfidentialError::InvalidCommitment => {
+                "commitment is not a canonical non-identity point"
+            }
+            ConfidentialError::UnsupportedRange => "range bit-length must be 16, 32 or 64",
+            ConfidentialError::RangeBitsMismatch => {
+                "range proof has another bit-length than required"
+            }
+            ConfidentialError::OutputCount => "wrong number of outputs or inputs",
+            ConfidentialError::GeneratorCapacity => "range generators cover too few outputs",
+            ConfidentialError::OutOfRange => "value does not fit the range",
+            ConfidentialError::Unbalanced => "input and output values do not balance",
+            ConfidentialError::RangeProofInvalid => "range proof does not verify",
+            ConfidentialError::ExcessInvalid => "excess signature does not verify",
+            ConfidentialError::UnsupportedKey => "payee key cannot receive a sealed opening",
+            ConfidentialError::OpeningUnreadable => "sealed opening does not open for this payee",
+            ConfidentialError::WrongOpening => "opening does not match the commitment",
+            ConfidentialError::ProverFailed => "range prover failed",
+        };
+        f.write_str(s)
+    }
+}
+
+impl From<CodecError> for ConfidentialError {
+    fn from(e: CodecError) -> Self {
+        ConfidentialError::Decode(e)
+    }
+}
+
+/// The value base `B` (the Ristretto basepoint).
+pub fn value_base() -> RistrettoPoint {
+    RISTRETTO_BASEPOINT_POINT
+}
+
+/// The blinding base `H`: tari's first masking basepoint, so commitments
+/// made here are the ones its range proofs speak about. Nobody knows
+/// `log_B(H)` (it is hashed to the curve), which is what makes the
+/// commitments binding.
+pub fn blinding_base() -> RistrettoPoint {
+    let gens = create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen);
+    match gens.g_base_vec.first() {
+        Some(h) => *h,
+        // Extension degree 1 has exactly one masking base, built by tari
+        // from a constant label: no input reaches this. Falling back to any
+        // point would silently make commitments non-binding, so stop.
+        None => unreachable!("tari's default Pedersen generators have one masking base"),
+    }
+}
+
+/// SHA-512 over a domain tag and length-prefixed parts (the 64-byte
+/// sibling of [`tagged_hash`]), reduced to a scalar.
+fn tagged_scalar(tag: &[u8], parts: &[&[u8]]) -> Scalar {
+    let mut h = Sha512::new();
+    h.update((tag.len() as u32).to_be_bytes());
+    h.update(tag);
+    for p in parts {
+        h.update((p.len() as u32).to_be_bytes());
+        h.update(p);
+    }
+    let wide: Zeroizing<[u8; 64]> = Zeroizing::new(h.finalize().into());
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+/// A uniformly random non-zero scalar from the injected entropy.
+fn random_scalar(rng: &mut dyn Entropy) -> Scalar {
+    loop {
+        let mut wide = Zeroizing::new([0u8; 64]);
+        rng.fill(&mut wide[..]);
+        let s = Scalar::from_bytes_mod_order_wide(&wide);
+        if s != Scalar::ZERO {
+            return s;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Commitments and openings
+
+/// A Pedersen commitment `v·B + r·H`, as 32 bytes of compressed
+/// Ristretto. Only canonical encodings of points other than the identity
+/// are commitments.
+#[derive(Clone, Copy)]
+pub struct Commitment {
+    bytes: [u8; 32],
+    point: RistrettoPoint,
+}
+
+impl Commitment {
+    /// Decodes a commitment: refuses non-canonical encodings (Ristretto
+    /// decompression accepts exactly one encoding per point) and the
+    /// identity (a commitment to 0 with blinding 0, which hides nothing).
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Commitment, ConfidentialError> {
+        let point = CompressedRistretto(*bytes)
+            .decompress()
+            .ok_or(ConfidentialError::InvalidCommitment)?;
+        if point.is_identity() {
+            return Err(ConfidentialError::InvalidCommitment);
+        }
+        Ok(Commitment {
+            bytes: *bytes,
+            point,
+        })
+    }
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.bytes
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+    pub fn point(&self) -> RistrettoPoint {
+        self.point
+    }
+    fn from_point(point: RistrettoPoint) -> Commitment {
+        Commitment {
+            bytes: point.compress().to_bytes(),
+            point,
+        }
+    }
+}
+
+impl PartialEq for Commitment {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+impl Eq for Commitment {}
+
+impl fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Commitment(")?;
+        for b in &self.bytes[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
+impl Cbor for Commitment {
+    fn write(&self, w: &mut Writer) {
+        w.bytes(&self.bytes);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Commitment::from_bytes(&r.bytes_array()?).map_err(|_| CodecError::Malformed)
+    }
+}
+
+/// What opens a commitment: the value and the blinding. Secret to the
+/// payer and the payee of the output (and settlement); zeroed on drop.
+#[derive(Clone)]
+pub struct Opening {
+    value: Amount,
+    blinding: Scalar,
+}
+
+impl Opening {
+    /// A fresh opening of `value` with a uniformly random blinding.
+    pub fn random(value: Amount, rng: &mut dyn Entropy) -> Opening {
+        Opening {
+            value,
+            blinding: random_scalar(rng),
+        }
+    }
+    /// An opening from its parts. A zero blinding is refused: with it the
+    /// commitment of a small value can be found by trying values.
+    pub fn from_parts(value: Amount, blinding: Scalar) -> Result<Opening, ConfidentialError> {
+        if blinding == Scalar::ZERO {
+            return Err(ConfidentialError::WrongOpening);
+        }
+        Ok(Opening { value, blinding })
+    }
+    pub fn value(&self) -> Amount {
+        self.value
+    }
+    pub fn blinding(&self) -> &Scalar {
+        &self.blinding
+    }
+    /// `v·B + r·H`, in constant time (the value and blinding are secret).
+    pub fn commit(&self) -> Commitment {
+        let v = Zeroizing::new(Scalar::from(self.value.0));
+        Commitment::from_point(RistrettoPoint::multiscalar_mul(
+            [*v, self.blinding],
+            [value_base(), blinding_base()],
+        ))
+    }
+    /// Whether this opening opens `c`.
+    pub fn opens(&self, c: &Commitment) -> bool {
+        self.commit() == *c
+    }
+    fn to_plaintext(&self) -> Zeroizing<[u8; OPENING_PLAINTEXT_BYTES]> {
+        let mut p = Zeroizing::new([0u8; OPENING_PLAINTEXT_BYTES]);
+        p[..8].copy_from_slice(&self.value.0.to_be_bytes());
+        p[8..].copy_from_slice(self.blinding.as_bytes());
+        p
+    }
+    fn from_plaintext(p: &[u8]) -> Result<Opening, ConfidentialError> {
+        let (v, r) = p
+            .split_at_checked(8)
+            .filter(|(_, r)| r.len() == 32)
+            .ok_or(ConfidentialError::OpeningUnreadable)?;
+        let mut vb = [0u8; 8];
+        vb.copy_from_slice(v);
+        let mut rb = Zeroizing::new([0u8; 32]);
+        rb.copy_from_slice(r);
+        let blinding = Option::<Scalar>::from(Scalar::from_canonical_bytes(*rb))
+            .ok_or(ConfidentialError::WrongOpening)?;
+        Opening::from_parts(Amount(u64::from_be_bytes(vb)), blinding)
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.value.0.zeroize();
+        self.blinding.zeroize();
+    }
+}
+
+impl PartialEq for Opening {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value && self.blinding == other.blinding
+    }
+}
+impl Eq for Opening {}
+
+impl fmt::Debug for Opening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Neither part is printed: both are secret.
+        f.write_str("Opening(…)")
+    }
+}
+
+/// `[v, r : bstr 32]`: what a device uploads (sealed) to settlement.
+impl Cbor for Opening {
+    fn write(&self, w: &mut Writer) {
+        w.array(2);
+        w.u64(self.value.0);
+        w.bytes(self.blinding.as_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(2)?;
+        let value = Amount(r.u64()?);
+        let rb: Zeroizing<[u8; 32]> = Zeroizing::new(r.bytes_array()?);
+        let blinding = Option::<Scalar>::from(Scalar::from_canonical_bytes(*rb))
+            .ok_or(CodecError::Malformed)?;
+        Opening::from_parts(value, blinding).map_err(|_| CodecError::Malformed)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Range proofs
+
+/// Range bit-lengths Bulletproofs+ supports here (powers of two): a range
+/// proof shows `0 ≤ v < 2^bits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum RangeBits {
+    Bits16 = 16,
+    Bits32 = 32,
+    Bits64 = 64,
+}
+
+impl RangeBits {
+    pub fn from_code(bits: u8) -> Result<RangeBits, ConfidentialError> {
+        match bits {
+            16 => Ok(RangeBits::Bits16),
+            32 => Ok(RangeBits::Bits32),
+            64 => Ok(RangeBits::Bits64),
+            _ => Err(ConfidentialError::UnsupportedRange),
+        }
+    }
+    /// The smallest range holding every amount up to `bound` (the
+    /// policy's holding limit): an output can never be worth more than its
+    /// holder may hold.
+    pub fn for_bound(bound: Amount) -> RangeBits {
+        if bound.0 < 1 << 16 {
+            RangeBits::Bits16
+        } else if bound.0 < 1 << 32 {
+            RangeBits::Bits32
+        } else {
+            RangeBits::Bits64
+        }
+    }
+    pub fn bits(self) -> usize {
+        self as usize
+    }
+    /// Whether `v < 2^bits`.
+    pub fn holds(self, v: Amount) -> bool {
+        match self {
+            RangeBits::Bits64 => true,
+            b => v.0 >> b.bits() == 0,
+        }
+    }
+}
+
+/// Bytes of a tari proof of `bits` over `outputs` (padded to a power of
+/// two): extension byte, `d1`, `A, A1, B, r1, s1`, and `log2(bits·m)`
+/// pairs `L, R`.
+const fn range_proof_len(bits: usize, outputs: usize) -> usize {
+    let m = outputs.next_power_of_two();
+    let rounds = (bits * m).trailing_zeros() as usize;
+    1 + 32 * (1 + 5 + 2 * rounds)
+}
+
+/// The generators for range proofs of one bit-length over up to
+/// `outputs_max` outputs (1, 2 or 4), with tari's precomputed tables. Made
+/// once and kept: building them hashes `2·bits·outputs_max` points to the
+/// curve and fills the tables (tens of milliseconds on x86, far more on a
+/// device; see the decision record for the memory they take).
+#[derive(Clone)]
+pub struct RangeGens {
+    bits: RangeBits,
+    outputs_max: usize,
+    params: RangeParameters<RistrettoPoint>,
+}
+
+impl RangeGens {
+    pub fn new(bits: RangeBits, outputs_max: usize) -> Result<RangeGens, ConfidentialError> {
+        if !matches!(outputs_max, 1 | 2 | 4) {
+            return Err(ConfidentialError::OutputCount);
+        }
+        let params = RangeParameters::init(
+            bits.bits(),
+            outputs_max,
+            create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen),
+        )
+        .map_err(|_| ConfidentialError::GeneratorCapacity)?;
+        Ok(RangeGens {
+            bits,
+            outputs_max,
+            params,
+        })
+    }
+    pub fn bits(&self) -> RangeBits {
+        self.bits
+    }
+    pub fn outputs_max(&self) -> usize {
+        self.outputs_max
+    }
+
+    /// The statement for `commitments`, padded with identity commitments
+    /// (openings `0, 0`) to a power of two, as tari requires: the padding
+    /// is in range and fixed, so prover and verifier derive it alike.
+    fn statement(
+        &self,
+        commitments: &[RistrettoPoint],
+    ) -> Result<RangeStatement<RistrettoPoint>, ConfidentialError> {
+        let m = commitments.len().next_power_of_two();
+        if m > self.outputs_max {
+            return Err(ConfidentialError::GeneratorCapacity);
+        }
+        let mut points = Vec::with_capacity(m);
+        points.extend_from_slice(commitments);
+        points.resize(m, RistrettoPoint::identity());
+        RangeStatement::init(self.params.clone(), points, vec![None; m], None)
+            .map_err(|_| ConfidentialError::GeneratorCapacity)
+    }
+}
+
+/// The Fiat–Shamir transcript of a range proof: Tally's label, then the
+/// caller's context and the number of real outputs; tari then appends its
+/// generators, bit-length, aggregation factor and the commitments.
+fn range_transcript(context: &Hash32, outputs: usize) -> Transcript {
+    let mut t = Transcript::new(b"tally/v1/range-proof");
+    t.append_message(b"context", &context.0);
+    t.append_u64(b"outputs", outputs as u64);
+    t
+}
+
+/// A Bulletproofs+ range proof over the outputs of one transfer,
+/// aggregated: each committed value is in `[0, 2^bits)`.
+#[derive(Clone, PartialEq)]
+pub struct RangeProof {
+    bits: RangeBits,
+    outputs: u8,
+    proof: RistrettoRangeProof,
+}
+
+impl fmt::Debug for RangeProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RangeProof({} bits × {})",
+            self.bits.bits(),
+            self.outputs
+        )
+    }
+}
+
+/// One range proof to check: the proof, the commitments of the outputs it
+/// covers (in order) and the context of its transfer.
+pub struct RangeCheck<'a> {
+    pub proof: &'a RangeProof,
+    pub commitments: &'a [Commitment],
+    pub context: &'a Hash32,
+}
+
+impl RangeProof {
+    /// Proves that every opening's value is below `2^bits` for the
+    /// commitments `openings[i].commit()`, bound to `context`.
+    pub fn prove(
+        gens: &RangeGens,
+        context: &Hash32,
+        openings: &[Opening],
+        rng: &mut dyn Entropy,
+    ) -> Result<RangeProof, ConfidentialError> {
+        let n = openings.len();
+        if n == 0 || n > RANGE_OUTPUTS_MAX {
+            return Err(ConfidentialError::OutputCount);
+        }
+        if openings.iter().any(|o| !gens.bits.holds(o.value)) {
+            return Err(ConfidentialError::OutOfRange);
+        }
+        let m = n.next_power_of_two();
+        let commitments: Vec<RistrettoPoint> = openings.iter().map(|o| o.commit().point).collect();
+        let statement = gens.statement(&commitments)?;
+        let mut witness_openings = Vec::with_capacity(m);
+        for o in openings {
+            witness_openings.push(CommitmentOpening::new(o.value.0, vec![o.blinding]));
+        }
+        witness_openings.resize_with(m, || CommitmentOpening::new(0, vec![Scalar::ZERO]));
+        let witness =
+            RangeWitness::init(witness_openings).map_err(|_| ConfidentialError::ProverFailed)?;
+        let mut transcript = range_transcript(context, n);
+        let proof = RistrettoRangeProof::prove_with_rng(
+            &mut transcript,
+            &statement,
+            &witness,
+            &mut EntropyRng(rng),
+        )
+        .map_err(|_| ConfidentialError::ProverFailed)?;
+        Ok(RangeProof {
+            bits: gens.bits,
+            outputs: n as u8,
+            proof,
+        })
+    }
+
+    pub fn bits(&self) -> RangeBits {
+        self.bits
+    }
+    pub fn outputs(&self) -> usize {
+        usize::from(self.outputs)
+    }
+
+    /// Verifies this proof for `commitments` under `context` with `gens`
+    /// (whose bit-length is the one the verifier requires).
+    pub fn verify(
+        &self,
+        gens: &RangeGens,
+        context: &Hash32,
+        commitments: &[Commitment],
+    ) -> Result<(), ConfidentialError> {
+        batch_verify(
+            gens,
+            &[RangeCheck {
+                proof: self,
+                commitments,
+                context,
+            }],
+        )
+        .map_err(|(_, e)| e)
+    }
+}
+
+/// Verifies many range proofs of `gens`' bit-length together (one
+/// multiscalar multiplication with random weights, tari's batch
+/// verifier). On failure, returns the index of the first refused check,
+/// found by checking singly; which proofs are accepted does not depend on
+/// how they are batched.
+pub fn batch_verify(
+    gens: &RangeGens,
+    checks: &[RangeCheck<'_>],
+) -> Result<(), (usize, ConfidentialError)> {
+    if checks.is_empty() {
+        return Ok(());
+    }
+    let mut transcripts = Vec::with_capacity(checks.len());
+    let mut statements = Vec::with_capacity(checks.len());
+    let mut proofs = Vec::with_capacity(checks.len());
+    for (i, c) in checks.iter().enumerate() {
+        if c.proof.bits != gens.bits {
+            return Err((i, ConfidentialError::RangeBitsMismatch));
+        }
+        let n = c.commitments.len();
+        if n != c.proof.outputs() || n == 0 || n > RANGE_OUTPUTS_MAX {
+            return Err((i, ConfidentialError::OutputCount));
+        }
+        let points: Vec<RistrettoPoint> = c.commitments.iter().map(|k| k.point).collect();
+        statements.push(gens.statement(&points).map_err(|e| (i, e))?);
+        transcripts.push(range_transcript(c.context, n));
+        proofs.push(c.proof.proof.clone());
+    }
+    let batch = RistrettoRangeProof::verify_batch(
+        &mut transcripts,
+        &statements,
+        &proofs,
+        VerifyAction::VerifyOnly,
+    );
+    if batch.is_ok() {
+        return Ok(());
+    }
+    if checks.len() > 1 {
+        for (i, c) in checks.iter().enumerate() {
+            batch_verify(gens, core::slice::from_ref(c)).map_err(|(_, e)| (i, e))?;
+        }
+    }
+    // Refused as a batch (or a single proof refused): the first check.
+    Err((0, ConfidentialError::RangeProofInvalid))
+}
+
+impl Cbor for RangeProof {
+    fn write(&self, w: &mut Writer) {
+        w.array(4);
+        w.u64(u64::from(VERSION));
+        w.u64(self.bits as u64);
+        w.u64(u64::from(self.outputs));
+        w.bytes(&self.proof.to_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(4)?;
+        r.version(VERSION)?;
+        let bits = RangeBits::from_code(r.u8()?).map_err(|_| CodecError::UnknownCode)?;
+        let outputs = r.u8()?;
+        if outputs == 0 || usize::from(outputs) > RANGE_OUTPUTS_MAX {
+            return Err(CodecError::Malformed);
+        }
+        let bytes = r.bytes_max(RANGE_PROOF_BYTES_MAX)?;
+        // The length is fixed by bits and outputs: anything else is not a
+        // proof of this statement shape (and tari would infer another).
+        if bytes.len() != range_proof_len(bits.bits(), usize::from(outputs)) {
+            return Err(CodecError::Malformed);
+        }
+        let proof = RistrettoRangeProof::from_bytes(bytes).map_err(|_| CodecError::Malformed)?;
+        if proof.extension_degree() != ExtensionDegree::DefaultPedersen {
+            return Err(CodecError::Malformed);
+        }
+        Ok(RangeProof {
+            bits,
+            outputs,
+            proof,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Excess: conservation of value
+
+/// `E = Σ C_in − Σ C_out`. If values balance, `E = (Σ r_in − Σ r_out)·H`.
+pub fn excess(inputs: &[Commitment], outputs: &[Commitment]) -> RistrettoPoint {
+    let mut e = RistrettoPoint::identity();
+    for c in inputs {
+        e += c.point;
+    }
+    for c in outputs {
+        e -= c.point;
+    }
+    e
+}
+
+fn excess_challenge(e: &[u8; 32], big_r: &[u8; 32], context: &Hash32) -> Scalar {
+    tagged_scalar(b"tally/v1/excess-challenge", &[e, big_r, &context.0])
+}
+
+fn check_counts(inputs: usize, outputs: usize) -> Result<(), ConfidentialError> {
+    if inputs == 0 || inputs > EXCESS_INPUTS_MAX || outputs == 0 || outputs > RANGE_OUTPUTS_MAX {
+        return Err(ConfidentialError::OutputCount);
+    }
+    Ok(())
+}
+
+/// A Schnorr signature under the blinding base `H` by the excess `E`:
+/// proof of knowledge of `x` with `E = x·H`. Since nobody knows
+/// `log_H(B)`, such `x` exists for a prover only if the values in
+/// `E` cancel: inputs and outputs carry the same total.
+///
+/// ```text
+/// sign:   k = SHA-512-tagged("tally/v1/excess-nonce", x ‖ 32 random bytes ‖ E ‖ context) mod ℓ
+///         R = k·H
+///         c = SHA-512-tagged("tally/v1/excess-challenge", E ‖ R ‖ context) mod ℓ
+///         s = k + c·x                        signature = R ‖ s (s canonical)
+/// verify: encode(s·H − c·E) = R              (byte comparison)
+/// ```
+/// `SHA-512-tagged(tag, p₁ … pₙ)` is SHA-512 over `len(tag) ‖ tag ‖
+/// len(p₁) ‖ p₁ …` with 4-byte big-endian lengths (as
+/// [`tagged_hash`]), reduced mod ℓ from 64 bytes. The nonce is hedged: a
+/// broken generator still gives a fresh nonce per message and secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ExcessSignature {
+    big_r: [u8; 32],
+    s: Scalar,
+}
+
+impl fmt::Debug for ExcessSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExcessSignature(…)")
+    }
+}
+
+impl ExcessSignature {
+    /// Signs the excess of a transfer spending `inputs` into `outputs`
+    /// (their openings), bound to `context`. Refuses unless the values
+    /// balance: the signature is the money invariant's proof, so the
+    /// prover checks the invariant itself before making it.
+    pub fn sign(
+        context: &Hash32,
+        inputs: &[Opening],
+        outputs: &[Opening],
+        rng: &mut dyn Entropy,
+    ) -> Result<ExcessSignature, ConfidentialError> {
+        check_counts(inputs.len(), outputs.len())?;
+        let total_in = Amount::sum(inputs.iter().map(|o| o.value));
+        let total_out = Amount::sum(outputs.iter().map(|o| o.value));
+        match (total_in, total_out) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => return Err(ConfidentialError::Unbalanced),
+        }
+        let mut x = Zeroizing::new(Scalar::ZERO);
+        for o in inputs {
+            *x += o.blinding;
+        }
+        for o in outputs {
+            *x -= o.blinding;
+        }
+        let in_c: Vec<Commitment> = inputs.iter().map(Opening::commit).collect();
+        let out_c: Vec<Commitment> = outputs.iter().map(Opening::commit).collect();
+        let e = excess(&in_c, &out_c);
+        let h = blinding_base();
+        // The invariant, asserted on the points too: E is x·H exactly when
+        // the committed values cancel.
+        if e != h * *x {
+            return Err(ConfidentialError::Unbalanced);
+        }
+        let e_bytes = e.compress().to_bytes();
+        let mut fresh = Zeroizing::new([0u8; 32]);
+        rng.fill(&mut fresh[..]);
+        let k = Zeroizing::new(tagged_scalar(
+            b"tally/v1/excess-nonce",
+            &[x.as_bytes(), &fresh[..], &e_bytes, &context.0],
+        ));
+        let big_r = (h * *k).compress().to_bytes();
+        let c = excess_challenge(&e_bytes, &big_r, context);
+        let s = *k + c * *x;
+        Ok(ExcessSignature { big_r, s })
+    }
+
+    /// Verifies the signature for the commitments of the transfer's inputs
+    /// and outputs under `context`.
+    pub fn verify(
+        &self,
+        context: &Hash32,
+        inputs: &[Commitment],
+        outputs: &[Commitment],
+    ) -> Result<(), ConfidentialError> {
+        check_counts(inputs.len(), outputs.len())?;
+        let e = excess(inputs, outputs);
+        let e_bytes = e.compress().to_bytes();
+        let c = excess_challenge(&e_bytes, &self.big_r, context);
+        let r2 = RistrettoPoint::vartime_multiscalar_mul([self.s, -c], [blinding_base(), e]);
+        if r2.compress().to_bytes() == self.big_r {
+            Ok(())
+        } else {
+            Err(ConfidentialError::ExcessInvalid)
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        b[..32].copy_from_slice(&self.big_r);
+        b[32..].copy_from_slice(self.s.as_bytes());
+        b
+    }
+
+    /// `R ‖ s`; `s` must be canonical (below ℓ), so each signature has one
+    /// encoding. `R` is compared as bytes by the verifier, so a
+    /// non-canonical `R` never verifies.
+    pub fn from_bytes(b: &[u8; 64]) -> Result<ExcessSignature, ConfidentialError> {
+        let mut big_r = [0u8; 32];
+        big_r.copy_from_slice(&b[..32]);
+        let mut sb = [0u8; 32];
+        sb.copy_from_slice(&b[32..]);
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(sb))
+            .ok_or(ConfidentialError::Decode(CodecError::Malformed))?;
+        Ok(ExcessSignature { big_r, s })
+    }
+}
+
+impl Cbor for ExcessSignature {
+    fn write(&self, w: &mut Writer) {
+        w.bytes(&self.to_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        ExcessSignature::from_bytes(&r.bytes_array()?).map_err(|_| CodecError::Malformed)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Openings sealed to the payee
+
+/// An output's opening sealed to its owner: HPKE (RFC 9180) base mode,
+/// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305 — the suite
+/// of [`crate::sealed`] — to the X25519 form of the payee's Ed25519 key
+/// (the birational map of libsodium's `crypto_sign_ed25519_pk_to_curve25519`;
+/// the secret side is `crypto_sign_ed25519_sk_to_curve25519`: the first 32
+/// bytes of SHA-512 of the seed, clamped, which the SE derives from the
+/// seed it keeps).
+///
+/// ```text
+/// info = "tally/v1/opening"
+/// aad  = H("tally/v1/opening-aad", context ‖ commitment ‖ payee Ed25519 key)
+/// pt   = v (u64 big endian) ‖ r (32 bytes)         40 bytes, fixed
+/// wire = [1, enc : bstr 32, ct : bstr 56]
+/// ```
+///
+/// The aad binds the commitment and the transfer: an opening moved to
+/// another output or replayed into another transfer does not open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedOpening {
+    enc: [u8; 32],
+    ct: [u8; SEALED_OPENING_CT_BYTES],
+}
+
+impl fmt::Debug for SealedOpening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealedOpening(…)")
+    }
+}
+
+const OPENING_INFO: &[u8] = b"tally/v1/opening";
+
+fn opening_aad(context: &Hash32, commitment: &Commitment, payee: &[u8]) -> Hash32 {
+    tagged_hash(
+        b"tally/v1/opening-aad",
+        &[&context.0, commitment.as_bytes(), payee],
+    )
+}
+
+/// The payee's X25519 public key: its Ed25519 key mapped to Montgomery
+/// form. Refuses other suites and keys that are not valid points of large
+/// order (a small-order key would make every sealed opening readable).
+fn payee_x25519(payee: &PublicKey) -> Result<[u8; 32], ConfidentialError> {
+    if payee.suite() != Suite::Ed25519 {
+        return Err(ConfidentialError::UnsupportedKey);
+    }
+    crate::crypto::check_key(payee).map_err(|_| ConfidentialError::UnsupportedKey)?;
+    let mut kb = [0u8; 32];
+    kb.copy_from_slice(payee.key_bytes());
+    let point = CompressedEdwardsY(kb)
+        .decompress()
+        .ok_or(ConfidentialError::UnsupportedKey)?;
+    Ok(point.to_montgomery().to_bytes())
+}
+
+impl SealedOpening {
+    /// Seals `opening` (which must open `commitment`) to `payee` for the
+    /// transfer `context`. Fresh ephemeral key per call.
+    pub fn seal(
+        payee: &PublicKey,
+        context: &Hash32,
+        commitment: &Commitment,
+        opening: &Opening,
+        rng: &mut dyn Entropy,
+    ) -> Result<SealedOpening, ConfidentialError> {
+        if !opening.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+        Self::seal_raw(payee, context, commitment, opening, rng)
+    }
+
+    fn seal_raw(
+        payee: &PublicKey,
+        context: &Hash32,
+        commitment: &Commitment,
+        opening: &Opening,
+        rng: &mut dyn Entropy,
+    ) -> Result<SealedOpening, ConfidentialError> {
+        let x = payee_x25519(payee)?;
+        let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&x)
+            .map_err(|_| ConfidentialError::UnsupportedKey)?;
+        let aad = opening_aad(context, commitment, payee.key_bytes());
+        let pt = opening.to_plaintext();
+        let (enc, ct) =
+            hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeS::Base,
+                &pk,
+                OPENING_INFO,
+                &pt[..],
+                &aad.0,
+                &mut EntropyRng(rng),
+            )
+            .map_err(|_| ConfidentialError::UnsupportedKey)?;
+        let mut e = [0u8; 32];
+        e.copy_from_slice(&enc.to_bytes());
+        let ct: [u8; SEALED_OPENING_CT_BYTES] = ct
+            .as_slice()
+            .try_into()
+            .map_err(|_| ConfidentialError::ProverFailed)?;
+        Ok(SealedOpening { enc: e, ct })
+    }
+
+    /// Opens with the payee's own key and checks the opening against
+    /// `commitment`: what a payee SE does before it accepts an output.
+    pub fn open(
+        &self,
+        payee: &SecretKey,
+        context: &Hash32,
+        commitment: &Commitment,
+    ) -> Result<Opening, ConfidentialError> {
+        if payee.suite() != Suite::Ed25519 {
+            return Err(ConfidentialError::UnsupportedKey);
+        }
+        let seed = Zeroizing::new(payee.seed());
+        let mut wide: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(&seed[..]).into());
+        // HPKE's DeserializePrivateKey clamps, which is libsodium's
+        // sk_to_curve25519 on the first half of the expanded seed.
+        let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(&wide[..32])
+            .map_err(|_| ConfidentialError::UnsupportedKey);
+        wide.zeroize();
+        let sk = sk?;
+        let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&self.enc)
+            .map_err(|_| ConfidentialError::OpeningUnreadable)?;
+        let public = payee.public();
+        let aad = opening_aad(context, commitment, public.key_bytes());
+        let pt = Zeroizing::new(
+            hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeR::Base,
+                &sk,
+                &enc,
+                OPENING_INFO,
+                &self.ct,
+                &aad.0,
+            )
+            .map_err(|_| ConfidentialError::OpeningUnreadable)?,
+        );
+        let opening = Opening::from_plaintext(&pt)?;
+        if !opening.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+        Ok(opening)
+    }
+}
+
+impl Cbor for SealedOpening {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        w.u64(u64::from(VERSION));
+        w.bytes(&self.enc);
+        w.bytes(&self.ct);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        r.version(VERSION)?;
+        Ok(SealedOpening {
+            enc: r.bytes_array()?,
+            ct: r.bytes_array()?,
+        })
+    }
+}
+
+#[cfg(any(test, feature = "testkit"))]
+impl SealedOpening {
+    /// Seals whatever opening it is given, even one that does not open
+    /// `commitment`: a lying payer, for tests of the payee's check.
+    pub fn seal_unchecked(
+        payee: &PublicKey,
+        context: &Hash32,
+        commitment: &Commitment,
+        opening: &Opening,
+        rng: &mut dyn Entropy,
+    ) -> Result<SealedOpening, ConfidentialError> {
+        Self::seal_raw(payee, context, commitment, opening, rng)
+    }
+}
+
+/// The `confidential_objects` fuzz target's checks (fuzz/fuzz_targets/),
+/// here so that the corpus replay in tests/confidential.rs runs exactly
+/// what the fuzzer runs, on the stable toolchain.
+#[cfg(any(test, feature = "testkit"))]
+pub mod fuzzing {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::testkit::{self, TestEntropy};
+
+    /// One honest confidential transfer (1000 in; 250 to the payee, 750
+    /// change) with every object the decoders and verifiers take.
+    pub struct ConfidentialFixture {
+        pub gens: RangeGens,
+        pub context: Hash32,
+        pub inputs: Vec<Commitment>,
+        pub outputs: Vec<Commitment>,
+        pub output_openings: Vec<Opening>,
+        pub proof: RangeProof,
+        pub excess: ExcessSignature,
+        pub payee: SecretKey,
+        pub sealed: SealedOpening,
+    }
+
+    impl ConfidentialFixture {
+        pub fn new() -> ConfidentialFixture {
+            let mut rng = TestEntropy::new(b"confidential-fixture");
+            let gens = match RangeGens::new(RangeBits::Bits16, 2) {
+                Ok(g) => g,
+                Err(e) => panic!("fixture generators: {e}"),
+            };
+            let context = tagged_hash(b"tally/test/confidential-context", &[b"fixture"]);
+            let input = Opening::random(Amount(1000), &mut rng);
+            let output_openings = vec![
+                Opening::random(Amount(250), &mut rng),
+                Opening::random(Amount(750), &mut rng),
+            ];
+            let outputs: Vec<Commitment> = output_openings.iter().map(Opening::commit).collect();
+            let proof = RangeProof::prove(&gens, &context, &output_openings, &mut rng)
+                .unwrap_or_else(|e| panic!("fixture proof: {e}"));
+            let excess = ExcessSignature::sign(
+                &context,
+                core::slice::from_ref(&input),
+                &output_openings,
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("fixture excess: {e}"));
+            let payee = testkit::key(Suite::Ed25519, b"payee");
+            let sealed = SealedOpening::seal(
+                &payee.public(),
+                &context,
+                &outputs[0],
+                &output_openings[0],
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("fixture sealed opening: {e}"));
+            ConfidentialFixture {
+                gens,
+                context,
+                inputs: vec![input.commit()],
+                outputs,
+                output_openings,
+                proof,
+                excess,
+                payee,
+                sealed,
+            }
+        }
+
+        /// Seed inputs: selector byte ‖ the fixture's encoding of each kind.
+        pub fn seeds(&self) -> Vec<(&'static str, Vec<u8>)> {
+            let with = |sel: u8, b: Vec<u8>| {
+                let mut v = vec![sel];
+                v.extend_from_slice(&b);
+                v
+            };
+            vec![
+                ("commitment.bin", with(0, self.outputs[0].to_cbor())),
+                ("opening.bin", with(1, self.output_openings[0].to_cbor())),
+                ("range_proof.bin", with(2, self.proof.to_cbor())),
+                ("excess.bin", with(3, self.excess.to_cbor())),
+                ("sealed_opening.bin", with(4, self.sealed.to_cbor())),
+            ]
+        }
+    }
+
+    impl Default for ConfidentialFixture {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    fn round_trip<T: Cbor>(bytes: &[u8]) -> Option<T> {
+        let v = T::from_cbor(bytes).ok()?;
+        assert!(
+            v.to_cbor() == bytes,
+            "a confidential object re-encodes to other bytes"
+        );
+        Some(v)
+    }
+
+    /// Decoding never panics and re-encodes to the input; verifying hostile
+    /// bytes never panics and accepts nothing but the fixture's own
+    /// objects (a forgery would have to be found by the fuzzer).
+    pub fn check_confidential_objects(f: &ConfidentialFixture, data: &[u8]) {
+        let Some((&selector, bytes)) = data.split_first() else {
+            return;
+        };
+        match selector % 5 {
+            0 => {
+                let _ = round_trip::<Commitment>(bytes);
+            }
+            1 => {
+                let _ = round_trip::<Opening>(bytes);
+            }
+            2 => {
+                if let Some(p) = round_trip::<RangeProof>(bytes) {
+                    let ok = p.verify(&f.gens, &f.context, &f.outputs).is_ok();
+                    assert!(!ok || p == f.proof, "a range proof not made here verifies");
+                    // Any other context or order is refused.
+                    let mut swapped = f.outputs.clone();
+                    swapped.reverse();
+                    assert!(p.verify(&f.gens, &f.context, &swapped).is_err());
+                }
+            }
+            3 => {
+                if let Some(s) = round_trip::<ExcessSignature>(bytes) {
+                    let ok = s.verify(&f.context, &f.inputs, &f.outputs).is_ok();
+                    assert!(
+                        !ok || s == f.excess,
+                        "an excess signature not made here verifies"
+                    );
+                }
+            }
+            _ => {
+                if let Some(s) = round_trip::<SealedOpening>(bytes)
+                    && let Ok(o) = s.open(&f.payee, &f.context, &f.outputs[0])
+                {
+                    assert!(o == f.output_openings[0], "a foreign opening opens");
+                }
+            }
+        }
+    }
+}
