@@ -336,7 +336,7 @@ contracts!(
 
 // ---- the guard: SQL only in src/db.rs ---------------------------------
 
-#[path = "sql_guard/mod.rs"]
+#[path = "../../tally-store/tests/common/sql_guard.rs"]
 mod sql_guard;
 
 #[test]

@@ -750,15 +750,21 @@ fn postgres_spent_partitions() {
 
 // ---- the guard ------------------------------------------------------------------
 
-mod guard;
+#[path = "../../tally-store/tests/common/sql_guard.rs"]
+mod sql_guard;
 
 #[test]
-fn guard_sees_every_kind_of_violation() {
-    guard::self_test();
+fn the_guard_finds_each_kind_of_violation() {
+    sql_guard::self_test();
 }
 
 /// SQL lives in `src/db.rs` only.
 #[test]
-fn no_sql_outside_the_store() {
-    guard::check_crate(env!("CARGO_MANIFEST_DIR"));
+fn sql_lives_only_in_db_rs() {
+    let found = sql_guard::scan_crate(env!("CARGO_MANIFEST_DIR"), &["db.rs"]);
+    assert!(
+        found.is_empty(),
+        "SQL or positional row reads outside src/db.rs:\n{}",
+        found.join("\n")
+    );
 }

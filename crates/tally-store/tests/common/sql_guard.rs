@@ -1,8 +1,9 @@
 //! The guard behind "no SQL outside the store" (issue 11, item 6): scans
 //! the `.rs` files of a crate's `src/` (except the store module) and names
 //! every string literal holding an SQL statement and every SQL call or
-//! positional row read, as `file:line: what`. The same file is copied in
-//! each role crate that has a `src/db.rs`.
+//! positional row read, as `file:line: what`. One file, included by path
+//! (`#[path = "../../tally-store/tests/common/sql_guard.rs"]`) by the
+//! `db_conformance` suite of every role crate that has a `src/db.rs`.
 
 use std::path::{Path, PathBuf};
 
