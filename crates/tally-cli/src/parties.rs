@@ -249,11 +249,29 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
     })
 }
 
-/// Interbank credits and mints reach the DCP's book within a second.
+/// Seconds a debit stays in flight (its device may still retry it) before
+/// the DCP finishes it itself.
+const IN_FLIGHT_RESOLVE_AFTER_S: i64 = 30;
+
+/// Interbank credits and mints reach the DCP's book within a second, and
+/// debits left in flight by a device that never came back are finished
+/// (`Backoffice::resolve_in_flight`).
 fn book_inbox_periodically(bo: Arc<Backoffice>) {
     loop {
         if let Err(e) = bo.book_inbox() {
             tracing::warn!(error = %e, "inbox not booked; will retry");
+        }
+        match bo.resolve_in_flight(IN_FLIGHT_RESOLVE_AFTER_S) {
+            Ok(r) if r.settled + r.returned > 0 => {
+                tracing::info!(
+                    settled = r.settled,
+                    returned = r.returned,
+                    pending = r.pending,
+                    "debits in flight finished"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "debits in flight not resolved; will retry"),
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }

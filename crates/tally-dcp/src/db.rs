@@ -66,6 +66,28 @@ pub static REFUSAL_MIGRATIONS: Migrations = Migrations {
     steps: &[(1, "ALTER TABLE dcp_requests ADD COLUMN refusal BLOB")],
 };
 
+/// The central calls of debits in flight (the request each in-flight
+/// posting waits on), so the DCP can finish them itself when the device
+/// never retries (`Backoffice::resolve_in_flight`).
+pub static IN_FLIGHT_MIGRATIONS: Migrations = Migrations {
+    component: "dcp_in_flight",
+    steps: &[(
+        1,
+        "CREATE TABLE dcp_in_flight (
+            idem TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            rid BLOB NOT NULL,
+            attempt BIGINT NOT NULL,
+            account TEXT NOT NULL,
+            amount BIGINT NOT NULL,
+            reply_key BLOB NOT NULL,
+            request BLOB NOT NULL,
+            since BIGINT NOT NULL
+        );
+        CREATE INDEX dcp_in_flight_since ON dcp_in_flight (since)",
+    )],
+};
+
 /// Keyed tags of the Issues handed to devices (for cancellation).
 pub static ISSUE_TAG_MIGRATIONS: Migrations = Migrations {
     component: "dcp_issues",
@@ -160,6 +182,23 @@ pub struct Redemption {
 }
 
 /// A posting of the book as stored (`None`: across the book's edge).
+/// A debit in flight: the in-flight posting `idem` (`{kind}:{rid}:{attempt}`)
+/// of `amount` from `account`, waiting on the central call `request`
+/// (CBOR `CentralRequest`) for device request `rid` with `reply_key`,
+/// since `since` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub idem: String,
+    pub kind: String,
+    pub rid: Hash32,
+    pub attempt: u32,
+    pub account: String,
+    pub amount: u64,
+    pub reply_key: Hash32,
+    pub request: Vec<u8>,
+    pub since: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
     pub debit: Option<String>,
@@ -210,6 +249,13 @@ pub struct BookResum {
 /// The DCP's devices, enrolment codes, request log, redemption requests
 /// and handed-out Issue tags.
 pub trait DcpDb {
+    /// Records a debit in flight (a key stored before is refused).
+    fn in_flight_insert(&mut self, f: &InFlight) -> Result<(), StoreError>;
+    /// Forgets the debit in flight `idem` (its saga ended); absent: no-op.
+    fn in_flight_delete(&mut self, idem: &str) -> Result<(), StoreError>;
+    /// Debits in flight since `before` (Unix seconds) or earlier, oldest
+    /// first, at most `max`.
+    fn in_flight_before(&mut self, before: i64, max: usize) -> Result<Vec<InFlight>, StoreError>;
     /// Stores a fresh enrolment code's digest for `account`, unbound. A
     /// digest stored before is refused by the key.
     fn enrolment_code_insert(&mut self, digest: &Hash32, account: &str) -> Result<(), StoreError>;
@@ -312,6 +358,25 @@ pub trait DcpBookDb {
 }
 
 // ---- decoders ---------------------------------------------------------------
+
+fn in_flight_row(r: &Row) -> Result<InFlight, StoreError> {
+    let hash32 = |b: &[u8]| -> Result<Hash32, StoreError> {
+        Ok(Hash32(
+            b.try_into().map_err(|_| StoreError::Type("hash".into()))?,
+        ))
+    };
+    Ok(InFlight {
+        idem: r.text(0)?.to_string(),
+        kind: r.text(1)?.to_string(),
+        rid: hash32(r.bytes(2)?)?,
+        attempt: u32::try_from(r.int(3)?).map_err(|_| StoreError::Type("attempt".into()))?,
+        account: r.text(4)?.to_string(),
+        amount: u64::try_from(r.int(5)?).map_err(|_| StoreError::Type("amount".into()))?,
+        reply_key: hash32(r.bytes(6)?)?,
+        request: r.bytes(7)?.to_vec(),
+        since: r.int(8)?,
+    })
+}
 
 fn h(h: &Hash32) -> Value {
     Value::Bytes(h.0.to_vec())
@@ -435,6 +500,39 @@ fn resum_from_row(r: &Row) -> Result<BookResum, StoreError> {
 // ---- the one implementation ----------------------------------------------------
 
 impl<'a> DcpDb for dyn Tx + 'a {
+    fn in_flight_insert(&mut self, f: &InFlight) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO dcp_in_flight (idem, kind, rid, attempt, account, amount, reply_key, request, since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                f.idem.as_str().into(),
+                f.kind.as_str().into(),
+                h(&f.rid),
+                Value::Int(i64::from(f.attempt)),
+                f.account.as_str().into(),
+                Value::Int(i64::try_from(f.amount).map_err(|_| StoreError::Type("amount".into()))?),
+                h(&f.reply_key),
+                f.request.clone().into(),
+                Value::Int(f.since),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn in_flight_delete(&mut self, idem: &str) -> Result<(), StoreError> {
+        self.execute("DELETE FROM dcp_in_flight WHERE idem = $1", &[idem.into()])?;
+        Ok(())
+    }
+
+    fn in_flight_before(&mut self, before: i64, max: usize) -> Result<Vec<InFlight>, StoreError> {
+        self.query(
+            "SELECT idem, kind, rid, attempt, account, amount, reply_key, request, since FROM dcp_in_flight WHERE since <= $1 ORDER BY since, idem LIMIT $2",
+            &[Value::Int(before), Value::Int(max as i64)],
+        )?
+        .iter()
+        .map(in_flight_row)
+        .collect()
+    }
+
     fn enrolment_code_insert(&mut self, digest: &Hash32, account: &str) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO dcp_enrolment_codes (code_digest, account, se_id) VALUES ($1, $2, NULL)",

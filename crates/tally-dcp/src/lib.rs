@@ -21,8 +21,8 @@ pub mod service;
 // The central bank is its own crate (tally-central); its modules and types
 // stay reachable here under their old paths.
 pub use service::{
-    Backoffice, BackofficeError, LegacySeeds, OsEntropy, OutboxStatus, Reconciliation,
-    SettlementResult, Stores, development_escrow_key, legacy_seeds,
+    Backoffice, BackofficeError, InFlightReport, LegacySeeds, OsEntropy, OutboxStatus,
+    Reconciliation, SettlementResult, Stores, development_escrow_key, legacy_seeds,
 };
 /// The central wire's vectors and fuzz oracles (tally-central, feature
 /// `testkit`), under the path the fuzz targets and tests use.

@@ -59,7 +59,7 @@ pub use tally_central::{
 use tally_central::{Central, CentralBank, CentralKeys, CentralRequest, CentralTrust};
 
 use crate::book::{self, Book, BookTotals};
-use crate::db::{DcpBookDb, DcpDb, NewDevice};
+use crate::db::{DcpBookDb, DcpDb, InFlight, NewDevice};
 
 // The DCP's migrations live with its SQL (crate::db); their paths stay.
 pub use crate::db::{
@@ -216,13 +216,36 @@ fn issue_serial(op: &Hash32, n: u32) -> u64 {
 }
 
 /// The DCP's tables, in order.
-fn dcp_migrations() -> [&'static Migrations; 4] {
+fn dcp_migrations() -> [&'static Migrations; 5] {
     [
         &MIGRATIONS,
         &REFUSAL_MIGRATIONS,
         &ISSUE_TAG_MIGRATIONS,
         &crate::book::BOOK_MIGRATIONS,
+        &crate::db::IN_FLIGHT_MIGRATIONS,
     ]
+}
+
+/// Debits in flight finished per call of [`Backoffice::resolve_in_flight`].
+const IN_FLIGHT_ROUND_MAX: usize = 256;
+
+/// What one round of [`Backoffice::resolve_in_flight`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlightReport {
+    /// Executed by the central bank: out of the book.
+    pub settled: usize,
+    /// Refused by the central bank: back to the customer.
+    pub returned: usize,
+    /// Still unanswered (or answered with a result that does not match):
+    /// left in flight.
+    pub pending: usize,
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The reconciliation of a DCP's book with its settlement account.
@@ -947,16 +970,53 @@ impl Backoffice {
             while Book::posted(tx, &format!("{kind}-returned:{rid}:{n}"))? {
                 n += 1;
             }
-            Book::post(
-                tx,
-                &format!("{kind}:{rid}:{n}"),
-                Some(&ctx.account),
-                Some(book::IN_FLIGHT),
-                amount,
-            )?;
+            let idem = format!("{kind}:{rid}:{n}");
+            let new = Book::post(tx, &idem, Some(&ctx.account), Some(book::IN_FLIGHT), amount)?;
+            // The call this posting waits on, with it: the DCP finishes
+            // the saga itself if the device never retries.
+            if new {
+                tx.in_flight_insert(&InFlight {
+                    idem,
+                    kind: kind.to_string(),
+                    rid,
+                    attempt: n,
+                    account: ctx.account.clone(),
+                    amount,
+                    reply_key: ctx.reply_key,
+                    request: req.to_cbor(),
+                    since: unix_seconds(),
+                })?;
+            }
             Ok::<_, BackofficeError>(n)
         })?;
-        match self.central_call(&rid, &ctx.reply_key, req) {
+        self.finish_debit(
+            kind,
+            &rid,
+            attempt,
+            &ctx.account,
+            amount,
+            &ctx.reply_key,
+            req,
+        )
+    }
+
+    /// The central call of attempt `attempt` of a debit, and the end of
+    /// its saga: the amount leaves the book (answered success) or goes
+    /// back to `account` (answered failure); unanswered, it stays in
+    /// flight for a retry.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_debit(
+        &self,
+        kind: &str,
+        rid: &Hash32,
+        attempt: u32,
+        account: &str,
+        amount: u64,
+        reply_key: &Hash32,
+        req: &CentralRequest,
+    ) -> Result<SettlementResult, BackofficeError> {
+        let in_flight = format!("{kind}:{rid}:{attempt}");
+        match self.central_call(rid, reply_key, req) {
             Ok(res) => {
                 if res.value != amount {
                     return Err(BackofficeError::BadSettlementResult);
@@ -969,6 +1029,7 @@ impl Backoffice {
                         None,
                         amount,
                     )?;
+                    tx.in_flight_delete(&in_flight)?;
                     Ok::<_, BackofficeError>(())
                 })?;
                 Ok(res)
@@ -980,14 +1041,52 @@ impl Backoffice {
                         tx,
                         &format!("{kind}-returned:{rid}:{attempt}"),
                         Some(book::IN_FLIGHT),
-                        Some(&ctx.account),
+                        Some(account),
                         amount,
                     )?;
+                    tx.in_flight_delete(&in_flight)?;
                     Ok::<_, BackofficeError>(())
                 })?;
                 Err(e)
             }
         }
+    }
+
+    /// Finishes the debits in flight for at least `older_than_s` seconds
+    /// whose device did not come back (issue 11): each one's central call
+    /// is sent again — the same op and reply key, so the central bank
+    /// answers what it executed, or executes it now if the first call
+    /// never arrived (the device's SE signed the request; the DCP only
+    /// completes it). An answered success takes the amount out of flight,
+    /// an answered failure returns it to the customer; an unanswered call
+    /// leaves it for the next round. The device's own retry later gets the
+    /// same stored answer and moves nothing again. `tally dcp` runs this
+    /// every second for debits older than 30 s.
+    pub fn resolve_in_flight(&self, older_than_s: i64) -> Result<InFlightReport, BackofficeError> {
+        let rows = self.dcp.transact(|tx| {
+            Ok::<_, BackofficeError>(
+                tx.in_flight_before(unix_seconds() - older_than_s, IN_FLIGHT_ROUND_MAX)?,
+            )
+        })?;
+        let mut report = InFlightReport::default();
+        for f in rows {
+            let req = CentralRequest::from_cbor(&f.request)?;
+            match self.finish_debit(
+                &f.kind,
+                &f.rid,
+                f.attempt,
+                &f.account,
+                f.amount,
+                &f.reply_key,
+                &req,
+            ) {
+                Ok(_) => report.settled += 1,
+                Err(e) if e.is_unanswered() => report.pending += 1,
+                Err(BackofficeError::BadSettlementResult) => report.pending += 1,
+                Err(_) => report.returned += 1,
+            }
+        }
+        Ok(report)
     }
 
     /// Money the central bank moved to this DCP for a customer (an unload,

@@ -10,8 +10,8 @@ use tally_core::{Epoch, Hash32};
 use tally_dcp::book::{IN_FLIGHT, OWN, SUSPENSE};
 use tally_dcp::db::{
     BOOK_MIGRATIONS, BookResum, BookTotal, DCP_KEY_CUSTODY_MIGRATIONS, DcpBookDb, DcpDb, Device,
-    EnrolmentCode, ISSUE_TAG_MIGRATIONS, LoggedRequest, MIGRATIONS, NewDevice, Posting,
-    REFUSAL_MIGRATIONS, Redemption, StoredTotals,
+    EnrolmentCode, IN_FLIGHT_MIGRATIONS, ISSUE_TAG_MIGRATIONS, InFlight, LoggedRequest, MIGRATIONS,
+    NewDevice, Posting, REFUSAL_MIGRATIONS, Redemption, StoredTotals,
 };
 use tally_store::{Migrations, Store, StoreError, Tx};
 
@@ -279,13 +279,54 @@ fn book_totals(s: &Store) {
     );
 }
 
-static ALL: [&Migrations; 5] = [
+static ALL: [&Migrations; 6] = [
     &MIGRATIONS,
     &REFUSAL_MIGRATIONS,
     &ISSUE_TAG_MIGRATIONS,
     &BOOK_MIGRATIONS,
     &DCP_KEY_CUSTODY_MIGRATIONS,
+    &IN_FLIGHT_MIGRATIONS,
 ];
+
+/// Debits in flight: round trip (u64 amounts up to i64::MAX, attempt
+/// u32::MAX), oldest first with the bound inclusive, a limit, a key
+/// stored twice refused, deletion idempotent.
+fn in_flight(s: &Store) {
+    let row = |idem: &str, since: i64, amount: u64, attempt: u32| InFlight {
+        idem: idem.to_string(),
+        kind: "interbank".into(),
+        rid: h(7, since as u8),
+        attempt,
+        account: "user:alice".into(),
+        amount,
+        reply_key: h(8, 1),
+        request: vec![0x83, 1, 2, 3],
+        since,
+    };
+    assert!(tx(s, |t| t.in_flight_before(i64::MAX, 10)).is_empty());
+    let (a, b, c) = (
+        row("a", 100, i64::MAX as u64, u32::MAX),
+        row("b", 50, 1, 0),
+        row("c", 200, 5, 1),
+    );
+    for r in [&a, &b, &c] {
+        tx(s, |t| t.in_flight_insert(r));
+    }
+    assert_eq!(
+        tx(s, |t| t.in_flight_before(49, 10)),
+        Vec::<InFlight>::new()
+    );
+    assert_eq!(
+        tx(s, |t| t.in_flight_before(100, 10)),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(tx(s, |t| t.in_flight_before(i64::MAX, 1)), vec![b.clone()]);
+    is_constraint(s.transact(|t| t.in_flight_insert(&row("a", 1, 1, 1))));
+    tx(s, |t| t.in_flight_delete("b"));
+    tx(s, |t| t.in_flight_delete("b"));
+    tx(s, |t| t.in_flight_delete("nothing"));
+    assert_eq!(tx(s, |t| t.in_flight_before(i64::MAX, 10)), vec![a, c]);
+}
 
 fn sqlite() -> Store {
     let s = Store::sqlite_memory().unwrap_or_else(|e| panic!("{e}"));
@@ -332,6 +373,7 @@ contracts!(
     book_accounts,
     book_postings,
     book_totals,
+    in_flight,
 );
 
 // ---- the guard: SQL only in src/db.rs ---------------------------------

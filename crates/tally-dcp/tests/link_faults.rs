@@ -236,7 +236,10 @@ fn enrol(bank: &CentralBank, p: &Party, label: &str, class: u8, account: &str) -
     }
 }
 
-fn story(fault: Fault) {
+/// The central bank, DCP 1 (alice's card) and DCP 2 (bob's phone),
+/// each DCP behind its own faulty link; 100 000 minted to each DCP,
+/// 20 000 deposited for alice and for bob.
+fn parties() -> (Arc<CentralBank>, Party, Party, Device, Device) {
     let keys = NodeKeys::development();
     let k2: Arc<tally_dcp::NodeSigner> = Arc::new(SoftwareSigner::new(
         SecretKey::from_seed(Suite::Ed25519, &[0x22; 32]).unwrap(),
@@ -279,6 +282,11 @@ fn story(fault: Fault) {
     let mut alice = enrol(&bank, &p1, "alice-card", CARD, "alice");
     let mut bob = enrol(&bank, &p2, "bob-phone", PHONE, "bob");
 
+    (bank, p1, p2, alice, bob)
+}
+
+fn story(fault: Fault) {
+    let (bank, p1, p2, mut alice, mut bob) = parties();
     with_fault(&p1, &mut alice, fault, |a| a.load(5_000));
     with_fault(&p1, &mut alice, fault, |a| {
         a.pay_online("bob@2", 1_000, Some("4711"))
@@ -312,6 +320,127 @@ fn story(fault: Fault) {
     assert!(inv.holds(), "{inv:?}");
     assert_eq!(inv.offline_float, 2_300 + 2_200, "{fault:?}");
     assert!(*p1.link.delivered.lock().unwrap() > 0);
+}
+
+/// A device whose interbank payment was interrupted never comes back: the
+/// DCP finishes the debit itself (`resolve_in_flight`), exactly once —
+/// for a dropped request the central bank executes it then, for a dropped
+/// reply it answers what it executed — and the device's late retry moves
+/// nothing again.
+fn in_flight_story(fault: Fault) {
+    let (bank, p1, p2, mut alice, _bob) = parties();
+    p1.link.faults.lock().unwrap().push(Some(fault));
+    let mut b = Http(Local(p1.bo.clone()));
+    let mut a = Agent {
+        se: &mut alice.dev.link,
+        backend: &mut b,
+        se_id: alice.dev.se_id,
+        pending: Some(&mut alice.slot),
+    };
+    assert!(a.pay_online("bob@2", 1_000, Some("4711")).is_err());
+    let r = p1.bo.reconcile().unwrap();
+    assert_eq!(r.book.in_flight, 1_000, "{fault:?}: {r:?}");
+    assert!(!r.matches());
+    // Too recent to be resolved yet: the device may still retry.
+    assert_eq!(
+        p1.bo.resolve_in_flight(3_600).unwrap(),
+        tally_dcp::InFlightReport::default()
+    );
+    let report = p1.bo.resolve_in_flight(0).unwrap();
+    assert_eq!(
+        report,
+        tally_dcp::InFlightReport {
+            settled: 1,
+            returned: 0,
+            pending: 0
+        },
+        "{fault:?}"
+    );
+    let check = |what: &str| {
+        p2.bo.book_inbox().unwrap();
+        assert_eq!(
+            p1.bo.account_balance("alice").unwrap(),
+            19_000,
+            "{fault:?} {what}"
+        );
+        assert_eq!(
+            p2.bo.account_balance("bob").unwrap(),
+            21_000,
+            "{fault:?} {what}"
+        );
+        assert_eq!(bank.dcp_balance(1).unwrap(), 99_000, "{fault:?} {what}");
+        assert_eq!(bank.dcp_balance(2).unwrap(), 101_000, "{fault:?} {what}");
+        for p in [&p1, &p2] {
+            let r = p.bo.reconcile().unwrap();
+            assert!(
+                r.matches(),
+                "{fault:?} {what}: DCP {}: {r:?}",
+                p.bo.dcp_id()
+            );
+        }
+        assert!(bank.invariant().unwrap().holds());
+    };
+    check("after the DCP finished it");
+    // Nothing left for a second round.
+    assert_eq!(
+        p1.bo.resolve_in_flight(0).unwrap(),
+        tally_dcp::InFlightReport::default()
+    );
+    // The device comes back after all: its retry gets the stored answer.
+    let finished = a.resume().expect("the late retry");
+    assert_eq!(finished.len(), 1);
+    check("after the device's late retry");
+}
+
+#[test]
+fn a_debit_whose_request_was_dropped_is_finished_by_the_dcp_when_the_device_never_retries() {
+    in_flight_story(Fault::DropRequest);
+}
+
+#[test]
+fn a_debit_whose_reply_was_dropped_is_finished_by_the_dcp_when_the_device_never_retries() {
+    in_flight_story(Fault::DropReply);
+}
+
+/// The central bank refuses the call when the DCP sends it again (here:
+/// the payer DCP's settlement account was emptied meanwhile): the amount
+/// goes back to the customer, once.
+#[test]
+fn a_debit_the_central_bank_refuses_on_resolution_goes_back_to_the_customer() {
+    let (bank, p1, _p2, mut alice, _bob) = parties();
+    p1.link
+        .faults
+        .lock()
+        .unwrap()
+        .push(Some(Fault::DropRequest));
+    let mut b = Http(Local(p1.bo.clone()));
+    let mut a = Agent {
+        se: &mut alice.dev.link,
+        backend: &mut b,
+        se_id: alice.dev.se_id,
+        pending: Some(&mut alice.slot),
+    };
+    assert!(a.pay_online("bob@2", 1_000, Some("4711")).is_err());
+    // DCP 1's settlement account cannot cover it any more.
+    let drain = CentralRequest::Pay {
+        to_dcp: 2,
+        to_account: "carol".into(),
+        amount: 100_000,
+    };
+    bank.call(1, &Hash32([0x5a; 32]), &Hash32([0x5b; 32]), &drain)
+        .unwrap();
+    let report = p1.bo.resolve_in_flight(0).unwrap();
+    assert_eq!(
+        report,
+        tally_dcp::InFlightReport {
+            settled: 0,
+            returned: 1,
+            pending: 0
+        }
+    );
+    assert_eq!(p1.bo.account_balance("alice").unwrap(), 20_000);
+    assert_eq!(p1.bo.reconcile().unwrap().book.in_flight, 0);
+    assert!(bank.invariant().unwrap().holds());
 }
 
 #[test]
