@@ -224,6 +224,13 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
             .spawn(move || {
                 loop {
                     feed.pump_mds();
+                    // A debit whose device never retried (after a crash of
+                    // this node, say) is finished here.
+                    if let Err(e) =
+                        feed.resolve_in_flight(crate::parties::IN_FLIGHT_RESOLVE_AFTER_S)
+                    {
+                        tracing::warn!(error = %e, "debits in flight not resolved; will retry");
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
             })

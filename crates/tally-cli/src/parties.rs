@@ -251,7 +251,7 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
 
 /// Seconds a debit stays in flight (its device may still retry it) before
 /// the DCP finishes it itself.
-const IN_FLIGHT_RESOLVE_AFTER_S: i64 = 30;
+pub(crate) const IN_FLIGHT_RESOLVE_AFTER_S: i64 = 30;
 
 /// Interbank credits and mints reach the DCP's book within a second, and
 /// debits left in flight by a device that never came back are finished
