@@ -648,10 +648,11 @@ impl CentralBank {
             .map_err(|_| StoreError::Db("trust cache poisoned".into()))?;
         // The same signed objects as last time (compared whole, signatures
         // included): they verified then, under the same root.
-        if let Some((p, r, t)) = cached.as_ref() {
-            if *p == policy && *r == revocations {
-                return Ok(t.clone());
-            }
+        if let Some((_, _, t)) = cached
+            .as_ref()
+            .filter(|(p, r, _)| *p == policy && *r == revocations)
+        {
+            return Ok(t.clone());
         }
         let trust = TrustStore::new(self.root_key(), policy.clone(), revocations.clone())?;
         *cached = Some((policy, revocations, trust.clone()));

@@ -325,10 +325,7 @@ pub trait CentralDb {
     fn closed_exists(&mut self, nonce: &[u8; 16], payee_key: &[u8]) -> Result<bool, StoreError>;
     /// The closed requests (`nonce`, payee key) among requests of the
     /// `nonces` (one statement).
-    fn closed_requests(
-        &mut self,
-        nonces: &[[u8; 16]],
-    ) -> Result<BTreeSet<([u8; 16], Vec<u8>)>, StoreError>;
+    fn closed_requests(&mut self, nonces: &[[u8; 16]]) -> Result<ClosedRequests, StoreError>;
     fn insert_closed(&mut self, r: &ClosedReport<'_>) -> Result<(), StoreError>;
     /// The report that closed request (`nonce`, `payee_key`).
     fn closed_report(
@@ -337,6 +334,9 @@ pub trait CentralDb {
         payee_key: &[u8],
     ) -> Result<Option<ClosedRow>, StoreError>;
 }
+
+/// Requests closed by a payee's report: (`nonce`, the request key's CBOR).
+pub type ClosedRequests = BTreeSet<([u8; 16], Vec<u8>)>;
 
 /// `$first, …, $(first + n - 1)`: an `IN (…)` list.
 fn placeholders(first: usize, n: usize) -> String {
@@ -824,10 +824,7 @@ impl<'a> CentralDb for dyn Tx + 'a {
             .is_some())
     }
 
-    fn closed_requests(
-        &mut self,
-        nonces: &[[u8; 16]],
-    ) -> Result<BTreeSet<([u8; 16], Vec<u8>)>, StoreError> {
+    fn closed_requests(&mut self, nonces: &[[u8; 16]]) -> Result<ClosedRequests, StoreError> {
         let mut closed = BTreeSet::new();
         for chunk in nonces.chunks(BATCH_ROWS_MAX) {
             let sql = format!(

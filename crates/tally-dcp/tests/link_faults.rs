@@ -279,9 +279,8 @@ fn parties() -> (Arc<CentralBank>, Party, Party, Device, Device) {
     bank.mint(2, "m2", 100_000).unwrap();
     p1.bo.deposit("d", "alice", 20_000).unwrap();
     p2.bo.deposit("d", "bob", 20_000).unwrap();
-    let mut alice = enrol(&bank, &p1, "alice-card", CARD, "alice");
-    let mut bob = enrol(&bank, &p2, "bob-phone", PHONE, "bob");
-
+    let alice = enrol(&bank, &p1, "alice-card", CARD, "alice");
+    let bob = enrol(&bank, &p2, "bob-phone", PHONE, "bob");
     (bank, p1, p2, alice, bob)
 }
 
