@@ -224,6 +224,11 @@ enum Command {
         /// Bearer token of the DCP's operator endpoints (deposits, enrolment codes).
         #[arg(long)]
         operator_token: Option<String>,
+        /// Seconds a debit (load, interbank payment) may stay in flight,
+        /// waiting for its device's retry, before the DCP sends its central
+        /// call again itself.
+        #[arg(long, default_value_t = 30)]
+        in_flight_after_s: i64,
     },
     /// The central bank's operator calls (mutual TLS with the operator's
     /// role certificate of `tally tls init`).
@@ -736,6 +741,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             central,
             listen,
             operator_token,
+            in_flight_after_s,
         } => parties::run_dcp(parties::DcpOptions {
             id,
             database_url,
@@ -744,6 +750,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             central,
             listen,
             operator_token,
+            in_flight_after_s,
         })
         .map(|_| String::new()),
         Command::Cb { central, tls, cmd } => {

@@ -192,6 +192,8 @@ pub struct DcpOptions {
     pub central: String,
     pub listen: SocketAddr,
     pub operator_token: Option<String>,
+    /// Seconds before the DCP finishes a debit its device did not retry.
+    pub in_flight_after_s: i64,
 }
 
 /// `tally dcp`: serves one DCP's device API over TLS (server
@@ -235,9 +237,10 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
     };
     let id = o.id;
     let inbox = bo.clone();
+    let after = o.in_flight_after_s.max(0);
     std::thread::Builder::new()
         .name("dcp-inbox".into())
-        .spawn(move || book_inbox_periodically(inbox))
+        .spawn(move || book_inbox_periodically(inbox, after))
         .map_err(|e| CliError::failed(e.to_string()))?;
     serve(o.listen, &format!("dcp {id}"), move |listener, stop| {
         Box::pin(tally_tls::serve_tls(
@@ -250,18 +253,18 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
 }
 
 /// Seconds a debit stays in flight (its device may still retry it) before
-/// the DCP finishes it itself.
+/// `tally node` finishes it itself (`tally dcp --in-flight-after-s`).
 pub(crate) const IN_FLIGHT_RESOLVE_AFTER_S: i64 = 30;
 
 /// Interbank credits and mints reach the DCP's book within a second, and
 /// debits left in flight by a device that never came back are finished
 /// (`Backoffice::resolve_in_flight`).
-fn book_inbox_periodically(bo: Arc<Backoffice>) {
+fn book_inbox_periodically(bo: Arc<Backoffice>, in_flight_after_s: i64) {
     loop {
         if let Err(e) = bo.book_inbox() {
             tracing::warn!(error = %e, "inbox not booked; will retry");
         }
-        match bo.resolve_in_flight(IN_FLIGHT_RESOLVE_AFTER_S) {
+        match bo.resolve_in_flight(in_flight_after_s) {
             Ok(r) if r.settled + r.returned > 0 => {
                 tracing::info!(
                     settled = r.settled,
