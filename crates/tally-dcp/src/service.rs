@@ -236,8 +236,8 @@ pub struct InFlightReport {
     pub settled: usize,
     /// Refused by the central bank: back to the customer.
     pub returned: usize,
-    /// Still unanswered (or answered with a result that does not match):
-    /// left in flight.
+    /// Still unanswered (or answered with a result that does not match,
+    /// or a stored call that does not decode): left in flight.
     pub pending: usize,
 }
 
@@ -1070,7 +1070,13 @@ impl Backoffice {
         })?;
         let mut report = InFlightReport::default();
         for f in rows {
-            let req = CentralRequest::from_cbor(&f.request)?;
+            // A stored call that no longer decodes (written by another
+            // version) must not block the others: it stays in flight for
+            // an operator, and the round goes on.
+            let Ok(req) = CentralRequest::from_cbor(&f.request) else {
+                report.pending += 1;
+                continue;
+            };
             match self.finish_debit(
                 &f.kind,
                 &f.rid,

@@ -442,6 +442,49 @@ fn a_debit_the_central_bank_refuses_on_resolution_goes_back_to_the_customer() {
     assert!(bank.invariant().unwrap().holds());
 }
 
+/// A stored call that does not decode (a poison row) is left in flight
+/// and does not stop the round: the other debit is finished.
+#[test]
+fn an_undecodable_stored_call_does_not_block_the_others() {
+    let (_bank, p1, _p2, mut alice, _bob) = parties();
+    p1.bo
+        .dcp_store()
+        .transact(|tx| {
+            use tally_dcp::db::{DcpDb, InFlight};
+            tx.in_flight_insert(&InFlight {
+                idem: "online:poison:0".into(),
+                kind: "online".into(),
+                rid: Hash32([0x99; 32]),
+                attempt: 0,
+                account: "user:alice".into(),
+                amount: 1,
+                reply_key: Hash32([0x98; 32]),
+                request: vec![0xff, 0x00],
+                since: 0,
+            })
+        })
+        .unwrap();
+    p1.link.faults.lock().unwrap().push(Some(Fault::DropReply));
+    let mut b = Http(Local(p1.bo.clone()));
+    let mut a = Agent {
+        se: &mut alice.dev.link,
+        backend: &mut b,
+        se_id: alice.dev.se_id,
+        pending: Some(&mut alice.slot),
+    };
+    assert!(a.pay_online("bob@2", 1_000, Some("4711")).is_err());
+    let report = p1.bo.resolve_in_flight(0).unwrap();
+    assert_eq!(
+        report,
+        tally_dcp::InFlightReport {
+            settled: 1,
+            returned: 0,
+            pending: 1
+        }
+    );
+    assert_eq!(p1.bo.reconcile().unwrap().book.in_flight, 0);
+}
+
 #[test]
 fn a_dropped_request_is_executed_once_when_the_link_returns() {
     story(Fault::DropRequest);
