@@ -13,66 +13,23 @@
 
 use std::process::Command;
 
+#[path = "support/spends.rs"]
+mod spends;
+use spends::{field, spend};
+
 use tally_central::CentralRequest;
 use tally_core::codec::{Cbor, Writer};
 use tally_core::crypto::tagged_hash;
 use tally_core::dcp::{SyncUpload, reports_digest};
-use tally_core::policy::device_class::PHONE;
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey, seal};
 use tally_core::testkit::{Scheme, TestEntropy, key};
-use tally_core::{
-    Amount, Hash32, Issue, OutPoint, Output, Package, Record, SecretKey, Suite, Transfer,
-};
+use tally_core::{Amount, Hash32, Issue, Output, Package, Suite};
 use tally_ledger::ledger::{self, Ledger, TransferRequest, code};
 use tally_ledger::settlement::{Settlement, SettlementError};
 use tally_store::{Store, StoreError, Tx};
 
 const TOKENS: usize = 48;
 const VALUE: u64 = 1_000;
-
-fn transfer(input: OutPoint, to: &SecretKey, nonce: u8, owner: &SecretKey) -> Transfer {
-    let mut t = Transfer {
-        inputs: vec![input],
-        outputs: vec![Output {
-            value: Amount(VALUE),
-            owner: to.public(),
-        }],
-        nonce: [nonce; 16],
-        counter: 1,
-        signatures: Vec::new(),
-    };
-    t.signatures = vec![owner.sign(&t.id().0)];
-    t
-}
-
-/// `Issue` → (`hops` transfers between fresh keys) → the DCP key.
-fn spend(scheme: &Scheme, n: usize, issue: &Issue, k0: &SecretKey, hops: usize) -> Package {
-    let mut ancestry = vec![Record::Issue(issue.clone())];
-    let mut keys = vec![k0.clone()];
-    let mut prev = OutPoint {
-        record: issue.id(),
-        index: 0,
-    };
-    for h in 1..=hops {
-        let k = key(Suite::Ed25519, format!("central/{n}/{h}").as_bytes());
-        let t = transfer(prev, &k, 2, &keys[h - 1]);
-        prev = OutPoint {
-            record: t.id(),
-            index: 0,
-        };
-        ancestry.push(Record::Transfer(t));
-        keys.push(k);
-    }
-    let last = transfer(prev, &scheme.dcp, hops as u8 + 1, &keys[hops]);
-    Package {
-        transfer: last,
-        ancestry,
-        certificates: keys
-            .iter()
-            .map(|k| scheme.certify(k.public(), PHONE, 0))
-            .collect(),
-    }
-}
 
 fn count(tx: &mut dyn Tx, table: &str) -> Result<i64, StoreError> {
     tx.query_one(
@@ -81,13 +38,6 @@ fn count(tx: &mut dyn Tx, table: &str) -> Result<i64, StoreError> {
     )?
     .ok_or_else(|| StoreError::Type("no row".into()))?
     .int(0)
-}
-
-fn field(line: &str, key: &str) -> i64 {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in `{line}`"))
 }
 
 /// `n` central bank processes answer their parts of `requests` from one
@@ -206,8 +156,11 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
                 },
             )
         };
-        first.push(sync("one", &spend(&scheme, n, &issue, &k0, 0)));
-        let two = spend(&scheme, n, &issue, &k0, 1);
+        first.push(sync(
+            "one",
+            &spend(&scheme, "central", n, &issue, &k0, 0, VALUE),
+        ));
+        let two = spend(&scheme, "central", n, &issue, &k0, 1, VALUE);
         second.push(sync("two", &two));
         third.push(sync("again", &two));
     }

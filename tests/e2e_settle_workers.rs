@@ -18,12 +18,15 @@
 
 use std::process::Command;
 
+#[path = "support/spends.rs"]
+mod spends;
+use spends::{field, spend};
+
 use tally_core::codec::Cbor;
 use tally_core::crypto::tagged_hash;
-use tally_core::policy::device_class::PHONE;
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey, seal};
 use tally_core::testkit::{Scheme, TestEntropy, key};
-use tally_core::{Amount, Issue, OutPoint, Output, Package, Record, SecretKey, Suite, Transfer};
+use tally_core::{Amount, Issue, Output, Package, Suite};
 use tally_ledger::ledger::{self, AccountKind, Ledger, TransferRequest, code};
 use tally_ledger::queue::SettlementQueue;
 use tally_ledger::settlement::{self, Settlement, SettlementError};
@@ -31,50 +34,6 @@ use tally_store::{Store, StoreError, Tx};
 
 const TOKENS: usize = 64;
 const VALUE: u64 = 1_000;
-
-fn transfer(input: OutPoint, to: &SecretKey, nonce: u8, owner: &SecretKey) -> Transfer {
-    let mut t = Transfer {
-        inputs: vec![input],
-        outputs: vec![Output {
-            value: Amount(VALUE),
-            owner: to.public(),
-        }],
-        nonce: [nonce; 16],
-        counter: 1,
-        signatures: Vec::new(),
-    };
-    t.signatures = vec![owner.sign(&t.id().0)];
-    t
-}
-
-/// `Issue` → (`hops` transfers between fresh keys) → the DCP key.
-fn spend(scheme: &Scheme, n: usize, issue: &Issue, k0: &SecretKey, hops: usize) -> Package {
-    let mut ancestry = vec![Record::Issue(issue.clone())];
-    let mut keys = vec![k0.clone()];
-    let mut prev = OutPoint {
-        record: issue.id(),
-        index: 0,
-    };
-    for h in 1..=hops {
-        let k = key(Suite::Ed25519, format!("workers/{n}/{h}").as_bytes());
-        let t = transfer(prev, &k, 2, &keys[h - 1]);
-        prev = OutPoint {
-            record: t.id(),
-            index: 0,
-        };
-        ancestry.push(Record::Transfer(t));
-        keys.push(k);
-    }
-    let last = transfer(prev, &scheme.dcp, hops as u8 + 1, &keys[hops]);
-    Package {
-        transfer: last,
-        ancestry,
-        certificates: keys
-            .iter()
-            .map(|k| scheme.certify(k.public(), PHONE, 0))
-            .collect(),
-    }
-}
 
 fn count(tx: &mut dyn Tx, sql: &str) -> Result<i64, StoreError> {
     tx.query_one(sql, &[])?
@@ -127,8 +86,8 @@ fn setup(store: &Store) -> usize {
             seal(&sealing, SealedKind::Redemption, &p.to_cbor(), &mut entropy)
                 .unwrap_or_else(|e| panic!("seal: {e}"))
         };
-        let one = sealed(&spend(&scheme, n, &issue, &k0, 0));
-        let two = sealed(&spend(&scheme, n, &issue, &k0, 1));
+        let one = sealed(&spend(&scheme, "workers", n, &issue, &k0, 0, VALUE));
+        let two = sealed(&spend(&scheme, "workers", n, &issue, &k0, 1, VALUE));
         // Adjacent ids: lanes 0 and 1 of 2, so the two workers take them
         // at the same time.
         rows.push(one);
@@ -140,13 +99,6 @@ fn setup(store: &Store) -> usize {
         .transact(|tx| SettlementQueue::enqueue(tx, &rows))
         .unwrap_or_else(|e| panic!("enqueue: {e}"));
     rows.len()
-}
-
-fn field(line: &str, key: &str) -> i64 {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in `{line}`"))
 }
 
 fn race(store: &Store, rows: usize, db_args: &[String], must_overlap: bool) {

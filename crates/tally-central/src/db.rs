@@ -354,6 +354,42 @@ fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
+/// The ids among `ids` that `select_in` (`SELECT <one hash column> FROM …
+/// WHERE <column> IN`) finds, one statement per [`BATCH_ROWS_MAX`] ids.
+fn hashes_present(
+    tx: &mut (dyn Tx + '_),
+    select_in: &str,
+    ids: &[Hash32],
+) -> Result<BTreeSet<Hash32>, StoreError> {
+    let mut found = BTreeSet::new();
+    for chunk in ids.chunks(BATCH_ROWS_MAX) {
+        let sql = format!("{select_in} ({})", placeholders(1, chunk.len()));
+        let params: Vec<Value> = chunk.iter().map(hash_value).collect();
+        for r in tx.query(&sql, &params)? {
+            found.insert(hash(r.bytes(0)?)?);
+        }
+    }
+    Ok(found)
+}
+
+/// `insert_values` (`INSERT INTO t (columns…) VALUES`) of `rows`, one
+/// multi-row statement per [`BATCH_ROWS_MAX`] rows; every row has the same
+/// number of values.
+fn insert_rows(
+    tx: &mut (dyn Tx + '_),
+    insert_values: &str,
+    rows: impl Iterator<Item = Vec<Value>>,
+) -> Result<(), StoreError> {
+    let rows: Vec<Vec<Value>> = rows.collect();
+    for chunk in rows.chunks(BATCH_ROWS_MAX) {
+        let columns = chunk[0].len();
+        let sql = format!("{insert_values} {}", value_rows(chunk.len(), columns));
+        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        tx.execute(&sql, &params)?;
+    }
+    Ok(())
+}
+
 /// Rows per statement of the batched look-ups and inserts: far below both
 /// backends' parameter limits (SQLite 32 766, PostgreSQL 65 535) at six
 /// columns.
@@ -563,33 +599,20 @@ impl<'a> CentralDb for dyn Tx + 'a {
     }
 
     fn escrows_known(&mut self, key_ids: &[Hash32]) -> Result<BTreeSet<Hash32>, StoreError> {
-        let mut known = BTreeSet::new();
-        for chunk in key_ids.chunks(BATCH_ROWS_MAX) {
-            let sql = format!(
-                "SELECT key_id FROM cb_escrows WHERE key_id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let params: Vec<Value> = chunk.iter().map(hash_value).collect();
-            for r in self.query(&sql, &params)? {
-                known.insert(hash(r.bytes(0)?)?);
-            }
-        }
-        Ok(known)
+        hashes_present(
+            self,
+            "SELECT key_id FROM cb_escrows WHERE key_id IN",
+            key_ids,
+        )
     }
 
     fn insert_escrows(&mut self, rows: &[(Hash32, &[u8])]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(BATCH_ROWS_MAX) {
-            let sql = format!(
-                "INSERT INTO cb_escrows (key_id, escrow) VALUES {}",
-                value_rows(chunk.len(), 2)
-            );
-            let params: Vec<Value> = chunk
-                .iter()
-                .flat_map(|(k, e)| [hash_value(k), Value::Bytes(e.to_vec())])
-                .collect();
-            self.execute(&sql, &params)?;
-        }
-        Ok(())
+        insert_rows(
+            self,
+            "INSERT INTO cb_escrows (key_id, escrow) VALUES",
+            rows.iter()
+                .map(|(k, e)| vec![hash_value(k), Value::Bytes(e.to_vec())]),
+        )
     }
 
     fn redemption_op(&mut self, nonce: &[u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -763,42 +786,28 @@ impl<'a> CentralDb for dyn Tx + 'a {
     }
 
     fn uploads_known(&mut self, transfer_ids: &[Hash32]) -> Result<BTreeSet<Hash32>, StoreError> {
-        let mut known = BTreeSet::new();
-        for chunk in transfer_ids.chunks(BATCH_ROWS_MAX) {
-            let sql = format!(
-                "SELECT transfer_id FROM cb_uploads WHERE transfer_id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let params: Vec<Value> = chunk.iter().map(hash_value).collect();
-            for r in self.query(&sql, &params)? {
-                known.insert(hash(r.bytes(0)?)?);
-            }
-        }
-        Ok(known)
+        hashes_present(
+            self,
+            "SELECT transfer_id FROM cb_uploads WHERE transfer_id IN",
+            transfer_ids,
+        )
     }
 
     fn insert_uploads(&mut self, rows: &[NewUpload<'_>]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(BATCH_ROWS_MAX) {
-            let sql = format!(
-                "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox, dcp) VALUES {}",
-                value_rows(chunk.len(), 6)
-            );
-            let params: Vec<Value> = chunk
-                .iter()
-                .flat_map(|u| {
-                    [
-                        hash_value(u.transfer_id),
-                        u.nonce.to_vec().into(),
-                        u.payee_key.into(),
-                        Value::Int(u.amount),
-                        hash_value(u.mailbox),
-                        Value::Int(u.dcp),
-                    ]
-                })
-                .collect();
-            self.execute(&sql, &params)?;
-        }
-        Ok(())
+        insert_rows(
+            self,
+            "INSERT INTO cb_uploads (transfer_id, nonce, payee_key, amount, mailbox, dcp) VALUES",
+            rows.iter().map(|u| {
+                vec![
+                    hash_value(u.transfer_id),
+                    u.nonce.to_vec().into(),
+                    u.payee_key.into(),
+                    Value::Int(u.amount),
+                    hash_value(u.mailbox),
+                    Value::Int(u.dcp),
+                ]
+            }),
+        )
     }
 
     fn uploads_for(

@@ -321,6 +321,25 @@ fn story(fault: Fault) {
     assert!(*p1.link.delivered.lock().unwrap() > 0);
 }
 
+/// Runs one command of device `d` at DCP `p`.
+fn run<R>(p: &Party, d: &mut Device, f: impl FnOnce(&mut Agent<'_>) -> R) -> R {
+    let mut b = Http(Local(p.bo.clone()));
+    let mut a = Agent {
+        se: &mut d.dev.link,
+        backend: &mut b,
+        se_id: d.dev.se_id,
+        pending: Some(&mut d.slot),
+    };
+    f(&mut a)
+}
+
+/// `d` pays 1 000 to bob@2 online with `fault` on `p`'s next central
+/// call: the command fails, its request stays pending on the device.
+fn interrupted_payment(p: &Party, d: &mut Device, fault: Fault) {
+    p.link.faults.lock().unwrap().push(Some(fault));
+    assert!(run(p, d, |a| a.pay_online("bob@2", 1_000, Some("4711"))).is_err());
+}
+
 /// A device whose interbank payment was interrupted never comes back: the
 /// DCP finishes the debit itself (`resolve_in_flight`), exactly once —
 /// for a dropped request the central bank executes it then, for a dropped
@@ -328,15 +347,7 @@ fn story(fault: Fault) {
 /// nothing again.
 fn in_flight_story(fault: Fault) {
     let (bank, p1, p2, mut alice, _bob) = parties();
-    p1.link.faults.lock().unwrap().push(Some(fault));
-    let mut b = Http(Local(p1.bo.clone()));
-    let mut a = Agent {
-        se: &mut alice.dev.link,
-        backend: &mut b,
-        se_id: alice.dev.se_id,
-        pending: Some(&mut alice.slot),
-    };
-    assert!(a.pay_online("bob@2", 1_000, Some("4711")).is_err());
+    interrupted_payment(&p1, &mut alice, fault);
     let r = p1.bo.reconcile().unwrap();
     assert_eq!(r.book.in_flight, 1_000, "{fault:?}: {r:?}");
     assert!(!r.matches());
@@ -386,7 +397,7 @@ fn in_flight_story(fault: Fault) {
         tally_dcp::InFlightReport::default()
     );
     // The device comes back after all: its retry gets the stored answer.
-    let finished = a.resume().expect("the late retry");
+    let finished = run(&p1, &mut alice, |a| a.resume()).expect("the late retry");
     assert_eq!(finished.len(), 1);
     check("after the device's late retry");
 }
@@ -407,19 +418,7 @@ fn a_debit_whose_reply_was_dropped_is_finished_by_the_dcp_when_the_device_never_
 #[test]
 fn a_debit_the_central_bank_refuses_on_resolution_goes_back_to_the_customer() {
     let (bank, p1, _p2, mut alice, _bob) = parties();
-    p1.link
-        .faults
-        .lock()
-        .unwrap()
-        .push(Some(Fault::DropRequest));
-    let mut b = Http(Local(p1.bo.clone()));
-    let mut a = Agent {
-        se: &mut alice.dev.link,
-        backend: &mut b,
-        se_id: alice.dev.se_id,
-        pending: Some(&mut alice.slot),
-    };
-    assert!(a.pay_online("bob@2", 1_000, Some("4711")).is_err());
+    interrupted_payment(&p1, &mut alice, Fault::DropRequest);
     // DCP 1's settlement account cannot cover it any more.
     let drain = CentralRequest::Pay {
         to_dcp: 2,
@@ -464,15 +463,7 @@ fn an_undecodable_stored_call_does_not_block_the_others() {
             })
         })
         .unwrap();
-    p1.link.faults.lock().unwrap().push(Some(Fault::DropReply));
-    let mut b = Http(Local(p1.bo.clone()));
-    let mut a = Agent {
-        se: &mut alice.dev.link,
-        backend: &mut b,
-        se_id: alice.dev.se_id,
-        pending: Some(&mut alice.slot),
-    };
-    assert!(a.pay_online("bob@2", 1_000, Some("4711")).is_err());
+    interrupted_payment(&p1, &mut alice, Fault::DropReply);
     let report = p1.bo.resolve_in_flight(0).unwrap();
     assert_eq!(
         report,
