@@ -30,6 +30,8 @@ use tally_store::{Store, StoreError, Tx};
 
 const TOKENS: usize = 48;
 const VALUE: u64 = 1_000;
+/// Every this many tokens, an upload spending a forged Issue joins the race.
+const FORGED_EVERY: usize = 6;
 
 fn count(tx: &mut dyn Tx, table: &str) -> Result<i64, StoreError> {
     tx.query_one(
@@ -160,6 +162,25 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
             "one",
             &spend(&scheme, "central", n, &issue, &k0, 0, VALUE),
         ));
+        if n % FORGED_EVERY == FORGED_EVERY - 1 {
+            // An Issue under the DCP's key that no Load registered (a
+            // stolen issuing key): its upload is refused as a whole, in
+            // whatever group of concurrent requests it lands, and the
+            // uploads grouped with it settle as if it had not come.
+            let forged = Issue::sign(
+                &scheme.dcp,
+                10_000 + n as u64,
+                50,
+                vec![Output {
+                    value: Amount(VALUE),
+                    owner: k0.public(),
+                }],
+            );
+            first.push(sync(
+                "forged",
+                &spend(&scheme, "forged", n, &forged, &k0, 0, VALUE),
+            ));
+        }
         let two = spend(&scheme, "central", n, &issue, &k0, 1, VALUE);
         second.push(sync("two", &two));
         third.push(sync("again", &two));
@@ -171,7 +192,10 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
     let lines = central_processes(dir, db_args, &requests, 2);
     let again = central_processes(dir, db_args, &third, 1);
     let sum = |lines: &[String], key: &str| lines.iter().map(|l| field(l, key)).sum::<i64>();
-    assert_eq!(sum(&lines, "requests"), 2 * TOKENS as i64);
+    let forged = (TOKENS / FORGED_EVERY) as i64;
+    assert_eq!(sum(&lines, "requests"), 2 * TOKENS as i64 + forged);
+    assert_eq!(sum(&lines, "failed"), forged, "each forged upload refused");
+    assert_eq!(sum(&again, "failed"), 0);
     assert_eq!(sum(&lines, "refused") + sum(&again, "refused"), 0);
     assert_eq!(sum(&lines, "settled"), 2 * TOKENS as i64);
     // Each token's second spend was found a double spend by whichever

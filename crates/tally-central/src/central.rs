@@ -29,7 +29,8 @@ use tally_core::escrow::{self, JointKey};
 use tally_core::policy::device_class;
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
 use tally_core::verify::{
-    BoundedCertCache, VerifyParams, verify_package_for_settlement, verify_packages_for_settlement,
+    BoundedCertCache, CertCache, VerifyParams, verify_package_for_settlement,
+    verify_packages_for_settlement,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PublicKey, Record,
@@ -40,7 +41,7 @@ use tally_ledger::db::SettlementDb;
 use tally_ledger::ledger::{self, AccountKind, Applied, Invariant, Ledger, TransferRequest, code};
 use tally_ledger::settlement::Settlement;
 use tally_mds::{IngestRecord, Mds, MdsConfig, Verdict};
-use tally_store::{Migrations, Store, StoreError, Tx};
+use tally_store::{Migrations, Store, StoreError, Tx, TxFailure};
 
 use tally_core::dcp::*;
 
@@ -56,6 +57,43 @@ pub(crate) enum Checked {
     Verified(Box<tally_core::VerifiedPackage>),
     Refused(tally_core::Transfer, tally_core::verify::VerifyError),
     Malformed,
+}
+
+/// A verified sync upload waiting for its group's transaction
+/// ([`CentralBank::commit_syncs`]).
+pub(crate) struct SyncJob {
+    dcp: u32,
+    op: Hash32,
+    reply_key: Hash32,
+    epoch: Epoch,
+    mailbox: Hash32,
+    offline: Option<u32>,
+    upload: SyncUpload,
+    checked: Vec<Checked>,
+}
+
+/// Most sync requests settled in one transaction.
+const SYNC_GROUP_MAX: usize = 32;
+
+/// The central bank's certificate cache as a verifier uses it: locked
+/// for each look-up or insert only, so requests verify in parallel. (A
+/// certificate another request is verifying at the same moment is just
+/// verified twice.) A poisoned lock still holds a consistent set.
+struct SharedCertCache<'a>(&'a Mutex<BoundedCertCache>);
+
+impl CertCache for SharedCertCache<'_> {
+    fn contains(&self, id: &Hash32) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
+    }
+    fn insert(&mut self, id: Hash32) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id)
+    }
 }
 
 /// A double spend as operators list it: (outpoint record, index, value,
@@ -419,6 +457,11 @@ pub struct CentralBank {
     /// was built from: a request whose trust objects are unchanged reuses
     /// it instead of verifying their root signatures again.
     trust_cache: Mutex<Option<(Policy, RevocationList, TrustStore)>>,
+    /// Sync requests waiting for, or in, a group commit.
+    syncs: crate::group::GroupCommit<SyncJob, Result<Vec<u8>, BackofficeError>>,
+    /// Uploads opened and verified at once (the cores given to
+    /// verification; [`CentralBank::limit_verification`]).
+    verifying: crate::group::Permits,
 }
 
 /// The central bank's tables, in order.
@@ -507,6 +550,10 @@ impl CentralBank {
             dcps: certs,
             cache: Mutex::new(BoundedCertCache::new(100_000)),
             trust_cache: Mutex::new(None),
+            syncs: crate::group::GroupCommit::new(SYNC_GROUP_MAX),
+            verifying: crate::group::Permits::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         };
         bank.store.transact(|tx| {
             for c in &bank.dcps {
@@ -521,6 +568,14 @@ impl CentralBank {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+    /// Opens and verifies at most `n` uploads at once (default: the
+    /// machine's cores); more requests wait for a turn. The settling
+    /// transaction is not counted: it runs in groups
+    /// ([`crate::group`]), beside the verifications.
+    pub fn limit_verification(mut self, n: usize) -> Self {
+        self.verifying = crate::group::Permits::new(n);
+        self
     }
     /// The MDS of this process.
     ///
@@ -861,27 +916,39 @@ impl CentralBank {
         reply_key: &Hash32,
         mut f: impl FnMut(&mut dyn Tx) -> Result<SettlementResult, BackofficeError>,
     ) -> Result<Vec<u8>, BackofficeError> {
-        let cipher = XChaCha20Poly1305::new((&reply_key.0).into());
         // Stored per (DCP, op): an op of one DCP never answers or blocks
         // another's. DCP 1 keeps the bare op, as results stored before
         // there were several DCPs are keyed.
         let key = op_key(dcp, op);
-        let op_key = &key;
         self.store.transact(|tx| {
-            if let Some(stored) = tx.stored_reply(op_key)? {
+            if let Some(stored) = tx.stored_reply(&key)? {
                 return open_stored_reply(reply_key, &stored);
             }
-            let mut res = f(tx)?;
-            res.op = *op;
-            let signed = res.sign(&*self.keys.settlement)?;
-            // One key per request and one reply per key: a fixed nonce is safe.
-            let sealed = cipher
-                .encrypt(&XNonce::default(), signed.as_slice())
-                .map_err(|_| BackofficeError::BadSettlementResult)?;
-            tx.insert_reply(op_key, &sealed)?;
+            let res = f(tx)?;
+            let signed = self.sign_and_store(tx, &key, op, reply_key, res)?;
             Ledger::assert_invariant(tx)?;
             Ok::<_, BackofficeError>(signed)
         })
+    }
+
+    /// Signs `res` as the answer to `op` and stores it, sealed under
+    /// `reply_key`, at `key` (the request's (DCP, op) key).
+    fn sign_and_store(
+        &self,
+        tx: &mut dyn Tx,
+        key: &Hash32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        mut res: SettlementResult,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        res.op = *op;
+        let signed = res.sign(&*self.keys.settlement)?;
+        // One key per request and one reply per key: a fixed nonce is safe.
+        let sealed = XChaCha20Poly1305::new((&reply_key.0).into())
+            .encrypt(&XNonce::default(), signed.as_slice())
+            .map_err(|_| BackofficeError::BadSettlementResult)?;
+        tx.insert_reply(key, &sealed)?;
+        Ok(signed)
     }
 
     /// An Issue of DCP `dcp`: its signature under that DCP's key.
@@ -999,7 +1066,9 @@ impl CentralBank {
                 last_sync,
             } => {
                 let offline = (*last_sync > 0).then(|| epoch.saturating_sub(*last_sync));
-                // Opening and verification before the settlement transaction.
+                // Opening and verification before the settlement
+                // transaction, on one of the cores given to them.
+                let permit = self.verifying.take();
                 let upload = SyncUpload::from_cbor(
                     &self.keys.opening.open(SealedKind::SyncUpload, sealed)?,
                 )?;
@@ -1010,9 +1079,25 @@ impl CentralBank {
                     return Err(BackofficeError::ReportsMismatch);
                 }
                 let checked = self.precheck(&upload.packages)?;
-                self.once(dcp, op, reply_key, |tx| {
-                    self.settle_upload(tx, dcp, op, epoch, mailbox, offline, &upload, &checked)
-                })
+                drop(permit);
+                // Concurrent uploads share one transaction and one commit.
+                let job = SyncJob {
+                    dcp,
+                    op: *op,
+                    reply_key: *reply_key,
+                    epoch,
+                    mailbox: *mailbox,
+                    offline,
+                    upload,
+                    checked,
+                };
+                self.syncs
+                    .submit(job, |jobs| self.commit_syncs(jobs))
+                    .unwrap_or_else(|| {
+                        Err(BackofficeError::Store(StoreError::Db(
+                            "the request's group commit was interrupted".into(),
+                        )))
+                    })
             }
             CentralRequest::Deliver { mailbox, issues } => {
                 let mut amounts = Vec::with_capacity(issues.len());
@@ -1158,11 +1243,10 @@ impl CentralBank {
                 }
             }
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
-        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut *cache)
+        // The cache is locked per look-up, not across the verification:
+        // concurrent requests verify in parallel.
+        let mut cache = SharedCertCache(&self.cache);
+        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut cache)
             .into_iter()
             .zip(transfers);
         let mut out = Vec::with_capacity(packages.len());
@@ -1189,10 +1273,6 @@ impl CentralBank {
             .limits(device_class::DCP, 0)
             .map(|l| usize::from(l.history_records_max))
             .unwrap_or(1024);
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| StoreError::Db("cache poisoned".into()))?;
         Ok(verify_package_for_settlement(
             pkg,
             trust,
@@ -1201,7 +1281,7 @@ impl CentralBank {
                 history_records_max: budget,
                 signature_batch_max: usize::MAX,
             },
-            &mut *cache,
+            &mut SharedCertCache(&self.cache),
         )?)
     }
 
@@ -1401,121 +1481,235 @@ impl CentralBank {
     /// rest of the upload still settles. What waits in `mailbox` is
     /// listed in the result (`deliveries`).
     #[allow(clippy::too_many_arguments)]
-    fn settle_upload(
+    /// Settles a group of verified sync uploads in one transaction (see
+    /// [`crate::group`]); one answer per job, in order. A request answered
+    /// before (or twice in the group) gets its stored answer. The fresh
+    /// ones settle together — one `settle_batch` and one statement per
+    /// kind of bookkeeping for the whole group, inside a savepoint; if any
+    /// of them is refused as a whole (a package the registry refuses),
+    /// the group is rolled back to the savepoint and each request settles
+    /// alone in its own savepoint, so a refused request rolls back only
+    /// itself. One invariant check and one commit for the group. A
+    /// conflict retries the whole group; a failure of the transaction
+    /// itself (its commit included) answers every request with it — a
+    /// store failure, which a DCP treats as unanswered and retries.
+    fn commit_syncs(&self, jobs: Vec<SyncJob>) -> Vec<Result<Vec<u8>, BackofficeError>> {
+        let out = self.store.transact(|tx| {
+            let keys: Vec<Hash32> = jobs.iter().map(|j| op_key(j.dcp, &j.op)).collect();
+            let mut out: Vec<Option<Result<Vec<u8>, BackofficeError>>> =
+                (0..jobs.len()).map(|_| None).collect();
+            // Answered before, or the retry of a request earlier in this
+            // group (answered from what that one stores).
+            let mut fresh: Vec<usize> = Vec::with_capacity(jobs.len());
+            let mut repeats: Vec<usize> = Vec::new();
+            for (i, j) in jobs.iter().enumerate() {
+                if fresh.iter().any(|&f| keys[f] == keys[i]) {
+                    repeats.push(i);
+                } else if let Some(stored) = tx.stored_reply(&keys[i])? {
+                    out[i] = Some(open_stored_reply(&j.reply_key, &stored));
+                } else {
+                    fresh.push(i);
+                }
+            }
+            const GROUP: &str = "sync_group";
+            const ONE: &str = "sync_request";
+            tx.savepoint(GROUP)?;
+            let together: Vec<&SyncJob> = fresh.iter().map(|&i| &jobs[i]).collect();
+            match self.settle_uploads(tx, &together) {
+                Ok(results) => {
+                    tx.release_savepoint(GROUP)?;
+                    for (&i, res) in fresh.iter().zip(results) {
+                        let j = &jobs[i];
+                        let signed = self.sign_and_store(tx, &keys[i], &j.op, &j.reply_key, res)?;
+                        out[i] = Some(Ok(signed));
+                    }
+                }
+                Err(e) if e.is_conflict() => return Err(e),
+                Err(_) => {
+                    tx.rollback_to_savepoint(GROUP)?;
+                    for &i in &fresh {
+                        let j = &jobs[i];
+                        tx.savepoint(ONE)?;
+                        let r = self.settle_uploads(tx, &[j]).and_then(|mut r| {
+                            let res = r.pop().ok_or(BackofficeError::BadSettlementResult)?;
+                            self.sign_and_store(tx, &keys[i], &j.op, &j.reply_key, res)
+                        });
+                        match r {
+                            Ok(signed) => {
+                                tx.release_savepoint(ONE)?;
+                                out[i] = Some(Ok(signed));
+                            }
+                            Err(e) if e.is_conflict() => return Err(e),
+                            Err(e) => {
+                                tx.rollback_to_savepoint(ONE)?;
+                                out[i] = Some(Err(e));
+                            }
+                        }
+                    }
+                }
+            }
+            for i in repeats {
+                out[i] = Some(match tx.stored_reply(&keys[i])? {
+                    Some(stored) => open_stored_reply(&jobs[i].reply_key, &stored),
+                    // The first was refused: so is its retry.
+                    None => match fresh.iter().find(|&&f| keys[f] == keys[i]) {
+                        Some(&f) => out[f]
+                            .clone()
+                            .unwrap_or(Err(BackofficeError::BadSettlementResult)),
+                        None => Err(BackofficeError::BadSettlementResult),
+                    },
+                });
+            }
+            Ledger::assert_invariant(tx)?;
+            Ok::<_, BackofficeError>(
+                out.into_iter()
+                    .map(|o| o.unwrap_or(Err(BackofficeError::BadSettlementResult)))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        match out {
+            Ok(out) => out,
+            Err(e) => {
+                let e = match e.store_failure() {
+                    Some(_) => e,
+                    None => BackofficeError::Store(StoreError::Db(format!(
+                        "the group's transaction failed: {e}"
+                    ))),
+                };
+                jobs.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+
+    /// The settlement of verified sync uploads, one result per job, with a
+    /// constant number of statements for all of them: every verified
+    /// package in one `settle_batch` (double spends between uploads are
+    /// found as within one), then escrows, uploaders and closed requests
+    /// each in one statement. The effect is that of settling the uploads
+    /// one after the other in this order. A package the registry refuses
+    /// fails the call (the caller rolls back and settles the uploads
+    /// singly, so only the upload holding it is refused).
+    fn settle_uploads(
         &self,
         tx: &mut dyn Tx,
-        dcp: u32,
-        op: &Hash32,
-        epoch: Epoch,
-        mailbox: &Hash32,
-        offline: Option<u32>,
-        upload: &SyncUpload,
-        checked: &[Checked],
-    ) -> Result<SettlementResult, BackofficeError> {
-        let mut res = SettlementResult::default();
-        let mut ingest = Vec::new();
-        // Every verified package of the upload is settled in one batch (a
-        // constant number of statements, the answers one at a time would
-        // give); the upload's bookkeeping is batched the same way.
-        let key = op_key(dcp, op);
-        let idems: Vec<String> = (0..checked.len())
-            .map(|i| format!("sync:{key}:{i}"))
-            .collect();
-        let mut batch: Vec<(&tally_core::VerifiedPackage, &str)> = Vec::new();
-        for (c, idem) in checked.iter().zip(&idems) {
-            match c {
-                Checked::Verified(v) => batch.push((&**v, idem.as_str())),
-                Checked::Malformed => res.refused += 1,
-                Checked::Refused(transfer, e) => {
-                    res.refused += 1;
-                    ingest.push(IngestRecord::new(
-                        Record::Transfer(transfer.clone()),
-                        epoch,
-                        Verdict::Refused(e.code()),
-                    ));
+        jobs: &[&SyncJob],
+    ) -> Result<Vec<SettlementResult>, BackofficeError> {
+        let mut results: Vec<SettlementResult> =
+            jobs.iter().map(|_| SettlementResult::default()).collect();
+        let mut ingest: Vec<Vec<IngestRecord>> = jobs.iter().map(|_| Vec::new()).collect();
+        let mut idems: Vec<String> = Vec::new();
+        let mut owners: Vec<usize> = Vec::new();
+        let mut verified: Vec<&tally_core::VerifiedPackage> = Vec::new();
+        for (n, j) in jobs.iter().enumerate() {
+            let key = op_key(j.dcp, &j.op);
+            for (i, c) in j.checked.iter().enumerate() {
+                match c {
+                    Checked::Verified(v) => {
+                        verified.push(v);
+                        owners.push(n);
+                        idems.push(format!("sync:{key}:{i}"));
+                    }
+                    Checked::Malformed => results[n].refused += 1,
+                    Checked::Refused(transfer, e) => {
+                        results[n].refused += 1;
+                        ingest[n].push(IngestRecord::new(
+                            Record::Transfer(transfer.clone()),
+                            j.epoch,
+                            Verdict::Refused(e.code()),
+                        ));
+                    }
                 }
             }
         }
+        let batch: Vec<(&tally_core::VerifiedPackage, &str)> = verified
+            .iter()
+            .zip(&idems)
+            .map(|(v, i)| (*v, i.as_str()))
+            .collect();
         let outcomes = Settlement::settle_batch(tx, &batch)?;
-        let settled: Vec<&tally_core::VerifiedPackage> = batch.iter().map(|(v, _)| *v).collect();
-        for (v, outcome) in settled.iter().zip(outcomes) {
+        for ((v, &n), outcome) in verified.iter().zip(&owners).zip(outcomes) {
             let outcome = outcome?;
+            let res = &mut results[n];
             res.settled += 1;
             res.double_spends += outcome.double_spends.len() as u32;
             res.value += v.package().transfer.outputs[0].value.0;
         }
-        let pkgs: Vec<&Package> = settled.iter().map(|v| v.package()).collect();
+        let pkgs: Vec<&Package> = verified.iter().map(|v| v.package()).collect();
         Self::keep_escrows(tx, &pkgs)?;
-        for p in &pkgs {
-            self.ingest_records(p, epoch, offline, true, &mut ingest);
+        for (p, &n) in pkgs.iter().zip(&owners) {
+            self.ingest_records(p, jobs[n].epoch, jobs[n].offline, true, &mut ingest[n]);
         }
         // The uploader (the payer) is where a refund goes: each transfer's
         // first upload is kept.
-        let mut fresh: std::collections::BTreeMap<Hash32, &tally_core::Transfer> =
+        let mut fresh: std::collections::BTreeMap<Hash32, (&tally_core::Transfer, usize)> =
             std::collections::BTreeMap::new();
-        for v in &settled {
+        for (v, &n) in verified.iter().zip(&owners) {
             fresh
                 .entry(v.transfer_id())
-                .or_insert(&v.package().transfer);
+                .or_insert((&v.package().transfer, n));
         }
         let ids: Vec<Hash32> = fresh.keys().copied().collect();
         for known in tx.uploads_known(&ids)? {
             fresh.remove(&known);
         }
-        let keys: Vec<Vec<u8>> = fresh
+        let payee_keys: Vec<Vec<u8>> = fresh
             .values()
-            .map(|t| t.outputs[0].owner.to_cbor())
+            .map(|(t, _)| t.outputs[0].owner.to_cbor())
             .collect();
         let rows: Vec<NewUpload<'_>> = fresh
             .iter()
-            .zip(&keys)
-            .map(|((tid, t), key)| NewUpload {
+            .zip(&payee_keys)
+            .map(|((tid, (t, n)), key)| NewUpload {
                 transfer_id: tid,
                 nonce: &t.nonce,
                 payee_key: key,
                 amount: t.outputs[0].value.0 as i64,
-                mailbox,
-                dcp: i64::from(dcp),
+                mailbox: &jobs[*n].mailbox,
+                dcp: i64::from(jobs[*n].dcp),
             })
             .collect();
         tx.insert_uploads(&rows)?;
         // Requests a payee's report closed before: resolved now that the
-        // payer's side is known (one look-up for the upload).
-        let nonces: Vec<[u8; 16]> = settled.iter().map(|v| v.package().transfer.nonce).collect();
+        // payer's side is known (one look-up for the group).
+        let nonces: Vec<[u8; 16]> = pkgs.iter().map(|p| p.transfer.nonce).collect();
         let closed = tx.closed_requests(&nonces)?;
-        for v in &settled {
-            let t = &v.package().transfer;
+        for p in &pkgs {
+            let t = &p.transfer;
             if closed.contains(&(t.nonce, t.outputs[0].owner.to_cbor())) {
                 self.resolve(tx, &t.nonce, &t.outputs[0].owner)?;
             }
         }
-        for r in &upload.reports {
-            // Only the payee's SE signs a report, with the request's key.
-            if !r.verify() {
-                res.refused += 1;
-                continue;
+        for (n, j) in jobs.iter().enumerate() {
+            for r in &j.upload.reports {
+                // Only the payee's SE signs a report, with the request's key.
+                if !r.verify() {
+                    results[n].refused += 1;
+                    continue;
+                }
+                let payee_key = r.key.to_cbor();
+                // The first report of a request stands.
+                if !tx.closed_exists(&r.nonce, &payee_key)? {
+                    tx.insert_closed(&ClosedReport {
+                        nonce: &r.nonce,
+                        payee_key: &payee_key,
+                        mailbox: &j.mailbox,
+                        amount: r.amount as i64,
+                        received: r.received.as_ref(),
+                        dcp: i64::from(j.dcp),
+                    })?;
+                }
+                self.resolve(tx, &r.nonce, &r.key)?;
             }
-            let payee_key = r.key.to_cbor();
-            // The first report of a request stands.
-            if !tx.closed_exists(&r.nonce, &payee_key)? {
-                tx.insert_closed(&ClosedReport {
-                    nonce: &r.nonce,
-                    payee_key: &payee_key,
-                    mailbox,
-                    amount: r.amount as i64,
-                    received: r.received.as_ref(),
-                    dcp: i64::from(dcp),
-                })?;
+        }
+        for (n, j) in jobs.iter().enumerate() {
+            // What waits in this device's mailbox (issued by the DCP, then
+            // registered by a Deliver request).
+            for d in tx.waiting_deliveries(&j.mailbox, j.dcp)? {
+                results[n].deliveries.push((d.transfer_id, d.amount as u64));
             }
-            self.resolve(tx, &r.nonce, &r.key)?;
+            self.queue_mds(tx, &j.op, &ingest[n])?;
         }
-        // What waits in this device's mailbox (issued by the DCP, then
-        // registered by a Deliver request).
-        for d in tx.waiting_deliveries(mailbox, dcp)? {
-            res.deliveries.push((d.transfer_id, d.amount as u64));
-        }
-        self.queue_mds(tx, op, &ingest)?;
-        Ok(res)
+        Ok(results)
     }
 
     /// Resolves a payee's request once both sides are known (decision

@@ -19,6 +19,7 @@ pub mod error;
 pub mod escrow;
 #[cfg(feature = "testkit")]
 pub mod fuzzing;
+mod group;
 pub mod keys;
 pub mod monitoring;
 pub mod outbox;

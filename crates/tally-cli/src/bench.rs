@@ -49,6 +49,11 @@ const TX_PACKAGES_DEFAULT: usize = 64;
 /// (about a day of one device's offline payments at a national scale of
 /// 1 billion payments a day over 100 million devices).
 const SYNC_UPLOAD_PACKAGES: usize = 8;
+/// Sync requests in flight per core given to verification on the
+/// server's path: DCPs (several, each with many devices) send
+/// concurrently, and the central bank verifies on its cores while earlier
+/// requests commit in groups.
+const SYNC_IN_FLIGHT_PER_CORE: usize = 8;
 /// Signatures per `verify_many` call of the pure batch-verification rate.
 const SIG_BATCH_SIGNATURES: usize = 64;
 /// How long the pure batch-verification rate is measured, per thread count.
@@ -1398,12 +1403,41 @@ fn central_failure(e: tally_central::BackofficeError) -> Failure {
 }
 
 /// What a central bank process answered: packages settled (double spends
-/// included), double spends found, packages refused.
+/// included), double spends found, packages refused, requests refused.
 #[derive(Default, Clone, Copy)]
 struct SyncTally {
     settled: u64,
     double_spends: u64,
     refused: u64,
+    failed: u64,
+}
+
+/// [`send_syncs`] from `senders` concurrent request threads (the
+/// requests dealt out round-robin), totalled.
+fn send_syncs_in_flight(
+    bank: &tally_central::CentralBank,
+    root: &tally_core::PublicKey,
+    requests: &[(tally_core::Hash32, tally_central::CentralRequest)],
+    senders: usize,
+) -> Result<SyncTally, Failure> {
+    let per = requests.len().div_ceil(senders.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .chunks(per)
+            .map(|part| s.spawn(move || send_syncs(bank, root, part)))
+            .collect();
+        let mut total = SyncTally::default();
+        for h in handles {
+            let t = h
+                .join()
+                .unwrap_or_else(|_| Err(Failure::Check("request thread panicked".into())))?;
+            total.settled += t.settled;
+            total.double_spends += t.double_spends;
+            total.refused += t.refused;
+            total.failed += t.failed;
+        }
+        Ok(total)
+    })
 }
 
 /// Sends `requests` as DCP 1 and checks every signed answer.
@@ -1416,9 +1450,16 @@ fn send_syncs(
     let mut t = SyncTally::default();
     for (op, req) in requests {
         let reply_key = tagged_hash(b"tally/v1/bench-reply", &[&op.0]);
-        let signed = bank
-            .call(DCP_ID, op, &reply_key, req)
-            .map_err(central_failure)?;
+        // A refused request is counted (the caller decides whether one
+        // may be refused): the others go on.
+        let signed = match bank.call(DCP_ID, op, &reply_key, req) {
+            Ok(signed) => signed,
+            Err(e) if e.is_final() => {
+                t.failed += 1;
+                continue;
+            }
+            Err(e) => return Err(central_failure(e)),
+        };
         let res =
             tally_central::SettlementResult::open(&signed, &bank.settlement_key().key, root, op)
                 .map_err(central_failure)?;
@@ -1487,33 +1528,16 @@ fn central_sync(
         drop(bank);
         central_sync_processes(db, &requests, threads)?
     } else {
-        let per_thread = requests.len().div_ceil(threads);
+        let bank = bank.limit_verification(threads);
         let start = Instant::now();
-        let tally = std::thread::scope(|s| {
-            let handles: Vec<_> = requests
-                .chunks(per_thread)
-                .map(|part| {
-                    let (bank, root) = (&bank, &root);
-                    s.spawn(move || send_syncs(bank, root, part))
-                })
-                .collect();
-            let mut total = SyncTally::default();
-            for h in handles {
-                let t = h
-                    .join()
-                    .unwrap_or_else(|_| Err(Failure::Check("request thread panicked".into())))?;
-                total.settled += t.settled;
-                total.double_spends += t.double_spends;
-                total.refused += t.refused;
-            }
-            Ok::<_, Failure>(total)
-        })?;
+        let tally =
+            send_syncs_in_flight(&bank, &root, &requests, threads * SYNC_IN_FLIGHT_PER_CORE)?;
         (start.elapsed().as_secs_f64(), tally)
     };
-    if settled.refused != 0 || settled.double_spends != 0 {
+    if settled.refused != 0 || settled.double_spends != 0 || settled.failed != 0 {
         return Err(Failure::Check(format!(
-            "the central bank refused {} bench packages and found {} double spends",
-            settled.refused, settled.double_spends
+            "the central bank refused {} bench packages and {} requests and found {} double spends",
+            settled.refused, settled.failed, settled.double_spends
         )));
     }
     let settled = settled.settled;
@@ -1608,6 +1632,7 @@ fn central_sync_processes(
         tally.settled += report_field(&line, "settled")? as u64;
         tally.double_spends += report_field(&line, "double_spends")? as u64;
         tally.refused += report_field(&line, "refused")? as u64;
+        tally.failed += report_field(&line, "failed")? as u64;
         first = first.min(report_field(&line, "first_ms")?);
         last = last.max(report_field(&line, "last_ms")?);
     }
@@ -1655,14 +1680,16 @@ fn central_sync_child(
     if wait > 0 {
         std::thread::sleep(Duration::from_millis(wait as u64));
     }
+    let bank = bank.limit_verification(1);
     let first = crate::worker::unix_ms();
-    let t = send_syncs(&bank, &scheme.root.public(), mine)?;
+    let t = send_syncs_in_flight(&bank, &scheme.root.public(), mine, SYNC_IN_FLIGHT_PER_CORE)?;
     let last = crate::worker::unix_ms();
     Ok(format!(
-        "settled={} double_spends={} refused={} requests={} first_ms={first} last_ms={last}",
+        "settled={} double_spends={} refused={} failed={} requests={} first_ms={first} last_ms={last}",
         t.settled,
         t.double_spends,
         t.refused,
+        t.failed,
         mine.len()
     ))
 }

@@ -198,6 +198,27 @@ pub trait Tx {
         }
         Ok(rows.pop())
     }
+
+    /// Marks a point this transaction can roll back to
+    /// ([`Tx::rollback_to`]) without ending it: one unit of work among
+    /// several in one transaction (group commit). Names are the caller's
+    /// constants, never data.
+    fn savepoint(&mut self, name: &'static str) -> Result<(), StoreError> {
+        self.execute(&format!("SAVEPOINT {name}"), &[]).map(|_| ())
+    }
+    /// Keeps what was done since [`Tx::savepoint`] `name` (the
+    /// transaction's commit still decides).
+    fn release_savepoint(&mut self, name: &'static str) -> Result<(), StoreError> {
+        self.execute(&format!("RELEASE SAVEPOINT {name}"), &[])
+            .map(|_| ())
+    }
+    /// Undoes what was done since [`Tx::savepoint`] `name` and forgets the
+    /// savepoint; the transaction goes on (on PostgreSQL, also after a
+    /// statement failed in it).
+    fn rollback_to_savepoint(&mut self, name: &'static str) -> Result<(), StoreError> {
+        self.execute(&format!("ROLLBACK TO SAVEPOINT {name}"), &[])?;
+        self.release_savepoint(name)
+    }
 }
 
 /// Versioned migrations of one component: `(version, sql)`, statements
