@@ -72,6 +72,13 @@ pub(crate) struct SyncJob {
     checked: Vec<Checked>,
 }
 
+/// How long the verification of sync uploads reuses the trust objects
+/// (policy, revocation list) it read: reading them is a transaction, which
+/// would wait for the group commit running beside the verifications. A
+/// change made in this process applies at once; one made by another
+/// central bank process on the same database, within this time.
+const TRUST_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most sync requests settled in one transaction.
 const SYNC_GROUP_MAX: usize = 32;
 
@@ -457,6 +464,9 @@ pub struct CentralBank {
     /// was built from: a request whose trust objects are unchanged reuses
     /// it instead of verifying their root signatures again.
     trust_cache: Mutex<Option<(Policy, RevocationList, TrustStore)>>,
+    /// Settlement's verifier for uploads, with when it was read
+    /// ([`TRUST_REFRESH`]).
+    verifier: Mutex<Option<(std::time::Instant, TrustStore, VerifyParams)>>,
     /// Sync requests waiting for, or in, a group commit.
     syncs: crate::group::GroupCommit<SyncJob, Result<Vec<u8>, BackofficeError>>,
     /// Uploads opened and verified at once (the cores given to
@@ -550,6 +560,7 @@ impl CentralBank {
             dcps: certs,
             cache: Mutex::new(BoundedCertCache::new(100_000)),
             trust_cache: Mutex::new(None),
+            verifier: Mutex::new(None),
             syncs: crate::group::GroupCommit::new(SYNC_GROUP_MAX),
             verifying: crate::group::Permits::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -614,10 +625,12 @@ impl CentralBank {
     }
 
     pub fn advance_epoch(&self) -> Result<Epoch, BackofficeError> {
-        self.store.transact(|tx| {
+        let r = self.store.transact(|tx| {
             tx.advance_epoch()?;
             Ok(tx.epoch()? as Epoch)
-        })
+        });
+        self.trust_changed();
+        r
     }
 
     /// The signed policy; re-signed (serial + 1) only when its content changes.
@@ -665,20 +678,24 @@ impl CentralBank {
     /// Trusts an SE manufacturer's key for enrolment (the policy is
     /// re-signed with it). Idempotent.
     pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
-        check_key(&key).map_err(|_| BackofficeError::BadKey)?;
-        self.store.transact(|tx| {
-            let mut list = Self::manufacturers_in(tx)?;
-            if !list.contains(&key) {
-                if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
-                    return Err(BackofficeError::Decode(CodecError::TooLong));
+        let r = (|| {
+            check_key(&key).map_err(|_| BackofficeError::BadKey)?;
+            self.store.transact(|tx| {
+                let mut list = Self::manufacturers_in(tx)?;
+                if !list.contains(&key) {
+                    if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
+                        return Err(BackofficeError::Decode(CodecError::TooLong));
+                    }
+                    list.push(key);
+                    let mut w = Writer::new();
+                    tally_core::codec::write_vec(&mut w, &list);
+                    tx.replace_manufacturers_doc(&w.into_bytes())?;
                 }
-                list.push(key);
-                let mut w = Writer::new();
-                tally_core::codec::write_vec(&mut w, &list);
-                tx.replace_manufacturers_doc(&w.into_bytes())?;
-            }
-            self.policy_in(tx)
-        })
+                self.policy_in(tx)
+            })
+        })();
+        self.trust_changed();
+        r
     }
 
     pub fn revocations(&self) -> Result<RevocationList, BackofficeError> {
@@ -730,6 +747,32 @@ impl CentralBank {
                 signature_batch_max: usize::MAX,
             },
         ))
+    }
+
+    /// [`CentralBank::settlement_verifier`], reused for [`TRUST_REFRESH`].
+    fn upload_verifier(&self) -> Result<(TrustStore, VerifyParams), BackofficeError> {
+        let lock = || {
+            self.verifier
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((at, trust, params)) = lock().as_ref()
+            && at.elapsed() < TRUST_REFRESH
+        {
+            return Ok((trust.clone(), *params));
+        }
+        let read_at = std::time::Instant::now();
+        let (trust, params) = self.settlement_verifier()?;
+        *lock() = Some((read_at, trust.clone(), params));
+        Ok((trust, params))
+    }
+
+    /// Forgets the verifier of uploads: the trust objects changed here.
+    fn trust_changed(&self) {
+        *self
+            .verifier
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// Opens one package sealed to settlement as a redemption.
@@ -816,64 +859,72 @@ impl CentralBank {
         reason: &str,
         opening: Option<(&[u8], &Hash32)>,
     ) -> Result<(Hash32, RevocationList), BackofficeError> {
-        if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
-            return Err(DirectoryError::TooManyRevocations {
-                keys: key_ids.len(),
-                max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
-            }
-            .into());
-        }
-        // The ciphertexts opened to `id_digest` (None: development node).
-        let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
-            Some(params) => {
-                let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
-                let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
-                    .map_err(|_| BackofficeError::OpeningNotShown)?;
-                let result = log
-                    .result(request)
-                    .ok_or(BackofficeError::OpeningNotShown)?;
-                if &result.point.digest() != id_digest {
-                    return Err(BackofficeError::OpeningNotShown);
+        let r = (|| {
+            if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
+                return Err(DirectoryError::TooManyRevocations {
+                    keys: key_ids.len(),
+                    max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
                 }
-                let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
-                Some(
-                    summary
-                        .openings
-                        .iter()
-                        .filter(|o| &o.point.digest() == id_digest)
-                        .filter_map(|o| log.request(&o.request_id))
-                        .map(|r| r.request().escrow().ciphertext().to_bytes())
-                        .collect(),
-                )
+                .into());
             }
-            None => None,
-        };
-        for k in key_ids {
-            let stored = self
-                .escrow_of(k)?
-                .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
-            let ct = escrow::EscrowCiphertext::from_bytes(&stored)
-                .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
-                .ciphertext();
-            let bound = match &opened {
-                Some(opened) => opened.contains(&ct.to_bytes()),
-                None => {
-                    development_open(&self.escrow_key, ct.random_element(), ct.blinded_element())
-                        .as_ref()
-                        == Some(id_digest)
+            // The ciphertexts opened to `id_digest` (None: development node).
+            let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
+                Some(params) => {
+                    let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
+                    let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
+                        .map_err(|_| BackofficeError::OpeningNotShown)?;
+                    let result = log
+                        .result(request)
+                        .ok_or(BackofficeError::OpeningNotShown)?;
+                    if &result.point.digest() != id_digest {
+                        return Err(BackofficeError::OpeningNotShown);
+                    }
+                    let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
+                    Some(
+                        summary
+                            .openings
+                            .iter()
+                            .filter(|o| &o.point.digest() == id_digest)
+                            .filter_map(|o| log.request(&o.request_id))
+                            .map(|r| r.request().escrow().ciphertext().to_bytes())
+                            .collect(),
+                    )
                 }
+                None => None,
             };
-            if !bound {
-                return Err(BackofficeError::RevocationKeyNotOpened(*k));
+            for k in key_ids {
+                let stored = self
+                    .escrow_of(k)?
+                    .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
+                let ct = escrow::EscrowCiphertext::from_bytes(&stored)
+                    .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
+                    .ciphertext();
+                let bound = match &opened {
+                    Some(opened) => opened.contains(&ct.to_bytes()),
+                    None => {
+                        development_open(
+                            &self.escrow_key,
+                            ct.random_element(),
+                            ct.blinded_element(),
+                        )
+                        .as_ref()
+                            == Some(id_digest)
+                    }
+                };
+                if !bound {
+                    return Err(BackofficeError::RevocationKeyNotOpened(*k));
+                }
             }
-        }
-        self.store.transact(|tx| {
-            let se_id =
-                Directory::se_by_id_digest(tx, id_digest)?.ok_or(BackofficeError::UnknownDevice)?;
-            Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
-            Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
-            Ok((se_id, self.revocations_in(tx)?))
-        })
+            self.store.transact(|tx| {
+                let se_id = Directory::se_by_id_digest(tx, id_digest)?
+                    .ok_or(BackofficeError::UnknownDevice)?;
+                Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
+                Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
+                Ok((se_id, self.revocations_in(tx)?))
+            })
+        })();
+        self.trust_changed();
+        r
     }
 
     // ---- monitoring -------------------------------------------------------
@@ -1227,7 +1278,7 @@ impl CentralBank {
     /// Checks an upload's packages against the trust objects of a short
     /// read transaction, before the settlement transaction.
     fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
-        let (trust, params) = self.settlement_verifier()?;
+        let (trust, params) = self.upload_verifier()?;
         // One signature batch for the whole upload; each package still
         // gets the answer it would get on its own.
         let mut decoded = Vec::with_capacity(packages.len());

@@ -53,7 +53,7 @@ const SYNC_UPLOAD_PACKAGES: usize = 8;
 /// server's path: DCPs (several, each with many devices) send
 /// concurrently, and the central bank verifies on its cores while earlier
 /// requests commit in groups.
-const SYNC_IN_FLIGHT_PER_CORE: usize = 8;
+const SYNC_IN_FLIGHT_PER_CORE: usize = 32;
 /// Signatures per `verify_many` call of the pure batch-verification rate.
 const SIG_BATCH_SIGNATURES: usize = 64;
 /// How long the pure batch-verification rate is measured, per thread count.
