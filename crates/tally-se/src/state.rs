@@ -16,8 +16,9 @@ use tally_core::{
 /// 2: adds the request counter, the imported-Issue set, the PIN and the
 /// value paid since the last cardholder verification (version 1 is read
 /// with those empty). 3: adds the request reports and the cancelled
-/// Issues (versions 1 and 2 are read with those empty).
-pub const STATE_VERSION: u8 = 3;
+/// Issues (versions 1 and 2 are read with those empty). 4: adds the
+/// recently acknowledged transfers (older versions are read with none).
+pub const STATE_VERSION: u8 = 4;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
 pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
@@ -42,6 +43,10 @@ pub const REPORTS_MAX: usize = 128;
 /// Issues this SE refused and will never credit, kept (until they expire)
 /// so that their cancellation can be signed again after a lost answer.
 pub const CANCELLED_MAX: usize = 16;
+/// Payments acknowledged most recently, remembered after their log entry
+/// is gone (an acknowledged payment leaves the payment log at once), so
+/// that a repeated ACK is still answered as done. Oldest forgotten first.
+pub const ACKED_KEPT_MAX: usize = 16;
 /// Wrong PIN presentations before the SE blocks.
 pub const PIN_TRIES_MAX: u8 = 3;
 pub const PIN_BYTES_MIN: usize = 4;
@@ -225,6 +230,9 @@ pub struct State {
     pub reports: Vec<Report>,
     /// Issues refused and cancelled (never credited here).
     pub cancelled: Vec<Imported>,
+    /// Transfer ids of the payments acknowledged most recently, newest
+    /// last (their log entries are gone).
+    pub acked: Vec<Hash32>,
 }
 
 impl State {
@@ -468,7 +476,7 @@ impl Cbor for Imported {
 
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
-        w.array(25);
+        w.array(26);
         w.u64(u64::from(STATE_VERSION));
         write_opt(w, &self.personal);
         write_opt(w, &self.policy);
@@ -494,12 +502,13 @@ impl Cbor for State {
         write_vec(w, &self.paid);
         write_vec(w, &self.reports);
         write_vec(w, &self.cancelled);
+        write_vec(w, &self.acked);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(25)?;
+        let n = r.array_max(26)?;
         let version = r.u8()?;
         match (version, n) {
-            (1, 18) | (2, 23) | (STATE_VERSION, 25) => {}
+            (1, 18) | (2, 23) | (3, 25) | (STATE_VERSION, 26) => {}
             _ => return Err(CodecError::UnsupportedVersion),
         }
         let mut st = State {
@@ -533,6 +542,310 @@ impl Cbor for State {
             st.reports = read_vec(r, REPORTS_MAX)?;
             st.cancelled = read_vec(r, CANCELLED_MAX)?;
         }
+        if version >= 4 {
+            st.acked = read_vec(r, ACKED_KEPT_MAX)?;
+        }
         Ok(st)
     }
+}
+
+// ---- deltas: one journal log record per operation ---------------------------
+//
+// A delta turns the state before an operation into the state after it. It
+// is the body of a journal log record (sealed like the base state), so a
+// commit writes what changed instead of the whole state:
+//
+//   delta   = [sequence, index, [change, ...]]
+//   change  = [field, value]      field: the number of a `State` field in
+//                                 its encoding order after the version
+//                                 (0 personal … 24 acked)
+//   value   = the field's new value, for a scalar or optional field
+//           = [edit, ...]         for a table
+//   edit    = [0, n]              keep the next n entries
+//           | [1, n]              drop the next n entries
+//           | [2, [entry, ...]]   insert these entries here
+//
+// Entries an edit list does not reach are kept. `sequence` and `index`
+// are the journal's base sequence number and the record's place in the
+// log: a record only applies where it was written (under sealing, the
+// AEAD covers them, so records cannot be moved between logs or places).
+
+/// One step of a table's edit list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Edit {
+    Keep(usize),
+    Drop(usize),
+    /// Entries `range` of the new table.
+    Insert(core::ops::Range<usize>),
+}
+
+/// An edit list that turns `old` into `new`: entries that stay are kept,
+/// an entry of `old` that `new` no longer holds is dropped, anything else
+/// is inserted (a changed entry is dropped and inserted). Linear for the
+/// operations the applet makes (removals, appends, one entry changed).
+fn edits<T: PartialEq>(old: &[T], new: &[T]) -> Vec<Edit> {
+    fn push(out: &mut Vec<Edit>, e: Edit) {
+        match (out.last_mut(), e) {
+            (Some(Edit::Keep(n)), Edit::Keep(m)) => *n += m,
+            (Some(Edit::Drop(n)), Edit::Drop(m)) => *n += m,
+            (Some(Edit::Insert(r)), Edit::Insert(s)) if r.end == s.start => r.end = s.end,
+            (_, e) => out.push(e),
+        }
+    }
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while let (Some(o), Some(n)) = (old.get(i), new.get(j)) {
+        if o == n {
+            push(&mut out, Edit::Keep(1));
+            i += 1;
+            j += 1;
+        } else if !new[j..].contains(o) {
+            push(&mut out, Edit::Drop(1));
+            i += 1;
+        } else {
+            push(&mut out, Edit::Insert(j..j + 1));
+            j += 1;
+        }
+    }
+    if i < old.len() {
+        push(&mut out, Edit::Drop(old.len() - i));
+    }
+    if j < new.len() {
+        push(&mut out, Edit::Insert(j..new.len()));
+    }
+    if matches!(out.last(), Some(Edit::Keep(_))) {
+        out.pop();
+    }
+    out
+}
+
+fn write_edits<T: Cbor>(w: &mut Writer, edits: &[Edit], new: &[T]) {
+    w.array(edits.len());
+    for e in edits {
+        w.array(2);
+        match e {
+            Edit::Keep(n) => {
+                w.u64(0);
+                w.u64(*n as u64);
+            }
+            Edit::Drop(n) => {
+                w.u64(1);
+                w.u64(*n as u64);
+            }
+            Edit::Insert(r) => {
+                w.u64(2);
+                write_vec(w, new.get(r.clone()).unwrap_or(&[]));
+            }
+        }
+    }
+}
+
+fn apply_edits<T: Cbor>(
+    r: &mut Reader<'_>,
+    table: &mut Vec<T>,
+    max: usize,
+) -> Result<(), CodecError> {
+    let mut old = core::mem::take(table).into_iter();
+    // Every edit but an insert consumes an old entry, and an insert is
+    // never empty in a delta this code writes; bound the list by both.
+    let n = r.array_max(max.saturating_mul(2).saturating_add(1))?;
+    for _ in 0..n {
+        r.array(2)?;
+        match r.u8()? {
+            0 => {
+                let k = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
+                for _ in 0..k {
+                    table.push(old.next().ok_or(CodecError::Malformed)?);
+                }
+            }
+            1 => {
+                let k = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
+                for _ in 0..k {
+                    old.next().ok_or(CodecError::Malformed)?;
+                }
+            }
+            2 => {
+                let k = r.array_max(max)?;
+                for _ in 0..k {
+                    table.push(T::read(r)?);
+                }
+            }
+            _ => return Err(CodecError::UnknownCode),
+        }
+        if table.len() > max {
+            return Err(CodecError::TooLong);
+        }
+    }
+    table.extend(old);
+    if table.len() > max {
+        return Err(CodecError::TooLong);
+    }
+    Ok(())
+}
+
+/// The delta that turns `old` into `new`, as the body of log record
+/// `index` on the journal base `sequence`; `None` when nothing changed.
+pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Option<Vec<u8>> {
+    // Tables: their edit lists, computed once.
+    let tables = [
+        edits(&old.keys, &new.keys),
+        edits(&old.tokens, &new.tokens),
+        edits(&old.records, &new.records),
+        edits(&old.certs, &new.certs),
+        edits(&old.open_requests, &new.open_requests),
+        edits(&old.outgoing, &new.outgoing),
+        edits(&old.receipts, &new.receipts),
+        edits(&old.imported, &new.imported),
+        edits(&old.paid, &new.paid),
+        edits(&old.reports, &new.reports),
+        edits(&old.cancelled, &new.cancelled),
+        edits(&old.acked, &new.acked),
+    ];
+    // Field numbers of the tables, in the order above.
+    const TABLE_FIELDS: [u64; 12] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24];
+    let scalars: [bool; 13] = [
+        old.personal != new.personal,
+        old.policy != new.policy,
+        old.revocations != new.revocations,
+        old.epoch != new.epoch,
+        old.epoch_seen != new.epoch_seen,
+        old.sync_sequence != new.sync_sequence,
+        old.counter != new.counter,
+        old.spent_since_sync != new.spent_since_sync,
+        old.payments_since_sync != new.payments_since_sync,
+        old.received_since_sync != new.received_since_sync,
+        old.request_counter != new.request_counter,
+        old.pin != new.pin,
+        old.spent_since_cvm != new.spent_since_cvm,
+    ];
+    const SCALAR_FIELDS: [u64; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 19, 20];
+    let changes =
+        scalars.iter().filter(|c| **c).count() + tables.iter().filter(|t| !t.is_empty()).count();
+    if changes == 0 {
+        return None;
+    }
+    let mut w = Writer::new();
+    w.array(3);
+    w.u64(sequence);
+    w.u64(u64::from(index));
+    w.array(changes);
+    // Fields in ascending order, scalars and tables merged.
+    let (mut si, mut ti) = (0, 0);
+    while si < SCALAR_FIELDS.len() || ti < TABLE_FIELDS.len() {
+        let take_scalar = match (SCALAR_FIELDS.get(si), TABLE_FIELDS.get(ti)) {
+            (Some(s), Some(t)) => s < t,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_scalar {
+            let field = SCALAR_FIELDS[si];
+            if scalars[si] {
+                w.array(2);
+                w.u64(field);
+                write_scalar(&mut w, new, field);
+            }
+            si += 1;
+        } else {
+            let field = TABLE_FIELDS[ti];
+            let e = &tables[ti];
+            if !e.is_empty() {
+                w.array(2);
+                w.u64(field);
+                match field {
+                    10 => write_edits(&mut w, e, &new.keys),
+                    11 => write_edits(&mut w, e, &new.tokens),
+                    12 => write_edits(&mut w, e, &new.records),
+                    13 => write_edits(&mut w, e, &new.certs),
+                    14 => write_edits(&mut w, e, &new.open_requests),
+                    15 => write_edits(&mut w, e, &new.outgoing),
+                    16 => write_edits(&mut w, e, &new.receipts),
+                    18 => write_edits(&mut w, e, &new.imported),
+                    21 => write_edits(&mut w, e, &new.paid),
+                    22 => write_edits(&mut w, e, &new.reports),
+                    23 => write_edits(&mut w, e, &new.cancelled),
+                    _ => write_edits(&mut w, e, &new.acked),
+                }
+            }
+            ti += 1;
+        }
+    }
+    Some(w.into_bytes())
+}
+
+fn write_scalar(w: &mut Writer, st: &State, field: u64) {
+    match field {
+        0 => write_opt(w, &st.personal),
+        1 => write_opt(w, &st.policy),
+        2 => write_opt(w, &st.revocations),
+        3 => w.u64(u64::from(st.epoch)),
+        4 => w.u64(u64::from(st.epoch_seen)),
+        5 => w.u64(st.sync_sequence),
+        6 => w.u64(st.counter),
+        7 => w.u64(st.spent_since_sync.0),
+        8 => w.u64(u64::from(st.payments_since_sync)),
+        9 => w.u64(st.received_since_sync.0),
+        17 => w.u64(st.request_counter),
+        19 => write_opt(w, &st.pin),
+        _ => w.u64(st.spent_since_cvm.0),
+    }
+}
+
+/// Applies a delta written by [`encode_delta`] for log record `index` on
+/// base `sequence`. A delta for another place, an unknown field, a field
+/// twice or out of order, an edit past the table's end or over its bound,
+/// or trailing bytes: an error, and `state` must then be discarded (it
+/// may be half-changed).
+pub fn apply_delta(
+    state: &mut State,
+    bytes: &[u8],
+    sequence: u64,
+    index: u32,
+) -> Result<(), CodecError> {
+    let mut r = Reader::new(bytes);
+    r.array(3)?;
+    if r.u64()? != sequence || r.u64()? != u64::from(index) {
+        return Err(CodecError::Malformed);
+    }
+    let n = r.array_max(25)?;
+    let mut last: Option<u64> = None;
+    for _ in 0..n {
+        r.array(2)?;
+        let field = r.u64()?;
+        if last.is_some_and(|l| l >= field) {
+            return Err(CodecError::NonCanonical);
+        }
+        last = Some(field);
+        match field {
+            0 => state.personal = read_opt(&mut r)?,
+            1 => state.policy = read_opt(&mut r)?,
+            2 => state.revocations = read_opt(&mut r)?,
+            3 => state.epoch = r.u32()?,
+            4 => state.epoch_seen = r.u32()?,
+            5 => state.sync_sequence = r.u64()?,
+            6 => state.counter = r.u64()?,
+            7 => state.spent_since_sync = Amount(r.u64()?),
+            8 => state.payments_since_sync = r.u32()?,
+            9 => state.received_since_sync = Amount(r.u64()?),
+            10 => apply_edits(&mut r, &mut state.keys, KEYS_MAX)?,
+            11 => apply_edits(&mut r, &mut state.tokens, TOKENS_MAX)?,
+            12 => apply_edits(&mut r, &mut state.records, RECORDS_MAX)?,
+            13 => apply_edits(&mut r, &mut state.certs, CERTS_MAX)?,
+            14 => apply_edits(&mut r, &mut state.open_requests, OPEN_REQUESTS_MAX)?,
+            15 => apply_edits(&mut r, &mut state.outgoing, OUTGOING_MAX)?,
+            16 => apply_edits(&mut r, &mut state.receipts, RECEIPTS_KEPT_MAX)?,
+            17 => state.request_counter = r.u64()?,
+            18 => apply_edits(&mut r, &mut state.imported, IMPORTED_MAX)?,
+            19 => state.pin = read_opt(&mut r)?,
+            20 => state.spent_since_cvm = Amount(r.u64()?),
+            21 => apply_edits(&mut r, &mut state.paid, PAID_KEPT_MAX)?,
+            22 => apply_edits(&mut r, &mut state.reports, REPORTS_MAX)?,
+            23 => apply_edits(&mut r, &mut state.cancelled, CANCELLED_MAX)?,
+            24 => apply_edits(&mut r, &mut state.acked, ACKED_KEPT_MAX)?,
+            _ => return Err(CodecError::UnknownCode),
+        }
+    }
+    if r.position() != bytes.len() {
+        return Err(CodecError::TrailingBytes);
+    }
+    Ok(())
 }
