@@ -238,7 +238,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// installed, and the journal's checks (and, where the storage is
     /// outside the SE, the seal) cover it since (decision 0018).
     pub fn boot(storage: S, sealing: Sealing, entropy: E) -> Result<Self, SeError> {
-        let (mut journal, payload) = Journal::open(storage)?;
+        let (mut journal, payload) = Journal::open(storage).map_err(|e| match e {
+            StorageError::Corrupt => SeError::StateCorrupt,
+            e => SeError::Storage(e),
+        })?;
         // A power cut cannot leave a newer committed header over a bad
         // payload (the header is written last): that is tampering, and
         // rolling back could re-enable spent tokens.
@@ -254,7 +257,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         };
         let sequence = journal.sequence().unwrap_or(0);
         let mut index = 0u32;
-        let mut bad_record = false;
         let replayed = journal.replay(&mut |sealed| {
             let applied = sealing
                 .open(sealed)
@@ -264,14 +266,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             if applied.is_none() {
                 // A record whose check holds but whose content does not
                 // apply was not written by this code: refuse to boot.
-                bad_record = true;
                 return Err(StorageError::Corrupt);
             }
             Ok(())
         });
         match replayed {
             Ok(_) => {}
-            Err(StorageError::Corrupt) if bad_record => return Err(SeError::StateCorrupt),
+            // A record that fails its check under its commit mark, or
+            // whose content does not apply: damaged or altered since it
+            // was committed. Refuse to boot, as for a damaged base.
+            Err(StorageError::Corrupt) => return Err(SeError::StateCorrupt),
             Err(e) => return Err(SeError::Storage(e)),
         }
         let mut a = Applet {
@@ -294,6 +298,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// commit, framing included): what the next boot replays.
     pub fn journal_log_bytes(&mut self) -> usize {
         self.journal.log_bytes().unwrap_or(0)
+    }
+
+    /// Sets the journal's log limit (tests of the compaction path).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn set_journal_log_max(&mut self, bytes: usize) {
+        self.journal.set_log_max(bytes);
     }
 
     /// Gives the storage back (tests "reboot" from it).

@@ -373,9 +373,9 @@ pub const FORMAT_VERSION: u16 = 3;
 /// answers [`StorageError::LogFull`] (unless [`Journal::set_log_max`]
 /// changes it). It bounds what boot replays.
 pub const LOG_BYTES_MAX: usize = 8 * 1024;
-/// Framing of one log record: a 2-byte length before the body, a 4-byte
-/// check after it.
-pub const RECORD_OVERHEAD: usize = 6;
+/// Framing of one log record: a 4-byte commit mark and a 2-byte length
+/// before the body, a 4-byte check after it.
+pub const RECORD_OVERHEAD: usize = 10;
 /// Largest record body (the length field is a `u16`; `0xFFFF` and `0`
 /// mark the end of the log).
 pub const RECORD_BODY_MAX: usize = 0xFFFE;
@@ -579,6 +579,17 @@ fn record_check(previous: u32, index: u32, body: &[u8]) -> u32 {
     crc = crc32_update(crc, &index.to_le_bytes());
     crc = crc32_update(crc, &len.to_le_bytes());
     !crc32_update(crc, body)
+}
+
+/// The commit mark of log record `index`: written after the record itself
+/// has landed, at its start. It depends on the chain, not on the body, so
+/// a record whose check fails under a valid mark was complete once and was
+/// damaged since (not torn by a power cut), and a stale mark of another
+/// log never matches.
+fn mark_of(previous: u32, index: u32) -> u32 {
+    let mut crc = crc32_update(!0, b"TLYC");
+    crc = crc32_update(crc, &previous.to_le_bytes());
+    !crc32_update(crc, &index.to_le_bytes())
 }
 
 /// What the first record of a slot's log chains to: the first four bytes
@@ -918,25 +929,29 @@ impl<S: Storage> Journal<S> {
             .ok_or(StorageError::LogFull)?;
         let count = log.count.checked_add(1).ok_or(StorageError::LogFull)?;
         let check = record_check(log.check, log.count, body);
+        let mark = mark_of(log.check, log.count);
         let len = u16::try_from(body.len()).map_err(|_| StorageError::TooLarge)?;
-        let mut framed = Vec::with_capacity(body.len() + RECORD_OVERHEAD);
+        let mut framed = Vec::with_capacity(body.len() + RECORD_OVERHEAD - 4);
         framed.extend_from_slice(&len.to_le_bytes());
         framed.extend_from_slice(body);
         framed.extend_from_slice(&check.to_le_bytes());
+        let framed_at = log.end.checked_add(4).ok_or(StorageError::OutOfBounds)?;
 
         self.needs_recovery = true;
         for (i, chunk) in framed.chunks(WRITE_CHUNK_LEN).enumerate() {
-            let offset = log
-                .end
+            let offset = framed_at
                 .checked_add(i.saturating_mul(WRITE_CHUNK_LEN))
                 .ok_or(StorageError::OutOfBounds)?;
             self.storage.write(offset, chunk)?;
         }
         self.storage.flush()?;
-        // Past the point of no return: check the record's check landed.
+        // The record is durable (its check landed last); the mark at its
+        // start says so, for recovery to tell later damage from a tear.
+        self.storage.write(log.end, &mark.to_le_bytes())?;
+        self.storage.flush()?;
         let mut landed = [0u8; 4];
-        self.storage.read(next_end.saturating_sub(4), &mut landed)?;
-        if landed != check.to_le_bytes() {
+        self.storage.read(log.end, &mut landed)?;
+        if landed != mark.to_le_bytes() {
             return Err(StorageError::Corrupt);
         }
         self.needs_recovery = false;
@@ -1002,33 +1017,47 @@ fn scan_log<S: Storage>(
     };
     let mut body = Vec::new();
     loop {
-        let Some(body_at) = log.end.checked_add(2).filter(|e| *e <= limit) else {
+        // mark (4) | length (2) | body | check (4)
+        let Some(body_at) = log.end.checked_add(6).filter(|e| *e <= limit) else {
             break;
         };
-        let mut len = [0u8; 2];
-        storage.read(log.end, &mut len)?;
-        let len = usize::from(u16::from_le_bytes(len));
-        if len == 0 || len > RECORD_BODY_MAX {
-            break;
-        }
-        let Some(check_at) = body_at.checked_add(len) else {
+        let mut head = [0u8; 6];
+        storage.read(log.end, &mut head)?;
+        let [m0, m1, m2, m3, l0, l1] = head;
+        let marked = u32::from_le_bytes([m0, m1, m2, m3]) == mark_of(log.check, log.count);
+        let len = usize::from(u16::from_le_bytes([l0, l1]));
+        let next = body_at
+            .checked_add(len)
+            .and_then(|c| c.checked_add(4))
+            .filter(|e| *e <= limit);
+        let (Some(next), Some(count)) = (next, log.count.checked_add(1)) else {
+            if marked {
+                return Err(StorageError::Corrupt);
+            }
             break;
         };
-        let Some(next) = check_at.checked_add(4).filter(|e| *e <= limit) else {
+        let check = if (1..=RECORD_BODY_MAX).contains(&len) {
+            body.clear();
+            body.resize(len, 0);
+            storage.read(body_at, &mut body)?;
+            let mut stored = [0u8; 4];
+            storage.read(next - 4, &mut stored)?;
+            let check = record_check(log.check, log.count, &body);
+            (u32::from_le_bytes(stored) == check).then_some(check)
+        } else {
+            None
+        };
+        let Some(check) = check else {
+            // Committed once (its mark landed after it) but not intact
+            // now: damage, not a power cut. Unmarked: a torn append, or
+            // stale bytes; the log ends here.
+            if marked {
+                return Err(StorageError::Corrupt);
+            }
             break;
         };
-        let Some(count) = log.count.checked_add(1) else {
-            break;
-        };
-        body.clear();
-        body.resize(len, 0);
-        storage.read(body_at, &mut body)?;
-        let mut stored = [0u8; 4];
-        storage.read(check_at, &mut stored)?;
-        let check = record_check(log.check, log.count, &body);
-        if u32::from_le_bytes(stored) != check {
-            break;
-        }
+        // A valid record whose mark did not land (power was cut while it
+        // was written) is complete: it counts.
         visit(&body)?;
         log = Log {
             end: next,
@@ -1642,15 +1671,28 @@ mod tests {
         (journal, (base, records))
     }
 
-    /// Bytes of the last write call `op` makes.
-    fn last_write_len(op: &Op) -> usize {
-        match op {
-            Op::Commit(_) => HEADER_LEN,
-            Op::Append(r) => match (r.len() + RECORD_OVERHEAD) % WRITE_CHUNK_LEN {
-                0 => WRITE_CHUNK_LEN,
-                n => n,
-            },
-        }
+    /// Whether a cut at write `k` of `total` (with `mode`) leaves the new
+    /// state: for a commit, once its commit record (the last write) landed
+    /// in full; for an append, once the record's last chunk (the write
+    /// before its commit mark) did.
+    fn new_state_landed(op: &Op, k: usize, total: usize, mode: TearMode) -> bool {
+        let (point, len) = match op {
+            Op::Commit(_) => (total, HEADER_LEN),
+            Op::Append(r) => (
+                total - 1,
+                match (r.len() + RECORD_OVERHEAD - 4) % WRITE_CHUNK_LEN {
+                    0 => WRITE_CHUNK_LEN,
+                    n => n,
+                },
+            ),
+        };
+        k > point
+            || (k == point
+                && match mode {
+                    TearMode::All => true,
+                    TearMode::Prefix(n) => n >= len,
+                    _ => false,
+                })
     }
 
     /// Cuts power at every write of `next` on top of `history` in every
@@ -1682,12 +1724,7 @@ mod tests {
                 assert_eq!(journal.append(b"more"), Err(StorageError::NeedsRecovery));
                 let bytes = tearing.into_inner().into_bytes();
                 let (mut journal, got) = recover_logical(MemStorage::from_bytes(bytes));
-                let landed = k == total
-                    && match mode {
-                        TearMode::All => true,
-                        TearMode::Prefix(n) => n >= last_write_len(next),
-                        _ => false,
-                    };
+                let landed = new_state_landed(next, k, total, mode);
                 let expected = if landed { &new } else { &old };
                 assert_eq!(
                     &got,
@@ -1760,7 +1797,7 @@ mod tests {
         assert!(!journal.needs_recovery());
         // Exactly what fits still fits.
         journal
-            .append(&payload(3, 100 - 56 - RECORD_OVERHEAD))
+            .append(&payload(3, 100 - 60 - RECORD_OVERHEAD))
             .unwrap();
         assert_eq!(journal.log_bytes(), Ok(100));
         // Compaction: the whole state into the other slot, a fresh log.
@@ -1775,8 +1812,8 @@ mod tests {
         let mut mem = MemStorage::new(2 * (HEADER_LEN + 64));
         let (mut journal, _) = Journal::open(&mut mem).unwrap();
         journal.commit(&payload(4, 50)).unwrap();
-        assert_eq!(journal.append(&[1; 9]), Err(StorageError::LogFull));
-        journal.append(&[1; 8]).unwrap();
+        assert_eq!(journal.append(&[1; 5]), Err(StorageError::LogFull));
+        journal.append(&[1; 4]).unwrap();
     }
 
     #[test]
@@ -1828,7 +1865,7 @@ mod tests {
         assert_eq!(got, (Some(p), vec![]));
         assert_eq!(journal.sequence(), Some(3));
         // The stale bytes are there.
-        let at = HEADER_LEN + 300;
+        let at = HEADER_LEN + 300 + 4;
         assert_eq!(&image[at..at + 2], &40u16.to_le_bytes());
     }
 
@@ -1856,12 +1893,26 @@ mod tests {
         replayed[rec(1)].copy_from_slice(&image[rec(0)]);
         let (_, got) = recover_logical(MemStorage::from_bytes(replayed));
         assert_eq!(got.1, vec![payload(2, 40)]);
-        // A flipped bit in any byte of record 2 (length, body or check).
+        // A flipped bit in any byte of record 2: in its commit mark, the
+        // record still counts (a mark torn by a power cut); in its length,
+        // body or check, under its mark, it was damaged after it was
+        // committed, which no power cut does: the log is corrupt.
         for i in rec(2) {
             let mut bad = image.clone();
             bad[i] ^= 0x04;
-            let (_, got) = recover_logical(MemStorage::from_bytes(bad));
-            assert_eq!(got.1, vec![payload(2, 40), payload(3, 40)], "byte {i}");
+            let (mut journal, base) = Journal::open(MemStorage::from_bytes(bad)).unwrap();
+            assert_eq!(base, Some(payload(1, 100)));
+            let mut got = Vec::new();
+            let r = journal.replay(&mut |b| {
+                got.push(b.to_vec());
+                Ok(())
+            });
+            if i < rec(2).start + 4 {
+                assert_eq!(r, Ok(3), "byte {i}");
+            } else {
+                assert_eq!(r, Err(StorageError::Corrupt), "byte {i}");
+                assert_eq!(got, vec![payload(2, 40), payload(3, 40)], "byte {i}");
+            }
         }
         // Storage changed between boot's replay and a later one.
         let mut mem = MemStorage::from_bytes(image);
