@@ -582,9 +582,9 @@ fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut
 /// the end the meter reboots from its journal (base + log replay).
 fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     let n = fx.name;
-    provision(fa, ED_METER_LONG.as_slice())?;
+    provision(fa, &ED_METER_LONG[..])?;
     let mut meter = boot(fa, b"m4/meter-long")?;
-    let mut topups = tally_core::codec::Reader::new(ED_TOPUP.as_slice());
+    let mut topups = tally_core::codec::Reader::new(&ED_TOPUP[..]);
     ctx(topups.array_max(4096), "top-up list")?;
     let start = meter.state().balance();
     let mut done = 0usize;
