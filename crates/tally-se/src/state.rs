@@ -570,6 +570,72 @@ impl Cbor for State {
 // log: a record only applies where it was written (under sealing, the
 // AEAD covers them, so records cannot be moved between logs or places).
 
+/// Whether two entries are the same, for a delta. Objects fixed once made
+/// (records, certificates, receipts, trust objects) compare by what
+/// identifies their content (an id, or a signature over it); the others by
+/// every field the applet changes. Cheaper in time and, above all, in code
+/// than a deep comparison (the Cortex-M4 payment firmware has no room for
+/// the derived `PartialEq` of every type); debug builds check that every
+/// delta rebuilds the next state exactly.
+trait Same {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Same for OfflineKey {
+    fn same(&self, o: &Self) -> bool {
+        self.public == o.public
+            && self.used == o.used
+            && self.cert.as_ref().map(|c| &c.signature) == o.cert.as_ref().map(|c| &c.signature)
+    }
+}
+impl Same for Token {
+    // An outpoint names one output: its value, owner and ancestry.
+    fn same(&self, o: &Self) -> bool {
+        self.outpoint == o.outpoint
+    }
+}
+impl Same for StoredRecord {
+    fn same(&self, o: &Self) -> bool {
+        self.id == o.id
+    }
+}
+impl Same for PseudonymCertificate {
+    fn same(&self, o: &Self) -> bool {
+        self.key == o.key && self.signature == o.signature
+    }
+}
+impl Same for OpenRequest {
+    fn same(&self, o: &Self) -> bool {
+        self.nonce == o.nonce && self.amount == o.amount && self.key == o.key
+    }
+}
+impl Same for Outgoing {
+    // A transfer id names one package.
+    fn same(&self, o: &Self) -> bool {
+        self.transfer_id == o.transfer_id && self.acked == o.acked
+    }
+}
+impl Same for Receipt {
+    fn same(&self, o: &Self) -> bool {
+        self.transfer_id == o.transfer_id && self.signature == o.signature
+    }
+}
+impl Same for Imported {
+    fn same(&self, o: &Self) -> bool {
+        self.id == o.id && self.expiry_epoch == o.expiry_epoch
+    }
+}
+impl Same for Hash32 {
+    fn same(&self, o: &Self) -> bool {
+        self == o
+    }
+}
+impl Same for Report {
+    fn same(&self, o: &Self) -> bool {
+        self.nonce == o.nonce && self.received == o.received && self.sent_in == o.sent_in
+    }
+}
+
 /// One step of a table's edit list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Edit {
@@ -583,7 +649,14 @@ enum Edit {
 /// an entry of `old` that `new` no longer holds is dropped, anything else
 /// is inserted (a changed entry is dropped and inserted). Linear for the
 /// operations the applet makes (removals, appends, one entry changed).
-fn edits<T: PartialEq>(old: &[T], new: &[T]) -> Vec<Edit> {
+fn edits<T: Same>(old: &[T], new: &[T]) -> Vec<Edit> {
+    edits_by(old.len(), new.len(), &|i, j| old[i].same(&new[j]))
+}
+
+/// [`edits`] over indices: `same(i, j)` compares old entry `i` with new
+/// entry `j` (one copy of the loop for every table).
+#[inline(never)]
+fn edits_by(old_len: usize, new_len: usize, same: &dyn Fn(usize, usize) -> bool) -> Vec<Edit> {
     fn push(out: &mut Vec<Edit>, e: Edit) {
         match (out.last_mut(), e) {
             (Some(Edit::Keep(n)), Edit::Keep(m)) => *n += m,
@@ -594,12 +667,12 @@ fn edits<T: PartialEq>(old: &[T], new: &[T]) -> Vec<Edit> {
     }
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    while let (Some(o), Some(n)) = (old.get(i), new.get(j)) {
-        if o == n {
+    while i < old_len && j < new_len {
+        if same(i, j) {
             push(&mut out, Edit::Keep(1));
             i += 1;
             j += 1;
-        } else if !new[j..].contains(o) {
+        } else if !(j..new_len).any(|k| same(i, k)) {
             push(&mut out, Edit::Drop(1));
             i += 1;
         } else {
@@ -607,11 +680,11 @@ fn edits<T: PartialEq>(old: &[T], new: &[T]) -> Vec<Edit> {
             j += 1;
         }
     }
-    if i < old.len() {
-        push(&mut out, Edit::Drop(old.len() - i));
+    if i < old_len {
+        push(&mut out, Edit::Drop(old_len - i));
     }
-    if j < new.len() {
-        push(&mut out, Edit::Insert(j..new.len()));
+    if j < new_len {
+        push(&mut out, Edit::Insert(j..new_len));
     }
     if matches!(out.last(), Some(Edit::Keep(_))) {
         out.pop();
@@ -619,6 +692,7 @@ fn edits<T: PartialEq>(old: &[T], new: &[T]) -> Vec<Edit> {
     out
 }
 
+#[inline(never)]
 fn write_edits<T: Cbor>(w: &mut Writer, edits: &[Edit], new: &[T]) {
     w.array(edits.len());
     for e in edits {
@@ -640,12 +714,33 @@ fn write_edits<T: Cbor>(w: &mut Writer, edits: &[Edit], new: &[T]) {
     }
 }
 
-fn apply_edits<T: Cbor>(
-    r: &mut Reader<'_>,
-    table: &mut Vec<T>,
-    max: usize,
-) -> Result<(), CodecError> {
-    let mut old = core::mem::take(table).into_iter();
+/// A table as the edit loop sees it: the loop is shared, only these few
+/// operations exist once per entry type (the Cortex-M4 payment firmware's
+/// flash is tight).
+trait Table {
+    fn entries(&self) -> usize;
+    fn remove(&mut self, at: usize, n: usize);
+    fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError>;
+}
+
+impl<T: Cbor> Table for Vec<T> {
+    fn entries(&self) -> usize {
+        self.len()
+    }
+    fn remove(&mut self, at: usize, n: usize) {
+        self.drain(at..at.saturating_add(n).min(self.len()));
+    }
+    fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError> {
+        let entry = T::read(r)?;
+        self.insert(at.min(self.len()), entry);
+        Ok(())
+    }
+}
+
+/// Applies one table's edit list (see the format above) in place.
+#[inline(never)]
+fn apply_edits(r: &mut Reader<'_>, table: &mut dyn Table, max: usize) -> Result<(), CodecError> {
+    let mut at = 0usize;
     // Every edit but an insert consumes an old entry, and an insert is
     // never empty in a delta this code writes; bound the list by both.
     let n = r.array_max(max.saturating_mul(2).saturating_add(1))?;
@@ -654,37 +749,37 @@ fn apply_edits<T: Cbor>(
         match r.u8()? {
             0 => {
                 let k = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
-                for _ in 0..k {
-                    table.push(old.next().ok_or(CodecError::Malformed)?);
-                }
+                at = at
+                    .checked_add(k)
+                    .filter(|end| *end <= table.entries())
+                    .ok_or(CodecError::Malformed)?;
             }
             1 => {
                 let k = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
-                for _ in 0..k {
-                    old.next().ok_or(CodecError::Malformed)?;
+                if at.checked_add(k).is_none_or(|end| end > table.entries()) {
+                    return Err(CodecError::Malformed);
                 }
+                table.remove(at, k);
             }
             2 => {
                 let k = r.array_max(max)?;
                 for _ in 0..k {
-                    table.push(T::read(r)?);
+                    if table.entries() >= max {
+                        return Err(CodecError::TooLong);
+                    }
+                    table.insert_read(at, r)?;
+                    at += 1;
                 }
             }
             _ => return Err(CodecError::UnknownCode),
         }
-        if table.len() > max {
-            return Err(CodecError::TooLong);
-        }
-    }
-    table.extend(old);
-    if table.len() > max {
-        return Err(CodecError::TooLong);
     }
     Ok(())
 }
 
 /// The delta that turns `old` into `new`, as the body of log record
 /// `index` on the journal base `sequence`; `None` when nothing changed.
+#[inline(never)]
 pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Option<Vec<u8>> {
     // Tables: their edit lists, computed once.
     let tables = [
@@ -703,10 +798,20 @@ pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Opti
     ];
     // Field numbers of the tables, in the order above.
     const TABLE_FIELDS: [u64; 12] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24];
+    // A policy or revocation list is replaced only by a newer serial, and
+    // its signature covers it.
+    let serial =
+        |p: Option<(u64, &tally_core::Signature)>, q: Option<(u64, &tally_core::Signature)>| p != q;
     let scalars: [bool; 13] = [
-        old.personal != new.personal,
-        old.policy != new.policy,
-        old.revocations != new.revocations,
+        old.personal.as_ref().map(|p| p.root) != new.personal.as_ref().map(|p| p.root),
+        serial(
+            old.policy.as_ref().map(|p| (p.serial, &p.signature)),
+            new.policy.as_ref().map(|p| (p.serial, &p.signature)),
+        ),
+        serial(
+            old.revocations.as_ref().map(|p| (p.serial, &p.signature)),
+            new.revocations.as_ref().map(|p| (p.serial, &p.signature)),
+        ),
         old.epoch != new.epoch,
         old.epoch_seen != new.epoch_seen,
         old.sync_sequence != new.sync_sequence,
@@ -795,6 +900,7 @@ fn write_scalar(w: &mut Writer, st: &State, field: u64) {
 /// twice or out of order, an edit past the table's end or over its bound,
 /// or trailing bytes: an error, and `state` must then be discarded (it
 /// may be half-changed).
+#[inline(never)]
 pub fn apply_delta(
     state: &mut State,
     bytes: &[u8],

@@ -124,7 +124,7 @@ const M2M_TICKS: usize = 100;
 /// payments, and the meter topped up online with `LONG_TOPUP_ISSUES`
 /// Issues of 8 one-unit tokens every `LONG_TOPUP_EVERY` payments.
 const LONG_TICKS: usize = 1_000;
-const LONG_STATION: usize = 100;
+const LONG_STATION: usize = 10;
 const LONG_TOPUP_EVERY: usize = 32;
 const LONG_TOPUP_ISSUES: usize = 4;
 
@@ -577,9 +577,14 @@ fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut
 /// tick to a station (a fresh one every `LONG_STATION` payments: a
 /// station holds what it receives), every payment acknowledged; the
 /// meter is topped up online (Issues, not a sync) so that it never pays
-/// with change. Per tick: instructions, heap and stack of PAY, RECEIVE and
-/// ACK, flash bytes written on each side and the meter's state size; at
-/// the end the meter reboots from its journal (base + log replay).
+/// with change. One device is powered at a time, as two devices would
+/// be: the station boots (its journal replayed) for each of its commands
+/// and is off in between, so PAY and ACK run with only the meter's state
+/// in the heap, and the station's share of RECEIVE is its peak less what
+/// was live before it booted (the meter's state and the wallet's
+/// buffers). Per tick: instructions, heap and stack of PAY, RECEIVE and
+/// ACK, the station's boots, flash bytes written on each side and the
+/// meter's state size; at the end the meter reboots from its journal.
 fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     let n = fx.name;
     provision(fa, &ED_METER_LONG[..])?;
@@ -587,55 +592,64 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     let mut topups = tally_core::codec::Reader::new(&ED_TOPUP[..]);
     ctx(topups.array_max(4096), "top-up list")?;
     let start = meter.state().balance();
-    let mut done = 0usize;
-    let mut round = 0usize;
-    while done < LONG_TICKS {
-        provision(fb, fx.station)?;
-        let label = format!("m4/station/{round}");
-        let mut station = boot(fb, label.as_bytes())?;
-        for _ in 0..LONG_STATION.min(LONG_TICKS - done) {
-            if done > 0 && done % LONG_TOPUP_EVERY == 0 {
-                for _ in 0..LONG_TOPUP_ISSUES {
-                    let issue = ctx(tally_core::Issue::read(&mut topups), "top-up issue")?;
-                    ctx(meter.import_issue(issue), "top-up")?;
-                }
-            }
-            let w0 = flash::written();
-            let (r, s_req) = m(|| PayeeSession::start(&mut station, Amount(1)));
-            let (session, req) = ctx(r, "station CREATE REQUEST")?;
-            let (r, s_pay) = m(|| PayerSession::start(&mut meter, &req));
-            let pay = ctx(r, "meter PAY")?;
-            let (r, s_rcv) = m(|| session.on_package(&mut station, pay.package()));
-            let received = ctx(r.map_err(|(_, e)| e), "station RECEIVE")?;
-            let (r, s_ack) = m(|| pay.on_receipt(&mut meter, &received.receipt));
-            ctx(r.map_err(|(_, e)| e), "meter ACK")?;
-            let w1 = flash::written();
-            done += 1;
-            let meter_log = meter.journal_log_bytes();
-            hprintln!(
-                "LONG suite={} tick={} pay={} pay_heap={} pay_stack={} receive={} receive_heap={} receive_stack={} ack={} ack_heap={} ack_stack={} request={} heap_before={} meter_flash={} station_flash={} meter_state={} station_state={} meter_log={} outgoing={}",
-                n,
-                done,
-                instr(s_pay.ticks),
-                s_pay.heap_peak,
-                s_pay.stack_total,
-                instr(s_rcv.ticks),
-                s_rcv.heap_peak,
-                s_rcv.stack_total,
-                instr(s_ack.ticks),
-                s_ack.heap_peak,
-                s_ack.stack_total,
-                instr(s_req.ticks),
-                s_pay.heap_before,
-                w1[0] - w0[0],
-                w1[1] - w0[1],
-                meter.state().to_cbor().len(),
-                station.state().to_cbor().len(),
-                meter_log,
-                meter.state().outgoing.len(),
-            );
+    let mut boots = 0usize;
+    for done in 0..LONG_TICKS {
+        if done % LONG_STATION == 0 {
+            provision(fb, fx.station)?;
         }
-        round += 1;
+        if done > 0 && done % LONG_TOPUP_EVERY == 0 {
+            for _ in 0..LONG_TOPUP_ISSUES {
+                let issue = ctx(tally_core::Issue::read(&mut topups), "top-up issue")?;
+                ctx(meter.import_issue(issue), "top-up")?;
+            }
+        }
+        let w0 = flash::written();
+        boots += 1;
+        let label = format!("m4/station/{boots}");
+        let (station, s_boot1) = m(|| boot(fb, label.as_bytes()));
+        let mut station = station?;
+        let (r, s_req) = m(|| PayeeSession::start(&mut station, Amount(1)));
+        let (session, req) = ctx(r, "station CREATE REQUEST")?;
+        drop(station);
+        let (r, s_pay) = m(|| PayerSession::start(&mut meter, &req));
+        let pay = ctx(r, "meter PAY")?;
+        boots += 1;
+        let label = format!("m4/station/{boots}");
+        let (station, s_boot2) = m(|| boot(fb, label.as_bytes()));
+        let mut station = station?;
+        let (r, s_rcv) = m(|| session.on_package(&mut station, pay.package()));
+        let received = ctx(r.map_err(|(_, e)| e), "station RECEIVE")?;
+        let station_state = station.state().to_cbor().len();
+        drop(station);
+        let (r, s_ack) = m(|| pay.on_receipt(&mut meter, &received.receipt));
+        ctx(r.map_err(|(_, e)| e), "meter ACK")?;
+        let w1 = flash::written();
+        let meter_log = meter.journal_log_bytes();
+        hprintln!(
+            "LONG suite={} tick={} pay={} pay_heap={} pay_stack={} receive={} receive_heap={} receive_stack={} station_live={} ack={} ack_heap={} ack_stack={} request={} boot={} boot_heap={} boot_stack={} meter_flash={} station_flash={} meter_state={} station_state={} meter_log={} outgoing={}",
+            n,
+            done + 1,
+            instr(s_pay.ticks),
+            s_pay.heap_peak,
+            s_pay.stack_total,
+            instr(s_rcv.ticks),
+            s_rcv.heap_peak - s_boot2.heap_before,
+            s_rcv.stack_total,
+            s_boot2.heap_before,
+            instr(s_ack.ticks),
+            s_ack.heap_peak,
+            s_ack.stack_total,
+            instr(s_req.ticks),
+            instr(s_boot1.ticks.max(s_boot2.ticks)),
+            s_boot1.heap_peak.max(s_boot2.heap_peak) - s_boot1.heap_before.min(s_boot2.heap_before),
+            s_boot1.stack_total.max(s_boot2.stack_total),
+            w1[0] - w0[0],
+            w1[1] - w0[1],
+            meter.state().to_cbor().len(),
+            station_state,
+            meter_log,
+            meter.state().outgoing.len(),
+        );
     }
     let paid = start.0 + 8 * (LONG_TOPUP_ISSUES * ((LONG_TICKS - 1) / LONG_TOPUP_EVERY)) as u64
         - meter.state().balance().0;

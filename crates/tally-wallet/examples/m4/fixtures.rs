@@ -201,7 +201,10 @@ fn fixtures_for(suite: Suite, f: &mut Fixtures) {
 
     if suite == Suite::Ed25519 {
         let mut long = blank(format!("gen/{name}/meter-long").as_bytes());
-        must(provision_suite(&mut long, &scheme, IOT, 4, suite), "long meter");
+        must(
+            provision_suite(&mut long, &scheme, IOT, 4, suite),
+            "long meter",
+        );
         let key = must(certify_fresh_keys(&mut long, &scheme, IOT, 1), "long key")[0];
         let eight = |i: usize| {
             tally_core::Issue::sign(
