@@ -1,8 +1,11 @@
 //! The SE's persistent state and its (internal, versioned) encoding.
 //!
-//! The whole state is one canonical CBOR object committed atomically by the
-//! journal. Records are stored once (deduplicated) and tokens refer to them
-//! by id, so a token's ancestry costs 32 bytes per record it shares.
+//! The whole state is one canonical CBOR object: the journal's base state.
+//! Each command's change is committed as a delta ([`encode_delta`], one
+//! journal log record) and the whole state is written again only when the
+//! log is full (docs/decisions/0018-se-journal-log.md). Records are stored
+//! once (deduplicated) and tokens refer to them by id, so a token's
+//! ancestry costs 32 bytes per record it shares.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;

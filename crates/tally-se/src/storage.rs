@@ -7,7 +7,9 @@
 //! * [`MemStorage`]: RAM-backed storage for tests and the bare-metal build.
 //! * [`TearingStorage`]: a test double that cuts power at a chosen write.
 //! * [`Journal`]: the transactional layer, two ping-pong shadow slots, each a
-//!   commit record (header) followed by a payload area.
+//!   commit record (header), a base state (payload) and a log of records
+//!   appended after it (docs/decisions/0001-journal-shadow-slots.md and
+//!   0018-se-journal-log.md).
 //!
 //! # Journal layout
 //!
@@ -18,24 +20,48 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 4  | magic `TLYJ` |
-//! | 4  | 2  | format version (2; 1 is still read) |
+//! | 4  | 2  | format version (3; 1 and 2 are still read) |
 //! | 6  | 2  | reserved, zero |
 //! | 8  | 8  | sequence number (first commit is 1) |
 //! | 16 | 4  | payload length |
 //! | 20 | 4  | reserved, zero |
-//! | 24 | 32 | payload check: version 2, CRC-32 of the payload (little-endian, then 28 zero bytes); version 1, SHA-256 of the payload |
+//! | 24 | 32 | payload check: versions 2 and 3, CRC-32 of the payload (little-endian, then 28 zero bytes); version 1, SHA-256 of the payload |
 //! | 56 | 32 | SHA-256 of bytes 0..56 |
 //!
-//! and the payload follows at offset [`HEADER_LEN`] of the slot.
+//! and the payload (the base state) follows at offset [`HEADER_LEN`] of the
+//! slot. In format 3 the log follows the payload: records, each
 //!
-//! A commit writes the payload into the slot that does *not* hold the
-//! current state, in [`WRITE_CHUNK_LEN`]-byte writes, flushes, then writes
-//! the header in one write and flushes again. The header is the commit
-//! record: until all of it has landed, its hash does not match and recovery
-//! ignores the slot. The current slot is never written, so it survives any
-//! tear.
+//! | size | field |
+//! |---|---|
+//! | 4 | commit mark: CRC-32 of `"TLYC"` ‖ previous check ‖ record index (u32) |
+//! | 2 | body length L, 1..=[`RECORD_BODY_MAX`] (0 and `0xFFFF` end the log) |
+//! | L | body |
+//! | 4 | check: CRC-32 of previous check ‖ record index (u32) ‖ L (u16) ‖ body |
 //!
-//! # Recovery rules ([`Journal::open`])
+//! The first record's "previous check" is the base's anchor: bytes 56..60
+//! of its commit record (the start of the header's SHA-256, which covers
+//! the sequence number and the payload check), so a log belongs to exactly
+//! one base and each record to its place. The state is the base with every
+//! record of the log's valid prefix applied in order (the journal stores
+//! bodies; what they mean is the caller's).
+//!
+//! A commit ([`Journal::commit`]) writes the payload into the slot that does
+//! *not* hold the current state, in [`WRITE_CHUNK_LEN`]-byte writes,
+//! flushes, then writes the header in one write and flushes again. The
+//! header is the commit record: until all of it has landed, its hash does
+//! not match and recovery ignores the slot. The current slot is never
+//! written, so it survives any tear. A commit starts an empty log in its
+//! slot.
+//!
+//! An append ([`Journal::append`]) writes length, body and check after the
+//! last valid record (in [`WRITE_CHUNK_LEN`]-byte writes), flushes, then
+//! writes the commit mark and flushes. The record counts once its check has
+//! landed; the mark, written after, tells recovery that the record was
+//! complete once. A record that does not fit the log ([`LOG_BYTES_MAX`] by
+//! default, and the slot's end) is refused with [`StorageError::LogFull`]
+//! and the caller commits the whole state instead (compaction).
+//!
+//! # Recovery rules ([`Journal::open`], then [`Journal::replay`])
 //!
 //! Each slot is classified as blank (header all `00` or all `FF`), torn
 //! (bad magic or header hash), authentic (header hash matches) and then
@@ -49,6 +75,12 @@
 //!   caller to treat as an integrity event.
 //! * No valid slot: both blank, or one blank and one torn (a torn first
 //!   commit), means nothing was ever committed: `None`. Anything else is
+//!   [`StorageError::Corrupt`].
+//! * The winning slot's log is read record by record: a record whose check
+//!   holds counts (whether or not its mark landed); the first one whose
+//!   check fails ends the log (a torn append, or stale bytes) — unless its
+//!   commit mark is valid: then it was complete and has been damaged since,
+//!   which no power cut does, and replay fails with
 //!   [`StorageError::Corrupt`].
 
 extern crate alloc;

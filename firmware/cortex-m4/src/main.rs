@@ -187,6 +187,7 @@ fn check(cond: bool, what: &str) -> Res<()> {
 
 /// Factory provisioning: the host's SE state as the one commit of a blank
 /// store.
+#[inline(never)]
 fn provision(flash: &mut Flash, state: &[u8]) -> Res<()> {
     flash.erase();
     let (mut j, current) = ctx(Journal::open(&mut *flash), "journal on blank flash")?;
@@ -194,6 +195,7 @@ fn provision(flash: &mut Flash, state: &[u8]) -> Res<()> {
     ctx(j.commit(state), "provisioning commit")
 }
 
+#[inline(never)]
 fn boot<'a>(flash: &'a mut Flash, label: &[u8]) -> Res<Se<'a>> {
     ctx(
         Applet::boot(flash, Sealing::None, TestEntropy::new(label)),
@@ -585,6 +587,9 @@ fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut
 /// buffers). Per tick: instructions, heap and stack of PAY, RECEIVE and
 /// ACK, the station's boots, flash bytes written on each side and the
 /// meter's state size; at the end the meter reboots from its journal.
+// Not inlined: its frame would join `main`'s, under every other measured
+// operation's stack depth.
+#[inline(never)]
 fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     let n = fx.name;
     provision(fa, &ED_METER_LONG[..])?;
