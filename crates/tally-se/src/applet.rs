@@ -1562,8 +1562,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(receipt)
     }
 
-    /// Payer, message 4: the payee's receipt closes the payment. The
-    /// payment leaves the log in the same commit: nothing about it is
+    /// Payer, message 4: the payee's receipt closes the payment. A
+    /// payment (not a redemption) leaves the log in the same commit:
+    /// nothing about it is
     /// needed any more (a sync uploads only unacknowledged packages; the
     /// paid request stays in `paid`, so it is never paid again), and the
     /// log — all of it in RAM — would otherwise grow with every payment
@@ -1593,11 +1594,17 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Ok(());
         }
         let mut next = self.state.clone();
-        next.outgoing.remove(i);
-        if next.acked.len() >= ACKED_KEPT_MAX {
-            next.acked.remove(0);
+        if o.redemption {
+            // A redemption stays, acknowledged, until the next sync (rare,
+            // and the wallet's resume pass reads its amount).
+            next.outgoing[i].acked = true;
+        } else {
+            next.outgoing.remove(i);
+            if next.acked.len() >= ACKED_KEPT_MAX {
+                next.acked.remove(0);
+            }
+            next.acked.push(receipt.transfer_id);
         }
-        next.acked.push(receipt.transfer_id);
         self.commit(next)
     }
 

@@ -618,8 +618,8 @@ fn select_apdu() -> Vec<u8> {
 
 /// `se_dispatch`: a loaded card takes the frames as APDUs. It always
 /// answers a status word; value is never created (the balance stays within
-/// what was loaded) nor lost unrecorded (balance plus logged payments covers
-/// it); and a reboot recovers exactly the state in memory.
+/// what was loaded) nor lost unrecorded (balance plus what was paid since
+/// the sync covers it); and a reboot recovers exactly the state in memory.
 pub fn check_se_dispatch(fx: &CardFixture, data: &[u8]) {
     let mut card = fx.boot();
     for apdu in frames(data).take(FRAMES_MAX) {
@@ -633,8 +633,19 @@ pub fn check_se_dispatch(fx: &CardFixture, data: &[u8]) {
         "value created: {balance} > {}",
         fx.loaded
     );
-    let logged = Amount::sum(state.outgoing.iter().map(|o| o.amount));
-    let covered = logged.and_then(|l| l.checked_add(balance));
+    // Paid since the sync: every offline payment counts in
+    // `spent_since_sync` (an acknowledged one has left the log, decision
+    // 0018); redemptions stay in the log until the sync.
+    let logged = Amount::sum(
+        state
+            .outgoing
+            .iter()
+            .filter(|o| o.redemption)
+            .map(|o| o.amount),
+    );
+    let covered = logged
+        .and_then(|l| l.checked_add(state.spent_since_sync))
+        .and_then(|l| l.checked_add(balance));
     assert!(
         covered.is_some_and(|c| c >= fx.loaded),
         "value lost without a logged payment"
