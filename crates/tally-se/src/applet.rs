@@ -252,7 +252,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             None => State::default(),
             Some(sealed) => {
                 let plain = sealing.open(&sealed).map_err(|_| SeError::StateCorrupt)?;
-                State::from_cbor(&plain).map_err(|_| SeError::StateCorrupt)?
+                State::from_stored(&plain).map_err(|_| SeError::StateCorrupt)?
             }
         };
         let sequence = journal.sequence().unwrap_or(0);
@@ -1562,15 +1562,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(receipt)
     }
 
-    /// Payer, message 4: the payee's receipt closes the payment. A
-    /// payment (not a redemption) leaves the log in the same commit:
-    /// nothing about it is
-    /// needed any more (a sync uploads only unacknowledged packages; the
-    /// paid request stays in `paid`, so it is never paid again), and the
-    /// log — all of it in RAM — would otherwise grow with every payment
-    /// until the next sync. Its transfer id joins the last
-    /// [`ACKED_KEPT_MAX`] acknowledged ones, so a repeated ACK is still
-    /// answered as done.
+    /// Payer, message 4: the payee's receipt closes the payment. A payment
+    /// (not a redemption) leaves the log in the same commit: nothing about
+    /// it is needed any more (a sync uploads only unacknowledged packages;
+    /// the paid request stays in `paid`, so it is never paid again), and
+    /// the log — all of it in RAM — would otherwise grow with every
+    /// payment until the next sync (decision 0018). Its transfer id joins
+    /// the last [`ACKED_KEPT_MAX`] acknowledged ones, so a repeated ACK is
+    /// still answered as done.
     pub fn ack(&mut self, receipt: &Receipt) -> Result<(), SeError> {
         self.ready()?;
         let Some(i) = self

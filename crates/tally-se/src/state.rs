@@ -552,6 +552,32 @@ impl Cbor for State {
     }
 }
 
+impl State {
+    /// Decodes a stored state: the current version as strictly as
+    /// [`Cbor::from_cbor`] (canonical, nothing trailing); an older version
+    /// (an SE installed by an earlier release) read with the fields it
+    /// lacks empty — it cannot re-encode to its own bytes, since encoding
+    /// writes the current version. The next full commit writes the current
+    /// version.
+    pub fn from_stored(bytes: &[u8]) -> Result<State, CodecError> {
+        match State::from_cbor(bytes) {
+            Err(CodecError::NonCanonical) => {}
+            other => return other,
+        }
+        let mut r = Reader::new(bytes);
+        r.array_max(26)?;
+        if r.u8()? >= STATE_VERSION {
+            return Err(CodecError::NonCanonical);
+        }
+        let mut r = Reader::new(bytes);
+        let st = State::read(&mut r)?;
+        if r.position() != bytes.len() {
+            return Err(CodecError::TrailingBytes);
+        }
+        Ok(st)
+    }
+}
+
 // ---- deltas: one journal log record per operation ---------------------------
 //
 // A delta turns the state before an operation into the state after it. It
@@ -957,4 +983,239 @@ pub fn apply_delta(
         return Err(CodecError::TrailingBytes);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::applet::Applet;
+    use crate::seal::Sealing;
+    use crate::storage::{HEADER_LEN, Journal, MemStorage};
+    use tally_core::crypto::SecretKey;
+    use tally_core::testkit::TestEntropy;
+
+    fn key(i: u8) -> PublicKey {
+        SecretKey::from_seed(Suite::Ed25519, &[i; 32])
+            .expect("key")
+            .public()
+    }
+
+    fn token(i: u8, value: u64) -> Token {
+        Token {
+            outpoint: OutPoint {
+                record: Hash32([i; 32]),
+                index: 0,
+            },
+            value: Amount(value),
+            owner: key(1),
+            lineage: alloc::vec![Hash32([i; 32])],
+        }
+    }
+
+    /// A state with value in it, not personalised (so that `personalize`
+    /// is a command that commits).
+    fn holding() -> State {
+        State {
+            counter: 7,
+            spent_since_sync: Amount(5),
+            tokens: alloc::vec![token(1, 100), token(2, 250)],
+            paid: alloc::vec![Hash32([9; 32])],
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn deltas_rebuild_the_next_state() {
+        let old = holding();
+        assert_eq!(encode_delta(&old, &old, 1, 0), None);
+        let mut cases = Vec::new();
+        let mut next = old.clone();
+        next.tokens.remove(0);
+        next.tokens.push(token(3, 40));
+        next.counter += 1;
+        cases.push(next);
+        let mut next = old.clone();
+        next.tokens.insert(1, token(4, 1));
+        next.paid.clear();
+        next.acked.push(Hash32([5; 32]));
+        cases.push(next);
+        let mut next = old.clone();
+        next.tokens.reverse();
+        next.pin = Some(Pin {
+            salt: [1; 16],
+            digest: [2; 32],
+            tries_left: 3,
+        });
+        cases.push(next);
+        let mut next = State::default();
+        next.epoch = 3;
+        cases.push(next);
+        for (i, next) in cases.iter().enumerate() {
+            let delta = encode_delta(&old, next, 4, i as u32).expect("a change");
+            let mut got = old.clone();
+            apply_delta(&mut got, &delta, 4, i as u32).expect("applies");
+            assert_eq!(&got, next, "case {i}");
+            // Only at its own place.
+            for (seq, index) in [(5, i as u32), (4, i as u32 + 1)] {
+                let mut other = old.clone();
+                assert_eq!(
+                    apply_delta(&mut other, &delta, seq, index),
+                    Err(CodecError::Malformed)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_deltas_are_refused() {
+        let old = holding();
+        let enc = |f: &dyn Fn(&mut Writer)| {
+            let mut w = Writer::new();
+            w.array(3);
+            w.u64(1);
+            w.u64(0);
+            f(&mut w);
+            w.into_bytes()
+        };
+        let edit = |w: &mut Writer, kind: u64, n: u64| {
+            w.array(2);
+            w.u64(kind);
+            w.u64(n);
+        };
+        let cases: [(Vec<u8>, CodecError); 5] = [
+            // Keep or drop past the table's end.
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(11);
+                    w.array(1);
+                    edit(w, 0, 3);
+                }),
+                CodecError::Malformed,
+            ),
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(11);
+                    w.array(1);
+                    edit(w, 1, 3);
+                }),
+                CodecError::Malformed,
+            ),
+            // An unknown edit, an unknown field, fields out of order.
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(11);
+                    w.array(1);
+                    edit(w, 7, 0);
+                }),
+                CodecError::UnknownCode,
+            ),
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(25);
+                    w.u64(0);
+                }),
+                CodecError::UnknownCode,
+            ),
+            (
+                enc(&|w| {
+                    w.array(2);
+                    w.array(2);
+                    w.u64(6);
+                    w.u64(1);
+                    w.array(2);
+                    w.u64(3);
+                    w.u64(1);
+                }),
+                CodecError::NonCanonical,
+            ),
+        ];
+        for (i, (bytes, err)) in cases.iter().enumerate() {
+            let mut st = old.clone();
+            assert_eq!(apply_delta(&mut st, bytes, 1, 0), Err(*err), "case {i}");
+        }
+        // Past a table's bound.
+        let mut full = State::default();
+        full.acked = (0..ACKED_KEPT_MAX as u8).map(|i| Hash32([i; 32])).collect();
+        let bytes = enc(&|w| {
+            w.array(1);
+            w.array(2);
+            w.u64(24);
+            w.array(1);
+            w.array(2);
+            w.u64(2);
+            w.array(1);
+            Hash32([0xEE; 32]).write(w);
+        });
+        assert_eq!(
+            apply_delta(&mut full, &bytes, 1, 0),
+            Err(CodecError::TooLong)
+        );
+        // Trailing bytes.
+        let mut bytes = encode_delta(&State::default(), &old, 1, 0).unwrap();
+        bytes.push(0);
+        let mut st = State::default();
+        assert_eq!(
+            apply_delta(&mut st, &bytes, 1, 0),
+            Err(CodecError::TrailingBytes)
+        );
+    }
+
+    /// The encoding of `st` as state version 3 (before `acked`).
+    fn as_version_3(st: &State) -> Vec<u8> {
+        assert!(st.acked.is_empty());
+        let mut bytes = st.to_cbor();
+        // array(26) → array(25), version 4 → 3, the empty `acked` dropped.
+        assert_eq!(&bytes[..3], &[0x98, 26, 4]);
+        bytes[1] = 25;
+        bytes[2] = 3;
+        assert_eq!(bytes.pop(), Some(0x80));
+        bytes
+    }
+
+    #[test]
+    fn an_installed_se_of_the_previous_formats_keeps_its_value_and_migrates() {
+        // State version 3 in a journal of format 2, as the previous release
+        // wrote it.
+        let st = holding();
+        let mut mem = MemStorage::new(2 * (HEADER_LEN + 8192));
+        {
+            let (mut j, _) = Journal::open(&mut mem).unwrap();
+            j.commit(&as_version_3(&st)).unwrap();
+        }
+        let header = &mut mem.as_bytes_mut()[..HEADER_LEN];
+        header[4] = 2;
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&header[..56]).into();
+        header[56..].copy_from_slice(&hash);
+
+        let mut se = Applet::boot(mem, Sealing::None, TestEntropy::new(b"old")).unwrap();
+        assert_eq!(se.state(), &st);
+        assert_eq!(se.state().balance(), Amount(350));
+        // The first command cannot append to a format-2 slot: it writes the
+        // whole state, as format 3 and state version 4.
+        se.personalize(0, 0, Suite::Ed25519, key(9)).unwrap();
+        let mem = se.into_storage();
+        let slot_1 = HEADER_LEN + 8192;
+        let version = &mem.as_bytes()[slot_1 + 4..slot_1 + 6];
+        assert_eq!(version, &3u16.to_le_bytes());
+        let mut se = Applet::boot(mem, Sealing::None, TestEntropy::new(b"new")).unwrap();
+        assert_eq!(se.state().balance(), Amount(350));
+        assert_eq!(se.state().counter, 7);
+        assert!(se.state().personal.is_some());
+        // And the next one appends.
+        let before = se.journal_log_bytes();
+        se.change_pin(None, b"1234").unwrap();
+        assert!(se.journal_log_bytes() > before);
+        let st = se.state().clone();
+        let mem = se.into_storage();
+        let again = Applet::boot(mem, Sealing::None, TestEntropy::new(b"again")).unwrap();
+        assert_eq!(again.state(), &st);
+    }
 }
