@@ -1047,9 +1047,10 @@ mod tests {
             tries_left: 3,
         });
         cases.push(next);
-        let mut next = State::default();
-        next.epoch = 3;
-        cases.push(next);
+        cases.push(State {
+            epoch: 3,
+            ..State::default()
+        });
         for (i, next) in cases.iter().enumerate() {
             let delta = encode_delta(&old, next, 4, i as u32).expect("a change");
             let mut got = old.clone();
@@ -1142,8 +1143,10 @@ mod tests {
             assert_eq!(apply_delta(&mut st, bytes, 1, 0), Err(*err), "case {i}");
         }
         // Past a table's bound.
-        let mut full = State::default();
-        full.acked = (0..ACKED_KEPT_MAX as u8).map(|i| Hash32([i; 32])).collect();
+        let mut full = State {
+            acked: (0..ACKED_KEPT_MAX as u8).map(|i| Hash32([i; 32])).collect(),
+            ..State::default()
+        };
         let bytes = enc(&|w| {
             w.array(1);
             w.array(2);

@@ -1048,11 +1048,8 @@ fn scan_log<S: Storage>(
         check: anchor,
     };
     let mut body = Vec::new();
-    loop {
-        // mark (4) | length (2) | body | check (4)
-        let Some(body_at) = log.end.checked_add(6).filter(|e| *e <= limit) else {
-            break;
-        };
+    // mark (4) | length (2) | body | check (4)
+    while let Some(body_at) = log.end.checked_add(6).filter(|e| *e <= limit) {
         let mut head = [0u8; 6];
         storage.read(log.end, &mut head)?;
         let [m0, m1, m2, m3, l0, l1] = head;
