@@ -434,7 +434,9 @@ enum DeviceCmd {
     Status,
     /// Account balance at the DCP.
     Account,
-    /// Payment log and tokens.
+    /// Payment log (payments not yet acknowledged, and redemptions until
+    /// the next sync: an acknowledged payment leaves the SE's log) and
+    /// tokens.
     History,
 }
 

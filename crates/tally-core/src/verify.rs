@@ -177,6 +177,23 @@ impl TrustStore {
             revocations,
         })
     }
+    /// A trust store from objects that [`TrustStore::new`] accepted
+    /// before, without checking anything again: for a secure element
+    /// rebuilding, at boot, the trust store it verified when it installed
+    /// it and has kept since under its storage's integrity check (its
+    /// journal; docs/decisions/0018-se-journal-log.md). Anything that was
+    /// not verified that way must go through [`TrustStore::new`].
+    pub fn from_installed(
+        root: PublicKey,
+        policy: Policy,
+        revocations: RevocationList,
+    ) -> TrustStore {
+        TrustStore {
+            root,
+            policy,
+            revocations,
+        }
+    }
     fn check_dcp_cert(root: &PublicKey, c: &DcpCertificate) -> Result<(), VerifyError> {
         verify(root, &c.signed_message().0, &c.signature)
             .map_err(|_| VerifyError::BadTrustSignature)?;

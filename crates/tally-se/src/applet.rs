@@ -231,22 +231,53 @@ pub const KEY_CACHE_MAX: usize = 4;
 pub const SIGNATURE_BATCH_MAX: usize = 2;
 
 impl<S: Storage, E: Entropy> Applet<S, E> {
-    /// Boots: runs journal recovery and loads the last committed state.
+    /// Boots: runs journal recovery and loads the last committed state:
+    /// the base state, then every record of its log's valid prefix
+    /// applied in order. The trust store is rebuilt from the state without
+    /// checking its signatures again: they were checked when it was
+    /// installed, and the journal's checks (and, where the storage is
+    /// outside the SE, the seal) cover it since (decision 0018).
     pub fn boot(storage: S, sealing: Sealing, entropy: E) -> Result<Self, SeError> {
-        let (journal, payload) = Journal::open(storage)?;
+        let (mut journal, payload) = Journal::open(storage).map_err(|e| match e {
+            StorageError::Corrupt => SeError::StateCorrupt,
+            e => SeError::Storage(e),
+        })?;
         // A power cut cannot leave a newer committed header over a bad
         // payload (the header is written last): that is tampering, and
         // rolling back could re-enable spent tokens.
         if journal.newer_state_discarded() {
             return Err(SeError::StateCorrupt);
         }
-        let state = match payload {
+        let mut state = match payload {
             None => State::default(),
             Some(sealed) => {
                 let plain = sealing.open(&sealed).map_err(|_| SeError::StateCorrupt)?;
-                State::from_cbor(&plain).map_err(|_| SeError::StateCorrupt)?
+                State::from_stored(&plain).map_err(|_| SeError::StateCorrupt)?
             }
         };
+        let sequence = journal.sequence().unwrap_or(0);
+        let mut index = 0u32;
+        let replayed = journal.replay(&mut |sealed| {
+            let applied = sealing
+                .open(sealed)
+                .ok()
+                .and_then(|plain| apply_delta(&mut state, &plain, sequence, index).ok());
+            index = index.saturating_add(1);
+            if applied.is_none() {
+                // A record whose check holds but whose content does not
+                // apply was not written by this code: refuse to boot.
+                return Err(StorageError::Corrupt);
+            }
+            Ok(())
+        });
+        match replayed {
+            Ok(_) => {}
+            // A record that fails its check under its commit mark, or
+            // whose content does not apply: damaged or altered since it
+            // was committed. Refuse to boot, as for a damaged base.
+            Err(StorageError::Corrupt) => return Err(SeError::StateCorrupt),
+            Err(e) => return Err(SeError::Storage(e)),
+        }
         let mut a = Applet {
             journal,
             sealing,
@@ -263,6 +294,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(a)
     }
 
+    /// Bytes in the journal's current log (records since the last full
+    /// commit, framing included): what the next boot replays.
+    pub fn journal_log_bytes(&mut self) -> usize {
+        self.journal.log_bytes().unwrap_or(0)
+    }
+
+    /// Sets the journal's log limit (tests of the compaction path).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn set_journal_log_max(&mut self, bytes: usize) {
+        self.journal.set_log_max(bytes);
+    }
+
     /// Gives the storage back (tests "reboot" from it).
     pub fn into_storage(self) -> S {
         self.journal.into_inner()
@@ -274,25 +317,55 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             &self.state.policy,
             &self.state.revocations,
         ) {
-            (Some(p), Some(pol), Some(rev)) => TrustStore::new(p.root, pol.clone(), rev.clone())
-                .ok()
-                .map(alloc::boxed::Box::new),
+            // Verified when installed (install_policy, install_revocations).
+            (Some(p), Some(pol), Some(rev)) => Some(alloc::boxed::Box::new(
+                TrustStore::from_installed(p.root, pol.clone(), rev.clone()),
+            )),
             _ => None,
         };
     }
 
+    /// Makes `next` the durable state: one log record with what changed
+    /// (a delta, sealed like the state), or, when the log is full, the
+    /// whole state into the other slot (compaction; it starts a fresh
+    /// log). Nothing changed: nothing is written.
     fn commit(&mut self, next: State) -> Result<(), SeError> {
         if self.halted {
             return Err(SeError::Halted);
         }
-        let plain = next.to_cbor();
-        let sealed = self.sealing.seal(&plain, &mut self.entropy);
-        if let Err(e) = self.journal.commit(&sealed) {
+        let written = match self.append_delta(&next) {
+            Err(StorageError::LogFull) | Err(StorageError::TooLarge) => {
+                let plain = next.to_cbor();
+                let sealed = self.sealing.seal(&plain, &mut self.entropy);
+                self.journal.commit(&sealed)
+            }
+            other => other,
+        };
+        if let Err(e) = written {
             self.halted = true;
             return Err(SeError::Storage(e));
         }
         self.state = next;
         Ok(())
+    }
+
+    /// Appends the delta from the current state to `next` to the log.
+    fn append_delta(&mut self, next: &State) -> Result<(), StorageError> {
+        let Some(sequence) = self.journal.sequence() else {
+            return Err(StorageError::LogFull);
+        };
+        let index = self.journal.log_records()?;
+        let Some(delta) = encode_delta(&self.state, next, sequence, index) else {
+            return Ok(());
+        };
+        #[cfg(debug_assertions)]
+        {
+            let mut check = self.state.clone();
+            apply_delta(&mut check, &delta, sequence, index).expect("delta applies");
+            assert!(check == *next, "the delta must rebuild the next state");
+        }
+        let sealed = self.sealing.seal(&delta, &mut self.entropy);
+        self.journal.append(&sealed)
     }
 
     fn ready(&self) -> Result<(), SeError> {
@@ -1489,28 +1562,53 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(receipt)
     }
 
-    /// Payer, message 4: the payee's receipt closes the payment.
+    /// Payer, message 4: the payee's receipt closes the payment. A payment
+    /// (not a redemption) leaves the log in the same commit: nothing about
+    /// it is needed any more (a sync uploads only unacknowledged packages;
+    /// the paid request stays in `paid`, so it is never paid again), and
+    /// the log — all of it in RAM — would otherwise grow with every
+    /// payment until the next sync (decision 0018). Its transfer id joins
+    /// the last [`ACKED_KEPT_MAX`] acknowledged ones, so a repeated ACK is
+    /// still answered as done.
     pub fn ack(&mut self, receipt: &Receipt) -> Result<(), SeError> {
         self.ready()?;
-        let i = self
+        let Some(i) = self
             .state
             .outgoing
             .iter()
             .position(|o| o.transfer_id == receipt.transfer_id)
-            .ok_or(SeError::UnknownTransfer)?;
+        else {
+            if self.state.acked.contains(&receipt.transfer_id) {
+                return Ok(());
+            }
+            return Err(SeError::UnknownTransfer);
+        };
         let o = &self.state.outgoing[i];
         if receipt.payee != o.payee || receipt.verify().is_err() {
             return Err(SeError::BadReceipt);
         }
         if o.acked {
+            // Acknowledged in a state written before entries left the log
+            // at ACK (state version 3); it leaves at the next sync.
             return Ok(());
         }
         let mut next = self.state.clone();
-        next.outgoing[i].acked = true;
+        if o.redemption {
+            // A redemption stays, acknowledged, until the next sync (rare,
+            // and the wallet's resume pass reads its amount).
+            next.outgoing[i].acked = true;
+        } else {
+            next.outgoing.remove(i);
+            if next.acked.len() >= ACKED_KEPT_MAX {
+                next.acked.remove(0);
+            }
+            next.acked.push(receipt.transfer_id);
+        }
         self.commit(next)
     }
 
-    /// The exact package of an unacknowledged (or not yet synced) payment.
+    /// The exact package of an unacknowledged payment (an acknowledged one
+    /// has left the log: [`SeError::UnknownTransfer`]).
     pub fn resend(&self, transfer_id: &Hash32) -> Result<Vec<u8>, SeError> {
         self.ready()?;
         self.state

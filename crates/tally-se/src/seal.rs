@@ -12,19 +12,25 @@
 
 use alloc::vec::Vec;
 
+#[cfg(feature = "aead")]
 use chacha20poly1305::aead::Aead;
+#[cfg(feature = "aead")]
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use tally_core::crypto::Entropy;
 
+#[cfg(feature = "aead")]
 const NONCE_LEN: usize = 24;
 /// Associated data: binds the ciphertext to this format.
+#[cfg(feature = "aead")]
 const AAD: &[u8] = b"tally/v1/se-state";
 
 #[derive(Clone)]
 pub enum Sealing {
     /// Storage inside the SE boundary.
     None,
-    /// Storage an attacker can read: sealed with this device key.
+    /// Storage an attacker can read: sealed with this device key
+    /// (feature `aead`).
+    #[cfg(feature = "aead")]
     Aead([u8; 32]),
 }
 
@@ -33,8 +39,11 @@ pub struct SealError;
 
 impl Sealing {
     pub fn seal(&self, plain: &[u8], rng: &mut dyn Entropy) -> Vec<u8> {
+        #[cfg(not(feature = "aead"))]
+        let _ = rng;
         match self {
             Sealing::None => plain.to_vec(),
+            #[cfg(feature = "aead")]
             Sealing::Aead(key) => {
                 let cipher = XChaCha20Poly1305::new(&(*key).into());
                 let mut nonce = [0u8; NONCE_LEN];
@@ -57,6 +66,7 @@ impl Sealing {
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         match self {
             Sealing::None => Ok(sealed.to_vec()),
+            #[cfg(feature = "aead")]
             Sealing::Aead(key) => {
                 if sealed.len() < NONCE_LEN {
                     return Err(SealError);
@@ -74,7 +84,7 @@ impl Sealing {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "aead"))]
 mod tests {
     use super::*;
     use tally_core::testkit::TestEntropy;

@@ -1,8 +1,11 @@
 //! The SE's persistent state and its (internal, versioned) encoding.
 //!
-//! The whole state is one canonical CBOR object committed atomically by the
-//! journal. Records are stored once (deduplicated) and tokens refer to them
-//! by id, so a token's ancestry costs 32 bytes per record it shares.
+//! The whole state is one canonical CBOR object: the journal's base state.
+//! Each command's change is committed as a delta ([`encode_delta`], one
+//! journal log record) and the whole state is written again only when the
+//! log is full (docs/decisions/0018-se-journal-log.md). Records are stored
+//! once (deduplicated) and tokens refer to them by id, so a token's
+//! ancestry costs 32 bytes per record it shares.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -16,8 +19,9 @@ use tally_core::{
 /// 2: adds the request counter, the imported-Issue set, the PIN and the
 /// value paid since the last cardholder verification (version 1 is read
 /// with those empty). 3: adds the request reports and the cancelled
-/// Issues (versions 1 and 2 are read with those empty).
-pub const STATE_VERSION: u8 = 3;
+/// Issues (versions 1 and 2 are read with those empty). 4: adds the
+/// recently acknowledged transfers (older versions are read with none).
+pub const STATE_VERSION: u8 = 4;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
 pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
@@ -42,6 +46,10 @@ pub const REPORTS_MAX: usize = 128;
 /// Issues this SE refused and will never credit, kept (until they expire)
 /// so that their cancellation can be signed again after a lost answer.
 pub const CANCELLED_MAX: usize = 16;
+/// Payments acknowledged most recently, remembered after their log entry
+/// is gone (an acknowledged payment leaves the payment log at once), so
+/// that a repeated ACK is still answered as done. Oldest forgotten first.
+pub const ACKED_KEPT_MAX: usize = 16;
 /// Wrong PIN presentations before the SE blocks.
 pub const PIN_TRIES_MAX: u8 = 3;
 pub const PIN_BYTES_MIN: usize = 4;
@@ -225,6 +233,9 @@ pub struct State {
     pub reports: Vec<Report>,
     /// Issues refused and cancelled (never credited here).
     pub cancelled: Vec<Imported>,
+    /// Transfer ids of the payments acknowledged most recently, newest
+    /// last (their log entries are gone).
+    pub acked: Vec<Hash32>,
 }
 
 impl State {
@@ -468,7 +479,7 @@ impl Cbor for Imported {
 
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
-        w.array(25);
+        w.array(26);
         w.u64(u64::from(STATE_VERSION));
         write_opt(w, &self.personal);
         write_opt(w, &self.policy);
@@ -494,12 +505,13 @@ impl Cbor for State {
         write_vec(w, &self.paid);
         write_vec(w, &self.reports);
         write_vec(w, &self.cancelled);
+        write_vec(w, &self.acked);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(25)?;
+        let n = r.array_max(26)?;
         let version = r.u8()?;
         match (version, n) {
-            (1, 18) | (2, 23) | (STATE_VERSION, 25) => {}
+            (1, 18) | (2, 23) | (3, 25) | (STATE_VERSION, 26) => {}
             _ => return Err(CodecError::UnsupportedVersion),
         }
         let mut st = State {
@@ -533,6 +545,680 @@ impl Cbor for State {
             st.reports = read_vec(r, REPORTS_MAX)?;
             st.cancelled = read_vec(r, CANCELLED_MAX)?;
         }
+        if version >= 4 {
+            st.acked = read_vec(r, ACKED_KEPT_MAX)?;
+        }
         Ok(st)
+    }
+}
+
+impl State {
+    /// Decodes a stored state: the current version as strictly as
+    /// [`Cbor::from_cbor`] (canonical, nothing trailing); an older version
+    /// (an SE installed by an earlier release) read with the fields it
+    /// lacks empty — it cannot re-encode to its own bytes, since encoding
+    /// writes the current version. The next full commit writes the current
+    /// version.
+    pub fn from_stored(bytes: &[u8]) -> Result<State, CodecError> {
+        match State::from_cbor(bytes) {
+            Err(CodecError::NonCanonical) => {}
+            other => return other,
+        }
+        let mut r = Reader::new(bytes);
+        r.array_max(26)?;
+        if r.u8()? >= STATE_VERSION {
+            return Err(CodecError::NonCanonical);
+        }
+        let mut r = Reader::new(bytes);
+        let st = State::read(&mut r)?;
+        if r.position() != bytes.len() {
+            return Err(CodecError::TrailingBytes);
+        }
+        Ok(st)
+    }
+}
+
+// ---- deltas: one journal log record per operation ---------------------------
+//
+// A delta turns the state before an operation into the state after it. It
+// is the body of a journal log record (sealed like the base state), so a
+// commit writes what changed instead of the whole state:
+//
+//   delta   = [sequence, index, [change, ...]]
+//   change  = [field, value]      field: the number of a `State` field in
+//                                 its encoding order after the version
+//                                 (0 personal … 24 acked)
+//   value   = the field's new value, for a scalar or optional field
+//           = [edit, ...]         for a table
+//   edit    = [0, n]              keep the next n entries
+//           | [1, n]              drop the next n entries
+//           | [2, [entry, ...]]   insert these entries here
+//
+// Entries an edit list does not reach are kept. `sequence` and `index`
+// are the journal's base sequence number and the record's place in the
+// log: a record only applies where it was written (under sealing, the
+// AEAD covers them, so records cannot be moved between logs or places).
+
+/// Whether two entries are the same, for a delta. Objects fixed once made
+/// (records, certificates, receipts, trust objects) compare by what
+/// identifies their content (an id, or a signature over it); the others by
+/// every field the applet changes. Cheaper in time and, above all, in code
+/// than a deep comparison (the Cortex-M4 payment firmware has no room for
+/// the derived `PartialEq` of every type); debug builds check that every
+/// delta rebuilds the next state exactly.
+trait Same {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Same for OfflineKey {
+    fn same(&self, o: &Self) -> bool {
+        self.public == o.public
+            && self.used == o.used
+            && self.cert.as_ref().map(|c| &c.signature) == o.cert.as_ref().map(|c| &c.signature)
+    }
+}
+impl Same for Token {
+    // An outpoint names one output: its value, owner and ancestry.
+    fn same(&self, o: &Self) -> bool {
+        self.outpoint == o.outpoint
+    }
+}
+impl Same for StoredRecord {
+    fn same(&self, o: &Self) -> bool {
+        self.id == o.id
+    }
+}
+impl Same for PseudonymCertificate {
+    fn same(&self, o: &Self) -> bool {
+        self.key == o.key && self.signature == o.signature
+    }
+}
+impl Same for OpenRequest {
+    fn same(&self, o: &Self) -> bool {
+        self.nonce == o.nonce && self.amount == o.amount && self.key == o.key
+    }
+}
+impl Same for Outgoing {
+    // A transfer id names one package.
+    fn same(&self, o: &Self) -> bool {
+        self.transfer_id == o.transfer_id && self.acked == o.acked
+    }
+}
+impl Same for Receipt {
+    fn same(&self, o: &Self) -> bool {
+        self.transfer_id == o.transfer_id && self.signature == o.signature
+    }
+}
+impl Same for Imported {
+    fn same(&self, o: &Self) -> bool {
+        self.id == o.id && self.expiry_epoch == o.expiry_epoch
+    }
+}
+impl Same for Hash32 {
+    fn same(&self, o: &Self) -> bool {
+        self == o
+    }
+}
+impl Same for Report {
+    fn same(&self, o: &Self) -> bool {
+        self.nonce == o.nonce && self.received == o.received && self.sent_in == o.sent_in
+    }
+}
+
+/// One step of a table's edit list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Edit {
+    Keep(usize),
+    Drop(usize),
+    /// Entries `range` of the new table.
+    Insert(core::ops::Range<usize>),
+}
+
+/// An edit list that turns `old` into `new`: entries that stay are kept,
+/// an entry of `old` that `new` no longer holds is dropped, anything else
+/// is inserted (a changed entry is dropped and inserted). Linear for the
+/// operations the applet makes (removals, appends, one entry changed).
+fn edits<T: Same>(old: &[T], new: &[T]) -> Vec<Edit> {
+    edits_by(old.len(), new.len(), &|i, j| old[i].same(&new[j]))
+}
+
+/// [`edits`] over indices: `same(i, j)` compares old entry `i` with new
+/// entry `j` (one copy of the loop for every table).
+#[inline(never)]
+fn edits_by(old_len: usize, new_len: usize, same: &dyn Fn(usize, usize) -> bool) -> Vec<Edit> {
+    fn push(out: &mut Vec<Edit>, e: Edit) {
+        match (out.last_mut(), e) {
+            (Some(Edit::Keep(n)), Edit::Keep(m)) => *n += m,
+            (Some(Edit::Drop(n)), Edit::Drop(m)) => *n += m,
+            (Some(Edit::Insert(r)), Edit::Insert(s)) if r.end == s.start => r.end = s.end,
+            (_, e) => out.push(e),
+        }
+    }
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old_len && j < new_len {
+        if same(i, j) {
+            push(&mut out, Edit::Keep(1));
+            i += 1;
+            j += 1;
+        } else if !(j..new_len).any(|k| same(i, k)) {
+            push(&mut out, Edit::Drop(1));
+            i += 1;
+        } else {
+            push(&mut out, Edit::Insert(j..j + 1));
+            j += 1;
+        }
+    }
+    if i < old_len {
+        push(&mut out, Edit::Drop(old_len - i));
+    }
+    if j < new_len {
+        push(&mut out, Edit::Insert(j..new_len));
+    }
+    if matches!(out.last(), Some(Edit::Keep(_))) {
+        out.pop();
+    }
+    out
+}
+
+#[inline(never)]
+fn write_edits<T: Cbor>(w: &mut Writer, edits: &[Edit], new: &[T]) {
+    w.array(edits.len());
+    for e in edits {
+        w.array(2);
+        match e {
+            Edit::Keep(n) => {
+                w.u64(0);
+                w.u64(*n as u64);
+            }
+            Edit::Drop(n) => {
+                w.u64(1);
+                w.u64(*n as u64);
+            }
+            Edit::Insert(r) => {
+                w.u64(2);
+                write_vec(w, new.get(r.clone()).unwrap_or(&[]));
+            }
+        }
+    }
+}
+
+/// A table as the edit loop sees it: the loop is shared, only these few
+/// operations exist once per entry type (the Cortex-M4 payment firmware's
+/// flash is tight).
+trait Table {
+    fn entries(&self) -> usize;
+    fn remove(&mut self, at: usize, n: usize);
+    fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError>;
+}
+
+impl<T: Cbor> Table for Vec<T> {
+    fn entries(&self) -> usize {
+        self.len()
+    }
+    fn remove(&mut self, at: usize, n: usize) {
+        self.drain(at..at.saturating_add(n).min(self.len()));
+    }
+    fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError> {
+        let entry = T::read(r)?;
+        self.insert(at.min(self.len()), entry);
+        Ok(())
+    }
+}
+
+/// Applies one table's edit list (see the format above) in place.
+#[inline(never)]
+fn apply_edits(r: &mut Reader<'_>, table: &mut dyn Table, max: usize) -> Result<(), CodecError> {
+    let mut at = 0usize;
+    // Every edit but an insert consumes an old entry, and an insert is
+    // never empty in a delta this code writes; bound the list by both.
+    let n = r.array_max(max.saturating_mul(2).saturating_add(1))?;
+    for _ in 0..n {
+        r.array(2)?;
+        match r.u8()? {
+            0 => {
+                let k = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
+                at = at
+                    .checked_add(k)
+                    .filter(|end| *end <= table.entries())
+                    .ok_or(CodecError::Malformed)?;
+            }
+            1 => {
+                let k = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
+                if at.checked_add(k).is_none_or(|end| end > table.entries()) {
+                    return Err(CodecError::Malformed);
+                }
+                table.remove(at, k);
+            }
+            2 => {
+                let k = r.array_max(max)?;
+                for _ in 0..k {
+                    if table.entries() >= max {
+                        return Err(CodecError::TooLong);
+                    }
+                    table.insert_read(at, r)?;
+                    at += 1;
+                }
+            }
+            _ => return Err(CodecError::UnknownCode),
+        }
+    }
+    Ok(())
+}
+
+/// The delta that turns `old` into `new`, as the body of log record
+/// `index` on the journal base `sequence`; `None` when nothing changed.
+#[inline(never)]
+pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Option<Vec<u8>> {
+    // Tables: their edit lists, computed once.
+    let tables = [
+        edits(&old.keys, &new.keys),
+        edits(&old.tokens, &new.tokens),
+        edits(&old.records, &new.records),
+        edits(&old.certs, &new.certs),
+        edits(&old.open_requests, &new.open_requests),
+        edits(&old.outgoing, &new.outgoing),
+        edits(&old.receipts, &new.receipts),
+        edits(&old.imported, &new.imported),
+        edits(&old.paid, &new.paid),
+        edits(&old.reports, &new.reports),
+        edits(&old.cancelled, &new.cancelled),
+        edits(&old.acked, &new.acked),
+    ];
+    // Field numbers of the tables, in the order above.
+    const TABLE_FIELDS: [u64; 12] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24];
+    // A policy or revocation list is replaced only by a newer serial, and
+    // its signature covers it.
+    let serial =
+        |p: Option<(u64, &tally_core::Signature)>, q: Option<(u64, &tally_core::Signature)>| p != q;
+    let scalars: [bool; 13] = [
+        old.personal.as_ref().map(|p| p.root) != new.personal.as_ref().map(|p| p.root),
+        serial(
+            old.policy.as_ref().map(|p| (p.serial, &p.signature)),
+            new.policy.as_ref().map(|p| (p.serial, &p.signature)),
+        ),
+        serial(
+            old.revocations.as_ref().map(|p| (p.serial, &p.signature)),
+            new.revocations.as_ref().map(|p| (p.serial, &p.signature)),
+        ),
+        old.epoch != new.epoch,
+        old.epoch_seen != new.epoch_seen,
+        old.sync_sequence != new.sync_sequence,
+        old.counter != new.counter,
+        old.spent_since_sync != new.spent_since_sync,
+        old.payments_since_sync != new.payments_since_sync,
+        old.received_since_sync != new.received_since_sync,
+        old.request_counter != new.request_counter,
+        old.pin != new.pin,
+        old.spent_since_cvm != new.spent_since_cvm,
+    ];
+    const SCALAR_FIELDS: [u64; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 19, 20];
+    let changes =
+        scalars.iter().filter(|c| **c).count() + tables.iter().filter(|t| !t.is_empty()).count();
+    if changes == 0 {
+        return None;
+    }
+    let mut w = Writer::new();
+    w.array(3);
+    w.u64(sequence);
+    w.u64(u64::from(index));
+    w.array(changes);
+    // Fields in ascending order, scalars and tables merged.
+    let (mut si, mut ti) = (0, 0);
+    while si < SCALAR_FIELDS.len() || ti < TABLE_FIELDS.len() {
+        let take_scalar = match (SCALAR_FIELDS.get(si), TABLE_FIELDS.get(ti)) {
+            (Some(s), Some(t)) => s < t,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_scalar {
+            let field = SCALAR_FIELDS[si];
+            if scalars[si] {
+                w.array(2);
+                w.u64(field);
+                write_scalar(&mut w, new, field);
+            }
+            si += 1;
+        } else {
+            let field = TABLE_FIELDS[ti];
+            let e = &tables[ti];
+            if !e.is_empty() {
+                w.array(2);
+                w.u64(field);
+                match field {
+                    10 => write_edits(&mut w, e, &new.keys),
+                    11 => write_edits(&mut w, e, &new.tokens),
+                    12 => write_edits(&mut w, e, &new.records),
+                    13 => write_edits(&mut w, e, &new.certs),
+                    14 => write_edits(&mut w, e, &new.open_requests),
+                    15 => write_edits(&mut w, e, &new.outgoing),
+                    16 => write_edits(&mut w, e, &new.receipts),
+                    18 => write_edits(&mut w, e, &new.imported),
+                    21 => write_edits(&mut w, e, &new.paid),
+                    22 => write_edits(&mut w, e, &new.reports),
+                    23 => write_edits(&mut w, e, &new.cancelled),
+                    _ => write_edits(&mut w, e, &new.acked),
+                }
+            }
+            ti += 1;
+        }
+    }
+    Some(w.into_bytes())
+}
+
+fn write_scalar(w: &mut Writer, st: &State, field: u64) {
+    match field {
+        0 => write_opt(w, &st.personal),
+        1 => write_opt(w, &st.policy),
+        2 => write_opt(w, &st.revocations),
+        3 => w.u64(u64::from(st.epoch)),
+        4 => w.u64(u64::from(st.epoch_seen)),
+        5 => w.u64(st.sync_sequence),
+        6 => w.u64(st.counter),
+        7 => w.u64(st.spent_since_sync.0),
+        8 => w.u64(u64::from(st.payments_since_sync)),
+        9 => w.u64(st.received_since_sync.0),
+        17 => w.u64(st.request_counter),
+        19 => write_opt(w, &st.pin),
+        _ => w.u64(st.spent_since_cvm.0),
+    }
+}
+
+/// Applies a delta written by [`encode_delta`] for log record `index` on
+/// base `sequence`. A delta for another place, an unknown field, a field
+/// twice or out of order, an edit past the table's end or over its bound,
+/// or trailing bytes: an error, and `state` must then be discarded (it
+/// may be half-changed).
+#[inline(never)]
+pub fn apply_delta(
+    state: &mut State,
+    bytes: &[u8],
+    sequence: u64,
+    index: u32,
+) -> Result<(), CodecError> {
+    let mut r = Reader::new(bytes);
+    r.array(3)?;
+    if r.u64()? != sequence || r.u64()? != u64::from(index) {
+        return Err(CodecError::Malformed);
+    }
+    let n = r.array_max(25)?;
+    let mut last: Option<u64> = None;
+    for _ in 0..n {
+        r.array(2)?;
+        let field = r.u64()?;
+        if last.is_some_and(|l| l >= field) {
+            return Err(CodecError::NonCanonical);
+        }
+        last = Some(field);
+        match field {
+            0 => state.personal = read_opt(&mut r)?,
+            1 => state.policy = read_opt(&mut r)?,
+            2 => state.revocations = read_opt(&mut r)?,
+            3 => state.epoch = r.u32()?,
+            4 => state.epoch_seen = r.u32()?,
+            5 => state.sync_sequence = r.u64()?,
+            6 => state.counter = r.u64()?,
+            7 => state.spent_since_sync = Amount(r.u64()?),
+            8 => state.payments_since_sync = r.u32()?,
+            9 => state.received_since_sync = Amount(r.u64()?),
+            10 => apply_edits(&mut r, &mut state.keys, KEYS_MAX)?,
+            11 => apply_edits(&mut r, &mut state.tokens, TOKENS_MAX)?,
+            12 => apply_edits(&mut r, &mut state.records, RECORDS_MAX)?,
+            13 => apply_edits(&mut r, &mut state.certs, CERTS_MAX)?,
+            14 => apply_edits(&mut r, &mut state.open_requests, OPEN_REQUESTS_MAX)?,
+            15 => apply_edits(&mut r, &mut state.outgoing, OUTGOING_MAX)?,
+            16 => apply_edits(&mut r, &mut state.receipts, RECEIPTS_KEPT_MAX)?,
+            17 => state.request_counter = r.u64()?,
+            18 => apply_edits(&mut r, &mut state.imported, IMPORTED_MAX)?,
+            19 => state.pin = read_opt(&mut r)?,
+            20 => state.spent_since_cvm = Amount(r.u64()?),
+            21 => apply_edits(&mut r, &mut state.paid, PAID_KEPT_MAX)?,
+            22 => apply_edits(&mut r, &mut state.reports, REPORTS_MAX)?,
+            23 => apply_edits(&mut r, &mut state.cancelled, CANCELLED_MAX)?,
+            24 => apply_edits(&mut r, &mut state.acked, ACKED_KEPT_MAX)?,
+            _ => return Err(CodecError::UnknownCode),
+        }
+    }
+    if r.position() != bytes.len() {
+        return Err(CodecError::TrailingBytes);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::applet::Applet;
+    use crate::seal::Sealing;
+    use crate::storage::{HEADER_LEN, Journal, MemStorage};
+    use tally_core::crypto::SecretKey;
+    use tally_core::testkit::TestEntropy;
+
+    fn key(i: u8) -> PublicKey {
+        SecretKey::from_seed(Suite::Ed25519, &[i; 32])
+            .expect("key")
+            .public()
+    }
+
+    fn token(i: u8, value: u64) -> Token {
+        Token {
+            outpoint: OutPoint {
+                record: Hash32([i; 32]),
+                index: 0,
+            },
+            value: Amount(value),
+            owner: key(1),
+            lineage: alloc::vec![Hash32([i; 32])],
+        }
+    }
+
+    /// A state with value in it, not personalised (so that `personalize`
+    /// is a command that commits).
+    fn holding() -> State {
+        State {
+            counter: 7,
+            spent_since_sync: Amount(5),
+            tokens: alloc::vec![token(1, 100), token(2, 250)],
+            paid: alloc::vec![Hash32([9; 32])],
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn deltas_rebuild_the_next_state() {
+        let old = holding();
+        assert_eq!(encode_delta(&old, &old, 1, 0), None);
+        let mut cases = Vec::new();
+        let mut next = old.clone();
+        next.tokens.remove(0);
+        next.tokens.push(token(3, 40));
+        next.counter += 1;
+        cases.push(next);
+        let mut next = old.clone();
+        next.tokens.insert(1, token(4, 1));
+        next.paid.clear();
+        next.acked.push(Hash32([5; 32]));
+        cases.push(next);
+        let mut next = old.clone();
+        next.tokens.reverse();
+        next.pin = Some(Pin {
+            salt: [1; 16],
+            digest: [2; 32],
+            tries_left: 3,
+        });
+        cases.push(next);
+        cases.push(State {
+            epoch: 3,
+            ..State::default()
+        });
+        for (i, next) in cases.iter().enumerate() {
+            let delta = encode_delta(&old, next, 4, i as u32).expect("a change");
+            let mut got = old.clone();
+            apply_delta(&mut got, &delta, 4, i as u32).expect("applies");
+            assert_eq!(&got, next, "case {i}");
+            // Only at its own place.
+            for (seq, index) in [(5, i as u32), (4, i as u32 + 1)] {
+                let mut other = old.clone();
+                assert_eq!(
+                    apply_delta(&mut other, &delta, seq, index),
+                    Err(CodecError::Malformed)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_deltas_are_refused() {
+        let old = holding();
+        let enc = |f: &dyn Fn(&mut Writer)| {
+            let mut w = Writer::new();
+            w.array(3);
+            w.u64(1);
+            w.u64(0);
+            f(&mut w);
+            w.into_bytes()
+        };
+        let edit = |w: &mut Writer, kind: u64, n: u64| {
+            w.array(2);
+            w.u64(kind);
+            w.u64(n);
+        };
+        let cases: [(Vec<u8>, CodecError); 5] = [
+            // Keep or drop past the table's end.
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(11);
+                    w.array(1);
+                    edit(w, 0, 3);
+                }),
+                CodecError::Malformed,
+            ),
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(11);
+                    w.array(1);
+                    edit(w, 1, 3);
+                }),
+                CodecError::Malformed,
+            ),
+            // An unknown edit, an unknown field, fields out of order.
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(11);
+                    w.array(1);
+                    edit(w, 7, 0);
+                }),
+                CodecError::UnknownCode,
+            ),
+            (
+                enc(&|w| {
+                    w.array(1);
+                    w.array(2);
+                    w.u64(25);
+                    w.u64(0);
+                }),
+                CodecError::UnknownCode,
+            ),
+            (
+                enc(&|w| {
+                    w.array(2);
+                    w.array(2);
+                    w.u64(6);
+                    w.u64(1);
+                    w.array(2);
+                    w.u64(3);
+                    w.u64(1);
+                }),
+                CodecError::NonCanonical,
+            ),
+        ];
+        for (i, (bytes, err)) in cases.iter().enumerate() {
+            let mut st = old.clone();
+            assert_eq!(apply_delta(&mut st, bytes, 1, 0), Err(*err), "case {i}");
+        }
+        // Past a table's bound.
+        let mut full = State {
+            acked: (0..ACKED_KEPT_MAX as u8).map(|i| Hash32([i; 32])).collect(),
+            ..State::default()
+        };
+        let bytes = enc(&|w| {
+            w.array(1);
+            w.array(2);
+            w.u64(24);
+            w.array(1);
+            w.array(2);
+            w.u64(2);
+            w.array(1);
+            Hash32([0xEE; 32]).write(w);
+        });
+        assert_eq!(
+            apply_delta(&mut full, &bytes, 1, 0),
+            Err(CodecError::TooLong)
+        );
+        // Trailing bytes.
+        let mut bytes = encode_delta(&State::default(), &old, 1, 0).unwrap();
+        bytes.push(0);
+        let mut st = State::default();
+        assert_eq!(
+            apply_delta(&mut st, &bytes, 1, 0),
+            Err(CodecError::TrailingBytes)
+        );
+    }
+
+    /// The encoding of `st` as state version 3 (before `acked`).
+    fn as_version_3(st: &State) -> Vec<u8> {
+        assert!(st.acked.is_empty());
+        let mut bytes = st.to_cbor();
+        // array(26) → array(25), version 4 → 3, the empty `acked` dropped.
+        assert_eq!(&bytes[..3], &[0x98, 26, 4]);
+        bytes[1] = 25;
+        bytes[2] = 3;
+        assert_eq!(bytes.pop(), Some(0x80));
+        bytes
+    }
+
+    #[test]
+    fn an_installed_se_of_the_previous_formats_keeps_its_value_and_migrates() {
+        // State version 3 in a journal of format 2, as the previous release
+        // wrote it.
+        let st = holding();
+        let mut mem = MemStorage::new(2 * (HEADER_LEN + 8192));
+        {
+            let (mut j, _) = Journal::open(&mut mem).unwrap();
+            j.commit(&as_version_3(&st)).unwrap();
+        }
+        let header = &mut mem.as_bytes_mut()[..HEADER_LEN];
+        header[4] = 2;
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&header[..56]).into();
+        header[56..].copy_from_slice(&hash);
+
+        let mut se = Applet::boot(mem, Sealing::None, TestEntropy::new(b"old")).unwrap();
+        assert_eq!(se.state(), &st);
+        assert_eq!(se.state().balance(), Amount(350));
+        // The first command cannot append to a format-2 slot: it writes the
+        // whole state, as format 3 and state version 4.
+        se.personalize(0, 0, Suite::Ed25519, key(9)).unwrap();
+        let mem = se.into_storage();
+        let slot_1 = HEADER_LEN + 8192;
+        let version = &mem.as_bytes()[slot_1 + 4..slot_1 + 6];
+        assert_eq!(version, &3u16.to_le_bytes());
+        let mut se = Applet::boot(mem, Sealing::None, TestEntropy::new(b"new")).unwrap();
+        assert_eq!(se.state().balance(), Amount(350));
+        assert_eq!(se.state().counter, 7);
+        assert!(se.state().personal.is_some());
+        // And the next one appends.
+        let before = se.journal_log_bytes();
+        se.change_pin(None, b"1234").unwrap();
+        assert!(se.journal_log_bytes() > before);
+        let st = se.state().clone();
+        let mem = se.into_storage();
+        let again = Applet::boot(mem, Sealing::None, TestEntropy::new(b"again")).unwrap();
+        assert_eq!(again.state(), &st);
     }
 }

@@ -7,7 +7,9 @@
 //! * [`MemStorage`]: RAM-backed storage for tests and the bare-metal build.
 //! * [`TearingStorage`]: a test double that cuts power at a chosen write.
 //! * [`Journal`]: the transactional layer, two ping-pong shadow slots, each a
-//!   commit record (header) followed by a payload area.
+//!   commit record (header), a base state (payload) and a log of records
+//!   appended after it (docs/decisions/0001-journal-shadow-slots.md and
+//!   0018-se-journal-log.md).
 //!
 //! # Journal layout
 //!
@@ -18,24 +20,48 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 4  | magic `TLYJ` |
-//! | 4  | 2  | format version (2; 1 is still read) |
+//! | 4  | 2  | format version (3; 1 and 2 are still read) |
 //! | 6  | 2  | reserved, zero |
 //! | 8  | 8  | sequence number (first commit is 1) |
 //! | 16 | 4  | payload length |
 //! | 20 | 4  | reserved, zero |
-//! | 24 | 32 | payload check: version 2, CRC-32 of the payload (little-endian, then 28 zero bytes); version 1, SHA-256 of the payload |
+//! | 24 | 32 | payload check: versions 2 and 3, CRC-32 of the payload (little-endian, then 28 zero bytes); version 1, SHA-256 of the payload |
 //! | 56 | 32 | SHA-256 of bytes 0..56 |
 //!
-//! and the payload follows at offset [`HEADER_LEN`] of the slot.
+//! and the payload (the base state) follows at offset [`HEADER_LEN`] of the
+//! slot. In format 3 the log follows the payload: records, each
 //!
-//! A commit writes the payload into the slot that does *not* hold the
-//! current state, in [`WRITE_CHUNK_LEN`]-byte writes, flushes, then writes
-//! the header in one write and flushes again. The header is the commit
-//! record: until all of it has landed, its hash does not match and recovery
-//! ignores the slot. The current slot is never written, so it survives any
-//! tear.
+//! | size | field |
+//! |---|---|
+//! | 4 | commit mark: CRC-32 of `"TLYC"` ‖ previous check ‖ record index (u32) |
+//! | 2 | body length L, 1..=[`RECORD_BODY_MAX`] (0 and `0xFFFF` end the log) |
+//! | L | body |
+//! | 4 | check: CRC-32 of previous check ‖ record index (u32) ‖ L (u16) ‖ body |
 //!
-//! # Recovery rules ([`Journal::open`])
+//! The first record's "previous check" is the base's anchor: bytes 56..60
+//! of its commit record (the start of the header's SHA-256, which covers
+//! the sequence number and the payload check), so a log belongs to exactly
+//! one base and each record to its place. The state is the base with every
+//! record of the log's valid prefix applied in order (the journal stores
+//! bodies; what they mean is the caller's).
+//!
+//! A commit ([`Journal::commit`]) writes the payload into the slot that does
+//! *not* hold the current state, in [`WRITE_CHUNK_LEN`]-byte writes,
+//! flushes, then writes the header in one write and flushes again. The
+//! header is the commit record: until all of it has landed, its hash does
+//! not match and recovery ignores the slot. The current slot is never
+//! written, so it survives any tear. A commit starts an empty log in its
+//! slot.
+//!
+//! An append ([`Journal::append`]) writes length, body and check after the
+//! last valid record (in [`WRITE_CHUNK_LEN`]-byte writes), flushes, then
+//! writes the commit mark and flushes. The record counts once its check has
+//! landed; the mark, written after, tells recovery that the record was
+//! complete once. A record that does not fit the log ([`LOG_BYTES_MAX`] by
+//! default, and the slot's end) is refused with [`StorageError::LogFull`]
+//! and the caller commits the whole state instead (compaction).
+//!
+//! # Recovery rules ([`Journal::open`], then [`Journal::replay`])
 //!
 //! Each slot is classified as blank (header all `00` or all `FF`), torn
 //! (bad magic or header hash), authentic (header hash matches) and then
@@ -49,6 +75,12 @@
 //!   caller to treat as an integrity event.
 //! * No valid slot: both blank, or one blank and one torn (a torn first
 //!   commit), means nothing was ever committed: `None`. Anything else is
+//!   [`StorageError::Corrupt`].
+//! * The winning slot's log is read record by record: a record whose check
+//!   holds counts (whether or not its mark landed); the first one whose
+//!   check fails ends the log (a torn append, or stale bytes) — unless its
+//!   commit mark is valid: then it was complete and has been damaged since,
+//!   which no power cut does, and replay fails with
 //!   [`StorageError::Corrupt`].
 
 extern crate alloc;
@@ -84,6 +116,10 @@ pub enum StorageError {
     NeedsRecovery,
     /// The sequence number would overflow.
     SequenceExhausted,
+    /// The record does not fit in the log of the current slot (or the
+    /// current state is of a format without a log): commit the whole
+    /// state instead ([`Journal::commit`]), which starts a fresh log.
+    LogFull,
 }
 
 impl fmt::Display for StorageError {
@@ -98,6 +134,7 @@ impl fmt::Display for StorageError {
             StorageError::UnsupportedVersion => "stored state has an unsupported format version",
             StorageError::NeedsRecovery => "an earlier commit failed; reopen the journal",
             StorageError::SequenceExhausted => "journal sequence number exhausted",
+            StorageError::LogFull => "journal log full: commit the whole state",
         };
         f.write_str(text)
     }
@@ -360,10 +397,20 @@ impl<S: Storage> Storage for TearingStorage<S> {
 pub const HEADER_LEN: usize = 88;
 /// Payload bytes per write call during a commit.
 pub const WRITE_CHUNK_LEN: usize = 256;
-/// Journal format version written by this code. Version 1 (SHA-256 of
-/// the payload in the commit record) is still read; see
-/// [`payload_check`].
-pub const FORMAT_VERSION: u16 = 2;
+/// Journal format version written by this code: 3, a base state followed
+/// by a log of records. Versions 1 (SHA-256 of the payload in the commit
+/// record) and 2 (CRC-32, no log) are still read; see [`payload_check`].
+pub const FORMAT_VERSION: u16 = 3;
+/// Log bytes a slot may hold after its base state before [`Journal::append`]
+/// answers [`StorageError::LogFull`] (unless [`Journal::set_log_max`]
+/// changes it). It bounds what boot replays.
+pub const LOG_BYTES_MAX: usize = 8 * 1024;
+/// Framing of one log record: a 4-byte commit mark and a 2-byte length
+/// before the body, a 4-byte check after it.
+pub const RECORD_OVERHEAD: usize = 10;
+/// Largest record body (the length field is a `u16`; `0xFFFF` and `0`
+/// mark the end of the log).
+pub const RECORD_BODY_MAX: usize = 0xFFFE;
 
 const MAGIC: [u8; 4] = *b"TLYJ";
 const HASHED_HEADER_LEN: usize = 56;
@@ -418,9 +465,7 @@ impl Header {
             return Ok(HeaderState::Torn);
         }
         let version = u16::from_le_bytes(version);
-        if !(version == 1 || version == FORMAT_VERSION)
-            || reserved_a != [0; 2]
-            || reserved_b != [0; 4]
+        if !(1..=FORMAT_VERSION).contains(&version) || reserved_a != [0; 2] || reserved_b != [0; 4]
         {
             return Err(StorageError::UnsupportedVersion);
         }
@@ -526,6 +571,12 @@ fn payload_check(version: u16, payload: &[u8]) -> [u8; 32] {
 /// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), byte-wise with a
 /// 1 KiB table built at compile time.
 fn crc32(data: &[u8]) -> u32 {
+    !crc32_update(!0, data)
+}
+
+/// Feeds `data` into a running CRC-32 register (start with `!0`, finish
+/// with `!`).
+fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut t = [0u32; 256];
         let mut i = 0;
@@ -545,11 +596,57 @@ fn crc32(data: &[u8]) -> u32 {
         }
         t
     };
-    let mut crc = !0u32;
     for &b in data {
         crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
     }
-    !crc
+    crc
+}
+
+/// The check of log record number `index` (0-based) with `body`, chained
+/// to the check before it (`previous`: the record before, or for the
+/// first record the base's anchor, [`anchor_of`]).
+fn record_check(previous: u32, index: u32, body: &[u8]) -> u32 {
+    let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+    let mut crc = crc32_update(!0, &previous.to_le_bytes());
+    crc = crc32_update(crc, &index.to_le_bytes());
+    crc = crc32_update(crc, &len.to_le_bytes());
+    !crc32_update(crc, body)
+}
+
+/// The commit mark of log record `index`: written after the record itself
+/// has landed, at its start. It depends on the chain, not on the body, so
+/// a record whose check fails under a valid mark was complete once and was
+/// damaged since (not torn by a power cut), and a stale mark of another
+/// log never matches.
+fn mark_of(previous: u32, index: u32) -> u32 {
+    let mut crc = crc32_update(!0, b"TLYC");
+    crc = crc32_update(crc, &previous.to_le_bytes());
+    !crc32_update(crc, &index.to_le_bytes())
+}
+
+/// What the first record of a slot's log chains to: the first four bytes
+/// (little-endian) of the SHA-256 that ends the base's commit record, so
+/// a log belongs to exactly one base (its sequence number and payload
+/// check) and stale records of an earlier base in the same slot never
+/// replay.
+fn anchor_of(header: &Header) -> u32 {
+    let encoded = header.encode();
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&encoded[HASHED_HEADER_LEN..HASHED_HEADER_LEN + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// Where the current slot's log stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Log {
+    /// Absolute offset of the first record (right after the base payload).
+    start: usize,
+    /// Absolute offset where the next record goes.
+    end: usize,
+    /// Valid records.
+    count: u32,
+    /// Check of the last valid record (the anchor when there is none).
+    check: u32,
 }
 
 /// The state the journal last committed or recovered.
@@ -573,6 +670,10 @@ pub struct Journal<S: Storage> {
     storage: S,
     slot_len: usize,
     current: Option<Current>,
+    /// The current slot's log, once scanned ([`Journal::replay`], or the
+    /// first [`Journal::append`]).
+    log: Option<Log>,
+    log_max: usize,
     next_sequence: u64,
     needs_recovery: bool,
     newer_state_discarded: bool,
@@ -635,6 +736,8 @@ impl<S: Storage> Journal<S> {
             storage,
             slot_len,
             current,
+            log: None,
+            log_max: LOG_BYTES_MAX,
             next_sequence,
             needs_recovery: false,
             newer_state_discarded,
@@ -733,9 +836,163 @@ impl<S: Storage> Journal<S> {
         self.write_slot(slot, &header, payload)?;
         self.needs_recovery = false;
 
+        let start = self.payload_offset(slot).saturating_add(payload.len());
         self.current = Some(Current { slot, header });
+        self.log = Some(Log {
+            start,
+            end: start,
+            count: 0,
+            check: anchor_of(&header),
+        });
         self.next_sequence = next_sequence;
         self.newer_state_discarded = false;
+        Ok(())
+    }
+
+    /// Sets how many log bytes a slot may hold after its base before
+    /// [`Journal::append`] answers [`StorageError::LogFull`] (default
+    /// [`LOG_BYTES_MAX`]; the slot's end bounds it anyway). Recovery reads
+    /// whatever valid log a slot holds, whatever this is set to.
+    pub fn set_log_max(&mut self, bytes: usize) {
+        self.log_max = bytes;
+    }
+
+    /// Reads the current slot's log in order and hands each record's body
+    /// to `visit`, stopping at the first record whose check fails (a torn
+    /// append, or stale bytes): the valid prefix. An error from `visit`
+    /// stops the replay and is returned. Boot calls it once, right after
+    /// [`Journal::open`], to bring the base state up to date; a second call
+    /// must find exactly the same records, or the storage changed behind
+    /// the journal's back ([`StorageError::Corrupt`]).
+    pub fn replay(
+        &mut self,
+        visit: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+    ) -> Result<u32, StorageError> {
+        if self.needs_recovery {
+            return Err(StorageError::NeedsRecovery);
+        }
+        let Some(current) = self.current else {
+            return Ok(0);
+        };
+        let start = self
+            .payload_offset(current.slot)
+            .saturating_add(payload_len(&current.header)?);
+        let anchor = anchor_of(&current.header);
+        let log = if current.header.version == FORMAT_VERSION {
+            let limit = self
+                .header_offset(current.slot)
+                .saturating_add(self.slot_len);
+            scan_log(&mut self.storage, start, limit, anchor, visit)?
+        } else {
+            // Formats 1 and 2 have no log: whatever follows the payload is
+            // stale bytes of older commits.
+            Log {
+                start,
+                end: start,
+                count: 0,
+                check: anchor,
+            }
+        };
+        if self.log.is_some_and(|known| known != log) {
+            return Err(StorageError::Corrupt);
+        }
+        self.log = Some(log);
+        Ok(log.count)
+    }
+
+    /// Records in the current slot's log (scanning it if not done yet).
+    pub fn log_records(&mut self) -> Result<u32, StorageError> {
+        Ok(self.scanned_log()?.map_or(0, |l| l.count))
+    }
+
+    /// Bytes the current slot's log holds, framing included.
+    pub fn log_bytes(&mut self) -> Result<usize, StorageError> {
+        Ok(self
+            .scanned_log()?
+            .map_or(0, |l| l.end.saturating_sub(l.start)))
+    }
+
+    fn scanned_log(&mut self) -> Result<Option<Log>, StorageError> {
+        if self.log.is_none() && self.current.is_some() {
+            self.replay(&mut |_| Ok(()))?;
+        }
+        Ok(self.log)
+    }
+
+    /// Durably appends one record to the current state's log: the state
+    /// is now the base with every record replayed in order.
+    ///
+    /// One record: a 2-byte little-endian body length, the body, and a
+    /// CRC-32 chained to the record before it (see the module docs),
+    /// written after the last valid record in [`WRITE_CHUNK_LEN`]-byte
+    /// writes and flushed. Until its last byte lands its check fails and
+    /// recovery stops before it.
+    ///
+    /// `Err(LogFull)`: the record does not fit (or nothing was committed
+    /// yet, or the current state is of an older format without a log);
+    /// `Err(TooLarge)` for an empty or oversized body; then, as with
+    /// `NeedsRecovery` and `SequenceExhausted`, nothing was written. Any
+    /// other error leaves the outcome unknown, as for
+    /// [`Journal::commit`].
+    pub fn append(&mut self, body: &[u8]) -> Result<(), StorageError> {
+        if self.needs_recovery {
+            return Err(StorageError::NeedsRecovery);
+        }
+        if body.is_empty() || body.len() > RECORD_BODY_MAX {
+            return Err(StorageError::TooLarge);
+        }
+        let Some(current) = self.current else {
+            return Err(StorageError::LogFull);
+        };
+        if current.header.version != FORMAT_VERSION {
+            return Err(StorageError::LogFull);
+        }
+        let Some(log) = self.scanned_log()? else {
+            return Err(StorageError::LogFull);
+        };
+        let slot_end = self
+            .header_offset(current.slot)
+            .saturating_add(self.slot_len);
+        let limit = slot_end.min(log.start.saturating_add(self.log_max));
+        let next_end = log
+            .end
+            .checked_add(body.len().saturating_add(RECORD_OVERHEAD))
+            .filter(|end| *end <= limit)
+            .ok_or(StorageError::LogFull)?;
+        let count = log.count.checked_add(1).ok_or(StorageError::LogFull)?;
+        let check = record_check(log.check, log.count, body);
+        let mark = mark_of(log.check, log.count);
+        let len = u16::try_from(body.len()).map_err(|_| StorageError::TooLarge)?;
+        let mut framed = Vec::with_capacity(body.len() + RECORD_OVERHEAD - 4);
+        framed.extend_from_slice(&len.to_le_bytes());
+        framed.extend_from_slice(body);
+        framed.extend_from_slice(&check.to_le_bytes());
+        let framed_at = log.end.checked_add(4).ok_or(StorageError::OutOfBounds)?;
+
+        self.needs_recovery = true;
+        for (i, chunk) in framed.chunks(WRITE_CHUNK_LEN).enumerate() {
+            let offset = framed_at
+                .checked_add(i.saturating_mul(WRITE_CHUNK_LEN))
+                .ok_or(StorageError::OutOfBounds)?;
+            self.storage.write(offset, chunk)?;
+        }
+        self.storage.flush()?;
+        // The record is durable (its check landed last); the mark at its
+        // start says so, for recovery to tell later damage from a tear.
+        self.storage.write(log.end, &mark.to_le_bytes())?;
+        self.storage.flush()?;
+        let mut landed = [0u8; 4];
+        self.storage.read(log.end, &mut landed)?;
+        if landed != mark.to_le_bytes() {
+            return Err(StorageError::Corrupt);
+        }
+        self.needs_recovery = false;
+        self.log = Some(Log {
+            end: next_end,
+            count,
+            check,
+            ..log
+        });
         Ok(())
     }
 
@@ -773,6 +1030,72 @@ impl<S: Storage> Journal<S> {
     fn payload_offset(&self, slot: usize) -> usize {
         self.header_offset(slot).saturating_add(HEADER_LEN)
     }
+}
+
+/// Reads the valid prefix of a log that starts at `start`, ends before
+/// `limit` and chains to `anchor`; hands each body to `visit`.
+fn scan_log<S: Storage>(
+    storage: &mut S,
+    start: usize,
+    limit: usize,
+    anchor: u32,
+    visit: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<Log, StorageError> {
+    let mut log = Log {
+        start,
+        end: start,
+        count: 0,
+        check: anchor,
+    };
+    let mut body = Vec::new();
+    // mark (4) | length (2) | body | check (4)
+    while let Some(body_at) = log.end.checked_add(6).filter(|e| *e <= limit) {
+        let mut head = [0u8; 6];
+        storage.read(log.end, &mut head)?;
+        let [m0, m1, m2, m3, l0, l1] = head;
+        let marked = u32::from_le_bytes([m0, m1, m2, m3]) == mark_of(log.check, log.count);
+        let len = usize::from(u16::from_le_bytes([l0, l1]));
+        let next = body_at
+            .checked_add(len)
+            .and_then(|c| c.checked_add(4))
+            .filter(|e| *e <= limit);
+        let (Some(next), Some(count)) = (next, log.count.checked_add(1)) else {
+            if marked {
+                return Err(StorageError::Corrupt);
+            }
+            break;
+        };
+        let check = if (1..=RECORD_BODY_MAX).contains(&len) {
+            body.clear();
+            body.resize(len, 0);
+            storage.read(body_at, &mut body)?;
+            let mut stored = [0u8; 4];
+            storage.read(next - 4, &mut stored)?;
+            let check = record_check(log.check, log.count, &body);
+            (u32::from_le_bytes(stored) == check).then_some(check)
+        } else {
+            None
+        };
+        let Some(check) = check else {
+            // Committed once (its mark landed after it) but not intact
+            // now: damage, not a power cut. Unmarked: a torn append, or
+            // stale bytes; the log ends here.
+            if marked {
+                return Err(StorageError::Corrupt);
+            }
+            break;
+        };
+        // A valid record whose mark did not land (power was cut while it
+        // was written) is complete: it counts.
+        visit(&body)?;
+        log = Log {
+            end: next,
+            count,
+            check,
+            ..log
+        };
+    }
+    Ok(log)
 }
 
 fn slot_payload_max(slot_len: usize) -> usize {
@@ -1181,7 +1504,7 @@ mod tests {
     fn unsupported_version_is_reported() {
         let mut bytes = image_after(&[b"one".to_vec()], 0xFF);
         let header = &mut bytes[..HEADER_LEN];
-        header[4] = 3;
+        header[4] = 4;
         let hash = sha256(&header[..HASHED_HEADER_LEN]);
         header[HASHED_HEADER_LEN..].copy_from_slice(&hash);
         assert_eq!(reopen(bytes).err(), Some(StorageError::UnsupportedVersion));
@@ -1313,9 +1636,371 @@ mod tests {
             StorageError::UnsupportedVersion,
             StorageError::NeedsRecovery,
             StorageError::SequenceExhausted,
+            StorageError::LogFull,
         ] {
             assert!(!alloc::format!("{e}").is_empty());
         }
+    }
+
+    // ---- the log (format 3) ------------------------------------------------
+
+    /// One journal operation of a test history.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Commit(Vec<u8>),
+        Append(Vec<u8>),
+    }
+
+    /// What a journal holds, as recovery sees it: the base and the records
+    /// of its log's valid prefix.
+    type Logical = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
+    fn apply_op<S: Storage>(journal: &mut Journal<S>, op: &Op) -> Result<(), StorageError> {
+        match op {
+            Op::Commit(p) => journal.commit(p),
+            Op::Append(r) => journal.append(r),
+        }
+    }
+
+    fn model_after(ops: &[Op]) -> Logical {
+        let mut base = None;
+        let mut records = Vec::new();
+        for op in ops {
+            match op {
+                Op::Commit(p) => {
+                    base = Some(p.clone());
+                    records.clear();
+                }
+                Op::Append(r) => records.push(r.clone()),
+            }
+        }
+        (base, records)
+    }
+
+    fn image_of(ops: &[Op], fill: u8) -> Vec<u8> {
+        let mut mem = MemStorage::from_bytes(vec![fill; CAPACITY]);
+        {
+            let (mut journal, _) = Journal::open(&mut mem).unwrap();
+            for op in ops {
+                apply_op(&mut journal, op).unwrap();
+            }
+        }
+        mem.into_bytes()
+    }
+
+    fn recover_logical<S: Storage>(storage: S) -> (Journal<S>, Logical) {
+        let (mut journal, base) = Journal::open(storage).unwrap();
+        let mut records = Vec::new();
+        journal
+            .replay(&mut |r| {
+                records.push(r.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        (journal, (base, records))
+    }
+
+    /// Whether a cut at write `k` of `total` (with `mode`) leaves the new
+    /// state: for a commit, once its commit record (the last write) landed
+    /// in full; for an append, once the record's last chunk (the write
+    /// before its commit mark) did.
+    fn new_state_landed(op: &Op, k: usize, total: usize, mode: TearMode) -> bool {
+        let (point, len) = match op {
+            Op::Commit(_) => (total, HEADER_LEN),
+            Op::Append(r) => (
+                total - 1,
+                match (r.len() + RECORD_OVERHEAD - 4) % WRITE_CHUNK_LEN {
+                    0 => WRITE_CHUNK_LEN,
+                    n => n,
+                },
+            ),
+        };
+        k > point
+            || (k == point
+                && match mode {
+                    TearMode::All => true,
+                    TearMode::Prefix(n) => n >= len,
+                    _ => false,
+                })
+    }
+
+    /// Cuts power at every write of `next` on top of `history` in every
+    /// tear mode, reboots, and checks that recovery finds exactly the old
+    /// or the new logical state — the new one only when the last write
+    /// (the commit record, or the record's end with its check) landed in
+    /// full — and that the journal keeps working afterwards.
+    fn check_every_tear_of(history: &[Op], next: &Op, fill: u8) {
+        let image = image_of(history, fill);
+        let old = model_after(history);
+        let new = model_after(&[history, core::slice::from_ref(next)].concat());
+        let total = {
+            let mut t = TearingStorage::new(MemStorage::from_bytes(image.clone()));
+            let (mut j, _) = Journal::open(&mut t).unwrap();
+            apply_op(&mut j, next).unwrap();
+            t.writes()
+        };
+        for k in 1..=total {
+            for mode in TearMode::EXHAUSTIVE {
+                let mut tearing =
+                    TearingStorage::with_cut(MemStorage::from_bytes(image.clone()), k, mode);
+                let (mut journal, _) = Journal::open(&mut tearing).unwrap();
+                assert_eq!(
+                    apply_op(&mut journal, next),
+                    Err(StorageError::PowerLost),
+                    "k={k}"
+                );
+                assert!(journal.needs_recovery());
+                assert_eq!(journal.append(b"more"), Err(StorageError::NeedsRecovery));
+                let bytes = tearing.into_inner().into_bytes();
+                let (mut journal, got) = recover_logical(MemStorage::from_bytes(bytes));
+                let landed = new_state_landed(next, k, total, mode);
+                let expected = if landed { &new } else { &old };
+                assert_eq!(
+                    &got,
+                    expected,
+                    "k={k}/{total} mode={mode:?} next={next:?} history={}",
+                    history.len()
+                );
+                assert!(!journal.newer_state_discarded());
+                // It keeps working: an append lands after the valid prefix
+                // (over any torn bytes), and a compaction after it.
+                journal.append(&payload(0xA1, 40)).unwrap();
+                let (mut journal, got) = recover_logical(journal.into_inner());
+                let mut want = expected.clone();
+                want.1.push(payload(0xA1, 40));
+                assert_eq!(got, want, "append after recovery, k={k} mode={mode:?}");
+                journal.commit(&payload(0xEE, 300)).unwrap();
+                journal.append(&payload(0xA2, 7)).unwrap();
+                let (_, got) = recover_logical(journal.into_inner());
+                assert_eq!(got, (Some(payload(0xEE, 300)), vec![payload(0xA2, 7)]));
+            }
+        }
+    }
+
+    #[test]
+    fn appended_records_replay_in_order_after_reopen() {
+        let mut mem = MemStorage::new(CAPACITY);
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        assert_eq!(journal.append(b"x"), Err(StorageError::LogFull));
+        journal.commit(b"base").unwrap();
+        assert_eq!(journal.append(&[]), Err(StorageError::TooLarge));
+        let records: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| payload(i, 10 + 100 * i as usize))
+            .collect();
+        for r in &records {
+            journal.append(r).unwrap();
+        }
+        assert_eq!(journal.log_records(), Ok(5));
+        assert_eq!(journal.sequence(), Some(1));
+        let (mut again, got) = recover_logical(MemStorage::from_bytes(mem.as_bytes().to_vec()));
+        assert_eq!(got, (Some(b"base".to_vec()), records.clone()));
+        assert_eq!(again.log_records(), Ok(5));
+        // A second replay finds the same records.
+        assert_eq!(again.replay(&mut |_| Ok(())), Ok(5));
+        // An error from the visitor stops the replay.
+        let mut seen = 0;
+        assert_eq!(
+            again.replay(&mut |_| {
+                seen += 1;
+                if seen == 2 {
+                    Err(StorageError::Corrupt)
+                } else {
+                    Ok(())
+                }
+            }),
+            Err(StorageError::Corrupt)
+        );
+        assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn a_full_log_asks_for_compaction_and_writes_nothing() {
+        let mut tearing = TearingStorage::new(MemStorage::new(CAPACITY));
+        let (mut journal, _) = Journal::open(&mut tearing).unwrap();
+        journal.commit(b"base").unwrap();
+        journal.set_log_max(100);
+        journal.append(&payload(1, 50)).unwrap();
+        let before = journal.storage().writes();
+        assert_eq!(journal.append(&payload(2, 50)), Err(StorageError::LogFull));
+        assert_eq!(journal.storage().writes(), before);
+        assert!(!journal.needs_recovery());
+        // Exactly what fits still fits.
+        journal
+            .append(&payload(3, 100 - 60 - RECORD_OVERHEAD))
+            .unwrap();
+        assert_eq!(journal.log_bytes(), Ok(100));
+        // Compaction: the whole state into the other slot, a fresh log.
+        journal.commit(b"compacted").unwrap();
+        assert_eq!(journal.log_records(), Ok(0));
+        journal.append(b"after").unwrap();
+        let (_, got) = recover_logical(MemStorage::from_bytes(
+            journal.into_inner().inner().as_bytes().to_vec(),
+        ));
+        assert_eq!(got, (Some(b"compacted".to_vec()), vec![b"after".to_vec()]));
+        // The slot's end bounds the log whatever the limit.
+        let mut mem = MemStorage::new(2 * (HEADER_LEN + 64));
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        journal.commit(&payload(4, 50)).unwrap();
+        assert_eq!(journal.append(&[1; 5]), Err(StorageError::LogFull));
+        journal.append(&[1; 4]).unwrap();
+    }
+
+    #[test]
+    fn exhaustive_tearing_of_appends() {
+        let base = Op::Commit(payload(1, 700));
+        let records = [1usize, 30, 250, 251, 600, 2];
+        for fill in [0x00, 0xFF] {
+            let mut history = vec![base.clone()];
+            for (i, len) in records.iter().enumerate() {
+                let next = Op::Append(payload(0x40 + i as u8, *len));
+                check_every_tear_of(&history, &next, fill);
+                history.push(next);
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustive_tearing_of_compaction() {
+        for fill in [0x00, 0xFF] {
+            // A log in slot 0, compacted into slot 1; then a log in slot
+            // 1 compacted back over slot 0's stale log.
+            let mut history = vec![
+                Op::Commit(payload(1, 300)),
+                Op::Append(payload(2, 80)),
+                Op::Append(payload(3, 500)),
+            ];
+            let next = Op::Commit(payload(4, 900));
+            check_every_tear_of(&history, &next, fill);
+            history.push(next);
+            history.push(Op::Append(payload(5, 20)));
+            check_every_tear_of(&history, &Op::Commit(payload(1, 300)), fill);
+        }
+    }
+
+    #[test]
+    fn stale_records_of_an_earlier_base_never_replay() {
+        // The same base payload lands in slot 0 twice; slot 0's first log
+        // is still in place behind the second copy.
+        let p = payload(1, 300);
+        let ops = [
+            Op::Commit(p.clone()),
+            Op::Append(payload(2, 40)),
+            Op::Append(payload(3, 40)),
+            Op::Commit(payload(9, 10)),
+            Op::Commit(p.clone()),
+        ];
+        let image = image_of(&ops, 0xFF);
+        let (journal, got) = recover_logical(MemStorage::from_bytes(image.clone()));
+        assert_eq!(got, (Some(p), vec![]));
+        assert_eq!(journal.sequence(), Some(3));
+        // The stale bytes are there.
+        let at = HEADER_LEN + 300 + 4;
+        assert_eq!(&image[at..at + 2], &40u16.to_le_bytes());
+    }
+
+    #[test]
+    fn a_reordered_damaged_or_replayed_record_ends_the_valid_prefix() {
+        let ops = [
+            Op::Commit(payload(1, 100)),
+            Op::Append(payload(2, 40)),
+            Op::Append(payload(3, 40)),
+            Op::Append(payload(4, 40)),
+        ];
+        let image = image_of(&ops, 0xFF);
+        let first = HEADER_LEN + 100;
+        let framed = 40 + RECORD_OVERHEAD;
+        let rec = |i: usize| first + i * framed..first + (i + 1) * framed;
+        // Swap records 1 and 2: only record 0 stays.
+        let mut swapped = image.clone();
+        let (a, b) = (image[rec(1)].to_vec(), image[rec(2)].to_vec());
+        swapped[rec(1)].copy_from_slice(&b);
+        swapped[rec(2)].copy_from_slice(&a);
+        let (_, got) = recover_logical(MemStorage::from_bytes(swapped));
+        assert_eq!(got.1, vec![payload(2, 40)]);
+        // Record 0 copied over record 1 (a replay): only record 0 stays.
+        let mut replayed = image.clone();
+        replayed[rec(1)].copy_from_slice(&image[rec(0)]);
+        let (_, got) = recover_logical(MemStorage::from_bytes(replayed));
+        assert_eq!(got.1, vec![payload(2, 40)]);
+        // A flipped bit in any byte of record 2: in its commit mark, the
+        // record still counts (a mark torn by a power cut); in its length,
+        // body or check, under its mark, it was damaged after it was
+        // committed, which no power cut does: the log is corrupt.
+        for i in rec(2) {
+            let mut bad = image.clone();
+            bad[i] ^= 0x04;
+            let (mut journal, base) = Journal::open(MemStorage::from_bytes(bad)).unwrap();
+            assert_eq!(base, Some(payload(1, 100)));
+            let mut got = Vec::new();
+            let r = journal.replay(&mut |b| {
+                got.push(b.to_vec());
+                Ok(())
+            });
+            if i < rec(2).start + 4 {
+                assert_eq!(r, Ok(3), "byte {i}");
+            } else {
+                assert_eq!(r, Err(StorageError::Corrupt), "byte {i}");
+                assert_eq!(got, vec![payload(2, 40), payload(3, 40)], "byte {i}");
+            }
+        }
+        // Storage changed between boot's replay and a later one.
+        let mut mem = MemStorage::from_bytes(image);
+        let (mut journal, _) = recover_logical(&mut mem);
+        journal.storage.as_bytes_mut()[rec(2).start + 5] ^= 1;
+        assert_eq!(journal.replay(&mut |_| Ok(())), Err(StorageError::Corrupt));
+    }
+
+    #[test]
+    fn a_version_2_state_is_read_and_migrated_by_its_first_commit() {
+        let mut bytes = image_after(&[b"one".to_vec()], 0xFF);
+        let v2 = Header {
+            version: 2,
+            sequence: 1,
+            payload_len: 3,
+            payload_check: payload_check(2, b"one"),
+        };
+        bytes[..HEADER_LEN].copy_from_slice(&v2.encode());
+        // Bytes after a version-2 payload are never a log, even valid-looking.
+        let rec = [
+            &3u16.to_le_bytes()[..],
+            b"abc",
+            &record_check(anchor_of(&v2), 0, b"abc").to_le_bytes(),
+        ]
+        .concat();
+        bytes[HEADER_LEN + 3..HEADER_LEN + 3 + rec.len()].copy_from_slice(&rec);
+        let (mut journal, got) = recover_logical(MemStorage::from_bytes(bytes));
+        assert_eq!(got, (Some(b"one".to_vec()), vec![]));
+        assert_eq!(journal.append(b"rec"), Err(StorageError::LogFull));
+        assert!(!journal.needs_recovery());
+        journal.commit(b"one").unwrap();
+        journal.append(b"rec").unwrap();
+        let (_, got) = recover_logical(journal.into_inner());
+        assert_eq!(got, (Some(b"one".to_vec()), vec![b"rec".to_vec()]));
+    }
+
+    #[test]
+    fn repeated_tears_of_one_append_then_success() {
+        let mut bytes = image_of(
+            &[Op::Commit(payload(1, 100)), Op::Append(payload(2, 30))],
+            0xFF,
+        );
+        let next = payload(3, 600);
+        for (k, mode) in [
+            (1, TearMode::Half),
+            (3, TearMode::Garbage),
+            (2, TearMode::Prefix(1)),
+        ] {
+            let storage = TearingStorage::with_cut(MemStorage::from_bytes(bytes), k, mode);
+            let (mut journal, _) = recover_logical(storage);
+            assert_eq!(journal.append(&next), Err(StorageError::PowerLost));
+            bytes = journal.into_inner().into_inner().into_bytes();
+            let (_, got) = recover_logical(MemStorage::from_bytes(bytes.clone()));
+            assert_eq!(got.1, vec![payload(2, 30)]);
+        }
+        let (mut journal, _) = recover_logical(MemStorage::from_bytes(bytes));
+        journal.append(&next).unwrap();
+        let (_, got) = recover_logical(journal.into_inner());
+        assert_eq!(got.1, vec![payload(2, 30), next]);
     }
 
     #[test]

@@ -509,6 +509,107 @@ impl Default for CardFixture {
     }
 }
 
+/// The stored image of a loaded card whose journal holds a base state and
+/// a log of records (provision and load appended to it), for the
+/// `se_journal` target.
+pub struct JournalFixture {
+    image: Vec<u8>,
+    /// Bytes of slot 0 in use (commit record, base, log): where the
+    /// input's patches land.
+    span: usize,
+    loaded: Amount,
+    state: State,
+    sequence: u64,
+    records: u32,
+}
+
+impl JournalFixture {
+    pub fn new() -> Self {
+        let card = CardFixture::new();
+        let image = card.image.as_bytes().to_vec();
+        let (mut journal, base) = must(
+            tally_se::storage::Journal::open(MemStorage::from_bytes(image.clone())),
+            "fixture journal",
+        );
+        let base = must(base.ok_or(()), "a committed state");
+        let records = must(journal.log_records(), "fixture log");
+        assert!(records > 0, "the fixture's journal has a log");
+        let span =
+            tally_se::storage::HEADER_LEN + base.len() + must(journal.log_bytes(), "fixture log");
+        let applet = boot(
+            MemStorage::from_bytes(image.clone()),
+            Sealing::None,
+            b"fuzz/journal",
+        );
+        JournalFixture {
+            image,
+            span,
+            loaded: card.loaded,
+            state: applet.state().clone(),
+            sequence: journal.sequence().unwrap_or(0),
+            records,
+        }
+    }
+}
+
+impl Default for JournalFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `se_journal`: the first byte picks the check.
+///
+/// * even: the card's stored image (base state and log) with the input's
+///   patches `[offset: u16 BE][byte]…` XORed in (offsets modulo the part
+///   of the slot in use). Boot never panics: it refuses with a typed
+///   error, or comes up in a state whose value stays within what was
+///   loaded, and a second boot of the same image comes up the same.
+/// * odd: the rest is a log record's body (a state delta, SPEC-internal,
+///   decision 0018) applied to the card's state at the next place of its
+///   log. It applies or is refused, never panics; a state it applies to
+///   encodes and decodes back to itself.
+pub fn check_se_journal(fx: &JournalFixture, data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 1 {
+        let mut st = fx.state.clone();
+        if tally_se::state::apply_delta(&mut st, rest, fx.sequence, fx.records).is_ok() {
+            let bytes = st.to_cbor();
+            let back = must(State::from_cbor(&bytes), "an applied delta's state decodes");
+            assert!(back == st, "an applied delta's state round-trips");
+        }
+        return;
+    }
+    let mut image = fx.image.clone();
+    for patch in rest.chunks_exact(3) {
+        let offset = usize::from(u16::from_be_bytes([patch[0], patch[1]])) % fx.span.max(1);
+        image[offset] ^= patch[2];
+    }
+    let first = Applet::boot(
+        MemStorage::from_bytes(image.clone()),
+        Sealing::None,
+        TestEntropy::new(b"fuzz/journal/a"),
+    );
+    let second = Applet::boot(
+        MemStorage::from_bytes(image),
+        Sealing::None,
+        TestEntropy::new(b"fuzz/journal/b"),
+    );
+    match (first, second) {
+        (Ok(a), Ok(b)) => {
+            assert!(a.state() == b.state(), "two boots of one image differ");
+            assert!(
+                a.state().balance() <= fx.loaded,
+                "a damaged image booted with more value than was loaded"
+            );
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "two boots of one image fail differently"),
+        _ => panic!("two boots of one image disagree"),
+    }
+}
+
 fn select_apdu() -> Vec<u8> {
     let mut apdu = alloc::vec![0x00, ins::SELECT, 0x04, 0x00, AID.len() as u8];
     apdu.extend_from_slice(AID);
@@ -517,8 +618,8 @@ fn select_apdu() -> Vec<u8> {
 
 /// `se_dispatch`: a loaded card takes the frames as APDUs. It always
 /// answers a status word; value is never created (the balance stays within
-/// what was loaded) nor lost unrecorded (balance plus logged payments covers
-/// it); and a reboot recovers exactly the state in memory.
+/// what was loaded) nor lost unrecorded (balance plus what was paid since
+/// the sync covers it); and a reboot recovers exactly the state in memory.
 pub fn check_se_dispatch(fx: &CardFixture, data: &[u8]) {
     let mut card = fx.boot();
     for apdu in frames(data).take(FRAMES_MAX) {
@@ -532,8 +633,19 @@ pub fn check_se_dispatch(fx: &CardFixture, data: &[u8]) {
         "value created: {balance} > {}",
         fx.loaded
     );
-    let logged = Amount::sum(state.outgoing.iter().map(|o| o.amount));
-    let covered = logged.and_then(|l| l.checked_add(balance));
+    // Paid since the sync: every offline payment counts in
+    // `spent_since_sync` (an acknowledged one has left the log, decision
+    // 0018); redemptions stay in the log until the sync.
+    let logged = Amount::sum(
+        state
+            .outgoing
+            .iter()
+            .filter(|o| o.redemption)
+            .map(|o| o.amount),
+    );
+    let covered = logged
+        .and_then(|l| l.checked_add(state.spent_since_sync))
+        .and_then(|l| l.checked_add(balance));
     assert!(
         covered.is_some_and(|c| c >= fx.loaded),
         "value lost without a logged payment"
@@ -678,6 +790,30 @@ pub fn seed_corpus() -> Vec<Seed> {
     let mut issue_record = alloc::vec![2u8];
     issue_record.extend_from_slice(&Record::Issue(issue.clone()).to_cbor());
     seed("cbor_objects", "record_issue.bin", issue_record);
+
+    // Journal images and deltas: no patch, a flip in the base, a flip in
+    // the log, a delta that changes the counter.
+    let journal = JournalFixture::new();
+    seed("se_journal", "intact.bin", alloc::vec![0]);
+    seed("se_journal", "base_flip.bin", alloc::vec![0, 0, 100, 0x01]);
+    let at = u16::try_from(journal.span - 8)
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    seed(
+        "se_journal",
+        "log_flip.bin",
+        alloc::vec![0, at[0], at[1], 0x20],
+    );
+    let mut next = journal.state.clone();
+    next.counter += 1;
+    let delta = must(
+        tally_se::state::encode_delta(&journal.state, &next, journal.sequence, journal.records)
+            .ok_or(()),
+        "a delta",
+    );
+    let mut input = alloc::vec![1u8];
+    input.extend_from_slice(&delta);
+    seed("se_journal", "delta_counter.bin", input);
 
     // APDU sessions on the fixture card.
     let request = fx.request.to_cbor();

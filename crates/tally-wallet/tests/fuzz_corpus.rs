@@ -13,17 +13,18 @@ use tally_core::Package;
 use tally_core::codec::Cbor;
 use tally_core::verify::{NoCache, verify_package_bytes};
 use tally_wallet::fuzzing::{
-    self, AdversaryFixture, CardFixture, HISTORY_RECORDS_MAX, PaymentFixture,
+    self, AdversaryFixture, CardFixture, HISTORY_RECORDS_MAX, JournalFixture, PaymentFixture,
     check_adversarial_terminal, check_apdu_parse, check_cbor_objects, check_package_verify,
-    check_se_dispatch,
+    check_se_dispatch, check_se_journal,
 };
 
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "cbor_objects",
     "package_verify",
     "apdu_parse",
     "se_dispatch",
     "adversarial_terminal",
+    "se_journal",
 ];
 
 /// Targets over the central bank's wire, replayed by
@@ -56,6 +57,7 @@ fn corpus_and_regressions_pass_their_checks() {
     let payment = PaymentFixture::new();
     let card = CardFixture::new();
     let adversary = AdversaryFixture::new();
+    let journal = JournalFixture::new();
     for kind in ["corpus", "regressions"] {
         let root = fuzz_dir().join(kind);
         for dir in fs::read_dir(&root).into_iter().flatten() {
@@ -82,6 +84,7 @@ fn corpus_and_regressions_pass_their_checks() {
                 "apdu_parse" => check_apdu_parse(&data),
                 "se_dispatch" => check_se_dispatch(&card, &data),
                 "adversarial_terminal" => check_adversarial_terminal(&adversary, &data),
+                "se_journal" => check_se_journal(&journal, &data),
                 _ => unreachable!(),
             }
         }
@@ -97,6 +100,7 @@ fn seeds() {
     let payment = PaymentFixture::new();
     let card = CardFixture::new();
     let adversary = AdversaryFixture::new();
+    let journal = JournalFixture::new();
     let seeds = fuzzing::seed_corpus();
     for t in TARGETS {
         assert!(seeds.iter().any(|s| s.target == t), "no seed for {t}");
@@ -118,6 +122,7 @@ fn seeds() {
             "apdu_parse" => check_apdu_parse(&s.bytes),
             "se_dispatch" => check_se_dispatch(&card, &s.bytes),
             "adversarial_terminal" => check_adversarial_terminal(&adversary, &s.bytes),
+            "se_journal" => check_se_journal(&journal, &s.bytes),
             other => panic!("seed for unknown target {other}"),
         }
     }

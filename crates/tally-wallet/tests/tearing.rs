@@ -18,6 +18,14 @@ use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, load, provision};
 
 type Se = Applet<TearingStorage<MemStorage>, TestEntropy>;
 
+thread_local! {
+    /// The journal log limit the SEs of this test thread boot with: `None`
+    /// is the default (each command appends one log record); a tiny one
+    /// makes every command a compaction (the whole state into the other
+    /// slot).
+    static LOG_MAX: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
 const LOADED: u64 = 1_000;
 const PAID: u64 = 300;
 
@@ -29,10 +37,14 @@ fn boot(image: &[u8], cut: Option<(usize, TearMode)>) -> Se {
         Some((k, mode)) => TearingStorage::with_cut(mem, k, mode),
         None => TearingStorage::new(mem),
     };
-    match Applet::boot(storage, Sealing::None, TestEntropy::new(b"reboot")) {
+    let mut se = match Applet::boot(storage, Sealing::None, TestEntropy::new(b"reboot")) {
         Ok(a) => a,
         Err(e) => panic!("boot failed: {e} (cut {cut:?})"),
+    };
+    if let Some(n) = LOG_MAX.with(|c| c.get()) {
+        se.set_journal_log_max(n);
     }
+    se
 }
 
 /// Powers the SE off and returns what its storage holds, plus the number
@@ -73,6 +85,43 @@ struct World {
     pay_writes: usize,
     receive_writes: usize,
     ack_writes: usize,
+    /// The write after which each command's new state is durable, and
+    /// its length (see [`Point`]).
+    pay_point: Point,
+    receive_point: Point,
+    ack_point: Point,
+}
+
+/// The point of no return of one command: the write (1-based) that makes
+/// the new state durable once it lands in full, and that write's length.
+/// A log record's last chunk (its check; the commit mark follows), or a
+/// full commit's commit record.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    write: usize,
+    len: usize,
+}
+
+/// The point of no return of a command of `total` writes whose journal log
+/// went from `before` to `after` bytes.
+fn point(total: usize, before: usize, after: usize) -> Point {
+    if after > before {
+        // mark (written last, 4 bytes) | length | body | check
+        let framed = after - before - 4;
+        let len = match framed % 256 {
+            0 => 256,
+            n => n,
+        };
+        Point {
+            write: total - 1,
+            len,
+        }
+    } else {
+        Point {
+            write: total,
+            len: HEADER_LEN,
+        }
+    }
 }
 
 fn world() -> World {
@@ -92,28 +141,43 @@ fn world() -> World {
     // Reference run, each step on a freshly booted SE so that write counts
     // cover exactly one command.
     let mut payer = boot(&payer_loaded, None);
+    let log0 = payer.journal_log_bytes();
     let package = payer.pay(&request).expect("reference pay");
+    let log1 = payer.journal_log_bytes();
     let payer_paid = payer.state().clone();
     let (payer_paid_image, pay_writes) = power_off(payer);
+    let pay_point = point(pay_writes, log0, log1);
 
     let mut payee = boot(&payee_requested, None);
+    let log0 = payee.journal_log_bytes();
     let receipt = payee.receive(&package).expect("reference receive");
+    let log1 = payee.journal_log_bytes();
     let payee_received = payee.state().clone();
     let (_, receive_writes) = power_off(payee);
+    let receive_point = point(receive_writes, log0, log1);
 
     let mut payer = boot(&payer_paid_image, None);
+    let log0 = payer.journal_log_bytes();
     payer.ack(&receipt).expect("reference ack");
+    let log1 = payer.journal_log_bytes();
     let payer_acked = payer.state().clone();
     let (_, ack_writes) = power_off(payer);
+    let ack_point = point(ack_writes, log0, log1);
+    // Each command took the path this thread asked for.
+    for p in [pay_point, receive_point, ack_point] {
+        let compacting = LOG_MAX.with(|c| c.get()).is_some();
+        assert_eq!(p.len == HEADER_LEN && p.write > 1, compacting, "{p:?}");
+    }
 
-    // Booting writes nothing; every command is one journal commit of
-    // several payload chunks and one header.
+    // Booting writes nothing; every command is one journal log record
+    // (record, then its commit mark) or one full commit (payload chunks,
+    // then the commit record).
     let (_, boot_writes) = power_off(boot(&payer_loaded, None));
     assert_eq!(boot_writes, 0);
     for w in [pay_writes, receive_writes, ack_writes] {
         assert!(
             w >= 2,
-            "a commit is at least one payload write and a header"
+            "a commit is at least two writes: a record and its mark, or a payload and a header"
         );
     }
     World {
@@ -131,23 +195,40 @@ fn world() -> World {
         pay_writes,
         receive_writes,
         ack_writes,
+        pay_point,
+        receive_point,
+        ack_point,
     }
 }
 
-/// True if a cut at write `k` of a command of `total` writes must leave the
-/// new state: only once the whole commit record (the last write) landed.
-fn header_landed(k: usize, total: usize, mode: TearMode) -> bool {
-    k > total
-        || (k == total
+/// True if a cut at write `k` (with `mode`) must leave the new state: only
+/// once the command's point of no return landed in full.
+fn header_landed(k: usize, p: Point, mode: TearMode) -> bool {
+    k > p.write
+        || (k == p.write
             && match mode {
                 TearMode::All => true,
-                TearMode::Prefix(n) => n >= HEADER_LEN,
+                TearMode::Prefix(n) => n >= p.len,
                 _ => false,
             })
 }
 
+/// Runs `test` with every command appending a log record, then again with
+/// every command compacting (the whole state into the other slot).
+fn both_paths(test: fn()) {
+    LOG_MAX.with(|c| c.set(None));
+    test();
+    LOG_MAX.with(|c| c.set(Some(1)));
+    test();
+    LOG_MAX.with(|c| c.set(None));
+}
+
 #[test]
 fn pay_torn_at_every_write_leaves_old_or_new_state_and_completes_once() {
+    both_paths(pay_torn);
+}
+
+fn pay_torn() {
     let w = world();
     let tid = Package::from_cbor(&w.package).unwrap().transfer.id();
     let mut saw = (0, 0);
@@ -176,7 +257,7 @@ fn pay_torn_at_every_write_leaves_old_or_new_state_and_completes_once() {
             };
             assert_eq!(
                 is_new,
-                header_landed(k, w.pay_writes, mode),
+                header_landed(k, w.pay_point, mode),
                 "{ctx}: the commit record is the point of no return"
             );
 
@@ -214,6 +295,10 @@ fn pay_torn_at_every_write_leaves_old_or_new_state_and_completes_once() {
 
 #[test]
 fn receive_torn_at_every_write_credits_exactly_once() {
+    both_paths(receive_torn);
+}
+
+fn receive_torn() {
     let w = world();
     let mut saw = (0, 0);
     for k in 1..=w.receive_writes + 1 {
@@ -241,7 +326,7 @@ fn receive_torn_at_every_write_credits_exactly_once() {
             } else {
                 panic!("{ctx}: payee is in neither its old nor its new state");
             };
-            assert_eq!(is_new, header_landed(k, w.receive_writes, mode), "{ctx}");
+            assert_eq!(is_new, header_landed(k, w.receive_point, mode), "{ctx}");
 
             // Value in flight: the payer's unacknowledged package, as long
             // as the payee has not stored it.
@@ -280,6 +365,10 @@ fn receive_torn_at_every_write_credits_exactly_once() {
 
 #[test]
 fn ack_torn_at_every_write_is_acked_or_not_and_ack_again_works() {
+    both_paths(ack_torn);
+}
+
+fn ack_torn() {
     let w = world();
     let mut saw = (0, 0);
     for k in 1..=w.ack_writes + 1 {
@@ -306,7 +395,7 @@ fn ack_torn_at_every_write_is_acked_or_not_and_ack_again_works() {
             }
             assert_eq!(
                 st == w.payer_acked,
-                header_landed(k, w.ack_writes, mode),
+                header_landed(k, w.ack_point, mode),
                 "{ctx}"
             );
             assert_eq!(balance(&payer), LOADED - PAID, "{ctx}");
@@ -335,10 +424,19 @@ fn boot_sealed(image: Vec<u8>, key: [u8; 32], label: &[u8]) -> Result<SealedSe, 
 
 /// A provisioned SE with sealed state, loaded with `LOADED` in one token.
 fn sealed_payer(scheme: &mut Scheme) -> Vec<u8> {
+    sealed_payer_with(scheme, None)
+}
+
+/// [`sealed_payer`] whose journal log is limited to `log_max` bytes
+/// (`Some(1)`: every commit is a full one, the state is the base alone).
+fn sealed_payer_with(scheme: &mut Scheme, log_max: Option<usize>) -> Vec<u8> {
     let mut se = match boot_sealed(vec![0xFF; TEST_STORAGE_BYTES], DEVICE_KEY, b"sealed") {
         Ok(se) => se,
         Err(e) => panic!("boot: {e}"),
     };
+    if let Some(n) = log_max {
+        se.set_journal_log_max(n);
+    }
     provision(&mut se, scheme, PHONE, 4).expect("provision");
     load(&mut se, scheme, PHONE, LOADED).expect("load");
     se.into_storage().into_bytes()
@@ -394,9 +492,10 @@ fn sealed_state_tampered_in_place_refuses_to_boot() {
 #[test]
 fn sealed_state_tampered_with_valid_journal_framing_refuses_to_boot() {
     // An attacker who rewrites the file with correct journal hashes still
-    // cannot forge the sealed payload.
+    // cannot forge the sealed payload. (A state compacted into its base, so
+    // that the base alone is the whole state.)
     let mut scheme = Scheme::new(Suite::Ed25519);
-    let image = sealed_payer(&mut scheme);
+    let image = sealed_payer_with(&mut scheme, Some(1));
     let (mut journal, sealed) = Journal::open(MemStorage::from_bytes(image.clone())).unwrap();
     let sealed = sealed.expect("a committed state");
     for i in [0, 30, sealed.len() - 1] {
@@ -451,4 +550,83 @@ fn cloned_se_storage_copy_spends_the_same_token_twice() {
     // two signatures by the same owner key over different transfers.
     assert_eq!(a.counter, b.counter);
     assert_ne!(a.signatures, b.signatures);
+}
+
+/// The sealed log record bodies of the current slot of `image`, read back
+/// with the journal's own framing.
+fn sealed_records(image: &[u8]) -> Vec<Vec<u8>> {
+    let (mut journal, _) = Journal::open(MemStorage::from_bytes(image.to_vec())).unwrap();
+    let mut out = Vec::new();
+    journal
+        .replay(&mut |r| {
+            out.push(r.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn sealed_log_records_tampered_moved_or_dropped() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let image = sealed_payer(&mut scheme);
+    let records = sealed_records(&image);
+    assert!(records.len() >= 2, "provision and load left a log");
+    let last = records.last().unwrap().clone();
+    let at = image
+        .windows(last.len())
+        .rposition(|w| w == last.as_slice())
+        .expect("the last record in the image");
+
+    // A flipped byte in a committed record, in place: its check fails
+    // under its commit mark (not a tear): the SE refuses to boot.
+    for i in [0, 30, last.len() - 1] {
+        let mut bad = image.clone();
+        bad[at + i] ^= 0x01;
+        assert_state_corrupt(
+            boot_sealed(bad, DEVICE_KEY, b"t"),
+            &format!("flip at byte {i} of the last record"),
+        );
+    }
+
+    // Re-framed by someone without the device key: a valid log whose
+    // records are a flipped one, or an earlier record moved to the end
+    // (valid framing, valid seal, wrong place): refused.
+    let (mut journal, base) = Journal::open(MemStorage::from_bytes(image.clone())).unwrap();
+    let base = base.unwrap();
+    let rebuild = |bodies: &[Vec<u8>]| {
+        let mut j = Journal::open(MemStorage::new(TEST_STORAGE_BYTES))
+            .unwrap()
+            .0;
+        j.commit(&base).unwrap();
+        for b in bodies {
+            j.append(b).unwrap();
+        }
+        j.into_inner().into_bytes()
+    };
+    let mut flipped = records.clone();
+    flipped.last_mut().unwrap()[40] ^= 0x80;
+    assert_state_corrupt(
+        boot_sealed(rebuild(&flipped), DEVICE_KEY, b"t"),
+        "re-framed flipped record",
+    );
+    let mut moved = records.clone();
+    let first = moved[0].clone();
+    moved.push(first);
+    assert_state_corrupt(
+        boot_sealed(rebuild(&moved), DEVICE_KEY, b"t"),
+        "re-framed record replayed at another place",
+    );
+    // The same records re-framed boot to the same state.
+    let same = boot_sealed(rebuild(&records), DEVICE_KEY, b"t").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(same.state().balance(), Amount(LOADED));
+    // Dropping the last records re-frames an earlier state of this SE: a
+    // rollback, which whoever can write the file could always do by
+    // putting back an old copy of it (the seal authenticates a state, not
+    // its freshness; THREATS.md): it boots, and the back office catches
+    // the double spend as for a cloned SE (below).
+    let earlier = boot_sealed(rebuild(&records[..records.len() - 1]), DEVICE_KEY, b"t")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(earlier.state(), same.state());
+    assert_eq!(journal.log_records().unwrap() as usize, records.len());
 }

@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use tally_se::storage::{ERASED_BYTE, HEADER_LEN, Storage, StorageError, checked_range};
+use tally_se::storage::{ERASED_BYTE, Storage, StorageError, checked_range};
 
 /// Bytes written to each store since reset (flash wear per operation).
 static WRITTEN: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
@@ -17,8 +17,8 @@ pub fn written() -> [usize; 2] {
 pub struct Flash {
     id: usize,
     mem: &'static mut [u8],
-    /// Cut power at the next commit-record write: half of it lands.
-    tear_next_header: bool,
+    /// Cut power at the next write: half of it lands.
+    tear_next: bool,
     dead: bool,
     pub writes: usize,
 }
@@ -28,7 +28,7 @@ impl Flash {
         let mut f = Flash {
             id,
             mem,
-            tear_next_header: false,
+            tear_next: false,
             dead: false,
             writes: 0,
         };
@@ -38,12 +38,12 @@ impl Flash {
     pub fn erase(&mut self) {
         self.mem.fill(ERASED_BYTE);
         self.dead = false;
-        self.tear_next_header = false;
+        self.tear_next = false;
     }
-    /// The next commit record (journal header) written is torn in half and
-    /// the device loses power.
-    pub fn tear_next_commit_record(&mut self) {
-        self.tear_next_header = true;
+    /// The next write (for a PAY, its journal log record) is torn in half
+    /// and the device loses power.
+    pub fn tear_next_write(&mut self) {
+        self.tear_next = true;
     }
     /// Power comes back (reboot).
     pub fn power_on(&mut self) {
@@ -68,14 +68,12 @@ impl Storage for Flash {
             return Err(StorageError::PowerLost);
         }
         let r = checked_range(offset, data.len(), self.mem.len())?;
-        let slot = self.mem.len() / 2;
-        let is_header = data.len() == HEADER_LEN && (offset == 0 || offset == slot);
         self.writes += 1;
-        if self.tear_next_header && is_header {
+        if self.tear_next {
             let half = data.len() / 2;
             self.mem[r.start..r.start + half].copy_from_slice(&data[..half]);
             WRITTEN[self.id].fetch_add(half, Relaxed);
-            self.tear_next_header = false;
+            self.tear_next = false;
             self.dead = true;
             return Err(StorageError::PowerLost);
         }

@@ -68,6 +68,8 @@ fixture!(ED_EXPECT, "ed25519-expect.bin");
 fixture!(ED_METER, "ed25519-meter.state");
 fixture!(ED_METER_CHAIN, "ed25519-meter-chain.state");
 fixture!(ED_STATION, "ed25519-station.state");
+fixture!(ED_METER_LONG, "ed25519-meter-long.state");
+fixture!(ED_TOPUP, "ed25519-topup.bin");
 fixture!(P2_PAYER, "p256-payer.state");
 fixture!(P2_PAYEE, "p256-payee.state");
 fixture!(P2_PKG8, "p256-pkg8.bin");
@@ -117,6 +119,14 @@ const P256: SuiteFx = SuiteFx {
 const PAYMENT: u64 = 250;
 const PAYER_LOAD: u64 = 1_000;
 const M2M_TICKS: usize = 100;
+/// The long run: consecutive payments without a sync (the tier's
+/// `offline_payments_max`), a fresh station every `LONG_STATION`
+/// payments, and the meter topped up online with `LONG_TOPUP_ISSUES`
+/// Issues of 8 one-unit tokens every `LONG_TOPUP_EVERY` payments.
+const LONG_TICKS: usize = 1_000;
+const LONG_STATION: usize = 10;
+const LONG_TOPUP_EVERY: usize = 32;
+const LONG_TOPUP_ISSUES: usize = 4;
 
 type Se<'a> = Applet<&'a mut Flash, TestEntropy>;
 
@@ -177,6 +187,7 @@ fn check(cond: bool, what: &str) -> Res<()> {
 
 /// Factory provisioning: the host's SE state as the one commit of a blank
 /// store.
+#[inline(never)]
 fn provision(flash: &mut Flash, state: &[u8]) -> Res<()> {
     flash.erase();
     let (mut j, current) = ctx(Journal::open(&mut *flash), "journal on blank flash")?;
@@ -184,6 +195,7 @@ fn provision(flash: &mut Flash, state: &[u8]) -> Res<()> {
     ctx(j.commit(state), "provisioning commit")
 }
 
+#[inline(never)]
 fn boot<'a>(flash: &'a mut Flash, label: &[u8]) -> Res<Se<'a>> {
     ctx(
         Applet::boot(flash, Sealing::None, TestEntropy::new(label)),
@@ -316,9 +328,9 @@ fn core_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, full: bool) -> Re
     let n = fx.name;
     provision(fa, fx.payer)?;
     provision(fb, fx.payee)?;
-    // The payer's first commit will lose power half-way through its commit
-    // record.
-    fa.tear_next_commit_record();
+    // The payer's first commit will lose power half-way through its first
+    // write (a PAY appends one log record).
+    fa.tear_next_write();
 
     let (payer, s) = m(|| boot(fa, b"m4/payer"));
     let mut payer = payer?;
@@ -331,7 +343,7 @@ fn core_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, full: bool) -> Re
     let (session1, req1) = ctx(r, "CREATE REQUEST")?;
     report(n, "create_request", &s, &format!("bytes={}", req1.len()));
 
-    // PAY, torn: power is cut while the commit record is written.
+    // PAY, torn: power is cut while its log record is written.
     let torn = PayerSession::start(&mut payer, &req1);
     check(torn.is_err(), "the torn PAY fails")?;
     drop(payer);
@@ -562,6 +574,107 @@ fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut
     Ok(())
 }
 
+
+/// 1,000 consecutive payments without a sync: the meter pays one unit per
+/// tick to a station (a fresh one every `LONG_STATION` payments: a
+/// station holds what it receives), every payment acknowledged; the
+/// meter is topped up online (Issues, not a sync) so that it never pays
+/// with change. One device is powered at a time, as two devices would
+/// be: the station boots (its journal replayed) for each of its commands
+/// and is off in between, so PAY and ACK run with only the meter's state
+/// in the heap, and the station's share of RECEIVE is its peak less what
+/// was live before it booted (the meter's state and the wallet's
+/// buffers). Per tick: instructions, heap and stack of PAY, RECEIVE and
+/// ACK, the station's boots, flash bytes written on each side and the
+/// meter's state size; at the end the meter reboots from its journal.
+// Not inlined: its frame would join `main`'s, under every other measured
+// operation's stack depth.
+#[inline(never)]
+fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+    let n = fx.name;
+    provision(fa, &ED_METER_LONG[..])?;
+    let mut meter = boot(fa, b"m4/meter-long")?;
+    let mut topups = tally_core::codec::Reader::new(&ED_TOPUP[..]);
+    ctx(topups.array_max(4096), "top-up list")?;
+    let start = meter.state().balance();
+    let mut boots = 0usize;
+    for done in 0..LONG_TICKS {
+        if done % LONG_STATION == 0 {
+            provision(fb, fx.station)?;
+        }
+        if done > 0 && done % LONG_TOPUP_EVERY == 0 {
+            for _ in 0..LONG_TOPUP_ISSUES {
+                let issue = ctx(tally_core::Issue::read(&mut topups), "top-up issue")?;
+                ctx(meter.import_issue(issue), "top-up")?;
+            }
+        }
+        let w0 = flash::written();
+        boots += 1;
+        let label = format!("m4/station/{boots}");
+        let (station, s_boot1) = m(|| boot(fb, label.as_bytes()));
+        let mut station = station?;
+        let (r, s_req) = m(|| PayeeSession::start(&mut station, Amount(1)));
+        let (session, req) = ctx(r, "station CREATE REQUEST")?;
+        drop(station);
+        let (r, s_pay) = m(|| PayerSession::start(&mut meter, &req));
+        let pay = ctx(r, "meter PAY")?;
+        boots += 1;
+        let label = format!("m4/station/{boots}");
+        let (station, s_boot2) = m(|| boot(fb, label.as_bytes()));
+        let mut station = station?;
+        let (r, s_rcv) = m(|| session.on_package(&mut station, pay.package()));
+        let received = ctx(r.map_err(|(_, e)| e), "station RECEIVE")?;
+        let station_state = station.state().to_cbor().len();
+        drop(station);
+        let (r, s_ack) = m(|| pay.on_receipt(&mut meter, &received.receipt));
+        ctx(r.map_err(|(_, e)| e), "meter ACK")?;
+        let w1 = flash::written();
+        let meter_log = meter.journal_log_bytes();
+        hprintln!(
+            "LONG suite={} tick={} pay={} pay_heap={} pay_stack={} receive={} receive_heap={} receive_stack={} station_live={} ack={} ack_heap={} ack_stack={} request={} boot={} boot_heap={} boot_stack={} meter_flash={} station_flash={} meter_state={} station_state={} meter_log={} outgoing={}",
+            n,
+            done + 1,
+            instr(s_pay.ticks),
+            s_pay.heap_peak,
+            s_pay.stack_total,
+            instr(s_rcv.ticks),
+            s_rcv.heap_peak - s_boot2.heap_before,
+            s_rcv.stack_total,
+            s_boot2.heap_before,
+            instr(s_ack.ticks),
+            s_ack.heap_peak,
+            s_ack.stack_total,
+            instr(s_req.ticks),
+            instr(s_boot1.ticks.max(s_boot2.ticks)),
+            s_boot1.heap_peak.max(s_boot2.heap_peak) - s_boot1.heap_before.min(s_boot2.heap_before),
+            s_boot1.stack_total.max(s_boot2.stack_total),
+            w1[0] - w0[0],
+            w1[1] - w0[1],
+            meter.state().to_cbor().len(),
+            station_state,
+            meter_log,
+            meter.state().outgoing.len(),
+        );
+    }
+    let paid = start.0 + 8 * (LONG_TOPUP_ISSUES * ((LONG_TICKS - 1) / LONG_TOPUP_EVERY)) as u64
+        - meter.state().balance().0;
+    check(paid == LONG_TICKS as u64, "the meter paid one unit per tick")?;
+    check(
+        meter.state().payments_since_sync as usize == LONG_TICKS,
+        "no sync in between",
+    )?;
+    let log = meter.journal_log_bytes();
+    drop(meter);
+    let (r, s) = m(|| boot(fa, b"m4/meter-long"));
+    let meter = r?;
+    check(
+        meter.state().payments_since_sync as usize == LONG_TICKS,
+        "the meter reboots into its last state",
+    )?;
+    report(n, "boot_long", &s, &format!("log={log}"));
+    Ok(())
+}
+
 fn cmdline() -> String {
     let mut buf = [0u8; 256];
     let mut block = [buf.as_mut_ptr() as usize, buf.len()];
@@ -588,6 +701,7 @@ fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         m2m(fx, "unit", fx.meter, fa, fb)?;
         m2m(fx, "chain", fx.meter_chain, fa, fb)?;
     }
+    m2m_long(&ED25519, fa, fb)?;
     Ok(())
 }
 

@@ -32,6 +32,13 @@ const EIGHT_HOP_RECORDS: usize = 8;
 const M2M_UNIT_TOKENS: usize = 100;
 const M2M_SPARE: u64 = 50;
 const M2M_CHAIN_LOAD: u64 = 100;
+/// The long run (Ed25519 only): the meter starts with `LONG_ISSUES`
+/// Issues of 8 one-unit tokens and is topped up with `LONG_TOPUP_ISSUES`
+/// more every 32 payments, 1,000 payments in all (src/main.rs).
+const LONG_ISSUES: usize = 4;
+const LONG_TOPUP_ISSUES: usize = 124;
+/// Issue serials of the long run, far from the scheme's own.
+const LONG_SERIAL_BASE: u64 = 1_000_000;
 
 /// Entropy labels the firmware boots each SE with (src/main.rs).
 const LABEL_PAYER: &[u8] = b"m4/payer";
@@ -191,6 +198,39 @@ fn fixtures_for(suite: Suite, f: &mut Fixtures) {
         "station",
     );
     put(f, "station.state", state_bytes(&station));
+
+    if suite == Suite::Ed25519 {
+        let mut long = blank(format!("gen/{name}/meter-long").as_bytes());
+        must(
+            provision_suite(&mut long, &scheme, IOT, 4, suite),
+            "long meter",
+        );
+        let key = must(certify_fresh_keys(&mut long, &scheme, IOT, 1), "long key")[0];
+        let eight = |i: usize| {
+            tally_core::Issue::sign(
+                &scheme.dcp,
+                LONG_SERIAL_BASE + i as u64,
+                scheme.epoch + 20,
+                vec![
+                    tally_core::Output {
+                        value: Amount(1),
+                        owner: key,
+                    };
+                    8
+                ],
+            )
+        };
+        for i in 0..LONG_ISSUES {
+            must(long.import_issue(eight(i)), "import eight unit tokens");
+        }
+        put(f, "meter-long.state", state_bytes(&long));
+        let topups: Vec<tally_core::Issue> = (LONG_ISSUES..LONG_ISSUES + LONG_TOPUP_ISSUES)
+            .map(eight)
+            .collect();
+        let mut w = tally_core::codec::Writer::new();
+        tally_core::codec::write_vec(&mut w, &topups);
+        put(f, "topup.bin", w.into_bytes());
+    }
 }
 
 /// Every fixture file, by name.
