@@ -59,6 +59,7 @@ fn double_spend() -> DoubleSpend {
         nonce: [0; 16],
         counter: 1,
         signatures: vec![],
+        confidential: None,
     };
     DoubleSpend {
         outpoint: OutPoint {
