@@ -500,10 +500,31 @@ pub fn verify_packages_for_settlement(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Vec<Result<VerifiedPackage, VerifyError>> {
-    let checked: Vec<Result<Checked, VerifyError>> = pkgs
+    #[allow(unused_mut)]
+    let mut checked: Vec<Result<Checked, VerifyError>> = pkgs
         .into_iter()
-        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache))
+        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache, true))
         .collect();
+    // C3: every range proof of the call in one batch (one multiscalar
+    // multiplication); if it fails, each package's proofs again on their
+    // own, so one bad proof refuses only its package.
+    #[cfg(feature = "confidential")]
+    {
+        let all: Vec<PendingRange> = checked
+            .iter()
+            .flatten()
+            .flat_map(|c| c.deferred_ranges.iter().cloned())
+            .collect();
+        if verify_ranges(trust, &all).is_err() {
+            for c in checked.iter_mut() {
+                if let Ok(ch) = c
+                    && let Err(e) = verify_ranges(trust, &ch.deferred_ranges)
+                {
+                    *c = Err(e);
+                }
+            }
+        }
+    }
     let joint_ok = {
         let all: Vec<SigCheck<'_>> = checked
             .iter()
@@ -593,7 +614,18 @@ struct Checked {
     new_cert_ids: Vec<Hash32>,
     #[cfg(feature = "confidential")]
     payee_opening: Option<crate::confidential::Opening>,
+    /// Range proofs left for the caller to batch (settlement's many
+    /// packages): proof, commitments, context.
+    #[cfg(feature = "confidential")]
+    deferred_ranges: Vec<PendingRange>,
 }
+
+#[cfg(feature = "confidential")]
+type PendingRange = (
+    crate::confidential::RangeProof,
+    Vec<crate::confidential::Commitment>,
+    Hash32,
+);
 
 impl Checked {
     fn sig_checks(&self) -> impl Iterator<Item = SigCheck<'_>> {
@@ -640,18 +672,21 @@ fn verify_inner(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
-    let checked = check_all_but_signatures(pkg, mode, trust, params, cache)?;
+    let checked = check_all_but_signatures(pkg, mode, trust, params, cache, false)?;
     checked.verify_signatures(params.signature_batch_max)?;
     Ok(checked.into_verified(cache))
 }
 
-/// Every rule except V8; cheap structural checks first.
+/// Every rule except V8; cheap structural checks first. With
+/// `defer_ranges`, the range proofs (C3) are left in the result for the
+/// caller to batch with other packages'.
 fn check_all_but_signatures(
     pkg: Package,
     mode: Mode<'_>,
     trust: &TrustStore,
     params: VerifyParams,
     cache: &dyn CertCache,
+    #[allow(unused_variables)] defer_ranges: bool,
 ) -> Result<Checked, VerifyError> {
     // V2: history budget.
     if pkg.ancestry.len() > params.history_records_max {
@@ -883,7 +918,7 @@ fn check_all_but_signatures(
 
     // C2–C4: range proofs (one batch for the package) and excesses.
     #[cfg(feature = "confidential")]
-    check_confidential(&conf_checks, trust)?;
+    let deferred_ranges = check_confidential(&conf_checks, trust, defer_ranges)?;
 
     Ok(Checked {
         package: pkg,
@@ -893,6 +928,8 @@ fn check_all_but_signatures(
         new_cert_ids,
         #[cfg(feature = "confidential")]
         payee_opening,
+        #[cfg(feature = "confidential")]
+        deferred_ranges,
     })
 }
 
@@ -922,9 +959,10 @@ fn open_payment(
         })
 }
 
-/// C2–C4 over every confidential transfer of a package: each excess
-/// signature, then all range proofs in one batch (one bit-length: the
-/// policy's).
+/// C2–C4 over every confidential transfer of a package: the bit-length
+/// of each range proof (the policy's), each excess signature, then all
+/// range proofs in one batch — or, with `defer`, returned for a larger
+/// batch.
 #[cfg(feature = "confidential")]
 fn check_confidential(
     transfers: &[(
@@ -932,38 +970,47 @@ fn check_confidential(
         Vec<crate::confidential::Commitment>,
     )],
     trust: &TrustStore,
-) -> Result<(), VerifyError> {
-    use crate::confidential::{ConfidentialError, RangeCheck, batch_verify};
+    defer: bool,
+) -> Result<Vec<PendingRange>, VerifyError> {
     if transfers.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let gens = trust.range_gens().ok_or(VerifyError::AmountForm)?;
-    let mut contexts = Vec::with_capacity(transfers.len());
-    for (t, _) in transfers {
+    let mut pending = Vec::with_capacity(transfers.len());
+    for (t, inputs) in transfers {
         let Some(c) = &t.confidential else {
             return Err(VerifyError::AmountForm);
         };
         if c.range_proof.bits() != gens.bits() {
             return Err(VerifyError::RangeBitsMismatch);
         }
-        contexts.push(t.context());
+        let context = t.context();
+        c.excess
+            .verify(&context, inputs, &c.commitments)
+            .map_err(|_| VerifyError::ExcessInvalid)?;
+        pending.push((c.range_proof.clone(), c.commitments.clone(), context));
     }
-    for ((t, inputs), context) in transfers.iter().zip(&contexts) {
-        if let Some(c) = &t.confidential {
-            c.excess
-                .verify(context, inputs, &c.commitments)
-                .map_err(|_| VerifyError::ExcessInvalid)?;
-        }
+    if defer {
+        return Ok(pending);
     }
-    let checks: Vec<RangeCheck<'_>> = transfers
+    verify_ranges(trust, &pending)?;
+    Ok(Vec::new())
+}
+
+/// C3 for many range proofs in one batch (tari's batch verifier).
+#[cfg(feature = "confidential")]
+fn verify_ranges(trust: &TrustStore, pending: &[PendingRange]) -> Result<(), VerifyError> {
+    use crate::confidential::{ConfidentialError, RangeCheck, batch_verify};
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let gens = trust.range_gens().ok_or(VerifyError::AmountForm)?;
+    let checks: Vec<RangeCheck<'_>> = pending
         .iter()
-        .zip(&contexts)
-        .filter_map(|((t, _), context)| {
-            t.confidential.as_ref().map(|c| RangeCheck {
-                proof: &c.range_proof,
-                commitments: &c.commitments,
-                context,
-            })
+        .map(|(proof, commitments, context)| RangeCheck {
+            proof,
+            commitments,
+            context,
         })
         .collect();
     batch_verify(gens, &checks).map_err(|(_, e)| match e {

@@ -684,3 +684,50 @@ fn one_hop_sizes() {
     assert_eq!(Receipt::from_cbor(&receipt.to_cbor()), Ok(receipt));
     let _ = Hash32([0; 32]);
 }
+
+/// Settlement checks the range proofs of many packages in one batch; a
+/// bad proof refuses its own package only, with the answer one-at-a-time
+/// verification gives.
+#[test]
+fn settlement_batches_range_proofs_and_names_the_bad_package() {
+    use tally_core::verify::verify_packages_for_settlement;
+    let mut w = World::new("settle-batch");
+    let mut pkgs: Vec<Package> = (0..4u8)
+        .map(|i| w.pay_with_nonce(100 + u64::from(i), [i; 16]).0)
+        .collect();
+    let all_good = verify_packages_for_settlement(
+        pkgs.clone(),
+        &w.trust,
+        w.scheme.params(BUDGET),
+        &mut NoCache,
+    );
+    assert!(all_good.iter().all(Result::is_ok));
+    let lifted = pkgs[0]
+        .transfer
+        .confidential
+        .as_ref()
+        .unwrap()
+        .range_proof
+        .clone();
+    conf(&mut pkgs[2].transfer).range_proof = lifted;
+    let r = verify_packages_for_settlement(
+        pkgs.clone(),
+        &w.trust,
+        w.scheme.params(BUDGET),
+        &mut NoCache,
+    );
+    let errs: Vec<Option<VerifyError>> = r.iter().map(|r| r.as_ref().err().copied()).collect();
+    assert_eq!(
+        errs,
+        vec![None, None, Some(VerifyError::RangeProofInvalid), None]
+    );
+    for (p, e) in pkgs.iter().zip(&errs) {
+        let one = verify_package_for_settlement(
+            p.clone(),
+            &w.trust,
+            w.scheme.params(BUDGET),
+            &mut NoCache,
+        );
+        assert_eq!(one.err(), *e);
+    }
+}
