@@ -86,6 +86,7 @@ fn every_kind() -> Vec<BackofficeError> {
             expiry_epoch: 1,
             horizon: 2,
         }),
+        Settlement(SettlementError::ConfidentialUnopened(Hash32([3; 32]))),
         UnknownDevice,
         DeviceNotActive,
         BadDeviceSignature,

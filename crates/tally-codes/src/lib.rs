@@ -226,6 +226,8 @@ registry! {
         "a package spends a token that expired before the spent registry's pruning horizon (its entry may be gone): refused";
     SETTLEMENT_QUEUED_BODY_UNREADABLE = 32, Settlement, http [422], sw [], Used,
         "a queued settlement body does not open (HPKE) or decode: stored as the queue row's result by a settlement worker";
+    SETTLEMENT_CONFIDENTIAL_UNOPENED = 33, Settlement, http [422], sw [], Used,
+        "a confidential Issue or package (SPEC §4.9) without the openings of its amounts: refused, nothing booked (settlement books amounts from openings only)";
 
     DIRECTORY_BAD_ATTESTATION = 40, Directory, http [403], sw [], Used,
         "attestation signature does not verify";
