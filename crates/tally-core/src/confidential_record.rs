@@ -342,3 +342,40 @@ impl Transfer {
         record_context(&self.body_bytes())
     }
 }
+
+/// Settlement's check of one confidential transfer against the openings a
+/// device uploaded (rule C7, SPEC §4.9.4): every opening opens its
+/// commitment (`WrongOpening`), and the opened values balance in u64
+/// (`Unbalanced`, overflow included). `inputs` are the consumed outputs'
+/// commitments with their openings. Returns the outputs' amounts, which
+/// settlement books. (The sealed uploads do not carry openings yet; this
+/// is the check they will feed.)
+pub fn check_transfer_openings(
+    t: &Transfer,
+    inputs: &[(Commitment, Opening)],
+    outputs: &[Opening],
+) -> Result<Vec<Amount>, ConfidentialError> {
+    let c = t
+        .confidential
+        .as_ref()
+        .ok_or(ConfidentialError::OutputCount)?;
+    if outputs.len() != c.commitments.len() || inputs.len() != t.inputs.len() {
+        return Err(ConfidentialError::OutputCount);
+    }
+    for (commitment, o) in inputs {
+        if !o.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+    }
+    for (commitment, o) in c.commitments.iter().zip(outputs) {
+        if !o.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+    }
+    let in_sum = Amount::sum(inputs.iter().map(|(_, o)| o.value()));
+    let out_sum = Amount::sum(outputs.iter().map(Opening::value));
+    match (in_sum, out_sum) {
+        (Some(a), Some(b)) if a == b => Ok(outputs.iter().map(Opening::value).collect()),
+        _ => Err(ConfidentialError::Unbalanced),
+    }
+}

@@ -1484,6 +1484,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             history_records_max: usize::from(limits.history_records_max),
             signature_batch_max: SIGNATURE_BATCH_MAX,
         };
+        // An SE built without confidential support could not spend what
+        // it received under a confidential policy: it refuses instead.
+        if cfg!(not(feature = "confidential")) && trust.policy().is_confidential() {
+            return Err(SeError::Verify(VerifyError::AmountForm));
+        }
         // The payee's key opens a confidential payment (SPEC §5, C5–C6).
         let sk = self.signing_key(&req.key).ok_or(SeError::StateCorrupt)?;
         let verified =
