@@ -230,12 +230,12 @@ pub fn build_transfer(
         &openings[0],
         rng,
     )?);
-    t.confidential = Some(ConfidentialTransfer {
+    t.confidential = Some(alloc::boxed::Box::new(ConfidentialTransfer {
         commitments,
         range_proof,
         excess,
         payee_opening,
-    });
+    }));
     let id = t.id();
     let owners: Vec<PublicKey> = inputs.iter().map(|(_, k, _)| *k).collect();
     for k in distinct_signers(owners.into_iter()) {
@@ -248,6 +248,10 @@ pub fn build_transfer(
     })
 }
 
+/// A confidential Issue with the openings of its outputs, or why it
+/// could not be made (the signer's own error is the outer one).
+pub type IssueResult = Result<(Issue, Vec<Opening>), ConfidentialError>;
+
 /// Issuer side: a confidential Issue of `outputs`, each output's opening
 /// sealed to its owner (the loading SE). Returns the Issue and the
 /// openings (the DCP keeps them for settlement). Every owner must be an
@@ -258,7 +262,7 @@ pub fn sign_issue<S: Signer + ?Sized>(
     expiry_epoch: Epoch,
     outputs: &[NewOutput],
     rng: &mut dyn Entropy,
-) -> Result<Result<(Issue, Vec<Opening>), ConfidentialError>, S::Error> {
+) -> Result<IssueResult, S::Error> {
     if outputs.is_empty() || outputs.len() > RANGE_OUTPUTS_MAX {
         return Ok(Err(ConfidentialError::OutputCount));
     }

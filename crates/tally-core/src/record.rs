@@ -134,8 +134,9 @@ pub struct Transfer {
     pub counter: u64,
     pub signatures: Vec<Signature>,
     /// The commitments, proofs and sealed opening of a confidential
-    /// transfer (SPEC §4.9); `None` for clear amounts.
-    pub confidential: Option<ConfidentialTransfer>,
+    /// transfer (SPEC §4.9); `None` for clear amounts. (Boxed: the range
+    /// proof is large, and records are moved on a device's stack.)
+    pub confidential: Option<alloc::boxed::Box<ConfidentialTransfer>>,
 }
 
 #[cfg(feature = "confidential")]
@@ -152,7 +153,7 @@ fn transfer_commitments(t: &Transfer) -> Option<&[crate::confidential::Commitmen
 }
 #[cfg(not(feature = "confidential"))]
 fn transfer_commitments(t: &Transfer) -> Option<&[core::convert::Infallible]> {
-    t.confidential.as_ref().map(|c| match *c {})
+    t.confidential.as_ref().map(|c| match **c {})
 }
 
 fn write_issue_body(w: &mut Writer, i: &Issue) {
@@ -336,7 +337,9 @@ impl Cbor for Transfer {
         let confidential = match commitments {
             None if n == 6 => None,
             #[cfg(feature = "confidential")]
-            Some(c) if n == 7 => Some(ConfidentialTransfer::read_proofs(r, c)?),
+            Some(c) if n == 7 => Some(alloc::boxed::Box::new(ConfidentialTransfer::read_proofs(
+                r, c,
+            )?)),
             _ => return Err(CodecError::Malformed),
         };
         Ok(Transfer {

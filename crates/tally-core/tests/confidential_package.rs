@@ -281,7 +281,13 @@ fn c3_an_output_committing_to_a_negative_amount_is_refused() {
     // x = r_in − r_pay − r_neg = 0: an excess signature for E = 0·H, made
     // with any balanced openings whose blindings cancel.
     let zero_a = Opening::from_parts(Amount(7), Scalar::ONE).unwrap();
-    let excess = ExcessSignature::sign(&ctx, &[zero_a.clone()], &[zero_a], &mut w.rng).unwrap();
+    let excess = ExcessSignature::sign(
+        &ctx,
+        std::slice::from_ref(&zero_a),
+        std::slice::from_ref(&zero_a),
+        &mut w.rng,
+    )
+    .unwrap();
     // The best proof the cheat has: one for (1001, 65535), another statement.
     let wrapped = Opening::from_parts(Amount(65535), r_neg).unwrap();
     let proof = RangeProof::prove(

@@ -117,10 +117,9 @@ fn confidential_split_and_merge() {
 
 #[test]
 fn a_clear_issue_is_refused_by_a_confidential_se() {
-    let mut scheme = scheme();
+    let scheme = scheme();
     let mut d = device(&scheme, "clear-issue", PHONE);
-    let keys =
-        tally_wallet::testkit::certify_fresh_keys(&mut d.link, &mut scheme, PHONE, 1).unwrap();
+    let keys = tally_wallet::testkit::certify_fresh_keys(&mut d.link, &scheme, PHONE, 1).unwrap();
     let clear = tally_core::Issue::sign(
         &scheme.dcp,
         99,
