@@ -387,3 +387,73 @@ fn two_equal_payments_have_different_commitments() {
     assert_eq!(c.len(), 2);
     assert_ne!(c[0], c[1]);
 }
+
+/// Forty payments of pseudo-random amounts among three devices of every
+/// kind: the total never changes, every token an SE holds keeps the
+/// opening of its commitment (value and blinding), and a payment an SE
+/// cannot make is refused without changing anything.
+#[test]
+fn confidential_random_payments_conserve_value() {
+    use tally_core::confidential::{Commitment, Opening};
+    let mut scheme = scheme();
+    let classes = [CARD, PHONE, IOT];
+    let mut devs: Vec<TestDevice> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| device(&scheme, &format!("rnd{i}"), c))
+        .collect();
+    for (i, c) in classes.iter().enumerate() {
+        load(&mut devs[i].link, &mut scheme, *c, 2_000 + 500 * i as u64).unwrap();
+    }
+    let total0: u64 = devs.iter_mut().map(|d| d.balance().unwrap().0).sum();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut made = 0;
+    for _ in 0..40 {
+        let a = (next() % 3) as usize;
+        let b = (a + 1 + (next() % 2) as usize) % 3;
+        let amount = 1 + next() % 900;
+        let (pa, pb) = if a < b {
+            let (l, r) = devs.split_at_mut(b);
+            (&mut l[a], &mut r[0])
+        } else {
+            let (l, r) = devs.split_at_mut(a);
+            (&mut r[0], &mut l[b])
+        };
+        let before = pa.applet().state().clone();
+        match pay_offline(&mut pa.link, &mut pb.link, Amount(amount)) {
+            Ok(_) => made += 1,
+            Err(e) => {
+                // Only a lack of funds (or of history budget) refuses.
+                assert!(
+                    e.is(&SeError::InsufficientFunds) || e.is(&SeError::NeedsRenewal),
+                    "{e:?}"
+                );
+                assert_eq!(pa.applet().state(), &before);
+            }
+        }
+        let total: u64 = devs.iter_mut().map(|d| d.balance().unwrap().0).sum();
+        assert_eq!(total, total0);
+    }
+    assert!(made >= 30, "only {made} payments went through");
+    // Every held token's opening opens the commitment it was paid as.
+    for d in &devs {
+        let st = d.applet().state();
+        for t in &st.tokens {
+            let b = t.blinding.expect("a confidential token keeps its blinding");
+            let o = Opening::from_bytes(t.value, &b).unwrap();
+            let rec = st
+                .records
+                .iter()
+                .find(|r| r.id == t.outpoint.record)
+                .expect("the token's record is stored");
+            let c: &Commitment = rec.record.commitment(t.outpoint.index as usize).unwrap();
+            assert!(o.opens(c));
+        }
+    }
+}
