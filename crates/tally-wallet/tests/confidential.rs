@@ -457,3 +457,45 @@ fn confidential_random_payments_conserve_value() {
         }
     }
 }
+
+/// Renewal/unload in confidential mode: the SE pays its whole balance to
+/// the DCP's redemption key; the DCP (holding that key) opens the amount,
+/// and every rule holds (the back office cannot book it yet: SPEC §4.9.4).
+#[test]
+fn confidential_redemption_opens_for_the_dcp() {
+    use tally_core::Request;
+    use tally_core::dcp::RedemptionOrder;
+    use tally_core::policy::device_class::DCP;
+    use tally_core::verify::{Expected, NoCache, verify_package_as_payee};
+    let mut scheme = scheme();
+    let mut d = device(&scheme, "redeemer", PHONE);
+    load(&mut d.link, &mut scheme, PHONE, 700).unwrap();
+    let nonce = [0x52; 16];
+    let request = Request::sign(
+        &scheme.dcp,
+        Amount(700),
+        nonce,
+        scheme.certify(scheme.dcp.public(), DCP, 0),
+        scheme.epoch,
+    );
+    let se_id = d.link.attestation_key().unwrap().id();
+    let order = RedemptionOrder::sign(&scheme.dcp, se_id, false, request);
+    let bytes = d.link.redeem(&order).expect("redeem");
+    assert_eq!(d.balance().unwrap(), Amount(0));
+    let pkg = Package::from_cbor(&bytes).unwrap();
+    assert!(pkg.transfer.confidential.is_some());
+    let v = verify_package_as_payee(
+        pkg,
+        &Expected {
+            payee: scheme.dcp.public(),
+            amount: Amount(700),
+            nonce,
+        },
+        &scheme.dcp,
+        &scheme.trust(),
+        scheme.params(1024),
+        &mut NoCache,
+    )
+    .expect("the DCP verifies and opens the redemption");
+    assert_eq!(v.payment().1.value, Amount(700));
+}
