@@ -27,6 +27,7 @@ pub fn transfer(
         nonce: [nonce; 16],
         counter: 1,
         signatures: Vec::new(),
+        confidential: None,
     };
     t.signatures = vec![owner.sign(&t.id().0)];
     t

@@ -90,6 +90,7 @@ mod tests {
                 owner: owner.public(),
             }],
             signature: owner.sign(b"not checked here"),
+            confidential: None,
         })
     }
 

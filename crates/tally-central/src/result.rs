@@ -197,6 +197,7 @@ mod tests {
                     owner: owner.public(),
                 }],
                 signature: owner.sign(b"not checked here"),
+                confidential: None,
             }],
             balance: 0,
             transfer: Some(Hash32([3; 32])),

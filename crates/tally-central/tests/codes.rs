@@ -59,6 +59,7 @@ fn double_spend() -> DoubleSpend {
         nonce: [0; 16],
         counter: 1,
         signatures: vec![],
+        confidential: None,
     };
     DoubleSpend {
         outpoint: OutPoint {
@@ -85,6 +86,7 @@ fn every_kind() -> Vec<BackofficeError> {
             expiry_epoch: 1,
             horizon: 2,
         }),
+        Settlement(SettlementError::ConfidentialUnopened(Hash32([3; 32]))),
         UnknownDevice,
         DeviceNotActive,
         BadDeviceSignature,

@@ -797,6 +797,7 @@ fn signed_transfer(
         nonce,
         counter: 1,
         signatures: Vec::new(),
+        confidential: None,
     };
     t.signatures = vec![owner.sign(&t.id().0)];
     t

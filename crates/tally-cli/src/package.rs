@@ -5,6 +5,7 @@ use std::path::Path;
 use tally_core::codec::Cbor;
 use tally_core::verify::{
     Expected, NoCache, TrustStore, VerifyError, VerifyParams, verify_package,
+    verify_package_for_settlement,
 };
 use tally_core::{Package, Record, Request};
 
@@ -28,16 +29,41 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
     for i in &p.transfer.inputs {
         s.push_str(&format!("  input  {}:{}\n", i.record, i.index));
     }
+    // A confidential package shows commitments, never amounts: only the
+    // payee's SE can open its own output (SPEC §4.9).
+    let commitments = p.transfer.confidential.as_ref().map(|c| &c.commitments);
     for (n, o) in p.transfer.outputs.iter().enumerate() {
+        let amount = match commitments.and_then(|c| c.get(n)) {
+            Some(c) => format!("commitment {}", hex::encode(c.as_bytes())),
+            None => o.value.to_string(),
+        };
         s.push_str(&format!(
-            "  output {n}: {} to {}\n",
-            o.value,
+            "  output {n}: {amount} to {}\n",
             hex::encode(o.owner.id().0)
+        ));
+    }
+    if let Some(c) = &p.transfer.confidential {
+        s.push_str(&format!(
+            "  confidential: range proof {} bits × {}, excess signature, {}\n",
+            c.range_proof.bits().bits(),
+            c.range_proof.outputs(),
+            if c.payee_opening.is_some() {
+                "opening sealed to the payee"
+            } else {
+                "no sealed opening"
+            }
         ));
     }
     s.push_str(&format!("ancestry: {} records\n", p.ancestry.len()));
     for r in &p.ancestry {
         match r {
+            Record::Issue(i) if i.confidential.is_some() => s.push_str(&format!(
+                "  issue    {} serial {} expiry epoch {} confidential, {} output(s)\n",
+                i.id(),
+                i.serial,
+                i.expiry_epoch,
+                i.outputs.len()
+            )),
             Record::Issue(i) => s.push_str(&format!(
                 "  issue    {} serial {} expiry epoch {} value {}\n",
                 i.id(),
@@ -114,6 +140,31 @@ pub fn verify(
         }
     };
     let epoch = epoch.unwrap_or(trust.revocations().epoch);
+    // A confidential payment opens only with the payee's key, which this
+    // command does not have: every other rule is checked (settlement's
+    // view: no V11, no expiry or revocation).
+    if pkg.transfer.confidential.is_some() {
+        return match verify_package_for_settlement(
+            pkg,
+            &trust,
+            VerifyParams {
+                epoch,
+                history_records_max: budget,
+                signature_batch_max: usize::MAX,
+            },
+            &mut NoCache,
+        ) {
+            Ok(v) => Ok(format!(
+                "valid (confidential: the amount opens only with the payee's key; \
+                 expiry and revocation not checked): transfer {}, {} ancestry records, \
+                 {} signatures checked",
+                v.transfer_id(),
+                v.ancestry_ids().len(),
+                v.signature_checks()
+            )),
+            Err(e) => Err(CliError::rule(e.code(), format!("invalid: {e}"))),
+        };
+    }
     match verify_package(
         pkg,
         &expected,
@@ -133,5 +184,44 @@ pub fn verify(
             v.signature_checks()
         )),
         Err(e) => Err(CliError::rule(e.code(), format!("invalid: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::confidential::fuzzing::PackageFixture;
+
+    /// `tally package inspect` on a confidential package prints
+    /// commitments; no amount of the package (payment 250, change 750,
+    /// Issue 1000) appears in any encoding.
+    #[test]
+    fn inspect_shows_commitments_not_amounts() {
+        let f = PackageFixture::new();
+        let path = std::env::temp_dir().join(format!(
+            "tally-inspect-confidential-{}.cbor",
+            std::process::id()
+        ));
+        std::fs::write(&path, f.package.to_cbor()).unwrap();
+        let out = inspect(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let c = f.package.transfer.confidential.as_ref().unwrap();
+        for cm in &c.commitments {
+            assert!(out.contains(&hex::encode(cm.as_bytes())), "{out}");
+        }
+        let words: Vec<&str> = out.split(|ch: char| !ch.is_ascii_alphanumeric()).collect();
+        for v in [250u64, 750, 1000] {
+            assert!(!words.contains(&v.to_string().as_str()), "{v} in:\n{out}");
+            let mut w = tally_core::codec::Writer::new();
+            w.u64(v);
+            for e in [hex::encode(w.into_bytes()), hex::encode(v.to_be_bytes())] {
+                assert!(!out.contains(&e), "{v} as {e} in:\n{out}");
+            }
+        }
+        // The payee opens its own: 250.
+        assert_eq!(
+            f.verify(f.package.clone()).unwrap().payment().1.value.0,
+            250
+        );
     }
 }

@@ -226,6 +226,8 @@ registry! {
         "a package spends a token that expired before the spent registry's pruning horizon (its entry may be gone): refused";
     SETTLEMENT_QUEUED_BODY_UNREADABLE = 32, Settlement, http [422], sw [], Used,
         "a queued settlement body does not open (HPKE) or decode: stored as the queue row's result by a settlement worker";
+    SETTLEMENT_CONFIDENTIAL_UNOPENED = 33, Settlement, http [422], sw [], Used,
+        "a confidential Issue or package (SPEC §4.9) without the openings of its amounts: refused, nothing booked (settlement books amounts from openings only)";
 
     DIRECTORY_BAD_ATTESTATION = 40, Directory, http [403], sw [], Used,
         "attestation signature does not verify";
@@ -343,6 +345,8 @@ registry! {
         "V4: an input names an output index the record does not have";
     VERIFY_EMPTY_RECORD = 402, Verify, http [422], sw [0x6982], Used,
         "V4: a record with no outputs, or a transfer with no inputs";
+    VERIFY_AMOUNT_FORM = 403, Verify, http [422], sw [0x6982], Used,
+        "V4 (C0): a record with clear amounts under a confidential policy or the reverse, or a transfer whose inputs are of another amount form than its outputs";
     VERIFY_UNKNOWN_ISSUER = 501, Verify, http [422], sw [0x6982], Used,
         "V5: an Issue signed by a key without the ISSUE role, or a certificate by a key without the CERTIFY role";
     VERIFY_CERTIFICATE_EXPIRED = 502, Verify, http [422], sw [0x6982], Used,
@@ -369,6 +373,12 @@ registry! {
         "V9: an output of value zero";
     VERIFY_AMOUNT_OVERFLOW = 903, Verify, http [422], sw [0x6982], Used,
         "V9: sums overflow u64";
+    VERIFY_RANGE_BITS_MISMATCH = 904, Verify, http [422], sw [0x6982], Used,
+        "V9 (C2): a confidential transfer's range proof has another bit-length than the policy's";
+    VERIFY_RANGE_PROOF_INVALID = 905, Verify, http [422], sw [0x6982], Used,
+        "V9 (C3): a range proof does not verify for the transfer's commitments and context (an output committing to a negative or out-of-range amount, or a proof from another transfer)";
+    VERIFY_EXCESS_INVALID = 906, Verify, http [422], sw [0x6982], Used,
+        "V9 (C4): a confidential transfer's excess signature does not verify (value created or destroyed, or the signature forged or from another transfer)";
     VERIFY_OUTPUT_SPENT_TWICE = 1001, Verify, http [422], sw [0x6982], Used,
         "V10: one output consumed twice inside the package";
     VERIFY_WRONG_PAYEE = 1101, Verify, http [422], sw [0x6982], Used,
@@ -377,6 +387,10 @@ registry! {
         "V11: the first output does not carry the requested amount";
     VERIFY_WRONG_NONCE = 1103, Verify, http [422], sw [0x6982], Used,
         "V11: the transfer answers another request";
+    VERIFY_OPENING_UNREADABLE = 1104, Verify, http [422], sw [0x6982], Used,
+        "V11 (C5): no opening sealed to the payee, or it does not open with the payee's key for output 0's commitment and this transfer";
+    VERIFY_WRONG_OPENING = 1105, Verify, http [422], sw [0x6982], Used,
+        "V11 (C6): the payee's opening does not open output 0's commitment";
     VERIFY_BAD_TRUST_SIGNATURE = 1201, Verify, http [422], sw [0x6982], Used,
         "V12: a policy, revocation list or DCP certificate not signed by the root";
 

@@ -292,6 +292,17 @@ impl Opening {
         }
         Ok(Opening { value, blinding })
     }
+    /// An opening from a value and a stored blinding (32 bytes, canonical,
+    /// non-zero): what an SE keeps with each token it holds.
+    pub fn from_bytes(value: Amount, blinding: &[u8; 32]) -> Result<Opening, ConfidentialError> {
+        let r = Option::<Scalar>::from(Scalar::from_canonical_bytes(*blinding))
+            .ok_or(ConfidentialError::WrongOpening)?;
+        Opening::from_parts(value, r)
+    }
+    /// The blinding's 32 bytes (for the holder's own sealed storage).
+    pub fn blinding_bytes(&self) -> [u8; 32] {
+        self.blinding.to_bytes()
+    }
     pub fn value(&self) -> Amount {
         self.value
     }
@@ -497,6 +508,8 @@ pub struct RangeProof {
     outputs: u8,
     proof: RistrettoRangeProof,
 }
+
+impl Eq for RangeProof {}
 
 impl fmt::Debug for RangeProof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1005,6 +1018,109 @@ pub mod fuzzing {
     use super::*;
     use crate::testkit::{self, TestEntropy};
 
+    /// A confidential one-hop package (SPEC §4.9) and what its payee
+    /// verifies it with.
+    pub struct PackageFixture {
+        pub trust: crate::verify::TrustStore,
+        pub payee: SecretKey,
+        pub expected: crate::verify::Expected,
+        pub params: crate::verify::VerifyParams,
+        pub package: crate::protocol::Package,
+        /// The Issue as loaded (with its sealed opening).
+        pub issue: crate::record::Issue,
+    }
+
+    impl PackageFixture {
+        pub fn new() -> PackageFixture {
+            use crate::confidential_record::{NewOutput, build_transfer};
+            use crate::record::{OutPoint, Record};
+            let mut rng = TestEntropy::new(b"confidential-package-fixture");
+            let mut scheme = testkit::Scheme::confidential(Suite::Ed25519);
+            let trust = scheme.trust();
+            let payer = testkit::key(Suite::Ed25519, b"fixture-payer");
+            let payee = testkit::key(Suite::Ed25519, b"payee");
+            let issue = scheme.issue(payer.public(), 1000);
+            let opening = issue
+                .open_output(0, &payer)
+                .unwrap_or_else(|e| panic!("fixture issue opening: {e}"));
+            let nonce = *b"fixture-nonce-01";
+            let gens = match trust.range_gens() {
+                Some(g) => g,
+                None => panic!("a confidential policy has generators"),
+            };
+            let p2 = payer.clone();
+            let key_for = move |k: &PublicKey| (*k == p2.public()).then(|| p2.clone());
+            let built = build_transfer(
+                gens,
+                &[(
+                    OutPoint {
+                        record: issue.id(),
+                        index: 0,
+                    },
+                    payer.public(),
+                    opening,
+                )],
+                &[
+                    NewOutput {
+                        owner: payee.public(),
+                        value: Amount(250),
+                    },
+                    NewOutput {
+                        owner: payer.public(),
+                        value: Amount(750),
+                    },
+                ],
+                nonce,
+                1,
+                &key_for,
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("fixture transfer: {e}"));
+            let package = crate::protocol::Package {
+                transfer: built.transfer,
+                ancestry: vec![Record::Issue(issue.clone()).for_ancestry()],
+                certificates: vec![scheme.certify(
+                    payer.public(),
+                    crate::policy::device_class::PHONE,
+                    0,
+                )],
+            };
+            PackageFixture {
+                params: scheme.params(32),
+                trust,
+                expected: crate::verify::Expected {
+                    payee: payee.public(),
+                    amount: Amount(250),
+                    nonce,
+                },
+                payee,
+                package,
+                issue,
+            }
+        }
+
+        /// The payee's verification of `pkg`.
+        pub fn verify(
+            &self,
+            pkg: crate::protocol::Package,
+        ) -> Result<crate::verify::VerifiedPackage, crate::verify::VerifyError> {
+            crate::verify::verify_package_as_payee(
+                pkg,
+                &self.expected,
+                &self.payee,
+                &self.trust,
+                self.params,
+                &mut crate::verify::NoCache,
+            )
+        }
+    }
+
+    impl Default for PackageFixture {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     /// One honest confidential transfer (1000 in; 250 to the payee, 750
     /// change) with every object the decoders and verifiers take.
     pub struct ConfidentialFixture {
@@ -1017,6 +1133,7 @@ pub mod fuzzing {
         pub excess: ExcessSignature,
         pub payee: SecretKey,
         pub sealed: SealedOpening,
+        pub package: PackageFixture,
     }
 
     impl ConfidentialFixture {
@@ -1061,6 +1178,7 @@ pub mod fuzzing {
                 excess,
                 payee,
                 sealed,
+                package: PackageFixture::new(),
             }
         }
 
@@ -1077,6 +1195,22 @@ pub mod fuzzing {
                 ("range_proof.bin", with(2, self.proof.to_cbor())),
                 ("excess.bin", with(3, self.excess.to_cbor())),
                 ("sealed_opening.bin", with(4, self.sealed.to_cbor())),
+                ("package.bin", with(5, self.package.package.to_cbor())),
+                (
+                    "record_transfer.bin",
+                    with(
+                        6,
+                        crate::record::Record::Transfer(self.package.package.transfer.clone())
+                            .to_cbor(),
+                    ),
+                ),
+                (
+                    "record_issue.bin",
+                    with(
+                        6,
+                        crate::record::Record::Issue(self.package.issue.clone()).to_cbor(),
+                    ),
+                ),
             ]
         }
     }
@@ -1103,7 +1237,7 @@ pub mod fuzzing {
         let Some((&selector, bytes)) = data.split_first() else {
             return;
         };
-        match selector % 5 {
+        match selector % 7 {
             0 => {
                 let _ = round_trip::<Commitment>(bytes);
             }
@@ -1127,6 +1261,30 @@ pub mod fuzzing {
                         !ok || s == f.excess,
                         "an excess signature not made here verifies"
                     );
+                }
+            }
+            5 => {
+                // A confidential package: decodes canonically, and if the
+                // payee accepts it, it is the fixture's payment (same
+                // transfer id, same amount credited).
+                if let Some(p) = round_trip::<crate::protocol::Package>(bytes)
+                    && let Ok(v) = f.package.verify(p)
+                {
+                    assert!(
+                        v.transfer_id() == f.package.package.transfer.id()
+                            && v.payment().1.value == Amount(250),
+                        "a package not made here pays the payee"
+                    );
+                }
+            }
+            6 => {
+                // Records of either form decode to one encoding; a
+                // confidential Issue's openings open only for its owner.
+                if let Some(crate::record::Record::Issue(i)) =
+                    round_trip::<crate::record::Record>(bytes)
+                    && let Ok(o) = i.open_output(0, &f.payee)
+                {
+                    assert!(o.opens(&o.commit()));
                 }
             }
             _ => {

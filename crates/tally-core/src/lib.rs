@@ -14,6 +14,8 @@ pub mod cert;
 pub mod codec;
 #[cfg(feature = "confidential")]
 pub mod confidential;
+#[cfg(feature = "confidential")]
+pub mod confidential_record;
 pub mod crypto;
 pub mod dcp;
 #[cfg(feature = "escrow")]

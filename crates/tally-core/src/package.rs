@@ -51,6 +51,7 @@ pub fn sign_transfer(
         nonce,
         counter,
         signatures: Vec::new(),
+        confidential: None,
     };
     let id = t.id();
     let mut sigs: Vec<Signature> = Vec::new();

@@ -15,6 +15,15 @@ pub const TRUSTED_DCPS_MAX: usize = 256;
 /// Most SE manufacturers a policy can trust for enrolment.
 pub const MANUFACTURERS_MAX: usize = 64;
 
+/// How amounts travel in records (the policy's `amount_mode`).
+pub mod amount_mode {
+    /// Clear amounts (form 0): the default.
+    pub const CLEAR: u8 = 0;
+    /// Pedersen commitments with range proofs and excess signatures (form
+    /// 1, SPEC §4.9): payees learn their own amount only.
+    pub const CONFIDENTIAL: u8 = 1;
+}
+
 /// Device classes (what the SE sits in).
 pub mod device_class {
     pub const CARD: u8 = 1;
@@ -109,7 +118,10 @@ impl Cbor for TierLimits {
 /// The DCP certificates are the trust list: the DCP keys that may issue,
 /// certify, redeem and grant syncs. The manufacturer keys are the SE
 /// makers whose attestation certificates enrolment accepts.
-/// Wire: `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], signature]`.
+/// Wire: `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], signature]`,
+/// or with confidential amounts
+/// `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], 1, signature]`
+/// (a clear policy has one encoding: without the mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub serial: u64,
@@ -118,6 +130,8 @@ pub struct Policy {
     pub tiers: Vec<TierLimits>,
     pub dcps: Vec<crate::cert::DcpCertificate>,
     pub manufacturers: Vec<PublicKey>,
+    /// [`amount_mode`]: clear (default) or confidential.
+    pub amount_mode: u8,
     pub signature: Signature,
 }
 
@@ -129,10 +143,20 @@ impl Policy {
         write_vec(w, &self.tiers);
         write_vec(w, &self.dcps);
         write_vec(w, &self.manufacturers);
+        if self.amount_mode != amount_mode::CLEAR {
+            w.u64(u64::from(self.amount_mode));
+        }
+    }
+    fn body_len(&self) -> usize {
+        if self.amount_mode == amount_mode::CLEAR {
+            6
+        } else {
+            7
+        }
     }
     pub fn signed_message(&self) -> Hash32 {
         let mut w = Writer::new();
-        w.array(6);
+        w.array(self.body_len());
         self.write_body(&mut w);
         tagged_hash(b"tally/v1/policy", &[&w.into_bytes()])
     }
@@ -179,10 +203,41 @@ impl Policy {
             tiers,
             dcps,
             manufacturers,
+            amount_mode: amount_mode::CLEAR,
             signature: Signature::new(root.public_key().suite(), [0; 64]),
         };
         p.signature = root.try_sign(&p.signed_message().0)?;
         Ok(p)
+    }
+    /// This policy with another amount mode, signed again by `root`.
+    pub fn try_resign_with_mode<S: Signer + ?Sized>(
+        mut self,
+        root: &S,
+        mode: u8,
+    ) -> Result<Policy, S::Error> {
+        self.amount_mode = mode;
+        self.signature = root.try_sign(&self.signed_message().0)?;
+        Ok(self)
+    }
+    /// [`Policy::try_resign_with_mode`] with a key in memory.
+    pub fn resign_with_mode(self, root: &SecretKey, mode: u8) -> Policy {
+        infallible(self.try_resign_with_mode(root, mode))
+    }
+    pub fn is_confidential(&self) -> bool {
+        self.amount_mode == amount_mode::CONFIDENTIAL
+    }
+    /// The bound the range proofs of a confidential policy must cover:
+    /// the largest holding limit of any device tier (an output is never
+    /// worth more than its holder may hold; the DCP's own redemption tier
+    /// is not a device and is left out). Range bits:
+    /// `RangeBits::for_bound(holding_bound())`.
+    pub fn holding_bound(&self) -> Amount {
+        self.tiers
+            .iter()
+            .filter(|t| t.device_class != device_class::DCP)
+            .map(|t| t.holding_max)
+            .max()
+            .unwrap_or(Amount::ZERO)
     }
     pub fn limits(&self, device_class: u8, tier: u8) -> Option<&TierLimits> {
         self.tiers
@@ -196,19 +251,38 @@ impl Policy {
 
 impl Cbor for Policy {
     fn write(&self, w: &mut Writer) {
-        w.array(7);
+        w.array(self.body_len() + 1);
         self.write_body(w);
         self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(7)?;
+        let n = r.array_max(8)?;
+        if n != 7 && n != 8 {
+            return Err(CodecError::Malformed);
+        }
         r.version(POLICY_VERSION)?;
+        let serial = r.u64()?;
+        let currency = String::from(r.text_max(8)?);
+        let tiers = read_vec(r, POLICY_TIERS_MAX)?;
+        let dcps = read_vec(r, TRUSTED_DCPS_MAX)?;
+        let manufacturers = read_vec(r, MANUFACTURERS_MAX)?;
+        let amount_mode = if n == 8 {
+            match r.u8()? {
+                amount_mode::CONFIDENTIAL => amount_mode::CONFIDENTIAL,
+                // Clear is written by leaving the field out.
+                amount_mode::CLEAR => return Err(CodecError::NonCanonical),
+                _ => return Err(CodecError::UnknownCode),
+            }
+        } else {
+            amount_mode::CLEAR
+        };
         Ok(Policy {
-            serial: r.u64()?,
-            currency: String::from(r.text_max(8)?),
-            tiers: read_vec(r, POLICY_TIERS_MAX)?,
-            dcps: read_vec(r, TRUSTED_DCPS_MAX)?,
-            manufacturers: read_vec(r, MANUFACTURERS_MAX)?,
+            serial,
+            currency,
+            tiers,
+            dcps,
+            manufacturers,
+            amount_mode,
             signature: Signature::read(r)?,
         })
     }

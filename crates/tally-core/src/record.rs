@@ -18,13 +18,48 @@ pub const RECORD_INPUTS_MAX: usize = 16;
 /// Bound on outputs of one record (payment + change; an Issue may split).
 pub const RECORD_OUTPUTS_MAX: usize = 8;
 
-/// Amount form codes. 0 = clear amount. The confidential mode adds form 1
-/// (a Pedersen commitment with range proof) here without changing any other
-/// field; decoders refuse forms they do not know.
+/// Amount form codes. 0 = clear amount; 1 = a Pedersen commitment (the
+/// confidential mode, SPEC §4.9: the record then carries its proofs, see
+/// [`ConfidentialTransfer`] and [`ConfidentialIssue`]). All outputs of one
+/// record have one form; decoders refuse forms they do not know (form 1
+/// without the `confidential` feature).
 pub const AMOUNT_FORM_CLEAR: u8 = 0;
+pub const AMOUNT_FORM_COMMITTED: u8 = 1;
+
+#[cfg(feature = "confidential")]
+pub use crate::confidential_record::{ConfidentialIssue, ConfidentialTransfer};
+#[cfg(feature = "confidential")]
+use crate::confidential_record::{read_outputs, write_outputs};
+
+/// Without the `confidential` feature no record can be confidential: the
+/// type has no values, so `Transfer::confidential` is always `None`.
+#[cfg(not(feature = "confidential"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfidentialTransfer {}
+/// See [`ConfidentialTransfer`].
+#[cfg(not(feature = "confidential"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfidentialIssue {}
+
+#[cfg(not(feature = "confidential"))]
+fn write_outputs(
+    w: &mut Writer,
+    outputs: &[Output],
+    _commitments: Option<&[core::convert::Infallible]>,
+) {
+    write_vec(w, outputs);
+}
+#[cfg(not(feature = "confidential"))]
+fn read_outputs(
+    r: &mut Reader<'_>,
+) -> Result<(Vec<Output>, Option<Vec<core::convert::Infallible>>), CodecError> {
+    Ok((read_vec(r, RECORD_OUTPUTS_MAX)?, None))
+}
 
 /// One output of a record: a token once the record exists.
-/// Wire: `[form, value, owner]`.
+/// Wire: `[0, value, owner]`, or in a confidential record `[1, commitment,
+/// owner]` with `value` zero in memory (the commitment is in the record's
+/// confidential part).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Output {
     pub value: Amount,
@@ -82,6 +117,8 @@ pub struct Issue {
     pub expiry_epoch: Epoch,
     pub outputs: Vec<Output>,
     pub signature: Signature,
+    /// The commitments (and sealed openings) of a confidential Issue.
+    pub confidential: Option<ConfidentialIssue>,
 }
 
 /// Payment record. Wire: `[1, [inputs], [outputs], nonce, counter, [signatures]]`.
@@ -96,6 +133,27 @@ pub struct Transfer {
     /// The payer SE's monotonic transaction counter.
     pub counter: u64,
     pub signatures: Vec<Signature>,
+    /// The commitments, proofs and sealed opening of a confidential
+    /// transfer (SPEC §4.9); `None` for clear amounts. (Boxed: the range
+    /// proof is large, and records are moved on a device's stack.)
+    pub confidential: Option<alloc::boxed::Box<ConfidentialTransfer>>,
+}
+
+#[cfg(feature = "confidential")]
+fn issue_commitments(i: &Issue) -> Option<&[crate::confidential::Commitment]> {
+    i.confidential.as_ref().map(|c| c.commitments.as_slice())
+}
+#[cfg(not(feature = "confidential"))]
+fn issue_commitments(i: &Issue) -> Option<&[core::convert::Infallible]> {
+    i.confidential.as_ref().map(|c| match *c {})
+}
+#[cfg(feature = "confidential")]
+fn transfer_commitments(t: &Transfer) -> Option<&[crate::confidential::Commitment]> {
+    t.confidential.as_ref().map(|c| c.commitments.as_slice())
+}
+#[cfg(not(feature = "confidential"))]
+fn transfer_commitments(t: &Transfer) -> Option<&[core::convert::Infallible]> {
+    t.confidential.as_ref().map(|c| match **c {})
 }
 
 fn write_issue_body(w: &mut Writer, i: &Issue) {
@@ -103,13 +161,22 @@ fn write_issue_body(w: &mut Writer, i: &Issue) {
     i.issuer.write(w);
     w.u64(i.serial);
     w.u64(u64::from(i.expiry_epoch));
-    write_vec(w, &i.outputs);
+    write_outputs(w, &i.outputs, issue_commitments(i));
 }
 
 fn write_transfer_body(w: &mut Writer, t: &Transfer) {
+    write_transfer_body_with(w, t, transfer_commitments(t));
+}
+
+fn write_transfer_body_with(
+    w: &mut Writer,
+    t: &Transfer,
+    #[cfg(feature = "confidential")] commitments: Option<&[crate::confidential::Commitment]>,
+    #[cfg(not(feature = "confidential"))] commitments: Option<&[core::convert::Infallible]>,
+) {
     w.u64(u64::from(RECORD_VERSION));
     write_vec(w, &t.inputs);
-    write_vec(w, &t.outputs);
+    write_outputs(w, &t.outputs, commitments);
     w.bytes(&t.nonce);
     w.u64(t.counter);
 }
@@ -147,6 +214,7 @@ impl Issue {
             expiry_epoch,
             outputs,
             signature: Signature::new(key.suite(), [0; 64]),
+            confidential: None,
         };
         i.signature = issuer.try_sign(&i.id().0)?;
         Ok(i)
@@ -155,19 +223,67 @@ impl Issue {
 
 impl Cbor for Issue {
     fn write(&self, w: &mut Writer) {
-        w.array(6);
+        #[cfg(feature = "confidential")]
+        let openings = self
+            .confidential
+            .as_ref()
+            .map(|c| c.openings.as_slice())
+            .filter(|o| !o.is_empty());
+        #[cfg(not(feature = "confidential"))]
+        let openings: Option<&[Issue]> = None;
+        w.array(if openings.is_some() { 7 } else { 6 });
         write_issue_body(w, self);
         self.signature.write(w);
+        #[cfg(feature = "confidential")]
+        if let Some(o) = openings {
+            write_vec(w, o);
+        }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(6)?;
+        let n = r.array_max(7)?;
+        if n != 6 && n != 7 {
+            return Err(CodecError::Malformed);
+        }
         r.version(RECORD_VERSION)?;
+        let issuer = Hash32::read(r)?;
+        let serial = r.u64()?;
+        let expiry_epoch = r.u32()?;
+        let (outputs, commitments) = read_outputs(r)?;
+        let signature = Signature::read(r)?;
+        #[cfg(feature = "confidential")]
+        let confidential = match commitments {
+            None if n == 6 => None,
+            None => return Err(CodecError::Malformed),
+            Some(commitments) => {
+                let openings = if n == 7 {
+                    let o: Vec<crate::confidential::SealedOpening> =
+                        read_vec(r, RECORD_OUTPUTS_MAX)?;
+                    // One per output, or the 6-element form.
+                    if o.len() != outputs.len() {
+                        return Err(CodecError::Malformed);
+                    }
+                    o
+                } else {
+                    Vec::new()
+                };
+                Some(ConfidentialIssue {
+                    commitments,
+                    openings,
+                })
+            }
+        };
+        #[cfg(not(feature = "confidential"))]
+        let confidential = match commitments {
+            None if n == 6 => None,
+            _ => return Err(CodecError::UnknownCode),
+        };
         Ok(Issue {
-            issuer: Hash32::read(r)?,
-            serial: r.u64()?,
-            expiry_epoch: r.u32()?,
-            outputs: read_vec(r, RECORD_OUTPUTS_MAX)?,
-            signature: Signature::read(r)?,
+            issuer,
+            serial,
+            expiry_epoch,
+            outputs,
+            signature,
+            confidential,
         })
     }
 }
@@ -182,23 +298,57 @@ impl Transfer {
     pub fn id(&self) -> Hash32 {
         tagged_hash(b"tally/v1/record", &[&self.body_bytes()])
     }
+    /// The body of `t` with `commitments` as its output amounts (the
+    /// payer's side, before the proofs exist).
+    #[cfg(feature = "confidential")]
+    pub fn body_bytes_with(
+        t: &Transfer,
+        commitments: Option<&[crate::confidential::Commitment]>,
+    ) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        w.array(5);
+        write_transfer_body_with(&mut w, t, commitments);
+        w.into_bytes()
+    }
 }
 
 impl Cbor for Transfer {
     fn write(&self, w: &mut Writer) {
-        w.array(6);
+        w.array(if self.confidential.is_some() { 7 } else { 6 });
         write_transfer_body(w, self);
         write_vec(w, &self.signatures);
+        #[cfg(feature = "confidential")]
+        if let Some(c) = &self.confidential {
+            c.write_proofs(w);
+        }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(6)?;
+        let n = r.array_max(7)?;
+        if n != 6 && n != 7 {
+            return Err(CodecError::Malformed);
+        }
         r.version(RECORD_VERSION)?;
+        let inputs = read_vec(r, RECORD_INPUTS_MAX)?;
+        let (outputs, commitments) = read_outputs(r)?;
+        let nonce = r.bytes_array()?;
+        let counter = r.u64()?;
+        let signatures = read_vec(r, RECORD_INPUTS_MAX)?;
+        // Committed outputs and the proofs element come together.
+        let confidential = match commitments {
+            None if n == 6 => None,
+            #[cfg(feature = "confidential")]
+            Some(c) if n == 7 => Some(alloc::boxed::Box::new(ConfidentialTransfer::read_proofs(
+                r, c,
+            )?)),
+            _ => return Err(CodecError::Malformed),
+        };
         Ok(Transfer {
-            inputs: read_vec(r, RECORD_INPUTS_MAX)?,
-            outputs: read_vec(r, RECORD_OUTPUTS_MAX)?,
-            nonce: r.bytes_array()?,
-            counter: r.u64()?,
-            signatures: read_vec(r, RECORD_INPUTS_MAX)?,
+            inputs,
+            outputs,
+            nonce,
+            counter,
+            signatures,
+            confidential,
         })
     }
 }
@@ -229,6 +379,31 @@ impl Record {
             Record::Issue(_) => &[],
             Record::Transfer(t) => &t.inputs,
         }
+    }
+    /// Whether the record's amounts are commitments.
+    pub fn is_confidential(&self) -> bool {
+        match self {
+            Record::Issue(i) => i.confidential.is_some(),
+            Record::Transfer(t) => t.confidential.is_some(),
+        }
+    }
+    /// The commitment of output `index` of a confidential record.
+    #[cfg(feature = "confidential")]
+    pub fn commitment(&self, index: usize) -> Option<&crate::confidential::Commitment> {
+        match self {
+            Record::Issue(i) => i.confidential.as_ref()?.commitments.get(index),
+            Record::Transfer(t) => t.confidential.as_ref()?.commitments.get(index),
+        }
+    }
+    /// The record as it travels in an ancestry (no sealed openings).
+    pub fn for_ancestry(self) -> Record {
+        #[cfg(feature = "confidential")]
+        return match self {
+            Record::Issue(i) => Record::Issue(i.without_openings()),
+            Record::Transfer(t) => Record::Transfer(t.without_opening()),
+        };
+        #[cfg(not(feature = "confidential"))]
+        self
     }
 }
 

@@ -140,15 +140,50 @@ impl Scheme {
         }
     }
 
+    /// A scheme whose policy makes amounts confidential (SPEC §4.9), with
+    /// device holding limits below 2^16 (16-bit range proofs).
+    pub fn confidential(suite: Suite) -> Scheme {
+        let tiers = Self::default_tiers()
+            .into_iter()
+            .map(|t| {
+                if t.device_class == device_class::DCP {
+                    t
+                } else {
+                    TierLimits {
+                        payment_max: Amount(60_000),
+                        holding_max: Amount(60_000),
+                        receiving_max: Amount(60_000),
+                        offline_spend_max: Amount(60_000),
+                        ..t
+                    }
+                }
+            })
+            .collect();
+        let mut s = Self::with_tiers(suite, tiers);
+        s.make_confidential();
+        s
+    }
+
+    /// Re-signs the policy with confidential amounts (same serial: the
+    /// scheme's first policy, or call before installing it).
+    pub fn make_confidential(&mut self) {
+        self.policy = self
+            .policy
+            .clone()
+            .resign_with_mode(&self.root, crate::policy::amount_mode::CONFIDENTIAL);
+    }
+
     /// Re-signs the policy with new tiers (serial + 1).
     pub fn set_tiers(&mut self, tiers: Vec<TierLimits>) {
+        let mode = self.policy.amount_mode;
         self.policy = Policy::sign(
             &self.root,
             self.policy.serial + 1,
             "XTS",
             tiers,
             self.policy.dcps.clone(),
-        );
+        )
+        .resign_with_mode(&self.root, mode);
     }
 
     /// Revokes key ids (new list, serial + 1).
@@ -172,8 +207,28 @@ impl Scheme {
     }
 
     /// A genesis record paying `value` to `owner`.
+    /// Under a confidential policy the Issue commits to `value` and
+    /// carries its opening sealed to `owner` (SPEC §4.9).
     pub fn issue(&mut self, owner: PublicKey, value: u64) -> Issue {
         self.serial += 1;
+        #[cfg(feature = "confidential")]
+        if self.policy.is_confidential() {
+            let mut rng = TestEntropy::new(&self.serial.to_be_bytes());
+            return match crate::confidential_record::sign_issue(
+                &self.dcp,
+                self.serial,
+                self.epoch + 20,
+                &[crate::confidential_record::NewOutput {
+                    owner,
+                    value: Amount(value),
+                }],
+                &mut rng,
+            ) {
+                Ok(Ok((issue, _))) => issue,
+                Ok(Err(e)) => panic!("testkit confidential issue: {e}"),
+                Err(e) => match e {},
+            };
+        }
         Issue::sign(
             &self.dcp,
             self.serial,

@@ -78,6 +78,24 @@ pub enum VerifyError {
     WrongNonce,
     /// V12: a policy, revocation list or DCP certificate not signed by the root.
     BadTrustSignature,
+    /// V4 (C0): a record whose amount form (clear or committed) is not the
+    /// policy's, or a transfer whose inputs are of another form than its
+    /// outputs.
+    AmountForm,
+    /// V9 (C2): a range proof of another bit-length than the policy's.
+    RangeBitsMismatch,
+    /// V9 (C3): a range proof that does not verify for the transfer's
+    /// commitments and context: an output committing to a negative or
+    /// out-of-range amount, or a proof made for another transfer.
+    RangeProofInvalid,
+    /// V9 (C4): an excess signature that does not verify: value created or
+    /// destroyed, or a signature forged or taken from another transfer.
+    ExcessInvalid,
+    /// V11 (C5): no opening sealed to the payee, or one that does not open
+    /// with the payee's key for output 0's commitment and this transfer.
+    OpeningUnreadable,
+    /// V11 (C6): the payee's opening does not open output 0's commitment.
+    WrongOpening,
 }
 
 impl VerifyError {
@@ -110,6 +128,12 @@ impl VerifyError {
             VerifyError::WrongAmount => codes::VERIFY_WRONG_AMOUNT,
             VerifyError::WrongNonce => codes::VERIFY_WRONG_NONCE,
             VerifyError::BadTrustSignature => codes::VERIFY_BAD_TRUST_SIGNATURE,
+            VerifyError::AmountForm => codes::VERIFY_AMOUNT_FORM,
+            VerifyError::RangeBitsMismatch => codes::VERIFY_RANGE_BITS_MISMATCH,
+            VerifyError::RangeProofInvalid => codes::VERIFY_RANGE_PROOF_INVALID,
+            VerifyError::ExcessInvalid => codes::VERIFY_EXCESS_INVALID,
+            VerifyError::OpeningUnreadable => codes::VERIFY_OPENING_UNREADABLE,
+            VerifyError::WrongOpening => codes::VERIFY_WRONG_OPENING,
         }
     }
     /// The rule number (V1…V12) in SPEC.md §5.
@@ -147,6 +171,22 @@ pub struct TrustStore {
     root: PublicKey,
     policy: Policy,
     revocations: RevocationList,
+    /// The range generators of a confidential policy (built once, when
+    /// the policy is installed: building them is the costliest step).
+    #[cfg(feature = "confidential")]
+    range_gens: Option<Gens>,
+}
+
+/// Shared range generators (cheap to clone with the trust store).
+#[cfg(feature = "confidential")]
+#[derive(Clone)]
+struct Gens(alloc::sync::Arc<crate::confidential::RangeGens>);
+
+#[cfg(feature = "confidential")]
+impl fmt::Debug for Gens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RangeGens({} bits)", self.0.bits().bits())
+    }
 }
 
 impl TrustStore {
@@ -171,28 +211,48 @@ impl TrustStore {
                 return Err(VerifyError::BadTrustSignature);
             }
         }
-        Ok(TrustStore {
-            root,
-            policy,
-            revocations,
-        })
+        Self::from_installed(root, policy, revocations)
+    }
+
+    #[cfg(feature = "confidential")]
+    fn range_gens_for(policy: &Policy) -> Result<Option<Gens>, VerifyError> {
+        if !policy.is_confidential() {
+            return Ok(None);
+        }
+        use crate::confidential::{RANGE_OUTPUTS_MAX, RangeBits, RangeGens};
+        let bits = RangeBits::for_bound(policy.holding_bound());
+        Ok(Some(Gens(alloc::sync::Arc::new(
+            RangeGens::new(bits, RANGE_OUTPUTS_MAX).map_err(|_| VerifyError::BadTrustSignature)?,
+        ))))
     }
     /// A trust store from objects that [`TrustStore::new`] accepted
-    /// before, without checking anything again: for a secure element
+    /// before, without checking any signature again: for a secure element
     /// rebuilding, at boot, the trust store it verified when it installed
     /// it and has kept since under its storage's integrity check (its
     /// journal; docs/decisions/0018-se-journal-log.md). Anything that was
-    /// not verified that way must go through [`TrustStore::new`].
+    /// not verified that way must go through [`TrustStore::new`]. (A
+    /// confidential policy's range generators are derived again: they
+    /// are public parameters, not checked objects.)
     pub fn from_installed(
         root: PublicKey,
         policy: Policy,
         revocations: RevocationList,
-    ) -> TrustStore {
-        TrustStore {
+    ) -> Result<TrustStore, VerifyError> {
+        #[cfg(feature = "confidential")]
+        let range_gens = Self::range_gens_for(&policy)?;
+        Ok(TrustStore {
             root,
             policy,
             revocations,
-        }
+            #[cfg(feature = "confidential")]
+            range_gens,
+        })
+    }
+    /// The range generators of a confidential policy (its bit-length:
+    /// `RangeBits::for_bound(policy.holding_bound())`, four outputs).
+    #[cfg(feature = "confidential")]
+    pub fn range_gens(&self) -> Option<&crate::confidential::RangeGens> {
+        self.range_gens.as_ref().map(|g| &*g.0)
     }
     fn check_dcp_cert(root: &PublicKey, c: &DcpCertificate) -> Result<(), VerifyError> {
         verify(root, &c.signed_message().0, &c.signature)
@@ -214,7 +274,7 @@ impl TrustStore {
             return Ok(false);
         }
         let t = TrustStore::new(self.root, p, self.revocations.clone())?;
-        self.policy = t.policy;
+        *self = t;
         Ok(true)
     }
     /// Replaces the revocation list if `l` is root-signed and newer.
@@ -372,6 +432,9 @@ pub struct VerifiedPackage {
     transfer_id: Hash32,
     ancestry_ids: Vec<Hash32>,
     signature_checks: usize,
+    /// The payee's opening of output 0 (confidential packages).
+    #[cfg(feature = "confidential")]
+    payee_opening: Option<crate::confidential::Opening>,
     _verified: Verified,
 }
 
@@ -389,15 +452,29 @@ impl VerifiedPackage {
     pub fn transfer_id(&self) -> Hash32 {
         self.transfer_id
     }
-    /// The token the payee received: output 0 of the transfer.
+    /// The token the payee received: output 0 of the transfer. In a
+    /// confidential package its value is the one of the payee's checked
+    /// opening.
     pub fn payment(&self) -> (OutPoint, Output) {
+        #[allow(unused_mut)]
+        let mut out = self.package.transfer.outputs[0];
+        #[cfg(feature = "confidential")]
+        if let Some(o) = &self.payee_opening {
+            out.value = o.value();
+        }
         (
             OutPoint {
                 record: self.transfer_id,
                 index: 0,
             },
-            self.package.transfer.outputs[0],
+            out,
         )
+    }
+    /// The payee's opening of its output (confidential packages), checked
+    /// against the commitment: the SE stores it with the token.
+    #[cfg(feature = "confidential")]
+    pub fn payee_opening(&self) -> Option<&crate::confidential::Opening> {
+        self.payee_opening.as_ref()
     }
     /// Ids of the ancestry records, in package order.
     pub fn ancestry_ids(&self) -> &[Hash32] {
@@ -441,10 +518,31 @@ pub fn verify_packages_for_settlement(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Vec<Result<VerifiedPackage, VerifyError>> {
-    let checked: Vec<Result<Checked, VerifyError>> = pkgs
+    #[allow(unused_mut)]
+    let mut checked: Vec<Result<Checked, VerifyError>> = pkgs
         .into_iter()
-        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache))
+        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache, true))
         .collect();
+    // C3: every range proof of the call in one batch (one multiscalar
+    // multiplication); if it fails, each package's proofs again on their
+    // own, so one bad proof refuses only its package.
+    #[cfg(feature = "confidential")]
+    {
+        let all: Vec<PendingRange> = checked
+            .iter()
+            .flatten()
+            .flat_map(|c| c.deferred_ranges.iter().cloned())
+            .collect();
+        if verify_ranges(trust, &all).is_err() {
+            for c in checked.iter_mut() {
+                if let Ok(ch) = c
+                    && let Err(e) = verify_ranges(trust, &ch.deferred_ranges)
+                {
+                    *c = Err(e);
+                }
+            }
+        }
+    }
     let joint_ok = {
         let all: Vec<SigCheck<'_>> = checked
             .iter()
@@ -485,7 +583,28 @@ pub fn verify_package(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
-    verify_inner(pkg, Mode::Payee(expected), trust, params, cache)
+    verify_inner(pkg, Mode::Payee(expected, None), trust, params, cache)
+}
+
+/// [`verify_package`] for a payee that can open a confidential payment:
+/// `payee_key` is the secret key of `expected.payee`, used only to open
+/// output 0's sealed opening (SPEC §5, C5–C6). On a clear package it is the
+/// same as [`verify_package`].
+pub fn verify_package_as_payee(
+    pkg: Package,
+    expected: &Expected,
+    payee_key: &crate::crypto::SecretKey,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+) -> Result<VerifiedPackage, VerifyError> {
+    verify_inner(
+        pkg,
+        Mode::Payee(expected, Some(payee_key)),
+        trust,
+        params,
+        cache,
+    )
 }
 
 /// What a pending signature check covers (for error attribution).
@@ -496,7 +615,8 @@ enum Pending {
 
 #[derive(Clone, Copy)]
 enum Mode<'a> {
-    Payee(&'a Expected),
+    /// What was asked for, and the key that opens a confidential payment.
+    Payee(&'a Expected, Option<&'a crate::crypto::SecretKey>),
     Settlement,
 }
 
@@ -510,7 +630,20 @@ struct Checked {
     /// Certificates whose signatures are among `checks` (cache them once
     /// those verified).
     new_cert_ids: Vec<Hash32>,
+    #[cfg(feature = "confidential")]
+    payee_opening: Option<crate::confidential::Opening>,
+    /// Range proofs left for the caller to batch (settlement's many
+    /// packages): proof, commitments, context.
+    #[cfg(feature = "confidential")]
+    deferred_ranges: Vec<PendingRange>,
 }
+
+#[cfg(feature = "confidential")]
+type PendingRange = (
+    crate::confidential::RangeProof,
+    Vec<crate::confidential::Commitment>,
+    Hash32,
+);
 
 impl Checked {
     fn sig_checks(&self) -> impl Iterator<Item = SigCheck<'_>> {
@@ -543,6 +676,8 @@ impl Checked {
             transfer_id: self.transfer_id,
             ancestry_ids: self.ancestry_ids,
             signature_checks: self.checks.len(),
+            #[cfg(feature = "confidential")]
+            payee_opening: self.payee_opening,
             _verified: Verified,
         }
     }
@@ -555,18 +690,21 @@ fn verify_inner(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
-    let checked = check_all_but_signatures(pkg, mode, trust, params, cache)?;
+    let checked = check_all_but_signatures(pkg, mode, trust, params, cache, false)?;
     checked.verify_signatures(params.signature_batch_max)?;
     Ok(checked.into_verified(cache))
 }
 
-/// Every rule except V8; cheap structural checks first.
+/// Every rule except V8; cheap structural checks first. With
+/// `defer_ranges`, the range proofs (C3) are left in the result for the
+/// caller to batch with other packages'.
 fn check_all_but_signatures(
     pkg: Package,
     mode: Mode<'_>,
     trust: &TrustStore,
     params: VerifyParams,
     cache: &dyn CertCache,
+    #[allow(unused_variables)] defer_ranges: bool,
 ) -> Result<Checked, VerifyError> {
     // V2: history budget.
     if pkg.ancestry.len() > params.history_records_max {
@@ -622,16 +760,28 @@ fn check_all_but_signatures(
         return Err(VerifyError::UnreachableRecord);
     }
 
+    // C0: one amount form. A payee takes only the policy's; settlement
+    // takes either, one form per transfer (checked with the inputs below).
+    if let Mode::Payee(..) = mode {
+        let want = trust.policy().is_confidential();
+        if pkg.transfer.confidential.is_some() != want
+            || pkg.ancestry.iter().any(|r| r.is_confidential() != want)
+        {
+            return Err(VerifyError::AmountForm);
+        }
+    }
     // V4, V9, V10 over every transfer (ancestry transfers and the final one).
-    let lookup = |op: &OutPoint| -> Result<Output, VerifyError> {
+    let lookup_record = |op: &OutPoint| -> Result<(&Record, Output), VerifyError> {
         let i = *index_of
             .get(&op.record)
             .ok_or(VerifyError::MissingAncestor)?;
-        pkg.ancestry[i]
+        let rec = &pkg.ancestry[i];
+        let out = rec
             .outputs()
             .get(op.index as usize)
             .copied()
-            .ok_or(VerifyError::UnknownOutput)
+            .ok_or(VerifyError::UnknownOutput)?;
+        Ok((rec, out))
     };
     let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
     let transfers = pkg
@@ -644,25 +794,46 @@ fn check_all_but_signatures(
         .chain(core::iter::once(&pkg.transfer));
     // Per transfer: its distinct signers (owner keys of its inputs).
     let mut signer_lists: Vec<Vec<PublicKey>> = Vec::new();
+    // Per confidential transfer: its input commitments (C3, C4 below).
+    #[cfg(feature = "confidential")]
+    let mut conf_checks: Vec<(
+        &crate::record::Transfer,
+        Vec<crate::confidential::Commitment>,
+    )> = Vec::new();
     for t in transfers.clone() {
         if t.inputs.is_empty() || t.outputs.is_empty() {
             return Err(VerifyError::EmptyRecord);
         }
         let mut owners = Vec::with_capacity(t.inputs.len());
         let mut in_sum = Amount::ZERO;
+        #[cfg(feature = "confidential")]
+        let mut in_commitments = Vec::new();
         for op in &t.inputs {
-            let out = lookup(op)?;
+            let (rec, out) = lookup_record(op)?;
             if !consumed.insert(*op) {
                 return Err(VerifyError::OutputSpentTwice);
+            }
+            if rec.is_confidential() != t.confidential.is_some() {
+                return Err(VerifyError::AmountForm);
+            }
+            #[cfg(feature = "confidential")]
+            if let Some(c) = rec.commitment(op.index as usize) {
+                in_commitments.push(*c);
             }
             in_sum = in_sum
                 .checked_add(out.value)
                 .ok_or(VerifyError::AmountOverflow)?;
             owners.push(out.owner);
         }
-        let out_sum = checked_outputs_sum(&t.outputs)?;
-        if in_sum != out_sum {
-            return Err(VerifyError::ValueNotConserved);
+        if t.confidential.is_none() {
+            let out_sum = checked_outputs_sum(&t.outputs)?;
+            if in_sum != out_sum {
+                return Err(VerifyError::ValueNotConserved);
+            }
+        }
+        #[cfg(feature = "confidential")]
+        if t.confidential.is_some() {
+            conf_checks.push((t, in_commitments));
         }
         let signers = distinct_signers(owners.into_iter());
         if signers.len() != t.signatures.len() {
@@ -678,12 +849,16 @@ fn check_all_but_signatures(
             if iss.outputs.is_empty() {
                 return Err(VerifyError::EmptyRecord);
             }
-            checked_outputs_sum(&iss.outputs)?;
+            // A confidential Issue's amounts are its trusted issuer's word
+            // (signed below); settlement checks them against the openings.
+            if iss.confidential.is_none() {
+                checked_outputs_sum(&iss.outputs)?;
+            }
             let dcp = match mode {
-                Mode::Payee(_) => trust.dcp_for(&iss.issuer, role::ISSUE, params.epoch)?,
+                Mode::Payee(..) => trust.dcp_for(&iss.issuer, role::ISSUE, params.epoch)?,
                 Mode::Settlement => trust.dcp_any_time(&iss.issuer, role::ISSUE)?,
             };
-            if matches!(mode, Mode::Payee(_)) && iss.expiry_epoch < params.epoch {
+            if matches!(mode, Mode::Payee(..)) && iss.expiry_epoch < params.epoch {
                 return Err(VerifyError::TokenExpired);
             }
             checks.push((dcp.key, *id, iss.signature, Pending::Record));
@@ -715,7 +890,7 @@ fn check_all_but_signatures(
             if !cert_used[ci] {
                 cert_used[ci] = true;
                 let issuer = match mode {
-                    Mode::Payee(_) => trust.check_pseudonym_cert(cert, params.epoch)?,
+                    Mode::Payee(..) => trust.check_pseudonym_cert(cert, params.epoch)?,
                     Mode::Settlement => {
                         check_key(&cert.key).map_err(|_| VerifyError::BadKey)?;
                         trust.dcp_any_time(&cert.issuer, role::CERTIFY)?.key
@@ -735,18 +910,33 @@ fn check_all_but_signatures(
     }
 
     // V11: the payment itself.
-    if let Mode::Payee(exp) = mode {
+    #[cfg(feature = "confidential")]
+    let mut payee_opening = None;
+    if let Mode::Payee(exp, _key) = mode {
         let first = pkg.transfer.outputs[0];
         if first.owner != exp.payee {
             return Err(VerifyError::WrongPayee);
         }
-        if first.value != exp.amount {
+        if pkg.transfer.confidential.is_none() && first.value != exp.amount {
             return Err(VerifyError::WrongAmount);
         }
         if pkg.transfer.nonce != exp.nonce {
             return Err(VerifyError::WrongNonce);
         }
+        // C5, C6: the payee's own opening first (what it is paid).
+        #[cfg(feature = "confidential")]
+        if let Some(c) = &pkg.transfer.confidential {
+            let opening = open_payment(c, &pkg.transfer, exp, _key)?;
+            if opening.value() != exp.amount {
+                return Err(VerifyError::WrongAmount);
+            }
+            payee_opening = Some(opening);
+        }
     }
+
+    // C2–C4: range proofs (one batch for the package) and excesses.
+    #[cfg(feature = "confidential")]
+    let deferred_ranges = check_confidential(&conf_checks, trust, defer_ranges)?;
 
     Ok(Checked {
         package: pkg,
@@ -754,6 +944,96 @@ fn check_all_but_signatures(
         ancestry_ids: ids,
         checks,
         new_cert_ids,
+        #[cfg(feature = "confidential")]
+        payee_opening,
+        #[cfg(feature = "confidential")]
+        deferred_ranges,
+    })
+}
+
+/// C5, C6: opens output 0's sealed opening with the payee's key and checks
+/// it against output 0's commitment.
+#[cfg(feature = "confidential")]
+fn open_payment(
+    c: &crate::record::ConfidentialTransfer,
+    t: &crate::record::Transfer,
+    exp: &Expected,
+    key: Option<&crate::crypto::SecretKey>,
+) -> Result<crate::confidential::Opening, VerifyError> {
+    use crate::confidential::ConfidentialError;
+    let sealed = c
+        .payee_opening
+        .as_ref()
+        .ok_or(VerifyError::OpeningUnreadable)?;
+    let key = key
+        .filter(|k| k.public() == exp.payee)
+        .ok_or(VerifyError::OpeningUnreadable)?;
+    let commitment = c.commitments.first().ok_or(VerifyError::EmptyRecord)?;
+    sealed
+        .open(key, &t.context(), commitment)
+        .map_err(|e| match e {
+            ConfidentialError::WrongOpening => VerifyError::WrongOpening,
+            _ => VerifyError::OpeningUnreadable,
+        })
+}
+
+/// C2–C4 over every confidential transfer of a package: the bit-length
+/// of each range proof (the policy's), each excess signature, then all
+/// range proofs in one batch — or, with `defer`, returned for a larger
+/// batch.
+#[cfg(feature = "confidential")]
+fn check_confidential(
+    transfers: &[(
+        &crate::record::Transfer,
+        Vec<crate::confidential::Commitment>,
+    )],
+    trust: &TrustStore,
+    defer: bool,
+) -> Result<Vec<PendingRange>, VerifyError> {
+    if transfers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let gens = trust.range_gens().ok_or(VerifyError::AmountForm)?;
+    let mut pending = Vec::with_capacity(transfers.len());
+    for (t, inputs) in transfers {
+        let Some(c) = &t.confidential else {
+            return Err(VerifyError::AmountForm);
+        };
+        if c.range_proof.bits() != gens.bits() {
+            return Err(VerifyError::RangeBitsMismatch);
+        }
+        let context = t.context();
+        c.excess
+            .verify(&context, inputs, &c.commitments)
+            .map_err(|_| VerifyError::ExcessInvalid)?;
+        pending.push((c.range_proof.clone(), c.commitments.clone(), context));
+    }
+    if defer {
+        return Ok(pending);
+    }
+    verify_ranges(trust, &pending)?;
+    Ok(Vec::new())
+}
+
+/// C3 for many range proofs in one batch (tari's batch verifier).
+#[cfg(feature = "confidential")]
+fn verify_ranges(trust: &TrustStore, pending: &[PendingRange]) -> Result<(), VerifyError> {
+    use crate::confidential::{ConfidentialError, RangeCheck, batch_verify};
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let gens = trust.range_gens().ok_or(VerifyError::AmountForm)?;
+    let checks: Vec<RangeCheck<'_>> = pending
+        .iter()
+        .map(|(proof, commitments, context)| RangeCheck {
+            proof,
+            commitments,
+            context,
+        })
+        .collect();
+    batch_verify(gens, &checks).map_err(|(_, e)| match e {
+        ConfidentialError::RangeBitsMismatch => VerifyError::RangeBitsMismatch,
+        _ => VerifyError::RangeProofInvalid,
     })
 }
 
@@ -815,6 +1095,12 @@ mod tests {
             WrongAmount,
             WrongNonce,
             BadTrustSignature,
+            AmountForm,
+            RangeBitsMismatch,
+            RangeProofInvalid,
+            ExcessInvalid,
+            OpeningUnreadable,
+            WrongOpening,
         ]
     }
 
@@ -880,6 +1166,7 @@ mod tests {
             nonce: [n; 16],
             counter: 1,
             signatures: Vec::new(),
+            confidential: None,
         };
         t.signatures = alloc::vec![k.sign(&t.id().0)];
         Package {

@@ -109,6 +109,7 @@ impl Book {
             nonce,
             counter,
             signatures: Vec::new(),
+            confidential: None,
         };
         self.sign(&mut t);
         t

@@ -70,6 +70,11 @@ pub enum SettlementError {
         expiry_epoch: i64,
         horizon: i64,
     },
+    /// A confidential Issue or package: its amounts are commitments, and
+    /// settlement books amounts only from their openings (which travel in
+    /// the sealed uploads, not yet wired): refused rather than booked as
+    /// zero.
+    ConfidentialUnopened(Hash32),
     Ledger(LedgerError),
 }
 
@@ -79,6 +84,7 @@ impl SettlementError {
         match self {
             SettlementError::UnknownIssue(_) => codes::SETTLEMENT_UNKNOWN_ISSUE,
             SettlementError::BeyondHorizon { .. } => codes::SETTLEMENT_BEYOND_HORIZON,
+            SettlementError::ConfidentialUnopened(_) => codes::SETTLEMENT_CONFIDENTIAL_UNOPENED,
             SettlementError::Ledger(e) => e.code(),
         }
     }
@@ -96,6 +102,10 @@ impl fmt::Display for SettlementError {
             } => write!(
                 f,
                 "a consumed token expired at epoch {expiry_epoch}, before the spent registry's horizon {horizon}"
+            ),
+            SettlementError::ConfidentialUnopened(id) => write!(
+                f,
+                "record {id} has confidential amounts and no openings: not booked"
             ),
             SettlementError::Ledger(e) => write!(f, "{e}"),
         }
@@ -127,6 +137,9 @@ impl Settlement {
     /// recovery), so settlement can later recognise it as a root.
     pub fn register_issue(tx: &mut dyn Tx, dcp: u32, issue: &Issue) -> Result<(), SettlementError> {
         let id = issue.id();
+        if issue.confidential.is_some() {
+            return Err(SettlementError::ConfidentialUnopened(id));
+        }
         if tx.issued(&id)?.is_some() {
             return Ok(());
         }
@@ -201,6 +214,26 @@ impl Settlement {
         let mut consumed = known.consumed;
 
         for (i, (p, _)) in batch.iter().enumerate() {
+            // Amounts are booked from clear values: a confidential record's
+            // are commitments (zero in memory), refused before writing.
+            let confidential = p
+                .package()
+                .ancestry
+                .iter()
+                .zip(p.ancestry_ids())
+                .find(|(rec, _)| rec.is_confidential())
+                .map(|(_, id)| *id)
+                .or_else(|| {
+                    p.package()
+                        .transfer
+                        .confidential
+                        .is_some()
+                        .then(|| p.transfer_id())
+                });
+            if let Some(id) = confidential {
+                results[i] = Some(Err(SettlementError::ConfidentialUnopened(id)));
+                continue;
+            }
             // Roots: every Issue must be registered (checked before writing).
             let unknown = p
                 .package()

@@ -37,6 +37,7 @@ fn transfer(input: OutPoint, to: &SecretKey, nonce: u8, owner: &SecretKey) -> Tr
         nonce: [nonce; 16],
         counter: 1,
         signatures: Vec::new(),
+        confidential: None,
     };
     t.signatures = vec![owner.sign(&t.id().0)];
     t

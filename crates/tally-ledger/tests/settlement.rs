@@ -609,6 +609,31 @@ fn unknown_issue_is_refused_with_code_30_and_changes_nothing(s: &Store) {
     audit(s);
 }
 
+/// Confidential amounts (SPEC §4.9) are booked only from their openings,
+/// which do not reach settlement yet: a confidential Issue or package is
+/// refused with code 33 and nothing is written (never booked as zero).
+fn confidential_records_are_refused_without_openings(s: &Store) {
+    let mut scheme = Scheme::confidential(Suite::Ed25519);
+    let mut a = device(&scheme, "conf-a", PHONE);
+    let mut b = device(&scheme, "conf-b", PHONE);
+    let issue = load(&mut a.link, &mut scheme, PHONE, 300);
+    assert!(issue.confidential.is_some());
+    let before = books(s);
+    let e = run(s, |tx| match Settlement::register_issue(tx, 1, &issue) {
+        Err(e) if e.is_conflict() => Err(e),
+        r => Ok(r),
+    })
+    .expect_err("a confidential Issue has no value to register");
+    assert_eq!(e, SettlementError::ConfidentialUnopened(issue.id()));
+    assert_eq!(e.code(), 33);
+    let pkg = pay(&mut a.link, &mut b.link, 100);
+    let v = verified_at(&scheme, &pkg, scheme.epoch);
+    let e = try_settle(s, &v, "conf-1").expect_err("confidential package");
+    assert_eq!(e.code(), 33);
+    assert_eq!(books(s), before, "a refused settlement wrote");
+    assert_eq!(count(s, "spent"), 0);
+}
+
 fn reused_settlement_key_for_another_loss_is_refused(s: &Store) {
     let mut scheme = Scheme::new(Suite::Ed25519);
     let (mut c, _) = cloned_payer(s, &mut scheme, 3);
@@ -779,6 +804,7 @@ on_both_backends!(
     double_spend_in_the_middle_of_an_ancestry_is_found,
     unknown_issue_is_refused_with_code_30_and_changes_nothing,
     reused_settlement_key_for_another_loss_is_refused,
+    confidential_records_are_refused_without_openings,
     consume_stranded_marks_an_output_once,
     expired_tokens_still_settle_but_a_payee_refuses_them,
     revoked_payer_key_still_settles_but_a_payee_refuses_it,

@@ -23,11 +23,11 @@ use tally_core::package::{needed_certificates, sign_transfer};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::selection::{Candidate, SelectError, select};
 use tally_core::verify::{
-    BoundedCertCache, CertCache, Expected, VerifyError, VerifyParams, verify_package,
+    BoundedCertCache, CertCache, Expected, VerifyError, VerifyParams, verify_package_as_payee,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PseudonymCertificate,
-    PublicKey, Receipt, Record, Request, RevocationList, Suite, SyncGrant, TrustStore,
+    PublicKey, Receipt, Record, Request, RevocationList, Suite, SyncGrant, Transfer, TrustStore,
 };
 
 use crate::seal::Sealing;
@@ -183,7 +183,9 @@ pub struct TokenInfo {
 pub struct Applet<S: Storage, E: Entropy> {
     journal: Journal<S>,
     sealing: Sealing,
-    entropy: E,
+    /// (In a cell: PAY draws the confidential proofs' randomness while
+    /// it reads the state.)
+    entropy: core::cell::RefCell<E>,
     state: State,
     /// (Boxed, like `checked_request`: the applet is moved by value through
     /// boot and dispatch, about nine copies deep on the Cortex-M4 stack.)
@@ -281,7 +283,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut a = Applet {
             journal,
             sealing,
-            entropy,
+            entropy: core::cell::RefCell::new(entropy),
             state,
             trust: None,
             cert_cache: BoundedCertCache::new(CERT_CACHE_MAX),
@@ -318,9 +320,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             &self.state.revocations,
         ) {
             // Verified when installed (install_policy, install_revocations).
-            (Some(p), Some(pol), Some(rev)) => Some(alloc::boxed::Box::new(
-                TrustStore::from_installed(p.root, pol.clone(), rev.clone()),
-            )),
+            (Some(p), Some(pol), Some(rev)) => {
+                TrustStore::from_installed(p.root, pol.clone(), rev.clone())
+                    .ok()
+                    .map(alloc::boxed::Box::new)
+            }
             _ => None,
         };
     }
@@ -336,7 +340,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let written = match self.append_delta(&next) {
             Err(StorageError::LogFull) | Err(StorageError::TooLarge) => {
                 let plain = next.to_cbor();
-                let sealed = self.sealing.seal(&plain, &mut self.entropy);
+                let sealed = self.sealing.seal(&plain, self.entropy.get_mut());
                 self.journal.commit(&sealed)
             }
             other => other,
@@ -364,7 +368,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             apply_delta(&mut check, &delta, sequence, index).expect("delta applies");
             assert!(check == *next, "the delta must rebuild the next state");
         }
-        let sealed = self.sealing.seal(&delta, &mut self.entropy);
+        let sealed = self.sealing.seal(&delta, self.entropy.get_mut());
         self.journal.append(&sealed)
     }
 
@@ -452,7 +456,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::AlreadyPersonalized);
         }
         let mut seed = [0u8; 32];
-        self.entropy.fill(&mut seed);
+        self.entropy.get_mut().fill(&mut seed);
         let mut next = self.state.clone();
         next.personal = Some(Personalization {
             attestation_seed: seed,
@@ -568,7 +572,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let k = SecretKey::generate(suite, &mut self.entropy);
+            let k = SecretKey::generate(suite, self.entropy.get_mut());
             let public = k.public();
             next.keys.push(OfflineKey {
                 seed: k.seed(),
@@ -671,20 +675,24 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 Some(k) => k.used = true,
                 None => return Err(SeError::NotForThisSe),
             }
-            if o.value.is_zero() {
+            // A confidential output's amount is its opening's, sealed to
+            // this SE's key and checked against the commitment.
+            let (value, blinding) = self.issued_amount(&issue, i, o)?;
+            if value.is_zero() {
                 return Err(SeError::Verify(VerifyError::ZeroValueOutput));
             }
             total = total
-                .checked_add(o.value)
+                .checked_add(value)
                 .ok_or(SeError::Verify(VerifyError::AmountOverflow))?;
             next.tokens.push(Token {
                 outpoint: OutPoint {
                     record: id,
                     index: i as u8,
                 },
-                value: o.value,
+                value,
                 owner: o.owner,
                 lineage: alloc::vec![id],
+                blinding,
             });
         }
         let balance = self
@@ -700,11 +708,45 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         next.records.push(StoredRecord {
             id,
-            record: Record::Issue(issue),
+            record: Record::Issue(issue).for_ancestry(),
         });
         self.commit(next)?;
         self.check_invariants();
         Ok(total)
+    }
+
+    /// The amount (and, confidential, the blinding) of output `i` of an
+    /// Issue to this SE. The Issue's form must be the policy's.
+    fn issued_amount(
+        &self,
+        issue: &Issue,
+        i: usize,
+        o: &Output,
+    ) -> Result<(Amount, Option<[u8; 32]>), SeError> {
+        let confidential = self.trust()?.policy().is_confidential();
+        if issue.confidential.is_some() != confidential {
+            return Err(SeError::Verify(VerifyError::AmountForm));
+        }
+        if !confidential {
+            return Ok((o.value, None));
+        }
+        #[cfg(feature = "confidential")]
+        {
+            use tally_core::confidential::ConfidentialError;
+            let sk = self.signing_key(&o.owner).ok_or(SeError::NotForThisSe)?;
+            let opening = issue.open_output(i, &sk).map_err(|e| {
+                SeError::Verify(match e {
+                    ConfidentialError::WrongOpening => VerifyError::WrongOpening,
+                    _ => VerifyError::OpeningUnreadable,
+                })
+            })?;
+            Ok((opening.value(), Some(opening.blinding_bytes())))
+        }
+        #[cfg(not(feature = "confidential"))]
+        {
+            let _ = i;
+            Err(SeError::Verify(VerifyError::AmountForm))
+        }
     }
 
     /// What makes an Issue creditable here: a trusted issuer's signature,
@@ -791,7 +833,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             _ => return Err(SeError::BadPin),
         }
         let mut salt = [0u8; 16];
-        self.entropy.fill(&mut salt);
+        self.entropy.get_mut().fill(&mut salt);
         let mut next = self.state.clone();
         next.pin = Some(Pin {
             salt,
@@ -1006,7 +1048,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         next.keys[idx].used = true;
         let cert = next.keys[idx].cert.clone().ok_or(SeError::NoCertifiedKey)?;
         let mut nonce = [0u8; 16];
-        self.entropy.fill(&mut nonce);
+        self.entropy.get_mut().fill(&mut nonce);
         next.open_requests.push(OpenRequest {
             nonce,
             amount,
@@ -1297,17 +1339,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             ancestry.push(st.record(id).cloned().ok_or(SeError::StateCorrupt)?);
         }
         let counter = st.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
-        let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
-        let key_for = |k: &PublicKey| self.signing_key(k);
-        let transfer = sign_transfer(
-            inputs.iter().map(|t| t.outpoint).collect(),
-            &owners,
-            outputs.clone(),
-            request.nonce,
-            counter,
-            &key_for,
-        )
-        .ok_or(SeError::StateCorrupt)?;
+        let (transfer, change_blinding) =
+            self.make_transfer(&inputs, &outputs, request.nonce, counter)?;
         let owner_of = |op: &OutPoint| {
             ancestry_ids
                 .iter()
@@ -1346,10 +1379,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 value: change,
                 owner: outputs[1].owner,
                 lineage,
+                blinding: change_blinding,
             });
             next.records.push(StoredRecord {
                 id: transfer_id,
-                record: Record::Transfer(transfer),
+                record: Record::Transfer(transfer).for_ancestry(),
             });
             // The change token's future packages need the certificates of
             // every signer in its ancestry, including ours.
@@ -1386,6 +1420,69 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             "payment must move exactly the amount"
         );
         Ok((next, bytes))
+    }
+
+    /// Signs the transfer spending `inputs` into `outputs` (payment, then
+    /// change): clear, or under a confidential policy with commitments,
+    /// the range proof, the excess signature and the payee's sealed
+    /// opening (SPEC §4.9). Returns the change's blinding to keep with the
+    /// change token.
+    fn make_transfer(
+        &self,
+        inputs: &[&Token],
+        outputs: &[Output],
+        nonce: [u8; 16],
+        counter: u64,
+    ) -> Result<(Transfer, Option<[u8; 32]>), SeError> {
+        let key_for = |k: &PublicKey| self.signing_key(k);
+        if !self.trust()?.policy().is_confidential() {
+            let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
+            let t = sign_transfer(
+                inputs.iter().map(|t| t.outpoint).collect(),
+                &owners,
+                outputs.to_vec(),
+                nonce,
+                counter,
+                &key_for,
+            )
+            .ok_or(SeError::StateCorrupt)?;
+            return Ok((t, None));
+        }
+        #[cfg(feature = "confidential")]
+        {
+            use tally_core::confidential::Opening;
+            use tally_core::confidential_record::{NewOutput, build_transfer};
+            let gens = self.trust()?.range_gens().ok_or(SeError::NoTrust)?;
+            let mut ins = Vec::with_capacity(inputs.len());
+            for t in inputs {
+                // Every token of a confidential SE has its opening.
+                let b = t.blinding.as_ref().ok_or(SeError::StateCorrupt)?;
+                let o = Opening::from_bytes(t.value, b).map_err(|_| SeError::StateCorrupt)?;
+                ins.push((t.outpoint, t.owner, o));
+            }
+            let outs: Vec<NewOutput> = outputs
+                .iter()
+                .map(|o| NewOutput {
+                    owner: o.owner,
+                    value: o.value,
+                })
+                .collect();
+            let mut rng = self.entropy.borrow_mut();
+            let built = build_transfer(gens, &ins, &outs, nonce, counter, &key_for, &mut *rng)
+                .map_err(|e| match e {
+                    // The payee's key cannot receive an opening (P-256).
+                    tally_core::confidential::ConfidentialError::UnsupportedKey => {
+                        SeError::BadRequestParams
+                    }
+                    // Balanced by construction, in range by the limits: a
+                    // refusal here means corrupt state.
+                    _ => SeError::StateCorrupt,
+                })?;
+            let change = built.openings.get(1).map(|o| o.blinding_bytes());
+            Ok((built.transfer, change))
+        }
+        #[cfg(not(feature = "confidential"))]
+        Err(SeError::Verify(VerifyError::AmountForm))
     }
 
     /// The secret key of one of this SE's offline keys. Seed and public key
@@ -1462,7 +1559,15 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             history_records_max: usize::from(limits.history_records_max),
             signature_batch_max: SIGNATURE_BATCH_MAX,
         };
-        let verified = verify_package(pkg, &expected, trust, params, &mut self.cert_cache)?;
+        // An SE built without confidential support could not spend what
+        // it received under a confidential policy: it refuses instead.
+        if cfg!(not(feature = "confidential")) && trust.policy().is_confidential() {
+            return Err(SeError::Verify(VerifyError::AmountForm));
+        }
+        // The payee's key opens a confidential payment (SPEC §5, C5–C6).
+        let sk = self.signing_key(&req.key).ok_or(SeError::StateCorrupt)?;
+        let verified =
+            verify_package_as_payee(pkg, &expected, &sk, trust, params, &mut self.cert_cache)?;
         self.store_verified(verified, ri, &limits)
     }
 
@@ -1489,6 +1594,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::Verify(VerifyError::OutputSpentTwice));
         }
         let (outpoint, output) = verified.payment();
+        #[cfg(feature = "confidential")]
+        let blinding = verified.payee_opening().map(|o| o.blinding_bytes());
+        #[cfg(not(feature = "confidential"))]
+        let blinding = None;
         let tid = verified.transfer_id();
         let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();
         lineage.push(tid);
@@ -1507,13 +1616,13 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             if next.record(&id).is_none() {
                 next.records.push(StoredRecord {
                     id,
-                    record: r.clone(),
+                    record: r.clone().for_ancestry(),
                 });
             }
         }
         next.records.push(StoredRecord {
             id: tid,
-            record: Record::Transfer(pkg.transfer),
+            record: Record::Transfer(pkg.transfer).for_ancestry(),
         });
         for c in pkg.certificates {
             if !next.certs.iter().any(|x| x.key == c.key) {
@@ -1530,6 +1639,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             value: output.value,
             owner: output.owner,
             lineage,
+            blinding,
         });
         let req = next.open_requests.remove(request_index);
         next.reports.push(Report {

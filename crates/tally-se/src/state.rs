@@ -104,6 +104,9 @@ pub struct Token {
     /// Ids of the records of its ancestry, topologically ordered, ending
     /// with the record that created it.
     pub lineage: Vec<Hash32>,
+    /// A confidential token's blinding (its opening is `value` and this):
+    /// the SE needs it to spend the token. `None` for clear amounts.
+    pub blinding: Option<[u8; 32]>,
 }
 
 /// How one of this SE's requests ended, kept for the payee's report at
@@ -326,21 +329,30 @@ impl Cbor for OfflineKey {
     }
 }
 
+/// `[outpoint, value, owner, [lineage]]`, or with a confidential token's
+/// blinding `[outpoint, value, owner, [lineage], blinding : bstr 32]`.
 impl Cbor for Token {
     fn write(&self, w: &mut Writer) {
-        w.array(4);
+        w.array(if self.blinding.is_some() { 5 } else { 4 });
         self.outpoint.write(w);
         w.u64(self.value.0);
         self.owner.write(w);
         write_vec(w, &self.lineage);
+        if let Some(b) = &self.blinding {
+            w.bytes(b);
+        }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(4)?;
+        let n = r.array_max(5)?;
+        if n != 4 && n != 5 {
+            return Err(CodecError::Malformed);
+        }
         Ok(Token {
             outpoint: OutPoint::read(r)?,
             value: Amount(r.u64()?),
             owner: PublicKey::read(r)?,
             lineage: read_vec(r, RECORDS_MAX)?,
+            blinding: if n == 5 { Some(r.bytes_array()?) } else { None },
         })
     }
 }
@@ -1009,6 +1021,7 @@ mod tests {
             value: Amount(value),
             owner: key(1),
             lineage: alloc::vec![Hash32([i; 32])],
+            blinding: None,
         }
     }
 

@@ -1,0 +1,385 @@
+//! Confidential records (issue 12, integration): how commitments, the
+//! range proof, the excess signature and sealed openings sit inside an
+//! `Issue` and a `Transfer` (SPEC §4.9), and the payer and issuer sides
+//! that build them.
+//!
+//! ```text
+//! Output (form 1)       = [1, commitment : bstr 32, owner]
+//! Transfer (conf.)      = [1, [inputs], [outputs form 1], nonce, counter, [signatures], proofs]
+//!   proofs              = [range_proof, excess]                     (in an ancestry)
+//!                       | [range_proof, excess, sealed_opening]     (the payee's output 0)
+//! Issue (conf.)         = [1, issuer, serial, expiry, [outputs form 1], signature]
+//!                       | [1, issuer, serial, expiry, [outputs form 1], signature, [sealed openings]]
+//! context               = H("tally/v1/confidential-context", record body)
+//! ```
+//!
+//! The record body (what the id hashes and the signatures sign) holds the
+//! commitments; the proofs, the excess signature and the sealed openings
+//! are witnesses outside the body, each bound to the body through the
+//! `context` (a proof or signature lifted from another record does not
+//! verify). An output of a confidential record has `value == 0` in memory:
+//! its amount is the commitment, known only to whoever holds the opening.
+
+use alloc::vec::Vec;
+
+use crate::amount::{Amount, Epoch};
+use crate::codec::{Cbor, CodecError, Reader, Writer};
+use crate::confidential::{
+    Commitment, ConfidentialError, ExcessSignature, Opening, RANGE_OUTPUTS_MAX, RangeGens,
+    RangeProof, SealedOpening,
+};
+use crate::crypto::{Entropy, Hash32, PublicKey, SecretKey, Signature, Signer, tagged_hash};
+use crate::record::{Issue, OutPoint, Output, RECORD_OUTPUTS_MAX, Transfer, distinct_signers};
+
+/// The context every proof of a confidential record is bound to: the
+/// record body (commitments included; proofs, sealed openings and
+/// signatures excluded) under its own tag.
+pub fn record_context(body: &[u8]) -> Hash32 {
+    tagged_hash(b"tally/v1/confidential-context", &[body])
+}
+
+/// The confidential part of a Transfer: one commitment per output (in the
+/// body), the aggregated range proof over them, the excess signature and,
+/// in the package that pays it, output 0's opening sealed to the payee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfidentialTransfer {
+    pub commitments: Vec<Commitment>,
+    pub range_proof: RangeProof,
+    pub excess: ExcessSignature,
+    /// Output 0's opening sealed to its owner. Only the final transfer of
+    /// a package needs it; a payer strips it from ancestry records.
+    pub payee_opening: Option<SealedOpening>,
+}
+
+impl ConfidentialTransfer {
+    /// The proofs element (everything but the commitments, which are in
+    /// the outputs): `[range_proof, excess]` or `[range_proof, excess,
+    /// sealed_opening]`.
+    pub(crate) fn write_proofs(&self, w: &mut Writer) {
+        w.array(if self.payee_opening.is_some() { 3 } else { 2 });
+        self.range_proof.write(w);
+        self.excess.write(w);
+        if let Some(s) = &self.payee_opening {
+            s.write(w);
+        }
+    }
+    pub(crate) fn read_proofs(
+        r: &mut Reader<'_>,
+        commitments: Vec<Commitment>,
+    ) -> Result<Self, CodecError> {
+        let n = r.array_max(3)?;
+        if n < 2 {
+            return Err(CodecError::Malformed);
+        }
+        let range_proof = RangeProof::read(r)?;
+        let excess = ExcessSignature::read(r)?;
+        let payee_opening = if n == 3 {
+            Some(SealedOpening::read(r)?)
+        } else {
+            None
+        };
+        Ok(ConfidentialTransfer {
+            commitments,
+            range_proof,
+            excess,
+            payee_opening,
+        })
+    }
+}
+
+/// The confidential part of an Issue: one commitment per output (in the
+/// body) and, as the DCP hands it to the loading SE, each output's opening
+/// sealed to its owner. The Issue is signed by a trusted issuer, which
+/// knows every amount (it debited the account): it needs no range proof
+/// and no excess. Stored and forwarded in ancestries without openings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfidentialIssue {
+    pub commitments: Vec<Commitment>,
+    /// Empty, or one per output, in order.
+    pub openings: Vec<SealedOpening>,
+}
+
+/// Writes a record's outputs: form 0 (clear value) or, with commitments,
+/// form 1 (the commitment in place of the value).
+pub(crate) fn write_outputs(
+    w: &mut Writer,
+    outputs: &[Output],
+    commitments: Option<&[Commitment]>,
+) {
+    w.array(outputs.len());
+    for (i, o) in outputs.iter().enumerate() {
+        w.array(3);
+        match commitments.and_then(|c| c.get(i)) {
+            Some(c) => {
+                w.u64(1);
+                c.write(w);
+            }
+            None => {
+                w.u64(0);
+                w.u64(o.value.0);
+            }
+        }
+        o.owner.write(w);
+    }
+}
+
+/// Reads a record's outputs: all of one form. Returns the commitments if
+/// the form is 1 (the outputs' values are then zero).
+pub(crate) fn read_outputs(
+    r: &mut Reader<'_>,
+) -> Result<(Vec<Output>, Option<Vec<Commitment>>), CodecError> {
+    let n = r.array_max(RECORD_OUTPUTS_MAX)?;
+    let mut outputs = Vec::with_capacity(n);
+    let mut commitments: Vec<Commitment> = Vec::new();
+    let mut form = None;
+    for _ in 0..n {
+        r.array(3)?;
+        let f = r.u8()?;
+        if *form.get_or_insert(f) != f {
+            // One record, one form: a mix would let one output's value
+            // hide among commitments (and has two encodings of intent).
+            return Err(CodecError::Malformed);
+        }
+        let value = match f {
+            0 => Amount(r.u64()?),
+            1 => {
+                commitments.push(Commitment::read(r)?);
+                Amount::ZERO
+            }
+            _ => return Err(CodecError::UnknownCode),
+        };
+        outputs.push(Output {
+            value,
+            owner: PublicKey::read(r)?,
+        });
+    }
+    if form == Some(1) {
+        if n > RANGE_OUTPUTS_MAX {
+            return Err(CodecError::TooLong);
+        }
+        Ok((outputs, Some(commitments)))
+    } else {
+        Ok((outputs, None))
+    }
+}
+
+/// What the payer's side knows of one output it creates.
+pub struct NewOutput {
+    pub owner: PublicKey,
+    pub value: Amount,
+}
+
+/// A confidential transfer and the openings of its outputs (the payer
+/// keeps the change's, settlement gets all of them in the sync upload).
+pub struct BuiltTransfer {
+    pub transfer: Transfer,
+    pub openings: Vec<Opening>,
+}
+
+/// Payer side: builds, proves and signs a confidential transfer spending
+/// `inputs` (with their owners and openings) into `outputs` (output 0 is
+/// the payee's; its opening is sealed to its owner). Refuses unless the
+/// values balance and every output fits the range (the money invariant is
+/// checked here, before anything is signed). `key_for` returns the secret
+/// key of an input owner.
+#[allow(clippy::too_many_arguments)]
+pub fn build_transfer(
+    gens: &RangeGens,
+    inputs: &[(OutPoint, PublicKey, Opening)],
+    outputs: &[NewOutput],
+    nonce: [u8; 16],
+    counter: u64,
+    key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
+    rng: &mut dyn Entropy,
+) -> Result<BuiltTransfer, ConfidentialError> {
+    if outputs.is_empty() || outputs.len() > RANGE_OUTPUTS_MAX || inputs.is_empty() {
+        return Err(ConfidentialError::OutputCount);
+    }
+    let in_sum = Amount::sum(inputs.iter().map(|(_, _, o)| o.value()));
+    let out_sum = Amount::sum(outputs.iter().map(|o| o.value));
+    if in_sum.is_none() || in_sum != out_sum {
+        return Err(ConfidentialError::Unbalanced);
+    }
+    let openings: Vec<Opening> = outputs
+        .iter()
+        .map(|o| Opening::random(o.value, rng))
+        .collect();
+    let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
+    let mut t = Transfer {
+        inputs: inputs.iter().map(|(op, _, _)| *op).collect(),
+        outputs: outputs
+            .iter()
+            .map(|o| Output {
+                value: Amount::ZERO,
+                owner: o.owner,
+            })
+            .collect(),
+        nonce,
+        counter,
+        signatures: Vec::new(),
+        confidential: None,
+    };
+    let context = record_context(&Transfer::body_bytes_with(&t, Some(&commitments)));
+    let range_proof = RangeProof::prove(gens, &context, &openings, rng)?;
+    let in_openings: Vec<Opening> = inputs.iter().map(|(_, _, o)| o.clone()).collect();
+    let excess = ExcessSignature::sign(&context, &in_openings, &openings, rng)?;
+    let payee_opening = Some(SealedOpening::seal(
+        &outputs[0].owner,
+        &context,
+        &commitments[0],
+        &openings[0],
+        rng,
+    )?);
+    t.confidential = Some(alloc::boxed::Box::new(ConfidentialTransfer {
+        commitments,
+        range_proof,
+        excess,
+        payee_opening,
+    }));
+    let id = t.id();
+    let owners: Vec<PublicKey> = inputs.iter().map(|(_, k, _)| *k).collect();
+    for k in distinct_signers(owners.into_iter()) {
+        let sk = key_for(&k).ok_or(ConfidentialError::UnsupportedKey)?;
+        t.signatures.push(sk.sign(&id.0));
+    }
+    Ok(BuiltTransfer {
+        transfer: t,
+        openings,
+    })
+}
+
+/// A confidential Issue with the openings of its outputs, or why it
+/// could not be made (the signer's own error is the outer one).
+pub type IssueResult = Result<(Issue, Vec<Opening>), ConfidentialError>;
+
+/// Issuer side: a confidential Issue of `outputs`, each output's opening
+/// sealed to its owner (the loading SE). Returns the Issue and the
+/// openings (the DCP keeps them for settlement). Every owner must be an
+/// Ed25519 key (sealed openings need one).
+pub fn sign_issue<S: Signer + ?Sized>(
+    issuer: &S,
+    serial: u64,
+    expiry_epoch: Epoch,
+    outputs: &[NewOutput],
+    rng: &mut dyn Entropy,
+) -> Result<IssueResult, S::Error> {
+    if outputs.is_empty() || outputs.len() > RANGE_OUTPUTS_MAX {
+        return Ok(Err(ConfidentialError::OutputCount));
+    }
+    let openings: Vec<Opening> = outputs
+        .iter()
+        .map(|o| Opening::random(o.value, rng))
+        .collect();
+    let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
+    let key = issuer.public_key();
+    let mut issue = Issue {
+        issuer: key.id(),
+        serial,
+        expiry_epoch,
+        outputs: outputs
+            .iter()
+            .map(|o| Output {
+                value: Amount::ZERO,
+                owner: o.owner,
+            })
+            .collect(),
+        signature: Signature::new(key.suite(), [0; 64]),
+        confidential: Some(ConfidentialIssue {
+            commitments: commitments.clone(),
+            openings: Vec::new(),
+        }),
+    };
+    let context = record_context(&issue.body_bytes());
+    let mut sealed = Vec::with_capacity(outputs.len());
+    for ((o, c), op) in outputs.iter().zip(&commitments).zip(&openings) {
+        match SealedOpening::seal(&o.owner, &context, c, op, rng) {
+            Ok(s) => sealed.push(s),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    issue.signature = issuer.try_sign(&issue.id().0)?;
+    if let Some(c) = issue.confidential.as_mut() {
+        c.openings = sealed;
+    }
+    Ok(Ok((issue, openings)))
+}
+
+impl Issue {
+    /// This Issue as it travels in an ancestry: without sealed openings.
+    pub fn without_openings(mut self) -> Issue {
+        if let Some(c) = self.confidential.as_mut() {
+            c.openings.clear();
+        }
+        self
+    }
+    /// The opening of output `index`, sealed to `owner`'s key, opened and
+    /// checked against its commitment (what a loading SE does).
+    pub fn open_output(
+        &self,
+        index: usize,
+        owner: &SecretKey,
+    ) -> Result<Opening, ConfidentialError> {
+        let c = self
+            .confidential
+            .as_ref()
+            .ok_or(ConfidentialError::OpeningUnreadable)?;
+        let (sealed, commitment) = c
+            .openings
+            .get(index)
+            .zip(c.commitments.get(index))
+            .ok_or(ConfidentialError::OpeningUnreadable)?;
+        sealed.open(owner, &record_context(&self.body_bytes()), commitment)
+    }
+}
+
+impl Transfer {
+    /// This transfer as it travels in an ancestry: without the payee's
+    /// sealed opening.
+    pub fn without_opening(mut self) -> Transfer {
+        if let Some(c) = self.confidential.as_mut() {
+            c.payee_opening = None;
+        }
+        self
+    }
+    /// The context of a confidential transfer's proofs.
+    pub fn context(&self) -> Hash32 {
+        record_context(&self.body_bytes())
+    }
+}
+
+/// Settlement's check of one confidential transfer against the openings a
+/// device uploaded (rule C7, SPEC §4.9.4): every opening opens its
+/// commitment (`WrongOpening`), and the opened values balance in u64
+/// (`Unbalanced`, overflow included). `inputs` are the consumed outputs'
+/// commitments with their openings. Returns the outputs' amounts, which
+/// settlement books. (The sealed uploads do not carry openings yet; this
+/// is the check they will feed.)
+pub fn check_transfer_openings(
+    t: &Transfer,
+    inputs: &[(Commitment, Opening)],
+    outputs: &[Opening],
+) -> Result<Vec<Amount>, ConfidentialError> {
+    let c = t
+        .confidential
+        .as_ref()
+        .ok_or(ConfidentialError::OutputCount)?;
+    if outputs.len() != c.commitments.len() || inputs.len() != t.inputs.len() {
+        return Err(ConfidentialError::OutputCount);
+    }
+    for (commitment, o) in inputs {
+        if !o.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+    }
+    for (commitment, o) in c.commitments.iter().zip(outputs) {
+        if !o.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+    }
+    let in_sum = Amount::sum(inputs.iter().map(|(_, o)| o.value()));
+    let out_sum = Amount::sum(outputs.iter().map(Opening::value));
+    match (in_sum, out_sum) {
+        (Some(a), Some(b)) if a == b => Ok(outputs.iter().map(Opening::value).collect()),
+        _ => Err(ConfidentialError::Unbalanced),
+    }
+}

@@ -1,0 +1,517 @@
+//! Offline payments in confidential mode (SPEC §4.9), SE to SE over the
+//! APDU transport: every device kind, split and merge, a five-device
+//! chain; the payee SE refuses each confidential rule's breach with its
+//! code and changes nothing; and what a payee SE stores reveals no amount
+//! but its own.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tally_core::codec::Cbor;
+use tally_core::confidential::{Opening, RangeBits, RangeGens, RangeProof, SealedOpening};
+use tally_core::policy::device_class::{CARD, IOT, PHONE};
+use tally_core::testkit::{Scheme, TestEntropy};
+use tally_core::{Amount, Package, Record, SecretKey, Suite, VerifyError};
+use tally_se::storage::MemStorage;
+use tally_se::{Applet, SeError, Sealing};
+use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, load};
+use tally_wallet::{PayeeSession, PayerSession, SeLink, WalletError, pay_offline};
+
+fn apdu_size(class: u8) -> usize {
+    if class == CARD { 255 } else { 4096 }
+}
+
+fn device(scheme: &Scheme, label: &str, class: u8) -> TestDevice {
+    TestDevice::new(scheme, label.as_bytes(), class, apdu_size(class)).expect("provision")
+}
+
+fn scheme() -> Scheme {
+    Scheme::confidential(Suite::Ed25519)
+}
+
+/// Sum of every device's balance: the money invariant across the run.
+fn total(devs: &mut [&mut TestDevice]) -> u64 {
+    devs.iter_mut().map(|d| d.balance().unwrap().0).sum()
+}
+
+/// [`pay_offline`], keeping the package that crossed (an acknowledged
+/// payment leaves the payer's log, decision 0018).
+fn pay_keeping_package(
+    payer: &mut dyn SeLink,
+    payee: &mut dyn SeLink,
+    amount: Amount,
+) -> Result<Vec<u8>, WalletError> {
+    let (payee_session, request) = PayeeSession::start(payee, amount)?;
+    let payer_session = PayerSession::start(payer, &request)?;
+    let package = payer_session.package().to_vec();
+    let received = payee_session
+        .on_package(payee, payer_session.package())
+        .map_err(|(_, e)| e)?;
+    payer_session
+        .on_receipt(payer, &received.receipt)
+        .map_err(|(_, e)| e)?;
+    Ok(package)
+}
+
+fn pay_between(payer_class: u8, payee_class: u8) {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, "payer", payer_class);
+    let mut payee = device(&scheme, "payee", payee_class);
+    load(&mut payer.link, &mut scheme, payer_class, 1_000).expect("load");
+    assert_eq!(payer.balance().unwrap(), Amount(1_000));
+    let bytes =
+        pay_keeping_package(&mut payer.link, &mut payee.link, Amount(250)).expect("payment");
+    assert_eq!(payer.balance().unwrap(), Amount(750));
+    assert_eq!(payee.balance().unwrap(), Amount(250));
+    assert_eq!(payer.link.status().unwrap().unacked, 0);
+    // The package is confidential: every output a commitment.
+    let pkg = Package::from_cbor(&bytes).unwrap();
+    assert!(pkg.transfer.confidential.is_some());
+    assert!(pkg.ancestry.iter().all(Record::is_confidential));
+    assert!(bytes.len() > 1_000);
+    // The change and the payment are spendable again.
+    pay_offline(&mut payee.link, &mut payer.link, Amount(100)).expect("pay back");
+    assert_eq!(total(&mut [&mut payer, &mut payee]), 1_000);
+}
+
+#[test]
+fn confidential_card_to_phone() {
+    pay_between(CARD, PHONE);
+}
+
+#[test]
+fn confidential_phone_to_card() {
+    pay_between(PHONE, CARD);
+}
+
+#[test]
+fn confidential_phone_to_phone() {
+    pay_between(PHONE, PHONE);
+}
+
+#[test]
+fn confidential_iot_to_iot() {
+    pay_between(IOT, IOT);
+}
+
+#[test]
+fn confidential_chain_across_five_devices() {
+    let mut scheme = scheme();
+    let classes = [CARD, PHONE, IOT, PHONE, CARD];
+    let mut devs: Vec<TestDevice> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| device(&scheme, &format!("cdev{i}"), c))
+        .collect();
+    load(&mut devs[0].link, &mut scheme, CARD, 10_000).unwrap();
+    let mut amount = 9_000u64;
+    for i in 0..devs.len() - 1 {
+        let (a, b) = devs.split_at_mut(i + 1);
+        pay_offline(&mut a[i].link, &mut b[0].link, Amount(amount)).expect("hop");
+        amount -= 1_000;
+    }
+    let balances: Vec<u64> = devs.iter_mut().map(|d| d.balance().unwrap().0).collect();
+    assert_eq!(balances, vec![1_000, 1_000, 1_000, 1_000, 6_000]);
+    assert_eq!(balances.iter().sum::<u64>(), 10_000);
+}
+
+#[test]
+fn confidential_split_and_merge() {
+    let mut scheme = scheme();
+    let mut a = device(&scheme, "a", PHONE);
+    let mut b = device(&scheme, "b", PHONE);
+    load(&mut a.link, &mut scheme, PHONE, 300).unwrap();
+    load(&mut a.link, &mut scheme, PHONE, 200).unwrap();
+    load(&mut a.link, &mut scheme, PHONE, 100).unwrap();
+    // 450 needs the 300 and the 200 merged (two input commitments in one
+    // excess), with change 50.
+    pay_offline(&mut a.link, &mut b.link, Amount(450)).unwrap();
+    assert_eq!(a.balance().unwrap(), Amount(150));
+    assert_eq!(b.balance().unwrap(), Amount(450));
+    assert_eq!(a.applet().tokens().len(), 2);
+    let mut c = device(&scheme, "c", PHONE);
+    pay_offline(&mut b.link, &mut c.link, Amount(450)).unwrap();
+    assert_eq!(c.balance().unwrap(), Amount(450));
+    assert_eq!(b.balance().unwrap(), Amount(0));
+    assert_eq!(total(&mut [&mut a, &mut b, &mut c]), 600);
+}
+
+#[test]
+fn a_clear_issue_is_refused_by_a_confidential_se() {
+    let scheme = scheme();
+    let mut d = device(&scheme, "clear-issue", PHONE);
+    let keys = tally_wallet::testkit::certify_fresh_keys(&mut d.link, &scheme, PHONE, 1).unwrap();
+    let clear = tally_core::Issue::sign(
+        &scheme.dcp,
+        99,
+        scheme.epoch + 20,
+        vec![tally_core::Output {
+            value: Amount(10),
+            owner: keys[0],
+        }],
+    );
+    let state = d.applet().state().clone();
+    let r = d.link.import_issue(&clear);
+    assert_eq!(
+        r.err(),
+        Some(WalletError::Refused {
+            code: SeError::Verify(VerifyError::AmountForm).code()
+        })
+    );
+    assert_eq!(d.applet().state(), &state);
+}
+
+// ------------------------------------------------ SE refusals, unchanged
+
+/// Reboots the device's SE from its storage and returns the storage
+/// bytes (how a test sees what the SE keeps).
+fn storage_image(d: &mut TestDevice) -> Vec<u8> {
+    static REBOOTS: AtomicU32 = AtomicU32::new(0);
+    let n = REBOOTS.fetch_add(1, Ordering::Relaxed);
+    let placeholder = Applet::boot(
+        MemStorage::new(TEST_STORAGE_BYTES),
+        Sealing::None,
+        TestEntropy::new(b"placeholder"),
+    )
+    .expect("blank boot");
+    let applet = std::mem::replace(&mut d.link.card.applet, placeholder);
+    let state = applet.state().clone();
+    let bytes = applet.into_storage().into_bytes();
+    d.link.card.applet = Applet::boot(
+        MemStorage::from_bytes(bytes.clone()),
+        Sealing::None,
+        TestEntropy::new(format!("conf-reboot-{n}").as_bytes()),
+    )
+    .expect("reboot");
+    assert_eq!(d.applet().state(), &state, "the state survives a reboot");
+    bytes
+}
+
+#[track_caller]
+fn assert_rejected(payee: &mut TestDevice, package: &[u8], e: VerifyError, what: &str) {
+    let code = SeError::Verify(e).code();
+    let state = payee.applet().state().clone();
+    let image = storage_image(payee);
+    let r = payee.link.receive(package);
+    assert_eq!(
+        r.as_ref().err(),
+        Some(&WalletError::Refused { code }),
+        "{what}: expected {e:?} ({code}), got {r:?}"
+    );
+    assert_eq!(payee.applet().state(), &state, "{what}: state changed");
+    assert_eq!(storage_image(payee), image, "{what}: storage changed");
+}
+
+struct Setup {
+    payer: TestDevice,
+    payee: TestDevice,
+    package: Vec<u8>,
+    /// A second payment of the same amount (another request, another
+    /// payee device): its proofs are the "other transfer".
+    other: Package,
+}
+
+fn setup() -> Setup {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, "payer", PHONE);
+    let mut payee = device(&scheme, "payee", PHONE);
+    let mut bystander = device(&scheme, "bystander", PHONE);
+    load(&mut payer.link, &mut scheme, PHONE, 1_000).unwrap();
+    let request = payee.link.create_request(Amount(100)).unwrap();
+    let package = payer.link.pay(&request).unwrap();
+    let req2 = bystander.link.create_request(Amount(100)).unwrap();
+    let other = Package::from_cbor(&payer.link.pay(&req2).unwrap()).unwrap();
+    Setup {
+        payer,
+        payee,
+        package,
+        other,
+    }
+}
+
+/// The payer's keys, read from its SE's state (a test can see it): a
+/// payer that builds a malicious transfer itself.
+fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
+    p.transfer.confidential.as_mut().unwrap()
+}
+
+fn resign(pkg: &mut Package, payer: &TestDevice) {
+    let st = payer.applet().state();
+    let owner = match &pkg.ancestry[0] {
+        Record::Issue(i) => i.outputs[0].owner,
+        _ => unreachable!(),
+    };
+    let k = st.key(&owner).expect("payer key");
+    let sk = SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
+    pkg.transfer.signatures = vec![sk.sign(&pkg.transfer.id().0)];
+}
+
+#[test]
+fn the_payee_se_refuses_each_confidential_breach_and_changes_nothing() {
+    let mut s = setup();
+    let good = Package::from_cbor(&s.package).unwrap();
+    let payee_key = good.transfer.outputs[0].owner;
+    let mut rng = TestEntropy::new(b"se-breaches");
+
+    // Forged excess: the other transfer's.
+    let mut p = good.clone();
+    conf(&mut p).excess = s.other.transfer.confidential.as_ref().unwrap().excess;
+    assert_rejected(
+        &mut s.payee,
+        &p.to_cbor(),
+        VerifyError::ExcessInvalid,
+        "excess",
+    );
+
+    // A range proof from another transfer.
+    let mut p = good.clone();
+    conf(&mut p).range_proof = s
+        .other
+        .transfer
+        .confidential
+        .as_ref()
+        .unwrap()
+        .range_proof
+        .clone();
+    assert_rejected(
+        &mut s.payee,
+        &p.to_cbor(),
+        VerifyError::RangeProofInvalid,
+        "lifted proof",
+    );
+
+    // Commitments swapped between the outputs, signed again.
+    let mut p = good.clone();
+    conf(&mut p).commitments.swap(0, 1);
+    resign(&mut p, &s.payer);
+    assert_rejected(
+        &mut s.payee,
+        &p.to_cbor(),
+        VerifyError::OpeningUnreadable,
+        "swapped commitments",
+    );
+
+    // A wrong opening sealed to the payee: 90 for the commitment to 100.
+    let mut p = good.clone();
+    let ctx = p.transfer.context();
+    let c0 = conf(&mut p).commitments[0];
+    let lie = Opening::random(Amount(90), &mut rng);
+    conf(&mut p).payee_opening =
+        Some(SealedOpening::seal_unchecked(&payee_key, &ctx, &c0, &lie, &mut rng).unwrap());
+    assert_rejected(
+        &mut s.payee,
+        &p.to_cbor(),
+        VerifyError::WrongOpening,
+        "wrong opening",
+    );
+
+    // A proof of other values (what a cheat committing to a negative or
+    // out-of-range change can attach at best): the range proof fails.
+    let mut p = good.clone();
+    let some = [
+        Opening::random(Amount(100), &mut rng),
+        Opening::random(Amount(1000), &mut rng),
+    ];
+    let gens = RangeGens::new(RangeBits::Bits16, 4).unwrap();
+    conf(&mut p).range_proof = RangeProof::prove(&gens, &ctx, &some, &mut rng).unwrap();
+    assert_rejected(
+        &mut s.payee,
+        &p.to_cbor(),
+        VerifyError::RangeProofInvalid,
+        "proof of other values",
+    );
+
+    // The genuine package is still accepted, once.
+    let receipt = s.payee.link.receive(&s.package).expect("genuine");
+    assert_eq!(s.payee.balance().unwrap(), Amount(100));
+    s.payer.link.ack(&receipt).unwrap();
+    let again = s
+        .payee
+        .link
+        .receive(&s.package)
+        .expect("replay: same receipt");
+    assert_eq!(again, receipt);
+    assert_eq!(s.payee.balance().unwrap(), Amount(100));
+}
+
+// ---------------------------------------------------------------- privacy
+
+fn encodings(v: u64) -> Vec<Vec<u8>> {
+    let mut cbor = tally_core::codec::Writer::new();
+    cbor.u64(v);
+    let mut e = vec![
+        v.to_be_bytes().to_vec(),
+        v.to_le_bytes().to_vec(),
+        (v as u32).to_be_bytes().to_vec(),
+        (v as u32).to_le_bytes().to_vec(),
+        format!("{v}").into_bytes(),
+        cbor.into_bytes(),
+    ];
+    e.retain(|x| x.len() >= 3);
+    e
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Amounts chosen to collide with no limit, epoch or counter of the test
+/// scheme: the payer loads 4 321 and pays 1 234, keeping 3 087.
+#[test]
+fn a_payee_se_stores_no_amount_but_its_own() {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, "priv-payer", PHONE);
+    let mut payee = device(&scheme, "priv-payee", CARD);
+    load(&mut payer.link, &mut scheme, PHONE, 4_321).unwrap();
+    pay_offline(&mut payer.link, &mut payee.link, Amount(1_234)).unwrap();
+    let state = payee.applet().state().to_cbor();
+    let image = storage_image(&mut payee);
+    for v in [4_321u64, 3_087] {
+        for e in encodings(v) {
+            assert!(
+                !contains(&state, &e),
+                "{v} in the payee's state as {e:02x?}"
+            );
+            assert!(
+                !contains(&image, &e),
+                "{v} in the payee's storage as {e:02x?}"
+            );
+        }
+    }
+    // Its own amount it does know (the token's value).
+    assert!(encodings(1_234).iter().any(|e| contains(&state, e)));
+    // Clear mode, for contrast: the same payment shows the change.
+    let mut clear = Scheme::new(Suite::Ed25519);
+    let mut cp = device(&clear, "clear-payer", PHONE);
+    let mut ce = device(&clear, "clear-payee", CARD);
+    load(&mut cp.link, &mut clear, PHONE, 4_321).unwrap();
+    pay_offline(&mut cp.link, &mut ce.link, Amount(1_234)).unwrap();
+    let clear_state = ce.applet().state().to_cbor();
+    assert!(encodings(3_087).iter().any(|e| contains(&clear_state, e)));
+}
+
+#[test]
+fn two_equal_payments_have_different_commitments() {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, "eq-payer", PHONE);
+    let mut payee = device(&scheme, "eq-payee", PHONE);
+    load(&mut payer.link, &mut scheme, PHONE, 1_000).unwrap();
+    let c: Vec<_> = (0..2)
+        .map(|_| pay_keeping_package(&mut payer.link, &mut payee.link, Amount(100)).unwrap())
+        .map(|b| Package::from_cbor(&b).unwrap())
+        .map(|p| p.transfer.confidential.unwrap().commitments[0])
+        .collect();
+    assert_eq!(c.len(), 2);
+    assert_ne!(c[0], c[1]);
+}
+
+/// Forty payments of pseudo-random amounts among three devices of every
+/// kind: the total never changes, every token an SE holds keeps the
+/// opening of its commitment (value and blinding), and a payment an SE
+/// cannot make is refused without changing anything.
+#[test]
+fn confidential_random_payments_conserve_value() {
+    use tally_core::confidential::{Commitment, Opening};
+    let mut scheme = scheme();
+    let classes = [CARD, PHONE, IOT];
+    let mut devs: Vec<TestDevice> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| device(&scheme, &format!("rnd{i}"), c))
+        .collect();
+    for (i, c) in classes.iter().enumerate() {
+        load(&mut devs[i].link, &mut scheme, *c, 2_000 + 500 * i as u64).unwrap();
+    }
+    let total0: u64 = devs.iter_mut().map(|d| d.balance().unwrap().0).sum();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut made = 0;
+    for _ in 0..40 {
+        let a = (next() % 3) as usize;
+        let b = (a + 1 + (next() % 2) as usize) % 3;
+        let amount = 1 + next() % 900;
+        let (pa, pb) = if a < b {
+            let (l, r) = devs.split_at_mut(b);
+            (&mut l[a], &mut r[0])
+        } else {
+            let (l, r) = devs.split_at_mut(a);
+            (&mut r[0], &mut l[b])
+        };
+        let before = pa.applet().state().clone();
+        match pay_offline(&mut pa.link, &mut pb.link, Amount(amount)) {
+            Ok(_) => made += 1,
+            Err(e) => {
+                // Only a lack of funds (or of history budget) refuses.
+                assert!(
+                    e.is(&SeError::InsufficientFunds) || e.is(&SeError::NeedsRenewal),
+                    "{e:?}"
+                );
+                assert_eq!(pa.applet().state(), &before);
+            }
+        }
+        let total: u64 = devs.iter_mut().map(|d| d.balance().unwrap().0).sum();
+        assert_eq!(total, total0);
+    }
+    assert!(made >= 30, "only {made} payments went through");
+    // Every held token's opening opens the commitment it was paid as.
+    for d in &devs {
+        let st = d.applet().state();
+        for t in &st.tokens {
+            let b = t.blinding.expect("a confidential token keeps its blinding");
+            let o = Opening::from_bytes(t.value, &b).unwrap();
+            let rec = st
+                .records
+                .iter()
+                .find(|r| r.id == t.outpoint.record)
+                .expect("the token's record is stored");
+            let c: &Commitment = rec.record.commitment(t.outpoint.index as usize).unwrap();
+            assert!(o.opens(c));
+        }
+    }
+}
+
+/// Renewal/unload in confidential mode: the SE pays its whole balance to
+/// the DCP's redemption key; the DCP (holding that key) opens the amount,
+/// and every rule holds (the back office cannot book it yet: SPEC §4.9.4).
+#[test]
+fn confidential_redemption_opens_for_the_dcp() {
+    use tally_core::Request;
+    use tally_core::dcp::RedemptionOrder;
+    use tally_core::policy::device_class::DCP;
+    use tally_core::verify::{Expected, NoCache, verify_package_as_payee};
+    let mut scheme = scheme();
+    let mut d = device(&scheme, "redeemer", PHONE);
+    load(&mut d.link, &mut scheme, PHONE, 700).unwrap();
+    let nonce = [0x52; 16];
+    let request = Request::sign(
+        &scheme.dcp,
+        Amount(700),
+        nonce,
+        scheme.certify(scheme.dcp.public(), DCP, 0),
+        scheme.epoch,
+    );
+    let se_id = d.link.attestation_key().unwrap().id();
+    let order = RedemptionOrder::sign(&scheme.dcp, se_id, false, request);
+    let bytes = d.link.redeem(&order).expect("redeem");
+    assert_eq!(d.balance().unwrap(), Amount(0));
+    let pkg = Package::from_cbor(&bytes).unwrap();
+    assert!(pkg.transfer.confidential.is_some());
+    let v = verify_package_as_payee(
+        pkg,
+        &Expected {
+            payee: scheme.dcp.public(),
+            amount: Amount(700),
+            nonce,
+        },
+        &scheme.dcp,
+        &scheme.trust(),
+        scheme.params(1024),
+        &mut NoCache,
+    )
+    .expect("the DCP verifies and opens the redemption");
+    assert_eq!(v.payment().1.value, Amount(700));
+}
