@@ -103,26 +103,28 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
     let opening = OpeningKey::from_seed(&tagged_hash(b"tally/v1/bench-opening", &[]).0);
     let sealing = SealingKey::sign(&scheme.root, opening.public());
     let mut entropy = TestEntropy::new(b"central-processes");
-    let (mut first, mut second, mut third) = (Vec::new(), Vec::new(), Vec::new());
-    for n in 0..TOKENS {
-        let k0 = key(Suite::Ed25519, format!("central/{n}/0").as_bytes());
+    let (mut first, mut second, mut third, mut fourth) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // An Issue of one output of VALUE owned by `owner`, registered and
+    // loaded as a Load request would.
+    let loaded = |serial: u64, owner: &tally_core::SecretKey| {
         let issue = Issue::sign(
             &scheme.dcp,
-            n as u64 + 1,
+            serial,
             50,
             vec![Output {
                 value: Amount(VALUE),
-                owner: k0.public(),
+                owner: owner.public(),
             }],
         );
         store
             .transact(|tx| {
                 Settlement::register_issue(tx, 1, &issue)?;
-                Ledger::mint(tx, &format!("mint:{n}"), "dcp:1", VALUE)?;
+                Ledger::mint(tx, &format!("mint:{serial}"), "dcp:1", VALUE)?;
                 Ledger::transfer(
                     tx,
                     &TransferRequest {
-                        idem: format!("load:{n}"),
+                        idem: format!("load:{serial}"),
                         debit: "dcp:1".into(),
                         credit: ledger::OFFLINE_FLOAT.into(),
                         amount: VALUE,
@@ -132,6 +134,11 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
                 Ok::<_, SettlementError>(())
             })
             .unwrap_or_else(|e| panic!("load: {e}"));
+        issue
+    };
+    for n in 0..TOKENS {
+        let k0 = key(Suite::Ed25519, format!("central/{n}/0").as_bytes());
+        let issue = loaded(n as u64 + 1, &k0);
         let mut sync = |label: &str, p: &Package| {
             let upload = SyncUpload {
                 packages: vec![p.to_cbor()],
@@ -184,6 +191,13 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
         let two = spend(&scheme, "central", n, &issue, &k0, 1, VALUE);
         second.push(sync("two", &two));
         third.push(sync("again", &two));
+        // A token settled for the first time by two copies of one request
+        // at once (a DCP's retry racing its original).
+        let fresh = loaded(20_000 + n as u64, &k0);
+        fourth.push(sync(
+            "twice",
+            &spend(&scheme, "twice", n, &fresh, &k0, 0, VALUE),
+        ));
     }
     // Part 0 of 2 sends the one-hop spends, part 1 the two-hop spends,
     // token by token from the same instant; then the repeats.
@@ -191,6 +205,11 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
     requests.extend(second);
     let lines = central_processes(dir, db_args, &requests, 2);
     let again = central_processes(dir, db_args, &third, 1);
+    // Each request twice, the copies in different request threads of one
+    // process: in one group, or the second after the first's commit.
+    let mut twice = fourth.clone();
+    twice.extend(fourth);
+    let twice = central_processes(dir, db_args, &twice, 1);
     let sum = |lines: &[String], key: &str| lines.iter().map(|l| field(l, key)).sum::<i64>();
     let forged = (TOKENS / FORGED_EVERY) as i64;
     assert_eq!(sum(&lines, "requests"), 2 * TOKENS as i64 + forged);
@@ -202,6 +221,10 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
     // process settled it second; the repeats are replays, not new ones.
     assert_eq!(sum(&lines, "double_spends"), TOKENS as i64);
     assert_eq!(sum(&again, "double_spends"), 0);
+    // Both copies answered with the one settlement (same result twice).
+    assert_eq!(sum(&twice, "failed"), 0);
+    assert_eq!(sum(&twice, "settled"), 2 * TOKENS as i64);
+    assert_eq!(sum(&twice, "double_spends"), 0);
     let (spent, doubles, loss, covers) = store
         .transact(|tx| {
             Ok::<_, SettlementError>((
@@ -217,7 +240,7 @@ fn race(store: &Store, dir: &std::path::Path, db_args: &[String]) {
             ))
         })
         .unwrap_or_else(|e| panic!("checks: {e}"));
-    assert_eq!(spent, 2 * TOKENS as i64, "every token registered once");
+    assert_eq!(spent, 3 * TOKENS as i64, "every token registered once");
     assert_eq!(doubles, TOKENS as i64, "one double spend per token");
     assert_eq!(
         loss,
