@@ -678,22 +678,20 @@ impl CentralBank {
     /// Trusts an SE manufacturer's key for enrolment (the policy is
     /// re-signed with it). Idempotent.
     pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
-        let r = (|| {
-            check_key(&key).map_err(|_| BackofficeError::BadKey)?;
-            self.store.transact(|tx| {
-                let mut list = Self::manufacturers_in(tx)?;
-                if !list.contains(&key) {
-                    if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
-                        return Err(BackofficeError::Decode(CodecError::TooLong));
-                    }
-                    list.push(key);
-                    let mut w = Writer::new();
-                    tally_core::codec::write_vec(&mut w, &list);
-                    tx.replace_manufacturers_doc(&w.into_bytes())?;
+        check_key(&key).map_err(|_| BackofficeError::BadKey)?;
+        let r = self.store.transact(|tx| {
+            let mut list = Self::manufacturers_in(tx)?;
+            if !list.contains(&key) {
+                if list.len() >= tally_core::policy::MANUFACTURERS_MAX {
+                    return Err(BackofficeError::Decode(CodecError::TooLong));
                 }
-                self.policy_in(tx)
-            })
-        })();
+                list.push(key);
+                let mut w = Writer::new();
+                tally_core::codec::write_vec(&mut w, &list);
+                tx.replace_manufacturers_doc(&w.into_bytes())?;
+            }
+            self.policy_in(tx)
+        });
         self.trust_changed();
         r
     }
@@ -859,70 +857,64 @@ impl CentralBank {
         reason: &str,
         opening: Option<(&[u8], &Hash32)>,
     ) -> Result<(Hash32, RevocationList), BackofficeError> {
-        let r = (|| {
-            if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
-                return Err(DirectoryError::TooManyRevocations {
-                    keys: key_ids.len(),
-                    max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
-                }
-                .into());
+        if key_ids.len() > tally_directory::REVOCATION_KEYS_PER_CALL_MAX {
+            return Err(DirectoryError::TooManyRevocations {
+                keys: key_ids.len(),
+                max: tally_directory::REVOCATION_KEYS_PER_CALL_MAX,
             }
-            // The ciphertexts opened to `id_digest` (None: development node).
-            let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
-                Some(params) => {
-                    let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
-                    let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
-                        .map_err(|_| BackofficeError::OpeningNotShown)?;
-                    let result = log
-                        .result(request)
-                        .ok_or(BackofficeError::OpeningNotShown)?;
-                    if &result.point.digest() != id_digest {
-                        return Err(BackofficeError::OpeningNotShown);
-                    }
-                    let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
-                    Some(
-                        summary
-                            .openings
-                            .iter()
-                            .filter(|o| &o.point.digest() == id_digest)
-                            .filter_map(|o| log.request(&o.request_id))
-                            .map(|r| r.request().escrow().ciphertext().to_bytes())
-                            .collect(),
-                    )
+            .into());
+        }
+        // The ciphertexts opened to `id_digest` (None: development node).
+        let opened: Option<Vec<Vec<u8>>> = match &self.supervisors {
+            Some(params) => {
+                let (log, request) = opening.ok_or(BackofficeError::OpeningNotShown)?;
+                let log = tally_supervisor::AuditLog::from_bytes(log, params, None)
+                    .map_err(|_| BackofficeError::OpeningNotShown)?;
+                let result = log
+                    .result(request)
+                    .ok_or(BackofficeError::OpeningNotShown)?;
+                if &result.point.digest() != id_digest {
+                    return Err(BackofficeError::OpeningNotShown);
                 }
-                None => None,
-            };
-            for k in key_ids {
-                let stored = self
-                    .escrow_of(k)?
-                    .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
-                let ct = escrow::EscrowCiphertext::from_bytes(&stored)
-                    .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
-                    .ciphertext();
-                let bound = match &opened {
-                    Some(opened) => opened.contains(&ct.to_bytes()),
-                    None => {
-                        development_open(
-                            &self.escrow_key,
-                            ct.random_element(),
-                            ct.blinded_element(),
-                        )
+                let summary = log.verify().map_err(|_| BackofficeError::OpeningNotShown)?;
+                Some(
+                    summary
+                        .openings
+                        .iter()
+                        .filter(|o| &o.point.digest() == id_digest)
+                        .filter_map(|o| log.request(&o.request_id))
+                        .map(|r| r.request().escrow().ciphertext().to_bytes())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        for k in key_ids {
+            let stored = self
+                .escrow_of(k)?
+                .ok_or(BackofficeError::RevocationKeyNotOpened(*k))?;
+            let ct = escrow::EscrowCiphertext::from_bytes(&stored)
+                .map_err(|_| BackofficeError::RevocationKeyNotOpened(*k))?
+                .ciphertext();
+            let bound = match &opened {
+                Some(opened) => opened.contains(&ct.to_bytes()),
+                None => {
+                    development_open(&self.escrow_key, ct.random_element(), ct.blinded_element())
                         .as_ref()
-                            == Some(id_digest)
-                    }
-                };
-                if !bound {
-                    return Err(BackofficeError::RevocationKeyNotOpened(*k));
+                        == Some(id_digest)
                 }
+            };
+            if !bound {
+                return Err(BackofficeError::RevocationKeyNotOpened(*k));
             }
-            self.store.transact(|tx| {
-                let se_id = Directory::se_by_id_digest(tx, id_digest)?
-                    .ok_or(BackofficeError::UnknownDevice)?;
-                Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
-                Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
-                Ok((se_id, self.revocations_in(tx)?))
-            })
-        })();
+        }
+        let r = self.store.transact(|tx| {
+            let se_id =
+                Directory::se_by_id_digest(tx, id_digest)?.ok_or(BackofficeError::UnknownDevice)?;
+            Directory::set_status(tx, &se_id, SeStatus::Revoked)?;
+            Directory::revoke_keys(tx, Some(&se_id), key_ids, reason)?;
+            Ok((se_id, self.revocations_in(tx)?))
+        });
         self.trust_changed();
         r
     }
@@ -1275,8 +1267,8 @@ impl CentralBank {
         }
     }
 
-    /// Checks an upload's packages against the trust objects of a short
-    /// read transaction, before the settlement transaction.
+    /// Checks an upload's packages against the trust objects (read at
+    /// most [`TRUST_REFRESH`] ago), before the settlement transaction.
     fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
         let (trust, params) = self.upload_verifier()?;
         // One signature batch for the whole upload; each package still

@@ -1413,8 +1413,8 @@ struct SyncTally {
     failed: u64,
 }
 
-/// [`send_syncs`] from `senders` concurrent request threads (the
-/// requests dealt out round-robin), totalled.
+/// [`send_syncs`] from `senders` concurrent request threads (each a
+/// contiguous share of the requests), totalled.
 fn send_syncs_in_flight(
     bank: &tally_central::CentralBank,
     root: &tally_core::PublicKey,
