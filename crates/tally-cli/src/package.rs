@@ -140,20 +140,16 @@ pub fn verify(
         }
     };
     let epoch = epoch.unwrap_or(trust.revocations().epoch);
+    let params = VerifyParams {
+        epoch,
+        history_records_max: budget,
+        signature_batch_max: usize::MAX,
+    };
     // A confidential payment opens only with the payee's key, which this
     // command does not have: every other rule is checked (settlement's
     // view: no V11, no expiry or revocation).
     if pkg.transfer.confidential.is_some() {
-        return match verify_package_for_settlement(
-            pkg,
-            &trust,
-            VerifyParams {
-                epoch,
-                history_records_max: budget,
-                signature_batch_max: usize::MAX,
-            },
-            &mut NoCache,
-        ) {
+        return match verify_package_for_settlement(pkg, &trust, params, &mut NoCache) {
             Ok(v) => Ok(format!(
                 "valid (confidential: the amount opens only with the payee's key; \
                  expiry and revocation not checked): transfer {}, {} ancestry records, \
@@ -165,17 +161,7 @@ pub fn verify(
             Err(e) => Err(CliError::rule(e.code(), format!("invalid: {e}"))),
         };
     }
-    match verify_package(
-        pkg,
-        &expected,
-        &trust,
-        VerifyParams {
-            epoch,
-            history_records_max: budget,
-            signature_batch_max: usize::MAX,
-        },
-        &mut NoCache,
-    ) {
+    match verify_package(pkg, &expected, &trust, params, &mut NoCache) {
         Ok(v) => Ok(format!(
             "valid: pays {} (transfer {}), {} ancestry records, {} signatures checked",
             v.payment().1.value,
