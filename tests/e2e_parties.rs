@@ -666,6 +666,46 @@ fn the_central_bank_refuses_strangers_and_dcps_acting_for_another() {
         before
     );
     sc.assert_reconciled();
+
+    // The operator revokes DCP 2's role certificate (`tally cb
+    // revoke-cert`): DCP 2's key is refused from then on, on the
+    // connection it already has (401, code 1304) and at the handshake of
+    // a new one; DCP 1 is still served.
+    let v = sc.cb(&["revoke-cert", &s(&tls.cert_path("dcp-2"))]);
+    assert_eq!(
+        (v["role"].as_str(), v["new"].as_bool()),
+        (Some("dcp-2"), Some(true))
+    );
+    match rpc(&dcp2, central, &CentralCall::Trust) {
+        Ok((status, body)) => assert_eq!(
+            (status, code_of(&body)),
+            (401, u64::from(tally_codes::CENTRAL_ROLE_REVOKED))
+        ),
+        Err(_) => {} // the pooled connection was closed: a new handshake, refused
+    }
+    assert!(rpc(&with(Some("dcp-2")), central, &CentralCall::Trust).is_err());
+    let (status, _) = rpc(&with(Some("dcp-1")), central, &CentralCall::Trust).unwrap();
+    assert_eq!(status, 200);
+    // The DCP 2 process is cut off too: its own calls to the central bank
+    // (here its reconciliation) get no answer it may act on (503, code
+    // 1303: a revoked key's refusal says nothing about earlier calls).
+    let ca = sc.ca();
+    let out = run(&[
+        "operator",
+        "--node",
+        &sc.dcp2.url,
+        "--token",
+        T2,
+        "--ca",
+        &ca,
+        "reconcile",
+    ])
+    .fails_with(1);
+    assert!(
+        out.contains("code 1303") && out.contains("revoked"),
+        "{out}"
+    );
+    assert_eq!(sc.cb(&["invariant"])["holds"], true);
 }
 
 #[test]

@@ -16,15 +16,22 @@
 //!   `POST /central/v1/admin/manufacturers` `{"key"}` (hex CBOR),
 //!   `POST /central/v1/admin/epoch/advance`,
 //!   `GET /central/v1/admin/dcps/{id}` (settlement account),
-//!   `GET /central/v1/admin/double-spends`, `GET /ledger/invariant`
+//!   `GET /central/v1/admin/double-spends`, `GET /ledger/invariant`,
+//!   `POST /central/v1/admin/certificates/revoke` `{"certificate"}` (PEM)
 //!   (operators).
+//!
+//! A party whose role certificate key was revoked (its pin in the
+//! [`RevokedKeys`] the server's handshake also checks) is refused on every
+//! request, also on a connection it opened before the revocation: 401,
+//! code 1304, before any handler runs.
 
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::header;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -37,7 +44,7 @@ use tally_core::codec::Cbor;
 use tally_core::dcp::MakerCertificate;
 use tally_core::{Hash32, PublicKey};
 use tally_directory::SeEntry;
-use tally_tls::{PeerRole, Role};
+use tally_tls::{PeerPin, PeerRole, RevokedKeys, Role};
 
 use crate::error::ApiError;
 use crate::extract::PartyBody;
@@ -48,8 +55,10 @@ pub const CENTRAL_BODY_BYTES_MAX: usize = tally_core::dcp::SEALED_UPLOAD_BYTES_M
 
 const CBOR: &str = "application/cbor";
 
-/// The central bank's routes.
-pub fn central_router(bank: Arc<CentralBank>) -> Router {
+/// The central bank's routes. `revoked` is the set the TLS server's
+/// handshake checks too (`ClientAuth::RequiredNotRevoked`); a revocation
+/// through this router adds to it at once.
+pub fn central_router(bank: Arc<CentralBank>, revoked: RevokedKeys) -> Router {
     Router::new()
         .route("/central/v1/rpc", post(rpc))
         .route("/central/v1/mds/outbox", post(mds_outbox))
@@ -60,10 +69,93 @@ pub fn central_router(bank: Arc<CentralBank>) -> Router {
         .route("/central/v1/admin/dcps/{id}", get(dcp_account))
         .route("/central/v1/admin/double-spends", get(double_spends))
         .route("/ledger/invariant", get(invariant))
+        .route(
+            "/central/v1/admin/certificates/revoke",
+            post(revoke_certificate),
+        )
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(CENTRAL_BODY_BYTES_MAX))
+        .layer(middleware::from_fn(refuse_revoked))
+        .layer(Extension(revoked))
         .with_state(bank)
+}
+
+/// Refuses a request from a party whose role certificate key is revoked,
+/// whatever the route (a connection opened before the revocation passed
+/// the handshake's check).
+async fn refuse_revoked(
+    Extension(revoked): Extension<RevokedKeys>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(PeerPin(pin)) = req.extensions().get::<PeerPin>()
+        && revoked.contains(pin)
+    {
+        return refused(
+            401,
+            tally_codes::CENTRAL_ROLE_REVOKED,
+            "this role certificate's key is revoked",
+        );
+    }
+    next.run(req).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeCertificateRequest {
+    /// The role certificate, PEM.
+    certificate: String,
+}
+
+/// Revokes the key of a party's role certificate (operators): recorded in
+/// the central bank's database, so every central process refuses it, and
+/// added to this process's set at once.
+async fn revoke_certificate(
+    State(bank): State<Arc<CentralBank>>,
+    Extension(revoked): Extension<RevokedKeys>,
+    role: Option<Extension<PeerRole>>,
+    PartyBody(body): PartyBody,
+) -> Response {
+    if let Err(r) = operator_of(role) {
+        return r;
+    }
+    let body: RevokeCertificateRequest = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let cert = match tally_tls::cert_from_pem(&body.certificate) {
+        Ok(c) => c,
+        Err(e) => {
+            return refused(
+                400,
+                tally_codes::VERIFY_DECODE,
+                &format!("not one certificate: {e}"),
+            );
+        }
+    };
+    let (pin, named) = match (tally_tls::key_pin(&cert), tally_tls::role_of(&cert)) {
+        (Ok(pin), Ok(Some(role))) => (pin, role),
+        _ => {
+            return refused(
+                400,
+                tally_codes::VERIFY_DECODE,
+                "not a role certificate (no role URI SAN)",
+            );
+        }
+    };
+    let stored = blocking(move || bank.revoke_role_key(&pin, &named.to_string())).await;
+    match stored {
+        Ok(new) => {
+            revoked.insert(pin);
+            json(&serde_json::json!({
+                "role": named.to_string(),
+                "pin": hex::encode(pin),
+                "new": new,
+            }))
+        }
+        Err(r) => r,
+    }
 }
 
 fn json<T: Serialize>(v: &T) -> Response {
@@ -346,7 +438,15 @@ impl CentralClient {
         match tally_client::http::exchange(r) {
             Ok(body) => Ok(body),
             // No answer, or not the central bank's: it may have executed.
-            Err(e) if e.status == 0 || e.code == tally_codes::NO_CODE => {
+            // A revoked key is refused before the body is looked at, so
+            // the refusal says nothing about an earlier copy of the call
+            // (which may have executed): unanswered too, and the DCP keeps
+            // its debit in flight until it calls with a new key.
+            Err(e)
+                if e.status == 0
+                    || e.code == tally_codes::NO_CODE
+                    || e.code == tally_codes::CENTRAL_ROLE_REVOKED =>
+            {
                 Err(Self::unanswered(e.message))
             }
             Err(e) => Err(BackofficeError::Remote {

@@ -75,7 +75,7 @@ fn bank() -> Arc<CentralBank> {
 fn the_central_banks_router_refuses_in_the_envelope_and_executes_nothing() {
     let bank = bank();
     let before = bank.invariant().expect("invariant");
-    let (_rt, base) = serve(central_router(bank.clone()));
+    let (_rt, base) = serve(central_router(bank.clone(), tally_tls::RevokedKeys::new()));
     let a = agent();
     assert_eq!(
         envelope(a.get(format!("{base}/central/v1/no-such-route")).call()),

@@ -475,7 +475,7 @@ pub struct CentralBank {
 }
 
 /// The central bank's tables, in order.
-pub fn migrations() -> [&'static Migrations; 7] {
+pub fn migrations() -> [&'static Migrations; 8] {
     [
         &ledger::MIGRATIONS,
         &tally_ledger::settlement::MIGRATIONS,
@@ -484,6 +484,7 @@ pub fn migrations() -> [&'static Migrations; 7] {
         &crate::schema::OUTBOX_MIGRATIONS,
         &crate::schema::REPORT_MIGRATIONS,
         &PARTIES_MIGRATIONS,
+        &crate::db::ROLE_REVOCATION_MIGRATIONS,
     ]
 }
 
@@ -698,6 +699,25 @@ impl CentralBank {
 
     pub fn revocations(&self) -> Result<RevocationList, BackofficeError> {
         self.store.transact(|tx| self.revocations_in(tx))
+    }
+
+    /// Revokes a party's role certificate key, named by its pin (SHA-256
+    /// of the certificate's SubjectPublicKeyInfo): from now on the central
+    /// bank refuses every certificate for that key, at the handshake and
+    /// on connections already open (the serving process checks its
+    /// [`tally_tls`]-side set, refreshed from [`Self::revoked_role_keys`]).
+    /// `role` is kept for the record. Permanent and idempotent: whether the
+    /// key was newly revoked.
+    pub fn revoke_role_key(&self, pin: &[u8; 32], role: &str) -> Result<bool, BackofficeError> {
+        let at = unix_seconds();
+        Ok(self
+            .store
+            .transact(|tx| tx.insert_role_revocation(pin, role, at))?)
+    }
+
+    /// Every revoked role certificate key pin.
+    pub fn revoked_role_keys(&self) -> Result<Vec<[u8; 32]>, BackofficeError> {
+        Ok(self.store.transact(|tx| tx.role_revocations())?)
     }
 
     fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {

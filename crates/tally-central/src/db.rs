@@ -131,6 +131,21 @@ pub static PARTIES_MIGRATIONS: Migrations = Migrations {
     )],
 };
 
+/// Revoked role certificates: the key pin (SHA-256 of the
+/// SubjectPublicKeyInfo) of each, the role it named and when. Kept for
+/// ever: a revocation is never undone (issue a new key instead).
+pub static ROLE_REVOCATION_MIGRATIONS: Migrations = Migrations {
+    component: "central_role_revocations",
+    steps: &[(
+        1,
+        "CREATE TABLE cb_role_revocations (
+            pin BLOB PRIMARY KEY,
+            role TEXT NOT NULL,
+            revoked_at BIGINT NOT NULL
+        )",
+    )],
+};
+
 // ---- row types ------------------------------------------------------------------
 
 /// A credit to queue for a DCP (`cb_inbox`).
@@ -242,6 +257,18 @@ pub trait CentralDb {
     fn manufacturers_doc(&mut self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the list of trusted manufacturers.
     fn replace_manufacturers_doc(&mut self, body: &[u8]) -> Result<(), StoreError>;
+
+    /// Records the revocation of the role certificate key `pin` (naming
+    /// `role`, at unix time `at`); whether it is new (a second revocation
+    /// of one key keeps the first row).
+    fn insert_role_revocation(
+        &mut self,
+        pin: &[u8; 32],
+        role: &str,
+        at: i64,
+    ) -> Result<bool, StoreError>;
+    /// Every revoked role certificate key pin, in pin order.
+    fn role_revocations(&mut self) -> Result<Vec<[u8; 32]>, StoreError>;
 
     /// The stored (encrypted) answer to request `op_key`.
     fn stored_reply(&mut self, op_key: &Hash32) -> Result<Option<Vec<u8>>, StoreError>;
@@ -520,6 +547,27 @@ impl<'a> CentralDb for dyn Tx + 'a {
             &[body.into()],
         )?;
         Ok(())
+    }
+
+    fn insert_role_revocation(
+        &mut self,
+        pin: &[u8; 32],
+        role: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.execute(
+            "INSERT INTO cb_role_revocations (pin, role, revoked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (pin) DO NOTHING",
+            &[Value::Bytes(pin.to_vec()), role.into(), Value::Int(at)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn role_revocations(&mut self) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.query("SELECT pin FROM cb_role_revocations ORDER BY pin", &[])?
+            .iter()
+            .map(|r| hash(r.bytes(0)?).map(|h| h.0))
+            .collect()
     }
 
     fn stored_reply(&mut self, op_key: &Hash32) -> Result<Option<Vec<u8>>, StoreError> {

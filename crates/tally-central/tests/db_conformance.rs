@@ -131,6 +131,20 @@ fn documents_round_trip(s: &Store) {
     assert!(is_constraint(&e), "a second first policy: {e:?}");
 }
 
+fn role_revocations_are_kept_once_in_pin_order(s: &Store) {
+    run(s, |tx| {
+        assert!(tx.role_revocations()?.is_empty());
+        assert!(tx.insert_role_revocation(&[9; 32], "dcp:2", 100)?, "new");
+        assert!(tx.insert_role_revocation(&[3; 32], "mds", 101)?, "new");
+        assert!(
+            !tx.insert_role_revocation(&[9; 32], "dcp:2", 200)?,
+            "a second revocation of one key is not new"
+        );
+        assert_eq!(tx.role_revocations()?, vec![[3; 32], [9; 32]]);
+        Ok(())
+    });
+}
+
 fn stored_replies_are_written_once(s: &Store) {
     run(s, |tx| {
         assert_eq!(tx.stored_reply(&h(1))?, None);
@@ -537,6 +551,7 @@ fn legacy_seeds_are_read_back(s: &Store) {
 conformance!(
     epoch_starts_at_one_and_advances,
     documents_round_trip,
+    role_revocations_are_kept_once_in_pin_order,
     stored_replies_are_written_once,
     inbox_per_dcp_in_op_order,
     escrows_redemptions_and_device_owners,

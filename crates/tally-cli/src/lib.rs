@@ -313,6 +313,11 @@ enum CbCmd {
     },
     /// Trust an SE manufacturer's public key file for enrolment.
     Manufacturer { file: PathBuf },
+    /// Revoke a party's role certificate (a PEM file, e.g. `dcp-2.pem`):
+    /// the central bank refuses its key from now on — new connections at
+    /// the handshake, open ones at their next request. Permanent; issue
+    /// the party a new key with `tally tls init`.
+    RevokeCert { file: PathBuf },
     /// A DCP's settlement account.
     Dcp { id: u32 },
     /// The ledger invariant.
@@ -772,6 +777,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     serde_json::json!({ "dcp": dcp, "amount": amount, "idempotency_key": idempotency_key }),
                 )?,
                 CbCmd::Manufacturer { file } => cb.manufacturer(&file)?,
+                CbCmd::RevokeCert { file } => cb.revoke_cert(&file)?,
                 CbCmd::Dcp { id } => cb.get(&format!("/central/v1/admin/dcps/{id}"))?,
                 CbCmd::Invariant => cb.get("/ledger/invariant")?,
                 CbCmd::DoubleSpends => cb.get("/central/v1/admin/double-spends")?,

@@ -172,12 +172,40 @@ pub fn run_central(o: CentralOptions) -> Result<(), CliError> {
     if let Some(out) = &o.root_out {
         crate::device::write_atomic(out, &bank.root_key().to_cbor())?;
     }
+    // Revoked role certificate keys: refused at the handshake and per
+    // request. Other central processes on this database revoke too, so
+    // the set is refreshed from it every second.
+    let revoked = tally_tls::RevokedKeys::new();
+    revoked.extend(
+        bank.revoked_role_keys()
+            .map_err(|e| CliError::failed(format!("cannot read role revocations: {e}")))?,
+    );
+    {
+        let b = bank.clone();
+        let r = revoked.clone();
+        std::thread::Builder::new()
+            .name("role-revocations".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    match b.revoked_role_keys() {
+                        Ok(pins) => r.extend(pins),
+                        Err(e) => tracing::warn!("cannot refresh role revocations: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| CliError::failed(e.to_string()))?;
+    }
     let dir = tls_dir(&o.tls)?;
-    let tls = server_tls(&dir, "central", ClientAuth::Required(ca_der(&dir)?))?;
+    let tls = server_tls(
+        &dir,
+        "central",
+        ClientAuth::RequiredNotRevoked(ca_der(&dir)?, revoked.clone()),
+    )?;
     serve(o.listen, "central", move |listener, stop| {
         Box::pin(tally_tls::serve_tls(
             listener,
-            tally_api::central_router(bank.clone()),
+            tally_api::central_router(bank.clone(), revoked.clone()),
             tls,
             stop,
         ))
@@ -365,6 +393,17 @@ impl Cb {
         self.post(
             "/central/v1/admin/manufacturers",
             serde_json::json!({ "key": hex::encode(key.to_cbor()) }),
+        )
+    }
+
+    /// `revoke-cert FILE`: the role certificate (PEM) whose key the
+    /// central bank must refuse from now on.
+    pub fn revoke_cert(&self, file: &Path) -> Result<serde_json::Value, CliError> {
+        let pem = String::from_utf8(crate::device::read_file(file)?)
+            .map_err(|_| CliError::usage(format!("{}: not a PEM file", file.display())))?;
+        self.post(
+            "/central/v1/admin/certificates/revoke",
+            serde_json::json!({ "certificate": pem }),
         )
     }
 }

@@ -402,6 +402,8 @@ registry! {
         "a delivery for a mailbox entry that does not wait for this DCP, of another amount, or delivered before with another Issue";
     CENTRAL_UNAVAILABLE = 1303, Central, http [503], sw [], Used,
         "the central bank could not be reached or answered without a result: nothing was decided for this request, retry";
+    CENTRAL_ROLE_REVOKED = 1304, Central, http [401], sw [], Used,
+        "the calling party's role certificate key was revoked by the central bank's operator (refused at the handshake, and on a connection opened before)";
 
     SE_STORAGE = 2001, Se, http [], sw [0x6F00], Used,
         "storage failed (reboot needed)";

@@ -98,6 +98,14 @@ impl<'a> Der<'a> {
         }
     }
 
+    /// The next element, which must have `tag`: the whole element (tag,
+    /// length and content) and its content.
+    fn expect_whole(&mut self, tag: u8) -> Result<(&'a [u8], &'a [u8]), TlsError> {
+        let start = self.rest;
+        let content = self.expect(tag)?;
+        Ok((&start[..start.len() - self.rest.len()], content))
+    }
+
     /// The next element if it has `tag`.
     fn optional(&mut self, tag: u8) -> Result<Option<&'a [u8]>, TlsError> {
         if self.peek_tag() == Some(tag) {
@@ -120,6 +128,8 @@ impl<'a> Der<'a> {
 pub struct Certificate<'a> {
     /// `SubjectPublicKeyInfo`, its content (algorithm and key).
     spki: &'a [u8],
+    /// `SubjectPublicKeyInfo`, the whole DER element.
+    spki_der: &'a [u8],
     /// The content of `[3] Extensions`, if present.
     extensions: Option<&'a [u8]>,
 }
@@ -144,12 +154,22 @@ impl<'a> Certificate<'a> {
         tbs.expect(TAG_SEQUENCE)?; // issuer
         tbs.expect(TAG_SEQUENCE)?; // validity
         tbs.expect(TAG_SEQUENCE)?; // subject
-        let spki = tbs.expect(TAG_SEQUENCE)?;
+        let (spki_der, spki) = tbs.expect_whole(TAG_SEQUENCE)?;
         tbs.optional(TAG_ISSUER_UID)?;
         tbs.optional(TAG_SUBJECT_UID)?;
         let extensions = tbs.optional(TAG_EXTENSIONS)?;
         tbs.end()?;
-        Ok(Certificate { spki, extensions })
+        Ok(Certificate {
+            spki,
+            spki_der,
+            extensions,
+        })
+    }
+
+    /// The subject's `SubjectPublicKeyInfo`, DER-encoded (what an RFC 7469
+    /// key pin hashes).
+    pub fn spki_der(&self) -> &'a [u8] {
+        self.spki_der
     }
 
     /// The Ed25519 public key of the subject, or an error for any other

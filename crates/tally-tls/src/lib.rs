@@ -39,7 +39,7 @@ pub use client::{client_agent, party_agent};
 #[cfg(feature = "issue")]
 pub use issue::{TlsDir, Validity, ca_certificate, issue_role_cert, issue_server_cert};
 #[cfg(feature = "server")]
-pub use server::{ClientAuth, PeerRole, serve_tls, server_config};
+pub use server::{ClientAuth, PeerPin, PeerRole, RevokedKeys, serve_tls, server_config};
 
 /// The URI SAN prefix of a role certificate.
 pub const ROLE_URI_PREFIX: &str = "urn:tally:role:";
@@ -196,6 +196,16 @@ pub fn role_of(cert: &CertificateDer<'_>) -> Result<Option<Role>, TlsError> {
         }
     }
     Ok(role)
+}
+
+/// The pin of a certificate's key: SHA-256 of its DER
+/// `SubjectPublicKeyInfo` (RFC 7469's `pin-sha256`). A revoked role key
+/// is named by its pin, so every certificate ever issued for that key —
+/// not only one serial — is refused.
+pub fn key_pin(cert: &CertificateDer<'_>) -> Result<[u8; 32], TlsError> {
+    use sha2::Digest;
+    let parsed = der::Certificate::parse(cert)?;
+    Ok(sha2::Sha256::digest(parsed.spki_der()).into())
 }
 
 /// The one crypto provider of every Tally TLS end: rustls' ring provider.

@@ -5,10 +5,11 @@
 //! handler. Devices authenticate the server only ([`ClientAuth::None`]).
 //! Each request carries the peer's verified role as [`PeerRole`].
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -32,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
-use crate::{Role, TlsError, provider, role_of};
+use crate::{Role, TlsError, key_pin, provider, role_of};
 
 /// Time a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +66,62 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for PeerRole {
     }
 }
 
+/// The key pin ([`crate::key_pin`]) of the party's certificate, beside
+/// [`PeerRole`] in each request's extensions (mutual TLS only): what a
+/// server checks against its [`RevokedKeys`] on every request, so a
+/// connection opened before a revocation is cut at its next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerPin(pub [u8; 32]);
+
+/// Key pins of revoked role certificates, shared between a server's
+/// handshake verifier and its request handlers (cheap to clone; every
+/// clone sees the same set). The owner refreshes it from wherever the
+/// revocations are kept (the central bank: its database).
+#[derive(Debug, Clone, Default)]
+pub struct RevokedKeys(Arc<RwLock<BTreeSet<[u8; 32]>>>);
+
+impl RevokedKeys {
+    pub fn new() -> RevokedKeys {
+        RevokedKeys::default()
+    }
+
+    /// Whether `pin` is revoked.
+    pub fn contains(&self, pin: &[u8; 32]) -> bool {
+        // A poisoned lock still holds a whole set (writers only replace or
+        // insert), so it is read rather than failing open or closed.
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(pin)
+    }
+
+    /// Adds `pin`; whether it was new.
+    pub fn insert(&self, pin: [u8; 32]) -> bool {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pin)
+    }
+
+    /// Adds `pins` (a refresh from the source of truth). Revocations are
+    /// permanent, so a refresh only ever adds: a pin missing from `pins`
+    /// (read from a lagging replica) stays revoked.
+    pub fn extend(&self, pins: impl IntoIterator<Item = [u8; 32]>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(pins);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Who must present a certificate.
 #[derive(Clone)]
 pub enum ClientAuth {
@@ -74,6 +131,10 @@ pub enum ClientAuth {
     /// Every client: a certificate chaining to this CA with exactly one
     /// role URI SAN (mutual TLS between parties).
     Required(CertificateDer<'static>),
+    /// As [`ClientAuth::Required`], and the certificate's key must not be
+    /// in the revoked set (checked at every handshake; handlers check
+    /// [`PeerPin`] per request).
+    RequiredNotRevoked(CertificateDer<'static>, RevokedKeys),
 }
 
 /// A TLS 1.3 server configuration (ring provider) for `cert_chain` (leaf
@@ -89,7 +150,12 @@ pub fn server_config(
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Required(ca) => {
+        ClientAuth::Required(_) | ClientAuth::RequiredNotRevoked(..) => {
+            let (ca, revoked) = match client_auth {
+                ClientAuth::Required(ca) => (ca, None),
+                ClientAuth::RequiredNotRevoked(ca, revoked) => (ca, Some(revoked)),
+                ClientAuth::None => unreachable!("matched above"),
+            };
             let mut roots = rustls::RootCertStore::empty();
             roots
                 .add(ca)
@@ -97,7 +163,7 @@ pub fn server_config(
             let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?;
-            builder.with_client_cert_verifier(Arc::new(RoleVerifier { inner }))
+            builder.with_client_cert_verifier(Arc::new(RoleVerifier { inner, revoked }))
         }
     };
     let config = builder
@@ -108,9 +174,10 @@ pub fn server_config(
 
 /// webpki's client verifier, and then a role: a certificate from the CA
 /// without a role URI SAN (such as the device-facing server's) does not
-/// authenticate a party.
+/// authenticate a party; nor does one whose key is revoked.
 struct RoleVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    revoked: Option<RevokedKeys>,
 }
 
 impl fmt::Debug for RoleVerifier {
@@ -138,6 +205,17 @@ impl ClientCertVerifier for RoleVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(revoked) = &self.revoked {
+            match key_pin(end_entity) {
+                Ok(pin) if !revoked.contains(&pin) => {}
+                Ok(_) => return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked)),
+                Err(_) => {
+                    return Err(rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    ));
+                }
+            }
+        }
         match role_of(end_entity) {
             Ok(Some(_)) => Ok(verified),
             _ => Err(rustls::Error::InvalidCertificate(
@@ -207,15 +285,13 @@ pub async fn serve_tls(
                 _ => return,
             };
             // The chain and the role were verified in the handshake.
-            let role = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|leaf| role_of(leaf).ok().flatten());
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let role = leaf.and_then(|leaf| role_of(leaf).ok().flatten());
+            let pin = leaf.and_then(|leaf| key_pin(leaf).ok());
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                if let Some(role) = role {
+                if let (Some(role), Some(pin)) = (role, pin) {
                     req.extensions_mut().insert(PeerRole(role));
+                    req.extensions_mut().insert(PeerPin(pin));
                 }
                 router.clone().call(req)
             });

@@ -489,3 +489,22 @@ fn the_tls_dir_keeps_keys_private() {
     ));
     assert!(dir.pair(API_STEM).is_err());
 }
+
+/// A key pin is RFC 7469's: SHA-256 of the certificate's DER
+/// SubjectPublicKeyInfo (the same bytes rcgen reports for the key), so it
+/// names the key: two certificates for one role get different pins.
+#[test]
+fn a_key_pin_is_the_sha256_of_the_subject_public_key_info() {
+    use sha2::Digest;
+    let pki = Pki::new(0x21);
+    let (cert, key) = pki.role(Role::Dcp(1));
+    let pair = rcgen::KeyPair::from_pem(&key).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&pair);
+    let pin = tally_tls::key_pin(&cert_from_pem(&cert).unwrap()).unwrap();
+    assert_eq!(pin, <[u8; 32]>::from(sha2::Sha256::digest(&spki)));
+    let (again, _) = pki.role(Role::Dcp(1));
+    assert_ne!(
+        pin,
+        tally_tls::key_pin(&cert_from_pem(&again).unwrap()).unwrap()
+    );
+}

@@ -1,0 +1,271 @@
+//! Revoking a party's role certificate (issue 11, item 3; THREATS T63):
+//! the central bank's operator revokes a stolen DCP or operator key with
+//! `POST /central/v1/admin/certificates/revoke`. From then on the central
+//! bank refuses that key on a connection opened before the revocation
+//! (401, code 1304, before any handler) and at the handshake of a new one;
+//! the refused calls change nothing; other parties are not affected; the
+//! revocation is in the central bank's database, so another central
+//! process on it refuses the key too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tally_api::central_router;
+use tally_central::central::CentralCall;
+use tally_central::{CentralBank, CentralKeys, NodeKeys, development_escrow_key};
+use tally_core::codec::Cbor;
+use tally_store::Store;
+use tally_tls::{
+    ClientAuth, RevokedKeys, Role, Validity, ca_certificate, cert_from_pem, certs_from_pem,
+    client_agent, issue_role_cert, key_from_pem, key_pin, serve_tls, server_config,
+};
+
+struct Pki {
+    ca_pem: String,
+    root: Arc<tally_central::keys::NodeSigner>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let root = NodeKeys::development().root;
+        let ca_pem = ca_certificate(&*root, Validity::days(1)).expect("CA");
+        Pki { ca_pem, root }
+    }
+
+    fn role(&self, role: Role) -> (String, String) {
+        issue_role_cert(&*self.root, &self.ca_pem, role, &[], Validity::days(1)).expect("role")
+    }
+
+    fn agent(&self, pair: &(String, String)) -> ureq::Agent {
+        client_agent(&self.ca_pem, Some((&pair.0, &pair.1))).expect("agent")
+    }
+}
+
+fn bank(db: &std::path::Path) -> Arc<CentralBank> {
+    let k = NodeKeys::development();
+    Arc::new(
+        CentralBank::open(
+            Store::sqlite(db).unwrap(),
+            Store::sqlite_memory().unwrap(),
+            CentralKeys {
+                root: k.root.clone(),
+                settlement: k.settlement.clone(),
+                opening: k.opening.clone(),
+            },
+            development_escrow_key(),
+            None,
+            &[(1, k.dcp.public_key()), (2, k.dcp.public_key())],
+        )
+        .expect("central bank"),
+    )
+}
+
+/// The central bank's router over mutual TLS on 127.0.0.1, refusing the
+/// keys in `revoked`; lives as long as the runtime.
+fn serve(
+    pki: &Pki,
+    bank: Arc<CentralBank>,
+    revoked: RevokedKeys,
+) -> (tokio::runtime::Runtime, String) {
+    let (cert, key) = pki.role(Role::Central);
+    let config = server_config(
+        certs_from_pem(&cert).unwrap(),
+        key_from_pem(&key).unwrap(),
+        ClientAuth::RequiredNotRevoked(cert_from_pem(&pki.ca_pem).unwrap(), revoked.clone()),
+    )
+    .expect("TLS configuration");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let addr: SocketAddr = listener.local_addr().expect("address");
+    rt.spawn(serve_tls(
+        listener,
+        central_router(bank, revoked),
+        config,
+        std::future::pending(),
+    ));
+    (rt, format!("https://{addr}"))
+}
+
+/// A DCP's trust read over `agent`: the status and the envelope's code
+/// (0 for a success).
+fn trust(agent: &ureq::Agent, base: &str) -> Result<(u16, u64), ureq::Error> {
+    let mut r = agent
+        .post(format!("{base}/central/v1/rpc"))
+        .header("content-type", "application/cbor")
+        .send(&CentralCall::Trust.to_cbor()[..])?;
+    Ok((r.status().as_u16(), code(&mut r)))
+}
+
+fn code(r: &mut ureq::http::Response<ureq::Body>) -> u64 {
+    if r.status().is_success() {
+        return 0;
+    }
+    let body = r.body_mut().read_to_string().expect("text");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not the envelope ({e}): {body}"));
+    v["error"]["code"].as_u64().expect("code")
+}
+
+fn json(
+    agent: &ureq::Agent,
+    base: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut r = agent
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .send(body.to_string().as_bytes())
+        .expect("an answer");
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().expect("text");
+    (status, serde_json::from_str(&text).expect("JSON"))
+}
+
+fn mint(
+    agent: &ureq::Agent,
+    base: &str,
+    key: &str,
+) -> Result<(u16, serde_json::Value), ureq::Error> {
+    let mut r = agent
+        .post(format!("{base}/central/v1/admin/mint"))
+        .header("content-type", "application/json")
+        .send(
+            serde_json::json!({ "dcp": 1, "amount": 500, "idempotency_key": key })
+                .to_string()
+                .as_bytes(),
+        )?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().expect("text");
+    Ok((status, serde_json::from_str(&text).expect("JSON")))
+}
+
+#[test]
+fn a_revoked_role_key_is_refused_on_open_and_new_connections_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("central.db");
+    let pki = Pki::new();
+    let bank = bank(&db);
+    let (_rt, base) = serve(&pki, bank.clone(), RevokedKeys::new());
+
+    let dcp1 = pki.role(Role::Dcp(1));
+    let dcp2 = pki.role(Role::Dcp(2));
+    let operator = pki.role(Role::Operator);
+    let stolen_operator = pki.role(Role::Operator);
+    let (a1, a2, op, thief) = (
+        pki.agent(&dcp1),
+        pki.agent(&dcp2),
+        pki.agent(&operator),
+        pki.agent(&stolen_operator),
+    );
+
+    // Before: everyone is served (each agent keeps its connection open).
+    assert_eq!(trust(&a1, &base).unwrap(), (200, 0));
+    assert_eq!(trust(&a2, &base).unwrap(), (200, 0));
+    assert_eq!(mint(&thief, &base, "before").unwrap().0, 200);
+    let minted = bank.invariant().unwrap();
+
+    // The operator revokes DCP 2's and the second operator's keys.
+    for (pair, role) in [(&dcp2, "dcp-2"), (&stolen_operator, "operator")] {
+        let (status, v) = json(
+            &op,
+            &base,
+            "/central/v1/admin/certificates/revoke",
+            serde_json::json!({ "certificate": pair.0 }),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["role"], role);
+        assert_eq!(v["new"], true);
+        let pin = key_pin(&cert_from_pem(&pair.0).unwrap()).unwrap();
+        assert_eq!(v["pin"], hex::encode(pin));
+    }
+    // Again: idempotent, not new.
+    let (status, v) = json(
+        &op,
+        &base,
+        "/central/v1/admin/certificates/revoke",
+        serde_json::json!({ "certificate": dcp2.0 }),
+    );
+    assert_eq!((status, v["new"].clone()), (200, serde_json::json!(false)));
+
+    // On the connections opened before: refused per request, code 1304.
+    assert_eq!(
+        trust(&a2, &base).unwrap(),
+        (401, u64::from(tally_codes::CENTRAL_ROLE_REVOKED))
+    );
+    let (status, v) = mint(&thief, &base, "after").unwrap();
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error"]["code"], tally_codes::CENTRAL_ROLE_REVOKED);
+    // DCP 2's client reads the refusal as no answer, not as "not
+    // executed": an earlier copy of a call may have executed, so the DCP
+    // must keep its debit in flight (SPEC §10.6) rather than return the
+    // customer's money.
+    let client = tally_api::CentralClient::new(&base, a2.clone());
+    match tally_central::Central::settlement_balance(&client, 2) {
+        Err(tally_central::BackofficeError::Remote { code, .. }) => {
+            assert_eq!(code, tally_codes::CENTRAL_UNAVAILABLE)
+        }
+        other => panic!("expected unanswered, got {other:?}"),
+    }
+    // On new connections: refused at the handshake (no HTTP answer).
+    assert!(trust(&pki.agent(&dcp2), &base).is_err());
+    assert!(mint(&pki.agent(&stolen_operator), &base, "new").is_err());
+    // DCP 2, re-issued a certificate for a new key, is served again.
+    let reissued = pki.role(Role::Dcp(2));
+    assert_eq!(trust(&pki.agent(&reissued), &base).unwrap(), (200, 0));
+
+    // Nothing was minted by the refused calls; DCP 1 is still served.
+    assert_eq!(bank.invariant().unwrap(), minted);
+    assert_eq!(trust(&a1, &base).unwrap(), (200, 0));
+
+    // Another central process on the same database refuses the keys from
+    // its first read of the revocations.
+    let other = self::bank(&db);
+    let pins = other.revoked_role_keys().unwrap();
+    assert_eq!(pins.len(), 2);
+    let revoked = RevokedKeys::new();
+    revoked.extend(pins);
+    let (_rt2, base2) = serve(&pki, other, revoked);
+    assert!(trust(&pki.agent(&dcp2), &base2).is_err());
+    assert_eq!(trust(&pki.agent(&dcp1), &base2).unwrap(), (200, 0));
+}
+
+#[test]
+fn only_an_operator_revokes_and_only_a_role_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let bank = bank(&dir.path().join("central.db"));
+    let (_rt, base) = serve(&pki, bank.clone(), RevokedKeys::new());
+    let dcp1 = pki.role(Role::Dcp(1));
+    let dcp2 = pki.role(Role::Dcp(2));
+    let a1 = pki.agent(&dcp1);
+
+    // A DCP cannot revoke another DCP.
+    let (status, v) = json(
+        &a1,
+        &base,
+        "/central/v1/admin/certificates/revoke",
+        serde_json::json!({ "certificate": dcp2.0 }),
+    );
+    assert_eq!(status, 401, "{v}");
+    assert!(bank.revoked_role_keys().unwrap().is_empty());
+
+    // An operator's malformed requests change nothing.
+    let op = pki.agent(&pki.role(Role::Operator));
+    for body in [
+        serde_json::json!({ "certificate": "not PEM" }),
+        serde_json::json!({ "certificate": pki.ca_pem }),
+        serde_json::json!({ "cert": dcp2.0 }),
+    ] {
+        let (status, v) = json(&op, &base, "/central/v1/admin/certificates/revoke", body);
+        assert_eq!(status, 400, "{v}");
+    }
+    assert!(bank.revoked_role_keys().unwrap().is_empty());
+    assert_eq!(trust(&pki.agent(&dcp2), &base).unwrap(), (200, 0));
+}
