@@ -10,6 +10,8 @@
 //! a valid role certificate never reaches a handler.
 //!
 //! Routes:
+//! - `GET /central/v1/mds/role-revocations` (the MDS): the revoked role
+//!   key pins, a CBOR array of 32-byte strings;
 //! - `POST /central/v1/rpc` (DCPs): one [`tally_central::central::CentralCall`]
 //!   in CBOR, answered in CBOR;
 //! - `POST /central/v1/admin/mint` `{"dcp", "amount", "idempotency_key"}`,
@@ -29,9 +31,9 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::header;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -44,7 +46,7 @@ use tally_core::codec::Cbor;
 use tally_core::dcp::MakerCertificate;
 use tally_core::{Hash32, PublicKey};
 use tally_directory::SeEntry;
-use tally_tls::{PeerPin, PeerRole, RevokedKeys, Role};
+use tally_tls::{PeerRole, RevokedKeys, Role};
 
 use crate::error::ApiError;
 use crate::extract::PartyBody;
@@ -63,6 +65,7 @@ pub fn central_router(bank: Arc<CentralBank>, revoked: RevokedKeys) -> Router {
         .route("/central/v1/rpc", post(rpc))
         .route("/central/v1/mds/outbox", post(mds_outbox))
         .route("/central/v1/mds/ack", post(mds_ack))
+        .route("/central/v1/mds/role-revocations", get(role_revocations))
         .route("/central/v1/admin/mint", post(mint))
         .route("/central/v1/admin/manufacturers", post(manufacturer))
         .route("/central/v1/admin/epoch/advance", post(advance_epoch))
@@ -76,29 +79,9 @@ pub fn central_router(bank: Arc<CentralBank>, revoked: RevokedKeys) -> Router {
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(CENTRAL_BODY_BYTES_MAX))
-        .layer(middleware::from_fn(refuse_revoked))
+        .layer(middleware::from_fn(crate::http::refuse_revoked))
         .layer(Extension(revoked))
         .with_state(bank)
-}
-
-/// Refuses a request from a party whose role certificate key is revoked,
-/// whatever the route (a connection opened before the revocation passed
-/// the handshake's check).
-async fn refuse_revoked(
-    Extension(revoked): Extension<RevokedKeys>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Some(PeerPin(pin)) = req.extensions().get::<PeerPin>()
-        && revoked.contains(pin)
-    {
-        return refused(
-            401,
-            tally_codes::CENTRAL_ROLE_REVOKED,
-            "this role certificate's key is revoked",
-        );
-    }
-    next.run(req).await
 }
 
 #[derive(Deserialize)]
@@ -267,6 +250,29 @@ async fn mds_outbox(
     .await
     {
         Ok(bytes) => ([(header::CONTENT_TYPE, CBOR)], bytes).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Largest number of revoked role keys a party reads back.
+pub const ROLE_REVOCATIONS_MAX: usize = 1 << 16;
+
+/// The revoked role certificate key pins, for the MDS, which refuses
+/// them to its own clients (operators): a CBOR array of 32-byte strings.
+async fn role_revocations(
+    State(bank): State<Arc<CentralBank>>,
+    role: Option<Extension<PeerRole>>,
+) -> Response {
+    if let Err(r) = mds_of(role) {
+        return r;
+    }
+    match blocking(move || bank.revoked_role_keys()).await {
+        Ok(pins) => {
+            let pins: Vec<Hash32> = pins.into_iter().map(Hash32).collect();
+            let mut w = tally_core::codec::Writer::new();
+            tally_core::codec::write_vec(&mut w, &pins);
+            ([(header::CONTENT_TYPE, CBOR)], w.into_bytes()).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -553,6 +559,34 @@ impl OutboxClient {
     pub fn trust(&self) -> Result<CentralTrust, BackofficeError> {
         let body = self.post("/central/v1/rpc", &CentralCall::Trust.to_cbor())?;
         reply::trust(&body).map_err(BackofficeError::Decode)
+    }
+}
+
+impl OutboxClient {
+    /// The role certificate keys the central bank revoked (their pins).
+    pub fn role_revocations(&self) -> Result<Vec<[u8; 32]>, BackofficeError> {
+        let r = self
+            .agent
+            .get(format!("{}/central/v1/mds/role-revocations", self.base))
+            .call();
+        let body = tally_client::http::exchange(r).map_err(|e| BackofficeError::Remote {
+            code: if e.status == 0 {
+                tally_codes::CENTRAL_UNAVAILABLE
+            } else {
+                e.code
+            },
+            status: if e.status == 0 { 503 } else { e.status },
+            message: e.message,
+        })?;
+        let mut rd = tally_core::codec::Reader::new(&body);
+        let pins: Vec<Hash32> = tally_core::codec::read_vec(&mut rd, ROLE_REVOCATIONS_MAX)
+            .map_err(BackofficeError::Decode)?;
+        if rd.position() != body.len() {
+            return Err(BackofficeError::Decode(
+                tally_core::codec::CodecError::TrailingBytes,
+            ));
+        }
+        Ok(pins.into_iter().map(|h| h.0).collect())
     }
 }
 

@@ -130,6 +130,27 @@ fn cbor(bytes: Vec<u8>) -> Response {
 
 // ---- fallbacks ----------------------------------------------------------
 
+/// Refuses a request from a party whose role certificate key is revoked
+/// (the central bank's and the MDS's routers), whatever the route (a connection opened before the revocation passed
+/// the handshake's check).
+pub(crate) async fn refuse_revoked(
+    axum::Extension(revoked): axum::Extension<tally_tls::RevokedKeys>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(tally_tls::PeerPin(pin)) = req.extensions().get::<tally_tls::PeerPin>()
+        && revoked.contains(pin)
+    {
+        return ApiError::new(
+            401,
+            tally_codes::CENTRAL_ROLE_REVOKED,
+            "this role certificate's key is revoked",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 pub(crate) async fn no_route() -> ApiError {
     ApiError::new(404, code::NO_ROUTE, "no such route (see /openapi.json)")
 }

@@ -25,8 +25,10 @@ use crate::extract::PartyBody;
 pub const MDS_BODY_BYTES_MAX: usize = 16 * 1024;
 use crate::views::{AlertView, TransitionRequest};
 
-/// The MDS's routes.
-pub fn mds_router(mds: Arc<Mds>) -> Router {
+/// The MDS's routes. `revoked`: the role keys the central bank revoked
+/// (the MDS process refreshes it from the central bank), refused on every
+/// request as the handshake refuses them.
+pub fn mds_router(mds: Arc<Mds>, revoked: tally_tls::RevokedKeys) -> Router {
     Router::new()
         .route("/mds/alerts", get(alerts))
         .route("/mds/alerts/{id}/transition", post(transition))
@@ -34,6 +36,8 @@ pub fn mds_router(mds: Arc<Mds>) -> Router {
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MDS_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(crate::http::refuse_revoked))
+        .layer(Extension(revoked))
         .with_state(mds)
 }
 

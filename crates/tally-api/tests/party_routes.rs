@@ -114,7 +114,7 @@ fn the_mds_router_refuses_in_the_envelope() {
         )
         .expect("MDS"),
     );
-    let (_rt, base) = serve(mds_router(mds.clone()));
+    let (_rt, base) = serve(mds_router(mds.clone(), tally_tls::RevokedKeys::new()));
     let a = agent();
     assert_eq!(
         envelope(a.get(format!("{base}/mds/nothing")).call()),

@@ -67,11 +67,26 @@ fn serve(
     bank: Arc<CentralBank>,
     revoked: RevokedKeys,
 ) -> (tokio::runtime::Runtime, String) {
-    let (cert, key) = pki.role(Role::Central);
+    serve_router(
+        pki,
+        Role::Central,
+        central_router(bank, revoked.clone()),
+        revoked,
+    )
+}
+
+/// `router` over mutual TLS on 127.0.0.1 as `role`, refusing `revoked`.
+fn serve_router(
+    pki: &Pki,
+    role: Role,
+    router: axum::Router,
+    revoked: RevokedKeys,
+) -> (tokio::runtime::Runtime, String) {
+    let (cert, key) = pki.role(role);
     let config = server_config(
         certs_from_pem(&cert).unwrap(),
         key_from_pem(&key).unwrap(),
-        ClientAuth::RequiredNotRevoked(cert_from_pem(&pki.ca_pem).unwrap(), revoked.clone()),
+        ClientAuth::RequiredNotRevoked(cert_from_pem(&pki.ca_pem).unwrap(), revoked),
     )
     .expect("TLS configuration");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -83,12 +98,7 @@ fn serve(
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("listen");
     let addr: SocketAddr = listener.local_addr().expect("address");
-    rt.spawn(serve_tls(
-        listener,
-        central_router(bank, revoked),
-        config,
-        std::future::pending(),
-    ));
+    rt.spawn(serve_tls(listener, router, config, std::future::pending()));
     (rt, format!("https://{addr}"))
 }
 
@@ -268,4 +278,80 @@ fn only_an_operator_revokes_and_only_a_role_certificate() {
     }
     assert!(bank.revoked_role_keys().unwrap().is_empty());
     assert_eq!(trust(&pki.agent(&dcp2), &base).unwrap(), (200, 0));
+}
+
+/// The MDS refuses the keys the central bank revoked to its own clients:
+/// it reads them from the central bank (`GET
+/// /central/v1/mds/role-revocations`, the MDS role only) into the set its
+/// handshake and router check. An operator whose key was revoked can no
+/// longer close alerts.
+#[test]
+fn the_mds_refuses_role_keys_the_central_bank_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let bank = bank(&dir.path().join("central.db"));
+    let (_rt, central) = serve(&pki, bank.clone(), RevokedKeys::new());
+    let mds_pair = pki.role(Role::Mds);
+    let feed = tally_api::OutboxClient::new(&central, pki.agent(&mds_pair));
+    assert!(feed.role_revocations().unwrap().is_empty());
+    // Only the MDS reads the list.
+    let r = pki
+        .agent(&pki.role(Role::Dcp(1)))
+        .get(format!("{central}/central/v1/mds/role-revocations"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    let mds = Arc::new(
+        tally_mds::Mds::open(
+            Store::sqlite_memory().unwrap(),
+            tally_mds::MdsConfig::new(Vec::new(), Vec::new(), 0),
+        )
+        .expect("MDS"),
+    );
+    let revoked = RevokedKeys::new();
+    let (_rt2, base) = serve_router(
+        &pki,
+        Role::Mds,
+        tally_api::mds_router(mds, revoked.clone()),
+        revoked.clone(),
+    );
+    let honest = pki.agent(&pki.role(Role::Operator));
+    let stolen = pki.role(Role::Operator);
+    let thief = pki.agent(&stolen);
+    let alerts = |a: &ureq::Agent| -> Result<u16, ureq::Error> {
+        Ok(a.get(format!("{base}/mds/alerts"))
+            .call()?
+            .status()
+            .as_u16())
+    };
+    assert_eq!(alerts(&thief).unwrap(), 200);
+
+    let (status, v) = json(
+        &honest_central(&pki),
+        &central,
+        "/central/v1/admin/certificates/revoke",
+        serde_json::json!({ "certificate": stolen.0 }),
+    );
+    assert_eq!(status, 200, "{v}");
+    // What the MDS process's refresh does every second.
+    let pins = feed.role_revocations().unwrap();
+    assert_eq!(
+        pins,
+        vec![key_pin(&cert_from_pem(&stolen.0).unwrap()).unwrap()]
+    );
+    revoked.extend(pins);
+    // The thief's open connection: 401, code 1304; a new one: no handshake.
+    let mut r = thief.get(format!("{base}/mds/alerts")).call().unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(&mut r)),
+        (401, u64::from(tally_codes::CENTRAL_ROLE_REVOKED))
+    );
+    assert!(alerts(&pki.agent(&stolen)).is_err());
+    assert_eq!(alerts(&honest).unwrap(), 200);
+}
+
+/// An operator of the central bank (its own certificate).
+fn honest_central(pki: &Pki) -> ureq::Agent {
+    pki.agent(&pki.role(Role::Operator))
 }

@@ -475,11 +475,33 @@ pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
             }
         })
         .map_err(|e| CliError::failed(e.to_string()))?;
-    let tls = server_tls(&dir, "mds", ClientAuth::Required(ca_der(&dir)?))?;
+    // The role keys the central bank revoked: refused to the MDS's own
+    // clients too, refreshed from the central bank every second.
+    let revoked = tally_tls::RevokedKeys::new();
+    {
+        let (r, feed) = (revoked.clone(), outbox.clone());
+        std::thread::Builder::new()
+            .name("role-revocations".into())
+            .spawn(move || {
+                loop {
+                    match feed.role_revocations() {
+                        Ok(pins) => r.extend(pins),
+                        Err(e) => tracing::warn!(error = %e, "role revocations: will retry"),
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            })
+            .map_err(|e| CliError::failed(e.to_string()))?;
+    }
+    let tls = server_tls(
+        &dir,
+        "mds",
+        ClientAuth::RequiredNotRevoked(ca_der(&dir)?, revoked.clone()),
+    )?;
     serve(o.listen, "mds", move |listener, stop| {
         Box::pin(tally_tls::serve_tls(
             listener,
-            tally_api::mds_router(mds.clone()),
+            tally_api::mds_router(mds.clone(), revoked.clone()),
             tls,
             stop,
         ))
