@@ -75,6 +75,9 @@ pub enum BackofficeError {
     /// A cancellation of an Issue this DCP did not issue to this SE, or
     /// whose token was spent.
     NotCancellable,
+    /// A load whose Issue its device never collected: the DCP cancelled
+    /// it at the central bank and returned the amount to the account.
+    LoadReclaimed,
     /// The opened sync upload's request reports are not those the SE
     /// signed for (a terminal left one out or changed it).
     ReportsMismatch,
@@ -141,6 +144,7 @@ impl BackofficeError {
             BackofficeError::TransferMismatch => codes::DCP_TRANSFER_MISMATCH,
             BackofficeError::LoadAboveHolding => codes::DCP_LOAD_ABOVE_HOLDING,
             BackofficeError::NotCancellable => codes::DCP_ISSUE_NOT_CANCELLABLE,
+            BackofficeError::LoadReclaimed => codes::DCP_LOAD_RECLAIMED,
             BackofficeError::ReportsMismatch => codes::DCP_REPORTS_DIGEST_MISMATCH,
             BackofficeError::RevocationKeyNotOpened(_) => codes::DCP_REVOCATION_KEY_NOT_OPENED,
             BackofficeError::RefusedBefore { code, .. } => *code,
@@ -253,6 +257,7 @@ impl BackofficeError {
             | BackofficeError::LoadAboveHolding
             | BackofficeError::NotCancellable
             | BackofficeError::ReportsMismatch => 422,
+            BackofficeError::LoadReclaimed => 410,
             BackofficeError::UnknownDevice
             | BackofficeError::Directory(DirectoryError::UnknownSe) => 404,
             // A redemption that is unknown to this device or already done:
@@ -320,6 +325,9 @@ impl fmt::Display for BackofficeError {
             }
             BackofficeError::NotCancellable => f.write_str(
                 "not an Issue of this DCP's to this device, or its token was spent: cannot cancel",
+            ),
+            BackofficeError::LoadReclaimed => f.write_str(
+                "this load was not collected in time: the DCP cancelled its Issue and returned the amount to the account",
             ),
             BackofficeError::ReportsMismatch => {
                 f.write_str("the upload's request reports are not those the SE signed for")

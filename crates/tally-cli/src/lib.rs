@@ -229,6 +229,11 @@ enum Command {
         /// call again itself.
         #[arg(long, default_value_t = 30)]
         in_flight_after_s: i64,
+        /// Seconds a load the DCP finished itself waits for its device to
+        /// collect the Issue before the DCP cancels it and returns the
+        /// amount to the account (default: 7 days).
+        #[arg(long, default_value_t = crate::parties::RECLAIM_AFTER_S)]
+        reclaim_after_s: i64,
     },
     /// The central bank's operator calls (mutual TLS with the operator's
     /// role certificate of `tally tls init`).
@@ -749,6 +754,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             listen,
             operator_token,
             in_flight_after_s,
+            reclaim_after_s,
         } => parties::run_dcp(parties::DcpOptions {
             id,
             database_url,
@@ -758,6 +764,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             listen,
             operator_token,
             in_flight_after_s,
+            reclaim_after_s,
         })
         .map(|_| String::new()),
         Command::Cb { central, tls, cmd } => {

@@ -231,6 +231,7 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
                     {
                         tracing::warn!(error = %e, "debits in flight not resolved; will retry");
                     }
+                    crate::parties::reclaim(&feed, crate::parties::RECLAIM_AFTER_S);
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
             })

@@ -222,6 +222,9 @@ pub struct DcpOptions {
     pub operator_token: Option<String>,
     /// Seconds before the DCP finishes a debit its device did not retry.
     pub in_flight_after_s: i64,
+    /// Seconds before the DCP reclaims a load whose Issue its device did
+    /// not collect.
+    pub reclaim_after_s: i64,
 }
 
 /// `tally dcp`: serves one DCP's device API over TLS (server
@@ -266,9 +269,10 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
     let id = o.id;
     let inbox = bo.clone();
     let after = o.in_flight_after_s.max(0);
+    let reclaim_after = o.reclaim_after_s.max(0);
     std::thread::Builder::new()
         .name("dcp-inbox".into())
-        .spawn(move || book_inbox_periodically(inbox, after))
+        .spawn(move || book_inbox_periodically(inbox, after, reclaim_after))
         .map_err(|e| CliError::failed(e.to_string()))?;
     serve(o.listen, &format!("dcp {id}"), move |listener, stop| {
         Box::pin(tally_tls::serve_tls(
@@ -284,10 +288,20 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
 /// `tally node` finishes it itself (`tally dcp --in-flight-after-s`).
 pub(crate) const IN_FLIGHT_RESOLVE_AFTER_S: i64 = 30;
 
-/// Interbank credits and mints reach the DCP's book within a second, and
+/// Seconds a load the DCP finished itself waits for its device to collect
+/// the Issue before the DCP reclaims it (`tally dcp --reclaim-after-s`): 7
+/// days.
+pub(crate) const RECLAIM_AFTER_S: i64 = 7 * 24 * 3600;
+
+/// Interbank credits and mints reach the DCP's book within a second,
 /// debits left in flight by a device that never came back are finished
-/// (`Backoffice::resolve_in_flight`).
-fn book_inbox_periodically(bo: Arc<Backoffice>, in_flight_after_s: i64) {
+/// (`Backoffice::resolve_in_flight`), and loads whose Issue was not
+/// collected are reclaimed (`Backoffice::reclaim_uncollected`).
+pub(crate) fn book_inbox_periodically(
+    bo: Arc<Backoffice>,
+    in_flight_after_s: i64,
+    reclaim_after_s: i64,
+) {
     loop {
         if let Err(e) = bo.book_inbox() {
             tracing::warn!(error = %e, "inbox not booked; will retry");
@@ -304,7 +318,23 @@ fn book_inbox_periodically(bo: Arc<Backoffice>, in_flight_after_s: i64) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "debits in flight not resolved; will retry"),
         }
+        reclaim(&bo, reclaim_after_s);
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// One round of [`Backoffice::reclaim_uncollected`], logged.
+pub(crate) fn reclaim(bo: &Backoffice, after_s: i64) {
+    match bo.reclaim_uncollected(after_s) {
+        Ok(r) if r.reclaimed > 0 => {
+            tracing::info!(
+                reclaimed = r.reclaimed,
+                pending = r.pending,
+                "uncollected loads returned to their accounts"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "uncollected loads not reclaimed; will retry"),
     }
 }
 

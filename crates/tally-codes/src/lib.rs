@@ -312,8 +312,8 @@ registry! {
         "CancelIssue of an Issue this DCP did not hand to this SE, or whose token was spent";
     DCP_REPORTS_DIGEST_MISMATCH = 86, Dcp, http [422], sw [], Used,
         "the sync upload's request reports are not those the SE signed for";
-    DCP_RESERVED_87 = 87, Dcp, http [], sw [], Reserved,
-        "held for the device protocol's next refusals";
+    DCP_LOAD_RECLAIMED = 87, Dcp, http [410], sw [], Used,
+        "a load whose Issue its device did not collect in time: the DCP cancelled the Issue at the central bank and returned the amount to the account";
     DCP_RESERVED_88 = 88, Dcp, http [], sw [], Reserved,
         "held for the device protocol's next refusals";
     DCP_RESERVED_89 = 89, Dcp, http [], sw [], Reserved,

@@ -88,6 +88,27 @@ pub static IN_FLIGHT_MIGRATIONS: Migrations = Migrations {
     )],
 };
 
+/// Loads the DCP finished itself (`resolve_in_flight`) whose Issue no
+/// device has collected yet, and what became of each
+/// (`Backoffice::reclaim_uncollected`): the Issue is kept so it can be
+/// cancelled at the central bank if its device never comes back.
+pub static UNCOLLECTED_MIGRATIONS: Migrations = Migrations {
+    component: "dcp_uncollected",
+    steps: &[(
+        1,
+        "CREATE TABLE dcp_uncollected (
+            rid BLOB PRIMARY KEY,
+            account TEXT NOT NULL,
+            amount BIGINT NOT NULL,
+            issue BLOB NOT NULL,
+            reply_key BLOB NOT NULL,
+            since BIGINT NOT NULL,
+            state BIGINT NOT NULL
+        );
+        CREATE INDEX dcp_uncollected_since ON dcp_uncollected (state, since)",
+    )],
+};
+
 /// Keyed tags of the Issues handed to devices (for cancellation).
 pub static ISSUE_TAG_MIGRATIONS: Migrations = Migrations {
     component: "dcp_issues",
@@ -199,6 +220,57 @@ pub struct InFlight {
     pub since: i64,
 }
 
+/// What became of a load's Issue the DCP finished without its device
+/// (`dcp_uncollected.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    /// Not handed to the device yet.
+    Waiting,
+    /// Handed to the device (its retry got the answer): never reclaimed.
+    Delivered,
+    /// Being cancelled at the central bank: the device's retries are
+    /// refused from now on.
+    Reclaiming,
+    /// Cancelled, the amount credited back to the customer.
+    Reclaimed,
+}
+
+impl Collection {
+    fn code(self) -> i64 {
+        match self {
+            Collection::Waiting => 0,
+            Collection::Delivered => 1,
+            Collection::Reclaiming => 2,
+            Collection::Reclaimed => 3,
+        }
+    }
+    fn from_code(c: i64) -> Result<Collection, StoreError> {
+        Ok(match c {
+            0 => Collection::Waiting,
+            1 => Collection::Delivered,
+            2 => Collection::Reclaiming,
+            3 => Collection::Reclaimed,
+            _ => return Err(StoreError::Type(format!("collection state {c}"))),
+        })
+    }
+}
+
+/// A load the DCP finished itself, its Issue not collected (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncollected {
+    /// The device request of the load.
+    pub rid: Hash32,
+    pub account: String,
+    pub amount: u64,
+    /// The Issue the central bank registered (CBOR).
+    pub issue: Vec<u8>,
+    /// The reply key of the load's central call.
+    pub reply_key: Hash32,
+    /// When the DCP finished the load (Unix seconds).
+    pub since: i64,
+    pub state: Collection,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
     pub debit: Option<String>,
@@ -256,6 +328,22 @@ pub trait DcpDb {
     /// Debits in flight since `before` (Unix seconds) or earlier, oldest
     /// first, at most `max`.
     fn in_flight_before(&mut self, before: i64, max: usize) -> Result<Vec<InFlight>, StoreError>;
+    /// Records a load finished without its device, as
+    /// [`Collection::Waiting`]; a row for `u.rid` already there (the device
+    /// collected first) is kept: whether it was new.
+    fn uncollected_insert(&mut self, u: &Uncollected) -> Result<bool, StoreError>;
+    /// The collection state of load `rid`, if the DCP finished it itself.
+    fn uncollected_state(&mut self, rid: &Hash32) -> Result<Option<Collection>, StoreError>;
+    /// Moves load `rid` from `from` to `to`; whether it was in `from`.
+    fn uncollected_move(
+        &mut self,
+        rid: &Hash32,
+        from: Collection,
+        to: Collection,
+    ) -> Result<bool, StoreError>;
+    /// Loads waiting since `before` (Unix seconds) or earlier, and every
+    /// load being reclaimed, oldest first, at most `max`.
+    fn uncollected_due(&mut self, before: i64, max: usize) -> Result<Vec<Uncollected>, StoreError>;
     /// Stores a fresh enrolment code's digest for `account`, unbound. A
     /// digest stored before is refused by the key.
     fn enrolment_code_insert(&mut self, digest: &Hash32, account: &str) -> Result<(), StoreError>;
@@ -358,6 +446,25 @@ pub trait DcpBookDb {
 }
 
 // ---- decoders ---------------------------------------------------------------
+
+/// Decodes `SELECT rid, account, amount, issue, reply_key, since, state
+/// FROM dcp_uncollected`.
+fn uncollected_row(r: &Row) -> Result<Uncollected, StoreError> {
+    let hash32 = |b: &[u8]| -> Result<Hash32, StoreError> {
+        Ok(Hash32(
+            b.try_into().map_err(|_| StoreError::Type("hash".into()))?,
+        ))
+    };
+    Ok(Uncollected {
+        rid: hash32(r.bytes(0)?)?,
+        account: r.text(1)?.to_string(),
+        amount: u64::try_from(r.int(2)?).map_err(|_| StoreError::Type("amount".into()))?,
+        issue: r.bytes(3)?.to_vec(),
+        reply_key: hash32(r.bytes(4)?)?,
+        since: r.int(5)?,
+        state: Collection::from_code(r.int(6)?)?,
+    })
+}
 
 fn in_flight_row(r: &Row) -> Result<InFlight, StoreError> {
     let hash32 = |b: &[u8]| -> Result<Hash32, StoreError> {
@@ -530,6 +637,59 @@ impl<'a> DcpDb for dyn Tx + 'a {
         )?
         .iter()
         .map(in_flight_row)
+        .collect()
+    }
+
+    fn uncollected_insert(&mut self, u: &Uncollected) -> Result<bool, StoreError> {
+        let n = self.execute(
+            "INSERT INTO dcp_uncollected (rid, account, amount, issue, reply_key, since, state) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (rid) DO NOTHING",
+            &[
+                h(&u.rid),
+                u.account.as_str().into(),
+                Value::Int(i64::try_from(u.amount).map_err(|_| StoreError::Type("amount".into()))?),
+                u.issue.clone().into(),
+                h(&u.reply_key),
+                Value::Int(u.since),
+                Value::Int(u.state.code()),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn uncollected_state(&mut self, rid: &Hash32) -> Result<Option<Collection>, StoreError> {
+        self.query_one(
+            "SELECT state FROM dcp_uncollected WHERE rid = $1",
+            &[h(rid)],
+        )?
+        .map(|r| Collection::from_code(r.int(0)?))
+        .transpose()
+    }
+
+    fn uncollected_move(
+        &mut self,
+        rid: &Hash32,
+        from: Collection,
+        to: Collection,
+    ) -> Result<bool, StoreError> {
+        let n = self.execute(
+            "UPDATE dcp_uncollected SET state = $1 WHERE rid = $2 AND state = $3",
+            &[Value::Int(to.code()), h(rid), Value::Int(from.code())],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn uncollected_due(&mut self, before: i64, max: usize) -> Result<Vec<Uncollected>, StoreError> {
+        self.query(
+            "SELECT rid, account, amount, issue, reply_key, since, state FROM dcp_uncollected WHERE (state = $1 AND since <= $2) OR state = $3 ORDER BY since, rid LIMIT $4",
+            &[
+                Value::Int(Collection::Waiting.code()),
+                Value::Int(before),
+                Value::Int(Collection::Reclaiming.code()),
+                Value::Int(max as i64),
+            ],
+        )?
+        .iter()
+        .map(uncollected_row)
         .collect()
     }
 

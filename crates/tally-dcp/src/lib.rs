@@ -22,7 +22,7 @@ pub mod service;
 // stay reachable here under their old paths.
 pub use service::{
     Backoffice, BackofficeError, InFlightReport, LegacySeeds, OsEntropy, OutboxStatus,
-    Reconciliation, SettlementResult, Stores, development_escrow_key, legacy_seeds,
+    ReclaimReport, Reconciliation, SettlementResult, Stores, development_escrow_key, legacy_seeds,
 };
 /// The central wire's vectors and fuzz oracles (tally-central, feature
 /// `testkit`), under the path the fuzz targets and tests use.

@@ -59,7 +59,7 @@ pub use tally_central::{
 use tally_central::{Central, CentralBank, CentralKeys, CentralRequest, CentralTrust};
 
 use crate::book::{self, Book, BookTotals};
-use crate::db::{DcpBookDb, DcpDb, InFlight, NewDevice};
+use crate::db::{Collection, DcpBookDb, DcpDb, InFlight, NewDevice, Uncollected};
 
 // The DCP's migrations live with its SQL (crate::db); their paths stay.
 pub use crate::db::{
@@ -216,18 +216,31 @@ fn issue_serial(op: &Hash32, n: u32) -> u64 {
 }
 
 /// The DCP's tables, in order.
-fn dcp_migrations() -> [&'static Migrations; 5] {
+fn dcp_migrations() -> [&'static Migrations; 6] {
     [
         &MIGRATIONS,
         &REFUSAL_MIGRATIONS,
         &ISSUE_TAG_MIGRATIONS,
         &crate::book::BOOK_MIGRATIONS,
         &crate::db::IN_FLIGHT_MIGRATIONS,
+        &crate::db::UNCOLLECTED_MIGRATIONS,
     ]
 }
 
 /// Debits in flight finished per call of [`Backoffice::resolve_in_flight`].
 const IN_FLIGHT_ROUND_MAX: usize = 256;
+
+/// What one round of [`Backoffice::reclaim_uncollected`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReclaimReport {
+    /// Cancelled at the central bank, the amount back with the customer.
+    pub reclaimed: usize,
+    /// Collected by the device after all: kept.
+    pub delivered: usize,
+    /// Being reclaimed, the cancellation not answered yet (or refused: for
+    /// an operator); retried next round.
+    pub pending: usize,
+}
 
 /// What one round of [`Backoffice::resolve_in_flight`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -845,6 +858,17 @@ impl Backoffice {
                 if let Some(refusal) = logged.refusal {
                     return Ok(Err(Err(refusal)));
                 }
+                // A load the DCP finished itself and then cancelled because
+                // its device did not come back in time: the Issue must not
+                // be handed out any more (its tokens are cancelled).
+                if matches!(req.op, DeviceOp::Load { .. })
+                    && matches!(
+                        tx.uncollected_state(&rid)?,
+                        Some(Collection::Reclaiming | Collection::Reclaimed)
+                    )
+                {
+                    return Err(BackofficeError::LoadReclaimed);
+                }
             } else {
                 let last = tx
                     .device_last_counter(&req.se_id)?
@@ -887,6 +911,20 @@ impl Backoffice {
         let bytes = resp.to_cbor();
         let sealed = seal_response(body, &bytes);
         self.dcp.transact(|tx| {
+            // A load finished by the DCP itself is handed out only while it
+            // is not being reclaimed, and then never reclaimed (one
+            // transaction decides, against `reclaim_uncollected`'s).
+            if matches!(req.op, DeviceOp::Load { .. }) {
+                match tx.uncollected_state(&rid)? {
+                    Some(Collection::Reclaiming | Collection::Reclaimed) => {
+                        return Err(BackofficeError::LoadReclaimed);
+                    }
+                    Some(Collection::Waiting) => {
+                        tx.uncollected_move(&rid, Collection::Waiting, Collection::Delivered)?;
+                    }
+                    Some(Collection::Delivered) | None => {}
+                }
+            }
             tx.request_set_response(&rid, &sealed)?;
             if let DeviceOp::Redeem { nonce, .. } = &req.op {
                 tx.redemption_mark_done(nonce)?;
@@ -1086,10 +1124,108 @@ impl Backoffice {
                 &f.reply_key,
                 &req,
             ) {
-                Ok(_) => report.settled += 1,
+                Ok(res) => {
+                    report.settled += 1;
+                    // A load: its Issue waits for the device's retry; if
+                    // the device never comes, `reclaim_uncollected` cancels
+                    // it and returns the amount.
+                    if f.kind == "load"
+                        && let Some(issue) = res.issues.first()
+                    {
+                        self.dcp.transact(|tx| {
+                            tx.uncollected_insert(&Uncollected {
+                                rid: f.rid,
+                                account: f.account.clone(),
+                                amount: f.amount,
+                                issue: issue.to_cbor(),
+                                reply_key: f.reply_key,
+                                since: unix_seconds(),
+                                state: Collection::Waiting,
+                            })?;
+                            Ok::<_, BackofficeError>(())
+                        })?;
+                    }
+                }
                 Err(e) if e.is_unanswered() => report.pending += 1,
                 Err(BackofficeError::BadSettlementResult) => report.pending += 1,
                 Err(_) => report.returned += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Returns the amounts of loads whose device never collected the Issue
+    /// (issue 11): a load the DCP finished itself ([`Self::resolve_in_flight`])
+    /// and whose device has not retried for `older_than_s` seconds since is
+    /// cancelled at the central bank (its outputs consumed there, so a token
+    /// of it appearing later is a double spend) and its amount credited back
+    /// to the customer, once. The device was never given the Issue — the
+    /// DCP answers a device only with a stored response, and none was
+    /// stored — and from the moment the reclaim starts its retry is refused
+    /// (410, code 87) instead of being answered with the Issue. A reclaim
+    /// interrupted (unanswered cancel, crash) is finished by the next round.
+    /// `tally dcp` and `tally node` run this every second.
+    pub fn reclaim_uncollected(&self, older_than_s: i64) -> Result<ReclaimReport, BackofficeError> {
+        let rows = self.dcp.transact(|tx| {
+            Ok::<_, BackofficeError>(
+                tx.uncollected_due(unix_seconds() - older_than_s, IN_FLIGHT_ROUND_MAX)?,
+            )
+        })?;
+        let mut report = ReclaimReport::default();
+        for u in rows {
+            if u.state == Collection::Waiting {
+                // Decided in one transaction against the device's own
+                // retry (handle_device): handed out, or reclaimed.
+                let start = self.dcp.transact(|tx| {
+                    let answered = tx.request(&u.rid)?.is_some_and(|l| l.response.is_some());
+                    if answered {
+                        tx.uncollected_move(&u.rid, Collection::Waiting, Collection::Delivered)?;
+                        return Ok::<_, BackofficeError>(false);
+                    }
+                    Ok(tx.uncollected_move(&u.rid, Collection::Waiting, Collection::Reclaiming)?)
+                })?;
+                if !start {
+                    report.delivered += 1;
+                    continue;
+                }
+            }
+            let Ok(issue) = Issue::from_cbor(&u.issue) else {
+                report.pending += 1;
+                continue;
+            };
+            let op = tagged_hash(b"tally/v1/reclaim-op", &[&u.rid.0]);
+            let reply_key = tagged_hash(b"tally/v1/reclaim-reply-key", &[&u.reply_key.0]);
+            match self.central_call(
+                &op,
+                &reply_key,
+                &CentralRequest::Cancel {
+                    issue: issue.clone(),
+                },
+            ) {
+                // `value` is 0 when the Issue was cancelled before (by an
+                // earlier round whose answer was lost): the credit below
+                // is keyed by the Issue, so it is made once either way.
+                Ok(res) if res.value == u.amount || res.value == 0 => {
+                    self.dcp.transact(|tx| {
+                        Book::post(
+                            tx,
+                            &format!("cancel:{}", issue.id()),
+                            None,
+                            Some(&u.account),
+                            u.amount,
+                        )?;
+                        tx.uncollected_move(&u.rid, Collection::Reclaiming, Collection::Reclaimed)?;
+                        Ok::<_, BackofficeError>(())
+                    })?;
+                    report.reclaimed += 1;
+                }
+                Ok(_) => report.pending += 1,
+                Err(e) => {
+                    if !e.is_unanswered() {
+                        tracing::error!(error = %e, "an uncollected load could not be cancelled: left for an operator");
+                    }
+                    report.pending += 1;
+                }
             }
         }
         Ok(report)

@@ -13,6 +13,7 @@ use tally_dcp::db::{
     EnrolmentCode, IN_FLIGHT_MIGRATIONS, ISSUE_TAG_MIGRATIONS, InFlight, LoggedRequest, MIGRATIONS,
     NewDevice, Posting, REFUSAL_MIGRATIONS, Redemption, StoredTotals,
 };
+use tally_dcp::db::{Collection, UNCOLLECTED_MIGRATIONS, Uncollected};
 use tally_store::{Migrations, Store, StoreError, Tx};
 
 fn h(first: u8, last: u8) -> Hash32 {
@@ -279,14 +280,86 @@ fn book_totals(s: &Store) {
     );
 }
 
-static ALL: [&Migrations; 6] = [
+static ALL: [&Migrations; 7] = [
     &MIGRATIONS,
     &REFUSAL_MIGRATIONS,
     &ISSUE_TAG_MIGRATIONS,
     &BOOK_MIGRATIONS,
     &DCP_KEY_CUSTODY_MIGRATIONS,
     &IN_FLIGHT_MIGRATIONS,
+    &UNCOLLECTED_MIGRATIONS,
 ];
+
+/// Loads finished without their device: the first row for a request is
+/// kept, states move only from the state named, and the due list holds
+/// the waiting rows old enough plus every row being reclaimed, oldest
+/// first, bounded.
+fn uncollected(s: &Store) {
+    let row = |n: u8, since: i64| Uncollected {
+        rid: h(0x40, n),
+        account: "user:alice".into(),
+        amount: u64::try_from(i64::MAX).unwrap(),
+        issue: vec![0x86, n],
+        reply_key: h(0x41, n),
+        since,
+        state: Collection::Waiting,
+    };
+    assert_eq!(tx(s, |t| t.uncollected_state(&h(0x40, 1))), None);
+    assert!(tx(s, |t| t.uncollected_insert(&row(1, 10))));
+    assert!(!tx(s, |t| t.uncollected_insert(&Uncollected {
+        account: "user:mallory".into(),
+        ..row(1, 99)
+    })));
+    assert!(tx(s, |t| t.uncollected_insert(&row(2, 20))));
+    assert!(tx(s, |t| t.uncollected_insert(&row(3, 30))));
+    assert_eq!(
+        tx(s, |t| t.uncollected_due(i64::MAX, 10)),
+        vec![row(1, 10), row(2, 20), row(3, 30)]
+    );
+    assert_eq!(
+        tx(s, |t| t.uncollected_due(20, 10)),
+        vec![row(1, 10), row(2, 20)]
+    );
+    assert_eq!(tx(s, |t| t.uncollected_due(i64::MAX, 1)), vec![row(1, 10)]);
+    // Moves only from the state named.
+    assert!(!tx(s, |t| t.uncollected_move(
+        &h(0x40, 1),
+        Collection::Reclaiming,
+        Collection::Reclaimed
+    )));
+    assert!(tx(s, |t| t.uncollected_move(
+        &h(0x40, 1),
+        Collection::Waiting,
+        Collection::Delivered
+    )));
+    assert!(tx(s, |t| t.uncollected_move(
+        &h(0x40, 3),
+        Collection::Waiting,
+        Collection::Reclaiming
+    )));
+    assert_eq!(
+        tx(s, |t| t.uncollected_state(&h(0x40, 1))),
+        Some(Collection::Delivered)
+    );
+    // Delivered rows are never due; a row being reclaimed is due at once.
+    assert_eq!(
+        tx(s, |t| t.uncollected_due(0, 10)),
+        vec![Uncollected {
+            state: Collection::Reclaiming,
+            ..row(3, 30)
+        }]
+    );
+    assert!(tx(s, |t| t.uncollected_move(
+        &h(0x40, 3),
+        Collection::Reclaiming,
+        Collection::Reclaimed
+    )));
+    assert_eq!(tx(s, |t| t.uncollected_due(i64::MAX, 10)), vec![row(2, 20)]);
+    assert_eq!(
+        tx(s, |t| t.uncollected_state(&h(0x40, 3))),
+        Some(Collection::Reclaimed)
+    );
+}
 
 /// Debits in flight: round trip (u64 amounts up to i64::MAX, attempt
 /// u32::MAX), oldest first with the bound inclusive, a limit, a key
@@ -374,6 +447,7 @@ contracts!(
     book_postings,
     book_totals,
     in_flight,
+    uncollected,
 );
 
 // ---- the guard: SQL only in src/db.rs ---------------------------------

@@ -441,6 +441,125 @@ fn a_debit_the_central_bank_refuses_on_resolution_goes_back_to_the_customer() {
     assert!(bank.invariant().unwrap().holds());
 }
 
+/// `d` loads 5 000 with `fault` on `p`'s next central call: the command
+/// fails, its request stays pending on the device.
+fn interrupted_load(p: &Party, d: &mut Device, fault: Fault) {
+    p.link.faults.lock().unwrap().push(Some(fault));
+    assert!(run(p, d, |a| a.load(5_000)).is_err());
+}
+
+/// DCP 1's books and the central bank's after a load of 5 000 by alice
+/// that is `loaded` (in her SE) or not.
+fn assert_books(bank: &CentralBank, p1: &Party, loaded: bool, what: &str) {
+    let (account, float) = if loaded { (15_000, 5_000) } else { (20_000, 0) };
+    assert_eq!(p1.bo.account_balance("alice").unwrap(), account, "{what}");
+    assert_eq!(
+        bank.dcp_balance(1).unwrap(),
+        100_000 - float as i64,
+        "{what}"
+    );
+    let r = p1.bo.reconcile().unwrap();
+    assert!(r.matches(), "{what}: {r:?}");
+    let inv = bank.invariant().unwrap();
+    assert!(inv.holds(), "{what}: {inv:?}");
+    assert_eq!(inv.offline_float, float, "{what}");
+}
+
+/// A load the DCP finished itself (its device never retried) leaves an
+/// Issue nobody holds: after the grace period the DCP cancels it at the
+/// central bank and returns the amount to the customer, once — also when
+/// the cancellation's answer is lost on the way — and the device's late
+/// retry is refused (410, code 87) instead of handing out the cancelled
+/// Issue; nothing moves again.
+fn uncollected_story(fault: Fault) {
+    let (bank, p1, _p2, mut alice, _bob) = parties();
+    interrupted_load(&p1, &mut alice, fault);
+    assert_eq!(p1.bo.resolve_in_flight(0).unwrap().settled, 1, "{fault:?}");
+    // The load is settled: the amount is in the float, its Issue waits.
+    assert_eq!(p1.bo.account_balance("alice").unwrap(), 15_000);
+    assert_eq!(bank.invariant().unwrap().offline_float, 5_000);
+    // Within the grace period nothing happens.
+    assert_eq!(
+        p1.bo.reclaim_uncollected(3_600).unwrap(),
+        tally_dcp::ReclaimReport::default()
+    );
+    // The cancellation's answer is lost: the reclaim is pending, and the
+    // device's retry is already refused.
+    p1.link.faults.lock().unwrap().push(Some(Fault::DropReply));
+    assert_eq!(
+        p1.bo.reclaim_uncollected(0).unwrap(),
+        tally_dcp::ReclaimReport {
+            reclaimed: 0,
+            delivered: 0,
+            pending: 1
+        },
+        "{fault:?}"
+    );
+    let late = run(&p1, &mut alice, |a| a.resume());
+    match late {
+        Err(tally_wallet::agent::AgentError::Backend(e)) => {
+            assert_eq!(e.code, tally_codes::DCP_LOAD_RECLAIMED, "{e:?}");
+            assert_eq!(e.status, 410, "{e:?}");
+        }
+        other => panic!("{fault:?}: the late retry was not refused: {other:?}"),
+    }
+    assert_eq!(alice.dev.link.status().unwrap().balance, Amount(0));
+    // The next round finishes it.
+    assert_eq!(
+        p1.bo.reclaim_uncollected(0).unwrap(),
+        tally_dcp::ReclaimReport {
+            reclaimed: 1,
+            delivered: 0,
+            pending: 0
+        },
+        "{fault:?}"
+    );
+    assert_books(&bank, &p1, false, "after the reclaim");
+    // Nothing left; a second round and another late retry move nothing.
+    assert_eq!(
+        p1.bo.reclaim_uncollected(0).unwrap(),
+        tally_dcp::ReclaimReport::default()
+    );
+    let again = run(&p1, &mut alice, |a| a.resume());
+    assert!(
+        again.is_ok_and(|f| f.is_empty()),
+        "nothing pending any more"
+    );
+    assert_books(&bank, &p1, false, "after a second round");
+    // The device can load again (a new request).
+    run(&p1, &mut alice, |a| a.load(5_000)).expect("a new load");
+    assert_books(&bank, &p1, true, "after a new load");
+    assert_eq!(alice.dev.link.status().unwrap().balance, Amount(5_000));
+}
+
+#[test]
+fn an_uncollected_load_whose_request_was_dropped_goes_back_to_the_customer() {
+    uncollected_story(Fault::DropRequest);
+}
+
+#[test]
+fn an_uncollected_load_whose_reply_was_dropped_goes_back_to_the_customer() {
+    uncollected_story(Fault::DropReply);
+}
+
+/// The device comes back within the grace period: its retry gets the
+/// Issue, and the load is never reclaimed.
+#[test]
+fn a_load_collected_within_the_grace_period_is_not_reclaimed() {
+    let (bank, p1, _p2, mut alice, _bob) = parties();
+    interrupted_load(&p1, &mut alice, Fault::DropReply);
+    assert_eq!(p1.bo.resolve_in_flight(0).unwrap().settled, 1);
+    let finished = run(&p1, &mut alice, |a| a.resume()).expect("the late retry");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(alice.dev.link.status().unwrap().balance, Amount(5_000));
+    assert_eq!(
+        p1.bo.reclaim_uncollected(0).unwrap(),
+        tally_dcp::ReclaimReport::default(),
+        "a collected load is not due"
+    );
+    assert_books(&bank, &p1, true, "collected");
+}
+
 /// A stored call that does not decode (a poison row) is left in flight
 /// and does not stop the round: the other debit is finished.
 #[test]
