@@ -100,10 +100,7 @@ async fn revoke_certificate(
     role: Option<Extension<PeerRole>>,
     PartyBody(body): PartyBody,
 ) -> Response {
-    if let Err(r) = operator_of(role) {
-        return r;
-    }
-    let body: RevokeCertificateRequest = match parse(&body) {
+    let body: RevokeCertificateRequest = match operator_body(role, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -172,6 +169,16 @@ fn dcp_of(role: Option<Extension<PeerRole>>) -> Result<u32, Response> {
             "only a DCP's role certificate may call the central bank's DCP interface",
         )),
     }
+}
+
+/// An operator's JSON body: refused unless the caller is an operator and
+/// the body parses.
+fn operator_body<T: serde::de::DeserializeOwned>(
+    role: Option<Extension<PeerRole>>,
+    body: &[u8],
+) -> Result<T, Response> {
+    operator_of(role)?;
+    parse(body)
 }
 
 fn operator_of(role: Option<Extension<PeerRole>>) -> Result<(), Response> {
@@ -315,11 +322,8 @@ async fn mint(
     role: Option<Extension<PeerRole>>,
     PartyBody(body): PartyBody,
 ) -> Response {
-    if let Err(r) = operator_of(role) {
-        return r;
-    }
-    let m: MintRequest = match parse(&body) {
-        Ok(m) => m,
+    let m: MintRequest = match operator_body(role, &body) {
+        Ok(b) => b,
         Err(r) => return r,
     };
     if m.idempotency_key.is_empty() || m.idempotency_key.len() > 128 {
@@ -343,11 +347,8 @@ async fn manufacturer(
     role: Option<Extension<PeerRole>>,
     PartyBody(body): PartyBody,
 ) -> Response {
-    if let Err(r) = operator_of(role) {
-        return r;
-    }
-    let body: ManufacturerRequest = match parse(&body) {
-        Ok(m) => m,
+    let body: ManufacturerRequest = match operator_body(role, &body) {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let key = match hex::decode(&body.key)
@@ -530,6 +531,20 @@ pub struct OutboxClient {
     agent: ureq::Agent,
 }
 
+/// A failed exchange of the MDS with the central bank: no answer is
+/// "unavailable" (503, code 1303).
+fn outbox_error(e: tally_wallet::agent::BackendError) -> BackofficeError {
+    BackofficeError::Remote {
+        code: if e.status == 0 {
+            tally_codes::CENTRAL_UNAVAILABLE
+        } else {
+            e.code
+        },
+        status: if e.status == 0 { 503 } else { e.status },
+        message: e.message,
+    }
+}
+
 impl OutboxClient {
     pub fn new(base: &str, agent: ureq::Agent) -> OutboxClient {
         OutboxClient {
@@ -544,15 +559,7 @@ impl OutboxClient {
             .post(format!("{}{path}", self.base))
             .header("content-type", CBOR)
             .send(body);
-        tally_client::http::exchange(r).map_err(|e| BackofficeError::Remote {
-            code: if e.status == 0 {
-                tally_codes::CENTRAL_UNAVAILABLE
-            } else {
-                e.code
-            },
-            status: if e.status == 0 { 503 } else { e.status },
-            message: e.message,
-        })
+        tally_client::http::exchange(r).map_err(outbox_error)
     }
 
     /// The central bank's trust objects (the MDS's issuers and limits).
@@ -569,15 +576,7 @@ impl OutboxClient {
             .agent
             .get(format!("{}/central/v1/mds/role-revocations", self.base))
             .call();
-        let body = tally_client::http::exchange(r).map_err(|e| BackofficeError::Remote {
-            code: if e.status == 0 {
-                tally_codes::CENTRAL_UNAVAILABLE
-            } else {
-                e.code
-            },
-            status: if e.status == 0 { 503 } else { e.status },
-            message: e.message,
-        })?;
+        let body = tally_client::http::exchange(r).map_err(outbox_error)?;
         let mut rd = tally_core::codec::Reader::new(&body);
         let pins: Vec<Hash32> = tally_core::codec::read_vec(&mut rd, ROLE_REVOCATIONS_MAX)
             .map_err(BackofficeError::Decode)?;
