@@ -297,3 +297,113 @@ fn demo_runs_to_the_end() {
     assert!(out.contains("alice pays dave@2 300 XTS online"), "{out}");
     assert!(out.contains("losses from fraud"), "{out}");
 }
+
+/// Hybrid online/offline (issue 13, item 3): a connected IoT device pays
+/// with the same command and the same SE authorisation, and its route —
+/// the device's own policy — decides when the payment reaches the ledger.
+/// Online, each payment is settled before `pay` returns; a cloned meter
+/// cannot settle its second spend of the same token (the DCP has seen its
+/// request counter), and the payee's sync finds the double spend. Auto falls back to offline when the DCP does
+/// not answer (settled later, as any offline payment); online refuses to
+/// pay without its DCP and changes nothing.
+#[test]
+fn a_connected_device_settles_each_payment_at_once_and_falls_back_offline() {
+    let dir = temp_dir("route");
+    let d = dir.path();
+    let db = Db::sqlite(d);
+    let mut node = Node::start(&db.url(), d, "node");
+    let url = node.url();
+    operator(&url, &["mint", "100000", "--idempotency-key", "m1"]);
+    for acct in ["meter", "charger"] {
+        operator(
+            &url,
+            &[
+                "deposit",
+                acct,
+                "1000",
+                "--idempotency-key",
+                &format!("dep-{acct}"),
+            ],
+        );
+    }
+    operator(
+        &url,
+        &["deposit", "kiosk", "1000", "--idempotency-key", "dep-kiosk"],
+    );
+    let meter = CliDevice::init(d, "meter", &url, "iot", "meter");
+    let charger = CliDevice::init(d, "charger", &url, "iot", "charger");
+    let kiosk = CliDevice::init(d, "kiosk", &url, "iot", "kiosk");
+    assert_eq!(meter.ok(&["route", "online"]).trim(), "route online");
+    assert_eq!(meter.ok(&["load", "100"]).trim(), "loaded 100");
+    let clone = meter.clone_to(d, "meter-clone");
+
+    let pay_to = |payer: &CliDevice, payee: &CliDevice, tag: &str, amount: u64| -> String {
+        let req = d.join(format!("{tag}.request"));
+        let pkg = d.join(format!("{tag}.package"));
+        let rcpt = d.join(format!("{tag}.receipt"));
+        payee.ok(&[
+            "request",
+            "--amount",
+            &amount.to_string(),
+            "--out",
+            &s(&req),
+        ]);
+        let out = payer.ok(&["pay", "--request", &s(&req), "--out", &s(&pkg)]);
+        assert!(out.starts_with(&format!("paid {amount}:")), "{out}");
+        payee.ok(&["receive", "--package", &s(&pkg), "--out", &s(&rcpt)]);
+        // On the online route the payment left the SE's log at its sync:
+        // the receipt is still answered as done.
+        payer.ok(&["ack", "--receipt", &s(&rcpt)]);
+        out
+    };
+    let pay = |payer: &CliDevice, tag: &str, amount: u64| pay_to(payer, &charger, tag, amount);
+    // Online: settled before the command returns.
+    let out = pay(&meter, "t1", 1);
+    assert!(
+        out.contains("settled at the ledger online (uploaded 1 packages, double spends found 0)"),
+        "{out}"
+    );
+    // The clone spends the same token (it holds the state before t1). Its
+    // settlement is refused: the DCP has seen its request counter (the
+    // original's). The payee's renewal settles what it received: the
+    // double spend is found then, against the registered t1.
+    let out = pay_to(&clone, &kiosk, "t2", 1);
+    assert!(
+        out.contains("not settled online yet") && out.contains("code 53"),
+        "{out}"
+    );
+    assert_eq!(kiosk.ok(&["renew"]).trim(), "renewed 1");
+    let op = node.operator();
+    assert_eq!(op.double_spends().expect("double spends").len(), 1);
+
+    // Auto without a DCP: paid offline, settled later.
+    assert_eq!(meter.ok(&["route", "auto"]).trim(), "route auto");
+    node.kill();
+    let out = pay(&meter, "t3", 2);
+    assert!(!out.contains("settled"), "{out}");
+    // Online without a DCP: refused before the SE pays; nothing changes.
+    assert_eq!(meter.ok(&["route", "online"]).trim(), "route online");
+    let before = meter.balance();
+    let req = d.join("t4.request");
+    charger.ok(&["request", "--amount", "3", "--out", &s(&req)]);
+    let err = meter
+        .run(&[
+            "pay",
+            "--request",
+            &s(&req),
+            "--out",
+            &s(&d.join("t4.package")),
+        ])
+        .fails_with(1);
+    assert!(err.contains("nothing was paid"), "{err}");
+    assert_eq!(meter.balance(), before);
+    assert!(!d.join("t4.package").exists());
+    assert_eq!(before.balance, 100 - 1 - 2);
+
+    // t3 settles as an offline payment does: here when its payee renews.
+    node.restart();
+    assert_eq!(charger.ok(&["renew"]).trim(), "renewed 3");
+    assert_eq!(op.double_spends().expect("double spends").len(), 1);
+    let inv = op.invariant().expect("invariant");
+    assert!(inv.holds, "{inv}");
+}

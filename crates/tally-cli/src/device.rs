@@ -40,6 +40,43 @@ impl Entropy for OsEntropy {
 
 pub type FileApplet = Applet<FileStorage, OsEntropy>;
 
+/// How a device pays (`tally device init --route`, `tally device route`):
+/// the device's own policy, chosen by whoever runs it (a metering
+/// operator, a cardholder). Every route pays with the same SE command and
+/// authorisation (PAY of the payee's signed request, within the SE's
+/// limits); they differ in when the payment reaches the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Route {
+    /// Settled later: by the payer's next sync while unacknowledged, or
+    /// when its payee redeems or pays on what it received.
+    #[default]
+    Offline,
+    /// Settled at once through the DCP (the spent registry records it
+    /// before the command returns); refuses to pay when the DCP cannot be
+    /// reached.
+    Online,
+    /// Online when the DCP answers, offline otherwise.
+    Auto,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Offline => "offline",
+            Route::Online => "online",
+            Route::Auto => "auto",
+        }
+    }
+    fn parse(s: &str) -> Option<Route> {
+        match s {
+            "offline" => Some(Route::Offline),
+            "online" => Some(Route::Online),
+            "auto" => Some(Route::Auto),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     pub node: String,
@@ -47,6 +84,8 @@ pub struct DeviceConfig {
     /// The root's CA certificate (PEM) the device pins for `https://`
     /// nodes (`tally tls init`); None for plain HTTP.
     pub ca: Option<String>,
+    /// How the device pays.
+    pub route: Route,
 }
 
 impl DeviceConfig {
@@ -87,10 +126,26 @@ impl DeviceConfig {
         let node = v["node"].as_str().unwrap_or_default().to_string();
         let se_id = parse_hash(v["se_id"].as_str().unwrap_or_default())?;
         let ca = v["ca"].as_str().map(str::to_string);
-        Ok(DeviceConfig { node, se_id, ca })
+        // Devices set up before routes existed pay offline.
+        let route = match v["route"].as_str() {
+            None => Route::Offline,
+            Some(r) => Route::parse(r)
+                .ok_or_else(|| CliError::usage(format!("{}: unknown route {r:?}", p.display())))?,
+        };
+        Ok(DeviceConfig {
+            node,
+            se_id,
+            ca,
+            route,
+        })
     }
     pub fn save(&self, state: &Path) -> Result<(), CliError> {
-        let v = serde_json::json!({ "node": self.node, "se_id": self.se_id.to_string(), "ca": self.ca });
+        let v = serde_json::json!({
+            "node": self.node,
+            "se_id": self.se_id.to_string(),
+            "ca": self.ca,
+            "route": self.route.name(),
+        });
         write_atomic(
             &side(state, ".json"),
             serde_json::to_string_pretty(&v)
@@ -368,6 +423,11 @@ pub struct InitOptions {
     /// `https://` node; kept with the device's settings.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// How the device pays: offline (settled later), online (settled at
+    /// once through the DCP) or auto (online when the DCP answers);
+    /// `tally device route` changes it.
+    #[arg(long, value_enum, default_value_t = Route::Offline)]
+    pub route: Route,
 }
 
 pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
@@ -412,6 +472,7 @@ pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
         node: o.node.clone(),
         se_id,
         ca,
+        route: o.route,
     };
     cfg.save(state)?;
     Ok(format!(
@@ -438,6 +499,23 @@ pub fn request(state: &Path, amount: u64, out: &Path) -> Result<String, CliError
     Ok(format!("request for {amount} written to {}", out.display()))
 }
 
+/// `tally device route MODE`: how the device pays from now on.
+pub fn set_route(state: &Path, route: Route) -> Result<String, CliError> {
+    let mut cfg = DeviceConfig::load(state)?;
+    cfg.route = route;
+    cfg.save(state)?;
+    Ok(format!("route {}", route.name()))
+}
+
+/// `tally device pay`: the SE pays the request (the same command and the
+/// same SE authorisation on every route). On the online route (or auto,
+/// when the DCP answers) the payment is then settled at once: the SE's
+/// payment log is uploaded through the DCP and the central bank registers
+/// the spend before the command returns. The online route refuses to pay
+/// — nothing changes — when the DCP cannot be reached; a settlement that
+/// fails after the SE paid is reported, and the payment settles later as
+/// an offline payment does (the package is written either way: it is the
+/// payee's).
 pub fn pay(
     state: &Path,
     request: &Path,
@@ -446,18 +524,51 @@ pub fn pay(
 ) -> Result<String, CliError> {
     let req = Request::from_cbor(&read_file(request)?)
         .map_err(|e| CliError::failed(format!("{}: {e}", request.display())))?;
+    let cfg = DeviceConfig::load(state)?;
+    let online = match cfg.route {
+        Route::Offline => false,
+        Route::Online | Route::Auto => {
+            let reachable = tally_wallet::agent::Backend::trust(&mut cfg.backend()?).is_ok();
+            if !reachable && cfg.route == Route::Online {
+                return Err(CliError::failed(format!(
+                    "route online: the DCP at {} cannot be reached; nothing was paid (`tally device route auto` pays offline when it cannot)",
+                    cfg.node
+                )));
+            }
+            reachable
+        }
+    };
     let mut se = open_se(state)?;
     if let Some(pin) = pin {
         SeLink::verify_pin(&mut se, pin.as_bytes()).map_err(se_err)?;
     }
     let pkg = SeLink::pay(&mut se, &req).map_err(se_err)?;
     write_atomic(out, &pkg)?;
-    Ok(format!(
+    drop(se);
+    let paid = format!(
         "paid {}: package of {} bytes written to {}",
         req.amount,
         pkg.len(),
         out.display()
-    ))
+    );
+    if !online {
+        return Ok(paid);
+    }
+    let settled = with_agent(state, |a, _| {
+        a.sync().map(|r| {
+            format!(
+                "settled at the ledger online (uploaded {} packages, double spends found {})",
+                r.uploaded, r.double_spends
+            )
+        })
+    });
+    Ok(match settled {
+        Ok(s) => format!("{paid}; {}", s.lines().last().unwrap_or_default()),
+        Err(e) => format!(
+            "{paid}; not settled online yet ({}): it settles later, as an offline payment does",
+            e.message()
+        ),
+    })
 }
 
 pub fn receive(state: &Path, package: &Path, out: &Path) -> Result<String, CliError> {

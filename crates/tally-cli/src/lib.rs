@@ -34,6 +34,11 @@ pub struct CliError {
 }
 
 impl CliError {
+    /// What went wrong, as printed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn usage(m: impl Into<String>) -> Self {
         CliError {
             exit: 2,
@@ -410,7 +415,15 @@ enum DeviceCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Payer: pay a request, write the package.
+    /// How the device pays from now on: offline (settled later), online
+    /// (settled at once through the DCP; refuses to pay without it) or
+    /// auto (online when the DCP answers).
+    Route {
+        #[arg(value_enum)]
+        route: device::Route,
+    },
+    /// Payer: pay a request, write the package (and, on the online route,
+    /// settle it at once).
     Pay {
         #[arg(long)]
         request: PathBuf,
@@ -1019,6 +1032,7 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             a.load(amount).map(|_| format!("loaded {amount}"))
         }),
         DeviceCmd::Request { amount, out } => device::request(state, amount, &out),
+        DeviceCmd::Route { route } => device::set_route(state, route),
         DeviceCmd::Pay { request, out, pin } => device::pay(state, &request, &out, pin.as_deref()),
         DeviceCmd::Receive { package, out } => device::receive(state, &package, &out),
         DeviceCmd::Ack { receipt } => device::ack(state, &receipt),

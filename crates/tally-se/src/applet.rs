@@ -630,7 +630,19 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         next.payments_since_sync = 0;
         next.received_since_sync = Amount::ZERO;
         // A redemption the DCP has not acknowledged stays: it is resent
-        // until settled (clearing it would strand its value).
+        // until settled (clearing it would strand its value). A payment
+        // leaving the log unacknowledged joins the acknowledged ones, so
+        // the payee's receipt arriving after this sync (a device that
+        // syncs right after paying, or before its payee answered) is
+        // answered as done rather than as a transfer this SE never made.
+        for o in &self.state.outgoing {
+            if !o.redemption && !o.acked && !next.acked.contains(&o.transfer_id) {
+                if next.acked.len() >= ACKED_KEPT_MAX {
+                    next.acked.remove(0);
+                }
+                next.acked.push(o.transfer_id);
+            }
+        }
         next.outgoing.retain(|o| o.redemption && !o.acked);
         next.receipts.clear();
         // The grant answers the Sync request numbered `grant.sequence`
