@@ -584,6 +584,7 @@ mod code_tests {
 
     use tally_codes as codes;
     use tally_core::codec::CodecError;
+    use tally_core::stream::TickError;
     use tally_core::verify::VerifyError;
 
     use crate::applet::{Limit, SeError};
@@ -605,6 +606,7 @@ mod code_tests {
         Limit::Certificates,
         Limit::Reports,
         Limit::Cancelled,
+        Limit::Streams,
     ];
 
     /// One of each kind of the SE's own refusals.
@@ -636,6 +638,13 @@ mod code_tests {
             AlreadyPaid,
             BadRequestSignature,
             IssueCancelled,
+            StreamTick(TickError::Replayed),
+            StreamTick(TickError::Skipped),
+            StreamTick(TickError::Forged),
+            StreamTick(TickError::Exhausted),
+            StreamClosed,
+            UnknownStream,
+            BadStreamTerms,
         ];
         v.extend(LIMITS.iter().map(|l| LimitExceeded(*l)));
         v
