@@ -590,7 +590,7 @@ mod code_tests {
     use crate::applet::{Limit, SeError};
     use crate::storage::StorageError;
 
-    const LIMITS: [Limit; 15] = [
+    const LIMITS: [Limit; 16] = [
         Limit::PaymentAmount,
         Limit::Holding,
         Limit::Receiving,

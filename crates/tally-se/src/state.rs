@@ -1330,7 +1330,7 @@ mod tests {
                 enc(&|w| {
                     w.array(1);
                     w.array(2);
-                    w.u64(25);
+                    w.u64(28);
                     w.u64(0);
                 }),
                 CodecError::UnknownCode,
@@ -1381,16 +1381,41 @@ mod tests {
         );
     }
 
-    /// The encoding of `st` as state version 3 (before `acked`).
+    /// The encoding of `st` as state version 3 (before `acked` and the
+    /// streams).
     fn as_version_3(st: &State) -> Vec<u8> {
-        assert!(st.acked.is_empty());
+        assert!(st.acked.is_empty() && st.streams_out.is_empty() && st.streams_in.is_empty());
         let mut bytes = st.to_cbor();
-        // array(26) → array(25), version 4 → 3, the empty `acked` dropped.
-        assert_eq!(&bytes[..3], &[0x98, 26, 4]);
+        // array(28) → array(25), version 5 → 3, the empty `acked`,
+        // `streams_out` and `streams_in` dropped.
+        assert_eq!(&bytes[..3], &[0x98, 28, 5]);
         bytes[1] = 25;
         bytes[2] = 3;
-        assert_eq!(bytes.pop(), Some(0x80));
+        for _ in 0..3 {
+            assert_eq!(bytes.pop(), Some(0x80));
+        }
         bytes
+    }
+
+    /// The encoding of `st` as state version 4 (before the streams).
+    fn as_version_4(st: &State) -> Vec<u8> {
+        assert!(st.streams_out.is_empty() && st.streams_in.is_empty());
+        let mut bytes = st.to_cbor();
+        assert_eq!(&bytes[..3], &[0x98, 28, 5]);
+        bytes[1] = 26;
+        bytes[2] = 4;
+        for _ in 0..2 {
+            assert_eq!(bytes.pop(), Some(0x80));
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_version_4_state_is_read_with_no_streams() {
+        let st = holding();
+        let v4 = as_version_4(&st);
+        assert_eq!(State::from_stored(&v4).unwrap(), st);
+        assert!(State::from_cbor(&v4).is_err(), "not the current version");
     }
 
     #[test]
@@ -1430,5 +1455,96 @@ mod tests {
         let mem = se.into_storage();
         let again = Applet::boot(mem, Sealing::None, TestEntropy::new(b"again")).unwrap();
         assert_eq!(again.state(), &st);
+    }
+}
+
+#[cfg(test)]
+mod stream_tick_records {
+    use super::*;
+
+    fn hex(b: &[u8]) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut s = alloc::string::String::new();
+        for x in b {
+            let _ = write!(s, "{x:02x}");
+        }
+        s
+    }
+
+    /// SPEC §4.10.4 `stream-tick-payer` and `stream-tick-payee`.
+    #[test]
+    fn tick_records_are_the_spec_vectors() {
+        assert_eq!(
+            hex(&encode_tick_delta(1, 0, 0, 1, None)),
+            "8301008182181b83000001"
+        );
+        let h1 = Hash32([
+            0x8e, 0xb7, 0x5e, 0x0d, 0xbd, 0x8b, 0xc4, 0x23, 0x69, 0xf7, 0x8f, 0x76, 0x10, 0x60,
+            0x1b, 0x67, 0x26, 0x48, 0x66, 0x9d, 0xd5, 0xed, 0xce, 0xcb, 0x00, 0x60, 0x8a, 0xed,
+            0xc8, 0x76, 0x2f, 0xa2,
+        ]);
+        assert_eq!(
+            hex(&encode_tick_delta(1, 0, 0, 1, Some(&h1))),
+            "8301008182181b8401000158208eb75e0dbd8bc42369f78f7610601b67264866\
+             9dd5edcecb00608aedc8762fa2"
+        );
+    }
+
+    fn with_streams() -> State {
+        let mut st = State::default();
+        st.streams_out.push(StreamOut {
+            id: Hash32([1; 32]),
+            price: Amount(2),
+            ticks_max: 3,
+            released: 0,
+            closed: false,
+        });
+        st.streams_in.push(StreamIn {
+            id: Hash32([2; 32]),
+            price: Amount(2),
+            ticks_max: 3,
+            ticks: 0,
+            latest: Hash32([9; 32]),
+            closed: false,
+        });
+        st
+    }
+
+    #[test]
+    fn only_the_next_tick_of_an_open_stream_applies() {
+        let mut st = with_streams();
+        apply_delta(&mut st, &encode_tick_delta(5, 0, 0, 1, None), 5, 0).unwrap();
+        assert_eq!(st.streams_out[0].released, 1);
+        let e = Hash32([4; 32]);
+        apply_delta(&mut st, &encode_tick_delta(5, 1, 0, 1, Some(&e)), 5, 1).unwrap();
+        assert_eq!((st.streams_in[0].ticks, st.streams_in[0].latest), (1, e));
+        for (k, slot, el) in [
+            (1, 0, None),
+            (3, 0, None),
+            (1, 0, Some(&e)),
+            (2, 1, Some(&e)),
+        ] {
+            let mut t = st.clone();
+            assert!(apply_delta(&mut t, &encode_tick_delta(5, 2, slot, k, el), 5, 2).is_err());
+        }
+        let mut closed = st.clone();
+        closed.streams_out[0].closed = true;
+        assert!(apply_delta(&mut closed, &encode_tick_delta(5, 2, 0, 2, None), 5, 2).is_err());
+        // Past the end.
+        st.streams_out[0].released = 3;
+        assert!(apply_delta(&mut st, &encode_tick_delta(5, 2, 0, 4, None), 5, 2).is_err());
+    }
+
+    #[test]
+    fn streams_round_trip_in_the_state_and_in_deltas() {
+        let st = with_streams();
+        assert_eq!(State::from_cbor(&st.to_cbor()).unwrap(), st);
+        let mut next = st.clone();
+        next.streams_in[0].closed = true;
+        next.streams_out.remove(0);
+        let d = encode_delta(&st, &next, 1, 0).unwrap();
+        let mut t = st.clone();
+        apply_delta(&mut t, &d, 1, 0).unwrap();
+        assert_eq!(t, next);
     }
 }
