@@ -2073,16 +2073,26 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             self.halted = true;
             return Err(SeError::Storage(e));
         }
-        // Compaction: the whole state with the tick applied.
-        let mut next = self.state.clone();
+        // Compaction: the whole state with the tick applied, in place (no
+        // second copy of the state in RAM). If the write fails the
+        // applet halts, so the state in memory, one tick ahead of the
+        // durable one, answers nothing before a reboot recovers.
         match element {
-            None => next.streams_out[slot].released = k,
+            None => self.state.streams_out[slot].released = k,
             Some(e) => {
-                next.streams_in[slot].ticks = k;
-                next.streams_in[slot].latest = *e;
+                self.state.streams_in[slot].ticks = k;
+                self.state.streams_in[slot].latest = *e;
             }
         }
-        self.commit(next)
+        let sealed = {
+            let plain = self.state.to_cbor();
+            self.sealing.seal(&plain, self.entropy.get_mut())
+        };
+        if let Err(e) = self.journal.commit(&sealed) {
+            self.halted = true;
+            return Err(SeError::Storage(e));
+        }
+        Ok(())
     }
 
     /// Production invariants, checked after every value-moving commit:

@@ -5,8 +5,9 @@
 //! whether every check passed.
 //!
 //! Semihosting arguments (`-semihosting-config …,arg=tally-m4,arg=MODE`):
-//! `smoke` runs the Ed25519 payment scenario only; anything else runs the
-//! whole benchmark (both suites, machine to machine, reference crypto).
+//! `smoke` runs the Ed25519 payment scenario and a 64-tick stream only;
+//! `stream` the 10,000-tick stream only; anything else runs the whole
+//! benchmark (both suites, machine to machine, streams, reference crypto).
 
 #![no_std]
 #![no_main]
@@ -829,7 +830,14 @@ fn main() -> ! {
         overhead,
         if full { "bench" } else { "smoke" }
     );
-    match run(full, &mut fa, &mut fb) {
+    // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
+    let only_stream = args.split_whitespace().any(|a| a == "stream");
+    let result = if only_stream {
+        stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
+    } else {
+        run(full, &mut fa, &mut fb)
+    };
+    match result {
         Ok(()) => {
             hprintln!(
                 "SUMMARY stack_max={} stack_painted={} heap_peak_max={} heap_high_water={} allocs={}",
