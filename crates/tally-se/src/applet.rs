@@ -224,6 +224,9 @@ pub struct Applet<S: Storage, E: Entropy> {
     /// The traversal of each stream this SE pays (RAM only, rebuilt from
     /// the seed after a reboot; decision 0020).
     pebbles: Vec<(Hash32, Pebbles)>,
+    /// The last element released (stream, tick, element; RAM only), so a
+    /// lost answer is released again without a walk from the seed.
+    last_released: Option<(Hash32, u32, Hash32)>,
 }
 
 /// What the payee's SE hands over when it closes a stream: the latest
@@ -322,6 +325,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             cvm_verified: false,
             checked_request: None,
             pebbles: Vec::new(),
+            last_released: None,
         };
         a.rebuild_trust();
         Ok(a)
@@ -1905,9 +1909,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// released + 1` is recorded durably (one small journal record)
     /// *before* the element leaves the SE, so no crash can release an
     /// element the SE has not counted. Asking for tick `k = released`
-    /// again releases the same element (a lost answer retried; it costs
-    /// a walk from the seed). Anything else is refused and changes
-    /// nothing.
+    /// again releases the same element (a lost answer retried: from RAM,
+    /// or after a reboot by a walk from the seed). Anything else is
+    /// refused and changes nothing.
     pub fn release_tick(&mut self, id: &Hash32, k: u32) -> Result<Hash32, SeError> {
         self.ready()?;
         let slot = self
@@ -1922,6 +1926,13 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         let (released, ticks_max) = (s.released, s.ticks_max);
         if k == released && k > 0 {
+            if let Some((i, j, e)) = self.last_released
+                && i == *id
+                && j == k
+            {
+                return Ok(e);
+            }
+            // After a reboot: from the seed.
             let seed = self.stream_seed(id)?;
             return Ok(chain_walk(seed, ticks_max - k));
         }
@@ -1948,7 +1959,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .find(|(i, _)| i == id)
             .map(|(_, p)| p)
             .ok_or(SeError::StateCorrupt)?;
-        p.element(k).ok_or(SeError::StateCorrupt)
+        let element = p.element(k).ok_or(SeError::StateCorrupt)?;
+        self.last_released = Some((*id, k, element));
+        Ok(element)
     }
 
     /// Payee, one tick: takes element `element` as tick `k` of stream
