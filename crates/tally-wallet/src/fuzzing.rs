@@ -1030,6 +1030,12 @@ pub fn seed_corpus() -> Vec<Seed> {
     let mut input = alloc::vec![1u8];
     input.extend_from_slice(&delta);
     seed("se_journal", "delta_counter.bin", input);
+    // A stream tick record (decision 0020) for a stream the state lacks:
+    // refused, the state unchanged.
+    let tick = tally_se::state::encode_tick_delta(journal.sequence, journal.records, 0, 1, None);
+    let mut input = alloc::vec![1u8];
+    input.extend_from_slice(&tick);
+    seed("se_journal", "delta_stream_tick.bin", input);
 
     // Stream sessions between the fixture payer and payee.
     for (name, bytes) in stream_seeds(&StreamFixture::new()) {
