@@ -510,7 +510,7 @@ registry! {
     SE_LIMIT_CANCELLED = 2114, Se, http [], sw [0x6985], Used,
         "table full: cancelled Issue ids (all unexpired)";
     SE_LIMIT_STREAMS = 2115, Se, http [], sw [0x6A84], Used,
-        "table full: open payment streams on this side (8)";
+        "table full: 8 open (unclosed) payment streams on this side";
 
     MDS_STORE = 3001, Mds, http [], sw [], Used,
         "MDS store failure (retried, not set aside)";

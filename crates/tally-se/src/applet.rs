@@ -1856,12 +1856,23 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.streams_out.iter().any(|s| s.id == id) {
             return Err(SeError::BadStreamTerms);
         }
-        if self.state.streams_out.len() >= STREAMS_MAX {
-            return Err(SeError::LimitExceeded(Limit::Streams));
-        }
+        // A full table makes room by dropping its oldest closed stream.
+        let drop = match self.state.streams_out.len() >= STREAMS_MAX {
+            false => None,
+            true => Some(
+                self.state
+                    .streams_out
+                    .iter()
+                    .position(|s| s.closed)
+                    .ok_or(SeError::LimitExceeded(Limit::Streams))?,
+            ),
+        };
         let seed = self.stream_seed(&id)?;
         let (pebbles, anchor) = Pebbles::open(seed, ticks_max).ok_or(SeError::BadStreamTerms)?;
         let mut next = self.state.clone();
+        if let Some(i) = drop {
+            next.streams_out.remove(i);
+        }
         next.streams_out.push(StreamOut {
             id,
             price,
@@ -1890,10 +1901,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.streams_in.iter().any(|s| s.id == id) {
             return Err(SeError::BadStreamTerms);
         }
-        if self.state.streams_in.len() >= STREAMS_MAX {
-            return Err(SeError::LimitExceeded(Limit::Streams));
-        }
+        // A full table makes room by dropping its oldest closed stream
+        // (its claim was answered at close).
+        let drop = match self.state.streams_in.len() >= STREAMS_MAX {
+            false => None,
+            true => Some(
+                self.state
+                    .streams_in
+                    .iter()
+                    .position(|s| s.closed)
+                    .ok_or(SeError::LimitExceeded(Limit::Streams))?,
+            ),
+        };
         let mut next = self.state.clone();
+        if let Some(i) = drop {
+            next.streams_in.remove(i);
+        }
         next.streams_in.push(StreamIn {
             id,
             price,

@@ -194,6 +194,25 @@ fn bad_terms_are_refused() {
             .open_stream_out(&Hash32([0x7F; 32]), Amount(1), 4),
         codes::SE_LIMIT_STREAMS,
     );
+    // A closed stream makes room: the oldest closed one is dropped.
+    payer.link.close_stream_out(&Hash32([0x83; 32])).unwrap();
+    payer
+        .link
+        .open_stream_out(&Hash32([0x7F; 32]), Amount(1), 4)
+        .unwrap();
+    refused(
+        payer.link.close_stream_out(&Hash32([0x83; 32])),
+        codes::SE_STREAM_UNKNOWN,
+    );
+    let ids: Vec<Hash32> = payer.applet().streams().0.iter().map(|s| s.id).collect();
+    assert_eq!(ids.len(), 8);
+    assert!(!ids.contains(&Hash32([0x83; 32])) && ids.contains(&Hash32([0x7F; 32])));
+    refused(
+        payer
+            .link
+            .open_stream_out(&Hash32([0x7E; 32]), Amount(1), 4),
+        codes::SE_LIMIT_STREAMS,
+    );
 }
 
 // ---- power cuts --------------------------------------------------------------
