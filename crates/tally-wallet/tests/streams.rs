@@ -213,6 +213,28 @@ fn bad_terms_are_refused() {
             .open_stream_out(&Hash32([0x7E; 32]), Amount(1), 4),
         codes::SE_LIMIT_STREAMS,
     );
+    // The same on the paid side.
+    let mut payee = device(&scheme, "payee", CARD);
+    let anchor = Hash32([0xA0; 32]);
+    for i in 0..8u8 {
+        payee
+            .link
+            .open_stream_in(&Hash32([i; 32]), Amount(1), 4, &anchor)
+            .unwrap();
+    }
+    refused(
+        payee
+            .link
+            .open_stream_in(&Hash32([9; 32]), Amount(1), 4, &anchor),
+        codes::SE_LIMIT_STREAMS,
+    );
+    payee.link.close_stream_in(&Hash32([3; 32])).unwrap();
+    payee
+        .link
+        .open_stream_in(&Hash32([9; 32]), Amount(1), 4, &anchor)
+        .unwrap();
+    let ids: Vec<Hash32> = payee.applet().streams().1.iter().map(|s| s.id).collect();
+    assert!(ids.len() == 8 && !ids.contains(&Hash32([3; 32])));
 }
 
 // ---- power cuts --------------------------------------------------------------
