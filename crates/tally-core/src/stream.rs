@@ -16,6 +16,7 @@
 
 use alloc::vec::Vec;
 
+use crate::amount::Amount;
 use crate::crypto::{Hash32, tagged_hash};
 
 /// Domain tag of one chain step (14 bytes: one SHA-256 block, see above).
@@ -94,6 +95,99 @@ pub fn check_tick(
 /// `k` bounded by the stream's ticks (so by [`STREAM_TICKS_MAX`]).
 pub fn reaches_anchor(element: &Hash32, k: u32, ticks_max: u32, anchor: &Hash32) -> bool {
     k <= ticks_max && ticks_max <= STREAM_TICKS_MAX && chain_walk(*element, k) == *anchor
+}
+
+/// The terms of one stream, as settlement reads them from the OPEN
+/// record (decision 0020; the record itself is not built yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTerms {
+    pub price: Amount,
+    pub ticks_max: u32,
+    pub anchor: Hash32,
+}
+
+/// What settlement books for a stream from what it knows of its halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBooking {
+    /// Paid to the payee's claim (`k_claim · p`), once its half is known.
+    pub to_payee: Amount,
+    /// Refunded to the payer (`(N − k_released) · p`), once its half is
+    /// known.
+    pub to_payer: Amount,
+    /// Released but never claimed (`(k_released − k_claim) · p`), once
+    /// both halves are known; until then the undetermined part stays in
+    /// the float.
+    pub leftover: Amount,
+}
+
+/// Why settlement refuses a stream's halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSettleError {
+    /// Terms out of bounds (zero price or ticks, too many ticks, value
+    /// overflow).
+    Terms,
+    /// A count above the stream's ticks.
+    TooManyTicks,
+    /// The claim's element does not walk to the anchor in `k` hashes.
+    ChainMismatch,
+    /// The payee claims more ticks than the payer released: only a broken
+    /// or cloned SE can, so the claim is refused and alerted.
+    ClaimAboveReleased { claimed: u32, released: u32 },
+}
+
+/// Settlement's check of a stream (decision 0020): the claim `(k, h_k)`
+/// against the anchor, the refund count, and when both are known
+/// `k_claim ≤ k_released`. What it books always sums to at most the
+/// stream's value `N · p`, and exactly to it once both halves are known.
+pub fn settle_stream(
+    terms: &StreamTerms,
+    claim: Option<(u32, &Hash32)>,
+    released: Option<u32>,
+) -> Result<StreamBooking, StreamSettleError> {
+    let n = terms.ticks_max;
+    let p = terms.price.0;
+    if p == 0 || n == 0 || n > STREAM_TICKS_MAX {
+        return Err(StreamSettleError::Terms);
+    }
+    let value = p
+        .checked_mul(u64::from(n))
+        .ok_or(StreamSettleError::Terms)?;
+    if let Some((k, element)) = claim {
+        if k > n {
+            return Err(StreamSettleError::TooManyTicks);
+        }
+        if !reaches_anchor(element, k, n, &terms.anchor) {
+            return Err(StreamSettleError::ChainMismatch);
+        }
+    }
+    if released.is_some_and(|r| r > n) {
+        return Err(StreamSettleError::TooManyTicks);
+    }
+    if let (Some((claimed, _)), Some(released)) = (claim, released)
+        && claimed > released
+    {
+        return Err(StreamSettleError::ClaimAboveReleased { claimed, released });
+    }
+    // Each product is at most N·p, which fits.
+    let to_payee = Amount(claim.map_or(0, |(k, _)| u64::from(k) * p));
+    let to_payer = Amount(released.map_or(0, |r| u64::from(n - r) * p));
+    let leftover = match (claim, released) {
+        (Some((k, _)), Some(r)) => Amount(u64::from(r - k) * p),
+        _ => Amount::ZERO,
+    };
+    let booked = to_payee.0 + to_payer.0 + leftover.0;
+    assert!(booked <= value, "a stream books at most its value");
+    if claim.is_some() && released.is_some() {
+        assert_eq!(
+            booked, value,
+            "both halves known: the whole value is booked"
+        );
+    }
+    Ok(StreamBooking {
+        to_payee,
+        to_payer,
+        leftover,
+    })
 }
 
 /// The payer's traversal of its chain in release order (binary pebbling
@@ -382,6 +476,71 @@ mod tests {
         assert!(!reaches_anchor(&h2, 1, n, &anchor));
         assert!(reaches_anchor(&h2, 2, n, &anchor));
         assert!(reaches_anchor(&anchor, 0, n, &anchor));
+    }
+
+    #[test]
+    fn settlement_books_the_value_and_refuses_a_claim_above_the_released_ticks() {
+        let n = 10;
+        let (mut p, anchor) = Pebbles::open(seed(), n).unwrap();
+        let h: std::vec::Vec<Hash32> = (1..=n).map(|k| p.element(k).unwrap()).collect();
+        let terms = StreamTerms {
+            price: Amount(3),
+            ticks_max: n,
+            anchor,
+        };
+        // Both halves: claim 6, released 7 → 18 + 9 + 3 = 30.
+        let b = settle_stream(&terms, Some((6, &h[5])), Some(7)).unwrap();
+        assert_eq!(
+            (b.to_payee, b.to_payer, b.leftover),
+            (Amount(18), Amount(9), Amount(3))
+        );
+        // One half at a time, in either order.
+        let b = settle_stream(&terms, Some((6, &h[5])), None).unwrap();
+        assert_eq!(
+            (b.to_payee, b.to_payer, b.leftover),
+            (Amount(18), Amount(0), Amount(0))
+        );
+        let b = settle_stream(&terms, None, Some(7)).unwrap();
+        assert_eq!(
+            (b.to_payee, b.to_payer, b.leftover),
+            (Amount(0), Amount(9), Amount(0))
+        );
+        // The payee claims more than was released (a broken payer or payee
+        // SE): refused.
+        assert_eq!(
+            settle_stream(&terms, Some((8, &h[7])), Some(7)),
+            Err(StreamSettleError::ClaimAboveReleased {
+                claimed: 8,
+                released: 7
+            })
+        );
+        // A claim whose element is not the k-th: refused.
+        assert_eq!(
+            settle_stream(&terms, Some((7, &h[5])), None),
+            Err(StreamSettleError::ChainMismatch)
+        );
+        assert_eq!(
+            settle_stream(&terms, Some((11, &h[5])), None),
+            Err(StreamSettleError::TooManyTicks)
+        );
+        assert_eq!(
+            settle_stream(&terms, None, Some(11)),
+            Err(StreamSettleError::TooManyTicks)
+        );
+        let zero = StreamTerms {
+            price: Amount(0),
+            ..terms
+        };
+        assert_eq!(
+            settle_stream(&zero, None, None),
+            Err(StreamSettleError::Terms)
+        );
+        // Nothing claimed, all released: the leftover is everything streamed.
+        let b = settle_stream(&terms, Some((0, &anchor)), Some(10)).unwrap();
+        assert_eq!(
+            (b.to_payee, b.to_payer, b.leftover),
+            (Amount(0), Amount(0), Amount(30))
+        );
     }
 
     #[test]
