@@ -467,6 +467,20 @@ registry! {
         "held for the applet's next refusals";
     SE_RESERVED_2039 = 2039, Se, http [], sw [], Reserved,
         "held for the applet's next refusals";
+    SE_STREAM_REPLAYED = 2040, Se, http [], sw [0x6985], Used,
+        "stream tick refused: its element was taken (payee) or released (payer) before; nothing changed";
+    SE_STREAM_SKIPPED = 2041, Se, http [], sw [0x6985], Used,
+        "stream tick refused: it skips ticks (only the next tick is taken or released); nothing changed";
+    SE_STREAM_FORGED = 2042, Se, http [], sw [0x6982], Used,
+        "stream tick refused: the element does not hash to the latest one held (not of this chain); nothing changed";
+    SE_STREAM_EXHAUSTED = 2043, Se, http [], sw [0x6985], Used,
+        "stream tick refused: past the stream's last tick; nothing changed";
+    SE_STREAM_CLOSED = 2044, Se, http [], sw [0x6985], Used,
+        "stream tick refused: this SE closed the stream; nothing changed";
+    SE_STREAM_UNKNOWN = 2045, Se, http [], sw [0x6A80], Used,
+        "no stream with this id on this side of this SE";
+    SE_STREAM_TERMS = 2046, Se, http [], sw [0x6A80], Used,
+        "stream terms out of bounds (zero price or ticks, more than 65,536 ticks, value overflow) or stream id in use";
     SE_LIMIT_PAYMENT_AMOUNT = 2100, Se, http [], sw [0x6985], Used,
         "limit exceeded: per-payment amount";
     SE_LIMIT_HOLDING = 2101, Se, http [], sw [0x6985], Used,
@@ -497,6 +511,8 @@ registry! {
         "table full: open requests plus unacknowledged request reports (128): sync first";
     SE_LIMIT_CANCELLED = 2114, Se, http [], sw [0x6985], Used,
         "table full: cancelled Issue ids (all unexpired)";
+    SE_LIMIT_STREAMS = 2115, Se, http [], sw [0x6A84], Used,
+        "table full: 8 open (unclosed) payment streams on this side";
 
     MDS_STORE = 3001, Mds, http [], sw [], Used,
         "MDS store failure (retried, not set aside)";

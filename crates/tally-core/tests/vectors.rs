@@ -132,6 +132,14 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("sync-upload", d.upload.to_cbor()),
         ("sealing-key", d.sealing_key.to_cbor()),
         ("settlement-key", d.settlement_key.to_cbor()),
+        // §4.10: payment streams.
+        ("stream-seed", stream_seed().0.to_vec()),
+        ("stream-chain-4", stream_chain_4()),
+        ("stream-tick-payer", stream_tick_record(None)),
+        (
+            "stream-tick-payee",
+            stream_tick_record(Some(&stream_element(1))),
+        ),
         // §3.3: signatures the cofactored rule accepts and cofactorless
         // verifiers (OpenSSL, libsodium, ed25519-dalek) refuse.
         ("ed25519-mixed-order-r", edge_signature(EdgeR::MixedOrder)),
@@ -140,6 +148,65 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             edge_signature(EdgeR::NonCanonicalSmallOrder),
         ),
     ]
+}
+
+/// §4.10: the seed of stream id 32 × `09` in an SE whose secret is
+/// 32 × `07`.
+fn stream_seed() -> Hash32 {
+    tally_core::stream::chain_seed(&[0x07; 32], &Hash32([0x09; 32]))
+}
+
+/// Element `h_k` of the 4-tick chain from [`stream_seed`].
+fn stream_element(k: u32) -> Hash32 {
+    tally_core::stream::chain_walk(stream_seed(), 4 - k)
+}
+
+/// `h_0 ‖ h_1 ‖ h_2 ‖ h_3 ‖ h_4` of the 4-tick chain, each checked by the
+/// payee rule and the traversal.
+fn stream_chain_4() -> Vec<u8> {
+    use tally_core::stream::{Pebbles, check_tick};
+    let (mut pebbles, anchor) = Pebbles::open(stream_seed(), 4).expect("chain");
+    assert_eq!(anchor, stream_element(0));
+    let mut out = anchor.0.to_vec();
+    let mut latest = anchor;
+    for k in 1..=4 {
+        let h = pebbles.element(k).expect("element");
+        assert_eq!(h, stream_element(k));
+        check_tick(&latest, k - 1, &h, k, 4).expect("tick");
+        out.extend_from_slice(&h.0);
+        latest = h;
+    }
+    out
+}
+
+/// §4.10.3: the journal log record body of tick 1 of stream slot 0 on
+/// journal base sequence 1, record index 0, written here from the
+/// format's text (tally-se's `encode_tick_delta` is checked against the
+/// same bytes).
+fn stream_tick_record(element: Option<&Hash32>) -> Vec<u8> {
+    let mut w = tally_core::codec::Writer::new();
+    w.array(3);
+    w.u64(1);
+    w.u64(0);
+    w.array(1);
+    w.array(2);
+    w.u64(27);
+    match element {
+        None => {
+            w.array(3);
+            w.u64(0);
+        }
+        Some(_) => {
+            w.array(4);
+            w.u64(1);
+        }
+    }
+    w.u64(0);
+    w.u64(1);
+    if let Some(e) = element {
+        w.bytes(&e.0);
+    }
+    w.into_bytes()
 }
 
 /// Message of the §3.3 edge vectors.

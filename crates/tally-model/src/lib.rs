@@ -49,6 +49,8 @@ use std::fmt::Debug;
 
 use stateright::{Model as SrModel, Property};
 
+pub mod stream;
+
 /// An SE index (SE `i` is bound to account `i`).
 pub type Se = u8;
 /// Value in minor units. Signed so that a negative balance is observable

@@ -30,6 +30,10 @@ use tally_core::{
     PublicKey, Receipt, Record, Request, RevocationList, Suite, SyncGrant, Transfer, TrustStore,
 };
 
+use tally_core::stream::{
+    Pebbles, STREAM_TICKS_MAX, TickError, chain_seed, chain_walk, check_tick,
+};
+
 use crate::seal::Sealing;
 use crate::state::*;
 use crate::storage::{Journal, Storage, StorageError};
@@ -58,6 +62,8 @@ pub enum Limit {
     Reports,
     /// The table of cancelled Issues is full of unexpired ones.
     Cancelled,
+    /// [`STREAMS_MAX`] streams are open on this side already.
+    Streams,
 }
 
 /// Everything the applet can refuse, grouped as rustls does.
@@ -123,6 +129,17 @@ pub enum SeError {
     /// This SE cancelled this Issue (it will never credit it); the DCP
     /// returns its value to the account.
     IssueCancelled,
+    /// A stream tick refused (replayed, skipped, forged, past the end):
+    /// nothing changed.
+    StreamTick(TickError),
+    /// No stream with this id on this side of this SE.
+    UnknownStream,
+    /// The stream was closed by this SE: no tick after the close.
+    StreamClosed,
+    /// Stream terms out of bounds (zero price or ticks, more than
+    /// [`STREAM_TICKS_MAX`] ticks, a value that overflows), or an id
+    /// already in use.
+    BadStreamTerms,
 }
 
 impl fmt::Display for SeError {
@@ -204,6 +221,22 @@ pub struct Applet<S: Storage, E: Entropy> {
     /// (Boxed: the applet is moved by value through boot and dispatch, and
     /// every byte of it costs stack on the Cortex-M4.)
     checked_request: Option<alloc::boxed::Box<CheckedRequest>>,
+    /// The traversal of each stream this SE pays (RAM only, rebuilt from
+    /// the seed after a reboot; decision 0020).
+    pebbles: Vec<(Hash32, Pebbles)>,
+    /// The last element released (stream, tick, element; RAM only), so a
+    /// lost answer is released again without a walk from the seed.
+    last_released: Option<(Hash32, u32, Hash32)>,
+}
+
+/// What the payee's SE hands over when it closes a stream: the latest
+/// element and its tick (decision 0020).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamClaim {
+    pub id: Hash32,
+    pub ticks: u32,
+    pub element: Hash32,
+    pub value: Amount,
 }
 
 /// What identifies a payee request whose signature was checked.
@@ -291,6 +324,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             halted: false,
             cvm_verified: false,
             checked_request: None,
+            pebbles: Vec::new(),
+            last_released: None,
         };
         a.rebuild_trust();
         Ok(a)
@@ -1815,6 +1850,299 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .collect()
     }
 
+    // ---- payment streams (decision 0020) -----------------------------------
+
+    /// Payer: opens a stream of `ticks_max` ticks at `price` each under
+    /// `id` and returns the chain's anchor (`ticks_max` hashes, once).
+    ///
+    /// Not yet bound to value: the OPEN payment that locks
+    /// `price · ticks_max` for the payee (decision 0020) is still to come.
+    pub fn open_stream_out(
+        &mut self,
+        id: Hash32,
+        price: Amount,
+        ticks_max: u32,
+    ) -> Result<Hash32, SeError> {
+        self.ready()?;
+        check_stream_terms(price, ticks_max)?;
+        if self.state.streams_out.iter().any(|s| s.id == id) {
+            return Err(SeError::BadStreamTerms);
+        }
+        // A full table makes room by dropping its oldest closed stream.
+        let drop = match self.state.streams_out.len() >= STREAMS_MAX {
+            false => None,
+            true => Some(
+                self.state
+                    .streams_out
+                    .iter()
+                    .position(|s| s.closed)
+                    .ok_or(SeError::LimitExceeded(Limit::Streams))?,
+            ),
+        };
+        let seed = self.stream_seed(&id)?;
+        let (pebbles, anchor) = Pebbles::open(seed, ticks_max).ok_or(SeError::BadStreamTerms)?;
+        let mut next = self.state.clone();
+        if let Some(i) = drop {
+            next.streams_out.remove(i);
+        }
+        next.streams_out.push(StreamOut {
+            id,
+            price,
+            ticks_max,
+            released: 0,
+            closed: false,
+        });
+        self.commit(next)?;
+        self.pebbles.retain(|(i, _)| *i != id);
+        self.pebbles.push((id, pebbles));
+        Ok(anchor)
+    }
+
+    /// Payee: opens the receiving side of stream `id` from its anchor.
+    ///
+    /// Not yet bound to value (see [`Self::open_stream_out`]).
+    pub fn open_stream_in(
+        &mut self,
+        id: Hash32,
+        price: Amount,
+        ticks_max: u32,
+        anchor: Hash32,
+    ) -> Result<(), SeError> {
+        self.ready()?;
+        check_stream_terms(price, ticks_max)?;
+        if self.state.streams_in.iter().any(|s| s.id == id) {
+            return Err(SeError::BadStreamTerms);
+        }
+        // A full table makes room by dropping its oldest closed stream
+        // (its claim was answered at close).
+        let drop = match self.state.streams_in.len() >= STREAMS_MAX {
+            false => None,
+            true => Some(
+                self.state
+                    .streams_in
+                    .iter()
+                    .position(|s| s.closed)
+                    .ok_or(SeError::LimitExceeded(Limit::Streams))?,
+            ),
+        };
+        let mut next = self.state.clone();
+        if let Some(i) = drop {
+            next.streams_in.remove(i);
+        }
+        next.streams_in.push(StreamIn {
+            id,
+            price,
+            ticks_max,
+            ticks: 0,
+            latest: anchor,
+            closed: false,
+        });
+        self.commit(next)
+    }
+
+    /// Payer, one tick: releases element `h_k` of stream `id`. Tick `k =
+    /// released + 1` is recorded durably (one small journal record)
+    /// *before* the element leaves the SE, so no crash can release an
+    /// element the SE has not counted. Asking for tick `k = released`
+    /// again releases the same element (a lost answer retried: from RAM,
+    /// or after a reboot by a walk from the seed). Anything else is
+    /// refused and changes nothing.
+    pub fn release_tick(&mut self, id: &Hash32, k: u32) -> Result<Hash32, SeError> {
+        self.ready()?;
+        let slot = self
+            .state
+            .streams_out
+            .iter()
+            .position(|s| s.id == *id)
+            .ok_or(SeError::UnknownStream)?;
+        let s = &self.state.streams_out[slot];
+        if s.closed {
+            return Err(SeError::StreamClosed);
+        }
+        let (released, ticks_max) = (s.released, s.ticks_max);
+        if k == released && k > 0 {
+            if let Some((i, j, e)) = self.last_released
+                && i == *id
+                && j == k
+            {
+                return Ok(e);
+            }
+            // After a reboot: from the seed.
+            let seed = self.stream_seed(id)?;
+            return Ok(chain_walk(seed, ticks_max - k));
+        }
+        if k == 0 || k < released {
+            return Err(SeError::StreamTick(TickError::Replayed));
+        }
+        if k > ticks_max {
+            return Err(SeError::StreamTick(TickError::Exhausted));
+        }
+        if k != released + 1 {
+            return Err(SeError::StreamTick(TickError::Skipped));
+        }
+        // The pebbles after a reboot: from the seed, lazily.
+        if !self.pebbles.iter().any(|(i, _)| i == id) {
+            let seed = self.stream_seed(id)?;
+            let p = Pebbles::resume(seed, ticks_max, released).ok_or(SeError::StateCorrupt)?;
+            self.pebbles.push((*id, p));
+        }
+        self.commit_tick(slot, k, None)?;
+        assert_eq!(self.state.streams_out[slot].released, k, "tick recorded");
+        let p = self
+            .pebbles
+            .iter_mut()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p)
+            .ok_or(SeError::StateCorrupt)?;
+        let element = p.element(k).ok_or(SeError::StateCorrupt)?;
+        self.last_released = Some((*id, k, element));
+        Ok(element)
+    }
+
+    /// Payee, one tick: takes element `element` as tick `k` of stream
+    /// `id` if it hashes to the latest element held and `k` is the next
+    /// tick (one hash), records it durably and keeps only it. A replayed,
+    /// skipped or forged element is refused and changes nothing. Returns
+    /// the value streamed so far.
+    pub fn accept_tick(&mut self, id: &Hash32, k: u32, element: Hash32) -> Result<Amount, SeError> {
+        self.ready()?;
+        let slot = self
+            .state
+            .streams_in
+            .iter()
+            .position(|s| s.id == *id)
+            .ok_or(SeError::UnknownStream)?;
+        let s = &self.state.streams_in[slot];
+        if s.closed {
+            return Err(SeError::StreamClosed);
+        }
+        check_tick(&s.latest, s.ticks, &element, k, s.ticks_max).map_err(SeError::StreamTick)?;
+        let before = s.streamed();
+        self.commit_tick(slot, k, Some(&element))?;
+        let s = &self.state.streams_in[slot];
+        assert!(s.ticks == k && s.latest == element, "tick recorded");
+        let after = s.streamed();
+        assert_eq!(
+            after.checked_sub(before),
+            Some(s.price),
+            "a tick streams exactly its price"
+        );
+        Ok(after)
+    }
+
+    /// Payee: closes stream `id` and hands over its claim (the latest
+    /// element and its tick). Closing again returns the same claim.
+    pub fn close_stream_in(&mut self, id: &Hash32) -> Result<StreamClaim, SeError> {
+        self.ready()?;
+        let slot = self
+            .state
+            .streams_in
+            .iter()
+            .position(|s| s.id == *id)
+            .ok_or(SeError::UnknownStream)?;
+        let s = &self.state.streams_in[slot];
+        let claim = StreamClaim {
+            id: *id,
+            ticks: s.ticks,
+            element: s.latest,
+            value: s.streamed(),
+        };
+        if !s.closed {
+            let mut next = self.state.clone();
+            next.streams_in[slot].closed = true;
+            self.commit(next)?;
+        }
+        Ok(claim)
+    }
+
+    /// Payer: closes stream `id`; no tick is released after it. Returns
+    /// the ticks released (the refund is the rest). Closing again returns
+    /// the same count.
+    pub fn close_stream_out(&mut self, id: &Hash32) -> Result<u32, SeError> {
+        self.ready()?;
+        let slot = self
+            .state
+            .streams_out
+            .iter()
+            .position(|s| s.id == *id)
+            .ok_or(SeError::UnknownStream)?;
+        let s = &self.state.streams_out[slot];
+        let released = s.released;
+        if !s.closed {
+            let mut next = self.state.clone();
+            next.streams_out[slot].closed = true;
+            self.commit(next)?;
+            self.pebbles.retain(|(i, _)| i != id);
+        }
+        Ok(released)
+    }
+
+    /// The streams this SE pays and is paid by (no secrets).
+    pub fn streams(&self) -> (&[StreamOut], &[StreamIn]) {
+        (&self.state.streams_out, &self.state.streams_in)
+    }
+
+    /// The chain seed of stream `id`: from the SE's own secret, so only
+    /// this SE can extend the chain past what it released.
+    fn stream_seed(&self, id: &Hash32) -> Result<Hash32, SeError> {
+        Ok(chain_seed(&self.personal()?.attestation_seed, id))
+    }
+
+    /// Makes one tick durable as a journal record of tens of bytes (no
+    /// copy of the state, no table rewritten), then applies it in memory.
+    /// A full log compacts as any commit does.
+    fn commit_tick(
+        &mut self,
+        slot: usize,
+        k: u32,
+        element: Option<&Hash32>,
+    ) -> Result<(), SeError> {
+        if self.halted {
+            return Err(SeError::Halted);
+        }
+        let appended = match (self.journal.sequence(), self.journal.log_records()) {
+            (Some(sequence), Ok(index)) => {
+                let delta = encode_tick_delta(sequence, index, slot, k, element);
+                let sealed = self.sealing.seal(&delta, self.entropy.get_mut());
+                match self.journal.append(&sealed) {
+                    Ok(()) => {
+                        apply_delta(&mut self.state, &delta, sequence, index)
+                            .map_err(|_| SeError::StateCorrupt)?;
+                        return Ok(());
+                    }
+                    Err(StorageError::LogFull) | Err(StorageError::TooLarge) => None,
+                    Err(e) => Some(e),
+                }
+            }
+            (None, _) => None,
+            (_, Err(e)) => Some(e),
+        };
+        if let Some(e) = appended {
+            self.halted = true;
+            return Err(SeError::Storage(e));
+        }
+        // Compaction: the whole state with the tick applied, in place (no
+        // second copy of the state in RAM). If the write fails the
+        // applet halts, so the state in memory, one tick ahead of the
+        // durable one, answers nothing before a reboot recovers.
+        match element {
+            None => self.state.streams_out[slot].released = k,
+            Some(e) => {
+                self.state.streams_in[slot].ticks = k;
+                self.state.streams_in[slot].latest = *e;
+            }
+        }
+        let sealed = {
+            let plain = self.state.to_cbor();
+            self.sealing.seal(&plain, self.entropy.get_mut())
+        };
+        if let Err(e) = self.journal.commit(&sealed) {
+            self.halted = true;
+            return Err(SeError::Storage(e));
+        }
+        Ok(())
+    }
+
     /// Production invariants, checked after every value-moving commit:
     /// every token is owned by one of our keys, appears once, has a stored
     /// lineage ending in its own record, and the balance respects the
@@ -1843,6 +2171,19 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             "balance overflow"
         );
     }
+}
+
+/// Stream terms a stream may have: a price and a tick count, whose
+/// product (the value locked) fits an amount.
+fn check_stream_terms(price: Amount, ticks_max: u32) -> Result<(), SeError> {
+    if price.is_zero() || ticks_max == 0 || ticks_max > STREAM_TICKS_MAX {
+        return Err(SeError::BadStreamTerms);
+    }
+    price
+        .0
+        .checked_mul(u64::from(ticks_max))
+        .ok_or(SeError::BadStreamTerms)?;
+    Ok(())
 }
 
 /// What the terminal may choose in a BUILD REQUEST (docs/APDU.md): the

@@ -13,6 +13,7 @@ use tally_codes as codes;
 use tally_core::codec::{Cbor, Writer};
 use tally_core::crypto::Entropy;
 use tally_core::dcp::RedemptionOrder;
+use tally_core::stream::TickError;
 use tally_core::{
     Amount, Hash32, Issue, Policy, PseudonymCertificate, PublicKey, Receipt, Request,
     RevocationList, Suite, SyncGrant,
@@ -41,6 +42,17 @@ pub mod ins {
     pub const RESEND: u8 = 0x50;
     pub const REDEEM: u8 = 0x52;
     pub const CLOSE_REQUESTS: u8 = 0x54;
+    /// Payment streams (decision 0020, docs/APDU.md). P1 = 0: the
+    /// paying side, 1: the paid side.
+    /// OPEN: P1 0 data `[id, price, ticks_max]` → anchor; P1 1 data
+    /// `[id, price, ticks_max, anchor]`.
+    pub const STREAM_OPEN: u8 = 0x70;
+    /// TICK: P1 0 (release) data `[id, k]` → element; P1 1 (accept) data
+    /// `[id, k, element]` → value streamed so far (8 bytes).
+    pub const STREAM_TICK: u8 = 0x72;
+    /// CLOSE: data `id`. P1 0 → ticks released (8 bytes); P1 1 →
+    /// `[id, ticks, element, value]`.
+    pub const STREAM_CLOSE: u8 = 0x74;
     pub const PERSONALIZE: u8 = 0xE0;
     pub const INSTALL_POLICY: u8 = 0xE2;
     pub const INSTALL_REVOCATIONS: u8 = 0xE4;
@@ -94,6 +106,7 @@ impl Limit {
             Limit::Certificates => codes::SE_LIMIT_CERTIFICATES,
             Limit::Reports => codes::SE_LIMIT_REPORTS,
             Limit::Cancelled => codes::SE_LIMIT_CANCELLED,
+            Limit::Streams => codes::SE_LIMIT_STREAMS,
         }
     }
 }
@@ -131,6 +144,13 @@ impl SeError {
             SeError::AlreadyPaid => codes::SE_ALREADY_PAID,
             SeError::BadRequestSignature => codes::SE_REQUEST_SIGNATURE_INVALID,
             SeError::IssueCancelled => codes::SE_ISSUE_CANCELLED,
+            SeError::StreamTick(TickError::Replayed) => codes::SE_STREAM_REPLAYED,
+            SeError::StreamTick(TickError::Skipped) => codes::SE_STREAM_SKIPPED,
+            SeError::StreamTick(TickError::Forged) => codes::SE_STREAM_FORGED,
+            SeError::StreamTick(TickError::Exhausted) => codes::SE_STREAM_EXHAUSTED,
+            SeError::StreamClosed => codes::SE_STREAM_CLOSED,
+            SeError::UnknownStream => codes::SE_STREAM_UNKNOWN,
+            SeError::BadStreamTerms => codes::SE_STREAM_TERMS,
             SeError::LimitExceeded(l) => l.code(),
         }
     }
@@ -139,7 +159,11 @@ impl SeError {
     /// SE's own errors; verification errors come back as `Remote(code)`).
     pub fn status_word(&self) -> u16 {
         match self {
-            SeError::Decode(_) | SeError::BadRequestParams => sw::WRONG_DATA,
+            SeError::Decode(_)
+            | SeError::BadRequestParams
+            | SeError::UnknownStream
+            | SeError::BadStreamTerms => sw::WRONG_DATA,
+            SeError::StreamTick(TickError::Forged) => sw::SECURITY_NOT_SATISFIED,
             SeError::WrongPin { tries_left } => sw::wrong_pin(*tries_left),
             SeError::PinBlocked => sw::AUTH_METHOD_BLOCKED,
             SeError::CardholderVerificationRequired => sw::SECURITY_NOT_SATISFIED,
@@ -149,12 +173,74 @@ impl SeError {
             | SeError::NotRedemption
             | SeError::BadRequestSignature => sw::SECURITY_NOT_SATISFIED,
             SeError::Storage(_) | SeError::StateCorrupt | SeError::Halted => sw::UNKNOWN,
-            SeError::LimitExceeded(Limit::Tokens | Limit::Outgoing | Limit::OpenRequests) => {
-                sw::NOT_ENOUGH_MEMORY
-            }
+            SeError::LimitExceeded(
+                Limit::Tokens | Limit::Outgoing | Limit::OpenRequests | Limit::Streams,
+            ) => sw::NOT_ENOUGH_MEMORY,
             _ => sw::CONDITIONS_NOT_SATISFIED,
         }
     }
+}
+
+/// The stream commands (decision 0020): strict decoding, nothing
+/// trailing, then one applet call.
+fn run_stream<S: Storage, E: Entropy>(
+    a: &mut Applet<S, E>,
+    ins_: u8,
+    p1: u8,
+    d: &[u8],
+) -> Result<Vec<u8>, SeError> {
+    let mut r = tally_core::codec::Reader::new(d);
+    let out = match (ins_, p1) {
+        (ins::STREAM_OPEN, 0) => {
+            r.array(3)?;
+            let id = Hash32::read(&mut r)?;
+            let price = Amount(r.u64()?);
+            let ticks_max = r.u32()?;
+            a.open_stream_out(id, price, ticks_max)?.to_cbor()
+        }
+        (ins::STREAM_OPEN, 1) => {
+            r.array(4)?;
+            let id = Hash32::read(&mut r)?;
+            let price = Amount(r.u64()?);
+            let ticks_max = r.u32()?;
+            let anchor = Hash32::read(&mut r)?;
+            a.open_stream_in(id, price, ticks_max, anchor)?;
+            Vec::new()
+        }
+        (ins::STREAM_TICK, 0) => {
+            r.array(2)?;
+            let id = Hash32::read(&mut r)?;
+            let k = r.u32()?;
+            a.release_tick(&id, k)?.to_cbor()
+        }
+        (ins::STREAM_TICK, 1) => {
+            r.array(3)?;
+            let id = Hash32::read(&mut r)?;
+            let k = r.u32()?;
+            let element = Hash32::read(&mut r)?;
+            encode_u64(a.accept_tick(&id, k, element)?.0)
+        }
+        (ins::STREAM_CLOSE, 0) => {
+            let id = Hash32::read(&mut r)?;
+            encode_u64(u64::from(a.close_stream_out(&id)?))
+        }
+        (ins::STREAM_CLOSE, 1) => {
+            let id = Hash32::read(&mut r)?;
+            let c = a.close_stream_in(&id)?;
+            let mut w = Writer::new();
+            w.array(4);
+            c.id.write(&mut w);
+            w.u64(u64::from(c.ticks));
+            c.element.write(&mut w);
+            w.u64(c.value.0);
+            w.into_bytes()
+        }
+        _ => return Err(SeError::Decode(tally_core::CodecError::UnknownCode)),
+    };
+    if r.position() != d.len() {
+        return Err(SeError::Decode(tally_core::CodecError::TrailingBytes));
+    }
+    Ok(out)
 }
 
 /// The card: applet + APDU state (chaining, pending response, last error).
@@ -252,6 +338,9 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             ins::RESEND,
             ins::REDEEM,
             ins::CLOSE_REQUESTS,
+            ins::STREAM_OPEN,
+            ins::STREAM_TICK,
+            ins::STREAM_CLOSE,
             ins::PERSONALIZE,
             ins::INSTALL_POLICY,
             ins::INSTALL_REVOCATIONS,
@@ -294,6 +383,9 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                     r.write(&mut w);
                 }
                 w.into_bytes()
+            }
+            ins::STREAM_OPEN | ins::STREAM_TICK | ins::STREAM_CLOSE => {
+                return run_stream(a, c.ins, c.p1, d);
             }
             ins::PERSONALIZE => {
                 let (&suite, root) = d
@@ -492,12 +584,13 @@ mod code_tests {
 
     use tally_codes as codes;
     use tally_core::codec::CodecError;
+    use tally_core::stream::TickError;
     use tally_core::verify::VerifyError;
 
     use crate::applet::{Limit, SeError};
     use crate::storage::StorageError;
 
-    const LIMITS: [Limit; 15] = [
+    const LIMITS: [Limit; 16] = [
         Limit::PaymentAmount,
         Limit::Holding,
         Limit::Receiving,
@@ -513,6 +606,7 @@ mod code_tests {
         Limit::Certificates,
         Limit::Reports,
         Limit::Cancelled,
+        Limit::Streams,
     ];
 
     /// One of each kind of the SE's own refusals.
@@ -544,6 +638,13 @@ mod code_tests {
             AlreadyPaid,
             BadRequestSignature,
             IssueCancelled,
+            StreamTick(TickError::Replayed),
+            StreamTick(TickError::Skipped),
+            StreamTick(TickError::Forged),
+            StreamTick(TickError::Exhausted),
+            StreamClosed,
+            UnknownStream,
+            BadStreamTerms,
         ];
         v.extend(LIMITS.iter().map(|l| LimitExceeded(*l)));
         v

@@ -49,5 +49,7 @@ pub(crate) mod test_rng {
     }
 }
 
-pub use applet::{Applet, Limit, RequestParams, SIGNATURE_BATCH_MAX, SeError, Status, TokenInfo};
+pub use applet::{
+    Applet, Limit, RequestParams, SIGNATURE_BATCH_MAX, SeError, Status, StreamClaim, TokenInfo,
+};
 pub use seal::Sealing;

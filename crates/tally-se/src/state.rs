@@ -21,7 +21,9 @@ use tally_core::{
 /// with those empty). 3: adds the request reports and the cancelled
 /// Issues (versions 1 and 2 are read with those empty). 4: adds the
 /// recently acknowledged transfers (older versions are read with none).
-pub const STATE_VERSION: u8 = 4;
+/// 5: adds the payment streams, paying and paid (older versions are read
+/// with none).
+pub const STATE_VERSION: u8 = 5;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
 pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
@@ -50,6 +52,8 @@ pub const CANCELLED_MAX: usize = 16;
 /// is gone (an acknowledged payment leaves the payment log at once), so
 /// that a repeated ACK is still answered as done. Oldest forgotten first.
 pub const ACKED_KEPT_MAX: usize = 16;
+/// Payment streams open at once on each side (paying, being paid).
+pub const STREAMS_MAX: usize = 8;
 /// Wrong PIN presentations before the SE blocks.
 pub const PIN_TRIES_MAX: u8 = 3;
 pub const PIN_BYTES_MIN: usize = 4;
@@ -142,6 +146,42 @@ pub struct Outgoing {
     pub acked: bool,
     /// A redemption (renewal/unload) to the DCP rather than a payment.
     pub redemption: bool,
+}
+
+/// A stream this SE pays (decision 0020). The chain's seed is derived
+/// from the SE's secret and `id` whenever needed, never stored; the
+/// pebbles of its traversal live in RAM only.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StreamOut {
+    pub id: Hash32,
+    pub price: Amount,
+    pub ticks_max: u32,
+    /// Ticks released: recorded durably before each element leaves.
+    pub released: u32,
+    /// Closed by this SE (refunded): no tick is released after it.
+    pub closed: bool,
+}
+
+/// A stream this SE is paid by: only the latest element is kept.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StreamIn {
+    pub id: Hash32,
+    pub price: Amount,
+    pub ticks_max: u32,
+    /// Ticks received and checked.
+    pub ticks: u32,
+    /// The element of tick `ticks` (the anchor while `ticks` is 0).
+    pub latest: Hash32,
+    /// Closed by this SE (claimed): no tick is taken after it.
+    pub closed: bool,
+}
+
+impl StreamIn {
+    /// The value streamed so far (`ticks · price`, bounded at open by
+    /// `ticks_max · price`, which fits).
+    pub fn streamed(&self) -> Amount {
+        Amount(self.price.0.saturating_mul(u64::from(self.ticks)))
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -239,6 +279,10 @@ pub struct State {
     /// Transfer ids of the payments acknowledged most recently, newest
     /// last (their log entries are gone).
     pub acked: Vec<Hash32>,
+    /// Streams this SE pays.
+    pub streams_out: Vec<StreamOut>,
+    /// Streams this SE is paid by.
+    pub streams_in: Vec<StreamIn>,
 }
 
 impl State {
@@ -422,6 +466,58 @@ impl Cbor for Outgoing {
     }
 }
 
+impl Cbor for StreamOut {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        self.id.write(w);
+        w.u64(self.price.0);
+        w.u64(u64::from(self.ticks_max));
+        w.u64(u64::from(self.released));
+        w.bool(self.closed);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        let s = StreamOut {
+            id: Hash32::read(r)?,
+            price: Amount(r.u64()?),
+            ticks_max: r.u32()?,
+            released: r.u32()?,
+            closed: r.bool()?,
+        };
+        if s.released > s.ticks_max {
+            return Err(CodecError::Malformed);
+        }
+        Ok(s)
+    }
+}
+
+impl Cbor for StreamIn {
+    fn write(&self, w: &mut Writer) {
+        w.array(6);
+        self.id.write(w);
+        w.u64(self.price.0);
+        w.u64(u64::from(self.ticks_max));
+        w.u64(u64::from(self.ticks));
+        self.latest.write(w);
+        w.bool(self.closed);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(6)?;
+        let s = StreamIn {
+            id: Hash32::read(r)?,
+            price: Amount(r.u64()?),
+            ticks_max: r.u32()?,
+            ticks: r.u32()?,
+            latest: Hash32::read(r)?,
+            closed: r.bool()?,
+        };
+        if s.ticks > s.ticks_max {
+            return Err(CodecError::Malformed);
+        }
+        Ok(s)
+    }
+}
+
 impl Cbor for StoredRecord {
     fn write(&self, w: &mut Writer) {
         // The id is recomputed on load, never trusted from storage.
@@ -491,7 +587,7 @@ impl Cbor for Imported {
 
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
-        w.array(26);
+        w.array(28);
         w.u64(u64::from(STATE_VERSION));
         write_opt(w, &self.personal);
         write_opt(w, &self.policy);
@@ -518,12 +614,14 @@ impl Cbor for State {
         write_vec(w, &self.reports);
         write_vec(w, &self.cancelled);
         write_vec(w, &self.acked);
+        write_vec(w, &self.streams_out);
+        write_vec(w, &self.streams_in);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(26)?;
+        let n = r.array_max(28)?;
         let version = r.u8()?;
         match (version, n) {
-            (1, 18) | (2, 23) | (3, 25) | (STATE_VERSION, 26) => {}
+            (1, 18) | (2, 23) | (3, 25) | (4, 26) | (STATE_VERSION, 28) => {}
             _ => return Err(CodecError::UnsupportedVersion),
         }
         let mut st = State {
@@ -560,6 +658,10 @@ impl Cbor for State {
         if version >= 4 {
             st.acked = read_vec(r, ACKED_KEPT_MAX)?;
         }
+        if version >= 5 {
+            st.streams_out = read_vec(r, STREAMS_MAX)?;
+            st.streams_in = read_vec(r, STREAMS_MAX)?;
+        }
         Ok(st)
     }
 }
@@ -577,7 +679,7 @@ impl State {
             other => return other,
         }
         let mut r = Reader::new(bytes);
-        r.array_max(26)?;
+        r.array_max(28)?;
         if r.u8()? >= STATE_VERSION {
             return Err(CodecError::NonCanonical);
         }
@@ -599,7 +701,7 @@ impl State {
 //   delta   = [sequence, index, [change, ...]]
 //   change  = [field, value]      field: the number of a `State` field in
 //                                 its encoding order after the version
-//                                 (0 personal … 24 acked)
+//                                 (0 personal … 26 streams_in; 27 is one stream tick, see [`STREAM_TICK_FIELD`])
 //   value   = the field's new value, for a scalar or optional field
 //           = [edit, ...]         for a table
 //   edit    = [0, n]              keep the next n entries
@@ -669,6 +771,16 @@ impl Same for Imported {
 impl Same for Hash32 {
     fn same(&self, o: &Self) -> bool {
         self == o
+    }
+}
+impl Same for StreamOut {
+    fn same(&self, o: &Self) -> bool {
+        self.id == o.id && self.released == o.released && self.closed == o.closed
+    }
+}
+impl Same for StreamIn {
+    fn same(&self, o: &Self) -> bool {
+        self.id == o.id && self.ticks == o.ticks && self.closed == o.closed
     }
 }
 impl Same for Report {
@@ -836,9 +948,11 @@ pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Opti
         edits(&old.reports, &new.reports),
         edits(&old.cancelled, &new.cancelled),
         edits(&old.acked, &new.acked),
+        edits(&old.streams_out, &new.streams_out),
+        edits(&old.streams_in, &new.streams_in),
     ];
     // Field numbers of the tables, in the order above.
-    const TABLE_FIELDS: [u64; 12] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24];
+    const TABLE_FIELDS: [u64; 14] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24, 25, 26];
     // A policy or revocation list is replaced only by a newer serial, and
     // its signature covers it.
     let serial =
@@ -909,7 +1023,9 @@ pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Opti
                     21 => write_edits(&mut w, e, &new.paid),
                     22 => write_edits(&mut w, e, &new.reports),
                     23 => write_edits(&mut w, e, &new.cancelled),
-                    _ => write_edits(&mut w, e, &new.acked),
+                    24 => write_edits(&mut w, e, &new.acked),
+                    25 => write_edits(&mut w, e, &new.streams_out),
+                    _ => write_edits(&mut w, e, &new.streams_in),
                 }
             }
             ti += 1;
@@ -936,6 +1052,84 @@ fn write_scalar(w: &mut Writer, st: &State, field: u64) {
     }
 }
 
+/// The delta field of one stream tick (decision 0020): not a `State`
+/// field but a change to one entry of a stream table, small enough that a
+/// tick writes tens of bytes, not the entry again. Value: `[0, slot, k]`
+/// (this SE released tick `k` of `streams_out[slot]`) or
+/// `[1, slot, k, element]` (it took tick `k` of `streams_in[slot]`).
+pub const STREAM_TICK_FIELD: u64 = 27;
+
+/// One stream tick as a whole delta (the only change of its log record).
+pub fn encode_tick_delta(
+    sequence: u64,
+    index: u32,
+    slot: usize,
+    k: u32,
+    element: Option<&Hash32>,
+) -> Vec<u8> {
+    let mut w = Writer::with_capacity(64);
+    w.array(3);
+    w.u64(sequence);
+    w.u64(u64::from(index));
+    w.array(1);
+    w.array(2);
+    w.u64(STREAM_TICK_FIELD);
+    match element {
+        None => {
+            w.array(3);
+            w.u64(0);
+            w.u64(slot as u64);
+            w.u64(u64::from(k));
+        }
+        Some(e) => {
+            w.array(4);
+            w.u64(1);
+            w.u64(slot as u64);
+            w.u64(u64::from(k));
+            e.write(&mut w);
+        }
+    }
+    w.into_bytes()
+}
+
+/// Applies one tick: only the next tick of an open stream applies (a
+/// record that would skip, repeat or follow a close was not written by
+/// this code). The payee's element is not re-hashed here: it was checked
+/// before the record was written, and the journal's checks (and seal)
+/// cover it since.
+fn apply_tick(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
+    let n = r.array_max(4)?;
+    let side = r.u8()?;
+    let slot = usize::try_from(r.u64()?).map_err(|_| CodecError::TooLong)?;
+    let k = r.u32()?;
+    match (side, n) {
+        (0, 3) => {
+            let s = state
+                .streams_out
+                .get_mut(slot)
+                .ok_or(CodecError::Malformed)?;
+            if s.closed || s.released.checked_add(1) != Some(k) || k > s.ticks_max {
+                return Err(CodecError::Malformed);
+            }
+            s.released = k;
+        }
+        (1, 4) => {
+            let element = Hash32::read(r)?;
+            let s = state
+                .streams_in
+                .get_mut(slot)
+                .ok_or(CodecError::Malformed)?;
+            if s.closed || s.ticks.checked_add(1) != Some(k) || k > s.ticks_max {
+                return Err(CodecError::Malformed);
+            }
+            s.ticks = k;
+            s.latest = element;
+        }
+        _ => return Err(CodecError::Malformed),
+    }
+    Ok(())
+}
+
 /// Applies a delta written by [`encode_delta`] for log record `index` on
 /// base `sequence`. A delta for another place, an unknown field, a field
 /// twice or out of order, an edit past the table's end or over its bound,
@@ -953,7 +1147,7 @@ pub fn apply_delta(
     if r.u64()? != sequence || r.u64()? != u64::from(index) {
         return Err(CodecError::Malformed);
     }
-    let n = r.array_max(25)?;
+    let n = r.array_max(28)?;
     let mut last: Option<u64> = None;
     for _ in 0..n {
         r.array(2)?;
@@ -988,6 +1182,9 @@ pub fn apply_delta(
             22 => apply_edits(&mut r, &mut state.reports, REPORTS_MAX)?,
             23 => apply_edits(&mut r, &mut state.cancelled, CANCELLED_MAX)?,
             24 => apply_edits(&mut r, &mut state.acked, ACKED_KEPT_MAX)?,
+            25 => apply_edits(&mut r, &mut state.streams_out, STREAMS_MAX)?,
+            26 => apply_edits(&mut r, &mut state.streams_in, STREAMS_MAX)?,
+            STREAM_TICK_FIELD => apply_tick(&mut r, state)?,
             _ => return Err(CodecError::UnknownCode),
         }
     }
@@ -1133,7 +1330,7 @@ mod tests {
                 enc(&|w| {
                     w.array(1);
                     w.array(2);
-                    w.u64(25);
+                    w.u64(28);
                     w.u64(0);
                 }),
                 CodecError::UnknownCode,
@@ -1184,16 +1381,41 @@ mod tests {
         );
     }
 
-    /// The encoding of `st` as state version 3 (before `acked`).
+    /// The encoding of `st` as state version 3 (before `acked` and the
+    /// streams).
     fn as_version_3(st: &State) -> Vec<u8> {
-        assert!(st.acked.is_empty());
+        assert!(st.acked.is_empty() && st.streams_out.is_empty() && st.streams_in.is_empty());
         let mut bytes = st.to_cbor();
-        // array(26) → array(25), version 4 → 3, the empty `acked` dropped.
-        assert_eq!(&bytes[..3], &[0x98, 26, 4]);
+        // array(28) → array(25), version 5 → 3, the empty `acked`,
+        // `streams_out` and `streams_in` dropped.
+        assert_eq!(&bytes[..3], &[0x98, 28, 5]);
         bytes[1] = 25;
         bytes[2] = 3;
-        assert_eq!(bytes.pop(), Some(0x80));
+        for _ in 0..3 {
+            assert_eq!(bytes.pop(), Some(0x80));
+        }
         bytes
+    }
+
+    /// The encoding of `st` as state version 4 (before the streams).
+    fn as_version_4(st: &State) -> Vec<u8> {
+        assert!(st.streams_out.is_empty() && st.streams_in.is_empty());
+        let mut bytes = st.to_cbor();
+        assert_eq!(&bytes[..3], &[0x98, 28, 5]);
+        bytes[1] = 26;
+        bytes[2] = 4;
+        for _ in 0..2 {
+            assert_eq!(bytes.pop(), Some(0x80));
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_version_4_state_is_read_with_no_streams() {
+        let st = holding();
+        let v4 = as_version_4(&st);
+        assert_eq!(State::from_stored(&v4).unwrap(), st);
+        assert!(State::from_cbor(&v4).is_err(), "not the current version");
     }
 
     #[test]
@@ -1233,5 +1455,96 @@ mod tests {
         let mem = se.into_storage();
         let again = Applet::boot(mem, Sealing::None, TestEntropy::new(b"again")).unwrap();
         assert_eq!(again.state(), &st);
+    }
+}
+
+#[cfg(test)]
+mod stream_tick_records {
+    use super::*;
+
+    fn hex(b: &[u8]) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut s = alloc::string::String::new();
+        for x in b {
+            let _ = write!(s, "{x:02x}");
+        }
+        s
+    }
+
+    /// SPEC §4.10.4 `stream-tick-payer` and `stream-tick-payee`.
+    #[test]
+    fn tick_records_are_the_spec_vectors() {
+        assert_eq!(
+            hex(&encode_tick_delta(1, 0, 0, 1, None)),
+            "8301008182181b83000001"
+        );
+        let h1 = Hash32([
+            0x8e, 0xb7, 0x5e, 0x0d, 0xbd, 0x8b, 0xc4, 0x23, 0x69, 0xf7, 0x8f, 0x76, 0x10, 0x60,
+            0x1b, 0x67, 0x26, 0x48, 0x66, 0x9d, 0xd5, 0xed, 0xce, 0xcb, 0x00, 0x60, 0x8a, 0xed,
+            0xc8, 0x76, 0x2f, 0xa2,
+        ]);
+        assert_eq!(
+            hex(&encode_tick_delta(1, 0, 0, 1, Some(&h1))),
+            "8301008182181b8401000158208eb75e0dbd8bc42369f78f7610601b67264866\
+             9dd5edcecb00608aedc8762fa2"
+        );
+    }
+
+    fn with_streams() -> State {
+        let mut st = State::default();
+        st.streams_out.push(StreamOut {
+            id: Hash32([1; 32]),
+            price: Amount(2),
+            ticks_max: 3,
+            released: 0,
+            closed: false,
+        });
+        st.streams_in.push(StreamIn {
+            id: Hash32([2; 32]),
+            price: Amount(2),
+            ticks_max: 3,
+            ticks: 0,
+            latest: Hash32([9; 32]),
+            closed: false,
+        });
+        st
+    }
+
+    #[test]
+    fn only_the_next_tick_of_an_open_stream_applies() {
+        let mut st = with_streams();
+        apply_delta(&mut st, &encode_tick_delta(5, 0, 0, 1, None), 5, 0).unwrap();
+        assert_eq!(st.streams_out[0].released, 1);
+        let e = Hash32([4; 32]);
+        apply_delta(&mut st, &encode_tick_delta(5, 1, 0, 1, Some(&e)), 5, 1).unwrap();
+        assert_eq!((st.streams_in[0].ticks, st.streams_in[0].latest), (1, e));
+        for (k, slot, el) in [
+            (1, 0, None),
+            (3, 0, None),
+            (1, 0, Some(&e)),
+            (2, 1, Some(&e)),
+        ] {
+            let mut t = st.clone();
+            assert!(apply_delta(&mut t, &encode_tick_delta(5, 2, slot, k, el), 5, 2).is_err());
+        }
+        let mut closed = st.clone();
+        closed.streams_out[0].closed = true;
+        assert!(apply_delta(&mut closed, &encode_tick_delta(5, 2, 0, 2, None), 5, 2).is_err());
+        // Past the end.
+        st.streams_out[0].released = 3;
+        assert!(apply_delta(&mut st, &encode_tick_delta(5, 2, 0, 4, None), 5, 2).is_err());
+    }
+
+    #[test]
+    fn streams_round_trip_in_the_state_and_in_deltas() {
+        let st = with_streams();
+        assert_eq!(State::from_cbor(&st.to_cbor()).unwrap(), st);
+        let mut next = st.clone();
+        next.streams_in[0].closed = true;
+        next.streams_out.remove(0);
+        let d = encode_delta(&st, &next, 1, 0).unwrap();
+        let mut t = st.clone();
+        apply_delta(&mut t, &d, 1, 0).unwrap();
+        assert_eq!(t, next);
     }
 }

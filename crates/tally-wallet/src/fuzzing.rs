@@ -658,6 +658,222 @@ pub fn check_se_dispatch(fx: &CardFixture, data: &[u8]) {
     assert!(rebooted.state() == &state, "reboot recovered another state");
 }
 
+// ---- se_stream --------------------------------------------------------------
+
+/// The stream of the `se_stream` fixture.
+pub const STREAM_ID: tally_core::Hash32 = tally_core::Hash32([0x5A; 32]);
+/// Ticks of the fixture stream, and those delivered before each input.
+pub const STREAM_TICKS: u32 = 64;
+pub const STREAM_TICKS_DONE: u32 = 5;
+
+/// A payer and a payee SE with stream [`STREAM_ID`] open and
+/// [`STREAM_TICKS_DONE`] ticks delivered, booted afresh for every input of
+/// the `se_stream` target.
+pub struct StreamFixture {
+    payer: MemStorage,
+    payee: MemStorage,
+    pub anchor: tally_core::Hash32,
+}
+
+impl StreamFixture {
+    pub fn new() -> Self {
+        let scheme = Scheme::new(Suite::Ed25519);
+        let mut payer = empty_payee(
+            &scheme,
+            MemStorage::new(TEST_STORAGE_BYTES),
+            Sealing::None,
+            b"fuzz/stream/payer",
+        );
+        let mut payee = empty_payee(
+            &scheme,
+            MemStorage::new(TEST_STORAGE_BYTES),
+            Sealing::None,
+            b"fuzz/stream/payee",
+        );
+        let anchor = must(
+            crate::stream::open_stream(&mut payer, &mut payee, &STREAM_ID, Amount(1), STREAM_TICKS),
+            "open stream",
+        );
+        must(
+            crate::stream::stream_ticks(&mut payer, &mut payee, &STREAM_ID, 1, STREAM_TICKS_DONE),
+            "ticks",
+        );
+        StreamFixture {
+            payer: payer.into_storage(),
+            payee: payee.into_storage(),
+            anchor,
+        }
+    }
+
+    /// Payer and payee cards after boot and SELECT.
+    pub fn boot(&self) -> (TestCard, TestCard) {
+        let mut a = Card::new(boot(self.payer.clone(), Sealing::None, b"fuzz/stream/a"));
+        let mut b = Card::new(boot(self.payee.clone(), Sealing::None, b"fuzz/stream/b"));
+        for c in [&mut a, &mut b] {
+            let r = c.transmit(&select_apdu());
+            assert_eq!(r, [0x90, 0x00], "SELECT failed");
+        }
+        (a, b)
+    }
+}
+
+impl Default for StreamFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `se_stream`: a terminal between a streaming payer and payee. Each frame
+/// is `[to][APDU]`: `to` even goes to the payer's card, odd to the
+/// payee's; the APDUs are anything (stream commands, replayed or forged
+/// elements, closes, other commands). Whatever the order: the payee never
+/// holds more ticks of the fixture stream than the payer released, the
+/// element it holds always walks to the anchor in as many hashes as its
+/// ticks, and each SE reboots into the state it had in memory.
+pub fn check_se_stream(fx: &StreamFixture, data: &[u8]) {
+    let (mut payer, mut payee) = fx.boot();
+    for frame in frames(data).take(FRAMES_MAX) {
+        let Some((&to, apdu)) = frame.split_first() else {
+            continue;
+        };
+        let card = if to % 2 == 0 { &mut payer } else { &mut payee };
+        let r = card.transmit(apdu);
+        assert!(r.len() >= 2, "response without a status word");
+    }
+    let a = payer.applet.state().clone();
+    let b = payee.applet.state().clone();
+    let out = a.streams_out.iter().find(|s| s.id == STREAM_ID);
+    let inn = b.streams_in.iter().find(|s| s.id == STREAM_ID);
+    let (Some(out), Some(inn)) = (out, inn) else {
+        panic!("the fixture stream disappeared");
+    };
+    assert!(
+        inn.ticks <= out.released,
+        "payee holds {} ticks, payer released {}",
+        inn.ticks,
+        out.released
+    );
+    assert!(
+        tally_core::stream::reaches_anchor(&inn.latest, inn.ticks, STREAM_TICKS, &fx.anchor),
+        "the payee holds an element not of the chain"
+    );
+    let ra = boot(
+        payer.applet.into_storage(),
+        Sealing::None,
+        b"fuzz/stream/ra",
+    );
+    let rb = boot(
+        payee.applet.into_storage(),
+        Sealing::None,
+        b"fuzz/stream/rb",
+    );
+    assert!(ra.state() == &a, "payer reboot recovered another state");
+    assert!(rb.state() == &b, "payee reboot recovered another state");
+}
+
+/// One `se_stream` frame: `[to][APDU]` (see [`check_se_stream`]).
+fn stream_frame(out: &mut Vec<u8>, to: u8, ins_: u8, p1: u8, data: &[u8]) {
+    let mut apdu = alloc::vec![0u8];
+    apdu[0] = to;
+    apdu.extend_from_slice(&[CLA, ins_, p1, 0, data.len() as u8]);
+    apdu.extend_from_slice(data);
+    apdu.push(0);
+    push_frame(out, &apdu);
+}
+
+fn stream_seeds(fx: &StreamFixture) -> Vec<(&'static str, Vec<u8>)> {
+    use tally_core::codec::Writer;
+    let release = |k: u32| {
+        let mut w = Writer::new();
+        w.array(2);
+        STREAM_ID.write(&mut w);
+        w.u64(u64::from(k));
+        w.into_bytes()
+    };
+    let accept = |k: u32, e: &tally_core::Hash32| {
+        let mut w = Writer::new();
+        w.array(3);
+        STREAM_ID.write(&mut w);
+        w.u64(u64::from(k));
+        e.write(&mut w);
+        w.into_bytes()
+    };
+    // The elements an honest terminal would carry.
+    let (mut a, _) = fx.boot();
+    let mut elements = Vec::new();
+    for k in STREAM_TICKS_DONE + 1..=STREAM_TICKS_DONE + 3 {
+        let d = release(k);
+        let mut apdu = alloc::vec![CLA, ins::STREAM_TICK, 0, 0, d.len() as u8];
+        apdu.extend_from_slice(&d);
+        apdu.push(0);
+        let r = a.transmit(&apdu);
+        assert!(r.ends_with(&[0x90, 0x00]), "fixture release");
+        let e = must(tally_core::Hash32::from_cbor(&r[..r.len() - 2]), "element");
+        elements.push(e);
+    }
+    let mut seeds = Vec::new();
+    let mut honest = Vec::new();
+    for (i, e) in elements.iter().enumerate() {
+        let k = STREAM_TICKS_DONE + 1 + i as u32;
+        stream_frame(&mut honest, 0, ins::STREAM_TICK, 0, &release(k));
+        stream_frame(&mut honest, 1, ins::STREAM_TICK, 1, &accept(k, e));
+    }
+    seeds.push(("honest_ticks.bin", honest.clone()));
+    let mut replay = honest.clone();
+    stream_frame(
+        &mut replay,
+        1,
+        ins::STREAM_TICK,
+        1,
+        &accept(STREAM_TICKS_DONE + 1, &elements[0]),
+    );
+    seeds.push(("replayed_tick.bin", replay));
+    let mut skip = Vec::new();
+    stream_frame(
+        &mut skip,
+        0,
+        ins::STREAM_TICK,
+        0,
+        &release(STREAM_TICKS_DONE + 1),
+    );
+    stream_frame(
+        &mut skip,
+        0,
+        ins::STREAM_TICK,
+        0,
+        &release(STREAM_TICKS_DONE + 2),
+    );
+    stream_frame(
+        &mut skip,
+        1,
+        ins::STREAM_TICK,
+        1,
+        &accept(STREAM_TICKS_DONE + 2, &elements[1]),
+    );
+    seeds.push(("skipped_tick.bin", skip));
+    let mut forged = Vec::new();
+    stream_frame(
+        &mut forged,
+        1,
+        ins::STREAM_TICK,
+        1,
+        &accept(STREAM_TICKS_DONE + 1, &tally_core::Hash32([0xEE; 32])),
+    );
+    seeds.push(("forged_tick.bin", forged));
+    let mut closes = honest;
+    stream_frame(&mut closes, 1, ins::STREAM_CLOSE, 1, &STREAM_ID.to_cbor());
+    stream_frame(&mut closes, 0, ins::STREAM_CLOSE, 0, &STREAM_ID.to_cbor());
+    stream_frame(
+        &mut closes,
+        0,
+        ins::STREAM_TICK,
+        0,
+        &release(STREAM_TICKS_DONE + 4),
+    );
+    seeds.push(("ticks_then_closes.bin", closes));
+    seeds
+}
+
 // ---- seed corpus ------------------------------------------------------------
 
 /// One seed input: target, file name, bytes.
@@ -814,6 +1030,17 @@ pub fn seed_corpus() -> Vec<Seed> {
     let mut input = alloc::vec![1u8];
     input.extend_from_slice(&delta);
     seed("se_journal", "delta_counter.bin", input);
+    // A stream tick record (decision 0020) for a stream the state lacks:
+    // refused, the state unchanged.
+    let tick = tally_se::state::encode_tick_delta(journal.sequence, journal.records, 0, 1, None);
+    let mut input = alloc::vec![1u8];
+    input.extend_from_slice(&tick);
+    seed("se_journal", "delta_stream_tick.bin", input);
+
+    // Stream sessions between the fixture payer and payee.
+    for (name, bytes) in stream_seeds(&StreamFixture::new()) {
+        seed("se_stream", name, bytes);
+    }
 
     // APDU sessions on the fixture card.
     let request = fx.request.to_cbor();

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod fuzzing;
 pub mod link;
 pub mod session;
+pub mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

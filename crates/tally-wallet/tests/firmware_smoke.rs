@@ -2,7 +2,8 @@
 //! thumbv7em-none-eabihf and its smoke scenario passes under QEMU: SE boot
 //! and recovery after a torn commit, CREATE REQUEST, PAY with change,
 //! RECEIVE of a one-hop and an eight-hop package with full verification,
-//! ACK; the semihosting exit code is success.
+//! ACK, and a short payment stream (open, 64 ticks, both closes); the
+//! semihosting exit code is success.
 //!
 //! Needs `qemu-system-arm` (Debian package `qemu-system-arm`; .ci/run
 //! installs it) and the `thumbv7em-none-eabihf` Rust target. Without them
@@ -157,6 +158,10 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         "ack",
         "check_request",
         "pay_warm",
+        "stream_open_payer",
+        "stream_tick",
+        "stream_close_payee",
+        "stream_close_payer",
     ] {
         assert!(
             out.lines()

@@ -15,16 +15,17 @@ use tally_core::verify::{NoCache, verify_package_bytes};
 use tally_wallet::fuzzing::{
     self, AdversaryFixture, CardFixture, HISTORY_RECORDS_MAX, JournalFixture, PaymentFixture,
     check_adversarial_terminal, check_apdu_parse, check_cbor_objects, check_package_verify,
-    check_se_dispatch, check_se_journal,
+    check_se_dispatch, check_se_journal, check_se_stream,
 };
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "cbor_objects",
     "package_verify",
     "apdu_parse",
     "se_dispatch",
     "adversarial_terminal",
     "se_journal",
+    "se_stream",
 ];
 
 /// Targets over the central bank's wire, replayed by
@@ -58,6 +59,7 @@ fn corpus_and_regressions_pass_their_checks() {
     let card = CardFixture::new();
     let adversary = AdversaryFixture::new();
     let journal = JournalFixture::new();
+    let stream = fuzzing::StreamFixture::new();
     for kind in ["corpus", "regressions"] {
         let root = fuzz_dir().join(kind);
         for dir in fs::read_dir(&root).into_iter().flatten() {
@@ -85,6 +87,7 @@ fn corpus_and_regressions_pass_their_checks() {
                 "se_dispatch" => check_se_dispatch(&card, &data),
                 "adversarial_terminal" => check_adversarial_terminal(&adversary, &data),
                 "se_journal" => check_se_journal(&journal, &data),
+                "se_stream" => check_se_stream(&stream, &data),
                 _ => unreachable!(),
             }
         }
@@ -101,6 +104,7 @@ fn seeds() {
     let card = CardFixture::new();
     let adversary = AdversaryFixture::new();
     let journal = JournalFixture::new();
+    let stream = fuzzing::StreamFixture::new();
     let seeds = fuzzing::seed_corpus();
     for t in TARGETS {
         assert!(seeds.iter().any(|s| s.target == t), "no seed for {t}");
@@ -123,6 +127,7 @@ fn seeds() {
             "se_dispatch" => check_se_dispatch(&card, &s.bytes),
             "adversarial_terminal" => check_adversarial_terminal(&adversary, &s.bytes),
             "se_journal" => check_se_journal(&journal, &s.bytes),
+            "se_stream" => check_se_stream(&stream, &s.bytes),
             other => panic!("seed for unknown target {other}"),
         }
     }

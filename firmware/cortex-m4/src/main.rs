@@ -5,8 +5,9 @@
 //! whether every check passed.
 //!
 //! Semihosting arguments (`-semihosting-config …,arg=tally-m4,arg=MODE`):
-//! `smoke` runs the Ed25519 payment scenario only; anything else runs the
-//! whole benchmark (both suites, machine to machine, reference crypto).
+//! `smoke` runs the Ed25519 payment scenario and a 64-tick stream only;
+//! `stream` the 10,000-tick stream only; anything else runs the whole
+//! benchmark (both suites, machine to machine, streams, reference crypto).
 
 #![no_std]
 #![no_main]
@@ -691,11 +692,107 @@ fn cmdline() -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
+/// Ticks of the stream scenario: a short stream in the smoke run, the
+/// issue's 10,000 in the benchmark.
+const STREAM_TICKS_SMOKE: u32 = 64;
+const STREAM_TICKS_BENCH: u32 = 10_000;
+
+/// A payment stream (decision 0020) from the meter to the station, both
+/// on this M4: OPEN on both sides, `ticks` ticks (the meter's RELEASE,
+/// then the station's ACCEPT of the element, each with its durable
+/// journal record), then both CLOSE. Per tick: instructions of each side
+/// (average and worst), heap and stack peaks, flash bytes written on
+/// each side (worst, and average including the log compactions).
+// Not inlined, as `m2m_long`.
+#[inline(never)]
+fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> Res<()> {
+    let n = fx.name;
+    provision(fa, fx.meter)?;
+    provision(fb, fx.station)?;
+    let mut meter = boot(fa, b"m4/stream-meter")?;
+    let mut station = boot(fb, b"m4/stream-station")?;
+    let id = Hash32([0x5A; 32]);
+    let (r, s_open) = m(|| meter.open_stream_out(id, Amount(1), ticks));
+    let anchor = ctx(r, "meter STREAM OPEN")?;
+    report(n, "stream_open_payer", &s_open, &format!("ticks_max={ticks}"));
+    let (r, s_in) = m(|| station.open_stream_in(id, Amount(1), ticks, anchor));
+    ctx(r, "station STREAM OPEN")?;
+    report(n, "stream_open_payee", &s_in, "");
+    let (mut rel_sum, mut rel_max, mut acc_sum, mut acc_max) = (0u64, 0u64, 0u64, 0u64);
+    let (mut heap, mut stack) = (0usize, 0usize);
+    let (mut fl_max, w_start) = ([0usize; 2], flash::written());
+    for k in 1..=ticks {
+        let w0 = flash::written();
+        let (r, s_rel) = m(|| meter.release_tick(&id, k));
+        let element = ctx(r, "meter STREAM RELEASE")?;
+        let (r, s_acc) = m(|| station.accept_tick(&id, k, element));
+        let streamed = ctx(r, "station STREAM ACCEPT")?;
+        check(streamed == Amount(u64::from(k)), "one unit per tick")?;
+        let w1 = flash::written();
+        let (ir, ia) = (instr(s_rel.ticks), instr(s_acc.ticks));
+        rel_sum += ir;
+        acc_sum += ia;
+        rel_max = rel_max.max(ir);
+        acc_max = acc_max.max(ia);
+        heap = heap.max(s_rel.heap_peak).max(s_acc.heap_peak);
+        stack = stack.max(s_rel.stack_total).max(s_acc.stack_total);
+        for d in 0..2 {
+            fl_max[d] = fl_max[d].max(w1[d] - w0[d]);
+        }
+        if k == 1 || k == ticks || k % 1000 == 0 {
+            hprintln!(
+                "STREAMTICK suite={} tick={} release={} accept={} heap_peak={} stack={} meter_flash={} station_flash={}",
+                n,
+                k,
+                ir,
+                ia,
+                s_rel.heap_peak.max(s_acc.heap_peak),
+                s_rel.stack_total.max(s_acc.stack_total),
+                w1[0] - w0[0],
+                w1[1] - w0[1],
+            );
+        }
+    }
+    let w_end = flash::written();
+    let t = u64::from(ticks);
+    hprintln!(
+        "OP suite={} op=stream_tick ticks={} instr={} release_avg={} release_max={} accept_avg={} accept_max={} heap_peak={} stack_total={} meter_flash_max={} station_flash_max={} meter_flash_avg={} station_flash_avg={}",
+        n,
+        ticks,
+        (rel_sum + acc_sum) / t,
+        rel_sum / t,
+        rel_max,
+        acc_sum / t,
+        acc_max,
+        heap,
+        stack,
+        fl_max[0],
+        fl_max[1],
+        (w_end[0] - w_start[0]) / ticks as usize,
+        (w_end[1] - w_start[1]) / ticks as usize,
+    );
+    let (r, s_c) = m(|| station.close_stream_in(&id));
+    let claim = ctx(r, "station STREAM CLOSE")?;
+    report(n, "stream_close_payee", &s_c, "");
+    let (r, s_c) = m(|| meter.close_stream_out(&id));
+    let released = ctx(r, "meter STREAM CLOSE")?;
+    report(n, "stream_close_payer", &s_c, "");
+    check(
+        claim.ticks == ticks && released == ticks,
+        "every tick released and claimed",
+    )?;
+    check(
+        tally_core::stream::reaches_anchor(&claim.element, claim.ticks, ticks, &anchor),
+        "the claim walks to the anchor",
+    )
+}
+
 fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     core_scenario(&ED25519, fa, fb, full)?;
     if !full {
-        return Ok(());
+        return stream_scenario(&ED25519, fa, fb, STREAM_TICKS_SMOKE);
     }
+    stream_scenario(&ED25519, fa, fb, STREAM_TICKS_BENCH)?;
     core_scenario(&P256, fa, fb, true)?;
     for fx in [&ED25519, &P256] {
         m2m(fx, "unit", fx.meter, fa, fb)?;
@@ -733,7 +830,14 @@ fn main() -> ! {
         overhead,
         if full { "bench" } else { "smoke" }
     );
-    match run(full, &mut fa, &mut fb) {
+    // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
+    let only_stream = args.split_whitespace().any(|a| a == "stream");
+    let result = if only_stream {
+        stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
+    } else {
+        run(full, &mut fa, &mut fb)
+    };
+    match result {
         Ok(()) => {
             hprintln!(
                 "SUMMARY stack_max={} stack_painted={} heap_peak_max={} heap_high_water={} allocs={}",
