@@ -373,6 +373,60 @@ impl Issue {
     }
 }
 
+/// A confidential Issue whose audit seal settlement opened and checked
+/// (rule C7): its outputs carry their opened values in memory (the wire
+/// form and the id keep the commitments). Only [`Issue::open_audit`]
+/// makes one, so settlement registers an Issue's value from its openings
+/// and from nothing else.
+#[cfg(feature = "sealing")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditedIssue {
+    issue: Issue,
+}
+
+#[cfg(feature = "sealing")]
+impl AuditedIssue {
+    /// The Issue, each output's `value` its opened amount.
+    pub fn issue(&self) -> &Issue {
+        &self.issue
+    }
+    /// The sum of the opened values (checked: each fits `bits`, at most
+    /// [`RANGE_OUTPUTS_MAX`] outputs, so it cannot overflow u64).
+    pub fn value(&self) -> Amount {
+        Amount::sum(self.issue.outputs.iter().map(|o| o.value)).unwrap_or(Amount::ZERO)
+    }
+}
+
+#[cfg(feature = "sealing")]
+impl Issue {
+    /// Settlement's rule C7 for an Issue: opens its audit seal with
+    /// settlement's sealing key and checks every opening against its
+    /// commitment, non-zero and within `bits`.
+    pub fn open_audit(
+        &self,
+        key: &crate::sealed::OpeningKey,
+        bits: crate::confidential::RangeBits,
+    ) -> Result<AuditedIssue, ConfidentialError> {
+        let c = self
+            .confidential
+            .as_ref()
+            .ok_or(ConfidentialError::OutputCount)?;
+        let seal = c
+            .audit
+            .as_ref()
+            .ok_or(ConfidentialError::OpeningUnreadable)?;
+        let openings = seal.open(key, &record_context(&self.body_bytes()), &c.commitments)?;
+        let mut issue = self.clone();
+        for (o, op) in issue.outputs.iter_mut().zip(&openings) {
+            if op.value() == Amount::ZERO || !bits.holds(op.value()) {
+                return Err(ConfidentialError::OutOfRange);
+            }
+            o.value = op.value();
+        }
+        Ok(AuditedIssue { issue })
+    }
+}
+
 impl Transfer {
     /// This transfer as it travels in an ancestry: without the payee's
     /// sealed opening.
