@@ -518,6 +518,13 @@ impl Backoffice {
         Ok(self.central.trust()?.policy)
     }
 
+    /// Central bank: makes amounts confidential (SPEC §4.9): the policy
+    /// is re-signed with settlement's sealing key as its audit key. Meant
+    /// for a fresh scheme, before devices enrol.
+    pub fn use_confidential_amounts(&self) -> Result<Policy, BackofficeError> {
+        self.bank()?.use_confidential_amounts()
+    }
+
     /// Central bank: trusts an SE manufacturer's key for enrolment.
     pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
         self.bank()?.trust_manufacturer(key)
