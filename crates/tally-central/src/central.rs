@@ -1036,7 +1036,9 @@ impl CentralBank {
             return Err(BackofficeError::ForeignIssue);
         }
         // A confidential Issue's value is what its audit seal opens to.
-        if let Some(a) = self.audit_issue(issue)? {
+        if issue.confidential.is_some()
+            && let Some(a) = self.audit_issue(&self.policy()?, issue)?
+        {
             return Ok(a.value().0);
         }
         issue
@@ -1062,7 +1064,8 @@ impl CentralBank {
         }
         // A confidential Issue is registered (and handed to the MDS) with
         // the values its audit seal opens to.
-        let audited = self.audit_issue(issue)?;
+        // (Inside the caller's transaction: the policy is read with it.)
+        let audited = self.audit_issue(&self.policy_in(tx)?, issue)?;
         let valued = match &audited {
             Some(a) => {
                 Settlement::register_audited_issue(tx, dcp, a)?;
@@ -1403,17 +1406,17 @@ impl CentralBank {
     /// Issue.
     fn audit_issue(
         &self,
+        policy: &Policy,
         issue: &Issue,
     ) -> Result<Option<tally_core::confidential_record::AuditedIssue>, BackofficeError> {
         if issue.confidential.is_none() {
             return Ok(None);
         }
-        let trust = self.trust_store()?;
-        if !trust.policy().is_confidential() {
+        if !policy.is_confidential() {
             return Err(BackofficeError::ForeignIssue);
         }
         issue
-            .open_audit(&self.keys.opening, range_bits(trust.policy()))
+            .open_audit(&self.keys.opening, range_bits(policy))
             .map(Some)
             .map_err(|_| SettlementError::AuditOpeningInvalid(issue.id()).into())
     }
