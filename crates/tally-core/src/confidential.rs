@@ -1391,6 +1391,20 @@ pub mod fuzzing {
                 ("range_proof.bin", with(2, self.proof.to_cbor())),
                 ("excess.bin", with(3, self.excess.to_cbor())),
                 ("sealed_opening.bin", with(4, self.sealed.to_cbor())),
+                (
+                    "audit_seal.bin",
+                    with(
+                        4,
+                        self.package
+                            .package
+                            .transfer
+                            .confidential
+                            .as_ref()
+                            .and_then(|c| c.audit.as_ref())
+                            .map(Cbor::to_cbor)
+                            .unwrap_or_default(),
+                    ),
+                ),
                 ("package.bin", with(5, self.package.package.to_cbor())),
                 (
                     "record_transfer.bin",
@@ -1484,6 +1498,12 @@ pub mod fuzzing {
                 }
             }
             _ => {
+                // The audit seal's decoder on the same bytes (it has the
+                // same shape): one encoding, and its opening count is
+                // what its length says.
+                if let Some(a) = round_trip::<SealedOpenings>(bytes) {
+                    assert!(!a.fits(a.openings()) || a.openings() >= 1);
+                }
                 if let Some(s) = round_trip::<SealedOpening>(bytes)
                     && let Ok(o) = s.open(&f.payee, &f.context, &f.outputs[0])
                 {
