@@ -2005,6 +2005,10 @@ impl CentralBank {
 /// One call of the [`Central`] interface on the wire (a DCP to the
 /// central bank over the network): `[1, method, …]` canonical CBOR. The
 /// calling DCP is not in it: the transport authenticates it.
+// `Call` holds a request with an Issue (larger since confidential Issues
+// are compiled in); a call is decoded once per request and never stored
+// in bulk, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CentralCall {
     Trust,

@@ -493,7 +493,7 @@ impl VerifiedPackage {
         if self.amounts_opened {
             return true;
         }
-        !self.package.transfer.confidential.is_some()
+        self.package.transfer.confidential.is_none()
             && !self.package.ancestry.iter().any(Record::is_confidential)
     }
     /// Settlement's rule C7 (SPEC §4.9.4): opens the audit seal of every
@@ -587,7 +587,7 @@ impl VerifiedPackage {
                 .iter()
                 .map(|op| values.get(&op.record)?.get(op.index as usize).copied())
                 .collect();
-            let in_sum = ins.and_then(|v| Amount::sum(v.into_iter()));
+            let in_sum = ins.and_then(Amount::sum);
             let out_sum = Amount::sum(outs.iter().copied());
             if in_sum.is_none() || in_sum != out_sum {
                 return Err(fail(id, ConfidentialError::Unbalanced));
