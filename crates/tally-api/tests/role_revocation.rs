@@ -1,4 +1,4 @@
-//! Revoking a party's role certificate (issue 11, item 3; THREATS T68):
+//! Revoking a party's role certificate (issue 11, item 3; THREATS T70):
 //! the central bank's operator revokes a stolen DCP or operator key with
 //! `POST /central/v1/admin/certificates/revoke`. From then on the central
 //! bank refuses that key on a connection opened before the revocation

@@ -39,7 +39,7 @@ use tally_core::{
 use tally_directory::{Directory, DirectoryError, SeEntry, SeStatus};
 use tally_ledger::db::SettlementDb;
 use tally_ledger::ledger::{self, AccountKind, Applied, Invariant, Ledger, TransferRequest, code};
-use tally_ledger::settlement::Settlement;
+use tally_ledger::settlement::{Settlement, SettlementError};
 use tally_mds::{IngestRecord, Mds, MdsConfig, Verdict};
 use tally_store::{Migrations, Store, StoreError, Tx, TxFailure};
 
@@ -55,7 +55,9 @@ use crate::{BackofficeError, OutboxStatus, SettlementResult};
 /// An uploaded package as checked before the settlement transaction.
 pub(crate) enum Checked {
     Verified(Box<tally_core::VerifiedPackage>),
-    Refused(tally_core::Transfer, tally_core::verify::VerifyError),
+    /// Refused with this stable code: the verifier's, or settlement's
+    /// C7 (34) for a confidential package whose audit seal does not open.
+    Refused(tally_core::Transfer, u16),
     Malformed,
 }
 
@@ -644,23 +646,52 @@ impl CentralBank {
         let dcps = self.dcps.clone();
         let manufacturers = Self::manufacturers_in(tx)?;
         let old = tx.policy_doc()?;
-        let serial = match &old {
+        let (serial, confidential) = match &old {
             Some(body) => {
                 let p = Policy::from_cbor(body)?;
                 if p.tiers == tiers && p.dcps == dcps && p.manufacturers == manufacturers {
                     return Ok(p);
                 }
-                p.serial + 1
+                (p.serial + 1, p.is_confidential())
             }
-            None => 1,
+            None => (1, false),
         };
-        let p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
+        let mut p = Policy::try_sign(&*self.keys.root, serial, "XTS", tiers, dcps, manufacturers)?;
+        // The amount mode, once confidential, stays (a later change of
+        // tiers or manufacturers re-signs it as it was).
+        if confidential {
+            p = p.try_resign_confidential(&*self.keys.root, self.keys.opening.public())?;
+        }
         if old.is_some() {
             tx.update_policy_doc(&p.to_cbor())?;
         } else {
             tx.insert_policy_doc(&p.to_cbor())?;
         }
         Ok(p)
+    }
+
+    /// Makes amounts confidential (SPEC §4.9): the policy is re-signed
+    /// (serial + 1) with `amount_mode` 1 and settlement's sealing key as
+    /// its audit key, to which every confidential record seals its
+    /// outputs' openings. Idempotent. Devices take it at their next sync;
+    /// the scheme is meant to choose the mode before it issues anything
+    /// (an SE holding clear tokens cannot pay them under a confidential
+    /// policy).
+    pub fn use_confidential_amounts(&self) -> Result<Policy, BackofficeError> {
+        let r = self.store.transact(|tx| {
+            let p = self.policy_in(tx)?;
+            if p.is_confidential() {
+                return Ok(p);
+            }
+            let mut next = p;
+            next.serial += 1;
+            let next =
+                next.try_resign_confidential(&*self.keys.root, self.keys.opening.public())?;
+            tx.update_policy_doc(&next.to_cbor())?;
+            Ok(next)
+        });
+        self.trust_changed();
+        r
     }
 
     fn manufacturers_in(tx: &mut dyn Tx) -> Result<Vec<PublicKey>, BackofficeError> {
@@ -1024,6 +1055,12 @@ impl CentralBank {
         {
             return Err(BackofficeError::ForeignIssue);
         }
+        // A confidential Issue's value is what its audit seal opens to.
+        if issue.confidential.is_some()
+            && let Some(a) = self.audit_issue(&self.policy()?, issue)?
+        {
+            return Ok(a.value().0);
+        }
         issue
             .outputs
             .iter()
@@ -1045,10 +1082,23 @@ impl CentralBank {
         if tx.issued(&issue.id())?.is_some() {
             return Err(BackofficeError::ForeignIssue);
         }
-        Settlement::register_issue(tx, dcp, issue)?;
+        // A confidential Issue is registered (and handed to the MDS) with
+        // the values its audit seal opens to.
+        // (Inside the caller's transaction: the policy is read with it.)
+        let audited = self.audit_issue(&self.policy_in(tx)?, issue)?;
+        let valued = match &audited {
+            Some(a) => {
+                Settlement::register_audited_issue(tx, dcp, a)?;
+                a.issue().clone()
+            }
+            None => {
+                Settlement::register_issue(tx, dcp, issue)?;
+                issue.clone()
+            }
+        };
         // The MDS counts money from its issuance (circulation = issued −
         // redeemed), not from when it first reaches settlement.
-        let mut r = IngestRecord::new(Record::Issue(issue.clone()), epoch, Verdict::Verified);
+        let mut r = IngestRecord::new(Record::Issue(valued), epoch, Verdict::Verified);
         r.output_classes = vec![owner_class];
         let key = tagged_hash(b"tally/v1/outbox-issue", &[&issue.id().0]);
         if !tx.outbox_has(&key)? {
@@ -1316,8 +1366,11 @@ impl CentralBank {
         for decoded in slots {
             out.push(match (decoded, verified.next()) {
                 (false, _) => Checked::Malformed,
-                (true, Some((Ok(v), _))) => Checked::Verified(Box::new(v)),
-                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e),
+                (true, Some((Ok(v), transfer))) => match self.open_amounts(&trust, v) {
+                    Ok(v) => Checked::Verified(Box::new(v)),
+                    Err(e) => Checked::Refused(transfer, e.code()),
+                },
+                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e.code()),
                 (true, None) => {
                     return Err(StoreError::Type("verification lost a package".into()).into());
                 }
@@ -1336,7 +1389,7 @@ impl CentralBank {
             .limits(device_class::DCP, 0)
             .map(|l| usize::from(l.history_records_max))
             .unwrap_or(1024);
-        Ok(verify_package_for_settlement(
+        let v = verify_package_for_settlement(
             pkg,
             trust,
             VerifyParams {
@@ -1345,7 +1398,47 @@ impl CentralBank {
                 signature_batch_max: usize::MAX,
             },
             &mut SharedCertCache(&self.cache),
-        )?)
+        )?;
+        Ok(self.open_amounts(trust, v)?)
+    }
+
+    /// Rule C7 (SPEC §4.9.4), before the settlement transaction: a
+    /// confidential package's audit seals opened with settlement's sealing
+    /// key, every opening checked against its commitment, in the range of
+    /// the policy and balanced per transfer; the package then carries the
+    /// opened values that settlement books. A clear package is returned
+    /// as it is. The opened values stay on this side: devices and DCPs
+    /// only ever see commitments.
+    fn open_amounts(
+        &self,
+        trust: &TrustStore,
+        v: tally_core::VerifiedPackage,
+    ) -> Result<tally_core::VerifiedPackage, SettlementError> {
+        if v.amounts_opened() {
+            return Ok(v);
+        }
+        v.open_audit(&self.keys.opening, range_bits(trust.policy()))
+            .map_err(|f| SettlementError::AuditOpeningInvalid(f.record))
+    }
+
+    /// C7 for a confidential Issue a DCP registers (load, renewal,
+    /// recovery): its audit seal opened and checked; `None` for a clear
+    /// Issue.
+    fn audit_issue(
+        &self,
+        policy: &Policy,
+        issue: &Issue,
+    ) -> Result<Option<tally_core::confidential_record::AuditedIssue>, BackofficeError> {
+        if issue.confidential.is_none() {
+            return Ok(None);
+        }
+        if !policy.is_confidential() {
+            return Err(BackofficeError::ForeignIssue);
+        }
+        issue
+            .open_audit(&self.keys.opening, range_bits(policy))
+            .map(Some)
+            .map_err(|_| SettlementError::AuditOpeningInvalid(issue.id()).into())
     }
 
     /// Settlement's side of a settled package: keeps the escrows of its
@@ -1673,12 +1766,12 @@ impl CentralBank {
                         idems.push(format!("sync:{key}:{i}"));
                     }
                     Checked::Malformed => results[n].refused += 1,
-                    Checked::Refused(transfer, e) => {
+                    Checked::Refused(transfer, code) => {
                         results[n].refused += 1;
                         ingest[n].push(IngestRecord::new(
                             Record::Transfer(transfer.clone()),
                             j.epoch,
-                            Verdict::Refused(e.code()),
+                            Verdict::Refused(*code),
                         ));
                     }
                 }
@@ -1932,6 +2025,10 @@ impl CentralBank {
 /// One call of the [`Central`] interface on the wire (a DCP to the
 /// central bank over the network): `[1, method, …]` canonical CBOR. The
 /// calling DCP is not in it: the transport authenticates it.
+// `Call` holds a request with an Issue (larger since confidential Issues
+// are compiled in); a call is decoded once per request and never stored
+// in bulk, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CentralCall {
     Trust,
@@ -2373,4 +2470,10 @@ impl crate::monitoring::Outbox for CentralBank {
             Ok(())
         })
     }
+}
+
+/// The range bits of a confidential policy's amounts (the bound its range
+/// proofs cover: `RangeBits::for_bound` of the device holding limits).
+fn range_bits(policy: &Policy) -> tally_core::confidential::RangeBits {
+    tally_core::confidential::RangeBits::for_bound(policy.holding_bound())
 }

@@ -27,12 +27,17 @@ pub(crate) fn unix_seconds() -> i64 {
 }
 
 /// Outbox body: `[[record, epoch, verdict (0 verified | code), classes bstr,
-/// offline_epochs + 1 (0 unknown), unacknowledged], …]`.
+/// offline_epochs + 1 (0 unknown), unacknowledged], …]`; a confidential
+/// record has a seventh element, `[value, …]`: its outputs' amounts as
+/// settlement opened them from the audit seal (the record itself carries
+/// commitments), so the MDS sees every amount as it does for clear
+/// records. The outbox never leaves the central bank's side.
 pub(crate) fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
     let mut w = Writer::new();
     w.array(records.len());
     for r in records {
-        w.array(6);
+        let confidential = r.record.is_confidential();
+        w.array(if confidential { 7 } else { 6 });
         r.record.write(&mut w);
         w.u64(u64::from(r.epoch));
         w.u64(match r.verdict {
@@ -42,6 +47,13 @@ pub(crate) fn encode_ingest(records: &[IngestRecord]) -> Vec<u8> {
         w.bytes(&r.output_classes);
         w.u64(r.offline_epochs.map(|e| u64::from(e) + 1).unwrap_or(0));
         w.bool(r.unacknowledged);
+        if confidential {
+            let outputs = r.record.outputs();
+            w.array(outputs.len());
+            for o in outputs {
+                w.u64(o.value.0);
+            }
+        }
     }
     w.into_bytes()
 }
@@ -51,8 +63,11 @@ pub(crate) fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecErro
     let n = r.array_max(1 << 20)?;
     let mut out = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
-        r.array(6)?;
+        let fields = r.array_max(7)?;
         let record = Record::read(&mut r)?;
+        if fields != 6 + usize::from(record.is_confidential()) {
+            return Err(CodecError::Malformed);
+        }
         let epoch = r.u32()?;
         let verdict = match r.u16()? {
             0 => Verdict::Verified,
@@ -65,6 +80,19 @@ pub(crate) fn decode_ingest(bytes: &[u8]) -> Result<Vec<IngestRecord>, CodecErro
             e => Some(u32::try_from(e - 1).map_err(|_| CodecError::Malformed)?),
         };
         ir.unacknowledged = r.bool()?;
+        if fields == 7 {
+            let n = r.array_max(tally_core::record::RECORD_OUTPUTS_MAX)?;
+            let outputs = match &mut ir.record {
+                Record::Issue(i) => &mut i.outputs,
+                Record::Transfer(t) => &mut t.outputs,
+            };
+            if n != outputs.len() {
+                return Err(CodecError::Malformed);
+            }
+            for o in outputs.iter_mut() {
+                o.value = tally_core::Amount(r.u64()?);
+            }
+        }
         out.push(ir);
     }
     if r.position() != bytes.len() {

@@ -87,6 +87,7 @@ fn every_kind() -> Vec<BackofficeError> {
             horizon: 2,
         }),
         Settlement(SettlementError::ConfidentialUnopened(Hash32([3; 32]))),
+        Settlement(SettlementError::AuditOpeningInvalid(Hash32([4; 32]))),
         UnknownDevice,
         DeviceNotActive,
         BadDeviceSignature,

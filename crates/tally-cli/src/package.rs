@@ -44,9 +44,13 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
     }
     if let Some(c) = &p.transfer.confidential {
         s.push_str(&format!(
-            "  confidential: range proof {} bits × {}, excess signature, {}\n",
+            "  confidential: range proof {} bits × {}, excess signature, {}, {}\n",
             c.range_proof.bits().bits(),
             c.range_proof.outputs(),
+            match &c.audit {
+                Some(a) => format!("audit seal of {} opening(s) to settlement", a.openings()),
+                None => "no audit seal".to_string(),
+            },
             if c.payee_opening.is_some() {
                 "opening sealed to the payee"
             } else {

@@ -228,6 +228,8 @@ registry! {
         "a queued settlement body does not open (HPKE) or decode: stored as the queue row's result by a settlement worker";
     SETTLEMENT_CONFIDENTIAL_UNOPENED = 33, Settlement, http [422], sw [], Used,
         "a confidential Issue or package (SPEC §4.9) without the openings of its amounts: refused, nothing booked (settlement books amounts from openings only)";
+    SETTLEMENT_AUDIT_OPENING_INVALID = 34, Settlement, http [422], sw [], Used,
+        "C7: a confidential record's audit seal does not open with settlement's key, an opening does not open its commitment or is out of range, or a transfer's opened values do not balance: refused, nothing written, alert raised";
 
     DIRECTORY_BAD_ATTESTATION = 40, Directory, http [403], sw [], Used,
         "attestation signature does not verify";
@@ -379,6 +381,8 @@ registry! {
         "V9 (C3): a range proof does not verify for the transfer's commitments and context (an output committing to a negative or out-of-range amount, or a proof from another transfer)";
     VERIFY_EXCESS_INVALID = 906, Verify, http [422], sw [0x6982], Used,
         "V9 (C4): a confidential transfer's excess signature does not verify (value created or destroyed, or the signature forged or from another transfer)";
+    VERIFY_AUDIT_SEAL_INVALID = 907, Verify, http [422], sw [0x6982], Used,
+        "V9 (C8): a confidential record without its audit seal (every output's opening sealed to settlement's key), or one not of one opening per output";
     VERIFY_OUTPUT_SPENT_TWICE = 1001, Verify, http [422], sw [0x6982], Used,
         "V10: one output consumed twice inside the package";
     VERIFY_WRONG_PAYEE = 1101, Verify, http [422], sw [0x6982], Used,

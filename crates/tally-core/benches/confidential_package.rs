@@ -99,6 +99,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             build_transfer(
                 gens,
+                &tally_core::testkit::Scheme::audit_key(),
                 std::slice::from_ref(&input),
                 &outs,
                 [7; 16],

@@ -992,6 +992,201 @@ impl Cbor for SealedOpening {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The audit seal: every output's opening, sealed to settlement
+
+/// Longest audit-seal ciphertext: [`RANGE_OUTPUTS_MAX`] openings and the tag.
+pub const SEALED_OPENINGS_CT_BYTES_MAX: usize = RANGE_OUTPUTS_MAX * OPENING_PLAINTEXT_BYTES + 16;
+
+const AUDIT_INFO: &[u8] = b"tally/v1/audit-openings";
+
+fn audit_aad(context: &Hash32, audit_key: &[u8; 32], commitments: &[Commitment]) -> Hash32 {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2 + commitments.len());
+    parts.push(&context.0);
+    parts.push(audit_key);
+    for c in commitments {
+        parts.push(c.as_bytes());
+    }
+    tagged_hash(b"tally/v1/audit-aad", &parts)
+}
+
+/// The audit seal of a confidential record (SPEC §4.9.3): the openings of
+/// all its outputs, in order, sealed (HPKE, the suite of
+/// [`SealedOpening`]) to settlement's X25519 key, which the signed policy
+/// carries. The payer SE seals it in PAY (it made every opening), the DCP
+/// for an Issue. Nobody on the way can read it; settlement opens it and
+/// checks every opening against its commitment (rule C7), which is how it
+/// learns the amount of every record, a cloned SE's double spend included.
+///
+/// ```text
+/// info = "tally/v1/audit-openings"
+/// aad  = H("tally/v1/audit-aad", context ‖ audit key ‖ commitment_0 ‖ … ‖ commitment_n-1)
+/// pt   = (v u64 big endian ‖ r 32 bytes) × n       40·n bytes
+/// wire = [1, enc : bstr 32, ct : bstr 40·n + 16]
+/// ```
+///
+/// Its `info` and aad differ from the payee's [`SealedOpening`], so
+/// neither can stand for the other; the aad binds the record (context) and
+/// every commitment in order, so a seal lifted from another record, or
+/// with its record's outputs reordered, does not open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedOpenings {
+    enc: [u8; 32],
+    ct: Vec<u8>,
+}
+
+impl fmt::Debug for SealedOpenings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedOpenings({} bytes)", self.ct.len())
+    }
+}
+
+impl SealedOpenings {
+    /// Seals `openings` (which must open `commitments`, in order) to the
+    /// policy's audit key for the record `context`.
+    pub fn seal(
+        audit_key: &[u8; 32],
+        context: &Hash32,
+        commitments: &[Commitment],
+        openings: &[Opening],
+        rng: &mut dyn Entropy,
+    ) -> Result<SealedOpenings, ConfidentialError> {
+        if commitments.len() != openings.len() {
+            return Err(ConfidentialError::OutputCount);
+        }
+        if commitments.iter().zip(openings).any(|(c, o)| !o.opens(c)) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+        Self::seal_raw(audit_key, context, commitments, openings, rng)
+    }
+
+    fn seal_raw(
+        audit_key: &[u8; 32],
+        context: &Hash32,
+        commitments: &[Commitment],
+        openings: &[Opening],
+        rng: &mut dyn Entropy,
+    ) -> Result<SealedOpenings, ConfidentialError> {
+        if openings.is_empty() || openings.len() > RANGE_OUTPUTS_MAX {
+            return Err(ConfidentialError::OutputCount);
+        }
+        let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(audit_key)
+            .map_err(|_| ConfidentialError::UnsupportedKey)?;
+        let aad = audit_aad(context, audit_key, commitments);
+        let mut pt = Zeroizing::new(Vec::with_capacity(openings.len() * OPENING_PLAINTEXT_BYTES));
+        for o in openings {
+            pt.extend_from_slice(&o.to_plaintext()[..]);
+        }
+        let (enc, ct) =
+            hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeS::Base,
+                &pk,
+                AUDIT_INFO,
+                &pt[..],
+                &aad.0,
+                &mut EntropyRng(rng),
+            )
+            .map_err(|_| ConfidentialError::UnsupportedKey)?;
+        let mut e = [0u8; 32];
+        e.copy_from_slice(&enc.to_bytes());
+        Ok(SealedOpenings { enc: e, ct })
+    }
+
+    /// How many openings the seal holds (from its length): what a payee
+    /// checks against the record's outputs without being able to open it.
+    pub fn openings(&self) -> usize {
+        self.ct.len().saturating_sub(16) / OPENING_PLAINTEXT_BYTES
+    }
+
+    /// Whether the seal is well formed for `outputs` outputs: its
+    /// ciphertext has exactly the length of that many openings.
+    pub fn fits(&self, outputs: usize) -> bool {
+        (1..=RANGE_OUTPUTS_MAX).contains(&outputs)
+            && self.ct.len() == outputs * OPENING_PLAINTEXT_BYTES + 16
+    }
+
+    /// Settlement: opens the seal with its sealing key and checks every
+    /// opening against its commitment, in order (rule C7). Returns the
+    /// openings (their values are what settlement books).
+    #[cfg(feature = "sealing")]
+    pub fn open(
+        &self,
+        key: &crate::sealed::OpeningKey,
+        context: &Hash32,
+        commitments: &[Commitment],
+    ) -> Result<Vec<Opening>, ConfidentialError> {
+        if !self.fits(commitments.len()) {
+            return Err(ConfidentialError::OutputCount);
+        }
+        let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&self.enc)
+            .map_err(|_| ConfidentialError::OpeningUnreadable)?;
+        let aad = audit_aad(context, &key.public(), commitments);
+        let pt = Zeroizing::new(
+            hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeR::Base,
+                key.hpke_secret(),
+                &enc,
+                AUDIT_INFO,
+                &self.ct,
+                &aad.0,
+            )
+            .map_err(|_| ConfidentialError::OpeningUnreadable)?,
+        );
+        let mut openings = Vec::with_capacity(commitments.len());
+        for (chunk, c) in pt.chunks(OPENING_PLAINTEXT_BYTES).zip(commitments) {
+            let o = Opening::from_plaintext(chunk)?;
+            if !o.opens(c) {
+                return Err(ConfidentialError::WrongOpening);
+            }
+            openings.push(o);
+        }
+        if openings.len() != commitments.len() {
+            return Err(ConfidentialError::OutputCount);
+        }
+        Ok(openings)
+    }
+}
+
+impl Cbor for SealedOpenings {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        w.u64(u64::from(VERSION));
+        w.bytes(&self.enc);
+        w.bytes(&self.ct);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        r.version(VERSION)?;
+        let enc = r.bytes_array()?;
+        // The length is checked against the record's outputs by the
+        // verifier (C8), so a wrong count has its own code.
+        let ct = r.bytes_max(SEALED_OPENINGS_CT_BYTES_MAX)?.to_vec();
+        Ok(SealedOpenings { enc, ct })
+    }
+}
+
+#[cfg(any(test, feature = "testkit"))]
+impl SealedOpenings {
+    /// Seals whatever openings it is given, even ones that do not open
+    /// `commitments`: a hostile payer, for tests of settlement's C7.
+    pub fn seal_unchecked(
+        audit_key: &[u8; 32],
+        context: &Hash32,
+        commitments: &[Commitment],
+        openings: &[Opening],
+        rng: &mut dyn Entropy,
+    ) -> Result<SealedOpenings, ConfidentialError> {
+        Self::seal_raw(audit_key, context, commitments, openings, rng)
+    }
+    /// A seal of `n` openings' length whose bytes open for no key.
+    pub fn garbage(n: usize) -> SealedOpenings {
+        SealedOpenings {
+            enc: [9; 32],
+            ct: vec![7; n * OPENING_PLAINTEXT_BYTES + 16],
+        }
+    }
+}
+
 #[cfg(any(test, feature = "testkit"))]
 impl SealedOpening {
     /// Seals whatever opening it is given, even one that does not open
@@ -1052,6 +1247,7 @@ pub mod fuzzing {
             let key_for = move |k: &PublicKey| (*k == p2.public()).then(|| p2.clone());
             let built = build_transfer(
                 gens,
+                &testkit::Scheme::audit_key(),
                 &[(
                     OutPoint {
                         record: issue.id(),
@@ -1195,6 +1391,20 @@ pub mod fuzzing {
                 ("range_proof.bin", with(2, self.proof.to_cbor())),
                 ("excess.bin", with(3, self.excess.to_cbor())),
                 ("sealed_opening.bin", with(4, self.sealed.to_cbor())),
+                (
+                    "audit_seal.bin",
+                    with(
+                        4,
+                        self.package
+                            .package
+                            .transfer
+                            .confidential
+                            .as_ref()
+                            .and_then(|c| c.audit.as_ref())
+                            .map(Cbor::to_cbor)
+                            .unwrap_or_default(),
+                    ),
+                ),
                 ("package.bin", with(5, self.package.package.to_cbor())),
                 (
                     "record_transfer.bin",
@@ -1288,6 +1498,12 @@ pub mod fuzzing {
                 }
             }
             _ => {
+                // The audit seal's decoder on the same bytes (it has the
+                // same shape): one encoding, and its opening count is
+                // what its length says.
+                if let Some(a) = round_trip::<SealedOpenings>(bytes) {
+                    assert!(!a.fits(a.openings()) || a.openings() >= 1);
+                }
                 if let Some(s) = round_trip::<SealedOpening>(bytes)
                     && let Ok(o) = s.open(&f.payee, &f.context, &f.outputs[0])
                 {

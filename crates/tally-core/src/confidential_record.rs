@@ -6,10 +6,11 @@
 //! ```text
 //! Output (form 1)       = [1, commitment : bstr 32, owner]
 //! Transfer (conf.)      = [1, [inputs], [outputs form 1], nonce, counter, [signatures], proofs]
-//!   proofs              = [range_proof, excess]                     (in an ancestry)
-//!                       | [range_proof, excess, sealed_opening]     (the payee's output 0)
-//! Issue (conf.)         = [1, issuer, serial, expiry, [outputs form 1], signature]
-//!                       | [1, issuer, serial, expiry, [outputs form 1], signature, [sealed openings]]
+//!   proofs              = [range_proof, excess, audit]                  (in an ancestry)
+//!                       | [range_proof, excess, audit, sealed_opening]  (the payee's output 0)
+//! Issue (conf.)         = [1, issuer, serial, expiry, [outputs form 1], signature, audit]
+//!                       | [1, issuer, serial, expiry, [outputs form 1], signature, audit, [sealed openings]]
+//! audit                 = SealedOpenings: every output's opening sealed to settlement
 //! context               = H("tally/v1/confidential-context", record body)
 //! ```
 //!
@@ -26,7 +27,7 @@ use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer};
 use crate::confidential::{
     Commitment, ConfidentialError, ExcessSignature, Opening, RANGE_OUTPUTS_MAX, RangeGens,
-    RangeProof, SealedOpening,
+    RangeProof, SealedOpening, SealedOpenings,
 };
 use crate::crypto::{Entropy, Hash32, PublicKey, SecretKey, Signature, Signer, tagged_hash};
 use crate::record::{Issue, OutPoint, Output, RECORD_OUTPUTS_MAX, Transfer, distinct_signers};
@@ -46,6 +47,11 @@ pub struct ConfidentialTransfer {
     pub commitments: Vec<Commitment>,
     pub range_proof: RangeProof,
     pub excess: ExcessSignature,
+    /// The audit seal: every output's opening sealed to settlement (SPEC
+    /// §4.9.3). Kept in ancestries (settlement values every record of a
+    /// package from it). `None` only when decoded from a package that
+    /// lacks it, which the verifier refuses (C8).
+    pub audit: Option<SealedOpenings>,
     /// Output 0's opening sealed to its owner. Only the final transfer of
     /// a package needs it; a payer strips it from ancestry records.
     pub payee_opening: Option<SealedOpening>,
@@ -53,27 +59,42 @@ pub struct ConfidentialTransfer {
 
 impl ConfidentialTransfer {
     /// The proofs element (everything but the commitments, which are in
-    /// the outputs): `[range_proof, excess]` or `[range_proof, excess,
-    /// sealed_opening]`.
+    /// the outputs): `[range_proof, excess, audit]` or `[range_proof,
+    /// excess, audit, sealed_opening]`; without an audit seal (refused by
+    /// the verifier, C8) `[range_proof, excess]`, and then no payee
+    /// opening either.
     pub(crate) fn write_proofs(&self, w: &mut Writer) {
-        w.array(if self.payee_opening.is_some() { 3 } else { 2 });
+        let n = match (&self.audit, &self.payee_opening) {
+            (None, _) => 2,
+            (Some(_), None) => 3,
+            (Some(_), Some(_)) => 4,
+        };
+        w.array(n);
         self.range_proof.write(w);
         self.excess.write(w);
-        if let Some(s) = &self.payee_opening {
-            s.write(w);
+        if let Some(a) = &self.audit {
+            a.write(w);
+            if let Some(s) = &self.payee_opening {
+                s.write(w);
+            }
         }
     }
     pub(crate) fn read_proofs(
         r: &mut Reader<'_>,
         commitments: Vec<Commitment>,
     ) -> Result<Self, CodecError> {
-        let n = r.array_max(3)?;
+        let n = r.array_max(4)?;
         if n < 2 {
             return Err(CodecError::Malformed);
         }
         let range_proof = RangeProof::read(r)?;
         let excess = ExcessSignature::read(r)?;
-        let payee_opening = if n == 3 {
+        let audit = if n >= 3 {
+            Some(SealedOpenings::read(r)?)
+        } else {
+            None
+        };
+        let payee_opening = if n == 4 {
             Some(SealedOpening::read(r)?)
         } else {
             None
@@ -82,6 +103,7 @@ impl ConfidentialTransfer {
             commitments,
             range_proof,
             excess,
+            audit,
             payee_opening,
         })
     }
@@ -95,6 +117,9 @@ impl ConfidentialTransfer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfidentialIssue {
     pub commitments: Vec<Commitment>,
+    /// The audit seal (every output's opening sealed to settlement); kept
+    /// in ancestries. `None` only as decoded, refused by the verifier (C8).
+    pub audit: Option<SealedOpenings>,
     /// Empty, or one per output, in order.
     pub openings: Vec<SealedOpening>,
 }
@@ -185,6 +210,7 @@ pub struct BuiltTransfer {
 #[allow(clippy::too_many_arguments)]
 pub fn build_transfer(
     gens: &RangeGens,
+    audit_key: &[u8; 32],
     inputs: &[(OutPoint, PublicKey, Opening)],
     outputs: &[NewOutput],
     nonce: [u8; 16],
@@ -223,6 +249,13 @@ pub fn build_transfer(
     let range_proof = RangeProof::prove(gens, &context, &openings, rng)?;
     let in_openings: Vec<Opening> = inputs.iter().map(|(_, _, o)| o.clone()).collect();
     let excess = ExcessSignature::sign(&context, &in_openings, &openings, rng)?;
+    let audit = Some(SealedOpenings::seal(
+        audit_key,
+        &context,
+        &commitments,
+        &openings,
+        rng,
+    )?);
     let payee_opening = Some(SealedOpening::seal(
         &outputs[0].owner,
         &context,
@@ -234,6 +267,7 @@ pub fn build_transfer(
         commitments,
         range_proof,
         excess,
+        audit,
         payee_opening,
     }));
     let id = t.id();
@@ -253,11 +287,12 @@ pub fn build_transfer(
 pub type IssueResult = Result<(Issue, Vec<Opening>), ConfidentialError>;
 
 /// Issuer side: a confidential Issue of `outputs`, each output's opening
-/// sealed to its owner (the loading SE). Returns the Issue and the
-/// openings (the DCP keeps them for settlement). Every owner must be an
-/// Ed25519 key (sealed openings need one).
+/// sealed to its owner (the loading SE) and all of them sealed to
+/// settlement's `audit_key` (the policy's). Returns the Issue and the
+/// openings. Every owner must be an Ed25519 key (sealed openings need one).
 pub fn sign_issue<S: Signer + ?Sized>(
     issuer: &S,
+    audit_key: &[u8; 32],
     serial: u64,
     expiry_epoch: Epoch,
     outputs: &[NewOutput],
@@ -286,10 +321,15 @@ pub fn sign_issue<S: Signer + ?Sized>(
         signature: Signature::new(key.suite(), [0; 64]),
         confidential: Some(ConfidentialIssue {
             commitments: commitments.clone(),
+            audit: None,
             openings: Vec::new(),
         }),
     };
     let context = record_context(&issue.body_bytes());
+    let audit = match SealedOpenings::seal(audit_key, &context, &commitments, &openings, rng) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut sealed = Vec::with_capacity(outputs.len());
     for ((o, c), op) in outputs.iter().zip(&commitments).zip(&openings) {
         match SealedOpening::seal(&o.owner, &context, c, op, rng) {
@@ -299,6 +339,7 @@ pub fn sign_issue<S: Signer + ?Sized>(
     }
     issue.signature = issuer.try_sign(&issue.id().0)?;
     if let Some(c) = issue.confidential.as_mut() {
+        c.audit = Some(audit);
         c.openings = sealed;
     }
     Ok(Ok((issue, openings)))
@@ -329,6 +370,60 @@ impl Issue {
             .zip(c.commitments.get(index))
             .ok_or(ConfidentialError::OpeningUnreadable)?;
         sealed.open(owner, &record_context(&self.body_bytes()), commitment)
+    }
+}
+
+/// A confidential Issue whose audit seal settlement opened and checked
+/// (rule C7): its outputs carry their opened values in memory (the wire
+/// form and the id keep the commitments). Only [`Issue::open_audit`]
+/// makes one, so settlement registers an Issue's value from its openings
+/// and from nothing else.
+#[cfg(feature = "sealing")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditedIssue {
+    issue: Issue,
+}
+
+#[cfg(feature = "sealing")]
+impl AuditedIssue {
+    /// The Issue, each output's `value` its opened amount.
+    pub fn issue(&self) -> &Issue {
+        &self.issue
+    }
+    /// The sum of the opened values (checked: each fits `bits`, at most
+    /// [`RANGE_OUTPUTS_MAX`] outputs, so it cannot overflow u64).
+    pub fn value(&self) -> Amount {
+        Amount::sum(self.issue.outputs.iter().map(|o| o.value)).unwrap_or(Amount::ZERO)
+    }
+}
+
+#[cfg(feature = "sealing")]
+impl Issue {
+    /// Settlement's rule C7 for an Issue: opens its audit seal with
+    /// settlement's sealing key and checks every opening against its
+    /// commitment, non-zero and within `bits`.
+    pub fn open_audit(
+        &self,
+        key: &crate::sealed::OpeningKey,
+        bits: crate::confidential::RangeBits,
+    ) -> Result<AuditedIssue, ConfidentialError> {
+        let c = self
+            .confidential
+            .as_ref()
+            .ok_or(ConfidentialError::OutputCount)?;
+        let seal = c
+            .audit
+            .as_ref()
+            .ok_or(ConfidentialError::OpeningUnreadable)?;
+        let openings = seal.open(key, &record_context(&self.body_bytes()), &c.commitments)?;
+        let mut issue = self.clone();
+        for (o, op) in issue.outputs.iter_mut().zip(&openings) {
+            if op.value() == Amount::ZERO || !bits.holds(op.value()) {
+                return Err(ConfidentialError::OutOfRange);
+            }
+            o.value = op.value();
+        }
+        Ok(AuditedIssue { issue })
     }
 }
 

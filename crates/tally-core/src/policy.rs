@@ -120,8 +120,11 @@ impl Cbor for TierLimits {
 /// makers whose attestation certificates enrolment accepts.
 /// Wire: `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], signature]`,
 /// or with confidential amounts
-/// `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], 1, signature]`
-/// (a clear policy has one encoding: without the mode).
+/// `[1, serial, currency, [tiers], [dcp certificates], [manufacturer keys], 1, audit_key, signature]`
+/// (a clear policy has one encoding: without the mode and the key).
+/// `audit_key` (bstr 32) is settlement's X25519 sealing key: every
+/// confidential record carries the openings of all its outputs sealed to
+/// it (the audit seal, SPEC §4.9.3), so settlement can value every record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub serial: u64,
@@ -132,6 +135,11 @@ pub struct Policy {
     pub manufacturers: Vec<PublicKey>,
     /// [`amount_mode`]: clear (default) or confidential.
     pub amount_mode: u8,
+    /// Settlement's X25519 public sealing key (the key of the sealed
+    /// uploads, [`crate::sealed::SealingKey`]): present exactly when the
+    /// policy is confidential. The root signs it with the policy, so an SE
+    /// seals the audit openings to it with no other trust path.
+    pub audit_key: Option<[u8; 32]>,
     pub signature: Signature,
 }
 
@@ -145,13 +153,16 @@ impl Policy {
         write_vec(w, &self.manufacturers);
         if self.amount_mode != amount_mode::CLEAR {
             w.u64(u64::from(self.amount_mode));
+            if let Some(k) = &self.audit_key {
+                w.bytes(k);
+            }
         }
     }
     fn body_len(&self) -> usize {
         if self.amount_mode == amount_mode::CLEAR {
             6
         } else {
-            7
+            7 + usize::from(self.audit_key.is_some())
         }
     }
     pub fn signed_message(&self) -> Hash32 {
@@ -204,24 +215,44 @@ impl Policy {
             dcps,
             manufacturers,
             amount_mode: amount_mode::CLEAR,
+            audit_key: None,
             signature: Signature::new(root.public_key().suite(), [0; 64]),
         };
         p.signature = root.try_sign(&p.signed_message().0)?;
         Ok(p)
     }
-    /// This policy with another amount mode, signed again by `root`.
+    /// This policy with another amount mode, signed again by `root`. A
+    /// confidential policy keeps its audit key (and needs one to encode:
+    /// see [`Policy::try_resign_confidential`]); a clear one drops it.
     pub fn try_resign_with_mode<S: Signer + ?Sized>(
         mut self,
         root: &S,
         mode: u8,
     ) -> Result<Policy, S::Error> {
         self.amount_mode = mode;
+        if mode == amount_mode::CLEAR {
+            self.audit_key = None;
+        }
         self.signature = root.try_sign(&self.signed_message().0)?;
         Ok(self)
     }
     /// [`Policy::try_resign_with_mode`] with a key in memory.
     pub fn resign_with_mode(self, root: &SecretKey, mode: u8) -> Policy {
         infallible(self.try_resign_with_mode(root, mode))
+    }
+    /// This policy in confidential mode with settlement's X25519 sealing
+    /// key as its audit key, signed again by `root`.
+    pub fn try_resign_confidential<S: Signer + ?Sized>(
+        mut self,
+        root: &S,
+        audit_key: [u8; 32],
+    ) -> Result<Policy, S::Error> {
+        self.audit_key = Some(audit_key);
+        self.try_resign_with_mode(root, amount_mode::CONFIDENTIAL)
+    }
+    /// [`Policy::try_resign_confidential`] with a key in memory.
+    pub fn resign_confidential(self, root: &SecretKey, audit_key: [u8; 32]) -> Policy {
+        infallible(self.try_resign_confidential(root, audit_key))
     }
     pub fn is_confidential(&self) -> bool {
         self.amount_mode == amount_mode::CONFIDENTIAL
@@ -256,8 +287,9 @@ impl Cbor for Policy {
         self.signature.write(w);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(8)?;
-        if n != 7 && n != 8 {
+        let n = r.array_max(9)?;
+        // Clear: 7 elements; confidential: the mode and the audit key.
+        if n != 7 && n != 9 {
             return Err(CodecError::Malformed);
         }
         r.version(POLICY_VERSION)?;
@@ -266,15 +298,15 @@ impl Cbor for Policy {
         let tiers = read_vec(r, POLICY_TIERS_MAX)?;
         let dcps = read_vec(r, TRUSTED_DCPS_MAX)?;
         let manufacturers = read_vec(r, MANUFACTURERS_MAX)?;
-        let amount_mode = if n == 8 {
+        let (amount_mode, audit_key) = if n == 9 {
             match r.u8()? {
-                amount_mode::CONFIDENTIAL => amount_mode::CONFIDENTIAL,
+                amount_mode::CONFIDENTIAL => (amount_mode::CONFIDENTIAL, Some(r.bytes_array()?)),
                 // Clear is written by leaving the field out.
                 amount_mode::CLEAR => return Err(CodecError::NonCanonical),
                 _ => return Err(CodecError::UnknownCode),
             }
         } else {
-            amount_mode::CLEAR
+            (amount_mode::CLEAR, None)
         };
         Ok(Policy {
             serial,
@@ -283,6 +315,7 @@ impl Cbor for Policy {
             dcps,
             manufacturers,
             amount_mode,
+            audit_key,
             signature: Signature::read(r)?,
         })
     }

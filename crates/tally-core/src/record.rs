@@ -223,25 +223,32 @@ impl Issue {
 
 impl Cbor for Issue {
     fn write(&self, w: &mut Writer) {
+        // [.., signature], [.., signature, audit] or [.., signature, audit,
+        // [openings]]: the openings only travel with an audit seal.
+        #[cfg(feature = "confidential")]
+        let audit = self.confidential.as_ref().and_then(|c| c.audit.as_ref());
         #[cfg(feature = "confidential")]
         let openings = self
             .confidential
             .as_ref()
             .map(|c| c.openings.as_slice())
-            .filter(|o| !o.is_empty());
+            .filter(|o| !o.is_empty() && audit.is_some());
         #[cfg(not(feature = "confidential"))]
-        let openings: Option<&[Issue]> = None;
-        w.array(if openings.is_some() { 7 } else { 6 });
+        let (audit, openings): (Option<&Issue>, Option<&[Issue]>) = (None, None);
+        w.array(6 + usize::from(audit.is_some()) + usize::from(openings.is_some()));
         write_issue_body(w, self);
         self.signature.write(w);
         #[cfg(feature = "confidential")]
-        if let Some(o) = openings {
-            write_vec(w, o);
+        if let Some(a) = audit {
+            a.write(w);
+            if let Some(o) = openings {
+                write_vec(w, o);
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.array_max(7)?;
-        if n != 6 && n != 7 {
+        let n = r.array_max(8)?;
+        if !(6..=8).contains(&n) {
             return Err(CodecError::Malformed);
         }
         r.version(RECORD_VERSION)?;
@@ -255,7 +262,12 @@ impl Cbor for Issue {
             None if n == 6 => None,
             None => return Err(CodecError::Malformed),
             Some(commitments) => {
-                let openings = if n == 7 {
+                let audit = if n >= 7 {
+                    Some(crate::confidential::SealedOpenings::read(r)?)
+                } else {
+                    None
+                };
+                let openings = if n == 8 {
                     let o: Vec<crate::confidential::SealedOpening> =
                         read_vec(r, RECORD_OUTPUTS_MAX)?;
                     // One per output, or the 6-element form.
@@ -268,6 +280,7 @@ impl Cbor for Issue {
                 };
                 Some(ConfidentialIssue {
                     commitments,
+                    audit,
                     openings,
                 })
             }
@@ -395,7 +408,17 @@ impl Record {
             Record::Transfer(t) => t.confidential.as_ref()?.commitments.get(index),
         }
     }
-    /// The record as it travels in an ancestry (no sealed openings).
+    /// The audit seal of a confidential record (SPEC §4.9.3).
+    #[cfg(feature = "confidential")]
+    pub fn audit_seal(&self) -> Option<&crate::confidential::SealedOpenings> {
+        match self {
+            Record::Issue(i) => i.confidential.as_ref()?.audit.as_ref(),
+            Record::Transfer(t) => t.confidential.as_ref()?.audit.as_ref(),
+        }
+    }
+    /// The record as it travels in an ancestry (no sealed openings to a
+    /// payee; the audit seal stays: settlement values every record of an
+    /// ancestry from it).
     pub fn for_ancestry(self) -> Record {
         #[cfg(feature = "confidential")]
         return match self {

@@ -133,6 +133,12 @@ impl OpeningKey {
     pub fn public(&self) -> [u8; 32] {
         self.public
     }
+    /// The HPKE private key (the audit seal of confidential records is
+    /// opened with it, under its own `info` and aad: SPEC §4.9.3).
+    #[cfg(feature = "confidential")]
+    pub(crate) fn hpke_secret(&self) -> &<X25519HkdfSha256 as hpke::Kem>::PrivateKey {
+        &self.secret
+    }
     fn aad(&self) -> Hash32 {
         tagged_hash(b"tally/v1/sealing-key-id", &[&self.public])
     }

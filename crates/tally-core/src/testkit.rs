@@ -164,26 +164,54 @@ impl Scheme {
         s
     }
 
+    /// Seed of the test scheme's settlement sealing key (its X25519
+    /// public key is a confidential policy's audit key):
+    /// `sealed::OpeningKey::from_seed(&Scheme::AUDIT_SEED)` opens audit seals.
+    pub const AUDIT_SEED: [u8; 32] = [0xA5; 32];
+
+    /// The audit key of [`Scheme::AUDIT_SEED`] (RFC 9180 DeriveKeyPair, as
+    /// `sealed::OpeningKey::from_seed`).
+    #[cfg(feature = "confidential")]
+    pub fn audit_key() -> [u8; 32] {
+        use hpke::{Kem as _, Serializable};
+        let (_, public) = hpke::kem::X25519HkdfSha256::derive_keypair(&Self::AUDIT_SEED);
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&public.to_bytes());
+        k
+    }
+
     /// Re-signs the policy with confidential amounts (same serial: the
-    /// scheme's first policy, or call before installing it).
+    /// scheme's first policy, or call before installing it), its audit
+    /// key [`Scheme::audit_key`].
     pub fn make_confidential(&mut self) {
-        self.policy = self
-            .policy
-            .clone()
-            .resign_with_mode(&self.root, crate::policy::amount_mode::CONFIDENTIAL);
+        #[cfg(feature = "confidential")]
+        {
+            self.policy = self
+                .policy
+                .clone()
+                .resign_confidential(&self.root, Self::audit_key());
+        }
+        #[cfg(not(feature = "confidential"))]
+        {
+            self.policy = self
+                .policy
+                .clone()
+                .resign_with_mode(&self.root, crate::policy::amount_mode::CONFIDENTIAL);
+        }
     }
 
     /// Re-signs the policy with new tiers (serial + 1).
     pub fn set_tiers(&mut self, tiers: Vec<TierLimits>) {
         let mode = self.policy.amount_mode;
-        self.policy = Policy::sign(
+        let mut p = Policy::sign(
             &self.root,
             self.policy.serial + 1,
             "XTS",
             tiers,
             self.policy.dcps.clone(),
-        )
-        .resign_with_mode(&self.root, mode);
+        );
+        p.audit_key = self.policy.audit_key;
+        self.policy = p.resign_with_mode(&self.root, mode);
     }
 
     /// Revokes key ids (new list, serial + 1).
@@ -214,8 +242,13 @@ impl Scheme {
         #[cfg(feature = "confidential")]
         if self.policy.is_confidential() {
             let mut rng = TestEntropy::new(&self.serial.to_be_bytes());
+            let audit_key = match self.policy.audit_key {
+                Some(k) => k,
+                None => panic!("a confidential policy has an audit key"),
+            };
             return match crate::confidential_record::sign_issue(
                 &self.dcp,
+                &audit_key,
                 self.serial,
                 self.epoch + 20,
                 &[crate::confidential_record::NewOutput {

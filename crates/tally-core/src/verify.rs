@@ -96,6 +96,10 @@ pub enum VerifyError {
     OpeningUnreadable,
     /// V11 (C6): the payee's opening does not open output 0's commitment.
     WrongOpening,
+    /// V9 (C8): a confidential record without its audit seal (every
+    /// output's opening sealed to settlement), or one whose length is not
+    /// that of one opening per output.
+    AuditSealInvalid,
 }
 
 impl VerifyError {
@@ -134,6 +138,7 @@ impl VerifyError {
             VerifyError::ExcessInvalid => codes::VERIFY_EXCESS_INVALID,
             VerifyError::OpeningUnreadable => codes::VERIFY_OPENING_UNREADABLE,
             VerifyError::WrongOpening => codes::VERIFY_WRONG_OPENING,
+            VerifyError::AuditSealInvalid => codes::VERIFY_AUDIT_SEAL_INVALID,
         }
     }
     /// The rule number (V1…V12) in SPEC.md §5.
@@ -435,6 +440,10 @@ pub struct VerifiedPackage {
     /// The payee's opening of output 0 (confidential packages).
     #[cfg(feature = "confidential")]
     payee_opening: Option<crate::confidential::Opening>,
+    /// Settlement opened every audit seal and set every confidential
+    /// output's value from it ([`VerifiedPackage::open_audit`]).
+    #[cfg(feature = "confidential")]
+    amounts_opened: bool,
     _verified: Verified,
 }
 
@@ -476,6 +485,134 @@ impl VerifiedPackage {
     pub fn payee_opening(&self) -> Option<&crate::confidential::Opening> {
         self.payee_opening.as_ref()
     }
+    /// Whether every output value of the package is known: a clear
+    /// package, or a confidential one after [`VerifiedPackage::open_audit`].
+    /// Settlement books amounts only from such a package.
+    pub fn amounts_opened(&self) -> bool {
+        #[cfg(feature = "confidential")]
+        if self.amounts_opened {
+            return true;
+        }
+        self.package.transfer.confidential.is_none()
+            && !self.package.ancestry.iter().any(Record::is_confidential)
+    }
+    /// Settlement's rule C7 (SPEC §4.9.4): opens the audit seal of every
+    /// confidential record of the package with settlement's sealing key,
+    /// checks each opening against its commitment and that its value is
+    /// non-zero and within `bits`, and that each confidential transfer's
+    /// opened inputs and outputs balance; then sets every confidential
+    /// output's in-memory value to its opened one (the wire form, ids and
+    /// signatures do not change: they hold the commitments). On failure
+    /// names the first record that did not open and why; the package is
+    /// not changed.
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    pub fn open_audit(
+        mut self,
+        key: &crate::sealed::OpeningKey,
+        bits: crate::confidential::RangeBits,
+    ) -> Result<VerifiedPackage, AuditFailure> {
+        use crate::confidential::ConfidentialError;
+        let mut values: BTreeMap<Hash32, Vec<Amount>> = BTreeMap::new();
+        let ids: Vec<Hash32> = self
+            .ancestry_ids
+            .iter()
+            .copied()
+            .chain(core::iter::once(self.transfer_id))
+            .collect();
+        let records = self
+            .package
+            .ancestry
+            .iter()
+            .map(|r| (r.audit_seal(), r))
+            .collect::<Vec<_>>();
+        let fail = |record: Hash32, reason: ConfidentialError| AuditFailure { record, reason };
+        let t = &self.package.transfer;
+        let last = t
+            .confidential
+            .as_ref()
+            .map(|c| (c.audit.as_ref(), &c.commitments));
+        for (i, id) in ids.iter().enumerate() {
+            let (seal, commitments, context) = if let Some((seal, rec)) = records.get(i) {
+                if !rec.is_confidential() {
+                    continue;
+                }
+                let commitments: Vec<crate::confidential::Commitment> = (0..rec.outputs().len())
+                    .filter_map(|j| rec.commitment(j).copied())
+                    .collect();
+                let context = match rec {
+                    Record::Issue(iss) => {
+                        crate::confidential_record::record_context(&iss.body_bytes())
+                    }
+                    Record::Transfer(tr) => tr.context(),
+                };
+                (*seal, commitments, context)
+            } else {
+                match last {
+                    Some((seal, c)) => (seal, c.clone(), t.context()),
+                    None => continue,
+                }
+            };
+            let seal = seal.ok_or(fail(*id, ConfidentialError::OpeningUnreadable))?;
+            let openings = seal
+                .open(key, &context, &commitments)
+                .map_err(|e| fail(*id, e))?;
+            let mut v = Vec::with_capacity(openings.len());
+            for o in &openings {
+                if o.value() == Amount::ZERO || !bits.holds(o.value()) {
+                    return Err(fail(*id, ConfidentialError::OutOfRange));
+                }
+                v.push(o.value());
+            }
+            values.insert(*id, v);
+        }
+        // Each confidential transfer's opened values balance (the excess
+        // proved it for the commitments; this checks the seal tells the
+        // same story, so the booked amounts conserve value too).
+        let transfers = self
+            .package
+            .ancestry
+            .iter()
+            .zip(&self.ancestry_ids)
+            .filter_map(|(r, id)| match r {
+                Record::Transfer(t) => Some((t, *id)),
+                Record::Issue(_) => None,
+            })
+            .chain(core::iter::once((t, self.transfer_id)));
+        for (tr, id) in transfers {
+            let Some(outs) = values.get(&id) else {
+                continue;
+            };
+            let ins: Option<Vec<Amount>> = tr
+                .inputs
+                .iter()
+                .map(|op| values.get(&op.record)?.get(op.index as usize).copied())
+                .collect();
+            let in_sum = ins.and_then(Amount::sum);
+            let out_sum = Amount::sum(outs.iter().copied());
+            if in_sum.is_none() || in_sum != out_sum {
+                return Err(fail(id, ConfidentialError::Unbalanced));
+            }
+        }
+        // Nothing failed: write the values in.
+        for (rec, id) in self.package.ancestry.iter_mut().zip(&self.ancestry_ids) {
+            if let Some(v) = values.get(id) {
+                let outs = match rec {
+                    Record::Issue(i) => &mut i.outputs,
+                    Record::Transfer(t) => &mut t.outputs,
+                };
+                for (o, a) in outs.iter_mut().zip(v) {
+                    o.value = *a;
+                }
+            }
+        }
+        if let Some(v) = values.get(&self.transfer_id) {
+            for (o, a) in self.package.transfer.outputs.iter_mut().zip(v) {
+                o.value = *a;
+            }
+        }
+        self.amounts_opened = true;
+        Ok(self)
+    }
     /// Ids of the ancestry records, in package order.
     pub fn ancestry_ids(&self) -> &[Hash32] {
         &self.ancestry_ids
@@ -484,6 +621,16 @@ impl VerifiedPackage {
     pub fn signature_checks(&self) -> usize {
         self.signature_checks
     }
+}
+
+/// Why settlement's rule C7 refused a package: the record whose audit
+/// seal did not open, or whose openings do not match its commitments, are
+/// out of range or do not balance.
+#[cfg(feature = "confidential")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditFailure {
+    pub record: Hash32,
+    pub reason: crate::confidential::ConfidentialError,
 }
 
 /// Settlement's view: every rule except V11 (settlement checks the
@@ -678,6 +825,8 @@ impl Checked {
             signature_checks: self.checks.len(),
             #[cfg(feature = "confidential")]
             payee_opening: self.payee_opening,
+            #[cfg(feature = "confidential")]
+            amounts_opened: false,
             _verified: Verified,
         }
     }
@@ -770,6 +919,22 @@ fn check_all_but_signatures(
             return Err(VerifyError::AmountForm);
         }
     }
+    // C8: every confidential record carries its audit seal, one opening
+    // per output (payee and settlement: the payee cannot open it, but it
+    // refuses a package settlement could not value).
+    #[cfg(feature = "confidential")]
+    for rec in &pkg.ancestry {
+        check_audit_seal(rec.audit_seal(), rec.is_confidential(), rec.outputs().len())?;
+    }
+    #[cfg(feature = "confidential")]
+    check_audit_seal(
+        pkg.transfer
+            .confidential
+            .as_ref()
+            .and_then(|c| c.audit.as_ref()),
+        pkg.transfer.confidential.is_some(),
+        pkg.transfer.outputs.len(),
+    )?;
     // V4, V9, V10 over every transfer (ancestry transfers and the final one).
     let lookup_record = |op: &OutPoint| -> Result<(&Record, Output), VerifyError> {
         let i = *index_of
@@ -951,6 +1116,22 @@ fn check_all_but_signatures(
     })
 }
 
+/// C8 for one record.
+#[cfg(feature = "confidential")]
+fn check_audit_seal(
+    audit: Option<&crate::confidential::SealedOpenings>,
+    confidential: bool,
+    outputs: usize,
+) -> Result<(), VerifyError> {
+    if !confidential {
+        return Ok(());
+    }
+    match audit {
+        Some(a) if a.fits(outputs) => Ok(()),
+        _ => Err(VerifyError::AuditSealInvalid),
+    }
+}
+
 /// C5, C6: opens output 0's sealed opening with the payee's key and checks
 /// it against output 0's commitment.
 #[cfg(feature = "confidential")]
@@ -1101,6 +1282,7 @@ mod tests {
             ExcessInvalid,
             OpeningUnreadable,
             WrongOpening,
+            AuditSealInvalid,
         ]
     }
 

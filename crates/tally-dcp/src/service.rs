@@ -531,6 +531,13 @@ impl Backoffice {
         Ok(self.central.trust()?.policy)
     }
 
+    /// Central bank: makes amounts confidential (SPEC §4.9): the policy
+    /// is re-signed with settlement's sealing key as its audit key. Meant
+    /// for a fresh scheme, before devices enrol.
+    pub fn use_confidential_amounts(&self) -> Result<Policy, BackofficeError> {
+        self.bank()?.use_confidential_amounts()
+    }
+
     /// Central bank: trusts an SE manufacturer's key for enrolment.
     pub fn trust_manufacturer(&self, key: PublicKey) -> Result<Policy, BackofficeError> {
         self.bank()?.trust_manufacturer(key)
@@ -1253,15 +1260,49 @@ impl Backoffice {
     }
 
     /// An Issue of this DCP for request `op` (part `n`): deterministic, so
-    /// a retry signs the identical record.
+    /// a retry signs the identical record. Under a confidential policy
+    /// (SPEC §4.9) the Issue commits to `amount`, carries its opening
+    /// sealed to `key` (the loading SE) and the audit seal to settlement's
+    /// key (the policy's `audit_key`); its blindings and HPKE ephemerals
+    /// come from a ChaCha20 stream seeded with this DCP's own signature
+    /// over the request, so only this DCP can derive them and a retry
+    /// (with a deterministic signer) makes the same record.
     fn sign_issue(
         &self,
+        policy: &Policy,
         op: &Hash32,
         n: u32,
         epoch: Epoch,
         amount: u64,
         key: PublicKey,
     ) -> Result<Issue, BackofficeError> {
+        if policy.is_confidential() {
+            use tally_core::confidential_record::{NewOutput, sign_issue};
+            let audit_key = policy
+                .audit_key
+                .ok_or(BackofficeError::BadSettlementResult)?;
+            let seed_msg = tagged_hash(
+                b"tally/v1/confidential-issue-seed",
+                &[&op.0, &n.to_be_bytes()],
+            );
+            let seed_sig = self.signer.try_sign(&seed_msg.0)?;
+            let mut rng = SeededEntropy::new(&seed_sig.to_cbor());
+            return match sign_issue(
+                &*self.signer,
+                &audit_key,
+                issue_serial(op, n),
+                epoch + TOKEN_VALIDITY_EPOCHS,
+                &[NewOutput {
+                    owner: key,
+                    value: Amount(amount),
+                }],
+                &mut rng,
+            )? {
+                Ok((issue, _openings)) => Ok(issue),
+                // The owner key cannot receive a sealed opening (P-256).
+                Err(_) => Err(BackofficeError::BadKey),
+            };
+        }
         Ok(Issue::try_sign(
             &*self.signer,
             issue_serial(op, n),
@@ -1298,7 +1339,7 @@ impl Backoffice {
                 if *amount == 0 {
                     return Err(BackofficeError::Ledger(LedgerError::ZeroAmount));
                 }
-                let issue = self.sign_issue(&ctx.rid, 0, epoch, *amount, *key)?;
+                let issue = self.sign_issue(&trust.policy, &ctx.rid, 0, epoch, *amount, *key)?;
                 let res = self.debit_through_central(
                     ctx,
                     "load",
@@ -1520,7 +1561,7 @@ impl Backoffice {
         let renewal = if unload {
             None
         } else {
-            Some(self.sign_issue(&ctx.rid, 0, trust.epoch, amount, *key)?)
+            Some(self.sign_issue(&trust.policy, &ctx.rid, 0, trust.epoch, amount, *key)?)
         };
         // The central bank's side: opens, verifies, settles, pays out.
         let res = self.central_call(
@@ -1588,7 +1629,7 @@ impl Backoffice {
                 let delivery = tagged_hash(b"tally/v1/recovery-op", &[&ctx.rid.0, &tid.0]);
                 issues.push((
                     *tid,
-                    self.sign_issue(&delivery, 0, trust.epoch, *amount, *key)?,
+                    self.sign_issue(&trust.policy, &delivery, 0, trust.epoch, *amount, *key)?,
                 ));
             }
             let op = tagged_hash(b"tally/v1/deliver-op", &[&ctx.rid.0]);
@@ -1627,4 +1668,23 @@ struct DeviceCtx {
     rid: Hash32,
     /// Key of the central bank's stored reply (derived from the request).
     reply_key: Hash32,
+}
+
+/// A ChaCha20 stream from a secret seed (SHA-256 of it): the randomness
+/// of a confidential Issue, derived so that a retry makes the same record.
+struct SeededEntropy(rand_chacha::ChaCha20Rng);
+
+impl SeededEntropy {
+    fn new(secret: &[u8]) -> SeededEntropy {
+        use rand_chacha::rand_core::SeedableRng;
+        let seed = tagged_hash(b"tally/v1/confidential-issue-rng", &[secret]).0;
+        SeededEntropy(rand_chacha::ChaCha20Rng::from_seed(seed))
+    }
+}
+
+impl tally_core::crypto::Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use rand_chacha::rand_core::Rng;
+        self.0.fill_bytes(buf);
+    }
 }

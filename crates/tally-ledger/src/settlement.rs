@@ -17,6 +17,7 @@ use std::fmt;
 use tally_codes as codes;
 
 use tally_core::codec::Cbor;
+use tally_core::confidential_record::AuditedIssue;
 use tally_core::verify::VerifiedPackage;
 use tally_core::{Hash32, Issue, OutPoint, PublicKey, Record, Transfer};
 use tally_store::{Store, StoreError, Tx, TxFailure};
@@ -75,6 +76,11 @@ pub enum SettlementError {
     /// the sealed uploads, not yet wired): refused rather than booked as
     /// zero.
     ConfidentialUnopened(Hash32),
+    /// Rule C7: a confidential record's audit seal does not open with
+    /// settlement's key, or an opening does not open its commitment, is
+    /// out of range, or a transfer's opened values do not balance.
+    /// Refused before anything is written; the MDS gets an alert.
+    AuditOpeningInvalid(Hash32),
     Ledger(LedgerError),
 }
 
@@ -85,6 +91,7 @@ impl SettlementError {
             SettlementError::UnknownIssue(_) => codes::SETTLEMENT_UNKNOWN_ISSUE,
             SettlementError::BeyondHorizon { .. } => codes::SETTLEMENT_BEYOND_HORIZON,
             SettlementError::ConfidentialUnopened(_) => codes::SETTLEMENT_CONFIDENTIAL_UNOPENED,
+            SettlementError::AuditOpeningInvalid(_) => codes::SETTLEMENT_AUDIT_OPENING_INVALID,
             SettlementError::Ledger(e) => e.code(),
         }
     }
@@ -106,6 +113,10 @@ impl fmt::Display for SettlementError {
             SettlementError::ConfidentialUnopened(id) => write!(
                 f,
                 "record {id} has confidential amounts and no openings: not booked"
+            ),
+            SettlementError::AuditOpeningInvalid(id) => write!(
+                f,
+                "C7: the audit openings of record {id} do not open, match its commitments, fit the range or balance"
             ),
             SettlementError::Ledger(e) => write!(f, "{e}"),
         }
@@ -135,11 +146,33 @@ pub struct Settlement;
 impl Settlement {
     /// Registers a genesis record the DCP just signed (load, renewal,
     /// recovery), so settlement can later recognise it as a root.
+    /// A confidential Issue is refused here (code 33): it is registered
+    /// through [`Settlement::register_audited_issue`], from its openings.
     pub fn register_issue(tx: &mut dyn Tx, dcp: u32, issue: &Issue) -> Result<(), SettlementError> {
         let id = issue.id();
         if issue.confidential.is_some() {
             return Err(SettlementError::ConfidentialUnopened(id));
         }
+        Self::register_valued_issue(tx, dcp, issue)
+    }
+
+    /// Registers a confidential Issue whose audit seal settlement opened
+    /// (rule C7, [`Issue::open_audit`]): its value is the sum of the
+    /// openings. The stored body keeps the commitments.
+    pub fn register_audited_issue(
+        tx: &mut dyn Tx,
+        dcp: u32,
+        issue: &AuditedIssue,
+    ) -> Result<(), SettlementError> {
+        Self::register_valued_issue(tx, dcp, issue.issue())
+    }
+
+    fn register_valued_issue(
+        tx: &mut dyn Tx,
+        dcp: u32,
+        issue: &Issue,
+    ) -> Result<(), SettlementError> {
+        let id = issue.id();
         if tx.issued(&id)?.is_some() {
             return Ok(());
         }
@@ -215,21 +248,26 @@ impl Settlement {
 
         for (i, (p, _)) in batch.iter().enumerate() {
             // Amounts are booked from clear values: a confidential record's
-            // are commitments (zero in memory), refused before writing.
-            let confidential = p
-                .package()
-                .ancestry
-                .iter()
-                .zip(p.ancestry_ids())
-                .find(|(rec, _)| rec.is_confidential())
-                .map(|(_, id)| *id)
-                .or_else(|| {
-                    p.package()
-                        .transfer
-                        .confidential
-                        .is_some()
-                        .then(|| p.transfer_id())
-                });
+            // are commitments (zero in memory) until settlement opened its
+            // audit seal (C7, `VerifiedPackage::open_audit`); an unopened
+            // one is refused before writing.
+            let confidential = if p.amounts_opened() {
+                None
+            } else {
+                p.package()
+                    .ancestry
+                    .iter()
+                    .zip(p.ancestry_ids())
+                    .find(|(rec, _)| rec.is_confidential())
+                    .map(|(_, id)| *id)
+                    .or_else(|| {
+                        p.package()
+                            .transfer
+                            .confidential
+                            .is_some()
+                            .then(|| p.transfer_id())
+                    })
+            };
             if let Some(id) = confidential {
                 results[i] = Some(Err(SettlementError::ConfidentialUnopened(id)));
                 continue;

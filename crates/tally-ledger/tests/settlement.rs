@@ -634,6 +634,265 @@ fn confidential_records_are_refused_without_openings(s: &Store) {
     assert_eq!(count(s, "spent"), 0);
 }
 
+// ---- confidential: settlement values records from their audit seals ----
+
+fn audit_key() -> tally_core::sealed::OpeningKey {
+    tally_core::sealed::OpeningKey::from_seed(&Scheme::AUDIT_SEED)
+}
+
+fn range_bits(scheme: &Scheme) -> tally_core::confidential::RangeBits {
+    tally_core::confidential::RangeBits::for_bound(scheme.policy.holding_bound())
+}
+
+/// A confidential load in the back office: settlement opens the Issue's
+/// audit seal (C7) and registers and books the opened value.
+fn book_confidential_load(s: &Store, scheme: &Scheme, issue: &Issue) -> u64 {
+    let audited = issue
+        .open_audit(&audit_key(), range_bits(scheme))
+        .unwrap_or_else(|e| panic!("audit seal of the Issue: {e}"));
+    let value = audited.value().0;
+    let id = issue.id();
+    run(s, |tx| {
+        Ledger::ensure_account(tx, DCP_ACCOUNT, AccountKind::DcpSettlement)?;
+        Settlement::register_audited_issue(tx, 1, &audited)?;
+        Ledger::mint(tx, &format!("mint:{id}"), DCP_ACCOUNT, value)?;
+        Ledger::transfer(
+            tx,
+            &TransferRequest {
+                idem: format!("load:{id}"),
+                debit: DCP_ACCOUNT.into(),
+                credit: ledger::OFFLINE_FLOAT.into(),
+                amount: value,
+                code: code::LOAD,
+            },
+        )?;
+        Ok::<_, SettlementError>(())
+    });
+    value
+}
+
+/// Verification for settlement, then C7 (what the central bank does
+/// before its transaction).
+fn opened(scheme: &Scheme, pkg: &Package) -> VerifiedPackage {
+    verified_at(scheme, pkg, scheme.epoch)
+        .open_audit(&audit_key(), range_bits(scheme))
+        .unwrap_or_else(|f| panic!("audit seal of {}: {}", f.record, f.reason))
+}
+
+/// Outstanding value of confidential packages, from settlement's opened view.
+fn outstanding_opened(scheme: &Scheme, pkgs: &[&Package]) -> i64 {
+    let opened: Vec<Package> = pkgs
+        .iter()
+        .map(|p| opened(scheme, p).into_package())
+        .collect();
+    outstanding(&opened.iter().collect::<Vec<_>>())
+}
+
+/// Load → pay → pay onward → redeem the rest, in confidential mode: every
+/// package settles from its audit openings, the float equals the value
+/// still held offline, and the redeemed amount is what was loaded minus
+/// what was paid away.
+fn confidential_chain_settles_from_audit_openings(s: &Store) {
+    let mut scheme = Scheme::confidential(Suite::Ed25519);
+    let mut a = device(&scheme, "conf-chain-a", PHONE);
+    let mut b = device(&scheme, "conf-chain-b", CARD);
+    let mut c = device(&scheme, "conf-chain-c", PHONE);
+    let issue = load(&mut a.link, &mut scheme, PHONE, 900);
+    assert_eq!(book_confidential_load(s, &scheme, &issue), 900);
+    assert_eq!(
+        issue.outputs[0].value,
+        Amount::ZERO,
+        "the wire holds a commitment"
+    );
+    let p1 = pay(&mut a.link, &mut b.link, 300);
+    let p2 = pay(&mut b.link, &mut c.link, 120);
+    let v1 = opened(&scheme, &p1);
+    let values: Vec<u64> = v1
+        .package()
+        .transfer
+        .outputs
+        .iter()
+        .map(|o| o.value.0)
+        .collect();
+    assert_eq!(values, vec![300, 600]);
+    // Unopened, the package is still refused (33) and nothing is written.
+    let before = books(s);
+    let e = try_settle(s, &verified_at(&scheme, &p1, scheme.epoch), "conf-unopened")
+        .expect_err("an unopened confidential package");
+    assert_eq!(e.code(), 33);
+    assert_eq!(books(s), before);
+    let out = run(s, |tx| Settlement::settle(tx, &v1, "conf-p1"));
+    assert_eq!(out, outcome(1, 0));
+    let v2 = opened(&scheme, &p2);
+    // p2's ancestry holds p1 (its audit seal kept) and the Issue.
+    assert_eq!(v2.package().ancestry.len(), 2);
+    assert_eq!(
+        run(s, |tx| Settlement::settle(tx, &v2, "conf-p2")),
+        outcome(1, 1)
+    );
+    audit(s);
+    assert_eq!(balance(s, ledger::OFFLINE_FLOAT), 900);
+    assert_eq!(
+        balance(s, ledger::OFFLINE_FLOAT),
+        outstanding_opened(&scheme, &[&p1, &p2])
+    );
+    // a redeems its change (600): what was loaded minus what it paid.
+    let r = redeem(&mut a.link, &scheme, 600);
+    let vr = opened(&scheme, &r);
+    assert_eq!(vr.package().transfer.outputs[0].value, Amount(600));
+    assert_eq!(
+        run(s, |tx| Settlement::settle(tx, &vr, "conf-redeem")),
+        // Its ancestry holds p1, whose input is registered already.
+        outcome(1, 1)
+    );
+    run(s, |tx| {
+        Ledger::transfer(
+            tx,
+            &TransferRequest {
+                idem: "unload:conf".into(),
+                debit: ledger::OFFLINE_FLOAT.into(),
+                credit: DCP_ACCOUNT.into(),
+                amount: vr.package().transfer.outputs[0].value.0,
+                code: code::UNLOAD,
+            },
+        )
+    });
+    audit(s);
+    assert_eq!(balance(s, ledger::OFFLINE_FLOAT), 300);
+    // What b and c still hold: every unspent output but the redeemed one
+    // (the DCP's, out of the float).
+    assert_eq!(
+        balance(s, ledger::OFFLINE_FLOAT),
+        outstanding_opened(&scheme, &[&p1, &p2, &r]) - 600
+    );
+}
+
+/// A cloned confidential SE pays twice with one token: settlement finds
+/// it and books the double-spent token's VALUE (opened from the audit
+/// seal of the Issue the clone spent, which no honest device uploaded).
+fn confidential_double_spend_books_the_opened_value(s: &Store) {
+    let mut scheme = Scheme::confidential(Suite::Ed25519);
+    let mut payer = se(&scheme, "conf-payer", PHONE);
+    let issue = load(&mut payer, &mut scheme, PHONE, CLONED_VALUE);
+    book_confidential_load(s, &scheme, &issue);
+    let mut c = clones(payer, 2);
+    let mut payee_a = device(&scheme, "conf-payee-a", PHONE);
+    let mut payee_b = device(&scheme, "conf-payee-b", CARD);
+    let pkg_a = pay(&mut c[0], &mut payee_a.link, 300);
+    let pkg_b = pay(&mut c[1], &mut payee_b.link, 700);
+    assert_eq!(pkg_a.transfer.inputs, pkg_b.transfer.inputs);
+    let va = opened(&scheme, &pkg_a);
+    assert_eq!(
+        run(s, |tx| Settlement::settle(tx, &va, "conf-a")),
+        outcome(1, 0)
+    );
+    let vb = opened(&scheme, &pkg_b);
+    let out = run(s, |tx| Settlement::settle(tx, &vb, "conf-b"));
+    assert_eq!(out.double_spends.len(), 1, "{out:?}");
+    assert_eq!(out.double_spends[0].value, CLONED_VALUE);
+    assert_eq!(out.loss_booked, CLONED_VALUE);
+    assert_eq!(out.double_spends[0].offender, issue.outputs[0].owner);
+    let inv = audit(s);
+    assert_eq!(inv.loss, -(CLONED_VALUE as i64));
+    assert_eq!(balance(s, ledger::OFFLINE_FLOAT), 2 * CLONED_VALUE as i64);
+    assert_eq!(
+        balance(s, ledger::OFFLINE_FLOAT),
+        outstanding_opened(&scheme, &[&pkg_a, &pkg_b])
+    );
+    let row = &query(s, "SELECT value FROM double_spends")[0];
+    assert_eq!(row.int(0).unwrap(), CLONED_VALUE as i64);
+}
+
+/// C7: a hostile payer's audit seal (a wrong opening for its change), one
+/// lifted from another record, or none at all: the package is refused
+/// before settlement writes anything.
+fn confidential_bad_audit_seals_are_refused(s: &Store) {
+    use tally_core::confidential::{ConfidentialError, Opening, SealedOpenings};
+    let mut scheme = Scheme::confidential(Suite::Ed25519);
+    let mut a = device(&scheme, "conf-bad-a", PHONE);
+    let mut b = device(&scheme, "conf-bad-b", PHONE);
+    let issue = load(&mut a.link, &mut scheme, PHONE, 500);
+    book_confidential_load(s, &scheme, &issue);
+    let pkg = pay(&mut a.link, &mut b.link, 200);
+    let before = books(s);
+
+    // Wrong opening: the change claimed as 1 instead of 300.
+    let mut wrong = pkg.clone();
+    let commitments = conf(&mut wrong).commitments.clone();
+    let fake = [
+        Opening::random(Amount(200), &mut TestEntropy::new(b"fake-0")),
+        Opening::random(Amount(1), &mut TestEntropy::new(b"fake-1")),
+    ];
+    conf(&mut wrong).audit = Some(
+        SealedOpenings::seal_unchecked(
+            &Scheme::audit_key(),
+            &wrong.transfer.context(),
+            &commitments,
+            &fake,
+            &mut TestEntropy::new(b"hostile"),
+        )
+        .unwrap(),
+    );
+    let f = verified_at(&scheme, &wrong, scheme.epoch)
+        .open_audit(&audit_key(), range_bits(&scheme))
+        .expect_err("a wrong opening");
+    assert_eq!(
+        (f.record, f.reason),
+        (wrong.transfer.id(), ConfidentialError::WrongOpening)
+    );
+    // Lifted: the Issue's seal in the transfer.
+    let mut lifted = pkg.clone();
+    conf(&mut lifted).audit = pkg.ancestry[0].audit_seal().cloned();
+    // (one opening for two outputs: the verifier's C8 already refuses it)
+    assert_eq!(
+        verify_package_for_settlement(
+            lifted.clone(),
+            &scheme.trust(),
+            scheme.params(SETTLEMENT_RECORDS_MAX),
+            &mut NoCache
+        )
+        .err(),
+        Some(VerifyError::AuditSealInvalid)
+    );
+    // Lifted from another transfer of the same shape.
+    let mut c = device(&scheme, "conf-bad-c", PHONE);
+    let other = pay(&mut b.link, &mut c.link, 50);
+    conf(&mut lifted).audit = other.transfer.confidential.as_ref().unwrap().audit.clone();
+    let f = verified_at(&scheme, &lifted, scheme.epoch)
+        .open_audit(&audit_key(), range_bits(&scheme))
+        .expect_err("a lifted seal");
+    assert_eq!(f.reason, ConfidentialError::OpeningUnreadable);
+    // Missing.
+    let mut missing = pkg.clone();
+    conf(&mut missing).audit = None;
+    let missing = Package::from_cbor(&missing.to_cbor()).unwrap();
+    assert_eq!(
+        verify_package_for_settlement(
+            missing,
+            &scheme.trust(),
+            scheme.params(SETTLEMENT_RECORDS_MAX),
+            &mut NoCache
+        )
+        .err()
+        .map(|e| e.code()),
+        Some(907)
+    );
+    let e = SettlementError::AuditOpeningInvalid(wrong.transfer.id());
+    assert_eq!(e.code(), 34);
+    assert_eq!(books(s), before, "a refused package wrote");
+    // The honest package still settles.
+    let v = opened(&scheme, &pkg);
+    assert_eq!(
+        run(s, |tx| Settlement::settle(tx, &v, "conf-ok")),
+        outcome(1, 0)
+    );
+    audit(s);
+}
+
+fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
+    p.transfer.confidential.as_mut().expect("confidential")
+}
+
 fn reused_settlement_key_for_another_loss_is_refused(s: &Store) {
     let mut scheme = Scheme::new(Suite::Ed25519);
     let (mut c, _) = cloned_payer(s, &mut scheme, 3);
@@ -805,6 +1064,9 @@ on_both_backends!(
     unknown_issue_is_refused_with_code_30_and_changes_nothing,
     reused_settlement_key_for_another_loss_is_refused,
     confidential_records_are_refused_without_openings,
+    confidential_chain_settles_from_audit_openings,
+    confidential_double_spend_books_the_opened_value,
+    confidential_bad_audit_seals_are_refused,
     consume_stranded_marks_an_output_once,
     expired_tokens_still_settle_but_a_payee_refuses_them,
     revoked_payer_key_still_settles_but_a_payee_refuses_it,

@@ -780,6 +780,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         #[cfg(feature = "confidential")]
         {
             use tally_core::confidential::ConfidentialError;
+            // C8: an Issue settlement could not value is not credited (the
+            // SE cannot open the audit seal, but checks it is there).
+            let audit_ok = issue
+                .confidential
+                .as_ref()
+                .and_then(|c| c.audit.as_ref())
+                .is_some_and(|a| a.fits(issue.outputs.len()));
+            if !audit_ok {
+                return Err(SeError::Verify(VerifyError::AuditSealInvalid));
+            }
             let sk = self.signing_key(&o.owner).ok_or(SeError::NotForThisSe)?;
             let opening = issue.open_output(i, &sk).map_err(|e| {
                 SeError::Verify(match e {
@@ -1500,6 +1510,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             use tally_core::confidential::Opening;
             use tally_core::confidential_record::{NewOutput, build_transfer};
             let gens = self.trust()?.range_gens().ok_or(SeError::NoTrust)?;
+            // Settlement's key, from the root-signed policy: the audit seal
+            // carries every output's opening to it (SPEC §4.9.3).
+            let audit_key = self.trust()?.policy().audit_key.ok_or(SeError::NoTrust)?;
             let mut ins = Vec::with_capacity(inputs.len());
             for t in inputs {
                 // Every token of a confidential SE has its opening.
@@ -1515,16 +1528,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 })
                 .collect();
             let mut rng = self.entropy.borrow_mut();
-            let built = build_transfer(gens, &ins, &outs, nonce, counter, &key_for, &mut *rng)
-                .map_err(|e| match e {
-                    // The payee's key cannot receive an opening (P-256).
-                    tally_core::confidential::ConfidentialError::UnsupportedKey => {
-                        SeError::BadRequestParams
-                    }
-                    // Balanced by construction, in range by the limits: a
-                    // refusal here means corrupt state.
-                    _ => SeError::StateCorrupt,
-                })?;
+            let built = build_transfer(
+                gens, &audit_key, &ins, &outs, nonce, counter, &key_for, &mut *rng,
+            )
+            .map_err(|e| match e {
+                // The payee's key cannot receive an opening (P-256).
+                tally_core::confidential::ConfidentialError::UnsupportedKey => {
+                    SeError::BadRequestParams
+                }
+                // Balanced by construction, in range by the limits: a
+                // refusal here means corrupt state.
+                _ => SeError::StateCorrupt,
+            })?;
             let change = built.openings.get(1).map(|o| o.blinding_bytes());
             Ok((built.transfer, change))
         }
