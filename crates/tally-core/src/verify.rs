@@ -484,6 +484,40 @@ impl VerifiedPackage {
     pub fn signature_checks(&self) -> usize {
         self.signature_checks
     }
+    /// An output this package consumes that one of `held` — records the
+    /// caller already holds, each with its id — consumes by another
+    /// record: a double spend the holder can see (SPEC §5.5, R2). The
+    /// package's own records may be among `held` (a common ancestor):
+    /// V10 lets only one record of the package consume each output, so a
+    /// held record that is in the package is that record, never a
+    /// conflict. Cost: two sets the size of the package (bounded by the
+    /// history budget), then one lookup per input of each held record.
+    pub fn conflicting_spend<'r>(
+        &self,
+        held: impl IntoIterator<Item = (&'r Hash32, &'r Record)>,
+    ) -> Option<OutPoint> {
+        // Filled by `insert`, not `collect`: each sort instantiation costs
+        // the Cortex-M4 firmware flash (see the SE's collect_garbage).
+        let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+        let inputs = self
+            .package
+            .ancestry
+            .iter()
+            .flat_map(|r| r.inputs().iter())
+            .chain(&self.package.transfer.inputs);
+        for op in inputs {
+            consumed.insert(*op);
+        }
+        let mut own: BTreeSet<Hash32> = BTreeSet::new();
+        for id in self.ancestry_ids.iter().chain([&self.transfer_id]) {
+            own.insert(*id);
+        }
+        held.into_iter()
+            .filter(|(id, _)| !own.contains(id))
+            .flat_map(|(_, r)| r.inputs().iter())
+            .find(|op| consumed.contains(op))
+            .copied()
+    }
 }
 
 /// Settlement's view: every rule except V11 (settlement checks the

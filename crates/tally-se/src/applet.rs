@@ -129,6 +129,12 @@ pub enum SeError {
     /// This SE cancelled this Issue (it will never credit it); the DCP
     /// returns its value to the account.
     IssueCancelled,
+    /// A package consuming an output that a record this SE holds (in a
+    /// held token's lineage) consumes by another transfer: a double spend
+    /// by a cloned or rolled-back payer that this payee can see offline.
+    /// Accepting it would leave the payee holding value it can never pay
+    /// on or renew (V10 refuses any package carrying both branches).
+    ConflictingSpend,
     /// A stream tick refused (replayed, skipped, forged, past the end):
     /// nothing changed.
     StreamTick(TickError),
@@ -1639,6 +1645,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .any(|op| self.state.tokens.iter().any(|t| t.outpoint == *op));
         if consumes_own_token {
             return Err(SeError::Verify(VerifyError::OutputSpentTwice));
+        }
+        // SPEC §5.5 R2: an output the package consumes that a record of a
+        // held token's lineage consumes by another transfer. The lineages
+        // are closed under ancestry, so `records` is every record this SE
+        // could ever put in a package beside this one.
+        if verified
+            .conflicting_spend(self.state.records.iter().map(|r| (&r.id, &r.record)))
+            .is_some()
+        {
+            return Err(SeError::ConflictingSpend);
         }
         let (outpoint, output) = verified.payment();
         #[cfg(feature = "confidential")]
