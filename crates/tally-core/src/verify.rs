@@ -491,7 +491,8 @@ impl VerifiedPackage {
     /// V10 lets only one record of the package consume each output, so a
     /// held record that is in the package is that record, never a
     /// conflict. Cost: two sets the size of the package (bounded by the
-    /// history budget), then one lookup per input of each held record.
+    /// history budget), then one lookup per input of each held record
+    /// (a second one for an input the package shares).
     pub fn conflicting_spend<'r>(
         &self,
         held: impl IntoIterator<Item = (&'r Hash32, &'r Record)>,
@@ -512,11 +513,13 @@ impl VerifiedPackage {
         for id in self.ancestry_ids.iter().chain([&self.transfer_id]) {
             own.insert(*id);
         }
+        // The input lookup first: most held records share nothing with
+        // the package, and a shared input is then checked against the
+        // package's own ids.
         held.into_iter()
-            .filter(|(id, _)| !own.contains(id))
-            .flat_map(|(_, r)| r.inputs().iter())
-            .find(|op| consumed.contains(op))
-            .copied()
+            .flat_map(|(id, r)| r.inputs().iter().map(move |op| (id, op)))
+            .find(|(id, op)| consumed.contains(op) && !own.contains(id))
+            .map(|(_, op)| *op)
     }
 }
 
@@ -1261,6 +1264,44 @@ mod tests {
         assert!(
             r.iter()
                 .all(|v| v.as_ref().is_ok_and(|v| v.signature_checks() == 3))
+        );
+    }
+
+    /// R2 (SPEC §5.5): held records that are the package's own are a
+    /// common ancestry; a held transfer consuming one of the package's
+    /// outputs under another id is the double spend.
+    #[test]
+    fn conflicting_spend_is_another_record_consuming_the_same_output() {
+        let s = Scheme::new(Suite::Ed25519);
+        let trust = s.trust();
+        let params = s.params(1024);
+        let v = verify_package_for_settlement(renewal(&s, 1), &trust, params, &mut NoCache)
+            .expect("valid");
+        let p = v.package().clone();
+        let tid = v.transfer_id();
+        let own: Vec<(Hash32, Record)> = p
+            .ancestry
+            .iter()
+            .map(|r| (r.id(), r.clone()))
+            .chain([(tid, Record::Transfer(p.transfer.clone()))])
+            .collect();
+        assert_eq!(v.conflicting_spend(own.iter().map(|(i, r)| (i, r))), None);
+        assert_eq!(v.conflicting_spend(core::iter::empty()), None);
+        // The same Issue output spent again by another transfer.
+        let mut other = p.transfer.clone();
+        other.nonce = [9; 16];
+        let other = Record::Transfer(other);
+        let held = [(other.id(), other)];
+        assert_eq!(
+            v.conflicting_spend(own.iter().chain(&held).map(|(i, r)| (i, r))),
+            Some(p.transfer.inputs[0])
+        );
+        // A held record that merely spends the package's Issue output under
+        // the package's own transfer id is no conflict (it is that record).
+        let relabelled = [(tid, held[0].1.clone())];
+        assert_eq!(
+            v.conflicting_spend(relabelled.iter().map(|(i, r)| (i, r))),
+            None
         );
     }
 
