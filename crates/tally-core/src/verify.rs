@@ -484,19 +484,19 @@ impl VerifiedPackage {
     pub fn signature_checks(&self) -> usize {
         self.signature_checks
     }
-    /// An output this package consumes that one of `held` — records the
-    /// caller already holds, each with its id — consumes by another
-    /// record: a double spend the holder can see (SPEC §5.5, R2). The
-    /// package's own records may be among `held` (a common ancestor):
-    /// V10 lets only one record of the package consume each output, so a
-    /// held record that is in the package is that record, never a
-    /// conflict. Cost: two sets the size of the package (bounded by the
-    /// history budget), then one lookup per input of each held record
-    /// (a second one for an input the package shares).
+    /// An output this package consumes that one of `held` consumes by
+    /// another record: [`SpendIndex::conflict`] of this package's
+    /// [`VerifiedPackage::spend_index`].
     pub fn conflicting_spend<'r>(
         &self,
         held: impl IntoIterator<Item = (&'r Hash32, &'r Record)>,
     ) -> Option<OutPoint> {
+        self.spend_index().conflict(held)
+    }
+    /// What this package consumes and which records it is made of, to
+    /// compare with records a holder keeps (SPEC §5.5, R2): two sets the
+    /// size of the package, bounded by the history budget.
+    pub fn spend_index(&self) -> SpendIndex {
         // Filled by `insert`, not `collect`: each sort instantiation costs
         // the Cortex-M4 firmware flash (see the SE's collect_garbage).
         let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
@@ -513,12 +513,37 @@ impl VerifiedPackage {
         for id in self.ancestry_ids.iter().chain([&self.transfer_id]) {
             own.insert(*id);
         }
+        SpendIndex { consumed, own }
+    }
+}
+
+/// The outputs a verified package consumes and the ids of its records
+/// (made by [`VerifiedPackage::spend_index`]).
+#[derive(Debug, Clone)]
+pub struct SpendIndex {
+    consumed: BTreeSet<OutPoint>,
+    own: BTreeSet<Hash32>,
+}
+
+impl SpendIndex {
+    /// An output the package consumes that one of `held` — records the
+    /// caller holds, each with its id — consumes by another record: a
+    /// double spend the holder can see (SPEC §5.5, R2). The package's own
+    /// records may be among `held` (a common ancestor): V10 lets only one
+    /// record of the package consume each output, so a held record that
+    /// is in the package is that record, never a conflict. Cost: one
+    /// lookup per input of each held record (a second one for an input
+    /// the package shares).
+    pub fn conflict<'r>(
+        &self,
+        held: impl IntoIterator<Item = (&'r Hash32, &'r Record)>,
+    ) -> Option<OutPoint> {
         // The input lookup first: most held records share nothing with
         // the package, and a shared input is then checked against the
         // package's own ids.
         held.into_iter()
             .flat_map(|(id, r)| r.inputs().iter().map(move |op| (id, op)))
-            .find(|(id, op)| consumed.contains(op) && !own.contains(id))
+            .find(|(id, op)| self.consumed.contains(op) && !self.own.contains(id))
             .map(|(_, op)| *op)
     }
 }

@@ -1650,8 +1650,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // held token's lineage consumes by another transfer. The lineages
         // are closed under ancestry, so `records` is every record this SE
         // could ever put in a package beside this one.
-        if verified
-            .conflicting_spend(self.state.records.iter().map(|r| (&r.id, &r.record)))
+        let spends = verified.spend_index();
+        if spends
+            .conflict(self.state.records.iter().map(|r| (&r.id, &r.record)))
             .is_some()
         {
             return Err(SeError::ConflictingSpend);
@@ -1730,6 +1731,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             self.state.balance().checked_sub(before),
             Some(output.value),
             "receive adds exactly the payment"
+        );
+        // R2's pair, read back: no two records held now consume one output
+        // where one of them is the package's.
+        assert!(
+            spends
+                .conflict(self.state.records.iter().map(|r| (&r.id, &r.record)))
+                .is_none(),
+            "receive stored a conflicting spend"
         );
         self.check_invariants();
         Ok(receipt)
