@@ -5,6 +5,9 @@
 //! offline (finality), and settlement of the second renewal finds the
 //! double spend, lists it (GET /v1/double-spends) and books the loss.
 //!
+//! Cloned SE paying one payee twice: the payee's SE refuses the second
+//! copy offline (decision 0023) and renews the first.
+//!
 //! Interrupted payment: the payer pays (package written) but the payee
 //! never receives it; whichever of the two syncs first, the payee is
 //! credited exactly once and a late delivery of the lost package is
@@ -141,6 +144,50 @@ fn cloned_se_postgres() {
 
 /// A sync's report, e.g. "synced to epoch 1: uploaded 1 packages,
 /// reported 0 open requests, recovered 0, double spends found 0".
+/// A clone paying the same payee twice (decision 0023): the payee's SE
+/// refuses the second copy offline (code 2034, balance unchanged), and the
+/// first renews at the DCP with no double spend and no loss.
+#[test]
+fn a_payee_refuses_a_clones_second_copy_sqlite() {
+    let dir = temp_dir("clone_same_payee");
+    let d = dir.path();
+    let db = Db::sqlite(d);
+    let node = Node::start(&db.url(), d, "node");
+    let url = node.url();
+    let op = node.operator();
+    operator(&url, &["mint", "1000000", "--idempotency-key", "m"]);
+    operator(
+        &url,
+        &["deposit", "mallory", "10000", "--idempotency-key", "d"],
+    );
+    let mallory = CliDevice::init(d, "mallory", &url, "phone", "mallory");
+    mallory.ok(&["load", "1000"]);
+    let clone = mallory.clone_to(d, "mallory-clone");
+    let payee = CliDevice::init(d, "payee", &url, "phone", "payee");
+
+    let (_, pkg1) = pay_via_files(d, "honest", &mallory, &payee, 400);
+    let (req, pkg2, rcpt) = (
+        d.join("cloned.request"),
+        d.join("cloned.package"),
+        d.join("cloned.receipt"),
+    );
+    payee.ok(&["request", "--amount", "400", "--out", &s(&req)]);
+    clone.ok(&["pay", "--request", &s(&req), "--out", &s(&pkg2)]);
+    assert_eq!(inputs(&pkg1), inputs(&pkg2), "one token, twice");
+    let err = payee
+        .run(&["receive", "--package", &s(&pkg2), "--out", &s(&rcpt)])
+        .fails_with(1);
+    assert!(err.contains("2034"), "{err}");
+    assert!(!rcpt.exists());
+    assert_eq!(payee.balance().balance, 400);
+
+    assert_eq!(payee.ok(&["renew"]).trim(), "renewed 400");
+    let inv = op.invariant().expect("invariant");
+    assert!(inv.holds, "{inv}");
+    assert_eq!(inv.loss, 0, "{inv}");
+    assert!(op.double_spends().expect("double spends").is_empty());
+}
+
 fn sync(dev: &CliDevice) -> (u64, u64, u64) {
     let out = dev.ok(&["sync"]);
     let num = |key: &str| -> u64 {

@@ -459,8 +459,8 @@ registry! {
         "the payee request's signature does not verify under its certificate's key (altered or invented by the terminal)";
     SE_ISSUE_CANCELLED = 2033, Se, http [], sw [0x6985], Used,
         "this SE cancelled this Issue: it never credits it (the DCP returned its value to the account)";
-    SE_RESERVED_2034 = 2034, Se, http [], sw [], Reserved,
-        "held for the applet's next refusals";
+    SE_CONFLICTING_SPEND = 2034, Se, http [], sw [0x6982], Used,
+        "package refused: it consumes an output that a record this SE holds consumes by another transfer (a double spend by a cloned payer, seen offline); nothing changed";
     SE_RESERVED_2035 = 2035, Se, http [], sw [], Reserved,
         "held for the applet's next refusals";
     SE_RESERVED_2036 = 2036, Se, http [], sw [], Reserved,

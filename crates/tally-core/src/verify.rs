@@ -621,6 +621,68 @@ impl VerifiedPackage {
     pub fn signature_checks(&self) -> usize {
         self.signature_checks
     }
+    /// An output this package consumes that one of `held` consumes by
+    /// another record: [`SpendIndex::conflict`] of this package's
+    /// [`VerifiedPackage::spend_index`].
+    pub fn conflicting_spend<'r>(
+        &self,
+        held: impl IntoIterator<Item = (&'r Hash32, &'r Record)>,
+    ) -> Option<OutPoint> {
+        self.spend_index().conflict(held)
+    }
+    /// What this package consumes and which records it is made of, to
+    /// compare with records a holder keeps (SPEC §5.5, R2): two sets the
+    /// size of the package, bounded by the history budget.
+    pub fn spend_index(&self) -> SpendIndex {
+        // Filled by `insert`, not `collect`: each sort instantiation costs
+        // the Cortex-M4 firmware flash (see the SE's collect_garbage).
+        let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+        let inputs = self
+            .package
+            .ancestry
+            .iter()
+            .flat_map(|r| r.inputs().iter())
+            .chain(&self.package.transfer.inputs);
+        for op in inputs {
+            consumed.insert(*op);
+        }
+        let mut own: BTreeSet<Hash32> = BTreeSet::new();
+        for id in self.ancestry_ids.iter().chain([&self.transfer_id]) {
+            own.insert(*id);
+        }
+        SpendIndex { consumed, own }
+    }
+}
+
+/// The outputs a verified package consumes and the ids of its records
+/// (made by [`VerifiedPackage::spend_index`]).
+#[derive(Debug, Clone)]
+pub struct SpendIndex {
+    consumed: BTreeSet<OutPoint>,
+    own: BTreeSet<Hash32>,
+}
+
+impl SpendIndex {
+    /// An output the package consumes that one of `held` — records the
+    /// caller holds, each with its id — consumes by another record: a
+    /// double spend the holder can see (SPEC §5.5, R2). The package's own
+    /// records may be among `held` (a common ancestor): V10 lets only one
+    /// record of the package consume each output, so a held record that
+    /// is in the package is that record, never a conflict. Cost: one
+    /// lookup per input of each held record (a second one for an input
+    /// the package shares).
+    pub fn conflict<'r>(
+        &self,
+        held: impl IntoIterator<Item = (&'r Hash32, &'r Record)>,
+    ) -> Option<OutPoint> {
+        // The input lookup first: most held records share nothing with
+        // the package, and a shared input is then checked against the
+        // package's own ids.
+        held.into_iter()
+            .flat_map(|(id, r)| r.inputs().iter().map(move |op| (id, op)))
+            .find(|(id, op)| self.consumed.contains(op) && !self.own.contains(id))
+            .map(|(_, op)| *op)
+    }
 }
 
 /// Why settlement's rule C7 refused a package: the record whose audit
@@ -1409,6 +1471,44 @@ mod tests {
         assert!(
             r.iter()
                 .all(|v| v.as_ref().is_ok_and(|v| v.signature_checks() == 3))
+        );
+    }
+
+    /// R2 (SPEC §5.5): held records that are the package's own are a
+    /// common ancestry; a held transfer consuming one of the package's
+    /// outputs under another id is the double spend.
+    #[test]
+    fn conflicting_spend_is_another_record_consuming_the_same_output() {
+        let s = Scheme::new(Suite::Ed25519);
+        let trust = s.trust();
+        let params = s.params(1024);
+        let v = verify_package_for_settlement(renewal(&s, 1), &trust, params, &mut NoCache)
+            .expect("valid");
+        let p = v.package().clone();
+        let tid = v.transfer_id();
+        let own: Vec<(Hash32, Record)> = p
+            .ancestry
+            .iter()
+            .map(|r| (r.id(), r.clone()))
+            .chain([(tid, Record::Transfer(p.transfer.clone()))])
+            .collect();
+        assert_eq!(v.conflicting_spend(own.iter().map(|(i, r)| (i, r))), None);
+        assert_eq!(v.conflicting_spend(core::iter::empty()), None);
+        // The same Issue output spent again by another transfer.
+        let mut other = p.transfer.clone();
+        other.nonce = [9; 16];
+        let other = Record::Transfer(other);
+        let held = [(other.id(), other)];
+        assert_eq!(
+            v.conflicting_spend(own.iter().chain(&held).map(|(i, r)| (i, r))),
+            Some(p.transfer.inputs[0])
+        );
+        // A held record that merely spends the package's Issue output under
+        // the package's own transfer id is no conflict (it is that record).
+        let relabelled = [(tid, held[0].1.clone())];
+        assert_eq!(
+            v.conflicting_spend(relabelled.iter().map(|(i, r)| (i, r))),
+            None
         );
     }
 

@@ -129,6 +129,12 @@ pub enum SeError {
     /// This SE cancelled this Issue (it will never credit it); the DCP
     /// returns its value to the account.
     IssueCancelled,
+    /// A package consuming an output that a record this SE holds (in a
+    /// held token's lineage) consumes by another transfer: a double spend
+    /// by a cloned or rolled-back payer that this payee can see offline.
+    /// Accepting it would leave the payee holding value it can never pay
+    /// on or renew (V10 refuses any package carrying both branches).
+    ConflictingSpend,
     /// A stream tick refused (replayed, skipped, forged, past the end):
     /// nothing changed.
     StreamTick(TickError),
@@ -1655,6 +1661,17 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if consumes_own_token {
             return Err(SeError::Verify(VerifyError::OutputSpentTwice));
         }
+        // SPEC §5.5 R2: an output the package consumes that a record of a
+        // held token's lineage consumes by another transfer. The lineages
+        // are closed under ancestry, so `records` is every record this SE
+        // could ever put in a package beside this one.
+        let spends = verified.spend_index();
+        if spends
+            .conflict(self.state.records.iter().map(|r| (&r.id, &r.record)))
+            .is_some()
+        {
+            return Err(SeError::ConflictingSpend);
+        }
         let (outpoint, output) = verified.payment();
         #[cfg(feature = "confidential")]
         let blinding = verified.payee_opening().map(|o| o.blinding_bytes());
@@ -1729,6 +1746,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             self.state.balance().checked_sub(before),
             Some(output.value),
             "receive adds exactly the payment"
+        );
+        // R2's pair, read back: no two records held now consume one output
+        // where one of them is the package's.
+        assert!(
+            spends
+                .conflict(self.state.records.iter().map(|r| (&r.id, &r.record)))
+                .is_none(),
+            "receive stored a conflicting spend"
         );
         self.check_invariants();
         Ok(receipt)

@@ -144,6 +144,7 @@ impl SeError {
             SeError::AlreadyPaid => codes::SE_ALREADY_PAID,
             SeError::BadRequestSignature => codes::SE_REQUEST_SIGNATURE_INVALID,
             SeError::IssueCancelled => codes::SE_ISSUE_CANCELLED,
+            SeError::ConflictingSpend => codes::SE_CONFLICTING_SPEND,
             SeError::StreamTick(TickError::Replayed) => codes::SE_STREAM_REPLAYED,
             SeError::StreamTick(TickError::Skipped) => codes::SE_STREAM_SKIPPED,
             SeError::StreamTick(TickError::Forged) => codes::SE_STREAM_FORGED,
@@ -171,7 +172,8 @@ impl SeError {
             | SeError::BadReceipt
             | SeError::NotForThisSe
             | SeError::NotRedemption
-            | SeError::BadRequestSignature => sw::SECURITY_NOT_SATISFIED,
+            | SeError::BadRequestSignature
+            | SeError::ConflictingSpend => sw::SECURITY_NOT_SATISFIED,
             SeError::Storage(_) | SeError::StateCorrupt | SeError::Halted => sw::UNKNOWN,
             SeError::LimitExceeded(
                 Limit::Tokens | Limit::Outgoing | Limit::OpenRequests | Limit::Streams,
@@ -638,6 +640,7 @@ mod code_tests {
             AlreadyPaid,
             BadRequestSignature,
             IssueCancelled,
+            ConflictingSpend,
             StreamTick(TickError::Replayed),
             StreamTick(TickError::Skipped),
             StreamTick(TickError::Forged),

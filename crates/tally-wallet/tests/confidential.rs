@@ -515,3 +515,46 @@ fn confidential_redemption_opens_for_the_dcp() {
     .expect("the DCP verifies and opens the redemption");
     assert_eq!(v.payment().1.value, Amount(700));
 }
+
+/// SPEC §5.5 R2 under commitments (decision 0023): a clone of the payer
+/// pays the same payee again with the same token; the payee's SE sees the
+/// shared output, refuses the second copy (2034) and changes nothing, and
+/// still pays on with the first.
+#[test]
+fn confidential_a_clones_second_copy_to_the_same_payee_is_refused() {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, "payer", PHONE);
+    let mut payee = device(&scheme, "payee", PHONE);
+    load(&mut payer.link, &mut scheme, PHONE, 1_000).unwrap();
+    let image = storage_image(&mut payer);
+    let clone = Applet::boot(
+        MemStorage::from_bytes(image),
+        Sealing::None,
+        TestEntropy::new(b"conf-clone"),
+    )
+    .expect("the copy boots");
+    let mut clone = TestDevice {
+        link: tally_wallet::ApduLink::select(tally_se::dispatch::Card::new(clone), 4096)
+            .expect("select"),
+        se_id: payer.se_id,
+        class: PHONE,
+    };
+    pay_offline(&mut payer.link, &mut payee.link, Amount(100)).expect("first copy");
+    let req = payee.link.create_request(Amount(100)).unwrap();
+    let second = clone.link.pay(&req).expect("the clone pays");
+
+    let state = payee.applet().state().clone();
+    let before = storage_image(&mut payee);
+    assert_eq!(
+        payee.link.receive(&second).err(),
+        Some(WalletError::Refused {
+            code: SeError::ConflictingSpend.code()
+        })
+    );
+    assert_eq!(payee.applet().state(), &state);
+    assert_eq!(storage_image(&mut payee), before);
+
+    let mut next = device(&scheme, "next", PHONE);
+    pay_offline(&mut payee.link, &mut next.link, Amount(100)).expect("pays on");
+    assert_eq!(next.balance().unwrap(), Amount(100));
+}

@@ -18,12 +18,12 @@ use tally_core::{
     SecretKey, Signature, Suite, VerifyError,
 };
 use tally_se::apdu::sw;
-use tally_se::dispatch::{AID, ins};
+use tally_se::dispatch::{AID, Card, ins};
 use tally_se::state::State;
 use tally_se::storage::MemStorage;
 use tally_se::{Applet, SeError, Sealing};
 use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, certify_fresh_keys, load};
-use tally_wallet::{SeLink, WalletError, pay_offline};
+use tally_wallet::{ApduLink, SeLink, WalletError, pay_offline};
 
 fn device(scheme: &Scheme, label: &str, class: u8) -> TestDevice {
     TestDevice::new(scheme, label.as_bytes(), class, 4096).expect("provision")
@@ -635,4 +635,134 @@ fn garbage_apdus_never_panic_and_are_refused() {
     assert_eq!(storage_image(&mut s.payee), image);
     // The card still works.
     deliver_genuine(&mut s);
+}
+
+// ---- a double spend the payee can see (SPEC §5.5 R2, decision 0023) ----
+
+/// Boots a second SE from a copy of `d`'s storage: the cloned-SE attack
+/// (the same keys, tokens and counter in two places).
+fn clone_of(d: &mut TestDevice, label: &str) -> TestDevice {
+    let bytes = storage_image(d);
+    let applet = Applet::boot(
+        MemStorage::from_bytes(bytes),
+        Sealing::None,
+        TestEntropy::new(label.as_bytes()),
+    )
+    .expect("the copy boots");
+    TestDevice {
+        link: ApduLink::select(Card::new(applet), 4096).expect("select"),
+        se_id: d.se_id,
+        class: d.class,
+    }
+}
+
+/// A payer with 1 000 in one token, a copy of its SE taken before it pays,
+/// and a payee.
+fn clone_setup() -> (Scheme, TestDevice, TestDevice, TestDevice) {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = device(&scheme, "payer", PHONE);
+    let payee = device(&scheme, "payee", PHONE);
+    load(&mut payer.link, &mut scheme, PHONE, 1_000).unwrap();
+    let clone = clone_of(&mut payer, "clone");
+    (scheme, payer, clone, payee)
+}
+
+/// Found with decision 0021 (a meter and its clone paying one station):
+/// the payee accepted both copies of a double spend, and then could never
+/// pay on or renew what it held (V10 refuses any package with both).
+#[test]
+fn a_clone_paying_the_same_payee_twice_is_refused_the_second_time() {
+    let (scheme, mut payer, mut clone, mut payee) = clone_setup();
+    let req1 = payee.link.create_request(Amount(100)).unwrap();
+    let req2 = payee.link.create_request(Amount(100)).unwrap();
+    // A copy of the payee that never sees the first package: it shows the
+    // clone's package is sound on its own.
+    let mut payee_twin = clone_of(&mut payee, "payee twin");
+
+    let package1 = payer.link.pay(&req1).expect("the payer pays");
+    let receipt = payee.link.receive(&package1).expect("first copy");
+    payer.link.ack(&receipt).expect("ack");
+    // The clone spends the same token again, for the same payee.
+    let package2 = clone.link.pay(&req2).expect("the clone pays");
+    let (p1, p2) = (decode(&package1), decode(&package2));
+    assert_eq!(p1.transfer.inputs, p2.transfer.inputs, "one output, twice");
+    assert_ne!(p1.transfer.id(), p2.transfer.id());
+
+    assert_rejected(
+        &mut payee,
+        &package2,
+        SeError::ConflictingSpend.code(),
+        "the clone's copy",
+    );
+    assert_eq!(SeError::ConflictingSpend.code(), 2034);
+    assert_eq!(payee.balance().unwrap(), Amount(100));
+    assert_eq!(payee.applet().state().open_requests.len(), 1, "req2 open");
+    // Only the conflict refused it: a payee without the first accepts it.
+    payee_twin
+        .link
+        .receive(&package2)
+        .expect("the clone's package alone is valid");
+
+    // The payee pays on with the first: the next payee verifies it.
+    let mut next = device(&scheme, "next", PHONE);
+    pay_offline(&mut payee.link, &mut next.link, Amount(100)).expect("pays on");
+    assert_eq!(next.balance().unwrap(), Amount(100));
+    assert_eq!(payee.balance().unwrap(), Amount(0));
+}
+
+/// The clone's double spend reaches the payee one hop later, inside the
+/// ancestry of another payer's package: the payee sees it all the same.
+#[test]
+fn a_double_spend_in_the_ancestry_is_refused() {
+    let (scheme, mut payer, mut clone, mut payee) = clone_setup();
+    let mut middle = device(&scheme, "middle", PHONE);
+    pay_offline(&mut payer.link, &mut payee.link, Amount(100)).expect("honest");
+    pay_offline(&mut clone.link, &mut middle.link, Amount(300)).expect("clone");
+
+    let req = payee.link.create_request(Amount(200)).unwrap();
+    let package = middle.link.pay(&req).expect("middle pays on");
+    let p = decode(&package);
+    assert!(
+        p.ancestry.len() >= 2
+            && p.transfer
+                .inputs
+                .iter()
+                .all(|i| i.record != p.ancestry[0].id()),
+        "the conflicting transfer is in the ancestry, not the final one"
+    );
+    assert_rejected(
+        &mut payee,
+        &package,
+        SeError::ConflictingSpend.code(),
+        "a double spend one hop back",
+    );
+    assert_eq!(payee.balance().unwrap(), Amount(100));
+    // The middle's value is still its own to resend or recover; the
+    // payee's request stays open for an honest package.
+    assert_eq!(payee.applet().state().open_requests.len(), 1);
+}
+
+/// Two payments from one payer, the second made from the change of the
+/// first: both ancestries share the first transfer (the same record), which
+/// is a common ancestor, not a double spend. Both are accepted and the
+/// payee pays on the merge of the two.
+#[test]
+fn payments_sharing_an_ancestor_are_accepted_and_merged() {
+    let (scheme, mut payer, _clone, mut payee) = clone_setup();
+    pay_offline(&mut payer.link, &mut payee.link, Amount(100)).expect("first");
+    pay_offline(&mut payer.link, &mut payee.link, Amount(150)).expect("second, from change");
+    let toks = payee.applet().tokens();
+    assert_eq!(toks.len(), 2);
+    assert_eq!(payee.balance().unwrap(), Amount(250));
+
+    // A third payment on a different branch of the same Issue's output
+    // tree (the payer's change of its change) is still no conflict.
+    pay_offline(&mut payer.link, &mut payee.link, Amount(50)).expect("third");
+    assert_eq!(payee.balance().unwrap(), Amount(300));
+
+    let mut next = device(&scheme, "next", PHONE);
+    let out = pay_offline(&mut payee.link, &mut next.link, Amount(300)).expect("merge");
+    assert_eq!(next.balance().unwrap(), Amount(300));
+    assert_eq!(payee.balance().unwrap(), Amount(0));
+    assert!(out.package_bytes > 0);
 }
