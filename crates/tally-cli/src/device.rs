@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use tally_core::codec::Cbor;
 use tally_core::crypto::Entropy;
 use tally_core::policy::device_class;
-use tally_core::{Amount, Hash32, Package, PublicKey, Receipt, Request, SecretKey, Suite};
+use tally_core::{Amount, Hash32, PublicKey, Receipt, Request, SecretKey, Suite};
 use tally_se::file::FileStorage;
 use tally_se::{Applet, Sealing};
 use tally_wallet::SeLink;
@@ -574,11 +574,13 @@ pub fn pay(
 pub fn receive(state: &Path, package: &Path, out: &Path) -> Result<String, CliError> {
     let bytes = read_file(package)?;
     let mut se = open_se(state)?;
+    // What the SE credited (in confidential mode the package shows only
+    // a commitment; the SE opened its own output).
+    let before = SeLink::status(&mut se).map_err(se_err)?.balance;
     let r = SeLink::receive(&mut se, &bytes).map_err(se_err)?;
     write_atomic(out, &r.to_cbor())?;
-    let amount = Package::from_cbor(&bytes)
-        .map(|p| p.transfer.outputs[0].value.0)
-        .unwrap_or(0);
+    let after = SeLink::status(&mut se).map_err(se_err)?.balance;
+    let amount = after.0.saturating_sub(before.0);
     Ok(format!(
         "received {amount}; receipt written to {}",
         out.display()

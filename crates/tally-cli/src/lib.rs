@@ -148,7 +148,13 @@ enum Command {
         pkcs11_settlement_label: Option<String>,
         #[arg(long)]
         pkcs11_dcp_label: Option<String>,
-        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes, manufacturers (comma-separated files), root_out, keys, pkcs11_module, pkcs11_token, pkcs11_pin_file, pkcs11_root_label, pkcs11_settlement_label, pkcs11_dcp_label).
+        /// Amounts on the wire: `transparent` (the default) or
+        /// `confidential` (Pedersen commitments and range proofs; the
+        /// policy then carries settlement's audit key, decision 0019).
+        /// Switching to confidential is one way: the signed policy keeps it.
+        #[arg(long)]
+        amount_mode: Option<String>,
+        /// Configuration file (KEY = value lines: database_url, dcp_database_url, mds_database_url, escrow_key, listen, operator_token, body_limit_bytes, manufacturers (comma-separated files), root_out, keys, pkcs11_module, pkcs11_token, pkcs11_pin_file, pkcs11_root_label, pkcs11_settlement_label, pkcs11_dcp_label, amount_mode).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -609,6 +615,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             pkcs11_root_label,
             pkcs11_settlement_label,
             pkcs11_dcp_label,
+            amount_mode,
             config,
         } => {
             init_logs();
@@ -702,7 +709,18 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     },
                 ))
             };
+            let confidential =
+                match setting(amount_mode, "amount_mode", &file, "transparent").as_str() {
+                    "transparent" => false,
+                    "confidential" => true,
+                    other => {
+                        return Err(CliError::usage(format!(
+                            "--amount-mode {other:?}: expected transparent or confidential"
+                        )));
+                    }
+                };
             node::run(node::NodeOptions {
+                confidential,
                 keys: node::KeyOptions {
                     dir: keys_dir,
                     pkcs11,

@@ -78,6 +78,9 @@ pub struct NodeOptions {
     pub listen: SocketAddr,
     pub operator_token: String,
     pub body_limit_bytes: usize,
+    /// Confidential amounts (the policy is re-signed once with the audit
+    /// key; a node started without it afterwards stays confidential).
+    pub confidential: bool,
 }
 
 /// Reads `KEY = value` lines (a minimal TOML subset: strings and numbers;
@@ -199,6 +202,10 @@ pub fn run(opts: NodeOptions) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("{}: not a public key: {e}", path.display())))?;
         bo.trust_manufacturer(key)
             .map_err(|e| CliError::failed(format!("cannot trust manufacturer: {e}")))?;
+    }
+    if opts.confidential {
+        bo.use_confidential_amounts()
+            .map_err(|e| CliError::failed(format!("cannot switch to confidential amounts: {e}")))?;
     }
     if let Some(out) = &opts.root_out {
         crate::device::write_atomic(out, &bo.root_key().to_cbor())?;
