@@ -917,42 +917,21 @@ fn fail(msg: &str) -> ! {
     }
 }
 
+/// With `bench`, the panic's message and location. The payment firmware
+/// says only that it panicked: reading the location keeps a `Location`
+/// (file name, line, column) for every panic site in the firmware, about
+/// 8 KB of flash (decision 0022), which a product would drop too (on a
+/// nightly toolchain, `-Zlocation-detail=none`). The benchmark firmware
+/// runs the same scenario in `smoke` mode and names the place.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    hprint!("RESULT FAIL panic");
     if cfg!(feature = "bench") {
-        hprintln!(": {}", info);
-    } else if let Some(l) = info.location() {
-        panic_at(l);
+        hprintln!("RESULT FAIL panic: {}", info);
+    } else {
+        hprint!("RESULT FAIL panic\n");
     }
     debug::exit(debug::EXIT_FAILURE);
     loop {
         cortex_m::asm::bkpt();
-    }
-}
-
-/// ` at FILE:LINE`, without `core::fmt`, and without anything that could
-/// allocate or panic: a handler that can reach a panic is recursive, and
-/// the optimiser then keeps every panic site's formatting arguments (and
-/// the `Debug` code they name, ≈ 9 KB) although only the location is read.
-#[inline(never)]
-fn panic_at(l: &core::panic::Location<'_>) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut v = l.line();
-    while i > 0 {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if let Ok(mut out) = cortex_m_semihosting::hio::hstdout() {
-        let _ = out.write_all(b" at ");
-        let _ = out.write_all(l.file().as_bytes());
-        let _ = out.write_all(b":");
-        let _ = out.write_all(digits.get(i..).unwrap_or(&[]));
-        let _ = out.write_all(b"\n");
     }
 }
