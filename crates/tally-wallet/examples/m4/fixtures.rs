@@ -268,7 +268,7 @@ pub fn write(files: &BTreeMap<String, Vec<u8>>) {
 /// the `bench` feature): `.vector_table + .text + .rodata + .data`.
 pub const FLASH_TARGET: u64 = 192 * 1024;
 
-/// Section sizes of an ELF32 file, by name.
+/// Section sizes of a 32-bit little-endian ELF file, by name.
 pub fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
     let b = must(std::fs::read(path), "read ELF");
     let u16_at = |o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));

@@ -189,7 +189,6 @@ fn parse(out: &str) -> Run {
     r
 }
 
-/// Section sizes of a 32-bit little-endian ELF file.
 // ---- renewal on the host ---------------------------------------------------------
 
 struct Renewal {
