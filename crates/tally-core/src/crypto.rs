@@ -237,29 +237,29 @@ impl Clone for Ed25519Secret {
 impl Ed25519Secret {
     /// SHA-512 of the seed, expanded (and clamped) by ed25519-dalek.
     /// `public`: the stored public key, which must belong to the seed;
-    /// `None` derives it. `None` also if the stored bytes are not a point
-    /// or not its canonical encoding.
-    ///
-    /// The stored key is decompressed by curve25519-dalek and the
-    /// `VerifyingKey` made from the point, not by
-    /// `VerifyingKey::from_bytes`: that one's error boxes an
-    /// `InternalError` as a `dyn Error`, whose vtable links `core::fmt`'s
-    /// `Debug`/`Display` machinery into a firmware that formats nothing
-    /// (6.6 KB of the Cortex-M4 payment firmware, decision 0022). The
-    /// price is one re-compression (a field inversion, ≈ 0.1 M
-    /// instructions on the M4) when a key is first used after a boot.
+    /// `None` derives it. `None` also if the stored bytes are not a point.
     fn expand(seed: &[u8; 32], public: Option<&[u8; 32]>) -> Option<Ed25519Secret> {
         let hash: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(seed).into());
         let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from_bytes(&hash);
         let vk = match public {
-            Some(p) => {
-                let vk = ed25519_dalek::VerifyingKey::from(CompressedEdwardsY(*p).decompress()?);
-                // Signing hashes these bytes: they must be the stored ones.
-                if vk.as_bytes() != p {
+            Some(p) => match ed25519_dalek::VerifyingKey::from_bytes(p) {
+                Ok(vk) => vk,
+                Err(e) => {
+                    // Forgotten, not dropped. ed25519-dalek boxes the
+                    // cause as a `dyn core::error::Error` (the `signature`
+                    // crate's `alloc` feature); dropping it calls through
+                    // that vtable, which keeps the error's `Debug` and
+                    // `Display` and with them `core::fmt`'s machinery in a
+                    // firmware that formats nothing (6.6 KB of the
+                    // Cortex-M4 payment firmware, decision 0022). Never
+                    // used, the box is removed by the optimiser, allocation
+                    // included; where it is not (a debug build), this path
+                    // (a stored key that is not a point: a corrupt state,
+                    // which the SE refuses) leaks one small box.
+                    core::mem::forget(e);
                     return None;
                 }
-                vk
-            }
+            },
             None => ed25519_dalek::VerifyingKey::from(EdwardsPoint::mul_base(&esk.scalar)),
         };
         Some(Ed25519Secret {
@@ -709,25 +709,16 @@ mod tests {
         assert_eq!(stored.sign(b"m").bytes(), p.sign(b"m").bytes());
     }
 
-    /// A stored Ed25519 public key is taken only as the canonical encoding
-    /// of a point: bytes that do not decompress, or that decompress from a
-    /// non-canonical encoding (y ≥ p), give no key (regression for the
-    /// decompression that replaced `VerifyingKey::from_bytes`, decision
+    /// A stored Ed25519 public key that is not a point gives no key
+    /// (the error path that forgets ed25519-dalek's boxed error, decision
     /// 0022).
     #[test]
-    fn stored_ed25519_key_must_be_a_canonical_point() {
+    fn stored_ed25519_key_must_be_a_point() {
         let seed = [3u8; 32];
         let good = SecretKey::from_seed(Suite::Ed25519, &seed)
             .unwrap()
             .public();
         assert!(SecretKey::from_stored(&seed, &good).is_some());
-        // y = p + 1 encodes the identity's y = 1 non-canonically.
-        let mut non_canonical = [0xffu8; 32];
-        non_canonical[0] = 0xee;
-        non_canonical[31] = 0x7f;
-        assert!(CompressedEdwardsY(non_canonical).decompress().is_some());
-        let k = PublicKey::new(Suite::Ed25519, &non_canonical).unwrap();
-        assert!(SecretKey::from_stored(&seed, &k).is_none());
         let not_a_point = (2u8..)
             .map(|i| {
                 let mut b = [0u8; 32];
