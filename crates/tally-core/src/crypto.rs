@@ -242,7 +242,24 @@ impl Ed25519Secret {
         let hash: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(seed).into());
         let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from_bytes(&hash);
         let vk = match public {
-            Some(p) => ed25519_dalek::VerifyingKey::from_bytes(p).ok()?,
+            Some(p) => match ed25519_dalek::VerifyingKey::from_bytes(p) {
+                Ok(vk) => vk,
+                Err(e) => {
+                    // Forgotten, not dropped. ed25519-dalek boxes the
+                    // cause as a `dyn core::error::Error` (the `signature`
+                    // crate's `alloc` feature); dropping it calls through
+                    // that vtable, which keeps the error's `Debug` and
+                    // `Display` and with them `core::fmt`'s machinery in a
+                    // firmware that formats nothing (6.6 KB of the
+                    // Cortex-M4 payment firmware, decision 0022). Never
+                    // used, the box is removed by the optimiser, allocation
+                    // included; where it is not (a debug build), this path
+                    // (a stored key that is not a point: a corrupt state,
+                    // which the SE refuses) leaks one small box.
+                    core::mem::forget(e);
+                    return None;
+                }
+            },
             None => ed25519_dalek::VerifyingKey::from(EdwardsPoint::mul_base(&esk.scalar)),
         };
         Some(Ed25519Secret {
@@ -690,6 +707,28 @@ mod tests {
         let stored = SecretKey::from_stored(&[5; 32], &p.public()).unwrap();
         assert_eq!(stored.public(), p.public());
         assert_eq!(stored.sign(b"m").bytes(), p.sign(b"m").bytes());
+    }
+
+    /// A stored Ed25519 public key that is not a point gives no key
+    /// (the error path that forgets ed25519-dalek's boxed error, decision
+    /// 0022).
+    #[test]
+    fn stored_ed25519_key_must_be_a_point() {
+        let seed = [3u8; 32];
+        let good = SecretKey::from_seed(Suite::Ed25519, &seed)
+            .unwrap()
+            .public();
+        assert!(SecretKey::from_stored(&seed, &good).is_some());
+        let not_a_point = (2u8..)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[0] = i;
+                b
+            })
+            .find(|b| CompressedEdwardsY(*b).decompress().is_none())
+            .unwrap();
+        let k = PublicKey::new(Suite::Ed25519, &not_a_point).unwrap();
+        assert!(SecretKey::from_stored(&seed, &k).is_none());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! and recovery after a torn commit, CREATE REQUEST, PAY with change,
 //! RECEIVE of a one-hop and an eight-hop package with full verification,
 //! ACK, and a short payment stream (open, 64 ticks, both closes); the
-//! semihosting exit code is success.
+//! semihosting exit code is success. Then the same for the payment
+//! firmware (the build without the `bench` feature), whose flash must stay
+//! within issue 13's 192 KiB (decision 0022).
 //!
 //! Needs `qemu-system-arm` (Debian package `qemu-system-arm`; .ci/run
 //! installs it) and the `thumbv7em-none-eabihf` Rust target. Without them
@@ -94,57 +96,8 @@ fn firmware_smoke_scenario_passes_under_qemu() {
             .as_bytes(),
         );
     }
-    let fw = root().join("firmware/cortex-m4");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
-    let build = Command::new(cargo)
-        .args(["build", "--release"])
-        .current_dir(&fw)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .expect("run cargo for the firmware");
-    assert!(build.success(), "the firmware does not build");
-
-    let elf = root().join("target/firmware/thumbv7em-none-eabihf/release/tally-m4");
-    let mut child = Command::new("qemu-system-arm")
-        .args([
-            "-machine",
-            "mps2-an386",
-            "-cpu",
-            "cortex-m4",
-            "-nographic",
-            "-icount",
-            "shift=0",
-            "-semihosting-config",
-            "enable=on,target=native,arg=tally-m4,arg=smoke",
-            "-kernel",
-        ])
-        .arg(&elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-arm");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).ok();
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for qemu") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the firmware did not finish within 300 s under QEMU");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = reader.join().expect("qemu output");
-    println!("{out}");
+    let elf = build_firmware(&[]);
+    let (status, out) = run_smoke(&elf);
     assert!(
         status.success(),
         "semihosting exit code is failure: {status}\n{out}"
@@ -169,4 +122,91 @@ fn firmware_smoke_scenario_passes_under_qemu() {
             "operation {op} did not run\n{out}"
         );
     }
+
+    // The payment firmware: both SEs, the sessions, the journal, the
+    // scenario; no benchmark code. It must fit the flash target and pass
+    // the same scenario.
+    let elf = build_firmware(&["--no-default-features"]);
+    let payment = root().join("target/firmware/tally-m4-payment-smoke.elf");
+    std::fs::copy(&elf, &payment).expect("copy the payment firmware");
+    let sections = fixtures::elf_sections(&payment);
+    let flash: u64 = [".vector_table", ".text", ".rodata", ".data"]
+        .iter()
+        .map(|n| sections.get(*n).copied().unwrap_or(0))
+        .sum();
+    println!("payment firmware flash: {flash} bytes");
+    assert!(
+        sections.get(".text").is_some_and(|t| *t > 0),
+        "no .text in the payment firmware: {sections:?}"
+    );
+    assert!(
+        flash <= fixtures::FLASH_TARGET,
+        "the payment firmware takes {flash} bytes of flash, over the target of {} (docs/decisions/0022-firmware-flash.md)",
+        fixtures::FLASH_TARGET
+    );
+    let (status, out) = run_smoke(&payment);
+    assert!(
+        status.success() && out.contains("RESULT PASS"),
+        "the payment firmware fails its scenario: {status}\n{out}"
+    );
+}
+
+/// `cargo build --release` in firmware/cortex-m4 with `args`; the ELF.
+fn build_firmware(args: &[&str]) -> PathBuf {
+    let fw = root().join("firmware/cortex-m4");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+    let build = Command::new(cargo)
+        .args(["build", "--release"])
+        .args(args)
+        .current_dir(&fw)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("run cargo for the firmware");
+    assert!(build.success(), "the firmware does not build ({args:?})");
+    root().join("target/firmware/thumbv7em-none-eabihf/release/tally-m4")
+}
+
+/// Runs `elf`'s smoke scenario under QEMU: exit status and output.
+fn run_smoke(elf: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new("qemu-system-arm")
+        .args([
+            "-machine",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-icount",
+            "shift=0",
+            "-semihosting-config",
+            "enable=on,target=native,arg=tally-m4,arg=smoke",
+            "-kernel",
+        ])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start qemu-system-arm");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).ok();
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for qemu") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the firmware did not finish within 300 s under QEMU");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().expect("qemu output");
+    println!("{out}");
+    (status, out)
 }

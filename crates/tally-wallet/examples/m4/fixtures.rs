@@ -263,3 +263,32 @@ pub fn write(files: &BTreeMap<String, Vec<u8>>) {
         must(std::fs::write(dir.join(name), bytes), "write fixture");
     }
 }
+
+/// Issue 13's flash target for the payment firmware (the build without
+/// the `bench` feature): `.vector_table + .text + .rodata + .data`.
+pub const FLASH_TARGET: u64 = 192 * 1024;
+
+/// Section sizes of a 32-bit little-endian ELF file, by name.
+pub fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
+    let b = must(std::fs::read(path), "read ELF");
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    assert!(
+        b.len() > 52 && &b[..4] == b"\x7fELF" && b[4] == 1,
+        "not an ELF32 file"
+    );
+    let shoff = u32_at(0x20) as usize;
+    let shentsize = u16_at(0x2E) as usize;
+    let shnum = u16_at(0x30) as usize;
+    let shstrndx = u16_at(0x32) as usize;
+    let sh = |i: usize| shoff + i * shentsize;
+    let strtab = u32_at(sh(shstrndx) + 16) as usize;
+    let mut out = BTreeMap::new();
+    for i in 1..shnum {
+        let name_off = strtab + u32_at(sh(i)) as usize;
+        let end = name_off + b[name_off..].iter().position(|&c| c == 0).unwrap_or(0);
+        let name = String::from_utf8_lossy(&b[name_off..end]).into_owned();
+        out.insert(name, u32_at(sh(i) + 20));
+    }
+    out
+}

@@ -29,7 +29,7 @@ use tally_core::{Amount, Package, Receipt, Record, Request, Suite};
 use tally_wallet::SeLink;
 use tally_wallet::testkit::certify_fresh_keys;
 
-use fixtures::{from_state, fw_dir, must, root};
+use fixtures::{FLASH_TARGET, elf_sections, from_state, fw_dir, must, root};
 
 fn write_fixtures() {
     let files = fixtures::generate();
@@ -187,31 +187,6 @@ fn parse(out: &str) -> Run {
         }
     }
     r
-}
-
-/// Section sizes of a 32-bit little-endian ELF file.
-fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
-    let b = must(std::fs::read(path), "read ELF");
-    let u16_at = |o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
-    let u32_at = |o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
-    assert!(
-        b.len() > 52 && &b[..4] == b"\x7fELF" && b[4] == 1,
-        "not an ELF32 file"
-    );
-    let shoff = u32_at(0x20) as usize;
-    let shentsize = u16_at(0x2E) as usize;
-    let shnum = u16_at(0x30) as usize;
-    let shstrndx = u16_at(0x32) as usize;
-    let sh = |i: usize| shoff + i * shentsize;
-    let strtab = u32_at(sh(shstrndx) + 16) as usize;
-    let mut out = BTreeMap::new();
-    for i in 1..shnum {
-        let name_off = strtab + u32_at(sh(i)) as usize;
-        let end = name_off + b[name_off..].iter().position(|&c| c == 0).unwrap_or(0);
-        let name = String::from_utf8_lossy(&b[name_off..end]).into_owned();
-        out.insert(name, u32_at(sh(i) + 20));
-    }
-    out
 }
 
 // ---- renewal on the host ---------------------------------------------------------
@@ -398,7 +373,6 @@ const CORE_OPS: [(&str, &str); 9] = [
     ("ack", "ACK (payer)"),
 ];
 
-const FLASH_TARGET: u64 = 192 * 1024;
 const RAM_TARGET: u64 = 64 * 1024;
 const PAY_TARGET: u64 = 1_000_000;
 const BOOT_TARGET: u64 = 500_000;
