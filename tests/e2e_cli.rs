@@ -296,6 +296,13 @@ fn demo_runs_to_the_end() {
     }
     assert!(out.contains("alice pays dave@2 300 XTS online"), "{out}");
     assert!(out.contains("losses from fraud"), "{out}");
+    // The confidential scheme: the payee saw commitments, settlement every
+    // amount.
+    assert!(
+        out.contains("0 of the amounts 1000 / 700 / 300 / 180 in the clear"),
+        "{out}"
+    );
+    assert!(out.contains("2 payments worth 420"), "{out}");
 }
 
 /// Hybrid online/offline (issue 13, item 3): a connected IoT device pays

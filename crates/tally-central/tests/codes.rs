@@ -109,6 +109,7 @@ fn every_kind() -> Vec<BackofficeError> {
         TransferMismatch,
         LoadAboveHolding,
         NotCancellable,
+        LoadReclaimed,
         ReportsMismatch,
         RevocationKeyNotOpened(Hash32([3; 32])),
         Mds {

@@ -285,6 +285,102 @@ struct Device {
 
 /// What enrolment needs: the root (from the node's key file, not the
 /// network), the manufacturer's key, and the DCP that hands out codes.
+/// Step 13: a second scheme in confidential mode (its own node, database
+/// and keys; the policy commits to amounts, decision 0019): a payment
+/// chain, and what the payee saw next to what settlement saw.
+fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), crate::CliError> {
+    let w = |e: io::Error| cli(e);
+    let db = dir.join("confidential.sqlite");
+    let bo = crate::node::open_backoffice_trusting(
+        &crate::node::StoreUrls::new(&db.to_string_lossy(), "", ""),
+        None,
+        &crate::node::KeyOptions {
+            dir: dir.join("confidential.keys"),
+            pkcs11: None,
+        },
+        &[],
+    )?;
+    bo.use_confidential_amounts().map_err(cli)?;
+    let token = "demo-operator-token".to_string();
+    let (node, stop, server) = serve_background(bo.clone(), token.clone())?;
+    let op = tally_api::OperatorClient::new(&node, &token);
+    op.mint("demo-c-mint", 100_000).map_err(cli)?;
+    op.deposit("erin", "demo-c-erin", 5_000).map_err(cli)?;
+    op.deposit("frank", "demo-c-frank", 1_000).map_err(cli)?;
+    op.deposit("grace", "demo-c-grace", 1_000).map_err(cli)?;
+    let maker = {
+        let mut seed = [0u8; 32];
+        crate::device::OsEntropy.fill(&mut seed);
+        tally_core::SecretKey::from_seed(Suite::Ed25519, &seed).ok_or_else(|| cli("maker key"))?
+    };
+    bo.trust_manufacturer(maker.public()).map_err(cli)?;
+    let e = Enrolment {
+        bo: &bo,
+        root: bo.root_key(),
+        maker,
+    };
+    let mut erin = onboard(&node, &e, "erin-card", "card", CARD, "erin")?;
+    let mut frank = onboard(&node, &e, "frank-phone", "phone", PHONE, "frank")?;
+    let mut grace = onboard(&node, &e, "grace-meter", "IoT", IOT, "grace")?;
+    erin.agent(&node, |a| a.load(1_000))?;
+    // erin → frank 300 (change 700), frank → grace 120 (change 180).
+    let first = pay_keep_package(&mut erin.link, &mut frank.link, 300)?;
+    let second = pay_keep_package(&mut frank.link, &mut grace.link, 120)?;
+    let path = dir.join("confidential.package");
+    crate::device::write_atomic(&path, &second)?;
+    let seen = crate::package::inspect(&path)?;
+    let commitments = seen.lines().filter(|l| l.contains("commitment")).count();
+    let amounts_shown = ["1000", "700", "300", "180"]
+        .iter()
+        .filter(|v| seen.contains(&format!(" {v} ")) || seen.contains(&format!(" {v}\n")))
+        .count();
+    let grace_holds = grace.link.status().map_err(cli)?.balance.0;
+    writeln!(
+        o,
+        "13. Confidential mode (a second scheme: the policy commits to amounts). erin-card loads 1000 and pays frank-phone 300; frank pays grace-meter 120 offline ({} and {} bytes)."
+        ,first.len(), second.len()
+    )
+    .map_err(w)?;
+    writeln!(
+        o,
+        "    what the payee saw (tally package inspect of grace's package): {commitments} commitment lines, {amounts_shown} of the amounts 1000 / 700 / 300 / 180 in the clear; grace's SE opened its own output: {grace_holds}"
+    )
+    .map_err(w)?;
+    // Settlement opens every record's audit seal when the tokens come
+    // back: grace renews (the whole chain settles), the payers sync.
+    let renewed = grace.agent(&node, |a| a.renew())?;
+    erin.agent(&node, |a| a.sync())?;
+    frank.agent(&node, |a| a.sync())?;
+    let inv = bo.invariant().map_err(cli)?;
+    let held: u64 = [&mut erin, &mut frank, &mut grace]
+        .into_iter()
+        .map(|d| d.link.status().map(|s| s.balance.0).unwrap_or(0))
+        .sum();
+    bo.pump_mds();
+    let ind = op.indicators().map_err(cli)?;
+    let (payments, value) = (ind["payments"].clone(), ind["payment_value"].clone());
+    writeln!(
+        o,
+        "    what settlement saw (every audit seal opened when grace renewed; the MDS fed from the openings): {payments} payments worth {value}, issued {}; grace renewed {renewed}; invariant holds: {}, offline float {} = what the SEs hold {held}",
+        ind["issued"],
+        inv.holds(),
+        inv.offline_float
+    )
+    .map_err(w)?;
+    let _ = stop.send(());
+    let _ = server.join();
+    if !inv.holds()
+        || inv.offline_float != held as i64
+        || amounts_shown != 0
+        || value.as_u64() != Some(420)
+    {
+        return Err(cli(
+            "the confidential scheme does not balance or shows amounts",
+        ));
+    }
+    Ok(())
+}
+
 struct Enrolment<'a> {
     bo: &'a tally_dcp::Backoffice,
     root: tally_core::PublicKey,
@@ -901,6 +997,8 @@ pub fn full() -> Result<(), crate::CliError> {
     if refused.is_ok() || !sync_refused {
         return Err(cli("containment failed"));
     }
+
+    confidential_scheme(&mut o, &dir)?;
 
     writeln!(o, "\nDevices").map_err(w)?;
     writeln!(
