@@ -308,17 +308,7 @@ fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), 
     op.deposit("erin", "demo-c-erin", 5_000).map_err(cli)?;
     op.deposit("frank", "demo-c-frank", 1_000).map_err(cli)?;
     op.deposit("grace", "demo-c-grace", 1_000).map_err(cli)?;
-    let maker = {
-        let mut seed = [0u8; 32];
-        crate::device::OsEntropy.fill(&mut seed);
-        tally_core::SecretKey::from_seed(Suite::Ed25519, &seed).ok_or_else(|| cli("maker key"))?
-    };
-    bo.trust_manufacturer(maker.public()).map_err(cli)?;
-    let e = Enrolment {
-        bo: &bo,
-        root: bo.root_key(),
-        maker,
-    };
+    let e = Enrolment::new(&bo)?;
     let mut erin = onboard(&node, &e, "erin-card", "card", CARD, "erin")?;
     let mut frank = onboard(&node, &e, "frank-phone", "phone", PHONE, "frank")?;
     let mut grace = onboard(&node, &e, "grace-meter", "IoT", IOT, "grace")?;
@@ -385,6 +375,22 @@ struct Enrolment<'a> {
     bo: &'a tally_dcp::Backoffice,
     root: tally_core::PublicKey,
     maker: tally_core::SecretKey,
+}
+
+impl<'a> Enrolment<'a> {
+    /// A fresh manufacturer key, trusted by `bo`'s policy.
+    fn new(bo: &'a tally_dcp::Backoffice) -> Result<Enrolment<'a>, crate::CliError> {
+        let mut seed = [0u8; 32];
+        crate::device::OsEntropy.fill(&mut seed);
+        let maker = tally_core::SecretKey::from_seed(Suite::Ed25519, &seed)
+            .ok_or_else(|| cli("maker key"))?;
+        bo.trust_manufacturer(maker.public()).map_err(cli)?;
+        Ok(Enrolment {
+            bo,
+            root: bo.root_key(),
+            maker,
+        })
+    }
 }
 
 fn cli(e: impl std::fmt::Display) -> crate::CliError {
@@ -607,17 +613,7 @@ pub fn full() -> Result<(), crate::CliError> {
     )
     .map_err(w)?;
     // The manufacturer's key, trusted by the central bank's policy.
-    let maker = {
-        let mut seed = [0u8; 32];
-        crate::device::OsEntropy.fill(&mut seed);
-        tally_core::SecretKey::from_seed(Suite::Ed25519, &seed).ok_or_else(|| cli("maker key"))?
-    };
-    bo.trust_manufacturer(maker.public()).map_err(cli)?;
-    let e = Enrolment {
-        bo: &bo,
-        root: bo.root_key(),
-        maker,
-    };
+    let e = Enrolment::new(&bo)?;
     let mut d = vec![
         onboard(&node, &e, "alice-card", "card", CARD, "alice")?,
         onboard(&node, &e, "bob-phone", "phone", PHONE, "bob")?,
