@@ -1042,13 +1042,15 @@ impl Backoffice {
             amount,
             &ctx.reply_key,
             req,
+            false,
         )
     }
 
     /// The central call of attempt `attempt` of a debit, and the end of
     /// its saga: the amount leaves the book (answered success) or goes
     /// back to `account` (answered failure); unanswered, it stays in
-    /// flight for a retry.
+    /// flight for a retry. `without_device`: the DCP finishes it itself
+    /// (`resolve_in_flight`), so a load's Issue is recorded as waiting.
     #[allow(clippy::too_many_arguments)]
     fn finish_debit(
         &self,
@@ -1059,6 +1061,7 @@ impl Backoffice {
         amount: u64,
         reply_key: &Hash32,
         req: &CentralRequest,
+        without_device: bool,
     ) -> Result<SettlementResult, BackofficeError> {
         let in_flight = format!("{kind}:{rid}:{attempt}");
         match self.central_call(rid, reply_key, req) {
@@ -1066,6 +1069,22 @@ impl Backoffice {
                 if res.value != amount {
                     return Err(BackofficeError::BadSettlementResult);
                 }
+                // A load finished without its device: its Issue waits for
+                // the device's retry, recorded with the settled posting so
+                // that a crash cannot leave one without the other; if the
+                // device never comes, `reclaim_uncollected` returns it.
+                let waiting = match res.issues.first() {
+                    Some(issue) if without_device && kind == "load" => Some(Uncollected {
+                        rid: *rid,
+                        account: account.to_string(),
+                        amount,
+                        issue: issue.to_cbor(),
+                        reply_key: *reply_key,
+                        since: unix_seconds(),
+                        state: Collection::Waiting,
+                    }),
+                    _ => None,
+                };
                 self.dcp.transact(|tx| {
                     Book::post(
                         tx,
@@ -1075,6 +1094,9 @@ impl Backoffice {
                         amount,
                     )?;
                     tx.in_flight_delete(&in_flight)?;
+                    if let Some(u) = &waiting {
+                        tx.uncollected_insert(u)?;
+                    }
                     Ok::<_, BackofficeError>(())
                 })?;
                 Ok(res)
@@ -1130,29 +1152,9 @@ impl Backoffice {
                 f.amount,
                 &f.reply_key,
                 &req,
+                true,
             ) {
-                Ok(res) => {
-                    report.settled += 1;
-                    // A load: its Issue waits for the device's retry; if
-                    // the device never comes, `reclaim_uncollected` cancels
-                    // it and returns the amount.
-                    if f.kind == "load"
-                        && let Some(issue) = res.issues.first()
-                    {
-                        self.dcp.transact(|tx| {
-                            tx.uncollected_insert(&Uncollected {
-                                rid: f.rid,
-                                account: f.account.clone(),
-                                amount: f.amount,
-                                issue: issue.to_cbor(),
-                                reply_key: f.reply_key,
-                                since: unix_seconds(),
-                                state: Collection::Waiting,
-                            })?;
-                            Ok::<_, BackofficeError>(())
-                        })?;
-                    }
-                }
+                Ok(_) => report.settled += 1,
                 Err(e) if e.is_unanswered() => report.pending += 1,
                 Err(BackofficeError::BadSettlementResult) => report.pending += 1,
                 Err(_) => report.returned += 1,

@@ -1908,17 +1908,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.streams_out.iter().any(|s| s.id == id) {
             return Err(SeError::BadStreamTerms);
         }
-        // A full table makes room by dropping its oldest closed stream.
-        let drop = match self.state.streams_out.len() >= STREAMS_MAX {
-            false => None,
-            true => Some(
-                self.state
-                    .streams_out
-                    .iter()
-                    .position(|s| s.closed)
-                    .ok_or(SeError::LimitExceeded(Limit::Streams))?,
-            ),
-        };
+        let drop = room_for_stream(self.state.streams_out.iter().map(|s| s.closed))?;
         let seed = self.stream_seed(&id)?;
         let (pebbles, anchor) = Pebbles::open(seed, ticks_max).ok_or(SeError::BadStreamTerms)?;
         let mut next = self.state.clone();
@@ -1953,18 +1943,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.streams_in.iter().any(|s| s.id == id) {
             return Err(SeError::BadStreamTerms);
         }
-        // A full table makes room by dropping its oldest closed stream
-        // (its claim was answered at close).
-        let drop = match self.state.streams_in.len() >= STREAMS_MAX {
-            false => None,
-            true => Some(
-                self.state
-                    .streams_in
-                    .iter()
-                    .position(|s| s.closed)
-                    .ok_or(SeError::LimitExceeded(Limit::Streams))?,
-            ),
-        };
+        // (A closed stream's claim was answered at close.)
+        let drop = room_for_stream(self.state.streams_in.iter().map(|s| s.closed))?;
         let mut next = self.state.clone();
         if let Some(i) = drop {
             next.streams_in.remove(i);
@@ -2215,6 +2195,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
 /// Stream terms a stream may have: a price and a tick count, whose
 /// product (the value locked) fits an amount.
+/// Room in a stream table whose entries' `closed` flags are given, in
+/// order: `None` when there is a free slot; a full table makes room by
+/// dropping its oldest closed stream (`Some(index)`); full of open
+/// streams, it refuses.
+fn room_for_stream(closed: impl ExactSizeIterator<Item = bool>) -> Result<Option<usize>, SeError> {
+    if closed.len() < STREAMS_MAX {
+        return Ok(None);
+    }
+    let mut closed = closed;
+    closed
+        .position(|c| c)
+        .map(Some)
+        .ok_or(SeError::LimitExceeded(Limit::Streams))
+}
+
 fn check_stream_terms(price: Amount, ticks_max: u32) -> Result<(), SeError> {
     if price.is_zero() || ticks_max == 0 || ticks_max > STREAM_TICKS_MAX {
         return Err(SeError::BadStreamTerms);
