@@ -28,6 +28,7 @@ pub fn transfer(
         counter: 1,
         signatures: Vec::new(),
         confidential: None,
+        stream: None,
     };
     t.signatures = vec![owner.sign(&t.id().0)];
     t

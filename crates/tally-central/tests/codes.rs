@@ -60,6 +60,7 @@ fn double_spend() -> DoubleSpend {
         counter: 1,
         signatures: vec![],
         confidential: None,
+        stream: None,
     };
     DoubleSpend {
         outpoint: OutPoint {

@@ -798,6 +798,7 @@ fn signed_transfer(
         counter: 1,
         signatures: Vec::new(),
         confidential: None,
+        stream: None,
     };
     t.signatures = vec![owner.sign(&t.id().0)];
     t

@@ -205,6 +205,7 @@ pub fn offline() -> io::Result<()> {
                 payee: req.payee.key,
                 amount: req.amount,
                 nonce: req.nonce,
+                stream: None,
             },
             &scheme.trust(),
             scheme.params(32),

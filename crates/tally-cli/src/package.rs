@@ -126,6 +126,7 @@ pub fn verify(
                 payee: r.payee.key,
                 amount: r.amount,
                 nonce: r.nonce,
+                stream: None,
             }
         }
         // Without the payee's request, check the package pays what it says.
@@ -140,6 +141,7 @@ pub fn verify(
                 payee: first.owner,
                 amount: first.value,
                 nonce: pkg.transfer.nonce,
+                stream: None,
             }
         }
     };

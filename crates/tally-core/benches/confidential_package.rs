@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
         counter: 1,
         signatures: vec![],
         confidential: None,
+        stream: None,
     };
     t.signatures = vec![payer.sign(&t.id().0)];
     let clear = Package {
@@ -63,6 +64,7 @@ fn bench(c: &mut Criterion) {
         payee: f.payee.public(),
         amount: Amount(250),
         nonce: f.expected.nonce,
+        stream: None,
     };
     c.bench_function("payee verify, clear one hop", |b| {
         b.iter(|| verify_package_bytes(&clear, &exp, &trust, s.params(32), &mut NoCache).unwrap())

@@ -1288,6 +1288,7 @@ pub mod fuzzing {
                     payee: payee.public(),
                     amount: Amount(250),
                     nonce,
+                    stream: None,
                 },
                 payee,
                 package,

@@ -244,6 +244,7 @@ pub fn build_transfer(
         counter,
         signatures: Vec::new(),
         confidential: None,
+        stream: None,
     };
     let context = record_context(&Transfer::body_bytes_with(&t, Some(&commitments)));
     let range_proof = RangeProof::prove(gens, &context, &openings, rng)?;

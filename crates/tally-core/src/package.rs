@@ -52,6 +52,7 @@ pub fn sign_transfer(
         counter,
         signatures: Vec::new(),
         confidential: None,
+        stream: None,
     };
     let id = t.id();
     let mut sigs: Vec<Signature> = Vec::new();

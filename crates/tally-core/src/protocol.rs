@@ -8,6 +8,7 @@ use crate::cert::PseudonymCertificate;
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
 use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash};
 use crate::record::{Record, Transfer};
+use crate::stream::StreamAsk;
 
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Decoding bound on ancestry records; the policy's history budget is
@@ -32,6 +33,11 @@ pub struct Request {
     pub payee_epoch: Epoch,
     /// By `payee.key` over [`Request::signed_message`].
     pub signature: Signature,
+    /// A payment stream instead of a one-off payment (SPEC §4.10): the
+    /// amount is `price · ticks_max`, locked for the payee by an OPEN
+    /// transfer. Signed with the rest, so a terminal can turn neither a
+    /// payment into a stream nor the reverse.
+    pub stream: Option<StreamAsk>,
 }
 
 impl Request {
@@ -43,6 +49,32 @@ impl Request {
         payee: &PseudonymCertificate,
         payee_epoch: Epoch,
     ) -> Hash32 {
+        Self::signed_message_for(amount, nonce, payee, payee_epoch, None)
+    }
+
+    /// [`Request::signed_message`], or for a stream request
+    /// `tagged_hash("tally/v1/stream-request", amount ‖ nonce ‖ certificate
+    /// id ‖ payee_epoch ‖ price ‖ ticks_max)` (price 8 bytes, ticks 4).
+    pub fn signed_message_for(
+        amount: Amount,
+        nonce: &[u8; 16],
+        payee: &PseudonymCertificate,
+        payee_epoch: Epoch,
+        stream: Option<&StreamAsk>,
+    ) -> Hash32 {
+        if let Some(a) = stream {
+            return tagged_hash(
+                b"tally/v1/stream-request",
+                &[
+                    &amount.0.to_be_bytes(),
+                    nonce,
+                    &payee.id().0,
+                    &payee_epoch.to_be_bytes(),
+                    &a.price.0.to_be_bytes(),
+                    &a.ticks_max.to_be_bytes(),
+                ],
+            );
+        }
         tagged_hash(
             b"tally/v1/request",
             &[
@@ -82,7 +114,32 @@ impl Request {
             payee,
             payee_epoch,
             signature,
+            stream: None,
         })
+    }
+
+    /// A stream request (`ticks_max` ticks at `price`), signed by the
+    /// payee's key; `None` for terms no stream may have.
+    pub fn try_sign_stream<S: Signer + ?Sized>(
+        key: &S,
+        ask: StreamAsk,
+        nonce: [u8; 16],
+        payee: PseudonymCertificate,
+        payee_epoch: Epoch,
+    ) -> Result<Option<Request>, S::Error> {
+        let Some(amount) = ask.value() else {
+            return Ok(None);
+        };
+        let m = Self::signed_message_for(amount, &nonce, &payee, payee_epoch, Some(&ask));
+        let signature = key.try_sign(&m.0)?;
+        Ok(Some(Request {
+            amount,
+            nonce,
+            payee,
+            payee_epoch,
+            signature,
+            stream: Some(ask),
+        }))
     }
 
     /// The signature under the payee's certified key. (The certificate
@@ -90,7 +147,14 @@ impl Request {
     pub fn verify(&self) -> Result<(), crate::crypto::SigError> {
         crate::crypto::verify(
             &self.payee.key,
-            &Self::signed_message(self.amount, &self.nonce, &self.payee, self.payee_epoch).0,
+            &Self::signed_message_for(
+                self.amount,
+                &self.nonce,
+                &self.payee,
+                self.payee_epoch,
+                self.stream.as_ref(),
+            )
+            .0,
             &self.signature,
         )
     }
@@ -98,24 +162,41 @@ impl Request {
 
 impl Cbor for Request {
     fn write(&self, w: &mut Writer) {
-        w.array(6);
+        w.array(6 + usize::from(self.stream.is_some()));
         w.u64(u64::from(PROTOCOL_VERSION));
         w.u64(self.amount.0);
         w.bytes(&self.nonce);
         self.payee.write(w);
         w.u64(u64::from(self.payee_epoch));
         self.signature.write(w);
+        if let Some(a) = &self.stream {
+            a.write(w);
+        }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(6)?;
+        let n = r.array_max(7)?;
+        if n != 6 && n != 7 {
+            return Err(CodecError::Malformed);
+        }
         r.version(PROTOCOL_VERSION)?;
-        Ok(Request {
+        let mut req = Request {
             amount: Amount(r.u64()?),
             nonce: r.bytes_array()?,
             payee: PseudonymCertificate::read(r)?,
             payee_epoch: r.u32()?,
             signature: Signature::read(r)?,
-        })
+            stream: None,
+        };
+        if n == 7 {
+            let a = StreamAsk::read(r)?;
+            // The amount is the stream's value; terms no stream may have
+            // are not a request.
+            if a.value() != Some(req.amount) {
+                return Err(CodecError::Malformed);
+            }
+            req.stream = Some(a);
+        }
+        Ok(req)
     }
 }
 

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
 use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash};
+use crate::stream::StreamPart;
 
 pub const RECORD_VERSION: u8 = 1;
 /// Bound on inputs of one Transfer (coin merging).
@@ -137,6 +138,10 @@ pub struct Transfer {
     /// transfer (SPEC §4.9); `None` for clear amounts. (Boxed: the range
     /// proof is large, and records are moved on a device's stack.)
     pub confidential: Option<alloc::boxed::Box<ConfidentialTransfer>>,
+    /// A payment stream's OPEN terms, claim or refund (SPEC §4.10,
+    /// decision 0020); `None` for an ordinary payment. Part of the body, so
+    /// the signatures cover it; clear amounts only.
+    pub stream: Option<alloc::boxed::Box<StreamPart>>,
 }
 
 #[cfg(feature = "confidential")]
@@ -179,6 +184,9 @@ fn write_transfer_body_with(
     write_outputs(w, &t.outputs, commitments);
     w.bytes(&t.nonce);
     w.u64(t.counter);
+    if let Some(p) = &t.stream {
+        p.write(w);
+    }
 }
 
 impl Issue {
@@ -304,7 +312,7 @@ impl Cbor for Issue {
 impl Transfer {
     pub fn body_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(192);
-        w.array(5);
+        w.array(5 + usize::from(self.stream.is_some()));
         write_transfer_body(&mut w, self);
         w.into_bytes()
     }
@@ -327,7 +335,7 @@ impl Transfer {
 
 impl Cbor for Transfer {
     fn write(&self, w: &mut Writer) {
-        w.array(if self.confidential.is_some() { 7 } else { 6 });
+        w.array(6 + usize::from(self.confidential.is_some()) + usize::from(self.stream.is_some()));
         write_transfer_body(w, self);
         write_vec(w, &self.signatures);
         #[cfg(feature = "confidential")]
@@ -345,10 +353,18 @@ impl Cbor for Transfer {
         let (outputs, commitments) = read_outputs(r)?;
         let nonce = r.bytes_array()?;
         let counter = r.u64()?;
+        // The 7-element form with clear outputs is a stream transfer: its
+        // stream part ends the body, before the signatures. (Streams are
+        // clear amounts only, so the two 7-element forms never meet.)
+        let stream = if n == 7 && commitments.is_none() {
+            Some(alloc::boxed::Box::new(StreamPart::read(r)?))
+        } else {
+            None
+        };
         let signatures = read_vec(r, RECORD_INPUTS_MAX)?;
         // Committed outputs and the proofs element come together.
         let confidential = match commitments {
-            None if n == 6 => None,
+            None if n == 6 || stream.is_some() => None,
             #[cfg(feature = "confidential")]
             Some(c) if n == 7 => Some(alloc::boxed::Box::new(ConfidentialTransfer::read_proofs(
                 r, c,
@@ -362,6 +378,7 @@ impl Cbor for Transfer {
             counter,
             signatures,
             confidential,
+            stream,
         })
     }
 }

@@ -17,7 +17,8 @@
 use alloc::vec::Vec;
 
 use crate::amount::Amount;
-use crate::crypto::{Hash32, tagged_hash};
+use crate::codec::{Cbor, CodecError, Reader, Writer};
+use crate::crypto::{Hash32, PublicKey, tagged_hash};
 
 /// Domain tag of one chain step (14 bytes: one SHA-256 block, see above).
 pub const CHAIN_TAG: &[u8] = b"tally/v1/chain";
@@ -104,6 +105,151 @@ pub struct StreamTerms {
     pub price: Amount,
     pub ticks_max: u32,
     pub anchor: Hash32,
+}
+
+/// The index flag of a stream's payer half: the refund consumes
+/// `OutPoint(open id, STREAM_REFUND_FLAG | index)`, an index no real
+/// output can have (`RECORD_OUTPUTS_MAX` is 8), so each half is a distinct
+/// entry in the spent registry and a second close of a half is an
+/// ordinary double spend.
+pub const STREAM_REFUND_FLAG: u8 = 0x80;
+
+/// What a payee's request asks for instead of a one-off payment: `ticks_max`
+/// ticks at `price` each (the request's amount is their product). Wire:
+/// `[price, ticks_max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamAsk {
+    pub price: Amount,
+    pub ticks_max: u32,
+}
+
+impl StreamAsk {
+    /// The value the stream locks, `price · ticks_max`; `None` for terms no
+    /// stream may have (zero price or ticks, too many ticks, overflow).
+    pub fn value(&self) -> Option<Amount> {
+        if self.price.is_zero() || self.ticks_max == 0 || self.ticks_max > STREAM_TICKS_MAX {
+            return None;
+        }
+        self.price
+            .0
+            .checked_mul(u64::from(self.ticks_max))
+            .map(Amount)
+    }
+}
+
+impl Cbor for StreamAsk {
+    fn write(&self, w: &mut Writer) {
+        w.array(2);
+        w.u64(self.price.0);
+        w.u64(u64::from(self.ticks_max));
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(2)?;
+        Ok(StreamAsk {
+            price: Amount(r.u64()?),
+            ticks_max: r.u32()?,
+        })
+    }
+}
+
+/// The terms an OPEN transfer gives its stream output `index` (decision
+/// 0020): the payer's refund key, the price per tick, the ticks and the
+/// chain's anchor. Covered by the payer's signature (they are in the
+/// transfer's body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOpenTerms {
+    pub index: u8,
+    pub refund_key: PublicKey,
+    pub ask: StreamAsk,
+    pub anchor: Hash32,
+}
+
+impl StreamOpenTerms {
+    /// What settlement's [`settle_stream`] reads.
+    pub fn terms(&self) -> StreamTerms {
+        StreamTerms {
+            price: self.ask.price,
+            ticks_max: self.ask.ticks_max,
+            anchor: self.anchor,
+        }
+    }
+}
+
+/// The stream part of a transfer. Wire: `[0, index, refund_key, price,
+/// ticks_max, anchor]` (OPEN), `[1, ticks, element]` (the payee's claim),
+/// `[2, ticks]` (the payer's refund).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPart {
+    /// The transfer opens a stream on its output `terms.index`.
+    Open(StreamOpenTerms),
+    /// The payee's close: consumes the stream output `(open, i)` and pays
+    /// `ticks · price`; `element` is `h_ticks`, which settlement walks to
+    /// the anchor.
+    Claim { ticks: u32, element: Hash32 },
+    /// The payer's close: consumes the payer half `(open, 0x80 | i)` and
+    /// pays back `(ticks_max − ticks) · price` for the ticks not released.
+    Refund { ticks: u32 },
+}
+
+impl Cbor for StreamPart {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            StreamPart::Open(t) => {
+                w.array(6);
+                w.u64(0);
+                w.u64(u64::from(t.index));
+                t.refund_key.write(w);
+                w.u64(t.ask.price.0);
+                w.u64(u64::from(t.ask.ticks_max));
+                t.anchor.write(w);
+            }
+            StreamPart::Claim { ticks, element } => {
+                w.array(3);
+                w.u64(1);
+                w.u64(u64::from(*ticks));
+                element.write(w);
+            }
+            StreamPart::Refund { ticks } => {
+                w.array(2);
+                w.u64(2);
+                w.u64(u64::from(*ticks));
+            }
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.array_max(6)?;
+        match (r.u8()?, n) {
+            (0, 6) => Ok(StreamPart::Open(StreamOpenTerms {
+                index: r.u8()?,
+                refund_key: PublicKey::read(r)?,
+                ask: StreamAsk {
+                    price: Amount(r.u64()?),
+                    ticks_max: r.u32()?,
+                },
+                anchor: Hash32::read(r)?,
+            })),
+            (1, 3) => Ok(StreamPart::Claim {
+                ticks: r.u32()?,
+                element: Hash32::read(r)?,
+            }),
+            (2, 2) => Ok(StreamPart::Refund { ticks: r.u32()? }),
+            (0..=2, _) => Err(CodecError::Malformed),
+            _ => Err(CodecError::UnknownCode),
+        }
+    }
+}
+
+/// The stream id of the stream output `index` of the OPEN transfer
+/// `open`: `H("tally/v1/stream", open id ‖ index)`.
+pub fn stream_id(open: &Hash32, index: u8) -> Hash32 {
+    tagged_hash(b"tally/v1/stream", &[&open.0, &[index]])
+}
+
+/// What the payer's SE derives a stream's chain seed from: its
+/// transaction counter at OPEN (known before the transfer, whose id
+/// depends on the anchor, exists; unique per SE).
+pub fn chain_seed_input(counter: u64) -> Hash32 {
+    tagged_hash(b"tally/v1/stream-seed-input", &[&counter.to_be_bytes()])
 }
 
 /// What settlement books for a stream from what it knows of its halves.

@@ -20,6 +20,7 @@ use crate::crypto::{
 use crate::policy::{Policy, RevocationList};
 use crate::protocol::Package;
 use crate::record::{OutPoint, Output, Record, distinct_signers};
+use crate::stream::{STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart, reaches_anchor};
 
 /// Why a package (or a trust object) was refused. Each variant has a stable
 /// number ([`VerifyError::code`]) and names the rule of SPEC.md §5 it
@@ -100,6 +101,24 @@ pub enum VerifyError {
     /// output's opening sealed to settlement), or one whose length is not
     /// that of one opening per output.
     AuditSealInvalid,
+    /// V4 (S1): a stream OPEN whose terms do not fit its output (index,
+    /// value `price · ticks`, bounds), or a stream in a confidential
+    /// transfer.
+    StreamTerms,
+    /// V4 (S2): a stream half consumed other than by its own close (one
+    /// input, a claim for the payee's half, a refund for the payer's), or
+    /// a close whose input is not a stream half.
+    StreamSpend,
+    /// V9 (S3): a close paying other than `ticks · price` (claim) or
+    /// `(ticks_max − ticks) · price` (refund), or counting more ticks than
+    /// the stream has.
+    StreamCloseValue,
+    /// V9 (S4, settlement): a claim whose element does not walk to the
+    /// stream's anchor in `ticks` hashes: ticks the payer never released.
+    StreamChain,
+    /// V11 (S5): the transfer does not open the stream the request asked
+    /// for, or is a stream transfer answering a one-off request.
+    WrongStream,
 }
 
 impl VerifyError {
@@ -139,6 +158,11 @@ impl VerifyError {
             VerifyError::OpeningUnreadable => codes::VERIFY_OPENING_UNREADABLE,
             VerifyError::WrongOpening => codes::VERIFY_WRONG_OPENING,
             VerifyError::AuditSealInvalid => codes::VERIFY_AUDIT_SEAL_INVALID,
+            VerifyError::StreamTerms => codes::VERIFY_STREAM_TERMS,
+            VerifyError::StreamSpend => codes::VERIFY_STREAM_SPEND,
+            VerifyError::StreamCloseValue => codes::VERIFY_STREAM_CLOSE_VALUE,
+            VerifyError::StreamChain => codes::VERIFY_STREAM_CHAIN,
+            VerifyError::WrongStream => codes::VERIFY_WRONG_STREAM,
         }
     }
     /// The rule number (V1…V12) in SPEC.md §5.
@@ -413,6 +437,10 @@ pub struct Expected {
     pub payee: PublicKey,
     pub amount: Amount,
     pub nonce: [u8; 16],
+    /// The stream the request asked for (the transfer must OPEN exactly
+    /// it on output 0), or `None` for a one-off payment (the transfer must
+    /// not be a stream transfer).
+    pub stream: Option<StreamAsk>,
 }
 
 /// Verification settings of the verifying party.
@@ -998,17 +1026,41 @@ fn check_all_but_signatures(
         pkg.transfer.outputs.len(),
     )?;
     // V4, V9, V10 over every transfer (ancestry transfers and the final one).
-    let lookup_record = |op: &OutPoint| -> Result<(&Record, Output), VerifyError> {
+    // An input is an output of an earlier record, or the payer half
+    // `(open, 0x80 | i)` of the stream OPEN `open` on its output `i`: a
+    // virtual output of the stream's value owned by the refund key.
+    let lookup_record = |op: &OutPoint| -> Result<(&Record, Output, Half), VerifyError> {
         let i = *index_of
             .get(&op.record)
             .ok_or(VerifyError::MissingAncestor)?;
         let rec = &pkg.ancestry[i];
+        let open = match rec {
+            Record::Transfer(t) => match t.stream.as_deref() {
+                Some(StreamPart::Open(terms)) => Some(terms),
+                _ => None,
+            },
+            Record::Issue(_) => None,
+        };
+        if op.index & STREAM_REFUND_FLAG != 0 {
+            let terms = open
+                .filter(|t| t.index == op.index & !STREAM_REFUND_FLAG)
+                .ok_or(VerifyError::UnknownOutput)?;
+            let value = terms.ask.value().ok_or(VerifyError::StreamTerms)?;
+            let out = Output {
+                value,
+                owner: terms.refund_key,
+            };
+            return Ok((rec, out, Half::Payer(*terms)));
+        }
         let out = rec
             .outputs()
             .get(op.index as usize)
             .copied()
             .ok_or(VerifyError::UnknownOutput)?;
-        Ok((rec, out))
+        match open {
+            Some(terms) if terms.index == op.index => Ok((rec, out, Half::Payee(*terms))),
+            _ => Ok((rec, out, Half::None)),
+        }
     };
     let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
     let transfers = pkg
@@ -1035,8 +1087,13 @@ fn check_all_but_signatures(
         let mut in_sum = Amount::ZERO;
         #[cfg(feature = "confidential")]
         let mut in_commitments = Vec::new();
+        check_stream_open(t)?;
+        let mut half = Half::None;
         for op in &t.inputs {
-            let (rec, out) = lookup_record(op)?;
+            let (rec, out, h) = lookup_record(op)?;
+            if !matches!(h, Half::None) {
+                half = h;
+            }
             if !consumed.insert(*op) {
                 return Err(VerifyError::OutputSpentTwice);
             }
@@ -1054,8 +1111,13 @@ fn check_all_but_signatures(
         }
         if t.confidential.is_none() {
             let out_sum = checked_outputs_sum(&t.outputs)?;
-            if in_sum != out_sum {
-                return Err(VerifyError::ValueNotConserved);
+            // S2, S3: a close pays what its ticks say, not its input's
+            // value (the stream's value is split between its two halves).
+            match check_stream_close(t, half, matches!(mode, Mode::Settlement))? {
+                Some(due) if due != out_sum => return Err(VerifyError::StreamCloseValue),
+                Some(_) => {}
+                None if in_sum != out_sum => return Err(VerifyError::ValueNotConserved),
+                None => {}
             }
         }
         #[cfg(feature = "confidential")]
@@ -1150,6 +1212,15 @@ fn check_all_but_signatures(
         if pkg.transfer.nonce != exp.nonce {
             return Err(VerifyError::WrongNonce);
         }
+        // S5: exactly the stream asked for, on output 0, or none at all.
+        let opens = match pkg.transfer.stream.as_deref() {
+            None => None,
+            Some(StreamPart::Open(terms)) if terms.index == 0 => Some(terms.ask),
+            Some(_) => return Err(VerifyError::WrongStream),
+        };
+        if opens != exp.stream {
+            return Err(VerifyError::WrongStream);
+        }
         // C5, C6: the payee's own opening first (what it is paid).
         #[cfg(feature = "confidential")]
         if let Some(c) = &pkg.transfer.confidential {
@@ -1176,6 +1247,88 @@ fn check_all_but_signatures(
         #[cfg(feature = "confidential")]
         deferred_ranges,
     })
+}
+
+/// Which half of a stream an input is.
+#[derive(Clone, Copy)]
+enum Half {
+    /// An ordinary output.
+    None,
+    /// The stream output itself: the payee's half, consumed by its claim.
+    Payee(StreamOpenTerms),
+    /// `(open, 0x80 | i)`: the payer's half, consumed by its refund.
+    Payer(StreamOpenTerms),
+}
+
+/// S1: an OPEN's terms fit its output: the index names an output whose
+/// value is `price · ticks_max` within the bounds; clear amounts only.
+fn check_stream_open(t: &crate::record::Transfer) -> Result<(), VerifyError> {
+    let Some(part) = t.stream.as_deref() else {
+        return Ok(());
+    };
+    if t.confidential.is_some() {
+        return Err(VerifyError::StreamTerms);
+    }
+    if let StreamPart::Open(terms) = part {
+        let out = t
+            .outputs
+            .get(usize::from(terms.index))
+            .ok_or(VerifyError::StreamTerms)?;
+        if terms.ask.value() != Some(out.value) {
+            return Err(VerifyError::StreamTerms);
+        }
+    }
+    Ok(())
+}
+
+/// S2–S4 for one transfer whose inputs include the stream half `half`
+/// (or none): a half is consumed only by its own close, alone; a close
+/// consumes exactly one half. Returns what the close must pay (`None`: not
+/// a close, ordinary conservation applies). With `walk_chain`
+/// (settlement), a claim's element must walk to the anchor (S4); a device
+/// does not walk up to 65,536 hashes, it relies on the claiming SE having
+/// checked every element (decision 0020).
+fn check_stream_close(
+    t: &crate::record::Transfer,
+    half: Half,
+    walk_chain: bool,
+) -> Result<Option<Amount>, VerifyError> {
+    let part = match t.stream.as_deref() {
+        Some(StreamPart::Open(_)) | None => {
+            return match half {
+                Half::None => Ok(None),
+                _ => Err(VerifyError::StreamSpend),
+            };
+        }
+        Some(p) => p,
+    };
+    if t.inputs.len() != 1 {
+        return Err(VerifyError::StreamSpend);
+    }
+    let price = |terms: &StreamOpenTerms, ticks: u32| {
+        // ticks ≤ ticks_max and price · ticks_max fits (S1 on the OPEN).
+        Amount(terms.ask.price.0 * u64::from(ticks))
+    };
+    match (part, half) {
+        (StreamPart::Claim { ticks, element }, Half::Payee(terms)) => {
+            if *ticks > terms.ask.ticks_max {
+                return Err(VerifyError::StreamCloseValue);
+            }
+            if walk_chain && !reaches_anchor(element, *ticks, terms.ask.ticks_max, &terms.anchor) {
+                return Err(VerifyError::StreamChain);
+            }
+            Ok(Some(price(&terms, *ticks)))
+        }
+        (StreamPart::Refund { ticks }, Half::Payer(terms)) => {
+            let left = terms
+                .ask
+                .ticks_max
+                .checked_sub(*ticks)
+                .ok_or(VerifyError::StreamCloseValue)?;
+            Ok(Some(price(&terms, left)))
+        }
+        _ => Err(VerifyError::StreamSpend),
+    }
 }
 
 /// C8 for one record.
@@ -1345,6 +1498,11 @@ mod tests {
             OpeningUnreadable,
             WrongOpening,
             AuditSealInvalid,
+            StreamTerms,
+            StreamSpend,
+            StreamCloseValue,
+            StreamChain,
+            WrongStream,
         ]
     }
 
@@ -1411,6 +1569,7 @@ mod tests {
             counter: 1,
             signatures: Vec::new(),
             confidential: None,
+            stream: None,
         };
         t.signatures = alloc::vec![k.sign(&t.id().0)];
         Package {

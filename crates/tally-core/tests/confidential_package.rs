@@ -132,6 +132,7 @@ impl World {
             payee: self.payee.public(),
             amount: Amount(amount),
             nonce: NONCE,
+            stream: None,
         }
     }
 
@@ -235,6 +236,7 @@ fn a_chain_of_confidential_payments_verifies_at_every_hop() {
             payee: third.public(),
             amount: Amount(400),
             nonce: *b"second-hop-nonce",
+            stream: None,
         },
         &third,
         &w.trust,
@@ -260,6 +262,7 @@ fn a_chain_of_confidential_payments_verifies_at_every_hop() {
             payee: third.public(),
             amount: Amount(400),
             nonce: *b"second-hop-nonce",
+            stream: None,
         },
         &third,
         &w.trust,
@@ -519,6 +522,7 @@ fn c0_the_amount_form_must_be_the_policys() {
         counter: 1,
         signatures: vec![],
         confidential: None,
+        stream: None,
     };
     t.signatures = vec![payer.sign(&t.id().0)];
     let clear_pkg = Package {

@@ -530,6 +530,7 @@ fn spec_vectors_decode_and_verify() {
         payee: request.payee.key,
         amount: request.amount,
         nonce: request.nonce,
+        stream: None,
     };
     let params = verify::VerifyParams {
         epoch: request.payee_epoch,
@@ -560,6 +561,7 @@ fn spec_vectors_decode_and_verify() {
         payee: q.payee.public(),
         amount: Amount(250),
         nonce: NONCE,
+        stream: None,
     };
     let params = q.scheme.params(HISTORY_BUDGET);
     assert!(

@@ -15,6 +15,7 @@ use tally_core::crypto::{PublicKey, SecretKey, Signature, Suite};
 use tally_core::policy::{Policy, RevocationList, device_class};
 use tally_core::protocol::Package;
 use tally_core::record::{Issue, OutPoint, Output, Record, Transfer, distinct_signers};
+use tally_core::stream::{STREAM_REFUND_FLAG, StreamPart};
 use tally_core::testkit::{self, Scheme};
 use tally_core::verify::{
     self, BoundedCertCache, CertCache, Expected, NoCache, TrustStore, VerifiedPackage, VerifyError,
@@ -86,6 +87,13 @@ impl Book {
 
     fn owner(&self, op: &OutPoint) -> Option<PublicKey> {
         let r = self.records.iter().find(|r| r.id() == op.record)?;
+        // A stream's payer half is owned by the OPEN's refund key.
+        if op.index & STREAM_REFUND_FLAG != 0
+            && let Record::Transfer(t) = r
+            && let Some(StreamPart::Open(terms)) = t.stream.as_deref()
+        {
+            return Some(terms.refund_key);
+        }
         r.outputs().get(op.index as usize).map(|o| o.owner)
     }
 
@@ -110,6 +118,7 @@ impl Book {
             counter,
             signatures: Vec::new(),
             confidential: None,
+            stream: None,
         };
         self.sign(&mut t);
         t
@@ -196,6 +205,7 @@ fn expected_of(t: &Transfer) -> Expected {
         payee: t.outputs[0].owner,
         amount: t.outputs[0].value,
         nonce: t.nonce,
+        stream: None,
     }
 }
 
@@ -239,6 +249,7 @@ impl OneHop {
             payee: self.payee,
             amount: Amount(250),
             nonce: NONCE,
+            stream: None,
         }
     }
 
@@ -1616,5 +1627,464 @@ proptest! {
         bytes[i] ^= mask;
         let r = verify::verify_package_bytes(&bytes, &exp, &book.scheme.trust(), book.scheme.params(BUDGET), &mut NoCache);
         prop_assert!(r.is_err(), "byte {} ^ {:#04x} accepted", i, mask);
+    }
+}
+
+// ------------------------------------------------ payment streams (S1–S5)
+
+mod streams {
+    //! The value binding of a payment stream (SPEC §4.10, decision 0020):
+    //! an OPEN locks `price · ticks` on one output for the payee; the
+    //! payee's claim consumes that output and pays `k · price`, the payer's
+    //! refund consumes the payer half `(open, 0x80 | i)` and pays the rest.
+    use super::*;
+    use tally_core::stream::{StreamAsk, StreamOpenTerms, chain_walk, stream_id};
+
+    const PRICE: u64 = 3;
+    const TICKS: u32 = 10;
+
+    struct Stream {
+        book: Book,
+        payer: PublicKey,
+        payee: PublicKey,
+        other: PublicKey,
+        seed: Hash32,
+        open: Transfer,
+    }
+
+    fn ask() -> StreamAsk {
+        StreamAsk {
+            price: Amount(PRICE),
+            ticks_max: TICKS,
+        }
+    }
+
+    impl Stream {
+        /// The payer (Issue of 100) opens a stream of 10 ticks at 3 for the
+        /// payee: output 0 locks 30, output 1 is the change of 70.
+        fn new() -> Stream {
+            let mut book = Book::new(ED);
+            let payer = book.party("payer");
+            let payee = book.party("payee");
+            let other = book.party("other");
+            let coin = book.issue(payer, 100);
+            let seed = Hash32([7; 32]);
+            let terms = StreamOpenTerms {
+                index: 0,
+                refund_key: payer,
+                ask: ask(),
+                anchor: chain_walk(seed, TICKS),
+            };
+            let mut open = book.transfer(&[coin], &[(payee, 30), (payer, 70)], NONCE, 1);
+            open.stream = Some(Box::new(StreamPart::Open(terms)));
+            book.sign(&mut open);
+            Stream {
+                book,
+                payer,
+                payee,
+                other,
+                seed,
+                open,
+            }
+        }
+
+        fn commit_open(&mut self) -> Hash32 {
+            let open = self.open.clone();
+            self.book.commit(&open)
+        }
+
+        fn element(&self, k: u32) -> Hash32 {
+            chain_walk(self.seed, TICKS - k)
+        }
+
+        /// A close of `half` with `part`, paying `value` to `to`.
+        fn close(&self, input: OutPoint, part: StreamPart, to: PublicKey, value: u64) -> Transfer {
+            let mut t = self.book.transfer(&[input], &[(to, value)], [0; 16], 2);
+            t.stream = Some(Box::new(part));
+            self.book.sign(&mut t);
+            t
+        }
+
+        fn expected_open(&self) -> Expected {
+            Expected {
+                payee: self.payee,
+                amount: Amount(30),
+                nonce: NONCE,
+                stream: Some(ask()),
+            }
+        }
+
+        fn settle(&self, pkg: &Package) -> Result<VerifiedPackage, VerifyError> {
+            verify::verify_package_for_settlement(
+                pkg.clone(),
+                &self.book.scheme.trust(),
+                self.book.scheme.params(BUDGET),
+                &mut NoCache,
+            )
+        }
+
+        /// `t` paid on to `other` as a one-off payment, and what it asked.
+        fn pay_on(&mut self, t: &Transfer, value: u64) -> (Package, Expected) {
+            let id = self.book.commit(t);
+            let pay = self.book.transfer(
+                &[OutPoint {
+                    record: id,
+                    index: 0,
+                }],
+                &[(self.other, value)],
+                NONCE,
+                3,
+            );
+            let pkg = self.book.package(&pay);
+            (pkg, expected_of(&pay))
+        }
+    }
+
+    fn payee_half(open: Hash32) -> OutPoint {
+        OutPoint {
+            record: open,
+            index: 0,
+        }
+    }
+    fn payer_half(open: Hash32) -> OutPoint {
+        OutPoint {
+            record: open,
+            index: STREAM_REFUND_FLAG,
+        }
+    }
+
+    #[test]
+    fn the_open_is_the_payment_the_stream_request_asked_for() {
+        let s = Stream::new();
+        let pkg = s.book.package(&s.open);
+        accepts(s.book.verify(&pkg, &s.expected_open()));
+        // S5: the same transfer against a one-off request, another price,
+        // or a one-off payment against the stream request: refused.
+        let mut one_off = s.expected_open();
+        one_off.stream = None;
+        rejects(
+            s.book.verify(&pkg, &one_off),
+            VerifyError::WrongStream,
+            1106,
+        );
+        let mut dearer = s.expected_open();
+        dearer.stream = Some(StreamAsk {
+            price: Amount(6),
+            ticks_max: 5,
+        });
+        rejects(s.book.verify(&pkg, &dearer), VerifyError::WrongStream, 1106);
+        let mut plain = s.open.clone();
+        plain.stream = None;
+        s.book.sign(&mut plain);
+        rejects(
+            s.book.verify(&s.book.package(&plain), &s.expected_open()),
+            VerifyError::WrongStream,
+            1106,
+        );
+        // The stream id names the stream output of this OPEN.
+        assert_ne!(stream_id(&s.open.id(), 0), stream_id(&s.open.id(), 1));
+    }
+
+    #[test]
+    fn s1_terms_must_fit_the_output() {
+        let s = Stream::new();
+        for bad in [
+            // value 30 ≠ 4 · 10
+            StreamOpenTerms {
+                ask: StreamAsk {
+                    price: Amount(4),
+                    ticks_max: TICKS,
+                },
+                ..terms_of(&s.open)
+            },
+            // no output 5
+            StreamOpenTerms {
+                index: 5,
+                ..terms_of(&s.open)
+            },
+            // zero price
+            StreamOpenTerms {
+                ask: StreamAsk {
+                    price: Amount(0),
+                    ticks_max: TICKS,
+                },
+                ..terms_of(&s.open)
+            },
+        ] {
+            let mut t = s.open.clone();
+            t.stream = Some(Box::new(StreamPart::Open(bad)));
+            s.book.sign(&mut t);
+            let mut exp = s.expected_open();
+            exp.stream = Some(bad.ask);
+            rejects(
+                s.book.verify(&s.book.package(&t), &exp),
+                VerifyError::StreamTerms,
+                404,
+            );
+        }
+    }
+
+    fn terms_of(t: &Transfer) -> StreamOpenTerms {
+        match t.stream.as_deref() {
+            Some(StreamPart::Open(terms)) => *terms,
+            _ => panic!("not an OPEN"),
+        }
+    }
+
+    #[test]
+    fn claim_and_refund_are_tokens_that_pay_on() {
+        let mut s = Stream::new();
+        let open = s.commit_open();
+        // The payee took 4 ticks: its claim pays 12; the payer released 4:
+        // its refund pays 18.
+        let claim = s.close(
+            payee_half(open),
+            StreamPart::Claim {
+                ticks: 4,
+                element: s.element(4),
+            },
+            s.payee,
+            12,
+        );
+        let refund = s.close(
+            payer_half(open),
+            StreamPart::Refund { ticks: 4 },
+            s.payer,
+            18,
+        );
+        let (pkg, exp) = s.pay_on(&claim, 12);
+        accepts(s.book.verify(&pkg, &exp));
+        accepts(s.settle(&pkg));
+        let (pkg, exp) = s.pay_on(&refund, 18);
+        let v = accepts(s.book.verify(&pkg, &exp));
+        // The payer half is consumed under its own outpoint, distinct from
+        // the stream output: the spent registry holds each once.
+        assert!(
+            v.package()
+                .ancestry
+                .iter()
+                .flat_map(|r| r.inputs())
+                .any(|op| *op == payer_half(open))
+        );
+        accepts(s.settle(&pkg));
+    }
+
+    #[test]
+    fn s2_a_half_is_consumed_only_by_its_own_close() {
+        let mut s = Stream::new();
+        let open = s.commit_open();
+        // The payee spends the stream output as if it were 30 of its own.
+        let spend = s
+            .book
+            .transfer(&[payee_half(open)], &[(s.other, 30)], NONCE, 3);
+        rejects(
+            s.book.verify(&s.book.package(&spend), &expected_of(&spend)),
+            VerifyError::StreamSpend,
+            405,
+        );
+        // The payer spends its half as an ordinary 30.
+        let spend = s
+            .book
+            .transfer(&[payer_half(open)], &[(s.other, 30)], NONCE, 3);
+        rejects(
+            s.book.verify(&s.book.package(&spend), &expected_of(&spend)),
+            VerifyError::StreamSpend,
+            405,
+        );
+        // A refund on the payee's half, a claim on the payer's.
+        for (input, part) in [
+            (payee_half(open), StreamPart::Refund { ticks: 4 }),
+            (
+                payer_half(open),
+                StreamPart::Claim {
+                    ticks: 4,
+                    element: s.element(4),
+                },
+            ),
+        ] {
+            let t = s.close(input, part, s.payee, 18);
+            let (pkg, exp) = s.pay_on(&t, 18);
+            rejects(s.book.verify(&pkg, &exp), VerifyError::StreamSpend, 405);
+        }
+        // A claim on an ordinary output (the OPEN's change).
+        let t = s.close(
+            OutPoint {
+                record: open,
+                index: 1,
+            },
+            StreamPart::Claim {
+                ticks: 4,
+                element: s.element(4),
+            },
+            s.payer,
+            12,
+        );
+        let (pkg, exp) = s.pay_on(&t, 12);
+        rejects(s.book.verify(&pkg, &exp), VerifyError::StreamSpend, 405);
+    }
+
+    #[test]
+    fn s3_a_close_pays_exactly_its_ticks() {
+        let mut s = Stream::new();
+        let open = s.commit_open();
+        let cases = [
+            // claims 4 ticks, pays 15
+            (
+                payee_half(open),
+                StreamPart::Claim {
+                    ticks: 4,
+                    element: s.element(4),
+                },
+                15,
+            ),
+            // claims 11 of 10 ticks
+            (
+                payee_half(open),
+                StreamPart::Claim {
+                    ticks: 11,
+                    element: s.element(4),
+                },
+                33,
+            ),
+            // refunds as if 2 released, but takes the value of 0
+            (payer_half(open), StreamPart::Refund { ticks: 2 }, 30),
+            // refund counting more ticks than the stream has
+            (payer_half(open), StreamPart::Refund { ticks: 11 }, 3),
+        ];
+        for (input, part, value) in cases {
+            let t = s.close(input, part, s.payee, value);
+            let (pkg, exp) = s.pay_on(&t, value);
+            rejects(
+                s.book.verify(&pkg, &exp),
+                VerifyError::StreamCloseValue,
+                908,
+            );
+        }
+    }
+
+    #[test]
+    fn s4_settlement_walks_a_claim_to_the_anchor() {
+        let mut s = Stream::new();
+        let open = s.commit_open();
+        // The payer released 4; a broken payee SE claims 7 with an element
+        // it cannot have (a preimage of the chain).
+        let forged = s.close(
+            payee_half(open),
+            StreamPart::Claim {
+                ticks: 7,
+                element: Hash32([9; 32]),
+            },
+            s.payee,
+            21,
+        );
+        let (pkg, exp) = s.pay_on(&forged, 21);
+        // A device does not walk the chain (up to 65,536 hashes): it relies
+        // on the claiming SE; settlement does and refuses.
+        accepts(s.book.verify(&pkg, &exp));
+        rejects(s.settle(&pkg), VerifyError::StreamChain, 909);
+        // The element of tick 4 presented as tick 5 does not reach either.
+        let shifted = s.close(
+            payee_half(open),
+            StreamPart::Claim {
+                ticks: 5,
+                element: s.element(4),
+            },
+            s.payee,
+            15,
+        );
+        let (pkg, _) = s.pay_on(&shifted, 15);
+        rejects(s.settle(&pkg), VerifyError::StreamChain, 909);
+    }
+
+    #[test]
+    fn a_half_closed_twice_is_a_double_spend() {
+        let mut s = Stream::new();
+        let open = s.commit_open();
+        let a = s.close(
+            payer_half(open),
+            StreamPart::Refund { ticks: 4 },
+            s.payer,
+            18,
+        );
+        let b = s.close(
+            payer_half(open),
+            StreamPart::Refund { ticks: 2 },
+            s.payer,
+            24,
+        );
+        let a_id = s.book.commit(&a);
+        let b_id = s.book.commit(&b);
+        let merge = s.book.transfer(
+            &[
+                OutPoint {
+                    record: a_id,
+                    index: 0,
+                },
+                OutPoint {
+                    record: b_id,
+                    index: 0,
+                },
+            ],
+            &[(s.other, 42)],
+            NONCE,
+            4,
+        );
+        rejects(
+            s.book.verify(&s.book.package(&merge), &expected_of(&merge)),
+            VerifyError::OutputSpentTwice,
+            1001,
+        );
+    }
+
+    #[test]
+    fn stream_records_and_requests_round_trip() {
+        let mut s = Stream::new();
+        let open = s.commit_open();
+        let claim = s.close(
+            payee_half(open),
+            StreamPart::Claim {
+                ticks: 4,
+                element: s.element(4),
+            },
+            s.payee,
+            12,
+        );
+        for t in [s.open.clone(), claim] {
+            let bytes = t.to_cbor();
+            assert_eq!(Transfer::from_cbor(&bytes).unwrap(), t);
+        }
+        // The stream part is in the body: the id changes with it.
+        let mut plain = s.open.clone();
+        plain.stream = None;
+        assert_ne!(plain.id(), s.open.id());
+        let key = testkit::key(ED, b"payee");
+        let cert = s.book.certs[&s.payee].clone();
+        let req = tally_core::Request::try_sign_stream(&key, ask(), NONCE, cert.clone(), 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.amount, Amount(30));
+        req.verify().unwrap();
+        let back = tally_core::Request::from_cbor(&req.to_cbor()).unwrap();
+        assert_eq!(back, req);
+        // A terminal turning the stream request into a one-off payment of
+        // the same amount breaks the payee's signature.
+        let mut one_off = req.clone();
+        one_off.stream = None;
+        assert!(one_off.verify().is_err());
+        // Terms no stream may have are no request.
+        assert!(
+            tally_core::Request::try_sign_stream(
+                &key,
+                StreamAsk {
+                    price: Amount(1),
+                    ticks_max: 0,
+                },
+                NONCE,
+                cert,
+                3,
+            )
+            .unwrap()
+            .is_none()
+        );
     }
 }

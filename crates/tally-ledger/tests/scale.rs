@@ -38,6 +38,7 @@ fn transfer(input: OutPoint, to: &SecretKey, nonce: u8, owner: &SecretKey) -> Tr
         counter: 1,
         signatures: Vec::new(),
         confidential: None,
+        stream: None,
     };
     t.signatures = vec![owner.sign(&t.id().0)];
     t

@@ -983,6 +983,7 @@ fn one_hop(s: &Store, scheme: &mut Scheme) -> (Package, Expected) {
         payee: pkg.transfer.outputs[0].owner,
         amount: pkg.transfer.outputs[0].value,
         nonce: pkg.transfer.nonce,
+        stream: None,
     };
     (pkg, expected)
 }

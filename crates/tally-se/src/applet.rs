@@ -1621,6 +1621,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             payee: req.key,
             amount: req.amount,
             nonce: req.nonce,
+            stream: None,
         };
         let params = VerifyParams {
             epoch: self.state.epoch,

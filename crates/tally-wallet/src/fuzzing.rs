@@ -204,6 +204,7 @@ impl PaymentFixture {
             payee: payee.public(),
             amount: request.amount,
             nonce,
+            stream: None,
         };
         PaymentFixture {
             trust: scheme.trust(),

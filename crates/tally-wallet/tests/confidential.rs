@@ -506,6 +506,7 @@ fn confidential_redemption_opens_for_the_dcp() {
             payee: scheme.dcp.public(),
             amount: Amount(700),
             nonce,
+            stream: None,
         },
         &scheme.dcp,
         &scheme.trust(),

@@ -338,6 +338,7 @@ fn verify_alone(
         payee: request.payee.key,
         amount: request.amount,
         nonce: request.nonce,
+        stream: None,
     };
     let copy = pkg.clone();
     let (v, s_verify) = m(|| verify_package(copy, &expected, trust, params, &mut NoCache));
