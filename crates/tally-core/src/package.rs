@@ -45,6 +45,20 @@ pub fn sign_transfer(
     counter: u64,
     key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
 ) -> Option<Transfer> {
+    sign_transfer_with(inputs, owners, outputs, nonce, counter, None, key_for)
+}
+
+/// [`sign_transfer`] with a stream part (an OPEN's terms, a claim or a
+/// refund: decision 0020) in the signed body.
+pub fn sign_transfer_with(
+    inputs: Vec<OutPoint>,
+    owners: &[PublicKey],
+    outputs: Vec<Output>,
+    nonce: [u8; 16],
+    counter: u64,
+    stream: Option<crate::stream::StreamPart>,
+    key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
+) -> Option<Transfer> {
     let mut t = Transfer {
         inputs,
         outputs,
@@ -52,7 +66,7 @@ pub fn sign_transfer(
         counter,
         signatures: Vec::new(),
         confidential: None,
-        stream: None,
+        stream: stream.map(alloc::boxed::Box::new),
     };
     let id = t.id();
     let mut sigs: Vec<Signature> = Vec::new();

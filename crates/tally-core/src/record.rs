@@ -410,6 +410,31 @@ impl Record {
             Record::Transfer(t) => &t.inputs,
         }
     }
+    /// The stream this record OPENs, if any (decision 0020).
+    pub fn stream_open(&self) -> Option<&crate::stream::StreamOpenTerms> {
+        match self {
+            Record::Transfer(t) => match t.stream.as_deref() {
+                Some(StreamPart::Open(terms)) => Some(terms),
+                _ => None,
+            },
+            Record::Issue(_) => None,
+        }
+    }
+    /// What an input naming `index` of this record consumes: output
+    /// `index`, or for `0x80 | i` the payer half of the stream this record
+    /// opens on output `i` — the stream's value, owned by its refund key.
+    pub fn spendable(&self, index: u8) -> Option<Output> {
+        if index & crate::stream::STREAM_REFUND_FLAG != 0 {
+            let terms = self
+                .stream_open()
+                .filter(|t| t.index == index & !crate::stream::STREAM_REFUND_FLAG)?;
+            return Some(Output {
+                value: terms.ask.value()?,
+                owner: terms.refund_key,
+            });
+        }
+        self.outputs().get(usize::from(index)).copied()
+    }
     /// Whether the record's amounts are commitments.
     pub fn is_confidential(&self) -> bool {
         match self {

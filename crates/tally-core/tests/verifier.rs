@@ -87,14 +87,7 @@ impl Book {
 
     fn owner(&self, op: &OutPoint) -> Option<PublicKey> {
         let r = self.records.iter().find(|r| r.id() == op.record)?;
-        // A stream's payer half is owned by the OPEN's refund key.
-        if op.index & STREAM_REFUND_FLAG != 0
-            && let Record::Transfer(t) = r
-            && let Some(StreamPart::Open(terms)) = t.stream.as_deref()
-        {
-            return Some(terms.refund_key);
-        }
-        r.outputs().get(op.index as usize).map(|o| o.owner)
+        r.spendable(op.index).map(|o| o.owner)
     }
 
     /// A transfer signed by the owners of its inputs.

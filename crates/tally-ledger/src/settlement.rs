@@ -413,8 +413,20 @@ impl Settlement {
             .iter()
             .zip(p.ancestry_ids())
             .find(|(_, id)| **id == op.record)
-            .and_then(|(r, _)| r.outputs().get(op.index as usize).copied())
+            .and_then(|(r, _)| {
+                let half = r.stream_open().is_some_and(|x| {
+                    x.index == op.index & !tally_core::stream::STREAM_REFUND_FLAG
+                });
+                r.spendable(op.index).map(|o| (o, half))
+            })
             .ok_or_else(|| StoreError::Type("input not in ancestry".into()))?;
+        // A stream half closed twice: the second close creates what it
+        // pays (a close has one input), not the whole stream's value.
+        let (mut o, stream) = o;
+        if stream && t.stream.is_some() {
+            o.value = tally_core::Amount::sum(t.outputs.iter().map(|x| x.value))
+                .ok_or(LedgerError::Overflow)?;
+        }
         let seq = tx.last_double_spend_seq()? + 1;
         tx.insert_double_spend(&DoubleSpendRow {
             seq,

@@ -19,7 +19,7 @@ use tally_core::dcp::{
     DeviceOp, DeviceRequest, RedemptionOrder, RequestReport, enrolment_code_digest,
     enrolment_message,
 };
-use tally_core::package::{needed_certificates, sign_transfer};
+use tally_core::package::{needed_certificates, sign_transfer_with};
 use tally_core::policy::{TierLimits, device_class};
 use tally_core::selection::{Candidate, SelectError, select};
 use tally_core::verify::{
@@ -31,7 +31,8 @@ use tally_core::{
 };
 
 use tally_core::stream::{
-    Pebbles, STREAM_TICKS_MAX, TickError, chain_seed, chain_walk, check_tick,
+    Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart,
+    TickError, chain_seed, chain_seed_input, chain_walk, check_tick, stream_id,
 };
 
 use crate::seal::Sealing;
@@ -143,7 +144,7 @@ pub enum SeError {
     /// The stream was closed by this SE: no tick after the close.
     StreamClosed,
     /// Stream terms out of bounds (zero price or ticks, more than
-    /// [`STREAM_TICKS_MAX`] ticks, a value that overflows), or an id
+    /// [`tally_core::stream::STREAM_TICKS_MAX`] ticks, a value that overflows), or an id
     /// already in use.
     BadStreamTerms,
 }
@@ -245,6 +246,16 @@ pub struct StreamClaim {
     pub value: Amount,
 }
 
+/// A stream close to sign: one input (a half), one output to the half's
+/// own key.
+struct Close {
+    input: OutPoint,
+    signer: PublicKey,
+    value: Amount,
+    part: StreamPart,
+    lineage: Vec<Hash32>,
+}
+
 /// What identifies a payee request whose signature was checked.
 #[derive(Clone, PartialEq, Eq)]
 struct CheckedRequest {
@@ -253,6 +264,7 @@ struct CheckedRequest {
     amount: Amount,
     nonce: [u8; 16],
     epoch: Epoch,
+    stream: Option<StreamAsk>,
 }
 
 /// Cached pseudonym certificates (signature checks skipped on reuse).
@@ -1088,6 +1100,27 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// Payee, message 1: a request for `amount` to a fresh certified key.
     pub fn create_request(&mut self, amount: Amount) -> Result<Request, SeError> {
+        self.create_request_for(amount, None)
+    }
+
+    /// Payee, message 1 of a stream OPEN (decision 0020): a request for
+    /// `ask.ticks_max` ticks at `ask.price`, signed with the ask, so the
+    /// payer's SE must lock exactly that value for this SE's key. Clear
+    /// amounts only.
+    pub fn create_stream_request(&mut self, ask: StreamAsk) -> Result<Request, SeError> {
+        self.ready()?;
+        if self.trust()?.policy().is_confidential() {
+            return Err(SeError::BadStreamTerms);
+        }
+        let amount = ask.value().ok_or(SeError::BadStreamTerms)?;
+        self.create_request_for(amount, Some(ask))
+    }
+
+    fn create_request_for(
+        &mut self,
+        amount: Amount,
+        stream: Option<StreamAsk>,
+    ) -> Result<Request, SeError> {
         self.ready()?;
         let limits = self.limits()?;
         self.check_receivable(amount, &limits)?;
@@ -1116,9 +1149,19 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             nonce,
             amount,
             key: cert.key,
+            stream,
         });
         let sk = self.signing_key(&cert.key).ok_or(SeError::StateCorrupt)?;
-        let req = Request::sign(&sk, amount, nonce, cert, next.epoch_seen);
+        let epoch = next.epoch_seen;
+        let m = Request::signed_message_for(amount, &nonce, &cert, epoch, stream.as_ref());
+        let req = Request {
+            amount,
+            nonce,
+            signature: sk.sign(&m.0),
+            payee: cert,
+            payee_epoch: epoch,
+            stream,
+        };
         self.commit(next)?;
         Ok(req)
     }
@@ -1200,7 +1243,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .map(|l| l.history_records_max)
             .unwrap_or(limits.history_records_max);
         let budget = usize::from(limits.history_records_max.min(payee_budget));
-        let (mut next, bytes) = self.build_payment(request, budget, false)?;
+        let (mut next, bytes, stream) = self.build_payment(request, budget, false)?;
         next.epoch_seen = epoch_seen;
         next.spent_since_sync = spent;
         next.payments_since_sync += 1;
@@ -1214,6 +1257,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         };
         self.commit(next)?;
         self.cvm_verified = false;
+        // An OPEN's traversal, computed with its anchor: RAM only.
+        if let Some((id, pebbles)) = stream {
+            self.pebbles.retain(|(i, _)| *i != id);
+            self.pebbles.push((id, pebbles));
+        }
         self.check_invariants();
         Ok(bytes)
     }
@@ -1274,6 +1322,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             amount: request.amount,
             nonce: request.nonce,
             epoch: request.payee_epoch,
+            stream: request.stream,
         };
         if self.checked_request.as_deref() == Some(&id) {
             return Ok(());
@@ -1329,18 +1378,25 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .limits(device_class::DCP, request.payee.tier)
             .map(|l| usize::from(l.history_records_max))
             .ok_or(SeError::NoTier)?;
-        let (next, bytes) = self.build_payment(request, budget, true)?;
+        if request.stream.is_some() {
+            return Err(SeError::NotRedemption);
+        }
+        let (next, bytes, _) = self.build_payment(request, budget, true)?;
         self.commit(next)?;
         self.check_invariants();
         Ok(bytes)
     }
 
+    /// The payment of `request` and the state after it; for a stream
+    /// request (an OPEN, decision 0020) also the new stream's id and the
+    /// traversal of its chain.
+    #[allow(clippy::type_complexity)]
     fn build_payment(
         &self,
         request: &Request,
         budget: usize,
         redemption: bool,
-    ) -> Result<(State, Vec<u8>), SeError> {
+    ) -> Result<(State, Vec<u8>, Option<(Hash32, Pebbles)>), SeError> {
         let st = &self.state;
         if st.outgoing.len() >= OUTGOING_MAX {
             return Err(SeError::LimitExceeded(Limit::Outgoing));
@@ -1402,13 +1458,47 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             ancestry.push(st.record(id).cloned().ok_or(SeError::StateCorrupt)?);
         }
         let counter = st.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
-        let (transfer, change_blinding) =
-            self.make_transfer(&inputs, &outputs, request.nonce, counter)?;
+        // A stream OPEN (decision 0020): output 0 locks the stream's value
+        // for the payee under terms whose anchor is this SE's chain for the
+        // OPEN's counter; the change key takes the refund.
+        let open = match request.stream {
+            None => None,
+            Some(ask) => {
+                if redemption
+                    || self.trust()?.policy().is_confidential()
+                    || ask.value() != Some(amount)
+                {
+                    return Err(SeError::BadStreamTerms);
+                }
+                let drop = room_for_stream(st.streams_out.iter().map(|s| s.closed))?;
+                let refund_key = self.change_key(inputs[0])?;
+                let seed = chain_seed(
+                    &self.personal()?.attestation_seed,
+                    &chain_seed_input(counter),
+                );
+                let (pebbles, anchor) =
+                    Pebbles::open(seed, ask.ticks_max).ok_or(SeError::BadStreamTerms)?;
+                let terms = StreamOpenTerms {
+                    index: 0,
+                    refund_key,
+                    ask,
+                    anchor,
+                };
+                Some((drop, terms, pebbles))
+            }
+        };
+        let (transfer, change_blinding) = self.make_transfer(
+            &inputs,
+            &outputs,
+            request.nonce,
+            counter,
+            open.as_ref().map(|(_, t, _)| StreamPart::Open(*t)),
+        )?;
         let owner_of = |op: &OutPoint| {
             ancestry_ids
                 .iter()
                 .position(|id| *id == op.record)
-                .and_then(|i| ancestry[i].outputs().get(op.index as usize))
+                .and_then(|i| ancestry[i].spendable(op.index))
                 .map(|o| o.owner)
         };
         let find = |k: &PublicKey| st.cert_for(k);
@@ -1444,6 +1534,33 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 lineage,
                 blinding: change_blinding,
             });
+        }
+        // The OPEN stays stored while its stream is open: the refund's
+        // lineage.
+        let stream = match open {
+            None => None,
+            Some((drop, terms, pebbles)) => {
+                if let Some(i) = drop {
+                    next.streams_out.remove(i);
+                }
+                let mut lineage = ancestry_ids.clone();
+                lineage.push(transfer_id);
+                let id = stream_id(&transfer_id, 0);
+                next.streams_out.push(StreamOut {
+                    id,
+                    price: terms.ask.price,
+                    ticks_max: terms.ask.ticks_max,
+                    released: 0,
+                    closed: false,
+                    open: transfer_id,
+                    counter,
+                    refund_key: terms.refund_key,
+                    lineage,
+                });
+                Some((id, pebbles))
+            }
+        };
+        if outputs.len() == 2 || stream.is_some() {
             next.records.push(StoredRecord {
                 id: transfer_id,
                 record: Record::Transfer(transfer).for_ancestry(),
@@ -1482,7 +1599,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             Some(amount),
             "payment must move exactly the amount"
         );
-        Ok((next, bytes))
+        Ok((next, bytes, stream))
     }
 
     /// Signs the transfer spending `inputs` into `outputs` (payment, then
@@ -1496,20 +1613,26 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         outputs: &[Output],
         nonce: [u8; 16],
         counter: u64,
+        stream: Option<StreamPart>,
     ) -> Result<(Transfer, Option<[u8; 32]>), SeError> {
         let key_for = |k: &PublicKey| self.signing_key(k);
         if !self.trust()?.policy().is_confidential() {
             let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
-            let t = sign_transfer(
+            let t = sign_transfer_with(
                 inputs.iter().map(|t| t.outpoint).collect(),
                 &owners,
                 outputs.to_vec(),
                 nonce,
                 counter,
+                stream,
                 &key_for,
             )
             .ok_or(SeError::StateCorrupt)?;
             return Ok((t, None));
+        }
+        // Streams are clear amounts only (refused before this).
+        if stream.is_some() {
+            return Err(SeError::BadStreamTerms);
         }
         #[cfg(feature = "confidential")]
         {
@@ -1621,7 +1744,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             payee: req.key,
             amount: req.amount,
             nonce: req.nonce,
-            stream: None,
+            stream: req.stream,
         };
         let params = VerifyParams {
             epoch: self.state.epoch,
@@ -1674,6 +1797,27 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::ConflictingSpend);
         }
         let (outpoint, output) = verified.payment();
+        // A stream OPEN (S5 checked it opens exactly what was asked): the
+        // stream output is not a token this SE may spend; it becomes the
+        // stream, with the anchor from the verified transfer (never from
+        // the terminal).
+        let stream = match self.state.open_requests[request_index].stream {
+            None => None,
+            Some(_) => {
+                let terms = *verified
+                    .package()
+                    .transfer
+                    .stream
+                    .as_deref()
+                    .and_then(|p| match p {
+                        StreamPart::Open(t) => Some(t),
+                        _ => None,
+                    })
+                    .ok_or(SeError::StateCorrupt)?;
+                let drop = room_for_stream(self.state.streams_in.iter().map(|s| s.closed))?;
+                Some((terms, drop))
+            }
+        };
         #[cfg(feature = "confidential")]
         let blinding = verified.payee_opening().map(|o| o.blinding_bytes());
         #[cfg(not(feature = "confidential"))]
@@ -1685,7 +1829,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let sk = self.signing_key(&key.public).ok_or(SeError::StateCorrupt)?;
         let pkg = verified.into_package();
         let mut next = self.state.clone();
-        if next.tokens.len() >= TOKENS_MAX {
+        if next.tokens.len() >= TOKENS_MAX && stream.is_none() {
             return Err(SeError::LimitExceeded(Limit::Tokens));
         }
         if next.records.len() + pkg.ancestry.len() + 1 > RECORDS_MAX {
@@ -1714,13 +1858,36 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if next.certs.len() > CERTS_MAX {
             return Err(SeError::LimitExceeded(Limit::Certificates));
         }
-        next.tokens.push(Token {
-            outpoint,
-            value: output.value,
-            owner: output.owner,
-            lineage,
-            blinding,
-        });
+        let gained = match stream {
+            None => {
+                next.tokens.push(Token {
+                    outpoint,
+                    value: output.value,
+                    owner: output.owner,
+                    lineage,
+                    blinding,
+                });
+                output.value
+            }
+            Some((terms, drop)) => {
+                if let Some(i) = drop {
+                    next.streams_in.remove(i);
+                }
+                next.streams_in.push(StreamIn {
+                    id: stream_id(&tid, 0),
+                    price: terms.ask.price,
+                    ticks_max: terms.ask.ticks_max,
+                    ticks: 0,
+                    latest: terms.anchor,
+                    closed: false,
+                    open: tid,
+                    owner: output.owner,
+                    lineage,
+                });
+                // Streamed value becomes a token at the claim.
+                Amount::ZERO
+            }
+        };
         let req = next.open_requests.remove(request_index);
         next.reports.push(Report {
             nonce: req.nonce,
@@ -1745,7 +1912,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.commit(next)?;
         assert_eq!(
             self.state.balance().checked_sub(before),
-            Some(output.value),
+            Some(gained),
             "receive adds exactly the payment"
         );
         // R2's pair, read back: no two records held now consume one output
@@ -1893,74 +2060,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     // ---- payment streams (decision 0020) -----------------------------------
 
-    /// Payer: opens a stream of `ticks_max` ticks at `price` each under
-    /// `id` and returns the chain's anchor (`ticks_max` hashes, once).
-    ///
-    /// Not yet bound to value: the OPEN payment that locks
-    /// `price · ticks_max` for the payee (decision 0020) is still to come.
-    pub fn open_stream_out(
-        &mut self,
-        id: Hash32,
-        price: Amount,
-        ticks_max: u32,
-    ) -> Result<Hash32, SeError> {
-        self.ready()?;
-        check_stream_terms(price, ticks_max)?;
-        if self.state.streams_out.iter().any(|s| s.id == id) {
-            return Err(SeError::BadStreamTerms);
-        }
-        let drop = room_for_stream(self.state.streams_out.iter().map(|s| s.closed))?;
-        let seed = self.stream_seed(&id)?;
-        let (pebbles, anchor) = Pebbles::open(seed, ticks_max).ok_or(SeError::BadStreamTerms)?;
-        let mut next = self.state.clone();
-        if let Some(i) = drop {
-            next.streams_out.remove(i);
-        }
-        next.streams_out.push(StreamOut {
-            id,
-            price,
-            ticks_max,
-            released: 0,
-            closed: false,
-        });
-        self.commit(next)?;
-        self.pebbles.retain(|(i, _)| *i != id);
-        self.pebbles.push((id, pebbles));
-        Ok(anchor)
-    }
-
-    /// Payee: opens the receiving side of stream `id` from its anchor.
-    ///
-    /// Not yet bound to value (see [`Self::open_stream_out`]).
-    pub fn open_stream_in(
-        &mut self,
-        id: Hash32,
-        price: Amount,
-        ticks_max: u32,
-        anchor: Hash32,
-    ) -> Result<(), SeError> {
-        self.ready()?;
-        check_stream_terms(price, ticks_max)?;
-        if self.state.streams_in.iter().any(|s| s.id == id) {
-            return Err(SeError::BadStreamTerms);
-        }
-        // (A closed stream's claim was answered at close.)
-        let drop = room_for_stream(self.state.streams_in.iter().map(|s| s.closed))?;
-        let mut next = self.state.clone();
-        if let Some(i) = drop {
-            next.streams_in.remove(i);
-        }
-        next.streams_in.push(StreamIn {
-            id,
-            price,
-            ticks_max,
-            ticks: 0,
-            latest: anchor,
-            closed: false,
-        });
-        self.commit(next)
-    }
-
     /// Payer, one tick: releases element `h_k` of stream `id`. Tick `k =
     /// released + 1` is recorded durably (one small journal record)
     /// *before* the element leaves the SE, so no crash can release an
@@ -1989,7 +2088,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 return Ok(e);
             }
             // After a reboot: from the seed.
-            let seed = self.stream_seed(id)?;
+            let seed = self.stream_seed(slot)?;
             return Ok(chain_walk(seed, ticks_max - k));
         }
         if k == 0 || k < released {
@@ -2003,7 +2102,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         // The pebbles after a reboot: from the seed, lazily.
         if !self.pebbles.iter().any(|(i, _)| i == id) {
-            let seed = self.stream_seed(id)?;
+            let seed = self.stream_seed(slot)?;
             let p = Pebbles::resume(seed, ticks_max, released).ok_or(SeError::StateCorrupt)?;
             self.pebbles.push((*id, p));
         }
@@ -2069,9 +2168,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             value: s.streamed(),
         };
         if !s.closed {
-            let mut next = self.state.clone();
-            next.streams_in[slot].closed = true;
-            self.commit(next)?;
+            // The claim: the stream output to this SE's key for the ticks
+            // taken, with `h_k` for settlement to walk to the anchor.
+            let close = (claim.ticks > 0).then(|| Close {
+                input: OutPoint {
+                    record: s.open,
+                    index: 0,
+                },
+                signer: s.owner,
+                value: claim.value,
+                part: StreamPart::Claim {
+                    ticks: claim.ticks,
+                    element: claim.element,
+                },
+                lineage: s.lineage.clone(),
+            });
+            self.commit_close(id, close, |st| st.streams_in[slot].closed = true)?;
         }
         Ok(claim)
     }
@@ -2090,12 +2202,98 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let s = &self.state.streams_out[slot];
         let released = s.released;
         if !s.closed {
-            let mut next = self.state.clone();
-            next.streams_out[slot].closed = true;
-            self.commit(next)?;
+            // The refund: the payer half for the ticks never released.
+            let left = s.ticks_max - released;
+            let close = (left > 0).then(|| Close {
+                input: OutPoint {
+                    record: s.open,
+                    index: STREAM_REFUND_FLAG,
+                },
+                signer: s.refund_key,
+                value: Amount(s.price.0 * u64::from(left)),
+                part: StreamPart::Refund { ticks: released },
+                lineage: s.lineage.clone(),
+            });
+            self.commit_close(id, close, |st| st.streams_out[slot].closed = true)?;
             self.pebbles.retain(|(i, _)| i != id);
         }
         Ok(released)
+    }
+
+    /// Commits a stream's close: `mark` closes it and the close's token
+    /// (its claim or refund, signed by the half's key to the same key) is
+    /// stored with the OPEN's lineage, in one commit. No token for a close
+    /// of nothing. Not bounded by the holding limit: the value was this
+    /// SE's own before (the payer's) or accepted at OPEN (the payee's).
+    fn commit_close(
+        &mut self,
+        id: &Hash32,
+        close: Option<Close>,
+        mark: impl FnOnce(&mut State),
+    ) -> Result<(), SeError> {
+        let mut next = self.state.clone();
+        mark(&mut next);
+        let gained = match close {
+            None => Amount::ZERO,
+            Some(c) => {
+                if next.tokens.len() >= TOKENS_MAX {
+                    return Err(SeError::LimitExceeded(Limit::Tokens));
+                }
+                let counter = next.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
+                let mut nonce = [0u8; 16];
+                nonce.copy_from_slice(&id.0[..16]);
+                let key_for = |k: &PublicKey| self.signing_key(k);
+                let t = sign_transfer_with(
+                    alloc::vec![c.input],
+                    &[c.signer],
+                    alloc::vec![Output {
+                        value: c.value,
+                        owner: c.signer,
+                    }],
+                    nonce,
+                    counter,
+                    Some(c.part),
+                    &key_for,
+                )
+                .ok_or(SeError::StateCorrupt)?;
+                let tid = t.id();
+                let mut lineage = c.lineage;
+                lineage.push(tid);
+                next.counter = counter;
+                next.records.push(StoredRecord {
+                    id: tid,
+                    record: Record::Transfer(t),
+                });
+                next.tokens.push(Token {
+                    outpoint: OutPoint {
+                        record: tid,
+                        index: 0,
+                    },
+                    value: c.value,
+                    owner: c.signer,
+                    lineage,
+                    blinding: None,
+                });
+                c.value
+            }
+        };
+        next.collect_garbage();
+        let before = self.state.balance();
+        self.commit(next)?;
+        assert_eq!(
+            self.state.balance().checked_sub(before),
+            Some(gained),
+            "a close adds exactly its claim or refund"
+        );
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// The anchor of stream `id` this SE is paid by, from its verified
+    /// OPEN (what settlement walks a claim to).
+    pub fn stream_anchor(&self, id: &Hash32) -> Option<Hash32> {
+        let s = self.state.streams_in.iter().find(|s| s.id == *id)?;
+        self.state.record(&s.open)?.stream_open().map(|t| t.anchor)
     }
 
     /// The streams this SE pays and is paid by (no secrets).
@@ -2103,10 +2301,15 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         (&self.state.streams_out, &self.state.streams_in)
     }
 
-    /// The chain seed of stream `id`: from the SE's own secret, so only
-    /// this SE can extend the chain past what it released.
-    fn stream_seed(&self, id: &Hash32) -> Result<Hash32, SeError> {
-        Ok(chain_seed(&self.personal()?.attestation_seed, id))
+    /// The chain seed of `streams_out[slot]`: from the SE's own secret
+    /// and the OPEN's counter, so only this SE can extend the chain past
+    /// what it released.
+    fn stream_seed(&self, slot: usize) -> Result<Hash32, SeError> {
+        let counter = self.state.streams_out[slot].counter;
+        Ok(chain_seed(
+            &self.personal()?.attestation_seed,
+            &chain_seed_input(counter),
+        ))
     }
 
     /// Makes one tick durable as a journal record of tens of bytes (no
@@ -2194,8 +2397,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 }
 
-/// Stream terms a stream may have: a price and a tick count, whose
-/// product (the value locked) fits an amount.
 /// Room in a stream table whose entries' `closed` flags are given, in
 /// order: `None` when there is a free slot; a full table makes room by
 /// dropping its oldest closed stream (`Some(index)`); full of open
@@ -2211,16 +2412,6 @@ fn room_for_stream(closed: impl ExactSizeIterator<Item = bool>) -> Result<Option
         .ok_or(SeError::LimitExceeded(Limit::Streams))
 }
 
-fn check_stream_terms(price: Amount, ticks_max: u32) -> Result<(), SeError> {
-    if price.is_zero() || ticks_max == 0 || ticks_max > STREAM_TICKS_MAX {
-        return Err(SeError::BadStreamTerms);
-    }
-    price
-        .0
-        .checked_mul(u64::from(ticks_max))
-        .ok_or(SeError::BadStreamTerms)?;
-    Ok(())
-}
 
 /// What the terminal may choose in a BUILD REQUEST (docs/APDU.md): the
 /// user's parameters only. Wire (command data): Certify `n`; Load

@@ -44,8 +44,9 @@ pub mod ins {
     pub const CLOSE_REQUESTS: u8 = 0x54;
     /// Payment streams (decision 0020, docs/APDU.md). P1 = 0: the
     /// paying side, 1: the paid side.
-    /// OPEN: P1 0 data `[id, price, ticks_max]` → anchor; P1 1 data
-    /// `[id, price, ticks_max, anchor]`.
+    /// OPEN: P1 1 data `[price, ticks_max]` → the payee's signed stream
+    /// request (message 1 of the OPEN payment; the payer's SE opens with
+    /// PAY, the payee's with RECEIVE, decision 0020). P1 0 is refused.
     pub const STREAM_OPEN: u8 = 0x70;
     /// TICK: P1 0 (release) data `[id, k]` → element; P1 1 (accept) data
     /// `[id, k, element]` → value streamed so far (8 bytes).
@@ -193,21 +194,9 @@ fn run_stream<S: Storage, E: Entropy>(
 ) -> Result<Vec<u8>, SeError> {
     let mut r = tally_core::codec::Reader::new(d);
     let out = match (ins_, p1) {
-        (ins::STREAM_OPEN, 0) => {
-            r.array(3)?;
-            let id = Hash32::read(&mut r)?;
-            let price = Amount(r.u64()?);
-            let ticks_max = r.u32()?;
-            a.open_stream_out(id, price, ticks_max)?.to_cbor()
-        }
         (ins::STREAM_OPEN, 1) => {
-            r.array(4)?;
-            let id = Hash32::read(&mut r)?;
-            let price = Amount(r.u64()?);
-            let ticks_max = r.u32()?;
-            let anchor = Hash32::read(&mut r)?;
-            a.open_stream_in(id, price, ticks_max, anchor)?;
-            Vec::new()
+            let ask = tally_core::stream::StreamAsk::read(&mut r)?;
+            a.create_stream_request(ask)?.to_cbor()
         }
         (ins::STREAM_TICK, 0) => {
             r.array(2)?;

@@ -15,6 +15,7 @@ use tally_core::{
     Amount, Epoch, Hash32, OutPoint, Policy, PseudonymCertificate, PublicKey, Receipt, Record,
     RevocationList, Suite,
 };
+use tally_core::stream::StreamAsk;
 
 /// 2: adds the request counter, the imported-Issue set, the PIN and the
 /// value paid since the last cardholder verification (version 1 is read
@@ -131,6 +132,8 @@ pub struct OpenRequest {
     pub nonce: [u8; 16],
     pub amount: Amount,
     pub key: PublicKey,
+    /// A stream request's ask (decision 0020); `None` for a payment.
+    pub stream: Option<StreamAsk>,
 }
 
 /// A payment this SE made, kept until acknowledged and synced.
@@ -148,11 +151,13 @@ pub struct Outgoing {
     pub redemption: bool,
 }
 
-/// A stream this SE pays (decision 0020). The chain's seed is derived
-/// from the SE's secret and `id` whenever needed, never stored; the
-/// pebbles of its traversal live in RAM only.
+/// A stream this SE pays (decision 0020), opened by its OPEN transfer
+/// `open` (stream output 0). The chain's seed is derived from the SE's
+/// secret and `counter` (the OPEN's transaction counter) whenever needed,
+/// never stored; the pebbles of its traversal live in RAM only.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StreamOut {
+    /// `stream_id(open, 0)`.
     pub id: Hash32,
     pub price: Amount,
     pub ticks_max: u32,
@@ -160,11 +165,22 @@ pub struct StreamOut {
     pub released: u32,
     /// Closed by this SE (refunded): no tick is released after it.
     pub closed: bool,
+    /// The OPEN transfer's id.
+    pub open: Hash32,
+    /// The OPEN's counter, from which the chain's seed is derived.
+    pub counter: u64,
+    /// The OPEN's refund key (one of this SE's), which signs the refund.
+    pub refund_key: PublicKey,
+    /// The OPEN's ancestry ids ending with the OPEN: the refund token's
+    /// lineage before its own record.
+    pub lineage: Vec<Hash32>,
 }
 
-/// A stream this SE is paid by: only the latest element is kept.
+/// A stream this SE is paid by, from the OPEN transfer it received and
+/// verified: only the latest element is kept.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StreamIn {
+    /// `stream_id(open, 0)`.
     pub id: Hash32,
     pub price: Amount,
     pub ticks_max: u32,
@@ -174,6 +190,14 @@ pub struct StreamIn {
     pub latest: Hash32,
     /// Closed by this SE (claimed): no tick is taken after it.
     pub closed: bool,
+    /// The OPEN transfer's id (its output 0 is the stream output).
+    pub open: Hash32,
+    /// The stream output's owner (one of this SE's keys), which signs the
+    /// claim.
+    pub owner: PublicKey,
+    /// The OPEN's ancestry ids ending with the OPEN: the claim token's
+    /// lineage before its own record.
+    pub lineage: Vec<Hash32>,
 }
 
 impl StreamIn {
@@ -318,6 +342,22 @@ impl State {
                 live.insert(*id);
             }
         }
+        // An open stream's close becomes a token whose lineage is the
+        // OPEN's: kept until the close.
+        for s in &self.streams_out {
+            if !s.closed {
+                for id in &s.lineage {
+                    live.insert(*id);
+                }
+            }
+        }
+        for s in &self.streams_in {
+            if !s.closed {
+                for id in &s.lineage {
+                    live.insert(*id);
+                }
+            }
+        }
         self.records.retain(|r| live.contains(&r.id));
         let mut by_id: BTreeMap<Hash32, &Record> = BTreeMap::new();
         for r in &self.records {
@@ -328,7 +368,7 @@ impl State {
         for op in self.records.iter().flat_map(|r| r.record.inputs().iter()) {
             if let Some(o) = by_id
                 .get(&op.record)
-                .and_then(|p| p.outputs().get(op.index as usize))
+                .and_then(|p| p.spendable(op.index))
             {
                 signers.insert(o.owner);
             }
@@ -424,17 +464,28 @@ impl Cbor for Report {
 
 impl Cbor for OpenRequest {
     fn write(&self, w: &mut Writer) {
-        w.array(3);
+        w.array(3 + usize::from(self.stream.is_some()));
         w.bytes(&self.nonce);
         w.u64(self.amount.0);
         self.key.write(w);
+        if let Some(a) = &self.stream {
+            a.write(w);
+        }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(3)?;
+        let n = r.array_max(4)?;
+        if n < 3 {
+            return Err(CodecError::Malformed);
+        }
         Ok(OpenRequest {
             nonce: r.bytes_array()?,
             amount: Amount(r.u64()?),
             key: PublicKey::read(r)?,
+            stream: if n == 4 {
+                Some(StreamAsk::read(r)?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -468,21 +519,29 @@ impl Cbor for Outgoing {
 
 impl Cbor for StreamOut {
     fn write(&self, w: &mut Writer) {
-        w.array(5);
+        w.array(9);
         self.id.write(w);
         w.u64(self.price.0);
         w.u64(u64::from(self.ticks_max));
         w.u64(u64::from(self.released));
         w.bool(self.closed);
+        self.open.write(w);
+        w.u64(self.counter);
+        self.refund_key.write(w);
+        write_vec(w, &self.lineage);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(5)?;
+        r.array(9)?;
         let s = StreamOut {
             id: Hash32::read(r)?,
             price: Amount(r.u64()?),
             ticks_max: r.u32()?,
             released: r.u32()?,
             closed: r.bool()?,
+            open: Hash32::read(r)?,
+            counter: r.u64()?,
+            refund_key: PublicKey::read(r)?,
+            lineage: read_vec(r, RECORDS_MAX)?,
         };
         if s.released > s.ticks_max {
             return Err(CodecError::Malformed);
@@ -493,16 +552,19 @@ impl Cbor for StreamOut {
 
 impl Cbor for StreamIn {
     fn write(&self, w: &mut Writer) {
-        w.array(6);
+        w.array(9);
         self.id.write(w);
         w.u64(self.price.0);
         w.u64(u64::from(self.ticks_max));
         w.u64(u64::from(self.ticks));
         self.latest.write(w);
         w.bool(self.closed);
+        self.open.write(w);
+        self.owner.write(w);
+        write_vec(w, &self.lineage);
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(6)?;
+        r.array(9)?;
         let s = StreamIn {
             id: Hash32::read(r)?,
             price: Amount(r.u64()?),
@@ -510,6 +572,9 @@ impl Cbor for StreamIn {
             ticks: r.u32()?,
             latest: Hash32::read(r)?,
             closed: r.bool()?,
+            open: Hash32::read(r)?,
+            owner: PublicKey::read(r)?,
+            lineage: read_vec(r, RECORDS_MAX)?,
         };
         if s.ticks > s.ticks_max {
             return Err(CodecError::Malformed);
@@ -1498,6 +1563,10 @@ mod stream_tick_records {
             ticks_max: 3,
             released: 0,
             closed: false,
+            open: Hash32([5; 32]),
+            counter: 7,
+            refund_key: tally_core::testkit::key(Suite::Ed25519, b"refund").public(),
+            lineage: alloc::vec![Hash32([6; 32]), Hash32([5; 32])],
         });
         st.streams_in.push(StreamIn {
             id: Hash32([2; 32]),
@@ -1506,6 +1575,9 @@ mod stream_tick_records {
             ticks: 0,
             latest: Hash32([9; 32]),
             closed: false,
+            open: Hash32([8; 32]),
+            owner: tally_core::testkit::key(Suite::Ed25519, b"owner").public(),
+            lineage: alloc::vec![Hash32([8; 32])],
         });
         st
     }

@@ -661,29 +661,33 @@ pub fn check_se_dispatch(fx: &CardFixture, data: &[u8]) {
 
 // ---- se_stream --------------------------------------------------------------
 
-/// The stream of the `se_stream` fixture.
-pub const STREAM_ID: tally_core::Hash32 = tally_core::Hash32([0x5A; 32]);
 /// Ticks of the fixture stream, and those delivered before each input.
 pub const STREAM_TICKS: u32 = 64;
 pub const STREAM_TICKS_DONE: u32 = 5;
 
-/// A payer and a payee SE with stream [`STREAM_ID`] open and
-/// [`STREAM_TICKS_DONE`] ticks delivered, booted afresh for every input of
-/// the `se_stream` target.
+/// A payer and a payee SE with one stream open (an OPEN payment of
+/// [`STREAM_TICKS`] ticks) and [`STREAM_TICKS_DONE`] ticks delivered,
+/// booted afresh for every input of the `se_stream` target.
 pub struct StreamFixture {
     payer: MemStorage,
     payee: MemStorage,
+    /// The stream's id (from its OPEN transfer; deterministic).
+    pub id: tally_core::Hash32,
     pub anchor: tally_core::Hash32,
 }
 
 impl StreamFixture {
     pub fn new() -> Self {
-        let scheme = Scheme::new(Suite::Ed25519);
+        let mut scheme = Scheme::new(Suite::Ed25519);
         let mut payer = empty_payee(
             &scheme,
             MemStorage::new(TEST_STORAGE_BYTES),
             Sealing::None,
             b"fuzz/stream/payer",
+        );
+        must(
+            crate::testkit::load(&mut payer, &mut scheme, PHONE, 1_000),
+            "load",
         );
         let mut payee = empty_payee(
             &scheme,
@@ -691,17 +695,20 @@ impl StreamFixture {
             Sealing::None,
             b"fuzz/stream/payee",
         );
-        let anchor = must(
-            crate::stream::open_stream(&mut payer, &mut payee, &STREAM_ID, Amount(1), STREAM_TICKS),
+        let id = must(
+            crate::stream::open_stream(&mut payer, &mut payee, Amount(1), STREAM_TICKS),
             "open stream",
         );
         must(
-            crate::stream::stream_ticks(&mut payer, &mut payee, &STREAM_ID, 1, STREAM_TICKS_DONE),
+            crate::stream::stream_ticks(&mut payer, &mut payee, &id, 1, STREAM_TICKS_DONE),
             "ticks",
         );
+        // The anchor as the payee's SE took it from the verified OPEN.
+        let anchor = must(payee.stream_anchor(&id).ok_or("no stream"), "anchor");
         StreamFixture {
             payer: payer.into_storage(),
             payee: payee.into_storage(),
+            id,
             anchor,
         }
     }
@@ -743,8 +750,8 @@ pub fn check_se_stream(fx: &StreamFixture, data: &[u8]) {
     }
     let a = payer.applet.state().clone();
     let b = payee.applet.state().clone();
-    let out = a.streams_out.iter().find(|s| s.id == STREAM_ID);
-    let inn = b.streams_in.iter().find(|s| s.id == STREAM_ID);
+    let out = a.streams_out.iter().find(|s| s.id == fx.id);
+    let inn = b.streams_in.iter().find(|s| s.id == fx.id);
     let (Some(out), Some(inn)) = (out, inn) else {
         panic!("the fixture stream disappeared");
     };
@@ -787,14 +794,14 @@ fn stream_seeds(fx: &StreamFixture) -> Vec<(&'static str, Vec<u8>)> {
     let release = |k: u32| {
         let mut w = Writer::new();
         w.array(2);
-        STREAM_ID.write(&mut w);
+        fx.id.write(&mut w);
         w.u64(u64::from(k));
         w.into_bytes()
     };
     let accept = |k: u32, e: &tally_core::Hash32| {
         let mut w = Writer::new();
         w.array(3);
-        STREAM_ID.write(&mut w);
+        fx.id.write(&mut w);
         w.u64(u64::from(k));
         e.write(&mut w);
         w.into_bytes()
@@ -862,8 +869,8 @@ fn stream_seeds(fx: &StreamFixture) -> Vec<(&'static str, Vec<u8>)> {
     );
     seeds.push(("forged_tick.bin", forged));
     let mut closes = honest;
-    stream_frame(&mut closes, 1, ins::STREAM_CLOSE, 1, &STREAM_ID.to_cbor());
-    stream_frame(&mut closes, 0, ins::STREAM_CLOSE, 0, &STREAM_ID.to_cbor());
+    stream_frame(&mut closes, 1, ins::STREAM_CLOSE, 1, &fx.id.to_cbor());
+    stream_frame(&mut closes, 0, ins::STREAM_CLOSE, 0, &fx.id.to_cbor());
     stream_frame(
         &mut closes,
         0,

@@ -11,30 +11,20 @@ use alloc::vec::Vec;
 
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::crypto::Entropy;
-use tally_core::{Amount, Hash32};
+use tally_core::stream::{StreamAsk, stream_id};
+use tally_core::{Amount, Hash32, Request};
 use tally_se::dispatch::{decode_u64, ins};
 use tally_se::storage::Storage;
 use tally_se::{Applet, StreamClaim};
 
-use crate::link::{ApduLink, Transmit, WalletError};
+use crate::link::{ApduLink, SeLink, Transmit, WalletError};
 
-/// The stream commands of an SE.
-pub trait StreamLink {
-    /// Payer: opens stream `id`, returns its anchor.
-    fn open_stream_out(
-        &mut self,
-        id: &Hash32,
-        price: Amount,
-        ticks_max: u32,
-    ) -> Result<Hash32, WalletError>;
-    /// Payee: opens stream `id` from its anchor.
-    fn open_stream_in(
-        &mut self,
-        id: &Hash32,
-        price: Amount,
-        ticks_max: u32,
-        anchor: &Hash32,
-    ) -> Result<(), WalletError>;
+/// The stream commands of an SE (beside its payment commands, which open
+/// a stream).
+pub trait StreamLink: SeLink {
+    /// Payee: the signed request of a stream of `ask.ticks_max` ticks at
+    /// `ask.price` (STREAM OPEN, P1 1).
+    fn create_stream_request(&mut self, ask: StreamAsk) -> Result<Request, WalletError>;
     /// Payer: releases the element of tick `k`.
     fn release_tick(&mut self, id: &Hash32, k: u32) -> Result<Hash32, WalletError>;
     /// Payee: takes `element` as tick `k`; returns the value streamed.
@@ -47,24 +37,8 @@ pub trait StreamLink {
 }
 
 impl<S: Storage, E: Entropy> StreamLink for Applet<S, E> {
-    fn open_stream_out(
-        &mut self,
-        id: &Hash32,
-        price: Amount,
-        ticks_max: u32,
-    ) -> Result<Hash32, WalletError> {
-        Ok(Applet::open_stream_out(self, *id, price, ticks_max)?)
-    }
-    fn open_stream_in(
-        &mut self,
-        id: &Hash32,
-        price: Amount,
-        ticks_max: u32,
-        anchor: &Hash32,
-    ) -> Result<(), WalletError> {
-        Ok(Applet::open_stream_in(
-            self, *id, price, ticks_max, *anchor,
-        )?)
+    fn create_stream_request(&mut self, ask: StreamAsk) -> Result<Request, WalletError> {
+        Ok(Applet::create_stream_request(self, ask)?)
     }
     fn release_tick(&mut self, id: &Hash32, k: u32) -> Result<Hash32, WalletError> {
         Ok(Applet::release_tick(self, id, k)?)
@@ -92,43 +66,9 @@ fn amount(d: &[u8]) -> Result<Amount, WalletError> {
 }
 
 impl<T: Transmit> StreamLink for ApduLink<T> {
-    fn open_stream_out(
-        &mut self,
-        id: &Hash32,
-        price: Amount,
-        ticks_max: u32,
-    ) -> Result<Hash32, WalletError> {
-        let mut w = Writer::new();
-        w.array(3);
-        id.write(&mut w);
-        w.u64(price.0);
-        w.u64(u64::from(ticks_max));
-        Ok(Hash32::from_cbor(&self.command(
-            ins::STREAM_OPEN,
-            0,
-            0,
-            &w.into_bytes(),
-        )?)?)
-    }
-    fn open_stream_in(
-        &mut self,
-        id: &Hash32,
-        price: Amount,
-        ticks_max: u32,
-        anchor: &Hash32,
-    ) -> Result<(), WalletError> {
-        let mut w = Writer::new();
-        w.array(4);
-        id.write(&mut w);
-        w.u64(price.0);
-        w.u64(u64::from(ticks_max));
-        anchor.write(&mut w);
-        let d = self.command(ins::STREAM_OPEN, 1, 0, &w.into_bytes())?;
-        if d.is_empty() {
-            Ok(())
-        } else {
-            Err(WalletError::BadResponse(CodecError::TrailingBytes))
-        }
+    fn create_stream_request(&mut self, ask: StreamAsk) -> Result<Request, WalletError> {
+        let d = self.command(ins::STREAM_OPEN, 1, 0, &ask.to_cbor())?;
+        Ok(Request::from_cbor(&d)?)
     }
     fn release_tick(&mut self, id: &Hash32, k: u32) -> Result<Hash32, WalletError> {
         let mut w = Writer::new();
@@ -182,18 +122,24 @@ pub fn decode_claim(d: &[u8]) -> Result<StreamClaim, CodecError> {
     Ok(c)
 }
 
-/// Opens stream `id` on both SEs: the payer's SE makes the chain and its
-/// anchor, the payee's SE takes the anchor.
+/// Opens a stream of `ticks_max` ticks at `price` from `payer` to `payee`
+/// (decision 0020): an ordinary offline payment whose request asks for the
+/// stream — the payee's SE signs the ask, the payer's SE locks
+/// `price · ticks_max` for the payee's key in an OPEN transfer carrying
+/// its chain's anchor, the payee's SE verifies the package and keeps the
+/// stream (the anchor from the verified transfer), the payer's SE takes
+/// the receipt. Returns the stream id.
 pub fn open_stream(
     payer: &mut dyn StreamLink,
     payee: &mut dyn StreamLink,
-    id: &Hash32,
     price: Amount,
     ticks_max: u32,
 ) -> Result<Hash32, WalletError> {
-    let anchor = payer.open_stream_out(id, price, ticks_max)?;
-    payee.open_stream_in(id, price, ticks_max, &anchor)?;
-    Ok(anchor)
+    let request = payee.create_stream_request(StreamAsk { price, ticks_max })?;
+    let package = payer.pay(&request)?;
+    let receipt = payee.receive(&package)?;
+    payer.ack(&receipt)?;
+    Ok(stream_id(&receipt.transfer_id, 0))
 }
 
 /// One tick: the payee's next tick `k` asked of the payer's SE, its

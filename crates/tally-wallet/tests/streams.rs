@@ -1,17 +1,17 @@
-//! Payment streams (issue 13 item 1, decision 0020): ticks between every
-//! pair of device classes over APDUs, refusals of replayed, skipped and
-//! forged elements with their codes and no state change, closes by either
-//! side, a power cut at every write of a tick on both sides, and the
+//! Payment streams (issue 13 item 1, decision 0020): an OPEN payment that
+//! locks the value for the payee, ticks between every pair of device
+//! classes over APDUs, refusals of replayed, skipped and forged elements
+//! with their codes and no state change, closes by either side into a
+//! claim and a refund that are ordinary tokens (paid on and verified as
+//! settlement verifies them), value conserved at every step, a power cut
+//! at every write of an OPEN, a tick and a close on both sides, and the
 //! flash a tick writes.
-//!
-//! Not covered here because not built yet (decision 0020, "Not done"):
-//! the OPEN payment that locks the value, the signed claim and refund
-//! records, their settlement and renewal.
 
 use tally_codes as codes;
 use tally_core::Hash32;
+use tally_core::codec::Cbor;
 use tally_core::policy::device_class::{CARD, IOT, PHONE};
-use tally_core::stream::reaches_anchor;
+use tally_core::stream::{StreamAsk, reaches_anchor, stream_id};
 use tally_core::testkit::{Scheme, TestEntropy};
 use tally_core::{Amount, Suite};
 use tally_se::state::State;
@@ -19,7 +19,8 @@ use tally_se::storage::{MemStorage, TearMode, TearingStorage};
 use tally_se::{Applet, Sealing};
 use tally_wallet::WalletError;
 use tally_wallet::stream::{StreamLink, open_stream, stream_tick, stream_ticks};
-use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, provision};
+use tally_wallet::link::SeLink;
+use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, load, provision};
 
 fn apdu_size(class: u8) -> usize {
     if class == CARD { 255 } else { 4096 }
@@ -39,12 +40,20 @@ fn refused(r: Result<impl std::fmt::Debug, WalletError>, code: u16) {
 const PRICE: Amount = Amount(3);
 const TICKS: u32 = 200;
 
+const FUNDS: u64 = 1_000;
+
 fn stream_between(payer_class: u8, payee_class: u8, payer_closes_first: bool) {
-    let scheme = Scheme::new(Suite::Ed25519);
+    let mut scheme = Scheme::new(Suite::Ed25519);
     let mut payer = device(&scheme, "payer", payer_class);
     let mut payee = device(&scheme, "payee", payee_class);
-    let id = Hash32([0x51; 32]);
-    let anchor = open_stream(&mut payer.link, &mut payee.link, &id, PRICE, TICKS).unwrap();
+    load(&mut payer.link, &mut scheme, payer_class, FUNDS).unwrap();
+    let id = open_stream(&mut payer.link, &mut payee.link, PRICE, TICKS).unwrap();
+    // The OPEN locked the stream's value: it left the payer and is not
+    // (yet) the payee's to spend.
+    let value = PRICE.0 * u64::from(TICKS);
+    assert_eq!(payer.balance().unwrap(), Amount(FUNDS - value));
+    assert_eq!(payee.balance().unwrap(), Amount::ZERO);
+    let anchor = payee.applet().stream_anchor(&id).unwrap();
 
     let elements = stream_ticks(&mut payer.link, &mut payee.link, &id, 1, 40).unwrap();
     assert_eq!(elements.len(), 40);
@@ -114,9 +123,38 @@ fn stream_between(payer_class: u8, payee_class: u8, payer_closes_first: bool) {
         TICKS,
         &anchor
     ));
-    // Closing again answers the same.
+    // Closing again answers the same, and closes nothing twice.
     assert_eq!(payee.link.close_stream_in(&id).unwrap(), claim);
     assert_eq!(payer.link.close_stream_out(&id).unwrap(), released);
+    // The claim and the refund are tokens: the payee holds 41 ticks, the
+    // payer the 158 it never released; tick 42 (released, never taken) is
+    // the leftover nobody holds.
+    let refund = PRICE.0 * u64::from(TICKS - released);
+    assert_eq!(payee.balance().unwrap(), claim.value);
+    assert_eq!(payer.balance().unwrap(), Amount(FUNDS - value + refund));
+    assert_eq!(
+        claim.value.0 + refund + PRICE.0 * u64::from(released - claim.ticks),
+        value,
+        "claim + refund + leftover = the value locked"
+    );
+    // Both pay on like any token, and their packages pass settlement's
+    // rules, the claim's chain walked to the anchor.
+    for (from, amount) in [(&mut payee, claim.value), (&mut payer, Amount(refund))] {
+        let mut third = device(&scheme, "third", PHONE);
+        let request = third.link.create_request(amount).unwrap();
+        let package = from.link.pay(&request).unwrap();
+        let pkg = tally_core::Package::from_cbor(&package).unwrap();
+        tally_core::verify::verify_package_for_settlement(
+            pkg,
+            &scheme.trust(),
+            scheme.params(32),
+            &mut tally_core::verify::NoCache,
+        )
+        .expect("settlement accepts the close's token");
+        let receipt = third.link.receive(&package).unwrap();
+        from.link.ack(&receipt).unwrap();
+        assert_eq!(third.balance().unwrap(), amount);
+    }
 }
 
 #[test]
@@ -158,83 +196,93 @@ fn card_to_card() {
 
 #[test]
 fn bad_terms_are_refused() {
-    let scheme = Scheme::new(Suite::Ed25519);
+    let mut scheme = Scheme::new(Suite::Ed25519);
     let mut payer = device(&scheme, "payer", IOT);
-    let id = Hash32([2; 32]);
-    refused(
-        payer.link.open_stream_out(&id, Amount(0), 10),
-        codes::SE_STREAM_TERMS,
-    );
-    refused(
-        payer.link.open_stream_out(&id, Amount(1), 0),
-        codes::SE_STREAM_TERMS,
-    );
-    refused(
-        payer.link.open_stream_out(&id, Amount(1), (1 << 16) + 1),
-        codes::SE_STREAM_TERMS,
-    );
-    refused(
-        payer.link.open_stream_out(&id, Amount(u64::MAX / 2), 4),
-        codes::SE_STREAM_TERMS,
-    );
-    payer.link.open_stream_out(&id, Amount(1), 10).unwrap();
-    refused(
-        payer.link.open_stream_out(&id, Amount(1), 10),
-        codes::SE_STREAM_TERMS,
-    );
-    for i in 1..8u8 {
-        payer
-            .link
-            .open_stream_out(&Hash32([0x80 | i; 32]), Amount(1), 4)
-            .unwrap();
+    let mut payee = device(&scheme, "payee", CARD);
+    load(&mut payer.link, &mut scheme, IOT, 1_000).unwrap();
+    let ask = |price, ticks_max| StreamAsk {
+        price: Amount(price),
+        ticks_max,
+    };
+    for bad in [
+        ask(0, 10),
+        ask(1, 0),
+        ask(1, (1 << 16) + 1),
+        ask(u64::MAX / 2, 4),
+    ] {
+        refused(
+            payee.link.create_stream_request(bad),
+            codes::SE_STREAM_TERMS,
+        );
     }
+    // Eight streams each way at most; a closed one makes room (the oldest
+    // closed one is dropped).
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(open_stream(&mut payer.link, &mut payee.link, Amount(1), 4).unwrap());
+    }
+    let before = (payer.balance().unwrap(), payee.applet().state().clone());
+    let request = payee.link.create_stream_request(ask(1, 4)).unwrap();
+    refused(payer.link.pay(&request), codes::SE_LIMIT_STREAMS);
+    assert_eq!(payer.balance().unwrap(), before.0, "a refused OPEN locks nothing");
+    payer.link.close_stream_out(&ids[3]).unwrap();
+    let package = payer.link.pay(&request).unwrap();
+    // The payee is full of open streams: it refuses the OPEN, changing
+    // nothing; a closed stream makes room and the same package is taken.
+    let full = payee.applet().state().clone();
+    refused(payee.link.receive(&package), codes::SE_LIMIT_STREAMS);
+    assert_eq!(*payee.applet().state(), full);
+    payee.link.close_stream_in(&ids[5]).unwrap();
+    let receipt = payee.link.receive(&package).unwrap();
+    payer.link.ack(&receipt).unwrap();
+    let id = stream_id(&receipt.transfer_id, 0);
     refused(
-        payer
-            .link
-            .open_stream_out(&Hash32([0x7F; 32]), Amount(1), 4),
-        codes::SE_LIMIT_STREAMS,
-    );
-    // A closed stream makes room: the oldest closed one is dropped.
-    payer.link.close_stream_out(&Hash32([0x83; 32])).unwrap();
-    payer
-        .link
-        .open_stream_out(&Hash32([0x7F; 32]), Amount(1), 4)
-        .unwrap();
-    refused(
-        payer.link.close_stream_out(&Hash32([0x83; 32])),
+        payer.link.close_stream_out(&ids[3]),
         codes::SE_STREAM_UNKNOWN,
     );
-    let ids: Vec<Hash32> = payer.applet().streams().0.iter().map(|s| s.id).collect();
-    assert_eq!(ids.len(), 8);
-    assert!(!ids.contains(&Hash32([0x83; 32])) && ids.contains(&Hash32([0x7F; 32])));
-    refused(
-        payer
-            .link
-            .open_stream_out(&Hash32([0x7E; 32]), Amount(1), 4),
-        codes::SE_LIMIT_STREAMS,
-    );
-    // The same on the paid side.
-    let mut payee = device(&scheme, "payee", CARD);
-    let anchor = Hash32([0xA0; 32]);
-    for i in 0..8u8 {
-        payee
-            .link
-            .open_stream_in(&Hash32([i; 32]), Amount(1), 4, &anchor)
-            .unwrap();
-    }
-    refused(
-        payee
-            .link
-            .open_stream_in(&Hash32([9; 32]), Amount(1), 4, &anchor),
-        codes::SE_LIMIT_STREAMS,
-    );
-    payee.link.close_stream_in(&Hash32([3; 32])).unwrap();
-    payee
+    let outs: Vec<Hash32> = payer.applet().streams().0.iter().map(|s| s.id).collect();
+    assert!(outs.len() == 8 && !outs.contains(&ids[3]) && outs.contains(&id));
+    let ins: Vec<Hash32> = payee.applet().streams().1.iter().map(|s| s.id).collect();
+    assert!(ins.len() == 8 && !ins.contains(&ids[5]) && ins.contains(&id));
+}
+
+/// A terminal between the two SEs cannot turn a stream request into a
+/// payment or change its terms: the payee's SE signed the ask (and it
+/// takes the anchor from the verified OPEN, not from the terminal).
+#[test]
+fn a_terminal_cannot_change_what_an_open_locks() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = device(&scheme, "payer", IOT);
+    let mut payee = device(&scheme, "payee", IOT);
+    load(&mut payer.link, &mut scheme, IOT, 1_000).unwrap();
+    let request = payee
         .link
-        .open_stream_in(&Hash32([9; 32]), Amount(1), 4, &anchor)
+        .create_stream_request(StreamAsk {
+            price: PRICE,
+            ticks_max: 10,
+        })
         .unwrap();
-    let ids: Vec<Hash32> = payee.applet().streams().1.iter().map(|s| s.id).collect();
-    assert!(ids.len() == 8 && !ids.contains(&Hash32([3; 32])));
+    let funds = payer.balance().unwrap();
+    // The ask dropped (a one-off payment of the same amount) or changed:
+    // the payee's signature no longer holds, the payer's SE refuses.
+    let mut one_off = request.clone();
+    one_off.stream = None;
+    refused(payer.link.pay(&one_off), codes::SE_REQUEST_SIGNATURE_INVALID);
+    let mut dearer = request.clone();
+    dearer.stream = Some(StreamAsk {
+        price: Amount(6),
+        ticks_max: 5,
+    });
+    refused(payer.link.pay(&dearer), codes::SE_REQUEST_SIGNATURE_INVALID);
+    assert_eq!(payer.balance().unwrap(), funds);
+    // (A one-off transfer answering the stream request, which no honest
+    // payer SE makes, is refused by the payee's verifier: rule S5,
+    // tally-core tests/verifier.rs.)
+    // The honest OPEN is taken.
+    let package = payer.link.pay(&request).unwrap();
+    let receipt = payee.link.receive(&package).unwrap();
+    payer.link.ack(&receipt).unwrap();
+    assert_eq!(payee.applet().streams().1.len(), 1);
 }
 
 // ---- power cuts --------------------------------------------------------------
@@ -267,22 +315,24 @@ fn ticks(st: &State) -> (u32, Hash32) {
     (st.streams_in[0].ticks, st.streams_in[0].latest)
 }
 
-/// Payer and payee mid-stream (`done` ticks delivered), as storage images.
-fn mid_stream(done: u32, log_max: Option<usize>) -> (Vec<u8>, Vec<u8>, Hash32) {
-    let scheme = Scheme::new(Suite::Ed25519);
+/// Payer and payee mid-stream (`done` ticks delivered), as storage
+/// images, with the stream's id and anchor.
+fn mid_stream(done: u32, log_max: Option<usize>) -> (Vec<u8>, Vec<u8>, Hash32, Hash32) {
+    let mut scheme = Scheme::new(Suite::Ed25519);
     let blank = vec![0xFF; TEST_STORAGE_BYTES];
     let mut payer = boot(&blank, None);
     provision(&mut payer, &scheme, IOT, 2).unwrap();
+    load(&mut payer, &mut scheme, IOT, 1_000).unwrap();
     let mut payee = boot(&blank, None);
     provision(&mut payee, &scheme, IOT, 2).unwrap();
     if let Some(n) = log_max {
         payer.set_journal_log_max(n);
         payee.set_journal_log_max(n);
     }
-    let id = Hash32([0x33; 32]);
-    let anchor = open_stream(&mut payer, &mut payee, &id, PRICE, 64).unwrap();
+    let id = open_stream(&mut payer, &mut payee, PRICE, 64).unwrap();
     stream_ticks(&mut payer, &mut payee, &id, 1, done).unwrap();
-    (power_off(payer).0, power_off(payee).0, anchor)
+    let anchor = payee.stream_anchor(&id).unwrap();
+    (power_off(payer).0, power_off(payee).0, id, anchor)
 }
 
 /// A power cut at every write of one tick, in every tearing mode, on the
@@ -293,8 +343,7 @@ fn mid_stream(done: u32, log_max: Option<usize>) -> (Vec<u8>, Vec<u8>, Hash32) {
 /// against the anchor. Value conserved: the payee never holds more ticks
 /// than the payer released.
 fn tick_survives_power_cuts(log_max: Option<usize>) {
-    let id = Hash32([0x33; 32]);
-    let (payer_image, payee_image, anchor) = mid_stream(5, log_max);
+    let (payer_image, payee_image, id, anchor) = mid_stream(5, log_max);
     // Reference: how many writes one release and one accept make.
     let mut p = boot(&payer_image, None);
     if let Some(n) = log_max {
@@ -386,8 +435,7 @@ fn a_tick_survives_a_power_cut_at_every_write_of_a_compaction() {
 
 #[test]
 fn the_payer_resumes_after_a_reboot_without_its_pebbles() {
-    let id = Hash32([0x33; 32]);
-    let (payer_image, payee_image, anchor) = mid_stream(20, None);
+    let (payer_image, payee_image, id, anchor) = mid_stream(20, None);
     let mut p = boot(&payer_image, None);
     let mut q = boot(&payee_image, None);
     stream_ticks(&mut p, &mut q, &id, 21, 44).unwrap();
@@ -404,8 +452,7 @@ fn the_payer_resumes_after_a_reboot_without_its_pebbles() {
 /// small record per tick (figures in decision 0020).
 #[test]
 fn a_tick_writes_at_most_64_bytes_of_flash_per_device() {
-    let id = Hash32([0x33; 32]);
-    let (payer_image, payee_image, _) = mid_stream(3, None);
+    let (payer_image, payee_image, id, _) = mid_stream(3, None);
     let mut p = boot(&payer_image, None);
     let mut q = boot(&payee_image, None);
     let mut worst = (0usize, 0usize);
@@ -471,29 +518,21 @@ fn cut_at_every_write<T: std::fmt::Debug>(
 
 #[test]
 fn opens_and_closes_survive_a_power_cut_at_every_write() {
-    let id = Hash32([0x33; 32]);
-    let (payer_image, payee_image, anchor) = mid_stream(5, None);
-    // Opening a second stream on each side (an existing id is refused, so
-    // the retry after a cut that landed answers the refusal: opened once).
-    let id2 = Hash32([0x44; 32]);
-    let open_out = |se: &mut Se| match se.open_stream_out(id2, PRICE, 16) {
-        Err(tally_se::SeError::BadStreamTerms)
-            if se.state().streams_out.iter().any(|s| s.id == id2) =>
-        {
-            Ok(anchor)
-        }
-        other => other,
-    };
-    cut_at_every_write(&payer_image, &open_out);
-    let open_in = |se: &mut Se| match se.open_stream_in(id2, PRICE, 16, anchor) {
-        Err(tally_se::SeError::BadStreamTerms)
-            if se.state().streams_in.iter().any(|s| s.id == id2) =>
-        {
-            Ok(())
-        }
-        other => other,
-    };
-    cut_at_every_write(&payee_image, &open_in);
+    let (payer_image, payee_image, id, anchor) = mid_stream(5, None);
+    // Opening a second stream: the payee's request, then PAY (a retry
+    // answers the same package: opened once) and RECEIVE (a retry answers
+    // the same receipt).
+    let mut q = boot(&payee_image, None);
+    let request = q
+        .create_stream_request(StreamAsk {
+            price: PRICE,
+            ticks_max: 16,
+        })
+        .unwrap();
+    let payee_with_request = power_off(q).0;
+    cut_at_every_write(&payer_image, &|se: &mut Se| se.pay(&request));
+    let package = boot(&payer_image, None).pay(&request).unwrap();
+    cut_at_every_write(&payee_with_request, &|se: &mut Se| se.receive(&package));
     // Closes answer the same again after a cut either way.
     cut_at_every_write(&payer_image, &|se: &mut Se| se.close_stream_out(&id));
     cut_at_every_write(&payee_image, &|se: &mut Se| se.close_stream_in(&id));
@@ -546,8 +585,7 @@ fn apply(se: &mut Se, id: &Hash32, op: Op) -> Result<Option<(u32, Hash32)>, tall
 /// many hashes as its ticks.
 #[test]
 fn random_terminal_with_power_cuts_never_lets_the_payee_exceed_the_payer() {
-    let id = Hash32([0x33; 32]);
-    let (payer_image, payee_image, anchor) = mid_stream(2, None);
+    let (payer_image, payee_image, id, anchor) = mid_stream(2, None);
     let (mut most_ticks, mut cuts_that_bit) = (0u32, 0usize);
     for seed in 1..=60u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);

@@ -114,6 +114,7 @@ fixture!(ED_METER_CHAIN, "ed25519-meter-chain.state");
 fixture!(ED_STATION, "ed25519-station.state");
 fixture!(ED_METER_LONG, "ed25519-meter-long.state");
 fixture!(ED_TOPUP, "ed25519-topup.bin");
+fixture!(ED_STREAM_METER, "ed25519-stream-meter.state");
 fixture!(P2_PAYER, "p256-payer.state");
 fixture!(P2_PAYEE, "p256-payee.state");
 fixture!(P2_PKG8, "p256-pkg8.bin");
@@ -753,7 +754,9 @@ const STREAM_TICKS_SMOKE: u32 = 64;
 const STREAM_TICKS_BENCH: u32 = 10_000;
 
 /// A payment stream (decision 0020) from the meter to the station, both
-/// on this M4: OPEN on both sides, `ticks` ticks (the meter's RELEASE,
+/// on this M4: the OPEN payment (the station's stream request, the
+/// meter's PAY locking `ticks` units, the station's RECEIVE keeping the
+/// stream, the meter's ACK), `ticks` ticks (the meter's RELEASE,
 /// then the station's ACCEPT of the element, each with its durable
 /// journal record), then both CLOSE. Per tick: instructions of each side
 /// (average and worst), heap and stack peaks, flash bytes written on
@@ -762,17 +765,29 @@ const STREAM_TICKS_BENCH: u32 = 10_000;
 #[inline(never)]
 fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> Res<()> {
     let n = fx.name;
-    provision(fa, fx.meter)?;
+    provision(fa, &ED_STREAM_METER[..])?;
     provision(fb, fx.station)?;
     let mut meter = boot(fa, b"m4/stream-meter")?;
     let mut station = boot(fb, b"m4/stream-station")?;
-    let id = Hash32([0x5A; 32]);
-    let (r, s_open) = m(|| meter.open_stream_out(id, Amount(1), ticks));
-    let anchor = ctx(r, "meter STREAM OPEN")?;
+    let ask = tally_core::stream::StreamAsk {
+        price: Amount(1),
+        ticks_max: ticks,
+    };
+    let (r, s_req) = m(|| station.create_stream_request(ask));
+    let request = ctx(r, "station STREAM OPEN (request)")?;
+    report(n, "stream_request_payee", &s_req, &[]);
+    let (r, s_open) = m(|| meter.pay(&request));
+    let package = ctx(r, "meter PAY (OPEN)")?;
     report(n, "stream_open_payer", &s_open, &[("ticks_max", u64::from(ticks))]);
-    let (r, s_in) = m(|| station.open_stream_in(id, Amount(1), ticks, anchor));
-    ctx(r, "station STREAM OPEN")?;
+    let (r, s_in) = m(|| station.receive(&package));
+    let receipt = ctx(r, "station RECEIVE (OPEN)")?;
     report(n, "stream_open_payee", &s_in, &[]);
+    ctx(meter.ack(&receipt), "meter ACK (OPEN)")?;
+    let id = tally_core::stream::stream_id(&receipt.transfer_id, 0);
+    let anchor = ctx(
+        station.stream_anchor(&id).ok_or("no stream"),
+        "the station's stream",
+    )?;
     let (mut rel_sum, mut rel_max, mut acc_sum, mut acc_max) = (0u64, 0u64, 0u64, 0u64);
     let (mut heap, mut stack) = (0usize, 0usize);
     let (mut fl_max, w_start) = ([0usize; 2], flash::written());

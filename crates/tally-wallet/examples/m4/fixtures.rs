@@ -37,6 +37,9 @@ const M2M_CHAIN_LOAD: u64 = 100;
 /// more every 32 payments, 1,000 payments in all (src/main.rs).
 const LONG_ISSUES: usize = 4;
 const LONG_TOPUP_ISSUES: usize = 124;
+/// The stream run's meter (Ed25519): one Issue covering the 10,000 ticks
+/// of one unit its OPEN locks (src/main.rs, decision 0020).
+const STREAM_METER_LOAD: u64 = 10_000;
 /// Issue serials of the long run, far from the scheme's own.
 const LONG_SERIAL_BASE: u64 = 1_000_000;
 
@@ -200,6 +203,16 @@ fn fixtures_for(suite: Suite, f: &mut Fixtures) {
     put(f, "station.state", state_bytes(&station));
 
     if suite == Suite::Ed25519 {
+        let mut streamer = blank(format!("gen/{name}/stream-meter").as_bytes());
+        must(
+            provision_suite(&mut streamer, &scheme, IOT, 4, suite),
+            "stream meter",
+        );
+        must(
+            load(&mut streamer, &mut scheme, IOT, STREAM_METER_LOAD),
+            "load stream meter",
+        );
+        put(f, "stream-meter.state", state_bytes(&streamer));
         let mut long = blank(format!("gen/{name}/meter-long").as_bytes());
         must(
             provision_suite(&mut long, &scheme, IOT, 4, suite),
