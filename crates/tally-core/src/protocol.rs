@@ -187,14 +187,10 @@ impl Cbor for Request {
             signature: Signature::read(r)?,
             stream: None,
         };
+        // (That the amount is the ask's value is the payer's SE's check
+        // before it signs an OPEN, and the payee's verifier's, rule S5.)
         if n == 7 {
-            let a = StreamAsk::read(r)?;
-            // The amount is the stream's value; terms no stream may have
-            // are not a request.
-            if a.value() != Some(req.amount) {
-                return Err(CodecError::Malformed);
-            }
-            req.stream = Some(a);
+            req.stream = Some(StreamAsk::read(r)?);
         }
         Ok(req)
     }

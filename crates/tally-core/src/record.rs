@@ -310,6 +310,13 @@ impl Cbor for Issue {
 }
 
 impl Transfer {
+    /// The stream this transfer OPENs, if any (decision 0020).
+    pub fn stream_open(&self) -> Option<&crate::stream::StreamOpenTerms> {
+        match self.stream.as_deref() {
+            Some(StreamPart::Open(terms)) => Some(terms),
+            _ => None,
+        }
+    }
     pub fn body_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(192);
         w.array(5 + usize::from(self.stream.is_some()));
@@ -413,10 +420,7 @@ impl Record {
     /// The stream this record OPENs, if any (decision 0020).
     pub fn stream_open(&self) -> Option<&crate::stream::StreamOpenTerms> {
         match self {
-            Record::Transfer(t) => match t.stream.as_deref() {
-                Some(StreamPart::Open(terms)) => Some(terms),
-                _ => None,
-            },
+            Record::Transfer(t) => t.stream_open(),
             Record::Issue(_) => None,
         }
     }

@@ -1029,18 +1029,12 @@ fn check_all_but_signatures(
     // An input is an output of an earlier record, or the payer half
     // `(open, 0x80 | i)` of the stream OPEN `open` on its output `i`: a
     // virtual output of the stream's value owned by the refund key.
-    let lookup_record = |op: &OutPoint| -> Result<(&Record, Output, Half), VerifyError> {
+    let lookup_record = |op: &OutPoint| -> Result<(&Record, Output, Half<'_>), VerifyError> {
         let i = *index_of
             .get(&op.record)
             .ok_or(VerifyError::MissingAncestor)?;
         let rec = &pkg.ancestry[i];
-        let open = match rec {
-            Record::Transfer(t) => match t.stream.as_deref() {
-                Some(StreamPart::Open(terms)) => Some(terms),
-                _ => None,
-            },
-            Record::Issue(_) => None,
-        };
+        let open = rec.stream_open();
         if op.index & STREAM_REFUND_FLAG != 0 {
             let terms = open
                 .filter(|t| t.index == op.index & !STREAM_REFUND_FLAG)
@@ -1050,7 +1044,7 @@ fn check_all_but_signatures(
                 value,
                 owner: terms.refund_key,
             };
-            return Ok((rec, out, Half::Payer(*terms)));
+            return Ok((rec, out, Half::Payer(terms)));
         }
         let out = rec
             .outputs()
@@ -1058,7 +1052,7 @@ fn check_all_but_signatures(
             .copied()
             .ok_or(VerifyError::UnknownOutput)?;
         match open {
-            Some(terms) if terms.index == op.index => Ok((rec, out, Half::Payee(*terms))),
+            Some(terms) if terms.index == op.index => Ok((rec, out, Half::Payee(terms))),
             _ => Ok((rec, out, Half::None)),
         }
     };
@@ -1251,13 +1245,13 @@ fn check_all_but_signatures(
 
 /// Which half of a stream an input is.
 #[derive(Clone, Copy)]
-enum Half {
+enum Half<'a> {
     /// An ordinary output.
     None,
     /// The stream output itself: the payee's half, consumed by its claim.
-    Payee(StreamOpenTerms),
+    Payee(&'a StreamOpenTerms),
     /// `(open, 0x80 | i)`: the payer's half, consumed by its refund.
-    Payer(StreamOpenTerms),
+    Payer(&'a StreamOpenTerms),
 }
 
 /// S1: an OPEN's terms fit its output: the index names an output whose
@@ -1290,7 +1284,7 @@ fn check_stream_open(t: &crate::record::Transfer) -> Result<(), VerifyError> {
 /// checked every element (decision 0020).
 fn check_stream_close(
     t: &crate::record::Transfer,
-    half: Half,
+    half: Half<'_>,
     walk_chain: bool,
 ) -> Result<Option<Amount>, VerifyError> {
     let part = match t.stream.as_deref() {
@@ -1317,7 +1311,7 @@ fn check_stream_close(
             if walk_chain && !reaches_anchor(element, *ticks, terms.ask.ticks_max, &terms.anchor) {
                 return Err(VerifyError::StreamChain);
             }
-            Ok(Some(price(&terms, *ticks)))
+            Ok(Some(price(terms, *ticks)))
         }
         (StreamPart::Refund { ticks }, Half::Payer(terms)) => {
             let left = terms
@@ -1325,7 +1319,7 @@ fn check_stream_close(
                 .ticks_max
                 .checked_sub(*ticks)
                 .ok_or(VerifyError::StreamCloseValue)?;
-            Ok(Some(price(&terms, left)))
+            Ok(Some(price(terms, left)))
         }
         _ => Err(VerifyError::StreamSpend),
     }

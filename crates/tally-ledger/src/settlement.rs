@@ -414,9 +414,9 @@ impl Settlement {
             .zip(p.ancestry_ids())
             .find(|(_, id)| **id == op.record)
             .and_then(|(r, _)| {
-                let half = r.stream_open().is_some_and(|x| {
-                    x.index == op.index & !tally_core::stream::STREAM_REFUND_FLAG
-                });
+                let half = r
+                    .stream_open()
+                    .is_some_and(|x| x.index == op.index & !tally_core::stream::STREAM_REFUND_FLAG);
                 r.spendable(op.index).map(|o| (o, half))
             })
             .ok_or_else(|| StoreError::Type("input not in ancestry".into()))?;

@@ -31,8 +31,8 @@ use tally_core::{
 };
 
 use tally_core::stream::{
-    Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart,
-    TickError, chain_seed, chain_seed_input, chain_walk, check_tick, stream_id,
+    Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart, TickError, chain_seed,
+    chain_seed_input, chain_walk, check_tick, stream_id,
 };
 
 use crate::seal::Sealing;
@@ -1807,12 +1807,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 let terms = *verified
                     .package()
                     .transfer
-                    .stream
-                    .as_deref()
-                    .and_then(|p| match p {
-                        StreamPart::Open(t) => Some(t),
-                        _ => None,
-                    })
+                    .stream_open()
                     .ok_or(SeError::StateCorrupt)?;
                 let drop = room_for_stream(self.state.streams_in.iter().map(|s| s.closed))?;
                 Some((terms, drop))
@@ -2183,7 +2178,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 },
                 lineage: s.lineage.clone(),
             });
-            self.commit_close(id, close, |st| st.streams_in[slot].closed = true)?;
+            self.commit_close(id, close, &|st| st.streams_in[slot].closed = true)?;
         }
         Ok(claim)
     }
@@ -2214,7 +2209,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 part: StreamPart::Refund { ticks: released },
                 lineage: s.lineage.clone(),
             });
-            self.commit_close(id, close, |st| st.streams_out[slot].closed = true)?;
+            self.commit_close(id, close, &|st| st.streams_out[slot].closed = true)?;
             self.pebbles.retain(|(i, _)| i != id);
         }
         Ok(released)
@@ -2229,7 +2224,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         &mut self,
         id: &Hash32,
         close: Option<Close>,
-        mark: impl FnOnce(&mut State),
+        mark: &dyn Fn(&mut State),
     ) -> Result<(), SeError> {
         let mut next = self.state.clone();
         mark(&mut next);
@@ -2411,7 +2406,6 @@ fn room_for_stream(closed: impl ExactSizeIterator<Item = bool>) -> Result<Option
         .map(Some)
         .ok_or(SeError::LimitExceeded(Limit::Streams))
 }
-
 
 /// What the terminal may choose in a BUILD REQUEST (docs/APDU.md): the
 /// user's parameters only. Wire (command data): Certify `n`; Load

@@ -11,11 +11,11 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use tally_core::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
+use tally_core::stream::StreamAsk;
 use tally_core::{
     Amount, Epoch, Hash32, OutPoint, Policy, PseudonymCertificate, PublicKey, Receipt, Record,
     RevocationList, Suite,
 };
-use tally_core::stream::StreamAsk;
 
 /// 2: adds the request counter, the imported-Issue set, the PIN and the
 /// value paid since the last cardholder verification (version 1 is read
@@ -366,10 +366,7 @@ impl State {
         // Keys that signed a stored transfer: owners of the outputs it consumed.
         let mut signers: BTreeSet<PublicKey> = BTreeSet::new();
         for op in self.records.iter().flat_map(|r| r.record.inputs().iter()) {
-            if let Some(o) = by_id
-                .get(&op.record)
-                .and_then(|p| p.spendable(op.index))
-            {
+            if let Some(o) = by_id.get(&op.record).and_then(|p| p.spendable(op.index)) {
                 signers.insert(o.owner);
             }
         }

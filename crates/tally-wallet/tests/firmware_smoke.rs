@@ -111,7 +111,7 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         "ack",
         "check_request",
         "pay_warm",
-        "stream_open_payer",
+        "stream_open",
         "stream_tick",
         "stream_close_payee",
         "stream_close_payer",

@@ -18,8 +18,8 @@ use tally_se::state::State;
 use tally_se::storage::{MemStorage, TearMode, TearingStorage};
 use tally_se::{Applet, Sealing};
 use tally_wallet::WalletError;
-use tally_wallet::stream::{StreamLink, open_stream, stream_tick, stream_ticks};
 use tally_wallet::link::SeLink;
+use tally_wallet::stream::{StreamLink, open_stream, stream_tick, stream_ticks};
 use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, load, provision};
 
 fn apdu_size(class: u8) -> usize {
@@ -224,7 +224,11 @@ fn bad_terms_are_refused() {
     let before = (payer.balance().unwrap(), payee.applet().state().clone());
     let request = payee.link.create_stream_request(ask(1, 4)).unwrap();
     refused(payer.link.pay(&request), codes::SE_LIMIT_STREAMS);
-    assert_eq!(payer.balance().unwrap(), before.0, "a refused OPEN locks nothing");
+    assert_eq!(
+        payer.balance().unwrap(),
+        before.0,
+        "a refused OPEN locks nothing"
+    );
     payer.link.close_stream_out(&ids[3]).unwrap();
     let package = payer.link.pay(&request).unwrap();
     // The payee is full of open streams: it refuses the OPEN, changing
@@ -267,7 +271,10 @@ fn a_terminal_cannot_change_what_an_open_locks() {
     // the payee's signature no longer holds, the payer's SE refuses.
     let mut one_off = request.clone();
     one_off.stream = None;
-    refused(payer.link.pay(&one_off), codes::SE_REQUEST_SIGNATURE_INVALID);
+    refused(
+        payer.link.pay(&one_off),
+        codes::SE_REQUEST_SIGNATURE_INVALID,
+    );
     let mut dearer = request.clone();
     dearer.stream = Some(StreamAsk {
         price: Amount(6),

@@ -769,21 +769,13 @@ fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> 
     provision(fb, fx.station)?;
     let mut meter = boot(fa, b"m4/stream-meter")?;
     let mut station = boot(fb, b"m4/stream-station")?;
-    let ask = tally_core::stream::StreamAsk {
-        price: Amount(1),
-        ticks_max: ticks,
-    };
-    let (r, s_req) = m(|| station.create_stream_request(ask));
-    let request = ctx(r, "station STREAM OPEN (request)")?;
-    report(n, "stream_request_payee", &s_req, &[]);
-    let (r, s_open) = m(|| meter.pay(&request));
-    let package = ctx(r, "meter PAY (OPEN)")?;
-    report(n, "stream_open_payer", &s_open, &[("ticks_max", u64::from(ticks))]);
-    let (r, s_in) = m(|| station.receive(&package));
-    let receipt = ctx(r, "station RECEIVE (OPEN)")?;
-    report(n, "stream_open_payee", &s_in, &[]);
-    ctx(meter.ack(&receipt), "meter ACK (OPEN)")?;
-    let id = tally_core::stream::stream_id(&receipt.transfer_id, 0);
+    // The OPEN payment, both SEs (request, PAY, RECEIVE, ACK) in one
+    // figure.
+    let (r, s_open) = m(|| {
+        tally_wallet::stream::open_stream(&mut meter, &mut station, Amount(1), ticks)
+    });
+    let id = ctx(r, "stream OPEN")?;
+    report(n, "stream_open", &s_open, &[("ticks_max", u64::from(ticks))]);
     let anchor = ctx(
         station.stream_anchor(&id).ok_or("no stream"),
         "the station's stream",
