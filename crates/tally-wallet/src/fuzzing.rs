@@ -944,6 +944,51 @@ pub fn seed_corpus() -> Vec<Seed> {
     );
     seed("package_verify", "at_budget_32.bin", at_budget);
 
+    // Stream objects (decision 0020): the OPEN transfer, the payee's
+    // claim, a stream request.
+    {
+        let sfx = StreamFixture::new();
+        let (_, mut payee) = sfx.boot();
+        let open = must(
+            payee
+                .applet
+                .state()
+                .streams_in
+                .iter()
+                .find(|s| s.id == sfx.id)
+                .and_then(|s| payee.applet.state().record(&s.open).cloned())
+                .ok_or("no OPEN"),
+            "OPEN record",
+        );
+        must(payee.applet.close_stream_in(&sfx.id), "claim");
+        let claim = must(
+            payee
+                .applet
+                .state()
+                .records
+                .last()
+                .map(|r| r.record.clone())
+                .ok_or("no claim"),
+            "claim record",
+        );
+        let request = must(
+            payee.applet.create_stream_request(tally_core::stream::StreamAsk {
+                price: Amount(2),
+                ticks_max: 100,
+            }),
+            "stream request",
+        );
+        for (name, kind, bytes) in [
+            ("stream_open_record.bin", 2u8, open.to_cbor()),
+            ("stream_claim_record.bin", 2, claim.to_cbor()),
+            ("stream_request.bin", 4, request.to_cbor()),
+        ] {
+            let mut input = alloc::vec![kind];
+            input.extend_from_slice(&bytes);
+            seed("cbor_objects", name, input);
+        }
+    }
+
     // Objects, each prefixed with its kind selector.
     let pkg = must(Package::from_cbor(&one_hop), "one-hop package");
     let Some(Record::Issue(issue)) = pkg.ancestry.first().cloned() else {
