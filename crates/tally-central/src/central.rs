@@ -1628,6 +1628,17 @@ impl CentralBank {
                 self.report_refused_redemption(op, epoch, a.sealed);
                 Err(BackofficeError::DoubleSpendByRedeemer(d))
             }
+            // A package settlement's rules refuse (a forged stream claim,
+            // S4; an audit seal that lies, C7; …): nothing is honoured, and
+            // the MDS sees the attempt as a sync upload's refused package
+            // is seen (a counterfeit alert with the rule's code).
+            Err(
+                e @ (BackofficeError::Verify(_)
+                | BackofficeError::Settlement(SettlementError::AuditOpeningInvalid(_))),
+            ) => {
+                self.report_refused_package(op, epoch, a.sealed, e.code());
+                Err(e)
+            }
             other => other,
         }
     }
@@ -1958,6 +1969,30 @@ impl CentralBank {
         });
         if let Err(e) = r {
             tracing::error!(error = %e, "refused redemption not reported to the MDS");
+        }
+    }
+
+    /// A redemption whose package settlement's rules refused: its paying
+    /// transfer goes to the MDS as refused (`code`), without settling.
+    /// Best effort and once per request: a failure is logged, the refusal
+    /// stands either way.
+    fn report_refused_package(&self, op: &Hash32, epoch: Epoch, sealed: &[u8], code: u16) {
+        let key = tagged_hash(b"tally/v1/outbox-refused-package", &[&op.0]);
+        let r = self.store.transact(|tx| {
+            if tx.outbox_has(&key)? {
+                return Ok(());
+            }
+            let plain = self.keys.opening.open(SealedKind::Redemption, sealed)?;
+            let pkg = Package::from_cbor(&plain)?;
+            let ingest = [IngestRecord::new(
+                Record::Transfer(pkg.transfer),
+                epoch,
+                Verdict::Refused(code),
+            )];
+            self.queue_mds(tx, &key, &ingest)
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "refused redemption package not reported to the MDS");
         }
     }
 

@@ -2284,6 +2284,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         Ok(())
     }
 
+    /// A broken SE, for tests of settlement's and the MDS's defences only
+    /// (feature `test-hooks`): sets the count and the element of stream
+    /// `id` this SE is paid by without any check, as an SE whose chain
+    /// check was bypassed would hold them. Not journaled.
+    #[cfg(feature = "test-hooks")]
+    pub fn break_stream_in(&mut self, id: &Hash32, ticks: u32, element: Hash32) -> bool {
+        match self.state.streams_in.iter_mut().find(|s| s.id == *id) {
+            Some(s) => {
+                s.ticks = ticks;
+                s.latest = element;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The anchor of stream `id` this SE is paid by, from its verified
     /// OPEN (what settlement walks a claim to).
     pub fn stream_anchor(&self, id: &Hash32) -> Option<Hash32> {

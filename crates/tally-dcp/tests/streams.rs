@@ -1,0 +1,148 @@
+//! Payment streams through the back office (issue 13 item 1, decision
+//! 0020), in process: a meter opens a stream to a charging station with an
+//! ordinary offline payment (the OPEN), streams ticks, both close offline
+//! into a claim and a refund, and both renew or unload at the DCP — the
+//! invariant holds and the value splits exactly; a broken payee SE that
+//! claims ticks the payer never released is refused at settlement (rule S4,
+//! code 909) with an alert to the MDS; a cloned payee SE that claims twice
+//! is a double spend.
+
+mod support;
+
+use std::sync::Arc;
+
+use support::*;
+use tally_core::Amount;
+use tally_core::Hash32;
+use tally_core::policy::device_class::IOT;
+use tally_dcp::Backoffice;
+use tally_mds::AlertKind;
+use tally_store::Store;
+use tally_wallet::SeLink;
+use tally_wallet::stream::{StreamLink, open_stream, stream_ticks};
+
+const PRICE: Amount = Amount(2);
+const TICKS: u32 = 100;
+
+fn backoffice() -> Arc<Backoffice> {
+    let bo = Arc::new(Backoffice::open(Store::sqlite_memory().unwrap()).unwrap());
+    bo.mint("m", 1_000_000).unwrap();
+    bo.deposit("d1", "carol", 10_000).unwrap();
+    bo.deposit("d2", "dave", 10_000).unwrap();
+    bo
+}
+
+fn balance(d: &mut Dev) -> Amount {
+    d.link.status().unwrap().balance
+}
+
+/// A meter loaded with 1 000 and a station, a stream of 100 ticks at 2
+/// open between them, `ticks` ticks delivered.
+fn streaming(bo: &Arc<Backoffice>, ticks: u32) -> (Dev, Dev, Hash32) {
+    let mut meter = onboard(bo, "stream-meter", IOT, "carol");
+    let mut station = onboard(bo, "stream-station", IOT, "dave");
+    with_agent(bo, &mut meter, |a| a.load(1_000)).unwrap();
+    let id = open_stream(&mut meter.link, &mut station.link, PRICE, TICKS).unwrap();
+    stream_ticks(&mut meter.link, &mut station.link, &id, 1, ticks).unwrap();
+    (meter, station, id)
+}
+
+#[test]
+fn a_stream_closes_renews_and_unloads_with_the_value_split_exactly() {
+    let bo = backoffice();
+    let (mut meter, mut station, id) = streaming(&bo, 60);
+    assert_eq!(
+        balance(&mut meter),
+        Amount(1_000 - 200),
+        "the OPEN locked 200"
+    );
+    assert_eq!(balance(&mut station), Amount::ZERO);
+    // Tick 61 released, never delivered: the leftover.
+    meter.link.release_tick(&id, 61).unwrap();
+    let claim = station.link.close_stream_in(&id).unwrap();
+    let released = meter.link.close_stream_out(&id).unwrap();
+    assert_eq!((claim.ticks, released), (60, 61));
+    assert_eq!(balance(&mut station), Amount(120));
+    assert_eq!(balance(&mut meter), Amount(1_000 - 200 + 78));
+    for d in [&mut meter, &mut station] {
+        with_agent(&bo, d, |a| a.sync()).unwrap();
+    }
+    // The station renews its claim: the OPEN and the claim settle in the
+    // renewal's ancestry (the claim's chain walked to the anchor).
+    assert_eq!(
+        with_agent(&bo, &mut station, |a| a.renew()).unwrap(),
+        Amount(120)
+    );
+    assert_eq!(balance(&mut station), Amount(120));
+    // The meter unloads what it holds, the refund included.
+    with_agent(&bo, &mut meter, |a| a.unload(878)).unwrap();
+    assert_eq!(bo.account_balance("carol").unwrap(), 10_000 - 1_000 + 878);
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    // Offline: the station's 120 and the leftover 2 nobody holds.
+    assert_eq!(inv.offline_float, 122);
+    assert!(bo.double_spends().unwrap().is_empty());
+    let alerts = bo.alerts().unwrap();
+    assert!(alerts.is_empty(), "an honest stream raised {alerts:?}");
+    // The renewed token pays on.
+    with_agent(&bo, &mut station, |a| a.unload(120)).unwrap();
+    assert_eq!(bo.invariant().unwrap().offline_float, 2);
+}
+
+#[test]
+fn a_claim_beyond_the_released_ticks_is_refused_at_settlement_and_alerted() {
+    let bo = backoffice();
+    let (mut meter, mut station, id) = streaming(&bo, 10);
+    // A broken station SE claims 90 ticks (180) with an element the
+    // meter never released.
+    assert!(
+        station
+            .link
+            .card
+            .applet
+            .break_stream_in(&id, 90, Hash32([0x66; 32]))
+    );
+    let claim = station.link.close_stream_in(&id).unwrap();
+    assert_eq!(claim.value, Amount(180));
+    meter.link.close_stream_out(&id).unwrap();
+    for d in [&mut meter, &mut station] {
+        with_agent(&bo, d, |a| a.sync()).unwrap();
+    }
+    let before = (bo.invariant().unwrap(), bo.account_balance("dave").unwrap());
+    let alerts = bo.alerts().unwrap().len();
+    // Unloading the claim: the package carries the claim in its ancestry;
+    // settlement walks its element to the anchor and refuses it.
+    assert!(with_agent(&bo, &mut station, |a| a.unload(180)).is_err());
+    assert_eq!(
+        (bo.invariant().unwrap(), bo.account_balance("dave").unwrap()),
+        before,
+        "a refused claim paid out"
+    );
+    let now = bo.alerts().unwrap();
+    assert_eq!(now.len(), alerts + 1, "{now:?}");
+    let alert = now.last().unwrap();
+    assert_eq!(alert.kind, AlertKind::CounterfeitRefused);
+    assert_eq!(alert.amount, u64::from(tally_codes::VERIFY_STREAM_CHAIN));
+}
+
+#[test]
+fn a_cloned_payee_se_that_claims_twice_is_a_double_spend() {
+    let bo = backoffice();
+    let (_meter, mut station, id) = streaming(&bo, 30);
+    let mut clone = clone_dev(&mut station);
+    station.link.close_stream_in(&id).unwrap();
+    clone.link.close_stream_in(&id).unwrap();
+    with_agent(&bo, &mut station, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut station, |a| a.unload(60)).unwrap();
+    // The clone's claim of the same half: a second spend of the stream
+    // output, the redeemer itself the cheater — nothing paid.
+    assert!(with_agent(&bo, &mut clone, |a| a.unload(60)).is_err());
+    assert_eq!(bo.account_balance("dave").unwrap(), 10_000 + 60);
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    let alerts = bo.alerts().unwrap();
+    assert!(
+        alerts.iter().any(|a| a.kind == AlertKind::DoubleSpend),
+        "{alerts:?}"
+    );
+}
