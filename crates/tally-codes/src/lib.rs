@@ -350,9 +350,9 @@ registry! {
     VERIFY_AMOUNT_FORM = 403, Verify, http [422], sw [0x6982], Used,
         "V4 (C0): a record with clear amounts under a confidential policy or the reverse, or a transfer whose inputs are of another amount form than its outputs";
     VERIFY_STREAM_TERMS = 404, Verify, http [422], sw [0x6982], Used,
-        "V4 (S1): a stream OPEN whose terms do not fit its output, or a stream in a confidential transfer";
+        "V4 (SV1): a stream OPEN whose terms do not fit its output, or a stream in a confidential transfer";
     VERIFY_STREAM_SPEND = 405, Verify, http [422], sw [0x6982], Used,
-        "V4 (S2): a stream half consumed other than by its own close, or a close that consumes no stream half";
+        "V4 (SV2): a stream half consumed other than by its own close, or a close that consumes no stream half";
     VERIFY_UNKNOWN_ISSUER = 501, Verify, http [422], sw [0x6982], Used,
         "V5: an Issue signed by a key without the ISSUE role, or a certificate by a key without the CERTIFY role";
     VERIFY_CERTIFICATE_EXPIRED = 502, Verify, http [422], sw [0x6982], Used,
@@ -388,9 +388,9 @@ registry! {
     VERIFY_AUDIT_SEAL_INVALID = 907, Verify, http [422], sw [0x6982], Used,
         "V9 (C8): a confidential record without its audit seal (every output's opening sealed to settlement's key), or one not of one opening per output";
     VERIFY_STREAM_CLOSE_VALUE = 908, Verify, http [422], sw [0x6982], Used,
-        "V9 (S3): a stream close paying other than its ticks' value, or counting more ticks than the stream has";
+        "V9 (SV3): a stream close paying other than its ticks' value, or counting more ticks than the stream has";
     VERIFY_STREAM_CHAIN = 909, Verify, http [422], sw [0x6982], Used,
-        "V9 (S4): a stream claim whose element does not walk to the anchor: ticks never released";
+        "V9 (SV4): a stream claim whose element does not walk to the anchor: ticks never released";
     VERIFY_OUTPUT_SPENT_TWICE = 1001, Verify, http [422], sw [0x6982], Used,
         "V10: one output consumed twice inside the package";
     VERIFY_WRONG_PAYEE = 1101, Verify, http [422], sw [0x6982], Used,
@@ -404,7 +404,7 @@ registry! {
     VERIFY_WRONG_OPENING = 1105, Verify, http [422], sw [0x6982], Used,
         "V11 (C6): the payee's opening does not open output 0's commitment";
     VERIFY_WRONG_STREAM = 1106, Verify, http [422], sw [0x6982], Used,
-        "V11 (S5): the transfer does not open the stream the request asked for, or opens one for a one-off request";
+        "V11 (SV5): the transfer does not open the stream the request asked for, or opens one for a one-off request";
     VERIFY_BAD_TRUST_SIGNATURE = 1201, Verify, http [422], sw [0x6982], Used,
         "V12: a policy, revocation list or DCP certificate not signed by the root";
 

@@ -188,7 +188,7 @@ impl Cbor for Request {
             stream: None,
         };
         // (That the amount is the ask's value is the payer's SE's check
-        // before it signs an OPEN, and the payee's verifier's, rule S5.)
+        // before it signs an OPEN, and the payee's verifier's, rule SV5.)
         if n == 7 {
             req.stream = Some(StreamAsk::read(r)?);
         }

@@ -101,22 +101,22 @@ pub enum VerifyError {
     /// output's opening sealed to settlement), or one whose length is not
     /// that of one opening per output.
     AuditSealInvalid,
-    /// V4 (S1): a stream OPEN whose terms do not fit its output (index,
+    /// V4 (SV1): a stream OPEN whose terms do not fit its output (index,
     /// value `price · ticks`, bounds), or a stream in a confidential
     /// transfer.
     StreamTerms,
-    /// V4 (S2): a stream half consumed other than by its own close (one
+    /// V4 (SV2): a stream half consumed other than by its own close (one
     /// input, a claim for the payee's half, a refund for the payer's), or
     /// a close whose input is not a stream half.
     StreamSpend,
-    /// V9 (S3): a close paying other than `ticks · price` (claim) or
+    /// V9 (SV3): a close paying other than `ticks · price` (claim) or
     /// `(ticks_max − ticks) · price` (refund), or counting more ticks than
     /// the stream has.
     StreamCloseValue,
-    /// V9 (S4, settlement): a claim whose element does not walk to the
+    /// V9 (SV4, settlement): a claim whose element does not walk to the
     /// stream's anchor in `ticks` hashes: ticks the payer never released.
     StreamChain,
-    /// V11 (S5): the transfer does not open the stream the request asked
+    /// V11 (SV5): the transfer does not open the stream the request asked
     /// for, or is a stream transfer answering a one-off request.
     WrongStream,
 }
@@ -1105,7 +1105,7 @@ fn check_all_but_signatures(
         }
         if t.confidential.is_none() {
             let out_sum = checked_outputs_sum(&t.outputs)?;
-            // S2, S3: a close pays what its ticks say, not its input's
+            // SV2, SV3: a close pays what its ticks say, not its input's
             // value (the stream's value is split between its two halves).
             match check_stream_close(t, half, matches!(mode, Mode::Settlement))? {
                 Some(due) if due != out_sum => return Err(VerifyError::StreamCloseValue),
@@ -1206,7 +1206,7 @@ fn check_all_but_signatures(
         if pkg.transfer.nonce != exp.nonce {
             return Err(VerifyError::WrongNonce);
         }
-        // S5: exactly the stream asked for, on output 0, or none at all.
+        // SV5: exactly the stream asked for, on output 0, or none at all.
         let opens = match pkg.transfer.stream.as_deref() {
             None => None,
             Some(StreamPart::Open(terms)) if terms.index == 0 => Some(terms.ask),
@@ -1254,7 +1254,7 @@ enum Half<'a> {
     Payer(&'a StreamOpenTerms),
 }
 
-/// S1: an OPEN's terms fit its output: the index names an output whose
+/// SV1: an OPEN's terms fit its output: the index names an output whose
 /// value is `price · ticks_max` within the bounds; clear amounts only.
 fn check_stream_open(t: &crate::record::Transfer) -> Result<(), VerifyError> {
     let Some(part) = t.stream.as_deref() else {
@@ -1275,11 +1275,11 @@ fn check_stream_open(t: &crate::record::Transfer) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// S2–S4 for one transfer whose inputs include the stream half `half`
+/// SV2–SV4 for one transfer whose inputs include the stream half `half`
 /// (or none): a half is consumed only by its own close, alone; a close
 /// consumes exactly one half. Returns what the close must pay (`None`: not
 /// a close, ordinary conservation applies). With `walk_chain`
-/// (settlement), a claim's element must walk to the anchor (S4); a device
+/// (settlement), a claim's element must walk to the anchor (SV4); a device
 /// does not walk up to 65,536 hashes, it relies on the claiming SE having
 /// checked every element (decision 0020).
 fn check_stream_close(
@@ -1300,7 +1300,7 @@ fn check_stream_close(
         return Err(VerifyError::StreamSpend);
     }
     let price = |terms: &StreamOpenTerms, ticks: u32| {
-        // ticks ≤ ticks_max and price · ticks_max fits (S1 on the OPEN).
+        // ticks ≤ ticks_max and price · ticks_max fits (SV1 on the OPEN).
         Amount(terms.ask.price.0 * u64::from(ticks))
     };
     match (part, half) {

@@ -140,6 +140,11 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             "stream-tick-payee",
             stream_tick_record(Some(&stream_element(1))),
         ),
+        // §4.10.5: the value binding.
+        ("stream-request", stream_objects(&p).request.to_cbor()),
+        ("stream-open", stream_objects(&p).open.to_cbor()),
+        ("stream-claim", stream_objects(&p).claim.to_cbor()),
+        ("stream-refund", stream_objects(&p).refund.to_cbor()),
         // §3.3: signatures the cofactored rule accepts and cofactorless
         // verifiers (OpenSSL, libsodium, ed25519-dalek) refuse.
         ("ed25519-mixed-order-r", edge_signature(EdgeR::MixedOrder)),
@@ -154,6 +159,91 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
 /// 32 × `07`.
 fn stream_seed() -> Hash32 {
     tally_core::stream::chain_seed(&[0x07; 32], &Hash32([0x09; 32]))
+}
+
+/// §4.10.5: a stream of N = 4 ticks at price 1 from the payer to the
+/// payee: the payee's stream request, the payer's OPEN spending the vector
+/// Issue (output 0 locks 4 for the payee with the anchor of the 4-tick
+/// chain above, output 1 the change of 996), the payee's claim of 2 ticks
+/// (element `h_2`) and the payer's refund after releasing 3 ticks.
+struct StreamObjects {
+    request: Request,
+    open: Transfer,
+    claim: Transfer,
+    refund: Transfer,
+}
+
+fn stream_objects(p: &Payment) -> StreamObjects {
+    use tally_core::package::sign_transfer_with;
+    use tally_core::stream::{STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart};
+    let ask = StreamAsk {
+        price: Amount(1),
+        ticks_max: 4,
+    };
+    let request = Request::try_sign_stream(&p.payee, ask, NONCE, p.request.payee.clone(), 1)
+        .unwrap()
+        .unwrap();
+    let key_for = |k: &PublicKey| {
+        [&p.payer, &p.payee]
+            .into_iter()
+            .find(|s| s.public() == *k)
+            .cloned()
+    };
+    let out = |value, owner| Output {
+        value: Amount(value),
+        owner,
+    };
+    let open = sign_transfer_with(
+        vec![OutPoint {
+            record: p.issue.id(),
+            index: 0,
+        }],
+        &[p.payer.public()],
+        vec![out(4, p.payee.public()), out(996, p.payer.public())],
+        NONCE,
+        2,
+        Some(StreamPart::Open(StreamOpenTerms {
+            index: 0,
+            refund_key: p.payer.public(),
+            ask,
+            anchor: stream_element(0),
+        })),
+        &key_for,
+    )
+    .unwrap();
+    let half = |index| OutPoint {
+        record: open.id(),
+        index,
+    };
+    let claim = sign_transfer_with(
+        vec![half(0)],
+        &[p.payee.public()],
+        vec![out(2, p.payee.public())],
+        [0; 16],
+        1,
+        Some(StreamPart::Claim {
+            ticks: 2,
+            element: stream_element(2),
+        }),
+        &key_for,
+    )
+    .unwrap();
+    let refund = sign_transfer_with(
+        vec![half(STREAM_REFUND_FLAG)],
+        &[p.payer.public()],
+        vec![out(1, p.payer.public())],
+        [0; 16],
+        3,
+        Some(StreamPart::Refund { ticks: 3 }),
+        &key_for,
+    )
+    .unwrap();
+    StreamObjects {
+        request,
+        open,
+        claim,
+        refund,
+    }
 }
 
 /// Element `h_k` of the 4-tick chain from [`stream_seed`].
@@ -611,4 +701,59 @@ fn spec_vectors_decode_and_verify() {
     assert!(sealing_key.verify(&root).is_ok());
     let settlement_key: SettlementKey = round_trip(get("settlement-key"));
     assert!(settlement_key.verify(&root).is_ok());
+}
+
+/// §4.10.5's vectors decode, re-encode to the same bytes, and verify as
+/// packages: the OPEN against the stream request, the claim and the refund
+/// as ancestry of settlement's view (the claim's element walked to the
+/// anchor).
+#[test]
+fn stream_vectors_decode_and_verify() {
+    use tally_core::stream::StreamAsk;
+    let v = hex_blocks(&spec_text());
+    let get = |n: &str| {
+        Transfer::from_cbor(v.get(n).unwrap_or_else(|| panic!("SPEC.md lacks {n}"))).unwrap()
+    };
+    let p = payment(Suite::Ed25519);
+    let request = Request::from_cbor(&v["stream-request"]).unwrap();
+    request.verify().unwrap();
+    assert_eq!(
+        request.stream,
+        Some(StreamAsk {
+            price: Amount(1),
+            ticks_max: 4
+        })
+    );
+    let (open, claim, refund) = (get("stream-open"), get("stream-claim"), get("stream-refund"));
+    for (t, n) in [(&open, "stream-open"), (&claim, "stream-claim"), (&refund, "stream-refund")] {
+        assert_eq!(t.to_cbor(), v[n], "{n} re-encodes");
+    }
+    let trust = p.scheme.trust();
+    let params = p.scheme.params(HISTORY_BUDGET);
+    let payer_cert = p.package.certificates[0].clone();
+    let pkg = build_package(
+        open.clone(),
+        vec![Record::Issue(p.issue.clone())],
+        vec![payer_cert.clone()],
+    );
+    let exp = Expected {
+        payee: request.payee.key,
+        amount: request.amount,
+        nonce: request.nonce,
+        stream: request.stream,
+    };
+    verify::verify_package(pkg, &exp, &trust, params, &mut NoCache).expect("the OPEN");
+    let payee_cert = request.payee.clone();
+    for (close, certs) in [
+        (&claim, vec![payer_cert.clone(), payee_cert]),
+        (&refund, vec![payer_cert.clone()]),
+    ] {
+        let pkg = build_package(
+            close.clone(),
+            vec![Record::Issue(p.issue.clone()), Record::Transfer(open.clone())],
+            certs,
+        );
+        verify::verify_package_for_settlement(pkg, &trust, params, &mut NoCache)
+            .expect("the close, as settlement sees it");
+    }
 }

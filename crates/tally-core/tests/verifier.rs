@@ -1623,7 +1623,7 @@ proptest! {
     }
 }
 
-// ------------------------------------------------ payment streams (S1–S5)
+// ------------------------------------------------ payment streams (SV1–SV5)
 
 mod streams {
     //! The value binding of a payment stream (SPEC §4.10, decision 0020):
@@ -1751,7 +1751,7 @@ mod streams {
         let s = Stream::new();
         let pkg = s.book.package(&s.open);
         accepts(s.book.verify(&pkg, &s.expected_open()));
-        // S5: the same transfer against a one-off request, another price,
+        // SV5: the same transfer against a one-off request, another price,
         // or a one-off payment against the stream request: refused.
         let mut one_off = s.expected_open();
         one_off.stream = None;
@@ -1779,7 +1779,7 @@ mod streams {
     }
 
     #[test]
-    fn s1_terms_must_fit_the_output() {
+    fn sv1_terms_must_fit_the_output() {
         let s = Stream::new();
         for bad in [
             // value 30 ≠ 4 · 10
@@ -1863,7 +1863,7 @@ mod streams {
     }
 
     #[test]
-    fn s2_a_half_is_consumed_only_by_its_own_close() {
+    fn sv2_a_half_is_consumed_only_by_its_own_close() {
         let mut s = Stream::new();
         let open = s.commit_open();
         // The payee spends the stream output as if it were 30 of its own.
@@ -1917,7 +1917,7 @@ mod streams {
     }
 
     #[test]
-    fn s3_a_close_pays_exactly_its_ticks() {
+    fn sv3_a_close_pays_exactly_its_ticks() {
         let mut s = Stream::new();
         let open = s.commit_open();
         let cases = [
@@ -1956,7 +1956,7 @@ mod streams {
     }
 
     #[test]
-    fn s4_settlement_walks_a_claim_to_the_anchor() {
+    fn sv4_settlement_walks_a_claim_to_the_anchor() {
         let mut s = Stream::new();
         let open = s.commit_open();
         // The payer released 4; a broken payee SE claims 7 with an element

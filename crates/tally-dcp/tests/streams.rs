@@ -3,7 +3,7 @@
 //! ordinary offline payment (the OPEN), streams ticks, both close offline
 //! into a claim and a refund, and both renew or unload at the DCP — the
 //! invariant holds and the value splits exactly; a broken payee SE that
-//! claims ticks the payer never released is refused at settlement (rule S4,
+//! claims ticks the payer never released is refused at settlement (rule SV4,
 //! code 909) with an alert to the MDS; a cloned payee SE that claims twice
 //! is a double spend.
 

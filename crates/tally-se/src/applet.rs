@@ -1797,7 +1797,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::ConflictingSpend);
         }
         let (outpoint, output) = verified.payment();
-        // A stream OPEN (S5 checked it opens exactly what was asked): the
+        // A stream OPEN (SV5 checked it opens exactly what was asked): the
         // stream output is not a token this SE may spend; it becomes the
         // stream, with the anchor from the verified transfer (never from
         // the terminal).

@@ -283,7 +283,7 @@ fn a_terminal_cannot_change_what_an_open_locks() {
     refused(payer.link.pay(&dearer), codes::SE_REQUEST_SIGNATURE_INVALID);
     assert_eq!(payer.balance().unwrap(), funds);
     // (A one-off transfer answering the stream request, which no honest
-    // payer SE makes, is refused by the payee's verifier: rule S5,
+    // payer SE makes, is refused by the payee's verifier: rule SV5,
     // tally-core tests/verifier.rs.)
     // The honest OPEN is taken.
     let package = payer.link.pay(&request).unwrap();
