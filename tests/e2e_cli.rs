@@ -295,6 +295,12 @@ fn demo_runs_to_the_end() {
         assert!(line.ends_with("(reconciled)"), "{line}");
     }
     assert!(out.contains("alice pays dave@2 300 XTS online"), "{out}");
+    // A payment stream, closed by both sides; the charger's claim renews
+    // with its other tokens at step 7 (settlement walks its chain).
+    assert!(
+        out.contains("the charger's claim 80 XTS, the meter's refund 20 XTS"),
+        "{out}"
+    );
     assert!(out.contains("losses from fraud"), "{out}");
     // The confidential scheme: the payee saw commitments, settlement every
     // amount.

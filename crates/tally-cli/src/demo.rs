@@ -764,6 +764,28 @@ pub fn full() -> Result<(), crate::CliError> {
         t.elapsed().as_secs_f64() * 1e3
     )
     .map_err(w)?;
+    // A payment stream (issue 13, decision 0020): one OPEN payment locks
+    // the value for the charger, then each tick is one hash on each SE.
+    {
+        let t = Instant::now();
+        let (meter, charger) = pick2(&mut d, 3, 4);
+        let id =
+            tally_wallet::stream::open_stream(&mut meter.link, &mut charger.link, Amount(1), 100)
+                .map_err(cli)?;
+        tally_wallet::stream::stream_ticks(&mut meter.link, &mut charger.link, &id, 1, 80)
+            .map_err(cli)?;
+        use tally_wallet::stream::StreamLink as _;
+        let claim = charger.link.close_stream_in(&id).map_err(cli)?;
+        let released = meter.link.close_stream_out(&id).map_err(cli)?;
+        writeln!(
+            o,
+            "   A payment stream: the meter's OPEN payment locks 100 XTS for the charger (100 ticks of 1); 80 ticks streamed, each one hash on each SE; both close offline: the charger's claim {} XTS, the meter's refund {} XTS, both plain tokens now ({:.0} ms).",
+            claim.value,
+            100 - u64::from(released),
+            t.elapsed().as_secs_f64() * 1e3
+        )
+        .map_err(w)?;
+    }
     writeln!(o, "7. Devices come online:").map_err(w)?;
     for i in [1usize, 4] {
         let v = d[i].agent(&node, |a| a.renew())?;

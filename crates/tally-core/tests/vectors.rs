@@ -724,8 +724,16 @@ fn stream_vectors_decode_and_verify() {
             ticks_max: 4
         })
     );
-    let (open, claim, refund) = (get("stream-open"), get("stream-claim"), get("stream-refund"));
-    for (t, n) in [(&open, "stream-open"), (&claim, "stream-claim"), (&refund, "stream-refund")] {
+    let (open, claim, refund) = (
+        get("stream-open"),
+        get("stream-claim"),
+        get("stream-refund"),
+    );
+    for (t, n) in [
+        (&open, "stream-open"),
+        (&claim, "stream-claim"),
+        (&refund, "stream-refund"),
+    ] {
         assert_eq!(t.to_cbor(), v[n], "{n} re-encodes");
     }
     let trust = p.scheme.trust();
@@ -750,7 +758,10 @@ fn stream_vectors_decode_and_verify() {
     ] {
         let pkg = build_package(
             close.clone(),
-            vec![Record::Issue(p.issue.clone()), Record::Transfer(open.clone())],
+            vec![
+                Record::Issue(p.issue.clone()),
+                Record::Transfer(open.clone()),
+            ],
             certs,
         );
         verify::verify_package_for_settlement(pkg, &trust, params, &mut NoCache)
