@@ -545,12 +545,20 @@ pub fn pay(
     let pkg = SeLink::pay(&mut se, &req).map_err(se_err)?;
     write_atomic(out, &pkg)?;
     drop(se);
-    let paid = format!(
+    let mut paid = format!(
         "paid {}: package of {} bytes written to {}",
         req.amount,
         pkg.len(),
         out.display()
     );
+    // A stream request: the payment was its OPEN.
+    if let (Some(ask), Ok(p)) = (req.stream, tally_core::Package::from_cbor(&pkg)) {
+        let id = tally_core::stream::stream_id(&p.transfer.id(), 0);
+        paid.push_str(&format!(
+            "; stream {id} opened: {} ticks at {}",
+            ask.ticks_max, ask.price
+        ));
+    }
     if !online {
         return Ok(paid);
     }
@@ -581,10 +589,116 @@ pub fn receive(state: &Path, package: &Path, out: &Path) -> Result<String, CliEr
     write_atomic(out, &r.to_cbor())?;
     let after = SeLink::status(&mut se).map_err(se_err)?.balance;
     let amount = after.0.saturating_sub(before.0);
+    // A stream OPEN credits nothing yet: the stream is what was received.
+    let id = tally_core::stream::stream_id(&r.transfer_id, 0);
+    if let Some(s) = se.streams().1.iter().find(|s| s.id == id) {
+        return Ok(format!(
+            "stream {id} opened: {} ticks at {}; receipt written to {}",
+            s.ticks_max,
+            s.price,
+            out.display()
+        ));
+    }
     Ok(format!(
         "received {amount}; receipt written to {}",
         out.display()
     ))
+}
+
+/// `tally device stream request`: the payee's signed stream request.
+pub fn stream_request(
+    state: &Path,
+    price: u64,
+    ticks: u32,
+    out: &Path,
+) -> Result<String, CliError> {
+    let mut se = open_se(state)?;
+    let ask = tally_core::stream::StreamAsk {
+        price: Amount(price),
+        ticks_max: ticks,
+    };
+    let r = se
+        .create_stream_request(ask)
+        .map_err(|e| se_err(e.into()))?;
+    write_atomic(out, &r.to_cbor())?;
+    Ok(format!(
+        "stream request for {ticks} ticks at {price} ({} locked) written to {}",
+        r.amount,
+        out.display()
+    ))
+}
+
+/// `tally device stream release`: the payer's SE records tick K, then
+/// hands out its element.
+pub fn stream_release(state: &Path, id: &str, tick: u32, out: &Path) -> Result<String, CliError> {
+    let id = parse_hash(id)?;
+    let mut se = open_se(state)?;
+    let e = se.release_tick(&id, tick).map_err(|e| se_err(e.into()))?;
+    write_atomic(out, &e.to_cbor())?;
+    Ok(format!(
+        "tick {tick} released; element written to {}",
+        out.display()
+    ))
+}
+
+/// `tally device stream accept`: the payee's SE takes tick K's element.
+pub fn stream_accept(
+    state: &Path,
+    id: &str,
+    tick: u32,
+    element: &Path,
+) -> Result<String, CliError> {
+    let id = parse_hash(id)?;
+    let e = Hash32::from_cbor(&read_file(element)?)
+        .map_err(|e| CliError::failed(format!("{}: {e}", element.display())))?;
+    let mut se = open_se(state)?;
+    let v = se.accept_tick(&id, tick, e).map_err(|e| se_err(e.into()))?;
+    Ok(format!("tick {tick} taken; streamed {v}"))
+}
+
+/// `tally device stream close`: whichever side this device is on.
+pub fn stream_close(state: &Path, id: &str) -> Result<String, CliError> {
+    let id = parse_hash(id)?;
+    let mut se = open_se(state)?;
+    let (out, inn) = se.streams();
+    if out.iter().any(|s| s.id == id) {
+        let s = out.iter().find(|s| s.id == id).cloned();
+        let released = se.close_stream_out(&id).map_err(|e| se_err(e.into()))?;
+        let refund = s.map_or(0, |s| s.price.0 * u64::from(s.ticks_max - released));
+        return Ok(format!(
+            "stream closed after {released} ticks released; refund {refund} (a token)"
+        ));
+    }
+    if inn.iter().any(|s| s.id == id) {
+        let c = se.close_stream_in(&id).map_err(|e| se_err(e.into()))?;
+        return Ok(format!(
+            "stream closed after {} ticks taken; claim {} (a token)",
+            c.ticks, c.value
+        ));
+    }
+    Err(se_err(tally_se::SeError::UnknownStream.into()))
+}
+
+/// `tally device stream list`.
+pub fn stream_list(state: &Path) -> Result<String, CliError> {
+    let se = open_se(state)?;
+    let (out, inn) = se.streams();
+    let mut text = String::from(
+        "side    stream                                                            ticks      price  closed\n",
+    );
+    for s in out {
+        text.push_str(&format!(
+            "paying  {} {:>5}/{:<5} {:>5}  {}\n",
+            s.id, s.released, s.ticks_max, s.price, s.closed
+        ));
+    }
+    for s in inn {
+        text.push_str(&format!(
+            "paid    {} {:>5}/{:<5} {:>5}  {}\n",
+            s.id, s.ticks, s.ticks_max, s.price, s.closed
+        ));
+    }
+    Ok(text)
 }
 
 pub fn ack(state: &Path, receipt: &Path) -> Result<String, CliError> {

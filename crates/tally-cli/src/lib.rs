@@ -467,6 +467,56 @@ enum DeviceCmd {
     /// the next sync: an acknowledged payment leaves the SE's log) and
     /// tokens.
     History,
+    /// Payment streams (decision 0020): the payee writes a stream request,
+    /// the payer pays it with `pay` (the OPEN locks ticks × price for the
+    /// payee), the payee `receive`s and the payer `ack`s as for any
+    /// payment; then one element per tick, one hash on each SE; either
+    /// side closes offline and its share becomes a token.
+    Stream {
+        #[command(subcommand)]
+        cmd: StreamCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamCmd {
+    /// Payee: write a stream request for TICKS ticks at PRICE each.
+    Request {
+        #[arg(long)]
+        price: u64,
+        #[arg(long)]
+        ticks: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Payer: release tick K of stream ID (recorded in the SE before the
+    /// element leaves it); write the element.
+    Release {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        tick: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Payee: take the element of tick K of stream ID (one hash against the
+    /// element held; a replayed, skipped or forged one is refused).
+    Accept {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        tick: u32,
+        #[arg(long)]
+        element: PathBuf,
+    },
+    /// Either side: close stream ID; the claim (payee) or refund (payer)
+    /// becomes a token in the same SE command.
+    Close {
+        #[arg(long)]
+        id: String,
+    },
+    /// The streams this device pays and is paid by.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -1092,6 +1142,17 @@ fn run_device(state: &Path, cmd: DeviceCmd) -> Result<String, CliError> {
             a.account_balance().map(|b| format!("account balance {b}"))
         }),
         DeviceCmd::History => device::history(state),
+        DeviceCmd::Stream { cmd } => match cmd {
+            StreamCmd::Request { price, ticks, out } => {
+                device::stream_request(state, price, ticks, &out)
+            }
+            StreamCmd::Release { id, tick, out } => device::stream_release(state, &id, tick, &out),
+            StreamCmd::Accept { id, tick, element } => {
+                device::stream_accept(state, &id, tick, &element)
+            }
+            StreamCmd::Close { id } => device::stream_close(state, &id),
+            StreamCmd::List => device::stream_list(state),
+        },
     }
 }
 
