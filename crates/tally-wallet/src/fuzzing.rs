@@ -972,10 +972,12 @@ pub fn seed_corpus() -> Vec<Seed> {
             "claim record",
         );
         let request = must(
-            payee.applet.create_stream_request(tally_core::stream::StreamAsk {
-                price: Amount(2),
-                ticks_max: 100,
-            }),
+            payee
+                .applet
+                .create_stream_request(tally_core::stream::StreamAsk {
+                    price: Amount(2),
+                    ticks_max: 100,
+                }),
             "stream request",
         );
         for (name, kind, bytes) in [
