@@ -1066,7 +1066,7 @@ impl<'a> Batch<'a> {
                                 ..
                             } = stream_use
                             {
-                                self.first_close(tx, r, op, &row, stream, half, ticks)?;
+                                self.first_close(tx, r, op, row, stream, half, ticks)?;
                             }
                         }
                         Some(first) => {
@@ -1506,5 +1506,47 @@ impl<'a> Batch<'a> {
             tx.raise_offline_epochs_max(c.offline_epochs_max)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_stream_parts_round_trip_and_malformed_ones_are_corrupt() {
+        let parts = [
+            PackedStream::Open {
+                index: 7,
+                refund_owner: Hash32([0xab; 32]),
+                price: u64::MAX,
+                ticks_max: u32::MAX,
+            },
+            PackedStream::Close {
+                half: HalfKind::Payee,
+                ticks: 65_536,
+            },
+            PackedStream::Close {
+                half: HalfKind::Payer,
+                ticks: 0,
+            },
+        ];
+        for p in parts {
+            let b = pack_stream(&p);
+            assert_eq!(unpack_stream(&b), Ok(p));
+            // One byte short or long, or another tag: corrupt.
+            assert!(unpack_stream(&b[..b.len() - 1]).is_err());
+            let mut long = b.clone();
+            long.push(0);
+            assert!(unpack_stream(&long).is_err());
+            let mut tag = b.clone();
+            tag[0] = 3;
+            assert!(unpack_stream(&tag).is_err());
+        }
+        assert!(unpack_stream(&[]).is_err());
+        // An OPEN on a payer-half index names no real output.
+        let mut b = pack_stream(&parts[0]);
+        b[1] = STREAM_REFUND_FLAG;
+        assert!(unpack_stream(&b).is_err());
     }
 }

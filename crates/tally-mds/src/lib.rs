@@ -25,6 +25,10 @@
 //! * counterfeit — a record settlement refused (its verifier code), an
 //!   Issue by an unknown issuer, a transfer that does not conserve value,
 //!   a transfer spending an output of a counterfeit record;
+//! * payment streams (decision 0020) — an OPEN's payer half is an output
+//!   outside the holdings, a close conserves when it pays what its ticks
+//!   say, a half closed twice is a double spend, and a claim of more
+//!   ticks than the refund says were released is a stream overclaim;
 //! * AML — structuring (many payments just under the per-payment limit),
 //!   fan-out, fan-in and velocity per pseudonym and epoch.
 //!

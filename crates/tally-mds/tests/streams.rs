@@ -278,8 +278,8 @@ fn a_half_closed_twice_is_a_double_spend() {
     let mds = s.mds();
     ingest(&mds, &[s.issue.clone(), s.open.clone()]);
     let (c1, c2) = (s.claim(4, 2), s.claim(9, 3));
-    assert!(ingest(&mds, &[c1.clone()]).is_empty());
-    let a = ingest(&mds, &[c2.clone()]);
+    assert!(ingest(&mds, std::slice::from_ref(&c1)).is_empty());
+    let a = ingest(&mds, std::slice::from_ref(&c2));
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].kind, AlertKind::DoubleSpend);
     assert_eq!(a[0].subject, c2.id);
@@ -331,8 +331,8 @@ fn a_refund_of_ticks_the_claim_took_is_a_stream_overclaim_in_either_order() {
         let alerts = if one_batch {
             ingest(&mds, &[first.clone(), second.clone()])
         } else {
-            assert!(ingest(&mds, &[first.clone()]).is_empty());
-            ingest(&mds, &[second.clone()])
+            assert!(ingest(&mds, std::slice::from_ref(&first)).is_empty());
+            ingest(&mds, std::slice::from_ref(&second))
         };
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         // The refund came second: its key refunded released ticks; the
@@ -392,7 +392,7 @@ fn a_batch_that_does_not_commit_leaves_no_stream_behind() {
     // first close again, and the refund is compared with it.
     assert!(ingest(&mds, &[s.open.clone(), claim.clone()]).is_empty());
     let refund = s.refund(5, 3);
-    let a = ingest(&mds, &[refund.clone()]);
+    let a = ingest(&mds, std::slice::from_ref(&refund));
     assert_eq!(a.len(), 1, "{a:?}");
     check_overclaim(&a[0], &claim, &refund, s.refund.public().id());
 }
@@ -412,8 +412,8 @@ fn restarts(claim_first: bool, open_store: &dyn Fn() -> Store) {
     let reopen = || Mds::open(open_store(), config.clone()).unwrap_or_else(|e| panic!("{e}"));
     ingest(&reopen(), &[s.issue.clone(), s.open.clone()]);
     // The payer half was kept: its refund is no unknown input.
-    assert!(ingest(&reopen(), &[first.clone()]).is_empty());
-    let a = ingest(&reopen(), &[second.clone()]);
+    assert!(ingest(&reopen(), std::slice::from_ref(&first)).is_empty());
+    let a = ingest(&reopen(), std::slice::from_ref(&second));
     assert_eq!(a.len(), 1, "{a:?}");
     let offender = if claim_first {
         s.refund.public().id()
@@ -427,7 +427,7 @@ fn restarts(claim_first: bool, open_store: &dyn Fn() -> Store) {
     } else {
         s.claim(1, 4)
     };
-    let a = ingest(&reopen(), &[again.clone()]);
+    let a = ingest(&reopen(), std::slice::from_ref(&again));
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].kind, AlertKind::DoubleSpend);
     assert_eq!(a[0].records, vec![second.id, again.id]);
