@@ -49,6 +49,8 @@ use tally_store::{Store, StoreError, TxFailure};
 
 mod alert;
 pub mod db;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod graph;
 mod indicators;
 
@@ -317,6 +319,13 @@ impl Mds {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Closes the MDS and hands its store back, so a restart can be
+    /// replayed over a store that cannot be opened twice (SQLite in
+    /// memory): [`Mds::open`] rebuilds everything from it.
+    pub fn into_store(self) -> Store {
+        self.store
     }
 
     pub fn config(&self) -> &MdsConfig {
