@@ -199,6 +199,8 @@ pub struct Alert {
     /// the verifier's error code. AML: the count that crossed the
     /// threshold.
     pub amount: u64,
-    /// Double spend: the output consumed twice (record id, index).
+    /// Double spend: the output consumed twice (record id, index; for a
+    /// stream's payer half the index is `0x80 | i`). Stream overclaim:
+    /// the stream output.
     pub outpoint: Option<(Hash32, u8)>,
 }

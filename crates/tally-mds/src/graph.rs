@@ -166,10 +166,8 @@ pub(crate) fn unpack_stream(b: &[u8]) -> Result<PackedStream, MdsError> {
         (Some(STREAM_TAG_OPEN), STREAM_OPEN_BYTES) => {
             let price: [u8; 8] = b[34..42].try_into().map_err(|_| bad())?;
             let index = b[1];
-            if is_payer_half(&OutPoint {
-                record: Hash32([0; 32]),
-                index,
-            }) {
+            // A stream output is a real output, never a payer half.
+            if index & STREAM_REFUND_FLAG != 0 {
                 return Err(bad());
             }
             Ok(PackedStream::Open {
