@@ -17,7 +17,8 @@
 //! opens; a batch changes them in place and puts them back if its
 //! transaction does not commit (see `graph.rs` for why: hash-keyed B-tree lookups bound SQLite at a few
 //! thousand records per second). Memory: about 150 bytes per output and
-//! 60 per record, plus the activity of the pseudonyms seen.
+//! 60 per record, plus the activity of the pseudonyms seen (a payment
+//! stream adds its payer half, one more output, and its terms).
 //!
 //! * double spend — an output consumed by a second, different record, at
 //!   any depth of any ancestry (every record of every settled ancestry is
