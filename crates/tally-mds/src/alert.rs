@@ -19,6 +19,12 @@ pub enum AlertKind {
     UnknownIssuer,
     /// A transfer spending an output of a counterfeit record.
     CounterfeitDescendant,
+    /// Both halves of one payment stream closed, and the payee's claim
+    /// took more ticks than the payer's refund says were released
+    /// (decision 0020): only a broken or cloned payer SE refunds ticks it
+    /// had released (or a broken payee SE claims ticks it never got).
+    /// `amount` is the excess, `(claim ticks − refund ticks) · price`.
+    StreamOverclaim,
     /// Many payments just under the per-payment limit by one pseudonym in
     /// one epoch.
     Structuring,
@@ -43,6 +49,7 @@ impl AlertKind {
             AlertKind::NonConserving => 3,
             AlertKind::UnknownIssuer => 4,
             AlertKind::CounterfeitDescendant => 5,
+            AlertKind::StreamOverclaim => 6,
             AlertKind::Structuring => 10,
             AlertKind::FanOut => 11,
             AlertKind::FanIn => 12,
@@ -57,6 +64,7 @@ impl AlertKind {
             3 => AlertKind::NonConserving,
             4 => AlertKind::UnknownIssuer,
             5 => AlertKind::CounterfeitDescendant,
+            6 => AlertKind::StreamOverclaim,
             10 => AlertKind::Structuring,
             11 => AlertKind::FanOut,
             12 => AlertKind::FanIn,
@@ -73,6 +81,7 @@ impl AlertKind {
             | AlertKind::NonConserving
             | AlertKind::UnknownIssuer
             | AlertKind::CounterfeitDescendant
+            | AlertKind::StreamOverclaim
             // Records nobody has judged: a fraud may hide in them.
             | AlertKind::IngestionFailed => Severity::Critical,
             AlertKind::Structuring | AlertKind::FanOut | AlertKind::FanIn | AlertKind::Velocity => {
@@ -92,6 +101,7 @@ impl AlertKind {
             AlertKind::NonConserving => "non_conserving",
             AlertKind::UnknownIssuer => "unknown_issuer",
             AlertKind::CounterfeitDescendant => "counterfeit_descendant",
+            AlertKind::StreamOverclaim => "stream_overclaim",
             AlertKind::Structuring => "structuring",
             AlertKind::FanOut => "fan_out",
             AlertKind::FanIn => "fan_in",
@@ -165,7 +175,8 @@ impl fmt::Display for AlertState {
 /// One alert. `records` is the evidence: for a double spend, the record
 /// that consumed the output first and then the second consumer (the
 /// `subject`); for a counterfeit, the record itself (and the counterfeit
-/// parent for a descendant); for AML signals, the pseudonym's payments in
+/// parent for a descendant); for a stream overclaim, the stream's first
+/// close and then its second (the `subject`); for AML signals, the pseudonym's payments in
 /// that epoch (at most [`crate::ALERT_EVIDENCE_RECORDS_MAX`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
@@ -179,13 +190,17 @@ pub struct Alert {
     pub subject: Hash32,
     /// Key id of the pseudonym held responsible, when known: the owner of
     /// the double-spent output, the issuer of a counterfeit Issue, the
-    /// payer of a transfer.
+    /// payer of a transfer, the key that signed a stream's second close.
     pub offender: Option<Hash32>,
     pub records: Vec<Hash32>,
-    /// Double spend: the output's value (the loss). Counterfeit refused:
+    /// Double spend: the output's value (the loss; for a stream half
+    /// closed twice, what the second close pays). Stream overclaim: the
+    /// claim's excess over the refund. Counterfeit refused:
     /// the verifier's error code. AML: the count that crossed the
     /// threshold.
     pub amount: u64,
-    /// Double spend: the output consumed twice (record id, index).
+    /// Double spend: the output consumed twice (record id, index; for a
+    /// stream's payer half the index is `0x80 | i`). Stream overclaim:
+    /// the stream output.
     pub outpoint: Option<(Hash32, u8)>,
 }

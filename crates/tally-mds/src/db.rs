@@ -146,6 +146,12 @@ pub static MIGRATIONS: Migrations = Migrations {
             body BLOB NOT NULL
         )",
         ),
+        // A payment stream's part of a record (decision 0020), packed as
+        // `graph.rs` lays it out: an OPEN's terms (so the payer half is
+        // rebuilt on open), a claim's or refund's ticks (so the first
+        // close of each half is compared with the other across restarts).
+        // NULL for every other record and for rows written before.
+        (4, "ALTER TABLE mds_records ADD COLUMN stream BLOB"),
     ],
 };
 
@@ -156,12 +162,12 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// migration 2 does.)
 const SQLITE_INGEST_PRAGMAS: &[&str] = &["PRAGMA cache_size = -65536"];
 
-/// Most rows per multi-row INSERT (14 columns: 896 parameters, under
+/// Most rows per multi-row INSERT (15 columns: 960 parameters, under
 /// both backends' limits). Smaller statements come in halving sizes so at
 /// most seven distinct INSERTs are ever prepared.
 const INSERT_ROWS_MAX: usize = 64;
 
-const RECORD_COLUMNS: &str = "mds_records (seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce, outputs, inputs)";
+const RECORD_COLUMNS: &str = "mds_records (seq, id, kind, epoch, status, payer, payee, value, payment, depth, redemption, nonce, outputs, inputs, stream)";
 
 // ---- rows ------------------------------------------------------------------
 
@@ -191,6 +197,9 @@ pub struct RecordRow {
     pub outputs: Vec<u8>,
     /// Packed inputs (see `graph.rs`).
     pub inputs: Vec<u8>,
+    /// Packed stream part (see `graph.rs`); `None` (NULL) for a record
+    /// that neither opens nor closes a stream.
+    pub stream: Option<Vec<u8>>,
 }
 
 /// A record's row as the MDS reads it back when it opens. The packed
@@ -210,6 +219,8 @@ pub struct LoadedRecord<'r> {
     pub redemption: bool,
     pub outputs: Option<&'r [u8]>,
     pub inputs: Option<&'r [u8]>,
+    /// The packed stream part, `None` for records without one.
+    pub stream: Option<&'r [u8]>,
 }
 
 /// An output written by schema version 1 (`mds_outputs`).
@@ -480,8 +491,7 @@ fn alert_from_row(r: &Row) -> Result<Alert, MdsError> {
     })
 }
 
-const LOAD_RECORD_COLUMNS: &str =
-    "id, status, kind, epoch, payer, payee, payment, redemption, seq, depth, outputs, inputs";
+const LOAD_RECORD_COLUMNS: &str = "id, status, kind, epoch, payer, payee, payment, redemption, seq, depth, outputs, inputs, stream";
 
 /// Decodes a row of `SELECT {LOAD_RECORD_COLUMNS} FROM mds_records`.
 fn loaded_record_from_row(r: &Row) -> Result<LoadedRecord<'_>, MdsError> {
@@ -498,6 +508,7 @@ fn loaded_record_from_row(r: &Row) -> Result<LoadedRecord<'_>, MdsError> {
         depth: uint(r, 9)?,
         outputs: r.opt_bytes(10)?,
         inputs: r.opt_bytes(11)?,
+        stream: r.opt_bytes(12)?,
     })
 }
 
@@ -576,7 +587,7 @@ fn count_from_row(r: Option<Row>) -> Result<i64, MdsError> {
     Ok(r.map(|r| r.int(0)).transpose()?.unwrap_or(0))
 }
 
-fn record_values(r: RecordRow) -> Result<[Value; 14], MdsError> {
+fn record_values(r: RecordRow) -> Result<[Value; 15], MdsError> {
     let b = |h: Option<Hash32>| Value::Bytes(h.map(|h| h.0.to_vec()).unwrap_or_default());
     Ok([
         Value::Int(r.seq),
@@ -593,6 +604,7 @@ fn record_values(r: RecordRow) -> Result<[Value; 14], MdsError> {
         Value::Bytes(r.nonce.map(|n| n.to_vec()).unwrap_or_default()),
         Value::Bytes(r.outputs),
         Value::Bytes(r.inputs),
+        r.stream.map(Value::Bytes).unwrap_or(Value::Null),
     ])
 }
 

@@ -24,12 +24,42 @@
 //!
 //! Both are empty for a counterfeit record and NULL for rows written by
 //! schema version 1, whose edges stay in `mds_outputs` / `mds_spends`.
+//!
+//! A valid record that opens or closes a payment stream (decision 0020)
+//! also fills `stream` ([`PackedStream`]): an OPEN's terms — tag 0 ‖
+//! stream output index (1) ‖ refund key id (32) ‖ price (u64 BE, 8) ‖
+//! ticks (u32 BE, 4) — or a close's ticks — tag 1 (claim) or 2 (refund)
+//! ‖ ticks (u32 BE, 4). Rebuilding the maps from it gives back the payer
+//! half `(open, 0x80 | i)` as an output and the first close of each half.
+//!
+//! Stream accounting (holdings, conservation):
+//! * the OPEN is an ordinary payment: its stream output (value `V = N·p`)
+//!   counts in the payee's holdings once. Its payer half is registered as
+//!   an output owned by the refund key, of value `V`, that never counts
+//!   in holdings (the same value is already held, as the stream output);
+//! * a close conserves when it pays what its ticks say: a claim of `k`
+//!   ticks pays `k·p`, a refund of `k` released ticks pays `(N − k)·p`
+//!   (settlement's rules S2–S4), whatever its input's value;
+//! * the claim removes the stream output's `V` from holdings and adds its
+//!   own output `k·p`; the refund removes nothing and adds `(N − k)·p`.
+//!   With both closes the stream changed holdings by `−(k_released −
+//!   k_claim)·p`: the released but unclaimed ticks leave the holdings
+//!   (value nobody holds, settlement's leftover). While only the refund
+//!   is known the stream output still counts its whole `V`, so holdings
+//!   briefly count the refunded part twice;
+//! * a half closed twice is a double spend of that half; its loss is what
+//!   the second close pays (value made from nothing), not the half's `V`;
+//! * when both halves' first closes are known and `k_claim > k_released`,
+//!   the excess `(k_claim − k_released)·p` is a [`AlertKind::StreamOverclaim`]
+//!   and counted as a fraud loss (holdings grew by it);
+//! * a close is not a payment (the OPEN was): closes feed no AML count.
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hasher};
 
 use tally_core::policy::device_class;
-use tally_core::{Hash32, OutPoint, Record};
+use tally_core::stream::{STREAM_REFUND_FLAG, StreamPart};
+use tally_core::{Hash32, OutPoint, Record, Transfer};
 use tally_store::Tx;
 
 use crate::db::{MdsDb, RecordRow};
@@ -46,6 +76,150 @@ const KIND_TRANSFER: i64 = 1;
 pub(crate) const OUTPUT_BYTES: usize = 42;
 /// Packed bytes per input in `mds_records.inputs`.
 pub(crate) const INPUT_BYTES: usize = 33;
+/// Packed bytes of an OPEN's terms in `mds_records.stream`.
+pub(crate) const STREAM_OPEN_BYTES: usize = 46;
+/// Packed bytes of a close in `mds_records.stream`.
+pub(crate) const STREAM_CLOSE_BYTES: usize = 5;
+const STREAM_TAG_OPEN: u8 = 0;
+const STREAM_TAG_CLAIM: u8 = 1;
+const STREAM_TAG_REFUND: u8 = 2;
+
+/// Whether `op` names a stream's payer half (`0x80 | i`): no real output
+/// has such an index (`RECORD_OUTPUTS_MAX` is 8).
+fn is_payer_half(op: &OutPoint) -> bool {
+    op.index & STREAM_REFUND_FLAG != 0
+}
+
+/// One stream, keyed by its stream output `(open, i)`: its terms and the
+/// first close of each half (ticks, record id).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamState {
+    price: u64,
+    ticks_max: u32,
+    claim: Option<(u32, Hash32)>,
+    refund: Option<(u32, Hash32)>,
+}
+
+/// Which half a close consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HalfKind {
+    /// The stream output, closed by the payee's claim.
+    Payee,
+    /// `(open, 0x80 | i)`, closed by the payer's refund.
+    Payer,
+}
+
+/// A stream part as packed in `mds_records.stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PackedStream {
+    Open {
+        index: u8,
+        refund_owner: Hash32,
+        price: u64,
+        ticks_max: u32,
+    },
+    Close {
+        half: HalfKind,
+        ticks: u32,
+    },
+}
+
+fn pack_stream(p: &PackedStream) -> Vec<u8> {
+    match p {
+        PackedStream::Open {
+            index,
+            refund_owner,
+            price,
+            ticks_max,
+        } => {
+            let mut b = Vec::with_capacity(STREAM_OPEN_BYTES);
+            b.push(STREAM_TAG_OPEN);
+            b.push(*index);
+            b.extend_from_slice(&refund_owner.0);
+            b.extend_from_slice(&price.to_be_bytes());
+            b.extend_from_slice(&ticks_max.to_be_bytes());
+            b
+        }
+        PackedStream::Close { half, ticks } => {
+            let mut b = Vec::with_capacity(STREAM_CLOSE_BYTES);
+            b.push(match half {
+                HalfKind::Payee => STREAM_TAG_CLAIM,
+                HalfKind::Payer => STREAM_TAG_REFUND,
+            });
+            b.extend_from_slice(&ticks.to_be_bytes());
+            b
+        }
+    }
+}
+
+pub(crate) fn unpack_stream(b: &[u8]) -> Result<PackedStream, MdsError> {
+    let bad = || MdsError::Corrupt(format!("stream part of {} bytes", b.len()));
+    let u32_at = |i: usize| -> Result<u32, MdsError> {
+        let w: [u8; 4] = b
+            .get(i..i + 4)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
+        Ok(u32::from_be_bytes(w))
+    };
+    match (b.first().copied(), b.len()) {
+        (Some(STREAM_TAG_OPEN), STREAM_OPEN_BYTES) => {
+            let price: [u8; 8] = b[34..42].try_into().map_err(|_| bad())?;
+            let index = b[1];
+            // A stream output is a real output, never a payer half.
+            if index & STREAM_REFUND_FLAG != 0 {
+                return Err(bad());
+            }
+            Ok(PackedStream::Open {
+                index,
+                refund_owner: hash_of(&b[2..34])?,
+                price: u64::from_be_bytes(price),
+                ticks_max: u32_at(42)?,
+            })
+        }
+        (Some(STREAM_TAG_CLAIM), STREAM_CLOSE_BYTES) => Ok(PackedStream::Close {
+            half: HalfKind::Payee,
+            ticks: u32_at(1)?,
+        }),
+        (Some(STREAM_TAG_REFUND), STREAM_CLOSE_BYTES) => Ok(PackedStream::Close {
+            half: HalfKind::Payer,
+            ticks: u32_at(1)?,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// The stream output `(open, i)` whose half `op` is (either half).
+fn stream_of(op: &OutPoint) -> OutPoint {
+    OutPoint {
+        record: op.record,
+        index: op.index & !STREAM_REFUND_FLAG,
+    }
+}
+
+/// What a valid transfer does with payment streams.
+enum StreamUse {
+    /// Nothing: ordinary conservation applies.
+    None,
+    /// Opens a stream on its output `index` (terms checked against it).
+    Open {
+        index: u8,
+        refund_owner: Hash32,
+        price: u64,
+        ticks_max: u32,
+    },
+    /// Closes one half of the stream whose output is `stream`, paying `due`.
+    Close {
+        stream: OutPoint,
+        half: HalfKind,
+        ticks: u32,
+        due: u64,
+    },
+    /// Consumes a half other than by its own close, closes no half, or
+    /// opens on terms its output does not carry: settlement refuses all
+    /// of these (S1–S3), so nothing backs what it pays.
+    Broken,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OutState {
@@ -164,6 +338,8 @@ pub(crate) struct HotState {
     outputs: HashMap<OutPoint, OutState>,
     activity: HashMap<(Hash32, u32), ActState>,
     pairs: HashSet<(Hash32, Hash32, u32)>,
+    /// Payment streams by stream output `(open, i)`.
+    streams: HashMap<OutPoint, StreamState>,
     next_seq: i64,
 }
 
@@ -218,10 +394,35 @@ impl HotState {
                     );
                 }
             }
+            let stream = r.stream.map(unpack_stream).transpose()?;
+            if let Some(PackedStream::Open {
+                index,
+                refund_owner,
+                price,
+                ticks_max,
+            }) = stream
+            {
+                s.open_stream(None, id, index, refund_owner, price, ticks_max, r.depth)?;
+            }
             if let Some(inputs) = r.inputs {
-                for op in unpack_inputs(inputs)? {
-                    s.consume(op, id)?;
+                let inputs = unpack_inputs(inputs)?;
+                for op in &inputs {
+                    s.consume(*op, id)?;
                 }
+                if let Some(PackedStream::Close { half, ticks }) = stream {
+                    // A close was stored only with its one half as input.
+                    let [op] = inputs[..] else {
+                        return Err(MdsError::Corrupt(format!("record {id}: stream close")));
+                    };
+                    let consumed_first = s.outputs.get(&op).and_then(|o| o.consumed_by) == Some(id);
+                    if consumed_first {
+                        s.note_close(None, stream_of(&op), half, ticks, id)?;
+                    }
+                }
+            }
+            if matches!(stream, Some(PackedStream::Close { .. })) {
+                // A close is not a payment.
+                return Ok(());
             }
             if r.status != STATUS_VALID || r.kind != KIND_TRANSFER || r.redemption {
                 return Ok(());
@@ -243,6 +444,93 @@ impl HotState {
             .ok_or_else(|| MdsError::Corrupt(format!("spend of unknown output {}", op.record)))?;
         o.consumed_by.get_or_insert(consumer);
         Ok(())
+    }
+
+    /// Registers the stream the OPEN `open` makes on its output `index`
+    /// and its payer half `(open, 0x80 | index)`: an output of the stream's
+    /// value owned by the refund key, which holdings never count.
+    #[allow(clippy::too_many_arguments)]
+    fn open_stream(
+        &mut self,
+        undo: Option<&mut Undo>,
+        open: Hash32,
+        index: u8,
+        refund_owner: Hash32,
+        price: u64,
+        ticks_max: u32,
+        depth: u64,
+    ) -> Result<(), MdsError> {
+        let stream = OutPoint {
+            record: open,
+            index,
+        };
+        let half = OutPoint {
+            record: open,
+            index: index | STREAM_REFUND_FLAG,
+        };
+        let value = price
+            .checked_mul(u64::from(ticks_max))
+            .ok_or(MdsError::Overflow)?;
+        if self.outputs.contains_key(&half) || self.streams.contains_key(&stream) {
+            return Err(MdsError::Corrupt(format!(
+                "stream {open}:{index} opened twice"
+            )));
+        }
+        self.outputs.insert(
+            half,
+            OutState {
+                owner: refund_owner,
+                value,
+                depth,
+                class: DEVICE_CLASS_UNKNOWN,
+                redeemed: false,
+                consumed_by: None,
+            },
+        );
+        self.streams.insert(
+            stream,
+            StreamState {
+                price,
+                ticks_max,
+                claim: None,
+                refund: None,
+            },
+        );
+        if let Some(u) = undo {
+            u.outputs.push(half);
+            u.streams.push(stream);
+        }
+        Ok(())
+    }
+
+    /// Records the first close of `half` of `stream`. Returns the stream
+    /// as it now is.
+    fn note_close(
+        &mut self,
+        undo: Option<&mut Undo>,
+        stream: OutPoint,
+        half: HalfKind,
+        ticks: u32,
+        close: Hash32,
+    ) -> Result<StreamState, MdsError> {
+        let s = self.streams.get_mut(&stream).ok_or_else(|| {
+            MdsError::Corrupt(format!("close of unknown stream {}", stream.record))
+        })?;
+        let slot = match half {
+            HalfKind::Payee => &mut s.claim,
+            HalfKind::Payer => &mut s.refund,
+        };
+        if slot.is_some() {
+            return Err(MdsError::Corrupt(format!(
+                "stream {} closed first twice",
+                stream.record
+            )));
+        }
+        *slot = Some((ticks, close));
+        if let Some(u) = undo {
+            u.closes.push((stream, half));
+        }
+        Ok(*s)
     }
 
     /// The activity of `k`, saved in `undo` before its first change in
@@ -317,6 +605,10 @@ pub(crate) struct Undo {
     /// `None`: the key was new in the batch.
     activity: HashMap<(Hash32, u32), Option<ActBefore>>,
     pairs: Vec<(Hash32, Hash32, u32)>,
+    /// Streams the batch opened.
+    streams: Vec<OutPoint>,
+    /// Stream halves whose first close the batch recorded.
+    closes: Vec<(OutPoint, HalfKind)>,
     next_seq: Option<i64>,
 }
 
@@ -350,6 +642,17 @@ impl Undo {
         }
         for p in &u.pairs {
             hot.pairs.remove(p);
+        }
+        for (op, half) in &u.closes {
+            if let Some(st) = hot.streams.get_mut(op) {
+                match half {
+                    HalfKind::Payee => st.claim = None,
+                    HalfKind::Payer => st.refund = None,
+                }
+            }
+        }
+        for op in &u.streams {
+            hot.streams.remove(op);
         }
         if let Some(seq) = u.next_seq {
             hot.next_seq = seq;
@@ -553,6 +856,7 @@ impl<'a> Batch<'a> {
         nonce: Option<&[u8; 16]>,
         outputs: Vec<u8>,
         inputs: Vec<u8>,
+        stream: Option<Vec<u8>>,
     ) -> Result<(), MdsError> {
         let seq = self.seq();
         // Refused here, before the row is queued: amounts the store keeps.
@@ -574,6 +878,7 @@ impl<'a> Batch<'a> {
             nonce: nonce.copied(),
             outputs,
             inputs,
+            stream,
         });
         self.hot.records.insert(r.id, status);
         self.undo.records.push(r.id);
@@ -643,6 +948,7 @@ impl<'a> Batch<'a> {
                     None,
                     packed,
                     Vec::new(),
+                    None,
                 )?;
                 add(&mut self.counters.issued, out_sum)?;
             }
@@ -691,11 +997,21 @@ impl<'a> Batch<'a> {
                     .iter()
                     .enumerate()
                     .any(|(i, op)| t.inputs[..i].contains(op));
+                let stream_use = self.stream_use(t);
+                // What the outputs must add up to: the inputs, or for a
+                // stream close what its ticks say (its input's value is
+                // split between the stream's two halves).
+                let due = match &stream_use {
+                    StreamUse::None | StreamUse::Open { .. } => Some(in_sum),
+                    StreamUse::Close { due, .. } => Some(u128::from(*due)),
+                    StreamUse::Broken => None,
+                };
                 let fraud = if let Some(p) = counterfeit_parent {
                     Some((AlertKind::CounterfeitDescendant, out_sum, vec![r.id, p]))
-                } else if t.inputs.is_empty() || repeated || in_sum != u128::from(out_sum) {
-                    // The difference, capped at what an alert stores.
-                    let diff = in_sum.abs_diff(u128::from(out_sum));
+                } else if t.inputs.is_empty() || repeated || due != Some(u128::from(out_sum)) {
+                    // The difference, capped at what an alert stores
+                    // (nothing backs a broken stream spend).
+                    let diff = due.unwrap_or(0).abs_diff(u128::from(out_sum));
                     Some((
                         AlertKind::NonConserving,
                         u64::try_from(diff.min(u128::from(AMOUNT_STORED_MAX)))
@@ -733,15 +1049,33 @@ impl<'a> Batch<'a> {
                                 o.consumed_by = Some(r.id);
                                 self.undo.consumed.push(*op);
                             }
-                            if !row.redeemed {
+                            // A payer half never counted in holdings (its
+                            // value is held once, as the stream output).
+                            if !row.redeemed && !is_payer_half(op) {
                                 let h = self.counters.holdings.entry(row.class).or_default();
                                 *h = h
                                     .checked_sub(i128::from(row.value))
                                     .ok_or(MdsError::Overflow)?;
                             }
+                            if let StreamUse::Close {
+                                stream,
+                                half,
+                                ticks,
+                                ..
+                            } = stream_use
+                            {
+                                self.first_close(tx, r, op, row, stream, half, ticks)?;
+                            }
                         }
                         Some(first) => {
-                            add(&mut self.counters.fraud_losses, row.value)?;
+                            // A half closed twice: the second close made
+                            // what it pays from nothing (a half's value is
+                            // split, not what either close pays).
+                            let loss = match stream_use {
+                                StreamUse::Close { .. } => out_sum,
+                                _ => row.value,
+                            };
+                            add(&mut self.counters.fraud_losses, loss)?;
                             add(&mut self.counters.double_spends, 1)?;
                             self.raise(
                                 tx,
@@ -750,20 +1084,50 @@ impl<'a> Batch<'a> {
                                 r.id,
                                 Some(row.owner),
                                 vec![first, r.id],
-                                row.value,
+                                loss,
                                 Some((op.record, op.index)),
                             )?;
                         }
                     }
                 }
                 let (redeemed, packed_outputs) = self.queue_outputs(r, &owners, depth)?;
+                let packed_stream = match stream_use {
+                    StreamUse::Open {
+                        index,
+                        refund_owner,
+                        price,
+                        ticks_max,
+                    } => {
+                        self.hot.open_stream(
+                            Some(&mut *self.undo),
+                            r.id,
+                            index,
+                            refund_owner,
+                            price,
+                            ticks_max,
+                            depth,
+                        )?;
+                        Some(pack_stream(&PackedStream::Open {
+                            index,
+                            refund_owner,
+                            price,
+                            ticks_max,
+                        }))
+                    }
+                    StreamUse::Close { half, ticks, .. } => {
+                        Some(pack_stream(&PackedStream::Close { half, ticks }))
+                    }
+                    StreamUse::None | StreamUse::Broken => None,
+                };
+                let is_close = matches!(stream_use, StreamUse::Close { .. });
                 let payment = outputs.first().map(|o| o.value.0).unwrap_or(0);
                 if redeemed > 0 {
                     add(&mut self.counters.redemptions, 1)?;
                     add(&mut self.counters.redeemed, redeemed)?;
                     // depth ≥ 1: checked_add(1) above.
                     add(&mut self.counters.hops_total, depth.saturating_sub(1))?;
-                } else if let (Some(payer), Some(payee)) = (payer, payee) {
+                } else if !is_close && let (Some(payer), Some(payee)) = (payer, payee) {
+                    // A stream close is not a payment (its OPEN was one).
                     add(&mut self.counters.payments, 1)?;
                     add(&mut self.counters.payment_value, payment)?;
                     let e = self.epochs.entry(r.epoch).or_default();
@@ -792,6 +1156,7 @@ impl<'a> Batch<'a> {
                     Some(&t.nonce),
                     packed_outputs,
                     packed_inputs,
+                    packed_stream,
                 )?;
                 if r.unacknowledged
                     && let Some(payee) = payee
@@ -801,6 +1166,127 @@ impl<'a> Batch<'a> {
             }
         }
         Ok(())
+    }
+
+    /// What `t` does with payment streams, judged against the streams
+    /// the MDS knows (settlement's S1–S3 again: a verified record is
+    /// never [`StreamUse::Broken`]).
+    fn stream_use(&self, t: &Transfer) -> StreamUse {
+        let is_half = |op: &OutPoint| {
+            if is_payer_half(op) {
+                self.hot.streams.contains_key(&stream_of(op))
+            } else {
+                self.hot.streams.contains_key(op)
+            }
+        };
+        let spends_half = t.inputs.iter().any(is_half);
+        match t.stream.as_deref() {
+            None if spends_half => StreamUse::Broken,
+            None => StreamUse::None,
+            Some(StreamPart::Open(terms)) => {
+                let fits = t
+                    .outputs
+                    .get(usize::from(terms.index))
+                    .is_some_and(|o| terms.ask.value() == Some(o.value));
+                if spends_half || !fits || t.confidential.is_some() {
+                    return StreamUse::Broken;
+                }
+                StreamUse::Open {
+                    index: terms.index,
+                    refund_owner: terms.refund_key.id(),
+                    price: terms.ask.price.0,
+                    ticks_max: terms.ask.ticks_max,
+                }
+            }
+            Some(StreamPart::Claim { ticks, .. }) => {
+                let [op] = t.inputs[..] else {
+                    return StreamUse::Broken;
+                };
+                match self.hot.streams.get(&op) {
+                    Some(st) if !is_payer_half(&op) && *ticks <= st.ticks_max => {
+                        match st.price.checked_mul(u64::from(*ticks)) {
+                            Some(due) => StreamUse::Close {
+                                stream: op,
+                                half: HalfKind::Payee,
+                                ticks: *ticks,
+                                due,
+                            },
+                            None => StreamUse::Broken,
+                        }
+                    }
+                    _ => StreamUse::Broken,
+                }
+            }
+            Some(StreamPart::Refund { ticks }) => {
+                let [op] = t.inputs[..] else {
+                    return StreamUse::Broken;
+                };
+                let stream = stream_of(&op);
+                match self.hot.streams.get(&stream) {
+                    Some(st) if is_payer_half(&op) && *ticks <= st.ticks_max => {
+                        match st.price.checked_mul(u64::from(st.ticks_max - *ticks)) {
+                            Some(due) => StreamUse::Close {
+                                stream,
+                                half: HalfKind::Payer,
+                                ticks: *ticks,
+                                due,
+                            },
+                            None => StreamUse::Broken,
+                        }
+                    }
+                    _ => StreamUse::Broken,
+                }
+            }
+        }
+    }
+
+    /// `r` is the first close of its `half` (input `op`, owned by
+    /// `row.owner`) of `stream`: records its ticks and, when the other
+    /// half's first close is known, raises [`AlertKind::StreamOverclaim`]
+    /// if the claim took more ticks than the refund says were released.
+    /// The one who signed the second close is named: a refund of released
+    /// ticks (a broken or cloned payer SE), or a claim past them.
+    #[allow(clippy::too_many_arguments)]
+    fn first_close(
+        &mut self,
+        tx: &mut dyn Tx,
+        r: &IngestRecord,
+        op: &OutPoint,
+        row: &OutState,
+        stream: OutPoint,
+        half: HalfKind,
+        ticks: u32,
+    ) -> Result<(), MdsError> {
+        debug_assert_eq!(stream_of(op), stream);
+        let st = self
+            .hot
+            .note_close(Some(&mut *self.undo), stream, half, ticks, r.id)?;
+        let (Some((claimed, claim)), Some((released, refund))) = (st.claim, st.refund) else {
+            return Ok(());
+        };
+        if claimed <= released {
+            return Ok(());
+        }
+        // ticks ≤ ticks_max and price · ticks_max fits (the OPEN's terms).
+        let excess = st
+            .price
+            .checked_mul(u64::from(claimed - released))
+            .ok_or(MdsError::Overflow)?;
+        let first = match half {
+            HalfKind::Payee => refund,
+            HalfKind::Payer => claim,
+        };
+        add(&mut self.counters.fraud_losses, excess)?;
+        self.raise(
+            tx,
+            AlertKind::StreamOverclaim,
+            r.epoch,
+            r.id,
+            Some(row.owner),
+            vec![first, r.id],
+            excess,
+            Some((stream.record, stream.index)),
+        )
     }
 
     /// A counterfeit record: its row (no edges — nothing may spend its
@@ -831,6 +1317,7 @@ impl<'a> Batch<'a> {
             None,
             Vec::new(),
             Vec::new(),
+            None,
         )?;
         self.raise(tx, kind, r.epoch, r.id, offender, records, amount, None)
     }
@@ -1017,5 +1504,47 @@ impl<'a> Batch<'a> {
             tx.raise_offline_epochs_max(c.offline_epochs_max)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_stream_parts_round_trip_and_malformed_ones_are_corrupt() {
+        let parts = [
+            PackedStream::Open {
+                index: 7,
+                refund_owner: Hash32([0xab; 32]),
+                price: u64::MAX,
+                ticks_max: u32::MAX,
+            },
+            PackedStream::Close {
+                half: HalfKind::Payee,
+                ticks: 65_536,
+            },
+            PackedStream::Close {
+                half: HalfKind::Payer,
+                ticks: 0,
+            },
+        ];
+        for p in parts {
+            let b = pack_stream(&p);
+            assert_eq!(unpack_stream(&b), Ok(p));
+            // One byte short or long, or another tag: corrupt.
+            assert!(unpack_stream(&b[..b.len() - 1]).is_err());
+            let mut long = b.clone();
+            long.push(0);
+            assert!(unpack_stream(&long).is_err());
+            let mut tag = b.clone();
+            tag[0] = 3;
+            assert!(unpack_stream(&tag).is_err());
+        }
+        assert!(unpack_stream(&[]).is_err());
+        // An OPEN on a payer-half index names no real output.
+        let mut b = pack_stream(&parts[0]);
+        b[1] = STREAM_REFUND_FLAG;
+        assert!(unpack_stream(&b).is_err());
     }
 }

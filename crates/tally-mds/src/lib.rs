@@ -17,7 +17,8 @@
 //! opens; a batch changes them in place and puts them back if its
 //! transaction does not commit (see `graph.rs` for why: hash-keyed B-tree lookups bound SQLite at a few
 //! thousand records per second). Memory: about 150 bytes per output and
-//! 60 per record, plus the activity of the pseudonyms seen.
+//! 60 per record, plus the activity of the pseudonyms seen (a payment
+//! stream adds its payer half, one more output, and its terms).
 //!
 //! * double spend — an output consumed by a second, different record, at
 //!   any depth of any ancestry (every record of every settled ancestry is
@@ -25,6 +26,10 @@
 //! * counterfeit — a record settlement refused (its verifier code), an
 //!   Issue by an unknown issuer, a transfer that does not conserve value,
 //!   a transfer spending an output of a counterfeit record;
+//! * payment streams (decision 0020) — an OPEN's payer half is an output
+//!   outside the holdings, a close conserves when it pays what its ticks
+//!   say, a half closed twice is a double spend, and a claim of more
+//!   ticks than the refund says were released is a stream overclaim;
 //! * AML — structuring (many payments just under the per-payment limit),
 //!   fan-out, fan-in and velocity per pseudonym and epoch.
 //!
@@ -45,6 +50,8 @@ use tally_store::{Store, StoreError, TxFailure};
 
 mod alert;
 pub mod db;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod graph;
 mod indicators;
 
@@ -313,6 +320,13 @@ impl Mds {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Closes the MDS and hands its store back, so a restart can be
+    /// replayed over a store that cannot be opened twice (SQLite in
+    /// memory): [`Mds::open`] rebuilds everything from it.
+    pub fn into_store(self) -> Store {
+        self.store
     }
 
     pub fn config(&self) -> &MdsConfig {

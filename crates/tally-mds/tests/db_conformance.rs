@@ -46,6 +46,7 @@ struct Loaded {
     redemption: bool,
     outputs: Option<Vec<u8>>,
     inputs: Option<Vec<u8>>,
+    stream: Option<Vec<u8>>,
 }
 
 impl From<LoadedRecord<'_>> for Loaded {
@@ -63,6 +64,7 @@ impl From<LoadedRecord<'_>> for Loaded {
             redemption: r.redemption,
             outputs: r.outputs.map(<[u8]>::to_vec),
             inputs: r.inputs.map(<[u8]>::to_vec),
+            stream: r.stream.map(<[u8]>::to_vec),
         }
     }
 }
@@ -94,6 +96,8 @@ fn row(seq: i64) -> RecordRow {
         nonce: Some([seq as u8; 16]),
         outputs: vec![seq as u8; 42],
         inputs: vec![seq as u8; 33],
+        // A stream part on every fourth row, NULL on the others.
+        stream: (seq % 4 == 0).then(|| vec![seq as u8; 5]),
     }
 }
 
@@ -111,6 +115,7 @@ fn as_loaded(r: &RecordRow) -> Loaded {
         redemption: r.redemption,
         outputs: Some(r.outputs.clone()),
         inputs: Some(r.inputs.clone()),
+        stream: r.stream.clone(),
     }
 }
 
@@ -256,6 +261,7 @@ fn version_1_rows(s: &Store) {
             redemption: false,
             outputs: None,
             inputs: None,
+            stream: None,
         }]
     );
     let outputs = tx(s, |t| {

@@ -37,6 +37,10 @@ const TARGETS_OF_TALLY_DCP: [&str; 3] = ["central_objects", "settlement_result",
 /// crates/tally-core/tests/confidential.rs (the core owns them).
 const TARGETS_OF_TALLY_CORE: [&str; 1] = ["confidential_objects"];
 
+/// Payment streams through the MDS, replayed by
+/// crates/tally-mds/tests/fuzz_corpus.rs (the wallet does not link it).
+const TARGETS_OF_TALLY_MDS: [&str; 1] = ["mds_streams"];
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
@@ -68,7 +72,8 @@ fn corpus_and_regressions_pass_their_checks() {
             assert!(
                 TARGETS.contains(&target)
                     || TARGETS_OF_TALLY_DCP.contains(&target)
-                    || TARGETS_OF_TALLY_CORE.contains(&target),
+                    || TARGETS_OF_TALLY_CORE.contains(&target)
+                    || TARGETS_OF_TALLY_MDS.contains(&target),
                 "{} is not a fuzz target",
                 dir.display()
             );
