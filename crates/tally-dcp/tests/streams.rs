@@ -128,18 +128,28 @@ fn a_claim_beyond_the_released_ticks_is_refused_at_settlement_and_alerted() {
 #[test]
 fn a_cloned_payee_se_that_claims_twice_is_a_double_spend() {
     let bo = backoffice();
-    let (_meter, mut station, id) = streaming(&bo, 30);
+    let (mut meter, mut station, id) = streaming(&bo, 30);
+    // A copy of the station's SE takes five more ticks and claims 35 —
+    // a second, different close of the same payee half.
     let mut clone = clone_dev(&mut station);
-    station.link.close_stream_in(&id).unwrap();
-    clone.link.close_stream_in(&id).unwrap();
+    assert_eq!(station.link.close_stream_in(&id).unwrap().value, Amount(60));
+    stream_ticks(&mut meter.link, &mut clone.link, &id, 31, 5).unwrap();
+    assert_eq!(clone.link.close_stream_in(&id).unwrap().value, Amount(70));
     with_agent(&bo, &mut station, |a| a.sync()).unwrap();
     with_agent(&bo, &mut station, |a| a.unload(60)).unwrap();
-    // The clone's claim of the same half: a second spend of the stream
-    // output, the redeemer itself the cheater — nothing paid.
-    assert!(with_agent(&bo, &mut clone, |a| a.unload(60)).is_err());
-    assert_eq!(bo.account_balance("dave").unwrap(), 10_000 + 60);
+    // The clone spends its claim offline; the payee redeems it.
+    bo.deposit("d3", "erin", 1).unwrap();
+    let mut erin = onboard(&bo, "stream-erin", IOT, "erin");
+    tally_wallet::pay_offline(&mut clone.link, &mut erin.link, Amount(70)).unwrap();
+    with_agent(&bo, &mut erin, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut erin, |a| a.unload(70)).unwrap();
+    // Settlement found the second close of the half: a double spend, its
+    // loss what the second close pays.
+    let ds = bo.double_spends().unwrap();
+    assert_eq!(ds.len(), 1, "{ds:?}");
     let inv = bo.invariant().unwrap();
     assert!(inv.holds(), "{inv:?}");
+    assert_eq!(inv.loss, -70, "the loss account debited 70: {inv:?}");
     let alerts = bo.alerts().unwrap();
     assert!(
         alerts.iter().any(|a| a.kind == AlertKind::DoubleSpend),
