@@ -156,3 +156,36 @@ fn a_cloned_payee_se_that_claims_twice_is_a_double_spend() {
         "{alerts:?}"
     );
 }
+
+/// A copy of the meter's SE made after 10 ticks refunds as if only 10 were
+/// released, while the original releases 20 more that the station claims:
+/// the two closes hold 40 more than the OPEN locked. Settlement, when the
+/// second close arrives, books the excess as a loss (the invariant keeps
+/// holding) and the MDS raises StreamOverclaim.
+#[test]
+fn a_cloned_payer_se_refunding_released_ticks_is_booked_and_alerted() {
+    let bo = backoffice();
+    let (mut meter, mut station, id) = streaming(&bo, 10);
+    let mut clone = clone_dev(&mut meter);
+    stream_ticks(&mut meter.link, &mut station.link, &id, 11, 20).unwrap();
+    assert_eq!(station.link.close_stream_in(&id).unwrap().value, Amount(60));
+    assert_eq!(clone.link.close_stream_out(&id).unwrap(), 10);
+    with_agent(&bo, &mut station, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut station, |a| a.unload(60)).unwrap();
+    // The clone spends all it holds (its change 800 and the refund 180)
+    // offline; the payee redeems.
+    bo.deposit("d3", "erin", 1).unwrap();
+    let mut erin = onboard(&bo, "stream-erin", IOT, "erin");
+    tally_wallet::pay_offline(&mut clone.link, &mut erin.link, Amount(980)).unwrap();
+    with_agent(&bo, &mut erin, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut erin, |a| a.unload(980)).unwrap();
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    assert_eq!(inv.loss, -40, "(30 − 10) ticks × 2 booked: {inv:?}");
+    let alerts = bo.alerts().unwrap();
+    let a = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::StreamOverclaim)
+        .unwrap_or_else(|| panic!("{alerts:?}"));
+    assert_eq!(a.amount, 40);
+}

@@ -18,6 +18,7 @@ use tally_codes as codes;
 
 use tally_core::codec::Cbor;
 use tally_core::confidential_record::AuditedIssue;
+use tally_core::stream::{STREAM_REFUND_FLAG, StreamPart};
 use tally_core::verify::VerifiedPackage;
 use tally_core::{Hash32, Issue, OutPoint, PublicKey, Record, Transfer};
 use tally_store::{Store, StoreError, Tx, TxFailure};
@@ -55,8 +56,26 @@ pub struct SettlementOutcome {
     pub already: usize,
     /// Newly detected double spends (already-known ones are not repeated).
     pub double_spends: Vec<DoubleSpend>,
-    /// Value booked from the loss account to the float for them.
+    /// Value booked from the loss account to the float for them (and for
+    /// stream overclaims).
     pub loss_booked: u64,
+    /// Stream closes that, with the other half's close settled before,
+    /// claim ticks the payer refunded (decision 0020): `(claim ticks −
+    /// refund ticks) · price` each, booked as a loss.
+    pub stream_overclaims: Vec<StreamOverclaim>,
+}
+
+/// The two closes of one stream disagree: the payee's claim counts more
+/// ticks than the payer's refund says were released. Only a broken or
+/// cloned SE can sign either that way (THREATS T71); the excess is value
+/// the two tokens hold beyond what the OPEN locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOverclaim {
+    /// The OPEN transfer.
+    pub open: Hash32,
+    pub claim_ticks: u32,
+    pub refund_ticks: u32,
+    pub excess: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +353,24 @@ impl Settlement {
                             });
                             consumed.insert(key, tid_bytes.clone());
                             out.registered += 1;
+                            // A stream half's close: against the other
+                            // half's, if that one settled before.
+                            let other = (
+                                op.record.0.to_vec(),
+                                i64::from(op.index ^ STREAM_REFUND_FLAG),
+                            );
+                            if t.stream.is_some()
+                                && let Some(other_id) = consumed.get(&other).cloned()
+                            {
+                                flush(tx, &mut new_records, &mut new_spent)?;
+                                if let Some(o) = Self::stream_overclaim(tx, p, op, t, &other_id)? {
+                                    out.loss_booked = out
+                                        .loss_booked
+                                        .checked_add(o.excess)
+                                        .ok_or(LedgerError::Overflow)?;
+                                    out.stream_overclaims.push(o);
+                                }
+                            }
                         }
                         Some(c) if *c == tid_bytes => out.already += 1,
                         Some(c) => {
@@ -381,6 +418,67 @@ impl Settlement {
                 r.unwrap_or_else(|| Err(StoreError::Type("package without outcome".into()).into()))
             })
             .collect())
+    }
+
+    /// The stream close `t` (consuming the half `op`) against the other
+    /// half's close `other_id`, settled before: the claim's ticks above the
+    /// refund's, if any (decision 0020; the verifier checked each close on
+    /// its own, SV2–SV4).
+    fn stream_overclaim(
+        tx: &mut dyn Tx,
+        p: &VerifiedPackage,
+        op: &OutPoint,
+        t: &Transfer,
+        other_id: &[u8],
+    ) -> Result<Option<StreamOverclaim>, SettlementError> {
+        let ticks = |part: Option<&StreamPart>| match part {
+            Some(StreamPart::Claim { ticks, .. }) => Some((true, *ticks)),
+            Some(StreamPart::Refund { ticks }) => Some((false, *ticks)),
+            _ => None,
+        };
+        let Some((mine_is_claim, mine)) = ticks(t.stream.as_deref()) else {
+            return Ok(None);
+        };
+        // The other half may have been consumed by interrupted-payment
+        // recovery (no body): nothing to compare.
+        let Some(body) = tx.settled_record_body(other_id)? else {
+            return Ok(None);
+        };
+        let other = Transfer::from_cbor(&body)
+            .map_err(|e| StoreError::Type(format!("stored record: {e}")))?;
+        let Some((other_is_claim, theirs)) = ticks(other.stream.as_deref()) else {
+            return Ok(None);
+        };
+        if mine_is_claim == other_is_claim {
+            return Ok(None);
+        }
+        let (claim_ticks, refund_ticks) = if mine_is_claim {
+            (mine, theirs)
+        } else {
+            (theirs, mine)
+        };
+        if claim_ticks <= refund_ticks {
+            return Ok(None);
+        }
+        // The OPEN is in the package's ancestry (the verifier resolved it).
+        let price = p
+            .package()
+            .ancestry
+            .iter()
+            .zip(p.ancestry_ids())
+            .find(|(_, id)| **id == op.record)
+            .and_then(|(r, _)| r.stream_open())
+            .map(|terms| terms.ask.price.0)
+            .ok_or_else(|| StoreError::Type("stream OPEN not in ancestry".into()))?;
+        let excess = price
+            .checked_mul(u64::from(claim_ticks - refund_ticks))
+            .ok_or(LedgerError::Overflow)?;
+        Ok(Some(StreamOverclaim {
+            open: op.record,
+            claim_ticks,
+            refund_ticks,
+            excess,
+        }))
     }
 
     /// A consumption of `op` by `t` when `first_id` consumed it before:
