@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use tally_core::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
 use tally_core::{
     Amount, Epoch, Hash32, OutPoint, Policy, PseudonymCertificate, PublicKey, Receipt, Record,
-    RevocationList, Suite,
+    RevocationList, Signature, Suite,
 };
 
 /// 2: adds the request counter, the imported-Issue set, the PIN and the
@@ -673,22 +673,95 @@ impl State {
     /// lacks empty — it cannot re-encode to its own bytes, since encoding
     /// writes the current version. The next full commit writes the current
     /// version.
+    ///
+    /// The canonical check re-encodes the state piece by piece against
+    /// `bytes` ([`State::encode_in_pieces`]) rather than into a second
+    /// buffer of the state's size: boot holds the encoding and the decoded
+    /// state, nothing more (decision 0024).
     pub fn from_stored(bytes: &[u8]) -> Result<State, CodecError> {
-        match State::from_cbor(bytes) {
-            Err(CodecError::NonCanonical) => {}
-            other => return other,
-        }
-        let mut r = Reader::new(bytes);
-        r.array_max(28)?;
-        if r.u8()? >= STATE_VERSION {
-            return Err(CodecError::NonCanonical);
-        }
         let mut r = Reader::new(bytes);
         let st = State::read(&mut r)?;
         if r.position() != bytes.len() {
             return Err(CodecError::TrailingBytes);
         }
+        let mut head = Reader::new(bytes);
+        head.array_max(28)?;
+        if head.u8()? != STATE_VERSION {
+            return Ok(st);
+        }
+        let mut at = 0usize;
+        let same = st.encode_in_pieces(&mut |piece| {
+            let end = at.saturating_add(piece.len());
+            let same = bytes.get(at..end) == Some(piece);
+            at = end;
+            same
+        });
+        if !same || at != bytes.len() {
+            return Err(CodecError::NonCanonical);
+        }
         Ok(st)
+    }
+
+    /// The state's encoding ([`Cbor::to_cbor`], byte for byte) handed to
+    /// `sink` in pieces of at most one table entry (or the scalar fields
+    /// together), so that a compaction writes the state straight to flash
+    /// without an encoding of its whole size in RAM. Stops, answering
+    /// false, as soon as `sink` answers false.
+    pub fn encode_in_pieces(&self, sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        fn piece(w: Writer, sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+            sink(&w.into_bytes())
+        }
+        fn table<T: Cbor>(items: &[T], sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+            let mut w = Writer::with_capacity(4);
+            w.array(items.len());
+            if !piece(w, sink) {
+                return false;
+            }
+            items.iter().all(|item| {
+                let mut w = Writer::new();
+                item.write(&mut w);
+                piece(w, sink)
+            })
+        }
+        let mut w = Writer::new();
+        w.array(28);
+        w.u64(u64::from(STATE_VERSION));
+        write_opt(&mut w, &self.personal);
+        write_opt(&mut w, &self.policy);
+        write_opt(&mut w, &self.revocations);
+        w.u64(u64::from(self.epoch));
+        w.u64(u64::from(self.epoch_seen));
+        w.u64(self.sync_sequence);
+        w.u64(self.counter);
+        w.u64(self.spent_since_sync.0);
+        w.u64(u64::from(self.payments_since_sync));
+        w.u64(self.received_since_sync.0);
+        piece(w, sink)
+            && table(&self.keys, sink)
+            && table(&self.tokens, sink)
+            && table(&self.records, sink)
+            && table(&self.certs, sink)
+            && table(&self.open_requests, sink)
+            && table(&self.outgoing, sink)
+            && table(&self.receipts, sink)
+            && {
+                let mut w = Writer::with_capacity(9);
+                w.u64(self.request_counter);
+                piece(w, sink)
+            }
+            && table(&self.imported, sink)
+            && {
+                let mut w = Writer::new();
+                write_opt(&mut w, &self.pin);
+                w.u64(self.spent_since_cvm.0);
+                piece(w, sink)
+            }
+            && table(&self.paid, sink)
+            && table(&self.reports, sink)
+            && table(&self.cancelled, sink)
+            && table(&self.acked, sink)
+            && table(&self.streams_out, sink)
+            && table(&self.streams_in, sink)
     }
 }
 
@@ -713,79 +786,175 @@ impl State {
 // log: a record only applies where it was written (under sealing, the
 // AEAD covers them, so records cannot be moved between logs or places).
 
-/// Whether two entries are the same, for a delta. Objects fixed once made
-/// (records, certificates, receipts, trust objects) compare by what
-/// identifies their content (an id, or a signature over it); the others by
+/// What identifies an entry, for a delta. Objects fixed once made
+/// (records, certificates, receipts, trust objects) are identified by what
+/// names their content (an id, or a signature over it); the others by
 /// every field the applet changes. Cheaper in time and, above all, in code
 /// than a deep comparison (the Cortex-M4 payment firmware has no room for
 /// the derived `PartialEq` of every type); debug builds check that every
 /// delta rebuilds the next state exactly.
-trait Same {
-    fn same(&self, other: &Self) -> bool;
+///
+/// An identity is small and `Copy`: a [`Shape`] keeps the identities of a
+/// state's entries, not the entries, so that a command can change the
+/// state in place and still write the delta (decision 0024).
+trait Ident {
+    type Id: Copy + PartialEq;
+    fn ident(&self) -> Self::Id;
 }
 
-impl Same for OfflineKey {
-    fn same(&self, o: &Self) -> bool {
-        self.public == o.public
-            && self.used == o.used
-            && self.cert.as_ref().map(|c| &c.signature) == o.cert.as_ref().map(|c| &c.signature)
+impl Ident for OfflineKey {
+    type Id = (PublicKey, bool, Option<Signature>);
+    fn ident(&self) -> Self::Id {
+        (
+            self.public,
+            self.used,
+            self.cert.as_ref().map(|c| c.signature),
+        )
     }
 }
-impl Same for Token {
+impl Ident for Token {
     // An outpoint names one output: its value, owner and ancestry.
-    fn same(&self, o: &Self) -> bool {
-        self.outpoint == o.outpoint
+    type Id = OutPoint;
+    fn ident(&self) -> Self::Id {
+        self.outpoint
     }
 }
-impl Same for StoredRecord {
-    fn same(&self, o: &Self) -> bool {
-        self.id == o.id
+impl Ident for StoredRecord {
+    type Id = Hash32;
+    fn ident(&self) -> Self::Id {
+        self.id
     }
 }
-impl Same for PseudonymCertificate {
-    fn same(&self, o: &Self) -> bool {
-        self.key == o.key && self.signature == o.signature
+impl Ident for PseudonymCertificate {
+    type Id = (PublicKey, Signature);
+    fn ident(&self) -> Self::Id {
+        (self.key, self.signature)
     }
 }
-impl Same for OpenRequest {
-    fn same(&self, o: &Self) -> bool {
-        self.nonce == o.nonce && self.amount == o.amount && self.key == o.key
+impl Ident for OpenRequest {
+    type Id = ([u8; 16], Amount, PublicKey);
+    fn ident(&self) -> Self::Id {
+        (self.nonce, self.amount, self.key)
     }
 }
-impl Same for Outgoing {
+impl Ident for Outgoing {
     // A transfer id names one package.
-    fn same(&self, o: &Self) -> bool {
-        self.transfer_id == o.transfer_id && self.acked == o.acked
+    type Id = (Hash32, bool);
+    fn ident(&self) -> Self::Id {
+        (self.transfer_id, self.acked)
     }
 }
-impl Same for Receipt {
-    fn same(&self, o: &Self) -> bool {
-        self.transfer_id == o.transfer_id && self.signature == o.signature
+impl Ident for Receipt {
+    type Id = (Hash32, Signature);
+    fn ident(&self) -> Self::Id {
+        (self.transfer_id, self.signature)
     }
 }
-impl Same for Imported {
-    fn same(&self, o: &Self) -> bool {
-        self.id == o.id && self.expiry_epoch == o.expiry_epoch
+impl Ident for Imported {
+    type Id = (Hash32, Epoch);
+    fn ident(&self) -> Self::Id {
+        (self.id, self.expiry_epoch)
     }
 }
-impl Same for Hash32 {
-    fn same(&self, o: &Self) -> bool {
-        self == o
+impl Ident for Hash32 {
+    type Id = Hash32;
+    fn ident(&self) -> Self::Id {
+        *self
     }
 }
-impl Same for StreamOut {
-    fn same(&self, o: &Self) -> bool {
-        self.id == o.id && self.released == o.released && self.closed == o.closed
+impl Ident for StreamOut {
+    type Id = (Hash32, u32, bool);
+    fn ident(&self) -> Self::Id {
+        (self.id, self.released, self.closed)
     }
 }
-impl Same for StreamIn {
-    fn same(&self, o: &Self) -> bool {
-        self.id == o.id && self.ticks == o.ticks && self.closed == o.closed
+impl Ident for StreamIn {
+    type Id = (Hash32, u32, bool);
+    fn ident(&self) -> Self::Id {
+        (self.id, self.ticks, self.closed)
     }
 }
-impl Same for Report {
-    fn same(&self, o: &Self) -> bool {
-        self.nonce == o.nonce && self.received == o.received && self.sent_in == o.sent_in
+impl Ident for Report {
+    type Id = ([u8; 16], Option<Hash32>, u64);
+    fn ident(&self) -> Self::Id {
+        (self.nonce, self.received, self.sent_in)
+    }
+}
+
+fn idents<T: Ident>(table: &[T]) -> Vec<T::Id> {
+    let mut out = Vec::with_capacity(table.len());
+    for e in table {
+        out.push(e.ident());
+    }
+    out
+}
+
+/// What a delta needs to know of the state before a command: every scalar
+/// field (or what identifies it) and the identity of every table entry,
+/// not the entries. A command takes the shape, changes the state in
+/// place, and [`encode_delta_since`] writes what changed; the state is
+/// never held twice (decision 0024).
+pub struct Shape {
+    personal: Option<PublicKey>,
+    policy: Option<(u64, Signature)>,
+    revocations: Option<(u64, Signature)>,
+    epoch: Epoch,
+    epoch_seen: Epoch,
+    sync_sequence: u64,
+    counter: u64,
+    spent_since_sync: Amount,
+    payments_since_sync: u32,
+    received_since_sync: Amount,
+    request_counter: u64,
+    pin: Option<Pin>,
+    spent_since_cvm: Amount,
+    keys: Vec<<OfflineKey as Ident>::Id>,
+    tokens: Vec<<Token as Ident>::Id>,
+    records: Vec<<StoredRecord as Ident>::Id>,
+    certs: Vec<<PseudonymCertificate as Ident>::Id>,
+    open_requests: Vec<<OpenRequest as Ident>::Id>,
+    outgoing: Vec<<Outgoing as Ident>::Id>,
+    receipts: Vec<<Receipt as Ident>::Id>,
+    imported: Vec<<Imported as Ident>::Id>,
+    paid: Vec<Hash32>,
+    reports: Vec<<Report as Ident>::Id>,
+    cancelled: Vec<<Imported as Ident>::Id>,
+    acked: Vec<Hash32>,
+    streams_out: Vec<<StreamOut as Ident>::Id>,
+    streams_in: Vec<<StreamIn as Ident>::Id>,
+}
+
+impl Shape {
+    pub fn of(st: &State) -> Shape {
+        Shape {
+            personal: st.personal.as_ref().map(|p| p.root),
+            policy: st.policy.as_ref().map(|p| (p.serial, p.signature)),
+            revocations: st.revocations.as_ref().map(|p| (p.serial, p.signature)),
+            epoch: st.epoch,
+            epoch_seen: st.epoch_seen,
+            sync_sequence: st.sync_sequence,
+            counter: st.counter,
+            spent_since_sync: st.spent_since_sync,
+            payments_since_sync: st.payments_since_sync,
+            received_since_sync: st.received_since_sync,
+            request_counter: st.request_counter,
+            pin: st.pin.clone(),
+            spent_since_cvm: st.spent_since_cvm,
+            keys: idents(&st.keys),
+            tokens: idents(&st.tokens),
+            records: idents(&st.records),
+            certs: idents(&st.certs),
+            open_requests: idents(&st.open_requests),
+            outgoing: idents(&st.outgoing),
+            receipts: idents(&st.receipts),
+            imported: idents(&st.imported),
+            paid: st.paid.clone(),
+            reports: idents(&st.reports),
+            cancelled: idents(&st.cancelled),
+            acked: st.acked.clone(),
+            streams_out: idents(&st.streams_out),
+            streams_in: idents(&st.streams_in),
+        }
     }
 }
 
@@ -802,8 +971,8 @@ enum Edit {
 /// an entry of `old` that `new` no longer holds is dropped, anything else
 /// is inserted (a changed entry is dropped and inserted). Linear for the
 /// operations the applet makes (removals, appends, one entry changed).
-fn edits<T: Same>(old: &[T], new: &[T]) -> Vec<Edit> {
-    edits_by(old.len(), new.len(), &|i, j| old[i].same(&new[j]))
+fn edits<T: Ident>(old: &[T::Id], new: &[T]) -> Vec<Edit> {
+    edits_by(old.len(), new.len(), &|i, j| old[i] == new[j].ident())
 }
 
 /// [`edits`] over indices: `same(i, j)` compares old entry `i` with new
@@ -932,8 +1101,14 @@ fn apply_edits(r: &mut Reader<'_>, table: &mut dyn Table, max: usize) -> Result<
 
 /// The delta that turns `old` into `new`, as the body of log record
 /// `index` on the journal base `sequence`; `None` when nothing changed.
-#[inline(never)]
 pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Option<Vec<u8>> {
+    encode_delta_since(&Shape::of(old), new, sequence, index)
+}
+
+/// The delta that turns a state of shape `old` into `new` (see
+/// [`encode_delta`]).
+#[inline(never)]
+pub fn encode_delta_since(old: &Shape, new: &State, sequence: u64, index: u32) -> Option<Vec<u8>> {
     // Tables: their edit lists, computed once.
     let tables = [
         edits(&old.keys, &new.keys),
@@ -955,18 +1130,10 @@ pub fn encode_delta(old: &State, new: &State, sequence: u64, index: u32) -> Opti
     const TABLE_FIELDS: [u64; 14] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24, 25, 26];
     // A policy or revocation list is replaced only by a newer serial, and
     // its signature covers it.
-    let serial =
-        |p: Option<(u64, &tally_core::Signature)>, q: Option<(u64, &tally_core::Signature)>| p != q;
     let scalars: [bool; 13] = [
-        old.personal.as_ref().map(|p| p.root) != new.personal.as_ref().map(|p| p.root),
-        serial(
-            old.policy.as_ref().map(|p| (p.serial, &p.signature)),
-            new.policy.as_ref().map(|p| (p.serial, &p.signature)),
-        ),
-        serial(
-            old.revocations.as_ref().map(|p| (p.serial, &p.signature)),
-            new.revocations.as_ref().map(|p| (p.serial, &p.signature)),
-        ),
+        old.personal != new.personal.as_ref().map(|p| p.root),
+        old.policy != new.policy.as_ref().map(|p| (p.serial, p.signature)),
+        old.revocations != new.revocations.as_ref().map(|p| (p.serial, p.signature)),
         old.epoch != new.epoch,
         old.epoch_seen != new.epoch_seen,
         old.sync_sequence != new.sync_sequence,

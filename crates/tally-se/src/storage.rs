@@ -527,9 +527,10 @@ enum SlotState {
     Damaged {
         sequence: u64,
     },
+    /// (The payload is checked in pieces and not kept: boot reads only
+    /// the winning slot's payload into RAM, once.)
     Valid {
         header: Header,
-        payload: Vec<u8>,
     },
 }
 
@@ -656,6 +657,14 @@ struct Current {
     header: Header,
 }
 
+/// What recovery found in a storage (see [`Journal::open`]).
+struct Recovered {
+    slot_len: usize,
+    current: Option<Current>,
+    next_sequence: u64,
+    newer_state_discarded: bool,
+}
+
 /// Transactional storage of one opaque state blob (see the module docs for
 /// layout and recovery rules).
 ///
@@ -683,40 +692,73 @@ impl<S: Storage> Journal<S> {
     /// Recovers the journal at boot. Returns it with the current state:
     /// `None` if nothing was ever committed.
     pub fn open(mut storage: S) -> Result<(Self, Option<Vec<u8>>), StorageError> {
+        let (found, payload) = Self::recover_from(&mut storage)?;
+        let journal = Journal {
+            storage,
+            slot_len: found.slot_len,
+            current: found.current,
+            log: None,
+            log_max: LOG_BYTES_MAX,
+            next_sequence: found.next_sequence,
+            needs_recovery: false,
+            newer_state_discarded: found.newer_state_discarded,
+        };
+        Ok((journal, payload))
+    }
+
+    /// Reopens the journal in place, as [`Journal::open`] after a reboot
+    /// (the log limit set is kept): the applet rolls its state back to
+    /// the durable one this way when a command fails after changing it in
+    /// memory (decision 0024).
+    pub fn reopen(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
+        let (found, payload) = Self::recover_from(&mut self.storage)?;
+        self.slot_len = found.slot_len;
+        self.current = found.current;
+        self.log = None;
+        self.next_sequence = found.next_sequence;
+        self.needs_recovery = false;
+        self.newer_state_discarded = found.newer_state_discarded;
+        Ok(payload)
+    }
+
+    fn recover_from(storage: &mut S) -> Result<(Recovered, Option<Vec<u8>>), StorageError> {
         let slot_len = storage.capacity() / SLOT_COUNT;
         if slot_len <= HEADER_LEN {
             return Err(StorageError::CapacityTooSmall);
         }
         let payload_max = slot_payload_max(slot_len);
         let slots = [
-            read_slot(&mut storage, 0, payload_max)?,
-            read_slot(&mut storage, slot_len, payload_max)?,
+            read_slot(storage, 0, payload_max)?,
+            read_slot(storage, slot_len, payload_max)?,
         ];
         let highest_authentic = slots.iter().filter_map(SlotState::authentic_sequence).max();
-        let mut best: Option<(usize, &Header, &Vec<u8>)> = None;
+        let mut best: Option<(usize, Header)> = None;
         for (index, slot) in slots.iter().enumerate() {
-            if let SlotState::Valid { header, payload } = slot {
+            if let SlotState::Valid { header } = slot {
                 match best {
-                    Some((_, b, b_payload)) if b.sequence == header.sequence => {
+                    Some((b_index, b)) if b.sequence == header.sequence => {
                         // Two valid commits with one sequence number cannot
                         // come from this code unless they are identical.
-                        if b_payload != payload {
+                        if !same_payloads(storage, slot_len, (b_index, &b), (index, header))? {
                             return Err(StorageError::Corrupt);
                         }
                     }
-                    Some((_, b, _)) if b.sequence > header.sequence => {}
-                    _ => best = Some((index, header, payload)),
+                    Some((_, b)) if b.sequence > header.sequence => {}
+                    _ => best = Some((index, *header)),
                 }
             }
         }
         let (current, payload) = match best {
-            Some((slot, header, payload)) => (
-                Some(Current {
-                    slot,
-                    header: *header,
-                }),
-                Some(payload.clone()),
-            ),
+            Some((slot, header)) => {
+                let mut payload = vec![0u8; payload_len(&header)?];
+                let offset = (slot * slot_len)
+                    .checked_add(HEADER_LEN)
+                    .ok_or(StorageError::OutOfBounds)?;
+                // Checked in pieces by `read_slot` just now (nothing
+                // writes the storage in between).
+                storage.read(offset, &mut payload)?;
+                (Some(Current { slot, header }), Some(payload))
+            }
             None => match &slots {
                 [SlotState::Blank, SlotState::Blank]
                 | [SlotState::Blank, SlotState::Torn]
@@ -732,17 +774,13 @@ impl<S: Storage> Journal<S> {
             (Some(c), Some(h)) => h > c.header.sequence,
             _ => false,
         };
-        let journal = Journal {
-            storage,
+        let found = Recovered {
             slot_len,
             current,
-            log: None,
-            log_max: LOG_BYTES_MAX,
             next_sequence,
-            needs_recovery: false,
             newer_state_discarded,
         };
-        Ok((journal, payload))
+        Ok((found, payload))
     }
 
     /// Reopens the journal from its storage, as a reboot would; use it
@@ -811,9 +849,31 @@ impl<S: Storage> Journal<S> {
         if self.needs_recovery {
             return Err(StorageError::NeedsRecovery);
         }
-        let payload_len = u32::try_from(payload.len()).map_err(|_| StorageError::TooLarge)?;
-        if payload.len() > self.payload_max() {
+        if u32::try_from(payload.len()).is_err() || payload.len() > self.payload_max() {
             return Err(StorageError::TooLarge);
+        }
+        self.commit_pieces(&mut |sink| sink(payload))
+    }
+
+    /// [`Journal::commit`] of a payload made in pieces: `produce` hands
+    /// each piece, in order, to the sink it is given (which answers false
+    /// to stop it), and the pieces go to the other slot in
+    /// [`WRITE_CHUNK_LEN`]-byte writes as they come, the payload check
+    /// computed on the way. The payload is never whole in RAM: a
+    /// compaction writes the state straight from its decoded form
+    /// (decision 0024). The writes are those of [`Journal::commit`] with
+    /// the same payload, so a power cut has the same outcomes.
+    ///
+    /// `Err(TooLarge)` once the pieces pass [`Journal::payload_max`]:
+    /// what was written of them is in the slot that does not hold the
+    /// current state, under its old commit record, and is never read (the
+    /// journal stays usable). Other errors as for [`Journal::commit`].
+    pub fn commit_pieces(
+        &mut self,
+        produce: &mut dyn FnMut(&mut dyn FnMut(&[u8]) -> bool) -> bool,
+    ) -> Result<(), StorageError> {
+        if self.needs_recovery {
+            return Err(StorageError::NeedsRecovery);
         }
         let sequence = self.next_sequence;
         let next_sequence = sequence
@@ -823,20 +883,77 @@ impl<S: Storage> Journal<S> {
             Some(c) => (c.slot + 1) % SLOT_COUNT,
             None => 0,
         };
-        let header = Header {
-            sequence,
-            payload_len,
-            version: FORMAT_VERSION,
-            payload_check: payload_check(FORMAT_VERSION, payload),
-        };
+        let payload_offset = self.payload_offset(slot);
+        let payload_max = self.payload_max();
 
         // From here on the inactive slot changes; a failure leaves it in an
         // unknown state and only recovery can tell which commit survived.
         self.needs_recovery = true;
-        self.write_slot(slot, &header, payload)?;
+        let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_LEN);
+        let mut written = 0usize;
+        let mut crc = !0u32;
+        let mut failed: Option<StorageError> = None;
+        let storage = &mut self.storage;
+        let mut put = |chunk: &mut Vec<u8>, written: &mut usize, crc: &mut u32| {
+            let end = written.saturating_add(chunk.len());
+            if end > payload_max {
+                return Err(StorageError::TooLarge);
+            }
+            let offset = payload_offset
+                .checked_add(*written)
+                .ok_or(StorageError::OutOfBounds)?;
+            storage.write(offset, chunk)?;
+            *crc = crc32_update(*crc, chunk);
+            *written = end;
+            chunk.clear();
+            Ok(())
+        };
+        let produced = produce(&mut |mut piece: &[u8]| {
+            while !piece.is_empty() {
+                let take = WRITE_CHUNK_LEN.saturating_sub(chunk.len()).min(piece.len());
+                let (head, rest) = piece.split_at(take);
+                chunk.extend_from_slice(head);
+                piece = rest;
+                if chunk.len() == WRITE_CHUNK_LEN {
+                    if let Err(e) = put(&mut chunk, &mut written, &mut crc) {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        if failed.is_none() && !chunk.is_empty() {
+            if let Err(e) = put(&mut chunk, &mut written, &mut crc) {
+                failed = Some(e);
+            }
+        }
+        match (produced, failed) {
+            (_, Some(StorageError::TooLarge)) => {
+                // The current slot and its log are untouched; the other
+                // slot's commit record still names its old payload, which
+                // no longer matches it: recovery skips that slot.
+                self.needs_recovery = false;
+                return Err(StorageError::TooLarge);
+            }
+            (_, Some(e)) => return Err(e),
+            (false, None) => return Err(StorageError::Io),
+            (true, None) => {}
+        }
+        let payload_len = u32::try_from(written).map_err(|_| StorageError::TooLarge)?;
+        let mut payload_check = [0u8; 32];
+        payload_check[..4].copy_from_slice(&(!crc).to_le_bytes());
+        let header = Header {
+            sequence,
+            payload_len,
+            version: FORMAT_VERSION,
+            payload_check,
+        };
+        self.storage.flush()?;
+        self.write_header(slot, &header)?;
         self.needs_recovery = false;
 
-        let start = self.payload_offset(slot).saturating_add(payload.len());
+        let start = payload_offset.saturating_add(written);
         self.current = Some(Current { slot, header });
         self.log = Some(Log {
             start,
@@ -996,20 +1113,9 @@ impl<S: Storage> Journal<S> {
         Ok(())
     }
 
-    fn write_slot(
-        &mut self,
-        slot: usize,
-        header: &Header,
-        payload: &[u8],
-    ) -> Result<(), StorageError> {
-        let payload_offset = self.payload_offset(slot);
-        for (i, chunk) in payload.chunks(WRITE_CHUNK_LEN).enumerate() {
-            let offset = payload_offset
-                .checked_add(i.saturating_mul(WRITE_CHUNK_LEN))
-                .ok_or(StorageError::OutOfBounds)?;
-            self.storage.write(offset, chunk)?;
-        }
-        self.storage.flush()?;
+    /// Writes a slot's commit record (its payload flushed before) and
+    /// checks it landed.
+    fn write_header(&mut self, slot: usize, header: &Header) -> Result<(), StorageError> {
         let encoded = header.encode();
         let header_offset = self.header_offset(slot);
         self.storage.write(header_offset, &encoded)?;
@@ -1126,15 +1232,84 @@ fn read_slot<S: Storage>(
         Ok(len) if len <= payload_max => len,
         _ => return Ok(damaged),
     };
-    let mut payload = vec![0u8; len];
     let payload_offset = offset
         .checked_add(HEADER_LEN)
         .ok_or(StorageError::OutOfBounds)?;
-    storage.read(payload_offset, &mut payload)?;
-    if payload_check(header.version, &payload) != header.payload_check {
+    if payload_check_of_stored(storage, payload_offset, len, header.version)?
+        != header.payload_check
+    {
         return Ok(damaged);
     }
-    Ok(SlotState::Valid { header, payload })
+    Ok(SlotState::Valid { header })
+}
+
+/// Bytes read at a time when a payload is checked or compared in place.
+const READ_PIECE_LEN: usize = 256;
+
+/// [`payload_check`] of the `len` bytes at `offset`, read in pieces.
+fn payload_check_of_stored<S: Storage>(
+    storage: &mut S,
+    offset: usize,
+    len: usize,
+    version: u16,
+) -> Result<[u8; 32], StorageError> {
+    let mut buf = [0u8; READ_PIECE_LEN];
+    let mut sha = Sha256::new();
+    let mut crc = !0u32;
+    let mut at = 0usize;
+    while at < len {
+        let n = (len - at).min(READ_PIECE_LEN);
+        let piece = &mut buf[..n];
+        storage.read(
+            offset.checked_add(at).ok_or(StorageError::OutOfBounds)?,
+            piece,
+        )?;
+        if version == 1 {
+            sha.update(&*piece);
+        } else {
+            crc = crc32_update(crc, piece);
+        }
+        at += n;
+    }
+    if version == 1 {
+        return Ok(sha.finalize().into());
+    }
+    let mut out = [0u8; 32];
+    out[..4].copy_from_slice(&(!crc).to_le_bytes());
+    Ok(out)
+}
+
+/// Whether two slots' payloads (of the headers given) are byte for byte
+/// the same, compared in pieces.
+fn same_payloads<S: Storage>(
+    storage: &mut S,
+    slot_len: usize,
+    a: (usize, &Header),
+    b: (usize, &Header),
+) -> Result<bool, StorageError> {
+    let len = payload_len(a.1)?;
+    if len != payload_len(b.1)? {
+        return Ok(false);
+    }
+    let offset = |slot: usize| {
+        (slot.saturating_mul(slot_len))
+            .checked_add(HEADER_LEN)
+            .ok_or(StorageError::OutOfBounds)
+    };
+    let (a_at, b_at) = (offset(a.0)?, offset(b.0)?);
+    let mut x = [0u8; READ_PIECE_LEN];
+    let mut y = [0u8; READ_PIECE_LEN];
+    let mut at = 0usize;
+    while at < len {
+        let n = (len - at).min(READ_PIECE_LEN);
+        storage.read(a_at.saturating_add(at), &mut x[..n])?;
+        storage.read(b_at.saturating_add(at), &mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        at += n;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
