@@ -95,6 +95,15 @@ impl Writer {
     pub fn into_bytes(self) -> Vec<u8> {
         self.enc.into_writer()
     }
+    /// What was written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.enc.writer()
+    }
+    /// Forgets what was written, keeping the buffer (a caller encoding
+    /// many small pieces one after the other reuses one allocation).
+    pub fn clear(&mut self) {
+        self.enc.writer_mut().clear();
+    }
 }
 
 impl Default for Writer {

@@ -418,6 +418,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             self.reload();
             return Err(SeError::Storage(e));
         }
+        self.state.fit();
         Ok(())
     }
 
@@ -1526,7 +1527,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         next.tokens.retain(|t| !spent.contains(&t.outpoint));
         if outputs.len() == 2 {
-            let mut lineage = ancestry_ids.clone();
+            let mut lineage = Vec::with_capacity(ancestry_ids.len() + 1);
+            lineage.extend_from_slice(&ancestry_ids);
             lineage.push(transfer_id);
             next.tokens.push(Token {
                 outpoint: OutPoint {
@@ -1771,7 +1773,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         #[cfg(not(feature = "confidential"))]
         let blinding = None;
         let tid = verified.transfer_id();
-        let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();
+        let mut lineage: Vec<Hash32> = Vec::with_capacity(verified.ancestry_ids().len() + 1);
+        lineage.extend_from_slice(verified.ancestry_ids());
         lineage.push(tid);
         let key = self.state.key(&output.owner).ok_or(SeError::NotForThisSe)?;
         let sk = self.signing_key(&key.public).ok_or(SeError::StateCorrupt)?;
@@ -1842,6 +1845,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         request_index: usize,
     ) {
         let next = &mut self.state;
+        // Grown by what is added, not doubled (`State::fit` after the
+        // commit gives back any slack; this keeps the peak down).
+        next.records.reserve_exact(pkg.ancestry.len() + 1);
+        next.tokens.reserve_exact(1);
         for r in pkg.ancestry.iter() {
             let id = r.id();
             if next.record(&id).is_none() {
@@ -2351,7 +2358,10 @@ fn load_state<S: Storage>(
         Ok(())
     });
     match replayed {
-        Ok(_) => Ok(state),
+        Ok(_) => {
+            state.fit();
+            Ok(state)
+        }
         // A record that fails its check under its commit mark, or
         // whose content does not apply: damaged or altered since it
         // was committed. Refuse to boot, as for a damaged base.

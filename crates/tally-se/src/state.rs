@@ -708,27 +708,34 @@ impl State {
     /// without an encoding of its whole size in RAM. Stops, answering
     /// false, as soon as `sink` answers false.
     pub fn encode_in_pieces(&self, sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        fn piece(w: Writer, sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-            sink(&w.into_bytes())
+        // One buffer for every piece (cleared after each): no allocation
+        // per entry.
+        fn piece(w: &mut Writer, sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+            let go_on = sink(w.as_bytes());
+            w.clear();
+            go_on
         }
-        fn table<T: Cbor>(items: &[T], sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-            let mut w = Writer::with_capacity(4);
+        fn table<T: Cbor>(
+            w: &mut Writer,
+            items: &[T],
+            sink: &mut dyn FnMut(&[u8]) -> bool,
+        ) -> bool {
             w.array(items.len());
             if !piece(w, sink) {
                 return false;
             }
             items.iter().all(|item| {
-                let mut w = Writer::new();
-                item.write(&mut w);
+                item.write(w);
                 piece(w, sink)
             })
         }
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(256);
+        let w = &mut w;
         w.array(28);
         w.u64(u64::from(STATE_VERSION));
-        write_opt(&mut w, &self.personal);
-        write_opt(&mut w, &self.policy);
-        write_opt(&mut w, &self.revocations);
+        write_opt(w, &self.personal);
+        write_opt(w, &self.policy);
+        write_opt(w, &self.revocations);
         w.u64(u64::from(self.epoch));
         w.u64(u64::from(self.epoch_seen));
         w.u64(self.sync_sequence);
@@ -737,31 +744,55 @@ impl State {
         w.u64(u64::from(self.payments_since_sync));
         w.u64(self.received_since_sync.0);
         piece(w, sink)
-            && table(&self.keys, sink)
-            && table(&self.tokens, sink)
-            && table(&self.records, sink)
-            && table(&self.certs, sink)
-            && table(&self.open_requests, sink)
-            && table(&self.outgoing, sink)
-            && table(&self.receipts, sink)
+            && table(w, &self.keys, sink)
+            && table(w, &self.tokens, sink)
+            && table(w, &self.records, sink)
+            && table(w, &self.certs, sink)
+            && table(w, &self.open_requests, sink)
+            && table(w, &self.outgoing, sink)
+            && table(w, &self.receipts, sink)
             && {
-                let mut w = Writer::with_capacity(9);
                 w.u64(self.request_counter);
                 piece(w, sink)
             }
-            && table(&self.imported, sink)
+            && table(w, &self.imported, sink)
             && {
-                let mut w = Writer::new();
-                write_opt(&mut w, &self.pin);
+                write_opt(w, &self.pin);
                 w.u64(self.spent_since_cvm.0);
                 piece(w, sink)
             }
-            && table(&self.paid, sink)
-            && table(&self.reports, sink)
-            && table(&self.cancelled, sink)
-            && table(&self.acked, sink)
-            && table(&self.streams_out, sink)
-            && table(&self.streams_in, sink)
+            && table(w, &self.paid, sink)
+            && table(w, &self.reports, sink)
+            && table(w, &self.cancelled, sink)
+            && table(w, &self.acked, sink)
+            && table(w, &self.streams_out, sink)
+            && table(w, &self.streams_in, sink)
+    }
+
+    /// Gives back what the tables hold beyond their entries. A command
+    /// that changes the state in place grows a table by doubling its
+    /// buffer; without this the slack would stay in RAM for good (a state
+    /// built beside the old one was a fresh, exact copy every time).
+    pub fn fit(&mut self) {
+        fn fit<T>(v: &mut Vec<T>) {
+            if v.capacity() > v.len() {
+                v.shrink_to_fit();
+            }
+        }
+        fit(&mut self.keys);
+        fit(&mut self.tokens);
+        fit(&mut self.records);
+        fit(&mut self.certs);
+        fit(&mut self.open_requests);
+        fit(&mut self.outgoing);
+        fit(&mut self.receipts);
+        fit(&mut self.imported);
+        fit(&mut self.paid);
+        fit(&mut self.reports);
+        fit(&mut self.cancelled);
+        fit(&mut self.acked);
+        fit(&mut self.streams_out);
+        fit(&mut self.streams_in);
     }
 }
 
@@ -1622,6 +1653,86 @@ mod tests {
         let mem = se.into_storage();
         let again = Applet::boot(mem, Sealing::None, TestEntropy::new(b"again")).unwrap();
         assert_eq!(again.state(), &st);
+    }
+
+    /// Compaction writes the pieces straight to flash and boot checks
+    /// the stored bytes against them: they must be the encoding, byte for
+    /// byte, or the next boot refuses (or reads another) state.
+    #[test]
+    fn pieces_are_the_encoding() {
+        let mut streams = State::default();
+        streams.streams_out.push(StreamOut {
+            id: Hash32([1; 32]),
+            price: Amount(2),
+            ticks_max: 3,
+            released: 1,
+            closed: false,
+        });
+        streams.streams_in.push(StreamIn {
+            id: Hash32([2; 32]),
+            price: Amount(2),
+            ticks_max: 3,
+            ticks: 0,
+            latest: Hash32([9; 32]),
+            closed: true,
+        });
+        let mut full = holding();
+        full.streams_out = streams.streams_out.clone();
+        full.streams_in = streams.streams_in.clone();
+        full.imported.push(Imported {
+            id: Hash32([3; 32]),
+            expiry_epoch: 9,
+        });
+        full.acked.push(Hash32([4; 32]));
+        full.request_counter = 300;
+        full.spent_since_cvm = Amount(70_000);
+        full.pin = Some(Pin {
+            salt: [1; 16],
+            digest: [2; 32],
+            tries_left: 3,
+        });
+        for st in [State::default(), holding(), streams, full] {
+            let mut bytes = Vec::new();
+            let mut pieces = 0;
+            assert!(st.encode_in_pieces(&mut |p| {
+                bytes.extend_from_slice(p);
+                pieces += 1;
+                true
+            }));
+            assert_eq!(bytes, st.to_cbor());
+            assert!(pieces > 14, "one piece per entry and table head");
+            assert_eq!(State::from_stored(&bytes).as_ref(), Ok(&st));
+            // A sink that says stop is obeyed at once.
+            let mut calls = 0;
+            assert!(!st.encode_in_pieces(&mut |_| {
+                calls += 1;
+                false
+            }));
+            assert_eq!(calls, 1);
+        }
+    }
+
+    /// Boot's canonical check (piece by piece, no second buffer) still
+    /// refuses a stored state that decodes but is not this code's
+    /// encoding, and trailing bytes.
+    #[test]
+    fn a_stored_state_must_be_canonical() {
+        let st = holding();
+        let bytes = st.to_cbor();
+        // [28 fields: version 5, three empty options, epoch, epoch seen,
+        // sync sequence, counter 7, ...]
+        assert_eq!(&bytes[2..10], &[5, 0x80, 0x80, 0x80, 0, 0, 0, 7]);
+        let mut long = bytes[..9].to_vec();
+        long.extend_from_slice(&[0x18, 7]);
+        long.extend_from_slice(&bytes[10..]);
+        assert_eq!(State::from_stored(&long), Err(CodecError::NonCanonical));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(
+            State::from_stored(&trailing),
+            Err(CodecError::TrailingBytes)
+        );
+        assert_eq!(State::from_stored(&bytes), Ok(st));
     }
 }
 

@@ -1405,6 +1405,83 @@ mod tests {
         assert_eq!(journal.storage().writes(), 5 + 1);
     }
 
+    /// A compaction writes the state in pieces of any size: the storage
+    /// must end up byte for byte as after a commit of the whole payload,
+    /// by the same writes (the tearing tests of `commit` cover both).
+    #[test]
+    fn a_commit_in_pieces_writes_what_a_commit_writes() {
+        let history = [payload(1, 900), payload(2, 300)];
+        for len in [0usize, 1, 255, 256, 257, 1000, 4096] {
+            let next = payload(3, len);
+            let mut whole =
+                TearingStorage::new(MemStorage::from_bytes(image_after(&history, 0xFF)));
+            let (mut journal, _) = Journal::open(&mut whole).unwrap();
+            journal.commit(&next).unwrap();
+            for piece_len in [1usize, 7, 256, 300] {
+                let mut pieces =
+                    TearingStorage::new(MemStorage::from_bytes(image_after(&history, 0xFF)));
+                let (mut journal, _) = Journal::open(&mut pieces).unwrap();
+                journal
+                    .commit_pieces(&mut |sink| next.chunks(piece_len).all(|p| sink(p)))
+                    .unwrap();
+                assert_eq!(journal.read_current(), Ok(Some(next.clone())));
+                assert_eq!(pieces.writes(), whole.writes(), "len {len} by {piece_len}");
+                assert_eq!(
+                    pieces.inner().as_bytes(),
+                    whole.inner().as_bytes(),
+                    "len {len} by {piece_len}"
+                );
+            }
+        }
+    }
+
+    /// Pieces that outgrow the slot are refused part-way: the current
+    /// state and its log stay, the journal keeps working, and the other
+    /// slot's stale commit is never read as current.
+    #[test]
+    fn pieces_past_the_slot_are_refused_and_the_journal_stays_usable() {
+        let mut mem = MemStorage::new(CAPACITY);
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        journal.commit(b"base one").unwrap();
+        journal.commit(b"base two").unwrap();
+        journal.append(b"record").unwrap();
+        let big = payload(4, 4097);
+        assert_eq!(
+            journal.commit_pieces(&mut |sink| big.chunks(100).all(|p| sink(p))),
+            Err(StorageError::TooLarge)
+        );
+        assert!(!journal.needs_recovery());
+        assert_eq!(journal.read_current(), Ok(Some(b"base two".to_vec())));
+        let (mut again, state) = reopen(journal.storage().as_bytes().to_vec()).unwrap();
+        assert_eq!(state, Some(b"base two".to_vec()));
+        assert!(!again.newer_state_discarded());
+        let mut records = Vec::new();
+        again
+            .replay(&mut |r| {
+                records.push(r.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(records, vec![b"record".to_vec()]);
+        journal.commit(b"base three").unwrap();
+        let (_, state) = reopen(journal.storage().as_bytes().to_vec()).unwrap();
+        assert_eq!(state, Some(b"base three".to_vec()));
+    }
+
+    /// A journal reopened in place finds what a reboot finds.
+    #[test]
+    fn reopen_in_place_is_a_reboot() {
+        let mut mem = MemStorage::new(CAPACITY);
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        journal.commit(b"base").unwrap();
+        journal.append(b"one").unwrap();
+        assert_eq!(journal.reopen(), Ok(Some(b"base".to_vec())));
+        assert_eq!(journal.sequence(), Some(1));
+        assert_eq!(journal.log_records(), Ok(1));
+        journal.append(b"two").unwrap();
+        assert_eq!(journal.log_records(), Ok(2));
+    }
+
     /// Number of write calls `commit(next)` makes on top of `image`.
     fn writes_of_commit(image: &[u8], next: &[u8]) -> usize {
         let mut tearing = TearingStorage::new(MemStorage::from_bytes(image.to_vec()));
