@@ -245,6 +245,15 @@ pub struct StreamClaim {
     pub value: Amount,
 }
 
+/// An in-place change under way ([`Applet::change`]).
+struct Pending {
+    before: Shape,
+    /// Debug builds: the whole state before, to check the delta and the
+    /// undo against.
+    #[cfg(debug_assertions)]
+    full: State,
+}
+
 /// What identifies a payee request whose signature was checked.
 #[derive(Clone, PartialEq, Eq)]
 struct CheckedRequest {
@@ -356,9 +365,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// Runs `change` on the state in place and makes what it changed
     /// durable: one log record with the delta from `before` (a
-    /// [`Shape`]: the identities of the entries, not a copy of the state),
-    /// or, when the log is full, the whole state (compaction). The state
-    /// is never held twice in RAM (decision 0024).
+    /// [`Shape`]: the identities of the entries, not a copy of the
+    /// state), or, when the log is full, the whole state (compaction). The
+    /// state is never held twice in RAM (decision 0024). `change` must
+    /// not change the imported-Issue table ([`Self::change_imported`]
+    /// does).
     ///
     /// `change` checks what can fail before it changes anything where it
     /// can; if it fails all the same after a change, or the write fails,
@@ -370,27 +381,60 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         &mut self,
         change: impl FnOnce(&mut Self) -> Result<T, SeError>,
     ) -> Result<T, SeError> {
+        // (Only this wrapper is generic: one copy per command in the
+        // firmware's flash, the rest once.)
+        let pending = self.begin(false)?;
+        let out = change(self);
+        self.finish(pending, out.is_ok())?;
+        out
+    }
+
+    /// [`Self::change`] for IMPORT, the one in-place command that
+    /// changes the imported-Issue table.
+    fn change_imported<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, SeError>,
+    ) -> Result<T, SeError> {
+        let pending = self.begin(true)?;
+        let out = change(self);
+        self.finish(pending, out.is_ok())?;
+        out
+    }
+
+    /// What [`Self::change`] takes before the change: the shape of the
+    /// state, with the imported table's entries if `imported` (no other
+    /// payment command changes that table, the largest after a long
+    /// offline run).
+    #[inline(never)]
+    fn begin(&mut self, imported: bool) -> Result<Pending, SeError> {
         self.ready()?;
-        let before = Shape::of(&self.state);
-        #[cfg(debug_assertions)]
-        let full = self.state.clone();
-        match change(self) {
-            Ok(out) => {
-                #[cfg(debug_assertions)]
-                Self::check_delta(&full, &before, &self.state);
-                self.commit_since(&before)?;
-                Ok(out)
-            }
-            Err(e) => {
-                self.roll_back(&before);
-                #[cfg(debug_assertions)]
-                assert!(
-                    self.halted || self.state == full,
-                    "a refused command must leave the state as it was"
-                );
-                Err(e)
-            }
+        let before = if imported {
+            Shape::of(&self.state)
+        } else {
+            Shape::of_payment(&self.state)
+        };
+        Ok(Pending {
+            before,
+            #[cfg(debug_assertions)]
+            full: self.state.clone(),
+        })
+    }
+
+    /// Commits what the change did (`done`), or undoes it.
+    #[inline(never)]
+    fn finish(&mut self, pending: Pending, done: bool) -> Result<(), SeError> {
+        if done {
+            #[cfg(debug_assertions)]
+            Self::check_delta(&pending.full, &pending.before, &self.state);
+            return self.commit_since(&pending.before);
         }
+        self.roll_back(&pending.before);
+        #[cfg(debug_assertions)]
+        assert!(
+            self.halted || self.state == pending.full,
+            "a refused command must leave the state as it was"
+        );
+        Ok(())
     }
 
     /// Debug builds: the delta written from `before` rebuilds `after`
@@ -817,7 +861,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.tokens.len() + issue.outputs.len() > TOKENS_MAX {
             return Err(SeError::LimitExceeded(Limit::Tokens));
         }
-        self.change(|a| {
+        self.change_imported(|a| {
             let next = &mut a.state;
             next.imported.retain(|i| i.expiry_epoch >= epoch);
             next.imported.push(Imported {

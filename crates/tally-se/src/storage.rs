@@ -527,8 +527,9 @@ enum SlotState {
     Damaged {
         sequence: u64,
     },
-    /// (The payload is checked in pieces and not kept: boot reads only
-    /// the winning slot's payload into RAM, once.)
+    /// Authentic, and its payload in bounds; once [`Journal::open`] has
+    /// checked it (in pieces, not kept: boot reads only the winning
+    /// slot's payload into RAM), valid.
     Valid {
         header: Header,
     },
@@ -727,10 +728,28 @@ impl<S: Storage> Journal<S> {
             return Err(StorageError::CapacityTooSmall);
         }
         let payload_max = slot_payload_max(slot_len);
-        let slots = [
+        let mut slots = [
             read_slot(storage, 0, payload_max)?,
             read_slot(storage, slot_len, payload_max)?,
         ];
+        // Every authentic payload in bounds is checked, in pieces (the
+        // payloads are not kept: boot reads the winner's once, below).
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let SlotState::Valid { header } = *slot else {
+                continue;
+            };
+            let offset = (index * slot_len)
+                .checked_add(HEADER_LEN)
+                .ok_or(StorageError::OutOfBounds)?;
+            let len = payload_len(&header)?;
+            if payload_check_of_stored(storage, offset, len, header.version)?
+                != header.payload_check
+            {
+                *slot = SlotState::Damaged {
+                    sequence: header.sequence,
+                };
+            }
+        }
         let highest_authentic = slots.iter().filter_map(SlotState::authentic_sequence).max();
         let mut best: Option<(usize, Header)> = None;
         for (index, slot) in slots.iter().enumerate() {
@@ -754,8 +773,8 @@ impl<S: Storage> Journal<S> {
                 let offset = (slot * slot_len)
                     .checked_add(HEADER_LEN)
                     .ok_or(StorageError::OutOfBounds)?;
-                // Checked in pieces by `read_slot` just now (nothing
-                // writes the storage in between).
+                // Checked in pieces just now (nothing writes the storage
+                // in between).
                 storage.read(offset, &mut payload)?;
                 (Some(Current { slot, header }), Some(payload))
             }
@@ -1225,36 +1244,32 @@ fn read_slot<S: Storage>(
         HeaderState::Torn => return Ok(SlotState::Torn),
         HeaderState::Authentic(header) => header,
     };
-    let damaged = SlotState::Damaged {
-        sequence: header.sequence,
-    };
-    let len = match payload_len(&header) {
-        Ok(len) if len <= payload_max => len,
-        _ => return Ok(damaged),
-    };
-    let payload_offset = offset
-        .checked_add(HEADER_LEN)
-        .ok_or(StorageError::OutOfBounds)?;
-    if payload_check_of_stored(storage, payload_offset, len, header.version)?
-        != header.payload_check
-    {
-        return Ok(damaged);
+    match payload_len(&header) {
+        // In bounds; the payload is checked by the caller (newest first).
+        Ok(len) if len <= payload_max => Ok(SlotState::Valid { header }),
+        _ => Ok(SlotState::Damaged {
+            sequence: header.sequence,
+        }),
     }
-    Ok(SlotState::Valid { header })
 }
 
 /// Bytes read at a time when a payload is checked or compared in place.
 const READ_PIECE_LEN: usize = 256;
 
-/// [`payload_check`] of the `len` bytes at `offset`, read in pieces.
+/// [`payload_check`] of the `len` bytes at `offset`, read in pieces
+/// (format 1, SHA-256, only left by old releases: read whole).
 fn payload_check_of_stored<S: Storage>(
     storage: &mut S,
     offset: usize,
     len: usize,
     version: u16,
 ) -> Result<[u8; 32], StorageError> {
+    if version == 1 {
+        let mut payload = vec![0u8; len];
+        storage.read(offset, &mut payload)?;
+        return Ok(payload_check(version, &payload));
+    }
     let mut buf = [0u8; READ_PIECE_LEN];
-    let mut sha = Sha256::new();
     let mut crc = !0u32;
     let mut at = 0usize;
     while at < len {
@@ -1264,15 +1279,8 @@ fn payload_check_of_stored<S: Storage>(
             offset.checked_add(at).ok_or(StorageError::OutOfBounds)?,
             piece,
         )?;
-        if version == 1 {
-            sha.update(&*piece);
-        } else {
-            crc = crc32_update(crc, piece);
-        }
+        crc = crc32_update(crc, piece);
         at += n;
-    }
-    if version == 1 {
-        return Ok(sha.finalize().into());
     }
     let mut out = [0u8; 32];
     out[..4].copy_from_slice(&(!crc).to_le_bytes());
