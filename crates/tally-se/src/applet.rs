@@ -1,11 +1,14 @@
 //! The secure-element applet: commands over the persistent [`State`].
 //!
 //! Every mutating command follows one shape: check everything that can
-//! fail against the current state, build the next state, commit it through
-//! the journal (the point of no return), and only then adopt it in memory
-//! and answer. A power cut before the commit record lands leaves the old
-//! state; after it, the new one. After a storage error the applet refuses
-//! every command until rebooted (recovery runs at boot).
+//! fail against the current state, change the state (in place on the
+//! payment path, `Applet::change`; beside it for the rare commands),
+//! commit the change through the journal (the point of no return), and
+//! only then answer. A power cut before the commit record lands leaves
+//! the old state; after it, the new one. RAM never runs ahead of flash: a
+//! command refused after its first change, or a failed write, reads the
+//! durable state back (decision 0024). After a storage error the applet
+//! refuses every command until rebooted (recovery runs at boot).
 //!
 //! Private keys never leave the SE: no command returns a seed.
 

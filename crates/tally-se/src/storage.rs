@@ -51,7 +51,9 @@
 //! header is the commit record: until all of it has landed, its hash does
 //! not match and recovery ignores the slot. The current slot is never
 //! written, so it survives any tear. A commit starts an empty log in its
-//! slot.
+//! slot. [`Journal::commit_pieces`] makes the same writes from a payload
+//! produced in pieces (the SE encodes its state straight into the slot,
+//! decision 0024).
 //!
 //! An append ([`Journal::append`]) writes length, body and check after the
 //! last valid record (in [`WRITE_CHUNK_LEN`]-byte writes), flushes, then
@@ -658,6 +660,11 @@ struct Current {
     header: Header,
 }
 
+/// What makes a payload in pieces for [`Journal::commit_pieces`]: it
+/// hands each piece, in order, to the sink it is given, and stops when the
+/// sink answers false; it answers whether it got to the end.
+pub type Pieces<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> bool) -> bool + 'a;
+
 /// What recovery found in a storage (see [`Journal::open`]).
 struct Recovered {
     slot_len: usize,
@@ -887,10 +894,7 @@ impl<S: Storage> Journal<S> {
     /// what was written of them is in the slot that does not hold the
     /// current state, under its old commit record, and is never read (the
     /// journal stays usable). Other errors as for [`Journal::commit`].
-    pub fn commit_pieces(
-        &mut self,
-        produce: &mut dyn FnMut(&mut dyn FnMut(&[u8]) -> bool) -> bool,
-    ) -> Result<(), StorageError> {
+    pub fn commit_pieces(&mut self, produce: &mut Pieces<'_>) -> Result<(), StorageError> {
         if self.needs_recovery {
             return Err(StorageError::NeedsRecovery);
         }
@@ -933,19 +937,20 @@ impl<S: Storage> Journal<S> {
                 let (head, rest) = piece.split_at(take);
                 chunk.extend_from_slice(head);
                 piece = rest;
-                if chunk.len() == WRITE_CHUNK_LEN {
-                    if let Err(e) = put(&mut chunk, &mut written, &mut crc) {
-                        failed = Some(e);
-                        return false;
-                    }
+                if chunk.len() == WRITE_CHUNK_LEN
+                    && let Err(e) = put(&mut chunk, &mut written, &mut crc)
+                {
+                    failed = Some(e);
+                    return false;
                 }
             }
             true
         });
-        if failed.is_none() && !chunk.is_empty() {
-            if let Err(e) = put(&mut chunk, &mut written, &mut crc) {
-                failed = Some(e);
-            }
+        if failed.is_none()
+            && !chunk.is_empty()
+            && let Err(e) = put(&mut chunk, &mut written, &mut crc)
+        {
+            failed = Some(e);
         }
         match (produced, failed) {
             (_, Some(StorageError::TooLarge)) => {
@@ -1430,7 +1435,7 @@ mod tests {
                     TearingStorage::new(MemStorage::from_bytes(image_after(&history, 0xFF)));
                 let (mut journal, _) = Journal::open(&mut pieces).unwrap();
                 journal
-                    .commit_pieces(&mut |sink| next.chunks(piece_len).all(|p| sink(p)))
+                    .commit_pieces(&mut |sink| next.chunks(piece_len).all(&mut *sink))
                     .unwrap();
                 assert_eq!(journal.read_current(), Ok(Some(next.clone())));
                 assert_eq!(pieces.writes(), whole.writes(), "len {len} by {piece_len}");
@@ -1455,7 +1460,7 @@ mod tests {
         journal.append(b"record").unwrap();
         let big = payload(4, 4097);
         assert_eq!(
-            journal.commit_pieces(&mut |sink| big.chunks(100).all(|p| sink(p))),
+            journal.commit_pieces(&mut |sink| big.chunks(100).all(&mut *sink)),
             Err(StorageError::TooLarge)
         );
         assert!(!journal.needs_recovery());
