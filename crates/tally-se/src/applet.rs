@@ -779,6 +779,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut next = self.state.clone();
         next.epoch = grant.epoch;
         next.epoch_seen = next.epoch_seen.max(grant.epoch);
+        // An Issue expired at the new epoch is refused on import anyway
+        // (`check_importable`): its id need not be kept any longer
+        // (decision 0024; IMPORT prunes the same way).
+        next.imported.retain(|i| i.expiry_epoch >= grant.epoch);
         next.sync_sequence = grant.sequence;
         next.spent_since_sync = Amount::ZERO;
         next.payments_since_sync = 0;
