@@ -1786,6 +1786,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     /// Only a [`tally_core::VerifiedPackage`] can be stored.
+    /// (Not inlined: its frame would sit under the verification's, the
+    /// deepest stack of RECEIVE.)
+    #[inline(never)]
     fn store_verified(
         &mut self,
         verified: tally_core::VerifiedPackage,
