@@ -95,6 +95,21 @@ impl Writer {
     pub fn into_bytes(self) -> Vec<u8> {
         self.enc.into_writer()
     }
+    /// What was written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.enc.writer()
+    }
+    /// Appends what another writer wrote (complete items, as
+    /// [`Writer::as_bytes`] gives them): an object encoded in pieces is
+    /// encoded once, by the code that makes the pieces.
+    pub fn append_encoded(&mut self, encoded: &[u8]) {
+        self.enc.writer_mut().extend_from_slice(encoded);
+    }
+    /// Forgets what was written, keeping the buffer (a caller encoding
+    /// many small pieces one after the other reuses one allocation).
+    pub fn clear(&mut self) {
+        self.enc.writer_mut().clear();
+    }
 }
 
 impl Default for Writer {

@@ -1,11 +1,14 @@
 //! The secure-element applet: commands over the persistent [`State`].
 //!
 //! Every mutating command follows one shape: check everything that can
-//! fail against the current state, build the next state, commit it through
-//! the journal (the point of no return), and only then adopt it in memory
-//! and answer. A power cut before the commit record lands leaves the old
-//! state; after it, the new one. After a storage error the applet refuses
-//! every command until rebooted (recovery runs at boot).
+//! fail against the current state, change the state (in place on the
+//! payment path, `Applet::change`; beside it for the rare commands),
+//! commit the change through the journal (the point of no return), and
+//! only then answer. A power cut before the commit record lands leaves
+//! the old state; after it, the new one. RAM never runs ahead of flash: a
+//! command refused after its first change, or a failed write, reads the
+//! durable state back (decision 0024). After a storage error the applet
+//! refuses every command until rebooted (recovery runs at boot).
 //!
 //! Private keys never leave the SE: no command returns a seed.
 
@@ -256,6 +259,15 @@ struct Close {
     lineage: Vec<Hash32>,
 }
 
+/// An in-place change under way ([`Applet::change`]).
+struct Pending {
+    before: Shape,
+    /// Debug builds: the whole state before, to check the delta and the
+    /// undo against.
+    #[cfg(debug_assertions)]
+    full: State,
+}
+
 /// What identifies a payee request whose signature was checked.
 #[derive(Clone, PartialEq, Eq)]
 struct CheckedRequest {
@@ -301,36 +313,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if journal.newer_state_discarded() {
             return Err(SeError::StateCorrupt);
         }
-        let mut state = match payload {
-            None => State::default(),
-            Some(sealed) => {
-                let plain = sealing.open(&sealed).map_err(|_| SeError::StateCorrupt)?;
-                State::from_stored(&plain).map_err(|_| SeError::StateCorrupt)?
-            }
-        };
-        let sequence = journal.sequence().unwrap_or(0);
-        let mut index = 0u32;
-        let replayed = journal.replay(&mut |sealed| {
-            let applied = sealing
-                .open(sealed)
-                .ok()
-                .and_then(|plain| apply_delta(&mut state, &plain, sequence, index).ok());
-            index = index.saturating_add(1);
-            if applied.is_none() {
-                // A record whose check holds but whose content does not
-                // apply was not written by this code: refuse to boot.
-                return Err(StorageError::Corrupt);
-            }
-            Ok(())
-        });
-        match replayed {
-            Ok(_) => {}
-            // A record that fails its check under its commit mark, or
-            // whose content does not apply: damaged or altered since it
-            // was committed. Refuse to boot, as for a damaged base.
-            Err(StorageError::Corrupt) => return Err(SeError::StateCorrupt),
-            Err(e) => return Err(SeError::Storage(e)),
-        }
+        let state = load_state(&mut journal, &sealing, payload)?;
         let mut a = Applet {
             journal,
             sealing,
@@ -382,47 +365,177 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         };
     }
 
-    /// Makes `next` the durable state: one log record with what changed
-    /// (a delta, sealed like the state), or, when the log is full, the
-    /// whole state into the other slot (compaction; it starts a fresh
-    /// log). Nothing changed: nothing is written.
+    /// Makes `next` the durable state (a command that built its next
+    /// state beside the current one; the payment path changes the state
+    /// in place instead, [`Self::change`]).
     fn commit(&mut self, next: State) -> Result<(), SeError> {
-        if self.halted {
-            return Err(SeError::Halted);
+        self.ready()?;
+        let before = Shape::of(&self.state);
+        let old = core::mem::replace(&mut self.state, next);
+        #[cfg(debug_assertions)]
+        Self::check_delta(&old, &before, &self.state);
+        drop(old);
+        self.commit_since(&before)
+    }
+
+    /// Runs `change` on the state in place and makes what it changed
+    /// durable: one log record with the delta from `before` (a
+    /// [`Shape`]: the identities of the entries, not a copy of the
+    /// state), or, when the log is full, the whole state (compaction). The
+    /// state is never held twice in RAM (decision 0024). `change` must
+    /// not change the imported-Issue table ([`Self::change_imported`]
+    /// does).
+    ///
+    /// `change` checks what can fail before it changes anything where it
+    /// can; if it fails all the same after a change, or the write fails,
+    /// the state is read back from the journal ([`Self::roll_back`]), so
+    /// RAM never runs ahead of flash: a refused command leaves the state
+    /// as it was, a failed write leaves the durable state (or, if even
+    /// that cannot be read, a halted applet with nothing in RAM).
+    fn change<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, SeError>,
+    ) -> Result<T, SeError> {
+        // (Only this wrapper is generic: one copy per command in the
+        // firmware's flash, the rest once.)
+        let pending = self.begin(false)?;
+        let out = change(self);
+        self.finish(pending, out.is_ok())?;
+        out
+    }
+
+    /// [`Self::change`] for IMPORT, the one in-place command that
+    /// changes the imported-Issue table.
+    fn change_imported<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, SeError>,
+    ) -> Result<T, SeError> {
+        let pending = self.begin(true)?;
+        let out = change(self);
+        self.finish(pending, out.is_ok())?;
+        out
+    }
+
+    /// What [`Self::change`] takes before the change: the shape of the
+    /// state, with the imported table's entries if `imported` (no other
+    /// payment command changes that table, the largest after a long
+    /// offline run).
+    #[inline(never)]
+    fn begin(&mut self, imported: bool) -> Result<Pending, SeError> {
+        self.ready()?;
+        let before = if imported {
+            Shape::of(&self.state)
+        } else {
+            Shape::of_payment(&self.state)
+        };
+        Ok(Pending {
+            before,
+            #[cfg(debug_assertions)]
+            full: self.state.clone(),
+        })
+    }
+
+    /// Commits what the change did (`done`), or undoes it.
+    #[inline(never)]
+    fn finish(&mut self, pending: Pending, done: bool) -> Result<(), SeError> {
+        if done {
+            #[cfg(debug_assertions)]
+            Self::check_delta(&pending.full, &pending.before, &self.state);
+            return self.commit_since(&pending.before);
         }
-        let written = match self.append_delta(&next) {
-            Err(StorageError::LogFull) | Err(StorageError::TooLarge) => {
-                let plain = next.to_cbor();
-                let sealed = self.sealing.seal(&plain, self.entropy.get_mut());
-                self.journal.commit(&sealed)
-            }
+        self.roll_back(&pending.before);
+        #[cfg(debug_assertions)]
+        assert!(
+            self.halted || self.state == pending.full,
+            "a refused command must leave the state as it was"
+        );
+        Ok(())
+    }
+
+    /// Debug builds: the delta written from `before` rebuilds `after`
+    /// from `old` exactly (every change the applet makes is one the
+    /// identities of [`Shape`] see).
+    #[cfg(debug_assertions)]
+    fn check_delta(old: &State, before: &Shape, after: &State) {
+        let mut check = old.clone();
+        if let Some(delta) = encode_delta_since(before, after, 0, 0) {
+            apply_delta(&mut check, &delta, 0, 0).expect("delta applies");
+        }
+        assert!(check == *after, "the delta must rebuild the next state");
+    }
+
+    /// Writes the change from `before` to the current state: a log
+    /// record, or the whole state when the log is full. On a storage
+    /// error the applet halts and rolls back to the durable state.
+    fn commit_since(&mut self, before: &Shape) -> Result<(), SeError> {
+        let written = match self.append_since(before) {
+            Err(StorageError::LogFull) | Err(StorageError::TooLarge) => self.write_whole_state(),
             other => other,
         };
         if let Err(e) = written {
             self.halted = true;
+            self.reload();
             return Err(SeError::Storage(e));
         }
-        self.state = next;
+        self.state.fit();
         Ok(())
     }
 
-    /// Appends the delta from the current state to `next` to the log.
-    fn append_delta(&mut self, next: &State) -> Result<(), StorageError> {
+    /// Appends the delta from `before` to the current state to the log.
+    fn append_since(&mut self, before: &Shape) -> Result<(), StorageError> {
         let Some(sequence) = self.journal.sequence() else {
             return Err(StorageError::LogFull);
         };
         let index = self.journal.log_records()?;
-        let Some(delta) = encode_delta(&self.state, next, sequence, index) else {
+        let Some(delta) = encode_delta_since(before, &self.state, sequence, index) else {
             return Ok(());
         };
-        #[cfg(debug_assertions)]
-        {
-            let mut check = self.state.clone();
-            apply_delta(&mut check, &delta, sequence, index).expect("delta applies");
-            assert!(check == *next, "the delta must rebuild the next state");
-        }
-        let sealed = self.sealing.seal(&delta, self.entropy.get_mut());
+        let sealed = self.sealing.seal_owned(delta, self.entropy.get_mut());
         self.journal.append(&sealed)
+    }
+
+    /// Compaction: the whole state into the other slot. Stored in the
+    /// clear, it is encoded piece by piece straight into the slot
+    /// ([`Journal::commit_pieces`]): no encoding of the state's size in
+    /// RAM beside it (decision 0024).
+    fn write_whole_state(&mut self) -> Result<(), StorageError> {
+        if self.sealing.is_clear() {
+            let state = &self.state;
+            return self
+                .journal
+                .commit_pieces(&mut |sink| state.encode_in_pieces(sink));
+        }
+        let plain = self.state.to_cbor();
+        let sealed = self.sealing.seal_owned(plain, self.entropy.get_mut());
+        self.journal.commit(&sealed)
+    }
+
+    /// Undoes a refused command's changes: nothing to do if it changed
+    /// nothing (it refused before its first change), else the state is
+    /// read back from the journal.
+    fn roll_back(&mut self, before: &Shape) {
+        if encode_delta_since(before, &self.state, 0, 0).is_some() {
+            self.reload();
+        }
+    }
+
+    /// Replaces the state in RAM by the durable one, as a reboot would
+    /// (the RAM-only caches stay: they hold nothing the state does not
+    /// vouch for). The state in RAM is dropped first, so that two are
+    /// never held at once. If the journal cannot be read the applet halts
+    /// with an empty state.
+    fn reload(&mut self) {
+        self.state = State::default();
+        let loaded = match self.journal.reopen() {
+            Ok(_) if self.journal.newer_state_discarded() => Err(SeError::StateCorrupt),
+            Ok(payload) => load_state(&mut self.journal, &self.sealing, payload),
+            Err(e) => Err(SeError::Storage(e)),
+        };
+        match loaded {
+            Ok(state) => self.state = state,
+            Err(_) => self.halted = true,
+        }
+        self.rebuild_trust();
     }
 
     fn ready(&self) -> Result<(), SeError> {
@@ -678,6 +791,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let mut next = self.state.clone();
         next.epoch = grant.epoch;
         next.epoch_seen = next.epoch_seen.max(grant.epoch);
+        // An Issue expired at the new epoch is refused on import anyway
+        // (`check_importable`): its id need not be kept any longer
+        // (decision 0024; IMPORT prunes the same way).
+        next.imported.retain(|i| i.expiry_epoch >= grant.epoch);
         next.sync_sequence = grant.sequence;
         next.spent_since_sync = Amount::ZERO;
         next.payments_since_sync = 0;
@@ -723,22 +840,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::IssueCancelled);
         }
         self.check_importable(&issue)?;
+        // Everything that can refuse the Issue, before the state changes.
+        let mut credited: Vec<(Amount, Option<[u8; 32]>)> = Vec::with_capacity(issue.outputs.len());
         let mut total = Amount::ZERO;
-        let mut next = self.state.clone();
-        // An expired Issue is refused above, so its id need not be kept.
-        let epoch = next.epoch;
-        next.imported.retain(|i| i.expiry_epoch >= epoch);
-        if next.imported.len() >= IMPORTED_MAX {
-            return Err(SeError::LimitExceeded(Limit::Imported));
-        }
-        next.imported.push(Imported {
-            id,
-            expiry_epoch: issue.expiry_epoch,
-        });
         for (i, o) in issue.outputs.iter().enumerate() {
-            match next.keys.iter_mut().find(|k| k.public == o.owner) {
-                Some(k) => k.used = true,
-                None => return Err(SeError::NotForThisSe),
+            if self.state.key(&o.owner).is_none() {
+                return Err(SeError::NotForThisSe);
             }
             // A confidential output's amount is its opening's, sealed to
             // this SE's key and checked against the commitment.
@@ -749,16 +856,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             total = total
                 .checked_add(value)
                 .ok_or(SeError::Verify(VerifyError::AmountOverflow))?;
-            next.tokens.push(Token {
-                outpoint: OutPoint {
-                    record: id,
-                    index: i as u8,
-                },
-                value,
-                owner: o.owner,
-                lineage: alloc::vec![id],
-                blinding,
-            });
+            credited.push((value, blinding));
+        }
+        // An expired Issue is refused above, so its id need not be kept.
+        let epoch = self.state.epoch;
+        let kept = self
+            .state
+            .imported
+            .iter()
+            .filter(|i| i.expiry_epoch >= epoch)
+            .count();
+        if kept >= IMPORTED_MAX {
+            return Err(SeError::LimitExceeded(Limit::Imported));
         }
         let balance = self
             .state
@@ -768,14 +877,37 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if balance > limits.holding_max {
             return Err(SeError::LimitExceeded(Limit::Holding));
         }
-        if next.tokens.len() > TOKENS_MAX {
+        if self.state.tokens.len() + issue.outputs.len() > TOKENS_MAX {
             return Err(SeError::LimitExceeded(Limit::Tokens));
         }
-        next.records.push(StoredRecord {
-            id,
-            record: Record::Issue(issue).for_ancestry(),
-        });
-        self.commit(next)?;
+        self.change_imported(|a| {
+            let next = &mut a.state;
+            next.imported.retain(|i| i.expiry_epoch >= epoch);
+            next.imported.push(Imported {
+                id,
+                expiry_epoch: issue.expiry_epoch,
+            });
+            for (i, (o, (value, blinding))) in issue.outputs.iter().zip(credited).enumerate() {
+                if let Some(k) = next.keys.iter_mut().find(|k| k.public == o.owner) {
+                    k.used = true;
+                }
+                next.tokens.push(Token {
+                    outpoint: OutPoint {
+                        record: id,
+                        index: i as u8,
+                    },
+                    value,
+                    owner: o.owner,
+                    lineage: alloc::vec![id],
+                    blinding,
+                });
+            }
+            next.records.push(StoredRecord {
+                id,
+                record: Record::Issue(issue).for_ancestry(),
+            });
+            Ok(())
+        })?;
         self.check_invariants();
         Ok(total)
     }
@@ -1131,28 +1263,24 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::LimitExceeded(Limit::Reports));
         }
         let epoch = self.state.epoch;
-        let mut next = self.state.clone();
         // Prefer a key never handed out; else reuse the newest certified one.
         let idx = {
             let usable = |k: &OfflineKey| k.certified_at(epoch);
-            next.keys
-                .iter()
+            let keys = &self.state.keys;
+            keys.iter()
                 .position(|k| usable(k) && !k.used)
-                .or_else(|| next.keys.iter().rposition(usable))
+                .or_else(|| keys.iter().rposition(usable))
                 .ok_or(SeError::NoCertifiedKey)?
         };
-        next.keys[idx].used = true;
-        let cert = next.keys[idx].cert.clone().ok_or(SeError::NoCertifiedKey)?;
+        let cert = self.state.keys[idx]
+            .cert
+            .clone()
+            .ok_or(SeError::NoCertifiedKey)?;
+        let key = cert.key;
         let mut nonce = [0u8; 16];
         self.entropy.get_mut().fill(&mut nonce);
-        next.open_requests.push(OpenRequest {
-            nonce,
-            amount,
-            key: cert.key,
-            stream,
-        });
-        let sk = self.signing_key(&cert.key).ok_or(SeError::StateCorrupt)?;
-        let epoch = next.epoch_seen;
+        let sk = self.signing_key(&key).ok_or(SeError::StateCorrupt)?;
+        let epoch = self.state.epoch_seen;
         let m = Request::signed_message_for(amount, &nonce, &cert, epoch, stream.as_ref());
         let req = Request {
             amount,
@@ -1162,7 +1290,16 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             payee_epoch: epoch,
             stream,
         };
-        self.commit(next)?;
+        self.change(|a| {
+            a.state.keys[idx].used = true;
+            a.state.open_requests.push(OpenRequest {
+                nonce,
+                amount,
+                key,
+                stream,
+            });
+            Ok(())
+        })?;
         Ok(req)
     }
 
@@ -1243,19 +1380,24 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .map(|l| l.history_records_max)
             .unwrap_or(limits.history_records_max);
         let budget = usize::from(limits.history_records_max.min(payee_budget));
-        let (mut next, bytes, stream) = self.build_payment(request, budget, false)?;
-        next.epoch_seen = epoch_seen;
-        next.spent_since_sync = spent;
-        next.payments_since_sync += 1;
         // A verified payment starts the no-verification allowance afresh.
-        next.spent_since_cvm = if self.cvm_verified {
+        let spent_since_cvm = if self.cvm_verified {
             Amount::ZERO
         } else {
-            next.spent_since_cvm
+            self.state
+                .spent_since_cvm
                 .checked_add(amount)
                 .ok_or(SeError::LimitExceeded(Limit::OfflineSpend))?
         };
-        self.commit(next)?;
+        let (bytes, stream) = self.change(|a| {
+            let paid = a.build_payment(request, budget, false)?;
+            let st = &mut a.state;
+            st.epoch_seen = epoch_seen;
+            st.spent_since_sync = spent;
+            st.payments_since_sync += 1;
+            st.spent_since_cvm = spent_since_cvm;
+            Ok(paid)
+        })?;
         self.cvm_verified = false;
         // An OPEN's traversal, computed with its anchor: RAM only.
         if let Some((id, pebbles)) = stream {
@@ -1381,22 +1523,25 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if request.stream.is_some() {
             return Err(SeError::NotRedemption);
         }
-        let (next, bytes, _) = self.build_payment(request, budget, true)?;
-        self.commit(next)?;
+        let (bytes, _) = self.change(|a| a.build_payment(request, budget, true))?;
         self.check_invariants();
         Ok(bytes)
     }
 
-    /// The payment of `request` and the state after it; for a stream
-    /// request (an OPEN, decision 0020) also the new stream's id and the
+    /// Builds and signs the package paying `request` and changes the
+    /// state in place (inputs spent, change stored, payment logged); runs
+    /// inside [`Self::change`], which commits it. Everything that can be
+    /// refused is checked before the first change, but the certificate
+    /// bound (checked after the garbage collection). For a stream request
+    /// (an OPEN, decision 0020) also returns the new stream's id and the
     /// traversal of its chain.
     #[allow(clippy::type_complexity)]
     fn build_payment(
-        &self,
+        &mut self,
         request: &Request,
         budget: usize,
         redemption: bool,
-    ) -> Result<(State, Vec<u8>, Option<(Hash32, Pebbles)>), SeError> {
+    ) -> Result<(Vec<u8>, Option<(Hash32, Pebbles)>), SeError> {
         let st = &self.state;
         if st.outgoing.len() >= OUTGOING_MAX {
             return Err(SeError::LimitExceeded(Limit::Outgoing));
@@ -1511,18 +1656,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             certificates,
         };
         let bytes = package.to_cbor();
+        let spent: Vec<OutPoint> = inputs.iter().map(|t| t.outpoint).collect();
+        let before = st.balance();
 
-        let mut next = st.clone();
+        // From here on the state changes in place.
+        let next = &mut self.state;
         next.counter = counter;
         if let Some(change_owner) = outputs.get(1).map(|o| o.owner) {
             if let Some(k) = next.keys.iter_mut().find(|k| k.public == change_owner) {
                 k.used = true;
             }
         }
-        let spent: Vec<OutPoint> = inputs.iter().map(|t| t.outpoint).collect();
         next.tokens.retain(|t| !spent.contains(&t.outpoint));
         if outputs.len() == 2 {
-            let mut lineage = ancestry_ids.clone();
+            let mut lineage = Vec::with_capacity(ancestry_ids.len() + 1);
+            lineage.extend_from_slice(&ancestry_ids);
             lineage.push(transfer_id);
             next.tokens.push(Token {
                 outpoint: OutPoint {
@@ -1592,14 +1740,13 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::LimitExceeded(Limit::Certificates));
         }
         // Conservation across the commit: what left equals what was paid.
-        let before = st.balance();
         let after = next.balance();
         assert_eq!(
             before.checked_sub(after),
             Some(amount),
             "payment must move exactly the amount"
         );
-        Ok((next, bytes, stream))
+        Ok((bytes, stream))
     }
 
     /// Signs the transfer spending `inputs` into `outputs` (payment, then
@@ -1764,6 +1911,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     }
 
     /// Only a [`tally_core::VerifiedPackage`] can be stored.
+    /// (Not inlined: its frame would sit under the verification's, the
+    /// deepest stack of RECEIVE.)
+    #[inline(never)]
     fn store_verified(
         &mut self,
         verified: tally_core::VerifiedPackage,
@@ -1818,18 +1968,91 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         #[cfg(not(feature = "confidential"))]
         let blinding = None;
         let tid = verified.transfer_id();
-        let mut lineage: Vec<Hash32> = verified.ancestry_ids().to_vec();
+        let mut lineage: Vec<Hash32> = Vec::with_capacity(verified.ancestry_ids().len() + 1);
+        lineage.extend_from_slice(verified.ancestry_ids());
         lineage.push(tid);
         let key = self.state.key(&output.owner).ok_or(SeError::NotForThisSe)?;
         let sk = self.signing_key(&key.public).ok_or(SeError::StateCorrupt)?;
         let pkg = verified.into_package();
-        let mut next = self.state.clone();
-        if next.tokens.len() >= TOKENS_MAX && stream.is_none() {
+        if self.state.tokens.len() >= TOKENS_MAX && stream.is_none() {
             return Err(SeError::LimitExceeded(Limit::Tokens));
         }
-        if next.records.len() + pkg.ancestry.len() + 1 > RECORDS_MAX {
+        if self.state.records.len() + pkg.ancestry.len() + 1 > RECORDS_MAX {
             return Err(SeError::LimitExceeded(Limit::HistoryBudget));
         }
+        let before = self.state.balance();
+        let received_since_sync = self
+            .state
+            .received_since_sync
+            .checked_add(output.value)
+            .ok_or(SeError::LimitExceeded(Limit::Receiving))?;
+        if before
+            .checked_add(output.value)
+            .is_none_or(|b| b > limits.holding_max)
+        {
+            return Err(SeError::LimitExceeded(Limit::Holding));
+        }
+        let receipt = Receipt::sign(&sk, tid);
+        let gained = self.change(|a| {
+            let gained = a.store_in_place(
+                pkg,
+                tid,
+                (outpoint, output),
+                lineage,
+                blinding,
+                request_index,
+                stream,
+            );
+            a.state.received_since_sync = received_since_sync;
+            // A token whose certificates were dropped could never be
+            // spent: refuse instead (the payer resends, or recovery at
+            // sync). Checked after the change: rolled back.
+            if a.state.certs.len() > CERTS_MAX {
+                return Err(SeError::LimitExceeded(Limit::Certificates));
+            }
+            let st = &mut a.state;
+            if st.receipts.len() >= RECEIPTS_KEPT_MAX {
+                st.receipts.remove(0);
+            }
+            st.receipts.push(receipt.clone());
+            Ok(gained)
+        })?;
+        assert_eq!(
+            self.state.balance().checked_sub(before),
+            Some(gained),
+            "receive adds exactly the payment"
+        );
+        // R2's pair, read back: no two records held now consume one output
+        // where one of them is the package's.
+        assert!(
+            spends
+                .conflict(self.state.records.iter().map(|r| (&r.id, &r.record)))
+                .is_none(),
+            "receive stored a conflicting spend"
+        );
+        self.check_invariants();
+        Ok(receipt)
+    }
+
+    /// RECEIVE's change, in place: the package's records and
+    /// certificates, the token (or, for a stream OPEN, the stream), the
+    /// request's report. Returns the value added to the balance.
+    #[allow(clippy::too_many_arguments)]
+    fn store_in_place(
+        &mut self,
+        pkg: Package,
+        tid: Hash32,
+        (outpoint, output): (OutPoint, Output),
+        lineage: Vec<Hash32>,
+        blinding: Option<[u8; 32]>,
+        request_index: usize,
+        stream: Option<(StreamOpenTerms, Option<usize>)>,
+    ) -> Amount {
+        let next = &mut self.state;
+        // Grown by what is added, not doubled (`State::fit` after the
+        // commit gives back any slack; this keeps the peak down).
+        next.records.reserve_exact(pkg.ancestry.len() + 1);
+        next.tokens.reserve_exact(1);
         for r in pkg.ancestry.iter() {
             let id = r.id();
             if next.record(&id).is_none() {
@@ -1847,11 +2070,6 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             if !next.certs.iter().any(|x| x.key == c.key) {
                 next.certs.push(c);
             }
-        }
-        // A token whose certificates were dropped could never be spent:
-        // refuse instead (the payer resends, or recovery at sync).
-        if next.certs.len() > CERTS_MAX {
-            return Err(SeError::LimitExceeded(Limit::Certificates));
         }
         let gained = match stream {
             None => {
@@ -1891,35 +2109,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             received: Some(tid),
             sent_in: 0,
         });
-        next.received_since_sync = next
-            .received_since_sync
-            .checked_add(output.value)
-            .ok_or(SeError::LimitExceeded(Limit::Receiving))?;
-        let receipt = Receipt::sign(&sk, tid);
-        if next.receipts.len() >= RECEIPTS_KEPT_MAX {
-            next.receipts.remove(0);
-        }
-        next.receipts.push(receipt.clone());
-        if next.balance() > limits.holding_max {
-            return Err(SeError::LimitExceeded(Limit::Holding));
-        }
-        let before = self.state.balance();
-        self.commit(next)?;
-        assert_eq!(
-            self.state.balance().checked_sub(before),
-            Some(gained),
-            "receive adds exactly the payment"
-        );
-        // R2's pair, read back: no two records held now consume one output
-        // where one of them is the package's.
-        assert!(
-            spends
-                .conflict(self.state.records.iter().map(|r| (&r.id, &r.record)))
-                .is_none(),
-            "receive stored a conflicting spend"
-        );
-        self.check_invariants();
-        Ok(receipt)
+        gained
     }
 
     /// Payer, message 4: the payee's receipt closes the payment. A payment
@@ -1952,19 +2142,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             // at ACK (state version 3); it leaves at the next sync.
             return Ok(());
         }
-        let mut next = self.state.clone();
-        if o.redemption {
-            // A redemption stays, acknowledged, until the next sync (rare,
-            // and the wallet's resume pass reads its amount).
-            next.outgoing[i].acked = true;
-        } else {
-            next.outgoing.remove(i);
-            if next.acked.len() >= ACKED_KEPT_MAX {
-                next.acked.remove(0);
+        let redemption = o.redemption;
+        self.change(|a| {
+            let next = &mut a.state;
+            if redemption {
+                // A redemption stays, acknowledged, until the next sync
+                // (rare, and the wallet's resume pass reads its amount).
+                next.outgoing[i].acked = true;
+            } else {
+                next.outgoing.remove(i);
+                if next.acked.len() >= ACKED_KEPT_MAX {
+                    next.acked.remove(0);
+                }
+                next.acked.push(receipt.transfer_id);
             }
-            next.acked.push(receipt.transfer_id);
-        }
-        self.commit(next)
+            Ok(())
+        })
     }
 
     /// The exact package of an unacknowledged payment (an acknowledged one
@@ -2226,15 +2419,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         close: Option<Close>,
         mark: &dyn Fn(&mut State),
     ) -> Result<(), SeError> {
-        let mut next = self.state.clone();
-        mark(&mut next);
-        let gained = match close {
-            None => Amount::ZERO,
+        // Everything that can be refused, before the change.
+        let signed = match close {
+            None => None,
             Some(c) => {
-                if next.tokens.len() >= TOKENS_MAX {
+                if self.state.tokens.len() >= TOKENS_MAX {
                     return Err(SeError::LimitExceeded(Limit::Tokens));
                 }
-                let counter = next.counter.checked_add(1).ok_or(SeError::StateCorrupt)?;
+                let counter = self
+                    .state
+                    .counter
+                    .checked_add(1)
+                    .ok_or(SeError::StateCorrupt)?;
                 let mut nonce = [0u8; 16];
                 nonce.copy_from_slice(&id.0[..16]);
                 let key_for = |k: &PublicKey| self.signing_key(k);
@@ -2251,30 +2447,40 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     &key_for,
                 )
                 .ok_or(SeError::StateCorrupt)?;
-                let tid = t.id();
-                let mut lineage = c.lineage;
-                lineage.push(tid);
-                next.counter = counter;
-                next.records.push(StoredRecord {
-                    id: tid,
-                    record: Record::Transfer(t),
-                });
-                next.tokens.push(Token {
-                    outpoint: OutPoint {
-                        record: tid,
-                        index: 0,
-                    },
-                    value: c.value,
-                    owner: c.signer,
-                    lineage,
-                    blinding: None,
-                });
-                c.value
+                Some((c, t, counter))
             }
         };
-        next.collect_garbage();
         let before = self.state.balance();
-        self.commit(next)?;
+        let gained = self.change(|a| {
+            let next = &mut a.state;
+            mark(next);
+            let gained = match signed {
+                None => Amount::ZERO,
+                Some((c, t, counter)) => {
+                    let tid = t.id();
+                    let mut lineage = c.lineage;
+                    lineage.push(tid);
+                    next.counter = counter;
+                    next.records.push(StoredRecord {
+                        id: tid,
+                        record: Record::Transfer(t),
+                    });
+                    next.tokens.push(Token {
+                        outpoint: OutPoint {
+                            record: tid,
+                            index: 0,
+                        },
+                        value: c.value,
+                        owner: c.signer,
+                        lineage,
+                        blinding: None,
+                    });
+                    c.value
+                }
+            };
+            next.collect_garbage();
+            Ok(gained)
+        })?;
         assert_eq!(
             self.state.balance().checked_sub(before),
             Some(gained),
@@ -2357,9 +2563,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::Storage(e));
         }
         // Compaction: the whole state with the tick applied, in place (no
-        // second copy of the state in RAM). If the write fails the
-        // applet halts, so the state in memory, one tick ahead of the
-        // durable one, answers nothing before a reboot recovers.
+        // second copy of the state in RAM), written in pieces straight to
+        // the slot. If the write fails the applet halts and reads the
+        // durable state back: RAM is never a tick ahead of flash.
         match element {
             None => self.state.streams_out[slot].released = k,
             Some(e) => {
@@ -2367,12 +2573,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 self.state.streams_in[slot].latest = *e;
             }
         }
-        let sealed = {
-            let plain = self.state.to_cbor();
-            self.sealing.seal(&plain, self.entropy.get_mut())
-        };
-        if let Err(e) = self.journal.commit(&sealed) {
+        if let Err(e) = self.write_whole_state() {
             self.halted = true;
+            self.reload();
             return Err(SeError::Storage(e));
         }
         Ok(())
@@ -2405,6 +2608,52 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             Amount::sum(st.tokens.iter().map(|t| t.value)).is_some(),
             "balance overflow"
         );
+    }
+}
+
+/// The durable state: the base (`payload`, as [`Journal::open`] or
+/// [`Journal::reopen`] returned it), then every record of its log's
+/// valid prefix applied in order. The encoding is dropped once decoded,
+/// before the log is replayed.
+fn load_state<S: Storage>(
+    journal: &mut Journal<S>,
+    sealing: &Sealing,
+    payload: Option<Vec<u8>>,
+) -> Result<State, SeError> {
+    let mut state = match payload {
+        None => State::default(),
+        Some(sealed) => {
+            let plain = sealing
+                .open_owned(sealed)
+                .map_err(|_| SeError::StateCorrupt)?;
+            State::from_stored(&plain).map_err(|_| SeError::StateCorrupt)?
+        }
+    };
+    let sequence = journal.sequence().unwrap_or(0);
+    let mut index = 0u32;
+    let replayed = journal.replay(&mut |sealed| {
+        let applied = sealing
+            .open(sealed)
+            .ok()
+            .and_then(|plain| apply_delta(&mut state, &plain, sequence, index).ok());
+        index = index.saturating_add(1);
+        if applied.is_none() {
+            // A record whose check holds but whose content does not
+            // apply was not written by this code: refuse to boot.
+            return Err(StorageError::Corrupt);
+        }
+        Ok(())
+    });
+    match replayed {
+        Ok(_) => {
+            state.fit();
+            Ok(state)
+        }
+        // A record that fails its check under its commit mark, or
+        // whose content does not apply: damaged or altered since it
+        // was committed. Refuse to boot, as for a damaged base.
+        Err(StorageError::Corrupt) => Err(SeError::StateCorrupt),
+        Err(e) => Err(SeError::Storage(e)),
     }
 }
 

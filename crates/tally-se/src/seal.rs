@@ -84,6 +84,33 @@ impl Sealing {
     }
 }
 
+impl Sealing {
+    /// Whether the state is stored as it is (no seal): then a compaction
+    /// can write it in pieces and boot can decode the payload it read,
+    /// with no sealed copy beside the plain one (decision 0024).
+    pub fn is_clear(&self) -> bool {
+        matches!(self, Sealing::None)
+    }
+
+    /// [`Sealing::seal`] of bytes the caller gives up: in the clear, the
+    /// same buffer (no copy).
+    pub fn seal_owned(&self, plain: Vec<u8>, rng: &mut dyn Entropy) -> Vec<u8> {
+        if self.is_clear() {
+            return plain;
+        }
+        self.seal(&plain, rng)
+    }
+
+    /// [`Sealing::open`] of bytes the caller gives up: in the clear, the
+    /// same buffer (no copy).
+    pub fn open_owned(&self, sealed: Vec<u8>) -> Result<Vec<u8>, SealError> {
+        if self.is_clear() {
+            return Ok(sealed);
+        }
+        self.open(&sealed)
+    }
+}
+
 #[cfg(all(test, feature = "aead"))]
 mod tests {
     use super::*;

@@ -51,7 +51,9 @@
 //! header is the commit record: until all of it has landed, its hash does
 //! not match and recovery ignores the slot. The current slot is never
 //! written, so it survives any tear. A commit starts an empty log in its
-//! slot.
+//! slot. [`Journal::commit_pieces`] makes the same writes from a payload
+//! produced in pieces (the SE encodes its state straight into the slot,
+//! decision 0024).
 //!
 //! An append ([`Journal::append`]) writes length, body and check after the
 //! last valid record (in [`WRITE_CHUNK_LEN`]-byte writes), flushes, then
@@ -527,9 +529,12 @@ enum SlotState {
     Damaged {
         sequence: u64,
     },
+    /// Authentic, and its payload in bounds; once [`Journal::open`] has
+    /// checked it (in pieces, not kept: boot reads only the winning
+    /// slot's payload into RAM), valid. A slot older than a valid one is
+    /// left unchecked: it is never read.
     Valid {
         header: Header,
-        payload: Vec<u8>,
     },
 }
 
@@ -656,6 +661,19 @@ struct Current {
     header: Header,
 }
 
+/// What makes a payload in pieces for [`Journal::commit_pieces`]: it
+/// hands each piece, in order, to the sink it is given, and stops when the
+/// sink answers false; it answers whether it got to the end.
+pub type Pieces<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> bool) -> bool + 'a;
+
+/// What recovery found in a storage (see [`Journal::open`]).
+struct Recovered {
+    slot_len: usize,
+    current: Option<Current>,
+    next_sequence: u64,
+    newer_state_discarded: bool,
+}
+
 /// Transactional storage of one opaque state blob (see the module docs for
 /// layout and recovery rules).
 ///
@@ -683,40 +701,109 @@ impl<S: Storage> Journal<S> {
     /// Recovers the journal at boot. Returns it with the current state:
     /// `None` if nothing was ever committed.
     pub fn open(mut storage: S) -> Result<(Self, Option<Vec<u8>>), StorageError> {
+        let (found, payload) = Self::recover_from(&mut storage)?;
+        let journal = Journal {
+            storage,
+            slot_len: found.slot_len,
+            current: found.current,
+            log: None,
+            log_max: LOG_BYTES_MAX,
+            next_sequence: found.next_sequence,
+            needs_recovery: false,
+            newer_state_discarded: found.newer_state_discarded,
+        };
+        Ok((journal, payload))
+    }
+
+    /// Reopens the journal in place, as [`Journal::open`] after a reboot
+    /// (the log limit set is kept): the applet rolls its state back to
+    /// the durable one this way when a command fails after changing it in
+    /// memory (decision 0024).
+    pub fn reopen(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
+        let (found, payload) = Self::recover_from(&mut self.storage)?;
+        self.slot_len = found.slot_len;
+        self.current = found.current;
+        self.log = None;
+        self.next_sequence = found.next_sequence;
+        self.needs_recovery = false;
+        self.newer_state_discarded = found.newer_state_discarded;
+        Ok(payload)
+    }
+
+    fn recover_from(storage: &mut S) -> Result<(Recovered, Option<Vec<u8>>), StorageError> {
         let slot_len = storage.capacity() / SLOT_COUNT;
         if slot_len <= HEADER_LEN {
             return Err(StorageError::CapacityTooSmall);
         }
         let payload_max = slot_payload_max(slot_len);
-        let slots = [
-            read_slot(&mut storage, 0, payload_max)?,
-            read_slot(&mut storage, slot_len, payload_max)?,
+        let mut slots = [
+            read_slot(storage, 0, payload_max)?,
+            read_slot(storage, slot_len, payload_max)?,
         ];
+        // Payloads are checked newest first, in pieces (not kept: boot
+        // reads the winner's once, below). An older slot's payload only
+        // matters when every newer one is damaged, or when both slots
+        // carry one sequence number: else it is not read at all.
+        let newest_first = if slots[1].authentic_sequence() > slots[0].authentic_sequence() {
+            [1, 0]
+        } else {
+            [0, 1]
+        };
+        let mut valid: Option<u64> = None;
+        for index in newest_first {
+            let SlotState::Valid { header } = slots[index] else {
+                continue;
+            };
+            if valid.is_some_and(|v| v > header.sequence) {
+                continue;
+            }
+            let offset = (index * slot_len)
+                .checked_add(HEADER_LEN)
+                .ok_or(StorageError::OutOfBounds)?;
+            let len = payload_len(&header)?;
+            if payload_check_of_stored(storage, offset, len, header.version)?
+                == header.payload_check
+            {
+                valid = Some(header.sequence);
+            } else {
+                slots[index] = SlotState::Damaged {
+                    sequence: header.sequence,
+                };
+            }
+        }
         let highest_authentic = slots.iter().filter_map(SlotState::authentic_sequence).max();
-        let mut best: Option<(usize, &Header, &Vec<u8>)> = None;
+        let mut best: Option<(usize, Header)> = None;
         for (index, slot) in slots.iter().enumerate() {
-            if let SlotState::Valid { header, payload } = slot {
+            if let SlotState::Valid { header } = slot {
                 match best {
-                    Some((_, b, b_payload)) if b.sequence == header.sequence => {
+                    Some((_, b)) if b.sequence == header.sequence => {
                         // Two valid commits with one sequence number cannot
-                        // come from this code unless they are identical.
-                        if b_payload != payload {
+                        // come from this code unless they are identical:
+                        // same length and, both payloads having just
+                        // matched their checks, the same check (what the
+                        // checks are for: a power cut, not a forger).
+                        if b.payload_len != header.payload_len
+                            || b.payload_check != header.payload_check
+                        {
                             return Err(StorageError::Corrupt);
                         }
                     }
-                    Some((_, b, _)) if b.sequence > header.sequence => {}
-                    _ => best = Some((index, header, payload)),
+                    Some((_, b)) if b.sequence > header.sequence => {}
+                    _ => best = Some((index, *header)),
                 }
             }
         }
         let (current, payload) = match best {
-            Some((slot, header, payload)) => (
-                Some(Current {
-                    slot,
-                    header: *header,
-                }),
-                Some(payload.clone()),
-            ),
+            Some((slot, header)) => {
+                let mut payload = vec![0u8; payload_len(&header)?];
+                let offset = (slot * slot_len)
+                    .checked_add(HEADER_LEN)
+                    .ok_or(StorageError::OutOfBounds)?;
+                // Checked in pieces just now (nothing writes the storage
+                // in between).
+                storage.read(offset, &mut payload)?;
+                (Some(Current { slot, header }), Some(payload))
+            }
             None => match &slots {
                 [SlotState::Blank, SlotState::Blank]
                 | [SlotState::Blank, SlotState::Torn]
@@ -732,17 +819,13 @@ impl<S: Storage> Journal<S> {
             (Some(c), Some(h)) => h > c.header.sequence,
             _ => false,
         };
-        let journal = Journal {
-            storage,
+        let found = Recovered {
             slot_len,
             current,
-            log: None,
-            log_max: LOG_BYTES_MAX,
             next_sequence,
-            needs_recovery: false,
             newer_state_discarded,
         };
-        Ok((journal, payload))
+        Ok((found, payload))
     }
 
     /// Reopens the journal from its storage, as a reboot would; use it
@@ -811,9 +894,28 @@ impl<S: Storage> Journal<S> {
         if self.needs_recovery {
             return Err(StorageError::NeedsRecovery);
         }
-        let payload_len = u32::try_from(payload.len()).map_err(|_| StorageError::TooLarge)?;
-        if payload.len() > self.payload_max() {
+        if u32::try_from(payload.len()).is_err() || payload.len() > self.payload_max() {
             return Err(StorageError::TooLarge);
+        }
+        self.commit_pieces(&mut |sink| sink(payload))
+    }
+
+    /// [`Journal::commit`] of a payload made in pieces: `produce` hands
+    /// each piece, in order, to the sink it is given (which answers false
+    /// to stop it), and the pieces go to the other slot in
+    /// [`WRITE_CHUNK_LEN`]-byte writes as they come, the payload check
+    /// computed on the way. The payload is never whole in RAM: a
+    /// compaction writes the state straight from its decoded form
+    /// (decision 0024). The writes are those of [`Journal::commit`] with
+    /// the same payload, so a power cut has the same outcomes.
+    ///
+    /// `Err(TooLarge)` once the pieces pass [`Journal::payload_max`]:
+    /// what was written of them is in the slot that does not hold the
+    /// current state, under its old commit record, and is never read (the
+    /// journal stays usable). Other errors as for [`Journal::commit`].
+    pub fn commit_pieces(&mut self, produce: &mut Pieces<'_>) -> Result<(), StorageError> {
+        if self.needs_recovery {
+            return Err(StorageError::NeedsRecovery);
         }
         let sequence = self.next_sequence;
         let next_sequence = sequence
@@ -823,20 +925,78 @@ impl<S: Storage> Journal<S> {
             Some(c) => (c.slot + 1) % SLOT_COUNT,
             None => 0,
         };
-        let header = Header {
-            sequence,
-            payload_len,
-            version: FORMAT_VERSION,
-            payload_check: payload_check(FORMAT_VERSION, payload),
-        };
+        let payload_offset = self.payload_offset(slot);
+        let payload_max = self.payload_max();
 
         // From here on the inactive slot changes; a failure leaves it in an
         // unknown state and only recovery can tell which commit survived.
         self.needs_recovery = true;
-        self.write_slot(slot, &header, payload)?;
+        let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_LEN);
+        let mut written = 0usize;
+        let mut crc = !0u32;
+        let mut failed: Option<StorageError> = None;
+        let storage = &mut self.storage;
+        let mut put = |chunk: &mut Vec<u8>, written: &mut usize, crc: &mut u32| {
+            let end = written.saturating_add(chunk.len());
+            if end > payload_max {
+                return Err(StorageError::TooLarge);
+            }
+            let offset = payload_offset
+                .checked_add(*written)
+                .ok_or(StorageError::OutOfBounds)?;
+            storage.write(offset, chunk)?;
+            *crc = crc32_update(*crc, chunk);
+            *written = end;
+            chunk.clear();
+            Ok(())
+        };
+        let produced = produce(&mut |mut piece: &[u8]| {
+            while !piece.is_empty() {
+                let take = WRITE_CHUNK_LEN.saturating_sub(chunk.len()).min(piece.len());
+                let (head, rest) = piece.split_at(take);
+                chunk.extend_from_slice(head);
+                piece = rest;
+                if chunk.len() == WRITE_CHUNK_LEN
+                    && let Err(e) = put(&mut chunk, &mut written, &mut crc)
+                {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            true
+        });
+        if failed.is_none()
+            && !chunk.is_empty()
+            && let Err(e) = put(&mut chunk, &mut written, &mut crc)
+        {
+            failed = Some(e);
+        }
+        match (produced, failed) {
+            (_, Some(StorageError::TooLarge)) => {
+                // The current slot and its log are untouched; the other
+                // slot's commit record still names its old payload, which
+                // no longer matches it: recovery skips that slot.
+                self.needs_recovery = false;
+                return Err(StorageError::TooLarge);
+            }
+            (_, Some(e)) => return Err(e),
+            (false, None) => return Err(StorageError::Io),
+            (true, None) => {}
+        }
+        let payload_len = u32::try_from(written).map_err(|_| StorageError::TooLarge)?;
+        let mut payload_check = [0u8; 32];
+        payload_check[..4].copy_from_slice(&(!crc).to_le_bytes());
+        let header = Header {
+            sequence,
+            payload_len,
+            version: FORMAT_VERSION,
+            payload_check,
+        };
+        self.storage.flush()?;
+        self.write_header(slot, &header)?;
         self.needs_recovery = false;
 
-        let start = self.payload_offset(slot).saturating_add(payload.len());
+        let start = payload_offset.saturating_add(written);
         self.current = Some(Current { slot, header });
         self.log = Some(Log {
             start,
@@ -996,20 +1156,9 @@ impl<S: Storage> Journal<S> {
         Ok(())
     }
 
-    fn write_slot(
-        &mut self,
-        slot: usize,
-        header: &Header,
-        payload: &[u8],
-    ) -> Result<(), StorageError> {
-        let payload_offset = self.payload_offset(slot);
-        for (i, chunk) in payload.chunks(WRITE_CHUNK_LEN).enumerate() {
-            let offset = payload_offset
-                .checked_add(i.saturating_mul(WRITE_CHUNK_LEN))
-                .ok_or(StorageError::OutOfBounds)?;
-            self.storage.write(offset, chunk)?;
-        }
-        self.storage.flush()?;
+    /// Writes a slot's commit record (its payload flushed before) and
+    /// checks it landed.
+    fn write_header(&mut self, slot: usize, header: &Header) -> Result<(), StorageError> {
         let encoded = header.encode();
         let header_offset = self.header_offset(slot);
         self.storage.write(header_offset, &encoded)?;
@@ -1119,22 +1268,47 @@ fn read_slot<S: Storage>(
         HeaderState::Torn => return Ok(SlotState::Torn),
         HeaderState::Authentic(header) => header,
     };
-    let damaged = SlotState::Damaged {
-        sequence: header.sequence,
-    };
-    let len = match payload_len(&header) {
-        Ok(len) if len <= payload_max => len,
-        _ => return Ok(damaged),
-    };
-    let mut payload = vec![0u8; len];
-    let payload_offset = offset
-        .checked_add(HEADER_LEN)
-        .ok_or(StorageError::OutOfBounds)?;
-    storage.read(payload_offset, &mut payload)?;
-    if payload_check(header.version, &payload) != header.payload_check {
-        return Ok(damaged);
+    match payload_len(&header) {
+        // In bounds; the payload is checked by the caller (newest first).
+        Ok(len) if len <= payload_max => Ok(SlotState::Valid { header }),
+        _ => Ok(SlotState::Damaged {
+            sequence: header.sequence,
+        }),
     }
-    Ok(SlotState::Valid { header, payload })
+}
+
+/// Bytes read at a time when a payload is checked in place.
+const READ_PIECE_LEN: usize = 256;
+
+/// [`payload_check`] of the `len` bytes at `offset`, read in pieces
+/// (format 1, SHA-256, only left by old releases: read whole).
+fn payload_check_of_stored<S: Storage>(
+    storage: &mut S,
+    offset: usize,
+    len: usize,
+    version: u16,
+) -> Result<[u8; 32], StorageError> {
+    if version == 1 {
+        let mut payload = vec![0u8; len];
+        storage.read(offset, &mut payload)?;
+        return Ok(payload_check(version, &payload));
+    }
+    let mut buf = [0u8; READ_PIECE_LEN];
+    let mut crc = !0u32;
+    let mut at = 0usize;
+    while at < len {
+        let n = (len - at).min(READ_PIECE_LEN);
+        let piece = &mut buf[..n];
+        storage.read(
+            offset.checked_add(at).ok_or(StorageError::OutOfBounds)?,
+            piece,
+        )?;
+        crc = crc32_update(crc, piece);
+        at += n;
+    }
+    let mut out = [0u8; 32];
+    out[..4].copy_from_slice(&(!crc).to_le_bytes());
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1228,6 +1402,110 @@ mod tests {
         assert_eq!(journal.storage().writes(), 4 + 1);
         journal.commit(&[]).unwrap();
         assert_eq!(journal.storage().writes(), 5 + 1);
+    }
+
+    /// A compaction writes the state in pieces of any size: the storage
+    /// must end up byte for byte as after a commit of the whole payload,
+    /// by the same writes (the tearing tests of `commit` cover both).
+    #[test]
+    fn a_commit_in_pieces_writes_what_a_commit_writes() {
+        let history = [payload(1, 900), payload(2, 300)];
+        for len in [0usize, 1, 255, 256, 257, 1000, 4096] {
+            let next = payload(3, len);
+            let mut whole =
+                TearingStorage::new(MemStorage::from_bytes(image_after(&history, 0xFF)));
+            let (mut journal, _) = Journal::open(&mut whole).unwrap();
+            journal.commit(&next).unwrap();
+            for piece_len in [1usize, 7, 256, 300] {
+                let mut pieces =
+                    TearingStorage::new(MemStorage::from_bytes(image_after(&history, 0xFF)));
+                let (mut journal, _) = Journal::open(&mut pieces).unwrap();
+                journal
+                    .commit_pieces(&mut |sink| next.chunks(piece_len).all(&mut *sink))
+                    .unwrap();
+                assert_eq!(journal.read_current(), Ok(Some(next.clone())));
+                assert_eq!(pieces.writes(), whole.writes(), "len {len} by {piece_len}");
+                assert_eq!(
+                    pieces.inner().as_bytes(),
+                    whole.inner().as_bytes(),
+                    "len {len} by {piece_len}"
+                );
+            }
+        }
+    }
+
+    /// Pieces that outgrow the slot are refused part-way: the current
+    /// state and its log stay, the journal keeps working, and the other
+    /// slot's stale commit is never read as current.
+    #[test]
+    fn pieces_past_the_slot_are_refused_and_the_journal_stays_usable() {
+        let mut mem = MemStorage::new(CAPACITY);
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        journal.commit(b"base one").unwrap();
+        journal.commit(b"base two").unwrap();
+        journal.append(b"record").unwrap();
+        let big = payload(4, 4097);
+        assert_eq!(
+            journal.commit_pieces(&mut |sink| big.chunks(100).all(&mut *sink)),
+            Err(StorageError::TooLarge)
+        );
+        assert!(!journal.needs_recovery());
+        assert_eq!(journal.read_current(), Ok(Some(b"base two".to_vec())));
+        let (mut again, state) = reopen(journal.storage().as_bytes().to_vec()).unwrap();
+        assert_eq!(state, Some(b"base two".to_vec()));
+        assert!(!again.newer_state_discarded());
+        let mut records = Vec::new();
+        again
+            .replay(&mut |r| {
+                records.push(r.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(records, vec![b"record".to_vec()]);
+        journal.commit(b"base three").unwrap();
+        let (_, state) = reopen(journal.storage().as_bytes().to_vec()).unwrap();
+        assert_eq!(state, Some(b"base three".to_vec()));
+    }
+
+    /// Two valid commit records with one sequence number (a commit
+    /// retried after a cut that landed it) must name the same payload;
+    /// anything else is corruption, not a state to pick from.
+    #[test]
+    fn two_valid_commits_with_one_sequence_must_agree() {
+        let slot_1 = CAPACITY / 2;
+        let with_slot_1 = |payload: &[u8]| {
+            let mut mem = MemStorage::new(CAPACITY);
+            {
+                let (mut j, _) = Journal::open(&mut mem).unwrap();
+                j.commit(b"first").unwrap();
+            }
+            let header = Header {
+                version: FORMAT_VERSION,
+                sequence: 1,
+                payload_len: payload.len() as u32,
+                payload_check: payload_check(FORMAT_VERSION, payload),
+            };
+            mem.write(slot_1 + HEADER_LEN, payload).unwrap();
+            mem.write(slot_1, &header.encode()).unwrap();
+            Journal::open(mem).map(|(_, state)| state)
+        };
+        assert_eq!(with_slot_1(b"first"), Ok(Some(b"first".to_vec())));
+        assert_eq!(with_slot_1(b"other"), Err(StorageError::Corrupt));
+        assert_eq!(with_slot_1(b"first and more"), Err(StorageError::Corrupt));
+    }
+
+    /// A journal reopened in place finds what a reboot finds.
+    #[test]
+    fn reopen_in_place_is_a_reboot() {
+        let mut mem = MemStorage::new(CAPACITY);
+        let (mut journal, _) = Journal::open(&mut mem).unwrap();
+        journal.commit(b"base").unwrap();
+        journal.append(b"one").unwrap();
+        assert_eq!(journal.reopen(), Ok(Some(b"base".to_vec())));
+        assert_eq!(journal.sequence(), Some(1));
+        assert_eq!(journal.log_records(), Ok(1));
+        journal.append(b"two").unwrap();
+        assert_eq!(journal.log_records(), Ok(2));
     }
 
     /// Number of write calls `commit(next)` makes on top of `image`.

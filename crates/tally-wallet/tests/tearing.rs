@@ -630,3 +630,101 @@ fn sealed_log_records_tampered_moved_or_dropped() {
     assert_ne!(earlier.state(), same.state());
     assert_eq!(journal.log_records().unwrap() as usize, records.len());
 }
+
+/// A storage whose writes fail with an I/O error from write number
+/// `fail_at` on (nothing of them lands) while reads still work: the SE
+/// can read back what is durable.
+struct FailingWrites {
+    inner: MemStorage,
+    writes: usize,
+    fail_at: usize,
+}
+
+impl tally_se::storage::Storage for FailingWrites {
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+    fn read(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.inner.read(offset, buf)
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StorageError> {
+        self.writes += 1;
+        if self.writes >= self.fail_at {
+            return Err(StorageError::Io);
+        }
+        self.inner.write(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.inner.flush()
+    }
+}
+
+/// PAY, RECEIVE and ACK change the state in place before they write it
+/// (decision 0024): when a write fails, the state in RAM must be the
+/// durable one (what a reboot finds), never the change that did not land.
+#[test]
+fn a_failed_write_leaves_the_state_in_ram_at_the_durable_state() {
+    both_paths(failed_write_rolls_back);
+}
+
+fn failed_write_rolls_back() {
+    let w = world();
+    let steps = [
+        (
+            "PAY",
+            &w.payer_loaded,
+            w.pay_writes,
+            &w.payer_old,
+            &w.payer_paid,
+        ),
+        (
+            "RECEIVE",
+            &w.payee_requested,
+            w.receive_writes,
+            &w.payee_old,
+            &w.payee_received,
+        ),
+        (
+            "ACK",
+            &w.payer_paid_image,
+            w.ack_writes,
+            &w.payer_paid,
+            &w.payer_acked,
+        ),
+    ];
+    for (name, image, writes, old, new) in steps {
+        let mut saw_old = false;
+        for k in 1..=writes {
+            let ctx = format!("{name} failing from write {k}/{writes}");
+            let storage = FailingWrites {
+                inner: MemStorage::from_bytes(image.to_vec()),
+                writes: 0,
+                fail_at: k,
+            };
+            let mut se =
+                Applet::boot(storage, Sealing::None, TestEntropy::new(b"reboot")).expect("boot");
+            if let Some(n) = LOG_MAX.with(|c| c.get()) {
+                se.set_journal_log_max(n);
+            }
+            let r = match name {
+                "PAY" => se.pay(&w.request).map(|_| ()),
+                "RECEIVE" => se.receive(&w.package).map(|_| ()),
+                _ => se.ack(&w.receipt),
+            };
+            assert_eq!(r, Err(SeError::Storage(StorageError::Io)), "{ctx}");
+            let in_ram = se.state().clone();
+            assert!(
+                &in_ram == old || &in_ram == new,
+                "{ctx}: neither old nor new"
+            );
+            saw_old |= &in_ram == old;
+            let bytes = se.into_storage().inner.into_bytes();
+            let rebooted = boot(&bytes, None);
+            assert_eq!(&in_ram, rebooted.state(), "{ctx}: RAM ahead of flash");
+        }
+        assert!(
+            saw_old,
+            "{name}: a failed write left the old state at least once"
+        );
+    }
+}

@@ -77,6 +77,48 @@ fn issue_reimport_after_spending_is_refused() {
     assert_eq!(payer.balance().unwrap(), Amount::ZERO);
 }
 
+/// An imported Issue's id is kept while the Issue could be credited again
+/// and dropped at the first sync past its expiry (decision 0024): the
+/// table does not grow with every load, and the Issue is refused all the
+/// same.
+#[test]
+fn an_expired_issue_leaves_the_imported_table_at_sync_and_stays_refused() {
+    let mut scheme = Scheme::new(Suite::Ed25519);
+    let mut payer = TestDevice::new(&scheme, b"payer", device_class::PHONE, 4096).unwrap();
+    let mut payee = TestDevice::new(&scheme, b"payee", device_class::PHONE, 4096).unwrap();
+    let key = payer.link.generate_keys(1).unwrap()[0];
+    payer
+        .link
+        .install_certificate(&scheme.certify(key, device_class::PHONE, 0))
+        .unwrap();
+    let issue = scheme.issue(key, 500);
+    payer.link.import_issue(&issue).unwrap();
+    pay_offline(&mut payer.link, &mut payee.link, Amount(500)).unwrap();
+    let id = issue.id();
+    let imported = |d: &TestDevice| d.applet().state().imported.iter().any(|i| i.id == id);
+    assert!(imported(&payer));
+    // A sync before the Issue expires keeps its id.
+    payer
+        .link
+        .sync(&scheme.sync_grant(payer.se_id, 2))
+        .expect("sync");
+    assert!(imported(&payer));
+    // The first sync past its expiry drops it.
+    scheme.epoch = issue.expiry_epoch + 1;
+    payer
+        .link
+        .sync(&scheme.sync_grant(payer.se_id, 3))
+        .expect("sync");
+    assert!(!imported(&payer));
+    let before = snapshot(&payer);
+    assert!(
+        payer.link.import_issue(&issue).is_err(),
+        "an expired Issue is refused"
+    );
+    assert_eq!(snapshot(&payer), before, "state unchanged");
+    assert_eq!(payer.balance().unwrap(), Amount::ZERO);
+}
+
 /// Attack 3a: ATTEST, the blind signing oracle, is gone; the SE signs a
 /// back-office request only as BUILD REQUEST from its own state, and an
 /// online payment (which debits the account) only after VERIFY.

@@ -885,14 +885,23 @@ fn long_report(w: &mut String, run: &Run, stat: u64) -> Option<LongRam> {
         .get(&("ed25519".to_string(), "boot_long".to_string()))
         .cloned()
         .unwrap_or_default();
+    let decode = run
+        .ops
+        .get(&("ed25519".to_string(), "decode_long".to_string()))
+        .cloned()
+        .unwrap_or_default();
     let _ = writeln!(
         w,
         "\nThe meter then reboots from its journal: base state and a log of {} \
-         bytes replayed, **{}** instructions, heap peak {}, stack {}.\n",
+         bytes replayed, **{}** instructions, heap peak {}, stack {}. Of that, \
+         decoding a state of {} bytes (the meter's, as boot decodes its base) \
+         takes {}; the rest is the journal's checks and the log.\n",
         grp(num(&boot, "log")),
         mi(num(&boot, "instr")),
         grp(num(&boot, "heap_peak")),
         grp(num(&boot, "stack_total")),
+        grp(num(&decode, "bytes")),
+        mi(num(&decode, "instr")),
     );
     let (first, cost_first) = blocks.first().copied().unwrap_or_default();
     let (last, cost_last) = blocks.last().copied().unwrap_or_default();
