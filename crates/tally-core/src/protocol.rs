@@ -106,15 +106,29 @@ impl Request {
         payee: PseudonymCertificate,
         payee_epoch: Epoch,
     ) -> Result<Request, S::Error> {
-        let signature =
-            key.try_sign(&Self::signed_message(amount, &nonce, &payee, payee_epoch).0)?;
+        Self::try_sign_with(key, amount, nonce, payee, payee_epoch, None)
+    }
+
+    /// A request, or with `stream` a stream request (whose `amount` must
+    /// be the ask's value: see [`Request::try_sign_stream`]), signed by the
+    /// payee's key.
+    pub fn try_sign_with<S: Signer + ?Sized>(
+        key: &S,
+        amount: Amount,
+        nonce: [u8; 16],
+        payee: PseudonymCertificate,
+        payee_epoch: Epoch,
+        stream: Option<StreamAsk>,
+    ) -> Result<Request, S::Error> {
+        let m = Self::signed_message_for(amount, &nonce, &payee, payee_epoch, stream.as_ref());
+        let signature = key.try_sign(&m.0)?;
         Ok(Request {
             amount,
             nonce,
             payee,
             payee_epoch,
             signature,
-            stream: None,
+            stream,
         })
     }
 
@@ -130,16 +144,7 @@ impl Request {
         let Some(amount) = ask.value() else {
             return Ok(None);
         };
-        let m = Self::signed_message_for(amount, &nonce, &payee, payee_epoch, Some(&ask));
-        let signature = key.try_sign(&m.0)?;
-        Ok(Some(Request {
-            amount,
-            nonce,
-            payee,
-            payee_epoch,
-            signature,
-            stream: Some(ask),
-        }))
+        Self::try_sign_with(key, amount, nonce, payee, payee_epoch, Some(ask)).map(Some)
     }
 
     /// The signature under the payee's certified key. (The certificate

@@ -1281,15 +1281,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.entropy.get_mut().fill(&mut nonce);
         let sk = self.signing_key(&key).ok_or(SeError::StateCorrupt)?;
         let epoch = self.state.epoch_seen;
-        let m = Request::signed_message_for(amount, &nonce, &cert, epoch, stream.as_ref());
-        let req = Request {
-            amount,
-            nonce,
-            signature: sk.sign(&m.0),
-            payee: cert,
-            payee_epoch: epoch,
-            stream,
-        };
+        let req = tally_core::crypto::infallible(Request::try_sign_with(
+            &sk, amount, nonce, cert, epoch, stream,
+        ));
         self.change(|a| {
             a.state.keys[idx].used = true;
             a.state.open_requests.push(OpenRequest {
@@ -2478,7 +2472,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     c.value
                 }
             };
-            next.collect_garbage();
+            // (No garbage to collect: the close's token keeps the OPEN's
+            // lineage.)
             Ok(gained)
         })?;
         assert_eq!(

@@ -279,7 +279,15 @@ pub fn write(files: &BTreeMap<String, Vec<u8>>) {
 
 /// Issue 13's flash target for the payment firmware (the build without
 /// the `bench` feature): `.vector_table + .text + .rodata + .data`.
+/// Missed since session 9 (streams bound to value and the in-place state:
+/// 202 252 bytes = 197.5 KiB, decision 0022's addendum); reported, not
+/// asserted.
 pub const FLASH_TARGET: u64 = 192 * 1024;
+
+/// The firmware smoke test's regression guard: the payment firmware as
+/// measured when the target was last missed, plus 2 KiB. A change that
+/// grows the firmware past it must say why (decision 0022).
+pub const FLASH_CEILING: u64 = 201 * 1024;
 
 /// Section sizes of a 32-bit little-endian ELF file, by name.
 pub fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
