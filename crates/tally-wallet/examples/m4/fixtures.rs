@@ -285,7 +285,8 @@ pub fn write(files: &BTreeMap<String, Vec<u8>>) {
 pub const FLASH_TARGET: u64 = 192 * 1024;
 
 /// The firmware smoke test's regression guard: the payment firmware as
-/// measured when the target was last missed, plus 2 KiB. A change that
+/// measured when the target was last missed (202 252 bytes), plus about
+/// 3.5 KiB. A change that
 /// grows the firmware past it must say why (decision 0022).
 pub const FLASH_CEILING: u64 = 201 * 1024;
 
