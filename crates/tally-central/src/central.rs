@@ -30,7 +30,7 @@ use tally_core::policy::device_class;
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
 use tally_core::verify::{
     BoundedCertCache, CertCache, VerifyParams, verify_package_for_settlement,
-    verify_packages_for_settlement,
+    verify_package_groups_for_settlement,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PublicKey, Record,
@@ -74,6 +74,17 @@ pub(crate) struct SyncJob {
     checked: Vec<Checked>,
 }
 
+/// A sync request's sealed upload, waiting to be opened and verified
+/// with others ([`CentralBank::verify_syncs`]).
+pub(crate) struct SyncOpen {
+    sealed: Vec<u8>,
+    /// The digest of the reports the SE signed for.
+    reports: Hash32,
+}
+
+/// A sync upload opened and checked: its packages' verdicts, in order.
+pub(crate) type OpenedUpload = (SyncUpload, Vec<Checked>);
+
 /// How long the verification of sync uploads reuses the trust objects
 /// (policy, revocation list) it read: reading them is a transaction, which
 /// would wait for the group commit running beside the verifications. A
@@ -83,6 +94,11 @@ const TRUST_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most sync requests settled in one transaction.
 const SYNC_GROUP_MAX: usize = 32;
+
+/// Most sync uploads opened and verified together: their signatures in
+/// one batch (16 one-hop uploads of 8 packages: 384 signatures; the
+/// per-signature cost of a batch barely falls beyond a few hundred).
+const SYNC_VERIFY_GROUP_MAX: usize = 16;
 
 /// The central bank's certificate cache as a verifier uses it: locked
 /// for each look-up or insert only, so requests verify in parallel. (A
@@ -471,9 +487,10 @@ pub struct CentralBank {
     verifier: Mutex<Option<(std::time::Instant, TrustStore, VerifyParams)>>,
     /// Sync requests waiting for, or in, a group commit.
     syncs: crate::group::GroupCommit<SyncJob, Result<Vec<u8>, BackofficeError>>,
-    /// Uploads opened and verified at once (the cores given to
-    /// verification; [`CentralBank::limit_verification`]).
-    verifying: crate::group::Permits,
+    /// Sync uploads waiting to be opened and verified, in groups (one
+    /// signature batch per group), one group per core given to
+    /// verification ([`CentralBank::limit_verification`]).
+    openings: crate::group::GroupCommit<SyncOpen, Result<OpenedUpload, BackofficeError>>,
 }
 
 /// The central bank's tables, in order.
@@ -565,7 +582,8 @@ impl CentralBank {
             trust_cache: Mutex::new(None),
             verifier: Mutex::new(None),
             syncs: crate::group::GroupCommit::new(SYNC_GROUP_MAX),
-            verifying: crate::group::Permits::new(
+            openings: crate::group::GroupCommit::with_leaders(
+                SYNC_VERIFY_GROUP_MAX,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
         };
@@ -583,12 +601,13 @@ impl CentralBank {
     pub fn store(&self) -> &Store {
         &self.store
     }
-    /// Opens and verifies at most `n` uploads at once (default: the
-    /// machine's cores); more requests wait for a turn. The settling
-    /// transaction is not counted: it runs in groups
+    /// Opens and verifies uploads on at most `n` threads at once
+    /// (default: the machine's cores), each taking the uploads waiting
+    /// (up to [`SYNC_VERIFY_GROUP_MAX`]) into one signature batch. The
+    /// settling transaction is not counted: it runs in groups
     /// ([`crate::group`]), beside the verifications.
     pub fn limit_verification(mut self, n: usize) -> Self {
-        self.verifying = crate::group::Permits::new(n);
+        self.openings = crate::group::GroupCommit::with_leaders(SYNC_VERIFY_GROUP_MAX, n);
         self
     }
     /// The MDS of this process.
@@ -1180,19 +1199,20 @@ impl CentralBank {
             } => {
                 let offline = (*last_sync > 0).then(|| epoch.saturating_sub(*last_sync));
                 // Opening and verification before the settlement
-                // transaction, on one of the cores given to them.
-                let permit = self.verifying.take();
-                let upload = SyncUpload::from_cbor(
-                    &self.keys.opening.open(SealedKind::SyncUpload, sealed)?,
-                )?;
-                // The reports are those the SE signed for (it drops them
-                // once the grant for this request arrives, so none may be
-                // left out).
-                if tally_core::dcp::reports_digest(&upload.reports) != *reports {
-                    return Err(BackofficeError::ReportsMismatch);
-                }
-                let checked = self.precheck(&upload.packages)?;
-                drop(permit);
+                // transaction, on one of the cores given to them, with
+                // the other uploads waiting there (one signature batch).
+                let open = SyncOpen {
+                    sealed: sealed.clone(),
+                    reports: *reports,
+                };
+                let (upload, checked) = self
+                    .openings
+                    .submit(open, |jobs| self.verify_syncs(jobs))
+                    .unwrap_or_else(|| {
+                        Err(BackofficeError::Store(StoreError::Db(
+                            "the upload's verification was interrupted".into(),
+                        )))
+                    })?;
                 // Concurrent uploads share one transaction and one commit.
                 let job = SyncJob {
                     dcp,
@@ -1337,44 +1357,105 @@ impl CentralBank {
         }
     }
 
-    /// Checks an upload's packages against the trust objects (read at
-    /// most [`TRUST_REFRESH`] ago), before the settlement transaction.
-    fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
+    /// Opens sealed sync uploads and checks their packages against the
+    /// trust objects (read at most [`TRUST_REFRESH`] ago), before the
+    /// settlement transaction; one answer per upload, in order. The
+    /// packages of every upload that opens are verified together (one
+    /// signature batch; see [`verify_package_groups_for_settlement`] for
+    /// what happens when it fails), and each package still gets the
+    /// answer it would get alone: an upload that does not open refuses
+    /// only its own request, a forged package only itself.
+    pub(crate) fn verify_syncs(
+        &self,
+        jobs: Vec<SyncOpen>,
+    ) -> Vec<Result<OpenedUpload, BackofficeError>> {
+        let opened: Vec<Result<SyncUpload, BackofficeError>> = jobs
+            .iter()
+            .map(|j| {
+                let upload = SyncUpload::from_cbor(
+                    &self.keys.opening.open(SealedKind::SyncUpload, &j.sealed)?,
+                )?;
+                // The reports are those the SE signed for (it drops them
+                // once the grant for this request arrives, so none may be
+                // left out).
+                if tally_core::dcp::reports_digest(&upload.reports) != j.reports {
+                    return Err(BackofficeError::ReportsMismatch);
+                }
+                Ok(upload)
+            })
+            .collect();
+        let uploads: Vec<&[Vec<u8>]> = opened
+            .iter()
+            .flatten()
+            .map(|u| u.packages.as_slice())
+            .collect();
+        let mut checked = match self.check_uploads(&uploads) {
+            Ok(c) => c.into_iter(),
+            Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        opened
+            .into_iter()
+            .map(|u| {
+                let u = u?;
+                let c = checked.next().ok_or_else(|| {
+                    BackofficeError::from(StoreError::Type("verification lost an upload".into()))
+                })?;
+                Ok((u, c))
+            })
+            .collect()
+    }
+
+    /// Checks uploads' packages against the trust objects (read at most
+    /// [`TRUST_REFRESH`] ago): one signature batch for all of them; each
+    /// package still gets the answer it would get on its own.
+    fn check_uploads(&self, uploads: &[&[Vec<u8>]]) -> Result<Vec<Vec<Checked>>, BackofficeError> {
         let (trust, params) = self.upload_verifier()?;
-        // One signature batch for the whole upload; each package still
-        // gets the answer it would get on its own.
-        let mut decoded = Vec::with_capacity(packages.len());
-        let mut transfers = Vec::with_capacity(packages.len());
-        let mut slots = Vec::with_capacity(packages.len());
-        for p in packages {
-            match Package::from_cbor(p) {
-                Err(_) => slots.push(false),
-                Ok(pkg) => {
-                    transfers.push(pkg.transfer.clone());
-                    decoded.push(pkg);
-                    slots.push(true);
+        let mut groups = Vec::with_capacity(uploads.len());
+        let mut transfers = Vec::with_capacity(uploads.len());
+        let mut slots = Vec::with_capacity(uploads.len());
+        for packages in uploads {
+            let mut decoded = Vec::with_capacity(packages.len());
+            let mut ts = Vec::with_capacity(packages.len());
+            let mut ss = Vec::with_capacity(packages.len());
+            for p in packages.iter() {
+                match Package::from_cbor(p) {
+                    Err(_) => ss.push(false),
+                    Ok(pkg) => {
+                        ts.push(pkg.transfer.clone());
+                        decoded.push(pkg);
+                        ss.push(true);
+                    }
                 }
             }
+            groups.push(decoded);
+            transfers.push(ts);
+            slots.push(ss);
         }
         // The cache is locked per look-up, not across the verification:
         // concurrent requests verify in parallel.
         let mut cache = SharedCertCache(&self.cache);
-        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut cache)
-            .into_iter()
-            .zip(transfers);
-        let mut out = Vec::with_capacity(packages.len());
-        for decoded in slots {
-            out.push(match (decoded, verified.next()) {
-                (false, _) => Checked::Malformed,
-                (true, Some((Ok(v), transfer))) => match self.open_amounts(&trust, v) {
-                    Ok(v) => Checked::Verified(Box::new(v)),
-                    Err(e) => Checked::Refused(transfer, e.code()),
-                },
-                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e.code()),
-                (true, None) => {
-                    return Err(StoreError::Type("verification lost a package".into()).into());
-                }
-            });
+        let verified = verify_package_groups_for_settlement(groups, &trust, params, &mut cache);
+        let mut out = Vec::with_capacity(uploads.len());
+        for ((verified, transfers), slots) in verified.into_iter().zip(transfers).zip(slots) {
+            let mut verified = verified.into_iter().zip(transfers);
+            let mut checked = Vec::with_capacity(slots.len());
+            for decoded in slots {
+                checked.push(match (decoded, verified.next()) {
+                    (false, _) => Checked::Malformed,
+                    (true, Some((Ok(v), transfer))) => match self.open_amounts(&trust, v) {
+                        Ok(v) => Checked::Verified(Box::new(v)),
+                        Err(e) => Checked::Refused(transfer, e.code()),
+                    },
+                    (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e.code()),
+                    (true, None) => {
+                        return Err(StoreError::Type("verification lost a package".into()).into());
+                    }
+                });
+            }
+            out.push(checked);
+        }
+        if out.len() != uploads.len() {
+            return Err(StoreError::Type("verification lost an upload".into()).into());
         }
         Ok(out)
     }
@@ -2477,3 +2558,7 @@ impl crate::monitoring::Outbox for CentralBank {
 fn range_bits(policy: &Policy) -> tally_core::confidential::RangeBits {
     tally_core::confidential::RangeBits::for_bound(policy.holding_bound())
 }
+
+#[cfg(test)]
+#[path = "sync_group_tests.rs"]
+mod sync_group_tests;
