@@ -48,7 +48,7 @@ use tally_core::dcp::*;
 use crate::db::{CentralDb, ClosedReport, InboxCredit, NewMailboxEntry, NewUpload, OutboxBacklog};
 use crate::escrow::development_open;
 use crate::keys::{KeyError, NodeSigner};
-use crate::outbox::{encode_ingest, unix_seconds};
+use crate::outbox::{OutboxEntry, OutboxRecord, encode_ingest, encode_outbox, unix_seconds};
 use crate::policy::default_tiers;
 use crate::{BackofficeError, OutboxStatus, SettlementResult};
 
@@ -1606,6 +1606,68 @@ impl CentralBank {
         }
     }
 
+    /// [`CentralBank::ingest_records`] for a package settled in this
+    /// transaction, as the outbox row keeps it: each record by reference
+    /// (its Issues are registered, its transfers in `settled_records`;
+    /// the MDS fetch resolves them), with the opened amounts of a
+    /// confidential record. The final transfer is unacknowledged (a sync
+    /// upload is the payer's).
+    fn stored_entries(
+        &self,
+        v: &tally_core::VerifiedPackage,
+        epoch: Epoch,
+        offline_epochs: Option<u32>,
+        out: &mut Vec<OutboxEntry>,
+    ) {
+        let pkg = v.package();
+        let mut classes = std::collections::HashMap::new();
+        for c in &self.dcps {
+            classes.insert(c.key, device_class::DCP);
+        }
+        for c in &pkg.certificates {
+            classes.insert(c.key, c.device_class);
+        }
+        let records = pkg
+            .ancestry
+            .iter()
+            .zip(v.ancestry_ids())
+            .map(|(r, id)| {
+                (
+                    r.outputs(),
+                    r.is_confidential(),
+                    matches!(r, Record::Issue(_)),
+                    *id,
+                )
+            })
+            .chain(std::iter::once((
+                pkg.transfer.outputs.as_slice(),
+                pkg.transfer.confidential.is_some(),
+                false,
+                v.transfer_id(),
+            )));
+        let last = pkg.ancestry.len();
+        for (i, (outputs, confidential, issue, id)) in records.enumerate() {
+            let output_classes = outputs
+                .iter()
+                .map(|o| {
+                    classes
+                        .get(&o.owner)
+                        .copied()
+                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
+                })
+                .collect();
+            out.push(OutboxEntry {
+                record: OutboxRecord::Stored { issue, id },
+                epoch,
+                verdict: Verdict::Verified,
+                output_classes,
+                offline_epochs: if i == last { offline_epochs } else { None },
+                unacknowledged: i == last,
+                values: confidential.then(|| outputs.iter().map(|o| o.value.0).collect()),
+            });
+        }
+    }
+
     fn redeem(
         &self,
         dcp: u32,
@@ -1833,7 +1895,7 @@ impl CentralBank {
     ) -> Result<Vec<SettlementResult>, BackofficeError> {
         let mut results: Vec<SettlementResult> =
             jobs.iter().map(|_| SettlementResult::default()).collect();
-        let mut ingest: Vec<Vec<IngestRecord>> = jobs.iter().map(|_| Vec::new()).collect();
+        let mut ingest: Vec<Vec<OutboxEntry>> = jobs.iter().map(|_| Vec::new()).collect();
         let mut idems: Vec<String> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
         let mut verified: Vec<&tally_core::VerifiedPackage> = Vec::new();
@@ -1849,11 +1911,16 @@ impl CentralBank {
                     Checked::Malformed => results[n].refused += 1,
                     Checked::Refused(transfer, code) => {
                         results[n].refused += 1;
-                        ingest[n].push(IngestRecord::new(
-                            Record::Transfer(transfer.clone()),
-                            j.epoch,
-                            Verdict::Refused(*code),
-                        ));
+                        // Not stored by settlement: the record in full.
+                        ingest[n].push(OutboxEntry {
+                            record: OutboxRecord::Record(Record::Transfer(transfer.clone())),
+                            epoch: j.epoch,
+                            verdict: Verdict::Refused(*code),
+                            output_classes: Vec::new(),
+                            offline_epochs: None,
+                            unacknowledged: false,
+                            values: None,
+                        });
                     }
                 }
             }
@@ -1873,8 +1940,8 @@ impl CentralBank {
         }
         let pkgs: Vec<&Package> = verified.iter().map(|v| v.package()).collect();
         Self::keep_escrows(tx, &pkgs)?;
-        for (p, &n) in pkgs.iter().zip(&owners) {
-            self.ingest_records(p, jobs[n].epoch, jobs[n].offline, true, &mut ingest[n]);
+        for (v, &n) in verified.iter().zip(&owners) {
+            self.stored_entries(v, jobs[n].epoch, jobs[n].offline, &mut ingest[n]);
         }
         // The uploader (the payer) is where a refund goes: each transfer's
         // first upload is kept.
@@ -1944,7 +2011,9 @@ impl CentralBank {
             for d in tx.waiting_deliveries(&j.mailbox, j.dcp)? {
                 results[n].deliveries.push((d.transfer_id, d.amount as u64));
             }
-            self.queue_mds(tx, &j.op, &ingest[n])?;
+            if !ingest[n].is_empty() {
+                tx.insert_outbox(&j.op, &encode_outbox(&ingest[n]), unix_seconds())?;
+            }
         }
         Ok(results)
     }
@@ -2538,7 +2607,17 @@ impl crate::monitoring::Outbox for CentralBank {
     fn fetch(&self) -> Result<(Epoch, Vec<crate::monitoring::OutboxRow>), BackofficeError> {
         self.store.transact(|tx| {
             let epoch = tx.epoch()? as Epoch;
-            let rows = tx.outbox_rows(crate::monitoring::OUTBOX_BATCH_MAX)?;
+            let mut rows = tx.outbox_rows(crate::monitoring::OUTBOX_BATCH_MAX)?;
+            // Records a sync request's row names by id, read in one
+            // query per kind for the whole fetch.
+            let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
+            let (issues, transfers) = crate::outbox::stored_refs(&bodies);
+            if !issues.is_empty() || !transfers.is_empty() {
+                let (issues, transfers) = tx.record_bodies(&issues, &transfers)?;
+                for r in &mut rows {
+                    r.body = crate::outbox::expand_row(&r.body, &issues, &transfers);
+                }
+            }
             Ok((epoch, rows))
         })
     }

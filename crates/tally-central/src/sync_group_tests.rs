@@ -227,11 +227,44 @@ fn a_forged_upload_in_a_group_refuses_only_its_own_request() {
         Verdict::Refused(VerifyError::BadSignature.code())
     );
     assert_eq!(bad_rows[0].record, Record::Transfer(bad.transfer.clone()));
+    // The honest request's row names its records by id as stored; the
+    // MDS fetch makes it the row the records in full would be.
+    let stored_body = f
+        .bank
+        .store()
+        .transact(|tx| tx.outbox_rows(64))
+        .expect("reads the outbox")
+        .into_iter()
+        .find(|r| r.op == ops[0].0.to_vec())
+        .expect("a row for the request")
+        .body;
+    let slim = crate::outbox::decode_outbox(&stored_body).expect("decodes");
+    assert_eq!(slim.len(), 4, "an Issue and a transfer per package");
+    assert!(
+        slim.iter()
+            .all(|e| matches!(e.record, crate::outbox::OutboxRecord::Stored { .. }))
+    );
+    let mut in_full = Vec::new();
+    for p in [&good, &good2] {
+        f.bank.ingest_records(p, epoch, None, true, &mut in_full);
+    }
+    let fetched = f.bank.fetch().expect("fetches").1;
+    let fetched = fetched
+        .iter()
+        .find(|r| r.op == ops[0].0.to_vec())
+        .expect("fetched");
+    assert_eq!(fetched.body, crate::outbox::encode_ingest(&in_full));
+    assert!(stored_body.len() < fetched.body.len() / 2);
     assert!(
         outbox_of(&f, &ops[0])
             .iter()
             .all(|r| r.verdict == Verdict::Verified)
     );
+    // The MDS of this process takes every row, none set aside.
+    f.bank.pump_mds();
+    assert_eq!(f.bank.mds_outbox().expect("backlog").pending, 0);
+    assert_eq!(f.bank.mds().set_aside_count().expect("count"), 0);
+    assert!(f.bank.mds().indicators().expect("indicators").records >= 5);
     assert_eq!(
         f.bank.dcp_balance(1).expect("balance"),
         balance_before,
