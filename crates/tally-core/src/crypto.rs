@@ -10,6 +10,8 @@
 //! docs/decisions/0002-cofactored-ed25519.md. The group arithmetic is
 //! curve25519-dalek's; nothing here implements field or curve operations.
 
+use alloc::collections::BTreeMap;
+use alloc::collections::btree_map::Entry;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -696,7 +698,11 @@ fn verify_ed25519_batch<C: Check>(checks: &[C], ed: &[usize]) -> Result<(), (usi
     let mut scalars = Vec::with_capacity(2 * parts.len() + 1);
     let mut points = Vec::with_capacity(2 * parts.len() + 1);
     let mut b_coeff = Scalar::ZERO;
-    for (j, p) in parts.iter().enumerate() {
+    // A key that signs several of the batch's messages (a DCP's: its
+    // Issues and certificates) is one term of the sum, its coefficients
+    // added: Σ c_j·A = (Σ c_j)·A, the same equation with fewer points.
+    let mut key_term: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for (j, (p, &i)) in parts.iter().zip(ed).enumerate() {
         // z_j: 128-bit coefficient from the transcript, unknown to a signer
         // before all signatures are fixed.
         let mut h = Sha512::new();
@@ -709,8 +715,15 @@ fn verify_ed25519_batch<C: Check>(checks: &[C], ed: &[usize]) -> Result<(), (usi
         b_coeff += z * p.s;
         scalars.push(-z);
         points.push(p.r);
-        scalars.push(-(z * p.k));
-        points.push(p.a);
+        let c = -(z * p.k);
+        match key_term.entry(checks[i].key().key_bytes()) {
+            Entry::Occupied(t) => scalars[*t.get()] += c,
+            Entry::Vacant(t) => {
+                t.insert(points.len());
+                scalars.push(c);
+                points.push(p.a);
+            }
+        }
     }
     scalars.push(b_coeff);
     points.push(ED25519_BASEPOINT_POINT);
@@ -780,6 +793,44 @@ mod tests {
         );
         assert_eq!(verify(&pk, &[0x72], &sig), Ok(()));
         assert_eq!(verify(&pk, &[0x73], &sig), Err(SigError::BadSignature));
+    }
+
+    /// A key signing several messages of one batch is one term of the
+    /// batch equation: a forgery under it is still found, whichever of
+    /// its messages it is, and under a key used once as well.
+    #[test]
+    fn a_key_shared_by_several_signatures_of_a_batch_still_catches_a_forgery() {
+        let shared = SecretKey::from_seed(Suite::Ed25519, &[61; 32]).unwrap();
+        let others: Vec<SecretKey> = (0..4u8)
+            .map(|i| SecretKey::from_seed(Suite::Ed25519, &[70 + i; 32]).unwrap())
+            .collect();
+        // Signers: shared, other 0, shared, other 1, shared, other 2, shared, other 3.
+        let signer = |i: usize| if i % 2 == 0 { &shared } else { &others[i / 2] };
+        let msgs: Vec<[u8; 32]> = (0..8u8).map(|i| [i ^ 0x5a; 32]).collect();
+        let pubs: Vec<PublicKey> = (0..8).map(|i| signer(i).public()).collect();
+        let good: Vec<Signature> = (0..8).map(|i| signer(i).sign(&msgs[i])).collect();
+        let run = |sigs: &[Signature]| {
+            let checks: Vec<SigCheck<'_>> = (0..8)
+                .map(|i| SigCheck {
+                    key: &pubs[i],
+                    msg: &msgs[i],
+                    sig: &sigs[i],
+                })
+                .collect();
+            verify_many(&checks)
+        };
+        assert_eq!(run(&good), Ok(()));
+        for forged in 0..8 {
+            let mut sigs = good.clone();
+            // A valid signature, but of another message.
+            sigs[forged] = signer(forged).sign(b"another message");
+            assert_eq!(run(&sigs), Err((forged, SigError::BadSignature)));
+        }
+        // Two signatures under the shared key swapped: each is valid for
+        // the other's message, so the sum of their terms must not hide it.
+        let mut sigs = good.clone();
+        sigs.swap(0, 2);
+        assert_eq!(run(&sigs), Err((0, SigError::BadSignature)));
     }
 
     /// Checks under keys checked before accept and refuse exactly what
