@@ -1052,16 +1052,28 @@ impl CentralBank {
         key: &Hash32,
         op: &Hash32,
         reply_key: &Hash32,
-        mut res: SettlementResult,
+        res: SettlementResult,
     ) -> Result<Vec<u8>, BackofficeError> {
+        let (signed, sealed) = self.sign_and_seal(op, reply_key, res)?;
+        tx.insert_reply(key, &sealed)?;
+        Ok(signed)
+    }
+
+    /// The signed answer to `op`, and the same sealed under the reply key
+    /// as it is stored.
+    fn sign_and_seal(
+        &self,
+        op: &Hash32,
+        reply_key: &Hash32,
+        mut res: SettlementResult,
+    ) -> Result<(Vec<u8>, Vec<u8>), BackofficeError> {
         res.op = *op;
         let signed = res.sign(&*self.keys.settlement)?;
         // One key per request and one reply per key: a fixed nonce is safe.
         let sealed = XChaCha20Poly1305::new((&reply_key.0).into())
             .encrypt(&XNonce::default(), signed.as_slice())
             .map_err(|_| BackofficeError::BadSettlementResult)?;
-        tx.insert_reply(key, &sealed)?;
-        Ok(signed)
+        Ok((signed, sealed))
     }
 
     /// An Issue of DCP `dcp`: its signature under that DCP's key.
@@ -1801,10 +1813,11 @@ impl CentralBank {
             // group (answered from what that one stores).
             let mut fresh: Vec<usize> = Vec::with_capacity(jobs.len());
             let mut repeats: Vec<usize> = Vec::new();
+            let answered = tx.stored_replies(&keys)?;
             for (i, j) in jobs.iter().enumerate() {
                 if fresh.iter().any(|&f| keys[f] == keys[i]) {
                     repeats.push(i);
-                } else if let Some(stored) = tx.stored_reply(&keys[i])? {
+                } else if let Some(stored) = answered.get(&keys[i]) {
                     out[i] = Some(open_stored_reply(&j.reply_key, &stored));
                 } else {
                     fresh.push(i);
@@ -1817,11 +1830,15 @@ impl CentralBank {
             match self.settle_uploads(tx, &together) {
                 Ok(results) => {
                     tx.release_savepoint(GROUP)?;
+                    // Every answer of the group stored in one statement.
+                    let mut rows = Vec::with_capacity(fresh.len());
                     for (&i, res) in fresh.iter().zip(results) {
                         let j = &jobs[i];
-                        let signed = self.sign_and_store(tx, &keys[i], &j.op, &j.reply_key, res)?;
+                        let (signed, sealed) = self.sign_and_seal(&j.op, &j.reply_key, res)?;
+                        rows.push((keys[i], sealed));
                         out[i] = Some(Ok(signed));
                     }
+                    tx.insert_replies(&rows)?;
                 }
                 Err(e) if e.is_conflict() => return Err(e),
                 Err(_) => {
@@ -2005,16 +2022,22 @@ impl CentralBank {
                 self.resolve(tx, &r.nonce, &r.key)?;
             }
         }
+        // What waits in the devices' mailboxes (issued by the DCP, then
+        // registered by a Deliver request), one look-up for the group.
+        let boxes: Vec<(Hash32, u32)> = jobs.iter().map(|j| (j.mailbox, j.dcp)).collect();
+        let waiting = tx.waiting_deliveries_of(&boxes)?;
         for (n, j) in jobs.iter().enumerate() {
-            // What waits in this device's mailbox (issued by the DCP, then
-            // registered by a Deliver request).
-            for d in tx.waiting_deliveries(&j.mailbox, j.dcp)? {
+            for d in waiting.get(&(j.mailbox, j.dcp)).into_iter().flatten() {
                 results[n].deliveries.push((d.transfer_id, d.amount as u64));
             }
-            if !ingest[n].is_empty() {
-                tx.insert_outbox(&j.op, &encode_outbox(&ingest[n]), unix_seconds())?;
-            }
         }
+        let outbox: Vec<(Hash32, Vec<u8>)> = jobs
+            .iter()
+            .zip(&ingest)
+            .filter(|(_, i)| !i.is_empty())
+            .map(|(j, i)| (j.op, encode_outbox(i)))
+            .collect();
+        tx.insert_outboxes(&outbox, unix_seconds())?;
         Ok(results)
     }
 
