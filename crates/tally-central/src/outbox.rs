@@ -107,9 +107,11 @@ const STORED_REF_LEN: usize = 33;
 fn write_entry(w: &mut Writer, e: EntryRef<'_>) {
     // A record in full carries its opened amounts in its outputs.
     let values: Option<Vec<u64>> = match &e.record {
-        RecordRef::Record(r) if r.is_confidential() => {
-            Some(r.outputs().iter().map(|o| o.value.0).collect())
-        }
+        RecordRef::Record(r) if r.is_confidential() => Some(
+            e.values
+                .map(<[u64]>::to_vec)
+                .unwrap_or_else(|| r.outputs().iter().map(|o| o.value.0).collect()),
+        ),
         RecordRef::Record(_) => None,
         RecordRef::Stored { .. } => e.values.map(<[u64]>::to_vec),
     };
