@@ -1818,7 +1818,7 @@ impl CentralBank {
                 if fresh.iter().any(|&f| keys[f] == keys[i]) {
                     repeats.push(i);
                 } else if let Some(stored) = answered.get(&keys[i]) {
-                    out[i] = Some(open_stored_reply(&j.reply_key, &stored));
+                    out[i] = Some(open_stored_reply(&j.reply_key, stored));
                 } else {
                     fresh.push(i);
                 }

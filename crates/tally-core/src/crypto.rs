@@ -805,7 +805,13 @@ mod tests {
             .map(|i| SecretKey::from_seed(Suite::Ed25519, &[70 + i; 32]).unwrap())
             .collect();
         // Signers: shared, other 0, shared, other 1, shared, other 2, shared, other 3.
-        let signer = |i: usize| if i % 2 == 0 { &shared } else { &others[i / 2] };
+        let signer = |i: usize| {
+            if i.is_multiple_of(2) {
+                &shared
+            } else {
+                &others[i / 2]
+            }
+        };
         let msgs: Vec<[u8; 32]> = (0..8u8).map(|i| [i ^ 0x5a; 32]).collect();
         let pubs: Vec<PublicKey> = (0..8).map(|i| signer(i).public()).collect();
         let good: Vec<Signature> = (0..8).map(|i| signer(i).sign(&msgs[i])).collect();
