@@ -708,14 +708,14 @@ enum Shape {
     /// A one-hop package with confidential amounts (issue 12): its Issue
     /// and transfer commit to their values and carry audit seals to
     /// settlement's key; measured on the server's path only.
-    ConfidentialOneHop,
+    Confidential,
 }
 
 impl Shape {
     /// Ancestry records of one package.
     fn ancestry(self) -> usize {
         match self {
-            Shape::OneHop | Shape::ConfidentialOneHop => 1,
+            Shape::OneHop | Shape::Confidential => 1,
             Shape::EightHop => 8,
         }
     }
@@ -723,14 +723,14 @@ impl Shape {
         match self {
             Shape::OneHop => "one hop (2 records)",
             Shape::EightHop => "eight hops (9 records)",
-            Shape::ConfidentialOneHop => "confidential one hop (2 records)",
+            Shape::Confidential => "confidential one hop (2 records)",
         }
     }
     fn label(self) -> &'static str {
         match self {
             Shape::OneHop => "one-hop",
             Shape::EightHop => "eight-hop",
-            Shape::ConfidentialOneHop => "confidential-one-hop",
+            Shape::Confidential => "confidential-one-hop",
         }
     }
 }
@@ -974,7 +974,7 @@ fn prepare(scheme: &Scheme, shape: Shape, records: usize) -> Prepared {
     let mut count = records.div_ceil(per_package).max(2);
     // A confidential PAY costs milliseconds to prove: a tenth of the
     // records is enough for a rate.
-    let confidential = (shape == Shape::ConfidentialOneHop).then(confidential_setup);
+    let confidential = (shape == Shape::Confidential).then(confidential_setup);
     if confidential.is_some() {
         count = (count / 10).max(2);
     }
@@ -1603,7 +1603,7 @@ fn central_sync(
 ) -> Result<(f64, WorkerTally), Failure> {
     use tally_core::dcp::{SyncUpload, reports_digest};
     let bank = bench_central(db.reopen()?, scheme)?;
-    if prepared.shape == Shape::ConfidentialOneHop {
+    if prepared.shape == Shape::Confidential {
         bank.use_confidential_amounts().map_err(central_failure)?;
     }
     // Signature checks per package, counted as the other rows count them
@@ -1832,8 +1832,8 @@ fn settlement(
 ) -> Result<(), CliError> {
     let scheme = Scheme::new(Suite::Ed25519);
     let rounds = opts.rounds;
-    for shape in [Shape::OneHop, Shape::EightHop, Shape::ConfidentialOneHop] {
-        let confidential = shape == Shape::ConfidentialOneHop;
+    for shape in [Shape::OneHop, Shape::EightHop, Shape::Confidential] {
+        let confidential = shape == Shape::Confidential;
         if confidential
             && opts
                 .only
