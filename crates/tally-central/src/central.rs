@@ -30,7 +30,7 @@ use tally_core::policy::device_class;
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
 use tally_core::verify::{
     BoundedCertCache, CertCache, VerifyParams, verify_package_for_settlement,
-    verify_packages_for_settlement,
+    verify_package_groups_for_settlement,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PublicKey, Record,
@@ -48,7 +48,7 @@ use tally_core::dcp::*;
 use crate::db::{CentralDb, ClosedReport, InboxCredit, NewMailboxEntry, NewUpload, OutboxBacklog};
 use crate::escrow::development_open;
 use crate::keys::{KeyError, NodeSigner};
-use crate::outbox::{encode_ingest, unix_seconds};
+use crate::outbox::{OutboxEntry, OutboxRecord, encode_ingest, encode_outbox, unix_seconds};
 use crate::policy::default_tiers;
 use crate::{BackofficeError, OutboxStatus, SettlementResult};
 
@@ -74,6 +74,17 @@ pub(crate) struct SyncJob {
     checked: Vec<Checked>,
 }
 
+/// A sync request's sealed upload, waiting to be opened and verified
+/// with others ([`CentralBank::verify_syncs`]).
+pub(crate) struct SyncOpen {
+    sealed: Vec<u8>,
+    /// The digest of the reports the SE signed for.
+    reports: Hash32,
+}
+
+/// A sync upload opened and checked: its packages' verdicts, in order.
+pub(crate) type OpenedUpload = (SyncUpload, Vec<Checked>);
+
 /// How long the verification of sync uploads reuses the trust objects
 /// (policy, revocation list) it read: reading them is a transaction, which
 /// would wait for the group commit running beside the verifications. A
@@ -83,6 +94,11 @@ const TRUST_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most sync requests settled in one transaction.
 const SYNC_GROUP_MAX: usize = 32;
+
+/// Most sync uploads opened and verified together: their signatures in
+/// one batch (16 one-hop uploads of 8 packages: 384 signatures; the
+/// per-signature cost of a batch barely falls beyond a few hundred).
+const SYNC_VERIFY_GROUP_MAX: usize = 16;
 
 /// The central bank's certificate cache as a verifier uses it: locked
 /// for each look-up or insert only, so requests verify in parallel. (A
@@ -471,9 +487,10 @@ pub struct CentralBank {
     verifier: Mutex<Option<(std::time::Instant, TrustStore, VerifyParams)>>,
     /// Sync requests waiting for, or in, a group commit.
     syncs: crate::group::GroupCommit<SyncJob, Result<Vec<u8>, BackofficeError>>,
-    /// Uploads opened and verified at once (the cores given to
-    /// verification; [`CentralBank::limit_verification`]).
-    verifying: crate::group::Permits,
+    /// Sync uploads waiting to be opened and verified, in groups (one
+    /// signature batch per group), one group per core given to
+    /// verification ([`CentralBank::limit_verification`]).
+    openings: crate::group::GroupCommit<SyncOpen, Result<OpenedUpload, BackofficeError>>,
 }
 
 /// The central bank's tables, in order.
@@ -565,7 +582,8 @@ impl CentralBank {
             trust_cache: Mutex::new(None),
             verifier: Mutex::new(None),
             syncs: crate::group::GroupCommit::new(SYNC_GROUP_MAX),
-            verifying: crate::group::Permits::new(
+            openings: crate::group::GroupCommit::with_leaders(
+                SYNC_VERIFY_GROUP_MAX,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
         };
@@ -583,12 +601,13 @@ impl CentralBank {
     pub fn store(&self) -> &Store {
         &self.store
     }
-    /// Opens and verifies at most `n` uploads at once (default: the
-    /// machine's cores); more requests wait for a turn. The settling
-    /// transaction is not counted: it runs in groups
+    /// Opens and verifies uploads on at most `n` threads at once
+    /// (default: the machine's cores), each taking the uploads waiting
+    /// (up to [`SYNC_VERIFY_GROUP_MAX`]) into one signature batch. The
+    /// settling transaction is not counted: it runs in groups
     /// ([`crate::group`]), beside the verifications.
     pub fn limit_verification(mut self, n: usize) -> Self {
-        self.verifying = crate::group::Permits::new(n);
+        self.openings = crate::group::GroupCommit::with_leaders(SYNC_VERIFY_GROUP_MAX, n);
         self
     }
     /// The MDS of this process.
@@ -1033,16 +1052,28 @@ impl CentralBank {
         key: &Hash32,
         op: &Hash32,
         reply_key: &Hash32,
-        mut res: SettlementResult,
+        res: SettlementResult,
     ) -> Result<Vec<u8>, BackofficeError> {
+        let (signed, sealed) = self.sign_and_seal(op, reply_key, res)?;
+        tx.insert_reply(key, &sealed)?;
+        Ok(signed)
+    }
+
+    /// The signed answer to `op`, and the same sealed under the reply key
+    /// as it is stored.
+    fn sign_and_seal(
+        &self,
+        op: &Hash32,
+        reply_key: &Hash32,
+        mut res: SettlementResult,
+    ) -> Result<(Vec<u8>, Vec<u8>), BackofficeError> {
         res.op = *op;
         let signed = res.sign(&*self.keys.settlement)?;
         // One key per request and one reply per key: a fixed nonce is safe.
         let sealed = XChaCha20Poly1305::new((&reply_key.0).into())
             .encrypt(&XNonce::default(), signed.as_slice())
             .map_err(|_| BackofficeError::BadSettlementResult)?;
-        tx.insert_reply(key, &sealed)?;
-        Ok(signed)
+        Ok((signed, sealed))
     }
 
     /// An Issue of DCP `dcp`: its signature under that DCP's key.
@@ -1180,19 +1211,20 @@ impl CentralBank {
             } => {
                 let offline = (*last_sync > 0).then(|| epoch.saturating_sub(*last_sync));
                 // Opening and verification before the settlement
-                // transaction, on one of the cores given to them.
-                let permit = self.verifying.take();
-                let upload = SyncUpload::from_cbor(
-                    &self.keys.opening.open(SealedKind::SyncUpload, sealed)?,
-                )?;
-                // The reports are those the SE signed for (it drops them
-                // once the grant for this request arrives, so none may be
-                // left out).
-                if tally_core::dcp::reports_digest(&upload.reports) != *reports {
-                    return Err(BackofficeError::ReportsMismatch);
-                }
-                let checked = self.precheck(&upload.packages)?;
-                drop(permit);
+                // transaction, on one of the cores given to them, with
+                // the other uploads waiting there (one signature batch).
+                let open = SyncOpen {
+                    sealed: sealed.clone(),
+                    reports: *reports,
+                };
+                let (upload, checked) = self
+                    .openings
+                    .submit(open, |jobs| self.verify_syncs(jobs))
+                    .unwrap_or_else(|| {
+                        Err(BackofficeError::Store(StoreError::Db(
+                            "the upload's verification was interrupted".into(),
+                        )))
+                    })?;
                 // Concurrent uploads share one transaction and one commit.
                 let job = SyncJob {
                     dcp,
@@ -1337,44 +1369,105 @@ impl CentralBank {
         }
     }
 
-    /// Checks an upload's packages against the trust objects (read at
-    /// most [`TRUST_REFRESH`] ago), before the settlement transaction.
-    fn precheck(&self, packages: &[Vec<u8>]) -> Result<Vec<Checked>, BackofficeError> {
+    /// Opens sealed sync uploads and checks their packages against the
+    /// trust objects (read at most [`TRUST_REFRESH`] ago), before the
+    /// settlement transaction; one answer per upload, in order. The
+    /// packages of every upload that opens are verified together (one
+    /// signature batch; see [`verify_package_groups_for_settlement`] for
+    /// what happens when it fails), and each package still gets the
+    /// answer it would get alone: an upload that does not open refuses
+    /// only its own request, a forged package only itself.
+    pub(crate) fn verify_syncs(
+        &self,
+        jobs: Vec<SyncOpen>,
+    ) -> Vec<Result<OpenedUpload, BackofficeError>> {
+        let opened: Vec<Result<SyncUpload, BackofficeError>> = jobs
+            .iter()
+            .map(|j| {
+                let upload = SyncUpload::from_cbor(
+                    &self.keys.opening.open(SealedKind::SyncUpload, &j.sealed)?,
+                )?;
+                // The reports are those the SE signed for (it drops them
+                // once the grant for this request arrives, so none may be
+                // left out).
+                if tally_core::dcp::reports_digest(&upload.reports) != j.reports {
+                    return Err(BackofficeError::ReportsMismatch);
+                }
+                Ok(upload)
+            })
+            .collect();
+        let uploads: Vec<&[Vec<u8>]> = opened
+            .iter()
+            .flatten()
+            .map(|u| u.packages.as_slice())
+            .collect();
+        let mut checked = match self.check_uploads(&uploads) {
+            Ok(c) => c.into_iter(),
+            Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        opened
+            .into_iter()
+            .map(|u| {
+                let u = u?;
+                let c = checked.next().ok_or_else(|| {
+                    BackofficeError::from(StoreError::Type("verification lost an upload".into()))
+                })?;
+                Ok((u, c))
+            })
+            .collect()
+    }
+
+    /// Checks uploads' packages against the trust objects (read at most
+    /// [`TRUST_REFRESH`] ago): one signature batch for all of them; each
+    /// package still gets the answer it would get on its own.
+    fn check_uploads(&self, uploads: &[&[Vec<u8>]]) -> Result<Vec<Vec<Checked>>, BackofficeError> {
         let (trust, params) = self.upload_verifier()?;
-        // One signature batch for the whole upload; each package still
-        // gets the answer it would get on its own.
-        let mut decoded = Vec::with_capacity(packages.len());
-        let mut transfers = Vec::with_capacity(packages.len());
-        let mut slots = Vec::with_capacity(packages.len());
-        for p in packages {
-            match Package::from_cbor(p) {
-                Err(_) => slots.push(false),
-                Ok(pkg) => {
-                    transfers.push(pkg.transfer.clone());
-                    decoded.push(pkg);
-                    slots.push(true);
+        let mut groups = Vec::with_capacity(uploads.len());
+        let mut transfers = Vec::with_capacity(uploads.len());
+        let mut slots = Vec::with_capacity(uploads.len());
+        for packages in uploads {
+            let mut decoded = Vec::with_capacity(packages.len());
+            let mut ts = Vec::with_capacity(packages.len());
+            let mut ss = Vec::with_capacity(packages.len());
+            for p in packages.iter() {
+                match Package::from_cbor(p) {
+                    Err(_) => ss.push(false),
+                    Ok(pkg) => {
+                        ts.push(pkg.transfer.clone());
+                        decoded.push(pkg);
+                        ss.push(true);
+                    }
                 }
             }
+            groups.push(decoded);
+            transfers.push(ts);
+            slots.push(ss);
         }
         // The cache is locked per look-up, not across the verification:
         // concurrent requests verify in parallel.
         let mut cache = SharedCertCache(&self.cache);
-        let mut verified = verify_packages_for_settlement(decoded, &trust, params, &mut cache)
-            .into_iter()
-            .zip(transfers);
-        let mut out = Vec::with_capacity(packages.len());
-        for decoded in slots {
-            out.push(match (decoded, verified.next()) {
-                (false, _) => Checked::Malformed,
-                (true, Some((Ok(v), transfer))) => match self.open_amounts(&trust, v) {
-                    Ok(v) => Checked::Verified(Box::new(v)),
-                    Err(e) => Checked::Refused(transfer, e.code()),
-                },
-                (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e.code()),
-                (true, None) => {
-                    return Err(StoreError::Type("verification lost a package".into()).into());
-                }
-            });
+        let verified = verify_package_groups_for_settlement(groups, &trust, params, &mut cache);
+        let mut out = Vec::with_capacity(uploads.len());
+        for ((verified, transfers), slots) in verified.into_iter().zip(transfers).zip(slots) {
+            let mut verified = verified.into_iter().zip(transfers);
+            let mut checked = Vec::with_capacity(slots.len());
+            for decoded in slots {
+                checked.push(match (decoded, verified.next()) {
+                    (false, _) => Checked::Malformed,
+                    (true, Some((Ok(v), transfer))) => match self.open_amounts(&trust, v) {
+                        Ok(v) => Checked::Verified(Box::new(v)),
+                        Err(e) => Checked::Refused(transfer, e.code()),
+                    },
+                    (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e.code()),
+                    (true, None) => {
+                        return Err(StoreError::Type("verification lost a package".into()).into());
+                    }
+                });
+            }
+            out.push(checked);
+        }
+        if out.len() != uploads.len() {
+            return Err(StoreError::Type("verification lost an upload".into()).into());
         }
         Ok(out)
     }
@@ -1525,6 +1618,68 @@ impl CentralBank {
         }
     }
 
+    /// [`CentralBank::ingest_records`] for a package settled in this
+    /// transaction, as the outbox row keeps it: each record by reference
+    /// (its Issues are registered, its transfers in `settled_records`;
+    /// the MDS fetch resolves them), with the opened amounts of a
+    /// confidential record. The final transfer is unacknowledged (a sync
+    /// upload is the payer's).
+    fn stored_entries(
+        &self,
+        v: &tally_core::VerifiedPackage,
+        epoch: Epoch,
+        offline_epochs: Option<u32>,
+        out: &mut Vec<OutboxEntry>,
+    ) {
+        let pkg = v.package();
+        let mut classes = std::collections::HashMap::new();
+        for c in &self.dcps {
+            classes.insert(c.key, device_class::DCP);
+        }
+        for c in &pkg.certificates {
+            classes.insert(c.key, c.device_class);
+        }
+        let records = pkg
+            .ancestry
+            .iter()
+            .zip(v.ancestry_ids())
+            .map(|(r, id)| {
+                (
+                    r.outputs(),
+                    r.is_confidential(),
+                    matches!(r, Record::Issue(_)),
+                    *id,
+                )
+            })
+            .chain(std::iter::once((
+                pkg.transfer.outputs.as_slice(),
+                pkg.transfer.confidential.is_some(),
+                false,
+                v.transfer_id(),
+            )));
+        let last = pkg.ancestry.len();
+        for (i, (outputs, confidential, issue, id)) in records.enumerate() {
+            let output_classes = outputs
+                .iter()
+                .map(|o| {
+                    classes
+                        .get(&o.owner)
+                        .copied()
+                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
+                })
+                .collect();
+            out.push(OutboxEntry {
+                record: OutboxRecord::Stored { issue, id },
+                epoch,
+                verdict: Verdict::Verified,
+                output_classes,
+                offline_epochs: if i == last { offline_epochs } else { None },
+                unacknowledged: i == last,
+                values: confidential.then(|| outputs.iter().map(|o| o.value.0).collect()),
+            });
+        }
+    }
+
     fn redeem(
         &self,
         dcp: u32,
@@ -1669,11 +1824,12 @@ impl CentralBank {
             // group (answered from what that one stores).
             let mut fresh: Vec<usize> = Vec::with_capacity(jobs.len());
             let mut repeats: Vec<usize> = Vec::new();
+            let answered = tx.stored_replies(&keys)?;
             for (i, j) in jobs.iter().enumerate() {
                 if fresh.iter().any(|&f| keys[f] == keys[i]) {
                     repeats.push(i);
-                } else if let Some(stored) = tx.stored_reply(&keys[i])? {
-                    out[i] = Some(open_stored_reply(&j.reply_key, &stored));
+                } else if let Some(stored) = answered.get(&keys[i]) {
+                    out[i] = Some(open_stored_reply(&j.reply_key, stored));
                 } else {
                     fresh.push(i);
                 }
@@ -1685,11 +1841,15 @@ impl CentralBank {
             match self.settle_uploads(tx, &together) {
                 Ok(results) => {
                     tx.release_savepoint(GROUP)?;
+                    // Every answer of the group stored in one statement.
+                    let mut rows = Vec::with_capacity(fresh.len());
                     for (&i, res) in fresh.iter().zip(results) {
                         let j = &jobs[i];
-                        let signed = self.sign_and_store(tx, &keys[i], &j.op, &j.reply_key, res)?;
+                        let (signed, sealed) = self.sign_and_seal(&j.op, &j.reply_key, res)?;
+                        rows.push((keys[i], sealed));
                         out[i] = Some(Ok(signed));
                     }
+                    tx.insert_replies(&rows)?;
                 }
                 Err(e) if e.is_conflict() => return Err(e),
                 Err(_) => {
@@ -1763,7 +1923,7 @@ impl CentralBank {
     ) -> Result<Vec<SettlementResult>, BackofficeError> {
         let mut results: Vec<SettlementResult> =
             jobs.iter().map(|_| SettlementResult::default()).collect();
-        let mut ingest: Vec<Vec<IngestRecord>> = jobs.iter().map(|_| Vec::new()).collect();
+        let mut ingest: Vec<Vec<OutboxEntry>> = jobs.iter().map(|_| Vec::new()).collect();
         let mut idems: Vec<String> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
         let mut verified: Vec<&tally_core::VerifiedPackage> = Vec::new();
@@ -1779,11 +1939,16 @@ impl CentralBank {
                     Checked::Malformed => results[n].refused += 1,
                     Checked::Refused(transfer, code) => {
                         results[n].refused += 1;
-                        ingest[n].push(IngestRecord::new(
-                            Record::Transfer(transfer.clone()),
-                            j.epoch,
-                            Verdict::Refused(*code),
-                        ));
+                        // Not stored by settlement: the record in full.
+                        ingest[n].push(OutboxEntry {
+                            record: OutboxRecord::Record(Record::Transfer(transfer.clone())),
+                            epoch: j.epoch,
+                            verdict: Verdict::Refused(*code),
+                            output_classes: Vec::new(),
+                            offline_epochs: None,
+                            unacknowledged: false,
+                            values: None,
+                        });
                     }
                 }
             }
@@ -1803,8 +1968,8 @@ impl CentralBank {
         }
         let pkgs: Vec<&Package> = verified.iter().map(|v| v.package()).collect();
         Self::keep_escrows(tx, &pkgs)?;
-        for (p, &n) in pkgs.iter().zip(&owners) {
-            self.ingest_records(p, jobs[n].epoch, jobs[n].offline, true, &mut ingest[n]);
+        for (v, &n) in verified.iter().zip(&owners) {
+            self.stored_entries(v, jobs[n].epoch, jobs[n].offline, &mut ingest[n]);
         }
         // The uploader (the payer) is where a refund goes: each transfer's
         // first upload is kept.
@@ -1868,14 +2033,22 @@ impl CentralBank {
                 self.resolve(tx, &r.nonce, &r.key)?;
             }
         }
+        // What waits in the devices' mailboxes (issued by the DCP, then
+        // registered by a Deliver request), one look-up for the group.
+        let boxes: Vec<(Hash32, u32)> = jobs.iter().map(|j| (j.mailbox, j.dcp)).collect();
+        let waiting = tx.waiting_deliveries_of(&boxes)?;
         for (n, j) in jobs.iter().enumerate() {
-            // What waits in this device's mailbox (issued by the DCP, then
-            // registered by a Deliver request).
-            for d in tx.waiting_deliveries(&j.mailbox, j.dcp)? {
+            for d in waiting.get(&(j.mailbox, j.dcp)).into_iter().flatten() {
                 results[n].deliveries.push((d.transfer_id, d.amount as u64));
             }
-            self.queue_mds(tx, &j.op, &ingest[n])?;
         }
+        let outbox: Vec<(Hash32, Vec<u8>)> = jobs
+            .iter()
+            .zip(&ingest)
+            .filter(|(_, i)| !i.is_empty())
+            .map(|(j, i)| (j.op, encode_outbox(i)))
+            .collect();
+        tx.insert_outboxes(&outbox, unix_seconds())?;
         Ok(results)
     }
 
@@ -2492,7 +2665,17 @@ impl crate::monitoring::Outbox for CentralBank {
     fn fetch(&self) -> Result<(Epoch, Vec<crate::monitoring::OutboxRow>), BackofficeError> {
         self.store.transact(|tx| {
             let epoch = tx.epoch()? as Epoch;
-            let rows = tx.outbox_rows(crate::monitoring::OUTBOX_BATCH_MAX)?;
+            let mut rows = tx.outbox_rows(crate::monitoring::OUTBOX_BATCH_MAX)?;
+            // Records a sync request's row names by id, read in one
+            // query per kind for the whole fetch.
+            let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
+            let (issues, transfers) = crate::outbox::stored_refs(&bodies);
+            if !issues.is_empty() || !transfers.is_empty() {
+                let (issues, transfers) = tx.record_bodies(&issues, &transfers)?;
+                for r in &mut rows {
+                    r.body = crate::outbox::expand_row(&r.body, &issues, &transfers);
+                }
+            }
             Ok((epoch, rows))
         })
     }
@@ -2512,3 +2695,7 @@ impl crate::monitoring::Outbox for CentralBank {
 fn range_bits(policy: &Policy) -> tally_core::confidential::RangeBits {
     tally_core::confidential::RangeBits::for_bound(policy.holding_bound())
 }
+
+#[cfg(test)]
+#[path = "sync_group_tests.rs"]
+mod sync_group_tests;

@@ -14,7 +14,7 @@
 //! method to its contract on both backends and fails if SQL appears
 //! anywhere else in `src/`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tally_core::Hash32;
 use tally_store::{Migrations, Row, StoreError, Tx, Value};
@@ -275,6 +275,16 @@ pub trait CentralDb {
     /// Stores the answer to `op_key` (a second one is
     /// [`StoreError::Constraint`]).
     fn insert_reply(&mut self, op_key: &Hash32, sealed: &[u8]) -> Result<(), StoreError>;
+    /// The stored answers among `op_keys`, by key (one statement per
+    /// [`BATCH_ROWS_MAX`] keys).
+    fn stored_replies(
+        &mut self,
+        op_keys: &[Hash32],
+    ) -> Result<BTreeMap<Hash32, Vec<u8>>, StoreError>;
+    /// Stores answers (`op_key`, sealed answer), one statement per
+    /// [`BATCH_ROWS_MAX`] rows (a key answered before is
+    /// [`StoreError::Constraint`]).
+    fn insert_replies(&mut self, rows: &[(Hash32, Vec<u8>)]) -> Result<(), StoreError>;
 
     /// Queues a credit for a DCP (a used op is [`StoreError::Constraint`]).
     fn insert_inbox(&mut self, c: &InboxCredit<'_>) -> Result<(), StoreError>;
@@ -304,6 +314,13 @@ pub trait CentralDb {
     /// Queues an outbox row (a used op is [`StoreError::Constraint`]).
     fn insert_outbox(&mut self, op: &Hash32, body: &[u8], queued_at: i64)
     -> Result<(), StoreError>;
+    /// Queues outbox rows (`op`, body), one statement per
+    /// [`BATCH_ROWS_MAX`] rows (a used op is [`StoreError::Constraint`]).
+    fn insert_outboxes(
+        &mut self,
+        rows: &[(Hash32, Vec<u8>)],
+        queued_at: i64,
+    ) -> Result<(), StoreError>;
     fn outbox_backlog(&mut self) -> Result<OutboxBacklog, StoreError>;
     /// Up to `max` outbox rows, by op.
     fn outbox_rows(&mut self, max: usize) -> Result<Vec<OutboxRow>, StoreError>;
@@ -324,6 +341,14 @@ pub trait CentralDb {
         mailbox: &Hash32,
         dcp: u32,
     ) -> Result<Vec<WaitingDelivery>, StoreError>;
+    /// [`CentralDb::waiting_deliveries`] of several (mailbox, DCP) pairs
+    /// in one statement (per [`BATCH_ROWS_MAX`] mailboxes): each pair's
+    /// up to 64, by transfer id; a pair with none is absent.
+    #[allow(clippy::type_complexity)]
+    fn waiting_deliveries_of(
+        &mut self,
+        mailboxes: &[(Hash32, u32)],
+    ) -> Result<BTreeMap<(Hash32, u32), Vec<WaitingDelivery>>, StoreError>;
     /// Whether `mailbox` holds a recovery (not a refund) of an upload
     /// paying request (`nonce`, `payee_key`).
     fn recovery_credited(
@@ -586,6 +611,33 @@ impl<'a> CentralDb for dyn Tx + 'a {
         Ok(())
     }
 
+    fn stored_replies(
+        &mut self,
+        op_keys: &[Hash32],
+    ) -> Result<BTreeMap<Hash32, Vec<u8>>, StoreError> {
+        let mut found = BTreeMap::new();
+        for chunk in op_keys.chunks(BATCH_ROWS_MAX) {
+            let sql = format!(
+                "SELECT op_id, reply FROM cb_ops WHERE op_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let params: Vec<Value> = chunk.iter().map(hash_value).collect();
+            for r in self.query(&sql, &params)? {
+                found.insert(hash(r.bytes(0)?)?, r.bytes(1)?.to_vec());
+            }
+        }
+        Ok(found)
+    }
+
+    fn insert_replies(&mut self, rows: &[(Hash32, Vec<u8>)]) -> Result<(), StoreError> {
+        insert_rows(
+            self,
+            "INSERT INTO cb_ops (op_id, reply) VALUES",
+            rows.iter()
+                .map(|(k, r)| vec![hash_value(k), Value::Bytes(r.clone())]),
+        )
+    }
+
     fn insert_inbox(&mut self, c: &InboxCredit<'_>) -> Result<(), StoreError> {
         let account = match c.account {
             Some(a) => Value::Text(a.to_string()),
@@ -701,6 +753,24 @@ impl<'a> CentralDb for dyn Tx + 'a {
         Ok(())
     }
 
+    fn insert_outboxes(
+        &mut self,
+        rows: &[(Hash32, Vec<u8>)],
+        queued_at: i64,
+    ) -> Result<(), StoreError> {
+        insert_rows(
+            self,
+            "INSERT INTO mds_outbox (op_id, body, queued_at) VALUES",
+            rows.iter().map(|(op, body)| {
+                vec![
+                    hash_value(op),
+                    Value::Bytes(body.clone()),
+                    Value::Int(queued_at),
+                ]
+            }),
+        )
+    }
+
     fn outbox_backlog(&mut self) -> Result<OutboxBacklog, StoreError> {
         let r = self.query_one(
             "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(CASE WHEN queued_at > 0 THEN queued_at END), 0) AS BIGINT) FROM mds_outbox",
@@ -778,6 +848,46 @@ impl<'a> CentralDb for dyn Tx + 'a {
         .iter()
         .map(waiting_delivery)
         .collect()
+    }
+
+    fn waiting_deliveries_of(
+        &mut self,
+        mailboxes: &[(Hash32, u32)],
+    ) -> Result<BTreeMap<(Hash32, u32), Vec<WaitingDelivery>>, StoreError> {
+        let wanted: BTreeSet<(Hash32, u32)> = mailboxes.iter().copied().collect();
+        let boxes: Vec<Hash32> = wanted
+            .iter()
+            .map(|(m, _)| *m)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut out: BTreeMap<(Hash32, u32), Vec<WaitingDelivery>> = BTreeMap::new();
+        for chunk in boxes.chunks(BATCH_ROWS_MAX) {
+            // Each (mailbox, DCP)'s first 64 by transfer id, as
+            // `waiting_deliveries` reads one.
+            let sql = format!(
+                "SELECT mailbox, dcp, transfer_id, amount FROM (\
+                 SELECT mailbox, dcp, transfer_id, amount, ROW_NUMBER() OVER \
+                 (PARTITION BY mailbox, dcp ORDER BY transfer_id) AS n \
+                 FROM cb_mailbox WHERE delivered = 0 AND mailbox IN ({})) AS w \
+                 WHERE n <= 64 ORDER BY mailbox, dcp, transfer_id",
+                placeholders(1, chunk.len())
+            );
+            let params: Vec<Value> = chunk.iter().map(hash_value).collect();
+            for r in self.query(&sql, &params)? {
+                let key = (
+                    hash(r.bytes(0)?)?,
+                    u32::try_from(r.int(1)?).map_err(|_| StoreError::Type("dcp".into()))?,
+                );
+                if wanted.contains(&key) {
+                    out.entry(key).or_default().push(WaitingDelivery {
+                        transfer_id: hash(r.bytes(2)?)?,
+                        amount: r.int(3)?,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn recovery_credited(

@@ -404,7 +404,7 @@ pub fn vectors() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Decoders of the `central_objects` target, selected by the first byte
 /// (mod this count).
-pub const CENTRAL_OBJECTS: [&str; 14] = [
+pub const CENTRAL_OBJECTS: [&str; 15] = [
     "CentralCall",
     "CentralRequest",
     "CentralTrust",
@@ -419,6 +419,7 @@ pub const CENTRAL_OBJECTS: [&str; 14] = [
     "reply::balance",
     "monitoring::fetch",
     "monitoring::ack",
+    "outbox::body",
 ];
 
 /// The selector byte of `central_objects` for decoder `name`.
@@ -546,7 +547,7 @@ pub fn check_central_objects(data: &[u8]) {
                 );
             }
         }
-        _ => {
+        13 => {
             if let Ok(ops) = crate::monitoring::decode_ack(bytes) {
                 assert_eq!(
                     crate::monitoring::encode_ack(&ops),
@@ -555,7 +556,46 @@ pub fn check_central_objects(data: &[u8]) {
                 );
             }
         }
+        // An MDS outbox row as stored (records by reference or in full)
+        // and as the MDS takes it (records in full only).
+        _ => check_outbox_body(bytes),
     }
+}
+
+/// The outbox row decoders: what decodes re-encodes to exactly the input;
+/// a row the MDS takes has no reference; a row whose references cannot be
+/// resolved is passed on unchanged.
+fn check_outbox_body(bytes: &[u8]) {
+    use crate::outbox::{
+        OutboxRecord, decode_ingest, decode_outbox, encode_ingest, encode_outbox, expand_row,
+    };
+    let stored = decode_outbox(bytes);
+    if let Ok(entries) = &stored {
+        assert_eq!(
+            encode_outbox(entries),
+            bytes,
+            "outbox::decode_outbox accepted a non-canonical encoding"
+        );
+    }
+    if let Ok(records) = decode_ingest(bytes) {
+        assert_eq!(
+            encode_ingest(&records),
+            bytes,
+            "outbox::decode_ingest accepted a non-canonical encoding"
+        );
+        assert!(
+            stored.as_ref().is_ok_and(|e| e
+                .iter()
+                .all(|e| matches!(e.record, OutboxRecord::Record(_)))),
+            "the MDS took a row holding a reference"
+        );
+    }
+    let empty = std::collections::BTreeMap::new();
+    assert_eq!(
+        expand_row(bytes, &empty, &empty),
+        bytes,
+        "a row was changed without the records it names"
+    );
 }
 
 // ---- settlement_result ---------------------------------------------------------
@@ -956,6 +996,30 @@ pub fn seed_corpus() -> Vec<Seed> {
         v.push((
             "monitoring::ack",
             crate::monitoring::encode_ack(&[vec![7; 32]]),
+        ));
+        // A sync request's stored row: an Issue by reference, a refused
+        // transfer in full.
+        let issue = k.issue(1, 1000);
+        let entry = |record| crate::outbox::OutboxEntry {
+            record,
+            epoch: 3,
+            verdict: tally_mds::Verdict::Verified,
+            output_classes: vec![device_class::PHONE],
+            offline_epochs: Some(2),
+            unacknowledged: true,
+            values: None,
+        };
+        v.push((
+            "outbox::body",
+            crate::outbox::encode_outbox(&[
+                entry(crate::outbox::OutboxRecord::Stored {
+                    issue: true,
+                    id: issue.id(),
+                }),
+                entry(crate::outbox::OutboxRecord::Record(
+                    tally_core::Record::Issue(issue),
+                )),
+            ]),
         ));
         v
     };

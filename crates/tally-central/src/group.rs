@@ -18,46 +18,55 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+/// Queued jobs with the slots their requests wait on.
+type Jobs<J, R> = Vec<(J, Arc<Slot<J, R>>)>;
+
 /// What a waiting request is told.
-enum Wake<R> {
+enum Wake<J, R> {
     /// Still queued.
     Waiting,
-    /// The previous leader is done: take the queue (this request first).
-    Lead,
+    /// A leader is done: run this group (this request's job first).
+    Lead(Jobs<J, R>),
     /// The committed outcome of this request; `None` when the leader
     /// running it panicked (nothing is known of its transaction).
     Done(Option<R>),
 }
 
-struct Slot<R> {
-    wake: Mutex<Wake<R>>,
+struct Slot<J, R> {
+    wake: Mutex<Wake<J, R>>,
     cv: Condvar,
 }
 
-impl<R> Slot<R> {
+impl<J, R> Slot<J, R> {
     fn new() -> Arc<Self> {
         Arc::new(Slot {
             wake: Mutex::new(Wake::Waiting),
             cv: Condvar::new(),
         })
     }
-    fn set(&self, w: Wake<R>) {
+    fn set(&self, w: Wake<J, R>) {
         *lock(&self.wake) = w;
         self.cv.notify_one();
     }
 }
 
 struct Queue<J, R> {
-    /// A leader is running a group (or has been chosen).
-    leader: bool,
-    pending: VecDeque<(J, Arc<Slot<R>>)>,
+    /// Leaders running a group (or chosen to). Requests queue only while
+    /// every leader is busy: `pending` is empty unless `leaders` is at
+    /// its most.
+    leaders: usize,
+    pending: VecDeque<(J, Arc<Slot<J, R>>)>,
 }
 
-/// Requests of type `J` answered with `R`, committed in groups.
+/// Requests of type `J` answered with `R`, run in groups by at most
+/// `leaders_max` leaders at once (one for a commit: the groups'
+/// transactions are one after the other; the cores given to it for
+/// CPU-bound work such as verification).
 pub(crate) struct GroupCommit<J, R> {
     queue: Mutex<Queue<J, R>>,
-    /// Most requests in one transaction.
+    /// Most requests in one group.
     cap: usize,
+    leaders_max: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,27 +76,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<J, R> GroupCommit<J, R> {
+    /// One leader at a time.
     pub(crate) fn new(cap: usize) -> Self {
+        Self::with_leaders(cap, 1)
+    }
+
+    /// At most `leaders_max` groups running at once.
+    pub(crate) fn with_leaders(cap: usize, leaders_max: usize) -> Self {
         assert!(cap > 0);
         GroupCommit {
             queue: Mutex::new(Queue {
-                leader: false,
+                leaders: 0,
                 pending: VecDeque::new(),
             }),
             cap,
+            leaders_max: leaders_max.max(1),
         }
     }
 
     /// Runs `job` in a group: `run` gets the group's jobs in arrival order
-    /// and returns one result per job, in the same order, after its one
-    /// commit. Returns this job's result, or `None` when the leader that
-    /// ran it panicked.
+    /// and returns one result per job, in the same order (after its one
+    /// commit, for a commit). Returns this job's result, or `None` when
+    /// the leader that ran it panicked.
     pub(crate) fn submit(&self, job: J, run: impl Fn(Vec<J>) -> Vec<R>) -> Option<R> {
         let slot = Slot::new();
-        {
+        let group = {
             let mut q = lock(&self.queue);
-            q.pending.push_back((job, slot.clone()));
-            if q.leader {
+            if q.leaders < self.leaders_max {
+                // A lone request (nothing waits while a leader is free).
+                debug_assert!(q.pending.is_empty());
+                q.leaders += 1;
+                vec![(job, slot.clone())]
+            } else {
+                q.pending.push_back((job, slot.clone()));
                 drop(q);
                 let mut w = lock(&slot.wake);
                 loop {
@@ -96,31 +117,24 @@ impl<J, R> GroupCommit<J, R> {
                             w = slot.cv.wait(w).unwrap_or_else(PoisonError::into_inner)
                         }
                         Wake::Done(r) => return r,
-                        Wake::Lead => break,
+                        Wake::Lead(group) => break group,
                     }
                 }
-            } else {
-                q.leader = true;
             }
-        }
-        // The leader: this job is first in the queue (a lone request, or
-        // the one the previous leader handed the queue to), so the first
-        // group holds it.
+        };
+        // The leader: this job is first in its group (a lone request, or
+        // the one a previous leader handed the next group to).
         let mut handover = Handover {
             group: self,
-            taken: Vec::new(),
+            taken: Vec::with_capacity(group.len()),
         };
-        let jobs: Vec<J> = {
-            let mut q = lock(&self.queue);
-            let n = q.pending.len().min(self.cap);
-            q.pending
-                .drain(..n)
-                .map(|(j, s)| {
-                    handover.taken.push(s);
-                    j
-                })
-                .collect()
-        };
+        let jobs: Vec<J> = group
+            .into_iter()
+            .map(|(j, s)| {
+                handover.taken.push(s);
+                j
+            })
+            .collect();
         debug_assert!(Arc::ptr_eq(&handover.taken[0], &slot));
         let mut results = run(jobs);
         assert_eq!(
@@ -139,11 +153,13 @@ impl<J, R> GroupCommit<J, R> {
 }
 
 /// Ends a leader's turn, also when `run` panics: every request it took
-/// and did not answer learns that (`Done(None)`), and the queue passes to
-/// the first request still waiting, or is left without a leader.
+/// and did not answer learns that (`Done(None)`), and the next group (at
+/// most `cap` of the requests waiting, taken under the queue's lock so no
+/// request is in two groups) passes to its first request; with none
+/// waiting, the leader's place is freed.
 struct Handover<'a, J, R> {
     group: &'a GroupCommit<J, R>,
-    taken: Vec<Arc<Slot<R>>>,
+    taken: Vec<Arc<Slot<J, R>>>,
 }
 
 impl<J, R> Drop for Handover<'_, J, R> {
@@ -153,44 +169,15 @@ impl<J, R> Drop for Handover<'_, J, R> {
             s.set(Wake::Done(None));
         }
         let mut q = lock(&self.group.queue);
-        match q.pending.front() {
-            Some((_, next)) => next.set(Wake::Lead),
-            None => q.leader = false,
+        let n = q.pending.len().min(self.group.cap);
+        if n == 0 {
+            q.leaders -= 1;
+            return;
         }
-    }
-}
-
-/// At most `n` holders at once: bounds the CPU-heavy part of requests
-/// (opening and verifying uploads) to the cores given to it, so the
-/// commit leader is not starved by more verifications than cores.
-pub(crate) struct Permits {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-pub(crate) struct Permit<'a>(&'a Permits);
-
-impl Permits {
-    pub(crate) fn new(n: usize) -> Self {
-        Permits {
-            free: Mutex::new(n.max(1)),
-            cv: Condvar::new(),
-        }
-    }
-    pub(crate) fn take(&self) -> Permit<'_> {
-        let mut free = lock(&self.free);
-        while *free == 0 {
-            free = self.cv.wait(free).unwrap_or_else(PoisonError::into_inner);
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.cv.notify_one();
+        let next: Jobs<J, R> = q.pending.drain(..n).collect();
+        drop(q);
+        let first = next[0].1.clone();
+        first.set(Wake::Lead(next));
     }
 }
 
@@ -284,24 +271,34 @@ mod tests {
     }
 
     #[test]
-    fn permits_bound_concurrent_holders() {
-        let p = Permits::new(2);
-        let inside = AtomicUsize::new(0);
+    fn at_most_leaders_max_groups_run_at_once_and_each_request_is_answered() {
+        let g = GroupCommit::<u32, u32>::with_leaders(4, 2);
+        let running = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
+        let largest = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            for _ in 0..6 {
-                s.spawn(|| {
-                    for _ in 0..50 {
-                        let _permit = p.take();
-                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(n, Ordering::SeqCst);
-                        std::thread::yield_now();
-                        inside.fetch_sub(1, Ordering::SeqCst);
+            for t in 0..6u32 {
+                let (g, running, most, largest) = (&g, &running, &most, &largest);
+                s.spawn(move || {
+                    for i in 0..100u32 {
+                        let job = t * 1000 + i;
+                        let r = g.submit(job, |jobs| {
+                            assert!(jobs.len() <= 4, "the cap holds");
+                            let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(n, Ordering::SeqCst);
+                            largest.fetch_max(jobs.len(), Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(30));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            jobs.iter().map(|j| j + 1).collect()
+                        });
+                        assert_eq!(r, Some(job + 1), "each request its own answer");
                     }
                 });
             }
         });
-        assert!(most.load(Ordering::SeqCst) <= 2);
-        assert_eq!(*lock(&p.free), 2, "every permit came back");
+        assert!(most.load(Ordering::SeqCst) <= 2, "two leaders at most");
+        assert!(largest.load(Ordering::SeqCst) > 1, "requests were grouped");
+        assert_eq!(lock(&g.queue).leaders, 0, "every leader's place was freed");
+        assert!(lock(&g.queue).pending.is_empty());
     }
 }

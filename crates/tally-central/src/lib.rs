@@ -17,7 +17,7 @@ pub mod custody;
 pub mod db;
 pub mod error;
 pub mod escrow;
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 pub mod fuzzing;
 mod group;
 pub mod keys;

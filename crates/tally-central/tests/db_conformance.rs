@@ -548,6 +548,82 @@ fn legacy_seeds_are_read_back(s: &Store) {
     });
 }
 
+/// The group commit's one-statement forms: answers, outbox rows and
+/// waiting deliveries of many requests at once, each as its one-request
+/// form reads or writes it.
+fn batched_replies_outbox_and_deliveries(s: &Store) {
+    run(s, |tx| {
+        assert!(tx.stored_replies(&[h(1), h(2)])?.is_empty());
+        tx.insert_replies(&[(h(1), b"one".to_vec()), (h(2), b"two".to_vec())])?;
+        tx.insert_replies(&[])?;
+        let found = tx.stored_replies(&[h(2), h(3), h(1), h(2)])?;
+        assert_eq!(found.len(), 2);
+        assert_eq!(found.get(&h(1)), Some(&b"one".to_vec()));
+        assert_eq!(found.get(&h(2)), Some(&b"two".to_vec()));
+        assert_eq!(tx.stored_reply(&h(2))?, Some(b"two".to_vec()));
+
+        tx.insert_outboxes(&[(h(5), b"five".to_vec()), (h(4), b"four".to_vec())], 7)?;
+        tx.insert_outboxes(&[], 7)?;
+        assert!(tx.outbox_has(&h(4))? && tx.outbox_has(&h(5))?);
+        assert_eq!(
+            tx.outbox_rows(64)?
+                .iter()
+                .map(|r| (r.op.clone(), r.body.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (h(4).0.to_vec(), b"four".to_vec()),
+                (h(5).0.to_vec(), b"five".to_vec())
+            ]
+        );
+
+        // Mailbox 10 at DCP 1: 70 waiting, one delivered; mailbox 11 at
+        // DCPs 1 and 2; mailbox 12 empty.
+        for i in 0..70u8 {
+            let mut tid = Hash32([0xE0; 32]);
+            tid.0[1] = 69 - i;
+            tx.insert_mailbox(&NewMailboxEntry {
+                transfer_id: &tid,
+                mailbox: &h(10),
+                amount: i64::from(i),
+                refund: false,
+                dcp: 1,
+            })?;
+        }
+        let mut delivered = Hash32([0xE0; 32]);
+        delivered.0[1] = 0;
+        tx.set_delivered(&delivered, b"issue")?;
+        for (n, dcp) in [(1u8, 1i64), (2, 2), (3, 1)] {
+            tx.insert_mailbox(&NewMailboxEntry {
+                transfer_id: &Hash32([0xF0 + n; 32]),
+                mailbox: &h(11),
+                amount: 5,
+                refund: true,
+                dcp,
+            })?;
+        }
+        let asked = [(h(10), 1), (h(11), 1), (h(11), 2), (h(12), 1), (h(10), 2)];
+        let all = tx.waiting_deliveries_of(&asked)?;
+        for (m, dcp) in asked {
+            let one = tx.waiting_deliveries(&m, dcp)?;
+            assert_eq!(
+                all.get(&(m, dcp)).cloned().unwrap_or_default(),
+                one,
+                "mailbox {m:?} at DCP {dcp}"
+            );
+        }
+        assert_eq!(all.get(&(h(10), 1)).map(Vec::len), Some(64));
+        assert!(!all.contains_key(&(h(12), 1)) && !all.contains_key(&(h(10), 2)));
+        assert!(tx.waiting_deliveries_of(&[])?.is_empty());
+        Ok(())
+    });
+    let e = fails(s, |tx| {
+        tx.insert_replies(&[(h(3), b"x".to_vec()), (h(1), b"again".to_vec())])
+    });
+    assert!(is_constraint(&e), "an op is answered once: {e:?}");
+    let e = fails(s, |tx| tx.insert_outboxes(&[(h(4), b"again".to_vec())], 8));
+    assert!(is_constraint(&e), "an outbox op is queued once: {e:?}");
+}
+
 conformance!(
     epoch_starts_at_one_and_advances,
     documents_round_trip,
@@ -559,6 +635,7 @@ conformance!(
     mailbox_entries_and_deliveries,
     uploads_reports_and_recoveries,
     batched_escrows_uploads_and_closed_requests,
+    batched_replies_outbox_and_deliveries,
     pinned_keys_are_first_come,
 );
 

@@ -705,13 +705,17 @@ fn pure_batch_rate(threads: usize, duration: Duration) -> f64 {
 enum Shape {
     OneHop,
     EightHop,
+    /// A one-hop package with confidential amounts (issue 12): its Issue
+    /// and transfer commit to their values and carry audit seals to
+    /// settlement's key; measured on the server's path only.
+    Confidential,
 }
 
 impl Shape {
     /// Ancestry records of one package.
     fn ancestry(self) -> usize {
         match self {
-            Shape::OneHop => 1,
+            Shape::OneHop | Shape::Confidential => 1,
             Shape::EightHop => 8,
         }
     }
@@ -719,12 +723,14 @@ impl Shape {
         match self {
             Shape::OneHop => "one hop (2 records)",
             Shape::EightHop => "eight hops (9 records)",
+            Shape::Confidential => "confidential one hop (2 records)",
         }
     }
     fn label(self) -> &'static str {
         match self {
             Shape::OneHop => "one-hop",
             Shape::EightHop => "eight-hop",
+            Shape::Confidential => "confidential-one-hop",
         }
     }
 }
@@ -885,9 +891,94 @@ fn renewal_package(scheme: &Scheme, shape: Shape, n: usize) -> (Package, Issue) 
     )
 }
 
+/// What confidential packages are made with: the range generators of the
+/// bench central bank's confidential policy and its audit key.
+struct ConfidentialSetup {
+    gens: tally_core::confidential::RangeGens,
+    bits: tally_core::confidential::RangeBits,
+    audit_key: [u8; 32],
+}
+
+fn confidential_setup() -> ConfidentialSetup {
+    use tally_core::confidential::{RANGE_OUTPUTS_MAX, RangeBits, RangeGens};
+    let policy = Store::sqlite_memory()
+        .map_err(Failure::from)
+        .and_then(|s| bench_central(s, &Scheme::new(Suite::Ed25519)))
+        .and_then(|b| b.use_confidential_amounts().map_err(central_failure))
+        .unwrap_or_else(|e| panic!("the bench's confidential policy: {e}"));
+    let bits = RangeBits::for_bound(policy.holding_bound());
+    ConfidentialSetup {
+        gens: RangeGens::new(bits, RANGE_OUTPUTS_MAX)
+            .unwrap_or_else(|e| panic!("range generators: {e:?}")),
+        bits,
+        audit_key: bench_opening_key().public(),
+    }
+}
+
+/// Confidential package `n`: an Issue of [`TOKEN_VALUE`] to a fresh
+/// certified key, then the whole value to the DCP key, both committed
+/// and sealed to settlement's audit key.
+fn confidential_package(scheme: &Scheme, c: &ConfidentialSetup, n: usize) -> (Package, Issue) {
+    use tally_core::confidential_record::{NewOutput, build_transfer, sign_issue};
+    let k = key(Suite::Ed25519, format!("bench/confidential/{n}").as_bytes());
+    let mut rng = tally_core::testkit::TestEntropy::new(format!("bench/c/{n}").as_bytes());
+    let value = Amount(TOKEN_VALUE);
+    let (issue, openings) = tally_core::crypto::infallible(sign_issue(
+        &scheme.dcp,
+        &c.audit_key,
+        n as u64 + 1,
+        scheme.epoch + 20,
+        &[NewOutput {
+            owner: k.public(),
+            value,
+        }],
+        &mut rng,
+    ))
+    .unwrap_or_else(|e| panic!("confidential Issue: {e:?}"));
+    let mut nonce = [0u8; 16];
+    nonce.copy_from_slice(
+        &tagged_hash(b"tally/v1/bench-cnonce", &[&(n as u64).to_be_bytes()]).0[..16],
+    );
+    let built = build_transfer(
+        &c.gens,
+        &c.audit_key,
+        &[(
+            OutPoint {
+                record: issue.id(),
+                index: 0,
+            },
+            k.public(),
+            openings[0].clone(),
+        )],
+        &[NewOutput {
+            owner: scheme.dcp.public(),
+            value,
+        }],
+        nonce,
+        1,
+        &|pk| (*pk == k.public()).then(|| k.clone()),
+        &mut rng,
+    )
+    .unwrap_or_else(|e| panic!("confidential transfer: {e:?}"));
+    (
+        Package {
+            transfer: built.transfer,
+            ancestry: vec![Record::Issue(issue.clone().without_openings())],
+            certificates: vec![scheme.certify(k.public(), PHONE, 0)],
+        },
+        issue,
+    )
+}
+
 fn prepare(scheme: &Scheme, shape: Shape, records: usize) -> Prepared {
     let per_package = shape.ancestry() + 1;
-    let count = records.div_ceil(per_package).max(2);
+    let mut count = records.div_ceil(per_package).max(2);
+    // A confidential PAY costs milliseconds to prove: a tenth of the
+    // records is enough for a rate.
+    let confidential = (shape == Shape::Confidential).then(confidential_setup);
+    if confidential.is_some() {
+        count = (count / 10).max(2);
+    }
     progress(&format!(
         "preparing {count} {} renewal packages",
         shape.label()
@@ -897,13 +988,17 @@ fn prepare(scheme: &Scheme, shape: Shape, records: usize) -> Prepared {
         .unwrap_or(1)
         .clamp(1, 8);
     let per_worker = count.div_ceil(workers);
+    let confidential = confidential.as_ref();
     let parts: Vec<Vec<(Vec<u8>, Issue)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 s.spawn(move || {
                     (w * per_worker..((w + 1) * per_worker).min(count))
                         .map(|n| {
-                            let (p, i) = renewal_package(scheme, shape, n);
+                            let (p, i) = match confidential {
+                                Some(c) => confidential_package(scheme, c, n),
+                                None => renewal_package(scheme, shape, n),
+                            };
                             (p.to_cbor(), i)
                         })
                         .collect()
@@ -926,19 +1021,42 @@ fn prepare(scheme: &Scheme, shape: Shape, records: usize) -> Prepared {
 /// What a DCP load did before these tokens reached settlement: every
 /// Issue registered, its value minted and moved into the offline float.
 fn book_issues(store: &Store, issues: &[Issue]) -> Result<(), Failure> {
+    let confidential_bits = issues
+        .iter()
+        .any(|i| i.confidential.is_some())
+        .then(|| confidential_setup().bits);
     store.transact(|tx| {
         Ledger::ensure_account(tx, DCP_ACCOUNT, AccountKind::DcpSettlement)?;
         Ok::<_, Failure>(())
     })?;
     for (c, chunk) in issues.chunks(SETUP_TX_ISSUES_MAX).enumerate() {
+        // A confidential Issue's value is what its audit seal opens to.
+        let audited: Vec<Option<tally_core::confidential_record::AuditedIssue>> = chunk
+            .iter()
+            .map(|i| {
+                i.confidential.as_ref().map(|_| {
+                    i.open_audit(
+                        &bench_opening_key(),
+                        confidential_bits.unwrap_or_else(|| panic!("range bits")),
+                    )
+                    .unwrap_or_else(|e| panic!("bench audit seal: {e:?}"))
+                })
+            })
+            .collect();
         let value: u64 = chunk
             .iter()
-            .flat_map(|i| i.outputs.iter())
-            .map(|o| o.value.0)
+            .zip(&audited)
+            .map(|(i, a)| match a {
+                Some(a) => a.value().0,
+                None => i.outputs.iter().map(|o| o.value.0).sum(),
+            })
             .sum();
         store.transact(|tx| {
-            for i in chunk {
-                Settlement::register_issue(tx, DCP_ID, i)?;
+            for (i, a) in chunk.iter().zip(&audited) {
+                match a {
+                    Some(a) => Settlement::register_audited_issue(tx, DCP_ID, a)?,
+                    None => Settlement::register_issue(tx, DCP_ID, i)?,
+                }
             }
             Ledger::mint(tx, &format!("bench-mint:{c}"), DCP_ACCOUNT, value)?;
             Ledger::transfer(
@@ -1486,6 +1604,9 @@ fn central_sync(
 ) -> Result<(f64, WorkerTally), Failure> {
     use tally_core::dcp::{SyncUpload, reports_digest};
     let bank = bench_central(db.reopen()?, scheme)?;
+    if prepared.shape == Shape::Confidential {
+        bank.use_confidential_amounts().map_err(central_failure)?;
+    }
     // Signature checks per package, counted as the other rows count them
     // (a fresh certificate cache; every package has its own certificates).
     let (trust, params) = bank.settlement_verifier().map_err(central_failure)?;
@@ -1712,7 +1833,16 @@ fn settlement(
 ) -> Result<(), CliError> {
     let scheme = Scheme::new(Suite::Ed25519);
     let rounds = opts.rounds;
-    for shape in [Shape::OneHop, Shape::EightHop] {
+    for shape in [Shape::OneHop, Shape::EightHop, Shape::Confidential] {
+        let confidential = shape == Shape::Confidential;
+        if confidential
+            && opts
+                .only
+                .as_deref()
+                .is_some_and(|o| !Placement::CentralSync.name().contains(o))
+        {
+            continue;
+        }
         let prepared = prepare(&scheme, shape, opts.records);
         for threads in [1, 2] {
             for placement in [
@@ -1727,6 +1857,7 @@ fn settlement(
                     .only
                     .as_deref()
                     .is_some_and(|o| !placement.name().contains(o))
+                    || (confidential && placement != Placement::CentralSync)
                 {
                     continue;
                 }

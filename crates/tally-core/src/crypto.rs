@@ -10,6 +10,8 @@
 //! docs/decisions/0002-cofactored-ed25519.md. The group arithmetic is
 //! curve25519-dalek's; nothing here implements field or curve operations.
 
+use alloc::collections::BTreeMap;
+use alloc::collections::btree_map::Entry;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -447,8 +449,16 @@ struct EdParts {
     a: EdwardsPoint,
 }
 
-fn ed25519_parts(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<EdParts, SigError> {
-    let a = ed25519_point(key)?;
+fn ed25519_parts(
+    key: &PublicKey,
+    point: Option<&EdwardsPoint>,
+    msg: &[u8],
+    sig: &Signature,
+) -> Result<EdParts, SigError> {
+    let a = match point {
+        Some(a) => *a,
+        None => ed25519_point(key)?,
+    };
     let mut rb = [0u8; 32];
     rb.copy_from_slice(&sig.bytes[..32]);
     let mut sb = [0u8; 32];
@@ -480,22 +490,64 @@ fn verify_p256(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), SigEr
 
 /// Checks that `key` is usable (a valid, not small-order point).
 pub fn check_key(key: &PublicKey) -> Result<(), SigError> {
-    match key.suite {
-        Suite::Ed25519 => ed25519_point(key).map(|_| ()),
-        Suite::EcdsaP256Sha256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(key.key_bytes())
-            .map(|_| ())
-            .map_err(|_| SigError::BadKey),
+    CheckedKey::new(key).map(|_| ())
+}
+
+/// A key that passed [`check_key`], kept with its decompressed curve point
+/// (Ed25519), so that the signatures checked under it ([`KeyedSigCheck`])
+/// do not decompress it again. Verification with it accepts exactly what
+/// verification with the bare key accepts. Larger than a [`PublicKey`]
+/// (the point is 160 bytes): for a verifier with memory to spare
+/// (settlement), not for a device.
+#[derive(Clone, Copy)]
+pub struct CheckedKey {
+    key: PublicKey,
+    /// The Ed25519 point; `None` for P-256 (its library parses per check).
+    point: Option<EdwardsPoint>,
+}
+
+impl CheckedKey {
+    /// [`check_key`], keeping the point.
+    pub fn new(key: &PublicKey) -> Result<CheckedKey, SigError> {
+        let point = match key.suite {
+            Suite::Ed25519 => Some(ed25519_point(key)?),
+            Suite::EcdsaP256Sha256 => {
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(key.key_bytes())
+                    .map_err(|_| SigError::BadKey)?;
+                None
+            }
+        };
+        Ok(CheckedKey { key: *key, point })
+    }
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for CheckedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CheckedKey").field(&self.key).finish()
     }
 }
 
 /// Verifies one signature.
 pub fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), SigError> {
+    verify_at(key, None, msg, sig)
+}
+
+/// [`verify`] with the key's point when it is known already.
+fn verify_at(
+    key: &PublicKey,
+    point: Option<&EdwardsPoint>,
+    msg: &[u8],
+    sig: &Signature,
+) -> Result<(), SigError> {
     if key.suite != sig.suite {
         return Err(SigError::SuiteMismatch);
     }
     match key.suite {
         Suite::Ed25519 => {
-            let p = ed25519_parts(key, msg, sig)?;
+            let p = ed25519_parts(key, point, msg, sig)?;
             // R' = s·B − k·A ; accept iff [8](R' − R) is the identity.
             let r2 = EdwardsPoint::vartime_double_scalar_mul_basepoint(&(-p.k), &p.a, &p.s);
             if (r2 - p.r).mul_by_cofactor().is_identity() {
@@ -513,6 +565,55 @@ pub struct SigCheck<'a> {
     pub key: &'a PublicKey,
     pub msg: &'a [u8],
     pub sig: &'a Signature,
+}
+
+/// One signature to check under a [`CheckedKey`].
+pub struct KeyedSigCheck<'a> {
+    pub key: &'a CheckedKey,
+    pub msg: &'a [u8],
+    pub sig: &'a Signature,
+}
+
+/// What the batch verifier needs of one check, with or without the key's
+/// point.
+trait Check {
+    fn key(&self) -> &PublicKey;
+    fn point(&self) -> Option<&EdwardsPoint>;
+    fn msg(&self) -> &[u8];
+    fn sig(&self) -> &Signature;
+    fn verify(&self) -> Result<(), SigError> {
+        verify_at(self.key(), self.point(), self.msg(), self.sig())
+    }
+}
+
+impl Check for SigCheck<'_> {
+    fn key(&self) -> &PublicKey {
+        self.key
+    }
+    fn point(&self) -> Option<&EdwardsPoint> {
+        None
+    }
+    fn msg(&self) -> &[u8] {
+        self.msg
+    }
+    fn sig(&self) -> &Signature {
+        self.sig
+    }
+}
+
+impl Check for KeyedSigCheck<'_> {
+    fn key(&self) -> &PublicKey {
+        &self.key.key
+    }
+    fn point(&self) -> Option<&EdwardsPoint> {
+        self.key.point.as_ref()
+    }
+    fn msg(&self) -> &[u8] {
+        self.msg
+    }
+    fn sig(&self) -> &Signature {
+        self.sig
+    }
 }
 
 /// Verifies many signatures. Ed25519 signatures are checked together with
@@ -537,19 +638,33 @@ pub fn verify_many_bounded(
     checks: &[SigCheck<'_>],
     batch_max: usize,
 ) -> Result<(), (usize, SigError)> {
+    verify_many_inner(checks, batch_max)
+}
+
+/// [`verify_many_bounded`] under keys checked before: no key is
+/// decompressed again. Accepts exactly what [`verify_many_bounded`]
+/// accepts for the same keys, messages and signatures.
+pub fn verify_many_keyed_bounded(
+    checks: &[KeyedSigCheck<'_>],
+    batch_max: usize,
+) -> Result<(), (usize, SigError)> {
+    verify_many_inner(checks, batch_max)
+}
+
+fn verify_many_inner<C: Check>(checks: &[C], batch_max: usize) -> Result<(), (usize, SigError)> {
     let mut ed = Vec::new();
     for (i, c) in checks.iter().enumerate() {
-        if c.key.suite != c.sig.suite {
+        if c.key().suite != c.sig().suite {
             return Err((i, SigError::SuiteMismatch));
         }
-        match c.key.suite {
+        match c.key().suite {
             Suite::Ed25519 => ed.push(i),
-            Suite::EcdsaP256Sha256 => verify_p256(c.key, c.msg, c.sig).map_err(|e| (i, e))?,
+            Suite::EcdsaP256Sha256 => verify_p256(c.key(), c.msg(), c.sig()).map_err(|e| (i, e))?,
         }
     }
     for chunk in ed.chunks(batch_max.max(1)) {
         match chunk {
-            [i] => verify(checks[*i].key, checks[*i].msg, checks[*i].sig).map_err(|e| (*i, e))?,
+            [i] => checks[*i].verify().map_err(|e| (*i, e))?,
             _ => verify_ed25519_batch(checks, chunk)?,
         }
     }
@@ -560,12 +675,11 @@ pub fn verify_many_bounded(
 /// inlined: its frame is large and a caller checking one by one does not
 /// need it on the stack.
 #[inline(never)]
-fn verify_ed25519_batch(checks: &[SigCheck<'_>], ed: &[usize]) -> Result<(), (usize, SigError)> {
+fn verify_ed25519_batch<C: Check>(checks: &[C], ed: &[usize]) -> Result<(), (usize, SigError)> {
     match ed.len() {
         0 => return Ok(()),
         1 => {
-            return verify(checks[ed[0]].key, checks[ed[0]].msg, checks[ed[0]].sig)
-                .map_err(|e| (ed[0], e));
+            return checks[ed[0]].verify().map_err(|e| (ed[0], e));
         }
         _ => {}
     }
@@ -574,17 +688,21 @@ fn verify_ed25519_batch(checks: &[SigCheck<'_>], ed: &[usize]) -> Result<(), (us
     transcript.update(b"tally/v1/ed25519-batch");
     for &i in ed {
         let c = &checks[i];
-        parts.push(ed25519_parts(c.key, c.msg, c.sig).map_err(|e| (i, e))?);
-        transcript.update(c.key.key_bytes());
-        transcript.update(c.sig.bytes);
-        transcript.update((c.msg.len() as u64).to_le_bytes());
-        transcript.update(c.msg);
+        parts.push(ed25519_parts(c.key(), c.point(), c.msg(), c.sig()).map_err(|e| (i, e))?);
+        transcript.update(c.key().key_bytes());
+        transcript.update(c.sig().bytes);
+        transcript.update((c.msg().len() as u64).to_le_bytes());
+        transcript.update(c.msg());
     }
     let seed: [u8; 64] = transcript.finalize().into();
     let mut scalars = Vec::with_capacity(2 * parts.len() + 1);
     let mut points = Vec::with_capacity(2 * parts.len() + 1);
     let mut b_coeff = Scalar::ZERO;
-    for (j, p) in parts.iter().enumerate() {
+    // A key that signs several of the batch's messages (a DCP's: its
+    // Issues and certificates) is one term of the sum, its coefficients
+    // added: Σ c_j·A = (Σ c_j)·A, the same equation with fewer points.
+    let mut key_term: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for (j, (p, &i)) in parts.iter().zip(ed).enumerate() {
         // z_j: 128-bit coefficient from the transcript, unknown to a signer
         // before all signatures are fixed.
         let mut h = Sha512::new();
@@ -597,8 +715,15 @@ fn verify_ed25519_batch(checks: &[SigCheck<'_>], ed: &[usize]) -> Result<(), (us
         b_coeff += z * p.s;
         scalars.push(-z);
         points.push(p.r);
-        scalars.push(-(z * p.k));
-        points.push(p.a);
+        let c = -(z * p.k);
+        match key_term.entry(checks[i].key().key_bytes()) {
+            Entry::Occupied(t) => scalars[*t.get()] += c,
+            Entry::Vacant(t) => {
+                t.insert(points.len());
+                scalars.push(c);
+                points.push(p.a);
+            }
+        }
     }
     scalars.push(b_coeff);
     points.push(ED25519_BASEPOINT_POINT);
@@ -607,7 +732,7 @@ fn verify_ed25519_batch(checks: &[SigCheck<'_>], ed: &[usize]) -> Result<(), (us
         return Ok(());
     }
     for &i in ed {
-        verify(checks[i].key, checks[i].msg, checks[i].sig).map_err(|e| (i, e))?;
+        checks[i].verify().map_err(|e| (i, e))?;
     }
     // The batch failed but every single check passed: cannot happen for the
     // cofactored equation except with negligible probability; refuse.
@@ -668,6 +793,105 @@ mod tests {
         );
         assert_eq!(verify(&pk, &[0x72], &sig), Ok(()));
         assert_eq!(verify(&pk, &[0x73], &sig), Err(SigError::BadSignature));
+    }
+
+    /// A key signing several messages of one batch is one term of the
+    /// batch equation: a forgery under it is still found, whichever of
+    /// its messages it is, and under a key used once as well.
+    #[test]
+    fn a_key_shared_by_several_signatures_of_a_batch_still_catches_a_forgery() {
+        let shared = SecretKey::from_seed(Suite::Ed25519, &[61; 32]).unwrap();
+        let others: Vec<SecretKey> = (0..4u8)
+            .map(|i| SecretKey::from_seed(Suite::Ed25519, &[70 + i; 32]).unwrap())
+            .collect();
+        // Signers: shared, other 0, shared, other 1, shared, other 2, shared, other 3.
+        let signer = |i: usize| {
+            if i.is_multiple_of(2) {
+                &shared
+            } else {
+                &others[i / 2]
+            }
+        };
+        let msgs: Vec<[u8; 32]> = (0..8u8).map(|i| [i ^ 0x5a; 32]).collect();
+        let pubs: Vec<PublicKey> = (0..8).map(|i| signer(i).public()).collect();
+        let good: Vec<Signature> = (0..8).map(|i| signer(i).sign(&msgs[i])).collect();
+        let run = |sigs: &[Signature]| {
+            let checks: Vec<SigCheck<'_>> = (0..8)
+                .map(|i| SigCheck {
+                    key: &pubs[i],
+                    msg: &msgs[i],
+                    sig: &sigs[i],
+                })
+                .collect();
+            verify_many(&checks)
+        };
+        assert_eq!(run(&good), Ok(()));
+        for forged in 0..8 {
+            let mut sigs = good.clone();
+            // A valid signature, but of another message.
+            sigs[forged] = signer(forged).sign(b"another message");
+            assert_eq!(run(&sigs), Err((forged, SigError::BadSignature)));
+        }
+        // Two signatures under the shared key swapped: each is valid for
+        // the other's message, so the sum of their terms must not hide it.
+        let mut sigs = good.clone();
+        sigs.swap(0, 2);
+        assert_eq!(run(&sigs), Err((0, SigError::BadSignature)));
+    }
+
+    /// Checks under keys checked before accept and refuse exactly what
+    /// the same checks under the bare keys do, with the same index.
+    #[test]
+    fn keyed_checks_agree_with_bare_ones() {
+        let keys: Vec<SecretKey> = (0..6u8)
+            .map(|i| SecretKey::from_seed(Suite::Ed25519, &[i + 40; 32]).unwrap())
+            .collect();
+        let msgs: Vec<[u8; 32]> = (0..6u8).map(|i| [i; 32]).collect();
+        let mut sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let pubs: Vec<PublicKey> = keys.iter().map(|k| k.public()).collect();
+        let checked: Vec<CheckedKey> = pubs.iter().map(|k| CheckedKey::new(k).unwrap()).collect();
+        for round in 0..2 {
+            let bare: Vec<SigCheck<'_>> = (0..6)
+                .map(|i| SigCheck {
+                    key: &pubs[i],
+                    msg: &msgs[i],
+                    sig: &sigs[i],
+                })
+                .collect();
+            let keyed: Vec<KeyedSigCheck<'_>> = (0..6)
+                .map(|i| KeyedSigCheck {
+                    key: &checked[i],
+                    msg: &msgs[i],
+                    sig: &sigs[i],
+                })
+                .collect();
+            for batch_max in [1, 4, usize::MAX] {
+                let b = verify_many_bounded(&bare, batch_max);
+                assert_eq!(verify_many_keyed_bounded(&keyed, batch_max), b);
+                assert_eq!(b.is_ok(), round == 0);
+            }
+            // Round 1: signature 3 signed another message.
+            sigs[3] = keys[3].sign(b"another message");
+        }
+        assert_eq!(
+            verify_many_keyed_bounded(
+                &(0..6)
+                    .map(|i| KeyedSigCheck {
+                        key: &checked[i],
+                        msg: &msgs[i],
+                        sig: &sigs[i],
+                    })
+                    .collect::<Vec<_>>(),
+                usize::MAX
+            ),
+            Err((3, SigError::BadSignature))
+        );
+        // A small-order key is refused when checked, as by `check_key`.
+        let mut y = [0u8; 32];
+        y[0] = 1;
+        let identity = PublicKey::new(Suite::Ed25519, &y).unwrap();
+        assert_eq!(CheckedKey::new(&identity).err(), Some(SigError::BadKey));
+        assert_eq!(check_key(&identity), Err(SigError::BadKey));
     }
 
     #[test]

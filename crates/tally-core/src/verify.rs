@@ -15,7 +15,8 @@ use crate::amount::{Amount, Epoch};
 use crate::cert::{DcpCertificate, PseudonymCertificate, role};
 use crate::codec::{Cbor, CodecError};
 use crate::crypto::{
-    Hash32, PublicKey, SigCheck, SigError, check_key, verify, verify_many_bounded,
+    CheckedKey, Hash32, KeyedSigCheck, PublicKey, SigCheck, SigError, check_key, verify,
+    verify_many_bounded, verify_many_keyed_bounded,
 };
 use crate::policy::{Policy, RevocationList};
 use crate::protocol::Package;
@@ -755,9 +756,32 @@ pub fn verify_packages_for_settlement(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Vec<Result<VerifiedPackage, VerifyError>> {
-    #[allow(unused_mut)]
-    let mut checked: Vec<Result<Checked, VerifyError>> = pkgs
+    verify_package_groups_for_settlement(alloc::vec![pkgs], trust, params, cache)
         .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// [`verify_packages_for_settlement`] for groups of packages (settlement's
+/// uploads, one group per request), with the same answer for each package
+/// as [`verify_package_for_settlement`] would give it: the signatures of
+/// every group in one batch; if that batch fails, each group's in a batch
+/// of its own, and the packages of a group that fails then one by one. So
+/// a bad group costs the good ones a second signature check but never
+/// decides their results, and within a group one bad package never
+/// decides another's. Every key is decompressed once per call: the
+/// pseudonym keys by their V7 check, the DCP keys on their first use.
+pub fn verify_package_groups_for_settlement(
+    groups: Vec<Vec<Package>>,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+) -> Vec<Vec<Result<VerifiedPackage, VerifyError>>> {
+    let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+    #[allow(unused_mut)]
+    let mut checked: Vec<Result<Checked, VerifyError>> = groups
+        .into_iter()
+        .flatten()
         .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache, true))
         .collect();
     // C3: every range proof of the call in one batch (one multiscalar
@@ -780,24 +804,87 @@ pub fn verify_packages_for_settlement(
             }
         }
     }
-    let joint_ok = {
-        let all: Vec<SigCheck<'_>> = checked
-            .iter()
-            .flatten()
-            .flat_map(|c| c.sig_checks())
-            .collect();
-        verify_many_bounded(&all, params.signature_batch_max).is_ok()
-    };
-    checked
-        .into_iter()
-        .map(|c| {
-            let c = c?;
-            if !joint_ok {
-                c.verify_signatures(params.signature_batch_max)?;
+    let keys = KeyTable::of(&checked);
+    let batch_max = params.signature_batch_max;
+    // V8: which packages' signatures are known good from a batch.
+    let mut good = alloc::vec![keys.verify(checked.iter().flatten(), batch_max); checked.len()];
+    if !good.first().copied().unwrap_or(true) && sizes.len() > 1 {
+        let mut start = 0;
+        for &n in &sizes {
+            let group = start..start + n;
+            start += n;
+            if n > 1 && keys.verify(checked[group.clone()].iter().flatten(), batch_max) {
+                good[group].iter_mut().for_each(|g| *g = true);
             }
-            Ok(c.into_verified(cache))
-        })
+        }
+    }
+    let mut results = checked.into_iter().zip(good).map(|(c, good)| {
+        let c = c?;
+        if !good {
+            c.verify_signatures_with(Some(&keys), batch_max)?;
+        }
+        Ok(c.into_verified(cache))
+    });
+    sizes
+        .iter()
+        .map(|&n| results.by_ref().take(n).collect())
         .collect()
+}
+
+/// The keys of a settlement call's signature checks, each decompressed
+/// once ([`CheckedKey`]).
+struct KeyTable(BTreeMap<PublicKey, CheckedKey>);
+
+impl KeyTable {
+    /// The pseudonym keys V7 checked, then every other key of the checks
+    /// (the DCPs'); a key that is not a usable point is left out, so the
+    /// checks under it take the bare key's path (and its error).
+    fn of(checked: &[Result<Checked, VerifyError>]) -> KeyTable {
+        let mut t = BTreeMap::new();
+        for c in checked.iter().flatten() {
+            for k in &c.checked_keys {
+                t.insert(*k.key(), *k);
+            }
+        }
+        for c in checked.iter().flatten() {
+            for (k, ..) in &c.checks {
+                if !t.contains_key(k)
+                    && let Ok(ck) = CheckedKey::new(k)
+                {
+                    t.insert(*k, ck);
+                }
+            }
+        }
+        KeyTable(t)
+    }
+
+    /// The checks of `checked` under their keys of this table; `None`
+    /// when one of the keys is not in it.
+    fn keyed<'a>(&'a self, checked: &'a Checked) -> Option<Vec<KeyedSigCheck<'a>>> {
+        checked
+            .checks
+            .iter()
+            .map(|(k, m, s, _)| {
+                Some(KeyedSigCheck {
+                    key: self.0.get(k)?,
+                    msg: &m.0,
+                    sig: s,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether every signature of `checked` verifies, in one batch.
+    fn verify<'a>(&'a self, checked: impl Iterator<Item = &'a Checked>, batch_max: usize) -> bool {
+        let mut all = Vec::new();
+        for c in checked {
+            match self.keyed(c) {
+                Some(k) => all.extend(k),
+                None => return false,
+            }
+        }
+        verify_many_keyed_bounded(&all, batch_max).is_ok()
+    }
 }
 
 /// Decodes and verifies a package for a payee.
@@ -867,6 +954,9 @@ struct Checked {
     /// Certificates whose signatures are among `checks` (cache them once
     /// those verified).
     new_cert_ids: Vec<Hash32>,
+    /// Settlement only: the certified keys as V7 checked them, kept for
+    /// V8 (a device's verifier keeps only the bare keys: less memory).
+    checked_keys: Vec<CheckedKey>,
     #[cfg(feature = "confidential")]
     payee_opening: Option<crate::confidential::Opening>,
     /// Range proofs left for the caller to batch (settlement's many
@@ -893,8 +983,24 @@ impl Checked {
 
     /// V8: every signature, in batches of at most `batch_max`.
     fn verify_signatures(&self, batch_max: usize) -> Result<(), VerifyError> {
-        let sig_checks: Vec<SigCheck<'_>> = self.sig_checks().collect();
-        verify_many_bounded(&sig_checks, batch_max).map_err(|(i, e)| match (e, &self.checks[i].3) {
+        self.verify_signatures_with(None, batch_max)
+    }
+
+    /// [`Checked::verify_signatures`] under the keys of `keys` when it has
+    /// them all (same answer, no key decompressed again).
+    fn verify_signatures_with(
+        &self,
+        keys: Option<&KeyTable>,
+        batch_max: usize,
+    ) -> Result<(), VerifyError> {
+        let r = match keys.and_then(|t| t.keyed(self)) {
+            Some(keyed) => verify_many_keyed_bounded(&keyed, batch_max),
+            None => {
+                let sig_checks: Vec<SigCheck<'_>> = self.sig_checks().collect();
+                verify_many_bounded(&sig_checks, batch_max)
+            }
+        };
+        r.map_err(|(i, e)| match (e, &self.checks[i].3) {
             (SigError::SuiteMismatch, _) => VerifyError::SuiteMismatch,
             (SigError::BadKey, _) => VerifyError::BadKey,
             (_, Pending::Cert) => VerifyError::BadCertificateSignature,
@@ -1166,6 +1272,7 @@ fn check_all_but_signatures(
         .chain(core::iter::once(transfer_id))
         .collect();
     let mut new_cert_ids: Vec<Hash32> = Vec::new();
+    let mut checked_keys: Vec<CheckedKey> = Vec::new();
     for ((t, signers), tid) in transfers.zip(&signer_lists).zip(&transfer_record_ids) {
         for (k, sig) in signers.iter().zip(&t.signatures) {
             let ci = *cert_for.get(k).ok_or(VerifyError::MissingCertificate)?;
@@ -1175,7 +1282,8 @@ fn check_all_but_signatures(
                 let issuer = match mode {
                     Mode::Payee(..) => trust.check_pseudonym_cert(cert, params.epoch)?,
                     Mode::Settlement => {
-                        check_key(&cert.key).map_err(|_| VerifyError::BadKey)?;
+                        checked_keys
+                            .push(CheckedKey::new(&cert.key).map_err(|_| VerifyError::BadKey)?);
                         trust.dcp_any_time(&cert.issuer, role::CERTIFY)?.key
                     }
                 };
@@ -1236,6 +1344,7 @@ fn check_all_but_signatures(
         ancestry_ids: ids,
         checks,
         new_cert_ids,
+        checked_keys,
         #[cfg(feature = "confidential")]
         payee_opening,
         #[cfg(feature = "confidential")]
@@ -1625,6 +1734,109 @@ mod tests {
             r.iter()
                 .all(|v| v.as_ref().is_ok_and(|v| v.signature_checks() == 3))
         );
+    }
+
+    /// Settlement's uploads verified together: one bad upload (group)
+    /// never decides another's results, nor one bad package another's in
+    /// its group; every answer is the one-at-a-time answer.
+    #[test]
+    fn groups_of_packages_answer_as_one_at_a_time() {
+        let s = Scheme::new(Suite::Ed25519);
+        let trust = s.trust();
+        let params = s.params(1024);
+        let mut groups: Vec<Vec<Package>> = alloc::vec![
+            (1..=3).map(|n| renewal(&s, n)).collect(),
+            (4..=6).map(|n| renewal(&s, n)).collect(),
+            (7..=8).map(|n| renewal(&s, n)).collect(),
+            alloc::vec![renewal(&s, 9)],
+        ];
+        // Group 1: a forged transfer signature; group 3: a forged
+        // certificate signature (the group's only package).
+        groups[1][1].transfer.signatures[0] = s.dcp.sign(b"not the record id");
+        groups[3][0].certificates[0].signature = s.dcp.sign(b"not the certificate");
+        let one_at_a_time: Vec<Vec<Result<Hash32, VerifyError>>> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|p| {
+                        verify_package_for_settlement(p.clone(), &trust, params, &mut NoCache)
+                            .map(|v| v.transfer_id())
+                    })
+                    .collect()
+            })
+            .collect();
+        let refused: Vec<(usize, usize, VerifyError)> = one_at_a_time
+            .iter()
+            .enumerate()
+            .flat_map(|(g, r)| {
+                r.iter()
+                    .enumerate()
+                    .filter_map(move |(i, r)| r.as_ref().err().map(|e| (g, i, *e)))
+            })
+            .collect();
+        assert_eq!(
+            refused,
+            alloc::vec![
+                (1, 1, VerifyError::BadSignature),
+                (3, 0, VerifyError::BadCertificateSignature)
+            ]
+        );
+        let together: Vec<Vec<Result<Hash32, VerifyError>>> =
+            verify_package_groups_for_settlement(groups.clone(), &trust, params, &mut NoCache)
+                .into_iter()
+                .map(|g| g.into_iter().map(|r| r.map(|v| v.transfer_id())).collect())
+                .collect();
+        assert_eq!(together, one_at_a_time);
+        // No bad group: every package accepted from the joint batch.
+        groups.truncate(1);
+        let r = verify_package_groups_for_settlement(groups, &trust, params, &mut NoCache);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].iter().all(Result::is_ok));
+        assert!(
+            verify_package_groups_for_settlement(Vec::new(), &trust, params, &mut NoCache)
+                .is_empty()
+        );
+    }
+
+    /// V7 in settlement: a certified key that is not a usable point is
+    /// refused as before (its point is what V8 uses afterwards).
+    #[test]
+    fn a_small_order_certified_key_is_refused_by_settlement() {
+        let s = Scheme::new(Suite::Ed25519);
+        let trust = s.trust();
+        let params = s.params(1024);
+        use crate::record::Issue;
+        use crate::{Amount, SecretKey};
+        // The identity point (y = 1): small order. It owns an Issue, is
+        // certified, and "signs" the transfer.
+        let mut y = [0u8; 32];
+        y[0] = 1;
+        let identity = PublicKey::new(Suite::Ed25519, &y).unwrap();
+        let mut p = renewal(&s, 1);
+        let issue = Issue::sign(
+            &s.dcp,
+            1,
+            s.epoch + 20,
+            alloc::vec![Output {
+                value: Amount(100),
+                owner: identity,
+            }],
+        );
+        p.transfer.inputs[0].record = issue.id();
+        let k = SecretKey::from_seed(Suite::Ed25519, &[1; 32]).unwrap();
+        p.transfer.signatures = alloc::vec![k.sign(&p.transfer.id().0)];
+        p.ancestry = alloc::vec![Record::Issue(issue)];
+        p.certificates = alloc::vec![s.certify(identity, crate::policy::device_class::PHONE, 0)];
+        let alone = verify_package_for_settlement(p.clone(), &trust, params, &mut NoCache);
+        assert_eq!(alone.err(), Some(VerifyError::BadKey));
+        let grouped = verify_package_groups_for_settlement(
+            alloc::vec![alloc::vec![p, renewal(&s, 2)]],
+            &trust,
+            params,
+            &mut NoCache,
+        );
+        assert_eq!(grouped[0][0].as_ref().err(), Some(&VerifyError::BadKey));
+        assert!(grouped[0][1].is_ok());
     }
 
     /// R2 (SPEC §5.5): held records that are the package's own are a

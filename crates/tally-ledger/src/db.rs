@@ -569,6 +569,16 @@ pub trait SettlementDb {
     ) -> Result<(), StoreError>;
     /// The body of settled record `id`.
     fn settled_record_body(&mut self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The stored bodies of the registered Issues `issues` and of the
+    /// settled records `transfers`, by id (what the MDS outbox names by
+    /// id); an id not stored is absent. One query per kind for up to
+    /// `SQL_IN_MAX` ids.
+    #[allow(clippy::type_complexity)]
+    fn record_bodies(
+        &mut self,
+        issues: &[Hash32],
+        transfers: &[Hash32],
+    ) -> Result<(BTreeMap<Hash32, Vec<u8>>, BTreeMap<Hash32, Vec<u8>>), StoreError>;
     /// The expiry epoch stored with settled record `id`.
     fn settled_record_expiry(&mut self, id: &Hash32) -> Result<Option<i64>, StoreError>;
     /// The record that consumed `op`, if any.
@@ -721,6 +731,31 @@ impl<'a> SettlementDb for dyn Tx + 'a {
         )?
         .map(|r| r.bytes(0).map(<[u8]>::to_vec))
         .transpose()
+    }
+
+    fn record_bodies(
+        &mut self,
+        issues: &[Hash32],
+        transfers: &[Hash32],
+    ) -> Result<(BTreeMap<Hash32, Vec<u8>>, BTreeMap<Hash32, Vec<u8>>), StoreError> {
+        let mut bodies = |table: &str, ids: &[Hash32]| {
+            let ids: Vec<Value> = ids.iter().map(hash_value).collect();
+            let mut out = BTreeMap::new();
+            for row in select_in(
+                self,
+                &format!("SELECT id, body FROM {table} WHERE id IN "),
+                "",
+                &ids,
+                &[],
+            )? {
+                out.insert(hash32(row.bytes(0)?)?, row.bytes(1)?.to_vec());
+            }
+            Ok::<_, StoreError>(out)
+        };
+        Ok((
+            bodies("issued", issues)?,
+            bodies("settled_records", transfers)?,
+        ))
     }
 
     fn settled_record_expiry(&mut self, id: &Hash32) -> Result<Option<i64>, StoreError> {
