@@ -1534,6 +1534,29 @@ impl CentralBank {
             .map_err(|_| SettlementError::AuditOpeningInvalid(issue.id()).into())
     }
 
+    /// The device class of each output's owner, as the MDS takes it: a
+    /// DCP key, a certified key of the package, or unknown.
+    fn output_classes<'p>(&self, pkg: &'p Package) -> impl Fn(&[Output]) -> Vec<u8> + 'p {
+        let mut classes = std::collections::HashMap::new();
+        for c in &self.dcps {
+            classes.insert(c.key, device_class::DCP);
+        }
+        for c in &pkg.certificates {
+            classes.insert(c.key, c.device_class);
+        }
+        move |outputs: &[Output]| {
+            outputs
+                .iter()
+                .map(|o| {
+                    classes
+                        .get(&o.owner)
+                        .copied()
+                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
+                })
+                .collect()
+        }
+    }
+
     /// Settlement's side of a settled package: keeps the escrows of its
     /// certificates (for openings) and queues its records for the MDS.
     fn record_settled(
@@ -1581,13 +1604,7 @@ impl CentralBank {
         unacknowledged: bool,
         out: &mut Vec<IngestRecord>,
     ) {
-        let mut classes = std::collections::HashMap::new();
-        for c in &self.dcps {
-            classes.insert(c.key, device_class::DCP);
-        }
-        for c in &pkg.certificates {
-            classes.insert(c.key, c.device_class);
-        }
+        let classes = self.output_classes(pkg);
         let last = pkg.ancestry.len();
         let records = pkg
             .ancestry
@@ -1599,15 +1616,7 @@ impl CentralBank {
                 Record::Issue(x) => &x.outputs,
                 Record::Transfer(x) => &x.outputs,
             };
-            let output_classes = outputs
-                .iter()
-                .map(|o| {
-                    classes
-                        .get(&o.owner)
-                        .copied()
-                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
-                })
-                .collect();
+            let output_classes = classes(outputs);
             let mut r = IngestRecord::new(rec, epoch, Verdict::Verified);
             r.output_classes = output_classes;
             if i == last {
@@ -1632,13 +1641,7 @@ impl CentralBank {
         out: &mut Vec<OutboxEntry>,
     ) {
         let pkg = v.package();
-        let mut classes = std::collections::HashMap::new();
-        for c in &self.dcps {
-            classes.insert(c.key, device_class::DCP);
-        }
-        for c in &pkg.certificates {
-            classes.insert(c.key, c.device_class);
-        }
+        let classes = self.output_classes(pkg);
         let records = pkg
             .ancestry
             .iter()
@@ -1659,15 +1662,7 @@ impl CentralBank {
             )));
         let last = pkg.ancestry.len();
         for (i, (outputs, confidential, issue, id)) in records.enumerate() {
-            let output_classes = outputs
-                .iter()
-                .map(|o| {
-                    classes
-                        .get(&o.owner)
-                        .copied()
-                        .unwrap_or(tally_mds::DEVICE_CLASS_UNKNOWN)
-                })
-                .collect();
+            let output_classes = classes(outputs);
             out.push(OutboxEntry {
                 record: OutboxRecord::Stored { issue, id },
                 epoch,

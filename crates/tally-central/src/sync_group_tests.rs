@@ -67,6 +67,7 @@ fn loaded_package(f: &CentralFixture, serial: u8, forge: bool) -> (Issue, Packag
         counter: 1,
         signatures: Vec::new(),
         confidential: None,
+        stream: None,
     };
     let signer = if forge { seed_key(99) } else { owner.clone() };
     t.signatures = vec![signer.sign(&t.id().0)];
