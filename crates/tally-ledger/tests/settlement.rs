@@ -266,6 +266,7 @@ fn outcome(registered: usize, already: usize) -> SettlementOutcome {
         already,
         double_spends: Vec::new(),
         loss_booked: 0,
+        stream_overclaims: Vec::new(),
     }
 }
 
