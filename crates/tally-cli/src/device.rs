@@ -665,16 +665,22 @@ pub fn stream_close(state: &Path, id: &str) -> Result<String, CliError> {
         let s = out.iter().find(|s| s.id == id).cloned();
         let released = se.close_stream_out(&id).map_err(|e| se_err(e.into()))?;
         let refund = s.map_or(0, |s| s.price.0 * u64::from(s.ticks_max - released));
-        return Ok(format!(
-            "stream closed after {released} ticks released; refund {refund} (a token)"
-        ));
+        return Ok(if refund == 0 {
+            format!("stream closed after {released} ticks released; every tick released, no refund")
+        } else {
+            format!("stream closed after {released} ticks released; refund {refund} (a token)")
+        });
     }
     if inn.iter().any(|s| s.id == id) {
         let c = se.close_stream_in(&id).map_err(|e| se_err(e.into()))?;
-        return Ok(format!(
-            "stream closed after {} ticks taken; claim {} (a token)",
-            c.ticks, c.value
-        ));
+        return Ok(if c.ticks == 0 {
+            String::from("stream closed after 0 ticks taken; nothing to claim")
+        } else {
+            format!(
+                "stream closed after {} ticks taken; claim {} (a token)",
+                c.ticks, c.value
+            )
+        });
     }
     Err(se_err(tally_se::SeError::UnknownStream.into()))
 }
