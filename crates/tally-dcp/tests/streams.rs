@@ -189,3 +189,34 @@ fn a_cloned_payer_se_refunding_released_ticks_is_booked_and_alerted() {
         .unwrap_or_else(|| panic!("{alerts:?}"));
     assert_eq!(a.amount, 40);
 }
+
+/// Both devices sync (twice: requests reported and acknowledged, fresh
+/// pseudonyms fetched) while the stream is open: the keys that sign its
+/// closes — the payee's stream key, the payer's refund key, which may own
+/// no token any more — stay in the SEs, and both close afterwards.
+#[test]
+fn a_stream_stays_closable_across_syncs() {
+    let bo = backoffice();
+    let (mut meter, mut station, id) = streaming(&bo, 10);
+    // The meter spends everything else it holds, so its refund key owns
+    // no token.
+    let mut erin = onboard(&bo, "stream-erin", IOT, "erin");
+    tally_wallet::pay_offline(&mut meter.link, &mut erin.link, Amount(800)).unwrap();
+    for _ in 0..2 {
+        for d in [&mut meter, &mut station, &mut erin] {
+            with_agent(&bo, d, |a| a.sync()).unwrap();
+        }
+    }
+    // New keys generated: the SE drops the keys whose job is done.
+    for d in [&mut meter, &mut station] {
+        assert!(d.link.status().unwrap().unacked == 0);
+        d.link.generate_keys(1).unwrap();
+    }
+    assert_eq!(station.link.close_stream_in(&id).unwrap().value, Amount(20));
+    assert_eq!(meter.link.close_stream_out(&id).unwrap(), 10);
+    assert_eq!(balance(&mut station), Amount(20));
+    assert_eq!(balance(&mut meter), Amount(180));
+    with_agent(&bo, &mut station, |a| a.unload(20)).unwrap();
+    with_agent(&bo, &mut meter, |a| a.unload(180)).unwrap();
+    assert!(bo.invariant().unwrap().holds());
+}

@@ -718,13 +718,28 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let tokens = &next.tokens;
         // Keys of open requests and of reports not yet acknowledged (a
         // report is signed by its request's key when it is handed out).
+        // And the keys that sign an open stream's close: the payee's
+        // stream key, the payer's refund key (decision 0020).
         let outgoing_keys: Vec<PublicKey> = next
             .open_requests
             .iter()
             .map(|r| r.key)
             .chain(next.reports.iter().map(|r| r.key))
+            .chain(
+                next.streams_in
+                    .iter()
+                    .filter(|s| !s.closed)
+                    .map(|s| s.owner),
+            )
+            .chain(
+                next.streams_out
+                    .iter()
+                    .filter(|s| !s.closed)
+                    .map(|s| s.refund_key),
+            )
             .collect();
-        // A key stays while it owns a token or waits for a payment; a
+        // A key stays while it owns a token, waits for a payment or signs
+        // a stream's close; a
         // fresh certified key stays in the pool until its certificate
         // expires. A key whose job is done (it received or held value
         // that has moved on) goes: its certificate, if still needed for an
@@ -2602,6 +2617,17 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         assert!(
             Amount::sum(st.tokens.iter().map(|t| t.value)).is_some(),
             "balance overflow"
+        );
+        // An open stream can always be closed: its closing key is here.
+        let closers = st.streams_in.iter().filter(|s| !s.closed).map(|s| &s.owner);
+        let refunders = st
+            .streams_out
+            .iter()
+            .filter(|s| !s.closed)
+            .map(|s| &s.refund_key);
+        assert!(
+            closers.chain(refunders).all(|k| st.key(k).is_some()),
+            "an open stream's closing key is missing"
         );
     }
 }
