@@ -661,17 +661,21 @@ pub fn stream_close(state: &Path, id: &str) -> Result<String, CliError> {
     let id = parse_hash(id)?;
     let mut se = open_se(state)?;
     let (out, inn) = se.streams();
-    if out.iter().any(|s| s.id == id) {
-        let s = out.iter().find(|s| s.id == id).cloned();
+    let paying = out
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| (s.price, s.ticks_max));
+    let paid = inn.iter().any(|s| s.id == id);
+    if let Some((price, ticks_max)) = paying {
         let released = se.close_stream_out(&id).map_err(|e| se_err(e.into()))?;
-        let refund = s.map_or(0, |s| s.price.0 * u64::from(s.ticks_max - released));
+        let refund = price.0 * u64::from(ticks_max - released);
         return Ok(if refund == 0 {
             format!("stream closed after {released} ticks released; every tick released, no refund")
         } else {
             format!("stream closed after {released} ticks released; refund {refund} (a token)")
         });
     }
-    if inn.iter().any(|s| s.id == id) {
+    if paid {
         let c = se.close_stream_in(&id).map_err(|e| se_err(e.into()))?;
         return Ok(if c.ticks == 0 {
             String::from("stream closed after 0 ticks taken; nothing to claim")
