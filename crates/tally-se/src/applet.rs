@@ -720,24 +720,22 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // report is signed by its request's key when it is handed out).
         // And the keys that sign an open stream's close: the payee's
         // stream key, the payer's refund key (decision 0020).
-        let outgoing_keys: Vec<PublicKey> = next
+        let mut outgoing_keys: Vec<PublicKey> = next
             .open_requests
             .iter()
             .map(|r| r.key)
             .chain(next.reports.iter().map(|r| r.key))
-            .chain(
-                next.streams_in
-                    .iter()
-                    .filter(|s| !s.closed)
-                    .map(|s| s.owner),
-            )
-            .chain(
-                next.streams_out
-                    .iter()
-                    .filter(|s| !s.closed)
-                    .map(|s| s.refund_key),
-            )
             .collect();
+        for s in &next.streams_in {
+            if !s.closed {
+                outgoing_keys.push(s.owner);
+            }
+        }
+        for s in &next.streams_out {
+            if !s.closed {
+                outgoing_keys.push(s.refund_key);
+            }
+        }
         // A key stays while it owns a token, waits for a payment or signs
         // a stream's close; a
         // fresh certified key stays in the pool until its certificate
@@ -2619,16 +2617,15 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             "balance overflow"
         );
         // An open stream can always be closed: its closing key is here.
-        let closers = st.streams_in.iter().filter(|s| !s.closed).map(|s| &s.owner);
-        let refunders = st
-            .streams_out
-            .iter()
-            .filter(|s| !s.closed)
-            .map(|s| &s.refund_key);
-        assert!(
-            closers.chain(refunders).all(|k| st.key(k).is_some()),
-            "an open stream's closing key is missing"
-        );
+        for s in &st.streams_in {
+            assert!(s.closed || st.key(&s.owner).is_some(), "stream key missing");
+        }
+        for s in &st.streams_out {
+            assert!(
+                s.closed || st.key(&s.refund_key).is_some(),
+                "refund key missing"
+            );
+        }
     }
 }
 
