@@ -125,7 +125,34 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
     // A hostile terminal: replayed, skipped, forged — each refused, with
     // its code, nothing changed.
     let listed = charger.ok(&["stream", "list"]);
+    // A retried accept (its answer lost): the same answer, nothing written.
+    let retried = charger.ok(&[
+        "stream",
+        "accept",
+        "--id",
+        &id,
+        "--tick",
+        "20",
+        "--element",
+        &s(&el(20)),
+    ]);
+    assert!(retried.contains("streamed 40"), "{retried}");
+    assert_eq!(charger.ok(&["stream", "list"]), listed);
     let replay = charger
+        .run(&[
+            "stream",
+            "accept",
+            "--id",
+            &id,
+            "--tick",
+            "19",
+            "--element",
+            &s(&el(19)),
+        ])
+        .fails_with(1);
+    assert!(replay.contains("2040"), "{replay}");
+    // The held tick with another element (the previous one): replayed.
+    let err = charger
         .run(&[
             "stream",
             "accept",
@@ -134,10 +161,10 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
             "--tick",
             "20",
             "--element",
-            &s(&el(20)),
+            &s(&el(19)),
         ])
         .fails_with(1);
-    assert!(replay.contains("2040"), "{replay}");
+    assert!(err.contains("2040"), "{err}");
     meter.ok(&[
         "stream",
         "release",

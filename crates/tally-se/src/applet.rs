@@ -2317,8 +2317,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// Payee, one tick: takes element `element` as tick `k` of stream
     /// `id` if it hashes to the latest element held and `k` is the next
     /// tick (one hash), records it durably and keeps only it. A replayed,
-    /// skipped or forged element is refused and changes nothing. Returns
-    /// the value streamed so far.
+    /// skipped or forged element is refused and changes nothing; the
+    /// latest tick delivered again with its element answers again and
+    /// writes nothing (a retry). Returns the value streamed so far.
     pub fn accept_tick(&mut self, id: &Hash32, k: u32, element: Hash32) -> Result<Amount, SeError> {
         self.ready()?;
         let slot = self
@@ -2330,6 +2331,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let s = &self.state.streams_in[slot];
         if s.closed {
             return Err(SeError::StreamClosed);
+        }
+        // The tick it holds, delivered again with the same element (a
+        // retried ACCEPT whose answer was lost): the same answer, nothing
+        // written — as the payer's RELEASE of `released` (SPEC S2).
+        if k != 0 && k == s.ticks && element == s.latest {
+            return Ok(s.streamed());
         }
         check_tick(&s.latest, s.ticks, &element, k, s.ticks_max).map_err(SeError::StreamTick)?;
         let before = s.streamed();
