@@ -10,8 +10,10 @@
 //! a valid role certificate never reaches a handler.
 //!
 //! Routes:
-//! - `GET /central/v1/mds/role-revocations` (the MDS): the revoked role
-//!   key pins, a CBOR array of 32-byte strings;
+//! - `GET /central/v1/role-revocations` (any party): the revoked role key
+//!   pins signed by the root, a CBOR [`RoleRevocations`] — what a DCP or
+//!   the MDS checks the central bank's own server key against
+//!   ([`keep_role_revocations`]), and the keys the MDS refuses its clients;
 //! - `POST /central/v1/rpc` (DCPs): one [`tally_central::central::CentralCall`]
 //!   in CBOR, answered in CBOR;
 //! - `POST /central/v1/admin/mint` `{"dcp", "amount", "idempotency_key"}`,
@@ -44,6 +46,7 @@ use tally_central::monitoring::{
 use tally_central::{BackofficeError, Central, CentralBank, CentralRequest, CentralTrust};
 use tally_core::codec::Cbor;
 use tally_core::dcp::MakerCertificate;
+use tally_core::policy::RoleRevocations;
 use tally_core::{Hash32, PublicKey};
 use tally_directory::SeEntry;
 use tally_tls::{PeerRole, RevokedKeys, Role};
@@ -65,7 +68,7 @@ pub fn central_router(bank: Arc<CentralBank>, revoked: RevokedKeys) -> Router {
         .route("/central/v1/rpc", post(rpc))
         .route("/central/v1/mds/outbox", post(mds_outbox))
         .route("/central/v1/mds/ack", post(mds_ack))
-        .route("/central/v1/mds/role-revocations", get(role_revocations))
+        .route("/central/v1/role-revocations", get(role_revocations))
         .route("/central/v1/admin/mint", post(mint))
         .route("/central/v1/admin/manufacturers", post(manufacturer))
         .route("/central/v1/admin/epoch/advance", post(advance_epoch))
@@ -262,7 +265,6 @@ async fn mds_outbox(
 }
 
 /// Largest number of revoked role keys a party reads back.
-pub const ROLE_REVOCATIONS_MAX: usize = 1 << 16;
 
 /// The revoked role certificate key pins, for the MDS, which refuses
 /// them to its own clients (operators): a CBOR array of 32-byte strings.
@@ -270,16 +272,17 @@ async fn role_revocations(
     State(bank): State<Arc<CentralBank>>,
     role: Option<Extension<PeerRole>>,
 ) -> Response {
-    if let Err(r) = mds_of(role) {
-        return r;
+    // Every party with a role certificate (the handshake checked it); the
+    // list is public to them and believed for its root signature only.
+    if role.is_none() {
+        return refused(
+            401,
+            tally_codes::HTTP_UNAUTHORIZED,
+            "a role certificate is needed",
+        );
     }
-    match blocking(move || bank.revoked_role_keys()).await {
-        Ok(pins) => {
-            let pins: Vec<Hash32> = pins.into_iter().map(Hash32).collect();
-            let mut w = tally_core::codec::Writer::new();
-            tally_core::codec::write_vec(&mut w, &pins);
-            ([(header::CONTENT_TYPE, CBOR)], w.into_bytes()).into_response()
-        }
+    match blocking(move || bank.signed_role_revocations()).await {
+        Ok(list) => ([(header::CONTENT_TYPE, CBOR)], list.to_cbor()).into_response(),
         Err(r) => r,
     }
 }
@@ -569,26 +572,6 @@ impl OutboxClient {
     }
 }
 
-impl OutboxClient {
-    /// The role certificate keys the central bank revoked (their pins).
-    pub fn role_revocations(&self) -> Result<Vec<[u8; 32]>, BackofficeError> {
-        let r = self
-            .agent
-            .get(format!("{}/central/v1/mds/role-revocations", self.base))
-            .call();
-        let body = tally_client::http::exchange(r).map_err(outbox_error)?;
-        let mut rd = tally_core::codec::Reader::new(&body);
-        let pins: Vec<Hash32> = tally_core::codec::read_vec(&mut rd, ROLE_REVOCATIONS_MAX)
-            .map_err(BackofficeError::Decode)?;
-        if rd.position() != body.len() {
-            return Err(BackofficeError::Decode(
-                tally_core::codec::CodecError::TrailingBytes,
-            ));
-        }
-        Ok(pins.into_iter().map(|h| h.0).collect())
-    }
-}
-
 impl Outbox for OutboxClient {
     fn fetch(&self) -> Result<(tally_core::Epoch, Vec<OutboxRow>), BackofficeError> {
         let body = self.post("/central/v1/mds/outbox", &[])?;
@@ -598,4 +581,50 @@ impl Outbox for OutboxClient {
         self.post("/central/v1/mds/ack", &encode_ack(ops))
             .map(|_| ())
     }
+}
+
+/// The central bank's root-signed role revocation list at `base`, fetched
+/// over `agent` (a party agent that checks revoked server keys but not
+/// freshness: this is how freshness is regained). Decoded whole; not yet
+/// checked (see [`RoleRevocations::check`]).
+pub fn fetch_role_revocations(
+    agent: &ureq::Agent,
+    base: &str,
+) -> Result<RoleRevocations, BackofficeError> {
+    let r = agent
+        .get(format!(
+            "{}/central/v1/role-revocations",
+            base.trim_end_matches('/')
+        ))
+        .call();
+    let body = tally_client::http::exchange(r).map_err(outbox_error)?;
+    RoleRevocations::from_cbor(&body).map_err(BackofficeError::Decode)
+}
+
+/// How often a party re-reads the role revocation list.
+pub const ROLE_REVOCATIONS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often it tries while it holds none.
+pub const ROLE_REVOCATIONS_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One refresh of a party's [`tally_tls::ServerRevocations`] from the
+/// central bank at `base` (decision 0014, session 10; the CLI's parties
+/// run it every [`ROLE_REVOCATIONS_POLL`]): the list is believed if the
+/// root — `root`, the key of the CA the party pinned at installation,
+/// never one the central bank sends — signed it, its serial is not below
+/// `held` (the last believed) and it is current. A list that fails
+/// changes nothing. The serial believed.
+pub fn refresh_role_revocations(
+    agent: &ureq::Agent,
+    base: &str,
+    root: &PublicKey,
+    held: Option<u64>,
+    into: &tally_tls::ServerRevocations,
+) -> Result<u64, String> {
+    let list = fetch_role_revocations(agent, base).map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    list.check(root, held, now).map_err(|e| e.to_string())?;
+    into.believe(list.pins.iter().map(|p| p.0), list.believed_until());
+    Ok(list.serial)
 }

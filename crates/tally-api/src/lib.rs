@@ -29,7 +29,8 @@ mod views;
 use std::sync::Arc;
 
 pub use central::{
-    CENTRAL_BODY_BYTES_MAX, CentralClient, DcpAccountView, OutboxClient, central_router,
+    CENTRAL_BODY_BYTES_MAX, CentralClient, DcpAccountView, OutboxClient, ROLE_REVOCATIONS_POLL,
+    ROLE_REVOCATIONS_RETRY, central_router, fetch_role_revocations, refresh_role_revocations,
 };
 pub use client::{HttpBackend, InProcess, OperatorClient};
 pub use error::{ApiError, backend_error, code, status_for};

@@ -11,13 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tally_api::central_router;
+use tally_api::refresh_role_revocations;
 use tally_central::central::CentralCall;
 use tally_central::{CentralBank, CentralKeys, NodeKeys, development_escrow_key};
 use tally_core::codec::Cbor;
 use tally_store::Store;
 use tally_tls::{
-    ClientAuth, RevokedKeys, Role, Validity, ca_certificate, cert_from_pem, certs_from_pem,
-    client_agent, issue_role_cert, key_from_pem, key_pin, serve_tls, server_config,
+    ClientAuth, RevokedKeys, Role, ServerCheck, ServerRevocations, Validity, ca_certificate,
+    cert_from_pem, certs_from_pem, client_agent, issue_role_cert, key_from_pem, key_pin,
+    party_agent_with, serve_tls, server_config,
 };
 
 struct Pki {
@@ -82,7 +84,19 @@ fn serve_router(
     router: axum::Router,
     revoked: RevokedKeys,
 ) -> (tokio::runtime::Runtime, String) {
+    let (rt, base, _) = serve_router_pinned(pki, role, router, revoked);
+    (rt, base)
+}
+
+/// [`serve_router`], and the key pin of the certificate it serves with.
+fn serve_router_pinned(
+    pki: &Pki,
+    role: Role,
+    router: axum::Router,
+    revoked: RevokedKeys,
+) -> (tokio::runtime::Runtime, String, [u8; 32]) {
     let (cert, key) = pki.role(role);
+    let pin = key_pin(&cert_from_pem(&cert).unwrap()).unwrap();
     let config = server_config(
         certs_from_pem(&cert).unwrap(),
         key_from_pem(&key).unwrap(),
@@ -99,7 +113,7 @@ fn serve_router(
         .expect("listen");
     let addr: SocketAddr = listener.local_addr().expect("address");
     rt.spawn(serve_tls(listener, router, config, std::future::pending()));
-    (rt, format!("https://{addr}"))
+    (rt, format!("https://{addr}"), pin)
 }
 
 /// A DCP's trust read over `agent`: the status and the envelope's code
@@ -281,10 +295,9 @@ fn only_an_operator_revokes_and_only_a_role_certificate() {
 }
 
 /// The MDS refuses the keys the central bank revoked to its own clients:
-/// it reads them from the central bank (`GET
-/// /central/v1/mds/role-revocations`, the MDS role only) into the set its
-/// handshake and router check. An operator whose key was revoked can no
-/// longer close alerts.
+/// it reads them from the central bank's root-signed list (`GET
+/// /central/v1/role-revocations`) into the set its handshake and router
+/// check. An operator whose key was revoked can no longer close alerts.
 #[test]
 fn the_mds_refuses_role_keys_the_central_bank_revoked() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,15 +305,17 @@ fn the_mds_refuses_role_keys_the_central_bank_revoked() {
     let bank = bank(&dir.path().join("central.db"));
     let (_rt, central) = serve(&pki, bank.clone(), RevokedKeys::new());
     let mds_pair = pki.role(Role::Mds);
-    let feed = tally_api::OutboxClient::new(&central, pki.agent(&mds_pair));
-    assert!(feed.role_revocations().unwrap().is_empty());
-    // Only the MDS reads the list.
-    let r = pki
-        .agent(&pki.role(Role::Dcp(1)))
-        .get(format!("{central}/central/v1/mds/role-revocations"))
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
+    let (list_agent, _, revocations) = central_agents(&pki, &mds_pair);
+    let root = pki.root.public_key();
+    let held =
+        refresh_role_revocations(&list_agent, &central, &root, None, &revocations).expect("a list");
+    assert!(revocations.revoked().is_empty());
+    // Only a party with a role certificate reads the list.
+    let r = client_agent(&pki.ca_pem, None)
+        .unwrap()
+        .get(format!("{central}/central/v1/role-revocations"))
+        .call();
+    assert!(r.is_err(), "no client certificate, no handshake");
 
     let mds = Arc::new(
         tally_mds::Mds::open(
@@ -309,7 +324,7 @@ fn the_mds_refuses_role_keys_the_central_bank_revoked() {
         )
         .expect("MDS"),
     );
-    let revoked = RevokedKeys::new();
+    let revoked = revocations.revoked().clone();
     let (_rt2, base) = serve_router(
         &pki,
         Role::Mds,
@@ -335,12 +350,11 @@ fn the_mds_refuses_role_keys_the_central_bank_revoked() {
     );
     assert_eq!(status, 200, "{v}");
     // What the MDS process's refresh does every second.
-    let pins = feed.role_revocations().unwrap();
-    assert_eq!(
-        pins,
-        vec![key_pin(&cert_from_pem(&stolen.0).unwrap()).unwrap()]
-    );
-    revoked.extend(pins);
+    let next = refresh_role_revocations(&list_agent, &central, &root, Some(held), &revocations)
+        .expect("the next list");
+    assert!(next > held, "a revocation signs a new list");
+    assert!(revoked.contains(&key_pin(&cert_from_pem(&stolen.0).unwrap()).unwrap()));
+    assert_eq!(revoked.len(), 1);
     // The thief's open connection: 401, code 1304; a new one: no handshake.
     let mut r = thief.get(format!("{base}/mds/alerts")).call().unwrap();
     assert_eq!(
@@ -349,6 +363,116 @@ fn the_mds_refuses_role_keys_the_central_bank_revoked() {
     );
     assert!(alerts(&pki.agent(&stolen)).is_err());
     assert_eq!(alerts(&honest).unwrap(), 200);
+}
+
+/// A party's two agents to the central bank, as `tally dcp` and `tally
+/// mds` make them: one that fetches the role revocation list (revoked
+/// server keys refused), one for every other call (also refused while no
+/// believed list is current).
+fn central_agents(
+    pki: &Pki,
+    pair: &(String, String),
+) -> (ureq::Agent, ureq::Agent, ServerRevocations) {
+    let revocations = ServerRevocations::new();
+    let agent = |current| {
+        party_agent_with(
+            &pki.ca_pem,
+            (&pair.0, &pair.1),
+            Role::Central,
+            Some(ServerCheck {
+                revocations: revocations.clone(),
+                current,
+            }),
+        )
+        .expect("agent")
+    };
+    (agent(false), agent(true), revocations)
+}
+
+/// The central bank's own server key stolen (THREATS T74): whoever holds
+/// it can answer a DCP in the central bank's name. The operator revokes it;
+/// the DCP learns it from the root-signed list — believed for the root's
+/// signature (the root's key is the CA's, pinned at installation), never
+/// for the channel it came over — and refuses that key from then on, on
+/// the connection already open and at new handshakes; a list signed by
+/// another key, an older list, or none at all lets no call through; the
+/// central bank's new key is accepted.
+#[test]
+fn a_dcp_refuses_a_revoked_central_bank_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let bank = bank(&dir.path().join("central.db"));
+    let (_rt, central, served) = serve_router_pinned(
+        &pki,
+        Role::Central,
+        central_router(bank.clone(), RevokedKeys::new()),
+        RevokedKeys::new(),
+    );
+    let dcp = pki.role(Role::Dcp(1));
+    let (list_agent, calls, revocations) = central_agents(&pki, &dcp);
+    let root = pki.root.public_key();
+
+    // No list believed yet: no call leaves (the list's own fetch does).
+    assert!(trust(&calls, &central).is_err(), "no current list");
+    let held =
+        refresh_role_revocations(&list_agent, &central, &root, None, &revocations).expect("a list");
+    assert_eq!(trust(&calls, &central).unwrap(), (200, 0));
+
+    // A list under another key is not believed, and changes nothing.
+    let other = NodeKeys::development().dcp;
+    assert_ne!(other.public_key(), root);
+    let before = revocations.revoked().len();
+    let err = refresh_role_revocations(
+        &list_agent,
+        &central,
+        &other.public_key(),
+        None,
+        &revocations,
+    )
+    .unwrap_err();
+    assert!(err.contains("not signed by the root"), "{err}");
+    assert_eq!(revocations.revoked().len(), before);
+    // An older list than the one held is a replay.
+    let err = refresh_role_revocations(
+        &list_agent,
+        &central,
+        &root,
+        Some(held + 3_600_000),
+        &revocations,
+    )
+    .unwrap_err();
+    assert!(err.contains("older"), "{err}");
+
+    // The central bank's serving key is revoked (what `tally cb
+    // revoke-cert central.pem` records for the certificate served, its pin
+    // pinned above).
+    assert!(bank.revoke_role_key(&served, "central").unwrap());
+    refresh_role_revocations(&list_agent, &central, &root, Some(held), &revocations)
+        .expect("the list naming the key");
+    assert!(revocations.revoked().contains(&served));
+    // The open connection is not used again; a new one fails its handshake;
+    // the list itself is no longer fetched from that key either.
+    assert!(
+        trust(&calls, &central).is_err(),
+        "revoked key, open connection"
+    );
+    let (_, fresh_calls, fresh) = central_agents(&pki, &dcp);
+    fresh.believe(revocations.revoked().pins(), u64::MAX);
+    assert!(
+        trust(&fresh_calls, &central).is_err(),
+        "revoked key, new handshake"
+    );
+    assert!(
+        refresh_role_revocations(&list_agent, &central, &root, None, &revocations).is_err(),
+        "no list from a revoked key"
+    );
+
+    // The central bank serves again under a new key: accepted.
+    let (_rt2, renewed) = serve(&pki, bank.clone(), RevokedKeys::new());
+    let (list2, calls2, revs2) = central_agents(&pki, &dcp);
+    revs2.believe(revocations.revoked().pins(), 0);
+    refresh_role_revocations(&list2, &renewed, &root, None, &revs2).expect("a list");
+    assert_eq!(trust(&calls2, &renewed).unwrap(), (200, 0));
 }
 
 /// An operator of the central bank (its own certificate).

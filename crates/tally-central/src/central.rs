@@ -26,7 +26,7 @@ use tally_core::cert::{DcpCertificate, SettlementKey, role};
 use tally_core::codec::{Cbor, CodecError, Reader, Writer};
 use tally_core::crypto::{check_key, tagged_hash};
 use tally_core::escrow::{self, JointKey};
-use tally_core::policy::device_class;
+use tally_core::policy::{RoleRevocations, device_class};
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
 use tally_core::verify::{
     BoundedCertCache, CertCache, VerifyParams, verify_package_for_settlement,
@@ -381,6 +381,10 @@ impl Cbor for InboxEntry {
 
 /// Most inbox entries handed out at once.
 pub const INBOX_BATCH_MAX: usize = 256;
+/// Seconds after which [`CentralBank::signed_role_revocations`] signs a
+/// fresh list even if no key was revoked: a fifth of how long a list is
+/// believed, so a party polling it never holds a stale one.
+pub const ROLE_LIST_RESIGN_S: u64 = tally_core::policy::ROLE_REVOCATIONS_MAX_AGE_S / 5;
 
 /// What a DCP needs from the central bank to serve devices: the trust
 /// objects, the keys that certify results, and the current epoch.
@@ -482,6 +486,8 @@ pub struct CentralBank {
     /// was built from: a request whose trust objects are unchanged reuses
     /// it instead of verifying their root signatures again.
     trust_cache: Mutex<Option<(Policy, RevocationList, TrustStore)>>,
+    /// The last root-signed role revocation list ([`Self::signed_role_revocations`]).
+    role_list: Mutex<Option<RoleRevocations>>,
     /// Settlement's verifier for uploads, with when it was read
     /// ([`TRUST_REFRESH`]).
     verifier: Mutex<Option<(std::time::Instant, TrustStore, VerifyParams)>>,
@@ -580,6 +586,7 @@ impl CentralBank {
             dcps: certs,
             cache: Mutex::new(BoundedCertCache::new(100_000)),
             trust_cache: Mutex::new(None),
+            role_list: Mutex::new(None),
             verifier: Mutex::new(None),
             syncs: crate::group::GroupCommit::new(SYNC_GROUP_MAX),
             openings: crate::group::GroupCommit::with_leaders(
@@ -768,6 +775,42 @@ impl CentralBank {
     /// Every revoked role certificate key pin.
     pub fn revoked_role_keys(&self) -> Result<Vec<[u8; 32]>, BackofficeError> {
         Ok(self.store.transact(|tx| tx.role_revocations())?)
+    }
+
+    /// The revoked role keys signed by the root (decision 0014, "a DCP
+    /// refuses a revoked central bank key"): what a party checks the
+    /// central bank's own server key against, believed for
+    /// [`tally_core::policy::ROLE_REVOCATIONS_MAX_AGE_S`] after it was
+    /// signed. Re-signed when a key was revoked since the last one, or when
+    /// the last one is [`ROLE_LIST_RESIGN_S`] old; otherwise the same list
+    /// (one root signature per interval, not per request). Its serial is
+    /// the unix time in milliseconds, strictly rising in this process.
+    pub fn signed_role_revocations(&self) -> Result<RoleRevocations, BackofficeError> {
+        let pins: Vec<Hash32> = self.revoked_role_keys()?.into_iter().map(Hash32).collect();
+        let mut cached = self
+            .role_list
+            .lock()
+            .map_err(|_| StoreError::Db("role list cache poisoned".into()))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let now = now_ms / 1000;
+        let mut sorted = pins.clone();
+        sorted.sort();
+        sorted.dedup();
+        if let Some(l) = cached
+            .as_ref()
+            .filter(|l| l.pins == sorted && now.saturating_sub(l.issued) < ROLE_LIST_RESIGN_S)
+        {
+            return Ok(l.clone());
+        }
+        let serial = cached
+            .as_ref()
+            .map_or(now_ms, |l| now_ms.max(l.serial.saturating_add(1)));
+        let list = RoleRevocations::try_sign(&*self.keys.root, serial, now, sorted)?;
+        *cached = Some(list.clone());
+        Ok(list)
     }
 
     fn revocations_in(&self, tx: &mut dyn Tx) -> Result<RevocationList, BackofficeError> {

@@ -212,6 +212,59 @@ pub fn run_central(o: CentralOptions) -> Result<(), CliError> {
     })
 }
 
+/// A party's agent to the central bank at `base` (a DCP, the MDS): the
+/// server must be `central` under the pinned CA, and its key must not be
+/// in the root-signed role revocation list (decision 0014, session 10),
+/// which a thread of this process keeps current from the central bank —
+/// while none is current, every call but the list's own is refused, so a
+/// stolen central bank key revoked since cannot answer for longer than a
+/// list is believed. The root's key is the CA's, pinned at installation.
+fn central_agent(
+    ca: &str,
+    client: (&str, &str),
+    base: &str,
+) -> Result<(ureq::Agent, tally_tls::ServerRevocations), CliError> {
+    let root = tally_tls::ca_key(ca)
+        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))
+        .and_then(|k| {
+            tally_core::PublicKey::new(tally_core::Suite::Ed25519, &k)
+                .map_err(|e| CliError::usage(format!("CA key: {e}")))
+        })?;
+    let revocations = tally_tls::ServerRevocations::new();
+    let agent = |current| {
+        tally_tls::party_agent_with(
+            ca,
+            client,
+            tally_tls::Role::Central,
+            Some(tally_tls::ServerCheck {
+                revocations: revocations.clone(),
+                current,
+            }),
+        )
+        .map_err(|e| CliError::usage(format!("TLS client: {e}")))
+    };
+    let (list_agent, calls) = (agent(false)?, agent(true)?);
+    let (base, into) = (base.to_owned(), revocations.clone());
+    std::thread::Builder::new()
+        .name("role-revocations".into())
+        .spawn(move || {
+            let mut held = None;
+            loop {
+                match tally_api::refresh_role_revocations(&list_agent, &base, &root, held, &into) {
+                    Ok(serial) => held = Some(serial),
+                    Err(e) => tracing::warn!(error = %e, "role revocations: will retry"),
+                }
+                std::thread::sleep(if held.is_some() {
+                    tally_api::ROLE_REVOCATIONS_POLL
+                } else {
+                    tally_api::ROLE_REVOCATIONS_RETRY
+                });
+            }
+        })
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    Ok((calls, revocations))
+}
+
 pub struct DcpOptions {
     pub id: u32,
     pub database_url: String,
@@ -244,8 +297,7 @@ pub fn run_dcp(o: DcpOptions) -> Result<(), CliError> {
     let ca = dir
         .ca_pem()
         .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-    let agent = tally_tls::party_agent(&ca, (&cert, &key), tally_tls::Role::Central)
-        .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
+    let (agent, _) = central_agent(&ca, (&cert, &key), &o.central)?;
     let central = Arc::new(tally_api::CentralClient::new(&o.central, agent));
     // The central bank may start after us: retry for a while.
     let mut tries = 0;
@@ -457,8 +509,7 @@ pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
     let ca = dir
         .ca_pem()
         .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-    let agent = tally_tls::party_agent(&ca, (&cert, &key), tally_tls::Role::Central)
-        .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
+    let (agent, revocations) = central_agent(&ca, (&cert, &key), &o.central)?;
     let outbox = Arc::new(tally_api::OutboxClient::new(&o.central, agent));
     // The issuers and limits come from the central bank's signed policy.
     let mut tries = 0;
@@ -505,24 +556,10 @@ pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
             }
         })
         .map_err(|e| CliError::failed(e.to_string()))?;
-    // The role keys the central bank revoked: refused to the MDS's own
-    // clients too, refreshed from the central bank every second.
-    let revoked = tally_tls::RevokedKeys::new();
-    {
-        let (r, feed) = (revoked.clone(), outbox.clone());
-        std::thread::Builder::new()
-            .name("role-revocations".into())
-            .spawn(move || {
-                loop {
-                    match feed.role_revocations() {
-                        Ok(pins) => r.extend(pins),
-                        Err(e) => tracing::warn!(error = %e, "role revocations: will retry"),
-                    }
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                }
-            })
-            .map_err(|e| CliError::failed(e.to_string()))?;
-    }
+    // The role keys the central bank revoked (the root-signed list the
+    // central agent is checked against): refused to the MDS's own clients
+    // too.
+    let revoked = revocations.revoked().clone();
     let tls = server_tls(
         &dir,
         "mds",

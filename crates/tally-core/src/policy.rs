@@ -6,7 +6,9 @@ use alloc::vec::Vec;
 
 use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer, read_vec, write_vec};
-use crate::crypto::{Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash};
+use crate::crypto::{
+    Hash32, PublicKey, SecretKey, Signature, Signer, infallible, tagged_hash, verify,
+};
 
 pub const POLICY_VERSION: u8 = 1;
 pub const POLICY_TIERS_MAX: usize = 64;
@@ -396,6 +398,148 @@ impl Cbor for RevocationList {
     }
 }
 
+/// The back office's revoked role-certificate keys (decision 0014), signed
+/// by the root so that a party which cannot ask the central bank's
+/// database — a DCP or the MDS checking the central bank's own server key —
+/// can refuse a revoked key: the list reaches it over a link the revoked
+/// key may itself serve, so it is believed for its signature only, and for
+/// [`ROLE_REVOCATIONS_MAX_AGE_S`] after `issued` (a stolen key's holder
+/// cannot make a fresh list without the root, and an old one stops being
+/// accepted). `pins` are SHA-256 of the certificates' SubjectPublicKeyInfo
+/// (RFC 7469), sorted, no duplicates. Wire: `[1, serial, issued, pins,
+/// signature]`, signed as `tagged_hash("tally/v1/role-revocations", [1,
+/// serial, issued, pins])`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRevocations {
+    /// Rises with every list the root signs (never reused).
+    pub serial: u64,
+    /// Unix seconds when the root signed it.
+    pub issued: u64,
+    pub pins: Vec<Hash32>,
+    pub signature: Signature,
+}
+
+/// How long a signed [`RoleRevocations`] is believed after it was issued.
+pub const ROLE_REVOCATIONS_MAX_AGE_S: u64 = 300;
+/// Revoked role keys a list may carry (a bound for the decoder).
+pub const ROLE_PINS_MAX: usize = 4_096;
+
+/// Why a [`RoleRevocations`] is not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleRevocationsError {
+    /// Not signed by the root.
+    BadSignature,
+    /// Older than one already believed (a lower serial): a replay.
+    Replayed,
+    /// Issued more than [`ROLE_REVOCATIONS_MAX_AGE_S`] ago.
+    Stale,
+    /// Issued after `now` by more than the allowed clock skew.
+    FromTheFuture,
+}
+
+impl core::fmt::Display for RoleRevocationsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::BadSignature => "role revocations not signed by the root",
+            Self::Replayed => "role revocations older than the ones held",
+            Self::Stale => "role revocations too old",
+            Self::FromTheFuture => "role revocations issued in the future",
+        })
+    }
+}
+
+impl RoleRevocations {
+    /// Clock skew allowed between the central bank and a party.
+    pub const SKEW_S: u64 = 60;
+
+    fn write_body(&self, w: &mut Writer) {
+        w.u64(u64::from(POLICY_VERSION));
+        w.u64(self.serial);
+        w.u64(self.issued);
+        write_vec(w, &self.pins);
+    }
+    pub fn signed_message(&self) -> Hash32 {
+        let mut w = Writer::new();
+        w.array(4);
+        self.write_body(&mut w);
+        tagged_hash(b"tally/v1/role-revocations", &[&w.into_bytes()])
+    }
+    /// Signs the list with the root (pins sorted and deduplicated here).
+    pub fn try_sign<S: Signer + ?Sized>(
+        root: &S,
+        serial: u64,
+        issued: u64,
+        mut pins: Vec<Hash32>,
+    ) -> Result<Self, S::Error> {
+        pins.sort();
+        pins.dedup();
+        let mut l = RoleRevocations {
+            serial,
+            issued,
+            pins,
+            signature: Signature::new(root.public_key().suite(), [0; 64]),
+        };
+        l.signature = root.try_sign(&l.signed_message().0)?;
+        Ok(l)
+    }
+    /// Whether a party holding a list of serial `held` (none yet: `None`)
+    /// believes this one at unix time `now`: the root's signature, a
+    /// serial not below the one held, issued within the last
+    /// [`ROLE_REVOCATIONS_MAX_AGE_S`] (and not ahead of `now` by more than
+    /// [`Self::SKEW_S`]).
+    pub fn check(
+        &self,
+        root: &PublicKey,
+        held: Option<u64>,
+        now: u64,
+    ) -> Result<(), RoleRevocationsError> {
+        verify(root, &self.signed_message().0, &self.signature)
+            .map_err(|_| RoleRevocationsError::BadSignature)?;
+        if held.is_some_and(|h| self.serial < h) {
+            return Err(RoleRevocationsError::Replayed);
+        }
+        if self.issued > now.saturating_add(Self::SKEW_S) {
+            return Err(RoleRevocationsError::FromTheFuture);
+        }
+        if now.saturating_sub(self.issued) > ROLE_REVOCATIONS_MAX_AGE_S {
+            return Err(RoleRevocationsError::Stale);
+        }
+        Ok(())
+    }
+    /// Until when (unix seconds) this list is believed.
+    pub fn believed_until(&self) -> u64 {
+        self.issued.saturating_add(ROLE_REVOCATIONS_MAX_AGE_S)
+    }
+    /// Binary search: the list is kept sorted.
+    pub fn is_revoked(&self, pin: &Hash32) -> bool {
+        self.pins.binary_search(pin).is_ok()
+    }
+}
+
+impl Cbor for RoleRevocations {
+    fn write(&self, w: &mut Writer) {
+        w.array(5);
+        self.write_body(w);
+        self.signature.write(w);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(5)?;
+        r.version(POLICY_VERSION)?;
+        let serial = r.u64()?;
+        let issued = r.u64()?;
+        let pins: Vec<Hash32> = read_vec(r, ROLE_PINS_MAX)?;
+        if pins.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(CodecError::NonCanonical);
+        }
+        Ok(RoleRevocations {
+            serial,
+            issued,
+            pins,
+            signature: Signature::read(r)?,
+        })
+    }
+}
+
 /// The back office's word, at sync, that the SE is now in `epoch`. Signed by
 /// a DCP key with the SYNC role; bound to one SE and strictly increasing
 /// `sequence`, so it cannot be replayed to another SE or twice.
@@ -475,4 +619,91 @@ pub fn trusted_with_role<'a>(
         .dcps
         .iter()
         .find(|c| c.key == *key && c.has_role(role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Cbor;
+    use crate::crypto::Suite;
+    use alloc::vec;
+
+    const NOW: u64 = 1_764_892_800;
+
+    fn root() -> SecretKey {
+        SecretKey::from_seed(Suite::Ed25519, &[1; 32]).expect("key")
+    }
+
+    fn list(serial: u64, issued: u64, pins: Vec<Hash32>) -> RoleRevocations {
+        RoleRevocations::try_sign(&root(), serial, issued, pins).unwrap_or_else(|e| match e {})
+    }
+
+    #[test]
+    fn a_role_revocation_list_is_believed_only_signed_current_and_not_older() {
+        let l = list(
+            5,
+            NOW,
+            vec![Hash32([9; 32]), Hash32([3; 32]), Hash32([9; 32])],
+        );
+        assert_eq!(
+            l.pins,
+            vec![Hash32([3; 32]), Hash32([9; 32])],
+            "sorted, deduplicated"
+        );
+        let back = RoleRevocations::from_cbor(&l.to_cbor()).expect("decodes");
+        assert_eq!(back, l);
+        let r = root().public();
+        assert_eq!(l.check(&r, None, NOW), Ok(()));
+        assert_eq!(
+            l.check(&r, Some(5), NOW + ROLE_REVOCATIONS_MAX_AGE_S),
+            Ok(())
+        );
+        assert!(l.is_revoked(&Hash32([3; 32])) && !l.is_revoked(&Hash32([4; 32])));
+        assert_eq!(l.believed_until(), NOW + ROLE_REVOCATIONS_MAX_AGE_S);
+        // Another key, a changed pin, an older serial, stale, from the future.
+        let other = SecretKey::from_seed(Suite::Ed25519, &[2; 32]).expect("key");
+        assert_eq!(
+            l.check(&other.public(), None, NOW),
+            Err(RoleRevocationsError::BadSignature)
+        );
+        let mut forged = l.clone();
+        forged.pins.pop();
+        assert_eq!(
+            forged.check(&r, None, NOW),
+            Err(RoleRevocationsError::BadSignature)
+        );
+        let mut later = l.clone();
+        later.issued += 1;
+        assert_eq!(
+            later.check(&r, None, NOW),
+            Err(RoleRevocationsError::BadSignature)
+        );
+        assert_eq!(
+            l.check(&r, Some(6), NOW),
+            Err(RoleRevocationsError::Replayed)
+        );
+        assert_eq!(
+            l.check(&r, None, NOW + ROLE_REVOCATIONS_MAX_AGE_S + 1),
+            Err(RoleRevocationsError::Stale)
+        );
+        assert_eq!(
+            l.check(&r, None, NOW - RoleRevocations::SKEW_S - 1),
+            Err(RoleRevocationsError::FromTheFuture)
+        );
+    }
+
+    #[test]
+    fn a_role_revocation_list_decodes_only_in_its_canonical_form() {
+        let l = list(1, NOW, vec![Hash32([1; 32]), Hash32([2; 32])]);
+        let mut unsorted = l.clone();
+        unsorted.pins.reverse();
+        assert_eq!(
+            RoleRevocations::from_cbor(&unsorted.to_cbor()),
+            Err(CodecError::NonCanonical)
+        );
+        let mut bytes = l.to_cbor();
+        bytes.push(0);
+        assert!(RoleRevocations::from_cbor(&bytes).is_err(), "trailing byte");
+        assert!(RoleRevocations::from_cbor(&bytes[..bytes.len() - 10]).is_err());
+    }
 }

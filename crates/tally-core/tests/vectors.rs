@@ -106,6 +106,17 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("dcp-certificate", s.dcp_cert.to_cbor()),
         ("policy", s.policy.to_cbor()),
         ("revocation-list", s.revocations.to_cbor()),
+        (
+            "role-revocations",
+            tally_core::policy::RoleRevocations::try_sign(
+                &s.root,
+                1_764_892_800_000,
+                1_764_892_800,
+                vec![Hash32([0xaa; 32])],
+            )
+            .unwrap_or_else(|e| match e {})
+            .to_cbor(),
+        ),
         ("sync-grant", grant.to_cbor()),
         ("payer-certificate", p.package.certificates[0].to_cbor()),
         ("issue", p.issue.to_cbor()),
@@ -576,6 +587,8 @@ fn spec_vectors_decode_and_verify() {
     assert_eq!(dcp_cert.key, dcp);
     let policy: Policy = round_trip(get("policy"));
     let revocations: RevocationList = round_trip(get("revocation-list"));
+    let roles: tally_core::policy::RoleRevocations = round_trip(get("role-revocations"));
+    assert_eq!(roles.check(&root, None, roles.issued), Ok(()));
     let grant: SyncGrant = round_trip(get("sync-grant"));
     assert_eq!(grant.signer, dcp);
     assert!(tally_core::crypto::verify(&dcp, &grant.signed_message().0, &grant.signature).is_ok());

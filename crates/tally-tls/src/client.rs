@@ -3,12 +3,13 @@
 //! its role certificate. No tokio, no axum: a device wallet links this.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
-use crate::{TlsError, cert_from_pem, certs_from_pem, key_from_pem, provider};
+use crate::{RevokedKeys, TlsError, cert_from_pem, certs_from_pem, key_from_pem, provider};
 
 /// Time for one whole exchange: the same as the plain agent of
 /// `tally_client::http::agent` (a test there checks they agree).
@@ -76,6 +77,75 @@ pub fn party_agent(
     client: (&str, &str),
     server: crate::Role,
 ) -> Result<ureq::Agent, TlsError> {
+    party_agent_with(ca_pem, client, server, None)
+}
+
+/// What a party knows about revoked server keys: the pins of the
+/// root-signed role revocation list it last believed, and until when it
+/// believes it (unix seconds). The owner refreshes it (a DCP or the MDS
+/// from the central bank, `tally_api::keep_role_revocations`); every
+/// agent made with it sees the refresh at once.
+#[derive(Debug, Clone, Default)]
+pub struct ServerRevocations {
+    revoked: RevokedKeys,
+    believed_until: Arc<AtomicU64>,
+}
+
+impl ServerRevocations {
+    pub fn new() -> ServerRevocations {
+        ServerRevocations::default()
+    }
+    /// The revoked pins (the same set a party's own server may refuse).
+    pub fn revoked(&self) -> &RevokedKeys {
+        &self.revoked
+    }
+    /// A list believed: its pins added (revocations are permanent), its
+    /// end of belief kept if later than the one held.
+    pub fn believe(&self, pins: impl IntoIterator<Item = [u8; 32]>, until: u64) {
+        self.revoked.extend(pins);
+        self.believed_until.fetch_max(until, Ordering::AcqRel);
+    }
+    /// Whether a believed list covers unix time `now`.
+    pub fn is_current(&self, now: u64) -> bool {
+        now <= self.believed_until.load(Ordering::Acquire)
+    }
+    fn refuses(&self, pin: &[u8; 32], current: bool) -> Option<&'static str> {
+        if self.revoked.contains(pin) {
+            Some("the server's key is revoked")
+        } else if current && !self.is_current(unix_now()) {
+            Some("no current role revocation list: the server's key cannot be checked")
+        } else {
+            None
+        }
+    }
+}
+
+/// How a party agent checks the server's key against revocations.
+#[derive(Debug, Clone)]
+pub struct ServerCheck {
+    pub revocations: ServerRevocations,
+    /// Also refuse while no believed list covers the present (every call
+    /// but the one that fetches the list).
+    pub current: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// [`party_agent`], and with `check` the server's key is refused when its
+/// pin is revoked (or, `check.current`, when no believed revocation list
+/// is current): at the handshake, and before every request on a
+/// connection opened earlier, so a connection to a key revoked since is
+/// not used again.
+pub fn party_agent_with(
+    ca_pem: &str,
+    client: (&str, &str),
+    server: crate::Role,
+    check: Option<ServerCheck>,
+) -> Result<ureq::Agent, TlsError> {
     // Every PEM checked (and the key matched to its certificate) as for
     // `client_agent`.
     tls_config(ca_pem, Some(client))?;
@@ -91,6 +161,7 @@ pub fn party_agent(
     let verifier = Arc::new(RoleVerifier {
         inner: webpki,
         role: server,
+        check: check.clone(),
     });
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -109,6 +180,7 @@ pub fn party_agent(
         agent_config,
         ureq::unversioned::transport::TcpConnector::default().chain(PinnedTls {
             config: Arc::new(config),
+            check,
         }),
         ureq::unversioned::resolver::DefaultResolver::default(),
     ))
@@ -119,6 +191,7 @@ pub fn party_agent(
 struct RoleVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
     role: crate::Role,
+    check: Option<ServerCheck>,
 }
 
 impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
@@ -138,11 +211,29 @@ impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
             now,
         )?;
         match crate::role_of(end_entity) {
-            Ok(Some(r)) if r == self.role => Ok(verified),
-            _ => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
+            Ok(Some(r)) if r == self.role => {}
+            _ => {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
         }
+        if let Some(c) = &self.check {
+            let pin = crate::key_pin(end_entity).map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            })?;
+            if c.revocations.revoked().contains(&pin) {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Revoked,
+                ));
+            }
+            if c.current && !c.revocations.is_current(unix_now()) {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        Ok(verified)
     }
     fn verify_tls12_signature(
         &self,
@@ -170,6 +261,7 @@ impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
 #[derive(Debug)]
 struct PinnedTls {
     config: Arc<ClientConfig>,
+    check: Option<ServerCheck>,
 }
 
 impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Connector<In>
@@ -201,7 +293,18 @@ impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::
         let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
         sock.set_timeout(details.timeout);
         conn.complete_io(&mut sock)?;
+        // The server's key pin, checked again before every request.
+        let server_pin = match &self.check {
+            Some(_) => Some(
+                conn.peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| crate::key_pin(c).ok())
+                    .ok_or(ureq::Error::Tls("the server presented no certificate"))?,
+            ),
+            None => None,
+        };
         Ok(Some(Either::B(PinnedTlsTransport {
+            check: self.check.clone().zip(server_pin),
             buffers: LazyBuffers::new(
                 details.config.input_buffer_size(),
                 details.config.output_buffer_size(),
@@ -213,6 +316,7 @@ impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::
 
 /// A TLS connection made by [`PinnedTls`].
 pub struct PinnedTlsTransport {
+    check: Option<(ServerCheck, [u8; 32])>,
     buffers: ureq::unversioned::transport::LazyBuffers,
     stream: rustls::StreamOwned<
         rustls::ClientConnection,
@@ -237,6 +341,11 @@ impl ureq::unversioned::transport::Transport for PinnedTlsTransport {
     ) -> Result<(), ureq::Error> {
         use std::io::Write as _;
         use ureq::unversioned::transport::Buffers as _;
+        if let Some((c, pin)) = &self.check
+            && let Some(why) = c.revocations.refuses(pin, c.current)
+        {
+            return Err(ureq::Error::Tls(why));
+        }
         self.stream.get_mut().set_timeout(timeout);
         let output = &self.buffers.output()[..amount];
         self.stream.write_all(output)?;

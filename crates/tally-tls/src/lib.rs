@@ -13,9 +13,10 @@
 //! hyper, axum) and `issue` (rcgen: the CLI and tests). TLS is rustls with
 //! the ring provider only, TLS 1.3 only.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
@@ -35,11 +36,11 @@ pub mod issue;
 pub mod server;
 
 #[cfg(feature = "client")]
-pub use client::{client_agent, party_agent};
+pub use client::{ServerCheck, ServerRevocations, client_agent, party_agent, party_agent_with};
 #[cfg(feature = "issue")]
 pub use issue::{TlsDir, Validity, ca_certificate, issue_role_cert, issue_server_cert};
 #[cfg(feature = "server")]
-pub use server::{ClientAuth, PeerPin, PeerRole, RevokedKeys, serve_tls, server_config};
+pub use server::{ClientAuth, PeerPin, PeerRole, serve_tls, server_config};
 
 /// The URI SAN prefix of a role certificate.
 pub const ROLE_URI_PREFIX: &str = "urn:tally:role:";
@@ -208,6 +209,14 @@ pub fn key_pin(cert: &CertificateDer<'_>) -> Result<[u8; 32], TlsError> {
     Ok(sha2::Sha256::digest(parsed.spki_der()).into())
 }
 
+/// The Ed25519 key of the CA in `ca_pem`: the root's key (the CA is the
+/// root, see [`issue`]), which a party pinned at installation and so can
+/// check root-signed objects against without asking anyone.
+pub fn ca_key(ca_pem: &str) -> Result<[u8; 32], TlsError> {
+    let ca = cert_from_pem(ca_pem)?;
+    der::Certificate::parse(&ca)?.ed25519_key()
+}
+
 /// The one crypto provider of every Tally TLS end: rustls' ring provider.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -239,6 +248,66 @@ pub fn cert_from_pem(pem: &str) -> Result<CertificateDer<'static>, TlsError> {
 /// The private key in `pem` (PKCS#8, SEC1 or PKCS#1).
 pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem(e.to_string()))
+}
+
+/// Key pins of revoked role certificates, shared between a server's
+/// handshake verifier and its request handlers (and a client's
+/// [`client::ServerRevocations`]) (cheap to clone; every
+/// clone sees the same set). The owner refreshes it from wherever the
+/// revocations are kept (the central bank: its database).
+#[derive(Debug, Clone, Default)]
+pub struct RevokedKeys(Arc<RwLock<BTreeSet<[u8; 32]>>>);
+
+impl RevokedKeys {
+    pub fn new() -> RevokedKeys {
+        RevokedKeys::default()
+    }
+
+    /// Whether `pin` is revoked.
+    pub fn contains(&self, pin: &[u8; 32]) -> bool {
+        // A poisoned lock still holds a whole set (writers only replace or
+        // insert), so it is read rather than failing open or closed.
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(pin)
+    }
+
+    /// Adds `pin`; whether it was new.
+    pub fn insert(&self, pin: [u8; 32]) -> bool {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pin)
+    }
+
+    /// Adds `pins` (a refresh from the source of truth). Revocations are
+    /// permanent, so a refresh only ever adds: a pin missing from `pins`
+    /// (read from a lagging replica) stays revoked.
+    pub fn extend(&self, pins: impl IntoIterator<Item = [u8; 32]>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(pins);
+    }
+
+    /// Every revoked pin, ascending.
+    pub fn pins(&self) -> Vec<[u8; 32]> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,10 @@
 //! handler. Devices authenticate the server only ([`ClientAuth::None`]).
 //! Each request carries the peer's verified role as [`PeerRole`].
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -33,7 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
-use crate::{Role, TlsError, key_pin, provider, role_of};
+use crate::{RevokedKeys, Role, TlsError, key_pin, provider, role_of};
 
 /// Time a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,55 +71,6 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for PeerRole {
 /// connection opened before a revocation is cut at its next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerPin(pub [u8; 32]);
-
-/// Key pins of revoked role certificates, shared between a server's
-/// handshake verifier and its request handlers (cheap to clone; every
-/// clone sees the same set). The owner refreshes it from wherever the
-/// revocations are kept (the central bank: its database).
-#[derive(Debug, Clone, Default)]
-pub struct RevokedKeys(Arc<RwLock<BTreeSet<[u8; 32]>>>);
-
-impl RevokedKeys {
-    pub fn new() -> RevokedKeys {
-        RevokedKeys::default()
-    }
-
-    /// Whether `pin` is revoked.
-    pub fn contains(&self, pin: &[u8; 32]) -> bool {
-        // A poisoned lock still holds a whole set (writers only replace or
-        // insert), so it is read rather than failing open or closed.
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(pin)
-    }
-
-    /// Adds `pin`; whether it was new.
-    pub fn insert(&self, pin: [u8; 32]) -> bool {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pin)
-    }
-
-    /// Adds `pins` (a refresh from the source of truth). Revocations are
-    /// permanent, so a refresh only ever adds: a pin missing from `pins`
-    /// (read from a lagging replica) stays revoked.
-    pub fn extend(&self, pins: impl IntoIterator<Item = [u8; 32]>) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(pins);
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Who must present a certificate.
 #[derive(Clone)]

@@ -83,7 +83,7 @@ pub fn push_frame(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Wire objects of the `cbor_objects` target; the first input byte (mod
 /// the count) selects one, the rest is its encoding.
-pub const CBOR_KINDS: [&str; 23] = [
+pub const CBOR_KINDS: [&str; 24] = [
     "issue",
     "transfer",
     "record",
@@ -106,6 +106,7 @@ pub const CBOR_KINDS: [&str; 23] = [
     "redemption_order",
     "maker_certificate",
     "closed_request",
+    "role_revocations",
     "request_params",
 ];
 
@@ -149,6 +150,15 @@ pub fn check_cbor_objects(data: &[u8]) {
         19 => round_trip::<tally_core::dcp::RedemptionOrder>(bytes),
         20 => round_trip::<tally_core::dcp::MakerCertificate>(bytes),
         21 => round_trip::<tally_core::dcp::RequestReport>(bytes),
+        22 => {
+            round_trip::<tally_core::policy::RoleRevocations>(bytes);
+            // Checking hostile bytes: a typed refusal, never a panic.
+            if let Ok(l) = tally_core::policy::RoleRevocations::from_cbor(bytes) {
+                if let Some(root) = SecretKey::from_seed(Suite::Ed25519, &[3; 32]) {
+                    let _ = l.check(&root.public(), Some(l.serial ^ 1), l.issued);
+                }
+            }
+        }
         _ => {
             // BUILD REQUEST's command data: the next byte is the kind.
             let Some((&kind, data)) = bytes.split_first() else {
@@ -1048,11 +1058,19 @@ pub fn seed_corpus() -> Vec<Seed> {
         }
         .encode(),
     );
+    let role_list = tally_core::policy::RoleRevocations::try_sign(
+        &fx.scheme.root,
+        1_764_892_800_000,
+        1_764_892_800,
+        alloc::vec![Hash32([9; 32]), Hash32([3; 32])],
+    )
+    .unwrap_or_else(|e| match e {});
     for (i, bytes) in [
         (19usize, order.to_cbor()),
         (20, maker.to_cbor()),
         (21, closed.to_cbor()),
-        (22, params),
+        (22, role_list.to_cbor()),
+        (23, params),
     ] {
         let mut input = alloc::vec![i as u8];
         input.extend_from_slice(&bytes);
