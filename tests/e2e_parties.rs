@@ -787,3 +787,54 @@ fn operations_complete_once_across_a_faulty_link_to_the_central_bank() {
     let _ = bob;
     sc.assert_reconciled();
 }
+
+/// The central bank's own server key revoked (THREATS T74): `tally cb
+/// revoke-cert central.pem` records it; the DCP processes learn it from
+/// the root-signed role revocation list within their next refresh and
+/// refuse that key from then on: a device's load through DCP 2, which
+/// needs the central bank, fails, says why, and moves nothing (the load
+/// stays pending at the device, to finish once the central bank serves
+/// under a new key).
+#[test]
+fn the_dcps_refuse_a_revoked_central_bank_key() {
+    let tmp = temp_dir("parties-revoked-central");
+    let dbs = ["central", "dcp1", "dcp2"].map(|n| s(&tmp.path().join(format!("{n}.sqlite"))));
+    let sc = Scheme::start(tmp.path(), dbs);
+    sc.cb(&["mint", "--dcp", "2", "10000", "--idempotency-key", "m2"]);
+    sc.operator(
+        &sc.dcp2,
+        T2,
+        &["deposit", "bob", "5000", "--idempotency-key", "b"],
+    );
+    let bob = sc.device(&sc.dcp2, T2, "bob", "phone", "bob");
+    assert_eq!(bob.ok(&["load", "1000"]).trim(), "loaded 1000");
+    assert_eq!(sc.settlement_account(2), 9_000);
+
+    let central_pem = s(&sc.tls.join("central.pem"));
+    let v = sc.cb(&["revoke-cert", &central_pem]);
+    assert_eq!(v["role"], "central", "{v}");
+    // Within a refresh (every second) DCP 2 refuses the key: its device's
+    // next load cannot reach the central bank, and nothing moves.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = bob.run(&["load", "1"]);
+        if r.code != 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "DCP 2 still calls the revoked central bank key"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let before = (bob.balance().balance, sc.settlement_account(2));
+    let err = bob.run(&["load", "100"]);
+    assert_ne!(err.code, 0, "{}", err.stdout);
+    assert!(
+        err.stderr.contains("the server's key is revoked"),
+        "{}",
+        err.stderr
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!((bob.balance().balance, sc.settlement_account(2)), before);
+}
