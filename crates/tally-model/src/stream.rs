@@ -25,10 +25,24 @@
 //!   (released, never claimed) or, if the claim exceeds what was
 //!   released, refuses it and raises an alert.
 //!
+//! * **Value binding** (session 10, decision 0020 "as built"): the payer
+//!   SE holds one token of the stream's value `N`. The OPEN is an offline
+//!   payment: one atomic step spends the token and locks `N` in the two
+//!   halves of the OPEN's output (the payee half, the payer half); its
+//!   package stays on the network for ever, so it is delivered any number
+//!   of times, and the payee's SE takes it once (RECEIVE), and only then
+//!   accepts ticks. A close spends its half into a token (the claim `k`,
+//!   the refund `N − released`); settlement registers each half once in
+//!   the spent registry — a second, different close of a half (a broken
+//!   SE) is a double spend, booked as a loss — and books a claim above
+//!   the refund's released ticks as a loss too (T71: detected, not
+//!   prevented).
+//!
 //! Properties: the payee never holds more ticks than the payer released;
-//! settlement never pays out more than the stream's value and never
-//! alerts on an honest run; when both halves settled, claim + refund +
-//! leftover is exactly the value.
+//! the value the SEs hold (the unspent token, the claim and refund tokens)
+//! never exceeds `N`; settlement never pays out more than the stream's
+//! value and never books a loss on an honest run; when both halves settled,
+//! claim + refund + leftover is exactly the value.
 
 use std::collections::BTreeSet;
 
@@ -36,6 +50,12 @@ use stateright::{Model as SrModel, Property};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StreamState {
+    /// The payer SE still holds its token of value `N` (spent by the OPEN).
+    pub token: bool,
+    /// The payer SE paid the OPEN (its package is on the network).
+    pub opened: bool,
+    /// The payee SE took the OPEN's package.
+    pub received: bool,
     pub released: u8,
     pub payer_closed: bool,
     pub ticks: u8,
@@ -48,12 +68,19 @@ pub struct StreamState {
     /// Halves registered at settlement.
     pub claim_settled: Option<u8>,
     pub refund_settled: Option<u8>,
-    /// Settlement refused a claim above the released ticks.
+    /// Settlement found a claim above the released ticks (booked as a loss).
     pub alert: bool,
+    /// Closes of a half settled after the first (double spends, booked
+    /// as losses).
+    pub double_closes: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StreamAction {
+    /// The payer SE pays the stream request: the OPEN.
+    Open,
+    /// The OPEN's package delivered to the payee SE (any number of times).
+    Receive,
     Release(u8),
     Accept(u8),
     PayerClose,
@@ -63,6 +90,9 @@ pub enum StreamAction {
     /// Bug `release_before_record` only: the element left, then power was
     /// cut before the tick's record landed.
     ReleaseThenCrash,
+    /// Bug `close_twice` only: the payee SE signs a second claim for the
+    /// ticks it holds now, and settlement receives it.
+    PayeeCloseAgain,
 }
 
 /// Deliberately broken variants, each caught by a property.
@@ -72,6 +102,11 @@ pub struct StreamBugs {
     pub release_before_record: bool,
     /// The payer's SE keeps releasing after its own close.
     pub ticks_after_close: bool,
+    /// The payer's SE pays the OPEN without spending its token.
+    pub open_keeps_token: bool,
+    /// The payee's SE closes again after more ticks (a second claim of
+    /// the same half).
+    pub close_twice: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +130,24 @@ impl StreamModel {
 
 fn payee_within_released(_: &StreamModel, s: &StreamState) -> bool {
     s.ticks <= s.released
+}
+
+/// The value the SEs hold as tokens: the payer's unspent token, the claim
+/// (the payee's first close: later ticks it holds are not a token) and
+/// the refund.
+fn held(m: &StreamModel, s: &StreamState) -> u8 {
+    let token = if s.token { m.ticks_max } else { 0 };
+    let claim = s.claim_sent.unwrap_or(0);
+    let refund = s.refund_sent.map_or(0, |r| m.ticks_max - r);
+    token + claim + refund
+}
+
+fn holdings_within_value(m: &StreamModel, s: &StreamState) -> bool {
+    held(m, s) <= m.ticks_max
+}
+
+fn no_double_close(_: &StreamModel, s: &StreamState) -> bool {
+    s.double_closes == 0
 }
 
 fn no_alert(_: &StreamModel, s: &StreamState) -> bool {
@@ -125,6 +178,9 @@ impl SrModel for StreamModel {
 
     fn init_states(&self) -> Vec<StreamState> {
         vec![StreamState {
+            token: true,
+            opened: false,
+            received: false,
             released: 0,
             payer_closed: false,
             ticks: 0,
@@ -135,10 +191,16 @@ impl SrModel for StreamModel {
             claim_settled: None,
             refund_settled: None,
             alert: false,
+            double_closes: 0,
         }]
     }
 
     fn actions(&self, s: &StreamState, out: &mut Vec<StreamAction>) {
+        if !s.opened {
+            out.push(StreamAction::Open);
+            return;
+        }
+        out.push(StreamAction::Receive);
         let may_release = !s.payer_closed || self.bugs.ticks_after_close;
         if may_release && s.released < self.ticks_max {
             out.push(StreamAction::Release(s.released + 1));
@@ -155,7 +217,12 @@ impl SrModel for StreamModel {
             }
         }
         out.push(StreamAction::PayerClose);
-        out.push(StreamAction::PayeeClose);
+        if s.received {
+            out.push(StreamAction::PayeeClose);
+        }
+        if self.bugs.close_twice && s.payee_closed {
+            out.push(StreamAction::PayeeCloseAgain);
+        }
         if s.claim_sent.is_some() {
             out.push(StreamAction::SettleClaim);
         }
@@ -167,6 +234,26 @@ impl SrModel for StreamModel {
     fn next_state(&self, s: &StreamState, a: StreamAction) -> Option<StreamState> {
         let mut n = s.clone();
         match a {
+            StreamAction::Open => {
+                // One atomic step: the token spent, the halves locked.
+                n.opened = true;
+                n.token = self.bugs.open_keeps_token;
+            }
+            StreamAction::Receive => {
+                if s.received {
+                    return None; // taken once; a redelivery changes nothing
+                }
+                n.received = true;
+            }
+            StreamAction::PayeeCloseAgain => {
+                // A broken SE: a second claim, for whatever it holds now
+                // (more ticks accepted after its close), and settlement
+                // sees it: the half's second close is a double spend.
+                if s.claim_settled.is_none() || s.double_closes > 0 {
+                    return None;
+                }
+                n.double_closes = 1;
+            }
             StreamAction::Release(k) => {
                 if k == s.released + 1 {
                     n.released = k;
@@ -177,7 +264,7 @@ impl SrModel for StreamModel {
                 n.net.insert(s.released + 1);
             }
             StreamAction::Accept(k) => {
-                if s.payee_closed || k != s.ticks + 1 || !s.net.contains(&k) {
+                if !s.received || s.payee_closed || k != s.ticks + 1 || !s.net.contains(&k) {
                     return None; // refused, nothing changes
                 }
                 n.ticks = k;
@@ -226,6 +313,14 @@ impl SrModel for StreamModel {
                 conserved_when_settled,
             ),
             Property::always("no claim above the released ticks (no alert)", no_alert),
+            Property::always(
+                "the SEs never hold more than the stream's value",
+                holdings_within_value,
+            ),
+            Property::always(
+                "each half is closed once (no double spend)",
+                no_double_close,
+            ),
             Property::sometimes(
                 "the whole stream is claimed",
                 |m: &StreamModel, s: &StreamState| {

@@ -49,3 +49,29 @@ fn ticks_after_the_payers_close_are_caught_at_settlement() {
         "{violated:?}"
     );
 }
+
+#[test]
+fn an_open_that_keeps_its_token_creates_value() {
+    let bugs = StreamBugs {
+        open_keeps_token: true,
+        ..StreamBugs::default()
+    };
+    let (_, violated, _) = check_stream(StreamModel::new(2).with_bugs(bugs));
+    assert!(
+        violated.contains(&"the SEs never hold more than the stream's value"),
+        "{violated:?}"
+    );
+}
+
+#[test]
+fn a_half_closed_twice_is_a_double_spend_at_settlement() {
+    let bugs = StreamBugs {
+        close_twice: true,
+        ..StreamBugs::default()
+    };
+    let (_, violated, _) = check_stream(StreamModel::new(2).with_bugs(bugs));
+    assert!(
+        violated.contains(&"each half is closed once (no double spend)"),
+        "{violated:?}"
+    );
+}
