@@ -6,8 +6,10 @@
 //!
 //! Semihosting arguments (`-semihosting-config …,arg=tally-m4,arg=MODE`):
 //! `smoke` runs the Ed25519 payment scenario and a 64-tick stream only;
-//! `stream` the 10,000-tick stream only; anything else runs the whole
-//! benchmark (both suites, machine to machine, streams, reference crypto).
+//! `stream` the 10,000-tick stream only; `confidential` (feature
+//! `confidential`) the confidential payment only; anything else runs the
+//! whole benchmark (both suites, machine to machine, streams, reference
+//! crypto).
 
 #![no_std]
 #![no_main]
@@ -122,6 +124,14 @@ fixture!(P2_EXPECT, "p256-expect.bin");
 fixture!(P2_METER, "p256-meter.state");
 fixture!(P2_METER_CHAIN, "p256-meter-chain.state");
 fixture!(P2_STATION, "p256-station.state");
+#[cfg(feature = "confidential")]
+fixture!(CONF_PAYER, "conf-payer.state");
+#[cfg(feature = "confidential")]
+fixture!(CONF_PAYEE, "conf-payee.state");
+#[cfg(feature = "confidential")]
+fixture!(CONF_PKG1, "conf-pkg1.bin");
+#[cfg(feature = "confidential")]
+fixture!(CONF_EXPECT, "conf-expect.bin");
 
 /// One suite's test vectors.
 struct SuiteFx {
@@ -781,11 +791,15 @@ fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> 
     let mut station = boot(fb, b"m4/stream-station")?;
     // The OPEN payment, both SEs (request, PAY, RECEIVE, ACK) in one
     // figure.
-    let (r, s_open) = m(|| {
-        tally_wallet::stream::open_stream(&mut meter, &mut station, Amount(1), ticks)
-    });
+    let (r, s_open) =
+        m(|| tally_wallet::stream::open_stream(&mut meter, &mut station, Amount(1), ticks));
     let id = ctx(r, "stream OPEN")?;
-    report(n, "stream_open", &s_open, &[("ticks_max", u64::from(ticks))]);
+    report(
+        n,
+        "stream_open",
+        &s_open,
+        &[("ticks_max", u64::from(ticks))],
+    );
     let anchor = ctx(
         station.stream_anchor(&id).ok_or("no stream"),
         "the station's stream",
@@ -864,6 +878,70 @@ fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> 
     )
 }
 
+/// A confidential payment (issue 12, decisions 0017 and 0027), one device
+/// powered at a time: the payee SE's CREATE REQUEST, its RECEIVE of the
+/// one-hop confidential package the host made for that request by the
+/// real host path (fixture `conf-pkg1.bin`: open its own output, check
+/// the excess signature and the range proof, then the transparent
+/// checks), then the payer SE's PAY of the same payment (commit, prove
+/// the range of both outputs, sign the excess, seal the payee's opening
+/// on the SE), which must make the host's package byte for byte, and its
+/// ACK of the payee's receipt.
+#[cfg(feature = "confidential")]
+#[inline(never)]
+fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+    let n = "conf";
+    provision(fa, &CONF_PAYER[..])?;
+    provision(fb, &CONF_PAYEE[..])?;
+    let (payee, s) = m(|| boot(fb, b"m4/conf-payee"));
+    let mut payee = payee?;
+    report(n, "boot_payee", &s, &[]);
+    let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
+    let (session, req) = ctx(r, "confidential CREATE REQUEST")?;
+    report(n, "create_request", &s, &[("bytes", req.len() as u64)]);
+    check(
+        tagged_hash(b"m4/expect", &[&req]).0[..] == CONF_EXPECT[..32],
+        "the confidential request is the one the host predicted",
+    )?;
+    let pkg: &[u8] = &CONF_PKG1[..];
+    let (r, s) = m(|| session.on_package(&mut payee, pkg));
+    let received = ctx(r.map_err(|(_, e)| e), "confidential RECEIVE")?;
+    report(n, "receive_1", &s, &[("bytes", pkg.len() as u64)]);
+    check(
+        payee.state().balance() == Amount(PAYMENT),
+        "the confidential payee is paid",
+    )?;
+    let receipt = received.receipt;
+    drop(payee);
+
+    let (payer, s) = m(|| boot(fa, b"m4/conf-payer"));
+    let mut payer = payer?;
+    report(n, "boot", &s, &[]);
+    let (r, s) = m(|| PayerSession::start(&mut payer, &req));
+    let pay = ctx(r, "confidential PAY")?;
+    report(n, "pay", &s, &[("bytes", pay.package().len() as u64)]);
+    check(
+        tagged_hash(b"m4/expect", &[pay.package()]).0[..] == CONF_EXPECT[32..64],
+        "the SE's confidential package is the host's",
+    )?;
+    let (r, s) = m(|| pay.on_receipt(&mut payer, &receipt));
+    ctx(r.map_err(|(_, e)| e), "confidential ACK")?;
+    report(n, "ack", &s, &[("bytes", receipt.len() as u64)]);
+    check(
+        payer.state().balance() == Amount(PAYER_LOAD - PAYMENT),
+        "the confidential payer keeps the change",
+    )?;
+    check(
+        payer.state().outgoing.iter().all(|o| o.acked),
+        "the confidential payment is acknowledged",
+    )
+}
+
+#[cfg(not(feature = "confidential"))]
+fn confidential_scenario(_: &mut Flash, _: &mut Flash) -> Res<()> {
+    Err(String::from("built without the confidential feature"))
+}
+
 fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     core_scenario(&ED25519, fa, fb, full)?;
     if !full {
@@ -909,7 +987,9 @@ fn main() -> ! {
         .print();
     // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
     let only_stream = has_arg(&args, b"stream");
-    let result = if only_stream {
+    let result = if has_arg(&args, b"confidential") {
+        confidential_scenario(&mut fa, &mut fb)
+    } else if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
     } else {
         run(full, &mut fa, &mut fb)
