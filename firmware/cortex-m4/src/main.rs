@@ -987,7 +987,7 @@ fn main() -> ! {
         .print();
     // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
     let only_stream = has_arg(&args, b"stream");
-    let result = if has_arg(&args, b"confidential") {
+    let result = if cfg!(feature = "confidential") && has_arg(&args, b"confidential") {
         confidential_scenario(&mut fa, &mut fb)
     } else if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
