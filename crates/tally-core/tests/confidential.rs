@@ -266,7 +266,11 @@ fn low_memory_generators_interoperate_with_taris() {
                 let mut r2 = TestEntropy::new(b"low-memory-proof");
                 let from_low = RangeProof::prove(&low, &ctx, &o, &mut r1).unwrap();
                 let from_stock = RangeProof::prove(gens(bits), &ctx, &o, &mut r2).unwrap();
-                assert_eq!(from_low.to_cbor(), from_stock.to_cbor(), "{bits:?} {values:?} {chunk}");
+                assert_eq!(
+                    from_low.to_cbor(),
+                    from_stock.to_cbor(),
+                    "{bits:?} {values:?} {chunk}"
+                );
                 assert_eq!(from_low.verify(gens(bits), &ctx, &c), Ok(()));
                 assert_eq!(from_stock.verify(&low, &ctx, &c), Ok(()));
                 // Another context, or the commitments swapped: refused.

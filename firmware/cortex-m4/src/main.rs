@@ -892,7 +892,41 @@ fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     provision(fa, &CONF_PAYER[..])?;
     provision(fb, &CONF_PAYEE[..])?;
     let (req, receipt) = confidential_payee(fb)?;
+    // The benchmark's breakdown (not in the payment firmware, whose
+    // figures and flash are the product's).
+    #[cfg(feature = "bench")]
+    confidential_prove_alone()?;
     confidential_payer(fa, &req, &receipt)
+}
+
+/// Where PAY's time goes: the range proof alone, in its own frame (no SE
+/// booted). Benchmark firmware only.
+#[cfg(all(feature = "confidential", feature = "bench"))]
+#[inline(never)]
+fn confidential_prove_alone() -> Res<()> {
+    let n = "conf";
+    // Where PAY's time goes: the range proof alone (16 bits × 2 outputs,
+    // the payment and the change, the trust store's generators), which a
+    // phone or IoT gateway could make instead of the SE (decision 0017).
+    let (r, s) = m(|| {
+        use tally_core::confidential::{
+            Opening, RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RangeBits, RangeGens, RangeProof,
+        };
+        let gens = RangeGens::low_memory(RangeBits::Bits16, RANGE_OUTPUTS_MAX, RANGE_MSM_CHUNK)?;
+        let mut rng = TestEntropy::new(b"m4/conf-prove");
+        let openings = [
+            Opening::random(Amount(PAYMENT), &mut rng),
+            Opening::random(Amount(PAYER_LOAD - PAYMENT), &mut rng),
+        ];
+        let context = tagged_hash(b"m4/conf-prove", &[]);
+        RangeProof::prove(&gens, &context, &openings, &mut rng).map(|p| p.outputs())
+    });
+    check(
+        ctx(r, "range proof alone")? == 2,
+        "the proof covers both outputs",
+    )?;
+    report(n, "range_prove_16x2", &s, &[]);
+    Ok(())
 }
 
 /// The payee's half (its own frame: the payer's SE is not on the stack
@@ -912,9 +946,27 @@ fn confidential_payee(fb: &mut Flash) -> Res<(Vec<u8>, Vec<u8>)> {
         "the confidential request is the one the host predicted",
     )?;
     let pkg: &[u8] = &CONF_PKG1[..];
-    // What RECEIVE spends on the constant generators alone: decompressing
-    // the 2 × 16 × 2 points of a 16-bit proof over two outputs (each is
-    // decompressed once per verification; decision 0027).
+    // What RECEIVE spends on the constant generators alone (benchmark
+    // firmware only).
+    #[cfg(feature = "bench")]
+    confidential_decompress()?;
+    let (r, s) = m(|| session.on_package(&mut payee, pkg));
+    let received = ctx(r.map_err(|(_, e)| e), "confidential RECEIVE")?;
+    report(n, "receive_1", &s, &[("bytes", pkg.len() as u64)]);
+    check(
+        payee.state().balance() == Amount(PAYMENT),
+        "the confidential payee is paid",
+    )?;
+    Ok((req, received.receipt))
+}
+
+/// Decompressing the 2 × 16 × 2 constant generators of a 16-bit proof
+/// over two outputs, as RECEIVE does once per verification (decision
+/// 0027). Benchmark firmware only.
+#[cfg(all(feature = "confidential", feature = "bench"))]
+#[inline(never)]
+fn confidential_decompress() -> Res<()> {
+    let n = "conf";
     let (ok, s) = m(|| {
         use curve25519_dalek::ristretto::CompressedRistretto;
         use tally_core::confidential_gens::{G, H};
@@ -930,14 +982,7 @@ fn confidential_payee(fb: &mut Flash) -> Res<(Vec<u8>, Vec<u8>)> {
     });
     check(ok == 64, "the constant generators decompress")?;
     report(n, "generators_decompress", &s, &[("points", ok)]);
-    let (r, s) = m(|| session.on_package(&mut payee, pkg));
-    let received = ctx(r.map_err(|(_, e)| e), "confidential RECEIVE")?;
-    report(n, "receive_1", &s, &[("bytes", pkg.len() as u64)]);
-    check(
-        payee.state().balance() == Amount(PAYMENT),
-        "the confidential payee is paid",
-    )?;
-    Ok((req, received.receipt))
+    Ok(())
 }
 
 /// The payer's half: PAY (proving on the SE) and ACK.
