@@ -65,12 +65,17 @@ const VERSION: u8 = 1;
 /// have a payment and a change output, a split a few more; four keeps the
 /// generator tables a device needs small.
 pub const RANGE_OUTPUTS_MAX: usize = 4;
-/// Points per multiscalar multiplication with [`RangeGens::low_memory`]
-/// (feature `confidential-low-memory`): curve25519-dalek's variable-time
-/// Straus keeps a lookup table of about 1.5 KiB per point (32-bit
-/// backend), so a chunk of 8 takes about 12 KiB; a larger chunk shares
-/// more doublings (faster) for more RAM (decision 0027).
+/// Points per multiscalar multiplication of a verification with
+/// [`RangeGens::low_memory`] (feature `confidential-low-memory`):
+/// curve25519-dalek's variable-time Straus keeps a lookup table per point
+/// (about 1.5 KiB on the 32-bit backend, more with its scratch), so the
+/// chunk bounds the memory; a larger chunk shares more doublings (faster)
+/// for more RAM. 8 keeps the M4's RECEIVE within 64 KiB (decision 0027).
 pub const RANGE_MSM_CHUNK: usize = 8;
+/// The same for proving: the prover also holds its folded generator
+/// vectors, so it takes a smaller chunk to fit the M4's PAY in 64 KiB
+/// (decision 0027).
+pub const RANGE_PROVE_MSM_CHUNK: usize = 4;
 /// Most input commitments an excess signature covers (a Transfer's inputs).
 pub const EXCESS_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
 /// Bytes of a compressed commitment.
@@ -453,6 +458,9 @@ pub struct RangeGens {
     bits: RangeBits,
     outputs_max: usize,
     params: RangeParameters<RistrettoPoint>,
+    /// The same generators for proving (with [`RangeGens::low_memory`]
+    /// another chunk size; otherwise a clone sharing the tables).
+    prove_params: RangeParameters<RistrettoPoint>,
 }
 
 impl RangeGens {
@@ -469,23 +477,25 @@ impl RangeGens {
         Ok(RangeGens {
             bits,
             outputs_max,
+            prove_params: params.clone(),
             params,
         })
     }
     /// The same generators for a device with little RAM (decision 0027):
     /// taken from the constants in [`confidential_gens`] (compressed, in
     /// flash) and decompressed each time a multiscalar multiplication
-    /// needs them, never hashed to the curve, held or tabulated; proving
-    /// and verifying multiply `msm_chunk` points at a time
-    /// (curve25519-dalek's variable-time multiscalar multiplication per
-    /// chunk, summed), so their memory is bounded whatever the proof's
-    /// size. Proofs are interchangeable with those of [`RangeGens::new`]
+    /// needs them, never hashed to the curve, held or tabulated;
+    /// verifying multiplies `msm_chunk` points at a time and proving
+    /// `prove_msm_chunk` (curve25519-dalek's variable-time multiscalar
+    /// multiplication per chunk, summed), so their memory is bounded
+    /// whatever the proof's size. Proofs are interchangeable with those of [`RangeGens::new`]
     /// (the same points; tests/confidential.rs). Ranges up to
     /// [`confidential_gens::GENS_PER_PARTY`] bits.
     pub fn low_memory(
         bits: RangeBits,
         outputs_max: usize,
         msm_chunk: usize,
+        prove_msm_chunk: usize,
     ) -> Result<RangeGens, ConfidentialError> {
         if !matches!(outputs_max, 1 | 2 | 4) {
             return Err(ConfidentialError::OutputCount);
@@ -495,18 +505,21 @@ impl RangeGens {
         {
             return Err(ConfidentialError::GeneratorCapacity);
         }
-        let params = RangeParameters::init_from_source(
-            bits.bits(),
-            outputs_max,
-            create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen),
-            constant_generator,
-            msm_chunk,
-        )
-        .map_err(|_| ConfidentialError::GeneratorCapacity)?;
+        let params = |chunk| {
+            RangeParameters::init_from_source(
+                bits.bits(),
+                outputs_max,
+                create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen),
+                constant_generator,
+                chunk,
+            )
+            .map_err(|_| ConfidentialError::GeneratorCapacity)
+        };
         Ok(RangeGens {
             bits,
             outputs_max,
-            params,
+            params: params(msm_chunk)?,
+            prove_params: params(prove_msm_chunk)?,
         })
     }
     pub fn bits(&self) -> RangeBits {
@@ -523,6 +536,13 @@ impl RangeGens {
         &self,
         commitments: &[RistrettoPoint],
     ) -> Result<RangeStatement<RistrettoPoint>, ConfidentialError> {
+        self.statement_with(&self.params, commitments)
+    }
+    fn statement_with(
+        &self,
+        params: &RangeParameters<RistrettoPoint>,
+        commitments: &[RistrettoPoint],
+    ) -> Result<RangeStatement<RistrettoPoint>, ConfidentialError> {
         let m = commitments.len().next_power_of_two();
         if m > self.outputs_max {
             return Err(ConfidentialError::GeneratorCapacity);
@@ -530,7 +550,7 @@ impl RangeGens {
         let mut points = Vec::with_capacity(m);
         points.extend_from_slice(commitments);
         points.resize(m, RistrettoPoint::identity());
-        RangeStatement::init(self.params.clone(), points, vec![None; m], None)
+        RangeStatement::init(params.clone(), points, vec![None; m], None)
             .map_err(|_| ConfidentialError::GeneratorCapacity)
     }
 }
@@ -606,7 +626,7 @@ impl RangeProof {
         }
         let m = n.next_power_of_two();
         let commitments: Vec<RistrettoPoint> = openings.iter().map(|o| o.commit().point).collect();
-        let statement = gens.statement(&commitments)?;
+        let statement = gens.statement_with(&gens.prove_params, &commitments)?;
         let mut witness_openings = Vec::with_capacity(m);
         for o in openings {
             witness_openings.push(CommitmentOpening::new(o.value.0, vec![o.blinding]));

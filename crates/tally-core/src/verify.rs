@@ -257,6 +257,7 @@ impl TrustStore {
             bits,
             RANGE_OUTPUTS_MAX,
             crate::confidential::RANGE_MSM_CHUNK,
+            crate::confidential::RANGE_PROVE_MSM_CHUNK,
         );
         #[cfg(not(feature = "confidential-low-memory"))]
         let gens = RangeGens::new(bits, RANGE_OUTPUTS_MAX);

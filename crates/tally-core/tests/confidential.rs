@@ -258,7 +258,7 @@ fn low_memory_generators_interoperate_with_taris() {
     for bits in [RangeBits::Bits16, RangeBits::Bits32] {
         for values in [&[250u64][..], &[250, 750], &[1, 2, 3], &[7, 0, 9, 65_535]] {
             for chunk in [1, 3, 8, 16, 200] {
-                let low = RangeGens::low_memory(bits, 4, chunk).unwrap();
+                let low = RangeGens::low_memory(bits, 4, chunk, chunk.div_ceil(2)).unwrap();
                 let mut rng = TestEntropy::new(b"low-memory-openings");
                 let o = openings(values, &mut rng);
                 let c = commits(&o);
@@ -290,7 +290,7 @@ fn low_memory_generators_interoperate_with_taris() {
         }
     }
     // A batch, and a batch with one bad proof named.
-    let low = RangeGens::low_memory(RangeBits::Bits16, 4, 8).unwrap();
+    let low = RangeGens::low_memory(RangeBits::Bits16, 4, 8, 4).unwrap();
     let mut rng = TestEntropy::new(b"low-memory-batch");
     let o1 = openings(&[1, 2], &mut rng);
     let o2 = openings(&[3], &mut rng);
@@ -326,11 +326,11 @@ fn low_memory_generators_interoperate_with_taris() {
     // 64-bit ranges are beyond the constants (a device refuses such a
     // policy); output counts as for `new`.
     assert_eq!(
-        RangeGens::low_memory(RangeBits::Bits64, 4, 8).err(),
+        RangeGens::low_memory(RangeBits::Bits64, 4, 8, 4).err(),
         Some(ConfidentialError::GeneratorCapacity)
     );
     assert_eq!(
-        RangeGens::low_memory(RangeBits::Bits16, 3, 8).err(),
+        RangeGens::low_memory(RangeBits::Bits16, 3, 8, 4).err(),
         Some(ConfidentialError::OutputCount)
     );
 }

@@ -910,9 +910,15 @@ fn confidential_prove_alone() -> Res<()> {
     // phone or IoT gateway could make instead of the SE (decision 0017).
     let (r, s) = m(|| {
         use tally_core::confidential::{
-            Opening, RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RangeBits, RangeGens, RangeProof,
+            Opening, RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RANGE_PROVE_MSM_CHUNK, RangeBits,
+            RangeGens, RangeProof,
         };
-        let gens = RangeGens::low_memory(RangeBits::Bits16, RANGE_OUTPUTS_MAX, RANGE_MSM_CHUNK)?;
+        let gens = RangeGens::low_memory(
+            RangeBits::Bits16,
+            RANGE_OUTPUTS_MAX,
+            RANGE_MSM_CHUNK,
+            RANGE_PROVE_MSM_CHUNK,
+        )?;
         let mut rng = TestEntropy::new(b"m4/conf-prove");
         let openings = [
             Opening::random(Amount(PAYMENT), &mut rng),
