@@ -88,8 +88,9 @@ const ENCODED_EXTENSION_SIZE: usize = 1;
 /// Tally's low-memory patch: `sum(s_i * P_i)` as the sum of curve25519-dalek's variable-time multiscalar
 /// multiplications over `chunk` points at a time, so that the memory they take (dalek's per-point lookup tables) is
 /// bounded by `chunk` whatever the number of points. The scalars are copied into a buffer that is zeroed after each
-/// chunk (the prover's are secret).
-fn chunked_vartime_multiscalar_mul<P, S, I, J>(chunk: usize, scalars: I, points: J) -> P
+/// chunk (the prover's are secret). As many scalars as points, or an error (a generator source that ran short must
+/// not silently drop terms from a check).
+fn chunked_vartime_multiscalar_mul<P, S, I, J>(chunk: usize, scalars: I, points: J) -> Result<P, ProofError>
 where
     P: CurvePointProtocol,
     S: core::borrow::Borrow<Scalar>,
@@ -100,9 +101,21 @@ where
     let mut acc = P::identity();
     let mut buf_scalars: Zeroizing<Vec<Scalar>> = Zeroizing::new(Vec::with_capacity(chunk));
     let mut buf_points: Vec<P> = Vec::with_capacity(chunk);
-    for (s, p) in scalars.into_iter().zip(points) {
-        buf_scalars.push(*s.borrow());
-        buf_points.push(p);
+    let mut scalars = scalars.into_iter();
+    let mut points = points.into_iter();
+    loop {
+        match (scalars.next(), points.next()) {
+            (Some(s), Some(p)) => {
+                buf_scalars.push(*s.borrow());
+                buf_points.push(p);
+            },
+            (None, None) => break,
+            _ => {
+                return Err(ProofError::InvalidLength(
+                    "Multiscalar multiplication with unequal numbers of scalars and points".to_string(),
+                ))
+            },
+        }
         if buf_points.len() == chunk {
             acc += P::vartime_multiscalar_mul(buf_scalars.iter(), buf_points.iter());
             buf_scalars.zeroize();
@@ -112,11 +125,11 @@ where
     if !buf_points.is_empty() {
         acc += P::vartime_multiscalar_mul(buf_scalars.iter(), buf_points.iter());
     }
-    acc
+    Ok(acc)
 }
 
 /// A variable-time multiscalar multiplication: in one piece (`chunk` is `None`, stock) or chunked (low-memory patch).
-fn msm<P, S, I, J>(chunk: Option<usize>, scalars: I, points: J) -> P
+fn msm<P, S, I, J>(chunk: Option<usize>, scalars: I, points: J) -> Result<P, ProofError>
 where
     P: CurvePointProtocol,
     S: core::borrow::Borrow<Scalar>,
@@ -125,8 +138,14 @@ where
     J::Item: core::borrow::Borrow<P>,
 {
     match chunk {
-        None => P::vartime_multiscalar_mul(scalars, points),
-        Some(k) => chunked_vartime_multiscalar_mul(k, scalars, points.into_iter().map(|p| core::borrow::Borrow::<P>::borrow(&p).clone())),
+        None => Ok(P::vartime_multiscalar_mul(scalars, points)),
+        Some(k) => chunked_vartime_multiscalar_mul(
+            k,
+            scalars,
+            points
+                .into_iter()
+                .map(|p| core::borrow::Borrow::<P>::borrow(&p).clone()),
+        ),
     }
 }
 
@@ -437,7 +456,7 @@ where
                     .iter()
                     .interleave(hi_base.iter())
                     .chain(statement.generators.g_bases().iter()),
-            ),
+            )?,
         };
 
         // Update transcript, get challenges, and update RNG
@@ -578,7 +597,7 @@ where
                     .chain(a_lo_offset.iter())
                     .chain(b_hi.iter()),
                 once(h_base).chain(g_base.iter()).chain(gi_base_hi).chain(hi_base_lo),
-            ));
+            )?);
             ri.push(msm(
                 chunk,
                 once::<&Scalar>(&c_r)
@@ -586,7 +605,7 @@ where
                     .chain(a_hi_offset.iter())
                     .chain(b_lo.iter()),
                 once(h_base).chain(g_base.iter()).chain(gi_base_lo).chain(hi_base_hi),
-            ));
+            )?);
 
             // Update transcript, get challenge, and update RNG
             let e = range_proof_transcript.challenge_round_e(
@@ -1180,7 +1199,7 @@ where
                     .take(max_mn)
                     .interleave(max_statement.generators.hi_base_iter().take(max_mn))
                     .chain(dynamic_points.iter().cloned()),
-            ) == P::identity()
+            )? == P::identity()
         } else if pippenger_cost < estimate_straus_cost(static_count, dynamic_count) {
             P::vartime_multiscalar_mul(
                 gi_base_scalars
