@@ -44,6 +44,8 @@ use tari_bulletproofs_plus::Transcript;
 use tari_bulletproofs_plus::commitment_opening::CommitmentOpening;
 use tari_bulletproofs_plus::generators::pedersen_gens::ExtensionDegree;
 use tari_bulletproofs_plus::range_parameters::RangeParameters;
+
+use crate::confidential_gens;
 use tari_bulletproofs_plus::range_proof::VerifyAction;
 use tari_bulletproofs_plus::range_statement::RangeStatement;
 use tari_bulletproofs_plus::range_witness::RangeWitness;
@@ -63,6 +65,17 @@ const VERSION: u8 = 1;
 /// have a payment and a change output, a split a few more; four keeps the
 /// generator tables a device needs small.
 pub const RANGE_OUTPUTS_MAX: usize = 4;
+/// Points per multiscalar multiplication of a verification with
+/// [`RangeGens::low_memory`] (feature `confidential-low-memory`):
+/// curve25519-dalek's variable-time Straus keeps a lookup table per point
+/// (about 1.5 KiB on the 32-bit backend, more with its scratch), so the
+/// chunk bounds the memory; a larger chunk shares more doublings (faster)
+/// for more RAM. 8 keeps the M4's RECEIVE within 64 KiB (decision 0027).
+pub const RANGE_MSM_CHUNK: usize = 8;
+/// The same for proving: the prover also holds its folded generator
+/// vectors, so it takes a smaller chunk to fit the M4's PAY in 64 KiB
+/// (decision 0027).
+pub const RANGE_PROVE_MSM_CHUNK: usize = 4;
 /// Most input commitments an excess signature covers (a Transfer's inputs).
 pub const EXCESS_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
 /// Bytes of a compressed commitment.
@@ -445,6 +458,9 @@ pub struct RangeGens {
     bits: RangeBits,
     outputs_max: usize,
     params: RangeParameters<RistrettoPoint>,
+    /// The same generators for proving (with [`RangeGens::low_memory`]
+    /// another chunk size; otherwise a clone sharing the tables).
+    prove_params: RangeParameters<RistrettoPoint>,
 }
 
 impl RangeGens {
@@ -461,7 +477,49 @@ impl RangeGens {
         Ok(RangeGens {
             bits,
             outputs_max,
+            prove_params: params.clone(),
             params,
+        })
+    }
+    /// The same generators for a device with little RAM (decision 0027):
+    /// taken from the constants in [`confidential_gens`] (compressed, in
+    /// flash) and decompressed each time a multiscalar multiplication
+    /// needs them, never hashed to the curve, held or tabulated;
+    /// verifying multiplies `msm_chunk` points at a time and proving
+    /// `prove_msm_chunk` (curve25519-dalek's variable-time multiscalar
+    /// multiplication per chunk, summed), so their memory is bounded
+    /// whatever the proof's size. Proofs are interchangeable with those of [`RangeGens::new`]
+    /// (the same points; tests/confidential.rs). Ranges up to
+    /// [`confidential_gens::GENS_PER_PARTY`] bits.
+    pub fn low_memory(
+        bits: RangeBits,
+        outputs_max: usize,
+        msm_chunk: usize,
+        prove_msm_chunk: usize,
+    ) -> Result<RangeGens, ConfidentialError> {
+        if !matches!(outputs_max, 1 | 2 | 4) {
+            return Err(ConfidentialError::OutputCount);
+        }
+        if bits.bits() > confidential_gens::GENS_PER_PARTY
+            || outputs_max > confidential_gens::PARTIES
+        {
+            return Err(ConfidentialError::GeneratorCapacity);
+        }
+        let params = |chunk| {
+            RangeParameters::init_from_source(
+                bits.bits(),
+                outputs_max,
+                create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen),
+                constant_generator,
+                chunk,
+            )
+            .map_err(|_| ConfidentialError::GeneratorCapacity)
+        };
+        Ok(RangeGens {
+            bits,
+            outputs_max,
+            params: params(msm_chunk)?,
+            prove_params: params(prove_msm_chunk)?,
         })
     }
     pub fn bits(&self) -> RangeBits {
@@ -478,6 +536,13 @@ impl RangeGens {
         &self,
         commitments: &[RistrettoPoint],
     ) -> Result<RangeStatement<RistrettoPoint>, ConfidentialError> {
+        self.statement_with(&self.params, commitments)
+    }
+    fn statement_with(
+        &self,
+        params: &RangeParameters<RistrettoPoint>,
+        commitments: &[RistrettoPoint],
+    ) -> Result<RangeStatement<RistrettoPoint>, ConfidentialError> {
         let m = commitments.len().next_power_of_two();
         if m > self.outputs_max {
             return Err(ConfidentialError::GeneratorCapacity);
@@ -485,9 +550,22 @@ impl RangeGens {
         let mut points = Vec::with_capacity(m);
         points.extend_from_slice(commitments);
         points.resize(m, RistrettoPoint::identity());
-        RangeStatement::init(self.params.clone(), points, vec![None; m], None)
+        RangeStatement::init(params.clone(), points, vec![None; m], None)
             .map_err(|_| ConfidentialError::GeneratorCapacity)
     }
+}
+
+/// Generator `index` of party `party`'s H chain (`h`) or G chain, from
+/// the constants (the source of [`RangeGens::low_memory`]). A constant
+/// that does not decompress would be a corrupted table: `None`, which
+/// makes tari's iterators end early and every proof fail (never accept).
+fn constant_generator(h: bool, party: usize, index: usize) -> Option<RistrettoPoint> {
+    let table = if h {
+        &confidential_gens::H
+    } else {
+        &confidential_gens::G
+    };
+    CompressedRistretto(*table.get(party)?.get(index)?).decompress()
 }
 
 /// The Fiat–Shamir transcript of a range proof: Tally's label, then the
@@ -548,7 +626,7 @@ impl RangeProof {
         }
         let m = n.next_power_of_two();
         let commitments: Vec<RistrettoPoint> = openings.iter().map(|o| o.commit().point).collect();
-        let statement = gens.statement(&commitments)?;
+        let statement = gens.statement_with(&gens.prove_params, &commitments)?;
         let mut witness_openings = Vec::with_capacity(m);
         for o in openings {
             witness_openings.push(CommitmentOpening::new(o.value.0, vec![o.blinding]));
@@ -1512,5 +1590,92 @@ pub mod fuzzing {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod constant_generators {
+    extern crate std;
+
+    use alloc::format;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use core::fmt::Write as _;
+
+    use super::*;
+
+    /// tari's own generators (hashed to the curve) for the constants'
+    /// whole capacity, compressed: `[G, H][party][i]`.
+    fn tari_generators() -> [Vec<Vec<[u8; 32]>>; 2] {
+        let params = RangeParameters::init(
+            confidential_gens::GENS_PER_PARTY,
+            confidential_gens::PARTIES,
+            create_pedersen_gens_with_extension_degree(ExtensionDegree::DefaultPedersen),
+        )
+        .expect("tari's generators");
+        let split = |points: Vec<RistrettoPoint>| -> Vec<Vec<[u8; 32]>> {
+            points
+                .chunks(confidential_gens::GENS_PER_PARTY)
+                .map(|c| c.iter().map(|p| p.compress().to_bytes()).collect())
+                .collect()
+        };
+        [
+            split(params.gi_base_iter().collect()),
+            split(params.hi_base_iter().collect()),
+        ]
+    }
+
+    /// The constants are tari's generators, point for point, and each
+    /// decompresses to the point tari uses. With `TALLY_WRITE_GENS=1` the
+    /// test rewrites src/confidential_gens.rs first.
+    #[test]
+    fn constant_generators_equal_taris() {
+        let [g, h] = tari_generators();
+        assert_eq!(g.len(), confidential_gens::PARTIES);
+        if std::env::var_os("TALLY_WRITE_GENS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/confidential_gens.rs");
+            let old = std::fs::read_to_string(path).expect("read confidential_gens.rs");
+            let head = &old[..old.find("const TABLE_G").expect("TABLE_G")];
+            let table = |t: &[Vec<[u8; 32]>]| {
+                let mut s = String::from("[\n");
+                for party in t {
+                    s.push_str("    [\n");
+                    for p in party {
+                        s.push_str("        [");
+                        for (i, b) in p.iter().enumerate() {
+                            let sep = if i == 0 { "" } else { ", " };
+                            let _ = write!(s, "{sep}0x{b:02x}");
+                        }
+                        s.push_str("],\n");
+                    }
+                    s.push_str("    ],\n");
+                }
+                s.push(']');
+                s
+            };
+            let new = format!(
+                "{head}const TABLE_G: [[[u8; 32]; GENS_PER_PARTY]; PARTIES] = {};\n\nconst TABLE_H: [[[u8; 32]; GENS_PER_PARTY]; PARTIES] = {};\n",
+                table(&g),
+                table(&h)
+            );
+            std::fs::write(path, new).expect("write confidential_gens.rs");
+            return;
+        }
+        for (party, (gp, hp)) in g.iter().zip(&h).enumerate() {
+            for (i, (gb, hb)) in gp.iter().zip(hp).enumerate() {
+                assert_eq!(&confidential_gens::G[party][i], gb, "G[{party}][{i}]");
+                assert_eq!(&confidential_gens::H[party][i], hb, "H[{party}][{i}]");
+                assert_eq!(
+                    constant_generator(false, party, i).map(|p| p.compress().to_bytes()),
+                    Some(*gb)
+                );
+                assert_eq!(
+                    constant_generator(true, party, i).map(|p| p.compress().to_bytes()),
+                    Some(*hb)
+                );
+            }
+        }
+        assert!(constant_generator(false, 0, confidential_gens::GENS_PER_PARTY).is_none());
+        assert!(constant_generator(true, confidential_gens::PARTIES, 0).is_none());
     }
 }

@@ -15,6 +15,8 @@ pub mod codec;
 #[cfg(feature = "confidential")]
 pub mod confidential;
 #[cfg(feature = "confidential")]
+pub mod confidential_gens;
+#[cfg(feature = "confidential")]
 pub mod confidential_record;
 pub mod crypto;
 pub mod dcp;

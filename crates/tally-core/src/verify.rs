@@ -251,8 +251,18 @@ impl TrustStore {
         }
         use crate::confidential::{RANGE_OUTPUTS_MAX, RangeBits, RangeGens};
         let bits = RangeBits::for_bound(policy.holding_bound());
+        // A device (decision 0027): constant generators, bounded memory.
+        #[cfg(feature = "confidential-low-memory")]
+        let gens = RangeGens::low_memory(
+            bits,
+            RANGE_OUTPUTS_MAX,
+            crate::confidential::RANGE_MSM_CHUNK,
+            crate::confidential::RANGE_PROVE_MSM_CHUNK,
+        );
+        #[cfg(not(feature = "confidential-low-memory"))]
+        let gens = RangeGens::new(bits, RANGE_OUTPUTS_MAX);
         Ok(Some(Gens(alloc::sync::Arc::new(
-            RangeGens::new(bits, RANGE_OUTPUTS_MAX).map_err(|_| VerifyError::BadTrustSignature)?,
+            gens.map_err(|_| VerifyError::BadTrustSignature)?,
         ))))
     }
     /// A trust store from objects that [`TrustStore::new`] accepted

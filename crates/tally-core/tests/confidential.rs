@@ -248,6 +248,93 @@ fn generators_of_any_capacity_agree() {
     );
 }
 
+/// A device's generators (decision 0027): constants decompressed on use,
+/// chunked multiscalar multiplications. Its proofs are the stock ones
+/// byte for byte (same randomness), each side verifies the other's, at
+/// every chunk size, and it refuses what the stock verifier refuses.
+#[test]
+fn low_memory_generators_interoperate_with_taris() {
+    let ctx = context(b"low-memory");
+    for bits in [RangeBits::Bits16, RangeBits::Bits32] {
+        for values in [&[250u64][..], &[250, 750], &[1, 2, 3], &[7, 0, 9, 65_535]] {
+            for chunk in [1, 3, 8, 16, 200] {
+                let low = RangeGens::low_memory(bits, 4, chunk, chunk.div_ceil(2)).unwrap();
+                let mut rng = TestEntropy::new(b"low-memory-openings");
+                let o = openings(values, &mut rng);
+                let c = commits(&o);
+                let mut r1 = TestEntropy::new(b"low-memory-proof");
+                let mut r2 = TestEntropy::new(b"low-memory-proof");
+                let from_low = RangeProof::prove(&low, &ctx, &o, &mut r1).unwrap();
+                let from_stock = RangeProof::prove(gens(bits), &ctx, &o, &mut r2).unwrap();
+                assert_eq!(
+                    from_low.to_cbor(),
+                    from_stock.to_cbor(),
+                    "{bits:?} {values:?} {chunk}"
+                );
+                assert_eq!(from_low.verify(gens(bits), &ctx, &c), Ok(()));
+                assert_eq!(from_stock.verify(&low, &ctx, &c), Ok(()));
+                // Another context, or the commitments swapped: refused.
+                assert_eq!(
+                    from_low.verify(&low, &context(b"other"), &c),
+                    Err(ConfidentialError::RangeProofInvalid)
+                );
+                if c.len() > 1 {
+                    let mut swapped = c.clone();
+                    swapped.swap(0, 1);
+                    assert_eq!(
+                        from_low.verify(&low, &ctx, &swapped),
+                        Err(ConfidentialError::RangeProofInvalid)
+                    );
+                }
+            }
+        }
+    }
+    // A batch, and a batch with one bad proof named.
+    let low = RangeGens::low_memory(RangeBits::Bits16, 4, 8, 4).unwrap();
+    let mut rng = TestEntropy::new(b"low-memory-batch");
+    let o1 = openings(&[1, 2], &mut rng);
+    let o2 = openings(&[3], &mut rng);
+    let (c1, c2) = (commits(&o1), commits(&o2));
+    let p1 = RangeProof::prove(&low, &ctx, &o1, &mut rng).unwrap();
+    let p2 = RangeProof::prove(&low, &ctx, &o2, &mut rng).unwrap();
+    let other = context(b"batch-other");
+    let check = |p, c, x| RangeCheck {
+        proof: p,
+        commitments: c,
+        context: x,
+    };
+    assert_eq!(
+        batch_verify(&low, &[check(&p1, &c1, &ctx), check(&p2, &c2, &ctx)]),
+        Ok(())
+    );
+    assert_eq!(
+        batch_verify(&low, &[check(&p1, &c1, &ctx), check(&p2, &c2, &other)]),
+        Err((1, ConfidentialError::RangeProofInvalid))
+    );
+    // The negative-change cheat of the test below, against the device.
+    let r_in = Scalar::from(1000u64);
+    let r_pay = Scalar::from(300u64);
+    let r_neg = r_in - r_pay;
+    let pay = Opening::from_parts(Amount(15), r_pay).unwrap();
+    let negative = commit_scalar(-Scalar::from(5u64), r_neg);
+    let wrapped = Opening::from_parts(Amount(65531), r_neg).unwrap();
+    let p = RangeProof::prove(&low, &ctx, &[pay.clone(), wrapped], &mut rng).unwrap();
+    assert_eq!(
+        p.verify(&low, &ctx, &[pay.commit(), negative]),
+        Err(ConfidentialError::RangeProofInvalid)
+    );
+    // 64-bit ranges are beyond the constants (a device refuses such a
+    // policy); output counts as for `new`.
+    assert_eq!(
+        RangeGens::low_memory(RangeBits::Bits64, 4, 8, 4).err(),
+        Some(ConfidentialError::GeneratorCapacity)
+    );
+    assert_eq!(
+        RangeGens::low_memory(RangeBits::Bits16, 3, 8, 4).err(),
+        Some(ConfidentialError::OutputCount)
+    );
+}
+
 #[test]
 fn out_of_range_amounts_are_refused_by_the_prover() {
     let mut rng = TestEntropy::new(b"oor");

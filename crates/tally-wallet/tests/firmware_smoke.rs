@@ -3,9 +3,13 @@
 //! and recovery after a torn commit, CREATE REQUEST, PAY with change,
 //! RECEIVE of a one-hop and an eight-hop package with full verification,
 //! ACK, and a short payment stream (open, 64 ticks, both closes); the
-//! semihosting exit code is success. Then the same for the payment
-//! firmware (the build without the `bench` feature), whose flash must stay
-//! within issue 13's 192 KiB (decision 0022).
+//! semihosting exit code is success. The same build (the benchmark
+//! firmware with the `confidential` feature: one build for both) runs the
+//! confidential scenario too: RECEIVE of a host-made one-hop confidential
+//! package, PAY proving on the SE, ACK (issue 12, decision 0027). Then the
+//! smoke scenario on the payment firmware (the build without the `bench`
+//! feature, transparent), whose flash must stay within issue 13's 192 KiB
+//! (decision 0022).
 //!
 //! Needs `qemu-system-arm` (Debian package `qemu-system-arm`; .ci/run
 //! installs it) and the `thumbv7em-none-eabihf` Rust target. Without them
@@ -96,8 +100,10 @@ fn firmware_smoke_scenario_passes_under_qemu() {
             .as_bytes(),
         );
     }
-    let elf = build_firmware(&[]);
-    let (status, out) = run_smoke(&elf);
+    // The benchmark firmware with confidential amounts: the transparent
+    // smoke scenario and the confidential one on one build.
+    let elf = build_firmware(&["--features", "confidential"]);
+    let (status, out) = run_mode(&elf, "smoke");
     assert!(
         status.success(),
         "semihosting exit code is failure: {status}\n{out}"
@@ -120,6 +126,19 @@ fn firmware_smoke_scenario_passes_under_qemu() {
             out.lines()
                 .any(|l| l.starts_with("OP suite=ed25519") && l.contains(&format!(" op={op} "))),
             "operation {op} did not run\n{out}"
+        );
+    }
+
+    let (status, out) = run_mode(&elf, "confidential");
+    assert!(
+        status.success() && out.contains("RESULT PASS"),
+        "the confidential scenario fails: {status}\n{out}"
+    );
+    for op in ["create_request", "receive_1", "pay", "ack"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("OP suite=conf") && l.contains(&format!(" op={op} "))),
+            "confidential operation {op} did not run\n{out}"
         );
     }
 
@@ -152,7 +171,7 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         "the payment firmware takes {flash} bytes of flash, over the regression ceiling of {} (docs/decisions/0022-firmware-flash.md)",
         fixtures::FLASH_CEILING
     );
-    let (status, out) = run_smoke(&payment);
+    let (status, out) = run_mode(&payment, "smoke");
     assert!(
         status.success() && out.contains("RESULT PASS"),
         "the payment firmware fails its scenario: {status}\n{out}"
@@ -177,8 +196,8 @@ fn build_firmware(args: &[&str]) -> PathBuf {
     root().join("target/firmware/thumbv7em-none-eabihf/release/tally-m4")
 }
 
-/// Runs `elf`'s smoke scenario under QEMU: exit status and output.
-fn run_smoke(elf: &Path) -> (std::process::ExitStatus, String) {
+/// Runs `elf`'s scenario `mode` under QEMU: exit status and output.
+fn run_mode(elf: &Path, mode: &str) -> (std::process::ExitStatus, String) {
     let mut child = Command::new("qemu-system-arm")
         .args([
             "-machine",
@@ -189,7 +208,7 @@ fn run_smoke(elf: &Path) -> (std::process::ExitStatus, String) {
             "-icount",
             "shift=0",
             "-semihosting-config",
-            "enable=on,target=native,arg=tally-m4,arg=smoke",
+            &format!("enable=on,target=native,arg=tally-m4,arg={mode}"),
             "-kernel",
         ])
         .arg(elf)

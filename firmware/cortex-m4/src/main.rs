@@ -6,8 +6,10 @@
 //!
 //! Semihosting arguments (`-semihosting-config …,arg=tally-m4,arg=MODE`):
 //! `smoke` runs the Ed25519 payment scenario and a 64-tick stream only;
-//! `stream` the 10,000-tick stream only; anything else runs the whole
-//! benchmark (both suites, machine to machine, streams, reference crypto).
+//! `stream` the 10,000-tick stream only; `confidential` (feature
+//! `confidential`) the confidential payment only; anything else runs the
+//! whole benchmark (both suites, machine to machine, streams, reference
+//! crypto).
 
 #![no_std]
 #![no_main]
@@ -122,6 +124,14 @@ fixture!(P2_EXPECT, "p256-expect.bin");
 fixture!(P2_METER, "p256-meter.state");
 fixture!(P2_METER_CHAIN, "p256-meter-chain.state");
 fixture!(P2_STATION, "p256-station.state");
+#[cfg(feature = "confidential")]
+fixture!(CONF_PAYER, "conf-payer.state");
+#[cfg(feature = "confidential")]
+fixture!(CONF_PAYEE, "conf-payee.state");
+#[cfg(feature = "confidential")]
+fixture!(CONF_PKG1, "conf-pkg1.bin");
+#[cfg(feature = "confidential")]
+fixture!(CONF_EXPECT, "conf-expect.bin");
 
 /// One suite's test vectors.
 struct SuiteFx {
@@ -781,11 +791,15 @@ fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> 
     let mut station = boot(fb, b"m4/stream-station")?;
     // The OPEN payment, both SEs (request, PAY, RECEIVE, ACK) in one
     // figure.
-    let (r, s_open) = m(|| {
-        tally_wallet::stream::open_stream(&mut meter, &mut station, Amount(1), ticks)
-    });
+    let (r, s_open) =
+        m(|| tally_wallet::stream::open_stream(&mut meter, &mut station, Amount(1), ticks));
     let id = ctx(r, "stream OPEN")?;
-    report(n, "stream_open", &s_open, &[("ticks_max", u64::from(ticks))]);
+    report(
+        n,
+        "stream_open",
+        &s_open,
+        &[("ticks_max", u64::from(ticks))],
+    );
     let anchor = ctx(
         station.stream_anchor(&id).ok_or("no stream"),
         "the station's stream",
@@ -864,6 +878,156 @@ fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> 
     )
 }
 
+/// A confidential payment (issue 12, decisions 0017 and 0027), one device
+/// powered at a time: the payee SE's CREATE REQUEST, its RECEIVE of the
+/// one-hop confidential package the host made for that request by the
+/// real host path (fixture `conf-pkg1.bin`: open its own output, check
+/// the excess signature and the range proof, then the transparent
+/// checks), then the payer SE's PAY of the same payment (commit, prove
+/// the range of both outputs, sign the excess, seal the payee's opening
+/// on the SE), which must make the host's package byte for byte, and its
+/// ACK of the payee's receipt.
+#[cfg(feature = "confidential")]
+fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+    provision(fa, &CONF_PAYER[..])?;
+    provision(fb, &CONF_PAYEE[..])?;
+    let (req, receipt) = confidential_payee(fb)?;
+    // The benchmark's breakdown (not in the payment firmware, whose
+    // figures and flash are the product's).
+    #[cfg(feature = "bench")]
+    confidential_prove_alone()?;
+    confidential_payer(fa, &req, &receipt)
+}
+
+/// Where PAY's time goes: the range proof alone, in its own frame (no SE
+/// booted). Benchmark firmware only.
+#[cfg(all(feature = "confidential", feature = "bench"))]
+#[inline(never)]
+fn confidential_prove_alone() -> Res<()> {
+    let n = "conf";
+    // Where PAY's time goes: the range proof alone (16 bits × 2 outputs,
+    // the payment and the change, the trust store's generators), which a
+    // phone or IoT gateway could make instead of the SE (decision 0017).
+    let (r, s) = m(|| {
+        use tally_core::confidential::{
+            Opening, RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RANGE_PROVE_MSM_CHUNK, RangeBits,
+            RangeGens, RangeProof,
+        };
+        let gens = RangeGens::low_memory(
+            RangeBits::Bits16,
+            RANGE_OUTPUTS_MAX,
+            RANGE_MSM_CHUNK,
+            RANGE_PROVE_MSM_CHUNK,
+        )?;
+        let mut rng = TestEntropy::new(b"m4/conf-prove");
+        let openings = [
+            Opening::random(Amount(PAYMENT), &mut rng),
+            Opening::random(Amount(PAYER_LOAD - PAYMENT), &mut rng),
+        ];
+        let context = tagged_hash(b"m4/conf-prove", &[]);
+        RangeProof::prove(&gens, &context, &openings, &mut rng).map(|p| p.outputs())
+    });
+    check(
+        ctx(r, "range proof alone")? == 2,
+        "the proof covers both outputs",
+    )?;
+    report(n, "range_prove_16x2", &s, &[]);
+    Ok(())
+}
+
+/// The payee's half (its own frame: the payer's SE is not on the stack
+/// under its RECEIVE, as on a device where only the payee is powered).
+#[cfg(feature = "confidential")]
+#[inline(never)]
+fn confidential_payee(fb: &mut Flash) -> Res<(Vec<u8>, Vec<u8>)> {
+    let n = "conf";
+    let (payee, s) = m(|| boot(fb, b"m4/conf-payee"));
+    let mut payee = payee?;
+    report(n, "boot_payee", &s, &[]);
+    let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
+    let (session, req) = ctx(r, "confidential CREATE REQUEST")?;
+    report(n, "create_request", &s, &[("bytes", req.len() as u64)]);
+    check(
+        tagged_hash(b"m4/expect", &[&req]).0[..] == CONF_EXPECT[..32],
+        "the confidential request is the one the host predicted",
+    )?;
+    let pkg: &[u8] = &CONF_PKG1[..];
+    // What RECEIVE spends on the constant generators alone (benchmark
+    // firmware only).
+    #[cfg(feature = "bench")]
+    confidential_decompress()?;
+    let (r, s) = m(|| session.on_package(&mut payee, pkg));
+    let received = ctx(r.map_err(|(_, e)| e), "confidential RECEIVE")?;
+    report(n, "receive_1", &s, &[("bytes", pkg.len() as u64)]);
+    check(
+        payee.state().balance() == Amount(PAYMENT),
+        "the confidential payee is paid",
+    )?;
+    Ok((req, received.receipt))
+}
+
+/// Decompressing the 2 × 16 × 2 constant generators of a 16-bit proof
+/// over two outputs, as RECEIVE does once per verification (decision
+/// 0027). Benchmark firmware only.
+#[cfg(all(feature = "confidential", feature = "bench"))]
+#[inline(never)]
+fn confidential_decompress() -> Res<()> {
+    let n = "conf";
+    let (ok, s) = m(|| {
+        use curve25519_dalek::ristretto::CompressedRistretto;
+        use tally_core::confidential_gens::{G, H};
+        let mut ok = 0u64;
+        for table in [&G, &H] {
+            for party in &table[..2] {
+                for p in &party[..16] {
+                    ok += u64::from(CompressedRistretto(*p).decompress().is_some());
+                }
+            }
+        }
+        ok
+    });
+    check(ok == 64, "the constant generators decompress")?;
+    report(n, "generators_decompress", &s, &[("points", ok)]);
+    Ok(())
+}
+
+/// The payer's half: PAY (proving on the SE) and ACK.
+#[cfg(feature = "confidential")]
+#[inline(never)]
+fn confidential_payer(fa: &mut Flash, req: &[u8], receipt: &[u8]) -> Res<()> {
+    let n = "conf";
+    let (payer, s) = m(|| boot(fa, b"m4/conf-payer"));
+    let mut payer = payer?;
+    report(n, "boot", &s, &[]);
+    let (r, s) = m(|| PayerSession::start(&mut payer, req));
+    let pay = ctx(r, "confidential PAY")?;
+    report(n, "pay", &s, &[("bytes", pay.package().len() as u64)]);
+    check(
+        tagged_hash(b"m4/expect", &[pay.package()]).0[..] == CONF_EXPECT[32..64],
+        "the SE's confidential package is the host's",
+    )?;
+    let (r, s) = m(|| pay.on_receipt(&mut payer, receipt));
+    ctx(r.map_err(|(_, e)| e), "confidential ACK")?;
+    report(n, "ack", &s, &[("bytes", receipt.len() as u64)]);
+    check(
+        payer.state().balance() == Amount(PAYER_LOAD - PAYMENT),
+        "the confidential payer keeps the change",
+    )?;
+    check(
+        payer.state().outgoing.iter().all(|o| o.acked),
+        "the confidential payment is acknowledged",
+    )
+}
+
+#[cfg(not(feature = "confidential"))]
+fn confidential_scenario(_: &mut Flash, _: &mut Flash) -> Res<()> {
+    Err(String::from("built without the confidential feature"))
+}
+
+// With `confidential`, not inlined: its frame (both suites' scenarios)
+// would otherwise be `main`'s, above the confidential scenario's every
+// measured stack depth. (The transparent firmware keeps its layout.)
+#[cfg_attr(feature = "confidential", inline(never))]
 fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     core_scenario(&ED25519, fa, fb, full)?;
     if !full {
@@ -909,7 +1073,9 @@ fn main() -> ! {
         .print();
     // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
     let only_stream = has_arg(&args, b"stream");
-    let result = if only_stream {
+    let result = if cfg!(feature = "confidential") && has_arg(&args, b"confidential") {
+        confidential_scenario(&mut fa, &mut fb)
+    } else if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
     } else {
         run(full, &mut fa, &mut fb)

@@ -9,7 +9,7 @@ use core::fmt::{Debug, Formatter};
 use crate::{
     errors::ProofError,
     generators::{
-        bulletproof_gens::BulletproofGens,
+        bulletproof_gens::{BulletproofGens, GeneratorSource},
         pedersen_gens::{ExtensionDegree, PedersenGens},
     },
     range_proof::MAX_RANGE_PROOF_BIT_LENGTH,
@@ -57,6 +57,38 @@ where P: FromUniformBytes + Compressable + Clone + Precomputable
         })
     }
 
+    /// Like [`RangeParameters::init`], with the bulletproof generators produced by `source` on demand and
+    /// multiscalar multiplications over them `msm_chunk` points at a time (Tally's low-memory patch; see
+    /// [`BulletproofGens::from_source`]).
+    pub fn init_from_source(
+        bit_length: usize,
+        max_aggregation_factor: usize,
+        pc_gens: PedersenGens<P>,
+        source: GeneratorSource<P>,
+        msm_chunk: usize,
+    ) -> Result<Self, ProofError> {
+        if !max_aggregation_factor.is_power_of_two() || !bit_length.is_power_of_two() {
+            return Err(ProofError::InvalidArgument(
+                "Aggregation factor and bit length must be powers of two".to_string(),
+            ));
+        }
+        if bit_length > MAX_RANGE_PROOF_BIT_LENGTH {
+            return Err(ProofError::InvalidArgument(format!(
+                "Bit length must be <= {}",
+                MAX_RANGE_PROOF_BIT_LENGTH
+            )));
+        }
+        Ok(Self {
+            bp_gens: BulletproofGens::from_source(bit_length, max_aggregation_factor, source, msm_chunk)?,
+            pc_gens,
+        })
+    }
+
+    /// With generators from a source: the points per multiscalar multiplication (low-memory patch).
+    pub fn msm_chunk(&self) -> Option<usize> {
+        self.bp_gens.msm_chunk()
+    }
+
     /// Return a reference to the non-public base point generators
     pub fn pc_gens(&self) -> &PedersenGens<P> {
         &self.pc_gens
@@ -98,17 +130,17 @@ where P: FromUniformBytes + Compressable + Clone + Precomputable
     }
 
     /// Return the non-public value iterator to the bulletproof generators
-    pub fn hi_base_iter(&self) -> impl Iterator<Item = &P> {
+    pub fn hi_base_iter(&self) -> impl Iterator<Item = P> + '_ {
         self.bp_gens.h_iter(self.bit_length(), self.max_aggregation_factor())
     }
 
     /// Return the non-public mask iterator to the bulletproof generators
-    pub fn gi_base_iter(&self) -> impl Iterator<Item = &P> {
+    pub fn gi_base_iter(&self) -> impl Iterator<Item = P> + '_ {
         self.bp_gens.g_iter(self.bit_length(), self.max_aggregation_factor())
     }
 
-    /// Return the interleaved precomputation tables
-    pub fn precomp(&self) -> Arc<P::Precomputation> {
+    /// Return the interleaved precomputation tables (`None` for generators from a source)
+    pub fn precomp(&self) -> Option<Arc<P::Precomputation>> {
         self.bp_gens.precomp()
     }
 

@@ -26,7 +26,7 @@ use rand_core::UnwrapErr;
 use rand_core::{CryptoRng, Rng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
 use tari_merlin::Transcript;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
     errors::ProofError,
@@ -84,6 +84,70 @@ const FIXED_PROOF_ELEMENTS: usize = 5;
 
 /// Assorted serialization constants
 const ENCODED_EXTENSION_SIZE: usize = 1;
+
+/// Tally's low-memory patch: `sum(s_i * P_i)` as the sum of curve25519-dalek's variable-time multiscalar
+/// multiplications over `chunk` points at a time, so that the memory they take (dalek's per-point lookup tables) is
+/// bounded by `chunk` whatever the number of points. The scalars are copied into a buffer that is zeroed after each
+/// chunk (the prover's are secret). As many scalars as points, or an error (a generator source that ran short must
+/// not silently drop terms from a check).
+fn chunked_vartime_multiscalar_mul<P, S, I, J>(chunk: usize, scalars: I, points: J) -> Result<P, ProofError>
+where
+    P: CurvePointProtocol,
+    S: core::borrow::Borrow<Scalar>,
+    I: IntoIterator<Item = S>,
+    J: IntoIterator<Item = P>,
+{
+    let chunk = chunk.max(1);
+    let mut acc = P::identity();
+    let mut buf_scalars: Zeroizing<Vec<Scalar>> = Zeroizing::new(Vec::with_capacity(chunk));
+    let mut buf_points: Vec<P> = Vec::with_capacity(chunk);
+    let mut scalars = scalars.into_iter();
+    let mut points = points.into_iter();
+    loop {
+        match (scalars.next(), points.next()) {
+            (Some(s), Some(p)) => {
+                buf_scalars.push(*s.borrow());
+                buf_points.push(p);
+            },
+            (None, None) => break,
+            _ => {
+                return Err(ProofError::InvalidLength(
+                    "Multiscalar multiplication with unequal numbers of scalars and points".to_string(),
+                ))
+            },
+        }
+        if buf_points.len() == chunk {
+            acc += P::vartime_multiscalar_mul(buf_scalars.iter(), buf_points.iter());
+            buf_scalars.zeroize();
+            buf_points.clear();
+        }
+    }
+    if !buf_points.is_empty() {
+        acc += P::vartime_multiscalar_mul(buf_scalars.iter(), buf_points.iter());
+    }
+    Ok(acc)
+}
+
+/// A variable-time multiscalar multiplication: in one piece (`chunk` is `None`, stock) or chunked (low-memory patch).
+fn msm<P, S, I, J>(chunk: Option<usize>, scalars: I, points: J) -> Result<P, ProofError>
+where
+    P: CurvePointProtocol,
+    S: core::borrow::Borrow<Scalar>,
+    I: IntoIterator<Item = S>,
+    J: IntoIterator,
+    J::Item: core::borrow::Borrow<P>,
+{
+    match chunk {
+        None => Ok(P::vartime_multiscalar_mul(scalars, points)),
+        Some(k) => chunked_vartime_multiscalar_mul(
+            k,
+            scalars,
+            points
+                .into_iter()
+                .map(|p| core::borrow::Borrow::<P>::borrow(&p).clone()),
+        ),
+    }
+}
 
 /// Estimated curve-operation cost of the batch verification check using evaluation against precomputed tables
 /// (Straus).
@@ -372,13 +436,28 @@ where
             statement.commitments.len(),
             statement.generators.max_aggregation_factor(),
         )?;
-        let a = statement.generators.precomp().vartime_mixed_multiscalar_mul(
-            a_li.iter()
-                .interleave(a_ri.iter())
-                .chain(repeat_n(&Scalar::ZERO, padding)),
-            alpha.iter(),
-            statement.generators.g_bases().iter(),
-        );
+        // Only take as much of the folding vectors as needed for the aggregation factor (made here, before `A`, so
+        // that generators from a source are produced once)
+        let mut gi_base: Vec<P> = statement.generators.gi_base_iter().take(full_length).collect();
+        let mut hi_base: Vec<P> = statement.generators.hi_base_iter().take(full_length).collect();
+        let chunk = statement.generators.msm_chunk();
+        let a = match statement.generators.precomp() {
+            Some(precomp) => precomp.vartime_mixed_multiscalar_mul(
+                a_li.iter()
+                    .interleave(a_ri.iter())
+                    .chain(repeat_n(&Scalar::ZERO, padding)),
+                alpha.iter(),
+                statement.generators.g_bases().iter(),
+            ),
+            None => msm(
+                chunk,
+                a_li.iter().interleave(a_ri.iter()).chain(alpha.iter()),
+                gi_base
+                    .iter()
+                    .interleave(hi_base.iter())
+                    .chain(statement.generators.g_bases().iter()),
+            )?,
+        };
 
         // Update transcript, get challenges, and update RNG
         let (y, z) = range_proof_transcript.challenges_y_z(&a.compress())?;
@@ -426,10 +505,6 @@ where
                         .ok_or(ProofError::SizeOverflow)?;
             }
         }
-
-        // Only take as much of the folding vectors as needed for the aggregation factor
-        let mut gi_base: Vec<P> = statement.generators.gi_base_iter().take(full_length).cloned().collect();
-        let mut hi_base: Vec<P> = statement.generators.hi_base_iter().take(full_length).cloned().collect();
 
         let g_base = statement.generators.g_bases();
         let h_base = statement.generators.h_base();
@@ -515,20 +590,22 @@ where
             );
 
             // Compute L and R by multi-scalar multiplication
-            li.push(P::vartime_multiscalar_mul(
+            li.push(msm(
+                chunk,
                 once::<&Scalar>(&c_l)
                     .chain(d_l.iter())
                     .chain(a_lo_offset.iter())
                     .chain(b_hi.iter()),
                 once(h_base).chain(g_base.iter()).chain(gi_base_hi).chain(hi_base_lo),
-            ));
-            ri.push(P::vartime_multiscalar_mul(
+            )?);
+            ri.push(msm(
+                chunk,
                 once::<&Scalar>(&c_r)
                     .chain(d_r.iter())
                     .chain(a_hi_offset.iter())
                     .chain(b_lo.iter()),
                 once(h_base).chain(g_base.iter()).chain(gi_base_lo).chain(hi_base_hi),
-            ));
+            )?);
 
             // Update transcript, get challenge, and update RNG
             let e = range_proof_transcript.challenge_round_e(
@@ -1108,7 +1185,22 @@ where
         let static_count = max_mn.saturating_mul(2);
         let dynamic_count = dynamic_scalars.len();
         let pippenger_cost = estimate_pippenger_cost(static_count.saturating_add(dynamic_count));
-        let batch_is_valid = if pippenger_cost < estimate_straus_cost(static_count, dynamic_count) {
+        let batch_is_valid = if let Some(chunk) = max_statement.generators.msm_chunk() {
+            // Generators from a source (low-memory patch): produced on demand, chunked
+            chunked_vartime_multiscalar_mul(
+                chunk,
+                gi_base_scalars
+                    .iter()
+                    .interleave(hi_base_scalars.iter())
+                    .chain(dynamic_scalars.iter()),
+                max_statement
+                    .generators
+                    .gi_base_iter()
+                    .take(max_mn)
+                    .interleave(max_statement.generators.hi_base_iter().take(max_mn))
+                    .chain(dynamic_points.iter().cloned()),
+            )? == P::identity()
+        } else if pippenger_cost < estimate_straus_cost(static_count, dynamic_count) {
             P::vartime_multiscalar_mul(
                 gi_base_scalars
                     .iter()
@@ -1119,9 +1211,10 @@ where
                     .gi_base_iter()
                     .take(max_mn)
                     .interleave(max_statement.generators.hi_base_iter().take(max_mn))
-                    .chain(dynamic_points.iter()),
+                    .chain(dynamic_points.iter().cloned()),
             ) == P::identity()
         } else {
+            let precomp = precomp.ok_or(ProofError::InvalidArgument("No precomputed generators".to_string()))?;
             precomp.vartime_mixed_multiscalar_mul(
                 gi_base_scalars
                     .iter()

@@ -246,6 +246,68 @@ fn fixtures_for(suite: Suite, f: &mut Fixtures) {
     }
 }
 
+/// Entropy labels of the confidential scenario's SEs (src/main.rs,
+/// feature `confidential`).
+const LABEL_CONF_PAYER: &[u8] = b"m4/conf-payer";
+const LABEL_CONF_PAYEE: &[u8] = b"m4/conf-payee";
+
+/// The confidential scenario (issue 12, decision 0017; firmware feature
+/// `confidential`): a phone payer loaded with a confidential Issue of
+/// 1,000 and an empty phone payee under a confidential policy (16-bit
+/// range proofs), Ed25519; and the one-hop confidential package that the
+/// payer SE makes for the payee's first request of 250, made here by the
+/// real host path (the mirror SEs boot from the same states with the
+/// firmware's entropy labels, so the payee's request and the payer's
+/// package are the firmware's). `conf-expect.bin`: the tagged hashes of
+/// the request and of the package.
+fn confidential_fixtures(f: &mut Fixtures) {
+    let suite = Suite::Ed25519;
+    let mut scheme = Scheme::confidential(suite);
+    let mut payer = blank(b"gen/conf/payer");
+    must(
+        provision_suite(&mut payer, &scheme, PHONE, 4, suite),
+        "confidential payer",
+    );
+    must(
+        load(&mut payer, &mut scheme, PHONE, PAYER_LOAD),
+        "load confidential payer",
+    );
+    let mut payee = blank(b"gen/conf/payee");
+    must(
+        provision_suite(&mut payee, &scheme, PHONE, 4, suite),
+        "confidential payee",
+    );
+    let payer_state = state_bytes(&payer);
+    let payee_state = state_bytes(&payee);
+    let mut m_payer = from_state(&payer_state, LABEL_CONF_PAYER);
+    let mut m_payee = from_state(&payee_state, LABEL_CONF_PAYEE);
+    let (s1, req1) = must(
+        PayeeSession::start(&mut m_payee, Amount(PAYMENT)),
+        "confidential request",
+    );
+    let p1 = must(PayerSession::start(&mut m_payer, &req1), "confidential PAY");
+    let pkg1 = p1.package().to_vec();
+    let decoded = must(Package::from_cbor(&pkg1), "decode confidential package");
+    assert!(decoded.transfer.confidential.is_some());
+    assert_eq!(decoded.ancestry.len(), 1, "one hop: the Issue");
+    let got = must(
+        s1.on_package(&mut m_payee, &pkg1).map_err(|(_, e)| e),
+        "confidential RECEIVE",
+    );
+    must(
+        p1.on_receipt(&mut m_payer, &got.receipt)
+            .map_err(|(_, e)| e),
+        "confidential ACK",
+    );
+    assert_eq!(m_payee.state().balance(), Amount(PAYMENT));
+    let mut expect = tagged_hash(b"m4/expect", &[&req1]).0.to_vec();
+    expect.extend_from_slice(&tagged_hash(b"m4/expect", &[&pkg1]).0);
+    f.files.insert("conf-payer.state".into(), payer_state);
+    f.files.insert("conf-payee.state".into(), payee_state);
+    f.files.insert("conf-pkg1.bin".into(), pkg1);
+    f.files.insert("conf-expect.bin".into(), expect);
+}
+
 /// Every fixture file, by name.
 pub fn generate() -> BTreeMap<String, Vec<u8>> {
     let mut f = Fixtures {
@@ -254,6 +316,7 @@ pub fn generate() -> BTreeMap<String, Vec<u8>> {
     for s in [Suite::Ed25519, Suite::EcdsaP256Sha256] {
         fixtures_for(s, &mut f);
     }
+    confidential_fixtures(&mut f);
     f.files
 }
 

@@ -4,6 +4,7 @@
 //! cargo run -p tally-wallet --example m4 -- fixtures   # rewrite firmware/cortex-m4/fixtures/*.bin
 //! cargo run -p tally-wallet --example m4 -- bench      # build, run under QEMU, write docs/PERFORMANCE.md
 //! cargo run -p tally-wallet --example m4 -- smoke      # build, run the smoke scenario (what the test does)
+//! cargo run -p tally-wallet --example m4 -- confidential  # confidential payment firmware: figures, flash
 //! ```
 //! (`firmware/cortex-m4/bench.sh` runs `bench` in release.)
 //!
@@ -984,14 +985,124 @@ fn smoke() {
     );
 }
 
+/// Issue 12's Cortex-M4 targets for a confidential payment (decisions 0017
+/// and 0027).
+const CONF_RECEIVE_MAX: u64 = 40_000_000;
+const CONF_PAY_MAX: u64 = 120_000_000;
+const CONF_RAM_MAX: u64 = 64 * 1024;
+const CONF_FLASH_MAX: u64 = 256 * 1024;
+
+/// The confidential payment firmware (`--no-default-features --features
+/// confidential`): builds it, runs its `confidential` scenario under QEMU
+/// and prints each operation's instructions and RAM (static + peak heap +
+/// peak stack) and the firmware's flash, against issue 12's targets. First
+/// the benchmark firmware with `confidential` runs the same scenario plus
+/// its breakdown (the constant generators' decompression, the range proof
+/// alone), which the payment firmware leaves out.
+fn confidential() {
+    build_firmware_with(&["--features", "confidential"]);
+    let (status, bench_out) = run_qemu_elf(&elf_path(), "confidential");
+    print!("{bench_out}");
+    assert!(
+        status.success() && bench_out.contains("RESULT PASS"),
+        "the confidential scenario failed on the benchmark firmware: {status}"
+    );
+    build_firmware_with(&["--no-default-features", "--features", "confidential"]);
+    let elf = root().join("target/firmware/tally-m4-confidential.elf");
+    must(
+        std::fs::copy(elf_path(), &elf),
+        "copy the confidential firmware",
+    );
+    let sections = elf_sections(&elf);
+    let sec = |n: &str| sections.get(n).copied().unwrap_or(0);
+    let flash = sec(".vector_table") + sec(".text") + sec(".rodata") + sec(".data");
+    let stat = sec(".data") + sec(".bss");
+    let (status, out) = run_qemu_elf(&elf, "confidential");
+    print!("{out}");
+    assert!(
+        status.success() && out.contains("RESULT PASS"),
+        "the confidential scenario failed: {status}"
+    );
+    println!(
+        "\n| operation | instructions | peak heap | peak stack | static + heap + stack | target |"
+    );
+    println!("|---|---:|---:|---:|---:|---|");
+    for line in out.lines().filter(|l| l.starts_with("OP suite=conf ")) {
+        let f = fields(line);
+        let op = f.get("op").cloned().unwrap_or_default();
+        let (instr, heap, stack) = (
+            num(&f, "instr"),
+            num(&f, "heap_peak"),
+            num(&f, "stack_total"),
+        );
+        let ram = stat + heap + stack;
+        let target = match op.as_str() {
+            "receive_1" => format!(
+                "≤ 40 M: {}; ≤ 64 KiB: {}",
+                if instr <= CONF_RECEIVE_MAX {
+                    "met"
+                } else {
+                    "missed"
+                },
+                if ram <= CONF_RAM_MAX { "met" } else { "missed" }
+            ),
+            "pay" => format!(
+                "≤ 120 M: {}; ≤ 64 KiB: {}",
+                if instr <= CONF_PAY_MAX {
+                    "met"
+                } else {
+                    "missed"
+                },
+                if ram <= CONF_RAM_MAX { "met" } else { "missed" }
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "| {op} | {} | {} | {} | {} ({}) | {target} |",
+            mi(instr),
+            grp(heap),
+            grp(stack),
+            grp(ram),
+            kib(ram)
+        );
+    }
+    println!("\nBreakdown (benchmark firmware with `confidential`):");
+    for line in bench_out.lines().filter(|l| {
+        l.starts_with("OP suite=conf ")
+            && (l.contains(" op=generators_decompress ") || l.contains(" op=range_prove_16x2 "))
+    }) {
+        let f = fields(line);
+        println!(
+            "- {}: {} instructions, heap peak {} (live before {}), stack {}",
+            f.get("op").cloned().unwrap_or_default(),
+            mi(num(&f, "instr")),
+            grp(num(&f, "heap_peak")),
+            grp(num(&f, "heap_before")),
+            grp(num(&f, "stack_total"))
+        );
+    }
+    println!(
+        "\nflash (.vector_table + .text + .rodata + .data): {} bytes ({}), target ≤ 256 KiB: {}; static RAM (.data + .bss) {} bytes",
+        grp(flash),
+        kib(flash),
+        if flash <= CONF_FLASH_MAX {
+            "met"
+        } else {
+            "missed"
+        },
+        grp(stat)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("fixtures") => write_fixtures(),
         Some("bench") => bench(!args.iter().any(|a| a == "--no-write")),
         Some("smoke") => smoke(),
+        Some("confidential") => confidential(),
         _ => {
-            eprintln!("usage: m4 fixtures | bench [--no-write] | smoke");
+            eprintln!("usage: m4 fixtures | bench [--no-write] | smoke | confidential");
             std::process::exit(2);
         }
     }

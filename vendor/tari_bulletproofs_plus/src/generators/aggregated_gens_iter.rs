@@ -6,17 +6,22 @@
 
 use alloc::vec::Vec;
 
-/// A convenience iterator struct for the generators
+use crate::generators::bulletproof_gens::GeneratorSource;
+
+/// Iterates over the aggregated generators of `m` parties of `n` each, in party order: from the generator vectors, or
+/// (Tally's low-memory patch) from a [`GeneratorSource`], one point at a time.
 pub struct AggregatedGensIter<'a, P> {
     pub(super) array: &'a Vec<Vec<P>>,
+    /// With a source, the generators are produced by it (`true`: the H chain) and `array` is empty.
+    pub(super) source: Option<(GeneratorSource<P>, bool)>,
     pub(super) n: usize,
     pub(super) m: usize,
     pub(super) party_idx: usize,
     pub(super) gen_idx: usize,
 }
 
-impl<'a, P> Iterator for AggregatedGensIter<'a, P> {
-    type Item = &'a P;
+impl<P: Clone> Iterator for AggregatedGensIter<'_, P> {
+    type Item = P;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.gen_idx >= self.n {
@@ -29,7 +34,10 @@ impl<'a, P> Iterator for AggregatedGensIter<'a, P> {
         } else {
             let cur_gen = self.gen_idx;
             self.gen_idx = self.gen_idx.checked_add(1)?;
-            self.array.get(self.party_idx)?.get(cur_gen)
+            match self.source {
+                Some((source, h)) => source(h, self.party_idx, cur_gen),
+                None => self.array.get(self.party_idx)?.get(cur_gen).cloned(),
+            }
         }
     }
 

@@ -39,6 +39,12 @@ use crate::{
 /// This construction is also forward-compatible with constraint system proofs, which use a much larger slice of the
 /// generator chain, and even forward-compatible to multiparty aggregation of constraint system proofs, since the
 /// generators are namespaced by their party index.
+/// Tally's low-memory patch: a function that produces generator `index` of party `party`'s G chain (`h = false`) or
+/// H chain (`h = true`), e.g. by decompressing a constant; `None` beyond its capacity. Generators from a source are
+/// never held in memory nor precomputed: proofs and verifications with them use multiscalar multiplications over a
+/// bounded number of points at a time (`msm_chunk`).
+pub type GeneratorSource<P> = fn(h: bool, party: usize, index: usize) -> Option<P>;
+
 pub struct BulletproofGens<P: Precomputable> {
     /// The maximum number of usable generators for each party.
     pub gens_capacity: usize,
@@ -52,8 +58,12 @@ pub struct BulletproofGens<P: Precomputable> {
     g_vec: Vec<Vec<P>>,
     /// Precomputed \\(\mathbf H\\) generators for each party.
     h_vec: Vec<Vec<P>>,
-    /// Interleaved precomputed generators
-    precomp: Arc<P::Precomputation>,
+    /// Interleaved precomputed generators (`None` with a source)
+    precomp: Option<Arc<P::Precomputation>>,
+    /// Where the generators come from when they are not in `g_vec` and `h_vec` (low-memory patch)
+    source: Option<GeneratorSource<P>>,
+    /// Points per multiscalar multiplication with a source
+    msm_chunk: usize,
 }
 
 // This manual `Clone` implementation is required since derived cloning requires the curve library precomputation struct
@@ -70,6 +80,8 @@ where
             g_vec: self.g_vec.clone(),
             h_vec: self.h_vec.clone(),
             precomp: self.precomp.clone(),
+            source: self.source,
+            msm_chunk: self.msm_chunk,
         }
     }
 }
@@ -111,35 +123,67 @@ impl<P: FromUniformBytes + Precomputable> BulletproofGens<P> {
             party_capacity,
             g_vec,
             h_vec,
-            precomp,
+            precomp: Some(precomp),
+            source: None,
+            msm_chunk: 0,
+        })
+    }
+
+    /// Generators produced by `source` on demand (Tally's low-memory patch): nothing is hashed to the curve, held or
+    /// precomputed; multiscalar multiplications over them take `msm_chunk` points at a time (at least 1). The source
+    /// must produce the same points as [`BulletproofGens::new`] would for the proofs to interoperate.
+    pub fn from_source(
+        gens_capacity: usize,
+        party_capacity: usize,
+        source: GeneratorSource<P>,
+        msm_chunk: usize,
+    ) -> Result<Self, ProofError> {
+        u32::try_from(party_capacity).map_err(|_| ProofError::SizeOverflow)?;
+        Ok(BulletproofGens {
+            gens_capacity,
+            party_capacity,
+            g_vec: Vec::new(),
+            h_vec: Vec::new(),
+            precomp: None,
+            source: Some(source),
+            msm_chunk: msm_chunk.max(1),
         })
     }
 
     /// Return an iterator over the aggregation of the parties' G generators with given size `n`.
-    pub(crate) fn g_iter(&self, n: usize, m: usize) -> impl Iterator<Item = &P> {
+    pub(crate) fn g_iter(&self, n: usize, m: usize) -> impl Iterator<Item = P> + '_
+    where P: Clone {
         AggregatedGensIter {
             n,
             m,
             array: &self.g_vec,
+            source: self.source.map(|s| (s, false)),
             party_idx: 0,
             gen_idx: 0,
         }
     }
 
     /// Return an iterator over the aggregation of the parties' H generators with given size `n`.
-    pub(crate) fn h_iter(&self, n: usize, m: usize) -> impl Iterator<Item = &P> {
+    pub(crate) fn h_iter(&self, n: usize, m: usize) -> impl Iterator<Item = P> + '_
+    where P: Clone {
         AggregatedGensIter {
             n,
             m,
             array: &self.h_vec,
+            source: self.source.map(|s| (s, true)),
             party_idx: 0,
             gen_idx: 0,
         }
     }
 
-    /// Return the interleaved precomputation tables.
-    pub(crate) fn precomp(&self) -> Arc<P::Precomputation> {
+    /// Return the interleaved precomputation tables (`None` for generators from a source).
+    pub(crate) fn precomp(&self) -> Option<Arc<P::Precomputation>> {
         self.precomp.clone()
+    }
+
+    /// With generators from a source: the points per multiscalar multiplication.
+    pub(crate) fn msm_chunk(&self) -> Option<usize> {
+        self.source.map(|_| self.msm_chunk)
     }
 
     /// Returns `true` if `self` and `other` share the same precomputation tables.
@@ -148,7 +192,10 @@ impl<P: FromUniformBytes + Precomputable> BulletproofGens<P> {
     /// built from (enforced by field privacy), and cloning shares them, pointer equality guarantees the generator
     /// vectors are identical without an element-wise comparison. A `false` result is inconclusive.
     pub(crate) fn shares_precomp(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.precomp, &other.precomp)
+        match (&self.precomp, &other.precomp) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Test-only read access to the per-party G generator vectors.

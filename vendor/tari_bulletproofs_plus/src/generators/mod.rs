@@ -28,7 +28,7 @@ mod tests {
         let gens = BulletproofGens::new(64, 8).unwrap();
 
         let helper = |n: usize, m: usize| {
-            let agg_g: Vec<RistrettoPoint> = gens.g_iter(n, m).copied().collect();
+            let agg_g: Vec<RistrettoPoint> = gens.g_iter(n, m).collect();
             let flat_g: Vec<RistrettoPoint> = gens
                 .g_vec()
                 .iter()
@@ -37,7 +37,7 @@ mod tests {
                 .copied()
                 .collect();
 
-            let agg_h: Vec<RistrettoPoint> = gens.h_iter(n, m).copied().collect();
+            let agg_h: Vec<RistrettoPoint> = gens.h_iter(n, m).collect();
             let flat_h: Vec<RistrettoPoint> = gens
                 .h_vec()
                 .iter()

@@ -6,20 +6,43 @@
 
 //! Bulletproofs+ utilities
 
-use alloc::{string::ToString, vec::Vec};
+use alloc::string::ToString;
+#[cfg(feature = "mask-recovery")]
+use alloc::vec::Vec;
+#[cfg(feature = "mask-recovery")]
 use core::convert::TryFrom;
 
+#[cfg(feature = "mask-recovery")]
 use blake2::Blake2bMac512;
 use curve25519_dalek::scalar::Scalar;
+#[cfg(feature = "mask-recovery")]
 use zeroize::Zeroizing;
 
-use crate::{errors::ProofError, protocols::scalar_protocol::ScalarProtocol};
+use crate::errors::ProofError;
+#[cfg(feature = "mask-recovery")]
+use crate::protocols::scalar_protocol::ScalarProtocol;
 
 /// The maximum number of bytes that `Blake2b` can accommodate in its `persona` field
 /// This is defined in https://www.blake2.net/blake2.pdf section 2.8
+#[cfg(feature = "mask-recovery")]
 const BLAKE2B_PERSONA_LIMIT: usize = 16;
 
+/// Without the `mask-recovery` feature (Tally's patch): deterministic nonces (seed nonces, mask recovery) are not
+/// built, which keeps Blake2b out of a device's flash; a statement with a seed nonce fails to prove or recover.
+#[cfg(not(feature = "mask-recovery"))]
+pub fn nonce(
+    _seed_nonce: &Scalar,
+    _label: &str,
+    _index_j: Option<usize>,
+    _index_k: Option<usize>,
+) -> Result<Scalar, ProofError> {
+    Err(ProofError::InvalidArgument(
+        "Seed nonces need the mask-recovery feature".to_string(),
+    ))
+}
+
 /// Encode a `usize` as 32 bits, or return an error if this would truncate
+#[cfg(feature = "mask-recovery")]
 fn encode_usize(size: usize) -> Result<Vec<u8>, ProofError> {
     u32::try_from(size)
         .map_err(|_| ProofError::InvalidLength("Bad size encoding".to_string()))
@@ -27,6 +50,7 @@ fn encode_usize(size: usize) -> Result<Vec<u8>, ProofError> {
 }
 
 /// Create a deterministic scalar nonce given a seed, label and two (optional) indexes
+#[cfg(feature = "mask-recovery")]
 pub fn nonce(
     seed_nonce: &Scalar,
     label: &str,
@@ -105,6 +129,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "mask-recovery")]
     fn test_nonce() {
         let mut rng = ChaCha12Rng::seed_from_u64(8675309); // for testing only!
         let seed_nonce = Scalar::random_not_zero(&mut rng);
