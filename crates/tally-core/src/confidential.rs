@@ -1400,6 +1400,10 @@ pub mod fuzzing {
     /// change) with every object the decoders and verifiers take.
     pub struct ConfidentialFixture {
         pub gens: RangeGens,
+        /// The same generators as a device holds them (decision 0027):
+        /// constants, chunked multiscalar multiplications (3 points at a
+        /// time, so a proof's sums cross chunk boundaries).
+        pub low_gens: RangeGens,
         pub context: Hash32,
         pub inputs: Vec<Commitment>,
         pub outputs: Vec<Commitment>,
@@ -1417,6 +1421,10 @@ pub mod fuzzing {
             let gens = match RangeGens::new(RangeBits::Bits16, 2) {
                 Ok(g) => g,
                 Err(e) => panic!("fixture generators: {e}"),
+            };
+            let low_gens = match RangeGens::low_memory(RangeBits::Bits16, 2, 3, 3) {
+                Ok(g) => g,
+                Err(e) => panic!("fixture low-memory generators: {e}"),
             };
             let context = tagged_hash(b"tally/test/confidential-context", &[b"fixture"]);
             let input = Opening::random(Amount(1000), &mut rng);
@@ -1445,6 +1453,7 @@ pub mod fuzzing {
             .unwrap_or_else(|e| panic!("fixture sealed opening: {e}"));
             ConfidentialFixture {
                 gens,
+                low_gens,
                 context,
                 inputs: vec![input.commit()],
                 outputs,
@@ -1537,6 +1546,13 @@ pub mod fuzzing {
                 if let Some(p) = round_trip::<RangeProof>(bytes) {
                     let ok = p.verify(&f.gens, &f.context, &f.outputs).is_ok();
                     assert!(!ok || p == f.proof, "a range proof not made here verifies");
+                    // The device's low-memory verifier agrees with the
+                    // stock one on every input (decision 0027).
+                    assert_eq!(
+                        p.verify(&f.low_gens, &f.context, &f.outputs).is_ok(),
+                        ok,
+                        "the low-memory verifier disagrees with the stock one"
+                    );
                     // Any other context or order is refused.
                     let mut swapped = f.outputs.clone();
                     swapped.reverse();
