@@ -2296,19 +2296,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::StreamTick(TickError::Skipped));
         }
         // The pebbles after a reboot: from the seed, lazily.
-        if !self.pebbles.iter().any(|(i, _)| i == id) {
-            let seed = self.stream_seed(slot)?;
-            let p = Pebbles::resume(seed, ticks_max, released).ok_or(SeError::StateCorrupt)?;
-            self.pebbles.push((*id, p));
-        }
+        let at = match self.pebbles.iter().position(|(i, _)| i == id) {
+            Some(at) => at,
+            None => {
+                let seed = self.stream_seed(slot)?;
+                let p = Pebbles::resume(seed, ticks_max, released).ok_or(SeError::StateCorrupt)?;
+                self.pebbles.push((*id, p));
+                self.pebbles.len() - 1
+            }
+        };
         self.commit_tick(slot, k, None)?;
         assert_eq!(self.state.streams_out[slot].released, k, "tick recorded");
-        let p = self
-            .pebbles
-            .iter_mut()
-            .find(|(i, _)| i == id)
-            .map(|(_, p)| p)
-            .ok_or(SeError::StateCorrupt)?;
+        let p = &mut self.pebbles.get_mut(at).ok_or(SeError::StateCorrupt)?.1;
         let element = p.element(k).ok_or(SeError::StateCorrupt)?;
         self.last_released = Some((*id, k, element));
         Ok(element)
@@ -2549,13 +2548,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.halted {
             return Err(SeError::Halted);
         }
-        let appended = match (self.journal.sequence(), self.journal.log_records()) {
-            (Some(sequence), Ok(index)) => {
-                let delta = encode_tick_delta(sequence, index, slot, k, element);
-                let sealed = self.sealing.seal(&delta, self.entropy.get_mut());
-                match self.journal.append(&sealed) {
+        // The compact tick record (SPEC §4.10.3): no encoder, no copy in
+        // the clear, applied by the same code boot replays it with.
+        let appended = match self.journal.sequence() {
+            Some(_) => {
+                let (record, len) = encode_tick_record(slot, k, element);
+                let body = &record[..len];
+                let result = if self.sealing.is_clear() {
+                    self.journal.append(body)
+                } else {
+                    let sealed = self.sealing.seal(body, self.entropy.get_mut());
+                    self.journal.append(&sealed)
+                };
+                match result {
                     Ok(()) => {
-                        apply_delta(&mut self.state, &delta, sequence, index)
+                        apply_tick_record(&mut self.state, body)
                             .map_err(|_| SeError::StateCorrupt)?;
                         return Ok(());
                     }
@@ -2563,8 +2570,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     Err(e) => Some(e),
                 }
             }
-            (None, _) => None,
-            (_, Err(e)) => Some(e),
+            None => None,
         };
         if let Some(e) = appended {
             self.halted = true;
@@ -2653,7 +2659,7 @@ fn load_state<S: Storage>(
         let applied = sealing
             .open(sealed)
             .ok()
-            .and_then(|plain| apply_delta(&mut state, &plain, sequence, index).ok());
+            .and_then(|plain| apply_record(&mut state, &plain, sequence, index).ok());
         index = index.saturating_add(1);
         if applied.is_none() {
             // A record whose check holds but whose content does not

@@ -1384,6 +1384,91 @@ fn apply_tick(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
     Ok(())
 }
 
+/// First byte of a payer's compact tick record (SPEC §4.10.3, decision
+/// 0020 addendum session 10). A tick record is a log record body that is
+/// not a delta (a delta is a CBOR array of 3, first byte `0x83`):
+/// `00 ‖ slot ‖ k mod 256` for the payer, `01 ‖ slot ‖ k mod 256 ‖
+/// element (32)` for the payee. `k` itself is the stream's next tick
+/// (recomputed; its low byte checks it); the record's place is bound by
+/// the journal's chained check (base and record index), as a delta's
+/// `sequence, index` are. Written since session 10; the delta form of a
+/// tick (field 27) is still read.
+pub const TICK_RECORD_PAYER: u8 = 0x00;
+/// First byte of a payee's compact tick record.
+pub const TICK_RECORD_PAYEE: u8 = 0x01;
+/// The longest tick record (the payee's).
+pub const TICK_RECORD_MAX: usize = 35;
+
+/// One stream tick as a compact record: the bytes and their length.
+pub fn encode_tick_record(
+    slot: usize,
+    k: u32,
+    element: Option<&Hash32>,
+) -> ([u8; TICK_RECORD_MAX], usize) {
+    assert!(slot < STREAMS_MAX, "a stream slot");
+    let mut b = [0u8; TICK_RECORD_MAX];
+    b[1] = slot as u8;
+    b[2] = k as u8;
+    match element {
+        None => {
+            b[0] = TICK_RECORD_PAYER;
+            (b, 3)
+        }
+        Some(e) => {
+            b[0] = TICK_RECORD_PAYEE;
+            b[3..].copy_from_slice(&e.0);
+            (b, TICK_RECORD_MAX)
+        }
+    }
+}
+
+/// Applies a compact tick record: only the next tick of an open stream
+/// (its low byte must match), as [`apply_tick`].
+pub fn apply_tick_record(state: &mut State, body: &[u8]) -> Result<(), CodecError> {
+    match body {
+        [TICK_RECORD_PAYER, slot, k_lo] => {
+            let s = state
+                .streams_out
+                .get_mut(usize::from(*slot))
+                .ok_or(CodecError::Malformed)?;
+            let k = s.released.checked_add(1).ok_or(CodecError::Malformed)?;
+            if s.closed || k > s.ticks_max || k as u8 != *k_lo {
+                return Err(CodecError::Malformed);
+            }
+            s.released = k;
+        }
+        [TICK_RECORD_PAYEE, slot, k_lo, element @ ..] if element.len() == 32 => {
+            let s = state
+                .streams_in
+                .get_mut(usize::from(*slot))
+                .ok_or(CodecError::Malformed)?;
+            let k = s.ticks.checked_add(1).ok_or(CodecError::Malformed)?;
+            if s.closed || k > s.ticks_max || k as u8 != *k_lo {
+                return Err(CodecError::Malformed);
+            }
+            s.ticks = k;
+            s.latest.0.copy_from_slice(element);
+        }
+        _ => return Err(CodecError::Malformed),
+    }
+    Ok(())
+}
+
+/// Applies one log record body for record `index` on base `sequence`: a
+/// compact tick record ([`apply_tick_record`]) or a delta
+/// ([`apply_delta`]). Same contract as [`apply_delta`].
+pub fn apply_record(
+    state: &mut State,
+    bytes: &[u8],
+    sequence: u64,
+    index: u32,
+) -> Result<(), CodecError> {
+    match bytes.first() {
+        Some(&(TICK_RECORD_PAYER | TICK_RECORD_PAYEE)) => apply_tick_record(state, bytes),
+        _ => apply_delta(state, bytes, sequence, index),
+    }
+}
+
 /// Applies a delta written by [`encode_delta`] for log record `index` on
 /// base `sequence`. A delta for another place, an unknown field, a field
 /// twice or out of order, an edit past the table's end or over its bound,
