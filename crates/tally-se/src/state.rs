@@ -1902,9 +1902,24 @@ mod stream_tick_records {
         s
     }
 
-    /// SPEC §4.10.4 `stream-tick-payer` and `stream-tick-payee`.
+    /// SPEC §4.10.4 `stream-tick-payer` and `stream-tick-payee` (the
+    /// compact records), then the delta form still read (the vectors
+    /// before session 10).
     #[test]
     fn tick_records_are_the_spec_vectors() {
+        let h1 = Hash32([
+            0x8e, 0xb7, 0x5e, 0x0d, 0xbd, 0x8b, 0xc4, 0x23, 0x69, 0xf7, 0x8f, 0x76, 0x10, 0x60,
+            0x1b, 0x67, 0x26, 0x48, 0x66, 0x9d, 0xd5, 0xed, 0xce, 0xcb, 0x00, 0x60, 0x8a, 0xed,
+            0xc8, 0x76, 0x2f, 0xa2,
+        ]);
+        let (r, n) = encode_tick_record(0, 1, None);
+        assert_eq!(hex(&r[..n]), "000001");
+        let (r, n) = encode_tick_record(0, 1, Some(&h1));
+        assert_eq!(
+            hex(&r[..n]),
+            "0100018eb75e0dbd8bc42369f78f7610601b672648669dd5edcecb00608aedc8\
+             762fa2"
+        );
         assert_eq!(
             hex(&encode_tick_delta(1, 0, 0, 1, None)),
             "8301008182181b83000001"
@@ -1971,6 +1986,50 @@ mod stream_tick_records {
         // Past the end.
         st.streams_out[0].released = 3;
         assert!(apply_delta(&mut st, &encode_tick_delta(5, 2, 0, 4, None), 5, 2).is_err());
+    }
+
+    #[test]
+    fn only_the_next_tick_of_an_open_stream_applies_as_a_compact_record() {
+        let mut st = with_streams();
+        let rec = |slot, k, el| {
+            let (r, n) = encode_tick_record(slot, k, el);
+            r[..n].to_vec()
+        };
+        apply_record(&mut st, &rec(0, 1, None), 5, 0).unwrap();
+        assert_eq!(st.streams_out[0].released, 1);
+        let e = Hash32([4; 32]);
+        apply_record(&mut st, &rec(0, 1, Some(&e)), 5, 1).unwrap();
+        assert_eq!((st.streams_in[0].ticks, st.streams_in[0].latest), (1, e));
+        // A delta still applies through the same entry point.
+        apply_record(&mut st, &encode_tick_delta(5, 2, 0, 2, None), 5, 2).unwrap();
+        assert_eq!(st.streams_out[0].released, 2);
+        for (k, slot, el) in [
+            (2, 0, None),
+            (4, 0, None),
+            (1, 0, Some(&e)),
+            (2, 1, Some(&e)),
+            (2, 1, None),
+        ] {
+            let mut t = st.clone();
+            assert!(apply_record(&mut t, &rec(slot, k, el), 5, 3).is_err());
+        }
+        // Truncated, padded, or of an unknown kind.
+        let good = rec(0, 2, Some(&e));
+        for bad in [
+            &good[..34],
+            &[&good[..], &[0]].concat()[..],
+            &[2, 0, 2][..],
+            &[0, 0][..],
+        ] {
+            let mut t = st.clone();
+            assert!(apply_record(&mut t, bad, 5, 3).is_err());
+        }
+        let mut closed = st.clone();
+        closed.streams_out[0].closed = true;
+        assert!(apply_record(&mut closed, &rec(0, 3, None), 5, 3).is_err());
+        // Past the end.
+        st.streams_out[0].released = 3;
+        assert!(apply_record(&mut st, &rec(0, 4, None), 5, 3).is_err());
     }
 
     #[test]
