@@ -585,9 +585,13 @@ impl Pebbles {
             self.cur_left = self.cur_base - base;
             self.cur_base = base;
             self.from_back = !self.from_back;
+            // No hash this tick: the buffer holds the new current
+            // segment and the following one's checkpoint (`s + 1`), and
+            // the `s − 1` ticks after this one are enough for the rest.
             self.start_next();
+        } else {
+            self.step();
         }
-        self.step();
         Some(x)
     }
 
@@ -691,6 +695,7 @@ mod tests {
                 assert!(reaches_anchor(&h, k, n, &anchor));
                 latest = h;
                 assert!(p.len() <= bound(n), "N {n} k {k}: {} elements", p.len());
+                assert!(p.buf.len() <= p.seg as usize + 1, "N {n} k {k}: buffer");
             }
             assert!(p.is_empty());
             assert_eq!(p.element(n + 1), None);
@@ -727,6 +732,7 @@ mod tests {
                     assert_eq!(q.element(k), Some(chain[(n - k) as usize]));
                     assert!(steps() - before <= 1, "N {n} resumed at {released}");
                     assert!(q.len() <= bound(n));
+                    assert!(q.buf.len() <= q.seg as usize + 1);
                 }
                 assert!(q.is_empty());
             }
@@ -773,6 +779,7 @@ mod tests {
                 proptest::prop_assert_eq!(p.element(k), Some(chain[(n - k) as usize]));
                 proptest::prop_assert!(steps() - before <= 1);
                 proptest::prop_assert!(p.len() <= bound(n));
+                proptest::prop_assert!(p.buf.len() <= p.seg as usize + 1);
             }
             proptest::prop_assert!(p.is_empty());
         }
