@@ -1313,7 +1313,9 @@ fn write_scalar(w: &mut Writer, st: &State, field: u64) {
 /// `[1, slot, k, element]` (it took tick `k` of `streams_in[slot]`).
 pub const STREAM_TICK_FIELD: u64 = 27;
 
-/// One stream tick as a whole delta (the only change of its log record).
+/// One stream tick as a whole delta (the only change of its log record):
+/// the form written before session 10, still read at boot; the SE now
+/// writes [`encode_tick_record`].
 pub fn encode_tick_delta(
     sequence: u64,
     index: u32,
