@@ -384,7 +384,118 @@ pub fn settle_stream(
     })
 }
 
-/// The payer's traversal of its chain in release order (decision 0020,
+/// The payer's traversal of its chain in release order: the segment
+/// traversal ([`Segments`]: at most one hash per tick, `64·√N` bytes of
+/// RAM) when it fits the room the caller gives it, else binary pebbling
+/// ([`Binary`]: about `½·log2 N` hashes per tick, at most `log2 N + 2`,
+/// about 1 KB), so that an SE paying several long streams at once stays
+/// within its RAM (decision 0020, addendum session 10).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pebbles(Kind);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Kind {
+    Segments(Segments),
+    Binary(Binary),
+}
+
+impl core::fmt::Debug for Pebbles {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The elements are chain elements not yet released: secret.
+        f.debug_struct("Pebbles")
+            .field("segments", &matches!(self.0, Kind::Segments(_)))
+            .field("pebbles", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Elements the segment traversal of `ticks_max` ticks holds at most
+/// (`⌈N/s⌉ + s + 2`, `s = ⌈√N⌉`).
+pub fn segments_len(ticks_max: u32) -> usize {
+    let s = ceil_sqrt(ticks_max.max(1));
+    (ticks_max.div_ceil(s) + s + 2) as usize
+}
+
+impl Pebbles {
+    /// A fresh traversal of a chain of `ticks_max` ticks from its seed,
+    /// and the chain's anchor (`N` hashes, once, at OPEN): the segment
+    /// traversal. `None` for zero ticks or more than
+    /// [`STREAM_TICKS_MAX`].
+    pub fn open(seed: Hash32, ticks_max: u32) -> Option<(Pebbles, Hash32)> {
+        Pebbles::open_in(seed, ticks_max, usize::MAX)
+    }
+
+    /// As [`Pebbles::open`], the segment traversal only if it holds at
+    /// most `room` elements ([`segments_len`]), else binary pebbling.
+    pub fn open_in(seed: Hash32, ticks_max: u32, room: usize) -> Option<(Pebbles, Hash32)> {
+        if segments_len(ticks_max) <= room {
+            Segments::open(seed, ticks_max).map(|(p, a)| (Pebbles(Kind::Segments(p)), a))
+        } else {
+            Binary::open(seed, ticks_max).map(|(p, a)| (Pebbles(Kind::Binary(p)), a))
+        }
+    }
+
+    /// A traversal positioned so that the next release is tick
+    /// `released + 1` (after a reboot: the elements were not durable):
+    /// the segment traversal.
+    pub fn resume(seed: Hash32, ticks_max: u32, released: u32) -> Option<Pebbles> {
+        Pebbles::resume_in(seed, ticks_max, released, usize::MAX)
+    }
+
+    /// As [`Pebbles::resume`], within `room` elements as
+    /// [`Pebbles::open_in`].
+    pub fn resume_in(seed: Hash32, ticks_max: u32, released: u32, room: usize) -> Option<Pebbles> {
+        if segments_len(ticks_max) <= room {
+            Segments::resume(seed, ticks_max, released).map(|p| Pebbles(Kind::Segments(p)))
+        } else {
+            // Binary pebbling walks lazily: the first release after it
+            // walks from the seed (at most N hashes, once).
+            Binary::resume(seed, ticks_max, released).map(|p| Pebbles(Kind::Binary(p)))
+        }
+    }
+
+    /// Element `h_k` (tick `k`, 1-based), releasing the ticks up to it.
+    /// Ticks must be asked in rising order; `None` for tick 0, past the
+    /// end, or a tick not above the last one taken.
+    pub fn element(&mut self, k: u32) -> Option<Hash32> {
+        match &mut self.0 {
+            Kind::Segments(p) => p.element(k),
+            Kind::Binary(p) => p.element(k),
+        }
+    }
+
+    /// Elements held (RAM: 32 bytes each, 36 for binary pebbling).
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Kind::Segments(p) => p.len(),
+            Kind::Binary(p) => p.len(),
+        }
+    }
+
+    /// Whether no element is left (the chain is used up).
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            Kind::Segments(p) => p.is_empty(),
+            Kind::Binary(p) => p.is_empty(),
+        }
+    }
+
+    /// Whether this is the segment traversal.
+    pub fn is_segments(&self) -> bool {
+        matches!(self.0, Kind::Segments(_))
+    }
+
+    /// The segment traversal's buffer length and segment length.
+    #[cfg(test)]
+    fn segment_buffer(&self) -> Option<(usize, u32)> {
+        match &self.0 {
+            Kind::Segments(p) => Some((p.buf.len(), p.seg)),
+            Kind::Binary(_) => None,
+        }
+    }
+}
+
+/// The payer's segment traversal of its chain in release order (decision 0020,
 /// addendum session 10: checkpoints and one segment buffer). The
 /// positions `0..N` (from the seed `x_0`; tick `k` releases position
 /// `N − k`) are cut from the top into segments of `s = ⌈√N⌉` positions
@@ -401,12 +512,12 @@ pub fn settle_stream(
 ///
 /// OPEN walks the chain once (`N` hashes, the anchor at the end), keeping
 /// the checkpoints and the top segment. Everything is RAM only: after a
-/// reboot [`Pebbles::resume`] walks from the seed to the next tick's
+/// reboot [`Segments::resume`] walks from the seed to the next tick's
 /// position (at most `N` hashes, as OPEN) and computes up front whatever
 /// part of the next segment the rest of the current one leaves no time
 /// for (at most `s − 1` hashes), so the ticks after it cost one hash too.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Pebbles {
+struct Segments {
     /// Checkpoints of the segments not started yet, positions rising
     /// (the last is the next to start).
     checkpoints: Vec<Hash32>,
@@ -430,17 +541,6 @@ pub struct Pebbles {
     released: u32,
 }
 
-impl core::fmt::Debug for Pebbles {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        // The elements are chain elements not yet released: secret.
-        f.debug_struct("Pebbles")
-            .field("pebbles", &self.len())
-            .field("ticks_max", &self.ticks_max)
-            .field("released", &self.released)
-            .finish_non_exhaustive()
-    }
-}
-
 /// `⌈√n⌉` for `n ≥ 1`.
 fn ceil_sqrt(n: u32) -> u32 {
     let mut s = 1u32;
@@ -450,12 +550,12 @@ fn ceil_sqrt(n: u32) -> u32 {
     s
 }
 
-impl Pebbles {
+impl Segments {
     /// A fresh traversal of a chain of `ticks_max` ticks from its seed,
     /// and the chain's anchor (`N` hashes, once, at OPEN). `None` for zero
     /// ticks or more than [`STREAM_TICKS_MAX`].
-    pub fn open(seed: Hash32, ticks_max: u32) -> Option<(Pebbles, Hash32)> {
-        let p = Pebbles::resume(seed, ticks_max, 0)?;
+    fn open(seed: Hash32, ticks_max: u32) -> Option<(Segments, Hash32)> {
+        let p = Segments::resume(seed, ticks_max, 0)?;
         // The walk stopped at x_{N-1} = h_1, on top of the current
         // segment; the anchor is one step more.
         let top = if p.from_back {
@@ -470,13 +570,13 @@ impl Pebbles {
     /// A traversal positioned so that the next release is tick
     /// `released + 1` (after a reboot: the elements were not durable).
     /// Walks from the seed to that tick's position.
-    pub fn resume(seed: Hash32, ticks_max: u32, released: u32) -> Option<Pebbles> {
+    fn resume(seed: Hash32, ticks_max: u32, released: u32) -> Option<Segments> {
         if ticks_max == 0 || ticks_max > STREAM_TICKS_MAX || released > ticks_max {
             return None;
         }
         let n = ticks_max;
         let seg = ceil_sqrt(n);
-        let mut p = Pebbles {
+        let mut p = Segments {
             checkpoints: Vec::new(),
             buf: VecDeque::new(),
             cur_left: 0,
@@ -598,7 +698,7 @@ impl Pebbles {
     /// Element `h_k` (tick `k`, 1-based), releasing the ticks up to it.
     /// Ticks must be asked in rising order; `None` for tick 0, past the
     /// end, or a tick not above the last one taken.
-    pub fn element(&mut self, k: u32) -> Option<Hash32> {
+    fn element(&mut self, k: u32) -> Option<Hash32> {
         if k == 0 || k > self.ticks_max || k <= self.released {
             return None;
         }
@@ -610,13 +710,184 @@ impl Pebbles {
     }
 
     /// Elements held (RAM: 32 bytes each).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.checkpoints.len() + self.buf.len() + usize::from(self.next.is_some())
     }
 
     /// Whether no element is left (the chain is used up).
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.cur_left == 0
+    }
+}
+
+/// The payer's traversal of its chain in release order when the
+/// segment traversal does not fit its room (binary pebbling
+/// with the walks done ahead of time). A stack of pebbles `(j, x_j)` with
+/// positions rising towards the top; element `x_t` is the top pebble once
+/// the pebbles above `t` are used. Whenever a pebble `m` lies on a pebble
+/// `j` with a gap between them, the walk that will fill the gap (from
+/// `j` up to `m − 1`, leaving a pebble half-way each time, as the plain
+/// recursive schedule would do at once when `m` is used) runs as a
+/// background job, one hash per tick, while the elements from the top
+/// down to `m` are released: by the time `m − 1` is needed its pebbles are
+/// there. So a tick costs at most one hash per job (at most one job per
+/// pebble: `log2 N + 1`) and about `½·log2 N` on average (7 for 10,000
+/// ticks), instead of the plain schedule's `N/2` for the tick after the
+/// upper half is used. Storage: the pebbles plus the jobs' pebbles so far,
+/// `O(log² N)` in the worst case (Schoenmakers' explicit optimal schedule
+/// needs `log2 N`; decision 0020).
+///
+/// OPEN computes the anchor in the first walk and leaves the pebbles and
+/// jobs for tick 1. Everything is RAM only: after a reboot
+/// [`Pebbles::resume`] starts from the seed (one walk to the next tick,
+/// then the jobs as usual).
+#[derive(Clone, PartialEq, Eq)]
+struct Binary {
+    /// `(position from the seed, element)`, positions strictly rising.
+    stack: Vec<(u32, Hash32)>,
+    /// At most one per pebble with a gap above it, keyed by `base`.
+    jobs: Vec<Job>,
+    ticks_max: u32,
+}
+
+/// A walk from pebble `base` to `target`, one hash at a time.
+#[derive(Clone, PartialEq, Eq)]
+struct Job {
+    base: u32,
+    target: u32,
+    /// Where the walk is.
+    at: (u32, Hash32),
+    /// The next half-way stop, where a pebble is left.
+    stop: u32,
+    /// Pebbles left so far, rising.
+    found: Vec<(u32, Hash32)>,
+}
+
+impl Job {
+    fn new(base: (u32, Hash32), target: u32) -> Job {
+        Job {
+            base: base.0,
+            target,
+            at: base,
+            stop: base.0 + (target - base.0).div_ceil(2),
+            found: Vec::new(),
+        }
+    }
+    fn done(&self) -> bool {
+        self.at.0 >= self.target
+    }
+    /// One hash (nothing if done).
+    fn step(&mut self) {
+        if self.done() {
+            return;
+        }
+        self.at = (self.at.0 + 1, chain_step(&self.at.1));
+        if self.at.0 == self.stop {
+            self.found.push(self.at);
+            if !self.done() {
+                self.stop = self.at.0 + (self.target - self.at.0).div_ceil(2);
+            }
+        }
+    }
+}
+
+impl Binary {
+    /// A fresh traversal of a chain of `ticks_max` ticks from its seed,
+    /// and the chain's anchor (`N` hashes, once, at OPEN). `None` for zero
+    /// ticks or more than [`STREAM_TICKS_MAX`].
+    fn open(seed: Hash32, ticks_max: u32) -> Option<(Binary, Hash32)> {
+        let mut p = Binary::resume(seed, ticks_max, 0)?;
+        // Walks to x_{N-1} = h_1 leaving pebbles, then one step more.
+        p.walk_to(ticks_max - 1);
+        let first = p.stack.last().map(|(_, x)| *x)?;
+        p.plan_jobs();
+        Some((p, chain_step(&first)))
+    }
+
+    /// A traversal positioned so that the next release is tick
+    /// `released + 1` (after a reboot: the pebbles were not durable).
+    fn resume(seed: Hash32, ticks_max: u32, released: u32) -> Option<Binary> {
+        if ticks_max == 0 || ticks_max > STREAM_TICKS_MAX || released > ticks_max {
+            return None;
+        }
+        let mut stack = Vec::with_capacity(PEBBLES_MAX);
+        stack.push((0, seed));
+        Some(Binary {
+            stack,
+            jobs: Vec::new(),
+            ticks_max,
+        })
+    }
+
+    /// Element `h_k` (tick `k`, 1-based), consuming the pebbles above it.
+    /// Ticks must be asked in rising order; `None` for tick 0, past the
+    /// end, or a tick below one already taken.
+    fn element(&mut self, k: u32) -> Option<Hash32> {
+        if k == 0 || k > self.ticks_max {
+            return None;
+        }
+        let t = self.ticks_max - k;
+        // Pebbles above t belong to ticks already released; so do their
+        // jobs.
+        while self.stack.last().is_some_and(|(j, _)| *j > t) {
+            self.stack.pop();
+        }
+        let top = *self.stack.last()?;
+        self.jobs.retain(|job| job.base <= top.0 && job.target <= t);
+        // The gap above the top pebble: its job, finished now if it is
+        // behind (it never is on the schedule above), its pebbles laid.
+        if let Some(i) = self.jobs.iter().position(|job| job.base == top.0) {
+            let mut job = self.jobs.swap_remove(i);
+            if job.target == t {
+                while !job.done() {
+                    job.step();
+                }
+                self.stack.extend(job.found);
+            }
+        }
+        // Whatever is left (the first release after a resume): at once.
+        self.walk_to(t);
+        let (j, x) = self.stack.pop()?;
+        debug_assert_eq!(j, t);
+        self.plan_jobs();
+        // The background work of this tick: one hash per job.
+        for job in &mut self.jobs {
+            job.step();
+        }
+        Some(x)
+    }
+
+    /// Pebbles held, in the stack and in the jobs (RAM: 36 bytes each).
+    fn len(&self) -> usize {
+        self.stack.len() + self.jobs.iter().map(|j| j.found.len() + 1).sum::<usize>()
+    }
+
+    /// Whether no pebble is left (the chain is used up).
+    fn is_empty(&self) -> bool {
+        self.stack.is_empty()
+    }
+
+    /// Walks the top pebble up to position `t`, leaving a pebble half-way
+    /// each time (`x_t` ends on top).
+    fn walk_to(&mut self, t: u32) {
+        while let Some(&(j, x)) = self.stack.last() {
+            if j >= t {
+                return;
+            }
+            let mid = j + (t - j).div_ceil(2);
+            let y = chain_walk(x, mid - j);
+            self.stack.push((mid, y));
+        }
+    }
+
+    /// A job for every gap between two pebbles that has none yet.
+    fn plan_jobs(&mut self) {
+        for w in 0..self.stack.len().saturating_sub(1) {
+            let (lo, hi) = (self.stack[w], self.stack[w + 1].0);
+            if hi > lo.0 + 1 && !self.jobs.iter().any(|job| job.base == lo.0) {
+                self.jobs.push(Job::new(lo, hi - 1));
+            }
+        }
     }
 }
 
@@ -636,8 +907,7 @@ mod tests {
 
     /// The traversal's RAM bound for `n` ticks (elements).
     fn bound(n: u32) -> usize {
-        let s = ceil_sqrt(n);
-        (n.div_ceil(s) + s + 2) as usize
+        segments_len(n)
     }
 
     #[test]
@@ -695,7 +965,7 @@ mod tests {
                 assert!(reaches_anchor(&h, k, n, &anchor));
                 latest = h;
                 assert!(p.len() <= bound(n), "N {n} k {k}: {} elements", p.len());
-                assert!(p.buf.len() <= p.seg as usize + 1, "N {n} k {k}: buffer");
+                assert!(p.segment_buffer().is_some_and(|(b, s)| b <= s as usize + 1));
             }
             assert!(p.is_empty());
             assert_eq!(p.element(n + 1), None);
@@ -732,7 +1002,7 @@ mod tests {
                     assert_eq!(q.element(k), Some(chain[(n - k) as usize]));
                     assert!(steps() - before <= 1, "N {n} resumed at {released}");
                     assert!(q.len() <= bound(n));
-                    assert!(q.buf.len() <= q.seg as usize + 1);
+                    assert!(q.segment_buffer().is_some_and(|(b, s)| b <= s as usize + 1));
                 }
                 assert!(q.is_empty());
             }
@@ -753,6 +1023,40 @@ mod tests {
         assert_eq!(p.element(51), None);
         assert_eq!(p.element(50), Some(chain[0]));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn without_room_binary_pebbling_releases_the_chain_within_log2_n_hashes() {
+        for n in [1u32, 2, 7, 64, 1000, 10_000] {
+            let log2 = u64::from(32 - n.leading_zeros());
+            let chain = naive(seed(), n);
+            let (mut p, anchor) = Pebbles::open_in(seed(), n, segments_len(n) - 1).unwrap();
+            assert!(!p.is_segments());
+            assert_eq!(anchor, chain[n as usize]);
+            let (mut worst, start, mut most) = (0u64, steps(), 0usize);
+            for k in 1..=n {
+                let before = steps();
+                assert_eq!(p.element(k), Some(chain[(n - k) as usize]));
+                worst = worst.max(steps() - before);
+                most = most.max(p.len());
+            }
+            let total = steps() - start;
+            assert!(worst <= log2 + 2, "N {n}: worst tick {worst} hashes");
+            assert!(
+                total <= (u64::from(n) * log2).div_ceil(2) + u64::from(n),
+                "N {n}: {total} hashes in all"
+            );
+            assert!(most <= 120, "N {n}: {most} pebbles");
+            // Resumed without room: the same elements.
+            let released = n / 3;
+            let mut q = Pebbles::resume_in(seed(), n, released, 0).unwrap();
+            assert!(!q.is_segments());
+            for k in released + 1..=n {
+                assert_eq!(q.element(k), Some(chain[(n - k) as usize]));
+            }
+        }
+        let (p, _) = Pebbles::open_in(seed(), 10_000, segments_len(10_000)).unwrap();
+        assert!(p.is_segments());
     }
 
     proptest::proptest! {
@@ -779,7 +1083,7 @@ mod tests {
                 proptest::prop_assert_eq!(p.element(k), Some(chain[(n - k) as usize]));
                 proptest::prop_assert!(steps() - before <= 1);
                 proptest::prop_assert!(p.len() <= bound(n));
-                proptest::prop_assert!(p.buf.len() <= p.seg as usize + 1);
+                proptest::prop_assert!(p.segment_buffer().is_some_and(|(b, s)| b <= s as usize + 1));
             }
             proptest::prop_assert!(p.is_empty());
         }

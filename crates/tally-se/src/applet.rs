@@ -34,8 +34,8 @@ use tally_core::{
 };
 
 use tally_core::stream::{
-    Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart, TickError, chain_seed,
-    chain_seed_input, chain_walk, check_tick, stream_id,
+    PEBBLES_MAX, Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart, TickError,
+    chain_seed, chain_seed_input, chain_walk, check_tick, stream_id,
 };
 
 use crate::seal::Sealing;
@@ -205,6 +205,13 @@ pub struct TokenInfo {
     pub value: Amount,
     pub lineage_len: u32,
 }
+
+/// RAM for the payer's stream traversals together, in chain elements
+/// (32 bytes): one segment traversal of the longest stream
+/// ([`PEBBLES_MAX`], 16.4 KB). A stream whose segment traversal does not
+/// fit beside the others' uses binary pebbling (about 1 KB, `½·log2 N`
+/// hashes per tick instead of one; decision 0020, addendum session 10).
+pub const TRAVERSAL_ROOM: usize = PEBBLES_MAX;
 
 /// The applet: persistent state plus its journal and entropy source.
 pub struct Applet<S: Storage, E: Entropy> {
@@ -1628,8 +1635,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     &self.personal()?.attestation_seed,
                     &chain_seed_input(counter),
                 );
+                let room = self.traversal_room(None);
                 let (pebbles, anchor) =
-                    Pebbles::open(seed, ask.ticks_max).ok_or(SeError::BadStreamTerms)?;
+                    Pebbles::open_in(seed, ask.ticks_max, room).ok_or(SeError::BadStreamTerms)?;
                 let terms = StreamOpenTerms {
                     index: 0,
                     refund_key,
@@ -2255,6 +2263,20 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     // ---- payment streams (decision 0020) -----------------------------------
 
+    /// Elements a new stream traversal may hold beside the traversals of
+    /// the other streams this SE pays ([`TRAVERSAL_ROOM`] less theirs,
+    /// two spare each): the segment traversal where it fits, else binary
+    /// pebbling ([`Pebbles::open_in`]).
+    fn traversal_room(&self, except: Option<&Hash32>) -> usize {
+        let held: usize = self
+            .pebbles
+            .iter()
+            .filter(|(i, _)| Some(i) != except)
+            .map(|(_, p)| p.len() + 2)
+            .sum();
+        TRAVERSAL_ROOM.saturating_sub(held)
+    }
+
     /// Payer, one tick: releases element `h_k` of stream `id`. Tick `k =
     /// released + 1` is recorded durably (one small journal record)
     /// *before* the element leaves the SE, so no crash can release an
@@ -2300,7 +2322,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             Some(at) => at,
             None => {
                 let seed = self.stream_seed(slot)?;
-                let p = Pebbles::resume(seed, ticks_max, released).ok_or(SeError::StateCorrupt)?;
+                let room = self.traversal_room(Some(id));
+                let p = Pebbles::resume_in(seed, ticks_max, released, room)
+                    .ok_or(SeError::StateCorrupt)?;
                 self.pebbles.push((*id, p));
                 self.pebbles.len() - 1
             }
