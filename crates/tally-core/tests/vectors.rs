@@ -280,34 +280,16 @@ fn stream_chain_4() -> Vec<u8> {
     out
 }
 
-/// §4.10.3: the journal log record body of tick 1 of stream slot 0 on
-/// journal base sequence 1, record index 0, written here from the
-/// format's text (tally-se's `encode_tick_delta` is checked against the
-/// same bytes).
+/// §4.10.3: the journal log record body of tick 1 of stream slot 0 (the
+/// compact tick record, session 10), written here from the format's text
+/// (tally-se's `encode_tick_record` is checked against the same bytes).
 fn stream_tick_record(element: Option<&Hash32>) -> Vec<u8> {
-    let mut w = tally_core::codec::Writer::new();
-    w.array(3);
-    w.u64(1);
-    w.u64(0);
-    w.array(1);
-    w.array(2);
-    w.u64(27);
-    match element {
-        None => {
-            w.array(3);
-            w.u64(0);
-        }
-        Some(_) => {
-            w.array(4);
-            w.u64(1);
-        }
-    }
-    w.u64(0);
-    w.u64(1);
+    let side = u8::from(element.is_some());
+    let mut out = vec![side, 0, 1];
     if let Some(e) = element {
-        w.bytes(&e.0);
+        out.extend_from_slice(&e.0);
     }
-    w.into_bytes()
+    out
 }
 
 /// Message of the §3.3 edge vectors.

@@ -34,8 +34,8 @@ use tally_core::{
 };
 
 use tally_core::stream::{
-    Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart, TickError, chain_seed,
-    chain_seed_input, chain_walk, check_tick, stream_id,
+    PEBBLES_MAX, Pebbles, STREAM_REFUND_FLAG, StreamAsk, StreamOpenTerms, StreamPart, TickError,
+    chain_seed, chain_seed_input, chain_walk, check_tick, stream_id,
 };
 
 use crate::seal::Sealing;
@@ -205,6 +205,13 @@ pub struct TokenInfo {
     pub value: Amount,
     pub lineage_len: u32,
 }
+
+/// RAM for the payer's stream traversals together, in chain elements
+/// (32 bytes): one segment traversal of the longest stream
+/// ([`PEBBLES_MAX`], 16.4 KB). A stream whose segment traversal does not
+/// fit beside the others' uses binary pebbling (about 1 KB, `½·log2 N`
+/// hashes per tick instead of one; decision 0020, addendum session 10).
+pub const TRAVERSAL_ROOM: usize = PEBBLES_MAX;
 
 /// The applet: persistent state plus its journal and entropy source.
 pub struct Applet<S: Storage, E: Entropy> {
@@ -1628,8 +1635,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     &self.personal()?.attestation_seed,
                     &chain_seed_input(counter),
                 );
+                let room = self.traversal_room(None);
                 let (pebbles, anchor) =
-                    Pebbles::open(seed, ask.ticks_max).ok_or(SeError::BadStreamTerms)?;
+                    Pebbles::open_in(seed, ask.ticks_max, room).ok_or(SeError::BadStreamTerms)?;
                 let terms = StreamOpenTerms {
                     index: 0,
                     refund_key,
@@ -2255,6 +2263,20 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     // ---- payment streams (decision 0020) -----------------------------------
 
+    /// Elements a new stream traversal may hold beside the traversals of
+    /// the other streams this SE pays ([`TRAVERSAL_ROOM`] less theirs,
+    /// two spare each): the segment traversal where it fits, else binary
+    /// pebbling ([`Pebbles::open_in`]).
+    fn traversal_room(&self, except: Option<&Hash32>) -> usize {
+        let held: usize = self
+            .pebbles
+            .iter()
+            .filter(|(i, _)| Some(i) != except)
+            .map(|(_, p)| p.len() + 2)
+            .sum();
+        TRAVERSAL_ROOM.saturating_sub(held)
+    }
+
     /// Payer, one tick: releases element `h_k` of stream `id`. Tick `k =
     /// released + 1` is recorded durably (one small journal record)
     /// *before* the element leaves the SE, so no crash can release an
@@ -2296,19 +2318,20 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             return Err(SeError::StreamTick(TickError::Skipped));
         }
         // The pebbles after a reboot: from the seed, lazily.
-        if !self.pebbles.iter().any(|(i, _)| i == id) {
-            let seed = self.stream_seed(slot)?;
-            let p = Pebbles::resume(seed, ticks_max, released).ok_or(SeError::StateCorrupt)?;
-            self.pebbles.push((*id, p));
-        }
+        let at = match self.pebbles.iter().position(|(i, _)| i == id) {
+            Some(at) => at,
+            None => {
+                let seed = self.stream_seed(slot)?;
+                let room = self.traversal_room(Some(id));
+                let p = Pebbles::resume_in(seed, ticks_max, released, room)
+                    .ok_or(SeError::StateCorrupt)?;
+                self.pebbles.push((*id, p));
+                self.pebbles.len() - 1
+            }
+        };
         self.commit_tick(slot, k, None)?;
         assert_eq!(self.state.streams_out[slot].released, k, "tick recorded");
-        let p = self
-            .pebbles
-            .iter_mut()
-            .find(|(i, _)| i == id)
-            .map(|(_, p)| p)
-            .ok_or(SeError::StateCorrupt)?;
+        let p = &mut self.pebbles.get_mut(at).ok_or(SeError::StateCorrupt)?.1;
         let element = p.element(k).ok_or(SeError::StateCorrupt)?;
         self.last_released = Some((*id, k, element));
         Ok(element)
@@ -2556,13 +2579,21 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.halted {
             return Err(SeError::Halted);
         }
-        let appended = match (self.journal.sequence(), self.journal.log_records()) {
-            (Some(sequence), Ok(index)) => {
-                let delta = encode_tick_delta(sequence, index, slot, k, element);
-                let sealed = self.sealing.seal(&delta, self.entropy.get_mut());
-                match self.journal.append(&sealed) {
+        // The compact tick record (SPEC §4.10.3): no encoder, no copy in
+        // the clear, applied by the same code boot replays it with.
+        let appended = match self.journal.sequence() {
+            Some(_) => {
+                let (record, len) = encode_tick_record(slot, k, element);
+                let body = &record[..len];
+                let result = if self.sealing.is_clear() {
+                    self.journal.append(body)
+                } else {
+                    let sealed = self.sealing.seal(body, self.entropy.get_mut());
+                    self.journal.append(&sealed)
+                };
+                match result {
                     Ok(()) => {
-                        apply_delta(&mut self.state, &delta, sequence, index)
+                        apply_tick_record(&mut self.state, body)
                             .map_err(|_| SeError::StateCorrupt)?;
                         return Ok(());
                     }
@@ -2570,8 +2601,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     Err(e) => Some(e),
                 }
             }
-            (None, _) => None,
-            (_, Err(e)) => Some(e),
+            None => None,
         };
         if let Some(e) = appended {
             self.halted = true;
@@ -2660,7 +2690,7 @@ fn load_state<S: Storage>(
         let applied = sealing
             .open(sealed)
             .ok()
-            .and_then(|plain| apply_delta(&mut state, &plain, sequence, index).ok());
+            .and_then(|plain| apply_record(&mut state, &plain, sequence, index).ok());
         index = index.saturating_add(1);
         if applied.is_none() {
             // A record whose check holds but whose content does not

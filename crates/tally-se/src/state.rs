@@ -1313,7 +1313,9 @@ fn write_scalar(w: &mut Writer, st: &State, field: u64) {
 /// `[1, slot, k, element]` (it took tick `k` of `streams_in[slot]`).
 pub const STREAM_TICK_FIELD: u64 = 27;
 
-/// One stream tick as a whole delta (the only change of its log record).
+/// One stream tick as a whole delta (the only change of its log record):
+/// the form written before session 10, still read at boot; the SE now
+/// writes [`encode_tick_record`].
 pub fn encode_tick_delta(
     sequence: u64,
     index: u32,
@@ -1382,6 +1384,91 @@ fn apply_tick(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
         _ => return Err(CodecError::Malformed),
     }
     Ok(())
+}
+
+/// First byte of a payer's compact tick record (SPEC §4.10.3, decision
+/// 0020 addendum session 10). A tick record is a log record body that is
+/// not a delta (a delta is a CBOR array of 3, first byte `0x83`):
+/// `00 ‖ slot ‖ k mod 256` for the payer, `01 ‖ slot ‖ k mod 256 ‖
+/// element (32)` for the payee. `k` itself is the stream's next tick
+/// (recomputed; its low byte checks it); the record's place is bound by
+/// the journal's chained check (base and record index), as a delta's
+/// `sequence, index` are. Written since session 10; the delta form of a
+/// tick (field 27) is still read.
+pub const TICK_RECORD_PAYER: u8 = 0x00;
+/// First byte of a payee's compact tick record.
+pub const TICK_RECORD_PAYEE: u8 = 0x01;
+/// The longest tick record (the payee's).
+pub const TICK_RECORD_MAX: usize = 35;
+
+/// One stream tick as a compact record: the bytes and their length.
+pub fn encode_tick_record(
+    slot: usize,
+    k: u32,
+    element: Option<&Hash32>,
+) -> ([u8; TICK_RECORD_MAX], usize) {
+    assert!(slot < STREAMS_MAX, "a stream slot");
+    let mut b = [0u8; TICK_RECORD_MAX];
+    b[1] = slot as u8;
+    b[2] = k as u8;
+    match element {
+        None => {
+            b[0] = TICK_RECORD_PAYER;
+            (b, 3)
+        }
+        Some(e) => {
+            b[0] = TICK_RECORD_PAYEE;
+            b[3..].copy_from_slice(&e.0);
+            (b, TICK_RECORD_MAX)
+        }
+    }
+}
+
+/// Applies a compact tick record: only the next tick of an open stream
+/// (its low byte must match), as [`apply_tick`].
+pub fn apply_tick_record(state: &mut State, body: &[u8]) -> Result<(), CodecError> {
+    match body {
+        [TICK_RECORD_PAYER, slot, k_lo] => {
+            let s = state
+                .streams_out
+                .get_mut(usize::from(*slot))
+                .ok_or(CodecError::Malformed)?;
+            let k = s.released.checked_add(1).ok_or(CodecError::Malformed)?;
+            if s.closed || k > s.ticks_max || k as u8 != *k_lo {
+                return Err(CodecError::Malformed);
+            }
+            s.released = k;
+        }
+        [TICK_RECORD_PAYEE, slot, k_lo, element @ ..] if element.len() == 32 => {
+            let s = state
+                .streams_in
+                .get_mut(usize::from(*slot))
+                .ok_or(CodecError::Malformed)?;
+            let k = s.ticks.checked_add(1).ok_or(CodecError::Malformed)?;
+            if s.closed || k > s.ticks_max || k as u8 != *k_lo {
+                return Err(CodecError::Malformed);
+            }
+            s.ticks = k;
+            s.latest.0.copy_from_slice(element);
+        }
+        _ => return Err(CodecError::Malformed),
+    }
+    Ok(())
+}
+
+/// Applies one log record body for record `index` on base `sequence`: a
+/// compact tick record ([`apply_tick_record`]) or a delta
+/// ([`apply_delta`]). Same contract as [`apply_delta`].
+pub fn apply_record(
+    state: &mut State,
+    bytes: &[u8],
+    sequence: u64,
+    index: u32,
+) -> Result<(), CodecError> {
+    match bytes.first() {
+        Some(&(TICK_RECORD_PAYER | TICK_RECORD_PAYEE)) => apply_tick_record(state, bytes),
+        _ => apply_delta(state, bytes, sequence, index),
+    }
 }
 
 /// Applies a delta written by [`encode_delta`] for log record `index` on
@@ -1817,9 +1904,24 @@ mod stream_tick_records {
         s
     }
 
-    /// SPEC §4.10.4 `stream-tick-payer` and `stream-tick-payee`.
+    /// SPEC §4.10.4 `stream-tick-payer` and `stream-tick-payee` (the
+    /// compact records), then the delta form still read (the vectors
+    /// before session 10).
     #[test]
     fn tick_records_are_the_spec_vectors() {
+        let h1 = Hash32([
+            0x8e, 0xb7, 0x5e, 0x0d, 0xbd, 0x8b, 0xc4, 0x23, 0x69, 0xf7, 0x8f, 0x76, 0x10, 0x60,
+            0x1b, 0x67, 0x26, 0x48, 0x66, 0x9d, 0xd5, 0xed, 0xce, 0xcb, 0x00, 0x60, 0x8a, 0xed,
+            0xc8, 0x76, 0x2f, 0xa2,
+        ]);
+        let (r, n) = encode_tick_record(0, 1, None);
+        assert_eq!(hex(&r[..n]), "000001");
+        let (r, n) = encode_tick_record(0, 1, Some(&h1));
+        assert_eq!(
+            hex(&r[..n]),
+            "0100018eb75e0dbd8bc42369f78f7610601b672648669dd5edcecb00608aedc8\
+             762fa2"
+        );
         assert_eq!(
             hex(&encode_tick_delta(1, 0, 0, 1, None)),
             "8301008182181b83000001"
@@ -1886,6 +1988,50 @@ mod stream_tick_records {
         // Past the end.
         st.streams_out[0].released = 3;
         assert!(apply_delta(&mut st, &encode_tick_delta(5, 2, 0, 4, None), 5, 2).is_err());
+    }
+
+    #[test]
+    fn only_the_next_tick_of_an_open_stream_applies_as_a_compact_record() {
+        let mut st = with_streams();
+        let rec = |slot, k, el| {
+            let (r, n) = encode_tick_record(slot, k, el);
+            r[..n].to_vec()
+        };
+        apply_record(&mut st, &rec(0, 1, None), 5, 0).unwrap();
+        assert_eq!(st.streams_out[0].released, 1);
+        let e = Hash32([4; 32]);
+        apply_record(&mut st, &rec(0, 1, Some(&e)), 5, 1).unwrap();
+        assert_eq!((st.streams_in[0].ticks, st.streams_in[0].latest), (1, e));
+        // A delta still applies through the same entry point.
+        apply_record(&mut st, &encode_tick_delta(5, 2, 0, 2, None), 5, 2).unwrap();
+        assert_eq!(st.streams_out[0].released, 2);
+        for (k, slot, el) in [
+            (2, 0, None),
+            (4, 0, None),
+            (1, 0, Some(&e)),
+            (2, 1, Some(&e)),
+            (2, 1, None),
+        ] {
+            let mut t = st.clone();
+            assert!(apply_record(&mut t, &rec(slot, k, el), 5, 3).is_err());
+        }
+        // Truncated, padded, or of an unknown kind.
+        let good = rec(0, 2, Some(&e));
+        for bad in [
+            &good[..34],
+            &[&good[..], &[0]].concat()[..],
+            &[2, 0, 2][..],
+            &[0, 0][..],
+        ] {
+            let mut t = st.clone();
+            assert!(apply_record(&mut t, bad, 5, 3).is_err());
+        }
+        let mut closed = st.clone();
+        closed.streams_out[0].closed = true;
+        assert!(apply_record(&mut closed, &rec(0, 3, None), 5, 3).is_err());
+        // Past the end.
+        st.streams_out[0].released = 3;
+        assert!(apply_record(&mut st, &rec(0, 4, None), 5, 3).is_err());
     }
 
     #[test]

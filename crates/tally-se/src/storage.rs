@@ -1123,10 +1123,21 @@ impl<S: Storage> Journal<S> {
         let check = record_check(log.check, log.count, body);
         let mark = mark_of(log.check, log.count);
         let len = u16::try_from(body.len()).map_err(|_| StorageError::TooLarge)?;
-        let mut framed = Vec::with_capacity(body.len() + RECORD_OVERHEAD - 4);
-        framed.extend_from_slice(&len.to_le_bytes());
-        framed.extend_from_slice(body);
-        framed.extend_from_slice(&check.to_le_bytes());
+        // Length, body, check; on the stack for a small record (a stream
+        // tick's), no allocation.
+        let framed_len = body.len() + RECORD_OVERHEAD - 4;
+        let mut small = [0u8; 64];
+        let mut large = Vec::new();
+        let framed: &mut [u8] = if framed_len <= small.len() {
+            &mut small[..framed_len]
+        } else {
+            large.resize(framed_len, 0);
+            &mut large
+        };
+        framed[..2].copy_from_slice(&len.to_le_bytes());
+        framed[2..2 + body.len()].copy_from_slice(body);
+        framed[2 + body.len()..].copy_from_slice(&check.to_le_bytes());
+        let framed: &[u8] = framed;
         let framed_at = log.end.checked_add(4).ok_or(StorageError::OutOfBounds)?;
 
         self.needs_recovery = true;

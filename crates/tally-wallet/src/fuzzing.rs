@@ -577,7 +577,7 @@ impl Default for JournalFixture {
 ///   error, or comes up in a state whose value stays within what was
 ///   loaded, and a second boot of the same image comes up the same.
 /// * odd: the rest is a log record's body (a state delta, SPEC-internal,
-///   decision 0018) applied to the card's state at the next place of its
+///   decision 0018, or a compact stream tick record, SPEC §4.10.3) applied to the card's state at the next place of its
 ///   log. It applies or is refused, never panics; a state it applies to
 ///   encodes and decodes back to itself.
 pub fn check_se_journal(fx: &JournalFixture, data: &[u8]) {
@@ -586,7 +586,7 @@ pub fn check_se_journal(fx: &JournalFixture, data: &[u8]) {
     };
     if mode % 2 == 1 {
         let mut st = fx.state.clone();
-        if tally_se::state::apply_delta(&mut st, rest, fx.sequence, fx.records).is_ok() {
+        if tally_se::state::apply_record(&mut st, rest, fx.sequence, fx.records).is_ok() {
             let bytes = st.to_cbor();
             let back = must(State::from_cbor(&bytes), "an applied delta's state decodes");
             assert!(back == st, "an applied delta's state round-trips");
@@ -1109,6 +1109,10 @@ pub fn seed_corpus() -> Vec<Seed> {
     let mut input = alloc::vec![1u8];
     input.extend_from_slice(&tick);
     seed("se_journal", "delta_stream_tick.bin", input);
+    let (tick, len) = tally_se::state::encode_tick_record(0, 1, None);
+    let mut input = alloc::vec![1u8];
+    input.extend_from_slice(&tick[..len]);
+    seed("se_journal", "record_stream_tick.bin", input);
 
     // Stream sessions between the fixture payer and payee.
     for (name, bytes) in stream_seeds(&StreamFixture::new()) {

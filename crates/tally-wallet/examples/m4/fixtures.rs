@@ -349,9 +349,11 @@ pub const FLASH_TARGET: u64 = 192 * 1024;
 
 /// The firmware smoke test's regression guard: the payment firmware as
 /// measured when the target was last missed (202 252 bytes), plus about
-/// 3.5 KiB. A change that
+/// 3.5 KiB; raised by 1 KiB in session 10 for the stream tick (206 388
+/// bytes: the segment traversal beside binary pebbling, its fallback;
+/// decision 0022, addendum session 10). A change that
 /// grows the firmware past it must say why (decision 0022).
-pub const FLASH_CEILING: u64 = 201 * 1024;
+pub const FLASH_CEILING: u64 = 202 * 1024;
 
 /// Section sizes of a 32-bit little-endian ELF file, by name.
 pub fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
