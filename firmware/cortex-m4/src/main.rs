@@ -720,7 +720,70 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         "the meter reboots into its last state",
     )?;
     report(n, "boot_long", &s, &[("log", log as u64)]);
-    decode_long(n, meter.state())
+    decode_long(n, meter.state())?;
+    drop(meter);
+    boot_parts(n, fa)
+}
+
+/// Boot after the long run taken apart (bench firmware only): the
+/// journal's recovery (slot checks, the base read), the base decoded, the
+/// log scanned and its deltas applied, the log scanned alone, and each
+/// table of the state decoded on its own.
+#[cfg(feature = "bench")]
+#[inline(never)]
+fn boot_parts(n: &str, fa: &mut Flash) -> Res<()> {
+    use tally_se::state::{self, State, apply_delta};
+    use tally_se::storage::StorageError;
+    let (r, s) = m(|| Journal::open(&mut *fa));
+    let (mut j, payload) = ctx(r, "journal open")?;
+    let payload = payload.ok_or("no state")?;
+    report(n, "boot_part_open", &s, &[("bytes", payload.len() as u64)]);
+    let (r, s) = m(|| State::from_stored(&payload));
+    let mut st = ctx(r, "base decode")?;
+    report(n, "boot_part_decode", &s, &[]);
+    drop(payload);
+    let sequence = j.sequence().unwrap_or(0);
+    let mut index = 0u32;
+    let (r, s) = m(|| {
+        j.replay(&mut |b| {
+            apply_delta(&mut st, b, sequence, index).map_err(|_| StorageError::Corrupt)?;
+            index += 1;
+            Ok(())
+        })
+    });
+    let records = ctx(r, "replay")?;
+    report(n, "boot_part_replay", &s, &[("records", u64::from(records))]);
+    drop(j);
+    let (mut j, _) = ctx(Journal::open(&mut *fa), "journal open")?;
+    let (r, s) = m(|| j.replay(&mut |_| Ok(())));
+    ctx(r, "scan")?;
+    report(n, "boot_part_scan", &s, &[]);
+    drop(j);
+    fn table<T: Cbor>(n: &str, name: &str, items: &[T], max: usize) -> Res<()> {
+        let mut w = tally_core::codec::Writer::new();
+        tally_core::codec::write_vec(&mut w, items);
+        let b = w.into_bytes();
+        let (r, s) = m(|| tally_core::codec::read_vec::<T>(&mut tally_core::codec::Reader::new(&b), max));
+        ctx(r, "table decode")?;
+        let op = format!("decode_table_{name}");
+        report(n, &op, &s, &[("entries", items.len() as u64), ("bytes", b.len() as u64)]);
+        Ok(())
+    }
+    table(n, "keys", &st.keys, state::KEYS_MAX)?;
+    table(n, "tokens", &st.tokens, state::TOKENS_MAX)?;
+    table(n, "records", &st.records, state::RECORDS_MAX)?;
+    table(n, "certs", &st.certs, state::CERTS_MAX)?;
+    table(n, "outgoing", &st.outgoing, state::OUTGOING_MAX)?;
+    table(n, "receipts", &st.receipts, state::RECEIPTS_KEPT_MAX)?;
+    table(n, "imported", &st.imported, state::IMPORTED_MAX)?;
+    table(n, "paid", &st.paid, state::PAID_KEPT_MAX)?;
+    table(n, "reports", &st.reports, state::REPORTS_MAX)?;
+    table(n, "acked", &st.acked, state::ACKED_KEPT_MAX)?;
+    Ok(())
+}
+#[cfg(not(feature = "bench"))]
+fn boot_parts(_: &str, _: &mut Flash) -> Res<()> {
+    Ok(())
 }
 
 /// Where boot's time goes: a state of the base's size decoded as boot
@@ -909,8 +972,12 @@ fn main() -> ! {
         .print();
     // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
     let only_stream = has_arg(&args, b"stream");
+    // `long`: the 1,000-payment run alone (boot after it, taken apart).
+    let only_long = full && has_arg(&args, b"long");
     let result = if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
+    } else if only_long {
+        m2m_long(&ED25519, &mut fa, &mut fb)
     } else {
         run(full, &mut fa, &mut fb)
     };
