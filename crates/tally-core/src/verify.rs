@@ -6,7 +6,8 @@
 //! (batch). Only [`verify_package`] can make a [`VerifiedPackage`], and only
 //! a `VerifiedPackage` can be stored by a payee SE.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use crate::sorted::{VecMap, VecSet};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::fmt;
 use tally_codes as codes;
@@ -541,7 +542,8 @@ impl VerifiedPackage {
         bits: crate::confidential::RangeBits,
     ) -> Result<VerifiedPackage, AuditFailure> {
         use crate::confidential::ConfidentialError;
-        let mut values: BTreeMap<Hash32, Vec<Amount>> = BTreeMap::new();
+        let mut values: alloc::collections::BTreeMap<Hash32, Vec<Amount>> =
+            alloc::collections::BTreeMap::new();
         let ids: Vec<Hash32> = self
             .ancestry_ids
             .iter()
@@ -665,7 +667,7 @@ impl VerifiedPackage {
     pub fn spend_index(&self) -> SpendIndex {
         // Filled by `insert`, not `collect`: each sort instantiation costs
         // the Cortex-M4 firmware flash (see the SE's collect_garbage).
-        let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+        let mut consumed: VecSet<OutPoint> = VecSet::new();
         let inputs = self
             .package
             .ancestry
@@ -687,7 +689,7 @@ impl VerifiedPackage {
 /// (made by [`VerifiedPackage::spend_index`]).
 #[derive(Debug, Clone)]
 pub struct SpendIndex {
-    consumed: BTreeSet<OutPoint>,
+    consumed: VecSet<OutPoint>,
     own: BTreeSet<Hash32>,
 }
 
@@ -833,14 +835,14 @@ pub fn verify_package_groups_for_settlement(
 
 /// The keys of a settlement call's signature checks, each decompressed
 /// once ([`CheckedKey`]).
-struct KeyTable(BTreeMap<PublicKey, CheckedKey>);
+struct KeyTable(VecMap<PublicKey, CheckedKey>);
 
 impl KeyTable {
     /// The pseudonym keys V7 checked, then every other key of the checks
     /// (the DCPs'); a key that is not a usable point is left out, so the
     /// checks under it take the bare key's path (and its error).
     fn of(checked: &[Result<Checked, VerifyError>]) -> KeyTable {
-        let mut t = BTreeMap::new();
+        let mut t = VecMap::new();
         for c in checked.iter().flatten() {
             for k in &c.checked_keys {
                 t.insert(*k.key(), *k);
@@ -1060,7 +1062,7 @@ fn check_all_but_signatures(
     }
     // V3: ids, uniqueness, order (every input refers to an earlier record).
     let mut ids: Vec<Hash32> = Vec::with_capacity(pkg.ancestry.len());
-    let mut index_of: BTreeMap<Hash32, usize> = BTreeMap::new();
+    let mut index_of: VecMap<Hash32, usize> = VecMap::new();
     for (i, rec) in pkg.ancestry.iter().enumerate() {
         let id = rec.id();
         if index_of.insert(id, i).is_some() {
@@ -1162,7 +1164,7 @@ fn check_all_but_signatures(
             _ => Ok((rec, out, Half::None)),
         }
     };
-    let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+    let mut consumed: VecSet<OutPoint> = VecSet::new();
     let transfers = pkg
         .ancestry
         .iter()
@@ -1256,7 +1258,7 @@ fn check_all_but_signatures(
 
     // V7: certificates of every signer: present, used, trusted, unexpired,
     // unrevoked; signature checked unless cached.
-    let mut cert_for: BTreeMap<PublicKey, usize> = BTreeMap::new();
+    let mut cert_for: VecMap<PublicKey, usize> = VecMap::new();
     for (i, c) in pkg.certificates.iter().enumerate() {
         if cert_for.insert(c.key, i).is_some() {
             return Err(VerifyError::UnusedCertificate);

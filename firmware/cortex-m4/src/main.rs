@@ -181,10 +181,17 @@ static STACK_MAX: AtomicUsize = AtomicUsize::new(0);
 static HEAP_MAX: AtomicUsize = AtomicUsize::new(0);
 
 fn m<R>(f: impl FnOnce() -> R) -> (R, Sample) {
-    let (r, s) = measure::measure(&HEAP, u64::from(OVERHEAD.load(Relaxed)), f);
+    let mut f = Some(f);
+    let mut out = None;
+    let s = measure::measure(&HEAP, u64::from(OVERHEAD.load(Relaxed)), &mut || {
+        out = f.take().map(|f| f())
+    });
     STACK_MAX.fetch_max(s.stack_total, Relaxed);
     HEAP_MAX.fetch_max(s.heap_peak, Relaxed);
-    (r, s)
+    match out {
+        Some(r) => (r, s),
+        None => fail("measure"),
+    }
 }
 
 fn instr(ticks: u64) -> u64 {
