@@ -280,15 +280,15 @@ pub fn write(files: &BTreeMap<String, Vec<u8>>) {
 /// Issue 13's flash target for the payment firmware (the build without
 /// the `bench` feature): `.vector_table + .text + .rodata + .data`.
 /// Missed since session 9 (streams bound to value and the in-place state:
-/// 204 280 bytes = 199.5 KiB at the end of session 9, decision 0022's
-/// addendum); reported, not asserted.
+/// 204 280 bytes = 199.5 KiB at the end of session 9, 199 828 bytes =
+/// 195.1 KiB after session 10; decision 0022's addenda); reported, not
+/// asserted.
 pub const FLASH_TARGET: u64 = 192 * 1024;
 
 /// The firmware smoke test's regression guard: the payment firmware as
-/// measured when the target was last missed (202 252 bytes), plus about
-/// 3.5 KiB. A change that
-/// grows the firmware past it must say why (decision 0022).
-pub const FLASH_CEILING: u64 = 201 * 1024;
+/// measured at the end of session 10 (199 828 bytes), plus 876 bytes. A
+/// change that grows the firmware past it must say why (decision 0022).
+pub const FLASH_CEILING: u64 = 196 * 1024;
 
 /// Section sizes of a 32-bit little-endian ELF file, by name.
 pub fn elf_sections(path: &Path) -> BTreeMap<String, u64> {
