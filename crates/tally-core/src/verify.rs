@@ -7,7 +7,6 @@
 //! a `VerifiedPackage` can be stored by a payee SE.
 
 use crate::sorted::{VecMap, VecSet};
-use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::fmt;
 use tally_codes as codes;
@@ -411,13 +410,13 @@ impl CertCache for NoCache {
 /// A bounded cache; when full it stops admitting (a cache miss only costs
 /// a signature check).
 pub struct BoundedCertCache {
-    ids: BTreeSet<Hash32>,
+    ids: VecSet<Hash32>,
     max: usize,
 }
 impl BoundedCertCache {
     pub fn new(max: usize) -> Self {
         BoundedCertCache {
-            ids: BTreeSet::new(),
+            ids: VecSet::new(),
             max,
         }
     }
@@ -677,7 +676,7 @@ impl VerifiedPackage {
         for op in inputs {
             consumed.insert(*op);
         }
-        let mut own: BTreeSet<Hash32> = BTreeSet::new();
+        let mut own: VecSet<Hash32> = VecSet::new();
         for id in self.ancestry_ids.iter().chain([&self.transfer_id]) {
             own.insert(*id);
         }
@@ -690,7 +689,7 @@ impl VerifiedPackage {
 #[derive(Debug, Clone)]
 pub struct SpendIndex {
     consumed: VecSet<OutPoint>,
-    own: BTreeSet<Hash32>,
+    own: VecSet<Hash32>,
 }
 
 impl SpendIndex {
@@ -1563,6 +1562,7 @@ mod tests {
     use super::*;
     use crate::Suite;
     use crate::testkit::Scheme;
+    use alloc::collections::BTreeSet;
 
     /// One of each kind of refusal.
     fn every_kind() -> Vec<VerifyError> {
