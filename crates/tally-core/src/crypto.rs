@@ -10,8 +10,6 @@
 //! docs/decisions/0002-cofactored-ed25519.md. The group arithmetic is
 //! curve25519-dalek's; nothing here implements field or curve operations.
 
-use alloc::collections::BTreeMap;
-use alloc::collections::btree_map::Entry;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -701,7 +699,7 @@ fn verify_ed25519_batch<C: Check>(checks: &[C], ed: &[usize]) -> Result<(), (usi
     // A key that signs several of the batch's messages (a DCP's: its
     // Issues and certificates) is one term of the sum, its coefficients
     // added: Σ c_j·A = (Σ c_j)·A, the same equation with fewer points.
-    let mut key_term: BTreeMap<&[u8], usize> = BTreeMap::new();
+    let mut key_term: crate::sorted::VecMap<&[u8], usize> = crate::sorted::VecMap::new();
     for (j, (p, &i)) in parts.iter().zip(ed).enumerate() {
         // z_j: 128-bit coefficient from the transcript, unknown to a signer
         // before all signatures are fixed.
@@ -716,10 +714,11 @@ fn verify_ed25519_batch<C: Check>(checks: &[C], ed: &[usize]) -> Result<(), (usi
         scalars.push(-z);
         points.push(p.r);
         let c = -(z * p.k);
-        match key_term.entry(checks[i].key().key_bytes()) {
-            Entry::Occupied(t) => scalars[*t.get()] += c,
-            Entry::Vacant(t) => {
-                t.insert(points.len());
+        let key = checks[i].key().key_bytes();
+        match key_term.get(&key) {
+            Some(&t) => scalars[t] += c,
+            None => {
+                key_term.insert(key, points.len());
                 scalars.push(c);
                 points.push(p.a);
             }

@@ -29,6 +29,7 @@ pub mod record;
 #[cfg(feature = "sealing")]
 pub mod sealed;
 pub mod selection;
+pub mod sorted;
 pub mod stream;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

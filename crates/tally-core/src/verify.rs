@@ -6,7 +6,7 @@
 //! (batch). Only [`verify_package`] can make a [`VerifiedPackage`], and only
 //! a `VerifiedPackage` can be stored by a payee SE.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use crate::sorted::{VecMap, VecSet};
 use alloc::vec::Vec;
 use core::fmt;
 use tally_codes as codes;
@@ -420,13 +420,13 @@ impl CertCache for NoCache {
 /// A bounded cache; when full it stops admitting (a cache miss only costs
 /// a signature check).
 pub struct BoundedCertCache {
-    ids: BTreeSet<Hash32>,
+    ids: VecSet<Hash32>,
     max: usize,
 }
 impl BoundedCertCache {
     pub fn new(max: usize) -> Self {
         BoundedCertCache {
-            ids: BTreeSet::new(),
+            ids: VecSet::new(),
             max,
         }
     }
@@ -551,7 +551,8 @@ impl VerifiedPackage {
         bits: crate::confidential::RangeBits,
     ) -> Result<VerifiedPackage, AuditFailure> {
         use crate::confidential::ConfidentialError;
-        let mut values: BTreeMap<Hash32, Vec<Amount>> = BTreeMap::new();
+        let mut values: alloc::collections::BTreeMap<Hash32, Vec<Amount>> =
+            alloc::collections::BTreeMap::new();
         let ids: Vec<Hash32> = self
             .ancestry_ids
             .iter()
@@ -675,7 +676,7 @@ impl VerifiedPackage {
     pub fn spend_index(&self) -> SpendIndex {
         // Filled by `insert`, not `collect`: each sort instantiation costs
         // the Cortex-M4 firmware flash (see the SE's collect_garbage).
-        let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+        let mut consumed: VecSet<OutPoint> = VecSet::new();
         let inputs = self
             .package
             .ancestry
@@ -685,7 +686,7 @@ impl VerifiedPackage {
         for op in inputs {
             consumed.insert(*op);
         }
-        let mut own: BTreeSet<Hash32> = BTreeSet::new();
+        let mut own: VecSet<Hash32> = VecSet::new();
         for id in self.ancestry_ids.iter().chain([&self.transfer_id]) {
             own.insert(*id);
         }
@@ -697,8 +698,8 @@ impl VerifiedPackage {
 /// (made by [`VerifiedPackage::spend_index`]).
 #[derive(Debug, Clone)]
 pub struct SpendIndex {
-    consumed: BTreeSet<OutPoint>,
-    own: BTreeSet<Hash32>,
+    consumed: VecSet<OutPoint>,
+    own: VecSet<Hash32>,
 }
 
 impl SpendIndex {
@@ -843,14 +844,14 @@ pub fn verify_package_groups_for_settlement(
 
 /// The keys of a settlement call's signature checks, each decompressed
 /// once ([`CheckedKey`]).
-struct KeyTable(BTreeMap<PublicKey, CheckedKey>);
+struct KeyTable(VecMap<PublicKey, CheckedKey>);
 
 impl KeyTable {
     /// The pseudonym keys V7 checked, then every other key of the checks
     /// (the DCPs'); a key that is not a usable point is left out, so the
     /// checks under it take the bare key's path (and its error).
     fn of(checked: &[Result<Checked, VerifyError>]) -> KeyTable {
-        let mut t = BTreeMap::new();
+        let mut t = VecMap::new();
         for c in checked.iter().flatten() {
             for k in &c.checked_keys {
                 t.insert(*k.key(), *k);
@@ -1070,7 +1071,7 @@ fn check_all_but_signatures(
     }
     // V3: ids, uniqueness, order (every input refers to an earlier record).
     let mut ids: Vec<Hash32> = Vec::with_capacity(pkg.ancestry.len());
-    let mut index_of: BTreeMap<Hash32, usize> = BTreeMap::new();
+    let mut index_of: VecMap<Hash32, usize> = VecMap::new();
     for (i, rec) in pkg.ancestry.iter().enumerate() {
         let id = rec.id();
         if index_of.insert(id, i).is_some() {
@@ -1172,7 +1173,7 @@ fn check_all_but_signatures(
             _ => Ok((rec, out, Half::None)),
         }
     };
-    let mut consumed: BTreeSet<OutPoint> = BTreeSet::new();
+    let mut consumed: VecSet<OutPoint> = VecSet::new();
     let transfers = pkg
         .ancestry
         .iter()
@@ -1266,7 +1267,7 @@ fn check_all_but_signatures(
 
     // V7: certificates of every signer: present, used, trusted, unexpired,
     // unrevoked; signature checked unless cached.
-    let mut cert_for: BTreeMap<PublicKey, usize> = BTreeMap::new();
+    let mut cert_for: VecMap<PublicKey, usize> = VecMap::new();
     for (i, c) in pkg.certificates.iter().enumerate() {
         if cert_for.insert(c.key, i).is_some() {
             return Err(VerifyError::UnusedCertificate);
@@ -1571,6 +1572,7 @@ mod tests {
     use super::*;
     use crate::Suite;
     use crate::testkit::Scheme;
+    use alloc::collections::BTreeSet;
 
     /// One of each kind of refusal.
     fn every_kind() -> Vec<VerifyError> {

@@ -573,8 +573,8 @@ fn payload_check(version: u16, payload: &[u8]) -> [u8; 32] {
     out
 }
 
-/// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), byte-wise with a
-/// 1 KiB table built at compile time.
+/// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), with a 1 KiB
+/// table built at compile time, one table step per byte.
 fn crc32(data: &[u8]) -> u32 {
     !crc32_update(!0, data)
 }
@@ -601,8 +601,20 @@ fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
         }
         t
     };
-    for &b in data {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    // Four bytes at a time: the register is reflected (least significant
+    // byte first), so XOR-ing a little-endian word into it and taking
+    // four table steps is the four bytes one by one; it saves the loop's
+    // per-byte overhead (boot checks the base and the log, up to 24 KB
+    // after a long offline run: 8 → about 4.5 instructions a byte on
+    // the Cortex-M4, docs/PERFORMANCE.md).
+    let step = |crc: u32| TABLE[(crc & 0xFF) as usize] ^ (crc >> 8);
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        crc ^= u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        crc = step(step(step(step(crc))));
+    }
+    for &b in words.remainder() {
+        crc = step(crc ^ u32::from(b));
     }
     crc
 }
@@ -1753,6 +1765,30 @@ mod tests {
         // The standard check value of CRC-32/ISO-HDLC.
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+        // Four bytes at a time is one byte at a time, for every length
+        // and wherever a running register is split.
+        fn bytewise(mut crc: u32, data: &[u8]) -> u32 {
+            for &b in data {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        0xEDB8_8320 ^ (crc >> 1)
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            crc
+        }
+        let data: Vec<u8> = (0..70u32).map(|i| (i * 37 + 11) as u8).collect();
+        for len in 0..data.len() {
+            let d = &data[..len];
+            assert_eq!(crc32_update(!0, d), bytewise(!0, d));
+            for cut in 0..len {
+                let (a, b) = d.split_at(cut);
+                assert_eq!(crc32_update(crc32_update(!0, a), b), bytewise(!0, d));
+            }
+        }
     }
 
     #[test]

@@ -191,10 +191,17 @@ static STACK_MAX: AtomicUsize = AtomicUsize::new(0);
 static HEAP_MAX: AtomicUsize = AtomicUsize::new(0);
 
 fn m<R>(f: impl FnOnce() -> R) -> (R, Sample) {
-    let (r, s) = measure::measure(&HEAP, u64::from(OVERHEAD.load(Relaxed)), f);
+    let mut f = Some(f);
+    let mut out = None;
+    let s = measure::measure(&HEAP, u64::from(OVERHEAD.load(Relaxed)), &mut || {
+        out = f.take().map(|f| f())
+    });
     STACK_MAX.fetch_max(s.stack_total, Relaxed);
     HEAP_MAX.fetch_max(s.heap_peak, Relaxed);
-    (r, s)
+    match out {
+        Some(r) => (r, s),
+        None => fail("measure"),
+    }
 }
 
 fn instr(ticks: u64) -> u64 {
@@ -730,7 +737,75 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         "the meter reboots into its last state",
     )?;
     report(n, "boot_long", &s, &[("log", log as u64)]);
-    decode_long(n, meter.state())
+    decode_long(n, meter.state())?;
+    drop(meter);
+    boot_parts(n, fa)
+}
+
+/// Boot after the long run taken apart (bench firmware only): the
+/// journal's recovery (slot checks, the base read), the base decoded, the
+/// log scanned and its deltas applied, the log scanned alone, and each
+/// table of the state decoded on its own.
+#[cfg(feature = "bench")]
+#[inline(never)]
+fn boot_parts(n: &str, fa: &mut Flash) -> Res<()> {
+    use tally_se::state::{State, apply_delta};
+    use tally_se::storage::StorageError;
+    let (r, s) = m(|| Journal::open(&mut *fa));
+    let (mut j, payload) = ctx(r, "journal open")?;
+    let payload = payload.ok_or("no state")?;
+    report(n, "boot_part_open", &s, &[("bytes", payload.len() as u64)]);
+    let (r, s) = m(|| State::from_stored(&payload));
+    let mut st = ctx(r, "base decode")?;
+    report(n, "boot_part_decode", &s, &[]);
+    drop(payload);
+    let sequence = j.sequence().unwrap_or(0);
+    let mut index = 0u32;
+    let (r, s) = m(|| {
+        j.replay(&mut |b| {
+            apply_delta(&mut st, b, sequence, index).map_err(|_| StorageError::Corrupt)?;
+            index += 1;
+            Ok(())
+        })
+    });
+    let records = ctx(r, "replay")?;
+    report(n, "boot_part_replay", &s, &[("records", u64::from(records))]);
+    drop(j);
+    let (mut j, _) = ctx(Journal::open(&mut *fa), "journal open")?;
+    let (r, s) = m(|| j.replay(&mut |_| Ok(())));
+    ctx(r, "scan")?;
+    report(n, "boot_part_scan", &s, &[]);
+    drop(j);
+    // Each table alone: a state holding only that table, decoded as boot
+    // decodes its base (less an empty state's decoding, about 2 000).
+    fn table(n: &str, name: &str, st: &State, set: &dyn Fn(&mut State, &State)) -> Res<()> {
+        let mut one = State::default();
+        set(&mut one, st);
+        let b = one.to_cbor();
+        drop(one);
+        let (r, s) = m(|| State::from_stored(&b));
+        ctx(r, "table decode")?;
+        let op = format!("decode_table_{name}");
+        report(n, &op, &s, &[("bytes", b.len() as u64)]);
+        Ok(())
+    }
+    table(n, "none", &st, &|_, _| {})?;
+    table(n, "keys", &st, &|o, s| o.keys = s.keys.clone())?;
+    table(n, "tokens", &st, &|o, s| o.tokens = s.tokens.clone())?;
+    table(n, "records", &st, &|o, s| o.records = s.records.clone())?;
+    table(n, "imported", &st, &|o, s| o.imported = s.imported.clone())?;
+    table(n, "paid", &st, &|o, s| o.paid = s.paid.clone())?;
+    table(n, "acked", &st, &|o, s| o.acked = s.acked.clone())?;
+    table(n, "trust", &st, &|o, s| {
+        o.personal = s.personal.clone();
+        o.policy = s.policy.clone();
+        o.revocations = s.revocations.clone();
+    })?;
+    Ok(())
+}
+#[cfg(not(feature = "bench"))]
+fn boot_parts(_: &str, _: &mut Flash) -> Res<()> {
+    Ok(())
 }
 
 /// Where boot's time goes: a state of the base's size decoded as boot
@@ -1084,10 +1159,14 @@ fn main() -> ! {
         .print();
     // `stream`: the 10,000-tick stream alone (docs/PERFORMANCE.md).
     let only_stream = has_arg(&args, b"stream");
+    // `long`: the 1,000-payment run alone (boot after it, taken apart).
+    let only_long = full && has_arg(&args, b"long");
     let result = if cfg!(feature = "confidential") && has_arg(&args, b"confidential") {
         confidential_scenario(&mut fa, &mut fb)
     } else if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
+    } else if only_long {
+        m2m_long(&ED25519, &mut fa, &mut fb)
     } else {
         run(full, &mut fa, &mut fb)
     };
