@@ -438,7 +438,8 @@ fn keygen(json: bool, dir: &Path, k: usize, n: usize) -> Result<String, CliError
 
     let audit: Vec<SecretKey> = (0..n)
         .map(|_| SecretKey::generate(Suite::Ed25519, &mut OsEntropy))
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError::failed(format!("audit key: {e:?}")))?;
     let pks: Vec<_> = audit.iter().map(SecretKey::public).collect();
     let (joint, keys) = key_setup(k, &pks, &mut OsEntropy).map_err(refused)?;
     let log = AuditLog::new(&joint, &audit[0]).map_err(refused)?;

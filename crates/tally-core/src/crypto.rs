@@ -82,6 +82,17 @@ impl Suite {
             _ => Err(CodecError::UnknownCode),
         }
     }
+    /// Whether this build can sign and verify in the suite. Every build
+    /// decodes both suites (the wire format does not depend on the
+    /// build); a device built with tally-core's `ed25519-only` feature has
+    /// no P-256 code and refuses P-256 keys and signatures with
+    /// [`SigError::UnsupportedSuite`].
+    pub const fn is_supported(self) -> bool {
+        match self {
+            Suite::Ed25519 => true,
+            Suite::EcdsaP256Sha256 => !cfg!(feature = "ed25519-only"),
+        }
+    }
     fn key_len(self) -> usize {
         match self {
             Suite::Ed25519 => 32,
@@ -199,6 +210,10 @@ pub enum SigError {
     BadKey,
     /// The signature does not verify.
     BadSignature,
+    /// The key's or signature's suite is not built into this device:
+    /// P-256 under tally-core's `ed25519-only` feature (a confidential
+    /// device build, decision 0027). Never returned otherwise.
+    UnsupportedSuite,
 }
 
 /// A secret signing key. Lives inside the SE (and in test issuers); never
@@ -206,6 +221,9 @@ pub enum SigError {
 #[derive(Clone)]
 pub enum SecretKey {
     Ed25519(Ed25519Secret),
+    /// Absent from an `ed25519-only` build: no P-256 key can exist there,
+    /// so signing and public-key derivation have no P-256 path at all.
+    #[cfg(not(feature = "ed25519-only"))]
     P256(p256::ecdsa::SigningKey),
 }
 
@@ -285,15 +303,30 @@ pub trait Entropy {
 
 impl SecretKey {
     /// Deterministic key from a 32-byte seed. For P-256 the seed must be a
-    /// valid scalar (non-zero, below the group order); `None` otherwise.
+    /// valid scalar (non-zero, below the group order); `None` otherwise,
+    /// and always `None` for P-256 in an `ed25519-only` build
+    /// ([`SecretKey::try_from_seed`] says which).
     /// Computes the public key (an Ed25519 base-point multiplication).
     pub fn from_seed(suite: Suite, seed: &[u8; 32]) -> Option<SecretKey> {
         match suite {
             Suite::Ed25519 => Ed25519Secret::expand(seed, None).map(SecretKey::Ed25519),
+            #[cfg(not(feature = "ed25519-only"))]
             Suite::EcdsaP256Sha256 => p256::ecdsa::SigningKey::from_slice(seed)
                 .ok()
                 .map(SecretKey::P256),
+            #[cfg(feature = "ed25519-only")]
+            Suite::EcdsaP256Sha256 => None,
         }
+    }
+
+    /// [`SecretKey::from_seed`] with the reason for a refusal:
+    /// [`SigError::BadKey`] for a seed that is not a valid P-256 scalar,
+    /// [`SigError::UnsupportedSuite`] for P-256 in an `ed25519-only` build.
+    pub fn try_from_seed(suite: Suite, seed: &[u8; 32]) -> Result<SecretKey, SigError> {
+        if !suite.is_supported() {
+            return Err(SigError::UnsupportedSuite);
+        }
+        SecretKey::from_seed(suite, seed).ok_or(SigError::BadKey)
     }
 
     /// A key from its seed and the public key stored with it, which must be
@@ -305,7 +338,8 @@ impl SecretKey {
     /// keys), so this is only for the SE's own sealed state, where seed and
     /// public key were written together by the SE and an attacker who could
     /// change one could read the other. `None` if the suite differs from the
-    /// key's or the seed is invalid.
+    /// key's or the seed is invalid, and for P-256 in an `ed25519-only`
+    /// build.
     pub fn from_stored(seed: &[u8; 32], public: &PublicKey) -> Option<SecretKey> {
         match public.suite {
             Suite::Ed25519 => {
@@ -319,17 +353,25 @@ impl SecretKey {
                 );
                 Some(SecretKey::Ed25519(k))
             }
-            // p256 derives the verifying key on construction either way.
+            // p256 derives the verifying key on construction either way
+            // (and an `ed25519-only` build has none: `None`).
             Suite::EcdsaP256Sha256 => SecretKey::from_seed(Suite::EcdsaP256Sha256, seed),
         }
     }
 
-    pub fn generate(suite: Suite, rng: &mut dyn Entropy) -> SecretKey {
+    /// A fresh key from `rng`. [`SigError::UnsupportedSuite`] for a suite
+    /// this build lacks (P-256 under `ed25519-only`), before drawing any
+    /// randomness; otherwise it retries until the seed is a valid key and
+    /// never fails.
+    pub fn generate(suite: Suite, rng: &mut dyn Entropy) -> Result<SecretKey, SigError> {
+        if !suite.is_supported() {
+            return Err(SigError::UnsupportedSuite);
+        }
         loop {
             let mut seed = [0u8; 32];
             rng.fill(&mut seed);
             if let Some(k) = SecretKey::from_seed(suite, &seed) {
-                return k;
+                return Ok(k);
             }
         }
     }
@@ -338,6 +380,7 @@ impl SecretKey {
     pub fn seed(&self) -> [u8; 32] {
         match self {
             SecretKey::Ed25519(k) => *k.seed,
+            #[cfg(not(feature = "ed25519-only"))]
             SecretKey::P256(k) => k.to_bytes().into(),
         }
     }
@@ -345,6 +388,7 @@ impl SecretKey {
     pub fn suite(&self) -> Suite {
         match self {
             SecretKey::Ed25519(_) => Suite::Ed25519,
+            #[cfg(not(feature = "ed25519-only"))]
             SecretKey::P256(_) => Suite::EcdsaP256Sha256,
         }
     }
@@ -355,6 +399,7 @@ impl SecretKey {
                 suite: Suite::Ed25519,
                 bytes: pad33(&k.public()),
             },
+            #[cfg(not(feature = "ed25519-only"))]
             SecretKey::P256(k) => {
                 let p = k.verifying_key().to_sec1_point(true);
                 let mut bytes = [0u8; 33];
@@ -375,6 +420,7 @@ impl SecretKey {
                 suite: Suite::Ed25519,
                 bytes: k.sign(msg),
             },
+            #[cfg(not(feature = "ed25519-only"))]
             SecretKey::P256(k) => {
                 use p256::ecdsa::signature::Signer as _;
                 let s: p256::ecdsa::Signature = k.sign(msg);
@@ -474,6 +520,14 @@ fn ed25519_parts(
     Ok(EdParts { r, s, k, a })
 }
 
+/// P-256 verification; [`SigError::UnsupportedSuite`] in an
+/// `ed25519-only` build, which links no P-256 code.
+#[cfg(feature = "ed25519-only")]
+fn verify_p256(_: &PublicKey, _: &[u8], _: &Signature) -> Result<(), SigError> {
+    Err(SigError::UnsupportedSuite)
+}
+
+#[cfg(not(feature = "ed25519-only"))]
 fn verify_p256(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), SigError> {
     use p256::ecdsa::signature::Verifier as _;
     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.key_bytes())
@@ -486,7 +540,8 @@ fn verify_p256(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), SigEr
     vk.verify(msg, &s).map_err(|_| SigError::BadSignature)
 }
 
-/// Checks that `key` is usable (a valid, not small-order point).
+/// Checks that `key` is usable (a valid, not small-order point; and of a
+/// suite this build has: [`SigError::UnsupportedSuite`] otherwise).
 pub fn check_key(key: &PublicKey) -> Result<(), SigError> {
     CheckedKey::new(key).map(|_| ())
 }
@@ -509,11 +564,14 @@ impl CheckedKey {
     pub fn new(key: &PublicKey) -> Result<CheckedKey, SigError> {
         let point = match key.suite {
             Suite::Ed25519 => Some(ed25519_point(key)?),
+            #[cfg(not(feature = "ed25519-only"))]
             Suite::EcdsaP256Sha256 => {
                 p256::ecdsa::VerifyingKey::from_sec1_bytes(key.key_bytes())
                     .map_err(|_| SigError::BadKey)?;
                 None
             }
+            #[cfg(feature = "ed25519-only")]
+            Suite::EcdsaP256Sha256 => return Err(SigError::UnsupportedSuite),
         };
         Ok(CheckedKey { key: *key, point })
     }
@@ -926,10 +984,13 @@ mod tests {
                 assert_eq!(stored.sign(&msg).bytes(), &want);
             }
         }
-        let p = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[5; 32]).unwrap();
-        let stored = SecretKey::from_stored(&[5; 32], &p.public()).unwrap();
-        assert_eq!(stored.public(), p.public());
-        assert_eq!(stored.sign(b"m").bytes(), p.sign(b"m").bytes());
+        #[cfg(not(feature = "ed25519-only"))]
+        {
+            let p = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[5; 32]).unwrap();
+            let stored = SecretKey::from_stored(&[5; 32], &p.public()).unwrap();
+            assert_eq!(stored.public(), p.public());
+            assert_eq!(stored.sign(b"m").bytes(), p.sign(b"m").bytes());
+        }
     }
 
     /// A stored Ed25519 public key that is not a point gives no key
@@ -954,6 +1015,7 @@ mod tests {
         assert!(SecretKey::from_stored(&seed, &k).is_none());
     }
 
+    #[cfg(not(feature = "ed25519-only"))]
     #[test]
     fn p256_sign_verify_low_s() {
         let k = SecretKey::from_seed(Suite::EcdsaP256Sha256, &[7; 32]).unwrap();
@@ -979,6 +1041,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "ed25519-only"))]
     #[test]
     fn suite_mismatch() {
         let e = SecretKey::from_seed(Suite::Ed25519, &[1; 32]).unwrap();
@@ -990,6 +1053,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "ed25519-only"))]
     #[test]
     fn batch_finds_the_bad_one() {
         let keys: Vec<SecretKey> = (0..6u8)
@@ -1080,6 +1144,108 @@ mod tests {
         ]);
         assert_eq!(single.is_ok(), batch.is_ok());
         assert!(single.is_ok());
+    }
+
+    /// Without `ed25519-only` both suites are built; with it, everything
+    /// P-256 is refused with `UnsupportedSuite` (never a panic) and Ed25519
+    /// works as before, in the same batch too. The P-256 key and signature
+    /// are made with the p256 crate directly (still a dependency there).
+    #[test]
+    fn p256_only_where_built() {
+        use p256::ecdsa::signature::Signer as _;
+        let sk = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+        let mut kb = [0u8; 33];
+        kb.copy_from_slice(sk.verifying_key().to_sec1_point(true).as_bytes());
+        let pk = PublicKey::new(Suite::EcdsaP256Sha256, &kb).unwrap();
+        let s: p256::ecdsa::Signature = sk.sign(b"hello");
+        let mut sb = [0u8; 64];
+        sb.copy_from_slice(&s.normalize_s().to_bytes());
+        let sig = Signature::new(Suite::EcdsaP256Sha256, sb);
+        let ed = SecretKey::from_seed(Suite::Ed25519, &[7; 32]).unwrap();
+        let ed_sig = ed.sign(b"hello");
+        let ed_pk = ed.public();
+        let checks = [
+            SigCheck {
+                key: &ed_pk,
+                msg: b"hello",
+                sig: &ed_sig,
+            },
+            SigCheck {
+                key: &ed_pk,
+                msg: b"hello",
+                sig: &ed_sig,
+            },
+            SigCheck {
+                key: &pk,
+                msg: b"hello",
+                sig: &sig,
+            },
+        ];
+        let mut rng = FixedEntropy(0);
+        if cfg!(feature = "ed25519-only") {
+            assert!(!Suite::EcdsaP256Sha256.is_supported());
+            assert_eq!(verify(&pk, b"hello", &sig), Err(SigError::UnsupportedSuite));
+            assert_eq!(check_key(&pk), Err(SigError::UnsupportedSuite));
+            assert_eq!(
+                CheckedKey::new(&pk).map(|_| ()),
+                Err(SigError::UnsupportedSuite)
+            );
+            assert_eq!(verify_many(&checks), Err((2, SigError::UnsupportedSuite)));
+            for batch_max in [1, 2, 64] {
+                assert_eq!(
+                    verify_many_bounded(&checks, batch_max),
+                    Err((2, SigError::UnsupportedSuite))
+                );
+            }
+            assert_eq!(
+                SecretKey::try_from_seed(Suite::EcdsaP256Sha256, &[7; 32]).map(|_| ()),
+                Err(SigError::UnsupportedSuite)
+            );
+            assert!(SecretKey::from_seed(Suite::EcdsaP256Sha256, &[7; 32]).is_none());
+            assert!(SecretKey::from_stored(&[7; 32], &pk).is_none());
+            assert_eq!(
+                SecretKey::generate(Suite::EcdsaP256Sha256, &mut rng).map(|_| ()),
+                Err(SigError::UnsupportedSuite)
+            );
+            assert_eq!(rng.0, 0, "no randomness drawn for an unsupported suite");
+        } else {
+            assert!(Suite::EcdsaP256Sha256.is_supported());
+            assert_eq!(verify(&pk, b"hello", &sig), Ok(()));
+            assert_eq!(check_key(&pk), Ok(()));
+            assert_eq!(verify_many(&checks), Ok(()));
+            let k = SecretKey::try_from_seed(Suite::EcdsaP256Sha256, &[7; 32]).unwrap();
+            assert_eq!(k.public(), pk);
+            assert_eq!(k.sign(b"hello").bytes(), sig.bytes());
+            // Not a scalar: refused as a bad key, not as a missing suite.
+            assert_eq!(
+                SecretKey::try_from_seed(Suite::EcdsaP256Sha256, &[0; 32]).map(|_| ()),
+                Err(SigError::BadKey)
+            );
+            let g = SecretKey::generate(Suite::EcdsaP256Sha256, &mut rng).unwrap();
+            assert_eq!(g.suite(), Suite::EcdsaP256Sha256);
+        }
+        // Ed25519 is unaffected either way.
+        assert!(Suite::Ed25519.is_supported());
+        assert_eq!(verify(&ed_pk, b"hello", &ed_sig), Ok(()));
+        assert_eq!(verify_many_bounded(&checks[..2], 2), Ok(()));
+        assert_eq!(
+            verify(&ed_pk, b"hellp", &ed_sig),
+            Err(SigError::BadSignature)
+        );
+        let g = SecretKey::generate(Suite::Ed25519, &mut rng).unwrap();
+        assert_eq!(verify(&g.public(), b"m", &g.sign(b"m")), Ok(()));
+        let stored = SecretKey::from_stored(&[7; 32], &ed_pk).unwrap();
+        assert_eq!(stored.sign(b"hello").bytes(), ed_sig.bytes());
+    }
+
+    /// Counts the bytes it hands out (all 0x5a).
+    struct FixedEntropy(usize);
+
+    impl Entropy for FixedEntropy {
+        fn fill(&mut self, buf: &mut [u8]) {
+            buf.fill(0x5a);
+            self.0 += buf.len();
+        }
     }
 
     #[test]

@@ -628,6 +628,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.personal.is_some() {
             return Err(SeError::AlreadyPersonalized);
         }
+        // A device built without the suite (tally-core `ed25519-only`)
+        // could never make a key in it: to this build its code is unknown.
+        if !suite.is_supported() {
+            return Err(SeError::Decode(CodecError::UnknownCode));
+        }
         let mut seed = [0u8; 32];
         self.entropy.get_mut().fill(&mut seed);
         let mut next = self.state.clone();
@@ -758,7 +763,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let k = SecretKey::generate(suite, self.entropy.get_mut());
+            // Fails only for a suite this build lacks (a state personalised
+            // by another build); `personalize` refuses such a suite.
+            let k = SecretKey::generate(suite, self.entropy.get_mut())
+                .map_err(|_| SeError::Decode(CodecError::UnknownCode))?;
             let public = k.public();
             next.keys.push(OfflineKey {
                 seed: k.seed(),

@@ -117,12 +117,19 @@ fixture!(ED_STATION, "ed25519-station.state");
 fixture!(ED_METER_LONG, "ed25519-meter-long.state");
 fixture!(ED_TOPUP, "ed25519-topup.bin");
 fixture!(ED_STREAM_METER, "ed25519-stream-meter.state");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_PAYER, "p256-payer.state");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_PAYEE, "p256-payee.state");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_PKG8, "p256-pkg8.bin");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_EXPECT, "p256-expect.bin");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_METER, "p256-meter.state");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_METER_CHAIN, "p256-meter-chain.state");
+#[cfg(not(feature = "ed25519-only"))]
 fixture!(P2_STATION, "p256-station.state");
 #[cfg(feature = "confidential")]
 fixture!(CONF_PAYER, "conf-payer.state");
@@ -158,6 +165,7 @@ const ED25519: SuiteFx = SuiteFx {
     station: &ED_STATION,
 };
 
+#[cfg(not(feature = "ed25519-only"))]
 const P256: SuiteFx = SuiteFx {
     name: "p256",
     suite: Suite::EcdsaP256Sha256,
@@ -1120,8 +1128,14 @@ fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         return stream_scenario(&ED25519, fa, fb, STREAM_TICKS_SMOKE);
     }
     stream_scenario(&ED25519, fa, fb, STREAM_TICKS_BENCH)?;
+    // `ed25519-only` (the confidential device build) has no P-256.
+    #[cfg(not(feature = "ed25519-only"))]
     core_scenario(&P256, fa, fb, true)?;
-    for fx in [&ED25519, &P256] {
+    #[cfg(not(feature = "ed25519-only"))]
+    let suites = [&ED25519, &P256];
+    #[cfg(feature = "ed25519-only")]
+    let suites = [&ED25519];
+    for fx in suites {
         m2m(fx, "unit", fx.meter, fa, fb)?;
         m2m(fx, "chain", fx.meter_chain, fa, fb)?;
     }

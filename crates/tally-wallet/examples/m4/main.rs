@@ -993,21 +993,27 @@ const CONF_RAM_MAX: u64 = 64 * 1024;
 const CONF_FLASH_MAX: u64 = 256 * 1024;
 
 /// The confidential payment firmware (`--no-default-features --features
-/// confidential`): builds it, runs its `confidential` scenario under QEMU
-/// and prints each operation's instructions and RAM (static + peak heap +
-/// peak stack) and the firmware's flash, against issue 12's targets. First
-/// the benchmark firmware with `confidential` runs the same scenario plus
-/// its breakdown (the constant generators' decompression, the range proof
-/// alone), which the payment firmware leaves out.
+/// confidential,ed25519-only`: no P-256, decision 0027): builds it, runs
+/// its `confidential` scenario under QEMU and prints each operation's
+/// instructions and RAM (static + peak heap + peak stack) and the
+/// firmware's flash, against issue 12's targets. First the benchmark
+/// firmware with `confidential,ed25519-only` (the build the smoke test
+/// runs) runs the same scenario plus its breakdown (the constant
+/// generators' decompression, the range proof alone), which the payment
+/// firmware leaves out.
 fn confidential() {
-    build_firmware_with(&["--features", "confidential"]);
+    build_firmware_with(&["--features", "confidential,ed25519-only"]);
     let (status, bench_out) = run_qemu_elf(&elf_path(), "confidential");
     print!("{bench_out}");
     assert!(
         status.success() && bench_out.contains("RESULT PASS"),
         "the confidential scenario failed on the benchmark firmware: {status}"
     );
-    build_firmware_with(&["--no-default-features", "--features", "confidential"]);
+    build_firmware_with(&[
+        "--no-default-features",
+        "--features",
+        "confidential,ed25519-only",
+    ]);
     let elf = root().join("target/firmware/tally-m4-confidential.elf");
     must(
         std::fs::copy(elf_path(), &elf),
