@@ -125,45 +125,27 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
     // A hostile terminal: replayed, skipped, forged — each refused, with
     // its code, nothing changed.
     let listed = charger.ok(&["stream", "list"]);
+    // The charger's `stream accept` of tick K with an element file.
+    let accept = |k: &str, element: &Path| {
+        charger.run(&[
+            "stream",
+            "accept",
+            "--id",
+            &id,
+            "--tick",
+            k,
+            "--element",
+            &s(element),
+        ])
+    };
     // A retried accept (its answer lost): the same answer, nothing written.
-    let retried = charger.ok(&[
-        "stream",
-        "accept",
-        "--id",
-        &id,
-        "--tick",
-        "20",
-        "--element",
-        &s(&el(20)),
-    ]);
+    let retried = accept("20", &el(20)).ok();
     assert!(retried.contains("streamed 40"), "{retried}");
     assert_eq!(charger.ok(&["stream", "list"]), listed);
-    let replay = charger
-        .run(&[
-            "stream",
-            "accept",
-            "--id",
-            &id,
-            "--tick",
-            "19",
-            "--element",
-            &s(&el(19)),
-        ])
-        .fails_with(1);
+    let replay = accept("19", &el(19)).fails_with(1);
     assert!(replay.contains("2040"), "{replay}");
     // The held tick with another element (the previous one): replayed.
-    let err = charger
-        .run(&[
-            "stream",
-            "accept",
-            "--id",
-            &id,
-            "--tick",
-            "20",
-            "--element",
-            &s(&el(19)),
-        ])
-        .fails_with(1);
+    let err = accept("20", &el(19)).fails_with(1);
     assert!(err.contains("2040"), "{err}");
     meter.ok(&[
         "stream",
@@ -177,31 +159,9 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
     ]);
     let forged = d.join("forged.el");
     std::fs::write(&forged, std::fs::read(el(19)).unwrap()).unwrap();
-    let err = charger
-        .run(&[
-            "stream",
-            "accept",
-            "--id",
-            &id,
-            "--tick",
-            "21",
-            "--element",
-            &s(&forged),
-        ])
-        .fails_with(1);
+    let err = accept("21", &forged).fails_with(1);
     assert!(err.contains("2042"), "{err}");
-    let err = charger
-        .run(&[
-            "stream",
-            "accept",
-            "--id",
-            &id,
-            "--tick",
-            "22",
-            "--element",
-            &s(&el(21)),
-        ])
-        .fails_with(1);
+    let err = accept("22", &el(21)).fails_with(1);
     assert!(err.contains("2041"), "{err}");
     let err = meter
         .run(&[
