@@ -78,18 +78,22 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
 
     // Twenty ticks through files.
     let el = |k: u32| d.join(format!("tick-{k}.el"));
-    for k in 1..=20u32 {
-        let k_s = k.to_string();
-        meter.ok(&[
+    // The meter's `stream release` of tick K into an element file.
+    let release = |k: &str, out: &Path| {
+        meter.run(&[
             "stream",
             "release",
             "--id",
             &id,
             "--tick",
-            &k_s,
+            k,
             "--out",
-            &s(&el(k)),
-        ]);
+            &s(out),
+        ])
+    };
+    for k in 1..=20u32 {
+        let k_s = k.to_string();
+        release(&k_s, &el(k)).ok();
         let out = charger.ok(&[
             "stream",
             "accept",
@@ -108,16 +112,7 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
     }
     // A retried release (its answer lost) gives the same element.
     let again = d.join("tick-20-again.el");
-    meter.ok(&[
-        "stream",
-        "release",
-        "--id",
-        &id,
-        "--tick",
-        "20",
-        "--out",
-        &s(&again),
-    ]);
+    release("20", &again).ok();
     assert_eq!(
         std::fs::read(el(20)).unwrap(),
         std::fs::read(&again).unwrap()
@@ -147,34 +142,14 @@ fn a_stream_between_two_cli_devices_settles_exactly() {
     // The held tick with another element (the previous one): replayed.
     let err = accept("20", &el(19)).fails_with(1);
     assert!(err.contains("2040"), "{err}");
-    meter.ok(&[
-        "stream",
-        "release",
-        "--id",
-        &id,
-        "--tick",
-        "21",
-        "--out",
-        &s(&el(21)),
-    ]);
+    release("21", &el(21)).ok();
     let forged = d.join("forged.el");
     std::fs::write(&forged, std::fs::read(el(19)).unwrap()).unwrap();
     let err = accept("21", &forged).fails_with(1);
     assert!(err.contains("2042"), "{err}");
     let err = accept("22", &el(21)).fails_with(1);
     assert!(err.contains("2041"), "{err}");
-    let err = meter
-        .run(&[
-            "stream",
-            "release",
-            "--id",
-            &id,
-            "--tick",
-            "23",
-            "--out",
-            &s(&el(23)),
-        ])
-        .fails_with(1);
+    let err = release("23", &el(23)).fails_with(1);
     assert!(err.contains("2041"), "{err}");
     assert_eq!(
         charger.ok(&["stream", "list"]),

@@ -786,7 +786,9 @@ impl CentralBank {
     /// (one root signature per interval, not per request). Its serial is
     /// the unix time in milliseconds, strictly rising in this process.
     pub fn signed_role_revocations(&self) -> Result<RoleRevocations, BackofficeError> {
-        let pins: Vec<Hash32> = self.revoked_role_keys()?.into_iter().map(Hash32).collect();
+        let mut pins: Vec<Hash32> = self.revoked_role_keys()?.into_iter().map(Hash32).collect();
+        pins.sort();
+        pins.dedup();
         let mut cached = self
             .role_list
             .lock()
@@ -796,19 +798,16 @@ impl CentralBank {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let now = now_ms / 1000;
-        let mut sorted = pins.clone();
-        sorted.sort();
-        sorted.dedup();
         if let Some(l) = cached
             .as_ref()
-            .filter(|l| l.pins == sorted && now.saturating_sub(l.issued) < ROLE_LIST_RESIGN_S)
+            .filter(|l| l.pins == pins && now.saturating_sub(l.issued) < ROLE_LIST_RESIGN_S)
         {
             return Ok(l.clone());
         }
         let serial = cached
             .as_ref()
             .map_or(now_ms, |l| now_ms.max(l.serial.saturating_add(1)));
-        let list = RoleRevocations::try_sign(&*self.keys.root, serial, now, sorted)?;
+        let list = RoleRevocations::try_sign(&*self.keys.root, serial, now, pins)?;
         *cached = Some(list.clone());
         Ok(list)
     }

@@ -109,14 +109,42 @@ impl ServerRevocations {
     pub fn is_current(&self, now: u64) -> bool {
         now <= self.believed_until.load(Ordering::Acquire)
     }
-    fn refuses(&self, pin: &[u8; 32], current: bool) -> Option<&'static str> {
+    /// Why a server key of pin `pin` is refused (`current`: also while no
+    /// believed list covers the present), if it is.
+    fn refuses(&self, pin: &[u8; 32], current: bool) -> Option<Refusal> {
         if self.revoked.contains(pin) {
-            Some("the server's key is revoked")
+            Some(Refusal::Revoked)
         } else if current && !self.is_current(unix_now()) {
-            Some("no current role revocation list: the server's key cannot be checked")
+            Some(Refusal::NoCurrentList)
         } else {
             None
         }
+    }
+}
+
+/// Why [`ServerRevocations`] refuses a server key: one answer for the
+/// handshake ([`Refusal::tls_error`]) and for a request on an open
+/// connection ([`Refusal::message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Revoked,
+    NoCurrentList,
+}
+
+impl Refusal {
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::Revoked => "the server's key is revoked",
+            Refusal::NoCurrentList => {
+                "no current role revocation list: the server's key cannot be checked"
+            }
+        }
+    }
+    fn tls_error(self) -> rustls::Error {
+        rustls::Error::InvalidCertificate(match self {
+            Refusal::Revoked => rustls::CertificateError::Revoked,
+            Refusal::NoCurrentList => rustls::CertificateError::ApplicationVerificationFailure,
+        })
     }
 }
 
@@ -222,15 +250,8 @@ impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
             let pin = crate::key_pin(end_entity).map_err(|_| {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
             })?;
-            if c.revocations.revoked().contains(&pin) {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::Revoked,
-                ));
-            }
-            if c.current && !c.revocations.is_current(unix_now()) {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure,
-                ));
+            if let Some(why) = c.revocations.refuses(&pin, c.current) {
+                return Err(why.tls_error());
             }
         }
         Ok(verified)
@@ -344,7 +365,7 @@ impl ureq::unversioned::transport::Transport for PinnedTlsTransport {
         if let Some((c, pin)) = &self.check
             && let Some(why) = c.revocations.refuses(pin, c.current)
         {
-            return Err(ureq::Error::Tls(why));
+            return Err(ureq::Error::Tls(why.message()));
         }
         self.stream.get_mut().set_timeout(timeout);
         let output = &self.buffers.output()[..amount];
