@@ -84,6 +84,15 @@ impl Writer {
     pub fn bytes(&mut self, b: &[u8]) {
         let _ = self.enc.bytes(b);
     }
+    /// The head of a definite byte string of `len` bytes, which the
+    /// caller appends itself (a table written in pieces, straight to
+    /// flash). A byte string's head is an unsigned integer's with major
+    /// type 2.
+    pub fn bytes_head(&mut self, len: usize) {
+        let start = self.enc.writer().len();
+        let _ = self.enc.u64(len as u64);
+        self.enc.writer_mut()[start] |= 0x40;
+    }
     pub fn text(&mut self, s: &str) {
         let _ = self.enc.str(s);
     }
@@ -359,6 +368,21 @@ mod tests {
     use super::*;
 
     use alloc::format;
+
+    /// A byte string written as its head and then its bytes is the same
+    /// encoding as [`Writer::bytes`], at every head size.
+    #[test]
+    fn a_byte_string_head_then_its_bytes_is_the_byte_string() {
+        for len in [0usize, 1, 23, 24, 255, 256, 65_535, 65_536] {
+            let body = alloc::vec![0xA5u8; len];
+            let mut a = Writer::new();
+            a.bytes(&body);
+            let mut b = Writer::new();
+            b.bytes_head(len);
+            b.append_encoded(&body);
+            assert_eq!(a.as_bytes(), b.as_bytes(), "length {len}");
+        }
+    }
 
     /// The reader as it was (minicbor's decoder), to check the
     /// hand-written one against.

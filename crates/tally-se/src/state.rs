@@ -25,8 +25,12 @@ use tally_core::{
 /// 5: adds the payment streams, paying and paid (older versions are read
 /// with none). 6: a stored record is `[id, record]` in the base state, its
 /// id no longer recomputed at boot (version 5 is read with the ids
-/// recomputed; decision 0024, session 10 addendum).
-pub const STATE_VERSION: u8 = 6;
+/// recomputed; decision 0024, session 10 addendum). 7: the tables of
+/// fixed-size entries (the imported Issues, the paid requests, the
+/// acknowledged transfers) are each one byte string of their entries side
+/// by side instead of an array of items: boot copies them out in one pass
+/// (version 6 is read as before; decision 0024, session 11 addendum).
+pub const STATE_VERSION: u8 = 7;
 /// Bounds on every table (TigerBeetle: put a limit on everything).
 pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
@@ -682,6 +686,42 @@ fn read_imported(r: &mut Reader<'_>) -> Result<Vec<Imported>, CodecError> {
     Ok(v)
 }
 
+/// A version-7 table of 32-byte digests: one byte string, the digests
+/// side by side (`max` of them at most).
+fn read_packed_digests(r: &mut Reader<'_>, max: usize) -> Result<Vec<Hash32>, CodecError> {
+    let b = r.bytes_max(max * 32)?;
+    if b.len() % 32 != 0 {
+        return Err(CodecError::Malformed);
+    }
+    let mut v = alloc::vec![Hash32::default(); b.len() / 32];
+    for (h, c) in v.iter_mut().zip(b.chunks_exact(32)) {
+        h.0.copy_from_slice(c);
+    }
+    Ok(v)
+}
+
+/// A version-7 imported-Issue table: one byte string, per entry the id
+/// (32 bytes) then the expiry epoch (4 bytes, big-endian).
+fn read_packed_imported(r: &mut Reader<'_>) -> Result<Vec<Imported>, CodecError> {
+    let b = r.bytes_max(IMPORTED_MAX * 36)?;
+    if b.len() % 36 != 0 {
+        return Err(CodecError::Malformed);
+    }
+    let mut v = alloc::vec![
+        Imported {
+            id: Hash32::default(),
+            expiry_epoch: 0
+        };
+        b.len() / 36
+    ];
+    for (i, c) in v.iter_mut().zip(b.chunks_exact(36)) {
+        let (id, epoch) = c.split_at(32);
+        i.id.0.copy_from_slice(id);
+        i.expiry_epoch = u32::from_be_bytes([epoch[0], epoch[1], epoch[2], epoch[3]]);
+    }
+    Ok(v)
+}
+
 impl Cbor for State {
     fn write(&self, w: &mut Writer) {
         // One encoding, the pieces a compaction writes straight to flash
@@ -695,7 +735,7 @@ impl Cbor for State {
         let n = r.array_max(28)?;
         let version = r.u8()?;
         match (version, n) {
-            (1, 18) | (2, 23) | (3, 25) | (4, 26) | (5, 28) | (STATE_VERSION, 28) => {}
+            (1, 18) | (2, 23) | (3, 25) | (4, 26) | (5, 28) | (6, 28) | (STATE_VERSION, 28) => {}
             _ => return Err(CodecError::UnsupportedVersion),
         }
         let records = |r: &mut Reader<'_>| {
@@ -740,17 +780,29 @@ impl Cbor for State {
         };
         if version >= 2 {
             st.request_counter = r.u64()?;
-            st.imported = read_imported(r)?;
+            st.imported = if version >= 7 {
+                read_packed_imported(r)?
+            } else {
+                read_imported(r)?
+            };
             st.pin = read_opt(r)?;
             st.spent_since_cvm = Amount(r.u64()?);
-            st.paid = read_digests(r, PAID_KEPT_MAX)?;
+            st.paid = if version >= 7 {
+                read_packed_digests(r, PAID_KEPT_MAX)?
+            } else {
+                read_digests(r, PAID_KEPT_MAX)?
+            };
         }
         if version >= 3 {
             st.reports = read_vec(r, REPORTS_MAX)?;
             st.cancelled = read_vec(r, CANCELLED_MAX)?;
         }
         if version >= 4 {
-            st.acked = read_digests(r, ACKED_KEPT_MAX)?;
+            st.acked = if version >= 7 {
+                read_packed_digests(r, ACKED_KEPT_MAX)?
+            } else {
+                read_digests(r, ACKED_KEPT_MAX)?
+            };
         }
         if version >= 5 {
             st.streams_out = read_vec(r, STREAMS_MAX)?;
@@ -792,8 +844,9 @@ impl State {
         self.encode_as(STATE_VERSION, sink)
     }
 
-    /// [`State::encode_in_pieces`] as state version 6, or (`version` 5,
-    /// for tests of the migration) with the records without their ids.
+    /// [`State::encode_in_pieces`] as state version 7, or (`version` 6 or
+    /// 5, for tests of the migration) with the digest tables as arrays
+    /// and (5) the records without their ids.
     fn encode_as(&self, version: u8, sink: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         // One buffer for every piece (cleared after each): no allocation
         // per entry.
@@ -815,6 +868,19 @@ impl State {
                 item.write(w);
                 piece(w, sink)
             })
+        }
+        // A digest table: from version 7 one byte string.
+        fn packed(
+            w: &mut Writer,
+            version: u8,
+            items: &[Hash32],
+            sink: &mut dyn FnMut(&[u8]) -> bool,
+        ) -> bool {
+            if version < 7 {
+                return table(w, items, sink);
+            }
+            w.bytes_head(items.len() * 32);
+            piece(w, sink) && items.iter().all(|h| sink(&h.0))
         }
         let mut w = Writer::with_capacity(256);
         let w = &mut w;
@@ -854,16 +920,27 @@ impl State {
                 w.u64(self.request_counter);
                 piece(w, sink)
             }
-            && table(w, &self.imported, sink)
+            && if version < 7 {
+                table(w, &self.imported, sink)
+            } else {
+                w.bytes_head(self.imported.len() * 36);
+                piece(w, sink)
+                    && self.imported.iter().all(|i| {
+                        let mut e = [0u8; 36];
+                        e[..32].copy_from_slice(&i.id.0);
+                        e[32..].copy_from_slice(&i.expiry_epoch.to_be_bytes());
+                        sink(&e)
+                    })
+            }
             && {
                 write_opt(w, &self.pin);
                 w.u64(self.spent_since_cvm.0);
                 piece(w, sink)
             }
-            && table(w, &self.paid, sink)
+            && packed(w, version, &self.paid, sink)
             && table(w, &self.reports, sink)
             && table(w, &self.cancelled, sink)
-            && table(w, &self.acked, sink)
+            && packed(w, version, &self.acked, sink)
             && table(w, &self.streams_out, sink)
             && table(w, &self.streams_in, sink)
     }
@@ -1841,9 +1918,9 @@ mod tests {
             id: record.id(),
             record,
         });
-        let v6 = st.to_cbor();
-        assert_eq!(&v6[..3], &[0x98, 28, 6]);
-        assert_eq!(State::from_cbor(&v6).as_ref(), Ok(&st));
+        let v7 = st.to_cbor();
+        assert_eq!(&v7[..3], &[0x98, 28, 7]);
+        assert_eq!(State::from_cbor(&v7).as_ref(), Ok(&st));
         // A wrong id is refused where it is checked (debug builds).
         if cfg!(debug_assertions) {
             let mut wrong = st.clone();
@@ -1855,9 +1932,105 @@ mod tests {
         }
         let v5 = as_version_5(&st);
         assert_eq!(&v5[..3], &[0x98, 28, 5]);
-        assert_ne!(v5, st.to_cbor(), "version 6 stores the ids");
+        assert_ne!(v5, st.to_cbor(), "version 6 and later store the ids");
         assert_eq!(State::from_stored(&v5).unwrap(), st);
         assert!(State::from_cbor(&v5).is_err(), "not the current version");
+    }
+
+    /// The encoding of `st` as state version 6 (digest tables as arrays).
+    fn as_version_6(st: &State) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        st.encode_as(6, &mut |piece| {
+            bytes.extend_from_slice(piece);
+            true
+        });
+        bytes
+    }
+
+    fn with_digest_tables() -> State {
+        let mut st = holding();
+        for i in 0..40u8 {
+            st.imported.push(Imported {
+                id: Hash32([i; 32]),
+                expiry_epoch: 0x0102_0300 + u32::from(i),
+            });
+            st.paid.push(Hash32([i ^ 0x55; 32]));
+        }
+        for i in 0..3u8 {
+            st.acked.push(Hash32([i ^ 0xAA; 32]));
+        }
+        st
+    }
+
+    /// Version 7 packs the imported Issues, the paid requests and the
+    /// acknowledged transfers into one byte string each; version 6 (an SE
+    /// installed by the previous release) is read with its arrays, and the
+    /// next compaction writes version 7.
+    #[test]
+    fn a_version_6_state_is_read_and_version_7_packs_the_digest_tables() {
+        let st = with_digest_tables();
+        let v7 = st.to_cbor();
+        assert_eq!(&v7[..3], &[0x98, 28, 7]);
+        assert_eq!(State::from_cbor(&v7).as_ref(), Ok(&st));
+        let v6 = as_version_6(&st);
+        assert_eq!(&v6[..3], &[0x98, 28, 6]);
+        assert_eq!(State::from_stored(&v6).as_ref(), Ok(&st));
+        assert!(State::from_cbor(&v6).is_err(), "not the current version");
+        // 83 entries, each an array or byte string head fewer.
+        assert!(v7.len() + 83 <= v6.len(), "{} vs {}", v7.len(), v6.len());
+        // The packed imported table: 40 entries of 36 bytes, the epoch
+        // big-endian after the id.
+        let mut entry = [0u8; 36];
+        entry[..32].copy_from_slice(&[39; 32]);
+        entry[32..].copy_from_slice(&0x0102_0327u32.to_be_bytes());
+        let head = [0x59, 0x05, 0xA0]; // bstr(1440)
+        let at = v7
+            .windows(3)
+            .position(|w| w == head)
+            .expect("the imported table's head");
+        assert_eq!(&v7[at + 3 + 39 * 36..at + 3 + 40 * 36], &entry);
+    }
+
+    /// A packed table whose length is not a whole number of entries, or
+    /// over its bound, is refused.
+    #[test]
+    fn a_packed_table_of_the_wrong_length_is_refused() {
+        let bytes = {
+            let mut w = Writer::new();
+            w.bytes(&[0u8; 33]);
+            w.into_bytes()
+        };
+        assert_eq!(
+            read_packed_digests(&mut Reader::new(&bytes), PAID_KEPT_MAX),
+            Err(CodecError::Malformed)
+        );
+        let bytes = {
+            let mut w = Writer::new();
+            w.bytes(&[0u8; 35]);
+            w.into_bytes()
+        };
+        assert_eq!(
+            read_packed_imported(&mut Reader::new(&bytes)),
+            Err(CodecError::Malformed)
+        );
+        let bytes = {
+            let mut w = Writer::new();
+            w.bytes(&alloc::vec![0u8; (ACKED_KEPT_MAX + 1) * 32]);
+            w.into_bytes()
+        };
+        assert_eq!(
+            read_packed_digests(&mut Reader::new(&bytes), ACKED_KEPT_MAX),
+            Err(CodecError::TooLong)
+        );
+        let bytes = {
+            let mut w = Writer::new();
+            w.bytes(&[7u8; 64]);
+            w.into_bytes()
+        };
+        assert_eq!(
+            read_packed_digests(&mut Reader::new(&bytes), PAID_KEPT_MAX),
+            Ok(alloc::vec![Hash32([7; 32]), Hash32([7; 32])])
+        );
     }
 
     /// The encoding of `st` as state version 4 (before the streams).
@@ -1992,9 +2165,9 @@ mod tests {
     fn a_stored_state_is_read_strictly_but_not_re_encoded() {
         let st = holding();
         let bytes = st.to_cbor();
-        // [28 fields: version 6, three empty options, epoch, epoch seen,
+        // [28 fields: version 7, three empty options, epoch, epoch seen,
         // sync sequence, counter 7, ...]
-        assert_eq!(&bytes[2..10], &[6, 0x80, 0x80, 0x80, 0, 0, 0, 7]);
+        assert_eq!(&bytes[2..10], &[7, 0x80, 0x80, 0x80, 0, 0, 0, 7]);
         let mut long = bytes[..9].to_vec();
         long.extend_from_slice(&[0x18, 7]);
         long.extend_from_slice(&bytes[10..]);

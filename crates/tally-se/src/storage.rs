@@ -762,6 +762,11 @@ impl<S: Storage> Journal<S> {
             [0, 1]
         };
         let mut valid: Option<u64> = None;
+        // The first payload that passes its check is read whole, once, and
+        // checked in RAM: it is the winner unless the other slot carries
+        // the same sequence number (then both are identical, below). Boot
+        // after a long offline run reads a base of 16 KB (docs/PERFORMANCE.md).
+        let mut first: Option<(usize, Vec<u8>)> = None;
         for index in newest_first {
             let SlotState::Valid { header } = slots[index] else {
                 continue;
@@ -773,9 +778,18 @@ impl<S: Storage> Journal<S> {
                 .checked_add(HEADER_LEN)
                 .ok_or(StorageError::OutOfBounds)?;
             let len = payload_len(&header)?;
-            if payload_check_of_stored(storage, offset, len, header.version)?
-                == header.payload_check
-            {
+            let check = if first.is_none() {
+                let mut payload = vec![0u8; len];
+                storage.read(offset, &mut payload)?;
+                let check = payload_check(header.version, &payload);
+                if check == header.payload_check {
+                    first = Some((index, payload));
+                }
+                check
+            } else {
+                payload_check_of_stored(storage, offset, len, header.version)?
+            };
+            if check == header.payload_check {
                 valid = Some(header.sequence);
             } else {
                 slots[index] = SlotState::Damaged {
@@ -807,13 +821,20 @@ impl<S: Storage> Journal<S> {
         }
         let (current, payload) = match best {
             Some((slot, header)) => {
-                let mut payload = vec![0u8; payload_len(&header)?];
-                let offset = (slot * slot_len)
-                    .checked_add(HEADER_LEN)
-                    .ok_or(StorageError::OutOfBounds)?;
-                // Checked in pieces just now (nothing writes the storage
-                // in between).
-                storage.read(offset, &mut payload)?;
+                let payload = match first {
+                    // Read and checked above.
+                    Some((index, payload)) if index == slot => payload,
+                    _ => {
+                        // Checked in pieces just now (nothing writes the
+                        // storage in between).
+                        let mut payload = vec![0u8; payload_len(&header)?];
+                        let offset = (slot * slot_len)
+                            .checked_add(HEADER_LEN)
+                            .ok_or(StorageError::OutOfBounds)?;
+                        storage.read(offset, &mut payload)?;
+                        payload
+                    }
+                };
                 (Some(Current { slot, header }), Some(payload))
             }
             None => match &slots {
@@ -1238,12 +1259,15 @@ fn scan_log<S: Storage>(
             break;
         };
         let check = if (1..=RECORD_BODY_MAX).contains(&len) {
-            body.clear();
-            body.resize(len, 0);
-            storage.read(body_at, &mut body)?;
-            let mut stored = [0u8; 4];
-            storage.read(next - 4, &mut stored)?;
-            let check = record_check(log.check, log.count, &body);
+            // The buffer only grows (zeroed once, not per record): body
+            // and check read in one piece.
+            if body.len() < len + 4 {
+                body.resize(len + 4, 0);
+            }
+            storage.read(body_at, &mut body[..len + 4])?;
+            let (b, stored) = body[..len + 4].split_at(len);
+            let stored = [stored[0], stored[1], stored[2], stored[3]];
+            let check = record_check(log.check, log.count, b);
             (u32::from_le_bytes(stored) == check).then_some(check)
         } else {
             None
@@ -1259,7 +1283,7 @@ fn scan_log<S: Storage>(
         };
         // A valid record whose mark did not land (power was cut while it
         // was written) is complete: it counts.
-        visit(&body)?;
+        visit(&body[..len])?;
         log = Log {
             end: next,
             count,

@@ -18,6 +18,7 @@ extern crate alloc;
 
 mod flash;
 mod measure;
+mod mem;
 
 use alloc::format;
 use alloc::string::String;
@@ -747,8 +748,19 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     report(n, "boot_long", &s, &[("log", log as u64)]);
     decode_long(n, meter.state())?;
     drop(meter);
-    boot_parts(n, fa)
+    boot_parts(n, fa)?;
+    if PROFILE.load(Relaxed) {
+        hprintln!("PROFILE START");
+        loop {
+            let m = boot(fa, b"m4/meter-long")?;
+            drop(m);
+        }
+    }
+    Ok(())
 }
+/// `arg=profile` with `arg=long`: after the run, boot the meter from its
+/// journal for ever, for tools/sample-profile.py.
+static PROFILE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Boot after the long run taken apart (bench firmware only): the
 /// journal's recovery (slot checks, the base read), the base decoded, the
@@ -777,7 +789,12 @@ fn boot_parts(n: &str, fa: &mut Flash) -> Res<()> {
         })
     });
     let records = ctx(r, "replay")?;
-    report(n, "boot_part_replay", &s, &[("records", u64::from(records))]);
+    report(
+        n,
+        "boot_part_replay",
+        &s,
+        &[("records", u64::from(records))],
+    );
     drop(j);
     let (mut j, _) = ctx(Journal::open(&mut *fa), "journal open")?;
     let (r, s) = m(|| j.replay(&mut |_| Ok(())));
@@ -796,6 +813,30 @@ fn boot_parts(n: &str, fa: &mut Flash) -> Res<()> {
         let op = format!("decode_table_{name}");
         report(n, &op, &s, &[("bytes", b.len() as u64)]);
         Ok(())
+    }
+    // The copy routines (mem.rs): 16 KB aligned and not, and 512 digests
+    // from odd addresses, as decoding copies them.
+    {
+        let src = alloc::vec![7u8; 16 * 1024 + 8];
+        let mut dst = alloc::vec![0u8; 16 * 1024 + 8];
+        let (_, s) = m(|| {
+            dst[..16384].copy_from_slice(core::hint::black_box(&src[..16384]));
+            Ok::<(), ()>(())
+        });
+        report(n, "memcpy_aligned_16k", &s, &[]);
+        let (_, s) = m(|| {
+            dst[..16384].copy_from_slice(core::hint::black_box(&src[1..16385]));
+            Ok::<(), ()>(())
+        });
+        report(n, "memcpy_misaligned_16k", &s, &[]);
+        let (_, s) = m(|| {
+            for i in 0..512 {
+                dst[i * 32..i * 32 + 32]
+                    .copy_from_slice(core::hint::black_box(&src[i * 32 + 1..i * 32 + 33]));
+            }
+            Ok::<(), ()>(())
+        });
+        report(n, "memcpy_512x32_misaligned", &s, &[]);
     }
     table(n, "none", &st, &|_, _| {})?;
     table(n, "keys", &st, &|o, s| o.keys = s.keys.clone())?;
@@ -1163,6 +1204,12 @@ fn main() -> ! {
     let (ipt_milli, overhead) = measure::calibrate();
     IPT_MILLI.store(ipt_milli as u32, Relaxed);
     OVERHEAD.store(overhead as u32, Relaxed);
+    // The copy routines every measurement runs on (mem.rs), checked first.
+    if let Err(routine) = mem::self_test() {
+        fail(&format!(
+            "{routine} differs from the byte-at-a-time reference"
+        ));
+    }
     let args = cmdline();
     let full = cfg!(feature = "bench") && !has_arg(&args, b"smoke");
     Line::new("CALIBRATION")
@@ -1175,6 +1222,7 @@ fn main() -> ! {
     let only_stream = has_arg(&args, b"stream");
     // `long`: the 1,000-payment run alone (boot after it, taken apart).
     let only_long = full && has_arg(&args, b"long");
+    PROFILE.store(has_arg(&args, b"profile"), Relaxed);
     let result = if cfg!(feature = "confidential") && has_arg(&args, b"confidential") {
         confidential_scenario(&mut fa, &mut fb)
     } else if only_stream {
