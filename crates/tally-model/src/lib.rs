@@ -543,12 +543,32 @@ impl Bound {
             streams: vec![(1, 2)],
         }
     }
-    /// As `stream`, and SE 1 unloads 1 (its claim token, once it has one).
+    /// Three ticks and a redemption: SE 0 loads 3 and pays SE 1's stream
+    /// request of 3 ticks; SE 1 unloads 1 (from its claim token, the only
+    /// value it can hold); one sync each.
     pub fn stream_unload() -> Self {
         Bound {
             name: "stream_unload",
+            accounts: vec![3, 0],
+            loads: vec![(0, 3)],
+            payments: vec![],
             redemptions: vec![(1, 1, true)],
-            ..Self::stream()
+            syncs: 1,
+            streams: vec![(1, 3)],
+        }
+    }
+    /// A stream beside ordinary payments: both SEs load (3 and 1), SE 0
+    /// requests a 1-unit payment (SE 1 pays it), SE 1 requests a stream of
+    /// 2 ticks (SE 0 opens it with change); one sync each.
+    pub fn stream_mixed() -> Self {
+        Bound {
+            name: "stream_mixed",
+            accounts: vec![3, 1],
+            loads: vec![(0, 3), (1, 1)],
+            payments: vec![(0, 1)],
+            redemptions: vec![],
+            syncs: 1,
+            streams: vec![(1, 2)],
         }
     }
     /// Experimental bound from the environment, for sizing:
@@ -597,6 +617,7 @@ impl Bound {
             "large" => Self::large(),
             "stream" => Self::stream(),
             "stream_unload" => Self::stream_unload(),
+            "stream_mixed" => Self::stream_mixed(),
             _ => return None,
         })
     }
