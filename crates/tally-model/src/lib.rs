@@ -442,6 +442,11 @@ pub struct Bugs {
     /// unreceived like an ordinary payment: the whole stream output is
     /// recovered to the payee, while the payer refunds its half too.
     pub recover_whole_stream: bool,
+    /// The payer's SE lets an element out before the tick is durable: a
+    /// power cut after the element left and before the record landed.
+    pub release_before_record: bool,
+    /// The payer's SE keeps releasing after its own close.
+    pub ticks_after_close: bool,
 }
 
 /// The bound: how many SEs, what each may do (each intent at most once,
@@ -657,6 +662,9 @@ pub enum Action {
     Release(Se, StreamId),
     /// An SE closes a stream (payee: claim; payer: refund) into a token.
     Close(Se, StreamId),
+    /// Broken variant `release_before_record` only: the element of the
+    /// next tick left, then power was cut before its record landed.
+    ReleaseThenCrash(Se, StreamId),
 }
 
 /// Intent numbers from here on are nonces the terminal invented
@@ -953,7 +961,7 @@ impl Model {
         let Some(o) = s.ses[se as usize].streams_out.get_mut(&id) else {
             return false;
         };
-        if o.closed || o.released >= o.ticks_max {
+        if (o.closed && !self.bugs.ticks_after_close) || o.released >= o.ticks_max {
             return false;
         }
         o.released += 1;
@@ -1650,6 +1658,16 @@ impl Model {
                 true
             }
             Action::Release(se, id) => self.release(s, *se, *id),
+            Action::ReleaseThenCrash(se, id) => {
+                let Some(o) = s.ses[*se as usize].streams_out.get(id) else {
+                    return false;
+                };
+                o.released < o.ticks_max
+                    && s.net.insert(Msg::Tick {
+                        stream: *id,
+                        k: o.released + 1,
+                    })
+            }
             Action::Close(se, id) => self.close(s, *se, *id),
             Action::Forge(m) => s.net.insert(m.clone()),
             Action::Sync(se) | Action::SyncForged(se, _) => {
@@ -1946,10 +1964,13 @@ impl SrModel for Model {
         for se in 0..self.bound.n_se() as Se {
             let st = &s.ses[se as usize];
             for (id, o) in &st.streams_out {
-                if !o.closed {
-                    if o.released < o.ticks_max {
-                        out.push(Action::Release(se, *id));
+                if o.released < o.ticks_max && (!o.closed || self.bugs.ticks_after_close) {
+                    out.push(Action::Release(se, *id));
+                    if self.bugs.release_before_record {
+                        out.push(Action::ReleaseThenCrash(se, *id));
                     }
+                }
+                if !o.closed {
                     out.push(Action::Close(se, *id));
                 }
             }

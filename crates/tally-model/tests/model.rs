@@ -235,3 +235,28 @@ fn broken_stream_recovered_whole_to_its_payee_is_caught() {
         ],
     );
 }
+
+#[test]
+fn broken_stream_release_before_record_is_caught() {
+    broken_stream(
+        Bugs {
+            release_before_record: true,
+            ..Bugs::default()
+        },
+        &[
+            "stream: the payee never holds more ticks than were released",
+            "stream: no claim above the released ticks (no alert)",
+        ],
+    );
+}
+
+#[test]
+fn broken_stream_ticks_after_the_payers_close_are_caught_at_settlement() {
+    broken_stream(
+        Bugs {
+            ticks_after_close: true,
+            ..Bugs::default()
+        },
+        &["stream: no claim above the released ticks (no alert)"],
+    );
+}
