@@ -1,7 +1,9 @@
 //! An abstract, model-checked model of the Tally offline protocol
 //! (decision 0008): load, offline payment (request, pay, receive, ack,
-//! resend), redemption (renewal and unload), sync, and the recovery of
-//! interrupted payments, checked exhaustively with the `stateright` crate.
+//! resend), redemption (renewal and unload), sync, the recovery of
+//! interrupted payments and payment streams (decision 0020: OPEN, RELEASE,
+//! ACCEPT, CLOSE, settlement of both halves), checked exhaustively with
+//! the `stateright` crate.
 //!
 //! # What is modelled
 //!
@@ -16,9 +18,26 @@
 //!   Issues, all re-delivered at each sync.
 //! * **SEs**: held tokens, the persistent set of Issues ever imported,
 //!   open payee requests, closed requests (closures the SE signed),
-//!   received transfers, the outgoing log (unacked / acked / settled) and
-//!   the monotonic request counter. Every SE step is one atomic
-//!   transition (the journal leaves the old or the new state).
+//!   received transfers, the outgoing log (unacked / acked / settled),
+//!   the monotonic request counter, and the streams it pays (released,
+//!   closed) or is paid (ticks, closed) with the closes it signed. Every
+//!   SE step is one atomic transition (the journal leaves the old or the
+//!   new state).
+//! * **Streams** (decision 0020, price 1 per tick): a payee SE's stream
+//!   request is a signed request; the OPEN is an offline payment whose
+//!   output (the stream's value) is held by no SE as a token but locked in
+//!   two halves, the payee's `(open, 0)` and the payer's
+//!   `(open, PAYER_HALF)`. RELEASE records the next tick and emits its
+//!   element in one step; the payee's ACCEPT takes only its next tick and
+//!   only an element that exists (released: a preimage otherwise). CLOSE
+//!   by either side signs a claim (`k` ticks) or a refund (`N − released`)
+//!   spending its half into a token. Sync uploads the closes; settlement
+//!   registers each half once in the spent registry and, once both are
+//!   registered, books the leftover (released, never claimed: kept in the
+//!   float) or, for a claim above the released count, alerts and books
+//!   the excess from the scheme loss account into the float. An OPEN its
+//!   payee never received is settled as a claim of nothing: the payer's
+//!   refund half returns what it did not release.
 //! * **Network and terminal**: every message ever sent stays in one set;
 //!   any of them can be delivered to any SE (or to the back office) any
 //!   number of times, in any order, or never. That is loss, duplication,
@@ -40,9 +59,16 @@
 //!
 //! # Extending
 //!
-//! New protocol steps (e.g. payment streams, issue 13) add an [`Body`] or
-//! [`Msg`] variant, an intent kind in [`Bound`] and a handler; the
-//! accounting properties are generic over records and need no change.
+//! New protocol steps add an [`Body`] or [`Msg`] variant, an intent kind
+//! in [`Bound`] and a handler; the accounting properties are generic over
+//! records. Streams (issue 13) were added so: [`Msg::StreamRequest`] and
+//! [`Msg::Tick`], [`Action::Release`] and [`Action::Close`], the intent
+//! [`Bound::streams`]; the accounting needed one addition, because a
+//! stream output is spent in two halves by records paying less than it
+//! locks: [`Model::stream_remainder`] counts what a stream still locks (in
+//! flight until settlement books it), and the books carry the leftover and
+//! the stream loss. The small focused stream model stays in [`stream`]
+//! (longer chains, in milliseconds).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
