@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p tally-model --example check -- [bound...]`
 //! where a bound is `small`, `suite`, `renewal`, `three`, `large`,
-//! `stream`, `stream_unload` or `stream_mixed` (default:
+//! `stream`, `stream_unload`, `stream_mixed` or `stream_three` (default:
 //! `small suite`). Prints bound, unique states, depth, time and verdict.
 use tally_model::{Bound, Model, check};
 
@@ -21,7 +21,7 @@ fn main() {
     for n in names {
         let Some(b) = Bound::by_name(&n) else {
             eprintln!(
-                "unknown bound {n} (small, suite, renewal, three, large, stream, stream_unload, stream_mixed)"
+                "unknown bound {n} (small, suite, renewal, three, large, stream, stream_unload, stream_mixed, stream_three)"
             );
             std::process::exit(2);
         };

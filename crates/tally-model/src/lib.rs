@@ -602,6 +602,21 @@ impl Bound {
             streams: vec![(1, 2)],
         }
     }
+    /// A stream request shown to two payers: SE 0 and SE 1 each load 1;
+    /// SE 2 requests a stream of 1 tick that either may open (or both:
+    /// the surplus OPEN's payee half is settled as a claim of nothing and
+    /// its payer refunds through its own half); one sync each.
+    pub fn stream_three() -> Self {
+        Bound {
+            name: "stream_three",
+            accounts: vec![1, 1, 0],
+            loads: vec![(0, 1), (1, 1)],
+            payments: vec![],
+            redemptions: vec![],
+            syncs: 1,
+            streams: vec![(2, 1)],
+        }
+    }
     /// Experimental bound from the environment, for sizing:
     /// `syncs;acc,acc;se:amt,..;payee:amt,..;se:amt:u|r,..[;payee:ticks,..]`
     pub fn parse(spec: &str) -> Option<Self> {
@@ -649,6 +664,7 @@ impl Bound {
             "stream" => Self::stream(),
             "stream_unload" => Self::stream_unload(),
             "stream_mixed" => Self::stream_mixed(),
+            "stream_three" => Self::stream_three(),
             _ => return None,
         })
     }
@@ -2129,6 +2145,16 @@ impl SrModel for Model {
                     })
                 },
             ));
+            if self.bound.n_se() >= 3 {
+                p.push(Property::sometimes(
+                    "stream: a surplus OPEN (its request fulfilled by another) settled as a claim of nothing",
+                    |_: &Model, s: &State| {
+                        s.bo.streams.keys().any(|id| {
+                            s.bo.spent.get(&id.half(Half::Payee)) == Some(&Consumer::Refund)
+                        })
+                    },
+                ));
+            }
         }
         let payee_redeems = self
             .bound

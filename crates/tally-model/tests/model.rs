@@ -77,6 +77,11 @@ fn stream_mixed_bound_all_properties_hold() {
     honest(Bound::stream_mixed(), 130_000);
 }
 
+#[test]
+fn stream_three_se_bound_all_properties_hold() {
+    honest(Bound::stream_three(), 150_000);
+}
+
 fn broken(bound: Bound, bugs: Bugs, expect: &str) {
     let r = check_with(Model::with_bugs(bound, bugs), threads(), true);
     eprintln!(
