@@ -2013,6 +2013,15 @@ impl CentralBank {
         let mut fresh: std::collections::BTreeMap<Hash32, (&tally_core::Transfer, usize)> =
             std::collections::BTreeMap::new();
         for (v, &n) in verified.iter().zip(&owners) {
+            // A stream OPEN is never recovered or refunded as a payment:
+            // its payer takes back what it did not release by its own
+            // refund half, and a payee that never received it claims
+            // nothing. Paying its output out here as well would pay the
+            // stream twice (found by the protocol model, decision 0020
+            // session 11).
+            if v.package().transfer.stream_open().is_some() {
+                continue;
+            }
             fresh
                 .entry(v.transfer_id())
                 .or_insert((&v.package().transfer, n));

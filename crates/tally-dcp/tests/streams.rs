@@ -220,3 +220,47 @@ fn a_stream_stays_closable_across_syncs() {
     with_agent(&bo, &mut meter, |a| a.unload(180)).unwrap();
     assert!(bo.invariant().unwrap().holds());
 }
+
+/// Found by the main protocol model (tally-model bug
+/// `recover_whole_stream`, decision 0020 session 11): the station's wallet
+/// loses the OPEN's package; the station syncs (its SE closes the stream
+/// request unreceived and reports it), the meter closes its side (a refund
+/// of every tick: none was released) and syncs, uploading the
+/// unacknowledged OPEN. The stream's value must reach the two SEs once:
+/// settlement may not also recover the whole stream output to the station.
+#[test]
+fn an_open_its_payee_never_received_is_paid_out_once() {
+    let bo = backoffice();
+    let mut meter = onboard(&bo, "stream-meter", IOT, "carol");
+    let mut station = onboard(&bo, "stream-station", IOT, "dave");
+    with_agent(&bo, &mut meter, |a| a.load(1_000)).unwrap();
+    let request = station
+        .link
+        .create_stream_request(tally_core::stream::StreamAsk {
+            price: PRICE,
+            ticks_max: TICKS,
+        })
+        .unwrap();
+    let package = meter.link.pay(&request).unwrap(); // lost on the way
+    let open = <tally_core::Package as tally_core::Cbor>::from_cbor(&package)
+        .unwrap()
+        .transfer
+        .id();
+    let id = tally_core::stream::stream_id(&open, 0);
+    with_agent(&bo, &mut station, |a| a.sync()).unwrap();
+    assert_eq!(meter.link.close_stream_out(&id).unwrap(), 0);
+    assert_eq!(balance(&mut meter), Amount(1_000), "refunded in full");
+    with_agent(&bo, &mut meter, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut station, |a| a.sync()).unwrap();
+    with_agent(&bo, &mut meter, |a| a.sync()).unwrap();
+    let held = balance(&mut meter).0 + balance(&mut station).0;
+    assert_eq!(held, 1_000, "the stream's 200 paid out twice");
+    assert_eq!(balance(&mut station), Amount::ZERO);
+    let inv = bo.invariant().unwrap();
+    assert!(inv.holds(), "{inv:?}");
+    assert_eq!(inv.offline_float, 1_000);
+    // Everything the meter holds unloads; nothing is left offline.
+    with_agent(&bo, &mut meter, |a| a.unload(1_000)).unwrap();
+    assert_eq!(bo.account_balance("carol").unwrap(), 10_000);
+    assert_eq!(bo.invariant().unwrap().offline_float, 0);
+}

@@ -1,7 +1,8 @@
 //! Exhaustive check of the Tally protocol model at one or more bounds.
 //!
 //! `cargo run --release -p tally-model --example check -- [bound...]`
-//! where a bound is `small`, `suite`, `large` or `three` (default:
+//! where a bound is `small`, `suite`, `renewal`, `three`, `large`,
+//! `stream`, `stream_unload`, `stream_mixed` or `stream_three` (default:
 //! `small suite`). Prints bound, unique states, depth, time and verdict.
 use tally_model::{Bound, Model, check};
 
@@ -14,12 +15,14 @@ fn main() {
         .map_or(1, |n| n.get())
         .min(2);
     println!(
-        "{:<8} {:>10} {:>6} {:>10}  verdict",
+        "{:<13} {:>10} {:>6} {:>10}  verdict",
         "bound", "states", "depth", "time"
     );
     for n in names {
         let Some(b) = Bound::by_name(&n) else {
-            eprintln!("unknown bound {n} (small, suite, large, three)");
+            eprintln!(
+                "unknown bound {n} (small, suite, renewal, three, large, stream, stream_unload, stream_mixed, stream_three)"
+            );
             std::process::exit(2);
         };
         let r = check(Model::new(b), threads);
@@ -29,7 +32,7 @@ fn main() {
             format!("VIOLATED {:?} UNREACHED {:?}", r.violated, r.unreached)
         };
         println!(
-            "{:<8} {:>10} {:>6} {:>9.2}s  {}",
+            "{:<13} {:>10} {:>6} {:>9.2}s  {}",
             r.bound,
             r.states,
             r.max_depth,

@@ -1,6 +1,7 @@
 //! Print the path the checker found for one property:
 //! `cargo run -p tally-model --example explain -- <bound> "<property name>" [bug]`
-//! bug: reimport | closures | redeem | noredeliver | nofulfil | unsigned
+//! bug: reimport | closures | redeem | noredeliver | nofulfil | unsigned |
+//! openkeeps | closetwice | skiptick | recoverstream | releasefirst | afterclose
 use tally_model::{Bound, Bugs, Model, explain};
 
 fn main() {
@@ -14,6 +15,12 @@ fn main() {
         Some("noredeliver") => bugs.no_issue_redelivery = true,
         Some("nofulfil") => bugs.no_fulfilment_report = true,
         Some("unsigned") => bugs.unsigned_requests = true,
+        Some("openkeeps") => bugs.open_keeps_token = true,
+        Some("closetwice") => bugs.close_twice = true,
+        Some("skiptick") => bugs.accept_skipped_tick = true,
+        Some("recoverstream") => bugs.recover_whole_stream = true,
+        Some("releasefirst") => bugs.release_before_record = true,
+        Some("afterclose") => bugs.ticks_after_close = true,
         _ => {}
     }
     let m = Model::with_bugs(b, bugs);

@@ -1,7 +1,9 @@
 //! An abstract, model-checked model of the Tally offline protocol
 //! (decision 0008): load, offline payment (request, pay, receive, ack,
-//! resend), redemption (renewal and unload), sync, and the recovery of
-//! interrupted payments, checked exhaustively with the `stateright` crate.
+//! resend), redemption (renewal and unload), sync, the recovery of
+//! interrupted payments and payment streams (decision 0020: OPEN, RELEASE,
+//! ACCEPT, CLOSE, settlement of both halves), checked exhaustively with
+//! the `stateright` crate.
 //!
 //! # What is modelled
 //!
@@ -16,9 +18,26 @@
 //!   Issues, all re-delivered at each sync.
 //! * **SEs**: held tokens, the persistent set of Issues ever imported,
 //!   open payee requests, closed requests (closures the SE signed),
-//!   received transfers, the outgoing log (unacked / acked / settled) and
-//!   the monotonic request counter. Every SE step is one atomic
-//!   transition (the journal leaves the old or the new state).
+//!   received transfers, the outgoing log (unacked / acked / settled),
+//!   the monotonic request counter, and the streams it pays (released,
+//!   closed) or is paid (ticks, closed) with the closes it signed. Every
+//!   SE step is one atomic transition (the journal leaves the old or the
+//!   new state).
+//! * **Streams** (decision 0020, price 1 per tick): a payee SE's stream
+//!   request is a signed request; the OPEN is an offline payment whose
+//!   output (the stream's value) is held by no SE as a token but locked in
+//!   two halves, the payee's `(open, 0)` and the payer's
+//!   `(open, PAYER_HALF)`. RELEASE records the next tick and emits its
+//!   element in one step; the payee's ACCEPT takes only its next tick and
+//!   only an element that exists (released: a preimage otherwise). CLOSE
+//!   by either side signs a claim (`k` ticks) or a refund (`N − released`)
+//!   spending its half into a token. Sync uploads the closes; settlement
+//!   registers each half once in the spent registry and, once both are
+//!   registered, books the leftover (released, never claimed: kept in the
+//!   float) or, for a claim above the released count, alerts and books
+//!   the excess from the scheme loss account into the float. An OPEN its
+//!   payee never received is settled as a claim of nothing: the payer's
+//!   refund half returns what it did not release.
 //! * **Network and terminal**: every message ever sent stays in one set;
 //!   any of them can be delivered to any SE (or to the back office) any
 //!   number of times, in any order, or never. That is loss, duplication,
@@ -40,9 +59,16 @@
 //!
 //! # Extending
 //!
-//! New protocol steps (e.g. payment streams, issue 13) add an [`Body`] or
-//! [`Msg`] variant, an intent kind in [`Bound`] and a handler; the
-//! accounting properties are generic over records and need no change.
+//! New protocol steps add an [`Body`] or [`Msg`] variant, an intent kind
+//! in [`Bound`] and a handler; the accounting properties are generic over
+//! records. Streams (issue 13) were added so: [`Msg::StreamRequest`] and
+//! [`Msg::Tick`], [`Action::Release`] and [`Action::Close`], the intent
+//! [`Bound::streams`]; the accounting needed one addition, because a
+//! stream output is spent in two halves by records paying less than it
+//! locks: [`Model::stream_remainder`] counts what a stream still locks (in
+//! flight until settlement books it), and the books carry the leftover and
+//! the stream loss. The small focused stream model stays in [`stream`]
+//! (longer chains, in milliseconds).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -98,6 +124,62 @@ pub enum Op {
     },
 }
 
+/// A payment stream: the OPEN that `payer` signed for `payee`'s stream
+/// request `intent` (one stream per request nonce).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub payer: Se,
+    pub payee: Se,
+    pub intent: u8,
+}
+
+/// Index of the payer half of a stream output: `(open, PAYER_HALF)` is a
+/// virtual outpoint no real output has (decision 0020: `0x80 | index`).
+pub const PAYER_HALF: u8 = 0x80;
+
+/// The two halves of a stream output, each consumed once: the payee's
+/// claim and the payer's refund.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Half {
+    Payee,
+    Payer,
+}
+
+impl StreamId {
+    /// The OPEN: an ordinary transfer for the stream request's nonce.
+    pub fn open(self) -> RecId {
+        RecId::Transfer {
+            payer: self.payer,
+            nonce: Nonce::Pay {
+                payee: self.payee,
+                intent: self.intent,
+            },
+        }
+    }
+    pub fn half(self, h: Half) -> OutPoint {
+        OutPoint {
+            rec: self.open(),
+            idx: match h {
+                Half::Payee => 0,
+                Half::Payer => PAYER_HALF,
+            },
+        }
+    }
+    fn of(open: RecId) -> Option<Self> {
+        match open {
+            RecId::Transfer {
+                payer,
+                nonce: Nonce::Pay { payee, intent },
+            } => Some(StreamId {
+                payer,
+                payee,
+                intent,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Record id. Content-derived, so the interleaving does not number records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RecId {
@@ -106,6 +188,32 @@ pub enum RecId {
     Transfer {
         payer: Se,
         nonce: Nonce,
+    },
+    /// A stream close: the payee's claim of `ticks` or the payer's refund
+    /// of what it did not release (`ticks` released). An honest SE closes
+    /// each half once; a second, different close is another record
+    /// consuming the same half (a double spend).
+    Close {
+        stream: StreamId,
+        half: Half,
+        ticks: u8,
+    },
+}
+
+/// The stream part of a transfer (decision 0020, "as built": a 6th body
+/// element of `Transfer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamPart {
+    /// Output 0 is the stream output (value `ticks` at price 1), held by
+    /// no SE as a token: its halves are spent by the closes.
+    Open {
+        ticks: u8,
+    },
+    Claim {
+        ticks: u8,
+    },
+    Refund {
+        released: u8,
     },
 }
 
@@ -128,6 +236,7 @@ pub struct Output {
 pub struct Record {
     pub inputs: Vec<OutPoint>,
     pub outputs: Vec<Output>,
+    pub stream: Option<StreamPart>,
 }
 
 /// What consumed an outpoint in the spent registry.
@@ -164,6 +273,8 @@ pub enum Body {
         packages: Vec<RecId>,
         closures: Vec<(u8, Amount)>,
         fulfilled: Vec<RecId>,
+        /// The stream closes this SE signed (claims and refunds).
+        closes: Vec<RecId>,
     },
 }
 
@@ -200,6 +311,12 @@ pub enum Msg {
     },
     /// Back office -> payer: this uploaded package is settled.
     Settled(RecId),
+    /// Payee SE -> payer: a stream request of `ticks` ticks at price 1
+    /// (signed by the payee SE like every request).
+    StreamRequest { payee: Se, intent: u8, ticks: u8 },
+    /// Payer SE -> payee: the chain element of tick `k`. It exists only if
+    /// the payer's SE released it (a preimage otherwise).
+    Tick { stream: StreamId, k: u8 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -230,6 +347,37 @@ pub struct SeState {
     pub received: BTreeSet<RecId>,
     pub outgoing: BTreeMap<Nonce, Outgoing>,
     pub ctr: u8,
+    /// Streams this SE pays (durable `released`, then `closed`).
+    pub streams_out: BTreeMap<StreamId, StreamOut>,
+    /// Streams paid to this SE (durable `ticks`, then `closed`).
+    pub streams_in: BTreeMap<StreamId, StreamIn>,
+    /// Stream closes this SE signed, uploaded at every sync.
+    pub closes: BTreeSet<RecId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamOut {
+    pub ticks_max: u8,
+    pub released: u8,
+    pub closed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamIn {
+    pub ticks_max: u8,
+    pub ticks: u8,
+    pub closed: bool,
+}
+
+/// A stream whose two halves settlement registered: what it booked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Booked {
+    pub ticks_max: u8,
+    /// Ticks claimed by the payee half's consumer (0 for a stream its
+    /// payee never received).
+    pub claim: u8,
+    /// Ticks the payer's refund says it released.
+    pub released: u8,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -258,6 +406,16 @@ pub struct BackOffice {
     pub refunded: BTreeSet<RecId>,
     /// Issues made for each SE (its mailbox).
     pub mailbox: BTreeMap<Se, BTreeSet<Op>>,
+    /// Streams with both halves registered.
+    pub streams: BTreeMap<StreamId, Booked>,
+    /// Released, never claimed stream ticks: value nobody holds, kept in
+    /// the float.
+    pub leftover: Amount,
+    /// Claims above the payer's released count: the excess, booked from
+    /// the scheme loss account into the float.
+    pub stream_loss: Amount,
+    /// Alerts raised for such claims.
+    pub stream_alerts: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -297,6 +455,24 @@ pub struct Bugs {
     /// can alter a request's amount or invent a nonce for a real payee key,
     /// and the payer SE pays it.
     pub unsigned_requests: bool,
+    /// The payer's SE pays a stream OPEN without spending its inputs.
+    pub open_keeps_token: bool,
+    /// The payee's SE takes ticks after its close and closes again (a
+    /// second claim of the same half).
+    pub close_twice: bool,
+    /// The payee's SE takes a tick past its next one. It cannot check
+    /// such an element with one hash against the one it holds, so the
+    /// terminal can hand it any tick (a forged element).
+    pub accept_skipped_tick: bool,
+    /// Settlement pairs a stream OPEN whose request its payee closed
+    /// unreceived like an ordinary payment: the whole stream output is
+    /// recovered to the payee, while the payer refunds its half too.
+    pub recover_whole_stream: bool,
+    /// The payer's SE lets an element out before the tick is durable: a
+    /// power cut after the element left and before the record landed.
+    pub release_before_record: bool,
+    /// The payer's SE keeps releasing after its own close.
+    pub ticks_after_close: bool,
 }
 
 /// The bound: how many SEs, what each may do (each intent at most once,
@@ -313,6 +489,9 @@ pub struct Bound {
     pub redemptions: Vec<(Se, Amount, bool)>,
     /// Syncs each SE may start.
     pub syncs: u8,
+    /// (payee, ticks): a stream request of `ticks` ticks at price 1; any
+    /// other SE may pay it (OPEN), then release ticks and close.
+    pub streams: Vec<(Se, u8)>,
 }
 
 impl Bound {
@@ -326,6 +505,7 @@ impl Bound {
             payments: vec![(1, 1)],
             redemptions: vec![(1, 1, true)],
             syncs: 1,
+            streams: vec![],
         }
     }
     /// The suite bound (issue 9's "under 2 minutes"): 2 SEs, both load
@@ -339,6 +519,7 @@ impl Bound {
             payments: vec![(1, 1), (0, 1)],
             redemptions: vec![(1, 1, true)],
             syncs: 1,
+            streams: vec![],
         }
     }
     /// Renewal and repeated sync: SE 0 loads 2, pays SE 1 1 unit, renews
@@ -351,6 +532,7 @@ impl Bound {
             payments: vec![(1, 1)],
             redemptions: vec![(0, 1, false)],
             syncs: 2,
+            streams: vec![],
         }
     }
     /// Three SEs: SE 0 loads 2; SE 1 and SE 2 each request 1 unit that
@@ -364,6 +546,7 @@ impl Bound {
             payments: vec![(1, 1), (2, 1)],
             redemptions: vec![],
             syncs: 1,
+            streams: vec![],
         }
     }
     /// Larger (example only, minutes): as `renewal` plus an unload by SE 1.
@@ -375,10 +558,67 @@ impl Bound {
             payments: vec![(1, 1)],
             redemptions: vec![(1, 1, true), (0, 1, false)],
             syncs: 2,
+            streams: vec![],
+        }
+    }
+    /// Streams: SE 0 loads 2 and pays SE 1's stream request of 2 ticks
+    /// (OPEN, ticks, closes by either side in any order); one sync each.
+    pub fn stream() -> Self {
+        Bound {
+            name: "stream",
+            accounts: vec![2, 0],
+            loads: vec![(0, 2)],
+            payments: vec![],
+            redemptions: vec![],
+            syncs: 1,
+            streams: vec![(1, 2)],
+        }
+    }
+    /// Three ticks and a redemption: SE 0 loads 3 and pays SE 1's stream
+    /// request of 3 ticks; SE 1 unloads 1 (from its claim token, the only
+    /// value it can hold); one sync each.
+    pub fn stream_unload() -> Self {
+        Bound {
+            name: "stream_unload",
+            accounts: vec![3, 0],
+            loads: vec![(0, 3)],
+            payments: vec![],
+            redemptions: vec![(1, 1, true)],
+            syncs: 1,
+            streams: vec![(1, 3)],
+        }
+    }
+    /// A stream beside ordinary payments: both SEs load (3 and 1), SE 0
+    /// requests a 1-unit payment (SE 1 pays it), SE 1 requests a stream of
+    /// 2 ticks (SE 0 opens it with change); one sync each.
+    pub fn stream_mixed() -> Self {
+        Bound {
+            name: "stream_mixed",
+            accounts: vec![3, 1],
+            loads: vec![(0, 3), (1, 1)],
+            payments: vec![(0, 1)],
+            redemptions: vec![],
+            syncs: 1,
+            streams: vec![(1, 2)],
+        }
+    }
+    /// A stream request shown to two payers: SE 0 and SE 1 each load 1;
+    /// SE 2 requests a stream of 1 tick that either may open (or both:
+    /// the surplus OPEN's payee half is settled as a claim of nothing and
+    /// its payer refunds through its own half); one sync each.
+    pub fn stream_three() -> Self {
+        Bound {
+            name: "stream_three",
+            accounts: vec![1, 1, 0],
+            loads: vec![(0, 1), (1, 1)],
+            payments: vec![],
+            redemptions: vec![],
+            syncs: 1,
+            streams: vec![(2, 1)],
         }
     }
     /// Experimental bound from the environment, for sizing:
-    /// `syncs;acc,acc;se:amt,..;payee:amt,..;se:amt:u|r,..`
+    /// `syncs;acc,acc;se:amt,..;payee:amt,..;se:amt:u|r,..[;payee:ticks,..]`
     pub fn parse(spec: &str) -> Option<Self> {
         let f: Vec<&str> = spec.split(';').collect();
         let list = |x: &str| -> Vec<Vec<i16>> {
@@ -405,6 +645,10 @@ impl Bound {
                 .iter()
                 .map(|v| (v[0] as Se, v[1], v[2] == 1))
                 .collect(),
+            streams: f
+                .get(5)
+                .map(|x| list(x).iter().map(|v| (v[0] as Se, v[1] as u8)).collect())
+                .unwrap_or_default(),
         })
     }
     pub fn by_name(name: &str) -> Option<Self> {
@@ -417,6 +661,10 @@ impl Bound {
             "renewal" => Self::renewal(),
             "three" => Self::three(),
             "large" => Self::large(),
+            "stream" => Self::stream(),
+            "stream_unload" => Self::stream_unload(),
+            "stream_mixed" => Self::stream_mixed(),
+            "stream_three" => Self::stream_three(),
             _ => return None,
         })
     }
@@ -427,7 +675,12 @@ impl Bound {
         self.accounts.iter().sum()
     }
     fn n_intents(&self) -> usize {
-        self.loads.len() + self.payments.len() + self.redemptions.len()
+        self.loads.len() + self.payments.len() + self.redemptions.len() + self.streams.len()
+    }
+    /// Whether intent `i` is a stream request.
+    fn is_stream(&self, i: u8) -> bool {
+        let first = self.loads.len() + self.payments.len() + self.redemptions.len();
+        (i as usize) >= first && (i as usize) < self.n_intents()
     }
 }
 
@@ -446,6 +699,14 @@ pub enum Action {
     ToSe(Msg, Se),
     /// Broken variant only: the terminal injects a Request it made up.
     Forge(Msg),
+    /// The payer's SE releases the next tick of a stream it pays (RELEASE:
+    /// the tick recorded and the element out in one atomic step).
+    Release(Se, StreamId),
+    /// An SE closes a stream (payee: claim; payer: refund) into a token.
+    Close(Se, StreamId),
+    /// Broken variant `release_before_record` only: the element of the
+    /// next tick left, then power was cut before its record landed.
+    ReleaseThenCrash(Se, StreamId),
 }
 
 /// Intent numbers from here on are nonces the terminal invented
@@ -463,6 +724,7 @@ enum Intent {
     Load(Se, Amount),
     Pay(Se, Amount),
     Redeem(Se, Amount, bool),
+    Stream(Se, u8),
 }
 
 impl Model {
@@ -487,8 +749,13 @@ impl Model {
             let (s, a) = b.payments[i];
             return Intent::Pay(s, a);
         }
-        let (s, a, u) = b.redemptions[i - b.payments.len()];
-        Intent::Redeem(s, a, u)
+        let i = i - b.payments.len();
+        if i < b.redemptions.len() {
+            let (s, a, u) = b.redemptions[i];
+            return Intent::Redeem(s, a, u);
+        }
+        let (s, n) = b.streams[i - b.redemptions.len()];
+        Intent::Stream(s, n)
     }
 
     pub fn init(&self) -> State {
@@ -543,6 +810,7 @@ impl Model {
         } else {
             st.received.iter().copied().collect()
         };
+        let closes = st.closes.iter().copied().collect();
         DevReq {
             se,
             ctr: st.ctr,
@@ -550,6 +818,7 @@ impl Model {
                 packages,
                 closures,
                 fulfilled,
+                closes,
             },
         }
     }
@@ -586,13 +855,49 @@ impl Model {
                     return None;
                 }
                 let nonce = Nonce::Pay { payee, intent };
-                self.pay(s, se, nonce, Key::Se(payee), amount, None)
+                self.pay(s, se, nonce, Key::Se(payee), amount, None, None)
                     .map(|(t, _)| vec![Msg::Package(t)])
+            }
+            Msg::StreamRequest {
+                payee,
+                intent,
+                ticks,
+            } => {
+                // OPEN: an offline payment whose output is the stream's.
+                if payee == se {
+                    return None;
+                }
+                let nonce = Nonce::Pay { payee, intent };
+                self.pay(
+                    s,
+                    se,
+                    nonce,
+                    Key::Se(payee),
+                    Amount::from(ticks),
+                    None,
+                    Some(ticks),
+                )
+                .map(|(t, _)| vec![Msg::Package(t)])
+            }
+            Msg::Tick { stream, k } => {
+                // ACCEPT: only the next tick, only a released element (the
+                // message exists only if the payer's SE released it).
+                let st = s.ses[se as usize].streams_in.get_mut(&stream)?;
+                if st.closed && !self.bugs.close_twice {
+                    return None;
+                }
+                let next = k == st.ticks + 1;
+                let skipped = self.bugs.accept_skipped_tick && k > st.ticks + 1;
+                if !(next || skipped) || k > st.ticks_max {
+                    return None;
+                }
+                st.ticks = k;
+                Some(vec![])
             }
             Msg::Package(t) => {
                 let RecId::Transfer {
+                    payer,
                     nonce: Nonce::Pay { payee, intent },
-                    ..
                 } = t
                 else {
                     return None;
@@ -610,9 +915,38 @@ impl Model {
                 if st.open.get(&intent) != Some(&r.outputs[0].value) {
                     return None;
                 }
+                // A stream request is paid by an OPEN, any other by a
+                // payment (the request's signed ask says which).
+                let open = match r.stream {
+                    Some(StreamPart::Open { ticks }) => Some(ticks),
+                    _ => None,
+                };
+                if open.is_some() != self.bound.is_stream(intent) {
+                    return None;
+                }
                 st.open.remove(&intent);
                 st.received.insert(t);
-                st.tokens.insert(OutPoint { rec: t, idx: 0 });
+                match open {
+                    // The stream, not a token: its value is spent by the
+                    // closes.
+                    Some(ticks_max) => {
+                        st.streams_in.insert(
+                            StreamId {
+                                payer,
+                                payee,
+                                intent,
+                            },
+                            StreamIn {
+                                ticks_max,
+                                ticks: 0,
+                                closed: false,
+                            },
+                        );
+                    }
+                    None => {
+                        st.tokens.insert(OutPoint { rec: t, idx: 0 });
+                    }
+                }
                 Some(vec![Msg::Receipt(t)])
             }
             Msg::Receipt(t) => {
@@ -638,7 +972,7 @@ impl Model {
                 if bound_se != se && !self.bugs.redeem_any_order {
                     return None; // REDEEM only on an order for this SE
                 }
-                let (t, ctr) = self.pay(s, se, nonce, Key::Dcp, amount, Some(()))?;
+                let (t, ctr) = self.pay(s, se, nonce, Key::Dcp, amount, Some(()), None)?;
                 Some(vec![Msg::Dev(DevReq {
                     se,
                     ctr: ctr.unwrap(),
@@ -663,10 +997,98 @@ impl Model {
         }
     }
 
-    /// PAY / REDEEM (atomic): mark inputs spent, store change, log the
-    /// outgoing package. The same nonce again changes nothing (the logged
-    /// package is resent). Returns the transfer and, for a redemption,
-    /// the counter of the Redeem request.
+    /// RELEASE (atomic): the next tick is recorded and its element leaves
+    /// in one step. Nothing after the payer's close or past `ticks_max`.
+    fn release(&self, s: &mut State, se: Se, id: StreamId) -> bool {
+        let Some(o) = s.ses[se as usize].streams_out.get_mut(&id) else {
+            return false;
+        };
+        if (o.closed && !self.bugs.ticks_after_close) || o.released >= o.ticks_max {
+            return false;
+        }
+        o.released += 1;
+        s.net.insert(Msg::Tick {
+            stream: id,
+            k: o.released,
+        });
+        true
+    }
+
+    /// CLOSE (atomic): the payee's SE signs its claim of the ticks it
+    /// holds, the payer's SE its refund of the ticks it did not release;
+    /// each spends its half into a token and marks the stream closed in
+    /// the same step. Closing again changes nothing (the same close is
+    /// answered). A close of nothing is a record without outputs here
+    /// (the SE writes none), so that settlement sees both halves.
+    fn close(&self, s: &mut State, se: Se, id: StreamId) -> bool {
+        let st = &mut s.ses[se as usize];
+        let (half, ticks, value, part) = if id.payee == se {
+            let Some(i) = st.streams_in.get_mut(&id) else {
+                return false;
+            };
+            if i.closed && !self.bugs.close_twice {
+                return false;
+            }
+            i.closed = true;
+            (
+                Half::Payee,
+                i.ticks,
+                Amount::from(i.ticks),
+                StreamPart::Claim { ticks: i.ticks },
+            )
+        } else if id.payer == se {
+            let Some(o) = st.streams_out.get_mut(&id) else {
+                return false;
+            };
+            if o.closed {
+                return false;
+            }
+            o.closed = true;
+            (
+                Half::Payer,
+                o.released,
+                Amount::from(o.ticks_max - o.released),
+                StreamPart::Refund {
+                    released: o.released,
+                },
+            )
+        } else {
+            return false;
+        };
+        let rec = RecId::Close {
+            stream: id,
+            half,
+            ticks,
+        };
+        if s.records.contains_key(&rec) {
+            return false; // the same close again (close_twice only)
+        }
+        let mut outputs = vec![];
+        if value > 0 {
+            outputs.push(Output {
+                value,
+                owner: Key::Se(se),
+            });
+            st.tokens.insert(OutPoint { rec, idx: 0 });
+        }
+        st.closes.insert(rec);
+        s.records.insert(
+            rec,
+            Record {
+                inputs: vec![id.half(half)],
+                outputs,
+                stream: Some(part),
+            },
+        );
+        true
+    }
+
+    /// PAY / REDEEM / stream OPEN (atomic): mark inputs spent, store
+    /// change, log the outgoing package (and, for an OPEN of `open`
+    /// ticks, the stream). The same nonce again changes nothing (the
+    /// logged package is resent). Returns the transfer and, for a
+    /// redemption, the counter of the Redeem request.
+    #[allow(clippy::too_many_arguments)]
     fn pay(
         &self,
         s: &mut State,
@@ -675,6 +1097,7 @@ impl Model {
         to: Key,
         amount: Amount,
         redeem: Option<()>,
+        open: Option<u8>,
     ) -> Option<(RecId, Option<u8>)> {
         let st = &mut s.ses[se as usize];
         if st.outgoing.contains_key(&nonce) {
@@ -705,8 +1128,24 @@ impl Model {
             });
             st.tokens.insert(OutPoint { rec: id, idx: 1 });
         }
-        for i in &inputs {
-            st.tokens.remove(i);
+        if !(open.is_some() && self.bugs.open_keeps_token) {
+            for i in &inputs {
+                st.tokens.remove(i);
+            }
+        }
+        if let (Some(ticks_max), Nonce::Pay { payee, intent }) = (open, nonce) {
+            st.streams_out.insert(
+                StreamId {
+                    payer: se,
+                    payee,
+                    intent,
+                },
+                StreamOut {
+                    ticks_max,
+                    released: 0,
+                    closed: false,
+                },
+            );
         }
         let redeem_ctr = redeem.map(|()| {
             st.ctr += 1;
@@ -719,7 +1158,15 @@ impl Model {
                 redeem_ctr,
             },
         );
-        s.records.insert(id, Record { inputs, outputs });
+        let stream = open.map(|ticks| StreamPart::Open { ticks });
+        s.records.insert(
+            id,
+            Record {
+                inputs,
+                outputs,
+                stream,
+            },
+        );
         Some((id, redeem_ctr))
     }
 
@@ -761,6 +1208,7 @@ impl Model {
                 value,
                 owner: Key::Se(to),
             }],
+            stream: None,
         });
         s.bo.mailbox.entry(to).or_default().insert(op);
     }
@@ -812,6 +1260,7 @@ impl Model {
                 packages,
                 closures,
                 fulfilled,
+                closes,
             } => {
                 let mut ans = Vec::new();
                 for t in packages {
@@ -846,6 +1295,18 @@ impl Model {
                         s.bo.fulfilled.entry(*n).or_insert(*t);
                     }
                 }
+                for c in closes {
+                    // Only the half's own SE signs its close.
+                    if let RecId::Close { stream, half, .. } = c {
+                        let signer = match half {
+                            Half::Payee => stream.payee,
+                            Half::Payer => stream.payer,
+                        };
+                        if signer == se && s.records.contains_key(c) {
+                            self.settle(s, *c);
+                        }
+                    }
+                }
                 self.pair(s);
                 let ops: Vec<Op> =
                     s.bo.mailbox
@@ -862,8 +1323,62 @@ impl Model {
                 ans
             }
         };
+        self.book_streams(s);
         s.bo.answers.insert(key, req.body.clone());
         Some(ans)
+    }
+
+    /// Settlement of streams whose two halves are both registered, once
+    /// per stream: the claim against the refund's released count. The
+    /// leftover (released, never claimed) stays in the float; a claim
+    /// above the released count is alerted and its excess booked from the
+    /// scheme loss account into the float (T71: detected, not prevented).
+    fn book_streams(&self, s: &mut State) {
+        let opens: Vec<(StreamId, u8)> = s
+            .records
+            .iter()
+            .filter_map(|(id, r)| match r.stream {
+                Some(StreamPart::Open { ticks }) => Some((StreamId::of(*id)?, ticks)),
+                _ => None,
+            })
+            .collect();
+        for (id, ticks_max) in opens {
+            if s.bo.streams.contains_key(&id) {
+                continue;
+            }
+            let claim = match s.bo.spent.get(&id.half(Half::Payee)) {
+                Some(Consumer::Transfer(c)) => match s.records.get(c).and_then(|r| r.stream) {
+                    Some(StreamPart::Claim { ticks }) => ticks,
+                    _ => continue,
+                },
+                // Its payee never received it: a claim of nothing.
+                Some(Consumer::Recovery | Consumer::Refund) => 0,
+                _ => continue,
+            };
+            let released = match s.bo.spent.get(&id.half(Half::Payer)) {
+                Some(Consumer::Transfer(c)) => match s.records.get(c).and_then(|r| r.stream) {
+                    Some(StreamPart::Refund { released }) => released,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if claim <= released {
+                s.bo.leftover += Amount::from(released - claim);
+            } else {
+                let excess = Amount::from(claim - released);
+                s.bo.stream_alerts = s.bo.stream_alerts.saturating_add(1);
+                s.bo.stream_loss += excess;
+                s.bo.float += excess;
+            }
+            s.bo.streams.insert(
+                id,
+                Booked {
+                    ticks_max,
+                    claim,
+                    released,
+                },
+            );
+        }
     }
 
     /// Settle a redemption: once per redemption nonce.
@@ -965,6 +1480,14 @@ impl Model {
             } else {
                 s.bo.recovered.insert(t);
             }
+            // A stream OPEN its payee never received: its payee half is
+            // settled as a claim of nothing, and the payer's own refund
+            // half returns what it did not release. Paying the whole
+            // output out as well would pay the stream twice.
+            let open = matches!(s.records[&t].stream, Some(StreamPart::Open { .. }));
+            if open && !self.bugs.recover_whole_stream {
+                continue;
+            }
             self.issue(s, op, to, out.value);
         }
     }
@@ -974,7 +1497,43 @@ impl Model {
     fn value(s: &State, o: &OutPoint) -> Amount {
         s.records
             .get(&o.rec)
-            .map_or(0, |r| r.outputs[o.idx as usize].value)
+            .and_then(|r| r.outputs.get(o.idx as usize))
+            .map_or(0, |out| out.value)
+    }
+
+    /// Every stream OPEN signed, with its ticks.
+    pub fn streams(s: &State) -> impl Iterator<Item = (StreamId, u8)> + '_ {
+        s.records.iter().filter_map(|(id, r)| match r.stream {
+            Some(StreamPart::Open { ticks }) => Some((StreamId::of(*id)?, ticks)),
+            _ => None,
+        })
+    }
+
+    /// Records (signed closes) consuming a half of stream `id`.
+    fn closes_of(s: &State, id: StreamId) -> impl Iterator<Item = (&RecId, &Record)> + '_ {
+        let halves = [id.half(Half::Payee), id.half(Half::Payer)];
+        s.records
+            .iter()
+            .filter(move |(_, r)| r.inputs.iter().any(|i| halves.contains(i)))
+    }
+
+    /// What a stream output still locks: its value less what its signed
+    /// closes pay out. Once both closes are settled this is the leftover
+    /// (negative for a claim above the released ticks).
+    pub fn stream_remainder(s: &State, id: StreamId, ticks: u8) -> Amount {
+        let paid: Amount = Self::closes_of(s, id)
+            .flat_map(|(_, r)| r.outputs.iter())
+            .map(|o| o.value)
+            .sum();
+        Amount::from(ticks) - paid
+    }
+
+    /// Locked stream value not yet booked by settlement.
+    fn streams_unbooked(s: &State) -> Amount {
+        Self::streams(s)
+            .filter(|(id, _)| !s.bo.streams.contains_key(id))
+            .map(|(id, n)| Self::stream_remainder(s, id, n))
+            .sum()
     }
 
     /// Consumers of every outpoint that has one: each signed transfer
@@ -998,9 +1557,12 @@ impl Model {
         c
     }
 
+    /// Every output of every record, but a stream's output (its value is
+    /// counted by [`Model::stream_remainder`]).
     fn outpoints(s: &State) -> impl Iterator<Item = OutPoint> + '_ {
         s.records.iter().flat_map(|(id, r)| {
-            (0..r.outputs.len()).map(move |i| OutPoint {
+            let first = usize::from(matches!(r.stream, Some(StreamPart::Open { .. })));
+            (first..r.outputs.len()).map(move |i| OutPoint {
                 rec: *id,
                 idx: i as u8,
             })
@@ -1017,28 +1579,34 @@ impl Model {
 
     /// Value in flight: outputs not consumed and held by no SE (Issues not
     /// yet imported, packages neither received nor recovered, redemptions
-    /// not settled).
+    /// not settled), and what streams lock until settlement books them.
     pub fn in_flight(s: &State) -> Amount {
         let c = Self::consumers(s);
         Self::outpoints(s)
             .filter(|o| !c.contains_key(o) && !s.ses.iter().any(|st| st.tokens.contains(o)))
             .map(|o| Self::value(s, &o))
-            .sum()
+            .sum::<Amount>()
+            + Self::streams_unbooked(s)
     }
 
-    /// Unconsumed offline value (what the float must cover).
+    /// Unconsumed offline value (what the float must cover): with what
+    /// streams lock and their booked leftover.
     pub fn live(s: &State) -> Amount {
         let c = Self::consumers(s);
         Self::outpoints(s)
             .filter(|o| !c.contains_key(o))
             .map(|o| Self::value(s, &o))
-            .sum()
+            .sum::<Amount>()
+            + Self::streams_unbooked(s)
+            + s.bo.leftover
     }
 
     /// Honest recovery from `s`: every wallet crashed and every message in
-    /// flight is lost. Each SE syncs (uploading its unacknowledged payment
-    /// and redemption packages and its closures) and imports what the sync
-    /// answer carries, for up to four rounds. Returns the state reached.
+    /// flight is lost. Each SE closes the streams it pays or is paid, then
+    /// each syncs (uploading its unacknowledged payment and redemption
+    /// packages, its closures and its stream closes) and imports what the
+    /// sync answer carries, for up to four rounds. Returns the state
+    /// reached.
     pub fn drained(&self, s: &State) -> State {
         // Every message in flight is lost: start from an empty network.
         let mut s = State {
@@ -1049,6 +1617,24 @@ impl Model {
             used: s.used,
             syncs_left: s.syncs_left.clone(),
         };
+        for se in 0..self.bound.n_se() as Se {
+            let st = &s.ses[se as usize];
+            let open: Vec<StreamId> = st
+                .streams_out
+                .iter()
+                .filter(|(_, o)| !o.closed)
+                .map(|(id, _)| *id)
+                .chain(
+                    st.streams_in
+                        .iter()
+                        .filter(|(_, i)| !i.closed)
+                        .map(|(id, _)| *id),
+                )
+                .collect();
+            for id in open {
+                self.close(&mut s, se, id);
+            }
+        }
         for _round in 0..4 {
             for se in 0..self.bound.n_se() as Se {
                 let req = self.se_sync(&mut s, se, None);
@@ -1100,9 +1686,31 @@ impl Model {
                             body: Body::Order { amount, unload },
                         }));
                     }
+                    Intent::Stream(payee, ticks) => {
+                        s.ses[payee as usize]
+                            .open
+                            .insert(i as u8, Amount::from(ticks));
+                        s.net.insert(Msg::StreamRequest {
+                            payee,
+                            intent: i as u8,
+                            ticks,
+                        });
+                    }
                 }
                 true
             }
+            Action::Release(se, id) => self.release(s, *se, *id),
+            Action::ReleaseThenCrash(se, id) => {
+                let Some(o) = s.ses[*se as usize].streams_out.get(id) else {
+                    return false;
+                };
+                o.released < o.ticks_max
+                    && s.net.insert(Msg::Tick {
+                        stream: *id,
+                        k: o.released + 1,
+                    })
+            }
+            Action::Close(se, id) => self.close(s, *se, *id),
             Action::Forge(m) => s.net.insert(m.clone()),
             Action::Sync(se) | Action::SyncForged(se, _) => {
                 let left = &mut s.syncs_left[*se as usize];
@@ -1162,7 +1770,8 @@ impl Model {
                         owner == Some(Key::Se(*se))
                             && (self.bugs.reimport_after_spend || !st.imported.contains(op))
                     }
-                    Msg::Request { payee, intent, .. } => {
+                    Msg::Request { payee, intent, .. }
+                    | Msg::StreamRequest { payee, intent, .. } => {
                         *payee != *se
                             && !st.outgoing.contains_key(&Nonce::Pay {
                                 payee: *payee,
@@ -1184,6 +1793,11 @@ impl Model {
                         (*bound == *se || self.bugs.redeem_any_order)
                             && !st.outgoing.contains_key(nonce)
                     }
+                    Msg::Tick { stream, k } => st.streams_in.get(stream).is_some_and(|i| {
+                        (!i.closed || self.bugs.close_twice)
+                            && (*k == i.ticks + 1
+                                || (self.bugs.accept_skipped_tick && *k > i.ticks))
+                    }),
                     _ => true,
                 }
             }
@@ -1192,14 +1806,95 @@ impl Model {
     }
 }
 
+/// Σ accounts + float = minted + the scheme's stream loss (an overclaim's
+/// excess is booked from the loss account into the float), and the float
+/// covers the unconsumed offline value.
 fn ledger_balances(m: &Model, s: &State) -> bool {
-    s.bo.accounts.iter().sum::<Amount>() + s.bo.float == m.bound.total()
+    s.bo.accounts.iter().sum::<Amount>() + s.bo.float == m.bound.total() + s.bo.stream_loss
         && s.bo.float == Model::live(s)
 }
 
+/// Σ accounts + held + in flight + booked stream leftover − stream loss
+/// = minted.
 fn no_value_created(m: &Model, s: &State) -> bool {
     let accounts: Amount = s.bo.accounts.iter().sum();
-    accounts + Model::held(s) + Model::in_flight(s) == m.bound.total()
+    accounts + Model::held(s) + Model::in_flight(s) + s.bo.leftover - s.bo.stream_loss
+        == m.bound.total()
+}
+
+/// The payee's SE never holds more ticks than the payer's SE released.
+fn stream_payee_within_released(_: &Model, s: &State) -> bool {
+    s.ses.iter().all(|st| {
+        st.streams_in.iter().all(|(id, i)| {
+            let released = s.ses[id.payer as usize]
+                .streams_out
+                .get(id)
+                .map_or(0, |o| o.released);
+            i.ticks <= released
+        })
+    })
+}
+
+/// What a stream's closes pay out never exceeds the stream's value.
+fn stream_closes_within_value(_: &Model, s: &State) -> bool {
+    Model::streams(s).all(|(id, n)| {
+        let paid: Amount = Model::closes_of(s, id)
+            .flat_map(|(_, r)| r.outputs.iter())
+            .map(|o| o.value)
+            .sum();
+        paid <= Amount::from(n)
+    })
+}
+
+/// Each half of a stream is consumed once: one signed close, or (the
+/// payee half of a stream never received) one settlement entry.
+fn stream_half_closed_once(_: &Model, s: &State) -> bool {
+    Model::streams(s).all(|(id, _)| {
+        [Half::Payee, Half::Payer].iter().all(|h| {
+            let o = id.half(*h);
+            let signed = s.records.values().filter(|r| r.inputs.contains(&o)).count();
+            let settled = matches!(
+                s.bo.spent.get(&o),
+                Some(Consumer::Recovery | Consumer::Refund)
+            );
+            signed + usize::from(settled) <= 1
+        })
+    })
+}
+
+/// Once both halves are settled: what the claim pays + what the refund
+/// pays + the booked leftover = the stream's value, the claim being at
+/// most the released ticks.
+fn stream_settled_exactly(_: &Model, s: &State) -> bool {
+    s.bo.streams.iter().all(|(id, b)| {
+        let paid_for = |h: Half| -> Amount {
+            let o = id.half(h);
+            match s.bo.spent.get(&o) {
+                Some(Consumer::Transfer(c)) => s.records[c].outputs.iter().map(|x| x.value).sum(),
+                Some(Consumer::Recovery) => Model::value(
+                    s,
+                    &OutPoint {
+                        rec: RecId::Issue(Op::Recover {
+                            payer: id.payer,
+                            nonce: Nonce::Pay {
+                                payee: id.payee,
+                                intent: id.intent,
+                            },
+                        }),
+                        idx: 0,
+                    },
+                ),
+                _ => 0,
+            }
+        };
+        b.claim <= b.released
+            && paid_for(Half::Payee) + paid_for(Half::Payer) + Amount::from(b.released - b.claim)
+                == Amount::from(b.ticks_max)
+    })
+}
+
+fn stream_no_overclaim(_: &Model, s: &State) -> bool {
+    s.bo.stream_alerts == 0 && s.bo.stream_loss == 0
 }
 
 fn spent_at_most_once(_: &Model, s: &State) -> bool {
@@ -1274,7 +1969,9 @@ fn redemption_by_bound_se(_: &Model, s: &State) -> bool {
 
 fn nothing_lost(m: &Model, s: &State) -> bool {
     let d = m.drained(s);
-    Model::in_flight(&d) == 0 && d.ses.iter().all(|st| st.open.is_empty())
+    Model::in_flight(&d) == 0
+        && d.ses.iter().all(|st| st.open.is_empty())
+        && Model::streams(&d).all(|(id, _)| d.bo.streams.contains_key(&id))
 }
 
 impl SrModel for Model {
@@ -1303,6 +2000,31 @@ impl SrModel for Model {
                             out.push(Action::SyncForged(se, *intent));
                         }
                     }
+                }
+            }
+        }
+        for se in 0..self.bound.n_se() as Se {
+            let st = &s.ses[se as usize];
+            for (id, o) in &st.streams_out {
+                if o.released < o.ticks_max && (!o.closed || self.bugs.ticks_after_close) {
+                    out.push(Action::Release(se, *id));
+                    if self.bugs.release_before_record {
+                        out.push(Action::ReleaseThenCrash(se, *id));
+                    }
+                }
+                if !o.closed {
+                    out.push(Action::Close(se, *id));
+                }
+            }
+            for (id, i) in &st.streams_in {
+                if !i.closed || self.bugs.close_twice {
+                    out.push(Action::Close(se, *id));
+                }
+                if self.bugs.accept_skipped_tick && i.ticks + 2 <= i.ticks_max {
+                    out.push(Action::Forge(Msg::Tick {
+                        stream: *id,
+                        k: i.ticks + 2,
+                    }));
                 }
             }
         }
@@ -1379,6 +2101,85 @@ impl SrModel for Model {
                 nothing_lost,
             ),
         ];
+        if !self.bound.streams.is_empty() {
+            p.push(Property::always(
+                "stream: the payee never holds more ticks than were released",
+                stream_payee_within_released,
+            ));
+            p.push(Property::always(
+                "stream: its closes never pay out more than its value",
+                stream_closes_within_value,
+            ));
+            p.push(Property::always(
+                "stream: each half closed once",
+                stream_half_closed_once,
+            ));
+            p.push(Property::always(
+                "stream: claim + refund + leftover = value once both halves settle",
+                stream_settled_exactly,
+            ));
+            p.push(Property::always(
+                "stream: no claim above the released ticks (no alert)",
+                stream_no_overclaim,
+            ));
+            p.push(Property::sometimes(
+                "stream: settled with every tick claimed",
+                |_: &Model, s: &State| {
+                    s.bo.streams
+                        .values()
+                        .any(|b| b.claim == b.ticks_max && b.released == b.ticks_max)
+                },
+            ));
+            p.push(Property::sometimes(
+                "stream: settled with a released tick left over",
+                |_: &Model, s: &State| s.bo.streams.values().any(|b| b.claim < b.released),
+            ));
+            p.push(Property::sometimes(
+                "stream: an OPEN its payee never received settled as a claim of nothing",
+                |_: &Model, s: &State| {
+                    s.bo.streams.keys().any(|id| {
+                        matches!(
+                            s.bo.spent.get(&id.half(Half::Payee)),
+                            Some(Consumer::Recovery | Consumer::Refund)
+                        )
+                    })
+                },
+            ));
+            if self.bound.n_se() >= 3 {
+                p.push(Property::sometimes(
+                    "stream: a surplus OPEN (its request fulfilled by another) settled as a claim of nothing",
+                    |_: &Model, s: &State| {
+                        s.bo.streams.keys().any(|id| {
+                            s.bo.spent.get(&id.half(Half::Payee)) == Some(&Consumer::Refund)
+                        })
+                    },
+                ));
+            }
+        }
+        let payee_redeems = self
+            .bound
+            .redemptions
+            .iter()
+            .any(|r| self.bound.streams.iter().any(|st| st.0 == r.0));
+        if payee_redeems {
+            p.push(Property::sometimes(
+                "stream: the payee's claim token is spent on",
+                |_: &Model, s: &State| {
+                    s.records.values().any(|r| {
+                        r.stream.is_none()
+                            && r.inputs.iter().any(|i| {
+                                matches!(
+                                    i.rec,
+                                    RecId::Close {
+                                        half: Half::Payee,
+                                        ..
+                                    }
+                                )
+                            })
+                    })
+                },
+            ));
+        }
         // Reachability: the model is not trivial at this bound.
         if !self.bound.payments.is_empty() {
             p.push(Property::sometimes(

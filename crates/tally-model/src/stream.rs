@@ -1,4 +1,7 @@
-//! A model-checked payment stream (issue 13 item 1, decision 0020): one
+//! A small, focused model of one payment stream (issue 13 item 1,
+//! decision 0020), kept beside the main model of the crate root, which
+//! has streams too (session 11): this one has no loads, syncs or other
+//! payments, so it checks longer chains (N = 4) in milliseconds. One
 //! stream of `N` ticks at one unit each between a payer's and a payee's
 //! SE, a hostile terminal, crashes, closes by either side in any order and
 //! settlement of both halves in any order, any number of times.

@@ -58,6 +58,30 @@ fn three_se_bound_all_properties_hold() {
     honest(Bound::three(), 60_000);
 }
 
+// Payment streams (issue 13) inside the main model: OPEN, RELEASE, ACCEPT,
+// CLOSE by either side, settlement of both halves, with the hostile
+// network, crashes and every accounting property above.
+
+#[test]
+fn stream_bound_all_properties_hold() {
+    honest(Bound::stream(), 2_500);
+}
+
+#[test]
+fn stream_unload_bound_all_properties_hold() {
+    honest(Bound::stream_unload(), 30_000);
+}
+
+#[test]
+fn stream_mixed_bound_all_properties_hold() {
+    honest(Bound::stream_mixed(), 130_000);
+}
+
+#[test]
+fn stream_three_se_bound_all_properties_hold() {
+    honest(Bound::stream_three(), 150_000);
+}
+
 fn broken(bound: Bound, bugs: Bugs, expect: &str) {
     let r = check_with(Model::with_bugs(bound, bugs), threads(), true);
     eprintln!(
@@ -140,5 +164,104 @@ fn broken_unsigned_requests_strand_the_payers_value() {
             ..Bugs::default()
         },
         "nothing lost: honest recovery delivers all in-flight value",
+    );
+}
+
+/// A broken stream step, checked to the end (the stream bound is small):
+/// every property in `expect` is violated.
+fn broken_stream(bugs: Bugs, expect: &[&str]) {
+    let r = check_with(Model::with_bugs(Bound::stream(), bugs), threads(), false);
+    eprintln!(
+        "{bugs:?}: violated {:?} in {} states, {:.2?}",
+        r.violated, r.states, r.elapsed
+    );
+    for e in expect {
+        assert!(
+            r.violated.contains(e),
+            "{bugs:?}: expected {e:?} violated, got {:?}",
+            r.violated
+        );
+    }
+}
+
+#[test]
+fn broken_stream_open_that_keeps_its_token_is_caught() {
+    broken_stream(
+        Bugs {
+            open_keeps_token: true,
+            ..Bugs::default()
+        },
+        &[
+            "no value created (conservation)",
+            "no SE holds a consumed token",
+        ],
+    );
+}
+
+#[test]
+fn broken_stream_double_close_is_caught() {
+    broken_stream(
+        Bugs {
+            close_twice: true,
+            ..Bugs::default()
+        },
+        &[
+            "stream: each half closed once",
+            "each token consumed at most once",
+            "stream: its closes never pay out more than its value",
+        ],
+    );
+}
+
+#[test]
+fn broken_stream_payee_accepting_a_skipped_tick_is_caught() {
+    broken_stream(
+        Bugs {
+            accept_skipped_tick: true,
+            ..Bugs::default()
+        },
+        &[
+            "stream: the payee never holds more ticks than were released",
+            "stream: no claim above the released ticks (no alert)",
+        ],
+    );
+}
+
+#[test]
+fn broken_stream_recovered_whole_to_its_payee_is_caught() {
+    broken_stream(
+        Bugs {
+            recover_whole_stream: true,
+            ..Bugs::default()
+        },
+        &[
+            "no value created (conservation)",
+            "stream: claim + refund + leftover = value once both halves settle",
+        ],
+    );
+}
+
+#[test]
+fn broken_stream_release_before_record_is_caught() {
+    broken_stream(
+        Bugs {
+            release_before_record: true,
+            ..Bugs::default()
+        },
+        &[
+            "stream: the payee never holds more ticks than were released",
+            "stream: no claim above the released ticks (no alert)",
+        ],
+    );
+}
+
+#[test]
+fn broken_stream_ticks_after_the_payers_close_are_caught_at_settlement() {
+    broken_stream(
+        Bugs {
+            ticks_after_close: true,
+            ..Bugs::default()
+        },
+        &["stream: no claim above the released ticks (no alert)"],
     );
 }
