@@ -634,13 +634,7 @@ fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut
     );
     if variant == "unit" {
         for (who, se) in [("meter", &meter), ("station", &station)] {
-            let bytes = se.state().to_cbor();
-            let mut line = String::with_capacity(bytes.len() * 2 + 64);
-            let _ = write!(line, "STATE suite={n} device={who} hex=");
-            for b in &bytes {
-                let _ = write!(line, "{b:02x}");
-            }
-            hprintln!("{}", line);
+            print_state(n, who, &se.state().to_cbor());
         }
     }
     Ok(())
@@ -1017,7 +1011,28 @@ fn stream_scenario(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, ticks: u32) -> 
     check(
         tally_core::stream::reaches_anchor(&claim.element, claim.ticks, ticks, &anchor),
         "the claim walks to the anchor",
-    )
+    )?;
+    // The benchmark's 10,000-tick stream: both states go back to the host,
+    // which renews them (the station's claim verified as settlement does,
+    // its element walked to the anchor; issue 13 item 4).
+    #[cfg(feature = "bench")]
+    if ticks == STREAM_TICKS_BENCH {
+        for (who, se) in [("stream-meter", &meter), ("stream-station", &station)] {
+            print_state(n, who, &se.state().to_cbor());
+        }
+    }
+    Ok(())
+}
+
+/// A `STATE` line: the SE's state in hex, for the host to renew.
+#[inline(never)]
+fn print_state(n: &str, who: &str, bytes: &[u8]) {
+    let mut line = String::with_capacity(bytes.len() * 2 + 64);
+    let _ = write!(line, "STATE suite={n} device={who} hex=");
+    for b in bytes {
+        let _ = write!(line, "{b:02x}");
+    }
+    hprintln!("{}", line);
 }
 
 /// A confidential payment (issue 12, decisions 0017 and 0027), one device
@@ -1211,7 +1226,10 @@ fn main() -> ! {
     let (ipt_milli, overhead) = measure::calibrate();
     IPT_MILLI.store(ipt_milli as u32, Relaxed);
     OVERHEAD.store(overhead as u32, Relaxed);
-    // The copy routines every measurement runs on (mem.rs), checked first.
+    // The copy routines every measurement runs on (mem.rs), checked first
+    // (the benchmark firmware: `firmware_smoke` runs it too; the payment
+    // firmwares keep their flash).
+    #[cfg(feature = "bench")]
     if let Err(routine) = mem::self_test() {
         fail(&format!(
             "{routine} differs from the byte-at-a-time reference"

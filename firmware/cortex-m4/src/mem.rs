@@ -211,6 +211,7 @@ core::arch::global_asm!(
     ".size memset, . - memset",
 );
 
+#[cfg(feature = "bench")]
 unsafe extern "C" {
     fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;
     fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;
@@ -223,7 +224,9 @@ unsafe extern "C" {
 /// so that it is not itself turned into a call of them): every length up
 /// to 70 at every alignment of source and destination, overlapping both
 /// ways for `memmove`, and the bytes around the destination untouched.
-/// Run at every start of the firmware, before anything is measured.
+/// Run at every start of the benchmark firmware (which `firmware_smoke`
+/// runs too), before anything is measured.
+#[cfg(feature = "bench")]
 #[inline(never)]
 pub fn self_test() -> Result<(), &'static str> {
     const N: usize = 96;

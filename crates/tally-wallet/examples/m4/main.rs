@@ -563,7 +563,12 @@ fn report(
              semihosting): each pays its tokens to the DCP's redemption key, 16 inputs \
              a round; the host verifies each package as settlement does, enters every \
              input in a spent registry shared by both (no input twice), issues one \
-             fresh token per round, and a sync grant clears the payment log.\n"
+             fresh token per round, and a sync grant clears the payment log. So do \
+             the two SEs of the 10,000-tick stream (`stream-meter`, `stream-station`, \
+             after both closed on the M4: the station's claim of 10,000 ticks is \
+             verified as settlement does, its element walked to the OPEN's anchor; \
+             the meter released every tick, so its close returned nothing and it \
+             has nothing to renew).\n"
         );
         let _ = writeln!(
             w,
