@@ -827,7 +827,7 @@ fn the_dcps_refuse_a_revoked_central_bank_key() {
         );
         thread::sleep(Duration::from_millis(200));
     }
-    let before = (bob.balance().balance, sc.settlement_account(2));
+    let before = (bob.balance().balance, sc.balance(&sc.dcp2, T2, "bob"));
     let err = bob.run(&["load", "100"]);
     assert_ne!(err.code, 0, "{}", err.stdout);
     assert!(
@@ -835,6 +835,27 @@ fn the_dcps_refuse_a_revoked_central_bank_key() {
         "{}",
         err.stderr
     );
+    // The operator's own tool refuses the revoked key too: `tally cb`
+    // fetches the root-signed list first (a stolen key cannot take a
+    // mint or a revocation).
+    let tls = s(&sc.tls);
+    let cb = run(&[
+        "cb",
+        "--central",
+        &sc.central.url,
+        "--tls",
+        &tls,
+        "invariant",
+    ]);
+    assert_ne!(cb.code, 0, "{}", cb.stdout);
+    assert!(
+        cb.stderr.contains("the server's key is revoked"),
+        "{}",
+        cb.stderr
+    );
     thread::sleep(Duration::from_millis(500));
-    assert_eq!((bob.balance().balance, sc.settlement_account(2)), before);
+    assert_eq!(
+        (bob.balance().balance, sc.balance(&sc.dcp2, T2, "bob")),
+        before
+    );
 }

@@ -224,26 +224,12 @@ fn central_agent(
     client: (&str, &str),
     base: &str,
 ) -> Result<(ureq::Agent, tally_tls::ServerRevocations), CliError> {
-    let root = tally_tls::ca_key(ca)
-        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))
-        .and_then(|k| {
-            tally_core::PublicKey::new(tally_core::Suite::Ed25519, &k)
-                .map_err(|e| CliError::usage(format!("CA key: {e}")))
-        })?;
-    let revocations = tally_tls::ServerRevocations::new();
-    let agent = |current| {
-        tally_tls::party_agent_with(
-            ca,
-            client,
-            tally_tls::Role::Central,
-            Some(tally_tls::ServerCheck {
-                revocations: revocations.clone(),
-                current,
-            }),
-        )
-        .map_err(|e| CliError::usage(format!("TLS client: {e}")))
-    };
-    let (list_agent, calls) = (agent(false)?, agent(true)?);
+    let CheckedCentral {
+        root,
+        list_agent,
+        calls,
+        revocations,
+    } = checked_central(ca, client)?;
     let (base, into) = (base.to_owned(), revocations.clone());
     std::thread::Builder::new()
         .name("role-revocations".into())
@@ -263,6 +249,45 @@ fn central_agent(
         })
         .map_err(|e| CliError::failed(e.to_string()))?;
     Ok((calls, revocations))
+}
+
+/// Agents to the central bank that refuse a revoked central bank key:
+/// `list_agent` fetches the root-signed role revocations (refusing only
+/// keys already believed revoked), `calls` also refuses every call while
+/// no list is current.
+struct CheckedCentral {
+    root: tally_core::PublicKey,
+    list_agent: ureq::Agent,
+    calls: ureq::Agent,
+    revocations: tally_tls::ServerRevocations,
+}
+
+fn checked_central(ca: &str, client: (&str, &str)) -> Result<CheckedCentral, CliError> {
+    let root = tally_tls::ca_key(ca)
+        .map_err(|e| CliError::usage(format!("CA certificate: {e}")))
+        .and_then(|k| {
+            tally_core::PublicKey::new(tally_core::Suite::Ed25519, &k)
+                .map_err(|e| CliError::usage(format!("CA key: {e}")))
+        })?;
+    let revocations = tally_tls::ServerRevocations::new();
+    let agent = |current| {
+        tally_tls::party_agent_with(
+            ca,
+            client,
+            tally_tls::Role::Central,
+            Some(tally_tls::ServerCheck {
+                revocations: revocations.clone(),
+                current,
+            }),
+        )
+        .map_err(|e| CliError::usage(format!("TLS client: {e}")))
+    };
+    Ok(CheckedCentral {
+        root,
+        list_agent: agent(false)?,
+        calls: agent(true)?,
+        revocations,
+    })
 }
 
 pub struct DcpOptions {
@@ -439,12 +464,27 @@ impl Cb {
         let ca = dir
             .ca_pem()
             .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-        let agent = tally_tls::party_agent(&ca, (&cert, &key), server)
-            .map_err(|e| CliError::usage(format!("TLS client: {e}")))?;
-        Ok(Cb {
-            base: central.trim_end_matches('/').to_string(),
-            agent,
-        })
+        let base = central.trim_end_matches('/').to_string();
+        let agent = if server == tally_tls::Role::Central {
+            // The central bank's calls (mint, revocations, the ledger) go
+            // only to a key the root has not revoked: the root-signed list
+            // is fetched and checked first, as the DCPs and the MDS do
+            // (SPEC §4.5.1, THREATS T74).
+            let c = checked_central(&ca, (&cert, &key))?;
+            tally_api::refresh_role_revocations(
+                &c.list_agent,
+                &base,
+                &c.root,
+                None,
+                &c.revocations,
+            )
+            .map_err(|e| CliError::failed(format!("central bank refused: {e}")))?;
+            c.calls
+        } else {
+            tally_tls::party_agent(&ca, (&cert, &key), server)
+                .map_err(|e| CliError::usage(format!("TLS client: {e}")))?
+        };
+        Ok(Cb { base, agent })
     }
 
     fn answer(

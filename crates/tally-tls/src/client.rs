@@ -313,7 +313,21 @@ impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::
         let mut conn = rustls::ClientConnection::new(self.config.clone(), name)?;
         let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
         sock.set_timeout(details.timeout);
-        conn.complete_io(&mut sock)?;
+        conn.complete_io(&mut sock).map_err(|e| {
+            // Refused at the handshake for a revoked key (only the
+            // revocation check answers `Revoked`: no CRL is configured):
+            // the same words as on a connection opened before.
+            let revoked = rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked);
+            if self.check.is_some()
+                && e.get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| *r == revoked)
+            {
+                ureq::Error::Tls(Refusal::Revoked.message())
+            } else {
+                ureq::Error::from(e)
+            }
+        })?;
         // The server's key pin, checked again before every request.
         let server_pin = match &self.check {
             Some(_) => Some(
