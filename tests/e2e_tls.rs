@@ -124,6 +124,90 @@ fn tls_init_signs_the_ca_with_the_node_root_key_file() {
     assert!(!none.exists());
 }
 
+/// `tally tls issue` replaces one role's pair with a fresh key under the
+/// same CA (the recovery after `tally cb revoke-cert`); another root key
+/// is refused and writes nothing.
+#[test]
+fn tls_issue_gives_one_role_a_new_key_under_the_same_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let out = tmp.path().join("tls");
+    ok(tally(
+        &[
+            "tls",
+            "init",
+            "--dir",
+            &s(&out),
+            "--keys",
+            &s(&keys),
+            "--dcp",
+            "1",
+        ],
+        &[],
+    ));
+    let dir = TlsDir::open(&out).unwrap();
+    let ca_before = dir.ca_pem().unwrap();
+    let (central_before, _) = dir.pair("central").unwrap();
+    let (dcp_before, _) = dir.pair("dcp-1").unwrap();
+    let pin = |pem: &str| tally_tls::key_pin(&cert_from_pem(pem).unwrap()).unwrap();
+
+    // Another root: refused (the leaf would not chain to ca.pem).
+    let other = tmp.path().join("other-keys");
+    let refused = tally(
+        &[
+            "tls",
+            "issue",
+            "--dir",
+            &s(&out),
+            "--keys",
+            &s(&other),
+            "--role",
+            "central",
+        ],
+        &[],
+    );
+    assert_ne!(refused.status.code(), Some(0));
+    assert_eq!(dir.pair("central").unwrap().0, central_before);
+    // A role that does not exist: a usage error.
+    let refused = tally(
+        &[
+            "tls",
+            "issue",
+            "--dir",
+            &s(&out),
+            "--keys",
+            &s(&keys),
+            "--role",
+            "bank",
+        ],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+
+    let said = ok(tally(
+        &[
+            "tls",
+            "issue",
+            "--dir",
+            &s(&out),
+            "--keys",
+            &s(&keys),
+            "--role",
+            "central",
+        ],
+        &[],
+    ));
+    let (central_after, _) = dir.pair("central").unwrap();
+    assert!(said.contains(&hex::encode(pin(&central_after))), "{said}");
+    assert_ne!(pin(&central_after), pin(&central_before), "a new key");
+    assert_eq!(dir.ca_pem().unwrap(), ca_before, "ca.pem kept");
+    assert_eq!(dir.pair("dcp-1").unwrap().0, dcp_before, "other roles kept");
+    check_dir(
+        &dir,
+        &[Role::Central, Role::Dcp(1), Role::Mds, Role::Operator],
+    );
+}
+
 fn softhsm_module() -> Option<PathBuf> {
     let module = [
         "/usr/lib/softhsm/libsofthsm2.so",
