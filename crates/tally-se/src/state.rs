@@ -1995,40 +1995,26 @@ mod tests {
     /// over its bound, is refused.
     #[test]
     fn a_packed_table_of_the_wrong_length_is_refused() {
-        let bytes = {
+        let bstr = |b: &[u8]| {
             let mut w = Writer::new();
-            w.bytes(&[0u8; 33]);
+            w.bytes(b);
             w.into_bytes()
         };
+        let digests = |b: &[u8], max| read_packed_digests(&mut Reader::new(&bstr(b)), max);
         assert_eq!(
-            read_packed_digests(&mut Reader::new(&bytes), PAID_KEPT_MAX),
+            digests(&[0u8; 33], PAID_KEPT_MAX),
             Err(CodecError::Malformed)
         );
-        let bytes = {
-            let mut w = Writer::new();
-            w.bytes(&[0u8; 35]);
-            w.into_bytes()
-        };
         assert_eq!(
-            read_packed_imported(&mut Reader::new(&bytes)),
+            read_packed_imported(&mut Reader::new(&bstr(&[0u8; 35]))),
             Err(CodecError::Malformed)
         );
-        let bytes = {
-            let mut w = Writer::new();
-            w.bytes(&alloc::vec![0u8; (ACKED_KEPT_MAX + 1) * 32]);
-            w.into_bytes()
-        };
         assert_eq!(
-            read_packed_digests(&mut Reader::new(&bytes), ACKED_KEPT_MAX),
+            digests(&alloc::vec![0u8; (ACKED_KEPT_MAX + 1) * 32], ACKED_KEPT_MAX),
             Err(CodecError::TooLong)
         );
-        let bytes = {
-            let mut w = Writer::new();
-            w.bytes(&[7u8; 64]);
-            w.into_bytes()
-        };
         assert_eq!(
-            read_packed_digests(&mut Reader::new(&bytes), PAID_KEPT_MAX),
+            digests(&[7u8; 64], PAID_KEPT_MAX),
             Ok(alloc::vec![Hash32([7; 32]), Hash32([7; 32])])
         );
     }
