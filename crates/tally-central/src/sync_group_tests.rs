@@ -193,9 +193,8 @@ fn a_forged_upload_in_a_group_refuses_only_its_own_request() {
                 dcp: 1,
                 op: *op,
                 reply_key: *op,
-                epoch,
                 mailbox: tagged_hash(b"tally/test/mailbox", &[&op.0]),
-                offline: None,
+                last_sync: 0,
                 upload,
                 checked,
             }
@@ -278,9 +277,8 @@ fn a_forged_upload_in_a_group_refuses_only_its_own_request() {
         dcp: 1,
         op: ops[1],
         reply_key: ops[1],
-        epoch,
         mailbox: tagged_hash(b"tally/test/mailbox", &[&ops[1].0]),
-        offline: None,
+        last_sync: 0,
         upload: SyncUpload {
             packages: Vec::new(),
             reports: Vec::new(),
