@@ -1387,14 +1387,6 @@ impl CentralBank {
         }
     }
 
-    /// Opens sealed sync uploads and checks their packages against the
-    /// trust objects (read at most [`TRUST_REFRESH`] ago), before the
-    /// settlement transaction; one answer per upload, in order. The
-    /// packages of every upload that opens are verified together (one
-    /// signature batch; see [`verify_package_groups_for_settlement`] for
-    /// what happens when it fails), and each package still gets the
-    /// answer it would get alone: an upload that does not open refuses
-    /// only its own request, a forged package only itself.
     /// A DCP's sync request: the device's sealed upload opened and
     /// verified with the other uploads waiting (one signature batch), then
     /// settled with the other requests waiting in one transaction (group
@@ -1460,6 +1452,14 @@ impl CentralBank {
             })
     }
 
+    /// Opens sealed sync uploads and checks their packages against the
+    /// trust objects (read at most [`TRUST_REFRESH`] ago), before the
+    /// settlement transaction; one answer per upload, in order. The
+    /// packages of every upload that opens are verified together (one
+    /// signature batch; see [`verify_package_groups_for_settlement`] for
+    /// what happens when it fails), and each package still gets the
+    /// answer it would get alone: an upload that does not open refuses
+    /// only its own request, a forged package only itself.
     pub(crate) fn verify_syncs(
         &self,
         jobs: Vec<SyncOpen>,
