@@ -67,9 +67,10 @@ pub(crate) struct SyncJob {
     dcp: u32,
     op: Hash32,
     reply_key: Hash32,
-    epoch: Epoch,
     mailbox: Hash32,
-    offline: Option<u32>,
+    /// The epoch of the device's previous sync (0: none), for how long it
+    /// was offline at the epoch of the group's transaction.
+    last_sync: Epoch,
     upload: SyncUpload,
     checked: Vec<Checked>,
 }
@@ -1190,10 +1191,19 @@ impl CentralBank {
         // Only a DCP of the policy's trust list calls.
         self.dcp_cert(dcp)?;
         let account = dcp_account(dcp);
+        let key = op_key(dcp, op);
+        if let CentralRequest::Sync {
+            sealed,
+            reports,
+            mailbox,
+            last_sync,
+        } = req
+        {
+            return self.sync(dcp, op, reply_key, sealed, reports, mailbox, *last_sync);
+        }
         // An op answered before gets its stored answer before any check of
         // the body (SPEC §10.6 I2): a refusal now (a payee DCP removed from
         // the policy, a new epoch) would make the DCP undo what executed.
-        let key = op_key(dcp, op);
         let (epoch, stored) = self.store.transact(|tx| {
             Ok::<_, BackofficeError>((tx.epoch()? as Epoch, tx.stored_reply(&key)?))
         })?;
@@ -1245,47 +1255,13 @@ impl CentralBank {
                     last_sync: *last_sync,
                 },
             ),
+            // Answered above, before the look-up of a stored answer.
             CentralRequest::Sync {
                 sealed,
                 reports,
                 mailbox,
                 last_sync,
-            } => {
-                let offline = (*last_sync > 0).then(|| epoch.saturating_sub(*last_sync));
-                // Opening and verification before the settlement
-                // transaction, on one of the cores given to them, with
-                // the other uploads waiting there (one signature batch).
-                let open = SyncOpen {
-                    sealed: sealed.clone(),
-                    reports: *reports,
-                };
-                let (upload, checked) = self
-                    .openings
-                    .submit(open, |jobs| self.verify_syncs(jobs))
-                    .unwrap_or_else(|| {
-                        Err(BackofficeError::Store(StoreError::Db(
-                            "the upload's verification was interrupted".into(),
-                        )))
-                    })?;
-                // Concurrent uploads share one transaction and one commit.
-                let job = SyncJob {
-                    dcp,
-                    op: *op,
-                    reply_key: *reply_key,
-                    epoch,
-                    mailbox: *mailbox,
-                    offline,
-                    upload,
-                    checked,
-                };
-                self.syncs
-                    .submit(job, |jobs| self.commit_syncs(jobs))
-                    .unwrap_or_else(|| {
-                        Err(BackofficeError::Store(StoreError::Db(
-                            "the request's group commit was interrupted".into(),
-                        )))
-                    })
-            }
+            } => self.sync(dcp, op, reply_key, sealed, reports, mailbox, *last_sync),
             CentralRequest::Deliver { mailbox, issues } => {
                 let mut amounts = Vec::with_capacity(issues.len());
                 for (_, i) in issues {
@@ -1409,6 +1385,71 @@ impl CentralBank {
                 })
             }
         }
+    }
+
+    /// A DCP's sync request: the device's sealed upload opened and
+    /// verified with the other uploads waiting (one signature batch), then
+    /// settled with the other requests waiting in one transaction (group
+    /// commit). Unlike the other requests, no transaction reads a stored
+    /// answer or the epoch first: the group's transaction does both (an
+    /// answered op gets its stored answer there), and only a request
+    /// refused before it looks for a stored answer (SPEC §10.6 I2: an op
+    /// answered before gets that answer, whatever a check says now). On
+    /// SQLite that read waited for the group's commit on the one
+    /// connection; on PostgreSQL it was a transaction of four round trips.
+    #[allow(clippy::too_many_arguments)]
+    fn sync(
+        &self,
+        dcp: u32,
+        op: &Hash32,
+        reply_key: &Hash32,
+        sealed: &[u8],
+        reports: &Hash32,
+        mailbox: &Hash32,
+        last_sync: Epoch,
+    ) -> Result<Vec<u8>, BackofficeError> {
+        // Opening and verification before the settlement transaction, on
+        // one of the cores given to them, with the other uploads waiting
+        // there (one signature batch).
+        let open = SyncOpen {
+            sealed: sealed.to_vec(),
+            reports: *reports,
+        };
+        let opened = self
+            .openings
+            .submit(open, |jobs| self.verify_syncs(jobs))
+            .unwrap_or_else(|| {
+                Err(BackofficeError::Store(StoreError::Db(
+                    "the upload's verification was interrupted".into(),
+                )))
+            });
+        let (upload, checked) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                let key = op_key(dcp, op);
+                return match self.store.transact(|tx| tx.stored_reply(&key))? {
+                    Some(stored) => open_stored_reply(reply_key, &stored),
+                    None => Err(e),
+                };
+            }
+        };
+        // Concurrent uploads share one transaction and one commit.
+        let job = SyncJob {
+            dcp,
+            op: *op,
+            reply_key: *reply_key,
+            mailbox: *mailbox,
+            last_sync,
+            upload,
+            checked,
+        };
+        self.syncs
+            .submit(job, |jobs| self.commit_syncs(jobs))
+            .unwrap_or_else(|| {
+                Err(BackofficeError::Store(StoreError::Db(
+                    "the request's group commit was interrupted".into(),
+                )))
+            })
     }
 
     /// Opens sealed sync uploads and checks their packages against the
@@ -1862,6 +1903,7 @@ impl CentralBank {
             let mut fresh: Vec<usize> = Vec::with_capacity(jobs.len());
             let mut repeats: Vec<usize> = Vec::new();
             let answered = tx.stored_replies(&keys)?;
+            let epoch = tx.epoch()? as Epoch;
             for (i, j) in jobs.iter().enumerate() {
                 if fresh.iter().any(|&f| keys[f] == keys[i]) {
                     repeats.push(i);
@@ -1875,7 +1917,7 @@ impl CentralBank {
             const ONE: &str = "sync_request";
             tx.savepoint(GROUP)?;
             let together: Vec<&SyncJob> = fresh.iter().map(|&i| &jobs[i]).collect();
-            match self.settle_uploads(tx, &together) {
+            match self.settle_uploads(tx, epoch, &together) {
                 Ok(results) => {
                     tx.release_savepoint(GROUP)?;
                     // Every answer of the group stored in one statement.
@@ -1894,7 +1936,7 @@ impl CentralBank {
                     for &i in &fresh {
                         let j = &jobs[i];
                         tx.savepoint(ONE)?;
-                        let r = self.settle_uploads(tx, &[j]).and_then(|mut r| {
+                        let r = self.settle_uploads(tx, epoch, &[j]).and_then(|mut r| {
                             let res = r.pop().ok_or(BackofficeError::BadSettlementResult)?;
                             self.sign_and_store(tx, &keys[i], &j.op, &j.reply_key, res)
                         });
@@ -1956,6 +1998,7 @@ impl CentralBank {
     fn settle_uploads(
         &self,
         tx: &mut dyn Tx,
+        epoch: Epoch,
         jobs: &[&SyncJob],
     ) -> Result<Vec<SettlementResult>, BackofficeError> {
         let mut results: Vec<SettlementResult> =
@@ -1979,7 +2022,7 @@ impl CentralBank {
                         // Not stored by settlement: the record in full.
                         ingest[n].push(OutboxEntry {
                             record: OutboxRecord::Record(Record::Transfer(transfer.clone())),
-                            epoch: j.epoch,
+                            epoch,
                             verdict: Verdict::Refused(*code),
                             output_classes: Vec::new(),
                             offline_epochs: None,
@@ -2006,7 +2049,9 @@ impl CentralBank {
         let pkgs: Vec<&Package> = verified.iter().map(|v| v.package()).collect();
         Self::keep_escrows(tx, &pkgs)?;
         for (v, &n) in verified.iter().zip(&owners) {
-            self.stored_entries(v, jobs[n].epoch, jobs[n].offline, &mut ingest[n]);
+            let last_sync = jobs[n].last_sync;
+            let offline = (last_sync > 0).then(|| epoch.saturating_sub(last_sync));
+            self.stored_entries(v, epoch, offline, &mut ingest[n]);
         }
         // The uploader (the payer) is where a refund goes: each transfer's
         // first upload is kept.

@@ -193,9 +193,8 @@ fn a_forged_upload_in_a_group_refuses_only_its_own_request() {
                 dcp: 1,
                 op: *op,
                 reply_key: *op,
-                epoch,
                 mailbox: tagged_hash(b"tally/test/mailbox", &[&op.0]),
-                offline: None,
+                last_sync: 0,
                 upload,
                 checked,
             }
@@ -278,9 +277,8 @@ fn a_forged_upload_in_a_group_refuses_only_its_own_request() {
         dcp: 1,
         op: ops[1],
         reply_key: ops[1],
-        epoch,
         mailbox: tagged_hash(b"tally/test/mailbox", &[&ops[1].0]),
-        offline: None,
+        last_sync: 0,
         upload: SyncUpload {
             packages: Vec::new(),
             reports: Vec::new(),
@@ -344,4 +342,54 @@ fn concurrent_sync_requests_with_forged_uploads_settle_the_honest_ones() {
         }
     }
     assert!(f.bank.invariant().expect("invariant").holds());
+}
+
+/// Session 11 (issue 11): a sync request reads no stored answer before its
+/// verification; the group's transaction does, and a request refused
+/// before it looks one up. So a retried op gets its stored answer even
+/// when its upload no longer opens (SPEC §10.6 I2), and the epoch of the
+/// group's transaction is the one its records and offline time take.
+#[test]
+fn a_retried_sync_gets_its_stored_answer_even_when_its_upload_no_longer_opens() {
+    let f = CentralFixture::new();
+    let (issue, p) = loaded_package(&f, 1, false);
+    let op = tagged_hash(b"tally/test/sync-retry", &[b"first"]);
+    let epoch = f.bank.advance_epoch().expect("a new epoch");
+    let first = CentralRequest::Sync {
+        sealed: sealed_upload(&f, &[&p], 1),
+        reports: reports_digest(&[]),
+        mailbox: tagged_hash(b"tally/test/mailbox", &[&op.0]),
+        last_sync: epoch - 1,
+    };
+    let signed = f.bank.call(1, &op, &op, &first).expect("answered");
+    let res = open_result(&f, &signed, &op);
+    assert_eq!((res.settled, res.refused), (1, 0));
+    assert_eq!(spent(&f, &issue), Some(p.transfer.id()));
+    let rows = outbox_of(&f, &op);
+    let last = rows.last().expect("the transfer's row");
+    assert_eq!(last.epoch, epoch, "the group's epoch");
+    assert_eq!(last.offline_epochs, Some(1), "offline since the last sync");
+
+    // The retry's upload is garbage now: the stored answer, nothing new.
+    let garbage = CentralRequest::Sync {
+        sealed: vec![0x5a; 200],
+        reports: reports_digest(&[]),
+        mailbox: tagged_hash(b"tally/test/mailbox", &[&op.0]),
+        last_sync: 0,
+    };
+    let again = f
+        .bank
+        .call(1, &op, &op, &garbage)
+        .expect("the stored answer");
+    assert_eq!(open_result(&f, &again, &op), res);
+    assert_eq!(outbox_of(&f, &op).len(), rows.len(), "nothing queued twice");
+
+    // A fresh op with that upload is refused and changes nothing.
+    let fresh = tagged_hash(b"tally/test/sync-retry", &[b"fresh"]);
+    let before = f.bank.invariant().expect("invariant");
+    assert!(f.bank.call(1, &fresh, &fresh, &garbage).is_err());
+    let (_, rows) = f.bank.fetch().expect("reads the outbox");
+    assert!(rows.iter().all(|r| r.op != fresh.0.to_vec()));
+    assert_eq!(f.bank.invariant().expect("invariant"), before);
+    assert!(before.holds());
 }

@@ -102,6 +102,14 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Most memory the connection's page cache takes (KiB; SQLite's default
+/// is 2 MiB). A settlement group's transaction writes a few hundred rows
+/// keyed by hashes, so one or two pages per row in each B-tree: with the
+/// default cache the transaction spills dirty pages to the WAL before its
+/// commit and reads them back, and each checkpoint re-reads pages the
+/// cache dropped.
+const PAGE_CACHE_KIB_MAX: u32 = 32 * 1024;
+
 /// `$n` → `?n`, `BLOB` stays.
 fn dialect(sql: &str) -> String {
     sql.replace('$', "?")
@@ -118,8 +126,9 @@ impl SqliteStore {
     pub fn open_with(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-            opts.synchronous.pragma()
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -{};",
+            opts.synchronous.pragma(),
+            PAGE_CACHE_KIB_MAX,
         ))
         .map_err(map_err)?;
         // Batched settlement prepares a few statements per batch size;
