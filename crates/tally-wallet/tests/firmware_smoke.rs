@@ -144,6 +144,12 @@ fn firmware_smoke_scenario_passes_under_qemu() {
             "confidential operation {op} did not run\n{out}"
         );
     }
+    // The Ed25519-only build refuses a P-256 personalisation, writing
+    // nothing (decision 0027).
+    assert!(
+        out.contains("CHECK ed25519_only_refuses_p256_personalization=pass"),
+        "the P-256 personalisation check did not run\n{out}"
+    );
 
     // The payment firmware: both SEs, the sessions, the journal, the
     // scenario; no benchmark code. It must stay under the flash

@@ -1053,7 +1053,45 @@ fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     // figures and flash are the product's).
     #[cfg(feature = "bench")]
     confidential_prove_alone()?;
-    confidential_payer(fa, &req, &receipt)
+    confidential_payer(fa, &req, &receipt)?;
+    #[cfg(all(feature = "bench", feature = "ed25519-only"))]
+    p256_personalization_refused(fb)?;
+    Ok(())
+}
+
+/// An Ed25519-only device (the confidential device build, decision 0027)
+/// is never personalised in P-256: the suite's code is unknown to the
+/// build, refused with nothing written (a reboot finds the SE blank); in
+/// Ed25519 the same SE is then personalised. Checked where it is built:
+/// the benchmark firmware with `confidential,ed25519-only`, which
+/// `firmware_smoke` runs.
+#[cfg(all(feature = "confidential", feature = "bench", feature = "ed25519-only"))]
+#[inline(never)]
+fn p256_personalization_refused(flash: &mut Flash) -> Res<()> {
+    flash.erase();
+    let root = SecretKey::from_seed(Suite::Ed25519, &[7; 32])
+        .ok_or("root key")?
+        .public();
+    let mut se = boot(flash, b"m4/blank")?;
+    check(
+        matches!(
+            se.personalize(3, 1, Suite::EcdsaP256Sha256, root),
+            Err(tally_se::SeError::Decode(
+                tally_core::CodecError::UnknownCode
+            ))
+        ),
+        "an Ed25519-only SE refuses a P-256 personalisation",
+    )?;
+    check(se.state().personal.is_none(), "nothing personalised")?;
+    drop(se);
+    let mut se = boot(flash, b"m4/blank")?;
+    check(se.state().personal.is_none(), "nothing written")?;
+    ctx(
+        se.personalize(3, 1, Suite::Ed25519, root),
+        "Ed25519 personalisation",
+    )?;
+    Line::new("CHECK ed25519_only_refuses_p256_personalization=pass").print();
+    Ok(())
 }
 
 /// Where PAY's time goes: the range proof alone, in its own frame (no SE
