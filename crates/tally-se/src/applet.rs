@@ -351,6 +351,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         self.journal.set_log_max(bytes);
     }
 
+    /// The storage, read-only (a benchmark boots a copy of it).
+    pub fn storage(&self) -> &S {
+        self.journal.storage()
+    }
+
     /// Gives the storage back (tests "reboot" from it).
     pub fn into_storage(self) -> S {
         self.journal.into_inner()

@@ -979,7 +979,8 @@ impl State {
 //   delta   = [sequence, index, [change, ...]]
 //   change  = [field, value]      field: the number of a `State` field in
 //                                 its encoding order after the version
-//                                 (0 personal … 26 streams_in; 27 is one stream tick, see [`STREAM_TICK_FIELD`])
+//                                 (0 personal … 26 streams_in; 27 is one stream tick, see [`STREAM_TICK_FIELD`];
+//                                 28 is `records` with each entry `[id, record]`, see [`RECORDS_WITH_IDS_FIELD`])
 //   value   = the field's new value, for a scalar or optional field
 //           = [edit, ...]         for a table
 //   edit    = [0, n]              keep the next n entries
@@ -1243,6 +1244,11 @@ fn edits_by(old_len: usize, new_len: usize, same: &dyn Fn(usize, usize) -> bool)
 
 #[inline(never)]
 fn write_edits<T: Cbor>(w: &mut Writer, edits: &[Edit], new: &[T]) {
+    write_edits_with(w, edits, new, &|w, item| item.write(w));
+}
+
+/// [`write_edits`] with each inserted entry written by `entry`.
+fn write_edits_with<T>(w: &mut Writer, edits: &[Edit], new: &[T], entry: &dyn Fn(&mut Writer, &T)) {
     w.array(edits.len());
     for e in edits {
         w.array(2);
@@ -1257,7 +1263,11 @@ fn write_edits<T: Cbor>(w: &mut Writer, edits: &[Edit], new: &[T]) {
             }
             Edit::Insert(r) => {
                 w.u64(2);
-                write_vec(w, new.get(r.clone()).unwrap_or(&[]));
+                let items = new.get(r.clone()).unwrap_or(&[]);
+                w.array(items.len());
+                for item in items {
+                    entry(w, item);
+                }
             }
         }
     }
@@ -1270,6 +1280,33 @@ trait Table {
     fn entries(&self) -> usize;
     fn remove(&mut self, at: usize, n: usize);
     fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError>;
+}
+
+/// The records table as delta field [`RECORDS_WITH_IDS_FIELD`] carries
+/// it: each inserted entry `[id, record]`, the id stored as in the base
+/// state (version 6) instead of hashed again on every replay.
+struct RecordsWithIds<'a>(&'a mut Vec<StoredRecord>);
+
+impl Table for RecordsWithIds<'_> {
+    fn entries(&self) -> usize {
+        self.0.len()
+    }
+    fn remove(&mut self, at: usize, n: usize) {
+        Table::remove(self.0, at, n)
+    }
+    fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError> {
+        r.array(2)?;
+        let id = Hash32::read(r)?;
+        let record = Record::read(r)?;
+        // Written by this code with the id it computed (the record's
+        // integrity is the journal's chained check); debug builds check it.
+        if cfg!(debug_assertions) && record.id() != id {
+            return Err(CodecError::Malformed);
+        }
+        self.0
+            .insert(at.min(self.0.len()), StoredRecord { id, record });
+        Ok(())
+    }
 }
 
 impl<T: Cbor> Table for Vec<T> {
@@ -1350,7 +1387,6 @@ pub fn encode_delta_since(old: &Shape, new: &State, sequence: u64, index: u32) -
     let tables = [
         edits(&old.keys, &new.keys),
         edits(&old.tokens, &new.tokens),
-        edits(&old.records, &new.records),
         edits(&old.certs, &new.certs),
         edits(&old.open_requests, &new.open_requests),
         edits(&old.outgoing, &new.outgoing),
@@ -1362,9 +1398,26 @@ pub fn encode_delta_since(old: &Shape, new: &State, sequence: u64, index: u32) -
         edits(&old.acked, &new.acked),
         edits(&old.streams_out, &new.streams_out),
         edits(&old.streams_in, &new.streams_in),
+        edits(&old.records, &new.records),
     ];
-    // Field numbers of the tables, in the order above.
-    const TABLE_FIELDS: [u64; 14] = [10, 11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24, 25, 26];
+    // Field numbers of the tables, in the order above (the records with
+    // their ids last, as field 28; field 12 is only read).
+    const TABLE_FIELDS: [u64; 14] = [
+        10,
+        11,
+        13,
+        14,
+        15,
+        16,
+        18,
+        21,
+        22,
+        23,
+        24,
+        25,
+        26,
+        RECORDS_WITH_IDS_FIELD,
+    ];
     // A policy or revocation list is replaced only by a newer serial, and
     // its signature covers it.
     let scalars: [bool; 13] = [
@@ -1418,7 +1471,6 @@ pub fn encode_delta_since(old: &Shape, new: &State, sequence: u64, index: u32) -
                 match field {
                     10 => write_edits(&mut w, e, &new.keys),
                     11 => write_edits(&mut w, e, &new.tokens),
-                    12 => write_edits(&mut w, e, &new.records),
                     13 => write_edits(&mut w, e, &new.certs),
                     14 => write_edits(&mut w, e, &new.open_requests),
                     15 => write_edits(&mut w, e, &new.outgoing),
@@ -1429,7 +1481,12 @@ pub fn encode_delta_since(old: &Shape, new: &State, sequence: u64, index: u32) -
                     23 => write_edits(&mut w, e, &new.cancelled),
                     24 => write_edits(&mut w, e, &new.acked),
                     25 => write_edits(&mut w, e, &new.streams_out),
-                    _ => write_edits(&mut w, e, &new.streams_in),
+                    26 => write_edits(&mut w, e, &new.streams_in),
+                    _ => write_edits_with(&mut w, e, &new.records, &|w, r| {
+                        w.array(2);
+                        r.id.write(w);
+                        r.record.write(w);
+                    }),
                 }
             }
             ti += 1;
@@ -1462,6 +1519,14 @@ fn write_scalar(w: &mut Writer, st: &State, field: u64) {
 /// (this SE released tick `k` of `streams_out[slot]`) or
 /// `[1, slot, k, element]` (it took tick `k` of `streams_in[slot]`).
 pub const STREAM_TICK_FIELD: u64 = 27;
+
+/// The delta field of the records table with each inserted entry `[id,
+/// record]` (session 11): boot replays a log without hashing the records
+/// its deltas insert (a payee's RECEIVE inserts the package's records;
+/// a full log of them was most of a payee's boot). Field 12, the same
+/// table with bare records (their ids recomputed), is still read: logs
+/// written before.
+pub const RECORDS_WITH_IDS_FIELD: u64 = 28;
 
 /// One stream tick as a whole delta (the only change of its log record):
 /// the form written before session 10, still read at boot; the SE now
@@ -1676,6 +1741,9 @@ pub fn apply_delta(
             25 => apply_edits(&mut r, &mut state.streams_out, STREAMS_MAX)?,
             26 => apply_edits(&mut r, &mut state.streams_in, STREAMS_MAX)?,
             STREAM_TICK_FIELD => apply_tick(&mut r, state)?,
+            RECORDS_WITH_IDS_FIELD => {
+                apply_edits(&mut r, &mut RecordsWithIds(&mut state.records), RECORDS_MAX)?
+            }
             _ => return Err(CodecError::UnknownCode),
         }
     }
@@ -1821,7 +1889,7 @@ mod tests {
                 enc(&|w| {
                     w.array(1);
                     w.array(2);
-                    w.u64(28);
+                    w.u64(29);
                     w.u64(0);
                 }),
                 CodecError::UnknownCode,
@@ -1898,6 +1966,67 @@ mod tests {
         bytes
     }
 
+    /// A delta inserts records as `[id, record]` (field 28): replay does not
+    /// hash them. A log written before (field 12, bare records) still
+    /// replays, the ids recomputed; in debug builds a wrong id is refused.
+    #[test]
+    fn deltas_carry_record_ids_and_older_deltas_still_apply() {
+        let old = holding();
+        let mut new = old.clone();
+        let record = Record::Issue(tally_core::Issue {
+            issuer: Hash32([1; 32]),
+            serial: 2,
+            expiry_epoch: 9,
+            outputs: alloc::vec![tally_core::record::Output {
+                value: Amount(100),
+                owner: key(1),
+            }],
+            signature: SecretKey::from_seed(Suite::Ed25519, &[3; 32])
+                .expect("key")
+                .sign(b"issue"),
+            confidential: None,
+        });
+        let id = record.id();
+        new.records.push(StoredRecord {
+            id,
+            record: record.clone(),
+        });
+        let bytes = encode_delta(&old, &new, 1, 0).expect("a change");
+        // [1, 0, [[28, [[0, k], [2, [[id, record]]]]]]]: the id is in it.
+        assert!(bytes.windows(32).any(|w| w == id.0), "the id is carried");
+        let mut st = old.clone();
+        apply_delta(&mut st, &bytes, 1, 0).expect("applies");
+        assert_eq!(st, new);
+
+        // The same change as a delta written before: field 12, bare records.
+        let mut w = Writer::new();
+        w.array(3);
+        w.u64(1);
+        w.u64(0);
+        w.array(1);
+        w.array(2);
+        w.u64(12);
+        write_edits(
+            &mut w,
+            &edits(&Shape::of(&old).records, &new.records),
+            &new.records,
+        );
+        let mut st = old.clone();
+        apply_delta(&mut st, &w.into_bytes(), 1, 0).expect("an older delta applies");
+        assert_eq!(st, new, "its id recomputed");
+
+        // A wrong id under field 28 (debug builds check it).
+        if cfg!(debug_assertions) {
+            let mut wrong = bytes.clone();
+            let at = wrong.windows(32).position(|w| w == id.0).expect("id");
+            wrong[at] ^= 1;
+            let mut st = old.clone();
+            assert_eq!(
+                apply_delta(&mut st, &wrong, 1, 0),
+                Err(CodecError::Malformed)
+            );
+        }
+    }
     #[test]
     fn a_version_5_state_is_read_with_its_record_ids_recomputed() {
         let mut st = holding();

@@ -98,7 +98,7 @@ const HEAP_SIZE: usize = 8 << 20;
 const FLASH_SIZE: usize = 1 << 20;
 
 #[unsafe(link_section = ".psram")]
-static mut PSRAM: MaybeUninit<[u8; HEAP_SIZE + 2 * FLASH_SIZE]> = MaybeUninit::uninit();
+static mut PSRAM: MaybeUninit<[u8; HEAP_SIZE + 3 * FLASH_SIZE]> = MaybeUninit::uninit();
 
 macro_rules! fixture {
     ($name:ident, $file:literal) => {
@@ -655,7 +655,7 @@ fn m2m(fx: &SuiteFx, variant: &str, meter_state: &[u8], fa: &mut Flash, fb: &mut
 // Not inlined: its frame would join `main`'s, under every other measured
 // operation's stack depth.
 #[inline(never)]
-fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash, fc: &mut Flash) -> Res<()> {
     let n = fx.name;
     provision(fa, &ED_METER_LONG[..])?;
     let mut meter = boot(fa, b"m4/meter-long")?;
@@ -663,6 +663,9 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     ctx(topups.array_max(4096), "top-up list")?;
     let start = meter.state().balance();
     let mut boots = 0usize;
+    // The meter's worst boot: a copy of its store booted whenever its
+    // log reaches a new high-water mark (the running meter keeps its RAM).
+    let (mut fullest_log, mut worst_boot) = (0usize, None);
     for done in 0..LONG_TICKS {
         if done % LONG_STATION == 0 {
             provision(fb, fx.station)?;
@@ -695,6 +698,10 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         ctx(r.map_err(|(_, e)| e), "meter ACK")?;
         let w1 = flash::written();
         let meter_log = meter.journal_log_bytes();
+        if meter_log > fullest_log {
+            fullest_log = meter_log;
+            worst_boot = Some(snapshot_boot(&meter, fc, meter_log)?);
+        }
         hprintln!(
             "LONG suite={} tick={} pay={} pay_heap={} pay_stack={} receive={} receive_heap={} receive_stack={} station_live={} ack={} ack_heap={} ack_stack={} request={} boot={} boot_heap={} boot_stack={} meter_flash={} station_flash={} meter_state={} station_state={} meter_log={} outgoing={}",
             n,
@@ -740,6 +747,9 @@ fn m2m_long(fx: &SuiteFx, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         "the meter reboots into its last state",
     )?;
     report(n, "boot_long", &s, &[("log", log as u64)]);
+    if let Some((s, log)) = worst_boot {
+        report(n, "boot_long_fullest", &s, &[("log", log as u64)]);
+    }
     decode_long(n, meter.state())?;
     drop(meter);
     boot_parts(n, fa)?;
@@ -761,6 +771,21 @@ fn profile_boot(fa: &mut Flash) -> Res<()> {
         let m = boot(fa, b"m4/meter-long")?;
         drop(m);
     }
+}
+
+/// Boots a copy of `se`'s store (its log `log` bytes): what the SE's own
+/// reboot would cost now, measured without rebooting it.
+#[inline(never)]
+fn snapshot_boot(se: &Se<'_>, fc: &mut Flash, log: usize) -> Res<(Sample, usize)> {
+    fc.copy_from(se.storage());
+    let (r, s) = m(|| boot(fc, b"m4/meter-long-snapshot"));
+    let copy = r?;
+    check(
+        copy.state().payments_since_sync == se.state().payments_since_sync,
+        "the copy boots into the same state",
+    )?;
+    drop(copy);
+    Ok((s, log))
 }
 
 /// Boot after the long run taken apart (bench firmware only): the
@@ -1223,7 +1248,7 @@ fn confidential_scenario(_: &mut Flash, _: &mut Flash) -> Res<()> {
 // would otherwise be `main`'s, above the confidential scenario's every
 // measured stack depth. (The transparent firmware keeps its layout.)
 #[cfg_attr(feature = "confidential", inline(never))]
-fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+fn run(full: bool, fa: &mut Flash, fb: &mut Flash, fc: &mut Flash) -> Res<()> {
     core_scenario(&ED25519, fa, fb, full)?;
     if !full {
         return stream_scenario(&ED25519, fa, fb, STREAM_TICKS_SMOKE);
@@ -1240,7 +1265,7 @@ fn run(full: bool, fa: &mut Flash, fb: &mut Flash) -> Res<()> {
         m2m(fx, "unit", fx.meter, fa, fb)?;
         m2m(fx, "chain", fx.meter_chain, fa, fb)?;
     }
-    m2m_long(&ED25519, fa, fb)?;
+    m2m_long(&ED25519, fa, fb, fc)?;
     Ok(())
 }
 
@@ -1252,13 +1277,17 @@ fn main() -> ! {
     let psram: &'static mut [u8] = unsafe {
         let p = core::ptr::addr_of_mut!(PSRAM) as *mut u8;
         core::ptr::write_bytes(p, 0, HEAP_SIZE);
-        core::slice::from_raw_parts_mut(p, HEAP_SIZE + 2 * FLASH_SIZE)
+        core::slice::from_raw_parts_mut(p, HEAP_SIZE + 3 * FLASH_SIZE)
     };
     let (arena, stores) = psram.split_at_mut(HEAP_SIZE);
     unsafe { HEAP.init(arena.as_mut_ptr() as usize, arena.len()) };
-    let (sa, sb) = stores.split_at_mut(FLASH_SIZE);
+    let (sa, rest) = stores.split_at_mut(FLASH_SIZE);
+    let (sb, sc) = rest.split_at_mut(FLASH_SIZE);
     let mut fa = Flash::new(0, sa);
     let mut fb = Flash::new(1, sb);
+    // A copy of a store, booted by the long run's snapshot (the meter at
+    // its fullest log) without disturbing the running SE.
+    let mut fc = Flash::new(2, sc);
 
     measure::start_systick(cp.SYST);
     let (ipt_milli, overhead) = measure::calibrate();
@@ -1291,9 +1320,9 @@ fn main() -> ! {
     } else if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
     } else if only_long {
-        m2m_long(&ED25519, &mut fa, &mut fb)
+        m2m_long(&ED25519, &mut fa, &mut fb, &mut fc)
     } else {
-        run(full, &mut fa, &mut fb)
+        run(full, &mut fa, &mut fb, &mut fc)
     };
     match result {
         Ok(()) => {
