@@ -613,6 +613,29 @@ impl Cbor for StoredRecord {
     }
 }
 
+impl StoredRecord {
+    /// `[id, record]`: the form of the base state (version 6 on) and of
+    /// delta field [`RECORDS_WITH_IDS_FIELD`], the id not hashed again.
+    fn write_with_id(&self, w: &mut Writer) {
+        w.array(2);
+        self.id.write(w);
+        self.record.write(w);
+    }
+
+    /// Reads [`StoredRecord::write_with_id`]'s form. Stored by this code
+    /// with the id it computed (its integrity is the journal's check, as
+    /// for every other field); debug builds check it all the same.
+    fn read_with_id(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(2)?;
+        let id = Hash32::read(r)?;
+        let record = Record::read(r)?;
+        if cfg!(debug_assertions) && record.id() != id {
+            return Err(CodecError::Malformed);
+        }
+        Ok(StoredRecord { id, record })
+    }
+}
+
 impl Cbor for Personalization {
     fn write(&self, w: &mut Writer) {
         w.array(5);
@@ -745,16 +768,7 @@ impl Cbor for State {
             let n = r.array_max(RECORDS_MAX)?;
             let mut v = Vec::with_capacity(n);
             for _ in 0..n {
-                r.array(2)?;
-                let id = Hash32::read(r)?;
-                let record = Record::read(r)?;
-                // Stored by this code with the id it computed (the base's
-                // integrity is the journal's check, as for every other
-                // field); debug builds check it all the same.
-                if cfg!(debug_assertions) && record.id() != id {
-                    return Err(CodecError::Malformed);
-                }
-                v.push(StoredRecord { id, record });
+                v.push(StoredRecord::read_with_id(r)?);
             }
             Ok(v)
         };
@@ -906,9 +920,7 @@ impl State {
                 w.array(self.records.len());
                 piece(w, sink)
                     && self.records.iter().all(|r| {
-                        w.array(2);
-                        r.id.write(w);
-                        r.record.write(w);
+                        r.write_with_id(w);
                         piece(w, sink)
                     })
             }
@@ -1295,16 +1307,8 @@ impl Table for RecordsWithIds<'_> {
         Table::remove(self.0, at, n)
     }
     fn insert_read(&mut self, at: usize, r: &mut Reader<'_>) -> Result<(), CodecError> {
-        r.array(2)?;
-        let id = Hash32::read(r)?;
-        let record = Record::read(r)?;
-        // Written by this code with the id it computed (the record's
-        // integrity is the journal's chained check); debug builds check it.
-        if cfg!(debug_assertions) && record.id() != id {
-            return Err(CodecError::Malformed);
-        }
-        self.0
-            .insert(at.min(self.0.len()), StoredRecord { id, record });
+        let entry = StoredRecord::read_with_id(r)?;
+        self.0.insert(at.min(self.0.len()), entry);
         Ok(())
     }
 }
@@ -1482,11 +1486,7 @@ pub fn encode_delta_since(old: &Shape, new: &State, sequence: u64, index: u32) -
                     24 => write_edits(&mut w, e, &new.acked),
                     25 => write_edits(&mut w, e, &new.streams_out),
                     26 => write_edits(&mut w, e, &new.streams_in),
-                    _ => write_edits_with(&mut w, e, &new.records, &|w, r| {
-                        w.array(2);
-                        r.id.write(w);
-                        r.record.write(w);
-                    }),
+                    _ => write_edits_with(&mut w, e, &new.records, &|w, r| r.write_with_id(w)),
                 }
             }
             ti += 1;
@@ -1966,16 +1966,11 @@ mod tests {
         bytes
     }
 
-    /// A delta inserts records as `[id, record]` (field 28): replay does not
-    /// hash them. A log written before (field 12, bare records) still
-    /// replays, the ids recomputed; in debug builds a wrong id is refused.
-    #[test]
-    fn deltas_carry_record_ids_and_older_deltas_still_apply() {
-        let old = holding();
-        let mut new = old.clone();
-        let record = Record::Issue(tally_core::Issue {
+    /// A signed Issue of 100 to `key(1)`, as a stored record would hold it.
+    fn issue_record(serial: u64) -> Record {
+        Record::Issue(tally_core::Issue {
             issuer: Hash32([1; 32]),
-            serial: 2,
+            serial,
             expiry_epoch: 9,
             outputs: alloc::vec![tally_core::record::Output {
                 value: Amount(100),
@@ -1985,7 +1980,17 @@ mod tests {
                 .expect("key")
                 .sign(b"issue"),
             confidential: None,
-        });
+        })
+    }
+
+    /// A delta inserts records as `[id, record]` (field 28): replay does not
+    /// hash them. A log written before (field 12, bare records) still
+    /// replays, the ids recomputed; in debug builds a wrong id is refused.
+    #[test]
+    fn deltas_carry_record_ids_and_older_deltas_still_apply() {
+        let old = holding();
+        let mut new = old.clone();
+        let record = issue_record(2);
         let id = record.id();
         new.records.push(StoredRecord {
             id,
@@ -2027,22 +2032,11 @@ mod tests {
             );
         }
     }
+
     #[test]
     fn a_version_5_state_is_read_with_its_record_ids_recomputed() {
         let mut st = holding();
-        let record = Record::Issue(tally_core::Issue {
-            issuer: Hash32([1; 32]),
-            serial: 1,
-            expiry_epoch: 9,
-            outputs: alloc::vec![tally_core::record::Output {
-                value: Amount(100),
-                owner: key(1),
-            }],
-            signature: SecretKey::from_seed(Suite::Ed25519, &[3; 32])
-                .expect("key")
-                .sign(b"issue"),
-            confidential: None,
-        });
+        let record = issue_record(1);
         st.records.push(StoredRecord {
             id: record.id(),
             record,
