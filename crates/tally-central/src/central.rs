@@ -1191,7 +1191,6 @@ impl CentralBank {
         // Only a DCP of the policy's trust list calls.
         self.dcp_cert(dcp)?;
         let account = dcp_account(dcp);
-        let key = op_key(dcp, op);
         if let CentralRequest::Sync {
             sealed,
             reports,
@@ -1204,6 +1203,7 @@ impl CentralBank {
         // An op answered before gets its stored answer before any check of
         // the body (SPEC §10.6 I2): a refusal now (a payee DCP removed from
         // the policy, a new epoch) would make the DCP undo what executed.
+        let key = op_key(dcp, op);
         let (epoch, stored) = self.store.transact(|tx| {
             Ok::<_, BackofficeError>((tx.epoch()? as Epoch, tx.stored_reply(&key)?))
         })?;
