@@ -544,6 +544,41 @@ fn two_dcps(dbs: [String; 3], test: &str) {
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+
+    // The MDS's key revoked (THREATS T75): `tally cb --mds` checks the
+    // MDS's key against the central bank's root-signed list and refuses
+    // to read alerts from it at once — a stolen MDS key cannot hide an
+    // alert. (Named by `--central`, the MDS is checked against the list
+    // it relays: a revoked MDS cannot fetch a newer one, so that refusal
+    // comes only once its last list is no longer current, ≤ 300 s.)
+    let tls = s(&sc.tls);
+    let cb_mds = |args: &[&str]| {
+        let mut a = vec![
+            "cb",
+            "--central",
+            &sc.central.url,
+            "--mds",
+            &sc.mds.url,
+            "--tls",
+            &tls,
+        ];
+        a.extend_from_slice(args);
+        run(&a)
+    };
+    let before = cb_mds(&["alerts"]).ok();
+    assert!(before.contains("double_spend"), "{before}");
+    let mds_pem = s(&sc.tls.join("mds.pem"));
+    let v = sc.cb(&["revoke-cert", &mds_pem]);
+    assert_eq!(v["role"], "mds", "{v}");
+    let refused = cb_mds(&["alerts"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("the server's key is revoked"),
+        "{}",
+        refused.stderr
+    );
+    // The central bank's own calls are unaffected.
+    assert_eq!(sc.cb(&["invariant"])["holds"], true);
 }
 
 #[test]

@@ -591,13 +591,26 @@ pub fn fetch_role_revocations(
     agent: &ureq::Agent,
     base: &str,
 ) -> Result<RoleRevocations, BackofficeError> {
-    let r = agent
-        .get(format!(
-            "{}/central/v1/role-revocations",
-            base.trim_end_matches('/')
-        ))
-        .call();
-    let body = tally_client::http::exchange(r).map_err(outbox_error)?;
+    fetch_role_revocations_at(agent, &role_revocations_url(base))
+}
+
+/// Where the central bank serves its role revocation list.
+pub fn role_revocations_url(central: &str) -> String {
+    format!(
+        "{}/central/v1/role-revocations",
+        central.trim_end_matches('/')
+    )
+}
+
+/// [`fetch_role_revocations`] from a full URL: the central bank's, or a
+/// party that relays the list it believes (the MDS, `GET
+/// /mds/role-revocations`). Who serves it does not matter: the list is
+/// believed for the root's signature and its freshness only.
+pub fn fetch_role_revocations_at(
+    agent: &ureq::Agent,
+    url: &str,
+) -> Result<RoleRevocations, BackofficeError> {
+    let body = tally_client::http::exchange(agent.get(url).call()).map_err(outbox_error)?;
     RoleRevocations::from_cbor(&body).map_err(BackofficeError::Decode)
 }
 
@@ -620,11 +633,24 @@ pub fn refresh_role_revocations(
     held: Option<u64>,
     into: &tally_tls::ServerRevocations,
 ) -> Result<u64, String> {
-    let list = fetch_role_revocations(agent, base).map_err(|e| e.to_string())?;
+    refresh_role_revocations_at(agent, &role_revocations_url(base), root, held, into)
+        .map(|list| list.serial)
+}
+
+/// [`refresh_role_revocations`] from a full URL (see
+/// [`fetch_role_revocations_at`]); the list believed.
+pub fn refresh_role_revocations_at(
+    agent: &ureq::Agent,
+    url: &str,
+    root: &PublicKey,
+    held: Option<u64>,
+    into: &tally_tls::ServerRevocations,
+) -> Result<RoleRevocations, String> {
+    let list = fetch_role_revocations_at(agent, url).map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     list.check(root, held, now).map_err(|e| e.to_string())?;
     into.believe(list.pins.iter().map(|p| p.0), list.believed_until());
-    Ok(list.serial)
+    Ok(list)
 }

@@ -30,12 +30,13 @@ use std::sync::Arc;
 
 pub use central::{
     CENTRAL_BODY_BYTES_MAX, CentralClient, DcpAccountView, OutboxClient, ROLE_REVOCATIONS_POLL,
-    ROLE_REVOCATIONS_RETRY, central_router, fetch_role_revocations, refresh_role_revocations,
+    ROLE_REVOCATIONS_RETRY, central_router, fetch_role_revocations, fetch_role_revocations_at,
+    refresh_role_revocations, refresh_role_revocations_at, role_revocations_url,
 };
 pub use client::{HttpBackend, InProcess, OperatorClient};
 pub use error::{ApiError, backend_error, code, status_for};
 pub use http::{ROUTES, router};
-pub use mds::{MDS_BODY_BYTES_MAX, mds_router};
+pub use mds::{MDS_BODY_BYTES_MAX, RoleRevocationRelay, mds_role_revocations_url, mds_router};
 pub use openapi::document as openapi_document;
 pub use ratelimit::{
     DEVICE_REQUESTS_BURST_MAX, DEVICE_REQUESTS_REFILL_PER_SECOND, DeviceRate, RATE_LIMITED_SES_MAX,

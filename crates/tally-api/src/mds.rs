@@ -5,9 +5,12 @@
 //! account name (decision 0007).
 //!
 //! Routes (operators): `GET /mds/alerts`, `POST /mds/alerts/{id}/transition`
-//! `{"to", "note"}`, `GET /mds/indicators`.
+//! `{"to", "note"}`, `GET /mds/indicators`; (any role certificate) `GET
+//! /mds/role-revocations`, the root-signed role revocation list the MDS
+//! last believed, relayed so that an operator's `tally cb` can refuse a
+//! revoked MDS key before it trusts the MDS's answers (THREATS T75).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Extension;
 use axum::Router;
@@ -25,20 +28,85 @@ use crate::extract::PartyBody;
 pub const MDS_BODY_BYTES_MAX: usize = 16 * 1024;
 use crate::views::{AlertView, TransitionRequest};
 
+/// The root-signed role revocation list the MDS last believed (its
+/// refresh from the central bank sets it), served as the central bank
+/// served it. Relaying gives a client nothing it must trust the MDS for:
+/// the client checks the root's signature, the serial and the list's
+/// freshness itself, so an MDS can withhold a newer list only for as long
+/// as an older one stays current (`ROLE_REVOCATIONS_MAX_AGE_S`), exactly
+/// as a revoked central bank key could.
+#[derive(Debug, Clone, Default)]
+pub struct RoleRevocationRelay(Arc<RwLock<Option<Vec<u8>>>>);
+
+impl RoleRevocationRelay {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Relay `list` (already checked by the caller) from now on.
+    pub fn set(&self, list: &tally_core::policy::RoleRevocations) {
+        use tally_core::codec::Cbor as _;
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(list.to_cbor());
+    }
+    fn get(&self) -> Option<Vec<u8>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Where an MDS at `base` relays the role revocation list.
+pub fn mds_role_revocations_url(base: &str) -> String {
+    format!("{}/mds/role-revocations", base.trim_end_matches('/'))
+}
+
 /// The MDS's routes. `revoked`: the role keys the central bank revoked
 /// (the MDS process refreshes it from the central bank), refused on every
-/// request as the handshake refuses them.
-pub fn mds_router(mds: Arc<Mds>, revoked: tally_tls::RevokedKeys) -> Router {
+/// request as the handshake refuses them; `relay`: the list it believes,
+/// served to its clients.
+pub fn mds_router(
+    mds: Arc<Mds>,
+    revoked: tally_tls::RevokedKeys,
+    relay: RoleRevocationRelay,
+) -> Router {
     Router::new()
         .route("/mds/alerts", get(alerts))
         .route("/mds/alerts/{id}/transition", post(transition))
         .route("/mds/indicators", get(indicators))
+        .route(
+            "/mds/role-revocations",
+            get(move |role| role_revocations(relay.clone(), role)),
+        )
         .fallback(crate::http::no_route)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MDS_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(crate::http::refuse_revoked))
         .layer(Extension(revoked))
         .with_state(mds)
+}
+
+async fn role_revocations(
+    relay: RoleRevocationRelay,
+    role: Option<Extension<PeerRole>>,
+) -> Response {
+    // Every party with a role certificate, as at the central bank.
+    if role.is_none() {
+        return ApiError::new(
+            401,
+            tally_codes::HTTP_UNAUTHORIZED,
+            "a role certificate is needed",
+        )
+        .into_response();
+    }
+    match relay.get() {
+        Some(list) => ([(header::CONTENT_TYPE, "application/cbor")], list).into_response(),
+        None => ApiError::new(
+            503,
+            tally_codes::CENTRAL_UNAVAILABLE,
+            "the MDS holds no role revocation list yet (the central bank has not answered): retry",
+        )
+        .into_response(),
+    }
 }
 
 fn operator(role: Option<Extension<PeerRole>>) -> Result<(), Response> {

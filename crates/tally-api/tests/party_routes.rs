@@ -114,7 +114,11 @@ fn the_mds_router_refuses_in_the_envelope() {
         )
         .expect("MDS"),
     );
-    let (_rt, base) = serve(mds_router(mds.clone(), tally_tls::RevokedKeys::new()));
+    let (_rt, base) = serve(mds_router(
+        mds.clone(),
+        tally_tls::RevokedKeys::new(),
+        tally_api::RoleRevocationRelay::new(),
+    ));
     let a = agent();
     assert_eq!(
         envelope(a.get(format!("{base}/mds/nothing")).call()),

@@ -328,7 +328,7 @@ fn the_mds_refuses_role_keys_the_central_bank_revoked() {
     let (_rt2, base) = serve_router(
         &pki,
         Role::Mds,
-        tally_api::mds_router(mds, revoked.clone()),
+        tally_api::mds_router(mds, revoked.clone(), tally_api::RoleRevocationRelay::new()),
         revoked.clone(),
     );
     let honest = pki.agent(&pki.role(Role::Operator));
@@ -365,6 +365,117 @@ fn the_mds_refuses_role_keys_the_central_bank_revoked() {
     assert_eq!(alerts(&honest).unwrap(), 200);
 }
 
+/// The MDS's own key stolen (THREATS T75): whoever holds it can tell an
+/// operator there are no alerts. `tally cb alerts` believes the MDS only
+/// under a current root-signed list that does not revoke its key, and
+/// the MDS relays the list it believes (`GET /mds/role-revocations`): a
+/// relayed list is believed for the root's signature, its serial and its
+/// freshness only, so an MDS can neither forge one, nor pass off an older
+/// one than the client holds; until it holds a list, nothing is read
+/// from it; once its own key is revoked, the operator refuses it.
+#[test]
+fn an_operator_refuses_a_revoked_mds_key_by_the_list_the_mds_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let bank = bank(&dir.path().join("central.db"));
+    let (_rt, central) = serve(&pki, bank.clone(), RevokedKeys::new());
+    let root = pki.root.public_key();
+    // The MDS process: its refresh from the central bank and its relay.
+    let (mds_list_agent, _, mds_revocations) = central_agents(&pki, &pki.role(Role::Mds));
+    let relay = tally_api::RoleRevocationRelay::new();
+    let mds = Arc::new(
+        tally_mds::Mds::open(
+            Store::sqlite_memory().unwrap(),
+            tally_mds::MdsConfig::new(Vec::new(), Vec::new(), 0),
+        )
+        .expect("MDS"),
+    );
+    let revoked = mds_revocations.revoked().clone();
+    let (_rt2, base, mds_pin) = serve_router_pinned(
+        &pki,
+        Role::Mds,
+        tally_api::mds_router(mds, revoked.clone(), relay.clone()),
+        revoked,
+    );
+    let mds_refresh = |held| {
+        let list = tally_api::refresh_role_revocations_at(
+            &mds_list_agent,
+            &tally_api::role_revocations_url(&central),
+            &root,
+            held,
+            &mds_revocations,
+        )
+        .expect("the MDS believes the central bank's list");
+        relay.set(&list);
+        list
+    };
+    // The operator's `tally cb alerts`: its two agents to the MDS.
+    let (list_agent, calls, revocations) = party_agents(&pki, &pki.role(Role::Operator), Role::Mds);
+    let url = tally_api::mds_role_revocations_url(&base);
+    let refresh =
+        |held| tally_api::refresh_role_revocations_at(&list_agent, &url, &root, held, &revocations);
+    let alerts = || calls.get(format!("{base}/mds/alerts")).call();
+
+    // Before the MDS holds a list: 503 (code 1303), and no answer is read.
+    let mut r = pki
+        .agent(&pki.role(Role::Operator))
+        .get(&url)
+        .call()
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(&mut r)),
+        (503, u64::from(tally_codes::CENTRAL_UNAVAILABLE))
+    );
+    assert!(refresh(None).is_err());
+    assert!(alerts().is_err(), "no current list, no call");
+
+    let first = mds_refresh(None);
+    let held = refresh(None).expect("the relayed list").serial;
+    assert_eq!(held, first.serial);
+    assert_eq!(alerts().unwrap().status().as_u16(), 200);
+
+    // A list not signed by the root, relayed: refused, nothing changes.
+    let forged = tally_core::policy::RoleRevocations::try_sign(
+        &*NodeKeys::development().settlement,
+        held + 10,
+        first.issued,
+        Vec::new(),
+    )
+    .unwrap();
+    relay.set(&forged);
+    let err = refresh(Some(held)).unwrap_err();
+    assert!(err.contains("not signed by the root"), "{err}");
+    // An older list than the operator holds: refused as a replay.
+    let (_, v) = json(
+        &honest_central(&pki),
+        &central,
+        "/central/v1/admin/certificates/revoke",
+        serde_json::json!({ "certificate": pki.role(Role::Dcp(7)).0 }),
+    );
+    let newer = mds_refresh(Some(first.serial));
+    assert!(newer.serial > first.serial, "{v}");
+    let held = refresh(Some(held)).expect("the newer list").serial;
+    relay.set(&first);
+    let err = refresh(Some(held)).unwrap_err();
+    assert!(err.contains("older than the ones held"), "{err}");
+    assert_eq!(alerts().unwrap().status().as_u16(), 200);
+
+    // The MDS's own key revoked at the central bank: the MDS relays the
+    // list that says so, and the operator refuses the MDS from then on.
+    assert!(bank.revoke_role_key(&mds_pin, "mds").unwrap());
+    let last = mds_refresh(Some(newer.serial));
+    assert!(last.is_revoked(&tally_core::Hash32(mds_pin)));
+    refresh(Some(held)).expect("the list revoking the MDS, relayed by it");
+    let err = alerts().unwrap_err().to_string();
+    assert!(err.contains("the server's key is revoked"), "{err}");
+    // A fresh client too, at the handshake.
+    let (list_agent2, calls2, revocations2) =
+        party_agents(&pki, &pki.role(Role::Operator), Role::Mds);
+    tally_api::refresh_role_revocations_at(&list_agent2, &url, &root, None, &revocations2)
+        .expect("the relayed list");
+    assert!(calls2.get(format!("{base}/mds/alerts")).call().is_err());
+}
+
 /// A party's two agents to the central bank, as `tally dcp` and `tally
 /// mds` make them: one that fetches the role revocation list (revoked
 /// server keys refused), one for every other call (also refused while no
@@ -373,12 +484,21 @@ fn central_agents(
     pki: &Pki,
     pair: &(String, String),
 ) -> (ureq::Agent, ureq::Agent, ServerRevocations) {
+    party_agents(pki, pair, Role::Central)
+}
+
+/// [`central_agents`] to a server of another role.
+fn party_agents(
+    pki: &Pki,
+    pair: &(String, String),
+    server: Role,
+) -> (ureq::Agent, ureq::Agent, ServerRevocations) {
     let revocations = ServerRevocations::new();
     let agent = |current| {
         party_agent_with(
             &pki.ca_pem,
             (&pair.0, &pair.1),
-            Role::Central,
+            server,
             Some(ServerCheck {
                 revocations: revocations.clone(),
                 current,

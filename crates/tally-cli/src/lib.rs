@@ -252,6 +252,11 @@ enum Command {
         /// The central bank (`https://HOST:PORT`).
         #[arg(long)]
         central: String,
+        /// The MDS, for `alerts` and `indicators`: its key is checked
+        /// against the central bank's role revocation list. Without it,
+        /// `--central` names the MDS and the list it relays is used.
+        #[arg(long)]
+        mds: Option<String>,
         /// The TLS directory (ca.pem, operator.pem/key).
         #[arg(long)]
         tls: PathBuf,
@@ -848,13 +853,19 @@ fn run(cli: Cli) -> Result<String, CliError> {
             reclaim_after_s,
         })
         .map(|_| String::new()),
-        Command::Cb { central, tls, cmd } => {
-            // Alerts and indicators are the MDS's (`--central` names it).
+        Command::Cb {
+            central,
+            mds,
+            tls,
+            cmd,
+        } => {
+            // Alerts and indicators are the MDS's (at `--mds`, or
+            // `--central` names it).
             let server = match cmd {
                 CbCmd::Alerts | CbCmd::Indicators => tally_tls::Role::Mds,
                 _ => tally_tls::Role::Central,
             };
-            let cb = parties::Cb::new(&central, &tls, server)?;
+            let cb = parties::Cb::new(&central, &tls, server, mds.as_deref())?;
             let v = match cmd {
                 CbCmd::Mint {
                     dcp,

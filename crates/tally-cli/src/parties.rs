@@ -224,20 +224,37 @@ fn central_agent(
     client: (&str, &str),
     base: &str,
 ) -> Result<(ureq::Agent, tally_tls::ServerRevocations), CliError> {
+    central_agent_relaying(ca, client, base, None)
+}
+
+/// [`central_agent`], and every list believed is also handed to `relay`
+/// (the MDS serves it to its own clients).
+fn central_agent_relaying(
+    ca: &str,
+    client: (&str, &str),
+    base: &str,
+    relay: Option<tally_api::RoleRevocationRelay>,
+) -> Result<(ureq::Agent, tally_tls::ServerRevocations), CliError> {
     let CheckedCentral {
         root,
         list_agent,
         calls,
         revocations,
     } = checked_central(ca, client)?;
-    let (base, into) = (base.to_owned(), revocations.clone());
+    let (url, into) = (tally_api::role_revocations_url(base), revocations.clone());
     std::thread::Builder::new()
         .name("role-revocations".into())
         .spawn(move || {
             let mut held = None;
             loop {
-                match tally_api::refresh_role_revocations(&list_agent, &base, &root, held, &into) {
-                    Ok(serial) => held = Some(serial),
+                match tally_api::refresh_role_revocations_at(&list_agent, &url, &root, held, &into)
+                {
+                    Ok(list) => {
+                        held = Some(list.serial);
+                        if let Some(relay) = &relay {
+                            relay.set(&list);
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "role revocations: will retry"),
                 }
                 std::thread::sleep(if held.is_some() {
@@ -263,18 +280,42 @@ struct CheckedCentral {
 }
 
 fn checked_central(ca: &str, client: (&str, &str)) -> Result<CheckedCentral, CliError> {
+    let (root, agent) = checked_agents(ca, client)?;
+    let revocations = tally_tls::ServerRevocations::new();
+    Ok(CheckedCentral {
+        root,
+        list_agent: agent(tally_tls::Role::Central, false, &revocations)?,
+        calls: agent(tally_tls::Role::Central, true, &revocations)?,
+        revocations,
+    })
+}
+
+/// The root's key (the CA's, pinned at installation) and a maker of
+/// agents to a server of a role, checked against a revocation set: with
+/// `current`, also refused while no believed list is current.
+#[allow(clippy::type_complexity)]
+fn checked_agents<'a>(
+    ca: &'a str,
+    client: (&'a str, &'a str),
+) -> Result<
+    (
+        tally_core::PublicKey,
+        impl Fn(tally_tls::Role, bool, &tally_tls::ServerRevocations) -> Result<ureq::Agent, CliError>
+        + 'a,
+    ),
+    CliError,
+> {
     let root = tally_tls::ca_key(ca)
         .map_err(|e| CliError::usage(format!("CA certificate: {e}")))
         .and_then(|k| {
             tally_core::PublicKey::new(tally_core::Suite::Ed25519, &k)
                 .map_err(|e| CliError::usage(format!("CA key: {e}")))
         })?;
-    let revocations = tally_tls::ServerRevocations::new();
-    let agent = |current| {
+    let agent = move |server, current, revocations: &tally_tls::ServerRevocations| {
         tally_tls::party_agent_with(
             ca,
             client,
-            tally_tls::Role::Central,
+            server,
             Some(tally_tls::ServerCheck {
                 revocations: revocations.clone(),
                 current,
@@ -282,12 +323,7 @@ fn checked_central(ca: &str, client: (&str, &str)) -> Result<CheckedCentral, Cli
         )
         .map_err(|e| CliError::usage(format!("TLS client: {e}")))
     };
-    Ok(CheckedCentral {
-        root,
-        list_agent: agent(false)?,
-        calls: agent(true)?,
-        revocations,
-    })
+    Ok((root, agent))
 }
 
 pub struct DcpOptions {
@@ -451,12 +487,25 @@ fn serve(
 pub struct Cb {
     base: String,
     agent: ureq::Agent,
+    /// Who answers: "central bank" or "MDS" (for messages).
+    server: &'static str,
 }
 
 impl Cb {
     /// `server`: the role the server must present (the central bank, or
-    /// the MDS for alerts and indicators).
-    pub fn new(central: &str, tls: &Path, server: tally_tls::Role) -> Result<Cb, CliError> {
+    /// the MDS for alerts and indicators, at `mds` or else at `central`).
+    /// Either way the server's key is checked against the root-signed role
+    /// revocation list first (THREATS T74, T75): the central bank's own —
+    /// fetched from the central bank, also for an MDS at `mds` — or, for
+    /// an MDS named by `central`, the one that MDS relays (which a revoked
+    /// MDS can keep showing until it is no longer current, at most
+    /// `ROLE_REVOCATIONS_MAX_AGE_S`).
+    pub fn new(
+        central: &str,
+        tls: &Path,
+        server: tally_tls::Role,
+        mds: Option<&str>,
+    ) -> Result<Cb, CliError> {
         let dir = tls_dir(tls)?;
         let (cert, key) = dir
             .pair("operator")
@@ -464,40 +513,55 @@ impl Cb {
         let ca = dir
             .ca_pem()
             .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-        let base = central.trim_end_matches('/').to_string();
-        let agent = if server == tally_tls::Role::Central {
-            // The central bank's calls (mint, revocations, the ledger) go
-            // only to a key the root has not revoked: the root-signed list
-            // is fetched and checked first, as the DCPs and the MDS do
-            // (SPEC §4.5.1, THREATS T74).
-            let c = checked_central(&ca, (&cert, &key))?;
-            tally_api::refresh_role_revocations(
-                &c.list_agent,
-                &base,
-                &c.root,
-                None,
-                &c.revocations,
-            )
-            .map_err(|e| CliError::failed(format!("central bank refused: {e}")))?;
-            c.calls
-        } else {
-            tally_tls::party_agent(&ca, (&cert, &key), server)
-                .map_err(|e| CliError::usage(format!("TLS client: {e}")))?
+        let central = central.trim_end_matches('/');
+        let (root, agent) = checked_agents(&ca, (&cert, &key))?;
+        let revocations = tally_tls::ServerRevocations::new();
+        let (base, list_role, list_url, who) = match (server, mds) {
+            (tally_tls::Role::Mds, Some(mds)) => (
+                mds.trim_end_matches('/'),
+                tally_tls::Role::Central,
+                tally_api::role_revocations_url(central),
+                "central bank",
+            ),
+            (tally_tls::Role::Mds, None) => (
+                central,
+                tally_tls::Role::Mds,
+                tally_api::mds_role_revocations_url(central),
+                "MDS",
+            ),
+            _ => (
+                central,
+                tally_tls::Role::Central,
+                tally_api::role_revocations_url(central),
+                "central bank",
+            ),
         };
-        Ok(Cb { base, agent })
+        let list_agent = agent(list_role, false, &revocations)?;
+        tally_api::refresh_role_revocations_at(&list_agent, &list_url, &root, None, &revocations)
+            .map_err(|e| CliError::failed(format!("{who} refused: {e}")))?;
+        Ok(Cb {
+            base: base.to_string(),
+            agent: agent(server, true, &revocations)?,
+            server: if server == tally_tls::Role::Mds {
+                "MDS"
+            } else {
+                "central bank"
+            },
+        })
     }
 
     fn answer(
+        &self,
         r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<serde_json::Value, CliError> {
         let body = tally_client::http::exchange(r)
-            .map_err(|e| CliError::failed(format!("central bank refused: {e}")))?;
+            .map_err(|e| CliError::failed(format!("{} refused: {e}", self.server)))?;
         serde_json::from_slice(&body)
             .map_err(|e| CliError::failed(format!("malformed answer: {e}")))
     }
 
     pub fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, CliError> {
-        Self::answer(
+        self.answer(
             self.agent
                 .post(format!("{}{path}", self.base))
                 .header("content-type", "application/json")
@@ -506,7 +570,7 @@ impl Cb {
     }
 
     pub fn get(&self, path: &str) -> Result<serde_json::Value, CliError> {
-        Self::answer(self.agent.get(format!("{}{path}", self.base)).call())
+        self.answer(self.agent.get(format!("{}{path}", self.base)).call())
     }
 
     /// `manufacturer FILE`: the hex of the key file's CBOR.
@@ -549,7 +613,9 @@ pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
     let ca = dir
         .ca_pem()
         .map_err(|e| CliError::usage(format!("CA certificate: {e}")))?;
-    let (agent, revocations) = central_agent(&ca, (&cert, &key), &o.central)?;
+    let relay = tally_api::RoleRevocationRelay::new();
+    let (agent, revocations) =
+        central_agent_relaying(&ca, (&cert, &key), &o.central, Some(relay.clone()))?;
     let outbox = Arc::new(tally_api::OutboxClient::new(&o.central, agent));
     // The issuers and limits come from the central bank's signed policy.
     let mut tries = 0;
@@ -608,7 +674,7 @@ pub fn run_mds(o: MdsOptions) -> Result<(), CliError> {
     serve(o.listen, "mds", move |listener, stop| {
         Box::pin(tally_tls::serve_tls(
             listener,
-            tally_api::mds_router(mds.clone(), revoked.clone()),
+            tally_api::mds_router(mds.clone(), revoked.clone(), relay.clone()),
             tls,
             stop,
         ))
