@@ -29,8 +29,8 @@ use tally_core::escrow::{self, JointKey};
 use tally_core::policy::{RoleRevocations, device_class};
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
 use tally_core::verify::{
-    BoundedCertCache, CertCache, VerifyParams, verify_package_for_settlement,
-    verify_package_groups_for_settlement,
+    BoundedCertCache, CertCache, SettlementRefusal, VerifyParams, verify_package_for_settlement,
+    verify_package_groups_for_settlement_opened,
 };
 use tally_core::{
     Amount, Epoch, Hash32, Issue, OutPoint, Output, Package, Policy, PublicKey, Record,
@@ -1529,7 +1529,17 @@ impl CentralBank {
         // The cache is locked per look-up, not across the verification:
         // concurrent requests verify in parallel.
         let mut cache = SharedCertCache(&self.cache);
-        let verified = verify_package_groups_for_settlement(groups, &trust, params, &mut cache);
+        // C7 with settlement's sealing key in the same call, which is what
+        // lets it stand in for the range proofs and excesses (decision
+        // 0028): every package comes back with its amounts opened.
+        let verified = verify_package_groups_for_settlement_opened(
+            groups,
+            &trust,
+            params,
+            &mut cache,
+            &self.keys.opening,
+            range_bits(trust.policy()),
+        );
         let mut out = Vec::with_capacity(uploads.len());
         for ((verified, transfers), slots) in verified.into_iter().zip(transfers).zip(slots) {
             let mut verified = verified.into_iter().zip(transfers);
@@ -1537,11 +1547,14 @@ impl CentralBank {
             for decoded in slots {
                 checked.push(match (decoded, verified.next()) {
                     (false, _) => Checked::Malformed,
-                    (true, Some((Ok(v), transfer))) => match self.open_amounts(&trust, v) {
-                        Ok(v) => Checked::Verified(Box::new(v)),
-                        Err(e) => Checked::Refused(transfer, e.code()),
-                    },
-                    (true, Some((Err(e), transfer))) => Checked::Refused(transfer, e.code()),
+                    (true, Some((Ok(v), _))) => Checked::Verified(Box::new(v)),
+                    (true, Some((Err(SettlementRefusal::Verify(e)), transfer))) => {
+                        Checked::Refused(transfer, e.code())
+                    }
+                    (true, Some((Err(SettlementRefusal::Audit(f)), transfer))) => Checked::Refused(
+                        transfer,
+                        SettlementError::AuditOpeningInvalid(f.record).code(),
+                    ),
                     (true, None) => {
                         return Err(StoreError::Type("verification lost a package".into()).into());
                     }

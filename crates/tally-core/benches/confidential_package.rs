@@ -121,6 +121,41 @@ fn bench(c: &mut Criterion) {
     group.bench_function("settlement verify 64 confidential one-hop packages", |b| {
         b.iter(|| verify_packages_for_settlement(pkgs.clone(), &f.trust, f.params, &mut NoCache))
     });
+    // What settlement runs (decision 0028): the same verification with
+    // the audit seals opened (C7), against the proofs (C3, C4) + C7.
+    #[cfg(feature = "sealing")]
+    {
+        use tally_core::verify::verify_package_groups_for_settlement_opened;
+        let key =
+            tally_core::sealed::OpeningKey::from_seed(&tally_core::testkit::Scheme::AUDIT_SEED);
+        let bits = f.trust.range_gens().unwrap().bits();
+        group.bench_function(
+            "settlement verify by openings (C7) 64 confidential one-hop packages",
+            |b| {
+                b.iter(|| {
+                    verify_package_groups_for_settlement_opened(
+                        vec![pkgs.clone()],
+                        &f.trust,
+                        f.params,
+                        &mut NoCache,
+                        &key,
+                        bits,
+                    )
+                })
+            },
+        );
+        group.bench_function(
+            "settlement verify proofs (C3, C4) then C7 64 confidential one-hop packages",
+            |b| {
+                b.iter(|| {
+                    verify_packages_for_settlement(pkgs.clone(), &f.trust, f.params, &mut NoCache)
+                        .into_iter()
+                        .map(|v| v.unwrap().open_audit(&key, bits))
+                        .collect::<Vec<_>>()
+                })
+            },
+        );
+    }
     let clear_pkgs: Vec<Package> = (0..64)
         .map(|_| Package::from_cbor(&clear).unwrap())
         .collect();

@@ -566,6 +566,11 @@ impl VerifiedPackage {
             .map(|r| (r.audit_seal(), r))
             .collect::<Vec<_>>();
         let fail = |record: Hash32, reason: ConfidentialError| AuditFailure { record, reason };
+        let mut opened: Vec<(
+            Hash32,
+            Vec<crate::confidential::Opening>,
+            Vec<crate::confidential::Commitment>,
+        )> = Vec::new();
         let t = &self.package.transfer;
         let last = t
             .confidential
@@ -594,7 +599,7 @@ impl VerifiedPackage {
             };
             let seal = seal.ok_or(fail(*id, ConfidentialError::OpeningUnreadable))?;
             let openings = seal
-                .open(key, &context, &commitments)
+                .open_unchecked(key, &context, &commitments)
                 .map_err(|e| fail(*id, e))?;
             let mut v = Vec::with_capacity(openings.len());
             for o in &openings {
@@ -604,6 +609,21 @@ impl VerifiedPackage {
                 v.push(o.value());
             }
             values.insert(*id, v);
+            opened.push((*id, openings, commitments));
+        }
+        // Every opening of the package against its commitment in one
+        // multiscalar multiplication; if that fails, record by record, to
+        // name the first whose seal lies.
+        let (all_openings, all_commitments): (Vec<_>, Vec<_>) = opened
+            .iter()
+            .flat_map(|(_, o, c)| o.iter().cloned().zip(c.iter().copied()))
+            .unzip();
+        if !crate::confidential::opens_all(&all_openings, &all_commitments) {
+            let (id, ..) = opened
+                .iter()
+                .find(|(_, o, c)| !crate::confidential::opens_all(o, c))
+                .unwrap_or(&opened[0]);
+            return Err(fail(*id, ConfidentialError::WrongOpening));
         }
         // Each confidential transfer's opened values balance (the excess
         // proved it for the commitments; this checks the seal tells the
@@ -788,12 +808,67 @@ pub fn verify_package_groups_for_settlement(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Vec<Vec<Result<VerifiedPackage, VerifyError>>> {
+    verify_groups(groups, trust, params, cache, Proofs::Defer)
+}
+
+/// What settlement refuses a package for: a rule of verification, or its
+/// audit seals (C7).
+#[cfg(all(feature = "confidential", feature = "sealing"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettlementRefusal {
+    Verify(VerifyError),
+    Audit(AuditFailure),
+}
+
+/// [`verify_package_groups_for_settlement`] by the party that holds
+/// settlement's sealing key (SPEC §4.9.4, decision 0028): every
+/// confidential record's audit seal is opened with `key` and checked (C7,
+/// [`VerifiedPackage::open_audit`]) before a package is returned, and
+/// that check stands in for the range proofs and excess signatures (C3,
+/// C4), which are not verified here: an opening that opens a commitment
+/// (Pedersen commitments bind) to a value within `bits`, and openings
+/// that balance in clear per transfer, show what the proofs show and
+/// more. A clear package is returned as verified. Every package returned
+/// carries its opened amounts.
+#[cfg(all(feature = "confidential", feature = "sealing"))]
+pub fn verify_package_groups_for_settlement_opened(
+    groups: Vec<Vec<Package>>,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+    key: &crate::sealed::OpeningKey,
+    bits: crate::confidential::RangeBits,
+) -> Vec<Vec<Result<VerifiedPackage, SettlementRefusal>>> {
+    verify_groups(groups, trust, params, cache, Proofs::ByOpenings)
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|r| {
+                    let v = r.map_err(SettlementRefusal::Verify)?;
+                    if v.amounts_opened() {
+                        return Ok(v);
+                    }
+                    v.open_audit(key, bits).map_err(SettlementRefusal::Audit)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn verify_groups(
+    groups: Vec<Vec<Package>>,
+    trust: &TrustStore,
+    params: VerifyParams,
+    cache: &mut dyn CertCache,
+    proofs: Proofs,
+) -> Vec<Vec<Result<VerifiedPackage, VerifyError>>> {
     let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
     #[allow(unused_mut)]
     let mut checked: Vec<Result<Checked, VerifyError>> = groups
         .into_iter()
         .flatten()
-        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache, true))
+        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache, proofs))
         .collect();
     // C3: every range proof of the call in one batch (one multiscalar
     // multiplication); if it fails, each package's proofs again on their
@@ -1046,21 +1121,37 @@ fn verify_inner(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Result<VerifiedPackage, VerifyError> {
-    let checked = check_all_but_signatures(pkg, mode, trust, params, cache, false)?;
+    let checked = check_all_but_signatures(pkg, mode, trust, params, cache, Proofs::Now)?;
     checked.verify_signatures(params.signature_batch_max)?;
     Ok(checked.into_verified(cache))
 }
 
-/// Every rule except V8; cheap structural checks first. With
-/// `defer_ranges`, the range proofs (C3) are left in the result for the
-/// caller to batch with other packages'.
+/// How a call checks a confidential transfer's proofs (C3, C4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proofs {
+    /// Range proofs and excesses here, for this package.
+    Now,
+    /// Excesses here; range proofs left in the result for the caller to
+    /// batch with other packages'.
+    Defer,
+    /// Neither: the caller opens every confidential record's audit seal
+    /// (C7) before the package leaves it, which checks every commitment
+    /// against its opening, its range and each transfer's balance in
+    /// clear — what the proofs show without the openings. Only
+    /// [`verify_package_groups_for_settlement_opened`] uses it.
+    #[cfg_attr(not(feature = "sealing"), allow(dead_code))]
+    ByOpenings,
+}
+
+/// Every rule except V8; cheap structural checks first; C3 and C4 as
+/// `proofs` says.
 fn check_all_but_signatures(
     pkg: Package,
     mode: Mode<'_>,
     trust: &TrustStore,
     params: VerifyParams,
     cache: &dyn CertCache,
-    #[allow(unused_variables)] defer_ranges: bool,
+    #[allow(unused_variables)] proofs: Proofs,
 ) -> Result<Checked, VerifyError> {
     // V2: history budget.
     if pkg.ancestry.len() > params.history_records_max {
@@ -1347,7 +1438,7 @@ fn check_all_but_signatures(
 
     // C2–C4: range proofs (one batch for the package) and excesses.
     #[cfg(feature = "confidential")]
-    let deferred_ranges = check_confidential(&conf_checks, trust, defer_ranges)?;
+    let deferred_ranges = check_confidential(&conf_checks, trust, proofs)?;
 
     Ok(Checked {
         package: pkg,
@@ -1489,8 +1580,8 @@ fn open_payment(
 
 /// C2–C4 over every confidential transfer of a package: the bit-length
 /// of each range proof (the policy's), each excess signature, then all
-/// range proofs in one batch — or, with `defer`, returned for a larger
-/// batch.
+/// range proofs in one batch — or, [`Proofs::Defer`], returned for a
+/// larger batch; [`Proofs::ByOpenings`]: C2 only.
 #[cfg(feature = "confidential")]
 fn check_confidential(
     transfers: &[(
@@ -1498,7 +1589,7 @@ fn check_confidential(
         Vec<crate::confidential::Commitment>,
     )],
     trust: &TrustStore,
-    defer: bool,
+    proofs: Proofs,
 ) -> Result<Vec<PendingRange>, VerifyError> {
     if transfers.is_empty() {
         return Ok(Vec::new());
@@ -1512,13 +1603,16 @@ fn check_confidential(
         if c.range_proof.bits() != gens.bits() {
             return Err(VerifyError::RangeBitsMismatch);
         }
+        if proofs == Proofs::ByOpenings {
+            continue;
+        }
         let context = t.context();
         c.excess
             .verify(&context, inputs, &c.commitments)
             .map_err(|_| VerifyError::ExcessInvalid)?;
         pending.push((c.range_proof.clone(), c.commitments.clone(), context));
     }
-    if defer {
+    if proofs != Proofs::Now {
         return Ok(pending);
     }
     verify_ranges(trust, &pending)?;

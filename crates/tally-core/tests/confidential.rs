@@ -22,7 +22,7 @@ use tally_core::confidential::fuzzing::{ConfidentialFixture, check_confidential_
 use tally_core::confidential::{
     COMMITMENT_BYTES, Commitment, ConfidentialError, EXCESS_SIGNATURE_BYTES, ExcessSignature,
     Opening, RANGE_PROOF_BYTES_MAX, RangeBits, RangeCheck, RangeGens, RangeProof, SealedOpening,
-    batch_verify, blinding_base, excess, value_base,
+    batch_verify, blinding_base, excess, opens_all, value_base,
 };
 use tally_core::crypto::{Hash32, PublicKey, SecretKey, Suite, tagged_hash};
 use tally_core::testkit::{self, TestEntropy};
@@ -81,6 +81,43 @@ fn bases_are_the_range_proofs_and_commitments_are_pedersen() {
         o.commit().point(),
         Scalar::from(5u64) * value_base() + r * blinding_base()
     );
+}
+
+/// Settlement's batched opening check (C7, decision 0028) says what
+/// checking each opening says: true for honest openings, false when any
+/// one is off — a value off by one, a blinding off by one, two openings
+/// swapped, a commitment to a negative amount opened by its wrap-around,
+/// one opening too few — wherever it sits.
+#[test]
+fn opens_all_agrees_with_opening_each() {
+    let mut rng = TestEntropy::new(b"opens-all");
+    for n in 1..=4usize {
+        let values: Vec<u64> = (0..n as u64).map(|i| 100 + i).collect();
+        let o = openings(&values, &mut rng);
+        let c = commits(&o);
+        assert!(opens_all(&o, &c), "{n} honest openings");
+        for i in 0..n {
+            let mut bad = o.clone();
+            bad[i] = Opening::from_parts(Amount(values[i] + 1), *o[i].blinding()).unwrap();
+            assert!(!opens_all(&bad, &c), "value off at {i} of {n}");
+            let mut bad = o.clone();
+            bad[i] = Opening::from_parts(Amount(values[i]), o[i].blinding() + Scalar::ONE).unwrap();
+            assert!(!opens_all(&bad, &c), "blinding off at {i} of {n}");
+        }
+        if n >= 2 {
+            let mut swapped = o.clone();
+            swapped.swap(0, n - 1);
+            assert!(!opens_all(&swapped, &c), "swapped openings, {n}");
+        }
+        assert!(!opens_all(&o[1..], &c), "one opening too few");
+    }
+    // A commitment to −1 and its best u64 "opening".
+    let r = Scalar::from(7u64);
+    let neg = commit_scalar(-Scalar::ONE, r);
+    let wrap = Opening::from_parts(Amount(u64::MAX), r).unwrap();
+    assert!(!wrap.opens(&neg));
+    let o = openings(&[5], &mut rng);
+    assert!(!opens_all(&[o[0].clone(), wrap], &[commits(&o)[0], neg]));
 }
 
 #[test]

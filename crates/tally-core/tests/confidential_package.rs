@@ -970,6 +970,130 @@ fn c7_a_wrong_audit_opening_is_refused_by_settlement() {
     );
 }
 
+/// Settlement by openings (decision 0028): with settlement's sealing key
+/// in the call, the audit openings (C7) stand in for the range proofs and
+/// the excesses (C3, C4). What the proofs refuse is still refused: C4's
+/// cheat — 1 000 in, 250 + 800 out, an honest range proof, a reused
+/// excess — with an audit seal that tells the truth does not balance in
+/// clear; one whose seal lies does not open. The other packages of the
+/// call settle with their amounts. A package whose range proof does not
+/// verify but whose openings are honest settles: its amounts are in range
+/// and balance, which is what settlement books (the proof is the payee's
+/// evidence, not settlement's).
+#[test]
+fn settlement_by_openings_refuses_what_the_proofs_refuse() {
+    use tally_core::verify::{SettlementRefusal, verify_package_groups_for_settlement_opened};
+    let mut w = World::new("by-openings");
+    let good: Vec<Package> = (0..3u8)
+        .map(|i| w.pay_with_nonce(100 + u64::from(i), [i; 16]).0)
+        .collect();
+    let (honest, _) = w.pay_with_nonce(250, [9; 16]);
+    let (mut inflated, mut openings) = w.pay_with_nonce(250, [10; 16]);
+    openings[1] = Opening::random(Amount(800), &mut w.rng);
+    let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
+    let ctx = record_context(&Transfer::body_bytes_with(
+        &inflated.transfer,
+        Some(&commitments),
+    ));
+    let proof =
+        RangeProof::prove(w.trust.range_gens().unwrap(), &ctx, &openings, &mut w.rng).unwrap();
+    let truthful = SealedOpenings::seal(
+        &Scheme::audit_key(),
+        &ctx,
+        &commitments,
+        &openings,
+        &mut w.rng,
+    )
+    .unwrap();
+    let c = conf(&mut inflated.transfer);
+    c.commitments = commitments.clone();
+    c.range_proof = proof;
+    c.excess = honest.transfer.confidential.as_ref().unwrap().excess;
+    c.audit = Some(truthful);
+    w.resign(&mut inflated);
+    assert_eq!(inflated.transfer.context(), ctx);
+    // Its seal lying instead (750 for the 800 output): does not open.
+    let mut lying = inflated.clone();
+    conf(&mut lying.transfer).audit = Some(
+        SealedOpenings::seal_unchecked(
+            &Scheme::audit_key(),
+            &ctx,
+            &commitments,
+            &[
+                openings[0].clone(),
+                Opening::from_parts(Amount(750), *openings[1].blinding()).unwrap(),
+            ],
+            &mut w.rng,
+        )
+        .unwrap(),
+    );
+    w.resign(&mut lying);
+    // A good package with another transfer's range proof.
+    let (mut lifted, _) = w.pay_with_nonce(120, [11; 16]);
+    conf(&mut lifted.transfer).range_proof = good[0]
+        .transfer
+        .confidential
+        .as_ref()
+        .unwrap()
+        .range_proof
+        .clone();
+    w.resign(&mut lifted);
+
+    let call = vec![
+        vec![good[0].clone(), inflated.clone()],
+        vec![
+            good[1].clone(),
+            lying.clone(),
+            lifted.clone(),
+            good[2].clone(),
+        ],
+    ];
+    let r: Vec<Result<VerifiedPackage, SettlementRefusal>> =
+        verify_package_groups_for_settlement_opened(
+            call,
+            &w.trust,
+            w.scheme.params(BUDGET),
+            &mut NoCache,
+            &settlement_key(),
+            bits(&w),
+        )
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(r.len(), 6);
+    assert_eq!(
+        r[1].as_ref().err(),
+        Some(&SettlementRefusal::Audit(AuditFailure {
+            record: inflated.transfer.id(),
+            reason: ConfidentialError::Unbalanced
+        }))
+    );
+    assert_eq!(
+        r[3].as_ref().err(),
+        Some(&SettlementRefusal::Audit(AuditFailure {
+            record: lying.transfer.id(),
+            reason: ConfidentialError::WrongOpening
+        }))
+    );
+    for (i, want) in [(0, 100), (2, 101), (4, 120), (5, 102)] {
+        let v = r[i].as_ref().expect("settles");
+        assert!(v.amounts_opened());
+        assert_eq!(v.package().transfer.outputs[0].value, Amount(want));
+        assert_eq!(
+            v.package().transfer.outputs[1].value,
+            Amount(1000 - want),
+            "the change, opened"
+        );
+    }
+    // The same packages through the proofs: C4 and C3 refuse them.
+    let one = |p: &Package| {
+        verify_package_for_settlement(p.clone(), &w.trust, w.scheme.params(BUDGET), &mut NoCache)
+            .err()
+    };
+    assert_eq!(one(&inflated), Some(VerifyError::ExcessInvalid));
+    assert_eq!(one(&lifted), Some(VerifyError::RangeProofInvalid));
+}
+
 /// A seal lifted from another record (same outputs, same values) does not
 /// open: its aad binds the record's context and commitments. A seal to
 /// another key, or read with another key, does not open either.
