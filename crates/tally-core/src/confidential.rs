@@ -1239,9 +1239,11 @@ impl SealedOpenings {
 }
 
 /// Whether every opening opens its commitment (`oᵢ` opens `Cᵢ`), in one
-/// constant-time multiscalar multiplication: `Σ wᵢ·(Cᵢ − vᵢ·B − rᵢ·H)`
-/// is the identity, with weights `wᵢ` hashed from every commitment and
-/// opening of the call (SHA-512, reduced; `w₀ = 1`). If some `Cᵢ` is not
+/// multiscalar multiplication: `Σ wᵢ·Cᵢ = (Σ wᵢ·vᵢ)·B + (Σ wᵢ·rᵢ)·H`,
+/// with weights `wᵢ` hashed from every commitment and opening of the call
+/// (SHA-512, reduced; `w₀ = 1`); the left side in variable time (public
+/// points, weights that are hash outputs), the right side, whose scalars
+/// are secret, in constant time. If some `Cᵢ` is not
 /// `vᵢ·B + rᵢ·H`, the sum is the identity only if the weights cancel the
 /// differences, which whoever chose the openings cannot arrange without
 /// predicting the hash: probability about 2⁻²⁵² per try. Settlement's C7
@@ -1277,14 +1279,15 @@ pub fn opens_all(openings: &[Opening], commitments: &[Commitment]) -> bool {
         *v += w * Scalar::from(o.value.0);
         *r += w * o.blinding;
     }
-    let sum = RistrettoPoint::multiscalar_mul(
-        weights.iter().copied().chain([-*v, -*r]),
-        commitments
-            .iter()
-            .map(Commitment::point)
-            .chain([value_base(), blinding_base()]),
+    // The weighted commitments in variable time: the weights are hash
+    // outputs, which say nothing of the openings they were hashed from.
+    // The weighted sums of values and blindings are secret: constant time.
+    let committed = RistrettoPoint::vartime_multiscalar_mul(
+        &weights,
+        commitments.iter().map(Commitment::point),
     );
-    sum.is_identity()
+    let opened = RistrettoPoint::multiscalar_mul([*v, *r], [value_base(), blinding_base()]);
+    committed == opened
 }
 
 impl Cbor for SealedOpenings {

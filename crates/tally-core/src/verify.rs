@@ -546,10 +546,26 @@ impl VerifiedPackage {
     /// not changed.
     #[cfg(all(feature = "confidential", feature = "sealing"))]
     pub fn open_audit(
-        mut self,
+        self,
         key: &crate::sealed::OpeningKey,
         bits: crate::confidential::RangeBits,
     ) -> Result<VerifiedPackage, AuditFailure> {
+        let opened = self.audit_open(key, bits)?;
+        if let Some(f) = opened.wrong_opening() {
+            return Err(f);
+        }
+        self.audit_finish(opened)
+    }
+
+    /// C7's first part: every audit seal opened and every value in range;
+    /// the openings not yet checked against their commitments
+    /// ([`AuditOpened::wrong_opening`], or many packages' at once).
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    fn audit_open(
+        &self,
+        key: &crate::sealed::OpeningKey,
+        bits: crate::confidential::RangeBits,
+    ) -> Result<AuditOpened, AuditFailure> {
         use crate::confidential::ConfidentialError;
         let mut values: alloc::collections::BTreeMap<Hash32, Vec<Amount>> =
             alloc::collections::BTreeMap::new();
@@ -611,20 +627,18 @@ impl VerifiedPackage {
             values.insert(*id, v);
             opened.push((*id, openings, commitments));
         }
-        // Every opening of the package against its commitment in one
-        // multiscalar multiplication; if that fails, record by record, to
-        // name the first whose seal lies.
-        let (all_openings, all_commitments): (Vec<_>, Vec<_>) = opened
-            .iter()
-            .flat_map(|(_, o, c)| o.iter().cloned().zip(c.iter().copied()))
-            .unzip();
-        if !crate::confidential::opens_all(&all_openings, &all_commitments) {
-            let (id, ..) = opened
-                .iter()
-                .find(|(_, o, c)| !crate::confidential::opens_all(o, c))
-                .unwrap_or(&opened[0]);
-            return Err(fail(*id, ConfidentialError::WrongOpening));
-        }
+        Ok(AuditOpened { values, opened })
+    }
+
+    /// C7's last part, once every opening opened its commitment: each
+    /// confidential transfer's opened values balance; then the values are
+    /// written into the package.
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    fn audit_finish(mut self, opened: AuditOpened) -> Result<VerifiedPackage, AuditFailure> {
+        use crate::confidential::ConfidentialError;
+        let values = opened.values;
+        let fail = |record: Hash32, reason: ConfidentialError| AuditFailure { record, reason };
+        let t = &self.package.transfer;
         // Each confidential transfer's opened values balance (the excess
         // proved it for the commitments; this checks the seal tells the
         // same story, so the booked amounts conserve value too).
@@ -745,6 +759,52 @@ impl SpendIndex {
     }
 }
 
+/// A package's audit seals opened (C7's first part), its openings not
+/// yet checked against their commitments.
+#[cfg(all(feature = "confidential", feature = "sealing"))]
+struct AuditOpened {
+    values: alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
+    /// Per confidential record: its id, openings and commitments.
+    opened: Vec<(
+        Hash32,
+        Vec<crate::confidential::Opening>,
+        Vec<crate::confidential::Commitment>,
+    )>,
+}
+
+#[cfg(all(feature = "confidential", feature = "sealing"))]
+impl AuditOpened {
+    /// Every opening and its commitment, in record order.
+    fn pairs(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            &crate::confidential::Opening,
+            &crate::confidential::Commitment,
+        ),
+    > {
+        self.opened.iter().flat_map(|(_, o, c)| o.iter().zip(c))
+    }
+    /// The first record whose openings do not open its commitments (one
+    /// multiscalar multiplication for the package; record by record only
+    /// if that fails).
+    fn wrong_opening(&self) -> Option<AuditFailure> {
+        let (o, c): (Vec<_>, Vec<_>) = self.pairs().map(|(o, c)| (o.clone(), *c)).unzip();
+        if crate::confidential::opens_all(&o, &c) {
+            return None;
+        }
+        let id = self
+            .opened
+            .iter()
+            .find(|(_, o, c)| !crate::confidential::opens_all(o, c))
+            .map_or(Hash32([0; 32]), |(id, ..)| *id);
+        Some(AuditFailure {
+            record: id,
+            reason: crate::confidential::ConfidentialError::WrongOpening,
+        })
+    }
+}
+
 /// Why settlement's rule C7 refused a package: the record whose audit
 /// seal did not open, or whose openings do not match its commitments, are
 /// out of range or do not balance.
@@ -839,17 +899,50 @@ pub fn verify_package_groups_for_settlement_opened(
     key: &crate::sealed::OpeningKey,
     bits: crate::confidential::RangeBits,
 ) -> Vec<Vec<Result<VerifiedPackage, SettlementRefusal>>> {
-    verify_groups(groups, trust, params, cache, Proofs::ByOpenings)
+    // C7's first part per package: seals opened, values in range.
+    let opened: Vec<Vec<Result<(VerifiedPackage, Option<AuditOpened>), SettlementRefusal>>> =
+        verify_groups(groups, trust, params, cache, Proofs::ByOpenings)
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .map(|r| {
+                        let v = r.map_err(SettlementRefusal::Verify)?;
+                        if v.amounts_opened() {
+                            return Ok((v, None));
+                        }
+                        let a = v.audit_open(key, bits).map_err(SettlementRefusal::Audit)?;
+                        Ok((v, Some(a)))
+                    })
+                    .collect()
+            })
+            .collect();
+    // Every opening of the call against its commitment in one
+    // multiscalar multiplication; if that fails, package by package, so
+    // one lying seal refuses only its package.
+    let (o, c): (Vec<_>, Vec<_>) = opened
+        .iter()
+        .flatten()
+        .flatten()
+        .filter_map(|(_, a)| a.as_ref())
+        .flat_map(AuditOpened::pairs)
+        .map(|(o, c)| (o.clone(), *c))
+        .unzip();
+    let all_open = crate::confidential::opens_all(&o, &c);
+    opened
         .into_iter()
         .map(|group| {
             group
                 .into_iter()
                 .map(|r| {
-                    let v = r.map_err(SettlementRefusal::Verify)?;
-                    if v.amounts_opened() {
+                    let (v, a) = r?;
+                    let Some(a) = a else {
                         return Ok(v);
+                    };
+                    if !all_open && let Some(f) = a.wrong_opening() {
+                        return Err(SettlementRefusal::Audit(f));
                     }
-                    v.open_audit(key, bits).map_err(SettlementRefusal::Audit)
+                    v.audit_finish(a).map_err(SettlementRefusal::Audit)
                 })
                 .collect()
         })
