@@ -1651,9 +1651,56 @@ pub mod fuzzing {
                 // A confidential package: decodes canonically, and if the
                 // payee accepts it, it is the fixture's payment (same
                 // transfer id, same amount credited).
-                if let Some(p) = round_trip::<crate::protocol::Package>(bytes)
-                    && let Ok(v) = f.package.verify(p)
+                let Some(p) = round_trip::<crate::protocol::Package>(bytes) else {
+                    return;
+                };
+                // Settlement's verifier with its sealing key (decision
+                // 0028): a package it accepts has every amount opened, in
+                // range, and balanced per transfer — whatever its proofs.
+                #[cfg(feature = "sealing")]
                 {
+                    let key =
+                        crate::sealed::OpeningKey::from_seed(&crate::testkit::Scheme::AUDIT_SEED);
+                    let trust = &f.package.trust;
+                    let Some(bits) = trust.range_gens().map(RangeGens::bits) else {
+                        return;
+                    };
+                    let r = crate::verify::verify_package_groups_for_settlement_opened(
+                        vec![vec![p.clone()]],
+                        trust,
+                        f.package.params,
+                        &mut crate::verify::NoCache,
+                        &key,
+                        bits,
+                    );
+                    if let Some(Some(Ok(v))) = r.first().map(|g| g.first()) {
+                        assert!(v.amounts_opened(), "settled with unopened amounts");
+                        let pkg = v.package();
+                        let value_of = |op: &crate::record::OutPoint| {
+                            pkg.ancestry
+                                .iter()
+                                .find(|r| r.id() == op.record)
+                                .and_then(|r| r.outputs().get(op.index as usize))
+                                .map(|o| o.value)
+                        };
+                        let ins: Option<Vec<Amount>> =
+                            pkg.transfer.inputs.iter().map(value_of).collect();
+                        let outs = pkg.transfer.outputs.iter().map(|o| o.value);
+                        assert!(
+                            pkg.transfer
+                                .outputs
+                                .iter()
+                                .all(|o| o.value != Amount::ZERO && bits.holds(o.value)),
+                            "a settled output out of range"
+                        );
+                        assert_eq!(
+                            ins.and_then(Amount::sum),
+                            Amount::sum(outs),
+                            "a settled transfer that does not balance"
+                        );
+                    }
+                }
+                if let Ok(v) = f.package.verify(p) {
                     assert!(
                         v.transfer_id() == f.package.package.transfer.id()
                             && v.payment().1.value == Amount(250),

@@ -1014,6 +1014,27 @@ fn seeds() {
     assert_eq!(f.proof.verify(&f.gens, &f.context, &f.outputs), Ok(()));
     assert_eq!(f.excess.verify(&f.context, &f.inputs, &f.outputs), Ok(()));
     assert!(f.sealed.open(&f.payee, &f.context, &f.outputs[0]).is_ok());
+    // The fixture's package settles by its openings (the fuzz target's
+    // settlement branch starts from an accepted package): 250 and 750.
+    let key = tally_core::sealed::OpeningKey::from_seed(&testkit::Scheme::AUDIT_SEED);
+    let trust = &f.package.trust;
+    let settled = tally_core::verify::verify_package_groups_for_settlement_opened(
+        vec![vec![f.package.package.clone()]],
+        trust,
+        f.package.params,
+        &mut tally_core::verify::NoCache,
+        &key,
+        trust.range_gens().unwrap().bits(),
+    );
+    let v = settled[0][0].as_ref().expect("the fixture settles");
+    let values: Vec<Amount> = v
+        .package()
+        .transfer
+        .outputs
+        .iter()
+        .map(|o| o.value)
+        .collect();
+    assert_eq!(values, vec![Amount(250), Amount(750)]);
 }
 
 #[test]
