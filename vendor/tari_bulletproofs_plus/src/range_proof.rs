@@ -516,6 +516,16 @@ where
         let mut n = full_length;
         let mut round = 0;
 
+        // Tally: the folded generators are kept up to one common factor
+        // per vector (`gi = g_scale · gi_base[i]`, `hi = h_scale ·
+        // hi_base[i]`): a round folds both halves with the same two
+        // challenges for every i, so `e⁻¹·lo + e·y⁻ⁿ·hi = e⁻¹·(lo +
+        // e²·y⁻ⁿ·hi)`, one scalar multiplication per generator instead of
+        // two; the factor goes into the scalars that multiply the
+        // generators (L, R and the final A1). Same proof, bit for bit.
+        let mut g_scale = Scalar::ONE;
+        let mut h_scale = Scalar::ONE;
+
         // Perform the inner-product folding rounds
         while n > 1 {
             n /= 2;
@@ -544,6 +554,12 @@ where
 
             let a_lo_offset = a_lo.iter().map(|s| s * y_n_inverse).collect::<Vec<Scalar>>();
             let a_hi_offset = a_hi.iter().map(|s| s * y_powers[n]).collect::<Vec<Scalar>>();
+            // Tally: the scalars of L and R on the generators, times their
+            // vectors' common factors.
+            let a_lo_scaled = Zeroizing::new(a_lo_offset.iter().map(|s| s * g_scale).collect::<Vec<Scalar>>());
+            let a_hi_scaled = Zeroizing::new(a_hi_offset.iter().map(|s| s * g_scale).collect::<Vec<Scalar>>());
+            let b_lo_scaled = Zeroizing::new(b_lo.iter().map(|s| s * h_scale).collect::<Vec<Scalar>>());
+            let b_hi_scaled = Zeroizing::new(b_hi.iter().map(|s| s * h_scale).collect::<Vec<Scalar>>());
 
             let d_l = if let Some(seed_nonce) = statement.seed_nonce {
                 Zeroizing::new(
@@ -594,16 +610,16 @@ where
                 chunk,
                 once::<&Scalar>(&c_l)
                     .chain(d_l.iter())
-                    .chain(a_lo_offset.iter())
-                    .chain(b_hi.iter()),
+                    .chain(a_lo_scaled.iter())
+                    .chain(b_hi_scaled.iter()),
                 once(h_base).chain(g_base.iter()).chain(gi_base_hi).chain(hi_base_lo),
             )?);
             ri.push(msm(
                 chunk,
                 once::<&Scalar>(&c_r)
                     .chain(d_r.iter())
-                    .chain(a_hi_offset.iter())
-                    .chain(b_lo.iter()),
+                    .chain(a_hi_scaled.iter())
+                    .chain(b_lo_scaled.iter()),
                 once(h_base).chain(g_base.iter()).chain(gi_base_lo).chain(hi_base_hi),
             )?);
 
@@ -620,18 +636,20 @@ where
             let e_inverse = e.invert();
             let e_inverse_square = e_inverse * e_inverse;
 
-            // Fold the vectors
-            let e_y_n_inverse = e * y_n_inverse;
+            // Fold the vectors (Tally: up to the common factors, above)
+            let c_g = e_square * y_n_inverse;
             gi_base = gi_base_lo
                 .iter()
                 .zip(gi_base_hi.iter())
-                .map(|(lo, hi)| P::vartime_multiscalar_mul([&e_inverse, &e_y_n_inverse], [lo, hi]))
+                .map(|(lo, hi)| lo + &P::vartime_multiscalar_mul([&c_g], [hi]))
                 .collect();
             hi_base = hi_base_lo
                 .iter()
                 .zip(hi_base_hi.iter())
-                .map(|(lo, hi)| P::vartime_multiscalar_mul([&e, &e_inverse], [lo, hi]))
+                .map(|(lo, hi)| lo + &P::vartime_multiscalar_mul([&e_inverse_square], [hi]))
                 .collect();
+            g_scale *= e_inverse;
+            h_scale *= e;
             a_li = Zeroizing::new(
                 a_lo.iter()
                     .zip(a_hi_offset.iter())
@@ -685,7 +703,7 @@ where
 
         #[allow(clippy::arithmetic_side_effects)]
         let mut a1 =
-            &gi_base[0] * *r + &hi_base[0] * *s + h_base * (*r * y_powers[1] * a_ri[0] + *s * y_powers[1] * a_li[0]);
+            &gi_base[0] * (*r * g_scale) + &hi_base[0] * (*s * h_scale) + h_base * (*r * y_powers[1] * a_ri[0] + *s * y_powers[1] * a_li[0]);
         let mut b = h_base * (*r * y_powers[1] * *s);
         #[allow(clippy::arithmetic_side_effects)]
         for (g_base, &d) in g_base.iter().zip(d.iter()) {
