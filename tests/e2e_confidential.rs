@@ -149,3 +149,14 @@ fn confidential_story_sqlite() {
     let dir = temp_dir("confidential-sqlite-db");
     confidential_story(Db::sqlite(dir.path()), "confidential-sqlite");
 }
+
+/// The same story on PostgreSQL (settlement's batched opening check and
+/// the ledger on the server store). `PgSchema::create` fails the test
+/// when `CI` is set and PostgreSQL is missing, and says it skipped
+/// otherwise.
+#[test]
+fn confidential_story_postgres() {
+    if let Some(db) = Db::postgres("e2e_confidential::confidential_story_postgres") {
+        confidential_story(db, "confidential-postgres");
+    }
+}
