@@ -342,13 +342,14 @@ fn c2_an_output_above_the_policy_range_is_refused() {
     );
 }
 
-/// C4: value created: 1000 in, 250 + 800 out. The range proof is honest
-/// (both in range); the excess cannot be made, so the cheat reuses one.
-#[test]
-fn c4_a_forged_excess_is_refused() {
-    let mut w = World::new("excess");
-    let (honest, _) = w.pay(250);
-    let (mut pkg, mut openings) = w.pay(250);
+/// C4's cheat on a payment of 250 from 1 000: its change output becomes
+/// 800 (value created), with the commitments, the transfer's context for
+/// them and an honest range proof over both outputs (both are in range).
+fn value_created(
+    w: &mut World,
+    pkg: &Package,
+    openings: &mut [Opening],
+) -> (Vec<Commitment>, Hash32, RangeProof) {
     openings[1] = Opening::random(Amount(800), &mut w.rng);
     let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
     let ctx = record_context(&Transfer::body_bytes_with(
@@ -356,7 +357,18 @@ fn c4_a_forged_excess_is_refused() {
         Some(&commitments),
     ));
     let proof =
-        RangeProof::prove(w.trust.range_gens().unwrap(), &ctx, &openings, &mut w.rng).unwrap();
+        RangeProof::prove(w.trust.range_gens().unwrap(), &ctx, openings, &mut w.rng).unwrap();
+    (commitments, ctx, proof)
+}
+
+/// C4: value created: 1000 in, 250 + 800 out. The range proof is honest
+/// (both in range); the excess cannot be made, so the cheat reuses one.
+#[test]
+fn c4_a_forged_excess_is_refused() {
+    let mut w = World::new("excess");
+    let (honest, _) = w.pay(250);
+    let (mut pkg, mut openings) = w.pay(250);
+    let (commitments, ctx, proof) = value_created(&mut w, &pkg, &mut openings);
     let sealed = SealedOpening::seal(
         &w.payee.public(),
         &ctx,
@@ -989,14 +1001,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
         .collect();
     let (honest, _) = w.pay_with_nonce(250, [9; 16]);
     let (mut inflated, mut openings) = w.pay_with_nonce(250, [10; 16]);
-    openings[1] = Opening::random(Amount(800), &mut w.rng);
-    let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
-    let ctx = record_context(&Transfer::body_bytes_with(
-        &inflated.transfer,
-        Some(&commitments),
-    ));
-    let proof =
-        RangeProof::prove(w.trust.range_gens().unwrap(), &ctx, &openings, &mut w.rng).unwrap();
+    let (commitments, ctx, proof) = value_created(&mut w, &inflated, &mut openings);
     let truthful = SealedOpenings::seal(
         &Scheme::audit_key(),
         &ctx,
