@@ -1618,7 +1618,7 @@ pub mod fuzzing {
                     );
                     let swapped = [f.outputs[1], f.outputs[0]];
                     assert_eq!(opens_all(&[honest.clone(), o.clone()], &swapped), each);
-                    assert_eq!(opens_all(&[o.clone()], &f.outputs[..1]), each);
+                    assert_eq!(opens_all(core::slice::from_ref(&o), &f.outputs[..1]), each);
                 }
             }
             2 => {

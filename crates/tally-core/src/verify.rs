@@ -900,23 +900,23 @@ pub fn verify_package_groups_for_settlement_opened(
     bits: crate::confidential::RangeBits,
 ) -> Vec<Vec<Result<VerifiedPackage, SettlementRefusal>>> {
     // C7's first part per package: seals opened, values in range.
-    let opened: Vec<Vec<Result<(VerifiedPackage, Option<AuditOpened>), SettlementRefusal>>> =
-        verify_groups(groups, trust, params, cache, Proofs::ByOpenings)
-            .into_iter()
-            .map(|group| {
-                group
-                    .into_iter()
-                    .map(|r| {
-                        let v = r.map_err(SettlementRefusal::Verify)?;
-                        if v.amounts_opened() {
-                            return Ok((v, None));
-                        }
-                        let a = v.audit_open(key, bits).map_err(SettlementRefusal::Audit)?;
-                        Ok((v, Some(a)))
-                    })
-                    .collect()
-            })
-            .collect();
+    type Opened = Result<(VerifiedPackage, Option<AuditOpened>), SettlementRefusal>;
+    let opened: Vec<Vec<Opened>> = verify_groups(groups, trust, params, cache, Proofs::ByOpenings)
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|r| {
+                    let v = r.map_err(SettlementRefusal::Verify)?;
+                    if v.amounts_opened() {
+                        return Ok((v, None));
+                    }
+                    let a = v.audit_open(key, bits).map_err(SettlementRefusal::Audit)?;
+                    Ok((v, Some(a)))
+                })
+                .collect()
+        })
+        .collect();
     // Every opening of the call against its commitment in one
     // multiscalar multiplication; if that fails, package by package, so
     // one lying seal refuses only its package.
