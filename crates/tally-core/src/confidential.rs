@@ -1662,9 +1662,10 @@ pub mod fuzzing {
                     let key =
                         crate::sealed::OpeningKey::from_seed(&crate::testkit::Scheme::AUDIT_SEED);
                     let trust = &f.package.trust;
-                    let Some(bits) = trust.range_gens().map(RangeGens::bits) else {
-                        return;
-                    };
+                    let bits = trust
+                        .range_gens()
+                        .map(RangeGens::bits)
+                        .expect("the confidential fixture has range generators");
                     let r = crate::verify::verify_package_groups_for_settlement_opened(
                         vec![vec![p.clone()]],
                         trust,
