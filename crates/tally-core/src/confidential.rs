@@ -65,17 +65,22 @@ const VERSION: u8 = 1;
 /// have a payment and a change output, a split a few more; four keeps the
 /// generator tables a device needs small.
 pub const RANGE_OUTPUTS_MAX: usize = 4;
-/// Points per multiscalar multiplication of a verification with
-/// [`RangeGens::low_memory`] (feature `confidential-low-memory`):
-/// curve25519-dalek's variable-time Straus keeps a lookup table per point
-/// (about 1.5 KiB on the 32-bit backend, more with its scratch), so the
-/// chunk bounds the memory; a larger chunk shares more doublings (faster)
-/// for more RAM. 8 keeps the M4's RECEIVE within 64 KiB (decision 0027).
-pub const RANGE_MSM_CHUNK: usize = 8;
-/// The same for proving: the prover also holds its folded generator
-/// vectors, so it takes a smaller chunk to fit the M4's PAY in 64 KiB
-/// (decision 0027).
-pub const RANGE_PROVE_MSM_CHUNK: usize = 4;
+/// Generators a verification with [`RangeGens::low_memory`] (feature
+/// `confidential-low-memory`) holds decompressed at a time: it multiplies
+/// them, and the proof's own points, by the bucket method (Pippenger; a
+/// bucket per digit magnitude, no per-point tables), a group at a time.
+/// 64 (about 10 KiB on the 32-bit backend) holds all of a 16-bit proof of
+/// two outputs, so its doublings are done once; larger proofs take more
+/// groups. Decision 0027, "Session 13".
+pub const RANGE_MSM_CHUNK: usize = 64;
+/// Points per chunk when proving with [`RangeGens::low_memory`] uses
+/// curve25519-dalek's variable-time Straus (a lookup table of about
+/// 1.3 KiB per point): the prover holds its generator vectors, and takes
+/// the bucket method over them where that is fewer point operations
+/// (its larger multiplications), chunked Straus where not. 6 keeps the
+/// M4's PAY at 55.6 KiB; 7 or 8 save 2 % of its instructions for 63.4 KiB,
+/// too close to the 64 KiB budget (decision 0027, "Session 13").
+pub const RANGE_PROVE_MSM_CHUNK: usize = 6;
 /// Most input commitments an excess signature covers (a Transfer's inputs).
 pub const EXCESS_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
 /// Bytes of a compressed commitment.

@@ -372,6 +372,80 @@ fn low_memory_generators_interoperate_with_taris() {
     );
 }
 
+/// The device's bucket-method multiscalar multiplication (the tari patch,
+/// decision 0027 "Session 13") agrees with curve25519-dalek's on every
+/// size it picks a window for, on the scalars whose signed recoding carries
+/// the most (the group order less one, all-ones below it, 2^252 and its
+/// neighbours), on zero and one, on a point repeated with opposite
+/// scalars, and across parts; unequal lengths are an error, not a sum
+/// that drops terms.
+#[test]
+fn the_bucket_method_agrees_with_dalek() {
+    use curve25519_dalek::traits::{Identity, VartimeMultiscalarMul};
+    use tari_bulletproofs_plus::range_proof::bucket_msm;
+
+    let mut rng = TestEntropy::new(b"bucket-msm");
+    let two_252 = Scalar::from(1u64 << 63) * Scalar::from(1u64 << 63) * Scalar::from(1u64 << 63)
+        * Scalar::from(1u64 << 63);
+    let mut ones = [0xffu8; 32];
+    ones[31] = 0x0f; // 2^252 - 1 < l
+    let edges = [
+        Scalar::ZERO,
+        Scalar::ONE,
+        -Scalar::ONE,
+        -Scalar::from(2u64),
+        two_252,
+        two_252 - Scalar::ONE,
+        two_252 + Scalar::ONE,
+        Scalar::from_canonical_bytes(ones).unwrap(),
+        Scalar::from(u64::MAX),
+        -Scalar::from(u64::MAX),
+    ];
+    let random_scalar = |rng: &mut TestEntropy| {
+        let mut wide = [0u8; 64];
+        tally_core::crypto::Entropy::fill(rng, &mut wide);
+        Scalar::from_bytes_mod_order_wide(&wide)
+    };
+    let random_point = |rng: &mut TestEntropy| RISTRETTO_BASEPOINT_POINT * random_scalar(rng);
+    // Sizes across the window widths the method picks (3 to 8 bits).
+    for n in [1usize, 2, 5, 10, 17, 34, 65, 81, 150, 300, 700] {
+        let mut scalars: Vec<Scalar> = (0..n)
+            .map(|i| {
+                if i < edges.len() && n < 150 {
+                    edges[i]
+                } else {
+                    random_scalar(&mut rng)
+                }
+            })
+            .collect();
+        let mut points: Vec<RistrettoPoint> = (0..n).map(|_| random_point(&mut rng)).collect();
+        if n >= 2 {
+            // One point twice with opposite scalars: the terms cancel.
+            points[1] = points[0];
+            scalars[1] = -scalars[0];
+        }
+        let want = RistrettoPoint::vartime_multiscalar_mul(&scalars, &points);
+        assert_eq!(bucket_msm(&[(&scalars[..], &points[..])]).unwrap(), want, "n = {n}");
+        let cut = n / 3;
+        let split = bucket_msm(&[
+            (&scalars[..cut], &points[..cut]),
+            (&[][..], &[][..]),
+            (&scalars[cut..], &points[cut..]),
+        ]);
+        assert_eq!(split.unwrap(), want, "n = {n}, in parts");
+    }
+    // Each edge scalar alone, and every edge scalar together.
+    let p = random_point(&mut rng);
+    for s in edges {
+        assert_eq!(bucket_msm(&[(&[s][..], &[p][..])]).unwrap(), p * s, "{s:?}");
+    }
+    assert_eq!(
+        bucket_msm::<RistrettoPoint>(&[]).unwrap(),
+        RistrettoPoint::identity()
+    );
+    assert!(bucket_msm(&[(&edges[..3], &[p, p][..])]).is_err());
+}
+
 #[test]
 fn out_of_range_amounts_are_refused_by_the_prover() {
     let mut rng = TestEntropy::new(b"oor");

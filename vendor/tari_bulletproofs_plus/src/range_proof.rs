@@ -8,7 +8,7 @@
 use alloc::{string::ToString, vec, vec::Vec};
 use core::{
     convert::{TryFrom, TryInto},
-    iter::{once, repeat_n},
+    iter::repeat_n,
     marker::PhantomData,
     ops::{Add, Mul, Shr},
 };
@@ -26,7 +26,7 @@ use rand_core::UnwrapErr;
 use rand_core::{CryptoRng, Rng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
 use tari_merlin::Transcript;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::{
     errors::ProofError,
@@ -85,67 +85,223 @@ const FIXED_PROOF_ELEMENTS: usize = 5;
 /// Assorted serialization constants
 const ENCODED_EXTENSION_SIZE: usize = 1;
 
-/// Tally's low-memory patch: `sum(s_i * P_i)` as the sum of curve25519-dalek's variable-time multiscalar
-/// multiplications over `chunk` points at a time, so that the memory they take (dalek's per-point lookup tables) is
-/// bounded by `chunk` whatever the number of points. The scalars are copied into a buffer that is zeroed after each
-/// chunk (the prover's are secret). As many scalars as points, or an error (a generator source that ran short must
-/// not silently drop terms from a check).
-fn chunked_vartime_multiscalar_mul<P, S, I, J>(chunk: usize, scalars: I, points: J) -> Result<P, ProofError>
-where
-    P: CurvePointProtocol,
-    S: core::borrow::Borrow<Scalar>,
-    I: IntoIterator<Item = S>,
-    J: IntoIterator<Item = P>,
-{
-    let chunk = chunk.max(1);
-    let mut acc = P::identity();
-    let mut buf_scalars: Zeroizing<Vec<Scalar>> = Zeroizing::new(Vec::with_capacity(chunk));
-    let mut buf_points: Vec<P> = Vec::with_capacity(chunk);
-    let mut scalars = scalars.into_iter();
-    let mut points = points.into_iter();
-    loop {
-        match (scalars.next(), points.next()) {
-            (Some(s), Some(p)) => {
-                buf_scalars.push(*s.borrow());
-                buf_points.push(p);
-            },
-            (None, None) => break,
-            _ => {
-                return Err(ProofError::InvalidLength(
-                    "Multiscalar multiplication with unequal numbers of scalars and points".to_string(),
-                ))
-            },
-        }
-        if buf_points.len() == chunk {
-            acc += P::vartime_multiscalar_mul(buf_scalars.iter(), buf_points.iter());
-            buf_scalars.zeroize();
-            buf_points.clear();
-        }
-    }
-    if !buf_points.is_empty() {
-        acc += P::vartime_multiscalar_mul(buf_scalars.iter(), buf_points.iter());
-    }
-    Ok(acc)
+/// Tally's patch: curve25519-dalek's variable-time multiscalar multiplication over scalars and points given as pairs
+/// of slices (one instance of it for every caller, which keeps a device's flash small).
+fn parts_msm<P: CurvePointProtocol>(parts: &[(&[Scalar], &[P])]) -> P {
+    let scalars = parts.iter().map(|(s, _)| s.len()).sum::<usize>();
+    let points = parts.iter().map(|(_, p)| p.len()).sum::<usize>();
+    P::vartime_multiscalar_mul(
+        Counted {
+            inner: parts.iter().flat_map(|(s, _)| s.iter()),
+            left: scalars,
+        },
+        Counted {
+            inner: parts.iter().flat_map(|(_, p)| p.iter()),
+            left: points,
+        },
+    )
 }
 
-/// A variable-time multiscalar multiplication: in one piece (`chunk` is `None`, stock) or chunked (low-memory patch).
-fn msm<P, S, I, J>(chunk: Option<usize>, scalars: I, points: J) -> Result<P, ProofError>
-where
-    P: CurvePointProtocol,
-    S: core::borrow::Borrow<Scalar>,
-    I: IntoIterator<Item = S>,
-    J: IntoIterator,
-    J::Item: core::borrow::Borrow<P>,
-{
-    match chunk {
-        None => Ok(P::vartime_multiscalar_mul(scalars, points)),
-        Some(k) => chunked_vartime_multiscalar_mul(
-            k,
-            scalars,
-            points
-                .into_iter()
-                .map(|p| core::borrow::Borrow::<P>::borrow(&p).clone()),
-        ),
+/// An iterator that knows how many items it has left (curve25519-dalek's multiscalar multiplications require an exact
+/// size hint, which a flattening iterator does not give).
+struct Counted<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left = self.left.saturating_sub(1);
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+/// Tally's low-memory patch: `sum(s_i * P_i)` as the sum of curve25519-dalek's variable-time multiscalar
+/// multiplications over `chunk` points at a time, so that the memory they take (dalek's per-point lookup tables) is
+/// bounded by `chunk` whatever the number of points. The parts' lengths must have been checked equal.
+fn chunked_msm<P: CurvePointProtocol>(chunk: usize, parts: &[(&[Scalar], &[P])]) -> P {
+    let chunk = chunk.max(1);
+    let mut acc = P::identity();
+    let mut pieces: Vec<(&[Scalar], &[P])> = Vec::with_capacity(parts.len());
+    let mut taken = 0usize;
+    for (scalars, points) in parts {
+        let mut at = 0usize;
+        while at < scalars.len() {
+            let end = scalars.len().min(at + (chunk - taken));
+            pieces.push((&scalars[at..end], &points[at..end]));
+            taken += end - at;
+            at = end;
+            if taken == chunk {
+                acc += parts_msm(&pieces);
+                pieces.clear();
+                taken = 0;
+            }
+        }
+    }
+    if taken > 0 {
+        acc += parts_msm(&pieces);
+    }
+    acc
+}
+
+/// Bits of a canonical scalar (below the group order, which is below 2^253): the windows of the bucket method cover
+/// these.
+const SCALAR_BITS: usize = 253;
+
+/// Tally's low-memory patch: window widths the bucket method may use. Within these, a canonical scalar's signed
+/// recoding never carries out of its top window (the top window holds at most `c - 2` significant bits).
+const BUCKET_WINDOWS: core::ops::RangeInclusive<usize> = 3..=8;
+
+/// The point additions of the bucket method over `n` points with windows of `c` bits: per window, one addition per
+/// point and two per bucket (the running sum), and `c` doublings between windows.
+fn bucket_cost(n: usize, c: usize) -> usize {
+    let windows = SCALAR_BITS.div_ceil(c);
+    windows.saturating_mul(n.saturating_add(1usize << c).saturating_add(c))
+}
+
+/// The window width with the fewest additions for `n` points.
+fn bucket_window(n: usize) -> usize {
+    BUCKET_WINDOWS.min_by_key(|&c| bucket_cost(n, c)).unwrap_or(5)
+}
+
+/// The point operations of curve25519-dalek's variable-time Straus over `n` points in chunks of `chunk`: a table of
+/// eight multiples per point (7 additions), an addition per point per radix-16 digit (64), and 256 doublings per chunk
+/// (a doubling counted as 4/5 of an addition).
+fn chunked_straus_cost(n: usize, chunk: usize) -> usize {
+    let chunks = n.div_ceil(chunk.max(1));
+    chunks.saturating_mul(256 * 4 / 5).saturating_add(n.saturating_mul(71))
+}
+
+/// The unsigned value of the `c` bits of `bytes` (little-endian) from bit `start`; bits past the end read as zero.
+fn window_bits(bytes: &[u8; 32], start: usize, c: usize) -> u32 {
+    let byte = start / 8;
+    let shift = start % 8;
+    let lo = bytes.get(byte).copied().unwrap_or(0) as u32;
+    let hi = bytes.get(byte.saturating_add(1)).copied().unwrap_or(0) as u32;
+    ((lo | (hi << 8)) >> shift) & ((1u32 << c) - 1)
+}
+
+/// Tally's low-memory patch: `sum(s_i * P_i)` by Pippenger's bucket method over points that are all in memory, for a
+/// device that cannot hold curve25519-dalek's per-point lookup tables (about 1.3 KiB per point on the 32-bit backend)
+/// for many points at once. Each scalar is recoded in signed radix `2^c` (digits in `[-2^(c-1), 2^(c-1))`); window by
+/// window, from the top, each point is added to (or subtracted from) the bucket of its digit's magnitude, the buckets
+/// are summed as `sum(k * B_k)` with a running sum, and the result is doubled `c` times before the next window. The
+/// memory is `2^(c-1)` buckets and a carry bit per scalar per window; the doublings are shared by all points, which
+/// chunked Straus repeats per chunk. Variable time (it skips zero digits and empty buckets), like the multiplications it
+/// replaces. `parts` pairs scalars with points; each pair must have as many of each, or an error.
+pub fn bucket_msm<P: CurvePointProtocol>(parts: &[(&[Scalar], &[P])]) -> Result<P, ProofError> {
+    let mut n = 0usize;
+    for (scalars, points) in parts {
+        if scalars.len() != points.len() {
+            return Err(ProofError::InvalidLength(
+                "Multiscalar multiplication with unequal numbers of scalars and points".to_string(),
+            ));
+        }
+        n = n.checked_add(scalars.len()).ok_or(ProofError::SizeOverflow)?;
+    }
+    if n == 0 {
+        return Ok(P::identity());
+    }
+    let c = bucket_window(n);
+    let windows = SCALAR_BITS.div_ceil(c);
+    let half = 1u32 << (c - 1);
+    // Each scalar's carry into each window of its recoding (the recoding runs from the bottom, the sum from the top).
+    let carry_bytes = windows.div_ceil(8);
+    let mut carries: Zeroizing<Vec<u8>> =
+        Zeroizing::new(vec![0u8; n.checked_mul(carry_bytes).ok_or(ProofError::SizeOverflow)?]);
+    for (i, scalar) in parts.iter().flat_map(|(scalars, _)| scalars.iter()).enumerate() {
+        let bytes = scalar.as_bytes();
+        let row = &mut carries[i * carry_bytes..(i + 1) * carry_bytes];
+        let mut carry = 0u32;
+        for j in 0..windows {
+            row[j / 8] |= (carry as u8) << (j % 8);
+            let d = window_bits(bytes, j * c, c) + carry;
+            carry = (d + half) >> c;
+        }
+        if carry != 0 {
+            return Err(ProofError::InvalidArgument("Scalar is not canonical".to_string()));
+        }
+    }
+    let mut buckets: Vec<Option<P>> = vec![None; half as usize];
+    let mut acc: Option<P> = None;
+    for j in (0..windows).rev() {
+        if let Some(a) = acc.as_mut() {
+            for _ in 0..c {
+                let t = a.clone();
+                *a += &t;
+            }
+        }
+        let mut i = 0usize;
+        for (scalars, points) in parts {
+            for (scalar, point) in scalars.iter().zip(points.iter()) {
+                let carry = u32::from((carries[i * carry_bytes + j / 8] >> (j % 8)) & 1);
+                i += 1;
+                let d = window_bits(scalar.as_bytes(), j * c, c) + carry;
+                // d in [0, 2^c]: the digit is d, or d - 2^c when d reaches half of it
+                let (magnitude, negative) = if d >= half { ((1u32 << c) - d, true) } else { (d, false) };
+                if magnitude == 0 {
+                    continue;
+                }
+                let bucket = &mut buckets[(magnitude - 1) as usize];
+                match (bucket.as_mut(), negative) {
+                    (Some(b), false) => *b += point,
+                    (Some(b), true) => *b -= point,
+                    (None, false) => *bucket = Some(point.clone()),
+                    (None, true) => *bucket = Some(-point.clone()),
+                }
+            }
+        }
+        // sum(k * B_k) = B_half + (B_half + B_(half-1)) + ...
+        let mut running: Option<P> = None;
+        let mut sum: Option<P> = None;
+        for bucket in buckets.iter_mut().rev() {
+            if let Some(b) = bucket.take() {
+                match running.as_mut() {
+                    Some(r) => *r += &b,
+                    None => running = Some(b),
+                }
+            }
+            if let Some(r) = running.as_ref() {
+                match sum.as_mut() {
+                    Some(s) => *s += r,
+                    None => sum = Some(r.clone()),
+                }
+            }
+        }
+        if let Some(s) = sum {
+            match acc.as_mut() {
+                Some(a) => *a += &s,
+                None => acc = Some(s),
+            }
+        }
+    }
+    Ok(acc.unwrap_or_else(P::identity))
+}
+
+/// Tally's patch: a multiplication over points in memory (the prover's generator vectors). Stock (`chunk` is `None`):
+/// curve25519-dalek's. Low-memory: the bucket method or chunked Straus, whichever takes fewer point operations (Straus
+/// for few points, whose tables `chunk` bounds).
+fn resident_msm<P: CurvePointProtocol>(chunk: Option<usize>, parts: &[(&[Scalar], &[P])]) -> Result<P, ProofError> {
+    if parts.iter().any(|(s, p)| s.len() != p.len()) {
+        return Err(ProofError::InvalidLength(
+            "Multiscalar multiplication with unequal numbers of scalars and points".to_string(),
+        ));
+    }
+    let Some(chunk) = chunk else {
+        return Ok(parts_msm(parts));
+    };
+    let n = parts.iter().map(|(s, _)| s.len()).sum::<usize>();
+    if chunked_straus_cost(n, chunk) <= bucket_cost(n, bucket_window(n)) {
+        Ok(chunked_msm(chunk, parts))
+    } else {
+        bucket_msm(parts)
     }
 }
 
@@ -449,13 +605,13 @@ where
                 alpha.iter(),
                 statement.generators.g_bases().iter(),
             ),
-            None => msm(
+            None => resident_msm(
                 chunk,
-                a_li.iter().interleave(a_ri.iter()).chain(alpha.iter()),
-                gi_base
-                    .iter()
-                    .interleave(hi_base.iter())
-                    .chain(statement.generators.g_bases().iter()),
+                &[
+                    (&a_li[..], &gi_base[..]),
+                    (&a_ri[..], &hi_base[..]),
+                    (&alpha[..], statement.generators.g_bases()),
+                ],
             )?,
         };
 
@@ -606,21 +762,23 @@ where
             );
 
             // Compute L and R by multi-scalar multiplication
-            li.push(msm(
+            li.push(resident_msm(
                 chunk,
-                once::<&Scalar>(&c_l)
-                    .chain(d_l.iter())
-                    .chain(a_lo_scaled.iter())
-                    .chain(b_hi_scaled.iter()),
-                once(h_base).chain(g_base.iter()).chain(gi_base_hi).chain(hi_base_lo),
+                &[
+                    (core::slice::from_ref(&*c_l), core::slice::from_ref(h_base)),
+                    (&d_l[..], g_base),
+                    (&a_lo_scaled[..], gi_base_hi),
+                    (&b_hi_scaled[..], hi_base_lo),
+                ],
             )?);
-            ri.push(msm(
+            ri.push(resident_msm(
                 chunk,
-                once::<&Scalar>(&c_r)
-                    .chain(d_r.iter())
-                    .chain(a_hi_scaled.iter())
-                    .chain(b_lo_scaled.iter()),
-                once(h_base).chain(g_base.iter()).chain(gi_base_lo).chain(hi_base_hi),
+                &[
+                    (core::slice::from_ref(&*c_r), core::slice::from_ref(h_base)),
+                    (&d_r[..], g_base),
+                    (&a_hi_scaled[..], gi_base_lo),
+                    (&b_lo_scaled[..], hi_base_hi),
+                ],
             )?);
 
             // Update transcript, get challenge, and update RNG
@@ -641,12 +799,12 @@ where
             gi_base = gi_base_lo
                 .iter()
                 .zip(gi_base_hi.iter())
-                .map(|(lo, hi)| lo + &P::vartime_multiscalar_mul([&c_g], [hi]))
+                .map(|(lo, hi)| lo + &parts_msm(&[(core::slice::from_ref(&c_g), core::slice::from_ref(hi))]))
                 .collect();
             hi_base = hi_base_lo
                 .iter()
                 .zip(hi_base_hi.iter())
-                .map(|(lo, hi)| lo + &P::vartime_multiscalar_mul([&e_inverse_square], [hi]))
+                .map(|(lo, hi)| lo + &parts_msm(&[(core::slice::from_ref(&e_inverse_square), core::slice::from_ref(hi))]))
                 .collect();
             g_scale *= e_inverse;
             h_scale *= e;
@@ -1203,21 +1361,32 @@ where
         let static_count = max_mn.saturating_mul(2);
         let dynamic_count = dynamic_scalars.len();
         let pippenger_cost = estimate_pippenger_cost(static_count.saturating_add(dynamic_count));
-        let batch_is_valid = if let Some(chunk) = max_statement.generators.msm_chunk() {
-            // Generators from a source (low-memory patch): produced on demand, chunked
-            chunked_vartime_multiscalar_mul(
-                chunk,
-                gi_base_scalars
-                    .iter()
-                    .interleave(hi_base_scalars.iter())
-                    .chain(dynamic_scalars.iter()),
-                max_statement
-                    .generators
-                    .gi_base_iter()
-                    .take(max_mn)
-                    .interleave(max_statement.generators.hi_base_iter().take(max_mn))
-                    .chain(dynamic_points.iter().cloned()),
-            )? == P::identity()
+        let batch_is_valid = if let Some(group) = max_statement.generators.msm_chunk() {
+            // Generators from a source (low-memory patch): produced on demand, `group` of them held at a time and
+            // multiplied by the bucket method, the proofs' own points with the last group
+            let group = group.max(1);
+            let mut gi = max_statement.generators.gi_base_iter().take(max_mn);
+            let mut hi = max_statement.generators.hi_base_iter().take(max_mn);
+            let mut sum = P::identity();
+            let mut start = 0usize;
+            loop {
+                let end = start.saturating_add(group.div_ceil(2)).min(max_mn);
+                let g_points: Vec<P> = gi.by_ref().take(end - start).collect();
+                let h_points: Vec<P> = hi.by_ref().take(end - start).collect();
+                let g_scalars = gi_base_scalars.get(start..end).unwrap_or(&[]);
+                let h_scalars = hi_base_scalars.get(start..end).unwrap_or(&[]);
+                if end == max_mn {
+                    sum += bucket_msm(&[
+                        (g_scalars, &g_points[..]),
+                        (h_scalars, &h_points[..]),
+                        (&dynamic_scalars[..], &dynamic_points[..]),
+                    ])?;
+                    break;
+                }
+                sum += bucket_msm(&[(g_scalars, &g_points[..]), (h_scalars, &h_points[..])])?;
+                start = end;
+            }
+            sum == P::identity()
         } else if pippenger_cost < estimate_straus_cost(static_count, dynamic_count) {
             P::vartime_multiscalar_mul(
                 gi_base_scalars

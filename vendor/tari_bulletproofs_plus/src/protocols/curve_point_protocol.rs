@@ -5,7 +5,7 @@
 
 use core::{
     borrow::Borrow,
-    ops::{Add, AddAssign},
+    ops::{Add, AddAssign, Neg, SubAssign},
 };
 
 use curve25519_dalek::traits::{Identity, VartimeMultiscalarMul};
@@ -23,6 +23,9 @@ pub trait CurvePointProtocol:
     + Borrow<Self::Point>
     + Add<Output = Self>
     + AddAssign
+    + for<'a> AddAssign<&'a Self>
+    + for<'a> SubAssign<&'a Self>
+    + Neg<Output = Self>
     + PartialEq
     + Compressable
     + Clone
