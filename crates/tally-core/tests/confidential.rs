@@ -385,7 +385,9 @@ fn the_bucket_method_agrees_with_dalek() {
     use tari_bulletproofs_plus::range_proof::bucket_msm;
 
     let mut rng = TestEntropy::new(b"bucket-msm");
-    let two_252 = Scalar::from(1u64 << 63) * Scalar::from(1u64 << 63) * Scalar::from(1u64 << 63)
+    let two_252 = Scalar::from(1u64 << 63)
+        * Scalar::from(1u64 << 63)
+        * Scalar::from(1u64 << 63)
         * Scalar::from(1u64 << 63);
     let mut ones = [0xffu8; 32];
     ones[31] = 0x0f; // 2^252 - 1 < l
@@ -425,7 +427,11 @@ fn the_bucket_method_agrees_with_dalek() {
             scalars[1] = -scalars[0];
         }
         let want = RistrettoPoint::vartime_multiscalar_mul(&scalars, &points);
-        assert_eq!(bucket_msm(&[(&scalars[..], &points[..])]).unwrap(), want, "n = {n}");
+        assert_eq!(
+            bucket_msm(&[(&scalars[..], &points[..])]).unwrap(),
+            want,
+            "n = {n}"
+        );
         let cut = n / 3;
         let split = bucket_msm(&[
             (&scalars[..cut], &points[..cut]),
