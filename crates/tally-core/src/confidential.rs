@@ -979,10 +979,14 @@ impl SealedOpening {
         if !opening.opens(commitment) {
             return Err(ConfidentialError::WrongOpening);
         }
-        Self::seal_raw(payee, context, commitment, opening, rng)
+        Self::seal_made(payee, context, commitment, opening, rng)
     }
 
-    fn seal_raw(
+    /// [`SealedOpening::seal`] without its check that `opening` opens
+    /// `commitment`, for a caller that has just computed `commitment` from
+    /// `opening` (the payer's and the issuer's builders): the check would
+    /// recompute the same commitment (two scalar multiplications).
+    pub(crate) fn seal_made(
         payee: &PublicKey,
         context: &Hash32,
         commitment: &Commitment,
@@ -1140,10 +1144,13 @@ impl SealedOpenings {
         if commitments.iter().zip(openings).any(|(c, o)| !o.opens(c)) {
             return Err(ConfidentialError::WrongOpening);
         }
-        Self::seal_raw(audit_key, context, commitments, openings, rng)
+        Self::seal_made(audit_key, context, commitments, openings, rng)
     }
 
-    fn seal_raw(
+    /// [`SealedOpenings::seal`] without its check that the openings open
+    /// the commitments, for a caller that has just computed `commitments`
+    /// from `openings` (the payer's and the issuer's builders).
+    pub(crate) fn seal_made(
         audit_key: &[u8; 32],
         context: &Hash32,
         commitments: &[Commitment],
@@ -1324,7 +1331,7 @@ impl SealedOpenings {
         openings: &[Opening],
         rng: &mut dyn Entropy,
     ) -> Result<SealedOpenings, ConfidentialError> {
-        Self::seal_raw(audit_key, context, commitments, openings, rng)
+        Self::seal_made(audit_key, context, commitments, openings, rng)
     }
     /// A seal of `n` openings' length whose bytes open for no key.
     pub fn garbage(n: usize) -> SealedOpenings {
@@ -1346,7 +1353,7 @@ impl SealedOpening {
         opening: &Opening,
         rng: &mut dyn Entropy,
     ) -> Result<SealedOpening, ConfidentialError> {
-        Self::seal_raw(payee, context, commitment, opening, rng)
+        Self::seal_made(payee, context, commitment, opening, rng)
     }
 }
 

@@ -250,14 +250,16 @@ pub fn build_transfer(
     let range_proof = RangeProof::prove(gens, &context, &openings, rng)?;
     let in_openings: Vec<Opening> = inputs.iter().map(|(_, _, o)| o.clone()).collect();
     let excess = ExcessSignature::sign(&context, &in_openings, &openings, rng)?;
-    let audit = Some(SealedOpenings::seal(
+    // The commitments were computed above from these openings: the seals
+    // do not check them again.
+    let audit = Some(SealedOpenings::seal_made(
         audit_key,
         &context,
         &commitments,
         &openings,
         rng,
     )?);
-    let payee_opening = Some(SealedOpening::seal(
+    let payee_opening = Some(SealedOpening::seal_made(
         &outputs[0].owner,
         &context,
         &commitments[0],
@@ -327,13 +329,15 @@ pub fn sign_issue<S: Signer + ?Sized>(
         }),
     };
     let context = record_context(&issue.body_bytes());
-    let audit = match SealedOpenings::seal(audit_key, &context, &commitments, &openings, rng) {
+    // The commitments were computed above from these openings: the seals
+    // do not check them again.
+    let audit = match SealedOpenings::seal_made(audit_key, &context, &commitments, &openings, rng) {
         Ok(a) => a,
         Err(e) => return Ok(Err(e)),
     };
     let mut sealed = Vec::with_capacity(outputs.len());
     for ((o, c), op) in outputs.iter().zip(&commitments).zip(&openings) {
-        match SealedOpening::seal(&o.owner, &context, c, op, rng) {
+        match SealedOpening::seal_made(&o.owner, &context, c, op, rng) {
             Ok(s) => sealed.push(s),
             Err(e) => return Ok(Err(e)),
         }
