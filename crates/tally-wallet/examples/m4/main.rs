@@ -1100,7 +1100,9 @@ fn confidential() {
     println!("\nBreakdown (benchmark firmware with `confidential`):");
     for line in bench_out.lines().filter(|l| {
         l.starts_with("OP suite=conf ")
-            && (l.contains(" op=generators_decompress ") || l.contains(" op=range_prove_16x2 "))
+            && (l.contains(" op=generators_decompress ")
+                || l.contains(" op=range_prove_16x2 ")
+                || l.contains(" op=range_verify_16x2 "))
     }) {
         let f = fields(line);
         println!(
