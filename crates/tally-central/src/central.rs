@@ -101,6 +101,29 @@ const SYNC_GROUP_MAX: usize = 32;
 /// per-signature cost of a batch barely falls beyond a few hundred).
 const SYNC_VERIFY_GROUP_MAX: usize = 16;
 
+/// One confidential package in this many, picked by a keyed hash of its
+/// transfer id, has its range proofs and excesses verified at settlement
+/// as well as its openings (decision 0028, "Session 13"):
+/// [`CentralBank::sample_proofs`].
+pub const PROOF_SAMPLE_DEFAULT: u32 = 64;
+
+/// Whether settlement's sample picks the transfer `id`: the keyed hash's
+/// first four bytes below `2^32 / one_in` (`one_in` 0: never; 1: always).
+/// The key is derived from settlement's opening key, so a device cannot
+/// tell which transfers are picked, and a package that comes back is
+/// picked again.
+pub fn proof_sample_picks(key: &Hash32, one_in: u32, id: &Hash32) -> bool {
+    match one_in {
+        0 => false,
+        1 => true,
+        n => {
+            let h = tagged_hash(b"tally/v1/proof-sample", &[&key.0, &id.0]);
+            let x = u32::from_be_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]);
+            x < u32::MAX / n
+        }
+    }
+}
+
 /// The central bank's certificate cache as a verifier uses it: locked
 /// for each look-up or insert only, so requests verify in parallel. (A
 /// certificate another request is verifying at the same moment is just
@@ -498,6 +521,9 @@ pub struct CentralBank {
     /// signature batch per group), one group per core given to
     /// verification ([`CentralBank::limit_verification`]).
     openings: crate::group::GroupCommit<SyncOpen, Result<OpenedUpload, BackofficeError>>,
+    /// Settlement's sample of confidential packages whose proofs it
+    /// verifies: its key, and one in how many ([`proof_sample_picks`]).
+    proof_sample: (Hash32, std::sync::atomic::AtomicU32),
 }
 
 /// The central bank's tables, in order.
@@ -576,7 +602,7 @@ impl CentralBank {
             ),
             None => None,
         };
-        let bank = CentralBank {
+        let mut bank = CentralBank {
             store,
             mds,
             keys,
@@ -594,7 +620,12 @@ impl CentralBank {
                 SYNC_VERIFY_GROUP_MAX,
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
+            proof_sample: (
+                Hash32([0; 32]),
+                std::sync::atomic::AtomicU32::new(PROOF_SAMPLE_DEFAULT),
+            ),
         };
+        bank.proof_sample.0 = bank.keys.opening.derive(b"proof-sample");
         bank.store.transact(|tx| {
             for c in &bank.dcps {
                 Ledger::ensure_account(tx, &dcp_account(c.dcp_id), AccountKind::DcpSettlement)?;
@@ -617,6 +648,17 @@ impl CentralBank {
     pub fn limit_verification(mut self, n: usize) -> Self {
         self.openings = crate::group::GroupCommit::with_leaders(SYNC_VERIFY_GROUP_MAX, n);
         self
+    }
+    /// From now on, verifies the range proofs and excesses of one
+    /// confidential package in `one_in` at settlement, besides its
+    /// openings (default
+    /// [`PROOF_SAMPLE_DEFAULT`]; 0: none, 1: every one). A picked package
+    /// whose proofs do not verify is refused, and the MDS sees it as any
+    /// refused package (a counterfeit alert with the rule's code).
+    pub fn sample_proofs(&self, one_in: u32) {
+        self.proof_sample
+            .1
+            .store(one_in, std::sync::atomic::Ordering::Relaxed);
     }
     /// The MDS of this process.
     ///
@@ -1539,6 +1581,13 @@ impl CentralBank {
             &mut cache,
             &self.keys.opening,
             range_bits(trust.policy()),
+            &|id| {
+                let one_in = self
+                    .proof_sample
+                    .1
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                proof_sample_picks(&self.proof_sample.0, one_in, id)
+            },
         );
         let mut out = Vec::with_capacity(uploads.len());
         for ((verified, transfers), slots) in verified.into_iter().zip(transfers).zip(slots) {
@@ -2803,3 +2852,35 @@ fn range_bits(policy: &Policy) -> tally_core::confidential::RangeBits {
 #[cfg(test)]
 #[path = "sync_group_tests.rs"]
 mod sync_group_tests;
+
+#[cfg(test)]
+mod proof_sample_tests {
+    use super::*;
+
+    /// The sample picks about one transfer in `n`, the same ones every
+    /// time for one key, other ones for another key; 0 picks none, 1 all.
+    #[test]
+    fn the_proof_sample_is_keyed_stable_and_near_its_rate() {
+        let ids: Vec<Hash32> = (0u32..20_000)
+            .map(|i| tagged_hash(b"test/transfer", &[&i.to_be_bytes()]))
+            .collect();
+        let k1 = tagged_hash(b"test/key", &[b"1"]);
+        let k2 = tagged_hash(b"test/key", &[b"2"]);
+        let picked = |k: &Hash32, n: u32| -> Vec<usize> {
+            (0..ids.len())
+                .filter(|&i| proof_sample_picks(k, n, &ids[i]))
+                .collect()
+        };
+        let a = picked(&k1, 64);
+        // 20 000 / 64 = 312.5; a binomial's standard deviation is ~17.6.
+        assert!((240..=390).contains(&a.len()), "{}", a.len());
+        assert_eq!(a, picked(&k1, 64), "the same key picks the same ones");
+        let b = picked(&k2, 64);
+        let shared = a.iter().filter(|i| b.contains(i)).count();
+        assert!(shared < a.len() / 4, "another key picks others: {shared}");
+        assert!(picked(&k1, 0).is_empty());
+        assert_eq!(picked(&k1, 1).len(), ids.len());
+        let half = picked(&k1, 2).len();
+        assert!((9_500..=10_500).contains(&half), "{half}");
+    }
+}

@@ -140,6 +140,7 @@ fn bench(c: &mut Criterion) {
                         &mut NoCache,
                         &key,
                         bits,
+                        &|_| false,
                     )
                 })
             },

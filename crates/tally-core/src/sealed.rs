@@ -133,6 +133,16 @@ impl OpeningKey {
     pub fn public(&self) -> [u8; 32] {
         self.public
     }
+    /// A secret derived from this key for `label`, which only the key's
+    /// holder can compute: settlement keys its sample of packages whose
+    /// proofs it verifies with it (decision 0028, "Session 13"), so a
+    /// device cannot tell which packages are picked and a package is
+    /// picked again when it comes back.
+    pub fn derive(&self, label: &[u8]) -> Hash32 {
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        secret.copy_from_slice(&self.secret.to_bytes());
+        tagged_hash(b"tally/v1/opening-key-derive", &[label, &secret[..]])
+    }
     /// The HPKE private key (the audit seal of confidential records is
     /// opened with it, under its own `info` and aad: SPEC §4.9.3).
     #[cfg(feature = "confidential")]

@@ -870,7 +870,7 @@ pub fn verify_package_groups_for_settlement(
     params: VerifyParams,
     cache: &mut dyn CertCache,
 ) -> Vec<Vec<Result<VerifiedPackage, VerifyError>>> {
-    verify_groups(groups, trust, params, cache, Proofs::Defer)
+    verify_groups(groups, trust, params, cache, Proofs::Defer, &|_| false)
 }
 
 /// What settlement refuses a package for: a rule of verification, or its
@@ -892,6 +892,13 @@ pub enum SettlementRefusal {
 /// that balance in clear per transfer, show what the proofs show and
 /// more. A clear package is returned as verified. Every package returned
 /// carries its opened amounts.
+///
+/// A package whose transfer id `recheck` picks has its range proofs and
+/// excesses verified as well (C3, C4; decision 0028, "Session 13"):
+/// settlement samples packages that way, so that a payee SE which
+/// accepted proofs that do not verify — which only a broken or
+/// compromised SE does — is still seen (refused, and the MDS alerted by
+/// the refused package), though the openings alone would settle it.
 #[cfg(all(feature = "confidential", feature = "sealing"))]
 pub fn verify_package_groups_for_settlement_opened(
     groups: Vec<Vec<Package>>,
@@ -900,25 +907,27 @@ pub fn verify_package_groups_for_settlement_opened(
     cache: &mut dyn CertCache,
     key: &crate::sealed::OpeningKey,
     bits: crate::confidential::RangeBits,
+    recheck: &dyn Fn(&Hash32) -> bool,
 ) -> Vec<Vec<Result<VerifiedPackage, SettlementRefusal>>> {
     // C7's first part per package: seals opened, values in range.
     type Opened = Result<(VerifiedPackage, Option<AuditOpened>), SettlementRefusal>;
-    let opened: Vec<Vec<Opened>> = verify_groups(groups, trust, params, cache, Proofs::ByOpenings)
-        .into_iter()
-        .map(|group| {
-            group
-                .into_iter()
-                .map(|r| {
-                    let v = r.map_err(SettlementRefusal::Verify)?;
-                    if v.amounts_opened() {
-                        return Ok((v, None));
-                    }
-                    let a = v.audit_open(key, bits).map_err(SettlementRefusal::Audit)?;
-                    Ok((v, Some(a)))
-                })
-                .collect()
-        })
-        .collect();
+    let opened: Vec<Vec<Opened>> =
+        verify_groups(groups, trust, params, cache, Proofs::ByOpenings, recheck)
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .map(|r| {
+                        let v = r.map_err(SettlementRefusal::Verify)?;
+                        if v.amounts_opened() {
+                            return Ok((v, None));
+                        }
+                        let a = v.audit_open(key, bits).map_err(SettlementRefusal::Audit)?;
+                        Ok((v, Some(a)))
+                    })
+                    .collect()
+            })
+            .collect();
     // Every opening of the call against its commitment in one
     // multiscalar multiplication; if that fails, package by package, so
     // one lying seal refuses only its package.
@@ -951,19 +960,32 @@ pub fn verify_package_groups_for_settlement_opened(
         .collect()
 }
 
+/// `recheck`: with [`Proofs::ByOpenings`], the transfers whose proofs are
+/// verified as well ([`Proofs::Defer`] for their packages).
 fn verify_groups(
     groups: Vec<Vec<Package>>,
     trust: &TrustStore,
     params: VerifyParams,
     cache: &mut dyn CertCache,
     proofs: Proofs,
+    recheck: &dyn Fn(&Hash32) -> bool,
 ) -> Vec<Vec<Result<VerifiedPackage, VerifyError>>> {
     let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
     #[allow(unused_mut)]
     let mut checked: Vec<Result<Checked, VerifyError>> = groups
         .into_iter()
         .flatten()
-        .map(|p| check_all_but_signatures(p, Mode::Settlement, trust, params, cache, proofs))
+        .map(|p| {
+            let proofs = if proofs == Proofs::ByOpenings
+                && p.transfer.confidential.is_some()
+                && recheck(&p.transfer.id())
+            {
+                Proofs::Defer
+            } else {
+                proofs
+            };
+            check_all_but_signatures(p, Mode::Settlement, trust, params, cache, proofs)
+        })
         .collect();
     // C3: every range proof of the call in one batch (one multiscalar
     // multiplication); if it fails, each package's proofs again on their

@@ -1105,6 +1105,7 @@ fn seeds() {
         &mut tally_core::verify::NoCache,
         &key,
         trust.range_gens().unwrap().bits(),
+        &|_| true,
     );
     let v = settled[0][0].as_ref().expect("the fixture settles");
     let values: Vec<Amount> = v

@@ -1061,6 +1061,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
             &mut NoCache,
             &settlement_key(),
             bits(&w),
+            &|_| false,
         )
         .into_iter()
         .flatten()
@@ -1097,6 +1098,63 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
     };
     assert_eq!(one(&inflated), Some(VerifyError::ExcessInvalid));
     assert_eq!(one(&lifted), Some(VerifyError::RangeProofInvalid));
+
+    // Settlement's sample (decision 0028, "Session 13"): a package whose
+    // transfer it picks has its proofs verified too. The lifted range
+    // proof, which its honest openings settled above, is refused by C3
+    // when picked; the same call's other packages, picked or not, settle
+    // as before; the inflated one is refused by C4 before its seal opens.
+    let picked = [
+        lifted.transfer.id(),
+        inflated.transfer.id(),
+        good[1].transfer.id(),
+    ];
+    let r: Vec<Result<VerifiedPackage, SettlementRefusal>> =
+        verify_package_groups_for_settlement_opened(
+            vec![vec![
+                good[0].clone(),
+                lifted.clone(),
+                good[1].clone(),
+                inflated.clone(),
+            ]],
+            &w.trust,
+            w.scheme.params(BUDGET),
+            &mut NoCache,
+            &settlement_key(),
+            bits(&w),
+            &|id| picked.contains(id),
+        )
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        r[1].as_ref().err(),
+        Some(&SettlementRefusal::Verify(VerifyError::RangeProofInvalid))
+    );
+    assert_eq!(
+        r[3].as_ref().err(),
+        Some(&SettlementRefusal::Verify(VerifyError::ExcessInvalid))
+    );
+    for (i, want) in [(0, 100), (2, 101)] {
+        let v = r[i].as_ref().expect("settles, picked or not");
+        assert!(v.amounts_opened());
+        assert_eq!(v.package().transfer.outputs[0].value, Amount(want));
+    }
+    // Picked alone, the lifted proof is refused the same way (its own
+    // batch of one).
+    let alone = verify_package_groups_for_settlement_opened(
+        vec![vec![lifted.clone()]],
+        &w.trust,
+        w.scheme.params(BUDGET),
+        &mut NoCache,
+        &settlement_key(),
+        bits(&w),
+        &|_| true,
+    );
+    assert_eq!(
+        alone[0][0].as_ref().err(),
+        Some(&SettlementRefusal::Verify(VerifyError::RangeProofInvalid))
+    );
 }
 
 /// A seal lifted from another record (same outputs, same values) does not
