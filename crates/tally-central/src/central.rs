@@ -1573,7 +1573,8 @@ impl CentralBank {
         let mut cache = SharedCertCache(&self.cache);
         // C7 with settlement's sealing key in the same call, which is what
         // lets it stand in for the range proofs and excesses (decision
-        // 0028): every package comes back with its amounts opened.
+        // 0028): every package comes back with its amounts opened, or
+        // awaiting its one-output Issues' registered values.
         let verified = verify_package_groups_for_settlement_opened(
             groups,
             &trust,
@@ -1588,6 +1589,10 @@ impl CentralBank {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 proof_sample_picks(&self.proof_sample.0, one_in, id)
             },
+            // A one-output Issue's value comes from the registry, inside
+            // the settling transaction (`settle_uploads`): its audit seal
+            // was opened when it was registered.
+            true,
         );
         let mut out = Vec::with_capacity(uploads.len());
         for ((verified, transfers), slots) in verified.into_iter().zip(transfers).zip(slots) {
@@ -2069,12 +2074,73 @@ impl CentralBank {
         let mut idems: Vec<String> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
         let mut verified: Vec<&tally_core::VerifiedPackage> = Vec::new();
+        // C7's end for the packages whose one-output Issues' values are in
+        // the registry (decision 0028, "Session 13"): registered after
+        // their audit seals were opened, and never changed since.
+        let mut bits: Option<tally_core::confidential::RangeBits> = None;
+        let mut completed: Vec<Option<tally_core::VerifiedPackage>> = Vec::new();
+        let mut unbalanced: Vec<(usize, Hash32)> = Vec::new();
+        for j in jobs.iter() {
+            for c in j.checked.iter() {
+                completed.push(match c {
+                    Checked::Verified(v) if !v.awaiting_registry().is_empty() => {
+                        let mut registered = std::collections::BTreeMap::new();
+                        for id in v.awaiting_registry() {
+                            if let Some(row) = tx.issued(id)? {
+                                registered.insert(*id, row.value);
+                            }
+                        }
+                        let value = |id: &Hash32| {
+                            registered
+                                .get(id)
+                                .and_then(|v| u64::try_from(*v).ok())
+                                .map(Amount)
+                        };
+                        let bits = match bits {
+                            Some(b) => b,
+                            None => *bits.insert(range_bits(&self.policy_in(tx)?)),
+                        };
+                        match (**v).clone().complete_from_registry(&value, bits) {
+                            Ok(done) => Some(done),
+                            Err(f) => {
+                                unbalanced.push((completed.len(), f.record));
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                });
+            }
+        }
+        let mut slot = 0usize;
         for (n, j) in jobs.iter().enumerate() {
             let key = op_key(j.dcp, &j.op);
             for (i, c) in j.checked.iter().enumerate() {
+                let this = slot;
+                slot += 1;
+                if let Some(&(_, record)) = unbalanced.iter().find(|(at, _)| *at == this)
+                    && let Checked::Verified(v) = c
+                {
+                    // Refused as a sync upload's package C7 refuses.
+                    results[n].refused += 1;
+                    ingest[n].push(OutboxEntry {
+                        record: OutboxRecord::Record(Record::Transfer(
+                            v.package().transfer.clone(),
+                        )),
+                        epoch,
+                        verdict: Verdict::Refused(
+                            SettlementError::AuditOpeningInvalid(record).code(),
+                        ),
+                        output_classes: Vec::new(),
+                        offline_epochs: None,
+                        unacknowledged: false,
+                        values: None,
+                    });
+                    continue;
+                }
                 match c {
                     Checked::Verified(v) => {
-                        verified.push(v);
+                        verified.push(completed[this].as_ref().unwrap_or(v));
                         owners.push(n);
                         idems.push(format!("sync:{key}:{i}"));
                     }

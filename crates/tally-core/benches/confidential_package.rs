@@ -141,6 +141,7 @@ fn bench(c: &mut Criterion) {
                         &key,
                         bits,
                         &|_| false,
+                        false,
                     )
                 })
             },

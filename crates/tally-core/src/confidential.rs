@@ -1687,6 +1687,7 @@ pub mod fuzzing {
                             &key,
                             bits,
                             &|_| recheck,
+                            false,
                         )
                     };
                     let r = settle(false);

@@ -483,6 +483,14 @@ pub struct VerifiedPackage {
     /// output's value from it ([`VerifiedPackage::open_audit`]).
     #[cfg(feature = "confidential")]
     amounts_opened: bool,
+    /// Settlement opened every audit seal but those of the one-output
+    /// Issues named here, whose values its registry holds: the values
+    /// opened so far, until [`VerifiedPackage::complete_from_registry`].
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    awaiting_registry: Option<(
+        Vec<Hash32>,
+        alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
+    )>,
     _verified: Verified,
 }
 
@@ -550,11 +558,57 @@ impl VerifiedPackage {
         key: &crate::sealed::OpeningKey,
         bits: crate::confidential::RangeBits,
     ) -> Result<VerifiedPackage, AuditFailure> {
-        let opened = self.audit_open(key, bits)?;
+        let opened = self.audit_open(key, bits, false)?;
         if let Some(f) = opened.wrong_opening() {
             return Err(f);
         }
         self.audit_finish(opened)
+    }
+
+    /// The one-output confidential Issues whose audit seals settlement
+    /// left to its registry (`issues_from_registry` of
+    /// [`verify_package_groups_for_settlement_opened`]): the package's
+    /// amounts are not opened until
+    /// [`VerifiedPackage::complete_from_registry`] is given their values.
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    pub fn awaiting_registry(&self) -> &[Hash32] {
+        self.awaiting_registry
+            .as_ref()
+            .map_or(&[][..], |(ids, _)| ids.as_slice())
+    }
+
+    /// C7's end for a package whose one-output Issues' seals were not
+    /// opened: `value` gives each such Issue's value as settlement
+    /// registered it, after opening its audit seal when a DCP registered
+    /// it (an Issue's id binds its commitment, so the registered value is
+    /// its output's opening). Each must be known, non-zero and within
+    /// `bits`; then every confidential transfer's values balance, as in
+    /// [`VerifiedPackage::open_audit`], and the values are written in. A
+    /// package that awaits nothing is returned as it is.
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    pub fn complete_from_registry(
+        mut self,
+        value: &dyn Fn(&Hash32) -> Option<Amount>,
+        bits: crate::confidential::RangeBits,
+    ) -> Result<VerifiedPackage, AuditFailure> {
+        use crate::confidential::ConfidentialError;
+        let Some((ids, mut values)) = self.awaiting_registry.take() else {
+            return Ok(self);
+        };
+        for id in &ids {
+            let v = value(id).ok_or(AuditFailure {
+                record: *id,
+                reason: ConfidentialError::OpeningUnreadable,
+            })?;
+            if v == Amount::ZERO || !bits.holds(v) {
+                return Err(AuditFailure {
+                    record: *id,
+                    reason: ConfidentialError::OutOfRange,
+                });
+            }
+            values.insert(*id, alloc::vec![v]);
+        }
+        self.finish_values(values)
     }
 
     /// C7's first part: every audit seal opened and every value in range;
@@ -565,6 +619,7 @@ impl VerifiedPackage {
         &self,
         key: &crate::sealed::OpeningKey,
         bits: crate::confidential::RangeBits,
+        issues_from_registry: bool,
     ) -> Result<AuditOpened, AuditFailure> {
         use crate::confidential::ConfidentialError;
         let mut values: alloc::collections::BTreeMap<Hash32, Vec<Amount>> =
@@ -587,6 +642,7 @@ impl VerifiedPackage {
             Vec<crate::confidential::Opening>,
             Vec<crate::confidential::Commitment>,
         )> = Vec::new();
+        let mut from_registry: Vec<Hash32> = Vec::new();
         let t = &self.package.transfer;
         let last = t
             .confidential
@@ -595,6 +651,13 @@ impl VerifiedPackage {
         for (i, id) in ids.iter().enumerate() {
             let (seal, commitments, context) = if let Some((seal, rec)) = records.get(i) {
                 if !rec.is_confidential() {
+                    continue;
+                }
+                if issues_from_registry
+                    && let Record::Issue(iss) = rec
+                    && iss.outputs.len() == 1
+                {
+                    from_registry.push(*id);
                     continue;
                 }
                 let commitments: Vec<crate::confidential::Commitment> = (0..rec.outputs().len())
@@ -627,7 +690,11 @@ impl VerifiedPackage {
             values.insert(*id, v);
             opened.push((*id, openings, commitments));
         }
-        Ok(AuditOpened { values, opened })
+        Ok(AuditOpened {
+            values,
+            opened,
+            from_registry,
+        })
     }
 
     /// C7's last part, once every opening opened its commitment: each
@@ -635,8 +702,22 @@ impl VerifiedPackage {
     /// written into the package.
     #[cfg(all(feature = "confidential", feature = "sealing"))]
     fn audit_finish(mut self, opened: AuditOpened) -> Result<VerifiedPackage, AuditFailure> {
+        if !opened.from_registry.is_empty() {
+            // The balances wait for the registry's values.
+            self.awaiting_registry = Some((opened.from_registry, opened.values));
+            return Ok(self);
+        }
+        self.finish_values(opened.values)
+    }
+
+    /// C7's balances and the write-in, once every confidential record's
+    /// values are known.
+    #[cfg(all(feature = "confidential", feature = "sealing"))]
+    fn finish_values(
+        mut self,
+        values: alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
+    ) -> Result<VerifiedPackage, AuditFailure> {
         use crate::confidential::ConfidentialError;
-        let values = opened.values;
         let fail = |record: Hash32, reason: ConfidentialError| AuditFailure { record, reason };
         let t = &self.package.transfer;
         // Each confidential transfer's opened values balance (the excess
@@ -764,6 +845,8 @@ impl SpendIndex {
 #[cfg(all(feature = "confidential", feature = "sealing"))]
 struct AuditOpened {
     values: alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
+    /// One-output confidential Issues left to settlement's registry.
+    from_registry: Vec<Hash32>,
     /// Per confidential record: its id, openings and commitments.
     opened: Vec<(
         Hash32,
@@ -899,6 +982,13 @@ pub enum SettlementRefusal {
 /// accepted proofs that do not verify — which only a broken or
 /// compromised SE does — is still seen (refused, and the MDS alerted by
 /// the refused package), though the openings alone would settle it.
+///
+/// With `issues_from_registry`, the audit seal of a confidential Issue of
+/// one output is not opened: settlement opened it when a DCP registered
+/// the Issue, and its registry holds the value. Such a package comes back
+/// with [`VerifiedPackage::awaiting_registry`] naming those Issues and its
+/// amounts not yet opened; [`VerifiedPackage::complete_from_registry`]
+/// finishes C7 with the registered values (decision 0028, "Session 13").
 #[cfg(all(feature = "confidential", feature = "sealing"))]
 pub fn verify_package_groups_for_settlement_opened(
     groups: Vec<Vec<Package>>,
@@ -908,6 +998,7 @@ pub fn verify_package_groups_for_settlement_opened(
     key: &crate::sealed::OpeningKey,
     bits: crate::confidential::RangeBits,
     recheck: &dyn Fn(&Hash32) -> bool,
+    issues_from_registry: bool,
 ) -> Vec<Vec<Result<VerifiedPackage, SettlementRefusal>>> {
     // C7's first part per package: seals opened, values in range.
     type Opened = Result<(VerifiedPackage, Option<AuditOpened>), SettlementRefusal>;
@@ -922,7 +1013,9 @@ pub fn verify_package_groups_for_settlement_opened(
                         if v.amounts_opened() {
                             return Ok((v, None));
                         }
-                        let a = v.audit_open(key, bits).map_err(SettlementRefusal::Audit)?;
+                        let a = v
+                            .audit_open(key, bits, issues_from_registry)
+                            .map_err(SettlementRefusal::Audit)?;
                         Ok((v, Some(a)))
                     })
                     .collect()
@@ -1226,6 +1319,8 @@ impl Checked {
             payee_opening: self.payee_opening,
             #[cfg(feature = "confidential")]
             amounts_opened: false,
+            #[cfg(all(feature = "confidential", feature = "sealing"))]
+            awaiting_registry: None,
             _verified: Verified,
         }
     }

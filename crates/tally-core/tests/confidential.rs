@@ -1106,6 +1106,7 @@ fn seeds() {
         &key,
         trust.range_gens().unwrap().bits(),
         &|_| true,
+        false,
     );
     let v = settled[0][0].as_ref().expect("the fixture settles");
     let values: Vec<Amount> = v

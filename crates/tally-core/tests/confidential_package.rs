@@ -1062,6 +1062,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
             &settlement_key(),
             bits(&w),
             &|_| false,
+            false,
         )
         .into_iter()
         .flatten()
@@ -1123,6 +1124,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
             &settlement_key(),
             bits(&w),
             &|id| picked.contains(id),
+            false,
         )
         .into_iter()
         .flatten()
@@ -1150,6 +1152,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
         &settlement_key(),
         bits(&w),
         &|_| true,
+        false,
     );
     assert_eq!(
         alone[0][0].as_ref().err(),
@@ -1265,4 +1268,82 @@ fn audit_seal_sizes() {
     // [1, enc 32, ct 40·n + 16] in CBOR.
     assert_eq!(transfer_seal, 1 + 1 + 2 + 32 + 2 + 96);
     assert_eq!(issue_seal, 1 + 1 + 2 + 32 + 2 + 56);
+}
+
+/// Settlement's registry path (decision 0028, "Session 13"): with
+/// `issues_from_registry`, a one-output Issue's audit seal is not opened;
+/// the package awaits its registered value, and C7 ends with it. The right
+/// value gives what opening every seal gives; a wrong one is refused as
+/// the transfer's imbalance, a missing or out-of-range one names the
+/// Issue; an unfinished package has no opened amounts (settlement's
+/// registry then refuses it, `ConfidentialUnopened`).
+#[test]
+fn settlement_ends_c7_with_a_registered_issue_value() {
+    use tally_core::verify::verify_package_groups_for_settlement_opened;
+    let mut w = World::new("registry");
+    let (pkg, _) = w.pay(250);
+    let Record::Issue(issue) = &pkg.ancestry[0] else {
+        panic!("a one-hop package's ancestry is its Issue")
+    };
+    assert_eq!(issue.outputs.len(), 1);
+    let issue_id = issue.id();
+    let verify = |from_registry: bool| {
+        verify_package_groups_for_settlement_opened(
+            vec![vec![pkg.clone()]],
+            &w.trust,
+            w.scheme.params(BUDGET),
+            &mut NoCache,
+            &settlement_key(),
+            bits(&w),
+            &|_| false,
+            from_registry,
+        )
+        .remove(0)
+        .remove(0)
+        .unwrap()
+    };
+    let opened = verify(false);
+    assert!(opened.awaiting_registry().is_empty());
+    assert!(opened.amounts_opened());
+    let awaiting = verify(true);
+    assert_eq!(awaiting.awaiting_registry(), &[issue_id]);
+    assert!(!awaiting.amounts_opened());
+    let bits = bits(&w);
+    // The registered value: the same package as opening every seal.
+    let done = awaiting
+        .clone()
+        .complete_from_registry(&|id| (*id == issue_id).then_some(Amount(1000)), bits)
+        .unwrap();
+    assert!(done.amounts_opened());
+    assert!(done.awaiting_registry().is_empty());
+    assert_eq!(done.package(), opened.package());
+    // A wrong value: the transfer does not balance.
+    assert_eq!(
+        awaiting
+            .clone()
+            .complete_from_registry(&|_| Some(Amount(999)), bits)
+            .err(),
+        Some(AuditFailure {
+            record: pkg.transfer.id(),
+            reason: ConfidentialError::Unbalanced
+        })
+    );
+    // Unknown to the registry, zero, or beyond the range: the Issue named.
+    for (value, reason) in [
+        (None, ConfidentialError::OpeningUnreadable),
+        (Some(Amount(0)), ConfidentialError::OutOfRange),
+        (Some(Amount(1 << 16)), ConfidentialError::OutOfRange),
+    ] {
+        assert_eq!(
+            awaiting
+                .clone()
+                .complete_from_registry(&|_| value, bits)
+                .err(),
+            Some(AuditFailure {
+                record: issue_id,
+                reason
+            }),
+            "{value:?}"
+        );
+    }
 }

@@ -372,3 +372,51 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
         "not sampled: it settled"
     );
 }
+
+/// Settlement takes a one-output Issue's value from its registry (decision
+/// 0028, "Session 13"): the Issue's audit seal was opened when the DCP
+/// registered it, so the sync path does not open it again. A package whose
+/// Issue carries a seal that opens for nobody (the Issue's id and signature
+/// do not cover its seal) still settles at the registered value, where
+/// opening it would refuse it; the invariant holds and the input is spent
+/// by the package's transfer.
+#[test]
+fn settlement_takes_a_registered_issues_value_without_opening_its_seal() {
+    let bo = backoffice();
+    let bank = bo
+        .central_bank()
+        .expect("a node holds the central bank")
+        .clone();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    bo.deposit("d2", "bob", 10).unwrap();
+    let mut alice = onboard(&bo, "registry-alice", PHONE, "alice");
+    let mut bob = onboard(&bo, "registry-bob", PHONE, "bob");
+    let mut mallory = onboard(&bo, "registry-mallory", PHONE, "alice");
+    with_agent(&bo, &mut alice, |a| a.load(2_000)).unwrap();
+    let honest = pay_bytes(&mut alice, &mut bob, 700);
+    let mut pkg = Package::from_cbor(&honest).unwrap();
+    let Record::Issue(issue) = &mut pkg.ancestry[0] else {
+        panic!("a one-hop package's ancestry is its Issue")
+    };
+    assert_eq!(issue.outputs.len(), 1, "a load's Issue has one output");
+    let id = issue.id();
+    let c = issue.confidential.as_mut().unwrap();
+    c.audit = Some(SealedOpenings::garbage(1));
+    assert_eq!(
+        pkg.ancestry[0].id(),
+        id,
+        "the seal is not part of the Issue's id"
+    );
+    let input = pkg.transfer.inputs[0];
+    let spent_by = |op: &tally_core::record::OutPoint| {
+        bank.store()
+            .transact(|tx| tally_ledger::settlement::Settlement::is_spent(tx, op))
+            .unwrap()
+    };
+    assert_eq!(spent_by(&input), None);
+    let alerts = bo.alerts().unwrap().len();
+    upload(&bo, &mut mallory, vec![pkg.to_cbor()]);
+    assert_eq!(spent_by(&input), Some(pkg.transfer.id()), "it settled");
+    assert_eq!(bo.alerts().unwrap().len(), alerts);
+    assert!(bo.invariant().unwrap().holds());
+}
