@@ -1691,6 +1691,46 @@ pub mod fuzzing {
                         )
                     };
                     let r = settle(false);
+                    // The registry path (decision 0028, "Session 13"): a
+                    // one-output Issue's value from the registry — here the
+                    // value opening its seal gives — ends C7 on the same
+                    // package, and it refuses what the openings refuse.
+                    let from_registry = crate::verify::verify_package_groups_for_settlement_opened(
+                        vec![vec![p.clone()]],
+                        trust,
+                        f.package.params,
+                        &mut crate::verify::NoCache,
+                        &key,
+                        bits,
+                        &|_| false,
+                        true,
+                    );
+                    let opened = r
+                        .first()
+                        .and_then(|g| g.first())
+                        .and_then(|x| x.as_ref().ok());
+                    if let Some(Some(Ok(w))) = from_registry.first().map(|g| g.first()) {
+                        let registered = |id: &Hash32| {
+                            opened?
+                                .package()
+                                .ancestry
+                                .iter()
+                                .find(|rec| rec.id() == *id)
+                                .and_then(|rec| rec.outputs().first())
+                                .map(|o| o.value)
+                        };
+                        let done = w.clone().complete_from_registry(&registered, bits);
+                        assert_eq!(
+                            done.as_ref().ok().map(|d| d.package()),
+                            opened.map(|o| o.package()),
+                            "the registry path and opening every seal disagree"
+                        );
+                    } else {
+                        assert!(
+                            opened.is_none(),
+                            "the registry path refused what the openings accept"
+                        );
+                    }
                     // Settlement's sample only refuses more: a package it
                     // accepts with its proofs checked as well is accepted
                     // by its openings alone, with the same amounts.
