@@ -487,12 +487,17 @@ pub struct VerifiedPackage {
     /// Issues named here, whose values its registry holds: the values
     /// opened so far, until [`VerifiedPackage::complete_from_registry`].
     #[cfg(all(feature = "confidential", feature = "sealing"))]
-    awaiting_registry: Option<(
-        Vec<Hash32>,
-        alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
-    )>,
+    awaiting_registry: Option<AwaitingRegistry>,
     _verified: Verified,
 }
+
+/// The one-output Issues a package awaits the registry's values of, and
+/// the values its opened seals gave.
+#[cfg(all(feature = "confidential", feature = "sealing"))]
+type AwaitingRegistry = (
+    Vec<Hash32>,
+    alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
+);
 
 /// Zero-sized proof that the checks ran; private so no one else builds it.
 #[derive(Debug, Clone, Copy)]
@@ -990,6 +995,7 @@ pub enum SettlementRefusal {
 /// amounts not yet opened; [`VerifiedPackage::complete_from_registry`]
 /// finishes C7 with the registered values (decision 0028, "Session 13").
 #[cfg(all(feature = "confidential", feature = "sealing"))]
+#[allow(clippy::too_many_arguments)]
 pub fn verify_package_groups_for_settlement_opened(
     groups: Vec<Vec<Package>>,
     trust: &TrustStore,
