@@ -1678,7 +1678,7 @@ pub mod fuzzing {
                         .range_gens()
                         .map(RangeGens::bits)
                         .expect("the confidential fixture has range generators");
-                    let settle = |recheck: bool| {
+                    let settle = |recheck: bool, from_registry: bool| {
                         crate::verify::verify_package_groups_for_settlement_opened(
                             vec![vec![p.clone()]],
                             trust,
@@ -1687,24 +1687,15 @@ pub mod fuzzing {
                             &key,
                             bits,
                             &|_| recheck,
-                            false,
+                            from_registry,
                         )
                     };
-                    let r = settle(false);
+                    let r = settle(false, false);
                     // The registry path (decision 0028, "Session 13"): a
                     // one-output Issue's value from the registry — here the
                     // value opening its seal gives — ends C7 on the same
                     // package, and it refuses what the openings refuse.
-                    let from_registry = crate::verify::verify_package_groups_for_settlement_opened(
-                        vec![vec![p.clone()]],
-                        trust,
-                        f.package.params,
-                        &mut crate::verify::NoCache,
-                        &key,
-                        bits,
-                        &|_| false,
-                        true,
-                    );
+                    let from_registry = settle(false, true);
                     let opened = r
                         .first()
                         .and_then(|g| g.first())
@@ -1734,7 +1725,7 @@ pub mod fuzzing {
                     // Settlement's sample only refuses more: a package it
                     // accepts with its proofs checked as well is accepted
                     // by its openings alone, with the same amounts.
-                    if let Some(Some(Ok(v))) = settle(true).first().map(|g| g.first()) {
+                    if let Some(Some(Ok(v))) = settle(true, false).first().map(|g| g.first()) {
                         assert_eq!(
                             r.first()
                                 .and_then(|g| g.first())

@@ -274,6 +274,16 @@ fn a_package_whose_audit_seal_does_not_open_is_refused_and_alerted() {
     assert!(matches!(other.ancestry[0], Record::Issue(_)));
 }
 
+/// The transfer that consumed `op`, as settlement's registry has it.
+fn spent_by(
+    bank: &tally_central::central::CentralBank,
+    op: &tally_core::record::OutPoint,
+) -> Option<tally_core::Hash32> {
+    bank.store()
+        .transact(|tx| tally_ledger::settlement::Settlement::is_spent(tx, op))
+        .unwrap()
+}
+
 /// Settlement's sample (decision 0028, "Session 13"). A package whose range
 /// proof is another transfer's (a broken or compromised payer made it, and
 /// a payee SE that did not check C3 took it) has honest openings: by its
@@ -318,11 +328,6 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
     );
     let before = (bo.invariant().unwrap(), bo.double_spends().unwrap());
     let alerts = bo.alerts().unwrap().len();
-    let spent_by = |op: &tally_core::record::OutPoint| {
-        bank.store()
-            .transact(|tx| tally_ledger::settlement::Settlement::is_spent(tx, op))
-            .unwrap()
-    };
     upload(&bo, &mut mallory, vec![forged.to_cbor()]);
     assert_eq!(
         (bo.invariant().unwrap(), bo.double_spends().unwrap()),
@@ -330,7 +335,7 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
         "a refused package wrote"
     );
     assert_eq!(
-        spent_by(&forged.transfer.inputs[0]),
+        spent_by(&bank, &forged.transfer.inputs[0]),
         None,
         "refused: nothing spent"
     );
@@ -348,7 +353,7 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
     assert_eq!(bo.alerts().unwrap().len(), alerts + 1);
     assert!(bo.invariant().unwrap().holds());
     assert_eq!(
-        spent_by(&forged.transfer.inputs[0]),
+        spent_by(&bank, &forged.transfer.inputs[0]),
         Some(forged.transfer.id())
     );
 
@@ -361,13 +366,13 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
     let mut forged = Package::from_cbor(&honest).unwrap();
     conf(&mut forged).range_proof = proof_of_other;
     let input = forged.transfer.inputs[0];
-    assert_eq!(spent_by(&input), None);
+    assert_eq!(spent_by(&bank, &input), None);
     upload(&bo, &mut mallory, vec![forged.to_cbor()]);
     let now = bo.alerts().unwrap();
     assert_eq!(now.len(), alerts + 1, "not sampled: no alert: {now:?}");
     assert!(bo.invariant().unwrap().holds());
     assert_eq!(
-        spent_by(&input),
+        spent_by(&bank, &input),
         Some(forged.transfer.id()),
         "not sampled: it settled"
     );
@@ -408,15 +413,14 @@ fn settlement_takes_a_registered_issues_value_without_opening_its_seal() {
         "the seal is not part of the Issue's id"
     );
     let input = pkg.transfer.inputs[0];
-    let spent_by = |op: &tally_core::record::OutPoint| {
-        bank.store()
-            .transact(|tx| tally_ledger::settlement::Settlement::is_spent(tx, op))
-            .unwrap()
-    };
-    assert_eq!(spent_by(&input), None);
+    assert_eq!(spent_by(&bank, &input), None);
     let alerts = bo.alerts().unwrap().len();
     upload(&bo, &mut mallory, vec![pkg.to_cbor()]);
-    assert_eq!(spent_by(&input), Some(pkg.transfer.id()), "it settled");
+    assert_eq!(
+        spent_by(&bank, &input),
+        Some(pkg.transfer.id()),
+        "it settled"
+    );
     assert_eq!(bo.alerts().unwrap().len(), alerts);
     assert!(bo.invariant().unwrap().holds());
 }

@@ -1119,6 +1119,22 @@ fn p256_personalization_refused(flash: &mut Flash) -> Res<()> {
     Ok(())
 }
 
+/// The trust store's range generators as the SEs build them (16-bit
+/// ranges, the firmware's chunk sizes). Benchmark firmware only.
+#[cfg(all(feature = "confidential", feature = "bench"))]
+fn device_range_gens()
+-> Result<tally_core::confidential::RangeGens, tally_core::confidential::ConfidentialError> {
+    use tally_core::confidential::{
+        RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RANGE_PROVE_MSM_CHUNK, RangeBits, RangeGens,
+    };
+    RangeGens::low_memory(
+        RangeBits::Bits16,
+        RANGE_OUTPUTS_MAX,
+        RANGE_MSM_CHUNK,
+        RANGE_PROVE_MSM_CHUNK,
+    )
+}
+
 /// Where PAY's time goes: the range proof alone, in its own frame (no SE
 /// booted). Benchmark firmware only.
 #[cfg(all(feature = "confidential", feature = "bench"))]
@@ -1129,16 +1145,8 @@ fn confidential_prove_alone() -> Res<()> {
     // the payment and the change, the trust store's generators), which a
     // phone or IoT gateway could make instead of the SE (decision 0017).
     let (r, s) = m(|| {
-        use tally_core::confidential::{
-            Opening, RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RANGE_PROVE_MSM_CHUNK, RangeBits,
-            RangeGens, RangeProof,
-        };
-        let gens = RangeGens::low_memory(
-            RangeBits::Bits16,
-            RANGE_OUTPUTS_MAX,
-            RANGE_MSM_CHUNK,
-            RANGE_PROVE_MSM_CHUNK,
-        )?;
+        use tally_core::confidential::{Opening, RangeProof};
+        let gens = device_range_gens()?;
         let mut rng = TestEntropy::new(b"m4/conf-prove");
         let openings = [
             Opening::random(Amount(PAYMENT), &mut rng),
@@ -1153,18 +1161,7 @@ fn confidential_prove_alone() -> Res<()> {
     report(n, "range_prove_16x2", &s, &[]);
     // And its verification alone, as the payee's RECEIVE runs it
     // (generators decompressed 64 at a time, the bucket method).
-    let (r, s) = m(|| {
-        use tally_core::confidential::{
-            RANGE_MSM_CHUNK, RANGE_OUTPUTS_MAX, RANGE_PROVE_MSM_CHUNK, RangeBits, RangeGens,
-        };
-        let gens = RangeGens::low_memory(
-            RangeBits::Bits16,
-            RANGE_OUTPUTS_MAX,
-            RANGE_MSM_CHUNK,
-            RANGE_PROVE_MSM_CHUNK,
-        )?;
-        proof.verify(&gens, &context, &commitments)
-    });
+    let (r, s) = m(|| proof.verify(&device_range_gens()?, &context, &commitments));
     ctx(r, "range proof verification alone")?;
     report(n, "range_verify_16x2", &s, &[]);
     Ok(())
