@@ -994,7 +994,7 @@ fn c7_a_wrong_audit_opening_is_refused_by_settlement() {
 /// evidence, not settlement's).
 #[test]
 fn settlement_by_openings_refuses_what_the_proofs_refuse() {
-    use tally_core::verify::{SettlementRefusal, verify_package_groups_for_settlement_opened};
+    use tally_core::verify::SettlementRefusal;
     let mut w = World::new("by-openings");
     let good: Vec<Package> = (0..3u8)
         .map(|i| w.pay_with_nonce(100 + u64::from(i), [i; 16]).0)
@@ -1054,19 +1054,10 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
         ],
     ];
     let r: Vec<Result<VerifiedPackage, SettlementRefusal>> =
-        verify_package_groups_for_settlement_opened(
-            call,
-            &w.trust,
-            w.scheme.params(BUDGET),
-            &mut NoCache,
-            &settlement_key(),
-            bits(&w),
-            &|_| false,
-            false,
-        )
-        .into_iter()
-        .flatten()
-        .collect();
+        settle_by_openings(&w, call, &|_| false, false)
+            .into_iter()
+            .flatten()
+            .collect();
     assert_eq!(r.len(), 6);
     assert_eq!(
         r[1].as_ref().err(),
@@ -1110,25 +1101,20 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
         inflated.transfer.id(),
         good[1].transfer.id(),
     ];
-    let r: Vec<Result<VerifiedPackage, SettlementRefusal>> =
-        verify_package_groups_for_settlement_opened(
-            vec![vec![
-                good[0].clone(),
-                lifted.clone(),
-                good[1].clone(),
-                inflated.clone(),
-            ]],
-            &w.trust,
-            w.scheme.params(BUDGET),
-            &mut NoCache,
-            &settlement_key(),
-            bits(&w),
-            &|id| picked.contains(id),
-            false,
-        )
-        .into_iter()
-        .flatten()
-        .collect();
+    let r: Vec<Result<VerifiedPackage, SettlementRefusal>> = settle_by_openings(
+        &w,
+        vec![vec![
+            good[0].clone(),
+            lifted.clone(),
+            good[1].clone(),
+            inflated.clone(),
+        ]],
+        &|id| picked.contains(id),
+        false,
+    )
+    .into_iter()
+    .flatten()
+    .collect();
     assert_eq!(
         r[1].as_ref().err(),
         Some(&SettlementRefusal::Verify(VerifyError::RangeProofInvalid))
@@ -1144,16 +1130,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
     }
     // Picked alone, the lifted proof is refused the same way (its own
     // batch of one).
-    let alone = verify_package_groups_for_settlement_opened(
-        vec![vec![lifted.clone()]],
-        &w.trust,
-        w.scheme.params(BUDGET),
-        &mut NoCache,
-        &settlement_key(),
-        bits(&w),
-        &|_| true,
-        false,
-    );
+    let alone = settle_by_openings(&w, vec![vec![lifted.clone()]], &|_| true, false);
     assert_eq!(
         alone[0][0].as_ref().err(),
         Some(&SettlementRefusal::Verify(VerifyError::RangeProofInvalid))
@@ -1270,6 +1247,27 @@ fn audit_seal_sizes() {
     assert_eq!(issue_seal, 1 + 1 + 2 + 32 + 2 + 56);
 }
 
+/// Settlement's verification by openings of `groups` with `w`'s trust,
+/// settlement's key and range: `recheck` picks transfers whose proofs are
+/// verified too, `from_registry` leaves one-output Issues to the registry.
+fn settle_by_openings(
+    w: &World,
+    groups: Vec<Vec<Package>>,
+    recheck: &dyn Fn(&Hash32) -> bool,
+    from_registry: bool,
+) -> Vec<Vec<Result<VerifiedPackage, tally_core::verify::SettlementRefusal>>> {
+    tally_core::verify::verify_package_groups_for_settlement_opened(
+        groups,
+        &w.trust,
+        w.scheme.params(BUDGET),
+        &mut NoCache,
+        &settlement_key(),
+        bits(w),
+        recheck,
+        from_registry,
+    )
+}
+
 /// Settlement's registry path (decision 0028, "Session 13"): with
 /// `issues_from_registry`, a one-output Issue's audit seal is not opened;
 /// the package awaits its registered value, and C7 ends with it. The right
@@ -1279,7 +1277,6 @@ fn audit_seal_sizes() {
 /// registry then refuses it, `ConfidentialUnopened`).
 #[test]
 fn settlement_ends_c7_with_a_registered_issue_value() {
-    use tally_core::verify::verify_package_groups_for_settlement_opened;
     let mut w = World::new("registry");
     let (pkg, _) = w.pay(250);
     let Record::Issue(issue) = &pkg.ancestry[0] else {
@@ -1288,19 +1285,10 @@ fn settlement_ends_c7_with_a_registered_issue_value() {
     assert_eq!(issue.outputs.len(), 1);
     let issue_id = issue.id();
     let verify = |from_registry: bool| {
-        verify_package_groups_for_settlement_opened(
-            vec![vec![pkg.clone()]],
-            &w.trust,
-            w.scheme.params(BUDGET),
-            &mut NoCache,
-            &settlement_key(),
-            bits(&w),
-            &|_| false,
-            from_registry,
-        )
-        .remove(0)
-        .remove(0)
-        .unwrap()
+        settle_by_openings(&w, vec![vec![pkg.clone()]], &|_| false, from_registry)
+            .remove(0)
+            .remove(0)
+            .unwrap()
     };
     let opened = verify(false);
     assert!(opened.awaiting_registry().is_empty());

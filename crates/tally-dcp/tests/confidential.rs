@@ -274,6 +274,40 @@ fn a_package_whose_audit_seal_does_not_open_is_refused_and_alerted() {
     assert!(matches!(other.ancestry[0], Record::Issue(_)));
 }
 
+/// A node with the central bank at hand: alice loaded with 2 000, bob and
+/// carol (bob's customers) to pay, mallory (alice's) to upload.
+struct Settling {
+    bo: Arc<Backoffice>,
+    bank: Arc<tally_central::central::CentralBank>,
+    alice: Dev,
+    bob: Dev,
+    carol: Dev,
+    mallory: Dev,
+}
+
+fn settling(label: &str) -> Settling {
+    let bo = backoffice();
+    let bank = bo
+        .central_bank()
+        .expect("a node holds the central bank")
+        .clone();
+    bo.deposit("d", "alice", 10_000).unwrap();
+    bo.deposit("d2", "bob", 10).unwrap();
+    let mut alice = onboard(&bo, &format!("{label}-alice"), PHONE, "alice");
+    let bob = onboard(&bo, &format!("{label}-bob"), PHONE, "bob");
+    let carol = onboard(&bo, &format!("{label}-carol"), PHONE, "bob");
+    let mallory = onboard(&bo, &format!("{label}-mallory"), PHONE, "alice");
+    with_agent(&bo, &mut alice, |a| a.load(2_000)).unwrap();
+    Settling {
+        bo,
+        bank,
+        alice,
+        bob,
+        carol,
+        mallory,
+    }
+}
+
 /// The transfer that consumed `op`, as settlement's registry has it.
 fn spent_by(
     bank: &tally_central::central::CentralBank,
@@ -295,18 +329,14 @@ fn spent_by(
 /// (its amounts are what the openings say, so no value is created).
 #[test]
 fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
-    let bo = backoffice();
-    let bank = bo
-        .central_bank()
-        .expect("a node holds the central bank")
-        .clone();
-    bo.deposit("d", "alice", 10_000).unwrap();
-    bo.deposit("d2", "bob", 10).unwrap();
-    let mut alice = onboard(&bo, "sample-alice", PHONE, "alice");
-    let mut bob = onboard(&bo, "sample-bob", PHONE, "bob");
-    let mut carol = onboard(&bo, "sample-carol", PHONE, "bob");
-    let mut mallory = onboard(&bo, "sample-mallory", PHONE, "alice");
-    with_agent(&bo, &mut alice, |a| a.load(2_000)).unwrap();
+    let Settling {
+        bo,
+        bank,
+        mut alice,
+        mut bob,
+        mut carol,
+        mut mallory,
+    } = settling("sample");
     // Another transfer of the same shape (two outputs), for its proof.
     let other = Package::from_cbor(&pay_bytes(&mut alice, &mut carol, 100)).unwrap();
     let proof_of_other = other
@@ -387,17 +417,14 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
 /// by the package's transfer.
 #[test]
 fn settlement_takes_a_registered_issues_value_without_opening_its_seal() {
-    let bo = backoffice();
-    let bank = bo
-        .central_bank()
-        .expect("a node holds the central bank")
-        .clone();
-    bo.deposit("d", "alice", 10_000).unwrap();
-    bo.deposit("d2", "bob", 10).unwrap();
-    let mut alice = onboard(&bo, "registry-alice", PHONE, "alice");
-    let mut bob = onboard(&bo, "registry-bob", PHONE, "bob");
-    let mut mallory = onboard(&bo, "registry-mallory", PHONE, "alice");
-    with_agent(&bo, &mut alice, |a| a.load(2_000)).unwrap();
+    let Settling {
+        bo,
+        bank,
+        mut alice,
+        mut bob,
+        mut mallory,
+        ..
+    } = settling("registry");
     let honest = pay_bytes(&mut alice, &mut bob, 700);
     let mut pkg = Package::from_cbor(&honest).unwrap();
     let Record::Issue(issue) = &mut pkg.ancestry[0] else {
