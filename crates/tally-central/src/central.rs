@@ -29,7 +29,7 @@ use tally_core::escrow::{self, JointKey};
 use tally_core::policy::{RoleRevocations, device_class};
 use tally_core::sealed::{OpeningKey, SealedKind, SealingKey};
 use tally_core::verify::{
-    BoundedCertCache, CertCache, SettlementRefusal, VerifyParams, verify_package_for_settlement,
+    CertCache, SettlementRefusal, VerifyParams, verify_package_for_settlement,
     verify_package_groups_for_settlement_opened,
 };
 use tally_core::{
@@ -128,7 +128,58 @@ pub fn proof_sample_picks(key: &Hash32, one_in: u32, id: &Hash32) -> bool {
 /// for each look-up or insert only, so requests verify in parallel. (A
 /// certificate another request is verifying at the same moment is just
 /// verified twice.) A poisoned lock still holds a consistent set.
-struct SharedCertCache<'a>(&'a Mutex<BoundedCertCache>);
+/// A settlement server's cache of certificate ids whose signatures it
+/// checked: at most `max` ids, in two generations of `max / 2` — when the
+/// current one is full it becomes the previous one and the one before is
+/// dropped — so it keeps the ids seen most recently and keeps admitting
+/// new ones. Look-up and insertion are hash-set operations. (tally-core's
+/// `BoundedCertCache`, a sorted vector that stops admitting when full, is
+/// right for an SE's few entries; at 100 000 every insertion moved up to
+/// 3.2 MB under this cache's lock, and after 100 000 certificates nothing
+/// new was cached. Decision 0028, "Session 13".)
+pub struct ServerCertCache {
+    current: std::collections::HashSet<Hash32>,
+    previous: std::collections::HashSet<Hash32>,
+    max: usize,
+}
+
+impl ServerCertCache {
+    pub fn new(max: usize) -> ServerCertCache {
+        ServerCertCache {
+            current: std::collections::HashSet::new(),
+            previous: std::collections::HashSet::new(),
+            max,
+        }
+    }
+    /// How many ids it holds (at most `max`).
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CertCache for ServerCertCache {
+    fn contains(&self, id: &Hash32) -> bool {
+        self.current.contains(id) || self.previous.contains(id)
+    }
+    fn insert(&mut self, id: Hash32) {
+        if self.max == 0 || self.contains(&id) {
+            return;
+        }
+        // Two generations of max/2 (one of 1 when max is 1).
+        if self.current.len() >= (self.max / 2).max(1) {
+            self.previous = std::mem::take(&mut self.current);
+            if self.max < 2 {
+                self.previous.clear();
+            }
+        }
+        self.current.insert(id);
+    }
+}
+
+struct SharedCertCache<'a>(&'a Mutex<ServerCertCache>);
 
 impl CertCache for SharedCertCache<'_> {
     fn contains(&self, id: &Hash32) -> bool {
@@ -505,7 +556,7 @@ pub struct CentralBank {
     supervisors: Option<tally_supervisor::JointParams>,
     /// Every DCP's certificate, by id (the policy's trust list).
     dcps: Vec<DcpCertificate>,
-    cache: Mutex<BoundedCertCache>,
+    cache: Mutex<ServerCertCache>,
     /// The last trust store built, with the policy and revocation list it
     /// was built from: a request whose trust objects are unchanged reuses
     /// it instead of verifying their root signatures again.
@@ -611,7 +662,7 @@ impl CentralBank {
             escrow_key,
             supervisors,
             dcps: certs,
-            cache: Mutex::new(BoundedCertCache::new(100_000)),
+            cache: Mutex::new(ServerCertCache::new(100_000)),
             trust_cache: Mutex::new(None),
             role_list: Mutex::new(None),
             verifier: Mutex::new(None),
@@ -2948,5 +2999,39 @@ mod proof_sample_tests {
         assert_eq!(picked(&k1, 1).len(), ids.len());
         let half = picked(&k1, 2).len();
         assert!((9_500..=10_500).contains(&half), "{half}");
+    }
+}
+
+#[cfg(test)]
+mod cert_cache_tests {
+    use super::*;
+
+    fn id(i: u32) -> Hash32 {
+        tagged_hash(b"test/cert", &[&i.to_be_bytes()])
+    }
+
+    /// The cache never holds more than its bound, keeps the ids inserted
+    /// most recently (at least the last half of the bound), keeps
+    /// admitting new ids once full, and holds no duplicates; 0 caches
+    /// nothing, 1 the last id.
+    #[test]
+    fn the_server_cert_cache_is_bounded_and_keeps_the_recent_ids() {
+        for max in [0usize, 1, 2, 3, 10, 1000] {
+            let mut c = ServerCertCache::new(max);
+            for i in 0..5_000u32 {
+                c.insert(id(i));
+                c.insert(id(i));
+                assert!(c.len() <= max, "max {max}: {} ids", c.len());
+                let recent = (max / 2).max(usize::from(max > 0));
+                for back in 0..recent.min(i as usize + 1) {
+                    assert!(
+                        c.contains(&id(i - back as u32)),
+                        "max {max}: id {back} back"
+                    );
+                }
+            }
+            assert_eq!(c.is_empty(), max == 0);
+            assert!(!c.contains(&id(0)), "max {max}: the oldest id went");
+        }
     }
 }

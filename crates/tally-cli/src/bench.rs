@@ -1369,7 +1369,7 @@ fn bench_worker(
         history_records_max: SETTLEMENT_RECORDS_MAX,
         signature_batch_max: usize::MAX,
     };
-    let mut cache = BoundedCertCache::new(100_000);
+    let mut cache = tally_central::central::ServerCertCache::new(100_000);
     if let Some(t) = start_at_ms {
         let wait = t - crate::worker::unix_ms();
         if wait > 0 {

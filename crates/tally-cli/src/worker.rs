@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use tally_core::verify::{BoundedCertCache, verify_packages_for_settlement};
+use tally_central::central::ServerCertCache;
+use tally_core::verify::verify_packages_for_settlement;
 use tally_core::{Package, TrustStore, VerifyParams};
 use tally_ledger::queue::{Claimed, Prepared, WorkerOptions, WorkerReport, run_worker};
 use tally_ledger::settlement::Settlement;
@@ -104,7 +105,7 @@ pub fn prepare(
     open: &dyn Fn(&[u8]) -> Option<Package>,
     trust: &TrustStore,
     params: VerifyParams,
-    cache: &mut BoundedCertCache,
+    cache: &mut ServerCertCache,
 ) -> Vec<Prepared> {
     let mut slots = Vec::with_capacity(claimed.len());
     let mut pkgs = Vec::with_capacity(claimed.len());
@@ -176,7 +177,7 @@ pub fn run(args: WorkerArgs) -> Result<String, CliError> {
             .map_err(|e| CliError::failed(format!("cannot prune: {e}")))?;
         tracing::info!(dropped, deleted, "spent registry pruned");
     }
-    let mut cache = BoundedCertCache::new(CERT_CACHE_ENTRIES);
+    let mut cache = ServerCertCache::new(CERT_CACHE_ENTRIES);
     let open = |b: &[u8]| bo.open_sealed_package(b).ok();
     let report = run_worker(&store, &opts, &unix_ms, &mut |claimed| {
         // Policy and revocations as of this batch.
