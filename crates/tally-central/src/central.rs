@@ -124,10 +124,6 @@ pub fn proof_sample_picks(key: &Hash32, one_in: u32, id: &Hash32) -> bool {
     }
 }
 
-/// The central bank's certificate cache as a verifier uses it: locked
-/// for each look-up or insert only, so requests verify in parallel. (A
-/// certificate another request is verifying at the same moment is just
-/// verified twice.) A poisoned lock still holds a consistent set.
 /// A settlement server's cache of certificate ids whose signatures it
 /// checked: at most `max` ids, in two generations of `max / 2` — when the
 /// current one is full it becomes the previous one and the one before is
@@ -179,6 +175,10 @@ impl CertCache for ServerCertCache {
     }
 }
 
+/// The central bank's certificate cache as a verifier uses it: locked
+/// for each look-up or insert only, so requests verify in parallel. (A
+/// certificate another request is verifying at the same moment is just
+/// verified twice.) A poisoned lock still holds a consistent set.
 struct SharedCertCache<'a>(&'a Mutex<ServerCertCache>);
 
 impl CertCache for SharedCertCache<'_> {
@@ -2127,51 +2127,46 @@ impl CentralBank {
         let mut verified: Vec<&tally_core::VerifiedPackage> = Vec::new();
         // C7's end for the packages whose one-output Issues' values are in
         // the registry (decision 0028, "Session 13"): registered after
-        // their audit seals were opened, and never changed since.
-        let mut bits: Option<tally_core::confidential::RangeBits> = None;
-        let mut completed: Vec<Option<tally_core::VerifiedPackage>> = Vec::new();
-        let mut unbalanced: Vec<(usize, Hash32)> = Vec::new();
-        for j in jobs.iter() {
-            for c in j.checked.iter() {
-                completed.push(match c {
-                    Checked::Verified(v) if !v.awaiting_registry().is_empty() => {
-                        let mut registered = std::collections::BTreeMap::new();
-                        for id in v.awaiting_registry() {
-                            if let Some(row) = tx.issued(id)? {
-                                registered.insert(*id, row.value);
-                            }
-                        }
-                        let value = |id: &Hash32| {
-                            registered
-                                .get(id)
-                                .and_then(|v| u64::try_from(*v).ok())
-                                .map(Amount)
-                        };
-                        let bits = match bits {
-                            Some(b) => b,
-                            None => *bits.insert(range_bits(&self.policy_in(tx)?)),
-                        };
-                        match (**v).clone().complete_from_registry(&value, bits) {
-                            Ok(done) => Some(done),
-                            Err(f) => {
-                                unbalanced.push((completed.len(), f.record));
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                });
+        // their audit seals were opened, and never changed since. One
+        // look-up per distinct Issue of the group. Per package in job
+        // order: `None` (nothing awaited), the completed package, or the
+        // record C7 refuses it for.
+        let mut registered: std::collections::BTreeMap<Hash32, Option<Amount>> =
+            std::collections::BTreeMap::new();
+        let mut completed: Vec<Option<Result<tally_core::VerifiedPackage, Hash32>>> = Vec::new();
+        for c in jobs.iter().flat_map(|j| j.checked.iter()) {
+            let Checked::Verified(v) = c else {
+                completed.push(None);
+                continue;
+            };
+            if v.awaiting_registry().is_empty() {
+                completed.push(None);
+                continue;
             }
+            for id in v.awaiting_registry() {
+                if !registered.contains_key(id) {
+                    let value = tx
+                        .issued(id)?
+                        .and_then(|row| u64::try_from(row.value).ok())
+                        .map(Amount);
+                    registered.insert(*id, value);
+                }
+            }
+            let value = |id: &Hash32| registered.get(id).copied().flatten();
+            completed.push(Some(
+                (**v)
+                    .clone()
+                    .complete_from_registry(&value)
+                    .map_err(|f| f.record),
+            ));
         }
         let mut slot = 0usize;
         for (n, j) in jobs.iter().enumerate() {
             let key = op_key(j.dcp, &j.op);
             for (i, c) in j.checked.iter().enumerate() {
-                let this = slot;
+                let done = &completed[slot];
                 slot += 1;
-                if let Some(&(_, record)) = unbalanced.iter().find(|(at, _)| *at == this)
-                    && let Checked::Verified(v) = c
-                {
+                if let (Some(Err(record)), Checked::Verified(v)) = (done, c) {
                     // Refused as a sync upload's package C7 refuses.
                     results[n].refused += 1;
                     ingest[n].push(OutboxEntry {
@@ -2180,7 +2175,7 @@ impl CentralBank {
                         )),
                         epoch,
                         verdict: Verdict::Refused(
-                            SettlementError::AuditOpeningInvalid(record).code(),
+                            SettlementError::AuditOpeningInvalid(*record).code(),
                         ),
                         output_classes: Vec::new(),
                         offline_epochs: None,
@@ -2191,7 +2186,10 @@ impl CentralBank {
                 }
                 match c {
                     Checked::Verified(v) => {
-                        verified.push(completed[this].as_ref().unwrap_or(v));
+                        verified.push(match done {
+                            Some(Ok(completed)) => completed,
+                            _ => v,
+                        });
                         owners.push(n);
                         idems.push(format!("sync:{key}:{i}"));
                     }

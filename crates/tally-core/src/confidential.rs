@@ -1710,7 +1710,7 @@ pub mod fuzzing {
                                 .and_then(|rec| rec.outputs().first())
                                 .map(|o| o.value)
                         };
-                        let done = w.clone().complete_from_registry(&registered, bits);
+                        let done = w.clone().complete_from_registry(&registered);
                         assert_eq!(
                             done.as_ref().ok().map(|d| d.package()),
                             opened.map(|o| o.package()),

@@ -491,13 +491,16 @@ pub struct VerifiedPackage {
     _verified: Verified,
 }
 
-/// The one-output Issues a package awaits the registry's values of, and
-/// the values its opened seals gave.
+/// What a package awaits from settlement's registry: the one-output
+/// Issues whose values it needs, the values its opened seals gave, and the
+/// range those were checked against.
 #[cfg(all(feature = "confidential", feature = "sealing"))]
-type AwaitingRegistry = (
-    Vec<Hash32>,
-    alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
-);
+#[derive(Debug, Clone)]
+struct AwaitingRegistry {
+    issues: Vec<Hash32>,
+    values: alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
+    bits: crate::confidential::RangeBits,
+}
 
 /// Zero-sized proof that the checks ran; private so no one else builds it.
 #[derive(Debug, Clone, Copy)]
@@ -579,28 +582,33 @@ impl VerifiedPackage {
     pub fn awaiting_registry(&self) -> &[Hash32] {
         self.awaiting_registry
             .as_ref()
-            .map_or(&[][..], |(ids, _)| ids.as_slice())
+            .map_or(&[][..], |a| a.issues.as_slice())
     }
 
     /// C7's end for a package whose one-output Issues' seals were not
     /// opened: `value` gives each such Issue's value as settlement
     /// registered it, after opening its audit seal when a DCP registered
     /// it (an Issue's id binds its commitment, so the registered value is
-    /// its output's opening). Each must be known, non-zero and within
-    /// `bits`; then every confidential transfer's values balance, as in
+    /// its output's opening). Each must be known, non-zero and within the
+    /// range the package's other openings were checked against; then
+    /// every confidential transfer's values balance, as in
     /// [`VerifiedPackage::open_audit`], and the values are written in. A
     /// package that awaits nothing is returned as it is.
     #[cfg(all(feature = "confidential", feature = "sealing"))]
     pub fn complete_from_registry(
         mut self,
         value: &dyn Fn(&Hash32) -> Option<Amount>,
-        bits: crate::confidential::RangeBits,
     ) -> Result<VerifiedPackage, AuditFailure> {
         use crate::confidential::ConfidentialError;
-        let Some((ids, mut values)) = self.awaiting_registry.take() else {
+        let Some(AwaitingRegistry {
+            issues,
+            mut values,
+            bits,
+        }) = self.awaiting_registry.take()
+        else {
             return Ok(self);
         };
-        for id in &ids {
+        for id in &issues {
             let v = value(id).ok_or(AuditFailure {
                 record: *id,
                 reason: ConfidentialError::OpeningUnreadable,
@@ -699,6 +707,7 @@ impl VerifiedPackage {
             values,
             opened,
             from_registry,
+            bits,
         })
     }
 
@@ -709,7 +718,11 @@ impl VerifiedPackage {
     fn audit_finish(mut self, opened: AuditOpened) -> Result<VerifiedPackage, AuditFailure> {
         if !opened.from_registry.is_empty() {
             // The balances wait for the registry's values.
-            self.awaiting_registry = Some((opened.from_registry, opened.values));
+            self.awaiting_registry = Some(AwaitingRegistry {
+                issues: opened.from_registry,
+                values: opened.values,
+                bits: opened.bits,
+            });
             return Ok(self);
         }
         self.finish_values(opened.values)
@@ -852,6 +865,8 @@ struct AuditOpened {
     values: alloc::collections::BTreeMap<Hash32, Vec<Amount>>,
     /// One-output confidential Issues left to settlement's registry.
     from_registry: Vec<Hash32>,
+    /// The range the values were checked against.
+    bits: crate::confidential::RangeBits,
     /// Per confidential record: its id, openings and commitments.
     opened: Vec<(
         Hash32,
@@ -979,7 +994,7 @@ pub enum SettlementRefusal {
 /// (Pedersen commitments bind) to a value within `bits`, and openings
 /// that balance in clear per transfer, show what the proofs show and
 /// more. A clear package is returned as verified. Every package returned
-/// carries its opened amounts.
+/// carries its opened amounts (or awaits the registry's, below).
 ///
 /// A package whose transfer id `recheck` picks has its range proofs and
 /// excesses verified as well (C3, C4; decision 0028, "Session 13"):

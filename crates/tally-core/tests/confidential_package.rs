@@ -1296,11 +1296,10 @@ fn settlement_ends_c7_with_a_registered_issue_value() {
     let awaiting = verify(true);
     assert_eq!(awaiting.awaiting_registry(), &[issue_id]);
     assert!(!awaiting.amounts_opened());
-    let bits = bits(&w);
     // The registered value: the same package as opening every seal.
     let done = awaiting
         .clone()
-        .complete_from_registry(&|id| (*id == issue_id).then_some(Amount(1000)), bits)
+        .complete_from_registry(&|id| (*id == issue_id).then_some(Amount(1000)))
         .unwrap();
     assert!(done.amounts_opened());
     assert!(done.awaiting_registry().is_empty());
@@ -1309,7 +1308,7 @@ fn settlement_ends_c7_with_a_registered_issue_value() {
     assert_eq!(
         awaiting
             .clone()
-            .complete_from_registry(&|_| Some(Amount(999)), bits)
+            .complete_from_registry(&|_| Some(Amount(999)))
             .err(),
         Some(AuditFailure {
             record: pkg.transfer.id(),
@@ -1323,10 +1322,7 @@ fn settlement_ends_c7_with_a_registered_issue_value() {
         (Some(Amount(1 << 16)), ConfidentialError::OutOfRange),
     ] {
         assert_eq!(
-            awaiting
-                .clone()
-                .complete_from_registry(&|_| value, bits)
-                .err(),
+            awaiting.clone().complete_from_registry(&|_| value).err(),
             Some(AuditFailure {
                 record: issue_id,
                 reason
