@@ -1,5 +1,5 @@
 //! The confidential-amounts decoders and verifiers: commitments, openings,
-//! range proofs, excess signatures and sealed openings never panic, decode
+//! range proofs, the balance of commitments and sealed openings never panic, decode
 //! to one canonical encoding, and hostile bytes never verify or open
 //! (tally_core::confidential::fuzzing). The first byte selects the object.
 #![no_main]

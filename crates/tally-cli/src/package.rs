@@ -44,7 +44,7 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
     }
     if let Some(c) = &p.transfer.confidential {
         s.push_str(&format!(
-            "  confidential: range proof {} bits × {}, excess signature, {}, {}\n",
+            "  confidential: range proof {} bits × {}, {}, {}\n",
             c.range_proof.bits().bits(),
             c.range_proof.outputs(),
             match &c.audit {

@@ -17,7 +17,9 @@
 //! `TALLY_WRITE_CODES=1 cargo test -p tally-codes` rewrites it).
 //!
 //! A code marked [`State::Reserved`] is held for work in progress: no
-//! error may answer with it until it is marked [`State::Used`].
+//! error may answer with it until it is marked [`State::Used`]. A code
+//! marked [`State::Retired`] belonged to a rule that is gone: nothing
+//! answers with it, and its number is never reused.
 //!
 //! `no_std`, no dependencies: tally-core and tally-se build on it for
 //! microcontrollers.
@@ -155,6 +157,9 @@ pub enum State {
     Used,
     /// Registered so nobody else takes it; no error answers with it yet.
     Reserved,
+    /// Answered once, by a rule that is gone: no error answers with it
+    /// and it is never given another meaning.
+    Retired,
 }
 
 /// One registered code.
@@ -383,14 +388,16 @@ registry! {
         "V9 (C2): a confidential transfer's range proof has another bit-length than the policy's";
     VERIFY_RANGE_PROOF_INVALID = 905, Verify, http [422], sw [0x6982], Used,
         "V9 (C3): a range proof does not verify for the transfer's commitments and context (an output committing to a negative or out-of-range amount, or a proof from another transfer)";
-    VERIFY_EXCESS_INVALID = 906, Verify, http [422], sw [0x6982], Used,
-        "V9 (C4): a confidential transfer's excess signature does not verify (value created or destroyed, or the signature forged or from another transfer)";
+    VERIFY_EXCESS_INVALID = 906, Verify, http [], sw [], Retired,
+        "V9 (C4, until decision 0029): a confidential transfer's excess signature does not verify; the excess signature left the wire, the code is never answered nor reused";
     VERIFY_AUDIT_SEAL_INVALID = 907, Verify, http [422], sw [0x6982], Used,
         "V9 (C8): a confidential record without its audit seal (every output's opening sealed to settlement's key), or one not of one opening per output";
     VERIFY_STREAM_CLOSE_VALUE = 908, Verify, http [422], sw [0x6982], Used,
         "V9 (SV3): a stream close paying other than its ticks' value, or counting more ticks than the stream has";
     VERIFY_STREAM_CHAIN = 909, Verify, http [422], sw [0x6982], Used,
         "V9 (SV4): a stream claim whose element does not walk to the anchor: ticks never released";
+    VERIFY_COMMITMENTS_UNBALANCED = 910, Verify, http [422], sw [0x6982], Used,
+        "V9 (C4): a confidential transfer's output commitments do not sum to the commitments of the outputs it consumes (value created or destroyed)";
     VERIFY_OUTPUT_SPENT_TWICE = 1001, Verify, http [422], sw [0x6982], Used,
         "V10: one output consumed twice inside the package";
     VERIFY_WRONG_PAYEE = 1101, Verify, http [422], sw [0x6982], Used,

@@ -62,6 +62,7 @@ fn render() -> String {
             let meaning = match e.state {
                 State::Used => e.meaning.to_string(),
                 State::Reserved => format!("*reserved:* {}", e.meaning),
+                State::Retired => format!("*retired:* {}", e.meaning),
             };
             writeln!(
                 s,

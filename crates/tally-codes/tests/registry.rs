@@ -123,7 +123,7 @@ fn http_statuses_and_status_words_are_where_they_belong() {
             );
         }
         match (e.component, e.state) {
-            (_, State::Reserved) => {
+            (_, State::Reserved | State::Retired) => {
                 assert!(e.http.is_empty() && e.sw.is_empty(), "{}", e.name)
             }
             (Component::Se, _) => assert!(e.http.is_empty() && !e.sw.is_empty(), "{}", e.name),
@@ -206,6 +206,7 @@ fn every_used_code_is_answered_somewhere_and_no_reserved_one_is() {
         match e.state {
             State::Used if users.is_empty() => unused.push(e.name),
             State::Reserved => assert!(users.is_empty(), "reserved {} used in {users:?}", e.name),
+            State::Retired => assert!(users.is_empty(), "retired {} used in {users:?}", e.name),
             State::Used => {}
         }
     }

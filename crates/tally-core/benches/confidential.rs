@@ -1,6 +1,6 @@
 //! The confidential-amounts core on one core: commitments, range proofs
 //! (1 and 2 outputs at 16, 32 and 64 bits), a settlement-sized batch of 64
-//! proofs, the excess signature and the sealed opening. Object sizes are
+//! proofs, the balance of commitments (C4) and the sealed opening. Object sizes are
 //! printed once at the start. Figures go into
 //! docs/decisions/0017-confidential-amounts.md.
 //!
@@ -12,8 +12,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tally_core::Amount;
 use tally_core::codec::Cbor;
 use tally_core::confidential::{
-    ExcessSignature, Opening, RangeBits, RangeCheck, RangeGens, RangeProof, SealedOpening,
-    batch_verify,
+    Opening, RangeBits, RangeCheck, RangeGens, RangeProof, SealedOpening, balanced_openings,
+    batch_verify, check_balance,
 };
 use tally_core::crypto::{Suite, tagged_hash};
 use tally_core::testkit::{self, TestEntropy};
@@ -39,13 +39,10 @@ fn sizes() {
             );
         }
     }
-    let ins = [Opening::random(Amount(1000), &mut rng)];
     let outs = [
         Opening::random(Amount(250), &mut rng),
         Opening::random(Amount(750), &mut rng),
     ];
-    let e = ExcessSignature::sign(&ctx, &ins, &outs, &mut rng).unwrap();
-    println!("size excess signature (CBOR): {} bytes", e.to_cbor().len());
     let payee = testkit::key(Suite::Ed25519, b"payee");
     let s =
         SealedOpening::seal(&payee.public(), &ctx, &outs[0].commit(), &outs[0], &mut rng).unwrap();
@@ -119,18 +116,15 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let ins = [Opening::random(Amount(1000), &mut rng)];
-    let outs = [
-        Opening::random(Amount(250), &mut rng),
-        Opening::random(Amount(750), &mut rng),
-    ];
+    let values = [Amount(250), Amount(750)];
+    c.bench_function("balanced openings (1 in, 2 out)", |b| {
+        b.iter(|| black_box(balanced_openings(&ins, &values, &mut rng).unwrap()))
+    });
+    let outs = balanced_openings(&ins, &values, &mut rng).unwrap();
     let in_c = [ins[0].commit()];
     let out_c = [outs[0].commit(), outs[1].commit()];
-    c.bench_function("excess sign (1 in, 2 out)", |b| {
-        b.iter(|| black_box(ExcessSignature::sign(&ctx, &ins, &outs, &mut rng).unwrap()))
-    });
-    let e = ExcessSignature::sign(&ctx, &ins, &outs, &mut rng).unwrap();
-    c.bench_function("excess verify (1 in, 2 out)", |b| {
-        b.iter(|| e.verify(&ctx, &in_c, &out_c).unwrap())
+    c.bench_function("balance check (1 in, 2 out)", |b| {
+        b.iter(|| check_balance(&in_c, &out_c).unwrap())
     });
 
     let payee = testkit::key(Suite::Ed25519, b"payee");

@@ -1,7 +1,7 @@
 //! Confidential packages (SPEC §4.9), one hop, 16-bit ranges, x86 one
 //! core: the payee's verification (decode, every rule, its own opening)
 //! against the clear package of the same payment, and the payer's side
-//! (commitments, range proof, excess, sealed opening, signature).
+//! (commitments, range proof, balanced blindings, sealed openings, signature).
 //!
 //! `cargo bench -p tally-core --features testkit,confidential --bench confidential_package -j 1`
 

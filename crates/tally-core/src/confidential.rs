@@ -1,7 +1,8 @@
 //! Confidential amounts (issue 12, the cryptographic core): Pedersen
-//! commitments over Ristretto255, Bulletproofs+ range proofs, the excess
-//! signature that proves a Transfer conserves value, and the opening of an
-//! output sealed to its payee. Wire integration (records, SE and payee
+//! commitments over Ristretto255, Bulletproofs+ range proofs, the balance
+//! of commitments that shows a Transfer conserves value (output blindings
+//! summing to the inputs', decision 0029), and the opening of an output
+//! sealed to its payee. Wire integration (records, SE and payee
 //! rules, settlement) is built on this API elsewhere; this module owns the
 //! constructions and their encodings. See
 //! docs/decisions/0017-confidential-amounts.md and
@@ -14,14 +15,14 @@
 //! Commitment   = v·B + r·H                          bstr 32 (compressed Ristretto)
 //! Opening      = [v, r : bstr 32]                    (r canonical, non-zero)
 //! RangeProof   = [1, bits, outputs, proof : bstr]    bits ∈ {16, 32, 64}, 1 ≤ outputs ≤ 4
-//! Excess       = R ‖ s                               bstr 64
+//! C4           = Σ C_in = Σ C_out                    (no witness on the wire)
 //! SealedOpening= [1, enc : bstr 32, ct : bstr 56]
 //! ```
 //!
 //! Every prover takes the caller's `context` (a hash of the Transfer it
 //! belongs to, fixed by the caller before any proof is made), and every
-//! verifier needs the same context: a proof or signature lifted from
-//! another transfer does not verify. The group arithmetic is
+//! verifier needs the same context: a proof or seal lifted from another
+//! transfer does not verify. The group arithmetic is
 //! curve25519-dalek's, the range proof tari's (vendored with a no_std
 //! patch, see vendor/tari_bulletproofs_plus.patch), the sealing HPKE's; this
 //! module composes them and implements no field or curve operation.
@@ -81,12 +82,10 @@ pub const RANGE_MSM_CHUNK: usize = 64;
 /// M4's PAY at 55.6 KiB; 7 or 8 save 2 % of its instructions for 63.4 KiB,
 /// too close to the 64 KiB budget (decision 0027, "Session 13").
 pub const RANGE_PROVE_MSM_CHUNK: usize = 6;
-/// Most input commitments an excess signature covers (a Transfer's inputs).
-pub const EXCESS_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
+/// Most input commitments C4 sums (a Transfer's inputs).
+pub const BALANCE_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
 /// Bytes of a compressed commitment.
 pub const COMMITMENT_BYTES: usize = 32;
-/// Bytes of an excess signature (`R ‖ s`).
-pub const EXCESS_SIGNATURE_BYTES: usize = 64;
 /// Bytes of an opening's plaintext inside a sealed opening: `v` (8, big
 /// endian) ‖ `r` (32). Fixed, so the ciphertext's length says nothing
 /// about the amount.
@@ -121,9 +120,9 @@ pub enum ConfidentialError {
     Unbalanced,
     /// The range proof does not verify for these commitments and context.
     RangeProofInvalid,
-    /// The excess signature does not verify for these commitments and
-    /// context: value is created or destroyed, or the signature is forged.
-    ExcessInvalid,
+    /// The output commitments do not sum to the input commitments (C4):
+    /// value is created or destroyed.
+    CommitmentsUnbalanced,
     /// The payee key cannot receive an opening: not Ed25519, or not a
     /// valid point of large order.
     UnsupportedKey,
@@ -153,7 +152,9 @@ impl fmt::Display for ConfidentialError {
             ConfidentialError::OutOfRange => "value does not fit the range",
             ConfidentialError::Unbalanced => "input and output values do not balance",
             ConfidentialError::RangeProofInvalid => "range proof does not verify",
-            ConfidentialError::ExcessInvalid => "excess signature does not verify",
+            ConfidentialError::CommitmentsUnbalanced => {
+                "output commitments do not sum to the input commitments"
+            }
             ConfidentialError::UnsupportedKey => "payee key cannot receive a sealed opening",
             ConfidentialError::OpeningUnreadable => "sealed opening does not open for this payee",
             ConfidentialError::WrongOpening => "opening does not match the commitment",
@@ -187,20 +188,6 @@ pub fn blinding_base() -> RistrettoPoint {
         // point would silently make commitments non-binding, so stop.
         None => unreachable!("tari's default Pedersen generators have one masking base"),
     }
-}
-
-/// SHA-512 over a domain tag and length-prefixed parts (the 64-byte
-/// sibling of [`tagged_hash`]), reduced to a scalar.
-fn tagged_scalar(tag: &[u8], parts: &[&[u8]]) -> Scalar {
-    let mut h = Sha512::new();
-    h.update((tag.len() as u32).to_be_bytes());
-    h.update(tag);
-    for p in parts {
-        h.update((p.len() as u32).to_be_bytes());
-        h.update(p);
-    }
-    let wide: Zeroizing<[u8; 64]> = Zeroizing::new(h.finalize().into());
-    Scalar::from_bytes_mod_order_wide(&wide)
 }
 
 /// A uniformly random non-zero scalar from the injected entropy.
@@ -762,9 +749,11 @@ impl Cbor for RangeProof {
 }
 
 // ---------------------------------------------------------------------------
-// Excess: conservation of value
+// Conservation of value: the commitments balance (decision 0029)
 
-/// `E = Σ C_in − Σ C_out`. If values balance, `E = (Σ r_in − Σ r_out)·H`.
+/// `E = Σ C_in − Σ C_out`. The payer chooses the output blindings so that
+/// they sum to the inputs' ([`balanced_openings`]); then `E` is the
+/// identity exactly when the values balance.
 pub fn excess(inputs: &[Commitment], outputs: &[Commitment]) -> RistrettoPoint {
     let mut e = RistrettoPoint::identity();
     for c in inputs {
@@ -776,136 +765,78 @@ pub fn excess(inputs: &[Commitment], outputs: &[Commitment]) -> RistrettoPoint {
     e
 }
 
-fn excess_challenge(e: &[u8; 32], big_r: &[u8; 32], context: &Hash32) -> Scalar {
-    tagged_scalar(b"tally/v1/excess-challenge", &[e, big_r, &context.0])
-}
-
 fn check_counts(inputs: usize, outputs: usize) -> Result<(), ConfidentialError> {
-    if inputs == 0 || inputs > EXCESS_INPUTS_MAX || outputs == 0 || outputs > RANGE_OUTPUTS_MAX {
+    if inputs == 0 || inputs > BALANCE_INPUTS_MAX || outputs == 0 || outputs > RANGE_OUTPUTS_MAX {
         return Err(ConfidentialError::OutputCount);
     }
     Ok(())
 }
 
-/// A Schnorr signature under the blinding base `H` by the excess `E`:
-/// proof of knowledge of `x` with `E = x·H`. Since nobody knows
-/// `log_H(B)`, such `x` exists for a prover only if the values in
-/// `E` cancel: inputs and outputs carry the same total.
+/// Rule C4: a transfer's output commitments sum to its inputs'
+/// (`Σ C_in = Σ C_out` as group elements).
 ///
-/// ```text
-/// sign:   k = SHA-512-tagged("tally/v1/excess-nonce", x ‖ 32 random bytes ‖ E ‖ context) mod ℓ
-///         R = k·H
-///         c = SHA-512-tagged("tally/v1/excess-challenge", E ‖ R ‖ context) mod ℓ
-///         s = k + c·x                        signature = R ‖ s (s canonical)
-/// verify: encode(s·H − c·E) = R              (byte comparison)
-/// ```
-/// `SHA-512-tagged(tag, p₁ … pₙ)` is SHA-512 over `len(tag) ‖ tag ‖
-/// len(p₁) ‖ p₁ …` with 4-byte big-endian lengths (as
-/// [`tagged_hash`]), reduced mod ℓ from 64 bytes. The nonce is hedged: a
-/// broken generator still gives a fresh nonce per message and secret.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ExcessSignature {
-    big_r: [u8; 32],
-    s: Scalar,
-}
-
-impl fmt::Debug for ExcessSignature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ExcessSignature(…)")
+/// Why this is conservation: the range proof is an argument of knowledge
+/// of every output's opening, and the payer SE knows its inputs'. If the
+/// sums are equal while the values differ, whoever knows all openings
+/// knows `log_H(B)`, which nobody does. With the range proofs (no output
+/// wraps around ℓ) the outputs carry exactly the inputs' total. It
+/// replaces the Schnorr signature by the excess under `H` of decision
+/// 0017, which proved the same thing for a non-zero excess at 64 bytes
+/// and two scalar multiplications per transfer: the owner's signature
+/// already authorises the transfer, so nothing needs the excess's
+/// freedom (decision 0029).
+pub fn check_balance(
+    inputs: &[Commitment],
+    outputs: &[Commitment],
+) -> Result<(), ConfidentialError> {
+    check_counts(inputs.len(), outputs.len())?;
+    if excess(inputs, outputs).is_identity() {
+        Ok(())
+    } else {
+        Err(ConfidentialError::CommitmentsUnbalanced)
     }
 }
 
-impl ExcessSignature {
-    /// Signs the excess of a transfer spending `inputs` into `outputs`
-    /// (their openings), bound to `context`. Refuses unless the values
-    /// balance: the signature is the money invariant's proof, so the
-    /// prover checks the invariant itself before making it.
-    pub fn sign(
-        context: &Hash32,
-        inputs: &[Opening],
-        outputs: &[Opening],
-        rng: &mut dyn Entropy,
-    ) -> Result<ExcessSignature, ConfidentialError> {
-        check_counts(inputs.len(), outputs.len())?;
-        let total_in = Amount::sum(inputs.iter().map(|o| o.value));
-        let total_out = Amount::sum(outputs.iter().map(|o| o.value));
-        match (total_in, total_out) {
-            (Some(a), Some(b)) if a == b => {}
-            _ => return Err(ConfidentialError::Unbalanced),
+/// The payer's side of C4: fresh openings of `values` whose blindings sum
+/// to the inputs' (`Σ r_out = Σ r_in`). Every blinding but the last is
+/// uniformly random; the last is what balances, itself uniform to anyone
+/// who does not know every input's blinding. Refuses unless the values
+/// balance (the money invariant, checked before anything is committed)
+/// and the counts fit. Output 0's opening is the payee's and random: the
+/// payee learns nothing of the inputs' blindings from it.
+pub fn balanced_openings(
+    inputs: &[Opening],
+    values: &[Amount],
+    rng: &mut dyn Entropy,
+) -> Result<Vec<Opening>, ConfidentialError> {
+    check_counts(inputs.len(), values.len())?;
+    let total_in = Amount::sum(inputs.iter().map(|o| o.value));
+    let total_out = Amount::sum(values.iter().copied());
+    match (total_in, total_out) {
+        (Some(a), Some(b)) if a == b => {}
+        _ => return Err(ConfidentialError::Unbalanced),
+    }
+    let mut r_in = Zeroizing::new(Scalar::ZERO);
+    for o in inputs {
+        *r_in += o.blinding;
+    }
+    let (last, first) = values.split_last().ok_or(ConfidentialError::OutputCount)?;
+    loop {
+        let mut out: Vec<Opening> = first.iter().map(|v| Opening::random(*v, rng)).collect();
+        let mut rest = Zeroizing::new(*r_in);
+        for o in &out {
+            *rest -= o.blinding;
         }
-        let mut x = Zeroizing::new(Scalar::ZERO);
-        for o in inputs {
-            *x += o.blinding;
+        // A zero blinding is never an opening (`from_parts`); with one
+        // output it would need a zero input sum, which `from_parts` kept
+        // out too. Drawn again otherwise (probability 2^-252).
+        if let Ok(o) = Opening::from_parts(*last, *rest) {
+            out.push(o);
+            return Ok(out);
         }
-        for o in outputs {
-            *x -= o.blinding;
+        if first.is_empty() {
+            return Err(ConfidentialError::WrongOpening);
         }
-        // E = Σ C_in − Σ C_out = (Σ v_in − Σ v_out)·B + x·H, which is x·H
-        // since the values balance (checked above, without overflow): the
-        // commitments need not be recomputed (session 12: that check could
-        // not fail, and cost three commitments on every PAY).
-        let h = blinding_base();
-        let e = h * *x;
-        let e_bytes = e.compress().to_bytes();
-        let mut fresh = Zeroizing::new([0u8; 32]);
-        rng.fill(&mut fresh[..]);
-        let k = Zeroizing::new(tagged_scalar(
-            b"tally/v1/excess-nonce",
-            &[x.as_bytes(), &fresh[..], &e_bytes, &context.0],
-        ));
-        let big_r = (h * *k).compress().to_bytes();
-        let c = excess_challenge(&e_bytes, &big_r, context);
-        let s = *k + c * *x;
-        Ok(ExcessSignature { big_r, s })
-    }
-
-    /// Verifies the signature for the commitments of the transfer's inputs
-    /// and outputs under `context`.
-    pub fn verify(
-        &self,
-        context: &Hash32,
-        inputs: &[Commitment],
-        outputs: &[Commitment],
-    ) -> Result<(), ConfidentialError> {
-        check_counts(inputs.len(), outputs.len())?;
-        let e = excess(inputs, outputs);
-        let e_bytes = e.compress().to_bytes();
-        let c = excess_challenge(&e_bytes, &self.big_r, context);
-        let r2 = RistrettoPoint::vartime_multiscalar_mul([self.s, -c], [blinding_base(), e]);
-        if r2.compress().to_bytes() == self.big_r {
-            Ok(())
-        } else {
-            Err(ConfidentialError::ExcessInvalid)
-        }
-    }
-
-    pub fn to_bytes(&self) -> [u8; 64] {
-        let mut b = [0u8; 64];
-        b[..32].copy_from_slice(&self.big_r);
-        b[32..].copy_from_slice(self.s.as_bytes());
-        b
-    }
-
-    /// `R ‖ s`; `s` must be canonical (below ℓ), so each signature has one
-    /// encoding. `R` is compared as bytes by the verifier, so a
-    /// non-canonical `R` never verifies.
-    pub fn from_bytes(b: &[u8; 64]) -> Result<ExcessSignature, ConfidentialError> {
-        let mut big_r = [0u8; 32];
-        big_r.copy_from_slice(&b[..32]);
-        let mut sb = [0u8; 32];
-        sb.copy_from_slice(&b[32..]);
-        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(sb))
-            .ok_or(ConfidentialError::Decode(CodecError::Malformed))?;
-        Ok(ExcessSignature { big_r, s })
-    }
-}
-
-impl Cbor for ExcessSignature {
-    fn write(&self, w: &mut Writer) {
-        w.bytes(&self.to_bytes());
-    }
-    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        ExcessSignature::from_bytes(&r.bytes_array()?).map_err(|_| CodecError::Malformed)
     }
 }
 
@@ -1486,7 +1417,6 @@ pub mod fuzzing {
         pub outputs: Vec<Commitment>,
         pub output_openings: Vec<Opening>,
         pub proof: RangeProof,
-        pub excess: ExcessSignature,
         pub payee: SecretKey,
         pub sealed: SealedOpening,
         pub package: PackageFixture,
@@ -1505,20 +1435,15 @@ pub mod fuzzing {
             };
             let context = tagged_hash(b"tally/test/confidential-context", &[b"fixture"]);
             let input = Opening::random(Amount(1000), &mut rng);
-            let output_openings = vec![
-                Opening::random(Amount(250), &mut rng),
-                Opening::random(Amount(750), &mut rng),
-            ];
+            let output_openings = balanced_openings(
+                core::slice::from_ref(&input),
+                &[Amount(250), Amount(750)],
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("fixture openings: {e}"));
             let outputs: Vec<Commitment> = output_openings.iter().map(Opening::commit).collect();
             let proof = RangeProof::prove(&gens, &context, &output_openings, &mut rng)
                 .unwrap_or_else(|e| panic!("fixture proof: {e}"));
-            let excess = ExcessSignature::sign(
-                &context,
-                core::slice::from_ref(&input),
-                &output_openings,
-                &mut rng,
-            )
-            .unwrap_or_else(|e| panic!("fixture excess: {e}"));
             let payee = testkit::key(Suite::Ed25519, b"payee");
             let sealed = SealedOpening::seal(
                 &payee.public(),
@@ -1536,7 +1461,6 @@ pub mod fuzzing {
                 outputs,
                 output_openings,
                 proof,
-                excess,
                 payee,
                 sealed,
                 package: PackageFixture::new(),
@@ -1554,7 +1478,7 @@ pub mod fuzzing {
                 ("commitment.bin", with(0, self.outputs[0].to_cbor())),
                 ("opening.bin", with(1, self.output_openings[0].to_cbor())),
                 ("range_proof.bin", with(2, self.proof.to_cbor())),
-                ("excess.bin", with(3, self.excess.to_cbor())),
+                ("balance.bin", with(3, self.outputs[1].to_cbor())),
                 ("sealed_opening.bin", with(4, self.sealed.to_cbor())),
                 (
                     "audit_seal.bin",
@@ -1651,12 +1575,22 @@ pub mod fuzzing {
                 }
             }
             3 => {
-                if let Some(s) = round_trip::<ExcessSignature>(bytes) {
-                    let ok = s.verify(&f.context, &f.inputs, &f.outputs).is_ok();
-                    assert!(
-                        !ok || s == f.excess,
-                        "an excess signature not made here verifies"
+                // C4 over a decoded commitment: the fixture's outputs
+                // balance its input; with the commitment added as one more
+                // output they do not (it is never the identity); added on
+                // both sides they do again.
+                if let Some(c) = round_trip::<Commitment>(bytes) {
+                    assert_eq!(check_balance(&f.inputs, &f.outputs), Ok(()));
+                    let mut more = f.outputs.clone();
+                    more.push(c);
+                    assert_eq!(
+                        check_balance(&f.inputs, &more),
+                        Err(ConfidentialError::CommitmentsUnbalanced),
+                        "an extra output balances"
                     );
+                    let mut ins = f.inputs.clone();
+                    ins.push(c);
+                    assert_eq!(check_balance(&ins, &more), Ok(()));
                 }
             }
             5 => {

@@ -1,13 +1,13 @@
 //! Confidential records (issue 12, integration): how commitments, the
-//! range proof, the excess signature and sealed openings sit inside an
+//! range proof and sealed openings sit inside an
 //! `Issue` and a `Transfer` (SPEC §4.9), and the payer and issuer sides
 //! that build them.
 //!
 //! ```text
 //! Output (form 1)       = [1, commitment : bstr 32, owner]
 //! Transfer (conf.)      = [1, [inputs], [outputs form 1], nonce, counter, [signatures], proofs]
-//!   proofs              = [range_proof, excess, audit]                  (in an ancestry)
-//!                       | [range_proof, excess, audit, sealed_opening]  (the payee's output 0)
+//!   proofs              = [range_proof, audit]                  (in an ancestry)
+//!                       | [range_proof, audit, sealed_opening]  (the payee's output 0)
 //! Issue (conf.)         = [1, issuer, serial, expiry, [outputs form 1], signature, audit]
 //!                       | [1, issuer, serial, expiry, [outputs form 1], signature, audit, [sealed openings]]
 //! audit                 = SealedOpenings: every output's opening sealed to settlement
@@ -15,8 +15,8 @@
 //! ```
 //!
 //! The record body (what the id hashes and the signatures sign) holds the
-//! commitments; the proofs, the excess signature and the sealed openings
-//! are witnesses outside the body, each bound to the body through the
+//! commitments; the proofs and the sealed openings are witnesses outside
+//! the body, each bound to the body through the
 //! `context` (a proof or signature lifted from another record does not
 //! verify). An output of a confidential record has `value == 0` in memory:
 //! its amount is the commitment, known only to whoever holds the opening.
@@ -26,8 +26,8 @@ use alloc::vec::Vec;
 use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer};
 use crate::confidential::{
-    Commitment, ConfidentialError, ExcessSignature, Opening, RANGE_OUTPUTS_MAX, RangeGens,
-    RangeProof, SealedOpening, SealedOpenings,
+    Commitment, ConfidentialError, Opening, RANGE_OUTPUTS_MAX, RangeGens, RangeProof,
+    SealedOpening, SealedOpenings,
 };
 use crate::crypto::{Entropy, Hash32, PublicKey, SecretKey, Signature, Signer, tagged_hash};
 use crate::record::{Issue, OutPoint, Output, RECORD_OUTPUTS_MAX, Transfer, distinct_signers};
@@ -40,13 +40,13 @@ pub fn record_context(body: &[u8]) -> Hash32 {
 }
 
 /// The confidential part of a Transfer: one commitment per output (in the
-/// body), the aggregated range proof over them, the excess signature and,
-/// in the package that pays it, output 0's opening sealed to the payee.
+/// body), the aggregated range proof over them and, in the package that
+/// pays it, output 0's opening sealed to the payee. Conservation needs no
+/// witness: the commitments sum to the inputs' (C4, decision 0029).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfidentialTransfer {
     pub commitments: Vec<Commitment>,
     pub range_proof: RangeProof,
-    pub excess: ExcessSignature,
     /// The audit seal: every output's opening sealed to settlement (SPEC
     /// §4.9.3). Kept in ancestries (settlement values every record of a
     /// package from it). `None` only when decoded from a package that
@@ -59,19 +59,17 @@ pub struct ConfidentialTransfer {
 
 impl ConfidentialTransfer {
     /// The proofs element (everything but the commitments, which are in
-    /// the outputs): `[range_proof, excess, audit]` or `[range_proof,
-    /// excess, audit, sealed_opening]`; without an audit seal (refused by
-    /// the verifier, C8) `[range_proof, excess]`, and then no payee
-    /// opening either.
+    /// the outputs): `[range_proof, audit]` or `[range_proof, audit,
+    /// sealed_opening]`; without an audit seal (refused by the verifier,
+    /// C8) `[range_proof]`, and then no payee opening either.
     pub(crate) fn write_proofs(&self, w: &mut Writer) {
         let n = match (&self.audit, &self.payee_opening) {
-            (None, _) => 2,
-            (Some(_), None) => 3,
-            (Some(_), Some(_)) => 4,
+            (None, _) => 1,
+            (Some(_), None) => 2,
+            (Some(_), Some(_)) => 3,
         };
         w.array(n);
         self.range_proof.write(w);
-        self.excess.write(w);
         if let Some(a) = &self.audit {
             a.write(w);
             if let Some(s) = &self.payee_opening {
@@ -83,18 +81,17 @@ impl ConfidentialTransfer {
         r: &mut Reader<'_>,
         commitments: Vec<Commitment>,
     ) -> Result<Self, CodecError> {
-        let n = r.array_max(4)?;
-        if n < 2 {
+        let n = r.array_max(3)?;
+        if n < 1 {
             return Err(CodecError::Malformed);
         }
         let range_proof = RangeProof::read(r)?;
-        let excess = ExcessSignature::read(r)?;
-        let audit = if n >= 3 {
+        let audit = if n >= 2 {
             Some(SealedOpenings::read(r)?)
         } else {
             None
         };
-        let payee_opening = if n == 4 {
+        let payee_opening = if n == 3 {
             Some(SealedOpening::read(r)?)
         } else {
             None
@@ -102,7 +99,6 @@ impl ConfidentialTransfer {
         Ok(ConfidentialTransfer {
             commitments,
             range_proof,
-            excess,
             audit,
             payee_opening,
         })
@@ -113,7 +109,7 @@ impl ConfidentialTransfer {
 /// body) and, as the DCP hands it to the loading SE, each output's opening
 /// sealed to its owner. The Issue is signed by a trusted issuer, which
 /// knows every amount (it debited the account): it needs no range proof
-/// and no excess. Stored and forwarded in ancestries without openings.
+/// and no balance with inputs. Stored and forwarded in ancestries without openings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfidentialIssue {
     pub commitments: Vec<Commitment>,
@@ -226,10 +222,11 @@ pub fn build_transfer(
     if in_sum.is_none() || in_sum != out_sum {
         return Err(ConfidentialError::Unbalanced);
     }
-    let openings: Vec<Opening> = outputs
-        .iter()
-        .map(|o| Opening::random(o.value, rng))
-        .collect();
+    // Output blindings sum to the inputs' (C4, decision 0029); this also
+    // checks the counts and the money invariant again.
+    let in_openings: Vec<Opening> = inputs.iter().map(|(_, _, o)| o.clone()).collect();
+    let values: Vec<Amount> = outputs.iter().map(|o| o.value).collect();
+    let openings = crate::confidential::balanced_openings(&in_openings, &values, rng)?;
     let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
     let mut t = Transfer {
         inputs: inputs.iter().map(|(op, _, _)| *op).collect(),
@@ -248,8 +245,6 @@ pub fn build_transfer(
     };
     let context = record_context(&Transfer::body_bytes_with(&t, Some(&commitments)));
     let range_proof = RangeProof::prove(gens, &context, &openings, rng)?;
-    let in_openings: Vec<Opening> = inputs.iter().map(|(_, _, o)| o.clone()).collect();
-    let excess = ExcessSignature::sign(&context, &in_openings, &openings, rng)?;
     // The commitments were computed above from these openings: the seals
     // do not check them again.
     let audit = Some(SealedOpenings::seal_made(
@@ -269,7 +264,6 @@ pub fn build_transfer(
     t.confidential = Some(alloc::boxed::Box::new(ConfidentialTransfer {
         commitments,
         range_proof,
-        excess,
         audit,
         payee_opening,
     }));

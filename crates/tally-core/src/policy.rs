@@ -21,8 +21,8 @@ pub const MANUFACTURERS_MAX: usize = 64;
 pub mod amount_mode {
     /// Clear amounts (form 0): the default.
     pub const CLEAR: u8 = 0;
-    /// Pedersen commitments with range proofs and excess signatures (form
-    /// 1, SPEC §4.9): payees learn their own amount only.
+    /// Pedersen commitments with range proofs, balancing per transfer
+    /// (form 1, SPEC §4.9): payees learn their own amount only.
     pub const CONFIDENTIAL: u8 = 1;
 }
 

@@ -90,9 +90,9 @@ pub enum VerifyError {
     /// commitments and context: an output committing to a negative or
     /// out-of-range amount, or a proof made for another transfer.
     RangeProofInvalid,
-    /// V9 (C4): an excess signature that does not verify: value created or
-    /// destroyed, or a signature forged or taken from another transfer.
-    ExcessInvalid,
+    /// V9 (C4): the output commitments do not sum to the consumed
+    /// outputs' commitments: value created or destroyed.
+    CommitmentsUnbalanced,
     /// V11 (C5): no opening sealed to the payee, or one that does not open
     /// with the payee's key for output 0's commitment and this transfer.
     OpeningUnreadable,
@@ -155,7 +155,7 @@ impl VerifyError {
             VerifyError::AmountForm => codes::VERIFY_AMOUNT_FORM,
             VerifyError::RangeBitsMismatch => codes::VERIFY_RANGE_BITS_MISMATCH,
             VerifyError::RangeProofInvalid => codes::VERIFY_RANGE_PROOF_INVALID,
-            VerifyError::ExcessInvalid => codes::VERIFY_EXCESS_INVALID,
+            VerifyError::CommitmentsUnbalanced => codes::VERIFY_COMMITMENTS_UNBALANCED,
             VerifyError::OpeningUnreadable => codes::VERIFY_OPENING_UNREADABLE,
             VerifyError::WrongOpening => codes::VERIFY_WRONG_OPENING,
             VerifyError::AuditSealInvalid => codes::VERIFY_AUDIT_SEAL_INVALID,
@@ -738,8 +738,8 @@ impl VerifiedPackage {
         use crate::confidential::ConfidentialError;
         let fail = |record: Hash32, reason: ConfidentialError| AuditFailure { record, reason };
         let t = &self.package.transfer;
-        // Each confidential transfer's opened values balance (the excess
-        // proved it for the commitments; this checks the seal tells the
+        // Each confidential transfer's opened values balance (C4 showed
+        // it for the commitments; this checks the seal tells the
         // same story, so the booked amounts conserve value too).
         let transfers = self
             .package
@@ -989,15 +989,15 @@ pub enum SettlementRefusal {
 /// settlement's sealing key (SPEC §4.9.4, decision 0028): every
 /// confidential record's audit seal is opened with `key` and checked (C7,
 /// [`VerifiedPackage::open_audit`]) before a package is returned, and
-/// that check stands in for the range proofs and excess signatures (C3,
-/// C4), which are not verified here: an opening that opens a commitment
+/// that check stands in for the range proofs and the balance of
+/// commitments (C3, C4), which are not verified here: an opening that opens a commitment
 /// (Pedersen commitments bind) to a value within `bits`, and openings
 /// that balance in clear per transfer, show what the proofs show and
 /// more. A clear package is returned as verified. Every package returned
 /// carries its opened amounts (or awaits the registry's, below).
 ///
 /// A package whose transfer id `recheck` picks has its range proofs and
-/// excesses verified as well (C3, C4; decision 0028, "Session 13"):
+/// commitment balances verified as well (C3, C4; decision 0028, "Session 13"):
 /// settlement samples packages that way, so that a payee SE which
 /// accepted proofs that do not verify — which only a broken or
 /// compromised SE does — is still seen (refused, and the MDS alerted by
@@ -1362,9 +1362,9 @@ fn verify_inner(
 /// How a call checks a confidential transfer's proofs (C3, C4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proofs {
-    /// Range proofs and excesses here, for this package.
+    /// Range proofs and balances of commitments here, for this package.
     Now,
-    /// Excesses here; range proofs left in the result for the caller to
+    /// Balances of commitments here; range proofs left in the result for the caller to
     /// batch with other packages'.
     Defer,
     /// Neither: the caller opens every confidential record's audit seal
@@ -1669,7 +1669,7 @@ fn check_all_but_signatures(
         }
     }
 
-    // C2–C4: range proofs (one batch for the package) and excesses.
+    // C2–C4: range proofs (one batch for the package) and balances.
     #[cfg(feature = "confidential")]
     let deferred_ranges = check_confidential(&conf_checks, trust, proofs)?;
 
@@ -1812,7 +1812,8 @@ fn open_payment(
 }
 
 /// C2–C4 over every confidential transfer of a package: the bit-length
-/// of each range proof (the policy's), each excess signature, then all
+/// of each range proof (the policy's), each transfer's balance of
+/// commitments, then all
 /// range proofs in one batch — or, [`Proofs::Defer`], returned for a
 /// larger batch; [`Proofs::ByOpenings`]: C2 only.
 #[cfg(feature = "confidential")]
@@ -1839,11 +1840,9 @@ fn check_confidential(
         if proofs == Proofs::ByOpenings {
             continue;
         }
-        let context = t.context();
-        c.excess
-            .verify(&context, inputs, &c.commitments)
-            .map_err(|_| VerifyError::ExcessInvalid)?;
-        pending.push((c.range_proof.clone(), c.commitments.clone(), context));
+        crate::confidential::check_balance(inputs, &c.commitments)
+            .map_err(|_| VerifyError::CommitmentsUnbalanced)?;
+        pending.push((c.range_proof.clone(), c.commitments.clone(), t.context()));
     }
     if proofs != Proofs::Now {
         return Ok(pending);
@@ -1936,7 +1935,7 @@ mod tests {
             AmountForm,
             RangeBitsMismatch,
             RangeProofInvalid,
-            ExcessInvalid,
+            CommitmentsUnbalanced,
             OpeningUnreadable,
             WrongOpening,
             AuditSealInvalid,

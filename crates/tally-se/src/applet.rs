@@ -1779,7 +1779,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
 
     /// Signs the transfer spending `inputs` into `outputs` (payment, then
     /// change): clear, or under a confidential policy with commitments,
-    /// the range proof, the excess signature and the payee's sealed
+    /// the range proof (blindings balanced with the inputs', C4) and the sealed
     /// opening (SPEC §4.9). Returns the change's blinding to keep with the
     /// change token.
     fn make_transfer(

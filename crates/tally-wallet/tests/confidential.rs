@@ -7,7 +7,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tally_core::codec::Cbor;
-use tally_core::confidential::{Opening, RangeBits, RangeGens, RangeProof, SealedOpening};
+use tally_core::confidential::{
+    Commitment, Opening, RangeBits, RangeGens, RangeProof, SealedOpening, value_base,
+};
 use tally_core::policy::device_class::{CARD, IOT, PHONE};
 use tally_core::testkit::{Scheme, TestEntropy};
 use tally_core::{Amount, Package, Record, SecretKey, Suite, VerifyError};
@@ -252,14 +254,33 @@ fn the_payee_se_refuses_each_confidential_breach_and_changes_nothing() {
     let payee_key = good.transfer.outputs[0].owner;
     let mut rng = TestEntropy::new(b"se-breaches");
 
-    // Forged excess: the other transfer's.
+    // Value created (C4): the change's commitment raised by one unit, the
+    // payee's own opening sealed again for the new context (so C5 and C6
+    // pass), signed again by the payer's key.
     let mut p = good.clone();
-    conf(&mut p).excess = s.other.transfer.confidential.as_ref().unwrap().excess;
+    let old_ctx = p.transfer.context();
+    let payee_sk = {
+        let k = s.payee.applet().state().key(&payee_key).expect("payee key");
+        SecretKey::from_seed(payee_key.suite(), &k.seed_for_tests()).unwrap()
+    };
+    let c0 = conf(&mut p).commitments[0];
+    let mine = conf(&mut p)
+        .payee_opening
+        .as_ref()
+        .unwrap()
+        .open(&payee_sk, &old_ctx, &c0)
+        .unwrap();
+    let raised = conf(&mut p).commitments[1].point() + value_base();
+    conf(&mut p).commitments[1] = Commitment::from_bytes(&raised.compress().to_bytes()).unwrap();
+    let ctx = p.transfer.context();
+    conf(&mut p).payee_opening =
+        Some(SealedOpening::seal(&payee_key, &ctx, &c0, &mine, &mut rng).unwrap());
+    resign(&mut p, &s.payer);
     assert_rejected(
         &mut s.payee,
         &p.to_cbor(),
-        VerifyError::ExcessInvalid,
-        "excess",
+        VerifyError::CommitmentsUnbalanced,
+        "value created",
     );
 
     // A range proof from another transfer.

@@ -1064,9 +1064,9 @@ fn print_state(n: &str, who: &str, bytes: &[u8]) {
 /// powered at a time: the payee SE's CREATE REQUEST, its RECEIVE of the
 /// one-hop confidential package the host made for that request by the
 /// real host path (fixture `conf-pkg1.bin`: open its own output, check
-/// the excess signature and the range proof, then the transparent
-/// checks), then the payer SE's PAY of the same payment (commit, prove
-/// the range of both outputs, sign the excess, seal the payee's opening
+/// the commitments balance and the range proof, then the transparent
+/// checks), then the payer SE's PAY of the same payment (balanced
+/// blindings, commit, prove the range of both outputs, seal the openings
 /// on the SE), which must make the host's package byte for byte, and its
 /// ACK of the payee's receipt.
 #[cfg(feature = "confidential")]
