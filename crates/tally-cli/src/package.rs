@@ -51,10 +51,14 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
                 Some(a) => format!("audit seal of {} opening(s) to settlement", a.openings()),
                 None => "no audit seal".to_string(),
             },
-            if c.payee_opening.is_some() {
-                "opening sealed to the payee"
-            } else {
-                "no sealed opening"
+            match &c.payee_opening {
+                Some(tally_core::confidential::PayeeOpening::Sealed(_)) => {
+                    "opening sealed to the payee"
+                }
+                Some(tally_core::confidential::PayeeOpening::Derived(_)) => {
+                    "blinding derived for the payee (key encapsulation only)"
+                }
+                None => "no payee opening",
             }
         ));
     }

@@ -407,9 +407,9 @@ registry! {
     VERIFY_WRONG_NONCE = 1103, Verify, http [422], sw [0x6982], Used,
         "V11: the transfer answers another request";
     VERIFY_OPENING_UNREADABLE = 1104, Verify, http [422], sw [0x6982], Used,
-        "V11 (C5): no opening sealed to the payee, or it does not open with the payee's key for output 0's commitment and this transfer";
+        "V11 (C5): no opening for the payee, or it does not open with the payee's key (sealed: for output 0's commitment and this transfer; derived: no shared secret with its encapsulated key)";
     VERIFY_WRONG_OPENING = 1105, Verify, http [422], sw [0x6982], Used,
-        "V11 (C6): the payee's opening does not open output 0's commitment";
+        "V11 (C6): the payee's opening does not open output 0's commitment (derived: with the requested amount)";
     VERIFY_WRONG_STREAM = 1106, Verify, http [422], sw [0x6982], Used,
         "V11 (SV5): the transfer does not open the stream the request asked for, or opens one for a one-off request";
     VERIFY_BAD_TRUST_SIGNATURE = 1201, Verify, http [422], sw [0x6982], Used,

@@ -36,7 +36,7 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{Identity, IsIdentity, MultiscalarMul, VartimeMultiscalarMul};
-use hpke::aead::ChaCha20Poly1305;
+use hpke::aead::{ChaCha20Poly1305, ExportOnlyAead};
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
@@ -809,6 +809,21 @@ pub fn balanced_openings(
     values: &[Amount],
     rng: &mut dyn Entropy,
 ) -> Result<Vec<Opening>, ConfidentialError> {
+    balanced_openings_with(inputs, values, None, rng)
+}
+
+/// [`balanced_openings`] with output 0's blinding given (`first`: the one
+/// a [`DerivedOpening`] derives for the payee); it then needs a second
+/// output to balance, and refuses with [`ConfidentialError::OutputCount`]
+/// otherwise. With `first` given and two outputs the change's blinding is
+/// fixed too; in the 2^-252 case that it is zero the call fails
+/// ([`ConfidentialError::WrongOpening`]) and the payer derives again.
+pub fn balanced_openings_with(
+    inputs: &[Opening],
+    values: &[Amount],
+    first: Option<&Scalar>,
+    rng: &mut dyn Entropy,
+) -> Result<Vec<Opening>, ConfidentialError> {
     check_counts(inputs.len(), values.len())?;
     let total_in = Amount::sum(inputs.iter().map(|o| o.value));
     let total_out = Amount::sum(values.iter().copied());
@@ -816,25 +831,34 @@ pub fn balanced_openings(
         (Some(a), Some(b)) if a == b => {}
         _ => return Err(ConfidentialError::Unbalanced),
     }
+    if first.is_some() && values.len() < 2 {
+        return Err(ConfidentialError::OutputCount);
+    }
     let mut r_in = Zeroizing::new(Scalar::ZERO);
     for o in inputs {
         *r_in += o.blinding;
     }
-    let (last, first) = values.split_last().ok_or(ConfidentialError::OutputCount)?;
+    let (last, others) = values.split_last().ok_or(ConfidentialError::OutputCount)?;
     loop {
-        let mut out: Vec<Opening> = first.iter().map(|v| Opening::random(*v, rng)).collect();
+        let mut out: Vec<Opening> = Vec::with_capacity(values.len());
+        for (i, v) in others.iter().enumerate() {
+            out.push(match (i, first) {
+                (0, Some(r)) => Opening::from_parts(*v, *r)?,
+                _ => Opening::random(*v, rng),
+            });
+        }
         let mut rest = Zeroizing::new(*r_in);
         for o in &out {
             *rest -= o.blinding;
         }
-        // A zero blinding is never an opening (`from_parts`); with one
-        // output it would need a zero input sum, which `from_parts` kept
-        // out too. Drawn again otherwise (probability 2^-252).
+        // A zero blinding is never an opening (`from_parts`). Drawn again
+        // while some blinding is random (probability 2^-252).
         if let Ok(o) = Opening::from_parts(*last, *rest) {
             out.push(o);
             return Ok(out);
         }
-        if first.is_empty() {
+        let random = others.len() - usize::from(first.is_some());
+        if random == 0 {
             return Err(ConfidentialError::WrongOpening);
         }
     }
@@ -897,6 +921,23 @@ fn payee_x25519(payee: &PublicKey) -> Result<[u8; 32], ConfidentialError> {
     Ok(point.to_montgomery().to_bytes())
 }
 
+/// The X25519 secret of a payee's Ed25519 key (libsodium's
+/// `crypto_sign_ed25519_sk_to_curve25519`): HPKE's DeserializePrivateKey
+/// clamps the first half of SHA-512 of the seed.
+fn payee_x25519_secret(
+    payee: &SecretKey,
+) -> Result<<X25519HkdfSha256 as hpke::Kem>::PrivateKey, ConfidentialError> {
+    if payee.suite() != Suite::Ed25519 {
+        return Err(ConfidentialError::UnsupportedKey);
+    }
+    let seed = Zeroizing::new(payee.seed());
+    let mut wide: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(&seed[..]).into());
+    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(&wide[..32])
+        .map_err(|_| ConfidentialError::UnsupportedKey);
+    wide.zeroize();
+    sk
+}
+
 impl SealedOpening {
     /// Seals `opening` (which must open `commitment`) to `payee` for the
     /// transfer `context`. Fresh ephemeral key per call.
@@ -956,17 +997,7 @@ impl SealedOpening {
         context: &Hash32,
         commitment: &Commitment,
     ) -> Result<Opening, ConfidentialError> {
-        if payee.suite() != Suite::Ed25519 {
-            return Err(ConfidentialError::UnsupportedKey);
-        }
-        let seed = Zeroizing::new(payee.seed());
-        let mut wide: Zeroizing<[u8; 64]> = Zeroizing::new(Sha512::digest(&seed[..]).into());
-        // HPKE's DeserializePrivateKey clamps, which is libsodium's
-        // sk_to_curve25519 on the first half of the expanded seed.
-        let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(&wide[..32])
-            .map_err(|_| ConfidentialError::UnsupportedKey);
-        wide.zeroize();
-        let sk = sk?;
+        let sk = payee_x25519_secret(payee)?;
         let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&self.enc)
             .map_err(|_| ConfidentialError::OpeningUnreadable)?;
         let public = payee.public();
@@ -1004,6 +1035,179 @@ impl Cbor for SealedOpening {
             enc: r.bytes_array()?,
             ct: r.bytes_array()?,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The payee's blinding derived, not sealed (decision 0029, "Session 14")
+
+const DERIVED_INFO: &[u8] = b"tally/v1/opening-blinding";
+const DERIVED_EXPORT: &[u8] = b"blinding";
+/// Version of a [`DerivedOpening`] on the wire (a [`SealedOpening`] is 1).
+const DERIVED_VERSION: u8 = 2;
+
+/// The payee's output opening when the payee needs no value sent: its
+/// blinding derived from a fresh HPKE encapsulation to its key, its value
+/// the amount the payee asked for in its Request. Only the encapsulated
+/// key travels (36 bytes on the wire against 94 for a [`SealedOpening`]).
+///
+/// ```text
+/// HPKE base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AEAD Export-only (0xFFFF),
+///   to the payee's key as for SealedOpening
+/// info = "tally/v1/opening-blinding"
+/// r    = Export("blinding", 64 bytes), reduced mod ℓ (wide); never zero
+/// wire = [2, enc : bstr 32]
+/// payee: accepts iff amount·B + r·H = C₀ (amount: its Request's)
+/// ```
+///
+/// The payer derives `r` first and balances the other outputs' blindings
+/// against it ([`balanced_openings_with`]); so it needs a second output
+/// (one output spending one input has the input's blinding, which only a
+/// [`SealedOpening`] can carry). Nobody without the payee's key or the
+/// payer's ephemeral secret learns `r`. A derivation for another key,
+/// another transfer or another amount gives a point other than `C₀`: the
+/// payee refuses it ([`ConfidentialError::WrongOpening`]); the commitment
+/// check is the authentication, as the AEAD tag is for a sealed opening.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DerivedOpening {
+    enc: [u8; 32],
+}
+
+impl fmt::Debug for DerivedOpening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedOpening(…)")
+    }
+}
+
+fn derived_blinding(
+    ctx_export: impl FnOnce(&mut [u8]) -> Result<(), hpke::HpkeError>,
+) -> Result<Scalar, ConfidentialError> {
+    let mut wide = Zeroizing::new([0u8; 64]);
+    ctx_export(&mut wide[..]).map_err(|_| ConfidentialError::OpeningUnreadable)?;
+    Ok(Scalar::from_bytes_mod_order_wide(&wide))
+}
+
+impl DerivedOpening {
+    /// Payer: a fresh encapsulation to `payee` and the non-zero blinding
+    /// it derives, which output 0 must carry.
+    pub fn derive(
+        payee: &PublicKey,
+        rng: &mut dyn Entropy,
+    ) -> Result<(DerivedOpening, Zeroizing<Scalar>), ConfidentialError> {
+        let x = payee_x25519(payee)?;
+        let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&x)
+            .map_err(|_| ConfidentialError::UnsupportedKey)?;
+        loop {
+            let (enc, ctx) = hpke::setup_sender_with_rng::<
+                ExportOnlyAead,
+                HkdfSha256,
+                X25519HkdfSha256,
+            >(&OpModeS::Base, &pk, DERIVED_INFO, &mut EntropyRng(rng))
+            .map_err(|_| ConfidentialError::UnsupportedKey)?;
+            let r = Zeroizing::new(derived_blinding(|out| ctx.export(DERIVED_EXPORT, out))?);
+            // A zero blinding is never an opening (probability 2^-252).
+            if *r != Scalar::ZERO {
+                let mut e = [0u8; 32];
+                e.copy_from_slice(&enc.to_bytes());
+                return Ok((DerivedOpening { enc: e }, r));
+            }
+        }
+    }
+
+    /// Payee: derives the blinding with its own key and accepts the
+    /// opening `(amount, r)` only if it opens `commitment`.
+    pub fn open(
+        &self,
+        payee: &SecretKey,
+        commitment: &Commitment,
+        amount: Amount,
+    ) -> Result<Opening, ConfidentialError> {
+        let sk = payee_x25519_secret(payee)?;
+        let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&self.enc)
+            .map_err(|_| ConfidentialError::OpeningUnreadable)?;
+        let ctx = hpke::setup_receiver::<ExportOnlyAead, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &sk,
+            &enc,
+            DERIVED_INFO,
+        )
+        .map_err(|_| ConfidentialError::OpeningUnreadable)?;
+        let r = Zeroizing::new(derived_blinding(|out| ctx.export(DERIVED_EXPORT, out))?);
+        let opening = Opening::from_parts(amount, *r)?;
+        if !opening.opens(commitment) {
+            return Err(ConfidentialError::WrongOpening);
+        }
+        Ok(opening)
+    }
+}
+
+impl Cbor for DerivedOpening {
+    fn write(&self, w: &mut Writer) {
+        w.array(2);
+        w.u64(u64::from(DERIVED_VERSION));
+        w.bytes(&self.enc);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(2)?;
+        r.version(DERIVED_VERSION)?;
+        Ok(DerivedOpening {
+            enc: r.bytes_array()?,
+        })
+    }
+}
+
+/// How a transfer's output 0 reaches its payee: sealed (value and
+/// blinding, `[1, enc, ct]`; a one-output transfer, whose blinding is its
+/// inputs') or derived (`[2, enc]`; every transfer with change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayeeOpening {
+    Sealed(SealedOpening),
+    Derived(DerivedOpening),
+}
+
+impl PayeeOpening {
+    /// Payee: its opening of `commitment`, for a payment of `amount`. A
+    /// sealed opening carries its own value (the caller compares it with
+    /// `amount`); a derived one is checked with `amount` itself.
+    pub fn open(
+        &self,
+        payee: &SecretKey,
+        context: &Hash32,
+        commitment: &Commitment,
+        amount: Amount,
+    ) -> Result<Opening, ConfidentialError> {
+        match self {
+            PayeeOpening::Sealed(s) => s.open(payee, context, commitment),
+            PayeeOpening::Derived(d) => d.open(payee, commitment, amount),
+        }
+    }
+}
+
+impl Cbor for PayeeOpening {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            PayeeOpening::Sealed(s) => s.write(w),
+            PayeeOpening::Derived(d) => d.write(w),
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        // The array's length says which: 3 sealed, 2 derived.
+        match r.array_max(3)? {
+            3 => {
+                r.version(VERSION)?;
+                Ok(PayeeOpening::Sealed(SealedOpening {
+                    enc: r.bytes_array()?,
+                    ct: r.bytes_array()?,
+                }))
+            }
+            2 => {
+                r.version(DERIVED_VERSION)?;
+                Ok(PayeeOpening::Derived(DerivedOpening {
+                    enc: r.bytes_array()?,
+                }))
+            }
+            _ => Err(CodecError::Malformed),
+        }
     }
 }
 
@@ -1481,6 +1685,20 @@ pub mod fuzzing {
                 ("balance.bin", with(3, self.outputs[1].to_cbor())),
                 ("sealed_opening.bin", with(4, self.sealed.to_cbor())),
                 (
+                    "derived_opening.bin",
+                    with(
+                        4,
+                        self.package
+                            .package
+                            .transfer
+                            .confidential
+                            .as_ref()
+                            .and_then(|c| c.payee_opening.as_ref())
+                            .map(Cbor::to_cbor)
+                            .unwrap_or_default(),
+                    ),
+                ),
+                (
                     "audit_seal.bin",
                     with(
                         4,
@@ -1725,6 +1943,14 @@ pub mod fuzzing {
                     && let Ok(o) = s.open(&f.payee, &f.context, &f.outputs[0])
                 {
                     assert!(o == f.output_openings[0], "a foreign opening opens");
+                }
+                // The transfer's payee opening, either form: only the
+                // fixture's own opening opens its output 0 (a derived
+                // blinding from hostile bytes never equals it).
+                if let Some(p) = round_trip::<PayeeOpening>(bytes)
+                    && let Ok(o) = p.open(&f.payee, &f.context, &f.outputs[0], Amount(250))
+                {
+                    assert!(o == f.output_openings[0], "a foreign payee opening opens");
                 }
             }
         }

@@ -26,8 +26,8 @@ use alloc::vec::Vec;
 use crate::amount::{Amount, Epoch};
 use crate::codec::{Cbor, CodecError, Reader, Writer};
 use crate::confidential::{
-    Commitment, ConfidentialError, Opening, RANGE_OUTPUTS_MAX, RangeGens, RangeProof,
-    SealedOpening, SealedOpenings,
+    Commitment, ConfidentialError, DerivedOpening, Opening, PayeeOpening, RANGE_OUTPUTS_MAX,
+    RangeGens, RangeProof, SealedOpening, SealedOpenings,
 };
 use crate::crypto::{Entropy, Hash32, PublicKey, SecretKey, Signature, Signer, tagged_hash};
 use crate::record::{Issue, OutPoint, Output, RECORD_OUTPUTS_MAX, Transfer, distinct_signers};
@@ -52,9 +52,11 @@ pub struct ConfidentialTransfer {
     /// package from it). `None` only when decoded from a package that
     /// lacks it, which the verifier refuses (C8).
     pub audit: Option<SealedOpenings>,
-    /// Output 0's opening sealed to its owner. Only the final transfer of
-    /// a package needs it; a payer strips it from ancestry records.
-    pub payee_opening: Option<SealedOpening>,
+    /// Output 0's opening for its owner: derived from an encapsulation to
+    /// its key when the transfer has change, sealed when it has one output
+    /// (SPEC §4.9.2). Only the final transfer of a package needs it; a
+    /// payer strips it from ancestry records.
+    pub payee_opening: Option<PayeeOpening>,
 }
 
 impl ConfidentialTransfer {
@@ -92,7 +94,7 @@ impl ConfidentialTransfer {
             None
         };
         let payee_opening = if n == 3 {
-            Some(SealedOpening::read(r)?)
+            Some(PayeeOpening::read(r)?)
         } else {
             None
         };
@@ -224,9 +226,22 @@ pub fn build_transfer(
     }
     // Output blindings sum to the inputs' (C4, decision 0029); this also
     // checks the counts and the money invariant again.
+    // With change, output 0's blinding is derived for the payee (only the
+    // encapsulated key travels); one output takes its inputs' blinding,
+    // sealed with its value below (decision 0029, "Session 14").
     let in_openings: Vec<Opening> = inputs.iter().map(|(_, _, o)| o.clone()).collect();
     let values: Vec<Amount> = outputs.iter().map(|o| o.value).collect();
-    let openings = crate::confidential::balanced_openings(&in_openings, &values, rng)?;
+    let derived = if outputs.len() >= 2 {
+        Some(DerivedOpening::derive(&outputs[0].owner, rng)?)
+    } else {
+        None
+    };
+    let openings = crate::confidential::balanced_openings_with(
+        &in_openings,
+        &values,
+        derived.as_ref().map(|(_, r)| &**r),
+        rng,
+    )?;
     let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
     let mut t = Transfer {
         inputs: inputs.iter().map(|(op, _, _)| *op).collect(),
@@ -254,13 +269,16 @@ pub fn build_transfer(
         &openings,
         rng,
     )?);
-    let payee_opening = Some(SealedOpening::seal_made(
-        &outputs[0].owner,
-        &context,
-        &commitments[0],
-        &openings[0],
-        rng,
-    )?);
+    let payee_opening = Some(match derived {
+        Some((d, _)) => PayeeOpening::Derived(d),
+        None => PayeeOpening::Sealed(SealedOpening::seal_made(
+            &outputs[0].owner,
+            &context,
+            &commitments[0],
+            &openings[0],
+            rng,
+        )?),
+    });
     t.confidential = Some(alloc::boxed::Box::new(ConfidentialTransfer {
         commitments,
         range_proof,

@@ -1804,7 +1804,7 @@ fn open_payment(
         .ok_or(VerifyError::OpeningUnreadable)?;
     let commitment = c.commitments.first().ok_or(VerifyError::EmptyRecord)?;
     sealed
-        .open(key, &t.context(), commitment)
+        .open(key, &t.context(), commitment, exp.amount)
         .map_err(|e| match e {
             ConfidentialError::WrongOpening => VerifyError::WrongOpening,
             _ => VerifyError::OpeningUnreadable,

@@ -20,9 +20,10 @@ use tally_core::Amount;
 use tally_core::codec::{Cbor, CodecError};
 use tally_core::confidential::fuzzing::{ConfidentialFixture, check_confidential_objects};
 use tally_core::confidential::{
-    COMMITMENT_BYTES, Commitment, ConfidentialError, Opening, RANGE_PROOF_BYTES_MAX, RangeBits,
-    RangeCheck, RangeGens, RangeProof, SealedOpening, balanced_openings, batch_verify,
-    blinding_base, check_balance, excess, opens_all, value_base,
+    COMMITMENT_BYTES, Commitment, ConfidentialError, DerivedOpening, Opening, PayeeOpening,
+    RANGE_PROOF_BYTES_MAX, RangeBits, RangeCheck, RangeGens, RangeProof, SealedOpening,
+    balanced_openings, balanced_openings_with, batch_verify, blinding_base, check_balance, excess,
+    opens_all, value_base,
 };
 use tally_core::crypto::{Hash32, PublicKey, SecretKey, Suite, tagged_hash};
 use tally_core::testkit::{self, TestEntropy};
@@ -900,6 +901,84 @@ fn keys_that_cannot_receive_openings_are_refused() {
     assert_eq!(
         s.open(&p256, &ctx, &c).err(),
         Some(ConfidentialError::UnsupportedKey)
+    );
+}
+
+/// The payee's blinding derived from an encapsulation to its key
+/// (decision 0029, "Session 14"): the payee derives what the payer did,
+/// and accepts only the amount it asked for, for the commitment made with
+/// that blinding.
+#[test]
+fn a_derived_opening_opens_only_for_its_payee_amount_and_commitment() {
+    let mut rng = TestEntropy::new(b"derived");
+    let payee = testkit::key(Suite::Ed25519, b"payee");
+    let ins = openings(&[1000], &mut rng);
+    let (d, r0) = DerivedOpening::derive(&payee.public(), &mut rng).unwrap();
+    let outs =
+        balanced_openings_with(&ins, &[Amount(250), Amount(750)], Some(&*r0), &mut rng).unwrap();
+    assert_eq!(outs[0].blinding(), &*r0);
+    assert_eq!(check_balance(&commits(&ins), &commits(&outs)), Ok(()));
+    let c0 = outs[0].commit();
+    assert_eq!(d.open(&payee, &c0, Amount(250)), Ok(outs[0].clone()));
+    // Its wire form: [2, enc], 36 bytes, one encoding; either form of a
+    // payee opening decodes from its own bytes only.
+    let bytes = d.to_cbor();
+    assert_eq!(bytes.len(), 36);
+    assert_eq!(DerivedOpening::from_cbor(&bytes), Ok(d));
+    let p = PayeeOpening::from_cbor(&bytes).unwrap();
+    assert_eq!(p, PayeeOpening::Derived(d));
+    assert_eq!(p.to_cbor(), bytes);
+    let ctx = context(b"derived");
+    assert_eq!(p.open(&payee, &ctx, &c0, Amount(250)), Ok(outs[0].clone()));
+    let sealed = SealedOpening::seal(&payee.public(), &ctx, &c0, &outs[0], &mut rng).unwrap();
+    assert_eq!(
+        PayeeOpening::from_cbor(&sealed.to_cbor()),
+        Ok(PayeeOpening::Sealed(sealed.clone()))
+    );
+    assert!(SealedOpening::from_cbor(&bytes).is_err());
+    assert!(DerivedOpening::from_cbor(&sealed.to_cbor()).is_err());
+    // Another amount, another commitment, another key: the derived point
+    // is not the commitment.
+    assert_eq!(
+        d.open(&payee, &c0, Amount(251)),
+        Err(ConfidentialError::WrongOpening)
+    );
+    assert_eq!(
+        d.open(&payee, &outs[1].commit(), Amount(750)),
+        Err(ConfidentialError::WrongOpening)
+    );
+    let other = testkit::key(Suite::Ed25519, b"not-the-payee");
+    assert_eq!(
+        d.open(&other, &c0, Amount(250)),
+        Err(ConfidentialError::WrongOpening)
+    );
+    // Two derivations to one payee give two blindings (fresh ephemeral
+    // keys): equal amounts, different commitments.
+    let (d2, r2) = DerivedOpening::derive(&payee.public(), &mut rng).unwrap();
+    assert_ne!(*r2, *r0);
+    assert_ne!(d2, d);
+    // An encapsulated key of small order: no shared secret.
+    let mut zero = bytes.clone();
+    zero[4..].fill(0);
+    let z = DerivedOpening::from_cbor(&zero).unwrap();
+    assert_eq!(
+        z.open(&payee, &c0, Amount(250)),
+        Err(ConfidentialError::OpeningUnreadable)
+    );
+    // Keys that cannot receive: P-256 and small-order Ed25519.
+    let p256 = testkit::key(Suite::EcdsaP256Sha256, b"p256");
+    assert_eq!(
+        DerivedOpening::derive(&p256.public(), &mut rng).err(),
+        Some(ConfidentialError::UnsupportedKey)
+    );
+    assert_eq!(
+        d.open(&p256, &c0, Amount(250)),
+        Err(ConfidentialError::UnsupportedKey)
+    );
+    // A fixed first blinding needs a second output to balance.
+    assert_eq!(
+        balanced_openings_with(&ins, &[Amount(1000)], Some(&*r0), &mut rng).err(),
+        Some(ConfidentialError::OutputCount)
     );
 }
 

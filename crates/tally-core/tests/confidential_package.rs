@@ -14,8 +14,8 @@ use tally_core::Amount;
 use tally_core::cert::PseudonymCertificate;
 use tally_core::codec::{Cbor, CodecError};
 use tally_core::confidential::{
-    Commitment, ConfidentialError, Opening, RangeBits, RangeGens, RangeProof, SealedOpening,
-    SealedOpenings, blinding_base, check_balance,
+    Commitment, ConfidentialError, DerivedOpening, Opening, PayeeOpening, RangeBits, RangeGens,
+    RangeProof, SealedOpening, SealedOpenings, blinding_base, check_balance,
 };
 use tally_core::confidential_record::{NewOutput, build_transfer, record_context};
 use tally_core::crypto::{Hash32, PublicKey, SecretKey, Suite};
@@ -93,8 +93,6 @@ impl World {
     }
 
     fn pay_with_nonce(&mut self, amount: u64, nonce: [u8; 16]) -> (Package, Vec<Opening>) {
-        let payer = self.payer.clone();
-        let key_for = move |k: &PublicKey| (*k == payer.public()).then(|| payer.clone());
         let outs = [
             NewOutput {
                 owner: self.payee.public(),
@@ -105,13 +103,29 @@ impl World {
                 value: Amount(1000 - amount),
             },
         ];
+        self.pay_outputs(&outs, nonce)
+    }
+
+    /// The whole Issue (1 000) to the payee in one output: its blinding is
+    /// the input's, so its opening travels sealed (SPEC §4.9.2).
+    fn pay_whole(&mut self) -> (Package, Vec<Opening>) {
+        let outs = [NewOutput {
+            owner: self.payee.public(),
+            value: Amount(1000),
+        }];
+        self.pay_outputs(&outs, NONCE)
+    }
+
+    fn pay_outputs(&mut self, outs: &[NewOutput], nonce: [u8; 16]) -> (Package, Vec<Opening>) {
+        let payer = self.payer.clone();
+        let key_for = move |k: &PublicKey| (*k == payer.public()).then(|| payer.clone());
         let input = self.input();
         let gens = self.gens().clone();
         let built = build_transfer(
             &gens,
             &Scheme::audit_key(),
             &[input],
-            &outs,
+            outs,
             nonce,
             1,
             &key_for,
@@ -182,9 +196,28 @@ fn an_honest_confidential_payment_verifies_and_the_payee_learns_its_amount() {
     // Settlement's view verifies the same package without any opening.
     verify_package_for_settlement(pkg.clone(), &w.trust, w.scheme.params(BUDGET), &mut NoCache)
         .expect("settlement verifies");
-    // Another amount asked for: refused (V11).
+    // Another amount asked for: the payee's derived blinding with 251
+    // does not open the commitment (C6).
+    assert!(matches!(
+        pkg.transfer.confidential.as_ref().unwrap().payee_opening,
+        Some(PayeeOpening::Derived(_))
+    ));
     assert_refused(
         w.verify(&pkg, 251),
+        VerifyError::WrongOpening,
+        codes::VERIFY_WRONG_OPENING,
+    );
+    // The whole Issue in one output: the input's commitment itself, its
+    // opening sealed with its value; another amount asked for: V11's 1102.
+    let (whole, whole_openings) = w.pay_whole();
+    let c = whole.transfer.confidential.as_ref().unwrap();
+    assert!(matches!(c.payee_opening, Some(PayeeOpening::Sealed(_))));
+    assert_eq!(c.commitments, vec![w.issue_opening.commit()]);
+    let v = w.verify(&whole, 1000).expect("the whole Issue is paid");
+    assert_eq!(v.payee_opening(), Some(&whole_openings[0]));
+    assert_eq!(whole_openings[0], w.issue_opening);
+    assert_refused(
+        w.verify(&whole, 999),
         VerifyError::WrongAmount,
         codes::VERIFY_WRONG_AMOUNT,
     );
@@ -313,7 +346,7 @@ fn c3_an_output_committing_to_a_negative_amount_is_refused() {
     let c = conf(&mut pkg.transfer);
     c.commitments = commitments;
     c.range_proof = proof;
-    c.payee_opening = Some(sealed);
+    c.payee_opening = Some(PayeeOpening::Sealed(sealed));
     w.resign(&mut pkg);
     assert_refused(
         w.verify(&pkg, 1001),
@@ -379,7 +412,7 @@ fn c4_value_created_is_refused() {
     let c = conf(&mut pkg.transfer);
     c.commitments = commitments;
     c.range_proof = proof;
-    c.payee_opening = Some(sealed);
+    c.payee_opening = Some(PayeeOpening::Sealed(sealed));
     w.resign(&mut pkg);
     assert_refused(
         w.verify(&pkg, 250),
@@ -401,7 +434,19 @@ fn c6_a_wrong_opening_for_the_payee_is_refused() {
     let c0 = pkg.transfer.confidential.as_ref().unwrap().commitments[0];
     let sealed =
         SealedOpening::seal_unchecked(&w.payee.public(), &ctx, &c0, &lie, &mut w.rng).unwrap();
-    conf(&mut pkg.transfer).payee_opening = Some(sealed);
+    let (honest, _) = w.pay(250);
+    // The payer's own derived opening (the honest form with change) for a
+    // request of 200: the payee's point 200·B + r·H is not the commitment.
+    assert!(matches!(
+        honest.transfer.confidential.as_ref().unwrap().payee_opening,
+        Some(PayeeOpening::Derived(_))
+    ));
+    assert_refused(
+        w.verify(&honest, 200),
+        VerifyError::WrongOpening,
+        codes::VERIFY_WRONG_OPENING,
+    );
+    conf(&mut pkg.transfer).payee_opening = Some(PayeeOpening::Sealed(sealed));
     assert_refused(
         w.verify(&pkg, 200),
         VerifyError::WrongOpening,
@@ -417,15 +462,40 @@ fn c6_a_wrong_opening_for_the_payee_is_refused() {
     );
     let other = testkit::key(Suite::Ed25519, b"not-the-payee");
     let mut foreign = pkg.clone();
-    conf(&mut foreign.transfer).payee_opening =
-        Some(SealedOpening::seal(&other.public(), &ctx, &c0, &openings[0], &mut w.rng).unwrap());
+    conf(&mut foreign.transfer).payee_opening = Some(PayeeOpening::Sealed(
+        SealedOpening::seal(&other.public(), &ctx, &c0, &openings[0], &mut w.rng).unwrap(),
+    ));
     assert_refused(
         w.verify(&foreign, 250),
         VerifyError::OpeningUnreadable,
         codes::VERIFY_OPENING_UNREADABLE,
     );
+    // A derived opening for another key, or lifted from another payment
+    // of the same amount to the same payee: the derived blinding is not
+    // the commitment's.
+    let (d_other, _) = DerivedOpening::derive(&other.public(), &mut w.rng).unwrap();
+    conf(&mut foreign.transfer).payee_opening = Some(PayeeOpening::Derived(d_other));
+    assert_refused(
+        w.verify(&foreign, 250),
+        VerifyError::WrongOpening,
+        codes::VERIFY_WRONG_OPENING,
+    );
+    let (second, _) = w.pay_with_nonce(250, *b"a-second-payment");
+    let mut lifted = honest.clone();
+    conf(&mut lifted.transfer).payee_opening = second
+        .transfer
+        .confidential
+        .as_ref()
+        .unwrap()
+        .payee_opening
+        .clone();
+    assert_refused(
+        w.verify(&lifted, 250),
+        VerifyError::WrongOpening,
+        codes::VERIFY_WRONG_OPENING,
+    );
+    w.verify(&honest, 250).expect("the honest payment verifies");
     // Without the payee's key (the plain entry point) nothing is opened.
-    let (honest, _) = w.pay(250);
     assert_refused(
         verify_package(
             honest,
@@ -439,15 +509,27 @@ fn c6_a_wrong_opening_for_the_payee_is_refused() {
     );
 }
 
-/// C5: the payee's commitment and the change's swapped (and the transfer
-/// signed again): output 0 now commits to the change, which the payee's
-/// sealed opening does not open.
+/// C5/C6: the payee's commitment and the change's swapped (and the
+/// transfer signed again): output 0 now commits to the change, which the
+/// payee's derived blinding does not open (C6), nor a sealed opening,
+/// bound to its commitment (C5).
 #[test]
 fn c5_a_commitment_swapped_between_outputs_is_refused() {
     let mut w = World::new("swap");
-    let (mut pkg, _) = w.pay(250);
+    let (mut pkg, openings) = w.pay(250);
+    let c0 = pkg.transfer.confidential.as_ref().unwrap().commitments[0];
     conf(&mut pkg.transfer).commitments.swap(0, 1);
     w.resign(&mut pkg);
+    assert_refused(
+        w.verify(&pkg, 250),
+        VerifyError::WrongOpening,
+        codes::VERIFY_WRONG_OPENING,
+    );
+    // A sealed opening of the payee's amount, bound to its commitment.
+    let ctx = pkg.transfer.context();
+    conf(&mut pkg.transfer).payee_opening = Some(PayeeOpening::Sealed(
+        SealedOpening::seal(&w.payee.public(), &ctx, &c0, &openings[0], &mut w.rng).unwrap(),
+    ));
     assert_refused(
         w.verify(&pkg, 250),
         VerifyError::OpeningUnreadable,
@@ -458,7 +540,7 @@ fn c5_a_commitment_swapped_between_outputs_is_refused() {
     conf(&mut unsigned.transfer).commitments.swap(0, 1);
     assert_eq!(
         w.verify(&unsigned, 250).err(),
-        Some(VerifyError::OpeningUnreadable)
+        Some(VerifyError::WrongOpening)
     );
 }
 
@@ -694,7 +776,7 @@ fn one_hop_sizes() {
         ),
         ("range proof", c.range_proof.to_cbor().len()),
         (
-            "sealed opening",
+            "payee's opening (derived)",
             c.payee_opening.as_ref().unwrap().to_cbor().len(),
         ),
         ("certificate", pkg.certificates[0].to_cbor().len()),
@@ -703,11 +785,13 @@ fn one_hop_sizes() {
         println!("{what}: {n} bytes");
     }
     // The package's size today (SPEC §4.9; issue target 1 024, missed:
-    // see docs/PERFORMANCE.md and decision 0019 — 1 436 bytes with the
-    // transfer's and the Issue's audit seals, 66 fewer than with the
-    // excess signature of decision 0017, decision 0029).
-    assert_eq!(pkg.to_cbor().len(), 1436);
-    assert_eq!(t.to_cbor().len(), 1017);
+    // see docs/PERFORMANCE.md and decision 0019 — 1 378 bytes with the
+    // transfer's and the Issue's audit seals; 66 fewer without the excess
+    // signature of decision 0017, 58 fewer with the payee's blinding
+    // derived, not sealed: decision 0029).
+    assert_eq!(pkg.to_cbor().len(), 1378);
+    assert_eq!(t.to_cbor().len(), 959);
+    assert_eq!(c.payee_opening.as_ref().unwrap().to_cbor().len(), 36);
     let receipt = Receipt::sign(&w.payee, t.id());
     assert_eq!(Receipt::from_cbor(&receipt.to_cbor()), Ok(receipt));
     let _ = Hash32([0; 32]);
@@ -1149,9 +1233,10 @@ fn c7_a_lifted_audit_seal_or_another_key_is_refused() {
         r.err().map(|f| f.reason),
         Some(ConfidentialError::OpeningUnreadable)
     );
-    // The payee's sealed opening (same shape for one output) cannot stand
-    // in for an Issue's audit seal: other info, other aad, other key.
-    let mut pkg = pkg;
+    // A payee's sealed opening (same shape as one output's audit seal)
+    // cannot stand in for an Issue's audit seal: other info, other aad,
+    // other key.
+    let (mut pkg, _) = w.pay_whole();
     let payee_bytes = conf(&mut pkg.transfer)
         .payee_opening
         .as_ref()
