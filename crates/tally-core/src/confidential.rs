@@ -1030,6 +1030,13 @@ impl Cbor for SealedOpening {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(3)?;
+        SealedOpening::read_fields(r)
+    }
+}
+
+impl SealedOpening {
+    /// The fields after the array header (shared with [`PayeeOpening`]).
+    fn read_fields(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.version(VERSION)?;
         Ok(SealedOpening {
             enc: r.bytes_array()?,
@@ -1149,6 +1156,13 @@ impl Cbor for DerivedOpening {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.array(2)?;
+        DerivedOpening::read_fields(r)
+    }
+}
+
+impl DerivedOpening {
+    /// The fields after the array header (shared with [`PayeeOpening`]).
+    fn read_fields(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.version(DERIVED_VERSION)?;
         Ok(DerivedOpening {
             enc: r.bytes_array()?,
@@ -1193,19 +1207,8 @@ impl Cbor for PayeeOpening {
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         // The array's length says which: 3 sealed, 2 derived.
         match r.array_max(3)? {
-            3 => {
-                r.version(VERSION)?;
-                Ok(PayeeOpening::Sealed(SealedOpening {
-                    enc: r.bytes_array()?,
-                    ct: r.bytes_array()?,
-                }))
-            }
-            2 => {
-                r.version(DERIVED_VERSION)?;
-                Ok(PayeeOpening::Derived(DerivedOpening {
-                    enc: r.bytes_array()?,
-                }))
-            }
+            3 => SealedOpening::read_fields(r).map(PayeeOpening::Sealed),
+            2 => DerivedOpening::read_fields(r).map(PayeeOpening::Derived),
             _ => Err(CodecError::Malformed),
         }
     }
