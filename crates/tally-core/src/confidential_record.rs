@@ -7,7 +7,8 @@
 //! Output (form 1)       = [1, commitment : bstr 32, owner]
 //! Transfer (conf.)      = [1, [inputs], [outputs form 1], nonce, counter, [signatures], proofs]
 //!   proofs              = [range_proof, audit]                  (in an ancestry)
-//!                       | [range_proof, audit, sealed_opening]  (the payee's output 0)
+//!                       | [range_proof, audit, payee_opening]   (the payee's output 0:
+//!                                                               derived, or sealed for one output)
 //! Issue (conf.)         = [1, issuer, serial, expiry, [outputs form 1], signature, audit]
 //!                       | [1, issuer, serial, expiry, [outputs form 1], signature, audit, [sealed openings]]
 //! audit                 = SealedOpenings: every output's opening sealed to settlement
@@ -41,7 +42,7 @@ pub fn record_context(body: &[u8]) -> Hash32 {
 
 /// The confidential part of a Transfer: one commitment per output (in the
 /// body), the aggregated range proof over them and, in the package that
-/// pays it, output 0's opening sealed to the payee. Conservation needs no
+/// pays it, output 0's opening for the payee. Conservation needs no
 /// witness: the commitments sum to the inputs' (C4, decision 0029).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfidentialTransfer {
@@ -62,7 +63,7 @@ pub struct ConfidentialTransfer {
 impl ConfidentialTransfer {
     /// The proofs element (everything but the commitments, which are in
     /// the outputs): `[range_proof, audit]` or `[range_proof, audit,
-    /// sealed_opening]`; without an audit seal (refused by the verifier,
+    /// payee_opening]`; without an audit seal (refused by the verifier,
     /// C8) `[range_proof]`, and then no payee opening either.
     pub(crate) fn write_proofs(&self, w: &mut Writer) {
         let n = match (&self.audit, &self.payee_opening) {
@@ -111,7 +112,8 @@ impl ConfidentialTransfer {
 /// body) and, as the DCP hands it to the loading SE, each output's opening
 /// sealed to its owner. The Issue is signed by a trusted issuer, which
 /// knows every amount (it debited the account): it needs no range proof
-/// and no balance with inputs. Stored and forwarded in ancestries without openings.
+/// and balances no inputs. Stored and forwarded in ancestries without
+/// openings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfidentialIssue {
     pub commitments: Vec<Commitment>,

@@ -93,10 +93,12 @@ pub enum VerifyError {
     /// V9 (C4): the output commitments do not sum to the consumed
     /// outputs' commitments: value created or destroyed.
     CommitmentsUnbalanced,
-    /// V11 (C5): no opening sealed to the payee, or one that does not open
-    /// with the payee's key for output 0's commitment and this transfer.
+    /// V11 (C5): no opening for the payee, or one that does not open with
+    /// the payee's key (sealed: for output 0's commitment and this
+    /// transfer; derived: no shared secret with its encapsulated key).
     OpeningUnreadable,
-    /// V11 (C6): the payee's opening does not open output 0's commitment.
+    /// V11 (C6): the payee's opening does not open output 0's commitment
+    /// (derived: with the requested amount).
     WrongOpening,
     /// V9 (C8): a confidential record without its audit seal (every
     /// output's opening sealed to settlement), or one whose length is not
