@@ -1034,6 +1034,35 @@ proptest! {
     }
 
     #[test]
+    fn any_derived_opening_opens_for_its_amount_only(
+        total in 2u64..(1 << 16), cut in any::<u16>(), seed in any::<[u8; 8]>()
+    ) {
+        let mut rng = TestEntropy::new(&seed);
+        let pay = 1 + u64::from(cut) % (total - 1);
+        let payee = testkit::key(Suite::Ed25519, b"payee");
+        let ins = openings(&[total], &mut rng);
+        let (d, r0) = DerivedOpening::derive(&payee.public(), &mut rng).unwrap();
+        let outs = balanced_openings_with(
+            &ins,
+            &[Amount(pay), Amount(total - pay)],
+            Some(&*r0),
+            &mut rng,
+        )
+        .unwrap();
+        prop_assert_eq!(check_balance(&commits(&ins), &commits(&outs)), Ok(()));
+        let back = DerivedOpening::from_cbor(&d.to_cbor()).unwrap();
+        prop_assert_eq!(back.open(&payee, &outs[0].commit(), Amount(pay)), Ok(outs[0].clone()));
+        prop_assert_eq!(
+            back.open(&payee, &outs[0].commit(), Amount(pay + 1)),
+            Err(ConfidentialError::WrongOpening)
+        );
+        prop_assert_eq!(
+            back.open(&payee, &outs[1].commit(), Amount(total - pay)),
+            Err(ConfidentialError::WrongOpening)
+        );
+    }
+
+    #[test]
     fn hostile_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..800)) {
         check_confidential_objects(fixture(), &data);
     }
