@@ -102,9 +102,9 @@ const SYNC_GROUP_MAX: usize = 32;
 const SYNC_VERIFY_GROUP_MAX: usize = 16;
 
 /// One confidential package in this many, picked by a keyed hash of its
-/// transfer id, has its range proofs and excesses verified at settlement
-/// as well as its openings (decision 0028, "Session 13"):
-/// [`CentralBank::sample_proofs`].
+/// transfer id, has its range proofs and balances of commitments (C3,
+/// C4) verified at settlement as well as its openings (decision 0028,
+/// "Session 13"): [`CentralBank::sample_proofs`].
 pub const PROOF_SAMPLE_DEFAULT: u32 = 64;
 
 /// Whether settlement's sample picks the transfer `id`: the keyed hash's
@@ -653,7 +653,8 @@ impl CentralBank {
             ),
             None => None,
         };
-        let mut bank = CentralBank {
+        let sample_key = keys.opening.derive(b"proof-sample");
+        let bank = CentralBank {
             store,
             mds,
             keys,
@@ -672,11 +673,10 @@ impl CentralBank {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
             proof_sample: (
-                Hash32([0; 32]),
+                sample_key,
                 std::sync::atomic::AtomicU32::new(PROOF_SAMPLE_DEFAULT),
             ),
         };
-        bank.proof_sample.0 = bank.keys.opening.derive(b"proof-sample");
         bank.store.transact(|tx| {
             for c in &bank.dcps {
                 Ledger::ensure_account(tx, &dcp_account(c.dcp_id), AccountKind::DcpSettlement)?;
@@ -700,7 +700,7 @@ impl CentralBank {
         self.openings = crate::group::GroupCommit::with_leaders(SYNC_VERIFY_GROUP_MAX, n);
         self
     }
-    /// From now on, verifies the range proofs and excesses of one
+    /// From now on, verifies the range proofs and balances of one
     /// confidential package in `one_in` at settlement, besides its
     /// openings (default
     /// [`PROOF_SAMPLE_DEFAULT`]; 0: none, 1: every one). A picked package
@@ -1623,7 +1623,7 @@ impl CentralBank {
         // concurrent requests verify in parallel.
         let mut cache = SharedCertCache(&self.cache);
         // C7 with settlement's sealing key in the same call, which is what
-        // lets it stand in for the range proofs and excesses (decision
+        // lets it stand in for the range proofs and balances (decision
         // 0028): every package comes back with its amounts opened, or
         // awaiting its one-output Issues' registered values.
         let verified = verify_package_groups_for_settlement_opened(
