@@ -74,14 +74,14 @@ pub const RANGE_OUTPUTS_MAX: usize = 4;
 /// two outputs, so its doublings are done once; larger proofs take more
 /// groups. Decision 0027, "Session 13".
 pub const RANGE_MSM_CHUNK: usize = 64;
-/// Points per chunk when proving with [`RangeGens::low_memory`] uses
-/// curve25519-dalek's variable-time Straus (a lookup table of about
-/// 1.3 KiB per point): the prover holds its generator vectors, and takes
-/// the bucket method over them where that is fewer point operations
-/// (its larger multiplications), chunked Straus where not. 6 keeps the
-/// M4's PAY at 55.6 KiB; 7 or 8 save 2 % of its instructions for 63.4 KiB,
-/// too close to the 64 KiB budget (decision 0027, "Session 13").
-pub const RANGE_PROVE_MSM_CHUNK: usize = 6;
+/// Points per chunk when proving with [`RangeGens::low_memory`]: the
+/// prover's multiplications over secret scalars are curve25519-dalek's
+/// constant-time Straus (a lookup table of about 1.3 KiB per point), this
+/// many points at a time, so that a payee's terminal timing PAY learns
+/// nothing of the amounts (decision 0030). 10 puts the third round's ten
+/// points in one chunk: the M4's PAY 207.82 M instructions in 54.7 KiB
+/// (6: 211.89 M in 53.7 KiB; 12: the same count in 57.3 KiB).
+pub const RANGE_PROVE_MSM_CHUNK: usize = 10;
 /// Most input commitments C4 sums (a Transfer's inputs).
 pub const BALANCE_INPUTS_MAX: usize = RECORD_INPUTS_MAX;
 /// Bytes of a compressed commitment.

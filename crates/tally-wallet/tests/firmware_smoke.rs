@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How far apart, in thousandths of the larger count, two range proofs of
+/// opposite amounts may be (the public challenges' variable-time folding).
+const PROVE_TIMING_SPREAD_PER_MILLE: u64 = 3;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -144,6 +148,29 @@ fn firmware_smoke_scenario_passes_under_qemu() {
             "confidential operation {op} did not run\n{out}"
         );
     }
+    // The payer's SE proves in time that does not depend on the amounts it
+    // hides (THREATS T76): a payee's terminal times PAY. Same randomness,
+    // amounts with no bit set and with every bit set; QEMU's instruction
+    // count is exact. What may still differ is the generators' folding by
+    // the public challenges (variable time on public scalars), which
+    // depend on the proof's points: a small fraction of the proof, where a
+    // variable-time multiplication by the value bits cost several percent.
+    let instr = |op: &str| -> u64 {
+        out.lines()
+            .find(|l| l.starts_with("OP suite=conf") && l.contains(&format!(" op={op} ")))
+            .and_then(|l| l.split(' ').find_map(|kv| kv.strip_prefix("instr=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no instruction count for {op}\n{out}"))
+    };
+    let clear = instr("range_prove_16x2_bits_clear");
+    let set = instr("range_prove_16x2_bits_set");
+    let spread = clear.abs_diff(set);
+    println!("range proof 16 × 2: {clear} instructions (no bit set), {set} (every bit set)");
+    assert!(
+        spread * 1000 <= clear.max(set) * PROVE_TIMING_SPREAD_PER_MILLE,
+        "the range proof's time depends on the amounts: {clear} instructions with no bit set, \
+         {set} with every bit set ({spread} apart)"
+    );
     // The Ed25519-only build refuses a P-256 personalisation, writing
     // nothing (decision 0027).
     assert!(

@@ -1164,6 +1164,27 @@ fn confidential_prove_alone() -> Res<()> {
     let (r, s) = m(|| proof.verify(&device_range_gens()?, &context, &commitments));
     ctx(r, "range proof verification alone")?;
     report(n, "range_verify_16x2", &s, &[]);
+    // A payee's terminal times the payer's PAY. The proof's running time
+    // must not depend on the amounts it hides (THREATS T76): the same
+    // randomness, amounts with no bit set and with every bit set. The
+    // smoke test compares the two counts.
+    for (op, value) in [
+        ("range_prove_16x2_bits_clear", 0u64),
+        ("range_prove_16x2_bits_set", 0xFFFF),
+    ] {
+        let (r, s) = m(|| {
+            use tally_core::confidential::{Opening, RangeProof};
+            let gens = device_range_gens()?;
+            let mut rng = TestEntropy::new(b"m4/conf-prove-timing");
+            let openings = [
+                Opening::random(Amount(value), &mut rng),
+                Opening::random(Amount(value), &mut rng),
+            ];
+            RangeProof::prove(&gens, &context, &openings, &mut rng)
+        });
+        ctx(r, "range proof of extreme amounts")?;
+        report(n, op, &s, &[]);
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use itertools::{Itertools, izip};
 use rand_core::UnwrapErr;
 use rand_core::{CryptoRng, Rng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
+use subtle::{Choice, ConditionallySelectable};
 use tari_merlin::Transcript;
 use zeroize::Zeroizing;
 
@@ -123,10 +124,28 @@ impl<I: Iterator> Iterator for Counted<I> {
     }
 }
 
-/// Tally's low-memory patch: `sum(s_i * P_i)` as the sum of curve25519-dalek's variable-time multiscalar
-/// multiplications over `chunk` points at a time, so that the memory they take (dalek's per-point lookup tables) is
-/// bounded by `chunk` whatever the number of points. The parts' lengths must have been checked equal.
-fn chunked_msm<P: CurvePointProtocol>(chunk: usize, parts: &[(&[Scalar], &[P])]) -> P {
+/// Tally's patch: curve25519-dalek's constant-time multiscalar multiplication (Straus over radix-16 digits, each
+/// digit's multiple selected from its point's table in constant time) over scalars and points given as pairs of
+/// slices: for secret scalars, where which operations run must not depend on the scalars.
+fn parts_msm_ct<P: CurvePointProtocol + MultiscalarMul<Point = P>>(parts: &[(&[Scalar], &[P])]) -> P {
+    let scalars = parts.iter().map(|(s, _)| s.len()).sum::<usize>();
+    let points = parts.iter().map(|(_, p)| p.len()).sum::<usize>();
+    P::multiscalar_mul(
+        Counted {
+            inner: parts.iter().flat_map(|(s, _)| s.iter()),
+            left: scalars,
+        },
+        Counted {
+            inner: parts.iter().flat_map(|(_, p)| p.iter()),
+            left: points,
+        },
+    )
+}
+
+/// Tally's low-memory patch: `sum(s_i * P_i)` as the sum of `msm` over `chunk` points at a time, so that the memory
+/// it takes (curve25519-dalek's per-point lookup tables) is bounded by `chunk` whatever the number of points. The
+/// chunks depend only on the parts' lengths, which must have been checked equal.
+fn chunked_msm<P: CurvePointProtocol>(chunk: usize, parts: &[(&[Scalar], &[P])], msm: fn(&[(&[Scalar], &[P])]) -> P) -> P {
     let chunk = chunk.max(1);
     let mut acc = P::identity();
     let mut pieces: Vec<(&[Scalar], &[P])> = Vec::with_capacity(parts.len());
@@ -139,14 +158,14 @@ fn chunked_msm<P: CurvePointProtocol>(chunk: usize, parts: &[(&[Scalar], &[P])])
             taken += end - at;
             at = end;
             if taken == chunk {
-                acc += parts_msm(&pieces);
+                acc += msm(&pieces);
                 pieces.clear();
                 taken = 0;
             }
         }
     }
     if taken > 0 {
-        acc += parts_msm(&pieces);
+        acc += msm(&pieces);
     }
     acc
 }
@@ -169,14 +188,6 @@ fn bucket_cost(n: usize, c: usize) -> usize {
 /// The window width with the fewest additions for `n` points.
 fn bucket_window(n: usize) -> usize {
     BUCKET_WINDOWS.min_by_key(|&c| bucket_cost(n, c)).unwrap_or(5)
-}
-
-/// The point operations of curve25519-dalek's variable-time Straus over `n` points in chunks of `chunk`: a table of
-/// eight multiples per point (7 additions), an addition per point per radix-16 digit (64), and 256 doublings per chunk
-/// (a doubling counted as 4/5 of an addition).
-fn chunked_straus_cost(n: usize, chunk: usize) -> usize {
-    let chunks = n.div_ceil(chunk.max(1));
-    chunks.saturating_mul(256 * 4 / 5).saturating_add(n.saturating_mul(71))
 }
 
 /// The unsigned value of the `c` bits of `bytes` (little-endian) from bit `start`; bits past the end read as zero.
@@ -285,24 +296,85 @@ pub fn bucket_msm<P: CurvePointProtocol>(parts: &[(&[Scalar], &[P])]) -> Result<
     Ok(acc.unwrap_or_else(P::identity))
 }
 
-/// Tally's patch: a multiplication over points in memory (the prover's generator vectors). Stock (`chunk` is `None`):
-/// curve25519-dalek's. Low-memory: the bucket method or chunked Straus, whichever takes fewer point operations (Straus
-/// for few points, whose tables `chunk` bounds).
-fn resident_msm<P: CurvePointProtocol>(chunk: Option<usize>, parts: &[(&[Scalar], &[P])]) -> Result<P, ProofError> {
+/// Tally's patch: the prover's multiplications over secret scalars (its vectors, which the value bits and its random
+/// masks make), in constant time: a payee's terminal times the payer's proof, and a variable-time multiplication takes
+/// time by the scalars' digits. Stock (`chunk` is `None`): curve25519-dalek's constant-time multiplication over all
+/// points at once. Low-memory: the same over `chunk` points at a time (its tables take about 1.3 KiB per point on the
+/// 32-bit backend). Which operations run depends only on the number of points.
+fn secret_msm<P: CurvePointProtocol + MultiscalarMul<Point = P>>(
+    chunk: Option<usize>,
+    parts: &[(&[Scalar], &[P])],
+) -> Result<P, ProofError> {
     if parts.iter().any(|(s, p)| s.len() != p.len()) {
         return Err(ProofError::InvalidLength(
             "Multiscalar multiplication with unequal numbers of scalars and points".to_string(),
         ));
     }
-    let Some(chunk) = chunk else {
-        return Ok(parts_msm(parts));
-    };
-    let n = parts.iter().map(|(s, _)| s.len()).sum::<usize>();
-    if chunked_straus_cost(n, chunk) <= bucket_cost(n, bucket_window(n)) {
-        Ok(chunked_msm(chunk, parts))
-    } else {
-        bucket_msm(parts)
+    Ok(match chunk {
+        None => parts_msm_ct(parts),
+        Some(chunk) => chunked_msm(chunk, parts, parts_msm_ct),
+    })
+}
+
+/// Tally's patch: a multiplication over public scalars and points in memory, in variable time. Stock (`chunk` is
+/// `None`): curve25519-dalek's. Low-memory: the bucket method (curve25519-dalek's variable-time Straus over the
+/// prover's few points took twice the bucket method's memory: 29 KB more at the Cortex-M4's peak).
+fn public_msm<P: CurvePointProtocol>(chunk: Option<usize>, parts: &[(&[Scalar], &[P])]) -> Result<P, ProofError> {
+    match chunk {
+        None if parts.iter().all(|(s, p)| s.len() == p.len()) => Ok(parts_msm(parts)),
+        _ => bucket_msm(parts),
     }
+}
+
+/// Tally's patch: `(sum(bit_i·P_i), sum(P_i))` in constant time: each point or the identity is selected in constant
+/// time and added (complete addition formulas: the same operations either way). `bits` and `points` must be as many.
+fn select_sum<P: CurvePointProtocol + ConditionallySelectable>(bits: &[u8], points: &[P]) -> Result<(P, P), ProofError> {
+    if bits.len() != points.len() {
+        return Err(ProofError::InvalidLength("Bit vector and generators do not match".to_string()));
+    }
+    let identity = P::identity();
+    let mut selected = P::identity();
+    let mut all = P::identity();
+    for (bit, point) in bits.iter().zip(points) {
+        selected += P::conditional_select(&identity, point, Choice::from(*bit & 1));
+        all += point;
+    }
+    Ok((selected, all))
+}
+
+/// Tally's patch: the prover's first commitment `A = sum(a_L_i·G_i + a_R_i·H_i) + sum(alpha_k·B_k)` in constant time.
+/// The value bits are secret, and a variable-time multiplication by `a_R_i = a_L_i - 1` (minus one, a full-length
+/// scalar, for a clear bit; zero for a set one) takes time in proportion to the number of clear bits. As `a_R_i =
+/// a_L_i - 1`, `A = sum(bit_i·(G_i + H_i)) - sum(H_i) + sum(alpha_k·B_k)`: `G_i + H_i` or the identity is selected in
+/// constant time and added (complete addition formulas: the same operations either way), the masks by the
+/// constant-time multiplication. The same point as the multiscalar multiplication, so the same proof, and cheaper.
+fn bits_commitment<P>(
+    bits: &[u8],
+    gi: impl Iterator<Item = P>,
+    hi: impl Iterator<Item = P>,
+    alpha: &[Scalar],
+    g_bases: &[P],
+) -> Result<P, ProofError>
+where
+    P: CurvePointProtocol + MultiscalarMul<Point = P> + ConditionallySelectable,
+    for<'p> &'p P: Add<Output = P>,
+{
+    let identity = P::identity();
+    let mut selected = P::identity();
+    let mut h_sum = P::identity();
+    let mut n = 0usize;
+    for ((bit, g), h) in bits.iter().zip(gi).zip(hi) {
+        let both = &g + &h;
+        selected += P::conditional_select(&identity, &both, Choice::from(*bit & 1));
+        h_sum += &h;
+        n += 1;
+    }
+    if n != bits.len() || alpha.len() > g_bases.len() {
+        return Err(ProofError::InvalidLength("Bit vector and generators do not match".to_string()));
+    }
+    selected -= &h_sum;
+    selected += parts_msm_ct(&[(alpha, &g_bases[..alpha.len()])]);
+    Ok(selected)
 }
 
 /// Estimated curve-operation cost of the batch verification check using evaluation against precomputed tables
@@ -464,7 +536,7 @@ impl<P> RangeProof<P>
 where
     for<'p> &'p P: Mul<Scalar, Output = P>,
     for<'p> &'p P: Add<Output = P>,
-    P: CurvePointProtocol + Precomputable + MultiscalarMul<Point = P>,
+    P: CurvePointProtocol + Precomputable + MultiscalarMul<Point = P> + ConditionallySelectable,
     P::Compressed: FixedBytesRepr + IsIdentity + Identity,
 {
     /// Helper function to return the proof's extension degree
@@ -555,6 +627,8 @@ where
         // Set bit arrays
         let mut a_li = Zeroizing::new(Vec::with_capacity(full_length));
         let mut a_ri = Zeroizing::new(Vec::with_capacity(full_length));
+        // Tally: the bits themselves, for `A` in constant time (`bits_commitment`)
+        let mut bits: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(full_length));
         for (minimum_value, value) in statement
             .minimum_value_promises
             .iter()
@@ -572,6 +646,7 @@ where
             // Decompose into bits
             for i in 0..bit_length {
                 let i_u32 = u32::try_from(i).map_err(|_| ProofError::SizeOverflow)?;
+                bits.push((offset_value.shr(i_u32) & 1) as u8);
                 a_li.push(Scalar::from(offset_value.shr(i_u32) & 1));
                 a_ri.push(Scalar::from(offset_value.shr(i_u32) & 1) - Scalar::ONE);
             }
@@ -587,7 +662,8 @@ where
                 Scalar::random_not_zero(range_proof_transcript.as_mut_rng())
             });
         }
-        let padding = compute_generator_padding(
+        // Tally: `A` no longer multiplies the padding; the call still checks that the generators cover the aggregation
+        compute_generator_padding(
             statement.generators.bit_length(),
             statement.commitments.len(),
             statement.generators.max_aggregation_factor(),
@@ -616,22 +692,23 @@ where
             )
         };
         let chunk = statement.generators.msm_chunk();
-        let a = match statement.generators.precomp() {
-            Some(precomp) => precomp.vartime_mixed_multiscalar_mul(
-                a_li.iter()
-                    .interleave(a_ri.iter())
-                    .chain(repeat_n(&Scalar::ZERO, padding)),
-                alpha.iter(),
-                statement.generators.g_bases().iter(),
-            ),
-            None => resident_msm(
-                chunk,
-                &[
-                    (&a_li[..], &gi_base[..]),
-                    (&a_ri[..], &hi_base[..]),
-                    (&alpha[..], statement.generators.g_bases()),
-                ],
-            )?,
+        // Tally: in constant time (`bits_commitment`), from the resident vectors or, with tables, the generators
+        let a = if weights.is_some() {
+            bits_commitment(
+                &bits,
+                statement.generators.gi_base_iter().take(full_length),
+                statement.generators.hi_base_iter().take(full_length),
+                &alpha,
+                statement.generators.g_bases(),
+            )?
+        } else {
+            bits_commitment(
+                &bits,
+                gi_base.iter().cloned(),
+                hi_base.iter().cloned(),
+                &alpha,
+                statement.generators.g_bases(),
+            )?
         };
 
         // Update transcript, get challenges, and update RNG
@@ -810,24 +887,57 @@ where
                 let (hi_base_lo, hi_base_hi) = hi_base
                     .split_at_checked(n)
                     .ok_or(ProofError::InvalidLength("Invalid vector split index".to_string()))?;
-                li.push(resident_msm(
-                    chunk,
-                    &[
-                        (core::slice::from_ref(&*c_l), core::slice::from_ref(h_base)),
-                        (&d_l[..], g_base),
-                        (&a_lo_scaled[..], gi_base_hi),
-                        (&b_hi_scaled[..], hi_base_lo),
-                    ],
-                )?);
-                ri.push(resident_msm(
-                    chunk,
-                    &[
-                        (core::slice::from_ref(&*c_r), core::slice::from_ref(h_base)),
-                        (&d_r[..], g_base),
-                        (&a_hi_scaled[..], gi_base_lo),
-                        (&b_lo_scaled[..], hi_base_hi),
-                    ],
-                )?);
+                if 2 * n == full_length {
+                    // Tally: the first round's vectors are the value bits plus public scalars (`a = bit - z`, `b =
+                    // bit + p` with `p` from the challenges), so L and R are sums of generators selected by the bits
+                    // in constant time (`select_sum`), multiplied by public scalars (variable time: which operations
+                    // run depends on public scalars only), and the secret `c` and masks in constant time. The same
+                    // points as the constant-time multiplication over every generator, at about half its cost.
+                    let (bits_lo, bits_hi) = bits
+                        .split_at_checked(n)
+                        .ok_or(ProofError::InvalidLength("Invalid vector split index".to_string()))?;
+                    let public = |b: &[Scalar], bits: &[u8]| -> Vec<Scalar> {
+                        b.iter().zip(bits).map(|(b, bit)| (b - Scalar::from(*bit)) * h_scale).collect()
+                    };
+                    let (p_hi, p_lo) = (public(b_hi, bits_hi), public(b_lo, bits_lo));
+                    let (g_l, g_l_all) = select_sum(bits_lo, gi_base_hi)?;
+                    let (h_l, _) = select_sum(bits_hi, hi_base_lo)?;
+                    let (g_r, g_r_all) = select_sum(bits_hi, gi_base_lo)?;
+                    let (h_r, _) = select_sum(bits_lo, hi_base_hi)?;
+                    let k_l = y_n_inverse * g_scale;
+                    let k_r = y_powers[n] * g_scale;
+                    let mut l = secret_msm(
+                        chunk,
+                        &[(core::slice::from_ref(&*c_l), core::slice::from_ref(h_base)), (&d_l[..], g_base)],
+                    )?;
+                    l += public_msm(chunk, &[(&[k_l, -(k_l * z), h_scale], &[g_l, g_l_all, h_l]), (&p_hi[..], hi_base_lo)])?;
+                    let mut r = secret_msm(
+                        chunk,
+                        &[(core::slice::from_ref(&*c_r), core::slice::from_ref(h_base)), (&d_r[..], g_base)],
+                    )?;
+                    r += public_msm(chunk, &[(&[k_r, -(k_r * z), h_scale], &[g_r, g_r_all, h_r]), (&p_lo[..], hi_base_hi)])?;
+                    li.push(l);
+                    ri.push(r);
+                } else {
+                    li.push(secret_msm(
+                        chunk,
+                        &[
+                            (core::slice::from_ref(&*c_l), core::slice::from_ref(h_base)),
+                            (&d_l[..], g_base),
+                            (&a_lo_scaled[..], gi_base_hi),
+                            (&b_hi_scaled[..], hi_base_lo),
+                        ],
+                    )?);
+                    ri.push(secret_msm(
+                        chunk,
+                        &[
+                            (core::slice::from_ref(&*c_r), core::slice::from_ref(h_base)),
+                            (&d_r[..], g_base),
+                            (&a_hi_scaled[..], gi_base_lo),
+                            (&b_lo_scaled[..], hi_base_hi),
+                        ],
+                    )?);
+                }
             }
 
             // Update transcript, get challenge, and update RNG

@@ -1102,7 +1102,9 @@ fn confidential() {
         l.starts_with("OP suite=conf ")
             && (l.contains(" op=generators_decompress ")
                 || l.contains(" op=range_prove_16x2 ")
-                || l.contains(" op=range_verify_16x2 "))
+                || l.contains(" op=range_verify_16x2 ")
+                || l.contains(" op=range_prove_16x2_bits_clear ")
+                || l.contains(" op=range_prove_16x2_bits_set "))
     }) {
         let f = fields(line);
         println!(
