@@ -44,9 +44,11 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
     }
     if let Some(c) = &p.transfer.confidential {
         s.push_str(&format!(
-            "  confidential: range proof {} bits × {}, {}, {}\n",
-            c.range_proof.bits().bits(),
-            c.range_proof.outputs(),
+            "  confidential: {}, {}, {}\n",
+            match &c.range_proof {
+                Some(r) => format!("range proof {} bits × {}", r.bits().bits(), r.outputs()),
+                None => "no range proof (one output: the sum of its inputs)".to_string(),
+            },
             match &c.audit {
                 Some(a) => format!("audit seal of {} opening(s) to settlement", a.openings()),
                 None => "no audit seal".to_string(),

@@ -47,7 +47,11 @@ pub fn record_context(body: &[u8]) -> Hash32 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfidentialTransfer {
     pub commitments: Vec<Commitment>,
-    pub range_proof: RangeProof,
+    /// The outputs' aggregated range proof; `None` for a transfer of one
+    /// output, whose commitment is the sum of its inputs' (C4) and so
+    /// commits to their values' sum: non-negative, with nothing to prove
+    /// (SPEC §4.9.2, decision 0031).
+    pub range_proof: Option<RangeProof>,
     /// The audit seal: every output's opening sealed to settlement (SPEC
     /// §4.9.3). Kept in ancestries (settlement values every record of a
     /// package from it). `None` only when decoded from a package that
@@ -64,15 +68,19 @@ impl ConfidentialTransfer {
     /// The proofs element (everything but the commitments, which are in
     /// the outputs): `[range_proof, audit]` or `[range_proof, audit,
     /// payee_opening]`; without an audit seal (refused by the verifier,
-    /// C8) `[range_proof]`, and then no payee opening either.
+    /// C8) `[range_proof]`, and then no payee opening either. A transfer
+    /// of one output has no range proof: `[audit]`, `[audit,
+    /// payee_opening]` or `[]` (the reader knows the outputs' count).
     pub(crate) fn write_proofs(&self, w: &mut Writer) {
         let n = match (&self.audit, &self.payee_opening) {
-            (None, _) => 1,
-            (Some(_), None) => 2,
-            (Some(_), Some(_)) => 3,
+            (None, _) => 0,
+            (Some(_), None) => 1,
+            (Some(_), Some(_)) => 2,
         };
-        w.array(n);
-        self.range_proof.write(w);
+        w.array(n + usize::from(self.range_proof.is_some()));
+        if let Some(p) = &self.range_proof {
+            p.write(w);
+        }
         if let Some(a) = &self.audit {
             a.write(w);
             if let Some(s) = &self.payee_opening {
@@ -84,17 +92,25 @@ impl ConfidentialTransfer {
         r: &mut Reader<'_>,
         commitments: Vec<Commitment>,
     ) -> Result<Self, CodecError> {
-        let n = r.array_max(3)?;
-        if n < 1 {
+        // Two or more outputs: the range proof comes first and is
+        // required; one output: there is none (decision 0031).
+        let proved = commitments.len() >= 2;
+        let n = r.array_max(2 + usize::from(proved))?;
+        if proved && n < 1 {
             return Err(CodecError::Malformed);
         }
-        let range_proof = RangeProof::read(r)?;
-        let audit = if n >= 2 {
+        let range_proof = if proved {
+            Some(RangeProof::read(r)?)
+        } else {
+            None
+        };
+        let rest = n - usize::from(proved);
+        let audit = if rest >= 1 {
             Some(SealedOpenings::read(r)?)
         } else {
             None
         };
-        let payee_opening = if n == 3 {
+        let payee_opening = if rest == 2 {
             Some(PayeeOpening::read(r)?)
         } else {
             None
@@ -261,7 +277,13 @@ pub fn build_transfer(
         stream: None,
     };
     let context = record_context(&Transfer::body_bytes_with(&t, Some(&commitments)));
-    let range_proof = RangeProof::prove(gens, &context, &openings, rng)?;
+    // One output commits to its inputs' sum (C4): nothing to prove
+    // (decision 0031). Two or more: each must be shown non-negative.
+    let range_proof = if openings.len() >= 2 {
+        Some(RangeProof::prove(gens, &context, &openings, rng)?)
+    } else {
+        None
+    };
     // The commitments were computed above from these openings: the seals
     // do not check them again.
     let audit = Some(SealedOpenings::seal_made(

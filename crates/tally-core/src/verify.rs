@@ -1836,7 +1836,18 @@ fn check_confidential(
         let Some(c) = &t.confidential else {
             return Err(VerifyError::AmountForm);
         };
-        if c.range_proof.bits() != gens.bits() {
+        // A range proof exactly when there are two outputs or more: one
+        // output commits to its inputs' sum (C4), which needs none
+        // (decision 0031). The decoder admits nothing else; a record
+        // built in memory is held to it here.
+        let proof = match (&c.range_proof, c.commitments.len() >= 2) {
+            (Some(p), true) => Some(p),
+            (None, false) => None,
+            _ => return Err(VerifyError::RangeProofInvalid),
+        };
+        if let Some(p) = proof
+            && p.bits() != gens.bits()
+        {
             return Err(VerifyError::RangeBitsMismatch);
         }
         if proofs == Proofs::ByOpenings {
@@ -1844,7 +1855,9 @@ fn check_confidential(
         }
         crate::confidential::check_balance(inputs, &c.commitments)
             .map_err(|_| VerifyError::CommitmentsUnbalanced)?;
-        pending.push((c.range_proof.clone(), c.commitments.clone(), t.context()));
+        if let Some(p) = proof {
+            pending.push((p.clone(), c.commitments.clone(), t.context()));
+        }
     }
     if proofs != Proofs::Now {
         return Ok(pending);

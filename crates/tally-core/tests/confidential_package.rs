@@ -214,6 +214,82 @@ fn an_honest_confidential_payment_verifies_and_the_payee_learns_its_amount() {
     );
 }
 
+/// Decision 0031: a transfer of one output carries no range proof — its
+/// commitment is its inputs' (C4), already in range — and is the smaller
+/// and cheaper for it; the payee still opens it and checks its amount.
+#[test]
+fn a_whole_token_payment_has_no_range_proof() {
+    let mut w = World::new("whole-no-proof");
+    let (whole, _) = w.pay_whole();
+    let c = whole.transfer.confidential.as_ref().unwrap();
+    assert_eq!(c.commitments.len(), 1);
+    assert!(c.range_proof.is_none());
+    assert_eq!(Package::from_cbor(&whole.to_cbor()), Ok(whole.clone()));
+    w.verify(&whole, 1000)
+        .expect("verifies without a range proof");
+    // Settlement's verifier takes it too (nothing to batch for it).
+    verify_package_for_settlement(
+        whole.clone(),
+        &w.trust,
+        w.scheme.params(BUDGET),
+        &mut NoCache,
+    )
+    .expect("settlement verifies it");
+    // Against a payment with change: no proof, one output fewer, a sealed
+    // opening for a derived one (SPEC §4.9; docs/PERFORMANCE.md).
+    let (split, _) = w.pay(250);
+    let gens = w.gens().clone();
+    let (_, openings) = w.pay_whole();
+    let proof = RangeProof::prove(&gens, &whole.transfer.context(), &openings, &mut w.rng).unwrap();
+    println!(
+        "whole-token package {} bytes (transfer {}; a 16 × 1 proof would add {}), with change {} bytes",
+        whole.to_cbor().len(),
+        whole.transfer.to_cbor().len(),
+        proof.to_cbor().len(),
+        split.to_cbor().len()
+    );
+    assert_eq!(whole.to_cbor().len(), WHOLE_TOKEN_PACKAGE_BYTES);
+    assert!(whole.to_cbor().len() <= 1024);
+}
+
+/// The package size of a whole-token payment (one output, no range proof).
+const WHOLE_TOKEN_PACKAGE_BYTES: usize = 805;
+
+/// C3 (decision 0031): a range proof exactly when a transfer has two or
+/// more outputs. On the wire the other shapes do not decode (V1); built
+/// in memory they are refused with C3's code. Either way the payee is
+/// not paid.
+#[test]
+fn c3_a_range_proof_on_one_output_or_none_on_two_is_refused() {
+    let mut w = World::new("proof-shape");
+    // One output with a proof (a 16 × 1 proof of its own opening).
+    let (mut whole, openings) = w.pay_whole();
+    let ctx = whole.transfer.context();
+    let gens = w.gens().clone();
+    let proof = RangeProof::prove(&gens, &ctx, &openings, &mut w.rng).unwrap();
+    conf(&mut whole.transfer).range_proof = Some(proof);
+    assert_refused(
+        w.verify(&whole, 1000),
+        VerifyError::RangeProofInvalid,
+        codes::VERIFY_RANGE_PROOF_INVALID,
+    );
+    assert!(matches!(
+        Package::from_cbor(&whole.to_cbor()),
+        Err(CodecError::Malformed | CodecError::TooLong)
+    ));
+    // Two outputs without their proof.
+    let (mut split, _) = w.pay(250);
+    conf(&mut split.transfer).range_proof = None;
+    assert_refused(
+        w.verify(&split, 250),
+        VerifyError::RangeProofInvalid,
+        codes::VERIFY_RANGE_PROOF_INVALID,
+    );
+    assert!(Package::from_cbor(&split.to_cbor()).is_err());
+    let r = verify_package_for_settlement(split, &w.trust, w.scheme.params(BUDGET), &mut NoCache);
+    assert_eq!(r.err(), Some(VerifyError::RangeProofInvalid));
+}
+
 #[test]
 fn a_chain_of_confidential_payments_verifies_at_every_hop() {
     let mut w = World::new("chain");
@@ -336,7 +412,7 @@ fn c3_an_output_committing_to_a_negative_amount_is_refused() {
         SealedOpening::seal(&w.payee.public(), &ctx, &commitments[0], &pay, &mut w.rng).unwrap();
     let c = conf(&mut pkg.transfer);
     c.commitments = commitments;
-    c.range_proof = proof;
+    c.range_proof = Some(proof);
     c.payee_opening = Some(PayeeOpening::Sealed(sealed));
     w.resign(&mut pkg);
     assert_refused(
@@ -355,7 +431,7 @@ fn c2_an_output_above_the_policy_range_is_refused() {
     let ctx = pkg.transfer.context();
     let g32 = RangeGens::new(RangeBits::Bits32, 2).unwrap();
     let proof = RangeProof::prove(&g32, &ctx, &openings, &mut w.rng).unwrap();
-    conf(&mut pkg.transfer).range_proof = proof;
+    conf(&mut pkg.transfer).range_proof = Some(proof);
     assert_refused(
         w.verify(&pkg, 250),
         VerifyError::RangeBitsMismatch,
@@ -402,7 +478,7 @@ fn c4_value_created_is_refused() {
     .unwrap();
     let c = conf(&mut pkg.transfer);
     c.commitments = commitments;
-    c.range_proof = proof;
+    c.range_proof = Some(proof);
     c.payee_opening = Some(PayeeOpening::Sealed(sealed));
     w.resign(&mut pkg);
     assert_refused(
@@ -633,7 +709,7 @@ fn records_and_policies_have_one_encoding_per_form() {
     // Committed outputs without the proofs element: refused.
     let c = t.confidential.as_ref().unwrap();
     let proofs_len = 1
-        + c.range_proof.to_cbor().len()
+        + c.range_proof.as_ref().unwrap().to_cbor().len()
         + c.audit.as_ref().unwrap().to_cbor().len()
         + c.payee_opening.as_ref().unwrap().to_cbor().len();
     let mut b = t.to_cbor();
@@ -765,7 +841,10 @@ fn one_hop_sizes() {
             "issue (as loaded, with its sealed opening)",
             w.issue.to_cbor().len(),
         ),
-        ("range proof", c.range_proof.to_cbor().len()),
+        (
+            "range proof",
+            c.range_proof.as_ref().unwrap().to_cbor().len(),
+        ),
         (
             "payee's opening (derived)",
             c.payee_opening.as_ref().unwrap().to_cbor().len(),
@@ -1077,7 +1156,7 @@ fn settlement_by_openings_refuses_what_the_proofs_refuse() {
     .unwrap();
     let c = conf(&mut inflated.transfer);
     c.commitments = commitments.clone();
-    c.range_proof = proof;
+    c.range_proof = Some(proof);
     c.audit = Some(truthful);
     w.resign(&mut inflated);
     assert_eq!(inflated.transfer.context(), ctx);

@@ -1593,10 +1593,14 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             }
             ids.len()
         };
-        let sel = select(&cands, amount, budget, &merged_len).map_err(|e| match e {
-            SelectError::InsufficientFunds => SeError::InsufficientFunds,
-            SelectError::NeedsRenewal => SeError::NeedsRenewal,
-        })?;
+        // Confidential mode: a token worth exactly the amount first, so
+        // the payment has one output and no range proof (decision 0031).
+        let exact_first = self.trust()?.policy().is_confidential();
+        let sel =
+            select(&cands, amount, budget, &merged_len, exact_first).map_err(|e| match e {
+                SelectError::InsufficientFunds => SeError::InsufficientFunds,
+                SelectError::NeedsRenewal => SeError::NeedsRenewal,
+            })?;
         let inputs: Vec<&Token> = sel.iter().map(|&i| &st.tokens[i]).collect();
         let total =
             Amount::sum(inputs.iter().map(|t| t.value)).ok_or(SeError::InsufficientFunds)?;

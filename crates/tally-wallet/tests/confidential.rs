@@ -137,6 +137,58 @@ fn confidential_split_and_merge() {
     assert_eq!(total(&mut [&mut a, &mut b, &mut c]), 600);
 }
 
+/// Decision 0031: a card pays with a token worth exactly the amount —
+/// chosen before a covering token of shorter ancestry — in a transfer of
+/// one output with no range proof; the payee SE accepts it and opens its
+/// amount; a range proof attached to such a transfer does not decode, and
+/// the payee SE refuses it and changes nothing.
+#[test]
+fn confidential_a_whole_token_is_paid_without_a_range_proof() {
+    let mut scheme = scheme();
+    let mut a = device(&scheme, "whole-a", PHONE);
+    let mut card = device(&scheme, "whole-card", CARD);
+    let mut c = device(&scheme, "whole-c", PHONE);
+    let mut d = device(&scheme, "whole-d", PHONE);
+    load(&mut a.link, &mut scheme, PHONE, 1_000).unwrap();
+    pay_offline(&mut a.link, &mut card.link, Amount(250)).unwrap();
+    load(&mut card.link, &mut scheme, CARD, 300).unwrap();
+    // The card holds 250 (Issue and transfer in its ancestry) and 300 (an
+    // Issue alone): it pays 250 with the 250, not from the 300.
+    let bytes = pay_keeping_package(&mut card.link, &mut c.link, Amount(250)).unwrap();
+    let pkg = Package::from_cbor(&bytes).unwrap();
+    let t = pkg.transfer.confidential.as_ref().unwrap();
+    assert_eq!(pkg.transfer.outputs.len(), 1);
+    assert!(t.range_proof.is_none());
+    // Its own transfer is small; the ancestry carries the earlier split,
+    // range proof and all (the price of not proving on the card).
+    assert!(pkg.transfer.to_cbor().len() < 400);
+    assert_eq!(card.balance().unwrap(), Amount(300));
+    assert_eq!(c.balance().unwrap(), Amount(250));
+
+    // A proof on a one-output transfer: the payee SE refuses it (V1).
+    let request = d.link.create_request(Amount(300)).unwrap();
+    let good = card.link.pay(&request).unwrap();
+    let mut p = Package::from_cbor(&good).unwrap();
+    assert!(conf(&mut p).range_proof.is_none());
+    let gens = RangeGens::new(RangeBits::Bits16, 4).unwrap();
+    let mut rng = TestEntropy::new(b"whole-token-proof");
+    let some = [Opening::random(Amount(300), &mut rng)];
+    conf(&mut p).range_proof =
+        Some(RangeProof::prove(&gens, &p.transfer.context(), &some, &mut rng).unwrap());
+    assert_rejected(
+        &mut d,
+        &p.to_cbor(),
+        VerifyError::Decode(tally_core::codec::CodecError::Malformed),
+        "a range proof on one output",
+    );
+    // The honest package is still taken.
+    d.link
+        .receive(&good)
+        .expect("the honest whole-token package");
+    assert_eq!(d.balance().unwrap(), Amount(300));
+    assert_eq!(total(&mut [&mut a, &mut card, &mut c, &mut d]), 1_300);
+}
+
 #[test]
 fn a_clear_issue_is_refused_by_a_confidential_se() {
     let scheme = scheme();
@@ -325,7 +377,7 @@ fn the_payee_se_refuses_each_confidential_breach_and_changes_nothing() {
         Opening::random(Amount(1000), &mut rng),
     ];
     let gens = RangeGens::new(RangeBits::Bits16, 4).unwrap();
-    conf(&mut p).range_proof = RangeProof::prove(&gens, &ctx, &some, &mut rng).unwrap();
+    conf(&mut p).range_proof = Some(RangeProof::prove(&gens, &ctx, &some, &mut rng).unwrap());
     assert_rejected(
         &mut s.payee,
         &p.to_cbor(),
