@@ -605,7 +605,11 @@ fn verify_at(
         Suite::Ed25519 => {
             let p = ed25519_parts(key, point, msg, sig)?;
             // R' = s·B − k·A ; accept iff [8](R' − R) is the identity.
-            let r2 = EdwardsPoint::vartime_double_scalar_mul_basepoint(&(-p.k), &p.a, &p.s);
+            let r2 = EdwardsPoint::vartime_double_scalar_mul_basepoint(
+                &(Scalar::ZERO - p.k),
+                &p.a,
+                &p.s,
+            );
             if (r2 - p.r).mul_by_cofactor().is_identity() {
                 Ok(())
             } else {
@@ -769,9 +773,9 @@ fn verify_ed25519_batch<C: Check>(checks: &[C], ed: &[usize]) -> Result<(), (usi
         zb[..16].copy_from_slice(&d[..16]);
         let z = Scalar::from_bytes_mod_order(zb);
         b_coeff += z * p.s;
-        scalars.push(-z);
+        scalars.push(Scalar::ZERO - z);
         points.push(p.r);
-        let c = -(z * p.k);
+        let c = Scalar::ZERO - z * p.k;
         let key = checks[i].key().key_bytes();
         match key_term.get(&key) {
             Some(&t) => scalars[t] += c,

@@ -7,7 +7,8 @@
 //! firmware with the `confidential` and `ed25519-only` features, as a
 //! confidential device is built: one build for both) runs the
 //! confidential scenario too: RECEIVE of a host-made one-hop confidential
-//! package, PAY proving on the SE, ACK (issue 12, decision 0027). Then the
+//! package, PAY proving on the SE, ACK (issue 12, decision 0027), and the
+//! same for a whole token, with no range proof (decision 0031). Then the
 //! smoke scenario on the payment firmware (the build without the `bench`
 //! feature, transparent), whose flash must stay within issue 13's 192 KiB
 //! (decision 0022).
@@ -141,7 +142,15 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         status.success() && out.contains("RESULT PASS"),
         "the confidential scenario fails: {status}\n{out}"
     );
-    for op in ["create_request", "receive_1", "pay", "ack"] {
+    for op in [
+        "create_request",
+        "receive_1",
+        "pay",
+        "ack",
+        "receive_whole",
+        "pay_whole",
+        "ack_whole",
+    ] {
         assert!(
             out.lines()
                 .any(|l| l.starts_with("OP suite=conf") && l.contains(&format!(" op={op} "))),

@@ -139,7 +139,13 @@ fixture!(CONF_PAYEE, "conf-payee.state");
 #[cfg(feature = "confidential")]
 fixture!(CONF_PKG1, "conf-pkg1.bin");
 #[cfg(feature = "confidential")]
+fixture!(CONF_PKG2, "conf-pkg2.bin");
+#[cfg(feature = "confidential")]
 fixture!(CONF_EXPECT, "conf-expect.bin");
+/// The confidential payer's second Issue, paid whole in the scenario's
+/// second payment (one output, no range proof: decision 0031).
+#[cfg(feature = "confidential")]
+const CONF_WHOLE: u64 = 100;
 
 /// One suite's test vectors.
 struct SuiteFx {
@@ -1068,17 +1074,19 @@ fn print_state(n: &str, who: &str, bytes: &[u8]) {
 /// checks), then the payer SE's PAY of the same payment (balanced
 /// blindings, commit, prove the range of both outputs, seal the openings
 /// on the SE), which must make the host's package byte for byte, and its
-/// ACK of the payee's receipt.
+/// ACK of the payee's receipt. Then the same for a whole token (the
+/// payer's Issue of 100, decision 0031): one output, no range proof to
+/// make or to verify (`receive_whole`, `pay_whole`, `ack_whole`).
 #[cfg(feature = "confidential")]
 fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     provision(fa, &CONF_PAYER[..])?;
     provision(fb, &CONF_PAYEE[..])?;
-    let (req, receipt) = confidential_payee(fb)?;
+    let paid = confidential_payee(fb)?;
     // The benchmark's breakdown (not in the payment firmware, whose
     // figures and flash are the product's).
     #[cfg(feature = "bench")]
     confidential_prove_alone()?;
-    confidential_payer(fa, &req, &receipt)?;
+    confidential_payer(fa, &paid)?;
     #[cfg(all(feature = "bench", feature = "ed25519-only"))]
     p256_personalization_refused(fb)?;
     Ok(())
@@ -1192,31 +1200,45 @@ fn confidential_prove_alone() -> Res<()> {
 /// under its RECEIVE, as on a device where only the payee is powered).
 #[cfg(feature = "confidential")]
 #[inline(never)]
-fn confidential_payee(fb: &mut Flash) -> Res<(Vec<u8>, Vec<u8>)> {
+fn confidential_payee(fb: &mut Flash) -> Res<[(Vec<u8>, Vec<u8>); 2]> {
     let n = "conf";
     let (payee, s) = m(|| boot(fb, b"m4/conf-payee"));
     let mut payee = payee?;
     report(n, "boot_payee", &s, &[]);
-    let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(PAYMENT)));
-    let (session, req) = ctx(r, "confidential CREATE REQUEST")?;
-    report(n, "create_request", &s, &[("bytes", req.len() as u64)]);
-    check(
-        tagged_hash(b"m4/expect", &[&req]).0[..] == CONF_EXPECT[..32],
-        "the confidential request is the one the host predicted",
-    )?;
-    let pkg: &[u8] = &CONF_PKG1[..];
-    // What RECEIVE spends on the constant generators alone (benchmark
-    // firmware only).
-    #[cfg(feature = "bench")]
-    confidential_decompress()?;
-    let (r, s) = m(|| session.on_package(&mut payee, pkg));
-    let received = ctx(r.map_err(|(_, e)| e), "confidential RECEIVE")?;
-    report(n, "receive_1", &s, &[("bytes", pkg.len() as u64)]);
-    check(
-        payee.state().balance() == Amount(PAYMENT),
-        "the confidential payee is paid",
-    )?;
-    Ok((req, received.receipt))
+    // The payment with change, then the whole token (one output, no
+    // range proof: decision 0031). One loop: one copy of the code in
+    // flash.
+    let steps = [
+        (PAYMENT, &CONF_PKG1[..], "create_request", "receive_1"),
+        (CONF_WHOLE, &CONF_PKG2[..], "create_request_whole", "receive_whole"),
+    ];
+    let mut out: [(Vec<u8>, Vec<u8>); 2] = Default::default();
+    let mut balance = 0;
+    for (i, (amount, pkg, op_request, op_receive)) in steps.into_iter().enumerate() {
+        let (r, s) = m(|| PayeeSession::start(&mut payee, Amount(amount)));
+        let (session, req) = ctx(r, op_request)?;
+        report(n, op_request, &s, &[("bytes", req.len() as u64)]);
+        check(
+            tagged_hash(b"m4/expect", &[&req]).0[..] == CONF_EXPECT[64 * i..64 * i + 32],
+            "the confidential request is the one the host predicted",
+        )?;
+        // What RECEIVE spends on the constant generators alone (benchmark
+        // firmware only).
+        #[cfg(feature = "bench")]
+        if i == 0 {
+            confidential_decompress()?;
+        }
+        let (r, s) = m(|| session.on_package(&mut payee, pkg));
+        let received = ctx(r.map_err(|(_, e)| e), op_receive)?;
+        report(n, op_receive, &s, &[("bytes", pkg.len() as u64)]);
+        balance += amount;
+        check(
+            payee.state().balance() == Amount(balance),
+            "the confidential payee is paid",
+        )?;
+        out[i] = (req, received.receipt);
+    }
+    Ok(out)
 }
 
 /// Decompressing the 2 × 16 × 2 constant generators of a 16-bit proof
@@ -1244,31 +1266,37 @@ fn confidential_decompress() -> Res<()> {
     Ok(())
 }
 
-/// The payer's half: PAY (proving on the SE) and ACK.
+/// The payer's half: PAY (proving on the SE) and ACK, for the payment
+/// with change and for the whole token.
 #[cfg(feature = "confidential")]
 #[inline(never)]
-fn confidential_payer(fa: &mut Flash, req: &[u8], receipt: &[u8]) -> Res<()> {
+fn confidential_payer(fa: &mut Flash, paid: &[(Vec<u8>, Vec<u8>); 2]) -> Res<()> {
     let n = "conf";
     let (payer, s) = m(|| boot(fa, b"m4/conf-payer"));
     let mut payer = payer?;
     report(n, "boot", &s, &[]);
-    let (r, s) = m(|| PayerSession::start(&mut payer, req));
-    let pay = ctx(r, "confidential PAY")?;
-    report(n, "pay", &s, &[("bytes", pay.package().len() as u64)]);
-    check(
-        tagged_hash(b"m4/expect", &[pay.package()]).0[..] == CONF_EXPECT[32..64],
-        "the SE's confidential package is the host's",
-    )?;
-    let (r, s) = m(|| pay.on_receipt(&mut payer, receipt));
-    ctx(r.map_err(|(_, e)| e), "confidential ACK")?;
-    report(n, "ack", &s, &[("bytes", receipt.len() as u64)]);
-    check(
-        payer.state().balance() == Amount(PAYER_LOAD - PAYMENT),
-        "the confidential payer keeps the change",
-    )?;
+    let steps = [("pay", "ack", PAYMENT), ("pay_whole", "ack_whole", CONF_WHOLE)];
+    let mut balance = PAYER_LOAD + CONF_WHOLE;
+    for (i, ((req, receipt), (op_pay, op_ack, amount))) in paid.iter().zip(steps).enumerate() {
+        let (r, s) = m(|| PayerSession::start(&mut payer, req));
+        let pay = ctx(r, op_pay)?;
+        report(n, op_pay, &s, &[("bytes", pay.package().len() as u64)]);
+        check(
+            tagged_hash(b"m4/expect", &[pay.package()]).0[..] == CONF_EXPECT[64 * i + 32..64 * i + 64],
+            "the SE's confidential package is the host's",
+        )?;
+        let (r, s) = m(|| pay.on_receipt(&mut payer, receipt));
+        ctx(r.map_err(|(_, e)| e), op_ack)?;
+        report(n, op_ack, &s, &[("bytes", receipt.len() as u64)]);
+        balance -= amount;
+        check(
+            payer.state().balance() == Amount(balance),
+            "the confidential payer keeps the change",
+        )?;
+    }
     check(
         payer.state().outgoing.iter().all(|o| o.acked),
-        "the confidential payment is acknowledged",
+        "the confidential payments are acknowledged",
     )
 }
 

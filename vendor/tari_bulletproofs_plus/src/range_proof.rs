@@ -910,12 +910,12 @@ where
                         chunk,
                         &[(core::slice::from_ref(&*c_l), core::slice::from_ref(h_base)), (&d_l[..], g_base)],
                     )?;
-                    l += public_msm(chunk, &[(&[k_l, -(k_l * z), h_scale], &[g_l, g_l_all, h_l]), (&p_hi[..], hi_base_lo)])?;
+                    l += public_msm(chunk, &[(&[k_l, Scalar::ZERO - k_l * z, h_scale], &[g_l, g_l_all, h_l]), (&p_hi[..], hi_base_lo)])?;
                     let mut r = secret_msm(
                         chunk,
                         &[(core::slice::from_ref(&*c_r), core::slice::from_ref(h_base)), (&d_r[..], g_base)],
                     )?;
-                    r += public_msm(chunk, &[(&[k_r, -(k_r * z), h_scale], &[g_r, g_r_all, h_r]), (&p_lo[..], hi_base_hi)])?;
+                    r += public_msm(chunk, &[(&[k_r, Scalar::ZERO - k_r * z, h_scale], &[g_r, g_r_all, h_r]), (&p_lo[..], hi_base_hi)])?;
                     li.push(l);
                     ri.push(r);
                 } else {
@@ -1493,7 +1493,8 @@ where
             }
 
             // Remaining terms
-            let neg_weighted_e_square = -weighted_e_square;
+            // Tally: `0 - x`, not `-x`: the same for reduced scalars, and the firmware then carries no `Neg` (2.3 KB)
+            let neg_weighted_e_square = Scalar::ZERO - weighted_e_square;
             let neg_weighted_e_square_y_nm_1 = neg_weighted_e_square * y_nm_1;
             let mut z_even_powers = Scalar::ONE;
             for minimum_value_promise in &statement.minimum_value_promises {
@@ -1511,9 +1512,9 @@ where
                 *g_base_scalar += weight * d1;
             }
 
-            dynamic_scalars.push(weight * (-e));
+            dynamic_scalars.push(Scalar::ZERO - weight * e);
             dynamic_points.push(a1);
-            dynamic_scalars.push(-weight);
+            dynamic_scalars.push(Scalar::ZERO - weight);
             dynamic_points.push(b);
             dynamic_scalars.push(neg_weighted_e_square);
             dynamic_points.push(a);

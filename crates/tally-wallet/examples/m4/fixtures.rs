@@ -251,15 +251,23 @@ fn fixtures_for(suite: Suite, f: &mut Fixtures) {
 const LABEL_CONF_PAYER: &[u8] = b"m4/conf-payer";
 const LABEL_CONF_PAYEE: &[u8] = b"m4/conf-payee";
 
+/// What the confidential scenario's second payment pays: exactly the
+/// payer's second Issue, a whole token (decision 0031).
+pub const CONF_WHOLE: u64 = 100;
+
 /// The confidential scenario (issue 12, decision 0017; firmware feature
-/// `confidential`): a phone payer loaded with a confidential Issue of
-/// 1,000 and an empty phone payee under a confidential policy (16-bit
-/// range proofs), Ed25519; and the one-hop confidential package that the
-/// payer SE makes for the payee's first request of 250, made here by the
-/// real host path (the mirror SEs boot from the same states with the
-/// firmware's entropy labels, so the payee's request and the payer's
-/// package are the firmware's). `conf-expect.bin`: the tagged hashes of
-/// the request and of the package.
+/// `confidential`): a phone payer loaded with confidential Issues of
+/// 1,000 and of 100 and an empty phone payee under a confidential policy
+/// (16-bit range proofs), Ed25519; the one-hop confidential package that
+/// the payer SE makes for the payee's first request of 250 (from the
+/// 1,000, with change and a range proof), and the one the payer makes
+/// for the payee's second request, of 100 (the 100 paid whole: one
+/// output, no range proof, decision 0031), made here by the real host
+/// path (the mirror SEs boot from the same states with the firmware's
+/// entropy labels, so the payee's requests and the payer's packages are
+/// the firmware's). `conf-expect.bin`: the tagged hashes of the first
+/// request, the first package, the second request and the second
+/// package.
 fn confidential_fixtures(f: &mut Fixtures) {
     let suite = Suite::Ed25519;
     let mut scheme = Scheme::confidential(suite);
@@ -271,6 +279,10 @@ fn confidential_fixtures(f: &mut Fixtures) {
     must(
         load(&mut payer, &mut scheme, PHONE, PAYER_LOAD),
         "load confidential payer",
+    );
+    must(
+        load(&mut payer, &mut scheme, PHONE, CONF_WHOLE),
+        "load the confidential payer's whole token",
     );
     let mut payee = blank(b"gen/conf/payee");
     must(
@@ -300,11 +312,42 @@ fn confidential_fixtures(f: &mut Fixtures) {
         "confidential ACK",
     );
     assert_eq!(m_payee.state().balance(), Amount(PAYMENT));
+    // The whole token: one output, no range proof, one hop.
+    let (s2, req2) = must(
+        PayeeSession::start(&mut m_payee, Amount(CONF_WHOLE)),
+        "confidential whole-token request",
+    );
+    let p2 = must(
+        PayerSession::start(&mut m_payer, &req2),
+        "confidential whole-token PAY",
+    );
+    let pkg2 = p2.package().to_vec();
+    let decoded = must(Package::from_cbor(&pkg2), "decode whole-token package");
+    let c = decoded
+        .transfer
+        .confidential
+        .as_ref()
+        .expect("confidential");
+    assert!(c.range_proof.is_none() && c.commitments.len() == 1);
+    assert_eq!(decoded.ancestry.len(), 1, "one hop: the Issue of 100");
+    let got2 = must(
+        s2.on_package(&mut m_payee, &pkg2).map_err(|(_, e)| e),
+        "confidential whole-token RECEIVE",
+    );
+    must(
+        p2.on_receipt(&mut m_payer, &got2.receipt)
+            .map_err(|(_, e)| e),
+        "confidential whole-token ACK",
+    );
+    assert_eq!(m_payee.state().balance(), Amount(PAYMENT + CONF_WHOLE));
     let mut expect = tagged_hash(b"m4/expect", &[&req1]).0.to_vec();
     expect.extend_from_slice(&tagged_hash(b"m4/expect", &[&pkg1]).0);
+    expect.extend_from_slice(&tagged_hash(b"m4/expect", &[&req2]).0);
+    expect.extend_from_slice(&tagged_hash(b"m4/expect", &[&pkg2]).0);
     f.files.insert("conf-payer.state".into(), payer_state);
     f.files.insert("conf-payee.state".into(), payee_state);
     f.files.insert("conf-pkg1.bin".into(), pkg1);
+    f.files.insert("conf-pkg2.bin".into(), pkg2);
     f.files.insert("conf-expect.bin".into(), expect);
 }
 

@@ -1068,7 +1068,7 @@ fn confidential() {
         );
         let ram = stat + heap + stack;
         let target = match op.as_str() {
-            "receive_1" => format!(
+            "receive_1" | "receive_whole" => format!(
                 "≤ 40 M: {}; ≤ 64 KiB: {}",
                 if instr <= CONF_RECEIVE_MAX {
                     "met"
@@ -1077,7 +1077,7 @@ fn confidential() {
                 },
                 if ram <= CONF_RAM_MAX { "met" } else { "missed" }
             ),
-            "pay" => format!(
+            "pay" | "pay_whole" => format!(
                 "≤ 120 M: {}; ≤ 64 KiB: {}",
                 if instr <= CONF_PAY_MAX {
                     "met"
