@@ -1,7 +1,8 @@
 //! Confidential packages (SPEC §4.9), one hop, 16-bit ranges, x86 one
 //! core: the payee's verification (decode, every rule, its own opening)
 //! against the clear package of the same payment, and the payer's side
-//! (commitments, range proof, balanced blindings, sealed openings, signature).
+//! (commitments, range proof, balanced blindings, sealed openings, signature);
+//! and both for a whole token (one output, no range proof: decision 0031).
 //!
 //! `cargo bench -p tally-core --features testkit,confidential --bench confidential_package -j 1`
 
@@ -23,6 +24,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let p = Package::from_cbor(&bytes).unwrap();
             f.verify(p).unwrap()
+        })
+    });
+
+    // A whole token (decision 0031): one output, no range proof.
+    let fw = PackageFixture::whole();
+    let whole_bytes = fw.package.to_cbor();
+    println!(
+        "confidential whole-token one-hop package: {} bytes",
+        whole_bytes.len()
+    );
+    c.bench_function("payee verify, confidential whole token (one output)", |b| {
+        b.iter(|| {
+            let p = Package::from_cbor(&whole_bytes).unwrap();
+            fw.verify(p).unwrap()
         })
     });
 
@@ -112,6 +127,29 @@ fn bench(c: &mut Criterion) {
             .unwrap()
         })
     });
+
+    let whole = [NewOutput {
+        owner: f.payee.public(),
+        value: Amount(1000),
+    }];
+    c.bench_function(
+        "payer build transfer, confidential whole token (one output)",
+        |b| {
+            b.iter(|| {
+                build_transfer(
+                    gens,
+                    &tally_core::testkit::Scheme::audit_key(),
+                    std::slice::from_ref(&input),
+                    &whole,
+                    [7; 16],
+                    1,
+                    &key_for,
+                    &mut rng,
+                )
+                .unwrap()
+            })
+        },
+    );
 
     // Settlement: 64 confidential one-hop packages in one call (range
     // proofs checked per package, signatures in one batch).

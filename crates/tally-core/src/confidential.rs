@@ -1519,7 +1519,17 @@ pub mod fuzzing {
     }
 
     impl PackageFixture {
+        /// A payment of 250 from an Issue of 1000, with change (SPEC
+        /// §4.9.5's vectors).
         pub fn new() -> PackageFixture {
+            Self::paying(250)
+        }
+        /// The whole Issue of 1000 paid: one output, no range proof
+        /// (decision 0031; SPEC §4.9.5's `whole-` vectors).
+        pub fn whole() -> PackageFixture {
+            Self::paying(1000)
+        }
+        fn paying(payment: u64) -> PackageFixture {
             use crate::confidential_record::{NewOutput, build_transfer};
             use crate::record::{OutPoint, Record};
             let mut rng = TestEntropy::new(b"confidential-package-fixture");
@@ -1552,13 +1562,13 @@ pub mod fuzzing {
                 &[
                     NewOutput {
                         owner: payee.public(),
-                        value: Amount(250),
+                        value: Amount(payment),
                     },
                     NewOutput {
                         owner: payer.public(),
-                        value: Amount(750),
+                        value: Amount(1000 - payment),
                     },
-                ],
+                ][..if payment < 1000 { 2 } else { 1 }],
                 nonce,
                 1,
                 &key_for,
@@ -1579,7 +1589,7 @@ pub mod fuzzing {
                 trust,
                 expected: crate::verify::Expected {
                     payee: payee.public(),
-                    amount: Amount(250),
+                    amount: Amount(payment),
                     nonce,
                     stream: None,
                 },
@@ -1676,6 +1686,7 @@ pub mod fuzzing {
 
         /// Seed inputs: selector byte ‖ the fixture's encoding of each kind.
         pub fn seeds(&self) -> Vec<(&'static str, Vec<u8>)> {
+            let whole = PackageFixture::whole();
             let with = |sel: u8, b: Vec<u8>| {
                 let mut v = vec![sel];
                 v.extend_from_slice(&b);
@@ -1729,6 +1740,15 @@ pub mod fuzzing {
                     with(
                         6,
                         crate::record::Record::Issue(self.package.issue.clone()).to_cbor(),
+                    ),
+                ),
+                // A whole token: one output, no range proof (decision 0031).
+                ("whole_package.bin", with(5, whole.package.to_cbor())),
+                (
+                    "record_whole_transfer.bin",
+                    with(
+                        6,
+                        crate::record::Record::Transfer(whole.package.transfer.clone()).to_cbor(),
                     ),
                 ),
             ]

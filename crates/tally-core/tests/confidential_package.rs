@@ -946,11 +946,17 @@ fn spec_blocks() -> Vec<(String, Vec<u8>)> {
 fn vectors_of_the_fixture() -> Vec<(String, Vec<u8>)> {
     let f = tally_core::confidential::fuzzing::PackageFixture::new();
     let receipt = Receipt::sign(&f.payee, f.package.transfer.id());
+    let whole = tally_core::confidential::fuzzing::PackageFixture::whole();
     vec![
         ("issue".to_string(), f.issue.to_cbor()),
         ("transfer".to_string(), f.package.transfer.to_cbor()),
         ("package".to_string(), f.package.to_cbor()),
         ("receipt".to_string(), receipt.to_cbor()),
+        (
+            "whole-transfer".to_string(),
+            whole.package.transfer.to_cbor(),
+        ),
+        ("whole-package".to_string(), whole.package.to_cbor()),
     ]
 }
 
@@ -990,6 +996,18 @@ fn vectors() {
     let payer = testkit::key(Suite::Ed25519, b"fixture-payer");
     assert_eq!(issue.open_output(0, &payer).unwrap().value(), Amount(1000));
     Receipt::from_cbor(&spec[3].1).unwrap().verify().unwrap();
+    // The whole token: one output, no range proof, pays 1000.
+    let whole = tally_core::confidential::fuzzing::PackageFixture::whole();
+    let pkg = Package::from_cbor(&spec[5].1).unwrap();
+    assert!(
+        pkg.transfer
+            .confidential
+            .as_ref()
+            .unwrap()
+            .range_proof
+            .is_none()
+    );
+    assert_eq!(whole.verify(pkg).unwrap().payment().1.value, Amount(1000));
 }
 
 /// C7 (settlement, with uploaded openings): the openings must open the
