@@ -141,7 +141,8 @@ fn confidential_split_and_merge() {
 /// chosen before a covering token of shorter ancestry — in a transfer of
 /// one output with no range proof; the payee SE accepts it and opens its
 /// amount; a range proof attached to such a transfer does not decode, and
-/// the payee SE refuses it and changes nothing.
+/// the payee SE refuses it and changes nothing. Two tokens worth the
+/// amount together are merged into one output, without a proof too.
 #[test]
 fn confidential_a_whole_token_is_paid_without_a_range_proof() {
     let mut scheme = scheme();
@@ -187,6 +188,27 @@ fn confidential_a_whole_token_is_paid_without_a_range_proof() {
         .expect("the honest whole-token package");
     assert_eq!(d.balance().unwrap(), Amount(300));
     assert_eq!(total(&mut [&mut a, &mut card, &mut c, &mut d]), 1_300);
+
+    // Two tokens worth the amount together: merged into one output, no
+    // range proof either.
+    let mut e = device(&scheme, "whole-e", PHONE);
+    load(&mut e.link, &mut scheme, PHONE, 120).unwrap();
+    load(&mut e.link, &mut scheme, PHONE, 500).unwrap();
+    load(&mut e.link, &mut scheme, PHONE, 80).unwrap();
+    let bytes = pay_keeping_package(&mut e.link, &mut c.link, Amount(200)).unwrap();
+    let pkg = Package::from_cbor(&bytes).unwrap();
+    assert_eq!(pkg.transfer.inputs.len(), 2);
+    assert_eq!(pkg.transfer.outputs.len(), 1);
+    assert!(
+        pkg.transfer
+            .confidential
+            .as_ref()
+            .unwrap()
+            .range_proof
+            .is_none()
+    );
+    assert_eq!(e.balance().unwrap(), Amount(500));
+    assert_eq!(c.balance().unwrap(), Amount(450));
 }
 
 #[test]
