@@ -252,6 +252,30 @@ fn a_whole_token_payment_has_no_range_proof() {
     assert!(whole.to_cbor().len() <= 1024);
 }
 
+/// C4 on a one-output transfer (decision 0031, T77): with no range proof,
+/// its commitment must be its inputs' — one worth 1 more is refused.
+#[test]
+fn c4_a_one_output_transfer_worth_more_than_its_input_is_refused() {
+    let mut w = World::new("whole-inflated");
+    let (mut whole, _) = w.pay_whole();
+    let more = Opening::random(Amount(1001), &mut w.rng);
+    conf(&mut whole.transfer).commitments = vec![more.commit()];
+    // Its opening sealed to the payee for the new commitment and context,
+    // so that only C4 is broken.
+    let ctx = whole.transfer.context();
+    let sealed =
+        SealedOpening::seal(&w.payee.public(), &ctx, &more.commit(), &more, &mut w.rng).unwrap();
+    conf(&mut whole.transfer).payee_opening = Some(PayeeOpening::Sealed(sealed));
+    w.resign(&mut whole);
+    assert_refused(
+        w.verify(&whole, 1001),
+        VerifyError::CommitmentsUnbalanced,
+        codes::VERIFY_COMMITMENTS_UNBALANCED,
+    );
+    let r = verify_package_for_settlement(whole, &w.trust, w.scheme.params(BUDGET), &mut NoCache);
+    assert_eq!(r.err(), Some(VerifyError::CommitmentsUnbalanced));
+}
+
 /// The package size of a whole-token payment (one output, no range proof).
 const WHOLE_TOKEN_PACKAGE_BYTES: usize = 805;
 
