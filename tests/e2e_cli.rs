@@ -308,7 +308,12 @@ fn demo_runs_to_the_end() {
         out.contains("0 of the amounts 1000 / 700 / 300 / 180 in the clear"),
         "{out}"
     );
-    assert!(out.contains("2 payments worth 420"), "{out}");
+    assert!(out.contains("3 payments worth 600"), "{out}");
+    // A whole token paid without a range proof (decision 0031).
+    assert!(
+        out.contains("frank then pays grace his remaining 180 whole: one output, no range proof"),
+        "{out}"
+    );
 }
 
 /// Hybrid online/offline (issue 13, item 3): a connected IoT device pays

@@ -314,9 +314,20 @@ fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), 
     let mut frank = onboard(&node, &e, "frank-phone", "phone", PHONE, "frank")?;
     let mut grace = onboard(&node, &e, "grace-meter", "IoT", IOT, "grace")?;
     erin.agent(&node, |a| a.load(1_000))?;
-    // erin → frank 300 (change 700), frank → grace 120 (change 180).
+    // erin → frank 300 (change 700), frank → grace 120 (change 180), then
+    // frank → grace 180 (the whole change token).
     let first = pay_keep_package(&mut erin.link, &mut frank.link, 300)?;
     let second = pay_keep_package(&mut frank.link, &mut grace.link, 120)?;
+    // frank pays grace his remaining 180: a whole token, one output and
+    // no range proof to make (decision 0031).
+    let third = pay_keep_package(&mut frank.link, &mut grace.link, 180)?;
+    let whole = tally_core::Package::from_cbor(&third).map_err(|e| cli(format!("{e:?}")))?;
+    let proofless = whole.transfer.outputs.len() == 1
+        && whole
+            .transfer
+            .confidential
+            .as_ref()
+            .is_some_and(|c| c.range_proof.is_none());
     let path = dir.join("confidential.package");
     crate::device::write_atomic(&path, &second)?;
     let seen = crate::package::inspect(&path)?;
@@ -334,7 +345,14 @@ fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), 
     .map_err(w)?;
     writeln!(
         o,
-        "    what the payee saw (tally package inspect of grace's package): {commitments} commitment lines, {amounts_shown} of the amounts 1000 / 700 / 300 / 180 in the clear; grace's SE opened its own output: {grace_holds}"
+        "    frank then pays grace his remaining 180 whole: one output, no range proof to make (decision 0031; {} bytes, its transfer {} of them)",
+        third.len(),
+        whole.transfer.to_cbor().len()
+    )
+    .map_err(w)?;
+    writeln!(
+        o,
+        "    what the payee saw (tally package inspect of grace's package of 120): {commitments} commitment lines, {amounts_shown} of the amounts 1000 / 700 / 300 / 180 in the clear; grace's SE opened its own outputs: {grace_holds}"
     )
     .map_err(w)?;
     // Settlement opens every record's audit seal when the tokens come
@@ -363,7 +381,9 @@ fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), 
     if !inv.holds()
         || inv.offline_float != held as i64
         || amounts_shown != 0
-        || value.as_u64() != Some(420)
+        || !proofless
+        || grace_holds != 300
+        || value.as_u64() != Some(600)
     {
         return Err(cli(
             "the confidential scheme does not balance or shows amounts",
