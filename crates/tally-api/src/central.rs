@@ -264,8 +264,6 @@ async fn mds_outbox(
     }
 }
 
-/// Largest number of revoked role keys a party reads back.
-
 /// The revoked role certificate key pins, for the MDS, which refuses
 /// them to its own clients (operators): a CBOR array of 32-byte strings.
 async fn role_revocations(

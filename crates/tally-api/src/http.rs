@@ -334,7 +334,7 @@ async fn alerts(_: Operator, State(s): State<AppState>) -> Result<Response, ApiE
 /// Hex text → bytes (`None` if it is not hex).
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len() / 2)

@@ -1219,7 +1219,8 @@ fn sealed_uploads_and_containment_endpoints_refuse_bad_input() {
 }
 
 fn parse_hex(h: &str) -> Option<Vec<u8>> {
-    (h.len() % 2 == 0)
+    h.len()
+        .is_multiple_of(2)
         .then(|| {
             (0..h.len() / 2)
                 .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())

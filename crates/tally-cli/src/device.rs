@@ -247,10 +247,10 @@ impl tally_wallet::agent::PendingStore for PendingFile {
                 f.write_all(bytes).map_err(fail)?;
                 f.sync_all().map_err(fail)?;
                 std::fs::rename(&tmp, &self.0).map_err(fail)?;
-                if let Some(dir) = self.0.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    if let Ok(d) = std::fs::File::open(dir) {
-                        let _ = d.sync_all();
-                    }
+                if let Some(dir) = self.0.parent().filter(|d| !d.as_os_str().is_empty())
+                    && let Ok(d) = std::fs::File::open(dir)
+                {
+                    let _ = d.sync_all();
                 }
                 Ok(())
             }

@@ -671,10 +671,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     pub fn install_policy(&mut self, policy: Policy) -> Result<(), SeError> {
         self.ready()?;
         let root = self.personal()?.root;
-        if let Some(old) = &self.state.policy {
-            if policy.serial <= old.serial {
-                return Err(SeError::Stale);
-            }
+        if let Some(old) = &self.state.policy
+            && policy.serial <= old.serial
+        {
+            return Err(SeError::Stale);
         }
         let rev = match &self.state.revocations {
             Some(r) => r.clone(),
@@ -702,10 +702,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     pub fn install_revocations(&mut self, list: RevocationList) -> Result<(), SeError> {
         self.ready()?;
         let root = self.personal()?.root;
-        if let Some(old) = &self.state.revocations {
-            if list.serial <= old.serial {
-                return Err(SeError::Stale);
-            }
+        if let Some(old) = &self.state.revocations
+            && list.serial <= old.serial
+        {
+            return Err(SeError::Stale);
         }
         tally_core::crypto::verify(&root, &list.signed_message().0, &list.signature)
             .map_err(|_| SeError::Verify(VerifyError::BadTrustSignature))?;
@@ -1166,7 +1166,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     .keys
                     .iter()
                     .position(|k| certified(k) && !k.used)
-                    .or_else(|| next.keys.iter().rposition(|k| certified(k)))
+                    .or_else(|| next.keys.iter().rposition(&certified))
                     .ok_or(SeError::NoCertifiedKey)?;
                 next.keys[idx].used = true;
                 DeviceOp::Redeem {
@@ -1187,7 +1187,7 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                     .keys
                     .iter()
                     .rposition(|k| certified(k) && owns(k))
-                    .or_else(|| next.keys.iter().rposition(|k| certified(k)))
+                    .or_else(|| next.keys.iter().rposition(certified))
                     .map(|i| next.keys[i].public);
                 let reports = tally_core::dcp::reports_digest_of(
                     next.reports
@@ -1486,8 +1486,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // PAY): the request's signature covers amount, nonce, epoch and
         // the certificate, whose own signature stands for its content.
         let id = CheckedRequest {
-            signature: request.signature.clone(),
-            certificate: request.payee.signature.clone(),
+            signature: request.signature,
+            certificate: request.payee.signature,
             amount: request.amount,
             nonce: request.nonce,
             epoch: request.payee_epoch,
@@ -1694,10 +1694,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         // From here on the state changes in place.
         let next = &mut self.state;
         next.counter = counter;
-        if let Some(change_owner) = outputs.get(1).map(|o| o.owner) {
-            if let Some(k) = next.keys.iter_mut().find(|k| k.public == change_owner) {
-                k.used = true;
-            }
+        if let Some(change_owner) = outputs.get(1).map(|o| o.owner)
+            && let Some(k) = next.keys.iter_mut().find(|k| k.public == change_owner)
+        {
+            k.used = true;
         }
         next.tokens.retain(|t| !spent.contains(&t.outpoint));
         if outputs.len() == 2 {

@@ -17,6 +17,11 @@ pub mod seal;
 pub mod state;
 pub mod storage;
 
+pub use applet::{
+    Applet, Limit, RequestParams, SIGNATURE_BATCH_MAX, SeError, Status, StreamClaim, TokenInfo,
+};
+pub use seal::Sealing;
+
 /// Deterministic xorshift64* for the unit tests, so failures replay from
 /// the seed.
 #[cfg(test)]
@@ -48,8 +53,3 @@ pub(crate) mod test_rng {
         }
     }
 }
-
-pub use applet::{
-    Applet, Limit, RequestParams, SIGNATURE_BATCH_MAX, SeError, Status, StreamClaim, TokenInfo,
-};
-pub use seal::Sealing;

@@ -153,10 +153,10 @@ pub fn check_cbor_objects(data: &[u8]) {
         22 => {
             round_trip::<tally_core::policy::RoleRevocations>(bytes);
             // Checking hostile bytes: a typed refusal, never a panic.
-            if let Ok(l) = tally_core::policy::RoleRevocations::from_cbor(bytes) {
-                if let Some(root) = SecretKey::from_seed(Suite::Ed25519, &[3; 32]) {
-                    let _ = l.check(&root.public(), Some(l.serial ^ 1), l.issued);
-                }
+            if let Ok(l) = tally_core::policy::RoleRevocations::from_cbor(bytes)
+                && let Some(root) = SecretKey::from_seed(Suite::Ed25519, &[3; 32])
+            {
+                let _ = l.check(&root.public(), Some(l.serial ^ 1), l.issued);
             }
         }
         _ => {

@@ -213,8 +213,11 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     }
 }
 
-/// Sends one command APDU and returns the response APDU.
+/// Sends one command APDU and returns the response APDU; `Err(())` when
+/// the link failed (no response: a reader's or transport's own error is
+/// not the wallet's to interpret).
 pub trait Transmit {
+    #[allow(clippy::result_unit_err)]
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ()>;
 }
 

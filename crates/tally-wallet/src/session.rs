@@ -44,6 +44,7 @@ impl PayeeSession {
     }
     /// Message 3: the SE verifies and stores the package, and signs the
     /// receipt. On refusal the session is handed back for another try.
+    #[allow(clippy::result_large_err)] // the session itself, by value: not boxed on a device
     pub fn on_package(
         self,
         se: &mut dyn SeLink,

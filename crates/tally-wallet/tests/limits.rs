@@ -12,8 +12,11 @@ use tally_se::{Limit, SeError};
 use tally_wallet::testkit::{TestDevice, certify_fresh_keys, load};
 use tally_wallet::{SeLink, WalletError, pay_offline};
 
+/// A device class and the change to make to its tier.
+type TierEdit<'a> = (u8, &'a dyn Fn(&mut TierLimits));
+
 /// The four default tiers with `edit` applied to the tier of `class`.
-fn tiers_with(edits: &[(u8, &dyn Fn(&mut TierLimits))]) -> Vec<TierLimits> {
+fn tiers_with(edits: &[TierEdit<'_>]) -> Vec<TierLimits> {
     let mut tiers = Scheme::default_tiers();
     for (class, edit) in edits {
         let t = tiers
@@ -25,7 +28,7 @@ fn tiers_with(edits: &[(u8, &dyn Fn(&mut TierLimits))]) -> Vec<TierLimits> {
     tiers
 }
 
-fn scheme_with(edits: &[(u8, &dyn Fn(&mut TierLimits))]) -> Scheme {
+fn scheme_with(edits: &[TierEdit<'_>]) -> Scheme {
     Scheme::with_tiers(Suite::Ed25519, tiers_with(edits))
 }
 
