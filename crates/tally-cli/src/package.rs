@@ -221,5 +221,30 @@ mod tests {
             f.verify(f.package.clone()).unwrap().payment().1.value.0,
             250
         );
+        assert!(out.contains("range proof 16 bits × 2"), "{out}");
+    }
+
+    /// A whole-token package (decision 0031): inspect says it has no range
+    /// proof and why, and shows its one commitment, not its amount.
+    #[test]
+    fn inspect_shows_a_whole_token_has_no_range_proof() {
+        let f = PackageFixture::whole();
+        let path =
+            std::env::temp_dir().join(format!("tally-inspect-whole-{}.cbor", std::process::id()));
+        std::fs::write(&path, f.package.to_cbor()).unwrap();
+        let out = inspect(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.contains("no range proof (one output: the sum of its inputs)"),
+            "{out}"
+        );
+        let c = f.package.transfer.confidential.as_ref().unwrap();
+        assert!(
+            out.contains(&hex::encode(c.commitments[0].as_bytes())),
+            "{out}"
+        );
+        let words: Vec<&str> = out.split(|ch: char| !ch.is_ascii_alphanumeric()).collect();
+        assert!(!words.contains(&"1000"), "{out}");
+        assert!(out.contains("opening sealed to the payee"), "{out}");
     }
 }
