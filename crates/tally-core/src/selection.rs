@@ -49,8 +49,15 @@ pub fn select(
     if amount.is_zero() || total < amount {
         return Err(SelectError::InsufficientFunds);
     }
-    if exact_first && let Some(sel) = exact(cands, amount, budget, merged_len) {
-        return Ok(sel);
+    // Smallest ancestry first, larger values first among equals: the
+    // order of a merge, and of the exact search's pool. Made once, and
+    // only if one of them runs.
+    let mut order: Option<Vec<usize>> = None;
+    if exact_first {
+        let pool = order.get_or_insert_with(|| merge_order(cands));
+        if let Some(sel) = exact(cands, pool, amount, budget, merged_len) {
+            return Ok(sel);
+        }
     }
     // One token: smallest ancestry, then the smallest value that covers.
     let single = (0..cands.len())
@@ -59,15 +66,8 @@ pub fn select(
     if let Some(i) = single {
         return Ok(alloc::vec![i]);
     }
-    // Merge: smallest ancestry first, larger values first among equals.
-    // An insertion sort (stable): at most a few hundred tokens, and the
-    // library's sort costs a microcontroller's flash several KiB.
-    let key = |i: usize| (cands[i].lineage_len, core::cmp::Reverse(cands[i].value));
-    let mut order: Vec<usize> = Vec::with_capacity(cands.len());
-    for i in 0..cands.len() {
-        let at = order.partition_point(|&j| key(j) <= key(i));
-        order.insert(at, i);
-    }
+    // Merge, in that order.
+    let order = order.unwrap_or_else(|| merge_order(cands));
     let mut sel: Vec<usize> = Vec::new();
     let mut sum = Amount::ZERO;
     for i in order {
@@ -89,28 +89,63 @@ pub fn select(
     Err(SelectError::NeedsRenewal)
 }
 
+/// Indices of `cands`, smallest ancestry first, larger values first among
+/// equals. An insertion sort (stable): at most a few hundred tokens, and
+/// the library's sort costs a microcontroller's flash several KiB.
+fn merge_order(cands: &[Candidate]) -> Vec<usize> {
+    let key = |i: usize| (cands[i].lineage_len, core::cmp::Reverse(cands[i].value));
+    let mut order: Vec<usize> = Vec::with_capacity(cands.len());
+    for i in 0..cands.len() {
+        let at = order.partition_point(|&j| key(j) <= key(i));
+        order.insert(at, i);
+    }
+    order
+}
+
+/// Tokens the exact search combines in twos and threes: the first this
+/// many of `order` worth at most the amount. `C(32, 3)` = 4 960 sets at
+/// most, whatever an SE holds (up to 256 tokens: 2.8 million triples).
+const EXACT_POOL_MAX: usize = 32;
+
 /// Tokens worth exactly `amount` together: one, else two, else three
 /// (a payment of them has one output and no range proof, decision 0031),
 /// the fewest first and among as many the smallest merged ancestry within
-/// the budget. At most `n³/6` candidate sets: a few thousand for the
-/// tokens an SE holds.
+/// the budget. One token is looked for among all; two and three among the
+/// pool (`EXACT_POOL_MAX` tokens of `order` worth at most the amount).
+/// The indices are returned in ascending order.
 fn exact(
     cands: &[Candidate],
+    order: &[usize],
     amount: Amount,
     budget: usize,
     merged_len: &dyn Fn(&[usize]) -> usize,
 ) -> Option<Vec<usize>> {
-    let n = cands.len();
-    let v = |i: usize| cands[i].value.0;
+    let pool: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| cands[i].value <= amount)
+        .take(EXACT_POOL_MAX)
+        .collect();
+    let n = pool.len();
+    let v = |k: usize| cands[pool[k]].value.0;
     let mut best: Option<(usize, Vec<usize>)> = None;
-    let consider = |sel: Vec<usize>, best: &mut Option<(usize, Vec<usize>)>| {
+    let consider = |mut sel: Vec<usize>, best: &mut Option<(usize, Vec<usize>)>| {
         let len = merged_len(&sel);
         if len <= budget && best.as_ref().is_none_or(|(l, _)| len < *l) {
+            // Ascending (at most three: a bubble sort, where the
+            // library's sort would cost the SE's flash kilobytes).
+            for end in (1..sel.len()).rev() {
+                for k in 0..end {
+                    if sel[k] > sel[k + 1] {
+                        sel.swap(k, k + 1);
+                    }
+                }
+            }
             *best = Some((len, sel));
         }
     };
-    for i in 0..n {
-        if v(i) == amount.0 {
+    for i in 0..cands.len() {
+        if cands[i].value == amount {
             consider(alloc::vec![i], &mut best);
         }
     }
@@ -118,7 +153,7 @@ fn exact(
         for i in 0..n {
             for j in i + 1..n {
                 if v(i).checked_add(v(j)) == Some(amount.0) {
-                    consider(alloc::vec![i, j], &mut best);
+                    consider(alloc::vec![pool[i], pool[j]], &mut best);
                 }
             }
         }
@@ -129,7 +164,7 @@ fn exact(
                 for k in j + 1..n {
                     let sum = v(i).checked_add(v(j)).and_then(|s| s.checked_add(v(k)));
                     if sum == Some(amount.0) {
-                        consider(alloc::vec![i, j, k], &mut best);
+                        consider(alloc::vec![pool[i], pool[j], pool[k]], &mut best);
                     }
                 }
             }
@@ -199,5 +234,43 @@ mod tests {
         // Four would be needed, or none adds up: the usual choice.
         assert_eq!(exact(260, 10), usual(260, 10));
         assert_eq!(exact(50, 10), Ok(alloc::vec![0]));
+    }
+
+    /// The exact search combines only the first `EXACT_POOL_MAX` tokens
+    /// (by ancestry) in twos and threes, so a full SE's 256 tokens cost
+    /// thousands of sets, not millions; a single exact token is found
+    /// among all of them.
+    #[test]
+    fn the_exact_search_combines_a_bounded_pool() {
+        // 40 tokens of 1000 (short ancestry), then 7, 3 and 10 (long).
+        // Tokens worth more than the amount stay out of the pool: 10
+        // alone, and 7 + 10, are found behind the forty.
+        let mut cands: Vec<Candidate> = (0..40).map(|_| c(1000, 1)).collect();
+        cands.push(c(7, 5));
+        cands.push(c(3, 5));
+        cands.push(c(10, 9));
+        let sum = |s: &[usize]| s.iter().map(|&i| cands[i].lineage_len).sum();
+        assert_eq!(
+            select(&cands, Amount(10), 64, &sum, true),
+            Ok(alloc::vec![42])
+        );
+        assert_eq!(
+            select(&cands, Amount(17), 64, &sum, true),
+            Ok(alloc::vec![40, 42])
+        );
+        // 40 tokens of 1 fill the pool: a pair of them makes 2, but 1007
+        // (1000 + 7) needs a token outside it: the usual choice.
+        let mut cands: Vec<Candidate> = (0..40).map(|_| c(1, 1)).collect();
+        cands.push(c(1000, 2));
+        cands.push(c(7, 3));
+        let sum = |s: &[usize]| s.iter().map(|&i| cands[i].lineage_len).sum();
+        assert_eq!(
+            select(&cands, Amount(2), 64, &sum, true),
+            Ok(alloc::vec![0, 1])
+        );
+        assert_eq!(
+            select(&cands, Amount(1007), 64, &sum, true),
+            select(&cands, Amount(1007), 64, &sum, false)
+        );
     }
 }

@@ -1593,8 +1593,9 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             }
             ids.len()
         };
-        // Confidential mode: a token worth exactly the amount first, so
-        // the payment has one output and no range proof (decision 0031).
+        // Confidential mode: one to three tokens worth exactly the amount
+        // first, so the payment has one output and no range proof
+        // (decision 0031).
         let exact_first = self.trust()?.policy().is_confidential();
         let sel =
             select(&cands, amount, budget, &merged_len, exact_first).map_err(|e| match e {
