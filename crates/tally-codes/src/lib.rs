@@ -478,8 +478,8 @@ registry! {
         "this SE cancelled this Issue: it never credits it (the DCP returned its value to the account)";
     SE_CONFLICTING_SPEND = 2034, Se, http [], sw [0x6982], Used,
         "package refused: it consumes an output that a record this SE holds consumes by another transfer (a double spend by a cloned payer, seen offline); nothing changed";
-    SE_RESERVED_2035 = 2035, Se, http [], sw [], Reserved,
-        "held for the applet's next refusals";
+    SE_PROVING_NOT_DELEGATED = 2035, Se, http [], sw [0x6985], Used,
+        "a range proof made outside the SE asked of an SE that does not delegate proving (a card, whose host is the payee's terminal, or clear amounts); nothing changed";
     SE_RESERVED_2036 = 2036, Se, http [], sw [], Reserved,
         "held for the applet's next refusals";
     SE_RESERVED_2037 = 2037, Se, http [], sw [], Reserved,

@@ -1694,6 +1694,17 @@ pub mod fuzzing {
             };
             vec![
                 ("commitment.bin", with(0, self.outputs[0].to_cbor())),
+                (
+                    "proving_task.bin",
+                    with(
+                        0,
+                        crate::confidential_record::ProvingTask {
+                            context: self.context,
+                            openings: self.output_openings.clone(),
+                        }
+                        .to_cbor(),
+                    ),
+                ),
                 ("opening.bin", with(1, self.output_openings[0].to_cbor())),
                 ("range_proof.bin", with(2, self.proof.to_cbor())),
                 ("balance.bin", with(3, self.outputs[1].to_cbor())),
@@ -1780,6 +1791,34 @@ pub mod fuzzing {
         match selector % 7 {
             0 => {
                 let _ = round_trip::<Commitment>(bytes);
+                // A proving task (decision 0032) on the same bytes: one
+                // encoding; proved, its proof verifies for exactly its
+                // openings' commitments under its context, or it is
+                // refused as out of range.
+                if let Some(task) = round_trip::<crate::confidential_record::ProvingTask>(bytes) {
+                    let mut rng = TestEntropy::new(b"fuzz-proving-task");
+                    let commitments: Vec<Commitment> =
+                        task.openings.iter().map(Opening::commit).collect();
+                    match task.prove(&f.low_gens, &mut rng) {
+                        Ok(None) => assert!(!task.needs_proof()),
+                        Ok(Some(p)) => {
+                            assert!(p.verify(&f.low_gens, &task.context, &commitments).is_ok());
+                            assert!(
+                                p.verify(&f.low_gens, &f.context, &commitments).is_ok()
+                                    == (task.context == f.context),
+                                "a task's proof verifies under another context"
+                            );
+                        }
+                        Err(e) => assert!(
+                            e == ConfidentialError::OutOfRange
+                                && task
+                                    .openings
+                                    .iter()
+                                    .any(|o| !f.low_gens.bits().holds(o.value())),
+                            "a task in range is not proved: {e:?}"
+                        ),
+                    }
+                }
             }
             1 => {
                 // A hostile opening next to an honest one: the batched

@@ -217,12 +217,88 @@ pub struct BuiltTransfer {
     pub openings: Vec<Opening>,
 }
 
+/// What a device whose SE does not prove its own payments (decision 0032)
+/// hands to its application processor: the context of the transfer being
+/// built and its outputs' openings (value and blinding). Wire:
+/// `[1, context : bstr 32, [[value : uint, blinding : bstr 32], ...]]`,
+/// one to [`RANGE_OUTPUTS_MAX`] openings, each blinding a canonical,
+/// non-zero scalar. The inputs' openings never leave the SE.
+#[derive(Clone)]
+pub struct ProvingTask {
+    pub context: Hash32,
+    pub openings: Vec<Opening>,
+}
+
+/// The wire version of [`ProvingTask`].
+pub const PROVING_TASK_VERSION: u8 = 1;
+
+impl core::fmt::Debug for ProvingTask {
+    // The blindings are secret: never in a log.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ProvingTask({} outputs)", self.openings.len())
+    }
+}
+
+impl ProvingTask {
+    /// Whether the SE waits for a range proof (two or more outputs) or for
+    /// none (one output, decision 0031).
+    pub fn needs_proof(&self) -> bool {
+        self.openings.len() >= 2
+    }
+    /// The application processor's side: the range proof the SE will
+    /// check, or `None` when it waits for none.
+    pub fn prove(
+        &self,
+        gens: &RangeGens,
+        rng: &mut dyn Entropy,
+    ) -> Result<Option<RangeProof>, ConfidentialError> {
+        if !self.needs_proof() {
+            return Ok(None);
+        }
+        RangeProof::prove(gens, &self.context, &self.openings, rng).map(Some)
+    }
+}
+
+impl Cbor for ProvingTask {
+    fn write(&self, w: &mut Writer) {
+        w.array(3);
+        w.u64(u64::from(PROVING_TASK_VERSION));
+        self.context.write(w);
+        w.array(self.openings.len());
+        for o in &self.openings {
+            w.array(2);
+            w.u64(o.value().0);
+            w.bytes(&o.blinding_bytes());
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        r.array(3)?;
+        r.version(PROVING_TASK_VERSION)?;
+        let context = Hash32::read(r)?;
+        let n = r.array_max(RANGE_OUTPUTS_MAX)?;
+        if n == 0 {
+            return Err(CodecError::Malformed);
+        }
+        let mut openings = Vec::with_capacity(n);
+        for _ in 0..n {
+            r.array(2)?;
+            let value = Amount(r.u64()?);
+            let blinding: [u8; 32] = r.bytes_array()?;
+            openings
+                .push(Opening::from_bytes(value, &blinding).map_err(|_| CodecError::Malformed)?);
+        }
+        Ok(ProvingTask { context, openings })
+    }
+}
+
 /// Payer side: builds, proves and signs a confidential transfer spending
 /// `inputs` (with their owners and openings) into `outputs` (output 0 is
 /// the payee's; its opening is sealed to its owner). Refuses unless the
 /// values balance and every output fits the range (the money invariant is
 /// checked here, before anything is signed). `key_for` returns the secret
-/// key of an input owner.
+/// key of an input owner. [`prepare_transfer`], the range proof and
+/// [`finish_transfer`] in one, with one source of randomness (one
+/// function: the card's firmware has no flash for the halves' moves).
 #[allow(clippy::too_many_arguments)]
 pub fn build_transfer(
     gens: &RangeGens,
@@ -234,6 +310,46 @@ pub fn build_transfer(
     key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
     rng: &mut dyn Entropy,
 ) -> Result<BuiltTransfer, ConfidentialError> {
+    let (derived, openings, commitments) = balanced_outputs(inputs, outputs, rng)?;
+    let mut t = unsigned_transfer(inputs, outputs, nonce, counter);
+    let context = record_context(&Transfer::body_bytes_with(&t, Some(&commitments)));
+    // One output commits to its inputs' sum (C4): nothing to prove
+    // (decision 0031). Two or more: each must be shown non-negative.
+    let range_proof = if openings.len() >= 2 {
+        Some(RangeProof::prove(gens, &context, &openings, rng)?)
+    } else {
+        None
+    };
+    let owners = distinct_signers(inputs.iter().map(|(_, k, _)| *k));
+    seal_and_sign(
+        &mut t,
+        Witnesses {
+            commitments,
+            openings: &openings,
+            context: &context,
+            derived,
+            range_proof,
+        },
+        audit_key,
+        &owners,
+        key_for,
+        rng,
+    )?;
+    Ok(BuiltTransfer {
+        transfer: t,
+        openings,
+    })
+}
+
+/// The outputs' openings balanced with the inputs' (C4, decision 0029),
+/// output 0's derived for the payee when there is change, and their
+/// commitments. Refuses unless the values balance.
+#[allow(clippy::type_complexity)]
+fn balanced_outputs(
+    inputs: &[(OutPoint, PublicKey, Opening)],
+    outputs: &[NewOutput],
+    rng: &mut dyn Entropy,
+) -> Result<(Option<DerivedOpening>, Vec<Opening>, Vec<Commitment>), ConfidentialError> {
     if outputs.is_empty() || outputs.len() > RANGE_OUTPUTS_MAX || inputs.is_empty() {
         return Err(ConfidentialError::OutputCount);
     }
@@ -261,7 +377,17 @@ pub fn build_transfer(
         rng,
     )?;
     let commitments: Vec<Commitment> = openings.iter().map(Opening::commit).collect();
-    let mut t = Transfer {
+    Ok((derived.map(|(d, _)| d), openings, commitments))
+}
+
+/// The transfer's body before its commitments and signatures.
+fn unsigned_transfer(
+    inputs: &[(OutPoint, PublicKey, Opening)],
+    outputs: &[NewOutput],
+    nonce: [u8; 16],
+    counter: u64,
+) -> Transfer {
+    Transfer {
         inputs: inputs.iter().map(|(op, _, _)| *op).collect(),
         outputs: outputs
             .iter()
@@ -275,50 +401,178 @@ pub fn build_transfer(
         signatures: Vec::new(),
         confidential: None,
         stream: None,
-    };
-    let context = record_context(&Transfer::body_bytes_with(&t, Some(&commitments)));
-    // One output commits to its inputs' sum (C4): nothing to prove
-    // (decision 0031). Two or more: each must be shown non-negative.
-    let range_proof = if openings.len() >= 2 {
-        Some(RangeProof::prove(gens, &context, &openings, rng)?)
-    } else {
-        None
-    };
-    // The commitments were computed above from these openings: the seals
-    // do not check them again.
+    }
+}
+
+/// What [`seal_and_sign`] attaches to a transfer.
+struct Witnesses<'a> {
+    commitments: Vec<Commitment>,
+    openings: &'a [Opening],
+    context: &'a Hash32,
+    derived: Option<DerivedOpening>,
+    range_proof: Option<RangeProof>,
+}
+
+/// Seals the openings (the audit seal to settlement's `audit_key`, output
+/// 0's to its payee unless derived), attaches the proofs and signs `t`.
+fn seal_and_sign(
+    t: &mut Transfer,
+    w: Witnesses<'_>,
+    audit_key: &[u8; 32],
+    owners: &[PublicKey],
+    key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
+    rng: &mut dyn Entropy,
+) -> Result<(), ConfidentialError> {
+    // The commitments were computed from these openings: the seals do not
+    // check them again.
     let audit = Some(SealedOpenings::seal_made(
         audit_key,
-        &context,
-        &commitments,
-        &openings,
+        w.context,
+        &w.commitments,
+        w.openings,
         rng,
     )?);
-    let payee_opening = Some(match derived {
-        Some((d, _)) => PayeeOpening::Derived(d),
+    let payee_opening = Some(match w.derived {
+        Some(d) => PayeeOpening::Derived(d),
         None => PayeeOpening::Sealed(SealedOpening::seal_made(
-            &outputs[0].owner,
-            &context,
-            &commitments[0],
-            &openings[0],
+            &t.outputs[0].owner,
+            w.context,
+            &w.commitments[0],
+            &w.openings[0],
             rng,
         )?),
     });
     t.confidential = Some(alloc::boxed::Box::new(ConfidentialTransfer {
-        commitments,
-        range_proof,
+        commitments: w.commitments,
+        range_proof: w.range_proof,
         audit,
         payee_opening,
     }));
     let id = t.id();
-    let owners: Vec<PublicKey> = inputs.iter().map(|(_, k, _)| *k).collect();
-    for k in distinct_signers(owners.into_iter()) {
-        let sk = key_for(&k).ok_or(ConfidentialError::UnsupportedKey)?;
+    for k in owners {
+        let sk = key_for(k).ok_or(ConfidentialError::UnsupportedKey)?;
         t.signatures.push(sk.sign(&id.0));
     }
-    Ok(BuiltTransfer {
-        transfer: t,
+    Ok(())
+}
+
+/// A confidential transfer up to its range proof (decision 0032): the
+/// outputs' openings balanced with the inputs', their commitments in the
+/// unsigned body, and the context a proof must be bound to. Nothing is
+/// sealed or signed yet.
+pub struct PreparedTransfer {
+    transfer: Transfer,
+    commitments: Vec<Commitment>,
+    openings: Vec<Opening>,
+    context: Hash32,
+    derived: Option<DerivedOpening>,
+    /// The inputs' owners, who sign.
+    owners: Vec<PublicKey>,
+}
+
+impl PreparedTransfer {
+    /// Whether the outputs need a range proof (two or more outputs).
+    pub fn needs_proof(&self) -> bool {
+        self.openings.len() >= 2
+    }
+    pub fn context(&self) -> &Hash32 {
+        &self.context
+    }
+    pub fn commitments(&self) -> &[Commitment] {
+        &self.commitments
+    }
+    pub fn openings(&self) -> &[Opening] {
+        &self.openings
+    }
+    /// What a prover outside the SE needs: the context and the outputs'
+    /// openings, never the inputs'.
+    pub fn task(&self) -> ProvingTask {
+        ProvingTask {
+            context: self.context,
+            openings: self.openings.clone(),
+        }
+    }
+    /// Checks a range proof made elsewhere before anything is signed: none
+    /// for one output, else one that verifies for exactly these
+    /// commitments under this context with the policy's generators.
+    pub fn accept_proof(
+        &self,
+        gens: &RangeGens,
+        proof: Option<RangeProof>,
+    ) -> Result<Option<RangeProof>, ConfidentialError> {
+        match (self.needs_proof(), proof) {
+            (false, None) => Ok(None),
+            (true, Some(p)) => {
+                if p.outputs() != self.commitments.len() {
+                    return Err(ConfidentialError::OutputCount);
+                }
+                if p.bits() != gens.bits() {
+                    return Err(ConfidentialError::RangeBitsMismatch);
+                }
+                p.verify(gens, &self.context, &self.commitments)?;
+                Ok(Some(p))
+            }
+            _ => Err(ConfidentialError::OutputCount),
+        }
+    }
+}
+
+/// Payer side, first half of [`build_transfer`] (decision 0032): balances
+/// the openings, commits and fixes the context. Refuses unless the values
+/// balance.
+pub fn prepare_transfer(
+    inputs: &[(OutPoint, PublicKey, Opening)],
+    outputs: &[NewOutput],
+    nonce: [u8; 16],
+    counter: u64,
+    rng: &mut dyn Entropy,
+) -> Result<PreparedTransfer, ConfidentialError> {
+    let (derived, openings, commitments) = balanced_outputs(inputs, outputs, rng)?;
+    let transfer = unsigned_transfer(inputs, outputs, nonce, counter);
+    let context = record_context(&Transfer::body_bytes_with(&transfer, Some(&commitments)));
+    Ok(PreparedTransfer {
+        transfer,
+        commitments,
         openings,
+        context,
+        derived,
+        owners: distinct_signers(inputs.iter().map(|(_, k, _)| *k)),
     })
+}
+
+/// Payer side, second half of [`build_transfer`] (decision 0032): seals
+/// the openings, attaches `range_proof` as given (checked by the caller
+/// with [`PreparedTransfer::accept_proof`]) and signs.
+pub fn finish_transfer(
+    prepared: PreparedTransfer,
+    range_proof: Option<RangeProof>,
+    audit_key: &[u8; 32],
+    key_for: &dyn Fn(&PublicKey) -> Option<SecretKey>,
+    rng: &mut dyn Entropy,
+) -> Result<BuiltTransfer, ConfidentialError> {
+    let PreparedTransfer {
+        mut transfer,
+        commitments,
+        openings,
+        context,
+        derived,
+        owners,
+    } = prepared;
+    seal_and_sign(
+        &mut transfer,
+        Witnesses {
+            commitments,
+            openings: &openings,
+            context: &context,
+            derived,
+            range_proof,
+        },
+        audit_key,
+        &owners,
+        key_for,
+        rng,
+    )?;
+    Ok(BuiltTransfer { transfer, openings })
 }
 
 /// A confidential Issue with the openings of its outputs, or why it

@@ -301,6 +301,48 @@ pub trait Entropy {
     fn fill(&mut self, buf: &mut [u8]);
 }
 
+/// A deterministic stream from a secret 32-byte seed: block `i` is
+/// `H("tally/v1/seeded-stream", seed, i)` (SHA-256 as a PRF in counter
+/// mode). For values a device must be able to make again from the same
+/// secret inputs, such as the openings of a payment whose range proof is
+/// made elsewhere (decision 0032); never for anything two different
+/// messages could share.
+pub struct SeededStream {
+    seed: Zeroizing<[u8; 32]>,
+    block: u64,
+    buf: Zeroizing<[u8; 32]>,
+    used: usize,
+}
+
+impl SeededStream {
+    pub fn new(seed: [u8; 32]) -> SeededStream {
+        SeededStream {
+            seed: Zeroizing::new(seed),
+            block: 0,
+            buf: Zeroizing::new([0; 32]),
+            used: 32,
+        }
+    }
+}
+
+impl Entropy for SeededStream {
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            if self.used == 32 {
+                let h = tagged_hash(
+                    b"tally/v1/seeded-stream",
+                    &[&self.seed[..], &self.block.to_be_bytes()],
+                );
+                *self.buf = h.0;
+                self.block += 1;
+                self.used = 0;
+            }
+            *b = self.buf[self.used];
+            self.used += 1;
+        }
+    }
+}
+
 impl SecretKey {
     /// Deterministic key from a 32-byte seed. For P-256 the seed must be a
     /// valid scalar (non-zero, below the group order); `None` otherwise,

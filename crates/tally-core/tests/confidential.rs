@@ -1261,6 +1261,96 @@ fn fuzz_corpus_and_regressions_pass_their_checks() {
     }
 }
 
+/// The proving task a phone's SE hands its application processor
+/// (decision 0032): one encoding; one to four canonical, non-zero
+/// blindings; proved, it verifies for its own commitments only.
+#[test]
+fn a_proving_task_decodes_strictly_and_proves_its_own_commitments() {
+    use tally_core::confidential_record::ProvingTask;
+    let mut rng = TestEntropy::new(b"proving-task");
+    let task = ProvingTask {
+        context: context(b"task"),
+        openings: openings(&[250, 750], &mut rng),
+    };
+    let bytes = task.to_cbor();
+    let back = ProvingTask::from_cbor(&bytes).unwrap();
+    assert_eq!(back.to_cbor(), bytes);
+    assert!(back.needs_proof());
+    let proof = back
+        .prove(gens(RangeBits::Bits16), &mut rng)
+        .unwrap()
+        .unwrap();
+    let c = commits(&task.openings);
+    assert_eq!(
+        proof.verify(gens(RangeBits::Bits16), &task.context, &c),
+        Ok(())
+    );
+    assert!(
+        proof
+            .verify(gens(RangeBits::Bits16), &context(b"other"), &c)
+            .is_err()
+    );
+    // Out of range: refused by the prover, not proved.
+    let wide = ProvingTask {
+        context: task.context,
+        openings: openings(&[250, 70_000], &mut rng),
+    };
+    assert_eq!(
+        wide.prove(gens(RangeBits::Bits16), &mut rng).err(),
+        Some(ConfidentialError::OutOfRange)
+    );
+    // One output: nothing to prove.
+    let one = ProvingTask {
+        context: task.context,
+        openings: openings(&[300], &mut rng),
+    };
+    assert!(
+        one.prove(gens(RangeBits::Bits16), &mut rng)
+            .unwrap()
+            .is_none()
+    );
+
+    let encode = |n: usize, blinding: [u8; 32]| {
+        let mut w = tally_core::codec::Writer::new();
+        w.array(3);
+        w.u64(1);
+        task.context.write(&mut w);
+        w.array(n);
+        for _ in 0..n {
+            w.array(2);
+            w.u64(5);
+            w.bytes(&blinding);
+        }
+        w.into_bytes()
+    };
+    let good = task.openings[0].blinding_bytes();
+    assert!(ProvingTask::from_cbor(&encode(4, good)).is_ok());
+    assert!(
+        ProvingTask::from_cbor(&encode(0, good)).is_err(),
+        "no opening"
+    );
+    assert!(
+        ProvingTask::from_cbor(&encode(5, good)).is_err(),
+        "five openings"
+    );
+    assert!(
+        ProvingTask::from_cbor(&encode(1, [0; 32])).is_err(),
+        "a zero blinding"
+    );
+    assert!(
+        ProvingTask::from_cbor(&encode(1, [0xff; 32])).is_err(),
+        "not canonical"
+    );
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(ProvingTask::from_cbor(&trailing).is_err(), "trailing bytes");
+    let mut version = bytes.clone();
+    version[1] = 2;
+    assert!(ProvingTask::from_cbor(&version).is_err(), "another version");
+    // A task's blindings never reach a log.
+    assert_eq!(format!("{task:?}"), "ProvingTask(2 outputs)");
+}
+
 #[test]
 fn range_bits_follow_the_policy_bound() {
     assert_eq!(RangeBits::for_bound(Amount(0)), RangeBits::Bits16);

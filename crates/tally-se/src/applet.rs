@@ -38,9 +38,36 @@ use tally_core::stream::{
     chain_seed, chain_seed_input, chain_walk, check_tick, stream_id,
 };
 
+#[cfg(feature = "delegated-proving")]
+use tally_core::confidential::RangeProof;
+#[cfg(feature = "delegated-proving")]
+use tally_core::confidential_record::ProvingTask;
+#[cfg(feature = "delegated-proving")]
+use tally_core::crypto::tagged_hash;
+
 use crate::seal::Sealing;
 use crate::state::*;
 use crate::storage::{Journal, Storage, StorageError};
+
+/// Who makes a payment's range proof (decision 0032). Passed once per
+/// PAY, by value: the proof's size is not worth a heap allocation.
+#[allow(clippy::large_enum_variant)]
+enum Proving {
+    /// The SE itself (every device; the only way for a card).
+    OnSe,
+    /// The device's application processor, from the SE's task; the SE
+    /// checks the proof before it signs.
+    #[cfg(feature = "delegated-proving")]
+    Delegated(Option<RangeProof>),
+}
+
+/// What PAY's checks found, recorded when PAY commits.
+struct PayChecks {
+    epoch_seen: Epoch,
+    spent: Amount,
+    spent_since_cvm: Amount,
+    budget: usize,
+}
 
 /// Which limit refused an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +166,11 @@ pub enum SeError {
     /// Accepting it would leave the payee holding value it can never pay
     /// on or renew (V10 refuses any package carrying both branches).
     ConflictingSpend,
+    /// A range proof made outside the SE (decision 0032) asked of an SE
+    /// that does not delegate proving: a card (its host is the payee's
+    /// terminal, which must not learn the payer's change), or a policy with
+    /// clear amounts (nothing to prove). Nothing changed.
+    ProvingNotDelegated,
     /// A stream tick refused (replayed, skipped, forged, past the end):
     /// nothing changed.
     StreamTick(TickError),
@@ -1358,6 +1390,72 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// the same commit. Paying the same request again returns the same
     /// package (a lost response is retried safely).
     pub fn pay(&mut self, request: &Request) -> Result<Vec<u8>, SeError> {
+        self.pay_with(request, Proving::OnSe)
+    }
+
+    /// Payer, on a device whose application processor makes the range
+    /// proof (decision 0032), step 1 of 2: what PAY of `request` would
+    /// commit to, for the application processor to prove. Every check of
+    /// PAY runs; nothing changes. The outputs' openings are derived from
+    /// this SE's secret, the request and the state, so PAY WITH PROOF
+    /// makes the same ones while the state is unchanged (a payment, load
+    /// or sync in between makes the proof stale: refused, nothing
+    /// changed, ask again). A request paid before answers
+    /// [`SeError::AlreadyPaid`]: PAY WITH PROOF returns its package.
+    #[cfg(feature = "delegated-proving")]
+    pub fn proving_task(&mut self, request: &Request) -> Result<ProvingTask, SeError> {
+        self.ready()?;
+        self.check_delegated()?;
+        if self.paid_before(request).is_some() || self.state.paid.contains(&paid_id(request)) {
+            return Err(SeError::AlreadyPaid);
+        }
+        let plan = self.pay_checks(request)?;
+        let (inputs, outputs, _) = self.plan_payment(request, plan.budget)?;
+        let counter = self
+            .state
+            .counter
+            .checked_add(1)
+            .ok_or(SeError::StateCorrupt)?;
+        let ins = confidential_inputs(&inputs)?;
+        let prepared = self.prepare_delegated(request, &ins, &new_outputs(&outputs), counter)?;
+        Ok(prepared.task())
+    }
+
+    /// Payer, step 2 of 2 of a payment proved outside the SE (decision
+    /// 0032): PAY, with the range proof the application processor made
+    /// for [`Applet::proving_task`]'s task (`None` for a payment of one
+    /// output). The SE verifies the proof for the commitments it makes
+    /// again before it signs anything: a wrong or stale proof is refused
+    /// (code 905) and nothing changes. A retry of a paid request returns
+    /// its package, whatever proof it carries.
+    #[cfg(feature = "delegated-proving")]
+    pub fn pay_proved(
+        &mut self,
+        request: &Request,
+        proof: Option<RangeProof>,
+    ) -> Result<Vec<u8>, SeError> {
+        self.ready()?;
+        if let Some(retry) = self.paid_before(request) {
+            return retry;
+        }
+        self.check_delegated()?;
+        self.pay_with(request, Proving::Delegated(proof))
+    }
+
+    /// Only a phone's or an IoT device's SE hands its openings to its own
+    /// application processor (decision 0032): a card's host is the payee's
+    /// terminal.
+    #[cfg(feature = "delegated-proving")]
+    fn check_delegated(&self) -> Result<(), SeError> {
+        let personal = self.personal()?;
+        if personal.device_class == device_class::CARD || !self.trust()?.policy().is_confidential()
+        {
+            return Err(SeError::ProvingNotDelegated);
+        }
+        Ok(())
+    }
+
+    fn pay_with(&mut self, request: &Request, proving: Proving) -> Result<Vec<u8>, SeError> {
         self.ready()?;
         if let Some(retry) = self.paid_before(request) {
             return retry;
@@ -1366,6 +1464,30 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if self.state.paid.contains(&paid_id(request)) {
             return Err(SeError::AlreadyPaid);
         }
+        let plan = self.pay_checks(request)?;
+        let (bytes, stream) = self.change(|a| {
+            let paid = a.build_payment(request, plan.budget, false, proving)?;
+            let st = &mut a.state;
+            st.epoch_seen = plan.epoch_seen;
+            st.spent_since_sync = plan.spent;
+            st.payments_since_sync += 1;
+            st.spent_since_cvm = plan.spent_since_cvm;
+            Ok(paid)
+        })?;
+        self.cvm_verified = false;
+        // An OPEN's traversal, computed with its anchor: RAM only.
+        if let Some((id, pebbles)) = stream {
+            self.pebbles.retain(|(i, _)| *i != id);
+            self.pebbles.push((id, pebbles));
+        }
+        self.check_invariants();
+        Ok(bytes)
+    }
+
+    /// Every check PAY makes before it chooses tokens (limits, the payee's
+    /// certificate and request signature, elapsed time, the cardholder),
+    /// and what PAY then records.
+    fn pay_checks(&mut self, request: &Request) -> Result<PayChecks, SeError> {
         let limits = self.limits()?;
         let epoch = self.state.epoch;
         self.check_payee_certificate(&request.payee)?;
@@ -1416,23 +1538,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 .checked_add(amount)
                 .ok_or(SeError::LimitExceeded(Limit::OfflineSpend))?
         };
-        let (bytes, stream) = self.change(|a| {
-            let paid = a.build_payment(request, budget, false)?;
-            let st = &mut a.state;
-            st.epoch_seen = epoch_seen;
-            st.spent_since_sync = spent;
-            st.payments_since_sync += 1;
-            st.spent_since_cvm = spent_since_cvm;
-            Ok(paid)
-        })?;
-        self.cvm_verified = false;
-        // An OPEN's traversal, computed with its anchor: RAM only.
-        if let Some((id, pebbles)) = stream {
-            self.pebbles.retain(|(i, _)| *i != id);
-            self.pebbles.push((id, pebbles));
-        }
-        self.check_invariants();
-        Ok(bytes)
+        Ok(PayChecks {
+            epoch_seen,
+            spent,
+            spent_since_cvm,
+            budget,
+        })
     }
 
     /// Payer, on receiving message 1 (while the terminal shows the amount
@@ -1550,25 +1661,18 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         if request.stream.is_some() {
             return Err(SeError::NotRedemption);
         }
-        let (bytes, _) = self.change(|a| a.build_payment(request, budget, true))?;
+        let (bytes, _) = self.change(|a| a.build_payment(request, budget, true, Proving::OnSe))?;
         self.check_invariants();
         Ok(bytes)
     }
 
-    /// Builds and signs the package paying `request` and changes the
-    /// state in place (inputs spent, change stored, payment logged); runs
-    /// inside [`Self::change`], which commits it. Everything that can be
-    /// refused is checked before the first change, but the certificate
-    /// bound (checked after the garbage collection). For a stream request
-    /// (an OPEN, decision 0020) also returns the new stream's id and the
-    /// traversal of its chain.
-    #[allow(clippy::type_complexity)]
-    fn build_payment(
-        &mut self,
+    /// The tokens PAY of `request` spends and the outputs it makes
+    /// (payment, then change if any), without changing anything.
+    fn plan_payment(
+        &self,
         request: &Request,
         budget: usize,
-        redemption: bool,
-    ) -> Result<(Vec<u8>, Option<(Hash32, Pebbles)>), SeError> {
+    ) -> Result<(Vec<&Token>, Vec<Output>, Amount), SeError> {
         let st = &self.state;
         if st.outgoing.len() >= OUTGOING_MAX {
             return Err(SeError::LimitExceeded(Limit::Outgoing));
@@ -1619,6 +1723,27 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
                 owner: change_key,
             });
         }
+        Ok((inputs, outputs, change))
+    }
+
+    /// Builds and signs the package paying `request` and changes the
+    /// state in place (inputs spent, change stored, payment logged); runs
+    /// inside [`Self::change`], which commits it. Everything that can be
+    /// refused is checked before the first change, but the certificate
+    /// bound (checked after the garbage collection). For a stream request
+    /// (an OPEN, decision 0020) also returns the new stream's id and the
+    /// traversal of its chain.
+    #[allow(clippy::type_complexity)]
+    fn build_payment(
+        &mut self,
+        request: &Request,
+        budget: usize,
+        redemption: bool,
+        proving: Proving,
+    ) -> Result<(Vec<u8>, Option<(Hash32, Pebbles)>), SeError> {
+        let (inputs, outputs, change) = self.plan_payment(request, budget)?;
+        let amount = request.amount;
+        let st = &self.state;
         // Ancestry: the merged lineages of the inputs, by the ids already
         // stored with each token (no re-hashing). Each lineage is
         // topologically ordered, so keeping first occurrences keeps order.
@@ -1668,9 +1793,10 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         let (transfer, change_blinding) = self.make_transfer(
             &inputs,
             &outputs,
-            request.nonce,
+            request,
             counter,
             open.as_ref().map(|(_, t, _)| StreamPart::Open(*t)),
+            proving,
         )?;
         let owner_of = |op: &OutPoint| {
             ancestry_ids
@@ -1791,10 +1917,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         &self,
         inputs: &[&Token],
         outputs: &[Output],
-        nonce: [u8; 16],
+        request: &Request,
         counter: u64,
         stream: Option<StreamPart>,
+        proving: Proving,
     ) -> Result<(Transfer, Option<[u8; 32]>), SeError> {
+        let nonce = request.nonce;
         let key_for = |k: &PublicKey| self.signing_key(k);
         if !self.trust()?.policy().is_confidential() {
             let owners: Vec<PublicKey> = inputs.iter().map(|t| t.owner).collect();
@@ -1816,44 +1944,80 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         }
         #[cfg(feature = "confidential")]
         {
-            use tally_core::confidential::Opening;
-            use tally_core::confidential_record::{NewOutput, build_transfer};
             let gens = self.trust()?.range_gens().ok_or(SeError::NoTrust)?;
             // Settlement's key, from the root-signed policy: the audit seal
             // carries every output's opening to it (SPEC §4.9.3).
             let audit_key = self.trust()?.policy().audit_key.ok_or(SeError::NoTrust)?;
-            let mut ins = Vec::with_capacity(inputs.len());
-            for t in inputs {
-                // Every token of a confidential SE has its opening.
-                let b = t.blinding.as_ref().ok_or(SeError::StateCorrupt)?;
-                let o = Opening::from_bytes(t.value, b).map_err(|_| SeError::StateCorrupt)?;
-                ins.push((t.outpoint, t.owner, o));
-            }
-            let outs: Vec<NewOutput> = outputs
-                .iter()
-                .map(|o| NewOutput {
-                    owner: o.owner,
-                    value: o.value,
-                })
-                .collect();
+            let ins = confidential_inputs(inputs)?;
+            let outs = new_outputs(outputs);
             let mut rng = self.entropy.borrow_mut();
-            let built = build_transfer(
-                gens, &audit_key, &ins, &outs, nonce, counter, &key_for, &mut *rng,
-            )
-            .map_err(|e| match e {
-                // The payee's key cannot receive an opening (P-256).
-                tally_core::confidential::ConfidentialError::UnsupportedKey => {
-                    SeError::BadRequestParams
+            let built = match proving {
+                Proving::OnSe => tally_core::confidential_record::build_transfer(
+                    gens, &audit_key, &ins, &outs, nonce, counter, &key_for, &mut *rng,
+                ),
+                #[cfg(feature = "delegated-proving")]
+                Proving::Delegated(proof) => {
+                    let prepared = self.prepare_delegated(request, &ins, &outs, counter)?;
+                    // Checked before anything is signed: a wrong, stale or
+                    // foreign proof changes nothing (decision 0032).
+                    let proof = prepared.accept_proof(gens, proof).map_err(|e| match e {
+                        tally_core::confidential::ConfidentialError::RangeBitsMismatch => {
+                            SeError::Verify(VerifyError::RangeBitsMismatch)
+                        }
+                        _ => SeError::Verify(VerifyError::RangeProofInvalid),
+                    })?;
+                    tally_core::confidential_record::finish_transfer(
+                        prepared, proof, &audit_key, &key_for, &mut *rng,
+                    )
                 }
-                // Balanced by construction, in range by the limits: a
-                // refusal here means corrupt state.
-                _ => SeError::StateCorrupt,
-            })?;
+            }
+            .map_err(confidential_refusal)?;
             let change = built.openings.get(1).map(|o| o.blinding_bytes());
             Ok((built.transfer, change))
         }
         #[cfg(not(feature = "confidential"))]
-        Err(SeError::Verify(VerifyError::AmountForm))
+        {
+            let _ = (request, proving);
+            Err(SeError::Verify(VerifyError::AmountForm))
+        }
+    }
+
+    /// The first half of a transfer proved outside the SE (decision 0032):
+    /// its randomness derived from this SE's secret, the request, the
+    /// counter and the inputs, so that the task and PAY WITH PROOF make the
+    /// same openings while nothing changed in between, and no two
+    /// transfers share them (the counter moves with every transfer).
+    #[cfg(feature = "delegated-proving")]
+    fn prepare_delegated(
+        &self,
+        request: &Request,
+        ins: &[(OutPoint, PublicKey, tally_core::confidential::Opening)],
+        outs: &[tally_core::confidential_record::NewOutput],
+        counter: u64,
+    ) -> Result<tally_core::confidential_record::PreparedTransfer, SeError> {
+        let mut outpoints = Vec::with_capacity(ins.len() * 33);
+        for (op, _, _) in ins {
+            outpoints.extend_from_slice(&op.record.0);
+            outpoints.push(op.index);
+        }
+        let seed = tagged_hash(
+            b"tally/v1/delegated-openings",
+            &[
+                &self.personal()?.attestation_seed,
+                &paid_id(request).0,
+                &counter.to_be_bytes(),
+                &outpoints,
+            ],
+        );
+        let mut rng = tally_core::crypto::SeededStream::new(seed.0);
+        tally_core::confidential_record::prepare_transfer(
+            ins,
+            outs,
+            request.nonce,
+            counter,
+            &mut rng,
+        )
+        .map_err(confidential_refusal)
     }
 
     /// The secret key of one of this SE's offline keys. Seed and public key
@@ -2882,6 +3046,45 @@ impl RequestParams {
 }
 
 /// What the SE remembers of a paid request: its nonce and payee key.
+/// A confidential SE's tokens as the payer side of a transfer takes them:
+/// each with its opening (every token of a confidential SE has one).
+#[cfg(feature = "confidential")]
+fn confidential_inputs(
+    inputs: &[&Token],
+) -> Result<Vec<(OutPoint, PublicKey, tally_core::confidential::Opening)>, SeError> {
+    let mut ins = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        let b = t.blinding.as_ref().ok_or(SeError::StateCorrupt)?;
+        let o = tally_core::confidential::Opening::from_bytes(t.value, b)
+            .map_err(|_| SeError::StateCorrupt)?;
+        ins.push((t.outpoint, t.owner, o));
+    }
+    Ok(ins)
+}
+
+#[cfg(feature = "confidential")]
+fn new_outputs(outputs: &[Output]) -> Vec<tally_core::confidential_record::NewOutput> {
+    outputs
+        .iter()
+        .map(|o| tally_core::confidential_record::NewOutput {
+            owner: o.owner,
+            value: o.value,
+        })
+        .collect()
+}
+
+/// Why the payer side of a confidential transfer refused.
+#[cfg(feature = "confidential")]
+fn confidential_refusal(e: tally_core::confidential::ConfidentialError) -> SeError {
+    match e {
+        // The payee's key cannot receive an opening (P-256).
+        tally_core::confidential::ConfidentialError::UnsupportedKey => SeError::BadRequestParams,
+        // Balanced by construction, in range by the limits: a refusal here
+        // means corrupt state.
+        _ => SeError::StateCorrupt,
+    }
+}
+
 fn paid_id(request: &Request) -> Hash32 {
     tally_core::crypto::tagged_hash(
         b"tally/v1/se-paid-request",

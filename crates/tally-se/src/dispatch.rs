@@ -146,6 +146,7 @@ impl SeError {
             SeError::BadRequestSignature => codes::SE_REQUEST_SIGNATURE_INVALID,
             SeError::IssueCancelled => codes::SE_ISSUE_CANCELLED,
             SeError::ConflictingSpend => codes::SE_CONFLICTING_SPEND,
+            SeError::ProvingNotDelegated => codes::SE_PROVING_NOT_DELEGATED,
             SeError::StreamTick(TickError::Replayed) => codes::SE_STREAM_REPLAYED,
             SeError::StreamTick(TickError::Skipped) => codes::SE_STREAM_SKIPPED,
             SeError::StreamTick(TickError::Forged) => codes::SE_STREAM_FORGED,
@@ -358,7 +359,19 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                 a.check_request(&Request::from_cbor(d)?)?;
                 Vec::new()
             }
-            ins::PAY => a.pay(&Request::from_cbor(d)?)?,
+            // P1 0: PAY. A device whose application processor proves
+            // (decision 0032): P1 1 the proving task for the request, P1 2
+            // PAY with the proof, data `[request]` or `[request, proof]`.
+            ins::PAY => match c.p1 {
+                #[cfg(feature = "delegated-proving")]
+                1 => a.proving_task(&Request::from_cbor(d)?)?.to_cbor(),
+                #[cfg(feature = "delegated-proving")]
+                2 => {
+                    let (request, proof) = decode_pay_proved(d)?;
+                    a.pay_proved(&request, proof)?
+                }
+                _ => a.pay(&Request::from_cbor(d)?)?,
+            },
             ins::REDEEM => a.redeem(&RedemptionOrder::from_cbor(d)?)?,
             ins::RECEIVE => a.receive(d)?.to_cbor(),
             ins::ACK => {
@@ -503,6 +516,44 @@ impl<S: Storage, E: Entropy> Card<S, E> {
 }
 
 /// Packages are large; everything else fits one short APDU.
+/// PAY WITH PROOF's data (decision 0032): `[request]` (a payment of one
+/// output) or `[request, range proof]`, nothing trailing.
+#[cfg(feature = "delegated-proving")]
+pub fn decode_pay_proved(
+    d: &[u8],
+) -> Result<(Request, Option<tally_core::confidential::RangeProof>), SeError> {
+    let mut r = tally_core::codec::Reader::new(d);
+    let n = r.array_max(2)?;
+    if n == 0 {
+        return Err(SeError::Decode(tally_core::CodecError::Malformed));
+    }
+    let request = Request::read(&mut r)?;
+    let proof = if n == 2 {
+        Some(tally_core::confidential::RangeProof::read(&mut r)?)
+    } else {
+        None
+    };
+    if r.position() != d.len() {
+        return Err(SeError::Decode(tally_core::CodecError::TrailingBytes));
+    }
+    Ok((request, proof))
+}
+
+/// The encoding [`decode_pay_proved`] reads.
+#[cfg(feature = "delegated-proving")]
+pub fn encode_pay_proved(
+    request: &Request,
+    proof: Option<&tally_core::confidential::RangeProof>,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(1 + usize::from(proof.is_some()));
+    request.write(&mut w);
+    if let Some(p) = proof {
+        p.write(&mut w);
+    }
+    w.into_bytes()
+}
+
 pub fn decode_u64(d: &[u8]) -> Result<u64, SeError> {
     let mut r = tally_core::codec::Reader::new(d);
     let v = r.u64()?;
@@ -630,6 +681,7 @@ mod code_tests {
             BadRequestSignature,
             IssueCancelled,
             ConflictingSpend,
+            ProvingNotDelegated,
             StreamTick(TickError::Replayed),
             StreamTick(TickError::Skipped),
             StreamTick(TickError::Forged),

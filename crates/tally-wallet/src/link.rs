@@ -8,6 +8,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use tally_core::codec::{Cbor, CodecError, Reader};
+#[cfg(feature = "delegated-proving")]
+use tally_core::confidential::RangeProof;
+#[cfg(feature = "delegated-proving")]
+use tally_core::confidential_record::ProvingTask;
 use tally_core::crypto::Entropy;
 use tally_core::dcp::{DeviceRequest, RedemptionOrder, RequestReport};
 use tally_core::{
@@ -97,6 +101,19 @@ pub trait SeLink {
     /// of PAY (while the user confirms), so that PAY only signs.
     fn check_request(&mut self, r: &Request) -> Result<(), WalletError>;
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError>;
+    /// PAY, P1 1 (decision 0032): what PAY of `r` commits to, for the
+    /// device's application processor to prove. Changes nothing.
+    #[cfg(feature = "delegated-proving")]
+    fn proving_task(&mut self, r: &Request) -> Result<ProvingTask, WalletError>;
+    /// PAY, P1 2 (decision 0032): PAY with the application processor's
+    /// range proof (none for a payment of one output), checked by the SE
+    /// before it signs.
+    #[cfg(feature = "delegated-proving")]
+    fn pay_proved(
+        &mut self,
+        r: &Request,
+        proof: Option<&RangeProof>,
+    ) -> Result<Vec<u8>, WalletError>;
     fn redeem(&mut self, o: &RedemptionOrder) -> Result<Vec<u8>, WalletError>;
     fn receive(&mut self, package: &[u8]) -> Result<Receipt, WalletError>;
     fn ack(&mut self, r: &Receipt) -> Result<(), WalletError>;
@@ -172,6 +189,18 @@ impl<S: Storage, E: Entropy> SeLink for Applet<S, E> {
     }
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
         Ok(Applet::pay(self, r)?)
+    }
+    #[cfg(feature = "delegated-proving")]
+    fn proving_task(&mut self, r: &Request) -> Result<ProvingTask, WalletError> {
+        Ok(Applet::proving_task(self, r)?)
+    }
+    #[cfg(feature = "delegated-proving")]
+    fn pay_proved(
+        &mut self,
+        r: &Request,
+        proof: Option<&RangeProof>,
+    ) -> Result<Vec<u8>, WalletError> {
+        Ok(Applet::pay_proved(self, r, proof.cloned())?)
     }
     fn redeem(&mut self, o: &RedemptionOrder) -> Result<Vec<u8>, WalletError> {
         Ok(Applet::redeem(self, o)?)
@@ -424,6 +453,20 @@ impl<T: Transmit> SeLink for ApduLink<T> {
     }
     fn pay(&mut self, r: &Request) -> Result<Vec<u8>, WalletError> {
         self.command(ins::PAY, 0, 0, &r.to_cbor())
+    }
+    #[cfg(feature = "delegated-proving")]
+    fn proving_task(&mut self, r: &Request) -> Result<ProvingTask, WalletError> {
+        let d = self.command(ins::PAY, 1, 0, &r.to_cbor())?;
+        Ok(ProvingTask::from_cbor(&d)?)
+    }
+    #[cfg(feature = "delegated-proving")]
+    fn pay_proved(
+        &mut self,
+        r: &Request,
+        proof: Option<&RangeProof>,
+    ) -> Result<Vec<u8>, WalletError> {
+        let d = tally_se::dispatch::encode_pay_proved(r, proof);
+        self.command(ins::PAY, 2, 0, &d)
     }
     fn redeem(&mut self, o: &RedemptionOrder) -> Result<Vec<u8>, WalletError> {
         self.command(ins::REDEEM, 0, 0, &o.to_cbor())

@@ -92,6 +92,35 @@ impl PayerSession {
             package,
         })
     }
+    /// Message 2 on a device whose application processor makes the range
+    /// proof (decision 0032): the SE's proving task, the proof made here
+    /// with the policy's generators `gens`, then PAY with the proof, which
+    /// the SE checks before it signs. A request paid before (a retry after
+    /// a lost answer) gets its package back.
+    #[cfg(feature = "delegated-proving")]
+    pub fn start_proving(
+        se: &mut dyn SeLink,
+        request: &[u8],
+        gens: &tally_core::confidential::RangeGens,
+        rng: &mut dyn tally_core::crypto::Entropy,
+    ) -> Result<PayerSession, WalletError> {
+        let req = Request::from_cbor(request)?;
+        let package = match se.proving_task(&req) {
+            Ok(task) => {
+                let proof = task
+                    .prove(gens, rng)
+                    .map_err(|_| WalletError::BadResponse(tally_core::CodecError::Malformed))?;
+                se.pay_proved(&req, proof.as_ref())?
+            }
+            Err(e) if e.is(&tally_se::SeError::AlreadyPaid) => se.pay_proved(&req, None)?,
+            Err(e) => return Err(e),
+        };
+        let pkg = tally_core::Package::from_cbor(&package)?;
+        Ok(PayerSession {
+            transfer_id: pkg.transfer.id(),
+            package,
+        })
+    }
     pub fn package(&self) -> &[u8] {
         &self.package
     }

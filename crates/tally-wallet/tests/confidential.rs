@@ -646,3 +646,227 @@ fn confidential_a_clones_second_copy_to_the_same_payee_is_refused() {
     pay_offline(&mut payee.link, &mut next.link, Amount(100)).expect("pays on");
     assert_eq!(next.balance().unwrap(), Amount(100));
 }
+
+// ---- Proving on the application processor (decision 0032) ---------------
+
+/// The policy's generators as a phone's application processor holds them.
+fn ap_gens() -> RangeGens {
+    RangeGens::new(RangeBits::Bits16, 4).unwrap()
+}
+
+/// A payment of 250 from a phone holding 1 000 (one Issue): with change.
+fn delegated_setup(label: &str) -> (Scheme, TestDevice, TestDevice, tally_core::Request) {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, &format!("{label}-payer"), PHONE);
+    let mut payee = device(&scheme, &format!("{label}-payee"), PHONE);
+    load(&mut payer.link, &mut scheme, PHONE, 1_000).unwrap();
+    let request = payee.link.create_request(Amount(250)).unwrap();
+    (scheme, payer, payee, request)
+}
+
+#[track_caller]
+fn assert_pay_refused(
+    payer: &mut TestDevice,
+    request: &tally_core::Request,
+    proof: Option<&RangeProof>,
+    e: SeError,
+    what: &str,
+) {
+    let state = payer.applet().state().clone();
+    let image = storage_image(payer);
+    let r = payer.link.pay_proved(request, proof);
+    assert_eq!(
+        r.as_ref().err(),
+        Some(&WalletError::Refused { code: e.code() }),
+        "{what}: expected {e:?}, got {r:?}"
+    );
+    assert_eq!(payer.applet().state(), &state, "{what}: state changed");
+    assert_eq!(storage_image(payer), image, "{what}: storage changed");
+}
+
+#[test]
+fn a_phone_pays_with_a_range_proof_made_by_its_application_processor() {
+    let (_scheme, mut payer, mut payee, request) = delegated_setup("ap");
+    let input_blinding = payer.applet().state().tokens[0].blinding.unwrap();
+    // The task changes nothing and is the same when asked again.
+    let state = payer.applet().state().clone();
+    let task = payer.link.proving_task(&request).unwrap();
+    assert_eq!(payer.applet().state(), &state);
+    assert_eq!(
+        task.to_cbor(),
+        payer.link.proving_task(&request).unwrap().to_cbor()
+    );
+    // The outputs' openings, never the input's.
+    assert!(task.needs_proof());
+    let values: Vec<u64> = task.openings.iter().map(|o| o.value().0).collect();
+    assert_eq!(values, [250, 750]);
+    assert!(!contains(&task.to_cbor(), &input_blinding));
+
+    // The payment itself, through the sessions: a second request of 250.
+    let (payee_session, request2) = PayeeSession::start(&mut payee.link, Amount(250)).unwrap();
+    let mut rng = TestEntropy::new(b"the phone's application processor");
+    let payer_session =
+        PayerSession::start_proving(&mut payer.link, &request2, &ap_gens(), &mut rng).unwrap();
+    let pkg = Package::from_cbor(payer_session.package()).unwrap();
+    let t = pkg.transfer.confidential.as_ref().unwrap();
+    assert_eq!(t.commitments.len(), 2);
+    assert!(t.range_proof.is_some());
+    let received = payee_session
+        .on_package(&mut payee.link, payer_session.package())
+        .map_err(|(_, e)| e)
+        .expect("the payee SE takes the package");
+    // A retry after a lost answer: the same package, proof or not.
+    let again =
+        PayerSession::start_proving(&mut payer.link, &request2, &ap_gens(), &mut rng).unwrap();
+    assert_eq!(again.package(), payer_session.package());
+    payer_session
+        .on_receipt(&mut payer.link, &received.receipt)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    assert_eq!(payer.balance().unwrap(), Amount(750));
+    assert_eq!(payee.balance().unwrap(), Amount(250));
+    // The change the application processor proved pays on as any token.
+    pay_offline(&mut payer.link, &mut payee.link, Amount(700)).expect("the change pays on");
+    assert_eq!(total(&mut [&mut payer, &mut payee]), 1_000);
+}
+
+#[test]
+fn the_se_refuses_a_wrong_stale_or_foreign_proof_and_changes_nothing() {
+    let (scheme, mut payer, mut payee, request) = delegated_setup("ap-wrong");
+    let gens = ap_gens();
+    let mut rng = TestEntropy::new(b"ap-wrong");
+    let task = payer.link.proving_task(&request).unwrap();
+    let invalid = SeError::Verify(VerifyError::RangeProofInvalid);
+
+    // No proof for two outputs.
+    assert_pay_refused(&mut payer, &request, None, invalid.clone(), "no proof");
+    // A proof of other openings (the change claimed as 760: value made
+    // from nothing if it were signed), under the right context.
+    let mut forged = task.openings.clone();
+    forged[1] = Opening::random(Amount(760), &mut rng);
+    let p = RangeProof::prove(&gens, &task.context, &forged, &mut rng).unwrap();
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        Some(&p),
+        invalid.clone(),
+        "other openings",
+    );
+    // The right openings bound to another transfer's context.
+    let other = tally_core::crypto::tagged_hash(b"another transfer", &[]);
+    let p = RangeProof::prove(&gens, &other, &task.openings, &mut rng).unwrap();
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        Some(&p),
+        invalid.clone(),
+        "foreign context",
+    );
+    // A proof of the payment's output alone.
+    let p = RangeProof::prove(&gens, &task.context, &task.openings[..1], &mut rng).unwrap();
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        Some(&p),
+        invalid.clone(),
+        "one output of two",
+    );
+    // Another bit-length than the policy's.
+    let wide = RangeGens::new(RangeBits::Bits32, 4).unwrap();
+    let p = RangeProof::prove(&wide, &task.context, &task.openings, &mut rng).unwrap();
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        Some(&p),
+        SeError::Verify(VerifyError::RangeBitsMismatch),
+        "32-bit proof",
+    );
+
+    // Stale: another payment between the task and PAY moves the counter,
+    // so the SE's openings are new and the old proof proves nothing.
+    let proof = task.prove(&gens, &mut rng).unwrap();
+    let mut bystander = device(&scheme, "ap-wrong-bystander", PHONE);
+    pay_offline(&mut payer.link, &mut bystander.link, Amount(50)).unwrap();
+    assert_pay_refused(&mut payer, &request, proof.as_ref(), invalid, "stale proof");
+    // Asked again, proved again: paid.
+    let task = payer.link.proving_task(&request).unwrap();
+    let values: Vec<u64> = task.openings.iter().map(|o| o.value().0).collect();
+    assert_eq!(values, [250, 700]);
+    let proof = task.prove(&gens, &mut rng).unwrap();
+    let package = payer.link.pay_proved(&request, proof.as_ref()).unwrap();
+    payee
+        .link
+        .receive(&package)
+        .expect("the fresh proof's package");
+    assert_eq!(payer.balance().unwrap(), Amount(700));
+    assert_eq!(total(&mut [&mut payer, &mut payee, &mut bystander]), 1_000);
+    // Paid: no second task for the request.
+    assert_eq!(
+        payer.link.proving_task(&request).err(),
+        Some(WalletError::refused(SeError::AlreadyPaid))
+    );
+}
+
+#[test]
+fn a_whole_token_payment_needs_no_proof_from_the_application_processor() {
+    let mut scheme = scheme();
+    let mut payer = device(&scheme, "ap-whole-payer", IOT);
+    let mut payee = device(&scheme, "ap-whole-payee", PHONE);
+    load(&mut payer.link, &mut scheme, IOT, 300).unwrap();
+    let request = payee.link.create_request(Amount(300)).unwrap();
+    let task = payer.link.proving_task(&request).unwrap();
+    assert!(!task.needs_proof());
+    assert_eq!(task.openings.len(), 1);
+    let mut rng = TestEntropy::new(b"ap-whole");
+    assert!(task.prove(&ap_gens(), &mut rng).unwrap().is_none());
+    // A proof where none belongs is refused.
+    let p = RangeProof::prove(&ap_gens(), &task.context, &task.openings, &mut rng).unwrap();
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        Some(&p),
+        SeError::Verify(VerifyError::RangeProofInvalid),
+        "a proof on one output",
+    );
+    let package = payer.link.pay_proved(&request, None).unwrap();
+    payee.link.receive(&package).expect("whole token");
+    assert_eq!(payee.balance().unwrap(), Amount(300));
+    assert_eq!(payer.balance().unwrap(), Amount::ZERO);
+}
+
+#[test]
+fn a_card_never_hands_its_openings_to_its_host() {
+    // A card's host is the payee's terminal: it must not learn the
+    // payer's change (decision 0032).
+    let (mut scheme, _, mut payee, _) = delegated_setup("ap-card");
+    let mut card = device(&scheme, "ap-card", CARD);
+    load(&mut card.link, &mut scheme, CARD, 1_000).unwrap();
+    let request = payee.link.create_request(Amount(250)).unwrap();
+    let refused = SeError::ProvingNotDelegated;
+    let state = card.applet().state().clone();
+    assert_eq!(
+        card.link.proving_task(&request).err(),
+        Some(WalletError::refused(refused.clone()))
+    );
+    assert_eq!(card.applet().state(), &state);
+    let task = {
+        let (_, mut phone, _, _) = delegated_setup("ap-card-phone");
+        phone.link.proving_task(&request).unwrap()
+    };
+    let proof = task
+        .prove(&ap_gens(), &mut TestEntropy::new(b"ap-card"))
+        .unwrap();
+    assert_pay_refused(&mut card, &request, proof.as_ref(), refused.clone(), "card");
+    // The card proves on itself as before.
+    card.link.pay(&request).expect("PAY on the card");
+    // Clear amounts: nothing to prove.
+    let mut clear = Scheme::new(Suite::Ed25519);
+    let mut phone = device(&clear, "ap-clear", PHONE);
+    let mut clear_payee = device(&clear, "ap-clear-payee", PHONE);
+    load(&mut phone.link, &mut clear, PHONE, 100).unwrap();
+    let request = clear_payee.link.create_request(Amount(10)).unwrap();
+    assert_eq!(
+        phone.link.proving_task(&request).err(),
+        Some(WalletError::refused(refused))
+    );
+}

@@ -109,8 +109,9 @@ fn firmware_smoke_scenario_passes_under_qemu() {
     // The benchmark firmware with confidential amounts, without P-256 as
     // a confidential device is built (decision 0027; the smoke scenario is
     // Ed25519 only): the transparent smoke scenario and the confidential
-    // one on one build.
-    let elf = build_firmware(&["--features", "confidential,ed25519-only"]);
+    // one on one build, with PAY proved by the application processor
+    // (decision 0032).
+    let elf = build_firmware(&["--features", "confidential,ed25519-only,delegated-proving"]);
     let (status, out) = run_mode(&elf, "smoke");
     assert!(
         status.success(),
@@ -150,6 +151,8 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         "receive_whole",
         "pay_whole",
         "ack_whole",
+        "pay_task",
+        "pay_proved",
     ] {
         assert!(
             out.lines()
@@ -179,6 +182,12 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         spread * 1000 <= clear.max(set) * PROVE_TIMING_SPREAD_PER_MILLE,
         "the range proof's time depends on the amounts: {clear} instructions with no bit set, \
          {set} with every bit set ({spread} apart)"
+    );
+    // The SE refuses an application processor's corrupted proof before
+    // it signs (decision 0032, THREATS T78), nothing changed.
+    assert!(
+        out.contains("CHECK delegated_proof_refused=pass"),
+        "the delegated proof check did not run\n{out}"
     );
     // The Ed25519-only build refuses a P-256 personalisation, writing
     // nothing (decision 0027).

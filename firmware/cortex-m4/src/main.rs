@@ -138,6 +138,8 @@ fixture!(CONF_PAYER, "conf-payer.state");
 fixture!(CONF_PAYEE, "conf-payee.state");
 #[cfg(feature = "confidential")]
 fixture!(CONF_PKG1, "conf-pkg1.bin");
+#[cfg(feature = "delegated-proving")]
+fixture!(CONF_PROOF1, "conf-proof1.bin");
 #[cfg(feature = "confidential")]
 fixture!(CONF_PKG2, "conf-pkg2.bin");
 #[cfg(feature = "confidential")]
@@ -1078,7 +1080,7 @@ fn print_state(n: &str, who: &str, bytes: &[u8]) {
 /// payer's Issue of 100, decision 0031): one output, no range proof to
 /// make or to verify (`receive_whole`, `pay_whole`, `ack_whole`).
 #[cfg(feature = "confidential")]
-fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
+fn confidential_scenario(fa: &mut Flash, fb: &mut Flash, fc: &mut Flash) -> Res<()> {
     provision(fa, &CONF_PAYER[..])?;
     provision(fb, &CONF_PAYEE[..])?;
     let paid = confidential_payee(fb)?;
@@ -1086,6 +1088,10 @@ fn confidential_scenario(fa: &mut Flash, fb: &mut Flash) -> Res<()> {
     // figures and flash are the product's).
     #[cfg(feature = "bench")]
     confidential_prove_alone()?;
+    #[cfg(feature = "delegated-proving")]
+    confidential_delegated(fa, fc, &paid[0].0)?;
+    #[cfg(not(feature = "delegated-proving"))]
+    let _ = fc;
     confidential_payer(fa, &paid)?;
     #[cfg(all(feature = "bench", feature = "ed25519-only"))]
     p256_personalization_refused(fb)?;
@@ -1196,6 +1202,65 @@ fn confidential_prove_alone() -> Res<()> {
     Ok(())
 }
 
+/// The first payment (250 from the Issue of 1 000, with change) on a
+/// copy of the payer's store, proved by the phone's application processor
+/// (decision 0032): the SE's PAY P1 1 (the proving task: every check of
+/// PAY, the openings derived, nothing changed) and PAY P1 2 with the
+/// application processor's proof (`conf-proof1.bin`, made by the host for
+/// this task: checked, then sealed, signed and journalled as PAY). The
+/// payment itself is then made by PAY on the original store.
+#[cfg(feature = "delegated-proving")]
+#[inline(never)]
+fn confidential_delegated(fa: &mut Flash, fc: &mut Flash, req: &[u8]) -> Res<()> {
+    use tally_core::confidential::RangeProof;
+    let n = "conf";
+    let request = ctx(tally_core::Request::from_cbor(req), "request")?;
+    let proof = ctx(RangeProof::from_cbor(&CONF_PROOF1[..]), "proof fixture")?;
+    fc.copy_from(fa);
+    let mut payer = boot(fc, b"m4/conf-payer-delegated")?;
+    let (r, s) = m(|| payer.proving_task(&request));
+    let task = ctx(r, "pay_task")?;
+    report(n, "pay_task", &s, &[("bytes", task.to_cbor().len() as u64)]);
+    check(
+        task.openings.len() == 2 && task.openings[0].value() == Amount(PAYMENT),
+        "the task opens the payment and the change",
+    )?;
+    let (r, s) = m(|| payer.pay_proved(&request, Some(proof)));
+    let package = ctx(r, "pay_proved")?;
+    report(n, "pay_proved", &s, &[("bytes", package.len() as u64)]);
+    check(
+        payer.state().balance() == Amount(PAYER_LOAD + CONF_WHOLE - PAYMENT),
+        "the delegated payment keeps the change",
+    )?;
+    drop(payer);
+    #[cfg(feature = "bench")]
+    delegated_proof_refused(fa, &request)?;
+    #[cfg(not(feature = "bench"))]
+    let _ = fa;
+    Ok(())
+}
+
+/// A proof with one byte changed, before the payment (the original
+/// store): refused, nothing changed. Benchmark firmware only (a test, not
+/// the product's flash).
+#[cfg(all(feature = "delegated-proving", feature = "bench"))]
+#[inline(never)]
+fn delegated_proof_refused(fa: &mut Flash, request: &tally_core::Request) -> Res<()> {
+    use tally_core::confidential::RangeProof;
+    let mut bad = CONF_PROOF1.to_vec();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    let bad = ctx(RangeProof::from_cbor(&bad), "corrupted proof")?;
+    let mut fresh = boot(fa, b"m4/conf-payer-delegated-2")?;
+    let before = fresh.state().clone();
+    check(
+        fresh.pay_proved(request, Some(bad)).is_err() && *fresh.state() == before,
+        "a corrupted proof is refused",
+    )?;
+    Line::new("CHECK delegated_proof_refused=pass").print();
+    Ok(())
+}
+
 /// The payee's half (its own frame: the payer's SE is not on the stack
 /// under its RECEIVE, as on a device where only the payee is powered).
 #[cfg(feature = "confidential")]
@@ -1301,7 +1366,7 @@ fn confidential_payer(fa: &mut Flash, paid: &[(Vec<u8>, Vec<u8>); 2]) -> Res<()>
 }
 
 #[cfg(not(feature = "confidential"))]
-fn confidential_scenario(_: &mut Flash, _: &mut Flash) -> Res<()> {
+fn confidential_scenario(_: &mut Flash, _: &mut Flash, _: &mut Flash) -> Res<()> {
     Err(String::from("built without the confidential feature"))
 }
 
@@ -1377,7 +1442,7 @@ fn main() -> ! {
     let only_long = full && has_arg(&args, b"long");
     PROFILE.store(has_arg(&args, b"profile"), Relaxed);
     let result = if cfg!(feature = "confidential") && has_arg(&args, b"confidential") {
-        confidential_scenario(&mut fa, &mut fb)
+        confidential_scenario(&mut fa, &mut fb, &mut fc)
     } else if only_stream {
         stream_scenario(&ED25519, &mut fa, &mut fb, STREAM_TICKS_BENCH)
     } else if only_long {

@@ -250,6 +250,9 @@ fn fixtures_for(suite: Suite, f: &mut Fixtures) {
 /// feature `confidential`).
 const LABEL_CONF_PAYER: &[u8] = b"m4/conf-payer";
 const LABEL_CONF_PAYEE: &[u8] = b"m4/conf-payee";
+/// The entropy of the phone's application processor that proves for the
+/// payer SE (decision 0032).
+const LABEL_CONF_AP: &[u8] = b"m4/application-processor";
 
 /// What the confidential scenario's second payment pays: exactly the
 /// payer's second Issue, a whole token (decision 0031).
@@ -297,6 +300,21 @@ fn confidential_fixtures(f: &mut Fixtures) {
         PayeeSession::start(&mut m_payee, Amount(PAYMENT)),
         "confidential request",
     );
+    // The phone's application processor's range proof for the same
+    // payment (decision 0032; `conf-proof1.bin`): the SE's task depends on
+    // its state and the request only, so this mirror's is the firmware's.
+    let request1 = must(Request::from_cbor(&req1), "confidential request");
+    let task = must(m_payer.proving_task(&request1), "proving task");
+    let gens = must(
+        tally_core::confidential::RangeGens::new(tally_core::confidential::RangeBits::Bits16, 4),
+        "range generators",
+    );
+    let proof = must(
+        task.prove(&gens, &mut TestEntropy::new(LABEL_CONF_AP)),
+        "the application processor's proof",
+    )
+    .expect("a payment with change needs a proof");
+    f.files.insert("conf-proof1.bin".into(), proof.to_cbor());
     let p1 = must(PayerSession::start(&mut m_payer, &req1), "confidential PAY");
     let pkg1 = p1.package().to_vec();
     let decoded = must(Package::from_cbor(&pkg1), "decode confidential package");

@@ -1027,7 +1027,7 @@ const CONF_FLASH_MAX: u64 = 256 * 1024;
 /// generators' decompression, the range proof alone), which the payment
 /// firmware leaves out.
 fn confidential() {
-    build_firmware_with(&["--features", "confidential,ed25519-only"]);
+    build_firmware_with(&["--features", "confidential,ed25519-only,delegated-proving"]);
     let (status, bench_out) = run_qemu_elf(&elf_path(), "confidential");
     print!("{bench_out}");
     assert!(
@@ -1116,6 +1116,56 @@ fn confidential() {
             grp(num(&f, "stack_total"))
         );
     }
+    // PAY proved by the phone's application processor (decision 0032):
+    // the SE's two commands, from the benchmark firmware.
+    let op = |name: &str| {
+        bench_out
+            .lines()
+            .filter(|l| l.starts_with("OP suite=conf "))
+            .map(fields)
+            .find(|f| f.get("op").map(String::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in the benchmark firmware's output"))
+    };
+    let (task, proved) = (op("pay_task"), op("pay_proved"));
+    let both = num(&task, "instr") + num(&proved, "instr");
+    let ram = stat
+        + num(&task, "heap_peak").max(num(&proved, "heap_peak"))
+        + num(&task, "stack_total").max(num(&proved, "stack_total"));
+    println!(
+        "\nPAY proved by the application processor (decision 0032; benchmark firmware): \
+         PAY P1 1 (task) {} + PAY P1 2 (verify the proof, seal, sign, journal) {} = {} on the SE, \
+         ≤ 120 M: {}; RAM {} ({}), ≤ 64 KiB: {}",
+        mi(num(&task, "instr")),
+        mi(num(&proved, "instr")),
+        mi(both),
+        if both <= CONF_PAY_MAX {
+            "met"
+        } else {
+            "missed"
+        },
+        grp(ram),
+        kib(ram),
+        if ram <= CONF_RAM_MAX { "met" } else { "missed" }
+    );
+    // A phone's payment firmware: the same, with PAY P1 1 / P1 2.
+    build_firmware_with(&[
+        "--no-default-features",
+        "--features",
+        "confidential,ed25519-only,delegated-proving",
+    ]);
+    let phone = elf_sections(&elf_path());
+    let psec = |n: &str| phone.get(n).copied().unwrap_or(0);
+    let phone_flash = psec(".vector_table") + psec(".text") + psec(".rodata") + psec(".data");
+    println!(
+        "phone payment firmware (with `delegated-proving`): flash {} bytes ({}), ≤ 256 KiB: {}",
+        grp(phone_flash),
+        kib(phone_flash),
+        if phone_flash <= CONF_FLASH_MAX {
+            "met"
+        } else {
+            "missed"
+        }
+    );
     println!(
         "\nflash (.vector_table + .text + .rodata + .data): {} bytes ({}), target ≤ 256 KiB: {}; static RAM (.data + .bss) {} bytes",
         grp(flash),
