@@ -309,6 +309,10 @@ fn demo_runs_to_the_end() {
         "{out}"
     );
     assert!(out.contains("3 payments worth 600"), "{out}");
+    assert!(
+        out.contains("the range proof made by his phone's processor and checked by his SE"),
+        "{out}"
+    );
     // A whole token paid without a range proof (decision 0031).
     assert!(
         out.contains("frank then pays grace his remaining 180 whole: one output, no range proof"),

@@ -74,7 +74,31 @@ fn confidential_story(db: Db, test: &str) {
     let (_, p2) = pay_via_files(d, "p2", &bob, &carol, 4_000);
     // The chain goes on over five devices: carol → dave → meter (IoT) →
     // alice (phone → card, IoT → card).
-    pay_via_files(d, "p3", &carol, &dave, 2_500);
+    // carol's phone pays with change: the range proof is made by the
+    // `tally` process (the phone's processor) and checked by her SE before
+    // it signs (decision 0032); alice's card proved on its SE (p1).
+    let (req3, pkg3, rcpt3) = (
+        d.join("p3.request"),
+        d.join("p3.package"),
+        d.join("p3.receipt"),
+    );
+    dave.ok(&["request", "--amount", "2500", "--out", &s(&req3)]);
+    let out = carol.ok(&["pay", "--request", &s(&req3), "--out", &s(&pkg3)]);
+    assert!(
+        out.starts_with("paid 2500:")
+            && out.contains("range proof made on this device's processor, checked by its SE"),
+        "{out}"
+    );
+    // Paying the same request again (a retry: the answer was lost) gives
+    // the same package, not a second payment.
+    let again = d.join("p3-again.package");
+    carol.ok(&["pay", "--request", &s(&req3), "--out", &s(&again)]);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&pkg3).unwrap()
+    );
+    dave.ok(&["receive", "--package", &s(&pkg3), "--out", &s(&rcpt3)]);
+    carol.ok(&["ack", "--receipt", &s(&rcpt3)]);
     pay_via_files(d, "p4", &dave, &meter, 1_000);
     let (_, p5) = pay_via_files(d, "p5", &meter, &alice, 1_200);
     // IoT micropayments: the meter pays dave one unit at a time.

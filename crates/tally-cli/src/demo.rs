@@ -317,7 +317,9 @@ fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), 
     // erin → frank 300 (change 700), frank → grace 120 (change 180), then
     // frank → grace 180 (the whole change token).
     let first = pay_keep_package(&mut erin.link, &mut frank.link, 300)?;
-    let second = pay_keep_package(&mut frank.link, &mut grace.link, 120)?;
+    // frank's phone makes the range proof on its processor; his SE
+    // checks it before it signs (decision 0032).
+    let second = pay_keep_package_with(&mut frank.link, &mut grace.link, 120, true)?;
     // frank pays grace his remaining 180: a whole token, one output and
     // no range proof to make (decision 0031).
     let third = pay_keep_package(&mut frank.link, &mut grace.link, 180)?;
@@ -339,7 +341,7 @@ fn confidential_scheme(o: &mut impl Write, dir: &std::path::Path) -> Result<(), 
     let grace_holds = grace.link.status().map_err(cli)?.balance.0;
     writeln!(
         o,
-        "13. Confidential mode (a second scheme: the policy commits to amounts). erin-card loads 1000 and pays frank-phone 300; frank pays grace-meter 120 offline ({} and {} bytes)."
+        "13. Confidential mode (a second scheme: the policy commits to amounts). erin-card loads 1000 and pays frank-phone 300 (the card's SE proves); frank pays grace-meter 120 offline, the range proof made by his phone's processor and checked by his SE before it signed (decision 0032) ({} and {} bytes)."
         ,first.len(), second.len()
     )
     .map_err(w)?;
@@ -474,8 +476,24 @@ fn pay_keep_package(
     payee: &mut MemLink,
     amount: u64,
 ) -> Result<Vec<u8>, crate::CliError> {
+    pay_keep_package_with(payer, payee, amount, false)
+}
+
+/// [`pay_keep_package`]; with `prove_here`, as a phone whose application
+/// processor makes the range proof for its SE (decision 0032).
+fn pay_keep_package_with(
+    payer: &mut MemLink,
+    payee: &mut MemLink,
+    amount: u64,
+    prove_here: bool,
+) -> Result<Vec<u8>, crate::CliError> {
     let (payee_s, request) = PayeeSession::start(payee, Amount(amount)).map_err(cli)?;
-    let payer_s = PayerSession::start(payer, &request).map_err(cli)?;
+    let payer_s = if prove_here {
+        let mut rng = tally_core::testkit::TestEntropy::new(b"demo/frank-phone-processor");
+        PayerSession::start_proving(payer, &request, &mut rng).map_err(cli)?
+    } else {
+        PayerSession::start(payer, &request).map_err(cli)?
+    };
     let package = payer_s.package().to_vec();
     let received = payee_s
         .on_package(payee, &package)

@@ -542,7 +542,12 @@ pub fn pay(
     if let Some(pin) = pin {
         SeLink::verify_pin(&mut se, pin.as_bytes()).map_err(se_err)?;
     }
-    let pkg = SeLink::pay(&mut se, &req).map_err(se_err)?;
+    // A phone's or IoT device's SE under a confidential policy hands this
+    // process (the device's application processor) the range proof to
+    // make and checks it before it signs; a card's SE proves itself
+    // (decision 0032).
+    let (pkg, prover) =
+        tally_wallet::pay_proving_here(&mut se, &req, &mut OsEntropy).map_err(se_err)?;
     write_atomic(out, &pkg)?;
     drop(se);
     let mut paid = format!(
@@ -551,6 +556,9 @@ pub fn pay(
         pkg.len(),
         out.display()
     );
+    if prover == tally_wallet::Prover::ApplicationProcessor {
+        paid.push_str(" (range proof made on this device's processor, checked by its SE)");
+    }
     // A stream request: the payment was its OPEN.
     if let (Some(ask), Ok(p)) = (req.stream, tally_core::Package::from_cbor(&pkg)) {
         let id = tally_core::stream::stream_id(&p.transfer.id(), 0);

@@ -1699,6 +1699,7 @@ pub mod fuzzing {
                     with(
                         0,
                         crate::confidential_record::ProvingTask {
+                            bits: self.gens.bits(),
                             context: self.context,
                             openings: self.output_openings.clone(),
                         }
@@ -1808,6 +1809,9 @@ pub mod fuzzing {
                                     == (task.context == f.context),
                                 "a task's proof verifies under another context"
                             );
+                        }
+                        Err(ConfidentialError::RangeBitsMismatch) => {
+                            assert!(task.bits != f.low_gens.bits())
                         }
                         Err(e) => assert!(
                             e == ConfidentialError::OutOfRange

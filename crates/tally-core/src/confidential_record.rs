@@ -218,13 +218,15 @@ pub struct BuiltTransfer {
 }
 
 /// What a device whose SE does not prove its own payments (decision 0032)
-/// hands to its application processor: the context of the transfer being
-/// built and its outputs' openings (value and blinding). Wire:
-/// `[1, context : bstr 32, [[value : uint, blinding : bstr 32], ...]]`,
-/// one to [`RANGE_OUTPUTS_MAX`] openings, each blinding a canonical,
-/// non-zero scalar. The inputs' openings never leave the SE.
+/// hands to its application processor: the policy's range bit-length,
+/// the context of the transfer being built and its outputs' openings
+/// (value and blinding). Wire: `[1, bits : 16 / 32 / 64, context : bstr
+/// 32, [[value : uint, blinding : bstr 32], ...]]`, one to
+/// [`RANGE_OUTPUTS_MAX`] openings, each blinding a canonical, non-zero
+/// scalar. The inputs' openings never leave the SE.
 #[derive(Clone)]
 pub struct ProvingTask {
+    pub bits: crate::confidential::RangeBits,
     pub context: Hash32,
     pub openings: Vec<Opening>,
 }
@@ -246,7 +248,8 @@ impl ProvingTask {
         self.openings.len() >= 2
     }
     /// The application processor's side: the range proof the SE will
-    /// check, or `None` when it waits for none.
+    /// check, or `None` when it waits for none. `gens` must be of the
+    /// task's bit-length.
     pub fn prove(
         &self,
         gens: &RangeGens,
@@ -255,14 +258,18 @@ impl ProvingTask {
         if !self.needs_proof() {
             return Ok(None);
         }
+        if gens.bits() != self.bits {
+            return Err(ConfidentialError::RangeBitsMismatch);
+        }
         RangeProof::prove(gens, &self.context, &self.openings, rng).map(Some)
     }
 }
 
 impl Cbor for ProvingTask {
     fn write(&self, w: &mut Writer) {
-        w.array(3);
+        w.array(4);
         w.u64(u64::from(PROVING_TASK_VERSION));
+        w.u64(self.bits as u64);
         self.context.write(w);
         w.array(self.openings.len());
         for o in &self.openings {
@@ -272,8 +279,10 @@ impl Cbor for ProvingTask {
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        r.array(3)?;
+        r.array(4)?;
         r.version(PROVING_TASK_VERSION)?;
+        let bits = crate::confidential::RangeBits::from_code(r.u8()?)
+            .map_err(|_| CodecError::UnknownCode)?;
         let context = Hash32::read(r)?;
         let n = r.array_max(RANGE_OUTPUTS_MAX)?;
         if n == 0 {
@@ -287,7 +296,11 @@ impl Cbor for ProvingTask {
             openings
                 .push(Opening::from_bytes(value, &blinding).map_err(|_| CodecError::Malformed)?);
         }
-        Ok(ProvingTask { context, openings })
+        Ok(ProvingTask {
+            bits,
+            context,
+            openings,
+        })
     }
 }
 
@@ -484,10 +497,11 @@ impl PreparedTransfer {
     pub fn openings(&self) -> &[Opening] {
         &self.openings
     }
-    /// What a prover outside the SE needs: the context and the outputs'
-    /// openings, never the inputs'.
-    pub fn task(&self) -> ProvingTask {
+    /// What a prover outside the SE needs: the bit-length of the policy's
+    /// range, the context and the outputs' openings, never the inputs'.
+    pub fn task(&self, bits: crate::confidential::RangeBits) -> ProvingTask {
         ProvingTask {
+            bits,
             context: self.context,
             openings: self.openings.clone(),
         }

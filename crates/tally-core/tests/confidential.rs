@@ -1269,6 +1269,7 @@ fn a_proving_task_decodes_strictly_and_proves_its_own_commitments() {
     use tally_core::confidential_record::ProvingTask;
     let mut rng = TestEntropy::new(b"proving-task");
     let task = ProvingTask {
+        bits: RangeBits::Bits16,
         context: context(b"task"),
         openings: openings(&[250, 750], &mut rng),
     };
@@ -1292,6 +1293,7 @@ fn a_proving_task_decodes_strictly_and_proves_its_own_commitments() {
     );
     // Out of range: refused by the prover, not proved.
     let wide = ProvingTask {
+        bits: RangeBits::Bits16,
         context: task.context,
         openings: openings(&[250, 70_000], &mut rng),
     };
@@ -1301,6 +1303,7 @@ fn a_proving_task_decodes_strictly_and_proves_its_own_commitments() {
     );
     // One output: nothing to prove.
     let one = ProvingTask {
+        bits: RangeBits::Bits16,
         context: task.context,
         openings: openings(&[300], &mut rng),
     };
@@ -1312,8 +1315,9 @@ fn a_proving_task_decodes_strictly_and_proves_its_own_commitments() {
 
     let encode = |n: usize, blinding: [u8; 32]| {
         let mut w = tally_core::codec::Writer::new();
-        w.array(3);
+        w.array(4);
         w.u64(1);
+        w.u64(16);
         task.context.write(&mut w);
         w.array(n);
         for _ in 0..n {
@@ -1347,6 +1351,17 @@ fn a_proving_task_decodes_strictly_and_proves_its_own_commitments() {
     let mut version = bytes.clone();
     version[1] = 2;
     assert!(ProvingTask::from_cbor(&version).is_err(), "another version");
+    let mut bits = bytes.clone();
+    bits[2] = 17;
+    assert!(
+        ProvingTask::from_cbor(&bits).is_err(),
+        "an unknown bit-length"
+    );
+    // Generators of another bit-length than the task's: refused.
+    assert_eq!(
+        back.prove(gens(RangeBits::Bits32), &mut rng).err(),
+        Some(ConfidentialError::RangeBitsMismatch)
+    );
     // A task's blindings never reach a log.
     assert_eq!(format!("{task:?}"), "ProvingTask(2 outputs)");
 }

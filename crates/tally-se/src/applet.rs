@@ -1418,7 +1418,8 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             .ok_or(SeError::StateCorrupt)?;
         let ins = confidential_inputs(&inputs)?;
         let prepared = self.prepare_delegated(request, &ins, &new_outputs(&outputs), counter)?;
-        Ok(prepared.task())
+        let bits = self.trust()?.range_gens().ok_or(SeError::NoTrust)?.bits();
+        Ok(prepared.task(bits))
     }
 
     /// Payer, step 2 of 2 of a payment proved outside the SE (decision

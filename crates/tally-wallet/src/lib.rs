@@ -17,5 +17,7 @@ pub mod stream;
 pub mod testkit;
 
 pub use link::{ApduLink, SeLink, Transmit, WalletError};
-pub use session::{Outcome, PayeeSession, PayerSession, pay_offline};
+#[cfg(feature = "delegated-proving")]
+pub use session::pay_proving_here;
+pub use session::{Outcome, PayeeSession, PayerSession, Prover, pay_offline};
 pub use tally_core::selection;

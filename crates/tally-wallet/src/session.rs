@@ -93,28 +93,15 @@ impl PayerSession {
         })
     }
     /// Message 2 on a device whose application processor makes the range
-    /// proof (decision 0032): the SE's proving task, the proof made here
-    /// with the policy's generators `gens`, then PAY with the proof, which
-    /// the SE checks before it signs. A request paid before (a retry after
-    /// a lost answer) gets its package back.
+    /// proof (decision 0032): see [`pay_proving_here`].
     #[cfg(feature = "delegated-proving")]
     pub fn start_proving(
         se: &mut dyn SeLink,
         request: &[u8],
-        gens: &tally_core::confidential::RangeGens,
         rng: &mut dyn tally_core::crypto::Entropy,
     ) -> Result<PayerSession, WalletError> {
         let req = Request::from_cbor(request)?;
-        let package = match se.proving_task(&req) {
-            Ok(task) => {
-                let proof = task
-                    .prove(gens, rng)
-                    .map_err(|_| WalletError::BadResponse(tally_core::CodecError::Malformed))?;
-                se.pay_proved(&req, proof.as_ref())?
-            }
-            Err(e) if e.is(&tally_se::SeError::AlreadyPaid) => se.pay_proved(&req, None)?,
-            Err(e) => return Err(e),
-        };
+        let (package, _) = pay_proving_here(se, &req, rng)?;
         let pkg = tally_core::Package::from_cbor(&package)?;
         Ok(PayerSession {
             transfer_id: pkg.transfer.id(),
@@ -189,4 +176,55 @@ pub fn pay_offline(
         package_bytes,
         receipt_bytes: received.receipt.len(),
     })
+}
+
+/// Who made a payment's range proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prover {
+    /// The SE (a card; or no proof was needed).
+    Se,
+    /// This device's application processor, checked by the SE.
+    ApplicationProcessor,
+}
+
+/// PAY on a device whose application processor can prove (decision 0032):
+/// the SE's proving task, the proof made here with the generators of the
+/// task's bit-length, then PAY with the proof, which the SE checks before
+/// it signs. An SE that does not delegate (a card, clear amounts: 2035)
+/// pays with PAY, proving itself; a request paid before (a retry after a
+/// lost answer) gets its package back. Returns the package and who
+/// proved.
+#[cfg(feature = "delegated-proving")]
+pub fn pay_proving_here(
+    se: &mut dyn SeLink,
+    req: &Request,
+    rng: &mut dyn tally_core::crypto::Entropy,
+) -> Result<(Vec<u8>, Prover), WalletError> {
+    use tally_core::confidential::{RANGE_OUTPUTS_MAX, RangeGens};
+    match se.proving_task(req) {
+        Ok(task) => {
+            let proof = if task.needs_proof() {
+                let gens = RangeGens::new(task.bits, RANGE_OUTPUTS_MAX)
+                    .map_err(|_| WalletError::BadResponse(tally_core::CodecError::Malformed))?;
+                task.prove(&gens, rng)
+                    .map_err(|_| WalletError::BadResponse(tally_core::CodecError::Malformed))?
+            } else {
+                None
+            };
+            let by = match proof {
+                Some(_) => Prover::ApplicationProcessor,
+                None => Prover::Se,
+            };
+            Ok((se.pay_proved(req, proof.as_ref())?, by))
+        }
+        // Paid before: PAY returns its package, whichever way it was paid
+        // (or refuses, 2031, once it left the log). Not delegating: PAY.
+        Err(e)
+            if e.is(&tally_se::SeError::AlreadyPaid)
+                || e.is(&tally_se::SeError::ProvingNotDelegated) =>
+        {
+            Ok((se.pay(req)?, Prover::Se))
+        }
+        Err(e) => Err(e),
+    }
 }

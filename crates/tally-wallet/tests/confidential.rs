@@ -705,8 +705,7 @@ fn a_phone_pays_with_a_range_proof_made_by_its_application_processor() {
     // The payment itself, through the sessions: a second request of 250.
     let (payee_session, request2) = PayeeSession::start(&mut payee.link, Amount(250)).unwrap();
     let mut rng = TestEntropy::new(b"the phone's application processor");
-    let payer_session =
-        PayerSession::start_proving(&mut payer.link, &request2, &ap_gens(), &mut rng).unwrap();
+    let payer_session = PayerSession::start_proving(&mut payer.link, &request2, &mut rng).unwrap();
     let pkg = Package::from_cbor(payer_session.package()).unwrap();
     let t = pkg.transfer.confidential.as_ref().unwrap();
     assert_eq!(t.commitments.len(), 2);
@@ -716,8 +715,7 @@ fn a_phone_pays_with_a_range_proof_made_by_its_application_processor() {
         .map_err(|(_, e)| e)
         .expect("the payee SE takes the package");
     // A retry after a lost answer: the same package, proof or not.
-    let again =
-        PayerSession::start_proving(&mut payer.link, &request2, &ap_gens(), &mut rng).unwrap();
+    let again = PayerSession::start_proving(&mut payer.link, &request2, &mut rng).unwrap();
     assert_eq!(again.package(), payer_session.package());
     payer_session
         .on_receipt(&mut payer.link, &received.receipt)
