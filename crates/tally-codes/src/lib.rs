@@ -480,8 +480,8 @@ registry! {
         "package refused: it consumes an output that a record this SE holds consumes by another transfer (a double spend by a cloned payer, seen offline); nothing changed";
     SE_PROVING_NOT_DELEGATED = 2035, Se, http [], sw [0x6985], Used,
         "a range proof made outside the SE asked of an SE that does not delegate proving (a card, whose host is the payee's terminal, or clear amounts); nothing changed";
-    SE_RESERVED_2036 = 2036, Se, http [], sw [], Reserved,
-        "held for the applet's next refusals";
+    SE_NO_PROVER = 2036, Se, http [], sw [0x6985], Used,
+        "this SE makes no range proofs (a phone build whose processor proves): a payment with change goes through PAY P1 1 / P1 2; nothing changed";
     SE_RESERVED_2037 = 2037, Se, http [], sw [], Reserved,
         "held for the applet's next refusals";
     SE_RESERVED_2038 = 2038, Se, http [], sw [], Reserved,

@@ -134,17 +134,17 @@ fn http_statuses_and_status_words_are_where_they_belong() {
     }
 }
 
-/// The device protocol's next refusals keep their blocks: SE 2036-2039,
+/// The device protocol's next refusals keep their blocks: SE 2037-2039,
 /// DCP 88-89 (2032, 2033, 85 and 86 came into use with decision 0010,
-/// 87 with decision 0015, 2034 with decision 0023, 2035 with decision
-/// 0032).
+/// 87 with decision 0015, 2034 with decision 0023, 2035 and 2036 with
+/// decision 0032).
 #[test]
 fn the_held_codes_are_reserved() {
-    for code in (2036..=2039).chain(88..=89) {
+    for code in (2037..=2039).chain(88..=89) {
         let e = lookup(code).unwrap_or_else(|| panic!("{code} not registered"));
         assert_eq!(e.state, State::Reserved, "{code}");
     }
-    for code in [2032, 2033, 2034, 2035, 85, 86, 87] {
+    for code in [2032, 2033, 2034, 2035, 2036, 85, 86, 87] {
         let e = lookup(code).unwrap_or_else(|| panic!("{code} not registered"));
         assert_eq!(e.state, State::Used, "{code}");
     }

@@ -166,6 +166,10 @@ pub enum SeError {
     /// Accepting it would leave the payee holding value it can never pay
     /// on or renew (V10 refuses any package carrying both branches).
     ConflictingSpend,
+    /// A payment that needs a range proof asked of an SE built without a
+    /// prover (feature `no-se-prover`, decision 0032): its device's
+    /// processor proves, through PAY P1 1 / P1 2. Nothing changed.
+    NoProver,
     /// A range proof made outside the SE (decision 0032) asked of an SE
     /// that does not delegate proving: a card (its host is the payee's
     /// terminal, which must not learn the payer's change), or a policy with
@@ -1953,9 +1957,24 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
             let outs = new_outputs(outputs);
             let mut rng = self.entropy.borrow_mut();
             let built = match proving {
+                #[cfg(not(feature = "no-se-prover"))]
                 Proving::OnSe => tally_core::confidential_record::build_transfer(
                     gens, &audit_key, &ins, &outs, nonce, counter, &key_for, &mut *rng,
                 ),
+                // No prover here: only a payment that needs no proof.
+                #[cfg(feature = "no-se-prover")]
+                Proving::OnSe => {
+                    let prepared = tally_core::confidential_record::prepare_transfer(
+                        &ins, &outs, nonce, counter, &mut *rng,
+                    )
+                    .map_err(confidential_refusal)?;
+                    if prepared.needs_proof() {
+                        return Err(SeError::NoProver);
+                    }
+                    tally_core::confidential_record::finish_transfer(
+                        prepared, None, &audit_key, &key_for, &mut *rng,
+                    )
+                }
                 #[cfg(feature = "delegated-proving")]
                 Proving::Delegated(proof) => {
                     let prepared = self.prepare_delegated(request, &ins, &outs, counter)?;

@@ -230,6 +230,37 @@ fn firmware_smoke_scenario_passes_under_qemu() {
         status.success() && out.contains("RESULT PASS"),
         "the payment firmware fails its scenario: {status}\n{out}"
     );
+
+    // A phone's confidential payment firmware whose SE makes no range
+    // proofs (decision 0032): the payment with change is proved by the
+    // processor (the host's proof for the SE's task) and checked by the
+    // SE; PAY of a payment with change is refused (2036).
+    let elf = build_firmware(&[
+        "--no-default-features",
+        "--features",
+        "confidential,ed25519-only,no-se-prover",
+    ]);
+    let (status, out) = run_mode(&elf, "confidential");
+    assert!(
+        status.success()
+            && out.contains("RESULT PASS")
+            && out.contains("CHECK no_se_prover_refuses_pay_with_change=pass"),
+        "the phone firmware fails its scenario: {status}\n{out}"
+    );
+    for op in [
+        "pay_task",
+        "pay_proved",
+        "receive_1",
+        "ack",
+        "pay_whole",
+        "receive_whole",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("OP suite=conf") && l.contains(&format!(" op={op} "))),
+            "phone operation {op} did not run\n{out}"
+        );
+    }
 }
 
 /// `cargo build --release` in firmware/cortex-m4 with `args`; the ELF.

@@ -136,13 +136,13 @@ fixture!(P2_STATION, "p256-station.state");
 fixture!(CONF_PAYER, "conf-payer.state");
 #[cfg(feature = "confidential")]
 fixture!(CONF_PAYEE, "conf-payee.state");
-#[cfg(feature = "confidential")]
+#[cfg(all(feature = "confidential", not(feature = "no-se-prover")))]
 fixture!(CONF_PKG1, "conf-pkg1.bin");
 #[cfg(feature = "delegated-proving")]
 fixture!(CONF_PROOF1, "conf-proof1.bin");
-#[cfg(feature = "confidential")]
+#[cfg(all(feature = "confidential", not(feature = "no-se-prover")))]
 fixture!(CONF_PKG2, "conf-pkg2.bin");
-#[cfg(feature = "confidential")]
+#[cfg(all(feature = "confidential", not(feature = "no-se-prover")))]
 fixture!(CONF_EXPECT, "conf-expect.bin");
 /// The confidential payer's second Issue, paid whole in the scenario's
 /// second payment (one output, no range proof: decision 0031).
@@ -1079,7 +1079,7 @@ fn print_state(n: &str, who: &str, bytes: &[u8]) {
 /// ACK of the payee's receipt. Then the same for a whole token (the
 /// payer's Issue of 100, decision 0031): one output, no range proof to
 /// make or to verify (`receive_whole`, `pay_whole`, `ack_whole`).
-#[cfg(feature = "confidential")]
+#[cfg(all(feature = "confidential", not(feature = "no-se-prover")))]
 fn confidential_scenario(fa: &mut Flash, fb: &mut Flash, fc: &mut Flash) -> Res<()> {
     provision(fa, &CONF_PAYER[..])?;
     provision(fb, &CONF_PAYEE[..])?;
@@ -1209,7 +1209,7 @@ fn confidential_prove_alone() -> Res<()> {
 /// application processor's proof (`conf-proof1.bin`, made by the host for
 /// this task: checked, then sealed, signed and journalled as PAY). The
 /// payment itself is then made by PAY on the original store.
-#[cfg(feature = "delegated-proving")]
+#[cfg(all(feature = "delegated-proving", not(feature = "no-se-prover")))]
 #[inline(never)]
 fn confidential_delegated(fa: &mut Flash, fc: &mut Flash, req: &[u8]) -> Res<()> {
     use tally_core::confidential::RangeProof;
@@ -1263,7 +1263,7 @@ fn delegated_proof_refused(fa: &mut Flash, request: &tally_core::Request) -> Res
 
 /// The payee's half (its own frame: the payer's SE is not on the stack
 /// under its RECEIVE, as on a device where only the payee is powered).
-#[cfg(feature = "confidential")]
+#[cfg(all(feature = "confidential", not(feature = "no-se-prover")))]
 #[inline(never)]
 fn confidential_payee(fb: &mut Flash) -> Res<[(Vec<u8>, Vec<u8>); 2]> {
     let n = "conf";
@@ -1333,7 +1333,7 @@ fn confidential_decompress() -> Res<()> {
 
 /// The payer's half: PAY (proving on the SE) and ACK, for the payment
 /// with change and for the whole token.
-#[cfg(feature = "confidential")]
+#[cfg(all(feature = "confidential", not(feature = "no-se-prover")))]
 #[inline(never)]
 fn confidential_payer(fa: &mut Flash, paid: &[(Vec<u8>, Vec<u8>); 2]) -> Res<()> {
     let n = "conf";
@@ -1363,6 +1363,76 @@ fn confidential_payer(fa: &mut Flash, paid: &[(Vec<u8>, Vec<u8>); 2]) -> Res<()>
         payer.state().outgoing.iter().all(|o| o.acked),
         "the confidential payments are acknowledged",
     )
+}
+
+/// A phone's payment firmware whose SE makes no range proofs (feature
+/// `no-se-prover`, decision 0032): the same two payments, exchanged live
+/// between the two SEs (one powered at a time: each boots from its store
+/// for each step). The payment with change is PAY P1 1 / P1 2 with the
+/// application processor's proof (`conf-proof1.bin`, the host's, for this
+/// very task); the whole token is PAY. Then a payment that needs a proof,
+/// asked by PAY: refused (2036), nothing changed.
+#[cfg(feature = "no-se-prover")]
+fn confidential_scenario(fa: &mut Flash, fb: &mut Flash, _: &mut Flash) -> Res<()> {
+    use tally_core::confidential::RangeProof;
+    provision(fa, &CONF_PAYER[..])?;
+    provision(fb, &CONF_PAYEE[..])?;
+    let n = "conf";
+    let steps = [
+        (PAYMENT, "create_request", "pay_proved", "receive_1", "ack"),
+        (CONF_WHOLE, "create_request_whole", "pay_whole", "receive_whole", "ack_whole"),
+    ];
+    for (i, (amount, op_request, op_pay, op_receive, op_ack)) in steps.into_iter().enumerate() {
+        let mut payee = boot(fb, b"m4/conf-payee")?;
+        let (r, s) = m(|| payee.create_request(Amount(amount)));
+        let request = ctx(r, op_request)?;
+        report(n, op_request, &s, &[]);
+        drop(payee);
+        let mut payer = boot(fa, b"m4/conf-payer")?;
+        let package = if i == 0 {
+            let (r, s) = m(|| payer.proving_task(&request));
+            let task = ctx(r, "pay_task")?;
+            report(n, "pay_task", &s, &[("bytes", task.to_cbor().len() as u64)]);
+            let proof = ctx(RangeProof::from_cbor(&CONF_PROOF1[..]), "proof fixture")?;
+            let (r, s) = m(|| payer.pay_proved(&request, Some(proof)));
+            let package = ctx(r, op_pay)?;
+            report(n, op_pay, &s, &[("bytes", package.len() as u64)]);
+            package
+        } else {
+            let (r, s) = m(|| payer.pay(&request));
+            let package = ctx(r, op_pay)?;
+            report(n, op_pay, &s, &[("bytes", package.len() as u64)]);
+            package
+        };
+        drop(payer);
+        let mut payee = boot(fb, b"m4/conf-payee")?;
+        let (r, s) = m(|| payee.receive(&package));
+        let receipt = ctx(r, op_receive)?;
+        report(n, op_receive, &s, &[("bytes", package.len() as u64)]);
+        drop(payee);
+        let mut payer = boot(fa, b"m4/conf-payer")?;
+        let (r, s) = m(|| payer.ack(&receipt));
+        ctx(r, op_ack)?;
+        report(n, op_ack, &s, &[]);
+    }
+    let mut payee = boot(fb, b"m4/conf-payee")?;
+    check(
+        payee.state().balance() == Amount(PAYMENT + CONF_WHOLE),
+        "the phone's payee is paid",
+    )?;
+    // A payment with change asked by PAY: this SE has no prover.
+    let request = ctx(payee.create_request(Amount(50)), "request of 50")?;
+    drop(payee);
+    let mut payer = boot(fa, b"m4/conf-payer")?;
+    let before = payer.state().balance();
+    check(
+        matches!(payer.pay(&request), Err(tally_se::SeError::NoProver))
+            && payer.state().balance() == before
+            && before == Amount(PAYER_LOAD - PAYMENT),
+        "a payment with change is refused by PAY on an SE without a prover",
+    )?;
+    Line::new("CHECK no_se_prover_refuses_pay_with_change=pass").print();
+    Ok(())
 }
 
 #[cfg(not(feature = "confidential"))]

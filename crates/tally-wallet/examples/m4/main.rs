@@ -1147,25 +1147,59 @@ fn confidential() {
         kib(ram),
         if ram <= CONF_RAM_MAX { "met" } else { "missed" }
     );
-    // A phone's payment firmware: the same, with PAY P1 1 / P1 2.
-    build_firmware_with(&[
-        "--no-default-features",
-        "--features",
-        "confidential,ed25519-only,delegated-proving",
-    ]);
-    let phone = elf_sections(&elf_path());
-    let psec = |n: &str| phone.get(n).copied().unwrap_or(0);
-    let phone_flash = psec(".vector_table") + psec(".text") + psec(".rodata") + psec(".data");
-    println!(
-        "phone payment firmware (with `delegated-proving`): flash {} bytes ({}), ≤ 256 KiB: {}",
-        grp(phone_flash),
-        kib(phone_flash),
-        if phone_flash <= CONF_FLASH_MAX {
-            "met"
-        } else {
-            "missed"
+    // A phone's payment firmware: PAY P1 1 / P1 2 and PAY on the SE, and
+    // the same without the SE's prover (its processor always proves).
+    for (features, what) in [
+        (
+            "confidential,ed25519-only,delegated-proving",
+            "with `delegated-proving` (and the SE's own prover)",
+        ),
+        (
+            "confidential,ed25519-only,no-se-prover",
+            "with `no-se-prover` (the processor always proves)",
+        ),
+    ] {
+        build_firmware_with(&["--no-default-features", "--features", features]);
+        let phone = elf_sections(&elf_path());
+        let psec = |n: &str| phone.get(n).copied().unwrap_or(0);
+        let phone_flash = psec(".vector_table") + psec(".text") + psec(".rodata") + psec(".data");
+        let phone_static = psec(".data") + psec(".bss");
+        println!(
+            "phone payment firmware {what}: flash {} bytes ({}), ≤ 256 KiB: {}",
+            grp(phone_flash),
+            kib(phone_flash),
+            if phone_flash <= CONF_FLASH_MAX {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+        if !features.contains("no-se-prover") {
+            continue;
         }
-    );
+        // Its scenario: the two payments exchanged live, PAY with change
+        // refused (2036).
+        let (status, out) = run_qemu_elf(&elf_path(), "confidential");
+        assert!(
+            status.success()
+                && out.contains("RESULT PASS")
+                && out.contains("CHECK no_se_prover_refuses_pay_with_change=pass"),
+            "the phone firmware's scenario failed: {status}\n{out}"
+        );
+        println!("\n| phone, no SE prover: operation | instructions | static + heap + stack |");
+        println!("|---|---:|---:|");
+        for line in out.lines().filter(|l| l.starts_with("OP suite=conf ")) {
+            let f = fields(line);
+            let ram = phone_static + num(&f, "heap_peak") + num(&f, "stack_total");
+            println!(
+                "| {} | {} | {} ({}) |",
+                f.get("op").cloned().unwrap_or_default(),
+                mi(num(&f, "instr")),
+                grp(ram),
+                kib(ram)
+            );
+        }
+    }
     println!(
         "\nflash (.vector_table + .text + .rodata + .data): {} bytes ({}), target ≤ 256 KiB: {}; static RAM (.data + .bss) {} bytes",
         grp(flash),
