@@ -236,6 +236,19 @@ fn run_stream<S: Storage, E: Entropy>(
     Ok(out)
 }
 
+/// The interface commands arrive on. A real SE knows it from its hardware
+/// (JavaCard: the media bits of `APDU.getProtocol()`): a phone's embedded
+/// SE answers its own processor on an internal bus, and may also be
+/// routed to the NFC antenna, where any reader nearby — a payee's
+/// terminal — can talk to it directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interface {
+    /// Contacts or an internal bus: the device's own processor.
+    Internal,
+    /// ISO/IEC 14443: whatever reader is in the field.
+    Contactless,
+}
+
 /// The card: applet + APDU state (chaining, pending response, last error).
 pub struct Card<S: Storage, E: Entropy> {
     pub applet: Applet<S, E>,
@@ -243,6 +256,7 @@ pub struct Card<S: Storage, E: Entropy> {
     out: ResponseQueue,
     selected: bool,
     last_error: u16,
+    interface: Interface,
 }
 
 impl<S: Storage, E: Entropy> Card<S, E> {
@@ -253,7 +267,13 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             out: ResponseQueue::new(),
             selected: false,
             last_error: codes::NO_CODE,
+            interface: Interface::Internal,
         }
+    }
+
+    /// The interface the next commands arrive on (the hardware's).
+    pub fn set_interface(&mut self, interface: Interface) {
+        self.interface = interface;
     }
 
     /// Processes one command APDU and returns the response APDU bytes.
@@ -363,6 +383,12 @@ impl<S: Storage, E: Entropy> Card<S, E> {
             // P1 0: PAY. A device whose application processor proves
             // (decision 0032): P1 1 the proving task for the request, P1 2
             // PAY with the proof, data `[request]` or `[request, proof]`.
+            // The outputs' openings go to the device's own processor only,
+            // never over NFC to whatever reader is near (decision 0032).
+            #[cfg(feature = "delegated-proving")]
+            ins::PAY if c.p1 != 0 && self.interface == Interface::Contactless => {
+                return Err(SeError::ProvingNotDelegated);
+            }
             ins::PAY => match c.p1 {
                 #[cfg(feature = "delegated-proving")]
                 1 => a.proving_task(&Request::from_cbor(d)?)?.to_cbor(),

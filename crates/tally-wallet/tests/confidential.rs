@@ -868,3 +868,37 @@ fn a_card_never_hands_its_openings_to_its_host() {
         Some(WalletError::refused(refused))
     );
 }
+
+#[test]
+fn a_phone_se_reached_over_nfc_never_hands_out_its_openings() {
+    // A phone's embedded SE routed to the NFC antenna: a payee's terminal
+    // talks to it directly and asks for the proving task, to learn what
+    // the payer keeps (decision 0032). Only the phone's own processor, on
+    // the internal interface, gets it.
+    let (_scheme, mut payer, mut payee, request) = delegated_setup("ap-nfc");
+    payer
+        .link
+        .card
+        .set_interface(tally_se::dispatch::Interface::Contactless);
+    let refused = WalletError::refused(SeError::ProvingNotDelegated);
+    let state = payer.applet().state().clone();
+    assert_eq!(
+        payer.link.proving_task(&request).err(),
+        Some(refused.clone())
+    );
+    assert_eq!(payer.link.pay_proved(&request, None).err(), Some(refused));
+    assert_eq!(payer.applet().state(), &state);
+    // Over NFC the SE pays as a card does, proving itself.
+    let package = payer.link.pay(&request).expect("PAY over NFC");
+    let pkg = Package::from_cbor(&package).unwrap();
+    assert!(
+        pkg.transfer
+            .confidential
+            .as_ref()
+            .unwrap()
+            .range_proof
+            .is_some()
+    );
+    payee.link.receive(&package).expect("the payee takes it");
+    assert_eq!(payer.balance().unwrap(), Amount(750));
+}
