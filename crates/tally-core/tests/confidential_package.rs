@@ -981,7 +981,52 @@ fn vectors_of_the_fixture() -> Vec<(String, Vec<u8>)> {
             whole.package.transfer.to_cbor(),
         ),
         ("whole-package".to_string(), whole.package.to_cbor()),
+        (
+            "proving-task".to_string(),
+            proving_task_of_the_fixture().to_cbor(),
+        ),
     ]
+}
+
+/// The proving task (decision 0032) for the fixture's payment of 250 from
+/// its Issue of 1000, change to the payer, nonce `fixture-nonce-01`,
+/// counter 1, the openings' randomness from `SeededStream` with seed
+/// `TH("tally/test/proving-task-vector")`.
+fn proving_task_of_the_fixture() -> tally_core::confidential_record::ProvingTask {
+    use tally_core::confidential::RangeBits;
+    use tally_core::confidential_record::prepare_transfer;
+    use tally_core::crypto::{SeededStream, tagged_hash};
+    let f = tally_core::confidential::fuzzing::PackageFixture::new();
+    let payer = testkit::key(Suite::Ed25519, b"fixture-payer");
+    let opening = f.issue.open_output(0, &payer).unwrap();
+    let input = (
+        OutPoint {
+            record: f.issue.id(),
+            index: 0,
+        },
+        payer.public(),
+        opening,
+    );
+    let outputs = [
+        NewOutput {
+            owner: f.payee.public(),
+            value: Amount(250),
+        },
+        NewOutput {
+            owner: payer.public(),
+            value: Amount(750),
+        },
+    ];
+    let seed = tagged_hash(b"tally/test/proving-task-vector", &[]);
+    let prepared = prepare_transfer(
+        &[input],
+        &outputs,
+        *b"fixture-nonce-01",
+        1,
+        &mut SeededStream::new(seed.0),
+    )
+    .unwrap();
+    prepared.task(RangeBits::Bits16)
 }
 
 #[test]
@@ -1032,6 +1077,27 @@ fn vectors() {
             .is_none()
     );
     assert_eq!(whole.verify(pkg).unwrap().payment().1.value, Amount(1000));
+    // The proving task: its openings are the payment and the change, and
+    // the payee derives the payment's blinding from the transfer it
+    // belongs to (the task's first opening is its derived opening).
+    let task = tally_core::confidential_record::ProvingTask::from_cbor(&spec[6].1).unwrap();
+    let values: Vec<u64> = task.openings.iter().map(|o| o.value().0).collect();
+    assert_eq!(values, [250, 750]);
+    let proof = task
+        .prove(
+            &RangeGens::new(task.bits, 2).unwrap(),
+            &mut TestEntropy::new(b"v"),
+        )
+        .unwrap()
+        .unwrap();
+    let commitments: Vec<_> = task.openings.iter().map(|o| o.commit()).collect();
+    proof
+        .verify(
+            &RangeGens::new(task.bits, 2).unwrap(),
+            &task.context,
+            &commitments,
+        )
+        .unwrap();
 }
 
 /// C7 (settlement, with uploaded openings): the openings must open the
