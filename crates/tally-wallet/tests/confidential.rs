@@ -54,6 +54,25 @@ fn pay_keeping_package(
     Ok(package)
 }
 
+/// [`pay_offline`] with the payer's processor proving where its SE
+/// delegates (decision 0032).
+fn pay_proving_here_offline(
+    payer: &mut dyn SeLink,
+    payee: &mut dyn SeLink,
+    amount: Amount,
+) -> Result<(), WalletError> {
+    let (payee_session, request) = PayeeSession::start(payee, amount)?;
+    let mut rng = TestEntropy::new(&request);
+    let payer_session = PayerSession::start_proving(payer, &request, &mut rng)?;
+    let received = payee_session
+        .on_package(payee, payer_session.package())
+        .map_err(|(_, e)| e)?;
+    payer_session
+        .on_receipt(payer, &received.receipt)
+        .map_err(|(_, e)| e)?;
+    Ok(())
+}
+
 fn pay_between(payer_class: u8, payee_class: u8) {
     let mut scheme = scheme();
     let mut payer = device(&scheme, "payer", payer_class);
@@ -529,7 +548,14 @@ fn confidential_random_payments_conserve_value() {
             (&mut r[0], &mut l[b])
         };
         let before = pa.applet().state().clone();
-        match pay_offline(&mut pa.link, &mut pb.link, Amount(amount)) {
+        // Half the payments as a phone or IoT device makes them when its
+        // processor proves (decision 0032; a card proves itself).
+        let paid = if next() % 2 == 0 {
+            pay_offline(&mut pa.link, &mut pb.link, Amount(amount)).map(|_| ())
+        } else {
+            pay_proving_here_offline(&mut pa.link, &mut pb.link, Amount(amount))
+        };
+        match paid {
             Ok(_) => made += 1,
             Err(e) => {
                 // Only a lack of funds (or of history budget) refuses.

@@ -293,6 +293,74 @@ fn pay_torn() {
     assert!(saw.0 > 0 && saw.1 > 0, "both outcomes exercised: {saw:?}");
 }
 
+/// PAY WITH PROOF (decision 0032) on a phone's SE, under a confidential
+/// policy, cut at every write: old or new state after the reboot; from the
+/// old one the same proof pays again (the task's openings are derived from
+/// the unchanged state), from the new one RESEND gives the package; either
+/// way one package, credited once.
+#[test]
+fn pay_with_proof_torn_at_every_write_completes_once_with_the_same_proof() {
+    both_paths(pay_proved_torn);
+}
+
+fn pay_proved_torn() {
+    let mut scheme = Scheme::confidential(Suite::Ed25519);
+    let blank = vec![0xFF; TEST_STORAGE_BYTES];
+    let mut payer = boot(&blank, None);
+    provision(&mut payer, &scheme, PHONE, 4).expect("provision payer");
+    load(&mut payer, &mut scheme, PHONE, LOADED).expect("load");
+    let mut payee = boot(&blank, None);
+    provision(&mut payee, &scheme, PHONE, 4).expect("provision payee");
+    let request = payee.create_request(Amount(PAID)).expect("request");
+    let old = payer.state().clone();
+    let (loaded, _) = power_off(payer);
+    let (payee_requested, _) = power_off(payee);
+
+    let mut payer = boot(&loaded, None);
+    let task = payer.proving_task(&request).expect("task");
+    let gens = tally_core::confidential::RangeGens::new(task.bits, 4).unwrap();
+    let proof = task
+        .prove(&gens, &mut TestEntropy::new(b"processor"))
+        .unwrap();
+    let (_, task_writes) = power_off(payer);
+    assert_eq!(task_writes, 0, "the task writes nothing");
+    let mut payer = boot(&loaded, None);
+    let package = payer
+        .pay_proved(&request, proof.clone())
+        .expect("reference");
+    let tid = Package::from_cbor(&package).unwrap().transfer.id();
+    let paid = payer.state().clone();
+    let (_, writes) = power_off(payer);
+    let mut saw = (0, 0);
+    for k in 1..=writes + 1 {
+        for mode in TearMode::EXHAUSTIVE {
+            let ctx = format!("PAY WITH PROOF cut at write {k}/{writes} mode {mode:?}");
+            let mut payer = boot(&loaded, Some((k, mode)));
+            let r = payer.pay_proved(&request, proof.clone());
+            if k <= writes {
+                assert_eq!(r, Err(SeError::Storage(StorageError::PowerLost)), "{ctx}");
+            } else {
+                assert_eq!(r.as_ref(), Ok(&package), "{ctx}");
+            }
+            let (image, _) = power_off(payer);
+            let mut payer = boot(&image, None);
+            let again = if *payer.state() == old {
+                saw.0 += 1;
+                payer.pay_proved(&request, proof.clone())
+            } else {
+                saw.1 += 1;
+                assert_eq!(payer.state(), &paid, "{ctx}: neither old nor new");
+                payer.resend(&tid)
+            };
+            assert_eq!(again.as_ref(), Ok(&package), "{ctx}");
+            let mut payee = boot(&payee_requested, None);
+            payee.receive(&package).expect("payee accepts");
+            assert_eq!(balance(&payer) + balance(&payee), LOADED, "{ctx}");
+        }
+    }
+    assert!(saw.0 > 0 && saw.1 > 0, "both outcomes exercised: {saw:?}");
+}
+
 #[test]
 fn receive_torn_at_every_write_credits_exactly_once() {
     both_paths(receive_torn);
