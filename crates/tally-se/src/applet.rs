@@ -1401,10 +1401,11 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
     /// proof (decision 0032), step 1 of 2: what PAY of `request` would
     /// commit to, for the application processor to prove. Every check of
     /// PAY runs; nothing changes. The outputs' openings are derived from
-    /// this SE's secret, the request and the state, so PAY WITH PROOF
-    /// makes the same ones while the state is unchanged (a payment, load
-    /// or sync in between makes the proof stale: refused, nothing
-    /// changed, ask again). A request paid before answers
+    /// this SE's secret, the request, the counter and the tokens chosen,
+    /// so PAY WITH PROOF makes the same ones while they are unchanged (a
+    /// payment in between moves the counter, a load may change the tokens
+    /// chosen: the proof is then stale, refused with nothing changed; ask
+    /// again). A request paid before answers
     /// [`SeError::AlreadyPaid`]: PAY WITH PROOF returns its package.
     #[cfg(feature = "delegated-proving")]
     pub fn proving_task(&mut self, request: &Request) -> Result<ProvingTask, SeError> {

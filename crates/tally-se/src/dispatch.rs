@@ -390,6 +390,7 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                 return Err(SeError::ProvingNotDelegated);
             }
             ins::PAY => match c.p1 {
+                0 => a.pay(&Request::from_cbor(d)?)?,
                 #[cfg(feature = "delegated-proving")]
                 1 => a.proving_task(&Request::from_cbor(d)?)?.to_cbor(),
                 #[cfg(feature = "delegated-proving")]
@@ -397,7 +398,11 @@ impl<S: Storage, E: Entropy> Card<S, E> {
                     let (request, proof) = decode_pay_proved(d)?;
                     a.pay_proved(&request, proof)?
                 }
-                _ => a.pay(&Request::from_cbor(d)?)?,
+                // A build without delegated proving never pays for a
+                // command that asked for something else.
+                #[cfg(not(feature = "delegated-proving"))]
+                1 | 2 => return Err(SeError::ProvingNotDelegated),
+                _ => return Err(SeError::Decode(tally_core::CodecError::UnknownCode)),
             },
             ins::REDEEM => a.redeem(&RedemptionOrder::from_cbor(d)?)?,
             ins::RECEIVE => a.receive(d)?.to_cbor(),

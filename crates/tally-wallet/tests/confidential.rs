@@ -928,3 +928,19 @@ fn a_phone_se_reached_over_nfc_never_hands_out_its_openings() {
     payee.link.receive(&package).expect("the payee takes it");
     assert_eq!(payer.balance().unwrap(), Amount(750));
 }
+
+#[test]
+fn pay_with_an_unknown_p1_pays_nothing() {
+    // PAY's P1 says what is asked: 0 pay, 1 the proving task, 2 pay with
+    // a proof (decision 0032). Anything else is refused, never a payment.
+    let (_scheme, mut payer, _payee, request) = delegated_setup("ap-p1");
+    let state = payer.applet().state().clone();
+    for p1 in [3u8, 0x80, 0xFF] {
+        let r = payer
+            .link
+            .command(tally_se::dispatch::ins::PAY, p1, 0, &request.to_cbor());
+        assert!(r.is_err(), "P1 {p1:02X}: {r:?}");
+        assert_eq!(payer.applet().state(), &state, "P1 {p1:02X}");
+    }
+    assert_eq!(payer.balance().unwrap(), Amount(1_000));
+}
