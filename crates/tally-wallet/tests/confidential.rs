@@ -786,6 +786,21 @@ fn the_se_refuses_a_wrong_stale_or_foreign_proof_and_changes_nothing() {
         invalid.clone(),
         "foreign context",
     );
+    // The right openings in the other order (the payment's and the
+    // change's commitments swapped).
+    let swapped = [task.openings[1].clone(), task.openings[0].clone()];
+    let p = RangeProof::prove(&gens, &task.context, &swapped, &mut rng).unwrap();
+    assert_pay_refused(&mut payer, &request, Some(&p), invalid.clone(), "swapped outputs");
+    // An honest proof of another payment's task (another request, the
+    // same payer: a proof lifted from another transfer).
+    let other_request = device(&scheme, "ap-wrong-other", PHONE)
+        .link
+        .create_request(Amount(250))
+        .unwrap();
+    let other_task = payer.link.proving_task(&other_request).unwrap();
+    let p = other_task.prove(&gens, &mut rng).unwrap();
+    assert!(p.is_some());
+    assert_pay_refused(&mut payer, &request, p.as_ref(), invalid.clone(), "another task's proof");
     // A proof of the payment's output alone.
     let p = RangeProof::prove(&gens, &task.context, &task.openings[..1], &mut rng).unwrap();
     assert_pay_refused(
