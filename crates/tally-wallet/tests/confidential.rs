@@ -42,8 +42,23 @@ fn pay_keeping_package(
     payee: &mut dyn SeLink,
     amount: Amount,
 ) -> Result<Vec<u8>, WalletError> {
+    pay_keeping_package_with(payer, payee, amount, false)
+}
+
+/// [`pay_keeping_package`]; with `prove_here`, the payer's processor
+/// proves where its SE delegates (decision 0032).
+fn pay_keeping_package_with(
+    payer: &mut dyn SeLink,
+    payee: &mut dyn SeLink,
+    amount: Amount,
+    prove_here: bool,
+) -> Result<Vec<u8>, WalletError> {
     let (payee_session, request) = PayeeSession::start(payee, amount)?;
-    let payer_session = PayerSession::start(payer, &request)?;
+    let payer_session = if prove_here {
+        PayerSession::start_proving(payer, &request, &mut TestEntropy::new(&request))?
+    } else {
+        PayerSession::start(payer, &request)?
+    };
     let package = payer_session.package().to_vec();
     let received = payee_session
         .on_package(payee, payer_session.package())
@@ -52,25 +67,6 @@ fn pay_keeping_package(
         .on_receipt(payer, &received.receipt)
         .map_err(|(_, e)| e)?;
     Ok(package)
-}
-
-/// [`pay_offline`] with the payer's processor proving where its SE
-/// delegates (decision 0032).
-fn pay_proving_here_offline(
-    payer: &mut dyn SeLink,
-    payee: &mut dyn SeLink,
-    amount: Amount,
-) -> Result<(), WalletError> {
-    let (payee_session, request) = PayeeSession::start(payee, amount)?;
-    let mut rng = TestEntropy::new(&request);
-    let payer_session = PayerSession::start_proving(payer, &request, &mut rng)?;
-    let received = payee_session
-        .on_package(payee, payer_session.package())
-        .map_err(|(_, e)| e)?;
-    payer_session
-        .on_receipt(payer, &received.receipt)
-        .map_err(|(_, e)| e)?;
-    Ok(())
 }
 
 fn pay_between(payer_class: u8, payee_class: u8) {
@@ -553,7 +549,7 @@ fn confidential_random_payments_conserve_value() {
         let paid = if next() % 2 == 0 {
             pay_offline(&mut pa.link, &mut pb.link, Amount(amount)).map(|_| ())
         } else {
-            pay_proving_here_offline(&mut pa.link, &mut pb.link, Amount(amount))
+            pay_keeping_package_with(&mut pa.link, &mut pb.link, Amount(amount), true).map(|_| ())
         };
         match paid {
             Ok(_) => made += 1,
@@ -790,7 +786,13 @@ fn the_se_refuses_a_wrong_stale_or_foreign_proof_and_changes_nothing() {
     // change's commitments swapped).
     let swapped = [task.openings[1].clone(), task.openings[0].clone()];
     let p = RangeProof::prove(&gens, &task.context, &swapped, &mut rng).unwrap();
-    assert_pay_refused(&mut payer, &request, Some(&p), invalid.clone(), "swapped outputs");
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        Some(&p),
+        invalid.clone(),
+        "swapped outputs",
+    );
     // An honest proof of another payment's task (another request, the
     // same payer: a proof lifted from another transfer).
     let other_request = device(&scheme, "ap-wrong-other", PHONE)
@@ -800,7 +802,13 @@ fn the_se_refuses_a_wrong_stale_or_foreign_proof_and_changes_nothing() {
     let other_task = payer.link.proving_task(&other_request).unwrap();
     let p = other_task.prove(&gens, &mut rng).unwrap();
     assert!(p.is_some());
-    assert_pay_refused(&mut payer, &request, p.as_ref(), invalid.clone(), "another task's proof");
+    assert_pay_refused(
+        &mut payer,
+        &request,
+        p.as_ref(),
+        invalid.clone(),
+        "another task's proof",
+    );
     // A proof of the payment's output alone.
     let p = RangeProof::prove(&gens, &task.context, &task.openings[..1], &mut rng).unwrap();
     assert_pay_refused(
