@@ -488,15 +488,6 @@ impl PreparedTransfer {
     pub fn needs_proof(&self) -> bool {
         self.openings.len() >= 2
     }
-    pub fn context(&self) -> &Hash32 {
-        &self.context
-    }
-    pub fn commitments(&self) -> &[Commitment] {
-        &self.commitments
-    }
-    pub fn openings(&self) -> &[Opening] {
-        &self.openings
-    }
     /// What a prover outside the SE needs: the bit-length of the policy's
     /// range, the context and the outputs' openings, never the inputs'.
     pub fn task(&self, bits: crate::confidential::RangeBits) -> ProvingTask {

@@ -547,7 +547,6 @@ impl<S: Storage, E: Entropy> Card<S, E> {
     }
 }
 
-/// Packages are large; everything else fits one short APDU.
 /// PAY WITH PROOF's data (decision 0032): `[request]` (a payment of one
 /// output) or `[request, range proof]`, nothing trailing.
 #[cfg(feature = "delegated-proving")]
@@ -586,6 +585,7 @@ pub fn encode_pay_proved(
     w.into_bytes()
 }
 
+/// Packages are large; everything else fits one short APDU.
 pub fn decode_u64(d: &[u8]) -> Result<u64, SeError> {
     let mut r = tally_core::codec::Reader::new(d);
     let v = r.u64()?;

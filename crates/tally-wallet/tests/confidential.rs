@@ -211,17 +211,10 @@ fn confidential_a_whole_token_is_paid_without_a_range_proof() {
     load(&mut e.link, &mut scheme, PHONE, 500).unwrap();
     load(&mut e.link, &mut scheme, PHONE, 80).unwrap();
     let bytes = pay_keeping_package(&mut e.link, &mut c.link, Amount(200)).unwrap();
-    let pkg = Package::from_cbor(&bytes).unwrap();
+    let mut pkg = Package::from_cbor(&bytes).unwrap();
     assert_eq!(pkg.transfer.inputs.len(), 2);
     assert_eq!(pkg.transfer.outputs.len(), 1);
-    assert!(
-        pkg.transfer
-            .confidential
-            .as_ref()
-            .unwrap()
-            .range_proof
-            .is_none()
-    );
+    assert!(conf(&mut pkg).range_proof.is_none());
     assert_eq!(e.balance().unwrap(), Amount(500));
     assert_eq!(c.balance().unwrap(), Amount(450));
 }
@@ -939,15 +932,8 @@ fn a_phone_se_reached_over_nfc_never_hands_out_its_openings() {
     assert_eq!(payer.applet().state(), &state);
     // Over NFC the SE pays as a card does, proving itself.
     let package = payer.link.pay(&request).expect("PAY over NFC");
-    let pkg = Package::from_cbor(&package).unwrap();
-    assert!(
-        pkg.transfer
-            .confidential
-            .as_ref()
-            .unwrap()
-            .range_proof
-            .is_some()
-    );
+    let mut pkg = Package::from_cbor(&package).unwrap();
+    assert!(conf(&mut pkg).range_proof.is_some());
     payee.link.receive(&package).expect("the payee takes it");
     assert_eq!(payer.balance().unwrap(), Amount(750));
 }

@@ -1243,7 +1243,7 @@ fn confidential_delegated(fa: &mut Flash, fc: &mut Flash, req: &[u8]) -> Res<()>
 /// A proof with one byte changed, before the payment (the original
 /// store): refused, nothing changed. Benchmark firmware only (a test, not
 /// the product's flash).
-#[cfg(all(feature = "delegated-proving", feature = "bench"))]
+#[cfg(all(feature = "delegated-proving", feature = "bench", not(feature = "no-se-prover")))]
 #[inline(never)]
 fn delegated_proof_refused(fa: &mut Flash, request: &tally_core::Request) -> Res<()> {
     use tally_core::confidential::RangeProof;

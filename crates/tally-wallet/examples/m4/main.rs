@@ -1017,6 +1017,21 @@ const CONF_PAY_MAX: u64 = 120_000_000;
 const CONF_RAM_MAX: u64 = 64 * 1024;
 const CONF_FLASH_MAX: u64 = 256 * 1024;
 
+/// Flash an ELF takes (`.vector_table + .text + .rodata + .data`) and its
+/// static RAM (`.data + .bss`), from its section sizes.
+fn flash_and_static(sections: &BTreeMap<String, u64>) -> (u64, u64) {
+    let sec = |n: &str| sections.get(n).copied().unwrap_or(0);
+    (
+        sec(".vector_table") + sec(".text") + sec(".rodata") + sec(".data"),
+        sec(".data") + sec(".bss"),
+    )
+}
+
+/// A target's verdict.
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
 /// The confidential payment firmware (`--no-default-features --features
 /// confidential,ed25519-only`: no P-256, decision 0027): builds it, runs
 /// its `confidential` scenario under QEMU and prints each operation's
@@ -1044,10 +1059,7 @@ fn confidential() {
         std::fs::copy(elf_path(), &elf),
         "copy the confidential firmware",
     );
-    let sections = elf_sections(&elf);
-    let sec = |n: &str| sections.get(n).copied().unwrap_or(0);
-    let flash = sec(".vector_table") + sec(".text") + sec(".rodata") + sec(".data");
-    let stat = sec(".data") + sec(".bss");
+    let (flash, stat) = flash_and_static(&elf_sections(&elf));
     let (status, out) = run_qemu_elf(&elf, "confidential");
     print!("{out}");
     assert!(
@@ -1070,21 +1082,13 @@ fn confidential() {
         let target = match op.as_str() {
             "receive_1" | "receive_whole" => format!(
                 "≤ 40 M: {}; ≤ 64 KiB: {}",
-                if instr <= CONF_RECEIVE_MAX {
-                    "met"
-                } else {
-                    "missed"
-                },
-                if ram <= CONF_RAM_MAX { "met" } else { "missed" }
+                met(instr <= CONF_RECEIVE_MAX),
+                met(ram <= CONF_RAM_MAX)
             ),
             "pay" | "pay_whole" => format!(
                 "≤ 120 M: {}; ≤ 64 KiB: {}",
-                if instr <= CONF_PAY_MAX {
-                    "met"
-                } else {
-                    "missed"
-                },
-                if ram <= CONF_RAM_MAX { "met" } else { "missed" }
+                met(instr <= CONF_PAY_MAX),
+                met(ram <= CONF_RAM_MAX)
             ),
             _ => String::new(),
         };
@@ -1138,14 +1142,10 @@ fn confidential() {
         mi(num(&task, "instr")),
         mi(num(&proved, "instr")),
         mi(both),
-        if both <= CONF_PAY_MAX {
-            "met"
-        } else {
-            "missed"
-        },
+        met(both <= CONF_PAY_MAX),
         grp(ram),
         kib(ram),
-        if ram <= CONF_RAM_MAX { "met" } else { "missed" }
+        met(ram <= CONF_RAM_MAX)
     );
     // A phone's payment firmware: PAY P1 1 / P1 2 and PAY on the SE, and
     // the same without the SE's prover (its processor always proves).
@@ -1160,19 +1160,12 @@ fn confidential() {
         ),
     ] {
         build_firmware_with(&["--no-default-features", "--features", features]);
-        let phone = elf_sections(&elf_path());
-        let psec = |n: &str| phone.get(n).copied().unwrap_or(0);
-        let phone_flash = psec(".vector_table") + psec(".text") + psec(".rodata") + psec(".data");
-        let phone_static = psec(".data") + psec(".bss");
+        let (phone_flash, phone_static) = flash_and_static(&elf_sections(&elf_path()));
         println!(
             "phone payment firmware {what}: flash {} bytes ({}), ≤ 256 KiB: {}",
             grp(phone_flash),
             kib(phone_flash),
-            if phone_flash <= CONF_FLASH_MAX {
-                "met"
-            } else {
-                "missed"
-            }
+            met(phone_flash <= CONF_FLASH_MAX)
         );
         if !features.contains("no-se-prover") {
             continue;
@@ -1204,11 +1197,7 @@ fn confidential() {
         "\nflash (.vector_table + .text + .rodata + .data): {} bytes ({}), target ≤ 256 KiB: {}; static RAM (.data + .bss) {} bytes",
         grp(flash),
         kib(flash),
-        if flash <= CONF_FLASH_MAX {
-            "met"
-        } else {
-            "missed"
-        },
+        met(flash <= CONF_FLASH_MAX),
         grp(stat)
     );
 }
