@@ -1178,6 +1178,28 @@ fn confidential_prove_alone() -> Res<()> {
     let (r, s) = m(|| proof.verify(&device_range_gens()?, &context, &commitments));
     ctx(r, "range proof verification alone")?;
     report(n, "range_verify_16x2", &s, &[]);
+    // Decision 0033's option, measured and not adopted: the change alone
+    // under a range proof (16 bits × 1 output), the payee's output left
+    // to its payee's check of its opening.
+    let (r, s) = m(|| {
+        use tally_core::confidential::{Opening, RangeProof};
+        let gens = device_range_gens()?;
+        let mut rng = TestEntropy::new(b"m4/conf-prove-1");
+        let openings = [Opening::random(Amount(PAYER_LOAD - PAYMENT), &mut rng)];
+        RangeProof::prove(&gens, &context, &openings, &mut rng).map(|p| (p, openings))
+    });
+    let (proof1, openings1) = ctx(r, "range proof 16 x 1")?;
+    check(proof1.outputs() == 1, "the proof covers one output")?;
+    report(
+        n,
+        "range_prove_16x1",
+        &s,
+        &[("bytes", proof1.to_cbor().len() as u64)],
+    );
+    let commitments1 = openings1.map(|o| o.commit());
+    let (r, s) = m(|| proof1.verify(&device_range_gens()?, &context, &commitments1));
+    ctx(r, "range proof 16 x 1 verification")?;
+    report(n, "range_verify_16x1", &s, &[]);
     // A payee's terminal times the payer's PAY. The proof's running time
     // must not depend on the amounts it hides (THREATS T76): the same
     // randomness, amounts with no bit set and with every bit set. The

@@ -1107,6 +1107,8 @@ fn confidential() {
             && (l.contains(" op=generators_decompress ")
                 || l.contains(" op=range_prove_16x2 ")
                 || l.contains(" op=range_verify_16x2 ")
+                || l.contains(" op=range_prove_16x1 ")
+                || l.contains(" op=range_verify_16x1 ")
                 || l.contains(" op=range_prove_16x2_bits_clear ")
                 || l.contains(" op=range_prove_16x2_bits_set "))
     }) {
