@@ -106,7 +106,9 @@ fn lossy_proxy(node: String, plan: Arc<Mutex<Plan>>) -> String {
                 let mut to_client = client;
                 let addr = node.trim_start_matches("http://").to_string();
                 while let Some(req) = read_message(&mut from_client) {
-                    let device = req.starts_with(b"POST /v1/devices/request ");
+                    // Device requests and registrations (`init`).
+                    let device = req.starts_with(b"POST /v1/devices/request ")
+                        || req.starts_with(b"POST /v1/devices/register ");
                     let fault = if device {
                         plan.lock().unwrap().next()
                     } else {
@@ -331,6 +333,60 @@ fn story(db: Db, dir: &Path, test: &str) {
         failed_first >= 8,
         "the faults bit: {failed_first} first runs failed"
     );
+    let inv = operator(&url, &["invariant"]);
+    assert!(inv.starts_with("holds"), "{inv}");
+
+    // `init` whose registration is executed and its answer lost: the SE
+    // and its settings are kept (the one-time code is now bound to it),
+    // and the same `init` run again finishes it instead of leaving a
+    // registered SE no command can use.
+    operator(
+        &url,
+        &["deposit", "erin", "1000", "--idempotency-key", "d-erin"],
+    );
+    let erin = CliDevice {
+        pin: Some(common::PIN.to_string()),
+        ..CliDevice::at(dir, "erin")
+    };
+    let code = common::enrolment_code(&url, "erin");
+    let (maker_key, _) = common::maker_files(dir);
+    let (root, maker_key) = (
+        dir.join(common::ROOT_FILE).display().to_string(),
+        maker_key.display().to_string(),
+    );
+    let init = [
+        "init",
+        "--node",
+        &proxy,
+        "--class",
+        "phone",
+        "--account",
+        "erin",
+        "--code",
+        &code,
+        "--root",
+        &root,
+        "--maker-key",
+        &maker_key,
+        "--pin",
+        common::PIN,
+    ];
+    *plan.lock().unwrap() = Plan::lose(0, 1);
+    let err = erin.run(&init).fails_with(1);
+    assert!(
+        err.contains("run the same `tally device init` again"),
+        "{err}"
+    );
+    assert!(erin.state.exists() && erin.file(".json").exists(), "kept");
+    *plan.lock().unwrap() = Plan::default();
+    let out = erin.ok(&init);
+    assert!(out.contains("finished the interrupted init"), "{out}");
+    assert!(out.contains("registered for account erin"), "{out}");
+    // Run once more on a finished device: the same, nothing new made.
+    assert!(erin.ok(&init).contains("registered for account erin"));
+    erin.ok(&["load", "400"]);
+    assert_eq!(erin.balance().balance, 400);
+    assert_eq!(node.operator().balance("erin").unwrap(), 600);
     let inv = operator(&url, &["invariant"]);
     assert!(inv.starts_with("holds"), "{inv}");
     drop(node);

@@ -6,8 +6,9 @@
 //! how the cloned-SE attack is simulated), and `NAME.json` (the terminal's
 //! settings: node URL, SE id). The request counter lives in the SE.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tally_core::codec::Cbor;
 use tally_core::crypto::Entropy;
@@ -173,28 +174,78 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::io(path, e))
 }
 
+/// How long a command waits for an SE another command is using.
+const SE_BUSY_WAIT: Duration = Duration::from_secs(60);
+
+/// Opens the SE's state file for this command alone: one command at a
+/// time, as a card is in one reader (two commands committing over each
+/// other could spend one token twice or lose a credit). A command that
+/// finds it in use waits for it, then gives up with nothing done.
+fn open_storage(state: &Path) -> Result<FileStorage, CliError> {
+    let deadline = Instant::now() + SE_BUSY_WAIT;
+    let mut told = false;
+    loop {
+        match FileStorage::open(state) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                if !told {
+                    eprintln!(
+                        "waiting for {}: another command is using this secure element",
+                        state.display()
+                    );
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(CliError::failed(format!(
+                    "{} is still in use by another command after {} s; nothing was done",
+                    state.display(),
+                    SE_BUSY_WAIT.as_secs()
+                )));
+            }
+            Err(e) => return Err(CliError::io(state, e)),
+        }
+    }
+}
+
 pub fn open_se(state: &Path) -> Result<FileApplet, CliError> {
+    let storage = open_storage(state)?;
     let key = read_file(&side(state, ".key"))?;
     let key: [u8; 32] = key
         .try_into()
         .map_err(|_| CliError::usage("device key file must hold 32 bytes"))?;
-    let storage = FileStorage::open(state).map_err(|e| CliError::io(state, e))?;
     Applet::boot(storage, Sealing::Aead(key), OsEntropy)
         .map_err(|e| CliError::failed(format!("secure element refused to boot: {e}")))
 }
 
+/// Makes a blank SE: the state file first (created only if absent, and
+/// locked), then its key, so a second `init` of the same name can never
+/// replace the key of an SE being made.
 pub fn create_se(state: &Path) -> Result<FileApplet, CliError> {
-    if state.exists() {
-        return Err(CliError::usage(format!(
+    let exists = || {
+        CliError::usage(format!(
             "{} exists; refusing to overwrite a secure element",
             state.display()
-        )));
-    }
+        ))
+    };
+    let storage = match FileStorage::create(state, SE_STORAGE_BYTES) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // A blank file and no key is what an `init` killed between its
+            // two steps leaves (nothing was ever written to it): take it.
+            let s = open_storage(state)?;
+            let blank = read_file(state)?.iter().all(|&b| b == 0);
+            if !blank || side(state, ".key").exists() {
+                return Err(exists());
+            }
+            s
+        }
+        Err(e) => return Err(CliError::io(state, e)),
+    };
     let mut key = [0u8; 32];
     OsEntropy.fill(&mut key);
     write_atomic(&side(state, ".key"), &key)?;
-    let storage =
-        FileStorage::create(state, SE_STORAGE_BYTES).map_err(|e| CliError::io(state, e))?;
     Applet::boot(storage, Sealing::Aead(key), OsEntropy)
         .map_err(|e| CliError::failed(e.to_string()))
 }
@@ -447,39 +498,113 @@ pub fn init(state: &Path, o: &InitOptions) -> Result<String, CliError> {
         None => None,
     };
     let mut backend = backend(&o.node, ca.as_deref())?;
+    if state.exists() && side(state, ".json").exists() {
+        return resume_init(state, o, &maker_key, &mut backend);
+    }
     let mut se = create_se(state)?;
-    let onboarded = (|| {
-        let cert = tally_wallet::agent::manufacture(&mut se, class, root, &maker_key, &o.maker)?;
+    let mut cfg = DeviceConfig {
+        node: o.node.clone(),
+        se_id: Hash32([0; 32]),
+        ca,
+        route: o.route,
+    };
+    // Err((message, whether the DCP may have registered the SE)).
+    let onboarded = (|| -> Result<Hash32, (String, bool)> {
+        let cert = tally_wallet::agent::manufacture(&mut se, class, root, &maker_key, &o.maker)
+            .map_err(|e| (e.to_string(), false))?;
         if let Some(pin) = &o.pin {
-            SeLink::change_pin(&mut se, None, pin.as_bytes())?;
+            SeLink::change_pin(&mut se, None, pin.as_bytes())
+                .map_err(|e| (e.to_string(), false))?;
         }
-        Agent::onboard(&mut se, &mut backend, cert, &o.account, &o.code).map(|a| a.se_id)
+        // The settings go down before the SE is registered (its id is its
+        // attestation key's): an `init` stopped once the DCP may have
+        // registered it leaves a device that `init` run again finishes,
+        // not one no command can use while its enrolment code is spent.
+        cfg.se_id = cert.attestation_key.id();
+        cfg.save(state)
+            .map_err(|e| (e.message().to_string(), false))?;
+        Agent::onboard(&mut se, &mut backend, cert, &o.account, &o.code)
+            .map(|a| a.se_id)
+            .map_err(|e| {
+                let refused = match &e {
+                    tally_wallet::agent::AgentError::Backend(b) => b.is_final(),
+                    _ => false,
+                };
+                (e.to_string(), !refused)
+            })
     })();
-    let se_id = match onboarded {
-        Ok(x) => x,
-        Err(e) => {
+    match onboarded {
+        Ok(se_id) if se_id == cfg.se_id => {}
+        Ok(_) => {
+            return Err(CliError::failed(
+                "the DCP registered the SE under another id than its attestation key's",
+            ));
+        }
+        Err((e, true)) => {
+            return Err(CliError::failed(format!(
+                "onboarding did not finish: {e}; the DCP may have registered the SE, so it is kept: run the same `tally device init` again to finish"
+            )));
+        }
+        Err((e, false)) => {
             // Nothing was registered under a usable device: remove the
             // half-made SE so `init` can simply be run again.
             drop(se);
+            let _ = std::fs::remove_file(side(state, ".json"));
             let _ = std::fs::remove_file(state);
             let _ = std::fs::remove_file(side(state, ".key"));
             return Err(CliError::failed(format!(
                 "onboarding failed, nothing kept: {e}"
             )));
         }
-    };
-    let cfg = DeviceConfig {
-        node: o.node.clone(),
-        se_id,
-        ca,
-        route: o.route,
-    };
-    cfg.save(state)?;
+    }
     Ok(format!(
         "device {} registered for account {}; SE id {}",
         state.display(),
         o.account,
         cfg.se_id
+    ))
+}
+
+/// `init` again on an SE whose settings are written: the earlier `init`
+/// stopped after them (killed, or the registration's answer lost), or
+/// finished. The DCP's registration is idempotent for the same SE and
+/// code and the SE's enrolment signature is deterministic, so both are
+/// simply made again, then the sync. Nothing new is manufactured.
+fn resume_init(
+    state: &Path,
+    o: &InitOptions,
+    maker_key: &SecretKey,
+    backend: &mut tally_api::HttpBackend,
+) -> Result<String, CliError> {
+    let cfg = DeviceConfig::load(state)?;
+    let mut se = open_se(state)?;
+    let attestation = se
+        .attestation_public()
+        .map_err(|e| CliError::failed(format!("the SE is not personalised: {e}")))?;
+    if attestation.id() != cfg.se_id {
+        return Err(CliError::usage(format!(
+            "{} holds the settings of another SE; refusing to touch it",
+            side(state, ".json").display()
+        )));
+    }
+    let class = se
+        .status()
+        .map_err(|e| CliError::failed(format!("the SE is not personalised: {e}")))?
+        .device_class;
+    let cert = tally_core::dcp::MakerCertificate::sign(maker_key, attestation, class, &o.maker);
+    let se_id = Agent::onboard(&mut se, backend, cert, &o.account, &o.code)
+        .map(|a| a.se_id)
+        .map_err(|e| {
+            CliError::failed(format!(
+                "finishing the interrupted init: {e} (run the same command again)"
+            ))
+        })?;
+    Ok(format!(
+        "finished the interrupted init of {}\ndevice {} registered for account {}; SE id {}",
+        state.display(),
+        state.display(),
+        o.account,
+        se_id
     ))
 }
 

@@ -12,7 +12,11 @@ use crate::{
 };
 
 pub const MESSAGE_VERSION: u8 = 1;
-pub const UPLOAD_PACKAGES_MAX: usize = 64;
+/// Packages of one sync upload. A sync grant clears every unacknowledged
+/// payment from the SE's log, so one upload must be able to carry all the
+/// log can hold (tally-se's `OUTGOING_MAX`, asserted there): at 64 an SE
+/// with 65 unacknowledged payments could never sync again.
+pub const UPLOAD_PACKAGES_MAX: usize = 128;
 pub const CERTIFY_KEYS_MAX: usize = 16;
 pub const PACKAGE_BYTES_MAX: usize = 1 << 20;
 /// Bound on a sealed upload inside a device request (HPKE overhead included).

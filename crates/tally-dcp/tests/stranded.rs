@@ -440,3 +440,47 @@ fn an_issue_the_se_refuses_is_cancelled_back_to_the_account() {
     assert_eq!(a.link.status().unwrap().balance, Amount(10_000));
     invariant_holds(&bo, &mut [&mut a, &mut b]);
 }
+
+/// An SE holds up to `OUTGOING_MAX` (128) unacknowledged payments, and a
+/// sync grant clears them all, so one sync upload must carry every one.
+/// The upload's bound was 64: from the 65th unacknowledged payment on,
+/// every sync was refused (101) for good, and a payment whose package
+/// never reached its payee could not be recovered.
+#[test]
+fn a_sync_carries_every_unacknowledged_payment_the_se_can_hold() {
+    const PAYMENTS: usize = 66;
+    let bo = backoffice();
+    bo.deposit("d", "alice", 100_000).unwrap();
+    let mut a = onboard(&bo, "alice-many", PHONE, "alice");
+    let mut b = onboard(&bo, "bob-many", PHONE, "bob");
+    with_agent(&bo, &mut a, |x| x.load(5_000)).unwrap();
+    for i in 1..=PAYMENTS {
+        let request = b.link.create_request(Amount(1)).unwrap();
+        let package = a.link.pay(&request).unwrap();
+        // Bob takes every package but hands no receipt back; the last
+        // package never reaches him.
+        if i < PAYMENTS {
+            b.link.receive(&package).unwrap();
+        }
+        if i % 5 == 0 {
+            // Keeps the change token's history short (a renewal is not a
+            // sync: the payments stay unacknowledged in alice's SE).
+            with_agent(&bo, &mut a, |x| x.renew()).unwrap();
+            with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+        }
+    }
+    assert_eq!(a.link.status().unwrap().unacked as usize, PAYMENTS);
+    let r = with_agent(&bo, &mut a, |x| x.sync()).unwrap();
+    assert_eq!(r.uploaded, PAYMENTS);
+    assert_eq!(a.link.status().unwrap().unacked, 0);
+    // Bob reports the request the lost package answered; the payment is
+    // recovered to him.
+    let r = with_agent(&bo, &mut b, |x| x.sync()).unwrap();
+    assert_eq!(r.recovered, Amount(1));
+    assert_eq!(b.link.status().unwrap().balance, Amount(PAYMENTS as u64));
+    assert_eq!(
+        a.link.status().unwrap().balance,
+        Amount(5_000 - PAYMENTS as u64)
+    );
+    invariant_holds(&bo, &mut [&mut a, &mut b]);
+}

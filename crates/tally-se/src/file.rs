@@ -5,11 +5,18 @@
 //! keeps its anti-tearing guarantee across process kills and host crashes.
 //! Copying the file copies the SE's state, which is how a cloned SE is
 //! simulated.
+//!
+//! An SE is in one reader at a time: a [`FileStorage`] holds an exclusive
+//! lock on its file (`flock`) until it is dropped, so two processes never
+//! boot the same state and commit over each other (which would spend a
+//! token twice from one honest SE, or lose one of two credits). A second
+//! open while the lock is held fails with [`io::ErrorKind::WouldBlock`];
+//! the lock goes with the process, a killed one included.
 #![cfg(unix)]
 
 extern crate std;
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -37,6 +44,7 @@ impl FileStorage {
             .write(true)
             .create_new(true)
             .open(path)?;
+        lock(&file)?;
         file.set_len(len)?;
         file.sync_all()?;
         // The directory entry must be durable too, or a crash could lose the
@@ -51,9 +59,11 @@ impl FileStorage {
         })
     }
 
-    /// Opens an existing file; its length is the capacity.
+    /// Opens an existing file, locked (see the module's documentation);
+    /// its length is the capacity.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
+        lock(&file)?;
         let capacity = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
         Ok(FileStorage {
@@ -75,6 +85,17 @@ impl FileStorage {
             StorageError::Io
         })
     }
+}
+
+/// Takes the file's exclusive lock without waiting.
+fn lock(file: &File) -> io::Result<()> {
+    file.try_lock().map_err(|e| match e {
+        TryLockError::WouldBlock => io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the secure element is in use by another process",
+        ),
+        TryLockError::Error(e) => e,
+    })
 }
 
 impl Storage for FileStorage {
@@ -130,6 +151,32 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A second open of a state file in use fails, and changes nothing,
+    /// until the first is dropped: two commands on one SE would otherwise
+    /// each boot the same state and commit over each other.
+    #[test]
+    fn one_holder_at_a_time() {
+        let dir = TempDir::new("lock");
+        let path = dir.0.join("se.bin");
+        let mut held = FileStorage::create(&path, 64).unwrap();
+        held.write(0, &[7]).unwrap();
+        assert_eq!(
+            FileStorage::open(&path).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(held);
+        let held = FileStorage::open(&path).unwrap();
+        assert_eq!(
+            FileStorage::open(&path).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(held);
+        let mut again = FileStorage::open(&path).unwrap();
+        let mut b = [0u8; 1];
+        again.read(0, &mut b).unwrap();
+        assert_eq!(b, [7]);
     }
 
     #[test]

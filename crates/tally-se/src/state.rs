@@ -36,6 +36,9 @@ pub const TOKENS_MAX: usize = 256;
 pub const KEYS_MAX: usize = 16;
 pub const OPEN_REQUESTS_MAX: usize = 8;
 pub const OUTGOING_MAX: usize = 128;
+// One sync upload carries every unacknowledged payment of the log: the
+// grant that answers it clears them all.
+const _: () = assert!(OUTGOING_MAX <= tally_core::dcp::UPLOAD_PACKAGES_MAX);
 pub const RECEIPTS_KEPT_MAX: usize = 32;
 pub const RECORDS_MAX: usize = 4096;
 pub const CERTS_MAX: usize = 1024;
