@@ -1217,7 +1217,8 @@ impl CentralBank {
         let cert = self.dcp_cert(dcp)?;
         let id = issue.id();
         if issue.issuer != cert.key.id()
-            || tally_core::crypto::verify(&cert.key, &id.0, &issue.signature).is_err()
+            || tally_core::crypto::verify(&cert.key, &issue.signed_message(&id).0, &issue.signature)
+                .is_err()
             || issue.outputs.is_empty()
         {
             return Err(BackofficeError::ForeignIssue);

@@ -1440,6 +1440,24 @@ pub fn opens_all(openings: &[Opening], commitments: &[Commitment]) -> bool {
     committed == opened
 }
 
+impl SealedOpenings {
+    /// What a confidential record's signatures sign, given its `id`
+    /// (SPEC §3.2, decision 0034): `TH("tally/v1/confidential-signed",
+    /// [id, enc, ct])`, the id bound to the record's audit seal. The seal
+    /// is outside the body (bound to it through the context) and only
+    /// settlement can open it, so a payee cannot check it: without a
+    /// signature over it, anyone relaying a package could alter the seal
+    /// unseen, the payee would accept the payment and settlement refuse
+    /// it for good. A record without its seal (refused by C8 anyway)
+    /// signs its id.
+    pub fn signed_message(id: &Hash32, audit: Option<&SealedOpenings>) -> Hash32 {
+        match audit {
+            Some(a) => tagged_hash(b"tally/v1/confidential-signed", &[&id.0, &a.enc, &a.ct]),
+            None => *id,
+        }
+    }
+}
+
 impl Cbor for SealedOpenings {
     fn write(&self, w: &mut Writer) {
         w.array(3);

@@ -461,10 +461,10 @@ fn seal_and_sign(
         audit,
         payee_opening,
     }));
-    let id = t.id();
+    let message = t.signed_message(&t.id());
     for k in owners {
         let sk = key_for(k).ok_or(ConfidentialError::UnsupportedKey)?;
-        t.signatures.push(sk.sign(&id.0));
+        t.signatures.push(sk.sign(&message.0));
     }
     Ok(())
 }
@@ -637,11 +637,12 @@ pub fn sign_issue<S: Signer + ?Sized>(
             Err(e) => return Ok(Err(e)),
         }
     }
-    issue.signature = issuer.try_sign(&issue.id().0)?;
+    // The audit seal goes in before the signature, which covers it.
     if let Some(c) = issue.confidential.as_mut() {
         c.audit = Some(audit);
         c.openings = sealed;
     }
+    issue.signature = issuer.try_sign(&issue.signed_message(&issue.id()).0)?;
     Ok(Ok((issue, openings)))
 }
 

@@ -199,6 +199,18 @@ impl Issue {
     pub fn id(&self) -> Hash32 {
         tagged_hash(b"tally/v1/record", &[&self.body_bytes()])
     }
+    /// What the issuer's signature signs, given the Issue's `id`: the id,
+    /// and for a confidential Issue with its audit seal the seal too
+    /// (SPEC §3.2, decision 0034).
+    pub fn signed_message(&self, id: &Hash32) -> Hash32 {
+        #[cfg(feature = "confidential")]
+        return crate::confidential::SealedOpenings::signed_message(
+            id,
+            self.confidential.as_ref().and_then(|c| c.audit.as_ref()),
+        );
+        #[cfg(not(feature = "confidential"))]
+        *id
+    }
     /// Builds and signs an Issue (DCP side).
     pub fn sign(
         issuer: &SecretKey,
@@ -325,6 +337,18 @@ impl Transfer {
     }
     pub fn id(&self) -> Hash32 {
         tagged_hash(b"tally/v1/record", &[&self.body_bytes()])
+    }
+    /// What the owners' signatures sign, given the transfer's `id`: the
+    /// id, and for a confidential transfer with its audit seal the seal
+    /// too (SPEC §3.2, decision 0034).
+    pub fn signed_message(&self, id: &Hash32) -> Hash32 {
+        #[cfg(feature = "confidential")]
+        return crate::confidential::SealedOpenings::signed_message(
+            id,
+            self.confidential.as_ref().and_then(|c| c.audit.as_ref()),
+        );
+        #[cfg(not(feature = "confidential"))]
+        *id
     }
     /// The body of `t` with `commitments` as its output amounts (the
     /// payer's side, before the proofs exist).

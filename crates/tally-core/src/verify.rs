@@ -1587,7 +1587,12 @@ fn check_all_but_signatures(
             if matches!(mode, Mode::Payee(..)) && iss.expiry_epoch < params.epoch {
                 return Err(VerifyError::TokenExpired);
             }
-            checks.push((dcp.key, *id, iss.signature, Pending::Record));
+            checks.push((
+                dcp.key,
+                iss.signed_message(id),
+                iss.signature,
+                Pending::Record,
+            ));
         }
     }
 
@@ -1611,6 +1616,7 @@ fn check_all_but_signatures(
     let mut new_cert_ids: Vec<Hash32> = Vec::new();
     let mut checked_keys: Vec<CheckedKey> = Vec::new();
     for ((t, signers), tid) in transfers.zip(&signer_lists).zip(&transfer_record_ids) {
+        let message = t.signed_message(tid);
         for (k, sig) in signers.iter().zip(&t.signatures) {
             let ci = *cert_for.get(k).ok_or(VerifyError::MissingCertificate)?;
             let cert = &pkg.certificates[ci];
@@ -1630,7 +1636,7 @@ fn check_all_but_signatures(
                     new_cert_ids.push(cid);
                 }
             }
-            checks.push((*k, *tid, *sig, Pending::Record));
+            checks.push((*k, message, *sig, Pending::Record));
         }
     }
     if cert_used.iter().any(|u| !u) {

@@ -163,7 +163,10 @@ impl World {
     /// The payer signs the (tampered) transfer again: the refusal then
     /// comes from the confidential rule, not from V8.
     fn resign(&self, pkg: &mut Package) {
-        pkg.transfer.signatures = vec![self.payer.sign(&pkg.transfer.id().0)];
+        pkg.transfer.signatures = vec![
+            self.payer
+                .sign(&pkg.transfer.signed_message(&pkg.transfer.id()).0),
+        ];
     }
 }
 
@@ -701,7 +704,7 @@ fn c0_the_amount_form_must_be_the_policys() {
         confidential: None,
         stream: None,
     };
-    t.signatures = vec![payer.sign(&t.id().0)];
+    t.signatures = vec![payer.sign(&t.signed_message(&t.id()).0)];
     let clear_pkg = Package {
         transfer: t,
         ancestry: vec![Record::Issue(issue)],
@@ -1212,7 +1215,10 @@ fn c7_a_wrong_audit_opening_is_refused_by_settlement() {
         )
         .unwrap(),
     );
-    // The payee accepts it: the seal is there and well formed (C8).
+    // The hostile payer signs what it sealed (the signatures cover the
+    // seal, decision 0034). The payee accepts it: the seal is there, well
+    // formed (C8) and signed.
+    w.resign(&mut pkg);
     let v = w.verify(&pkg, 250).expect("the payee cannot read the seal");
     assert_eq!(v.payment().1.value, Amount(250));
     let r = settle_view(&w, &pkg).open_audit(&settlement_key(), bits(&w));
@@ -1399,6 +1405,8 @@ fn c7_a_lifted_audit_seal_or_another_key_is_refused() {
     let (mut pkg, _) = w.pay(250);
     let (other, _) = w.pay_with_nonce(250, [3; 16]);
     conf(&mut pkg.transfer).audit = other.transfer.confidential.as_ref().unwrap().audit.clone();
+    // A hostile payer signs the lifted seal (a relay could not).
+    w.resign(&mut pkg);
     let r = settle_view(&w, &pkg).open_audit(&settlement_key(), bits(&w));
     assert_eq!(
         r.err().map(|f| (f.record, f.reason)),
@@ -1422,7 +1430,11 @@ fn c7_a_lifted_audit_seal_or_another_key_is_refused() {
         .to_cbor();
     let as_audit = SealedOpenings::from_cbor(&payee_bytes).expect("same wire shape");
     match &mut pkg.ancestry[0] {
-        Record::Issue(i) => i.confidential.as_mut().unwrap().audit = Some(as_audit),
+        Record::Issue(i) => {
+            i.confidential.as_mut().unwrap().audit = Some(as_audit);
+            // A hostile issuer signs it.
+            i.signature = w.scheme.dcp.sign(&i.signed_message(&i.id()).0);
+        }
         _ => unreachable!(),
     }
     let r = settle_view(&w, &pkg).open_audit(&settlement_key(), bits(&w));
@@ -1430,6 +1442,71 @@ fn c7_a_lifted_audit_seal_or_another_key_is_refused() {
         r.err().map(|f| (f.record, f.reason)),
         Some((pkg.ancestry[0].id(), ConfidentialError::OpeningUnreadable))
     );
+}
+
+/// Anyone relaying a package (a terminal, the network) alters a bit of an
+/// audit seal, the transfer's or its ancestry Issue's. The payee cannot
+/// open the seal, and settlement would refuse the package for good (C7):
+/// the payee's money would be stranded. The signatures cover the seal
+/// (decision 0034), so the payee refuses the package (V6 for the Issue's
+/// signature, V8 for the transfer's) and the payer keeps its intact one to
+/// upload.
+#[test]
+fn a_relay_altering_an_audit_seal_is_refused_by_the_payee() {
+    let mut w = World::new("audit-relay");
+    let (pkg, _) = w.pay(250);
+    let bytes = pkg.to_cbor();
+    let transfer_seal = conf(&mut pkg.transfer.clone())
+        .audit
+        .clone()
+        .unwrap()
+        .to_cbor();
+    let issue_seal = match &pkg.ancestry[0] {
+        Record::Issue(i) => i
+            .confidential
+            .as_ref()
+            .unwrap()
+            .audit
+            .clone()
+            .unwrap()
+            .to_cbor(),
+        _ => unreachable!(),
+    };
+    for (what, seal) in [("transfer", &transfer_seal), ("issue", &issue_seal)] {
+        let at = bytes
+            .windows(seal.len())
+            .position(|x| x == seal.as_slice())
+            .expect("the seal is in the package");
+        // Every byte of the seal's ciphertext and encapsulated key.
+        let mut refused = 0;
+        for i in at + 2..at + seal.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x04;
+            let Ok(altered) = Package::from_cbor(&bad) else {
+                continue;
+            };
+            let r = w.verify(&altered, 250);
+            assert!(
+                matches!(r, Err(VerifyError::BadSignature)),
+                "{what} seal byte {i}: {:?}",
+                r.map(|_| ())
+            );
+            let r = verify_package_for_settlement(
+                altered,
+                &w.trust,
+                w.scheme.params(BUDGET),
+                &mut NoCache,
+            );
+            assert_eq!(r.err(), Some(VerifyError::BadSignature), "{what} byte {i}");
+            refused += 1;
+        }
+        assert!(
+            refused >= seal.len() - 8,
+            "{what}: {refused} of {}",
+            seal.len()
+        );
+    }
+    w.verify(&pkg, 250).expect("the honest package verifies");
 }
 
 /// C8: a confidential record without its audit seal, or with one of the

@@ -1477,7 +1477,8 @@ impl Backoffice {
         let id = issue.id();
         let dcp = self.dcp_key();
         if issue.issuer != dcp.id()
-            || tally_core::crypto::verify(&dcp, &id.0, &issue.signature).is_err()
+            || tally_core::crypto::verify(&dcp, &issue.signed_message(&id).0, &issue.signature)
+                .is_err()
         {
             return Err(BackofficeError::NotCancellable);
         }

@@ -154,6 +154,28 @@ fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
     p.transfer.confidential.as_mut().unwrap()
 }
 
+/// A hostile payer signs what it altered (the signatures cover the audit
+/// seal, decision 0034): its key, read from its SE's state (a test can
+/// see it).
+fn resign(p: &mut Package, payer: &Dev) {
+    let input = p.transfer.inputs[0];
+    let owner = p
+        .ancestry
+        .iter()
+        .find(|r| r.id() == input.record)
+        .map(|r| r.outputs()[input.index as usize].owner)
+        .expect("the input's record is in the ancestry");
+    let k = payer
+        .link
+        .card
+        .applet
+        .state()
+        .key(&owner)
+        .expect("the payer's key");
+    let sk = tally_core::SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
+    p.transfer.signatures = vec![sk.sign(&p.transfer.signed_message(&p.transfer.id()).0)];
+}
+
 /// Uploads `pkgs` as `uploader`'s sync.
 fn upload(bo: &Arc<Backoffice>, uploader: &mut Dev, pkgs: Vec<Vec<u8>>) {
     let upload = SyncUpload {
@@ -240,6 +262,9 @@ fn a_package_whose_audit_seal_does_not_open_is_refused_and_alerted() {
             }
             // None.
             _ => conf(&mut bad).audit = None,
+        }
+        if i < 2 {
+            resign(&mut bad, &alice);
         }
         let before = (bo.invariant().unwrap(), bo.double_spends().unwrap());
         let alerts = bo.alerts().unwrap().len();
@@ -408,15 +433,15 @@ fn settlement_samples_proofs_and_refuses_a_picked_package_whose_proof_fails() {
     );
 }
 
-/// Settlement takes a one-output Issue's value from its registry (decision
-/// 0028, "Session 13"): the Issue's audit seal was opened when the DCP
-/// registered it, so the sync path does not open it again. A package whose
-/// Issue carries a seal that opens for nobody (the Issue's id and signature
-/// do not cover its seal) still settles at the registered value, where
-/// opening it would refuse it; the invariant holds and the input is spent
-/// by the package's transfer.
+/// An Issue's audit seal altered on the way (a relay; the Issue's id does
+/// not cover its seal). Settlement takes a one-output Issue's value from
+/// its registry (decision 0028, "Session 13") and does not open the seal
+/// again, so before the issuer's signature covered the seal (decision
+/// 0034) such a package settled; the payee's SE had no way to see the
+/// change either. Now the signature fails: the package is refused, nothing
+/// is spent, the invariant holds, and the honest package then settles.
 #[test]
-fn settlement_takes_a_registered_issues_value_without_opening_its_seal() {
+fn an_issue_seal_altered_on_the_way_is_refused_at_settlement() {
     let Settling {
         bo,
         bank,
@@ -441,13 +466,16 @@ fn settlement_takes_a_registered_issues_value_without_opening_its_seal() {
     );
     let input = pkg.transfer.inputs[0];
     assert_eq!(spent_by(&bank, &input), None);
-    let alerts = bo.alerts().unwrap().len();
+    let before = bo.invariant().unwrap();
     upload(&bo, &mut mallory, vec![pkg.to_cbor()]);
+    assert_eq!(spent_by(&bank, &input), None, "refused: nothing spent");
+    assert_eq!(bo.invariant().unwrap(), before, "nothing written");
+    // The intact package settles at the Issue's registered value.
+    upload(&bo, &mut mallory, vec![honest]);
     assert_eq!(
         spent_by(&bank, &input),
         Some(pkg.transfer.id()),
-        "it settled"
+        "the honest package settled"
     );
-    assert_eq!(bo.alerts().unwrap().len(), alerts);
     assert!(bo.invariant().unwrap().holds());
 }

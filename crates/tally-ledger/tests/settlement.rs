@@ -834,6 +834,7 @@ fn confidential_bad_audit_seals_are_refused(s: &Store) {
         )
         .unwrap(),
     );
+    resign(&mut wrong, &a);
     let f = verified_at(&scheme, &wrong, scheme.epoch)
         .open_audit(&audit_key(), range_bits(&scheme))
         .expect_err("a wrong opening");
@@ -859,6 +860,7 @@ fn confidential_bad_audit_seals_are_refused(s: &Store) {
     let mut c = device(&scheme, "conf-bad-c", PHONE);
     let other = pay(&mut b.link, &mut c.link, 50);
     conf(&mut lifted).audit = other.transfer.confidential.as_ref().unwrap().audit.clone();
+    resign(&mut lifted, &a);
     let f = verified_at(&scheme, &lifted, scheme.epoch)
         .open_audit(&audit_key(), range_bits(&scheme))
         .expect_err("a lifted seal");
@@ -892,6 +894,21 @@ fn confidential_bad_audit_seals_are_refused(s: &Store) {
 
 fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
     p.transfer.confidential.as_mut().expect("confidential")
+}
+
+/// A hostile payer signs the seal it made (the signatures cover the audit
+/// seal, decision 0034): its key, read from its SE's state.
+fn resign(p: &mut Package, payer: &TestDevice) {
+    let input = p.transfer.inputs[0];
+    let owner = p
+        .ancestry
+        .iter()
+        .find(|r| r.id() == input.record)
+        .map(|r| r.outputs()[input.index as usize].owner)
+        .expect("the input's record is in the ancestry");
+    let k = payer.applet().state().key(&owner).expect("the payer's key");
+    let sk = tally_core::SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
+    p.transfer.signatures = vec![sk.sign(&p.transfer.signed_message(&p.transfer.id()).0)];
 }
 
 fn reused_settlement_key_for_another_loss_is_refused(s: &Store) {

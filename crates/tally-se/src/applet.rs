@@ -1041,8 +1041,12 @@ impl<S: Storage, E: Entropy> Applet<S, E> {
         {
             return Err(SeError::NotForThisSe);
         }
-        tally_core::crypto::verify(&dcp.key, &issue.id().0, &issue.signature)
-            .map_err(|_| SeError::Verify(VerifyError::BadSignature))
+        tally_core::crypto::verify(
+            &dcp.key,
+            &issue.signed_message(&issue.id()).0,
+            &issue.signature,
+        )
+        .map_err(|_| SeError::Verify(VerifyError::BadSignature))
     }
 
     // ---- cardholder verification -----------------------------------------

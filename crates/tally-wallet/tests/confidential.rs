@@ -326,7 +326,7 @@ fn resign(pkg: &mut Package, payer: &TestDevice) {
     };
     let k = st.key(&owner).expect("payer key");
     let sk = SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
-    pkg.transfer.signatures = vec![sk.sign(&pkg.transfer.id().0)];
+    pkg.transfer.signatures = vec![sk.sign(&pkg.transfer.signed_message(&pkg.transfer.id()).0)];
 }
 
 #[test]
