@@ -238,3 +238,84 @@ fn one_command_at_a_time_on_one_se_sqlite() {
         "one_command_at_a_time_on_one_se_sqlite",
     );
 }
+
+/// What a user is told when a command half succeeds or the SE refuses:
+/// enough to act on. `pay` and `receive` whose output file cannot be
+/// written after the SE committed say what the SE did and that running
+/// the same command again gives the same package or receipt (nothing is
+/// paid or credited twice); a package received again says so rather than
+/// "received 0"; an SE refusal names its meaning, not only its code.
+#[test]
+fn a_user_is_told_what_happened_and_what_to_do() {
+    let tmp = temp_dir("one_reader_messages");
+    let dir = tmp.path();
+    let node = Node::start(&Db::sqlite(dir).url(), dir, "one_reader_messages");
+    let url = node.url();
+    operator(&url, &["mint", "100000", "--idempotency-key", "m"]);
+    operator(
+        &url,
+        &["deposit", "alice", "10000", "--idempotency-key", "a"],
+    );
+    let alice = CliDevice::init(dir, "alice", &url, "phone", "alice");
+    let bob = CliDevice::init(dir, "bob", &url, "phone", "bob");
+    alice.ok(&["load", "1000"]);
+    let req = dir.join("req");
+    bob.ok(&["request", "--amount", "300", "--out", &s(&req)]);
+
+    // `pay` to a directory that does not exist: the SE paid.
+    let nowhere = dir.join("no-such-dir/pkg");
+    let err = alice
+        .run(&["pay", "--request", &s(&req), "--out", &s(&nowhere)])
+        .fails_with(1);
+    assert!(
+        err.contains("the secure element paid 300, but the package could not be written")
+            && err.contains("nothing is paid twice"),
+        "{err}"
+    );
+    assert_eq!(alice.balance().balance, 700);
+    let pkg = dir.join("pkg");
+    let out = alice.ok(&["pay", "--request", &s(&req), "--out", &s(&pkg)]);
+    assert!(out.starts_with("paid 300:"), "{out}");
+    assert_eq!(alice.balance().balance, 700, "paid once");
+
+    // `receive` likewise; then the same package again.
+    let err = bob
+        .run(&["receive", "--package", &s(&pkg), "--out", &s(&nowhere)])
+        .fails_with(1);
+    assert!(
+        err.contains(
+            "the secure element took it (received 300), but the receipt could not be written"
+        ),
+        "{err}"
+    );
+    let rcpt = dir.join("rcpt");
+    let out = bob.ok(&["receive", "--package", &s(&pkg), "--out", &s(&rcpt)]);
+    assert!(
+        out.starts_with("already received (nothing credited again); receipt written to"),
+        "{out}"
+    );
+    assert_eq!(bob.balance().balance, 300, "credited once");
+    alice.ok(&["ack", "--receipt", &s(&rcpt)]);
+
+    // An SE refusal in words: the ninth open request.
+    for i in 0..8 {
+        bob.ok(&[
+            "request",
+            "--amount",
+            "5",
+            "--out",
+            &s(&dir.join(format!("r{i}"))),
+        ]);
+    }
+    let err = bob
+        .run(&["request", "--amount", "5", "--out", &s(&dir.join("r9"))])
+        .fails_with(1);
+    assert!(
+        err.contains("the secure element refused: table full: open requests (code 2108)")
+            && err.contains("`tally device sync` closes the requests nobody paid"),
+        "{err}"
+    );
+    let inv = operator(&url, &["invariant"]);
+    assert!(inv.starts_with("holds"), "{inv}");
+    drop(node);
+}

@@ -264,7 +264,35 @@ pub fn class_code(s: &str) -> Result<u8, CliError> {
 }
 
 fn se_err(e: tally_wallet::WalletError) -> CliError {
-    CliError::failed(e.to_string())
+    CliError::failed(se_text(&e))
+}
+
+/// An SE's refusal as its user reads it: what the code means (the code
+/// registry's words, docs/CODES.md), the code, and what to do where there
+/// is something to do. The SE itself answers only the code.
+fn se_text(e: &tally_wallet::WalletError) -> String {
+    match e {
+        tally_wallet::WalletError::Refused { code } => {
+            let meaning = tally_codes::lookup(*code).map_or("unknown code", |c| c.meaning);
+            let hint = match *code {
+                tally_codes::SE_LIMIT_OPEN_REQUESTS => {
+                    "; `tally device sync` closes the requests nobody paid"
+                }
+                tally_codes::SE_CARDHOLDER_VERIFICATION_REQUIRED => "; give the PIN with --pin",
+                _ => "",
+            };
+            format!("the secure element refused: {meaning} (code {code}){hint}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An online command's failure, an SE refusal named as [`se_text`] does.
+fn agent_text(e: &tally_wallet::agent::AgentError) -> String {
+    match e {
+        tally_wallet::agent::AgentError::Se(w) => se_text(w),
+        other => other.to_string(),
+    }
 }
 
 /// The request in flight, kept in `NAME.pending` (written and synced
@@ -354,14 +382,25 @@ pub fn with_agent(
     };
     let finished = agent.resume().map_err(|e| {
         CliError::failed(format!(
-            "an earlier operation is still pending and could not be finished: {e} (run the command again)"
+            "an earlier operation is still pending and could not be finished: {} (run the command again)",
+            agent_text(&e)
         ))
     })?;
     let mut out = String::new();
     for x in &finished {
         out.push_str(&format!("finished the interrupted {x} first\n"));
     }
-    let r = f(&mut agent, &finished).map_err(|e| CliError::failed(e.to_string()))?;
+    let r = f(&mut agent, &finished).map_err(|e| {
+        // A request the wallet keeps (no answer, or "later") is not lost:
+        // say so, whatever the back office said of this one attempt.
+        let kept = tally_wallet::agent::PendingStore::get(&mut PendingFile::of(state)).is_some();
+        let note = if kept {
+            "; the request is kept and the next online command sends it again (`tally device status` shows it)"
+        } else {
+            ""
+        };
+        CliError::failed(format!("{}{note}", agent_text(&e)))
+    })?;
     out.push_str(&r);
     Ok(out)
 }
@@ -673,7 +712,13 @@ pub fn pay(
     // (decision 0032).
     let (pkg, prover) =
         tally_wallet::pay_proving_here(&mut se, &req, &mut OsEntropy).map_err(se_err)?;
-    write_atomic(out, &pkg)?;
+    write_atomic(out, &pkg).map_err(|e| {
+        CliError::failed(format!(
+            "the secure element paid {}, but the package could not be written: {}; run the same `pay` with a writable --out: the SE gives the same package again, nothing is paid twice",
+            req.amount,
+            e.message()
+        ))
+    })?;
     drop(se);
     let mut paid = format!(
         "paid {}: package of {} bytes written to {}",
@@ -719,23 +764,30 @@ pub fn receive(state: &Path, package: &Path, out: &Path) -> Result<String, CliEr
     // a commitment; the SE opened its own output).
     let before = SeLink::status(&mut se).map_err(se_err)?.balance;
     let r = SeLink::receive(&mut se, &bytes).map_err(se_err)?;
-    write_atomic(out, &r.to_cbor())?;
     let after = SeLink::status(&mut se).map_err(se_err)?.balance;
     let amount = after.0.saturating_sub(before.0);
     // A stream OPEN credits nothing yet: the stream is what was received.
     let id = tally_core::stream::stream_id(&r.transfer_id, 0);
-    if let Some(s) = se.streams().1.iter().find(|s| s.id == id) {
-        return Ok(format!(
-            "stream {id} opened: {} ticks at {}; receipt written to {}",
-            s.ticks_max,
-            s.price,
-            out.display()
-        ));
-    }
-    Ok(format!(
-        "received {amount}; receipt written to {}",
-        out.display()
-    ))
+    let stream = se
+        .streams()
+        .1
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| (s.ticks_max, s.price));
+    let what = match stream {
+        Some((ticks, price)) => format!("stream {id} opened: {ticks} ticks at {price}"),
+        // A package received before: the SE answers the same receipt and
+        // credits nothing again (a payment is never of 0).
+        None if amount == 0 => String::from("already received (nothing credited again)"),
+        None => format!("received {amount}"),
+    };
+    write_atomic(out, &r.to_cbor()).map_err(|e| {
+        CliError::failed(format!(
+            "the secure element took it ({what}), but the receipt could not be written: {}; run the same `receive` with a writable --out: the SE gives the same receipt, nothing is credited twice",
+            e.message()
+        ))
+    })?;
+    Ok(format!("{what}; receipt written to {}", out.display()))
 }
 
 /// `tally device stream request`: the payee's signed stream request.

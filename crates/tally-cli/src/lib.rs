@@ -1015,8 +1015,15 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     Ok(alerts
                         .iter()
                         .map(|a| {
+                            // The alert's number is an amount, a refusal's
+                            // code or a count, by kind (tally-mds `Alert`).
+                            let number = match a.kind.as_str() {
+                                "counterfeit_refused" => "refusal code",
+                                "structuring" | "fan_out" | "fan_in" | "velocity" => "count",
+                                _ => "amount",
+                            };
                             format!(
-                                "alert {} {} {} {} epoch {} offender {} amount {} records {}",
+                                "alert {} {} {} {} epoch {} offender {} {number} {} records {}",
                                 a.id,
                                 a.kind,
                                 a.severity,
