@@ -315,6 +315,13 @@ fn a_user_is_told_what_happened_and_what_to_do() {
             && err.contains("`tally device sync` closes the requests nobody paid"),
         "{err}"
     );
+    // An online command the SE refuses: in words, with what to check.
+    let err = alice.run(&["unload", "5000"]).fails_with(1);
+    assert!(
+        err.contains("request parameters do not fit the SE's state (code 2030); an amount of 0, more than the SE holds"),
+        "{err}"
+    );
+    assert_eq!(alice.balance().balance, 700, "nothing unloaded");
     let inv = operator(&url, &["invariant"]);
     assert!(inv.starts_with("holds"), "{inv}");
     drop(node);

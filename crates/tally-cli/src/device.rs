@@ -279,6 +279,12 @@ fn se_text(e: &tally_wallet::WalletError) -> String {
                     "; `tally device sync` closes the requests nobody paid"
                 }
                 tally_codes::SE_CARDHOLDER_VERIFICATION_REQUIRED => "; give the PIN with --pin",
+                // Each load takes a fresh offline key; a renewal gathers
+                // the tokens under one and frees the others.
+                tally_codes::SE_LIMIT_KEYS => "; `tally device renew` frees keys",
+                tally_codes::SE_BAD_REQUEST_PARAMS => {
+                    "; an amount of 0, more than the SE holds, or an empty account name?"
+                }
                 _ => "",
             };
             format!("the secure element refused: {meaning} (code {code}){hint}")

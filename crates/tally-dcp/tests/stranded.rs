@@ -484,3 +484,30 @@ fn a_sync_carries_every_unacknowledged_payment_the_se_can_hold() {
     );
     invariant_holds(&bo, &mut [&mut a, &mut b]);
 }
+
+/// `unload` whose first request (the redemption order) loses its reply:
+/// the next command finishes it — the order, the SE's payment of it and
+/// its redemption — and reports one unload, not the order and the
+/// redemption as two.
+#[test]
+fn a_resumed_unload_is_reported_once() {
+    let bo = backoffice();
+    bo.deposit("d2", "carol", 10_000).unwrap();
+    let mut d = onboard(&bo, "carol-order", IOT, "carol");
+    let mut slot = Slot::default();
+    run(&bo, &mut d, &mut slot, 0, |a| a.load(3_000)).unwrap();
+    let lost = run(&bo, &mut d, &mut slot, 1, |a| a.unload(1_000));
+    assert!(lost.is_err());
+    let done = run(&bo, &mut d, &mut slot, 0, |a| a.resume()).unwrap();
+    assert_eq!(
+        done,
+        vec![Finished::Redemption {
+            amount: Amount(1_000),
+            unload: true
+        }],
+        "one unload"
+    );
+    assert_eq!(d.link.status().unwrap().balance, Amount(2_000));
+    assert_eq!(bo.account_balance("carol").unwrap(), 8_000);
+    invariant_holds(&bo, &mut [&mut d]);
+}

@@ -388,6 +388,16 @@ impl<'a> Agent<'a> {
                 }
             }
         }
+        // A pending redemption request whose order the SE then paid and
+        // the pass above redeemed is one operation: report it once.
+        if let Some(Finished::Request(DeviceOp::RedemptionRequest { amount, unload })) =
+            finished.first()
+        {
+            let (amount, unload) = (Amount(*amount), *unload);
+            if finished[1..].contains(&Finished::Redemption { amount, unload }) {
+                finished.remove(0);
+            }
+        }
         Ok(finished)
     }
 
