@@ -541,29 +541,8 @@ impl CliDevice {
     pub fn init(dir: &Path, name: &str, node: &str, class: &str, account: &str) -> CliDevice {
         let mut d = CliDevice::at(dir, name);
         let code = enrolment_code(node, account);
-        let (maker_key, _) = maker_files(dir);
-        let (root, maker_key) = (
-            dir.join(ROOT_FILE).display().to_string(),
-            maker_key.display().to_string(),
-        );
-        let mut args = vec![
-            "init",
-            "--node",
-            node,
-            "--class",
-            class,
-            "--account",
-            account,
-            "--code",
-            &code,
-            "--root",
-            &root,
-            "--maker-key",
-            &maker_key,
-        ];
-        if class != "iot" {
-            args.extend(["--pin", PIN]);
-        }
+        let args = init_args(dir, node, class, account, &code);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = d.run(&args).ok();
         assert!(out.contains("registered for account"), "{out}");
         d.pin = (class != "iot").then(|| PIN.to_string());
@@ -632,6 +611,45 @@ impl CliDevice {
         }
         to
     }
+}
+
+/// `tally device init`'s arguments for an SE of `dir` (the root file the
+/// node wrote, the manufacturer key of `dir`); cards and phones get
+/// [`PIN`].
+pub fn init_args(dir: &Path, node: &str, class: &str, account: &str, code: &str) -> Vec<String> {
+    init_args_with(dir, node, class, account, code, &maker_files(dir).0)
+}
+
+/// [`init_args`] with another manufacturer's key file.
+pub fn init_args_with(
+    dir: &Path,
+    node: &str,
+    class: &str,
+    account: &str,
+    code: &str,
+    maker_key: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "init",
+        "--node",
+        node,
+        "--class",
+        class,
+        "--account",
+        account,
+        "--code",
+        code,
+        "--root",
+        &dir.join(ROOT_FILE).display().to_string(),
+        "--maker-key",
+        &maker_key.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if class != "iot" {
+        args.extend(["--pin".to_string(), PIN.to_string()]);
+    }
+    args
 }
 
 /// An offline payment through files: request, pay, receive, ack.

@@ -349,28 +349,8 @@ fn story(db: Db, dir: &Path, test: &str) {
         ..CliDevice::at(dir, "erin")
     };
     let code = common::enrolment_code(&url, "erin");
-    let (maker_key, _) = common::maker_files(dir);
-    let (root, maker_key) = (
-        dir.join(common::ROOT_FILE).display().to_string(),
-        maker_key.display().to_string(),
-    );
-    let init = [
-        "init",
-        "--node",
-        &proxy,
-        "--class",
-        "phone",
-        "--account",
-        "erin",
-        "--code",
-        &code,
-        "--root",
-        &root,
-        "--maker-key",
-        &maker_key,
-        "--pin",
-        common::PIN,
-    ];
+    let init = common::init_args(dir, &proxy, "phone", "erin", &code);
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
     *plan.lock().unwrap() = Plan::lose(0, 1);
     let err = erin.run(&init).fails_with(1);
     assert!(

@@ -22,7 +22,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{CliDevice, Db, Node, PIN, ROOT_FILE, Run, maker_files, operator, run, temp_dir};
+use common::{CliDevice, Db, Node, PIN, Run, maker_files, operator, run, temp_dir};
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -48,25 +48,8 @@ fn init_by(
     maker_key: &Path,
 ) -> Run {
     let dev = CliDevice::at(d, name);
-    let (root, maker_key) = (s(&d.join(ROOT_FILE)), s(maker_key));
-    let mut args = vec![
-        "init",
-        "--node",
-        url,
-        "--class",
-        class,
-        "--account",
-        account,
-        "--code",
-        code,
-        "--root",
-        &root,
-        "--maker-key",
-        &maker_key,
-    ];
-    if class != "iot" {
-        args.extend(["--pin", PIN]);
-    }
+    let args = common::init_args_with(d, url, class, account, code, maker_key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     dev.run(&args)
 }
 

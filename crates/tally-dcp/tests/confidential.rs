@@ -155,25 +155,9 @@ fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
 }
 
 /// A hostile payer signs what it altered (the signatures cover the audit
-/// seal, decision 0034): its key, read from its SE's state (a test can
-/// see it).
+/// seal, decision 0034).
 fn resign(p: &mut Package, payer: &Dev) {
-    let input = p.transfer.inputs[0];
-    let owner = p
-        .ancestry
-        .iter()
-        .find(|r| r.id() == input.record)
-        .map(|r| r.outputs()[input.index as usize].owner)
-        .expect("the input's record is in the ancestry");
-    let k = payer
-        .link
-        .card
-        .applet
-        .state()
-        .key(&owner)
-        .expect("the payer's key");
-    let sk = tally_core::SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
-    p.transfer.signatures = vec![sk.sign(&p.transfer.signed_message(&p.transfer.id()).0)];
+    tally_wallet::testkit::sign_as_payer(p, &payer.link.card.applet);
 }
 
 /// Uploads `pkgs` as `uploader`'s sync.

@@ -896,19 +896,10 @@ fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
     p.transfer.confidential.as_mut().expect("confidential")
 }
 
-/// A hostile payer signs the seal it made (the signatures cover the audit
-/// seal, decision 0034): its key, read from its SE's state.
+/// A hostile payer signs what it altered (the signatures cover the audit
+/// seal, decision 0034).
 fn resign(p: &mut Package, payer: &TestDevice) {
-    let input = p.transfer.inputs[0];
-    let owner = p
-        .ancestry
-        .iter()
-        .find(|r| r.id() == input.record)
-        .map(|r| r.outputs()[input.index as usize].owner)
-        .expect("the input's record is in the ancestry");
-    let k = payer.applet().state().key(&owner).expect("the payer's key");
-    let sk = tally_core::SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
-    p.transfer.signatures = vec![sk.sign(&p.transfer.signed_message(&p.transfer.id()).0)];
+    tally_wallet::testkit::sign_as_payer(p, payer.applet());
 }
 
 fn reused_settlement_key_for_another_loss_is_refused(s: &Store) {

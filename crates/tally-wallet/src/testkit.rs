@@ -107,3 +107,22 @@ impl TestDevice {
         &self.link.card.applet
     }
 }
+
+/// Signs `package`'s transfer again with the key of its first input's
+/// owner, read from `payer`'s SE state: a hostile payer SE signing what
+/// it altered (a confidential record's signatures cover its audit seal,
+/// decision 0034). Tests only: the seed never leaves a real SE.
+pub fn sign_as_payer(package: &mut tally_core::Package, payer: &Applet<MemStorage, TestEntropy>) {
+    let input = package.transfer.inputs[0];
+    let owner = package
+        .ancestry
+        .iter()
+        .find(|r| r.id() == input.record)
+        .map(|r| r.outputs()[input.index as usize].owner)
+        .expect("the input's record is in the ancestry");
+    let key = payer.state().key(&owner).expect("the payer's key");
+    let sk = tally_core::SecretKey::from_seed(owner.suite(), &key.seed_for_tests())
+        .expect("a key's seed");
+    let message = package.transfer.signed_message(&package.transfer.id());
+    package.transfer.signatures = alloc::vec![sk.sign(&message.0)];
+}

@@ -12,7 +12,7 @@ use tally_core::confidential::{
 };
 use tally_core::policy::device_class::{CARD, IOT, PHONE};
 use tally_core::testkit::{Scheme, TestEntropy};
-use tally_core::{Amount, Package, Record, SecretKey, Suite, VerifyError};
+use tally_core::{Amount, Package, Record, Suite, VerifyError};
 use tally_se::storage::MemStorage;
 use tally_se::{Applet, SeError, Sealing};
 use tally_wallet::testkit::{TEST_STORAGE_BYTES, TestDevice, load};
@@ -312,21 +312,14 @@ fn setup() -> Setup {
     }
 }
 
-/// The payer's keys, read from its SE's state (a test can see it): a
-/// payer that builds a malicious transfer itself.
 fn conf(p: &mut Package) -> &mut tally_core::record::ConfidentialTransfer {
     p.transfer.confidential.as_mut().unwrap()
 }
 
+/// The payer's keys, read from its SE's state (a test can see it): a
+/// payer that builds a malicious transfer itself.
 fn resign(pkg: &mut Package, payer: &TestDevice) {
-    let st = payer.applet().state();
-    let owner = match &pkg.ancestry[0] {
-        Record::Issue(i) => i.outputs[0].owner,
-        _ => unreachable!(),
-    };
-    let k = st.key(&owner).expect("payer key");
-    let sk = SecretKey::from_seed(owner.suite(), &k.seed_for_tests()).unwrap();
-    pkg.transfer.signatures = vec![sk.sign(&pkg.transfer.signed_message(&pkg.transfer.id()).0)];
+    tally_wallet::testkit::sign_as_payer(pkg, payer.applet());
 }
 
 #[test]
