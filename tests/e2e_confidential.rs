@@ -67,6 +67,24 @@ fn confidential_story(db: Db, test: &str) {
     assert_eq!(bob.ok(&["load", "2000"]).trim(), "loaded 2000");
     assert_eq!(meter.ok(&["load", "300"]).trim(), "loaded 300");
     expect(&alice, 10_000, 1);
+    // Payment streams are clear amounts only: the SE refuses to ask for
+    // one, and the user is told why.
+    let err = meter
+        .run(&[
+            "stream",
+            "request",
+            "--price",
+            "2",
+            "--ticks",
+            "10",
+            "--out",
+            &s(&d.join("stream.req")),
+        ])
+        .fails_with(1);
+    assert!(
+        err.contains("a confidential policy (streams are clear amounts only) (code 2046)"),
+        "{err}"
+    );
 
     // card → phone (a split: 3 000 paid, 7 000 change).
     let (_, p1) = pay_via_files(d, "p1", &alice, &bob, 3_000);

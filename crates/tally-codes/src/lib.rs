@@ -501,7 +501,7 @@ registry! {
     SE_STREAM_UNKNOWN = 2045, Se, http [], sw [0x6A80], Used,
         "no stream with this id on this side of this SE";
     SE_STREAM_TERMS = 2046, Se, http [], sw [0x6A80], Used,
-        "stream terms out of bounds (zero price or ticks, more than 65,536 ticks, value overflow) or stream id in use";
+        "stream terms out of bounds (zero price or ticks, more than 65,536 ticks, value overflow), stream id in use, or a confidential policy (streams are clear amounts only)";
     SE_LIMIT_PAYMENT_AMOUNT = 2100, Se, http [], sw [0x6985], Used,
         "limit exceeded: per-payment amount";
     SE_LIMIT_HOLDING = 2101, Se, http [], sw [0x6985], Used,
