@@ -9,7 +9,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use tally_core::codec::Cbor;
 use tally_core::confidential::fuzzing::PackageFixture;
-use tally_core::confidential_record::{NewOutput, build_transfer};
+use tally_core::confidential_record::build_transfer;
 use tally_core::crypto::{PublicKey, Suite};
 use tally_core::record::{OutPoint, Output, Record, Transfer};
 use tally_core::testkit::{self, Scheme, TestEntropy};
@@ -90,28 +90,11 @@ fn bench(c: &mut Criterion) {
     let ctrust = cs.trust();
     let gens = ctrust.range_gens().unwrap();
     let cissue = cs.issue(payer.public(), 1000);
-    let opening = cissue.open_output(0, &payer).unwrap();
     let p2 = payer.clone();
     let key_for = move |k: &PublicKey| (*k == p2.public()).then(|| p2.clone());
     let mut rng = TestEntropy::new(b"bench-pay");
-    let input = (
-        OutPoint {
-            record: cissue.id(),
-            index: 0,
-        },
-        payer.public(),
-        opening,
-    );
-    let outs = [
-        NewOutput {
-            owner: f.payee.public(),
-            value: Amount(250),
-        },
-        NewOutput {
-            owner: payer.public(),
-            value: Amount(750),
-        },
-    ];
+    let (input, outs) =
+        tally_core::confidential::fuzzing::payment_of(&cissue, &payer, &f.payee.public(), 250);
     c.bench_function("payer build transfer, confidential (16 bits × 2)", |b| {
         b.iter(|| {
             build_transfer(
@@ -128,10 +111,8 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let whole = [NewOutput {
-        owner: f.payee.public(),
-        value: Amount(1000),
-    }];
+    let (_, whole) =
+        tally_core::confidential::fuzzing::payment_of(&cissue, &payer, &f.payee.public(), 1000);
     c.bench_function(
         "payer build transfer, confidential whole token (one output)",
         |b| {

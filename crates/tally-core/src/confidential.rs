@@ -1536,6 +1536,44 @@ pub mod fuzzing {
         pub issue: crate::record::Issue,
     }
 
+    /// What PAY spends and makes for `payment` from `payer`'s confidential
+    /// Issue of 1000 (its output 0) to `payee`: the input with its
+    /// opening, and the payment's output then the change's (none when the
+    /// whole Issue is paid). The fixture's, its vectors' and the benches'.
+    pub fn payment_of(
+        issue: &crate::record::Issue,
+        payer: &SecretKey,
+        payee: &PublicKey,
+        payment: u64,
+    ) -> (
+        (crate::record::OutPoint, PublicKey, Opening),
+        Vec<crate::confidential_record::NewOutput>,
+    ) {
+        use crate::confidential_record::NewOutput;
+        let opening = issue
+            .open_output(0, payer)
+            .unwrap_or_else(|e| panic!("fixture issue opening: {e}"));
+        let input = (
+            crate::record::OutPoint {
+                record: issue.id(),
+                index: 0,
+            },
+            payer.public(),
+            opening,
+        );
+        let mut outputs = vec![NewOutput {
+            owner: *payee,
+            value: Amount(payment),
+        }];
+        if payment < 1000 {
+            outputs.push(NewOutput {
+                owner: payer.public(),
+                value: Amount(1000 - payment),
+            });
+        }
+        (input, outputs)
+    }
+
     impl PackageFixture {
         /// A payment of 250 from an Issue of 1000, with change (SPEC
         /// §4.9.5's vectors).
@@ -1548,17 +1586,15 @@ pub mod fuzzing {
             Self::paying(1000)
         }
         fn paying(payment: u64) -> PackageFixture {
-            use crate::confidential_record::{NewOutput, build_transfer};
-            use crate::record::{OutPoint, Record};
+            use crate::confidential_record::build_transfer;
+            use crate::record::Record;
             let mut rng = TestEntropy::new(b"confidential-package-fixture");
             let mut scheme = testkit::Scheme::confidential(Suite::Ed25519);
             let trust = scheme.trust();
             let payer = testkit::key(Suite::Ed25519, b"fixture-payer");
             let payee = testkit::key(Suite::Ed25519, b"payee");
             let issue = scheme.issue(payer.public(), 1000);
-            let opening = issue
-                .open_output(0, &payer)
-                .unwrap_or_else(|e| panic!("fixture issue opening: {e}"));
+            let (input, outputs) = payment_of(&issue, &payer, &payee.public(), payment);
             let nonce = *b"fixture-nonce-01";
             let gens = match trust.range_gens() {
                 Some(g) => g,
@@ -1569,24 +1605,8 @@ pub mod fuzzing {
             let built = build_transfer(
                 gens,
                 &testkit::Scheme::audit_key(),
-                &[(
-                    OutPoint {
-                        record: issue.id(),
-                        index: 0,
-                    },
-                    payer.public(),
-                    opening,
-                )],
-                &[
-                    NewOutput {
-                        owner: payee.public(),
-                        value: Amount(payment),
-                    },
-                    NewOutput {
-                        owner: payer.public(),
-                        value: Amount(1000 - payment),
-                    },
-                ][..if payment < 1000 { 2 } else { 1 }],
+                &[input],
+                &outputs,
                 nonce,
                 1,
                 &key_for,

@@ -1001,25 +1001,8 @@ fn proving_task_of_the_fixture() -> tally_core::confidential_record::ProvingTask
     use tally_core::crypto::{SeededStream, tagged_hash};
     let f = tally_core::confidential::fuzzing::PackageFixture::new();
     let payer = testkit::key(Suite::Ed25519, b"fixture-payer");
-    let opening = f.issue.open_output(0, &payer).unwrap();
-    let input = (
-        OutPoint {
-            record: f.issue.id(),
-            index: 0,
-        },
-        payer.public(),
-        opening,
-    );
-    let outputs = [
-        NewOutput {
-            owner: f.payee.public(),
-            value: Amount(250),
-        },
-        NewOutput {
-            owner: payer.public(),
-            value: Amount(750),
-        },
-    ];
+    let (input, outputs) =
+        tally_core::confidential::fuzzing::payment_of(&f.issue, &payer, &f.payee.public(), 250);
     let seed = tagged_hash(b"tally/test/proving-task-vector", &[]);
     let prepared = prepare_transfer(
         &[input],

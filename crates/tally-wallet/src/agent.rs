@@ -320,15 +320,9 @@ impl<'a> Agent<'a> {
     /// operation while one is pending.
     pub fn resume(&mut self) -> Result<Vec<Finished>, AgentError> {
         let mut finished = Vec::new();
-        // The redemption the pending request finished, if it was one: the
-        // pass over the log below must not report it a second time.
-        let mut resumed_redemption = None;
         let pending = self.pending.as_mut().and_then(|p| p.get());
         if let Some(bytes) = pending {
             let req = DeviceRequest::from_cbor(&bytes).map_err(|_| AgentError::Unexpected)?;
-            if let DeviceOp::Redeem { transfer_id, .. } = &req.op {
-                resumed_redemption = Some(*transfer_id);
-            }
             // A Redeem names its transfer; the SE's log has the amount.
             let redeemed = match &req.op {
                 DeviceOp::Redeem { transfer_id, .. } => self
@@ -370,7 +364,6 @@ impl<'a> Agent<'a> {
                     .transfer
                     .nonce;
                 match self.redeem_paid(nonce, &package) {
-                    Ok(_) if resumed_redemption == Some(o.transfer_id) => {}
                     Ok(resp) => finished.push(Finished::Redemption {
                         amount: o.amount,
                         unload: matches!(resp, DeviceResponse::Unloaded { .. }),
